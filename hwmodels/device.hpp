@@ -1,0 +1,53 @@
+// Device models: turn a Workload into latency, energy and memory on one target.
+//
+// A device is a plain class implementing Device; families (roofline GPU, edge CPU, Edge TPU,
+// MCU, neuromorphic, host-measured, lookup-table, plugin) are built from a JSON description
+// whose "family" field picks the class.  Presets live in hwmodels/devices/*.json.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "hwmodels/workload.hpp"
+
+namespace hwnas::hw {
+
+struct NodeCost {
+  std::string name;
+  double latency_s = 0;
+  double energy_j = 0;
+  std::string bound;  // "compute", "memory", "launch", "fallback-cpu", "event", ...
+};
+
+struct Cost {
+  bool feasible = true;
+  std::string infeasible_reason;  // set when !feasible, e.g. "peak activations 412 kB > SRAM 320 kB"
+  double latency_ms = 0;          // per inference at the device's batch size
+  double energy_mj = 0;           // per inference (batch)
+  double memory_bytes = 0;        // peak memory the device must hold
+  nlohmann::json extra = nlohmann::json::object();  // family-specific figures (cores used, ...)
+  std::vector<NodeCost> nodes;    // per-node breakdown
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual std::string name() const = 0;
+  virtual std::string family() const = 0;
+  virtual bool supports(OpCategory c) const = 0;
+  virtual Cost estimate(const Workload& w) const = 0;
+  virtual nlohmann::json to_json() const = 0;  // round-trips through make_device()
+  // Whether estimate() may be called concurrently from several threads.
+  virtual bool thread_safe() const { return true; }
+};
+
+// Builds a device from its JSON description; throws std::invalid_argument naming the field.
+std::unique_ptr<Device> make_device(const nlohmann::json& description);
+// Resolves a preset name (e.g. "h100_sxm"), a path to a device JSON, or a plugin path (.so).
+std::unique_ptr<Device> load_device(const std::string& name_or_path);
+// Names of the presets shipped in hwmodels/devices/.
+std::vector<std::string> preset_names();
+
+}  // namespace hwnas::hw

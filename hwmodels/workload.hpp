@@ -1,0 +1,92 @@
+// The workload IR: what an architecture asks of hardware, independent of any device.
+//
+// Built from a genome (static counts per node: MACs, bytes, parameters, precision) plus measured
+// activity (spike counts, active experts, solver function evaluations) and stored with each
+// evaluation, so a finished run can be re-costed on a new device without retraining.
+// Counts are per *sample* (batch 1); devices scale by their own batch size.
+#pragma once
+
+#include <array>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace hwnas::hw {
+
+// Op categories that device models assign efficiencies and support to.  Keep the name table
+// in workload.cpp in sync (a static_assert checks the count).
+enum class OpCategory {
+  Dense,          // matmul / linear
+  Conv,           // dense conv2d
+  DepthwiseConv,  // grouped conv with groups == channels
+  Pool,
+  Norm,           // batch / layer norm
+  Elementwise,    // add, mul, activations, residual adds
+  Attention,      // softmax(QK^T)V part (projections are Dense)
+  Embedding,      // table lookups
+  Recurrent,      // time loops and scans (SSM, liquid, RNN)
+  Fft,            // FFT long convolutions
+  Spiking,        // integrate-and-fire neuron updates
+  Routing,        // MoE gating / dispatch / combine
+  Memory,         // retrieval, neural-memory reads and writes
+  Other,
+  kCount
+};
+const char* op_category_name(OpCategory c);
+OpCategory op_category_from_name(const std::string& name);  // throws std::invalid_argument
+
+struct NodeWorkload {
+  std::string name;        // node label, e.g. "n3:conv"
+  std::string block_kind;  // catalogue kind, e.g. "conv"
+  OpCategory category = OpCategory::Other;
+
+  double macs = 0;          // multiply-accumulates (1 MAC = 2 FLOPs)
+  double other_flops = 0;   // non-MAC arithmetic (activations, softmax, norms, adds)
+  double params = 0;        // trainable parameters
+  double weight_bytes = 0;  // at the node's precision
+  double input_bytes = 0;   // activations read
+  double output_bytes = 0;  // activations written
+  int bits = 32;            // numeric precision of weights and activations
+  double sparsity = 0;      // fraction of weights pruned (0 = dense)
+  int kernels = 1;          // separate kernel launches on a GPU-like device
+  int seq_len = 0;          // tokens, for sequence ops
+
+  // Neuromorphic mapping (neurons this node emulates and their connectivity).
+  double neurons = 0;
+  double fan_in = 0;    // synapses into each neuron
+  double fan_out = 0;   // synapses out of each neuron
+  double synapses = 0;  // total weights as synapses
+  bool spiking = false;  // node is a spiking neuron layer
+  int timesteps = 1;     // simulation steps per sample for spiking/recurrent nodes
+
+  // Measured activity, per sample (averaged over the evaluation's forward passes).
+  double spikes = 0;            // spikes emitted by this node
+  double synaptic_ops = 0;      // spike deliveries (spikes x fan-out) into the next node
+  double active_experts = 0;    // mean experts active per token
+  double total_experts = 0;
+  double function_evals = 0;    // ODE solver evaluations
+  bool has_activity = false;    // the fields above were measured, not defaulted
+
+  double flops() const { return 2.0 * macs + other_flops; }
+  double bytes() const { return weight_bytes + input_bytes + output_bytes; }
+};
+
+struct Workload {
+  std::vector<NodeWorkload> nodes;  // in execution (topological) order
+  double input_bytes = 0;           // one sample's input
+  // Measurements of the architecture on real hardware, by key (e.g. "host_latency_ms").
+  std::map<std::string, double> measured;
+
+  double total_macs() const;
+  double total_params() const;
+  double total_weight_bytes() const;
+  // Largest live activation set in topological order, assuming each node's inputs and output
+  // are live together (the usual lower bound that MCU deployers such as TinyEngine report).
+  double peak_activation_bytes() const;
+
+  nlohmann::json to_json() const;
+  static Workload from_json(const nlohmann::json& j);  // throws std::invalid_argument naming the field
+};
+
+}  // namespace hwnas::hw

@@ -1,0 +1,84 @@
+// Reverse-mode automatic differentiation.
+//
+// Every op returns a Var whose Node holds the forward value, its parents and a closure that,
+// given the node's output gradient, accumulates gradients into the parents (Flashlight style).
+// Nodes carry a creation sequence number; backward() collects the nodes reachable from the loss
+// and replays them in reverse creation order, which is exactly the order of a recorded tape
+// without any global or thread-local tape to clear.
+//
+// Threading: a graph belongs to one training loop.  Grad mode is thread-local, so a training loop
+// that runs inside a TBB task must run under tbb::this_task_arena::isolate (nn/parallel.hpp's
+// run_isolated) so that the thread never steals another candidate's task while it waits inside
+// a parallel op.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "nn/tensor.hpp"
+
+namespace hwnas::nn {
+
+struct Node {
+  Tensor value;
+  Tensor grad;  // allocated lazily by grad_of(); same shape as value
+  bool requires_grad = false;
+  std::uint64_t seq = 0;
+  std::vector<std::shared_ptr<Node>> parents;
+  // Reads self.grad and accumulates into parents' grads (use accumulate_grad()).
+  std::function<void(Node& self)> backward_fn;
+};
+
+class Var {
+ public:
+  Var() = default;
+  explicit Var(std::shared_ptr<Node> node) : node_(std::move(node)) {}
+
+  const Tensor& value() const { return node_->value; }
+  Tensor& value() { return node_->value; }
+  const Shape& shape() const { return node_->value.shape(); }
+  int dim(int i) const { return node_->value.dim(i); }
+  bool requires_grad() const { return node_ && node_->requires_grad; }
+  // Gradient accumulated by backward(); empty tensor if none reached this Var.
+  const Tensor& grad() const { return node_->grad; }
+  Tensor& grad() { return node_->grad; }
+  bool defined() const { return static_cast<bool>(node_); }
+  Node* node() const { return node_.get(); }
+  const std::shared_ptr<Node>& node_ptr() const { return node_; }
+
+ private:
+  std::shared_ptr<Node> node_;
+};
+
+// A trainable leaf: accumulates gradients across backward() calls until zero_grad().
+Var parameter(Tensor value);
+// A leaf that never receives gradients (inputs, labels, masks).
+Var constant(Tensor value);
+
+// Creates the output node of an op.  If grad mode is off or no parent requires grad, the
+// backward closure and parents are dropped, so inference builds no graph.
+Var make_result(Tensor value, std::vector<Var> parents, std::function<void(Node& self)> backward_fn);
+
+// grad += g, allocating grad (zeros) on first use.  Safe to call on nodes that need no grad.
+void accumulate_grad(Node& node, const Tensor& g);
+// The node's gradient buffer, zero-initialised on first use (for ops that write in place).
+Tensor& grad_of(Node& node);
+
+// Backpropagates from a scalar (1-element) loss, seeding d loss / d loss = 1.
+void backward(const Var& loss);
+
+bool grad_enabled();
+// Disables graph recording in this thread for its lifetime (evaluation, inference timing).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+}  // namespace hwnas::nn

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs hwnas's Debian dependencies if any is missing, then configures and builds.
+# Idempotent: when everything is installed and built it only runs an incremental build.
+#   scripts/setup.sh [build-dir]        (default: build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR="${1:-build}"
+
+PACKAGES=(build-essential cmake pkg-config libtbb-dev libboost-graph-dev libopenmpi-dev openmpi-bin
+          libsqlite3-dev sqlite3 libeigen3-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+          zlib1g-dev dataset-fashion-mnist)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$BUILD_DIR" -j"$(nproc)"

@@ -1,0 +1,89 @@
+// The genome: an architecture as a DAG of typed blocks (Boost.Graph adjacency_list).
+//
+// Node 0 is always the "input" node carrying the sample type; the single sink is the output.
+// Each node has a block kind from the catalogue (spaces/catalogue.hpp) and hyperparameters as a
+// JSON object; output types are inferred by validate().  Edges carry a slot so that multi-input
+// blocks (concat, add) see their inputs in a defined order.
+#pragma once
+
+#include <boost/graph/adjacency_list.hpp>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hwnas::spaces {
+
+enum class DataKind { Image, Sequence, Vector };
+const char* data_kind_name(DataKind k);
+DataKind data_kind_from_name(const std::string& s);  // throws std::invalid_argument
+
+// Per-sample tensor type: Image {C,H,W}, Sequence {L,D}, Vector {D}.
+struct TensorType {
+  DataKind kind = DataKind::Vector;
+  std::vector<int> dims;
+  std::int64_t numel() const;
+  std::string str() const;  // "image[1,28,28]"
+  bool operator==(const TensorType& o) const = default;
+};
+
+struct BlockNode {
+  std::string kind;                                  // catalogue name
+  nlohmann::json params = nlohmann::json::object();  // hyperparameters (ints, floats, strings)
+  TensorType out;                                    // inferred by Genome::validate()
+};
+
+struct EdgeSlot {
+  int slot = 0;
+};
+
+// Thrown for an invalid genome; the message names the node and field, e.g.
+// "node 3 (conv): param 'kernel' = 4 not in {1,3,5,7}".
+struct GenomeError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+class Genome {
+ public:
+  using Graph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, BlockNode,
+                                      EdgeSlot>;
+  using NodeId = std::size_t;
+
+  Genome() = default;
+  explicit Genome(TensorType input);
+
+  NodeId add_node(std::string kind, nlohmann::json params = nlohmann::json::object());
+  // Appends `from` as the next input slot of `to`.
+  void add_edge(NodeId from, NodeId to);
+  void remove_edge(NodeId from, NodeId to);
+
+  std::size_t num_nodes() const;
+  NodeId input_node() const { return 0; }
+  NodeId output_node() const;  // the unique sink; throws GenomeError if not unique
+  const BlockNode& node(NodeId v) const;
+  BlockNode& node(NodeId v);
+  std::vector<NodeId> inputs_of(NodeId v) const;  // predecessors in slot order
+  std::vector<NodeId> outputs_of(NodeId v) const;
+  std::vector<NodeId> topological_order() const;  // throws GenomeError on a cycle
+  const TensorType& input_type() const { return graph_[0].out; }
+  const Graph& graph() const { return graph_; }
+
+  // Checks acyclicity, single sink, connectivity, known kinds, hyperparameter domains and shape
+  // compatibility, inferring every node's output type.  Throws GenomeError.
+  void validate();
+  bool is_valid() const;
+
+  nlohmann::json to_json() const;                   // {"input":..., "nodes":[...], "edges":[...]}
+  static Genome from_json(const nlohmann::json& j);  // validates; throws GenomeError
+
+  // Canonical form: the same JSON for isomorphic graphs (same computation, nodes numbered
+  // differently), used for deduplication in the store.
+  std::string canonical_json() const;
+  std::string hash() const;  // 16 hex digits of a 64-bit hash of canonical_json()
+
+ private:
+  Graph graph_;
+};
+
+}  // namespace hwnas::spaces
