@@ -1,0 +1,104 @@
+// The SQLite store: one file holds runs, architectures, evaluations, hardware costs and Pareto
+// fronts.  RAII over sqlite3*; no raw handle leaves db/.  WAL mode so readers can query a
+// running search; every multi-row write is one transaction (a crash loses at most the write in
+// flight, never stored rows).  Only the coordinator process writes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hwnas::db {
+
+struct DbError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr int kSchemaVersion = 1;
+
+struct RunInfo {
+  std::int64_t id = 0;
+  std::string name;
+  nlohmann::json config;
+  std::uint64_t seed = 0;
+  std::string status;  // "running", "finished", "failed", "interrupted"
+  std::string started_at, finished_at;  // ISO-8601 UTC
+  std::int64_t evaluations = 0;
+};
+
+struct CostRecord {
+  std::string device;
+  bool feasible = true;
+  std::string infeasible_reason;
+  double latency_ms = 0, energy_mj = 0, memory_bytes = 0;
+  nlohmann::json detail = nlohmann::json::object();  // per-node breakdown, extra figures
+};
+
+struct EvaluationRecord {
+  std::int64_t run_id = 0;
+  std::int64_t arch_id = 0;
+  nlohmann::json metrics = nlohmann::json::object();
+  nlohmann::json fidelity = nlohmann::json::object();
+  nlohmann::json workload = nlohmann::json::object();  // hw::Workload::to_json()
+  std::vector<double> loss_curve;
+  double wall_seconds = 0;
+  int worker_rank = 0;
+  std::string status = "ok";  // "ok" or "failed"
+  std::string error;
+  std::vector<CostRecord> costs;
+};
+
+struct ParetoRow {
+  std::int64_t evaluation_id = 0, arch_id = 0;
+  std::string arch_hash, arch_description;
+  nlohmann::json metrics;
+  CostRecord cost;
+};
+
+struct ArchitectureRow {
+  std::int64_t id = 0;
+  std::string hash, description;
+  nlohmann::json genome;
+};
+
+class Store {
+ public:
+  // Opens or creates the file; creates or migrates the schema; refuses a newer schema version.
+  explicit Store(const std::string& path, bool read_only = false);
+  ~Store();
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+
+  int schema_version() const;
+
+  std::int64_t create_run(const std::string& name, const nlohmann::json& config, std::uint64_t seed);
+  void finish_run(std::int64_t run_id, const std::string& status);
+  // Deduplicated by hash: returns the existing id when the architecture is already stored.
+  std::int64_t upsert_architecture(const std::string& hash, const nlohmann::json& canonical_genome,
+                                   const std::string& description);
+  // The evaluation and all its costs in one transaction; returns the evaluation id.
+  std::int64_t add_evaluation(const EvaluationRecord& e);
+  void add_costs(std::int64_t evaluation_id, const std::vector<CostRecord>& costs);
+  // Replaces the run's front for the device in one transaction.
+  void set_pareto(std::int64_t run_id, const std::string& device,
+                  const std::vector<std::int64_t>& evaluation_ids);
+
+  std::vector<RunInfo> runs() const;
+  std::optional<RunInfo> run(std::int64_t run_id) const;
+  std::optional<std::int64_t> latest_run_id() const;
+  std::vector<EvaluationRecord> evaluations(std::int64_t run_id) const;  // with costs
+  std::vector<std::int64_t> evaluation_ids(std::int64_t run_id) const;
+  std::optional<ArchitectureRow> architecture(std::int64_t arch_id) const;
+  std::vector<std::string> pareto_devices(std::int64_t run_id) const;
+  std::vector<ParetoRow> pareto(std::int64_t run_id, const std::string& device) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hwnas::db

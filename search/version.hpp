@@ -1,0 +1,4 @@
+#pragma once
+namespace hwnas {
+const char* version();
+}  // namespace hwnas
