@@ -39,6 +39,7 @@ struct CostRecord {
 };
 
 struct EvaluationRecord {
+  std::int64_t id = 0;  // set when read back; ignored by add_evaluation
   std::int64_t run_id = 0;
   std::int64_t arch_id = 0;
   nlohmann::json metrics = nlohmann::json::object();
@@ -50,6 +51,7 @@ struct EvaluationRecord {
   std::string status = "ok";  // "ok" or "failed"
   std::string error;
   std::vector<CostRecord> costs;
+  std::string created_at;  // set when read back (ISO-8601 UTC)
 };
 
 struct ParetoRow {
@@ -65,6 +67,8 @@ struct ArchitectureRow {
   nlohmann::json genome;
 };
 
+// Not thread-safe: one Store (one SQLite connection) per thread.  Several processes may open the
+// same file: one writer, any number of readers (read_only = true never creates or changes it).
 class Store {
  public:
   // Opens or creates the file; creates or migrates the schema; refuses a newer schema version.
@@ -95,6 +99,12 @@ class Store {
   std::optional<ArchitectureRow> architecture(std::int64_t arch_id) const;
   std::vector<std::string> pareto_devices(std::int64_t run_id) const;
   std::vector<ParetoRow> pareto(std::int64_t run_id, const std::string& device) const;
+
+  // Additions beyond the first contract (used by `hwnas show`).
+  std::optional<std::int64_t> architecture_id(const std::string& hash) const;
+  std::vector<EvaluationRecord> evaluations_of_architecture(std::int64_t arch_id) const;
+  const std::string& path() const;
+  bool read_only() const;
 
  private:
   struct Impl;

@@ -19,6 +19,7 @@ struct NodeCost {
   double latency_s = 0;
   double energy_j = 0;
   std::string bound;  // "compute", "memory", "launch", "fallback-cpu", "event", ...
+  double overhead_s = 0;  // part of latency_s that is fixed per-kernel overhead (launch, dispatch)
 };
 
 struct Cost {
@@ -38,6 +39,12 @@ class Device {
   virtual std::string family() const = 0;
   virtual bool supports(OpCategory c) const = 0;
   virtual Cost estimate(const Workload& w) const = 0;
+  // Totals only (Cost::nodes left empty): the fast path for scoring many architectures.
+  virtual Cost estimate_total(const Workload& w) const {
+    Cost c = estimate(w);
+    c.nodes.clear();
+    return c;
+  }
   virtual nlohmann::json to_json() const = 0;  // round-trips through make_device()
   // Whether estimate() may be called concurrently from several threads.
   virtual bool thread_safe() const { return true; }
@@ -47,7 +54,11 @@ class Device {
 std::unique_ptr<Device> make_device(const nlohmann::json& description);
 // Resolves a preset name (e.g. "h100_sxm"), a path to a device JSON, or a plugin path (.so).
 std::unique_ptr<Device> load_device(const std::string& name_or_path);
-// Names of the presets shipped in hwmodels/devices/.
+// Names of the presets shipped in hwmodels/devices/ (or $HWNAS_DEVICE_DIR), sorted.
 std::vector<std::string> preset_names();
+// The directory presets are read from.
+std::string preset_dir();
+// Family names make_device() accepts.
+std::vector<std::string> family_names();
 
 }  // namespace hwnas::hw

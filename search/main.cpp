@@ -1,10 +1,37 @@
 // The hwnas command line: one binary for search (local or under mpirun), queries and tools.
+// Every user error ends with one line "error: ..." on stderr and exit code 2; anything else
+// that goes wrong ends with exit code 1.  Results already stored are never lost: each
+// evaluation is committed on arrival.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "search/cmd_db.hpp"
+#include "search/cmd_hw.hpp"
+#include "search/cmd_search.hpp"
+#include "search/cmd_space.hpp"
+#include "search/config.hpp"
+#include "search/version.hpp"
+
 int main(int argc, char** argv) {
   CLI::App app{"hwnas: hardware-aware neural architecture search"};
+  app.set_version_flag("--version", hwnas::version());
   app.require_subcommand(1);
-  CLI11_PARSE(app, argc, argv);
+  hwnas::search::add_search_commands(app);
+  hwnas::search::add_db_commands(app);
+  hwnas::search::add_space_commands(app);
+  hwnas::search::add_hw_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {  // subcommands report their exit code this way
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : hwnas::search::kUsageExitCode;
+  } catch (const std::invalid_argument& e) {  // ConfigError, GenomeError, bad device files, ...
+    std::cerr << "error: " << e.what() << "\n";
+    return hwnas::search::kUsageExitCode;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
   return 0;
 }

@@ -26,6 +26,15 @@ struct TensorType {
   std::int64_t numel() const;
   std::string str() const;  // "image[1,28,28]"
   bool operator==(const TensorType& o) const = default;
+
+  static TensorType image(int c, int h, int w) { return {DataKind::Image, {c, h, w}}; }
+  static TensorType sequence(int len, int d) { return {DataKind::Sequence, {len, d}}; }
+  static TensorType vector(int d) { return {DataKind::Vector, {d}}; }
+  int features() const { return kind == DataKind::Image ? dims.at(0) : dims.back(); }
+  // {"kind":"image","shape":[1,28,28]}; from_json checks rank and positivity and throws
+  // std::invalid_argument naming `path`.
+  nlohmann::json to_json() const;
+  static TensorType from_json(const nlohmann::json& j, const std::string& path = "input");
 };
 
 struct BlockNode {
@@ -77,6 +86,11 @@ class Genome {
   nlohmann::json to_json() const;                   // {"input":..., "nodes":[...], "edges":[...]}
   static Genome from_json(const nlohmann::json& j);  // validates; throws GenomeError
 
+  // Annotations a space attaches (e.g. the decisions that produced this genome), carried through
+  // to_json/from_json but not part of the architecture: the canonical form and hash ignore them.
+  const nlohmann::json& meta() const { return meta_; }
+  nlohmann::json& meta() { return meta_; }
+
   // Canonical form: the same JSON for isomorphic graphs (same computation, nodes numbered
   // differently), used for deduplication in the store.
   std::string canonical_json() const;
@@ -84,6 +98,7 @@ class Genome {
 
  private:
   Graph graph_;
+  nlohmann::json meta_ = nlohmann::json::object();
 };
 
 }  // namespace hwnas::spaces

@@ -1,0 +1,71 @@
+#include "evaluators/train_evaluator.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "hwmodels/host_timer.hpp"
+#include "spaces/model_builder.hpp"
+#include "spaces/workload_builder.hpp"
+
+namespace hwnas::eval {
+
+TrainEvaluator::TrainEvaluator(std::shared_ptr<const TrainValSplit> data, TrainEvaluatorOptions options)
+    : data_(std::move(data)), options_(std::move(options)) {
+  options_.train.validate();
+}
+
+EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, std::uint64_t seed) {
+  EvalResult r;
+  auto model = spaces::build_model(g, seed);
+
+  // A fidelity subset takes the first n training rows: the split was already shuffled by its
+  // seed, so this is a uniform subset and the same for every candidate of a run.
+  const Dataset* train_set = &data_->train;
+  Dataset subset;
+  if (f.train_subset > 0 && f.train_subset < data_->train.size()) {
+    std::vector<int> idx(static_cast<std::size_t>(f.train_subset));
+    std::iota(idx.begin(), idx.end(), 0);
+    subset = take(data_->train, idx);
+    train_set = &subset;
+  }
+
+  TrainConfig tc = options_.train;
+  tc.epochs = f.epochs;
+  if (f.max_seconds > 0) tc.max_seconds = f.max_seconds;
+  tc.seed = seed;
+  TrainReport rep = train(*model, *train_set, data_->val, tc);
+
+  r.metrics["val_accuracy"] = rep.val_accuracy;
+  r.metrics["val_loss"] = rep.val_loss;
+  r.metrics["train_loss_first"] = rep.train_loss_first;
+  r.metrics["train_loss_last"] = rep.train_loss_last;
+  r.metrics["params"] = static_cast<double>(model->num_parameters());
+  r.metrics["train_seconds"] = rep.train_seconds;
+  r.metrics["samples_per_s"] = rep.samples_per_s;
+  r.metrics["epochs_run"] = rep.epochs_run;
+  for (const auto& p : rep.step_loss) r.loss_curve.push_back(p.loss);
+  if (r.loss_curve.empty()) r.loss_curve = rep.epoch_loss;
+  if (rep.stopped_reason == "diverged" || !std::isfinite(rep.val_loss))
+    r.error = "training diverged (non-finite loss)";
+
+  r.workload = spaces::build_workload(g);
+  if (options_.host_latency_reps > 0) {
+    // Batch-1 inference latency on this machine: the one ground truth available here.
+    std::vector<int> dims = data_->val.sample_dims();
+    dims.insert(dims.begin(), 1);
+    nn::Tensor x(nn::Shape(dims));
+    std::copy(data_->val.x.data(), data_->val.x.data() + x.numel(), x.data());
+    nn::NoGradGuard no_grad;
+    nn::ForwardContext ctx;
+    ctx.training = false;
+    nn::Var input = nn::constant(x);
+    double ms = hw::measure_median_ms([&] { (void)model->forward(input, ctx); },
+                                      /*warmup=*/3, options_.host_latency_reps);
+    r.metrics["host_latency_ms"] = ms;
+    r.workload.measured["host_latency_ms"] = ms;
+  }
+  return r;
+}
+
+}  // namespace hwnas::eval

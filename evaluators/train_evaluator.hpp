@@ -1,0 +1,31 @@
+// The evaluator that really trains: builds a genome's model, trains it on a classification
+// task (Fashion-MNIST: train split minus a held-out validation set), scores it on validation,
+// times a batch-1 forward pass on this machine, and returns the workload for the hardware models.
+#pragma once
+
+#include <memory>
+
+#include "evaluators/datasets.hpp"
+#include "evaluators/evaluator.hpp"
+#include "evaluators/trainer.hpp"
+
+namespace hwnas::eval {
+
+struct TrainEvaluatorOptions {
+  TrainConfig train;          // seed is replaced per evaluation
+  int host_latency_reps = 10; // 0: skip the host latency measurement
+};
+
+class TrainEvaluator final : public Evaluator {
+ public:
+  // `data` is shared read-only by every evaluator of a search (one copy of the images).
+  TrainEvaluator(std::shared_ptr<const TrainValSplit> data, TrainEvaluatorOptions options);
+  std::string name() const override { return "train"; }
+  EvalResult evaluate(const spaces::Genome& g, const Fidelity& f, std::uint64_t seed) override;
+
+ private:
+  std::shared_ptr<const TrainValSplit> data_;
+  TrainEvaluatorOptions options_;
+};
+
+}  // namespace hwnas::eval

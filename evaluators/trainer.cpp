@@ -1,0 +1,239 @@
+#include "evaluators/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+#include <stdexcept>
+
+#include "nn/ops.hpp"
+#include "nn/optim.hpp"
+#include "nn/parallel.hpp"
+
+namespace hwnas::eval {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void bad(const std::string& field, const std::string& why) {
+  throw std::invalid_argument("TrainConfig: " + field + " " + why);
+}
+
+nn::Var logits_of(nn::Module& model, const nn::Tensor& x, nn::ForwardContext& ctx) {
+  nn::Var out = model.forward({nn::constant(x)}, ctx);
+  if (out.shape().rank() != 2 || out.dim(0) != x.dim(0))
+    throw std::invalid_argument("train: model '" + model.name() + "' returned shape " +
+                                out.shape().str() + " for a batch of " + std::to_string(x.dim(0)) +
+                                "; expected logits [batch, classes]");
+  return out;
+}
+
+void check_dataset(const Dataset& d, const char* which) {
+  if (d.size() == 0) throw std::invalid_argument(std::string("train: ") + which + " set is empty");
+  if (d.x.empty() || d.x.dim(0) != d.size())
+    throw std::invalid_argument(std::string("train: ") + which + " set has " +
+                                std::to_string(d.size()) + " labels but x shape " +
+                                d.x.shape().str());
+}
+}  // namespace
+
+void TrainConfig::validate() const {
+  if (optimizer != "adamw" && optimizer != "sgd")
+    bad("optimizer", "'" + optimizer + "' is not one of adamw, sgd");
+  if (!(lr > 0) || !std::isfinite(lr)) bad("lr", "must be positive and finite");
+  if (weight_decay < 0) bad("weight_decay", "must be >= 0");
+  if (momentum < 0 || momentum >= 1) bad("momentum", "must be in [0, 1)");
+  if (batch_size <= 0) bad("batch_size", "must be positive");
+  if (epochs <= 0 && max_seconds <= 0) bad("epochs", "must be positive (or set max_seconds)");
+  if (epochs < 0) bad("epochs", "must be >= 0");
+  if (max_seconds < 0) bad("max_seconds", "must be >= 0");
+  if (warmup_steps < 0) bad("warmup_steps", "must be >= 0");
+  if (warmup_epochs < 0) bad("warmup_epochs", "must be >= 0");
+  if (min_lr_ratio < 0 || min_lr_ratio > 1) bad("min_lr_ratio", "must be in [0, 1]");
+  if (clip_grad_norm < 0) bad("clip_grad_norm", "must be >= 0");
+  if (patience < 0) bad("patience", "must be >= 0");
+  if (log_every_steps <= 0) bad("log_every_steps", "must be positive");
+  if (eval_batch_size <= 0) bad("eval_batch_size", "must be positive");
+}
+
+EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
+                     nn::Activity* activity) {
+  return nn::run_isolated([&] {
+    nn::NoGradGuard no_grad;
+    nn::ForwardContext ctx;
+    ctx.training = false;
+    ctx.activity = activity;
+    std::mt19937_64 rng(0);  // stochastic blocks are deterministic at eval; give them a source
+    ctx.rng = &rng;
+    BatchIterator it(data, batch_size, /*shuffle=*/false, 0);
+    Batch b;
+    double loss_sum = 0;
+    std::int64_t correct = 0;
+    while (it.next(b)) {
+      nn::Var logits = logits_of(model, b.x, ctx);
+      loss_sum += static_cast<double>(nn::cross_entropy(logits, b.y).value().item()) * b.size();
+      nn::ConstMatrixMap m = logits.value().matrix();
+      for (int i = 0; i < b.size(); ++i) {
+        Eigen::Index arg = 0;
+        m.row(i).maxCoeff(&arg);
+        correct += (arg == b.y[static_cast<std::size_t>(i)]);
+      }
+      if (activity) activity->samples += b.size();
+    }
+    EvalMetrics r;
+    r.samples = data.size();
+    r.loss = loss_sum / std::max(1, data.size());
+    r.accuracy = static_cast<double>(correct) / std::max(1, data.size());
+    return r;
+  });
+}
+
+double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size) {
+  return evaluate(model, data, batch_size).accuracy;
+}
+
+TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,
+                  const TrainConfig& cfg) {
+  cfg.validate();
+  check_dataset(train_set, "training");
+  check_dataset(val_set, "validation");
+  // Isolated: while this thread waits inside a parallel op it must not pick up another
+  // candidate's loop (grad mode and the graph are per thread).
+  return nn::run_isolated([&] {
+    const auto t_start = Clock::now();
+    TrainReport rep;
+
+    std::vector<nn::Var> params;
+    model.collect_parameters(params);
+    if (params.empty()) throw std::invalid_argument("train: model '" + model.name() + "' has no parameters");
+
+    BatchIterator it(train_set, cfg.batch_size, /*shuffle=*/true, cfg.seed, cfg.drop_last);
+    const int per_epoch = std::max(1, it.batches_per_epoch());
+    // Without an epoch budget (time only) the schedule still needs a horizon; use a generous one.
+    const int epoch_budget = cfg.epochs > 0 ? cfg.epochs : std::numeric_limits<int>::max() / per_epoch;
+    const std::int64_t total_steps = static_cast<std::int64_t>(epoch_budget) * per_epoch;
+    const std::int64_t warmup =
+        cfg.warmup_steps + static_cast<std::int64_t>(std::llround(cfg.warmup_epochs * per_epoch));
+
+    nn::LrSchedule sched;
+    sched.base_lr = cfg.lr;
+    sched.warmup_steps = warmup;
+    sched.total_steps = cfg.cosine ? total_steps : 0;
+    sched.min_lr = cfg.lr * cfg.min_lr_ratio;
+
+    std::unique_ptr<nn::Optimizer> opt;
+    if (cfg.optimizer == "adamw")
+      opt = std::make_unique<nn::AdamW>(params, cfg.lr, 0.9f, 0.999f, 1e-8f, cfg.weight_decay);
+    else
+      opt = std::make_unique<nn::SGD>(params, cfg.lr, cfg.momentum, cfg.weight_decay);
+
+    std::mt19937_64 rng(cfg.seed ^ 0x9e3779b97f4a7c15ull);  // dropout and stochastic blocks
+    nn::ForwardContext ctx;
+    ctx.training = true;
+    ctx.rng = &rng;
+
+    double best_val = std::numeric_limits<double>::infinity();
+    int bad_epochs = 0;
+    bool evaluated_final = false;  // val metrics describe the current weights
+    double window_sum = 0;
+    int window_n = 0;
+    double train_time = 0;
+    const bool per_epoch_eval = cfg.eval_every_epoch || cfg.patience > 0;
+
+    auto out_of_time = [&] { return cfg.max_seconds > 0 && since(t_start) >= cfg.max_seconds; };
+
+    for (int epoch = 0; cfg.epochs == 0 || epoch < cfg.epochs; ++epoch) {
+      if (out_of_time()) {
+        rep.stopped_reason = "time";
+        break;
+      }
+      it.start_epoch(epoch);
+      ++rep.epochs_run;
+      double epoch_sum = 0;
+      int epoch_n = 0;
+      Batch b;
+      while (it.next(b)) {
+        if (b.size() < 2) continue;  // BatchNorm cannot normalise a single sample
+        const auto t_step = Clock::now();
+        opt->set_lr(sched.lr_at(rep.steps));
+        opt->zero_grad();
+        nn::Var loss = nn::cross_entropy(logits_of(model, b.x, ctx), b.y);
+        const double l = loss.value().item();
+        if (!std::isfinite(l)) {
+          rep.stopped_reason = "diverged";
+          break;
+        }
+        nn::backward(loss);
+        if (cfg.clip_grad_norm > 0) nn::clip_grad_norm(params, cfg.clip_grad_norm);
+        opt->step();
+        train_time += since(t_step);
+        evaluated_final = false;
+
+        ++rep.steps;
+        rep.samples += b.size();
+        epoch_sum += l;
+        ++epoch_n;
+        window_sum += l;
+        ++window_n;
+        if (window_n == cfg.log_every_steps) {
+          rep.step_loss.push_back({rep.steps, window_sum / window_n});
+          window_sum = 0;
+          window_n = 0;
+        }
+        if (out_of_time()) {
+          rep.stopped_reason = "time";
+          break;
+        }
+      }
+      if (epoch_n) rep.epoch_loss.push_back(epoch_sum / epoch_n);
+      if (!rep.stopped_reason.empty()) break;
+
+      if (per_epoch_eval) {
+        nn::Activity act;
+        EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &act);
+        rep.val_activity = act;
+        rep.epoch_val_loss.push_back(m.loss);
+        rep.epoch_val_accuracy.push_back(m.accuracy);
+        rep.val_loss = m.loss;
+        rep.val_accuracy = m.accuracy;
+        evaluated_final = true;
+        if (m.loss < best_val - cfg.min_delta) {
+          best_val = m.loss;
+          rep.best_epoch = epoch + 1;
+          bad_epochs = 0;
+        } else if (cfg.patience > 0 && ++bad_epochs >= cfg.patience) {
+          rep.stopped_reason = "early_stop";
+          break;
+        }
+      }
+    }
+    if (rep.stopped_reason.empty()) rep.stopped_reason = "epochs";
+    if (window_n) rep.step_loss.push_back({rep.steps, window_sum / window_n});
+    if (!rep.step_loss.empty()) {
+      rep.train_loss_first = rep.step_loss.front().loss;
+      rep.train_loss_last = rep.step_loss.back().loss;
+    } else {
+      rep.train_loss_first = rep.train_loss_last = std::numeric_limits<double>::quiet_NaN();
+    }
+
+    // The reported numbers always describe the final model; the activity pass is the final one.
+    if (!evaluated_final) {
+      rep.val_activity = nn::Activity{};
+      EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity);
+      rep.val_loss = m.loss;
+      rep.val_accuracy = m.accuracy;
+    }
+
+    rep.train_seconds = train_time;
+    rep.samples_per_s = train_time > 0 ? rep.samples / train_time : 0;
+    rep.seconds = since(t_start);
+    return rep;
+  });
+}
+
+}  // namespace hwnas::eval

@@ -1,0 +1,88 @@
+// Supervised classification training loop shared by every evaluator and benchmark.
+//
+// train() runs mini-batch training of a Module (one input Var [B, ...] -> logits [B, C]) with
+// cross-entropy, AdamW or SGD-momentum, linear warm-up + cosine decay, optional gradient
+// clipping, a budget in epochs and/or seconds (whichever ends first), and early stopping on
+// validation loss.  Evaluation runs under NoGradGuard with ForwardContext::training = false.
+//
+// Threading: train() keeps no global state and runs its loop inside nn::run_isolated, so many
+// candidates may be trained at once from different TBB tasks (each with its own Module).
+// Determinism: with one thread, the same model initialisation, data and config.seed give the
+// same loss curve bit for bit (shuffling, dropout and all other draws come from config.seed).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "evaluators/datasets.hpp"
+#include "nn/module.hpp"
+
+namespace hwnas::eval {
+
+struct TrainConfig {
+  std::string optimizer = "adamw";  // "adamw" | "sgd" (SGD with momentum)
+  float lr = 1e-3f;                 // peak learning rate, reached after warm-up
+  float weight_decay = 0.0f;        // decoupled for AdamW; L2-style for SGD (as nn/optim.hpp does)
+  float momentum = 0.9f;            // SGD only
+  int batch_size = 64;
+  int epochs = 1;                   // epoch budget; the cosine schedule spans it
+  double max_seconds = 0;           // wall-clock budget for the loop, 0 = none
+  int warmup_steps = 0;             // linear warm-up steps (added to warmup_epochs' steps)
+  float warmup_epochs = 0;          // warm-up in (fractional) epochs
+  bool cosine = true;               // cosine decay to min_lr_ratio * lr over the epoch budget
+  float min_lr_ratio = 0.0f;
+  float clip_grad_norm = 0.0f;      // global L2 norm cap, 0 = off
+  int patience = 0;                 // early stopping: epochs without val-loss improvement, 0 = off
+  float min_delta = 0.0f;           // improvement smaller than this does not count
+  bool eval_every_epoch = false;    // evaluate on val after every epoch (implied by patience)
+  int log_every_steps = 50;         // one TrainReport::step_loss point per this many steps
+  int eval_batch_size = 256;
+  bool drop_last = false;           // a final batch of size 1 is always skipped (BatchNorm)
+  std::uint64_t seed = 0;           // shuffling and dropout
+
+  // Throws std::invalid_argument naming the first bad field.
+  void validate() const;
+};
+
+struct LossPoint {
+  std::int64_t step = 0;  // step count at the end of the window
+  double loss = 0;        // mean training loss over the window
+};
+
+struct TrainReport {
+  double val_accuracy = 0;  // of the final model
+  double val_loss = 0;
+  std::vector<double> epoch_loss;       // mean training loss per (possibly partial) epoch
+  std::vector<LossPoint> step_loss;     // mean training loss per log_every_steps window
+  std::vector<double> epoch_val_loss;   // when evaluated each epoch
+  std::vector<double> epoch_val_accuracy;
+  double train_loss_first = 0;  // mean of the first logging window
+  double train_loss_last = 0;   // mean of the last logging window
+  int epochs_run = 0;           // started epochs (a time stop mid-epoch counts that epoch)
+  std::int64_t steps = 0;
+  std::int64_t samples = 0;     // training samples processed
+  double samples_per_s = 0;     // training throughput, evaluation time excluded
+  double train_seconds = 0;     // time in training steps
+  double seconds = 0;           // whole call, evaluation included
+  int best_epoch = -1;          // epoch (1-based) of the lowest val loss when evaluated per epoch
+  std::string stopped_reason;   // "epochs" | "time" | "early_stop" | "diverged"
+  nn::Activity val_activity;    // activity reported by the model during the final evaluation
+};
+
+struct EvalMetrics {
+  double loss = 0;  // mean cross-entropy
+  double accuracy = 0;
+  int samples = 0;
+};
+
+// Forward passes only (NoGradGuard, training = false), in batches.  `activity` (may be null)
+// receives what the model reports.
+EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size = 256,
+                     nn::Activity* activity = nullptr);
+double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size = 256);
+
+TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,
+                  const TrainConfig& config);
+
+}  // namespace hwnas::eval

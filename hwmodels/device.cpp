@@ -1,0 +1,315 @@
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <utility>
+
+#include "hwmodels/device_base.hpp"
+
+namespace hwnas::hw {
+
+namespace fs = std::filesystem;
+
+// ---- FieldReader ---------------------------------------------------------------------------
+
+const nlohmann::json* FieldReader::find(const std::string& path) const {
+  const nlohmann::json* cur = &j_;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = path.find('.', start);
+    std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!cur->is_object()) return nullptr;
+    auto it = cur->find(key);
+    if (it == cur->end()) return nullptr;
+    cur = &*it;
+    if (dot == std::string::npos) return cur;
+    start = dot + 1;
+  }
+}
+
+void FieldReader::fail(const std::string& path, const std::string& what) const {
+  throw std::invalid_argument("device '" + device_ + "': field '" + path + "' " + what);
+}
+
+double FieldReader::positive(const std::string& path) const {
+  const auto* v = find(path);
+  if (!v) fail(path, "is required (a positive number)");
+  if (!v->is_number() || !(v->get<double>() > 0) || !std::isfinite(v->get<double>()))
+    fail(path, "must be a positive number");
+  return v->get<double>();
+}
+
+double FieldReader::positive_or(const std::string& path, double dflt) const {
+  return has(path) ? positive(path) : dflt;
+}
+
+double FieldReader::non_negative_or(const std::string& path, double dflt) const {
+  const auto* v = find(path);
+  if (!v) return dflt;
+  if (!v->is_number() || !(v->get<double>() >= 0) || !std::isfinite(v->get<double>()))
+    fail(path, "must be a non-negative number");
+  return v->get<double>();
+}
+
+double FieldReader::fraction_or(const std::string& path, double dflt) const {
+  const auto* v = find(path);
+  if (!v) return dflt;
+  if (!v->is_number() || !(v->get<double>() > 0) || v->get<double>() > 1)
+    fail(path, "must be a number in (0, 1]");
+  return v->get<double>();
+}
+
+int FieldReader::positive_int(const std::string& path) const {
+  const auto* v = find(path);
+  if (!v) fail(path, "is required (a positive integer)");
+  if (!v->is_number_integer() || v->get<long long>() <= 0 || v->get<long long>() > (1LL << 30))
+    fail(path, "must be a positive integer");
+  return static_cast<int>(v->get<long long>());
+}
+
+int FieldReader::positive_int_or(const std::string& path, int dflt) const {
+  return has(path) ? positive_int(path) : dflt;
+}
+
+bool FieldReader::boolean_or(const std::string& path, bool dflt) const {
+  const auto* v = find(path);
+  if (!v) return dflt;
+  if (!v->is_boolean()) fail(path, "must be true or false");
+  return v->get<bool>();
+}
+
+std::string FieldReader::string_or(const std::string& path, const std::string& dflt) const {
+  const auto* v = find(path);
+  if (!v) return dflt;
+  if (!v->is_string()) fail(path, "must be a string");
+  return v->get<std::string>();
+}
+
+std::string FieldReader::one_of(const std::string& path, std::initializer_list<const char*> allowed,
+                                const std::string& dflt) const {
+  std::string s = string_or(path, dflt);
+  std::string list;
+  for (const char* a : allowed) {
+    if (s == a) return s;
+    list += (list.empty() ? "" : ", ") + std::string("\"") + a + "\"";
+  }
+  fail(path, "must be one of " + list + " (got \"" + s + "\")");
+}
+
+// ---- tables --------------------------------------------------------------------------------
+
+CategoryTable CategoryTable::read(const FieldReader& r, const std::string& path, double max_value,
+                                  double dflt) {
+  CategoryTable t;
+  const auto* o = r.find(path);
+  if (!o) {
+    if (dflt < 0) r.fail(path, "is required (an object of per-op-category values)");
+    t.v.fill(dflt);
+    return t;
+  }
+  if (!o->is_object()) r.fail(path, "must be an object of per-op-category values");
+  auto value = [&](const std::string& key) {
+    const auto& x = (*o)[key];
+    if (!x.is_number() || !(x.get<double>() > 0) || x.get<double>() > max_value)
+      r.fail(path + "." + key, "must be a number in (0, " + std::to_string(max_value) + "]");
+    return x.get<double>();
+  };
+  std::array<bool, kNumCategories> set{};
+  double def = dflt;
+  for (auto it = o->begin(); it != o->end(); ++it) {
+    if (it.key() == "default") {
+      def = value("default");
+      continue;
+    }
+    OpCategory c;
+    try {
+      c = op_category_from_name(it.key());
+    } catch (const std::invalid_argument& e) {
+      r.fail(path + "." + it.key(), std::string("is not an op category: ") + e.what());
+    }
+    t.v[cat_index(c)] = value(it.key());
+    set[cat_index(c)] = true;
+  }
+  for (std::size_t i = 0; i < kNumCategories; ++i) {
+    if (set[i]) continue;
+    if (def < 0)
+      r.fail(path + ".default",
+             "is required when not every category is listed (missing '" +
+                 std::string(op_category_name(static_cast<OpCategory>(i))) + "')");
+    t.v[i] = def;
+  }
+  return t;
+}
+
+PrecisionTable PrecisionTable::read(const FieldReader& r, const std::string& path) {
+  PrecisionTable t;
+  const auto* o = r.find(path);
+  if (!o) r.fail(path, "is required (an object {\"fp32\", \"fp16\", \"int8\"})");
+  if (!o->is_object()) r.fail(path, "must be an object {\"fp32\", \"fp16\", \"int8\"}");
+  for (auto it = o->begin(); it != o->end(); ++it)
+    if (std::find_if(kPrecisionNames.begin(), kPrecisionNames.end(),
+                     [&](const char* n) { return it.key() == n; }) == kPrecisionNames.end())
+      r.fail(path + "." + it.key(), "is not a precision (use fp32, fp16, int8)");
+  t.v[0] = r.positive(path + ".fp32");
+  t.v[1] = r.positive_or(path + ".fp16", t.v[0]);
+  t.v[2] = r.positive_or(path + ".int8", t.v[1]);
+  return t;
+}
+
+// ---- DeviceBase ----------------------------------------------------------------------------
+
+namespace {
+std::string device_label(const nlohmann::json& d) {
+  if (d.is_object()) {
+    auto it = d.find("name");
+    if (it != d.end() && it->is_string()) return it->get<std::string>();
+  }
+  return "?";
+}
+}  // namespace
+
+DeviceBase::DeviceBase(const nlohmann::json& description)
+    : desc_(description), reader_(desc_, device_label(description)) {
+  name_ = desc_.at("name").get<std::string>();
+  family_ = desc_.at("family").get<std::string>();
+  if (const auto* s = reader_.find("sources"); s && !s->is_object())
+    fail("sources", "must be an object {param: citation}");
+  scale_.fill(1.0);
+  if (const auto* c = reader_.find("calibration")) {
+    if (!c->is_object()) fail("calibration", "must be an object");
+    CategoryTable t = CategoryTable::read(reader_, "calibration.category_scale", 1e6, 1.0);
+    scale_ = t.v;
+    if (reader_.has("calibration.per_kernel_s")) {
+      has_per_kernel_ = true;
+      per_kernel_s_ = reader_.non_negative_or("calibration.per_kernel_s", 0);
+    }
+    energy_scale_ = reader_.positive_or("calibration.energy_scale", 1.0);
+  }
+}
+
+// ---- registry ------------------------------------------------------------------------------
+
+namespace {
+
+using Factory = std::unique_ptr<Device> (*)(const nlohmann::json&);
+// One explicit table, no static-init registration (STYLE 3).
+const std::vector<std::pair<const char*, Factory>>& families() {
+  static const std::vector<std::pair<const char*, Factory>> f = {
+      {"gpu", make_gpu_device},           {"edge_cpu", make_edge_cpu_device},
+      {"edge_tpu", make_edge_tpu_device}, {"mcu", make_mcu_device},
+      {"neuromorphic", make_neuromorphic_device}, {"host", make_host_device},
+      {"lut", make_lut_device},           {"plugin", make_plugin_device}};
+  return f;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot open device file '" + path + "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::invalid_argument("device file '" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+std::vector<std::string> family_names() {
+  std::vector<std::string> v;
+  for (const auto& [n, f] : families()) v.emplace_back(n);
+  return v;
+}
+
+std::unique_ptr<Device> make_device(const nlohmann::json& d) {
+  if (!d.is_object()) throw std::invalid_argument("device description must be a JSON object");
+  auto nit = d.find("name");
+  if (nit == d.end() || !nit->is_string() || nit->get<std::string>().empty())
+    throw std::invalid_argument("device description: field 'name' must be a non-empty string");
+  const std::string name = nit->get<std::string>();
+  auto fit = d.find("family");
+  std::string known;
+  for (const auto& f : family_names()) known += (known.empty() ? "" : ", ") + f;
+  if (fit == d.end() || !fit->is_string())
+    throw std::invalid_argument("device '" + name + "': field 'family' is required (one of: " +
+                                known + ")");
+  const std::string fam = fit->get<std::string>();
+  for (const auto& [n, factory] : families())
+    if (fam == n) return factory(d);
+  throw std::invalid_argument("device '" + name + "': unknown family '" + fam +
+                              "' (known families: " + known + ")");
+}
+
+std::string preset_dir() {
+  if (const char* env = std::getenv("HWNAS_DEVICE_DIR"); env && *env) return env;
+  return std::string(HWNAS_SOURCE_DIR) + "/hwmodels/devices";
+}
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(preset_dir(), ec))
+    if (e.is_regular_file() && e.path().extension() == ".json")
+      names.push_back(e.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::unique_ptr<Device> load_device(const std::string& name_or_path) {
+  if (ends_with(name_or_path, ".so") || ends_with(name_or_path, ".dylib") ||
+      name_or_path.find(".so.") != std::string::npos)
+    return load_plugin_device(name_or_path);
+  std::string path;
+  if (fs::is_regular_file(name_or_path)) {
+    path = name_or_path;
+  } else {
+    path = preset_dir() + "/" + name_or_path + ".json";
+    if (!fs::is_regular_file(path)) {
+      std::string list;
+      for (const auto& n : preset_names()) list += (list.empty() ? "" : ", ") + n;
+      throw std::invalid_argument("unknown device '" + name_or_path +
+                                  "': not a file and not a preset (presets: " + list + ")");
+    }
+  }
+  try {
+    return make_device(read_json_file(path));
+  } catch (const std::invalid_argument& e) {
+    std::string msg = e.what();
+    if (msg.find(path) != std::string::npos) throw;
+    throw std::invalid_argument(msg + " [in " + path + "]");
+  }
+}
+
+std::unique_ptr<Device> make_nested_device(const FieldReader& r, const std::string& path) {
+  const auto* v = r.find(path);
+  if (!v) r.fail(path, "is required (a device object or a preset name)");
+  try {
+    if (v->is_string()) return load_device(v->get<std::string>());
+    if (v->is_object()) return make_device(*v);
+  } catch (const std::invalid_argument& e) {
+    r.fail(path, std::string("is not a valid device: ") + e.what());
+  }
+  r.fail(path, "must be a device object or a preset name");
+}
+
+std::string format_bytes(double b) {
+  char buf[64];
+  if (b < 1e3)
+    std::snprintf(buf, sizeof buf, "%.0f B", b);
+  else if (b < 1e6)
+    std::snprintf(buf, sizeof buf, "%.1f kB", b / 1e3);
+  else if (b < 1e9)
+    std::snprintf(buf, sizeof buf, "%.2f MB", b / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
+  return buf;
+}
+
+}  // namespace hwnas::hw

@@ -1,0 +1,134 @@
+// Shared machinery for the built-in device families: field validation with messages that name
+// the device and the field, per-category and per-precision tables, and the common base class
+// that stores the validated description (so to_json() round-trips) and applies calibration.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "hwmodels/device.hpp"
+
+namespace hwnas::hw {
+
+inline constexpr std::size_t kNumCategories = static_cast<std::size_t>(OpCategory::kCount);
+inline std::size_t cat_index(OpCategory c) { return static_cast<std::size_t>(c); }
+
+// Reads fields of one device description by dotted path ("peak_flops.fp16").  Every failure
+// throws std::invalid_argument "device 'NAME': field 'PATH' ...".
+class FieldReader {
+ public:
+  FieldReader(const nlohmann::json& j, std::string device) : j_(j), device_(std::move(device)) {}
+  const nlohmann::json* find(const std::string& path) const;
+  bool has(const std::string& path) const { return find(path) != nullptr; }
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const;
+
+  double positive(const std::string& path) const;  // required, > 0
+  double positive_or(const std::string& path, double dflt) const;
+  double non_negative_or(const std::string& path, double dflt) const;
+  double fraction_or(const std::string& path, double dflt) const;  // in (0, 1]
+  int positive_int(const std::string& path) const;
+  int positive_int_or(const std::string& path, int dflt) const;
+  bool boolean_or(const std::string& path, bool dflt) const;
+  std::string string_or(const std::string& path, const std::string& dflt) const;
+  std::string one_of(const std::string& path, std::initializer_list<const char*> allowed,
+                     const std::string& dflt) const;
+  const std::string& device() const { return device_; }
+  const nlohmann::json& json() const { return j_; }
+
+ private:
+  const nlohmann::json& j_;
+  std::string device_;
+};
+
+// A value per op category read from {"default": x, "conv": y, ...}; unknown keys are errors.
+struct CategoryTable {
+  std::array<double, kNumCategories> v{};
+  double operator[](OpCategory c) const { return v[cat_index(c)]; }
+  // Values must lie in (0, max_value]; "default" fills unlisted categories (required unless
+  // every category is listed, or dflt >= 0 is given).
+  static CategoryTable read(const FieldReader& r, const std::string& path, double max_value,
+                            double dflt = -1);
+};
+
+// Numeric precision classes that peak-compute tables are keyed by.
+enum class Precision { Fp32 = 0, Fp16 = 1, Int8 = 2 };
+inline constexpr std::array<const char*, 3> kPrecisionNames = {"fp32", "fp16", "int8"};
+// bits <= 8 -> int8, 9..16 -> fp16 (fp16/bf16), otherwise fp32.
+inline Precision precision_of_bits(int bits) {
+  return bits <= 8 ? Precision::Int8 : bits <= 16 ? Precision::Fp16 : Precision::Fp32;
+}
+
+// {"fp32": a, "fp16": b, "int8": c}; fp32 is required, a missing narrower precision falls back
+// to the next wider one that is present (stated in the JSON's sources where it matters).
+struct PrecisionTable {
+  std::array<double, 3> v{};
+  double operator[](Precision p) const { return v[static_cast<std::size_t>(p)]; }
+  static PrecisionTable read(const FieldReader& r, const std::string& path);
+};
+
+// Base of the built-in families.  Holds the validated description and the optional
+// "calibration" block written by `hwnas hw calibrate`:
+//   {"category_scale": {cat: a}, "per_kernel_s": b, "energy_scale": e}
+// A calibrated node latency is a_cat * body + kernels * b (body = latency without the per-kernel
+// overhead); energy_scale multiplies total energy.
+class DeviceBase : public Device {
+ public:
+  explicit DeviceBase(const nlohmann::json& description);
+  std::string name() const override { return name_; }
+  std::string family() const override { return family_; }
+  nlohmann::json to_json() const override { return desc_; }
+  Cost estimate(const Workload& w) const override { return run(w, true); }
+  Cost estimate_total(const Workload& w) const override { return run(w, false); }
+  // Whether latency is a sum over nodes (so `hw calibrate` can fit per-category scales).
+  virtual bool calibratable() const { return true; }
+
+ protected:
+  virtual Cost run(const Workload& w, bool breakdown) const = 0;
+  // Node latency after calibration; `overhead_per_kernel` is the family's own uncalibrated value.
+  double node_latency(OpCategory c, double body_s, int kernels, double overhead_per_kernel) const {
+    return scale_[cat_index(c)] * body_s +
+           kernels * (has_per_kernel_ ? per_kernel_s_ : overhead_per_kernel);
+  }
+  double node_overhead(int kernels, double overhead_per_kernel) const {
+    return kernels * (has_per_kernel_ ? per_kernel_s_ : overhead_per_kernel);
+  }
+  double energy_scale() const { return energy_scale_; }
+  const FieldReader& reader() const { return reader_; }
+  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
+    reader_.fail(path, what);
+  }
+
+  nlohmann::json desc_;
+  std::string name_, family_;
+
+ private:
+  FieldReader reader_;  // refers to desc_
+  std::array<double, kNumCategories> scale_{};
+  bool has_per_kernel_ = false;
+  double per_kernel_s_ = 0;
+  double energy_scale_ = 1;
+};
+
+// Family factories (one file each).
+std::unique_ptr<Device> make_gpu_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_edge_cpu_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_edge_tpu_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_mcu_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_neuromorphic_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_host_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_lut_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_plugin_device(const nlohmann::json& d);
+// Loads a plugin shared library directly (load_device("x.so")).
+std::unique_ptr<Device> load_plugin_device(const std::string& path);
+
+// A nested device given either as a JSON object or as a preset name / path string
+// (Edge TPU host CPU, LUT fallback).
+std::unique_ptr<Device> make_nested_device(const FieldReader& r, const std::string& path);
+
+// Human-readable byte count ("412 kB", "1.50 MB") for reasons and tables.
+std::string format_bytes(double bytes);
+
+}  // namespace hwnas::hw

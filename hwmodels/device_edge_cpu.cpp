@@ -1,0 +1,90 @@
+// Edge CPU (Cortex-A72 / A75-class): roofline on the NEON peak
+//   peak[bits] = cores * freq * flops_per_cycle[bits]
+// against measured (STREAM) DRAM bandwidth, plus an interpreter overhead per kernel (TFLite op
+// dispatch).  Energy: Horowitz 45 nm per-op energies scaled to the SoC's node and voltage,
+// plus DRAM traffic at dram_pj_per_byte (not scaled: off-chip I/O dominates), plus static
+// power over the latency.
+#include <algorithm>
+
+#include "hwmodels/energy45.hpp"
+
+namespace hwnas::hw {
+namespace {
+
+class EdgeCpu final : public DeviceBase {
+ public:
+  explicit EdgeCpu(const nlohmann::json& d) : DeviceBase(d) {
+    const auto& r = reader();
+    const double cores = r.positive_int("cores");
+    const double freq = r.positive("freq_hz");
+    PrecisionTable fpc = PrecisionTable::read(r, "flops_per_cycle");
+    for (int i = 0; i < 3; ++i) peak_[i] = cores * freq * fpc.v[i];
+    bw_ = r.positive("mem_bw");
+    eff_ = CategoryTable::read(r, "efficiency", 1.0);
+    overhead_s_ = r.non_negative_or("op_overhead_s", 0);
+    capacity_ = r.positive("memory_bytes");
+    r.one_of("energy.model", {"horowitz45_scaled"}, "horowitz45_scaled");
+    const double s = horowitz_scale(r.positive("energy.process_nm"), r.positive("energy.vdd"));
+    for (int i = 0; i < 3; ++i) {
+      mac_j_[i] = kMacPj45[i] * s * 1e-12;
+      add_j_[i] = kAddPj45[i] * s * 1e-12;
+    }
+    dram_j_per_byte_ = r.positive("energy.dram_pj_per_byte") * 1e-12;
+    static_w_ = r.non_negative_or("energy.static_w", 0);
+  }
+
+  bool supports(OpCategory) const override { return true; }
+
+ protected:
+  Cost run(const Workload& w, bool breakdown) const override {
+    Cost c;
+    if (breakdown) c.nodes.reserve(w.nodes.size());
+    double t = 0, e = 0;
+    for (const auto& n : w.nodes) {
+      const auto p = static_cast<std::size_t>(precision_of_bits(n.bits));
+      const double tc = n.flops() / (eff_[n.category] * peak_[p]);
+      const double tm = n.bytes() / bw_;
+      const double body = std::max(tc, tm);
+      const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
+      const double en = (n.macs * mac_j_[p] + n.other_flops * add_j_[p] +
+                         n.bytes() * dram_j_per_byte_ + static_w_ * tn) *
+                        energy_scale();
+      t += tn;
+      e += en;
+      if (breakdown) {
+        NodeCost nc;
+        nc.name = n.name;
+        nc.latency_s = tn;
+        nc.overhead_s = node_overhead(n.kernels, overhead_s_);
+        nc.energy_j = en;
+        nc.bound = nc.overhead_s > tn - nc.overhead_s ? "launch" : tc >= tm ? "compute" : "memory";
+        c.nodes.push_back(std::move(nc));
+      }
+    }
+    c.latency_ms = t * 1e3;
+    c.energy_mj = e * 1e3;
+    c.memory_bytes = w.total_weight_bytes() + w.peak_activation_bytes();
+    if (c.memory_bytes > capacity_) {
+      c.feasible = false;
+      c.infeasible_reason = "weights + peak activations " + format_bytes(c.memory_bytes) +
+                            " > RAM " + format_bytes(capacity_);
+    }
+    return c;
+  }
+
+ private:
+  double peak_[3] = {};
+  double bw_ = 0;
+  CategoryTable eff_;
+  double overhead_s_ = 0, capacity_ = 0;
+  double mac_j_[3] = {}, add_j_[3] = {};
+  double dram_j_per_byte_ = 0, static_w_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_edge_cpu_device(const nlohmann::json& d) {
+  return std::make_unique<EdgeCpu>(d);
+}
+
+}  // namespace hwnas::hw

@@ -1,0 +1,113 @@
+// Roofline GPU (Williams, Waterman & Patterson 2009; HARDWARE.md 1.3):
+//   t_node = max(batch*FLOPs / (eff[cat] * peak[bits]), bytes / (eff_mem * BW)) + kernels * t_launch
+// bytes = weights (read once per batch) + batch * activations in/out.
+// Energy: P_idle * t + (P_tdp - P_idle) * t_busy, with t_busy = the roofline term (the unit
+// that bounds the node is taken as fully busy; launch gaps draw idle power only).
+#include <algorithm>
+#include <cmath>
+
+#include "hwmodels/device_base.hpp"
+
+namespace hwnas::hw {
+namespace {
+
+class RooflineGpu final : public DeviceBase {
+ public:
+  explicit RooflineGpu(const nlohmann::json& d) : DeviceBase(d) {
+    const auto& r = reader();
+    batch_ = r.positive_int_or("batch", 1);
+    matrix_peak_ = PrecisionTable::read(r, "peak_flops");
+    tf32_for_fp32_ = r.boolean_or("tf32_for_fp32", false);
+    if (tf32_for_fp32_) matrix_peak_.v[0] = r.positive("tf32_flops");
+    vector_peak_ = r.positive("vector_flops");
+    bw_ = r.positive("mem_bw");
+    eff_mem_ = r.fraction_or("mem_efficiency", 1.0);
+    eff_ = CategoryTable::read(r, "efficiency", 1.0);
+    launch_s_ = r.non_negative_or("launch_s", 0);
+    capacity_ = r.positive("memory_bytes");
+    idle_w_ = r.non_negative_or("power.idle_w", 0);
+    tdp_w_ = r.positive("power.tdp_w");
+    if (idle_w_ > tdp_w_) fail("power.idle_w", "must not exceed power.tdp_w");
+    r.one_of("power.model", {"idle_plus_busy"}, "idle_plus_busy");
+    // Which categories run on the matrix units (tensor cores); the rest use vector_flops.
+    is_matrix_.fill(false);
+    const auto* mc = r.find("matrix_categories");
+    if (!mc) {
+      for (auto c : {OpCategory::Dense, OpCategory::Conv, OpCategory::Attention})
+        is_matrix_[cat_index(c)] = true;
+    } else {
+      if (!mc->is_array()) fail("matrix_categories", "must be an array of op category names");
+      for (const auto& x : *mc) {
+        if (!x.is_string()) fail("matrix_categories", "must be an array of op category names");
+        try {
+          is_matrix_[cat_index(op_category_from_name(x.get<std::string>()))] = true;
+        } catch (const std::invalid_argument& e) {
+          fail("matrix_categories", e.what());
+        }
+      }
+    }
+  }
+
+  bool supports(OpCategory) const override { return true; }
+
+ protected:
+  Cost run(const Workload& w, bool breakdown) const override {
+    Cost c;
+    if (breakdown) c.nodes.reserve(w.nodes.size());
+    const double b = batch_;
+    const double inv_bw = 1.0 / (eff_mem_ * bw_);
+    double t = 0, busy = 0, weights = 0, peak_act = w.input_bytes;
+    for (const auto& n : w.nodes) {
+      const std::size_t ci = cat_index(n.category);
+      const double peak = is_matrix_[ci] ? matrix_peak_[precision_of_bits(n.bits)] : vector_peak_;
+      // Pruned weights: dense kernels gain nothing from unstructured sparsity, so FLOPs stay.
+      const double tc = b * n.flops() / (eff_[n.category] * peak);
+      const double tm = (n.weight_bytes + b * (n.input_bytes + n.output_bytes)) * inv_bw;
+      const double body = std::max(tc, tm);
+      const double tn = node_latency(n.category, body, n.kernels, launch_s_);
+      const double body_cal = tn - node_overhead(n.kernels, launch_s_);
+      t += tn;
+      busy += body_cal;
+      weights += n.weight_bytes;
+      peak_act = std::max(peak_act, n.input_bytes + n.output_bytes);  // as Workload::peak_activation_bytes
+      if (breakdown) {
+        const char* bound = body == 0 ? "launch" : tc >= tm ? "compute" : "memory";
+        if (body_cal < tn - body_cal) bound = "launch";
+        NodeCost nc;
+        nc.name = n.name;
+        nc.latency_s = tn;
+        nc.overhead_s = tn - body_cal;
+        nc.energy_j = (idle_w_ * tn + (tdp_w_ - idle_w_) * body_cal) * energy_scale();
+        nc.bound = bound;
+        c.nodes.push_back(std::move(nc));
+      }
+    }
+    c.latency_ms = t * 1e3;
+    c.energy_mj = (idle_w_ * t + (tdp_w_ - idle_w_) * busy) * energy_scale() * 1e3;
+    c.memory_bytes = weights + b * peak_act;
+    if (c.memory_bytes > capacity_) {
+      c.feasible = false;
+      c.infeasible_reason = "weights + batch x peak activations " + format_bytes(c.memory_bytes) +
+                            " > device memory " + format_bytes(capacity_);
+    }
+    if (breakdown) c.extra["batch"] = batch_;
+    return c;
+  }
+
+ private:
+  int batch_ = 1;
+  PrecisionTable matrix_peak_;
+  bool tf32_for_fp32_ = false;
+  double vector_peak_ = 0, bw_ = 0, eff_mem_ = 1;
+  CategoryTable eff_;
+  double launch_s_ = 0, capacity_ = 0, idle_w_ = 0, tdp_w_ = 0;
+  std::array<bool, kNumCategories> is_matrix_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_gpu_device(const nlohmann::json& d) {
+  return std::make_unique<RooflineGpu>(d);
+}
+
+}  // namespace hwnas::hw

@@ -1,0 +1,198 @@
+#include "hwmodels/workload.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace hwnas::hw {
+
+namespace {
+
+// Keep in the enum's order; the static_assert catches a category added without a name.
+constexpr std::array<const char*, static_cast<std::size_t>(OpCategory::kCount)> kCategoryNames = {
+    "dense",     "conv",      "depthwise_conv", "pool",    "norm",    "elementwise", "attention",
+    "embedding", "recurrent", "fft",            "spiking", "routing", "memory",      "other"};
+static_assert(kCategoryNames.size() == static_cast<std::size_t>(OpCategory::kCount),
+              "op category name table out of sync with OpCategory");
+
+[[noreturn]] void bad_field(const std::string& where, const std::string& field,
+                            const std::string& what) {
+  throw std::invalid_argument("workload: " + where + "field '" + field + "' " + what);
+}
+
+double get_number(const nlohmann::json& j, const char* key, const std::string& where,
+                  double dflt, bool non_negative = true) {
+  auto it = j.find(key);
+  if (it == j.end()) return dflt;
+  if (!it->is_number()) bad_field(where, key, "must be a number");
+  double v = it->get<double>();
+  if (non_negative && !(v >= 0)) bad_field(where, key, "must be >= 0");
+  return v;
+}
+
+int get_int(const nlohmann::json& j, const char* key, const std::string& where, int dflt,
+            int min_value) {
+  auto it = j.find(key);
+  if (it == j.end()) return dflt;
+  if (!it->is_number_integer()) bad_field(where, key, "must be an integer");
+  long long v = it->get<long long>();
+  if (v < min_value || v > 1'000'000'000)
+    bad_field(where, key, "must be an integer >= " + std::to_string(min_value));
+  return static_cast<int>(v);
+}
+
+bool get_bool(const nlohmann::json& j, const char* key, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end()) return false;
+  if (!it->is_boolean()) bad_field(where, key, "must be true or false");
+  return it->get<bool>();
+}
+
+std::string get_string(const nlohmann::json& j, const char* key, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end()) return {};
+  if (!it->is_string()) bad_field(where, key, "must be a string");
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+const char* op_category_name(OpCategory c) {
+  auto i = static_cast<std::size_t>(c);
+  return i < kCategoryNames.size() ? kCategoryNames[i] : "invalid";
+}
+
+OpCategory op_category_from_name(const std::string& name) {
+  for (std::size_t i = 0; i < kCategoryNames.size(); ++i)
+    if (name == kCategoryNames[i]) return static_cast<OpCategory>(i);
+  std::string known;
+  for (const char* n : kCategoryNames) known += (known.empty() ? "" : ", ") + std::string(n);
+  throw std::invalid_argument("unknown op category '" + name + "' (known: " + known + ")");
+}
+
+double Workload::total_macs() const {
+  double s = 0;
+  for (const auto& n : nodes) s += n.macs;
+  return s;
+}
+
+double Workload::total_params() const {
+  double s = 0;
+  for (const auto& n : nodes) s += n.params;
+  return s;
+}
+
+double Workload::total_weight_bytes() const {
+  double s = 0;
+  for (const auto& n : nodes) s += n.weight_bytes;
+  return s;
+}
+
+double Workload::peak_activation_bytes() const {
+  // The IR keeps no edges, so a node's inputs are represented by its input_bytes; the model
+  // input counts as live for the first node.  Residual tensors kept alive across several nodes
+  // are not visible here, hence "lower bound".
+  double peak = input_bytes;
+  for (const auto& n : nodes) peak = std::max(peak, n.input_bytes + n.output_bytes);
+  return peak;
+}
+
+nlohmann::json Workload::to_json() const {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& n : nodes) {
+    nlohmann::json o = {{"name", n.name},
+                        {"block_kind", n.block_kind},
+                        {"category", op_category_name(n.category)},
+                        {"macs", n.macs},
+                        {"other_flops", n.other_flops},
+                        {"params", n.params},
+                        {"weight_bytes", n.weight_bytes},
+                        {"input_bytes", n.input_bytes},
+                        {"output_bytes", n.output_bytes},
+                        {"bits", n.bits},
+                        {"kernels", n.kernels}};
+    // Optional fields only when set, to keep stored workloads small.
+    if (n.sparsity != 0) o["sparsity"] = n.sparsity;
+    if (n.seq_len != 0) o["seq_len"] = n.seq_len;
+    if (n.neurons != 0) o["neurons"] = n.neurons;
+    if (n.fan_in != 0) o["fan_in"] = n.fan_in;
+    if (n.fan_out != 0) o["fan_out"] = n.fan_out;
+    if (n.synapses != 0) o["synapses"] = n.synapses;
+    if (n.spiking) o["spiking"] = true;
+    if (n.timesteps != 1) o["timesteps"] = n.timesteps;
+    if (n.has_activity) {
+      o["has_activity"] = true;
+      o["spikes"] = n.spikes;
+      o["synaptic_ops"] = n.synaptic_ops;
+      o["active_experts"] = n.active_experts;
+      o["total_experts"] = n.total_experts;
+      o["function_evals"] = n.function_evals;
+    } else {
+      if (n.total_experts != 0) o["total_experts"] = n.total_experts;
+    }
+    arr.push_back(std::move(o));
+  }
+  nlohmann::json j = {{"nodes", std::move(arr)}, {"input_bytes", input_bytes}};
+  if (!measured.empty()) j["measured"] = measured;
+  return j;
+}
+
+Workload Workload::from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw std::invalid_argument("workload: must be a JSON object");
+  Workload w;
+  w.input_bytes = get_number(j, "input_bytes", "", 0);
+  auto nit = j.find("nodes");
+  if (nit == j.end()) bad_field("", "nodes", "is missing");
+  if (!nit->is_array()) bad_field("", "nodes", "must be an array");
+  w.nodes.reserve(nit->size());
+  for (std::size_t i = 0; i < nit->size(); ++i) {
+    const auto& o = (*nit)[i];
+    std::string where = "node " + std::to_string(i) + ": ";
+    if (!o.is_object()) throw std::invalid_argument("workload: " + where + "must be an object");
+    NodeWorkload n;
+    n.name = get_string(o, "name", where);
+    n.block_kind = get_string(o, "block_kind", where);
+    if (o.contains("category")) {
+      std::string c = get_string(o, "category", where);
+      try {
+        n.category = op_category_from_name(c);
+      } catch (const std::invalid_argument& e) {
+        bad_field(where, "category", std::string("is invalid: ") + e.what());
+      }
+    }
+    n.macs = get_number(o, "macs", where, 0);
+    n.other_flops = get_number(o, "other_flops", where, 0);
+    n.params = get_number(o, "params", where, 0);
+    n.weight_bytes = get_number(o, "weight_bytes", where, 0);
+    n.input_bytes = get_number(o, "input_bytes", where, 0);
+    n.output_bytes = get_number(o, "output_bytes", where, 0);
+    n.bits = get_int(o, "bits", where, 32, 1);
+    if (n.bits > 64) bad_field(where, "bits", "must be between 1 and 64");
+    n.sparsity = get_number(o, "sparsity", where, 0);
+    if (n.sparsity > 1) bad_field(where, "sparsity", "must be in [0, 1]");
+    n.kernels = get_int(o, "kernels", where, 1, 0);
+    n.seq_len = get_int(o, "seq_len", where, 0, 0);
+    n.neurons = get_number(o, "neurons", where, 0);
+    n.fan_in = get_number(o, "fan_in", where, 0);
+    n.fan_out = get_number(o, "fan_out", where, 0);
+    n.synapses = get_number(o, "synapses", where, 0);
+    n.spiking = get_bool(o, "spiking", where);
+    n.timesteps = get_int(o, "timesteps", where, 1, 1);
+    n.spikes = get_number(o, "spikes", where, 0);
+    n.synaptic_ops = get_number(o, "synaptic_ops", where, 0);
+    n.active_experts = get_number(o, "active_experts", where, 0);
+    n.total_experts = get_number(o, "total_experts", where, 0);
+    n.function_evals = get_number(o, "function_evals", where, 0);
+    n.has_activity = get_bool(o, "has_activity", where);
+    w.nodes.push_back(std::move(n));
+  }
+  if (auto mit = j.find("measured"); mit != j.end()) {
+    if (!mit->is_object()) bad_field("", "measured", "must be an object of numbers");
+    for (auto it = mit->begin(); it != mit->end(); ++it) {
+      if (!it->is_number()) bad_field("", "measured." + it.key(), "must be a number");
+      w.measured[it.key()] = it->get<double>();
+    }
+  }
+  return w;
+}
+
+}  // namespace hwnas::hw

@@ -1,0 +1,112 @@
+// Internal helpers shared by the op implementations (nn/ops_*.cpp): shape-error messages,
+// deterministic chunked parallel loops and a chunked GEMM.  Not part of the public API.
+//
+// Determinism: every parallel loop here splits its range into chunks whose boundaries depend only
+// on the problem size (never on the thread count or on scheduling), and each output element is
+// written by exactly one chunk.  Reductions across chunks, where needed, are done serially in
+// chunk order by the caller.  So a training run is bit-identical for a seed whatever the pool size.
+#pragma once
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/partitioner.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "nn/autograd.hpp"
+#include "nn/parallel.hpp"
+#include "nn/tensor.hpp"
+
+namespace hwnas::nn::detail {
+
+[[noreturn]] inline void shape_error(const char* op, const Shape& a, const Shape& b,
+                                     const std::string& why) {
+  throw std::invalid_argument(std::string(op) + ": incompatible shapes " + a.str() + " and " +
+                              b.str() + " (" + why + ")");
+}
+[[noreturn]] inline void shape_error(const char* op, const Shape& a, const std::string& why) {
+  throw std::invalid_argument(std::string(op) + ": bad shape " + a.str() + " (" + why + ")");
+}
+
+// Upper bound on chunks per loop: enough to keep a many-core pool busy; fixed so that chunk
+// boundaries never depend on the machine.
+constexpr std::int64_t kMaxChunks = 16;
+
+// Number of chunks for `n` items costing `cost` scalar ops each.
+inline std::int64_t chunk_count(std::int64_t n, std::int64_t cost) {
+  const std::int64_t work = n * std::max<std::int64_t>(cost, 1);
+  if (n < 2 || work < 2 * kParallelGrainFlops) return 1;
+  return std::min({n, kMaxChunks, work / kParallelGrainFlops});
+}
+
+// Calls fn(begin, end) over [0, n) in deterministic chunks, in parallel when worth it.
+template <class F>
+void parallel_range(std::int64_t n, std::int64_t cost_per_item, F&& fn) {
+  const std::int64_t chunks = chunk_count(n, cost_per_item);
+  if (chunks <= 1) {
+    if (n > 0) fn(std::int64_t{0}, n);
+    return;
+  }
+  oneapi::tbb::parallel_for(
+      oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
+      [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+        for (std::int64_t c = r.begin(); c < r.end(); ++c) fn(n * c / chunks, n * (c + 1) / chunks);
+      },
+      oneapi::tbb::simple_partitioner());
+}
+
+// C (= or +=) A * B where A is [m,k] and B is [k,n] (any Eigen expressions with direct access,
+// transposes included).  Splits the larger of m and n so that the operand repacked per chunk
+// is the smaller one.
+template <class CM, class AM, class BM>
+void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
+  const std::int64_t m = c.rows(), n = c.cols(), k = a.cols();
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate) c.setZero();
+    return;
+  }
+  const bool split_rows = m >= n;
+  const std::int64_t len = split_rows ? m : n;
+  // Keep each chunk at least 16 wide so the GEMM micro-kernels stay efficient.
+  const std::int64_t chunks = std::min(chunk_count(len, n * k * m / len), std::max<std::int64_t>(1, len / 16));
+  if (chunks <= 1) {
+    if (accumulate) c.noalias() += a * b;
+    else c.noalias() = a * b;
+    return;
+  }
+  oneapi::tbb::parallel_for(
+      oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
+      [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+        for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
+          const std::int64_t b0 = len * ch / chunks, b1 = len * (ch + 1) / chunks;
+          if (split_rows) {
+            auto cb = c.middleRows(b0, b1 - b0);
+            if (accumulate) cb.noalias() += a.middleRows(b0, b1 - b0) * b;
+            else cb.noalias() = a.middleRows(b0, b1 - b0) * b;
+          } else {
+            auto cb = c.middleCols(b0, b1 - b0);
+            if (accumulate) cb.noalias() += a * b.middleCols(b0, b1 - b0);
+            else cb.noalias() = a * b.middleCols(b0, b1 - b0);
+          }
+        }
+      },
+      oneapi::tbb::simple_partitioner());
+}
+
+// Adds g into the node's gradient, stealing g's buffer when the gradient is still empty.
+inline void accumulate_owned(Node& node, Tensor&& g) {
+  if (!node.requires_grad) return;
+  if (node.grad.empty() || node.grad.shape() != node.value.shape()) {
+    node.grad = g.shape() == node.value.shape() ? std::move(g) : g.reshaped(node.value.shape());
+    return;
+  }
+  node.grad.array() += g.array();
+}
+
+inline Node& parent(Node& self, std::size_t i) { return *self.parents[i]; }
+
+}  // namespace hwnas::nn::detail

@@ -1,0 +1,300 @@
+// Scaled dot-product attention over pre-projected q, k, v of shape [B, L, d_model].
+//
+// Heads are column slices of d_model, viewed in place through strided Eigen maps (no split or
+// transpose copies).  Work is parallel over the B x heads (b, h) pairs; each pair writes only its
+// own column slice of the output and of dq, dk, dv, so tasks never overlap and results do not
+// depend on the thread count (even when q, k and v are the same Var).
+//
+// Full attention keeps the softmax probabilities [B, H, Lq, Lk] for backward.  Sliding-window
+// attention keeps only a band [B, H, L, S] (S = 2*window-1, or window if causal) and computes in
+// query tiles of T rows against the R <= T + S - 1 keys they can see, so time and memory are
+// O(L * window * d) and no L x L matrix ever exists.
+//
+// GCC 12 flags Eigen's AVX-512 GEMM packing (_mm512_undefined_ps in a system header) as
+// maybe-uninitialized once inlined here; it is a known false positive, silenced for this file.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "nn/ops.hpp"
+#include "nn/parallel.hpp"
+
+namespace hwnas::nn {
+namespace {
+
+using Stride = Eigen::OuterStride<>;
+using HeadMap = Eigen::Map<RowMatrix, 0, Stride>;
+using ConstHeadMap = Eigen::Map<const RowMatrix, 0, Stride>;
+
+template <class F>
+void parallel_range(std::int64_t n, std::int64_t flops_per_item, F&& f) {
+  if (n <= 1 || n * flops_per_item < kParallelGrainFlops) {
+    f(std::int64_t{0}, n);
+    return;
+  }
+  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, n, 1),
+                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { f(r.begin(), r.end()); });
+}
+
+// Per-thread scratch reused across calls (score tiles); contents never carry over between uses.
+float* scratch(std::size_t n, int slot) {
+  thread_local std::vector<float> buffers[3];
+  auto& b = buffers[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+struct AttnGeom {
+  int b, lq, lk, d, heads, dh;
+  float scale;
+  // Head h of batch element bi of a [B, L, d] tensor: an [L, dh] block with row stride d.
+  std::int64_t offset(int bi, int l, int h) const { return static_cast<std::int64_t>(bi) * l * d + h * dh; }
+};
+
+AttnGeom check_attention(const char* op, const Var& q, const Var& k, const Var& v, int heads, bool causal) {
+  const std::string name(op);
+  if (!q.defined() || !k.defined() || !v.defined()) throw std::invalid_argument(name + ": q, k, v must be defined");
+  const std::string shapes = " (q " + q.shape().str() + ", k " + k.shape().str() + ", v " + v.shape().str() + ")";
+  if (q.shape().rank() != 3 || k.shape().rank() != 3 || v.shape().rank() != 3)
+    throw std::invalid_argument(name + ": q, k, v must be [B, L, d_model]" + shapes);
+  if (k.shape() != v.shape()) throw std::invalid_argument(name + ": k and v shapes differ" + shapes);
+  if (q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
+    throw std::invalid_argument(name + ": q and k must share batch and d_model" + shapes);
+  if (heads < 1) throw std::invalid_argument(name + ": heads must be >= 1, got " + std::to_string(heads));
+  if (q.dim(2) % heads != 0)
+    throw std::invalid_argument(name + ": d_model " + std::to_string(q.dim(2)) + " not divisible by heads " +
+                                std::to_string(heads) + shapes);
+  if (causal && q.dim(1) != k.dim(1))
+    throw std::invalid_argument(name + ": causal attention needs equal query and key lengths" + shapes);
+  if (k.dim(1) < 1) throw std::invalid_argument(name + ": empty key sequence" + shapes);
+  AttnGeom g{q.dim(0), q.dim(1), k.dim(1), q.dim(2), heads, q.dim(2) / heads, 0.0f};
+  g.scale = 1.0f / std::sqrt(static_cast<float>(g.dh));
+  return g;
+}
+
+// In-place softmax of row[0, n).
+template <class Row>
+void softmax_row(Row&& row) {
+  const float m = row.maxCoeff();
+  row = (row.array() - m).exp().matrix();
+  row /= row.sum();
+}
+
+bool keeps_graph(const Var& q, const Var& k, const Var& v) {
+  return grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+}
+
+// Output-gradient slices of the three parents; null when a parent needs no gradient.  If two
+// parents are the same node they share a buffer, which is fine: each (b, h) task updates its own
+// column slice serially.
+struct AttnGrads {
+  float* dq = nullptr;
+  float* dk = nullptr;
+  float* dv = nullptr;
+};
+AttnGrads grads_of(Node& self) {
+  AttnGrads g;
+  if (self.parents[0]->requires_grad) g.dq = grad_of(*self.parents[0]).data();
+  if (self.parents[1]->requires_grad) g.dk = grad_of(*self.parents[1]).data();
+  if (self.parents[2]->requires_grad) g.dv = grad_of(*self.parents[2]).data();
+  return g;
+}
+
+}  // namespace
+
+Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bool causal) {
+  const AttnGeom g = check_attention("multi_head_attention", q, k, v, heads, causal);
+  const bool keep = keeps_graph(q, k, v);
+  const std::int64_t LL = static_cast<std::int64_t>(g.lq) * g.lk;
+  const std::int64_t pairs = static_cast<std::int64_t>(g.b) * g.heads;
+  // Probabilities are kept for backward only when a graph is being recorded.
+  Tensor probs = keep ? Tensor(Shape{g.b, g.heads, g.lq, g.lk}) : Tensor();
+  Tensor out(Shape{g.b, g.lq, g.d});
+  const float* qd = q.value().data();
+  const float* kd = k.value().data();
+  const float* vd = v.value().data();
+  float* od = out.data();
+  float* pd = keep ? probs.data() : nullptr;
+  parallel_range(pairs, 4 * LL * g.dh, [&](std::int64_t lo, std::int64_t hi) {
+    float* tmp = keep ? nullptr : scratch(static_cast<std::size_t>(LL), 0);
+    for (std::int64_t p = lo; p < hi; ++p) {
+      const int bi = static_cast<int>(p / g.heads), h = static_cast<int>(p % g.heads);
+      ConstHeadMap Q(qd + g.offset(bi, g.lq, h), g.lq, g.dh, Stride(g.d));
+      ConstHeadMap K(kd + g.offset(bi, g.lk, h), g.lk, g.dh, Stride(g.d));
+      ConstHeadMap V(vd + g.offset(bi, g.lk, h), g.lk, g.dh, Stride(g.d));
+      HeadMap O(od + g.offset(bi, g.lq, h), g.lq, g.dh, Stride(g.d));
+      MatrixMap P(keep ? pd + p * LL : tmp, g.lq, g.lk);
+      P.noalias() = g.scale * (Q * K.transpose());
+      for (int i = 0; i < g.lq; ++i) {
+        const int n = causal ? i + 1 : g.lk;  // causal: keys j <= i
+        softmax_row(P.row(i).head(n));
+        if (n < g.lk) P.row(i).tail(g.lk - n).setZero();
+      }
+      O.noalias() = P * V;
+    }
+  });
+  return make_result(std::move(out), {q, k, v}, [g, LL, pairs, probs](Node& self) {
+    const AttnGrads gr = grads_of(self);
+    const float* qd = self.parents[0]->value.data();
+    const float* kd = self.parents[1]->value.data();
+    const float* vd = self.parents[2]->value.data();
+    const float* dod = self.grad.data();
+    const float* pd = probs.data();
+    parallel_range(pairs, 8 * LL * g.dh, [&](std::int64_t lo, std::int64_t hi) {
+      MatrixMap dS(scratch(static_cast<std::size_t>(LL), 0), g.lq, g.lk);
+      for (std::int64_t p = lo; p < hi; ++p) {
+        const int bi = static_cast<int>(p / g.heads), h = static_cast<int>(p % g.heads);
+        const std::int64_t oq = g.offset(bi, g.lq, h), ok = g.offset(bi, g.lk, h);
+        ConstHeadMap Q(qd + oq, g.lq, g.dh, Stride(g.d));
+        ConstHeadMap K(kd + ok, g.lk, g.dh, Stride(g.d));
+        ConstHeadMap V(vd + ok, g.lk, g.dh, Stride(g.d));
+        ConstHeadMap dO(dod + oq, g.lq, g.dh, Stride(g.d));
+        ConstMatrixMap P(pd + p * LL, g.lq, g.lk);
+        if (gr.dv) HeadMap(gr.dv + ok, g.lk, g.dh, Stride(g.d)).noalias() += P.transpose() * dO;
+        if (!gr.dq && !gr.dk) continue;
+        // dS = P o (dP - rowsum(P o dP)) with dP = dO V^T; masked entries have P = 0.
+        dS.noalias() = dO * V.transpose();
+        const Eigen::VectorXf rs = P.cwiseProduct(dS).rowwise().sum();
+        dS = P.cwiseProduct(dS - rs.replicate(1, g.lk));
+        if (gr.dq) HeadMap(gr.dq + oq, g.lq, g.dh, Stride(g.d)).noalias() += g.scale * (dS * K);
+        if (gr.dk) HeadMap(gr.dk + ok, g.lk, g.dh, Stride(g.d)).noalias() += g.scale * (dS.transpose() * Q);
+      }
+    });
+  });
+}
+
+namespace {
+
+struct Band {
+  int w;      // effective window (clamped to L)
+  int slots;  // S: 2w-1, or w if causal
+  int ahead;  // keys visible after the query: w-1, or 0 if causal
+  int tile;   // queries per tile
+  // Keys visible to query i: [lo(i), hi(i)); slot s of query i is key i - (w-1) + s.
+  int lo(int i) const { return std::max(0, i - (w - 1)); }
+  int hi(int i, int l) const { return std::min(l, i + ahead + 1); }
+};
+
+Band make_band(int l, int window, bool causal) {
+  Band bd{};
+  bd.w = std::min(window, l);
+  bd.slots = causal ? bd.w : 2 * bd.w - 1;
+  bd.ahead = causal ? 0 : bd.w - 1;
+  // Tiles about as tall as the band is wide keep the dense tile (T x (T+S-1)) within a constant
+  // factor of the band's own work, while giving the GEMMs enough rows; 8..64 bounds the extremes.
+  bd.tile = std::min(l, std::clamp(bd.slots, 8, 64));
+  return bd;
+}
+
+}  // namespace
+
+Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window, bool causal) {
+  const AttnGeom g = check_attention("sliding_window_attention", q, k, v, heads, causal);
+  if (q.shape() != k.shape())
+    throw std::invalid_argument("sliding_window_attention: q and k must have the same shape (q " + q.shape().str() +
+                                ", k " + k.shape().str() + ")");
+  if (window < 1)
+    throw std::invalid_argument("sliding_window_attention: window must be >= 1, got " + std::to_string(window));
+  const int L = g.lq;
+  const Band bd = make_band(L, window, causal);
+  const std::int64_t band_size = static_cast<std::int64_t>(L) * bd.slots;
+  const std::int64_t pairs = static_cast<std::int64_t>(g.b) * g.heads;
+  const std::int64_t tile_cap = static_cast<std::int64_t>(bd.tile) * (bd.tile + bd.slots - 1);
+  const bool keep = keeps_graph(q, k, v);
+  Tensor probs = keep ? Tensor(Shape{g.b, g.heads, L, bd.slots}) : Tensor();
+  Tensor out(Shape{g.b, L, g.d});
+  const float* qd = q.value().data();
+  const float* kd = k.value().data();
+  const float* vd = v.value().data();
+  float* od = out.data();
+  float* pd = keep ? probs.data() : nullptr;
+  parallel_range(pairs, 4 * band_size * g.dh, [&](std::int64_t lo, std::int64_t hi) {
+    float* tile_buf = scratch(static_cast<std::size_t>(tile_cap), 0);
+    for (std::int64_t p = lo; p < hi; ++p) {
+      const int bi = static_cast<int>(p / g.heads), h = static_cast<int>(p % g.heads);
+      const std::int64_t off = g.offset(bi, L, h);
+      ConstHeadMap Q(qd + off, L, g.dh, Stride(g.d));
+      ConstHeadMap K(kd + off, L, g.dh, Stride(g.d));
+      ConstHeadMap V(vd + off, L, g.dh, Stride(g.d));
+      HeadMap O(od + off, L, g.dh, Stride(g.d));
+      float* band = keep ? pd + p * band_size : nullptr;
+      for (int i0 = 0; i0 < L; i0 += bd.tile) {
+        const int i1 = std::min(L, i0 + bd.tile), T = i1 - i0;
+        const int kl = bd.lo(i0), kr = bd.hi(i1 - 1, L), R = kr - kl;
+        MatrixMap S(tile_buf, T, R);
+        S.noalias() = g.scale * (Q.middleRows(i0, T) * K.middleRows(kl, R).transpose());
+        for (int r = 0; r < T; ++r) {
+          const int i = i0 + r, a = bd.lo(i) - kl, e = bd.hi(i, L) - kl;
+          auto row = S.row(r);
+          softmax_row(row.segment(a, e - a));
+          row.head(a).setZero();
+          row.tail(R - e).setZero();
+          if (band) {
+            // Slot s <-> key i-(w-1)+s; slots off either end of the sequence stay zero.
+            float* brow = band + static_cast<std::int64_t>(i) * bd.slots;
+            const int s0 = bd.lo(i) - (i - (bd.w - 1));
+            std::fill(brow, brow + bd.slots, 0.0f);
+            std::copy(row.data() + a, row.data() + e, brow + s0);
+          }
+        }
+        O.middleRows(i0, T).noalias() = S * V.middleRows(kl, R);
+      }
+    }
+  });
+  return make_result(std::move(out), {q, k, v}, [g, bd, L, band_size, pairs, tile_cap, probs](Node& self) {
+    const AttnGrads gr = grads_of(self);
+    const float* qd = self.parents[0]->value.data();
+    const float* kd = self.parents[1]->value.data();
+    const float* vd = self.parents[2]->value.data();
+    const float* dod = self.grad.data();
+    const float* pd = probs.data();
+    parallel_range(pairs, 8 * band_size * g.dh, [&](std::int64_t lo, std::int64_t hi) {
+      float* pbuf = scratch(static_cast<std::size_t>(tile_cap), 0);
+      float* sbuf = scratch(static_cast<std::size_t>(tile_cap), 1);
+      for (std::int64_t p = lo; p < hi; ++p) {
+        const int bi = static_cast<int>(p / g.heads), h = static_cast<int>(p % g.heads);
+        const std::int64_t off = g.offset(bi, L, h);
+        ConstHeadMap Q(qd + off, L, g.dh, Stride(g.d));
+        ConstHeadMap K(kd + off, L, g.dh, Stride(g.d));
+        ConstHeadMap V(vd + off, L, g.dh, Stride(g.d));
+        ConstHeadMap dO(dod + off, L, g.dh, Stride(g.d));
+        const float* band = pd + p * band_size;
+        // Tiles run in order within the task, so overlapping dk/dv key ranges accumulate
+        // deterministically.
+        for (int i0 = 0; i0 < L; i0 += bd.tile) {
+          const int i1 = std::min(L, i0 + bd.tile), T = i1 - i0;
+          const int kl = bd.lo(i0), kr = bd.hi(i1 - 1, L), R = kr - kl;
+          MatrixMap P(pbuf, T, R);
+          P.setZero();
+          for (int r = 0; r < T; ++r) {
+            const int i = i0 + r, a = bd.lo(i), e = bd.hi(i, L);
+            const float* brow = band + static_cast<std::int64_t>(i) * bd.slots + (a - (i - (bd.w - 1)));
+            std::copy(brow, brow + (e - a), P.row(r).data() + (a - kl));
+          }
+          auto dOt = dO.middleRows(i0, T);
+          if (gr.dv) HeadMap(gr.dv + off, L, g.dh, Stride(g.d)).middleRows(kl, R).noalias() += P.transpose() * dOt;
+          if (!gr.dq && !gr.dk) continue;
+          MatrixMap dS(sbuf, T, R);
+          dS.noalias() = dOt * V.middleRows(kl, R).transpose();
+          const Eigen::VectorXf rs = P.cwiseProduct(dS).rowwise().sum();
+          dS = P.cwiseProduct(dS - rs.replicate(1, R));
+          if (gr.dq)
+            HeadMap(gr.dq + off, L, g.dh, Stride(g.d)).middleRows(i0, T).noalias() +=
+                g.scale * (dS * K.middleRows(kl, R));
+          if (gr.dk)
+            HeadMap(gr.dk + off, L, g.dh, Stride(g.d)).middleRows(kl, R).noalias() +=
+                g.scale * (dS.transpose() * Q.middleRows(i0, T));
+        }
+      }
+    });
+  });
+}
+
+}  // namespace hwnas::nn

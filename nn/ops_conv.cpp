@@ -1,0 +1,524 @@
+// Convolution and pooling ops (NCHW).
+//
+// conv2d: im2col + one row-major Eigen GEMM per sample and group, parallel over the batch.
+// Depthwise (groups == Cin == Cout) uses a direct kernel instead, since its im2col matrix would
+// be kh*kw times the input for a GEMM with a single output row.
+// Determinism: every parallel task writes a disjoint slice of the output/grad; the weight and
+// bias gradients, which reduce over the batch, are summed into per-chunk partials whose chunk
+// boundaries depend only on N, then added in chunk order.  Results are therefore bit-identical
+// for any thread count.
+//
+// GCC 12 flags Eigen's AVX-512 GEMM packing (_mm512_undefined_ps in a system header) as
+// maybe-uninitialized once inlined here; it is a known false positive, silenced for this file.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/ops.hpp"
+#include "nn/parallel.hpp"
+
+namespace hwnas::nn {
+namespace {
+
+// Unaligned views for buffers that are not 64-byte aligned at their start (partials, planes).
+using ConstUArrayMap = Eigen::Map<const Eigen::ArrayXf>;
+
+// Runs f(begin, end) over [0, n), in parallel when the total work is worth a task split.
+template <class F>
+void parallel_range(std::int64_t n, std::int64_t flops_per_item, F&& f) {
+  if (n <= 1 || n * flops_per_item < kParallelGrainFlops) {
+    f(std::int64_t{0}, n);
+    return;
+  }
+  // Grain keeps each task above the threshold so task overhead stays small.
+  std::int64_t grain = std::max<std::int64_t>(1, kParallelGrainFlops / std::max<std::int64_t>(1, flops_per_item));
+  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, n, static_cast<std::size_t>(grain)),
+                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { f(r.begin(), r.end()); });
+}
+
+// Fixed chunking of [0, n) for reductions: depends only on n, never on the thread count.
+constexpr int kMaxReduceChunks = 8;
+int reduce_chunks(std::int64_t n) { return static_cast<int>(std::clamp<std::int64_t>(n, 1, kMaxReduceChunks)); }
+std::int64_t chunk_begin(std::int64_t n, int chunks, int c) { return n * c / chunks; }
+
+// Runs f(chunk, begin, end) for each fixed chunk, in parallel when worthwhile.
+template <class F>
+void for_each_chunk(std::int64_t n, int chunks, std::int64_t flops_per_item, F&& f) {
+  auto body = [&](int c) { f(c, chunk_begin(n, chunks, c), chunk_begin(n, chunks, c + 1)); };
+  if (chunks <= 1 || n * flops_per_item < kParallelGrainFlops) {
+    for (int c = 0; c < chunks; ++c) body(c);
+    return;
+  }
+  oneapi::tbb::parallel_for(0, chunks, body);
+}
+
+// Scratch buffer reused across calls by the same thread (im2col matrices): avoids per-call heap
+// churn.  Contents never carry over between uses, so reuse does not affect results.
+float* scratch(std::size_t n, int slot = 0) {
+  thread_local std::vector<float> buffers[2];
+  auto& b = buffers[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+// Output index range [lo, hi) along one axis for which in = o*stride + off lies in [0, in_size).
+inline void valid_range(int off, int stride, int in_size, int out_size, int& lo, int& hi) {
+  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  int last = in_size - 1 - off;
+  hi = last < 0 ? 0 : std::min(out_size, last / stride + 1);
+  if (hi < lo) hi = lo;
+}
+
+struct ConvGeom {
+  int n, cin, h, w, cout, kh, kw, ho, wo, stride, pad, groups;
+  int cin_g() const { return cin / groups; }
+  int cout_g() const { return cout / groups; }
+  std::int64_t k_g() const { return static_cast<std::int64_t>(cin_g()) * kh * kw; }
+  std::int64_t p() const { return static_cast<std::int64_t>(ho) * wo; }
+  bool pointwise() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0; }
+  bool depthwise() const { return groups == cin && groups == cout && groups > 1; }
+};
+
+// col[(c*kh + i)*kw + j][oh*wo + ow] = x[c][oh*s - p + i][ow*s - p + j] (zero outside).
+void im2col(const float* x, const ConvGeom& g, float* col) {
+  const std::int64_t P = g.p();
+  for (int c = 0; c < g.cin; ++c) {
+    const float* xc = x + static_cast<std::int64_t>(c) * g.h * g.w;
+    for (int i = 0; i < g.kh; ++i) {
+      int oh_lo, oh_hi;
+      valid_range(i - g.pad, g.stride, g.h, g.ho, oh_lo, oh_hi);
+      for (int j = 0; j < g.kw; ++j) {
+        float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
+        int ow_lo, ow_hi;
+        valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
+        std::fill(row, row + static_cast<std::int64_t>(oh_lo) * g.wo, 0.0f);
+        for (int oh = oh_lo; oh < oh_hi; ++oh) {
+          float* r = row + static_cast<std::int64_t>(oh) * g.wo;
+          const float* xr = xc + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
+          std::fill(r, r + ow_lo, 0.0f);
+          if (g.stride == 1) {
+            std::memcpy(r + ow_lo, xr + ow_lo, sizeof(float) * static_cast<std::size_t>(ow_hi - ow_lo));
+          } else {
+            for (int ow = ow_lo; ow < ow_hi; ++ow) r[ow] = xr[ow * g.stride];
+          }
+          std::fill(r + ow_hi, r + g.wo, 0.0f);
+        }
+        std::fill(row + static_cast<std::int64_t>(oh_hi) * g.wo, row + P, 0.0f);
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: dx += scatter(dcol).
+void col2im_add(const float* col, const ConvGeom& g, float* dx) {
+  const std::int64_t P = g.p();
+  for (int c = 0; c < g.cin; ++c) {
+    float* xc = dx + static_cast<std::int64_t>(c) * g.h * g.w;
+    for (int i = 0; i < g.kh; ++i) {
+      int oh_lo, oh_hi;
+      valid_range(i - g.pad, g.stride, g.h, g.ho, oh_lo, oh_hi);
+      for (int j = 0; j < g.kw; ++j) {
+        const float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
+        int ow_lo, ow_hi;
+        valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
+        for (int oh = oh_lo; oh < oh_hi; ++oh) {
+          const float* r = row + static_cast<std::int64_t>(oh) * g.wo;
+          float* xr = xc + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
+          if (g.stride == 1) {
+            for (int ow = ow_lo; ow < ow_hi; ++ow) xr[ow] += r[ow];
+          } else {
+            for (int ow = ow_lo; ow < ow_hi; ++ow) xr[ow * g.stride] += r[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- depthwise direct kernels (one [H, W] plane, one [kh, kw] filter) ----
+
+void depthwise_forward_plane(const float* x, const float* wt, float bias, const ConvGeom& g, float* y) {
+  std::fill(y, y + g.p(), bias);
+  for (int i = 0; i < g.kh; ++i) {
+    int oh_lo, oh_hi;
+    valid_range(i - g.pad, g.stride, g.h, g.ho, oh_lo, oh_hi);
+    for (int j = 0; j < g.kw; ++j) {
+      const float wv = wt[i * g.kw + j];
+      int ow_lo, ow_hi;
+      valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
+      for (int oh = oh_lo; oh < oh_hi; ++oh) {
+        float* yr = y + static_cast<std::int64_t>(oh) * g.wo;
+        const float* xr = x + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
+        if (g.stride == 1) {
+          for (int ow = ow_lo; ow < ow_hi; ++ow) yr[ow] += wv * xr[ow];
+        } else {
+          for (int ow = ow_lo; ow < ow_hi; ++ow) yr[ow] += wv * xr[ow * g.stride];
+        }
+      }
+    }
+  }
+}
+
+// dx += W^T dy (if dx), dw += dy * x (if dw).
+void depthwise_backward_plane(const float* x, const float* wt, const float* dy, const ConvGeom& g,
+                              float* dx, float* dw) {
+  for (int i = 0; i < g.kh; ++i) {
+    int oh_lo, oh_hi;
+    valid_range(i - g.pad, g.stride, g.h, g.ho, oh_lo, oh_hi);
+    for (int j = 0; j < g.kw; ++j) {
+      const float wv = wt[i * g.kw + j];
+      int ow_lo, ow_hi;
+      valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
+      float acc = 0.0f;
+      for (int oh = oh_lo; oh < oh_hi; ++oh) {
+        const float* dyr = dy + static_cast<std::int64_t>(oh) * g.wo;
+        const std::int64_t xoff = static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
+        const float* xr = x + xoff;
+        if (dw)
+          for (int ow = ow_lo; ow < ow_hi; ++ow) acc += dyr[ow] * xr[ow * g.stride];
+        if (dx) {
+          float* dxr = dx + xoff;
+          for (int ow = ow_lo; ow < ow_hi; ++ow) dxr[ow * g.stride] += wv * dyr[ow];
+        }
+      }
+      if (dw) dw[i * g.kw + j] += acc;
+    }
+  }
+}
+
+std::string conv_shapes(const Var& x, const Var& w) {
+  return "(x " + x.shape().str() + ", w " + w.shape().str() + ")";
+}
+
+ConvGeom check_conv(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
+  if (!x.defined() || !w.defined()) throw std::invalid_argument("conv2d: x and w must be defined");
+  if (x.shape().rank() != 4)
+    throw std::invalid_argument("conv2d: x must be [N, C, H, W], got " + x.shape().str());
+  if (w.shape().rank() != 4)
+    throw std::invalid_argument("conv2d: w must be [Cout, Cin/groups, kh, kw], got " + w.shape().str());
+  if (opt.stride < 1) throw std::invalid_argument("conv2d: stride must be >= 1, got " + std::to_string(opt.stride));
+  if (opt.padding < 0)
+    throw std::invalid_argument("conv2d: padding must be >= 0, got " + std::to_string(opt.padding));
+  if (opt.groups < 1) throw std::invalid_argument("conv2d: groups must be >= 1, got " + std::to_string(opt.groups));
+  ConvGeom g{};
+  g.n = x.dim(0), g.cin = x.dim(1), g.h = x.dim(2), g.w = x.dim(3);
+  g.cout = w.dim(0), g.kh = w.dim(2), g.kw = w.dim(3);
+  g.stride = opt.stride, g.pad = opt.padding, g.groups = opt.groups;
+  if (g.cin % g.groups != 0)
+    throw std::invalid_argument("conv2d: input channels " + std::to_string(g.cin) + " not divisible by groups " +
+                                std::to_string(g.groups) + " " + conv_shapes(x, w));
+  if (g.cout % g.groups != 0)
+    throw std::invalid_argument("conv2d: output channels " + std::to_string(g.cout) + " not divisible by groups " +
+                                std::to_string(g.groups) + " " + conv_shapes(x, w));
+  if (w.dim(1) != g.cin / g.groups)
+    throw std::invalid_argument("conv2d: w dim 1 must be Cin/groups = " + std::to_string(g.cin / g.groups) + " " +
+                                conv_shapes(x, w));
+  if (g.kh < 1 || g.kw < 1) throw std::invalid_argument("conv2d: empty kernel " + conv_shapes(x, w));
+  if (g.kh > g.h + 2 * g.pad || g.kw > g.w + 2 * g.pad)
+    throw std::invalid_argument("conv2d: kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
+                                " larger than padded input " + std::to_string(g.h + 2 * g.pad) + "x" +
+                                std::to_string(g.w + 2 * g.pad) + " " + conv_shapes(x, w) + ", padding " +
+                                std::to_string(g.pad));
+  if (b.defined() && (b.shape().rank() != 1 || b.dim(0) != g.cout))
+    throw std::invalid_argument("conv2d: bias must be [" + std::to_string(g.cout) + "], got " + b.shape().str() +
+                                " " + conv_shapes(x, w));
+  g.ho = (g.h + 2 * g.pad - g.kh) / g.stride + 1;
+  g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
+  return g;
+}
+
+Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g) {
+  Tensor y(Shape{g.n, g.cout, g.ho, g.wo});
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = g.p(), K = static_cast<std::int64_t>(g.kh) * g.kw;
+  {
+    const float* xd = x.value().data();
+    const float* wd = w.value().data();
+    const float* bd = b.defined() ? b.value().data() : nullptr;
+    float* yd = y.data();
+    const std::int64_t planes = static_cast<std::int64_t>(g.n) * g.cin;
+    parallel_range(planes, 2 * P * K, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t pl = lo; pl < hi; ++pl) {
+        int c = static_cast<int>(pl % g.cin);
+        depthwise_forward_plane(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P);
+      }
+    });
+  }
+  std::vector<Var> parents{x, w};
+  if (b.defined()) parents.push_back(b);
+  return make_result(std::move(y), parents, [g, HW, P, K, has_b = b.defined()](Node& self) {
+    Node& xn = *self.parents[0];
+    Node& wn = *self.parents[1];
+    Node* bn = has_b ? self.parents[2].get() : nullptr;
+    const float* dy = self.grad.data();
+    const float* xd = xn.value.data();
+    const float* wd = wn.value.data();
+    float* dx = xn.requires_grad ? grad_of(xn).data() : nullptr;
+    float* dw = wn.requires_grad ? grad_of(wn).data() : nullptr;
+    float* db = bn && bn->requires_grad ? grad_of(*bn).data() : nullptr;
+    // Parallel over channels: each task owns dw[c], db[c] and the dx planes of channel c, and
+    // sums over the batch in order n = 0..N-1.
+    parallel_range(g.cin, 4 * P * K * g.n, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t c = lo; c < hi; ++c) {
+        float bacc = 0.0f;
+        for (int n = 0; n < g.n; ++n) {
+          const std::int64_t pl = static_cast<std::int64_t>(n) * g.cin + c;
+          depthwise_backward_plane(xd + pl * HW, wd + c * K, dy + pl * P, g, dx ? dx + pl * HW : nullptr,
+                                   dw ? dw + c * K : nullptr);
+          if (db) bacc += ConstUArrayMap(dy + pl * P, P).sum();
+        }
+        if (db) db[c] += bacc;
+      }
+    });
+  });
+}
+
+}  // namespace
+
+Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
+  const ConvGeom g = check_conv(x, w, b, opt);
+  if (g.depthwise()) return conv2d_depthwise(x, w, b, g);
+
+  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
+  const int Cg = g.cout_g();
+  const std::int64_t sample_flops = 2 * static_cast<std::int64_t>(g.cout) * Kg * P;
+  Tensor y(Shape{g.n, g.cout, g.ho, g.wo});
+  {
+    const float* xd = x.value().data();
+    const float* bd = b.defined() ? b.value().data() : nullptr;
+    ConstMatrixMap wm(w.value().data(), g.cout, Kg);
+    float* yd = y.data();
+    parallel_range(g.n, sample_flops, [&](std::int64_t lo, std::int64_t hi) {
+      float* col = g.pointwise() ? nullptr : scratch(static_cast<std::size_t>(g.groups * Kg * P));
+      for (std::int64_t n = lo; n < hi; ++n) {
+        const float* src = xd + n * CHW;
+        if (col) {
+          im2col(src, g, col);
+          src = col;
+        }
+        for (int gr = 0; gr < g.groups; ++gr) {
+          MatrixMap out(yd + (n * g.cout + static_cast<std::int64_t>(gr) * Cg) * P, Cg, P);
+          ConstMatrixMap cm(src + gr * Kg * P, Kg, P);
+          out.noalias() = wm.middleRows(gr * Cg, Cg) * cm;
+          if (bd) out.colwise() += Eigen::Map<const Eigen::VectorXf>(bd + gr * Cg, Cg);
+        }
+      }
+    });
+  }
+
+  std::vector<Var> parents{x, w};
+  if (b.defined()) parents.push_back(b);
+  return make_result(std::move(y), parents, [g, CHW, P, Kg, Cg, sample_flops, has_b = b.defined()](Node& self) {
+    Node& xn = *self.parents[0];
+    Node& wn = *self.parents[1];
+    Node* bn = has_b ? self.parents[2].get() : nullptr;
+    const bool need_x = xn.requires_grad, need_w = wn.requires_grad, need_b = bn && bn->requires_grad;
+    const float* dy = self.grad.data();
+    const float* xd = xn.value.data();
+    ConstMatrixMap wm(wn.value.data(), g.cout, Kg);
+    float* dx = need_x ? grad_of(xn).data() : nullptr;
+
+    // Weight/bias gradients reduce over the batch: per-chunk partials, summed in chunk order.
+    const int chunks = reduce_chunks(g.n);
+    const std::int64_t wsize = static_cast<std::int64_t>(g.cout) * Kg;
+    std::vector<float> dw_part(need_w ? static_cast<std::size_t>(chunks * wsize) : 0, 0.0f);
+    std::vector<float> db_part(need_b ? static_cast<std::size_t>(chunks) * g.cout : 0, 0.0f);
+    const std::int64_t flops = sample_flops * ((need_w ? 1 : 0) + (need_x ? 1 : 0)) + 1;
+
+    for_each_chunk(g.n, chunks, flops, [&](int c, std::int64_t lo, std::int64_t hi) {
+      const bool need_col = !g.pointwise() && (need_w || need_x);
+      float* col = need_col ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 0) : nullptr;
+      float* dcol = need_x && !g.pointwise() ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 1) : nullptr;
+      for (std::int64_t n = lo; n < hi; ++n) {
+        const float* dyn = dy + n * g.cout * P;
+        if (need_b) {
+          Eigen::Map<Eigen::VectorXf> dbp(db_part.data() + static_cast<std::size_t>(c) * g.cout, g.cout);
+          dbp += ConstMatrixMap(dyn, g.cout, P).rowwise().sum();
+        }
+        if (need_w) {
+          const float* src = xd + n * CHW;
+          if (col) {
+            im2col(src, g, col);
+            src = col;
+          }
+          for (int gr = 0; gr < g.groups; ++gr) {
+            MatrixMap dwp(dw_part.data() + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg, Cg, Kg);
+            dwp.noalias() += ConstMatrixMap(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P) *
+                             ConstMatrixMap(src + gr * Kg * P, Kg, P).transpose();
+          }
+        }
+        if (need_x) {
+          // Pointwise: dcol is dx itself, so the GEMM accumulates straight into it.
+          float* dst = dcol ? dcol : dx + n * CHW;
+          for (int gr = 0; gr < g.groups; ++gr) {
+            MatrixMap dc(dst + gr * Kg * P, Kg, P);
+            ConstMatrixMap dyg(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P);
+            if (dcol)
+              dc.noalias() = wm.middleRows(gr * Cg, Cg).transpose() * dyg;
+            else
+              dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
+          }
+          if (dcol) col2im_add(dcol, g, dx + n * CHW);
+        }
+      }
+    });
+    if (need_w) {
+      ArrayMap dw = grad_of(wn).array();
+      for (int c = 0; c < chunks; ++c) dw += ConstUArrayMap(dw_part.data() + c * wsize, wsize);
+    }
+    if (need_b) {
+      ArrayMap db = grad_of(*bn).array();
+      for (int c = 0; c < chunks; ++c) db += ConstUArrayMap(db_part.data() + static_cast<std::size_t>(c) * g.cout, g.cout);
+    }
+  });
+}
+
+// ---- pooling ----
+namespace {
+
+struct PoolGeom {
+  int n, c, h, w, k, stride, pad, ho, wo;
+  std::int64_t planes() const { return static_cast<std::int64_t>(n) * c; }
+};
+
+PoolGeom check_pool(const char* op, const Var& x, int kernel, int stride, int padding) {
+  const std::string name(op);
+  if (!x.defined() || x.shape().rank() != 4)
+    throw std::invalid_argument(name + ": x must be [N, C, H, W], got " +
+                                (x.defined() ? x.shape().str() : std::string("undefined")));
+  if (kernel < 1) throw std::invalid_argument(name + ": kernel must be >= 1, got " + std::to_string(kernel));
+  if (stride < 1) throw std::invalid_argument(name + ": stride must be >= 1, got " + std::to_string(stride));
+  // As in PyTorch: more padding than half a kernel would create windows with no real input.
+  if (padding < 0 || 2 * padding > kernel)
+    throw std::invalid_argument(name + ": padding " + std::to_string(padding) + " must be in [0, kernel/2] for kernel " +
+                                std::to_string(kernel));
+  PoolGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stride, padding, 0, 0};
+  if (kernel > g.h + 2 * padding || kernel > g.w + 2 * padding)
+    throw std::invalid_argument(name + ": kernel " + std::to_string(kernel) + " larger than padded input " +
+                                std::to_string(g.h + 2 * padding) + "x" + std::to_string(g.w + 2 * padding) +
+                                " (x " + x.shape().str() + ")");
+  g.ho = (g.h + 2 * padding - kernel) / stride + 1;
+  g.wo = (g.w + 2 * padding - kernel) / stride + 1;
+  return g;
+}
+
+}  // namespace
+
+Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
+  const PoolGeom g = check_pool("max_pool2d", x, kernel, stride, padding);
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = static_cast<std::int64_t>(g.ho) * g.wo;
+  Tensor y(Shape{g.n, g.c, g.ho, g.wo});
+  // Argmax index within the input plane, for routing the gradient in backward.
+  auto argmax = std::make_shared<std::vector<std::int32_t>>(static_cast<std::size_t>(g.planes() * P));
+  const float* xd = x.value().data();
+  float* yd = y.data();
+  parallel_range(g.planes(), P * g.k * g.k, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t pl = lo; pl < hi; ++pl) {
+      const float* xp = xd + pl * HW;
+      float* yp = yd + pl * P;
+      std::int32_t* ap = argmax->data() + pl * P;
+      for (int oh = 0; oh < g.ho; ++oh) {
+        const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+        for (int ow = 0; ow < g.wo; ++ow) {
+          const int w0 = std::max(0, ow * g.stride - g.pad), w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+          float best = -std::numeric_limits<float>::infinity();
+          std::int32_t bi = h0 * g.w + w0;
+          for (int ih = h0; ih < h1; ++ih)
+            for (int iw = w0; iw < w1; ++iw) {
+              const float v = xp[ih * g.w + iw];
+              if (v > best) best = v, bi = ih * g.w + iw;
+            }
+          yp[oh * g.wo + ow] = best;
+          ap[oh * g.wo + ow] = bi;
+        }
+      }
+    }
+  });
+  return make_result(std::move(y), {x}, [g, HW, P, argmax](Node& self) {
+    Node& xn = *self.parents[0];
+    float* dx = grad_of(xn).data();
+    const float* dy = self.grad.data();
+    // Planes are disjoint, so overlapping windows only collide within one task's plane.
+    parallel_range(g.planes(), P, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t pl = lo; pl < hi; ++pl) {
+        const std::int32_t* ap = argmax->data() + pl * P;
+        float* dxp = dx + pl * HW;
+        const float* dyp = dy + pl * P;
+        for (std::int64_t o = 0; o < P; ++o) dxp[ap[o]] += dyp[o];
+      }
+    });
+  });
+}
+
+Var avg_pool2d(const Var& x, int kernel, int stride, int padding) {
+  const PoolGeom g = check_pool("avg_pool2d", x, kernel, stride, padding);
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = static_cast<std::int64_t>(g.ho) * g.wo;
+  Tensor y(Shape{g.n, g.c, g.ho, g.wo});
+  const float* xd = x.value().data();
+  float* yd = y.data();
+  // count_include_pad=false: divide by the number of real (unpadded) elements in the window.
+  parallel_range(g.planes(), P * g.k * g.k, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t pl = lo; pl < hi; ++pl) {
+      const float* xp = xd + pl * HW;
+      float* yp = yd + pl * P;
+      for (int oh = 0; oh < g.ho; ++oh) {
+        const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+        for (int ow = 0; ow < g.wo; ++ow) {
+          const int w0 = std::max(0, ow * g.stride - g.pad), w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+          float s = 0.0f;
+          for (int ih = h0; ih < h1; ++ih)
+            for (int iw = w0; iw < w1; ++iw) s += xp[ih * g.w + iw];
+          yp[oh * g.wo + ow] = s / static_cast<float>((h1 - h0) * (w1 - w0));
+        }
+      }
+    }
+  });
+  return make_result(std::move(y), {x}, [g, HW, P](Node& self) {
+    Node& xn = *self.parents[0];
+    float* dx = grad_of(xn).data();
+    const float* dy = self.grad.data();
+    parallel_range(g.planes(), P * g.k * g.k, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t pl = lo; pl < hi; ++pl) {
+        float* dxp = dx + pl * HW;
+        const float* dyp = dy + pl * P;
+        for (int oh = 0; oh < g.ho; ++oh) {
+          const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+          for (int ow = 0; ow < g.wo; ++ow) {
+            const int w0 = std::max(0, ow * g.stride - g.pad), w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+            const float d = dyp[oh * g.wo + ow] / static_cast<float>((h1 - h0) * (w1 - w0));
+            for (int ih = h0; ih < h1; ++ih)
+              for (int iw = w0; iw < w1; ++iw) dxp[ih * g.w + iw] += d;
+          }
+        }
+      }
+    });
+  });
+}
+
+Var global_avg_pool(const Var& x) {
+  if (!x.defined() || x.shape().rank() != 4)
+    throw std::invalid_argument("global_avg_pool: x must be [N, C, H, W], got " +
+                                (x.defined() ? x.shape().str() : std::string("undefined")));
+  const int n = x.dim(0), c = x.dim(1);
+  const std::int64_t HW = static_cast<std::int64_t>(x.dim(2)) * x.dim(3);
+  if (HW == 0) throw std::invalid_argument("global_avg_pool: empty spatial extent in " + x.shape().str());
+  Tensor y(Shape{n, c});
+  // Each row of the [N*C, HW] view is one plane.
+  y.array() = ConstMatrixMap(x.value().data(), static_cast<std::int64_t>(n) * c, HW).rowwise().sum().array() /
+              static_cast<float>(HW);
+  return make_result(std::move(y), {x}, [HW](Node& self) {
+    Node& xn = *self.parents[0];
+    Tensor& dx = grad_of(xn);
+    MatrixMap dxm(dx.data(), self.grad.numel(), HW);
+    dxm.colwise() += self.grad.array().matrix() / static_cast<float>(HW);
+  });
+}
+
+}  // namespace hwnas::nn

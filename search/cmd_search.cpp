@@ -1,0 +1,182 @@
+#include "search/cmd_search.hpp"
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "db/store.hpp"
+#include "hwmodels/device.hpp"
+#include "nn/parallel.hpp"
+#include "search/config.hpp"
+#include "search/evaluator_factory.hpp"
+#include "search/search_loop.hpp"
+#ifdef HWNAS_WITH_MPI
+#include "search/mpi_transport.hpp"
+#endif
+
+namespace hwnas::search {
+namespace {
+
+struct SearchOptions {
+  std::string config_path;
+  std::string db_path;
+  long long seed = -1;
+  int budget = 0;
+  int workers = -1;
+  bool quiet = false;
+};
+
+extern "C" void on_sigint(int) {
+  // First Ctrl-C: stop proposing and finish cleanly; a second one kills as usual.
+  g_stop_requested = true;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+SearchConfig configure(const SearchOptions& o) {
+  SearchConfig c = load_config(o.config_path);
+  // Command-line overrides go through the same validation as the file.
+  nlohmann::json j = c.resolved;
+  if (!o.db_path.empty()) j["db"] = o.db_path;
+  if (o.seed >= 0) j["seed"] = o.seed;
+  if (o.budget > 0) j["budget"]["evaluations"] = o.budget;
+  if (o.workers >= 0) j["workers"] = o.workers;
+  SearchConfig out = parse_config(j, "");
+  out.config_path = o.config_path;
+  return out;
+}
+
+int run_local(const SearchOptions& o) {
+  SearchConfig c = configure(o);
+  // Everything user-supplied is validated above; only now is the database touched.
+  db::Store store(c.db_path);
+  auto executor = make_local_executor(make_evaluator_factory(c), c.workers, c.threads);
+  std::signal(SIGINT, on_sigint);
+  std::ostream& progress = o.quiet ? *new std::ostringstream : std::cerr;
+  SearchSummary s = run_search(c, *executor, store, progress);
+  print_fronts(s, c.pareto_objectives, std::cout);
+  std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
+            << s.failed << " failed) in " << s.seconds << " s; database " << c.db_path << "\n";
+  return 0;
+}
+
+#ifdef HWNAS_WITH_MPI
+int run_mpi(const SearchOptions& o) {
+  MpiSession mpi(nullptr, nullptr);
+  // Rank 0 validates the config; the resolved JSON (or the error) reaches every rank, so a bad
+  // config ends all ranks with the same message and exit code.
+  std::string payload;
+  if (mpi.rank() == 0) {
+    try {
+      payload = nlohmann::json{{"config", configure(o).resolved}}.dump();
+    } catch (const std::exception& e) {
+      payload = nlohmann::json{{"error", e.what()}}.dump();
+    }
+  }
+  auto msg = nlohmann::json::parse(mpi.broadcast(payload));
+  if (msg.contains("error")) {
+    if (mpi.rank() == 0) std::cerr << "error: " << msg["error"].get<std::string>() << "\n";
+    return kUsageExitCode;
+  }
+  SearchConfig c = parse_config(msg["config"], "");
+  if (mpi.size() < 2) {
+    std::cerr << "error: mpirun needs at least 2 ranks (rank 0 coordinates, the others train)\n";
+    return kUsageExitCode;
+  }
+  if (mpi.rank() != 0) return run_mpi_worker(mpi, make_evaluator_factory(c));
+
+  db::Store store(c.db_path);
+  auto executor = make_mpi_executor(mpi);
+  std::signal(SIGINT, on_sigint);
+  SearchSummary s = run_search(c, *executor, store, o.quiet ? *new std::ostringstream : std::cerr);
+  print_fronts(s, c.pareto_objectives, std::cout);
+  std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
+            << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1
+            << " worker ranks; database " << c.db_path << "\n";
+  return 0;
+}
+#endif
+
+int rescore(const std::string& db_path, const std::string& device_name, long long run_id) {
+  if (!std::filesystem::exists(db_path)) throw std::invalid_argument("--db: file '" + db_path + "' does not exist");
+  auto device = hw::load_device(device_name);
+  db::Store store(db_path);
+  std::int64_t run = run_id > 0 ? run_id : store.latest_run_id().value_or(0);
+  auto info = store.run(run);
+  if (!info) throw std::invalid_argument("--run: no run " + std::to_string(run) + " in " + db_path);
+  // The run's own objectives, from its stored config.
+  SearchConfig c;
+  for (const auto& s : info->config.at("objectives")) {
+    std::string str = s;
+    auto colon = str.rfind(':');
+    c.pareto_objectives.push_back({str.substr(0, colon), str.substr(colon + 1) == "max"});
+  }
+  auto ids = store.evaluation_ids(run);
+  auto evals = store.evaluations(run);
+  int costed = 0;
+  for (std::size_t i = 0; i < evals.size(); ++i) {
+    if (evals[i].status != "ok") continue;
+    hw::Cost cost = device->estimate(hw::Workload::from_json(evals[i].workload));
+    db::CostRecord r;
+    r.device = device->name();
+    r.feasible = cost.feasible;
+    r.infeasible_reason = cost.infeasible_reason;
+    r.latency_ms = cost.latency_ms;
+    r.energy_mj = cost.energy_mj;
+    r.memory_bytes = cost.memory_bytes;
+    r.detail = cost.extra;
+    store.add_costs(ids[i], {r});
+    ++costed;
+  }
+  auto front = compute_front(store, run, device->name(), c.pareto_objectives);
+  store.set_pareto(run, device->name(), front);
+  SearchSummary s;
+  s.fronts[device->name()] = store.pareto(run, device->name());
+  print_fronts(s, c.pareto_objectives, std::cout);
+  std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << device->name()
+            << " without retraining\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_search_commands(CLI::App& app) {
+  auto opts = std::make_shared<SearchOptions>();
+  CLI::App* s = app.add_subcommand("search", "Run a search from a config file (use mpirun for MPI)");
+  s->add_option("config", opts->config_path, "search config JSON")->required();
+  s->add_option("--db", opts->db_path, "SQLite file (overrides the config's \"db\")");
+  s->add_option("--seed", opts->seed, "seed (overrides the config)")->check(CLI::NonNegativeNumber);
+  s->add_option("--budget", opts->budget, "candidates to evaluate (overrides the config)")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--workers", opts->workers, "concurrent local evaluations (overrides the config)")
+      ->check(CLI::NonNegativeNumber);
+  s->add_flag("--quiet", opts->quiet, "no progress lines");
+  s->callback([opts] {
+#ifdef HWNAS_WITH_MPI
+    if (launched_under_mpi()) throw CLI::RuntimeError(run_mpi(*opts));
+#endif
+    throw CLI::RuntimeError(run_local(*opts));
+  });
+
+  auto r = std::make_shared<std::tuple<std::string, std::string, long long>>("hwnas.db", "", 0);
+  CLI::App* rs = app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
+  rs->add_option("--db", std::get<0>(*r), "SQLite file")->capture_default_str();
+  rs->add_option("--device", std::get<1>(*r), "preset name, device JSON or plugin .so")->required();
+  rs->add_option("--run", std::get<2>(*r), "run id (default: latest)");
+  rs->callback([r] { throw CLI::RuntimeError(rescore(std::get<0>(*r), std::get<1>(*r), std::get<2>(*r))); });
+
+  CLI::App* cfg = app.add_subcommand("config", "Configuration reference");
+  cfg->require_subcommand(1);
+  cfg->add_subcommand("params", "Every config parameter with type, range, default and meaning")
+      ->callback([] { std::cout << describe_parameters(); });
+  auto check_path = std::make_shared<std::string>();
+  CLI::App* chk = cfg->add_subcommand("check", "Validate a config file without running it");
+  chk->add_option("config", *check_path)->required();
+  chk->callback([check_path] {
+    SearchConfig c = load_config(*check_path);
+    std::cout << "ok: " << c.name << ", " << c.budget_evaluations << " candidates, " << c.devices.size()
+              << " devices\n";
+  });
+}
+
+}  // namespace hwnas::search

@@ -1,0 +1,73 @@
+// The search configuration: one JSON file, validated completely before anything is stored.
+//
+// Every scalar parameter is declared once in config.cpp's parameter table (path, type, default,
+// range, description); parsing, validation and `hwnas config params` are generated from it.
+// Errors throw ConfigError whose message names the field path and what is allowed, e.g.
+// "config.budget.evaluations: -3 out of range [1, 1000000]".
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hwnas::search {
+
+struct ConfigError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+struct ObjectiveSpec {
+  std::string metric;  // an evaluation metric ("val_accuracy") or a device cost
+                       // ("latency_ms", "energy_mj", "memory_bytes")
+  bool maximize = false;
+  bool is_cost() const;
+  std::string str() const;  // "val_accuracy:max"
+};
+
+struct SearchConfig {
+  std::string name;
+  std::uint64_t seed = 0;
+  std::string config_path;  // empty when parsed from a string
+  nlohmann::json space;     // resolved space definition (inline or loaded from "space" path)
+
+  // task
+  std::string dataset;      // "fashion_mnist" | "tabular"
+  int train_subset = 0;     // training images used (0 = all not held out for validation)
+  int val_size = 0;
+
+  // evaluator
+  std::string evaluator;  // "train" | "tabular"
+  int epochs = 1;
+  int batch_size = 64;
+  std::string optimizer;
+  double lr = 0, weight_decay = 0, momentum = 0;
+  double candidate_seconds = 0;  // per-candidate training budget, 0 = none
+  int host_latency_reps = 0;     // 0 disables host latency measurement
+  std::string tabular_csv;       // resolved path
+  std::string tabular_key, tabular_metric;
+
+  // search
+  nlohmann::json strategy;
+  int budget_evaluations = 0;
+  double budget_seconds = 0;
+  std::vector<std::string> devices;
+  std::vector<ObjectiveSpec> pareto_objectives;
+  double fitness_latency_weight = 0;  // fitness = first objective - w * log(latency on fitness_device)
+  std::string fitness_device;
+  int workers = 0;    // concurrent local evaluations (0 = one per core)
+  int threads = 0;    // oneTBB pool size (0 = all cores)
+  bool deterministic = true;
+  std::string db_path;
+
+  nlohmann::json resolved;  // the full validated config with defaults filled in (stored in runs)
+};
+
+// Loads and validates a config file; relative paths inside it resolve against its folder.
+SearchConfig load_config(const std::string& path);
+SearchConfig parse_config(const nlohmann::json& j, const std::string& base_dir);
+// A table of every declared parameter: path, type, default, range, description.
+std::string describe_parameters();
+
+}  // namespace hwnas::search

@@ -1,0 +1,50 @@
+// The search loop: ask the strategy, dispatch to the executor, cost every result on every
+// device, store it at once (one transaction per evaluation), tell the strategy, and at the end
+// store and print one Pareto front per device.
+//
+// Determinism: with `deterministic` on, proposal i is made after exactly the results of
+// proposals 0..i-slots-1 have been told, in id order, so the same config, seed and slot count
+// give the same sequence of proposals whatever order workers finish in.  Workers still never
+// idle while an earlier result is outstanding unless it is `slots` proposals behind.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "db/store.hpp"
+#include "search/config.hpp"
+#include "search/executor.hpp"
+
+namespace hwnas::search {
+
+struct SearchSummary {
+  std::int64_t run_id = 0;
+  int evaluated = 0;
+  int failed = 0;
+  double best_fitness = 0;
+  std::map<std::string, double> best_metrics;  // of the best-fitness candidate
+  double seconds = 0;
+  std::string status;  // "finished" | "interrupted"
+  std::map<std::string, std::vector<db::ParetoRow>> fronts;  // device name -> front
+};
+
+// Set by the SIGINT handler: stop proposing, finish in-flight work, store fronts.
+extern std::atomic<bool> g_stop_requested;
+
+SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
+                         std::ostream& progress);
+
+// Recomputes and stores the Pareto front of one device for a run from its stored evaluations.
+std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run_id,
+                                        const std::string& device,
+                                        const std::vector<ObjectiveSpec>& objectives);
+
+// Prints each device's front as a table.
+void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& objectives,
+                  std::ostream& out);
+
+}  // namespace hwnas::search

@@ -1,0 +1,113 @@
+// The block catalogue: every block kind a genome node may have, registered once.
+//
+// A BlockKind is a plain record: its hyperparameter domain, the data kinds it accepts, how many
+// inputs it takes, a shape rule, a builder of its trainable module (from nn/) and a workload
+// counter.  Genomes, model building, workload building, spaces and the CLI all read the same
+// record, so adding a block kind is one new file in spaces/blocks/ plus one line in the X-macro
+// list of catalogue.cpp.
+//
+// Every kind also understands the common per-node parameters "bits" (weight and activation
+// precision: 32, 16, 8 or 4) and "prune" (fraction of weights removed by magnitude, 0..0.9);
+// Catalogue::add appends them, so block files never declare them.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "hwmodels/workload.hpp"
+#include "nn/module.hpp"
+#include "spaces/genome.hpp"
+
+namespace hwnas::spaces {
+
+using Rng = std::mt19937_64;
+
+enum class ParamType { Int, Float, Choice, Bool };
+const char* param_type_name(ParamType t);
+
+// One hyperparameter's domain: an explicit set of values (Int, Choice), a closed range (Int,
+// Float) or a bool.
+struct ParamSpec {
+  std::string name;
+  ParamType type = ParamType::Int;
+  std::vector<nlohmann::json> values;  // allowed set; empty means the range [min, max]
+  double min = 0, max = 0;
+  nlohmann::json default_value;
+  std::string description;
+
+  static ParamSpec int_range(std::string name, int lo, int hi, int def, std::string desc);
+  static ParamSpec int_set(std::string name, std::vector<int> set, int def, std::string desc);
+  static ParamSpec float_range(std::string name, double lo, double hi, double def,
+                               std::string desc);
+  static ParamSpec choice(std::string name, std::vector<std::string> set, std::string def,
+                          std::string desc);
+  static ParamSpec boolean(std::string name, bool def, std::string desc);
+
+  // Empty if `v` lies in the domain, else the reason, e.g. "4 not in {1,3,5,7}".
+  std::string check(const nlohmann::json& v) const;
+  std::string domain_str() const;  // "{1,3,5,7}", "int [1, 4096]", "float [0, 0.9]", "bool"
+  nlohmann::json to_json() const;
+};
+
+using InferFn =
+    std::function<TensorType(const std::vector<TensorType>& in, const nlohmann::json& params)>;
+using BuildFn = std::function<std::unique_ptr<nn::Module>(const std::vector<TensorType>& in,
+                                                          const nlohmann::json& params, Rng& rng)>;
+// Fills the block-specific fields of a per-sample NodeWorkload: macs, other_flops, params,
+// category, kernels and the neuromorphic mapping (neurons, fan_in, synapses).  The caller has
+// already set name, block_kind, bits, sparsity, seq_len and the activation bytes, and derives
+// weight_bytes from params afterwards.
+using CountFn = std::function<void(const std::vector<TensorType>& in, const TensorType& out,
+                                   const nlohmann::json& params, hw::NodeWorkload& w)>;
+
+struct BlockKind {
+  std::string name;
+  std::string description;
+  std::vector<ParamSpec> params;  // block-specific; Catalogue::add appends the common ones
+  std::vector<DataKind> accepts;  // data kinds every input may have
+  int min_inputs = 1;
+  int max_inputs = 1;
+  bool commutative = false;  // input order is irrelevant (add): the canonical form sorts inputs
+  InferFn infer;  // throws std::invalid_argument with a clear message on incompatible inputs
+  BuildFn build;
+  CountFn count;
+
+  const ParamSpec* find_param(const std::string& name) const;
+  bool accepts_kind(DataKind k) const;
+  // Empty if every key is a known parameter with a value in its domain, else the first problem,
+  // phrased "param 'kernel' = 4 not in {1,3,5,7}".
+  std::string check_params(const nlohmann::json& params) const;
+  // Params with every default filled in (what infer/build/count receive).
+  nlohmann::json resolve(const nlohmann::json& params) const;
+  // Params with the values equal to their defaults removed (the canonical form's labels).
+  nlohmann::json compact(const nlohmann::json& params) const;
+  nlohmann::json to_json() const;  // name, description, params with domains, inputs
+};
+
+class Catalogue {
+ public:
+  // Appends the common parameters and stores the kind; throws std::logic_error on a duplicate
+  // name or a record missing its infer/build/count functions.
+  void add(BlockKind kind);
+  const BlockKind* find(const std::string& name) const;
+  // Throws std::invalid_argument "unknown block kind 'x' (known: add, attention, ...)".
+  const BlockKind& at(const std::string& name) const;
+  std::vector<std::string> names() const;  // sorted
+  std::string known_list() const;          // "add, attention, ..."
+  static std::vector<ParamSpec> common_params();
+
+ private:
+  std::map<std::string, BlockKind> kinds_;
+};
+
+// Registers every built-in kind (the X-macro list in catalogue.cpp).
+void register_builtin_blocks(Catalogue& c);
+// The process-wide catalogue of built-in kinds, filled on first use (thread-safe).
+const Catalogue& catalogue();
+
+}  // namespace hwnas::spaces

@@ -1,0 +1,26 @@
+// Random search: uniform samples from the space.  The baseline every NAS paper should beat
+// (Li & Talwalkar, "Random Search and Reproducibility for NAS", 2019).
+#include "strategies/registry.hpp"
+
+namespace hwnas::strategies {
+namespace {
+
+class RandomSearch final : public Strategy {
+ public:
+  explicit RandomSearch(const spaces::Space& space) : space_(space) {}
+  std::string name() const override { return "random"; }
+  spaces::Genome ask(spaces::Rng& rng) override { return space_.sample(rng); }
+  void tell(const Observation&) override {}
+
+ private:
+  const spaces::Space& space_;
+};
+
+}  // namespace
+
+std::unique_ptr<Strategy> make_random_search(const nlohmann::json& config, const spaces::Space& space) {
+  check_known_fields(config, {"type"});
+  return std::make_unique<RandomSearch>(space);
+}
+
+}  // namespace hwnas::strategies
