@@ -7,6 +7,12 @@
 // chunk order by the caller.  So a training run is bit-identical for a seed whatever the pool size.
 #pragma once
 
+// GCC 12 reports false -Wmaybe-uninitialized inside its own AVX-512 intrinsics when Eigen's
+// vectorised exp/tanh/max are inlined (GCC bug 105593); silence it for the op files only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/partitioner.h>

@@ -1,0 +1,131 @@
+// Google Edge TPU (Coral).  int8 only.  As edgetpu_compiler partitions at most once, the first
+// node that is not int8 or whose category is unsupported, and EVERY node after it, run on the
+// host CPU (HARDWARE.md 2, "Edge TPU, supported operations and CPU fallback").
+// On-TPU node: max(FLOPs / (eff[cat] * peak_ops), streamed weight bytes / usb_bw) + overhead,
+// where weights beyond the on-chip parameter cache (filled in execution order) are streamed over
+// USB on every inference.  The model input, and the activation handed back at the fallback
+// point (or the final output), cross USB too.  Energy: active power x on-TPU time; fallback
+// nodes are costed by the host CPU device.
+#include <algorithm>
+
+#include "hwmodels/device_base.hpp"
+
+namespace hwnas::hw {
+namespace {
+
+class EdgeTpu final : public DeviceBase {
+ public:
+  explicit EdgeTpu(const nlohmann::json& d) : DeviceBase(d) {
+    const auto& r = reader();
+    peak_ = r.positive("peak_ops");
+    eff_ = CategoryTable::read(r, "efficiency", 1.0);
+    cache_ = r.non_negative_or("param_cache_bytes", 0);
+    usb_bw_ = r.positive("usb_bw");
+    overhead_s_ = r.non_negative_or("op_overhead_s", 0);
+    power_w_ = r.positive("active_power_w");
+    supported_.fill(false);
+    const auto* s = r.find("supported_categories");
+    if (!s || !s->is_array() || s->empty())
+      fail("supported_categories", "must be a non-empty array of op category names");
+    for (const auto& x : *s) {
+      if (!x.is_string()) fail("supported_categories", "must be an array of op category names");
+      try {
+        supported_[cat_index(op_category_from_name(x.get<std::string>()))] = true;
+      } catch (const std::invalid_argument& e) {
+        fail("supported_categories", e.what());
+      }
+    }
+    host_ = make_nested_device(r, "host_cpu");
+  }
+
+  bool supports(OpCategory c) const override { return supported_[cat_index(c)]; }
+
+ protected:
+  Cost run(const Workload& w, bool breakdown) const override {
+    Cost c;
+    if (breakdown) c.nodes.reserve(w.nodes.size());
+    // The compiler's single partition point.
+    std::size_t split = w.nodes.size();
+    std::string why;
+    for (std::size_t i = 0; i < w.nodes.size(); ++i) {
+      const auto& n = w.nodes[i];
+      if (n.bits != 8 || !supported_[cat_index(n.category)]) {
+        split = i;
+        why = "node '" + n.name + "' (" + op_category_name(n.category) + ", " +
+              std::to_string(n.bits) + "-bit) is " +
+              (n.bits != 8 ? "not int8" : "an unsupported op");
+        break;
+      }
+    }
+    double t_tpu = 0, cached = 0, streamed_total = 0;
+    for (std::size_t i = 0; i < split; ++i) {
+      const auto& n = w.nodes[i];
+      const double tc = n.flops() / (eff_[n.category] * peak_);
+      // Parameter cache filled in execution order; the overflow streams every inference.
+      const double fit = std::max(0.0, std::min(n.weight_bytes, cache_ - cached));
+      cached += fit;
+      double stream = n.weight_bytes - fit;
+      if (i == 0) stream += w.input_bytes;                 // input over USB
+      if (i + 1 == split) stream += n.output_bytes;        // result back to the host
+      streamed_total += stream;
+      const double tm = stream / usb_bw_;
+      const double body = std::max(tc, tm);
+      const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
+      t_tpu += tn;
+      if (breakdown) {
+        NodeCost nc;
+        nc.name = n.name;
+        nc.latency_s = tn;
+        nc.overhead_s = node_overhead(n.kernels, overhead_s_);
+        nc.energy_j = power_w_ * tn * energy_scale();
+        nc.bound = tc >= tm ? "compute" : "usb";
+        c.nodes.push_back(std::move(nc));
+      }
+    }
+    double t = t_tpu, e = power_w_ * t_tpu * energy_scale();
+    c.memory_bytes = w.total_weight_bytes() + w.peak_activation_bytes();
+    if (split < w.nodes.size()) {
+      Workload rest;
+      rest.nodes.assign(w.nodes.begin() + static_cast<std::ptrdiff_t>(split), w.nodes.end());
+      rest.input_bytes = split == 0 ? w.input_bytes : w.nodes[split - 1].output_bytes;
+      Cost h = breakdown ? host_->estimate(rest) : host_->estimate_total(rest);
+      t += h.latency_ms * 1e-3;
+      e += h.energy_mj * 1e-3;
+      if (!h.feasible) {
+        c.feasible = false;
+        c.infeasible_reason = "host CPU fallback: " + h.infeasible_reason;
+      }
+      for (auto& nc : h.nodes) {
+        nc.bound = "fallback-cpu";
+        c.nodes.push_back(std::move(nc));
+      }
+      if (breakdown) {
+        c.extra["fallback_from"] = w.nodes[split].name;
+        c.extra["fallback_reason"] = why;
+      }
+    }
+    if (breakdown) {
+      c.extra["nodes_on_tpu"] = split;
+      c.extra["nodes_on_cpu"] = w.nodes.size() - split;
+      c.extra["usb_bytes"] = streamed_total;
+    }
+    c.latency_ms = t * 1e3;
+    c.energy_mj = e * 1e3;
+    return c;
+  }
+
+ private:
+  double peak_ = 0;
+  CategoryTable eff_;
+  double cache_ = 0, usb_bw_ = 0, overhead_s_ = 0, power_w_ = 0;
+  std::array<bool, kNumCategories> supported_{};
+  std::unique_ptr<Device> host_;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_edge_tpu_device(const nlohmann::json& d) {
+  return std::make_unique<EdgeTpu>(d);
+}
+
+}  // namespace hwnas::hw

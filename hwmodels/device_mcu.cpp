@@ -1,0 +1,85 @@
+// Cortex-M MCU (MCUNet / TinyEngine style deployment): no DRAM, activations must fit SRAM and
+// weights must fit flash, otherwise infeasible with both figures in the reason.
+// Latency per node = MACs / (macs_per_cycle[bits] * f) + other ops / (other_ops_per_cycle * f);
+// the effective MAC rate already includes memory stalls (it is derived from measured
+// throughput, HARDWARE.md 2).  Energy = active power x latency.
+#include <algorithm>
+
+#include "hwmodels/device_base.hpp"
+
+namespace hwnas::hw {
+namespace {
+
+class Mcu final : public DeviceBase {
+ public:
+  explicit Mcu(const nlohmann::json& d) : DeviceBase(d) {
+    const auto& r = reader();
+    freq_ = r.positive("freq_hz");
+    mpc_ = PrecisionTable::read(r, "macs_per_cycle");
+    other_pc_ = r.positive("other_ops_per_cycle");
+    sram_ = r.positive("sram_bytes");
+    flash_ = r.positive("flash_bytes");
+    reserved_ = r.non_negative_or("runtime_sram_bytes", 0);
+    if (reserved_ >= sram_) fail("runtime_sram_bytes", "must be smaller than sram_bytes");
+    power_w_ = r.positive("active_power_w");
+    overhead_s_ = r.non_negative_or("op_overhead_s", 0);
+  }
+
+  bool supports(OpCategory) const override { return true; }
+
+ protected:
+  Cost run(const Workload& w, bool breakdown) const override {
+    Cost c;
+    if (breakdown) c.nodes.reserve(w.nodes.size());
+    double t = 0;
+    for (const auto& n : w.nodes) {
+      const double body = n.macs / (mpc_[precision_of_bits(n.bits)] * freq_) +
+                          n.other_flops / (other_pc_ * freq_);
+      const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
+      t += tn;
+      if (breakdown) {
+        NodeCost nc;
+        nc.name = n.name;
+        nc.latency_s = tn;
+        nc.overhead_s = node_overhead(n.kernels, overhead_s_);
+        nc.energy_j = power_w_ * tn * energy_scale();
+        nc.bound = "compute";
+        c.nodes.push_back(std::move(nc));
+      }
+    }
+    const double act = w.peak_activation_bytes();
+    const double weights = w.total_weight_bytes();
+    c.latency_ms = t * 1e3;
+    c.energy_mj = power_w_ * t * energy_scale() * 1e3;
+    c.memory_bytes = act;  // SRAM; weights stay in flash
+    const double sram_free = sram_ - reserved_;
+    if (act > sram_free) {
+      c.feasible = false;
+      c.infeasible_reason = "peak activations " + format_bytes(act) + " > SRAM " +
+                            format_bytes(sram_free);
+    }
+    if (weights > flash_) {
+      c.feasible = false;
+      c.infeasible_reason += std::string(c.infeasible_reason.empty() ? "" : "; ") + "weights " +
+                             format_bytes(weights) + " > flash " + format_bytes(flash_);
+    }
+    if (breakdown) {
+      c.extra["sram_bytes_used"] = act;
+      c.extra["flash_bytes_used"] = weights;
+    }
+    return c;
+  }
+
+ private:
+  double freq_ = 0;
+  PrecisionTable mpc_;
+  double other_pc_ = 0, sram_ = 0, flash_ = 0, reserved_ = 0, power_w_ = 0, overhead_s_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_mcu_device(const nlohmann::json& d) {
+  return std::make_unique<Mcu>(d);
+}
+
+}  // namespace hwnas::hw

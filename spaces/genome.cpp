@@ -1,0 +1,432 @@
+#include "spaces/genome.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include "spaces/catalogue.hpp"
+
+namespace hwnas::spaces {
+
+namespace {
+const char* kInputKind = "input";
+
+std::string node_label(const Genome& g, Genome::NodeId v) {
+  return "node " + std::to_string(v) + " (" + g.node(v).kind + ")";
+}
+
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+// splitmix64 finaliser: cheap, well-mixed combination of colour hashes.
+std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t z = a + 0x9e3779b97f4a7c15ull + (b << 6) + (b >> 2);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31) ^ b;
+}
+}  // namespace
+
+const char* data_kind_name(DataKind k) {
+  switch (k) {
+    case DataKind::Image: return "image";
+    case DataKind::Sequence: return "sequence";
+    case DataKind::Vector: return "vector";
+  }
+  return "?";
+}
+
+DataKind data_kind_from_name(const std::string& s) {
+  if (s == "image") return DataKind::Image;
+  if (s == "sequence") return DataKind::Sequence;
+  if (s == "vector") return DataKind::Vector;
+  throw std::invalid_argument("unknown data kind '" + s + "' (known: image, sequence, vector)");
+}
+
+std::int64_t TensorType::numel() const {
+  std::int64_t n = 1;
+  for (int d : dims) n *= d;
+  return n;
+}
+
+std::string TensorType::str() const {
+  std::string s = std::string(data_kind_name(kind)) + "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+nlohmann::json TensorType::to_json() const { return {{"kind", data_kind_name(kind)}, {"shape", dims}}; }
+
+TensorType TensorType::from_json(const nlohmann::json& j, const std::string& path) {
+  if (!j.is_object()) throw std::invalid_argument(path + ": must be an object {\"kind\", \"shape\"}");
+  if (!j.contains("kind") || !j["kind"].is_string())
+    throw std::invalid_argument(path + ".kind: missing; one of image, sequence, vector");
+  TensorType t;
+  try {
+    t.kind = data_kind_from_name(j["kind"].get<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(path + ".kind: " + e.what());
+  }
+  std::size_t rank = t.kind == DataKind::Image ? 3 : t.kind == DataKind::Sequence ? 2 : 1;
+  const char* layout = t.kind == DataKind::Image ? "[C,H,W]" : t.kind == DataKind::Sequence ? "[L,D]" : "[D]";
+  if (!j.contains("shape") || !j["shape"].is_array() || j["shape"].size() != rank)
+    throw std::invalid_argument(path + ".shape: a " + j["kind"].get<std::string>() + " needs " +
+                                std::to_string(rank) + " dimensions " + layout);
+  for (std::size_t i = 0; i < rank; ++i) {
+    const auto& d = j["shape"][i];
+    if (!d.is_number_integer() || d.get<long long>() <= 0 || d.get<long long>() > (1 << 24))
+      throw std::invalid_argument(path + ".shape[" + std::to_string(i) + "]: " + d.dump() +
+                                  " must be a positive integer");
+    t.dims.push_back(d.get<int>());
+  }
+  return t;
+}
+
+// ---- construction ----
+
+Genome::Genome(TensorType input) {
+  auto v = boost::add_vertex(graph_);
+  graph_[v].kind = kInputKind;
+  graph_[v].out = std::move(input);
+}
+
+Genome::NodeId Genome::add_node(std::string kind, nlohmann::json params) {
+  if (boost::num_vertices(graph_) == 0)
+    throw GenomeError("add_node: genome has no input node (construct it with an input type)");
+  auto v = boost::add_vertex(graph_);
+  graph_[v].kind = std::move(kind);
+  graph_[v].params = params.is_null() ? nlohmann::json::object() : std::move(params);
+  return v;
+}
+
+void Genome::add_edge(NodeId from, NodeId to) {
+  if (from >= num_nodes() || to >= num_nodes())
+    throw GenomeError("add_edge: node " + std::to_string(std::max(from, to)) + " does not exist");
+  int slot = static_cast<int>(boost::in_degree(to, graph_));
+  boost::add_edge(from, to, EdgeSlot{slot}, graph_);
+}
+
+void Genome::remove_edge(NodeId from, NodeId to) {
+  if (from >= num_nodes() || to >= num_nodes())
+    throw GenomeError("remove_edge: node " + std::to_string(std::max(from, to)) + " does not exist");
+  // Removes one edge (the last slot from `from`), then renumbers the remaining slots densely.
+  auto ins = inputs_of(to);
+  auto pos = std::find(ins.rbegin(), ins.rend(), from);
+  if (pos == ins.rend())
+    throw GenomeError("remove_edge: no edge " + std::to_string(from) + " -> " + std::to_string(to));
+  ins.erase(std::next(pos).base());
+  boost::clear_in_edges(to, graph_);
+  for (NodeId u : ins) add_edge(u, to);
+}
+
+std::size_t Genome::num_nodes() const { return boost::num_vertices(graph_); }
+
+const BlockNode& Genome::node(NodeId v) const {
+  if (v >= num_nodes()) throw GenomeError("node " + std::to_string(v) + " does not exist");
+  return graph_[v];
+}
+BlockNode& Genome::node(NodeId v) {
+  if (v >= num_nodes()) throw GenomeError("node " + std::to_string(v) + " does not exist");
+  return graph_[v];
+}
+
+std::vector<Genome::NodeId> Genome::inputs_of(NodeId v) const {
+  std::vector<std::pair<int, NodeId>> es;
+  for (auto [it, end] = boost::in_edges(v, graph_); it != end; ++it)
+    es.emplace_back(graph_[*it].slot, boost::source(*it, graph_));
+  std::sort(es.begin(), es.end());
+  std::vector<NodeId> out;
+  for (auto& e : es) out.push_back(e.second);
+  return out;
+}
+
+std::vector<Genome::NodeId> Genome::outputs_of(NodeId v) const {
+  std::vector<NodeId> out;
+  for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it)
+    out.push_back(boost::target(*it, graph_));
+  return out;
+}
+
+Genome::NodeId Genome::output_node() const {
+  std::vector<NodeId> sinks;
+  for (NodeId v = 0; v < num_nodes(); ++v)
+    if (boost::out_degree(v, graph_) == 0) sinks.push_back(v);
+  if (sinks.size() != 1 || num_nodes() < 2) {
+    std::string s;
+    for (NodeId v : sinks) s += (s.empty() ? "" : ", ") + node_label(*this, v);
+    throw GenomeError("genome must have exactly one output node (a node nothing consumes), found " +
+                      std::to_string(sinks.size()) + (s.empty() ? "" : ": " + s));
+  }
+  return sinks[0];
+}
+
+std::vector<Genome::NodeId> Genome::topological_order() const {
+  // Kahn's algorithm taking the lowest ready index first, so the order is deterministic.
+  const std::size_t n = num_nodes();
+  std::vector<std::size_t> indeg(n);
+  for (NodeId v = 0; v < n; ++v) indeg[v] = boost::in_degree(v, graph_);
+  std::set<NodeId> ready;
+  for (NodeId v = 0; v < n; ++v)
+    if (indeg[v] == 0) ready.insert(v);
+  std::vector<NodeId> order;
+  order.reserve(n);
+  while (!ready.empty()) {
+    NodeId v = *ready.begin();
+    ready.erase(ready.begin());
+    order.push_back(v);
+    for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it)
+      if (--indeg[boost::target(*it, graph_)] == 0) ready.insert(boost::target(*it, graph_));
+  }
+  if (order.size() != n) {
+    std::string s;
+    int shown = 0;
+    for (NodeId v = 0; v < n && shown < 4; ++v)
+      if (indeg[v] > 0) s += (shown++ ? ", " : "") + node_label(*this, v);
+    throw GenomeError("genome has a cycle through " + s);
+  }
+  return order;
+}
+
+// ---- validation ----
+
+void Genome::validate() {
+  const std::size_t n = num_nodes();
+  if (n < 2) throw GenomeError("genome needs an input node and at least one block");
+  if (graph_[0].kind != kInputKind)
+    throw GenomeError("node 0 must be the input node, found kind '" + graph_[0].kind + "'");
+  if (boost::in_degree(0, graph_) != 0) throw GenomeError("node 0 (input): the input node cannot have inputs");
+  {
+    const TensorType& t = graph_[0].out;
+    try {
+      TensorType::from_json(t.to_json(), "node 0 (input): type");
+    } catch (const std::invalid_argument& e) {
+      throw GenomeError(e.what());
+    }
+  }
+  for (NodeId v = 1; v < n; ++v) {
+    if (graph_[v].kind == kInputKind) throw GenomeError(node_label(*this, v) + ": only node 0 may be an input");
+    if (boost::in_degree(v, graph_) == 0) throw GenomeError(node_label(*this, v) + ": has no inputs");
+  }
+  auto order = topological_order();
+  output_node();
+
+  const Catalogue& cat = catalogue();
+  for (NodeId v : order) {
+    if (v == 0) continue;
+    BlockNode& b = graph_[v];
+    const BlockKind* kind = cat.find(b.kind);
+    if (!kind)
+      throw GenomeError(node_label(*this, v) + ": unknown block kind '" + b.kind +
+                        "' (known: " + cat.known_list() + ")");
+    auto ins = inputs_of(v);
+    if (static_cast<int>(ins.size()) < kind->min_inputs || static_cast<int>(ins.size()) > kind->max_inputs)
+      throw GenomeError(node_label(*this, v) + ": has " + std::to_string(ins.size()) +
+                        " inputs, needs " + std::to_string(kind->min_inputs) +
+                        (kind->min_inputs == kind->max_inputs ? "" : ".." + std::to_string(kind->max_inputs)));
+    std::string why = kind->check_params(b.params);
+    if (!why.empty()) throw GenomeError(node_label(*this, v) + ": " + why);
+    std::vector<TensorType> in_types;
+    for (std::size_t s = 0; s < ins.size(); ++s) {
+      const TensorType& t = graph_[ins[s]].out;
+      if (!kind->accepts_kind(t.kind)) {
+        std::string acc;
+        for (auto k : kind->accepts) acc += (acc.empty() ? "" : ", ") + std::string(data_kind_name(k));
+        throw GenomeError(node_label(*this, v) + ": input " + std::to_string(s) + " from node " +
+                          std::to_string(ins[s]) + " is " + t.str() + ", accepts " + acc);
+      }
+      in_types.push_back(t);
+    }
+    try {
+      b.out = kind->infer(in_types, kind->resolve(b.params));
+    } catch (const std::exception& e) {
+      throw GenomeError(node_label(*this, v) + ": " + e.what());
+    }
+    for (int d : b.out.dims)
+      if (d <= 0) throw GenomeError(node_label(*this, v) + ": output " + b.out.str() + " is empty");
+  }
+}
+
+bool Genome::is_valid() const {
+  try {
+    Genome copy = *this;
+    copy.validate();
+    return true;
+  } catch (const GenomeError&) {
+    return false;
+  }
+}
+
+// ---- JSON ----
+
+nlohmann::json Genome::to_json() const {
+  nlohmann::json nodes = nlohmann::json::array(), edges = nlohmann::json::array();
+  for (NodeId v = 0; v < num_nodes(); ++v) {
+    nlohmann::json nj{{"kind", graph_[v].kind}};
+    if (!graph_[v].params.empty()) nj["params"] = graph_[v].params;
+    nodes.push_back(std::move(nj));
+    for (NodeId u : inputs_of(v)) edges.push_back({u, v});
+  }
+  nlohmann::json j{{"input", input_type().to_json()}, {"nodes", nodes}, {"edges", edges}};
+  if (!meta_.empty()) j["meta"] = meta_;
+  return j;
+}
+
+Genome Genome::from_json(const nlohmann::json& j) {
+  if (!j.is_object()) throw GenomeError("genome: must be a JSON object with input, nodes, edges");
+  TensorType input;
+  try {
+    input = TensorType::from_json(j.value("input", nlohmann::json()), "genome.input");
+  } catch (const std::invalid_argument& e) {
+    throw GenomeError(e.what());
+  }
+  if (!j.contains("nodes") || !j["nodes"].is_array() || j["nodes"].empty())
+    throw GenomeError("genome.nodes: must be a non-empty array");
+  Genome g(input);
+  const auto& nodes = j["nodes"];
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const auto& nj = nodes[i];
+    std::string path = "genome.nodes[" + std::to_string(i) + "]";
+    if (!nj.is_object() || !nj.contains("kind") || !nj["kind"].is_string())
+      throw GenomeError(path + ".kind: missing or not a string");
+    std::string kind = nj["kind"].get<std::string>();
+    nlohmann::json params = nj.value("params", nlohmann::json::object());
+    if (!params.is_object()) throw GenomeError(path + ".params: must be an object");
+    if (i == 0) {
+      if (kind != kInputKind) throw GenomeError(path + ".kind: node 0 must be 'input', got '" + kind + "'");
+      continue;
+    }
+    g.add_node(kind, params);
+  }
+  if (j.contains("edges")) {
+    if (!j["edges"].is_array()) throw GenomeError("genome.edges: must be an array of [from, to]");
+    for (std::size_t i = 0; i < j["edges"].size(); ++i) {
+      const auto& e = j["edges"][i];
+      std::string path = "genome.edges[" + std::to_string(i) + "]";
+      if (!e.is_array() || e.size() != 2 || !e[0].is_number_unsigned() || !e[1].is_number_unsigned())
+        throw GenomeError(path + ": " + e.dump() + " must be [from, to] node indices");
+      auto from = e[0].get<std::size_t>(), to = e[1].get<std::size_t>();
+      if (from >= g.num_nodes() || to >= g.num_nodes())
+        throw GenomeError(path + ": " + e.dump() + " refers to a node beyond " +
+                          std::to_string(g.num_nodes() - 1));
+      g.add_edge(from, to);
+    }
+  }
+  if (j.contains("meta")) g.meta_ = j["meta"];
+  g.validate();
+  return g;
+}
+
+// ---- canonical form ----
+//
+// Weisfeiler-Lehman colour refinement over the DAG: a node's initial colour hashes its depth
+// (longest path from the input), kind and non-default params; each round mixes in the colours
+// of its inputs (in slot order, or sorted for commutative kinds) and of its consumers (with the
+// slot they feed, unless the consumer is commutative).  Nodes still tied after refinement are
+// individualised one at a time (the tie's lowest index), which is exact for automorphic nodes
+// such as identical parallel branches.  Nodes are then numbered by (depth, colour), which is a
+// topological order, and written in the to_json format (without meta).
+
+std::string Genome::canonical_json() const {
+  Genome copy = *this;
+  copy.validate();  // canonical form is only defined for valid genomes
+  const Graph& gr = copy.graph_;
+  const std::size_t n = copy.num_nodes();
+  const Catalogue& cat = catalogue();
+  auto order = copy.topological_order();
+
+  std::vector<int> depth(n, 0);
+  std::vector<std::vector<NodeId>> ins(n);
+  std::vector<std::vector<std::pair<NodeId, int>>> outs(n);  // (consumer, slot)
+  std::vector<bool> commutative(n, false);
+  std::vector<nlohmann::json> labels(n);
+  for (NodeId v : order) {
+    ins[v] = copy.inputs_of(v);
+    for (std::size_t s = 0; s < ins[v].size(); ++s) {
+      depth[v] = std::max(depth[v], depth[ins[v][s]] + 1);
+      outs[ins[v][s]].emplace_back(v, static_cast<int>(s));
+    }
+    nlohmann::json params = gr[v].params;
+    if (const BlockKind* k = cat.find(gr[v].kind)) {
+      commutative[v] = k->commutative;
+      params = k->compact(params);
+    }
+    labels[v] = nlohmann::json::array({gr[v].kind, params});
+  }
+
+  std::vector<std::uint64_t> col(n);
+  for (NodeId v = 0; v < n; ++v) col[v] = mix(fnv1a(labels[v].dump()), static_cast<std::uint64_t>(depth[v]));
+  auto distinct = [&] { return std::set<std::uint64_t>(col.begin(), col.end()).size(); };
+  auto refine = [&] {
+    std::size_t classes = distinct();
+    for (std::size_t round = 0; round < n + 1; ++round) {
+      std::vector<std::uint64_t> next(n);
+      for (NodeId v = 0; v < n; ++v) {
+        std::uint64_t h = mix(col[v], 0x51);
+        std::vector<std::uint64_t> in_cols;
+        for (NodeId u : ins[v]) in_cols.push_back(col[u]);
+        if (commutative[v]) std::sort(in_cols.begin(), in_cols.end());
+        for (auto c : in_cols) h = mix(h, c);
+        std::vector<std::uint64_t> out_cols;
+        for (auto [w, slot] : outs[v]) out_cols.push_back(mix(col[w], commutative[w] ? 0xffff : std::uint64_t(slot)));
+        std::sort(out_cols.begin(), out_cols.end());
+        h = mix(h, 0x77);
+        for (auto c : out_cols) h = mix(h, c);
+        next[v] = h;
+      }
+      col.swap(next);
+      std::size_t now = distinct();
+      if (now <= classes) break;
+      classes = now;
+    }
+  };
+  refine();
+  while (distinct() < n) {
+    // Individualise the first node (by index) of the smallest tied (depth, colour) class.
+    std::map<std::pair<int, std::uint64_t>, std::vector<NodeId>> classes;
+    for (NodeId v = 0; v < n; ++v) classes[{depth[v], col[v]}].push_back(v);
+    for (auto& [key, members] : classes)
+      if (members.size() > 1) {
+        col[members[0]] = mix(col[members[0]], 0xabcdef);
+        break;
+      }
+    refine();
+  }
+
+  std::vector<NodeId> canon(n);
+  std::iota(canon.begin(), canon.end(), 0);
+  std::sort(canon.begin(), canon.end(), [&](NodeId a, NodeId b) {
+    return std::make_pair(depth[a], col[a]) < std::make_pair(depth[b], col[b]);
+  });
+  std::vector<NodeId> index_of(n);
+  for (NodeId i = 0; i < n; ++i) index_of[canon[i]] = i;
+
+  nlohmann::json nodes = nlohmann::json::array(), edges = nlohmann::json::array();
+  for (NodeId i = 0; i < n; ++i) {
+    NodeId v = canon[i];
+    nlohmann::json nj{{"kind", labels[v][0]}};
+    if (!labels[v][1].empty()) nj["params"] = labels[v][1];
+    nodes.push_back(std::move(nj));
+    std::vector<NodeId> srcs;
+    for (NodeId u : ins[v]) srcs.push_back(index_of[u]);
+    if (commutative[v]) std::sort(srcs.begin(), srcs.end());
+    for (NodeId u : srcs) edges.push_back({u, i});
+  }
+  nlohmann::json j{{"input", copy.input_type().to_json()}, {"nodes", nodes}, {"edges", edges}};
+  return j.dump();
+}
+
+std::string Genome::hash() const {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(canonical_json())));
+  return buf;
+}
+
+}  // namespace hwnas::spaces

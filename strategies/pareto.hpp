@@ -1,0 +1,59 @@
+// Pareto utilities for multi-objective search: dominance, fast non-dominated sorting (Deb et al.
+// 2002, NSGA-II), the first front, crowding distance and exact hypervolume.  Pure functions over
+// plain vectors (no SQLite, no MPI) so strategies, the search loop and the CLI share them.
+//
+// Conventions:
+//  - a point is one value per objective; `maximize[k]` says whether objective k is maximized;
+//  - a dominates b when a is no worse in every objective and strictly better in at least one, so
+//    identical points never dominate each other and both land on the same front;
+//  - index lists (fronts) are ascending point indices;
+//  - malformed input (ragged points, a dimension that disagrees with `maximize`, NaN) throws
+//    std::invalid_argument naming the point and objective; failed candidates must be filtered
+//    out by the caller, not smuggled in as NaN.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace hwnas::strategies {
+
+struct Objective {
+  std::string name;
+  bool maximize = false;
+};
+
+// The maximize flags of a list of objectives, in order.
+std::vector<bool> maximize_flags(const std::vector<Objective>& objectives);
+
+bool dominates(const std::vector<double>& a, const std::vector<double>& b,
+               const std::vector<bool>& maximize);
+
+// All fronts, best first: fronts[0] is the non-dominated set, fronts[1] is non-dominated once
+// fronts[0] is removed, and so on.  Every point index appears in exactly one front.
+// O(M N^2) time, O(N^2) memory.
+std::vector<std::vector<std::size_t>> non_dominated_sort(
+    const std::vector<std::vector<double>>& points, const std::vector<bool>& maximize);
+
+// The first front only (indices of the points no other point dominates).
+std::vector<std::size_t> pareto_front(const std::vector<std::vector<double>>& points,
+                                      const std::vector<bool>& maximize);
+
+// NSGA-II crowding distance of each point within the given set (normally one front), in the
+// same order.  Per objective, the extreme points get +infinity and interior points add the gap
+// between their neighbours divided by the objective's range; an objective with zero range adds
+// nothing.  Sets of one or two points are all +infinity.  Independent of maximize/minimize.
+std::vector<double> crowding_distance(const std::vector<std::vector<double>>& points);
+// The same for the subset `members` of `points`; result[i] belongs to points[members[i]].
+std::vector<double> crowding_distance(const std::vector<std::vector<double>>& points,
+                                      const std::vector<std::size_t>& members);
+
+// Exact hypervolume dominated by `points` and bounded by `reference` (a point worse than every
+// point of interest in every objective).  Points that are not strictly better than the reference
+// in every objective add nothing.  2-D: O(N log N) sweep; 1-D: a length; 3+ D: the WFG algorithm
+// (While, Bradstreet & Barone 2012), exact and fine for fronts of up to a few hundred points.
+// Points and reference must be finite.
+double hypervolume(const std::vector<std::vector<double>>& points,
+                   const std::vector<bool>& maximize, const std::vector<double>& reference);
+
+}  // namespace hwnas::strategies

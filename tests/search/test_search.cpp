@@ -1,0 +1,272 @@
+// End-to-end search tests: a tiny real search locally (in process and through the binary) and
+// under mpirun, plus the config validation cases and their one-line errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "db/store.hpp"
+#include "search/config.hpp"
+#include "search/evaluator_factory.hpp"
+#include "search/search_loop.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace hwnas;
+
+namespace {
+
+const std::string kFixture = std::string(HWNAS_TEST_DIR) + "/fixtures/tiny.json";
+const std::string kBinary = std::string(HWNAS_BINARY_DIR) + "/hwnas";
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("hwnas_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+json fixture() {
+  std::ifstream in(kFixture);
+  json j = json::parse(in);
+  j["space"] = std::string(HWNAS_SOURCE_DIR) + "/examples/spaces/mlp.json";
+  return j;
+}
+
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+
+CommandResult run_command(const std::string& cmd) {
+  std::string full = cmd + " 2>&1";
+  FILE* p = ::popen(full.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+bool dominates(const std::vector<double>& a, const std::vector<double>& b) {
+  // objectives here: accuracy (max), latency (min)
+  bool ge = a[0] >= b[0] && a[1] <= b[1];
+  bool gt = a[0] > b[0] || a[1] < b[1];
+  return ge && gt;
+}
+
+// The assertions every finished search must satisfy.
+void check_run(const std::string& db_path, int expected_evaluations) {
+  db::Store store(db_path, /*read_only=*/true);
+  EXPECT_EQ(store.schema_version(), db::kSchemaVersion);
+  auto run_id = store.latest_run_id();
+  ASSERT_TRUE(run_id.has_value());
+  auto run = store.run(*run_id);
+  ASSERT_TRUE(run.has_value());
+  EXPECT_EQ(run->status, "finished");
+  auto evals = store.evaluations(*run_id);
+  ASSERT_EQ(static_cast<int>(evals.size()), expected_evaluations);
+  for (const auto& e : evals) {
+    ASSERT_EQ(e.status, "ok") << e.error;
+    // Really trained: the loss went down from the first logging window to the last.
+    EXPECT_LT(e.metrics["train_loss_last"].get<double>(), e.metrics["train_loss_first"].get<double>());
+    EXPECT_GT(e.metrics["val_accuracy"].get<double>(), 0.2);  // 10 classes: chance is 0.1
+    EXPECT_GT(e.metrics["host_latency_ms"].get<double>(), 0.0);
+    EXPECT_EQ(e.costs.size(), 2u);
+  }
+  for (const std::string device : {"h100_sxm", "host"}) {
+    auto front = store.pareto(*run_id, device);
+    ASSERT_FALSE(front.empty()) << device;
+    // Every front member is non-dominated by every feasible evaluation of the run.
+    for (const auto& m : front) {
+      std::vector<double> pm = {m.metrics["val_accuracy"].get<double>(), m.cost.latency_ms};
+      for (const auto& e : evals)
+        for (const auto& c : e.costs)
+          if (c.device == device && c.feasible) {
+            std::vector<double> pe = {e.metrics["val_accuracy"].get<double>(), c.latency_ms};
+            EXPECT_FALSE(dominates(pe, pm)) << device << ": front member " << m.evaluation_id
+                                            << " is dominated";
+          }
+    }
+  }
+}
+
+}  // namespace
+
+TEST(SearchEndToEnd, LocalSearchTrainsStoresAndBuildsFronts) {
+  fs::path dir = temp_dir("local");
+  json j = fixture();
+  j["db"] = (dir / "local.db").string();
+  search::SearchConfig c = search::parse_config(j, "");
+  db::Store store(c.db_path);
+  auto executor = search::make_local_executor(search::make_evaluator_factory(c), 2, 2);
+  std::ostringstream progress;
+  auto summary = search::run_search(c, *executor, store, progress);
+  EXPECT_EQ(summary.evaluated, 6);
+  EXPECT_EQ(summary.failed, 0);
+  EXPECT_NE(progress.str().find("[6/6]"), std::string::npos) << progress.str();
+  EXPECT_NE(progress.str().find("ETA"), std::string::npos);
+  check_run(c.db_path, 6);
+  fs::remove_all(dir);
+}
+
+TEST(SearchEndToEnd, SameSeedGivesSameSearch) {
+  fs::path dir = temp_dir("determinism");
+  std::vector<std::vector<std::string>> hashes;
+  for (int rep = 0; rep < 2; ++rep) {
+    json j = fixture();
+    j["db"] = (dir / ("d" + std::to_string(rep) + ".db")).string();
+    j["evaluator"]["host_latency_reps"] = 0;
+    search::SearchConfig c = search::parse_config(j, "");
+    db::Store store(c.db_path);
+    auto executor = search::make_local_executor(search::make_evaluator_factory(c), 2, 2);
+    std::ostringstream progress;
+    auto s = search::run_search(c, *executor, store, progress);
+    std::vector<std::string> h;
+    std::map<std::int64_t, std::string> by_id;
+    for (const auto& e : store.evaluations(s.run_id)) {
+      auto a = store.architecture(e.arch_id);
+      h.push_back(a->hash + "@" + std::to_string(e.metrics["val_accuracy"].get<double>()));
+    }
+    std::sort(h.begin(), h.end());
+    hashes.push_back(h);
+  }
+  EXPECT_EQ(hashes[0], hashes[1]);
+  fs::remove_all(dir);
+}
+
+TEST(SearchEndToEnd, BinaryRunsAndQueriesWork) {
+  fs::path dir = temp_dir("cli");
+  std::string db = (dir / "cli.db").string();
+  auto r = run_command(kBinary + " search " + kFixture + " --db " + db + " --budget 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Pareto front on h100_sxm"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Pareto front on host"), std::string::npos) << r.output;
+  check_run(db, 4);
+
+  auto runs = run_command(kBinary + " runs --db " + db);
+  EXPECT_EQ(runs.exit_code, 0) << runs.output;
+  EXPECT_NE(runs.output.find("tiny"), std::string::npos) << runs.output;
+  auto csv = run_command(kBinary + " pareto --db " + db + " --device h100_sxm --format csv");
+  EXPECT_EQ(csv.exit_code, 0) << csv.output;
+  EXPECT_NE(csv.output.find(","), std::string::npos);
+  auto js = run_command(kBinary + " pareto --db " + db + " --device host --format json");
+  EXPECT_EQ(js.exit_code, 0) << js.output;
+  EXPECT_NO_THROW((void)json::parse(js.output)) << js.output;
+  auto show = run_command(kBinary + " show --db " + db + " 1");
+  EXPECT_EQ(show.exit_code, 0) << show.output;
+  auto bad = run_command(kBinary + " pareto --db " + db + " --device no_such_device");
+  EXPECT_NE(bad.exit_code, 0);
+  fs::remove_all(dir);
+}
+
+TEST(SearchEndToEnd, MpiRunUnderMpirun) {
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  fs::path dir = temp_dir("mpi");
+  std::string db = (dir / "mpi.db").string();
+  auto r = run_command("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe "
+                       "--allow-run-as-root -n 3 " + kBinary + " search " + kFixture + " --db " + db +
+                       " --budget 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 worker ranks"), std::string::npos) << r.output;
+  check_run(db, 4);
+  // Workers (ranks 1 and 2) did the training; rank 0 only coordinated and wrote.
+  db::Store store(db, true);
+  std::set<int> ranks;
+  for (const auto& e : store.evaluations(*store.latest_run_id())) ranks.insert(e.worker_rank);
+  EXPECT_FALSE(ranks.count(0));
+  EXPECT_FALSE(ranks.empty());
+  fs::remove_all(dir);
+}
+
+// ---- bad input: one clear line naming the field, nonzero exit, nothing stored ----
+
+struct BadConfigCase {
+  std::string name;
+  std::function<void(json&)> edit;
+  std::string expected;  // substring of the error
+};
+
+class BadConfig : public ::testing::TestWithParam<BadConfigCase> {};
+
+TEST_P(BadConfig, NamesTheFieldAndWhatIsAllowed) {
+  json j = fixture();
+  GetParam().edit(j);
+  try {
+    (void)search::parse_config(j, "");
+    FAIL() << "accepted a bad config";
+  } catch (const search::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(GetParam().expected), std::string::npos) << e.what();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadConfig,
+    ::testing::Values(
+        BadConfigCase{"UnknownDevice", [](json& j) { j["devices"] = {"h100_sxm", "warp_drive"}; },
+                      "config.devices[1]"},
+        BadConfigCase{"UnknownBlock",
+                      [](json& j) {
+                        j["space"] = json{{"type", "macro"},
+                                          {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
+                                          {"outputs", 10},
+                                          {"stages", {{{"blocks", {"teleporter"}}}}}};
+                      },
+                      "config.space"},
+        BadConfigCase{"WrongType", [](json& j) { j["budget"]["evaluations"] = "many"; },
+                      "config.budget.evaluations: must be an integer"},
+        BadConfigCase{"NegativeBudget", [](json& j) { j["budget"]["evaluations"] = -3; },
+                      "config.budget.evaluations: -3 out of range"},
+        BadConfigCase{"NegativeWidth",
+                      [](json& j) {
+                        j["space"] = json{{"type", "macro"},
+                                          {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
+                                          {"outputs", 10},
+                                          {"stages", {{{"blocks", {"dense"}}, {"width", {-8}}}}}};
+                      },
+                      "config.space"},
+        BadConfigCase{"MissingSpaceFile", [](json& j) { j["space"] = "/nonexistent/space.json"; },
+                      "config.space: cannot open '/nonexistent/space.json'"},
+        BadConfigCase{"EmptySpace",
+                      [](json& j) {
+                        j["space"] = json{{"type", "macro"},
+                                          {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
+                                          {"outputs", 10},
+                                          {"stages", json::array()}};
+                      },
+                      "config.space"},
+        BadConfigCase{"UnknownField", [](json& j) { j["budjet"] = 3; }, "config.budjet: unknown field"},
+        BadConfigCase{"UnknownStrategy", [](json& j) { j["strategy"] = {{"type", "telepathy"}}; },
+                      "config.strategy.type: unknown strategy 'telepathy'"},
+        BadConfigCase{"StrategyTypo",
+                      [](json& j) { j["strategy"] = {{"type", "regularized_evolution"}, {"populaton", 3}}; },
+                      "config.strategy.populaton: unknown field"},
+        BadConfigCase{"BadObjective", [](json& j) { j["objectives"] = {"val_accuracy:max", "latency_ms"}; },
+                      "config.objectives[1]"},
+        BadConfigCase{"BadChoice", [](json& j) { j["evaluator"]["optimizer"] = "adam2"; },
+                      "config.evaluator.optimizer: 'adam2' is not one of: adamw, sgd"},
+        BadConfigCase{"SubsetTooLarge", [](json& j) { j["task"]["train_subset"] = 59000; },
+                      "config.task.train_subset"}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(BadConfigCli, OneLineErrorNonzeroExitAndNoHalfWrittenRun) {
+  fs::path dir = temp_dir("badcli");
+  std::string db = (dir / "bad.db").string();
+  json j = fixture();
+  j["devices"] = {"h100_sxm", "warp_drive"};
+  std::string cfg = (dir / "bad.json").string();
+  std::ofstream(cfg) << j.dump();
+  auto r = run_command(kBinary + " search " + cfg + " --db " + db);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output.rfind("error: config.devices[1]", 0), 0u) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_FALSE(fs::exists(db)) << "a rejected config must not create or touch the database";
+
+  auto missing = run_command(kBinary + " search " + (dir / "nope.json").string());
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("does not exist"), std::string::npos) << missing.output;
+  fs::remove_all(dir);
+}
