@@ -109,6 +109,7 @@ std::string render_table(const std::vector<std::string>& header,
       if (!right[c] && !last) out.append(pad, ' ');
       if (!last) out += "  ";
     }
+    while (!out.empty() && out.back() == ' ') out.pop_back();  // empty last cells
     out += '\n';
     return out;
   };
@@ -123,6 +124,11 @@ std::string render_table(const std::vector<std::string>& header,
 std::string exact_number(double v) {
   if (std::isnan(v)) return "";
   char buf[64];
+  // Integral values (byte counts, parameter counts) print in full rather than as 3e+09.
+  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
   auto res = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, res.ptr);
 }

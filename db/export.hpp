@@ -2,7 +2,8 @@
 // as an aligned text table, JSON, or CSV (RFC 4180 quoting).  Pure formatting over the plain
 // structs of db/store.hpp; no SQLite here, so the same functions serve the CLI and reports.
 //
-// Numbers: JSON and CSV carry the shortest text that round-trips the double; tables show 6
+// Numbers: JSON and CSV carry the shortest text that round-trips the double (integral values
+// below 2^53 in full, never in exponent form); tables show 6
 // significant digits (integral values in full).  NaN (a figure that was not computed) is null in
 // JSON, an empty field in CSV and "-" in tables.
 #pragma once

@@ -513,6 +513,17 @@ std::optional<std::int64_t> Store::architecture_id(const std::string& hash) cons
   return st.get_int(0);
 }
 
+std::vector<std::int64_t> Store::architecture_ids_by_hash_prefix(const std::string& prefix,
+                                                                 int limit) const {
+  Statement st(impl_->conn,
+               "SELECT id FROM architectures WHERE substr(hash, 1, length(?1)) = ?1 "
+               "ORDER BY id LIMIT ?2");
+  st.bind(1, prefix).bind(2, limit);
+  std::vector<std::int64_t> out;
+  while (st.step()) out.push_back(st.get_int(0));
+  return out;
+}
+
 std::vector<std::string> Store::pareto_devices(std::int64_t run_id) const {
   Statement st(impl_->conn,
                "SELECT DISTINCT device FROM pareto WHERE run_id = ?1 ORDER BY device");

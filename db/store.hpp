@@ -102,6 +102,9 @@ class Store {
 
   // Additions beyond the first contract (used by `hwnas show`).
   std::optional<std::int64_t> architecture_id(const std::string& hash) const;
+  // Ids of architectures whose hash starts with `prefix`, at most `limit` of them (ascending).
+  std::vector<std::int64_t> architecture_ids_by_hash_prefix(const std::string& prefix,
+                                                            int limit = 2) const;
   std::vector<EvaluationRecord> evaluations_of_architecture(std::int64_t arch_id) const;
   const std::string& path() const;
   bool read_only() const;

@@ -77,7 +77,8 @@ EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
     while (it.next(b)) {
       nn::Var logits = logits_of(model, b.x, ctx);
       loss_sum += static_cast<double>(nn::cross_entropy(logits, b.y).value().item()) * b.size();
-      nn::ConstMatrixMap m = logits.value().matrix();
+      const nn::Tensor& lv = logits.value();
+      nn::ConstMatrixMap m = lv.matrix();
       for (int i = 0; i < b.size(); ++i) {
         Eigen::Index arg = 0;
         m.row(i).maxCoeff(&arg);
@@ -120,17 +121,27 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     const std::int64_t warmup =
         cfg.warmup_steps + static_cast<std::int64_t>(std::llround(cfg.warmup_epochs * per_epoch));
 
-    nn::LrSchedule sched;
+    nn::CosineSchedule sched;
     sched.base_lr = cfg.lr;
     sched.warmup_steps = warmup;
-    sched.total_steps = cfg.cosine ? total_steps : 0;
-    sched.min_lr = cfg.lr * cfg.min_lr_ratio;
+    // No cosine: a horizon beyond any reachable step keeps the rate at base_lr after warm-up.
+    sched.total_steps = cfg.cosine ? std::max<std::int64_t>(total_steps, warmup + 1)
+                                   : std::numeric_limits<std::int64_t>::max();
+    sched.min_lr = cfg.cosine ? cfg.lr * cfg.min_lr_ratio : cfg.lr;
 
     std::unique_ptr<nn::Optimizer> opt;
-    if (cfg.optimizer == "adamw")
-      opt = std::make_unique<nn::AdamW>(params, cfg.lr, 0.9f, 0.999f, 1e-8f, cfg.weight_decay);
-    else
-      opt = std::make_unique<nn::SGD>(params, cfg.lr, cfg.momentum, cfg.weight_decay);
+    if (cfg.optimizer == "adamw") {
+      nn::AdamWOptions o;
+      o.lr = cfg.lr;
+      o.weight_decay = cfg.weight_decay;
+      opt = std::make_unique<nn::AdamW>(params, o);
+    } else {
+      nn::SgdOptions o;
+      o.lr = cfg.lr;
+      o.momentum = cfg.momentum;
+      o.weight_decay = cfg.weight_decay;
+      opt = std::make_unique<nn::Sgd>(params, o);
+    }
 
     std::mt19937_64 rng(cfg.seed ^ 0x9e3779b97f4a7c15ull);  // dropout and stochastic blocks
     nn::ForwardContext ctx;

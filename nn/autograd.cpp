@@ -75,10 +75,15 @@ void backward(const Var& loss) {
     if (n->backward_fn && !n->grad.empty()) n->backward_fn(*n);
   }
   // Free interior gradients and closures: the graph is single-use, parameters keep theirs.
+  // Parent links are moved into `release` rather than cleared in place: clearing could free a
+  // node that is still listed further on in `order`, and destroying them only after the loop,
+  // each with its own links already cut, also avoids deep recursive destructor chains.
+  std::vector<std::shared_ptr<Node>> release;
   for (Node* n : order) {
     if (n->backward_fn) {
       n->grad = Tensor();
       n->backward_fn = nullptr;
+      for (auto& p : n->parents) release.push_back(std::move(p));
       n->parents.clear();
     }
   }

@@ -41,6 +41,9 @@ namespace hwnas::nn::detail {
 // boundaries never depend on the machine.
 constexpr std::int64_t kMaxChunks = 16;
 
+// Minimum multiply-adds per GEMM chunk (a 64x256x784 dense layer runs as two chunks).
+constexpr std::int64_t kGemmChunkMacs = std::int64_t{1} << 22;
+
 // Number of chunks for `n` items costing `cost` scalar ops each.
 inline std::int64_t chunk_count(std::int64_t n, std::int64_t cost) {
   const std::int64_t work = n * std::max<std::int64_t>(cost, 1);
@@ -77,8 +80,13 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
   }
   const bool split_rows = m >= n;
   const std::int64_t len = split_rows ? m : n;
-  // Keep each chunk at least 16 wide so the GEMM micro-kernels stay efficient.
-  const std::int64_t chunks = std::min(chunk_count(len, n * k * m / len), std::max<std::int64_t>(1, len / 16));
+  // Every chunk repacks the unsplit operand, so chunks are kept large: at least kGemmChunkMacs
+  // multiply-adds and 32 rows/cols each, and a power of two so that two or four threads share
+  // the chunks evenly.
+  std::int64_t chunks = 1;
+  const std::int64_t macs = m * n * k;
+  while (chunks * 2 <= kMaxChunks && macs / (chunks * 2) >= kGemmChunkMacs && len / (chunks * 2) >= 32)
+    chunks *= 2;
   if (chunks <= 1) {
     if (accumulate) c.noalias() += a * b;
     else c.noalias() = a * b;

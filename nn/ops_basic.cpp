@@ -126,9 +126,13 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     Node& nx = parent(self, 0);
     Node& nw = parent(self, 1);
     auto g = self.grad.matrix();
-    if (nw.requires_grad) {  // dW = g^T x
-      Tensor& gw = grad_of(nw);
-      gemm(gw.matrix(), g.transpose(), nx.value.matrix(), true);
+    if (nw.requires_grad) {  // dW = g^T x, written straight into the gradient buffer
+      if (nw.grad.empty()) {
+        nw.grad = Tensor(nw.value.shape());
+        gemm(nw.grad.matrix(), g.transpose(), nx.value.matrix(), false);
+      } else {
+        gemm(grad_of(nw).matrix(), g.transpose(), nx.value.matrix(), true);
+      }
     }
     if (has_bias && parent(self, 2).requires_grad) {  // db = column sums of g
       Tensor& gb = grad_of(parent(self, 2));
@@ -440,7 +444,8 @@ Var log(const Var& x) {
 // ---------------------------------------------------------------- reductions
 
 Var sum(const Var& x) {
-  Tensor out = Tensor::scalar(x.value().numel() ? x.value().array().sum() : 0.0f);
+  // Accumulated in double: one rounding at the end keeps large sums (and gradchecks) accurate.
+  Tensor out = Tensor::scalar(static_cast<float>(x.value().array().cast<double>().sum()));
   return make_result(std::move(out), {x}, [](Node& self) {
     Node& nx = parent(self, 0);
     Tensor& g = grad_of(nx);
@@ -451,7 +456,7 @@ Var sum(const Var& x) {
 Var mean(const Var& x) {
   const std::int64_t n = x.value().numel();
   if (n == 0) shape_error("mean", x.shape(), "empty tensor");
-  Tensor out = Tensor::scalar(x.value().array().sum() / static_cast<float>(n));
+  Tensor out = Tensor::scalar(static_cast<float>(x.value().array().cast<double>().sum() / static_cast<double>(n)));
   return make_result(std::move(out), {x}, [n](Node& self) {
     Tensor& g = grad_of(parent(self, 0));
     g.array() += self.grad.item() / static_cast<float>(n);

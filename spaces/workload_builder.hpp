@@ -13,6 +13,9 @@ namespace hwnas::spaces {
 
 // `activity` (optional) holds per-node measured activity keyed by node name, already divided
 // by the number of samples; it fills the NodeWorkload activity fields.
+// Node names are "n<index>:<kind>" (genome numbering); activity maps use the same names.
+std::string workload_node_name(const Genome& g, Genome::NodeId v);
+
 hw::Workload build_workload(const Genome& g,
                             const std::map<std::string, nn::Activity>* activity = nullptr);
 

@@ -1,0 +1,110 @@
+// Analytic hardware prediction throughput: NB201-size workloads (5 cells x 3 stages = 15 cells,
+// 6 edges each as relu-conv-bn triples plus node sums = ~20 nodes per cell, + stem, 2 residual
+// reduction blocks, pooling and classifier: ~320 nodes), costed with Device::estimate_total on
+// one core.  Target: >= 100,000 architectures/s (issue requirement 6).  Built from hwmodels
+// terms only, so it does not depend on spaces/.
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "hwmodels/device.hpp"
+
+using namespace hwnas::hw;
+
+namespace {
+
+NodeWorkload mk(const char* name, OpCategory c, double macs, double wbytes, double in, double out,
+                double other = 0) {
+  NodeWorkload n;
+  n.name = name;
+  n.block_kind = op_category_name(c);
+  n.category = c;
+  n.macs = macs;
+  n.other_flops = other;
+  n.weight_bytes = wbytes;
+  n.params = wbytes / 4;
+  n.input_bytes = in;
+  n.output_bytes = out;
+  return n;
+}
+
+// One random NB201 architecture (ops per edge: none, skip, conv1x1, conv3x3, avgpool3x3) on
+// 32x32 CIFAR input, channels 16/32/64, fp32.
+Workload nb201_like(std::mt19937_64& rng) {
+  Workload w;
+  w.input_bytes = 3 * 32 * 32 * 4;
+  w.nodes.reserve(330);
+  std::uniform_int_distribution<int> op(0, 4);
+  int ops[6];
+  for (int& o : ops) o = op(rng);
+  w.nodes.push_back(mk("stem", OpCategory::Conv, 27.0 * 16 * 1024, 27 * 16 * 4, 3 * 1024 * 4, 16 * 1024 * 4));
+  w.nodes.push_back(mk("stem_bn", OpCategory::Norm, 0, 64 * 4, 16 * 1024 * 4, 16 * 1024 * 4, 2 * 16 * 1024));
+  for (int stage = 0; stage < 3; ++stage) {
+    const double C = 16 << stage, HW = 1024 >> (2 * stage), act = C * HW * 4;
+    if (stage > 0) {  // residual reduction block: conv3x3 s2, conv3x3, shortcut pool + conv1x1
+      const double Cin = C / 2, inb = Cin * HW * 4 * 4;
+      w.nodes.push_back(mk("red_a", OpCategory::Conv, 9 * Cin * C * HW, 9 * Cin * C * 4, inb, act));
+      w.nodes.push_back(mk("red_b", OpCategory::Conv, 9 * C * C * HW, 9 * C * C * 4, act, act));
+      w.nodes.push_back(mk("red_pool", OpCategory::Pool, 0, 0, inb, Cin * HW * 4, 4 * Cin * HW));
+      w.nodes.push_back(mk("red_sc", OpCategory::Conv, Cin * C * HW, Cin * C * 4, Cin * HW * 4, act));
+      w.nodes.push_back(mk("red_add", OpCategory::Elementwise, 0, 0, 2 * act, act, C * HW));
+    }
+    for (int cell = 0; cell < 5; ++cell) {
+      for (int e = 0; e < 6; ++e) {
+        switch (ops[e]) {
+          case 0: break;  // none
+          case 1: break;  // skip: no kernel
+          case 2:
+          case 3: {
+            const double k = ops[e] == 3 ? 9 : 1;
+            w.nodes.push_back(mk("relu", OpCategory::Elementwise, 0, 0, act, act, C * HW));
+            w.nodes.push_back(mk("conv", OpCategory::Conv, k * C * C * HW, k * C * C * 4, act, act));
+            w.nodes.push_back(mk("bn", OpCategory::Norm, 0, 2 * C * 4, act, act, 2 * C * HW));
+            break;
+          }
+          default:
+            w.nodes.push_back(mk("avgpool", OpCategory::Pool, 0, 0, act, act, 9 * C * HW));
+        }
+      }
+      for (int s = 0; s < 3; ++s) w.nodes.push_back(mk("sum", OpCategory::Elementwise, 0, 0, 2 * act, act, C * HW));
+    }
+  }
+  w.nodes.push_back(mk("lastbn", OpCategory::Norm, 0, 128 * 4, 64 * 64 * 4, 64 * 64 * 4, 2 * 64 * 64));
+  w.nodes.push_back(mk("gap", OpCategory::Pool, 0, 0, 64 * 64 * 4, 64 * 4, 64 * 64));
+  w.nodes.push_back(mk("fc", OpCategory::Dense, 640, 650 * 4, 64 * 4, 40));
+  return w;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string device = argc > 1 ? argv[1] : "h100_sxm";
+  const int n_arch = 2000;
+  std::mt19937_64 rng(1);
+  std::vector<Workload> ws;
+  double nodes = 0;
+  for (int i = 0; i < n_arch; ++i) {
+    ws.push_back(nb201_like(rng));
+    nodes += ws.back().nodes.size();
+  }
+  auto dev = load_device(device);
+  double sink = 0;
+  for (const auto& w : ws) sink += dev->estimate_total(w).latency_ms;  // warm-up
+  const int rounds = 50;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < rounds; ++r)
+    for (const auto& w : ws) sink += dev->estimate_total(w).latency_ms;
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double rate = rounds * double(n_arch) / s;
+  auto t1 = std::chrono::steady_clock::now();
+  for (const auto& w : ws) sink += dev->estimate(w).latency_ms;
+  double s_full = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  std::printf("device %s: %.0f nodes/architecture (NB201-size)\n", device.c_str(), nodes / n_arch);
+  std::printf("estimate_total: %.0f architectures/s on one core (target 100000: %s)\n", rate,
+              rate >= 1e5 ? "met" : "NOT met");
+  std::printf("estimate with per-node breakdown: %.0f architectures/s\n", n_arch / s_full);
+  std::printf("(checksum %.6g)\n", sink);
+  return rate >= 1e5 ? 0 : 1;
+}

@@ -1,0 +1,178 @@
+#include "search/cmd_db.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "db/export.hpp"
+#include "db/store.hpp"
+
+namespace hwnas::search {
+namespace {
+
+// Exit codes, matching main.cpp: 2 for bad user input, 1 for anything else.
+constexpr int kUsageExit = 2;
+constexpr int kFailureExit = 1;
+
+// Bad user input found by these commands.
+struct UsageError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+struct DbOptions {
+  std::string db;
+  std::string format = "table";
+  long long run = -1;  // -1: latest
+  std::string device;
+  std::string arch;
+};
+
+db::Store open_store(const std::string& path) {
+  try {
+    return db::Store(path, /*read_only=*/true);
+  } catch (const db::DbError& e) {
+    // A file that cannot be opened as an hwnas database is a bad --db argument.
+    throw UsageError(e.what());
+  }
+}
+
+db::Format format_of(const DbOptions& o) {
+  try {
+    return db::parse_format(o.format);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--format: ") + e.what());
+  }
+}
+
+// Runs a subcommand body; reports its error once and turns it into CLI::RuntimeError(code).
+void guarded(const std::function<void()>& body) {
+  int code = 0;
+  try {
+    body();
+    return;
+  } catch (const UsageError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    code = kUsageExit;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    code = kFailureExit;
+  }
+  std::cout.flush();
+  throw CLI::RuntimeError(code);
+}
+
+std::string join(const std::vector<std::string>& items, std::size_t max_items = 20) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size() && i < max_items; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > max_items) out += ", ... (" + std::to_string(items.size()) + " in all)";
+  return out;
+}
+
+void cmd_runs(const DbOptions& o) {
+  db::Format f = format_of(o);
+  db::Store store = open_store(o.db);
+  auto runs = store.runs();
+  if (f == db::Format::Table && runs.empty()) {
+    std::cout << "no runs in " << o.db << "\n";
+    return;
+  }
+  std::cout << db::format_runs(runs, f);
+}
+
+std::int64_t resolve_run(const db::Store& store, const DbOptions& o) {
+  if (o.run < 0) {
+    auto latest = store.latest_run_id();
+    if (!latest) throw UsageError(o.db + " has no runs");
+    return *latest;
+  }
+  if (store.run(o.run)) return o.run;
+  std::vector<std::string> ids;
+  for (const auto& r : store.runs()) ids.push_back(std::to_string(r.id));
+  throw UsageError("no run " + std::to_string(o.run) + " in " + o.db +
+                   (ids.empty() ? std::string(" (it has no runs)") : " (runs: " + join(ids) + ")"));
+}
+
+void cmd_pareto(const DbOptions& o) {
+  db::Format f = format_of(o);
+  db::Store store = open_store(o.db);
+  std::int64_t run = resolve_run(store, o);
+  auto devices = store.pareto_devices(run);
+  if (std::find(devices.begin(), devices.end(), o.device) == devices.end()) {
+    if (devices.empty())
+      throw UsageError((o.run < 0 ? "the latest run, " + std::to_string(run) + ", has"
+                                  : "run " + std::to_string(run) + " has") +
+                       std::string(" no Pareto fronts stored yet") +
+                       (o.run < 0 ? "; pick a run with --run ID (see `hwnas runs`)" : ""));
+    throw UsageError("run " + std::to_string(run) + " has no Pareto front for device '" +
+                     o.device + "'; its devices: " + join(devices));
+  }
+  auto rows = store.pareto(run, o.device);
+  if (f == db::Format::Table) {
+    auto info = store.run(run);
+    std::cout << "run " << run << " (" << (info ? info->name : std::string("?")) << ", "
+              << (info ? info->status : std::string("?")) << ") - Pareto front on " << o.device
+              << ": " << rows.size() << " architecture" << (rows.size() == 1 ? "" : "s") << "\n";
+  }
+  std::cout << db::format_pareto(rows, f);
+}
+
+std::int64_t resolve_arch(const db::Store& store, const DbOptions& o) {
+  const std::string& a = o.arch;
+  bool numeric = !a.empty() && a.find_first_not_of("0123456789") == std::string::npos;
+  if (numeric && a.size() < 19) {  // ids fit int64; a long all-digit string is a hash prefix
+    std::int64_t id = std::stoll(a);
+    if (store.architecture(id)) return id;
+  }
+  auto ids = store.architecture_ids_by_hash_prefix(a, 2);
+  if (ids.size() == 1) return ids[0];
+  if (ids.size() > 1)
+    throw UsageError("hash prefix '" + a + "' matches several architectures; give more digits");
+  throw UsageError(std::string("no architecture with ") +
+                   (numeric ? "id or hash prefix '" : "hash prefix '") + a + "' in " + o.db);
+}
+
+void cmd_show(const DbOptions& o) {
+  db::Format f = format_of(o);
+  db::Store store = open_store(o.db);
+  std::int64_t id = resolve_arch(store, o);
+  auto arch = store.architecture(id);
+  if (!arch) throw UsageError("architecture " + std::to_string(id) + " vanished");
+  std::cout << db::format_architecture(*arch, store.evaluations_of_architecture(id), f);
+}
+
+void add_common(CLI::App* sub, DbOptions& o) {
+  sub->add_option("--db", o.db, "results database (SQLite file written by `hwnas search`)")
+      ->required();
+  sub->add_option("--format", o.format, "output format: table, json or csv")
+      ->capture_default_str();
+}
+
+}  // namespace
+
+void add_db_commands(CLI::App& app) {
+  // Options live as long as the App: the callbacks run inside app.parse().
+  auto opts = std::make_shared<DbOptions>();
+
+  auto* runs = app.add_subcommand("runs", "List the runs stored in a results database");
+  add_common(runs, *opts);
+  runs->callback([opts] { guarded([&] { cmd_runs(*opts); }); });
+
+  auto* pareto = app.add_subcommand("pareto", "Print a run's Pareto front for one device");
+  add_common(pareto, *opts);
+  pareto->add_option("--run", opts->run, "run id (default: the latest run)");
+  pareto->add_option("--device", opts->device, "device name the front was computed for")
+      ->required();
+  pareto->callback([opts] { guarded([&] { cmd_pareto(*opts); }); });
+
+  auto* show = app.add_subcommand(
+      "show", "Show one architecture: genome, description, evaluations and hardware costs");
+  add_common(show, *opts);
+  show->add_option("arch", opts->arch, "architecture id, or its hash (a unique prefix suffices)")
+      ->required();
+  show->callback([opts] { guarded([&] { cmd_show(*opts); }); });
+}
+
+}  // namespace hwnas::search

@@ -1,0 +1,58 @@
+// dense: fully connected layer over the last dimension (vectors, or every position of a sequence).
+#include "spaces/blocks/block_util.hpp"
+
+namespace hwnas::spaces {
+namespace {
+using namespace blocks;
+
+class DenseModule : public nn::Module {
+ public:
+  DenseModule(int in, int out, bool bias, nn::Activation act, int bits, double prune, Rng& rng)
+      : lin_(in, out, bias, rng), act_(act), bits_(bits), prune_(prune) {}
+  nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
+    return nn::apply_activation(
+        nn::linear(in.at(0), compress_weight(lin_.weight, bits_, prune_), lin_.bias), act_);
+  }
+  void collect_parameters(std::vector<nn::Var>& out) override { lin_.collect_parameters(out); }
+  std::string name() const override { return "dense"; }
+
+ private:
+  nn::Linear lin_;
+  nn::Activation act_;
+  int bits_;
+  double prune_;
+};
+}  // namespace
+
+void register_block_dense(Catalogue& c) {
+  BlockKind k;
+  k.name = "dense";
+  k.description = "fully connected layer over the last dimension, then an activation";
+  k.params = {ParamSpec::int_range("units", 1, 8192, 64, "output features"),
+              activation_param("relu"), ParamSpec::boolean("bias", true, "learned bias")};
+  k.accepts = {DataKind::Vector, DataKind::Sequence};
+  k.infer = [](const std::vector<TensorType>& in, const json& p) {
+    TensorType t = single_input(in);
+    t.dims.back() = pint(p, "units");
+    return t;
+  };
+  k.build = [](const std::vector<TensorType>& in, const json& p, Rng& rng) {
+    return std::make_unique<DenseModule>(in[0].dims.back(), pint(p, "units"), pbool(p, "bias"),
+                                         activation_of(pstr(p, "activation")), bits_of(p),
+                                         prune_of(p), rng);
+  };
+  k.count = [](const std::vector<TensorType>& in, const TensorType& out, const json& p,
+               hw::NodeWorkload& w) {
+    const double din = in[0].dims.back(), dout = pint(p, "units");
+    const double rows = static_cast<double>(in[0].numel()) / din;
+    const bool bias = pbool(p, "bias");
+    w.category = hw::OpCategory::Dense;
+    w.macs = rows * din * dout;
+    w.params = din * dout + (bias ? dout : 0);
+    w.other_flops = static_cast<double>(out.numel()) * ((bias ? 1 : 0) + activation_flops(pstr(p, "activation")));
+    weighted_mapping(w, static_cast<double>(out.numel()), din, din * dout);
+  };
+  c.add(std::move(k));
+}
+
+}  // namespace hwnas::spaces

@@ -1,0 +1,115 @@
+// Helpers shared by the block files: typed param access, the batched nn shape of a type,
+// convolution arithmetic and the conv unit ([pre-act] conv [BN] [act]) several blocks reuse.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "nn/layers.hpp"
+#include "nn/ops.hpp"
+#include "spaces/catalogue.hpp"
+#include "spaces/compress.hpp"
+
+namespace hwnas::spaces::blocks {
+
+using nlohmann::json;
+
+inline int pint(const json& p, const char* k) { return p.at(k).get<int>(); }
+inline double pfloat(const json& p, const char* k) { return p.at(k).get<double>(); }
+inline bool pbool(const json& p, const char* k) { return p.at(k).get<bool>(); }
+inline std::string pstr(const json& p, const char* k) { return p.at(k).get<std::string>(); }
+inline int bits_of(const json& p) { return pint(p, "bits"); }
+inline double prune_of(const json& p) { return pfloat(p, "prune"); }
+
+inline ParamSpec activation_param(const std::string& def) {
+  return ParamSpec::choice("activation", {"relu", "gelu", "silu", "tanh", "sigmoid", "none"}, def,
+                           "activation after the block");
+}
+
+inline nn::Activation activation_of(const std::string& name) {
+  if (name == "relu") return nn::Activation::Relu;
+  if (name == "gelu") return nn::Activation::Gelu;
+  if (name == "silu") return nn::Activation::Silu;
+  if (name == "tanh") return nn::Activation::Tanh;
+  if (name == "sigmoid") return nn::Activation::Sigmoid;
+  return nn::Activation::None;
+}
+
+// Approximate arithmetic per element of each activation, for the workload's other_flops.
+inline double activation_flops(const std::string& name) {
+  if (name == "none") return 0;
+  if (name == "relu") return 1;
+  if (name == "gelu") return 8;
+  if (name == "silu") return 5;
+  return 4;  // tanh, sigmoid
+}
+
+// "Same" padding for odd kernels; for a stride-2 pool with kernel 2 it is 0.
+inline int same_padding(int kernel) { return (kernel - 1) / 2; }
+
+inline int conv_out_size(int in, int kernel, int stride, int pad) {
+  if (in + 2 * pad < kernel)
+    throw std::invalid_argument("kernel " + std::to_string(kernel) + " larger than padded input " +
+                                std::to_string(in + 2 * pad));
+  return (in + 2 * pad - kernel) / stride + 1;
+}
+
+inline const TensorType& single_input(const std::vector<TensorType>& in) {
+  if (in.size() != 1) throw std::invalid_argument("expects exactly one input");
+  return in[0];
+}
+
+// [pre-activation] conv [batch norm] [post-activation], with the node's weight compression.
+class ConvUnit {
+ public:
+  ConvUnit(int cin, int cout, int kernel, int stride, int groups, bool batch_norm,
+           nn::Activation pre, nn::Activation post, int bits, double prune, Rng& rng)
+      : conv_(cin, cout, kernel, nn::Conv2dOptions{stride, same_padding(kernel), groups},
+              !batch_norm, rng),
+        pre_(pre), post_(post), bits_(bits), prune_(prune) {
+    if (batch_norm) bn_ = std::make_unique<nn::BatchNorm>(cout);
+  }
+  nn::Var forward(const nn::Var& x, bool training) {
+    nn::Var h = nn::apply_activation(x, pre_);
+    h = nn::conv2d(h, compress_weight(conv_.weight, bits_, prune_), conv_.bias, conv_.options);
+    if (bn_) h = bn_->forward(h, training);
+    return nn::apply_activation(h, post_);
+  }
+  void collect_parameters(std::vector<nn::Var>& out) {
+    conv_.collect_parameters(out);
+    if (bn_) bn_->collect_parameters(out);
+  }
+
+ private:
+  nn::Conv2d conv_;
+  std::unique_ptr<nn::BatchNorm> bn_;
+  nn::Activation pre_, post_;
+  int bits_;
+  double prune_;
+};
+
+// A node module made of one ConvUnit.
+class ConvModule : public nn::Module {
+ public:
+  ConvModule(std::string name, ConvUnit unit) : name_(std::move(name)), unit_(std::move(unit)) {}
+  nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext& ctx) override {
+    return unit_.forward(in.at(0), ctx.training);
+  }
+  void collect_parameters(std::vector<nn::Var>& out) override { unit_.collect_parameters(out); }
+  std::string name() const override { return name_; }
+
+ private:
+  std::string name_;
+  ConvUnit unit_;
+};
+
+// Neuromorphic mapping and shared fields of a weighted node.
+inline void weighted_mapping(hw::NodeWorkload& w, double neurons, double fan_in, double synapses) {
+  w.neurons = neurons;
+  w.fan_in = fan_in;
+  w.synapses = synapses;
+}
+
+}  // namespace hwnas::spaces::blocks

@@ -1,0 +1,308 @@
+// conv2d, max/avg pooling and global average pooling: forward values against naive loops written
+// here, finite-difference gradients for every option combination that changes the code path
+// (im2col, 1x1 pointwise, grouped, depthwise direct kernel; stride, padding, bias), bit-identical
+// results across runs and thread counts, and one test per rejected input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+
+#include "nn/ops.hpp"
+#include "nn/parallel.hpp"
+#include "tests/nn/gradcheck.hpp"
+
+namespace hwnas::nn {
+namespace {
+
+using testing::expect_gradients_match;
+using testing::random_tensor;
+
+// ---- naive references ----
+
+Tensor naive_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& o) {
+  const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
+  const int Ho = (H + 2 * o.padding - kh) / o.stride + 1, Wo = (W + 2 * o.padding - kw) / o.stride + 1;
+  const int cog = Co / o.groups;
+  (void)C;
+  Tensor y = Tensor::zeros(Shape{N, Co, Ho, Wo});
+  for (int n = 0; n < N; ++n)
+    for (int co = 0; co < Co; ++co)
+      for (int oh = 0; oh < Ho; ++oh)
+        for (int ow = 0; ow < Wo; ++ow) {
+          double s = b ? b->data()[co] : 0.0;
+          const int gr = co / cog;
+          for (int cl = 0; cl < Cg; ++cl)
+            for (int i = 0; i < kh; ++i)
+              for (int j = 0; j < kw; ++j) {
+                const int ih = oh * o.stride - o.padding + i, iw = ow * o.stride - o.padding + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const int ci = gr * Cg + cl;
+                s += static_cast<double>(x.data()[((n * x.dim(1) + ci) * H + ih) * W + iw]) *
+                     w.data()[((co * Cg + cl) * kh + i) * kw + j];
+              }
+          y.data()[((n * Co + co) * Ho + oh) * Wo + ow] = static_cast<float>(s);
+        }
+  return y;
+}
+
+Tensor naive_pool(const Tensor& x, int k, int s, int p, bool is_max) {
+  const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+  Tensor y(Shape{N, C, Ho, Wo});
+  for (int nc = 0; nc < N * C; ++nc)
+    for (int oh = 0; oh < Ho; ++oh)
+      for (int ow = 0; ow < Wo; ++ow) {
+        double acc = is_max ? -std::numeric_limits<double>::infinity() : 0.0;
+        int count = 0;
+        for (int i = 0; i < k; ++i)
+          for (int j = 0; j < k; ++j) {
+            const int ih = oh * s - p + i, iw = ow * s - p + j;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+            const double v = x.data()[(nc * H + ih) * W + iw];
+            acc = is_max ? std::max(acc, v) : acc + v;
+            ++count;
+          }
+        y.data()[(nc * Ho + oh) * Wo + ow] = static_cast<float>(is_max ? acc : acc / count);
+      }
+  return y;
+}
+
+void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-4f) {
+  ASSERT_EQ(a.shape(), b.shape());
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    ASSERT_NEAR(a.data()[i], b.data()[i], tol * std::max(1.0f, std::fabs(b.data()[i]))) << "element " << i;
+}
+
+template <class F>
+void expect_invalid(F&& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "expected std::invalid_argument containing '" << fragment << "'";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "message: " << e.what();
+  }
+}
+
+// Distinct values spaced 0.1 apart in random order: no ties, and every gap exceeds the
+// finite-difference step (at most 1e-2 * 5 here), so max-pool's argmax never flips.
+Tensor distinct_tensor(const Shape& s, std::mt19937_64& rng) {
+  Tensor t(s);
+  std::vector<int> order(static_cast<std::size_t>(t.numel()));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  const float mid = 0.5f * static_cast<float>(t.numel());
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = 0.1f * (static_cast<float>(order[i]) - mid);
+  return t;
+}
+
+// ---- conv2d ----
+
+struct ConvCase {
+  const char* name;
+  int n, cin, h, w, cout, kh, kw;
+  Conv2dOptions opt;
+  bool bias;
+};
+
+const ConvCase kConvCases[] = {
+    {"plain", 2, 3, 6, 5, 4, 3, 3, {1, 0, 1}, true},
+    {"no_bias", 2, 3, 6, 5, 4, 3, 3, {1, 0, 1}, false},
+    {"stride2", 2, 2, 7, 7, 3, 3, 3, {2, 0, 1}, true},
+    {"padding", 2, 2, 5, 6, 3, 3, 3, {1, 1, 1}, true},
+    {"stride2_pad1", 2, 2, 7, 6, 3, 3, 2, {2, 1, 1}, false},
+    {"groups2", 2, 4, 5, 5, 6, 3, 3, {1, 1, 2}, true},
+    {"groups2_stride2", 2, 4, 6, 6, 4, 2, 3, {2, 1, 2}, false},
+    {"pointwise", 2, 3, 4, 5, 5, 1, 1, {1, 0, 1}, true},
+    {"pointwise_groups", 2, 4, 3, 3, 2, 1, 1, {1, 0, 2}, false},
+    {"depthwise", 2, 3, 6, 6, 3, 3, 3, {1, 1, 3}, true},
+    {"depthwise_stride2", 2, 3, 7, 6, 3, 3, 3, {2, 1, 3}, false},
+    {"depthwise_big_pad", 2, 2, 4, 4, 2, 5, 3, {1, 2, 2}, true},
+    {"depthwise_multiplier", 2, 2, 5, 5, 4, 3, 3, {1, 1, 2}, true},  // groups == Cin < Cout: im2col path
+};
+
+class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(Conv2dTest, ForwardMatchesNaive) {
+  const ConvCase& c = GetParam();
+  std::mt19937_64 rng(7);
+  Tensor x = random_tensor(Shape{c.n, c.cin, c.h, c.w}, rng);
+  Tensor w = random_tensor(Shape{c.cout, c.cin / c.opt.groups, c.kh, c.kw}, rng);
+  Tensor b = random_tensor(Shape{c.cout}, rng);
+  Var y = conv2d(constant(x), constant(w), c.bias ? constant(b) : Var(), c.opt);
+  expect_close(y.value(), naive_conv2d(x, w, c.bias ? &b : nullptr, c.opt));
+}
+
+TEST_P(Conv2dTest, GradientsMatchFiniteDifferences) {
+  const ConvCase& c = GetParam();
+  std::mt19937_64 rng(11);
+  std::vector<Tensor> in{random_tensor(Shape{c.n, c.cin, c.h, c.w}, rng),
+                         random_tensor(Shape{c.cout, c.cin / c.opt.groups, c.kh, c.kw}, rng)};
+  if (c.bias) in.push_back(random_tensor(Shape{c.cout}, rng));
+  expect_gradients_match(
+      [&](const std::vector<Var>& v) { return conv2d(v[0], v[1], c.bias ? v[2] : Var(), c.opt); }, in);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Conv2dTest, ::testing::ValuesIn(kConvCases),
+                         [](const ::testing::TestParamInfo<ConvCase>& i) { return std::string(i.param.name); });
+
+TEST(Conv2d, InputWithoutGradientStillGivesWeightGradients) {
+  std::mt19937_64 rng(3);
+  Var x = constant(random_tensor(Shape{2, 1, 5, 5}, rng));
+  Var w = parameter(random_tensor(Shape{2, 1, 3, 3}, rng));
+  Var b = parameter(random_tensor(Shape{2}, rng));
+  backward(sum(conv2d(x, w, b, {1, 1, 1})));
+  EXPECT_FALSE(w.grad().empty());
+  // d sum / d b = number of output pixels per sample times the batch.
+  EXPECT_FLOAT_EQ(b.grad().data()[0], 2 * 25);
+}
+
+// Bit-identical gradients run to run and across pool sizes (fixed reduction order).
+std::vector<float> conv_grads(int threads) {
+  ThreadBudget budget(threads);
+  std::mt19937_64 rng(5);
+  Var x = parameter(random_tensor(Shape{64, 4, 14, 14}, rng));
+  Var w = parameter(random_tensor(Shape{8, 4, 3, 3}, rng));
+  Var b = parameter(random_tensor(Shape{8}, rng));
+  Var dw_x = parameter(random_tensor(Shape{64, 4, 14, 14}, rng));
+  Var dw_w = parameter(random_tensor(Shape{4, 1, 3, 3}, rng));
+  Var y = conv2d(x, w, b, {1, 1, 1});
+  Var z = conv2d(dw_x, dw_w, Var(), {1, 1, 4});
+  backward(add(sum(mul(y, y)), sum(mul(z, z))));
+  std::vector<float> all;
+  for (const Var* v : {&x, &w, &b, &dw_x, &dw_w}) {
+    auto g = v->grad().to_vector();
+    all.insert(all.end(), g.begin(), g.end());
+  }
+  return all;
+}
+
+TEST(Conv2d, DeterministicAcrossRunsAndThreadCounts) {
+  const auto a = conv_grads(2), b = conv_grads(2), c = conv_grads(1);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin()));
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), c.begin()));
+}
+
+TEST(Conv2d, LargeBatchMatchesNaive) {  // exercises the parallel path
+  std::mt19937_64 rng(9);
+  Tensor x = random_tensor(Shape{16, 3, 12, 12}, rng);
+  Tensor w = random_tensor(Shape{8, 3, 3, 3}, rng);
+  Tensor b = random_tensor(Shape{8}, rng);
+  Conv2dOptions o{1, 1, 1};
+  expect_close(conv2d(constant(x), constant(w), constant(b), o).value(), naive_conv2d(x, w, &b, o));
+  Tensor wd = random_tensor(Shape{3, 1, 3, 3}, rng);
+  Conv2dOptions od{2, 1, 3};
+  expect_close(conv2d(constant(x), constant(wd), Var(), od).value(), naive_conv2d(x, wd, nullptr, od));
+}
+
+TEST(Conv2d, RejectsBadInputs) {
+  auto x = constant(Tensor::zeros(Shape{1, 4, 5, 5}));
+  auto w = constant(Tensor::zeros(Shape{2, 4, 3, 3}));
+  auto call = [](Var xx, Var ww, Var bb, Conv2dOptions o) { return [=] { conv2d(xx, ww, bb, o); }; };
+  expect_invalid(call(constant(Tensor::zeros(Shape{4, 5, 5})), w, Var(), {}), "conv2d: x must be [N, C, H, W]");
+  expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 4, 9})), Var(), {}), "conv2d: w must be");
+  expect_invalid(call(x, w, Var(), {0, 0, 1}), "conv2d: stride must be >= 1");
+  expect_invalid(call(x, w, Var(), {1, -1, 1}), "conv2d: padding must be >= 0");
+  expect_invalid(call(x, w, Var(), {1, 0, 0}), "conv2d: groups must be >= 1");
+  expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 1, 3, 3})), Var(), {1, 0, 3}),
+                 "conv2d: input channels 4 not divisible by groups 3 (x [1, 4, 5, 5], w [2, 1, 3, 3])");
+  expect_invalid(call(x, constant(Tensor::zeros(Shape{3, 2, 3, 3})), Var(), {1, 0, 2}),
+                 "conv2d: output channels 3 not divisible by groups 2");
+  expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 3, 3, 3})), Var(), {}),
+                 "conv2d: w dim 1 must be Cin/groups = 4");
+  expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 4, 6, 3})), Var(), {}),
+                 "conv2d: kernel 6x3 larger than padded input 5x5");
+  expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 4, 8, 8})), Var(), {1, 1, 1}),
+                 "larger than padded input 7x7");
+  expect_invalid(call(x, w, constant(Tensor::zeros(Shape{3})), {}), "conv2d: bias must be [2], got [3]");
+}
+
+// ---- pooling ----
+
+struct PoolCase {
+  const char* name;
+  int k, s, p;
+};
+const PoolCase kPoolCases[] = {
+    {"k2s2", 2, 2, 0}, {"k3s1", 3, 1, 0}, {"k3s2p1", 3, 2, 1}, {"k2s1p1", 2, 1, 1}, {"k3s3p1", 3, 3, 1},
+};
+
+class PoolTest : public ::testing::TestWithParam<PoolCase> {};
+
+TEST_P(PoolTest, MaxForwardMatchesNaive) {
+  const PoolCase& c = GetParam();
+  std::mt19937_64 rng(21);
+  Tensor x = distinct_tensor(Shape{2, 3, 7, 6}, rng);
+  expect_close(max_pool2d(constant(x), c.k, c.s, c.p).value(), naive_pool(x, c.k, c.s, c.p, true));
+}
+
+TEST_P(PoolTest, AvgForwardMatchesNaiveWithoutPadCount) {
+  const PoolCase& c = GetParam();
+  std::mt19937_64 rng(22);
+  Tensor x = random_tensor(Shape{2, 3, 7, 6}, rng);
+  expect_close(avg_pool2d(constant(x), c.k, c.s, c.p).value(), naive_pool(x, c.k, c.s, c.p, false));
+}
+
+TEST_P(PoolTest, MaxGradients) {
+  const PoolCase& c = GetParam();
+  std::mt19937_64 rng(23);
+  expect_gradients_match([&](const std::vector<Var>& v) { return max_pool2d(v[0], c.k, c.s, c.p); },
+                         {distinct_tensor(Shape{2, 2, 5, 5}, rng)}, {.max_elements_per_input = 100});
+}
+
+TEST_P(PoolTest, AvgGradients) {
+  const PoolCase& c = GetParam();
+  std::mt19937_64 rng(24);
+  expect_gradients_match([&](const std::vector<Var>& v) { return avg_pool2d(v[0], c.k, c.s, c.p); },
+                         {random_tensor(Shape{2, 2, 5, 5}, rng)}, {.max_elements_per_input = 100});
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, PoolTest, ::testing::ValuesIn(kPoolCases),
+                         [](const ::testing::TestParamInfo<PoolCase>& i) { return std::string(i.param.name); });
+
+TEST(AvgPool2d, CornerWindowDividesByRealElementsOnly) {
+  Tensor x(Shape{1, 1, 2, 2}, 1.0f);
+  Var y = avg_pool2d(constant(x), 2, 1, 1);  // 3x3 windows, corners see one real element
+  for (float v : y.value().to_vector()) EXPECT_FLOAT_EQ(v, 1.0f);
+}
+
+TEST(GlobalAvgPool, ForwardAndGradients) {
+  std::mt19937_64 rng(25);
+  Tensor x = random_tensor(Shape{3, 4, 5, 2}, rng);
+  Var y = global_avg_pool(constant(x));
+  ASSERT_EQ(y.shape(), (Shape{3, 4}));
+  for (int nc = 0; nc < 12; ++nc) {
+    double s = 0;
+    for (int i = 0; i < 10; ++i) s += x.data()[nc * 10 + i];
+    EXPECT_NEAR(y.value().data()[nc], s / 10, 1e-5);
+  }
+  expect_gradients_match([](const std::vector<Var>& v) { return global_avg_pool(v[0]); }, {x});
+}
+
+TEST(Pooling, LargeInputMatchesNaive) {  // exercises the parallel path
+  std::mt19937_64 rng(26);
+  Tensor x = random_tensor(Shape{32, 8, 16, 16}, rng);
+  expect_close(max_pool2d(constant(x), 2, 2).value(), naive_pool(x, 2, 2, 0, true));
+  expect_close(avg_pool2d(constant(x), 3, 2, 1).value(), naive_pool(x, 3, 2, 1, false));
+}
+
+TEST(Pooling, RejectsBadInputs) {
+  auto x = constant(Tensor::zeros(Shape{1, 2, 4, 4}));
+  expect_invalid([&] { max_pool2d(constant(Tensor::zeros(Shape{2, 4, 4})), 2, 2); },
+                 "max_pool2d: x must be [N, C, H, W], got [2, 4, 4]");
+  expect_invalid([&] { avg_pool2d(x, 0, 1); }, "avg_pool2d: kernel must be >= 1, got 0");
+  expect_invalid([&] { max_pool2d(x, 2, 0); }, "max_pool2d: stride must be >= 1, got 0");
+  expect_invalid([&] { max_pool2d(x, 2, 2, 2); }, "max_pool2d: padding 2 must be in [0, kernel/2] for kernel 2");
+  expect_invalid([&] { avg_pool2d(x, 2, 2, -1); }, "avg_pool2d: padding -1 must be in");
+  expect_invalid([&] { avg_pool2d(x, 5, 1); }, "avg_pool2d: kernel 5 larger than padded input 4x4 (x [1, 2, 4, 4])");
+  expect_invalid([&] { global_avg_pool(constant(Tensor::zeros(Shape{2, 4}))); },
+                 "global_avg_pool: x must be [N, C, H, W], got [2, 4]");
+}
+
+}  // namespace
+}  // namespace hwnas::nn

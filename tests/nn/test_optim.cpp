@@ -1,0 +1,147 @@
+// Optimizers, gradient clipping and the cosine/warm-up schedule, against hand-computed values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "nn/ops.hpp"
+#include "nn/optim.hpp"
+
+namespace hwnas::nn {
+namespace {
+
+// f(w) = sum((w - target)^2) with its minimum at target.
+float quadratic_step(Optimizer& opt, Var& w, const Tensor& target) {
+  opt.zero_grad();
+  Var d = sub(w, constant(target));
+  Var loss = sum(mul(d, d));
+  backward(loss);
+  opt.step();
+  return loss.value().item();
+}
+
+Tensor target3() { return Tensor::from({3}, {1.0f, -2.0f, 0.5f}); }
+
+float max_abs_diff(const Tensor& a, const Tensor& b) {
+  return (a.array() - b.array()).abs().maxCoeff();
+}
+
+TEST(Optim, SgdMinimisesQuadratic) {
+  for (auto [momentum, nesterov] : std::vector<std::pair<float, bool>>{{0.f, false}, {0.9f, false}, {0.9f, true}}) {
+    Var w = parameter(Tensor::zeros({3}));
+    Sgd opt({w}, SgdOptions{0.05f, momentum, nesterov, 0.0f});
+    for (int i = 0; i < 300; ++i) quadratic_step(opt, w, target3());
+    EXPECT_LT(max_abs_diff(w.value(), target3()), 1e-3f) << "momentum " << momentum << " nesterov " << nesterov;
+  }
+}
+
+TEST(Optim, SgdMomentumHandComputed) {
+  // grad of sum(w^2) is 2w.  w0 = 1, lr 0.1, momentum 0.5.
+  // step1: g=2, v=2, w=0.8;  step2: g=1.6, v=0.5*2+1.6=2.6, w=0.8-0.26=0.54
+  Var w = parameter(Tensor::from({1}, {1.0f}));
+  Sgd opt({w}, SgdOptions{0.1f, 0.5f, false, 0.0f});
+  for (int i = 0; i < 2; ++i) quadratic_step(opt, w, Tensor::zeros({1}));
+  EXPECT_NEAR(w.value().item(), 0.54f, 1e-6f);
+  // Nesterov: step1: g=2, v=2, w = 1 - 0.1*(2 + 0.5*2) = 0.7
+  Var u = parameter(Tensor::from({1}, {1.0f}));
+  Sgd nes({u}, SgdOptions{0.1f, 0.5f, true, 0.0f});
+  quadratic_step(nes, u, Tensor::zeros({1}));
+  EXPECT_NEAR(u.value().item(), 0.7f, 1e-6f);
+}
+
+TEST(Optim, AdamWMinimisesQuadratic) {
+  Var w = parameter(Tensor::zeros({3}));
+  AdamW opt({w}, AdamWOptions{0.05f, 0.9f, 0.999f, 1e-8f, 0.0f});
+  for (int i = 0; i < 1000; ++i) quadratic_step(opt, w, target3());
+  EXPECT_LT(max_abs_diff(w.value(), target3()), 1e-2f);
+}
+
+TEST(Optim, AdamWFirstStepHandComputed) {
+  // First step: m_hat = g, v_hat = g^2, so the update is lr * g/(|g| + eps) ~ lr*sign(g),
+  // after decoupled decay w *= (1 - lr*wd).
+  Var w = parameter(Tensor::from({2}, {1.0f, -2.0f}));
+  const float lr = 0.1f, wd = 0.5f;
+  AdamW opt({w}, AdamWOptions{lr, 0.9f, 0.999f, 1e-8f, wd});
+  // loss = sum(w * c) with c = (3, -0.5): gradient is c.
+  Var loss = sum(mul(w, constant(Tensor::from({2}, {3.0f, -0.5f}))));
+  backward(loss);
+  opt.step();
+  const float w0 = 1.0f * (1 - lr * wd) - lr * 3.0f / (3.0f + 1e-8f);
+  const float w1 = -2.0f * (1 - lr * wd) - lr * -0.5f / (0.5f + 1e-8f);
+  EXPECT_NEAR(w.value().data()[0], w0, 1e-6f);
+  EXPECT_NEAR(w.value().data()[1], w1, 1e-6f);
+  EXPECT_EQ(opt.steps(), 1);
+  // Second step with the same gradient: m = 0.19*g/0.19 -> m_hat = g, v_hat = g^2 again.
+  const float w0b = w0 * (1 - lr * wd) - lr;
+  opt.step();  // grad still accumulated from before (not zeroed): g unchanged
+  EXPECT_NEAR(w.value().data()[0], w0b, 1e-5f);
+}
+
+TEST(Optim, DecoupledWeightDecayWithZeroGrad) {
+  Var w = parameter(Tensor::from({1}, {2.0f}));
+  AdamW opt({w}, AdamWOptions{0.1f, 0.9f, 0.999f, 1e-8f, 0.1f});
+  w.grad() = Tensor::zeros({1});
+  opt.step();
+  EXPECT_NEAR(w.value().item(), 2.0f * (1 - 0.01f), 1e-6f);  // only the decay acts
+}
+
+TEST(Optim, SkipsParametersWithoutGradient) {
+  Var a = parameter(Tensor::from({1}, {1.0f}));
+  Var b = parameter(Tensor::from({1}, {5.0f}));
+  AdamW opt({a, b});
+  backward(sum(mul(a, a)));
+  opt.step();
+  EXPECT_NE(a.value().item(), 1.0f);
+  EXPECT_EQ(b.value().item(), 5.0f);
+}
+
+TEST(Optim, ClipGradNorm) {
+  Var a = parameter(Tensor::zeros({2}));
+  Var b = parameter(Tensor::zeros({1}));
+  a.grad() = Tensor::from({2}, {3.0f, 0.0f});
+  b.grad() = Tensor::from({1}, {4.0f});
+  EXPECT_NEAR(clip_grad_norm({a, b}, 10.0f), 5.0f, 1e-6f);  // below the limit: unchanged
+  EXPECT_FLOAT_EQ(a.grad().data()[0], 3.0f);
+  EXPECT_NEAR(clip_grad_norm({a, b}, 1.0f), 5.0f, 1e-6f);
+  EXPECT_NEAR(a.grad().data()[0], 0.6f, 1e-5f);
+  EXPECT_NEAR(b.grad().data()[0], 0.8f, 1e-5f);
+  EXPECT_NEAR(clip_grad_norm({a, b}, 1.0f), 1.0f, 1e-5f);
+}
+
+TEST(Optim, ZeroGradClears) {
+  Var a = parameter(Tensor::from({1}, {1.0f}));
+  backward(sum(mul(a, a)));
+  EXPECT_FALSE(a.grad().empty());
+  zero_grad({a});
+  EXPECT_TRUE(a.grad().empty());
+  // Gradients accumulate across backward calls until cleared.
+  backward(sum(mul(a, a)));
+  backward(sum(mul(a, a)));
+  EXPECT_FLOAT_EQ(a.grad().item(), 4.0f);
+}
+
+TEST(Optim, CosineScheduleHandChecked) {
+  CosineSchedule s{1.0f, 10, 110, 0.1f};
+  EXPECT_FLOAT_EQ(s.lr_at(0), 0.1f);    // warm-up start: base/warmup
+  EXPECT_FLOAT_EQ(s.lr_at(4), 0.5f);    // warm-up middle
+  EXPECT_FLOAT_EQ(s.lr_at(9), 1.0f);    // warm-up end
+  EXPECT_FLOAT_EQ(s.lr_at(10), 1.0f);   // decay start
+  EXPECT_NEAR(s.lr_at(60), 0.55f, 1e-6f);  // halfway: min + (base-min)/2
+  EXPECT_NEAR(s.lr_at(35), 0.1f + 0.9f * 0.5f * (1 + std::cos(M_PI * 0.25)), 1e-6f);
+  EXPECT_NEAR(s.lr_at(109), 0.1f, 1e-3f);
+  EXPECT_FLOAT_EQ(s.lr_at(110), 0.1f);  // end
+  EXPECT_FLOAT_EQ(s.lr_at(1000), 0.1f);
+  CosineSchedule no_warmup{2.0f, 0, 4, 0.0f};
+  EXPECT_FLOAT_EQ(no_warmup.lr_at(0), 2.0f);
+  EXPECT_NEAR(no_warmup.lr_at(2), 1.0f, 1e-6f);
+}
+
+TEST(Optim, BadArguments) {
+  Var w = parameter(Tensor::zeros({1}));
+  EXPECT_THROW(Sgd({w}, SgdOptions{0.1f, 0.0f, true, 0.0f}), std::invalid_argument);
+  EXPECT_THROW(Sgd({w}, SgdOptions{-1.0f, 0.0f, false, 0.0f}), std::invalid_argument);
+  EXPECT_THROW(AdamW({w}, AdamWOptions{0.1f, 1.0f, 0.999f, 1e-8f, 0.0f}), std::invalid_argument);
+  EXPECT_THROW(AdamW({Var()}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace hwnas::nn
