@@ -96,15 +96,17 @@ void run(const char* label, Make make, const Dataset& train_set, const Dataset& 
               static_cast<long long>(params), cfg.epochs, cfg.batch_size, cfg.optimizer.c_str(),
               cfg.lr, cfg.weight_decay);
   std::fflush(stdout);
+  cfg.on_epoch_end = [&](int epoch, double train_loss, double val_loss, double val_acc) {
+    std::printf("[%s] epoch %2d train_loss %.4f val_loss %.4f val_acc %.4f  (%.0f s)\n", label,
+                epoch, train_loss, val_loss, val_acc,
+                std::chrono::duration<double>(Clock::now() - t0).count());
+    std::fflush(stdout);
+  };
   TrainReport r = train(*model, train_set, val_set, cfg);
   int best = 0;
-  for (std::size_t e = 0; e < r.epoch_val_accuracy.size(); ++e) {
-    std::printf("[%s] epoch %2zu train_loss %.4f val_loss %.4f val_acc %.4f\n", label, e + 1,
-                r.epoch_loss[e], r.epoch_val_loss[e], r.epoch_val_accuracy[e]);
+  for (std::size_t e = 0; e < r.epoch_val_accuracy.size(); ++e)
     if (r.epoch_val_accuracy[e] > r.epoch_val_accuracy[static_cast<std::size_t>(best)])
       best = static_cast<int>(e);
-  }
-  std::fflush(stdout);
   const int selected = best + 1;
   double val_acc = r.epoch_val_accuracy[static_cast<std::size_t>(best)];
   if (selected != r.epochs_run) {

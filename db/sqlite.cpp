@@ -27,14 +27,15 @@ void Connection::Closer::operator()(sqlite3* db) const noexcept {
   sqlite3_close_v2(db);
 }
 
-Connection::Connection(const std::string& path, bool read_only) : path_(path), read_only_(read_only) {
+Connection::Connection(const std::string& path, bool read_only)
+    : path_(path), read_only_(read_only) {
   int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   db_.reset(raw);  // sqlite hands back a handle even on failure; it must still be closed
   if (rc != SQLITE_OK) {
     std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
-    throw DbError(with_context("cannot open database: " + msg, path));
+    throw DbError("cannot open database: " + msg);  // Store prefixes the path
   }
   sqlite3_extended_result_codes(raw, 1);
 }

@@ -158,6 +158,7 @@ struct Store::Impl {
     // file"; say plainly what is wrong.
     if (read_only && !std::filesystem::exists(p))
       throw DbError("no such database file (a read-only open never creates one)");
+    if (std::filesystem::is_directory(p)) throw DbError("is a directory, not a database file");
     return Connection(p, read_only);
   }
 
@@ -336,7 +337,8 @@ void Store::finish_run(std::int64_t run_id, const std::string& status) {
                                 " WHERE id = ?2");
   st.bind(1, status).bind(2, run_id);
   st.run();
-  if (impl_->conn.changes() == 0) throw DbError("finish_run: no run with id " + std::to_string(run_id));
+  if (impl_->conn.changes() == 0)
+    throw DbError("finish_run: no run with id " + std::to_string(run_id));
 }
 
 std::int64_t Store::upsert_architecture(const std::string& hash,

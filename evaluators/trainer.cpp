@@ -203,6 +203,8 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
       }
       if (epoch_n) rep.epoch_loss.push_back(epoch_sum / epoch_n);
       if (!rep.stopped_reason.empty()) break;
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      double epoch_val_loss = nan, epoch_val_acc = nan;
 
       if (per_epoch_eval) {
         nn::Activity act;
@@ -210,8 +212,8 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
         rep.val_activity = act;
         rep.epoch_val_loss.push_back(m.loss);
         rep.epoch_val_accuracy.push_back(m.accuracy);
-        rep.val_loss = m.loss;
-        rep.val_accuracy = m.accuracy;
+        rep.val_loss = epoch_val_loss = m.loss;
+        rep.val_accuracy = epoch_val_acc = m.accuracy;
         evaluated_final = true;
         if (m.loss < best_val - cfg.min_delta) {
           best_val = m.loss;
@@ -219,9 +221,12 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
           bad_epochs = 0;
         } else if (cfg.patience > 0 && ++bad_epochs >= cfg.patience) {
           rep.stopped_reason = "early_stop";
-          break;
         }
       }
+      if (cfg.on_epoch_end)
+        cfg.on_epoch_end(epoch + 1, epoch_n ? epoch_sum / epoch_n : nan, epoch_val_loss,
+                         epoch_val_acc);
+      if (!rep.stopped_reason.empty()) break;
     }
     if (rep.stopped_reason.empty()) rep.stopped_reason = "epochs";
     if (window_n) rep.step_loss.push_back({rep.steps, window_sum / window_n});

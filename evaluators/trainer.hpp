@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct TrainConfig {
   int eval_batch_size = 256;
   bool drop_last = false;           // a final batch of size 1 is always skipped (BatchNorm)
   std::uint64_t seed = 0;           // shuffling and dropout
+  // Called after every completed epoch (progress logging); val_* are NaN when the epoch was
+  // not evaluated.  Runs on the training thread; must not touch the model.
+  std::function<void(int epoch, double train_loss, double val_loss, double val_accuracy)>
+      on_epoch_end;
 
   // Throws std::invalid_argument naming the first bad field.
   void validate() const;

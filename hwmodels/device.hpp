@@ -60,5 +60,7 @@ std::vector<std::string> preset_names();
 std::string preset_dir();
 // Family names make_device() accepts.
 std::vector<std::string> family_names();
+// Human-readable byte count ("412.0 kB", "1.50 MB") used in infeasibility reasons and tables.
+std::string format_bytes(double bytes);
 
 }  // namespace hwnas::hw

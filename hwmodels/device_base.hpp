@@ -128,7 +128,4 @@ std::unique_ptr<Device> load_plugin_device(const std::string& path);
 // (Edge TPU host CPU, LUT fallback).
 std::unique_ptr<Device> make_nested_device(const FieldReader& r, const std::string& path);
 
-// Human-readable byte count ("412 kB", "1.50 MB") for reasons and tables.
-std::string format_bytes(double bytes);
-
 }  // namespace hwnas::hw

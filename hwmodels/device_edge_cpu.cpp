@@ -31,6 +31,9 @@ class EdgeCpu final : public DeviceBase {
     }
     dram_j_per_byte_ = r.positive("energy.dram_pj_per_byte") * 1e-12;
     static_w_ = r.non_negative_or("energy.static_w", 0);
+    for (std::size_t c = 0; c < kNumCategories; ++c)
+      for (std::size_t p = 0; p < 3; ++p) inv_rate_[c][p] = 1.0 / (eff_.v[c] * peak_[p]);
+    inv_bw_ = 1.0 / bw_;
   }
 
   bool supports(OpCategory) const override { return true; }
@@ -42,8 +45,8 @@ class EdgeCpu final : public DeviceBase {
     double t = 0, e = 0;
     for (const auto& n : w.nodes) {
       const auto p = static_cast<std::size_t>(precision_of_bits(n.bits));
-      const double tc = n.flops() / (eff_[n.category] * peak_[p]);
-      const double tm = n.bytes() / bw_;
+      const double tc = n.flops() * inv_rate_[cat_index(n.category)][p];
+      const double tm = n.bytes() * inv_bw_;
       const double body = std::max(tc, tm);
       const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
       const double en = (n.macs * mac_j_[p] + n.other_flops * add_j_[p] +
@@ -79,6 +82,8 @@ class EdgeCpu final : public DeviceBase {
   double overhead_s_ = 0, capacity_ = 0;
   double mac_j_[3] = {}, add_j_[3] = {};
   double dram_j_per_byte_ = 0, static_w_ = 0;
+  std::array<std::array<double, 3>, kNumCategories> inv_rate_{};  // s per FLOP, no divisions in the loop
+  double inv_bw_ = 0;
 };
 
 }  // namespace

@@ -46,9 +46,17 @@ class RooflineGpu final : public DeviceBase {
         }
       }
     }
+    build_inverse_table();
   }
 
   bool supports(OpCategory) const override { return true; }
+
+  // Seconds per FLOP by (category, precision), so the hot loop has no divisions.
+  void build_inverse_table() {
+    for (std::size_t c = 0; c < kNumCategories; ++c)
+      for (std::size_t p = 0; p < 3; ++p)
+        inv_rate_[c][p] = batch_ / (eff_.v[c] * (is_matrix_[c] ? matrix_peak_.v[p] : vector_peak_));
+  }
 
  protected:
   Cost run(const Workload& w, bool breakdown) const override {
@@ -59,9 +67,9 @@ class RooflineGpu final : public DeviceBase {
     double t = 0, busy = 0, weights = 0, peak_act = w.input_bytes;
     for (const auto& n : w.nodes) {
       const std::size_t ci = cat_index(n.category);
-      const double peak = is_matrix_[ci] ? matrix_peak_[precision_of_bits(n.bits)] : vector_peak_;
       // Pruned weights: dense kernels gain nothing from unstructured sparsity, so FLOPs stay.
-      const double tc = b * n.flops() / (eff_[n.category] * peak);
+      const double tc =
+          n.flops() * inv_rate_[ci][static_cast<std::size_t>(precision_of_bits(n.bits))];
       const double tm = (n.weight_bytes + b * (n.input_bytes + n.output_bytes)) * inv_bw;
       const double body = std::max(tc, tm);
       const double tn = node_latency(n.category, body, n.kernels, launch_s_);
@@ -102,6 +110,7 @@ class RooflineGpu final : public DeviceBase {
   CategoryTable eff_;
   double launch_s_ = 0, capacity_ = 0, idle_w_ = 0, tdp_w_ = 0;
   std::array<bool, kNumCategories> is_matrix_{};
+  std::array<std::array<double, 3>, kNumCategories> inv_rate_{};
 };
 
 }  // namespace

@@ -23,6 +23,8 @@ class Mcu final : public DeviceBase {
     if (reserved_ >= sram_) fail("runtime_sram_bytes", "must be smaller than sram_bytes");
     power_w_ = r.positive("active_power_w");
     overhead_s_ = r.non_negative_or("op_overhead_s", 0);
+    for (std::size_t p = 0; p < 3; ++p) s_per_mac_[p] = 1.0 / (mpc_.v[p] * freq_);
+    s_per_op_ = 1.0 / (other_pc_ * freq_);
   }
 
   bool supports(OpCategory) const override { return true; }
@@ -33,8 +35,8 @@ class Mcu final : public DeviceBase {
     if (breakdown) c.nodes.reserve(w.nodes.size());
     double t = 0;
     for (const auto& n : w.nodes) {
-      const double body = n.macs / (mpc_[precision_of_bits(n.bits)] * freq_) +
-                          n.other_flops / (other_pc_ * freq_);
+      const double body = n.macs * s_per_mac_[static_cast<std::size_t>(precision_of_bits(n.bits))] +
+                          n.other_flops * s_per_op_;
       const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
       t += tn;
       if (breakdown) {
@@ -74,6 +76,7 @@ class Mcu final : public DeviceBase {
   double freq_ = 0;
   PrecisionTable mpc_;
   double other_pc_ = 0, sram_ = 0, flash_ = 0, reserved_ = 0, power_w_ = 0, overhead_s_ = 0;
+  double s_per_mac_[3] = {}, s_per_op_ = 0;
 };
 
 }  // namespace

@@ -79,7 +79,9 @@ class Neuromorphic final : public DeviceBase {
       }
       const double wb = std::min(n.bits, max_wbits_);
       double neurons = n.neurons > 0 ? n.neurons : n.output_bytes * 8.0 / std::max(1, n.bits);
-      const double synapses = n.synapses > 0 ? n.synapses : n.params;
+      const double synapses = n.synapses > 0 ? n.synapses
+                              : n.params > 0  ? n.params
+                                              : n.weight_bytes * 8.0 / std::max(1, n.bits);
       double fan_in = n.fan_in > 0 ? n.fan_in : (neurons > 0 ? n.macs / neurons : 0);
       Per p{};
       if (n.spiking) {

@@ -415,15 +415,17 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
   const PoolGeom g = check_pool("max_pool2d", x, kernel, stride, padding);
   const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = static_cast<std::int64_t>(g.ho) * g.wo;
   Tensor y(Shape{g.n, g.c, g.ho, g.wo});
-  // Argmax index within the input plane, for routing the gradient in backward.
-  auto argmax = std::make_shared<std::vector<std::int32_t>>(static_cast<std::size_t>(g.planes() * P));
+  // Argmax index within the input plane, for routing the gradient in backward; only recorded
+  // when a graph is being built.
+  const bool keep = grad_enabled() && x.requires_grad();
+  auto argmax = std::make_shared<std::vector<std::int32_t>>(keep ? static_cast<std::size_t>(g.planes() * P) : 0);
   const float* xd = x.value().data();
   float* yd = y.data();
   parallel_range(g.planes(), P * g.k * g.k, [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = xd + pl * HW;
       float* yp = yd + pl * P;
-      std::int32_t* ap = argmax->data() + pl * P;
+      std::int32_t* ap = keep ? argmax->data() + pl * P : nullptr;
       for (int oh = 0; oh < g.ho; ++oh) {
         const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
         for (int ow = 0; ow < g.wo; ++ow) {
@@ -436,7 +438,7 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
               if (v > best) best = v, bi = ih * g.w + iw;
             }
           yp[oh * g.wo + ow] = best;
-          ap[oh * g.wo + ow] = bi;
+          if (ap) ap[oh * g.wo + ow] = bi;
         }
       }
     }

@@ -34,7 +34,12 @@ class Space {
 
   // Number of architectures if finite and enumerable, and their enumeration.
   virtual std::optional<std::uint64_t> size() const { return std::nullopt; }
-  virtual std::vector<Genome> enumerate() const;  // throws if not finite
+  // All architectures (index order).  Throws std::logic_error if the space is not enumerable
+  // or holds more than 1,000,000; stream larger ones with at().
+  virtual std::vector<Genome> enumerate() const;
+  // The index-th architecture of a finite space, index < *size(), without materialising the
+  // others.  Throws std::logic_error where not supported, std::out_of_range past the end.
+  virtual Genome at(std::uint64_t index) const;
 
   // Human-readable architecture string (NB201's own form for the nb201 space).
   virtual std::string describe(const Genome& g) const;
@@ -44,6 +49,8 @@ class Space {
 };
 
 // Builds a space from its JSON definition; throws std::invalid_argument naming the field.
+// {"type": "macro" | "cell" | "nb201", "input": {"kind", "shape"}, "outputs": N, ...}; see
+// examples/spaces/*.json and the space_*.cpp files for each type's fields.
 std::unique_ptr<Space> make_space(const nlohmann::json& definition);
 std::unique_ptr<Space> load_space(const std::string& path);
 

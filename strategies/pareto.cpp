@@ -93,7 +93,8 @@ double wfg(std::vector<Point> pts, const Point& ref) {
   }
   if (d == 2) return hv2d(std::move(pts), ref);
   // Worst-last-objective first keeps the limit sets of the early points small.
-  std::sort(pts.begin(), pts.end(), [](const Point& a, const Point& b) { return a.back() > b.back(); });
+  std::sort(pts.begin(), pts.end(),
+            [](const Point& a, const Point& b) { return a.back() > b.back(); });
   double total = 0;
   std::vector<Point> limit;
   for (std::size_t i = 0; i < pts.size(); ++i) {

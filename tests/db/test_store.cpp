@@ -84,8 +84,8 @@ TEST_F(StoreTest, SchemaVersionIsStoredAndRead) {
   EXPECT_EQ(c.query_text("PRAGMA journal_mode").value_or(""), "wal");
   for (const char* t : {"runs", "architectures", "evaluations", "costs", "pareto", "v_evaluations",
                         "v_costs", "v_pareto", "v_runs"})
-    EXPECT_EQ(c.query_int(std::string("SELECT count(*) FROM sqlite_schema WHERE name = '") + t + "'"),
-              1)
+    EXPECT_EQ(
+        c.query_int(std::string("SELECT count(*) FROM sqlite_schema WHERE name = '") + t + "'"), 1)
         << t;
   // Reopening an up-to-date file neither migrates nor fails.
   Store again(path_);

@@ -88,6 +88,7 @@ TEST(Trainer, SgdMomentumAlsoLearns) {
   c.momentum = 0.9f;
   c.weight_decay = 1e-4f;
   c.epochs = 4;
+  c.log_every_steps = 5;
   TrainReport r = train(m, tr, va, c);
   EXPECT_LT(r.train_loss_last, 0.5 * r.train_loss_first);
   EXPECT_GT(r.val_accuracy, 0.9);
@@ -175,8 +176,9 @@ TEST(Trainer, ConcurrentTrainingFromTbbTasks) {
   oneapi::tbb::parallel_for(0, 4, [&](int i) {
     TinyMlp m(8, 16, 3, static_cast<std::uint64_t>(i));
     TrainConfig c;
-    c.epochs = 3;
+    c.epochs = 10;
     c.lr = 1e-2f;
+    c.batch_size = 32;
     c.seed = static_cast<std::uint64_t>(i);
     reports[static_cast<std::size_t>(i)] = train(m, tr, va, c);
   });

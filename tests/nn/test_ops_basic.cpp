@@ -198,8 +198,11 @@ TEST(OpsGrad, MatmulLargeParallel) {
   // Big enough to take the chunked parallel GEMM path in forward and backward.
   GradCheckOptions opt;
   opt.max_elements_per_input = 16;
+  // 128x256x256 = 8.4M multiply-adds: above detail::kGemmChunkMacs, so chunked.
   expect_gradients_match([](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
-                         {rnd({64, 96}, 7, -0.3f, 0.3f), rnd({96, 80}, 8, -0.3f, 0.3f)}, opt);
+                         {rnd({128, 256}, 7, -0.3f, 0.3f), rnd({256, 256}, 8, -0.3f, 0.3f)}, opt);
+  expect_gradients_match([](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
+                         {rnd({32, 256}, 9, -0.3f, 0.3f), rnd({256, 1024}, 10, -0.3f, 0.3f)}, opt);  // splits columns
 }
 
 TEST(OpsGrad, Linear) {
@@ -210,7 +213,7 @@ TEST(OpsGrad, Linear) {
   GradCheckOptions opt;
   opt.max_elements_per_input = 16;
   expect_gradients_match([](const std::vector<Var>& v) { return linear(v[0], v[1], v[2]); },
-                         {rnd({64, 128}, 6, -0.3f, 0.3f), rnd({96, 128}, 7, -0.3f, 0.3f), rnd({96}, 8)}, opt);
+                         {rnd({128, 256}, 6, -0.3f, 0.3f), rnd({256, 256}, 7, -0.3f, 0.3f), rnd({256}, 8)}, opt);
 }
 
 TEST(OpsGrad, BroadcastBinary) {

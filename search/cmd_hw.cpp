@@ -1,0 +1,229 @@
+#include "search/cmd_hw.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <stdexcept>
+
+#include "hwmodels/calibration.hpp"
+#include "hwmodels/device.hpp"
+#include "hwmodels/host_timer.hpp"
+#include "nn/autograd.hpp"
+#include "spaces/genome.hpp"
+#include "spaces/model_builder.hpp"
+#include "spaces/space.hpp"
+#include "spaces/workload_builder.hpp"
+
+namespace hwnas::search {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json read_json(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(std::string("cannot open ") + what + " '" + path + "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::invalid_argument(std::string(what) + " '" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+bool is_workload_json(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("nodes") || !j["nodes"].is_array()) return false;
+  for (const auto& n : j["nodes"])
+    if (n.is_object() && n.contains("category")) return true;
+  return j["nodes"].empty() && !j.contains("input");
+}
+
+std::string csv_quote(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+void print_predict_table(const hw::Device& dev, const hw::Workload& w, const hw::Cost& c) {
+  std::printf("device %s (%s)\n", dev.name().c_str(), dev.family().c_str());
+  std::printf("%-28s %-14s %12s %12s  %s\n", "node", "category", "time_us", "energy_uj", "bound");
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    const auto& n = c.nodes[i];
+    const char* cat = i < w.nodes.size() ? hw::op_category_name(w.nodes[i].category) : "";
+    std::printf("%-28s %-14s %12.3f %12.3f  %s\n", n.name.c_str(), cat, n.latency_s * 1e6,
+                n.energy_j * 1e6, n.bound.c_str());
+  }
+  std::printf("total: latency %.4f ms, energy %.4f mJ, memory %s, %s\n", c.latency_ms, c.energy_mj,
+              hw::format_bytes(c.memory_bytes).c_str(),
+              c.feasible ? "feasible" : ("INFEASIBLE: " + c.infeasible_reason).c_str());
+  if (!c.extra.empty()) std::printf("extra: %s\n", c.extra.dump().c_str());
+}
+
+}  // namespace
+
+hw::Workload resolve_architecture_workload(const std::string& arch) {
+  if (arch.empty()) throw std::invalid_argument("empty architecture");
+  // "SPACE_FILE:ARCH_STRING" (the space file must exist, so "C:\..."-like strings are not split).
+  if (auto colon = arch.find(':'); colon != std::string::npos && arch[0] != '|') {
+    const std::string space_file = arch.substr(0, colon);
+    if (fs::is_regular_file(space_file)) {
+      auto space = spaces::load_space(space_file);
+      return spaces::build_workload(space->parse(arch.substr(colon + 1)));
+    }
+  }
+  if (fs::is_regular_file(arch)) {
+    nlohmann::json j = read_json(arch, "architecture file");
+    if (is_workload_json(j)) return hw::Workload::from_json(j);
+    return spaces::build_workload(spaces::Genome::from_json(j));
+  }
+  if (arch[0] == '|') {  // NB201's own string form
+    static const auto nb201 = spaces::make_space(nlohmann::json{{"type", "nb201"}});
+    return spaces::build_workload(nb201->parse(arch));
+  }
+  throw std::invalid_argument("architecture '" + arch +
+                              "' is neither a file (genome or workload JSON), an NB201 string "
+                              "(|op~0|+|...|) nor SPACE_FILE:ARCH_STRING");
+}
+
+void add_hw_commands(CLI::App& app) {
+  auto* hw_cmd = app.add_subcommand("hw", "Hardware models: devices, prediction, calibration");
+  hw_cmd->require_subcommand(1);
+
+  auto* list = hw_cmd->add_subcommand("list", "List the device presets");
+  list->callback([] {
+    std::printf("%-20s %-14s %s\n", "name", "family", "description");
+    for (const auto& n : hw::preset_names()) {
+      auto d = hw::load_device(n)->to_json();
+      std::printf("%-20s %-14s %s\n", n.c_str(), d.value("family", "").c_str(),
+                  d.value("description", "").c_str());
+    }
+    std::printf("(presets from %s; families: ", hw::preset_dir().c_str());
+    auto fams = hw::family_names();
+    for (std::size_t i = 0; i < fams.size(); ++i) std::printf("%s%s", i ? ", " : "", fams[i].c_str());
+    std::printf(")\n");
+  });
+
+  auto* show = hw_cmd->add_subcommand("show", "Show a device's parameters and sources");
+  auto show_dev = std::make_shared<std::string>();
+  show->add_option("device", *show_dev, "preset name, device JSON or plugin .so")->required();
+  show->callback([show_dev] {
+    auto d = hw::load_device(*show_dev);
+    std::printf("%s\n", d->to_json().dump(2).c_str());
+  });
+
+  auto* predict = hw_cmd->add_subcommand("predict", "Predict latency, energy and memory of an architecture");
+  auto p_dev = std::make_shared<std::string>();
+  auto p_arch = std::make_shared<std::string>();
+  auto p_fmt = std::make_shared<std::string>("table");
+  predict->add_option("--device,-d", *p_dev, "preset name, device JSON or plugin .so")->required();
+  predict->add_option("arch", *p_arch, "NB201 string, SPACE_FILE:ARCH, genome or workload JSON")->required();
+  predict->add_option("--format", *p_fmt, "table or json")->check(CLI::IsMember({"table", "json"}));
+  predict->callback([p_dev, p_arch, p_fmt] {
+    auto dev = hw::load_device(*p_dev);
+    hw::Workload w = resolve_architecture_workload(*p_arch);
+    hw::Cost c = dev->estimate(w);
+    if (*p_fmt == "json") {
+      nlohmann::json nodes = nlohmann::json::array();
+      for (const auto& n : c.nodes)
+        nodes.push_back({{"name", n.name}, {"latency_s", n.latency_s}, {"energy_j", n.energy_j},
+                         {"bound", n.bound}});
+      nlohmann::json j = {{"device", dev->name()},         {"feasible", c.feasible},
+                          {"latency_ms", c.latency_ms},    {"energy_mj", c.energy_mj},
+                          {"memory_bytes", c.memory_bytes}, {"extra", c.extra},
+                          {"nodes", nodes}};
+      if (!c.feasible) j["infeasible_reason"] = c.infeasible_reason;
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      print_predict_table(*dev, w, c);
+    }
+  });
+
+  auto* cal = hw_cmd->add_subcommand("calibrate", "Fit a device model to measured latencies");
+  auto c_dev = std::make_shared<std::string>();
+  auto c_csv = std::make_shared<std::string>();
+  auto c_out = std::make_shared<std::string>();
+  auto c_opt = std::make_shared<hw::CalibrationOptions>();
+  cal->add_option("--device,-d", *c_dev, "base device (preset, JSON)")->required();
+  cal->add_option("--measurements,-m", *c_csv, "CSV: architecture,latency_ms[,energy_mj]")->required();
+  cal->add_option("--out,-o", *c_out, "tuned device JSON to write")->required();
+  cal->add_option("--seed", c_opt->seed, "seed of the train / held-out split");
+  cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")->check(CLI::Range(0.0, 0.9));
+  cal->callback([c_dev, c_csv, c_out, c_opt] {
+    auto base = hw::load_device(*c_dev);
+    std::vector<hw::Measurement> rows;
+    for (const auto& r : hw::read_measurements_csv(*c_csv)) {
+      hw::Measurement m;
+      m.architecture = r.architecture;
+      try {
+        m.workload = resolve_architecture_workload(r.architecture);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(*c_csv + ":" + std::to_string(r.line) + ": " + e.what());
+      }
+      m.latency_ms = r.latency_ms;
+      m.energy_mj = r.energy_mj;
+      rows.push_back(std::move(m));
+    }
+    hw::CalibrationResult res = hw::calibrate(base->to_json(), rows, *c_opt);
+    std::ofstream out(*c_out);
+    if (!out) throw std::invalid_argument("cannot write '" + *c_out + "'");
+    out << res.tuned.dump(2) << "\n";
+    auto line = [](const char* what, const hw::FitQuality& q) {
+      std::printf("  %-16s rows %3zu  spearman %.3f  within 10%% %5.1f%%  MAPE %6.1f%%\n", what,
+                  q.rows, q.spearman, 100 * q.within10, 100 * q.mape);
+    };
+    std::printf("calibrated %s on %zu rows (%zu held out, seed %llu) -> %s\n", base->name().c_str(),
+                res.train_rows.size(), res.heldout_rows.size(),
+                static_cast<unsigned long long>(c_opt->seed), c_out->c_str());
+    line("train before", res.train_before);
+    line("train after", res.train_after);
+    line("held-out before", res.heldout_before);
+    line("held-out after", res.heldout_after);
+  });
+
+  auto* meas = hw_cmd->add_subcommand("measure", "Time sampled architectures on this host (CSV for calibrate)");
+  struct MeasureArgs {
+    std::string space, out;
+    int n = 20, batch = 1, reps = 10, warmup = 2;
+    std::uint64_t seed = 0;
+  };
+  auto m = std::make_shared<MeasureArgs>();
+  meas->add_option("--space", m->space, "space JSON")->required();
+  meas->add_option("--n", m->n, "architectures to sample")->check(CLI::Range(1, 1000000));
+  meas->add_option("--out,-o", m->out, "CSV to write")->required();
+  meas->add_option("--batch", m->batch, "batch size of the timed forward pass")->check(CLI::Range(1, 65536));
+  meas->add_option("--reps", m->reps, "timed repetitions (median)")->check(CLI::Range(1, 100000));
+  meas->add_option("--warmup", m->warmup, "warm-up runs")->check(CLI::Range(0, 100000));
+  meas->add_option("--seed", m->seed, "sampling seed");
+  meas->callback([m] {
+    auto space = spaces::load_space(m->space);
+    // Genomes are written next to the CSV so that each row names a genome JSON file.
+    const fs::path gdir = fs::path(m->out).string() + ".genomes";
+    fs::create_directories(gdir);
+    std::ofstream csv(m->out);
+    if (!csv) throw std::invalid_argument("cannot write '" + m->out + "'");
+    csv << "architecture,latency_ms\n";
+    spaces::Rng rng(m->seed);
+    for (int i = 0; i < m->n; ++i) {
+      spaces::Genome g = space->sample(rng);
+      auto model = spaces::build_model(g, m->seed + i);
+      std::vector<int> dims = {m->batch};
+      for (int d : g.input_type().dims) dims.push_back(d);
+      nn::Var x = nn::constant(nn::Tensor(nn::Shape(dims), 0.5f));
+      nn::ForwardContext ctx;
+      ctx.training = false;
+      nn::NoGradGuard no_grad;
+      const double ms = hw::measure_median_ms([&] { model->forward(x, ctx); }, m->warmup, m->reps);
+      const fs::path gp = gdir / (g.hash() + ".json");
+      std::ofstream(gp) << g.to_json().dump() << "\n";
+      csv << csv_quote(gp.string()) << "," << ms << "\n";
+      std::fprintf(stderr, "[%d/%d] %s %.3f ms\n", i + 1, m->n, g.hash().c_str(), ms);
+    }
+    std::printf("wrote %d measurements to %s (genomes in %s)\n", m->n, m->out.c_str(),
+                gdir.string().c_str());
+  });
+}
+
+}  // namespace hwnas::search

@@ -1,0 +1,274 @@
+// The block catalogue: every kind registered with its domain, a JSON round trip, a built model
+// and a finite-difference gradient check per kind, and workload counts checked by hand.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "spaces/catalogue.hpp"
+#include "spaces/model_builder.hpp"
+#include "spaces/workload_builder.hpp"
+#include "tests/nn/gradcheck.hpp"
+
+using namespace hwnas;
+using namespace hwnas::spaces;
+using nlohmann::json;
+
+namespace {
+
+struct Case {
+  std::string kind;
+  TensorType in;
+  json params;
+  int inputs = 1;
+};
+
+// One small, valid use of every built-in kind.
+std::vector<Case> cases() {
+  auto img = TensorType::image(2, 6, 6);
+  auto seq = TensorType::sequence(5, 4);
+  auto vec = TensorType::vector(6);
+  return {
+      {"dense", vec, {{"units", 3}, {"activation", "tanh"}}},
+      {"conv", img, {{"channels", 3}, {"kernel", 3}, {"stride", 2}, {"activation", "tanh"}}},
+      {"dwconv", img, {{"kernel", 3}, {"activation", "silu"}}},
+      {"pool", img, {{"op", "avg"}, {"kernel", 3}, {"stride", 1}}},
+      {"global_pool", img, json::object()},
+      {"flatten", seq, json::object()},
+      {"norm", img, {{"type", "layer"}}},
+      {"activation", vec, {{"fn", "gelu"}}},
+      {"attention", seq, {{"heads", 2}}},
+      {"sliding_attention", seq, {{"heads", 2}, {"window", 2}, {"causal", true}}},
+      {"add", vec, json::object(), 2},
+      {"concat", seq, json::object(), 3},
+      {"head", vec, {{"outputs", 4}}},
+      {"skip_connect", img, json::object()},
+      {"none", img, json::object()},
+      {"nor_conv_1x1", img, json::object()},
+      {"nor_conv_3x3", img, json::object()},
+      {"avg_pool_3x3", img, json::object()},
+      {"nb201_reduction", img, {{"channels", 3}}},
+  };
+}
+
+// input -> (k parallel tanh dense/identity feeders when needed) -> block
+Genome genome_for(const Case& c) {
+  Genome g(c.in);
+  std::vector<Genome::NodeId> feeders;
+  if (c.inputs == 1) {
+    feeders.push_back(0);
+  } else {
+    for (int i = 0; i < c.inputs; ++i) {
+      auto f = g.add_node("activation", {{"fn", i % 2 ? "tanh" : "sigmoid"}});
+      g.add_edge(0, f);
+      feeders.push_back(f);
+    }
+  }
+  auto v = g.add_node(c.kind, c.params);
+  for (auto f : feeders) g.add_edge(f, v);
+  g.validate();
+  return g;
+}
+
+nn::Shape batched(const TensorType& t, int n) {
+  std::vector<int> d{n};
+  d.insert(d.end(), t.dims.begin(), t.dims.end());
+  return nn::Shape(d);
+}
+
+}  // namespace
+
+TEST(Catalogue, EveryCaseCoversEveryKind) {
+  std::set<std::string> covered;
+  for (const auto& c : cases()) covered.insert(c.kind);
+  for (const auto& n : catalogue().names()) EXPECT_TRUE(covered.count(n)) << "no test case for block kind " << n;
+}
+
+TEST(Catalogue, KindsHaveDomainsAndCommonParams) {
+  const Catalogue& cat = catalogue();
+  for (const auto& n : cat.names()) {
+    const BlockKind& k = cat.at(n);
+    EXPECT_FALSE(k.description.empty()) << n;
+    ASSERT_NE(k.find_param("bits"), nullptr) << n;
+    ASSERT_NE(k.find_param("prune"), nullptr) << n;
+    for (const auto& p : k.params) EXPECT_EQ(p.check(p.default_value), "") << n << "." << p.name;
+  }
+  EXPECT_EQ(cat.at("conv").find_param("kernel")->domain_str(), "{1,3,5,7}");
+  EXPECT_EQ(cat.at("norm").find_param("type")->domain_str(), "{batch,layer}");
+  EXPECT_EQ(cat.at("dense").find_param("units")->domain_str(), "int [1, 8192]");
+  try {
+    cat.at("nope");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("known: activation, add, attention"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Catalogue, DuplicateRegistrationIsRejected) {
+  Catalogue c;
+  register_builtin_blocks(c);
+  EXPECT_THROW(register_builtin_blocks(c), std::logic_error);
+}
+
+TEST(Blocks, JsonRoundTripEveryKind) {
+  for (const auto& c : cases()) {
+    Genome g = genome_for(c);
+    Genome h = Genome::from_json(json::parse(g.to_json().dump()));
+    EXPECT_EQ(h.to_json(), g.to_json()) << c.kind;
+    EXPECT_EQ(h.hash(), g.hash()) << c.kind;
+    EXPECT_EQ(h.node(h.output_node()).out, g.node(g.output_node()).out) << c.kind;
+  }
+}
+
+TEST(Blocks, ModelOutputMatchesInferredShape) {
+  for (const auto& c : cases()) {
+    Genome g = genome_for(c);
+    auto model = build_model(g, 7);
+    nn::ForwardContext ctx;
+    std::mt19937_64 rng(1);
+    ctx.rng = &rng;
+    nn::Var x = nn::constant(nn::testing::random_tensor(batched(c.in, 3), rng));
+    nn::Var y = model->forward(x, ctx);
+    EXPECT_EQ(y.shape(), batched(g.node(g.output_node()).out, 3)) << c.kind;
+  }
+}
+
+TEST(Blocks, GradientsMatchFiniteDifferences) {
+  for (const auto& c : cases()) {
+    SCOPED_TRACE(c.kind);
+    Genome g = genome_for(c);
+    auto model = build_model(g, 11);
+    std::mt19937_64 rng(5);
+    nn::ForwardContext ctx;
+    ctx.rng = &rng;
+    if (c.kind == "none") continue;  // zero output: no gradient to check (its gradient is zero)
+    nn::Tensor x = nn::testing::random_tensor(batched(c.in, 2), rng);
+    // Keep inputs away from ReLU's kink at 0 (the finite difference straddles it otherwise).
+    for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::copysign(0.2f + 0.8f * std::fabs(x.data()[i]), x.data()[i]);
+    nn::testing::expect_gradients_match(
+        [&](const std::vector<nn::Var>& v) { return model->forward(v[0], ctx); }, {x});
+  }
+}
+
+TEST(Blocks, FakeQuantisedAndPrunedWeightsStillTrain) {
+  Case c{"dense", TensorType::vector(6), {{"units", 5}, {"bits", 4}, {"prune", 0.5}}};
+  Genome g = genome_for(c);
+  auto model = build_model(g, 3);
+  std::vector<nn::Var> ps;
+  model->collect_parameters(ps);
+  std::mt19937_64 rng(2);
+  nn::ForwardContext ctx;
+  nn::Var y = model->forward(nn::constant(nn::testing::random_tensor(nn::Shape{4, 6}, rng)), ctx);
+  nn::backward(nn::sum(y));
+  ASSERT_FALSE(ps[0].grad().empty());
+  // Half the weights are pruned: exactly 15 of 30 receive a zero gradient.
+  int zeros = 0;
+  for (std::int64_t i = 0; i < ps[0].grad().numel(); ++i) zeros += ps[0].grad().data()[i] == 0.0f;
+  EXPECT_EQ(zeros, 15);
+}
+
+// ---- workload counts by hand ----
+
+namespace {
+hw::NodeWorkload count_of(const Case& c) {
+  Genome g = genome_for(c);
+  auto wl = build_workload(g);
+  return wl.nodes.back();
+}
+}  // namespace
+
+TEST(Workload, DenseByHand) {
+  auto w = count_of({"dense", TensorType::vector(100), {{"units", 10}}});
+  EXPECT_EQ(w.macs, 1000);
+  EXPECT_EQ(w.params, 1010);
+  EXPECT_EQ(w.weight_bytes, 1010 * 4);
+  EXPECT_EQ(w.input_bytes, 400);
+  EXPECT_EQ(w.output_bytes, 40);
+  EXPECT_EQ(w.other_flops, 20);  // bias + relu
+  EXPECT_EQ(w.category, hw::OpCategory::Dense);
+  EXPECT_EQ(w.neurons, 10);
+  EXPECT_EQ(w.fan_in, 100);
+  EXPECT_EQ(w.synapses, 1000);
+  EXPECT_EQ(w.name, "n1:dense");
+  // On a sequence the weights are shared across the L positions.
+  auto s = count_of({"dense", TensorType::sequence(7, 100), {{"units", 10}}});
+  EXPECT_EQ(s.macs, 7000);
+  EXPECT_EQ(s.params, 1010);
+  EXPECT_EQ(s.seq_len, 7);
+}
+
+TEST(Workload, BitsAndPruneScaleBytes) {
+  auto w = count_of({"dense", TensorType::vector(100), {{"units", 10}, {"bits", 8}, {"prune", 0.5}}});
+  EXPECT_EQ(w.bits, 8);
+  EXPECT_DOUBLE_EQ(w.sparsity, 0.5);
+  EXPECT_DOUBLE_EQ(w.weight_bytes, 1010 * 0.5);
+  EXPECT_EQ(w.input_bytes, 100);
+  EXPECT_EQ(w.macs, 1000);  // dense count; devices apply sparsity
+}
+
+TEST(Workload, ConvByHand) {
+  // Cout*Hout*Wout*(Cin/groups)*k^2 = 8*4*4*3*9 with stride 2 on 8x8.
+  auto w = count_of({"conv", TensorType::image(3, 8, 8), {{"channels", 8}, {"kernel", 3}, {"stride", 2}}});
+  EXPECT_EQ(w.macs, 8 * 4 * 4 * 3 * 9);
+  EXPECT_EQ(w.params, 8 * 3 * 9 + 2 * 8);  // weights + BN gamma/beta
+  EXPECT_EQ(w.output_bytes, 8 * 4 * 4 * 4);
+  EXPECT_EQ(w.category, hw::OpCategory::Conv);
+  EXPECT_EQ(w.fan_in, 27);
+  auto nobn = count_of({"conv", TensorType::image(3, 8, 8), {{"channels", 8}, {"kernel", 5}, {"batch_norm", false}}});
+  EXPECT_EQ(nobn.macs, 8 * 8 * 8 * 3 * 25);
+  EXPECT_EQ(nobn.params, 8 * 3 * 25 + 8);
+}
+
+TEST(Workload, DepthwiseConvByHand) {
+  auto w = count_of({"dwconv", TensorType::image(6, 10, 10), {{"kernel", 5}}});
+  EXPECT_EQ(w.macs, 6 * 10 * 10 * 25);
+  EXPECT_EQ(w.params, 6 * 25 + 12);
+  EXPECT_EQ(w.category, hw::OpCategory::DepthwiseConv);
+}
+
+TEST(Workload, PoolByHand) {
+  auto w = count_of({"pool", TensorType::image(4, 8, 8), {{"kernel", 2}, {"stride", 2}}});
+  EXPECT_EQ(w.macs, 0);
+  EXPECT_EQ(w.other_flops, 4 * 4 * 4 * 4);
+  EXPECT_EQ(w.params, 0);
+  EXPECT_EQ(w.category, hw::OpCategory::Pool);
+}
+
+TEST(Workload, AttentionByHand) {
+  const double L = 6, D = 8;
+  auto full = count_of({"attention", TensorType::sequence(6, 8), {{"heads", 2}}});
+  EXPECT_EQ(full.macs, 4 * L * D * D + 2 * L * L * D);
+  EXPECT_EQ(full.params, 4 * D * D + 4 * D);
+  EXPECT_EQ(full.category, hw::OpCategory::Attention);
+  EXPECT_EQ(full.seq_len, 6);
+  auto causal = count_of({"attention", TensorType::sequence(6, 8), {{"causal", true}}});
+  EXPECT_EQ(causal.macs, 4 * L * D * D + 2 * (L * (L + 1) / 2) * D);
+  // window 2, both sides: keys per query 2,3,3,3,3,2 = 16 pairs.
+  auto win = count_of({"sliding_attention", TensorType::sequence(6, 8), {{"window", 2}}});
+  EXPECT_EQ(win.macs, 4 * L * D * D + 2 * 16 * D);
+  // causal window 2: 1,2,2,2,2,2 = 11 pairs.
+  auto cwin = count_of({"sliding_attention", TensorType::sequence(6, 8), {{"window", 2}, {"causal", true}}});
+  EXPECT_EQ(cwin.macs, 4 * L * D * D + 2 * 11 * D);
+}
+
+TEST(Workload, Nb201OpsByHand) {
+  auto c3 = count_of({"nor_conv_3x3", TensorType::image(16, 32, 32), json::object()});
+  EXPECT_EQ(c3.macs, 16.0 * 32 * 32 * 16 * 9);
+  auto red = count_of({"nb201_reduction", TensorType::image(16, 32, 32), {{"channels", 32}}});
+  EXPECT_EQ(red.macs, 32.0 * 16 * 16 * (16 * 9 + 32 * 9 + 16));
+  auto z = count_of({"none", TensorType::image(16, 32, 32), json::object()});
+  EXPECT_EQ(z.macs + z.other_flops + z.bytes(), 0);
+}
+
+TEST(Workload, TotalsAndFanOut) {
+  Genome g(TensorType::vector(4));
+  auto a = g.add_node("dense", {{"units", 5}});
+  auto b = g.add_node("dense", {{"units", 3}});
+  g.add_edge(0, a);
+  g.add_edge(a, b);
+  g.validate();
+  auto wl = build_workload(g);
+  ASSERT_EQ(wl.nodes.size(), 2u);
+  EXPECT_EQ(wl.input_bytes, 16);
+  EXPECT_EQ(wl.nodes[0].fan_out, 3);  // each of a's 5 neurons drives 3 synapses
+  EXPECT_EQ(wl.nodes[0].macs + wl.nodes[1].macs, 20 + 15);
+}
