@@ -105,7 +105,7 @@ void run(const char* label, Make make, const Dataset& train_set, const Dataset& 
   TrainReport r = train(*model, train_set, val_set, cfg);
   int best = 0;
   for (std::size_t e = 0; e < r.epoch_val_accuracy.size(); ++e)
-    if (r.epoch_val_accuracy[e] > r.epoch_val_accuracy[static_cast<std::size_t>(best)])
+    if (r.epoch_val_accuracy[e] >= r.epoch_val_accuracy[static_cast<std::size_t>(best)])  // ties: later
       best = static_cast<int>(e);
   const int selected = best + 1;
   double val_acc = r.epoch_val_accuracy[static_cast<std::size_t>(best)];

@@ -4,7 +4,8 @@
 #
 #   bench/run_vs_pytorch.sh [build-dir]         (default: build)
 # Environment: STEPS (default 40), WARMUP (5), THREADS (2), REPEATS (3, best run kept),
-#              OPENBLAS=0 to skip the PyTorch+OpenBLAS variant.
+#              OPENBLAS=0 to skip the PyTorch+OpenBLAS variant, BENCH_BIN=path to use a
+#              prebuilt bench_train_vs_torch instead of building it.
 #
 # PyTorch comes from Debian's python3-torch, run by /usr/bin/python3 (the default python3 on
 # the development machines is a pyenv build without torch).  Debian's torch links the reference
@@ -27,11 +28,16 @@ if ! $PY -c "import torch" 2>/dev/null; then
   $SUDO apt-get install -y python3-torch >/dev/null
 fi
 
-if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+if [ -n "${BENCH_BIN:-}" ]; then  # a prebuilt binary (e.g. from another build dir)
+  BENCH="$BENCH_BIN"
+else
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  fi
+  cmake --build "$BUILD_DIR" --target bench_train_vs_torch -j"$THREADS" >/dev/null
+  BENCH="$BUILD_DIR/bench/bench_train_vs_torch"
 fi
-cmake --build "$BUILD_DIR" --target bench_train_vs_torch -j"$THREADS" >/dev/null
-BENCH="$BUILD_DIR/bench/bench_train_vs_torch"
+mkdir -p "$BUILD_DIR"
 
 OPENBLAS_LIB=""
 if [ "${OPENBLAS:-1}" != 0 ]; then

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <stdexcept>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -36,6 +37,12 @@ struct EvalResult {
 
   nlohmann::json to_json() const;
   static EvalResult from_json(const nlohmann::json& j);
+};
+
+// An error in the setup (data files, a table that lacks an architecture of the space), not in
+// the candidate: it ends the search with its message instead of failing one candidate.
+struct SetupError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
 };
 
 class Evaluator {

@@ -54,7 +54,7 @@ EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, 
     // Batch-1 inference latency on this machine: the one ground truth available here.
     std::vector<int> dims = data_->val.sample_dims();
     dims.insert(dims.begin(), 1);
-    nn::Tensor x(nn::Shape(dims));
+    nn::Tensor x{nn::Shape(dims)};
     std::copy(data_->val.x.data(), data_->val.x.data() + x.numel(), x.data());
     nn::NoGradGuard no_grad;
     nn::ForwardContext ctx;

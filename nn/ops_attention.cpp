@@ -87,6 +87,15 @@ void softmax_row(Row&& row) {
   row /= row.sum();
 }
 
+// Softmax backward in place, row by row (no temporaries): d <- p o (d - <p, d>).
+template <class PM, class DM>
+void softmax_backward_rows(const PM& p, DM& d) {
+  for (Eigen::Index i = 0; i < p.rows(); ++i) {
+    const float r = p.row(i).dot(d.row(i));
+    d.row(i) = p.row(i).cwiseProduct(d.row(i) - Eigen::RowVectorXf::Constant(d.cols(), r));
+  }
+}
+
 bool keeps_graph(const Var& q, const Var& k, const Var& v) {
   return grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
 }
@@ -161,8 +170,7 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
         if (!gr.dq && !gr.dk) continue;
         // dS = P o (dP - rowsum(P o dP)) with dP = dO V^T; masked entries have P = 0.
         dS.noalias() = dO * V.transpose();
-        const Eigen::VectorXf rs = P.cwiseProduct(dS).rowwise().sum();
-        dS = P.cwiseProduct(dS - rs.replicate(1, g.lk));
+        softmax_backward_rows(P, dS);
         if (gr.dq) HeadMap(gr.dq + oq, g.lq, g.dh, Stride(g.d)).noalias() += g.scale * (dS * K);
         if (gr.dk) HeadMap(gr.dk + ok, g.lk, g.dh, Stride(g.d)).noalias() += g.scale * (dS.transpose() * Q);
       }
@@ -283,8 +291,7 @@ Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads
           if (!gr.dq && !gr.dk) continue;
           MatrixMap dS(sbuf, T, R);
           dS.noalias() = dOt * V.middleRows(kl, R).transpose();
-          const Eigen::VectorXf rs = P.cwiseProduct(dS).rowwise().sum();
-          dS = P.cwiseProduct(dS - rs.replicate(1, R));
+          softmax_backward_rows(P, dS);
           if (gr.dq)
             HeadMap(gr.dq + off, L, g.dh, Stride(g.d)).middleRows(i0, T).noalias() +=
                 g.scale * (dS * K.middleRows(kl, R));

@@ -15,8 +15,11 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -29,6 +32,7 @@ namespace hwnas::nn {
 namespace {
 
 // Unaligned views for buffers that are not 64-byte aligned at their start (partials, planes).
+using UArrayMap = Eigen::Map<Eigen::ArrayXf>;
 using ConstUArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 
 // Runs f(begin, end) over [0, n), in parallel when the total work is worth a task split.
@@ -63,7 +67,7 @@ void for_each_chunk(std::int64_t n, int chunks, std::int64_t flops_per_item, F&&
 // Scratch buffer reused across calls by the same thread (im2col matrices): avoids per-call heap
 // churn.  Contents never carry over between uses, so reuse does not affect results.
 float* scratch(std::size_t n, int slot = 0) {
-  thread_local std::vector<float> buffers[2];
+  thread_local std::vector<float> buffers[3];
   auto& b = buffers[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -87,60 +91,107 @@ struct ConvGeom {
   bool depthwise() const { return groups == cin && groups == cout && groups > 1; }
 };
 
-// col[(c*kh + i)*kw + j][oh*wo + ow] = x[c][oh*s - p + i][ow*s - p + j] (zero outside).
-void im2col(const float* x, const ConvGeom& g, float* col) {
-  const std::int64_t P = g.p();
-  for (int c = 0; c < g.cin; ++c) {
-    const float* xc = x + static_cast<std::int64_t>(c) * g.h * g.w;
-    for (int i = 0; i < g.kh; ++i) {
-      int oh_lo, oh_hi;
-      valid_range(i - g.pad, g.stride, g.h, g.ho, oh_lo, oh_hi);
-      for (int j = 0; j < g.kw; ++j) {
-        float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
-        int ow_lo, ow_hi;
-        valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
-        std::fill(row, row + static_cast<std::int64_t>(oh_lo) * g.wo, 0.0f);
-        for (int oh = oh_lo; oh < oh_hi; ++oh) {
-          float* r = row + static_cast<std::int64_t>(oh) * g.wo;
-          const float* xr = xc + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
-          std::fill(r, r + ow_lo, 0.0f);
-          if (g.stride == 1) {
-            std::memcpy(r + ow_lo, xr + ow_lo, sizeof(float) * static_cast<std::size_t>(ow_hi - ow_lo));
-          } else {
-            for (int ow = ow_lo; ow < ow_hi; ++ow) r[ow] = xr[ow * g.stride];
-          }
-          std::fill(r + ow_hi, r + g.wo, 0.0f);
-        }
-        std::fill(row + static_cast<std::int64_t>(oh_hi) * g.wo, row + P, 0.0f);
-      }
-    }
+// im2col works on a zero-padded copy of the sample so that its inner loops have no bounds
+// checks and copy whole output rows inline: with small feature maps the rows are ~10-30 floats,
+// and per-row memcpy/memset calls would cost about as much as the GEMM itself.
+int padded_h(const ConvGeom& g) { return g.h + 2 * g.pad; }
+int padded_w(const ConvGeom& g) { return g.w + 2 * g.pad; }
+std::int64_t padded_size(const ConvGeom& g) { return static_cast<std::int64_t>(g.cin) * padded_h(g) * padded_w(g); }
+
+// Short-row copy / accumulate (rows of a feature map are often shorter than one AVX-512 vector):
+// masked vector ops avoid the call and alignment-peeling overhead of memcpy or Eigen per row.
+inline void copy_row(float* dst, const float* src, int n) {
+#if defined(__AVX512F__)
+  int t = 0;
+  for (; t + 16 <= n; t += 16) _mm512_storeu_ps(dst + t, _mm512_loadu_ps(src + t));
+  if (t < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - t)) - 1u);
+    _mm512_mask_storeu_ps(dst + t, m, _mm512_maskz_loadu_ps(m, src + t));
   }
+#else
+  UArrayMap(dst, n) = ConstUArrayMap(src, n);
+#endif
 }
 
-// The adjoint of im2col: dx += scatter(dcol).
-void col2im_add(const float* col, const ConvGeom& g, float* dx) {
+inline void add_row(float* dst, const float* src, int n) {
+#if defined(__AVX512F__)
+  int t = 0;
+  for (; t + 16 <= n; t += 16)
+    _mm512_storeu_ps(dst + t, _mm512_add_ps(_mm512_loadu_ps(dst + t), _mm512_loadu_ps(src + t)));
+  if (t < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - t)) - 1u);
+    _mm512_mask_storeu_ps(dst + t, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + t), _mm512_maskz_loadu_ps(m, src + t)));
+  }
+#else
+  UArrayMap(dst, n) += ConstUArrayMap(src, n);
+#endif
+}
+
+// Returns x itself when there is no padding, else a padded copy written into buf.
+const float* pad_sample(const float* x, const ConvGeom& g, float* buf) {
+  if (g.pad == 0) return x;
+  const int hp = padded_h(g), wp = padded_w(g);
+  std::fill(buf, buf + padded_size(g), 0.0f);
+  for (int c = 0; c < g.cin; ++c)
+    for (int ih = 0; ih < g.h; ++ih) {
+      const float* src = x + (static_cast<std::int64_t>(c) * g.h + ih) * g.w;
+      float* dst = buf + (static_cast<std::int64_t>(c) * hp + ih + g.pad) * wp + g.pad;
+      copy_row(dst, src, g.w);
+    }
+  return buf;
+}
+
+// col[(c*kh + i)*kw + j][oh*wo + ow] = xp[c][oh*s + i][ow*s + j] over the padded planes xp.
+void im2col(const float* xp, const ConvGeom& g, float* col) {
   const std::int64_t P = g.p();
-  for (int c = 0; c < g.cin; ++c) {
-    float* xc = dx + static_cast<std::int64_t>(c) * g.h * g.w;
-    for (int i = 0; i < g.kh; ++i) {
-      int oh_lo, oh_hi;
-      valid_range(i - g.pad, g.stride, g.h, g.ho, oh_lo, oh_hi);
+  const int hp = padded_h(g), wp = padded_w(g);
+  for (int c = 0; c < g.cin; ++c)
+    for (int i = 0; i < g.kh; ++i)
       for (int j = 0; j < g.kw; ++j) {
-        const float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
-        int ow_lo, ow_hi;
-        valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
-        for (int oh = oh_lo; oh < oh_hi; ++oh) {
-          const float* r = row + static_cast<std::int64_t>(oh) * g.wo;
-          float* xr = xc + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
-          if (g.stride == 1) {
-            for (int ow = ow_lo; ow < ow_hi; ++ow) xr[ow] += r[ow];
-          } else {
-            for (int ow = ow_lo; ow < ow_hi; ++ow) xr[ow * g.stride] += r[ow];
-          }
+        float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
+        const float* xc = xp + (static_cast<std::int64_t>(c) * hp + i) * wp + j;
+        for (int oh = 0; oh < g.ho; ++oh) {
+          const float* src = xc + static_cast<std::int64_t>(oh) * g.stride * wp;
+          float* dst = row + static_cast<std::int64_t>(oh) * g.wo;
+          if (g.stride == 1)
+            copy_row(dst, src, g.wo);
+          else
+            UArrayMap(dst, g.wo) = Eigen::Map<const Eigen::ArrayXf, 0, Eigen::InnerStride<>>(
+                src, g.wo, Eigen::InnerStride<>(g.stride));
         }
       }
-    }
+}
+
+// The adjoint of im2col followed by pad_sample: dx += crop(scatter(dcol)).  dxp is scratch for
+// the padded gradient (unused when there is no padding).
+void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp) {
+  const std::int64_t P = g.p();
+  const int hp = padded_h(g), wp = padded_w(g);
+  float* acc = dx;
+  if (g.pad > 0) {
+    std::fill(dxp, dxp + padded_size(g), 0.0f);
+    acc = dxp;
   }
+  for (int c = 0; c < g.cin; ++c)
+    for (int i = 0; i < g.kh; ++i)
+      for (int j = 0; j < g.kw; ++j) {
+        const float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
+        float* ac = acc + (static_cast<std::int64_t>(c) * hp + i) * wp + j;
+        for (int oh = 0; oh < g.ho; ++oh) {
+          float* dst = ac + static_cast<std::int64_t>(oh) * g.stride * wp;
+          const float* src = row + static_cast<std::int64_t>(oh) * g.wo;
+          if (g.stride == 1)
+            add_row(dst, src, g.wo);
+          else
+            Eigen::Map<Eigen::ArrayXf, 0, Eigen::InnerStride<>>(dst, g.wo, Eigen::InnerStride<>(g.stride)) +=
+                ConstUArrayMap(src, g.wo);
+        }
+      }
+  if (g.pad == 0) return;
+  for (int c = 0; c < g.cin; ++c)
+    for (int ih = 0; ih < g.h; ++ih)
+      add_row(dx + (static_cast<std::int64_t>(c) * g.h + ih) * g.w,
+              dxp + (static_cast<std::int64_t>(c) * hp + ih + g.pad) * wp + g.pad, g.w);
 }
 
 // ---- depthwise direct kernels (one [H, W] plane, one [kh, kw] filter) ----
@@ -191,6 +242,55 @@ void depthwise_backward_plane(const float* x, const float* wt, const float* dy, 
       }
       if (dw) dw[i * g.kw + j] += acc;
     }
+  }
+}
+
+// Stride 1 works on the padded-width grid instead: output position t = oh*wp + ow, ow < wp, whose
+// last kw-1 columns are garbage and dropped.  Each filter tap then becomes one long contiguous
+// axpy (or dot) over the whole plane rather than ho short rows.
+std::int64_t dw_padded_plane(const ConvGeom& g) { return static_cast<std::int64_t>(padded_h(g)) * padded_w(g) + g.kw; }
+std::int64_t dw_ext_plane(const ConvGeom& g) { return static_cast<std::int64_t>(g.ho) * padded_w(g); }
+
+// Zero-padded plane with kw floats of slack so the last taps' reads stay in bounds.
+void pad_plane(const float* x, const ConvGeom& g, float* xp) {
+  const int wp = padded_w(g);
+  std::fill(xp, xp + dw_padded_plane(g), 0.0f);
+  for (int ih = 0; ih < g.h; ++ih) copy_row(xp + static_cast<std::int64_t>(ih + g.pad) * wp + g.pad, x + ih * g.w, g.w);
+}
+
+void depthwise_forward_plane_s1(const float* x, const float* wt, float bias, const ConvGeom& g, float* y, float* xp,
+                                float* ext) {
+  const int wp = padded_w(g);
+  const std::int64_t T = dw_ext_plane(g);
+  pad_plane(x, g, xp);
+  UArrayMap e(ext, T);
+  e.setConstant(bias);
+  for (int i = 0; i < g.kh; ++i)
+    for (int j = 0; j < g.kw; ++j) e += wt[i * g.kw + j] * ConstUArrayMap(xp + i * wp + j, T);
+  for (int oh = 0; oh < g.ho; ++oh) copy_row(y + oh * g.wo, ext + static_cast<std::int64_t>(oh) * wp, g.wo);
+}
+
+void depthwise_backward_plane_s1(const float* x, const float* wt, const float* dy, const ConvGeom& g, float* dx,
+                                 float* dw, float* xp, float* ext, float* dxp) {
+  const int wp = padded_w(g);
+  const std::int64_t T = dw_ext_plane(g);
+  // dy on the padded-width grid; zero garbage columns make their taps contribute nothing.
+  for (int oh = 0; oh < g.ho; ++oh) {
+    float* e = ext + static_cast<std::int64_t>(oh) * wp;
+    copy_row(e, dy + oh * g.wo, g.wo);
+    std::fill(e + g.wo, e + wp, 0.0f);
+  }
+  ConstUArrayMap e(ext, T);
+  if (dw) {
+    pad_plane(x, g, xp);
+    for (int i = 0; i < g.kh; ++i)
+      for (int j = 0; j < g.kw; ++j) dw[i * g.kw + j] += (e * ConstUArrayMap(xp + i * wp + j, T)).sum();
+  }
+  if (dx) {
+    std::fill(dxp, dxp + dw_padded_plane(g), 0.0f);
+    for (int i = 0; i < g.kh; ++i)
+      for (int j = 0; j < g.kw; ++j) UArrayMap(dxp + i * wp + j, T) += wt[i * g.kw + j] * e;
+    for (int ih = 0; ih < g.h; ++ih) add_row(dx + ih * g.w, dxp + static_cast<std::int64_t>(ih + g.pad) * wp + g.pad, g.w);
   }
 }
 
@@ -245,9 +345,14 @@ Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g
     float* yd = y.data();
     const std::int64_t planes = static_cast<std::int64_t>(g.n) * g.cin;
     parallel_range(planes, 2 * P * K, [&](std::int64_t lo, std::int64_t hi) {
+      float* xp = g.stride == 1 ? scratch(static_cast<std::size_t>(dw_padded_plane(g)), 0) : nullptr;
+      float* ext = g.stride == 1 ? scratch(static_cast<std::size_t>(dw_ext_plane(g)), 1) : nullptr;
       for (std::int64_t pl = lo; pl < hi; ++pl) {
         int c = static_cast<int>(pl % g.cin);
-        depthwise_forward_plane(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P);
+        if (g.stride == 1)
+          depthwise_forward_plane_s1(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P, xp, ext);
+        else
+          depthwise_forward_plane(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P);
       }
     });
   }
@@ -266,12 +371,20 @@ Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g
     // Parallel over channels: each task owns dw[c], db[c] and the dx planes of channel c, and
     // sums over the batch in order n = 0..N-1.
     parallel_range(g.cin, 4 * P * K * g.n, [&](std::int64_t lo, std::int64_t hi) {
+      const bool s1 = g.stride == 1;
+      float* xp = s1 ? scratch(static_cast<std::size_t>(dw_padded_plane(g)), 0) : nullptr;
+      float* ext = s1 ? scratch(static_cast<std::size_t>(dw_ext_plane(g)), 1) : nullptr;
+      float* dxp = s1 ? scratch(static_cast<std::size_t>(dw_padded_plane(g)), 2) : nullptr;
       for (std::int64_t c = lo; c < hi; ++c) {
         float bacc = 0.0f;
         for (int n = 0; n < g.n; ++n) {
           const std::int64_t pl = static_cast<std::int64_t>(n) * g.cin + c;
-          depthwise_backward_plane(xd + pl * HW, wd + c * K, dy + pl * P, g, dx ? dx + pl * HW : nullptr,
-                                   dw ? dw + c * K : nullptr);
+          if (s1)
+            depthwise_backward_plane_s1(xd + pl * HW, wd + c * K, dy + pl * P, g, dx ? dx + pl * HW : nullptr,
+                                        dw ? dw + c * K : nullptr, xp, ext, dxp);
+          else
+            depthwise_backward_plane(xd + pl * HW, wd + c * K, dy + pl * P, g, dx ? dx + pl * HW : nullptr,
+                                     dw ? dw + c * K : nullptr);
           if (db) bacc += ConstUArrayMap(dy + pl * P, P).sum();
         }
         if (db) db[c] += bacc;
@@ -296,11 +409,12 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     ConstMatrixMap wm(w.value().data(), g.cout, Kg);
     float* yd = y.data();
     parallel_range(g.n, sample_flops, [&](std::int64_t lo, std::int64_t hi) {
-      float* col = g.pointwise() ? nullptr : scratch(static_cast<std::size_t>(g.groups * Kg * P));
+      float* col = g.pointwise() ? nullptr : scratch(static_cast<std::size_t>(g.groups * Kg * P), 0);
+      float* xpad = col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
       for (std::int64_t n = lo; n < hi; ++n) {
         const float* src = xd + n * CHW;
         if (col) {
-          im2col(src, g, col);
+          im2col(pad_sample(src, g, xpad), g, col);
           src = col;
         }
         for (int gr = 0; gr < g.groups; ++gr) {
@@ -336,6 +450,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
       const bool need_col = !g.pointwise() && (need_w || need_x);
       float* col = need_col ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 0) : nullptr;
       float* dcol = need_x && !g.pointwise() ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 1) : nullptr;
+      // One padded buffer serves both the input copy (dW) and the padded dx (col2im), in turn.
+      float* pbuf = need_col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
       for (std::int64_t n = lo; n < hi; ++n) {
         const float* dyn = dy + n * g.cout * P;
         if (need_b) {
@@ -345,7 +461,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         if (need_w) {
           const float* src = xd + n * CHW;
           if (col) {
-            im2col(src, g, col);
+            im2col(pad_sample(src, g, pbuf), g, col);
             src = col;
           }
           for (int gr = 0; gr < g.groups; ++gr) {
@@ -365,7 +481,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
             else
               dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
           }
-          if (dcol) col2im_add(dcol, g, dx + n * CHW);
+          if (dcol) col2im_add(dcol, g, dx + n * CHW, pbuf);
         }
       }
     });

@@ -111,12 +111,10 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
     auto colon = str.rfind(':');
     c.pareto_objectives.push_back({str.substr(0, colon), str.substr(colon + 1) == "max"});
   }
-  auto ids = store.evaluation_ids(run);
-  auto evals = store.evaluations(run);
   int costed = 0;
-  for (std::size_t i = 0; i < evals.size(); ++i) {
-    if (evals[i].status != "ok") continue;
-    hw::Cost cost = device->estimate(hw::Workload::from_json(evals[i].workload));
+  for (const db::EvaluationRecord& e : store.evaluations(run)) {
+    if (e.status != "ok") continue;
+    hw::Cost cost = device->estimate(hw::Workload::from_json(e.workload));
     db::CostRecord r;
     r.device = device->name();
     r.feasible = cost.feasible;
@@ -125,7 +123,7 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
     r.energy_mj = cost.energy_mj;
     r.memory_bytes = cost.memory_bytes;
     r.detail = cost.extra;
-    store.add_costs(ids[i], {r});
+    store.add_costs(e.id, {r});
     ++costed;
   }
   auto front = compute_front(store, run, device->name(), c.pareto_objectives);

@@ -53,8 +53,9 @@ const std::vector<Param>& parameter_table() {
        "timed batch-1 forward passes for the host latency (median); 0 disables"},
       {"evaluator.csv", Type::String, "", 0, 0, {}, "tabular evaluator: CSV file (relative to this file)"},
       {"evaluator.key_column", Type::String, "arch", 0, 0, {}, "tabular evaluator: architecture column"},
-      {"evaluator.metric_column", Type::String, "val_accuracy", 0, 0, {},
-       "tabular evaluator: column reported as val_accuracy"},
+      {"evaluator.metrics", Type::Object, json{{"val_accuracy", "val_accuracy"}}, 0, 0, {},
+       "tabular evaluator: reported metric -> CSV column; \"{epochs}\" in a column name becomes "
+       "the fidelity's epochs (e.g. {\"val_accuracy\": \"valid_acc_{epochs}\"})"},
       {"strategy", Type::Object, json{{"type", "regularized_evolution"}}, 0, 0, {},
        "strategy object: {\"type\": random | regularized_evolution, ...}"},
       {"budget.evaluations", Type::Int, 20, 1, 1000000, {}, "candidates to evaluate"},
@@ -278,7 +279,9 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   c.candidate_seconds = ev["max_seconds"];
   c.host_latency_reps = ev["host_latency_reps"];
   c.tabular_key = ev["key_column"];
-  c.tabular_metric = ev["metric_column"];
+  c.tabular_metrics = ev["metrics"];
+  for (const auto& [k, v] : c.tabular_metrics.items())
+    if (!v.is_string()) fail("evaluator.metrics." + k, "must be a CSV column name, got " + v.dump());
   if (c.evaluator == "tabular") {
     if (ev["csv"].get<std::string>().empty()) fail("evaluator.csv", "required when evaluator.type is 'tabular'");
     c.tabular_csv = resolve(base_dir, ev["csv"]);

@@ -46,7 +46,8 @@ struct SearchConfig {
   double candidate_seconds = 0;  // per-candidate training budget, 0 = none
   int host_latency_reps = 0;     // 0 disables host latency measurement
   std::string tabular_csv;       // resolved path
-  std::string tabular_key, tabular_metric;
+  std::string tabular_key;
+  nlohmann::json tabular_metrics;  // reported metric -> CSV column template
 
   // search
   nlohmann::json strategy;

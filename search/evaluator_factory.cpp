@@ -7,13 +7,25 @@ namespace hwnas::search {
 
 EvaluatorFactory make_evaluator_factory(const SearchConfig& c) {
   if (c.evaluator == "tabular") {
-    auto space = std::shared_ptr<spaces::Space>(spaces::make_space(c.space));
-    eval::TabularOptions opt;
-    opt.csv_path = c.tabular_csv;
-    opt.key_column = c.tabular_key;
-    opt.metric_columns = {{"val_accuracy", c.tabular_metric}};
-    auto table = std::make_shared<const eval::TabularTable>(eval::TabularTable::load(opt));
-    return [space, table] { return std::make_unique<eval::TabularEvaluator>(table, space); };
+    std::shared_ptr<const spaces::Space> space = spaces::make_space(c.space);
+    eval::TabularConfig tc;
+    tc.file = c.tabular_csv;
+    tc.key_column = c.tabular_key;
+    for (const auto& [k, v] : c.tabular_metrics.items()) tc.metrics[k] = v.get<std::string>();
+    // The table is parsed once; evaluators are read-only views of it.
+    auto shared = std::make_shared<eval::TabularEvaluator>(space, tc);
+    struct View final : eval::Evaluator {
+      std::shared_ptr<eval::TabularEvaluator> table;
+      std::string name() const override { return table->name(); }
+      eval::EvalResult evaluate(const spaces::Genome& g, const eval::Fidelity& f, std::uint64_t s) override {
+        return table->evaluate(g, f, s);
+      }
+    };
+    return [shared] {
+      auto v = std::make_unique<View>();
+      v->table = shared;
+      return v;
+    };
   }
   auto data = std::make_shared<const eval::TrainValSplit>(
       eval::load_fashion_mnist_train_val(c.val_size, c.seed, c.train_subset));

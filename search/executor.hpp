@@ -25,10 +25,11 @@ struct JobResult {
   std::uint64_t id = 0;
   int worker_rank = 0;
   eval::EvalResult result;
+  std::string fatal;  // an eval::SetupError: the search must stop with this message
 };
 
 // Runs one job with the evaluator, turning any exception into a failed result (a bad candidate
-// must never end the search).
+// must never end the search); an eval::SetupError becomes JobResult::fatal instead.
 JobResult run_job(eval::Evaluator& evaluator, const Job& job, int worker_rank);
 
 class Executor {

@@ -32,6 +32,8 @@ JobResult run_job(eval::Evaluator& evaluator, const Job& job, int worker_rank) {
   auto t0 = std::chrono::steady_clock::now();
   try {
     r.result = evaluator.evaluate(job.genome, job.fidelity, job.seed);
+  } catch (const eval::SetupError& e) {
+    r.fatal = e.what();
   } catch (const std::exception& e) {
     r.result = eval::EvalResult{};
     r.result.error = std::string("evaluation threw: ") + e.what();

@@ -79,6 +79,7 @@ class MpiExecutor final : public Executor {
     r.id = j.at("id").get<std::uint64_t>();
     r.worker_rank = st.MPI_SOURCE;
     r.result = eval::EvalResult::from_json(j.at("result"));
+    r.fatal = j.value("fatal", std::string());
     return r;
   }
 
@@ -163,7 +164,7 @@ int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory) {
       r.id = nlohmann::json::parse(payload, nullptr, false).value("id", 0ull);
       r.result.error = std::string("worker could not run the job: ") + e.what();
     }
-    nlohmann::json out = {{"id", r.id}, {"result", r.result.to_json()}};
+    nlohmann::json out = {{"id", r.id}, {"result", r.result.to_json()}, {"fatal", r.fatal}};
     send_string(out.dump(), 0, kTagResult);
   }
 }

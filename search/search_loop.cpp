@@ -70,10 +70,7 @@ std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run
   std::vector<std::vector<double>> points;
   std::vector<bool> maximize;
   for (const auto& o : objectives) maximize.push_back(o.maximize);
-  std::vector<std::int64_t> eval_ids = store.evaluation_ids(run_id);
-  std::vector<db::EvaluationRecord> evals = store.evaluations(run_id);
-  for (std::size_t i = 0; i < evals.size(); ++i) {
-    const auto& e = evals[i];
+  for (const db::EvaluationRecord& e : store.evaluations(run_id)) {
     if (e.status != "ok") continue;
     const db::CostRecord* cost = nullptr;
     for (const auto& c : e.costs)
@@ -87,7 +84,7 @@ std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run
       p.push_back(v);
     }
     if (!finite) continue;
-    ids.push_back(eval_ids[i]);
+    ids.push_back(e.id);
     points.push_back(std::move(p));
   }
   std::vector<std::int64_t> front;
@@ -167,6 +164,12 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 
     JobResult jr = executor.wait_next();
     --in_flight;
+    if (!jr.fatal.empty()) {
+      // Keep what is stored, mark the run failed, and report the setup error once.
+      executor.shutdown();
+      store.finish_run(summary.run_id, "failed");
+      throw eval::SetupError(jr.fatal);
+    }
     ++done;
     const spaces::Genome& genome = proposed.at(jr.id);
     const eval::EvalResult& res = jr.result;

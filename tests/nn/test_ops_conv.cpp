@@ -123,6 +123,10 @@ const ConvCase kConvCases[] = {
     {"depthwise_stride2", 2, 3, 7, 6, 3, 3, 3, {2, 1, 3}, false},
     {"depthwise_big_pad", 2, 2, 4, 4, 2, 5, 3, {1, 2, 2}, true},
     {"depthwise_multiplier", 2, 2, 5, 5, 4, 3, 3, {1, 1, 2}, true},  // groups == Cin < Cout: im2col path
+    {"depthwise_nopad", 2, 3, 5, 6, 3, 3, 2, {1, 0, 3}, true},
+    // Rows wider than one 16-float vector (full-vector + masked-tail row copies).
+    {"wide_rows", 1, 2, 4, 21, 2, 3, 3, {1, 1, 1}, true},
+    {"depthwise_wide_rows", 1, 2, 4, 19, 2, 3, 3, {1, 1, 2}, false},
 };
 
 class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
