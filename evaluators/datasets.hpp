@@ -86,7 +86,7 @@ struct Batch {
 
 // Iterates a dataset in mini-batches.  With shuffle, epoch e uses a permutation drawn from
 // (seed, e), so an epoch's order is reproducible on its own and independent of earlier epochs.
-// The last batch may be smaller unless drop_last.
+// The last batch may be smaller unless drop_last.  Holds a pointer: the dataset must outlive it.
 class BatchIterator {
  public:
   BatchIterator(const Dataset& d, int batch_size, bool shuffle, std::uint64_t seed,

@@ -1,9 +1,9 @@
 #include <oneapi/tbb/concurrent_queue.h>
-#include <oneapi/tbb/global_control.h>
 #include <oneapi/tbb/task_arena.h>
 
+#include <algorithm>
 #include <chrono>
-#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -47,32 +47,32 @@ namespace {
 
 class LocalExecutor final : public Executor {
  public:
+  // One runner thread per evaluation slot; every runner enters the same task arena of `threads`
+  // slots, reserved for the runners first, so the ops' inner parallel_for calls share one pool
+  // of `threads` threads and concurrent candidates never oversubscribe the cores.  (Enqueueing
+  // the jobs as arena tasks from a waiting coordinator is not enough: oneTBB gives an arena at
+  // most hardware_concurrency - 1 worker threads, which would leave one slot idle.)
   LocalExecutor(EvaluatorFactory factory, int workers, int threads)
-      : workers_(workers > 0 ? workers : static_cast<int>(std::thread::hardware_concurrency())),
-        threads_(threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency())),
-        // The coordinating thread only waits on the result queue, so the arena reserves no slot
-        // for it and the global limit counts it on top of the pool.
-        control_(oneapi::tbb::global_control::max_allowed_parallelism,
-                 static_cast<std::size_t>(threads_) + 1),
-        arena_(threads_, 0) {
-    if (workers_ < 1) workers_ = 1;
-    for (int i = 0; i < workers_; ++i) free_.push_back(factory());
+      : workers_(std::max(1, workers > 0 ? workers : static_cast<int>(std::thread::hardware_concurrency()))),
+        threads_(std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()))),
+        arena_(std::max(threads_, 1), std::min(workers_, threads_)) {
+    for (int i = 0; i < workers_; ++i) {
+      auto evaluator = factory();
+      runners_.emplace_back([this, ev = std::move(evaluator)]() mutable { serve(*ev); });
+    }
   }
 
-  ~LocalExecutor() override { shutdown(); }
+  ~LocalExecutor() override {
+    shutdown();
+    for (int i = 0; i < workers_; ++i) jobs_.push(std::nullopt);  // one stop token per runner
+    for (auto& t : runners_) t.join();
+  }
 
   int slots() const override { return workers_; }
 
   void submit(Job job) override {
     ++in_flight_;
-    arena_.enqueue([this, job = std::move(job)]() {
-      std::unique_ptr<eval::Evaluator> ev = acquire();
-      // Isolation keeps this thread from picking up another candidate's task while it waits in
-      // a parallel op, which would interleave two training loops on one thread.
-      JobResult r = nn::run_isolated([&] { return run_job(*ev, job, 0); });
-      release(std::move(ev));
-      results_.push(std::move(r));
-    });
+    jobs_.push(std::move(job));
   }
 
   JobResult wait_next() override {
@@ -83,7 +83,7 @@ class LocalExecutor final : public Executor {
   }
 
   void shutdown() override {
-    // Drain what is still running so no task outlives the executor.
+    // Drain what is still running so no evaluation outlives the search.
     while (in_flight_ > 0) (void)wait_next();
   }
 
@@ -93,24 +93,27 @@ class LocalExecutor final : public Executor {
   }
 
  private:
-  std::unique_ptr<eval::Evaluator> acquire() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto ev = std::move(free_.back());
-    free_.pop_back();
-    return ev;
-  }
-  void release(std::unique_ptr<eval::Evaluator> ev) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.push_back(std::move(ev));
+  void serve(eval::Evaluator& evaluator) {
+    while (true) {
+      std::optional<Job> job;
+      jobs_.pop(job);
+      if (!job) return;
+      JobResult r;
+      arena_.execute([&] {
+        // Isolation keeps this thread from picking up another candidate's task while it waits
+        // in a parallel op, which would interleave two training loops on one thread.
+        r = nn::run_isolated([&] { return run_job(evaluator, *job, 0); });
+      });
+      results_.push(std::move(r));
+    }
   }
 
   int workers_;
   int threads_;
-  oneapi::tbb::global_control control_;
   oneapi::tbb::task_arena arena_;
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<eval::Evaluator>> free_;
+  oneapi::tbb::concurrent_bounded_queue<std::optional<Job>> jobs_;
   oneapi::tbb::concurrent_bounded_queue<JobResult> results_;
+  std::vector<std::thread> runners_;
   int in_flight_ = 0;
 };
 
