@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <set>
 #include <sstream>
 
@@ -98,7 +99,7 @@ const char* type_name(Type t) {
 
 std::string fmt_number(double x) {
   std::ostringstream os;
-  os << x;
+  os << std::setprecision(12) << x;
   return os.str();
 }
 
