@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "hwmodels/device.hpp"
+#include "search/task_data.hpp"
 #include "spaces/space.hpp"
 #include "strategies/strategy.hpp"
 
@@ -34,10 +35,13 @@ const std::vector<Param>& parameter_table() {
       {"seed", Type::Int, 0, 0, 4294967295.0, {}, "seed of every random choice in the search"},
       {"space", Type::PathOrObject, nullptr, 0, 0, {},
        "search space: path to a space JSON (relative to this file) or an inline definition"},
-      {"task.dataset", Type::Choice, "fashion_mnist", 0, 0, {"fashion_mnist", "tabular"},
-       "training data; fashion_mnist is read from /usr/share/datasets/fashion-mnist"},
+      {"task.dataset", Type::Choice, "fashion_mnist", 0, 0,
+       {"fashion_mnist", "fashion_mnist_rows", "associative_recall", "marked_majority", "tabular"},
+       "training data (search/task_data.hpp); fashion_mnist is read from "
+       "/usr/share/datasets/fashion-mnist, the sequence tasks are generated from the seed"},
       {"task.train_subset", Type::Int, 0, 0, 60000, {},
-       "training images per candidate (0 = all images not held out for validation)"},
+       "training samples per candidate (0 = all Fashion-MNIST images not held out for "
+       "validation; 10000 generated sequences)"},
       {"task.val_size", Type::Int, 5000, 100, 30000, {},
        "validation images held out of the 60k TRAINING split (the test split is never used)"},
       {"evaluator.type", Type::Choice, "train", 0, 0, {"train", "tabular"},
@@ -293,13 +297,12 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
     fail("evaluator.type", "'" + c.evaluator + "' does not match task.dataset '" + c.dataset +
                                "' (use both 'tabular' or a dataset with evaluator 'train')");
   if (c.evaluator == "train") {
-    auto in = space->input_type();
-    if (in.kind != spaces::DataKind::Image || in.dims != std::vector<int>{1, 28, 28} ||
-        space->num_outputs() != 10)
-      fail("space", "input " + in.str() + " with " + std::to_string(space->num_outputs()) +
-                        " outputs does not fit task.dataset 'fashion_mnist' (needs image[1,28,28], "
-                        "10 outputs)");
-    if (c.train_subset > 60000 - c.val_size)
+    try {
+      check_task_fits(c.dataset, space->input_type(), space->num_outputs());
+    } catch (const std::invalid_argument& e) {
+      fail("space", e.what());
+    }
+    if (c.dataset.starts_with("fashion_mnist") && c.train_subset > 60000 - c.val_size)
       fail("task.train_subset", std::to_string(c.train_subset) + " exceeds the " +
                                     std::to_string(60000 - c.val_size) +
                                     " training images left after task.val_size");

@@ -2,6 +2,7 @@
 
 #include "evaluators/tabular.hpp"
 #include "evaluators/train_evaluator.hpp"
+#include "search/task_data.hpp"
 
 namespace hwnas::search {
 
@@ -27,8 +28,8 @@ EvaluatorFactory make_evaluator_factory(const SearchConfig& c) {
       return v;
     };
   }
-  auto data = std::make_shared<const eval::TrainValSplit>(
-      eval::load_fashion_mnist_train_val(c.val_size, c.seed, c.train_subset));
+  auto data = std::make_shared<const eval::TrainValSplit>(load_task(
+      c.dataset, spaces::make_space(c.space)->input_type(), c.val_size, c.train_subset, c.seed));
   eval::TrainEvaluatorOptions opt;
   opt.train.optimizer = c.optimizer;
   opt.train.lr = static_cast<float>(c.lr);
