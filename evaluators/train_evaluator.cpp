@@ -1,5 +1,6 @@
 #include "evaluators/train_evaluator.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -34,6 +35,9 @@ EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, 
   tc.epochs = f.epochs;
   if (f.max_seconds > 0) tc.max_seconds = f.max_seconds;
   tc.seed = seed;
+  // About ten points on the loss curve whatever the budget, so first and last windows differ.
+  const int steps_per_epoch = (train_set->size() + tc.batch_size - 1) / tc.batch_size;
+  tc.log_every_steps = std::max(1, steps_per_epoch * tc.epochs / 10);
   TrainReport rep = train(*model, *train_set, data_->val, tc);
 
   r.metrics["val_accuracy"] = rep.val_accuracy;

@@ -159,7 +159,23 @@ TEST(SearchEndToEnd, BinaryRunsAndQueriesWork) {
   auto show = run_command(kBinary + " show --db " + db + " 1");
   EXPECT_EQ(show.exit_code, 0) << show.output;
   auto bad = run_command(kBinary + " pareto --db " + db + " --device no_such_device");
-  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+
+  // A new device's front without retraining: the stored workloads are costed again.
+  db::Store before(db, true);
+  const auto evals_before = before.evaluations(*before.latest_run_id());
+  auto rs = run_command(kBinary + " rescore --db " + db + " --device stm32h743");
+  EXPECT_EQ(rs.exit_code, 0) << rs.output;
+  EXPECT_NE(rs.output.find("without retraining"), std::string::npos) << rs.output;
+  db::Store after(db, true);
+  const auto evals_after = after.evaluations(*after.latest_run_id());
+  ASSERT_EQ(evals_after.size(), evals_before.size());
+  for (std::size_t i = 0; i < evals_after.size(); ++i) {
+    EXPECT_EQ(evals_after[i].metrics, evals_before[i].metrics) << "rescore must not retrain";
+    EXPECT_EQ(evals_after[i].costs.size(), evals_before[i].costs.size() + 1);
+  }
+  auto p2 = run_command(kBinary + " pareto --db " + db + " --device stm32h743 --format csv");
+  EXPECT_EQ(p2.exit_code, 0) << p2.output;
   fs::remove_all(dir);
 }
 
