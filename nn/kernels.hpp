@@ -123,4 +123,13 @@ inline void accumulate_owned(Node& node, Tensor&& g) {
 
 inline Node& parent(Node& self, std::size_t i) { return *self.parents[i]; }
 
+// The node's gradient buffer for an op to write into.  When the node has no gradient yet a fresh,
+// uninitialised buffer is installed and `fresh` is set: the caller must then overwrite every
+// element (no zero-fill pass); otherwise the existing gradient is returned and the caller adds.
+inline float* grad_buffer(Node& node, bool& fresh) {
+  fresh = node.grad.empty() || node.grad.shape() != node.value.shape();
+  if (fresh) node.grad = Tensor(node.value.shape());
+  return node.grad.data();
+}
+
 }  // namespace hwnas::nn::detail

@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 #include <sstream>
 
 namespace hwnas::nn {
@@ -41,10 +44,63 @@ bool Shape::operator==(const Shape& o) const {
 }
 
 namespace {
+// Buffers of at least kPoolMinBytes are recycled through a process-wide pool keyed by exact
+// size instead of going back to malloc: such blocks are mmap-backed in glibc, so every training
+// step would otherwise pay page faults and zeroing for each large activation and gradient (a
+// quarter of a CNN/encoder step).  Training reuses the same shapes every step, so exact-size
+// buckets hit almost always.  The pool is bounded (kPoolMaxBytes idle) and thread-safe; recycled
+// contents are never relied upon (Tensor(shape) is documented as uninitialised).
+constexpr std::size_t kPoolMinBytes = std::size_t{1} << 16;
+constexpr std::size_t kPoolMaxBytes = std::size_t{512} << 20;
+
+class BufferPool {
+ public:
+  void* take(std::size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        idle_ -= bytes;
+        return p;
+      }
+    }
+    return std::aligned_alloc(64, bytes);
+  }
+  void give(void* p, std::size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (idle_ + bytes <= kPoolMaxBytes) {
+        free_[bytes].push_back(p);
+        idle_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::size_t, std::vector<void*>> free_;
+  std::size_t idle_ = 0;
+};
+
+// Never destroyed: tensors with static storage duration may release buffers during exit.
+BufferPool& pool() {
+  static BufferPool* p = new BufferPool;
+  return *p;
+}
+
 // 64-byte alignment matches Eigen::Aligned64 maps and AVX-512 loads.
 std::shared_ptr<float[]> allocate(std::int64_t n) {
   std::size_t bytes = static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(float);
   bytes = (bytes + 63) / 64 * 64;
+  if (bytes >= kPoolMinBytes) {
+    auto* p = static_cast<float*>(pool().take(bytes));
+    if (!p) throw std::bad_alloc();
+    return std::shared_ptr<float[]>(p, [bytes](float* q) { pool().give(q, bytes); });
+  }
   auto* p = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (!p) throw std::bad_alloc();
   return std::shared_ptr<float[]>(p, [](float* q) { std::free(q); });

@@ -129,7 +129,7 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   auto front = compute_front(store, run, device->name(), c.pareto_objectives);
   store.set_pareto(run, device->name(), front);
   SearchSummary s;
-  s.fronts[device->name()] = store.pareto(run, device->name());
+  s.fronts[device->name()] = front_rows(store, run, device->name());
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << device->name()
             << " without retraining\n";

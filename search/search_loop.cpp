@@ -63,6 +63,30 @@ std::string fmt_seconds(double s) {
 
 }  // namespace
 
+std::string summarize_genome(const nlohmann::json& g) {
+  // Short parameter names for the table; anything else prints as name=value.
+  static const std::map<std::string, std::string> abbrev = {
+      {"channels", "c"}, {"kernel", "k"}, {"stride", "s"}, {"units", "u"}, {"heads", "h"},
+      {"window", "w"}, {"outputs", "o"}};
+  std::string out;
+  if (!g.contains("nodes")) return out;
+  for (const auto& n : g["nodes"]) {
+    const std::string kind = n.value("kind", "?");
+    if (kind == "input" || kind == "head") continue;
+    std::string item = kind;
+    if (n.contains("params"))
+      for (const auto& [k, v] : n["params"].items()) {
+        std::string val = v.is_string() ? v.get<std::string>() : v.dump();
+        if (k == "bits") item += " " + val + "b";
+        else if (k == "prune") item += " p" + val;
+        else if (abbrev.count(k)) item += " " + abbrev.at(k) + val;
+        else item += " " + (v.is_string() ? val : k + "=" + val);
+      }
+    out += (out.empty() ? "" : " | ") + item;
+  }
+  return out;
+}
+
 std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run_id,
                                         const std::string& device,
                                         const std::vector<ObjectiveSpec>& objectives) {
@@ -213,6 +237,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     } else {
       ++summary.failed;
     }
+    for (const auto& c : rec.costs)
+      if (!c.feasible) {
+        auto& [count, reason] = summary.infeasible[c.device];
+        if (count++ == 0) reason = c.infeasible_reason;
+      }
     store.add_evaluation(rec);  // one transaction: evaluation + costs
 
     if (fitness > summary.best_fitness) {
@@ -260,7 +289,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& d : devices) {
     auto front = compute_front(store, summary.run_id, d->name(), config.pareto_objectives);
     store.set_pareto(summary.run_id, d->name(), front);
-    summary.fronts[d->name()] = store.pareto(summary.run_id, d->name());
+    summary.fronts[d->name()] = front_rows(store, summary.run_id, d->name());
   }
   summary.evaluated = done;
   summary.seconds = elapsed();
@@ -269,12 +298,25 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   return summary;
 }
 
+std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id, const std::string& device) {
+  std::vector<FrontRow> rows;
+  for (auto& p : store.pareto(run_id, device)) {
+    FrontRow r{std::move(p), {}};
+    if (auto a = store.architecture(r.arch_id)) r.arch_summary = summarize_genome(a->genome);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
 void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& objectives,
                   std::ostream& out) {
   for (const auto& [device, rows] : s.fronts) {
     out << "\nPareto front on " << device << " (" << rows.size() << " architectures; objectives";
     for (const auto& o : objectives) out << ' ' << o.str();
     out << ")\n";
+    if (auto it = s.infeasible.find(device); it != s.infeasible.end())
+      out << "  " << it->second.first << " candidates infeasible on " << device << ", e.g. "
+          << it->second.second << "\n";
     out << std::left << std::setw(7) << "eval" << std::setw(18) << "arch" << std::right;
     for (const auto& o : objectives) out << std::setw(15) << o.metric;
     out << "  description\n";
@@ -284,8 +326,8 @@ void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& obje
         double v = objective_value(o, r.metrics, &r.cost);
         out << std::setw(15) << std::setprecision(o.metric == "memory_bytes" ? 0 : 4) << std::fixed << v;
       }
-      std::string desc = r.arch_description;
-      if (desc.size() > 60) desc = desc.substr(0, 57) + "...";
+      std::string desc = r.arch_summary.empty() ? r.arch_description : r.arch_summary;
+      if (desc.size() > 90) desc = desc.substr(0, 87) + "...";
       out << "  " << desc << "\n";
     }
   }

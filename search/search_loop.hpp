@@ -21,6 +21,11 @@
 
 namespace hwnas::search {
 
+// A front member with a one-line summary of its graph for printing.
+struct FrontRow : db::ParetoRow {
+  std::string arch_summary;  // "conv c16 s2 | pool | conv c32 8b | global_pool"
+};
+
 struct SearchSummary {
   std::int64_t run_id = 0;
   int evaluated = 0;
@@ -29,7 +34,9 @@ struct SearchSummary {
   std::map<std::string, double> best_metrics;  // of the best-fitness candidate
   double seconds = 0;
   std::string status;  // "finished" | "interrupted"
-  std::map<std::string, std::vector<db::ParetoRow>> fronts;  // device name -> front
+  std::map<std::string, std::vector<FrontRow>> fronts;
+  // Per device: candidates it cannot run, and the first reason given.
+  std::map<std::string, std::pair<int, std::string>> infeasible;  // device name -> front
 };
 
 // Set by the SIGINT handler: stop proposing, finish in-flight work, store fronts.
@@ -42,6 +49,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run_id,
                                         const std::string& device,
                                         const std::vector<ObjectiveSpec>& objectives);
+
+// One line per node of a genome's JSON (kind and short hyperparameters), in node order.
+std::string summarize_genome(const nlohmann::json& genome);
+std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id, const std::string& device);
 
 // Prints each device's front as a table.
 void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& objectives,
