@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -62,15 +63,20 @@ std::vector<double> ranks(const std::vector<double>& v) {
   return r;
 }
 
-// Per-row features of the linear model, from the uncalibrated base device.
+// Per-row features of the linear model: from the uncalibrated base device (body, kernels) and
+// from the workload itself (nodes, FLOPs, bytes; scaled by the device's batch like
+// DeviceBase::add_linear_terms does).  Fallback nodes are excluded and kept fixed.
 struct Features {
-  std::array<double, kNumCategories> body{};  // ms
+  std::array<double, kNumCategories> body{};   // ms
+  std::array<double, kNumCategories> flops{};  // FLOPs
+  std::array<double, kNumCategories> bytes{};  // bytes
   double kernels = 0;
+  double nodes = 0;
   double overhead_ms = 0;  // base per-kernel overhead total
   double fixed_ms = 0;     // fallback nodes
 };
 
-Features features(const Device& base, const Workload& w) {
+Features features(const Device& base, const Workload& w, double batch) {
   Features f;
   Cost c = base.estimate(w);
   if (c.nodes.size() != w.nodes.size())
@@ -82,11 +88,79 @@ Features features(const Device& base, const Workload& w) {
       f.fixed_ms += nc.latency_s * 1e3;
       continue;
     }
-    f.body[cat_index(w.nodes[i].category)] += (nc.latency_s - nc.overhead_s) * 1e3;
-    f.kernels += w.nodes[i].kernels;
+    const NodeWorkload& n = w.nodes[i];
+    const std::size_t ci = cat_index(n.category);
+    f.body[ci] += (nc.latency_s - nc.overhead_s) * 1e3;
+    f.flops[ci] += batch * n.flops();
+    f.bytes[ci] += n.weight_bytes + batch * (n.input_bytes + n.output_bytes);
+    f.kernels += n.kernels;
+    f.nodes += 1;
     f.overhead_ms += nc.overhead_s * 1e3;
   }
   return f;
+}
+
+// One unknown of the linear model and how it is written to the "calibration" block.
+enum class Term { Scale, PerKernel, PerNode, Flop, Byte };
+struct Column {
+  Term term;
+  std::size_t cat = 0;
+  double value(const Features& f) const {  // feature value; coefficient units ms / unit
+    switch (term) {
+      case Term::Scale: return f.body[cat];
+      case Term::PerKernel: return f.kernels;
+      case Term::PerNode: return f.nodes;
+      case Term::Flop: return f.flops[cat];
+      case Term::Byte: return f.bytes[cat];
+    }
+    return 0;
+  }
+};
+
+// Weighted NNLS with a ridge towards `prior`:
+//   min sum_i ((x_i . th + F_i - y_i) / y_i)^2 + lambda * sum_j D_j (th_j - prior_j)^2
+// D_j = mean weighted square of column j (so lambda is scale free); th_j >= lo_j.
+// Columns are normalised internally; solved by projected coordinate descent (deterministic).
+std::vector<double> fit_nnls(const std::vector<std::vector<double>>& X, const std::vector<double>& y,
+                             const std::vector<double>& fixed, const std::vector<double>& prior,
+                             const std::vector<double>& lo, double lambda) {
+  const std::size_t p = prior.size(), n = y.size();
+  std::vector<double> A(p * p, 0.0), bv(p, 0.0), norm(p, 0.0);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t a = 0; a < p; ++a) norm[a] += X[i][a] * X[i][a] / (y[i] * y[i]);
+  for (auto& v : norm) v = v > 0 ? std::sqrt(v / double(n)) : 1.0;  // RMS of weighted column
+  for (std::size_t i = 0; i < n; ++i) {
+    const double wgt = 1.0 / (y[i] * y[i]);
+    for (std::size_t a = 0; a < p; ++a) {
+      const double xa = X[i][a] / norm[a];
+      bv[a] += wgt * xa * (y[i] - fixed[i]);
+      for (std::size_t b = 0; b < p; ++b) A[a * p + b] += wgt * xa * X[i][b] / norm[b];
+    }
+  }
+  // In normalised units every column has D_j = 1 (or 0 for an all-zero column).
+  std::vector<double> pr(p), lb(p), th(p);
+  for (std::size_t a = 0; a < p; ++a) {
+    pr[a] = prior[a] * norm[a];
+    lb[a] = lo[a] * norm[a];
+    const double lam = (lambda + 1e-9) * double(n);
+    A[a * p + a] += lam;
+    bv[a] += lam * pr[a];
+    th[a] = std::max(lb[a], pr[a]);
+  }
+  for (int sweep = 0; sweep < 20000; ++sweep) {
+    double change = 0;
+    for (std::size_t a = 0; a < p; ++a) {
+      double s = bv[a];
+      for (std::size_t b = 0; b < p; ++b)
+        if (b != a) s -= A[a * p + b] * th[b];
+      const double nv = std::max(lb[a], s / A[a * p + a]);
+      change = std::max(change, std::abs(nv - th[a]));
+      th[a] = nv;
+    }
+    if (change < 1e-13) break;
+  }
+  for (std::size_t a = 0; a < p; ++a) th[a] /= norm[a];
+  return th;
 }
 
 }  // namespace
@@ -219,70 +293,120 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   std::sort(res.heldout_rows.begin(), res.heldout_rows.end());
   std::sort(res.train_rows.begin(), res.train_rows.end());
 
+  const double batch = raw_desc.value("batch", 1);
   std::vector<Features> feats;
   feats.reserve(rows.size());
-  for (const auto& r : rows) feats.push_back(features(*raw, r.workload));
+  for (const auto& r : rows) feats.push_back(features(*raw, r.workload, batch));
 
-  // Unknowns: one scale per category present in the training rows, then the per-kernel term.
-  std::vector<std::size_t> cats;
-  for (std::size_t c = 0; c < kNumCategories; ++c)
+  // Unknowns: a scale per category present in the training rows, the per-kernel term, then
+  // (opt.workload_terms) a per-node term and per-category per-FLOP and per-byte terms.
+  std::vector<Column> cols;
+  auto present = [&](const Column& c) {
     for (auto i : res.train_rows)
-      if (feats[i].body[c] > 0) {
-        cats.push_back(c);
-        break;
-      }
+      if (c.value(feats[i]) > 0) return true;
+    return false;
+  };
+  for (std::size_t c = 0; c < kNumCategories; ++c)
+    if (Column col{Term::Scale, c}; present(col)) cols.push_back(col);
+  const std::size_t n_scale = cols.size();
   double k_sum = 0, o_sum = 0;
   for (auto i : res.train_rows) {
     k_sum += feats[i].kernels;
     o_sum += feats[i].overhead_ms;
   }
   const bool use_k = fit_overhead && k_sum > 0;
-  const std::size_t p = cats.size() + (use_k ? 1 : 0);
-  std::vector<double> prior(p, 1.0);
-  if (use_k) prior[p - 1] = o_sum / k_sum;  // ms per kernel
+  if (use_k) cols.push_back({Term::PerKernel});
+  if (opt.workload_terms) {
+    if (Column col{Term::PerNode}; present(col)) cols.push_back(col);
+    for (std::size_t c = 0; c < kNumCategories; ++c) {
+      if (Column col{Term::Flop, c}; present(col)) cols.push_back(col);
+      if (Column col{Term::Byte, c}; present(col)) cols.push_back(col);
+    }
+  }
+  const std::size_t p = cols.size();
   auto row_x = [&](std::size_t i) {
     std::vector<double> x(p);
-    for (std::size_t j = 0; j < cats.size(); ++j) x[j] = feats[i].body[cats[j]];
-    if (use_k) x[p - 1] = feats[i].kernels;
+    for (std::size_t j = 0; j < p; ++j) x[j] = cols[j].value(feats[i]);
     return x;
   };
-  // Normal equations of the relative-error objective, weights 1/y^2.
-  std::vector<double> A(p * p, 0.0), bv(p, 0.0), scale2(p, 0.0);
-  for (auto i : res.train_rows) {
-    const double y = rows[i].latency_ms, wgt = 1.0 / (y * y);
+  // Prior: the base device rescaled by one global factor g (fitted first), so that a device
+  // 10x faster or slower than the base is not pulled back to the base's absolute speed; the
+  // workload terms have prior 0.
+  double g = 1;
+  {
+    double sxy = 0, sxx = 0;
+    for (auto i : res.train_rows) {
+      double x = use_k ? feats[i].overhead_ms : 0.0;
+      for (std::size_t j = 0; j < n_scale; ++j) x += feats[i].body[cols[j].cat];
+      const double y = rows[i].latency_ms, wgt = 1.0 / (y * y);
+      sxy += wgt * x * (y - feats[i].fixed_ms);
+      sxx += wgt * x * x;
+    }
+    if (sxx > 0 && sxy > 0) g = sxy / sxx;
+  }
+  std::vector<double> prior(p, 0.0), lo(p, 0.0);
+  for (std::size_t j = 0; j < p; ++j) {
+    if (cols[j].term == Term::Scale) {
+      prior[j] = g;
+      lo[j] = 1e-6;  // scales must stay positive
+    } else if (cols[j].term == Term::PerKernel) {
+      prior[j] = g * o_sum / k_sum;  // ms per kernel
+    }
+  }
+  auto solve = [&](const std::vector<std::size_t>& idx, double lambda) {
+    std::vector<std::vector<double>> X;
+    std::vector<double> y, fx;
+    for (auto i : idx) {
+      X.push_back(row_x(i));
+      y.push_back(rows[i].latency_ms);
+      fx.push_back(feats[i].fixed_ms);
+    }
+    return fit_nnls(X, y, fx, prior, lo, lambda);
+  };
+  auto predict = [&](const std::vector<double>& th, std::size_t i) {
+    double v = feats[i].fixed_ms;
     auto x = row_x(i);
-    for (std::size_t a = 0; a < p; ++a) {
-      bv[a] += wgt * x[a] * (y - feats[i].fixed_ms);
-      for (std::size_t b = 0; b < p; ++b) A[a * p + b] += wgt * x[a] * x[b];
+    for (std::size_t j = 0; j < p; ++j) v += th[j] * x[j];
+    return v;
+  };
+  // Ridge strength: given, or chosen by k-fold cross-validation (mean absolute relative error)
+  // on the training rows from a fixed grid; folds by position, so deterministic.
+  double lambda = opt.ridge;
+  if (lambda < 0) {
+    const std::vector<double> grid = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0};
+    const std::size_t k = std::min<std::size_t>(5, res.train_rows.size());
+    double best = std::numeric_limits<double>::infinity();
+    lambda = grid.back();
+    for (double lam : grid) {
+      double err = 0;
+      for (std::size_t fold = 0; fold < k; ++fold) {
+        std::vector<std::size_t> tr, va;
+        for (std::size_t q = 0; q < res.train_rows.size(); ++q)
+          (q % k == fold ? va : tr).push_back(res.train_rows[q]);
+        if (tr.empty() || va.empty()) continue;
+        auto th = solve(tr, lam);
+        for (auto i : va) err += std::abs(predict(th, i) - rows[i].latency_ms) / rows[i].latency_ms;
+      }
+      if (err < best * (1 - 1e-9)) {  // ties go to the smaller ridge
+        best = err;
+        lambda = lam;
+      }
     }
   }
-  for (std::size_t a = 0; a < p; ++a) {
-    // Ridge towards the prior, scaled by the feature's own magnitude.
-    const double lam = opt.ridge * std::max(A[a * p + a], 1e-30);
-    A[a * p + a] += lam;
-    bv[a] += lam * prior[a];
-  }
-  // Projected coordinate descent (NNLS on a small, positive-definite system).
-  std::vector<double> th = prior;
-  for (int sweep = 0; sweep < 2000; ++sweep) {
-    double change = 0;
-    for (std::size_t a = 0; a < p; ++a) {
-      double s = bv[a];
-      for (std::size_t b = 0; b < p; ++b)
-        if (b != a) s -= A[a * p + b] * th[b];
-      const double lo = a < cats.size() ? 1e-6 : 0.0;  // scales must stay positive
-      const double nv = std::max(lo, s / A[a * p + a]);
-      change = std::max(change, std::abs(nv - th[a]) / std::max(1e-12, std::abs(th[a])));
-      th[a] = nv;
-    }
-    if (change < 1e-12) break;
-  }
+  std::vector<double> th = solve(res.train_rows, lambda);
 
   nlohmann::json tuned = raw_desc;
   nlohmann::json cal = {{"category_scale", nlohmann::json::object()}};
-  for (std::size_t j = 0; j < cats.size(); ++j)
-    cal["category_scale"][op_category_name(static_cast<OpCategory>(cats[j]))] = th[j];
-  if (use_k) cal["per_kernel_s"] = th[p - 1] * 1e-3;
+  for (std::size_t j = 0; j < p; ++j) {
+    const char* cat = op_category_name(static_cast<OpCategory>(cols[j].cat));
+    switch (cols[j].term) {
+      case Term::Scale: cal["category_scale"][cat] = th[j]; break;
+      case Term::PerKernel: cal["per_kernel_s"] = th[j] * 1e-3; break;
+      case Term::PerNode: cal["per_node_s"] = th[j] * 1e-3; break;
+      case Term::Flop: cal["s_per_flop"][cat] = th[j] * 1e-3; break;
+      case Term::Byte: cal["s_per_byte"][cat] = th[j] * 1e-3; break;
+    }
+  }
   tuned["calibration"] = cal;
   auto tuned_dev = make_device(tuned);
 
@@ -302,21 +426,30 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
     tuned_dev = make_device(tuned);
   }
 
-  auto quality = [&](const Device& d, const std::vector<std::size_t>& idx) {
+  res.predicted_before.resize(rows.size());
+  res.predicted_after.resize(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    res.predicted_before[i] = as_given->estimate_total(rows[i].workload).latency_ms;
+    res.predicted_after[i] = tuned_dev->estimate_total(rows[i].workload).latency_ms;
+  }
+  auto quality = [&](const std::vector<double>& pred, const std::vector<std::size_t>& idx) {
     std::vector<double> pr, y;
     for (auto i : idx) {
-      pr.push_back(d.estimate_total(rows[i].workload).latency_ms);
+      pr.push_back(pred[i]);
       y.push_back(rows[i].latency_ms);
     }
     return fit_quality(pr, y);
   };
-  res.train_before = quality(*as_given, res.train_rows);
-  res.train_after = quality(*tuned_dev, res.train_rows);
-  res.heldout_before = quality(*as_given, res.heldout_rows);
-  res.heldout_after = quality(*tuned_dev, res.heldout_rows);
+  res.train_before = quality(res.predicted_before, res.train_rows);
+  res.train_after = quality(res.predicted_after, res.train_rows);
+  res.heldout_before = quality(res.predicted_before, res.heldout_rows);
+  res.heldout_after = quality(res.predicted_after, res.heldout_rows);
+  res.ridge = lambda;
   tuned["name"] = raw_desc.value("name", std::string("device")) + "_calibrated";
   tuned["calibration_report"] = res.report();
   tuned["calibration_report"]["seed"] = opt.seed;
+  tuned["calibration_report"]["ridge"] = lambda;
+  tuned["calibration_report"]["ridge_chosen_by"] = opt.ridge < 0 ? "5-fold cross-validation" : "given";
   res.tuned = std::move(tuned);
   return res;
 }

@@ -1,13 +1,22 @@
 // Calibration of an analytic device model to measured latencies (`hwnas hw calibrate`).
 //
-// Model: measured latency_i ~ sum_cat a_cat * B_i,cat + b * K_i + F_i, where B_i,cat is the
-// base device's per-category latency without per-kernel overhead, K_i the kernel count and F_i
-// the time of nodes that fell back to another device (kept fixed).  a_cat >= 0 and b >= 0 are
-// fitted by non-negative least squares on relative errors ((pred - y) / y), with a small ridge
-// pulling each a_cat towards 1 and b towards the base overhead, so categories with little data
-// stay near the prior.  Rows are split into train / held-out by a seeded Fisher-Yates shuffle.
-// If energies are given, one energy scale is fitted as the geometric mean of measured/predicted.
-// The result is written as the device's "calibration" block (see device_base.hpp).
+// Model (per row i, summed over the nodes that run on the device):
+//   latency_i ~ sum_cat a_cat * B_i,cat + b * K_i + g * N_i
+//               + sum_cat (f_cat * FLOPs_i,cat + m_cat * Bytes_i,cat) + F_i
+// B_i,cat is the base device's per-category latency without per-kernel overhead (its roofline
+// max(compute, memory) for most families), K_i the kernel count, N_i the node count, FLOPs and
+// Bytes the workload's own counts (scaled by the device batch), F_i the time of nodes that fell
+// back to another device (kept fixed).  The base term lets a good analytic model stay; the
+// per-node term and the *summed* compute and memory terms let a CPU running our own engine be
+// represented (µs-scale per-op overhead, compute and memory that do not overlap).  All
+// coefficients are >= 0 (a_cat > 0), fitted by NNLS on relative errors ((pred - y) / y) with a
+// ridge towards a prior: the base device rescaled by one fitted global factor (a_cat = g,
+// b = g * base overhead, workload terms 0), so a device 10x off the base is not pulled back.
+// The ridge strength is chosen by 5-fold cross-validation on the training rows unless given.
+// Rows are split into train / held-out by a seeded Fisher-Yates shuffle; everything is
+// deterministic.  If energies are given, one energy scale is fitted as the geometric mean of
+// measured/predicted.  The result is written as the device's "calibration" block (see
+// device_base.hpp), which the tuned device applies in estimate().
 #pragma once
 
 #include <cstdint>
@@ -41,7 +50,11 @@ std::vector<MeasurementRow> read_measurements_csv(const std::string& path);
 struct CalibrationOptions {
   double holdout_fraction = 0.3;
   std::uint64_t seed = 0;
-  double ridge = 1e-3;  // relative to the mean squared feature scale
+  // Ridge strength relative to each feature's mean squared scale; < 0: chosen by 5-fold
+  // cross-validation on the training rows from {1e-6 ... 10}.
+  double ridge = -1;
+  // Fit the per-node, per-FLOP and per-byte terms (false: only category scales + per-kernel).
+  bool workload_terms = true;
 };
 
 struct FitQuality {
@@ -56,6 +69,8 @@ struct CalibrationResult {
   nlohmann::json tuned;  // the calibrated device description
   FitQuality train_before, train_after, heldout_before, heldout_after;
   std::vector<std::size_t> train_rows, heldout_rows;  // indices into the input
+  std::vector<double> predicted_before, predicted_after;  // ms, per input row
+  double ridge = 0;                                       // ridge strength used
   nlohmann::json report() const;
 };
 

@@ -188,7 +188,46 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
       per_kernel_s_ = reader_.non_negative_or("calibration.per_kernel_s", 0);
     }
     energy_scale_ = reader_.positive_or("calibration.energy_scale", 1.0);
+    per_node_s_ = reader_.non_negative_or("calibration.per_node_s", 0);
+    auto table = [&](const char* key, std::array<double, kNumCategories>& out) {
+      const std::string path = std::string("calibration.") + key;
+      const auto* t = reader_.find(path);
+      if (!t) return;
+      if (!t->is_object()) fail(path, "must be an object of per-op-category values");
+      for (auto it = t->begin(); it != t->end(); ++it) {
+        std::size_t ci;
+        try {
+          ci = cat_index(op_category_from_name(it.key()));
+        } catch (const std::invalid_argument& e) {
+          fail(path + "." + it.key(), std::string("is not an op category: ") + e.what());
+        }
+        out[ci] = reader_.non_negative_or(path + "." + it.key(), 0);
+      }
+    };
+    table("s_per_flop", s_per_flop_);
+    table("s_per_byte", s_per_byte_);
+    has_linear_ = per_node_s_ > 0;
+    for (std::size_t i = 0; i < kNumCategories; ++i)
+      has_linear_ = has_linear_ || s_per_flop_[i] > 0 || s_per_byte_[i] > 0;
+    if (has_linear_) batch_ = reader_.positive_int_or("batch", 1);
   }
+}
+
+void DeviceBase::add_linear_terms(const Workload& w, Cost& c) const {
+  if (c.nodes.size() != w.nodes.size()) return;  // no index-aligned breakdown to extend
+  double added = 0;
+  for (std::size_t i = 0; i < w.nodes.size(); ++i) {
+    NodeCost& nc = c.nodes[i];
+    if (nc.bound.rfind("fallback", 0) == 0) continue;
+    const NodeWorkload& n = w.nodes[i];
+    const std::size_t ci = cat_index(n.category);
+    const double t = per_node_s_ + s_per_flop_[ci] * batch_ * n.flops() +
+                     s_per_byte_[ci] * (n.weight_bytes + batch_ * (n.input_bytes + n.output_bytes));
+    nc.latency_s += t;
+    nc.overhead_s += per_node_s_;
+    added += t;
+  }
+  c.latency_ms += added * 1e3;
 }
 
 // ---- registry ------------------------------------------------------------------------------

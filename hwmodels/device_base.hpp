@@ -71,17 +71,33 @@ struct PrecisionTable {
 
 // Base of the built-in families.  Holds the validated description and the optional
 // "calibration" block written by `hwnas hw calibrate`:
-//   {"category_scale": {cat: a}, "per_kernel_s": b, "energy_scale": e}
-// A calibrated node latency is a_cat * body + kernels * b (body = latency without the per-kernel
-// overhead); energy_scale multiplies total energy.
+//   {"category_scale": {cat: a}, "per_kernel_s": b, "energy_scale": e,
+//    "per_node_s": g, "s_per_flop": {cat: f}, "s_per_byte": {cat: m}}
+// A calibrated node latency is
+//   a_cat * body + kernels * b + g + f_cat * FLOPs + m_cat * bytes
+// (body = the family's latency without the per-kernel overhead; FLOPs = batch * (2 MACs + other
+// FLOPs), bytes = weight bytes + batch * activation bytes, batch = the description's "batch",
+// default 1).  The last three terms are optional (0 when absent, so older tuned files load
+// unchanged); they are added in estimate() to every node that did not fall back to another
+// device.  energy_scale multiplies total energy.
 class DeviceBase : public Device {
  public:
   explicit DeviceBase(const nlohmann::json& description);
   std::string name() const override { return name_; }
   std::string family() const override { return family_; }
   nlohmann::json to_json() const override { return desc_; }
-  Cost estimate(const Workload& w) const override { return run(w, true); }
-  Cost estimate_total(const Workload& w) const override { return run(w, false); }
+  Cost estimate(const Workload& w) const override {
+    Cost c = run(w, true);
+    if (has_linear_) add_linear_terms(w, c);
+    return c;
+  }
+  Cost estimate_total(const Workload& w) const override {
+    if (!has_linear_) return run(w, false);
+    Cost c = run(w, true);  // the linear terms need to know which nodes fell back
+    add_linear_terms(w, c);
+    c.nodes.clear();
+    return c;
+  }
   // Whether latency is a sum over nodes (so `hw calibrate` can fit per-category scales).
   virtual bool calibratable() const { return true; }
 
@@ -105,8 +121,14 @@ class DeviceBase : public Device {
   std::string name_, family_;
 
  private:
+  // Adds the calibrated per-node, per-FLOP and per-byte terms (see above) to a breakdown.
+  void add_linear_terms(const Workload& w, Cost& c) const;
+
   FieldReader reader_;  // refers to desc_
   std::array<double, kNumCategories> scale_{};
+  bool has_linear_ = false;
+  double per_node_s_ = 0, batch_ = 1;
+  std::array<double, kNumCategories> s_per_flop_{}, s_per_byte_{};
   bool has_per_kernel_ = false;
   double per_kernel_s_ = 0;
   double energy_scale_ = 1;

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "nn/autograd.hpp"
 #include "nn/parallel.hpp"
@@ -78,13 +79,36 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
     if (!accumulate) c.setZero();
     return;
   }
+  const std::int64_t macs = m * n * k;
+  // Long reductions into a small output (weight gradients g^T x over a large batch): splitting
+  // m or n would make every chunk repack the whole of the other k-long operand, so split k
+  // instead into per-chunk partial products, summed into c in chunk order (deterministic).
+  if (k >= 8 * std::max(m, n) && macs >= 2 * kGemmChunkMacs && k >= 512) {
+    std::int64_t kchunks = 2;
+    while (kchunks * 2 <= kMaxChunks && macs / (kchunks * 2) >= kGemmChunkMacs && k / (kchunks * 2) >= 256)
+      kchunks *= 2;
+    std::vector<float> part(static_cast<std::size_t>(kchunks * m * n));
+    oneapi::tbb::parallel_for(
+        oneapi::tbb::blocked_range<std::int64_t>(0, kchunks, 1),
+        [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+          for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
+            const std::int64_t k0 = k * ch / kchunks, k1 = k * (ch + 1) / kchunks;
+            Eigen::Map<RowMatrix> pm(part.data() + ch * m * n, m, n);
+            pm.noalias() = a.middleCols(k0, k1 - k0) * b.middleRows(k0, k1 - k0);
+          }
+        },
+        oneapi::tbb::simple_partitioner());
+    if (!accumulate) c = Eigen::Map<const RowMatrix>(part.data(), m, n);
+    else c += Eigen::Map<const RowMatrix>(part.data(), m, n);
+    for (std::int64_t ch = 1; ch < kchunks; ++ch) c += Eigen::Map<const RowMatrix>(part.data() + ch * m * n, m, n);
+    return;
+  }
   const bool split_rows = m >= n;
   const std::int64_t len = split_rows ? m : n;
   // Every chunk repacks the unsplit operand, so chunks are kept large: at least kGemmChunkMacs
   // multiply-adds and 32 rows/cols each, and a power of two so that two or four threads share
   // the chunks evenly.
   std::int64_t chunks = 1;
-  const std::int64_t macs = m * n * k;
   while (chunks * 2 <= kMaxChunks && macs / (chunks * 2) >= kGemmChunkMacs && len / (chunks * 2) >= 32)
     chunks *= 2;
   if (chunks <= 1) {
@@ -122,6 +146,12 @@ inline void accumulate_owned(Node& node, Tensor&& g) {
 }
 
 inline Node& parent(Node& self, std::size_t i) { return *self.parents[i]; }
+
+// Full multi-head self-attention on a fused projection qkv = [B, L, 3*d_model] (q, k, v side by
+// side along the last dim, as MultiHeadSelfAttention's single in-projection produces them).
+// Same values as split + multi_head_attention, without the three split copies, their backward
+// scatters and the zero-filled q/k/v gradients (nn/ops_attention.cpp).
+Var fused_qkv_attention(const Var& qkv, int heads, bool causal);
 
 // The node's gradient buffer for an op to write into.  When the node has no gradient yet a fresh,
 // uninitialised buffer is installed and `fresh` is set: the caller must then overwrite every

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "nn/kernels.hpp"
 #include "nn/layers.hpp"
 
 namespace hwnas::nn {
@@ -56,6 +57,8 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(int d_model, int heads, bool caus
 
 Var MultiHeadSelfAttention::forward(const Var& x) {
   const int d = x.dim(-1);
+  if (window == 0 && x.shape().rank() == 3 && d > 0 && d % heads == 0 && x.dim(1) > 0 && qkv.weight.dim(0) == 3 * d)
+    return out.forward(detail::fused_qkv_attention(qkv.forward(x), heads, causal));
   std::vector<Var> parts = split(qkv.forward(x), {d, d, d}, -1);
   Var y = window > 0 ? sliding_window_attention(parts[0], parts[1], parts[2], heads, window, causal)
                      : multi_head_attention(parts[0], parts[1], parts[2], heads, causal);

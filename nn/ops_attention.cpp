@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
 
@@ -173,6 +174,81 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
         softmax_backward_rows(P, dS);
         if (gr.dq) HeadMap(gr.dq + oq, g.lq, g.dh, Stride(g.d)).noalias() += g.scale * (dS * K);
         if (gr.dk) HeadMap(gr.dk + ok, g.lk, g.dh, Stride(g.d)).noalias() += g.scale * (dS.transpose() * Q);
+      }
+    });
+  });
+}
+
+Var detail::fused_qkv_attention(const Var& qkv, int heads, bool causal) {
+  const Shape& s = qkv.shape();
+  if (!qkv.defined() || s.rank() != 3 || s[2] % 3 != 0 || heads < 1 || (s[2] / 3) % heads != 0 || s[1] < 1)
+    throw std::invalid_argument("fused_qkv_attention: qkv must be [B, L, 3*d_model] with heads dividing d_model, got " +
+                                (qkv.defined() ? s.str() : std::string("undefined")));
+  const int B = s[0], L = s[1], d = s[2] / 3, ld = s[2];
+  const int dh = d / heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  const bool keep = grad_enabled() && qkv.requires_grad();
+  const std::int64_t LL = static_cast<std::int64_t>(L) * L;
+  const std::int64_t pairs = static_cast<std::int64_t>(B) * heads;
+  Tensor probs = keep ? Tensor(Shape{B, heads, L, L}) : Tensor();
+  Tensor out(Shape{B, L, d});
+  // Head h of batch element bi: q at column h*dh, k at d + h*dh, v at 2d + h*dh, row stride ld.
+  auto in_off = [L, ld, dh](int bi, int h) { return static_cast<std::int64_t>(bi) * L * ld + h * dh; };
+  auto out_off = [L, d, dh](int bi, int h) { return static_cast<std::int64_t>(bi) * L * d + h * dh; };
+  const float* xd = qkv.value().data();
+  float* od = out.data();
+  float* pd = keep ? probs.data() : nullptr;
+  parallel_range(pairs, 4 * LL * dh, [&](std::int64_t lo, std::int64_t hi) {
+    float* tmp = keep ? nullptr : scratch(static_cast<std::size_t>(LL), 0);
+    for (std::int64_t p = lo; p < hi; ++p) {
+      const int bi = static_cast<int>(p / heads), h = static_cast<int>(p % heads);
+      const float* base = xd + in_off(bi, h);
+      ConstHeadMap Q(base, L, dh, Stride(ld));
+      ConstHeadMap K(base + d, L, dh, Stride(ld));
+      ConstHeadMap V(base + 2 * d, L, dh, Stride(ld));
+      HeadMap O(od + out_off(bi, h), L, dh, Stride(d));
+      MatrixMap P(keep ? pd + p * LL : tmp, L, L);
+      P.noalias() = scale * (Q * K.transpose());
+      for (int i = 0; i < L; ++i) {
+        const int n = causal ? i + 1 : L;
+        softmax_row(P.row(i).head(n));
+        if (n < L) P.row(i).tail(L - n).setZero();
+      }
+      O.noalias() = P * V;
+    }
+  });
+  return make_result(std::move(out), {qkv}, [B, L, d, ld, dh, heads, scale, LL, pairs, probs, in_off,
+                                              out_off](Node& self) {
+    Node& nx = *self.parents[0];
+    bool fresh = false;
+    // Each (b, h) task writes its own q/k/v column slices exactly once, covering the whole
+    // gradient, so a fresh buffer is assigned directly and an existing one added to.
+    float* dx = detail::grad_buffer(nx, fresh);
+    const float* xd = nx.value.data();
+    const float* dod = self.grad.data();
+    const float* pd = probs.data();
+    parallel_range(pairs, 8 * LL * dh, [&](std::int64_t lo, std::int64_t hi) {
+      MatrixMap dS(scratch(static_cast<std::size_t>(LL), 0), L, L);
+      for (std::int64_t p = lo; p < hi; ++p) {
+        const int bi = static_cast<int>(p / heads), h = static_cast<int>(p % heads);
+        const std::int64_t io = in_off(bi, h);
+        ConstHeadMap Q(xd + io, L, dh, Stride(ld));
+        ConstHeadMap K(xd + io + d, L, dh, Stride(ld));
+        ConstHeadMap V(xd + io + 2 * d, L, dh, Stride(ld));
+        ConstHeadMap dO(dod + out_off(bi, h), L, dh, Stride(d));
+        HeadMap dQ(dx + io, L, dh, Stride(ld)), dK(dx + io + d, L, dh, Stride(ld)), dV(dx + io + 2 * d, L, dh, Stride(ld));
+        ConstMatrixMap P(pd + p * LL, L, L);
+        if (fresh) dV.noalias() = P.transpose() * dO;
+        else dV.noalias() += P.transpose() * dO;
+        dS.noalias() = dO * V.transpose();
+        softmax_backward_rows(P, dS);
+        if (fresh) {
+          dQ.noalias() = scale * (dS * K);
+          dK.noalias() = scale * (dS.transpose() * Q);
+        } else {
+          dQ.noalias() += scale * (dS * K);
+          dK.noalias() += scale * (dS.transpose() * Q);
+        }
       }
     });
   });

@@ -261,7 +261,8 @@ Var binary(const char* name, const Var& a, const Var& b) {
           accumulate_owned(nb, std::move(gb));
         }
       } else {
-        if (na.requires_grad) accumulate_grad(na, self.grad);
+        // b first (it reads self.grad), then a takes self.grad's buffer: self.grad is not read
+        // again once this closure returns.  (If a and b are one node, b's clone is added to.)
         if (nb.requires_grad) {
           if constexpr (K == BinOp::Sub) {
             Tensor gb(nb.value.shape());
@@ -271,6 +272,7 @@ Var binary(const char* name, const Var& a, const Var& b) {
             accumulate_grad(nb, self.grad);
           }
         }
+        if (na.requires_grad) accumulate_owned(na, std::move(self.grad));
       }
     });
   }

@@ -535,7 +535,10 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
   // Argmax index within the input plane, for routing the gradient in backward; only recorded
   // when a graph is being built.
   const bool keep = grad_enabled() && x.requires_grad();
-  auto argmax = std::make_shared<std::vector<std::int32_t>>(keep ? static_cast<std::size_t>(g.planes() * P) : 0);
+  // Held in a (pooled, uninitialised) Tensor buffer, only ever accessed as int32: a fresh
+  // zeroed std::vector this size would cost page faults and a memset on every step.
+  Tensor argmax_buf = keep ? Tensor(Shape{static_cast<int>(g.planes() * P)}) : Tensor();
+  auto* argmax_data = keep ? reinterpret_cast<std::int32_t*>(argmax_buf.data()) : nullptr;
   const float* xd = x.value().data();
   float* yd = y.data();
   const bool k2s2 = g.k == 2 && g.stride == 2 && g.pad == 0;
@@ -543,7 +546,7 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
     for (std::int64_t pl = lo; pl < hi; ++pl) {
       const float* xp = xd + pl * HW;
       float* yp = yd + pl * P;
-      std::int32_t* ap = keep ? argmax->data() + pl * P : nullptr;
+      std::int32_t* ap = keep ? argmax_data + pl * P : nullptr;
       if (k2s2) {
         // 2x2 windows, stride 2, all in bounds: the generic loop's scan order (a, b, c, d) and
         // strict '>' against -inf, branch-free so that the compiler vectorises it.
@@ -553,7 +556,41 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
           float* yr = yp + oh * g.wo;
           std::int32_t* ar = ap ? ap + oh * g.wo : nullptr;
           const std::int32_t base = 2 * oh * g.w;
-          for (int ow = 0; ow < g.wo; ++ow) {
+          int ow = 0;
+#if defined(__AVX512F__)
+          {
+            const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            const __m512i lane2 = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
+            const __m512i kb = _mm512_set1_epi32(1), kc = _mm512_set1_epi32(g.w), kd = _mm512_set1_epi32(g.w + 1);
+            for (; ow < g.wo; ow += 16) {
+              const int n = std::min(16, g.wo - ow);
+              const __mmask16 mo = static_cast<__mmask16>((1u << n) - 1u);
+              const int n2 = 2 * n;
+              const __mmask16 m0 = static_cast<__mmask16>(n2 >= 16 ? 0xFFFFu : (1u << n2) - 1u);
+              const __mmask16 m1 = static_cast<__mmask16>(n2 <= 16 ? 0u : (1u << (n2 - 16)) - 1u);
+              const __m512 x00 = _mm512_maskz_loadu_ps(m0, r0 + 2 * ow), x01 = _mm512_maskz_loadu_ps(m1, r0 + 2 * ow + 16);
+              const __m512 x10 = _mm512_maskz_loadu_ps(m0, r1 + 2 * ow), x11 = _mm512_maskz_loadu_ps(m1, r1 + 2 * ow + 16);
+              const __m512 a = _mm512_permutex2var_ps(x00, even, x01), b = _mm512_permutex2var_ps(x00, odd, x01);
+              const __m512 c = _mm512_permutex2var_ps(x10, even, x11), d = _mm512_permutex2var_ps(x10, odd, x11);
+              __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+              __m512i k = _mm512_setzero_si512();
+              m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(a, m, _CMP_GT_OQ), a);
+              __mmask16 t = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ);
+              m = _mm512_mask_mov_ps(m, t, b), k = _mm512_mask_mov_epi32(k, t, kb);
+              t = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ);
+              m = _mm512_mask_mov_ps(m, t, c), k = _mm512_mask_mov_epi32(k, t, kc);
+              t = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ);
+              m = _mm512_mask_mov_ps(m, t, d), k = _mm512_mask_mov_epi32(k, t, kd);
+              _mm512_mask_storeu_ps(yr + ow, mo, m);
+              if (ar) {
+                const __m512i idx = _mm512_add_epi32(_mm512_add_epi32(k, lane2), _mm512_set1_epi32(base + 2 * ow));
+                _mm512_mask_storeu_epi32(ar + ow, mo, idx);
+              }
+            }
+          }
+#endif
+          for (; ow < g.wo; ++ow) {
             const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             float m = -std::numeric_limits<float>::infinity();
             std::int32_t k = 0;
@@ -587,7 +624,7 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
       }
     }
   });
-  return make_result(std::move(y), {x}, [g, HW, P, argmax](Node& self) {
+  return make_result(std::move(y), {x}, [g, HW, P, argmax_buf](Node& self) {
     Node& xn = *self.parents[0];
     bool fresh = false;
     float* dx = detail::grad_buffer(xn, fresh);
@@ -596,7 +633,7 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
     // gradient is zeroed one plane at a time just before its scatter (while it is in cache).
     parallel_range(g.planes(), P, [&](std::int64_t lo, std::int64_t hi) {
       for (std::int64_t pl = lo; pl < hi; ++pl) {
-        const std::int32_t* ap = argmax->data() + pl * P;
+        const std::int32_t* ap = reinterpret_cast<const std::int32_t*>(argmax_buf.data()) + pl * P;
         float* dxp = dx + pl * HW;
         const float* dyp = dy + pl * P;
         if (fresh) std::fill(dxp, dxp + HW, 0.0f);

@@ -151,7 +151,18 @@ void add_hw_commands(CLI::App& app) {
   cal->add_option("--out,-o", *c_out, "tuned device JSON to write")->required();
   cal->add_option("--seed", c_opt->seed, "seed of the train / held-out split");
   cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")->check(CLI::Range(0.0, 0.9));
-  cal->callback([c_dev, c_csv, c_out, c_opt] {
+  cal->add_option("--ridge", c_opt->ridge,
+                  "ridge strength towards the rescaled base device (negative: cross-validated)");
+  auto c_scales_only = std::make_shared<bool>(false);
+  cal->add_flag("--scales-only", *c_scales_only,
+                "fit only per-category scales and the per-kernel overhead (no per-node, per-FLOP "
+                "and per-byte terms)");
+  auto c_resid = std::make_shared<std::string>();
+  cal->add_option("--residuals", *c_resid,
+                  "CSV to write per-row measured and predicted latencies (before / after) with "
+                  "node count, MACs and bytes, for diagnosis");
+  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid] {
+    c_opt->workload_terms = !*c_scales_only;
     auto base = hw::load_device(*c_dev);
     std::vector<hw::Measurement> rows;
     for (const auto& r : hw::read_measurements_csv(*c_csv)) {
@@ -181,6 +192,27 @@ void add_hw_commands(CLI::App& app) {
     line("train after", res.train_after);
     line("held-out before", res.heldout_before);
     line("held-out after", res.heldout_after);
+    std::printf("  ridge %g (%s)\n", res.ridge, c_opt->ridge < 0 ? "cross-validated" : "given");
+    if (!c_resid->empty()) {
+      std::ofstream rf(*c_resid);
+      if (!rf) throw std::invalid_argument("cannot write '" + *c_resid + "'");
+      rf << "architecture,split,measured_ms,before_ms,after_ms,rel_err_after,nodes,kernels,macs,"
+            "bytes\n";
+      std::vector<char> held(rows.size(), 0);
+      for (auto i : res.heldout_rows) held[i] = 1;
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto& w = rows[i].workload;
+        double kernels = 0, bytes = 0;
+        for (const auto& n : w.nodes) {
+          kernels += n.kernels;
+          bytes += n.bytes();
+        }
+        rf << csv_quote(rows[i].architecture) << "," << (held[i] ? "heldout" : "train") << ","
+           << rows[i].latency_ms << "," << res.predicted_before[i] << "," << res.predicted_after[i]
+           << "," << (res.predicted_after[i] - rows[i].latency_ms) / rows[i].latency_ms << ","
+           << w.nodes.size() << "," << kernels << "," << w.total_macs() << "," << bytes << "\n";
+      }
+    }
   });
 
   auto* meas = hw_cmd->add_subcommand("measure", "Time sampled architectures on this host (CSV for calibrate)");
