@@ -135,3 +135,120 @@ TEST(Calibration, ReadsCsvAndReportsBadRows) {
   EXPECT_THROW(read_measurements_csv(path.string()), std::invalid_argument);
   std::filesystem::remove(path);
 }
+
+namespace {
+
+// CNN-like stacks as our own engine runs them on a host CPU: many small nodes (per-op overhead
+// matters), convs of widely varying size, depthwise convs, norms, activations, pooling, a head.
+std::vector<Workload> cnn_like_workloads(int n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> blocks(2, 12), kind(0, 3), chan_exp(3, 7), res_exp(2, 5);
+  std::vector<Workload> out;
+  for (int i = 0; i < n; ++i) {
+    Workload w;
+    const double hw = std::pow(2.0, 2 * res_exp(rng));  // 16 .. 1024 pixels
+    const int nb = blocks(rng);
+    for (int b = 0; b < nb; ++b) {
+      const double c = std::pow(2.0, chan_exp(rng)), act = c * hw * 4;
+      switch (kind(rng)) {
+        case 0:  // conv + bn + relu
+          w.nodes.push_back(node("conv", OpCategory::Conv, 9 * c * c * hw, 9 * c * c * 4, act, act));
+          w.nodes.push_back(node("bn", OpCategory::Norm, 0, 2 * c * 4, act, act));
+          w.nodes.push_back(node("relu", OpCategory::Elementwise, 0, 0, act, act));
+          break;
+        case 1:  // depthwise + pointwise
+          w.nodes.push_back(node("dw", OpCategory::DepthwiseConv, 9 * c * hw, 9 * c * 4, act, act));
+          w.nodes.push_back(node("pw", OpCategory::Conv, c * c * hw, c * c * 4, act, act));
+          break;
+        case 2:  // residual add
+          w.nodes.push_back(node("add", OpCategory::Elementwise, 0, 0, 2 * act, act));
+          break;
+        default:
+          w.nodes.push_back(node("pool", OpCategory::Pool, 0, 0, act, act / 4));
+      }
+      for (auto& nd : w.nodes)
+        if (nd.other_flops == 0 && nd.macs == 0) nd.other_flops = nd.output_bytes / 4;
+    }
+    w.nodes.push_back(node("fc", OpCategory::Dense, 256 * 10, 256 * 10 * 4, 256 * 4, 40));
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+// The "true" host: per node 6 us, conv 12 GFLOP/s, depthwise 2 GFLOP/s, dense 4 GFLOP/s,
+// 3 GB/s for everything's bytes (compute and memory add up, they do not overlap).
+double true_host_ms(const Workload& w) {
+  double s = 0;
+  for (const auto& n : w.nodes) {
+    double rate = 12e9;
+    if (n.category == OpCategory::DepthwiseConv) rate = 2e9;
+    if (n.category == OpCategory::Dense) rate = 4e9;
+    s += 6e-6 + n.flops() / rate + n.bytes() / 3e9;
+  }
+  return s * 1e3;
+}
+
+}  // namespace
+
+TEST(Calibration, FitsHostLikeMeasurementsWithPerNodeOverheadAndNoise) {
+  auto ws = cnn_like_workloads(120, 5);
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> noise(0, 0.06);  // 6% multiplicative measurement noise
+  std::vector<Measurement> rows;
+  for (std::size_t i = 0; i < ws.size(); ++i) {
+    Measurement m;
+    m.architecture = "h" + std::to_string(i);
+    m.workload = ws[i];
+    m.latency_ms = true_host_ms(ws[i]) * std::exp(noise(rng));
+    rows.push_back(std::move(m));
+  }
+  const json base = load_device("rpi4_a72")->to_json();
+  CalibrationResult r = calibrate(base, rows, {0.3, 7});
+  std::cout << "host-like calibration report: " << r.report().dump() << "\n";
+  EXPECT_EQ(r.heldout_rows.size(), 36u);
+  EXPECT_LT(r.heldout_after.mape, 0.15);
+  EXPECT_LT(r.heldout_after.mape, 0.7 * r.heldout_before.mape);
+  EXPECT_GE(r.heldout_after.within10, 0.5);
+  EXPECT_GT(r.heldout_after.spearman, 0.95);
+  // The fitted per-node overhead is µs-scale, like the truth (6 us), not launch-scale.
+  ASSERT_TRUE(r.tuned["calibration"].contains("per_node_s"));
+  const double per_op = r.tuned["calibration"]["per_node_s"].get<double>() +
+                        r.tuned["calibration"].value("per_kernel_s", 0.0);
+  EXPECT_GT(per_op, 3e-6);
+  EXPECT_LT(per_op, 12e-6);
+  // The tuned device predicts with the fitted model (estimate and estimate_total agree with
+  // the reported predictions), and the old-form fit (scales only) is clearly worse here.
+  auto tuned = make_device(r.tuned);
+  for (auto i : r.heldout_rows) {
+    EXPECT_NEAR(tuned->estimate(rows[i].workload).latency_ms, r.predicted_after[i],
+                1e-9 * r.predicted_after[i]);
+    EXPECT_NEAR(tuned->estimate_total(rows[i].workload).latency_ms, r.predicted_after[i],
+                1e-9 * r.predicted_after[i]);
+  }
+  CalibrationOptions old_form{0.3, 7};
+  old_form.workload_terms = false;
+  CalibrationResult r_old = calibrate(base, rows, old_form);
+  EXPECT_LT(r.heldout_after.mape, r_old.heldout_after.mape);
+  // Deterministic.
+  EXPECT_EQ(calibrate(base, rows, {0.3, 7}).tuned, r.tuned);
+}
+
+TEST(Calibration, DeviceAppliesWorkloadTermsAndLoadsOldBlocks) {
+  json d = load_device("rpi4_a72")->to_json();
+  Workload w;
+  w.nodes.push_back(node("c", OpCategory::Conv, 1e6, 4e3, 8e3, 8e3));
+  w.nodes.push_back(node("e", OpCategory::Elementwise, 0, 0, 8e3, 8e3));
+  d["calibration"] = {{"category_scale", {{"conv", 2.0}}}, {"per_kernel_s", 3e-6}};
+  const double old_ms = make_device(d)->estimate(w).latency_ms;  // old block: unchanged meaning
+  d["calibration"]["per_node_s"] = 1e-6;
+  d["calibration"]["s_per_flop"] = {{"conv", 1e-10}};
+  d["calibration"]["s_per_byte"] = {{"elementwise", 1e-9}};
+  auto dev = make_device(d);
+  const double want = old_ms + (2e-6 + 2e6 * 1e-10 + 16e3 * 1e-9) * 1e3;
+  EXPECT_NEAR(dev->estimate(w).latency_ms, want, 1e-12);
+  EXPECT_NEAR(dev->estimate_total(w).latency_ms, want, 1e-12);
+  d["calibration"]["s_per_byte"] = {{"bogus", 1e-9}};
+  EXPECT_THROW(make_device(d), std::invalid_argument);
+  d["calibration"]["s_per_byte"] = {{"conv", -1}};
+  EXPECT_THROW(make_device(d), std::invalid_argument);
+}
