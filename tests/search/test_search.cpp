@@ -1,7 +1,9 @@
 // End-to-end search tests: a tiny real search locally (in process and through the binary) and
 // under mpirun, plus the config validation cases and their one-line errors.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -287,5 +289,79 @@ TEST(BadConfigCli, OneLineErrorNonzeroExitAndNoHalfWrittenRun) {
   auto missing = run_command(kBinary + " search " + (dir / "nope.json").string());
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.output.find("does not exist"), std::string::npos) << missing.output;
+  fs::remove_all(dir);
+}
+
+// ---- crash safety: a killed search keeps every evaluation it stored; Ctrl-C finishes cleanly ----
+
+namespace {
+
+// Starts the search in the background and returns its pid.
+pid_t start_search(const std::string& db, const std::string& log) {
+  std::string pidfile = db + ".pid";
+  std::string cmd = kBinary + " search " + kFixture + " --db " + db + " --budget 400 --workers 1 > " + log +
+                    " 2>&1 & echo $! > " + pidfile;
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream in(pidfile);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+// Waits until the running search has stored at least n evaluations (read through WAL while
+// the search writes).
+std::size_t wait_for_evaluations(const std::string& db, std::size_t n) {
+  for (int i = 0; i < 600; ++i) {
+    ::usleep(50000);
+    if (!fs::exists(db)) continue;
+    try {
+      db::Store reader(db, true);
+      auto run = reader.latest_run_id();
+      if (!run) continue;
+      auto count = reader.evaluations(*run).size();
+      if (count >= n) return count;
+    } catch (const std::exception&) {
+      // schema not created yet
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST(SearchCrashSafety, KilledSearchKeepsStoredEvaluations) {
+  fs::path dir = temp_dir("kill");
+  std::string db = (dir / "kill.db").string();
+  pid_t pid = start_search(db, (dir / "log").string());
+  ASSERT_GT(pid, 0);
+  std::size_t seen = wait_for_evaluations(db, 3);
+  ASSERT_GE(seen, 3u) << "the search stored nothing readable while running";
+  ::kill(pid, SIGKILL);
+  ::usleep(200000);
+  db::Store store(db, true);
+  auto evals = store.evaluations(*store.latest_run_id());
+  EXPECT_GE(evals.size(), seen);
+  for (const auto& e : evals) {
+    EXPECT_EQ(e.status, "ok");
+    EXPECT_EQ(e.costs.size(), 2u) << "an evaluation is stored together with all its costs";
+  }
+  EXPECT_EQ(store.run(*store.latest_run_id())->status, "running");  // killed: never finished
+  fs::remove_all(dir);
+}
+
+TEST(SearchCrashSafety, InterruptStopsProposingAndStoresFronts) {
+  fs::path dir = temp_dir("sigint");
+  std::string db = (dir / "int.db").string();
+  pid_t pid = start_search(db, (dir / "log").string());
+  ASSERT_GT(pid, 0);
+  ASSERT_GE(wait_for_evaluations(db, 2), 2u);
+  ::kill(pid, SIGINT);
+  for (int i = 0; i < 200 && ::kill(pid, 0) == 0; ++i) ::usleep(50000);
+  EXPECT_NE(::kill(pid, 0), 0) << "the search did not stop after SIGINT";
+  db::Store store(db, true);
+  auto run = store.run(*store.latest_run_id());
+  EXPECT_EQ(run->status, "interrupted");
+  EXPECT_LT(store.evaluations(run->id).size(), 400u);
+  EXPECT_FALSE(store.pareto(run->id, "host").empty());
   fs::remove_all(dir);
 }
