@@ -72,6 +72,7 @@ struct Features {
   std::array<double, kNumCategories> bytes{};  // bytes
   double kernels = 0;
   double nodes = 0;
+  double pruned_params = 0, quantized_params = 0;  // per forward pass
   double overhead_ms = 0;  // base per-kernel overhead total
   double fixed_ms = 0;     // fallback nodes
 };
@@ -95,13 +96,15 @@ Features features(const Device& base, const Workload& w, double batch) {
     f.bytes[ci] += n.weight_bytes + batch * (n.input_bytes + n.output_bytes);
     f.kernels += n.kernels;
     f.nodes += 1;
+    if (n.sparsity > 0) f.pruned_params += n.params;
+    if (n.bits < 16) f.quantized_params += n.params;
     f.overhead_ms += nc.overhead_s * 1e3;
   }
   return f;
 }
 
 // One unknown of the linear model and how it is written to the "calibration" block.
-enum class Term { Scale, PerKernel, PerNode, Flop, Byte };
+enum class Term { Scale, PerKernel, PerNode, Flop, Byte, PrunedParam, QuantizedParam };
 struct Column {
   Term term;
   std::size_t cat = 0;
@@ -112,6 +115,8 @@ struct Column {
       case Term::PerNode: return f.nodes;
       case Term::Flop: return f.flops[cat];
       case Term::Byte: return f.bytes[cat];
+      case Term::PrunedParam: return f.pruned_params;
+      case Term::QuantizedParam: return f.quantized_params;
     }
     return 0;
   }
@@ -318,6 +323,8 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   if (use_k) cols.push_back({Term::PerKernel});
   if (opt.workload_terms) {
     if (Column col{Term::PerNode}; present(col)) cols.push_back(col);
+    if (Column col{Term::PrunedParam}; present(col)) cols.push_back(col);
+    if (Column col{Term::QuantizedParam}; present(col)) cols.push_back(col);
     for (std::size_t c = 0; c < kNumCategories; ++c) {
       if (Column col{Term::Flop, c}; present(col)) cols.push_back(col);
       if (Column col{Term::Byte, c}; present(col)) cols.push_back(col);
@@ -405,6 +412,8 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
       case Term::PerNode: cal["per_node_s"] = th[j] * 1e-3; break;
       case Term::Flop: cal["s_per_flop"][cat] = th[j] * 1e-3; break;
       case Term::Byte: cal["s_per_byte"][cat] = th[j] * 1e-3; break;
+      case Term::PrunedParam: cal["s_per_pruned_param"] = th[j] * 1e-3; break;
+      case Term::QuantizedParam: cal["s_per_quantized_param"] = th[j] * 1e-3; break;
     }
   }
   tuned["calibration"] = cal;

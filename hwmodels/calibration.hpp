@@ -2,10 +2,13 @@
 //
 // Model (per row i, summed over the nodes that run on the device):
 //   latency_i ~ sum_cat a_cat * B_i,cat + b * K_i + g * N_i
-//               + sum_cat (f_cat * FLOPs_i,cat + m_cat * Bytes_i,cat) + F_i
+//               + sum_cat (f_cat * FLOPs_i,cat + m_cat * Bytes_i,cat)
+//               + q * P_i,pruned + u * P_i,quantized + F_i
 // B_i,cat is the base device's per-category latency without per-kernel overhead (its roofline
 // max(compute, memory) for most families), K_i the kernel count, N_i the node count, FLOPs and
-// Bytes the workload's own counts (scaled by the device batch), F_i the time of nodes that fell
+// Bytes the workload's own counts (scaled by the device batch), P_i,pruned / P_i,quantized the
+// parameters of pruned / sub-16-bit nodes (engines that compress weights on the fly, such as
+// our own, pay per parameter on every forward pass), F_i the time of nodes that fell
 // back to another device (kept fixed).  The base term lets a good analytic model stay; the
 // per-node term and the *summed* compute and memory terms let a CPU running our own engine be
 // represented (µs-scale per-op overhead, compute and memory that do not overlap).  All

@@ -189,6 +189,8 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
     }
     energy_scale_ = reader_.positive_or("calibration.energy_scale", 1.0);
     per_node_s_ = reader_.non_negative_or("calibration.per_node_s", 0);
+    s_per_pruned_param_ = reader_.non_negative_or("calibration.s_per_pruned_param", 0);
+    s_per_quantized_param_ = reader_.non_negative_or("calibration.s_per_quantized_param", 0);
     auto table = [&](const char* key, std::array<double, kNumCategories>& out) {
       const std::string path = std::string("calibration.") + key;
       const auto* t = reader_.find(path);
@@ -206,7 +208,7 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
     };
     table("s_per_flop", s_per_flop_);
     table("s_per_byte", s_per_byte_);
-    has_linear_ = per_node_s_ > 0;
+    has_linear_ = per_node_s_ > 0 || s_per_pruned_param_ > 0 || s_per_quantized_param_ > 0;
     for (std::size_t i = 0; i < kNumCategories; ++i)
       has_linear_ = has_linear_ || s_per_flop_[i] > 0 || s_per_byte_[i] > 0;
     if (has_linear_) batch_ = reader_.positive_int_or("batch", 1);
@@ -222,7 +224,9 @@ void DeviceBase::add_linear_terms(const Workload& w, Cost& c) const {
     const NodeWorkload& n = w.nodes[i];
     const std::size_t ci = cat_index(n.category);
     const double t = per_node_s_ + s_per_flop_[ci] * batch_ * n.flops() +
-                     s_per_byte_[ci] * (n.weight_bytes + batch_ * (n.input_bytes + n.output_bytes));
+                     s_per_byte_[ci] * (n.weight_bytes + batch_ * (n.input_bytes + n.output_bytes)) +
+                     (n.sparsity > 0 ? s_per_pruned_param_ * n.params : 0.0) +
+                     (n.bits < 16 ? s_per_quantized_param_ * n.params : 0.0);
     nc.latency_s += t;
     nc.overhead_s += per_node_s_;
     added += t;

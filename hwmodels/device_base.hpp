@@ -72,12 +72,15 @@ struct PrecisionTable {
 // Base of the built-in families.  Holds the validated description and the optional
 // "calibration" block written by `hwnas hw calibrate`:
 //   {"category_scale": {cat: a}, "per_kernel_s": b, "energy_scale": e,
-//    "per_node_s": g, "s_per_flop": {cat: f}, "s_per_byte": {cat: m}}
+//    "per_node_s": g, "s_per_flop": {cat: f}, "s_per_byte": {cat: m},
+//    "s_per_pruned_param": q, "s_per_quantized_param": u}
 // A calibrated node latency is
 //   a_cat * body + kernels * b + g + f_cat * FLOPs + m_cat * bytes
+//   + q * params [if pruned] + u * params [if bits < 16]
 // (body = the family's latency without the per-kernel overhead; FLOPs = batch * (2 MACs + other
 // FLOPs), bytes = weight bytes + batch * activation bytes, batch = the description's "batch",
-// default 1).  The last three terms are optional (0 when absent, so older tuned files load
+// default 1).  The q and u terms are per forward pass, not per sample: they model engines that
+// prune / quantise weights on the fly (as our own does).  The last five terms are optional (0 when absent, so older tuned files load
 // unchanged); they are added in estimate() to every node that did not fall back to another
 // device.  energy_scale multiplies total energy.
 class DeviceBase : public Device {
@@ -127,7 +130,7 @@ class DeviceBase : public Device {
   FieldReader reader_;  // refers to desc_
   std::array<double, kNumCategories> scale_{};
   bool has_linear_ = false;
-  double per_node_s_ = 0, batch_ = 1;
+  double per_node_s_ = 0, batch_ = 1, s_per_pruned_param_ = 0, s_per_quantized_param_ = 0;
   std::array<double, kNumCategories> s_per_flop_{}, s_per_byte_{};
   bool has_per_kernel_ = false;
   double per_kernel_s_ = 0;

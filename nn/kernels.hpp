@@ -68,6 +68,25 @@ void parallel_range(std::int64_t n, std::int64_t cost_per_item, F&& fn) {
       oneapi::tbb::simple_partitioner());
 }
 
+// Calls fn(chunk, begin, end) for each of the chunk_count(n, cost_per_item) fixed chunks of
+// [0, n), in parallel when there is more than one, and returns the chunk count.  For reductions:
+// fn writes per-chunk partials that the caller then combines in chunk order.
+template <class F>
+std::int64_t parallel_chunks(std::int64_t n, std::int64_t cost_per_item, F&& fn) {
+  const std::int64_t chunks = std::max<std::int64_t>(1, chunk_count(n, cost_per_item));
+  if (chunks == 1) {
+    fn(std::int64_t{0}, std::int64_t{0}, n);
+    return 1;
+  }
+  oneapi::tbb::parallel_for(
+      oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
+      [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+        for (std::int64_t c = r.begin(); c < r.end(); ++c) fn(c, n * c / chunks, n * (c + 1) / chunks);
+      },
+      oneapi::tbb::simple_partitioner());
+  return chunks;
+}
+
 // C (= or +=) A * B where A is [m,k] and B is [k,n] (any Eigen expressions with direct access,
 // transposes included).  Splits the larger of m and n so that the operand repacked per chunk
 // is the smaller one.

@@ -135,8 +135,18 @@ Var linear(const Var& x, const Var& w, const Var& b) {
       }
     }
     if (has_bias && parent(self, 2).requires_grad) {  // db = column sums of g
+      // Row-by-row vector adds (a row-major colwise().sum() is strided), in fixed row chunks
+      // whose partials are added in chunk order.
+      const std::int64_t rows = g.rows(), cols = g.cols();
+      Eigen::ArrayXXf part = Eigen::ArrayXXf::Zero(cols, detail::kMaxChunks);
+      const float* pg = g.data();
+      const std::int64_t chunks = detail::parallel_chunks(rows, cols, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
+        auto acc = part.col(c);
+        for (std::int64_t r = r0; r < r1; ++r) acc += Eigen::Map<const Eigen::ArrayXf>(pg + r * cols, cols);
+      });
+      for (std::int64_t c = 1; c < chunks; ++c) part.col(0) += part.col(c);
       Tensor& gb = grad_of(parent(self, 2));
-      Eigen::Map<Eigen::RowVectorXf>(gb.data(), gb.numel()) += g.colwise().sum();
+      Eigen::Map<Eigen::ArrayXf>(gb.data(), gb.numel()) += part.col(0);
     }
     if (nx.requires_grad) {  // dx = g W
       Tensor gx(nx.value.shape());
@@ -385,14 +395,42 @@ Var relu(const Var& x) {
 }
 
 Var gelu(const Var& x) {
-  Tensor out = map_unary(x.value(), 20, [](const auto& in, auto& o) {
-    o = 0.5f * in * (1.0f + (kSqrt2OverPi * (in + kGeluC * in * in * in)).tanh());
-  });
-  return make_result(std::move(out), {x}, [](Node& self) {
-    unary_backward(self, 25, [](const auto& g, const auto& x, const auto&, auto& o) {
-      const auto t = (kSqrt2OverPi * (x + kGeluC * x * x * x)).tanh().eval();
-      o = g * (0.5f * (1.0f + t) +
-               0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * x * x));
+  // tanh(...) is kept for backward (when a graph is recorded) rather than evaluated again there.
+  const bool keep = grad_enabled() && x.requires_grad();
+  Tensor t = keep ? Tensor(x.shape()) : Tensor();
+  Tensor out(x.shape());
+  {
+    const float* px = x.value().data();
+    float* po = out.data();
+    float* pt = keep ? t.data() : nullptr;
+    parallel_range(out.numel(), 20, [&](std::int64_t i0, std::int64_t i1) {
+      const std::int64_t len = i1 - i0;
+      Eigen::Map<const Eigen::ArrayXf> in(px + i0, len);
+      Eigen::Map<Eigen::ArrayXf> o(po + i0, len);
+      if (pt) {
+        Eigen::Map<Eigen::ArrayXf> th(pt + i0, len);
+        th = (kSqrt2OverPi * (in + kGeluC * in * in * in)).tanh();
+        o = 0.5f * in * (1.0f + th);
+      } else {
+        o = 0.5f * in * (1.0f + (kSqrt2OverPi * (in + kGeluC * in * in * in)).tanh());
+      }
+    });
+  }
+  return make_result(std::move(out), {x}, [t](Node& self) {
+    Node& nx = parent(self, 0);
+    bool fresh = false;
+    float* po = detail::grad_buffer(nx, fresh);
+    const float* pg = self.grad.data();
+    const float* px = nx.value.data();
+    const float* pt = t.data();
+    parallel_range(nx.value.numel(), 8, [&](std::int64_t i0, std::int64_t i1) {
+      const std::int64_t len = i1 - i0;
+      Eigen::Map<const Eigen::ArrayXf> g(pg + i0, len), xv(px + i0, len), th(pt + i0, len);
+      Eigen::Map<Eigen::ArrayXf> o(po + i0, len);
+      const auto d = g * (0.5f * (1.0f + th) +
+                          0.5f * xv * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * xv * xv));
+      if (fresh) o = d;
+      else o += d;
     });
   });
 }

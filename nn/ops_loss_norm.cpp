@@ -178,30 +178,42 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
     Node& nb = parent(self, 2);
     const float* pg = self.grad.data();
     const float* ph = xhat.data();
-    if (ng.requires_grad || nb.requires_grad) {  // serial column sums: deterministic
-      ConstMatrixMap g(pg, rows, d), h(ph, rows, d);
-      if (ng.requires_grad)
-        Eigen::Map<Eigen::RowVectorXf>(grad_of(ng).data(), d) +=
-            (g.array() * h.array()).matrix().colwise().sum();
-      if (nb.requires_grad) Eigen::Map<Eigen::RowVectorXf>(grad_of(nb).data(), d) += g.colwise().sum();
-    }
-    if (nx.requires_grad) {
-      Tensor gx(nx.value.shape());
-      float* po = gx.data();
-      const float* pgm = ng.value.data();
-      const float* pr = rstd.data();
-      parallel_range(rows, 8LL * d, [&](std::int64_t r0, std::int64_t r1) {
-        ConstRowArray gm(pgm, d);
-        Eigen::Array<float, 1, Eigen::Dynamic> dh(d);
-        for (std::int64_t r = r0; r < r1; ++r) {
-          ConstRowArray g(pg + r * d, d), h(ph + r * d, d);
-          dh = g * gm;
-          const float m1 = dh.mean();
-          const float m2 = (dh * h).mean();
-          RowArray(po + r * d, d) = pr[r] * (dh - m1 - h * m2);
+    const bool need_g = ng.requires_grad, need_b = nb.requires_grad, need_x = nx.requires_grad;
+    // One pass over g and xhat: dx rows, plus per-chunk partial column sums for dgamma/dbeta
+    // (chunks fixed by the size only; partials added in chunk order: deterministic).
+    float* po = nullptr;
+    bool fresh = false;
+    if (need_x) po = detail::grad_buffer(nx, fresh);
+    const std::int64_t max_chunks = detail::kMaxChunks;
+    Eigen::ArrayXXf part = Eigen::ArrayXXf::Zero(d, (need_g || need_b) ? 2 * max_chunks : 0);
+    const float* pgm = ng.value.data();
+    const float* pr = rstd.data();
+    const std::int64_t chunks = detail::parallel_chunks(rows, 10LL * d, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
+      ConstRowArray gm(pgm, d);
+      Eigen::Array<float, 1, Eigen::Dynamic> dh(d);
+      float* sg = (need_g || need_b) ? part.col(2 * c).data() : nullptr;
+      float* sb = (need_g || need_b) ? part.col(2 * c + 1).data() : nullptr;
+      for (std::int64_t r = r0; r < r1; ++r) {
+        ConstRowArray g(pg + r * d, d), h(ph + r * d, d);
+        if (sg) {
+          RowArray(sg, d) += g * h;
+          RowArray(sb, d) += g;
         }
-      });
-      accumulate_owned(nx, std::move(gx));
+        if (!need_x) continue;
+        dh = g * gm;
+        const float m1 = dh.mean();
+        const float m2 = (dh * h).mean();
+        if (fresh) RowArray(po + r * d, d) = pr[r] * (dh - m1 - h * m2);
+        else RowArray(po + r * d, d) += pr[r] * (dh - m1 - h * m2);
+      }
+    });
+    if (need_g || need_b) {
+      for (std::int64_t c = 1; c < chunks; ++c) {
+        part.col(0) += part.col(2 * c);
+        part.col(1) += part.col(2 * c + 1);
+      }
+      if (need_g) Eigen::Map<Eigen::ArrayXf>(grad_of(ng).data(), d) += part.col(0);
+      if (need_b) Eigen::Map<Eigen::ArrayXf>(grad_of(nb).data(), d) += part.col(1);
     }
   });
 }

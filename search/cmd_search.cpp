@@ -114,16 +114,7 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   int costed = 0;
   for (const db::EvaluationRecord& e : store.evaluations(run)) {
     if (e.status != "ok") continue;
-    hw::Cost cost = device->estimate(hw::Workload::from_json(e.workload));
-    db::CostRecord r;
-    r.device = device->name();
-    r.feasible = cost.feasible;
-    r.infeasible_reason = cost.infeasible_reason;
-    r.latency_ms = cost.latency_ms;
-    r.energy_mj = cost.energy_mj;
-    r.memory_bytes = cost.memory_bytes;
-    r.detail = cost.extra;
-    store.add_costs(e.id, {r});
+    store.add_costs(e.id, {to_record(device->name(), device->estimate(hw::Workload::from_json(e.workload)))});
     ++costed;
   }
   auto front = compute_front(store, run, device->name(), c.pareto_objectives);

@@ -29,6 +29,8 @@ std::uint64_t job_seed(std::uint64_t run_seed, std::uint64_t id) {
   return z ^ (z >> 31);
 }
 
+}  // namespace
+
 db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
   db::CostRecord r;
   r.device = device;
@@ -40,6 +42,8 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
   r.detail = c.extra;
   return r;
 }
+
+namespace {
 
 // Value of an objective for one evaluation on one device; NaN if unavailable.
 double objective_value(const ObjectiveSpec& o, const nlohmann::json& metrics, const db::CostRecord* cost) {
@@ -135,6 +139,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   fidelity.max_seconds = config.candidate_seconds;
 
   const int slots = executor.slots();
+  // Deterministic mode: proposal i sees exactly the results of proposals < i - lag.  A lag of
+  // two rounds lets a fast worker take new work while a slow candidate of the previous round
+  // is still training; it waits only when a candidate is two full rounds behind.
+  const std::uint64_t lag = 2 * static_cast<std::uint64_t>(slots);
   const int budget = config.budget_evaluations;
   const ObjectiveSpec& primary = config.pareto_objectives.front();
   const auto t0 = Clock::now();
@@ -171,7 +179,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     // Fill free slots.
     while (!stopping && in_flight < slots && next_id < static_cast<std::uint64_t>(budget)) {
       if (config.deterministic) {
-        std::uint64_t need = next_id >= static_cast<std::uint64_t>(slots) ? next_id - slots : 0;
+        std::uint64_t need = next_id >= lag ? next_id - lag : 0;
         tell_ready(need);
         if (told < need) break;  // an older result is still out: wait for it
       }

@@ -3,9 +3,10 @@
 // store and print one Pareto front per device.
 //
 // Determinism: with `deterministic` on, proposal i is made after exactly the results of
-// proposals 0..i-slots-1 have been told, in id order, so the same config, seed and slot count
-// give the same sequence of proposals whatever order workers finish in.  Workers still never
-// idle while an earlier result is outstanding unless it is `slots` proposals behind.
+// proposals 0..i-2*slots-1 have been told, in id order, so the same config, seed and slot count
+// give the same sequence of proposals whatever order workers finish in.  A free worker gets
+// new work at once unless some candidate is still running two full rounds (2*slots proposals)
+// behind; with `deterministic` off, it always does and tells happen on arrival.
 #pragma once
 
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "db/store.hpp"
+#include "hwmodels/device.hpp"
 #include "search/config.hpp"
 #include "search/executor.hpp"
 
@@ -49,6 +51,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run_id,
                                         const std::string& device,
                                         const std::vector<ObjectiveSpec>& objectives);
+
+// A device's cost as stored (per-node breakdown left out: `hw predict` recomputes it).
+db::CostRecord to_record(const std::string& device, const hw::Cost& cost);
 
 // One line per node of a genome's JSON (kind and short hyperparameters), in node order.
 std::string summarize_genome(const nlohmann::json& genome);

@@ -122,13 +122,15 @@ TEST(SearchEndToEnd, SameSeedGivesSameSearch) {
     json j = fixture();
     j["db"] = (dir / ("d" + std::to_string(rep) + ".db")).string();
     j["evaluator"]["host_latency_reps"] = 0;
+    // Enough proposals past the deterministic lag (2 x 2 workers) that evolution mutates.
+    j["budget"]["evaluations"] = 10;
+    j["strategy"] = {{"type", "regularized_evolution"}, {"population", 2}, {"sample_size", 2}};
     search::SearchConfig c = search::parse_config(j, "");
     db::Store store(c.db_path);
     auto executor = search::make_local_executor(search::make_evaluator_factory(c), 2, 2);
     std::ostringstream progress;
     auto s = search::run_search(c, *executor, store, progress);
     std::vector<std::string> h;
-    std::map<std::int64_t, std::string> by_id;
     for (const auto& e : store.evaluations(s.run_id)) {
       auto a = store.architecture(e.arch_id);
       h.push_back(a->hash + "@" + std::to_string(e.metrics["val_accuracy"].get<double>()));
