@@ -268,7 +268,11 @@ std::string format_pareto(const std::vector<ParetoRow>& rows, Format f) {
     row.push_back(num(r.cost.energy_mj));
     row.push_back(num(r.cost.memory_bytes));
     row.push_back(r.cost.infeasible_reason);
-    row.push_back(r.arch_description);
+    // Tables stay readable: long descriptions (a macro space's decision JSON) are cut; csv and
+    // json keep them whole, and `hwnas show` prints the full genome.
+    std::string desc = r.arch_description;
+    if (table && desc.size() > 60) desc = desc.substr(0, 57) + "...";
+    row.push_back(desc);
     cells.push_back(std::move(row));
   }
   return table ? render_table(header, cells) : render_csv(header, cells);

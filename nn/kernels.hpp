@@ -106,20 +106,21 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
     std::int64_t kchunks = 2;
     while (kchunks * 2 <= kMaxChunks && macs / (kchunks * 2) >= kGemmChunkMacs && k / (kchunks * 2) >= 256)
       kchunks *= 2;
-    std::vector<float> part(static_cast<std::size_t>(kchunks * m * n));
+    Tensor part_buf(Shape{static_cast<int>(kchunks * m * n)});  // pooled, every element written
+    float* part = part_buf.data();
     oneapi::tbb::parallel_for(
         oneapi::tbb::blocked_range<std::int64_t>(0, kchunks, 1),
         [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
           for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
             const std::int64_t k0 = k * ch / kchunks, k1 = k * (ch + 1) / kchunks;
-            Eigen::Map<RowMatrix> pm(part.data() + ch * m * n, m, n);
+            Eigen::Map<RowMatrix> pm(part + ch * m * n, m, n);
             pm.noalias() = a.middleCols(k0, k1 - k0) * b.middleRows(k0, k1 - k0);
           }
         },
         oneapi::tbb::simple_partitioner());
-    if (!accumulate) c = Eigen::Map<const RowMatrix>(part.data(), m, n);
-    else c += Eigen::Map<const RowMatrix>(part.data(), m, n);
-    for (std::int64_t ch = 1; ch < kchunks; ++ch) c += Eigen::Map<const RowMatrix>(part.data() + ch * m * n, m, n);
+    if (!accumulate) c = Eigen::Map<const RowMatrix>(part, m, n);
+    else c += Eigen::Map<const RowMatrix>(part, m, n);
+    for (std::int64_t ch = 1; ch < kchunks; ++ch) c += Eigen::Map<const RowMatrix>(part + ch * m * n, m, n);
     return;
   }
   const bool split_rows = m >= n;

@@ -443,7 +443,9 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     // Weight/bias gradients reduce over the batch: per-chunk partials, summed in chunk order.
     const int chunks = reduce_chunks(g.n);
     const std::int64_t wsize = static_cast<std::int64_t>(g.cout) * Kg;
-    std::vector<float> dw_part(need_w ? static_cast<std::size_t>(chunks * wsize) : 0, 0.0f);
+    // Pooled buffer (a fresh zeroed vector this size would be mmap-backed: page faults per step).
+    Tensor dw_part_buf = need_w ? Tensor(Shape{static_cast<int>(chunks * wsize)}, 0.0f) : Tensor();
+    float* dw_part_data = need_w ? dw_part_buf.data() : nullptr;
     std::vector<float> db_part(need_b ? static_cast<std::size_t>(chunks) * g.cout : 0, 0.0f);
     const std::int64_t flops = sample_flops * ((need_w ? 1 : 0) + (need_x ? 1 : 0)) + 1;
 
@@ -466,7 +468,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
             src = col;
           }
           for (int gr = 0; gr < g.groups; ++gr) {
-            MatrixMap dwp(dw_part.data() + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg, Cg, Kg);
+            MatrixMap dwp(dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg, Cg, Kg);
             dwp.noalias() += ConstMatrixMap(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P) *
                              ConstMatrixMap(src + gr * Kg * P, Kg, P).transpose();
           }
@@ -488,7 +490,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     });
     if (need_w) {
       ArrayMap dw = grad_of(wn).array();
-      for (int c = 0; c < chunks; ++c) dw += ConstUArrayMap(dw_part.data() + c * wsize, wsize);
+      for (int c = 0; c < chunks; ++c) dw += ConstUArrayMap(dw_part_data + c * wsize, wsize);
     }
     if (need_b) {
       ArrayMap db = grad_of(*bn).array();
