@@ -16,6 +16,13 @@ TrainEvaluator::TrainEvaluator(std::shared_ptr<const TrainValSplit> data, TrainE
   options_.train.validate();
 }
 
+const std::vector<std::string>& TrainEvaluator::metric_names() {
+  static const std::vector<std::string> names = {
+      "val_accuracy", "val_loss", "train_loss_first", "train_loss_last", "params",
+      "train_seconds", "samples_per_s", "epochs_run", "host_latency_ms"};
+  return names;
+}
+
 EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, std::uint64_t seed) {
   EvalResult r;
   auto model = spaces::build_model(g, seed);

@@ -18,6 +18,10 @@ struct TrainEvaluatorOptions {
 
 class TrainEvaluator final : public Evaluator {
  public:
+  // The metrics every evaluation reports (host_latency_ms only when measured); the search
+  // config's objectives are checked against this list.
+  static const std::vector<std::string>& metric_names();
+
   // `data` is shared read-only by every evaluator of a search (one copy of the images).
   TrainEvaluator(std::shared_ptr<const TrainValSplit> data, TrainEvaluatorOptions options);
   std::string name() const override { return "train"; }

@@ -90,12 +90,20 @@ std::int64_t parallel_chunks(std::int64_t n, std::int64_t cost_per_item, F&& fn)
 // C (= or +=) A * B where A is [m,k] and B is [k,n] (any Eigen expressions with direct access,
 // transposes included).  Splits the larger of m and n so that the operand repacked per chunk
 // is the smaller one.
+//
+// row_bias (length n, only with accumulate == false): c = bias (broadcast over rows) + A * B, each
+// chunk initialising its own block just before its GEMM adds into it (cache-warm, in parallel).
 template <class CM, class AM, class BM>
-void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
+void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias = nullptr) {
   const std::int64_t m = c.rows(), n = c.cols(), k = a.cols();
   if (m == 0 || n == 0) return;
+  auto init = [&](auto&& block, std::int64_t col0) {
+    block.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(row_bias + col0, block.cols());
+  };
+  if (row_bias) accumulate = true;
   if (k == 0) {
-    if (!accumulate) c.setZero();
+    if (row_bias) init(c, 0);
+    else if (!accumulate) c.setZero();
     return;
   }
   const std::int64_t macs = m * n * k;
@@ -118,6 +126,7 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
           }
         },
         oneapi::tbb::simple_partitioner());
+    if (row_bias) init(c, 0);
     if (!accumulate) c = Eigen::Map<const RowMatrix>(part, m, n);
     else c += Eigen::Map<const RowMatrix>(part, m, n);
     for (std::int64_t ch = 1; ch < kchunks; ++ch) c += Eigen::Map<const RowMatrix>(part + ch * m * n, m, n);
@@ -132,6 +141,7 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
   while (chunks * 2 <= kMaxChunks && macs / (chunks * 2) >= kGemmChunkMacs && len / (chunks * 2) >= 32)
     chunks *= 2;
   if (chunks <= 1) {
+    if (row_bias) init(c, 0);
     if (accumulate) c.noalias() += a * b;
     else c.noalias() = a * b;
     return;
@@ -143,10 +153,12 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate) {
           const std::int64_t b0 = len * ch / chunks, b1 = len * (ch + 1) / chunks;
           if (split_rows) {
             auto cb = c.middleRows(b0, b1 - b0);
+            if (row_bias) init(cb, 0);
             if (accumulate) cb.noalias() += a.middleRows(b0, b1 - b0) * b;
             else cb.noalias() = a.middleRows(b0, b1 - b0) * b;
           } else {
             auto cb = c.middleCols(b0, b1 - b0);
+            if (row_bias) init(cb, b0);
             if (accumulate) cb.noalias() += a * b.middleCols(b0, b1 - b0);
             else cb.noalias() = a * b.middleCols(b0, b1 - b0);
           }

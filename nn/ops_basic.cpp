@@ -112,10 +112,9 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   od.back() = out_f;
   Tensor out{Shape(od)};
   auto om = out.matrix();
-  // Bias first, then accumulate the GEMM into it: one pass over the output, no temporary.
+  // Bias first, then accumulate the GEMM into it (per chunk, inside gemm): no temporary.
   if (b.defined()) {
-    om.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(b.value().data(), out_f);
-    gemm(om, x.value().matrix(), w.value().matrix().transpose(), true);
+    gemm(om, x.value().matrix(), w.value().matrix().transpose(), false, b.value().data());
   } else {
     gemm(om, x.value().matrix(), w.value().matrix().transpose(), false);
   }

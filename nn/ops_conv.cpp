@@ -165,13 +165,16 @@ void im2col(const float* xp, const ConvGeom& g, float* col) {
 
 // The adjoint of im2col followed by pad_sample: dx += crop(scatter(dcol)).  dxp is scratch for
 // the padded gradient (unused when there is no padding).
-void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp) {
+// With overwrite, dx = crop(scatter(dcol)) instead (dx's old contents are ignored).
+void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp, bool overwrite = false) {
   const std::int64_t P = g.p();
   const int hp = padded_h(g), wp = padded_w(g);
   float* acc = dx;
   if (g.pad > 0) {
     std::fill(dxp, dxp + padded_size(g), 0.0f);
     acc = dxp;
+  } else if (overwrite) {
+    std::fill(dx, dx + static_cast<std::int64_t>(g.cin) * g.h * g.w, 0.0f);
   }
   for (int c = 0; c < g.cin; ++c)
     for (int i = 0; i < g.kh; ++i)
@@ -191,7 +194,7 @@ void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp) {
   if (g.pad == 0) return;
   for (int c = 0; c < g.cin; ++c)
     for (int ih = 0; ih < g.h; ++ih)
-      add_row(dx + (static_cast<std::int64_t>(c) * g.h + ih) * g.w,
+      (overwrite ? copy_row : add_row)(dx + (static_cast<std::int64_t>(c) * g.h + ih) * g.w,
               dxp + (static_cast<std::int64_t>(c) * hp + ih + g.pad) * wp + g.pad, g.w);
 }
 
@@ -438,7 +441,9 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     const float* dy = self.grad.data();
     const float* xd = xn.value.data();
     ConstMatrixMap wm(wn.value.data(), g.cout, Kg);
-    float* dx = need_x ? grad_of(xn).data() : nullptr;
+    // A fresh dx is written sample by sample (no zero-fill pass over the whole gradient).
+    bool dx_fresh = false;
+    float* dx = need_x ? detail::grad_buffer(xn, dx_fresh) : nullptr;
 
     // Weight/bias gradients reduce over the batch: per-chunk partials, summed in chunk order.
     const int chunks = reduce_chunks(g.n);
@@ -479,12 +484,12 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
           for (int gr = 0; gr < g.groups; ++gr) {
             MatrixMap dc(dst + gr * Kg * P, Kg, P);
             ConstMatrixMap dyg(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P);
-            if (dcol)
+            if (dcol || dx_fresh)
               dc.noalias() = wm.middleRows(gr * Cg, Cg).transpose() * dyg;
             else
               dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
           }
-          if (dcol) col2im_add(dcol, g, dx + n * CHW, pbuf);
+          if (dcol) col2im_add(dcol, g, dx + n * CHW, pbuf, dx_fresh);
         }
       }
     });

@@ -151,10 +151,12 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
   if (gamma.shape() != Shape{d}) shape_error("layer_norm", s, gamma.shape(), "gamma must be [last dim]");
   if (beta.shape() != Shape{d}) shape_error("layer_norm", s, beta.shape(), "beta must be [last dim]");
   const std::int64_t rows = d ? x.value().numel() / d : 0;
-  Tensor out(s), xhat(s), rstd(Shape{static_cast<int>(rows)});
+  // Only the per-row mean and 1/std are kept: backward recomputes xhat = (x - mean) * rstd from
+  // x (kept by the graph anyway) instead of storing a second activation-sized tensor.
+  Tensor out(s), mean_r(Shape{static_cast<int>(rows)}), rstd(Shape{static_cast<int>(rows)});
   const float* px = x.value().data();
   float* po = out.data();
-  float* ph = xhat.data();
+  float* pm = mean_r.data();
   float* pr = rstd.data();
   const float* pgm = gamma.value().data();
   const float* pbt = beta.value().data();
@@ -162,24 +164,23 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
     ConstRowArray gm(pgm, d), bt(pbt, d);
     for (std::int64_t r = r0; r < r1; ++r) {
       ConstRowArray in(px + r * d, d);
-      RowArray h(ph + r * d, d);
       const float mu = in.mean();
-      h = in - mu;
-      const float var = h.square().mean();
+      const float var = (in - mu).square().mean();
       const float rs = 1.0f / std::sqrt(var + eps);
-      h *= rs;
+      pm[r] = mu;
       pr[r] = rs;
-      RowArray(po + r * d, d) = h * gm + bt;
+      RowArray(po + r * d, d) = ((in - mu) * rs) * gm + bt;
     }
   });
-  return make_result(std::move(out), {x, gamma, beta}, [xhat, rstd, rows, d](Node& self) {
+  return make_result(std::move(out), {x, gamma, beta}, [mean_r, rstd, rows, d](Node& self) {
     Node& nx = parent(self, 0);
     Node& ng = parent(self, 1);
     Node& nb = parent(self, 2);
     const float* pg = self.grad.data();
-    const float* ph = xhat.data();
+    const float* pxv = nx.value.data();
+    const float* pmu = mean_r.data();
     const bool need_g = ng.requires_grad, need_b = nb.requires_grad, need_x = nx.requires_grad;
-    // One pass over g and xhat: dx rows, plus per-chunk partial column sums for dgamma/dbeta
+    // One pass over g and x (xhat recomputed): dx rows, plus per-chunk partial column sums for dgamma/dbeta
     // (chunks fixed by the size only; partials added in chunk order: deterministic).
     float* po = nullptr;
     bool fresh = false;
@@ -190,11 +191,12 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
     const float* pr = rstd.data();
     const std::int64_t chunks = detail::parallel_chunks(rows, 10LL * d, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
       ConstRowArray gm(pgm, d);
-      Eigen::Array<float, 1, Eigen::Dynamic> dh(d);
+      Eigen::Array<float, 1, Eigen::Dynamic> dh(d), h(d);
       float* sg = (need_g || need_b) ? part.col(2 * c).data() : nullptr;
       float* sb = (need_g || need_b) ? part.col(2 * c + 1).data() : nullptr;
       for (std::int64_t r = r0; r < r1; ++r) {
-        ConstRowArray g(pg + r * d, d), h(ph + r * d, d);
+        ConstRowArray g(pg + r * d, d);
+        h = (ConstRowArray(pxv + r * d, d) - pmu[r]) * pr[r];
         if (sg) {
           RowArray(sg, d) += g * h;
           RowArray(sb, d) += g;
@@ -261,36 +263,39 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
     mean_c.array() = state.running_mean.array();
     rstd_c.array() = (state.running_var.array() + state.eps).rsqrt();
   }
-  Tensor out(s), xhat(s);
+  // xhat = (x - mean) * rstd is not stored: backward recomputes it from x (kept by the graph
+  // anyway), which saves writing and re-reading a second activation-sized tensor.
+  Tensor out(s);
   {
     float* po = out.data();
-    float* ph = xhat.data();
     const float* pgm = gamma.value().data();
     const float* pbt = beta.value().data();
     parallel_range(std::int64_t{n} * c, 3 * hw, [&](std::int64_t b0, std::int64_t b1) {
       for (std::int64_t b = b0; b < b1; ++b) {
         const std::int64_t ch = b % c;
-        Eigen::Map<Eigen::ArrayXf> h(ph + b * hw, hw);
-        h = (Eigen::Map<const Eigen::ArrayXf>(px + b * hw, hw) - mean_c.data()[ch]) * rstd_c.data()[ch];
-        Eigen::Map<Eigen::ArrayXf>(po + b * hw, hw) = h * pgm[ch] + pbt[ch];
+        Eigen::Map<Eigen::ArrayXf>(po + b * hw, hw) =
+            ((Eigen::Map<const Eigen::ArrayXf>(px + b * hw, hw) - mean_c.data()[ch]) * rstd_c.data()[ch]) * pgm[ch] +
+            pbt[ch];
       }
     });
   }
-  return make_result(std::move(out), {x, gamma, beta}, [xhat, rstd_c, n, c, hw, count, training](Node& self) {
+  return make_result(std::move(out), {x, gamma, beta}, [mean_c, rstd_c, n, c, hw, count, training](Node& self) {
     Node& nx = parent(self, 0);
     Node& ng = parent(self, 1);
     Node& nb = parent(self, 2);
     const float* pg = self.grad.data();
-    const float* ph = xhat.data();
+    const float* px = nx.value.data();
+    const float* pmu = mean_c.data();
+    const float* prs = rstd_c.data();
     // Per-channel sums of g and g*xhat, each channel reduced serially in a fixed order.
     std::vector<double> sg(static_cast<std::size_t>(c)), sgh(static_cast<std::size_t>(c));
     parallel_range(c, 2 * count, [&](std::int64_t c0, std::int64_t c1) {
       for (std::int64_t ch = c0; ch < c1; ++ch) {
         double a = 0, b = 0;
         for (int i = 0; i < n; ++i) {
-          Eigen::Map<const Eigen::ArrayXf> g(pg + (i * c + ch) * hw, hw), h(ph + (i * c + ch) * hw, hw);
+          Eigen::Map<const Eigen::ArrayXf> g(pg + (i * c + ch) * hw, hw), xv(px + (i * c + ch) * hw, hw);
           a += g.sum();
-          b += (g * h).sum();
+          b += (g * ((xv - pmu[ch]) * prs[ch])).sum();
         }
         sg[static_cast<std::size_t>(ch)] = a;
         sgh[static_cast<std::size_t>(ch)] = b;
@@ -305,26 +310,27 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
       for (int ch = 0; ch < c; ++ch) gb.data()[ch] += static_cast<float>(sg[static_cast<std::size_t>(ch)]);
     }
     if (!nx.requires_grad) return;
-    Tensor gx(nx.value.shape());
-    float* po = gx.data();
+    bool fresh = false;
+    float* po = detail::grad_buffer(nx, fresh);
     const float* pgm = ng.value.data();
     parallel_range(std::int64_t{n} * c, 4 * hw, [&](std::int64_t b0, std::int64_t b1) {
       for (std::int64_t b = b0; b < b1; ++b) {
         const auto ch = static_cast<std::size_t>(b % c);
-        const float k = pgm[ch] * rstd_c.data()[ch];
-        Eigen::Map<const Eigen::ArrayXf> g(pg + b * hw, hw), h(ph + b * hw, hw);
+        const float k = pgm[ch] * prs[ch];
+        Eigen::Map<const Eigen::ArrayXf> g(pg + b * hw, hw), xv(px + b * hw, hw);
         Eigen::Map<Eigen::ArrayXf> o(po + b * hw, hw);
         if (training) {
           // dx = gamma*rstd * (g - mean(g) - xhat*mean(g*xhat)), means over the channel.
           const auto m1 = static_cast<float>(sg[ch] / static_cast<double>(count));
           const auto m2 = static_cast<float>(sgh[ch] / static_cast<double>(count));
-          o = k * (g - m1 - h * m2);
+          if (fresh) o = k * (g - m1 - ((xv - pmu[ch]) * prs[ch]) * m2);
+          else o += k * (g - m1 - ((xv - pmu[ch]) * prs[ch]) * m2);
         } else {
-          o = k * g;  // running stats are constants
+          if (fresh) o = k * g;  // running stats are constants
+          else o += k * g;
         }
       }
     });
-    accumulate_owned(nx, std::move(gx));
   });
 }
 

@@ -1,6 +1,7 @@
 #include "search/cmd_search.hpp"
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -27,10 +28,22 @@ struct SearchOptions {
   bool quiet = false;
 };
 
-extern "C" void on_sigint(int) {
-  // First Ctrl-C: stop proposing and finish cleanly; a second one kills as usual.
+extern "C" void on_stop_signal(int sig) {
+  // First Ctrl-C (SIGINT, or SIGTERM from mpirun, timeout or a scheduler): stop proposing and
+  // finish cleanly; a second one kills as usual.
   g_stop_requested = true;
-  std::signal(SIGINT, SIG_DFL);
+  std::signal(sig, SIG_DFL);
+}
+
+void install_stop_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+// Where progress goes: stderr, or nowhere with --quiet.
+std::ostream& progress_stream(bool quiet) {
+  static std::ostream null_stream(nullptr);
+  return quiet ? null_stream : std::cerr;
 }
 
 SearchConfig configure(const SearchOptions& o) {
@@ -51,9 +64,8 @@ int run_local(const SearchOptions& o) {
   // Everything user-supplied is validated above; only now is the database touched.
   db::Store store(c.db_path);
   auto executor = make_local_executor(make_evaluator_factory(c), c.workers, c.threads);
-  std::signal(SIGINT, on_sigint);
-  std::ostream& progress = o.quiet ? *new std::ostringstream : std::cerr;
-  SearchSummary s = run_search(c, *executor, store, progress);
+  install_stop_handlers();
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s; database " << c.db_path << "\n";
@@ -78,21 +90,40 @@ int run_mpi(const SearchOptions& o) {
     if (mpi.rank() == 0) std::cerr << "error: " << msg["error"].get<std::string>() << "\n";
     return kUsageExitCode;
   }
-  SearchConfig c = parse_config(msg["config"], "");
   if (mpi.size() < 2) {
     std::cerr << "error: mpirun needs at least 2 ranks (rank 0 coordinates, the others train)\n";
     return kUsageExitCode;
   }
-  if (mpi.rank() != 0) return run_mpi_worker(mpi, make_evaluator_factory(c));
+  if (mpi.rank() != 0) {
+    // Setup failures on a worker (dataset missing, a device file only rank 0 can see) are
+    // reported through the job protocol, so rank 0 ends the search with the message.
+    EvaluatorFactory factory;
+    std::string setup_error;
+    try {
+      factory = make_evaluator_factory(parse_config(msg["config"], ""));
+    } catch (const std::exception& e) {
+      setup_error = "worker rank " + std::to_string(mpi.rank()) + ": " + e.what();
+    }
+    return run_mpi_worker(mpi, factory, setup_error);
+  }
 
-  db::Store store(c.db_path);
+  // The executor exists before anything else can fail, so its destructor always releases the
+  // workers (a rank that finalises while others still wait would hang the whole job).
   auto executor = make_mpi_executor(mpi);
-  std::signal(SIGINT, on_sigint);
-  SearchSummary s = run_search(c, *executor, store, o.quiet ? *new std::ostringstream : std::cerr);
+  SearchConfig c = parse_config(msg["config"], "");
+  db::Store store(c.db_path);
+  install_stop_handlers();
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1
             << " worker ranks; database " << c.db_path << "\n";
+  if (s.status == "interrupted") {
+    // The launcher is tearing the job down: the results and fronts are stored, and
+    // MPI_Finalize would wait for ranks that are gone.
+    std::cout.flush();
+    std::_Exit(130);
+  }
   return 0;
 }
 #endif
@@ -114,7 +145,14 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   int costed = 0;
   for (const db::EvaluationRecord& e : store.evaluations(run)) {
     if (e.status != "ok") continue;
-    store.add_costs(e.id, {to_record(device->name(), device->estimate(hw::Workload::from_json(e.workload)))});
+    hw::Cost cost;
+    try {
+      cost = device->estimate(hw::Workload::from_json(e.workload));
+    } catch (const std::exception& ex) {  // as in the search: one bad workload is infeasible
+      cost.feasible = false;
+      cost.infeasible_reason = std::string("cost model failed: ") + ex.what();
+    }
+    store.add_costs(e.id, {to_record(device->name(), cost)});
     ++costed;
   }
   auto front = compute_front(store, run, device->name(), c.pareto_objectives);

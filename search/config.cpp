@@ -1,5 +1,6 @@
 #include "search/config.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -7,6 +8,7 @@
 #include <sstream>
 
 #include "hwmodels/device.hpp"
+#include "evaluators/train_evaluator.hpp"
 #include "search/task_data.hpp"
 #include "spaces/space.hpp"
 #include "strategies/strategy.hpp"
@@ -223,8 +225,10 @@ json read_json_file(const fs::path& file, const std::string& field) {
 }
 
 std::string resolve(const std::string& base_dir, const std::string& p) {
-  if (p.empty() || fs::path(p).is_absolute() || base_dir.empty()) return p;
-  return (fs::path(base_dir) / p).lexically_normal().string();
+  if (p.empty() || fs::path(p).is_absolute()) return p;
+  // Absolute, so the path still names the same file for MPI workers and for dlopen (which
+  // would otherwise search the library path for a bare "libx.so").
+  return fs::absolute(fs::path(base_dir) / p).lexically_normal().string();
 }
 
 }  // namespace
@@ -330,6 +334,11 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
     try {
       auto dev = hw::load_device(d);
       if (!seen.insert(dev->name()).second) fail(field, "device '" + dev->name() + "' listed twice");
+      if (dev->family() == "host" && (c.evaluator != "train" || c.host_latency_reps == 0))
+        fail(field, "device '" + dev->name() + "' costs the latency measured on this machine, but " +
+                        (c.evaluator != "train" ? std::string("the tabular evaluator measures none")
+                                                : std::string("evaluator.host_latency_reps is 0")) +
+                        "; remove it or set evaluator.host_latency_reps > 0");
     } catch (const ConfigError&) {
       throw;
     } catch (const std::exception& e) {
@@ -349,6 +358,20 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
     if (dir == "max") o.maximize = true;
     else if (dir != "min") fail(field, "direction '" + dir + "' must be max or min");
     c.pareto_objectives.push_back(o);
+  }
+  // Every objective must be something the evaluator reports or a device cost: a typo would
+  // otherwise turn every objective into NaN and every front empty.
+  std::vector<std::string> metrics;
+  if (c.evaluator == "train") metrics = eval::TrainEvaluator::metric_names();
+  else
+    for (const auto& [k, v] : c.tabular_metrics.items()) metrics.push_back(k);
+  for (std::size_t i = 0; i < c.pareto_objectives.size(); ++i) {
+    const auto& o = c.pareto_objectives[i];
+    if (o.is_cost() || std::find(metrics.begin(), metrics.end(), o.metric) != metrics.end()) continue;
+    std::string list = "latency_ms, energy_mj, memory_bytes";
+    for (const auto& m : metrics) list += ", " + m;
+    fail("objectives[" + std::to_string(i) + "]", "unknown metric '" + o.metric + "' for evaluator '" +
+                                                       c.evaluator + "'; one of: " + list);
   }
   if (c.pareto_objectives.front().is_cost())
     fail("objectives[0]", "the first objective must be a model metric (e.g. val_accuracy:max); it "

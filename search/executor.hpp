@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include "evaluators/evaluator.hpp"
@@ -31,6 +32,12 @@ struct JobResult {
 // Runs one job with the evaluator, turning any exception into a failed result (a bad candidate
 // must never end the search); an eval::SetupError becomes JobResult::fatal instead.
 JobResult run_job(eval::Evaluator& evaluator, const Job& job, int worker_rank);
+
+// Thrown by Executor::wait_next when the search was asked to stop and the executor cannot
+// wait for its running jobs (under mpirun, Ctrl-C sends SIGTERM to every worker rank too).
+struct ExecutorInterrupted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 class Executor {
  public:

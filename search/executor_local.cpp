@@ -37,6 +37,9 @@ JobResult run_job(eval::Evaluator& evaluator, const Job& job, int worker_rank) {
   } catch (const std::exception& e) {
     r.result = eval::EvalResult{};
     r.result.error = std::string("evaluation threw: ") + e.what();
+  } catch (...) {
+    r.result = eval::EvalResult{};
+    r.result.error = "evaluation threw a non-standard exception";
   }
   r.result.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -56,10 +59,11 @@ class LocalExecutor final : public Executor {
       : workers_(std::max(1, workers > 0 ? workers : static_cast<int>(std::thread::hardware_concurrency()))),
         threads_(std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()))),
         arena_(std::max(threads_, 1), std::min(workers_, threads_)) {
-    for (int i = 0; i < workers_; ++i) {
-      auto evaluator = factory();
-      runners_.emplace_back([this, ev = std::move(evaluator)]() mutable { serve(*ev); });
-    }
+    // All evaluators first: if one factory call throws, no runner thread exists yet.
+    std::vector<std::unique_ptr<eval::Evaluator>> evaluators;
+    for (int i = 0; i < workers_; ++i) evaluators.push_back(factory());
+    for (auto& ev : evaluators)
+      runners_.emplace_back([this, ev = std::move(ev)]() mutable { serve(*ev); });
   }
 
   ~LocalExecutor() override {

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "nn/parallel.hpp"
+#include "search/search_loop.hpp"
 
 namespace hwnas::search {
 namespace {
@@ -30,13 +32,14 @@ void send_string(const std::string& s, int dest, int tag) {
 
 // Waits for a message without MPI's busy polling: on a 2-core machine a spinning coordinator
 // would take a whole core from the workers.
-MPI_Status wait_for_message(int source, int tag) {
+MPI_Status wait_for_message(int source, int tag, const std::atomic<bool>* stop = nullptr) {
   MPI_Status status;
   int flag = 0;
   auto sleep = std::chrono::microseconds(50);
   while (true) {
     check(MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &status), "probe");
     if (flag) return status;
+    if (stop && stop->load()) throw ExecutorInterrupted("stop requested");
     std::this_thread::sleep_for(sleep);
     if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
   }
@@ -70,7 +73,9 @@ class MpiExecutor final : public Executor {
   }
 
   JobResult wait_next() override {
-    MPI_Status st = wait_for_message(MPI_ANY_SOURCE, kTagResult);
+    // A stop request (SIGINT/SIGTERM; mpirun forwards Ctrl-C as SIGTERM to every rank, so the
+    // workers are gone) ends the wait instead of waiting for results that never come.
+    MPI_Status st = wait_for_message(MPI_ANY_SOURCE, kTagResult, &g_stop_requested);
     std::string payload = receive_string(st);
     --in_flight_;
     idle_.push_back(st.MPI_SOURCE);
@@ -85,6 +90,10 @@ class MpiExecutor final : public Executor {
 
   void shutdown() override {
     if (stopped_) return;
+    if (g_stop_requested) {  // the launcher signalled the workers too: nothing left to drain
+      stopped_ = true;
+      return;
+    }
     while (in_flight_ > 0) (void)wait_next();
     for (int r = 1; r < session_.size(); ++r) send_string("", r, kTagStop);
     stopped_ = true;
@@ -148,9 +157,21 @@ int worker_threads_per_rank() {
   return std::max(1, cores / workers_here);
 }
 
-int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory) {
+int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
+                   const std::string& setup_error) {
   nn::ThreadBudget budget(worker_threads_per_rank());
-  std::unique_ptr<eval::Evaluator> evaluator = factory();
+  // A worker that cannot set up (dataset missing, table unreadable) keeps serving and answers
+  // every job with the error as fatal, so rank 0 ends the search cleanly with that message
+  // instead of waiting forever for a dead rank.
+  std::string fatal = setup_error;
+  std::unique_ptr<eval::Evaluator> evaluator;
+  if (fatal.empty()) {
+    try {
+      evaluator = factory();
+    } catch (const std::exception& e) {
+      fatal = std::string("worker rank ") + std::to_string(session.rank()) + ": " + e.what();
+    }
+  }
   while (true) {
     MPI_Status st = wait_for_message(0, MPI_ANY_TAG);
     std::string payload = receive_string(st);
@@ -158,14 +179,15 @@ int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory) {
     JobResult r;
     try {
       Job job = Job::from_json(nlohmann::json::parse(payload));
-      r = nn::run_isolated([&] { return run_job(*evaluator, job, session.rank()); });
+      r.id = job.id;
+      if (fatal.empty()) r = nn::run_isolated([&] { return run_job(*evaluator, job, session.rank()); });
+      else r.fatal = fatal;
     } catch (const std::exception& e) {
       // A malformed job still gets an answer so the coordinator's slot accounting holds.
-      r.id = nlohmann::json::parse(payload, nullptr, false).value("id", 0ull);
       r.result.error = std::string("worker could not run the job: ") + e.what();
     }
     nlohmann::json out = {{"id", r.id}, {"result", r.result.to_json()}, {"fatal", r.fatal}};
-    send_string(out.dump(), 0, kTagResult);
+    send_string(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), 0, kTagResult);
   }
 }
 

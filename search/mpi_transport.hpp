@@ -38,7 +38,9 @@ class MpiSession {
 std::unique_ptr<Executor> make_mpi_executor(const MpiSession& session);
 
 // Worker side: serves jobs until the coordinator says stop.  Returns the process exit code.
-int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory);
+// A non-empty setup_error (or a factory that throws) makes every answer fatal with it.
+int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
+                   const std::string& setup_error = "");
 
 // Threads each worker rank should use so the ranks on one node share its cores.
 int worker_threads_per_rank();

@@ -169,6 +169,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& d : devices) progress << ' ' << d->name();
   progress << std::endl;
 
+  try {
   while (true) {
     if (!stopping && (g_stop_requested.load() ||
                       (config.budget_seconds > 0 && elapsed() > config.budget_seconds))) {
@@ -194,7 +195,14 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
     if (in_flight == 0) break;
 
-    JobResult jr = executor.wait_next();
+    JobResult jr;
+    try {
+      jr = executor.wait_next();
+    } catch (const ExecutorInterrupted& e) {
+      progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
+      stopping = true;
+      break;
+    }
     --in_flight;
     if (!jr.fatal.empty()) {
       // Keep what is stored, mark the run failed, and report the setup error once.
@@ -292,7 +300,17 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     progress << " | elapsed " << fmt_seconds(el) << " | ETA " << (stopping ? "-" : fmt_seconds(eta))
              << std::endl;
   }
-  executor.shutdown();
+  if (!g_stop_requested) executor.shutdown();
+  } catch (const eval::SetupError&) {
+    throw;  // already marked failed above
+  } catch (...) {
+    // Whatever ended the loop, stored evaluations stay and the run does not look alive.
+    try {
+      store.finish_run(summary.run_id, "failed");
+    } catch (...) {
+    }
+    throw;
+  }
 
   for (const auto& d : devices) {
     auto front = compute_front(store, summary.run_id, d->name(), config.pareto_objectives);

@@ -142,4 +142,28 @@ TEST(TabularExample, ArchitectureMissingFromTableEndsTheSearchClearly) {
   fs::remove_all(dir);
 }
 
+TEST(TabularExample, MissingArchitectureFailsTheRunWithTheMessage) {
+  fs::path dir = temp_dir("nb201fatal");
+  json j = load_example("search_nb201_tabular.json");
+  auto space = spaces::load_space(j["space"].get<std::string>());
+  // A table of only the first cell: the first proposal that is not that cell ends the search.
+  std::ofstream(dir / "one.csv") << "arch,valid_acc_12,test_acc_200\n\"" << space->describe(space->at(0))
+                                 << "\",50,51\n";
+  j["evaluator"]["csv"] = (dir / "one.csv").string();
+  j["strategy"] = {{"type", "random"}};
+  j["budget"]["evaluations"] = 20;
+  j["db"] = (dir / "fatal.db").string();
+  db::Store store(j["db"].get<std::string>());
+  try {
+    (void)run(j, store);
+    FAIL() << "a table lacking a proposed architecture must end the search";
+  } catch (const eval::SetupError& e) {
+    EXPECT_NE(std::string(e.what()).find("not in"), std::string::npos) << e.what();
+  }
+  auto run_id = store.latest_run_id();
+  ASSERT_TRUE(run_id.has_value());
+  EXPECT_EQ(store.run(*run_id)->status, "failed");
+  fs::remove_all(dir);
+}
+
 }  // namespace
