@@ -1,6 +1,7 @@
 #include "search/mpi_transport.hpp"
 
 #include <mpi.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -100,8 +101,10 @@ class MpiExecutor final : public Executor {
   }
 
   std::string describe() const override {
-    return "MPI: coordinator rank 0 + " + std::to_string(slots()) + " worker ranks x " +
-           std::to_string(worker_threads_per_rank()) + " threads";
+    // mpirun answers Ctrl-C by killing every rank at once; SIGTERM to the coordinator alone
+    // stops the search cleanly (fronts stored, run marked interrupted), so say where it is.
+    return "MPI: coordinator rank 0 (pid " + std::to_string(::getpid()) + ", stop cleanly with kill -TERM) + " +
+           std::to_string(slots()) + " worker ranks x " + std::to_string(worker_threads_per_rank()) + " threads";
   }
 
  private:
