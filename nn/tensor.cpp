@@ -1,6 +1,9 @@
 #include "nn/tensor.hpp"
 
 #include <cstdlib>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -48,10 +51,11 @@ namespace {
 // size instead of going back to malloc: such blocks are mmap-backed in glibc, so every training
 // step would otherwise pay page faults and zeroing for each large activation and gradient (a
 // quarter of a CNN/encoder step).  Training reuses the same shapes every step, so exact-size
-// buckets hit almost always.  The pool is bounded (kPoolMaxBytes idle) and thread-safe; recycled
-// contents are never relied upon (Tensor(shape) is documented as uninitialised).
+// buckets hit almost always.  The pool is bounded (kPoolMaxBytes idle; when full it is emptied)
+// and thread-safe; recycled contents are never relied upon (Tensor(shape) is documented as
+// uninitialised).
 constexpr std::size_t kPoolMinBytes = std::size_t{1} << 16;
-constexpr std::size_t kPoolMaxBytes = std::size_t{512} << 20;
+constexpr std::size_t kPoolMaxBytes = std::size_t{256} << 20;
 
 class BufferPool {
  public:
@@ -69,15 +73,24 @@ class BufferPool {
     return std::aligned_alloc(64, bytes);
   }
   void give(void* p, std::size_t bytes) {
+    if (bytes > kPoolMaxBytes) {
+      std::free(p);
+      return;
+    }
+    std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (idle_ + bytes <= kPoolMaxBytes) {
-        free_[bytes].push_back(p);
-        idle_ += bytes;
-        return;
+      if (idle_ + bytes > kPoolMaxBytes) {
+        // Over budget (e.g. a search moving on to other shapes): drop every idle buffer, so
+        // sizes no longer in use do not pin memory; a steady training loop refills in a step.
+        for (auto& [size, list] : free_) evicted.insert(evicted.end(), list.begin(), list.end());
+        free_.clear();
+        idle_ = 0;
       }
+      free_[bytes].push_back(p);
+      idle_ += bytes;
     }
-    std::free(p);
+    for (void* q : evicted) std::free(q);
   }
 
  private:
@@ -88,7 +101,18 @@ class BufferPool {
 
 // Never destroyed: tensors with static storage duration may release buffers during exit.
 BufferPool& pool() {
-  static BufferPool* p = new BufferPool;
+  static BufferPool* p = [] {
+#if defined(__GLIBC__)
+    // glibc serves blocks above its mmap threshold (128 KiB at start) with fresh mmaps, and only
+    // raises that threshold after such a block is freed.  Pooled tensors are never freed, so it
+    // would stay at 128 KiB and every other large temporary (Eigen's GEMM packing buffers, for
+    // one) would page-fault on each call.  Fix both thresholds to what the dynamic rule would
+    // reach: blocks up to 32 MiB come from the heap, which is not trimmed below 64 MiB free.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
+    return new BufferPool;
+  }();
   return *p;
 }
 
