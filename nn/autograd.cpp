@@ -90,7 +90,14 @@ void backward(const Var& loss) {
 }
 
 bool grad_enabled() { return t_grad_enabled; }
-NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = false; }
+namespace {
+thread_local std::uint64_t t_no_grad_session = 0;
+}
+std::uint64_t no_grad_session() { return t_grad_enabled ? 0 : t_no_grad_session; }
+NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) {
+  t_grad_enabled = false;
+  ++t_no_grad_session;
+}
 NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
 
 }  // namespace hwnas::nn

@@ -69,6 +69,10 @@ Tensor& grad_of(Node& node);
 void backward(const Var& loss);
 
 bool grad_enabled();
+// Identifies the current no-grad session of this thread: a new value for every NoGradGuard
+// constructed, 0 while grad mode is on.  Weights cannot change inside one session (optimizers
+// do not run there), so inference-only caches of derived weights key on it.
+std::uint64_t no_grad_session();
 // Disables graph recording in this thread for its lifetime (evaluation, inference timing).
 class NoGradGuard {
  public:

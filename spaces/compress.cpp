@@ -2,12 +2,45 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace hwnas::spaces {
 
+namespace {
+
+// Inference reuses the compressed weights within one no-grad session (validation, latency
+// timing), as a deployed model would hold them, instead of re-pruning on every forward pass;
+// that per-pass cost would otherwise inflate the measured host latency of compressed nets.
+struct CacheEntry {
+  std::weak_ptr<nn::Node> source;  // expired or different: the weights it was made from are gone
+  std::uint64_t session = 0;
+  int bits = 0;
+  double prune = 0;
+  nn::Var compressed;
+};
+thread_local std::unordered_map<const nn::Node*, CacheEntry> t_cache;
+
+nn::Var compress_uncached(const nn::Var& w, int bits, double prune);
+
+}  // namespace
+
 nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   if (bits >= 16 && prune <= 0) return w;
+  const std::uint64_t session = nn::no_grad_session();
+  if (session == 0) return compress_uncached(w, bits, prune);
+  if (t_cache.size() > 4096) t_cache.clear();  // bound it when many models come and go
+  CacheEntry& e = t_cache[w.node()];
+  if (e.session == session && e.bits == bits && e.prune == prune && e.source.lock() == w.node_ptr())
+    return e.compressed;
+  e = CacheEntry{w.node_ptr(), session, bits, prune, compress_uncached(w, bits, prune)};
+  return e.compressed;
+}
+
+namespace {
+
+nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
   const nn::Tensor& x = w.value();
   const std::int64_t n = x.numel();
   nn::Tensor out = x.clone();
@@ -41,5 +74,7 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
     nn::accumulate_grad(*self.parents[0], g);
   });
 }
+
+}  // namespace
 
 }  // namespace hwnas::spaces

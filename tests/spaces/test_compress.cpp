@@ -1,0 +1,34 @@
+// Weight compression: inference sessions reuse the compressed weights; training recomputes them.
+#include <gtest/gtest.h>
+
+#include "spaces/compress.hpp"
+
+using namespace hwnas;
+
+TEST(Compress, InferenceSessionReusesCompressedWeightsTrainingDoesNot) {
+  nn::Var w = nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {0.1f, -0.9f, 0.5f, 0.02f, -0.3f, 0.7f}));
+  {
+    nn::NoGradGuard session;
+    nn::Var a = spaces::compress_weight(w, 8, 0.5);
+    nn::Var b = spaces::compress_weight(w, 8, 0.5);
+    EXPECT_EQ(a.node(), b.node()) << "same session, same weights: compressed once";
+    // Half the entries (the 3 smallest magnitudes) are pruned.
+    int zeros = 0;
+    for (float v : a.value().to_vector()) zeros += v == 0.0f;
+    EXPECT_EQ(zeros, 3);
+    EXPECT_NE(spaces::compress_weight(w, 4, 0.5).node(), a.node()) << "other settings, other entry";
+  }
+  // An optimizer step between sessions changes the weights: the next session sees the new ones.
+  w.value().data()[3] = 2.0f;  // 0.02 -> 2.0: no longer among the smallest
+  nn::Var c;
+  {
+    nn::NoGradGuard session;
+    c = spaces::compress_weight(w, 8, 0.5);
+  }
+  EXPECT_NE(c.value().data()[3], 0.0f);
+  // With grad on, every call builds a fresh node that routes gradients to the kept entries.
+  nn::Var t1 = spaces::compress_weight(w, 8, 0.5);
+  nn::Var t2 = spaces::compress_weight(w, 8, 0.5);
+  EXPECT_NE(t1.node(), t2.node());
+  EXPECT_TRUE(t1.requires_grad());
+}
