@@ -47,7 +47,7 @@ TEST(Spaces, ExamplesLoad) {
 }
 
 // 10,000 samples and 10,000 mutations per example space, all valid and inside the space.
-TEST(Spaces, SamplesAndMutationsAreValid) {
+TEST(Spaces, SamplesAndMutationsAreValidSlow) {
   for (const auto& name : kExamples) {
     SCOPED_TRACE(name);
     auto s = load_space(example(name));
@@ -324,7 +324,7 @@ TEST(Nb201, NeighboursAndSize) {
 
 // Every one of the 15625 cells: its string parses back to the same genome, and strings and
 // genome hashes are all distinct.
-TEST(Nb201, EnumerationRoundTripsEveryString) {
+TEST(Nb201, EnumerationRoundTripsEveryStringSlow) {
   auto s = load_space(example("nb201"));
   std::unordered_set<std::string> strings, hashes;
   for (std::uint64_t i = 0; i < *s->size(); ++i) {
