@@ -52,9 +52,9 @@ class LocalExecutor final : public Executor {
  public:
   // One runner thread per evaluation slot; every runner enters the same task arena of `threads`
   // slots, reserved for the runners first, so the ops' inner parallel_for calls share one pool
-  // of `threads` threads and concurrent candidates never oversubscribe the cores.  (Enqueueing
-  // the jobs as arena tasks from a waiting coordinator is not enough: oneTBB gives an arena at
-  // most hardware_concurrency - 1 worker threads, which would leave one slot idle.)
+  // of `threads` threads and concurrent candidates never oversubscribe the cores.  Runner
+  // threads (rather than jobs enqueued as arena tasks) make the number of candidates in flight
+  // exactly `workers`, independent of how many worker threads oneTBB's market grants.
   LocalExecutor(EvaluatorFactory factory, int workers, int threads)
       : workers_(std::max(1, workers > 0 ? workers : static_cast<int>(std::thread::hardware_concurrency()))),
         threads_(std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()))),
