@@ -167,6 +167,11 @@ struct Store::Impl {
     // failing at once with SQLITE_BUSY.
     conn.exec("PRAGMA busy_timeout = 5000");
     conn.exec("PRAGMA foreign_keys = ON");
+  }
+
+  // After the identity check: a foreign SQLite file must be refused untouched, not converted to
+  // WAL first (the journal mode is persistent in the file).
+  void enable_wal() {
     if (!conn.read_only()) {
       // WAL lets readers query a running search; NORMAL sync is durable across process crashes
       // (only a power loss may drop the last commits) and much faster than FULL in WAL mode.
@@ -307,6 +312,7 @@ Store::Store(const std::string& path, bool read_only) {
     impl_ = std::make_unique<Impl>(path, read_only);
     impl_->configure();
     impl_->check_identity_and_migrate();
+    impl_->enable_wal();
   } catch (const DbError& e) {
     throw DbError(path + ": " + e.what());
   }

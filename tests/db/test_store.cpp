@@ -434,3 +434,18 @@ TEST_F(StoreTest, StoreIsMovable) {
 }
 
 }  // namespace
+
+TEST(StoreSafety, ForeignSqliteFileIsRefusedUntouched) {
+  namespace fs = std::filesystem;
+  fs::path p = fs::temp_directory_path() / ("hwnas_foreign_" + std::to_string(::getpid()) + ".sqlite");
+  fs::remove(p);
+  ASSERT_EQ(std::system(("sqlite3 " + p.string() + " 'create table t(x); insert into t values(1);'").c_str()), 0);
+  EXPECT_THROW(hwnas::db::Store s(p.string()), hwnas::db::DbError);
+  // Still in its own (rollback) journal mode: nothing was written to it.
+  FILE* f = ::popen(("sqlite3 " + p.string() + " 'pragma journal_mode'").c_str(), "r");
+  char buf[64] = {0};
+  ASSERT_NE(std::fgets(buf, sizeof buf, f), nullptr);
+  ::pclose(f);
+  EXPECT_EQ(std::string(buf), "delete\n");
+  fs::remove(p);
+}
