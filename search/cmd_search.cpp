@@ -129,7 +129,8 @@ int run_mpi(const SearchOptions& o) {
 #endif
 
 int rescore(const std::string& db_path, const std::string& device_name, long long run_id) {
-  if (!std::filesystem::exists(db_path)) throw std::invalid_argument("--db: file '" + db_path + "' does not exist");
+  if (!std::filesystem::exists(db_path))
+    throw std::invalid_argument("--db: file '" + db_path + "' does not exist");
   auto device = hw::load_device(device_name);
   db::Store store(db_path);
   std::int64_t run = run_id > 0 ? run_id : store.latest_run_id().value_or(0);
@@ -169,7 +170,8 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
 
 void add_search_commands(CLI::App& app) {
   auto opts = std::make_shared<SearchOptions>();
-  CLI::App* s = app.add_subcommand("search", "Run a search from a config file (use mpirun for MPI)");
+  CLI::App* s =
+      app.add_subcommand("search", "Run a search from a config file (use mpirun for MPI)");
   s->add_option("config", opts->config_path, "search config JSON")->required();
   s->add_option("--db", opts->db_path, "SQLite file (overrides the config's \"db\")");
   s->add_option("--seed", opts->seed, "seed (overrides the config)")->check(CLI::NonNegativeNumber);
@@ -186,11 +188,13 @@ void add_search_commands(CLI::App& app) {
   });
 
   auto r = std::make_shared<std::tuple<std::string, std::string, long long>>("hwnas.db", "", 0);
-  CLI::App* rs = app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
+  CLI::App* rs =
+      app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
   rs->add_option("--db", std::get<0>(*r), "SQLite file")->capture_default_str();
   rs->add_option("--device", std::get<1>(*r), "preset name, device JSON or plugin .so")->required();
   rs->add_option("--run", std::get<2>(*r), "run id (default: latest)");
-  rs->callback([r] { throw CLI::RuntimeError(rescore(std::get<0>(*r), std::get<1>(*r), std::get<2>(*r))); });
+  rs->callback(
+      [r] { throw CLI::RuntimeError(rescore(std::get<0>(*r), std::get<1>(*r), std::get<2>(*r))); });
 
   CLI::App* cfg = app.add_subcommand("config", "Configuration reference");
   cfg->require_subcommand(1);
@@ -201,8 +205,8 @@ void add_search_commands(CLI::App& app) {
   chk->add_option("config", *check_path)->required();
   chk->callback([check_path] {
     SearchConfig c = load_config(*check_path);
-    std::cout << "ok: " << c.name << ", " << c.budget_evaluations << " candidates, " << c.devices.size()
-              << " devices\n";
+    std::cout << "ok: " << c.name << ", " << c.budget_evaluations << " candidates, "
+              << c.devices.size() << " devices\n";
   });
 }
 

@@ -7,8 +7,8 @@
 #include <set>
 #include <sstream>
 
-#include "hwmodels/device.hpp"
 #include "evaluators/train_evaluator.hpp"
+#include "hwmodels/device.hpp"
 #include "search/task_data.hpp"
 #include "spaces/space.hpp"
 #include "strategies/strategy.hpp"
@@ -25,7 +25,7 @@ enum class Type { Int, Number, Bool, String, Choice, StringList, Object, PathOrO
 struct Param {
   const char* path;  // dotted, e.g. "budget.evaluations"
   Type type;
-  json fallback;     // null: required
+  json fallback;  // null: required
   double lo = 0, hi = 0;
   std::vector<std::string> choices = {};
   const char* description = "";
@@ -35,18 +35,42 @@ const std::vector<Param>& parameter_table() {
   static const std::vector<Param> table = {
       {"name", Type::String, "search", 0, 0, {}, "run name stored in the database"},
       {"seed", Type::Int, 0, 0, 4294967295.0, {}, "seed of every random choice in the search"},
-      {"space", Type::PathOrObject, nullptr, 0, 0, {},
+      {"space",
+       Type::PathOrObject,
+       nullptr,
+       0,
+       0,
+       {},
        "search space: path to a space JSON (relative to this file) or an inline definition"},
-      {"task.dataset", Type::Choice, "fashion_mnist", 0, 0,
+      {"task.dataset",
+       Type::Choice,
+       "fashion_mnist",
+       0,
+       0,
        {"fashion_mnist", "fashion_mnist_rows", "associative_recall", "marked_majority", "tabular"},
        "training data (search/task_data.hpp); fashion_mnist is read from "
        "/usr/share/datasets/fashion-mnist, the sequence tasks are generated from the seed"},
-      {"task.train_subset", Type::Int, 0, 0, 60000, {},
+      {"task.train_subset",
+       Type::Int,
+       0,
+       0,
+       60000,
+       {},
        "training samples per candidate (0 = all Fashion-MNIST images not held out for "
        "validation; 10000 generated sequences)"},
-      {"task.val_size", Type::Int, 5000, 100, 30000, {},
+      {"task.val_size",
+       Type::Int,
+       5000,
+       100,
+       30000,
+       {},
        "validation images held out of the 60k TRAINING split (the test split is never used)"},
-      {"evaluator.type", Type::Choice, "train", 0, 0, {"train", "tabular"},
+      {"evaluator.type",
+       Type::Choice,
+       "train",
+       0,
+       0,
+       {"train", "tabular"},
        "train: really train each candidate; tabular: look metrics up in a CSV"},
       {"evaluator.epochs", Type::Int, 1, 1, 1000, {}, "training epochs per candidate"},
       {"evaluator.batch_size", Type::Int, 64, 1, 4096, {}, "minibatch size"},
@@ -54,31 +78,88 @@ const std::vector<Param>& parameter_table() {
       {"evaluator.lr", Type::Number, 3e-3, 1e-7, 10, {}, "peak learning rate (cosine schedule)"},
       {"evaluator.weight_decay", Type::Number, 1e-4, 0, 1, {}, "decoupled weight decay"},
       {"evaluator.momentum", Type::Number, 0.9, 0, 0.999, {}, "SGD momentum"},
-      {"evaluator.max_seconds", Type::Number, 0, 0, 1e6, {},
+      {"evaluator.max_seconds",
+       Type::Number,
+       0,
+       0,
+       1e6,
+       {},
        "wall-clock training budget per candidate (0 = epochs only)"},
-      {"evaluator.host_latency_reps", Type::Int, 10, 0, 10000, {},
+      {"evaluator.host_latency_reps",
+       Type::Int,
+       10,
+       0,
+       10000,
+       {},
        "timed batch-1 forward passes for the host latency (median); 0 disables"},
-      {"evaluator.csv", Type::String, "", 0, 0, {}, "tabular evaluator: CSV file (relative to this file)"},
-      {"evaluator.key_column", Type::String, "arch", 0, 0, {}, "tabular evaluator: architecture column"},
-      {"evaluator.metrics", Type::Object, json{{"val_accuracy", "val_accuracy"}}, 0, 0, {},
+      {"evaluator.csv",
+       Type::String,
+       "",
+       0,
+       0,
+       {},
+       "tabular evaluator: CSV file (relative to this file)"},
+      {"evaluator.key_column",
+       Type::String,
+       "arch",
+       0,
+       0,
+       {},
+       "tabular evaluator: architecture column"},
+      {"evaluator.metrics",
+       Type::Object,
+       json{{"val_accuracy", "val_accuracy"}},
+       0,
+       0,
+       {},
        "tabular evaluator: reported metric -> CSV column; \"{epochs}\" in a column name becomes "
        "the fidelity's epochs (e.g. {\"val_accuracy\": \"valid_acc_{epochs}\"})"},
-      {"strategy", Type::Object, json{{"type", "regularized_evolution"}}, 0, 0, {},
+      {"strategy",
+       Type::Object,
+       json{{"type", "regularized_evolution"}},
+       0,
+       0,
+       {},
        "strategy object: {\"type\": random | regularized_evolution, ...}"},
       {"budget.evaluations", Type::Int, 20, 1, 1000000, {}, "candidates to evaluate"},
-      {"budget.max_seconds", Type::Number, 0, 0, 1e7, {},
+      {"budget.max_seconds",
+       Type::Number,
+       0,
+       0,
+       1e7,
+       {},
        "stop proposing after this many seconds (0 = no limit)"},
-      {"devices", Type::StringList, json{"h100_sxm", "host"}, 1, 64, {},
+      {"devices",
+       Type::StringList,
+       json{"h100_sxm", "host"},
+       1,
+       64,
+       {},
        "hardware targets: preset names, device JSON paths or plugin .so paths"},
-      {"objectives", Type::StringList, json{"val_accuracy:max", "latency_ms:min"}, 2, 8, {},
+      {"objectives",
+       Type::StringList,
+       json{"val_accuracy:max", "latency_ms:min"},
+       2,
+       8,
+       {},
        "Pareto objectives per device, metric:max|min; latency_ms, energy_mj, memory_bytes are "
        "costs on the device"},
-      {"fitness.latency_weight", Type::Number, 0, 0, 100, {},
+      {"fitness.latency_weight",
+       Type::Number,
+       0,
+       0,
+       100,
+       {},
        "scalar fitness for single-objective strategies: first objective - w * log10(latency_ms)"},
       {"fitness.device", Type::String, "", 0, 0, {}, "device whose latency enters the fitness"},
       {"workers", Type::Int, 0, 0, 1024, {}, "concurrent local evaluations (0 = one per core)"},
       {"threads", Type::Int, 0, 0, 1024, {}, "oneTBB threads in all (0 = all cores)"},
-      {"deterministic", Type::Bool, true, 0, 0, {},
+      {"deterministic",
+       Type::Bool,
+       true,
+       0,
+       0,
+       {},
        "propose and learn in a fixed order so the same seed gives the same search"},
       {"db", Type::String, "hwnas.db", 0, 0, {}, "SQLite file (relative to the working directory)"},
   };
@@ -87,14 +168,22 @@ const std::vector<Param>& parameter_table() {
 
 const char* type_name(Type t) {
   switch (t) {
-    case Type::Int: return "integer";
-    case Type::Number: return "number";
-    case Type::Bool: return "boolean";
-    case Type::String: return "string";
-    case Type::Choice: return "string";
-    case Type::StringList: return "list of strings";
-    case Type::Object: return "object";
-    case Type::PathOrObject: return "path or object";
+    case Type::Int:
+      return "integer";
+    case Type::Number:
+      return "number";
+    case Type::Bool:
+      return "boolean";
+    case Type::String:
+      return "string";
+    case Type::Choice:
+      return "string";
+    case Type::StringList:
+      return "list of strings";
+    case Type::Object:
+      return "object";
+    case Type::PathOrObject:
+      return "path or object";
   }
   return "?";
 }
@@ -115,7 +204,8 @@ const json* find(const json& root, const std::string& path) {
   std::size_t start = 0;
   while (true) {
     std::size_t dot = path.find('.', start);
-    std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string key =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (!cur->is_object() || !cur->contains(key)) return nullptr;
     cur = &(*cur)[key];
     if (dot == std::string::npos) return cur;
@@ -128,7 +218,8 @@ void set(json& root, const std::string& path, const json& value) {
   std::size_t start = 0;
   while (true) {
     std::size_t dot = path.find('.', start);
-    std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string key =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (dot == std::string::npos) {
       (*cur)[key] = value;
       return;
@@ -172,18 +263,20 @@ json check_value(const Param& p, const json& v) {
     case Type::StringList: {
       if (!v.is_array()) fail(path, "must be a list of strings, got " + v.dump());
       if (v.size() < p.lo || v.size() > p.hi)
-        fail(path, "needs between " + fmt_number(p.lo) + " and " + fmt_number(p.hi) + " entries, got " +
-                       std::to_string(v.size()));
+        fail(path, "needs between " + fmt_number(p.lo) + " and " + fmt_number(p.hi) +
+                       " entries, got " + std::to_string(v.size()));
       for (std::size_t i = 0; i < v.size(); ++i)
         if (!v[i].is_string() || v[i].get<std::string>().empty())
-          fail(path + "[" + std::to_string(i) + "]", "must be a non-empty string, got " + v[i].dump());
+          fail(path + "[" + std::to_string(i) + "]",
+               "must be a non-empty string, got " + v[i].dump());
       return v;
     }
     case Type::Object:
       if (!v.is_object()) fail(path, "must be an object, got " + v.dump());
       return v;
     case Type::PathOrObject:
-      if (!v.is_object() && !v.is_string()) fail(path, "must be a file path or an object, got " + v.dump());
+      if (!v.is_object() && !v.is_string())
+        fail(path, "must be a file path or an object, got " + v.dump());
       return v;
   }
   return v;
@@ -196,8 +289,10 @@ void reject_unknown(const json& j, const std::string& prefix) {
     bool exact = false, parent = false;
     for (const Param& p : parameter_table()) {
       std::string pp = p.path;
-      if (pp == path) exact = true;
-      else if (pp.rfind(path + ".", 0) == 0) parent = true;
+      if (pp == path)
+        exact = true;
+      else if (pp.rfind(path + ".", 0) == 0)
+        parent = true;
     }
     if (exact) continue;
     if (parent && value.is_object()) {
@@ -208,7 +303,8 @@ void reject_unknown(const json& j, const std::string& prefix) {
     std::string known;
     for (const Param& p : parameter_table()) {
       std::string pp = p.path;
-      if (prefix.empty() || pp.rfind(prefix + ".", 0) == 0) known += (known.empty() ? "" : ", ") + pp;
+      if (prefix.empty() || pp.rfind(prefix + ".", 0) == 0)
+        known += (known.empty() ? "" : ", ") + pp;
     }
     fail(path, "unknown field; known fields: " + known);
   }
@@ -290,11 +386,14 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   c.tabular_key = ev["key_column"];
   c.tabular_metrics = ev["metrics"];
   for (const auto& [k, v] : c.tabular_metrics.items())
-    if (!v.is_string()) fail("evaluator.metrics." + k, "must be a CSV column name, got " + v.dump());
+    if (!v.is_string())
+      fail("evaluator.metrics." + k, "must be a CSV column name, got " + v.dump());
   if (c.evaluator == "tabular") {
-    if (ev["csv"].get<std::string>().empty()) fail("evaluator.csv", "required when evaluator.type is 'tabular'");
+    if (ev["csv"].get<std::string>().empty())
+      fail("evaluator.csv", "required when evaluator.type is 'tabular'");
     c.tabular_csv = resolve(base_dir, ev["csv"]);
-    if (!fs::exists(c.tabular_csv)) fail("evaluator.csv", "file '" + c.tabular_csv + "' does not exist");
+    if (!fs::exists(c.tabular_csv))
+      fail("evaluator.csv", "file '" + c.tabular_csv + "' does not exist");
     r["evaluator"]["csv"] = c.tabular_csv;
   }
   if ((c.evaluator == "tabular") != (c.dataset == "tabular"))
@@ -333,9 +432,11 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
     }
     try {
       auto dev = hw::load_device(d);
-      if (!seen.insert(dev->name()).second) fail(field, "device '" + dev->name() + "' listed twice");
+      if (!seen.insert(dev->name()).second)
+        fail(field, "device '" + dev->name() + "' listed twice");
       if (dev->family() == "host" && (c.evaluator != "train" || c.host_latency_reps == 0))
-        fail(field, "device '" + dev->name() + "' costs the latency measured on this machine, but " +
+        fail(field, "device '" + dev->name() +
+                        "' costs the latency measured on this machine, but " +
                         (c.evaluator != "train" ? std::string("the tabular evaluator measures none")
                                                 : std::string("evaluator.host_latency_reps is 0")) +
                         "; remove it or set evaluator.host_latency_reps > 0");
@@ -355,34 +456,40 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
       fail(field, "'" + s + "' must be METRIC:max or METRIC:min");
     ObjectiveSpec o{s.substr(0, colon), false};
     const std::string dir = s.substr(colon + 1);
-    if (dir == "max") o.maximize = true;
-    else if (dir != "min") fail(field, "direction '" + dir + "' must be max or min");
+    if (dir == "max")
+      o.maximize = true;
+    else if (dir != "min")
+      fail(field, "direction '" + dir + "' must be max or min");
     c.pareto_objectives.push_back(o);
   }
   // Every objective must be something the evaluator reports or a device cost: a typo would
   // otherwise turn every objective into NaN and every front empty.
   std::vector<std::string> metrics;
-  if (c.evaluator == "train") metrics = eval::TrainEvaluator::metric_names();
+  if (c.evaluator == "train")
+    metrics = eval::TrainEvaluator::metric_names();
   else
     for (const auto& [k, v] : c.tabular_metrics.items()) metrics.push_back(k);
   for (std::size_t i = 0; i < c.pareto_objectives.size(); ++i) {
     const auto& o = c.pareto_objectives[i];
-    if (o.is_cost() || std::find(metrics.begin(), metrics.end(), o.metric) != metrics.end()) continue;
+    if (o.is_cost() || std::find(metrics.begin(), metrics.end(), o.metric) != metrics.end())
+      continue;
     std::string list = "latency_ms, energy_mj, memory_bytes";
     for (const auto& m : metrics) list += ", " + m;
-    fail("objectives[" + std::to_string(i) + "]", "unknown metric '" + o.metric + "' for evaluator '" +
-                                                       c.evaluator + "'; one of: " + list);
+    fail("objectives[" + std::to_string(i) + "]",
+         "unknown metric '" + o.metric + "' for evaluator '" + c.evaluator + "'; one of: " + list);
   }
   if (c.pareto_objectives.front().is_cost())
-    fail("objectives[0]", "the first objective must be a model metric (e.g. val_accuracy:max); it "
-                          "is also the fitness of single-objective strategies");
+    fail("objectives[0]",
+         "the first objective must be a model metric (e.g. val_accuracy:max); it "
+         "is also the fitness of single-objective strategies");
 
   c.fitness_latency_weight = r["fitness"]["latency_weight"];
   c.fitness_device = r["fitness"]["device"];
   if (c.fitness_latency_weight > 0) {
     bool found = false;
     for (const auto& d : c.devices) found = found || hw::load_device(d)->name() == c.fitness_device;
-    if (!found) fail("fitness.device", "'" + c.fitness_device + "' must name one of the configured devices");
+    if (!found)
+      fail("fitness.device", "'" + c.fitness_device + "' must name one of the configured devices");
   }
 
   c.workers = r["workers"];
@@ -420,8 +527,8 @@ std::string describe_parameters() {
       os << ": ";
       for (std::size_t i = 0; i < p.choices.size(); ++i) os << (i ? " | " : "") << p.choices[i];
     }
-    os << ", default " << (p.fallback.is_null() ? std::string("required") : p.fallback.dump()) << ")\n    "
-       << p.description << "\n";
+    os << ", default " << (p.fallback.is_null() ? std::string("required") : p.fallback.dump())
+       << ")\n    " << p.description << "\n";
   }
   return os.str();
 }

@@ -18,7 +18,8 @@ EvaluatorFactory make_evaluator_factory(const SearchConfig& c) {
     struct View final : eval::Evaluator {
       std::shared_ptr<eval::TabularEvaluator> table;
       std::string name() const override { return table->name(); }
-      eval::EvalResult evaluate(const spaces::Genome& g, const eval::Fidelity& f, std::uint64_t s) override {
+      eval::EvalResult evaluate(const spaces::Genome& g, const eval::Fidelity& f,
+                                std::uint64_t s) override {
         return table->evaluate(g, f, s);
       }
     };

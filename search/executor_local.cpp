@@ -13,7 +13,8 @@
 namespace hwnas::search {
 
 nlohmann::json Job::to_json() const {
-  return {{"id", id}, {"genome", genome.to_json()}, {"fidelity", fidelity.to_json()}, {"seed", seed}};
+  return {
+      {"id", id}, {"genome", genome.to_json()}, {"fidelity", fidelity.to_json()}, {"seed", seed}};
 }
 
 Job Job::from_json(const nlohmann::json& j) {
@@ -56,8 +57,10 @@ class LocalExecutor final : public Executor {
   // threads (rather than jobs enqueued as arena tasks) make the number of candidates in flight
   // exactly `workers`, independent of how many worker threads oneTBB's market grants.
   LocalExecutor(EvaluatorFactory factory, int workers, int threads)
-      : workers_(std::max(1, workers > 0 ? workers : static_cast<int>(std::thread::hardware_concurrency()))),
-        threads_(std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()))),
+      : workers_(std::max(
+            1, workers > 0 ? workers : static_cast<int>(std::thread::hardware_concurrency()))),
+        threads_(std::max(
+            1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()))),
         arena_(std::max(threads_, 1), std::min(workers_, threads_)) {
     // All evaluators first: if one factory call throws, no runner thread exists yet.
     std::vector<std::unique_ptr<eval::Evaluator>> evaluators;

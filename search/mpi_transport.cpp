@@ -28,7 +28,8 @@ void check(int rc, const char* what) {
 }
 
 void send_string(const std::string& s, int dest, int tag) {
-  check(MPI_Send(s.data(), static_cast<int>(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD), "send");
+  check(MPI_Send(s.data(), static_cast<int>(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD),
+        "send");
 }
 
 // Waits for a message without MPI's busy polling: on a 2-core machine a spinning coordinator
@@ -103,8 +104,9 @@ class MpiExecutor final : public Executor {
   std::string describe() const override {
     // mpirun answers Ctrl-C by killing every rank at once; SIGTERM to the coordinator alone
     // stops the search cleanly (fronts stored, run marked interrupted), so say where it is.
-    return "MPI: coordinator rank 0 (pid " + std::to_string(::getpid()) + ", stop cleanly with kill -TERM) + " +
-           std::to_string(slots()) + " worker ranks x " + std::to_string(worker_threads_per_rank()) + " threads";
+    return "MPI: coordinator rank 0 (pid " + std::to_string(::getpid()) +
+           ", stop cleanly with kill -TERM) + " + std::to_string(slots()) + " worker ranks x " +
+           std::to_string(worker_threads_per_rank()) + " threads";
   }
 
  private:
@@ -183,8 +185,10 @@ int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
     try {
       Job job = Job::from_json(nlohmann::json::parse(payload));
       r.id = job.id;
-      if (fatal.empty()) r = nn::run_isolated([&] { return run_job(*evaluator, job, session.rank()); });
-      else r.fatal = fatal;
+      if (fatal.empty())
+        r = nn::run_isolated([&] { return run_job(*evaluator, job, session.rank()); });
+      else
+        r.fatal = fatal;
     } catch (const std::exception& e) {
       // A malformed job still gets an answer so the coordinator's slot accounting holds.
       r.result.error = std::string("worker could not run the job: ") + e.what();

@@ -46,7 +46,8 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
 namespace {
 
 // Value of an objective for one evaluation on one device; NaN if unavailable.
-double objective_value(const ObjectiveSpec& o, const nlohmann::json& metrics, const db::CostRecord* cost) {
+double objective_value(const ObjectiveSpec& o, const nlohmann::json& metrics,
+                       const db::CostRecord* cost) {
   if (o.is_cost()) {
     if (!cost) return std::numeric_limits<double>::quiet_NaN();
     if (o.metric == "latency_ms") return cost->latency_ms;
@@ -60,8 +61,11 @@ double objective_value(const ObjectiveSpec& o, const nlohmann::json& metrics, co
 
 std::string fmt_seconds(double s) {
   std::ostringstream os;
-  if (s < 120) os << std::fixed << std::setprecision(0) << s << "s";
-  else os << static_cast<int>(s / 60) << "m" << std::setw(2) << std::setfill('0') << static_cast<int>(s) % 60 << "s";
+  if (s < 120)
+    os << std::fixed << std::setprecision(0) << s << "s";
+  else
+    os << static_cast<int>(s / 60) << "m" << std::setw(2) << std::setfill('0')
+       << static_cast<int>(s) % 60 << "s";
   return os.str();
 }
 
@@ -70,8 +74,8 @@ std::string fmt_seconds(double s) {
 std::string summarize_genome(const nlohmann::json& g) {
   // Short parameter names for the table; anything else prints as name=value.
   static const std::map<std::string, std::string> abbrev = {
-      {"channels", "c"}, {"kernel", "k"}, {"stride", "s"}, {"units", "u"}, {"heads", "h"},
-      {"window", "w"}, {"outputs", "o"}};
+      {"channels", "c"}, {"kernel", "k"}, {"stride", "s"}, {"units", "u"},
+      {"heads", "h"},    {"window", "w"}, {"outputs", "o"}};
   std::string out;
   if (!g.contains("nodes")) return out;
   for (const auto& n : g["nodes"]) {
@@ -81,10 +85,14 @@ std::string summarize_genome(const nlohmann::json& g) {
     if (n.contains("params"))
       for (const auto& [k, v] : n["params"].items()) {
         std::string val = v.is_string() ? v.get<std::string>() : v.dump();
-        if (k == "bits") item += " " + val + "b";
-        else if (k == "prune") item += " p" + val;
-        else if (abbrev.count(k)) item += " " + abbrev.at(k) + val;
-        else item += " " + (v.is_string() ? val : k + "=" + val);
+        if (k == "bits")
+          item += " " + val + "b";
+        else if (k == "prune")
+          item += " p" + val;
+        else if (abbrev.count(k))
+          item += " " + abbrev.at(k) + val;
+        else
+          item += " " + (v.is_string() ? val : k + "=" + val);
       }
     out += (out.empty() ? "" : " | ") + item;
   }
@@ -148,7 +156,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
 
-  std::map<std::uint64_t, spaces::Genome> proposed;          // in flight or awaiting tell
+  std::map<std::uint64_t, spaces::Genome> proposed;           // in flight or awaiting tell
   std::map<std::uint64_t, strategies::Observation> finished;  // awaiting an in-order tell
   std::uint64_t next_id = 0, told = 0;
   int in_flight = 0, done = 0;
@@ -164,60 +172,17 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
   };
 
-  progress << "search '" << config.name << "' run " << summary.run_id << ": " << budget
-           << " candidates, " << executor.describe() << ", devices:";
-  for (const auto& d : devices) progress << ' ' << d->name();
-  progress << std::endl;
-
-  try {
-  while (true) {
-    if (!stopping && (g_stop_requested.load() ||
-                      (config.budget_seconds > 0 && elapsed() > config.budget_seconds))) {
-      stopping = true;
-      progress << (g_stop_requested ? "stop requested" : "time budget reached")
-               << ": finishing " << in_flight << " running evaluations" << std::endl;
-    }
-    // Fill free slots.
-    while (!stopping && in_flight < slots && next_id < static_cast<std::uint64_t>(budget)) {
-      if (config.deterministic) {
-        std::uint64_t need = next_id >= lag ? next_id - lag : 0;
-        tell_ready(need);
-        if (told < need) break;  // an older result is still out: wait for it
-      }
-      Job job;
-      job.id = next_id++;
-      job.genome = strategy->ask(rng);
-      job.fidelity = fidelity;
-      job.seed = job_seed(config.seed, job.id);
-      proposed.emplace(job.id, job.genome);
-      executor.submit(std::move(job));
-      ++in_flight;
-    }
-    if (in_flight == 0) break;
-
-    JobResult jr;
-    try {
-      jr = executor.wait_next();
-    } catch (const ExecutorInterrupted& e) {
-      progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
-      stopping = true;
-      break;
-    }
-    --in_flight;
-    if (!jr.fatal.empty()) {
-      // Keep what is stored, mark the run failed, and report the setup error once.
-      executor.shutdown();
-      store.finish_run(summary.run_id, "failed");
-      throw eval::SetupError(jr.fatal);
-    }
+  // Stores one finished evaluation with its costs (one transaction), updates the best and the
+  // strategy's pending observations, and prints the progress line.
+  auto record = [&](const JobResult& jr) {
     ++done;
     const spaces::Genome& genome = proposed.at(jr.id);
     const eval::EvalResult& res = jr.result;
 
     db::EvaluationRecord rec;
     rec.run_id = summary.run_id;
-    rec.arch_id = store.upsert_architecture(genome.hash(), nlohmann::json::parse(genome.canonical_json()),
-                                            space->describe(genome));
+    rec.arch_id = store.upsert_architecture(
+        genome.hash(), nlohmann::json::parse(genome.canonical_json()), space->describe(genome));
     rec.metrics = res.metrics;
     rec.fidelity = fidelity.to_json();
     rec.workload = res.workload.to_json();
@@ -273,7 +238,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     // Cost objectives are reported on the first device; strategies that need every device's
     // costs read them from the store.
     for (const auto& o : config.pareto_objectives)
-      obs.objectives.push_back(objective_value(o, rec.metrics, rec.costs.empty() ? nullptr : &rec.costs.front()));
+      obs.objectives.push_back(
+          objective_value(o, rec.metrics, rec.costs.empty() ? nullptr : &rec.costs.front()));
     if (config.deterministic) {
       finished.emplace(jr.id, std::move(obs));
     } else {
@@ -284,8 +250,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 
     double el = elapsed();
     double eta = done > 0 ? el / done * std::max(0, budget - done) : 0;
-    progress << "[" << std::setw(static_cast<int>(std::to_string(budget).size())) << done << "/" << budget
-             << "] ";
+    progress << "[" << std::setw(static_cast<int>(std::to_string(budget).size())) << done << "/"
+             << budget << "] ";
     if (res.ok()) {
       double v = objective_value(primary, rec.metrics, nullptr);
       progress << primary.metric << " " << std::fixed << std::setprecision(4) << v;
@@ -299,8 +265,62 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       progress << "-";
     progress << " | elapsed " << fmt_seconds(el) << " | ETA " << (stopping ? "-" : fmt_seconds(eta))
              << std::endl;
-  }
-  if (!g_stop_requested) executor.shutdown();
+  };
+
+  progress << "search '" << config.name << "' run " << summary.run_id << ": " << budget
+           << " candidates, " << executor.describe() << ", devices:";
+  for (const auto& d : devices) progress << ' ' << d->name();
+  progress << std::endl;
+
+  try {
+    while (true) {
+      if (!stopping && (g_stop_requested.load() ||
+                        (config.budget_seconds > 0 && elapsed() > config.budget_seconds))) {
+        stopping = true;
+        progress << (g_stop_requested ? "stop requested" : "time budget reached") << ": finishing "
+                 << in_flight << " running evaluations" << std::endl;
+      }
+      // Fill free slots.
+      while (!stopping && in_flight < slots && next_id < static_cast<std::uint64_t>(budget)) {
+        if (config.deterministic) {
+          std::uint64_t need = next_id >= lag ? next_id - lag : 0;
+          tell_ready(need);
+          if (told < need) break;  // an older result is still out: wait for it
+        }
+        Job job;
+        job.id = next_id++;
+        job.genome = strategy->ask(rng);
+        job.fidelity = fidelity;
+        job.seed = job_seed(config.seed, job.id);
+        proposed.emplace(job.id, job.genome);
+        executor.submit(std::move(job));
+        ++in_flight;
+      }
+      if (in_flight == 0) break;
+
+      JobResult jr;
+      try {
+        jr = executor.wait_next();
+      } catch (const ExecutorInterrupted& e) {
+        progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
+        stopping = true;
+        break;
+      }
+      --in_flight;
+      if (!jr.fatal.empty()) {
+        // Store what the other workers still finish, mark the run failed, report the error once.
+        while (in_flight > 0) {
+          JobResult more = executor.wait_next();
+          --in_flight;
+          if (more.fatal.empty()) record(more);
+        }
+        executor.shutdown();
+        store.finish_run(summary.run_id, "failed");
+        throw eval::SetupError(jr.fatal);
+      }
+      record(jr);
+    }
+    if (!g_stop_requested) executor.shutdown();
   } catch (const eval::SetupError&) {
     throw;  // already marked failed above
   } catch (...) {
@@ -324,7 +344,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   return summary;
 }
 
-std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id, const std::string& device) {
+std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id,
+                                 const std::string& device) {
   std::vector<FrontRow> rows;
   for (auto& p : store.pareto(run_id, device)) {
     FrontRow r{std::move(p), {}};
@@ -347,10 +368,12 @@ void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& obje
     for (const auto& o : objectives) out << std::setw(15) << o.metric;
     out << "  description\n";
     for (const auto& r : rows) {
-      out << std::left << std::setw(7) << r.evaluation_id << std::setw(18) << r.arch_hash << std::right;
+      out << std::left << std::setw(7) << r.evaluation_id << std::setw(18) << r.arch_hash
+          << std::right;
       for (const auto& o : objectives) {
         double v = objective_value(o, r.metrics, &r.cost);
-        out << std::setw(15) << std::setprecision(o.metric == "memory_bytes" ? 0 : 4) << std::fixed << v;
+        out << std::setw(15) << std::setprecision(o.metric == "memory_bytes" ? 0 : 4) << std::fixed
+            << v;
       }
       std::string desc = r.arch_summary.empty() ? r.arch_description : r.arch_summary;
       if (desc.size() > 90) desc = desc.substr(0, 87) + "...";

@@ -22,9 +22,10 @@ eval::Dataset pad_to_32(const eval::Dataset& d, int channels) {
   for (int i = 0; i < n; ++i)
     for (int c = 0; c < channels; ++c)
       for (int r = 0; r < 28; ++r)
-        std::copy(d.x.data() + (static_cast<std::int64_t>(i) * 28 + r) * 28,
-                  d.x.data() + (static_cast<std::int64_t>(i) * 28 + r) * 28 + 28,
-                  out.x.data() + ((static_cast<std::int64_t>(i) * channels + c) * 32 + r + 2) * 32 + 2);
+        std::copy(
+            d.x.data() + (static_cast<std::int64_t>(i) * 28 + r) * 28,
+            d.x.data() + (static_cast<std::int64_t>(i) * 28 + r) * 28 + 28,
+            out.x.data() + ((static_cast<std::int64_t>(i) * channels + c) * 32 + r + 2) * 32 + 2);
   return out;
 }
 
@@ -35,7 +36,10 @@ struct Expected {
 
 Expected expected(const std::string& dataset) {
   if (dataset == "fashion_mnist")
-    return {{{DataKind::Image, {1, 28, 28}}, {DataKind::Image, {1, 32, 32}}, {DataKind::Image, {3, 32, 32}}}, 10};
+    return {{{DataKind::Image, {1, 28, 28}},
+             {DataKind::Image, {1, 32, 32}},
+             {DataKind::Image, {3, 32, 32}}},
+            10};
   if (dataset == "fashion_mnist_rows") return {{{DataKind::Sequence, {28, 28}}}, 10};
   if (dataset == "associative_recall") return {{{DataKind::Sequence, {64, 25}}}, 8};
   if (dataset == "marked_majority") return {{{DataKind::Sequence, {64, 16}}}, 2};
@@ -58,8 +62,8 @@ void check_task_fits(const std::string& dataset, const TensorType& input, int ou
   }
   if (!ok || outputs != e.classes)
     throw std::invalid_argument("space input " + input.str() + " with " + std::to_string(outputs) +
-                                " outputs does not fit task.dataset '" + dataset + "' (needs " + allowed +
-                                " with " + std::to_string(e.classes) + " outputs)");
+                                " outputs does not fit task.dataset '" + dataset + "' (needs " +
+                                allowed + " with " + std::to_string(e.classes) + " outputs)");
 }
 
 eval::TrainValSplit load_task(const std::string& dataset, const TensorType& input, int val_size,

@@ -18,7 +18,8 @@ class RandomSearch final : public Strategy {
 
 }  // namespace
 
-std::unique_ptr<Strategy> make_random_search(const nlohmann::json& config, const spaces::Space& space) {
+std::unique_ptr<Strategy> make_random_search(const nlohmann::json& config,
+                                             const spaces::Space& space) {
   check_known_fields(config, {"type"});
   return std::make_unique<RandomSearch>(space);
 }

@@ -7,7 +7,8 @@
 namespace hwnas::strategies {
 namespace {
 
-using Factory = std::function<std::unique_ptr<Strategy>(const nlohmann::json&, const spaces::Space&)>;
+using Factory =
+    std::function<std::unique_ptr<Strategy>(const nlohmann::json&, const spaces::Space&)>;
 
 const std::map<std::string, Factory>& factories() {
   static const std::map<std::string, Factory> table = {
@@ -32,14 +33,15 @@ std::vector<std::string> strategy_names() {
 }
 
 std::unique_ptr<Strategy> make_strategy(const nlohmann::json& config, const spaces::Space& space) {
-  if (!config.is_object()) throw std::invalid_argument("strategy: must be an object with a \"type\"");
+  if (!config.is_object())
+    throw std::invalid_argument("strategy: must be an object with a \"type\"");
   if (!config.contains("type") || !config["type"].is_string())
     throw std::invalid_argument("strategy.type: missing; one of: " + joined_names());
   const std::string type = config["type"].get<std::string>();
   auto it = factories().find(type);
   if (it == factories().end())
-    throw std::invalid_argument("strategy.type: unknown strategy '" + type + "'; one of: " +
-                                joined_names());
+    throw std::invalid_argument("strategy.type: unknown strategy '" + type +
+                                "'; one of: " + joined_names());
   return it->second(config, space);
 }
 
@@ -51,7 +53,8 @@ int get_int(const nlohmann::json& config, const char* field, int fallback, int l
   long long x = v.get<long long>();
   if (x < lo || x > hi)
     throw std::invalid_argument(std::string("strategy.") + field + ": " + std::to_string(x) +
-                                " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+                                " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                "]");
   return static_cast<int>(x);
 }
 
@@ -59,11 +62,13 @@ double get_double(const nlohmann::json& config, const char* field, double fallba
                   double hi) {
   if (!config.contains(field)) return fallback;
   const auto& v = config[field];
-  if (!v.is_number()) throw std::invalid_argument(std::string("strategy.") + field + ": must be a number");
+  if (!v.is_number())
+    throw std::invalid_argument(std::string("strategy.") + field + ": must be a number");
   double x = v.get<double>();
   if (!(x >= lo && x <= hi))
     throw std::invalid_argument(std::string("strategy.") + field + ": " + std::to_string(x) +
-                                " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+                                " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                                "]");
   return x;
 }
 
