@@ -39,9 +39,11 @@ MPI_Status wait_for_message(int source, int tag, const std::atomic<bool>* stop =
   int flag = 0;
   auto sleep = std::chrono::microseconds(50);
   while (true) {
+    // Checked before probing: once the launcher has signalled the workers, probing a dead peer
+    // may fail.
+    if (stop && stop->load()) throw ExecutorInterrupted("stop requested");
     check(MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &status), "probe");
     if (flag) return status;
-    if (stop && stop->load()) throw ExecutorInterrupted("stop requested");
     std::this_thread::sleep_for(sleep);
     if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
   }
@@ -127,6 +129,9 @@ bool launched_under_mpi() {
 MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
   check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "init");
+  // Errors come back as codes (check() turns them into exceptions) instead of aborting the
+  // job, so the coordinator can still store what it has when a worker dies.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
 }
