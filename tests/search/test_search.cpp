@@ -209,6 +209,26 @@ TEST(SearchEndToEnd, MpiRunUnderMpirun) {
   fs::remove_all(dir);
 }
 
+TEST(SearchEndToEnd, MpiWorkerSetupErrorEndsTheJobWithItsMessage) {
+#ifndef HWNAS_WITH_MPI
+  GTEST_SKIP() << "built with HWNAS_WITH_MPI=OFF";
+#endif
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  fs::path dir = temp_dir("mpisetup");
+  std::string db = (dir / "mpi.db").string();
+  // Workers cannot find the dataset: the job must end (not hang) with the loader's message.
+  auto r = run_command("HWNAS_FMNIST_DIR=/nonexistent OMPI_ALLOW_RUN_AS_ROOT=1 "
+                       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+                       "timeout 120 mpirun --oversubscribe --allow-run-as-root -n 3 " + kBinary +
+                       " search " + kFixture + " --db " + db + " --budget 4");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "the MPI job hung: " << r.output;
+  EXPECT_NE(r.output.find("dataset-fashion-mnist"), std::string::npos) << r.output;
+  db::Store store(db, true);
+  EXPECT_EQ(store.run(*store.latest_run_id())->status, "failed");
+  fs::remove_all(dir);
+}
+
 // ---- bad input: one clear line naming the field, nonzero exit, nothing stored ----
 
 struct BadConfigCase {
