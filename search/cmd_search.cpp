@@ -61,9 +61,9 @@ SearchConfig configure(const SearchOptions& o) {
 
 int run_local(const SearchOptions& o) {
   SearchConfig c = configure(o);
-  // Everything user-supplied is validated above; only now is the database touched.
-  db::Store store(c.db_path);
+  // Everything user-supplied is validated and the data loaded before the database is touched.
   auto executor = make_local_executor(make_evaluator_factory(c), c.workers, c.threads);
+  db::Store store(c.db_path);
   install_stop_handlers();
   SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
   print_fronts(s, c.pareto_objectives, std::cout);
