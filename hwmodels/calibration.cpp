@@ -9,38 +9,17 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "hwmodels/csv.hpp"
 #include "hwmodels/device_base.hpp"
 
 namespace hwnas::hw {
 
 namespace {
 
-std::vector<std::string> split_csv_line(const std::string& line) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool quoted = false;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    char ch = line[i];
-    if (quoted) {
-      if (ch == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        cur += '"';
-        ++i;
-      } else if (ch == '"') {
-        quoted = false;
-      } else {
-        cur += ch;
-      }
-    } else if (ch == '"') {
-      quoted = true;
-    } else if (ch == ',') {
-      out.push_back(cur);
-      cur.clear();
-    } else if (ch != '\r') {
-      cur += ch;
-    }
-  }
-  out.push_back(cur);
-  for (auto& s : out) {  // trim spaces
+// Calibration CSVs are hand-edited: fields are trimmed of surrounding spaces.
+std::vector<std::string> split_trimmed(const std::string& line) {
+  std::vector<std::string> out = split_csv_line(line);
+  for (auto& s : out) {
     auto b = s.find_first_not_of(" \t");
     auto e = s.find_last_not_of(" \t");
     s = b == std::string::npos ? "" : s.substr(b, e - b + 1);
@@ -180,7 +159,7 @@ std::vector<MeasurementRow> read_measurements_csv(const std::string& path) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") != std::string::npos) break;
   }
-  header = split_csv_line(line);
+  header = split_trimmed(line);
   int ia = -1, il = -1, ie = -1;
   for (std::size_t i = 0; i < header.size(); ++i) {
     if (header[i] == "architecture") ia = int(i);
@@ -206,7 +185,7 @@ std::vector<MeasurementRow> read_measurements_csv(const std::string& path) {
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos || line[0] == '#') continue;
-    auto f = split_csv_line(line);
+    auto f = split_trimmed(line);
     if (f.size() < header.size())
       throw std::invalid_argument(path + ":" + std::to_string(lineno) + ": expected " +
                                   std::to_string(header.size()) + " columns, got " +
