@@ -19,6 +19,7 @@
 
 #include "evaluators/datasets.hpp"
 #include "evaluators/trainer.hpp"
+#include "bench/models.hpp"
 #include "nn/layers.hpp"
 #include "nn/parallel.hpp"
 
@@ -27,45 +28,8 @@ using namespace hwnas::eval;
 
 namespace {
 
-struct Mlp : nn::Module {
-  nn::Linear l1, l2, l3;
-  explicit Mlp(std::mt19937_64& rng)
-      : l1(784, 256, true, rng), l2(256, 128, true, rng), l3(128, 10, true, rng) {}
-  nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
-    return l3.forward(nn::relu(l2.forward(nn::relu(l1.forward(in.at(0))))));
-  }
-  void collect_parameters(std::vector<nn::Var>& out) override {
-    l1.collect_parameters(out);
-    l2.collect_parameters(out);
-    l3.collect_parameters(out);
-  }
-  std::string name() const override { return "mlp"; }
-};
-
-struct Cnn : nn::Module {
-  nn::Conv2d c1, c2;
-  nn::BatchNorm b1, b2;
-  nn::Linear fc;
-  Cnn(int w1, int w2, std::mt19937_64& rng)
-      : c1(1, w1, 3, nn::Conv2dOptions{1, 1, 1}, false, rng),
-        c2(w1, w2, 3, nn::Conv2dOptions{1, 1, 1}, false, rng),
-        b1(w1),
-        b2(w2),
-        fc(w2 * 7 * 7, 10, true, rng) {}
-  nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext& ctx) override {
-    nn::Var x = nn::max_pool2d(nn::relu(b1.forward(c1.forward(in.at(0)), ctx.training)), 2, 2);
-    x = nn::max_pool2d(nn::relu(b2.forward(c2.forward(x), ctx.training)), 2, 2);
-    return fc.forward(nn::flatten(x));
-  }
-  void collect_parameters(std::vector<nn::Var>& out) override {
-    c1.collect_parameters(out);
-    b1.collect_parameters(out);
-    c2.collect_parameters(out);
-    b2.collect_parameters(out);
-    fc.collect_parameters(out);
-  }
-  std::string name() const override { return "cnn"; }
-};
+using bench::Cnn;
+using bench::Mlp;
 
 struct Args {
   std::string model = "both";
@@ -185,7 +149,7 @@ int main(int argc, char** argv) {
     run("cnn",
         [&] {
           std::mt19937_64 rng(a.seed + 1);
-          return std::make_unique<Cnn>(a.cnn_w1, a.cnn_w2, rng);
+          return std::make_unique<Cnn>(rng, a.cnn_w1, a.cnn_w2);
         },
         split.train, split.val, test, c);
   }
