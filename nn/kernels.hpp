@@ -52,6 +52,16 @@ inline std::int64_t chunk_count(std::int64_t n, std::int64_t cost) {
   return std::min({n, kMaxChunks, work / kParallelGrainFlops});
 }
 
+// Per-thread scratch buffers reused across calls (im2col matrices, attention score tiles), one
+// per slot so an op can hold several at once: avoids per-call heap churn.  Contents never carry
+// over between uses, so reuse does not affect results.
+inline float* scratch(std::size_t n, int slot = 0) {
+  thread_local std::vector<float> buffers[3];
+  auto& b = buffers[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
 // Calls fn(begin, end) over [0, n) in deterministic chunks, in parallel when worth it.
 template <class F>
 void parallel_range(std::int64_t n, std::int64_t cost_per_item, F&& fn) {

@@ -34,23 +34,8 @@ using Stride = Eigen::OuterStride<>;
 using HeadMap = Eigen::Map<RowMatrix, 0, Stride>;
 using ConstHeadMap = Eigen::Map<const RowMatrix, 0, Stride>;
 
-template <class F>
-void parallel_range(std::int64_t n, std::int64_t flops_per_item, F&& f) {
-  if (n <= 1 || n * flops_per_item < kParallelGrainFlops) {
-    f(std::int64_t{0}, n);
-    return;
-  }
-  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, n, 1),
-                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { f(r.begin(), r.end()); });
-}
-
-// Per-thread scratch reused across calls (score tiles); contents never carry over between uses.
-float* scratch(std::size_t n, int slot) {
-  thread_local std::vector<float> buffers[3];
-  auto& b = buffers[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
-}
+using detail::parallel_range;
+using detail::scratch;
 
 struct AttnGeom {
   int b, lq, lk, d, heads, dh;

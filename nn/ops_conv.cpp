@@ -36,18 +36,8 @@ namespace {
 using UArrayMap = Eigen::Map<Eigen::ArrayXf>;
 using ConstUArrayMap = Eigen::Map<const Eigen::ArrayXf>;
 
-// Runs f(begin, end) over [0, n), in parallel when the total work is worth a task split.
-template <class F>
-void parallel_range(std::int64_t n, std::int64_t flops_per_item, F&& f) {
-  if (n <= 1 || n * flops_per_item < kParallelGrainFlops) {
-    f(std::int64_t{0}, n);
-    return;
-  }
-  // Grain keeps each task above the threshold so task overhead stays small.
-  std::int64_t grain = std::max<std::int64_t>(1, kParallelGrainFlops / std::max<std::int64_t>(1, flops_per_item));
-  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, n, static_cast<std::size_t>(grain)),
-                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { f(r.begin(), r.end()); });
-}
+using detail::parallel_range;
+using detail::scratch;
 
 // Fixed chunking of [0, n) for reductions: depends only on n, never on the thread count.
 constexpr int kMaxReduceChunks = 8;
@@ -65,14 +55,6 @@ void for_each_chunk(std::int64_t n, int chunks, std::int64_t flops_per_item, F&&
   oneapi::tbb::parallel_for(0, chunks, body);
 }
 
-// Scratch buffer reused across calls by the same thread (im2col matrices): avoids per-call heap
-// churn.  Contents never carry over between uses, so reuse does not affect results.
-float* scratch(std::size_t n, int slot = 0) {
-  thread_local std::vector<float> buffers[3];
-  auto& b = buffers[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
-}
 
 // Output index range [lo, hi) along one axis for which in = o*stride + off lies in [0, in_size).
 inline void valid_range(int off, int stride, int in_size, int out_size, int& lo, int& hi) {
