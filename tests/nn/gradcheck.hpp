@@ -16,6 +16,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,24 @@ inline Tensor random_tensor(const Shape& s, std::mt19937_64& rng, float lo = -1.
   Tensor t(s);
   for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = d(rng);
   return t;
+}
+
+// Element-wise comparison with a relative tolerance (absolute below magnitude 1).
+inline void expect_close(const Tensor& a, const Tensor& b, float tol) {
+  ASSERT_EQ(a.shape(), b.shape());
+  for (std::int64_t i = 0; i < a.numel(); ++i)
+    ASSERT_NEAR(a.data()[i], b.data()[i], tol * std::max(1.0f, std::fabs(b.data()[i]))) << "element " << i;
+}
+
+// f() must throw std::invalid_argument whose message contains `fragment`.
+template <class F>
+void expect_invalid(F&& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "expected std::invalid_argument containing '" << fragment << "'";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "message: " << e.what();
+  }
 }
 
 struct GradCheckOptions {

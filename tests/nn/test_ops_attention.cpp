@@ -52,21 +52,9 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int he
   return out;
 }
 
-void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-5f) {
-  ASSERT_EQ(a.shape(), b.shape());
-  for (std::int64_t i = 0; i < a.numel(); ++i)
-    ASSERT_NEAR(a.data()[i], b.data()[i], tol * std::max(1.0f, std::fabs(b.data()[i]))) << "element " << i;
-}
-
-template <class F>
-void expect_invalid(F&& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected std::invalid_argument containing '" << fragment << "'";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "message: " << e.what();
-  }
-}
+// This file's default tolerance for value comparisons.
+void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-5f) { testing::expect_close(a, b, tol); }
+using testing::expect_invalid;
 
 struct Qkv {
   Tensor q, k, v;
