@@ -138,11 +138,8 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   if (!info) throw std::invalid_argument("--run: no run " + std::to_string(run) + " in " + db_path);
   // The run's own objectives, from its stored config.
   SearchConfig c;
-  for (const auto& s : info->config.at("objectives")) {
-    std::string str = s;
-    auto colon = str.rfind(':');
-    c.pareto_objectives.push_back({str.substr(0, colon), str.substr(colon + 1) == "max"});
-  }
+  for (const auto& s : info->config.at("objectives"))
+    c.pareto_objectives.push_back(ObjectiveSpec::parse(s.get<std::string>()));
   int costed = 0;
   for (const db::EvaluationRecord& e : store.evaluations(run)) {
     if (e.status != "ok") continue;

@@ -310,13 +310,14 @@ void reject_unknown(const json& j, const std::string& prefix) {
   }
 }
 
-json read_json_file(const fs::path& file, const std::string& field) {
+// `where` prefixes the error: "config" for the file itself, "config.space" for a referenced file.
+json read_json_file(const fs::path& file, const std::string& where) {
   std::ifstream in(file);
-  if (!in) fail(field, "cannot open '" + file.string() + "'");
+  if (!in) throw ConfigError(where + ": cannot open '" + file.string() + "'");
   try {
     return json::parse(in);
   } catch (const json::parse_error& e) {
-    fail(field, "'" + file.string() + "' is not valid JSON: " + e.what());
+    throw ConfigError(where + ": '" + file.string() + "' is not valid JSON: " + e.what());
   }
 }
 
@@ -331,6 +332,16 @@ std::string resolve(const std::string& base_dir, const std::string& p) {
 
 bool ObjectiveSpec::is_cost() const {
   return metric == "latency_ms" || metric == "energy_mj" || metric == "memory_bytes";
+}
+
+ObjectiveSpec ObjectiveSpec::parse(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    throw std::invalid_argument("'" + s + "' must be METRIC:max or METRIC:min");
+  const std::string dir = s.substr(colon + 1);
+  if (dir != "max" && dir != "min")
+    throw std::invalid_argument("direction '" + dir + "' must be max or min");
+  return {s.substr(0, colon), dir == "max"};
 }
 
 std::string ObjectiveSpec::str() const { return metric + (maximize ? ":max" : ":min"); }
@@ -357,7 +368,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   // Space: load, then let the spaces module validate it completely.
   if (r["space"].is_string()) {
     const std::string path = resolve(base_dir, r["space"].get<std::string>());
-    c.space = read_json_file(path, "space");
+    c.space = read_json_file(path, "config.space");
   } else {
     c.space = r["space"];
   }
@@ -449,18 +460,11 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   }
 
   for (std::size_t i = 0; i < r["objectives"].size(); ++i) {
-    const std::string s = r["objectives"][i];
-    const std::string field = "objectives[" + std::to_string(i) + "]";
-    auto colon = s.rfind(':');
-    if (colon == std::string::npos || colon == 0)
-      fail(field, "'" + s + "' must be METRIC:max or METRIC:min");
-    ObjectiveSpec o{s.substr(0, colon), false};
-    const std::string dir = s.substr(colon + 1);
-    if (dir == "max")
-      o.maximize = true;
-    else if (dir != "min")
-      fail(field, "direction '" + dir + "' must be max or min");
-    c.pareto_objectives.push_back(o);
+    try {
+      c.pareto_objectives.push_back(ObjectiveSpec::parse(r["objectives"][i]));
+    } catch (const std::invalid_argument& e) {
+      fail("objectives[" + std::to_string(i) + "]", e.what());
+    }
   }
   // Every objective must be something the evaluator reports or a device cost: a typo would
   // otherwise turn every objective into NaN and every front empty.
@@ -502,17 +506,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
 
 SearchConfig load_config(const std::string& path) {
   if (!fs::exists(path)) throw ConfigError("config: file '" + path + "' does not exist");
-  json j;
-  {
-    std::ifstream in(path);
-    if (!in) throw ConfigError("config: cannot open '" + path + "'");
-    try {
-      j = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw ConfigError("config: '" + path + "' is not valid JSON: " + e.what());
-    }
-  }
-  SearchConfig c = parse_config(j, fs::path(path).parent_path().string());
+  SearchConfig c = parse_config(read_json_file(path, "config"), fs::path(path).parent_path().string());
   c.config_path = path;
   return c;
 }

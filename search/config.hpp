@@ -24,6 +24,8 @@ struct ObjectiveSpec {
   bool maximize = false;
   bool is_cost() const;
   std::string str() const;  // "val_accuracy:max"
+  // Inverse of str(); throws std::invalid_argument saying what is wrong.
+  static ObjectiveSpec parse(const std::string& s);
 };
 
 struct SearchConfig {

@@ -24,6 +24,20 @@ namespace {
 
 const std::string kFixture = std::string(HWNAS_TEST_DIR) + "/fixtures/tiny.json";
 const std::string kBinary = std::string(HWNAS_BINARY_DIR) + "/hwnas";
+// mpirun with 3 ranks as root; single_copy_mechanism=none because containers often forbid the
+// ptrace-based shared-memory copy.
+const std::string kMpirun3 =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+    "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe --allow-run-as-root -n 3 ";
+
+// Why the MPI tests cannot run here, or "" if they can.
+std::string mpi_unavailable() {
+#ifndef HWNAS_WITH_MPI
+  return "built with HWNAS_WITH_MPI=OFF";
+#else
+  return std::system("command -v mpirun > /dev/null 2>&1") == 0 ? "" : "mpirun not installed";
+#endif
+}
 
 fs::path temp_dir(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("hwnas_test_" + name + "_" + std::to_string(::getpid()));
@@ -186,17 +200,10 @@ TEST(SearchEndToEnd, BinaryRunsAndQueriesWork) {
 }
 
 TEST(SearchEndToEnd, MpiRunUnderMpirun) {
-#ifndef HWNAS_WITH_MPI
-  GTEST_SKIP() << "built with HWNAS_WITH_MPI=OFF";
-#endif
-  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  if (auto why = mpi_unavailable(); !why.empty()) GTEST_SKIP() << why;
   fs::path dir = temp_dir("mpi");
   std::string db = (dir / "mpi.db").string();
-  // single_copy_mechanism=none: containers often forbid the ptrace-based shared-memory copy.
-  auto r = run_command("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-                       "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe "
-                       "--allow-run-as-root -n 3 " + kBinary + " search " + kFixture + " --db " + db +
-                       " --budget 4");
+  auto r = run_command(kMpirun3 + kBinary + " search " + kFixture + " --db " + db + " --budget 4");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("2 worker ranks"), std::string::npos) << r.output;
   check_run(db, 4);
@@ -210,17 +217,12 @@ TEST(SearchEndToEnd, MpiRunUnderMpirun) {
 }
 
 TEST(SearchEndToEnd, MpiWorkerSetupErrorEndsTheJobWithItsMessage) {
-#ifndef HWNAS_WITH_MPI
-  GTEST_SKIP() << "built with HWNAS_WITH_MPI=OFF";
-#endif
-  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun not installed";
+  if (auto why = mpi_unavailable(); !why.empty()) GTEST_SKIP() << why;
   fs::path dir = temp_dir("mpisetup");
   std::string db = (dir / "mpi.db").string();
   // Workers cannot find the dataset: the job must end (not hang) with the loader's message.
-  auto r = run_command("HWNAS_FMNIST_DIR=/nonexistent OMPI_ALLOW_RUN_AS_ROOT=1 "
-                       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
-                       "timeout 120 mpirun --oversubscribe --allow-run-as-root -n 3 " + kBinary +
-                       " search " + kFixture + " --db " + db + " --budget 4");
+  auto r = run_command("HWNAS_FMNIST_DIR=/nonexistent timeout 120 " + kMpirun3 + kBinary + " search " +
+                       kFixture + " --db " + db + " --budget 4");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.exit_code, 124) << "the MPI job hung: " << r.output;
   EXPECT_NE(r.output.find("dataset-fashion-mnist"), std::string::npos) << r.output;
