@@ -153,7 +153,7 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
     store.add_costs(e.id, {to_record(device->name(), cost)});
     ++costed;
   }
-  auto front = compute_front(store, run, device->name(), c.pareto_objectives);
+  auto front = compute_front(store.evaluations(run), device->name(), c.pareto_objectives);
   store.set_pareto(run, device->name(), front);
   SearchSummary s;
   s.fronts[device->name()] = front_rows(store, run, device->name());

@@ -490,9 +490,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   c.fitness_latency_weight = r["fitness"]["latency_weight"];
   c.fitness_device = r["fitness"]["device"];
   if (c.fitness_latency_weight > 0) {
-    bool found = false;
-    for (const auto& d : c.devices) found = found || hw::load_device(d)->name() == c.fitness_device;
-    if (!found)
+    if (!seen.count(c.fitness_device))  // the names of the devices loaded above
       fail("fitness.device", "'" + c.fitness_device + "' must name one of the configured devices");
   }
 

@@ -99,14 +99,14 @@ std::string summarize_genome(const nlohmann::json& g) {
   return out;
 }
 
-std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run_id,
+std::vector<std::int64_t> compute_front(const std::vector<db::EvaluationRecord>& evaluations,
                                         const std::string& device,
                                         const std::vector<ObjectiveSpec>& objectives) {
   std::vector<std::int64_t> ids;
   std::vector<std::vector<double>> points;
   std::vector<bool> maximize;
   for (const auto& o : objectives) maximize.push_back(o.maximize);
-  for (const db::EvaluationRecord& e : store.evaluations(run_id)) {
+  for (const db::EvaluationRecord& e : evaluations) {
     if (e.status != "ok") continue;
     const db::CostRecord* cost = nullptr;
     for (const auto& c : e.costs)
@@ -332,8 +332,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     throw;
   }
 
+  // Read the run back once (workloads included) and derive every device's front from it.
+  const std::vector<db::EvaluationRecord> evaluations = store.evaluations(summary.run_id);
   for (const auto& d : devices) {
-    auto front = compute_front(store, summary.run_id, d->name(), config.pareto_objectives);
+    auto front = compute_front(evaluations, d->name(), config.pareto_objectives);
     store.set_pareto(summary.run_id, d->name(), front);
     summary.fronts[d->name()] = front_rows(store, summary.run_id, d->name());
   }

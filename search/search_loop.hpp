@@ -47,8 +47,9 @@ extern std::atomic<bool> g_stop_requested;
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
                          std::ostream& progress);
 
-// Recomputes and stores the Pareto front of one device for a run from its stored evaluations.
-std::vector<std::int64_t> compute_front(const db::Store& store, std::int64_t run_id,
+// The evaluation ids on one device's Pareto front among a run's evaluations (failed ones and
+// those infeasible on the device excluded).  The caller stores it with Store::set_pareto.
+std::vector<std::int64_t> compute_front(const std::vector<db::EvaluationRecord>& evaluations,
                                         const std::string& device,
                                         const std::vector<ObjectiveSpec>& objectives);
 
