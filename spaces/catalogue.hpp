@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/params.hpp"
 #include "hwmodels/workload.hpp"
 #include "nn/module.hpp"
 #include "spaces/genome.hpp"
@@ -27,32 +28,10 @@ namespace hwnas::spaces {
 
 using Rng = std::mt19937_64;
 
-enum class ParamType { Int, Float, Choice, Bool };
-const char* param_type_name(ParamType t);
-
-// One hyperparameter's domain: an explicit set of values (Int, Choice), a closed range (Int,
-// Float) or a bool.
-struct ParamSpec {
-  std::string name;
-  ParamType type = ParamType::Int;
-  std::vector<nlohmann::json> values;  // allowed set; empty means the range [min, max]
-  double min = 0, max = 0;
-  nlohmann::json default_value;
-  std::string description;
-
-  static ParamSpec int_range(std::string name, int lo, int hi, int def, std::string desc);
-  static ParamSpec int_set(std::string name, std::vector<int> set, int def, std::string desc);
-  static ParamSpec float_range(std::string name, double lo, double hi, double def,
-                               std::string desc);
-  static ParamSpec choice(std::string name, std::vector<std::string> set, std::string def,
-                          std::string desc);
-  static ParamSpec boolean(std::string name, bool def, std::string desc);
-
-  // Empty if `v` lies in the domain, else the reason, e.g. "4 not in {1,3,5,7}".
-  std::string check(const nlohmann::json& v) const;
-  std::string domain_str() const;  // "{1,3,5,7}", "int [1, 4096]", "float [0, 0.9]", "bool"
-  nlohmann::json to_json() const;
-};
+// Hyperparameter domains are the project-wide ParamSpec (common/params.hpp).
+using hwnas::ParamSpec;
+using hwnas::ParamType;
+using hwnas::param_type_name;
 
 using InferFn =
     std::function<TensorType(const std::vector<TensorType>& in, const nlohmann::json& params)>;
