@@ -1,6 +1,6 @@
 // Google Edge TPU (Coral).  int8 only.  As edgetpu_compiler partitions at most once, the first
 // node that is not int8 or whose category is unsupported, and EVERY node after it, run on the
-// host CPU (HARDWARE.md 2, "Edge TPU, supported operations and CPU fallback").
+// host CPU (docs/hardware.md §2.2, "Supported operations and CPU fallback").
 // On-TPU node: max(FLOPs / (eff[cat] * peak_ops), streamed weight bytes / usb_bw) + overhead,
 // where weights beyond the on-chip parameter cache (filled in execution order) are streamed over
 // USB on every inference.  The model input, and the activation handed back at the fallback

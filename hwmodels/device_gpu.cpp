@@ -1,4 +1,4 @@
-// Roofline GPU (Williams, Waterman & Patterson 2009; HARDWARE.md 1.3):
+// Roofline GPU (Williams, Waterman & Patterson 2009; docs/hardware.md §1.3):
 //   t_node = max(batch*FLOPs / (eff[cat] * peak[bits]), bytes / (eff_mem * BW)) + kernels * t_launch
 // bytes = weights (read once per batch) + batch * activations in/out.
 // Energy: P_idle * t + (P_tdp - P_idle) * t_busy, with t_busy = the roofline term (the unit

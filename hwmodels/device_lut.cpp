@@ -1,4 +1,4 @@
-// Lookup-table device (ProxylessNAS / nn-Meter style, HARDWARE.md 1.3): per-op latencies
+// Lookup-table device (ProxylessNAS / nn-Meter style, docs/hardware.md §1.3): per-op latencies
 // measured on the target, keyed by block kind, else by op category name.  An entry may give a
 // reference "macs": the node's latency then scales linearly with its MACs.  Nodes with no entry
 // go to the optional "fallback" device (any family, or a preset name); with no fallback the

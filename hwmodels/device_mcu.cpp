@@ -2,7 +2,7 @@
 // weights must fit flash, otherwise infeasible with both figures in the reason.
 // Latency per node = MACs / (macs_per_cycle[bits] * f) + other ops / (other_ops_per_cycle * f);
 // the effective MAC rate already includes memory stalls (it is derived from measured
-// throughput, HARDWARE.md 2).  Energy = active power x latency.
+// throughput, docs/hardware.md §2.3).  Energy = active power x latency.
 #include <algorithm>
 
 #include "hwmodels/device_base.hpp"

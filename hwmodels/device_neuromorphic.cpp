@@ -1,7 +1,7 @@
 // Neuromorphic chips (Loihi, Loihi 2, TrueNorth, SpiNNaker 2): event-driven energy in the
-// hardware-grounded form of HARDWARE.md 4.2,
+// hardware-grounded form of docs/hardware.md §4.2,
 //   E = N_sop*E_sop + N_spk*(E_spike_out + h*E_hop) + N_neuron_updates*E_nu + P_static*cores*t
-// and a core mapping under the per-core limits of 4.1 (nengo-loihi block.py):
+// and a core mapping under the per-core limits of §4.1 (nengo-loihi block.py):
 //   cores(node) = max(ceil(neurons/npc), ceil(synapse_bits/mem_bits), ceil(neurons/npc)*ceil(fan_in/max_fan_in))
 // (a neuron group whose fan-in exceeds the axon limit is replicated per fan-in slice).
 // Mean hops h = max(1, (2/3) * sqrt(cores_used / cores_per_router)): the mean Manhattan
@@ -11,7 +11,7 @@
 // (listed in extra["assumed_activity"]).  Non-spiking nodes follow "non_spiking":
 //   "infeasible": the architecture cannot run (reason names the node);
 //   "rate_code": rate coding over T steps at rate r:  spikes = r*T*neurons,
-//                SOPs = r*T*MACs (HARDWARE.md 4.2 SOPs = fr*T*FLOPs, one accumulate per MAC).
+//                SOPs = r*T*MACs (docs/hardware.md §4.2: fr*T*FLOPs, one accumulate per MAC).
 // Never silently zero.  Time per step = slowest node's per-core work (layers run in parallel)
 // + barrier sync, or the fixed real-time tick when the chip has one (TrueNorth, SpiNNaker).
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Per-operation energies at 45 nm, 0.9 V (Horowitz, ISSCC 2014; HARDWARE.md section 3), and the
+// Per-operation energies at 45 nm, 0.9 V (Horowitz, ISSCC 2014; docs/hardware.md §3), and the
 // first-order rule used to scale them to another process node.
 #pragma once
 
@@ -7,7 +7,7 @@
 namespace hwnas::hw {
 
 // pJ per multiply-accumulate (mult + add) and per other arithmetic op (an add), by precision.
-// fp32: 3.7 + 0.9 = 4.6 pJ (HARDWARE.md "E_MAC"), fp16: 1.1 + 0.4, int8: 0.2 + 0.03.
+// fp32: 3.7 + 0.9 = 4.6 pJ (docs/hardware.md §3.2 E_MAC), fp16: 1.1 + 0.4, int8: 0.2 + 0.03.
 inline constexpr double kMacPj45[3] = {4.6, 1.5, 0.23};
 inline constexpr double kAddPj45[3] = {0.9, 0.4, 0.03};
 
