@@ -87,9 +87,9 @@ Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads
 // PyTorch's conventions at kinks and ties (noted per op).
 Var div(const Var& a, const Var& b);  // a / b
 Var sqrt(const Var& x);
-Var abs(const Var& x);                  // gradient sign(x), 0 at x == 0
-Var pow(const Var& x, float p);         // x^p (gradient p x^(p-1))
-Var pow(const Var& a, const Var& b);    // a^b; d/db = a^b log(a), so a must be > 0 where b needs grad
+Var abs(const Var& x);                // gradient sign(x), 0 at x == 0
+Var pow(const Var& x, float p);       // x^p (gradient p x^(p-1))
+Var pow(const Var& a, const Var& b);  // a^b; d/db = a^b log(a), so a must be > 0 where b needs grad
 Var clamp(const Var& x, float lo, float hi);  // lo <= hi; gradient 1 inside [lo, hi] (inclusive)
 // mask ? a : b, elementwise; mask is a non-differentiable tensor (nonzero = take a), and mask, a
 // and b broadcast together.
@@ -169,8 +169,12 @@ struct Surrogate {
   SurrogateKind kind = SurrogateKind::FastSigmoid;
   float slope = 25.0f;  // FastSigmoid and ArcTan; snnTorch's defaults are 25 and 2
   float width = 0.0f;   // StraightThrough window; 0 = no clipping
-  static Surrogate straight_through(float width = 0.0f) { return {SurrogateKind::StraightThrough, 1.0f, width}; }
-  static Surrogate fast_sigmoid(float slope = 25.0f) { return {SurrogateKind::FastSigmoid, slope, 0.0f}; }
+  static Surrogate straight_through(float width = 0.0f) {
+    return {SurrogateKind::StraightThrough, 1.0f, width};
+  }
+  static Surrogate fast_sigmoid(float slope = 25.0f) {
+    return {SurrogateKind::FastSigmoid, slope, 0.0f};
+  }
   static Surrogate arctan(float slope = 2.0f) { return {SurrogateKind::ArcTan, slope, 0.0f}; }
 };
 // Throws std::invalid_argument unless slope > 0 and width >= 0 (both finite).

@@ -298,16 +298,18 @@ TEST(OpCoverage, EveryCaseNamesARegisteredOp) {
   for (const auto& c : kCases) {
     const OpInfo* info = reg.find(c.op);
     EXPECT_NE(info, nullptr) << "case names op '" << c.op << "', which is not registered";
-    if (info)
+    if (info) {
       EXPECT_EQ(info->backward, OpBackward::Exact)
           << "op '" << c.op << "' has a surrogate backward";
+    }
   }
   for (const auto& c : kSurrogateCases) {
     const OpInfo* info = reg.find(c.op);
     EXPECT_NE(info, nullptr) << "surrogate case names op '" << c.op << "', which is not registered";
-    if (info)
+    if (info) {
       EXPECT_EQ(info->backward, OpBackward::Surrogate)
           << "op '" << c.op << "' is registered as exact";
+    }
   }
 }
 
