@@ -165,10 +165,8 @@ TEST(OpsMath, LargeInputsParallelPathsMatchSerialFormula) {
   testing::GradCheckOptions opt;
   opt.max_elements_per_input = 16;
   opt.atol = 1e-2f;  // float sum over 4096 outputs: see OpsGrad.ActivationsLargeParallel
-  const Shape m{4, 1024};
-  expect_gradients_match([](const V& v) { return pow(v[0], v[1]); },
-                         {rnd(m, 7, 0.5f, 2.0f), rnd(m, 8)}, opt);
-  expect_gradients_match([](const V& v) { return softplus(v[0]); }, {rnd(m, 6, -3, 3)}, opt);
+  const Shape sm{4, 1024};
+  expect_gradients_match([](const V& v) { return softplus(v[0]); }, {rnd(sm, 6, -3, 3)}, opt);
 }
 
 // ---------------------------------------------------------------- cumsum
