@@ -13,6 +13,8 @@
 #include <unsupported/Eigen/FFT>
 #include <vector>
 
+#include "nn/ops.hpp"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -93,6 +95,19 @@ int main(int argc, char** argv) {
       "%.2fx)\n",
       n, rows, eb, fb, eb / fb);
   std::printf("(checksums %g %g)\n", echeck, fcheck);
+
+  // The nn ops themselves (FFTW inside, lines copied through per-thread buffers, all threads).
+  {
+    hwnas::nn::NoGradGuard no_grad;
+    hwnas::nn::Tensor xt(hwnas::nn::Shape{rows, n});
+    std::copy(x.begin(), x.end(), xt.data());
+    const hwnas::nn::Var xv = hwnas::nn::constant(xt);
+    const double op = time_us(std::max(1, repeats / rows), [&] {
+      hwnas::nn::Var y = hwnas::nn::irfft(hwnas::nn::rfft(xv, 1), 1, n);
+      fcheck += y.value().data()[1];
+    });
+    std::printf("nn::rfft+irfft [%d, %d] (all threads): %9.1f us\n", rows, n, op);
+  }
   fftwf_destroy_plan(fwd);
   fftwf_destroy_plan(inv);
   fftwf_free(fin);
