@@ -278,39 +278,49 @@ INSTANTIATE_TEST_SUITE_P(AllOps, OpGradient, ::testing::Range<std::size_t>(0, kC
                            return kCases[info.param].op + "_" + std::to_string(info.param);
                          });
 
-TEST(OpCoverage, EveryRegisteredOpHasACase) {
-  const OpRegistry& reg = builtin_ops();
+// Mismatches between a registry and the case tables, one message per problem, each naming the op.
+std::vector<std::string> coverage_problems(const OpRegistry& reg) {
+  std::vector<std::string> problems;
   std::set<std::string> exact, surrogate;
   for (const auto& c : kCases) exact.insert(c.op);
   for (const auto& c : kSurrogateCases) surrogate.insert(c.op);
   for (const auto& [name, info] : reg.ops()) {
-    if (info.backward == OpBackward::Exact)
-      EXPECT_TRUE(exact.count(name))
-          << "registered op '" << name << "' has no gradient case in kCases";
-    else
-      EXPECT_TRUE(surrogate.count(name))
-          << "surrogate op '" << name << "' has no case in kSurrogateCases";
+    if (info.backward == OpBackward::Exact && !exact.count(name))
+      problems.push_back("registered op '" + name + "' has no gradient case in kCases");
+    if (info.backward == OpBackward::Surrogate && !surrogate.count(name))
+      problems.push_back("surrogate op '" + name + "' has no case in kSurrogateCases");
   }
+  for (const auto& name : exact) {
+    const OpInfo* info = reg.find(name);
+    if (!info)
+      problems.push_back("case names op '" + name + "', which is not registered");
+    else if (info->backward != OpBackward::Exact)
+      problems.push_back("op '" + name + "' has a surrogate backward but a finite-difference case");
+  }
+  for (const auto& name : surrogate) {
+    const OpInfo* info = reg.find(name);
+    if (!info)
+      problems.push_back("surrogate case names op '" + name + "', which is not registered");
+    else if (info->backward != OpBackward::Surrogate)
+      problems.push_back("op '" + name + "' is registered as exact but has a surrogate case");
+  }
+  return problems;
 }
 
-TEST(OpCoverage, EveryCaseNamesARegisteredOp) {
-  const OpRegistry& reg = builtin_ops();
-  for (const auto& c : kCases) {
-    const OpInfo* info = reg.find(c.op);
-    EXPECT_NE(info, nullptr) << "case names op '" << c.op << "', which is not registered";
-    if (info) {
-      EXPECT_EQ(info->backward, OpBackward::Exact)
-          << "op '" << c.op << "' has a surrogate backward";
-    }
-  }
-  for (const auto& c : kSurrogateCases) {
-    const OpInfo* info = reg.find(c.op);
-    EXPECT_NE(info, nullptr) << "surrogate case names op '" << c.op << "', which is not registered";
-    if (info) {
-      EXPECT_EQ(info->backward, OpBackward::Surrogate)
-          << "op '" << c.op << "' is registered as exact";
-    }
-  }
+TEST(OpCoverage, EveryRegisteredOpHasACaseAndEveryCaseARegisteredOp) {
+  for (const std::string& p : coverage_problems(builtin_ops())) ADD_FAILURE() << p;
+}
+
+TEST(OpCoverage, CheckCatchesMissingCasesAndUnregisteredOps) {
+  // A registry with one op too many and one too few: both gaps are reported by name.
+  OpRegistry r;
+  for (const auto& [name, info] : builtin_ops().ops())
+    if (name != "cumsum") r.add(info);
+  r.add({"phantom_op", "an op nobody wrote a case for"});
+  const auto problems = coverage_problems(r);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0], "registered op 'phantom_op' has no gradient case in kCases");
+  EXPECT_EQ(problems[1], "case names op 'cumsum', which is not registered");
 }
 
 TEST(OpCoverage, RegistryRejectsDuplicatesAndEmptyNames) {
