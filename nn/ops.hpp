@@ -80,4 +80,107 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,
                              bool causal);
 
+
+// =============================================================================================
+// ---- more elementwise / broadcast math (nn/ops_math.cpp) ----
+// Binary ops broadcast like add/mul (numpy-style, trailing dimensions).  Gradients follow
+// PyTorch's conventions at kinks and ties (noted per op).
+Var div(const Var& a, const Var& b);  // a / b
+Var sqrt(const Var& x);
+Var abs(const Var& x);                // gradient sign(x), 0 at x == 0
+Var pow(const Var& x, float p);       // x^p (gradient p x^(p-1))
+Var pow(const Var& a, const Var& b);  // a^b; d/db = a^b log(a), so a must be > 0 where b needs grad
+Var clamp(const Var& x, float lo, float hi);  // lo <= hi; gradient 1 inside [lo, hi] (inclusive)
+// mask ? a : b, elementwise; mask is a non-differentiable tensor (nonzero = take a), and mask, a
+// and b broadcast together.
+Var where(const Tensor& mask, const Var& a, const Var& b);
+Var maximum(const Var& a, const Var& b);  // ties split the gradient equally (as PyTorch)
+Var minimum(const Var& a, const Var& b);
+// log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (PyTorch's Softplus).
+Var softplus(const Var& x, float beta = 1.0f, float threshold = 20.0f);
+// Inclusive prefix sum along `dim` (negative counts from the back); backward is the reverse cumsum.
+Var cumsum(const Var& x, int dim);
+
+// =============================================================================================
+// ---- indexing (nn/ops_index.cpp) ----
+// Integer indices travel as an IndexTensor: row-major int values with a shape, never as floats
+// (indices are not differentiable and must stay exact).  Every index is range-checked; an out of
+// range one throws std::invalid_argument naming the op, the index and the allowed bound.
+struct IndexTensor {
+  Shape shape;
+  std::vector<int> values;  // numel(shape) entries, row-major
+  IndexTensor() = default;
+  // Throws std::invalid_argument if values.size() != shape.numel().
+  IndexTensor(const Shape& shape, std::vector<int> values);
+  std::int64_t numel() const { return static_cast<std::int64_t>(values.size()); }
+};
+
+// x[start:end:step] along `dim` (negative dim/start/end count from the back, as in Python).
+// Requires 0 <= start <= end <= size after that, and step >= 1.
+Var slice(const Var& x, int dim, int start, int end, int step = 1);
+// torch.gather: out[i][j][k] = x[i][index[i][j][k]][k] (dim = 1); out has index's shape, which
+// must have x's rank and be no larger than x outside `dim`.
+Var gather(const Var& x, int dim, const IndexTensor& index);
+// torch.scatter_add (out of place): out = x, then out[i][index[i][j][k]][k] += src[i][j][k] for
+// every position of index (dim = 1).  index: rank of x, no larger than src anywhere and than x
+// outside `dim`.  Gradients reach both x and src.
+Var scatter_add(const Var& x, int dim, const IndexTensor& index, const Var& src);
+// Picks the listed positions along `dim` (repeats allowed): out.shape[dim] = indices.size().
+Var index_select(const Var& x, int dim, const std::vector<int>& indices);
+
+// k largest (or smallest) entries along the last dim, sorted (largest first, or smallest first);
+// ties go to the lower index first.  values: [.., k], differentiable (the gradient lands on the
+// selected positions); indices: [.., k] positions in the last dim.
+struct TopK {
+  Var values;
+  IndexTensor indices;
+};
+TopK topk(const Var& x, int k, bool largest = true);
+
+// Strict batched matmul: a [B, m, k] x b [B, k, n] -> [B, m, n] (matmul() also accepts this and
+// a 2-D right operand shared by the batch); parallel over the batch.
+Var bmm(const Var& a, const Var& b);
+
+// =============================================================================================
+// ---- real FFT (nn/ops_fft.cpp, FFTW3 single precision) ----
+// Complex values are stored as a trailing dimension of 2 (re, im), like torch.view_as_real, so a
+// spectrum is an ordinary Var and every op above applies to it.  The Shape rank limit (4) means
+// rfft accepts x of rank <= 3.  Normalisation as PyTorch's default ("backward"): rfft is
+// unnormalised, irfft scales by 1/n.
+//
+// rfft: x [.., L, ..] (axis of length L) -> [.., n/2+1, .., 2].  n = -1 uses L; a smaller n
+// truncates x along the axis, a larger one zero-pads it.
+Var rfft(const Var& x, int axis, int n = -1);
+// irfft: X [.., m, .., 2] (axis counts dims of X without the trailing 2) -> real [.., n, ..].
+// n = -1 means 2 (m - 1).  Uses bins 0..n/2 (missing ones are zero); the imaginary parts of bin 0
+// and, for even n, bin n/2 do not affect the result (Hermitian symmetry), so they get no gradient.
+Var irfft(const Var& X, int axis, int n = -1);
+
+// =============================================================================================
+// ---- spike step with surrogate gradient (nn/ops_surrogate.cpp) ----
+// Forward: Heaviside, 1 where x >= 0 else 0 (spiking neurons call it with x = v - threshold).
+// Backward: the true derivative is a Dirac delta, so a smooth surrogate stands in for it.
+enum class SurrogateKind {
+  StraightThrough,  // 1, or 1 only where |x| <= width / 2 when width > 0
+  FastSigmoid,      // SuperSpike (Zenke & Ganguli 2018): 1 / (1 + slope |x|)^2
+  ArcTan,           // slope / 2 / (1 + (pi/2 slope x)^2), the derivative of atan(pi/2 slope x)/pi
+};
+struct Surrogate {
+  SurrogateKind kind = SurrogateKind::FastSigmoid;
+  float slope = 25.0f;  // FastSigmoid and ArcTan; snnTorch's defaults are 25 and 2
+  float width = 0.0f;   // StraightThrough window; 0 = no clipping
+  static Surrogate straight_through(float width = 0.0f) {
+    return {SurrogateKind::StraightThrough, 1.0f, width};
+  }
+  static Surrogate fast_sigmoid(float slope = 25.0f) {
+    return {SurrogateKind::FastSigmoid, slope, 0.0f};
+  }
+  static Surrogate arctan(float slope = 2.0f) { return {SurrogateKind::ArcTan, slope, 0.0f}; }
+};
+// Throws std::invalid_argument unless slope > 0 and width >= 0 (both finite).
+void validate(const Surrogate& s);
+// The surrogate derivative at x (the formula backward applies elementwise).
+float surrogate_grad(const Surrogate& s, float x);
+Var step(const Var& x, const Surrogate& surrogate = {});
+
 }  // namespace hwnas::nn

@@ -98,4 +98,37 @@ inline void expect_gradients_match(const std::function<Var(const std::vector<Var
   }
 }
 
+// ---- input generators for ops with kinks, ties or restricted domains ----
+
+// Magnitudes uniform in [lo, hi] with random signs: keeps every value at least lo away from a kink
+// at 0 (ReLU, abs, step), and from a pole at 0 (division).
+inline Tensor random_away_from_zero(const Shape& s, std::mt19937_64& rng, float lo = 0.1f, float hi = 1.0f) {
+  Tensor t = random_tensor(s, rng, lo, hi);
+  for (std::int64_t i = 0; i < t.numel(); ++i)
+    if (rng() & 1) t.data()[i] = -t.data()[i];
+  return t;
+}
+
+// Distinct values gap * (k - total/2) for k = 0..total-1, shuffled and dealt out over the given
+// shapes in order: no ties inside or across the tensors, and every gap exceeds the gradcheck
+// step, so max/min/top-k selections never flip.  Values are multiples of gap (total even).
+inline std::vector<Tensor> spaced_distinct(const std::vector<Shape>& shapes, std::mt19937_64& rng,
+                                           float gap = 0.1f) {
+  std::int64_t total = 0;
+  for (const Shape& s : shapes) total += s.numel();
+  total += total % 2;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(total));
+  for (std::int64_t i = 0; i < total; ++i) order[static_cast<std::size_t>(i)] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<Tensor> out;
+  std::size_t k = 0;
+  for (const Shape& s : shapes) {
+    Tensor t(s);
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+      t.data()[i] = gap * static_cast<float>(order[k++] - total / 2);
+    out.push_back(t);
+  }
+  return out;
+}
+
 }  // namespace hwnas::nn::testing

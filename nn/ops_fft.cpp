@@ -1,0 +1,224 @@
+// Real FFT along one axis (rfft / irfft) on FFTW3 single precision, with hand-written adjoints.
+//
+// Backend choice (bench/fft_backends.cpp, forward + inverse at length 4096, one thread): FFTW3
+// 10-16 us per row vs 170-190 us for Eigen's kissfft, 11-17x faster across runs, and the same
+// ratio for a batch of 64 rows (0.7-0.8 ms vs 8.9-11.5 ms).
+//
+// FFTW's planner is not thread-safe but executing a plan is (new-array execute), so plans are
+// made once per length under a mutex and cached for the life of the process; every line is
+// copied into a per-thread SIMD-aligned scratch buffer (also what makes strided axes work), so
+// the alignment FFTW planned for always holds.  Lines are independent, so results do not depend
+// on the thread count.
+//
+// Adjoints (C = FFTW's unnormalised c2r, R = r2c, theta = 2 pi k t / n):
+//   rfft:  X_k = sum_t x_t e^{-i theta}  =>  dx_t = sum_k Re(G_k e^{i theta}) = C(Y)_t with
+//          Y_k = G_k on bin 0 and (even n) bin n/2, G_k / 2 on the bins in between (C counts
+//          those twice and ignores the imaginary parts of the edge bins, as the sum does).
+//   irfft: y_t = (1/n) C(X)_t  =>  dX_k = (c_k / n) R(g)_k with c_k = 2 on the inner bins and
+//          1 on the edge bins, whose imaginary parts have no effect and get no gradient.
+#include <fftw3.h>
+
+#include <map>
+#include <mutex>
+
+#include "nn/kernels.hpp"
+#include "nn/ops.hpp"
+
+namespace hwnas::nn {
+using detail::parallel_range;
+using detail::parent;
+using detail::shape_error;
+
+namespace {
+
+struct Plans {
+  fftwf_plan r2c;
+  fftwf_plan c2r;
+};
+
+// Plans for length n, made on first use.  Never destroyed: ops may run during static teardown.
+const Plans& plans_for(int n) {
+  static std::mutex mu;
+  static auto* cache = new std::map<int, Plans>;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(n);
+  if (it != cache->end()) return it->second;
+  const auto bins = static_cast<std::size_t>(n / 2 + 1);
+  float* real = fftwf_alloc_real(static_cast<std::size_t>(n));
+  fftwf_complex* spec = fftwf_alloc_complex(bins);
+  Plans p{fftwf_plan_dft_r2c_1d(n, real, spec, FFTW_ESTIMATE),
+          fftwf_plan_dft_c2r_1d(n, spec, real, FFTW_ESTIMATE)};
+  fftwf_free(real);
+  fftwf_free(spec);
+  if (!p.r2c || !p.c2r)
+    throw std::runtime_error("rfft: FFTW could not plan length " + std::to_string(n));
+  return cache->emplace(n, p).first->second;
+}
+
+// Per-thread aligned line buffers (contents never carry over between uses).
+struct Scratch {
+  float* real = nullptr;
+  fftwf_complex* spec = nullptr;
+  int n = 0;
+  ~Scratch() {
+    fftwf_free(real);
+    fftwf_free(spec);
+  }
+  void reserve(int len) {
+    if (len <= n) return;
+    fftwf_free(real);
+    fftwf_free(spec);
+    real = fftwf_alloc_real(static_cast<std::size_t>(len));
+    spec = fftwf_alloc_complex(static_cast<std::size_t>(len / 2 + 1));
+    n = len;
+  }
+};
+Scratch& scratch_for(int n) {
+  thread_local Scratch s;
+  s.reserve(n);
+  return s;
+}
+
+// Per-bin factors: bin 0, bins 1..ceil(n/2)-1, and bin n/2 for even n.  `edge_imag` false zeroes
+// the imaginary part of the edge bins (an output that has no effect).
+struct BinWeights {
+  float edge = 1.0f;
+  float inner = 1.0f;
+  bool edge_imag = true;
+};
+
+bool is_edge(int k, int n) { return k == 0 || (n % 2 == 0 && k == n / 2); }
+
+std::int64_t fft_cost(int n) {
+  int lg = 1;
+  while ((1 << lg) < n) ++lg;
+  return std::int64_t{5} * n * lg;
+}
+
+// Lines of a [outer, in_len, inner] real tensor -> [outer, out_bins, inner, 2] spectra of length n
+// (each line truncated or zero-padded to n; bins >= n/2+1 written as zero).
+void r2c_lines(const float* in, std::int64_t outer, std::int64_t inner, int in_len, int n,
+               float* out, int out_bins, const BinWeights& w) {
+  const Plans& plan = plans_for(n);
+  const int bins = n / 2 + 1;
+  const int copy = std::min(in_len, n);
+  parallel_range(outer * inner, fft_cost(n), [&](std::int64_t l0, std::int64_t l1) {
+    Scratch& s = scratch_for(n);
+    for (std::int64_t l = l0; l < l1; ++l) {
+      const std::int64_t o = l / inner, i = l % inner;
+      const float* src = in + o * in_len * inner + i;
+      for (int t = 0; t < copy; ++t) s.real[t] = src[std::int64_t{t} * inner];
+      std::fill(s.real + copy, s.real + n, 0.0f);
+      fftwf_execute_dft_r2c(plan.r2c, s.real, s.spec);
+      float* dst = out + (o * out_bins * inner + i) * 2;
+      for (int k = 0; k < out_bins; ++k) {
+        float* d = dst + std::int64_t{k} * inner * 2;
+        if (k >= bins) {
+          d[0] = d[1] = 0.0f;
+          continue;
+        }
+        const bool edge = is_edge(k, n);
+        const float f = edge ? w.edge : w.inner;
+        d[0] = s.spec[k][0] * f;
+        d[1] = (edge && !w.edge_imag) ? 0.0f : s.spec[k][1] * f;
+      }
+    }
+  });
+}
+
+// Spectra [outer, in_bins, inner, 2] -> real lines [outer, out_len, inner]: bins weighted, missing
+// ones zero, c2r of length n, scaled by `scale`; positions n..out_len-1 written as zero.
+void c2r_lines(const float* in, std::int64_t outer, std::int64_t inner, int in_bins, int n,
+               float* out, int out_len, const BinWeights& w, float scale) {
+  const Plans& plan = plans_for(n);
+  const int bins = n / 2 + 1;
+  const int copy = std::min(in_bins, bins);
+  const int keep = std::min(out_len, n);
+  parallel_range(outer * inner, fft_cost(n), [&](std::int64_t l0, std::int64_t l1) {
+    Scratch& s = scratch_for(n);
+    for (std::int64_t l = l0; l < l1; ++l) {
+      const std::int64_t o = l / inner, i = l % inner;
+      const float* src = in + (o * in_bins * inner + i) * 2;
+      for (int k = 0; k < copy; ++k) {
+        const float f = is_edge(k, n) ? w.edge : w.inner;
+        s.spec[k][0] = src[std::int64_t{k} * inner * 2] * f;
+        s.spec[k][1] = src[std::int64_t{k} * inner * 2 + 1] * f;
+      }
+      for (int k = copy; k < bins; ++k) s.spec[k][0] = s.spec[k][1] = 0.0f;
+      fftwf_execute_dft_c2r(plan.c2r, s.spec, s.real);
+      float* dst = out + o * out_len * inner + i;
+      for (int t = 0; t < keep; ++t) dst[std::int64_t{t} * inner] = s.real[t] * scale;
+      for (int t = keep; t < out_len; ++t) dst[std::int64_t{t} * inner] = 0.0f;
+    }
+  });
+}
+
+void outer_inner(const Shape& s, int axis, int end, std::int64_t& outer, std::int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int i = 0; i < axis; ++i) outer *= s[i];
+  for (int i = axis + 1; i < end; ++i) inner *= s[i];
+}
+
+}  // namespace
+
+Var rfft(const Var& x, int axis, int n) {
+  const Shape& s = x.shape();
+  const int r = s.rank();
+  if (r < 1 || r > 3)
+    shape_error("rfft", s, "rank must be 1..3 (the output adds a trailing (re, im) dim)");
+  const int a = axis < 0 ? axis + r : axis;
+  if (a < 0 || a >= r) shape_error("rfft", s, "axis " + std::to_string(axis) + " out of range");
+  const int len = s[a];
+  if (n == -1) n = len;
+  if (n < 1)
+    throw std::invalid_argument("rfft: n must be >= 1 (or -1 for the axis length), got " +
+                                std::to_string(n));
+  const int bins = n / 2 + 1;
+  std::vector<int> od = s.to_vector();
+  od[static_cast<std::size_t>(a)] = bins;
+  od.push_back(2);
+  std::int64_t outer, inner;
+  outer_inner(s, a, r, outer, inner);
+  Tensor out{Shape(od)};
+  r2c_lines(x.value().data(), outer, inner, len, n, out.data(), bins, BinWeights{});
+  return make_result(std::move(out), {x}, [outer, inner, len, n, bins](Node& self) {
+    Node& nx = parent(self, 0);
+    Tensor gx(nx.value.shape());
+    c2r_lines(self.grad.data(), outer, inner, bins, n, gx.data(), len, BinWeights{1.0f, 0.5f, true},
+              1.0f);
+    detail::accumulate_owned(nx, std::move(gx));
+  });
+}
+
+Var irfft(const Var& X, int axis, int n) {
+  const Shape& s = X.shape();
+  const int r = s.rank();
+  if (r < 2 || s.back(-1) != 2)
+    shape_error("irfft", s, "input must be complex: rank >= 2 with a trailing (re, im) dim of 2");
+  const int rc = r - 1;  // rank of the complex tensor
+  const int a = axis < 0 ? axis + rc : axis;
+  if (a < 0 || a >= rc) shape_error("irfft", s, "axis " + std::to_string(axis) + " out of range");
+  const int m = s[a];
+  if (n == -1) n = 2 * (m - 1);
+  if (n < 1)
+    throw std::invalid_argument("irfft: output length n must be >= 1, got " + std::to_string(n) +
+                                " (the default 2 (m - 1) needs m >= 2 bins)");
+  std::vector<int> od = s.to_vector();
+  od.pop_back();
+  od[static_cast<std::size_t>(a)] = n;
+  std::int64_t outer, inner;
+  outer_inner(s, a, rc, outer, inner);
+  Tensor out{Shape(od)};
+  const float inv_n = 1.0f / static_cast<float>(n);
+  c2r_lines(X.value().data(), outer, inner, m, n, out.data(), n, BinWeights{}, inv_n);
+  return make_result(std::move(out), {X}, [outer, inner, m, n, inv_n](Node& self) {
+    Node& nx = parent(self, 0);
+    Tensor gx(nx.value.shape());
+    r2c_lines(self.grad.data(), outer, inner, n, n, gx.data(), m,
+              BinWeights{inv_n, 2.0f * inv_n, false});
+    detail::accumulate_owned(nx, std::move(gx));
+  });
+}
+
+}  // namespace hwnas::nn

@@ -1,0 +1,212 @@
+// rfft / irfft (nn/ops_fft.cpp): forward against a naive O(n^2) DFT on every axis, with
+// truncation and zero-padding; round trips; hand-written adjoints by finite differences;
+// determinism across thread counts; errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numbers>
+#include <random>
+
+#include "nn/ops.hpp"
+#include "nn/parallel.hpp"
+#include "tests/nn/gradcheck.hpp"
+
+namespace hwnas::nn {
+namespace {
+using testing::expect_close;
+using testing::expect_gradients_match;
+using testing::expect_invalid;
+using V = std::vector<Var>;
+
+Tensor rnd(const Shape& s, std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937_64 rng(seed);
+  return testing::random_tensor(s, rng, lo, hi);
+}
+
+void outer_inner(const Shape& s, int axis, int end, std::int64_t& outer, std::int64_t& inner) {
+  outer = inner = 1;
+  for (int i = 0; i < axis; ++i) outer *= s[i];
+  for (int i = axis + 1; i < end; ++i) inner *= s[i];
+}
+
+// X_k = sum_{t < n} x_t e^{-2 pi i k t / n} (x truncated / zero-padded to n), in double.
+Tensor naive_rfft(const Tensor& x, int axis, int n) {
+  const Shape& s = x.shape();
+  std::int64_t outer, inner;
+  outer_inner(s, axis, s.rank(), outer, inner);
+  const int len = s[axis], bins = n / 2 + 1;
+  std::vector<int> od = s.to_vector();
+  od[static_cast<std::size_t>(axis)] = bins;
+  od.push_back(2);
+  Tensor out{Shape(od)};
+  for (std::int64_t o = 0; o < outer; ++o)
+    for (std::int64_t i = 0; i < inner; ++i)
+      for (int k = 0; k < bins; ++k) {
+        double re = 0, im = 0;
+        for (int t = 0; t < std::min(len, n); ++t) {
+          const double th = 2 * std::numbers::pi * k * t / n;
+          const double v = x.data()[(o * len + t) * inner + i];
+          re += v * std::cos(th);
+          im -= v * std::sin(th);
+        }
+        float* d = out.data() + ((o * bins + k) * inner + i) * 2;
+        d[0] = static_cast<float>(re);
+        d[1] = static_cast<float>(im);
+      }
+  return out;
+}
+
+// y_t = (1/n) sum_{k < n} Y_k e^{2 pi i k t / n}, Y the Hermitian extension of bins 0..n/2 (the
+// imaginary parts of bin 0 and of bin n/2 for even n dropped, missing bins zero), in double.
+Tensor naive_irfft(const Tensor& X, int axis, int n) {
+  const Shape& s = X.shape();
+  std::int64_t outer, inner;
+  outer_inner(s, axis, s.rank() - 1, outer, inner);
+  const int m = s[axis];
+  std::vector<int> od = s.to_vector();
+  od.pop_back();
+  od[static_cast<std::size_t>(axis)] = n;
+  Tensor out{Shape(od)};
+  for (std::int64_t o = 0; o < outer; ++o)
+    for (std::int64_t i = 0; i < inner; ++i)
+      for (int t = 0; t < n; ++t) {
+        double acc = 0;
+        for (int k = 0; k < n; ++k) {
+          const int b = k <= n / 2 ? k : n - k;  // Y_{n-k} = conj(Y_k)
+          if (b >= m) continue;
+          const float* z = X.data() + ((o * m + b) * inner + i) * 2;
+          double re = z[0], im = k <= n / 2 ? z[1] : -z[1];
+          if (b == 0 || (n % 2 == 0 && b == n / 2)) im = 0;
+          const double th = 2 * std::numbers::pi * k * t / n;
+          acc += re * std::cos(th) - im * std::sin(th);
+        }
+        out.data()[(o * n + t) * inner + i] = static_cast<float>(acc / n);
+      }
+  return out;
+}
+
+struct FftCase {
+  Shape shape;
+  int axis;
+  int n;  // -1 = the axis length
+};
+
+class FftTest : public ::testing::TestWithParam<FftCase> {};
+
+TEST_P(FftTest, RfftMatchesNaiveDft) {
+  const FftCase& c = GetParam();
+  const Tensor x = rnd(c.shape, 1);
+  const int a = c.axis < 0 ? c.axis + c.shape.rank() : c.axis;
+  const int n = c.n < 0 ? c.shape[a] : c.n;
+  expect_close(rfft(constant(x), c.axis, c.n).value(), naive_rfft(x, a, n),
+               1e-4f * std::sqrt(static_cast<float>(n)));
+}
+
+TEST_P(FftTest, IrfftMatchesNaiveInverse) {
+  const FftCase& c = GetParam();
+  // Spectrum with the case's shape as the complex shape; n as the output length.
+  std::vector<int> sd = c.shape.to_vector();
+  if (sd.size() == 4) return;  // no room for the (re, im) dim
+  sd.push_back(2);
+  const Tensor X = rnd(Shape(sd), 2);
+  const int a = c.axis < 0 ? c.axis + c.shape.rank() : c.axis;
+  const int n = c.n < 0 ? 2 * (c.shape[a] - 1) : c.n;
+  if (n < 1) return;
+  expect_close(irfft(constant(X), c.axis, c.n).value(), naive_irfft(X, a, n), 1e-5f);
+}
+
+TEST_P(FftTest, GradientsMatchFiniteDifferences) {
+  const FftCase& c = GetParam();
+  expect_gradients_match([c](const V& v) { return rfft(v[0], c.axis, c.n); }, {rnd(c.shape, 3)},
+                         {.max_elements_per_input = 100});
+  std::vector<int> sd = c.shape.to_vector();
+  sd.push_back(2);
+  const int a = c.axis < 0 ? c.axis + c.shape.rank() : c.axis;
+  if (c.n < 0 && c.shape[a] < 2) return;
+  expect_gradients_match([c](const V& v) { return irfft(v[0], c.axis, c.n); }, {rnd(Shape(sd), 4)},
+                         {.max_elements_per_input = 100});
+}
+
+INSTANTIATE_TEST_SUITE_P(AxesAndLengths, FftTest,
+                         ::testing::Values(FftCase{{8}, 0, -1}, FftCase{{7}, 0, -1},
+                                           FftCase{{1}, 0, -1}, FftCase{{2}, 0, -1},
+                                           FftCase{{3, 8}, 1, -1}, FftCase{{3, 8}, -1, 5},
+                                           FftCase{{3, 8}, 1, 12}, FftCase{{6, 3}, 0, -1},
+                                           FftCase{{6, 3}, 0, 4}, FftCase{{6, 3}, 0, 9},
+                                           FftCase{{2, 5, 3}, 1, -1}, FftCase{{2, 5, 3}, 0, 3},
+                                           FftCase{{2, 3, 6}, 2, 6}, FftCase{{2, 3, 6}, 2, 7}));
+
+TEST(Fft, RoundTripRecoversInput) {
+  for (int n : {1, 2, 5, 16, 64, 100, 4096}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    const Tensor x = rnd({3, n}, 5);
+    expect_close(irfft(rfft(constant(x), 1), 1, n).value(), x, 1e-5f);
+  }
+  const Tensor x = rnd({6, 4, 3}, 6);
+  expect_close(irfft(rfft(constant(x), 0), 0, 6).value(), x, 1e-5f);
+}
+
+TEST(Fft, KnownSpectra) {
+  // A constant has only a DC bin; a cosine at bin 2 puts n/2 into bins 2.
+  Tensor y = rfft(constant(Tensor(Shape{8}, 1.0f)), 0).value();
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_NEAR(y.data()[2 * k], k == 0 ? 8.0f : 0.0f, 1e-5f);
+    EXPECT_NEAR(y.data()[2 * k + 1], 0.0f, 1e-5f);
+  }
+  Tensor c(Shape{8});
+  for (int t = 0; t < 8; ++t)
+    c.data()[t] = static_cast<float>(std::cos(2 * std::numbers::pi * 2 * t / 8));
+  y = rfft(constant(c), 0).value();
+  EXPECT_NEAR(y.data()[4], 4.0f, 1e-5f);
+  EXPECT_NEAR(y.data()[0], 0.0f, 1e-5f);
+}
+
+TEST(Fft, EdgeBinImaginaryPartsGetNoGradient) {
+  Var X = parameter(rnd({5, 2}, 7));
+  backward(sum(mul(irfft(X, 0, 8), constant(rnd({8}, 8)))));
+  EXPECT_EQ(X.grad().data()[1], 0.0f);  // Im bin 0
+  EXPECT_EQ(X.grad().data()[9], 0.0f);  // Im bin 4 = n/2
+  EXPECT_NE(X.grad().data()[3], 0.0f);
+}
+
+TEST(Fft, LargeBatchBitIdenticalAcrossThreadCounts) {
+  const Tensor x = rnd({64, 4096}, 9);
+  auto run = [&](int threads) {
+    ThreadBudget budget(threads);
+    Var p = parameter(x);
+    Var X = rfft(p, 1);
+    Var y = irfft(mul(X, X), 1, 4096);
+    backward(sum(mul(y, y)));
+    std::vector<float> all = y.value().to_vector();
+    auto g = p.grad().to_vector();
+    all.insert(all.end(), g.begin(), g.end());
+    return all;
+  };
+  EXPECT_TRUE(run(1) == run(2));
+  EXPECT_TRUE(run(2) == run(4));
+}
+
+TEST(Fft, ErrorsNameOpAndValues) {
+  Var x = constant(Tensor::zeros({2, 3}));
+  expect_invalid([&] { rfft(x, 2); }, "rfft: bad shape [2, 3] (axis 2 out of range)");
+  expect_invalid([&] { rfft(x, 1, 0); }, "rfft: n must be >= 1 (or -1 for the axis length), got 0");
+  expect_invalid(
+      [&] {
+        rfft(constant(Tensor::zeros({1, 2, 3, 4})), 0);
+      },
+      "rfft: bad shape [1, 2, 3, 4] (rank must be 1..3");
+  expect_invalid([&] { irfft(x, 0); }, "irfft: bad shape [2, 3] (input must be complex");
+  expect_invalid(
+      [&] {
+        irfft(constant(Tensor::zeros({3, 2})), 1);
+      },
+      "irfft: bad shape [3, 2] (axis 1 out of range)");
+  expect_invalid(
+      [&] {
+        irfft(constant(Tensor::zeros({1, 2})), 0);
+      },
+      "irfft: output length n must be >= 1, got 0 (the default 2 (m - 1) needs m >= 2 bins)");
+}
+
+}  // namespace
+}  // namespace hwnas::nn
