@@ -238,15 +238,38 @@ void DeviceBase::add_linear_terms(const Workload& w, Cost& c) const {
 
 namespace {
 
-using Factory = std::unique_ptr<Device> (*)(const nlohmann::json&);
-// One explicit table, no static-init registration (STYLE 3).
-const std::vector<std::pair<const char*, Factory>>& families() {
-  static const std::vector<std::pair<const char*, Factory>> f = {
-      {"gpu", make_gpu_device},           {"edge_cpu", make_edge_cpu_device},
-      {"edge_tpu", make_edge_tpu_device}, {"mcu", make_mcu_device},
-      {"neuromorphic", make_neuromorphic_device}, {"host", make_host_device},
-      {"lut", make_lut_device},           {"plugin", make_plugin_device}};
-  return f;
+// Refuses fields the family does not declare (a typo such as "mem_bww" would otherwise be
+// ignored and the default used).  Specs name nested fields by dotted path ("power.tdp_w"), so
+// a key is known if a spec has its path, or is an object some specs lie under.
+void check_fields(const nlohmann::json& j, const std::string& prefix,
+                  const std::vector<ParamSpec>& specs, const FieldReader& r) {
+  for (const auto& [key, value] : j.items()) {
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    bool exact = false, parent = false;
+    for (const auto& p : specs) {
+      exact = exact || p.name == path;
+      parent = parent || p.name.rfind(path + ".", 0) == 0;
+    }
+    if (exact) continue;
+    if (parent) {
+      if (!value.is_object()) r.fail(path, "must be an object");
+      check_fields(value, path, specs, r);
+      continue;
+    }
+    // The known fields at this level, by their full path.
+    std::vector<std::string> known;
+    for (const auto& p : specs) {
+      if (!prefix.empty() && p.name.rfind(prefix + ".", 0) != 0) continue;
+      const std::size_t from = prefix.empty() ? 0 : prefix.size() + 1;
+      const std::string field = p.name.substr(0, p.name.find('.', from));
+      if (std::find(known.begin(), known.end(), field) == known.end()) known.push_back(field);
+    }
+    std::sort(known.begin(), known.end());
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw std::invalid_argument("device '" + r.device() + "': unknown field '" + path +
+                                "' (known: " + list + ")");
+  }
 }
 
 nlohmann::json read_json_file(const std::string& path) {
@@ -265,11 +288,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-std::vector<std::string> family_names() {
-  std::vector<std::string> v;
-  for (const auto& [n, f] : families()) v.emplace_back(n);
-  return v;
-}
+std::vector<std::string> family_names() { return device_families().names(); }
 
 std::unique_ptr<Device> make_device(const nlohmann::json& d) {
   if (!d.is_object()) throw std::invalid_argument("device description must be a JSON object");
@@ -277,17 +296,19 @@ std::unique_ptr<Device> make_device(const nlohmann::json& d) {
   if (nit == d.end() || !nit->is_string() || nit->get<std::string>().empty())
     throw std::invalid_argument("device description: field 'name' must be a non-empty string");
   const std::string name = nit->get<std::string>();
+  const auto& families = device_families();
   auto fit = d.find("family");
-  std::string known;
-  for (const auto& f : family_names()) known += (known.empty() ? "" : ", ") + f;
   if (fit == d.end() || !fit->is_string())
-    throw std::invalid_argument("device '" + name + "': field 'family' is required (one of: " +
-                                known + ")");
-  const std::string fam = fit->get<std::string>();
-  for (const auto& [n, factory] : families())
-    if (fam == n) return factory(d);
-  throw std::invalid_argument("device '" + name + "': unknown family '" + fam +
-                              "' (known families: " + known + ")");
+    throw std::invalid_argument("device '" + name + "': field 'family' is required (known: " +
+                                families.known_list() + ")");
+  const DeviceFamily* family = nullptr;
+  try {
+    family = &families.at(fit->get<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("device '" + name + "': " + e.what());
+  }
+  check_fields(d, "", family->params, FieldReader(d, name));
+  return family->make(d);
 }
 
 std::string preset_dir() {

@@ -2,14 +2,17 @@
 //
 // A device is a plain class implementing Device; families (roofline GPU, edge CPU, Edge TPU,
 // MCU, neuromorphic, host-measured, lookup-table, plugin) are built from a JSON description
-// whose "family" field picks the class.  Presets live in hwmodels/devices/*.json.
+// whose "family" field picks the family's registry entry (DeviceFamily below).  Presets live in
+// hwmodels/devices/*.json.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "common/registry.hpp"
 #include "hwmodels/workload.hpp"
 
 namespace hwnas::hw {
@@ -50,6 +53,27 @@ class Device {
   virtual bool thread_safe() const { return true; }
 };
 
+// A device family: the device family's registry entry.  `params` declares every field of the
+// family's JSON description, nested ones by dotted path ("power.tdp_w"); the common fields
+// (name, family, description, sources, calibration, ...) are appended at registration.
+// make_device() refuses a description with a field outside this list, naming the field and
+// the known ones; the factory validates the values themselves (FieldReader in
+// device_base.hpp), so a spec's domain documents what the factory enforces.
+struct DeviceFamily {
+  std::string name;
+  std::string description;
+  std::vector<ParamSpec> params;
+  std::function<std::unique_ptr<Device>(const nlohmann::json& description)> make;
+};
+
+// Fields every family accepts (appended to each family's params at registration).
+std::vector<ParamSpec> common_device_params();
+// Registers the built-in families (hwmodels/device_families.cpp).  Adding a family: one file
+// hwmodels/device_<name>.cpp with its factory, and one entry there declaring its fields.
+void register_builtin_device_families(Registry<DeviceFamily>& r);
+// The process-wide registry of device families, filled on first use (thread-safe).
+const Registry<DeviceFamily>& device_families();
+
 // Builds a device from its JSON description; throws std::invalid_argument naming the field.
 std::unique_ptr<Device> make_device(const nlohmann::json& description);
 // Resolves a preset name (e.g. "h100_sxm"), a path to a device JSON, or a plugin path (.so).
@@ -58,7 +82,7 @@ std::unique_ptr<Device> load_device(const std::string& name_or_path);
 std::vector<std::string> preset_names();
 // The directory presets are read from.
 std::string preset_dir();
-// Family names make_device() accepts.
+// Family names make_device() accepts, sorted (device_families().names()).
 std::vector<std::string> family_names();
 // Human-readable byte count ("412.0 kB", "1.50 MB") used in infeasibility reasons and tables.
 std::string format_bytes(double bytes);

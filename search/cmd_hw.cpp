@@ -100,10 +100,31 @@ void add_hw_commands(CLI::App& app) {
       std::printf("%-20s %-14s %s\n", n.c_str(), d.value("family", "").c_str(),
                   d.value("description", "").c_str());
     }
-    std::printf("(presets from %s; families: ", hw::preset_dir().c_str());
-    auto fams = hw::family_names();
-    for (std::size_t i = 0; i < fams.size(); ++i) std::printf("%s%s", i ? ", " : "", fams[i].c_str());
-    std::printf(")\n");
+    std::printf("(presets from %s)\n\nfamilies (fields: hwnas hw families):\n",
+                hw::preset_dir().c_str());
+    for (const auto& [name, f] : hw::device_families().entries())
+      std::printf("%-14s %s\n", name.c_str(), f.description.c_str());
+  });
+
+  auto* families = hw_cmd->add_subcommand(
+      "families", "List device families with every field of their JSON description");
+  auto families_json = std::make_shared<bool>(false);
+  families->add_flag("--json", *families_json, "print the families as JSON");
+  families->callback([families_json] {
+    const auto& reg = hw::device_families();
+    if (*families_json) {
+      nlohmann::json all = nlohmann::json::array();
+      for (const auto& [name, f] : reg.entries()) {
+        nlohmann::json ps = nlohmann::json::array();
+        for (const auto& p : f.params) ps.push_back(p.to_json());
+        all.push_back({{"name", name}, {"description", f.description}, {"params", ps}});
+      }
+      std::printf("%s\n", all.dump(2).c_str());
+      return;
+    }
+    for (const auto& [name, f] : reg.entries())
+      std::printf("%s  %s\n%s\n", name.c_str(), f.description.c_str(),
+                  describe_params(f.params, "").c_str());
   });
 
   auto* show = hw_cmd->add_subcommand("show", "Show a device's parameters and sources");

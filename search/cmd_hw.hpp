@@ -1,6 +1,9 @@
 // `hwnas hw ...`: hardware models from the command line.
 //
-//   hwnas hw list                                   presets (name, family, description)
+//   hwnas hw list                                   presets (name, family, description) and
+//                                                   the families with their descriptions
+//   hwnas hw families [--json]                      every family's JSON fields: domain,
+//                                                   default, meaning (DeviceFamily registry)
 //   hwnas hw show DEVICE                            the device's JSON with sources
 //   hwnas hw predict --device D ARCH [--format table|json]
 //                                                   per-node time, energy, bound + totals

@@ -32,6 +32,22 @@ void print_blocks(bool as_json) {
   }
 }
 
+void print_space_types(bool as_json) {
+  const auto& types = spaces::space_types();
+  if (as_json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& [name, t] : types.entries()) {
+      nlohmann::json ps = nlohmann::json::array();
+      for (const auto& p : t.params) ps.push_back(p.to_json());
+      all.push_back({{"name", name}, {"description", t.description}, {"params", ps}});
+    }
+    std::cout << all.dump(2) << "\n";
+    return;
+  }
+  for (const auto& [name, t] : types.entries())
+    std::cout << name << "  " << t.description << "\n" << describe_params(t.params, "space.");
+}
+
 }  // namespace
 
 void add_space_commands(CLI::App& app) {
@@ -42,6 +58,12 @@ void add_space_commands(CLI::App& app) {
   auto as_json = std::make_shared<bool>(false);
   blocks->add_flag("--json", *as_json, "print the catalogue as JSON");
   blocks->callback([as_json] { print_blocks(*as_json); });
+
+  auto* types =
+      space->add_subcommand("types", "list space types with their definition fields and defaults");
+  auto types_json = std::make_shared<bool>(false);
+  types->add_flag("--json", *types_json, "print the space types as JSON");
+  types->callback([types_json] { print_space_types(*types_json); });
 
   auto* sample = space->add_subcommand("sample", "print N sampled genomes of a space as JSON lines");
   struct Opts {

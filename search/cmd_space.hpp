@@ -1,6 +1,7 @@
 // `hwnas space`: inspect the block catalogue and search spaces.
 //
 //   hwnas space blocks [--json]                 every block kind with its hyperparameter domains
+//   hwnas space types [--json]                  every space type with its definition's fields
 //   hwnas space sample FILE [--n N] [--seed S]  N valid genomes of the space in FILE, one JSON
 //                                               line each: {"hash", "arch", "genome"}
 //

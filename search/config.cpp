@@ -11,7 +11,7 @@
 #include "hwmodels/device.hpp"
 #include "search/task_data.hpp"
 #include "spaces/space.hpp"
-#include "strategies/strategy.hpp"
+#include "strategies/registry.hpp"
 
 namespace hwnas::search {
 namespace fs = std::filesystem;
@@ -120,7 +120,8 @@ const std::vector<Param>& parameter_table() {
        0,
        0,
        {},
-       "strategy object: {\"type\": random | regularized_evolution, ...}"},
+       "strategy object {\"type\": name, parameters...}; each strategy's parameters are listed "
+       "below and by `hwnas strategies`"},
       {"budget.evaluations", Type::Int, 20, 1, 1000000, {}, "candidates to evaluate"},
       {"budget.max_seconds",
        Type::Number,
@@ -422,12 +423,15 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
                                     " training images left after task.val_size");
   }
 
-  c.strategy = r["strategy"];
+  // Strategy: its registry entry validates the parameters and fills the defaults, which are
+  // stored with the run; building it once here also runs the entry's cross-field checks.
   try {
-    (void)strategies::make_strategy(c.strategy, *space);
+    r["strategy"] = strategies::resolve_strategy_config(r["strategy"]);
+    (void)strategies::make_strategy(r["strategy"], *space);
   } catch (const std::exception& e) {
     throw ConfigError(std::string("config.") + e.what());
   }
+  c.strategy = r["strategy"];
 
   c.budget_evaluations = r["budget"]["evaluations"];
   c.budget_seconds = r["budget"]["max_seconds"];
@@ -522,6 +526,8 @@ std::string describe_parameters() {
     os << ", default " << (p.fallback.is_null() ? std::string("required") : p.fallback.dump())
        << ")\n    " << p.description << "\n";
   }
+  // Strategy parameters come from the strategy registry, where each strategy declares them.
+  os << "\nStrategy parameters (by strategy.type):\n" << strategies::describe_strategy_params();
   return os.str();
 }
 

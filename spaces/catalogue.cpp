@@ -6,37 +6,48 @@
 
 namespace hwnas::spaces {
 
-// The built-in kinds.  Adding a kind: one file spaces/blocks/block_<name>.cpp defining
-// register_block_<name>(Catalogue&), and one X(<name>) line here.
-#define HWNAS_BUILTIN_BLOCKS(X) \
-  X(dense)                      \
-  X(conv)                       \
-  X(dwconv)                     \
-  X(pool)                       \
-  X(global_pool)                \
-  X(flatten)                    \
-  X(norm)                       \
-  X(activation)                 \
-  X(attention)                  \
-  X(sliding_attention)          \
-  X(add)                        \
-  X(concat)                     \
-  X(head)                       \
-  X(skip_connect)               \
-  X(none)                       \
-  X(nor_conv_1x1)               \
-  X(nor_conv_3x3)               \
-  X(avg_pool_3x3)               \
-  X(nb201_reduction)
-
-#define HWNAS_DECLARE_BLOCK(n) void register_block_##n(Catalogue&);
-HWNAS_BUILTIN_BLOCKS(HWNAS_DECLARE_BLOCK)
-#undef HWNAS_DECLARE_BLOCK
+// The built-in kinds, each defined by register_block_<name>() in spaces/blocks/.  Adding a
+// kind: one file spaces/blocks/block_<name>.cpp, its declaration here and its call below.
+void register_block_dense(Catalogue& c);
+void register_block_conv(Catalogue& c);
+void register_block_dwconv(Catalogue& c);
+void register_block_pool(Catalogue& c);
+void register_block_global_pool(Catalogue& c);
+void register_block_flatten(Catalogue& c);
+void register_block_norm(Catalogue& c);
+void register_block_activation(Catalogue& c);
+void register_block_attention(Catalogue& c);
+void register_block_sliding_attention(Catalogue& c);
+void register_block_add(Catalogue& c);
+void register_block_concat(Catalogue& c);
+void register_block_head(Catalogue& c);
+void register_block_skip_connect(Catalogue& c);
+void register_block_none(Catalogue& c);
+void register_block_nor_conv_1x1(Catalogue& c);
+void register_block_nor_conv_3x3(Catalogue& c);
+void register_block_avg_pool_3x3(Catalogue& c);
+void register_block_nb201_reduction(Catalogue& c);
 
 void register_builtin_blocks(Catalogue& c) {
-#define HWNAS_REGISTER_BLOCK(n) register_block_##n(c);
-  HWNAS_BUILTIN_BLOCKS(HWNAS_REGISTER_BLOCK)
-#undef HWNAS_REGISTER_BLOCK
+  register_block_dense(c);
+  register_block_conv(c);
+  register_block_dwconv(c);
+  register_block_pool(c);
+  register_block_global_pool(c);
+  register_block_flatten(c);
+  register_block_norm(c);
+  register_block_activation(c);
+  register_block_attention(c);
+  register_block_sliding_attention(c);
+  register_block_add(c);
+  register_block_concat(c);
+  register_block_head(c);
+  register_block_skip_connect(c);
+  register_block_none(c);
+  register_block_nor_conv_1x1(c);
+  register_block_nor_conv_3x3(c);
+  register_block_avg_pool_3x3(c);
+  register_block_nb201_reduction(c);
 }
 
 const Catalogue& catalogue() {
@@ -91,9 +102,9 @@ nlohmann::json BlockKind::compact(const nlohmann::json& given) const {
   for (const auto& [key, value] : given.items()) {
     const ParamSpec* p = find_param(key);
     // Compare numerically so that 0 and 0.0 (both valid for a float param) are one label.
-    bool is_default = p && (p->default_value == value ||
-                            (value.is_number() && p->default_value.is_number() &&
-                             value.get<double>() == p->default_value.get<double>()));
+    bool is_default =
+        p && (p->default_value == value || (value.is_number() && p->default_value.is_number() &&
+                                            value.get<double>() == p->default_value.get<double>()));
     if (!is_default) out[key] = value;
   }
   return out;
@@ -104,8 +115,12 @@ nlohmann::json BlockKind::to_json() const {
   for (const auto& p : params) ps.push_back(p.to_json());
   nlohmann::json acc = nlohmann::json::array();
   for (auto a : accepts) acc.push_back(data_kind_name(a));
-  return {{"name", name},          {"description", description}, {"params", ps},
-          {"accepts", acc},        {"min_inputs", min_inputs},   {"max_inputs", max_inputs},
+  return {{"name", name},
+          {"description", description},
+          {"params", ps},
+          {"accepts", acc},
+          {"min_inputs", min_inputs},
+          {"max_inputs", max_inputs},
           {"commutative", commutative}};
 }
 
@@ -121,7 +136,7 @@ std::vector<ParamSpec> Catalogue::common_params() {
 
 void Catalogue::add(BlockKind kind) {
   if (kind.name.empty()) throw std::logic_error("Catalogue::add: block kind without a name");
-  if (kinds_.count(kind.name))
+  if (kinds_.contains(kind.name))
     throw std::logic_error("Catalogue::add: block kind '" + kind.name + "' registered twice");
   if (!kind.infer || !kind.build || !kind.count || kind.accepts.empty())
     throw std::logic_error("Catalogue::add: block kind '" + kind.name +
@@ -132,30 +147,7 @@ void Catalogue::add(BlockKind kind) {
                              p.name + "'");
     kind.params.push_back(std::move(p));
   }
-  std::string name = kind.name;
-  kinds_.emplace(std::move(name), std::move(kind));
-}
-
-const BlockKind* Catalogue::find(const std::string& name) const {
-  auto it = kinds_.find(name);
-  return it == kinds_.end() ? nullptr : &it->second;
-}
-
-const BlockKind& Catalogue::at(const std::string& name) const {
-  if (const BlockKind* k = find(name)) return *k;
-  throw std::invalid_argument("unknown block kind '" + name + "' (known: " + known_list() + ")");
-}
-
-std::vector<std::string> Catalogue::names() const {
-  std::vector<std::string> out;
-  for (const auto& [n, k] : kinds_) out.push_back(n);
-  return out;
-}
-
-std::string Catalogue::known_list() const {
-  std::string s;
-  for (const auto& [n, k] : kinds_) s += (s.empty() ? "" : ", ") + n;
-  return s;
+  kinds_.add(std::move(kind));
 }
 
 }  // namespace hwnas::spaces

@@ -3,8 +3,9 @@
 // A BlockKind is a plain record: its hyperparameter domain, the data kinds it accepts, how many
 // inputs it takes, a shape rule, a builder of its trainable module (from nn/) and a workload
 // counter.  Genomes, model building, workload building, spaces and the CLI all read the same
-// record, so adding a block kind is one new file in spaces/blocks/ plus one line in the X-macro
-// list of catalogue.cpp.
+// record, so adding a block kind is one new file in spaces/blocks/ plus its declaration and
+// call in register_builtin_blocks() (catalogue.cpp).  The catalogue is the block family's
+// Registry (common/registry.hpp), the pattern every pluggable family shares.
 //
 // Every kind also understands the common per-node parameters "bits" (weight and activation
 // precision: 32, 16, 8 or 4) and "prune" (fraction of weights removed by magnitude, 0..0.9);
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "common/params.hpp"
+#include "common/registry.hpp"
 #include "hwmodels/workload.hpp"
 #include "nn/module.hpp"
 #include "spaces/genome.hpp"
@@ -29,9 +31,9 @@ namespace hwnas::spaces {
 using Rng = std::mt19937_64;
 
 // Hyperparameter domains are the project-wide ParamSpec (common/params.hpp).
+using hwnas::param_type_name;
 using hwnas::ParamSpec;
 using hwnas::ParamType;
-using hwnas::param_type_name;
 
 using InferFn =
     std::function<TensorType(const std::vector<TensorType>& in, const nlohmann::json& params)>;
@@ -68,23 +70,26 @@ struct BlockKind {
   nlohmann::json to_json() const;  // name, description, params with domains, inputs
 };
 
+// The block family's registry, plus the common parameters every kind receives.
 class Catalogue {
  public:
+  Catalogue() : kinds_("block kind") {}
   // Appends the common parameters and stores the kind; throws std::logic_error on a duplicate
   // name or a record missing its infer/build/count functions.
   void add(BlockKind kind);
-  const BlockKind* find(const std::string& name) const;
+  const BlockKind* find(const std::string& name) const { return kinds_.find(name); }
   // Throws std::invalid_argument "unknown block kind 'x' (known: add, attention, ...)".
-  const BlockKind& at(const std::string& name) const;
-  std::vector<std::string> names() const;  // sorted
-  std::string known_list() const;          // "add, attention, ..."
+  const BlockKind& at(const std::string& name) const { return kinds_.at(name); }
+  std::vector<std::string> names() const { return kinds_.names(); }  // sorted
+  std::string known_list() const { return kinds_.known_list(); }     // "add, attention, ..."
+  const Registry<BlockKind>& registry() const { return kinds_; }
   static std::vector<ParamSpec> common_params();
 
  private:
-  std::map<std::string, BlockKind> kinds_;
+  Registry<BlockKind> kinds_;
 };
 
-// Registers every built-in kind (the X-macro list in catalogue.cpp).
+// Registers every built-in kind (one call per block file, listed in catalogue.cpp).
 void register_builtin_blocks(Catalogue& c);
 // The process-wide catalogue of built-in kinds, filled on first use (thread-safe).
 const Catalogue& catalogue();

@@ -27,19 +27,93 @@ std::string Space::describe(const Genome& g) const { return g.canonical_json(); 
 
 Genome Space::parse(const std::string& description) const {
   Genome g = Genome::from_json(nlohmann::json::parse(description));
-  if (!contains(g)) throw std::invalid_argument("parse: architecture is not in this " + type() + " space");
+  if (!contains(g))
+    throw std::invalid_argument("parse: architecture is not in this " + type() + " space");
   return g;
+}
+
+namespace {
+
+// A field the definition must give (no default).
+ParamSpec required(ParamSpec p) {
+  p.default_value = nullptr;
+  return p;
+}
+
+ParamSpec input_param(nlohmann::json def) {
+  return ParamSpec::any_json("input", std::move(def),
+                             "input data: {\"kind\": image | sequence | vector, \"shape\": [...]}");
+}
+ParamSpec outputs_param() {
+  return ParamSpec::int_range("outputs", 1, 100000, 10, "classes (units of the head)");
+}
+ParamSpec name_param() { return ParamSpec::string("name", "", "label of the space"); }
+ParamSpec description_param() { return ParamSpec::string("description", "", "free text"); }
+
+}  // namespace
+
+void register_builtin_space_types(Registry<SpaceType>& r) {
+  r.add({"macro",
+         "a chain of stages, each choosing a block kind, its hyperparameters, a depth and "
+         "optional residual skips (space_macro.cpp)",
+         {required(input_param(nullptr)), required(outputs_param()),
+          ParamSpec::any_json("width_multipliers", nlohmann::json::array({1.0}),
+                              "choices of a global width multiplier in (0, 16] for "
+                              "channels/units"),
+          ParamSpec::any_json("bits", nlohmann::json::array({32}),
+                              "per-layer bit-width choices from {32,16,8,4}"),
+          ParamSpec::any_json("prune", nlohmann::json::array({0.0}),
+                              "per-layer pruning-ratio choices in [0, 0.9]"),
+          required(ParamSpec::any_json(
+              "stages", nullptr,
+              "[{\"blocks\": [kinds], \"depth\": n | [min, max], \"skip\": false | true | "
+              "\"optional\", \"params\": {param: [choices]}}, ...]")),
+          name_param(), description_param()},
+         detail::make_macro_space});
+  r.add(
+      {"cell",
+       "a DARTS-style cell of N nodes, each summing ops on earlier nodes, stacked by the "
+       "NB201 skeleton (space_cell.cpp)",
+       {required(input_param(nullptr)), required(outputs_param()),
+        required(ParamSpec::int_range("nodes", 1, 8, 4, "intermediate nodes per cell")),
+        ParamSpec::int_range("inputs_per_node", 1, 8, 2, "distinct earlier nodes each node reads"),
+        required(ParamSpec::any_json(
+            "ops", nullptr,
+            "candidate ops: block kind names or {\"name\", \"kind\", \"params\"}; each must "
+            "keep its input's shape")),
+        required(ParamSpec::any_json("stages", nullptr,
+                                     "[{\"cells\": n, \"channels\": c}, ...]; a residual "
+                                     "reduction joins consecutive stages")),
+        name_param(), description_param()},
+       detail::make_cell_space});
+  r.add({"nb201",
+         "NAS-Bench-201 exactly: 6 edges x 5 ops, 15625 architectures, enumerable "
+         "(space_nb201.cpp)",
+         {input_param({{"kind", "image"}, {"shape", {3, 32, 32}}}), outputs_param()},
+         detail::make_nb201_space});
+}
+
+const Registry<SpaceType>& space_types() {
+  static const Registry<SpaceType> r = [] {
+    Registry<SpaceType> k("space type");
+    register_builtin_space_types(k);
+    return k;
+  }();
+  return r;
 }
 
 std::unique_ptr<Space> make_space(const nlohmann::json& def) {
   if (!def.is_object()) throw std::invalid_argument("space: definition must be a JSON object");
+  const auto& types = space_types();
   if (!def.contains("type") || !def["type"].is_string())
-    throw std::invalid_argument("space.type: missing; one of macro, cell, nb201");
-  const std::string t = def["type"].get<std::string>();
-  if (t == "macro") return detail::make_macro_space(def);
-  if (t == "cell") return detail::make_cell_space(def);
-  if (t == "nb201") return detail::make_nb201_space(def);
-  throw std::invalid_argument("space.type: '" + t + "' is not one of macro, cell, nb201");
+    throw std::invalid_argument("space.type: missing (known: " + types.known_list() + ")");
+  const SpaceType* type = nullptr;
+  try {
+    type = &types.at(def["type"].get<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("space.type: ") + e.what());
+  }
+  return type->make(def);
 }
 
 std::unique_ptr<Space> load_space(const std::string& path) {
@@ -60,7 +134,9 @@ std::unique_ptr<Space> load_space(const std::string& path) {
 
 namespace detail {
 
-void fail(const std::string& path, const std::string& msg) { throw std::invalid_argument(path + ": " + msg); }
+void fail(const std::string& path, const std::string& msg) {
+  throw std::invalid_argument(path + ": " + msg);
+}
 
 void check_keys(const json& j, const std::string& path, const std::set<std::string>& allowed) {
   if (!j.is_object()) fail(path, "must be a JSON object");
@@ -73,28 +149,35 @@ void check_keys(const json& j, const std::string& path, const std::set<std::stri
 }
 
 int read_int(const json& j, const std::string& key, const std::string& path, int lo, int hi) {
-  if (!j.contains(key)) fail(path + "." + key, "missing; an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  if (!j.contains(key))
+    fail(path + "." + key,
+         "missing; an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   const json& v = j[key];
   if (!v.is_number_integer() || v.get<long long>() < lo || v.get<long long>() > hi)
-    fail(path + "." + key, v.dump() + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    fail(path + "." + key, v.dump() + " must be an integer in [" + std::to_string(lo) + ", " +
+                               std::to_string(hi) + "]");
   return v.get<int>();
 }
 
-int read_int_or(const json& j, const std::string& key, const std::string& path, int lo, int hi, int def) {
+int read_int_or(const json& j, const std::string& key, const std::string& path, int lo, int hi,
+                int def) {
   return j.contains(key) ? read_int(j, key, path, lo, hi) : def;
 }
 
-TensorType infer_type(const std::string& kind, const std::vector<TensorType>& in, const json& params) {
+TensorType infer_type(const std::string& kind, const std::vector<TensorType>& in,
+                      const json& params) {
   const BlockKind& k = catalogue().at(kind);
   std::string why = k.check_params(params);
   if (!why.empty()) throw std::invalid_argument(kind + ": " + why);
   for (const auto& t : in)
     if (!k.accepts_kind(t.kind))
-      throw std::invalid_argument(kind + " does not accept " + std::string(data_kind_name(t.kind)) + " input");
+      throw std::invalid_argument(kind + " does not accept " + std::string(data_kind_name(t.kind)) +
+                                  " input");
   return k.infer(in, k.resolve(params));
 }
 
-Genome::NodeId add_classifier_tail(Genome& g, Genome::NodeId from, const TensorType& t, int outputs) {
+Genome::NodeId add_classifier_tail(Genome& g, Genome::NodeId from, const TensorType& t,
+                                   int outputs) {
   Genome::NodeId x = from;
   if (t.kind != DataKind::Vector) {
     x = g.add_node("global_pool");
@@ -105,9 +188,11 @@ Genome::NodeId add_classifier_tail(Genome& g, Genome::NodeId from, const TensorT
   return head;
 }
 
-Genome::NodeId build_skeleton(Genome& g, const std::vector<SkeletonStage>& stages,
-                              const std::function<Genome::NodeId(Genome&, Genome::NodeId, int)>& cell) {
-  auto x = g.add_node("conv", {{"channels", stages.at(0).channels}, {"kernel", 3}, {"activation", "none"}});
+Genome::NodeId build_skeleton(
+    Genome& g, const std::vector<SkeletonStage>& stages,
+    const std::function<Genome::NodeId(Genome&, Genome::NodeId, int)>& cell) {
+  auto x = g.add_node("conv",
+                      {{"channels", stages.at(0).channels}, {"kernel", 3}, {"activation", "none"}});
   g.add_edge(g.input_node(), x);
   for (std::size_t s = 0; s < stages.size(); ++s) {
     if (s > 0) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/registry.hpp"
 #include "spaces/genome.hpp"
 
 namespace hwnas::spaces {
@@ -48,9 +50,26 @@ class Space {
   virtual nlohmann::json to_json() const = 0;
 };
 
+// A space type ("macro", "cell", "nb201"): the space family's registry entry.  `params`
+// documents the definition's top-level fields (besides "type") for `hwnas space types`; the
+// factory validates the whole definition itself and throws std::invalid_argument naming the
+// field, because the nested stage and op lists need more than one flat parameter table.
+struct SpaceType {
+  std::string name;
+  std::string description;
+  std::vector<ParamSpec> params;
+  std::function<std::unique_ptr<Space>(const nlohmann::json& definition)> make;
+};
+
+// Registers the built-in types (one line each in space.cpp).  Adding a type: one file
+// spaces/space_<name>.cpp with its factory, and one entry there.
+void register_builtin_space_types(Registry<SpaceType>& r);
+// The process-wide registry of space types, filled on first use (thread-safe).
+const Registry<SpaceType>& space_types();
+
 // Builds a space from its JSON definition; throws std::invalid_argument naming the field.
-// {"type": "macro" | "cell" | "nb201", "input": {"kind", "shape"}, "outputs": N, ...}; see
-// examples/spaces/*.json and the space_*.cpp files for each type's fields.
+// {"type": <a registered space type>, "input": {"kind", "shape"}, "outputs": N, ...}; see
+// examples/spaces/*.json, `hwnas space types` and the space_*.cpp files for each type's fields.
 std::unique_ptr<Space> make_space(const nlohmann::json& definition);
 std::unique_ptr<Space> load_space(const std::string& path);
 

@@ -18,10 +18,13 @@ class RandomSearch final : public Strategy {
 
 }  // namespace
 
-std::unique_ptr<Strategy> make_random_search(const nlohmann::json& config,
-                                             const spaces::Space& space) {
-  check_known_fields(config, {"type"});
-  return std::make_unique<RandomSearch>(space);
+StrategyEntry random_search_strategy() {
+  return {"random",
+          "uniform samples from the space; the baseline every search should beat",
+          {},
+          [](const nlohmann::json&, const spaces::Space& space) -> std::unique_ptr<Strategy> {
+            return std::make_unique<RandomSearch>(space);
+          }};
 }
 
 }  // namespace hwnas::strategies

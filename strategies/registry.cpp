@@ -1,88 +1,86 @@
 #include "strategies/registry.hpp"
 
-#include <functional>
-#include <map>
+#include <sstream>
 #include <stdexcept>
 
 namespace hwnas::strategies {
-namespace {
 
-using Factory =
-    std::function<std::unique_ptr<Strategy>(const nlohmann::json&, const spaces::Space&)>;
-
-const std::map<std::string, Factory>& factories() {
-  static const std::map<std::string, Factory> table = {
-      {"random", make_random_search},
-      {"regularized_evolution", make_regularized_evolution},
-  };
-  return table;
+void register_builtin_strategies(Registry<StrategyEntry>& r) {
+  r.add(random_search_strategy());
+  r.add(regularized_evolution_strategy());
 }
 
-std::string joined_names() {
-  std::string s;
-  for (const auto& [name, f] : factories()) s += (s.empty() ? "" : ", ") + name;
-  return s;
+const Registry<StrategyEntry>& strategy_registry() {
+  static const Registry<StrategyEntry> r = [] {
+    Registry<StrategyEntry> k("strategy");
+    register_builtin_strategies(k);
+    return k;
+  }();
+  return r;
+}
+
+std::vector<std::string> strategy_names() { return strategy_registry().names(); }
+
+namespace {
+
+const StrategyEntry& entry_of(const nlohmann::json& config) {
+  const auto& reg = strategy_registry();
+  if (!config.is_object())
+    throw std::invalid_argument(
+        "strategy: must be an object {\"type\": ..., params} (known: " + reg.known_list() + ")");
+  auto it = config.find("type");
+  if (it == config.end() || !it->is_string())
+    throw std::invalid_argument("strategy.type: missing (known: " + reg.known_list() + ")");
+  try {
+    return reg.at(it->get<std::string>());
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("strategy.type: ") + e.what());
+  }
 }
 
 }  // namespace
 
-std::vector<std::string> strategy_names() {
-  std::vector<std::string> names;
-  for (const auto& [name, f] : factories()) names.push_back(name);
-  return names;
+nlohmann::json resolve_strategy_config(const nlohmann::json& config) {
+  return resolve_params(entry_of(config).params, config, "strategy");
 }
 
 std::unique_ptr<Strategy> make_strategy(const nlohmann::json& config, const spaces::Space& space) {
-  if (!config.is_object())
-    throw std::invalid_argument("strategy: must be an object with a \"type\"");
-  if (!config.contains("type") || !config["type"].is_string())
-    throw std::invalid_argument("strategy.type: missing; one of: " + joined_names());
-  const std::string type = config["type"].get<std::string>();
-  auto it = factories().find(type);
-  if (it == factories().end())
-    throw std::invalid_argument("strategy.type: unknown strategy '" + type +
-                                "'; one of: " + joined_names());
-  return it->second(config, space);
+  const StrategyEntry& e = entry_of(config);
+  return e.make(resolve_params(e.params, config, "strategy"), space);
 }
 
-int get_int(const nlohmann::json& config, const char* field, int fallback, int lo, int hi) {
-  if (!config.contains(field)) return fallback;
-  const auto& v = config[field];
-  if (!v.is_number_integer())
-    throw std::invalid_argument(std::string("strategy.") + field + ": must be an integer");
-  long long x = v.get<long long>();
-  if (x < lo || x > hi)
-    throw std::invalid_argument(std::string("strategy.") + field + ": " + std::to_string(x) +
-                                " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                                "]");
-  return static_cast<int>(x);
-}
-
-double get_double(const nlohmann::json& config, const char* field, double fallback, double lo,
-                  double hi) {
-  if (!config.contains(field)) return fallback;
-  const auto& v = config[field];
-  if (!v.is_number())
-    throw std::invalid_argument(std::string("strategy.") + field + ": must be a number");
-  double x = v.get<double>();
-  if (!(x >= lo && x <= hi))
-    throw std::invalid_argument(std::string("strategy.") + field + ": " + std::to_string(x) +
-                                " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                                "]");
-  return x;
-}
-
-void check_known_fields(const nlohmann::json& config, std::initializer_list<const char*> known) {
-  for (const auto& [key, value] : config.items()) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || key == k;
-    if (!ok) {
-      std::string list;
-      for (const char* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
-      throw std::invalid_argument("strategy." + key + ": unknown field for strategy '" +
-                                  config.value("type", std::string("?")) + "'; known: " + list);
-    }
+std::string describe_strategy_params() {
+  std::ostringstream os;
+  for (const auto& [name, e] : strategy_registry().entries()) {
+    os << "strategy.type = \"" << name << "\": " << e.description << "\n";
+    if (e.params.empty())
+      os << "  (no parameters)\n";
+    else
+      os << describe_params(e.params, "strategy.");
   }
+  return os.str();
+}
+
+std::string describe_strategies() {
+  std::ostringstream os;
+  for (const auto& [name, e] : strategy_registry().entries()) {
+    os << name << "  " << e.description << "\n";
+    if (e.params.empty())
+      os << "  (no parameters)\n";
+    else
+      os << describe_params(e.params, "");
+  }
+  return os.str();
+}
+
+nlohmann::json strategies_json() {
+  nlohmann::json all = nlohmann::json::array();
+  for (const auto& [name, e] : strategy_registry().entries()) {
+    nlohmann::json ps = nlohmann::json::array();
+    for (const auto& p : e.params) ps.push_back(p.to_json());
+    all.push_back({{"name", name}, {"description", e.description}, {"params", ps}});
+  }
+  return all;
 }
 
 }  // namespace hwnas::strategies

@@ -1,23 +1,54 @@
-// Strategy registry and the small config-reading helpers strategies share.
-// Adding a strategy: one .cpp file defining make_<name>(), plus one row in registry.cpp.
+// The strategy family's registry: every strategy is one StrategyEntry {name, description,
+// params, make}.  Its parameters are declared once as ParamSpecs; make_strategy() validates a
+// config's "strategy" object against them (resolve_params: unknown keys, types, ranges, with
+// every default filled) before the entry's factory sees it, and `hwnas strategies` and
+// `hwnas config params` print the same declarations.
+//
+// Adding a strategy: one file strategies/<name>.cpp defining `StrategyEntry <name>_strategy()`,
+// its declaration below, and one line in register_builtin_strategies() (registry.cpp).
 #pragma once
 
-#include <initializer_list>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
+#include "common/registry.hpp"
 #include "strategies/strategy.hpp"
 
 namespace hwnas::strategies {
 
-// Throws std::invalid_argument "strategy.<field>: ..." for a missing/ill-typed/out-of-range value.
-int get_int(const nlohmann::json& config, const char* field, int fallback, int lo, int hi);
-double get_double(const nlohmann::json& config, const char* field, double fallback, double lo,
-                  double hi);
-// Rejects fields a strategy does not know (catches typos such as "populaton").
-void check_known_fields(const nlohmann::json& config, std::initializer_list<const char*> known);
+struct StrategyEntry {
+  std::string name;
+  std::string description;
+  std::vector<ParamSpec> params;
+  // Receives the parameters already validated against `params`, every default filled in (plus
+  // "type").  Cross-field rules the specs cannot express are checked here and throw
+  // std::invalid_argument "strategy.<field>: ...".
+  std::function<std::unique_ptr<Strategy>(const nlohmann::json& params, const spaces::Space& space)>
+      make;
+};
 
-std::unique_ptr<Strategy> make_random_search(const nlohmann::json& config, const spaces::Space& space);
-std::unique_ptr<Strategy> make_regularized_evolution(const nlohmann::json& config,
-                                                     const spaces::Space& space);
+// One per strategy file.
+StrategyEntry random_search_strategy();
+StrategyEntry regularized_evolution_strategy();
+
+// Registers every built-in strategy (one line each in registry.cpp).
+void register_builtin_strategies(Registry<StrategyEntry>& r);
+// The process-wide strategy registry, filled on first use (thread-safe).
+const Registry<StrategyEntry>& strategy_registry();
+
+// A config's "strategy" object with its parameters validated and every default filled in;
+// throws std::invalid_argument "strategy.<field>: ..." (the same checks make_strategy runs).
+nlohmann::json resolve_strategy_config(const nlohmann::json& config);
+
+// Every strategy's parameters as "strategy.<field>" rows (common/params.hpp describe_params),
+// one block per strategy: the strategy part of `hwnas config params`.
+std::string describe_strategy_params();
+// `hwnas strategies`: each strategy with its description and parameter table; as JSON, an
+// array of {name, description, params: [ParamSpec::to_json()]}.
+std::string describe_strategies();
+nlohmann::json strategies_json();
 
 }  // namespace hwnas::strategies

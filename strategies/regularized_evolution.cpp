@@ -7,6 +7,7 @@
 // (not the worst), which is what regularises the search.  It is naturally asynchronous: a free
 // worker gets a proposal at once from the current population.
 #include <deque>
+#include <stdexcept>
 
 #include "strategies/registry.hpp"
 
@@ -44,12 +45,23 @@ class RegularizedEvolution final : public Strategy {
 
 }  // namespace
 
-std::unique_ptr<Strategy> make_regularized_evolution(const nlohmann::json& config,
-                                                     const spaces::Space& space) {
-  check_known_fields(config, {"type", "population", "sample_size"});
-  int population = get_int(config, "population", 16, 2, 100000);
-  int sample_size = get_int(config, "sample_size", 4, 1, population);
-  return std::make_unique<RegularizedEvolution>(space, population, sample_size);
+StrategyEntry regularized_evolution_strategy() {
+  return {"regularized_evolution",
+          "aging evolution (Real et al. 2019): tournament of sample_size members, mutate the "
+          "fittest, retire the oldest",
+          {ParamSpec::int_range("population", 2, 100000, 16,
+                                "members kept (FIFO); the first `population` proposals are "
+                                "uniform samples"),
+           ParamSpec::int_range("sample_size", 1, 100000, 4,
+                                "members drawn per tournament; at most population")},
+          [](const nlohmann::json& p, const spaces::Space& space) -> std::unique_ptr<Strategy> {
+            const int population = p["population"], sample_size = p["sample_size"];
+            if (sample_size > population)
+              throw std::invalid_argument("strategy.sample_size: " + std::to_string(sample_size) +
+                                          " exceeds strategy.population (" +
+                                          std::to_string(population) + ")");
+            return std::make_unique<RegularizedEvolution>(space, population, sample_size);
+          }};
 }
 
 }  // namespace hwnas::strategies

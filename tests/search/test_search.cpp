@@ -295,7 +295,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "config.strategy.type: unknown strategy 'telepathy'"},
         BadConfigCase{"StrategyTypo",
                       [](json& j) { j["strategy"] = {{"type", "regularized_evolution"}, {"populaton", 3}}; },
-                      "config.strategy.populaton: unknown field"},
+                      "config.strategy.populaton: unknown parameter (known: population, sample_size)"},
         BadConfigCase{"BadObjective", [](json& j) { j["objectives"] = {"val_accuracy:max", "latency_ms"}; },
                       "config.objectives[1]"},
         BadConfigCase{"UnknownObjectiveMetric",

@@ -169,7 +169,7 @@ TEST(SpaceErrors, EachFieldNamed) {
   expect(d, "space.type: missing");
   d = cnn_def();
   d["type"] = "grid";
-  expect(d, "space.type: 'grid' is not one of macro, cell, nb201");
+  expect(d, "space.type: unknown space type 'grid' (known: cell, macro, nb201)");
   d = cnn_def();
   d["stages"] = json::array();
   expect(d, "space.stages: must be a non-empty array");

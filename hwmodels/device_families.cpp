@@ -1,0 +1,212 @@
+// The built-in device families and the fields each one's JSON description may carry.  The
+// domains documented here are the ones the family's constructor enforces through FieldReader
+// (device_base.hpp); tests/hwmodels check that every preset's values lie in them.
+#include <limits>
+
+#include "hwmodels/device_base.hpp"
+
+namespace hwnas::hw {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int kMaxInt = 1 << 30;  // FieldReader::positive_int's bound
+
+ParamSpec required(ParamSpec p) {
+  p.default_value = nullptr;
+  return p;
+}
+ParamSpec positive(std::string name, std::string desc) {
+  return required(ParamSpec::float_range(std::move(name), 0, kInf, 0, std::move(desc) + " (> 0)"));
+}
+ParamSpec positive_or(std::string name, double dflt, std::string desc) {
+  return ParamSpec::float_range(std::move(name), 0, kInf, dflt, std::move(desc) + " (> 0)");
+}
+ParamSpec non_negative(std::string name, double dflt, std::string desc) {
+  return ParamSpec::float_range(std::move(name), 0, kInf, dflt, std::move(desc));
+}
+ParamSpec fraction(std::string name, double dflt, std::string desc) {
+  return ParamSpec::float_range(std::move(name), 0, 1, dflt, std::move(desc) + " (> 0)");
+}
+ParamSpec count(std::string name, std::string desc) {
+  return required(ParamSpec::int_range(std::move(name), 1, kMaxInt, 1, std::move(desc)));
+}
+ParamSpec count_or(std::string name, int dflt, std::string desc) {
+  return ParamSpec::int_range(std::move(name), 1, kMaxInt, dflt, std::move(desc));
+}
+ParamSpec table(std::string name, std::string desc) {
+  return required(ParamSpec::any_json(std::move(name), nullptr, std::move(desc)));
+}
+
+const char* kPrecisionTable =
+    "{\"fp32\", \"fp16\", \"int8\"}; fp32 required, a missing narrower precision takes the next "
+    "wider one's value";
+const char* kCategoryTable =
+    "{\"default\": x, <op category>: x}, each a fraction of peak in (0, 1]; default fills the "
+    "categories not listed";
+
+}  // namespace
+
+std::vector<ParamSpec> common_device_params() {
+  return {
+      required(
+          ParamSpec::string("name", "", "the device's name (results and costs are keyed by it)")),
+      required(ParamSpec::string("family", "", "the family: one of `hwnas hw families`")),
+      ParamSpec::string("description", "", "free text shown by `hwnas hw list`"),
+      ParamSpec::any_json("sources", nlohmann::json::object(),
+                          "{field: citation [tag]}: where each constant comes from"),
+      ParamSpec::any_json("source", "", "a single citation for the whole description"),
+      // The calibration block written by `hwnas hw calibrate` (DeviceBase in device_base.hpp).
+      ParamSpec::any_json("calibration.category_scale", nlohmann::json::object(),
+                          "{\"default\": a, <op category>: a}: multiplies the family's node "
+                          "latency (before overheads)"),
+      non_negative("calibration.per_kernel_s", 0,
+                   "replaces the family's per-kernel overhead, s (absent: keep it)"),
+      positive_or("calibration.energy_scale", 1.0, "multiplies total energy"),
+      non_negative("calibration.per_node_s", 0, "added per node, s"),
+      ParamSpec::any_json("calibration.s_per_flop", nlohmann::json::object(),
+                          "{<op category>: s per FLOP} added per node"),
+      ParamSpec::any_json("calibration.s_per_byte", nlohmann::json::object(),
+                          "{<op category>: s per byte moved} added per node"),
+      non_negative("calibration.s_per_pruned_param", 0, "s per parameter of a pruned node"),
+      non_negative("calibration.s_per_quantized_param", 0,
+                   "s per parameter of a node below 16 bits"),
+      ParamSpec::any_json("calibration_report", nlohmann::json::object(),
+                          "written by `hwnas hw calibrate`: fit quality, seed, ridge (not read)"),
+      count_or("batch", 1,
+               "inferences per batch: the gpu and host families cost a whole batch; in the "
+               "others it only scales calibrated per-FLOP and per-byte terms"),
+  };
+}
+
+void register_builtin_device_families(Registry<DeviceFamily>& r) {
+  // Appends the common fields, so each entry below lists only its own.
+  auto add = [&r](DeviceFamily f) {
+    for (auto& p : common_device_params()) f.params.push_back(std::move(p));
+    r.add(std::move(f));
+  };
+  add({"gpu",
+       "roofline GPU (device_gpu.cpp): per node max(FLOPs / (efficiency x peak), bytes / "
+       "bandwidth) + kernel launches; energy = idle power + busy power over the roofline time",
+       {table("peak_flops", std::string("matrix-unit peak FLOP/s ") + kPrecisionTable),
+        ParamSpec::boolean("tf32_for_fp32", false, "fp32 matrix ops run as TF32 at tf32_flops"),
+        non_negative("tf32_flops", 0, "TF32 matrix peak FLOP/s (required with tf32_for_fp32)"),
+        positive("vector_flops", "vector-unit peak FLOP/s, for categories off the matrix units"),
+        positive("mem_bw", "DRAM bandwidth, bytes/s"),
+        fraction("mem_efficiency", 1.0, "achieved fraction of mem_bw"),
+        table("efficiency", kCategoryTable),
+        non_negative("launch_s", 0, "overhead per kernel launch, s"),
+        positive("memory_bytes", "device memory, bytes"),
+        non_negative("power.idle_w", 0, "idle power, W (at most power.tdp_w)"),
+        positive("power.tdp_w", "board power when busy, W"),
+        ParamSpec::choice("power.model", {"idle_plus_busy"}, "idle_plus_busy", "energy model"),
+        ParamSpec::any_json("matrix_categories", nlohmann::json{"dense", "conv", "attention"},
+                            "op categories that run on the matrix units (tensor cores)")},
+       make_gpu_device});
+  add({"edge_cpu",
+       "edge CPU (device_edge_cpu.cpp): roofline on cores x freq x flops_per_cycle against DRAM "
+       "bandwidth + per-op overhead; Horowitz 45 nm energies scaled to the process + DRAM + "
+       "static power",
+       {count("cores", "cores used"), positive("freq_hz", "clock, Hz"),
+        table("flops_per_cycle", std::string("FLOPs per cycle per core ") + kPrecisionTable),
+        positive("mem_bw", "measured (STREAM) DRAM bandwidth, bytes/s"),
+        table("efficiency", kCategoryTable),
+        non_negative("op_overhead_s", 0, "interpreter dispatch per kernel, s"),
+        positive("memory_bytes", "RAM available to the model, bytes"),
+        ParamSpec::choice("energy.model", {"horowitz45_scaled"}, "horowitz45_scaled",
+                          "energy model"),
+        positive("energy.process_nm", "process node, nm"),
+        positive("energy.vdd", "core voltage, V"),
+        positive("energy.dram_pj_per_byte", "DRAM access energy, pJ/byte"),
+        non_negative("energy.static_w", 0, "static power, W")},
+       make_edge_cpu_device});
+  add({"edge_tpu",
+       "Google Edge TPU (device_edgetpu.cpp): int8 ops in supported categories on the TPU, the "
+       "rest from the first unsupported node on the host CPU; parameters beyond the on-chip "
+       "cache stream over USB",
+       {positive("peak_ops", "peak int8 ops/s"), table("efficiency", kCategoryTable),
+        non_negative("param_cache_bytes", 0, "on-chip parameter cache, bytes"),
+        positive("usb_bw", "USB bandwidth, bytes/s"),
+        non_negative("op_overhead_s", 0, "overhead per on-TPU kernel, s"),
+        positive("active_power_w", "power while active, W"),
+        table("supported_categories", "op categories the TPU runs (non-empty array of names)"),
+        table("host_cpu", "the fallback host: a device object or a preset name")},
+       make_edge_tpu_device});
+  add({"mcu",
+       "Cortex-M microcontroller (device_mcu.cpp): MACs / (macs_per_cycle x freq) + other ops; "
+       "activations must fit SRAM and weights flash, else infeasible",
+       {positive("freq_hz", "clock, Hz"),
+        table("macs_per_cycle", std::string("sustained MACs per cycle ") + kPrecisionTable),
+        positive("other_ops_per_cycle", "sustained non-MAC ops per cycle"),
+        positive("sram_bytes", "SRAM, bytes"), positive("flash_bytes", "flash, bytes"),
+        non_negative("runtime_sram_bytes", 0, "SRAM the runtime reserves, bytes (< sram_bytes)"),
+        positive("active_power_w", "power while active, W"),
+        non_negative("op_overhead_s", 0, "overhead per kernel, s")},
+       make_mcu_device});
+  add({"neuromorphic",
+       "neuromorphic chip (device_neuromorphic.cpp): core mapping under per-core neuron, fan-in "
+       "and synapse-memory limits; event-driven energy from synaptic ops, spikes, hops and "
+       "neuron updates",
+       {count("neurons_per_core", "neurons per core"),
+        count("max_fan_in", "axons (inputs) per neuron"),
+        positive("synapse_mem_bits_per_core", "synapse memory per core, bits"),
+        count("max_weight_bits", "widest weight a synapse holds, bits"),
+        count("cores_per_chip", "cores per chip"),
+        count_or("chips", 1, "chips"),
+        count_or("cores_per_router", 1, "cores sharing one mesh router"),
+        positive("energy_pj.synaptic_op", "energy per synaptic op, pJ"),
+        non_negative("energy_pj.spike_out", 0, "energy per emitted spike, pJ"),
+        non_negative("energy_pj.hop", 0, "energy per spike per router hop, pJ"),
+        non_negative("energy_pj.neuron_update", 0, "energy per neuron update, pJ"),
+        non_negative("time_ns.synaptic_op", 0,
+                     "time per synaptic op per core, ns (this or fixed_step_s is required)"),
+        non_negative("time_ns.neuron_update", 0, "time per neuron update per core, ns"),
+        non_negative("time_ns.hop", 0, "time per router hop, ns"),
+        non_negative("time_ns.sync", 0, "barrier synchronisation per step, ns"),
+        non_negative("fixed_step_s", 0, "fixed real-time tick, s (0 = event-driven steps)"),
+        non_negative("static_power_per_core_w", 0, "static power per used core, W"),
+        ParamSpec::choice("non_spiking", {"infeasible", "rate_code"}, "infeasible",
+                          "what a non-spiking node does: make the architecture infeasible, or "
+                          "run rate-coded"),
+        ParamSpec::int_range("rate_code.timesteps", 1, kMaxInt, 1,
+                             "rate-code steps T (required with non_spiking = rate_code)"),
+        fraction("rate_code.rate", 0,
+                 "rate-code spike rate r (required with non_spiking = rate_code)"),
+        fraction("default_spike_rate", 0.1,
+                 "spike rate assumed for spiking nodes without measured activity")},
+       make_neuromorphic_device});
+  add({"host",
+       "this machine (device_host.cpp): latency measured by the evaluator, energy = power_w x "
+       "latency",
+       {ParamSpec::string("measurement_key", "host_latency_ms",
+                          "workload.measured key holding the latency, ms"),
+        positive("power_w", "package power while running, W"),
+        positive_or("memory_bytes", 1e18, "memory available, bytes")},
+       make_host_device});
+  add({"lut",
+       "lookup table (device_lut.cpp): per-op latencies measured on the target, by block kind "
+       "else op category, scaled by MACs; unmatched nodes go to the fallback device",
+       {table("table",
+              "{block kind or op category: {\"latency_us\" > 0, \"energy_uj\" >= 0, \"macs\" >= "
+              "0}}"),
+        non_negative("power_w", 0, "power while running (for entries without energy_uj), W"),
+        positive_or("memory_bytes", 1e18, "memory available, bytes"),
+        ParamSpec::any_json("fallback", "",
+                            "device (object or preset name) for nodes without an entry; absent: "
+                            "such architectures are infeasible")},
+       make_lut_device});
+  add({"plugin",
+       "a shared library implementing the C ABI of hwmodels/plugin_abi.h",
+       {required(ParamSpec::string("path", "", "the plugin .so"))},
+       make_plugin_device});
+}
+
+const Registry<DeviceFamily>& device_families() {
+  static const Registry<DeviceFamily> r = [] {
+    Registry<DeviceFamily> k("device family");
+    register_builtin_device_families(k);
+    return k;
+  }();
+  return r;
+}
+
+}  // namespace hwnas::hw
