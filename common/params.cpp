@@ -54,7 +54,7 @@ ParamSpec ParamSpec::any_json(std::string name, nlohmann::json def, std::string 
 namespace {
 std::string num_str(double v) {
   std::ostringstream os;
-  os << v;
+  os << std::setprecision(12) << v;  // 1<<30 prints as 1073741824, not 1.07374e+09
   return os.str();
 }
 }  // namespace
@@ -152,8 +152,15 @@ std::string describe_params(const std::vector<ParamSpec>& specs, const std::stri
   std::ostringstream os;
   for (const auto& p : specs) {
     const std::string def = p.default_value.is_null() ? "(required)" : p.default_value.dump();
-    os << "  " << std::left << std::setw(34) << (prefix + p.name) << std::setw(22)
-       << p.domain_str() << std::setw(12) << def << p.description << "\n";
+    // Columns grow with long entries instead of running into the next one.
+    auto cell = [&](const std::string& text, std::size_t width) {
+      os << text << std::string(text.size() < width ? width - text.size() : 1, ' ');
+    };
+    os << "  ";
+    cell(prefix + p.name, 34);
+    cell(p.domain_str(), 22);
+    cell(def, 12);
+    os << p.description << "\n";
   }
   return os.str();
 }
