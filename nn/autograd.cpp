@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace hwnas::nn {
 namespace {
@@ -89,15 +93,77 @@ void backward(const Var& loss) {
   }
 }
 
+std::vector<Tensor> gradients(const Var& loss, const std::vector<Var>& wrt) {
+  if (!loss.defined()) throw std::invalid_argument("gradients: undefined loss");
+  if (loss.value().numel() != 1)
+    throw std::invalid_argument("gradients: loss must be a scalar, got shape " +
+                                loss.shape().str());
+  std::unordered_map<Node*, std::size_t> target;
+  for (std::size_t i = 0; i < wrt.size(); ++i) {
+    if (!wrt[i].defined())
+      throw std::invalid_argument("gradients: wrt[" + std::to_string(i) + "] is undefined");
+    target.emplace(wrt[i].node(), i);
+  }
+  std::vector<Tensor> out(wrt.size());
+  if (loss.requires_grad()) {
+    std::vector<Node*> order;
+    std::unordered_set<Node*> seen;
+    std::vector<Node*> stack{loss.node()};
+    while (!stack.empty()) {
+      Node* n = stack.back();
+      stack.pop_back();
+      if (!seen.insert(n).second) continue;
+      order.push_back(n);
+      if (target.count(n)) continue;  // stop at the requested nodes
+      for (auto& p : n->parents)
+        if (p->requires_grad) stack.push_back(p.get());
+    }
+    std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->seq > b->seq; });
+    // Every node a closure can write to is in `order`; park their gradients and restore them
+    // afterwards, so this call is invisible to backward() and the optimizers.
+    std::vector<Tensor> parked;
+    parked.reserve(order.size());
+    for (Node* n : order) parked.push_back(std::exchange(n->grad, Tensor()));
+    grad_of(*loss.node()).fill(1.0f);
+    for (Node* n : order)
+      if (!target.count(n) && n->backward_fn && !n->grad.empty()) n->backward_fn(*n);
+    for (Node* n : order) {
+      auto it = target.find(n);
+      if (it != target.end()) out[it->second] = n->grad;
+    }
+    for (std::size_t k = 0; k < order.size(); ++k) order[k]->grad = std::move(parked[k]);
+  }
+  for (std::size_t i = 0; i < wrt.size(); ++i) {
+    const std::size_t first = target.at(wrt[i].node());  // a repeated entry shares the first's
+    if (first != i)
+      out[i] = out[first];
+    else if (out[i].empty())
+      out[i] = Tensor::zeros(wrt[i].shape());
+  }
+  return out;
+}
+
+void Var::set_requires_grad(bool on) {
+  if (!node_) throw std::logic_error("set_requires_grad: undefined Var");
+  if (node_->backward_fn || !node_->parents.empty())
+    throw std::logic_error(
+        "set_requires_grad: only leaves (parameters, constants) can be frozen or unfrozen");
+  node_->requires_grad = on;
+  if (!on) node_->grad = Tensor();
+}
+
 bool grad_enabled() { return t_grad_enabled; }
 namespace {
 thread_local std::uint64_t t_no_grad_session = 0;
 }
 std::uint64_t no_grad_session() { return t_grad_enabled ? 0 : t_no_grad_session; }
+void weights_changed() { ++t_no_grad_session; }
 NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) {
   t_grad_enabled = false;
   ++t_no_grad_session;
 }
 NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
+EnableGradGuard::EnableGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = true; }
+EnableGradGuard::~EnableGradGuard() { t_grad_enabled = previous_; }
 
 }  // namespace hwnas::nn

@@ -40,6 +40,10 @@ class Var {
   const Shape& shape() const { return node_->value.shape(); }
   int dim(int i) const { return node_->value.dim(i); }
   bool requires_grad() const { return node_ && node_->requires_grad; }
+  // Freezes (false) or unfreezes (true) a leaf such as a parameter: ops record no gradient
+  // path into a frozen leaf, while gradients still flow to their other inputs.  Throws
+  // std::logic_error on an op result (its flag is derived from its inputs).
+  void set_requires_grad(bool on);
   // Gradient accumulated by backward(); empty tensor if none reached this Var.
   const Tensor& grad() const { return node_->grad; }
   Tensor& grad() { return node_->grad; }
@@ -68,11 +72,23 @@ Tensor& grad_of(Node& node);
 // Backpropagates from a scalar (1-element) loss, seeding d loss / d loss = 1.
 void backward(const Var& loss);
 
+// d loss / d wrt[i] for each i, without touching any node's stored gradient and without
+// freeing the graph (a later backward() through the same graph still works).  Gradients stop
+// at the wrt nodes: nothing upstream of them is visited, so an inner optimisation loop (test-
+// time training) gives no gradient to the outer parameters.  wrt may hold leaves or op results;
+// a wrt node the loss does not depend on gets zeros.  Throws std::invalid_argument on an
+// undefined or non-scalar loss or an undefined wrt entry.
+std::vector<Tensor> gradients(const Var& loss, const std::vector<Var>& wrt);
+
 bool grad_enabled();
 // Identifies the current no-grad session of this thread: a new value for every NoGradGuard
 // constructed, 0 while grad mode is on.  Weights cannot change inside one session (optimizers
 // do not run there), so inference-only caches of derived weights key on it.
 std::uint64_t no_grad_session();
+// Starts a new no-grad session in this thread (when inside one), so that caches keyed on
+// no_grad_session() drop what they derived from the old weights.  Called by whatever overwrites
+// parameter values outside an optimizer step (loading a state dict).
+void weights_changed();
 // Disables graph recording in this thread for its lifetime (evaluation, inference timing).
 class NoGradGuard {
  public:
@@ -80,6 +96,20 @@ class NoGradGuard {
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Re-enables graph recording in this thread for its lifetime, even inside a NoGradGuard: the
+// inner gradient steps of fast-weight layers (TTT, Titans) run during evaluation and inference.
+// Use nn::gradients() inside, so the steps leave every other gradient untouched.
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool previous_;

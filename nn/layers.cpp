@@ -61,9 +61,9 @@ Linear::Linear(int in, int out, bool bias, std::mt19937_64& rng) {
 
 Var Linear::forward(const Var& x) { return linear(x, weight, bias); }
 
-void Linear::collect_parameters(std::vector<Var>& out) {
-  out.push_back(weight);
-  if (bias.defined()) out.push_back(bias);
+void Linear::append_named_parameters(const std::string& prefix, std::vector<NamedParameter>& out) {
+  out.push_back({prefix + "weight", weight});
+  if (bias.defined()) out.push_back({prefix + "bias", bias});
 }
 
 BatchNorm::BatchNorm(int channels) {
@@ -76,9 +76,15 @@ BatchNorm::BatchNorm(int channels) {
 
 Var BatchNorm::forward(const Var& x, bool training) { return batch_norm(x, gamma, beta, state, training); }
 
-void BatchNorm::collect_parameters(std::vector<Var>& out) {
-  out.push_back(gamma);
-  out.push_back(beta);
+void BatchNorm::append_named_parameters(const std::string& prefix,
+                                        std::vector<NamedParameter>& out) {
+  out.push_back({prefix + "gamma", gamma});
+  out.push_back({prefix + "beta", beta});
+}
+
+void BatchNorm::append_named_buffers(const std::string& prefix, std::vector<NamedBuffer>& out) {
+  out.push_back({prefix + "running_mean", &state.running_mean});
+  out.push_back({prefix + "running_var", &state.running_var});
 }
 
 LayerNorm::LayerNorm(int features) {
@@ -89,9 +95,10 @@ LayerNorm::LayerNorm(int features) {
 
 Var LayerNorm::forward(const Var& x) { return layer_norm(x, gamma, beta); }
 
-void LayerNorm::collect_parameters(std::vector<Var>& out) {
-  out.push_back(gamma);
-  out.push_back(beta);
+void LayerNorm::append_named_parameters(const std::string& prefix,
+                                        std::vector<NamedParameter>& out) {
+  out.push_back({prefix + "gamma", gamma});
+  out.push_back({prefix + "beta", beta});
 }
 
 }  // namespace hwnas::nn

@@ -1,5 +1,7 @@
 // Standard trainable layers built from nn/ops.hpp.  Blocks in spaces/ and the benchmarks use
 // these rather than calling ops directly, so initialisation and parameter layout live in one place.
+// Parameter names: weight, bias (Linear, Conv2d); gamma, beta (norms, plus the batch-norm buffers
+// running_mean, running_var); qkv.*, out.* (attention).
 // Initialisation: He (Kaiming) normal for layers followed by ReLU-like activations, Xavier
 // uniform for attention projections, zeros for biases; all draws come from the given rng.
 #pragma once
@@ -25,7 +27,8 @@ class Linear : public Module {
   Linear(int in, int out, bool bias, std::mt19937_64& rng);
   Var forward(const Var& x);  // [.., in] -> [.., out]
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "linear"; }
   Var weight, bias;  // weight [out, in]; bias [out] or undefined
 };
@@ -36,7 +39,8 @@ class Conv2d : public Module {
          std::mt19937_64& rng);
   Var forward(const Var& x);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "conv2d"; }
   Var weight, bias;
   Conv2dOptions options;
@@ -49,7 +53,10 @@ class BatchNorm : public Module {  // over channels of [N,C] or [N,C,H,W]
   Var forward(const std::vector<Var>& in, ForwardContext& ctx) override {
     return forward(in.at(0), ctx.training);
   }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
+  // running_mean, running_var
+  void append_named_buffers(const std::string& prefix, std::vector<NamedBuffer>& out) override;
   std::string name() const override { return "batch_norm"; }
   Var gamma, beta;
   BatchNormState state;
@@ -60,7 +67,8 @@ class LayerNorm : public Module {  // over the last dimension
   explicit LayerNorm(int features);
   Var forward(const Var& x);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "layer_norm"; }
   Var gamma, beta;
 };
@@ -72,7 +80,8 @@ class MultiHeadSelfAttention : public Module {
   MultiHeadSelfAttention(int d_model, int heads, bool causal, int window, std::mt19937_64& rng);
   Var forward(const Var& x);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "mhsa"; }
   Linear qkv, out;
   int heads;

@@ -25,9 +25,9 @@ Conv2d::Conv2d(int in_channels, int out_channels, int kernel, const Conv2dOption
 
 Var Conv2d::forward(const Var& x) { return conv2d(x, weight, bias, options); }
 
-void Conv2d::collect_parameters(std::vector<Var>& out) {
-  out.push_back(weight);
-  if (bias.defined()) out.push_back(bias);
+void Conv2d::append_named_parameters(const std::string& prefix, std::vector<NamedParameter>& out) {
+  out.push_back({prefix + "weight", weight});
+  if (bias.defined()) out.push_back({prefix + "bias", bias});
 }
 
 namespace {
@@ -65,9 +65,10 @@ Var MultiHeadSelfAttention::forward(const Var& x) {
   return out.forward(y);
 }
 
-void MultiHeadSelfAttention::collect_parameters(std::vector<Var>& out_params) {
-  qkv.collect_parameters(out_params);
-  out.collect_parameters(out_params);
+void MultiHeadSelfAttention::append_named_parameters(const std::string& prefix,
+                                                     std::vector<NamedParameter>& out_params) {
+  qkv.append_named_parameters(prefix + "qkv.", out_params);
+  out.append_named_parameters(prefix + "out.", out_params);
 }
 
 }  // namespace hwnas::nn

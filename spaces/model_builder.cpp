@@ -48,9 +48,17 @@ class GenomeModelImpl : public GenomeModel {
     return act[output_];
   }
 
-  void collect_parameters(std::vector<nn::Var>& out) override {
+  // Each node's tensors are named after its node id: "n3.conv.weight".
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
     for (auto v : order_)
-      if (modules_[v]) modules_[v]->collect_parameters(out);
+      if (modules_[v])
+        modules_[v]->append_named_parameters(prefix + "n" + std::to_string(v) + ".", out);
+  }
+  void append_named_buffers(const std::string& prefix, std::vector<nn::NamedBuffer>& out) override {
+    for (auto v : order_)
+      if (modules_[v])
+        modules_[v]->append_named_buffers(prefix + "n" + std::to_string(v) + ".", out);
   }
 
   std::int64_t num_parameters() override {

@@ -22,7 +22,10 @@ class AttentionModule : public nn::Module {
                     : nn::multi_head_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.causal);
     return nn::linear(y, compress_weight(mhsa_.out.weight, bits_, prune_), mhsa_.out.bias);
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { mhsa_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    mhsa_.append_named_parameters(prefix + "attn.", out);
+  }
   std::string name() const override { return mhsa_.window > 0 ? "sliding_attention" : "attention"; }
 
  private:

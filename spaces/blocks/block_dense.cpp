@@ -13,7 +13,10 @@ class DenseModule : public nn::Module {
     return nn::apply_activation(
         nn::linear(in.at(0), compress_weight(lin_.weight, bits_, prune_), lin_.bias), act_);
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { lin_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    lin_.append_named_parameters(prefix + "linear.", out);
+  }
   std::string name() const override { return "dense"; }
 
  private:

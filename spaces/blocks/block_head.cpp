@@ -12,7 +12,10 @@ class HeadModule : public nn::Module {
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     return nn::linear(in.at(0), compress_weight(lin_.weight, bits_, prune_), lin_.bias);
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { lin_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    lin_.append_named_parameters(prefix + "linear.", out);
+  }
   std::string name() const override { return "head"; }
 
  private:

@@ -19,10 +19,15 @@ class ReductionModule : public nn::Module {
                            shortcut_.bias, shortcut_.options);
     return nn::add(y, s);
   }
-  void collect_parameters(std::vector<nn::Var>& out) override {
-    a_.collect_parameters(out);
-    b_.collect_parameters(out);
-    shortcut_.collect_parameters(out);
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    a_.append_named_parameters(prefix + "a.", out);
+    b_.append_named_parameters(prefix + "b.", out);
+    shortcut_.append_named_parameters(prefix + "shortcut.", out);
+  }
+  void append_named_buffers(const std::string& prefix, std::vector<nn::NamedBuffer>& out) override {
+    a_.append_named_buffers(prefix + "a.", out);
+    b_.append_named_buffers(prefix + "b.", out);
   }
   std::string name() const override { return "nb201_reduction"; }
 

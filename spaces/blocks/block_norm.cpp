@@ -26,9 +26,15 @@ class NormModule : public nn::Module {
     // Image: move channels last, normalise them per pixel, move back.
     return nn::transpose(ln_->forward(nn::transpose(x, 1, 3)), 1, 3);
   }
-  void collect_parameters(std::vector<nn::Var>& out) override {
-    if (bn_) bn_->collect_parameters(out);
-    else ln_->collect_parameters(out);
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    if (bn_)
+      bn_->append_named_parameters(prefix + "bn.", out);
+    else
+      ln_->append_named_parameters(prefix + "ln.", out);
+  }
+  void append_named_buffers(const std::string& prefix, std::vector<nn::NamedBuffer>& out) override {
+    if (bn_) bn_->append_named_buffers(prefix + "bn.", out);
   }
   std::string name() const override { return batch_ ? "batch_norm" : "layer_norm"; }
 

@@ -77,9 +77,13 @@ class ConvUnit {
     if (bn_) h = bn_->forward(h, training);
     return nn::apply_activation(h, post_);
   }
-  void collect_parameters(std::vector<nn::Var>& out) {
-    conv_.collect_parameters(out);
-    if (bn_) bn_->collect_parameters(out);
+  // conv.weight, conv.bias (without batch norm), bn.gamma, bn.beta; buffers bn.running_*.
+  void append_named_parameters(const std::string& prefix, std::vector<nn::NamedParameter>& out) {
+    conv_.append_named_parameters(prefix + "conv.", out);
+    if (bn_) bn_->append_named_parameters(prefix + "bn.", out);
+  }
+  void append_named_buffers(const std::string& prefix, std::vector<nn::NamedBuffer>& out) {
+    if (bn_) bn_->append_named_buffers(prefix + "bn.", out);
   }
 
  private:
@@ -97,7 +101,13 @@ class ConvModule : public nn::Module {
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext& ctx) override {
     return unit_.forward(in.at(0), ctx.training);
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { unit_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    unit_.append_named_parameters(prefix, out);
+  }
+  void append_named_buffers(const std::string& prefix, std::vector<nn::NamedBuffer>& out) override {
+    unit_.append_named_buffers(prefix, out);
+  }
   std::string name() const override { return name_; }
 
  private:

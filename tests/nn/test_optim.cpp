@@ -10,6 +10,7 @@
 
 #include "nn/ops.hpp"
 #include "nn/optim.hpp"
+#include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {
 namespace {
@@ -156,6 +157,143 @@ TEST(Optim, BadArguments) {
   EXPECT_THROW(Sgd({w}, SgdOptions{-1.0f, 0.0f, false, 0.0f}), std::invalid_argument);
   EXPECT_THROW(AdamW({w}, AdamWOptions{0.1f, 1.0f, 0.999f, 1e-8f, 0.0f}), std::invalid_argument);
   EXPECT_THROW(AdamW({Var()}), std::invalid_argument);
+}
+
+// ---- parameter groups ----
+
+TEST(OptimGroups, EachGroupStepsWithItsOwnRateAndOptions) {
+  // grad of sum(w^2) is 2w, w0 = 1: plain SGD gives 1 - 2 lr; momentum only in group "b".
+  Var a = parameter(Tensor::from({1}, {1.0f}));
+  Var b = parameter(Tensor::from({1}, {1.0f}));
+  Sgd opt(std::vector<SgdGroup>{{"a", {a}, SgdOptions{0.1f}}, {"b", {b}, SgdOptions{0.01f, 0.5f}}});
+  auto step = [&] {
+    opt.zero_grad();
+    backward(add(sum(mul(a, a)), sum(mul(b, b))));
+    opt.step();
+  };
+  step();
+  EXPECT_NEAR(a.value().item(), 0.8f, 1e-6f);
+  EXPECT_NEAR(b.value().item(), 0.98f, 1e-6f);
+  // b: g = 1.96, v = 0.5*2 + 1.96 = 2.96, w = 0.98 - 0.0296
+  step();
+  EXPECT_NEAR(a.value().item(), 0.64f, 1e-6f);
+  EXPECT_NEAR(b.value().item(), 0.9504f, 1e-6f);
+  EXPECT_EQ(opt.params().size(), 2u);
+  EXPECT_EQ(opt.groups().size(), 2u);
+  EXPECT_EQ(opt.group("b").params[0].node(), b.node());
+}
+
+TEST(OptimGroups, SchedulesSetRatesPerGroup) {
+  Var a = parameter(Tensor::zeros({1})), b = parameter(Tensor::zeros({1}));
+  AdamW opt(std::vector<AdamWGroup>{{"weights", {a}, AdamWOptions{0.1f}},
+                                    {"architecture", {b}, AdamWOptions{3e-4f}}});
+  EXPECT_FLOAT_EQ(opt.lr(), 0.1f);  // the first group's
+  opt.set_lr_factor(0.5f);
+  EXPECT_FLOAT_EQ(opt.group("weights").lr, 0.05f);
+  EXPECT_FLOAT_EQ(opt.group("architecture").lr, 1.5e-4f);
+  opt.set_lr("architecture", 1e-3f);
+  EXPECT_FLOAT_EQ(opt.group("architecture").lr, 1e-3f);
+  EXPECT_FLOAT_EQ(opt.group("weights").lr, 0.05f);
+  opt.set_lr(0.2f);  // every group, as the single-group callers expect
+  EXPECT_FLOAT_EQ(opt.group("architecture").lr, 0.2f);
+  CosineSchedule unit{1.0f, 0, 10, 0.0f};
+  opt.set_lr_factor(unit.factor_at(5));
+  EXPECT_NEAR(opt.group("weights").lr, 0.05f, 1e-7f);
+  EXPECT_NEAR(opt.group("architecture").lr, 1.5e-4f, 1e-9f);
+}
+
+TEST(OptimGroups, OneGroupEqualsTheSingleListConstructor) {
+  Var a = parameter(Tensor::from({3}, {1.0f, -2.0f, 0.5f})), b = parameter(a.value().clone());
+  AdamW one({a}, AdamWOptions{0.05f});
+  AdamW grouped(std::vector<AdamWGroup>{{"all", {b}, AdamWOptions{0.05f}}});
+  for (int i = 0; i < 5; ++i) {
+    quadratic_step(one, a, target3());
+    quadratic_step(grouped, b, target3());
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(a.value().data()[i], b.value().data()[i]);
+  EXPECT_EQ(one.steps(), 5);
+  EXPECT_EQ(one.groups()[0].name, "default");
+}
+
+TEST(OptimGroups, SeparateOptimizersPerGroupUpdateOnlyTheirOwn) {
+  // DARTS: AdamW on the weights, Adam on the architecture parameters, stepped alternately.
+  Var w = parameter(Tensor::from({2}, {1.0f, 1.0f}));
+  Var alpha = parameter(Tensor::from({2}, {0.5f, -0.5f}));
+  AdamW wopt({w}, AdamWOptions{0.01f});
+  Adam aopt({alpha}, AdamOptions{3e-4f, 0.5f, 0.999f, 1e-8f, 1e-3f});
+  auto loss = [&] { return sum(mul(mul(w, w), sigmoid(alpha))); };
+  const Tensor a0 = alpha.value().clone();
+  wopt.zero_grad();
+  aopt.zero_grad();
+  backward(loss());
+  wopt.step();
+  EXPECT_EQ(alpha.value().data()[0], a0.data()[0]);
+  EXPECT_NE(w.value().data()[0], 1.0f);
+  const Tensor w1 = w.value().clone();
+  aopt.step();
+  EXPECT_EQ(w.value().data()[0], w1.data()[0]);
+  EXPECT_NE(alpha.value().data()[0], a0.data()[0]);
+}
+
+TEST(OptimGroups, AdamWeightDecayIsCoupledL2) {
+  // Adam with weight decay wd on f equals plain Adam on f + wd/2 |w|^2; AdamW does not.
+  Var a = parameter(Tensor::from({3}, {1.0f, -2.0f, 0.5f})), b = parameter(a.value().clone());
+  Var c = parameter(a.value().clone());
+  Adam coupled({a}, AdamOptions{0.05f, 0.9f, 0.999f, 1e-8f, 0.2f});
+  Adam plain({b}, AdamOptions{0.05f, 0.9f, 0.999f, 1e-8f, 0.0f});
+  AdamW decoupled({c}, AdamWOptions{0.05f, 0.9f, 0.999f, 1e-8f, 0.2f});
+  for (int i = 0; i < 10; ++i) {
+    quadratic_step(coupled, a, target3());
+    plain.zero_grad();
+    Var d = sub(b, constant(target3()));
+    backward(add(sum(mul(d, d)), scale(sum(mul(b, b)), 0.1f)));
+    plain.step();
+    quadratic_step(decoupled, c, target3());
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(a.value().data()[i], b.value().data()[i], 1e-5f) << i;
+  EXPECT_GT(max_abs_diff(a.value(), c.value()), 1e-3f);
+}
+
+TEST(OptimGroups, BadGroups) {
+  Var w = parameter(Tensor::zeros({1})), u = parameter(Tensor::zeros({1}));
+  using G = std::vector<SgdGroup>;
+  testing::expect_invalid([&] { Sgd(G{}); }, "needs at least one parameter group");
+  testing::expect_invalid(
+      [&] {
+        Sgd(G{{"", {w}, {}}});
+      },
+      "parameter group names must be non-empty");
+  testing::expect_invalid(
+      [&] {
+        Sgd(G{{"a", {w}, {}}, {"a", {u}, {}}});
+      },
+      "parameter group 'a' is listed twice");
+  testing::expect_invalid(
+      [&] {
+        Sgd(G{{"a", {w}, {}}, {"b", {u, w}, {}}});
+      },
+      "parameter 1 of group 'b' is already listed in group 'a'");
+  testing::expect_invalid(
+      [&] {
+        Sgd(G{{"a", {w}, {}}, {"b", {u}, SgdOptions{-0.1f}}});
+      },
+      "lr must be >= 0, got -0.100000 (group 'b')");
+  testing::expect_invalid(
+      [&] {
+        Sgd(G{{"m", {w}, SgdOptions{0.1f, 0.0f, true}}});
+      },
+      "nesterov needs momentum > 0 (group 'm')");
+  testing::expect_invalid(
+      [&] {
+        Adam({w}, AdamOptions{0.1f, 0.9f, 1.0f});
+      },
+      "Adam: beta2 must be in [0, 1)");
+  Sgd ok(G{{"weights", {w}, {}}});
+  testing::expect_invalid([&] { ok.group("arch"); },
+                          "no parameter group named 'arch' (groups: 'weights')");
+  testing::expect_invalid([&] { ok.set_lr("arch", 0.1f); }, "no parameter group named 'arch'");
+  testing::expect_invalid([&] { ok.set_lr(-1.0f); }, "lr must be >= 0");
+  testing::expect_invalid([&] { ok.set_lr_factor(-1.0f); }, "lr factor must be >= 0");
 }
 
 }  // namespace
