@@ -27,7 +27,8 @@ namespace {
 
 struct Args {
   std::string cell = "lstm";
-  int batch = 32, seq = 256, input = 128, hidden = 128, iters = 20, warmup = 3, threads = 2, checkpoint = 0;
+  int batch = 32, seq = 256, input = 128, hidden = 128, iters = 20, warmup = 3, threads = 2,
+      checkpoint = 0;
 };
 
 Args parse(int argc, char** argv) {
@@ -41,20 +42,30 @@ Args parse(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (k == "--cell") a.cell = val();
-    else if (k == "--batch") a.batch = std::stoi(val());
-    else if (k == "--seq") a.seq = std::stoi(val());
-    else if (k == "--input") a.input = std::stoi(val());
-    else if (k == "--hidden") a.hidden = std::stoi(val());
-    else if (k == "--iters") a.iters = std::stoi(val());
-    else if (k == "--warmup") a.warmup = std::stoi(val());
-    else if (k == "--threads") a.threads = std::stoi(val());
-    else if (k == "--checkpoint") a.checkpoint = std::stoi(val());
+    if (k == "--cell")
+      a.cell = val();
+    else if (k == "--batch")
+      a.batch = std::stoi(val());
+    else if (k == "--seq")
+      a.seq = std::stoi(val());
+    else if (k == "--input")
+      a.input = std::stoi(val());
+    else if (k == "--hidden")
+      a.hidden = std::stoi(val());
+    else if (k == "--iters")
+      a.iters = std::stoi(val());
+    else if (k == "--warmup")
+      a.warmup = std::stoi(val());
+    else if (k == "--threads")
+      a.threads = std::stoi(val());
+    else if (k == "--checkpoint")
+      a.checkpoint = std::stoi(val());
     else {
-      std::fprintf(stderr,
-                   "usage: %s [--cell lstm|rnn] [--batch B] [--seq T] [--input F] [--hidden H] [--iters N] "
-                   "[--warmup N] [--threads N] [--checkpoint K]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--cell lstm|rnn] [--batch B] [--seq T] [--input F] [--hidden H] [--iters N] "
+          "[--warmup N] [--threads N] [--checkpoint K]\n",
+          argv[0]);
       std::exit(2);
     }
   }
@@ -88,8 +99,10 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(1);
   const nn::RecurrenceOptions opt{a.checkpoint};
   std::unique_ptr<nn::Module> layer;
-  if (a.cell == "lstm") layer = std::make_unique<nn::Lstm>(a.input, a.hidden, true, rng, opt);
-  else layer = std::make_unique<nn::ElmanRnn>(a.input, a.hidden, true, rng, opt);
+  if (a.cell == "lstm")
+    layer = std::make_unique<nn::Lstm>(a.input, a.hidden, true, rng, opt);
+  else
+    layer = std::make_unique<nn::ElmanRnn>(a.input, a.hidden, true, rng, opt);
   std::vector<nn::Var> params;
   layer->collect_parameters(params);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -115,14 +128,18 @@ int main(int argc, char** argv) {
     const double cpu0 = cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.iters; ++i) iteration();
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double cpu_ms_iter = 1e3 * (cpu_seconds() - cpu0) / a.iters;
     const double ms_iter = 1e3 * secs / a.iters;
     std::printf(
-        "RESULT impl=hwnas cell=%s batch=%d seq=%d input=%d hidden=%d threads=%d checkpoint=%d iters=%d "
-        "ms_per_iter=%.3f cpu_ms_per_iter=%.3f us_per_timestep=%.2f samples_per_s=%.1f rss_mb=%.1f loss=%.6f\n",
-        a.cell.c_str(), a.batch, a.seq, a.input, a.hidden, a.threads, a.checkpoint, a.iters, ms_iter,
-        cpu_ms_iter, 1e3 * ms_iter / a.seq, a.batch * a.iters / secs, peak_rss_mb(), last_loss);
+        "RESULT impl=hwnas cell=%s batch=%d seq=%d input=%d hidden=%d threads=%d checkpoint=%d "
+        "iters=%d "
+        "ms_per_iter=%.3f cpu_ms_per_iter=%.3f us_per_timestep=%.2f samples_per_s=%.1f rss_mb=%.1f "
+        "loss=%.6f\n",
+        a.cell.c_str(), a.batch, a.seq, a.input, a.hidden, a.threads, a.checkpoint, a.iters,
+        ms_iter, cpu_ms_iter, 1e3 * ms_iter / a.seq, a.batch * a.iters / secs, peak_rss_mb(),
+        last_loss);
   });
   return 0;
 }

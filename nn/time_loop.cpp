@@ -56,7 +56,11 @@ struct LoopContext {
   int B = 0, T = 0, F = 0, P = 0, S = 0, O = 0, Z = 0, k = 0;
   bool has_s0 = false, has_w_in = false, has_b_in = false;
   std::vector<Tensor> params;  // the cell's parameter values
-  Tensor u;                    // [B, T, P]; kept only when checkpointing or backward_needs_input()
+  // The drive u [B, T, P], kept only when backward needs it for every step (k == 0 and
+  // backward_needs_input()) or when it is x itself (no input projection) and k > 0.
+  Tensor u;
+  // With k > 0 and an input projection, u is recomputed run by run from these instead of kept.
+  Tensor x, w_in, b_in;
   Tensor states;    // k == 0: [B, T+1, S] (s_{-1} .. s_{T-1}); k > 0: [B, segments, S] (s_{jk-1})
   Tensor saved;     // k == 0 and Z > 0: [B, T, Z]
   Tensor ds_final;  // dL/ds_{T-1} from the final-state node, if it was used
@@ -122,11 +126,9 @@ void backward_rows(const LoopContext& ctx, const float* dy, float* du, float* ds
   const RecurrentCell& cell = *ctx.cell;
   const int T = ctx.T, S = ctx.S, P = ctx.P, O = ctx.O, Z = ctx.Z, k = ctx.k, rows = b1 - b0;
   const std::int64_t u_ld = std::int64_t{T} * P, y_ld = std::int64_t{T} * O;
-  const float* u = ctx.u.empty() ? nullptr : ctx.u.data();
   const bool pass_u = cell.backward_needs_input();
-  auto u_rows = [&](int t) {
-    return ConstRows{u ? u + (std::int64_t{b0} * T + t) * P : nullptr, u_ld};
-  };
+  // The drive u of the whole run (k == 0 with backward_needs_input(), or no input projection).
+  const Track u_all{ctx.u.empty() ? nullptr : const_cast<float*>(ctx.u.data()), u_ld, P, 0, 0};
   std::vector<float> ds_buf(static_cast<std::size_t>(2 * rows * S));
   float* ds = ds_buf.data();
   float* ds_prev = ds_buf.data() + rows * S;
@@ -137,10 +139,10 @@ void backward_rows(const LoopContext& ctx, const float* dy, float* du, float* ds
 
   // Backward over steps [t0, t1) whose states and saved data are in st / sv, then the
   // parameter gradients of that span, one call per sample.
-  auto backward_span = [&](const Track& st, const Track& sv, int t0, int t1) {
+  auto backward_span = [&](const Track& ut, const Track& st, const Track& sv, int t0, int t1) {
     for (int t = t1 - 1; t >= t0; --t) {
       StepBackward io{rows,
-                      pass_u ? u_rows(t) : ConstRows{},
+                      pass_u ? ut.crows(b0, t) : ConstRows{},
                       st.crows(b0, t - 1),
                       st.crows(b0, t),
                       sv.crows(b0, t),
@@ -152,8 +154,7 @@ void backward_rows(const LoopContext& ctx, const float* dy, float* du, float* ds
       std::swap(ds, ds_prev);
     }
     for (int b = b0; b < b1; ++b) {
-      SampleSpan span{t1 - t0,
-                      pass_u ? ConstRows{u + (std::int64_t{b} * T + t0) * P, P} : ConstRows{},
+      SampleSpan span{t1 - t0, pass_u ? ConstRows{ut.at(b, t0), P} : ConstRows{},
                       ConstRows{st.at(b, t0 - 1), S}, ConstRows{sv.at(b, t0), Z},
                       ConstRows{du + (std::int64_t{b} * T + t0) * P, P}};
       cell.accumulate_param_grads(ctx.params, span, grads);
@@ -163,10 +164,11 @@ void backward_rows(const LoopContext& ctx, const float* dy, float* du, float* ds
   if (k == 0) {
     Track st{const_cast<float*>(ctx.states.data()), std::int64_t{T + 1} * S, S, -1, 0};
     Track sv{Z > 0 ? const_cast<float*>(ctx.saved.data()) : nullptr, std::int64_t{T} * Z, Z, 0, 0};
-    backward_span(st, sv, 0, T);
+    backward_span(u_all, st, sv, 0, T);
   } else {
-    // Recompute each run of k steps from its checkpoint into chunk-local buffers, then
-    // back-propagate through it.
+    // Recompute each run of k steps from its checkpoint into chunk-local buffers (its drive u
+    // too, from x, when there is an input projection), then back-propagate through it.
+    std::vector<float> seg_u(ctx.x.empty() ? 0 : static_cast<std::size_t>(rows) * k * P);
     std::vector<float> seg_states(static_cast<std::size_t>(rows) * (k + 1) * S);
     std::vector<float> seg_saved(static_cast<std::size_t>(rows) * k * std::max(Z, 1));
     std::vector<float> y_scratch(static_cast<std::size_t>(rows) * O);
@@ -176,14 +178,28 @@ void backward_rows(const LoopContext& ctx, const float* dy, float* du, float* ds
       const int t0 = j * k, t1 = std::min(T, t0 + k);
       Track st{seg_states.data(), std::int64_t{k + 1} * S, S, t0 - 1, b0};
       Track sv{seg_saved.data(), std::int64_t{k} * Z, Z, t0, b0};
+      Track ut = u_all;
+      if (!ctx.x.empty()) {
+        // Same arithmetic as the forward's projection: bias first, then the product added.
+        ut = Track{seg_u.data(), std::int64_t{k} * P, P, t0, b0};
+        for (int b = b0; b < b1; ++b) {
+          MatrixMap ub(ut.at(b, t0), t1 - t0, P);
+          if (ctx.b_in.empty())
+            ub.setZero();
+          else
+            ub.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(ctx.b_in.data(), P);
+          ub.noalias() +=
+              ConstMatrixMap(ctx.x.data() + (std::int64_t{b} * T + t0) * ctx.F, t1 - t0, ctx.F) *
+              ctx.w_in.matrix().transpose();
+        }
+      }
       for (int b = b0; b < b1; ++b) std::memcpy(st.at(b, t0 - 1), ck.at(b, j), sizeof(float) * S);
       for (int t = t0; t < t1; ++t) {
-        StepForward io{
-            rows,          u_rows(t), st.crows(b0, t - 1), st.rows(b0, t), {y_scratch.data(), O},
-            sv.rows(b0, t)};
+        StepForward io{rows,           ut.crows(b0, t),       st.crows(b0, t - 1),
+                       st.rows(b0, t), {y_scratch.data(), O}, sv.rows(b0, t)};
         cell.forward_step(ctx.params, io);
       }
-      backward_span(st, sv, t0, t1);
+      backward_span(ut, st, sv, t0, t1);
     }
   }
   std::memcpy(ds0 + std::int64_t{b0} * S, ds, sizeof(float) * rows * S);
@@ -270,7 +286,13 @@ Recurrence run_recurrence(std::shared_ptr<const RecurrentCell> cell, const Var& 
     } else {
       ctx->states = Tensor(Shape{B, ctx->segments(), S});
     }
-    if (k > 0 || cell->backward_needs_input()) ctx->u = u;
+    if (k > 0 && ctx->has_w_in) {
+      ctx->x = x.value();
+      ctx->w_in = w_in.value();
+      if (ctx->has_b_in) ctx->b_in = b_in.value();
+    } else if (k > 0 || cell->backward_needs_input()) {
+      ctx->u = u;
+    }
   }
   Tensor y(Shape{B, T, O});
   Tensor final_state(Shape{B, S});

@@ -16,11 +16,14 @@
 // not one per step), and the facility back-propagates the input projection with two big GEMMs.
 //
 // Memory: by default the forward keeps every state s_t and the cell's per-step saved data
-// (saved_size() floats per sample and step).  With RecurrenceOptions::checkpoint_every = k > 0
-// it keeps only every k-th state (and the projected input u) and recomputes each run of k steps
-// during backward: memory per sample drops from T*(S+Z) to (T/k)*S + k*(S+Z) + T*P at the price
-// of one extra forward pass.  Forward values are identical either way; gradients agree to float
-// rounding (the parameter-gradient sums are grouped by run).
+// (saved_size() floats per sample and step) until backward.  With
+// RecurrenceOptions::checkpoint_every = k > 0 it keeps only every k-th state and recomputes each
+// run of k steps during backward (its drive u too, from x, with one small GEMM per sample and
+// run): kept memory per sample drops from T*(S+Z) to (T/k)*S floats, plus k*(S+Z+P) of scratch
+// per sample while backward runs, at the price of one extra forward pass.  Forward values are
+// identical either way; gradients agree to float rounding (parameter-gradient sums are grouped
+// by run).  Backward itself always holds dL/du for the whole sequence ([B, T, P]) for the input
+// projection's two GEMMs.
 //
 // Threading: batch rows are independent across the whole loop, so the batch is cut into fixed
 // chunks (at least kRecurrenceRowsPerChunk rows each, chunk boundaries from B only) and each
