@@ -123,6 +123,7 @@ int main(int argc, char** argv) {
     last_loss = loss.value().item();
     nn::backward(loss);
   };
+  const double rss_base = peak_rss_mb();  // layer and data built, nothing run yet
   nn::run_isolated([&] {
     for (int i = 0; i < a.warmup; ++i) iteration();
     const double cpu0 = cpu_seconds();
@@ -136,10 +137,11 @@ int main(int argc, char** argv) {
         "RESULT impl=hwnas cell=%s batch=%d seq=%d input=%d hidden=%d threads=%d checkpoint=%d "
         "iters=%d "
         "ms_per_iter=%.3f cpu_ms_per_iter=%.3f us_per_timestep=%.2f samples_per_s=%.1f rss_mb=%.1f "
+        "rss_base_mb=%.1f "
         "loss=%.6f\n",
         a.cell.c_str(), a.batch, a.seq, a.input, a.hidden, a.threads, a.checkpoint, a.iters,
         ms_iter, cpu_ms_iter, 1e3 * ms_iter / a.seq, a.batch * a.iters / secs, peak_rss_mb(),
-        last_loss);
+        rss_base, last_loss);
   });
   return 0;
 }

@@ -53,6 +53,7 @@ def main():
         loss.backward()
         return loss.item()
 
+    rss_base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # before any step
     for _ in range(a.warmup):
         iteration()
     cpu0 = cpu_seconds()
@@ -66,7 +67,7 @@ def main():
     print(f"RESULT impl=torch cell={a.cell} batch={a.batch} seq={a.seq} input={a.input} "
           f"hidden={a.hidden} threads={torch.get_num_threads()} checkpoint=0 iters={a.iters} "
           f"ms_per_iter={ms_iter:.3f} cpu_ms_per_iter={cpu_ms_iter:.3f} us_per_timestep={1e3 * ms_iter / a.seq:.2f} "
-          f"samples_per_s={a.batch * a.iters / secs:.1f} rss_mb={rss_mb:.1f} loss={loss:.6f}",
+          f"samples_per_s={a.batch * a.iters / secs:.1f} rss_mb={rss_mb:.1f} rss_base_mb={rss_base_mb:.1f} loss={loss:.6f}",
           flush=True)
 
 

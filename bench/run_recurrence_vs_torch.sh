@@ -68,7 +68,7 @@ for line in open(path):
     if key not in best or float(kv["samples_per_s"]) > float(best[key]["samples_per_s"]):
         best[key] = kv
 print()
-print(f"{'cell':5} {'impl':15} {'ms/iter':>9} {'CPU ms':>8} {'us/step':>8} {'samples/s':>10} {'RSS MB':>7}   hwnas/this")
+print(f"{'cell':5} {'impl':15} {'ms/iter':>9} {'CPU ms':>8} {'us/step':>8} {'samples/s':>10} {'RSS MB':>7} {'+run MB':>7}   hwnas/this")
 for cell in cells:
     h = best.get((cell, "hwnas"))
     torch_best = max((best[(cell, i)] for i in ("torch-refblas", "torch-openblas") if (cell, i) in best),
@@ -81,7 +81,7 @@ for cell in cells:
         ratio = "" if impl.startswith("hwnas") or not h else \
             f"{float(h['samples_per_s']) / float(r['samples_per_s']):9.2f}x"
         print(f"{cell:5} {label:15} {float(r['ms_per_iter']):9.2f} {float(r['cpu_ms_per_iter']):8.1f} {float(r['us_per_timestep']):8.1f} "
-              f"{float(r['samples_per_s']):10.1f} {float(r['rss_mb']):7.1f}   {ratio}")
+              f"{float(r['samples_per_s']):10.1f} {float(r['rss_mb']):7.1f} {float(r['rss_mb']) - float(r['rss_base_mb']):7.1f}   {ratio}")
     if h and torch_best:
         print(f"{cell:5} hwnas / fastest torch ({torch_best['impl']}): "
               f"{float(h['samples_per_s']) / float(torch_best['samples_per_s']):.2f}x samples/s")
@@ -89,5 +89,7 @@ print()
 print("One iteration = forward over [B, T, F], MSE against a fixed target, backward to the input "
       "and all parameters (no optimizer step).  us/step = ms/iter / T.  CPU ms = user+system CPU "
       "time per iteration over all threads (wall time on a loaded machine also counts waiting).  RSS is each process's "
-      "ru_maxrss; the Python figure includes the interpreter and libtorch (~240 MB before any model).")
+      "ru_maxrss; the Python figure includes the interpreter and libtorch (~240 MB before any model).  "
+      "+run MB = peak RSS minus the peak before the first iteration (layer, input and target "
+      "already built): the memory the iterations themselves added.")
 EOF
