@@ -149,7 +149,8 @@ void backward_rows(const LoopContext& ctx, const float* dy, float* du, float* ds
                       ConstRows{dy + (std::int64_t{b0} * T + t) * O, y_ld},
                       ConstRows{ds, S},
                       Rows{ds_prev, S},
-                      Rows{du + (std::int64_t{b0} * T + t) * P, u_ld}};
+                      Rows{du + (std::int64_t{b0} * T + t) * P, u_ld},
+                      &grads};
       cell.backward_step(ctx.params, io);
       std::swap(ds, ds_prev);
     }

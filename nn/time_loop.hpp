@@ -72,6 +72,10 @@ struct StepBackward {
   ConstRows ds;  // [rows, S] dL/ds_t excluding y_t's path
   Rows ds_prev;  // out [rows, S] dL/ds_{t-1}, every element written
   Rows du;       // out [rows, P] dL/du_t, every element written
+  // This chunk's parameter-gradient partials (same shapes as the parameters), for cells whose
+  // parameter gradients are not a function of du (see accumulate_param_grads): they may add
+  // their per-step terms here.  Chunks are summed in a fixed order afterwards.
+  std::vector<Tensor>* grads = nullptr;
 };
 
 // One sample over `steps` consecutive time steps t0 .. t0+steps-1, for parameter gradients.
@@ -98,7 +102,11 @@ class RecurrentCell {
   virtual void check_params(const std::vector<Tensor>& params) const = 0;
   virtual void forward_step(const std::vector<Tensor>& params, const StepForward& io) const = 0;
   virtual void backward_step(const std::vector<Tensor>& params, const StepBackward& io) const = 0;
-  // Adds this span's contribution to the parameter gradients (grads[i] has params[i]'s shape).
+  // Adds this span's contribution to the parameter gradients (grads[i] has params[i]'s shape),
+  // after backward_step has run over the span: the place for one GEMM over all of a sample's
+  // steps when a parameter enters through a pre-activation (dW = du^T s_prev).  Cells whose
+  // parameter gradients need dL/ds_t (not recoverable from du) add them in backward_step
+  // through StepBackward::grads instead and leave this empty.
   virtual void accumulate_param_grads(const std::vector<Tensor>& params, const SampleSpan& span,
                                       std::vector<Tensor>& grads) const = 0;
 };

@@ -5,9 +5,13 @@
 // rejected input.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -129,6 +133,76 @@ TEST(TimeLoopRnn, WithoutInputProjectionTheCellIsDrivenByX) {
           return concat({reshape(r.outputs, Shape{2, 4 * H}), r.final_state}, 1);
         },
         in);
+}
+
+// A cell whose backward needs its drive u (the path LstmCell and ElmanCell never take):
+// s_t = a * tanh(u_t) * s_{t-1} + u_t, y_t = s_t, with one parameter a [H].  Plain loops.
+class GatedIntegratorCell : public RecurrentCell {
+ public:
+  explicit GatedIntegratorCell(int h) : h_(h) {}
+  std::string name() const override { return "gated_integrator"; }
+  int input_size() const override { return h_; }
+  int state_size() const override { return h_; }
+  int output_size() const override { return h_; }
+  bool backward_needs_input() const override { return true; }
+  void check_params(const std::vector<Tensor>& p) const override {
+    if (p.size() != 1 || p[0].shape() != Shape{h_})
+      throw std::invalid_argument("gated_integrator: a must be [H]");
+  }
+  void forward_step(const std::vector<Tensor>& p, const StepForward& io) const override {
+    for (int r = 0; r < io.rows; ++r)
+      for (int j = 0; j < h_; ++j) {
+        const float u = io.u.row(r)[j];
+        io.s.row(r)[j] = io.y.row(r)[j] = p[0].data()[j] * std::tanh(u) * io.s_prev.row(r)[j] + u;
+      }
+  }
+  void backward_step(const std::vector<Tensor>& p, const StepBackward& io) const override {
+    float* da = (*io.grads)[0].data();
+    for (int r = 0; r < io.rows; ++r)
+      for (int j = 0; j < h_; ++j) {
+        const float u = io.u.row(r)[j], th = std::tanh(u), a = p[0].data()[j],
+                    sp = io.s_prev.row(r)[j];
+        const float ds = io.ds.row(r)[j] + io.dy.row(r)[j];
+        io.ds_prev.row(r)[j] = ds * a * th;
+        io.du.row(r)[j] = ds * (a * (1.0f - th * th) * sp + 1.0f);
+        da[j] += ds * th * sp;  // needs dL/ds_t: accumulated per step, not from du
+      }
+  }
+  void accumulate_param_grads(const std::vector<Tensor>&, const SampleSpan&,
+                              std::vector<Tensor>&) const override {}
+
+ private:
+  int h_;
+};
+
+TEST(TimeLoop, CellWhoseBackwardNeedsItsInput) {
+  // Covers the facility's paths for backward_needs_input() (u kept, or recomputed per run from
+  // x when checkpointing) and per-step parameter gradients through StepBackward::grads.
+  std::mt19937_64 rng(23);
+  const int B = 2, T = 5, F = 3, H = 2;
+  std::vector<Tensor> in{random_tensor({B, T, F}, rng), random_tensor({B, H}, rng),
+                         random_tensor({H, F}, rng), random_tensor({H}, rng),
+                         random_tensor({H}, rng, 0.5f, 0.9f)};
+  auto cell = std::make_shared<GatedIntegratorCell>(H);
+  for (int k : {0, 2}) {
+    SCOPED_TRACE("checkpoint_every=" + std::to_string(k));
+    expect_gradients_match(
+        [&](const std::vector<Var>& v) {
+          Recurrence r = run_recurrence(cell, v[0], v[1], v[2], v[3], {v[4]}, RecurrenceOptions{k});
+          return concat({reshape(r.outputs, Shape{B, T * H}), r.final_state}, 1);
+        },
+        in);
+  }
+  // Without an input projection the cell is driven by x itself, kept whole when checkpointing.
+  std::vector<Tensor> direct{random_tensor({B, T, H}, rng), random_tensor({B, H}, rng),
+                             random_tensor({H}, rng, 0.5f, 0.9f)};
+  for (int k : {0, 3})
+    expect_gradients_match(
+        [&](const std::vector<Var>& v) {
+          return run_recurrence(cell, v[0], v[1], Var(), Var(), {v[2]}, RecurrenceOptions{k})
+              .outputs;
+        },
+        direct);
 }
 
 // Runs f on fresh parameters built from `in`, backpropagates sum(out * proj) and returns the
