@@ -7,12 +7,9 @@
 #              OPENBLAS=0 to skip the PyTorch+OpenBLAS variant, BENCH_BIN=path to use a
 #              prebuilt bench_train_vs_torch instead of building it.
 #
-# PyTorch comes from Debian's python3-torch, run by /usr/bin/python3 (the default python3 on
-# the development machines is a pyenv build without torch).  Debian's torch links the reference
-# (netlib) BLAS through the libblas.so.3 alternative, which makes its dense layers very slow; so
-# the script also runs it against OpenBLAS, unpacked locally from the libopenblas0-pthread .deb
-# (apt-get download + dpkg -x into the build dir: no system change), and compares hwnas with
-# the faster of the two.  Each model runs in its own process so peak RSS is per model.
+# PyTorch setup (Debian's torch, its reference BLAS, and the OpenBLAS variant unpacked locally)
+# is shared with the other comparisons: see bench/torch_env.sh.  Each model runs in its own
+# process so peak RSS is per model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
@@ -20,40 +17,15 @@ STEPS="${STEPS:-40}"
 WARMUP="${WARMUP:-5}"
 THREADS="${THREADS:-2}"
 REPEATS="${REPEATS:-3}"
-PY=/usr/bin/python3
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-
-if ! $PY -c "import torch" 2>/dev/null; then
-  echo "[bench] installing python3-torch"
-  $SUDO apt-get install -y python3-torch >/dev/null
-fi
+source bench/torch_env.sh
 
 if [ -n "${BENCH_BIN:-}" ]; then  # a prebuilt binary (e.g. from another build dir)
   BENCH="$BENCH_BIN"
 else
-  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  fi
-  cmake --build "$BUILD_DIR" --target bench_train_vs_torch -j"$THREADS" >/dev/null
+  torch_build_bench "$BUILD_DIR" bench_train_vs_torch "$THREADS"
   BENCH="$BUILD_DIR/bench/bench_train_vs_torch"
 fi
-mkdir -p "$BUILD_DIR"
-
-OPENBLAS_LIB=""
-if [ "${OPENBLAS:-1}" != 0 ]; then
-  if [ -f /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ]; then
-    OPENBLAS_LIB=/usr/lib/x86_64-linux-gnu/openblas-pthread
-  else
-    dl="$BUILD_DIR/openblas"
-    if [ ! -f "$dl/root/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3" ]; then
-      mkdir -p "$dl"
-      (cd "$dl" && apt-get download libopenblas0-pthread >/dev/null 2>&1 &&
-         dpkg -x libopenblas0-pthread_*.deb root) || echo "[bench] OpenBLAS unavailable; skipping that variant"
-    fi
-    [ -f "$dl/root/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3" ] &&
-      OPENBLAS_LIB="$(cd "$dl/root/usr/lib/x86_64-linux-gnu/openblas-pthread" && pwd)"
-  fi
-fi
+torch_env_setup "$BUILD_DIR" "$THREADS"
 
 # Peak fp32 rate: physical cores x clock x FLOPs/cycle.  Assumes two FMA units per core
 # (AVX-512: 2 x 16 lanes x 2 = 64 FLOPs/cycle; AVX2: 32), at the nominal clock that lscpu or
@@ -68,9 +40,6 @@ echo "[bench] load average before: $(cut -d' ' -f1-3 /proc/loadavg)  steps=$STEP
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-# Waiting threads sleep instead of spinning: on a shared, busy machine OpenMP's default spin
-# barriers (and OpenBLAS's own threads) would otherwise slow PyTorch down by 10x or more.
-export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS"
 for model in mlp cnn attn; do
   for ((r = 0; r < REPEATS; ++r)); do
     "$BENCH" --model "$model" --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" |
@@ -78,8 +47,7 @@ for model in mlp cnn attn; do
     $PY bench/torch_reference.py --model "$model" --steps "$STEPS" --warmup "$WARMUP" \
       --threads "$THREADS" | grep '^RESULT' | sed 's/impl=torch/impl=torch-refblas/' >>"$results"
     if [ -n "$OPENBLAS_LIB" ]; then
-      LD_LIBRARY_PATH="$OPENBLAS_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        $PY bench/torch_reference.py --model "$model" --steps "$STEPS" --warmup "$WARMUP" \
+      torch_run_openblas $PY bench/torch_reference.py --model "$model" --steps "$STEPS" --warmup "$WARMUP" \
         --threads "$THREADS" | grep '^RESULT' | sed 's/impl=torch/impl=torch-openblas/' >>"$results"
     fi
   done
