@@ -12,6 +12,7 @@
 #include "nn/kernels.hpp"
 #include "nn/op_registry.hpp"
 #include "nn/ops.hpp"
+#include "nn/recurrent_cells.hpp"
 #include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {
@@ -230,6 +231,20 @@ const std::vector<OpCase> kCases = {
     {"fused_qkv_attention",
      {Shape{2, 3, 12}},
      [](const V& v) { return detail::fused_qkv_attention(v[0], 2, false); }},
+    // ---- fused time loops (x, h0, c0, W_ih, W_hh, b_ih, b_hh); checkpointed replay as well
+    {"time_loop",
+     {Shape{2, 3, 3}, Shape{2, 4}, Shape{2, 4}, Shape{16, 3}, Shape{16, 4}, Shape{16}, Shape{16}},
+     [](const V& v) { return lstm(v[0], v[1], v[2], v[3], v[4], v[5], v[6]).output; }},
+    {"time_loop",
+     {Shape{2, 5, 3}, Shape{2, 4}, Shape{4, 3}, Shape{4, 4}, Shape{4}, Shape{4}},
+     [](const V& v) {
+       RecurrenceOptions o;
+       o.checkpoint_every = 2;
+       return rnn_tanh(v[0], v[1], v[2], v[3], v[4], v[5], o).output;
+     }},
+    {"time_loop_final_state",
+     {Shape{2, 3, 3}, Shape{2, 4}, Shape{2, 4}, Shape{16, 3}, Shape{16, 4}, Shape{16}, Shape{16}},
+     [](const V& v) { return lstm(v[0], v[1], v[2], v[3], v[4], v[5], v[6]).c_n; }},
 };
 
 // Ops whose backward is a surrogate by design: forward checked exactly, backward against the
