@@ -78,8 +78,11 @@ TEST_F(StoreActivityTest, CostsKeepTheirActivitySource) {
   EXPECT_EQ(by_device.at("truenorth"), "assumed");
   // Rescoring replaces the source with the cost.
   s.add_costs(id, {cost("loihi", "assumed")});
-  for (const auto& c : s.evaluations(run).at(0).costs)
-    if (c.device == "loihi") EXPECT_EQ(c.activity_source, "assumed");
+  for (const auto& c : s.evaluations(run).at(0).costs) {
+    if (c.device == "loihi") {
+      EXPECT_EQ(c.activity_source, "assumed");
+    }
+  }
   // The flat view shows it.
   Connection c(path_, true);
   EXPECT_EQ(c.query_int("SELECT count(*) FROM v_costs WHERE activity_source = 'mixed'"), 1);

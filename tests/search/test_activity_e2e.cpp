@@ -112,6 +112,8 @@ TEST(ActivityEndToEnd, MeasuredDensityOrdersLoihiEnergyAndRescoreReproducesIt) {
   EXPECT_EQ(e_sparse.activity_source, "measured");
   EXPECT_EQ(e_dense.activity_source, "measured");
   EXPECT_LT(e_sparse.energy_mj, e_dense.energy_mj);  // fewer non-zeros, fewer spikes and SOPs
+  std::printf("mean density relu %.4f silu %.4f; loihi energy relu %.6g mJ silu %.6g mJ\n",
+              d_sparse, d_dense, e_sparse.energy_mj, e_dense.energy_mj);
   // With the preset's assumed rates both shapes would cost the same.
   hw::Cost a_sparse = loihi->estimate(spaces::build_workload(sparse_g));
   hw::Cost a_dense = loihi->estimate(spaces::build_workload(dense_g));
