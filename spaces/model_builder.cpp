@@ -53,7 +53,8 @@ class GenomeModelImpl : public GenomeModel {
       std::vector<nn::Var> in;
       in.reserve(inputs_[v].size());
       for (auto u : inputs_[v]) in.push_back(act[u]);
-      if (rec) ctx.activity = &rec->sink(static_cast<std::int64_t>(v));
+      nn::ActivitySink* sink = rec ? &rec->sink(static_cast<std::int64_t>(v)) : nullptr;
+      if (rec) ctx.activity = sink;
       act[v] = modules_[v]->forward(in, ctx);
       if (rec) {
         count_outputs(act[v], v, nonzero, numel);
@@ -63,11 +64,11 @@ class GenomeModelImpl : public GenomeModel {
           in_numel += numel[u];
         }
         // share x samples, so that total / samples is the sample-weighted mean share.
-        nn::ActivitySink& sink = *ctx.activity;
-        sink.add_samples(batch);
+        sink->add_samples(batch);
         if (numel[v] > 0)
-          sink.add(nn::activity_key::kActivationDensity, batch * nonzero[v] / numel[v]);
-        if (in_numel > 0) sink.add(nn::activity_key::kInputDensity, batch * in_nonzero / in_numel);
+          sink->add(nn::activity_key::kActivationDensity, batch * nonzero[v] / numel[v]);
+        if (in_numel > 0)
+          sink->add(nn::activity_key::kInputDensity, batch * in_nonzero / in_numel);
       }
       for (auto u : inputs_[v])
         if (--remaining[u] == 0) act[u] = nn::Var();
