@@ -1,7 +1,7 @@
 // Neuromorphic chips (Loihi, Loihi 2, TrueNorth, SpiNNaker 2): event-driven energy in the
-// hardware-grounded form of HARDWARE.md 4.2,
+// hardware-grounded form of docs/hardware.md §4.2,
 //   E = N_sop*E_sop + N_spk*(E_spike_out + h*E_hop) + N_neuron_updates*E_nu + P_static*cores*t
-// and a core mapping under the per-core limits of 4.1 (nengo-loihi block.py):
+// and a core mapping under the per-core limits of §4.1 (nengo-loihi block.py):
 //   cores(node) = max(ceil(neurons/npc), ceil(synapse_bits/mem_bits), ceil(neurons/npc)*ceil(fan_in/max_fan_in))
 // (a neuron group whose fan-in exceeds the axon limit is replicated per fan-in slice).
 // Mean hops h = max(1, (2/3) * sqrt(cores_used / cores_per_router)): the mean Manhattan
@@ -16,8 +16,8 @@
 //                active one fires at rate r = rate_code.rate, so with the measured non-zero
 //                shares d_out (activation_density) and d_in (input_density)
 //                  spikes = r*d_out*T*neurons,  SOPs = r*d_in*T*MACs
-//                (HARDWARE.md 4.2 SOPs = fr*T*FLOPs, one accumulate per MAC, only for inputs that
-//                spike).  Unmeasured densities are assumed 1 (every neuron active).
+//                (docs/hardware.md §4.2: fr*T*FLOPs, one accumulate per MAC, only for inputs
+//                that spike).  Unmeasured densities are assumed 1 (every neuron active).
 // Cost::activity_source says whether these figures were measured, assumed or mixed.
 // Never silently zero.  Time per step = slowest node's per-core work (layers run in parallel)
 // + barrier sync, or the fixed real-time tick when the chip has one (TrueNorth, SpiNNaker).
