@@ -198,13 +198,15 @@ nlohmann::json to_json(const RunInfo& r) {
 }
 
 nlohmann::json to_json(const CostRecord& c) {
-  return {{"device", c.device},
-          {"feasible", c.feasible},
-          {"reason", c.infeasible_reason},
-          {"latency_ms", number_json(c.latency_ms)},
-          {"energy_mj", number_json(c.energy_mj)},
-          {"memory_bytes", number_json(c.memory_bytes)},
-          {"detail", c.detail}};
+  nlohmann::json j = {{"device", c.device},
+                      {"feasible", c.feasible},
+                      {"reason", c.infeasible_reason},
+                      {"latency_ms", number_json(c.latency_ms)},
+                      {"energy_mj", number_json(c.energy_mj)},
+                      {"memory_bytes", number_json(c.memory_bytes)},
+                      {"detail", c.detail}};
+  if (!c.activity_source.empty()) j["activity_source"] = c.activity_source;
+  return j;
 }
 
 nlohmann::json to_json(const ParetoRow& p) {

@@ -112,11 +112,28 @@ JOIN architectures a ON a.id = e.arch_id
 LEFT JOIN costs c ON c.evaluation_id = p.evaluation_id AND c.device = p.device;
 )sql";
 
+// Version 2: each cost says where its activity figures came from; v_costs shows it.  Rows
+// stored before keep NULL (not recorded).
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE costs ADD COLUMN activity_source TEXT
+  CHECK (activity_source IN ('measured', 'assumed', 'mixed', 'none'));
+
+DROP VIEW v_costs;
+CREATE VIEW v_costs AS
+SELECT c.evaluation_id, e.run_id, e.arch_id, a.hash, c.device,
+       json_extract(e.metrics, '$.val_accuracy') AS val_accuracy,
+       c.feasible, c.reason, c.latency_ms, c.energy_mj, c.memory_bytes, c.activity_source
+FROM costs c
+JOIN evaluations e ON e.id = c.evaluation_id
+JOIN architectures a ON a.id = e.arch_id;
+)sql";
+
 // migrations[v] takes the schema from version v to v + 1; each runs inside the caller's
 // transaction together with the user_version bump, so a failed migration leaves the old schema.
 using Migration = void (*)(Connection&);
 void migrate_0_to_1(Connection& c) { c.exec(kSchemaV1); }
-constexpr Migration kMigrations[] = {migrate_0_to_1};
+void migrate_1_to_2(Connection& c) { c.exec(kSchemaV2); }
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -143,6 +160,12 @@ void check_status(const std::string& status) {
   if (!ok.count(status))
     throw DbError("invalid run status '" + status +
                   "' (expected running, finished, failed or interrupted)");
+}
+
+void check_activity_source(const std::string& s) {
+  if (!s.empty() && s != "measured" && s != "assumed" && s != "mixed" && s != "none")
+    throw DbError("invalid activity_source '" + s +
+                  "' (expected measured, assumed, mixed, none, or empty for not recorded)");
 }
 
 }  // namespace
@@ -221,17 +244,18 @@ struct Store::Impl {
     // Upsert: re-scoring an evaluation on a device replaces that device's cost.
     Statement st(conn, R"sql(
       INSERT INTO costs (evaluation_id, device, feasible, reason, latency_ms, energy_mj,
-                         memory_bytes, detail)
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         memory_bytes, detail, activity_source)
+      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
       ON CONFLICT (evaluation_id, device) DO UPDATE SET
         feasible = excluded.feasible, reason = excluded.reason, latency_ms = excluded.latency_ms,
         energy_mj = excluded.energy_mj, memory_bytes = excluded.memory_bytes,
-        detail = excluded.detail)sql");
+        detail = excluded.detail, activity_source = excluded.activity_source)sql");
     std::set<std::string> seen;
     for (const auto& c : costs) {
       if (!c.device.empty() && !seen.insert(c.device).second)
         throw DbError("evaluation " + std::to_string(evaluation_id) + ": device '" + c.device +
                       "' appears twice in one cost list");
+      check_activity_source(c.activity_source);
       st.bind(1, evaluation_id)
           .bind(2, c.device)
           .bind(3, c.feasible ? 1 : 0)
@@ -240,6 +264,10 @@ struct Store::Impl {
           .bind(6, c.energy_mj)
           .bind(7, c.memory_bytes)
           .bind(8, dump_json(c.detail.is_null() ? nlohmann::json::object() : c.detail));
+      if (c.activity_source.empty())
+        st.bind_null(9);
+      else
+        st.bind(9, c.activity_source);
       try {
         st.run();
       } catch (const DbError& e) {
@@ -259,6 +287,7 @@ struct Store::Impl {
     c.energy_mj = st.get_double(col + 4);
     c.memory_bytes = st.get_double(col + 5);
     c.detail = parse_json(st.get_text(col + 6), "costs.detail");
+    if (!st.is_null(col + 7)) c.activity_source = st.get_text(col + 7);
     return c;
   }
 
@@ -294,7 +323,7 @@ struct Store::Impl {
     }
     Statement st(conn, std::string(R"sql(
       SELECT c.evaluation_id, c.device, c.feasible, c.reason, c.latency_ms, c.energy_mj,
-             c.memory_bytes, c.detail
+             c.memory_bytes, c.detail, c.activity_source
       FROM costs c JOIN evaluations e ON e.id = c.evaluation_id
       WHERE e.)sql") + column + " = ?1 ORDER BY c.evaluation_id, c.device");
     st.bind(1, id);
@@ -546,7 +575,7 @@ std::vector<ParetoRow> Store::pareto(std::int64_t run_id, const std::string& dev
   Statement st(impl_->conn, R"sql(
     SELECT p.evaluation_id, e.arch_id, a.hash, a.description, e.metrics,
            p.device, coalesce(c.feasible, 1), coalesce(c.reason, ''), c.latency_ms, c.energy_mj,
-           c.memory_bytes, coalesce(c.detail, '{}')
+           c.memory_bytes, coalesce(c.detail, '{}'), c.activity_source
     FROM pareto p
     JOIN evaluations e ON e.id = p.evaluation_id
     JOIN architectures a ON a.id = e.arch_id

@@ -18,7 +18,7 @@ struct DbError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 struct RunInfo {
   std::int64_t id = 0;
@@ -36,6 +36,9 @@ struct CostRecord {
   std::string infeasible_reason;
   double latency_ms = 0, energy_mj = 0, memory_bytes = 0;
   nlohmann::json detail = nlohmann::json::object();  // per-node breakdown, extra figures
+  // Whether the activity behind the cost was "measured", "assumed", "mixed" or "none" (not
+  // used by the device); "" = not recorded (costs stored before schema version 2).
+  std::string activity_source;
 };
 
 struct EvaluationRecord {

@@ -60,7 +60,9 @@ EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, 
   if (rep.stopped_reason == "diverged" || !std::isfinite(rep.val_loss))
     r.error = "training diverged (non-finite loss)";
 
-  r.workload = spaces::build_workload(g);
+  // The final validation pass recorded each node's activity; it travels with the workload so
+  // the devices (and a later rescore) cost what the model really did.
+  r.workload = spaces::build_workload(g, &rep.val_activity);
   if (options_.host_latency_reps > 0) {
     // Batch-1 inference latency on this machine: the one ground truth available here.
     std::vector<int> dims = data_->val.sample_dims();

@@ -1,6 +1,8 @@
 // The evaluator that really trains: builds a genome's model, trains it on a classification
 // task (Fashion-MNIST: train split minus a held-out validation set), scores it on validation,
-// times a batch-1 forward pass on this machine, and returns the workload for the hardware models.
+// times a batch-1 forward pass on this machine, and returns the workload for the hardware models
+// with the activity each node showed in the final validation pass (output and input density,
+// and whatever its block records).
 #pragma once
 
 #include <memory>

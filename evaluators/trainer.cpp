@@ -62,12 +62,12 @@ void TrainConfig::validate() const {
 }
 
 EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
-                     nn::Activity* activity) {
+                     nn::ActivityRecorder* activity) {
   return nn::run_isolated([&] {
     nn::NoGradGuard no_grad;
     nn::ForwardContext ctx;
     ctx.training = false;
-    ctx.activity = activity;
+    ctx.recorder = activity;
     std::mt19937_64 rng(0);  // stochastic blocks are deterministic at eval; give them a source
     ctx.rng = &rng;
     BatchIterator it(data, batch_size, /*shuffle=*/false, 0);
@@ -84,7 +84,6 @@ EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
         m.row(i).maxCoeff(&arg);
         correct += (arg == b.y[static_cast<std::size_t>(i)]);
       }
-      if (activity) activity->samples += b.size();
     }
     EvalMetrics r;
     r.samples = data.size();
@@ -207,9 +206,8 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
       double epoch_val_loss = nan, epoch_val_acc = nan;
 
       if (per_epoch_eval) {
-        nn::Activity act;
-        EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &act);
-        rep.val_activity = act;
+        rep.val_activity.clear();
+        EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity);
         rep.epoch_val_loss.push_back(m.loss);
         rep.epoch_val_accuracy.push_back(m.accuracy);
         rep.val_loss = epoch_val_loss = m.loss;
@@ -239,7 +237,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
 
     // The reported numbers always describe the final model; the activity pass is the final one.
     if (!evaluated_final) {
-      rep.val_activity = nn::Activity{};
+      rep.val_activity.clear();
       EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity);
       rep.val_loss = m.loss;
       rep.val_accuracy = m.accuracy;

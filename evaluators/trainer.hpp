@@ -72,7 +72,8 @@ struct TrainReport {
   double seconds = 0;           // whole call, evaluation included
   int best_epoch = -1;          // epoch (1-based) of the lowest val loss when evaluated per epoch
   std::string stopped_reason;   // "epochs" | "time" | "early_stop" | "diverged"
-  nn::Activity val_activity;    // activity reported by the model during the final evaluation
+  // Activity per node recorded during the final validation pass (nn/activity.hpp).
+  nn::ActivityRecorder val_activity;
 };
 
 struct EvalMetrics {
@@ -82,9 +83,9 @@ struct EvalMetrics {
 };
 
 // Forward passes only (NoGradGuard, training = false), in batches.  `activity` (may be null)
-// receives what the model reports.
+// receives what the model records per node (samples are counted by the model's sinks).
 EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size = 256,
-                     nn::Activity* activity = nullptr);
+                     nn::ActivityRecorder* activity = nullptr);
 double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size = 256);
 
 TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,

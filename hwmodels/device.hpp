@@ -32,6 +32,10 @@ struct Cost {
   double energy_mj = 0;           // per inference (batch)
   double memory_bytes = 0;        // peak memory the device must hold
   nlohmann::json extra = nlohmann::json::object();  // family-specific figures (cores used, ...)
+  // Where the activity figures (spike rates, densities) behind this cost came from: "measured"
+  // (every node's from the evaluation), "assumed" (device presets), "mixed", or "none" (the
+  // model does not use activity).  Stored with each cost row.
+  std::string activity_source = "none";
   std::vector<NodeCost> nodes;    // per-node breakdown
 };
 

@@ -69,6 +69,18 @@ struct PrecisionTable {
   static PrecisionTable read(const FieldReader& r, const std::string& path);
 };
 
+// Counts the activity figures a cost used, measured or assumed, and names the mix for
+// Cost::activity_source ("measured", "assumed", "mixed", or "none" when nothing was counted).
+struct ActivityTally {
+  int measured = 0, assumed = 0;
+  void add(bool was_measured) { ++(was_measured ? measured : assumed); }
+  std::string source() const {
+    if (measured > 0 && assumed > 0) return "mixed";
+    if (measured > 0) return "measured";
+    return assumed > 0 ? "assumed" : "none";
+  }
+};
+
 // Base of the built-in families.  Holds the validated description and the optional
 // "calibration" block written by `hwnas hw calibrate`:
 //   {"category_scale": {cat: a}, "per_kernel_s": b, "energy_scale": e,

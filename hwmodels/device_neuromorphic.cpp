@@ -7,15 +7,23 @@
 // Mean hops h = max(1, (2/3) * sqrt(cores_used / cores_per_router)): the mean Manhattan
 // distance on a square mesh, so routing energy grows with network size.
 //
-// Spiking nodes use measured spikes / synaptic_ops when has_activity; otherwise an assumed rate
-// (listed in extra["assumed_activity"]).  Non-spiking nodes follow "non_spiking":
+// Spiking nodes use their measured activity when the evaluation recorded it: "spikes" (or the
+// sum of "spikes_per_step") and "synaptic_ops" (else spikes x fan_out, or the measured rate x
+// MACs); otherwise the assumed default_spike_rate (listed in extra["assumed_activity"]).
+// Non-spiking nodes follow "non_spiking":
 //   "infeasible": the architecture cannot run (reason names the node);
-//   "rate_code": rate coding over T steps at rate r:  spikes = r*T*neurons,
-//                SOPs = r*T*MACs (docs/hardware.md §4.2: fr*T*FLOPs, one accumulate per MAC).
+//   "rate_code": rate coding over T steps; a neuron whose activation is zero never fires and an
+//                active one fires at rate r = rate_code.rate, so with the measured non-zero
+//                shares d_out (activation_density) and d_in (input_density)
+//                  spikes = r*d_out*T*neurons,  SOPs = r*d_in*T*MACs
+//                (docs/hardware.md §4.2: fr*T*FLOPs, one accumulate per MAC, only for inputs
+//                that spike).  Unmeasured densities are assumed 1 (every neuron active).
+// Cost::activity_source says whether these figures were measured, assumed or mixed.
 // Never silently zero.  Time per step = slowest node's per-core work (layers run in parallel)
 // + barrier sync, or the fixed real-time tick when the chip has one (TrueNorth, SpiNNaker).
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "hwmodels/device_base.hpp"
 
@@ -69,6 +77,7 @@ class Neuromorphic final : public DeviceBase {
     std::vector<Per> per(w.nodes.size());
     double total_cores = 0, syn_bits_total = 0;
     nlohmann::json assumed = nlohmann::json::array();
+    ActivityTally tally;
     for (std::size_t i = 0; i < w.nodes.size(); ++i) {
       const auto& n = w.nodes[i];
       if (!n.spiking && !policy_rate_code_) {
@@ -84,20 +93,38 @@ class Neuromorphic final : public DeviceBase {
                                               : n.weight_bytes * 8.0 / std::max(1, n.bits);
       double fan_in = n.fan_in > 0 ? n.fan_in : (neurons > 0 ? n.macs / neurons : 0);
       Per p{};
+      const NodeActivity& a = n.activity;
       if (n.spiking) {
         p.steps = n.timesteps;
-        if (n.has_activity) {
-          p.spikes = n.spikes;
-          p.sops = n.synaptic_ops;
+        const double* spikes = a.find(activity_key::kSpikes);
+        const auto* per_step = a.find_series(activity_key::kSpikesPerStep);
+        if (spikes || per_step) {
+          p.spikes = spikes ? *spikes : std::accumulate(per_step->begin(), per_step->end(), 0.0);
+          const double rate = neurons > 0 ? p.spikes / (p.steps * neurons) : 0;
+          const double* sops = a.find(activity_key::kSynapticOps);
+          p.sops = sops ? *sops : n.fan_out > 0 ? p.spikes * n.fan_out : rate * p.steps * n.macs;
+          tally.add(true);
         } else {
           p.spikes = default_rate_ * p.steps * neurons;
           p.sops = n.fan_out > 0 ? p.spikes * n.fan_out : default_rate_ * p.steps * n.macs;
           assumed.push_back(n.name);
+          tally.add(false);
         }
       } else {  // rate coding
         p.steps = rc_steps_;
-        p.spikes = rc_rate_ * p.steps * neurons;
-        p.sops = rc_rate_ * p.steps * n.macs;
+        const double* d_out = a.find(activity_key::kActivationDensity);
+        const double* d_in = a.find(activity_key::kInputDensity);
+        p.spikes = rc_rate_ * (d_out ? std::clamp(*d_out, 0.0, 1.0) : 1.0) * p.steps * neurons;
+        p.sops = rc_rate_ * (d_in ? std::clamp(*d_in, 0.0, 1.0) : 1.0) * p.steps * n.macs;
+        if (d_out && d_in) {
+          tally.add(true);
+        } else if (!d_out && !d_in) {
+          assumed.push_back(n.name);
+          tally.add(false);
+        } else {  // one of the two measured
+          tally.add(true);
+          tally.add(false);
+        }
       }
       p.updates = p.steps * neurons;
       p.syn_bits = synapses * wb;
@@ -145,6 +172,7 @@ class Neuromorphic final : public DeviceBase {
                             std::to_string(chips_) + " chip(s) x " +
                             std::to_string(cores_per_chip_) + " cores)";
     }
+    c.activity_source = tally.source();
     c.extra["cores_used"] = total_cores;
     c.extra["chips_used"] = chips_needed;
     if (breakdown) {

@@ -1,6 +1,7 @@
 #include "hwmodels/workload.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 namespace hwnas::hw {
@@ -52,6 +53,45 @@ std::string get_string(const nlohmann::json& j, const char* key, const std::stri
   if (it == j.end()) return {};
   if (!it->is_string()) bad_field(where, key, "must be a string");
   return it->get<std::string>();
+}
+
+nlohmann::json activity_to_json(const NodeActivity& a) {
+  nlohmann::json j = nlohmann::json::object();
+  if (a.samples != 0) j["samples"] = a.samples;
+  if (!a.scalars.empty()) j["scalars"] = a.scalars;
+  if (!a.series.empty()) j["series"] = a.series;
+  return j;
+}
+
+double finite_number(const nlohmann::json& v, const std::string& where, const std::string& field) {
+  if (!v.is_number()) bad_field(where, field, "must be a number");
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) bad_field(where, field, "must be finite");
+  return d;
+}
+
+// {"samples": n, "scalars": {name: x}, "series": {name: [x, ...]}}; merged into `a`.
+void read_activity(const nlohmann::json& j, const std::string& where, NodeActivity& a) {
+  if (!j.is_object()) bad_field(where, "activity", "must be an object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (it.key() != "samples" && it.key() != "scalars" && it.key() != "series")
+      bad_field(where, "activity." + it.key(), "is unknown (allowed: samples, scalars, series)");
+  a.samples = get_number(j, "samples", where + "activity: ", 0);
+  if (auto s = j.find("scalars"); s != j.end()) {
+    if (!s->is_object()) bad_field(where, "activity.scalars", "must be an object of numbers");
+    for (auto it = s->begin(); it != s->end(); ++it)
+      a.scalars[it.key()] = finite_number(*it, where, "activity.scalars." + it.key());
+  }
+  if (auto s = j.find("series"); s != j.end()) {
+    if (!s->is_object()) bad_field(where, "activity.series", "must be an object of number arrays");
+    for (auto it = s->begin(); it != s->end(); ++it) {
+      const std::string field = "activity.series." + it.key();
+      if (!it->is_array()) bad_field(where, field, "must be an array of numbers");
+      std::vector<double>& v = a.series[it.key()];
+      v.clear();
+      for (const auto& x : *it) v.push_back(finite_number(x, where, field));
+    }
+  }
 }
 
 }  // namespace
@@ -119,16 +159,8 @@ nlohmann::json Workload::to_json() const {
     if (n.synapses != 0) o["synapses"] = n.synapses;
     if (n.spiking) o["spiking"] = true;
     if (n.timesteps != 1) o["timesteps"] = n.timesteps;
-    if (n.has_activity) {
-      o["has_activity"] = true;
-      o["spikes"] = n.spikes;
-      o["synaptic_ops"] = n.synaptic_ops;
-      o["active_experts"] = n.active_experts;
-      o["total_experts"] = n.total_experts;
-      o["function_evals"] = n.function_evals;
-    } else {
-      if (n.total_experts != 0) o["total_experts"] = n.total_experts;
-    }
+    if (n.total_experts != 0) o["total_experts"] = n.total_experts;
+    if (n.activity.measured()) o["activity"] = activity_to_json(n.activity);
     arr.push_back(std::move(o));
   }
   nlohmann::json j = {{"nodes", std::move(arr)}, {"input_bytes", input_bytes}};
@@ -177,12 +209,14 @@ Workload Workload::from_json(const nlohmann::json& j) {
     n.synapses = get_number(o, "synapses", where, 0);
     n.spiking = get_bool(o, "spiking", where);
     n.timesteps = get_int(o, "timesteps", where, 1, 1);
-    n.spikes = get_number(o, "spikes", where, 0);
-    n.synaptic_ops = get_number(o, "synaptic_ops", where, 0);
-    n.active_experts = get_number(o, "active_experts", where, 0);
     n.total_experts = get_number(o, "total_experts", where, 0);
-    n.function_evals = get_number(o, "function_evals", where, 0);
-    n.has_activity = get_bool(o, "has_activity", where);
+    // Files written before activity became open kept four fixed fields behind "has_activity".
+    if (get_bool(o, "has_activity", where)) {
+      for (const char* key : {activity_key::kSpikes, activity_key::kSynapticOps,
+                              activity_key::kActiveExperts, activity_key::kFunctionEvals})
+        n.activity.scalars[key] = get_number(o, key, where, 0);
+    }
+    if (auto ait = o.find("activity"); ait != o.end()) read_activity(*ait, where, n.activity);
     w.nodes.push_back(std::move(n));
   }
   if (auto mit = j.find("measured"); mit != j.end()) {

@@ -36,6 +36,46 @@ enum class OpCategory {
 const char* op_category_name(OpCategory c);
 OpCategory op_category_from_name(const std::string& name);  // throws std::invalid_argument
 
+// Measured activity of one node, per sample (averaged over the evaluation's validation pass):
+// named scalars and named per-index vectors, open so a new block kind can report something new
+// without an IR change.  Names used by the built-in producers and consumers:
+//   activation_density  share of the node's outputs that are non-zero (every node)
+//   input_density       share of the node's inputs that are non-zero (every node)
+//   spikes, synaptic_ops  spikes emitted and spike deliveries (spiking nodes)
+//   active_experts      mean experts active per token; function_evals  ODE solver evaluations
+//   spikes_per_step, tokens_per_expert, retrieved_neighbours  (per-index vectors)
+namespace activity_key {  // the same strings as nn/activity.hpp (hwmodels does not see nn/)
+inline constexpr const char* kActivationDensity = "activation_density";
+inline constexpr const char* kInputDensity = "input_density";
+inline constexpr const char* kSpikes = "spikes";
+inline constexpr const char* kSynapticOps = "synaptic_ops";
+inline constexpr const char* kActiveExperts = "active_experts";
+inline constexpr const char* kFunctionEvals = "function_evals";
+inline constexpr const char* kSpikesPerStep = "spikes_per_step";
+}  // namespace activity_key
+
+struct NodeActivity {
+  double samples = 0;  // validation samples the averages cover (0: unknown, e.g. old files)
+  std::map<std::string, double> scalars;
+  std::map<std::string, std::vector<double>> series;
+
+  bool measured() const { return !scalars.empty() || !series.empty(); }
+  // Pointer to the named scalar, or null when it was not measured.
+  const double* find(const std::string& name) const {
+    auto it = scalars.find(name);
+    return it == scalars.end() ? nullptr : &it->second;
+  }
+  double scalar_or(const std::string& name, double dflt) const {
+    const double* v = find(name);
+    return v ? *v : dflt;
+  }
+  const std::vector<double>* find_series(const std::string& name) const {
+    auto it = series.find(name);
+    return it == series.end() ? nullptr : &it->second;
+  }
+  bool operator==(const NodeActivity&) const = default;
+};
+
 struct NodeWorkload {
   std::string name;        // node label, e.g. "n3:conv"
   std::string block_kind;  // catalogue kind, e.g. "conv"
@@ -60,13 +100,10 @@ struct NodeWorkload {
   bool spiking = false;  // node is a spiking neuron layer
   int timesteps = 1;     // simulation steps per sample for spiking/recurrent nodes
 
-  // Measured activity, per sample (averaged over the evaluation's forward passes).
-  double spikes = 0;            // spikes emitted by this node
-  double synaptic_ops = 0;      // spike deliveries (spikes x fan-out) into the next node
-  double active_experts = 0;    // mean experts active per token
-  double total_experts = 0;
-  double function_evals = 0;    // ODE solver evaluations
-  bool has_activity = false;    // the fields above were measured, not defaulted
+  double total_experts = 0;  // experts a routing node chooses from (static)
+
+  // What this node did in the evaluation's validation pass (empty: not measured).
+  NodeActivity activity;
 
   double flops() const { return 2.0 * macs + other_flops; }
   double bytes() const { return weight_bytes + input_bytes + output_bytes; }

@@ -7,26 +7,19 @@
 #include <string>
 #include <vector>
 
+#include "nn/activity.hpp"
 #include "nn/autograd.hpp"
 
 namespace hwnas::nn {
 
-// Measured activity a forward pass may report (the hardware models consume it later:
-// spike counts, active experts, solver function evaluations).  Keyed by whatever the block
-// chooses; values are accumulated over the forward passes of an evaluation.
-struct Activity {
-  double spikes = 0;             // total spikes emitted
-  double synaptic_events = 0;    // spikes x fan-out actually delivered
-  double neuron_updates = 0;
-  double active_experts = 0;     // summed over tokens
-  double function_evals = 0;     // ODE solver NFE
-  double samples = 0;            // forward samples these counts cover
-};
-
 struct ForwardContext {
   bool training = true;
   std::mt19937_64* rng = nullptr;  // for dropout and other stochastic blocks
-  Activity* activity = nullptr;    // may be null
+  // Activity recording (nn/activity.hpp), null when not recording: the evaluator sets
+  // `recorder` for its validation pass; a model made of nodes points `activity` at the current
+  // node's sink before running it, and a block writes what it measured there when non-null.
+  ActivityRecorder* recorder = nullptr;
+  ActivitySink* activity = nullptr;
 };
 
 // A parameter with its dotted path inside the module tree ("n3.conv.weight").

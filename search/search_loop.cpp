@@ -40,6 +40,7 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
   r.energy_mj = c.energy_mj;
   r.memory_bytes = c.memory_bytes;
   r.detail = c.extra;
+  r.activity_source = c.activity_source;
   return r;
 }
 

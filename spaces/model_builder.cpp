@@ -33,18 +33,47 @@ class GenomeModelImpl : public GenomeModel {
     // Activations are released as soon as their last consumer has run.
     std::vector<nn::Var> act(n);
     std::vector<int> remaining = consumers_;
+    // Recording (evaluation pass only): each node writes into its own sink, and every node's
+    // output density is measured here, so blocks need no code of their own for it.
+    nn::ActivityRecorder* rec = ctx.recorder;
+    nn::ActivitySink* const outer_sink = ctx.activity;
+    std::vector<double> nonzero, numel;
+    double batch = 0;
+    if (rec) {
+      nonzero.assign(n, 0);
+      numel.assign(n, 0);
+      batch = x.value().numel() > 0 ? x.value().dim(0) : 0;
+    }
     for (auto v : order_) {
       if (v == genome_.input_node()) {
         act[v] = x;
+        if (rec) count_outputs(x, v, nonzero, numel);
         continue;
       }
       std::vector<nn::Var> in;
       in.reserve(inputs_[v].size());
       for (auto u : inputs_[v]) in.push_back(act[u]);
+      nn::ActivitySink* sink = rec ? &rec->sink(static_cast<std::int64_t>(v)) : nullptr;
+      if (rec) ctx.activity = sink;
       act[v] = modules_[v]->forward(in, ctx);
+      if (rec) {
+        count_outputs(act[v], v, nonzero, numel);
+        double in_nonzero = 0, in_numel = 0;
+        for (auto u : inputs_[v]) {
+          in_nonzero += nonzero[u];
+          in_numel += numel[u];
+        }
+        // share x samples, so that total / samples is the sample-weighted mean share.
+        sink->add_samples(batch);
+        if (numel[v] > 0)
+          sink->add(nn::activity_key::kActivationDensity, batch * nonzero[v] / numel[v]);
+        if (in_numel > 0)
+          sink->add(nn::activity_key::kInputDensity, batch * in_nonzero / in_numel);
+      }
       for (auto u : inputs_[v])
         if (--remaining[u] == 0) act[u] = nn::Var();
     }
+    ctx.activity = outer_sink;
     return act[output_];
   }
 
@@ -72,6 +101,13 @@ class GenomeModelImpl : public GenomeModel {
   std::string name() const override { return "genome_model"; }
 
  private:
+  static void count_outputs(const nn::Var& out, Genome::NodeId v, std::vector<double>& nonzero,
+                            std::vector<double>& numel) {
+    const nn::Tensor& t = out.value();
+    nonzero[v] = static_cast<double>(nn::count_nonzero(t.data(), t.numel()));
+    numel[v] = static_cast<double>(t.numel());
+  }
+
   Genome genome_;
   std::vector<Genome::NodeId> order_;
   std::vector<std::unique_ptr<nn::Module>> modules_;

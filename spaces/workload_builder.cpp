@@ -8,7 +8,7 @@ std::string workload_node_name(const Genome& g, Genome::NodeId v) {
   return "n" + std::to_string(v) + ":" + g.node(v).kind;
 }
 
-hw::Workload build_workload(const Genome& genome, const std::map<std::string, nn::Activity>* activity) {
+hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* activity) {
   Genome g = genome;
   g.validate();
   hw::Workload wl;
@@ -37,14 +37,11 @@ hw::Workload build_workload(const Genome& genome, const std::map<std::string, nn
     // Pruned weights are not stored (compressed storage, index overhead ignored).
     w.weight_bytes = w.params * (1.0 - w.sparsity) * bytes_per;
     if (activity) {
-      auto it = activity->find(w.name);
-      if (it != activity->end()) {
-        const nn::Activity& a = it->second;
-        w.spikes = a.spikes;
-        w.synaptic_ops = a.synaptic_events;
-        w.active_experts = a.active_experts;
-        w.function_evals = a.function_evals;
-        w.has_activity = true;
+      if (const nn::ActivitySink* sink = activity->find(static_cast<std::int64_t>(v));
+          sink && sink->samples() > 0) {
+        w.activity.samples = sink->samples();
+        w.activity.scalars = sink->per_sample();
+        w.activity.series = sink->series_per_sample();
       }
     }
     index[v] = wl.nodes.size();

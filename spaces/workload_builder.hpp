@@ -2,21 +2,20 @@
 // measured activity merged in when given.
 #pragma once
 
-#include <map>
 #include <string>
 
 #include "hwmodels/workload.hpp"
-#include "nn/module.hpp"
+#include "nn/activity.hpp"
 #include "spaces/genome.hpp"
 
 namespace hwnas::spaces {
 
-// `activity` (optional) holds per-node measured activity keyed by node name, already divided
-// by the number of samples; it fills the NodeWorkload activity fields.
-// Node names are "n<index>:<kind>" (genome numbering); activity maps use the same names.
+// Node names are "n<index>:<kind>" (genome numbering).
 std::string workload_node_name(const Genome& g, Genome::NodeId v);
 
-hw::Workload build_workload(const Genome& g,
-                            const std::map<std::string, nn::Activity>* activity = nullptr);
+// `activity` (optional) is what an evaluation pass recorded, one sink per genome node id
+// (GenomeModel::forward with ForwardContext::recorder set); each node's sink becomes its
+// NodeWorkload::activity as per-sample averages.  Nodes without a sink stay unmeasured.
+hw::Workload build_workload(const Genome& g, const nn::ActivityRecorder* activity = nullptr);
 
 }  // namespace hwnas::spaces

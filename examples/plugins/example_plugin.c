@@ -1,6 +1,7 @@
-/* Example hwnas device plugin (ABI v1): a toy accelerator that does 1 GMAC/s per node,
- * 1 nJ per MAC, supports dense and conv only, and refuses workloads with more than 1 GB of
- * weights.  Build: any C compiler, `-shared -fPIC`, against hwmodels/plugin_abi.h.
+/* Example hwnas device plugin (ABI v1, kept so that version 1 stays built and tested; see
+ * example_activity_plugin.c for v2): a toy accelerator that does 1 GMAC/s per node, 1 nJ per
+ * MAC, supports dense and conv only, and refuses workloads with more than 1 GB of weights.
+ * Build: any C compiler, `-shared -fPIC`, against hwmodels/plugin_abi.h.
  * Use: `hwnas hw predict --device build/examples/plugins/libhwnas_example_plugin.so ARCH`. */
 #include <stdio.h>
 
@@ -31,7 +32,7 @@ static int example_estimate(const hwnas_workload_v1* w, hwnas_estimate_v1* out) 
 }
 
 static const hwnas_plugin_v1 kPlugin = {
-    HWNAS_PLUGIN_ABI_VERSION, sizeof(hwnas_plugin_v1), HWNAS_PLUGIN_THREAD_SAFE,
+    HWNAS_PLUGIN_ABI_V1, sizeof(hwnas_plugin_v1), HWNAS_PLUGIN_THREAD_SAFE,
     "example_accel", "toy accelerator: 1 GMAC/s, 1 nJ/MAC (examples/plugins)",
     example_supports, example_estimate};
 

@@ -65,9 +65,7 @@ NodeWorkload spiking_node(double neurons, double spikes, double sops) {
   n.neurons = neurons;
   n.fan_in = 40;
   n.synapses = neurons * 4;
-  n.has_activity = true;
-  n.spikes = spikes;
-  n.synaptic_ops = sops;
+  n.activity.scalars = {{"spikes", spikes}, {"synaptic_ops", sops}};
   return n;
 }
 
@@ -352,7 +350,7 @@ TEST(Neuromorphic, NonSpikingPolicy) {
 
 TEST(Neuromorphic, UnmeasuredSpikingNodeUsesStatedRate) {
   auto n = spiking_node(100, 0, 0);
-  n.has_activity = false;
+  n.activity = NodeActivity{};  // not measured
   Workload w;
   w.nodes.push_back(n);
   Cost c = make_device(tiny_neuro())->estimate(w);
@@ -536,4 +534,62 @@ TEST(DeviceJson, CalibrationBlockScalesNodes) {
   EXPECT_NEAR(c.latency_ms, 1.9e-2, 1e-12);
   // (10 x 1.9e-5 + 100 x 1.6e-5) x 0.5 = 8.95e-4 J.
   EXPECT_NEAR(c.energy_mj, 0.895, 1e-12);
+}
+
+TEST(Neuromorphic, RateCodedNodeUsesMeasuredDensities) {
+  json d = tiny_neuro();
+  d["non_spiking"] = "rate_code";
+  d["rate_code"] = {{"timesteps", 5}, {"rate", 0.2}};
+  auto dev = make_device(d);
+  Workload w;
+  w.nodes.push_back(node("fc", OpCategory::Dense, 1000, 4000, 40, 400));  // 100 fp32 outputs
+  Cost assumed = dev->estimate(w);
+  EXPECT_EQ(assumed.activity_source, "assumed");
+  ASSERT_TRUE(assumed.extra.contains("assumed_activity"));
+  EXPECT_EQ(assumed.extra["assumed_activity"][0], "fc");
+  // Measured: half the outputs non-zero, a quarter of the inputs.
+  // spikes = r d_out T neurons = 0.2 x 0.5 x 5 x 100 = 50; SOPs = r d_in T MACs =
+  // 0.2 x 0.25 x 5 x 1000 = 250; updates 500.  E = 250 x 10 + 50 x (2 + 3) + 500 x 1 = 3250 pJ;
+  // step = (250 x 1 + 500 x 2 + 50 x 1) / 5 + 100 = 360 ns; latency 1.8 us;
+  // static 0.001 W x 1 core x 1.8e-6 s = 1.8e-9 J.
+  w.nodes[0].activity.scalars = {{"activation_density", 0.5}, {"input_density", 0.25}};
+  Cost measured = dev->estimate(w);
+  EXPECT_EQ(measured.activity_source, "measured");
+  EXPECT_FALSE(measured.extra.contains("assumed_activity"));
+  EXPECT_DOUBLE_EQ(measured.extra["spikes"].get<double>(), 50);
+  EXPECT_DOUBLE_EQ(measured.extra["synaptic_ops"].get<double>(), 250);
+  EXPECT_NEAR(measured.latency_ms, 1.8e-3, 1e-15);
+  EXPECT_NEAR(measured.energy_mj, (3.25e-9 + 1.8e-9) * 1e3, 1e-15);
+  EXPECT_LT(measured.energy_mj, assumed.energy_mj);  // assumed = every neuron active
+  // Only one density measured: the other is assumed (1), and the cost says "mixed".
+  w.nodes[0].activity.scalars = {{"activation_density", 0.5}};
+  Cost half = dev->estimate_total(w);
+  EXPECT_EQ(half.activity_source, "mixed");
+  EXPECT_DOUBLE_EQ(half.extra["cores_used"].get<double>(), 1);
+}
+
+TEST(Neuromorphic, ActivitySourceOfSpikingNodes) {
+  auto dev = make_device(tiny_neuro());
+  Workload w;
+  w.nodes.push_back(spiking_node(100, 30, 600));
+  EXPECT_EQ(dev->estimate(w).activity_source, "measured");
+  // Spikes from a per-step series, SOPs from spikes x fan-out.
+  auto n = spiking_node(100, 0, 0);
+  n.activity = NodeActivity{};
+  n.activity.series["spikes_per_step"] = {5, 10, 10, 5};
+  n.fan_out = 3;
+  Workload ws;
+  ws.nodes.push_back(n);
+  Cost c = dev->estimate(ws);
+  EXPECT_EQ(c.activity_source, "measured");
+  EXPECT_DOUBLE_EQ(c.extra["spikes"].get<double>(), 30);
+  EXPECT_DOUBLE_EQ(c.extra["synaptic_ops"].get<double>(), 90);
+  // One measured, one unmeasured node: mixed.
+  auto u = spiking_node(100, 0, 0);
+  u.name = "unmeasured";
+  u.activity = NodeActivity{};
+  w.nodes.push_back(u);
+  EXPECT_EQ(dev->estimate(w).activity_source, "mixed");
+  // Devices that do not use activity say so.
+  EXPECT_EQ(load_device("h100_sxm")->estimate(w).activity_source, "none");
 }

@@ -63,3 +63,45 @@ TEST(Plugin, WrongAbiAndBadLibrariesGiveClearErrors) {
   e = load_error("libm.so.6");
   EXPECT_NE(e.find("does not export hwnas_plugin_v1_get"), std::string::npos) << e;
 }
+
+namespace {
+const std::string kActivityPlugin = kPluginDir + "libhwnas_example_activity_plugin.so";
+}
+
+TEST(Plugin, V1PluginStillWorksAndSeesFixedActivityFields) {
+  auto dev = load_device(kExample);  // built against the v1 descriptor
+  Workload w;
+  auto n = node("a", OpCategory::Dense, 1e6, 10, 10, 10);
+  n.activity.scalars = {{"input_density", 0.5}, {"spikes", 3}};
+  w.nodes.push_back(n);
+  Cost c = dev->estimate(w);
+  EXPECT_NEAR(c.energy_mj, 1, 1e-12);  // 1e6 MAC x 1 nJ: v1 ignores the open activity
+  EXPECT_EQ(c.activity_source, "none");  // a v1 plugin cannot say
+}
+
+TEST(Plugin, V2PluginReceivesActivity) {
+  auto dev = load_device(kActivityPlugin);
+  EXPECT_EQ(dev->name(), "example_event_accel");
+  EXPECT_TRUE(dev->thread_safe());
+  Workload w;
+  w.nodes.push_back(node("a", OpCategory::Dense, 1e6, 10, 10, 10));
+  w.nodes.push_back(node("b", OpCategory::Dense, 2e6, 10, 10, 10));
+  // Nothing measured: every MAC counts (assumed).  E = 3e6 x 1 nJ = 3 mJ.
+  Cost c = dev->estimate(w);
+  EXPECT_NEAR(c.energy_mj, 3, 1e-12);
+  EXPECT_EQ(c.activity_source, "assumed");
+  // Node a measured at input density 0.25: E = (0.25e6 + 2e6) nJ; mixed.
+  w.nodes[0].activity.scalars = {{"activation_density", 0.9}, {"input_density", 0.25}};
+  w.nodes[0].activity.series["spikes_per_step"] = {1, 2};
+  c = dev->estimate(w);
+  EXPECT_NEAR(c.energy_mj, 2.25, 1e-12);
+  EXPECT_EQ(c.activity_source, "mixed");
+  ASSERT_EQ(c.nodes.size(), 2u);
+  EXPECT_NEAR(c.nodes[0].energy_j, 0.25e-3, 1e-15);
+  EXPECT_NEAR(c.nodes[0].latency_s, 1e-6 + 0.25e-3, 1e-15);
+  // Both measured.
+  w.nodes[1].activity.scalars = {{"input_density", 0.5}};
+  c = dev->estimate_total(w);
+  EXPECT_NEAR(c.energy_mj, 1.25, 1e-12);
+  EXPECT_EQ(c.activity_source, "measured");
+}

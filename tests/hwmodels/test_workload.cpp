@@ -40,17 +40,16 @@ TEST(Workload, JsonRoundTripKeepsEmergingFields) {
   s.fan_in = 10;
   s.fan_out = 20;
   s.synapses = 1000;
-  s.has_activity = true;
-  s.spikes = 37.5;
-  s.synaptic_ops = 750;
+  s.activity.samples = 500;
+  s.activity.scalars = {{"spikes", 37.5}, {"synaptic_ops", 750}, {"activation_density", 0.25}};
+  s.activity.series["spikes_per_step"] = {10, 9.5, 9, 9};
   s.seq_len = 16;
   s.sparsity = 0.25;
   w.nodes.push_back(s);
   auto m = node("moe", OpCategory::Routing, 10, 0, 10, 10, 16, 3);
-  m.has_activity = true;
-  m.active_experts = 2;
+  m.activity.scalars = {{"active_experts", 2}, {"function_evals", 12}};
+  m.activity.series["tokens_per_expert"] = {0.5, 0, 1.5, 0, 0, 0, 0, 0};
   m.total_experts = 8;
-  m.function_evals = 12;
   m.other_flops = 7;
   w.nodes.push_back(m);
   w.measured["host_latency_ms"] = 1.25;
@@ -58,8 +57,12 @@ TEST(Workload, JsonRoundTripKeepsEmergingFields) {
   EXPECT_EQ(r.to_json(), w.to_json());
   EXPECT_EQ(r.nodes[0].timesteps, 4);
   EXPECT_TRUE(r.nodes[0].spiking);
-  EXPECT_DOUBLE_EQ(r.nodes[0].spikes, 37.5);
-  EXPECT_DOUBLE_EQ(r.nodes[1].active_experts, 2);
+  EXPECT_DOUBLE_EQ(r.nodes[0].activity.scalar_or("spikes", 0), 37.5);
+  EXPECT_EQ(r.nodes[0].activity, s.activity);
+  EXPECT_DOUBLE_EQ(r.nodes[0].activity.samples, 500);
+  EXPECT_DOUBLE_EQ(r.nodes[1].activity.scalar_or("active_experts", 0), 2);
+  EXPECT_EQ(r.nodes[1].activity.find_series("tokens_per_expert")->size(), 8u);
+  EXPECT_DOUBLE_EQ(r.nodes[1].total_experts, 8);
   EXPECT_EQ(r.nodes[1].category, OpCategory::Routing);
   EXPECT_EQ(r.nodes[1].bits, 16);
   EXPECT_DOUBLE_EQ(r.measured.at("host_latency_ms"), 1.25);
@@ -84,5 +87,66 @@ TEST(Workload, FromJsonErrorsNameTheField) {
   EXPECT_NE(from_json_error({{"nodes", {{{"macs", -1}}}}}).find(">= 0"), std::string::npos);
   EXPECT_NE(from_json_error({{"nodes", nlohmann::json::array()}, {"measured", {{"x", "y"}}}})
                 .find("measured.x"),
+            std::string::npos);
+}
+
+TEST(Workload, UnmeasuredNodeWritesNoActivity) {
+  Workload w;
+  w.nodes.push_back(node("a", OpCategory::Dense, 10, 4, 4, 4));
+  EXPECT_FALSE(w.nodes[0].activity.measured());
+  nlohmann::json j = w.to_json();
+  EXPECT_FALSE(j["nodes"][0].contains("activity"));
+  EXPECT_FALSE(Workload::from_json(j).nodes[0].activity.measured());
+}
+
+TEST(Workload, ReadsOldFixedActivityFields) {
+  // The format before activity became open: four fixed fields behind "has_activity".
+  nlohmann::json old = {{"input_bytes", 10},
+                        {"nodes",
+                         {{{"name", "n1:lif"},
+                           {"macs", 100},
+                           {"spiking", true},
+                           {"has_activity", true},
+                           {"spikes", 12.5},
+                           {"synaptic_ops", 250},
+                           {"active_experts", 0},
+                           {"total_experts", 4},
+                           {"function_evals", 3}},
+                          {{"name", "n2:dense"}, {"macs", 5}, {"total_experts", 0}}}}};
+  Workload w = Workload::from_json(old);
+  const NodeActivity& a = w.nodes[0].activity;
+  EXPECT_TRUE(a.measured());
+  EXPECT_DOUBLE_EQ(a.scalar_or("spikes", -1), 12.5);
+  EXPECT_DOUBLE_EQ(a.scalar_or("synaptic_ops", -1), 250);
+  EXPECT_DOUBLE_EQ(a.scalar_or("active_experts", -1), 0);
+  EXPECT_DOUBLE_EQ(a.scalar_or("function_evals", -1), 3);
+  EXPECT_DOUBLE_EQ(a.samples, 0);  // not recorded then
+  EXPECT_DOUBLE_EQ(w.nodes[0].total_experts, 4);
+  EXPECT_FALSE(w.nodes[1].activity.measured());
+  // Written back in the new form, and read again unchanged.
+  nlohmann::json j = w.to_json();
+  EXPECT_FALSE(j["nodes"][0].contains("has_activity"));
+  EXPECT_DOUBLE_EQ(j["nodes"][0]["activity"]["scalars"]["spikes"].get<double>(), 12.5);
+  EXPECT_EQ(Workload::from_json(j).nodes[0].activity, a);
+}
+
+TEST(Workload, ActivityJsonErrorsNameTheField) {
+  auto with_activity = [](nlohmann::json a) {
+    return nlohmann::json{{"nodes", {{{"name", "x"}, {"activity", std::move(a)}}}}};
+  };
+  EXPECT_NE(from_json_error(with_activity(3)).find("node 0: field 'activity' must be an object"),
+            std::string::npos);
+  EXPECT_NE(from_json_error(with_activity({{"rates", 1}})).find("'activity.rates' is unknown"),
+            std::string::npos);
+  EXPECT_NE(from_json_error(with_activity({{"scalars", {{"spikes", "many"}}}}))
+                .find("field 'activity.scalars.spikes' must be a number"),
+            std::string::npos);
+  EXPECT_NE(from_json_error(with_activity({{"series", {{"spikes_per_step", 2}}}}))
+                .find("field 'activity.series.spikes_per_step' must be an array"),
+            std::string::npos);
+  EXPECT_NE(from_json_error(with_activity({{"series", {{"s", {1, "x"}}}}}))
+                .find("field 'activity.series.s' must be a number"),
+            std::string::npos);
+  EXPECT_NE(from_json_error(with_activity({{"samples", -2}})).find("field 'samples' must be >= 0"),
             std::string::npos);
 }
