@@ -9,6 +9,7 @@
 #include "search/cmd_hw.hpp"
 #include "search/cmd_search.hpp"
 #include "search/cmd_space.hpp"
+#include "search/cmd_tasks.hpp"
 #include "search/config.hpp"
 #include "search/version.hpp"
 
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   hwnas::search::add_db_commands(app);
   hwnas::search::add_space_commands(app);
   hwnas::search::add_hw_commands(app);
+  hwnas::search::add_tasks_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {  // subcommands report their exit code this way
