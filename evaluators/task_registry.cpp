@@ -48,7 +48,7 @@ TaskSpec resolve_task(const std::string& name, const nlohmann::json& params,
   return t;
 }
 
-TaskSpec resolve_task(const nlohmann::json& section, const std::string& where) {
+TaskSpec resolve_task_section(const nlohmann::json& section, const std::string& where) {
   if (!section.is_object())
     throw std::invalid_argument(where + ": must be an object with \"name\", got " + section.dump());
   if (section.contains("name") && section.contains("dataset") &&

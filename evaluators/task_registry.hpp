@@ -71,7 +71,7 @@ const std::vector<std::string>& task_common_keys();  // name, dataset, train_sub
 // {"name" | "dataset": task, params...}: looks the task up and validates its parameters
 // (unknown ones, ranges), ignoring task_common_keys().  `where` prefixes messages ("config.task").
 // Throws std::invalid_argument.
-TaskSpec resolve_task(const nlohmann::json& section, const std::string& where = "task");
+TaskSpec resolve_task_section(const nlohmann::json& section, const std::string& where = "task");
 TaskSpec resolve_task(const std::string& name, const nlohmann::json& params = nullptr,
                       const std::string& where = "task");
 

@@ -174,10 +174,13 @@ TEST(Mqar, LabelsAreTheValuesOfTheQueriedKeys) {
         early += (p - 2 * kv) / 2 < (len - 2 * kv) / 4;
       }
       EXPECT_EQ(asked.size(), static_cast<std::size_t>(kv));
-      if (!random_fill)  // unused positions are token 0
-        for (int p = 2 * kv; p < len; ++p)
-          if (d.target.data()[static_cast<std::int64_t>(s) * len + p] == kIgnoreTarget)
+      if (!random_fill) {  // unused positions are token 0
+        for (int p = 2 * kv; p < len; ++p) {
+          if (d.target.data()[static_cast<std::int64_t>(s) * len + p] == kIgnoreTarget) {
             EXPECT_EQ(tok[static_cast<std::size_t>(p)], 0);
+          }
+        }
+      }
     }
     // power_a = 0.01 favours small gaps: most queries sit in the first half of the query region.
     EXPECT_GT(early, queries * 6 / 10);
@@ -260,23 +263,23 @@ TEST(TaskRegistry, BadNamesAndParametersNameTheField) {
   EXPECT_NE(msg([] { resolve_task("telepathy"); }).find("task: unknown task 'telepathy' (known: "),
             std::string::npos);
   EXPECT_NE(msg([] {
-              resolve_task(json{{"name", "mqar"}, {"seq_len", 3}});
+              resolve_task_section(json{{"name", "mqar"}, {"seq_len", 3}});
             }).find("task.seq_len: 3 not in int [4, 4096]"),
             std::string::npos);
   EXPECT_NE(msg([] {
-              resolve_task(json{{"name", "mqar"}, {"seq_lenn", 3}});
+              resolve_task_section(json{{"name", "mqar"}, {"seq_lenn", 3}});
             }).find("task.seq_lenn: unknown parameter (known: seq_len"),
             std::string::npos);
   EXPECT_NE(msg([] {
-              resolve_task(json{{"dataset", "mqar"}, {"name", "spiral"}});
+              resolve_task_section(json{{"dataset", "mqar"}, {"name", "spiral"}});
             }).find("disagree"),
             std::string::npos);
   EXPECT_NE(msg([] {
-              resolve_task(json{{"train_subset", 3}});
+              resolve_task_section(json{{"train_subset", 3}});
             }).find("task.name: missing"),
             std::string::npos);
   EXPECT_NE(msg([] {
-              resolve_task(json{{"name", "symbolic"}, {"function", "tan"}});
+              resolve_task_section(json{{"name", "symbolic"}, {"function", "tan"}});
             }).find("task.function: \"tan\" not in {exp_sin,"),
             std::string::npos);
   // Parameters valid alone but not together: the generator names the field.

@@ -9,12 +9,12 @@
 #include "nn/ops.hpp"
 #include "tests/nn/gradcheck.hpp"
 
-using namespace hwnas::nn;
+namespace hwnas::nn {
+namespace {
 using testing::expect_gradients_match;
 using testing::expect_invalid;
 using testing::random_tensor;
 
-namespace {
 Tensor rnd(const Shape& s, std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937_64 rng(seed);
   return random_tensor(s, rng, lo, hi);
@@ -67,3 +67,5 @@ TEST(TokenCrossEntropy, BadInputsNameTheOp) {
       },
       "rank >= 2");
 }
+
+}  // namespace hwnas::nn
