@@ -435,6 +435,10 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
       fail("space", e.what());
     }
     const int left = task_entry->max_samples - c.val_size;
+    if (left <= 0)
+      fail("task.val_size", std::to_string(c.val_size) + " leaves no training samples of task '" +
+                                c.dataset + "' (at most " +
+                                std::to_string(task_entry->max_samples) + " in all)");
     if (c.train_subset > left)
       fail("task.train_subset", std::to_string(c.train_subset) + " exceeds the " +
                                     std::to_string(left) +

@@ -138,6 +138,15 @@ TEST(TaskConfig, ErrorsNameTheField) {
        },
        "config.space: space output vector[64] does not fit task 'mqar' (head token_classes needs "
        "one output per token"},
+      {[](json& j) {
+         j["task"] = {{"name", "fashion_mnist"}, {"val_size", 60000}};
+         j["space"] = {{"type", "macro"},
+                       {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
+                       {"outputs", 10},
+                       {"stages", {{{"blocks", {"dense"}}, {"params", {{"units", {8}}}}}}}};
+       },
+       "config.task.val_size: 60000 leaves no training samples of task 'fashion_mnist' (at most "
+       "60000 in all)"},
       {[](json& j) { j["evaluator"]["epochz"] = 2; },
        "config.evaluator.epochz: unknown field for evaluator 'train'; known fields: "
        "evaluator.type, evaluator.epochs"},
