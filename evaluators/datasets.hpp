@@ -3,8 +3,9 @@
 // A Dataset is a float tensor x shaped [N, ...sample dims] plus its targets: one integer class
 // label per sample (classification), and/or a float target tensor [N, ...target dims] for
 // regression (values) or per-token classification (class ids stored as floats, kIgnoreTarget
-// where a position carries no label, e.g. every MQAR position that is not a query).  Fashion-MNIST is read from Debian's dataset-fashion-mnist package (IDX files, gzip
-// compressed) under /usr/share/datasets/fashion-mnist, or from $HWNAS_FMNIST_DIR.
+// where a position carries no label, e.g. every MQAR position that is not a query).  Fashion-MNIST
+// is read from Debian's dataset-fashion-mnist package (IDX files, gzip compressed) under
+// /usr/share/datasets/fashion-mnist, or from $HWNAS_FMNIST_DIR.
 //
 // Selection discipline: load_fashion_mnist_train_val() only ever opens the 60k TRAIN files and
 // splits them into train and validation; the 10k TEST files are read only by the separate,

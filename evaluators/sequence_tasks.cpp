@@ -1,12 +1,12 @@
 #include "evaluators/sequence_tasks.hpp"
 
-#include "evaluators/seeded_random.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <random>
 #include <stdexcept>
+
+#include "evaluators/seeded_random.hpp"
 
 namespace hwnas::eval {
 
@@ -17,8 +17,8 @@ void require(bool ok, const std::string& what) {
 
 using seeded::normal;
 using seeded::shuffle;
-using seeded::uniform_int;
 using seeded::uniform01;
+using seeded::uniform_int;
 }  // namespace
 
 Dataset sequential_image_rows(const Dataset& images, std::uint64_t permute_seed) {

@@ -60,8 +60,8 @@ void TrainConfig::validate() const {
   if (eval_batch_size <= 0) bad("eval_batch_size", "must be positive");
 }
 
-EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
-                     nn::Activity* activity, HeadKind head) {
+EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size, nn::Activity* activity,
+                     HeadKind head) {
   if (data.size() > 0) check_head_targets(head, data, "evaluation");
   return nn::run_isolated([&] {
     nn::NoGradGuard no_grad;

@@ -81,13 +81,13 @@ struct TrainReport {
   double samples_per_s = 0;     // training throughput, evaluation time excluded
   double train_seconds = 0;     // time in training steps
   double seconds = 0;           // whole call, evaluation included
-  int best_epoch = -1;          // epoch (1-based) of the best monitored value when evaluated per epoch
+  int best_epoch = -1;          // 1-based epoch of the best monitored value (per-epoch eval)
   std::string stopped_reason;   // "epochs" | "time" | "early_stop" | "diverged"
   nn::Activity val_activity;    // activity reported by the model during the final evaluation
 };
 
 struct EvalMetrics {
-  double loss = 0;  // mean of the head's loss over batches, weighted by batch size
+  double loss = 0;      // mean of the head's loss over batches, weighted by batch size
   double accuracy = 0;  // the primary metric (accuracy for classification)
   int samples = 0;
   std::map<std::string, double> metrics;  // head_metric_names(head) -> value

@@ -166,18 +166,18 @@ Var token_cross_entropy(const Var& logits, const std::vector<int>& labels, int i
   for (float l : row_loss) total += l;
   const float denom = static_cast<float>(std::max<std::int64_t>(counted, 1));
   Tensor out = Tensor::scalar(static_cast<float>(total / denom));
-  return make_result(std::move(out), {logits}, [probs, labels, c, rows, denom,
-                                                ignore_index](Node& self) {
-    Node& nx = parent(self, 0);
-    const float g = self.grad.item() / denom;
-    Tensor gx(nx.value.shape());
-    gx.array() = probs.array() * g;
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const int y = labels[static_cast<std::size_t>(r)];
-      if (y != ignore_index) gx.data()[r * c + y] -= g;
-    }
-    accumulate_owned(nx, std::move(gx));
-  });
+  return make_result(std::move(out), {logits},
+                     [probs, labels, c, rows, denom, ignore_index](Node& self) {
+                       Node& nx = parent(self, 0);
+                       const float g = self.grad.item() / denom;
+                       Tensor gx(nx.value.shape());
+                       gx.array() = probs.array() * g;
+                       for (std::int64_t r = 0; r < rows; ++r) {
+                         const int y = labels[static_cast<std::size_t>(r)];
+                         if (y != ignore_index) gx.data()[r * c + y] -= g;
+                       }
+                       accumulate_owned(nx, std::move(gx));
+                     });
 }
 
 Var mse(const Var& pred, const Var& target) {

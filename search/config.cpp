@@ -7,9 +7,9 @@
 #include <set>
 #include <sstream>
 
+#include "evaluators/task_registry.hpp"
 #include "evaluators/train_evaluator.hpp"
 #include "hwmodels/device.hpp"
-#include "evaluators/task_registry.hpp"
 #include "search/evaluator_factory.hpp"
 #include "spaces/space.hpp"
 #include "strategies/strategy.hpp"
@@ -285,14 +285,24 @@ json read_json_file(const fs::path& file, const std::string& where) {
 // The config-table form of a registered family's ParamSpec, so evaluator parameters are
 // checked (and their errors worded) like every other config field.
 Param param_of(const ParamSpec& spec, const std::string& prefix) {
-  Param p{prefix + spec.name, Type::Object, spec.default_value, spec.min, spec.max, {},
-          spec.description};
+  Param p{prefix + spec.name, Type::Object, spec.default_value, spec.min,
+          spec.max,           {},           spec.description};
   switch (spec.type) {
-    case ParamType::Int: p.type = Type::Int; break;
-    case ParamType::Float: p.type = Type::Number; break;
-    case ParamType::Bool: p.type = Type::Bool; break;
-    case ParamType::String: p.type = Type::String; break;
-    case ParamType::Json: p.type = Type::Object; break;
+    case ParamType::Int:
+      p.type = Type::Int;
+      break;
+    case ParamType::Float:
+      p.type = Type::Number;
+      break;
+    case ParamType::Bool:
+      p.type = Type::Bool;
+      break;
+    case ParamType::String:
+      p.type = Type::String;
+      break;
+    case ParamType::Json:
+      p.type = Type::Object;
+      break;
     case ParamType::Choice:
       p.type = Type::Choice;
       for (const auto& v : spec.values) p.choices.push_back(v.get<std::string>());
@@ -392,9 +402,11 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   // Task: task.name (or the older task.dataset), then the task's own parameters.
   const std::string task_name = r["task"]["name"], task_dataset = r["task"]["dataset"];
   if (!task_name.empty() && !task_dataset.empty() && task_name != task_dataset)
-    fail("task.name", "'" + task_name + "' and task.dataset '" + task_dataset +
-                          "' disagree; give one of them");
-  c.dataset = !task_name.empty() ? task_name : !task_dataset.empty() ? task_dataset : "fashion_mnist";
+    fail("task.name",
+         "'" + task_name + "' and task.dataset '" + task_dataset + "' disagree; give one of them");
+  c.dataset = !task_name.empty()      ? task_name
+              : !task_dataset.empty() ? task_dataset
+                                      : "fashion_mnist";
   r["task"]["name"] = r["task"]["dataset"] = c.dataset;
   c.train_subset = r["task"]["train_subset"];
   c.val_size = r["task"]["val_size"];

@@ -35,13 +35,13 @@ struct SearchConfig {
   nlohmann::json space;     // resolved space definition (inline or loaded from "space" path)
 
   // task
-  std::string dataset;      // the task name (task.name or task.dataset), or "tabular"
+  std::string dataset;  // the task name (task.name or task.dataset), or "tabular"
   nlohmann::json task_params = nlohmann::json::object();  // the task's own parameters, resolved
-  int train_subset = 0;     // training samples used (0 = the task's default)
+  int train_subset = 0;  // training samples used (0 = the task's default)
   int val_size = 0;
 
   // evaluator
-  std::string evaluator;  // "train" | "tabular" (search/evaluator_factory.hpp's registry)
+  std::string evaluator;            // "train" | "tabular" (search/evaluator_factory.hpp's registry)
   nlohmann::json evaluator_params;  // the resolved evaluator object, "type" included
   int epochs = 1;
   int batch_size = 64;
