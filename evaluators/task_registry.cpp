@@ -119,7 +119,9 @@ std::string describe_tasks() {
     os << name << ": " << e.description << "\n"
        << "  input " << inputs << "; head " << head_kind_name(e.head) << " (" << e.outputs(defaults)
        << " outputs); primary metric val_" << e.primary_metric()
-       << (e.primary_maximize() ? " (max)" : " (min)") << "; " << e.default_train
+       << (e.primary_maximize() ? " (max)" : " (min)") << "; "
+       << (e.default_train > 0 ? std::to_string(e.default_train)
+                               : std::string("all non-validation"))
        << " training samples by default\n";
     if (!e.params.empty()) os << describe_params(e.params, "task.");
     os << "\n";
