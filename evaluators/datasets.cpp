@@ -13,6 +13,12 @@
 
 namespace hwnas::eval {
 
+int Dataset::size() const {
+  if (!y.empty()) return static_cast<int>(y.size());
+  if (!target.empty()) return target.dim(0);
+  return x.empty() ? 0 : x.dim(0);
+}
+
 std::vector<int> Dataset::sample_dims() const {
   std::vector<int> d = x.shape().to_vector();
   if (!d.empty()) d.erase(d.begin());
@@ -197,6 +203,7 @@ Dataset take(const Dataset& d, const std::vector<int>& indices) {
   Batch b = gather_batch(d, indices, 0, indices.size());
   out.x = std::move(b.x);
   out.y = std::move(b.y);
+  out.target = std::move(b.target);
   return out;
 }
 
@@ -213,7 +220,14 @@ Batch gather_batch(const Dataset& d, const std::vector<int>& idx, std::size_t be
   dims[0] = static_cast<int>(end - begin);
   Batch b;
   b.x = nn::Tensor(nn::Shape(dims));
-  b.y.resize(end - begin);
+  if (!d.y.empty()) b.y.resize(end - begin);
+  std::int64_t tper = 0;
+  if (d.has_target()) {
+    std::vector<int> tdims = d.target.shape().to_vector();
+    tper = d.target.numel() / std::max(1, tdims[0]);
+    tdims[0] = static_cast<int>(end - begin);
+    b.target = nn::Tensor(nn::Shape(tdims));
+  }
   const float* src = d.x.data();
   float* dst = b.x.data();
   for (std::size_t i = begin; i < end; ++i) {
@@ -223,7 +237,10 @@ Batch gather_batch(const Dataset& d, const std::vector<int>& idx, std::size_t be
                               std::to_string(d.size()) + ")");
     std::memcpy(dst + static_cast<std::int64_t>(i - begin) * per, src + r * per,
                 static_cast<std::size_t>(per) * sizeof(float));
-    b.y[i - begin] = d.y[static_cast<std::size_t>(r)];
+    if (!d.y.empty()) b.y[i - begin] = d.y[static_cast<std::size_t>(r)];
+    if (tper)
+      std::memcpy(b.target.data() + static_cast<std::int64_t>(i - begin) * tper,
+                  d.target.data() + r * tper, static_cast<std::size_t>(tper) * sizeof(float));
   }
   return b;
 }

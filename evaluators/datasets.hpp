@@ -1,8 +1,11 @@
 // In-memory labelled datasets, the Fashion-MNIST loader and a seeded batch iterator.
 //
-// A Dataset is a float tensor x shaped [N, ...sample dims] plus one integer class label per
-// sample.  Fashion-MNIST is read from Debian's dataset-fashion-mnist package (IDX files, gzip
-// compressed) under /usr/share/datasets/fashion-mnist, or from $HWNAS_FMNIST_DIR.
+// A Dataset is a float tensor x shaped [N, ...sample dims] plus its targets: one integer class
+// label per sample (classification), and/or a float target tensor [N, ...target dims] for
+// regression (values) or per-token classification (class ids stored as floats, kIgnoreTarget
+// where a position carries no label, e.g. every MQAR position that is not a query).  Fashion-MNIST
+// is read from Debian's dataset-fashion-mnist package (IDX files, gzip compressed) under
+// /usr/share/datasets/fashion-mnist, or from $HWNAS_FMNIST_DIR.
 //
 // Selection discipline: load_fashion_mnist_train_val() only ever opens the 60k TRAIN files and
 // splits them into train and validation; the 10k TEST files are read only by the separate,
@@ -19,12 +22,18 @@
 
 namespace hwnas::eval {
 
+// Per-token class targets use this value for unlabelled positions (losses and metrics skip it).
+constexpr float kIgnoreTarget = -1.0f;
+
 struct Dataset {
   nn::Tensor x;           // [N, ...sample dims]
-  std::vector<int> y;     // N labels in [0, num_classes)
-  int num_classes = 0;
+  std::vector<int> y;     // N labels in [0, num_classes); empty when only `target` is used
+  nn::Tensor target;      // [N, ...target dims] or empty: regression values / per-token ids
+  int num_classes = 0;    // classes of y, or of the per-token ids in target; 0 for regression
 
-  int size() const { return static_cast<int>(y.size()); }
+  // Samples: the label count, else the target rows, else x's rows.
+  int size() const;
+  bool has_target() const { return !target.empty(); }
   // Sample shape without the leading N, e.g. [1, 28, 28].
   std::vector<int> sample_dims() const;
   std::int64_t sample_numel() const;
@@ -80,8 +89,9 @@ Dataset flatten_samples(const Dataset& d);
 
 struct Batch {
   nn::Tensor x;  // [B, ...sample dims]
-  std::vector<int> y;
-  int size() const { return static_cast<int>(y.size()); }
+  std::vector<int> y;  // empty when the dataset has no class labels
+  nn::Tensor target;   // [B, ...target dims] when the dataset has a target tensor
+  int size() const { return x.empty() ? 0 : x.dim(0); }
 };
 
 // Iterates a dataset in mini-batches.  With shuffle, epoch e uses a permutation drawn from
@@ -106,7 +116,7 @@ class BatchIterator {
   std::size_t pos_ = 0;
 };
 
-// Copies rows `idx[begin, end)` of d into a new batch.
+// Copies rows `idx[begin, end)` of d (inputs, labels and targets) into a new batch.
 Batch gather_batch(const Dataset& d, const std::vector<int>& idx, std::size_t begin,
                    std::size_t end);
 

@@ -6,6 +6,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "evaluators/seeded_random.hpp"
+
 namespace hwnas::eval {
 
 namespace {
@@ -13,21 +15,10 @@ void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
-// Distributions in <random> are implementation-defined; these two helpers use only the engine's
-// raw output so that generated tasks are identical across standard libraries.
-int uniform_int(std::mt19937_64& rng, int lo, int hi) {  // inclusive
-  const std::uint64_t span = static_cast<std::uint64_t>(hi - lo) + 1;
-  return lo + static_cast<int>(rng() % span);
-}
-float uniform01(std::mt19937_64& rng) { return static_cast<float>((rng() >> 40) * 0x1.0p-24); }
-float normal(std::mt19937_64& rng) {  // Box-Muller, one value per call
-  float u1 = std::max(uniform01(rng), 1e-7f), u2 = uniform01(rng);
-  return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
-}
-void shuffle(std::vector<int>& v, std::mt19937_64& rng) {  // Fisher-Yates on raw engine output
-  for (int i = static_cast<int>(v.size()) - 1; i > 0; --i)
-    std::swap(v[static_cast<std::size_t>(i)], v[static_cast<std::size_t>(uniform_int(rng, 0, i))]);
-}
+using seeded::normal;
+using seeded::shuffle;
+using seeded::uniform01;
+using seeded::uniform_int;
 }  // namespace
 
 Dataset sequential_image_rows(const Dataset& images, std::uint64_t permute_seed) {

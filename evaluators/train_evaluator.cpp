@@ -16,10 +16,17 @@ TrainEvaluator::TrainEvaluator(std::shared_ptr<const TrainValSplit> data, TrainE
   options_.train.validate();
 }
 
+std::vector<std::string> TrainEvaluator::metric_names(HeadKind head) {
+  std::vector<std::string> names;
+  for (const auto& m : head_metric_names(head)) names.push_back("val_" + m);
+  for (const char* m : {"val_loss", "train_loss_first", "train_loss_last", "params",
+                        "train_seconds", "samples_per_s", "epochs_run", "host_latency_ms"})
+    names.emplace_back(m);
+  return names;
+}
+
 const std::vector<std::string>& TrainEvaluator::metric_names() {
-  static const std::vector<std::string> names = {
-      "val_accuracy", "val_loss", "train_loss_first", "train_loss_last", "params",
-      "train_seconds", "samples_per_s", "epochs_run", "host_latency_ms"};
+  static const std::vector<std::string> names = metric_names(HeadKind::Classes);
   return names;
 }
 
@@ -47,7 +54,7 @@ EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, 
   tc.log_every_steps = std::max(1, steps_per_epoch * tc.epochs / 10);
   TrainReport rep = train(*model, *train_set, data_->val, tc);
 
-  r.metrics["val_accuracy"] = rep.val_accuracy;
+  for (const auto& [m, v] : rep.val_metrics) r.metrics["val_" + m] = v;
   r.metrics["val_loss"] = rep.val_loss;
   r.metrics["train_loss_first"] = rep.train_loss_first;
   r.metrics["train_loss_last"] = rep.train_loss_last;

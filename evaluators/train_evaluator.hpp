@@ -1,8 +1,8 @@
-// The evaluator that really trains: builds a genome's model, trains it on a classification
-// task (Fashion-MNIST: train split minus a held-out validation set), scores it on validation,
-// times a batch-1 forward pass on this machine, and returns the workload for the hardware models
-// with the activity each node showed in the final validation pass (output and input density,
-// and whatever its block records).
+// The evaluator that really trains: builds a genome's model, trains it on a task's training
+// split with the task head's loss (task_head.hpp), scores it on the task's validation split
+// (never a test split), times a batch-1 forward pass on this machine, and returns the workload
+// for the hardware models with the activity each node showed in the final validation pass
+// (output and input density, and whatever its block records).
 #pragma once
 
 #include <memory>
@@ -14,14 +14,17 @@
 namespace hwnas::eval {
 
 struct TrainEvaluatorOptions {
-  TrainConfig train;          // seed is replaced per evaluation
+  TrainConfig train;          // seed is replaced per evaluation; train.head picks the metrics
   int host_latency_reps = 10; // 0: skip the host latency measurement
 };
 
 class TrainEvaluator final : public Evaluator {
  public:
-  // The metrics every evaluation reports (host_latency_ms only when measured); the search
-  // config's objectives are checked against this list.
+  // The metrics every evaluation reports for a head (host_latency_ms only when measured): val_loss,
+  // "val_" + each head metric (val_accuracy; val_token_accuracy, val_sequence_accuracy;
+  // val_rmse), then the training figures.  The search config's objectives are checked against
+  // this list.  The no-argument form is the classification list.
+  static std::vector<std::string> metric_names(HeadKind head);
   static const std::vector<std::string>& metric_names();
 
   // `data` is shared read-only by every evaluator of a search (one copy of the images).

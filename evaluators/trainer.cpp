@@ -7,6 +7,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "evaluators/metrics.hpp"
 #include "nn/ops.hpp"
 #include "nn/optim.hpp"
 #include "nn/parallel.hpp"
@@ -24,21 +25,19 @@ void bad(const std::string& field, const std::string& why) {
   throw std::invalid_argument("TrainConfig: " + field + " " + why);
 }
 
-nn::Var logits_of(nn::Module& model, const nn::Tensor& x, nn::ForwardContext& ctx) {
-  nn::Var out = model.forward({nn::constant(x)}, ctx);
-  if (out.shape().rank() != 2 || out.dim(0) != x.dim(0))
-    throw std::invalid_argument("train: model '" + model.name() + "' returned shape " +
-                                out.shape().str() + " for a batch of " + std::to_string(x.dim(0)) +
-                                "; expected logits [batch, classes]");
+nn::Var output_of(nn::Module& model, const Batch& b, HeadKind head, nn::ForwardContext& ctx) {
+  nn::Var out = model.forward({nn::constant(b.x)}, ctx);
+  check_head_output(head, out.shape(), b, model.name());
   return out;
 }
 
-void check_dataset(const Dataset& d, const char* which) {
+void check_dataset(const Dataset& d, const char* which, HeadKind head) {
   if (d.size() == 0) throw std::invalid_argument(std::string("train: ") + which + " set is empty");
   if (d.x.empty() || d.x.dim(0) != d.size())
     throw std::invalid_argument(std::string("train: ") + which + " set has " +
                                 std::to_string(d.size()) + " labels but x shape " +
                                 d.x.shape().str());
+  check_head_targets(head, d, which);
 }
 }  // namespace
 
@@ -62,7 +61,8 @@ void TrainConfig::validate() const {
 }
 
 EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
-                     nn::ActivityRecorder* activity) {
+                     nn::ActivityRecorder* activity, HeadKind head) {
+  if (data.size() > 0) check_head_targets(head, data, "evaluation");
   return nn::run_isolated([&] {
     nn::NoGradGuard no_grad;
     nn::ForwardContext ctx;
@@ -73,22 +73,17 @@ EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size,
     BatchIterator it(data, batch_size, /*shuffle=*/false, 0);
     Batch b;
     double loss_sum = 0;
-    std::int64_t correct = 0;
+    MetricAccumulator acc(head);
     while (it.next(b)) {
-      nn::Var logits = logits_of(model, b.x, ctx);
-      loss_sum += static_cast<double>(nn::cross_entropy(logits, b.y).value().item()) * b.size();
-      const nn::Tensor& lv = logits.value();
-      nn::ConstMatrixMap m = lv.matrix();
-      for (int i = 0; i < b.size(); ++i) {
-        Eigen::Index arg = 0;
-        m.row(i).maxCoeff(&arg);
-        correct += (arg == b.y[static_cast<std::size_t>(i)]);
-      }
+      nn::Var out = output_of(model, b, head, ctx);
+      loss_sum += static_cast<double>(head_loss(head, out, b).value().item()) * b.size();
+      acc.add(out.value(), b);
     }
     EvalMetrics r;
     r.samples = data.size();
     r.loss = loss_sum / std::max(1, data.size());
-    r.accuracy = static_cast<double>(correct) / std::max(1, data.size());
+    r.metrics = acc.result();
+    r.accuracy = r.metrics.at(head_primary_metric(head));
     return r;
   });
 }
@@ -100,8 +95,8 @@ double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size)
 TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,
                   const TrainConfig& cfg) {
   cfg.validate();
-  check_dataset(train_set, "training");
-  check_dataset(val_set, "validation");
+  check_dataset(train_set, "training", cfg.head);
+  check_dataset(val_set, "validation", cfg.head);
   // Isolated: while this thread waits inside a parallel op it must not pick up another
   // candidate's loop (grad mode and the graph are per thread).
   return nn::run_isolated([&] {
@@ -147,6 +142,11 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     ctx.training = true;
     ctx.rng = &rng;
 
+    // Early stopping watches the loss or the head's primary metric; as "lower is better".
+    const double sign = cfg.monitor_primary && head_primary_maximize(cfg.head) ? -1.0 : 1.0;
+    auto monitored = [&](const EvalMetrics& m) {
+      return sign * (cfg.monitor_primary ? m.accuracy : m.loss);
+    };
     double best_val = std::numeric_limits<double>::infinity();
     int bad_epochs = 0;
     bool evaluated_final = false;  // val metrics describe the current weights
@@ -172,7 +172,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
         const auto t_step = Clock::now();
         opt->set_lr(sched.lr_at(rep.steps));
         opt->zero_grad();
-        nn::Var loss = nn::cross_entropy(logits_of(model, b.x, ctx), b.y);
+        nn::Var loss = head_loss(cfg.head, output_of(model, b, cfg.head, ctx), b);
         const double l = loss.value().item();
         if (!std::isfinite(l)) {
           rep.stopped_reason = "diverged";
@@ -207,14 +207,17 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
 
       if (per_epoch_eval) {
         rep.val_activity.clear();
-        EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity);
+        EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity, cfg.head);
         rep.epoch_val_loss.push_back(m.loss);
         rep.epoch_val_accuracy.push_back(m.accuracy);
+        rep.epoch_val_primary.push_back(m.accuracy);
         rep.val_loss = epoch_val_loss = m.loss;
         rep.val_accuracy = epoch_val_acc = m.accuracy;
+        rep.val_metrics = m.metrics;
         evaluated_final = true;
-        if (m.loss < best_val - cfg.min_delta) {
-          best_val = m.loss;
+        const double v = monitored(m);
+        if (v < best_val - cfg.min_delta) {
+          best_val = v;
           rep.best_epoch = epoch + 1;
           bad_epochs = 0;
         } else if (cfg.patience > 0 && ++bad_epochs >= cfg.patience) {
@@ -238,9 +241,10 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     // The reported numbers always describe the final model; the activity pass is the final one.
     if (!evaluated_final) {
       rep.val_activity.clear();
-      EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity);
+      EvalMetrics m = evaluate(model, val_set, cfg.eval_batch_size, &rep.val_activity, cfg.head);
       rep.val_loss = m.loss;
       rep.val_accuracy = m.accuracy;
+      rep.val_metrics = m.metrics;
     }
 
     rep.train_seconds = train_time;

@@ -1,9 +1,11 @@
-// Supervised classification training loop shared by every evaluator and benchmark.
+// Supervised training loop shared by every evaluator and benchmark.
 //
-// train() runs mini-batch training of a Module (one input Var [B, ...] -> logits [B, C]) with
-// cross-entropy, AdamW or SGD-momentum, linear warm-up + cosine decay, optional gradient
-// clipping, a budget in epochs and/or seconds (whichever ends first), and early stopping on
-// validation loss.  Evaluation runs under NoGradGuard with ForwardContext::training = false.
+// train() runs mini-batch training of a Module (one input Var [B, ...] -> the head's output)
+// with the head's loss (task_head.hpp: cross-entropy on logits [B, C] by default, per-token
+// cross-entropy, or MSE for regression), AdamW or SGD-momentum, linear warm-up + cosine decay,
+// optional gradient clipping, a budget in epochs and/or seconds (whichever ends first), and early
+// stopping on validation loss or on the head's primary metric.  Evaluation runs under
+// NoGradGuard with ForwardContext::training = false.
 //
 // Threading: train() keeps no global state and runs its loop inside nn::run_isolated, so many
 // candidates may be trained at once from different TBB tasks (each with its own Module).
@@ -13,15 +15,18 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "evaluators/datasets.hpp"
+#include "evaluators/task_head.hpp"
 #include "nn/module.hpp"
 
 namespace hwnas::eval {
 
 struct TrainConfig {
+  HeadKind head = HeadKind::Classes;  // output head: decides the loss and the metrics
   std::string optimizer = "adamw";  // "adamw" | "sgd" (SGD with momentum)
   float lr = 1e-3f;                 // peak learning rate, reached after warm-up
   float weight_decay = 0.0f;        // decoupled for AdamW; L2-style for SGD (as nn/optim.hpp does)
@@ -34,15 +39,19 @@ struct TrainConfig {
   bool cosine = true;               // cosine decay to min_lr_ratio * lr over the epoch budget
   float min_lr_ratio = 0.0f;
   float clip_grad_norm = 0.0f;      // global L2 norm cap, 0 = off
-  int patience = 0;                 // early stopping: epochs without val-loss improvement, 0 = off
+  int patience = 0;                 // early stopping: epochs without improvement, 0 = off
   float min_delta = 0.0f;           // improvement smaller than this does not count
+  // What early stopping and best_epoch watch: false = validation loss, true = the head's primary
+  // metric (accuracy / token_accuracy up, rmse down), as the train evaluator uses.
+  bool monitor_primary = false;
   bool eval_every_epoch = false;    // evaluate on val after every epoch (implied by patience)
   int log_every_steps = 50;         // one TrainReport::step_loss point per this many steps
   int eval_batch_size = 256;
   bool drop_last = false;           // a final batch of size 1 is always skipped (BatchNorm)
   std::uint64_t seed = 0;           // shuffling and dropout
   // Called after every completed epoch (progress logging); val_* are NaN when the epoch was
-  // not evaluated.  Runs on the training thread; must not touch the model.
+  // not evaluated; the last argument is the head's primary metric (accuracy for
+  // classification).  Runs on the training thread; must not touch the model.
   std::function<void(int epoch, double train_loss, double val_loss, double val_accuracy)>
       on_epoch_end;
 
@@ -56,8 +65,10 @@ struct LossPoint {
 };
 
 struct TrainReport {
-  double val_accuracy = 0;  // of the final model
+  double val_accuracy = 0;  // of the final model (the primary metric for non-class heads)
   double val_loss = 0;
+  std::map<std::string, double> val_metrics;  // head_metric_names(head) of the final model
+  std::vector<double> epoch_val_primary;      // the head's primary metric per evaluated epoch
   std::vector<double> epoch_loss;       // mean training loss per (possibly partial) epoch
   std::vector<LossPoint> step_loss;     // mean training loss per log_every_steps window
   std::vector<double> epoch_val_loss;   // when evaluated each epoch
@@ -70,22 +81,24 @@ struct TrainReport {
   double samples_per_s = 0;     // training throughput, evaluation time excluded
   double train_seconds = 0;     // time in training steps
   double seconds = 0;           // whole call, evaluation included
-  int best_epoch = -1;          // epoch (1-based) of the lowest val loss when evaluated per epoch
+  int best_epoch = -1;          // 1-based epoch of the best monitored value (per-epoch eval)
   std::string stopped_reason;   // "epochs" | "time" | "early_stop" | "diverged"
   // Activity per node recorded during the final validation pass (nn/activity.hpp).
   nn::ActivityRecorder val_activity;
 };
 
 struct EvalMetrics {
-  double loss = 0;  // mean cross-entropy
-  double accuracy = 0;
+  double loss = 0;      // mean of the head's loss over batches, weighted by batch size
+  double accuracy = 0;  // the primary metric (accuracy for classification)
   int samples = 0;
+  std::map<std::string, double> metrics;  // head_metric_names(head) -> value
 };
 
 // Forward passes only (NoGradGuard, training = false), in batches.  `activity` (may be null)
 // receives what the model records per node (samples are counted by the model's sinks).
 EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size = 256,
-                     nn::ActivityRecorder* activity = nullptr);
+                     nn::ActivityRecorder* activity = nullptr,
+                     HeadKind head = HeadKind::Classes);
 double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size = 256);
 
 TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,

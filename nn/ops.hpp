@@ -41,6 +41,11 @@ Var log_softmax(const Var& x);  // over the last dim
 // logits [N, C], labels in [0, C); mean over the batch.
 Var cross_entropy(const Var& logits, const std::vector<int>& labels);
 Var mse(const Var& pred, const Var& target);  // mean squared error, -> scalar
+// Per-token cross-entropy: logits [..., C] are read as rows of C (e.g. [B, L, C] -> B*L rows),
+// one label per row; rows labelled `ignore_index` contribute neither loss nor gradient (the
+// unlabelled positions of MQAR or selective copying).  Mean over the labelled rows; 0 with a
+// zero gradient when no row is labelled.
+Var token_cross_entropy(const Var& logits, const std::vector<int>& labels, int ignore_index = -1);
 Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps = 1e-5f);  // over last dim
 
 struct BatchNormState {

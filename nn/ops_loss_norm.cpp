@@ -1,4 +1,5 @@
 // Softmax family, losses, normalisation layers and dropout.
+#include <algorithm>
 #include <cmath>
 
 #include "nn/kernels.hpp"
@@ -121,6 +122,62 @@ Var cross_entropy(const Var& logits, const std::vector<int>& labels) {
     for (int r = 0; r < n; ++r) gx.data()[static_cast<std::int64_t>(r) * c + labels[static_cast<std::size_t>(r)]] -= g;
     accumulate_owned(nx, std::move(gx));
   });
+}
+
+Var token_cross_entropy(const Var& logits, const std::vector<int>& labels, int ignore_index) {
+  const Shape& s = logits.shape();
+  if (s.rank() < 2) shape_error("token_cross_entropy", s, "logits must be [..., C] with rank >= 2");
+  const std::int64_t c = s.back(-1);
+  const std::int64_t rows = c ? logits.value().numel() / c : 0;
+  if (static_cast<std::int64_t>(labels.size()) != rows)
+    shape_error("token_cross_entropy", s, Shape{static_cast<int>(labels.size())},
+                "one label per row of the last dim needed");
+  if (rows == 0) shape_error("token_cross_entropy", s, "empty batch");
+  std::int64_t counted = 0;
+  for (int y : labels) {
+    if (y == ignore_index) continue;
+    if (y < 0 || y >= c)
+      throw std::invalid_argument("token_cross_entropy: label " + std::to_string(y) +
+                                  " out of range [0, " + std::to_string(c) + ") for logits " +
+                                  s.str() + " (ignore_index " + std::to_string(ignore_index) + ")");
+    ++counted;
+  }
+  Tensor probs(s);
+  std::vector<float> row_loss(static_cast<std::size_t>(rows), 0.0f);
+  const float* px = logits.value().data();
+  float* pp = probs.data();
+  parallel_range(rows, 20LL * c, [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const int y = labels[static_cast<std::size_t>(r)];
+      RowArray p(pp + r * c, c);
+      if (y == ignore_index) {
+        p.setZero();  // ignored rows get no gradient
+        continue;
+      }
+      ConstRowArray in(px + r * c, c);
+      const float m = in.maxCoeff();
+      p = (in - m).exp();
+      const float z = p.sum();
+      p /= z;
+      row_loss[static_cast<std::size_t>(r)] = m + std::log(z) - in(y);
+    }
+  });
+  double total = 0;  // fixed-order sum: deterministic
+  for (float l : row_loss) total += l;
+  const float denom = static_cast<float>(std::max<std::int64_t>(counted, 1));
+  Tensor out = Tensor::scalar(static_cast<float>(total / denom));
+  return make_result(std::move(out), {logits},
+                     [probs, labels, c, rows, denom, ignore_index](Node& self) {
+                       Node& nx = parent(self, 0);
+                       const float g = self.grad.item() / denom;
+                       Tensor gx(nx.value.shape());
+                       gx.array() = probs.array() * g;
+                       for (std::int64_t r = 0; r < rows; ++r) {
+                         const int y = labels[static_cast<std::size_t>(r)];
+                         if (y != ignore_index) gx.data()[r * c + y] -= g;
+                       }
+                       accumulate_owned(nx, std::move(gx));
+                     });
 }
 
 Var mse(const Var& pred, const Var& target) {

@@ -7,9 +7,10 @@
 #include <set>
 #include <sstream>
 
+#include "evaluators/task_registry.hpp"
 #include "evaluators/train_evaluator.hpp"
 #include "hwmodels/device.hpp"
-#include "search/task_data.hpp"
+#include "search/evaluator_factory.hpp"
 #include "spaces/space.hpp"
 #include "strategies/registry.hpp"
 
@@ -23,12 +24,12 @@ enum class Type { Int, Number, Bool, String, Choice, StringList, Object, PathOrO
 
 // The single declaration of every configuration parameter.
 struct Param {
-  const char* path;  // dotted, e.g. "budget.evaluations"
+  std::string path;  // dotted, e.g. "budget.evaluations"
   Type type;
   json fallback;  // null: required
   double lo = 0, hi = 0;
   std::vector<std::string> choices = {};
-  const char* description = "";
+  std::string description = "";
 };
 
 const std::vector<Param>& parameter_table() {
@@ -42,78 +43,37 @@ const std::vector<Param>& parameter_table() {
        0,
        {},
        "search space: path to a space JSON (relative to this file) or an inline definition"},
-      {"task.dataset",
-       Type::Choice,
-       "fashion_mnist",
-       0,
-       0,
-       {"fashion_mnist", "fashion_mnist_rows", "associative_recall", "marked_majority", "tabular"},
-       "training data (search/task_data.hpp); fashion_mnist is read from "
-       "/usr/share/datasets/fashion-mnist, the sequence tasks are generated from the seed"},
-      {"task.train_subset",
-       Type::Int,
-       0,
-       0,
-       60000,
-       {},
-       "training samples per candidate (0 = all Fashion-MNIST images not held out for "
-       "validation; 10000 generated sequences)"},
-      {"task.val_size",
-       Type::Int,
-       5000,
-       100,
-       30000,
-       {},
-       "validation images held out of the 60k TRAINING split (the test split is never used)"},
-      {"evaluator.type",
-       Type::Choice,
-       "train",
-       0,
-       0,
-       {"train", "tabular"},
-       "train: really train each candidate; tabular: look metrics up in a CSV"},
-      {"evaluator.epochs", Type::Int, 1, 1, 1000, {}, "training epochs per candidate"},
-      {"evaluator.batch_size", Type::Int, 64, 1, 4096, {}, "minibatch size"},
-      {"evaluator.optimizer", Type::Choice, "adamw", 0, 0, {"adamw", "sgd"}, "optimizer"},
-      {"evaluator.lr", Type::Number, 3e-3, 1e-7, 10, {}, "peak learning rate (cosine schedule)"},
-      {"evaluator.weight_decay", Type::Number, 1e-4, 0, 1, {}, "decoupled weight decay"},
-      {"evaluator.momentum", Type::Number, 0.9, 0, 0.999, {}, "SGD momentum"},
-      {"evaluator.max_seconds",
-       Type::Number,
-       0,
-       0,
-       1e6,
-       {},
-       "wall-clock training budget per candidate (0 = epochs only)"},
-      {"evaluator.host_latency_reps",
-       Type::Int,
-       10,
-       0,
-       10000,
-       {},
-       "timed batch-1 forward passes for the host latency (median); 0 disables"},
-      {"evaluator.csv",
+      {"task.name",
        Type::String,
        "",
        0,
        0,
        {},
-       "tabular evaluator: CSV file (relative to this file)"},
-      {"evaluator.key_column",
-       Type::String,
-       "arch",
+       "task to train on (`hwnas tasks` lists them and their parameters, which sit next to "
+       "name in the task object); default fashion_mnist; 'tabular' with evaluator 'tabular'"},
+      {"task.dataset", Type::String, "", 0, 0, {}, "the older spelling of task.name"},
+      {"task.train_subset",
+       Type::Int,
        0,
        0,
+       1000000,
        {},
-       "tabular evaluator: architecture column"},
-      {"evaluator.metrics",
+       "training samples per candidate (0 = the task's default: all Fashion-MNIST images not "
+       "held out for validation, 10000 generated samples)"},
+      {"task.val_size",
+       Type::Int,
+       5000,
+       100,
+       100000,
+       {},
+       "validation samples, held out of TRAINING data or generated (a test split is never used)"},
+      {"evaluator",
        Type::Object,
-       json{{"val_accuracy", "val_accuracy"}},
+       json{{"type", "train"}},
        0,
        0,
        {},
-       "tabular evaluator: reported metric -> CSV column; \"{epochs}\" in a column name becomes "
-       "the fidelity's epochs (e.g. {\"val_accuracy\": \"valid_acc_{epochs}\"})"},
+       "evaluator object: {\"type\": train | tabular, ...}; its parameters are listed below"},
       {"strategy",
        Type::Object,
        json{{"type", "regularized_evolution"}},
@@ -296,6 +256,7 @@ void reject_unknown(const json& j, const std::string& prefix) {
         parent = true;
     }
     if (exact) continue;
+    if (prefix == "task") continue;  // a task's own parameters: the task registry checks them
     if (parent && value.is_object()) {
       reject_unknown(value, path);
       continue;
@@ -320,6 +281,64 @@ json read_json_file(const fs::path& file, const std::string& where) {
   } catch (const json::parse_error& e) {
     throw ConfigError(where + ": '" + file.string() + "' is not valid JSON: " + e.what());
   }
+}
+
+// The config-table form of a registered family's ParamSpec, so evaluator parameters are
+// checked (and their errors worded) like every other config field.
+Param param_of(const ParamSpec& spec, const std::string& prefix) {
+  Param p{prefix + spec.name, Type::Object, spec.default_value, spec.min,
+          spec.max,           {},           spec.description};
+  switch (spec.type) {
+    case ParamType::Int:
+      p.type = Type::Int;
+      break;
+    case ParamType::Float:
+      p.type = Type::Number;
+      break;
+    case ParamType::Bool:
+      p.type = Type::Bool;
+      break;
+    case ParamType::String:
+      p.type = Type::String;
+      break;
+    case ParamType::Json:
+      p.type = Type::Object;
+      break;
+    case ParamType::Choice:
+      p.type = Type::Choice;
+      for (const auto& v : spec.values) p.choices.push_back(v.get<std::string>());
+      break;
+  }
+  return p;
+}
+
+// Validates the evaluator object against its registry entry and fills the defaults.
+json resolve_evaluator(const json& given, const EvaluatorEntry*& entry) {
+  json ev = given;
+  if (!ev.contains("type")) ev["type"] = "train";
+  if (!ev["type"].is_string()) fail("evaluator.type", "must be a string, got " + ev["type"].dump());
+  entry = evaluator_registry().find(ev["type"].get<std::string>());
+  if (!entry) {
+    std::string list;
+    for (const auto& n : evaluator_registry().names()) list += (list.empty() ? "" : ", ") + n;
+    fail("evaluator.type", "'" + ev["type"].get<std::string>() + "' is not one of: " + list);
+  }
+  json out = json{{"type", entry->name}};
+  for (const auto& [key, value] : ev.items()) {
+    if (key == "type") continue;
+    auto it = std::find_if(entry->params.begin(), entry->params.end(),
+                           [&](const ParamSpec& p) { return p.name == key; });
+    if (it == entry->params.end()) {
+      std::string known = "evaluator.type";
+      for (const auto& p : entry->params) known += ", evaluator." + p.name;
+      fail("evaluator." + key,
+           "unknown field for evaluator '" + entry->name + "'; known fields: " + known);
+    }
+    out[key] = check_value(param_of(*it, "evaluator."), value);
+  }
+  for (const auto& p : entry->params)
+    if (!out.contains(p.name)) out[p.name] = p.default_value;
+  return out;
 }
 
 std::string resolve(const std::string& base_dir, const std::string& p) {
@@ -381,46 +400,62 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   }
   r["space"] = c.space;  // store the resolved definition so the run is self-contained
 
-  c.dataset = r["task"]["dataset"];
+  // Task: task.name (or the older task.dataset), then the task's own parameters.
+  const std::string task_name = r["task"]["name"], task_dataset = r["task"]["dataset"];
+  if (!task_name.empty() && !task_dataset.empty() && task_name != task_dataset)
+    fail("task.name",
+         "'" + task_name + "' and task.dataset '" + task_dataset + "' disagree; give one of them");
+  c.dataset = !task_name.empty()      ? task_name
+              : !task_dataset.empty() ? task_dataset
+                                      : "fashion_mnist";
+  r["task"]["name"] = r["task"]["dataset"] = c.dataset;
   c.train_subset = r["task"]["train_subset"];
   c.val_size = r["task"]["val_size"];
-
-  const json& ev = r["evaluator"];
-  c.evaluator = ev["type"];
-  c.epochs = ev["epochs"];
-  c.batch_size = ev["batch_size"];
-  c.optimizer = ev["optimizer"];
-  c.lr = ev["lr"];
-  c.weight_decay = ev["weight_decay"];
-  c.momentum = ev["momentum"];
-  c.candidate_seconds = ev["max_seconds"];
-  c.host_latency_reps = ev["host_latency_reps"];
-  c.tabular_key = ev["key_column"];
-  c.tabular_metrics = ev["metrics"];
-  for (const auto& [k, v] : c.tabular_metrics.items())
-    if (!v.is_string())
-      fail("evaluator.metrics." + k, "must be a CSV column name, got " + v.dump());
-  if (c.evaluator == "tabular") {
-    if (ev["csv"].get<std::string>().empty())
-      fail("evaluator.csv", "required when evaluator.type is 'tabular'");
-    c.tabular_csv = resolve(base_dir, ev["csv"]);
-    if (!fs::exists(c.tabular_csv))
-      fail("evaluator.csv", "file '" + c.tabular_csv + "' does not exist");
-    r["evaluator"]["csv"] = c.tabular_csv;
-  }
-  if ((c.evaluator == "tabular") != (c.dataset == "tabular"))
-    fail("evaluator.type", "'" + c.evaluator + "' does not match task.dataset '" + c.dataset +
-                               "' (use both 'tabular' or a dataset with evaluator 'train')");
-  if (c.evaluator == "train") {
+  const eval::TaskEntry* task_entry = nullptr;
+  if (c.dataset != "tabular") {
+    task_entry = eval::task_registry().find(c.dataset);
+    if (!task_entry)
+      fail(task_name.empty() ? "task.dataset" : "task.name",
+           "unknown task '" + c.dataset + "' (known: " + eval::task_registry().known_list() +
+               "; or tabular with evaluator 'tabular')");
+    const json* given = find(j, "task");
     try {
-      check_task_fits(c.dataset, space->input_type(), space->num_outputs());
+      c.task_params = eval::resolve_task(c.dataset, given ? *given : json(), "config.task").params;
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError(e.what());
+    }
+    for (const auto& [k, v] : c.task_params.items()) r["task"][k] = v;
+  } else {
+    c.task_params = json::object();
+  }
+
+  // Evaluator: its registry entry declares and fills its parameters.
+  const EvaluatorEntry* ev_entry = nullptr;
+  c.evaluator_params = resolve_evaluator(r["evaluator"], ev_entry);
+  c.evaluator = ev_entry->name;
+  ev_entry->configure(c, base_dir);
+  r["evaluator"] = c.evaluator_params;
+  if (task_entry && c.evaluator == "train") {
+    try {
+      // A sample architecture's output type shows whether the space pools (one output per
+      // sample) or keeps the sequence (one output per token), which the task's head decides.
+      spaces::Rng rng(c.seed);
+      const spaces::Genome g = space->sample(rng);
+      const spaces::TensorType out = g.graph()[g.output_node()].out;
+      eval::check_task_fits(eval::resolve_task(c.dataset, c.task_params), space->input_type(),
+                            space->num_outputs(), &out);
     } catch (const std::invalid_argument& e) {
       fail("space", e.what());
     }
-    if (c.dataset.starts_with("fashion_mnist") && c.train_subset > 60000 - c.val_size)
+    const int left = task_entry->max_samples - c.val_size;
+    if (left <= 0)
+      fail("task.val_size", std::to_string(c.val_size) + " leaves no training samples of task '" +
+                                c.dataset + "' (at most " +
+                                std::to_string(task_entry->max_samples) + " in all)");
+    if (c.train_subset > left)
       fail("task.train_subset", std::to_string(c.train_subset) + " exceeds the " +
-                                    std::to_string(60000 - c.val_size) +
-                                    " training images left after task.val_size");
+                                    std::to_string(left) +
+                                    " training samples left after task.val_size");
   }
 
   // Strategy: its registry entry validates the parameters and fills the defaults, which are
@@ -472,11 +507,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   }
   // Every objective must be something the evaluator reports or a device cost: a typo would
   // otherwise turn every objective into NaN and every front empty.
-  std::vector<std::string> metrics;
-  if (c.evaluator == "train")
-    metrics = eval::TrainEvaluator::metric_names();
-  else
-    for (const auto& [k, v] : c.tabular_metrics.items()) metrics.push_back(k);
+  const std::vector<std::string> metrics = ev_entry->metric_names(c);
   for (std::size_t i = 0; i < c.pareto_objectives.size(); ++i) {
     const auto& o = c.pareto_objectives[i];
     if (o.is_cost() || std::find(metrics.begin(), metrics.end(), o.metric) != metrics.end())
@@ -528,6 +559,26 @@ std::string describe_parameters() {
   }
   // Strategy parameters come from the strategy registry, where each strategy declares them.
   os << "\nStrategy parameters (by strategy.type):\n" << strategies::describe_strategy_params();
+  os << describe_task_and_evaluator_parameters();
+  return os.str();
+}
+
+// ---- tasks and evaluators (their registries declare the parameters) ----
+std::string describe_task_and_evaluator_parameters() {
+  std::ostringstream os;
+  os << "\nEvaluator parameters (evaluator.type picks the evaluator; only its parameters are "
+        "accepted):\n";
+  for (const auto& [name, e] : evaluator_registry().entries()) {
+    os << "evaluator.type = " << name << ": " << e.description << "\n";
+    os << describe_params(e.params, "evaluator.");
+  }
+  os << "\nTask parameters (task.name picks the task; its parameters sit next to it, e.g. "
+        "{\"name\": \"mqar\", \"seq_len\": 128}; `hwnas tasks` shows inputs and heads):\n";
+  for (const auto& [name, t] : eval::task_registry().entries()) {
+    os << "task.name = " << name << ": " << t.description << "\n";
+    if (t.params.empty()) os << "  (no parameters besides task.train_subset, task.val_size)\n";
+    os << describe_params(t.params, "task.");
+  }
   return os.str();
 }
 

@@ -35,12 +35,14 @@ struct SearchConfig {
   nlohmann::json space;     // resolved space definition (inline or loaded from "space" path)
 
   // task
-  std::string dataset;      // "fashion_mnist" | "tabular"
-  int train_subset = 0;     // training images used (0 = all not held out for validation)
+  std::string dataset;  // the task name (task.name or task.dataset), or "tabular"
+  nlohmann::json task_params = nlohmann::json::object();  // the task's own parameters, resolved
+  int train_subset = 0;  // training samples used (0 = the task's default)
   int val_size = 0;
 
   // evaluator
-  std::string evaluator;  // "train" | "tabular"
+  std::string evaluator;            // "train" | "tabular" (search/evaluator_factory.hpp's registry)
+  nlohmann::json evaluator_params;  // the resolved evaluator object, "type" included
   int epochs = 1;
   int batch_size = 64;
   std::string optimizer;
@@ -72,5 +74,7 @@ SearchConfig load_config(const std::string& path);
 SearchConfig parse_config(const nlohmann::json& j, const std::string& base_dir);
 // A table of every declared parameter: path, type, default, range, description.
 std::string describe_parameters();
+// The part of describe_parameters() that comes from the task and evaluator registries.
+std::string describe_task_and_evaluator_parameters();
 
 }  // namespace hwnas::search

@@ -69,8 +69,9 @@ TEST_P(TrainedExample, RunsShrunkToSeconds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, TrainedExample,
-                         ::testing::Values("quickstart.json", "search_mlp.json", "search_attention.json",
-                                           "search_darts_cell.json"),
+                         ::testing::Values("quickstart.json", "search_mlp.json",
+                                           "search_attention.json", "search_darts_cell.json",
+                                           "search_symbolic.json"),
                          [](const auto& info) {
                            std::string n = info.param.substr(0, info.param.find('.'));
                            n.erase(std::remove(n.begin(), n.end(), '_'), n.end());
