@@ -17,9 +17,9 @@
 #include <random>
 #include <string>
 
+#include "bench/models.hpp"
 #include "evaluators/datasets.hpp"
 #include "evaluators/trainer.hpp"
-#include "bench/models.hpp"
 #include "nn/layers.hpp"
 #include "nn/parallel.hpp"
 
@@ -69,13 +69,14 @@ void run(const char* label, Make make, const Dataset& train_set, const Dataset& 
   TrainReport r = train(*model, train_set, val_set, cfg);
   int best = 0;
   for (std::size_t e = 0; e < r.epoch_val_accuracy.size(); ++e)
-    if (r.epoch_val_accuracy[e] >= r.epoch_val_accuracy[static_cast<std::size_t>(best)])  // ties: later
+    if (r.epoch_val_accuracy[e] >=
+        r.epoch_val_accuracy[static_cast<std::size_t>(best)])  // ties: later
       best = static_cast<int>(e);
   const int selected = best + 1;
   double val_acc = r.epoch_val_accuracy[static_cast<std::size_t>(best)];
   if (selected != r.epochs_run) {
-    std::printf("[%s] best validation epoch %d < %d: retraining with %d epochs\n", label,
-                selected, r.epochs_run, selected);
+    std::printf("[%s] best validation epoch %d < %d: retraining with %d epochs\n", label, selected,
+                r.epochs_run, selected);
     model = make();
     cfg.epochs = selected;
     TrainReport r2 = train(*model, train_set, val_set, cfg);
@@ -102,13 +103,20 @@ Args parse(int argc, char** argv) {
       std::exit(2);
     }
     std::string v = argv[++i];
-    if (k == "--model") a.model = v;
-    else if (k == "--cnn-epochs") a.cnn_epochs = std::stoi(v);
-    else if (k == "--mlp-epochs") a.mlp_epochs = std::stoi(v);
-    else if (k == "--threads") a.threads = std::stoi(v);
-    else if (k == "--val") a.val = std::stoi(v);
-    else if (k == "--subset") a.subset = std::stoi(v);
-    else if (k == "--seed") a.seed = std::stoull(v);
+    if (k == "--model")
+      a.model = v;
+    else if (k == "--cnn-epochs")
+      a.cnn_epochs = std::stoi(v);
+    else if (k == "--mlp-epochs")
+      a.mlp_epochs = std::stoi(v);
+    else if (k == "--threads")
+      a.threads = std::stoi(v);
+    else if (k == "--val")
+      a.val = std::stoi(v);
+    else if (k == "--subset")
+      a.subset = std::stoi(v);
+    else if (k == "--seed")
+      a.seed = std::stoull(v);
     else if (k == "--cnn-width" && i + 1 < argc) {
       a.cnn_w1 = std::stoi(v);
       a.cnn_w2 = std::stoi(argv[++i]);
@@ -146,7 +154,8 @@ int main(int argc, char** argv) {
     c.epochs = a.cnn_epochs;
     c.warmup_epochs = 0.5f;
     c.seed = a.seed;
-    run("cnn",
+    run(
+        "cnn",
         [&] {
           std::mt19937_64 rng(a.seed + 1);
           return std::make_unique<Cnn>(rng, a.cnn_w1, a.cnn_w2);
@@ -162,7 +171,8 @@ int main(int argc, char** argv) {
     c.epochs = a.mlp_epochs;
     c.warmup_epochs = 0.5f;
     c.seed = a.seed;
-    run("mlp",
+    run(
+        "mlp",
         [&] {
           std::mt19937_64 rng(a.seed + 2);
           return std::make_unique<Mlp>(rng);

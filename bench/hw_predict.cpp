@@ -41,8 +41,10 @@ Workload nb201_like(std::mt19937_64& rng) {
   std::uniform_int_distribution<int> op(0, 4);
   int ops[6];
   for (int& o : ops) o = op(rng);
-  w.nodes.push_back(mk("stem", OpCategory::Conv, 27.0 * 16 * 1024, 27 * 16 * 4, 3 * 1024 * 4, 16 * 1024 * 4));
-  w.nodes.push_back(mk("stem_bn", OpCategory::Norm, 0, 64 * 4, 16 * 1024 * 4, 16 * 1024 * 4, 2 * 16 * 1024));
+  w.nodes.push_back(
+      mk("stem", OpCategory::Conv, 27.0 * 16 * 1024, 27 * 16 * 4, 3 * 1024 * 4, 16 * 1024 * 4));
+  w.nodes.push_back(
+      mk("stem_bn", OpCategory::Norm, 0, 64 * 4, 16 * 1024 * 4, 16 * 1024 * 4, 2 * 16 * 1024));
   for (int stage = 0; stage < 3; ++stage) {
     const double C = 16 << stage, HW = 1024 >> (2 * stage), act = C * HW * 4;
     if (stage > 0) {  // residual reduction block: conv3x3 s2, conv3x3, shortcut pool + conv1x1
@@ -50,19 +52,23 @@ Workload nb201_like(std::mt19937_64& rng) {
       w.nodes.push_back(mk("red_a", OpCategory::Conv, 9 * Cin * C * HW, 9 * Cin * C * 4, inb, act));
       w.nodes.push_back(mk("red_b", OpCategory::Conv, 9 * C * C * HW, 9 * C * C * 4, act, act));
       w.nodes.push_back(mk("red_pool", OpCategory::Pool, 0, 0, inb, Cin * HW * 4, 4 * Cin * HW));
-      w.nodes.push_back(mk("red_sc", OpCategory::Conv, Cin * C * HW, Cin * C * 4, Cin * HW * 4, act));
+      w.nodes.push_back(
+          mk("red_sc", OpCategory::Conv, Cin * C * HW, Cin * C * 4, Cin * HW * 4, act));
       w.nodes.push_back(mk("red_add", OpCategory::Elementwise, 0, 0, 2 * act, act, C * HW));
     }
     for (int cell = 0; cell < 5; ++cell) {
       for (int e = 0; e < 6; ++e) {
         switch (ops[e]) {
-          case 0: break;  // none
-          case 1: break;  // skip: no kernel
+          case 0:
+            break;  // none
+          case 1:
+            break;  // skip: no kernel
           case 2:
           case 3: {
             const double k = ops[e] == 3 ? 9 : 1;
             w.nodes.push_back(mk("relu", OpCategory::Elementwise, 0, 0, act, act, C * HW));
-            w.nodes.push_back(mk("conv", OpCategory::Conv, k * C * C * HW, k * C * C * 4, act, act));
+            w.nodes.push_back(
+                mk("conv", OpCategory::Conv, k * C * C * HW, k * C * C * 4, act, act));
             w.nodes.push_back(mk("bn", OpCategory::Norm, 0, 2 * C * 4, act, act, 2 * C * HW));
             break;
           }
@@ -70,10 +76,12 @@ Workload nb201_like(std::mt19937_64& rng) {
             w.nodes.push_back(mk("avgpool", OpCategory::Pool, 0, 0, act, act, 9 * C * HW));
         }
       }
-      for (int s = 0; s < 3; ++s) w.nodes.push_back(mk("sum", OpCategory::Elementwise, 0, 0, 2 * act, act, C * HW));
+      for (int s = 0; s < 3; ++s)
+        w.nodes.push_back(mk("sum", OpCategory::Elementwise, 0, 0, 2 * act, act, C * HW));
     }
   }
-  w.nodes.push_back(mk("lastbn", OpCategory::Norm, 0, 128 * 4, 64 * 64 * 4, 64 * 64 * 4, 2 * 64 * 64));
+  w.nodes.push_back(
+      mk("lastbn", OpCategory::Norm, 0, 128 * 4, 64 * 64 * 4, 64 * 64 * 4, 2 * 64 * 64));
   w.nodes.push_back(mk("gap", OpCategory::Pool, 0, 0, 64 * 64 * 4, 64 * 4, 64 * 64));
   w.nodes.push_back(mk("fc", OpCategory::Dense, 640, 650 * 4, 64 * 4, 40));
   return w;
@@ -112,12 +120,13 @@ int main(int argc, char** argv) {
   // The same on real NAS-Bench-201 genomes: workloads built by spaces::build_workload from
   // evenly spaced cells of the 15625-cell space (the synthetic pool above isolates the device
   // model; this one is what a search or a rescore actually costs).
-  auto space = hwnas::spaces::make_space(
-      nlohmann::json::parse(R"({"type":"nb201","input":{"kind":"image","shape":[3,32,32]},"outputs":10})"));
+  auto space = hwnas::spaces::make_space(nlohmann::json::parse(
+      R"({"type":"nb201","input":{"kind":"image","shape":[3,32,32]},"outputs":10})"));
   std::vector<Workload> real;
   double real_nodes = 0;
   for (int i = 0; i < n_arch; ++i) {
-    real.push_back(hwnas::spaces::build_workload(space->at(static_cast<std::uint64_t>(i) * 15625 / n_arch)));
+    real.push_back(
+        hwnas::spaces::build_workload(space->at(static_cast<std::uint64_t>(i) * 15625 / n_arch)));
     real_nodes += real.back().nodes.size();
   }
   auto t2 = std::chrono::steady_clock::now();
@@ -125,8 +134,9 @@ int main(int argc, char** argv) {
     for (const auto& w : real) sink += dev->estimate_total(w).latency_ms;
   double s_real = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
   const double rate_real = rounds * double(n_arch) / s_real;
-  std::printf("real NB201 genomes (%.0f nodes/architecture): %.0f architectures/s (target 100000: %s)\n",
-              real_nodes / n_arch, rate_real, rate_real >= 1e5 ? "met" : "NOT met");
+  std::printf(
+      "real NB201 genomes (%.0f nodes/architecture): %.0f architectures/s (target 100000: %s)\n",
+      real_nodes / n_arch, rate_real, rate_real >= 1e5 ? "met" : "NOT met");
   std::printf("(checksum %.6g)\n", sink);
   return rate >= 1e5 && rate_real >= 1e5 ? 0 : 1;
 }

@@ -37,7 +37,11 @@ struct EncoderLayer {
   nn::MultiHeadSelfAttention attn;
   nn::Linear ff1, ff2;
   EncoderLayer(int d, int heads, int ffn, std::mt19937_64& rng)
-      : ln1(d), ln2(d), attn(d, heads, false, 0, rng), ff1(d, ffn, true, rng), ff2(ffn, d, true, rng) {}
+      : ln1(d),
+        ln2(d),
+        attn(d, heads, false, 0, rng),
+        ff1(d, ffn, true, rng),
+        ff2(ffn, d, true, rng) {}
 };
 
 struct Encoder : Model {
@@ -47,7 +51,8 @@ struct Encoder : Model {
   nn::Linear head;
   Encoder(int d_in, int d, int heads, int ffn, int n_layers, int classes, std::mt19937_64& rng)
       : in_proj(d_in, d, true, rng), ln_f(d), head(d, classes, true, rng) {
-    for (int i = 0; i < n_layers; ++i) layers.push_back(std::make_unique<EncoderLayer>(d, heads, ffn, rng));
+    for (int i = 0; i < n_layers; ++i)
+      layers.push_back(std::make_unique<EncoderLayer>(d, heads, ffn, rng));
   }
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     nn::Var x = P(in_proj.forward(P(in.at(0), "input")), "in_proj");
@@ -105,12 +110,18 @@ Args parse(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (k == "--model") a.model = val();
-    else if (k == "--steps") a.steps = std::stoi(val());
-    else if (k == "--warmup") a.warmup = std::stoi(val());
-    else if (k == "--batch") a.batch = std::stoi(val());
-    else if (k == "--threads") a.threads = std::stoi(val());
-    else if (k == "--profile") a.profile = true;
+    if (k == "--model")
+      a.model = val();
+    else if (k == "--steps")
+      a.steps = std::stoi(val());
+    else if (k == "--warmup")
+      a.warmup = std::stoi(val());
+    else if (k == "--batch")
+      a.batch = std::stoi(val());
+    else if (k == "--threads")
+      a.threads = std::stoi(val());
+    else if (k == "--profile")
+      a.profile = true;
     else {
       std::fprintf(stderr,
                    "usage: %s [--model mlp|cnn|attn|all] [--steps N] [--warmup N] [--batch B] "
@@ -230,9 +241,9 @@ void run_model(const std::string& which, const Args& a) {
 int main(int argc, char** argv) {
   Args a = parse(argc, argv);
   nn::ThreadBudget budget(a.threads);
-  std::vector<std::string> models =
-      a.model == "all" ? std::vector<std::string>{"mlp", "cnn", "attn"}
-                       : std::vector<std::string>{a.model};
+  std::vector<std::string> models = a.model == "all"
+                                        ? std::vector<std::string>{"mlp", "cnn", "attn"}
+                                        : std::vector<std::string>{a.model};
   for (const auto& m : models) run_model(m, a);
   return 0;
 }

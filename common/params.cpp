@@ -9,12 +9,18 @@ namespace hwnas {
 
 const char* param_type_name(ParamType t) {
   switch (t) {
-    case ParamType::Int: return "int";
-    case ParamType::Float: return "float";
-    case ParamType::Choice: return "choice";
-    case ParamType::Bool: return "bool";
-    case ParamType::String: return "string";
-    case ParamType::Json: return "json";
+    case ParamType::Int:
+      return "int";
+    case ParamType::Float:
+      return "float";
+    case ParamType::Choice:
+      return "choice";
+    case ParamType::Bool:
+      return "bool";
+    case ParamType::String:
+      return "string";
+    case ParamType::Json:
+      return "json";
   }
   return "?";
 }
@@ -66,7 +72,8 @@ std::string ParamSpec::domain_str() const {
   if (!values.empty()) {
     std::string s = "{";
     for (std::size_t i = 0; i < values.size(); ++i)
-      s += (i ? "," : "") + (values[i].is_string() ? values[i].get<std::string>() : values[i].dump());
+      s += (i ? "," : "") +
+           (values[i].is_string() ? values[i].get<std::string>() : values[i].dump());
     return s + "}";
   }
   return std::string(param_type_name(type)) + " [" + num_str(min) + ", " + num_str(max) + "]";
@@ -105,10 +112,15 @@ std::string ParamSpec::check(const nlohmann::json& v) const {
 }
 
 nlohmann::json ParamSpec::to_json() const {
-  nlohmann::json j{{"name", name}, {"type", param_type_name(type)}, {"default", default_value},
-                   {"domain", domain_str()}, {"description", description}};
-  if (!values.empty()) j["values"] = values;
-  else if (type == ParamType::Int || type == ParamType::Float) j["range"] = {min, max};
+  nlohmann::json j{{"name", name},
+                   {"type", param_type_name(type)},
+                   {"default", default_value},
+                   {"domain", domain_str()},
+                   {"description", description}};
+  if (!values.empty())
+    j["values"] = values;
+  else if (type == ParamType::Int || type == ParamType::Float)
+    j["range"] = {min, max};
   return j;
 }
 
@@ -131,8 +143,8 @@ nlohmann::json resolve_params(const std::vector<ParamSpec>& specs, const nlohman
       auto it = std::find_if(specs.begin(), specs.end(),
                              [&](const ParamSpec& p) { return p.name == key; });
       if (it == specs.end())
-        throw std::invalid_argument(where + "." + key + ": unknown parameter (known: " +
-                                    known_list() + ")");
+        throw std::invalid_argument(where + "." + key +
+                                    ": unknown parameter (known: " + known_list() + ")");
       if (std::string why = it->check(value); !why.empty())
         throw std::invalid_argument(where + "." + key + ": " + why);
       out[key] = value;

@@ -20,7 +20,7 @@ struct ParamSpec {
   ParamType type = ParamType::Int;
   std::vector<nlohmann::json> values;  // allowed set; empty means the range [min, max]
   double min = 0, max = 0;
-  nlohmann::json default_value;        // null: required (resolve_params reports it missing)
+  nlohmann::json default_value;  // null: required (resolve_params reports it missing)
   std::string description;
 
   static ParamSpec int_range(std::string name, int lo, int hi, int def, std::string desc);

@@ -20,9 +20,12 @@ Format parse_format(std::string_view name) {
 
 const char* format_name(Format f) {
   switch (f) {
-    case Format::Table: return "table";
-    case Format::Json: return "json";
-    case Format::Csv: return "csv";
+    case Format::Table:
+      return "table";
+    case Format::Json:
+      return "json";
+    case Format::Csv:
+      return "csv";
   }
   return "?";
 }
@@ -192,8 +195,8 @@ nlohmann::json to_json(const RunInfo& r) {
           {"seed", r.seed},
           {"evaluations", r.evaluations},
           {"started_at", r.started_at},
-          {"finished_at", r.finished_at.empty() ? nlohmann::json(nullptr)
-                                                : nlohmann::json(r.finished_at)},
+          {"finished_at",
+           r.finished_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.finished_at)},
           {"config", r.config}};
 }
 
@@ -212,12 +215,8 @@ nlohmann::json to_json(const CostRecord& c) {
 nlohmann::json to_json(const ParetoRow& p) {
   nlohmann::json cost = to_json(p.cost);
   cost.erase("detail");  // per-node breakdowns are large; `hwnas show` has them
-  return {{"evaluation_id", p.evaluation_id},
-          {"arch_id", p.arch_id},
-          {"arch_hash", p.arch_hash},
-          {"description", p.arch_description},
-          {"metrics", p.metrics},
-          {"cost", cost}};
+  return {{"evaluation_id", p.evaluation_id},  {"arch_id", p.arch_id}, {"arch_hash", p.arch_hash},
+          {"description", p.arch_description}, {"metrics", p.metrics}, {"cost", cost}};
 }
 
 nlohmann::json to_json(const EvaluationRecord& e) {
@@ -254,8 +253,8 @@ std::string format_pareto(const std::vector<ParetoRow>& rows, Format f) {
 
   std::vector<std::string> header{"position", "evaluation", "arch", "hash"};
   header.insert(header.end(), mcols.begin(), mcols.end());
-  for (const char* h : {"device", "feasible", "latency_ms", "energy_mj", "memory_bytes", "reason",
-                        "description"})
+  for (const char* h :
+       {"device", "feasible", "latency_ms", "energy_mj", "memory_bytes", "reason", "description"})
     header.push_back(h);
   std::vector<std::vector<std::string>> cells;
   std::size_t pos = 0;
@@ -286,8 +285,8 @@ std::string format_runs(const std::vector<RunInfo>& runs, Format f) {
     for (const auto& r : runs) arr.push_back(to_json(r));
     return dump_pretty(arr);
   }
-  std::vector<std::string> header{"id", "name", "status", "seed", "evaluations", "started_at",
-                                  "finished_at"};
+  std::vector<std::string> header{"id",          "name",       "status",     "seed",
+                                  "evaluations", "started_at", "finished_at"};
   std::vector<std::vector<std::string>> cells;
   for (const auto& r : runs)
     cells.push_back({std::to_string(r.id), r.name, r.status, std::to_string(r.seed),
@@ -307,7 +306,7 @@ std::string format_architecture(const ArchitectureRow& arch,
                         {"evaluations", ev}});
   }
   if (f == Format::Csv) {
-    std::vector<std::string> header{"evaluation", "run", "status", "device", "feasible",
+    std::vector<std::string> header{"evaluation", "run",       "status",       "device", "feasible",
                                     "latency_ms", "energy_mj", "memory_bytes", "reason"};
     std::vector<std::vector<std::string>> cells;
     for (const auto& e : evals)
@@ -348,9 +347,9 @@ std::string format_architecture(const ArchitectureRow& arch,
   if (!evals.empty()) out += render_table(header, cells);
   out += "\ncosts (" + std::to_string(cost_cells.size()) + "):\n";
   if (!cost_cells.empty())
-    out += render_table({"evaluation", "device", "feasible", "latency_ms", "energy_mj",
-                         "memory_bytes", "reason"},
-                        cost_cells);
+    out += render_table(
+        {"evaluation", "device", "feasible", "latency_ms", "energy_mj", "memory_bytes", "reason"},
+        cost_cells);
   return out;
 }
 

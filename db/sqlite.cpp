@@ -78,8 +78,8 @@ void Statement::Finalizer::operator()(sqlite3_stmt* s) const noexcept { sqlite3_
 Statement::Statement(Connection& conn, std::string_view sql) : conn_(&conn), sql_(sql) {
   sqlite3_stmt* raw = nullptr;
   const char* tail = nullptr;
-  int rc = sqlite3_prepare_v2(conn.db_.get(), sql_.c_str(), static_cast<int>(sql_.size()), &raw,
-                              &tail);
+  int rc =
+      sqlite3_prepare_v2(conn.db_.get(), sql_.c_str(), static_cast<int>(sql_.size()), &raw, &tail);
   stmt_.reset(raw);
   conn.check(rc, sql_);
   if (!raw) throw DbError(with_context("empty statement", sql_));
@@ -97,9 +97,9 @@ Statement& Statement::bind(int index, double v) {
 }
 
 Statement& Statement::bind(int index, std::string_view v) {
-  conn_->check(sqlite3_bind_text64(stmt_.get(), index, v.data(), v.size(), SQLITE_TRANSIENT,
-                                   SQLITE_UTF8),
-               sql_);
+  conn_->check(
+      sqlite3_bind_text64(stmt_.get(), index, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
+      sql_);
   return *this;
 }
 

@@ -73,7 +73,7 @@ class Statement {
   // 0-based column index, as in sqlite3_column_*.
   bool is_null(int col) const;
   std::int64_t get_int(int col) const;
-  double get_double(int col) const;  // NULL reads as NaN (we store NaN as NULL)
+  double get_double(int col) const;     // NULL reads as NaN (we store NaN as NULL)
   std::string get_text(int col) const;  // NULL reads as ""
 
   const std::string& sql() const { return sql_; }

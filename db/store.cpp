@@ -215,8 +215,7 @@ struct Store::Impl {
                     " is newer than this hwnas build supports (" + std::to_string(kSchemaVersion) +
                     "); upgrade hwnas to read it");
     if (version == kSchemaVersion) return;
-    if (version == 0 && app == 0 &&
-        conn.query_int("SELECT count(*) FROM sqlite_schema") > 0)
+    if (version == 0 && app == 0 && conn.query_int("SELECT count(*) FROM sqlite_schema") > 0)
       throw DbError("not an hwnas database (it has tables but no hwnas schema version)");
     if (conn.read_only()) {
       if (version == 0) throw DbError("not an hwnas database (empty file, no schema)");
@@ -300,7 +299,8 @@ struct Store::Impl {
       Statement st(conn, std::string(R"sql(
         SELECT id, run_id, arch_id, metrics, fidelity, workload, loss_curve, wall_seconds,
                worker_rank, status, error, created_at
-        FROM evaluations WHERE )sql") + column + " = ?1 ORDER BY id");
+        FROM evaluations WHERE )sql") +
+                             column + " = ?1 ORDER BY id");
       st.bind(1, id);
       while (st.step()) {
         EvaluationRecord e;
@@ -325,7 +325,8 @@ struct Store::Impl {
       SELECT c.evaluation_id, c.device, c.feasible, c.reason, c.latency_ms, c.energy_mj,
              c.memory_bytes, c.detail, c.activity_source
       FROM costs c JOIN evaluations e ON e.id = c.evaluation_id
-      WHERE e.)sql") + column + " = ?1 ORDER BY c.evaluation_id, c.device");
+      WHERE e.)sql") + column +
+                           " = ?1 ORDER BY c.evaluation_id, c.device");
     st.bind(1, id);
     while (st.step()) {
       auto it = index.find(st.get_int(0));
@@ -450,14 +451,14 @@ void Store::set_pareto(std::int64_t run_id, const std::string& device,
     del.run();
   }
   Statement owner(c, "SELECT run_id FROM evaluations WHERE id = ?1");
-  Statement ins(c, "INSERT INTO pareto (run_id, device, evaluation_id, position) "
-                   "VALUES (?1, ?2, ?3, ?4)");
+  Statement ins(c,
+                "INSERT INTO pareto (run_id, device, evaluation_id, position) "
+                "VALUES (?1, ?2, ?3, ?4)");
   std::int64_t pos = 0;
   for (auto id : evaluation_ids) {
     // A front mixing runs would be silently wrong in every later query; refuse it.
     owner.bind(1, id);
-    if (!owner.step())
-      throw DbError("set_pareto: no evaluation with id " + std::to_string(id));
+    if (!owner.step()) throw DbError("set_pareto: no evaluation with id " + std::to_string(id));
     if (owner.get_int(0) != run_id)
       throw DbError("set_pareto: evaluation " + std::to_string(id) + " belongs to run " +
                     std::to_string(owner.get_int(0)) + ", not run " + std::to_string(run_id));
@@ -562,8 +563,7 @@ std::vector<std::int64_t> Store::architecture_ids_by_hash_prefix(const std::stri
 }
 
 std::vector<std::string> Store::pareto_devices(std::int64_t run_id) const {
-  Statement st(impl_->conn,
-               "SELECT DISTINCT device FROM pareto WHERE run_id = ?1 ORDER BY device");
+  Statement st(impl_->conn, "SELECT DISTINCT device FROM pareto WHERE run_id = ?1 ORDER BY device");
   st.bind(1, run_id);
   std::vector<std::string> out;
   while (st.step()) out.push_back(st.get_text(0));

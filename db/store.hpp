@@ -25,7 +25,7 @@ struct RunInfo {
   std::string name;
   nlohmann::json config;
   std::uint64_t seed = 0;
-  std::string status;  // "running", "finished", "failed", "interrupted"
+  std::string status;                   // "running", "finished", "failed", "interrupted"
   std::string started_at, finished_at;  // ISO-8601 UTC
   std::int64_t evaluations = 0;
 };
@@ -82,7 +82,8 @@ class Store {
 
   int schema_version() const;
 
-  std::int64_t create_run(const std::string& name, const nlohmann::json& config, std::uint64_t seed);
+  std::int64_t create_run(const std::string& name, const nlohmann::json& config,
+                          std::uint64_t seed);
   void finish_run(std::int64_t run_id, const std::string& status);
   // Deduplicated by hash: returns the existing id when the architecture is already stored.
   std::int64_t upsert_architecture(const std::string& hash, const nlohmann::json& canonical_genome,

@@ -119,9 +119,9 @@ void write_idx_gz(const std::string& path, const IdxArray& a) {
   std::size_t total = 1;
   for (int d : a.dims) {
     auto u = static_cast<std::uint32_t>(d);
-    header.insert(header.end(), {static_cast<unsigned char>(u >> 24),
-                                 static_cast<unsigned char>(u >> 16),
-                                 static_cast<unsigned char>(u >> 8), static_cast<unsigned char>(u)});
+    header.insert(header.end(),
+                  {static_cast<unsigned char>(u >> 24), static_cast<unsigned char>(u >> 16),
+                   static_cast<unsigned char>(u >> 8), static_cast<unsigned char>(u)});
     total *= static_cast<std::size_t>(d);
   }
   if (total != a.data.size())
@@ -129,8 +129,8 @@ void write_idx_gz(const std::string& path, const IdxArray& a) {
                                 " elements but data has " + std::to_string(a.data.size()));
   if (gzwrite(f.get(), header.data(), static_cast<unsigned>(header.size())) !=
           static_cast<int>(header.size()) ||
-      (total && gzwrite(f.get(), a.data.data(), static_cast<unsigned>(total)) !=
-                    static_cast<int>(total)))
+      (total &&
+       gzwrite(f.get(), a.data.data(), static_cast<unsigned>(total)) != static_cast<int>(total)))
     throw DatasetError("write failed: " + path);
 }
 
@@ -174,8 +174,8 @@ TrainValSplit load_fashion_mnist_train_val(int val_size, std::uint64_t seed, int
   const int n = all.size();
   if (val_size < 0 || val_size >= n)
     throw std::invalid_argument("load_fashion_mnist_train_val: val_size " +
-                                std::to_string(val_size) + " must be in [0, " +
-                                std::to_string(n) + ")");
+                                std::to_string(val_size) + " must be in [0, " + std::to_string(n) +
+                                ")");
   if (subset < 0 || subset > n - val_size)
     throw std::invalid_argument("load_fashion_mnist_train_val: subset " + std::to_string(subset) +
                                 " must be in [0, " + std::to_string(n - val_size) + "]");

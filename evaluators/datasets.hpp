@@ -26,10 +26,10 @@ namespace hwnas::eval {
 constexpr float kIgnoreTarget = -1.0f;
 
 struct Dataset {
-  nn::Tensor x;           // [N, ...sample dims]
-  std::vector<int> y;     // N labels in [0, num_classes); empty when only `target` is used
-  nn::Tensor target;      // [N, ...target dims] or empty: regression values / per-token ids
-  int num_classes = 0;    // classes of y, or of the per-token ids in target; 0 for regression
+  nn::Tensor x;         // [N, ...sample dims]
+  std::vector<int> y;   // N labels in [0, num_classes); empty when only `target` is used
+  nn::Tensor target;    // [N, ...target dims] or empty: regression values / per-token ids
+  int num_classes = 0;  // classes of y, or of the per-token ids in target; 0 for regression
 
   // Samples: the label count, else the target rows, else x's rows.
   int size() const;
@@ -88,7 +88,7 @@ Dataset take(const Dataset& d, const std::vector<int>& indices);
 Dataset flatten_samples(const Dataset& d);
 
 struct Batch {
-  nn::Tensor x;  // [B, ...sample dims]
+  nn::Tensor x;        // [B, ...sample dims]
   std::vector<int> y;  // empty when the dataset has no class labels
   nn::Tensor target;   // [B, ...target dims] when the dataset has a target tensor
   int size() const { return x.empty() ? 0 : x.dim(0); }

@@ -4,9 +4,9 @@
 
 #include <cstdint>
 #include <map>
-#include <stdexcept>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -18,8 +18,8 @@ namespace hwnas::eval {
 // How much effort one evaluation may spend.
 struct Fidelity {
   int epochs = 1;
-  int train_subset = 0;     // 0: the whole training split
-  double max_seconds = 0;   // 0: no wall-clock budget
+  int train_subset = 0;    // 0: the whole training split
+  double max_seconds = 0;  // 0: no wall-clock budget
   nlohmann::json to_json() const;
   static Fidelity from_json(const nlohmann::json& j);
 };

@@ -23,10 +23,10 @@ Dataset sequential_image_rows(const Dataset& images, std::uint64_t permute_seed 
 
 struct AssociativeRecallConfig {
   int samples = 10000;
-  int seq_len = 64;     // tokens, including the final query token
-  int num_keys = 16;    // key vocabulary
-  int num_values = 8;   // classes
-  int pairs = 8;        // key/value pairs per sequence (distinct keys), <= min(num_keys, seq_len-1)
+  int seq_len = 64;    // tokens, including the final query token
+  int num_keys = 16;   // key vocabulary
+  int num_values = 8;  // classes
+  int pairs = 8;       // key/value pairs per sequence (distinct keys), <= min(num_keys, seq_len-1)
 };
 // Feature layout per token: [key one-hot (num_keys) | value one-hot (num_values) | query flag].
 // Pair tokens carry key and value; the query token (last position) carries its key and the flag;
@@ -36,10 +36,10 @@ Dataset make_associative_recall(const AssociativeRecallConfig& cfg, std::uint64_
 struct MarkedMajorityConfig {
   int samples = 10000;
   int seq_len = 64;
-  int features = 16;       // >= 2: [marker, sign, gaussian noise...]
-  int min_marked = 3;      // marked tokens per sequence drawn uniformly, odd counts only
+  int features = 16;   // >= 2: [marker, sign, gaussian noise...]
+  int min_marked = 3;  // marked tokens per sequence drawn uniformly, odd counts only
   int max_marked = 15;
-  float noise = 0.5f;      // std of the noise features
+  float noise = 0.5f;  // std of the noise features
 };
 // num_classes = 2 (1: marked signs sum > 0).  Classes are balanced in expectation.
 Dataset make_marked_majority(const MarkedMajorityConfig& cfg, std::uint64_t seed);

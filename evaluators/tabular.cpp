@@ -25,7 +25,8 @@ bool parse_double(const std::string& s, double& v) {
 }  // namespace
 
 TabularConfig TabularConfig::from_json(const nlohmann::json& j) {
-  if (!j.is_object()) throw std::invalid_argument("tabular: config must be an object {file, key, metrics}");
+  if (!j.is_object())
+    throw std::invalid_argument("tabular: config must be an object {file, key, metrics}");
   for (const auto& [k, v] : j.items())
     if (k != "file" && k != "key" && k != "metrics")
       throw std::invalid_argument("tabular." + k + ": unknown field (allowed: file, key, metrics)");
@@ -40,7 +41,8 @@ TabularConfig TabularConfig::from_json(const nlohmann::json& j) {
   if (!j.contains("metrics") || !j["metrics"].is_object() || j["metrics"].empty())
     throw std::invalid_argument("tabular.metrics: must be a non-empty object {metric: column}");
   for (const auto& [k, v] : j["metrics"].items()) {
-    if (!v.is_string()) throw std::invalid_argument("tabular.metrics." + k + ": must be a column name");
+    if (!v.is_string())
+      throw std::invalid_argument("tabular.metrics." + k + ": must be a column name");
     c.metrics[k] = v.get<std::string>();
   }
   return c;
@@ -49,18 +51,20 @@ TabularConfig TabularConfig::from_json(const nlohmann::json& j) {
 TabularEvaluator::TabularEvaluator(std::shared_ptr<const spaces::Space> space, TabularConfig config)
     : space_(std::move(space)), config_(std::move(config)) {
   if (!space_) throw std::invalid_argument("tabular: no search space given");
-  if (config_.metrics.empty()) throw std::invalid_argument("tabular.metrics: must name at least one column");
+  if (config_.metrics.empty())
+    throw std::invalid_argument("tabular.metrics: must name at least one column");
   std::ifstream in(config_.file);
   if (!in) throw std::invalid_argument("tabular.file: '" + config_.file + "' cannot be opened");
   std::string line;
-  if (!std::getline(in, line)) throw std::invalid_argument("tabular.file: '" + config_.file + "' is empty");
+  if (!std::getline(in, line))
+    throw std::invalid_argument("tabular.file: '" + config_.file + "' is empty");
   header_ = split_csv_line(line);
   for (std::size_t i = 0; i < header_.size(); ++i) column_[header_[i]] = i;
   std::string cols;
   for (const auto& h : header_) cols += (cols.empty() ? "" : ", ") + h;
   if (!column_.count(config_.key_column))
-    throw std::invalid_argument("tabular.key: column '" + config_.key_column + "' not in " + config_.file +
-                                " (columns: " + cols + ")");
+    throw std::invalid_argument("tabular.key: column '" + config_.key_column + "' not in " +
+                                config_.file + " (columns: " + cols + ")");
   for (const auto& [metric, col] : config_.metrics)
     if (col.find("{epochs}") == std::string::npos && !column_.count(col))
       throw std::invalid_argument("tabular.metrics." + metric + ": column '" + col + "' not in " +
@@ -72,19 +76,20 @@ TabularEvaluator::TabularEvaluator(std::shared_ptr<const spaces::Space> space, T
     if (line.empty() || line == "\r") continue;
     auto cells = split_csv_line(line);
     if (cells.size() != header_.size())
-      throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": " + std::to_string(cells.size()) +
-                                  " fields, header has " + std::to_string(header_.size()));
+      throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": " +
+                                  std::to_string(cells.size()) + " fields, header has " +
+                                  std::to_string(header_.size()));
     // Numeric checks for the fixed metric columns happen here, once.
     for (const auto& [metric, col] : config_.metrics) {
       auto it = column_.find(col);
       double v;
       if (it != column_.end() && !parse_double(cells[it->second], v))
-        throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": column '" + col +
-                                    "' = '" + cells[it->second] + "' is not a number");
+        throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": column '" +
+                                    col + "' = '" + cells[it->second] + "' is not a number");
     }
     if (!index_.emplace(cells[key], cells_.size()).second)
-      throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": duplicate architecture '" +
-                                  cells[key] + "'");
+      throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) +
+                                  ": duplicate architecture '" + cells[key] + "'");
     cells_.push_back(std::move(cells));
   }
 }
@@ -94,8 +99,8 @@ std::string TabularEvaluator::column_for(const std::string& templ, int epochs) c
   auto pos = col.find("{epochs}");
   if (pos != std::string::npos) col.replace(pos, 8, std::to_string(epochs));
   if (!column_.count(col))
-    throw std::invalid_argument("tabular: column '" + col + "' (from '" + templ + "' at " + std::to_string(epochs) +
-                                " epochs) not in " + config_.file);
+    throw std::invalid_argument("tabular: column '" + col + "' (from '" + templ + "' at " +
+                                std::to_string(epochs) + " epochs) not in " + config_.file);
   return col;
 }
 
@@ -103,14 +108,16 @@ std::map<std::string, double> TabularEvaluator::lookup(const std::string& arch, 
   auto it = index_.find(arch);
   if (it == index_.end())
     throw TabularMissError("tabular: architecture '" + arch + "' not in " + config_.file + " (" +
-                           std::to_string(index_.size()) + " rows keyed by column '" + config_.key_column + "')");
+                           std::to_string(index_.size()) + " rows keyed by column '" +
+                           config_.key_column + "')");
   std::map<std::string, double> out;
   for (const auto& [metric, templ] : config_.metrics) {
     std::string col = column_for(templ, epochs);
     const std::string& cell = cells_[it->second][column_.at(col)];
     double v;
     if (!parse_double(cell, v))
-      throw std::invalid_argument("tabular: '" + arch + "' column '" + col + "' = '" + cell + "' is not a number");
+      throw std::invalid_argument("tabular: '" + arch + "' column '" + col + "' = '" + cell +
+                                  "' is not a number");
     out[metric] = v;
   }
   return out;

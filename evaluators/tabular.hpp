@@ -3,7 +3,8 @@
 // the validation column; reporting may add the test column under another metric name.
 //
 // Config (JSON): {"file": "nb201.csv", "key": "arch",
-//                 "metrics": {"val_accuracy": "valid_acc_{epochs}", "test_accuracy": "test_acc_200"}}
+//                 "metrics": {"val_accuracy": "valid_acc_{epochs}", "test_accuracy":
+//                 "test_acc_200"}}
 // "{epochs}" in a column name is replaced by the fidelity's epochs, so one table serves several
 // fidelities.  Keys are the space's describe() strings.  The workload is the genome's static one.
 #pragma once

@@ -11,7 +11,8 @@
 
 namespace hwnas::eval {
 
-TrainEvaluator::TrainEvaluator(std::shared_ptr<const TrainValSplit> data, TrainEvaluatorOptions options)
+TrainEvaluator::TrainEvaluator(std::shared_ptr<const TrainValSplit> data,
+                               TrainEvaluatorOptions options)
     : data_(std::move(data)), options_(std::move(options)) {
   options_.train.validate();
 }
@@ -30,7 +31,8 @@ const std::vector<std::string>& TrainEvaluator::metric_names() {
   return names;
 }
 
-EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f, std::uint64_t seed) {
+EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f,
+                                    std::uint64_t seed) {
   EvalResult r;
   auto model = spaces::build_model(g, seed);
 

@@ -14,8 +14,8 @@
 namespace hwnas::eval {
 
 struct TrainEvaluatorOptions {
-  TrainConfig train;          // seed is replaced per evaluation; train.head picks the metrics
-  int host_latency_reps = 10; // 0: skip the host latency measurement
+  TrainConfig train;           // seed is replaced per evaluation; train.head picks the metrics
+  int host_latency_reps = 10;  // 0: skip the host latency measurement
 };
 
 class TrainEvaluator final : public Evaluator {

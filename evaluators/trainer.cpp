@@ -105,12 +105,14 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
 
     std::vector<nn::Var> params;
     model.collect_parameters(params);
-    if (params.empty()) throw std::invalid_argument("train: model '" + model.name() + "' has no parameters");
+    if (params.empty())
+      throw std::invalid_argument("train: model '" + model.name() + "' has no parameters");
 
     BatchIterator it(train_set, cfg.batch_size, /*shuffle=*/true, cfg.seed, cfg.drop_last);
     const int per_epoch = std::max(1, it.batches_per_epoch());
     // Without an epoch budget (time only) the schedule still needs a horizon; use a generous one.
-    const int epoch_budget = cfg.epochs > 0 ? cfg.epochs : std::numeric_limits<int>::max() / per_epoch;
+    const int epoch_budget =
+        cfg.epochs > 0 ? cfg.epochs : std::numeric_limits<int>::max() / per_epoch;
     const std::int64_t total_steps = static_cast<std::int64_t>(epoch_budget) * per_epoch;
     const std::int64_t warmup =
         cfg.warmup_steps + static_cast<std::int64_t>(std::llround(cfg.warmup_epochs * per_epoch));

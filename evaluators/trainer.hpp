@@ -27,28 +27,28 @@ namespace hwnas::eval {
 
 struct TrainConfig {
   HeadKind head = HeadKind::Classes;  // output head: decides the loss and the metrics
-  std::string optimizer = "adamw";  // "adamw" | "sgd" (SGD with momentum)
-  float lr = 1e-3f;                 // peak learning rate, reached after warm-up
-  float weight_decay = 0.0f;        // decoupled for AdamW; L2-style for SGD (as nn/optim.hpp does)
-  float momentum = 0.9f;            // SGD only
+  std::string optimizer = "adamw";    // "adamw" | "sgd" (SGD with momentum)
+  float lr = 1e-3f;                   // peak learning rate, reached after warm-up
+  float weight_decay = 0.0f;  // decoupled for AdamW; L2-style for SGD (as nn/optim.hpp does)
+  float momentum = 0.9f;      // SGD only
   int batch_size = 64;
-  int epochs = 1;                   // epoch budget; the cosine schedule spans it
-  double max_seconds = 0;           // wall-clock budget for the loop, 0 = none
-  int warmup_steps = 0;             // linear warm-up steps (added to warmup_epochs' steps)
-  float warmup_epochs = 0;          // warm-up in (fractional) epochs
-  bool cosine = true;               // cosine decay to min_lr_ratio * lr over the epoch budget
+  int epochs = 1;           // epoch budget; the cosine schedule spans it
+  double max_seconds = 0;   // wall-clock budget for the loop, 0 = none
+  int warmup_steps = 0;     // linear warm-up steps (added to warmup_epochs' steps)
+  float warmup_epochs = 0;  // warm-up in (fractional) epochs
+  bool cosine = true;       // cosine decay to min_lr_ratio * lr over the epoch budget
   float min_lr_ratio = 0.0f;
-  float clip_grad_norm = 0.0f;      // global L2 norm cap, 0 = off
-  int patience = 0;                 // early stopping: epochs without improvement, 0 = off
-  float min_delta = 0.0f;           // improvement smaller than this does not count
+  float clip_grad_norm = 0.0f;  // global L2 norm cap, 0 = off
+  int patience = 0;             // early stopping: epochs without improvement, 0 = off
+  float min_delta = 0.0f;       // improvement smaller than this does not count
   // What early stopping and best_epoch watch: false = validation loss, true = the head's primary
   // metric (accuracy / token_accuracy up, rmse down), as the train evaluator uses.
   bool monitor_primary = false;
-  bool eval_every_epoch = false;    // evaluate on val after every epoch (implied by patience)
-  int log_every_steps = 50;         // one TrainReport::step_loss point per this many steps
+  bool eval_every_epoch = false;  // evaluate on val after every epoch (implied by patience)
+  int log_every_steps = 50;       // one TrainReport::step_loss point per this many steps
   int eval_batch_size = 256;
-  bool drop_last = false;           // a final batch of size 1 is always skipped (BatchNorm)
-  std::uint64_t seed = 0;           // shuffling and dropout
+  bool drop_last = false;  // a final batch of size 1 is always skipped (BatchNorm)
+  std::uint64_t seed = 0;  // shuffling and dropout
   // Called after every completed epoch (progress logging); val_* are NaN when the epoch was
   // not evaluated; the last argument is the head's primary metric (accuracy for
   // classification).  Runs on the training thread; must not touch the model.
@@ -69,20 +69,20 @@ struct TrainReport {
   double val_loss = 0;
   std::map<std::string, double> val_metrics;  // head_metric_names(head) of the final model
   std::vector<double> epoch_val_primary;      // the head's primary metric per evaluated epoch
-  std::vector<double> epoch_loss;       // mean training loss per (possibly partial) epoch
-  std::vector<LossPoint> step_loss;     // mean training loss per log_every_steps window
-  std::vector<double> epoch_val_loss;   // when evaluated each epoch
+  std::vector<double> epoch_loss;             // mean training loss per (possibly partial) epoch
+  std::vector<LossPoint> step_loss;           // mean training loss per log_every_steps window
+  std::vector<double> epoch_val_loss;         // when evaluated each epoch
   std::vector<double> epoch_val_accuracy;
   double train_loss_first = 0;  // mean of the first logging window
   double train_loss_last = 0;   // mean of the last logging window
   int epochs_run = 0;           // started epochs (a time stop mid-epoch counts that epoch)
   std::int64_t steps = 0;
-  std::int64_t samples = 0;     // training samples processed
-  double samples_per_s = 0;     // training throughput, evaluation time excluded
-  double train_seconds = 0;     // time in training steps
-  double seconds = 0;           // whole call, evaluation included
-  int best_epoch = -1;          // 1-based epoch of the best monitored value (per-epoch eval)
-  std::string stopped_reason;   // "epochs" | "time" | "early_stop" | "diverged"
+  std::int64_t samples = 0;    // training samples processed
+  double samples_per_s = 0;    // training throughput, evaluation time excluded
+  double train_seconds = 0;    // time in training steps
+  double seconds = 0;          // whole call, evaluation included
+  int best_epoch = -1;         // 1-based epoch of the best monitored value (per-epoch eval)
+  std::string stopped_reason;  // "epochs" | "time" | "early_stop" | "diverged"
   // Activity per node recorded during the final validation pass (nn/activity.hpp).
   nn::ActivityRecorder val_activity;
 };
@@ -97,8 +97,7 @@ struct EvalMetrics {
 // Forward passes only (NoGradGuard, training = false), in batches.  `activity` (may be null)
 // receives what the model records per node (samples are counted by the model's sinks).
 EvalMetrics evaluate(nn::Module& model, const Dataset& data, int batch_size = 256,
-                     nn::ActivityRecorder* activity = nullptr,
-                     HeadKind head = HeadKind::Classes);
+                     nn::ActivityRecorder* activity = nullptr, HeadKind head = HeadKind::Classes);
 double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size = 256);
 
 TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,

@@ -52,8 +52,8 @@ struct Features {
   double kernels = 0;
   double nodes = 0;
   double pruned_params = 0, quantized_params = 0;  // per forward pass
-  double overhead_ms = 0;  // base per-kernel overhead total
-  double fixed_ms = 0;     // fallback nodes
+  double overhead_ms = 0;                          // base per-kernel overhead total
+  double fixed_ms = 0;                             // fallback nodes
 };
 
 Features features(const Device& base, const Workload& w, double batch) {
@@ -89,13 +89,20 @@ struct Column {
   std::size_t cat = 0;
   double value(const Features& f) const {  // feature value; coefficient units ms / unit
     switch (term) {
-      case Term::Scale: return f.body[cat];
-      case Term::PerKernel: return f.kernels;
-      case Term::PerNode: return f.nodes;
-      case Term::Flop: return f.flops[cat];
-      case Term::Byte: return f.bytes[cat];
-      case Term::PrunedParam: return f.pruned_params;
-      case Term::QuantizedParam: return f.quantized_params;
+      case Term::Scale:
+        return f.body[cat];
+      case Term::PerKernel:
+        return f.kernels;
+      case Term::PerNode:
+        return f.nodes;
+      case Term::Flop:
+        return f.flops[cat];
+      case Term::Byte:
+        return f.bytes[cat];
+      case Term::PrunedParam:
+        return f.pruned_params;
+      case Term::QuantizedParam:
+        return f.quantized_params;
     }
     return 0;
   }
@@ -105,9 +112,10 @@ struct Column {
 //   min sum_i ((x_i . th + F_i - y_i) / y_i)^2 + lambda * sum_j D_j (th_j - prior_j)^2
 // D_j = mean weighted square of column j (so lambda is scale free); th_j >= lo_j.
 // Columns are normalised internally; solved by projected coordinate descent (deterministic).
-std::vector<double> fit_nnls(const std::vector<std::vector<double>>& X, const std::vector<double>& y,
-                             const std::vector<double>& fixed, const std::vector<double>& prior,
-                             const std::vector<double>& lo, double lambda) {
+std::vector<double> fit_nnls(const std::vector<std::vector<double>>& X,
+                             const std::vector<double>& y, const std::vector<double>& fixed,
+                             const std::vector<double>& prior, const std::vector<double>& lo,
+                             double lambda) {
   const std::size_t p = prior.size(), n = y.size();
   std::vector<double> A(p * p, 0.0), bv(p, 0.0), norm(p, 0.0);
   for (std::size_t i = 0; i < n; ++i)
@@ -386,13 +394,27 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   for (std::size_t j = 0; j < p; ++j) {
     const char* cat = op_category_name(static_cast<OpCategory>(cols[j].cat));
     switch (cols[j].term) {
-      case Term::Scale: cal["category_scale"][cat] = th[j]; break;
-      case Term::PerKernel: cal["per_kernel_s"] = th[j] * 1e-3; break;
-      case Term::PerNode: cal["per_node_s"] = th[j] * 1e-3; break;
-      case Term::Flop: cal["s_per_flop"][cat] = th[j] * 1e-3; break;
-      case Term::Byte: cal["s_per_byte"][cat] = th[j] * 1e-3; break;
-      case Term::PrunedParam: cal["s_per_pruned_param"] = th[j] * 1e-3; break;
-      case Term::QuantizedParam: cal["s_per_quantized_param"] = th[j] * 1e-3; break;
+      case Term::Scale:
+        cal["category_scale"][cat] = th[j];
+        break;
+      case Term::PerKernel:
+        cal["per_kernel_s"] = th[j] * 1e-3;
+        break;
+      case Term::PerNode:
+        cal["per_node_s"] = th[j] * 1e-3;
+        break;
+      case Term::Flop:
+        cal["s_per_flop"][cat] = th[j] * 1e-3;
+        break;
+      case Term::Byte:
+        cal["s_per_byte"][cat] = th[j] * 1e-3;
+        break;
+      case Term::PrunedParam:
+        cal["s_per_pruned_param"] = th[j] * 1e-3;
+        break;
+      case Term::QuantizedParam:
+        cal["s_per_quantized_param"] = th[j] * 1e-3;
+        break;
     }
   }
   tuned["calibration"] = cal;
@@ -437,7 +459,8 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   tuned["calibration_report"] = res.report();
   tuned["calibration_report"]["seed"] = opt.seed;
   tuned["calibration_report"]["ridge"] = lambda;
-  tuned["calibration_report"]["ridge_chosen_by"] = opt.ridge < 0 ? "5-fold cross-validation" : "given";
+  tuned["calibration_report"]["ridge_chosen_by"] =
+      opt.ridge < 0 ? "5-fold cross-validation" : "given";
   res.tuned = std::move(tuned);
   return res;
 }

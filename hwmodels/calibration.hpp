@@ -62,16 +62,16 @@ struct CalibrationOptions {
 
 struct FitQuality {
   std::size_t rows = 0;
-  double spearman = 0;   // rank correlation of predicted vs measured latency
-  double within10 = 0;   // share of rows with |pred - y| / y <= 10%
-  double mape = 0;       // mean absolute percentage error
+  double spearman = 0;  // rank correlation of predicted vs measured latency
+  double within10 = 0;  // share of rows with |pred - y| / y <= 10%
+  double mape = 0;      // mean absolute percentage error
   nlohmann::json to_json() const;
 };
 
 struct CalibrationResult {
   nlohmann::json tuned;  // the calibrated device description
   FitQuality train_before, train_after, heldout_before, heldout_after;
-  std::vector<std::size_t> train_rows, heldout_rows;  // indices into the input
+  std::vector<std::size_t> train_rows, heldout_rows;      // indices into the input
   std::vector<double> predicted_before, predicted_after;  // ms, per input row
   double ridge = 0;                                       // ridge strength used
   nlohmann::json report() const;

@@ -21,7 +21,8 @@ const nlohmann::json* FieldReader::find(const std::string& path) const {
   std::size_t start = 0;
   while (true) {
     std::size_t dot = path.find('.', start);
-    std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string key =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (!cur->is_object()) return nullptr;
     auto it = cur->find(key);
     if (it == cur->end()) return nullptr;
@@ -137,9 +138,9 @@ CategoryTable CategoryTable::read(const FieldReader& r, const std::string& path,
   for (std::size_t i = 0; i < kNumCategories; ++i) {
     if (set[i]) continue;
     if (def < 0)
-      r.fail(path + ".default",
-             "is required when not every category is listed (missing '" +
-                 std::string(op_category_name(static_cast<OpCategory>(i))) + "')");
+      r.fail(path + ".default", "is required when not every category is listed (missing '" +
+                                    std::string(op_category_name(static_cast<OpCategory>(i))) +
+                                    "')");
     t.v[i] = def;
   }
   return t;
@@ -223,10 +224,11 @@ void DeviceBase::add_linear_terms(const Workload& w, Cost& c) const {
     if (nc.bound.rfind("fallback", 0) == 0) continue;
     const NodeWorkload& n = w.nodes[i];
     const std::size_t ci = cat_index(n.category);
-    const double t = per_node_s_ + s_per_flop_[ci] * batch_ * n.flops() +
-                     s_per_byte_[ci] * (n.weight_bytes + batch_ * (n.input_bytes + n.output_bytes)) +
-                     (n.sparsity > 0 ? s_per_pruned_param_ * n.params : 0.0) +
-                     (n.bits < 16 ? s_per_quantized_param_ * n.params : 0.0);
+    const double t =
+        per_node_s_ + s_per_flop_[ci] * batch_ * n.flops() +
+        s_per_byte_[ci] * (n.weight_bytes + batch_ * (n.input_bytes + n.output_bytes)) +
+        (n.sparsity > 0 ? s_per_pruned_param_ * n.params : 0.0) +
+        (n.bits < 16 ? s_per_quantized_param_ * n.params : 0.0);
     nc.latency_s += t;
     nc.overhead_s += per_node_s_;
     added += t;
@@ -283,7 +285,8 @@ nlohmann::json read_json_file(const std::string& path) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -299,8 +302,8 @@ std::unique_ptr<Device> make_device(const nlohmann::json& d) {
   const auto& families = device_families();
   auto fit = d.find("family");
   if (fit == d.end() || !fit->is_string())
-    throw std::invalid_argument("device '" + name + "': field 'family' is required (known: " +
-                                families.known_list() + ")");
+    throw std::invalid_argument(
+        "device '" + name + "': field 'family' is required (known: " + families.known_list() + ")");
   const DeviceFamily* family = nullptr;
   try {
     family = &families.at(fit->get<std::string>());

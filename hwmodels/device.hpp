@@ -21,22 +21,23 @@ struct NodeCost {
   std::string name;
   double latency_s = 0;
   double energy_j = 0;
-  std::string bound;  // "compute", "memory", "launch", "fallback-cpu", "event", ...
+  std::string bound;      // "compute", "memory", "launch", "fallback-cpu", "event", ...
   double overhead_s = 0;  // part of latency_s that is fixed per-kernel overhead (launch, dispatch)
 };
 
 struct Cost {
   bool feasible = true;
-  std::string infeasible_reason;  // set when !feasible, e.g. "peak activations 412 kB > SRAM 320 kB"
-  double latency_ms = 0;          // per inference at the device's batch size
-  double energy_mj = 0;           // per inference (batch)
-  double memory_bytes = 0;        // peak memory the device must hold
+  std::string
+      infeasible_reason;    // set when !feasible, e.g. "peak activations 412 kB > SRAM 320 kB"
+  double latency_ms = 0;    // per inference at the device's batch size
+  double energy_mj = 0;     // per inference (batch)
+  double memory_bytes = 0;  // peak memory the device must hold
   nlohmann::json extra = nlohmann::json::object();  // family-specific figures (cores used, ...)
   // Where the activity figures (spike rates, densities) behind this cost came from: "measured"
   // (every node's from the evaluation), "assumed" (device presets), "mixed", or "none" (the
   // model does not use activity).  Stored with each cost row.
   std::string activity_source = "none";
-  std::vector<NodeCost> nodes;    // per-node breakdown
+  std::vector<NodeCost> nodes;  // per-node breakdown
 };
 
 class Device {

@@ -92,9 +92,9 @@ struct ActivityTally {
 // (body = the family's latency without the per-kernel overhead; FLOPs = batch * (2 MACs + other
 // FLOPs), bytes = weight bytes + batch * activation bytes, batch = the description's "batch",
 // default 1).  The q and u terms are per forward pass, not per sample: they model engines that
-// prune / quantise weights on the fly (as our own does).  The last five terms are optional (0 when absent, so older tuned files load
-// unchanged); they are added in estimate() to every node that did not fall back to another
-// device.  energy_scale multiplies total energy.
+// prune / quantise weights on the fly (as our own does).  The last five terms are optional (0 when
+// absent, so older tuned files load unchanged); they are added in estimate() to every node that did
+// not fall back to another device.  energy_scale multiplies total energy.
 class DeviceBase : public Device {
  public:
   explicit DeviceBase(const nlohmann::json& description);

@@ -82,7 +82,8 @@ class EdgeCpu final : public DeviceBase {
   double overhead_s_ = 0, capacity_ = 0;
   double mac_j_[3] = {}, add_j_[3] = {};
   double dram_j_per_byte_ = 0, static_w_ = 0;
-  std::array<std::array<double, 3>, kNumCategories> inv_rate_{};  // s per FLOP, no divisions in the loop
+  std::array<std::array<double, 3>, kNumCategories>
+      inv_rate_{};  // s per FLOP, no divisions in the loop
   double inv_bw_ = 0;
 };
 

@@ -65,8 +65,8 @@ class EdgeTpu final : public DeviceBase {
       const double fit = std::max(0.0, std::min(n.weight_bytes, cache_ - cached));
       cached += fit;
       double stream = n.weight_bytes - fit;
-      if (i == 0) stream += w.input_bytes;                 // input over USB
-      if (i + 1 == split) stream += n.output_bytes;        // result back to the host
+      if (i == 0) stream += w.input_bytes;           // input over USB
+      if (i + 1 == split) stream += n.output_bytes;  // result back to the host
       streamed_total += stream;
       const double tm = stream / usb_bw_;
       const double body = std::max(tc, tm);

@@ -1,5 +1,6 @@
 // Roofline GPU (Williams, Waterman & Patterson 2009; docs/hardware.md §1.3):
-//   t_node = max(batch*FLOPs / (eff[cat] * peak[bits]), bytes / (eff_mem * BW)) + kernels * t_launch
+//   t_node = max(batch*FLOPs / (eff[cat] * peak[bits]), bytes / (eff_mem * BW)) + kernels *
+//   t_launch
 // bytes = weights (read once per batch) + batch * activations in/out.
 // Energy: P_idle * t + (P_tdp - P_idle) * t_busy, with t_busy = the roofline term (the unit
 // that bounds the node is taken as fully busy; launch gaps draw idle power only).
@@ -77,7 +78,8 @@ class RooflineGpu final : public DeviceBase {
       t += tn;
       busy += body_cal;
       weights += n.weight_bytes;
-      peak_act = std::max(peak_act, n.input_bytes + n.output_bytes);  // as Workload::peak_activation_bytes
+      peak_act =
+          std::max(peak_act, n.input_bytes + n.output_bytes);  // as Workload::peak_activation_bytes
       if (breakdown) {
         const char* bound = body == 0 ? "launch" : tc >= tm ? "compute" : "memory";
         if (body_cal < tn - body_cal) bound = "launch";

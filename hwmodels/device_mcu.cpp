@@ -57,8 +57,8 @@ class Mcu final : public DeviceBase {
     const double sram_free = sram_ - reserved_;
     if (act > sram_free) {
       c.feasible = false;
-      c.infeasible_reason = "peak activations " + format_bytes(act) + " > SRAM " +
-                            format_bytes(sram_free);
+      c.infeasible_reason =
+          "peak activations " + format_bytes(act) + " > SRAM " + format_bytes(sram_free);
     }
     if (weights > flash_) {
       c.feasible = false;

@@ -2,7 +2,8 @@
 // hardware-grounded form of docs/hardware.md §4.2,
 //   E = N_sop*E_sop + N_spk*(E_spike_out + h*E_hop) + N_neuron_updates*E_nu + P_static*cores*t
 // and a core mapping under the per-core limits of §4.1 (nengo-loihi block.py):
-//   cores(node) = max(ceil(neurons/npc), ceil(synapse_bits/mem_bits), ceil(neurons/npc)*ceil(fan_in/max_fan_in))
+//   cores(node) = max(ceil(neurons/npc), ceil(synapse_bits/mem_bits),
+//   ceil(neurons/npc)*ceil(fan_in/max_fan_in))
 // (a neuron group whose fan-in exceeds the axon limit is replicated per fan-in slice).
 // Mean hops h = max(1, (2/3) * sqrt(cores_used / cores_per_router)): the mean Manhattan
 // distance on a square mesh, so routing energy grows with network size.
@@ -53,8 +54,8 @@ class Neuromorphic final : public DeviceBase {
     if (t_sop_ == 0 && fixed_step_ == 0)
       fail("time_ns.synaptic_op", "or 'fixed_step_s' is required (a positive number)");
     static_w_per_core_ = r.non_negative_or("static_power_per_core_w", 0);
-    policy_rate_code_ = r.one_of("non_spiking", {"infeasible", "rate_code"}, "infeasible") ==
-                        "rate_code";
+    policy_rate_code_ =
+        r.one_of("non_spiking", {"infeasible", "rate_code"}, "infeasible") == "rate_code";
     if (policy_rate_code_) {
       rc_steps_ = r.positive_int("rate_code.timesteps");
       rc_rate_ = r.fraction_or("rate_code.rate", 0);
@@ -89,8 +90,8 @@ class Neuromorphic final : public DeviceBase {
       const double wb = std::min(n.bits, max_wbits_);
       double neurons = n.neurons > 0 ? n.neurons : n.output_bytes * 8.0 / std::max(1, n.bits);
       const double synapses = n.synapses > 0 ? n.synapses
-                              : n.params > 0  ? n.params
-                                              : n.weight_bytes * 8.0 / std::max(1, n.bits);
+                              : n.params > 0 ? n.params
+                                             : n.weight_bytes * 8.0 / std::max(1, n.bits);
       double fan_in = n.fan_in > 0 ? n.fan_in : (neurons > 0 ? n.macs / neurons : 0);
       Per p{};
       const NodeActivity& a = n.activity;

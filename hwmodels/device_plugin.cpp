@@ -1,5 +1,6 @@
-// Devices from shared libraries through the versioned C ABI in plugin_abi.h (versions 1 and 2).  The dlopen handle
-// is held by a shared_ptr with a dlclose deleter (RAII, STYLE 9) for the device's lifetime.
+// Devices from shared libraries through the versioned C ABI in plugin_abi.h (versions 1 and 2). The
+// dlopen handle is held by a shared_ptr with a dlclose deleter (RAII, STYLE 9) for the device's
+// lifetime.
 #include <dlfcn.h>
 
 #include <cstdint>
@@ -39,11 +40,11 @@ void check_descriptor(const std::string& path, const Api* api, std::uint32_t ver
                       const char* entry) {
   if (!api) throw std::invalid_argument("plugin '" + path + "': " + entry + "() returned NULL");
   if (api->abi_version != version)
-    throw std::invalid_argument(
-        "plugin '" + path + "' was built for hwnas plugin ABI version " +
-        std::to_string(api->abi_version) + " (through " + entry +
-        "()); this hwnas supports version 1 through " HWNAS_PLUGIN_ENTRY_V1
-        "() and version 2 through " HWNAS_PLUGIN_ENTRY_V2 "() (rebuild it against plugin_abi.h)");
+    throw std::invalid_argument("plugin '" + path + "' was built for hwnas plugin ABI version " +
+                                std::to_string(api->abi_version) + " (through " + entry +
+                                "()); this hwnas supports version 1 through " HWNAS_PLUGIN_ENTRY_V1
+                                "() and version 2 through " HWNAS_PLUGIN_ENTRY_V2
+                                "() (rebuild it against plugin_abi.h)");
   if (api->struct_size != sizeof(Api))
     throw std::invalid_argument("plugin '" + path + "': descriptor size " +
                                 std::to_string(api->struct_size) + " != expected " +
@@ -71,7 +72,8 @@ Loaded open_plugin(const std::string& path) {
   }
   auto get1 = reinterpret_cast<hwnas_plugin_v1_get_fn>(dlsym(h, HWNAS_PLUGIN_ENTRY_V1));
   if (!get1)
-    throw std::invalid_argument("plugin '" + path + "' does not export " HWNAS_PLUGIN_ENTRY_V1
+    throw std::invalid_argument("plugin '" + path +
+                                "' does not export " HWNAS_PLUGIN_ENTRY_V1
                                 "() or " HWNAS_PLUGIN_ENTRY_V2
                                 "() (not an hwnas device plugin, or built for another ABI)");
   l.v1 = get1();
@@ -111,10 +113,14 @@ void fill_node_v1(const NodeWorkload& n, hwnas_node_v1& o) {
 
 const char* activity_source_name(std::int32_t s) {
   switch (s) {
-    case HWNAS_ACTIVITY_MEASURED: return "measured";
-    case HWNAS_ACTIVITY_ASSUMED: return "assumed";
-    case HWNAS_ACTIVITY_MIXED: return "mixed";
-    default: return "none";
+    case HWNAS_ACTIVITY_MEASURED:
+      return "measured";
+    case HWNAS_ACTIVITY_ASSUMED:
+      return "assumed";
+    case HWNAS_ACTIVITY_MIXED:
+      return "mixed";
+    default:
+      return "none";
   }
 }
 
@@ -122,9 +128,7 @@ class PluginDevice final : public DeviceBase {
  public:
   PluginDevice(const nlohmann::json& d, Loaded l) : DeviceBase(d), lib_(std::move(l)) {}
 
-  bool supports(OpCategory c) const override {
-    return lib_.supports(static_cast<int32_t>(c)) != 0;
-  }
+  bool supports(OpCategory c) const override { return lib_.supports(static_cast<int32_t>(c)) != 0; }
   bool thread_safe() const override { return lib_.flags() & HWNAS_PLUGIN_THREAD_SAFE; }
   bool calibratable() const override { return false; }
 

@@ -98,8 +98,8 @@ typedef struct hwnas_plugin_v1 {
   uint32_t flags;       /* HWNAS_PLUGIN_* */
   const char* name;     /* device name */
   const char* description;
-  int (*supports)(int32_t category);                                       /* nonzero = yes */
-  int (*estimate)(const hwnas_workload_v1* w, hwnas_estimate_v1* out);   /* 0 = success */
+  int (*supports)(int32_t category);                                   /* nonzero = yes */
+  int (*estimate)(const hwnas_workload_v1* w, hwnas_estimate_v1* out); /* 0 = success */
 } hwnas_plugin_v1;
 
 typedef const hwnas_plugin_v1* (*hwnas_plugin_v1_get_fn)(void);
@@ -159,8 +159,8 @@ typedef struct hwnas_plugin_v2 {
   uint32_t flags;       /* HWNAS_PLUGIN_* */
   const char* name;
   const char* description;
-  int (*supports)(int32_t category);                                    /* nonzero = yes */
-  int (*estimate)(const hwnas_workload_v2* w, hwnas_estimate_v2* out);  /* 0 = success */
+  int (*supports)(int32_t category);                                   /* nonzero = yes */
+  int (*estimate)(const hwnas_workload_v2* w, hwnas_estimate_v2* out); /* 0 = success */
 } hwnas_plugin_v2;
 
 typedef const hwnas_plugin_v2* (*hwnas_plugin_v2_get_fn)(void);

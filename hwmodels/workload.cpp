@@ -10,8 +10,9 @@ namespace {
 
 // Keep in the enum's order; the static_assert catches a category added without a name.
 constexpr std::array<const char*, static_cast<std::size_t>(OpCategory::kCount)> kCategoryNames = {
-    "dense",     "conv",      "depthwise_conv", "pool",    "norm",    "elementwise", "attention",
-    "embedding", "recurrent", "fft",            "spiking", "routing", "memory",      "other"};
+    "dense",       "conv",      "depthwise_conv", "pool",      "norm",
+    "elementwise", "attention", "embedding",      "recurrent", "fft",
+    "spiking",     "routing",   "memory",         "other"};
 static_assert(kCategoryNames.size() == static_cast<std::size_t>(OpCategory::kCount),
               "op category name table out of sync with OpCategory");
 
@@ -20,8 +21,8 @@ static_assert(kCategoryNames.size() == static_cast<std::size_t>(OpCategory::kCou
   throw std::invalid_argument("workload: " + where + "field '" + field + "' " + what);
 }
 
-double get_number(const nlohmann::json& j, const char* key, const std::string& where,
-                  double dflt, bool non_negative = true) {
+double get_number(const nlohmann::json& j, const char* key, const std::string& where, double dflt,
+                  bool non_negative = true) {
   auto it = j.find(key);
   if (it == j.end()) return dflt;
   if (!it->is_number()) bad_field(where, key, "must be a number");

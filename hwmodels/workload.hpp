@@ -21,15 +21,15 @@ enum class OpCategory {
   Conv,           // dense conv2d
   DepthwiseConv,  // grouped conv with groups == channels
   Pool,
-  Norm,           // batch / layer norm
-  Elementwise,    // add, mul, activations, residual adds
-  Attention,      // softmax(QK^T)V part (projections are Dense)
-  Embedding,      // table lookups
-  Recurrent,      // time loops and scans (SSM, liquid, RNN)
-  Fft,            // FFT long convolutions
-  Spiking,        // integrate-and-fire neuron updates
-  Routing,        // MoE gating / dispatch / combine
-  Memory,         // retrieval, neural-memory reads and writes
+  Norm,         // batch / layer norm
+  Elementwise,  // add, mul, activations, residual adds
+  Attention,    // softmax(QK^T)V part (projections are Dense)
+  Embedding,    // table lookups
+  Recurrent,    // time loops and scans (SSM, liquid, RNN)
+  Fft,          // FFT long convolutions
+  Spiking,      // integrate-and-fire neuron updates
+  Routing,      // MoE gating / dispatch / combine
+  Memory,       // retrieval, neural-memory reads and writes
   Other,
   kCount
 };
@@ -94,9 +94,9 @@ struct NodeWorkload {
 
   // Neuromorphic mapping (neurons this node emulates and their connectivity).
   double neurons = 0;
-  double fan_in = 0;    // synapses into each neuron
-  double fan_out = 0;   // synapses out of each neuron
-  double synapses = 0;  // total weights as synapses
+  double fan_in = 0;     // synapses into each neuron
+  double fan_out = 0;    // synapses out of each neuron
+  double synapses = 0;   // total weights as synapses
   bool spiking = false;  // node is a spiking neuron layer
   int timesteps = 1;     // simulation steps per sample for spiking/recurrent nodes
 
@@ -123,7 +123,8 @@ struct Workload {
   double peak_activation_bytes() const;
 
   nlohmann::json to_json() const;
-  static Workload from_json(const nlohmann::json& j);  // throws std::invalid_argument naming the field
+  static Workload from_json(
+      const nlohmann::json& j);  // throws std::invalid_argument naming the field
 };
 
 }  // namespace hwnas::hw

@@ -62,7 +62,8 @@ Var constant(Tensor value);
 
 // Creates the output node of an op.  If grad mode is off or no parent requires grad, the
 // backward closure and parents are dropped, so inference builds no graph.
-Var make_result(Tensor value, std::vector<Var> parents, std::function<void(Node& self)> backward_fn);
+Var make_result(Tensor value, std::vector<Var> parents,
+                std::function<void(Node& self)> backward_fn);
 
 // grad += g, allocating grad (zeros) on first use.  Safe to call on nodes that need no grad.
 void accumulate_grad(Node& node, const Tensor& g);

@@ -19,9 +19,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <stdexcept>
 #include <string>
-#include <new>
 #include <vector>
 
 #include "nn/autograd.hpp"
@@ -103,7 +103,8 @@ std::int64_t parallel_chunks(std::int64_t n, std::int64_t cost_per_item, F&& fn)
   oneapi::tbb::parallel_for(
       oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
       [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
-        for (std::int64_t c = r.begin(); c < r.end(); ++c) fn(c, n * c / chunks, n * (c + 1) / chunks);
+        for (std::int64_t c = r.begin(); c < r.end(); ++c)
+          fn(c, n * c / chunks, n * (c + 1) / chunks);
       },
       oneapi::tbb::simple_partitioner());
   return chunks;
@@ -124,8 +125,10 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   };
   if (row_bias) accumulate = true;
   if (k == 0) {
-    if (row_bias) init(c, 0);
-    else if (!accumulate) c.setZero();
+    if (row_bias)
+      init(c, 0);
+    else if (!accumulate)
+      c.setZero();
     return;
   }
   const std::int64_t macs = m * n * k;
@@ -134,7 +137,8 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   // instead into per-chunk partial products, summed into c in chunk order (deterministic).
   if (k >= 8 * std::max(m, n) && macs >= 2 * kGemmChunkMacs && k >= 512) {
     std::int64_t kchunks = 2;
-    while (kchunks * 2 <= kMaxChunks && macs / (kchunks * 2) >= kGemmChunkMacs && k / (kchunks * 2) >= 256)
+    while (kchunks * 2 <= kMaxChunks && macs / (kchunks * 2) >= kGemmChunkMacs &&
+           k / (kchunks * 2) >= 256)
       kchunks *= 2;
     Tensor part_buf(Shape{static_cast<int>(kchunks * m * n)});  // pooled, every element written
     float* part = part_buf.data();
@@ -149,9 +153,12 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
         },
         oneapi::tbb::simple_partitioner());
     if (row_bias) init(c, 0);
-    if (!accumulate) c = Eigen::Map<const RowMatrix>(part, m, n);
-    else c += Eigen::Map<const RowMatrix>(part, m, n);
-    for (std::int64_t ch = 1; ch < kchunks; ++ch) c += Eigen::Map<const RowMatrix>(part + ch * m * n, m, n);
+    if (!accumulate)
+      c = Eigen::Map<const RowMatrix>(part, m, n);
+    else
+      c += Eigen::Map<const RowMatrix>(part, m, n);
+    for (std::int64_t ch = 1; ch < kchunks; ++ch)
+      c += Eigen::Map<const RowMatrix>(part + ch * m * n, m, n);
     return;
   }
   const bool split_rows = m >= n;
@@ -160,12 +167,15 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   // multiply-adds and 32 rows/cols each, and a power of two so that two or four threads share
   // the chunks evenly.
   std::int64_t chunks = 1;
-  while (chunks * 2 <= kMaxChunks && macs / (chunks * 2) >= kGemmChunkMacs && len / (chunks * 2) >= 32)
+  while (chunks * 2 <= kMaxChunks && macs / (chunks * 2) >= kGemmChunkMacs &&
+         len / (chunks * 2) >= 32)
     chunks *= 2;
   if (chunks <= 1) {
     if (row_bias) init(c, 0);
-    if (accumulate) c.noalias() += a * b;
-    else c.noalias() = a * b;
+    if (accumulate)
+      c.noalias() += a * b;
+    else
+      c.noalias() = a * b;
     return;
   }
   oneapi::tbb::parallel_for(
@@ -176,13 +186,17 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
           if (split_rows) {
             auto cb = c.middleRows(b0, b1 - b0);
             if (row_bias) init(cb, 0);
-            if (accumulate) cb.noalias() += a.middleRows(b0, b1 - b0) * b;
-            else cb.noalias() = a.middleRows(b0, b1 - b0) * b;
+            if (accumulate)
+              cb.noalias() += a.middleRows(b0, b1 - b0) * b;
+            else
+              cb.noalias() = a.middleRows(b0, b1 - b0) * b;
           } else {
             auto cb = c.middleCols(b0, b1 - b0);
             if (row_bias) init(cb, b0);
-            if (accumulate) cb.noalias() += a * b.middleCols(b0, b1 - b0);
-            else cb.noalias() = a * b.middleCols(b0, b1 - b0);
+            if (accumulate)
+              cb.noalias() += a * b.middleCols(b0, b1 - b0);
+            else
+              cb.noalias() = a * b.middleCols(b0, b1 - b0);
           }
         }
       },

@@ -21,18 +21,25 @@ Activation activation_from_name(const std::string& name) {
 
 Var apply_activation(const Var& x, Activation a) {
   switch (a) {
-    case Activation::None: return x;
-    case Activation::Relu: return relu(x);
-    case Activation::Gelu: return gelu(x);
-    case Activation::Silu: return silu(x);
-    case Activation::Tanh: return tanh(x);
-    case Activation::Sigmoid: return sigmoid(x);
+    case Activation::None:
+      return x;
+    case Activation::Relu:
+      return relu(x);
+    case Activation::Gelu:
+      return gelu(x);
+    case Activation::Silu:
+      return silu(x);
+    case Activation::Tanh:
+      return tanh(x);
+    case Activation::Sigmoid:
+      return sigmoid(x);
   }
   return x;
 }
 
 Tensor he_normal(const Shape& shape, int fan_in, std::mt19937_64& rng) {
-  if (fan_in <= 0) throw std::invalid_argument("he_normal: fan_in must be > 0, got " + std::to_string(fan_in));
+  if (fan_in <= 0)
+    throw std::invalid_argument("he_normal: fan_in must be > 0, got " + std::to_string(fan_in));
   // std = sqrt(2 / fan_in) keeps activation variance constant through ReLU layers.
   std::normal_distribution<float> d(0.0f, std::sqrt(2.0f / static_cast<float>(fan_in)));
   Tensor t(shape);
@@ -42,8 +49,8 @@ Tensor he_normal(const Shape& shape, int fan_in, std::mt19937_64& rng) {
 
 Tensor xavier_uniform(const Shape& shape, int fan_in, int fan_out, std::mt19937_64& rng) {
   if (fan_in <= 0 || fan_out <= 0)
-    throw std::invalid_argument("xavier_uniform: fans must be > 0, got " + std::to_string(fan_in) + ", " +
-                                std::to_string(fan_out));
+    throw std::invalid_argument("xavier_uniform: fans must be > 0, got " + std::to_string(fan_in) +
+                                ", " + std::to_string(fan_out));
   const float limit = std::sqrt(6.0f / static_cast<float>(fan_in + fan_out));
   std::uniform_real_distribution<float> d(-limit, limit);
   Tensor t(shape);
@@ -74,7 +81,9 @@ BatchNorm::BatchNorm(int channels) {
   state.running_var = Tensor(Shape{channels}, 1.0f);
 }
 
-Var BatchNorm::forward(const Var& x, bool training) { return batch_norm(x, gamma, beta, state, training); }
+Var BatchNorm::forward(const Var& x, bool training) {
+  return batch_norm(x, gamma, beta, state, training);
+}
 
 void BatchNorm::append_named_parameters(const std::string& prefix,
                                         std::vector<NamedParameter>& out) {

@@ -15,11 +15,12 @@ Conv2d::Conv2d(int in_channels, int out_channels, int kernel, const Conv2dOption
   if (in_channels <= 0 || out_channels <= 0 || kernel <= 0)
     throw std::invalid_argument("Conv2d: channels and kernel must be > 0");
   if (opt.groups <= 0 || in_channels % opt.groups != 0 || out_channels % opt.groups != 0)
-    throw std::invalid_argument("Conv2d: groups " + std::to_string(opt.groups) + " must divide in_channels " +
-                                std::to_string(in_channels) + " and out_channels " +
-                                std::to_string(out_channels));
+    throw std::invalid_argument("Conv2d: groups " + std::to_string(opt.groups) +
+                                " must divide in_channels " + std::to_string(in_channels) +
+                                " and out_channels " + std::to_string(out_channels));
   const int cin_g = in_channels / opt.groups;
-  weight = parameter(he_normal(Shape{out_channels, cin_g, kernel, kernel}, cin_g * kernel * kernel, rng));
+  weight = parameter(
+      he_normal(Shape{out_channels, cin_g, kernel, kernel}, cin_g * kernel * kernel, rng));
   if (bias) this->bias = parameter(Tensor::zeros(Shape{out_channels}));
 }
 
@@ -57,7 +58,8 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(int d_model, int heads, bool caus
 
 Var MultiHeadSelfAttention::forward(const Var& x) {
   const int d = x.dim(-1);
-  if (window == 0 && x.shape().rank() == 3 && d > 0 && d % heads == 0 && x.dim(1) > 0 && qkv.weight.dim(0) == 3 * d)
+  if (window == 0 && x.shape().rank() == 3 && d > 0 && d % heads == 0 && x.dim(1) > 0 &&
+      qkv.weight.dim(0) == 3 * d)
     return out.forward(detail::fused_qkv_attention(qkv.forward(x), heads, causal));
   std::vector<Var> parts = split(qkv.forward(x), {d, d, d}, -1);
   Var y = window > 0 ? sliding_window_attention(parts[0], parts[1], parts[2], heads, window, causal)

@@ -41,24 +41,32 @@ struct AttnGeom {
   int b, lq, lk, d, heads, dh;
   float scale;
   // Head h of batch element bi of a [B, L, d] tensor: an [L, dh] block with row stride d.
-  std::int64_t offset(int bi, int l, int h) const { return static_cast<std::int64_t>(bi) * l * d + h * dh; }
+  std::int64_t offset(int bi, int l, int h) const {
+    return static_cast<std::int64_t>(bi) * l * d + h * dh;
+  }
 };
 
-AttnGeom check_attention(const char* op, const Var& q, const Var& k, const Var& v, int heads, bool causal) {
+AttnGeom check_attention(const char* op, const Var& q, const Var& k, const Var& v, int heads,
+                         bool causal) {
   const std::string name(op);
-  if (!q.defined() || !k.defined() || !v.defined()) throw std::invalid_argument(name + ": q, k, v must be defined");
-  const std::string shapes = " (q " + q.shape().str() + ", k " + k.shape().str() + ", v " + v.shape().str() + ")";
+  if (!q.defined() || !k.defined() || !v.defined())
+    throw std::invalid_argument(name + ": q, k, v must be defined");
+  const std::string shapes =
+      " (q " + q.shape().str() + ", k " + k.shape().str() + ", v " + v.shape().str() + ")";
   if (q.shape().rank() != 3 || k.shape().rank() != 3 || v.shape().rank() != 3)
     throw std::invalid_argument(name + ": q, k, v must be [B, L, d_model]" + shapes);
-  if (k.shape() != v.shape()) throw std::invalid_argument(name + ": k and v shapes differ" + shapes);
+  if (k.shape() != v.shape())
+    throw std::invalid_argument(name + ": k and v shapes differ" + shapes);
   if (q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
     throw std::invalid_argument(name + ": q and k must share batch and d_model" + shapes);
-  if (heads < 1) throw std::invalid_argument(name + ": heads must be >= 1, got " + std::to_string(heads));
+  if (heads < 1)
+    throw std::invalid_argument(name + ": heads must be >= 1, got " + std::to_string(heads));
   if (q.dim(2) % heads != 0)
-    throw std::invalid_argument(name + ": d_model " + std::to_string(q.dim(2)) + " not divisible by heads " +
-                                std::to_string(heads) + shapes);
+    throw std::invalid_argument(name + ": d_model " + std::to_string(q.dim(2)) +
+                                " not divisible by heads " + std::to_string(heads) + shapes);
   if (causal && q.dim(1) != k.dim(1))
-    throw std::invalid_argument(name + ": causal attention needs equal query and key lengths" + shapes);
+    throw std::invalid_argument(name + ": causal attention needs equal query and key lengths" +
+                                shapes);
   if (k.dim(1) < 1) throw std::invalid_argument(name + ": empty key sequence" + shapes);
   AttnGeom g{q.dim(0), q.dim(1), k.dim(1), q.dim(2), heads, q.dim(2) / heads, 0.0f};
   g.scale = 1.0f / std::sqrt(static_cast<float>(g.dh));
@@ -158,7 +166,8 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
         dS.noalias() = dO * V.transpose();
         softmax_backward_rows(P, dS);
         if (gr.dq) HeadMap(gr.dq + oq, g.lq, g.dh, Stride(g.d)).noalias() += g.scale * (dS * K);
-        if (gr.dk) HeadMap(gr.dk + ok, g.lk, g.dh, Stride(g.d)).noalias() += g.scale * (dS.transpose() * Q);
+        if (gr.dk)
+          HeadMap(gr.dk + ok, g.lk, g.dh, Stride(g.d)).noalias() += g.scale * (dS.transpose() * Q);
       }
     });
   });
@@ -166,9 +175,11 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 
 Var detail::fused_qkv_attention(const Var& qkv, int heads, bool causal) {
   const Shape& s = qkv.shape();
-  if (!qkv.defined() || s.rank() != 3 || s[2] % 3 != 0 || heads < 1 || (s[2] / 3) % heads != 0 || s[1] < 1)
-    throw std::invalid_argument("fused_qkv_attention: qkv must be [B, L, 3*d_model] with heads dividing d_model, got " +
-                                (qkv.defined() ? s.str() : std::string("undefined")));
+  if (!qkv.defined() || s.rank() != 3 || s[2] % 3 != 0 || heads < 1 || (s[2] / 3) % heads != 0 ||
+      s[1] < 1)
+    throw std::invalid_argument(
+        "fused_qkv_attention: qkv must be [B, L, 3*d_model] with heads dividing d_model, got " +
+        (qkv.defined() ? s.str() : std::string("undefined")));
   const int B = s[0], L = s[1], d = s[2] / 3, ld = s[2];
   const int dh = d / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
@@ -178,8 +189,12 @@ Var detail::fused_qkv_attention(const Var& qkv, int heads, bool causal) {
   Tensor probs = keep ? Tensor(Shape{B, heads, L, L}) : Tensor();
   Tensor out(Shape{B, L, d});
   // Head h of batch element bi: q at column h*dh, k at d + h*dh, v at 2d + h*dh, row stride ld.
-  auto in_off = [L, ld, dh](int bi, int h) { return static_cast<std::int64_t>(bi) * L * ld + h * dh; };
-  auto out_off = [L, d, dh](int bi, int h) { return static_cast<std::int64_t>(bi) * L * d + h * dh; };
+  auto in_off = [L, ld, dh](int bi, int h) {
+    return static_cast<std::int64_t>(bi) * L * ld + h * dh;
+  };
+  auto out_off = [L, d, dh](int bi, int h) {
+    return static_cast<std::int64_t>(bi) * L * d + h * dh;
+  };
   const float* xd = qkv.value().data();
   float* od = out.data();
   float* pd = keep ? probs.data() : nullptr;
@@ -202,41 +217,45 @@ Var detail::fused_qkv_attention(const Var& qkv, int heads, bool causal) {
       O.noalias() = P * V;
     }
   });
-  return make_result(std::move(out), {qkv}, [B, L, d, ld, dh, heads, scale, LL, pairs, probs, in_off,
-                                              out_off](Node& self) {
-    Node& nx = *self.parents[0];
-    bool fresh = false;
-    // Each (b, h) task writes its own q/k/v column slices exactly once, covering the whole
-    // gradient, so a fresh buffer is assigned directly and an existing one added to.
-    float* dx = detail::grad_buffer(nx, fresh);
-    const float* xd = nx.value.data();
-    const float* dod = self.grad.data();
-    const float* pd = probs.data();
-    parallel_range(pairs, 8 * LL * dh, [&](std::int64_t lo, std::int64_t hi) {
-      MatrixMap dS(scratch(static_cast<std::size_t>(LL), 0), L, L);
-      for (std::int64_t p = lo; p < hi; ++p) {
-        const int bi = static_cast<int>(p / heads), h = static_cast<int>(p % heads);
-        const std::int64_t io = in_off(bi, h);
-        ConstHeadMap Q(xd + io, L, dh, Stride(ld));
-        ConstHeadMap K(xd + io + d, L, dh, Stride(ld));
-        ConstHeadMap V(xd + io + 2 * d, L, dh, Stride(ld));
-        ConstHeadMap dO(dod + out_off(bi, h), L, dh, Stride(d));
-        HeadMap dQ(dx + io, L, dh, Stride(ld)), dK(dx + io + d, L, dh, Stride(ld)), dV(dx + io + 2 * d, L, dh, Stride(ld));
-        ConstMatrixMap P(pd + p * LL, L, L);
-        if (fresh) dV.noalias() = P.transpose() * dO;
-        else dV.noalias() += P.transpose() * dO;
-        dS.noalias() = dO * V.transpose();
-        softmax_backward_rows(P, dS);
-        if (fresh) {
-          dQ.noalias() = scale * (dS * K);
-          dK.noalias() = scale * (dS.transpose() * Q);
-        } else {
-          dQ.noalias() += scale * (dS * K);
-          dK.noalias() += scale * (dS.transpose() * Q);
-        }
-      }
-    });
-  });
+  return make_result(
+      std::move(out), {qkv},
+      [B, L, d, ld, dh, heads, scale, LL, pairs, probs, in_off, out_off](Node& self) {
+        Node& nx = *self.parents[0];
+        bool fresh = false;
+        // Each (b, h) task writes its own q/k/v column slices exactly once, covering the whole
+        // gradient, so a fresh buffer is assigned directly and an existing one added to.
+        float* dx = detail::grad_buffer(nx, fresh);
+        const float* xd = nx.value.data();
+        const float* dod = self.grad.data();
+        const float* pd = probs.data();
+        parallel_range(pairs, 8 * LL * dh, [&](std::int64_t lo, std::int64_t hi) {
+          MatrixMap dS(scratch(static_cast<std::size_t>(LL), 0), L, L);
+          for (std::int64_t p = lo; p < hi; ++p) {
+            const int bi = static_cast<int>(p / heads), h = static_cast<int>(p % heads);
+            const std::int64_t io = in_off(bi, h);
+            ConstHeadMap Q(xd + io, L, dh, Stride(ld));
+            ConstHeadMap K(xd + io + d, L, dh, Stride(ld));
+            ConstHeadMap V(xd + io + 2 * d, L, dh, Stride(ld));
+            ConstHeadMap dO(dod + out_off(bi, h), L, dh, Stride(d));
+            HeadMap dQ(dx + io, L, dh, Stride(ld)), dK(dx + io + d, L, dh, Stride(ld)),
+                dV(dx + io + 2 * d, L, dh, Stride(ld));
+            ConstMatrixMap P(pd + p * LL, L, L);
+            if (fresh)
+              dV.noalias() = P.transpose() * dO;
+            else
+              dV.noalias() += P.transpose() * dO;
+            dS.noalias() = dO * V.transpose();
+            softmax_backward_rows(P, dS);
+            if (fresh) {
+              dQ.noalias() = scale * (dS * K);
+              dK.noalias() = scale * (dS.transpose() * Q);
+            } else {
+              dQ.noalias() += scale * (dS * K);
+              dK.noalias() += scale * (dS.transpose() * Q);
+            }
+          }
+        });
+      });
 }
 
 namespace {
@@ -264,13 +283,15 @@ Band make_band(int l, int window, bool causal) {
 
 }  // namespace
 
-Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window, bool causal) {
+Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,
+                             bool causal) {
   const AttnGeom g = check_attention("sliding_window_attention", q, k, v, heads, causal);
   if (q.shape() != k.shape())
-    throw std::invalid_argument("sliding_window_attention: q and k must have the same shape (q " + q.shape().str() +
-                                ", k " + k.shape().str() + ")");
+    throw std::invalid_argument("sliding_window_attention: q and k must have the same shape (q " +
+                                q.shape().str() + ", k " + k.shape().str() + ")");
   if (window < 1)
-    throw std::invalid_argument("sliding_window_attention: window must be >= 1, got " + std::to_string(window));
+    throw std::invalid_argument("sliding_window_attention: window must be >= 1, got " +
+                                std::to_string(window));
   const int L = g.lq;
   const Band bd = make_band(L, window, causal);
   const std::int64_t band_size = static_cast<std::int64_t>(L) * bd.slots;
@@ -317,52 +338,56 @@ Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads
       }
     }
   });
-  return make_result(std::move(out), {q, k, v}, [g, bd, L, band_size, pairs, tile_cap, probs](Node& self) {
-    const AttnGrads gr = grads_of(self);
-    const float* qd = self.parents[0]->value.data();
-    const float* kd = self.parents[1]->value.data();
-    const float* vd = self.parents[2]->value.data();
-    const float* dod = self.grad.data();
-    const float* pd = probs.data();
-    parallel_range(pairs, 8 * band_size * g.dh, [&](std::int64_t lo, std::int64_t hi) {
-      float* pbuf = scratch(static_cast<std::size_t>(tile_cap), 0);
-      float* sbuf = scratch(static_cast<std::size_t>(tile_cap), 1);
-      for (std::int64_t p = lo; p < hi; ++p) {
-        const int bi = static_cast<int>(p / g.heads), h = static_cast<int>(p % g.heads);
-        const std::int64_t off = g.offset(bi, L, h);
-        ConstHeadMap Q(qd + off, L, g.dh, Stride(g.d));
-        ConstHeadMap K(kd + off, L, g.dh, Stride(g.d));
-        ConstHeadMap V(vd + off, L, g.dh, Stride(g.d));
-        ConstHeadMap dO(dod + off, L, g.dh, Stride(g.d));
-        const float* band = pd + p * band_size;
-        // Tiles run in order within the task, so overlapping dk/dv key ranges accumulate
-        // deterministically.
-        for (int i0 = 0; i0 < L; i0 += bd.tile) {
-          const int i1 = std::min(L, i0 + bd.tile), T = i1 - i0;
-          const int kl = bd.lo(i0), kr = bd.hi(i1 - 1, L), R = kr - kl;
-          MatrixMap P(pbuf, T, R);
-          P.setZero();
-          for (int r = 0; r < T; ++r) {
-            const int i = i0 + r, a = bd.lo(i), e = bd.hi(i, L);
-            const float* brow = band + static_cast<std::int64_t>(i) * bd.slots + (a - (i - (bd.w - 1)));
-            std::copy(brow, brow + (e - a), P.row(r).data() + (a - kl));
+  return make_result(
+      std::move(out), {q, k, v}, [g, bd, L, band_size, pairs, tile_cap, probs](Node& self) {
+        const AttnGrads gr = grads_of(self);
+        const float* qd = self.parents[0]->value.data();
+        const float* kd = self.parents[1]->value.data();
+        const float* vd = self.parents[2]->value.data();
+        const float* dod = self.grad.data();
+        const float* pd = probs.data();
+        parallel_range(pairs, 8 * band_size * g.dh, [&](std::int64_t lo, std::int64_t hi) {
+          float* pbuf = scratch(static_cast<std::size_t>(tile_cap), 0);
+          float* sbuf = scratch(static_cast<std::size_t>(tile_cap), 1);
+          for (std::int64_t p = lo; p < hi; ++p) {
+            const int bi = static_cast<int>(p / g.heads), h = static_cast<int>(p % g.heads);
+            const std::int64_t off = g.offset(bi, L, h);
+            ConstHeadMap Q(qd + off, L, g.dh, Stride(g.d));
+            ConstHeadMap K(kd + off, L, g.dh, Stride(g.d));
+            ConstHeadMap V(vd + off, L, g.dh, Stride(g.d));
+            ConstHeadMap dO(dod + off, L, g.dh, Stride(g.d));
+            const float* band = pd + p * band_size;
+            // Tiles run in order within the task, so overlapping dk/dv key ranges accumulate
+            // deterministically.
+            for (int i0 = 0; i0 < L; i0 += bd.tile) {
+              const int i1 = std::min(L, i0 + bd.tile), T = i1 - i0;
+              const int kl = bd.lo(i0), kr = bd.hi(i1 - 1, L), R = kr - kl;
+              MatrixMap P(pbuf, T, R);
+              P.setZero();
+              for (int r = 0; r < T; ++r) {
+                const int i = i0 + r, a = bd.lo(i), e = bd.hi(i, L);
+                const float* brow =
+                    band + static_cast<std::int64_t>(i) * bd.slots + (a - (i - (bd.w - 1)));
+                std::copy(brow, brow + (e - a), P.row(r).data() + (a - kl));
+              }
+              auto dOt = dO.middleRows(i0, T);
+              if (gr.dv)
+                HeadMap(gr.dv + off, L, g.dh, Stride(g.d)).middleRows(kl, R).noalias() +=
+                    P.transpose() * dOt;
+              if (!gr.dq && !gr.dk) continue;
+              MatrixMap dS(sbuf, T, R);
+              dS.noalias() = dOt * V.middleRows(kl, R).transpose();
+              softmax_backward_rows(P, dS);
+              if (gr.dq)
+                HeadMap(gr.dq + off, L, g.dh, Stride(g.d)).middleRows(i0, T).noalias() +=
+                    g.scale * (dS * K.middleRows(kl, R));
+              if (gr.dk)
+                HeadMap(gr.dk + off, L, g.dh, Stride(g.d)).middleRows(kl, R).noalias() +=
+                    g.scale * (dS.transpose() * Q.middleRows(i0, T));
+            }
           }
-          auto dOt = dO.middleRows(i0, T);
-          if (gr.dv) HeadMap(gr.dv + off, L, g.dh, Stride(g.d)).middleRows(kl, R).noalias() += P.transpose() * dOt;
-          if (!gr.dq && !gr.dk) continue;
-          MatrixMap dS(sbuf, T, R);
-          dS.noalias() = dOt * V.middleRows(kl, R).transpose();
-          softmax_backward_rows(P, dS);
-          if (gr.dq)
-            HeadMap(gr.dq + off, L, g.dh, Stride(g.d)).middleRows(i0, T).noalias() +=
-                g.scale * (dS * K.middleRows(kl, R));
-          if (gr.dk)
-            HeadMap(gr.dk + off, L, g.dh, Stride(g.d)).middleRows(kl, R).noalias() +=
-                g.scale * (dS.transpose() * Q.middleRows(i0, T));
-        }
-      }
-    });
-  });
+        });
+      });
 }
 
 }  // namespace hwnas::nn

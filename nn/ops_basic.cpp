@@ -139,10 +139,12 @@ Var linear(const Var& x, const Var& w, const Var& b) {
       const std::int64_t rows = g.rows(), cols = g.cols();
       Eigen::ArrayXXf part = Eigen::ArrayXXf::Zero(cols, detail::kMaxChunks);
       const float* pg = g.data();
-      const std::int64_t chunks = detail::parallel_chunks(rows, cols, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
-        auto acc = part.col(c);
-        for (std::int64_t r = r0; r < r1; ++r) acc += Eigen::Map<const Eigen::ArrayXf>(pg + r * cols, cols);
-      });
+      const std::int64_t chunks = detail::parallel_chunks(
+          rows, cols, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
+            auto acc = part.col(c);
+            for (std::int64_t r = r0; r < r1; ++r)
+              acc += Eigen::Map<const Eigen::ArrayXf>(pg + r * cols, cols);
+          });
       for (std::int64_t c = 1; c < chunks; ++c) part.col(0) += part.col(c);
       Tensor& gb = grad_of(parent(self, 2));
       Eigen::Map<Eigen::ArrayXf>(gb.data(), gb.numel()) += part.col(0);
@@ -188,13 +190,13 @@ Broadcast broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
   Broadcast bc;
   const auto da = padded_dims(a), db = padded_dims(b);
   for (std::size_t i = 0; i < 4; ++i) {
-    if (da[i] != db[i] && da[i] != 1 && db[i] != 1)
-      shape_error(op, a, b, "not broadcastable");
+    if (da[i] != db[i] && da[i] != 1 && db[i] != 1) shape_error(op, a, b, "not broadcastable");
     bc.dims[i] = da[i] == 1 ? db[i] : da[i];
   }
   const int r = std::max(a.rank(), b.rank());
   std::vector<int> od;
-  for (int i = 4 - r; i < 4; ++i) od.push_back(static_cast<int>(bc.dims[static_cast<std::size_t>(i)]));
+  for (int i = 4 - r; i < 4; ++i)
+    od.push_back(static_cast<int>(bc.dims[static_cast<std::size_t>(i)]));
   bc.out = Shape(od);
   bc.sa = broadcast_strides(da, bc.dims);
   bc.sb = broadcast_strides(db, bc.dims);
@@ -211,14 +213,15 @@ void for_each_broadcast(const Broadcast& bc, F&& f) {
       for (std::int64_t i2 = 0; i2 < d[2]; ++i2) {
         std::int64_t ia = i0 * bc.sa[0] + i1 * bc.sa[1] + i2 * bc.sa[2];
         std::int64_t ib = i0 * bc.sb[0] + i1 * bc.sb[1] + i2 * bc.sb[2];
-        for (std::int64_t i3 = 0; i3 < d[3]; ++i3, ++o) f(o, ia + i3 * bc.sa[3], ib + i3 * bc.sb[3]);
+        for (std::int64_t i3 = 0; i3 < d[3]; ++i3, ++o)
+          f(o, ia + i3 * bc.sa[3], ib + i3 * bc.sb[3]);
       }
 }
 
 // Sums a full-size gradient (the broadcast output shape) down to an operand's shape; serial and
 // in a fixed order, so deterministic.
-Tensor reduce_to(const Tensor& full, const Shape& target, const std::array<std::int64_t, 4>& strides,
-                 const Broadcast& bc) {
+Tensor reduce_to(const Tensor& full, const Shape& target,
+                 const std::array<std::int64_t, 4>& strides, const Broadcast& bc) {
   Tensor r = Tensor::zeros(target);
   const float* g = full.data();
   float* p = r.data();
@@ -232,9 +235,12 @@ enum class BinOp { Add, Sub, Mul };
 
 template <BinOp K>
 float apply(float x, float y) {
-  if constexpr (K == BinOp::Add) return x + y;
-  else if constexpr (K == BinOp::Sub) return x - y;
-  else return x * y;
+  if constexpr (K == BinOp::Add)
+    return x + y;
+  else if constexpr (K == BinOp::Sub)
+    return x - y;
+  else
+    return x * y;
 }
 
 template <BinOp K>
@@ -251,9 +257,12 @@ Var binary(const char* name, const Var& a, const Var& b) {
       const std::int64_t len = i1 - i0;
       Eigen::Map<Eigen::ArrayXf> o(po + i0, len);
       Eigen::Map<const Eigen::ArrayXf> x(pa + i0, len), y(pb + i0, len);
-      if constexpr (K == BinOp::Add) o = x + y;
-      else if constexpr (K == BinOp::Sub) o = x - y;
-      else o = x * y;
+      if constexpr (K == BinOp::Add)
+        o = x + y;
+      else if constexpr (K == BinOp::Sub)
+        o = x - y;
+      else
+        o = x * y;
     });
     return make_result(std::move(out), {a, b}, [](Node& self) {
       Node& na = parent(self, 0);
@@ -305,9 +314,12 @@ Var binary(const char* name, const Var& a, const Var& b) {
       float* pf = full.data();
       const float* other = first ? nb.value.data() : na.value.data();
       for_each_broadcast(bc, [&](std::int64_t o, std::int64_t i, std::int64_t j) {
-        if constexpr (K == BinOp::Mul) pf[o] = g[o] * other[first ? j : i];
-        else if constexpr (K == BinOp::Sub) pf[o] = first ? g[o] : -g[o];
-        else pf[o] = g[o];
+        if constexpr (K == BinOp::Mul)
+          pf[o] = g[o] * other[first ? j : i];
+        else if constexpr (K == BinOp::Sub)
+          pf[o] = first ? g[o] : -g[o];
+        else
+          pf[o] = g[o];
       });
       Tensor r = target.value.shape() == bc.out
                      ? std::move(full)
@@ -426,18 +438,19 @@ Var gelu(const Var& x) {
       const std::int64_t len = i1 - i0;
       Eigen::Map<const Eigen::ArrayXf> g(pg + i0, len), xv(px + i0, len), th(pt + i0, len);
       Eigen::Map<Eigen::ArrayXf> o(po + i0, len);
-      const auto d = g * (0.5f * (1.0f + th) +
-                          0.5f * xv * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * xv * xv));
-      if (fresh) o = d;
-      else o += d;
+      const auto d = g * (0.5f * (1.0f + th) + 0.5f * xv * (1.0f - th * th) * kSqrt2OverPi *
+                                                   (1.0f + 3.0f * kGeluC * xv * xv));
+      if (fresh)
+        o = d;
+      else
+        o += d;
     });
   });
 }
 
 Var silu(const Var& x) {
-  Tensor out = map_unary(x.value(), 20, [](const auto& in, auto& o) {
-    o = in / (1.0f + (-in).exp());
-  });
+  Tensor out =
+      map_unary(x.value(), 20, [](const auto& in, auto& o) { o = in / (1.0f + (-in).exp()); });
   return make_result(std::move(out), {x}, [](Node& self) {
     unary_backward(self, 20, [](const auto& g, const auto& x, const auto&, auto& o) {
       const auto s = (1.0f / (1.0f + (-x).exp())).eval();
@@ -456,9 +469,8 @@ Var tanh(const Var& x) {
 }
 
 Var sigmoid(const Var& x) {
-  Tensor out = map_unary(x.value(), 20, [](const auto& in, auto& o) {
-    o = 1.0f / (1.0f + (-in).exp());
-  });
+  Tensor out =
+      map_unary(x.value(), 20, [](const auto& in, auto& o) { o = 1.0f / (1.0f + (-in).exp()); });
   return make_result(std::move(out), {x}, [](Node& self) {
     unary_backward(self, 2, [](const auto& g, const auto&, const auto& y, auto& o) {
       o = g * y * (1.0f - y);
@@ -495,7 +507,8 @@ Var sum(const Var& x) {
 Var mean(const Var& x) {
   const std::int64_t n = x.value().numel();
   if (n == 0) shape_error("mean", x.shape(), "empty tensor");
-  Tensor out = Tensor::scalar(static_cast<float>(x.value().array().cast<double>().sum() / static_cast<double>(n)));
+  Tensor out = Tensor::scalar(
+      static_cast<float>(x.value().array().cast<double>().sum() / static_cast<double>(n)));
   return make_result(std::move(out), {x}, [n](Node& self) {
     Tensor& g = grad_of(parent(self, 0));
     g.array() += self.grad.item() / static_cast<float>(n);

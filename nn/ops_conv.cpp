@@ -41,7 +41,9 @@ using detail::scratch;
 
 // Fixed chunking of [0, n) for reductions: depends only on n, never on the thread count.
 constexpr int kMaxReduceChunks = 8;
-int reduce_chunks(std::int64_t n) { return static_cast<int>(std::clamp<std::int64_t>(n, 1, kMaxReduceChunks)); }
+int reduce_chunks(std::int64_t n) {
+  return static_cast<int>(std::clamp<std::int64_t>(n, 1, kMaxReduceChunks));
+}
 std::int64_t chunk_begin(std::int64_t n, int chunks, int c) { return n * c / chunks; }
 
 // Runs f(chunk, begin, end) for each fixed chunk, in parallel when worthwhile.
@@ -54,7 +56,6 @@ void for_each_chunk(std::int64_t n, int chunks, std::int64_t flops_per_item, F&&
   }
   oneapi::tbb::parallel_for(0, chunks, body);
 }
-
 
 // Output index range [lo, hi) along one axis for which in = o*stride + off lies in [0, in_size).
 inline void valid_range(int off, int stride, int in_size, int out_size, int& lo, int& hi) {
@@ -79,7 +80,9 @@ struct ConvGeom {
 // and per-row memcpy/memset calls would cost about as much as the GEMM itself.
 int padded_h(const ConvGeom& g) { return g.h + 2 * g.pad; }
 int padded_w(const ConvGeom& g) { return g.w + 2 * g.pad; }
-std::int64_t padded_size(const ConvGeom& g) { return static_cast<std::int64_t>(g.cin) * padded_h(g) * padded_w(g); }
+std::int64_t padded_size(const ConvGeom& g) {
+  return static_cast<std::int64_t>(g.cin) * padded_h(g) * padded_w(g);
+}
 
 // Short-row copy / accumulate (rows of a feature map are often shorter than one AVX-512 vector):
 // masked vector ops avoid the call and alignment-peeling overhead of memcpy or Eigen per row.
@@ -103,7 +106,9 @@ inline void add_row(float* dst, const float* src, int n) {
     _mm512_storeu_ps(dst + t, _mm512_add_ps(_mm512_loadu_ps(dst + t), _mm512_loadu_ps(src + t)));
   if (t < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - t)) - 1u);
-    _mm512_mask_storeu_ps(dst + t, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + t), _mm512_maskz_loadu_ps(m, src + t)));
+    _mm512_mask_storeu_ps(
+        dst + t, m,
+        _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + t), _mm512_maskz_loadu_ps(m, src + t)));
   }
 #else
   UArrayMap(dst, n) += ConstUArrayMap(src, n);
@@ -148,7 +153,8 @@ void im2col(const float* xp, const ConvGeom& g, float* col) {
 // The adjoint of im2col followed by pad_sample: dx += crop(scatter(dcol)).  dxp is scratch for
 // the padded gradient (unused when there is no padding).
 // With overwrite, dx = crop(scatter(dcol)) instead (dx's old contents are ignored).
-void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp, bool overwrite = false) {
+void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp,
+                bool overwrite = false) {
   const std::int64_t P = g.p();
   const int hp = padded_h(g), wp = padded_w(g);
   float* acc = dx;
@@ -169,20 +175,22 @@ void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp, bool
           if (g.stride == 1)
             add_row(dst, src, g.wo);
           else
-            Eigen::Map<Eigen::ArrayXf, 0, Eigen::InnerStride<>>(dst, g.wo, Eigen::InnerStride<>(g.stride)) +=
-                ConstUArrayMap(src, g.wo);
+            Eigen::Map<Eigen::ArrayXf, 0, Eigen::InnerStride<>>(
+                dst, g.wo, Eigen::InnerStride<>(g.stride)) += ConstUArrayMap(src, g.wo);
         }
       }
   if (g.pad == 0) return;
   for (int c = 0; c < g.cin; ++c)
     for (int ih = 0; ih < g.h; ++ih)
-      (overwrite ? copy_row : add_row)(dx + (static_cast<std::int64_t>(c) * g.h + ih) * g.w,
-              dxp + (static_cast<std::int64_t>(c) * hp + ih + g.pad) * wp + g.pad, g.w);
+      (overwrite ? copy_row : add_row)(
+          dx + (static_cast<std::int64_t>(c) * g.h + ih) * g.w,
+          dxp + (static_cast<std::int64_t>(c) * hp + ih + g.pad) * wp + g.pad, g.w);
 }
 
 // ---- depthwise direct kernels (one [H, W] plane, one [kh, kw] filter) ----
 
-void depthwise_forward_plane(const float* x, const float* wt, float bias, const ConvGeom& g, float* y) {
+void depthwise_forward_plane(const float* x, const float* wt, float bias, const ConvGeom& g,
+                             float* y) {
   std::fill(y, y + g.p(), bias);
   for (int i = 0; i < g.kh; ++i) {
     int oh_lo, oh_hi;
@@ -193,7 +201,8 @@ void depthwise_forward_plane(const float* x, const float* wt, float bias, const 
       valid_range(j - g.pad, g.stride, g.w, g.wo, ow_lo, ow_hi);
       for (int oh = oh_lo; oh < oh_hi; ++oh) {
         float* yr = y + static_cast<std::int64_t>(oh) * g.wo;
-        const float* xr = x + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
+        const float* xr =
+            x + static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
         if (g.stride == 1) {
           for (int ow = ow_lo; ow < ow_hi; ++ow) yr[ow] += wv * xr[ow];
         } else {
@@ -217,7 +226,8 @@ void depthwise_backward_plane(const float* x, const float* wt, const float* dy, 
       float acc = 0.0f;
       for (int oh = oh_lo; oh < oh_hi; ++oh) {
         const float* dyr = dy + static_cast<std::int64_t>(oh) * g.wo;
-        const std::int64_t xoff = static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
+        const std::int64_t xoff =
+            static_cast<std::int64_t>(oh * g.stride - g.pad + i) * g.w + (j - g.pad);
         const float* xr = x + xoff;
         if (dw)
           for (int ow = ow_lo; ow < ow_hi; ++ow) acc += dyr[ow] * xr[ow * g.stride];
@@ -234,18 +244,23 @@ void depthwise_backward_plane(const float* x, const float* wt, const float* dy, 
 // Stride 1 works on the padded-width grid instead: output position t = oh*wp + ow, ow < wp, whose
 // last kw-1 columns are garbage and dropped.  Each filter tap then becomes one long contiguous
 // axpy (or dot) over the whole plane rather than ho short rows.
-std::int64_t dw_padded_plane(const ConvGeom& g) { return static_cast<std::int64_t>(padded_h(g)) * padded_w(g) + g.kw; }
-std::int64_t dw_ext_plane(const ConvGeom& g) { return static_cast<std::int64_t>(g.ho) * padded_w(g); }
+std::int64_t dw_padded_plane(const ConvGeom& g) {
+  return static_cast<std::int64_t>(padded_h(g)) * padded_w(g) + g.kw;
+}
+std::int64_t dw_ext_plane(const ConvGeom& g) {
+  return static_cast<std::int64_t>(g.ho) * padded_w(g);
+}
 
 // Zero-padded plane with kw floats of slack so the last taps' reads stay in bounds.
 void pad_plane(const float* x, const ConvGeom& g, float* xp) {
   const int wp = padded_w(g);
   std::fill(xp, xp + dw_padded_plane(g), 0.0f);
-  for (int ih = 0; ih < g.h; ++ih) copy_row(xp + static_cast<std::int64_t>(ih + g.pad) * wp + g.pad, x + ih * g.w, g.w);
+  for (int ih = 0; ih < g.h; ++ih)
+    copy_row(xp + static_cast<std::int64_t>(ih + g.pad) * wp + g.pad, x + ih * g.w, g.w);
 }
 
-void depthwise_forward_plane_s1(const float* x, const float* wt, float bias, const ConvGeom& g, float* y, float* xp,
-                                float* ext) {
+void depthwise_forward_plane_s1(const float* x, const float* wt, float bias, const ConvGeom& g,
+                                float* y, float* xp, float* ext) {
   const int wp = padded_w(g);
   const std::int64_t T = dw_ext_plane(g);
   pad_plane(x, g, xp);
@@ -253,11 +268,13 @@ void depthwise_forward_plane_s1(const float* x, const float* wt, float bias, con
   e.setConstant(bias);
   for (int i = 0; i < g.kh; ++i)
     for (int j = 0; j < g.kw; ++j) e += wt[i * g.kw + j] * ConstUArrayMap(xp + i * wp + j, T);
-  for (int oh = 0; oh < g.ho; ++oh) copy_row(y + oh * g.wo, ext + static_cast<std::int64_t>(oh) * wp, g.wo);
+  for (int oh = 0; oh < g.ho; ++oh)
+    copy_row(y + oh * g.wo, ext + static_cast<std::int64_t>(oh) * wp, g.wo);
 }
 
-void depthwise_backward_plane_s1(const float* x, const float* wt, const float* dy, const ConvGeom& g, float* dx,
-                                 float* dw, float* xp, float* ext, float* dxp) {
+void depthwise_backward_plane_s1(const float* x, const float* wt, const float* dy,
+                                 const ConvGeom& g, float* dx, float* dw, float* xp, float* ext,
+                                 float* dxp) {
   const int wp = padded_w(g);
   const std::int64_t T = dw_ext_plane(g);
   // dy on the padded-width grid; zero garbage columns make their taps contribute nothing.
@@ -270,13 +287,15 @@ void depthwise_backward_plane_s1(const float* x, const float* wt, const float* d
   if (dw) {
     pad_plane(x, g, xp);
     for (int i = 0; i < g.kh; ++i)
-      for (int j = 0; j < g.kw; ++j) dw[i * g.kw + j] += (e * ConstUArrayMap(xp + i * wp + j, T)).sum();
+      for (int j = 0; j < g.kw; ++j)
+        dw[i * g.kw + j] += (e * ConstUArrayMap(xp + i * wp + j, T)).sum();
   }
   if (dx) {
     std::fill(dxp, dxp + dw_padded_plane(g), 0.0f);
     for (int i = 0; i < g.kh; ++i)
       for (int j = 0; j < g.kw; ++j) UArrayMap(dxp + i * wp + j, T) += wt[i * g.kw + j] * e;
-    for (int ih = 0; ih < g.h; ++ih) add_row(dx + ih * g.w, dxp + static_cast<std::int64_t>(ih + g.pad) * wp + g.pad, g.w);
+    for (int ih = 0; ih < g.h; ++ih)
+      add_row(dx + ih * g.w, dxp + static_cast<std::int64_t>(ih + g.pad) * wp + g.pad, g.w);
   }
 }
 
@@ -289,33 +308,40 @@ ConvGeom check_conv(const Var& x, const Var& w, const Var& b, const Conv2dOption
   if (x.shape().rank() != 4)
     throw std::invalid_argument("conv2d: x must be [N, C, H, W], got " + x.shape().str());
   if (w.shape().rank() != 4)
-    throw std::invalid_argument("conv2d: w must be [Cout, Cin/groups, kh, kw], got " + w.shape().str());
-  if (opt.stride < 1) throw std::invalid_argument("conv2d: stride must be >= 1, got " + std::to_string(opt.stride));
+    throw std::invalid_argument("conv2d: w must be [Cout, Cin/groups, kh, kw], got " +
+                                w.shape().str());
+  if (opt.stride < 1)
+    throw std::invalid_argument("conv2d: stride must be >= 1, got " + std::to_string(opt.stride));
   if (opt.padding < 0)
     throw std::invalid_argument("conv2d: padding must be >= 0, got " + std::to_string(opt.padding));
-  if (opt.groups < 1) throw std::invalid_argument("conv2d: groups must be >= 1, got " + std::to_string(opt.groups));
+  if (opt.groups < 1)
+    throw std::invalid_argument("conv2d: groups must be >= 1, got " + std::to_string(opt.groups));
   ConvGeom g{};
   g.n = x.dim(0), g.cin = x.dim(1), g.h = x.dim(2), g.w = x.dim(3);
   g.cout = w.dim(0), g.kh = w.dim(2), g.kw = w.dim(3);
   g.stride = opt.stride, g.pad = opt.padding, g.groups = opt.groups;
   if (g.cin % g.groups != 0)
-    throw std::invalid_argument("conv2d: input channels " + std::to_string(g.cin) + " not divisible by groups " +
-                                std::to_string(g.groups) + " " + conv_shapes(x, w));
-  if (g.cout % g.groups != 0)
-    throw std::invalid_argument("conv2d: output channels " + std::to_string(g.cout) + " not divisible by groups " +
-                                std::to_string(g.groups) + " " + conv_shapes(x, w));
-  if (w.dim(1) != g.cin / g.groups)
-    throw std::invalid_argument("conv2d: w dim 1 must be Cin/groups = " + std::to_string(g.cin / g.groups) + " " +
+    throw std::invalid_argument("conv2d: input channels " + std::to_string(g.cin) +
+                                " not divisible by groups " + std::to_string(g.groups) + " " +
                                 conv_shapes(x, w));
-  if (g.kh < 1 || g.kw < 1) throw std::invalid_argument("conv2d: empty kernel " + conv_shapes(x, w));
+  if (g.cout % g.groups != 0)
+    throw std::invalid_argument("conv2d: output channels " + std::to_string(g.cout) +
+                                " not divisible by groups " + std::to_string(g.groups) + " " +
+                                conv_shapes(x, w));
+  if (w.dim(1) != g.cin / g.groups)
+    throw std::invalid_argument("conv2d: w dim 1 must be Cin/groups = " +
+                                std::to_string(g.cin / g.groups) + " " + conv_shapes(x, w));
+  if (g.kh < 1 || g.kw < 1)
+    throw std::invalid_argument("conv2d: empty kernel " + conv_shapes(x, w));
   if (g.kh > g.h + 2 * g.pad || g.kw > g.w + 2 * g.pad)
-    throw std::invalid_argument("conv2d: kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
-                                " larger than padded input " + std::to_string(g.h + 2 * g.pad) + "x" +
-                                std::to_string(g.w + 2 * g.pad) + " " + conv_shapes(x, w) + ", padding " +
-                                std::to_string(g.pad));
+    throw std::invalid_argument("conv2d: kernel " + std::to_string(g.kh) + "x" +
+                                std::to_string(g.kw) + " larger than padded input " +
+                                std::to_string(g.h + 2 * g.pad) + "x" +
+                                std::to_string(g.w + 2 * g.pad) + " " + conv_shapes(x, w) +
+                                ", padding " + std::to_string(g.pad));
   if (b.defined() && (b.shape().rank() != 1 || b.dim(0) != g.cout))
-    throw std::invalid_argument("conv2d: bias must be [" + std::to_string(g.cout) + "], got " + b.shape().str() +
-                                " " + conv_shapes(x, w));
+    throw std::invalid_argument("conv2d: bias must be [" + std::to_string(g.cout) + "], got " +
+                                b.shape().str() + " " + conv_shapes(x, w));
   g.ho = (g.h + 2 * g.pad - g.kh) / g.stride + 1;
   g.wo = (g.w + 2 * g.pad - g.kw) / g.stride + 1;
   return g;
@@ -323,7 +349,8 @@ ConvGeom check_conv(const Var& x, const Var& w, const Var& b, const Conv2dOption
 
 Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g) {
   Tensor y(Shape{g.n, g.cout, g.ho, g.wo});
-  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = g.p(), K = static_cast<std::int64_t>(g.kh) * g.kw;
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = g.p(),
+                     K = static_cast<std::int64_t>(g.kh) * g.kw;
   {
     const float* xd = x.value().data();
     const float* wd = w.value().data();
@@ -331,12 +358,14 @@ Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g
     float* yd = y.data();
     const std::int64_t planes = static_cast<std::int64_t>(g.n) * g.cin;
     parallel_range(planes, 2 * P * K, [&](std::int64_t lo, std::int64_t hi) {
-      float* xp = g.stride == 1 ? scratch(static_cast<std::size_t>(dw_padded_plane(g)), 0) : nullptr;
+      float* xp =
+          g.stride == 1 ? scratch(static_cast<std::size_t>(dw_padded_plane(g)), 0) : nullptr;
       float* ext = g.stride == 1 ? scratch(static_cast<std::size_t>(dw_ext_plane(g)), 1) : nullptr;
       for (std::int64_t pl = lo; pl < hi; ++pl) {
         int c = static_cast<int>(pl % g.cin);
         if (g.stride == 1)
-          depthwise_forward_plane_s1(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P, xp, ext);
+          depthwise_forward_plane_s1(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P,
+                                     xp, ext);
         else
           depthwise_forward_plane(xd + pl * HW, wd + c * K, bd ? bd[c] : 0.0f, g, yd + pl * P);
       }
@@ -366,11 +395,12 @@ Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g
         for (int n = 0; n < g.n; ++n) {
           const std::int64_t pl = static_cast<std::int64_t>(n) * g.cin + c;
           if (s1)
-            depthwise_backward_plane_s1(xd + pl * HW, wd + c * K, dy + pl * P, g, dx ? dx + pl * HW : nullptr,
-                                        dw ? dw + c * K : nullptr, xp, ext, dxp);
+            depthwise_backward_plane_s1(xd + pl * HW, wd + c * K, dy + pl * P, g,
+                                        dx ? dx + pl * HW : nullptr, dw ? dw + c * K : nullptr, xp,
+                                        ext, dxp);
           else
-            depthwise_backward_plane(xd + pl * HW, wd + c * K, dy + pl * P, g, dx ? dx + pl * HW : nullptr,
-                                     dw ? dw + c * K : nullptr);
+            depthwise_backward_plane(xd + pl * HW, wd + c * K, dy + pl * P, g,
+                                     dx ? dx + pl * HW : nullptr, dw ? dw + c * K : nullptr);
           if (db) bacc += ConstUArrayMap(dy + pl * P, P).sum();
         }
         if (db) db[c] += bacc;
@@ -395,7 +425,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     ConstMatrixMap wm(w.value().data(), g.cout, Kg);
     float* yd = y.data();
     parallel_range(g.n, sample_flops, [&](std::int64_t lo, std::int64_t hi) {
-      float* col = g.pointwise() ? nullptr : scratch(static_cast<std::size_t>(g.groups * Kg * P), 0);
+      float* col =
+          g.pointwise() ? nullptr : scratch(static_cast<std::size_t>(g.groups * Kg * P), 0);
       float* xpad = col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
       for (std::int64_t n = lo; n < hi; ++n) {
         const float* src = xd + n * CHW;
@@ -415,75 +446,86 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
 
   std::vector<Var> parents{x, w};
   if (b.defined()) parents.push_back(b);
-  return make_result(std::move(y), parents, [g, CHW, P, Kg, Cg, sample_flops, has_b = b.defined()](Node& self) {
-    Node& xn = *self.parents[0];
-    Node& wn = *self.parents[1];
-    Node* bn = has_b ? self.parents[2].get() : nullptr;
-    const bool need_x = xn.requires_grad, need_w = wn.requires_grad, need_b = bn && bn->requires_grad;
-    const float* dy = self.grad.data();
-    const float* xd = xn.value.data();
-    ConstMatrixMap wm(wn.value.data(), g.cout, Kg);
-    // A fresh dx is written sample by sample (no zero-fill pass over the whole gradient).
-    bool dx_fresh = false;
-    float* dx = need_x ? detail::grad_buffer(xn, dx_fresh) : nullptr;
+  return make_result(
+      std::move(y), parents, [g, CHW, P, Kg, Cg, sample_flops, has_b = b.defined()](Node& self) {
+        Node& xn = *self.parents[0];
+        Node& wn = *self.parents[1];
+        Node* bn = has_b ? self.parents[2].get() : nullptr;
+        const bool need_x = xn.requires_grad, need_w = wn.requires_grad,
+                   need_b = bn && bn->requires_grad;
+        const float* dy = self.grad.data();
+        const float* xd = xn.value.data();
+        ConstMatrixMap wm(wn.value.data(), g.cout, Kg);
+        // A fresh dx is written sample by sample (no zero-fill pass over the whole gradient).
+        bool dx_fresh = false;
+        float* dx = need_x ? detail::grad_buffer(xn, dx_fresh) : nullptr;
 
-    // Weight/bias gradients reduce over the batch: per-chunk partials, summed in chunk order.
-    const int chunks = reduce_chunks(g.n);
-    const std::int64_t wsize = static_cast<std::int64_t>(g.cout) * Kg;
-    // Pooled buffer (a fresh zeroed vector this size would be mmap-backed: page faults per step).
-    Tensor dw_part_buf = need_w ? Tensor(Shape{static_cast<int>(chunks * wsize)}, 0.0f) : Tensor();
-    float* dw_part_data = need_w ? dw_part_buf.data() : nullptr;
-    std::vector<float> db_part(need_b ? static_cast<std::size_t>(chunks) * g.cout : 0, 0.0f);
-    const std::int64_t flops = sample_flops * ((need_w ? 1 : 0) + (need_x ? 1 : 0)) + 1;
+        // Weight/bias gradients reduce over the batch: per-chunk partials, summed in chunk order.
+        const int chunks = reduce_chunks(g.n);
+        const std::int64_t wsize = static_cast<std::int64_t>(g.cout) * Kg;
+        // Pooled buffer (a fresh zeroed vector this size would be mmap-backed: page faults per
+        // step).
+        Tensor dw_part_buf =
+            need_w ? Tensor(Shape{static_cast<int>(chunks * wsize)}, 0.0f) : Tensor();
+        float* dw_part_data = need_w ? dw_part_buf.data() : nullptr;
+        std::vector<float> db_part(need_b ? static_cast<std::size_t>(chunks) * g.cout : 0, 0.0f);
+        const std::int64_t flops = sample_flops * ((need_w ? 1 : 0) + (need_x ? 1 : 0)) + 1;
 
-    for_each_chunk(g.n, chunks, flops, [&](int c, std::int64_t lo, std::int64_t hi) {
-      const bool need_col = !g.pointwise() && (need_w || need_x);
-      float* col = need_col ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 0) : nullptr;
-      float* dcol = need_x && !g.pointwise() ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 1) : nullptr;
-      // One padded buffer serves both the input copy (dW) and the padded dx (col2im), in turn.
-      float* pbuf = need_col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
-      for (std::int64_t n = lo; n < hi; ++n) {
-        const float* dyn = dy + n * g.cout * P;
-        if (need_b) {
-          Eigen::Map<Eigen::VectorXf> dbp(db_part.data() + static_cast<std::size_t>(c) * g.cout, g.cout);
-          dbp += ConstMatrixMap(dyn, g.cout, P).rowwise().sum();
-        }
+        for_each_chunk(g.n, chunks, flops, [&](int c, std::int64_t lo, std::int64_t hi) {
+          const bool need_col = !g.pointwise() && (need_w || need_x);
+          float* col = need_col ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 0) : nullptr;
+          float* dcol = need_x && !g.pointwise()
+                            ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 1)
+                            : nullptr;
+          // One padded buffer serves both the input copy (dW) and the padded dx (col2im), in turn.
+          float* pbuf =
+              need_col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
+          for (std::int64_t n = lo; n < hi; ++n) {
+            const float* dyn = dy + n * g.cout * P;
+            if (need_b) {
+              Eigen::Map<Eigen::VectorXf> dbp(db_part.data() + static_cast<std::size_t>(c) * g.cout,
+                                              g.cout);
+              dbp += ConstMatrixMap(dyn, g.cout, P).rowwise().sum();
+            }
+            if (need_w) {
+              const float* src = xd + n * CHW;
+              if (col) {
+                im2col(pad_sample(src, g, pbuf), g, col);
+                src = col;
+              }
+              for (int gr = 0; gr < g.groups; ++gr) {
+                MatrixMap dwp(dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg,
+                              Cg, Kg);
+                dwp.noalias() +=
+                    ConstMatrixMap(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P) *
+                    ConstMatrixMap(src + gr * Kg * P, Kg, P).transpose();
+              }
+            }
+            if (need_x) {
+              // Pointwise: dcol is dx itself, so the GEMM accumulates straight into it.
+              float* dst = dcol ? dcol : dx + n * CHW;
+              for (int gr = 0; gr < g.groups; ++gr) {
+                MatrixMap dc(dst + gr * Kg * P, Kg, P);
+                ConstMatrixMap dyg(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P);
+                if (dcol || dx_fresh)
+                  dc.noalias() = wm.middleRows(gr * Cg, Cg).transpose() * dyg;
+                else
+                  dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
+              }
+              if (dcol) col2im_add(dcol, g, dx + n * CHW, pbuf, dx_fresh);
+            }
+          }
+        });
         if (need_w) {
-          const float* src = xd + n * CHW;
-          if (col) {
-            im2col(pad_sample(src, g, pbuf), g, col);
-            src = col;
-          }
-          for (int gr = 0; gr < g.groups; ++gr) {
-            MatrixMap dwp(dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg, Cg, Kg);
-            dwp.noalias() += ConstMatrixMap(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P) *
-                             ConstMatrixMap(src + gr * Kg * P, Kg, P).transpose();
-          }
+          ArrayMap dw = grad_of(wn).array();
+          for (int c = 0; c < chunks; ++c) dw += ConstUArrayMap(dw_part_data + c * wsize, wsize);
         }
-        if (need_x) {
-          // Pointwise: dcol is dx itself, so the GEMM accumulates straight into it.
-          float* dst = dcol ? dcol : dx + n * CHW;
-          for (int gr = 0; gr < g.groups; ++gr) {
-            MatrixMap dc(dst + gr * Kg * P, Kg, P);
-            ConstMatrixMap dyg(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P);
-            if (dcol || dx_fresh)
-              dc.noalias() = wm.middleRows(gr * Cg, Cg).transpose() * dyg;
-            else
-              dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
-          }
-          if (dcol) col2im_add(dcol, g, dx + n * CHW, pbuf, dx_fresh);
+        if (need_b) {
+          ArrayMap db = grad_of(*bn).array();
+          for (int c = 0; c < chunks; ++c)
+            db += ConstUArrayMap(db_part.data() + static_cast<std::size_t>(c) * g.cout, g.cout);
         }
-      }
-    });
-    if (need_w) {
-      ArrayMap dw = grad_of(wn).array();
-      for (int c = 0; c < chunks; ++c) dw += ConstUArrayMap(dw_part_data + c * wsize, wsize);
-    }
-    if (need_b) {
-      ArrayMap db = grad_of(*bn).array();
-      for (int c = 0; c < chunks; ++c) db += ConstUArrayMap(db_part.data() + static_cast<std::size_t>(c) * g.cout, g.cout);
-    }
-  });
+      });
 }
 
 // ---- pooling ----
@@ -499,17 +541,20 @@ PoolGeom check_pool(const char* op, const Var& x, int kernel, int stride, int pa
   if (!x.defined() || x.shape().rank() != 4)
     throw std::invalid_argument(name + ": x must be [N, C, H, W], got " +
                                 (x.defined() ? x.shape().str() : std::string("undefined")));
-  if (kernel < 1) throw std::invalid_argument(name + ": kernel must be >= 1, got " + std::to_string(kernel));
-  if (stride < 1) throw std::invalid_argument(name + ": stride must be >= 1, got " + std::to_string(stride));
+  if (kernel < 1)
+    throw std::invalid_argument(name + ": kernel must be >= 1, got " + std::to_string(kernel));
+  if (stride < 1)
+    throw std::invalid_argument(name + ": stride must be >= 1, got " + std::to_string(stride));
   // As in PyTorch: more padding than half a kernel would create windows with no real input.
   if (padding < 0 || 2 * padding > kernel)
-    throw std::invalid_argument(name + ": padding " + std::to_string(padding) + " must be in [0, kernel/2] for kernel " +
-                                std::to_string(kernel));
+    throw std::invalid_argument(name + ": padding " + std::to_string(padding) +
+                                " must be in [0, kernel/2] for kernel " + std::to_string(kernel));
   PoolGeom g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stride, padding, 0, 0};
   if (kernel > g.h + 2 * padding || kernel > g.w + 2 * padding)
-    throw std::invalid_argument(name + ": kernel " + std::to_string(kernel) + " larger than padded input " +
-                                std::to_string(g.h + 2 * padding) + "x" + std::to_string(g.w + 2 * padding) +
-                                " (x " + x.shape().str() + ")");
+    throw std::invalid_argument(name + ": kernel " + std::to_string(kernel) +
+                                " larger than padded input " + std::to_string(g.h + 2 * padding) +
+                                "x" + std::to_string(g.w + 2 * padding) + " (x " + x.shape().str() +
+                                ")");
   g.ho = (g.h + 2 * padding - kernel) / stride + 1;
   g.wo = (g.w + 2 * padding - kernel) / stride + 1;
   return g;
@@ -519,7 +564,8 @@ PoolGeom check_pool(const char* op, const Var& x, int kernel, int stride, int pa
 
 Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
   const PoolGeom g = check_pool("max_pool2d", x, kernel, stride, padding);
-  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = static_cast<std::int64_t>(g.ho) * g.wo;
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w,
+                     P = static_cast<std::int64_t>(g.ho) * g.wo;
   Tensor y(Shape{g.n, g.c, g.ho, g.wo});
   // Argmax index within the input plane, for routing the gradient in backward; only recorded
   // when a graph is being built.
@@ -548,20 +594,27 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
           int ow = 0;
 #if defined(__AVX512F__)
           {
-            const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            const __m512i even =
+                _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-            const __m512i lane2 = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
-            const __m512i kb = _mm512_set1_epi32(1), kc = _mm512_set1_epi32(g.w), kd = _mm512_set1_epi32(g.w + 1);
+            const __m512i lane2 = _mm512_slli_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
+            const __m512i kb = _mm512_set1_epi32(1), kc = _mm512_set1_epi32(g.w),
+                          kd = _mm512_set1_epi32(g.w + 1);
             for (; ow < g.wo; ow += 16) {
               const int n = std::min(16, g.wo - ow);
               const __mmask16 mo = static_cast<__mmask16>((1u << n) - 1u);
               const int n2 = 2 * n;
               const __mmask16 m0 = static_cast<__mmask16>(n2 >= 16 ? 0xFFFFu : (1u << n2) - 1u);
               const __mmask16 m1 = static_cast<__mmask16>(n2 <= 16 ? 0u : (1u << (n2 - 16)) - 1u);
-              const __m512 x00 = _mm512_maskz_loadu_ps(m0, r0 + 2 * ow), x01 = _mm512_maskz_loadu_ps(m1, r0 + 2 * ow + 16);
-              const __m512 x10 = _mm512_maskz_loadu_ps(m0, r1 + 2 * ow), x11 = _mm512_maskz_loadu_ps(m1, r1 + 2 * ow + 16);
-              const __m512 a = _mm512_permutex2var_ps(x00, even, x01), b = _mm512_permutex2var_ps(x00, odd, x01);
-              const __m512 c = _mm512_permutex2var_ps(x10, even, x11), d = _mm512_permutex2var_ps(x10, odd, x11);
+              const __m512 x00 = _mm512_maskz_loadu_ps(m0, r0 + 2 * ow),
+                           x01 = _mm512_maskz_loadu_ps(m1, r0 + 2 * ow + 16);
+              const __m512 x10 = _mm512_maskz_loadu_ps(m0, r1 + 2 * ow),
+                           x11 = _mm512_maskz_loadu_ps(m1, r1 + 2 * ow + 16);
+              const __m512 a = _mm512_permutex2var_ps(x00, even, x01),
+                           b = _mm512_permutex2var_ps(x00, odd, x01);
+              const __m512 c = _mm512_permutex2var_ps(x10, even, x11),
+                           d = _mm512_permutex2var_ps(x10, odd, x11);
               __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
               __m512i k = _mm512_setzero_si512();
               m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(a, m, _CMP_GT_OQ), a);
@@ -573,7 +626,8 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
               m = _mm512_mask_mov_ps(m, t, d), k = _mm512_mask_mov_epi32(k, t, kd);
               _mm512_mask_storeu_ps(yr + ow, mo, m);
               if (ar) {
-                const __m512i idx = _mm512_add_epi32(_mm512_add_epi32(k, lane2), _mm512_set1_epi32(base + 2 * ow));
+                const __m512i idx =
+                    _mm512_add_epi32(_mm512_add_epi32(k, lane2), _mm512_set1_epi32(base + 2 * ow));
                 _mm512_mask_storeu_epi32(ar + ow, mo, idx);
               }
             }
@@ -597,9 +651,11 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
         continue;
       }
       for (int oh = 0; oh < g.ho; ++oh) {
-        const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+        const int h0 = std::max(0, oh * g.stride - g.pad),
+                  h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
         for (int ow = 0; ow < g.wo; ++ow) {
-          const int w0 = std::max(0, ow * g.stride - g.pad), w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+          const int w0 = std::max(0, ow * g.stride - g.pad),
+                    w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
           float best = -std::numeric_limits<float>::infinity();
           std::int32_t bi = h0 * g.w + w0;
           for (int ih = h0; ih < h1; ++ih)
@@ -634,7 +690,8 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
 
 Var avg_pool2d(const Var& x, int kernel, int stride, int padding) {
   const PoolGeom g = check_pool("avg_pool2d", x, kernel, stride, padding);
-  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = static_cast<std::int64_t>(g.ho) * g.wo;
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w,
+                     P = static_cast<std::int64_t>(g.ho) * g.wo;
   Tensor y(Shape{g.n, g.c, g.ho, g.wo});
   const float* xd = x.value().data();
   float* yd = y.data();
@@ -644,9 +701,11 @@ Var avg_pool2d(const Var& x, int kernel, int stride, int padding) {
       const float* xp = xd + pl * HW;
       float* yp = yd + pl * P;
       for (int oh = 0; oh < g.ho; ++oh) {
-        const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+        const int h0 = std::max(0, oh * g.stride - g.pad),
+                  h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
         for (int ow = 0; ow < g.wo; ++ow) {
-          const int w0 = std::max(0, ow * g.stride - g.pad), w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+          const int w0 = std::max(0, ow * g.stride - g.pad),
+                    w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
           float s = 0.0f;
           for (int ih = h0; ih < h1; ++ih)
             for (int iw = w0; iw < w1; ++iw) s += xp[ih * g.w + iw];
@@ -664,9 +723,11 @@ Var avg_pool2d(const Var& x, int kernel, int stride, int padding) {
         float* dxp = dx + pl * HW;
         const float* dyp = dy + pl * P;
         for (int oh = 0; oh < g.ho; ++oh) {
-          const int h0 = std::max(0, oh * g.stride - g.pad), h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+          const int h0 = std::max(0, oh * g.stride - g.pad),
+                    h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
           for (int ow = 0; ow < g.wo; ++ow) {
-            const int w0 = std::max(0, ow * g.stride - g.pad), w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+            const int w0 = std::max(0, ow * g.stride - g.pad),
+                      w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
             const float d = dyp[oh * g.wo + ow] / static_cast<float>((h1 - h0) * (w1 - w0));
             for (int ih = h0; ih < h1; ++ih)
               for (int iw = w0; iw < w1; ++iw) dxp[ih * g.w + iw] += d;
@@ -683,10 +744,14 @@ Var global_avg_pool(const Var& x) {
                                 (x.defined() ? x.shape().str() : std::string("undefined")));
   const int n = x.dim(0), c = x.dim(1);
   const std::int64_t HW = static_cast<std::int64_t>(x.dim(2)) * x.dim(3);
-  if (HW == 0) throw std::invalid_argument("global_avg_pool: empty spatial extent in " + x.shape().str());
+  if (HW == 0)
+    throw std::invalid_argument("global_avg_pool: empty spatial extent in " + x.shape().str());
   Tensor y(Shape{n, c});
   // Each row of the [N*C, HW] view is one plane.
-  y.array() = ConstMatrixMap(x.value().data(), static_cast<std::int64_t>(n) * c, HW).rowwise().sum().array() /
+  y.array() = ConstMatrixMap(x.value().data(), static_cast<std::int64_t>(n) * c, HW)
+                  .rowwise()
+                  .sum()
+                  .array() /
               static_cast<float>(HW);
   return make_result(std::move(y), {x}, [HW](Node& self) {
     Node& xn = *self.parents[0];

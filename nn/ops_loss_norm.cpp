@@ -87,12 +87,14 @@ Var cross_entropy(const Var& logits, const std::vector<int>& labels) {
   if (s.rank() != 2) shape_error("cross_entropy", s, "logits must be [N, C]");
   const int n = s[0], c = s[1];
   if (static_cast<int>(labels.size()) != n)
-    shape_error("cross_entropy", s, Shape{static_cast<int>(labels.size())}, "one label per row needed");
+    shape_error("cross_entropy", s, Shape{static_cast<int>(labels.size())},
+                "one label per row needed");
   if (n == 0) shape_error("cross_entropy", s, "empty batch");
   for (int y : labels)
     if (y < 0 || y >= c)
-      throw std::invalid_argument("cross_entropy: label " + std::to_string(y) + " out of range [0, " +
-                                  std::to_string(c) + ") for logits " + s.str());
+      throw std::invalid_argument("cross_entropy: label " + std::to_string(y) +
+                                  " out of range [0, " + std::to_string(c) + ") for logits " +
+                                  s.str());
   // One pass per row: softmax probabilities (kept for backward) and the row's NLL.
   Tensor probs(s);
   std::vector<float> row_loss(static_cast<std::size_t>(n));
@@ -119,7 +121,8 @@ Var cross_entropy(const Var& logits, const std::vector<int>& labels) {
     // d loss / d logits = (softmax - onehot) / N, written straight into a fresh buffer.
     Tensor gx(nx.value.shape());
     gx.array() = probs.array() * g;
-    for (int r = 0; r < n; ++r) gx.data()[static_cast<std::int64_t>(r) * c + labels[static_cast<std::size_t>(r)]] -= g;
+    for (int r = 0; r < n; ++r)
+      gx.data()[static_cast<std::int64_t>(r) * c + labels[static_cast<std::size_t>(r)]] -= g;
     accumulate_owned(nx, std::move(gx));
   });
 }
@@ -181,7 +184,8 @@ Var token_cross_entropy(const Var& logits, const std::vector<int>& labels, int i
 }
 
 Var mse(const Var& pred, const Var& target) {
-  if (pred.shape() != target.shape()) shape_error("mse", pred.shape(), target.shape(), "shapes differ");
+  if (pred.shape() != target.shape())
+    shape_error("mse", pred.shape(), target.shape(), "shapes differ");
   const std::int64_t n = pred.value().numel();
   if (n == 0) shape_error("mse", pred.shape(), "empty tensor");
   Tensor out = Tensor::scalar((pred.value().array() - target.value().array()).square().sum() /
@@ -205,8 +209,10 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
   const Shape& s = x.shape();
   require_rank1("layer_norm", s);
   const int d = s.back(-1);
-  if (gamma.shape() != Shape{d}) shape_error("layer_norm", s, gamma.shape(), "gamma must be [last dim]");
-  if (beta.shape() != Shape{d}) shape_error("layer_norm", s, beta.shape(), "beta must be [last dim]");
+  if (gamma.shape() != Shape{d})
+    shape_error("layer_norm", s, gamma.shape(), "gamma must be [last dim]");
+  if (beta.shape() != Shape{d})
+    shape_error("layer_norm", s, beta.shape(), "beta must be [last dim]");
   const std::int64_t rows = d ? x.value().numel() / d : 0;
   // Only the per-row mean and 1/std are kept: backward recomputes xhat = (x - mean) * rstd from
   // x (kept by the graph anyway) instead of storing a second activation-sized tensor.
@@ -237,8 +243,8 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
     const float* pxv = nx.value.data();
     const float* pmu = mean_r.data();
     const bool need_g = ng.requires_grad, need_b = nb.requires_grad, need_x = nx.requires_grad;
-    // One pass over g and x (xhat recomputed): dx rows, plus per-chunk partial column sums for dgamma/dbeta
-    // (chunks fixed by the size only; partials added in chunk order: deterministic).
+    // One pass over g and x (xhat recomputed): dx rows, plus per-chunk partial column sums for
+    // dgamma/dbeta (chunks fixed by the size only; partials added in chunk order: deterministic).
     float* po = nullptr;
     bool fresh = false;
     if (need_x) po = detail::grad_buffer(nx, fresh);
@@ -246,26 +252,29 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
     Eigen::ArrayXXf part = Eigen::ArrayXXf::Zero(d, (need_g || need_b) ? 2 * max_chunks : 0);
     const float* pgm = ng.value.data();
     const float* pr = rstd.data();
-    const std::int64_t chunks = detail::parallel_chunks(rows, 10LL * d, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
-      ConstRowArray gm(pgm, d);
-      Eigen::Array<float, 1, Eigen::Dynamic> dh(d), h(d);
-      float* sg = (need_g || need_b) ? part.col(2 * c).data() : nullptr;
-      float* sb = (need_g || need_b) ? part.col(2 * c + 1).data() : nullptr;
-      for (std::int64_t r = r0; r < r1; ++r) {
-        ConstRowArray g(pg + r * d, d);
-        h = (ConstRowArray(pxv + r * d, d) - pmu[r]) * pr[r];
-        if (sg) {
-          RowArray(sg, d) += g * h;
-          RowArray(sb, d) += g;
-        }
-        if (!need_x) continue;
-        dh = g * gm;
-        const float m1 = dh.mean();
-        const float m2 = (dh * h).mean();
-        if (fresh) RowArray(po + r * d, d) = pr[r] * (dh - m1 - h * m2);
-        else RowArray(po + r * d, d) += pr[r] * (dh - m1 - h * m2);
-      }
-    });
+    const std::int64_t chunks = detail::parallel_chunks(
+        rows, 10LL * d, [&](std::int64_t c, std::int64_t r0, std::int64_t r1) {
+          ConstRowArray gm(pgm, d);
+          Eigen::Array<float, 1, Eigen::Dynamic> dh(d), h(d);
+          float* sg = (need_g || need_b) ? part.col(2 * c).data() : nullptr;
+          float* sb = (need_g || need_b) ? part.col(2 * c + 1).data() : nullptr;
+          for (std::int64_t r = r0; r < r1; ++r) {
+            ConstRowArray g(pg + r * d, d);
+            h = (ConstRowArray(pxv + r * d, d) - pmu[r]) * pr[r];
+            if (sg) {
+              RowArray(sg, d) += g * h;
+              RowArray(sb, d) += g;
+            }
+            if (!need_x) continue;
+            dh = g * gm;
+            const float m1 = dh.mean();
+            const float m2 = (dh * h).mean();
+            if (fresh)
+              RowArray(po + r * d, d) = pr[r] * (dh - m1 - h * m2);
+            else
+              RowArray(po + r * d, d) += pr[r] * (dh - m1 - h * m2);
+          }
+        });
     if (need_g || need_b) {
       for (std::int64_t c = 1; c < chunks; ++c) {
         part.col(0) += part.col(2 * c);
@@ -277,9 +286,11 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
   });
 }
 
-Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state, bool training) {
+Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
+               bool training) {
   const Shape& s = x.shape();
-  if (s.rank() != 2 && s.rank() != 4) shape_error("batch_norm", s, "input must be [N,C] or [N,C,H,W]");
+  if (s.rank() != 2 && s.rank() != 4)
+    shape_error("batch_norm", s, "input must be [N,C] or [N,C,H,W]");
   const int n = s[0], c = s[1];
   const std::int64_t hw = s.rank() == 4 ? std::int64_t{s[2]} * s[3] : 1;
   const std::int64_t count = n * hw;  // elements per channel
@@ -289,7 +300,8 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
   if (state.running_var.empty()) state.running_var = Tensor(Shape{c}, 1.0f);
   if (state.running_mean.shape() != Shape{c} || state.running_var.shape() != Shape{c})
     shape_error("batch_norm", s, state.running_mean.shape(), "running statistics must be [C]");
-  if (training && count < 2) shape_error("batch_norm", s, "training needs more than one value per channel");
+  if (training && count < 2)
+    shape_error("batch_norm", s, "training needs more than one value per channel");
 
   // Per-channel mean and inverse std, from the batch (training) or the running stats (eval).
   Tensor mean_c(Shape{c}), rstd_c(Shape{c});
@@ -303,7 +315,8 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
         const double mu = s1 / static_cast<double>(count);
         double s2 = 0;
         for (int i = 0; i < n; ++i)
-          s2 += (Eigen::Map<const Eigen::ArrayXf>(px + (i * c + ch) * hw, hw) - static_cast<float>(mu))
+          s2 += (Eigen::Map<const Eigen::ArrayXf>(px + (i * c + ch) * hw, hw) -
+                 static_cast<float>(mu))
                     .square()
                     .sum();
         const double var = s2 / static_cast<double>(count);  // biased: used to normalise
@@ -331,64 +344,74 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
       for (std::int64_t b = b0; b < b1; ++b) {
         const std::int64_t ch = b % c;
         Eigen::Map<Eigen::ArrayXf>(po + b * hw, hw) =
-            ((Eigen::Map<const Eigen::ArrayXf>(px + b * hw, hw) - mean_c.data()[ch]) * rstd_c.data()[ch]) * pgm[ch] +
+            ((Eigen::Map<const Eigen::ArrayXf>(px + b * hw, hw) - mean_c.data()[ch]) *
+             rstd_c.data()[ch]) *
+                pgm[ch] +
             pbt[ch];
       }
     });
   }
-  return make_result(std::move(out), {x, gamma, beta}, [mean_c, rstd_c, n, c, hw, count, training](Node& self) {
-    Node& nx = parent(self, 0);
-    Node& ng = parent(self, 1);
-    Node& nb = parent(self, 2);
-    const float* pg = self.grad.data();
-    const float* px = nx.value.data();
-    const float* pmu = mean_c.data();
-    const float* prs = rstd_c.data();
-    // Per-channel sums of g and g*xhat, each channel reduced serially in a fixed order.
-    std::vector<double> sg(static_cast<std::size_t>(c)), sgh(static_cast<std::size_t>(c));
-    parallel_range(c, 2 * count, [&](std::int64_t c0, std::int64_t c1) {
-      for (std::int64_t ch = c0; ch < c1; ++ch) {
-        double a = 0, b = 0;
-        for (int i = 0; i < n; ++i) {
-          Eigen::Map<const Eigen::ArrayXf> g(pg + (i * c + ch) * hw, hw), xv(px + (i * c + ch) * hw, hw);
-          a += g.sum();
-          b += (g * ((xv - pmu[ch]) * prs[ch])).sum();
+  return make_result(
+      std::move(out), {x, gamma, beta}, [mean_c, rstd_c, n, c, hw, count, training](Node& self) {
+        Node& nx = parent(self, 0);
+        Node& ng = parent(self, 1);
+        Node& nb = parent(self, 2);
+        const float* pg = self.grad.data();
+        const float* px = nx.value.data();
+        const float* pmu = mean_c.data();
+        const float* prs = rstd_c.data();
+        // Per-channel sums of g and g*xhat, each channel reduced serially in a fixed order.
+        std::vector<double> sg(static_cast<std::size_t>(c)), sgh(static_cast<std::size_t>(c));
+        parallel_range(c, 2 * count, [&](std::int64_t c0, std::int64_t c1) {
+          for (std::int64_t ch = c0; ch < c1; ++ch) {
+            double a = 0, b = 0;
+            for (int i = 0; i < n; ++i) {
+              Eigen::Map<const Eigen::ArrayXf> g(pg + (i * c + ch) * hw, hw),
+                  xv(px + (i * c + ch) * hw, hw);
+              a += g.sum();
+              b += (g * ((xv - pmu[ch]) * prs[ch])).sum();
+            }
+            sg[static_cast<std::size_t>(ch)] = a;
+            sgh[static_cast<std::size_t>(ch)] = b;
+          }
+        });
+        if (ng.requires_grad) {
+          Tensor& gg = grad_of(ng);
+          for (int ch = 0; ch < c; ++ch)
+            gg.data()[ch] += static_cast<float>(sgh[static_cast<std::size_t>(ch)]);
         }
-        sg[static_cast<std::size_t>(ch)] = a;
-        sgh[static_cast<std::size_t>(ch)] = b;
-      }
-    });
-    if (ng.requires_grad) {
-      Tensor& gg = grad_of(ng);
-      for (int ch = 0; ch < c; ++ch) gg.data()[ch] += static_cast<float>(sgh[static_cast<std::size_t>(ch)]);
-    }
-    if (nb.requires_grad) {
-      Tensor& gb = grad_of(nb);
-      for (int ch = 0; ch < c; ++ch) gb.data()[ch] += static_cast<float>(sg[static_cast<std::size_t>(ch)]);
-    }
-    if (!nx.requires_grad) return;
-    bool fresh = false;
-    float* po = detail::grad_buffer(nx, fresh);
-    const float* pgm = ng.value.data();
-    parallel_range(std::int64_t{n} * c, 4 * hw, [&](std::int64_t b0, std::int64_t b1) {
-      for (std::int64_t b = b0; b < b1; ++b) {
-        const auto ch = static_cast<std::size_t>(b % c);
-        const float k = pgm[ch] * prs[ch];
-        Eigen::Map<const Eigen::ArrayXf> g(pg + b * hw, hw), xv(px + b * hw, hw);
-        Eigen::Map<Eigen::ArrayXf> o(po + b * hw, hw);
-        if (training) {
-          // dx = gamma*rstd * (g - mean(g) - xhat*mean(g*xhat)), means over the channel.
-          const auto m1 = static_cast<float>(sg[ch] / static_cast<double>(count));
-          const auto m2 = static_cast<float>(sgh[ch] / static_cast<double>(count));
-          if (fresh) o = k * (g - m1 - ((xv - pmu[ch]) * prs[ch]) * m2);
-          else o += k * (g - m1 - ((xv - pmu[ch]) * prs[ch]) * m2);
-        } else {
-          if (fresh) o = k * g;  // running stats are constants
-          else o += k * g;
+        if (nb.requires_grad) {
+          Tensor& gb = grad_of(nb);
+          for (int ch = 0; ch < c; ++ch)
+            gb.data()[ch] += static_cast<float>(sg[static_cast<std::size_t>(ch)]);
         }
-      }
-    });
-  });
+        if (!nx.requires_grad) return;
+        bool fresh = false;
+        float* po = detail::grad_buffer(nx, fresh);
+        const float* pgm = ng.value.data();
+        parallel_range(std::int64_t{n} * c, 4 * hw, [&](std::int64_t b0, std::int64_t b1) {
+          for (std::int64_t b = b0; b < b1; ++b) {
+            const auto ch = static_cast<std::size_t>(b % c);
+            const float k = pgm[ch] * prs[ch];
+            Eigen::Map<const Eigen::ArrayXf> g(pg + b * hw, hw), xv(px + b * hw, hw);
+            Eigen::Map<Eigen::ArrayXf> o(po + b * hw, hw);
+            if (training) {
+              // dx = gamma*rstd * (g - mean(g) - xhat*mean(g*xhat)), means over the channel.
+              const auto m1 = static_cast<float>(sg[ch] / static_cast<double>(count));
+              const auto m2 = static_cast<float>(sgh[ch] / static_cast<double>(count));
+              if (fresh)
+                o = k * (g - m1 - ((xv - pmu[ch]) * prs[ch]) * m2);
+              else
+                o += k * (g - m1 - ((xv - pmu[ch]) * prs[ch]) * m2);
+            } else {
+              if (fresh)
+                o = k * g;  // running stats are constants
+              else
+                o += k * g;
+            }
+          }
+        });
+      });
 }
 
 Var dropout(const Var& x, float p, bool training, std::mt19937_64& rng) {
@@ -401,7 +424,8 @@ Var dropout(const Var& x, float p, bool training, std::mt19937_64& rng) {
   // the caller's rng, so the mask is reproducible for a seed.
   Tensor mask(x.shape());
   float* pm = mask.data();
-  const auto threshold = static_cast<std::uint64_t>(static_cast<double>(p) * 9007199254740992.0);  // p * 2^53
+  const auto threshold =
+      static_cast<std::uint64_t>(static_cast<double>(p) * 9007199254740992.0);  // p * 2^53
   for (std::int64_t i = 0; i < n; ++i) pm[i] = (rng() >> 11) >= threshold ? keep_scale : 0.0f;
   Tensor out(x.shape());
   out.array() = x.value().array() * mask.array();

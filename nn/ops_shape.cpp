@@ -12,7 +12,8 @@ using detail::parent;
 using detail::shape_error;
 
 Var reshape(const Var& x, const Shape& shape) {
-  if (shape.numel() != x.value().numel()) shape_error("reshape", x.shape(), shape, "element counts differ");
+  if (shape.numel() != x.value().numel())
+    shape_error("reshape", x.shape(), shape, "element counts differ");
   // Shares storage: values in the graph are never written in place.
   return make_result(x.value().reshaped(shape), {x}, [](Node& self) {
     Node& nx = parent(self, 0);
@@ -41,8 +42,8 @@ std::array<std::int64_t, 4> strides4(const std::array<int, 4>& d) {
 }
 
 // out = permute(in) where out dim i is in dim perm[i] (all padded to rank 4).
-void permute_copy(const float* in, const std::array<int, 4>& in_dims, const std::array<int, 4>& perm,
-                  float* out) {
+void permute_copy(const float* in, const std::array<int, 4>& in_dims,
+                  const std::array<int, 4>& perm, float* out) {
   const auto is = strides4(in_dims);
   std::array<int, 4> od{};
   std::array<std::int64_t, 4> st{};
@@ -76,7 +77,8 @@ Var transpose(const Var& x, int d0, int d1) {
   Tensor out{Shape(od)};
   permute_copy(x.value().data(), dims, perm, out.data());
   std::array<int, 4> out_dims = dims;
-  std::swap(out_dims[static_cast<std::size_t>(pad + d0)], out_dims[static_cast<std::size_t>(pad + d1)]);
+  std::swap(out_dims[static_cast<std::size_t>(pad + d0)],
+            out_dims[static_cast<std::size_t>(pad + d1)]);
   return make_result(std::move(out), {x}, [out_dims, perm](Node& self) {
     Node& nx = parent(self, 0);
     Tensor g(nx.value.shape());
@@ -108,7 +110,8 @@ Var concat(const std::vector<Var>& xs, int dim) {
     const Shape& s = x.shape();
     if (s.rank() != r) shape_error("concat", s0, s, "ranks differ");
     for (int i = 0; i < r; ++i)
-      if (i != dim && s[i] != s0[i]) shape_error("concat", s0, s, "non-concatenated dimensions differ");
+      if (i != dim && s[i] != s0[i])
+        shape_error("concat", s0, s, "non-concatenated dimensions differ");
     od[static_cast<std::size_t>(dim)] += s[dim];
     sizes.push_back(s[dim]);
   }
@@ -135,7 +138,8 @@ Var concat(const std::vector<Var>& xs, int dim) {
         Tensor& g = grad_of(nk);
         for (std::int64_t o = 0; o < outer; ++o)
           Eigen::Map<Eigen::ArrayXf>(g.data() + o * chunk, chunk) +=
-              Eigen::Map<const Eigen::ArrayXf>(self.grad.data() + (o * total + offset) * inner, chunk);
+              Eigen::Map<const Eigen::ArrayXf>(self.grad.data() + (o * total + offset) * inner,
+                                               chunk);
       }
       offset += sizes[k];
     }
@@ -150,7 +154,8 @@ std::vector<Var> split(const Var& x, const std::vector<int>& sizes, int dim) {
   const int total = std::accumulate(sizes.begin(), sizes.end(), 0);
   if (total != s[dim])
     throw std::invalid_argument("split: sizes sum to " + std::to_string(total) + " but dimension " +
-                                std::to_string(dim) + " of " + s.str() + " is " + std::to_string(s[dim]));
+                                std::to_string(dim) + " of " + s.str() + " is " +
+                                std::to_string(s[dim]));
   std::int64_t outer, inner;
   outer_inner(s, dim, outer, inner);
   std::vector<Var> outs;
@@ -194,7 +199,8 @@ Var embedding(const Var& table, const std::vector<int>& ids, const Shape& ids_sh
   Tensor out{Shape(od)};
   const float* pt = table.value().data();
   for (std::size_t i = 0; i < ids.size(); ++i)
-    std::memcpy(out.data() + static_cast<std::int64_t>(i) * d, pt + static_cast<std::int64_t>(ids[i]) * d,
+    std::memcpy(out.data() + static_cast<std::int64_t>(i) * d,
+                pt + static_cast<std::int64_t>(ids[i]) * d,
                 static_cast<std::size_t>(d) * sizeof(float));
   return make_result(std::move(out), {table}, [ids, d](Node& self) {
     Tensor& g = grad_of(parent(self, 0));

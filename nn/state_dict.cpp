@@ -2,8 +2,8 @@
 
 #include <cstring>
 #include <set>
-#include <utility>
 #include <stdexcept>
+#include <utility>
 
 namespace hwnas::nn {
 namespace {
@@ -16,7 +16,8 @@ LiveTensors live_tensors(Module& m, std::vector<NamedParameter>& keep) {
   std::set<std::string> seen;
   auto add = [&](const std::string& name, Tensor* t) {
     if (!seen.insert(name).second)
-      throw std::logic_error("state_dict: module '" + m.name() + "' names two tensors '" + name + "'");
+      throw std::logic_error("state_dict: module '" + m.name() + "' names two tensors '" + name +
+                             "'");
     out.emplace_back(name, t);
   };
   for (NamedParameter& p : keep) add(p.name, &p.var.value());

@@ -6,9 +6,9 @@
 #endif
 #include <cstring>
 #include <mutex>
+#include <sstream>
 #include <unordered_map>
 #include <vector>
-#include <sstream>
 
 namespace hwnas::nn {
 

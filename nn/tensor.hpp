@@ -47,7 +47,7 @@ using ConstMatrixMap = Eigen::Map<const RowMatrix>;
 class Tensor {
  public:
   Tensor() = default;
-  explicit Tensor(const Shape& shape);              // uninitialised contents
+  explicit Tensor(const Shape& shape);  // uninitialised contents
   Tensor(const Shape& shape, float fill);
   static Tensor zeros(const Shape& shape) { return Tensor(shape, 0.0f); }
   static Tensor from(const Shape& shape, const std::vector<float>& values);

@@ -106,8 +106,8 @@ void cmd_pareto(const DbOptions& o) {
                                   : "run " + std::to_string(run) + " has") +
                        std::string(" no Pareto fronts stored yet") +
                        (o.run < 0 ? "; pick a run with --run ID (see `hwnas runs`)" : ""));
-    throw UsageError("run " + std::to_string(run) + " has no Pareto front for device '" +
-                     o.device + "'; its devices: " + join(devices));
+    throw UsageError("run " + std::to_string(run) + " has no Pareto front for device '" + o.device +
+                     "'; its devices: " + join(devices));
   }
   auto rows = store.pareto(run, o.device);
   if (f == db::Format::Table) {
@@ -146,8 +146,7 @@ void cmd_show(const DbOptions& o) {
 void add_common(CLI::App* sub, DbOptions& o) {
   sub->add_option("--db", o.db, "results database (SQLite file written by `hwnas search`)")
       ->required();
-  sub->add_option("--format", o.format, "output format: table, json or csv")
-      ->capture_default_str();
+  sub->add_option("--format", o.format, "output format: table, json or csv")->capture_default_str();
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ nlohmann::json read_json(const std::string& path, const char* what) {
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::parse_error& e) {
-    throw std::invalid_argument(std::string(what) + " '" + path + "' is not valid JSON: " + e.what());
+    throw std::invalid_argument(std::string(what) + " '" + path +
+                                "' is not valid JSON: " + e.what());
   }
 }
 
@@ -135,12 +136,14 @@ void add_hw_commands(CLI::App& app) {
     std::printf("%s\n", d->to_json().dump(2).c_str());
   });
 
-  auto* predict = hw_cmd->add_subcommand("predict", "Predict latency, energy and memory of an architecture");
+  auto* predict =
+      hw_cmd->add_subcommand("predict", "Predict latency, energy and memory of an architecture");
   auto p_dev = std::make_shared<std::string>();
   auto p_arch = std::make_shared<std::string>();
   auto p_fmt = std::make_shared<std::string>("table");
   predict->add_option("--device,-d", *p_dev, "preset name, device JSON or plugin .so")->required();
-  predict->add_option("arch", *p_arch, "NB201 string, SPACE_FILE:ARCH, genome or workload JSON")->required();
+  predict->add_option("arch", *p_arch, "NB201 string, SPACE_FILE:ARCH, genome or workload JSON")
+      ->required();
   predict->add_option("--format", *p_fmt, "table or json")->check(CLI::IsMember({"table", "json"}));
   predict->callback([p_dev, p_arch, p_fmt] {
     auto dev = hw::load_device(*p_dev);
@@ -149,11 +152,16 @@ void add_hw_commands(CLI::App& app) {
     if (*p_fmt == "json") {
       nlohmann::json nodes = nlohmann::json::array();
       for (const auto& n : c.nodes)
-        nodes.push_back({{"name", n.name}, {"latency_s", n.latency_s}, {"energy_j", n.energy_j},
+        nodes.push_back({{"name", n.name},
+                         {"latency_s", n.latency_s},
+                         {"energy_j", n.energy_j},
                          {"bound", n.bound}});
-      nlohmann::json j = {{"device", dev->name()},         {"feasible", c.feasible},
-                          {"latency_ms", c.latency_ms},    {"energy_mj", c.energy_mj},
-                          {"memory_bytes", c.memory_bytes}, {"extra", c.extra},
+      nlohmann::json j = {{"device", dev->name()},
+                          {"feasible", c.feasible},
+                          {"latency_ms", c.latency_ms},
+                          {"energy_mj", c.energy_mj},
+                          {"memory_bytes", c.memory_bytes},
+                          {"extra", c.extra},
                           {"nodes", nodes}};
       if (!c.feasible) j["infeasible_reason"] = c.infeasible_reason;
       std::printf("%s\n", j.dump(2).c_str());
@@ -168,10 +176,12 @@ void add_hw_commands(CLI::App& app) {
   auto c_out = std::make_shared<std::string>();
   auto c_opt = std::make_shared<hw::CalibrationOptions>();
   cal->add_option("--device,-d", *c_dev, "base device (preset, JSON)")->required();
-  cal->add_option("--measurements,-m", *c_csv, "CSV: architecture,latency_ms[,energy_mj]")->required();
+  cal->add_option("--measurements,-m", *c_csv, "CSV: architecture,latency_ms[,energy_mj]")
+      ->required();
   cal->add_option("--out,-o", *c_out, "tuned device JSON to write")->required();
   cal->add_option("--seed", c_opt->seed, "seed of the train / held-out split");
-  cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")->check(CLI::Range(0.0, 0.9));
+  cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")
+      ->check(CLI::Range(0.0, 0.9));
   cal->add_option("--ridge", c_opt->ridge,
                   "ridge strength towards the rescaled base device (negative: cross-validated)");
   auto c_scales_only = std::make_shared<bool>(false);
@@ -236,7 +246,8 @@ void add_hw_commands(CLI::App& app) {
     }
   });
 
-  auto* meas = hw_cmd->add_subcommand("measure", "Time sampled architectures on this host (CSV for calibrate)");
+  auto* meas = hw_cmd->add_subcommand(
+      "measure", "Time sampled architectures on this host (CSV for calibrate)");
   struct MeasureArgs {
     std::string space, out;
     int n = 20, batch = 1, reps = 10, warmup = 2;
@@ -246,7 +257,8 @@ void add_hw_commands(CLI::App& app) {
   meas->add_option("--space", m->space, "space JSON")->required();
   meas->add_option("--n", m->n, "architectures to sample")->check(CLI::Range(1, 1000000));
   meas->add_option("--out,-o", m->out, "CSV to write")->required();
-  meas->add_option("--batch", m->batch, "batch size of the timed forward pass")->check(CLI::Range(1, 65536));
+  meas->add_option("--batch", m->batch, "batch size of the timed forward pass")
+      ->check(CLI::Range(1, 65536));
   meas->add_option("--reps", m->reps, "timed repetitions (median)")->check(CLI::Range(1, 100000));
   meas->add_option("--warmup", m->warmup, "warm-up runs")->check(CLI::Range(0, 100000));
   meas->add_option("--seed", m->seed, "sampling seed");

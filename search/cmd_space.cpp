@@ -21,7 +21,8 @@ void print_blocks(bool as_json) {
   for (const auto& n : cat.names()) {
     const auto& k = cat.at(n);
     std::string accepts;
-    for (auto a : k.accepts) accepts += (accepts.empty() ? "" : "|") + std::string(spaces::data_kind_name(a));
+    for (auto a : k.accepts)
+      accepts += (accepts.empty() ? "" : "|") + std::string(spaces::data_kind_name(a));
     std::string inputs = k.min_inputs == k.max_inputs
                              ? std::to_string(k.min_inputs)
                              : std::to_string(k.min_inputs) + ".." + std::to_string(k.max_inputs);
@@ -54,7 +55,8 @@ void add_space_commands(CLI::App& app) {
   auto* space = app.add_subcommand("space", "inspect block kinds and search spaces");
   space->require_subcommand(1);
 
-  auto* blocks = space->add_subcommand("blocks", "list block kinds with their hyperparameter domains");
+  auto* blocks =
+      space->add_subcommand("blocks", "list block kinds with their hyperparameter domains");
   auto as_json = std::make_shared<bool>(false);
   blocks->add_flag("--json", *as_json, "print the catalogue as JSON");
   blocks->callback([as_json] { print_blocks(*as_json); });
@@ -65,7 +67,8 @@ void add_space_commands(CLI::App& app) {
   types->add_flag("--json", *types_json, "print the space types as JSON");
   types->callback([types_json] { print_space_types(*types_json); });
 
-  auto* sample = space->add_subcommand("sample", "print N sampled genomes of a space as JSON lines");
+  auto* sample =
+      space->add_subcommand("sample", "print N sampled genomes of a space as JSON lines");
   struct Opts {
     std::string file;
     int n = 5;

@@ -539,7 +539,8 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
 
 SearchConfig load_config(const std::string& path) {
   if (!fs::exists(path)) throw ConfigError("config: file '" + path + "' does not exist");
-  SearchConfig c = parse_config(read_json_file(path, "config"), fs::path(path).parent_path().string());
+  SearchConfig c =
+      parse_config(read_json_file(path, "config"), fs::path(path).parent_path().string());
   c.config_path = path;
   return c;
 }

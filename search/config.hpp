@@ -59,10 +59,11 @@ struct SearchConfig {
   double budget_seconds = 0;
   std::vector<std::string> devices;
   std::vector<ObjectiveSpec> pareto_objectives;
-  double fitness_latency_weight = 0;  // fitness = first objective - w * log(latency on fitness_device)
+  double fitness_latency_weight =
+      0;  // fitness = first objective - w * log(latency on fitness_device)
   std::string fitness_device;
-  int workers = 0;    // concurrent local evaluations (0 = one per core)
-  int threads = 0;    // oneTBB pool size (0 = all cores)
+  int workers = 0;  // concurrent local evaluations (0 = one per core)
+  int threads = 0;  // oneTBB pool size (0 = all cores)
   bool deterministic = true;
   std::string db_path;
 

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <stdexcept>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "evaluators/evaluator.hpp"
 #include "spaces/genome.hpp"
@@ -42,11 +42,11 @@ struct ExecutorInterrupted : std::runtime_error {
 class Executor {
  public:
   virtual ~Executor() = default;
-  virtual int slots() const = 0;                // evaluations that can run at once
-  virtual void submit(Job job) = 0;             // only while fewer than slots() are in flight
-  virtual JobResult wait_next() = 0;            // blocks until some submitted job finishes
-  virtual void shutdown() = 0;                  // no more submits; idempotent
-  virtual std::string describe() const = 0;     // "local: 2 workers x 1 threads"
+  virtual int slots() const = 0;             // evaluations that can run at once
+  virtual void submit(Job job) = 0;          // only while fewer than slots() are in flight
+  virtual JobResult wait_next() = 0;         // blocks until some submitted job finishes
+  virtual void shutdown() = 0;               // no more submits; idempotent
+  virtual std::string describe() const = 0;  // "local: 2 workers x 1 threads"
 };
 
 using EvaluatorFactory = std::function<std::unique_ptr<eval::Evaluator>()>;

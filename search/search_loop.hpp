@@ -58,7 +58,8 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& cost);
 
 // One line per node of a genome's JSON (kind and short hyperparameters), in node order.
 std::string summarize_genome(const nlohmann::json& genome);
-std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id, const std::string& device);
+std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id,
+                                 const std::string& device);
 
 // Prints each device's front as a table.
 void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& objectives,

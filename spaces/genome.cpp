@@ -37,9 +37,12 @@ std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
 
 const char* data_kind_name(DataKind k) {
   switch (k) {
-    case DataKind::Image: return "image";
-    case DataKind::Sequence: return "sequence";
-    case DataKind::Vector: return "vector";
+    case DataKind::Image:
+      return "image";
+    case DataKind::Sequence:
+      return "sequence";
+    case DataKind::Vector:
+      return "vector";
   }
   return "?";
 }
@@ -63,10 +66,13 @@ std::string TensorType::str() const {
   return s + "]";
 }
 
-nlohmann::json TensorType::to_json() const { return {{"kind", data_kind_name(kind)}, {"shape", dims}}; }
+nlohmann::json TensorType::to_json() const {
+  return {{"kind", data_kind_name(kind)}, {"shape", dims}};
+}
 
 TensorType TensorType::from_json(const nlohmann::json& j, const std::string& path) {
-  if (!j.is_object()) throw std::invalid_argument(path + ": must be an object {\"kind\", \"shape\"}");
+  if (!j.is_object())
+    throw std::invalid_argument(path + ": must be an object {\"kind\", \"shape\"}");
   if (!j.contains("kind") || !j["kind"].is_string())
     throw std::invalid_argument(path + ".kind: missing; one of image, sequence, vector");
   TensorType t;
@@ -76,7 +82,9 @@ TensorType TensorType::from_json(const nlohmann::json& j, const std::string& pat
     throw std::invalid_argument(path + ".kind: " + e.what());
   }
   std::size_t rank = t.kind == DataKind::Image ? 3 : t.kind == DataKind::Sequence ? 2 : 1;
-  const char* layout = t.kind == DataKind::Image ? "[C,H,W]" : t.kind == DataKind::Sequence ? "[L,D]" : "[D]";
+  const char* layout = t.kind == DataKind::Image      ? "[C,H,W]"
+                       : t.kind == DataKind::Sequence ? "[L,D]"
+                                                      : "[D]";
   if (!j.contains("shape") || !j["shape"].is_array() || j["shape"].size() != rank)
     throw std::invalid_argument(path + ".shape: a " + j["kind"].get<std::string>() + " needs " +
                                 std::to_string(rank) + " dimensions " + layout);
@@ -116,7 +124,8 @@ void Genome::add_edge(NodeId from, NodeId to) {
 
 void Genome::remove_edge(NodeId from, NodeId to) {
   if (from >= num_nodes() || to >= num_nodes())
-    throw GenomeError("remove_edge: node " + std::to_string(std::max(from, to)) + " does not exist");
+    throw GenomeError("remove_edge: node " + std::to_string(std::max(from, to)) +
+                      " does not exist");
   // Removes one edge (the last slot from `from`), then renumbers the remaining slots densely.
   auto ins = inputs_of(to);
   auto pos = std::find(ins.rbegin(), ins.rend(), from);
@@ -202,7 +211,8 @@ void Genome::validate() {
   if (n < 2) throw GenomeError("genome needs an input node and at least one block");
   if (graph_[0].kind != kInputKind)
     throw GenomeError("node 0 must be the input node, found kind '" + graph_[0].kind + "'");
-  if (boost::in_degree(0, graph_) != 0) throw GenomeError("node 0 (input): the input node cannot have inputs");
+  if (boost::in_degree(0, graph_) != 0)
+    throw GenomeError("node 0 (input): the input node cannot have inputs");
   {
     const TensorType& t = graph_[0].out;
     try {
@@ -212,8 +222,10 @@ void Genome::validate() {
     }
   }
   for (NodeId v = 1; v < n; ++v) {
-    if (graph_[v].kind == kInputKind) throw GenomeError(node_label(*this, v) + ": only node 0 may be an input");
-    if (boost::in_degree(v, graph_) == 0) throw GenomeError(node_label(*this, v) + ": has no inputs");
+    if (graph_[v].kind == kInputKind)
+      throw GenomeError(node_label(*this, v) + ": only node 0 may be an input");
+    if (boost::in_degree(v, graph_) == 0)
+      throw GenomeError(node_label(*this, v) + ": has no inputs");
   }
   auto order = topological_order();
   output_node();
@@ -227,10 +239,12 @@ void Genome::validate() {
       throw GenomeError(node_label(*this, v) + ": unknown block kind '" + b.kind +
                         "' (known: " + cat.known_list() + ")");
     auto ins = inputs_of(v);
-    if (static_cast<int>(ins.size()) < kind->min_inputs || static_cast<int>(ins.size()) > kind->max_inputs)
-      throw GenomeError(node_label(*this, v) + ": has " + std::to_string(ins.size()) +
-                        " inputs, needs " + std::to_string(kind->min_inputs) +
-                        (kind->min_inputs == kind->max_inputs ? "" : ".." + std::to_string(kind->max_inputs)));
+    if (static_cast<int>(ins.size()) < kind->min_inputs ||
+        static_cast<int>(ins.size()) > kind->max_inputs)
+      throw GenomeError(
+          node_label(*this, v) + ": has " + std::to_string(ins.size()) + " inputs, needs " +
+          std::to_string(kind->min_inputs) +
+          (kind->min_inputs == kind->max_inputs ? "" : ".." + std::to_string(kind->max_inputs)));
     std::string why = kind->check_params(b.params);
     if (!why.empty()) throw GenomeError(node_label(*this, v) + ": " + why);
     std::vector<TensorType> in_types;
@@ -238,7 +252,8 @@ void Genome::validate() {
       const TensorType& t = graph_[ins[s]].out;
       if (!kind->accepts_kind(t.kind)) {
         std::string acc;
-        for (auto k : kind->accepts) acc += (acc.empty() ? "" : ", ") + std::string(data_kind_name(k));
+        for (auto k : kind->accepts)
+          acc += (acc.empty() ? "" : ", ") + std::string(data_kind_name(k));
         throw GenomeError(node_label(*this, v) + ": input " + std::to_string(s) + " from node " +
                           std::to_string(ins[s]) + " is " + t.str() + ", accepts " + acc);
       }
@@ -300,7 +315,8 @@ Genome Genome::from_json(const nlohmann::json& j) {
     nlohmann::json params = nj.value("params", nlohmann::json::object());
     if (!params.is_object()) throw GenomeError(path + ".params: must be an object");
     if (i == 0) {
-      if (kind != kInputKind) throw GenomeError(path + ".kind: node 0 must be 'input', got '" + kind + "'");
+      if (kind != kInputKind)
+        throw GenomeError(path + ".kind: node 0 must be 'input', got '" + kind + "'");
       continue;
     }
     g.add_node(kind, params);
@@ -310,7 +326,8 @@ Genome Genome::from_json(const nlohmann::json& j) {
     for (std::size_t i = 0; i < j["edges"].size(); ++i) {
       const auto& e = j["edges"][i];
       std::string path = "genome.edges[" + std::to_string(i) + "]";
-      if (!e.is_array() || e.size() != 2 || !e[0].is_number_unsigned() || !e[1].is_number_unsigned())
+      if (!e.is_array() || e.size() != 2 || !e[0].is_number_unsigned() ||
+          !e[1].is_number_unsigned())
         throw GenomeError(path + ": " + e.dump() + " must be [from, to] node indices");
       auto from = e[0].get<std::size_t>(), to = e[1].get<std::size_t>();
       if (from >= g.num_nodes() || to >= g.num_nodes())
@@ -362,7 +379,8 @@ std::string Genome::canonical_json() const {
   }
 
   std::vector<std::uint64_t> col(n);
-  for (NodeId v = 0; v < n; ++v) col[v] = mix(fnv1a(labels[v].dump()), static_cast<std::uint64_t>(depth[v]));
+  for (NodeId v = 0; v < n; ++v)
+    col[v] = mix(fnv1a(labels[v].dump()), static_cast<std::uint64_t>(depth[v]));
   auto distinct = [&] { return std::set<std::uint64_t>(col.begin(), col.end()).size(); };
   auto refine = [&] {
     std::size_t classes = distinct();
@@ -375,7 +393,8 @@ std::string Genome::canonical_json() const {
         if (commutative[v]) std::sort(in_cols.begin(), in_cols.end());
         for (auto c : in_cols) h = mix(h, c);
         std::vector<std::uint64_t> out_cols;
-        for (auto [w, slot] : outs[v]) out_cols.push_back(mix(col[w], commutative[w] ? 0xffff : std::uint64_t(slot)));
+        for (auto [w, slot] : outs[v])
+          out_cols.push_back(mix(col[w], commutative[w] ? 0xffff : std::uint64_t(slot)));
         std::sort(out_cols.begin(), out_cols.end());
         h = mix(h, 0x77);
         for (auto c : out_cols) h = mix(h, c);
@@ -425,7 +444,8 @@ std::string Genome::canonical_json() const {
 
 std::string Genome::hash() const {
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(canonical_json())));
+  std::snprintf(buf, sizeof buf, "%016llx",
+                static_cast<unsigned long long>(fnv1a(canonical_json())));
   return buf;
 }
 

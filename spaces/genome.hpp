@@ -55,8 +55,8 @@ struct GenomeError : std::invalid_argument {
 
 class Genome {
  public:
-  using Graph = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, BlockNode,
-                                      EdgeSlot>;
+  using Graph =
+      boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, BlockNode, EdgeSlot>;
   using NodeId = std::size_t;
 
   Genome() = default;
@@ -83,7 +83,7 @@ class Genome {
   void validate();
   bool is_valid() const;
 
-  nlohmann::json to_json() const;                   // {"input":..., "nodes":[...], "edges":[...]}
+  nlohmann::json to_json() const;                    // {"input":..., "nodes":[...], "edges":[...]}
   static Genome from_json(const nlohmann::json& j);  // validates; throws GenomeError
 
   // Annotations a space attaches (e.g. the decisions that produced this genome), carried through

@@ -67,8 +67,7 @@ class GenomeModelImpl : public GenomeModel {
         sink->add_samples(batch);
         if (numel[v] > 0)
           sink->add(nn::activity_key::kActivationDensity, batch * nonzero[v] / numel[v]);
-        if (in_numel > 0)
-          sink->add(nn::activity_key::kInputDensity, batch * in_nonzero / in_numel);
+        if (in_numel > 0) sink->add(nn::activity_key::kInputDensity, batch * in_nonzero / in_numel);
       }
       for (auto u : inputs_[v])
         if (--remaining[u] == 0) act[u] = nn::Var();

@@ -6,8 +6,8 @@
 //
 // {"type": "cell", "input": {"kind": "image", "shape": [3,32,32]}, "outputs": 10,
 //  "nodes": 4, "inputs_per_node": 2,
-//  "ops": ["nor_conv_3x3", "skip_connect", {"name": "dw5", "kind": "dwconv", "params": {"kernel": 5}}],
-//  "stages": [{"cells": 2, "channels": 16}, {"cells": 2, "channels": 32}]}
+//  "ops": ["nor_conv_3x3", "skip_connect", {"name": "dw5", "kind": "dwconv", "params": {"kernel":
+//  5}}], "stages": [{"cells": 2, "channels": 16}, {"cells": 2, "channels": 32}]}
 //
 // Ops must keep the shape of their input.  Architecture strings use the NB201 form,
 // "|op~0|+|op~0|op~1|+...", listing each node's chosen (op, input) pairs by input index.
@@ -31,8 +31,13 @@ class CellSpace : public Space {
  public:
   CellSpace(json def, TensorType input, int outputs, int nodes, int k, std::vector<OpDef> ops,
             std::vector<SkeletonStage> stages)
-      : def_(std::move(def)), input_(std::move(input)), outputs_(outputs), nodes_(nodes), k_(k),
-        ops_(std::move(ops)), stages_(std::move(stages)) {}
+      : def_(std::move(def)),
+        input_(std::move(input)),
+        outputs_(outputs),
+        nodes_(nodes),
+        k_(k),
+        ops_(std::move(ops)),
+        stages_(std::move(stages)) {}
 
   std::string type() const override { return "cell"; }
   TensorType input_type() const override { return input_; }
@@ -66,13 +71,17 @@ class CellSpace : public Space {
         out = gg.add_node("concat");
         for (int j = 1; j <= nodes_; ++j) gg.add_edge(node[static_cast<std::size_t>(j)], out);
       }
-      auto proj = gg.add_node("conv", {{"channels", channels}, {"kernel", 1}, {"activation", "none"}});
+      auto proj =
+          gg.add_node("conv", {{"channels", channels}, {"kernel", 1}, {"activation", "none"}});
       gg.add_edge(out, proj);
       return proj;
     };
     auto x = build_skeleton(g, stages_, cell);
     const int div = 1 << (stages_.size() - 1);
-    add_classifier_tail(g, x, TensorType::image(stages_.back().channels, input_.dims[1] / div, input_.dims[2] / div), outputs_);
+    add_classifier_tail(
+        g, x,
+        TensorType::image(stages_.back().channels, input_.dims[1] / div, input_.dims[2] / div),
+        outputs_);
     g.validate();
     g.meta() = {{"space", "cell"}, {"arch", cell_string(c)}};
     return g;
@@ -82,7 +91,8 @@ class CellSpace : public Space {
     std::string s;
     for (std::size_t j = 0; j < c.size(); ++j) {
       s += j == 0 ? "|" : "+|";
-      for (auto [from, op] : c[j]) s += ops_[static_cast<std::size_t>(op)].name + "~" + std::to_string(from) + "|";
+      for (auto [from, op] : c[j])
+        s += ops_[static_cast<std::size_t>(op)].name + "~" + std::to_string(from) + "|";
     }
     return s;
   }
@@ -96,14 +106,17 @@ class CellSpace : public Space {
     std::vector<std::string> groups;
     while (true) {
       std::size_t plus = s.find('+', start);
-      groups.push_back(s.substr(start, plus == std::string::npos ? std::string::npos : plus - start));
+      groups.push_back(
+          s.substr(start, plus == std::string::npos ? std::string::npos : plus - start));
       if (plus == std::string::npos) break;
       start = plus + 1;
     }
-    if (static_cast<int>(groups.size()) != nodes_) throw bad("needs " + std::to_string(nodes_) + " node groups");
+    if (static_cast<int>(groups.size()) != nodes_)
+      throw bad("needs " + std::to_string(nodes_) + " node groups");
     for (int j = 1; j <= nodes_; ++j) {
       const std::string& grp = groups[static_cast<std::size_t>(j - 1)];
-      if (grp.size() < 2 || grp.front() != '|' || grp.back() != '|') throw bad("group " + std::to_string(j) + " must be |op~i|...|");
+      if (grp.size() < 2 || grp.front() != '|' || grp.back() != '|')
+        throw bad("group " + std::to_string(j) + " must be |op~i|...|");
       CellNode node;
       std::size_t p = 1;
       while (p < grp.size()) {
@@ -121,13 +134,18 @@ class CellSpace : public Space {
           from = std::stoi(tok.substr(tilde + 1));
         } catch (const std::exception&) {
         }
-        if (from < 0 || from >= j) throw bad("node " + std::to_string(j) + " cannot read from '" + tok.substr(tilde + 1) + "'");
+        if (from < 0 || from >= j)
+          throw bad("node " + std::to_string(j) + " cannot read from '" + tok.substr(tilde + 1) +
+                    "'");
         node.emplace_back(from, op);
       }
       std::sort(node.begin(), node.end());
-      if (static_cast<int>(node.size()) != fan(j)) throw bad("node " + std::to_string(j) + " needs " + std::to_string(fan(j)) + " inputs");
+      if (static_cast<int>(node.size()) != fan(j))
+        throw bad("node " + std::to_string(j) + " needs " + std::to_string(fan(j)) + " inputs");
       for (std::size_t i = 1; i < node.size(); ++i)
-        if (node[i].first == node[i - 1].first) throw bad("node " + std::to_string(j) + " reads node " + std::to_string(node[i].first) + " twice");
+        if (node[i].first == node[i - 1].first)
+          throw bad("node " + std::to_string(j) + " reads node " + std::to_string(node[i].first) +
+                    " twice");
       c.push_back(node);
     }
     return c;
@@ -135,7 +153,8 @@ class CellSpace : public Space {
 
   Cell cell_of(const Genome& g) const {
     if (!g.meta().contains("arch") || !g.meta()["arch"].is_string())
-      throw std::invalid_argument("genome carries no cell architecture (meta.arch): not produced by this space");
+      throw std::invalid_argument(
+          "genome carries no cell architecture (meta.arch): not produced by this space");
     return parse_cell(g.meta()["arch"].get<std::string>());
   }
 
@@ -144,7 +163,9 @@ class CellSpace : public Space {
     for (int i = 0; i < j; ++i) froms[static_cast<std::size_t>(i)] = i;
     std::shuffle(froms.begin(), froms.end(), rng);
     CellNode n;
-    for (int i = 0; i < fan(j); ++i) n.emplace_back(froms[static_cast<std::size_t>(i)], static_cast<int>(pick_index(ops_.size(), rng)));
+    for (int i = 0; i < fan(j); ++i)
+      n.emplace_back(froms[static_cast<std::size_t>(i)],
+                     static_cast<int>(pick_index(ops_.size(), rng)));
     std::sort(n.begin(), n.end());
     return n;
   }
@@ -294,18 +315,21 @@ class CellSpace : public Space {
   std::uint64_t node_choices_count(int j) const {
     const int f = fan(j);
     std::uint64_t comb = 1;
-    for (int i = 0; i < f; ++i) comb = comb * static_cast<std::uint64_t>(j - i) / static_cast<std::uint64_t>(i + 1);
+    for (int i = 0; i < f; ++i)
+      comb = comb * static_cast<std::uint64_t>(j - i) / static_cast<std::uint64_t>(i + 1);
     for (int i = 0; i < f; ++i) comb *= ops_.size();
     return comb;
   }
 
   Genome at(std::uint64_t index) const override {
     auto n = size();
-    if (!n || index >= *n) throw std::out_of_range("cell space: index " + std::to_string(index) + " out of range");
+    if (!n || index >= *n)
+      throw std::out_of_range("cell space: index " + std::to_string(index) + " out of range");
     Cell c(static_cast<std::size_t>(nodes_));
     for (int j = nodes_; j >= 1; --j) {
       auto choices = node_choices(j);
-      c[static_cast<std::size_t>(j - 1)] = choices[static_cast<std::size_t>(index % choices.size())];
+      c[static_cast<std::size_t>(j - 1)] =
+          choices[static_cast<std::size_t>(index % choices.size())];
       index /= choices.size();
     }
     return build(c);
@@ -325,8 +349,11 @@ class CellSpace : public Space {
 }  // namespace
 
 std::unique_ptr<Space> make_cell_space(const json& def) {
-  check_keys(def, "space", {"type", "input", "outputs", "nodes", "inputs_per_node", "ops", "stages", "name", "description"});
-  if (!def.contains("input")) fail("space.input", "missing; e.g. {\"kind\": \"image\", \"shape\": [3, 32, 32]}");
+  check_keys(def, "space",
+             {"type", "input", "outputs", "nodes", "inputs_per_node", "ops", "stages", "name",
+              "description"});
+  if (!def.contains("input"))
+    fail("space.input", "missing; e.g. {\"kind\": \"image\", \"shape\": [3, 32, 32]}");
   TensorType input = TensorType::from_json(def["input"], "space.input");
   if (input.kind != DataKind::Image) fail("space.input.kind", "cell spaces need image input");
   int outputs = read_int(def, "outputs", "space", 1, 100000);
@@ -344,11 +371,13 @@ std::unique_ptr<Space> make_cell_space(const json& def) {
   }
   const int div = 1 << (stages.size() - 1);
   if (input.dims[1] % div || input.dims[2] % div)
-    fail("space.input.shape", input.str() + ": height and width must be divisible by " + std::to_string(div) +
-                                  " (" + std::to_string(stages.size() - 1) + " reductions)");
+    fail("space.input.shape", input.str() + ": height and width must be divisible by " +
+                                  std::to_string(div) + " (" + std::to_string(stages.size() - 1) +
+                                  " reductions)");
 
   if (!def.contains("ops") || !def["ops"].is_array() || def["ops"].empty())
-    fail("space.ops", "must be a non-empty array of candidate ops (an empty op set has no architectures)");
+    fail("space.ops",
+         "must be a non-empty array of candidate ops (an empty op set has no architectures)");
   std::vector<OpDef> ops;
   const Catalogue& cat = catalogue();
   for (std::size_t i = 0; i < def["ops"].size(); ++i) {
@@ -368,14 +397,17 @@ std::unique_ptr<Space> make_cell_space(const json& def) {
     }
     const BlockKind* kind = cat.find(o.kind);
     if (!kind) fail(op, "unknown block kind '" + o.kind + "' (known: " + cat.known_list() + ")");
-    if (o.name.empty() || o.name.find_first_of("|~+") != std::string::npos) fail(op + ".name", "'" + o.name + "' must be non-empty without | ~ +");
+    if (o.name.empty() || o.name.find_first_of("|~+") != std::string::npos)
+      fail(op + ".name", "'" + o.name + "' must be non-empty without | ~ +");
     for (const auto& prev : ops)
       if (prev.name == o.name) fail(op, "duplicate op name '" + o.name + "'");
     for (std::size_t s = 0; s < stages.size(); ++s) {
       TensorType t = TensorType::image(stages[s].channels, input.dims[1] >> s, input.dims[2] >> s);
       try {
         TensorType out = infer_type(o.kind, {t}, o.params);
-        if (!(out == t)) fail(op, "'" + o.name + "' changes " + t.str() + " to " + out.str() + "; cell ops must keep the shape");
+        if (!(out == t))
+          fail(op, "'" + o.name + "' changes " + t.str() + " to " + out.str() +
+                       "; cell ops must keep the shape");
       } catch (const std::invalid_argument& e) {
         if (std::string(e.what()).rfind(op, 0) == 0) throw;
         fail(op, e.what());
@@ -383,7 +415,8 @@ std::unique_ptr<Space> make_cell_space(const json& def) {
     }
     ops.push_back(std::move(o));
   }
-  return std::make_unique<CellSpace>(def, input, outputs, nodes, k, std::move(ops), std::move(stages));
+  return std::make_unique<CellSpace>(def, input, outputs, nodes, k, std::move(ops),
+                                     std::move(stages));
 }
 
 }  // namespace hwnas::spaces::detail

@@ -22,14 +22,16 @@ using nlohmann::json;
 // Throws if `j` has a key outside `allowed`, listing them.
 void check_keys(const json& j, const std::string& path, const std::set<std::string>& allowed);
 int read_int(const json& j, const std::string& key, const std::string& path, int lo, int hi);
-int read_int_or(const json& j, const std::string& key, const std::string& path, int lo, int hi, int def);
+int read_int_or(const json& j, const std::string& key, const std::string& path, int lo, int hi,
+                int def);
 
 std::unique_ptr<Space> make_macro_space(const json& def);
 std::unique_ptr<Space> make_cell_space(const json& def);
 std::unique_ptr<Space> make_nb201_space(const json& def);
 
 // Appends global_pool (for image or sequence data) and the head; returns the head node.
-Genome::NodeId add_classifier_tail(Genome& g, Genome::NodeId from, const TensorType& t, int outputs);
+Genome::NodeId add_classifier_tail(Genome& g, Genome::NodeId from, const TensorType& t,
+                                   int outputs);
 
 // Stacks cells: stem conv 3x3 (no activation, BN) to stages[0] channels, then per stage a
 // nb201_reduction (except the first) and `cells` copies of the cell.  `cell` appends one cell
@@ -38,11 +40,13 @@ struct SkeletonStage {
   int cells = 1;
   int channels = 16;
 };
-Genome::NodeId build_skeleton(Genome& g, const std::vector<SkeletonStage>& stages,
-                              const std::function<Genome::NodeId(Genome&, Genome::NodeId, int)>& cell);
+Genome::NodeId build_skeleton(
+    Genome& g, const std::vector<SkeletonStage>& stages,
+    const std::function<Genome::NodeId(Genome&, Genome::NodeId, int)>& cell);
 
 // Type of `kind` applied to `in` with `params` (defaults filled); throws std::invalid_argument.
-TensorType infer_type(const std::string& kind, const std::vector<TensorType>& in, const json& params);
+TensorType infer_type(const std::string& kind, const std::vector<TensorType>& in,
+                      const json& params);
 
 template <class T>
 const T& pick(const std::vector<T>& v, Rng& rng) {

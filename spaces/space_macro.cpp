@@ -53,8 +53,12 @@ struct Decisions {
   json to_json() const {
     json st = json::array();
     for (const auto& s : stages)
-      st.push_back({{"block", s.block}, {"depth", s.depth}, {"params", s.params}, {"skip", s.skip},
-                    {"bits", s.bits}, {"prune", s.prune}});
+      st.push_back({{"block", s.block},
+                    {"depth", s.depth},
+                    {"params", s.params},
+                    {"skip", s.skip},
+                    {"bits", s.bits},
+                    {"prune", s.prune}});
     return {{"width", width}, {"stages", st}};
   }
 };
@@ -68,10 +72,15 @@ std::size_t index_of(const std::vector<T>& v, const T& x) {
 
 class MacroSpace : public Space {
  public:
-  MacroSpace(json def, TensorType input, int outputs, std::vector<double> widths, std::vector<int> bits,
-             std::vector<double> prune, std::vector<StageDef> stages)
-      : def_(std::move(def)), input_(std::move(input)), outputs_(outputs), widths_(std::move(widths)),
-        bits_(std::move(bits)), prune_(std::move(prune)), stages_(std::move(stages)) {}
+  MacroSpace(json def, TensorType input, int outputs, std::vector<double> widths,
+             std::vector<int> bits, std::vector<double> prune, std::vector<StageDef> stages)
+      : def_(std::move(def)),
+        input_(std::move(input)),
+        outputs_(outputs),
+        widths_(std::move(widths)),
+        bits_(std::move(bits)),
+        prune_(std::move(prune)),
+        stages_(std::move(stages)) {}
 
   std::string type() const override { return "macro"; }
   TensorType input_type() const override { return input_; }
@@ -90,7 +99,8 @@ class MacroSpace : public Space {
       for (int l = 0; l < sd.depth; ++l) {
         if (!kind.accepts_kind(t.kind)) {
           if (!kind.accepts_kind(DataKind::Vector) || t.kind == DataKind::Vector)
-            throw std::invalid_argument("stage " + std::to_string(s) + ": " + sd.block + " cannot take " + t.str());
+            throw std::invalid_argument("stage " + std::to_string(s) + ": " + sd.block +
+                                        " cannot take " + t.str());
           auto f = g.add_node("flatten");
           g.add_edge(x, f);
           x = f;
@@ -101,8 +111,10 @@ class MacroSpace : public Space {
           if (p.contains(w))
             p[w] = std::max(1, static_cast<int>(std::lround(p[w].get<double>() * d.width)));
         if (l > 0 && p.contains("stride")) p["stride"] = 1;
-        if (sd.bits[static_cast<std::size_t>(l)] != 32) p["bits"] = sd.bits[static_cast<std::size_t>(l)];
-        if (sd.prune[static_cast<std::size_t>(l)] != 0) p["prune"] = sd.prune[static_cast<std::size_t>(l)];
+        if (sd.bits[static_cast<std::size_t>(l)] != 32)
+          p["bits"] = sd.bits[static_cast<std::size_t>(l)];
+        if (sd.prune[static_cast<std::size_t>(l)] != 0)
+          p["prune"] = sd.prune[static_cast<std::size_t>(l)];
         TensorType t2 = infer_type(sd.block, {t}, p);
         auto y = g.add_node(sd.block, p);
         g.add_edge(x, y);
@@ -130,8 +142,10 @@ class MacroSpace : public Space {
       fail(P, "must be an object with width and stages");
     Decisions d;
     d.width = j.value("width", 1.0);
-    if (index_of(widths_, d.width) == widths_.size()) fail(P + ".width", json(d.width).dump() + " not in the space's width_multipliers");
-    if (j["stages"].size() != stages_.size()) fail(P + ".stages", "needs " + std::to_string(stages_.size()) + " stages");
+    if (index_of(widths_, d.width) == widths_.size())
+      fail(P + ".width", json(d.width).dump() + " not in the space's width_multipliers");
+    if (j["stages"].size() != stages_.size())
+      fail(P + ".stages", "needs " + std::to_string(stages_.size()) + " stages");
     for (std::size_t s = 0; s < stages_.size(); ++s) {
       const json& sj = j["stages"][s];
       const StageDef& def = stages_[s];
@@ -147,21 +161,29 @@ class MacroSpace : public Space {
       } catch (const json::exception& e) {
         fail(sp, std::string("malformed: ") + e.what());
       }
-      if (index_of(def.blocks, sd.block) == def.blocks.size()) fail(sp + ".block", "'" + sd.block + "' not among the stage's blocks");
-      if (sd.depth < def.dmin || sd.depth > def.dmax) fail(sp + ".depth", std::to_string(sd.depth) + " outside the stage's range");
-      if ((def.skip == Skip::Off && sd.skip) || (def.skip == Skip::On && !sd.skip)) fail(sp + ".skip", "not allowed by the stage");
+      if (index_of(def.blocks, sd.block) == def.blocks.size())
+        fail(sp + ".block", "'" + sd.block + "' not among the stage's blocks");
+      if (sd.depth < def.dmin || sd.depth > def.dmax)
+        fail(sp + ".depth", std::to_string(sd.depth) + " outside the stage's range");
+      if ((def.skip == Skip::Off && sd.skip) || (def.skip == Skip::On && !sd.skip))
+        fail(sp + ".skip", "not allowed by the stage");
       auto names = def.params_of(sd.block);
-      if (!sd.params.is_object() || sd.params.size() != names.size()) fail(sp + ".params", "must set exactly the stage's options for " + sd.block);
+      if (!sd.params.is_object() || sd.params.size() != names.size())
+        fail(sp + ".params", "must set exactly the stage's options for " + sd.block);
       for (const auto& n : names) {
         if (!sd.params.contains(n)) fail(sp + ".params." + n, "missing");
-        if (index_of(def.options.at(n), sd.params[n]) == def.options.at(n).size()) fail(sp + ".params." + n, sd.params[n].dump() + " not among the stage's choices");
+        if (index_of(def.options.at(n), sd.params[n]) == def.options.at(n).size())
+          fail(sp + ".params." + n, sd.params[n].dump() + " not among the stage's choices");
       }
-      if (sd.bits.size() != static_cast<std::size_t>(sd.depth) || sd.prune.size() != static_cast<std::size_t>(sd.depth))
+      if (sd.bits.size() != static_cast<std::size_t>(sd.depth) ||
+          sd.prune.size() != static_cast<std::size_t>(sd.depth))
         fail(sp, "bits and prune need one entry per layer");
       for (int b : sd.bits)
-        if (index_of(bits_, b) == bits_.size()) fail(sp + ".bits", std::to_string(b) + " not among the space's bits");
+        if (index_of(bits_, b) == bits_.size())
+          fail(sp + ".bits", std::to_string(b) + " not among the space's bits");
       for (double p : sd.prune)
-        if (index_of(prune_, p) == prune_.size()) fail(sp + ".prune", json(p).dump() + " not among the space's prune ratios");
+        if (index_of(prune_, p) == prune_.size())
+          fail(sp + ".prune", json(p).dump() + " not among the space's prune ratios");
       d.stages.push_back(std::move(sd));
     }
     return d;
@@ -169,7 +191,8 @@ class MacroSpace : public Space {
 
   Decisions decisions_of(const Genome& g) const {
     if (!g.meta().contains("decisions"))
-      throw std::invalid_argument("genome carries no macro decisions (meta.decisions): not produced by this space");
+      throw std::invalid_argument(
+          "genome carries no macro decisions (meta.decisions): not produced by this space");
     return decisions_from_json(g.meta()["decisions"]);
   }
 
@@ -181,7 +204,8 @@ class MacroSpace : public Space {
     sd.block = pick(def.blocks, rng);
     sd.depth = std::uniform_int_distribution<int>(def.dmin, def.dmax)(rng);
     for (const auto& n : def.params_of(sd.block)) sd.params[n] = pick(def.options.at(n), rng);
-    sd.skip = def.skip == Skip::On || (def.skip == Skip::Optional && std::bernoulli_distribution(0.5)(rng));
+    sd.skip = def.skip == Skip::On ||
+              (def.skip == Skip::Optional && std::bernoulli_distribution(0.5)(rng));
     for (int l = 0; l < sd.depth; ++l) {
       sd.bits.push_back(pick(bits_, rng));
       sd.prune.push_back(pick(prune_, rng));
@@ -206,7 +230,8 @@ class MacroSpace : public Space {
         last = e.what();
       }
     }
-    throw std::runtime_error("macro space: no valid architecture in 100 samples; last error: " + last);
+    throw std::runtime_error("macro space: no valid architecture in 100 samples; last error: " +
+                             last);
   }
 
   // ---- neighbourhood and mutation ----
@@ -224,50 +249,72 @@ class MacroSpace : public Space {
       }
       if (!alts.empty()) sites.push_back(std::move(alts));
     };
-    site([&](Decisions& a, std::size_t i) { a.width = widths_[i]; return a.width != d.width; }, widths_.size());
+    site(
+        [&](Decisions& a, std::size_t i) {
+          a.width = widths_[i];
+          return a.width != d.width;
+        },
+        widths_.size());
     for (std::size_t s = 0; s < stages_.size(); ++s) {
       const StageDef& def = stages_[s];
       const StageDecision& cur = d.stages[s];
-      site([&](Decisions& a, std::size_t i) {
-        if (def.blocks[i] == cur.block) return false;
-        StageDecision& sd = a.stages[s];
-        sd.block = def.blocks[i];
-        json p = json::object();
-        for (const auto& n : def.params_of(sd.block))
-          p[n] = cur.params.contains(n) ? cur.params[n] : def.options.at(n).front();
-        sd.params = p;
-        return true;
-      }, def.blocks.size());
-      site([&](Decisions& a, std::size_t i) {
-        int depth = def.dmin + static_cast<int>(i);
-        if (depth == cur.depth) return false;
-        StageDecision& sd = a.stages[s];
-        sd.depth = depth;
-        sd.bits.resize(static_cast<std::size_t>(depth), cur.bits.empty() ? bits_.front() : cur.bits.back());
-        sd.prune.resize(static_cast<std::size_t>(depth), cur.prune.empty() ? prune_.front() : cur.prune.back());
-        return true;
-      }, static_cast<std::size_t>(def.dmax - def.dmin + 1));
+      site(
+          [&](Decisions& a, std::size_t i) {
+            if (def.blocks[i] == cur.block) return false;
+            StageDecision& sd = a.stages[s];
+            sd.block = def.blocks[i];
+            json p = json::object();
+            for (const auto& n : def.params_of(sd.block))
+              p[n] = cur.params.contains(n) ? cur.params[n] : def.options.at(n).front();
+            sd.params = p;
+            return true;
+          },
+          def.blocks.size());
+      site(
+          [&](Decisions& a, std::size_t i) {
+            int depth = def.dmin + static_cast<int>(i);
+            if (depth == cur.depth) return false;
+            StageDecision& sd = a.stages[s];
+            sd.depth = depth;
+            sd.bits.resize(static_cast<std::size_t>(depth),
+                           cur.bits.empty() ? bits_.front() : cur.bits.back());
+            sd.prune.resize(static_cast<std::size_t>(depth),
+                            cur.prune.empty() ? prune_.front() : cur.prune.back());
+            return true;
+          },
+          static_cast<std::size_t>(def.dmax - def.dmin + 1));
       for (const auto& n : def.params_of(cur.block)) {
         const auto& opts = def.options.at(n);
-        site([&](Decisions& a, std::size_t i) {
-          if (opts[i] == cur.params[n]) return false;
-          a.stages[s].params[n] = opts[i];
-          return true;
-        }, opts.size());
+        site(
+            [&](Decisions& a, std::size_t i) {
+              if (opts[i] == cur.params[n]) return false;
+              a.stages[s].params[n] = opts[i];
+              return true;
+            },
+            opts.size());
       }
       if (def.skip == Skip::Optional)
-        site([&](Decisions& a, std::size_t) { a.stages[s].skip = !cur.skip; return true; }, 1);
+        site(
+            [&](Decisions& a, std::size_t) {
+              a.stages[s].skip = !cur.skip;
+              return true;
+            },
+            1);
       for (std::size_t l = 0; l < static_cast<std::size_t>(cur.depth); ++l) {
-        site([&](Decisions& a, std::size_t i) {
-          if (bits_[i] == cur.bits[l]) return false;
-          a.stages[s].bits[l] = bits_[i];
-          return true;
-        }, bits_.size());
-        site([&](Decisions& a, std::size_t i) {
-          if (prune_[i] == cur.prune[l]) return false;
-          a.stages[s].prune[l] = prune_[i];
-          return true;
-        }, prune_.size());
+        site(
+            [&](Decisions& a, std::size_t i) {
+              if (bits_[i] == cur.bits[l]) return false;
+              a.stages[s].bits[l] = bits_[i];
+              return true;
+            },
+            bits_.size());
+        site(
+            [&](Decisions& a, std::size_t i) {
+              if (prune_[i] == cur.prune[l]) return false;
+              a.stages[s].prune[l] = prune_[i];
+              return true;
+            },
+            prune_.size());
       }
     }
     return sites;
@@ -284,7 +331,8 @@ class MacroSpace : public Space {
       for (std::size_t s = 0; s < stages_.size(); ++s)
         if (a.stages[s].block != d.stages[s].block)
           for (const auto& n : stages_[s].params_of(a.stages[s].block))
-            if (!d.stages[s].params.contains(n)) a.stages[s].params[n] = pick(stages_[s].options.at(n), rng);
+            if (!d.stages[s].params.contains(n))
+              a.stages[s].params[n] = pick(stages_[s].options.at(n), rng);
       try {
         return decode(a);
       } catch (const std::invalid_argument&) {
@@ -299,7 +347,8 @@ class MacroSpace : public Space {
     for (int attempt = 0; attempt < 20; ++attempt) {
       Decisions c;
       c.width = coin(rng) ? a.width : b.width;
-      for (std::size_t s = 0; s < stages_.size(); ++s) c.stages.push_back(coin(rng) ? a.stages[s] : b.stages[s]);
+      for (std::size_t s = 0; s < stages_.size(); ++s)
+        c.stages.push_back(coin(rng) ? a.stages[s] : b.stages[s]);
       try {
         return decode(c);
       } catch (const std::invalid_argument&) {
@@ -343,14 +392,17 @@ class MacroSpace : public Space {
       const StageDef& def = stages_[s];
       const StageDecision& sd = d.stages[s];
       onehot(def.blocks.size(), index_of(def.blocks, sd.block));
-      onehot(static_cast<std::size_t>(def.dmax - def.dmin + 1), static_cast<std::size_t>(sd.depth - def.dmin));
+      onehot(static_cast<std::size_t>(def.dmax - def.dmin + 1),
+             static_cast<std::size_t>(sd.depth - def.dmin));
       for (const auto& [n, opts] : def.options)
         onehot(opts.size(), sd.params.contains(n) ? index_of(opts, sd.params[n]) : opts.size());
       v.push_back(sd.skip ? 1.0f : 0.0f);
       for (int l = 0; l < def.dmax; ++l) {
         bool present = l < sd.depth;
-        onehot(bits_.size(), present ? index_of(bits_, sd.bits[static_cast<std::size_t>(l)]) : bits_.size());
-        onehot(prune_.size(), present ? index_of(prune_, sd.prune[static_cast<std::size_t>(l)]) : prune_.size());
+        onehot(bits_.size(),
+               present ? index_of(bits_, sd.bits[static_cast<std::size_t>(l)]) : bits_.size());
+        onehot(prune_.size(),
+               present ? index_of(prune_, sd.prune[static_cast<std::size_t>(l)]) : prune_.size());
       }
     }
     return v;
@@ -380,11 +432,13 @@ class MacroSpace : public Space {
       long double blocks = 0;
       for (const auto& b : def.blocks) {
         long double c = 1;
-        for (const auto& n : def.params_of(b)) c *= static_cast<long double>(def.options.at(n).size());
+        for (const auto& n : def.params_of(b))
+          c *= static_cast<long double>(def.options.at(n).size());
         blocks += c;
       }
       long double layers = 0;
-      for (int dd = def.dmin; dd <= def.dmax; ++dd) layers += std::pow(per_layer, static_cast<long double>(dd));
+      for (int dd = def.dmin; dd <= def.dmax; ++dd)
+        layers += std::pow(per_layer, static_cast<long double>(dd));
       total *= blocks * layers * (def.skip == Skip::Optional ? 2 : 1);
     }
     if (total > 9.0e18L) return std::nullopt;
@@ -436,7 +490,8 @@ class MacroSpace : public Space {
   std::vector<Genome> enumerate() const override {
     auto n = size();
     if (!n || *n > 1000000)
-      throw std::logic_error("macro space has " + (n ? std::to_string(*n) : std::string("over 9e18")) +
+      throw std::logic_error("macro space has " +
+                             (n ? std::to_string(*n) : std::string("over 9e18")) +
                              " decision sets, too many to enumerate");
     std::vector<std::vector<StageDecision>> per_stage;
     for (std::size_t s = 0; s < stages_.size(); ++s) per_stage.push_back(all_stage_decisions(s));
@@ -467,7 +522,8 @@ class MacroSpace : public Space {
     try {
       j = json::parse(s);
     } catch (const json::parse_error& e) {
-      throw std::invalid_argument(std::string("macro architecture string is not JSON: ") + e.what());
+      throw std::invalid_argument(std::string("macro architecture string is not JSON: ") +
+                                  e.what());
     }
     return decode(decisions_from_json(j));
   }
@@ -481,7 +537,8 @@ class MacroSpace : public Space {
       try {
         decode(d);
       } catch (const std::invalid_argument& e) {
-        fail("space.stages", std::string("the choices allow invalid architectures, e.g. ") + d.to_json().dump() + ": " + e.what());
+        fail("space.stages", std::string("the choices allow invalid architectures, e.g. ") +
+                                 d.to_json().dump() + ": " + e.what());
       }
     }
   }
@@ -498,8 +555,9 @@ class MacroSpace : public Space {
 
 // The data kind a block produces from `k` (flatten/global_pool make vectors).
 DataKind output_kind(const BlockKind& kind, DataKind k) {
-  TensorType t = k == DataKind::Image ? TensorType::image(8, 8, 8)
-               : k == DataKind::Sequence ? TensorType::sequence(8, 8) : TensorType::vector(8);
+  TensorType t = k == DataKind::Image      ? TensorType::image(8, 8, 8)
+                 : k == DataKind::Sequence ? TensorType::sequence(8, 8)
+                                           : TensorType::vector(8);
   try {
     return kind.infer({t}, kind.resolve(json::object())).kind;
   } catch (const std::exception&) {
@@ -525,21 +583,31 @@ std::vector<T> read_list(const json& def, const std::string& key, std::vector<T>
 }  // namespace
 
 std::unique_ptr<Space> make_macro_space(const json& def) {
-  check_keys(def, "space", {"type", "input", "outputs", "width_multipliers", "bits", "prune", "stages", "name", "description"});
-  if (!def.contains("input")) fail("space.input", "missing; e.g. {\"kind\": \"image\", \"shape\": [1, 28, 28]}");
+  check_keys(def, "space",
+             {"type", "input", "outputs", "width_multipliers", "bits", "prune", "stages", "name",
+              "description"});
+  if (!def.contains("input"))
+    fail("space.input", "missing; e.g. {\"kind\": \"image\", \"shape\": [1, 28, 28]}");
   TensorType input = TensorType::from_json(def["input"], "space.input");
   int outputs = read_int(def, "outputs", "space", 1, 100000);
   auto widths = read_list<double>(def, "width_multipliers", {1.0}, [](const json& v) {
-    return v.is_number() && v.get<double>() > 0 && v.get<double>() <= 16 ? "" : "must be a number in (0, 16]";
+    return v.is_number() && v.get<double>() > 0 && v.get<double>() <= 16
+               ? ""
+               : "must be a number in (0, 16]";
   });
   auto bits = read_list<int>(def, "bits", {32}, [](const json& v) {
-    return v.is_number_integer() && (v == 32 || v == 16 || v == 8 || v == 4) ? "" : "must be one of 32, 16, 8, 4";
+    return v.is_number_integer() && (v == 32 || v == 16 || v == 8 || v == 4)
+               ? ""
+               : "must be one of 32, 16, 8, 4";
   });
   auto prune = read_list<double>(def, "prune", {0.0}, [](const json& v) {
-    return v.is_number() && v.get<double>() >= 0 && v.get<double>() <= 0.9 ? "" : "must be a number in [0, 0.9]";
+    return v.is_number() && v.get<double>() >= 0 && v.get<double>() <= 0.9
+               ? ""
+               : "must be a number in [0, 0.9]";
   });
   if (!def.contains("stages") || !def["stages"].is_array() || def["stages"].empty())
-    fail("space.stages", "must be a non-empty array of stages (an empty space has no architectures)");
+    fail("space.stages",
+         "must be a non-empty array of stages (an empty space has no architectures)");
 
   const Catalogue& cat = catalogue();
   std::vector<StageDef> stages;
@@ -551,7 +619,9 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
     StageDef st;
     json blocks = sj.value("blocks", json());
     if (blocks.is_string()) blocks = json::array({blocks});
-    if (!blocks.is_array() || blocks.empty()) fail(sp + ".blocks", "must be a non-empty array of block kinds (known: " + cat.known_list() + ")");
+    if (!blocks.is_array() || blocks.empty())
+      fail(sp + ".blocks",
+           "must be a non-empty array of block kinds (known: " + cat.known_list() + ")");
     std::set<DataKind> outgoing;
     for (std::size_t b = 0; b < blocks.size(); ++b) {
       const std::string bp = sp + ".blocks[" + std::to_string(b) + "]";
@@ -559,14 +629,17 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
       std::string name = blocks[b].get<std::string>();
       const BlockKind* kind = cat.find(name);
       if (!kind) fail(bp, "unknown block kind '" + name + "' (known: " + cat.known_list() + ")");
-      if (kind->min_inputs != 1) fail(bp, "'" + name + "' takes several inputs; stages need single-input blocks");
+      if (kind->min_inputs != 1)
+        fail(bp, "'" + name + "' takes several inputs; stages need single-input blocks");
       for (DataKind k : incoming) {
         DataKind k_in = k;
         if (!kind->accepts_kind(k)) {
           if (k == DataKind::Vector || !kind->accepts_kind(DataKind::Vector)) {
             std::string acc;
-            for (auto a : kind->accepts) acc += (acc.empty() ? "" : ", ") + std::string(data_kind_name(a));
-            fail(bp, "'" + name + "' does not accept " + data_kind_name(k) + " data here (accepts " + acc + ")");
+            for (auto a : kind->accepts)
+              acc += (acc.empty() ? "" : ", ") + std::string(data_kind_name(a));
+            fail(bp, "'" + name + "' does not accept " + data_kind_name(k) +
+                         " data here (accepts " + acc + ")");
           }
           k_in = DataKind::Vector;  // a flatten goes in front
         }
@@ -580,24 +653,33 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
       st.dmin = st.dmax = read_int(sj, "depth", sp, 0, 64);
     } else {
       const json& dj = sj["depth"];
-      if (!dj.is_array() || dj.size() != 2 || !dj[0].is_number_integer() || !dj[1].is_number_integer() ||
-          dj[0].get<int>() < 0 || dj[1].get<int>() < dj[0].get<int>() || dj[1].get<int>() > 64)
-        fail(sp + ".depth", dj.dump() + " must be an integer or [min, max] with 0 <= min <= max <= 64");
+      if (!dj.is_array() || dj.size() != 2 || !dj[0].is_number_integer() ||
+          !dj[1].is_number_integer() || dj[0].get<int>() < 0 ||
+          dj[1].get<int>() < dj[0].get<int>() || dj[1].get<int>() > 64)
+        fail(sp + ".depth",
+             dj.dump() + " must be an integer or [min, max] with 0 <= min <= max <= 64");
       st.dmin = dj[0].get<int>();
       st.dmax = dj[1].get<int>();
     }
     if (sj.contains("skip")) {
       const json& k = sj["skip"];
-      if (k.is_boolean()) st.skip = k.get<bool>() ? Skip::On : Skip::Off;
-      else if (k == "optional") st.skip = Skip::Optional;
-      else fail(sp + ".skip", k.dump() + " must be true, false or \"optional\"");
+      if (k.is_boolean())
+        st.skip = k.get<bool>() ? Skip::On : Skip::Off;
+      else if (k == "optional")
+        st.skip = Skip::Optional;
+      else
+        fail(sp + ".skip", k.dump() + " must be true, false or \"optional\"");
     }
     if (sj.contains("params")) {
-      if (!sj["params"].is_object()) fail(sp + ".params", "must be an object: param -> value or list of values");
+      if (!sj["params"].is_object())
+        fail(sp + ".params", "must be an object: param -> value or list of values");
       for (const auto& [name, val] : sj["params"].items()) {
         const std::string pp = sp + ".params." + name;
-        if (name == "bits" || name == "prune") fail(pp, "set per-layer precision and pruning with the space-level 'bits' and 'prune' lists");
-        std::vector<json> vals = val.is_array() ? val.get<std::vector<json>>() : std::vector<json>{val};
+        if (name == "bits" || name == "prune")
+          fail(pp,
+               "set per-layer precision and pruning with the space-level 'bits' and 'prune' lists");
+        std::vector<json> vals =
+            val.is_array() ? val.get<std::vector<json>>() : std::vector<json>{val};
         if (vals.empty()) fail(pp, "must list at least one value");
         bool any = false;
         for (const auto& b : st.blocks) {
@@ -606,7 +688,8 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
           any = true;
           for (std::size_t i = 0; i < vals.size(); ++i) {
             std::string why = ps->check(vals[i]);
-            if (!why.empty()) fail(pp + (val.is_array() ? "[" + std::to_string(i) + "]" : ""), b + ": " + why);
+            if (!why.empty())
+              fail(pp + (val.is_array() ? "[" + std::to_string(i) + "]" : ""), b + ": " + why);
           }
         }
         if (!any) fail(pp, "no block of the stage has a param '" + name + "'");
@@ -617,7 +700,8 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
     incoming = outgoing;
     stages.push_back(std::move(st));
   }
-  auto space = std::make_unique<MacroSpace>(def, input, outputs, widths, bits, prune, std::move(stages));
+  auto space =
+      std::make_unique<MacroSpace>(def, input, outputs, widths, bits, prune, std::move(stages));
   space->check_samples();
   return space;
 }

@@ -52,12 +52,14 @@ Cell parse_cell(const std::string& s) {
     if (plus == std::string::npos) break;
     start = plus + 1;
   }
-  if (groups.size() != 3) throw bad("needs 3 node groups separated by '+', found " + std::to_string(groups.size()));
+  if (groups.size() != 3)
+    throw bad("needs 3 node groups separated by '+', found " + std::to_string(groups.size()));
   Cell c{};
   int e = 0;
   for (int j = 0; j < 3; ++j) {
     const std::string& grp = groups[static_cast<std::size_t>(j)];
-    if (grp.size() < 2 || grp.front() != '|' || grp.back() != '|') throw bad("group " + std::to_string(j + 1) + " must start and end with '|'");
+    if (grp.size() < 2 || grp.front() != '|' || grp.back() != '|')
+      throw bad("group " + std::to_string(j + 1) + " must start and end with '|'");
     std::vector<std::string> toks;
     std::size_t p = 1;
     while (p < grp.size()) {
@@ -66,7 +68,8 @@ Cell parse_cell(const std::string& s) {
       p = q + 1;
     }
     if (static_cast<int>(toks.size()) != j + 1)
-      throw bad("node " + std::to_string(j + 1) + " needs " + std::to_string(j + 1) + " inputs, found " + std::to_string(toks.size()));
+      throw bad("node " + std::to_string(j + 1) + " needs " + std::to_string(j + 1) +
+                " inputs, found " + std::to_string(toks.size()));
     for (int i = 0; i <= j; ++i, ++e) {
       const std::string& tok = toks[static_cast<std::size_t>(i)];
       auto tilde = tok.find('~');
@@ -119,7 +122,8 @@ class Nb201Space : public Space {
     g.add_edge(x, bn);
     auto relu = g.add_node("activation");
     g.add_edge(bn, relu);
-    add_classifier_tail(g, relu, TensorType::image(64, input_.dims[1] / 4, input_.dims[2] / 4), outputs_);
+    add_classifier_tail(g, relu, TensorType::image(64, input_.dims[1] / 4, input_.dims[2] / 4),
+                        outputs_);
     g.validate();
     g.meta() = {{"space", "nb201"}, {"arch", cell_string(c)}};
     return g;
@@ -127,23 +131,29 @@ class Nb201Space : public Space {
 
   // Reads the first cell's ops from the graph structure (the genome need not carry meta).
   Cell extract(const Genome& g) const {
-    auto bad = [](const std::string& why) { return std::invalid_argument("not a NAS-Bench-201 network: " + why); };
+    auto bad = [](const std::string& why) {
+      return std::invalid_argument("not a NAS-Bench-201 network: " + why);
+    };
     auto is_op = [](const Genome& gg, Genome::NodeId v) { return op_index(gg.node(v).kind) >= 0; };
     auto stem_out = g.outputs_of(g.input_node());
-    if (stem_out.size() != 1 || g.node(stem_out[0]).kind != "conv") throw bad("no stem conv after the input");
+    if (stem_out.size() != 1 || g.node(stem_out[0]).kind != "conv")
+      throw bad("no stem conv after the input");
     auto x = stem_out[0];
     auto first = g.outputs_of(x);
-    if (first.size() != 3) throw bad("the first cell's input feeds " + std::to_string(first.size()) + " ops, not 3");
+    if (first.size() != 3)
+      throw bad("the first cell's input feeds " + std::to_string(first.size()) + " ops, not 3");
     Cell c{};
     Genome::NodeId n1 = 0, n2 = 0, n3 = 0;
     std::vector<Genome::NodeId> n1_ops;
     for (auto op : first) {
-      if (!is_op(g, op)) throw bad("node " + std::to_string(op) + " (" + g.node(op).kind + ") is not a cell op");
+      if (!is_op(g, op))
+        throw bad("node " + std::to_string(op) + " (" + g.node(op).kind + ") is not a cell op");
       auto cons = g.outputs_of(op);
       if (cons.size() == 1 && g.node(cons[0]).kind == "add" && g.inputs_of(cons[0]).size() == 3) {
         n3 = cons[0];
         c[3] = op_index(g.node(op).kind);
-      } else if (cons.size() == 1 && g.node(cons[0]).kind == "add" && g.inputs_of(cons[0]).size() == 2) {
+      } else if (cons.size() == 1 && g.node(cons[0]).kind == "add" &&
+                 g.inputs_of(cons[0]).size() == 2) {
         n2 = cons[0];
         c[1] = op_index(g.node(op).kind);
       } else {
@@ -152,16 +162,21 @@ class Nb201Space : public Space {
         n1_ops = cons;
       }
     }
-    if (!n1 || !n2 || !n3 || n1_ops.size() != 2) throw bad("the first cell's edges do not form the 4-node cell");
+    if (!n1 || !n2 || !n3 || n1_ops.size() != 2)
+      throw bad("the first cell's edges do not form the 4-node cell");
     for (auto op : n1_ops) {
       auto cons = g.outputs_of(op);
       if (!is_op(g, op) || cons.size() != 1) throw bad("node 1's outputs are not cell ops");
-      if (cons[0] == n2) c[2] = op_index(g.node(op).kind);
-      else if (cons[0] == n3) c[4] = op_index(g.node(op).kind);
-      else throw bad("an op of node 1 feeds neither node 2 nor node 3");
+      if (cons[0] == n2)
+        c[2] = op_index(g.node(op).kind);
+      else if (cons[0] == n3)
+        c[4] = op_index(g.node(op).kind);
+      else
+        throw bad("an op of node 1 feeds neither node 2 nor node 3");
     }
     auto n2_out = g.outputs_of(n2);
-    if (n2_out.size() != 1 || !is_op(g, n2_out[0]) || g.outputs_of(n2_out[0]) != std::vector<Genome::NodeId>{n3})
+    if (n2_out.size() != 1 || !is_op(g, n2_out[0]) ||
+        g.outputs_of(n2_out[0]) != std::vector<Genome::NodeId>{n3})
       throw bad("node 2 does not feed node 3 through one op");
     c[5] = op_index(g.node(n2_out[0]).kind);
     return c;
@@ -189,7 +204,9 @@ class Nb201Space : public Space {
   Genome crossover(const Genome& a, const Genome& b, Rng& rng) const override {
     Cell ca = cell_of(a), cb = cell_of(b), child{};
     std::bernoulli_distribution coin(0.5);
-    for (int e = 0; e < kEdges; ++e) child[static_cast<std::size_t>(e)] = coin(rng) ? ca[static_cast<std::size_t>(e)] : cb[static_cast<std::size_t>(e)];
+    for (int e = 0; e < kEdges; ++e)
+      child[static_cast<std::size_t>(e)] =
+          coin(rng) ? ca[static_cast<std::size_t>(e)] : cb[static_cast<std::size_t>(e)];
     return build(child);
   }
 
@@ -217,7 +234,8 @@ class Nb201Space : public Space {
   std::vector<float> encode_onehot(const Genome& g) const override {
     Cell c = cell_of(g);
     std::vector<float> v(kEdges * kNumOps, 0.0f);
-    for (int e = 0; e < kEdges; ++e) v[static_cast<std::size_t>(e * kNumOps + c[static_cast<std::size_t>(e)])] = 1.0f;
+    for (int e = 0; e < kEdges; ++e)
+      v[static_cast<std::size_t>(e * kNumOps + c[static_cast<std::size_t>(e)])] = 1.0f;
     return v;
   }
 
@@ -245,7 +263,8 @@ class Nb201Space : public Space {
   std::optional<std::uint64_t> size() const override { return 15625; }
 
   Genome at(std::uint64_t index) const override {
-    if (index >= 15625) throw std::out_of_range("nb201: index " + std::to_string(index) + " >= 15625");
+    if (index >= 15625)
+      throw std::out_of_range("nb201: index " + std::to_string(index) + " >= 15625");
     Cell c{};
     for (int e = kEdges - 1; e >= 0; --e) {
       c[static_cast<std::size_t>(e)] = static_cast<int>(index % kNumOps);
@@ -274,7 +293,8 @@ std::unique_ptr<Space> make_nb201_space(const json& def) {
   if (def.contains("input")) input = TensorType::from_json(def["input"], "space.input");
   if (input.kind != DataKind::Image) fail("space.input.kind", "the nb201 space needs image input");
   if (input.dims[1] % 4 || input.dims[2] % 4)
-    fail("space.input.shape", input.str() + ": height and width must be divisible by 4 (two reductions)");
+    fail("space.input.shape",
+         input.str() + ": height and width must be divisible by 4 (two reductions)");
   int outputs = read_int_or(def, "outputs", "space", 1, 100000, 10);
   return std::make_unique<Nb201Space>(input, outputs);
 }

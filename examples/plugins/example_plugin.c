@@ -31,9 +31,12 @@ static int example_estimate(const hwnas_workload_v1* w, hwnas_estimate_v1* out) 
   return 0;
 }
 
-static const hwnas_plugin_v1 kPlugin = {
-    HWNAS_PLUGIN_ABI_V1, sizeof(hwnas_plugin_v1), HWNAS_PLUGIN_THREAD_SAFE,
-    "example_accel", "toy accelerator: 1 GMAC/s, 1 nJ/MAC (examples/plugins)",
-    example_supports, example_estimate};
+static const hwnas_plugin_v1 kPlugin = {HWNAS_PLUGIN_ABI_V1,
+                                        sizeof(hwnas_plugin_v1),
+                                        HWNAS_PLUGIN_THREAD_SAFE,
+                                        "example_accel",
+                                        "toy accelerator: 1 GMAC/s, 1 nJ/MAC (examples/plugins)",
+                                        example_supports,
+                                        example_estimate};
 
 const hwnas_plugin_v1* hwnas_plugin_v1_get(void) { return &kPlugin; }

@@ -33,7 +33,9 @@ void register_block_add(Catalogue& c) {
                                     ", input " + std::to_string(i) + " is " + in[i].str());
     return in[0];
   };
-  k.build = [](const std::vector<TensorType>&, const json&, Rng&) { return std::make_unique<AddModule>(); };
+  k.build = [](const std::vector<TensorType>&, const json&, Rng&) {
+    return std::make_unique<AddModule>();
+  };
   k.count = [](const std::vector<TensorType>& in, const TensorType& out, const json&,
                hw::NodeWorkload& w) {
     w.category = hw::OpCategory::Elementwise;

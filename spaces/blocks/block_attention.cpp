@@ -14,12 +14,14 @@ class AttentionModule : public nn::Module {
   // Same computation as nn::MultiHeadSelfAttention::forward, with compressed projection weights.
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     if (bits_ >= 16 && prune_ <= 0) return mhsa_.forward(in.at(0));
-    nn::Var qkv = nn::linear(in.at(0), compress_weight(mhsa_.qkv.weight, bits_, prune_), mhsa_.qkv.bias);
+    nn::Var qkv =
+        nn::linear(in.at(0), compress_weight(mhsa_.qkv.weight, bits_, prune_), mhsa_.qkv.bias);
     auto parts = nn::split(qkv, {d_, d_, d_}, 2);
-    nn::Var y = mhsa_.window > 0
-                    ? nn::sliding_window_attention(parts[0], parts[1], parts[2], mhsa_.heads,
-                                                   mhsa_.window, mhsa_.causal)
-                    : nn::multi_head_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.causal);
+    nn::Var y =
+        mhsa_.window > 0
+            ? nn::sliding_window_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.window,
+                                           mhsa_.causal)
+            : nn::multi_head_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.causal);
     return nn::linear(y, compress_weight(mhsa_.out.weight, bits_, prune_), mhsa_.out.bias);
   }
   void append_named_parameters(const std::string& prefix,
@@ -53,7 +55,8 @@ BlockKind attention_kind(bool sliding) {
   k.params = {ParamSpec::int_set("heads", {1, 2, 4, 8}, 2, "attention heads (must divide D)"),
               ParamSpec::boolean("causal", false, "attend only to earlier positions")};
   if (sliding)
-    k.params.push_back(ParamSpec::int_range("window", 1, 4096, 8, "positions each query sees on each side"));
+    k.params.push_back(
+        ParamSpec::int_range("window", 1, 4096, 8, "positions each query sees on each side"));
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     const TensorType& t = single_input(in);

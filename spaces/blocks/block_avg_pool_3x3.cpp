@@ -21,8 +21,11 @@ void register_block_avg_pool_3x3(Catalogue& c) {
   k.description = "NAS-Bench-201 3x3 average pooling (stride 1, padding 1, shape kept)";
   k.accepts = {DataKind::Image};
   k.infer = [](const std::vector<TensorType>& in, const json&) { return single_input(in); };
-  k.build = [](const std::vector<TensorType>&, const json&, Rng&) { return std::make_unique<AvgPool3Module>(); };
-  k.count = [](const std::vector<TensorType>&, const TensorType& out, const json&, hw::NodeWorkload& w) {
+  k.build = [](const std::vector<TensorType>&, const json&, Rng&) {
+    return std::make_unique<AvgPool3Module>();
+  };
+  k.count = [](const std::vector<TensorType>&, const TensorType& out, const json&,
+               hw::NodeWorkload& w) {
     w.category = hw::OpCategory::Pool;
     w.other_flops = 9.0 * static_cast<double>(out.numel());
     w.neurons = static_cast<double>(out.numel());

@@ -34,13 +34,17 @@ void register_block_concat(Catalogue& c) {
         if (d != fdim && in[i].dims[d] != in[0].dims[d]) ok = false;
       if (!ok)
         throw std::invalid_argument("inputs must match except in features: input 0 is " +
-                                    in[0].str() + ", input " + std::to_string(i) + " is " + in[i].str());
+                                    in[0].str() + ", input " + std::to_string(i) + " is " +
+                                    in[i].str());
       out.dims[fdim] += in[i].dims[fdim];
     }
     return out;
   };
-  k.build = [](const std::vector<TensorType>&, const json&, Rng&) { return std::make_unique<ConcatModule>(); };
-  k.count = [](const std::vector<TensorType>&, const TensorType& out, const json&, hw::NodeWorkload& w) {
+  k.build = [](const std::vector<TensorType>&, const json&, Rng&) {
+    return std::make_unique<ConcatModule>();
+  };
+  k.count = [](const std::vector<TensorType>&, const TensorType& out, const json&,
+               hw::NodeWorkload& w) {
     w.category = hw::OpCategory::Elementwise;  // a copy: bytes, no arithmetic
     w.neurons = static_cast<double>(out.numel());
     w.fan_in = 1;

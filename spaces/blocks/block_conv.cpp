@@ -34,7 +34,8 @@ void register_block_conv(Catalogue& c) {
     w.category = hw::OpCategory::Conv;
     w.macs = cout * hw_out * cin * kk * kk;
     w.params = cout * cin * kk * kk + (bn ? 2 * cout : cout);
-    w.other_flops = static_cast<double>(out.numel()) * ((bn ? 2 : 1) + activation_flops(pstr(p, "activation")));
+    w.other_flops =
+        static_cast<double>(out.numel()) * ((bn ? 2 : 1) + activation_flops(pstr(p, "activation")));
     weighted_mapping(w, static_cast<double>(out.numel()), cin * kk * kk, cout * cin * kk * kk);
   };
   c.add(std::move(k));

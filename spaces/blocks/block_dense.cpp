@@ -52,7 +52,8 @@ void register_block_dense(Catalogue& c) {
     w.category = hw::OpCategory::Dense;
     w.macs = rows * din * dout;
     w.params = din * dout + (bias ? dout : 0);
-    w.other_flops = static_cast<double>(out.numel()) * ((bias ? 1 : 0) + activation_flops(pstr(p, "activation")));
+    w.other_flops = static_cast<double>(out.numel()) *
+                    ((bias ? 1 : 0) + activation_flops(pstr(p, "activation")));
     weighted_mapping(w, static_cast<double>(out.numel()), din, din * dout);
   };
   c.add(std::move(k));

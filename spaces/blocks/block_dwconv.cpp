@@ -7,7 +7,8 @@ using namespace blocks;
 void register_block_dwconv(Catalogue& c) {
   BlockKind k;
   k.name = "dwconv";
-  k.description = "depthwise 2-D convolution (groups = channels, same padding) -> batch norm -> activation";
+  k.description =
+      "depthwise 2-D convolution (groups = channels, same padding) -> batch norm -> activation";
   k.params = {ParamSpec::int_set("kernel", {3, 5, 7}, 3, "square kernel size"),
               ParamSpec::int_set("stride", {1, 2}, 1, "stride"), activation_param("relu"),
               ParamSpec::boolean("batch_norm", true, "batch norm after the convolution")};
@@ -21,7 +22,8 @@ void register_block_dwconv(Catalogue& c) {
   k.build = [](const std::vector<TensorType>& in, const json& p, Rng& rng) {
     const int ch = in[0].dims[0];
     ConvUnit u(ch, ch, pint(p, "kernel"), pint(p, "stride"), ch, pbool(p, "batch_norm"),
-               nn::Activation::None, activation_of(pstr(p, "activation")), bits_of(p), prune_of(p), rng);
+               nn::Activation::None, activation_of(pstr(p, "activation")), bits_of(p), prune_of(p),
+               rng);
     return std::make_unique<ConvModule>("dwconv", std::move(u));
   };
   k.count = [](const std::vector<TensorType>&, const TensorType& out, const json& p,
@@ -32,7 +34,8 @@ void register_block_dwconv(Catalogue& c) {
     w.category = hw::OpCategory::DepthwiseConv;
     w.macs = ch * hw_out * kk * kk;
     w.params = ch * kk * kk + (bn ? 2 * ch : ch);
-    w.other_flops = static_cast<double>(out.numel()) * ((bn ? 2 : 1) + activation_flops(pstr(p, "activation")));
+    w.other_flops =
+        static_cast<double>(out.numel()) * ((bn ? 2 : 1) + activation_flops(pstr(p, "activation")));
     weighted_mapping(w, static_cast<double>(out.numel()), kk * kk, ch * kk * kk);
   };
   c.add(std::move(k));

@@ -18,7 +18,8 @@ class FlattenModule : public nn::Module {
 void register_block_flatten(Catalogue& c) {
   BlockKind k;
   k.name = "flatten";
-  k.description = "flatten to a vector: image[C,H,W] -> vector[C*H*W], sequence[L,D] -> vector[L*D]";
+  k.description =
+      "flatten to a vector: image[C,H,W] -> vector[C*H*W], sequence[L,D] -> vector[L*D]";
   k.accepts = {DataKind::Image, DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json&) {
     return TensorType::vector(static_cast<int>(single_input(in).numel()));
@@ -26,7 +27,8 @@ void register_block_flatten(Catalogue& c) {
   k.build = [](const std::vector<TensorType>&, const json&, Rng&) {
     return std::make_unique<FlattenModule>();
   };
-  k.count = [](const std::vector<TensorType>&, const TensorType&, const json&, hw::NodeWorkload& w) {
+  k.count = [](const std::vector<TensorType>&, const TensorType&, const json&,
+               hw::NodeWorkload& w) {
     w.category = hw::OpCategory::Other;
     w.kernels = 0;
   };

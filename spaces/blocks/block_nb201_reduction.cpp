@@ -11,12 +11,15 @@ class ReductionModule : public nn::Module {
   ReductionModule(int cin, int cout, int bits, double prune, Rng& rng)
       : a_(cin, cout, 3, 2, 1, true, nn::Activation::Relu, nn::Activation::None, bits, prune, rng),
         b_(cout, cout, 3, 1, 1, true, nn::Activation::Relu, nn::Activation::None, bits, prune, rng),
-        shortcut_(cin, cout, 1, nn::Conv2dOptions{}, false, rng), bits_(bits), prune_(prune) {}
+        shortcut_(cin, cout, 1, nn::Conv2dOptions{}, false, rng),
+        bits_(bits),
+        prune_(prune) {}
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext& ctx) override {
     const nn::Var& x = in.at(0);
     nn::Var y = b_.forward(a_.forward(x, ctx.training), ctx.training);
-    nn::Var s = nn::conv2d(nn::avg_pool2d(x, 2, 2, 0), compress_weight(shortcut_.weight, bits_, prune_),
-                           shortcut_.bias, shortcut_.options);
+    nn::Var s =
+        nn::conv2d(nn::avg_pool2d(x, 2, 2, 0), compress_weight(shortcut_.weight, bits_, prune_),
+                   shortcut_.bias, shortcut_.options);
     return nn::add(y, s);
   }
   void append_named_parameters(const std::string& prefix,
@@ -52,9 +55,11 @@ void register_block_nb201_reduction(Catalogue& c) {
     return TensorType::image(pint(p, "channels"), t.dims[1] / 2, t.dims[2] / 2);
   };
   k.build = [](const std::vector<TensorType>& in, const json& p, Rng& rng) {
-    return std::make_unique<ReductionModule>(in[0].dims[0], pint(p, "channels"), bits_of(p), prune_of(p), rng);
+    return std::make_unique<ReductionModule>(in[0].dims[0], pint(p, "channels"), bits_of(p),
+                                             prune_of(p), rng);
   };
-  k.count = [](const std::vector<TensorType>& in, const TensorType& out, const json&, hw::NodeWorkload& w) {
+  k.count = [](const std::vector<TensorType>& in, const TensorType& out, const json&,
+               hw::NodeWorkload& w) {
     const double ci = in[0].dims[0], co = out.dims[0], hw_out = double(out.dims[1]) * out.dims[2];
     const double nin = static_cast<double>(in[0].numel()), nout = static_cast<double>(out.numel());
     w.category = hw::OpCategory::Conv;

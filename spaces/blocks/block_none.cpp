@@ -22,8 +22,11 @@ void register_block_none(Catalogue& c) {
   k.description = "zero operation: outputs zeros (the edge is absent)";
   k.accepts = {DataKind::Image, DataKind::Sequence, DataKind::Vector};
   k.infer = [](const std::vector<TensorType>& in, const json&) { return single_input(in); };
-  k.build = [](const std::vector<TensorType>&, const json&, Rng&) { return std::make_unique<ZeroModule>(); };
-  k.count = [](const std::vector<TensorType>&, const TensorType&, const json&, hw::NodeWorkload& w) {
+  k.build = [](const std::vector<TensorType>&, const json&, Rng&) {
+    return std::make_unique<ZeroModule>();
+  };
+  k.count = [](const std::vector<TensorType>&, const TensorType&, const json&,
+               hw::NodeWorkload& w) {
     w.category = hw::OpCategory::Elementwise;
     w.kernels = 0;  // compiled away: nothing is read or computed
     w.input_bytes = 0;

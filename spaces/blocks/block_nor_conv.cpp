@@ -15,8 +15,8 @@ BlockKind nor_conv_kind(int kernel) {
   k.infer = [](const std::vector<TensorType>& in, const json&) { return single_input(in); };
   k.build = [kernel](const std::vector<TensorType>& in, const json& p, Rng& rng) {
     const int ch = in[0].dims[0];
-    ConvUnit u(ch, ch, kernel, 1, 1, true, nn::Activation::Relu, nn::Activation::None,
-               bits_of(p), prune_of(p), rng);
+    ConvUnit u(ch, ch, kernel, 1, 1, true, nn::Activation::Relu, nn::Activation::None, bits_of(p),
+               prune_of(p), rng);
     return std::make_unique<ConvModule>("nor_conv", std::move(u));
   };
   k.count = [kernel](const std::vector<TensorType>& in, const TensorType& out, const json&,

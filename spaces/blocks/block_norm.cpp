@@ -9,8 +9,10 @@ namespace {
 class NormModule : public nn::Module {
  public:
   NormModule(bool batch, int features) : batch_(batch) {
-    if (batch) bn_ = std::make_unique<nn::BatchNorm>(features);
-    else ln_ = std::make_unique<nn::LayerNorm>(features);
+    if (batch)
+      bn_ = std::make_unique<nn::BatchNorm>(features);
+    else
+      ln_ = std::make_unique<nn::LayerNorm>(features);
   }
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext& ctx) override {
     const nn::Var& x = in.at(0);
@@ -48,7 +50,8 @@ class NormModule : public nn::Module {
 void register_block_norm(Catalogue& c) {
   BlockKind k;
   k.name = "norm";
-  k.description = "normalisation: batch norm over features, or layer norm over each position's features";
+  k.description =
+      "normalisation: batch norm over features, or layer norm over each position's features";
   k.params = {ParamSpec::choice("type", {"batch", "layer"}, "batch", "normalisation kind")};
   k.accepts = {DataKind::Image, DataKind::Sequence, DataKind::Vector};
   k.infer = [](const std::vector<TensorType>& in, const json&) { return single_input(in); };

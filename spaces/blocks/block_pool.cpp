@@ -37,7 +37,8 @@ void register_block_pool(Catalogue& c) {
                              conv_out_size(t.dims[2], kk, s, pad));
   };
   k.build = [](const std::vector<TensorType>&, const json& p, Rng&) {
-    return std::make_unique<PoolModule>(pstr(p, "op") == "max", pint(p, "kernel"), pint(p, "stride"));
+    return std::make_unique<PoolModule>(pstr(p, "op") == "max", pint(p, "kernel"),
+                                        pint(p, "stride"));
   };
   k.count = [](const std::vector<TensorType>&, const TensorType& out, const json& p,
                hw::NodeWorkload& w) {

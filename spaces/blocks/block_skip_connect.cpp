@@ -19,8 +19,11 @@ void register_block_skip_connect(Catalogue& c) {
   k.description = "identity (NAS-Bench-201 skip_connect)";
   k.accepts = {DataKind::Image, DataKind::Sequence, DataKind::Vector};
   k.infer = [](const std::vector<TensorType>& in, const json&) { return single_input(in); };
-  k.build = [](const std::vector<TensorType>&, const json&, Rng&) { return std::make_unique<IdentityModule>(); };
-  k.count = [](const std::vector<TensorType>&, const TensorType&, const json&, hw::NodeWorkload& w) {
+  k.build = [](const std::vector<TensorType>&, const json&, Rng&) {
+    return std::make_unique<IdentityModule>();
+  };
+  k.count = [](const std::vector<TensorType>&, const TensorType&, const json&,
+               hw::NodeWorkload& w) {
     w.category = hw::OpCategory::Elementwise;
     w.kernels = 0;  // no computation: the consumer reads the producer's buffer
   };

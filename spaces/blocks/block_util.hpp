@@ -68,7 +68,10 @@ class ConvUnit {
            nn::Activation pre, nn::Activation post, int bits, double prune, Rng& rng)
       : conv_(cin, cout, kernel, nn::Conv2dOptions{stride, same_padding(kernel), groups},
               !batch_norm, rng),
-        pre_(pre), post_(post), bits_(bits), prune_(prune) {
+        pre_(pre),
+        post_(post),
+        bits_(bits),
+        prune_(prune) {
     if (batch_norm) bn_ = std::make_unique<nn::BatchNorm>(cout);
   }
   nn::Var forward(const nn::Var& x, bool training) {

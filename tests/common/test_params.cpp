@@ -25,7 +25,8 @@ std::string error_of(const nlohmann::json& given) {
 }
 
 TEST(Params, ResolveFillsDefaultsAndKeepsType) {
-  auto r = resolve_params(specs(), {{"type", "x"}, {"required_k", 3}, {"mode", "slow"}}, "strategy");
+  auto r =
+      resolve_params(specs(), {{"type", "x"}, {"required_k", 3}, {"mode", "slow"}}, "strategy");
   EXPECT_EQ(r["population"], 50);
   EXPECT_EQ(r["mode"], "slow");
   EXPECT_EQ(r["required_k"], 3);

@@ -115,7 +115,7 @@ TEST(Export, ParetoCsvParsesBackFieldForField) {
   EXPECT_EQ(std::stod(parsed[1][col("val_accuracy")]), 0.9123456789);
   EXPECT_EQ(std::stod(parsed[1][col("energy_mj")]), 0.1 + 0.2);
   EXPECT_EQ(parsed[1][col("val_loss")], "0.3");
-  EXPECT_EQ(parsed[2][col("val_loss")], "");  // missing metric: empty field
+  EXPECT_EQ(parsed[2][col("val_loss")], "");    // missing metric: empty field
   EXPECT_EQ(parsed[2][col("latency_ms")], "");  // NaN: empty field
   EXPECT_EQ(parsed[2][col("reason")], "too big, sorry");
   EXPECT_EQ(parsed[2][col("feasible")], "no");

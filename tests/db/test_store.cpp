@@ -260,8 +260,10 @@ TEST_F(StoreTest, ForeignDatabasesAreRefused) {
   EXPECT_EQ(c.query_int("SELECT count(*) FROM sqlite_schema WHERE name = 'runs'"), 0);
 
   std::string junk = (dir_ / "junk.db").string();
-  { std::ofstream(junk) << "this is not an SQLite file, just some text that is long enough......"
-                           "..................................................................."; }
+  {
+    std::ofstream(junk) << "this is not an SQLite file, just some text that is long enough......"
+                           "...................................................................";
+  }
   EXPECT_THROW(Store(junk, true), DbError);
   std::string empty = (dir_ / "empty.db").string();
   { std::ofstream(empty).flush(); }
@@ -278,8 +280,7 @@ TEST_F(StoreTest, FailedMigrationLeavesTheOldSchema) {
     Store s(path_);
     FAIL();
   } catch (const DbError& e) {
-    EXPECT_NE(std::string(e.what()).find("migration from schema version 0 to 1"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("migration from schema version 0 to 1"), std::string::npos)
         << e.what();
   }
   Connection c(path_, true);
@@ -341,7 +342,7 @@ TEST_F(StoreTest, FailedWriteInsideTransactionLeavesNothing) {
 
   // The connection is usable afterwards (no transaction left open).
   EXPECT_NO_THROW(s.add_evaluation(sample_eval(run, arch, 0.95)));
-  EXPECT_THROW(s.finish_run(run, "done"), DbError);          // not a valid status
+  EXPECT_THROW(s.finish_run(run, "done"), DbError);           // not a valid status
   EXPECT_THROW(s.finish_run(run + 99, "finished"), DbError);  // no such run
 }
 
@@ -396,11 +397,17 @@ TEST_F(StoreTest, ForkedReaderProcessQueriesWhileSearchWrites) {
       auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
       while (last < static_cast<std::size_t>(kEvals)) {
         auto evals = r.evaluations(run);
-        if (evals.size() < last) { code = 2; break; }  // went backwards
+        if (evals.size() < last) {
+          code = 2;
+          break;
+        }  // went backwards
         for (const auto& e : evals)
           if (e.costs.size() != 2) code = 3;  // saw an evaluation without its costs
         last = evals.size();
-        if (std::chrono::steady_clock::now() > deadline) { code = 4; break; }
+        if (std::chrono::steady_clock::now() > deadline) {
+          code = 4;
+          break;
+        }
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "reader: %s\n", e.what());
@@ -437,9 +444,13 @@ TEST_F(StoreTest, StoreIsMovable) {
 
 TEST(StoreSafety, ForeignSqliteFileIsRefusedUntouched) {
   namespace fs = std::filesystem;
-  fs::path p = fs::temp_directory_path() / ("hwnas_foreign_" + std::to_string(::getpid()) + ".sqlite");
+  fs::path p =
+      fs::temp_directory_path() / ("hwnas_foreign_" + std::to_string(::getpid()) + ".sqlite");
   fs::remove(p);
-  ASSERT_EQ(std::system(("sqlite3 " + p.string() + " 'create table t(x); insert into t values(1);'").c_str()), 0);
+  ASSERT_EQ(
+      std::system(
+          ("sqlite3 " + p.string() + " 'create table t(x); insert into t values(1);'").c_str()),
+      0);
   EXPECT_THROW(hwnas::db::Store s(p.string()), hwnas::db::DbError);
   // Still in its own (rollback) journal mode: nothing was written to it.
   FILE* f = ::popen(("sqlite3 " + p.string() + " 'pragma journal_mode'").c_str(), "r");

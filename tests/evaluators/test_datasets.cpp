@@ -53,7 +53,7 @@ void write_fake_split(const TempDir& dir, const std::string& prefix, int n, int 
   IdxArray lab{{n}, {}};
   for (int i = 0; i < n; ++i) {
     for (int p = 0; p < h * w; ++p) {
-      unsigned char v = p == 0 ? static_cast<unsigned char>(i / 256)
+      unsigned char v = p == 0   ? static_cast<unsigned char>(i / 256)
                         : p == 1 ? static_cast<unsigned char>(i % 256)
                                  : static_cast<unsigned char>((p * 37 + i) % 256);
       img.data.push_back(v);
@@ -134,7 +134,8 @@ TEST(IdxLoader, TruncatedFileIsReported) {
 
   // A gzip stream cut in the middle (the bytes of a valid file, minus its tail).
   IdxArray big{{1000}, std::vector<std::uint8_t>(1000)};
-  for (int i = 0; i < 1000; ++i) big.data[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i * 7919 % 251);
+  for (int i = 0; i < 1000; ++i)
+    big.data[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(i * 7919 % 251);
   write_idx_gz(dir.file("full.gz"), big);
   auto size = fs::file_size(dir.file("full.gz"));
   fs::copy_file(dir.file("full.gz"), dir.file("cut.gz"));
@@ -222,7 +223,7 @@ TEST(FashionMnist, RealTrainAndTestFilesWhenInstalled) {
     sq += double(v) * v;
   }
   const double n = static_cast<double>(s.train.x.numel());
-  EXPECT_NEAR(sum / n, 0.0, 0.02);                             // the published mean and std
+  EXPECT_NEAR(sum / n, 0.0, 0.02);  // the published mean and std
   EXPECT_NEAR(std::sqrt(sq / n - (sum / n) * (sum / n)), 1.0, 0.02);
   std::vector<int> counts(10);
   for (int y : s.train.y) ++counts[static_cast<std::size_t>(y)];
@@ -234,8 +235,8 @@ TEST(FashionMnist, RealTrainAndTestFilesWhenInstalled) {
 TEST(Helpers, FlattenAndTake) {
   Dataset d;
   d.num_classes = 3;
-  d.x = hwnas::nn::Tensor::from(hwnas::nn::Shape{3, 1, 2, 2},
-                                {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
+  d.x =
+      hwnas::nn::Tensor::from(hwnas::nn::Shape{3, 1, 2, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
   d.y = {0, 1, 2};
   Dataset f = flatten_samples(d);
   EXPECT_EQ(f.x.shape(), (hwnas::nn::Shape{3, 4}));

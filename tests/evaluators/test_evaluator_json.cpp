@@ -56,8 +56,11 @@ TEST(FidelityJson, BadFieldsAreNamed) {
 
 TEST(EvalResultJson, RoundTripKeepsEverything) {
   EvalResult r;
-  r.metrics = {{"val_accuracy", 0.9123}, {"val_loss", 0.25}, {"params", 20538},
-               {"train_seconds", 12.5}, {"samples_per_s", 4321.0},
+  r.metrics = {{"val_accuracy", 0.9123},
+               {"val_loss", 0.25},
+               {"params", 20538},
+               {"train_seconds", 12.5},
+               {"samples_per_s", 4321.0},
                {"diverged_loss", std::numeric_limits<double>::quiet_NaN()},
                {"big", std::numeric_limits<double>::infinity()}};
   r.loss_curve = {2.3, 1.1, 0.7, std::numeric_limits<double>::quiet_NaN()};
@@ -109,8 +112,7 @@ TEST(EvalResultJson, BadFieldsAreNamed) {
   EXPECT_NE(error_of(R"({"metrics": {"val_accuracy": "high"}})"_json).find("metrics.val_accuracy"),
             std::string::npos);
   EXPECT_NE(error_of(R"({"metrics": [1]})"_json).find("metrics"), std::string::npos);
-  EXPECT_NE(error_of(R"({"loss_curve": [1, true]})"_json).find("loss_curve[1]"),
-            std::string::npos);
+  EXPECT_NE(error_of(R"({"loss_curve": [1, true]})"_json).find("loss_curve[1]"), std::string::npos);
   EXPECT_NE(error_of(R"({"wall_seconds": "soon"})"_json).find("wall_seconds"), std::string::npos);
   EXPECT_NE(error_of(R"({"error": 3})"_json).find("error"), std::string::npos);
   EXPECT_NE(error_of(R"("x")"_json).find("object"), std::string::npos);

@@ -15,7 +15,8 @@ std::shared_ptr<const spaces::Space> nb201() { return spaces::make_space({{"type
 
 eval::TabularConfig config() {
   return eval::TabularConfig::from_json(
-      {{"file", fixture()}, {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}, {"test_accuracy", "test_acc_200"}}}});
+      {{"file", fixture()},
+       {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}, {"test_accuracy", "test_acc_200"}}}});
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -32,7 +33,9 @@ TEST(Tabular, LooksUpConfiguredColumnsByArchString) {
   auto space = nb201();
   eval::TabularEvaluator ev(space, config());
   EXPECT_EQ(ev.rows(), 3u);
-  auto g = space->parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|");
+  auto g = space->parse(
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_"
+      "connect~2|");
   eval::Fidelity f;
   f.epochs = 200;
   auto r = ev.evaluate(g, f, 0);
@@ -60,28 +63,47 @@ TEST(Tabular, MissingArchitectureIsAClearError) {
     ev.evaluate(g, f, 0);
     FAIL();
   } catch (const eval::TabularMissError& e) {
-    EXPECT_NE(std::string(e.what()).find("architecture '|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|' not in"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(
+                  "architecture '|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|' not in"),
+              std::string::npos)
+        << e.what();
   }
   f.epochs = 50;
   auto known = space->parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|");
-  EXPECT_NE(error_of([&] { ev.evaluate(known, f, 0); }).find("column 'valid_acc_50'"), std::string::npos);
+  EXPECT_NE(error_of([&] { ev.evaluate(known, f, 0); }).find("column 'valid_acc_50'"),
+            std::string::npos);
 }
 
 TEST(Tabular, ConfigAndFileErrors) {
   auto space = nb201();
-  EXPECT_NE(error_of([&] { eval::TabularConfig::from_json({{"file", fixture()}}); }).find("tabular.metrics"), std::string::npos);
-  EXPECT_NE(error_of([&] { eval::TabularConfig::from_json({{"metrics", {{"a", "b"}}}}); }).find("tabular.file: missing"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              eval::TabularConfig::from_json({{"file", fixture()}});
+            }).find("tabular.metrics"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              eval::TabularConfig::from_json({{"metrics", {{"a", "b"}}}});
+            }).find("tabular.file: missing"),
+            std::string::npos);
   auto c = config();
   c.metrics["val_accuracy"] = "valid_accuracy";
-  EXPECT_NE(error_of([&] { eval::TabularEvaluator(space, c); }).find("tabular.metrics.val_accuracy: column 'valid_accuracy' not in"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              eval::TabularEvaluator(space, c);
+            }).find("tabular.metrics.val_accuracy: column 'valid_accuracy' not in"),
+            std::string::npos);
   c = config();
   c.key_column = "architecture";
-  EXPECT_NE(error_of([&] { eval::TabularEvaluator(space, c); }).find("tabular.key: column 'architecture'"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              eval::TabularEvaluator(space, c);
+            }).find("tabular.key: column 'architecture'"),
+            std::string::npos);
   c = config();
   c.file = "/nonexistent.csv";
-  EXPECT_NE(error_of([&] { eval::TabularEvaluator(space, c); }).find("cannot be opened"), std::string::npos);
+  EXPECT_NE(error_of([&] { eval::TabularEvaluator(space, c); }).find("cannot be opened"),
+            std::string::npos);
   c = config();
   c.metrics = {{"note", "note"}};
-  EXPECT_NE(error_of([&] { eval::TabularEvaluator(space, c); }).find("column 'note' = 'best-ish, quoted' is not a number"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              eval::TabularEvaluator(space, c);
+            }).find("column 'note' = 'best-ish, quoted' is not a number"),
+            std::string::npos);
 }

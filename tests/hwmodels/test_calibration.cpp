@@ -37,9 +37,17 @@ std::vector<Workload> random_workloads(int n, std::uint64_t seed) {
     for (int k = 0; k < d; ++k) {
       double c = std::pow(2.0, lw(rng)) * 8, hw = 32 * 32;
       switch (k % 3) {
-        case 0: w.nodes.push_back(node("c", OpCategory::Conv, 9 * c * c * hw, 9 * c * c * 2, c * hw * 2, c * hw * 2, 16)); break;
-        case 1: w.nodes.push_back(node("e", OpCategory::Elementwise, 0, 0, c * hw * 2, c * hw * 2, 16)); w.nodes.back().other_flops = c * hw; break;
-        default: w.nodes.push_back(node("d", OpCategory::Dense, c * c * 64, c * c * 2, c * 128, c * 128, 16));
+        case 0:
+          w.nodes.push_back(node("c", OpCategory::Conv, 9 * c * c * hw, 9 * c * c * 2, c * hw * 2,
+                                 c * hw * 2, 16));
+          break;
+        case 1:
+          w.nodes.push_back(node("e", OpCategory::Elementwise, 0, 0, c * hw * 2, c * hw * 2, 16));
+          w.nodes.back().other_flops = c * hw;
+          break;
+        default:
+          w.nodes.push_back(
+              node("d", OpCategory::Dense, c * c * 64, c * c * 2, c * 128, c * 128, 16));
       }
     }
     out.push_back(std::move(w));
@@ -152,7 +160,8 @@ std::vector<Workload> cnn_like_workloads(int n, std::uint64_t seed) {
       const double c = std::pow(2.0, chan_exp(rng)), act = c * hw * 4;
       switch (kind(rng)) {
         case 0:  // conv + bn + relu
-          w.nodes.push_back(node("conv", OpCategory::Conv, 9 * c * c * hw, 9 * c * c * 4, act, act));
+          w.nodes.push_back(
+              node("conv", OpCategory::Conv, 9 * c * c * hw, 9 * c * c * 4, act, act));
           w.nodes.push_back(node("bn", OpCategory::Norm, 0, 2 * c * 4, act, act));
           w.nodes.push_back(node("relu", OpCategory::Elementwise, 0, 0, act, act));
           break;

@@ -30,16 +30,17 @@ json tiny_gpu() {
 }
 
 json tiny_cpu() {
-  return {{"name", "tiny_cpu"},
-          {"family", "edge_cpu"},
-          {"cores", 2},
-          {"freq_hz", 1e9},
-          {"flops_per_cycle", {{"fp32", 4}, {"int8", 16}}},
-          {"mem_bw", 1e9},
-          {"efficiency", {{"default", 0.5}}},
-          {"op_overhead_s", 1e-6},
-          {"memory_bytes", 1e9},
-          {"energy", {{"process_nm", 45}, {"vdd", 0.9}, {"dram_pj_per_byte", 100}, {"static_w", 1}}}};
+  return {
+      {"name", "tiny_cpu"},
+      {"family", "edge_cpu"},
+      {"cores", 2},
+      {"freq_hz", 1e9},
+      {"flops_per_cycle", {{"fp32", 4}, {"int8", 16}}},
+      {"mem_bw", 1e9},
+      {"efficiency", {{"default", 0.5}}},
+      {"op_overhead_s", 1e-6},
+      {"memory_bytes", 1e9},
+      {"energy", {{"process_nm", 45}, {"vdd", 0.9}, {"dram_pj_per_byte", 100}, {"static_w", 1}}}};
 }
 
 json tiny_neuro() {
@@ -136,20 +137,20 @@ TEST(GpuRoofline, PrecisionPicksPeak) {
 TEST(GpuRoofline, MonotoneInWidthAndDepthOnPresets) {
   std::mt19937_64 rng(7);
   std::uniform_real_distribution<double> u(0.5, 2.0);
-  for (const std::string name :
-       {"h100_sxm", "a100_sxm", "rtx_4090", "jetson_orin_nano", "jetson_tx2", "rpi4_a72",
-        "pixel3_a75", "stm32f746"}) {
+  for (const std::string name : {"h100_sxm", "a100_sxm", "rtx_4090", "jetson_orin_nano",
+                                 "jetson_tx2", "rpi4_a72", "pixel3_a75", "stm32f746"}) {
     auto dev = load_device(name);
     for (int trial = 0; trial < 50; ++trial) {
       Workload w;
       int depth = 1 + trial % 6;
       for (int i = 0; i < depth; ++i) {
         double c = 16 * u(rng), hw = 32 * 32;
-        auto cat = (i % 3 == 0) ? OpCategory::Conv : (i % 3 == 1) ? OpCategory::Elementwise
-                                                                   : OpCategory::Dense;
+        auto cat = (i % 3 == 0)   ? OpCategory::Conv
+                   : (i % 3 == 1) ? OpCategory::Elementwise
+                                  : OpCategory::Dense;
         double macs = cat == OpCategory::Elementwise ? 0 : 9 * c * c * hw;
-        w.nodes.push_back(node("n", cat, macs, 9 * c * c * 4, c * hw * 4, c * hw * 4,
-                               trial % 2 ? 8 : 32));
+        w.nodes.push_back(
+            node("n", cat, macs, 9 * c * c * 4, c * hw * 4, c * hw * 4, trial % 2 ? 8 : 32));
       }
       Workload wide = w;
       for (auto& n : wide.nodes) {
@@ -273,14 +274,17 @@ TEST(Mcu, HandComputedAndInfeasibleReasons) {
   // And weights 6000 B > 5000 B flash.
   w.nodes[0].weight_bytes = 6000;
   c = dev->estimate(w);
-  EXPECT_EQ(c.infeasible_reason, "peak activations 1.2 kB > SRAM 1.0 kB; weights 6.0 kB > flash 5.0 kB");
-  // The shipped STM32F746 preset: the MCUNet-512kB activation footprint (456 kB) does not fit 320 kB.
+  EXPECT_EQ(c.infeasible_reason,
+            "peak activations 1.2 kB > SRAM 1.0 kB; weights 6.0 kB > flash 5.0 kB");
+  // The shipped STM32F746 preset: the MCUNet-512kB activation footprint (456 kB) does not fit 320
+  // kB.
   auto f746 = load_device("stm32f746");
   Workload big;
   big.nodes.push_back(node("x", OpCategory::Conv, 1e6, 1e5, 256e3, 200e3, 8));
   Cost cb = f746->estimate(big);
   EXPECT_FALSE(cb.feasible);
-  EXPECT_NE(cb.infeasible_reason.find("peak activations 456.0 kB > SRAM 327.7 kB"), std::string::npos)
+  EXPECT_NE(cb.infeasible_reason.find("peak activations 456.0 kB > SRAM 327.7 kB"),
+            std::string::npos)
       << cb.infeasible_reason;
 }
 
@@ -374,7 +378,7 @@ TEST(HostDevice, ReadsMeasurement) {
   c = dev->estimate(w);
   EXPECT_TRUE(c.feasible);
   EXPECT_DOUBLE_EQ(c.latency_ms, 2.0);
-  EXPECT_DOUBLE_EQ(c.energy_mj, 65 * 2.0);  // 65 W x 2 ms
+  EXPECT_DOUBLE_EQ(c.energy_mj, 65 * 2.0);         // 65 W x 2 ms
   EXPECT_DOUBLE_EQ(c.nodes[0].latency_s, 1.5e-3);  // apportioned 3:1 by FLOPs
 }
 
@@ -387,8 +391,8 @@ TEST(LutDevice, TableScalingAndFallback) {
               {"elementwise", {{"latency_us", 10}}}}}};
   auto dev = make_device(d);
   Workload w;
-  w.nodes.push_back(node("c", OpCategory::Conv, 2e6, 0, 0, 0));         // 2 x 100 us, 2 x 5 uJ
-  w.nodes.push_back(node("e", OpCategory::Elementwise, 0, 0, 0, 0));    // 10 us, 1 W x 10 us
+  w.nodes.push_back(node("c", OpCategory::Conv, 2e6, 0, 0, 0));       // 2 x 100 us, 2 x 5 uJ
+  w.nodes.push_back(node("e", OpCategory::Elementwise, 0, 0, 0, 0));  // 10 us, 1 W x 10 us
   w.nodes[1].block_kind = "relu";  // not in table by kind -> matched by category
   Cost c = dev->estimate(w);
   EXPECT_NEAR(c.latency_ms, 0.21, 1e-12);
@@ -454,16 +458,19 @@ TEST(DeviceJson, ErrorsNameTheField) {
   EXPECT_EQ(error_of(d), "device 'tiny_gpu': field 'peak_flops.fp16' must be a positive number");
   d = tiny_gpu();
   d["peak_flops"].erase("fp32");
-  EXPECT_EQ(error_of(d), "device 'tiny_gpu': field 'peak_flops.fp32' is required (a positive number)");
+  EXPECT_EQ(error_of(d),
+            "device 'tiny_gpu': field 'peak_flops.fp32' is required (a positive number)");
   d = tiny_gpu();
   d.erase("mem_bw");
   EXPECT_EQ(error_of(d), "device 'tiny_gpu': field 'mem_bw' is required (a positive number)");
   d = tiny_gpu();
   d["efficiency"]["convolution"] = 0.5;
-  EXPECT_NE(error_of(d).find("field 'efficiency.convolution' is not an op category"), std::string::npos);
+  EXPECT_NE(error_of(d).find("field 'efficiency.convolution' is not an op category"),
+            std::string::npos);
   d = tiny_gpu();
   d["efficiency"] = {{"dense", 1.5}, {"default", 0.5}};
-  EXPECT_NE(error_of(d).find("field 'efficiency.dense' must be a number in (0, 1"), std::string::npos);
+  EXPECT_NE(error_of(d).find("field 'efficiency.dense' must be a number in (0, 1"),
+            std::string::npos);
   d = tiny_gpu();
   d["efficiency"] = {{"dense", 0.5}};
   EXPECT_NE(error_of(d).find("field 'efficiency.default' is required"), std::string::npos);
@@ -475,9 +482,10 @@ TEST(DeviceJson, ErrorsNameTheField) {
   EXPECT_EQ(error_of(d), "device 'tiny_gpu': field 'batch' must be a positive integer");
   d = tiny_gpu();
   d["family"] = "fpga";
-  EXPECT_EQ(error_of(d),
-            "device 'tiny_gpu': unknown device family 'fpga' (known: edge_cpu, edge_tpu, gpu, host, "
-            "lut, mcu, neuromorphic, plugin)");
+  EXPECT_EQ(
+      error_of(d),
+      "device 'tiny_gpu': unknown device family 'fpga' (known: edge_cpu, edge_tpu, gpu, host, "
+      "lut, mcu, neuromorphic, plugin)");
   d = tiny_gpu();
   d.erase("name");
   EXPECT_EQ(error_of(d), "device description: field 'name' must be a non-empty string");
@@ -488,14 +496,26 @@ TEST(DeviceJson, ErrorsNameTheField) {
   d = tiny_neuro();
   d["non_spiking"] = "rate_code";
   EXPECT_NE(error_of(d).find("field 'rate_code.timesteps' is required"), std::string::npos);
-  json m = {{"name", "m"}, {"family", "mcu"}, {"freq_hz", 1e8}, {"macs_per_cycle", {{"fp32", 1}}},
-            {"other_ops_per_cycle", 1}, {"sram_bytes", "lots"}, {"flash_bytes", 1}, {"active_power_w", 1}};
+  json m = {{"name", "m"},
+            {"family", "mcu"},
+            {"freq_hz", 1e8},
+            {"macs_per_cycle", {{"fp32", 1}}},
+            {"other_ops_per_cycle", 1},
+            {"sram_bytes", "lots"},
+            {"flash_bytes", 1},
+            {"active_power_w", 1}};
   EXPECT_EQ(error_of(m), "device 'm': field 'sram_bytes' must be a positive number");
-  json t = {{"name", "t"}, {"family", "edge_tpu"}, {"peak_ops", 1e12}, {"efficiency", {{"default", 0.5}}},
-            {"usb_bw", 1e6}, {"active_power_w", 2}, {"supported_categories", {"conv"}},
+  json t = {{"name", "t"},
+            {"family", "edge_tpu"},
+            {"peak_ops", 1e12},
+            {"efficiency", {{"default", 0.5}}},
+            {"usb_bw", 1e6},
+            {"active_power_w", 2},
+            {"supported_categories", {"conv"}},
             {"host_cpu", "no_such_preset"}};
-  EXPECT_NE(error_of(t).find("field 'host_cpu' is not a valid device: unknown device 'no_such_preset'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(t).find("field 'host_cpu' is not a valid device: unknown device 'no_such_preset'"),
+      std::string::npos);
   json p = {{"name", "p"}, {"family", "plugin"}};
   EXPECT_NE(error_of(p).find("field 'path'"), std::string::npos);
   d = tiny_gpu();
@@ -526,7 +546,8 @@ TEST(DeviceJson, LoadDeviceErrors) {
 
 TEST(DeviceJson, CalibrationBlockScalesNodes) {
   json d = tiny_gpu();
-  d["calibration"] = {{"category_scale", {{"dense", 2.0}}}, {"per_kernel_s", 3e-6}, {"energy_scale", 0.5}};
+  d["calibration"] = {
+      {"category_scale", {{"dense", 2.0}}}, {"per_kernel_s", 3e-6}, {"energy_scale", 0.5}};
   Workload w;
   w.nodes.push_back(node("a", OpCategory::Dense, 1e6, 4e5, 1e4, 1e4));
   // body 8e-6 x 2 + 1 kernel x 3e-6 = 1.9e-5 s.

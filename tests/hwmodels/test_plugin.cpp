@@ -75,7 +75,7 @@ TEST(Plugin, V1PluginStillWorksAndSeesFixedActivityFields) {
   n.activity.scalars = {{"input_density", 0.5}, {"spikes", 3}};
   w.nodes.push_back(n);
   Cost c = dev->estimate(w);
-  EXPECT_NEAR(c.energy_mj, 1, 1e-12);  // 1e6 MAC x 1 nJ: v1 ignores the open activity
+  EXPECT_NEAR(c.energy_mj, 1, 1e-12);    // 1e6 MAC x 1 nJ: v1 ignores the open activity
   EXPECT_EQ(c.activity_source, "none");  // a v1 plugin cannot say
 }
 

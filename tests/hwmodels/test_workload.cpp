@@ -26,7 +26,7 @@ TEST(Workload, TotalsAndPeakActivation) {
   w.nodes.push_back(node("b", OpCategory::Dense, 50, 20, 2000, 500));
   EXPECT_DOUBLE_EQ(w.total_macs(), 150);
   EXPECT_DOUBLE_EQ(w.total_weight_bytes(), 60);
-  EXPECT_DOUBLE_EQ(w.total_params(), 15);  // 40*8/32 + 20*8/32
+  EXPECT_DOUBLE_EQ(w.total_params(), 15);             // 40*8/32 + 20*8/32
   EXPECT_DOUBLE_EQ(w.peak_activation_bytes(), 5000);  // node a: 3000 in + 2000 out
 }
 

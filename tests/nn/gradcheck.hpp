@@ -36,7 +36,8 @@ inline Tensor random_tensor(const Shape& s, std::mt19937_64& rng, float lo = -1.
 inline void expect_close(const Tensor& a, const Tensor& b, float tol) {
   ASSERT_EQ(a.shape(), b.shape());
   for (std::int64_t i = 0; i < a.numel(); ++i)
-    ASSERT_NEAR(a.data()[i], b.data()[i], tol * std::max(1.0f, std::fabs(b.data()[i]))) << "element " << i;
+    ASSERT_NEAR(a.data()[i], b.data()[i], tol * std::max(1.0f, std::fabs(b.data()[i])))
+        << "element " << i;
 }
 
 // f() must throw std::invalid_argument whose message contains `fragment`.
@@ -81,7 +82,8 @@ inline void expect_gradients_match(const std::function<Var(const std::vector<Var
     std::vector<std::int64_t> idx(static_cast<std::size_t>(x.numel()));
     for (std::int64_t i = 0; i < x.numel(); ++i) idx[static_cast<std::size_t>(i)] = i;
     std::shuffle(idx.begin(), idx.end(), rng);
-    if (static_cast<int>(idx.size()) > opt.max_elements_per_input) idx.resize(opt.max_elements_per_input);
+    if (static_cast<int>(idx.size()) > opt.max_elements_per_input)
+      idx.resize(opt.max_elements_per_input);
     for (std::int64_t i : idx) {
       float orig = x.data()[i];
       float eps = opt.eps_scale * std::max(1.0f, std::fabs(orig));
@@ -102,7 +104,8 @@ inline void expect_gradients_match(const std::function<Var(const std::vector<Var
 
 // Magnitudes uniform in [lo, hi] with random signs: keeps every value at least lo away from a kink
 // at 0 (ReLU, abs, step), and from a pole at 0 (division).
-inline Tensor random_away_from_zero(const Shape& s, std::mt19937_64& rng, float lo = 0.1f, float hi = 1.0f) {
+inline Tensor random_away_from_zero(const Shape& s, std::mt19937_64& rng, float lo = 0.1f,
+                                    float hi = 1.0f) {
   Tensor t = random_tensor(s, rng, lo, hi);
   for (std::int64_t i = 0; i < t.numel(); ++i)
     if (rng() & 1) t.data()[i] = -t.data()[i];

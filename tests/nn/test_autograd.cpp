@@ -52,7 +52,8 @@ TEST(Layers, ActivationFromName) {
     EXPECT_NE(std::string(e.what()).find("bogus"), std::string::npos);
   }
   Var x = constant(Tensor::from({2}, {-1.0f, 1.0f}));
-  EXPECT_EQ(apply_activation(x, Activation::Relu).value().to_vector(), (std::vector<float>{0.0f, 1.0f}));
+  EXPECT_EQ(apply_activation(x, Activation::Relu).value().to_vector(),
+            (std::vector<float>{0.0f, 1.0f}));
   EXPECT_EQ(apply_activation(x, Activation::None).node(), x.node());
 }
 
@@ -173,7 +174,8 @@ TEST(Training, MlpLearnsSeparableProblem) {
   for (int i = 0; i < 64; ++i) {
     xs.data()[2 * i] = static_cast<float>(i % 8) / 4.0f - 1.0f;
     xs.data()[2 * i + 1] = static_cast<float>(i / 8) / 4.0f - 1.0f;
-    ys[static_cast<std::size_t>(i)] = xs.data()[2 * i] * xs.data()[2 * i + 1] > 0 ? 1 : 0;  // XOR-like
+    ys[static_cast<std::size_t>(i)] =
+        xs.data()[2 * i] * xs.data()[2 * i + 1] > 0 ? 1 : 0;  // XOR-like
   }
   float loss = 0;
   for (int step = 0; step < 400; ++step) {

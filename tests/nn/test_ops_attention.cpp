@@ -21,7 +21,8 @@ using testing::expect_gradients_match;
 using testing::random_tensor;
 
 // Naive attention: query i sees key j iff allowed(i, j).  window <= 0 means no window.
-Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal, int window) {
+Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal,
+                       int window) {
   const int B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), D = q.dim(2), dh = D / heads;
   Tensor out = Tensor::zeros(Shape{B, Lq, D});
   std::vector<double> s(static_cast<std::size_t>(Lk));
@@ -35,7 +36,8 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int he
           if (ok) {
             d = 0;
             for (int c = 0; c < dh; ++c)
-              d += static_cast<double>(q.data()[(b * Lq + i) * D + h * dh + c]) * k.data()[(b * Lk + j) * D + h * dh + c];
+              d += static_cast<double>(q.data()[(b * Lq + i) * D + h * dh + c]) *
+                   k.data()[(b * Lk + j) * D + h * dh + c];
             d /= std::sqrt(static_cast<double>(dh));
           }
           s[static_cast<std::size_t>(j)] = d;
@@ -45,7 +47,8 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int he
         for (double& d : s) z += (d = std::exp(d - mx));
         for (int c = 0; c < dh; ++c) {
           double acc = 0;
-          for (int j = 0; j < Lk; ++j) acc += s[static_cast<std::size_t>(j)] / z * v.data()[(b * Lk + j) * D + h * dh + c];
+          for (int j = 0; j < Lk; ++j)
+            acc += s[static_cast<std::size_t>(j)] / z * v.data()[(b * Lk + j) * D + h * dh + c];
           out.data()[(b * Lq + i) * D + h * dh + c] = static_cast<float>(acc);
         }
       }
@@ -53,7 +56,9 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int he
 }
 
 // This file's default tolerance for value comparisons.
-void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-5f) { testing::expect_close(a, b, tol); }
+void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-5f) {
+  testing::expect_close(a, b, tol);
+}
 using testing::expect_invalid;
 
 struct Qkv {
@@ -61,7 +66,8 @@ struct Qkv {
 };
 Qkv random_qkv(int b, int lq, int lk, int d, std::uint64_t seed, float range = 1.0f) {
   std::mt19937_64 rng(seed);
-  return {random_tensor(Shape{b, lq, d}, rng, -range, range), random_tensor(Shape{b, lk, d}, rng, -range, range),
+  return {random_tensor(Shape{b, lq, d}, rng, -range, range),
+          random_tensor(Shape{b, lk, d}, rng, -range, range),
           random_tensor(Shape{b, lk, d}, rng, -range, range)};
 }
 
@@ -80,27 +86,33 @@ TEST(MultiHeadAttention, CrossAttentionWithDifferentLengths) {
   Qkv t = random_qkv(2, 5, 7, 6, 3);
   Var y = multi_head_attention(constant(t.q), constant(t.k), constant(t.v), 3, false);
   expect_close(y.value(), naive_attention(t.q, t.k, t.v, 3, false, 0));
-  expect_gradients_match([](const std::vector<Var>& x) { return multi_head_attention(x[0], x[1], x[2], 3, false); },
-                         {t.q, t.k, t.v});
+  expect_gradients_match(
+      [](const std::vector<Var>& x) { return multi_head_attention(x[0], x[1], x[2], 3, false); },
+      {t.q, t.k, t.v});
 }
 
 TEST(MultiHeadAttention, GradientsNonCausal) {
   Qkv t = random_qkv(2, 6, 6, 8, 4);
-  expect_gradients_match([](const std::vector<Var>& x) { return multi_head_attention(x[0], x[1], x[2], 2, false); },
-                         {t.q, t.k, t.v});
+  expect_gradients_match(
+      [](const std::vector<Var>& x) { return multi_head_attention(x[0], x[1], x[2], 2, false); },
+      {t.q, t.k, t.v});
 }
 
 TEST(MultiHeadAttention, GradientsCausal) {
   Qkv t = random_qkv(2, 6, 6, 8, 5);
-  expect_gradients_match([](const std::vector<Var>& x) { return multi_head_attention(x[0], x[1], x[2], 4, true); },
-                         {t.q, t.k, t.v});
+  expect_gradients_match(
+      [](const std::vector<Var>& x) { return multi_head_attention(x[0], x[1], x[2], 4, true); },
+      {t.q, t.k, t.v});
 }
 
 TEST(MultiHeadAttention, GradientsWhenQKVAreOneVar) {  // gradients from three roles accumulate
   Qkv t = random_qkv(2, 5, 5, 4, 6);
   for (bool causal : {false, true})
     expect_gradients_match(
-        [causal](const std::vector<Var>& x) { return multi_head_attention(x[0], x[0], x[0], 2, causal); }, {t.q});
+        [causal](const std::vector<Var>& x) {
+          return multi_head_attention(x[0], x[0], x[0], 2, causal);
+        },
+        {t.q});
 }
 
 TEST(MultiHeadAttention, LargeBatchMatchesNaiveAndIsDeterministic) {  // parallel path
@@ -126,14 +138,24 @@ TEST(MultiHeadAttention, LargeBatchMatchesNaiveAndIsDeterministic) {  // paralle
 
 TEST(MultiHeadAttention, RejectsBadInputs) {
   auto x = constant(Tensor::zeros(Shape{2, 5, 8}));
-  expect_invalid([&] { multi_head_attention(constant(Tensor::zeros(Shape{5, 8})), x, x, 2, false); },
-                 "multi_head_attention: q, k, v must be [B, L, d_model] (q [5, 8], k [2, 5, 8], v [2, 5, 8])");
-  expect_invalid([&] { multi_head_attention(x, x, constant(Tensor::zeros(Shape{2, 4, 8})), 2, false); },
-                 "multi_head_attention: k and v shapes differ");
-  expect_invalid([&] { multi_head_attention(x, constant(Tensor::zeros(Shape{3, 5, 8})),
-                                            constant(Tensor::zeros(Shape{3, 5, 8})), 2, false); },
-                 "multi_head_attention: q and k must share batch and d_model");
-  expect_invalid([&] { multi_head_attention(x, x, x, 0, false); }, "multi_head_attention: heads must be >= 1, got 0");
+  expect_invalid(
+      [&] {
+        multi_head_attention(constant(Tensor::zeros(Shape{5, 8})), x, x, 2, false);
+      },
+      "multi_head_attention: q, k, v must be [B, L, d_model] (q [5, 8], k [2, 5, 8], v [2, 5, 8])");
+  expect_invalid(
+      [&] {
+        multi_head_attention(x, x, constant(Tensor::zeros(Shape{2, 4, 8})), 2, false);
+      },
+      "multi_head_attention: k and v shapes differ");
+  expect_invalid(
+      [&] {
+        multi_head_attention(x, constant(Tensor::zeros(Shape{3, 5, 8})),
+                             constant(Tensor::zeros(Shape{3, 5, 8})), 2, false);
+      },
+      "multi_head_attention: q and k must share batch and d_model");
+  expect_invalid([&] { multi_head_attention(x, x, x, 0, false); },
+                 "multi_head_attention: heads must be >= 1, got 0");
   expect_invalid([&] { multi_head_attention(x, x, x, 3, false); },
                  "multi_head_attention: d_model 8 not divisible by heads 3");
   auto kv = constant(Tensor::zeros(Shape{2, 4, 8}));
@@ -166,9 +188,10 @@ TEST(SlidingWindowAttention, ForwardMatchesMaskedNaive) {
     for (int L : {5, 20, 150})
       for (int window : {1, 2, 3, 17, 40}) {
         Qkv t = random_qkv(2, L, L, 8, static_cast<std::uint64_t>(L * 100 + window), 2.0f);
-        Var y = sliding_window_attention(constant(t.q), constant(t.k), constant(t.v), 2, window, causal);
-        SCOPED_TRACE("L=" + std::to_string(L) + " window=" + std::to_string(window) + " causal=" +
-                     std::to_string(causal));
+        Var y = sliding_window_attention(constant(t.q), constant(t.k), constant(t.v), 2, window,
+                                         causal);
+        SCOPED_TRACE("L=" + std::to_string(L) + " window=" + std::to_string(window) +
+                     " causal=" + std::to_string(causal));
         expect_close(y.value(), naive_attention(t.q, t.k, t.v, 2, causal, window));
       }
 }
@@ -179,8 +202,9 @@ struct WindowCase {
   bool causal;
 };
 const WindowCase kWindowCases[] = {
-    {"w1", 6, 1, false},         {"w1_causal", 6, 1, true},   {"w2_tiles", 20, 2, false},
-    {"w2_tiles_causal", 20, 2, true}, {"w3", 9, 3, false},     {"w5_causal", 12, 5, true},
+    {"w1", 6, 1, false},        {"w1_causal", 6, 1, true},
+    {"w2_tiles", 20, 2, false}, {"w2_tiles_causal", 20, 2, true},
+    {"w3", 9, 3, false},        {"w5_causal", 12, 5, true},
 };
 
 class SlidingWindowGradTest : public ::testing::TestWithParam<WindowCase> {};
@@ -189,12 +213,16 @@ TEST_P(SlidingWindowGradTest, GradientsMatchFiniteDifferences) {
   const WindowCase& c = GetParam();
   Qkv t = random_qkv(2, c.l, c.l, 4, static_cast<std::uint64_t>(c.l + c.window));
   expect_gradients_match(
-      [&](const std::vector<Var>& x) { return sliding_window_attention(x[0], x[1], x[2], 2, c.window, c.causal); },
+      [&](const std::vector<Var>& x) {
+        return sliding_window_attention(x[0], x[1], x[2], 2, c.window, c.causal);
+      },
       {t.q, t.k, t.v}, {.max_elements_per_input = 160});
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, SlidingWindowGradTest, ::testing::ValuesIn(kWindowCases),
-                         [](const ::testing::TestParamInfo<WindowCase>& i) { return std::string(i.param.name); });
+                         [](const ::testing::TestParamInfo<WindowCase>& i) {
+                           return std::string(i.param.name);
+                         });
 
 TEST(SlidingWindowAttention, GradientsMatchMaskedFullAttentionOnManyTiles) {
   // Gradients across many tiles against full attention on a sequence no longer than the window.
@@ -223,7 +251,8 @@ TEST(SlidingWindowAttention, LongSequenceNeverMaterialisesScores) {
   std::copy(t.k.data() + i0 * 8, t.k.data() + (i0 + 9) * 8, ks.data());
   std::copy(t.v.data() + i0 * 8, t.v.data() + (i0 + 9) * 8, vs.data());
   Tensor ref = naive_attention(qs, ks, vs, 2, false, 4);  // row 4 sees the full window
-  for (int c = 0; c < 8; ++c) EXPECT_NEAR(y.value().data()[(L / 2) * 8 + c], ref.data()[4 * 8 + c], 1e-5);
+  for (int c = 0; c < 8; ++c)
+    EXPECT_NEAR(y.value().data()[(L / 2) * 8 + c], ref.data()[4 * 8 + c], 1e-5);
   EXPECT_EQ(k.grad().numel(), static_cast<std::int64_t>(L) * 8);
 }
 
@@ -251,12 +280,16 @@ TEST(SlidingWindowAttention, RejectsBadInputs) {
   expect_invalid([&] { sliding_window_attention(x, x, x, 2, 0, false); },
                  "sliding_window_attention: window must be >= 1, got 0");
   auto kv = constant(Tensor::zeros(Shape{2, 6, 8}));
-  expect_invalid([&] { sliding_window_attention(x, kv, kv, 2, 2, false); },
-                 "sliding_window_attention: q and k must have the same shape (q [2, 5, 8], k [2, 6, 8])");
+  expect_invalid(
+      [&] { sliding_window_attention(x, kv, kv, 2, 2, false); },
+      "sliding_window_attention: q and k must have the same shape (q [2, 5, 8], k [2, 6, 8])");
   expect_invalid([&] { sliding_window_attention(x, x, x, 3, 2, false); },
                  "sliding_window_attention: d_model 8 not divisible by heads 3");
-  expect_invalid([&] { sliding_window_attention(x, x, constant(Tensor::zeros(Shape{2, 5, 4})), 2, 2, false); },
-                 "sliding_window_attention: k and v shapes differ");
+  expect_invalid(
+      [&] {
+        sliding_window_attention(x, x, constant(Tensor::zeros(Shape{2, 5, 4})), 2, 2, false);
+      },
+      "sliding_window_attention: k and v shapes differ");
 }
 
 }  // namespace

@@ -11,8 +11,8 @@
 namespace hwnas::nn {
 namespace {
 using testing::expect_gradients_match;
-using testing::random_tensor;
 using testing::GradCheckOptions;
+using testing::random_tensor;
 
 Tensor rnd(const Shape& s, std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
   std::mt19937_64 rng(seed);
@@ -42,7 +42,8 @@ void expect_shape_error(F&& f, const std::vector<std::string>& fragments) {
     FAIL() << "no exception";
   } catch (const std::invalid_argument& e) {
     const std::string msg = e.what();
-    for (const auto& frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << msg << " lacks " << frag;
+    for (const auto& frag : fragments)
+      EXPECT_NE(msg.find(frag), std::string::npos) << msg << " lacks " << frag;
   }
 }
 
@@ -98,9 +99,10 @@ TEST(OpsForward, Reductions) {
 
 TEST(OpsForward, SoftmaxAndCrossEntropy) {
   Var x = constant(Tensor::from({2, 3}, {1, 2, 3, 0, 0, 0}));
-  expect_values(softmax(x).value(), {0.0900306f, 0.2447285f, 0.6652410f, 1 / 3.f, 1 / 3.f, 1 / 3.f});
-  expect_values(log_softmax(x).value(), {-2.4076059f, -1.4076059f, -0.4076059f, -1.0986123f, -1.0986123f,
-                                         -1.0986123f});
+  expect_values(softmax(x).value(),
+                {0.0900306f, 0.2447285f, 0.6652410f, 1 / 3.f, 1 / 3.f, 1 / 3.f});
+  expect_values(log_softmax(x).value(),
+                {-2.4076059f, -1.4076059f, -0.4076059f, -1.0986123f, -1.0986123f, -1.0986123f});
   // mean of (2.4076059, 1.0986123)
   EXPECT_NEAR(cross_entropy(x, {0, 2}).value().item(), 1.7531091f, 1e-5f);
   // Large logits must not overflow.
@@ -156,8 +158,8 @@ TEST(OpsForward, BatchNormTrainAndEval) {
   EXPECT_NEAR(st.running_var.item(), 0.9f + 0.1f * 14.0f / 3.0f, 1e-6f);
   Var ye = batch_norm(x, g, b, st, false);
   const float re = 1.0f / std::sqrt(st.running_var.item() + 1e-5f);
-  expect_values(ye.value(), {2 * (1 - 0.3f) * re + 1, 2 * (2 - 0.3f) * re + 1, 2 * (3 - 0.3f) * re + 1,
-                             2 * (6 - 0.3f) * re + 1});
+  expect_values(ye.value(), {2 * (1 - 0.3f) * re + 1, 2 * (2 - 0.3f) * re + 1,
+                             2 * (3 - 0.3f) * re + 1, 2 * (6 - 0.3f) * re + 1});
 }
 
 TEST(OpsForward, DropoutScalingAndDeterminism) {
@@ -202,7 +204,8 @@ TEST(OpsGrad, MatmulLargeParallel) {
   expect_gradients_match([](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
                          {rnd({128, 256}, 7, -0.3f, 0.3f), rnd({256, 256}, 8, -0.3f, 0.3f)}, opt);
   expect_gradients_match([](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
-                         {rnd({32, 256}, 9, -0.3f, 0.3f), rnd({256, 1024}, 10, -0.3f, 0.3f)}, opt);  // splits columns
+                         {rnd({32, 256}, 9, -0.3f, 0.3f), rnd({256, 1024}, 10, -0.3f, 0.3f)},
+                         opt);  // splits columns
 }
 
 TEST(OpsGrad, Linear) {
@@ -212,8 +215,9 @@ TEST(OpsGrad, Linear) {
                          {rnd({2, 3, 4}, 4), rnd({3, 4}, 5)});
   GradCheckOptions opt;
   opt.max_elements_per_input = 16;
-  expect_gradients_match([](const std::vector<Var>& v) { return linear(v[0], v[1], v[2]); },
-                         {rnd({128, 256}, 6, -0.3f, 0.3f), rnd({256, 256}, 7, -0.3f, 0.3f), rnd({256}, 8)}, opt);
+  expect_gradients_match(
+      [](const std::vector<Var>& v) { return linear(v[0], v[1], v[2]); },
+      {rnd({128, 256}, 6, -0.3f, 0.3f), rnd({256, 256}, 7, -0.3f, 0.3f), rnd({256}, 8)}, opt);
 }
 
 TEST(OpsGrad, BroadcastBinary) {
@@ -225,33 +229,43 @@ TEST(OpsGrad, BroadcastBinary) {
                                                             {{4}, {2, 3, 4}},
                                                             {{}, {2, 3}}}) {
     SCOPED_TRACE(sa.str() + " vs " + sb.str());
-    expect_gradients_match([](const std::vector<Var>& v) { return add(v[0], v[1]); }, {rnd(sa, 1), rnd(sb, 2)});
-    expect_gradients_match([](const std::vector<Var>& v) { return sub(v[0], v[1]); }, {rnd(sa, 3), rnd(sb, 4)});
-    expect_gradients_match([](const std::vector<Var>& v) { return mul(v[0], v[1]); }, {rnd(sa, 5), rnd(sb, 6)});
+    expect_gradients_match([](const std::vector<Var>& v) { return add(v[0], v[1]); },
+                           {rnd(sa, 1), rnd(sb, 2)});
+    expect_gradients_match([](const std::vector<Var>& v) { return sub(v[0], v[1]); },
+                           {rnd(sa, 3), rnd(sb, 4)});
+    expect_gradients_match([](const std::vector<Var>& v) { return mul(v[0], v[1]); },
+                           {rnd(sa, 5), rnd(sb, 6)});
   }
 }
 
 TEST(OpsGrad, SameInputTwice) {
-  expect_gradients_match([](const std::vector<Var>& v) { return mul(v[0], v[0]); }, {rnd({3, 3}, 1)});
+  expect_gradients_match([](const std::vector<Var>& v) { return mul(v[0], v[0]); },
+                         {rnd({3, 3}, 1)});
   expect_gradients_match([](const std::vector<Var>& v) { return sub(v[0], v[0]); }, {rnd({3}, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return add(reshape(v[0], {9}), reshape(v[0], {9})); },
-                         {rnd({3, 3}, 3)});
+  expect_gradients_match(
+      [](const std::vector<Var>& v) { return add(reshape(v[0], {9}), reshape(v[0], {9})); },
+      {rnd({3, 3}, 3)});
 }
 
 TEST(OpsGrad, ScaleAndAddScalar) {
-  expect_gradients_match([](const std::vector<Var>& v) { return scale(v[0], -2.5f); }, {rnd({2, 3}, 1)});
-  expect_gradients_match([](const std::vector<Var>& v) { return add_scalar(v[0], 3.0f); }, {rnd({2, 3}, 2)});
+  expect_gradients_match([](const std::vector<Var>& v) { return scale(v[0], -2.5f); },
+                         {rnd({2, 3}, 1)});
+  expect_gradients_match([](const std::vector<Var>& v) { return add_scalar(v[0], 3.0f); },
+                         {rnd({2, 3}, 2)});
 }
 
 TEST(OpsGrad, Activations) {
   const Shape s{4, 5};
-  expect_gradients_match([](const std::vector<Var>& v) { return relu(v[0]); }, {away_from_zero(s, 1)});
+  expect_gradients_match([](const std::vector<Var>& v) { return relu(v[0]); },
+                         {away_from_zero(s, 1)});
   expect_gradients_match([](const std::vector<Var>& v) { return gelu(v[0]); }, {rnd(s, 2, -3, 3)});
   expect_gradients_match([](const std::vector<Var>& v) { return silu(v[0]); }, {rnd(s, 3, -3, 3)});
   expect_gradients_match([](const std::vector<Var>& v) { return tanh(v[0]); }, {rnd(s, 4, -2, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return sigmoid(v[0]); }, {rnd(s, 5, -3, 3)});
+  expect_gradients_match([](const std::vector<Var>& v) { return sigmoid(v[0]); },
+                         {rnd(s, 5, -3, 3)});
   expect_gradients_match([](const std::vector<Var>& v) { return exp(v[0]); }, {rnd(s, 6)});
-  expect_gradients_match([](const std::vector<Var>& v) { return log(v[0]); }, {rnd(s, 7, 0.5f, 3.0f)});
+  expect_gradients_match([](const std::vector<Var>& v) { return log(v[0]); },
+                         {rnd(s, 7, 0.5f, 3.0f)});
 }
 
 TEST(OpsGrad, ActivationsLargeParallel) {
@@ -261,24 +275,34 @@ TEST(OpsGrad, ActivationsLargeParallel) {
   // divided by 2*eps adds ~5e-3 of noise to each numeric derivative, so atol is widened here.
   opt.atol = 1e-2f;
   const Shape s{4, 1024};  // big enough to run chunked; small enough for float sums
-  expect_gradients_match([](const std::vector<Var>& v) { return gelu(v[0]); }, {rnd(s, 2, -3, 3)}, opt);
-  expect_gradients_match([](const std::vector<Var>& v) { return relu(v[0]); }, {away_from_zero(s, 3)}, opt);
+  expect_gradients_match([](const std::vector<Var>& v) { return gelu(v[0]); }, {rnd(s, 2, -3, 3)},
+                         opt);
+  expect_gradients_match([](const std::vector<Var>& v) { return relu(v[0]); },
+                         {away_from_zero(s, 3)}, opt);
 }
 
 TEST(OpsGrad, Reductions) {
   expect_gradients_match([](const std::vector<Var>& v) { return sum(v[0]); }, {rnd({3, 4}, 1)});
   expect_gradients_match([](const std::vector<Var>& v) { return mean(v[0]); }, {rnd({3, 4}, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return sum_last(v[0]); }, {rnd({2, 3, 4}, 3)});
+  expect_gradients_match([](const std::vector<Var>& v) { return sum_last(v[0]); },
+                         {rnd({2, 3, 4}, 3)});
   for (int d : {0, 1, 2, -1})
-    expect_gradients_match([d](const std::vector<Var>& v) { return mean_dim(v[0], d); }, {rnd({2, 3, 4}, 4)});
+    expect_gradients_match([d](const std::vector<Var>& v) { return mean_dim(v[0], d); },
+                           {rnd({2, 3, 4}, 4)});
 }
 
 TEST(OpsGrad, SoftmaxFamily) {
-  expect_gradients_match([](const std::vector<Var>& v) { return softmax(v[0]); }, {rnd({3, 5}, 1, -2, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return log_softmax(v[0]); }, {rnd({2, 2, 5}, 2, -2, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return cross_entropy(v[0], {1, 0, 4, 2}); },
-                         {rnd({4, 5}, 3, -2, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return mse(v[0], v[1]); }, {rnd({3, 4}, 4), rnd({3, 4}, 5)});
+  expect_gradients_match([](const std::vector<Var>& v) { return softmax(v[0]); },
+                         {rnd({3, 5}, 1, -2, 2)});
+  expect_gradients_match([](const std::vector<Var>& v) { return log_softmax(v[0]); },
+                         {rnd({2, 2, 5}, 2, -2, 2)});
+  expect_gradients_match(
+      [](const std::vector<Var>& v) {
+        return cross_entropy(v[0], {1, 0, 4, 2});
+      },
+      {rnd({4, 5}, 3, -2, 2)});
+  expect_gradients_match([](const std::vector<Var>& v) { return mse(v[0], v[1]); },
+                         {rnd({3, 4}, 4), rnd({3, 4}, 5)});
 }
 
 TEST(OpsGrad, LayerNorm) {
@@ -312,12 +336,22 @@ TEST(OpsGrad, Dropout) {
 }
 
 TEST(OpsGrad, ShapeOps) {
-  expect_gradients_match([](const std::vector<Var>& v) { return reshape(v[0], {4, 3}); }, {rnd({2, 6}, 1)});
-  expect_gradients_match([](const std::vector<Var>& v) { return flatten(v[0]); }, {rnd({2, 3, 2, 2}, 2)});
-  expect_gradients_match([](const std::vector<Var>& v) { return transpose(v[0], 1, 3); }, {rnd({2, 3, 4, 5}, 3)});
-  expect_gradients_match([](const std::vector<Var>& v) { return transpose(v[0], 0, -1); }, {rnd({3, 4}, 4)});
-  expect_gradients_match([](const std::vector<Var>& v) { return concat({v[0], v[1], v[0]}, 1); },
-                         {rnd({2, 3, 2}, 5), rnd({2, 1, 2}, 6)});
+  expect_gradients_match(
+      [](const std::vector<Var>& v) {
+        return reshape(v[0], {4, 3});
+      },
+      {rnd({2, 6}, 1)});
+  expect_gradients_match([](const std::vector<Var>& v) { return flatten(v[0]); },
+                         {rnd({2, 3, 2, 2}, 2)});
+  expect_gradients_match([](const std::vector<Var>& v) { return transpose(v[0], 1, 3); },
+                         {rnd({2, 3, 4, 5}, 3)});
+  expect_gradients_match([](const std::vector<Var>& v) { return transpose(v[0], 0, -1); },
+                         {rnd({3, 4}, 4)});
+  expect_gradients_match(
+      [](const std::vector<Var>& v) {
+        return concat({v[0], v[1], v[0]}, 1);
+      },
+      {rnd({2, 3, 2}, 5), rnd({2, 1, 2}, 6)});
   expect_gradients_match(
       [](const std::vector<Var>& v) {
         auto p = split(v[0], {1, 2, 2}, 1);
@@ -325,7 +359,9 @@ TEST(OpsGrad, ShapeOps) {
       },
       {rnd({2, 5, 2}, 7)});
   expect_gradients_match(
-      [](const std::vector<Var>& v) { return embedding(v[0], {3, 1, 3, 0, 3}, Shape{5}); },
+      [](const std::vector<Var>& v) {
+        return embedding(v[0], {3, 1, 3, 0, 3}, Shape{5});
+      },
       {rnd({4, 3}, 8)});
 }
 
@@ -345,10 +381,17 @@ TEST(OpsErrors, MessagesNameOpAndShapes) {
   Var b = constant(Tensor::zeros({4, 5}));
   Var v3 = constant(Tensor::zeros({3}));
   expect_shape_error([&] { matmul(a, b); }, {"matmul", "[2, 3]", "[4, 5]"});
-  expect_shape_error([&] { matmul(constant(Tensor::zeros({2, 2, 3})), constant(Tensor::zeros({3, 3, 2}))); },
-                     {"matmul", "[2, 2, 3]", "[3, 3, 2]"});
+  expect_shape_error(
+      [&] {
+        matmul(constant(Tensor::zeros({2, 2, 3})), constant(Tensor::zeros({3, 3, 2})));
+      },
+      {"matmul", "[2, 2, 3]", "[3, 3, 2]"});
   expect_shape_error([&] { linear(a, b, Var()); }, {"linear", "[2, 3]", "[4, 5]"});
-  expect_shape_error([&] { linear(a, constant(Tensor::zeros({4, 3})), v3); }, {"linear", "[3]", "[4, 3]"});
+  expect_shape_error(
+      [&] {
+        linear(a, constant(Tensor::zeros({4, 3})), v3);
+      },
+      {"linear", "[3]", "[4, 3]"});
   expect_shape_error([&] { add(a, b); }, {"add", "[2, 3]", "[4, 5]"});
   expect_shape_error([&] { sub(a, constant(Tensor::zeros({2}))); }, {"sub", "[2, 3]", "[2]"});
   expect_shape_error([&] { mul(b, a); }, {"mul", "[4, 5]", "[2, 3]"});
@@ -356,12 +399,16 @@ TEST(OpsErrors, MessagesNameOpAndShapes) {
   expect_shape_error([&] { cross_entropy(a, {0}); }, {"cross_entropy", "[2, 3]", "[1]"});
   expect_shape_error([&] { cross_entropy(a, {0, 3}); }, {"cross_entropy", "label 3", "[2, 3]"});
   expect_shape_error([&] { cross_entropy(v3, {0}); }, {"cross_entropy", "[3]"});
-  expect_shape_error([&] { layer_norm(a, constant(Tensor::zeros({2})), v3); }, {"layer_norm", "[2, 3]", "[2]"});
+  expect_shape_error([&] { layer_norm(a, constant(Tensor::zeros({2})), v3); },
+                     {"layer_norm", "[2, 3]", "[2]"});
   BatchNormState st;
   expect_shape_error([&] { batch_norm(a, constant(Tensor::zeros({2})), v3, st, true); },
                      {"batch_norm", "[2, 3]", "[2]"});
-  expect_shape_error([&] { batch_norm(constant(Tensor::zeros({2, 3, 4})), v3, v3, st, true); },
-                     {"batch_norm", "[2, 3, 4]"});
+  expect_shape_error(
+      [&] {
+        batch_norm(constant(Tensor::zeros({2, 3, 4})), v3, v3, st, true);
+      },
+      {"batch_norm", "[2, 3, 4]"});
   expect_shape_error([&] { concat({a, b}, 0); }, {"concat", "[2, 3]", "[4, 5]"});
   expect_shape_error([&] { split(a, {1, 1}, 1); }, {"split", "[2, 3]"});
   expect_shape_error([&] { reshape(a, {4, 2}); }, {"reshape", "[2, 3]", "[4, 2]"});
@@ -369,10 +416,12 @@ TEST(OpsErrors, MessagesNameOpAndShapes) {
   expect_shape_error([&] { mean_dim(a, 2); }, {"mean_dim", "[2, 3]"});
   expect_shape_error([&] { embedding(a, {0, 2}, Shape{2}); }, {"embedding", "id 2", "[2, 3]"});
   expect_shape_error([&] { embedding(a, {0, 1}, Shape{3}); }, {"embedding", "[2, 3]", "[3]"});
-  expect_shape_error([&] {
-    std::mt19937_64 rng(1);
-    dropout(a, 1.0f, true, rng);
-  }, {"dropout"});
+  expect_shape_error(
+      [&] {
+        std::mt19937_64 rng(1);
+        dropout(a, 1.0f, true, rng);
+      },
+      {"dropout"});
 }
 
 }  // namespace

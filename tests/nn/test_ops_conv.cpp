@@ -26,7 +26,8 @@ using testing::random_tensor;
 Tensor naive_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& o) {
   const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  const int Ho = (H + 2 * o.padding - kh) / o.stride + 1, Wo = (W + 2 * o.padding - kw) / o.stride + 1;
+  const int Ho = (H + 2 * o.padding - kh) / o.stride + 1,
+            Wo = (W + 2 * o.padding - kw) / o.stride + 1;
   const int cog = Co / o.groups;
   (void)C;
   Tensor y = Tensor::zeros(Shape{N, Co, Ho, Wo});
@@ -73,7 +74,9 @@ Tensor naive_pool(const Tensor& x, int k, int s, int p, bool is_max) {
 }
 
 // This file's default tolerance for value comparisons.
-void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-4f) { testing::expect_close(a, b, tol); }
+void expect_close(const Tensor& a, const Tensor& b, float tol = 1e-4f) {
+  testing::expect_close(a, b, tol);
+}
 using testing::expect_invalid;
 
 // Distinct values spaced 0.1 apart in random order: no ties, and every gap exceeds the
@@ -84,7 +87,8 @@ Tensor distinct_tensor(const Shape& s, std::mt19937_64& rng) {
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), rng);
   const float mid = 0.5f * static_cast<float>(t.numel());
-  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = 0.1f * (static_cast<float>(order[i]) - mid);
+  for (std::int64_t i = 0; i < t.numel(); ++i)
+    t.data()[i] = 0.1f * (static_cast<float>(order[i]) - mid);
   return t;
 }
 
@@ -110,7 +114,8 @@ const ConvCase kConvCases[] = {
     {"depthwise", 2, 3, 6, 6, 3, 3, 3, {1, 1, 3}, true},
     {"depthwise_stride2", 2, 3, 7, 6, 3, 3, 3, {2, 1, 3}, false},
     {"depthwise_big_pad", 2, 2, 4, 4, 2, 5, 3, {1, 2, 2}, true},
-    {"depthwise_multiplier", 2, 2, 5, 5, 4, 3, 3, {1, 1, 2}, true},  // groups == Cin < Cout: im2col path
+    {"depthwise_multiplier", 2, 2, 5, 5, 4, 3, 3, {1, 1, 2}, true},  // groups == Cin < Cout: im2col
+                                                                     // path
     {"depthwise_nopad", 2, 3, 5, 6, 3, 3, 2, {1, 0, 3}, true},
     // Rows wider than one 16-float vector (full-vector + masked-tail row copies).
     {"wide_rows", 1, 2, 4, 21, 2, 3, 3, {1, 1, 1}, true},
@@ -136,11 +141,14 @@ TEST_P(Conv2dTest, GradientsMatchFiniteDifferences) {
                          random_tensor(Shape{c.cout, c.cin / c.opt.groups, c.kh, c.kw}, rng)};
   if (c.bias) in.push_back(random_tensor(Shape{c.cout}, rng));
   expect_gradients_match(
-      [&](const std::vector<Var>& v) { return conv2d(v[0], v[1], c.bias ? v[2] : Var(), c.opt); }, in);
+      [&](const std::vector<Var>& v) { return conv2d(v[0], v[1], c.bias ? v[2] : Var(), c.opt); },
+      in);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, Conv2dTest, ::testing::ValuesIn(kConvCases),
-                         [](const ::testing::TestParamInfo<ConvCase>& i) { return std::string(i.param.name); });
+                         [](const ::testing::TestParamInfo<ConvCase>& i) {
+                           return std::string(i.param.name);
+                         });
 
 TEST(Conv2d, InputWithoutGradientStillGivesWeightGradients) {
   std::mt19937_64 rng(3);
@@ -189,20 +197,25 @@ TEST(Conv2d, LargeBatchMatchesNaive) {  // exercises the parallel path
   expect_close(conv2d(constant(x), constant(w), constant(b), o).value(), naive_conv2d(x, w, &b, o));
   Tensor wd = random_tensor(Shape{3, 1, 3, 3}, rng);
   Conv2dOptions od{2, 1, 3};
-  expect_close(conv2d(constant(x), constant(wd), Var(), od).value(), naive_conv2d(x, wd, nullptr, od));
+  expect_close(conv2d(constant(x), constant(wd), Var(), od).value(),
+               naive_conv2d(x, wd, nullptr, od));
 }
 
 TEST(Conv2d, RejectsBadInputs) {
   auto x = constant(Tensor::zeros(Shape{1, 4, 5, 5}));
   auto w = constant(Tensor::zeros(Shape{2, 4, 3, 3}));
-  auto call = [](Var xx, Var ww, Var bb, Conv2dOptions o) { return [=] { conv2d(xx, ww, bb, o); }; };
-  expect_invalid(call(constant(Tensor::zeros(Shape{4, 5, 5})), w, Var(), {}), "conv2d: x must be [N, C, H, W]");
+  auto call = [](Var xx, Var ww, Var bb, Conv2dOptions o) {
+    return [=] { conv2d(xx, ww, bb, o); };
+  };
+  expect_invalid(call(constant(Tensor::zeros(Shape{4, 5, 5})), w, Var(), {}),
+                 "conv2d: x must be [N, C, H, W]");
   expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 4, 9})), Var(), {}), "conv2d: w must be");
   expect_invalid(call(x, w, Var(), {0, 0, 1}), "conv2d: stride must be >= 1");
   expect_invalid(call(x, w, Var(), {1, -1, 1}), "conv2d: padding must be >= 0");
   expect_invalid(call(x, w, Var(), {1, 0, 0}), "conv2d: groups must be >= 1");
-  expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 1, 3, 3})), Var(), {1, 0, 3}),
-                 "conv2d: input channels 4 not divisible by groups 3 (x [1, 4, 5, 5], w [2, 1, 3, 3])");
+  expect_invalid(
+      call(x, constant(Tensor::zeros(Shape{2, 1, 3, 3})), Var(), {1, 0, 3}),
+      "conv2d: input channels 4 not divisible by groups 3 (x [1, 4, 5, 5], w [2, 1, 3, 3])");
   expect_invalid(call(x, constant(Tensor::zeros(Shape{3, 2, 3, 3})), Var(), {1, 0, 2}),
                  "conv2d: output channels 3 not divisible by groups 2");
   expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 3, 3, 3})), Var(), {}),
@@ -211,7 +224,8 @@ TEST(Conv2d, RejectsBadInputs) {
                  "conv2d: kernel 6x3 larger than padded input 5x5");
   expect_invalid(call(x, constant(Tensor::zeros(Shape{2, 4, 8, 8})), Var(), {1, 1, 1}),
                  "larger than padded input 7x7");
-  expect_invalid(call(x, w, constant(Tensor::zeros(Shape{3})), {}), "conv2d: bias must be [2], got [3]");
+  expect_invalid(call(x, w, constant(Tensor::zeros(Shape{3})), {}),
+                 "conv2d: bias must be [2], got [3]");
 }
 
 // ---- pooling ----
@@ -221,7 +235,8 @@ struct PoolCase {
   int k, s, p;
 };
 const PoolCase kPoolCases[] = {
-    {"k2s2", 2, 2, 0}, {"k3s1", 3, 1, 0}, {"k3s2p1", 3, 2, 1}, {"k2s1p1", 2, 1, 1}, {"k3s3p1", 3, 3, 1},
+    {"k2s2", 2, 2, 0},   {"k3s1", 3, 1, 0},   {"k3s2p1", 3, 2, 1},
+    {"k2s1p1", 2, 1, 1}, {"k3s3p1", 3, 3, 1},
 };
 
 class PoolTest : public ::testing::TestWithParam<PoolCase> {};
@@ -244,7 +259,8 @@ TEST_P(PoolTest, MaxGradients) {
   const PoolCase& c = GetParam();
   std::mt19937_64 rng(23);
   expect_gradients_match([&](const std::vector<Var>& v) { return max_pool2d(v[0], c.k, c.s, c.p); },
-                         {distinct_tensor(Shape{2, 2, 5, 5}, rng)}, {.max_elements_per_input = 100});
+                         {distinct_tensor(Shape{2, 2, 5, 5}, rng)},
+                         {.max_elements_per_input = 100});
 }
 
 TEST_P(PoolTest, AvgGradients) {
@@ -255,7 +271,9 @@ TEST_P(PoolTest, AvgGradients) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, PoolTest, ::testing::ValuesIn(kPoolCases),
-                         [](const ::testing::TestParamInfo<PoolCase>& i) { return std::string(i.param.name); });
+                         [](const ::testing::TestParamInfo<PoolCase>& i) {
+                           return std::string(i.param.name);
+                         });
 
 TEST(AvgPool2d, CornerWindowDividesByRealElementsOnly) {
   Tensor x(Shape{1, 1, 2, 2}, 1.0f);
@@ -285,15 +303,23 @@ TEST(Pooling, LargeInputMatchesNaive) {  // exercises the parallel path
 
 TEST(Pooling, RejectsBadInputs) {
   auto x = constant(Tensor::zeros(Shape{1, 2, 4, 4}));
-  expect_invalid([&] { max_pool2d(constant(Tensor::zeros(Shape{2, 4, 4})), 2, 2); },
-                 "max_pool2d: x must be [N, C, H, W], got [2, 4, 4]");
+  expect_invalid(
+      [&] {
+        max_pool2d(constant(Tensor::zeros(Shape{2, 4, 4})), 2, 2);
+      },
+      "max_pool2d: x must be [N, C, H, W], got [2, 4, 4]");
   expect_invalid([&] { avg_pool2d(x, 0, 1); }, "avg_pool2d: kernel must be >= 1, got 0");
   expect_invalid([&] { max_pool2d(x, 2, 0); }, "max_pool2d: stride must be >= 1, got 0");
-  expect_invalid([&] { max_pool2d(x, 2, 2, 2); }, "max_pool2d: padding 2 must be in [0, kernel/2] for kernel 2");
+  expect_invalid([&] { max_pool2d(x, 2, 2, 2); },
+                 "max_pool2d: padding 2 must be in [0, kernel/2] for kernel 2");
   expect_invalid([&] { avg_pool2d(x, 2, 2, -1); }, "avg_pool2d: padding -1 must be in");
-  expect_invalid([&] { avg_pool2d(x, 5, 1); }, "avg_pool2d: kernel 5 larger than padded input 4x4 (x [1, 2, 4, 4])");
-  expect_invalid([&] { global_avg_pool(constant(Tensor::zeros(Shape{2, 4}))); },
-                 "global_avg_pool: x must be [N, C, H, W], got [2, 4]");
+  expect_invalid([&] { avg_pool2d(x, 5, 1); },
+                 "avg_pool2d: kernel 5 larger than padded input 4x4 (x [1, 2, 4, 4])");
+  expect_invalid(
+      [&] {
+        global_avg_pool(constant(Tensor::zeros(Shape{2, 4})));
+      },
+      "global_avg_pool: x must be [N, C, H, W], got [2, 4]");
 }
 
 }  // namespace

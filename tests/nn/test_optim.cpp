@@ -32,11 +32,13 @@ float max_abs_diff(const Tensor& a, const Tensor& b) {
 }
 
 TEST(Optim, SgdMinimisesQuadratic) {
-  for (auto [momentum, nesterov] : std::vector<std::pair<float, bool>>{{0.f, false}, {0.9f, false}, {0.9f, true}}) {
+  for (auto [momentum, nesterov] :
+       std::vector<std::pair<float, bool>>{{0.f, false}, {0.9f, false}, {0.9f, true}}) {
     Var w = parameter(Tensor::zeros({3}));
     Sgd opt({w}, SgdOptions{0.05f, momentum, nesterov, 0.0f});
     for (int i = 0; i < 300; ++i) quadratic_step(opt, w, target3());
-    EXPECT_LT(max_abs_diff(w.value(), target3()), 1e-3f) << "momentum " << momentum << " nesterov " << nesterov;
+    EXPECT_LT(max_abs_diff(w.value(), target3()), 1e-3f)
+        << "momentum " << momentum << " nesterov " << nesterov;
   }
 }
 
@@ -137,10 +139,10 @@ TEST(Optim, ZeroGradClears) {
 
 TEST(Optim, CosineScheduleHandChecked) {
   CosineSchedule s{1.0f, 10, 110, 0.1f};
-  EXPECT_FLOAT_EQ(s.lr_at(0), 0.1f);    // warm-up start: base/warmup
-  EXPECT_FLOAT_EQ(s.lr_at(4), 0.5f);    // warm-up middle
-  EXPECT_FLOAT_EQ(s.lr_at(9), 1.0f);    // warm-up end
-  EXPECT_FLOAT_EQ(s.lr_at(10), 1.0f);   // decay start
+  EXPECT_FLOAT_EQ(s.lr_at(0), 0.1f);       // warm-up start: base/warmup
+  EXPECT_FLOAT_EQ(s.lr_at(4), 0.5f);       // warm-up middle
+  EXPECT_FLOAT_EQ(s.lr_at(9), 1.0f);       // warm-up end
+  EXPECT_FLOAT_EQ(s.lr_at(10), 1.0f);      // decay start
   EXPECT_NEAR(s.lr_at(60), 0.55f, 1e-6f);  // halfway: min + (base-min)/2
   EXPECT_NEAR(s.lr_at(35), 0.1f + 0.9f * 0.5f * (1 + std::cos(M_PI * 0.25)), 1e-6f);
   EXPECT_NEAR(s.lr_at(109), 0.1f, 1e-3f);

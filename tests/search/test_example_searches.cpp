@@ -27,7 +27,8 @@ json load_example(const std::string& name) {
 }
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("hwnas_examples_" + name + "_" + std::to_string(::getpid()));
+  fs::path d =
+      fs::temp_directory_path() / ("hwnas_examples_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -45,7 +46,8 @@ void expect_trained(const db::Store& store, std::int64_t run_id, int n) {
   ASSERT_EQ(static_cast<int>(evals.size()), n);
   for (const auto& e : evals) {
     ASSERT_EQ(e.status, "ok") << e.error;
-    EXPECT_LT(e.metrics["train_loss_last"].get<double>(), e.metrics["train_loss_first"].get<double>());
+    EXPECT_LT(e.metrics["train_loss_last"].get<double>(),
+              e.metrics["train_loss_first"].get<double>());
   }
 }
 
@@ -89,10 +91,14 @@ std::string write_nb201_table(const fs::path& dir, const spaces::Space& space, b
   for (std::uint64_t i = drop_first ? 1 : 0; i < n; ++i) {
     std::string arch = space.describe(space.at(i));
     double score = 40;
-    for (std::size_t p = 0; (p = arch.find("nor_conv_3x3", p)) != std::string::npos; ++p) score += 8;
-    for (std::size_t p = 0; (p = arch.find("nor_conv_1x1", p)) != std::string::npos; ++p) score += 5;
-    for (std::size_t p = 0; (p = arch.find("skip_connect", p)) != std::string::npos; ++p) score += 2;
-    out << '"' << arch << "\"," << score + 0.001 * static_cast<double>(i % 997) << "," << score + 1 << "\n";
+    for (std::size_t p = 0; (p = arch.find("nor_conv_3x3", p)) != std::string::npos; ++p)
+      score += 8;
+    for (std::size_t p = 0; (p = arch.find("nor_conv_1x1", p)) != std::string::npos; ++p)
+      score += 5;
+    for (std::size_t p = 0; (p = arch.find("skip_connect", p)) != std::string::npos; ++p)
+      score += 2;
+    out << '"' << arch << "\"," << score + 0.001 * static_cast<double>(i % 997) << "," << score + 1
+        << "\n";
   }
   return csv.string();
 }
@@ -138,7 +144,8 @@ TEST(TabularExample, ArchitectureMissingFromTableEndsTheSearchClearly) {
     (void)evaluator->evaluate(space->at(0), f, 0);
     FAIL() << "a missing architecture must be an error";
   } catch (const eval::SetupError& e) {
-    EXPECT_NE(std::string(e.what()).find(space->describe(space->at(0))), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(space->describe(space->at(0))), std::string::npos)
+        << e.what();
   }
   fs::remove_all(dir);
 }
@@ -148,8 +155,8 @@ TEST(TabularExample, MissingArchitectureFailsTheRunWithTheMessage) {
   json j = load_example("search_nb201_tabular.json");
   auto space = spaces::load_space(j["space"].get<std::string>());
   // A table of only the first cell: the first proposal that is not that cell ends the search.
-  std::ofstream(dir / "one.csv") << "arch,valid_acc_12,test_acc_200\n\"" << space->describe(space->at(0))
-                                 << "\",50,51\n";
+  std::ofstream(dir / "one.csv") << "arch,valid_acc_12,test_acc_200\n\""
+                                 << space->describe(space->at(0)) << "\",50,51\n";
   j["evaluator"]["csv"] = (dir / "one.csv").string();
   j["strategy"] = {{"type", "random"}};
   j["budget"]["evaluations"] = 20;

@@ -1,9 +1,9 @@
 // End-to-end search tests: a tiny real search locally (in process and through the binary) and
 // under mpirun, plus the config validation cases and their one-line errors.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -28,7 +28,8 @@ const std::string kBinary = std::string(HWNAS_BINARY_DIR) + "/hwnas";
 // ptrace-based shared-memory copy.
 const std::string kMpirun3 =
     "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-    "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe --allow-run-as-root -n 3 ";
+    "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe --allow-run-as-root -n "
+    "3 ";
 
 // Why the MPI tests cannot run here, or "" if they can.
 std::string mpi_unavailable() {
@@ -40,7 +41,8 @@ std::string mpi_unavailable() {
 }
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("hwnas_test_" + name + "_" + std::to_string(::getpid()));
+  fs::path d =
+      fs::temp_directory_path() / ("hwnas_test_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
@@ -89,7 +91,8 @@ void check_run(const std::string& db_path, int expected_evaluations) {
   for (const auto& e : evals) {
     ASSERT_EQ(e.status, "ok") << e.error;
     // Really trained: the loss went down from the first logging window to the last.
-    EXPECT_LT(e.metrics["train_loss_last"].get<double>(), e.metrics["train_loss_first"].get<double>());
+    EXPECT_LT(e.metrics["train_loss_last"].get<double>(),
+              e.metrics["train_loss_first"].get<double>());
     EXPECT_GT(e.metrics["val_accuracy"].get<double>(), 0.2);  // 10 classes: chance is 0.1
     EXPECT_GT(e.metrics["host_latency_ms"].get<double>(), 0.0);
     EXPECT_EQ(e.costs.size(), 2u);
@@ -104,8 +107,8 @@ void check_run(const std::string& db_path, int expected_evaluations) {
         for (const auto& c : e.costs)
           if (c.device == device && c.feasible) {
             std::vector<double> pe = {e.metrics["val_accuracy"].get<double>(), c.latency_ms};
-            EXPECT_FALSE(dominates(pe, pm)) << device << ": front member " << m.evaluation_id
-                                            << " is dominated";
+            EXPECT_FALSE(dominates(pe, pm))
+                << device << ": front member " << m.evaluation_id << " is dominated";
           }
     }
   }
@@ -221,8 +224,8 @@ TEST(SearchEndToEnd, MpiWorkerSetupErrorEndsTheJobWithItsMessage) {
   fs::path dir = temp_dir("mpisetup");
   std::string db = (dir / "mpi.db").string();
   // Workers cannot find the dataset: the job must end (not hang) with the loader's message.
-  auto r = run_command("HWNAS_FMNIST_DIR=/nonexistent timeout 120 " + kMpirun3 + kBinary + " search " +
-                       kFixture + " --db " + db + " --budget 4");
+  auto r = run_command("HWNAS_FMNIST_DIR=/nonexistent timeout 120 " + kMpirun3 + kBinary +
+                       " search " + kFixture + " --db " + db + " --budget 4");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.exit_code, 124) << "the MPI job hung: " << r.output;
   EXPECT_NE(r.output.find("dataset-fashion-mnist"), std::string::npos) << r.output;
@@ -258,26 +261,31 @@ TEST_P(BadConfig, NamesTheFieldAndWhatIsAllowed) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfig,
     ::testing::Values(
-        BadConfigCase{"UnknownDevice", [](json& j) { j["devices"] = {"h100_sxm", "warp_drive"}; },
-                      "config.devices[1]"},
-        BadConfigCase{"UnknownBlock",
+        BadConfigCase{"UnknownDevice",
                       [](json& j) {
-                        j["space"] = json{{"type", "macro"},
-                                          {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
-                                          {"outputs", 10},
-                                          {"stages", {{{"blocks", {"teleporter"}}}}}};
+                        j["devices"] = {"h100_sxm", "warp_drive"};
                       },
-                      "config.space: space.stages[0].blocks[0]: unknown block kind 'teleporter' (known: "},
+                      "config.devices[1]"},
+        BadConfigCase{
+            "UnknownBlock",
+            [](json& j) {
+              j["space"] = json{{"type", "macro"},
+                                {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
+                                {"outputs", 10},
+                                {"stages", {{{"blocks", {"teleporter"}}}}}};
+            },
+            "config.space: space.stages[0].blocks[0]: unknown block kind 'teleporter' (known: "},
         BadConfigCase{"WrongType", [](json& j) { j["budget"]["evaluations"] = "many"; },
                       "config.budget.evaluations: must be an integer"},
         BadConfigCase{"NegativeBudget", [](json& j) { j["budget"]["evaluations"] = -3; },
                       "config.budget.evaluations: -3 out of range"},
         BadConfigCase{"NegativeWidth",
                       [](json& j) {
-                        j["space"] = json{{"type", "macro"},
-                                          {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
-                                          {"outputs", 10},
-                                          {"stages", {{{"blocks", {"dense"}}, {"params", {{"units", {-8}}}}}}}};
+                        j["space"] = json{
+                            {"type", "macro"},
+                            {"input", {{"kind", "image"}, {"shape", {1, 28, 28}}}},
+                            {"outputs", 10},
+                            {"stages", {{{"blocks", {"dense"}}, {"params", {{"units", {-8}}}}}}}};
                       },
                       "config.space: space.stages[0].params.units"},
         BadConfigCase{"MissingSpaceFile", [](json& j) { j["space"] = "/nonexistent/space.json"; },
@@ -290,19 +298,33 @@ INSTANTIATE_TEST_SUITE_P(
                                           {"stages", json::array()}};
                       },
                       "config.space: space.stages: must be a non-empty array"},
-        BadConfigCase{"UnknownField", [](json& j) { j["budjet"] = 3; }, "config.budjet: unknown field"},
-        BadConfigCase{"UnknownStrategy", [](json& j) { j["strategy"] = {{"type", "telepathy"}}; },
+        BadConfigCase{"UnknownField", [](json& j) { j["budjet"] = 3; },
+                      "config.budjet: unknown field"},
+        BadConfigCase{"UnknownStrategy",
+                      [](json& j) {
+                        j["strategy"] = {{"type", "telepathy"}};
+                      },
                       "config.strategy.type: unknown strategy 'telepathy'"},
-        BadConfigCase{"StrategyTypo",
-                      [](json& j) { j["strategy"] = {{"type", "regularized_evolution"}, {"populaton", 3}}; },
-                      "config.strategy.populaton: unknown parameter (known: population, sample_size)"},
-        BadConfigCase{"BadObjective", [](json& j) { j["objectives"] = {"val_accuracy:max", "latency_ms"}; },
+        BadConfigCase{
+            "StrategyTypo",
+            [](json& j) {
+              j["strategy"] = {{"type", "regularized_evolution"}, {"populaton", 3}};
+            },
+            "config.strategy.populaton: unknown parameter (known: population, sample_size)"},
+        BadConfigCase{"BadObjective",
+                      [](json& j) {
+                        j["objectives"] = {"val_accuracy:max", "latency_ms"};
+                      },
                       "config.objectives[1]"},
-        BadConfigCase{"UnknownObjectiveMetric",
-                      [](json& j) { j["objectives"] = {"val_acc:max", "latency_ms:min"}; },
-                      "config.objectives[0]: unknown metric 'val_acc' for evaluator 'train'; one of: "},
-        BadConfigCase{"HostWithoutMeasurement", [](json& j) { j["evaluator"]["host_latency_reps"] = 0; },
-                      "config.devices[1]: device 'host' costs the latency measured on this machine"},
+        BadConfigCase{
+            "UnknownObjectiveMetric",
+            [](json& j) {
+              j["objectives"] = {"val_acc:max", "latency_ms:min"};
+            },
+            "config.objectives[0]: unknown metric 'val_acc' for evaluator 'train'; one of: "},
+        BadConfigCase{
+            "HostWithoutMeasurement", [](json& j) { j["evaluator"]["host_latency_reps"] = 0; },
+            "config.devices[1]: device 'host' costs the latency measured on this machine"},
         BadConfigCase{"BadChoice", [](json& j) { j["evaluator"]["optimizer"] = "adam2"; },
                       "config.evaluator.optimizer: 'adam2' is not one of: adamw, sgd"},
         BadConfigCase{"SubsetTooLarge", [](json& j) { j["task"]["train_subset"] = 59900; },
@@ -340,8 +362,8 @@ pid_t start_search(const std::string& db, const std::string& log) {
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    ::execl(kBinary.c_str(), kBinary.c_str(), "search", kFixture.c_str(), "--db", db.c_str(), "--budget",
-            "400", "--workers", "1", static_cast<char*>(nullptr));
+    ::execl(kBinary.c_str(), kBinary.c_str(), "search", kFixture.c_str(), "--db", db.c_str(),
+            "--budget", "400", "--workers", "1", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   return pid;
@@ -351,7 +373,8 @@ pid_t start_search(const std::string& db, const std::string& log) {
 int wait_exit(pid_t pid, double seconds) {
   for (int i = 0; i < seconds * 20; ++i) {
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     ::usleep(50000);
   }
   return -1;

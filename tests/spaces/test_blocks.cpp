@@ -80,7 +80,8 @@ nn::Shape batched(const TensorType& t, int n) {
 TEST(Catalogue, EveryCaseCoversEveryKind) {
   std::set<std::string> covered;
   for (const auto& c : cases()) covered.insert(c.kind);
-  for (const auto& n : catalogue().names()) EXPECT_TRUE(covered.count(n)) << "no test case for block kind " << n;
+  for (const auto& n : catalogue().names())
+    EXPECT_TRUE(covered.count(n)) << "no test case for block kind " << n;
 }
 
 TEST(Catalogue, KindsHaveDomainsAndCommonParams) {
@@ -99,7 +100,8 @@ TEST(Catalogue, KindsHaveDomainsAndCommonParams) {
     cat.at("nope");
     FAIL();
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("known: activation, add, attention"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("known: activation, add, attention"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -146,7 +148,8 @@ TEST(Blocks, GradientsMatchFiniteDifferences) {
     if (c.kind == "none") continue;  // zero output: no gradient to check (its gradient is zero)
     nn::Tensor x = nn::testing::random_tensor(batched(c.in, 2), rng);
     // Keep inputs away from ReLU's kink at 0 (the finite difference straddles it otherwise).
-    for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::copysign(0.2f + 0.8f * std::fabs(x.data()[i]), x.data()[i]);
+    for (std::int64_t i = 0; i < x.numel(); ++i)
+      x.data()[i] = std::copysign(0.2f + 0.8f * std::fabs(x.data()[i]), x.data()[i]);
     nn::testing::expect_gradients_match(
         [&](const std::vector<nn::Var>& v) { return model->forward(v[0], ctx); }, {x});
   }
@@ -200,7 +203,8 @@ TEST(Workload, DenseByHand) {
 }
 
 TEST(Workload, BitsAndPruneScaleBytes) {
-  auto w = count_of({"dense", TensorType::vector(100), {{"units", 10}, {"bits", 8}, {"prune", 0.5}}});
+  auto w =
+      count_of({"dense", TensorType::vector(100), {{"units", 10}, {"bits", 8}, {"prune", 0.5}}});
   EXPECT_EQ(w.bits, 8);
   EXPECT_DOUBLE_EQ(w.sparsity, 0.5);
   EXPECT_DOUBLE_EQ(w.weight_bytes, 1010 * 0.5);
@@ -210,13 +214,16 @@ TEST(Workload, BitsAndPruneScaleBytes) {
 
 TEST(Workload, ConvByHand) {
   // Cout*Hout*Wout*(Cin/groups)*k^2 = 8*4*4*3*9 with stride 2 on 8x8.
-  auto w = count_of({"conv", TensorType::image(3, 8, 8), {{"channels", 8}, {"kernel", 3}, {"stride", 2}}});
+  auto w = count_of(
+      {"conv", TensorType::image(3, 8, 8), {{"channels", 8}, {"kernel", 3}, {"stride", 2}}});
   EXPECT_EQ(w.macs, 8 * 4 * 4 * 3 * 9);
   EXPECT_EQ(w.params, 8 * 3 * 9 + 2 * 8);  // weights + BN gamma/beta
   EXPECT_EQ(w.output_bytes, 8 * 4 * 4 * 4);
   EXPECT_EQ(w.category, hw::OpCategory::Conv);
   EXPECT_EQ(w.fan_in, 27);
-  auto nobn = count_of({"conv", TensorType::image(3, 8, 8), {{"channels", 8}, {"kernel", 5}, {"batch_norm", false}}});
+  auto nobn = count_of({"conv",
+                        TensorType::image(3, 8, 8),
+                        {{"channels", 8}, {"kernel", 5}, {"batch_norm", false}}});
   EXPECT_EQ(nobn.macs, 8 * 8 * 8 * 3 * 25);
   EXPECT_EQ(nobn.params, 8 * 3 * 25 + 8);
 }
@@ -249,7 +256,8 @@ TEST(Workload, AttentionByHand) {
   auto win = count_of({"sliding_attention", TensorType::sequence(6, 8), {{"window", 2}}});
   EXPECT_EQ(win.macs, 4 * L * D * D + 2 * 16 * D);
   // causal window 2: 1,2,2,2,2,2 = 11 pairs.
-  auto cwin = count_of({"sliding_attention", TensorType::sequence(6, 8), {{"window", 2}, {"causal", true}}});
+  auto cwin = count_of(
+      {"sliding_attention", TensorType::sequence(6, 8), {{"window", 2}, {"causal", true}}});
   EXPECT_EQ(cwin.macs, 4 * L * D * D + 2 * 11 * D);
 }
 

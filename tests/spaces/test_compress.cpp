@@ -6,7 +6,8 @@
 using namespace hwnas;
 
 TEST(Compress, InferenceSessionReusesCompressedWeightsTrainingDoesNot) {
-  nn::Var w = nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {0.1f, -0.9f, 0.5f, 0.02f, -0.3f, 0.7f}));
+  nn::Var w =
+      nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {0.1f, -0.9f, 0.5f, 0.02f, -0.3f, 0.7f}));
   {
     nn::NoGradGuard session;
     nn::Var a = spaces::compress_weight(w, 8, 0.5);

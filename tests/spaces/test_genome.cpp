@@ -198,14 +198,18 @@ TEST(GenomeErrors, IncompatibleShapes) {
 
 TEST(GenomeErrors, WrongDataKind) {
   std::string e = error_of(chain("attention", json::object()));
-  EXPECT_NE(e.find("node 1 (attention): input 0 from node 0 is image[2,8,8], accepts sequence"), std::string::npos) << e;
+  EXPECT_NE(e.find("node 1 (attention): input 0 from node 0 is image[2,8,8], accepts sequence"),
+            std::string::npos)
+      << e;
   e = error_of(chain("dense", json::object()));
   EXPECT_NE(e.find("accepts vector, sequence"), std::string::npos) << e;
 }
 
 TEST(GenomeErrors, AttentionHeadsMustDivide) {
   std::string e = error_of(chain("attention", {{"heads", 4}}, TensorType::sequence(5, 6)));
-  EXPECT_NE(e.find("node 1 (attention): model dimension 6 not divisible by heads 4"), std::string::npos) << e;
+  EXPECT_NE(e.find("node 1 (attention): model dimension 6 not divisible by heads 4"),
+            std::string::npos)
+      << e;
 }
 
 TEST(GenomeErrors, SeveralSinks) {
@@ -242,7 +246,8 @@ TEST(GenomeErrors, ShapeTooSmall) {
 
 TEST(GenomeErrors, FromJsonNamesField) {
   try {
-    Genome::from_json(json{{"input", {{"kind", "image"}, {"shape", {1, 8}}}}, {"nodes", json::array()}});
+    Genome::from_json(
+        json{{"input", {{"kind", "image"}, {"shape", {1, 8}}}}, {"nodes", json::array()}});
     FAIL();
   } catch (const GenomeError& e) {
     EXPECT_NE(std::string(e.what()).find("genome.input.shape"), std::string::npos) << e.what();

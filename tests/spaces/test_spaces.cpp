@@ -32,7 +32,8 @@ std::string load_error(const json& def) {
 }
 
 json cnn_def() {
-  return json::parse(R"({"type": "macro", "input": {"kind": "image", "shape": [1, 28, 28]}, "outputs": 10,
+  return json::parse(
+      R"({"type": "macro", "input": {"kind": "image", "shape": [1, 28, 28]}, "outputs": 10,
     "stages": [{"blocks": ["conv"], "depth": [1, 2], "params": {"channels": [8, 16], "stride": 2}}]})");
 }
 
@@ -75,7 +76,8 @@ TEST(Spaces, SamplingIsDeterministicPerSeed) {
   for (const auto& name : kExamples) {
     auto s = load_space(example(name));
     Rng a(7), b(7);
-    for (int i = 0; i < 20; ++i) EXPECT_EQ(s->describe(s->sample(a)), s->describe(s->sample(b))) << name;
+    for (int i = 0; i < 20; ++i)
+      EXPECT_EQ(s->describe(s->sample(a)), s->describe(s->sample(b))) << name;
   }
 }
 
@@ -150,13 +152,18 @@ TEST(Spaces, SequenceBlocksOnlyWhereTheyFit) {
   auto def = cnn_def();
   def["stages"][0]["blocks"] = {"conv", "attention"};
   std::string e = load_error(def);
-  EXPECT_NE(e.find("space.stages[0].blocks[1]: 'attention' does not accept image data here (accepts sequence)"), std::string::npos) << e;
+  EXPECT_NE(e.find("space.stages[0].blocks[1]: 'attention' does not accept image data here "
+                   "(accepts sequence)"),
+            std::string::npos)
+      << e;
   // After flattening, image blocks cannot follow.
   def = cnn_def();
   def["stages"].push_back({{"blocks", {"dense"}}});
   def["stages"].push_back({{"blocks", {"conv"}}});
   e = load_error(def);
-  EXPECT_NE(e.find("space.stages[2].blocks[0]: 'conv' does not accept vector data here"), std::string::npos) << e;
+  EXPECT_NE(e.find("space.stages[2].blocks[0]: 'conv' does not accept vector data here"),
+            std::string::npos)
+      << e;
 }
 
 TEST(SpaceErrors, EachFieldNamed) {
@@ -222,7 +229,8 @@ TEST(SpaceErrors, EachFieldNamed) {
 }
 
 TEST(SpaceErrors, CellSpace) {
-  auto base = json::parse(R"({"type": "cell", "input": {"kind": "image", "shape": [3, 8, 8]}, "outputs": 10,
+  auto base =
+      json::parse(R"({"type": "cell", "input": {"kind": "image", "shape": [3, 8, 8]}, "outputs": 10,
       "nodes": 2, "ops": ["nor_conv_3x3", "skip_connect"], "stages": [{"cells": 1, "channels": 4}]})");
   EXPECT_EQ(load_error(base), "(no error)");
   auto d = base;
@@ -230,18 +238,22 @@ TEST(SpaceErrors, CellSpace) {
   EXPECT_NE(load_error(d).find("space.ops: must be a non-empty array"), std::string::npos);
   d = base;
   d["ops"] = {"conv"};
-  EXPECT_NE(load_error(d).find("space.ops[0]: 'conv' changes image[4,8,8] to image[16,8,8]"), std::string::npos) << load_error(d);
+  EXPECT_NE(load_error(d).find("space.ops[0]: 'conv' changes image[4,8,8] to image[16,8,8]"),
+            std::string::npos)
+      << load_error(d);
   d = base;
   d["input"]["kind"] = "sequence";
   d["input"]["shape"] = {8, 8};
-  EXPECT_NE(load_error(d).find("space.input.kind: cell spaces need image input"), std::string::npos);
+  EXPECT_NE(load_error(d).find("space.input.kind: cell spaces need image input"),
+            std::string::npos);
   d = base;
   d["nodes"] = 0;
   EXPECT_NE(load_error(d).find("space.nodes"), std::string::npos);
 }
 
 TEST(Cell, SizeAndEnumerationAgree) {
-  auto def = json::parse(R"({"type": "cell", "input": {"kind": "image", "shape": [3, 8, 8]}, "outputs": 10,
+  auto def =
+      json::parse(R"({"type": "cell", "input": {"kind": "image", "shape": [3, 8, 8]}, "outputs": 10,
       "nodes": 3, "inputs_per_node": 2, "ops": ["none", "nor_conv_1x1", "avg_pool_3x3"],
       "stages": [{"cells": 1, "channels": 4}, {"cells": 1, "channels": 8}]})");
   auto s = make_space(def);
@@ -256,9 +268,11 @@ TEST(Cell, SizeAndEnumerationAgree) {
   }
   EXPECT_EQ(strings.size(), 729u);
   EXPECT_EQ(hashes.size(), 729u);
-  EXPECT_EQ(s->describe(s->parse("|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|none~1|avg_pool_3x3~2|")),
-            "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|none~1|avg_pool_3x3~2|");
-  EXPECT_THROW(s->parse("|avg_pool_3x3~0|+|none~0|nor_conv_1x1~0|+|none~1|avg_pool_3x3~2|"), std::invalid_argument);
+  EXPECT_EQ(
+      s->describe(s->parse("|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|none~1|avg_pool_3x3~2|")),
+      "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|none~1|avg_pool_3x3~2|");
+  EXPECT_THROW(s->parse("|avg_pool_3x3~0|+|none~0|nor_conv_1x1~0|+|none~1|avg_pool_3x3~2|"),
+               std::invalid_argument);
 }
 
 TEST(Macro, SmallSpaceEnumeratesItsSize) {
@@ -278,7 +292,9 @@ TEST(Macro, SmallSpaceEnumeratesItsSize) {
 
 TEST(Nb201, ArchStringRoundTrip) {
   auto s = load_space(example("nb201"));
-  const std::string arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|";
+  const std::string arch =
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_"
+      "connect~2|";
   Genome g = s->parse(arch);
   EXPECT_EQ(s->describe(g), arch);
   // describe reads the structure, not only meta.
@@ -288,14 +304,19 @@ TEST(Nb201, ArchStringRoundTrip) {
   EXPECT_TRUE(s->contains(bare));
   EXPECT_EQ(s->encode_onehot(g).size(), 30u);
   EXPECT_EQ(s->encode_path(g).size(), 84u);
-  for (const char* bad : {"|nor_conv_3x3~0|+|nor_conv_3x3~0|", "|conv~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
-                          "|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"})
+  for (const char* bad :
+       {"|nor_conv_3x3~0|+|nor_conv_3x3~0|",
+        "|conv~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+        "|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_"
+        "connect~2|"})
     EXPECT_THROW(s->parse(bad), std::invalid_argument) << bad;
 }
 
 TEST(Nb201, SkeletonIsExact) {
   auto s = load_space(example("nb201"));
-  Genome g = s->parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|");
+  Genome g = s->parse(
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_"
+      "3x3~2|");
   std::map<std::string, int> kinds;
   for (std::size_t v = 0; v < g.num_nodes(); ++v) kinds[g.node(v).kind]++;
   EXPECT_EQ(kinds["nor_conv_3x3"], 6 * 15);

@@ -21,7 +21,7 @@ TEST(Pareto, DominanceWithMixedDirections) {
   const std::vector<bool> acc_max_lat_min{true, false};
   EXPECT_TRUE(dominates({0.9, 5}, {0.8, 6}, acc_max_lat_min));
   EXPECT_FALSE(dominates({0.8, 6}, {0.9, 5}, acc_max_lat_min));
-  EXPECT_TRUE(dominates({0.9, 5}, {0.9, 6}, acc_max_lat_min));  // equal in one, better in other
+  EXPECT_TRUE(dominates({0.9, 5}, {0.9, 6}, acc_max_lat_min));   // equal in one, better in other
   EXPECT_FALSE(dominates({0.9, 7}, {0.8, 6}, acc_max_lat_min));  // trade-off
   EXPECT_FALSE(dominates({0.8, 6}, {0.9, 7}, acc_max_lat_min));
   EXPECT_FALSE(dominates({0.9, 5}, {0.9, 5}, acc_max_lat_min));  // identical: neither
@@ -70,8 +70,8 @@ TEST(Pareto, EdgeCasesAndBadInput) {
   EXPECT_TRUE(non_dominated_sort({}, {true}).empty());
   EXPECT_EQ(pareto_front({{3}}, {true}), (std::vector<std::size_t>{0}));
   EXPECT_THROW(pareto_front({{1, 2}, {1}}, {true, true}), std::invalid_argument);  // ragged
-  EXPECT_THROW(pareto_front({{1, 2}}, {true}), std::invalid_argument);            // wrong dims
-  EXPECT_THROW(pareto_front({{1}}, {}), std::invalid_argument);                   // no objectives
+  EXPECT_THROW(pareto_front({{1, 2}}, {true}), std::invalid_argument);             // wrong dims
+  EXPECT_THROW(pareto_front({{1}}, {}), std::invalid_argument);                    // no objectives
   EXPECT_THROW(non_dominated_sort({{1, std::nan("")}}, {true, true}), std::invalid_argument);
   EXPECT_THROW(dominates({1, 2}, {1}, {true, true}), std::invalid_argument);
   EXPECT_THROW(hypervolume({{1, 2}}, {false, false}, {3}), std::invalid_argument);
@@ -111,8 +111,8 @@ TEST(Pareto, Hypervolume2DHandComputed) {
   // Minimise both: staircase (1,5), (2,3), (4,1) against (5,6): 4 + 6 + 2 = 12.
   EXPECT_DOUBLE_EQ(hypervolume({{1, 5}, {2, 3}, {4, 1}}, {false, false}, {5, 6}), 12.0);
   // Order, duplicates and dominated points change nothing.
-  EXPECT_DOUBLE_EQ(
-      hypervolume({{4, 1}, {3, 4}, {1, 5}, {2, 3}, {2, 3}}, {false, false}, {5, 6}), 12.0);
+  EXPECT_DOUBLE_EQ(hypervolume({{4, 1}, {3, 4}, {1, 5}, {2, 3}, {2, 3}}, {false, false}, {5, 6}),
+                   12.0);
   // Accuracy max, latency min: (0.9, 10), (0.8, 5) against (0.5, 20):
   // 0.4 * 10 + 0.3 * 5 = 5.5.
   std::vector<bool> mx{true, false};
