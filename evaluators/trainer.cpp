@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "evaluators/metrics.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/ops.hpp"
 #include "nn/optim.hpp"
 #include "nn/parallel.hpp"
@@ -140,6 +141,21 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     }
 
     std::mt19937_64 rng(cfg.seed ^ 0x9e3779b97f4a7c15ull);  // dropout and stochastic blocks
+    int first_epoch = 0;
+    if (!cfg.resume_from.empty()) {
+      const nn::TrainingCheckpoint ck = nn::read_checkpoint(cfg.resume_from);
+      nn::load_state_dict(model, ck.model, cfg.resume_from);
+      opt->load_state(ck.optimizers.at("main"));
+      nn::set_rng_state(rng, ck.rng.at("dropout"));
+      rep.steps = ck.counters.at("step");
+      first_epoch = static_cast<int>(ck.counters.at("epoch"));
+      if (cfg.epochs > 0 && first_epoch >= cfg.epochs)
+        throw std::invalid_argument("train: resume_from '" + cfg.resume_from + "' already has " +
+                                    std::to_string(first_epoch) + " epochs; epochs (" +
+                                    std::to_string(cfg.epochs) + ") must be larger to continue");
+    }
+    int epochs_done = first_epoch;  // completed epochs, what a checkpoint records
+    nn::StateDict best_state;       // restore_best: weights of the best evaluated epoch
     nn::ForwardContext ctx;
     ctx.training = true;
     ctx.rng = &rng;
@@ -159,7 +175,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
 
     auto out_of_time = [&] { return cfg.max_seconds > 0 && since(t_start) >= cfg.max_seconds; };
 
-    for (int epoch = 0; cfg.epochs == 0 || epoch < cfg.epochs; ++epoch) {
+    for (int epoch = first_epoch; cfg.epochs == 0 || epoch < cfg.epochs; ++epoch) {
       if (out_of_time()) {
         rep.stopped_reason = "time";
         break;
@@ -204,6 +220,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
       }
       if (epoch_n) rep.epoch_loss.push_back(epoch_sum / epoch_n);
       if (!rep.stopped_reason.empty()) break;
+      epochs_done = epoch + 1;
       const double nan = std::numeric_limits<double>::quiet_NaN();
       double epoch_val_loss = nan, epoch_val_acc = nan;
 
@@ -222,6 +239,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
           best_val = v;
           rep.best_epoch = epoch + 1;
           bad_epochs = 0;
+          if (cfg.restore_best) best_state = nn::state_dict(model);
         } else if (cfg.patience > 0 && ++bad_epochs >= cfg.patience) {
           rep.stopped_reason = "early_stop";
         }
@@ -238,6 +256,20 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
       rep.train_loss_last = rep.step_loss.back().loss;
     } else {
       rep.train_loss_first = rep.train_loss_last = std::numeric_limits<double>::quiet_NaN();
+    }
+
+    if (!cfg.checkpoint_out.empty()) {
+      nn::TrainingCheckpoint ck;
+      ck.model = nn::state_dict(model);
+      ck.optimizers["main"] = opt->state();
+      ck.counters["step"] = rep.steps;
+      ck.counters["epoch"] = epochs_done;
+      ck.rng["dropout"] = nn::rng_state(rng);
+      nn::save_checkpoint(ck, cfg.checkpoint_out);
+    }
+    if (cfg.restore_best && !best_state.empty() && rep.best_epoch != epochs_done) {
+      nn::load_state_dict(model, best_state, "best epoch");
+      evaluated_final = false;
     }
 
     // The reported numbers always describe the final model; the activity pass is the final one.

@@ -49,6 +49,19 @@ struct TrainConfig {
   int eval_batch_size = 256;
   bool drop_last = false;  // a final batch of size 1 is always skipped (BatchNorm)
   std::uint64_t seed = 0;  // shuffling and dropout
+  // Continue a run saved by checkpoint_out (multi-fidelity promotion, pre-emption): the model,
+  // optimizer moments, step/epoch counters and the dropout RNG are restored, then training runs
+  // on from the saved epoch to `epochs` (a total, not a further count).  The model must have
+  // been built from the same architecture.  With cosine off, 2 epochs + resume to 4 gives the
+  // same weights bit for bit as 4 epochs straight; with cosine on, the schedule's horizon is
+  // the new budget, so the continued rates differ from the first run's.
+  std::string resume_from;
+  // Where to save a checkpoint after the last completed step ("" = none); written atomically.
+  std::string checkpoint_out;
+  // With per-epoch evaluation, end on the weights (and batch-norm statistics) of the epoch with
+  // the best monitored value instead of the last epoch's; the final validation pass, and so the
+  // reported metrics and activity, then describe those weights.
+  bool restore_best = false;
   // Called after every completed epoch (progress logging); val_* are NaN when the epoch was
   // not evaluated; the last argument is the head's primary metric (accuracy for
   // classification).  Runs on the training thread; must not touch the model.

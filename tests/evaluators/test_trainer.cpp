@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <oneapi/tbb/parallel_for.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -229,4 +230,79 @@ TEST(Trainer, EvaluateReportsLossAndAccuracy) {
   EXPECT_LE(e.accuracy, 1.0);
   EXPECT_GT(e.loss, 0.0);
   EXPECT_TRUE(std::isfinite(e.loss));
+}
+
+namespace {
+std::vector<float> flat_parameters(nn::Module& m) {
+  std::vector<nn::Var> ps;
+  m.collect_parameters(ps);
+  std::vector<float> out;
+  for (const auto& p : ps) {
+    const auto v = p.value().to_vector();
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+}  // namespace
+
+// Multi-fidelity promotion continues a candidate instead of retraining it: 2 epochs, a
+// checkpoint, then a fresh model resumed to 4 epochs equals 4 epochs straight, bit for bit.
+TEST(Trainer, ResumeFromCheckpointEqualsStraightRun) {
+  nn::ThreadBudget budget(1);
+  Dataset tr = blobs(300, 8, 1), va = blobs(100, 8, 2);
+  TrainConfig c;
+  c.cosine = false;  // the schedule must not depend on the epoch budget for exact equality
+  c.warmup_steps = 3;
+  c.seed = 9;
+  c.epochs = 4;
+  TinyMlp straight(8, 16, 3, 3);
+  TrainReport full = train(straight, tr, va, c);
+
+  const std::string ck = ::testing::TempDir() + "/hwnas_trainer_resume.ckpt";
+  TinyMlp first(8, 16, 3, 3);
+  TrainConfig c2 = c;
+  c2.epochs = 2;
+  c2.checkpoint_out = ck;
+  train(first, tr, va, c2);
+
+  TinyMlp resumed(8, 16, 3, 77);  // different initialisation: the checkpoint must replace it
+  TrainConfig c4 = c;
+  c4.resume_from = ck;
+  TrainReport rest = train(resumed, tr, va, c4);
+  EXPECT_EQ(flat_parameters(resumed), flat_parameters(straight));
+  EXPECT_EQ(rest.steps, full.steps);
+  EXPECT_EQ(rest.val_loss, full.val_loss);
+  EXPECT_EQ(rest.epochs_run, 2);
+
+  TrainConfig done = c;
+  done.epochs = 2;
+  done.resume_from = ck;
+  TinyMlp again(8, 16, 3, 3);
+  try {
+    train(again, tr, va, done);
+    FAIL() << "resuming past the budget must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("already has 2 epochs; epochs (2) must be larger"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// restore_best ends on the best evaluated epoch's weights, so the reported validation loss is
+// the lowest of the per-epoch ones even when later epochs overfit (random labels).
+TEST(Trainer, RestoreBestEndsOnTheBestEpoch) {
+  nn::ThreadBudget budget(1);
+  Dataset tr = blobs(120, 8, 1, /*random_labels=*/true), va = blobs(200, 8, 2, true);
+  TinyMlp m(8, 64, 3, 3);
+  TrainConfig c;
+  c.epochs = 12;
+  c.lr = 3e-2f;
+  c.eval_every_epoch = true;
+  c.restore_best = true;
+  TrainReport r = train(m, tr, va, c);
+  ASSERT_EQ(r.epoch_val_loss.size(), 12u);
+  const double best = *std::min_element(r.epoch_val_loss.begin(), r.epoch_val_loss.end());
+  EXPECT_NE(r.best_epoch, 12) << "the run did not overfit; the test needs a worse last epoch";
+  EXPECT_NEAR(r.val_loss, best, 1e-9);
+  EXPECT_GT(r.epoch_val_loss.back(), r.val_loss);
 }
