@@ -87,6 +87,9 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"multi_head_attention", "scaled dot-product multi-head attention, optional causal mask"});
   r.add({"sliding_window_attention", "multi-head attention restricted to a local window"});
   r.add({"fused_qkv_attention", "multi-head self-attention on a fused [B, L, 3 d] projection"});
+  // ---- Kolmogorov-Arnold networks
+  r.add({"bspline_basis",
+         "order-k B-spline basis on a uniform extended grid, [.., n] -> [.., n, G+k]"});
   // ---- spiking
   r.add({"step", "Heaviside spike x >= 0 with a surrogate gradient", OpBackward::Surrogate});
 }

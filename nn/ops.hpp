@@ -11,7 +11,8 @@
 namespace hwnas::nn {
 
 // ---- linear algebra ----
-Var matmul(const Var& a, const Var& b);  // [.., m, k] x [k, n] -> [.., m, n]; also batched [B,m,k]x[B,k,n]
+Var matmul(const Var& a,
+           const Var& b);  // [.., m, k] x [k, n] -> [.., m, n]; also batched [B,m,k]x[B,k,n]
 // x:[.., in] w:[out, in] b:[out] (b may be undefined) -> [.., out]; the fused dense layer.
 Var linear(const Var& x, const Var& w, const Var& b);
 
@@ -30,10 +31,10 @@ Var exp(const Var& x);
 Var log(const Var& x);
 
 // ---- reductions ----
-Var sum(const Var& x);                 // -> scalar
-Var mean(const Var& x);                // -> scalar
-Var sum_last(const Var& x);            // reduce last dim: [.., n] -> [..]
-Var mean_dim(const Var& x, int dim);   // reduce one dim (dim kept out of the shape)
+Var sum(const Var& x);                // -> scalar
+Var mean(const Var& x);               // -> scalar
+Var sum_last(const Var& x);           // reduce last dim: [.., n] -> [..]
+Var mean_dim(const Var& x, int dim);  // reduce one dim (dim kept out of the shape)
 
 // ---- normalisation / probabilities / losses ----
 Var softmax(const Var& x);      // over the last dim
@@ -41,7 +42,8 @@ Var log_softmax(const Var& x);  // over the last dim
 // logits [N, C], labels in [0, C); mean over the batch.
 Var cross_entropy(const Var& logits, const std::vector<int>& labels);
 Var mse(const Var& pred, const Var& target);  // mean squared error, -> scalar
-Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps = 1e-5f);  // over last dim
+Var layer_norm(const Var& x, const Var& gamma, const Var& beta,
+               float eps = 1e-5f);  // over last dim
 
 struct BatchNormState {
   Tensor running_mean, running_var;  // [C]
@@ -49,7 +51,8 @@ struct BatchNormState {
   float eps = 1e-5f;
 };
 // x: [N, C] or [N, C, H, W]; training uses batch statistics and updates the running ones.
-Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state, bool training);
+Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
+               bool training);
 Var dropout(const Var& x, float p, bool training, std::mt19937_64& rng);
 
 // ---- convolution / pooling (NCHW) ----
@@ -62,10 +65,11 @@ struct Conv2dOptions {
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt);
 Var max_pool2d(const Var& x, int kernel, int stride, int padding = 0);
 Var avg_pool2d(const Var& x, int kernel, int stride, int padding = 0);  // count_include_pad=false
-Var global_avg_pool(const Var& x);  // [N,C,H,W] -> [N,C]
+Var global_avg_pool(const Var& x);                                      // [N,C,H,W] -> [N,C]
 
 // ---- indexing / shape ----
-Var embedding(const Var& table, const std::vector<int>& ids, const Shape& ids_shape);  // -> ids_shape + [d]
+Var embedding(const Var& table, const std::vector<int>& ids,
+              const Shape& ids_shape);  // -> ids_shape + [d]
 Var concat(const std::vector<Var>& xs, int dim);
 std::vector<Var> split(const Var& x, const std::vector<int>& sizes, int dim);
 Var reshape(const Var& x, const Shape& shape);
@@ -79,7 +83,6 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 // (i-window, i] if causal).  Time and memory O(L * window), never materialising L x L.
 Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,
                              bool causal);
-
 
 // =============================================================================================
 // ---- more elementwise / broadcast math (nn/ops_math.cpp) ----
@@ -182,5 +185,17 @@ void validate(const Surrogate& s);
 // The surrogate derivative at x (the formula backward applies elementwise).
 float surrogate_grad(const Surrogate& s, float x);
 Var step(const Var& x, const Surrogate& surrogate = {});
+
+// ---- Kolmogorov-Arnold networks (nn/ops_kan.cpp) ----
+// B-spline basis of order k (degree k) on a uniform grid: `grid_size` G intervals over [lo, hi],
+// extended by k knots on each side, so knots t_j = lo + (j - k) h for j = 0..G+2k, h = (hi-lo)/G.
+// x [.., n] -> [.., n, G + k]: entry b is the Cox-de Boor basis B_b of order k, supported on
+// [t_b, t_{b+k+1}); all entries are 0 outside [t_0, t_{G+2k}).  Inside [lo, hi] they sum to 1.
+// Only the k + 1 bases that are nonzero at x are computed (local de Boor recursion,
+// 4 + 3 k (k + 1) flops per element).  Backward: dB_b/dx = (B_b^{k-1} - B_{b+1}^{k-1}) / h.
+// Throws std::invalid_argument for grid_size < 1, order outside [0, 10] or lo >= hi.
+Var bspline_basis(const Var& x, int grid_size, int order, float lo, float hi);
+// Forward flops per input element of bspline_basis (the workload counts use this).
+constexpr double bspline_basis_flops(int order) { return 4.0 + 3.0 * order * (order + 1); }
 
 }  // namespace hwnas::nn
