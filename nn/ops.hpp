@@ -11,8 +11,7 @@
 namespace hwnas::nn {
 
 // ---- linear algebra ----
-Var matmul(const Var& a,
-           const Var& b);  // [.., m, k] x [k, n] -> [.., m, n]; also batched [B,m,k]x[B,k,n]
+Var matmul(const Var& a, const Var& b);  // [.., m, k] x [k, n] -> [.., m, n]; also batched [B,m,k]x[B,k,n]
 // x:[.., in] w:[out, in] b:[out] (b may be undefined) -> [.., out]; the fused dense layer.
 Var linear(const Var& x, const Var& w, const Var& b);
 
@@ -31,10 +30,10 @@ Var exp(const Var& x);
 Var log(const Var& x);
 
 // ---- reductions ----
-Var sum(const Var& x);                // -> scalar
-Var mean(const Var& x);               // -> scalar
-Var sum_last(const Var& x);           // reduce last dim: [.., n] -> [..]
-Var mean_dim(const Var& x, int dim);  // reduce one dim (dim kept out of the shape)
+Var sum(const Var& x);                 // -> scalar
+Var mean(const Var& x);                // -> scalar
+Var sum_last(const Var& x);            // reduce last dim: [.., n] -> [..]
+Var mean_dim(const Var& x, int dim);   // reduce one dim (dim kept out of the shape)
 
 // ---- normalisation / probabilities / losses ----
 Var softmax(const Var& x);      // over the last dim
@@ -42,8 +41,7 @@ Var log_softmax(const Var& x);  // over the last dim
 // logits [N, C], labels in [0, C); mean over the batch.
 Var cross_entropy(const Var& logits, const std::vector<int>& labels);
 Var mse(const Var& pred, const Var& target);  // mean squared error, -> scalar
-Var layer_norm(const Var& x, const Var& gamma, const Var& beta,
-               float eps = 1e-5f);  // over last dim
+Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps = 1e-5f);  // over last dim
 
 struct BatchNormState {
   Tensor running_mean, running_var;  // [C]
@@ -51,8 +49,7 @@ struct BatchNormState {
   float eps = 1e-5f;
 };
 // x: [N, C] or [N, C, H, W]; training uses batch statistics and updates the running ones.
-Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
-               bool training);
+Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state, bool training);
 Var dropout(const Var& x, float p, bool training, std::mt19937_64& rng);
 
 // ---- convolution / pooling (NCHW) ----
@@ -65,11 +62,10 @@ struct Conv2dOptions {
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt);
 Var max_pool2d(const Var& x, int kernel, int stride, int padding = 0);
 Var avg_pool2d(const Var& x, int kernel, int stride, int padding = 0);  // count_include_pad=false
-Var global_avg_pool(const Var& x);                                      // [N,C,H,W] -> [N,C]
+Var global_avg_pool(const Var& x);  // [N,C,H,W] -> [N,C]
 
 // ---- indexing / shape ----
-Var embedding(const Var& table, const std::vector<int>& ids,
-              const Shape& ids_shape);  // -> ids_shape + [d]
+Var embedding(const Var& table, const std::vector<int>& ids, const Shape& ids_shape);  // -> ids_shape + [d]
 Var concat(const std::vector<Var>& xs, int dim);
 std::vector<Var> split(const Var& x, const std::vector<int>& sizes, int dim);
 Var reshape(const Var& x, const Shape& shape);
@@ -83,6 +79,7 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 // (i-window, i] if causal).  Time and memory O(L * window), never materialising L x L.
 Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,
                              bool causal);
+
 
 // =============================================================================================
 // ---- more elementwise / broadcast math (nn/ops_math.cpp) ----

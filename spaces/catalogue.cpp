@@ -92,9 +92,9 @@ nlohmann::json BlockKind::compact(const nlohmann::json& given) const {
   for (const auto& [key, value] : given.items()) {
     const ParamSpec* p = find_param(key);
     // Compare numerically so that 0 and 0.0 (both valid for a float param) are one label.
-    bool is_default =
-        p && (p->default_value == value || (value.is_number() && p->default_value.is_number() &&
-                                            value.get<double>() == p->default_value.get<double>()));
+    bool is_default = p && (p->default_value == value ||
+                            (value.is_number() && p->default_value.is_number() &&
+                             value.get<double>() == p->default_value.get<double>()));
     if (!is_default) out[key] = value;
   }
   return out;
@@ -105,12 +105,8 @@ nlohmann::json BlockKind::to_json() const {
   for (const auto& p : params) ps.push_back(p.to_json());
   nlohmann::json acc = nlohmann::json::array();
   for (auto a : accepts) acc.push_back(data_kind_name(a));
-  return {{"name", name},
-          {"description", description},
-          {"params", ps},
-          {"accepts", acc},
-          {"min_inputs", min_inputs},
-          {"max_inputs", max_inputs},
+  return {{"name", name},          {"description", description}, {"params", ps},
+          {"accepts", acc},        {"min_inputs", min_inputs},   {"max_inputs", max_inputs},
           {"commutative", commutative}};
 }
 
