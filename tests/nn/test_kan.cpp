@@ -47,7 +47,9 @@ TEST(BsplineBasis, MatchesCoxDeBoorReferenceAndPartitionOfUnity) {
               << "k=" << k << " g=" << g << " x=" << x.data()[i];
           total += b.data()[i * (g + k) + m];
         }
-        if (x.data()[i] >= -1.0f && x.data()[i] <= 1.5f) EXPECT_NEAR(total, 1.0, 1e-5);
+        if (x.data()[i] >= -1.0f && x.data()[i] <= 1.5f) {
+          EXPECT_NEAR(total, 1.0, 1e-5);
+        }
       }
     }
 }
@@ -127,7 +129,9 @@ TEST(KanLinear, GradientsOnInputsAndEveryParameter) {
       backward(sum(layer.forward(x)));
       EXPECT_FALSE(layer.base_weight.grad().empty());
       EXPECT_FALSE(layer.spline_weight.grad().empty());
-      if (scale) EXPECT_FALSE(layer.spline_scaler.grad().empty());
+      if (scale) {
+        EXPECT_FALSE(layer.spline_scaler.grad().empty());
+      }
     }
 }
 
