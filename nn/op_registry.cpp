@@ -90,6 +90,9 @@ void register_builtin_ops(OpRegistry& r) {
   // ---- fused time loops (nn/time_loop.hpp; cells in nn/recurrent_cells.hpp)
   r.add({"time_loop", "T recurrent steps of a cell in one node, hand-written BPTT backward"});
   r.add({"time_loop_final_state", "the final state of a fused time loop"});
+  // ---- Kolmogorov-Arnold networks
+  r.add({"bspline_basis",
+         "order-k B-spline basis on a uniform extended grid, [.., n] -> [.., n, G+k]"});
   // ---- spiking
   r.add({"step", "Heaviside spike x >= 0 with a surrogate gradient", OpBackward::Surrogate});
 }

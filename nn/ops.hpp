@@ -191,4 +191,16 @@ void validate(const Surrogate& s);
 float surrogate_grad(const Surrogate& s, float x);
 Var step(const Var& x, const Surrogate& surrogate = {});
 
+// ---- Kolmogorov-Arnold networks (nn/ops_kan.cpp) ----
+// B-spline basis of order k (degree k) on a uniform grid: `grid_size` G intervals over [lo, hi],
+// extended by k knots on each side, so knots t_j = lo + (j - k) h for j = 0..G+2k, h = (hi-lo)/G.
+// x [.., n] -> [.., n, G + k]: entry b is the Cox-de Boor basis B_b of order k, supported on
+// [t_b, t_{b+k+1}); all entries are 0 outside [t_0, t_{G+2k}).  Inside [lo, hi] they sum to 1.
+// Only the k + 1 bases that are nonzero at x are computed (local de Boor recursion,
+// 4 + 3 k (k + 1) flops per element).  Backward: dB_b/dx = (B_b^{k-1} - B_{b+1}^{k-1}) / h.
+// Throws std::invalid_argument for grid_size < 1, order outside [0, 10] or lo >= hi.
+Var bspline_basis(const Var& x, int grid_size, int order, float lo, float hi);
+// Forward flops per input element of bspline_basis (the workload counts use this).
+constexpr double bspline_basis_flops(int order) { return 4.0 + 3.0 * order * (order + 1); }
+
 }  // namespace hwnas::nn

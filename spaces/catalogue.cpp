@@ -9,6 +9,7 @@ namespace hwnas::spaces {
 // The built-in kinds, each defined by register_block_<name>() in spaces/blocks/.  Adding a
 // kind: one file spaces/blocks/block_<name>.cpp, its declaration here and its call below.
 void register_block_dense(Catalogue& c);
+void register_block_kan(Catalogue& c);
 void register_block_conv(Catalogue& c);
 void register_block_dwconv(Catalogue& c);
 void register_block_pool(Catalogue& c);
@@ -30,6 +31,7 @@ void register_block_nb201_reduction(Catalogue& c);
 
 void register_builtin_blocks(Catalogue& c) {
   register_block_dense(c);
+  register_block_kan(c);
   register_block_conv(c);
   register_block_dwconv(c);
   register_block_pool(c);

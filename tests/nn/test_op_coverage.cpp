@@ -221,6 +221,12 @@ const std::vector<OpCase> kCases = {
     {"rfft", {Shape{7, 2}}, [](const V& v) { return rfft(v[0], 0, 9); }},
     {"irfft", {Shape{2, 5, 2}}, [](const V& v) { return irfft(v[0], 1); }},
     {"irfft", {Shape{4, 3, 2}}, [](const V& v) { return irfft(v[0], 0, 7); }},
+    {"bspline_basis",
+     {Shape{3, 4}},
+     [](const V& v) { return bspline_basis(v[0], 5, 3, -1, 1); },
+     Init::Uniform,
+     -1.3f,
+     1.3f},
     // ---- attention
     {"multi_head_attention",
      {Shape{2, 3, 4}, Shape{2, 3, 4}, Shape{2, 3, 4}},

@@ -29,6 +29,7 @@ std::vector<Case> cases() {
   auto vec = TensorType::vector(6);
   return {
       {"dense", vec, {{"units", 3}, {"activation", "tanh"}}},
+      {"kan", vec, {{"units", 3}, {"grid", 3}}},
       {"conv", img, {{"channels", 3}, {"kernel", 3}, {"stride", 2}, {"activation", "tanh"}}},
       {"dwconv", img, {{"kernel", 3}, {"activation", "silu"}}},
       {"pool", img, {{"op", "avg"}, {"kernel", 3}, {"stride", 1}}},
