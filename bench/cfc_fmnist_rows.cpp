@@ -4,8 +4,8 @@
 // Prints parameter count, wall time and validation accuracy after each epoch.
 //
 //   bench_cfc_fmnist_rows [--train 10000] [--val 2000] [--epochs 5] [--hidden 32]
-//                         [--backbone_units 32] [--backbone_layers 1] [--mode default]
-//                         [--batch 64] [--lr 0.005] [--threads 2] [--seed 1]
+//                         [--backbone_units 32] [--backbone_layers 0] [--mode default]
+//                         [--batch 32] [--lr 0.005] [--threads 2] [--seed 1]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -24,25 +24,36 @@
 using namespace hwnas;
 
 int main(int argc, char** argv) {
-  int train_n = 10000, val_n = 2000, epochs = 5, batch = 64, threads = 2, seed = 1;
+  int train_n = 10000, val_n = 2000, epochs = 5, batch = 32, threads = 2, seed = 1;
   float lr = 5e-3f;
   nn::CfcConfig cfg;
   cfg.hidden = 32;
   cfg.backbone_units = 32;
-  cfg.backbone_layers = 1;
+  cfg.backbone_layers = 0;  // measured better than a 32-unit backbone on this task
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--train") train_n = std::stoi(v);
-    else if (k == "--val") val_n = std::stoi(v);
-    else if (k == "--epochs") epochs = std::stoi(v);
-    else if (k == "--hidden") cfg.hidden = std::stoi(v);
-    else if (k == "--backbone_units") cfg.backbone_units = std::stoi(v);
-    else if (k == "--backbone_layers") cfg.backbone_layers = std::stoi(v);
-    else if (k == "--mode") cfg.mode = nn::parse_cfc_mode(v);
-    else if (k == "--batch") batch = std::stoi(v);
-    else if (k == "--lr") lr = std::stof(v);
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--seed") seed = std::stoi(v);
+    if (k == "--train")
+      train_n = std::stoi(v);
+    else if (k == "--val")
+      val_n = std::stoi(v);
+    else if (k == "--epochs")
+      epochs = std::stoi(v);
+    else if (k == "--hidden")
+      cfg.hidden = std::stoi(v);
+    else if (k == "--backbone_units")
+      cfg.backbone_units = std::stoi(v);
+    else if (k == "--backbone_layers")
+      cfg.backbone_layers = std::stoi(v);
+    else if (k == "--mode")
+      cfg.mode = nn::parse_cfc_mode(v);
+    else if (k == "--batch")
+      batch = std::stoi(v);
+    else if (k == "--lr")
+      lr = std::stof(v);
+    else if (k == "--threads")
+      threads = std::stoi(v);
+    else if (k == "--seed")
+      seed = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;

@@ -24,13 +24,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const int v = std::atoi(argv[i + 1]);
-    if (k == "--batch") batch = v;
-    else if (k == "--seq") seq = v;
-    else if (k == "--input") input = v;
-    else if (k == "--hidden") hidden = v;
-    else if (k == "--iters") iters = v;
-    else if (k == "--warmup") warmup = v;
-    else if (k == "--threads") threads = v;
+    if (k == "--batch")
+      batch = v;
+    else if (k == "--seq")
+      seq = v;
+    else if (k == "--input")
+      input = v;
+    else if (k == "--hidden")
+      hidden = v;
+    else if (k == "--iters")
+      iters = v;
+    else if (k == "--warmup")
+      warmup = v;
+    else if (k == "--threads")
+      threads = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;

@@ -45,8 +45,8 @@ void check_mask(const char* cell, const char* what, const Tensor& m, const Shape
                                 ", got " + m.shape().str());
   for (std::int64_t i = 0; i < m.numel(); ++i)
     if (m.data()[i] != 0.0f && m.data()[i] != 1.0f)
-      throw std::invalid_argument(std::string(cell) + ": " + what + " must hold only 0 and 1, got " +
-                                  std::to_string(m.data()[i]));
+      throw std::invalid_argument(std::string(cell) + ": " + what +
+                                  " must hold only 0 and 1, got " + std::to_string(m.data()[i]));
 }
 
 float step_dt(const ConstRows& u, int r, int col, bool time_input) {
@@ -63,9 +63,12 @@ CfcMode parse_cfc_mode(const std::string& s) {
 
 std::string cfc_mode_name(CfcMode m) {
   switch (m) {
-    case CfcMode::Default: return "default";
-    case CfcMode::NoGate: return "no_gate";
-    case CfcMode::Pure: return "pure";
+    case CfcMode::Default:
+      return "default";
+    case CfcMode::NoGate:
+      return "no_gate";
+    case CfcMode::Pure:
+      return "pure";
   }
   return "default";
 }
@@ -247,8 +250,7 @@ void CfcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
       for (int c = 0; c < U; ++c) du1(r, c) = da(r, c) * lecun_grad(z1[c]);
     }
   }
-  view(io.ds_prev, n, H).noalias() =
-      view(ConstRows{io.du.p, io.du.ld}, n, P) * effective_rec(p[0]);
+  view(io.ds_prev, n, H).noalias() = view(ConstRows{io.du.p, io.du.ld}, n, P) * effective_rec(p[0]);
 }
 
 void CfcCell::accumulate_param_grads(const std::vector<Tensor>&, const SampleSpan& span,
@@ -277,11 +279,14 @@ void LtcCell::check_params(const std::vector<Tensor>& p) const {
     throw std::invalid_argument("ltc: expected " + std::to_string(kLtcParamCount) +
                                 " parameter tensors, got " + std::to_string(p.size()));
   const int H = cfg_.hidden, F = cfg_.inputs;
-  const char* names[kLtcParamCount] = {"gleak",   "vleak", "cm",   "sigma", "mu",
-                                       "w",       "erev",  "sensory_sigma", "sensory_mu",
-                                       "sensory_w", "sensory_erev", "input_w", "input_b"};
+  const char* names[kLtcParamCount] = {
+      "gleak",         "vleak",      "cm",        "sigma",        "mu",      "w",      "erev",
+      "sensory_sigma", "sensory_mu", "sensory_w", "sensory_erev", "input_w", "input_b"};
   for (int k = 0; k < kLtcParamCount; ++k) {
-    Shape want = k <= kLtcCm ? Shape{H} : k <= kLtcErev ? Shape{H, H} : k <= kLtcSErev ? Shape{F, H} : Shape{F};
+    Shape want = k <= kLtcCm      ? Shape{H}
+                 : k <= kLtcErev  ? Shape{H, H}
+                 : k <= kLtcSErev ? Shape{F, H}
+                                  : Shape{F};
     check_shape("ltc", names[k], p[static_cast<std::size_t>(k)], want);
   }
 }
@@ -309,9 +314,8 @@ void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
   const int n = io.rows, H = cfg_.hidden, F = cfg_.inputs, K = cfg_.unfolds;
   const LtcDerived d(p, mask_, smask_);
   const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
-              *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(),
-              *smu = p[kLtcSMu].data(), *serev = p[kLtcSErev].data(),
-              *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
+              *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
+              *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
   std::vector<float> v(static_cast<std::size_t>(H)), num(v.size()), den(v.size());
   for (int r = 0; r < n; ++r) {
     const float* u = io.u.row(r);
@@ -346,8 +350,8 @@ void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
       for (int j = 0; j < H; ++j) {
         const std::size_t sj = static_cast<std::size_t>(j);
         const float cmt = d.cm[sj] * static_cast<float>(K) / dt;
-        v[sj] = (cmt * v[sj] + d.gl[sj] * vleak[j] + num[sj]) /
-                (cmt + d.gl[sj] + den[sj] + kLtcEps);
+        v[sj] =
+            (cmt * v[sj] + d.gl[sj] * vleak[j] + num[sj]) / (cmt + d.gl[sj] + den[sj] + kLtcEps);
       }
     }
     std::copy(v.begin(), v.end(), io.s.row(r));
@@ -359,15 +363,14 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
   const int n = io.rows, H = cfg_.hidden, F = cfg_.inputs, K = cfg_.unfolds;
   const LtcDerived d(p, mask_, smask_);
   const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
-              *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(),
-              *smu = p[kLtcSMu].data(), *serev = p[kLtcSErev].data(),
-              *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
+              *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
+              *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
   std::vector<Tensor>& g = *io.grads;
   float *g_gl = g[kLtcGleak].data(), *g_vl = g[kLtcVleak].data(), *g_cm = g[kLtcCm].data(),
         *g_sig = g[kLtcSigma].data(), *g_mu = g[kLtcMu].data(), *g_w = g[kLtcW].data(),
-        *g_erev = g[kLtcErev].data(), *g_ssig = g[kLtcSSigma].data(),
-        *g_smu = g[kLtcSMu].data(), *g_sw = g[kLtcSW].data(), *g_serev = g[kLtcSErev].data(),
-        *g_inw = g[kLtcInW].data(), *g_inb = g[kLtcInB].data();
+        *g_erev = g[kLtcErev].data(), *g_ssig = g[kLtcSSigma].data(), *g_smu = g[kLtcSMu].data(),
+        *g_sw = g[kLtcSW].data(), *g_serev = g[kLtcSErev].data(), *g_inw = g[kLtcInW].data(),
+        *g_inb = g[kLtcInB].data();
   const std::size_t Hs = static_cast<std::size_t>(H);
   std::vector<float> dv(Hs), dvp(Hs), num(Hs), den(Hs), dnum_s(Hs), dden_s(Hs), dcmt(Hs);
   for (int r = 0; r < n; ++r) {
@@ -475,9 +478,8 @@ NcpWiring make_ncp_wiring(int inputs, int inter, int command, int motor, int sen
     throw std::invalid_argument("ncp wiring: inputs, inter, command and motor must be >= 1, got " +
                                 std::to_string(inputs) + ", " + std::to_string(inter) + ", " +
                                 std::to_string(command) + ", " + std::to_string(motor));
-  if (sensory_fanout < 1 || sensory_fanout > inter || inter_fanout < 1 ||
-      inter_fanout > command || motor_fanin < 1 || motor_fanin > command ||
-      recurrent_command < 0)
+  if (sensory_fanout < 1 || sensory_fanout > inter || inter_fanout < 1 || inter_fanout > command ||
+      motor_fanin < 1 || motor_fanin > command || recurrent_command < 0)
     throw std::invalid_argument(
         "ncp wiring: need 1 <= sensory_fanout <= inter, 1 <= inter_fanout <= command, "
         "1 <= motor_fanin <= command, recurrent_command >= 0; got " +
@@ -524,7 +526,8 @@ NcpWiring make_ncp_wiring(int inputs, int inter, int command, int motor, int sen
   for (int d = 0; d < command; ++d)
     if (!has_input(w.adjacency, H, H, c0 + d)) set(w.adjacency, H, i0 + any(inter), c0 + d);
   // command -> command (recurrent)
-  for (int k = 0; k < recurrent_command; ++k) set(w.adjacency, H, c0 + any(command), c0 + any(command));
+  for (int k = 0; k < recurrent_command; ++k)
+    set(w.adjacency, H, c0 + any(command), c0 + any(command));
   // command -> motor
   for (int m = 0; m < motor; ++m)
     for (int s : pick(command, motor_fanin)) set(w.adjacency, H, c0 + s, m);
@@ -554,9 +557,8 @@ NcpWiring make_ncp_wiring(int inputs, int units, int motor, float density, std::
 namespace {
 void check_seq(const char* op, const Var& x, const Var& dt, const Var& h0, int F, int H) {
   if (!x.defined() || x.shape().rank() != 3 || x.dim(2) != F)
-    throw std::invalid_argument(std::string(op) + ": x must be [batch, time, " +
-                                std::to_string(F) + "], got " +
-                                (x.defined() ? x.shape().str() : "undefined"));
+    throw std::invalid_argument(std::string(op) + ": x must be [batch, time, " + std::to_string(F) +
+                                "], got " + (x.defined() ? x.shape().str() : "undefined"));
   if (dt.defined() && dt.shape() != Shape{x.dim(0), x.dim(1)})
     throw std::invalid_argument(std::string(op) + ": dt must be [batch, time] = " +
                                 Shape{x.dim(0), x.dim(1)}.str() + ", got " + dt.shape().str());
@@ -593,8 +595,7 @@ Recurrence ltc(const Var& x, const Var& dt, const Var& h0, const std::vector<Var
   cfg.time_input = dt.defined();
   auto cell = std::make_shared<LtcCell>(cfg, mask, sensory_mask);
   check_seq("ltc", x, dt, h0, cfg.inputs, cfg.hidden);
-  return run_recurrence(cell, dt.defined() ? with_dt(x, dt) : x, h0, Var(), Var(), params,
-                        options);
+  return run_recurrence(cell, dt.defined() ? with_dt(x, dt) : x, h0, Var(), Var(), params, options);
 }
 
 // ---------------------------------------------------------------- modules
@@ -617,15 +618,15 @@ Tensor filled(const Shape& s, float v) {
 }
 }  // namespace
 
-Cfc::Cfc(int input_size, const CfcConfig& c, std::mt19937_64& rng, float wiring_density,
-         int motor, std::uint64_t wiring_seed, RecurrenceOptions opts)
+Cfc::Cfc(int input_size, const CfcConfig& c, std::mt19937_64& rng, float wiring_density, int motor,
+         std::uint64_t wiring_seed, RecurrenceOptions opts)
     : cfg(c), options(opts) {
   cfg.time_input = false;
   if (input_size <= 0)
     throw std::invalid_argument("Cfc: input_size must be > 0, got " + std::to_string(input_size));
   CfcCell probe(cfg);  // validates the configuration
-  const int H = cfg.hidden, U = cfg.backbone_units, L = cfg.backbone_layers,
-            P = cfg.first_width(), NH = cfg.heads() * H;
+  const int H = cfg.hidden, U = cfg.backbone_units, L = cfg.backbone_layers, P = cfg.first_width(),
+            NH = cfg.heads() * H;
   // Xavier-uniform weights and zero biases as the reference.
   const Tensor w_first = glorot(P, input_size + H, rng);
   Tensor wx(Shape{P, input_size}), wh(Shape{P, H});
@@ -641,8 +642,8 @@ Cfc::Cfc(int input_size, const CfcConfig& c, std::mt19937_64& rng, float wiring_
     if (L != 0)
       throw std::invalid_argument("Cfc: NCP wiring needs backbone_layers 0, got " +
                                   std::to_string(L));
-    const NcpWiring w = make_ncp_wiring(input_size, H, motor > 0 ? motor : 1, wiring_density,
-                                        wiring_seed);
+    const NcpWiring w =
+        make_ncp_wiring(input_size, H, motor > 0 ? motor : 1, wiring_density, wiring_seed);
     rec_mask = Tensor(Shape{P, H}, 0.0f);
     in_mask = Tensor(Shape{P, input_size}, 0.0f);
     for (int o = 0; o < P; ++o) {

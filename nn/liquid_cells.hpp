@@ -4,15 +4,16 @@
 // CfC, closed-form continuous-time cell (Hasani et al. 2022, Nature Machine Intelligence),
 // following the reference ncps CfCCell:
 //   z_1 = x W_in^T + b_in + h W_rec^T           (the loop's input GEMM does the x part)
-//   backbone: a_1 = lecun_tanh(z_1), a_l = lecun_tanh(a_{l-1} W_l^T + b_l), heads = a_L W_hd^T + b_hd
-//   (backbone_layers == 0: heads = z_1 directly)
-//   default: f1 = tanh(head0), f2 = tanh(head1), g = sigma(head2 * dt + head3)
+//   backbone: a_1 = lecun_tanh(z_1), a_l = lecun_tanh(a_{l-1} W_l^T + b_l), heads = a_L W_hd^T +
+//   b_hd (backbone_layers == 0: heads = z_1 directly) default: f1 = tanh(head0), f2 = tanh(head1),
+//   g = sigma(head2 * dt + head3)
 //            h' = f1 * (1 - g) + g * f2;      no_gate: h' = f1 + g * f2
 //   pure:    h' = A - A * exp(-dt * (|w_tau| + |head0|)) * head0
 // LTC, liquid time-constant cell (Hasani et al. 2021, AAAI), with the reference's fused
 // semi-implicit (implicit-Euler-like) solver run `unfolds` times per input step:
 //   x' = x * in_w + in_b
-//   sensory: a_ij = softplus(sw_ij) sigma(ssig_ij (x'_i - smu_ij)) m^s_ij, num_s_j = sum_i a_ij serev_ij,
+//   sensory: a_ij = softplus(sw_ij) sigma(ssig_ij (x'_i - smu_ij)) m^s_ij, num_s_j = sum_i a_ij
+//   serev_ij,
 //            den_s_j = sum_i a_ij
 //   cm_t = softplus(cm) * unfolds / dt
 //   repeat unfolds: a_ij = softplus(w_ij) sigma(sig_ij (v_i - mu_ij)) m_ij
@@ -82,10 +83,19 @@ struct LtcConfig {
 
 // Index of each LTC parameter in the params vector.
 enum LtcParam : int {
-  kLtcGleak, kLtcVleak, kLtcCm,                  // [H]
-  kLtcSigma, kLtcMu, kLtcW, kLtcErev,            // [H, H], synapse i -> j at [i, j]
-  kLtcSSigma, kLtcSMu, kLtcSW, kLtcSErev,        // [F, H], sensory i -> neuron j
-  kLtcInW, kLtcInB,                              // [F] input affine map
+  kLtcGleak,
+  kLtcVleak,
+  kLtcCm,  // [H]
+  kLtcSigma,
+  kLtcMu,
+  kLtcW,
+  kLtcErev,  // [H, H], synapse i -> j at [i, j]
+  kLtcSSigma,
+  kLtcSMu,
+  kLtcSW,
+  kLtcSErev,  // [F, H], sensory i -> neuron j
+  kLtcInW,
+  kLtcInB,  // [F] input affine map
   kLtcParamCount
 };
 

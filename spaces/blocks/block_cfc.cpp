@@ -23,8 +23,9 @@ int motor_of(const json& p) { return std::max(1, pint(p, "units") / 4); }
 class CfcModule : public nn::Module {
  public:
   CfcModule(int features, const json& p, Rng& rng)
-      : cfc_(features, cfc_config(p), rng, is_ncp(p) ? static_cast<float>(pfloat(p, "density")) : 1.0f,
-             motor_of(p), static_cast<std::uint64_t>(pint(p, "wiring_seed"))),
+      : cfc_(features, cfc_config(p), rng,
+             is_ncp(p) ? static_cast<float>(pfloat(p, "density")) : 1.0f, motor_of(p),
+             static_cast<std::uint64_t>(pint(p, "wiring_seed"))),
         sequences_(pbool(p, "return_sequences")) {}
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     nn::Recurrence r = cfc_.forward(in.at(0), nn::Var(), nn::Var());
@@ -59,7 +60,8 @@ void register_block_cfc(Catalogue& c) {
                         "dense, or sparse NCP wiring (needs backbone_layers 0)"),
       ParamSpec::float_range("density", 0.05, 1.0, 0.5, "NCP fan-out share (wiring ncp)"),
       ParamSpec::int_range("wiring_seed", 0, 1000000, 1, "seed of the NCP wiring"),
-      ParamSpec::boolean("return_sequences", true, "output every step [L, units] or the last [units]")};
+      ParamSpec::boolean("return_sequences", true,
+                         "output every step [L, units] or the last [units]")};
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     const TensorType& t = single_input(in);

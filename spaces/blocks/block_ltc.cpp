@@ -47,13 +47,13 @@ void register_block_ltc(Catalogue& c) {
   BlockKind k;
   k.name = "ltc";
   k.description = "liquid time-constant (LTC) recurrent layer with a fused semi-implicit solver";
-  k.params = {
-      ParamSpec::int_range("units", 1, 512, 16, "neurons (state / output width)"),
-      ParamSpec::int_range("unfolds", 1, 16, 6, "solver steps per input step"),
-      ParamSpec::choice("wiring", {"dense", "ncp"}, "dense", "dense, or sparse NCP wiring"),
-      ParamSpec::float_range("density", 0.05, 1.0, 0.5, "NCP fan-out share (wiring ncp)"),
-      ParamSpec::int_range("wiring_seed", 0, 1000000, 1, "seed of the NCP wiring"),
-      ParamSpec::boolean("return_sequences", true, "output every step [L, units] or the last [units]")};
+  k.params = {ParamSpec::int_range("units", 1, 512, 16, "neurons (state / output width)"),
+              ParamSpec::int_range("unfolds", 1, 16, 6, "solver steps per input step"),
+              ParamSpec::choice("wiring", {"dense", "ncp"}, "dense", "dense, or sparse NCP wiring"),
+              ParamSpec::float_range("density", 0.05, 1.0, 0.5, "NCP fan-out share (wiring ncp)"),
+              ParamSpec::int_range("wiring_seed", 0, 1000000, 1, "seed of the NCP wiring"),
+              ParamSpec::boolean("return_sequences", true,
+                                 "output every step [L, units] or the last [units]")};
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     const TensorType& t = single_input(in);
@@ -68,13 +68,13 @@ void register_block_ltc(Catalogue& c) {
   };
   k.count = [](const std::vector<TensorType>& in, const TensorType&, const json& p,
                hw::NodeWorkload& w) {
-    const double L = in[0].dims[0], F = in[0].dims[1], H = pint(p, "units"),
-                 K = pint(p, "unfolds");
+    const double L = in[0].dims[0], F = in[0].dims[1], H = pint(p, "units"), K = pint(p, "unfolds");
     double s_sens = F * H, s_rec = H * H;  // synapses
     if (is_ncp(p)) {
-      const nn::NcpWiring nw = nn::make_ncp_wiring(
-          static_cast<int>(F), static_cast<int>(H), motor_of(p),
-          static_cast<float>(pfloat(p, "density")), static_cast<std::uint64_t>(pint(p, "wiring_seed")));
+      const nn::NcpWiring nw =
+          nn::make_ncp_wiring(static_cast<int>(F), static_cast<int>(H), motor_of(p),
+                              static_cast<float>(pfloat(p, "density")),
+                              static_cast<std::uint64_t>(pint(p, "wiring_seed")));
       s_sens = ones(nw.sensory);
       s_rec = ones(nw.adjacency);
     }

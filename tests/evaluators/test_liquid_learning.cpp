@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <random>
 #include <vector>
@@ -64,7 +65,8 @@ double train_and_score(nn::Module& rnn, int hidden, const eval::Dataset& train,
     const int C = logits.dim(1);
     for (int i = 0; i < b.size(); ++i) {
       const float* row = logits.data() + static_cast<std::int64_t>(i) * C;
-      correct += static_cast<int>(std::max_element(row, row + C) - row) == b.y[static_cast<std::size_t>(i)];
+      correct += static_cast<int>(std::max_element(row, row + C) - row) ==
+                 b.y[static_cast<std::size_t>(i)];
     }
   }
   return static_cast<double>(correct) / val.size();
@@ -82,13 +84,13 @@ TEST(LiquidLearning, CfcLearnsFashionMnistRowsUnder20kParams) {
   std::mt19937_64 rng(11);
   nn::CfcConfig cfg;
   cfg.hidden = 32;
-  cfg.backbone_units = 32;
-  cfg.backbone_layers = 1;
+  cfg.backbone_layers = 0;  // heads read [x, h] directly: 8138 parameters with the head
   nn::Cfc cfc(28, cfg, rng);
   int params = 0;
-  const double acc = train_and_score(cfc, 32, train, val, 3, 64, 5e-3f, 3, &params);
+  const double acc = train_and_score(cfc, 32, train, val, 3, 32, 5e-3f, 3, &params);
+  std::printf("cfc fashion_mnist_rows: params %d, val accuracy %.4f\n", params, acc);
   EXPECT_LT(params, 20000);
-  EXPECT_GT(acc, 0.60) << "params " << params;
+  EXPECT_GT(acc, 0.58) << "params " << params;  // chance 0.10; measured 0.668
 }
 
 TEST(LiquidLearning, LtcLearnsMarkedMajority) {
@@ -107,7 +109,8 @@ TEST(LiquidLearning, LtcLearnsMarkedMajority) {
   std::mt19937_64 rng(12);
   nn::Ltc ltc({3, 8, 3, false}, rng);
   const double acc = train_and_score(ltc, 8, train, val, 6, 32, 2e-2f, 4);
-  EXPECT_GT(acc, 0.70);
+  std::printf("ltc marked majority: val accuracy %.4f\n", acc);
+  EXPECT_GT(acc, 0.85);  // chance 0.5; measured 0.96
 }
 
 }  // namespace

@@ -197,10 +197,9 @@ TEST(LiquidCfc, MatchesUnfusedReferenceValuesAndGradients) {
   for (const CfcCase& c : cfc_cases()) {
     SCOPED_TRACE(describe(c));
     const std::vector<Tensor> in = cfc_inputs(c, seed++);
-    const auto ref = values_and_grads([&](const std::vector<Var>& v) { return cfc_unfused(c, v); },
-                                      in);
-    const auto got =
-        values_and_grads([&](const std::vector<Var>& v) { return cfc_all(c, v); }, in);
+    const auto ref =
+        values_and_grads([&](const std::vector<Var>& v) { return cfc_unfused(c, v); }, in);
+    const auto got = values_and_grads([&](const std::vector<Var>& v) { return cfc_all(c, v); }, in);
     ASSERT_EQ(got.size(), ref.size());
     for (std::size_t i = 0; i < ref.size(); ++i) {
       SCOPED_TRACE("tensor " + std::to_string(i));
@@ -225,19 +224,19 @@ std::vector<Tensor> ltc_inputs(const LtcCase& c, std::uint64_t seed) {
   std::vector<Tensor> in{random_tensor({c.B, c.T, F}, rng)};
   if (c.dt) in.push_back(random_tensor({c.B, c.T}, rng, 0.5f, 1.5f));
   in.push_back(random_tensor({c.B, H}, rng, -0.5f, 0.5f));
-  in.push_back(random_tensor({H}, rng));                   // gleak (raw)
-  in.push_back(random_tensor({H}, rng, -0.3f, 0.3f));      // vleak
-  in.push_back(random_tensor({H}, rng, -0.5f, 0.5f));      // cm (raw)
-  in.push_back(random_tensor({H, H}, rng, 1.0f, 3.0f));    // sigma
-  in.push_back(random_tensor({H, H}, rng, -0.3f, 0.3f));   // mu
-  in.push_back(random_tensor({H, H}, rng));                // w (raw)
-  in.push_back(random_tensor({H, H}, rng));                // erev
-  in.push_back(random_tensor({F, H}, rng, 1.0f, 3.0f));    // sensory sigma
-  in.push_back(random_tensor({F, H}, rng, -0.3f, 0.3f));   // sensory mu
-  in.push_back(random_tensor({F, H}, rng));                // sensory w (raw)
-  in.push_back(random_tensor({F, H}, rng));                // sensory erev
-  in.push_back(random_tensor({F}, rng, 0.5f, 1.5f));       // input w
-  in.push_back(random_tensor({F}, rng, -0.2f, 0.2f));      // input b
+  in.push_back(random_tensor({H}, rng));                  // gleak (raw)
+  in.push_back(random_tensor({H}, rng, -0.3f, 0.3f));     // vleak
+  in.push_back(random_tensor({H}, rng, -0.5f, 0.5f));     // cm (raw)
+  in.push_back(random_tensor({H, H}, rng, 1.0f, 3.0f));   // sigma
+  in.push_back(random_tensor({H, H}, rng, -0.3f, 0.3f));  // mu
+  in.push_back(random_tensor({H, H}, rng));               // w (raw)
+  in.push_back(random_tensor({H, H}, rng));               // erev
+  in.push_back(random_tensor({F, H}, rng, 1.0f, 3.0f));   // sensory sigma
+  in.push_back(random_tensor({F, H}, rng, -0.3f, 0.3f));  // sensory mu
+  in.push_back(random_tensor({F, H}, rng));               // sensory w (raw)
+  in.push_back(random_tensor({F, H}, rng));               // sensory erev
+  in.push_back(random_tensor({F}, rng, 0.5f, 1.5f));      // input w
+  in.push_back(random_tensor({F}, rng, -0.2f, 0.2f));     // input b
   return in;
 }
 
@@ -350,8 +349,7 @@ TEST(LiquidLtc, MatchesUnfusedReferenceValuesAndGradients) {
     const std::vector<Tensor> in = ltc_inputs(c, seed++);
     const auto ref =
         values_and_grads([&](const std::vector<Var>& v) { return ltc_unfused(c, v); }, in);
-    const auto got =
-        values_and_grads([&](const std::vector<Var>& v) { return ltc_all(c, v); }, in);
+    const auto got = values_and_grads([&](const std::vector<Var>& v) { return ltc_all(c, v); }, in);
     ASSERT_EQ(got.size(), ref.size());
     for (std::size_t i = 0; i < ref.size(); ++i) {
       SCOPED_TRACE("tensor " + std::to_string(i));
@@ -426,11 +424,12 @@ TEST(LiquidWiring, NcpIsSeededLayeredAndReachesEveryNeuron) {
       EXPECT_EQ(in, 2.0f);
     }
   }
-  // Each sensory input feeds exactly sensory_fanout inter neurons.
+  // Each sensory input feeds at least sensory_fanout inter neurons (more when it was picked to
+  // reach an inter neuron nobody fed).
   for (int i = 0; i < 6; ++i) {
     float out = 0.0f;
     for (int j = 0; j < H; ++j) out += a.sensory.data()[i * H + j];
-    EXPECT_EQ(out, 3.0f);
+    EXPECT_GE(out, 3.0f);
   }
   const NcpWiring sparse = make_ncp_wiring(6, 16, 3, 0.3f, 1);
   EXPECT_LT(sparse.synapses(), 16 * 16 + 6 * 16);
@@ -484,12 +483,21 @@ TEST(Liquid, RejectsBadInputs) {
   expect_invalid([&] { Cfc c(3, bb, rng, 0.5f); }, "NCP wiring needs backbone_layers 0, got 1");
   Cfc m(3, bb, rng);
   Var x = constant(Tensor(Shape{2, 4, 3}, 0.1f));
-  expect_invalid([&] { m.forward(constant(Tensor(Shape{2, 4, 5}, 0.1f))); },
-                 "cfc: x must be [batch, time, 3], got [2, 4, 5]");
-  expect_invalid([&] { m.forward(x, constant(Tensor(Shape{2, 3}, 1.0f)), Var()); },
-                 "cfc: dt must be [batch, time] = [2, 4], got [2, 3]");
-  expect_invalid([&] { m.forward(x, Var(), constant(Tensor(Shape{2, 3}, 0.0f))); },
-                 "cfc: h0 must be [batch, hidden] = [2, 4], got [2, 3]");
+  expect_invalid(
+      [&] {
+        m.forward(constant(Tensor(Shape{2, 4, 5}, 0.1f)));
+      },
+      "cfc: x must be [batch, time, 3], got [2, 4, 5]");
+  expect_invalid(
+      [&] {
+        m.forward(x, constant(Tensor(Shape{2, 3}, 1.0f)), Var());
+      },
+      "cfc: dt must be [batch, time] = [2, 4], got [2, 3]");
+  expect_invalid(
+      [&] {
+        m.forward(x, Var(), constant(Tensor(Shape{2, 3}, 0.0f)));
+      },
+      "cfc: h0 must be [batch, hidden] = [2, 4], got [2, 3]");
   std::vector<Var> few(m.params.begin(), m.params.begin() + 1);
   expect_invalid([&] { cfc(x, Var(), Var(), m.w_in, m.b_in, few, bb); },
                  "cfc: expected 3 parameter tensors, got 1");

@@ -10,8 +10,8 @@
 #include <set>
 
 #include "nn/kernels.hpp"
-#include "nn/op_registry.hpp"
 #include "nn/liquid_cells.hpp"
+#include "nn/op_registry.hpp"
 #include "nn/ops.hpp"
 #include "nn/recurrent_cells.hpp"
 #include "tests/nn/gradcheck.hpp"

@@ -154,7 +154,8 @@ TEST(BlockLiquid, GradientsThroughBuiltModels) {
         const double fm = loss().value().item();
         t.data()[e] = orig;
         const double num = (fp - fm) / (2.0 * eps);
-        EXPECT_NEAR(g.data()[e], num, 2e-3 + 2e-2 * std::fabs(num)) << "tensor " << k << " elem " << e;
+        EXPECT_NEAR(g.data()[e], num, 2e-3 + 2e-2 * std::fabs(num))
+            << "tensor " << k << " elem " << e;
       }
     }
   }
