@@ -28,6 +28,8 @@ void register_block_nor_conv_1x1(Catalogue& c);
 void register_block_nor_conv_3x3(Catalogue& c);
 void register_block_avg_pool_3x3(Catalogue& c);
 void register_block_nb201_reduction(Catalogue& c);
+void register_block_cfc(Catalogue& c);
+void register_block_ltc(Catalogue& c);
 
 void register_builtin_blocks(Catalogue& c) {
   register_block_dense(c);
@@ -50,6 +52,8 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_nor_conv_3x3(c);
   register_block_avg_pool_3x3(c);
   register_block_nb201_reduction(c);
+  register_block_cfc(c);
+  register_block_ltc(c);
 }
 
 const Catalogue& catalogue() {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "nn/kernels.hpp"
+#include "nn/liquid_cells.hpp"
 #include "nn/op_registry.hpp"
 #include "nn/ops.hpp"
 #include "nn/recurrent_cells.hpp"
@@ -247,6 +248,25 @@ const std::vector<OpCase> kCases = {
        RecurrenceOptions o;
        o.checkpoint_every = 2;
        return rnn_tanh(v[0], v[1], v[2], v[3], v[4], v[5], o).output;
+     }},
+    // liquid cells (nn/liquid_cells.hpp): CfC (x, h0, w_in, b_in, w_rec, w_head, b_head) and
+    // LTC with 2 unfolds and elapsed times (x, dt, h0, 13 parameters)
+    {"time_loop",
+     {Shape{2, 3, 3}, Shape{2, 2}, Shape{4, 3}, Shape{4}, Shape{4, 2}, Shape{8, 4}, Shape{8}},
+     [](const V& v) {
+       CfcConfig c;
+       c.hidden = 2;
+       c.backbone_units = 4;
+       return cfc(v[0], Var(), v[1], v[2], v[3], {v[4], v[5], v[6]}, c).outputs;
+     }},
+    {"time_loop",
+     {Shape{2, 3, 2}, Shape{2, 3}, Shape{2, 2}, Shape{2}, Shape{2}, Shape{2}, Shape{2, 2},
+      Shape{2, 2}, Shape{2, 2}, Shape{2, 2}, Shape{2, 2}, Shape{2, 2}, Shape{2, 2}, Shape{2, 2},
+      Shape{2}, Shape{2}},
+     [](const V& v) {
+       const Var dt = add_scalar(mul(v[1], v[1]), 0.5f);  // elapsed times > 0
+       return ltc(v[0], dt, v[2], std::vector<Var>(v.begin() + 3, v.end()), LtcConfig{2, 2, 2})
+           .outputs;
      }},
     {"time_loop_final_state",
      {Shape{2, 3, 3}, Shape{2, 4}, Shape{2, 4}, Shape{16, 3}, Shape{16, 4}, Shape{16}, Shape{16}},

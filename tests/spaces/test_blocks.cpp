@@ -48,6 +48,8 @@ std::vector<Case> cases() {
       {"nor_conv_3x3", img, json::object()},
       {"avg_pool_3x3", img, json::object()},
       {"nb201_reduction", img, {{"channels", 3}}},
+      {"cfc", seq, {{"units", 3}, {"backbone_units", 4}}},
+      {"ltc", seq, {{"units", 3}, {"unfolds", 2}}},
   };
 }
 

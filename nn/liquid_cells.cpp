@@ -1,0 +1,735 @@
+#include "nn/liquid_cells.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "nn/ops.hpp"
+
+namespace hwnas::nn {
+namespace {
+using Strided = Eigen::Map<RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+using ConstStrided = Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+Strided view(const Rows& r, int rows, int cols) {
+  return {r.p, rows, cols, Eigen::OuterStride<>(r.ld)};
+}
+ConstStrided view(const ConstRows& r, int rows, int cols) {
+  return {r.p, rows, cols, Eigen::OuterStride<>(r.ld)};
+}
+
+// Elementwise maths is done in scalar loops (std:: functions), so every value depends only on
+// its inputs, never on buffer alignment or row-block position.
+constexpr float kLecunA = 1.7159f, kLecunB = 0.666f;
+float lecun(float x) { return kLecunA * std::tanh(kLecunB * x); }
+float lecun_grad(float x) {
+  const float t = std::tanh(kLecunB * x);
+  return kLecunA * kLecunB * (1.0f - t * t);
+}
+float sigm(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float softplus1(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float sgn(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
+constexpr float kLtcEps = 1e-8f;
+
+void check_shape(const std::string& cell, const std::string& what, const Tensor& t,
+                 const Shape& want) {
+  if (t.shape() != want)
+    throw std::invalid_argument(cell + ": " + what + " must be " + want.str() + ", got " +
+                                t.shape().str());
+}
+
+void check_mask(const char* cell, const char* what, const Tensor& m, const Shape& want) {
+  if (m.empty()) return;
+  if (m.shape() != want)
+    throw std::invalid_argument(std::string(cell) + ": " + what + " must be " + want.str() +
+                                ", got " + m.shape().str());
+  for (std::int64_t i = 0; i < m.numel(); ++i)
+    if (m.data()[i] != 0.0f && m.data()[i] != 1.0f)
+      throw std::invalid_argument(std::string(cell) + ": " + what +
+                                  " must hold only 0 and 1, got " + std::to_string(m.data()[i]));
+}
+
+float step_dt(const ConstRows& u, int r, int col, bool time_input) {
+  return time_input ? u.row(r)[col] : 1.0f;
+}
+}  // namespace
+
+CfcMode parse_cfc_mode(const std::string& s) {
+  if (s == "default") return CfcMode::Default;
+  if (s == "no_gate") return CfcMode::NoGate;
+  if (s == "pure") return CfcMode::Pure;
+  throw std::invalid_argument("cfc: mode must be default, no_gate or pure, got '" + s + "'");
+}
+
+std::string cfc_mode_name(CfcMode m) {
+  switch (m) {
+    case CfcMode::Default:
+      return "default";
+    case CfcMode::NoGate:
+      return "no_gate";
+    case CfcMode::Pure:
+      return "pure";
+  }
+  return "default";
+}
+
+// ---------------------------------------------------------------- CfC
+
+CfcCell::CfcCell(const CfcConfig& cfg, Tensor rec_mask) : cfg_(cfg), mask_(std::move(rec_mask)) {
+  if (cfg.hidden <= 0)
+    throw std::invalid_argument("cfc: hidden must be > 0, got " + std::to_string(cfg.hidden));
+  if (cfg.backbone_layers < 0)
+    throw std::invalid_argument("cfc: backbone_layers must be >= 0, got " +
+                                std::to_string(cfg.backbone_layers));
+  if (cfg.backbone_layers > 0 && cfg.backbone_units <= 0)
+    throw std::invalid_argument("cfc: backbone_units must be > 0 with a backbone, got " +
+                                std::to_string(cfg.backbone_units));
+  check_mask("cfc", "rec_mask", mask_, Shape{cfg.first_width(), cfg.hidden});
+}
+
+int CfcCell::saved_size() const {
+  const int L = cfg_.backbone_layers;
+  return cfg_.first_width() +
+         (L > 0 ? (L - 1) * cfg_.backbone_units + cfg_.heads() * cfg_.hidden : 0);
+}
+
+int CfcCell::param_count() const {
+  const int L = cfg_.backbone_layers;
+  return 1 + (L > 0 ? 2 * (L - 1) + 2 : 0) + (cfg_.mode == CfcMode::Pure ? 2 : 0);
+}
+
+void CfcCell::check_params(const std::vector<Tensor>& p) const {
+  if (static_cast<int>(p.size()) != param_count())
+    throw std::invalid_argument("cfc: expected " + std::to_string(param_count()) +
+                                " parameter tensors, got " + std::to_string(p.size()));
+  const int H = cfg_.hidden, U = cfg_.backbone_units, L = cfg_.backbone_layers,
+            NH = cfg_.heads() * H;
+  std::size_t k = 0;
+  check_shape("cfc", "w_rec", p[k++], Shape{cfg_.first_width(), H});
+  for (int l = 2; l <= L; ++l) {
+    check_shape("cfc", "w_backbone" + std::to_string(l), p[k++], Shape{U, U});
+    check_shape("cfc", "b_backbone" + std::to_string(l), p[k++], Shape{U});
+  }
+  if (L > 0) {
+    check_shape("cfc", "w_head", p[k++], Shape{NH, U});
+    check_shape("cfc", "b_head", p[k++], Shape{NH});
+  }
+  if (cfg_.mode == CfcMode::Pure) {
+    check_shape("cfc", "w_tau", p[k++], Shape{H});
+    check_shape("cfc", "a", p[k++], Shape{H});
+  }
+}
+
+RowMatrix CfcCell::effective_rec(const Tensor& w_rec) const {
+  if (mask_.empty()) return w_rec.matrix();
+  return w_rec.matrix().cwiseProduct(mask_.matrix());
+}
+
+void CfcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) const {
+  const int n = io.rows, H = cfg_.hidden, P = cfg_.first_width(), L = cfg_.backbone_layers,
+            U = cfg_.backbone_units, NH = cfg_.heads() * H;
+  Strided z1 = view(io.saved, n, P);
+  z1 = view(io.u, n, P);
+  z1.noalias() += view(io.s_prev, n, H) * effective_rec(p[0]).transpose();
+  const float* heads_base = nullptr;  // row 0 of the heads' pre-activations in saved
+  std::int64_t heads_off = 0;
+  if (L > 0) {
+    RowMatrix a(n, U);
+    for (int r = 0; r < n; ++r)
+      for (int c = 0; c < U; ++c) a(r, c) = lecun(z1(r, c));
+    std::int64_t off = P;
+    std::size_t k = 1;
+    for (int l = 2; l <= L; ++l, off += U) {
+      Strided zl(io.saved.p + off, n, U, Eigen::OuterStride<>(io.saved.ld));
+      zl.noalias() = a * p[k].matrix().transpose();
+      zl.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(p[k + 1].data(), U);
+      k += 2;
+      for (int r = 0; r < n; ++r)
+        for (int c = 0; c < U; ++c) a(r, c) = lecun(zl(r, c));
+    }
+    Strided zh(io.saved.p + off, n, NH, Eigen::OuterStride<>(io.saved.ld));
+    zh.noalias() = a * p[k].matrix().transpose();
+    zh.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(p[k + 1].data(), NH);
+    heads_off = off;
+  }
+  heads_base = io.saved.p + heads_off;
+  const std::size_t pure_at = p.size() - 2;
+  for (int r = 0; r < n; ++r) {
+    const float* z = heads_base + static_cast<std::int64_t>(r) * io.saved.ld;
+    const float ts = step_dt(io.u, r, P, cfg_.time_input);
+    float* h = io.s.row(r);
+    float* y = io.y.row(r);
+    for (int j = 0; j < H; ++j) {
+      float v;
+      if (cfg_.mode == CfcMode::Pure) {
+        const float wt = p[pure_at].data()[j], A = p[pure_at + 1].data()[j], f = z[j];
+        v = A - A * std::exp(-ts * (std::fabs(wt) + std::fabs(f))) * f;
+      } else {
+        const float f1 = std::tanh(z[j]), f2 = std::tanh(z[H + j]);
+        const float g = sigm(z[2 * H + j] * ts + z[3 * H + j]);
+        v = cfg_.mode == CfcMode::Default ? f1 * (1.0f - g) + g * f2 : f1 + g * f2;
+      }
+      h[j] = v;
+      y[j] = v;
+    }
+  }
+}
+
+void CfcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io) const {
+  const int n = io.rows, H = cfg_.hidden, P = cfg_.first_width(), L = cfg_.backbone_layers,
+            U = cfg_.backbone_units, NH = cfg_.heads() * H;
+  std::vector<Tensor>& g = *io.grads;
+  const std::int64_t heads_off = L > 0 ? P + static_cast<std::int64_t>(L - 1) * U : 0;
+  const std::size_t pure_at = p.size() - 2;
+  RowMatrix dz(n, NH);
+  for (int r = 0; r < n; ++r) {
+    const float* z = io.saved.row(r) + heads_off;
+    const float ts = step_dt(io.u, r, P, cfg_.time_input);
+    float dts = 0.0f;
+    for (int j = 0; j < H; ++j) {
+      const float dh = io.dy.row(r)[j] + io.ds.row(r)[j];
+      if (cfg_.mode == CfcMode::Pure) {
+        const float wt = p[pure_at].data()[j], A = p[pure_at + 1].data()[j], f = z[j];
+        const float e = std::exp(-ts * (std::fabs(wt) + std::fabs(f)));
+        dz(r, j) = -dh * A * e * (1.0f - ts * std::fabs(f) * (f != 0.0f ? 1.0f : 0.0f));
+        g[pure_at].data()[j] += dh * A * f * e * ts * sgn(wt);
+        g[pure_at + 1].data()[j] += dh * (1.0f - e * f);
+        dts += dh * A * f * e * (std::fabs(wt) + std::fabs(f));
+      } else {
+        const float f1 = std::tanh(z[j]), f2 = std::tanh(z[H + j]);
+        const float ta = z[2 * H + j];
+        const float gt = sigm(ta * ts + z[3 * H + j]);
+        float df1, df2, dg;
+        if (cfg_.mode == CfcMode::Default) {
+          df1 = dh * (1.0f - gt);
+          df2 = dh * gt;
+          dg = dh * (f2 - f1);
+        } else {
+          df1 = dh;
+          df2 = dh * gt;
+          dg = dh * f2;
+        }
+        const float darg = dg * gt * (1.0f - gt);
+        dz(r, j) = df1 * (1.0f - f1 * f1);
+        dz(r, H + j) = df2 * (1.0f - f2 * f2);
+        dz(r, 2 * H + j) = darg * ts;
+        dz(r, 3 * H + j) = darg;
+        dts += darg * ta;
+      }
+    }
+    if (cfg_.time_input) io.du.row(r)[P] = dts;
+  }
+  Strided du1 = view(io.du, n, P);
+  if (L == 0) {
+    du1 = dz;
+  } else {
+    // Recompute the backbone activations a_1 .. a_L from the saved pre-activations.
+    std::vector<RowMatrix> a(static_cast<std::size_t>(L), RowMatrix(n, U));
+    for (int l = 0; l < L; ++l)
+      for (int r = 0; r < n; ++r) {
+        const float* zl = io.saved.row(r) + (l == 0 ? 0 : P + static_cast<std::int64_t>(l - 1) * U);
+        for (int c = 0; c < U; ++c) a[static_cast<std::size_t>(l)](r, c) = lecun(zl[c]);
+      }
+    const std::size_t kh = static_cast<std::size_t>(1 + 2 * (L - 1));
+    g[kh].matrix().noalias() += dz.transpose() * a[static_cast<std::size_t>(L - 1)];
+    Eigen::Map<Eigen::RowVectorXf>(g[kh + 1].data(), NH) += dz.colwise().sum();
+    RowMatrix da = dz * p[kh].matrix();
+    for (int l = L; l >= 2; --l) {
+      const std::size_t kw = static_cast<std::size_t>(1 + 2 * (l - 2));
+      RowMatrix dzl(n, U);
+      for (int r = 0; r < n; ++r) {
+        const float* zl = io.saved.row(r) + P + static_cast<std::int64_t>(l - 2) * U;
+        for (int c = 0; c < U; ++c) dzl(r, c) = da(r, c) * lecun_grad(zl[c]);
+      }
+      g[kw].matrix().noalias() += dzl.transpose() * a[static_cast<std::size_t>(l - 2)];
+      Eigen::Map<Eigen::RowVectorXf>(g[kw + 1].data(), U) += dzl.colwise().sum();
+      da = dzl * p[kw].matrix();
+    }
+    for (int r = 0; r < n; ++r) {
+      const float* z1 = io.saved.row(r);
+      for (int c = 0; c < U; ++c) du1(r, c) = da(r, c) * lecun_grad(z1[c]);
+    }
+  }
+  view(io.ds_prev, n, H).noalias() = view(ConstRows{io.du.p, io.du.ld}, n, P) * effective_rec(p[0]);
+}
+
+void CfcCell::accumulate_param_grads(const std::vector<Tensor>&, const SampleSpan& span,
+                                     std::vector<Tensor>& grads) const {
+  const int P = cfg_.first_width(), H = cfg_.hidden;
+  RowMatrix dw = view(span.du, span.steps, P).transpose() * view(span.s_prev, span.steps, H);
+  if (!mask_.empty()) dw = dw.cwiseProduct(mask_.matrix());
+  grads[0].matrix() += dw;
+}
+
+// ---------------------------------------------------------------- LTC
+
+LtcCell::LtcCell(const LtcConfig& cfg, Tensor mask, Tensor sensory_mask)
+    : cfg_(cfg), mask_(std::move(mask)), smask_(std::move(sensory_mask)) {
+  if (cfg.inputs <= 0 || cfg.hidden <= 0)
+    throw std::invalid_argument("ltc: inputs and hidden must be > 0, got " +
+                                std::to_string(cfg.inputs) + ", " + std::to_string(cfg.hidden));
+  if (cfg.unfolds < 1)
+    throw std::invalid_argument("ltc: unfolds must be >= 1, got " + std::to_string(cfg.unfolds));
+  check_mask("ltc", "mask", mask_, Shape{cfg.hidden, cfg.hidden});
+  check_mask("ltc", "sensory_mask", smask_, Shape{cfg.inputs, cfg.hidden});
+}
+
+void LtcCell::check_params(const std::vector<Tensor>& p) const {
+  if (p.size() != kLtcParamCount)
+    throw std::invalid_argument("ltc: expected " + std::to_string(kLtcParamCount) +
+                                " parameter tensors, got " + std::to_string(p.size()));
+  const int H = cfg_.hidden, F = cfg_.inputs;
+  const char* names[kLtcParamCount] = {
+      "gleak",         "vleak",      "cm",        "sigma",        "mu",      "w",      "erev",
+      "sensory_sigma", "sensory_mu", "sensory_w", "sensory_erev", "input_w", "input_b"};
+  for (int k = 0; k < kLtcParamCount; ++k) {
+    Shape want = k <= kLtcCm      ? Shape{H}
+                 : k <= kLtcErev  ? Shape{H, H}
+                 : k <= kLtcSErev ? Shape{F, H}
+                                  : Shape{F};
+    check_shape("ltc", names[k], p[static_cast<std::size_t>(k)], want);
+  }
+}
+
+namespace {
+// Per-call transformed parameters of the LTC (softplus of the positive ones, masks folded in).
+struct LtcDerived {
+  std::vector<float> gl, cm, w, sw;  // softplus'ed; w and sw masked
+  LtcDerived(const std::vector<Tensor>& p, const Tensor& mask, const Tensor& smask) {
+    auto sp = [](const Tensor& t, const Tensor& m) {
+      std::vector<float> o(static_cast<std::size_t>(t.numel()));
+      for (std::int64_t i = 0; i < t.numel(); ++i)
+        o[static_cast<std::size_t>(i)] = softplus1(t.data()[i]) * (m.empty() ? 1.0f : m.data()[i]);
+      return o;
+    };
+    gl = sp(p[kLtcGleak], Tensor());
+    cm = sp(p[kLtcCm], Tensor());
+    w = sp(p[kLtcW], mask);
+    sw = sp(p[kLtcSW], smask);
+  }
+};
+}  // namespace
+
+void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) const {
+  const int n = io.rows, H = cfg_.hidden, F = cfg_.inputs, K = cfg_.unfolds;
+  const LtcDerived d(p, mask_, smask_);
+  const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
+              *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
+              *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
+  std::vector<float> v(static_cast<std::size_t>(H)), num(v.size()), den(v.size());
+  for (int r = 0; r < n; ++r) {
+    const float* u = io.u.row(r);
+    float* saved = io.saved.row(r);
+    float *num_s = saved + static_cast<std::int64_t>(K) * H, *den_s = num_s + H;
+    std::fill(num_s, num_s + 2 * H, 0.0f);
+    for (int i = 0; i < F; ++i) {
+      const float xi = u[i] * inw[i] + inb[i];
+      for (int j = 0; j < H; ++j) {
+        const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
+        const float a = d.sw[static_cast<std::size_t>(ij)] * sigm(ssig[ij] * (xi - smu[ij]));
+        num_s[j] += a * serev[ij];
+        den_s[j] += a;
+      }
+    }
+    const float dt = step_dt(io.u, r, F, cfg_.time_input);
+    std::copy(io.s_prev.row(r), io.s_prev.row(r) + H, v.begin());
+    for (int k = 0; k < K; ++k) {
+      std::copy(v.begin(), v.end(), saved + static_cast<std::int64_t>(k) * H);
+      for (int j = 0; j < H; ++j) {
+        num[static_cast<std::size_t>(j)] = num_s[j];
+        den[static_cast<std::size_t>(j)] = den_s[j];
+      }
+      for (int i = 0; i < H; ++i)
+        for (int j = 0; j < H; ++j) {
+          const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
+          const float a = d.w[static_cast<std::size_t>(ij)] *
+                          sigm(sig[ij] * (v[static_cast<std::size_t>(i)] - mu[ij]));
+          num[static_cast<std::size_t>(j)] += a * erev[ij];
+          den[static_cast<std::size_t>(j)] += a;
+        }
+      for (int j = 0; j < H; ++j) {
+        const std::size_t sj = static_cast<std::size_t>(j);
+        const float cmt = d.cm[sj] * static_cast<float>(K) / dt;
+        v[sj] =
+            (cmt * v[sj] + d.gl[sj] * vleak[j] + num[sj]) / (cmt + d.gl[sj] + den[sj] + kLtcEps);
+      }
+    }
+    std::copy(v.begin(), v.end(), io.s.row(r));
+    std::copy(v.begin(), v.end(), io.y.row(r));
+  }
+}
+
+void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io) const {
+  const int n = io.rows, H = cfg_.hidden, F = cfg_.inputs, K = cfg_.unfolds;
+  const LtcDerived d(p, mask_, smask_);
+  const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
+              *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
+              *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
+  std::vector<Tensor>& g = *io.grads;
+  float *g_gl = g[kLtcGleak].data(), *g_vl = g[kLtcVleak].data(), *g_cm = g[kLtcCm].data(),
+        *g_sig = g[kLtcSigma].data(), *g_mu = g[kLtcMu].data(), *g_w = g[kLtcW].data(),
+        *g_erev = g[kLtcErev].data(), *g_ssig = g[kLtcSSigma].data(), *g_smu = g[kLtcSMu].data(),
+        *g_sw = g[kLtcSW].data(), *g_serev = g[kLtcSErev].data(), *g_inw = g[kLtcInW].data(),
+        *g_inb = g[kLtcInB].data();
+  const std::size_t Hs = static_cast<std::size_t>(H);
+  std::vector<float> dv(Hs), dvp(Hs), num(Hs), den(Hs), dnum_s(Hs), dden_s(Hs), dcmt(Hs);
+  for (int r = 0; r < n; ++r) {
+    const float* u = io.u.row(r);
+    const float* saved = io.saved.row(r);
+    const float *num_s = saved + static_cast<std::int64_t>(K) * H, *den_s = num_s + H;
+    const float dt = step_dt(io.u, r, F, cfg_.time_input);
+    for (int j = 0; j < H; ++j) dv[static_cast<std::size_t>(j)] = io.dy.row(r)[j] + io.ds.row(r)[j];
+    std::fill(dnum_s.begin(), dnum_s.end(), 0.0f);
+    std::fill(dden_s.begin(), dden_s.end(), 0.0f);
+    std::fill(dcmt.begin(), dcmt.end(), 0.0f);
+    for (int k = K - 1; k >= 0; --k) {
+      const float* vp = saved + static_cast<std::int64_t>(k) * H;
+      for (int j = 0; j < H; ++j) {
+        num[static_cast<std::size_t>(j)] = num_s[j];
+        den[static_cast<std::size_t>(j)] = den_s[j];
+      }
+      for (int i = 0; i < H; ++i)
+        for (int j = 0; j < H; ++j) {
+          const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
+          const float a = d.w[static_cast<std::size_t>(ij)] * sigm(sig[ij] * (vp[i] - mu[ij]));
+          num[static_cast<std::size_t>(j)] += a * erev[ij];
+          den[static_cast<std::size_t>(j)] += a;
+        }
+      // dN = dv / D, dD = -dv * v_new / D; reuse num/den for dN/dD.
+      for (int j = 0; j < H; ++j) {
+        const std::size_t sj = static_cast<std::size_t>(j);
+        const float cmt = d.cm[sj] * static_cast<float>(K) / dt;
+        const float D = cmt + d.gl[sj] + den[sj] + kLtcEps;
+        const float N = cmt * vp[j] + d.gl[sj] * vleak[j] + num[sj];
+        const float dN = dv[sj] / D, dD = -dv[sj] * N / (D * D);
+        dcmt[sj] += dN * vp[j] + dD;
+        const float dgl = dN * vleak[j] + dD;
+        g_gl[j] += dgl * sigm(p[kLtcGleak].data()[j]);
+        g_vl[j] += dN * d.gl[sj];
+        dnum_s[sj] += dN;
+        dden_s[sj] += dD;
+        dvp[sj] = dN * cmt;
+        num[sj] = dN;
+        den[sj] = dD;
+      }
+      for (int i = 0; i < H; ++i)
+        for (int j = 0; j < H; ++j) {
+          const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
+          const std::size_t sij = static_cast<std::size_t>(ij), sj = static_cast<std::size_t>(j);
+          const float s = sigm(sig[ij] * (vp[i] - mu[ij]));
+          const float m = mask_.empty() ? 1.0f : mask_.data()[ij];
+          const float a = d.w[sij] * s;
+          const float da = num[sj] * erev[ij] + den[sj];
+          g_erev[ij] += num[sj] * a;
+          g_w[ij] += da * s * m * sigm(p[kLtcW].data()[ij]);
+          const float dzz = da * d.w[sij] * s * (1.0f - s);
+          g_sig[ij] += dzz * (vp[i] - mu[ij]);
+          g_mu[ij] -= dzz * sig[ij];
+          dvp[static_cast<std::size_t>(i)] += dzz * sig[ij];
+        }
+      std::swap(dv, dvp);
+    }
+    for (int j = 0; j < H; ++j) io.ds_prev.row(r)[j] = dv[static_cast<std::size_t>(j)];
+    float ddt = 0.0f;
+    for (int j = 0; j < H; ++j) {
+      const std::size_t sj = static_cast<std::size_t>(j);
+      // cm_t = softplus(cm) * K / dt.
+      g_cm[j] += dcmt[sj] * static_cast<float>(K) / dt * sigm(p[kLtcCm].data()[j]);
+      ddt -= dcmt[sj] * d.cm[sj] * static_cast<float>(K) / (dt * dt);
+    }
+    for (int i = 0; i < F; ++i) {
+      const float xi = u[i] * inw[i] + inb[i];
+      float dxi = 0.0f;
+      for (int j = 0; j < H; ++j) {
+        const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
+        const std::size_t sij = static_cast<std::size_t>(ij), sj = static_cast<std::size_t>(j);
+        const float s = sigm(ssig[ij] * (xi - smu[ij]));
+        const float m = smask_.empty() ? 1.0f : smask_.data()[ij];
+        const float a = d.sw[sij] * s;
+        const float da = dnum_s[sj] * serev[ij] + dden_s[sj];
+        g_serev[ij] += dnum_s[sj] * a;
+        g_sw[ij] += da * s * m * sigm(p[kLtcSW].data()[ij]);
+        const float dzz = da * d.sw[sij] * s * (1.0f - s);
+        g_ssig[ij] += dzz * (xi - smu[ij]);
+        g_smu[ij] -= dzz * ssig[ij];
+        dxi += dzz * ssig[ij];
+      }
+      g_inw[i] += dxi * u[i];
+      g_inb[i] += dxi;
+      io.du.row(r)[i] = dxi * inw[i];
+    }
+    if (cfg_.time_input) io.du.row(r)[F] = ddt;
+  }
+}
+
+// ---------------------------------------------------------------- NCP wiring
+
+std::int64_t NcpWiring::synapses() const {
+  std::int64_t s = 0;
+  for (std::int64_t i = 0; i < adjacency.numel(); ++i) s += adjacency.data()[i] != 0.0f;
+  for (std::int64_t i = 0; i < sensory.numel(); ++i) s += sensory.data()[i] != 0.0f;
+  return s;
+}
+
+NcpWiring make_ncp_wiring(int inputs, int inter, int command, int motor, int sensory_fanout,
+                          int inter_fanout, int recurrent_command, int motor_fanin,
+                          std::uint64_t seed) {
+  if (inputs < 1 || inter < 1 || command < 1 || motor < 1)
+    throw std::invalid_argument("ncp wiring: inputs, inter, command and motor must be >= 1, got " +
+                                std::to_string(inputs) + ", " + std::to_string(inter) + ", " +
+                                std::to_string(command) + ", " + std::to_string(motor));
+  if (sensory_fanout < 1 || sensory_fanout > inter || inter_fanout < 1 || inter_fanout > command ||
+      motor_fanin < 1 || motor_fanin > command || recurrent_command < 0)
+    throw std::invalid_argument(
+        "ncp wiring: need 1 <= sensory_fanout <= inter, 1 <= inter_fanout <= command, "
+        "1 <= motor_fanin <= command, recurrent_command >= 0; got " +
+        std::to_string(sensory_fanout) + ", " + std::to_string(inter_fanout) + ", " +
+        std::to_string(motor_fanin) + ", " + std::to_string(recurrent_command));
+  NcpWiring w;
+  w.inputs = inputs;
+  w.inter = inter;
+  w.command = command;
+  w.motor = motor;
+  const int H = w.units();
+  w.adjacency = Tensor(Shape{H, H}, 0.0f);
+  w.sensory = Tensor(Shape{inputs, H}, 0.0f);
+  std::mt19937_64 rng(seed);
+  // Neuron ids: motor [0, motor), command [motor, motor+command), inter after.
+  const int c0 = motor, i0 = motor + command;
+  auto pick = [&](int n, int k) {  // k distinct of [0, n)
+    std::vector<int> ids(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) ids[static_cast<std::size_t>(i)] = i;
+    for (int i = 0; i < k; ++i) {
+      std::uniform_int_distribution<int> d(i, n - 1);
+      std::swap(ids[static_cast<std::size_t>(i)], ids[static_cast<std::size_t>(d(rng))]);
+    }
+    ids.resize(static_cast<std::size_t>(k));
+    return ids;
+  };
+  auto any = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
+  auto set = [](Tensor& t, int cols, int i, int j) {
+    t.data()[static_cast<std::int64_t>(i) * cols + j] = 1.0f;
+  };
+  auto has_input = [](const Tensor& t, int rows, int cols, int j) {
+    for (int i = 0; i < rows; ++i)
+      if (t.data()[static_cast<std::int64_t>(i) * cols + j] != 0.0f) return true;
+    return false;
+  };
+  // sensory -> inter
+  for (int s = 0; s < inputs; ++s)
+    for (int d : pick(inter, sensory_fanout)) set(w.sensory, H, s, i0 + d);
+  for (int d = 0; d < inter; ++d)
+    if (!has_input(w.sensory, inputs, H, i0 + d)) set(w.sensory, H, any(inputs), i0 + d);
+  // inter -> command
+  for (int s = 0; s < inter; ++s)
+    for (int d : pick(command, inter_fanout)) set(w.adjacency, H, i0 + s, c0 + d);
+  for (int d = 0; d < command; ++d)
+    if (!has_input(w.adjacency, H, H, c0 + d)) set(w.adjacency, H, i0 + any(inter), c0 + d);
+  // command -> command (recurrent)
+  for (int k = 0; k < recurrent_command; ++k)
+    set(w.adjacency, H, c0 + any(command), c0 + any(command));
+  // command -> motor
+  for (int m = 0; m < motor; ++m)
+    for (int s : pick(command, motor_fanin)) set(w.adjacency, H, c0 + s, m);
+  return w;
+}
+
+NcpWiring make_ncp_wiring(int inputs, int units, int motor, float density, std::uint64_t seed) {
+  if (!(density > 0.0f && density <= 1.0f))
+    throw std::invalid_argument("ncp wiring: density must be in (0, 1], got " +
+                                std::to_string(density));
+  if (motor < 1 || units - motor < 2)
+    throw std::invalid_argument("ncp wiring: need motor >= 1 and units >= motor + 2, got units " +
+                                std::to_string(units) + ", motor " + std::to_string(motor));
+  const int rest = units - motor;
+  const int inter = std::max(1, (rest * 3 + 4) / 5), command = rest - inter;
+  if (command < 1)
+    throw std::invalid_argument("ncp wiring: units " + std::to_string(units) +
+                                " leave no command neurons");
+  auto fan = [&](int n) { return std::clamp(static_cast<int>(std::lround(density * n)), 1, n); };
+  return make_ncp_wiring(inputs, inter, command, motor, fan(inter), fan(command),
+                         static_cast<int>(std::lround(density * command * command)), fan(command),
+                         seed);
+}
+
+// ---------------------------------------------------------------- functional forms
+
+namespace {
+void check_seq(const char* op, const Var& x, const Var& dt, const Var& h0, int F, int H) {
+  if (!x.defined() || x.shape().rank() != 3 || x.dim(2) != F)
+    throw std::invalid_argument(std::string(op) + ": x must be [batch, time, " + std::to_string(F) +
+                                "], got " + (x.defined() ? x.shape().str() : "undefined"));
+  if (dt.defined() && dt.shape() != Shape{x.dim(0), x.dim(1)})
+    throw std::invalid_argument(std::string(op) + ": dt must be [batch, time] = " +
+                                Shape{x.dim(0), x.dim(1)}.str() + ", got " + dt.shape().str());
+  if (h0.defined() && h0.shape() != Shape{x.dim(0), H})
+    throw std::invalid_argument(std::string(op) + ": h0 must be [batch, hidden] = " +
+                                Shape{x.dim(0), H}.str() + ", got " + h0.shape().str());
+}
+Var with_dt(const Var& u, const Var& dt) {
+  return concat({u, reshape(dt, Shape{dt.dim(0), dt.dim(1), 1})}, 2);
+}
+}  // namespace
+
+Recurrence cfc(const Var& x, const Var& dt, const Var& h0, const Var& w_in, const Var& b_in,
+               const std::vector<Var>& params, const CfcConfig& cfg0, const Tensor& rec_mask,
+               const Tensor& in_mask, const RecurrenceOptions& options) {
+  CfcConfig cfg = cfg0;
+  cfg.time_input = dt.defined();
+  auto cell = std::make_shared<CfcCell>(cfg, rec_mask);
+  const int P = cfg.first_width();
+  if (!w_in.defined() || w_in.shape().rank() != 2 || w_in.dim(0) != P)
+    throw std::invalid_argument("cfc: w_in must be [" + std::to_string(P) + ", features], got " +
+                                (w_in.defined() ? w_in.shape().str() : "undefined"));
+  check_seq("cfc", x, dt, h0, w_in.dim(1), cfg.hidden);
+  check_mask("cfc", "in_mask", in_mask, w_in.shape());
+  const Var w = in_mask.empty() ? w_in : mul(w_in, constant(in_mask));
+  if (!dt.defined()) return run_recurrence(cell, x, h0, w, b_in, params, options);
+  return run_recurrence(cell, with_dt(linear(x, w, b_in), dt), h0, Var(), Var(), params, options);
+}
+
+Recurrence ltc(const Var& x, const Var& dt, const Var& h0, const std::vector<Var>& params,
+               const LtcConfig& cfg0, const Tensor& mask, const Tensor& sensory_mask,
+               const RecurrenceOptions& options) {
+  LtcConfig cfg = cfg0;
+  cfg.time_input = dt.defined();
+  auto cell = std::make_shared<LtcCell>(cfg, mask, sensory_mask);
+  check_seq("ltc", x, dt, h0, cfg.inputs, cfg.hidden);
+  return run_recurrence(cell, dt.defined() ? with_dt(x, dt) : x, h0, Var(), Var(), params, options);
+}
+
+// ---------------------------------------------------------------- modules
+
+namespace {
+Tensor uniform(const Shape& s, float lo, float hi, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  Tensor t(s);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = d(rng);
+  return t;
+}
+Tensor glorot(int out, int in, std::mt19937_64& rng) {
+  const float b = std::sqrt(6.0f / static_cast<float>(in + out));
+  return uniform(Shape{out, in}, -b, b, rng);
+}
+Tensor filled(const Shape& s, float v) {
+  Tensor t(s);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = v;
+  return t;
+}
+}  // namespace
+
+Cfc::Cfc(int input_size, const CfcConfig& c, std::mt19937_64& rng, float wiring_density, int motor,
+         std::uint64_t wiring_seed, RecurrenceOptions opts)
+    : cfg(c), options(opts) {
+  cfg.time_input = false;
+  if (input_size <= 0)
+    throw std::invalid_argument("Cfc: input_size must be > 0, got " + std::to_string(input_size));
+  CfcCell probe(cfg);  // validates the configuration
+  const int H = cfg.hidden, U = cfg.backbone_units, L = cfg.backbone_layers, P = cfg.first_width(),
+            NH = cfg.heads() * H;
+  // Xavier-uniform weights and zero biases as the reference.
+  const Tensor w_first = glorot(P, input_size + H, rng);
+  Tensor wx(Shape{P, input_size}), wh(Shape{P, H});
+  for (int o = 0; o < P; ++o) {
+    for (int i = 0; i < input_size; ++i)
+      wx.data()[static_cast<std::int64_t>(o) * input_size + i] =
+          w_first.data()[static_cast<std::int64_t>(o) * (input_size + H) + i];
+    for (int i = 0; i < H; ++i)
+      wh.data()[static_cast<std::int64_t>(o) * H + i] =
+          w_first.data()[static_cast<std::int64_t>(o) * (input_size + H) + input_size + i];
+  }
+  if (wiring_density < 1.0f) {
+    if (L != 0)
+      throw std::invalid_argument("Cfc: NCP wiring needs backbone_layers 0, got " +
+                                  std::to_string(L));
+    const NcpWiring w =
+        make_ncp_wiring(input_size, H, motor > 0 ? motor : 1, wiring_density, wiring_seed);
+    rec_mask = Tensor(Shape{P, H}, 0.0f);
+    in_mask = Tensor(Shape{P, input_size}, 0.0f);
+    for (int o = 0; o < P; ++o) {
+      const int j = o % H;
+      for (int i = 0; i < H; ++i)
+        rec_mask.data()[static_cast<std::int64_t>(o) * H + i] =
+            w.adjacency.data()[static_cast<std::int64_t>(i) * H + j];
+      for (int i = 0; i < input_size; ++i)
+        in_mask.data()[static_cast<std::int64_t>(o) * input_size + i] =
+            w.sensory.data()[static_cast<std::int64_t>(i) * H + j];
+    }
+  }
+  w_in = parameter(wx);
+  b_in = parameter(Tensor(Shape{P}, 0.0f));
+  params.push_back(parameter(wh));
+  for (int l = 2; l <= L; ++l) {
+    params.push_back(parameter(glorot(U, U, rng)));
+    params.push_back(parameter(Tensor(Shape{U}, 0.0f)));
+  }
+  if (L > 0) {
+    params.push_back(parameter(glorot(NH, U, rng)));
+    params.push_back(parameter(Tensor(Shape{NH}, 0.0f)));
+  }
+  if (cfg.mode == CfcMode::Pure) {
+    params.push_back(parameter(Tensor(Shape{H}, 0.0f)));
+    params.push_back(parameter(filled(Shape{H}, 1.0f)));
+  }
+}
+
+Var Cfc::forward(const Var& x) { return forward(x, Var(), Var()).outputs; }
+
+Recurrence Cfc::forward(const Var& x, const Var& dt, const Var& h0) {
+  return cfc(x, dt, h0, w_in, b_in, params, cfg, rec_mask, in_mask, options);
+}
+
+void Cfc::collect_parameters(std::vector<Var>& out) {
+  out.push_back(w_in);
+  out.push_back(b_in);
+  for (const Var& p : params) out.push_back(p);
+}
+
+Ltc::Ltc(const LtcConfig& c, std::mt19937_64& rng, float wiring_density, int motor,
+         std::uint64_t wiring_seed, RecurrenceOptions opts)
+    : cfg(c), options(opts) {
+  cfg.time_input = false;
+  LtcCell probe(cfg);
+  const int H = cfg.hidden, F = cfg.inputs;
+  if (wiring_density < 1.0f) {
+    const NcpWiring w = make_ncp_wiring(F, H, motor > 0 ? motor : 1, wiring_density, wiring_seed);
+    mask = w.adjacency;
+    sensory_mask = w.sensory;
+  }
+  // Initial ranges of the reference (ncps LTCCell._init_ranges); softplus-constrained
+  // parameters are stored as their inverse-softplus.
+  auto inv_sp = [](Tensor t) {
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std::log(std::expm1(t.data()[i]));
+    return t;
+  };
+  params.resize(kLtcParamCount);
+  params[kLtcGleak] = parameter(inv_sp(uniform(Shape{H}, 0.001f, 1.0f, rng)));
+  params[kLtcVleak] = parameter(uniform(Shape{H}, -0.2f, 0.2f, rng));
+  params[kLtcCm] = parameter(inv_sp(uniform(Shape{H}, 0.4f, 0.6f, rng)));
+  params[kLtcSigma] = parameter(uniform(Shape{H, H}, 3.0f, 8.0f, rng));
+  params[kLtcMu] = parameter(uniform(Shape{H, H}, 0.3f, 0.8f, rng));
+  params[kLtcW] = parameter(inv_sp(uniform(Shape{H, H}, 0.001f, 1.0f, rng)));
+  Tensor erev(Shape{H, H}), serev(Shape{F, H});
+  std::bernoulli_distribution coin(0.5);
+  for (std::int64_t i = 0; i < erev.numel(); ++i) erev.data()[i] = coin(rng) ? 1.0f : -1.0f;
+  for (std::int64_t i = 0; i < serev.numel(); ++i) serev.data()[i] = coin(rng) ? 1.0f : -1.0f;
+  params[kLtcErev] = parameter(erev);
+  params[kLtcSSigma] = parameter(uniform(Shape{F, H}, 3.0f, 8.0f, rng));
+  params[kLtcSMu] = parameter(uniform(Shape{F, H}, 0.3f, 0.8f, rng));
+  params[kLtcSW] = parameter(inv_sp(uniform(Shape{F, H}, 0.001f, 1.0f, rng)));
+  params[kLtcSErev] = parameter(serev);
+  params[kLtcInW] = parameter(filled(Shape{F}, 1.0f));
+  params[kLtcInB] = parameter(Tensor(Shape{F}, 0.0f));
+}
+
+Var Ltc::forward(const Var& x) { return forward(x, Var(), Var()).outputs; }
+
+Recurrence Ltc::forward(const Var& x, const Var& dt, const Var& h0) {
+  return ltc(x, dt, h0, params, cfg, mask, sensory_mask, options);
+}
+
+void Ltc::collect_parameters(std::vector<Var>& out) {
+  for (const Var& p : params) out.push_back(p);
+}
+
+}  // namespace hwnas::nn
