@@ -92,6 +92,8 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"time_loop_final_state", "the final state of a fused time loop"});
   // ---- spiking
   r.add({"step", "Heaviside spike x >= 0 with a surrogate gradient", OpBackward::Surrogate});
+  r.add({"lif", "leaky integrate-and-fire neurons over T steps in one node (nn/lif.hpp), BPTT "
+                "through the spike surrogate", OpBackward::Surrogate});
 }
 
 const OpRegistry& builtin_ops() {
