@@ -27,6 +27,10 @@ void register_block_nor_conv_1x1(Catalogue& c);
 void register_block_nor_conv_3x3(Catalogue& c);
 void register_block_avg_pool_3x3(Catalogue& c);
 void register_block_nb201_reduction(Catalogue& c);
+void register_block_spike_encoder(Catalogue& c);
+void register_block_spiking_dense(Catalogue& c);
+void register_block_spiking_conv(Catalogue& c);
+void register_block_spike_readout(Catalogue& c);
 
 void register_builtin_blocks(Catalogue& c) {
   register_block_dense(c);
@@ -48,6 +52,10 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_nor_conv_3x3(c);
   register_block_avg_pool_3x3(c);
   register_block_nb201_reduction(c);
+  register_block_spike_encoder(c);
+  register_block_spiking_dense(c);
+  register_block_spiking_conv(c);
+  register_block_spike_readout(c);
 }
 
 const Catalogue& catalogue() {
