@@ -71,7 +71,6 @@ int main(int argc, char** argv) {
   const eval::TrainValSplit data = eval::load_fashion_mnist_train_val(val, seed, subset);
 
   spaces::Genome g(spaces::TensorType::image(1, 28, 28));
-  const nlohmann::json lif = {{"timesteps", steps}};
   auto prev = g.add_node("spike_encoder", {{"timesteps", steps}, {"encoding", encoding}});
   g.add_edge(g.input_node(), prev);
   std::vector<spaces::Genome::NodeId> spiking;
