@@ -10,6 +10,7 @@
 #include <set>
 
 #include "nn/kernels.hpp"
+#include "nn/lif.hpp"
 #include "nn/liquid_cells.hpp"
 #include "nn/op_registry.hpp"
 #include "nn/ops.hpp"
@@ -294,6 +295,15 @@ const std::vector<SurrogateCase> kSurrogateCases = {
     {"step", [](const Var& x) { return step(x, Surrogate::straight_through(1.0f)); },
      [](float x) { return x >= 0.0f ? 1.0f : 0.0f; },
      [](float x) { return std::fabs(x) <= 0.5f ? 1.0f : 0.0f; }},
+    // One LIF step (T = 1): a step at the threshold; multi-step BPTT is in tests/nn/test_lif.cpp.
+    {"lif",
+     [](const Var& x) {
+       const Var y = lif(reshape(x, Shape{x.dim(0), 1, x.dim(1)}), constant(Tensor(Shape{1}, 0.9f)),
+                         constant(Tensor(Shape{1}, 0.3f)), {});
+       return reshape(y, x.shape());
+     },
+     [](float x) { return x >= 0.3f ? 1.0f : 0.0f; },
+     [](float x) { return 1.0f / std::pow(25.0f * std::fabs(x - 0.3f) + 1.0f, 2.0f); }},
 };
 
 std::vector<Tensor> make_inputs(const OpCase& c, std::uint64_t seed) {
