@@ -95,8 +95,10 @@ void register_builtin_ops(OpRegistry& r) {
          "order-k B-spline basis on a uniform extended grid, [.., n] -> [.., n, G+k]"});
   // ---- spiking
   r.add({"step", "Heaviside spike x >= 0 with a surrogate gradient", OpBackward::Surrogate});
-  r.add({"lif", "leaky integrate-and-fire neurons over T steps in one node (nn/lif.hpp), BPTT "
-                "through the spike surrogate", OpBackward::Surrogate});
+  r.add({"lif",
+         "leaky integrate-and-fire neurons over T steps in one node (nn/lif.hpp), BPTT "
+         "through the spike surrogate",
+         OpBackward::Surrogate});
 }
 
 const OpRegistry& builtin_ops() {
