@@ -64,6 +64,11 @@ void register_block_cfc(Catalogue& c) {
                          "output every step [L, units] or the last [units]")};
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
+    // The fused cell trains in float32 on dense weights; refusing compression keeps the
+    // workload honest (it would otherwise price a precision or sparsity training never used).
+    if (bits_of(p) != 32 || prune_of(p) > 0)
+      throw std::invalid_argument(
+          "cfc: bits and prune are not supported yet; use bits 32, prune 0");
     const TensorType& t = single_input(in);
     if (is_ncp(p) && pint(p, "backbone_layers") != 0)
       throw std::invalid_argument("cfc: wiring ncp needs backbone_layers 0, got " +

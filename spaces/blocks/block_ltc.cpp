@@ -56,6 +56,11 @@ void register_block_ltc(Catalogue& c) {
                                  "output every step [L, units] or the last [units]")};
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
+    // The fused cell trains in float32 on dense weights; refusing compression keeps the
+    // workload honest (it would otherwise price a precision or sparsity training never used).
+    if (bits_of(p) != 32 || prune_of(p) > 0)
+      throw std::invalid_argument(
+          "ltc: bits and prune are not supported yet; use bits 32, prune 0");
     const TensorType& t = single_input(in);
     const int units = pint(p, "units");
     if (is_ncp(p) && units < motor_of(p) + 2)

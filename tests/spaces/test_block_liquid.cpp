@@ -160,3 +160,23 @@ TEST(BlockLiquid, GradientsThroughBuiltModels) {
     }
   }
 }
+
+// Compression is refused rather than priced: the fused cells train float32 dense weights.
+TEST(BlockLiquid, CompressionIsRefusedNotSilentlyIgnored) {
+  for (const std::string kind : {"cfc", "ltc"}) {
+    const auto& k = hwnas::spaces::catalogue().at(kind);
+    const auto seq = hwnas::spaces::TensorType::sequence(5, 3);
+    for (const nlohmann::json& extra :
+         {nlohmann::json{{"bits", 8}}, nlohmann::json{{"prune", 0.5}}}) {
+      nlohmann::json p = {{"units", 4}};
+      p.update(extra);
+      try {
+        k.infer({seq}, k.resolve(p));
+        FAIL() << kind << " accepted " << extra.dump();
+      } catch (const std::invalid_argument& e) {
+        EXPECT_EQ(std::string(e.what()),
+                  kind + ": bits and prune are not supported yet; use bits 32, prune 0");
+      }
+    }
+  }
+}
