@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "nn/activity.hpp"
 #include "nn/ops.hpp"
 
 namespace hwnas::nn {
@@ -465,10 +466,8 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
 // ---------------------------------------------------------------- NCP wiring
 
 std::int64_t NcpWiring::synapses() const {
-  std::int64_t s = 0;
-  for (std::int64_t i = 0; i < adjacency.numel(); ++i) s += adjacency.data()[i] != 0.0f;
-  for (std::int64_t i = 0; i < sensory.numel(); ++i) s += sensory.data()[i] != 0.0f;
-  return s;
+  return count_nonzero(adjacency.data(), adjacency.numel()) +
+         count_nonzero(sensory.data(), sensory.numel());
 }
 
 NcpWiring make_ncp_wiring(int inputs, int inter, int command, int motor, int sensory_fanout,

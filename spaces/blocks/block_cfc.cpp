@@ -2,6 +2,7 @@
 // [L, F] -> [L, units] (or the last state [units]), on the fused time loop: one graph node per
 // sequence.  Optional NCP sparse wiring (backbone_layers must then be 0).  See
 // docs/blocks/liquid.md for the equations and how each hyperparameter changes the cost.
+#include "nn/activity.hpp"
 #include "nn/liquid_cells.hpp"
 #include "spaces/blocks/block_util.hpp"
 
@@ -39,10 +40,9 @@ class CfcModule : public nn::Module {
   bool sequences_;
 };
 
+// Wired synapses: the mask's nonzero entries.
 double ones(const nn::Tensor& t) {
-  double n = 0;
-  for (std::int64_t i = 0; i < t.numel(); ++i) n += t.data()[i] != 0.0f;
-  return n;
+  return static_cast<double>(nn::count_nonzero(t.data(), t.numel()));
 }
 }  // namespace
 

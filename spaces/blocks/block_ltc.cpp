@@ -3,6 +3,7 @@
 // per step inside the fused time loop.  Optional NCP sparse wiring.  When recording activity it
 // reports the solver's function evaluations (unfolds x L per sample), which hardware models
 // charge.  See docs/blocks/liquid.md.
+#include "nn/activity.hpp"
 #include "nn/liquid_cells.hpp"
 #include "spaces/blocks/block_util.hpp"
 
@@ -36,10 +37,9 @@ class LtcModule : public nn::Module {
   bool sequences_;
 };
 
+// Wired synapses: the mask's nonzero entries.
 double ones(const nn::Tensor& t) {
-  double n = 0;
-  for (std::int64_t i = 0; i < t.numel(); ++i) n += t.data()[i] != 0.0f;
-  return n;
+  return static_cast<double>(nn::count_nonzero(t.data(), t.numel()));
 }
 }  // namespace
 
