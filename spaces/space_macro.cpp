@@ -4,6 +4,12 @@
 // {"type": "macro", "input": {"kind": "image", "shape": [1,28,28]}, "outputs": 10,
 //  "width_multipliers": [0.5, 1.0],          (optional, default [1.0]; scales channels/units)
 //  "bits": [32, 8], "prune": [0.0, 0.5],     (optional per-layer choices, default [32], [0])
+//  "shared": {"timesteps": [4, 8]},          (optional: one choice per architecture, given to
+//                                              every layer whose block has that param)
+//  "readout": "pool",                         (optional: "pool" = global pool if needed + head;
+//                                              "per_token" = head on every token of the final
+//                                              sequence; "none" = the last block already gives
+//                                              the outputs, e.g. spike_readout)
 //  "stages": [{"blocks": ["conv", "dwconv"],  (single-input block kinds)
 //              "depth": [1, 3],               (int or [min, max])
 //              "skip": "optional",            (false | true | "optional": residual add around
@@ -22,6 +28,7 @@ namespace hwnas::spaces::detail {
 namespace {
 
 enum class Skip { Off, On, Optional };
+enum class Readout { Pool, PerToken, None };
 
 struct StageDef {
   std::vector<std::string> blocks;
@@ -48,6 +55,7 @@ struct StageDecision {
 
 struct Decisions {
   double width = 1.0;
+  json shared = json::object();  // shared param -> its value (empty when the space has none)
   std::vector<StageDecision> stages;
 
   json to_json() const {
@@ -59,7 +67,10 @@ struct Decisions {
                     {"skip", s.skip},
                     {"bits", s.bits},
                     {"prune", s.prune}});
-    return {{"width", width}, {"stages", st}};
+    json j = {{"width", width}, {"stages", st}};
+    // Only spaces with shared choices carry the key, so older descriptions stay unchanged.
+    if (!shared.empty()) j["shared"] = shared;
+    return j;
   }
 };
 
@@ -73,13 +84,17 @@ std::size_t index_of(const std::vector<T>& v, const T& x) {
 class MacroSpace : public Space {
  public:
   MacroSpace(json def, TensorType input, int outputs, std::vector<double> widths,
-             std::vector<int> bits, std::vector<double> prune, std::vector<StageDef> stages)
+             std::vector<int> bits, std::vector<double> prune,
+             std::map<std::string, std::vector<json>> shared, Readout readout,
+             std::vector<StageDef> stages)
       : def_(std::move(def)),
         input_(std::move(input)),
         outputs_(outputs),
         widths_(std::move(widths)),
         bits_(std::move(bits)),
         prune_(std::move(prune)),
+        shared_(std::move(shared)),
+        readout_(readout),
         stages_(std::move(stages)) {}
 
   std::string type() const override { return "macro"; }
@@ -111,6 +126,8 @@ class MacroSpace : public Space {
           if (p.contains(w))
             p[w] = std::max(1, static_cast<int>(std::lround(p[w].get<double>() * d.width)));
         if (l > 0 && p.contains("stride")) p["stride"] = 1;
+        for (const auto& [name, value] : d.shared.items())
+          if (kind.find_param(name)) p[name] = value;
         if (sd.bits[static_cast<std::size_t>(l)] != 32)
           p["bits"] = sd.bits[static_cast<std::size_t>(l)];
         if (sd.prune[static_cast<std::size_t>(l)] != 0)
@@ -129,7 +146,26 @@ class MacroSpace : public Space {
         t = t2;
       }
     }
-    add_classifier_tail(g, x, t, outputs_);
+    switch (readout_) {
+      case Readout::Pool:
+        add_classifier_tail(g, x, t, outputs_);
+        break;
+      case Readout::PerToken: {
+        if (t.kind != DataKind::Sequence)
+          throw std::invalid_argument(
+              "readout per_token needs the last stage to give a sequence, "
+              "got " +
+              t.str());
+        auto head = g.add_node("head", {{"outputs", outputs_}});
+        g.add_edge(x, head);
+        break;
+      }
+      case Readout::None:
+        if (!(t == TensorType::vector(outputs_)))
+          throw std::invalid_argument("readout none needs the last block to give vector[" +
+                                      std::to_string(outputs_) + "] (the outputs), got " + t.str());
+        break;
+    }
     g.validate();
     g.meta() = {{"space", "macro"}, {"decisions", d.to_json()}};
     return g;
@@ -144,6 +180,15 @@ class MacroSpace : public Space {
     d.width = j.value("width", 1.0);
     if (index_of(widths_, d.width) == widths_.size())
       fail(P + ".width", json(d.width).dump() + " not in the space's width_multipliers");
+    const json shared = j.value("shared", json::object());
+    if (!shared.is_object() || shared.size() != shared_.size())
+      fail(P + ".shared", "must set exactly the space's shared params");
+    for (const auto& [name, choices] : shared_) {
+      if (!shared.contains(name)) fail(P + ".shared." + name, "missing");
+      if (index_of(choices, shared[name]) == choices.size())
+        fail(P + ".shared." + name, shared[name].dump() + " not among the space's choices");
+    }
+    d.shared = shared;
     if (j["stages"].size() != stages_.size())
       fail(P + ".stages", "needs " + std::to_string(stages_.size()) + " stages");
     for (std::size_t s = 0; s < stages_.size(); ++s) {
@@ -216,6 +261,7 @@ class MacroSpace : public Space {
   Decisions sample_decisions(Rng& rng) const {
     Decisions d;
     d.width = pick(widths_, rng);
+    for (const auto& [name, choices] : shared_) d.shared[name] = pick(choices, rng);
     for (std::size_t s = 0; s < stages_.size(); ++s) d.stages.push_back(sample_stage(s, rng));
     return d;
   }
@@ -255,6 +301,14 @@ class MacroSpace : public Space {
           return a.width != d.width;
         },
         widths_.size());
+    for (const auto& [name, choices] : shared_)
+      site(
+          [&](Decisions& a, std::size_t i) {
+            if (choices[i] == d.shared[name]) return false;
+            a.shared[name] = choices[i];
+            return true;
+          },
+          choices.size());
     for (std::size_t s = 0; s < stages_.size(); ++s) {
       const StageDef& def = stages_[s];
       const StageDecision& cur = d.stages[s];
@@ -347,6 +401,8 @@ class MacroSpace : public Space {
     for (int attempt = 0; attempt < 20; ++attempt) {
       Decisions c;
       c.width = coin(rng) ? a.width : b.width;
+      for (const auto& [name, choices] : shared_)
+        c.shared[name] = coin(rng) ? a.shared[name] : b.shared[name];
       for (std::size_t s = 0; s < stages_.size(); ++s)
         c.stages.push_back(coin(rng) ? a.stages[s] : b.stages[s]);
       try {
@@ -388,6 +444,8 @@ class MacroSpace : public Space {
       for (std::size_t i = 0; i < n; ++i) v.push_back(i == k ? 1.0f : 0.0f);
     };
     onehot(widths_.size(), index_of(widths_, d.width));
+    for (const auto& [name, choices] : shared_)
+      onehot(choices.size(), index_of(choices, d.shared[name]));
     for (std::size_t s = 0; s < stages_.size(); ++s) {
       const StageDef& def = stages_[s];
       const StageDecision& sd = d.stages[s];
@@ -427,6 +485,7 @@ class MacroSpace : public Space {
   // can coincide after rounding).
   std::optional<std::uint64_t> size() const override {
     long double total = static_cast<long double>(widths_.size());
+    for (const auto& [name, choices] : shared_) total *= static_cast<long double>(choices.size());
     const long double per_layer = static_cast<long double>(bits_.size() * prune_.size());
     for (const auto& def : stages_) {
       long double blocks = 0;
@@ -495,23 +554,37 @@ class MacroSpace : public Space {
                              " decision sets, too many to enumerate");
     std::vector<std::vector<StageDecision>> per_stage;
     for (std::size_t s = 0; s < stages_.size(); ++s) per_stage.push_back(all_stage_decisions(s));
+    // Every combination of the shared choices (one empty object when there are none).
+    std::vector<json> shared_sets{json::object()};
+    for (const auto& [name, choices] : shared_) {
+      std::vector<json> next;
+      for (const auto& set : shared_sets)
+        for (const auto& v : choices) {
+          json q = set;
+          q[name] = v;
+          next.push_back(std::move(q));
+        }
+      shared_sets = std::move(next);
+    }
     std::vector<Genome> out;
     std::vector<std::size_t> idx(stages_.size(), 0);
-    for (double w : widths_) {
-      std::fill(idx.begin(), idx.end(), 0);
-      while (true) {
-        Decisions d;
-        d.width = w;
-        for (std::size_t s = 0; s < stages_.size(); ++s) d.stages.push_back(per_stage[s][idx[s]]);
-        try {
-          out.push_back(decode(d));
-        } catch (const std::invalid_argument&) {
+    for (double w : widths_)
+      for (const json& shared : shared_sets) {
+        std::fill(idx.begin(), idx.end(), 0);
+        while (true) {
+          Decisions d;
+          d.width = w;
+          d.shared = shared;
+          for (std::size_t s = 0; s < stages_.size(); ++s) d.stages.push_back(per_stage[s][idx[s]]);
+          try {
+            out.push_back(decode(d));
+          } catch (const std::invalid_argument&) {
+          }
+          std::size_t s = 0;
+          while (s < idx.size() && ++idx[s] == per_stage[s].size()) idx[s++] = 0;
+          if (s == idx.size()) break;
         }
-        std::size_t s = 0;
-        while (s < idx.size() && ++idx[s] == per_stage[s].size()) idx[s++] = 0;
-        if (s == idx.size()) break;
       }
-    }
     return out;
   }
 
@@ -550,6 +623,8 @@ class MacroSpace : public Space {
   std::vector<double> widths_;
   std::vector<int> bits_;
   std::vector<double> prune_;
+  std::map<std::string, std::vector<json>> shared_;  // param -> its choices
+  Readout readout_;
   std::vector<StageDef> stages_;
 };
 
@@ -584,8 +659,8 @@ std::vector<T> read_list(const json& def, const std::string& key, std::vector<T>
 
 std::unique_ptr<Space> make_macro_space(const json& def) {
   check_keys(def, "space",
-             {"type", "input", "outputs", "width_multipliers", "bits", "prune", "stages", "name",
-              "description"});
+             {"type", "input", "outputs", "width_multipliers", "bits", "prune", "shared", "readout",
+              "stages", "name", "description"});
   if (!def.contains("input"))
     fail("space.input", "missing; e.g. {\"kind\": \"image\", \"shape\": [1, 28, 28]}");
   TensorType input = TensorType::from_json(def["input"], "space.input");
@@ -609,8 +684,38 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
     fail("space.stages",
          "must be a non-empty array of stages (an empty space has no architectures)");
 
+  Readout readout = Readout::Pool;
+  if (def.contains("readout")) {
+    const json& r = def["readout"];
+    if (r == "pool")
+      readout = Readout::Pool;
+    else if (r == "per_token")
+      readout = Readout::PerToken;
+    else if (r == "none")
+      readout = Readout::None;
+    else
+      fail("space.readout", r.dump() + " must be \"pool\", \"per_token\" or \"none\"");
+  }
+
   const Catalogue& cat = catalogue();
+  std::map<std::string, std::vector<json>> shared;
+  if (def.contains("shared")) {
+    if (!def["shared"].is_object() || def["shared"].empty())
+      fail("space.shared",
+           "must be an object: param -> list of values, e.g. {\"timesteps\": [4, 8]}");
+    for (const auto& [name, val] : def["shared"].items()) {
+      if (name == "bits" || name == "prune" || name == "units" || name == "channels")
+        fail("space.shared." + name,
+             "cannot be shared (use the space-level bits/prune/width_multipliers lists)");
+      std::vector<json> vals =
+          val.is_array() ? val.get<std::vector<json>>() : std::vector<json>{val};
+      if (vals.empty()) fail("space.shared." + name, "must list at least one value");
+      shared[name] = vals;
+    }
+  }
+  std::set<std::string> shared_used;  // shared params some stage block has
   std::vector<StageDef> stages;
+
   std::set<DataKind> incoming{input.kind};
   for (std::size_t s = 0; s < def["stages"].size(); ++s) {
     const json& sj = def["stages"][s];
@@ -645,6 +750,16 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
         }
         outgoing.insert(output_kind(*kind, k_in));
       }
+      for (const auto& [sname, vals] : shared) {
+        const ParamSpec* ps = kind->find_param(sname);
+        if (!ps) continue;
+        shared_used.insert(sname);
+        for (std::size_t i = 0; i < vals.size(); ++i) {
+          std::string why = ps->check(vals[i]);
+          if (!why.empty())
+            fail("space.shared." + sname + "[" + std::to_string(i) + "]", name + ": " + why);
+        }
+      }
       st.blocks.push_back(name);
     }
     if (!sj.contains("depth")) {
@@ -678,6 +793,8 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
         if (name == "bits" || name == "prune")
           fail(pp,
                "set per-layer precision and pruning with the space-level 'bits' and 'prune' lists");
+        if (shared.count(name))
+          fail(pp, "'" + name + "' is a shared choice of the space (space.shared); remove it here");
         std::vector<json> vals =
             val.is_array() ? val.get<std::vector<json>>() : std::vector<json>{val};
         if (vals.empty()) fail(pp, "must list at least one value");
@@ -700,8 +817,13 @@ std::unique_ptr<Space> make_macro_space(const json& def) {
     incoming = outgoing;
     stages.push_back(std::move(st));
   }
-  auto space =
-      std::make_unique<MacroSpace>(def, input, outputs, widths, bits, prune, std::move(stages));
+  for (const auto& [name, vals] : shared)
+    if (!shared_used.count(name))
+      fail("space.shared." + name, "no block of any stage has a param '" + name + "'");
+  if (readout == Readout::PerToken && !incoming.count(DataKind::Sequence))
+    fail("space.readout", "per_token needs the last stage to give a sequence");
+  auto space = std::make_unique<MacroSpace>(def, input, outputs, widths, bits, prune,
+                                            std::move(shared), readout, std::move(stages));
   space->check_samples();
   return space;
 }

@@ -288,6 +288,89 @@ TEST(Macro, SmallSpaceEnumeratesItsSize) {
   EXPECT_EQ(hashes.size(), 12u);
 }
 
+// A shared choice is taken once per architecture and given to every layer that has the param.
+TEST(Macro, SharedChoiceReachesEveryLayer) {
+  auto def = json::parse(
+      R"({"type": "macro", "input": {"kind": "image", "shape": [1, 28, 28]}, "outputs": 10,
+          "shared": {"timesteps": [2, 4]}, "readout": "none",
+          "stages": [{"blocks": ["spike_encoder"]},
+                     {"blocks": ["spiking_conv"], "depth": [0, 1], "params": {"channels": [4, 8], "stride": 2}},
+                     {"blocks": ["spiking_dense"], "params": {"units": [16, 32]}},
+                     {"blocks": ["spike_readout"], "params": {"outputs": 10}}]})");
+  auto s = make_space(def);
+  // Decision sets: 2 timesteps x (2 channel choices x depths 0 and 1) x 2 units = 16; the
+  // channel choice means nothing at depth 0, so 2 x (1 + 2) x 2 = 12 distinct architectures.
+  ASSERT_EQ(s->size().value(), 16u);
+  auto all = s->enumerate();
+  ASSERT_EQ(all.size(), 16u);
+  std::set<std::string> hashes;
+  for (const auto& g : all) hashes.insert(g.hash());
+  EXPECT_EQ(hashes.size(), 12u);
+  std::set<int> seen;
+  for (const auto& g : all) {
+    std::set<int> steps;  // every timed node of one genome agrees
+    for (Genome::NodeId v = 0; v < g.num_nodes(); ++v)
+      if (g.node(v).params.contains("timesteps"))
+        steps.insert(g.node(v).params["timesteps"].get<int>());
+    ASSERT_EQ(steps.size(), 1u) << s->describe(g);
+    seen.insert(*steps.begin());
+    // readout none: the spike readout is the output node, no head after it.
+    EXPECT_EQ(g.node(g.output_node()).kind, "spike_readout");
+    EXPECT_EQ(s->parse(s->describe(g)).hash(), g.hash());
+  }
+  EXPECT_EQ(seen, (std::set<int>{2, 4}));
+  // Mutation can change the shared choice; neighbours include both values.
+  Rng rng(3);
+  auto g = s->sample(rng);
+  bool other = false;
+  for (const auto& n : s->neighbours(g))
+    other |= json::parse(s->describe(n))["shared"] != json::parse(s->describe(g))["shared"];
+  EXPECT_TRUE(other);
+  EXPECT_EQ(s->encode_onehot(g).size(), s->encode_onehot(all.front()).size());
+}
+
+TEST(Macro, PerTokenReadoutKeepsTheSequence) {
+  auto def = json::parse(
+      R"({"type": "macro", "input": {"kind": "sequence", "shape": [16, 6]}, "outputs": 5,
+          "readout": "per_token",
+          "stages": [{"blocks": ["dense"], "params": {"units": [8]}},
+                     {"blocks": ["attention"], "params": {"heads": [1, 2]}}]})");
+  auto s = make_space(def);
+  Rng rng(1);
+  auto g = s->sample(rng);
+  EXPECT_EQ(g.node(g.output_node()).kind, "head");
+  EXPECT_EQ(g.node(g.output_node()).out, TensorType::sequence(16, 5));
+}
+
+TEST(SpaceErrors, SharedAndReadout) {
+  auto expect = [](json def, const std::string& what) {
+    std::string e = load_error(def);
+    EXPECT_NE(e.find(what), std::string::npos) << "got: " << e;
+  };
+  auto d = cnn_def();
+  d["readout"] = "tokens";
+  expect(d, R"(space.readout: "tokens" must be "pool", "per_token" or "none")");
+  d = cnn_def();
+  d["readout"] = "per_token";
+  expect(d, "space.readout: per_token needs the last stage to give a sequence");
+  d = cnn_def();
+  d["readout"] = "none";
+  expect(d, "readout none needs the last block to give vector[10]");
+  d = cnn_def();
+  d["shared"] = {{"timesteps", {4}}};
+  expect(d, "space.shared.timesteps: no block of any stage has a param 'timesteps'");
+  d = cnn_def();
+  d["shared"] = {{"kernel", {3, 4}}};
+  expect(d, "space.shared.kernel[1]: conv: 4 not in");
+  d = cnn_def();
+  d["shared"] = {{"channels", {8}}};
+  expect(d, "space.shared.channels: cannot be shared");
+  d = cnn_def();
+  d["shared"] = {{"kernel", {3}}};
+  d["stages"][0]["params"]["kernel"] = 3;
+  expect(d, "space.stages[0].params.kernel: 'kernel' is a shared choice of the space");
+}
+
 // ---- NAS-Bench-201 ----
 
 TEST(Nb201, ArchStringRoundTrip) {
