@@ -55,7 +55,8 @@ ParamSpec description_param() { return ParamSpec::string("description", "", "fre
 void register_builtin_space_types(Registry<SpaceType>& r) {
   r.add({"macro",
          "a chain of stages, each choosing a block kind, its hyperparameters, a depth and "
-         "optional residual skips (space_macro.cpp)",
+         "optional residual skips; shared choices and a pooled, per-token or no readout "
+         "(space_macro.cpp)",
          {required(input_param(nullptr)), required(outputs_param()),
           ParamSpec::any_json("width_multipliers", nlohmann::json::array({1.0}),
                               "choices of a global width multiplier in (0, 16] for "
@@ -64,6 +65,12 @@ void register_builtin_space_types(Registry<SpaceType>& r) {
                               "per-layer bit-width choices from {32,16,8,4}"),
           ParamSpec::any_json("prune", nlohmann::json::array({0.0}),
                               "per-layer pruning-ratio choices in [0, 0.9]"),
+          ParamSpec::any_json("shared", nlohmann::json::object(),
+                              "{param: [choices]}: one choice per architecture, given to every "
+                              "layer whose block has the param (e.g. spiking timesteps)"),
+          ParamSpec::choice("readout", {"pool", "per_token", "none"}, "pool",
+                            "pool: global pool if needed + head; per_token: head on every "
+                            "token; none: the last block gives the outputs"),
           required(ParamSpec::any_json(
               "stages", nullptr,
               "[{\"blocks\": [kinds], \"depth\": n | [min, max], \"skip\": false | true | "
@@ -91,6 +98,17 @@ void register_builtin_space_types(Registry<SpaceType>& r) {
          "(space_nb201.cpp)",
          {input_param({{"kind", "image"}, {"shape", {3, 32, 32}}}), outputs_param()},
          detail::make_nb201_space});
+  r.add({"union",
+         "several spaces with the same input and outputs searched as one, e.g. spiking and "
+         "classic networks on one front (space_union.cpp)",
+         {required(ParamSpec::any_json("spaces", nullptr,
+                                       "[<space definition>, ...]: at least two, same input and "
+                                       "outputs, no nested union")),
+          ParamSpec::any_json("weights", nullptr, "sampling weight of each space (default: equal)"),
+          ParamSpec::float_range("switch_probability", 0.0, 1.0, 0.2,
+                                 "chance that a mutation jumps to another space"),
+          name_param(), description_param()},
+         detail::make_union_space});
 }
 
 const Registry<SpaceType>& space_types() {

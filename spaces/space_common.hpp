@@ -28,6 +28,7 @@ int read_int_or(const json& j, const std::string& key, const std::string& path, 
 std::unique_ptr<Space> make_macro_space(const json& def);
 std::unique_ptr<Space> make_cell_space(const json& def);
 std::unique_ptr<Space> make_nb201_space(const json& def);
+std::unique_ptr<Space> make_union_space(const json& def);
 
 // Appends global_pool (for image or sequence data) and the head; returns the head node.
 Genome::NodeId add_classifier_tail(Genome& g, Genome::NodeId from, const TensorType& t,

@@ -73,7 +73,9 @@ TEST_P(TrainedExample, RunsShrunkToSeconds) {
 INSTANTIATE_TEST_SUITE_P(Examples, TrainedExample,
                          ::testing::Values("quickstart.json", "search_mlp.json",
                                            "search_attention.json", "search_darts_cell.json",
-                                           "search_symbolic.json"),
+                                           "search_symbolic.json", "search_spiking.json",
+                                           "search_continuous_time.json",
+                                           "search_spiking_vs_classic.json"),
                          [](const auto& info) {
                            std::string n = info.param.substr(0, info.param.find('.'));
                            n.erase(std::remove(n.begin(), n.end(), '_'), n.end());

@@ -20,7 +20,9 @@ std::string example(const std::string& name) {
   return std::string(HWNAS_SOURCE_DIR) + "/examples/spaces/" + name + ".json";
 }
 
-const std::vector<std::string> kExamples = {"cnn", "mlp", "attention", "darts_cell", "nb201"};
+const std::vector<std::string> kExamples = {
+    "cnn",   "mlp",     "attention",       "darts_cell",
+    "nb201", "spiking", "continuous_time", "spiking_vs_classic"};
 
 std::string load_error(const json& def) {
   try {
@@ -176,7 +178,7 @@ TEST(SpaceErrors, EachFieldNamed) {
   expect(d, "space.type: missing");
   d = cnn_def();
   d["type"] = "grid";
-  expect(d, "space.type: unknown space type 'grid' (known: cell, macro, nb201)");
+  expect(d, "space.type: unknown space type 'grid' (known: cell, macro, nb201, union)");
   d = cnn_def();
   d["stages"] = json::array();
   expect(d, "space.stages: must be a non-empty array");
@@ -369,6 +371,92 @@ TEST(SpaceErrors, SharedAndReadout) {
   d["shared"] = {{"kernel", {3}}};
   d["stages"][0]["params"]["kernel"] = 3;
   expect(d, "space.stages[0].params.kernel: 'kernel' is a shared choice of the space");
+}
+
+// ---- union ----
+
+namespace {
+json union_def() {
+  return json::parse(R"({"type": "union", "spaces": [
+    {"type": "macro", "input": {"kind": "image", "shape": [1, 28, 28]}, "outputs": 10,
+     "stages": [{"blocks": ["dense", "kan"], "params": {"units": [16, 32]}}]},
+    {"type": "macro", "input": {"kind": "image", "shape": [1, 28, 28]}, "outputs": 10,
+     "shared": {"timesteps": [2, 4]}, "readout": "none",
+     "stages": [{"blocks": ["spike_encoder"]},
+                {"blocks": ["spiking_dense"], "params": {"units": [16, 32]}},
+                {"blocks": ["spike_readout"], "params": {"outputs": 10}}]}]})");
+}
+}  // namespace
+
+TEST(Union, BranchesSampledMutatedAndRoundTripped) {
+  auto s = make_space(union_def());
+  EXPECT_EQ(s->type(), "union");
+  // Branch sizes 4 and 4 decision sets.
+  ASSERT_EQ(s->size().value(), 8u);
+  auto all = s->enumerate();
+  ASSERT_EQ(all.size(), 8u);
+  const std::size_t len = s->encode_onehot(all.front()).size();
+  for (const auto& g : all) {
+    EXPECT_TRUE(s->contains(g));
+    EXPECT_EQ(s->parse(s->describe(g)).hash(), g.hash());
+    EXPECT_EQ(s->encode_onehot(g).size(), len);
+    EXPECT_EQ(s->encode_path(g).size(), s->encode_path(all.front()).size());
+  }
+  Rng rng(7);
+  std::set<std::size_t> branches, mutated_to;
+  for (int i = 0; i < 50; ++i) {
+    Genome g = s->sample(rng);
+    const std::size_t b = g.meta()["branch"].get<std::size_t>();
+    branches.insert(b);
+    Genome m = s->mutate(g, rng);
+    EXPECT_TRUE(s->contains(m));
+    if (m.meta()["branch"].get<std::size_t>() != b) mutated_to.insert(b);
+    for (const auto& n : s->neighbours(g)) EXPECT_EQ(n.meta()["branch"].get<std::size_t>(), b);
+    Genome c = s->crossover(g, s->sample(rng), rng);
+    EXPECT_TRUE(s->contains(c));
+  }
+  EXPECT_EQ(branches, (std::set<std::size_t>{0, 1}));
+  EXPECT_FALSE(mutated_to.empty());  // switch_probability 0.2: some of 50 mutations jump
+  // A genome of a branch alone (no union meta) is not in the union.
+  auto branch = make_space(union_def()["spaces"][0]);
+  EXPECT_FALSE(s->contains(branch->sample(rng)));
+  // The weights steer sampling.
+  auto d = union_def();
+  d["weights"] = {0, 1};
+  auto only_spiking = make_space(d);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(only_spiking->sample(rng).meta()["branch"], 1);
+}
+
+TEST(SpaceErrors, UnionSpace) {
+  auto expect = [](json def, const std::string& what) {
+    std::string e = load_error(def);
+    EXPECT_NE(e.find(what), std::string::npos) << "got: " << e;
+  };
+  auto d = union_def();
+  d["spaces"].erase(1);
+  expect(d, "space.spaces: must be an array of at least two space definitions");
+  d = union_def();
+  d["spaces"][1]["outputs"] = 5;
+  d["spaces"][1]["stages"][2]["params"]["outputs"] = 5;
+  expect(d, "space.spaces[1].outputs: 5 differs from spaces[0]'s 10");
+  d = union_def();
+  d["spaces"][1]["stages"][1]["blocks"] = {"spiking_dens"};
+  expect(d, "space.spaces[1].stages[1].blocks[0]: unknown block kind 'spiking_dens'");
+  d = union_def();
+  d["spaces"][0] = union_def();
+  expect(d, "space.spaces[0].type: a union cannot hold another union");
+  d = union_def();
+  d["weights"] = {1};
+  expect(d, "space.weights: must list one weight per space (2)");
+  d = union_def();
+  d["weights"] = {0, 0};
+  expect(d, "space.weights: at least one weight must be positive");
+  d = union_def();
+  d["switch_probability"] = 2;
+  expect(d, "space.switch_probability: 2 must be a number in [0, 1]");
+  d = union_def();
+  d["spaces"][1]["input"]["shape"] = {1, 14, 14};
+  expect(d, "space.spaces[1].input: image[1,14,14] differs from spaces[0]'s image[1,28,28]");
 }
 
 // ---- NAS-Bench-201 ----
