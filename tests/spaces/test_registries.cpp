@@ -59,7 +59,8 @@ TEST(SpaceTypes, ListsTheBuiltins) {
 TEST(SpaceTypes, UnknownOrMissingTypeGivesTheStandardMessage) {
   json d = example("nb201");
   d["type"] = "grid";
-  EXPECT_EQ(error_of(d), "space.type: unknown space type 'grid' (known: cell, macro, nb201, union)");
+  EXPECT_EQ(error_of(d),
+            "space.type: unknown space type 'grid' (known: cell, macro, nb201, union)");
   d.erase("type");
   EXPECT_EQ(error_of(d), "space.type: missing (known: cell, macro, nb201, union)");
 }
