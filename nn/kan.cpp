@@ -193,10 +193,11 @@ std::vector<KanEdgeCurve> KanLinear::edge_curves(int samples) const {
   return out;
 }
 
-void KanLinear::collect_parameters(std::vector<Var>& out) {
-  out.push_back(base_weight);
-  out.push_back(spline_weight);
-  if (spline_scaler.defined()) out.push_back(spline_scaler);
+void KanLinear::append_named_parameters(const std::string& prefix,
+                                        std::vector<NamedParameter>& out) {
+  out.push_back({prefix + "base_weight", base_weight});
+  out.push_back({prefix + "spline_weight", spline_weight});
+  if (spline_scaler.defined()) out.push_back({prefix + "spline_scaler", spline_scaler});
 }
 
 // ---- symbolic fitting ----

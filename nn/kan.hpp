@@ -71,7 +71,8 @@ class KanLinear : public Module {
   // over (out, in).
   std::vector<KanEdgeCurve> edge_curves(int samples = 101) const;
 
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "kan_linear"; }
 
   int in_features() const { return in_; }

@@ -678,10 +678,27 @@ Recurrence Cfc::forward(const Var& x, const Var& dt, const Var& h0) {
   return cfc(x, dt, h0, w_in, b_in, params, cfg, rec_mask, in_mask, options);
 }
 
-void Cfc::collect_parameters(std::vector<Var>& out) {
-  out.push_back(w_in);
-  out.push_back(b_in);
-  for (const Var& p : params) out.push_back(p);
+void Cfc::append_named_parameters(const std::string& prefix, std::vector<NamedParameter>& out) {
+  // Names follow the cell's parameter layout (see the constructor): the recurrent weight, then
+  // per extra backbone layer a weight and bias, the heads' weight and bias, and the pure
+  // solution's w_tau and A.
+  out.push_back({prefix + "w_in", w_in});
+  out.push_back({prefix + "b_in", b_in});
+  std::size_t i = 0;
+  out.push_back({prefix + "w_rec", params.at(i++)});
+  const int L = cfg.backbone_layers;
+  for (int l = 2; l <= L; ++l) {
+    out.push_back({prefix + "backbone." + std::to_string(l - 1) + ".weight", params.at(i++)});
+    out.push_back({prefix + "backbone." + std::to_string(l - 1) + ".bias", params.at(i++)});
+  }
+  if (L > 0) {
+    out.push_back({prefix + "heads.weight", params.at(i++)});
+    out.push_back({prefix + "heads.bias", params.at(i++)});
+  }
+  if (cfg.mode == CfcMode::Pure) {
+    out.push_back({prefix + "w_tau", params.at(i++)});
+    out.push_back({prefix + "a", params.at(i++)});
+  }
 }
 
 Ltc::Ltc(const LtcConfig& c, std::mt19937_64& rng, float wiring_density, int motor,
@@ -727,8 +744,13 @@ Recurrence Ltc::forward(const Var& x, const Var& dt, const Var& h0) {
   return ltc(x, dt, h0, params, cfg, mask, sensory_mask, options);
 }
 
-void Ltc::collect_parameters(std::vector<Var>& out) {
-  for (const Var& p : params) out.push_back(p);
+void Ltc::append_named_parameters(const std::string& prefix, std::vector<NamedParameter>& out) {
+  // In LtcParam order.
+  static const char* const kNames[kLtcParamCount] = {
+      "gleak",         "vleak",      "cm",        "sigma",        "mu",      "w",      "erev",
+      "sensory_sigma", "sensory_mu", "sensory_w", "sensory_erev", "input_w", "input_b"};
+  for (int i = 0; i < kLtcParamCount; ++i)
+    out.push_back({prefix + kNames[i], params.at(static_cast<std::size_t>(i))});
 }
 
 }  // namespace hwnas::nn

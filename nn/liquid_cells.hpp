@@ -160,7 +160,8 @@ class Cfc : public Module {
   Var forward(const Var& x);
   Recurrence forward(const Var& x, const Var& dt, const Var& h0);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "cfc"; }
   CfcConfig cfg;
   Var w_in, b_in;
@@ -176,7 +177,8 @@ class Ltc : public Module {
   Var forward(const Var& x);
   Recurrence forward(const Var& x, const Var& dt, const Var& h0);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "ltc"; }
   LtcConfig cfg;
   std::vector<Var> params;

@@ -291,11 +291,19 @@ LstmOutput Lstm::forward(const Var& x, const Var& h0, const Var& c0) {
   return lstm(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, options);
 }
 
-void Lstm::collect_parameters(std::vector<Var>& out) {
-  out.push_back(weight_ih);
-  out.push_back(weight_hh);
-  if (bias_ih.defined()) out.push_back(bias_ih);
-  if (bias_hh.defined()) out.push_back(bias_hh);
+namespace {
+// torch.nn.LSTM / RNN names, so a state reads like its PyTorch counterpart.
+void append_recurrent_weights(const std::string& prefix, const Var& w_ih, const Var& w_hh,
+                              const Var& b_ih, const Var& b_hh, std::vector<NamedParameter>& out) {
+  out.push_back({prefix + "weight_ih", w_ih});
+  out.push_back({prefix + "weight_hh", w_hh});
+  if (b_ih.defined()) out.push_back({prefix + "bias_ih", b_ih});
+  if (b_hh.defined()) out.push_back({prefix + "bias_hh", b_hh});
+}
+}  // namespace
+
+void Lstm::append_named_parameters(const std::string& prefix, std::vector<NamedParameter>& out) {
+  append_recurrent_weights(prefix, weight_ih, weight_hh, bias_ih, bias_hh, out);
 }
 
 ElmanRnn::ElmanRnn(int input_size, int hidden_size, bool bias, std::mt19937_64& rng,
@@ -316,11 +324,9 @@ RnnOutput ElmanRnn::forward(const Var& x, const Var& h0) {
   return rnn_tanh(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, options);
 }
 
-void ElmanRnn::collect_parameters(std::vector<Var>& out) {
-  out.push_back(weight_ih);
-  out.push_back(weight_hh);
-  if (bias_ih.defined()) out.push_back(bias_ih);
-  if (bias_hh.defined()) out.push_back(bias_hh);
+void ElmanRnn::append_named_parameters(const std::string& prefix,
+                                       std::vector<NamedParameter>& out) {
+  append_recurrent_weights(prefix, weight_ih, weight_hh, bias_ih, bias_hh, out);
 }
 
 }  // namespace hwnas::nn

@@ -85,7 +85,8 @@ class Lstm : public Module {
   Var forward(const Var& x);  // -> [B, T, H], zero initial state
   LstmOutput forward(const Var& x, const Var& h0, const Var& c0);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "lstm"; }
   Var weight_ih, weight_hh, bias_ih, bias_hh;  // biases undefined when bias == false
   RecurrenceOptions options;
@@ -99,7 +100,8 @@ class ElmanRnn : public Module {
   Var forward(const Var& x);
   RnnOutput forward(const Var& x, const Var& h0);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
-  void collect_parameters(std::vector<Var>& out) override;
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<NamedParameter>& out) override;
   std::string name() const override { return "rnn_tanh"; }
   Var weight_ih, weight_hh, bias_ih, bias_hh;
   RecurrenceOptions options;

@@ -34,8 +34,9 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
     w.output_bytes = static_cast<double>(b.out.numel()) * bytes_per;
     if (in[0].kind == DataKind::Sequence) w.seq_len = in[0].dims[0];
     kind.count(in, b.out, p, w);
-    // Pruned weights are not stored (compressed storage, index overhead ignored).
-    w.weight_bytes = w.params * (1.0 - w.sparsity) * bytes_per;
+    // Pruned weights are not stored (compressed storage, index overhead ignored).  A block
+    // whose parameters are not all compressed alike sets weight_bytes itself in count.
+    if (w.weight_bytes == 0) w.weight_bytes = w.params * (1.0 - w.sparsity) * bytes_per;
     if (activity) {
       if (const nn::ActivitySink* sink = activity->find(static_cast<std::int64_t>(v));
           sink && sink->samples() > 0) {

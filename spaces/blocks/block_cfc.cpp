@@ -27,17 +27,31 @@ class CfcModule : public nn::Module {
       : cfc_(features, cfc_config(p), rng,
              is_ncp(p) ? static_cast<float>(pfloat(p, "density")) : 1.0f, motor_of(p),
              static_cast<std::uint64_t>(pint(p, "wiring_seed"))),
-        sequences_(pbool(p, "return_sequences")) {}
+        sequences_(pbool(p, "return_sequences")),
+        bits_(bits_of(p)),
+        prune_(prune_of(p)) {}
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
-    nn::Recurrence r = cfc_.forward(in.at(0), nn::Var(), nn::Var());
+    // Every weight matrix goes through the node's quantisation and pruning, as dense does;
+    // biases and the pure solution's per-neuron vectors stay float32.
+    std::vector<nn::Var> params;
+    for (const nn::Var& w : cfc_.params)
+      params.push_back(w.shape().rank() == 2 ? compress_weight(w, bits_, prune_) : w);
+    nn::Recurrence r =
+        nn::cfc(in.at(0), nn::Var(), nn::Var(), compress_weight(cfc_.w_in, bits_, prune_),
+                cfc_.b_in, params, cfc_.cfg, cfc_.rec_mask, cfc_.in_mask, cfc_.options);
     return sequences_ ? r.outputs : r.final_state;
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { cfc_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    cfc_.append_named_parameters(prefix + "cfc.", out);
+  }
   std::string name() const override { return "cfc"; }
 
  private:
   nn::Cfc cfc_;
   bool sequences_;
+  int bits_;
+  double prune_;
 };
 
 // Wired synapses: the mask's nonzero entries.
@@ -64,12 +78,13 @@ void register_block_cfc(Catalogue& c) {
                          "output every step [L, units] or the last [units]")};
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
-    // The fused cell trains in float32 on dense weights; refusing compression keeps the
-    // workload honest (it would otherwise price a precision or sparsity training never used).
-    if (bits_of(p) != 32 || prune_of(p) > 0)
-      throw std::invalid_argument(
-          "cfc: bits and prune are not supported yet; use bits 32, prune 0");
     const TensorType& t = single_input(in);
+    // NCP wiring is already the layer's sparsity; magnitude pruning on top would count
+    // synapses the wiring never made.
+    if (is_ncp(p) && prune_of(p) > 0)
+      throw std::invalid_argument(
+          "cfc: prune with wiring ncp is not supported (the wiring is "
+          "the sparsity); use prune 0 or wiring dense");
     if (is_ncp(p) && pint(p, "backbone_layers") != 0)
       throw std::invalid_argument("cfc: wiring ncp needs backbone_layers 0, got " +
                                   std::to_string(pint(p, "backbone_layers")));

@@ -28,7 +28,10 @@ class KanModule : public nn::Module {
     return layer_.forward_with(in.at(0), compress_weight(layer_.base_weight, bits_, prune_),
                                compress_weight(layer_.effective_spline_weight(), bits_, prune_));
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { layer_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    layer_.append_named_parameters(prefix + "kan.", out);
+  }
   std::string name() const override { return "kan"; }
 
  private:

@@ -20,21 +20,36 @@ class LtcModule : public nn::Module {
       : ltc_({features, pint(p, "units"), pint(p, "unfolds"), false}, rng,
              is_ncp(p) ? static_cast<float>(pfloat(p, "density")) : 1.0f, motor_of(p),
              static_cast<std::uint64_t>(pint(p, "wiring_seed"))),
-        sequences_(pbool(p, "return_sequences")) {}
+        sequences_(pbool(p, "return_sequences")),
+        bits_(bits_of(p)),
+        prune_(prune_of(p)) {}
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext& ctx) override {
     const nn::Var& x = in.at(0);
-    nn::Recurrence r = ltc_.forward(x, nn::Var(), nn::Var());
+    // The synaptic weights (recurrent and sensory) go through the node's quantisation and
+    // pruning; the neurons' biophysical constants (leak, capacitance, sigmoid centres and
+    // slopes, reversal potentials) stay float32.
+    std::vector<nn::Var> params = ltc_.params;
+    for (int i : {nn::kLtcW, nn::kLtcSW})
+      params[static_cast<std::size_t>(i)] =
+          compress_weight(params[static_cast<std::size_t>(i)], bits_, prune_);
+    nn::Recurrence r = nn::ltc(x, nn::Var(), nn::Var(), params, ltc_.cfg, ltc_.mask,
+                               ltc_.sensory_mask, ltc_.options);
     if (ctx.activity)  // solver evaluations over the batch: unfolds per step and sample
       ctx.activity->add(nn::activity_key::kFunctionEvals,
                         static_cast<double>(ltc_.cfg.unfolds) * x.dim(1) * x.dim(0));
     return sequences_ ? r.outputs : r.final_state;
   }
-  void collect_parameters(std::vector<nn::Var>& out) override { ltc_.collect_parameters(out); }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    ltc_.append_named_parameters(prefix + "ltc.", out);
+  }
   std::string name() const override { return "ltc"; }
 
  private:
   nn::Ltc ltc_;
   bool sequences_;
+  int bits_;
+  double prune_;
 };
 
 // Wired synapses: the mask's nonzero entries.
@@ -56,12 +71,13 @@ void register_block_ltc(Catalogue& c) {
                                  "output every step [L, units] or the last [units]")};
   k.accepts = {DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
-    // The fused cell trains in float32 on dense weights; refusing compression keeps the
-    // workload honest (it would otherwise price a precision or sparsity training never used).
-    if (bits_of(p) != 32 || prune_of(p) > 0)
-      throw std::invalid_argument(
-          "ltc: bits and prune are not supported yet; use bits 32, prune 0");
     const TensorType& t = single_input(in);
+    // NCP wiring is already the layer's sparsity; magnitude pruning on top would count
+    // synapses the wiring never made.
+    if (is_ncp(p) && prune_of(p) > 0)
+      throw std::invalid_argument(
+          "ltc: prune with wiring ncp is not supported (the wiring is "
+          "the sparsity); use prune 0 or wiring dense");
     const int units = pint(p, "units");
     if (is_ncp(p) && units < motor_of(p) + 2)
       throw std::invalid_argument("ltc: wiring ncp needs units >= 3, got " + std::to_string(units));
@@ -92,6 +108,10 @@ void register_block_ltc(Catalogue& c) {
     w.macs = L * (F + 3 * s_sens + K * (3 * s_rec + 2 * H));
     w.other_flops = L * (6 * s_sens + K * (6 * s_rec + 5 * H) + 2 * H);
     w.params = 3 * H + 4 * s_rec + 4 * s_sens + 2 * F;
+    // Only the synaptic weights w are compressed (see LtcModule::forward); sigma, mu and erev
+    // per synapse and the per-neuron constants stay float32.
+    w.weight_bytes = (s_rec + s_sens) * (1.0 - prune_of(p)) * bits_of(p) / 8.0 +
+                     (w.params - s_rec - s_sens) * 4.0;
     w.kernels = 1;  // the fused time loop
     w.seq_len = static_cast<int>(L);
     w.timesteps = static_cast<int>(L * K);

@@ -161,22 +161,84 @@ TEST(BlockLiquid, GradientsThroughBuiltModels) {
   }
 }
 
-// Compression is refused rather than priced: the fused cells train float32 dense weights.
-TEST(BlockLiquid, CompressionIsRefusedNotSilentlyIgnored) {
+// bits/prune compress the weight matrices in training (the outputs change), and the workload
+// prices what is compressed: every CfC parameter, only the LTC's synaptic weights.
+TEST(BlockLiquid, CompressionTrainsAndIsPriced) {
+  std::mt19937_64 rng(4);
+  const nn::Tensor x = nn::testing::random_tensor(nn::Shape{2, 5, 3}, rng);
   for (const std::string kind : {"cfc", "ltc"}) {
-    const auto& k = hwnas::spaces::catalogue().at(kind);
-    const auto seq = hwnas::spaces::TensorType::sequence(5, 3);
-    for (const nlohmann::json& extra :
-         {nlohmann::json{{"bits", 8}}, nlohmann::json{{"prune", 0.5}}}) {
-      nlohmann::json p = {{"units", 4}};
+    SCOPED_TRACE(kind);
+    const json base = {{"units", 4}, {"unfolds", 2}, {"backbone_units", 6}};
+    auto out_of = [&](const json& extra) {
+      json p = base;
+      if (kind == "ltc") p.erase("backbone_units");
+      if (kind == "cfc") p.erase("unfolds");
       p.update(extra);
-      try {
-        k.infer({seq}, k.resolve(p));
-        FAIL() << kind << " accepted " << extra.dump();
-      } catch (const std::invalid_argument& e) {
-        EXPECT_EQ(std::string(e.what()),
-                  kind + ": bits and prune are not supported yet; use bits 32, prune 0");
-      }
+      Genome g = one_block(kind, TensorType::sequence(5, 3), p);
+      auto model = build_model(g, 3);
+      nn::ForwardContext ctx;
+      ctx.training = false;
+      return std::make_pair(model->forward(nn::constant(x), ctx).value(),
+                            node_of(build_workload(g)));
+    };
+    const auto [y32, w32] = out_of(json::object());
+    const auto [y4, w4] = out_of({{"bits", 4}});
+    const auto [yp, wp] = out_of({{"prune", 0.5}});
+    double d4 = 0, dp = 0;
+    for (std::int64_t i = 0; i < y32.numel(); ++i) {
+      d4 = std::max(d4, static_cast<double>(std::fabs(y4.data()[i] - y32.data()[i])));
+      dp = std::max(dp, static_cast<double>(std::fabs(yp.data()[i] - y32.data()[i])));
+    }
+    EXPECT_GT(d4, 1e-4);  // 4-bit weights change the function ...
+    EXPECT_GT(dp, 1e-4);  // ... and so does dropping half of them
+    EXPECT_EQ(w4.bits, 4);
+    if (kind == "cfc") {
+      EXPECT_DOUBLE_EQ(w4.weight_bytes, w32.params * 0.5);
+      EXPECT_DOUBLE_EQ(wp.weight_bytes, w32.params * 0.5 * 4);
+    } else {
+      const double syn = 4 * 4 + 3 * 4;  // recurrent + sensory synaptic weights
+      EXPECT_DOUBLE_EQ(w32.weight_bytes, w32.params * 4);
+      EXPECT_DOUBLE_EQ(w4.weight_bytes, syn * 0.5 + (w32.params - syn) * 4);
+      EXPECT_DOUBLE_EQ(wp.weight_bytes, syn * 0.5 * 4 + (w32.params - syn) * 4);
     }
   }
+}
+
+TEST(BlockLiquid, PruneOnNcpWiringIsRefused) {
+  for (const std::string kind : {"cfc", "ltc"}) {
+    const auto& k = catalogue().at(kind);
+    json p = {{"units", 6}, {"wiring", "ncp"}, {"prune", 0.5}};
+    if (kind == "cfc") p["backbone_layers"] = 0;
+    try {
+      k.infer({TensorType::sequence(5, 3)}, k.resolve(p));
+      FAIL() << kind << " accepted prune on ncp wiring";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()),
+                kind +
+                    ": prune with wiring ncp is not supported (the wiring is the sparsity); "
+                    "use prune 0 or wiring dense");
+    }
+  }
+}
+
+// State entries are named by role, so a saved state reads like the paper's symbols.
+TEST(BlockLiquid, ParametersAreNamedByRole) {
+  auto names_of = [](const std::string& kind, const json& p) {
+    auto model = build_model(one_block(kind, TensorType::sequence(5, 3), p), 1);
+    std::vector<std::string> out;
+    for (const auto& np : model->named_parameters()) out.push_back(np.name);
+    return out;
+  };
+  EXPECT_EQ(names_of("cfc", {{"units", 4}, {"backbone_layers", 2}}),
+            (std::vector<std::string>{"n1.cfc.w_in", "n1.cfc.b_in", "n1.cfc.w_rec",
+                                      "n1.cfc.backbone.1.weight", "n1.cfc.backbone.1.bias",
+                                      "n1.cfc.heads.weight", "n1.cfc.heads.bias"}));
+  EXPECT_EQ(names_of("cfc", {{"units", 4}, {"mode", "pure"}}).back(), "n1.cfc.a");
+  const auto ltc = names_of("ltc", {{"units", 4}});
+  ASSERT_EQ(ltc.size(), 13u);
+  EXPECT_EQ(ltc[5], "n1.ltc.w");
+  EXPECT_EQ(ltc[9], "n1.ltc.sensory_w");
+  EXPECT_EQ(names_of("kan", {{"units", 4}}),
+            (std::vector<std::string>{"n1.kan.base_weight", "n1.kan.spline_weight",
+                                      "n1.kan.spline_scaler"}));
 }
