@@ -36,6 +36,7 @@ class SpikingConvModule : public nn::Module {
   void append_named_parameters(const std::string& prefix,
                                std::vector<nn::NamedParameter>& out) override {
     conv_.append_named_parameters(prefix + "conv.", out);
+    lif_.append_named_parameters(prefix, out);
   }
   std::string name() const override { return "spiking_conv"; }
 
@@ -86,6 +87,7 @@ void register_block_spiking_conv(Catalogue& c) {
               ParamSpec::int_set("stride", {1, 2}, 1, "stride"),
               ParamSpec::boolean("bias", true, "learned constant input current")};
   for (ParamSpec& s : lif_params()) k.params.push_back(std::move(s));
+  for (ParamSpec& s : lif_learn_params()) k.params.push_back(std::move(s));
   k.accepts = {DataKind::Image};
   k.infer = infer_spiking_conv;
   k.build = [](const std::vector<TensorType>& in, const json& p, Rng& rng) {
@@ -100,7 +102,7 @@ void register_block_spiking_conv(Catalogue& c) {
     const double neurons = cout * positions;
     spiking_workload(w, steps, neurons, cin * kk * kk, cout * cin * kk * kk,
                      neurons * cin * kk * kk);
-    w.params = cout * cin * kk * kk + (pbool(p, "bias") ? cout : 0);
+    w.params = cout * cin * kk * kk + (pbool(p, "bias") ? cout : 0) + LifStage::learned_params(p);
   };
   c.add(std::move(k));
 }

@@ -30,6 +30,7 @@ class SpikingDenseModule : public nn::Module {
   void append_named_parameters(const std::string& prefix,
                                std::vector<nn::NamedParameter>& out) override {
     lin_.append_named_parameters(prefix + "linear.", out);
+    lif_.append_named_parameters(prefix, out);
   }
   std::string name() const override { return "spiking_dense"; }
 
@@ -51,6 +52,7 @@ void register_block_spiking_dense(Catalogue& c) {
   k.params = {ParamSpec::int_range("units", 1, 8192, 128, "neurons"),
               ParamSpec::boolean("bias", true, "learned constant input current")};
   for (ParamSpec& s : lif_params()) k.params.push_back(std::move(s));
+  for (ParamSpec& s : lif_learn_params()) k.params.push_back(std::move(s));
   k.accepts = {DataKind::Sequence, DataKind::Image};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     const int steps = pint(p, "timesteps");
@@ -67,7 +69,7 @@ void register_block_spiking_dense(Catalogue& c) {
     const int steps = pint(p, "timesteps");
     const double din = features_per_step(in[0], steps, "spiking_dense"), units = pint(p, "units");
     spiking_workload(w, steps, units, din, din * units, din * units);
-    w.params = din * units + (pbool(p, "bias") ? units : 0);
+    w.params = din * units + (pbool(p, "bias") ? units : 0) + LifStage::learned_params(p);
   };
   c.add(std::move(k));
 }

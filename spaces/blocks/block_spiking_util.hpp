@@ -35,6 +35,18 @@ inline std::vector<ParamSpec> lif_params() {
           ParamSpec::int_range("refractory", 0, 8, 0, "silent steps after a spike")};
 }
 
+// Whether a layer trains its LIF decay and threshold (one scalar each per layer, as snnTorch's
+// learn_beta / learn_threshold).  spiking_dense and spiking_conv take these.
+inline std::vector<ParamSpec> lif_learn_params() {
+  return {
+      ParamSpec::boolean("learn_beta", false, "train the decay (starts at beta, kept in [0, 1])"),
+      ParamSpec::boolean("learn_threshold", false,
+                         "train the threshold (starts at threshold, kept >= 0.05)")};
+}
+inline bool flag_of(const json& p, const char* name) {
+  return p.contains(name) && p[name].get<bool>();
+}
+
 inline nn::LifOptions lif_options_of(const json& p) {
   nn::LifOptions o;
   o.reset = pstr(p, "reset") == "zero" ? nn::LifReset::Zero : nn::LifReset::Subtract;
@@ -88,24 +100,40 @@ inline void record_spikes(nn::ActivitySink& sink, const nn::Tensor& spikes, doub
 
 // Non-zero elements of x (input events: spikes, or non-zero analog values).
 inline double count_nonzero(const nn::Tensor& x) {
-  double n = 0;
-  for (std::int64_t i = 0; i < x.numel(); ++i) n += x.data()[i] != 0.0f ? 1.0 : 0.0;
-  return n;
+  return static_cast<double>(nn::count_nonzero(x.data(), x.numel()));
 }
 
-// The LIF stage of a layer: fixed beta and threshold (constants: searched, not trained).
+// The LIF stage of a layer: beta and threshold are the searched values, fixed, or trained from
+// there (learn_beta / learn_threshold), clamped into the range the LIF op accepts.
 class LifStage {
  public:
   explicit LifStage(const json& p)
-      : beta_(nn::constant(nn::Tensor(nn::Shape{1}, static_cast<float>(pfloat(p, "beta"))))),
-        threshold_(
-            nn::constant(nn::Tensor(nn::Shape{1}, static_cast<float>(pfloat(p, "threshold"))))),
+      : learn_beta_(flag_of(p, "learn_beta")),
+        learn_threshold_(flag_of(p, "learn_threshold")),
+        beta_(scalar(pfloat(p, "beta"), learn_beta_)),
+        threshold_(scalar(pfloat(p, "threshold"), learn_threshold_)),
         options_(lif_options_of(p)) {}
   nn::Var operator()(const nn::Var& current) const {
-    return nn::lif(current, beta_, threshold_, options_);
+    const nn::Var beta = learn_beta_ ? nn::clamp(beta_, 0.0f, 1.0f) : beta_;
+    const nn::Var threshold = learn_threshold_ ? nn::clamp(threshold_, 0.05f, 1e30f) : threshold_;
+    return nn::lif(current, beta, threshold, options_);
+  }
+  // The trained scalars, named lif.beta / lif.threshold under the layer.
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) const {
+    if (learn_beta_) out.push_back({prefix + "lif.beta", beta_});
+    if (learn_threshold_) out.push_back({prefix + "lif.threshold", threshold_});
+  }
+  static int learned_params(const json& p) {
+    return (flag_of(p, "learn_beta") ? 1 : 0) + (flag_of(p, "learn_threshold") ? 1 : 0);
   }
 
  private:
+  static nn::Var scalar(double v, bool learn) {
+    nn::Tensor t(nn::Shape{1}, static_cast<float>(v));
+    return learn ? nn::parameter(std::move(t)) : nn::constant(std::move(t));
+  }
+  bool learn_beta_, learn_threshold_;
   nn::Var beta_, threshold_;
   nn::LifOptions options_;
 };

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "hwmodels/device.hpp"
+#include "nn/optim.hpp"
 #include "spaces/catalogue.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/workload_builder.hpp"
@@ -202,4 +203,54 @@ TEST(SpikingBlocks, NeuromorphicEnergyFollowsMeasuredSpikes) {
     ASSERT_EQ(quiet.find(2)->totals().at("spikes"), 0);
     EXPECT_LT(dev->estimate(build_workload(g, &quiet)).energy_mj, assumed);
   }
+}
+
+// learn_beta / learn_threshold make the layer's decay and threshold trained scalars: named under
+// the layer, reached by the surrogate gradient, counted as parameters, and clamped into the
+// range the LIF op accepts (a value pushed outside gets no gradient, as nn::clamp).
+TEST(SpikingBlocks, LearnedBetaAndThreshold) {
+  Genome g(TensorType::vector(6));
+  auto e = g.add_node("spike_encoder", {{"timesteps", 4}});
+  auto d = g.add_node("spiking_dense", {{"timesteps", 4},
+                                        {"units", 5},
+                                        {"threshold", 0.3},
+                                        {"learn_beta", true},
+                                        {"learn_threshold", true}});
+  auto r = g.add_node("spike_readout", {{"timesteps", 4}, {"outputs", 3}});
+  g.add_edge(g.input_node(), e);
+  g.add_edge(e, d);
+  g.add_edge(d, r);
+  g.validate();
+  auto model = build_model(g, 2);
+  nn::Var beta, threshold;
+  for (const auto& np : model->named_parameters()) {
+    if (np.name == "n2.lif.beta") beta = np.var;
+    if (np.name == "n2.lif.threshold") threshold = np.var;
+  }
+  ASSERT_TRUE(beta.defined() && threshold.defined());
+  EXPECT_FLOAT_EQ(beta.value().data()[0], 0.9f);  // the searched value is the start
+  EXPECT_FLOAT_EQ(threshold.value().data()[0], 0.3f);
+
+  std::mt19937_64 rng(5);
+  const nn::Tensor x = nn::testing::random_tensor(nn::Shape{8, 6}, rng, 0.0f, 1.0f);
+  const nn::Tensor proj = nn::testing::random_tensor(nn::Shape{8, 3}, rng, 0.5f, 1.5f);
+  auto grads = [&] {
+    nn::zero_grad({beta, threshold});
+    nn::ForwardContext ctx;
+    nn::backward(nn::sum(nn::mul(model->forward(nn::constant(x), ctx), nn::constant(proj))));
+    return std::make_pair(beta.grad().data()[0], threshold.grad().data()[0]);
+  };
+  const auto [gb, gt] = grads();
+  EXPECT_TRUE(std::isfinite(gb) && std::isfinite(gt));
+  EXPECT_NE(gb, 0.0f);
+  EXPECT_NE(gt, 0.0f);
+  // Pushed out of range, the values are clamped (the forward still runs) and get no gradient.
+  beta.value().data()[0] = 1.5f;
+  threshold.value().data()[0] = -1.0f;
+  const auto [gb2, gt2] = grads();
+  EXPECT_EQ(gb2, 0.0f);
+  EXPECT_EQ(gt2, 0.0f);
+
+  const hw::Workload wl = build_workload(g);
+  EXPECT_DOUBLE_EQ(wl.nodes.at(1).params, 6 * 5 + 5 + 2);
 }
