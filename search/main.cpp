@@ -7,6 +7,7 @@
 
 #include "search/cmd_db.hpp"
 #include "search/cmd_hw.hpp"
+#include "search/cmd_report.hpp"
 #include "search/cmd_search.hpp"
 #include "search/cmd_space.hpp"
 #include "search/cmd_strategies.hpp"
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   hwnas::search::add_search_commands(app);
   hwnas::search::add_db_commands(app);
+  hwnas::search::add_report_command(app);
   hwnas::search::add_space_commands(app);
   hwnas::search::add_hw_commands(app);
   hwnas::search::add_strategy_commands(app);
