@@ -196,7 +196,12 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
        make_lut_device});
   add({"plugin",
        "a shared library implementing the C ABI of hwmodels/plugin_abi.h",
-       {required(ParamSpec::string("path", "", "the plugin .so"))},
+       {required(ParamSpec::string("path", "", "the plugin .so")),
+        ParamSpec::boolean("isolate", true,
+                           "run each estimate() in a child process, so a crash or hang fails "
+                           "that cost instead of the search"),
+        ParamSpec::float_range("timeout_s", 0.001, 86400, 60,
+                               "isolated calls running longer are killed (cost infeasible)")},
        make_plugin_device});
 }
 
