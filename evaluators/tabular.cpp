@@ -1,6 +1,7 @@
 #include "evaluators/tabular.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 
 #include "hwmodels/csv.hpp"
@@ -12,14 +13,27 @@ namespace {
 
 using hw::split_csv_line;
 
+// A finite number and nothing else: "nan", "inf" and "1e400" are refused, since a metric that
+// is not a number would silently win or lose every comparison.
 bool parse_double(const std::string& s, double& v) {
   try {
     std::size_t used = 0;
     v = std::stod(s, &used);
-    return used == s.size();
+    return used == s.size() && std::isfinite(v);
   } catch (const std::exception&) {
     return false;
   }
+}
+
+// Whether `col` is `templ` with "{epochs}" replaced by a non-negative integer.
+bool matches_template(const std::string& templ, const std::string& col) {
+  const auto pos = templ.find("{epochs}");
+  const std::string pre = templ.substr(0, pos), post = templ.substr(pos + 8);
+  if (col.size() <= pre.size() + post.size() || col.compare(0, pre.size(), pre) != 0 ||
+      col.compare(col.size() - post.size(), post.size(), post) != 0)
+    return false;
+  const std::string mid = col.substr(pre.size(), col.size() - pre.size() - post.size());
+  return mid.find_first_not_of("0123456789") == std::string::npos;
 }
 
 }  // namespace
@@ -65,10 +79,27 @@ TabularEvaluator::TabularEvaluator(std::shared_ptr<const spaces::Space> space, T
   if (!column_.count(config_.key_column))
     throw std::invalid_argument("tabular.key: column '" + config_.key_column + "' not in " +
                                 config_.file + " (columns: " + cols + ")");
-  for (const auto& [metric, col] : config_.metrics)
-    if (col.find("{epochs}") == std::string::npos && !column_.count(col))
-      throw std::invalid_argument("tabular.metrics." + metric + ": column '" + col + "' not in " +
-                                  config_.file + " (columns: " + cols + ")");
+  // The columns each metric reads: its own, or every column its {epochs} template matches.
+  std::vector<std::pair<std::string, std::size_t>> numeric;  // (column, index) checked per row
+  for (const auto& [metric, col] : config_.metrics) {
+    if (col.find("{epochs}") == std::string::npos) {
+      if (!column_.count(col))
+        throw std::invalid_argument("tabular.metrics." + metric + ": column '" + col + "' not in " +
+                                    config_.file + " (columns: " + cols + ")");
+      numeric.emplace_back(col, column_[col]);
+      continue;
+    }
+    std::size_t matched = 0;
+    for (std::size_t i = 0; i < header_.size(); ++i)
+      if (matches_template(col, header_[i])) {
+        numeric.emplace_back(header_[i], i);
+        ++matched;
+      }
+    if (matched == 0)
+      throw std::invalid_argument("tabular.metrics." + metric + ": no column of " + config_.file +
+                                  " matches '" + col + "' ({epochs} stands for a number of " +
+                                  "epochs; columns: " + cols + ")");
+  }
   const std::size_t key = column_[config_.key_column];
   std::size_t line_no = 1;
   while (std::getline(in, line)) {
@@ -79,13 +110,13 @@ TabularEvaluator::TabularEvaluator(std::shared_ptr<const spaces::Space> space, T
       throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": " +
                                   std::to_string(cells.size()) + " fields, header has " +
                                   std::to_string(header_.size()));
-    // Numeric checks for the fixed metric columns happen here, once.
-    for (const auto& [metric, col] : config_.metrics) {
-      auto it = column_.find(col);
+    // Every metric cell is checked here, once, so a search never meets a bad one.
+    for (const auto& [col, i] : numeric) {
       double v;
-      if (it != column_.end() && !parse_double(cells[it->second], v))
+      if (!parse_double(cells[i], v))
         throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) + ": column '" +
-                                    col + "' = '" + cells[it->second] + "' is not a number");
+                                    col + "' = '" + cells[i] +
+                                    "' is not a finite number (fix or drop the row)");
     }
     if (!index_.emplace(cells[key], cells_.size()).second)
       throw std::invalid_argument(config_.file + ":" + std::to_string(line_no) +

@@ -194,10 +194,12 @@ std::vector<MeasurementRow> read_measurements_csv(const std::string& path) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos || line[0] == '#') continue;
     auto f = split_trimmed(line);
-    if (f.size() < header.size())
+    // More fields than the header names is an error too: usually an unquoted comma in a
+    // field, which would shift every column after it.
+    if (f.size() != header.size())
       throw std::invalid_argument(path + ":" + std::to_string(lineno) + ": expected " +
                                   std::to_string(header.size()) + " columns, got " +
-                                  std::to_string(f.size()));
+                                  std::to_string(f.size()) + " (quote a field that holds a comma)");
     MeasurementRow r;
     r.line = lineno;
     r.architecture = f[ia];

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "evaluators/tabular.hpp"
 
@@ -104,6 +105,46 @@ TEST(Tabular, ConfigAndFileErrors) {
   c.metrics = {{"note", "note"}};
   EXPECT_NE(error_of([&] {
               eval::TabularEvaluator(space, c);
-            }).find("column 'note' = 'best-ish, quoted' is not a number"),
+            }).find("column 'note' = 'best-ish, quoted' is not a finite number"),
+            std::string::npos);
+}
+
+// Cells that parse as numbers but are not finite, in a fixed or an {epochs} column, are refused
+// at load naming the file, line and column; a template no column matches is named too.
+TEST(Tabular, NonFiniteCellsAndUnmatchedTemplatesAreRefusedAtLoad) {
+  auto space = nb201();
+  const std::string dir = ::testing::TempDir();
+  for (const auto& [cell, column] :
+       std::vector<std::pair<std::string, std::string>>{{"nan", "valid_acc_12"},
+                                                        {"inf", "valid_acc_12"},
+                                                        {"1e400", "test_acc_200"},
+                                                        {"-inf", "valid_acc_200"}}) {
+    SCOPED_TRACE(cell);
+    std::ifstream in(fixture());
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::string csv = text.str();
+    // Line 3 (the all-none row): put the bad cell in the column.
+    const std::string row = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10.0,10.0,10.0";
+    std::string bad = column == "valid_acc_12"
+                          ? "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|," + cell + ",10.0,10.0"
+                      : column == "valid_acc_200"
+                          ? "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10.0," + cell + ",10.0"
+                          : "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,10.0,10.0," + cell;
+    csv.replace(csv.find(row), row.size(), bad);
+    const std::string path = dir + "/tabular_bad_" + std::to_string(cell.size()) + cell[1] + ".csv";
+    std::ofstream(path) << csv;
+    auto c = config();
+    c.file = path;
+    const std::string e = error_of([&] { eval::TabularEvaluator(space, c); });
+    EXPECT_NE(e.find(path + ":3: column '" + column + "' = '" + cell + "' is not a finite number"),
+              std::string::npos)
+        << e;
+  }
+  auto c = config();
+  c.metrics["val_accuracy"] = "valid_accuracy_{epochs}";
+  EXPECT_NE(error_of([&] { eval::TabularEvaluator(space, c); })
+                .find("tabular.metrics.val_accuracy: no column of " + fixture() +
+                      " matches 'valid_accuracy_{epochs}'"),
             std::string::npos);
 }

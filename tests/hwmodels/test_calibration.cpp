@@ -141,6 +141,17 @@ TEST(Calibration, ReadsCsvAndReportsBadRows) {
   }
   std::ofstream(path) << "arch,latency\nx,1\n";
   EXPECT_THROW(read_measurements_csv(path.string()), std::invalid_argument);
+  // An unquoted comma shifts the columns: more fields than the header is refused, not cut.
+  std::ofstream(path) << "architecture,latency_ms\n|a|,b|,1.5\n";
+  try {
+    read_measurements_csv(path.string());
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(":2: expected 2 columns, got 3 (quote a field that holds "
+                                         "a comma)"),
+              std::string::npos)
+        << e.what();
+  }
   std::filesystem::remove(path);
 }
 
