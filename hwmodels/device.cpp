@@ -346,7 +346,12 @@ std::unique_ptr<Device> load_device(const std::string& name_or_path) {
     }
   }
   try {
-    return make_device(read_json_file(path));
+    nlohmann::json d = read_json_file(path);
+    // An external device's command runs, by default, next to its device file, so relative
+    // script paths in "command" work from wherever hwnas is started.
+    if (d.is_object() && d.value("family", "") == "external" && !d.contains("cwd"))
+      d["cwd"] = fs::absolute(fs::path(path)).parent_path().string();
+    return make_device(d);
   } catch (const std::invalid_argument& e) {
     std::string msg = e.what();
     if (msg.find(path) != std::string::npos) throw;

@@ -203,6 +203,22 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
         ParamSpec::float_range("timeout_s", 0.001, 86400, 60,
                                "isolated calls running longer are killed (cost infeasible)")},
        make_plugin_device});
+  add({"external",
+       "a cost model in any language: a process speaking hwnas's JSON-lines protocol on "
+       "stdin/stdout (device_external.cpp, examples/devices/external/)",
+       {required(ParamSpec::any_json("command", nullptr,
+                                     "the program and its arguments, e.g. [\"python3\", "
+                                     "\"my_device.py\"]")),
+        ParamSpec::string("cwd", "",
+                          "working directory of the process (default: the device file's "
+                          "folder; hwnas's own for a device given inline)"),
+        ParamSpec::any_json("env", nlohmann::json::object(),
+                            "environment variables added for the process {NAME: value}"),
+        ParamSpec::float_range("timeout_s", 0.001, 86400, 60,
+                               "an answer taking longer fails the cost; the process is killed "
+                               "and restarted"),
+        ParamSpec::int_range("batch", 1, 1 << 20, 1, "batch size sent with every request")},
+       make_external_device});
 }
 
 const Registry<DeviceFamily>& device_families() {

@@ -114,6 +114,10 @@ struct Workload {
   double input_bytes = 0;           // one sample's input
   // Measurements of the architecture on real hardware, by key (e.g. "host_latency_ms").
   std::map<std::string, double> measured;
+  // The architecture itself (canonical genome JSON) when the caller knows it, for devices that
+  // build the network (external devices that measure it).  Not part of to_json(): the store
+  // keeps the genome once per architecture.
+  nlohmann::json architecture;
 
   double total_macs() const;
   double total_params() const;

@@ -1,0 +1,373 @@
+// External devices: a cost model in any language, run as a separate process that speaks a
+// versioned JSON-lines protocol on its stdin/stdout (docs: hwmodels/external_protocol.md; a
+// Python helper: examples/devices/external/hwnas_device.py).
+//
+// hwnas starts the command on first use and keeps it running:
+//   -> {"type": "hello", "protocol": 1, "device": NAME}
+//   <- {"type": "hello", "protocol": 1, "name": "...", "objectives": ["latency_ms", ...]}
+//   -> {"type": "estimate", "id": N, "batch": B, "architecture": {genome} | null,
+//       "workload": {...}}                                 (workload with measured activity)
+//   <- {"type": "result", "id": N, "latency_ms": x, "energy_mj": y, "memory_bytes": z,
+//       "feasible": true, "reason": ""}                    (objectives not offered: omitted)
+//   <- {"type": "error", "id": N, "message": "..."}       (this architecture cannot be costed)
+// A process that crashes, runs past timeout_s (killed), answers something that is not the
+// expected JSON line, or returns NaN / negative figures fails that cost with a message naming
+// the device; a dead or misbehaving process is restarted for the next request; the search goes
+// on.  Requests are serialised (one process per device).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+
+#include "hwmodels/device_base.hpp"
+
+namespace hwnas::hw {
+namespace {
+
+constexpr int kProtocol = 1;
+using nlohmann::json;
+
+// One running device process: a socket pair is its stdin and stdout (send() with MSG_NOSIGNAL,
+// so writing to a process that died is an error, not a SIGPIPE).
+class Process {
+ public:
+  Process() = default;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process() { stop(); }
+
+  bool running() const { return pid_ > 0; }
+
+  // Starts argv in `cwd` with `env` added; throws std::runtime_error when it cannot.
+  void start(const std::vector<std::string>& argv, const std::string& cwd,
+             const std::vector<std::pair<std::string, std::string>>& env) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      throw std::runtime_error("socketpair() failed");
+    // exec failures are reported through a close-on-exec pipe: EOF means exec worked.
+    int errpipe[2];
+    if (::pipe2(errpipe, O_CLOEXEC) != 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      throw std::runtime_error("pipe() failed");
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      for (int fd : {sv[0], sv[1], errpipe[0], errpipe[1]}) ::close(fd);
+      throw std::runtime_error("fork() failed");
+    }
+    if (pid == 0) {
+      ::dup2(sv[1], 0);
+      ::dup2(sv[1], 1);
+      if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
+        const int e = errno;
+        (void)!::write(errpipe[1], &e, sizeof e);
+        ::_exit(127);
+      }
+      for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+      ::signal(SIGPIPE, SIG_DFL);
+      ::execvp(args[0], args.data());
+      const int e = errno;
+      (void)!::write(errpipe[1], &e, sizeof e);
+      ::_exit(127);
+    }
+    ::close(sv[1]);
+    ::close(errpipe[1]);
+    int e = 0;
+    const ssize_t k = ::read(errpipe[0], &e, sizeof e);
+    ::close(errpipe[0]);
+    if (k == sizeof e) {
+      ::close(sv[0]);
+      int status;
+      ::waitpid(pid, &status, 0);
+      throw std::runtime_error("cannot start '" + argv[0] + "'" +
+                               (cwd.empty() ? "" : " in '" + cwd + "'") + ": " + std::strerror(e));
+    }
+    pid_ = pid;
+    fd_ = sv[0];
+    buffer_.clear();
+  }
+
+  void stop() {
+    if (fd_ >= 0) ::close(fd_);  // the process sees EOF on stdin and may exit by itself
+    fd_ = -1;
+    if (pid_ > 0) {
+      int status;
+      // Give it a moment to exit on EOF, then kill it.
+      for (int i = 0; i < 20; ++i) {
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = -1;
+          return;
+        }
+        ::usleep(5000);
+      }
+      ::kill(pid_, SIGKILL);
+      while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    pid_ = -1;
+  }
+
+  // Sends one line; false when the process is gone.
+  bool send_line(const std::string& line) {
+    std::string s = line + "\n";
+    const char* p = s.data();
+    std::size_t n = s.size();
+    while (n > 0) {
+      const ssize_t k = ::send(fd_, p, n, MSG_NOSIGNAL);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) return false;
+      p += k;
+      n -= static_cast<std::size_t>(k);
+    }
+    return true;
+  }
+
+  enum class Read { Line, Eof, Timeout };
+  // Reads one line (without the newline) within `timeout_s`.
+  Read read_line(std::string& line, double timeout_s) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (true) {
+      const auto nl = buffer_.find('\n');
+      if (nl != std::string::npos) {
+        line = buffer_.substr(0, nl);
+        buffer_.erase(0, nl + 1);
+        return Read::Line;
+      }
+      const double left =
+          std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) return Read::Timeout;
+      pollfd p{fd_, POLLIN, 0};
+      const int ready = ::poll(&p, 1, static_cast<int>(std::ceil(left * 1000)));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready == 0) return Read::Timeout;
+      char buf[65536];
+      const ssize_t k = ::recv(fd_, buf, sizeof buf, 0);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) return Read::Eof;
+      buffer_.append(buf, static_cast<std::size_t>(k));
+    }
+  }
+
+  // How the process ended (after EOF), in words; reaps it.
+  std::string end_reason() {
+    if (pid_ <= 0) return "is not running";
+    int status = 0;
+    pid_t r = -1;
+    for (int i = 0; i < 100 && r != pid_; ++i) {
+      r = ::waitpid(pid_, &status, WNOHANG);
+      if (r != pid_) ::usleep(2000);
+    }
+    if (r != pid_) return "closed its output";
+    pid_ = -1;
+    if (WIFSIGNALED(status))
+      return "crashed with signal " + std::to_string(WTERMSIG(status)) + " (" +
+             strsignal(WTERMSIG(status)) + ")";
+    return "exited with status " + std::to_string(WEXITSTATUS(status));
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+// A failed cost: infeasible, figures not computed (NaN, stored as NULL).
+Cost failed_cost(const std::string& why) {
+  Cost c;
+  c.feasible = false;
+  c.infeasible_reason = why;
+  c.latency_ms = c.energy_mj = c.memory_bytes = std::nan("");
+  return c;
+}
+
+class ExternalDevice final : public DeviceBase {
+ public:
+  explicit ExternalDevice(const json& d) : DeviceBase(d) {
+    const auto& r = reader();
+    const json* cmd = r.find("command");
+    if (!cmd || !cmd->is_array() || cmd->empty())
+      fail("command",
+           "must be a non-empty array: the program and its arguments, e.g. "
+           "[\"python3\", \"my_device.py\"]");
+    for (const auto& a : *cmd) {
+      if (!a.is_string() || a.get<std::string>().empty())
+        fail("command", "every element must be a non-empty string");
+      argv_.push_back(a.get<std::string>());
+    }
+    cwd_ = r.string_or("cwd", "");
+    if (const json* e = r.find("env")) {
+      if (!e->is_object()) fail("env", "must be an object {NAME: value}");
+      for (const auto& [k, v] : e->items()) {
+        if (!v.is_string()) fail("env." + k, "must be a string");
+        env_.emplace_back(k, v.get<std::string>());
+      }
+    }
+    timeout_s_ = r.positive_or("timeout_s", 60);
+    batch_ = r.positive_int_or("batch", 1);
+  }
+
+  bool supports(OpCategory) const override { return true; }
+  bool calibratable() const override { return false; }
+  // Calls are serialised here, so any thread may call.
+  bool thread_safe() const override { return true; }
+
+ protected:
+  Cost run(const Workload& w, bool) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string who = "external device '" + name_ + "'";
+    if (!proc_.running()) {
+      std::string why = start();
+      if (!why.empty()) return failed_cost(who + ": " + why);
+    }
+    const std::uint64_t id = ++next_id_;
+    json req = {{"type", "estimate"},
+                {"id", id},
+                {"batch", batch_},
+                {"architecture", w.architecture.is_null() ? json(nullptr) : w.architecture},
+                {"workload", w.to_json()}};
+    if (!proc_.send_line(req.dump()))
+      return restart_after(who + ": the process " + proc_.end_reason() +
+                           " (restarted for the next request)");
+    std::string line;
+    switch (proc_.read_line(line, timeout_s_)) {
+      case Process::Read::Timeout:
+        proc_.stop();
+        return failed_cost(who + ": no answer within timeout_s = " + format(timeout_s_) +
+                           " s; the process was killed (restarted for the next request)");
+      case Process::Read::Eof:
+        return restart_after(who + ": the process " + proc_.end_reason() +
+                             " before answering (restarted for the next request)");
+      case Process::Read::Line:
+        break;
+    }
+    json a;
+    try {
+      a = json::parse(line);
+    } catch (const json::parse_error&) {
+      proc_.stop();
+      return failed_cost(who + ": answered a line that is not JSON: '" + clip(line) +
+                         "' (the process was restarted)");
+    }
+    if (!a.is_object() || a.value("id", json()) != json(id)) {
+      proc_.stop();
+      return failed_cost(who + ": answer " + clip(a.dump()) + " is not the result of request " +
+                         std::to_string(id) + " (the process was restarted)");
+    }
+    const std::string type = a.value("type", "");
+    if (type == "error")
+      return failed_cost(who + ": " + a.value("message", std::string("error without a message")));
+    if (type != "result") {
+      proc_.stop();
+      return failed_cost(who + ": answer type '" + type +
+                         "' where 'result' or 'error' was expected (the process was restarted)");
+    }
+    Cost c;
+    c.feasible = a.value("feasible", true);
+    if (!c.feasible) c.infeasible_reason = a.value("reason", std::string("reported infeasible"));
+    std::string bad;
+    auto figure = [&](const char* key, double scale, double& out) {
+      if (!a.contains(key)) {
+        out = offers(key) ? std::nan("") : 0;
+        if (offers(key) && bad.empty()) bad = std::string(key) + " missing";
+        return;
+      }
+      const json& v = a[key];
+      if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0) {
+        if (bad.empty())
+          bad = std::string(key) + " = " + clip(v.dump()) + " (must be a finite number >= 0)";
+        out = std::nan("");
+        return;
+      }
+      out = v.get<double>() * scale;
+    };
+    figure("latency_ms", 1.0, c.latency_ms);
+    figure("energy_mj", energy_scale(), c.energy_mj);
+    figure("memory_bytes", 1.0, c.memory_bytes);
+    if (!bad.empty()) return failed_cost(who + ": answered " + bad);
+    return c;
+  }
+
+ private:
+  // Starts the process and does the handshake; returns "" or why it failed.
+  std::string start() const {
+    try {
+      proc_.start(argv_, cwd_, env_);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    json hello = {{"type", "hello"}, {"protocol", kProtocol}, {"device", name_}};
+    std::string line;
+    if (!proc_.send_line(hello.dump()) ||
+        proc_.read_line(line, timeout_s_) != Process::Read::Line) {
+      const std::string why = "the process " + proc_.end_reason() + " during the handshake";
+      proc_.stop();
+      return why;
+    }
+    json a;
+    try {
+      a = json::parse(line);
+    } catch (const json::parse_error&) {
+      proc_.stop();
+      return "handshake answer is not JSON: '" + clip(line) + "'";
+    }
+    if (!a.is_object() || a.value("type", "") != "hello" || a.value("protocol", 0) != kProtocol) {
+      proc_.stop();
+      return "handshake answer " + clip(a.dump()) +
+             " is not {\"type\": \"hello\", \"protocol\": " + std::to_string(kProtocol) +
+             ", ...} (this hwnas speaks protocol version " + std::to_string(kProtocol) + ")";
+    }
+    objectives_.clear();
+    for (const auto& o : a.value("objectives", json::array({"latency_ms"})))
+      if (o.is_string()) objectives_.push_back(o.get<std::string>());
+    return "";
+  }
+
+  bool offers(const std::string& key) const {
+    return std::find(objectives_.begin(), objectives_.end(), key) != objectives_.end();
+  }
+  Cost restart_after(const std::string& why) const {
+    proc_.stop();
+    return failed_cost(why);
+  }
+  static std::string clip(const std::string& s) {
+    return s.size() <= 200 ? s : s.substr(0, 200) + "...";
+  }
+  static std::string format(double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  }
+
+  std::vector<std::string> argv_;
+  std::string cwd_;
+  std::vector<std::pair<std::string, std::string>> env_;
+  double timeout_s_ = 60;
+  int batch_ = 1;
+  mutable std::mutex mu_;
+  mutable Process proc_;
+  mutable std::uint64_t next_id_ = 0;
+  mutable std::vector<std::string> objectives_;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_external_device(const json& d) {
+  return std::make_unique<ExternalDevice>(d);
+}
+
+}  // namespace hwnas::hw
