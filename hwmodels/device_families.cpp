@@ -216,8 +216,7 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
                             "environment variables added for the process {NAME: value}"),
         ParamSpec::float_range("timeout_s", 0.001, 86400, 60,
                                "an answer taking longer fails the cost; the process is killed "
-                               "and restarted"),
-        ParamSpec::int_range("batch", 1, 1 << 20, 1, "batch size sent with every request")},
+                               "and restarted")},
        make_external_device});
 }
 

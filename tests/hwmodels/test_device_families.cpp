@@ -81,8 +81,9 @@ json tiny_gpu() {
 TEST(DeviceFamilies, ListsTheBuiltins) {
   const auto& reg = device_families();
   EXPECT_EQ(reg.family(), "device family");
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"edge_cpu", "edge_tpu", "gpu", "host", "lut",
-                                                   "mcu", "neuromorphic", "plugin"}));
+  EXPECT_EQ(reg.names(),
+            (std::vector<std::string>{"edge_cpu", "edge_tpu", "external", "gpu", "host", "lut",
+                                      "mcu", "neuromorphic", "plugin"}));
   EXPECT_EQ(family_names(), reg.names());
   for (const auto& [name, f] : reg.entries()) {
     EXPECT_FALSE(f.description.empty()) << name;
@@ -106,9 +107,10 @@ TEST(DeviceFamilies, ListsTheBuiltins) {
 TEST(DeviceFamilies, MissingFamilyListsTheKnownOnes) {
   json d = tiny_gpu();
   d.erase("family");
-  EXPECT_EQ(error_of(d),
-            "device 'tiny_gpu': field 'family' is required (known: edge_cpu, edge_tpu, gpu, host, "
-            "lut, mcu, neuromorphic, plugin)");
+  EXPECT_EQ(
+      error_of(d),
+      "device 'tiny_gpu': field 'family' is required (known: edge_cpu, edge_tpu, external, gpu, "
+      "host, lut, mcu, neuromorphic, plugin)");
 }
 
 TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {
