@@ -101,15 +101,27 @@ class DeviceBase : public Device {
   std::string name() const override { return name_; }
   std::string family() const override { return family_; }
   nlohmann::json to_json() const override { return desc_; }
+  // Solver nodes are charged their measured function evaluations (charge_measured_function_
+  // evals in workload.hpp) before the family sees the workload, whatever the family.
   Cost estimate(const Workload& w) const override {
-    Cost c = run(w, true);
-    if (has_linear_) add_linear_terms(w, c);
+    const std::optional<Workload> charged = charge_measured_function_evals(w);
+    const Workload& use = charged ? *charged : w;
+    Cost c = run(use, true);
+    if (has_linear_) add_linear_terms(use, c);
+    note_function_evals(use, c);
     return c;
   }
   Cost estimate_total(const Workload& w) const override {
-    if (!has_linear_) return run(w, false);
-    Cost c = run(w, true);  // the linear terms need to know which nodes fell back
-    add_linear_terms(w, c);
+    const std::optional<Workload> charged = charge_measured_function_evals(w);
+    const Workload& use = charged ? *charged : w;
+    if (!has_linear_) {
+      Cost c = run(use, false);
+      note_function_evals(use, c);
+      return c;
+    }
+    Cost c = run(use, true);  // the linear terms need to know which nodes fell back
+    add_linear_terms(use, c);
+    note_function_evals(use, c);
     c.nodes.clear();
     return c;
   }
@@ -136,6 +148,12 @@ class DeviceBase : public Device {
   std::string name_, family_;
 
  private:
+  // Folds the solver nodes' evaluation-count source into c.activity_source.
+  static void note_function_evals(const Workload& w, Cost& c) {
+    const std::string s = function_evals_source(w);
+    if (s == "none" || s == c.activity_source) return;
+    c.activity_source = c.activity_source == "none" ? s : "mixed";
+  }
   // Adds the calibrated per-node, per-FLOP and per-byte terms (see above) to a breakdown.
   void add_linear_terms(const Workload& w, Cost& c) const;
 

@@ -161,12 +161,45 @@ nlohmann::json Workload::to_json() const {
     if (n.spiking) o["spiking"] = true;
     if (n.timesteps != 1) o["timesteps"] = n.timesteps;
     if (n.total_experts != 0) o["total_experts"] = n.total_experts;
+    if (n.nominal_function_evals != 0) o["nominal_function_evals"] = n.nominal_function_evals;
     if (n.activity.measured()) o["activity"] = activity_to_json(n.activity);
     arr.push_back(std::move(o));
   }
   nlohmann::json j = {{"nodes", std::move(arr)}, {"input_bytes", input_bytes}};
   if (!measured.empty()) j["measured"] = measured;
   return j;
+}
+
+double function_eval_scale(const NodeWorkload& n) {
+  if (n.nominal_function_evals <= 0) return 1.0;
+  const double* measured = n.activity.find(activity_key::kFunctionEvals);
+  return measured ? *measured / n.nominal_function_evals : 1.0;
+}
+
+std::optional<Workload> charge_measured_function_evals(const Workload& w) {
+  std::optional<Workload> out;
+  for (std::size_t i = 0; i < w.nodes.size(); ++i) {
+    const double f = function_eval_scale(w.nodes[i]);
+    if (f == 1.0) continue;
+    if (!out) out = w;
+    NodeWorkload& n = out->nodes[i];
+    n.macs *= f;
+    n.other_flops *= f;
+    // Now counted at the measured figure: charging again (a nested fallback device) is a no-op.
+    n.nominal_function_evals *= f;
+    if (n.kernels > 0) n.kernels = std::max(1, static_cast<int>(std::lround(n.kernels * f)));
+  }
+  return out;
+}
+
+std::string function_evals_source(const Workload& w) {
+  int measured = 0, assumed = 0;
+  for (const auto& n : w.nodes)
+    if (n.nominal_function_evals > 0)
+      ++(n.activity.find(activity_key::kFunctionEvals) ? measured : assumed);
+  if (measured > 0 && assumed > 0) return "mixed";
+  if (measured > 0) return "measured";
+  return assumed > 0 ? "assumed" : "none";
 }
 
 Workload Workload::from_json(const nlohmann::json& j) {
@@ -211,6 +244,7 @@ Workload Workload::from_json(const nlohmann::json& j) {
     n.spiking = get_bool(o, "spiking", where);
     n.timesteps = get_int(o, "timesteps", where, 1, 1);
     n.total_experts = get_number(o, "total_experts", where, 0);
+    n.nominal_function_evals = get_number(o, "nominal_function_evals", where, 0);
     // Files written before activity became open kept four fixed fields behind "has_activity".
     if (get_bool(o, "has_activity", where)) {
       for (const char* key : {activity_key::kSpikes, activity_key::kSynapticOps,

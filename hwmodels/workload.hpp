@@ -9,6 +9,7 @@
 #include <array>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,12 @@ struct NodeWorkload {
 
   double total_experts = 0;  // experts a routing node chooses from (static)
 
+  // Solver nodes (neural_ode): the function evaluations per sample that macs, other_flops and
+  // kernels were counted at (0: not a solver node).  When the evaluation measured the real
+  // count (activity function_evals), devices charge measured / nominal times that work
+  // (charge_measured_function_evals below).  Stored as "nominal_function_evals".
+  double nominal_function_evals = 0;
+
   // What this node did in the evaluation's validation pass (empty: not measured).
   NodeActivity activity;
 
@@ -130,5 +137,19 @@ struct Workload {
   static Workload from_json(
       const nlohmann::json& j);  // throws std::invalid_argument naming the field
 };
+
+// Measured over nominal function evaluations of a solver node: the factor its macs, other_flops
+// and kernels are charged at (1 for other nodes and for solver nodes without a measurement).
+double function_eval_scale(const NodeWorkload& n);
+// A copy of w with every measured solver node's macs, other_flops and kernels scaled by
+// function_eval_scale (kernels rounded, at least 1) and its nominal count set to the measured
+// one, so charging twice changes nothing; nothing when no node needs scaling (the
+// caller then uses w itself, so ordinary workloads pay no copy).  Every device family costs
+// the workload returned here (DeviceBase::estimate); activation and weight bytes stay: they
+// describe the node's inputs, output and weights, which the number of evaluations does not change.
+std::optional<Workload> charge_measured_function_evals(const Workload& w);
+// Whether the solver nodes' evaluation counts were measured: "measured", "assumed" (nominal),
+// "mixed", or "none" without solver nodes.
+std::string function_evals_source(const Workload& w);
 
 }  // namespace hwnas::hw
