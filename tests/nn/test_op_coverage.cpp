@@ -239,6 +239,12 @@ const std::vector<OpCase> kCases = {
     {"fused_qkv_attention",
      {Shape{2, 3, 12}},
      [](const V& v) { return detail::fused_qkv_attention(v[0], 2, false); }},
+    {"flash_attention",
+     {Shape{2, 5, 4}, Shape{2, 5, 4}, Shape{2, 5, 4}},
+     [](const V& v) { return flash_attention(v[0], v[1], v[2], {2, true, 0, 2, 3}); }},
+    {"flash_attention",
+     {Shape{1, 7, 4}, Shape{1, 7, 4}, Shape{1, 7, 4}},
+     [](const V& v) { return flash_attention(v[0], v[1], v[2], {1, false, 2, 3, 2}); }},
     // ---- fused time loops (x, h0, c0, W_ih, W_hh, b_ih, b_hh); checkpointed replay as well
     {"time_loop",
      {Shape{2, 3, 3}, Shape{2, 4}, Shape{2, 4}, Shape{16, 3}, Shape{16, 4}, Shape{16}, Shape{16}},
