@@ -39,6 +39,7 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"scale", "x * s for a scalar s"});
   r.add({"add_scalar", "x + s for a scalar s"});
   r.add({"sqrt", "elementwise square root"});
+  r.add({"sin", "elementwise sine"});
   r.add({"abs", "elementwise |x|"});
   r.add({"clamp", "elementwise clamp to [lo, hi]"});
   r.add({"exp", "elementwise e^x"});

@@ -75,6 +75,7 @@ const std::vector<OpCase> kCases = {
      Init::AwayFromZero,
      0.5f,
      1.5f},
+    {"sin", {Shape{2, 3}}, [](const V& v) { return sin(v[0]); }, Init::Uniform, -3.0f, 3.0f},
     {"pow", {Shape{2, 3}}, [](const V& v) { return pow(v[0], 3.0f); }},
     {"pow", {Shape{2, 3}}, [](const V& v) { return pow(v[0], -1.5f); }, Init::Uniform, 0.5f, 2.0f},
     {"pow", {Shape{2, 3}}, [](const V& v) { return pow(v[0], 2.0f); }},
