@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nn/ops.hpp"
+#include "nn/optim.hpp"
 #include "nn/parallel.hpp"
 #include "spaces/catalogue.hpp"
 #include "spaces/model_builder.hpp"

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "nn/ops.hpp"
+#include "nn/optim.hpp"
 #include "nn/parallel.hpp"
 #include "spaces/catalogue.hpp"
 #include "spaces/model_builder.hpp"
