@@ -39,7 +39,7 @@ Genome mixer_model(const TensorType& in, int width, const std::string& kind, con
   return g;
 }
 
-double mqar_accuracy(const std::string& kind, const json& p, double* seconds) {
+double mqar_accuracy(const std::string& kind, const json& p, int epochs, double* seconds) {
   nn::ThreadBudget budget(1);
   eval::TaskSpec t = eval::resolve_task("mqar", {{"seq_len", 64}, {"num_kv_pairs", 8}});
   const TensorType in = t.inputs().front();
@@ -48,7 +48,7 @@ double mqar_accuracy(const std::string& kind, const json& p, double* seconds) {
   auto model = build_model(g, 7);
   eval::TrainConfig c;
   c.head = eval::HeadKind::TokenClasses;
-  c.epochs = 8;
+  c.epochs = epochs;
   c.batch_size = 32;
   c.lr = 3e-3f;
   c.clip_grad_norm = 1.0f;
@@ -59,13 +59,15 @@ double mqar_accuracy(const std::string& kind, const json& p, double* seconds) {
 }
 }  // namespace
 
-TEST(BlockMixers, MqarSmallAttentionAboveChanceHyenaReported) {
+TEST(MixerLearning, MqarSmallAttentionAboveChanceHyenaReported) {
   // Chance: the value of a query is one of 32 values (1/32 = 0.031 token accuracy).
   double ta = 0, th = 0;
-  const double att = mqar_accuracy("attention", {{"heads", 2}, {"causal", true}}, &ta);
-  const double hy = mqar_accuracy("hyena", {{"order", 2}, {"filter_width", 16}}, &th);
-  std::printf("mqar L=64 8 pairs: attention token accuracy %.3f (%.1f s), hyena %.3f (%.1f s)\n",
-              att, ta, hy, th);
-  EXPECT_GT(att, 0.15);
+  const double att = mqar_accuracy("attention", {{"heads", 2}, {"causal", true}}, 20, &ta);
+  const double hy = mqar_accuracy("hyena", {{"order", 2}, {"filter_width", 16}}, 8, &th);
+  std::printf(
+      "mqar L=64 8 pairs: attention (20 epochs) token accuracy %.3f (%.1f s), hyena (8 epochs) "
+      "%.3f (%.1f s)\n",
+      att, ta, hy, th);
+  EXPECT_GT(att, 0.3);  // chance 1/32; measured 0.468
   EXPECT_GE(hy, 0.0);
 }
