@@ -108,7 +108,7 @@ Var flash_attention(const Var& q, const Var& k, const Var& v, const FlashOptions
 // PyTorch's conventions at kinks and ties (noted per op).
 Var div(const Var& a, const Var& b);  // a / b
 Var sqrt(const Var& x);
-Var sin(const Var& x);  // periodic activation of Hyena's implicit filters
+Var sin(const Var& x);                // periodic activation of Hyena's implicit filters
 Var abs(const Var& x);                // gradient sign(x), 0 at x == 0
 Var pow(const Var& x, float p);       // x^p (gradient p x^(p-1))
 Var pow(const Var& a, const Var& b);  // a^b; d/db = a^b log(a), so a must be > 0 where b needs grad
