@@ -39,6 +39,7 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"scale", "x * s for a scalar s"});
   r.add({"add_scalar", "x + s for a scalar s"});
   r.add({"sqrt", "elementwise square root"});
+  r.add({"sin", "elementwise sine"});
   r.add({"abs", "elementwise |x|"});
   r.add({"clamp", "elementwise clamp to [lo, hi]"});
   r.add({"exp", "elementwise e^x"});
@@ -87,6 +88,8 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"multi_head_attention", "scaled dot-product multi-head attention, optional causal mask"});
   r.add({"sliding_window_attention", "multi-head attention restricted to a local window"});
   r.add({"fused_qkv_attention", "multi-head self-attention on a fused [B, L, 3 d] projection"});
+  r.add({"flash_attention",
+         "tiled online-softmax attention (full or windowed), backward recomputes score tiles"});
   // ---- fused time loops (nn/time_loop.hpp; cells in nn/recurrent_cells.hpp)
   r.add({"time_loop", "T recurrent steps of a cell in one node, hand-written BPTT backward"});
   r.add({"time_loop_final_state", "the final state of a fused time loop"});

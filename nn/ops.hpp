@@ -88,6 +88,19 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 // (i-window, i] if causal).  Time and memory O(L * window), never materialising L x L.
 Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,
                              bool causal);
+// Flash-style attention (nn/ops_flash_attention.cpp; Dao et al. 2022): the values of
+// multi_head_attention (window 0) or sliding_window_attention (window > 0), computed in
+// block_q x block_k tiles with an online softmax.  Keeps only the output and one log-sum-exp per
+// query row for backward, which recomputes the scores tile by tile: memory O(L d), no L x L
+// buffer, at the cost of recomputing QK^T once in backward.
+struct FlashOptions {
+  int heads = 1;
+  bool causal = false;
+  int window = 0;    // 0: full attention; > 0: |i - j| < window (j in (i - window, i] if causal)
+  int block_q = 64;  // Br: query rows per tile
+  int block_k = 64;  // Bc: keys per tile
+};
+Var flash_attention(const Var& q, const Var& k, const Var& v, const FlashOptions& options);
 
 // =============================================================================================
 // ---- more elementwise / broadcast math (nn/ops_math.cpp) ----
@@ -95,6 +108,7 @@ Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads
 // PyTorch's conventions at kinks and ties (noted per op).
 Var div(const Var& a, const Var& b);  // a / b
 Var sqrt(const Var& x);
+Var sin(const Var& x);                // periodic activation of Hyena's implicit filters
 Var abs(const Var& x);                // gradient sign(x), 0 at x == 0
 Var pow(const Var& x, float p);       // x^p (gradient p x^(p-1))
 Var pow(const Var& a, const Var& b);  // a^b; d/db = a^b log(a), so a must be > 0 where b needs grad

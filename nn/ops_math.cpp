@@ -221,6 +221,12 @@ Var sqrt(const Var& x) {
       [](const auto& g, const auto&, const auto& y, auto& o) { o = g * 0.5f / y; });
 }
 
+Var sin(const Var& x) {
+  return unary_op(
+      x, 8, [](const auto& in, auto& o) { o = in.sin(); },
+      [](const auto& g, const auto& xv, const auto&, auto& o) { o = g * xv.cos(); });
+}
+
 Var abs(const Var& x) {
   return unary_op(
       x, 1, [](const auto& in, auto& o) { o = in.abs(); },

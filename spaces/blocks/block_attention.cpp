@@ -1,24 +1,35 @@
 // attention / sliding_attention: multi-head self-attention over a sequence with fused QKV and
 // output projections.  sliding_attention restricts each query to keys within `window` positions
 // (O(L * window) time and memory).  Both keep the shape [L, D]; D must divide by heads.
+// `impl` picks the attention kernel: standard (scores materialised and kept for backward) or
+// flash (nn::flash_attention: tiled online softmax, O(L d) memory, scores recomputed in
+// backward); both compute the same function.  See docs/blocks/attention.md.
 #include "spaces/blocks/block_util.hpp"
 
 namespace hwnas::spaces {
 using namespace blocks;
 
 namespace {
+// Flash tile size (Br = Bc): 64 x 64 scores (16 KiB) stay in a core's L1/L2 (a GPU SM's shared
+// memory holds the same), and the workload's rescale count below uses the same tiling.
+constexpr int kFlashBlock = 64;
+
 class AttentionModule : public nn::Module {
  public:
-  AttentionModule(int d, int heads, bool causal, int window, int bits, double prune, Rng& rng)
-      : mhsa_(d, heads, causal, window, rng), d_(d), bits_(bits), prune_(prune) {}
+  AttentionModule(int d, int heads, bool causal, int window, bool flash, int bits, double prune,
+                  Rng& rng)
+      : mhsa_(d, heads, causal, window, rng), d_(d), bits_(bits), prune_(prune), flash_(flash) {}
   // Same computation as nn::MultiHeadSelfAttention::forward, with compressed projection weights.
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
-    if (bits_ >= 16 && prune_ <= 0) return mhsa_.forward(in.at(0));
+    if (bits_ >= 16 && prune_ <= 0 && !flash_) return mhsa_.forward(in.at(0));
     nn::Var qkv =
         nn::linear(in.at(0), compress_weight(mhsa_.qkv.weight, bits_, prune_), mhsa_.qkv.bias);
     auto parts = nn::split(qkv, {d_, d_, d_}, 2);
     nn::Var y =
-        mhsa_.window > 0
+        flash_ ? nn::flash_attention(
+                     parts[0], parts[1], parts[2],
+                     {mhsa_.heads, mhsa_.causal, mhsa_.window, kFlashBlock, kFlashBlock})
+        : mhsa_.window > 0
             ? nn::sliding_window_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.window,
                                            mhsa_.causal)
             : nn::multi_head_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.causal);
@@ -34,6 +45,7 @@ class AttentionModule : public nn::Module {
   nn::MultiHeadSelfAttention mhsa_;
   int d_, bits_;
   double prune_;
+  bool flash_;
 };
 
 // Query-key pairs actually scored, summed over queries.
@@ -47,13 +59,32 @@ double attended_pairs(int len, int window, bool causal) {
   return pairs;
 }
 
+// Key tiles of kFlashBlock columns the flash kernel visits, times the rows of each query tile
+// (the tiling of nn/ops_flash_attention.cpp): one online-softmax rescale per (row, key tile).
+double flash_row_tiles(int len, int window, bool causal) {
+  double total = 0;
+  for (int i0 = 0; i0 < len; i0 += kFlashBlock) {
+    const int i1 = std::min(len, i0 + kFlashBlock);
+    const int lo = window > 0 ? std::max(0, i0 - window + 1) : 0;
+    const int last = i1 - 1;
+    const int hi = causal ? last + 1 : (window > 0 ? std::min(len, last + window) : len);
+    const int first = (lo / kFlashBlock) * kFlashBlock;
+    const int tiles = (hi - first + kFlashBlock - 1) / kFlashBlock;
+    total += static_cast<double>(tiles) * (i1 - i0);
+  }
+  return total;
+}
+
 BlockKind attention_kind(bool sliding) {
   BlockKind k;
   k.name = sliding ? "sliding_attention" : "attention";
   k.description = sliding ? "multi-head self-attention restricted to a window of nearby positions"
                           : "multi-head self-attention over the whole sequence";
   k.params = {ParamSpec::int_set("heads", {1, 2, 4, 8}, 2, "attention heads (must divide D)"),
-              ParamSpec::boolean("causal", false, "attend only to earlier positions")};
+              ParamSpec::boolean("causal", false, "attend only to earlier positions"),
+              ParamSpec::choice("impl", {"standard", "flash"}, "standard",
+                                "attention kernel: standard (scores materialised) or flash "
+                                "(tiled online softmax, O(L d) memory)")};
   if (sliding)
     k.params.push_back(
         ParamSpec::int_range("window", 1, 4096, 8, "positions each query sees on each side"));
@@ -66,15 +97,16 @@ BlockKind attention_kind(bool sliding) {
     return t;
   };
   k.build = [sliding](const std::vector<TensorType>& in, const json& p, Rng& rng) {
-    return std::make_unique<AttentionModule>(in[0].dims[1], pint(p, "heads"), pbool(p, "causal"),
-                                             sliding ? pint(p, "window") : 0, bits_of(p),
-                                             prune_of(p), rng);
+    return std::make_unique<AttentionModule>(
+        in[0].dims[1], pint(p, "heads"), pbool(p, "causal"), sliding ? pint(p, "window") : 0,
+        pstr(p, "impl") == "flash", bits_of(p), prune_of(p), rng);
   };
   k.count = [sliding](const std::vector<TensorType>& in, const TensorType&, const json& p,
                       hw::NodeWorkload& w) {
     const int len = in[0].dims[0];
     const double d = in[0].dims[1], heads = pint(p, "heads");
-    const double pairs = attended_pairs(len, sliding ? pint(p, "window") : 0, pbool(p, "causal"));
+    const int window = sliding ? pint(p, "window") : 0;
+    const double pairs = attended_pairs(len, window, pbool(p, "causal"));
     w.category = hw::OpCategory::Attention;
     // QKV and output projections (4 L D^2) plus scores QK^T and weighted sum AV (D per pair each).
     w.macs = 4.0 * len * d * d + 2.0 * pairs * d;
@@ -82,7 +114,22 @@ BlockKind attention_kind(bool sliding) {
     // Softmax (max, exp, sum, divide) and the 1/sqrt(d) scaling per scored pair and head, plus
     // projection biases.
     w.other_flops = 5.0 * pairs * heads + 4.0 * len * d;
-    w.kernels = 5;  // qkv projection, scores, softmax, weighted sum, output projection
+    const double bytes_per = w.bits / 8.0;
+    if (pstr(p, "impl") == "flash") {
+      // One fused kernel between the projections; the scores live only in on-chip tiles, so
+      // memory traffic stays the O(L D) sequence in and out.  Inference counts only: the
+      // backward recompute of QK^T is training work.  The online softmax adds, per query row,
+      // head and visited key tile, a rescale of the D/heads accumulator plus exp, max and the
+      // running-sum update (3).
+      w.kernels = 3;  // qkv projection, flash attention, output projection
+      w.other_flops += heads * flash_row_tiles(len, window, pbool(p, "causal")) * (d / heads + 3);
+    } else {
+      w.kernels = 5;  // qkv projection, scores, softmax, weighted sum, output projection
+      // The score matrix S and the probabilities P go through memory: S written by the scores
+      // kernel and read by the softmax, P written by it and read by the weighted sum.
+      w.output_bytes += 2.0 * heads * pairs * bytes_per;
+      w.input_bytes += 2.0 * heads * pairs * bytes_per;
+    }
     weighted_mapping(w, len * d, d, 4.0 * d * d);
   };
   return k;

@@ -51,6 +51,8 @@ std::vector<Case> cases() {
       {"cfc", seq, {{"units", 3}, {"backbone_units", 4}}},
       {"ltc", seq, {{"units", 3}, {"unfolds", 2}}},
       {"neural_ode", vec, {{"hidden", 4}, {"steps", 2}, {"time_dependent", true}}},
+      {"hyena", seq, {{"order", 3}, {"filter_width", 8}, {"emb_dim", 5}}},
+      {"ttt", seq, {{"heads", 1}, {"mini_batch", 2}}},
       {"spike_encoder", img, {{"timesteps", 2}}},
       {"spiking_dense", TensorType::sequence(2, 4), {{"timesteps", 2}, {"units", 3}}},
       {"spiking_conv", TensorType::image(4, 6, 6), {{"timesteps", 2}, {"channels", 3}}},
