@@ -17,6 +17,8 @@
 // and a real parameter x entering as dX = dx (or i dx) takes 2 Re(P) (or -2 Im(P)).
 #include "nn/ssm.hpp"
 
+#include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <complex>
 #include <memory>
@@ -45,6 +47,22 @@ void require_shape(const char* op, const char* what, const Var& v, const Shape& 
 void add_grad(Node& node, const Tensor& g) {
   if (node.requires_grad) accumulate_grad(node, g);
 }
+
+// exp(delta A_e) over the N modes of one channel with Eigen's vectorised exp.  The buffers are
+// Eigen-aligned and the same size every call, so the split between vector and scalar lanes,
+// and so every bit of the result, is the same in forward and in backward's recomputation.
+class ModeDecay {
+ public:
+  explicit ModeDecay(int n) : arg_(n), out_(n) {}
+  const float* operator()(float delta, const float* a_row) {
+    arg_ = delta * Eigen::Map<const Eigen::ArrayXf>(a_row, arg_.size());
+    out_ = arg_.exp();
+    return out_.data();
+  }
+
+ private:
+  Eigen::ArrayXf arg_, out_;
+};
 
 // Channel groups of the scan backward: enough items (batch x groups) to fill a pool of 16,
 // never more groups than channels.  Depends on the sizes only.
@@ -85,9 +103,9 @@ Var selective_scan(const Var& u, const Var& delta, const Var& A, const Var& B, c
     parallel_range(std::int64_t{Bt} * E, std::int64_t{L} * N * 6,
                    [&](std::int64_t i0, std::int64_t i1) {
                      std::vector<float> h(static_cast<std::size_t>(N));
+                     ModeDecay decay(N);
                      for (std::int64_t i = i0; i < i1; ++i) {
                        const std::int64_t b = i / E, e = i % E;
-                       const float* ae = pa + e * N;
                        std::fill(h.begin(), h.end(), 0.0f);
                        for (int t = 0; t < L; ++t) {
                          if (keep && t % kScanChunk == 0)
@@ -96,11 +114,10 @@ Var selective_scan(const Var& u, const Var& delta, const Var& A, const Var& B, c
                          const float d = pd[o], du = d * pu[o];
                          const float* bt = pb + (b * L + t) * N;
                          const float* ct = pc + (b * L + t) * N;
+                         const float* a = decay(d, pa + e * N);
+                         for (int n = 0; n < N; ++n) h[n] = a[n] * h[n] + du * bt[n];
                          float acc = 0.0f;
-                         for (int n = 0; n < N; ++n) {
-                           h[n] = std::exp(d * ae[n]) * h[n] + du * bt[n];
-                           acc += ct[n] * h[n];
-                         }
+                         for (int n = 0; n < N; ++n) acc += ct[n] * h[n];
                          py[o] = acc;
                        }
                      }
@@ -124,7 +141,10 @@ Var selective_scan(const Var& u, const Var& delta, const Var& A, const Var& B, c
     parallel_range(std::int64_t{Bt} * G, std::int64_t{L} * N * E / G * 24,
                    [&](std::int64_t i0, std::int64_t i1) {
                      std::vector<float> hs(static_cast<std::size_t>(kScanChunk + 1) * N);
-                     std::vector<float> gnext(static_cast<std::size_t>(N));
+                     std::vector<float> as(static_cast<std::size_t>(kScanChunk) * N);
+                     std::vector<float> gnext(static_cast<std::size_t>(N)), gsum(gnext.size()),
+                         gdec(gnext.size());
+                     ModeDecay decay(N);
                      for (std::int64_t item = i0; item < i1; ++item) {
                        const std::int64_t b = item / G, grp = item % G;
                        float* dbg = db_groups.data() + grp * bln;
@@ -145,8 +165,9 @@ Var selective_scan(const Var& u, const Var& delta, const Var& A, const Var& B, c
                              const float* bt = pb + (b * L + t) * N;
                              const float* hp = hs.data() + static_cast<std::size_t>(t - t0) * N;
                              float* hc = hs.data() + static_cast<std::size_t>(t - t0 + 1) * N;
-                             for (int n = 0; n < N; ++n)
-                               hc[n] = std::exp(d * ae[n]) * hp[n] + dux * bt[n];
+                             float* at = as.data() + static_cast<std::size_t>(t - t0) * N;
+                             std::copy_n(decay(d, ae), N, at);
+                             for (int n = 0; n < N; ++n) hc[n] = at[n] * hp[n] + dux * bt[n];
                            }
                            for (int t = t1 - 1; t >= t0; --t) {
                              const std::int64_t o = (b * L + t) * E + e;
@@ -154,17 +175,22 @@ Var selective_scan(const Var& u, const Var& delta, const Var& A, const Var& B, c
                              const float gy = pg[o], d = pd[o], x = pu[o], dux = d * x;
                              const float* hp = hs.data() + static_cast<std::size_t>(t - t0) * N;
                              const float* hc = hp + N;
-                             float g_du = 0.0f, g_d = 0.0f;
+                             const float* at = as.data() + static_cast<std::size_t>(t - t0) * N;
+                             // Elementwise part first (vectorises), then the two sums over
+                             // modes in a fixed order.
                              for (int n = 0; n < N; ++n) {
-                               const float a = std::exp(d * ae[n]);
                                const float gh = gy * pc[tn + n] + gnext[n];
                                dcg[tn + n] += gy * hc[n];
                                dbg[tn + n] += gh * dux;
-                               g_du += gh * pb[tn + n];
-                               const float ga = gh * hp[n] * a;  // dL/d(delta A) for this mode
-                               g_d += ga * ae[n];
-                               dae[n] += static_cast<double>(ga) * d;
-                               gnext[n] = gh * a;
+                               gsum[n] = gh;
+                               gdec[n] = gh * hp[n] * at[n];  // dL/d(delta A) for this mode
+                               dae[n] += static_cast<double>(gdec[n]) * d;
+                               gnext[n] = gh * at[n];
+                             }
+                             float g_du = 0.0f, g_d = 0.0f;
+                             for (int n = 0; n < N; ++n) {
+                               g_du += gsum[n] * pb[tn + n];
+                               g_d += gdec[n] * ae[n];
                              }
                              pdu[o] = g_du * d;
                              pdd[o] = g_d + g_du * x;

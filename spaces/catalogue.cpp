@@ -30,6 +30,8 @@ void register_block_avg_pool_3x3(Catalogue& c);
 void register_block_nb201_reduction(Catalogue& c);
 void register_block_cfc(Catalogue& c);
 void register_block_ltc(Catalogue& c);
+void register_block_s4d(Catalogue& c);
+void register_block_mamba(Catalogue& c);
 void register_block_spike_encoder(Catalogue& c);
 void register_block_spiking_dense(Catalogue& c);
 void register_block_spiking_conv(Catalogue& c);
@@ -58,6 +60,8 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_nb201_reduction(c);
   register_block_cfc(c);
   register_block_ltc(c);
+  register_block_s4d(c);
+  register_block_mamba(c);
   register_block_spike_encoder(c);
   register_block_spiking_dense(c);
   register_block_spiking_conv(c);

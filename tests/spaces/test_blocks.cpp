@@ -50,6 +50,8 @@ std::vector<Case> cases() {
       {"nb201_reduction", img, {{"channels", 3}}},
       {"cfc", seq, {{"units", 3}, {"backbone_units", 4}}},
       {"ltc", seq, {{"units", 3}, {"unfolds", 2}}},
+      {"s4d", seq, {{"d_state", 4}}},
+      {"mamba", seq, {{"d_state", 4}, {"d_conv", 3}}},
       {"spike_encoder", img, {{"timesteps", 2}}},
       {"spiking_dense", TensorType::sequence(2, 4), {{"timesteps", 2}, {"units", 3}}},
       {"spiking_conv", TensorType::image(4, 6, 6), {{"timesteps", 2}, {"channels", 3}}},
