@@ -9,6 +9,7 @@
 
 #include "nn/parallel.hpp"
 #include "nn/ssm.hpp"
+#include "nn/ssm_layers.hpp"
 #include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {
@@ -175,6 +176,152 @@ TEST(S4dKernel, RejectsBadInputs) {
         s4d_kernel(z({2}), z({2, 3}), z({2, 3}), z({2, 3}), 4);
       },
       "s4d_kernel: c has shape [2, 3], expected [2, 3, 2]");
+}
+
+}  // namespace
+}  // namespace hwnas::nn
+
+namespace hwnas::nn {
+namespace {
+
+TEST(S4dLayer, ConvolutionalAndRecurrentModesAgree) {
+  for (S4dInit init : {S4dInit::Lin, S4dInit::Inv}) {
+    std::mt19937_64 rng(8);
+    S4dOptions o;
+    o.channels = 3;
+    o.state = 8;
+    o.init = init;
+    o.dt_min = 0.01f;
+    o.dt_max = 0.5f;
+    S4dLayer layer(o, rng);
+    const Tensor u = random_tensor({2, 37, 3}, rng);
+    NoGradGuard ng;
+    expect_close(layer.forward(constant(u)).value(), layer.forward_recurrent(u), 1e-4f);
+  }
+}
+
+TEST(S4dLayer, InitialisationFollowsTheReference) {
+  std::mt19937_64 rng(1);
+  S4dOptions o;
+  o.channels = 4;
+  o.state = 8;
+  o.dt_min = 0.01f;
+  o.dt_max = 0.1f;
+  S4dLayer lin(o, rng);
+  o.init = S4dInit::Inv;
+  S4dLayer inv(o, rng);
+  for (int h = 0; h < 4; ++h) {
+    const float dt = std::exp(lin.log_dt.value().data()[h]);
+    EXPECT_GE(dt, 0.01f - 1e-6f);
+    EXPECT_LE(dt, 0.1f + 1e-6f);
+    for (int m = 0; m < 4; ++m) {
+      EXPECT_FLOAT_EQ(lin.log_a_real.value().data()[h * 4 + m], std::log(0.5f));
+      EXPECT_FLOAT_EQ(lin.a_imag.value().data()[h * 4 + m], static_cast<float>(M_PI * m));
+      // S4D-Inv: N / pi (N / (2n + 1) - 1) with N = 8.
+      EXPECT_FLOAT_EQ(inv.a_imag.value().data()[h * 4 + m],
+                      static_cast<float>(8.0 / M_PI * (8.0 / (2 * m + 1) - 1)));
+    }
+  }
+  expect_invalid([&] { S4dLayer bad({3, 5}, rng); }, "s4d: state must be an even number >= 2");
+  expect_invalid(
+      [&] {
+        S4dLayer bad({3, 4, S4dInit::Lin, 0.1f, 0.01f}, rng);
+      },
+      "s4d: dt_max must be finite and >= dt_min");
+}
+
+TEST(S4dLayer, GradientsOnInputsAndEveryParameter) {
+  std::mt19937_64 rng(5);
+  S4dLayer layer({2, 4, S4dInit::Lin, 0.05f, 0.5f}, rng);
+  std::vector<Tensor> inputs{random_tensor({2, 6, 2}, rng),    layer.log_dt.value().clone(),
+                             layer.log_a_real.value().clone(), layer.a_imag.value().clone(),
+                             layer.c.value().clone(),          layer.d.value().clone()};
+  expect_gradients_match(
+      [&](const std::vector<Var>& v) {
+        layer.log_dt = v[1];
+        layer.log_a_real = v[2];
+        layer.a_imag = v[3];
+        layer.c = v[4];
+        layer.d = v[5];
+        return layer.forward(v[0]);
+      },
+      inputs);
+}
+
+TEST(MambaMixer, GradientsOnInputsAndEveryParameter) {
+  std::mt19937_64 rng(6);
+  MambaOptions o;
+  o.d_model = 3;
+  o.d_state = 2;
+  o.expand = 2;
+  o.d_conv = 3;
+  MambaMixer m(o, rng);
+  std::vector<NamedParameter> named;
+  m.append_named_parameters("", named);
+  std::vector<std::string> names;
+  for (const auto& p : named) names.push_back(p.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"in_proj.weight", "conv1d.weight", "conv1d.bias",
+                                             "x_proj.weight", "dt_proj.weight", "dt_proj.bias",
+                                             "A_log", "D", "out_proj.weight"}));
+  std::vector<Tensor> inputs{random_tensor({2, 5, 3}, rng)};
+  for (const auto& p : named) inputs.push_back(p.var.value().clone());
+  expect_gradients_match(
+      [&](const std::vector<Var>& v) {
+        // Swap the gradcheck's copies in as the mixer's parameters.
+        std::vector<Var*> slots{&m.in_proj.weight, &m.conv_weight,  &m.conv_bias, &m.x_proj.weight,
+                                &m.dt_proj.weight, &m.dt_proj.bias, &m.A_log,     &m.D,
+                                &m.out_proj.weight};
+        for (std::size_t k = 0; k < slots.size(); ++k) *slots[k] = v[k + 1];
+        return m.forward(v[0]);
+      },
+      inputs);
+}
+
+TEST(MambaMixer, IsCausalAndInitialisedAsThePaper) {
+  std::mt19937_64 rng(2);
+  MambaOptions o;
+  o.d_model = 4;
+  o.d_state = 3;
+  MambaMixer m(o, rng);
+  EXPECT_EQ(o.rank(), 1);  // ceil(4 / 16)
+  for (int e = 0; e < 8; ++e) {
+    // softplus(dt bias) lies in [dt_min, dt_max]; A = -(1, 2, 3); D = 1.
+    const float b = m.dt_proj.bias.value().data()[e];
+    const float dt = std::log1p(std::exp(b));
+    EXPECT_GE(dt, 1e-3f * 0.999f);
+    EXPECT_LE(dt, 1e-1f * 1.001f);
+    for (int n = 0; n < 3; ++n)
+      EXPECT_FLOAT_EQ(std::exp(m.A_log.value().data()[e * 3 + n]), static_cast<float>(n + 1));
+    EXPECT_EQ(m.D.value().data()[e], 1.0f);
+  }
+  // Changing the last position leaves every earlier output unchanged.
+  Tensor u = random_tensor({1, 9, 4}, rng);
+  NoGradGuard ng;
+  const Tensor y0 = m.forward(constant(u)).value().clone();
+  for (int f = 0; f < 4; ++f) u.data()[8 * 4 + f] += 1.0f;
+  const Tensor y1 = m.forward(constant(u)).value();
+  for (int i = 0; i < 8 * 4; ++i) EXPECT_EQ(y0.data()[i], y1.data()[i]) << i;
+  EXPECT_NE(y0.data()[8 * 4], y1.data()[8 * 4]);
+  expect_invalid([&] { MambaMixer bad({4, 0}, rng); }, "mamba: d_state must be >= 1, got 0");
+  expect_invalid(
+      [&] {
+        m.forward(constant(Tensor::zeros({1, 3, 5})));
+      },
+      "mamba: input must be [batch, length, 4], got [1, 3, 5]");
+}
+
+TEST(CausalDepthwiseConv1d, MatchesTheSumByHandAndItsGradients) {
+  const Tensor x = Tensor::from({1, 3, 2}, {1, 2, 3, 4, 5, 6});
+  const Tensor w = Tensor::from({2, 2}, {10, 20, 1, 2});  // tap 0 reads t-1, tap 1 reads t
+  const Tensor b = Tensor::from({2}, {0.5f, -0.5f});
+  const Tensor y = causal_depthwise_conv1d(constant(x), constant(w), constant(b)).value();
+  // t=0: 1*1+.5, 2*2-.5; t=1: 10*1+1*3+.5, 20*2+2*4-.5; t=2: 10*3+5+.5, 20*4+12-.5
+  const std::vector<float> want{1.5f, 3.5f, 13.5f, 47.5f, 35.5f, 91.5f};
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(y.data()[i], want[static_cast<std::size_t>(i)]);
+  std::mt19937_64 rng(3);
+  expect_gradients_match(
+      [](const std::vector<Var>& v) { return causal_depthwise_conv1d(v[0], v[1], v[2]); },
+      {random_tensor({2, 5, 3}, rng), random_tensor({3, 3}, rng), random_tensor({3}, rng)});
 }
 
 }  // namespace
