@@ -69,5 +69,5 @@ TEST(SsmLearning, SlowSelectiveScanRecallsMqarAboveChance) {
       token_accuracy_of("mqar", task, {"s4d", {{"d_state", 16}}}, 32, 16, 1e-2f, 2000);
   std::printf("mqar (L 64, 8 pairs) token accuracy: mamba %.3f, s4d %.3f (chance 1/16)\n", mamba,
               s4d);
-  EXPECT_GT(mamba, 0.1);
+  EXPECT_GT(mamba, 0.1);  // measured 0.239 (s4d 0.143)
 }
