@@ -93,6 +93,11 @@ void register_builtin_ops(OpRegistry& r) {
   // ---- fused time loops (nn/time_loop.hpp; cells in nn/recurrent_cells.hpp)
   r.add({"time_loop", "T recurrent steps of a cell in one node, hand-written BPTT backward"});
   r.add({"time_loop_final_state", "the final state of a fused time loop"});
+  // ---- state-space models (nn/ssm.hpp)
+  r.add({"selective_scan",
+         "Mamba selective scan h_t = exp(delta A) h + delta B u, y = C h in one node, "
+         "chunk-recomputing backward"});
+  r.add({"s4d_kernel", "S4D convolution kernel (ZOH diagonal complex SSM, Vandermonde product)"});
   // ---- Kolmogorov-Arnold networks
   r.add({"bspline_basis",
          "order-k B-spline basis on a uniform extended grid, [.., n] -> [.., n, G+k]"});

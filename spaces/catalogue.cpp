@@ -33,6 +33,8 @@ void register_block_ltc(Catalogue& c);
 void register_block_neural_ode(Catalogue& c);
 void register_block_hyena(Catalogue& c);
 void register_block_ttt(Catalogue& c);
+void register_block_s4d(Catalogue& c);
+void register_block_mamba(Catalogue& c);
 void register_block_spike_encoder(Catalogue& c);
 void register_block_spiking_dense(Catalogue& c);
 void register_block_spiking_conv(Catalogue& c);
@@ -64,6 +66,8 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_neural_ode(c);
   register_block_hyena(c);
   register_block_ttt(c);
+  register_block_s4d(c);
+  register_block_mamba(c);
   register_block_spike_encoder(c);
   register_block_spiking_dense(c);
   register_block_spiking_conv(c);

@@ -15,6 +15,7 @@
 #include "nn/op_registry.hpp"
 #include "nn/ops.hpp"
 #include "nn/recurrent_cells.hpp"
+#include "nn/ssm.hpp"
 #include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {
@@ -220,6 +221,15 @@ const std::vector<OpCase> kCases = {
     {"topk", {Shape{2, 3, 5}}, [](const V& v) { return topk(v[0], 3).values; }, Init::Distinct},
     {"topk", {Shape{4, 5}}, [](const V& v) { return topk(v[0], 2, false).values; }, Init::Distinct},
     // ---- spectral
+    // ---- state-space models: positive steps and negative A as the blocks feed them
+    {"selective_scan",
+     {Shape{2, 5, 3}, Shape{2, 5, 3}, Shape{3, 4}, Shape{2, 5, 4}, Shape{2, 5, 4}},
+     [](const V& v) {
+       return selective_scan(v[0], softplus(v[1]), scale(exp(v[2]), -1.0f), v[3], v[4]);
+     }},
+    {"s4d_kernel",
+     {Shape{2}, Shape{2, 3}, Shape{2, 3}, Shape{2, 3, 2}},
+     [](const V& v) { return s4d_kernel(v[0], v[1], v[2], v[3], 6); }},
     {"rfft", {Shape{2, 8}}, [](const V& v) { return rfft(v[0], 1); }},
     {"rfft", {Shape{7, 2}}, [](const V& v) { return rfft(v[0], 0, 9); }},
     {"irfft", {Shape{2, 5, 2}}, [](const V& v) { return irfft(v[0], 1); }},
