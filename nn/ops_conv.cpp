@@ -16,7 +16,7 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -83,8 +83,10 @@ std::int64_t padded_size(const ConvGeom& g) {
   return static_cast<std::int64_t>(g.cin) * padded_h(g) * padded_w(g);
 }
 
-// Short-row copy / accumulate (rows of a feature map are often shorter than one AVX-512 vector):
-// masked vector ops avoid the call and alignment-peeling overhead of memcpy or Eigen per row.
+// Short-row copy / accumulate (rows of a feature map are often shorter than one vector):
+// AVX-512 masked ops, or AVX2 8/4-wide ops and a scalar tail (AVX2's masked stores are
+// microcoded and slow on AMD Zen) avoid the call and alignment-peeling overhead of memcpy or Eigen
+// per row.
 inline void copy_row(float* dst, const float* src, int n) {
 #if defined(__AVX512F__)
   int t = 0;
@@ -93,6 +95,11 @@ inline void copy_row(float* dst, const float* src, int n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - t)) - 1u);
     _mm512_mask_storeu_ps(dst + t, m, _mm512_maskz_loadu_ps(m, src + t));
   }
+#elif defined(__AVX2__)
+  int t = 0;
+  for (; t + 8 <= n; t += 8) _mm256_storeu_ps(dst + t, _mm256_loadu_ps(src + t));
+  if (t + 4 <= n) _mm_storeu_ps(dst + t, _mm_loadu_ps(src + t)), t += 4;
+  for (; t < n; ++t) dst[t] = src[t];
 #else
   UArrayMap(dst, n) = ConstUArrayMap(src, n);
 #endif
@@ -109,6 +116,13 @@ inline void add_row(float* dst, const float* src, int n) {
         dst + t, m,
         _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + t), _mm512_maskz_loadu_ps(m, src + t)));
   }
+#elif defined(__AVX2__)
+  int t = 0;
+  for (; t + 8 <= n; t += 8)
+    _mm256_storeu_ps(dst + t, _mm256_add_ps(_mm256_loadu_ps(dst + t), _mm256_loadu_ps(src + t)));
+  if (t + 4 <= n)
+    _mm_storeu_ps(dst + t, _mm_add_ps(_mm_loadu_ps(dst + t), _mm_loadu_ps(src + t))), t += 4;
+  for (; t < n; ++t) dst[t] += src[t];
 #else
   UArrayMap(dst, n) += ConstUArrayMap(src, n);
 #endif
