@@ -1,12 +1,13 @@
 // Convolution and pooling ops (NCHW).
 //
-// conv2d: im2col + one row-major Eigen GEMM per sample and group, parallel over the batch.
-// Depthwise (groups == Cin == Cout) uses a direct kernel instead, since its im2col matrix would
-// be kh*kw times the input for a GEMM with a single output row.
-// Determinism: every parallel task writes a disjoint slice of the output/grad; the weight and
-// bias gradients, which reduce over the batch, are summed into per-chunk partials whose chunk
-// boundaries depend only on N, then added in chunk order.  Results are therefore bit-identical
-// for any thread count.
+// conv2d: im2col + one row-major Eigen GEMM per group over a batch of samples (the batch's
+// im2col matrices side by side, so the GEMM has S*Ho*Wo columns), parallel over the batches.
+// Pointwise (1x1, stride 1, no padding) convolutions skip im2col.  Depthwise (groups == Cin ==
+// Cout) uses a direct kernel instead, since its im2col matrix would be kh*kw times the input for a
+// GEMM with a single output row. Determinism: every parallel task writes a disjoint slice of the
+// output/grad; the weight and bias gradients, which reduce over the batch, are summed into
+// per-chunk partials whose chunk and batch boundaries depend only on the shapes, then added in
+// chunk order.  Results are therefore bit-identical for any thread count.
 //
 // GCC 12 flags Eigen's AVX-512 GEMM packing (_mm512_undefined_ps in a system header) as
 // maybe-uninitialized once inlined here; it is a known false positive, silenced for this file.
@@ -15,13 +16,14 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -41,9 +43,6 @@ using detail::scratch;
 
 // Fixed chunking of [0, n) for reductions: depends only on n, never on the thread count.
 constexpr int kMaxReduceChunks = 8;
-int reduce_chunks(std::int64_t n) {
-  return static_cast<int>(std::clamp<std::int64_t>(n, 1, kMaxReduceChunks));
-}
 std::int64_t chunk_begin(std::int64_t n, int chunks, int c) { return n * c / chunks; }
 
 // Runs f(chunk, begin, end) for each fixed chunk, in parallel when worthwhile.
@@ -84,8 +83,10 @@ std::int64_t padded_size(const ConvGeom& g) {
   return static_cast<std::int64_t>(g.cin) * padded_h(g) * padded_w(g);
 }
 
-// Short-row copy / accumulate (rows of a feature map are often shorter than one AVX-512 vector):
-// masked vector ops avoid the call and alignment-peeling overhead of memcpy or Eigen per row.
+// Short-row copy / accumulate (rows of a feature map are often shorter than one vector):
+// AVX-512 masked ops, or AVX2 8/4-wide ops and a scalar tail (AVX2's masked stores are
+// microcoded and slow on AMD Zen) avoid the call and alignment-peeling overhead of memcpy or Eigen
+// per row.
 inline void copy_row(float* dst, const float* src, int n) {
 #if defined(__AVX512F__)
   int t = 0;
@@ -94,6 +95,11 @@ inline void copy_row(float* dst, const float* src, int n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - t)) - 1u);
     _mm512_mask_storeu_ps(dst + t, m, _mm512_maskz_loadu_ps(m, src + t));
   }
+#elif defined(__AVX2__)
+  int t = 0;
+  for (; t + 8 <= n; t += 8) _mm256_storeu_ps(dst + t, _mm256_loadu_ps(src + t));
+  if (t + 4 <= n) _mm_storeu_ps(dst + t, _mm_loadu_ps(src + t)), t += 4;
+  for (; t < n; ++t) dst[t] = src[t];
 #else
   UArrayMap(dst, n) = ConstUArrayMap(src, n);
 #endif
@@ -110,6 +116,13 @@ inline void add_row(float* dst, const float* src, int n) {
         dst + t, m,
         _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + t), _mm512_maskz_loadu_ps(m, src + t)));
   }
+#elif defined(__AVX2__)
+  int t = 0;
+  for (; t + 8 <= n; t += 8)
+    _mm256_storeu_ps(dst + t, _mm256_add_ps(_mm256_loadu_ps(dst + t), _mm256_loadu_ps(src + t)));
+  if (t + 4 <= n)
+    _mm_storeu_ps(dst + t, _mm_add_ps(_mm_loadu_ps(dst + t), _mm_loadu_ps(src + t))), t += 4;
+  for (; t < n; ++t) dst[t] += src[t];
 #else
   UArrayMap(dst, n) += ConstUArrayMap(src, n);
 #endif
@@ -130,8 +143,10 @@ const float* pad_sample(const float* x, const ConvGeom& g, float* buf) {
 }
 
 // col[(c*kh + i)*kw + j][oh*wo + ow] = xp[c][oh*s + i][ow*s + j] over the padded planes xp.
-void im2col(const float* xp, const ConvGeom& g, float* col) {
-  const std::int64_t P = g.p();
+// `ld` is the row stride of col: a batch of samples shares one matrix, sample s in columns
+// [s*P, (s+1)*P), so one GEMM covers the whole batch.
+void im2col(const float* xp, const ConvGeom& g, float* col, std::int64_t ld) {
+  const std::int64_t P = ld;
   const int hp = padded_h(g), wp = padded_w(g);
   for (int c = 0; c < g.cin; ++c)
     for (int i = 0; i < g.kh; ++i)
@@ -153,9 +168,9 @@ void im2col(const float* xp, const ConvGeom& g, float* col) {
 // The adjoint of im2col followed by pad_sample: dx += crop(scatter(dcol)).  dxp is scratch for
 // the padded gradient (unused when there is no padding).
 // With overwrite, dx = crop(scatter(dcol)) instead (dx's old contents are ignored).
-void col2im_add(const float* col, const ConvGeom& g, float* dx, float* dxp,
-                bool overwrite = false) {
-  const std::int64_t P = g.p();
+void col2im_add(const float* col, std::int64_t ld, const ConvGeom& g, float* dx, float* dxp,
+                bool overwrite) {
+  const std::int64_t P = ld;
   const int hp = padded_h(g), wp = padded_w(g);
   float* acc = dx;
   if (g.pad > 0) {
@@ -409,6 +424,59 @@ Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g
   });
 }
 
+// Samples per im2col batch: enough columns (S*P) that one GEMM amortises its packing, while the
+// batch's im2col matrix (and its output/gradient tile) stays within 256 KB, inside a per-core L2
+// (1<<18 floats, 1 MB, measured 2-4% slower on a 512 KB-L2 EPYC).  At most a quarter of the
+// batch so that the batches still spread over the threads.  Depends only on the problem's
+// shape, so results do not depend on the thread count.
+constexpr std::int64_t kBatchColFloats = std::int64_t{1} << 16;
+int samples_per_batch(const ConvGeom& g) {
+  const std::int64_t per_sample = std::max<std::int64_t>(g.groups * g.k_g(), g.cout) * g.p();
+  const std::int64_t fit = std::max<std::int64_t>(1, kBatchColFloats / per_sample);
+  const std::int64_t quarter = std::max(1, (g.n + 3) / 4);
+  return static_cast<int>(std::min(fit, quarter));
+}
+
+// Reduction chunks of the batch (fixed by N and the batch size): each holds >= 1 im2col batch.
+int conv_chunks(const ConvGeom& g, int spb) {
+  return static_cast<int>(std::min<std::int64_t>(kMaxReduceChunks, (g.n + spb - 1) / spb));
+}
+
+// Per-thread buffers for the batched path (more slots than detail::scratch offers).
+enum ConvSlot { kCol, kDcol, kPad, kTile, kConvSlots };
+float* conv_scratch(std::int64_t n, ConvSlot slot) {
+  struct Buffer {
+    float* data = nullptr;
+    std::int64_t size = 0;
+    ~Buffer() { ::operator delete[](data, std::align_val_t(64)); }
+  };
+  thread_local Buffer buffers[kConvSlots];
+  Buffer& b = buffers[slot];
+  if (b.size < n) {
+    ::operator delete[](b.data, std::align_val_t(64));
+    b.data = static_cast<float*>(
+        ::operator new[](static_cast<std::size_t>(n) * sizeof(float), std::align_val_t(64)));
+    b.size = n;
+  }
+  return b.data;
+}
+
+// Fills col ([groups*Kg, s*P], row stride ld) with the im2col matrices of samples x[0..s).
+// Pointwise convolutions need no im2col: their column block is the sample itself (copied).
+void im2col_batch(const float* x, int s, const ConvGeom& g, float* col, std::int64_t ld,
+                  float* pbuf) {
+  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p();
+  for (int i = 0; i < s; ++i) im2col(pad_sample(x + i * CHW, g, pbuf), g, col + i * P, ld);
+}
+
+// tile[r][i*P + p] = src[(i*rows + r)*P + p] for i < s: NCHW slab -> [rows, s*P] matrix.
+void gather_rows(const float* src, int s, std::int64_t rows, std::int64_t P, float* tile) {
+  const std::int64_t ld = s * P;
+  for (int i = 0; i < s; ++i)
+    for (std::int64_t r = 0; r < rows; ++r)
+      UArrayMap(tile + r * ld + i * P, P) = ConstUArrayMap(src + (i * rows + r) * P, P);
+}
+
 }  // namespace
 
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
@@ -418,28 +486,47 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
   const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
   const int Cg = g.cout_g();
   const std::int64_t sample_flops = 2 * static_cast<std::int64_t>(g.cout) * Kg * P;
+  const int spb = samples_per_batch(g);
+  const int chunks = conv_chunks(g, spb);
   Tensor y(Shape{g.n, g.cout, g.ho, g.wo});
   {
     const float* xd = x.value().data();
     const float* bd = b.defined() ? b.value().data() : nullptr;
     ConstMatrixMap wm(w.value().data(), g.cout, Kg);
     float* yd = y.data();
-    parallel_range(g.n, sample_flops, [&](std::int64_t lo, std::int64_t hi) {
-      float* col =
-          g.pointwise() ? nullptr : scratch(static_cast<std::size_t>(g.groups * Kg * P), 0);
-      float* xpad = col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
-      for (std::int64_t n = lo; n < hi; ++n) {
-        const float* src = xd + n * CHW;
-        if (col) {
-          im2col(pad_sample(src, g, xpad), g, col);
+    for_each_chunk(g.n, chunks, sample_flops, [&](int, std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t n0 = lo; n0 < hi; n0 += spb) {
+        const int s = static_cast<int>(std::min<std::int64_t>(spb, hi - n0));
+        const std::int64_t ld = s * P;
+        // A single pointwise sample is its own column matrix and output: no copies at all.
+        const bool direct = g.pointwise() && s == 1;
+        const float* src = xd + n0 * CHW;
+        if (!direct) {
+          float* col = conv_scratch(g.groups * Kg * ld, kCol);
+          float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
+          im2col_batch(src, s, g, col, ld, pbuf);
           src = col;
         }
+        float* out = s == 1 ? yd + n0 * g.cout * P : conv_scratch(g.cout * ld, kTile);
         for (int gr = 0; gr < g.groups; ++gr) {
-          MatrixMap out(yd + (n * g.cout + static_cast<std::int64_t>(gr) * Cg) * P, Cg, P);
-          ConstMatrixMap cm(src + gr * Kg * P, Kg, P);
-          out.noalias() = wm.middleRows(gr * Cg, Cg) * cm;
-          if (bd) out.colwise() += Eigen::Map<const Eigen::VectorXf>(bd + gr * Cg, Cg);
+          MatrixMap og(out + static_cast<std::int64_t>(gr) * Cg * ld, Cg, ld);
+          og.noalias() = wm.middleRows(gr * Cg, Cg) * ConstMatrixMap(src + gr * Kg * ld, Kg, ld);
         }
+        if (s == 1) {
+          if (bd)
+            MatrixMap(out, g.cout, P).colwise() += Eigen::Map<const Eigen::VectorXf>(bd, g.cout);
+          continue;
+        }
+        // [Cout, s*P] tile -> NCHW, adding the bias on the way.
+        for (int i = 0; i < s; ++i)
+          for (int co = 0; co < g.cout; ++co) {
+            UArrayMap dst(yd + ((n0 + i) * g.cout + co) * P, P);
+            ConstUArrayMap t(out + co * ld + i * P, P);
+            if (bd)
+              dst = t + bd[co];
+            else
+              dst = t;
+          }
       }
     });
   }
@@ -447,7 +534,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
   std::vector<Var> parents{x, w};
   if (b.defined()) parents.push_back(b);
   return make_result(
-      std::move(y), parents, [g, CHW, P, Kg, Cg, sample_flops, has_b = b.defined()](Node& self) {
+      std::move(y), parents,
+      [g, CHW, P, Kg, Cg, sample_flops, spb, chunks, has_b = b.defined()](Node& self) {
         Node& xn = *self.parents[0];
         Node& wn = *self.parents[1];
         Node* bn = has_b ? self.parents[2].get() : nullptr;
@@ -461,7 +549,6 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         float* dx = need_x ? detail::grad_buffer(xn, dx_fresh) : nullptr;
 
         // Weight/bias gradients reduce over the batch: per-chunk partials, summed in chunk order.
-        const int chunks = reduce_chunks(g.n);
         const std::int64_t wsize = static_cast<std::int64_t>(g.cout) * Kg;
         // Pooled buffer (a fresh zeroed vector this size would be mmap-backed: page faults per
         // step).
@@ -472,47 +559,52 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         const std::int64_t flops = sample_flops * ((need_w ? 1 : 0) + (need_x ? 1 : 0)) + 1;
 
         for_each_chunk(g.n, chunks, flops, [&](int c, std::int64_t lo, std::int64_t hi) {
-          const bool need_col = !g.pointwise() && (need_w || need_x);
-          float* col = need_col ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 0) : nullptr;
-          float* dcol = need_x && !g.pointwise()
-                            ? scratch(static_cast<std::size_t>(g.groups * Kg * P), 1)
-                            : nullptr;
-          // One padded buffer serves both the input copy (dW) and the padded dx (col2im), in turn.
-          float* pbuf =
-              need_col && g.pad ? scratch(static_cast<std::size_t>(padded_size(g)), 2) : nullptr;
-          for (std::int64_t n = lo; n < hi; ++n) {
-            const float* dyn = dy + n * g.cout * P;
+          for (std::int64_t n0 = lo; n0 < hi; n0 += spb) {
+            const int s = static_cast<int>(std::min<std::int64_t>(spb, hi - n0));
+            const std::int64_t ld = s * P;
+            const bool direct = g.pointwise() && s == 1;
+            float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
+            // dY of the batch as one [Cout, s*P] matrix.
+            const float* dyc = dy + n0 * g.cout * P;
+            if (s > 1) {
+              float* tile = conv_scratch(g.cout * ld, kTile);
+              gather_rows(dyc, s, g.cout, P, tile);
+              dyc = tile;
+            }
             if (need_b) {
               Eigen::Map<Eigen::VectorXf> dbp(db_part.data() + static_cast<std::size_t>(c) * g.cout,
                                               g.cout);
-              dbp += ConstMatrixMap(dyn, g.cout, P).rowwise().sum();
+              dbp += ConstMatrixMap(dyc, g.cout, ld).rowwise().sum();
             }
             if (need_w) {
-              const float* src = xd + n * CHW;
-              if (col) {
-                im2col(pad_sample(src, g, pbuf), g, col);
+              const float* src = xd + n0 * CHW;
+              if (!direct) {
+                float* col = conv_scratch(g.groups * Kg * ld, kCol);
+                im2col_batch(src, s, g, col, ld, pbuf);
                 src = col;
               }
               for (int gr = 0; gr < g.groups; ++gr) {
                 MatrixMap dwp(dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg,
                               Cg, Kg);
                 dwp.noalias() +=
-                    ConstMatrixMap(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P) *
-                    ConstMatrixMap(src + gr * Kg * P, Kg, P).transpose();
+                    ConstMatrixMap(dyc + static_cast<std::int64_t>(gr) * Cg * ld, Cg, ld) *
+                    ConstMatrixMap(src + gr * Kg * ld, Kg, ld).transpose();
               }
             }
             if (need_x) {
-              // Pointwise: dcol is dx itself, so the GEMM accumulates straight into it.
-              float* dst = dcol ? dcol : dx + n * CHW;
+              // Direct pointwise: the GEMM writes dx itself.
+              float* dst = direct ? dx + n0 * CHW : conv_scratch(g.groups * Kg * ld, kDcol);
               for (int gr = 0; gr < g.groups; ++gr) {
-                MatrixMap dc(dst + gr * Kg * P, Kg, P);
-                ConstMatrixMap dyg(dyn + static_cast<std::int64_t>(gr) * Cg * P, Cg, P);
-                if (dcol || dx_fresh)
+                MatrixMap dc(dst + gr * Kg * ld, Kg, ld);
+                ConstMatrixMap dyg(dyc + static_cast<std::int64_t>(gr) * Cg * ld, Cg, ld);
+                if (!direct || dx_fresh)
                   dc.noalias() = wm.middleRows(gr * Cg, Cg).transpose() * dyg;
                 else
                   dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
               }
-              if (dcol) col2im_add(dcol, g, dx + n * CHW, pbuf, dx_fresh);
+              if (!direct)
+                for (int i = 0; i < s; ++i)
+                  col2im_add(dst + i * P, ld, g, dx + (n0 + i) * CHW, pbuf, dx_fresh);
             }
           }
         });
@@ -527,7 +619,6 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         }
       });
 }
-
 // ---- pooling ----
 namespace {
 

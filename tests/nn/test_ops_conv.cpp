@@ -161,6 +161,57 @@ TEST(Conv2d, InputWithoutGradientStillGivesWeightGradients) {
   EXPECT_FLOAT_EQ(b.grad().data()[0], 2 * 25);
 }
 
+// Batches of 9 or more samples run im2col/GEMM over several samples at once (one matrix with
+// S*Ho*Wo columns), with a ragged last batch; checked against the naive convolution and finite
+// differences for padded, strided, grouped and pointwise shapes.
+TEST(Conv2d, BatchedSamplesMatchNaiveAndGradients) {
+  const ConvCase cases[] = {
+      {"padding", 11, 2, 5, 6, 3, 3, 3, {1, 1, 1}, true},
+      {"stride2_pad1", 9, 2, 7, 6, 3, 3, 2, {2, 1, 1}, false},
+      {"groups2", 10, 4, 5, 5, 6, 3, 3, {1, 1, 2}, true},
+      {"pointwise", 13, 3, 4, 5, 5, 1, 1, {1, 0, 1}, true},
+      {"pointwise_groups", 9, 4, 3, 3, 2, 1, 1, {1, 0, 2}, false},
+  };
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::mt19937_64 rng(17);
+    std::vector<Tensor> in{random_tensor(Shape{c.n, c.cin, c.h, c.w}, rng),
+                           random_tensor(Shape{c.cout, c.cin / c.opt.groups, c.kh, c.kw}, rng)};
+    if (c.bias) in.push_back(random_tensor(Shape{c.cout}, rng));
+    expect_close(
+        conv2d(constant(in[0]), constant(in[1]), c.bias ? constant(in[2]) : Var(), c.opt).value(),
+        naive_conv2d(in[0], in[1], c.bias ? &in[2] : nullptr, c.opt));
+    expect_gradients_match(
+        [&](const std::vector<Var>& v) { return conv2d(v[0], v[1], c.bias ? v[2] : Var(), c.opt); },
+        in);
+  }
+}
+
+// The batched path (pointwise and padded 3x3 at batch 64) is bit-identical across pool sizes.
+std::vector<float> batched_conv_grads(int threads) {
+  ThreadBudget budget(threads);
+  std::mt19937_64 rng(8);
+  Var x = parameter(random_tensor(Shape{64, 6, 7, 7}, rng));
+  Var w = parameter(random_tensor(Shape{12, 6, 3, 3}, rng));
+  Var b = parameter(random_tensor(Shape{12}, rng));
+  Var wp = parameter(random_tensor(Shape{8, 12, 1, 1}, rng));
+  Var y = conv2d(conv2d(x, w, b, {1, 1, 1}), wp, Var(), {1, 0, 1});
+  backward(sum(mul(y, y)));
+  std::vector<float> all = y.value().to_vector();
+  for (const Var* v : {&x, &w, &b, &wp}) {
+    auto g = v->grad().to_vector();
+    all.insert(all.end(), g.begin(), g.end());
+  }
+  return all;
+}
+
+TEST(Conv2d, BatchedPathDeterministicAcrossThreadCounts) {
+  const auto a = batched_conv_grads(2), b = batched_conv_grads(2), c = batched_conv_grads(1);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin()));
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), c.begin()));
+}
+
 // Bit-identical gradients run to run and across pool sizes (fixed reduction order).
 std::vector<float> conv_grads(int threads) {
   ThreadBudget budget(threads);

@@ -1,0 +1,262 @@
+// Training throughput on sampled architectures (the hwnas side of bench/sampled_vs_torch.sh).
+//
+// The throughput of a search is the throughput of the candidates it samples, not of a few
+// hand-picked models, so this samples genomes from an example space (seeded), builds each with
+// spaces::build_model and trains it as the trainer does (cross-entropy, backward, AdamW) on
+// random data of the space's input shape.  bench/sampled_vs_torch.py trains the same genomes
+// (read from the --dump file) in PyTorch.
+//
+//   bench_sampled_vs_torch --space examples/spaces/cnn.json --dump genomes.jsonl
+//                          [--samples 20] [--seed 1]
+//   bench_sampled_vs_torch --genomes genomes.jsonl [--batch 64] [--steps 10] [--warmup 2]
+//                          [--threads 2] [--profile]
+// --dump writes one genome JSON per line (with its forward MACs per sample) and exits.
+// Timing prints one "RESULT ..." line per genome.  --profile instead prints, summed over all
+// genomes, the forward and backward time per block kind ("conv[q]" = a compressed conv), measured
+// with probe nodes between the genome's nodes (bench/models.hpp).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/models.hpp"
+#include "nn/ops.hpp"
+#include "nn/optim.hpp"
+#include "nn/parallel.hpp"
+#include "spaces/catalogue.hpp"
+#include "spaces/model_builder.hpp"
+#include "spaces/space.hpp"
+#include "spaces/workload_builder.hpp"
+
+using namespace hwnas;
+using bench::Clock;
+
+namespace {
+
+struct Args {
+  std::string space, dump, genomes;
+  int samples = 20, batch = 64, steps = 10, warmup = 2, threads = 2;
+  std::uint64_t seed = 1;
+  bool profile = false;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "missing value for %s\n", k.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (k == "--space")
+      a.space = val();
+    else if (k == "--dump")
+      a.dump = val();
+    else if (k == "--genomes")
+      a.genomes = val();
+    else if (k == "--samples")
+      a.samples = std::stoi(val());
+    else if (k == "--seed")
+      a.seed = std::stoull(val());
+    else if (k == "--batch")
+      a.batch = std::stoi(val());
+    else if (k == "--steps")
+      a.steps = std::stoi(val());
+    else if (k == "--warmup")
+      a.warmup = std::stoi(val());
+    else if (k == "--threads")
+      a.threads = std::stoi(val());
+    else if (k == "--profile")
+      a.profile = true;
+    else {
+      std::fprintf(stderr,
+                   "usage: %s --space FILE --dump OUT [--samples N] [--seed S]\n"
+                   "       %s --genomes FILE [--batch B] [--steps N] [--warmup N] [--threads T] "
+                   "[--profile]\n",
+                   argv[0], argv[0]);
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+// Block kind as the profile reports it: compressed (quantised or pruned) weighted layers apart
+// (the macro space also attaches bits/prune to weightless nodes such as pools).
+std::string profile_label(const spaces::BlockNode& b, nn::Module& m) {
+  std::vector<nn::Var> params;
+  m.collect_parameters(params);
+  if (params.empty()) return b.kind;
+  const bool q = b.params.contains("bits") && b.params["bits"].get<int>() < 32;
+  const bool p = b.params.contains("prune") && b.params["prune"].get<double>() > 0;
+  return b.kind + (q || p ? "[q]" : "");
+}
+
+// The genome's model, built node by node as spaces::build_model does, with a probe after every
+// node so that time is charged to its block kind.
+class ProfiledModel : public nn::Module {
+ public:
+  ProfiledModel(spaces::Genome g, std::uint64_t seed, bench::Profiler& prof)
+      : g_(std::move(g)), prof_(prof) {
+    g_.validate();
+    spaces::Rng rng(seed);
+    order_ = g_.topological_order();
+    modules_.resize(g_.num_nodes());
+    labels_.resize(g_.num_nodes());
+    for (auto v : order_) {
+      if (v == g_.input_node()) continue;
+      const auto& b = g_.node(v);
+      const auto& kind = spaces::catalogue().at(b.kind);
+      std::vector<spaces::TensorType> in;
+      for (auto u : g_.inputs_of(v)) in.push_back(g_.node(u).out);
+      modules_[v] = kind.build(in, kind.resolve(b.params), rng);
+      labels_[v] = profile_label(b, *modules_[v]);
+    }
+  }
+  nn::Var forward(const std::vector<nn::Var>& x, nn::ForwardContext& ctx) override {
+    std::vector<nn::Var> act(g_.num_nodes());
+    for (auto v : order_) {
+      if (v == g_.input_node()) {
+        act[v] = bench::probe(prof_, x.at(0), "input");
+        continue;
+      }
+      std::vector<nn::Var> in;
+      for (auto u : g_.inputs_of(v)) in.push_back(act[u]);
+      act[v] = bench::probe(prof_, modules_[v]->forward(in, ctx), labels_[v]);
+    }
+    return act[g_.output_node()];
+  }
+  void append_named_parameters(const std::string& prefix,
+                               std::vector<nn::NamedParameter>& out) override {
+    for (auto v : order_)
+      if (modules_[v])
+        modules_[v]->append_named_parameters(prefix + "n" + std::to_string(v) + ".", out);
+  }
+  std::string name() const override { return "profiled_genome"; }
+
+ private:
+  spaces::Genome g_;
+  bench::Profiler& prof_;
+  std::vector<spaces::Genome::NodeId> order_;
+  std::vector<std::unique_ptr<nn::Module>> modules_;
+  std::vector<std::string> labels_;
+};
+
+nn::Shape batch_shape(const spaces::TensorType& t, int batch) {
+  std::vector<int> dims{batch};
+  for (int d : t.dims) dims.push_back(d);
+  return nn::Shape(dims);
+}
+
+// Trains `model` for warmup + steps steps; returns the timed steps' seconds.
+double train(nn::Module& model, const spaces::Genome& g, const Args& a, int classes,
+             bench::Profiler* prof) {
+  std::mt19937_64 rng(7);
+  std::vector<nn::Var> params;
+  model.collect_parameters(params);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  nn::Tensor x(batch_shape(g.input_type(), a.batch));
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = nd(rng);
+  std::vector<int> y(static_cast<std::size_t>(a.batch));
+  for (auto& v : y) v = static_cast<int>(rng() % static_cast<std::uint64_t>(classes));
+  nn::AdamWOptions ao;  // the trainer's optimizer
+  ao.lr = 1e-3f;
+  ao.weight_decay = 0.01f;
+  nn::AdamW opt(params, ao);
+  nn::ForwardContext ctx;
+  ctx.training = true;
+  ctx.rng = &rng;
+  auto step = [&] {
+    opt.zero_grad();
+    if (prof) prof->last_fwd = Clock::now();
+    nn::Var loss = nn::cross_entropy(model.forward({nn::constant(x)}, ctx), y);
+    if (prof) prof->last_bwd = Clock::now(), prof->next_bwd_segment = "loss";
+    nn::backward(loss);
+    opt.step();
+  };
+  double secs = 0;
+  nn::run_isolated([&] {
+    if (prof) prof->on = false;
+    for (int i = 0; i < a.warmup; ++i) step();
+    if (prof) prof->on = true;
+    auto t0 = Clock::now();
+    for (int i = 0; i < a.steps; ++i) step();
+    secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  });
+  return secs;
+}
+
+int dump(const Args& a) {
+  auto space = spaces::load_space(a.space);
+  spaces::Rng rng(a.seed);
+  std::ofstream out(a.dump);
+  for (int i = 0; i < a.samples; ++i) {
+    spaces::Genome g = space->sample(rng);
+    nlohmann::json j = g.to_json();
+    j["outputs"] = space->num_outputs();
+    j["fwd_macs"] = spaces::build_workload(g).total_macs();
+    out << j.dump() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args a = parse(argc, argv);
+  if (!a.dump.empty()) return dump(a);
+  if (a.genomes.empty()) {
+    std::fprintf(stderr, "need --genomes FILE (or --space FILE --dump OUT)\n");
+    return 2;
+  }
+  nn::ThreadBudget budget(a.threads);
+  std::ifstream in(a.genomes);
+  std::string line;
+  bench::Profiler prof;
+  double total_secs = 0;
+  int idx = 0;
+  for (; std::getline(in, line); ++idx) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    const spaces::Genome g = spaces::Genome::from_json(j);
+    const int classes = j.at("outputs").get<int>();
+    if (a.profile) {
+      ProfiledModel m(g, 1, prof);
+      total_secs += train(m, g, a, classes, &prof);
+      continue;
+    }
+    auto model = spaces::build_model(g, 1);
+    const double secs = train(*model, g, a, classes, nullptr);
+    const double sps = a.steps * a.batch / secs;
+    const double fwd_flops = 2.0 * j.at("fwd_macs").get<double>();
+    std::printf(
+        "RESULT impl=hwnas idx=%d batch=%d steps=%d seconds=%.4f samples_per_s=%.1f "
+        "gflops=%.3f params=%lld\n",
+        idx, a.batch, a.steps, secs, sps, sps * 3.0 * fwd_flops / 1e9,
+        static_cast<long long>(model->num_parameters()));
+    std::fflush(stdout);
+  }
+  if (a.profile) {
+    // Per block kind over all genomes (probes charge each node's time to its kind).
+    std::map<std::string, std::pair<double, double>> by_kind;
+    for (auto& [k, ms] : prof.fwd_ms) by_kind[k].first += ms;
+    for (auto& [k, ms] : prof.bwd_ms) by_kind[k].second += ms;
+    double sum = 0;
+    for (auto& [k, t] : by_kind) sum += t.first + t.second;
+    std::printf("PROFILE %d genomes, batch %d, %d steps each, %.3f s timed (incl. optimizer)\n",
+                idx, a.batch, a.steps, total_secs);
+    std::printf("%-22s %10s %10s %7s\n", "block kind", "fwd ms", "bwd ms", "share");
+    for (auto& [k, t] : by_kind)
+      std::printf("%-22s %10.1f %10.1f %6.1f%%\n", k.c_str(), t.first, t.second,
+                  100.0 * (t.first + t.second) / (total_secs * 1e3));
+    std::printf("%-22s %10s %10s %6.1f%%\n", "(optimizer, other)", "", "",
+                100.0 * (1.0 - sum / (total_secs * 1e3)));
+  }
+  return 0;
+}
