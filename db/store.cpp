@@ -128,12 +128,30 @@ JOIN evaluations e ON e.id = c.evaluation_id
 JOIN architectures a ON a.id = e.arch_id;
 )sql";
 
+// Version 3: each evaluation records the strategy's proposal id (unique within a run, so a
+// resumed run can match results to proposals), and each front's hypervolume over the run.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE evaluations ADD COLUMN proposal_id INTEGER CHECK (proposal_id >= 0);
+CREATE UNIQUE INDEX evaluations_run_proposal ON evaluations(run_id, proposal_id)
+  WHERE proposal_id IS NOT NULL;
+
+CREATE TABLE hypervolume_history (
+  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  front       TEXT    NOT NULL CHECK (length(front) > 0),  -- device name, or 'joint'
+  evaluations INTEGER NOT NULL CHECK (evaluations >= 0),
+  hypervolume REAL    NOT NULL,
+  reference   TEXT    NOT NULL CHECK (json_valid(reference)),  -- JSON array, one per objective
+  PRIMARY KEY (run_id, front, evaluations)
+);
+)sql";
+
 // migrations[v] takes the schema from version v to v + 1; each runs inside the caller's
 // transaction together with the user_version bump, so a failed migration leaves the old schema.
 using Migration = void (*)(Connection&);
 void migrate_0_to_1(Connection& c) { c.exec(kSchemaV1); }
 void migrate_1_to_2(Connection& c) { c.exec(kSchemaV2); }
-constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2};
+void migrate_2_to_3(Connection& c) { c.exec(kSchemaV3); }
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -298,7 +316,7 @@ struct Store::Impl {
     {
       Statement st(conn, std::string(R"sql(
         SELECT id, run_id, arch_id, metrics, fidelity, workload, loss_curve, wall_seconds,
-               worker_rank, status, error, created_at
+               worker_rank, status, error, created_at, proposal_id
         FROM evaluations WHERE )sql") +
                              column + " = ?1 ORDER BY id");
       st.bind(1, id);
@@ -317,6 +335,7 @@ struct Store::Impl {
         e.status = st.get_text(9);
         e.error = st.get_text(10);
         e.created_at = st.get_text(11);
+        e.proposal_id = st.is_null(12) ? -1 : st.get_int(12);
         index[e.id] = out.size();
         out.push_back(std::move(e));
       }
@@ -409,8 +428,8 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e) {
   Transaction tx(c);
   Statement st(c, R"sql(
     INSERT INTO evaluations (run_id, arch_id, metrics, fidelity, workload, loss_curve,
-                             wall_seconds, worker_rank, status, error)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10))sql");
+                             wall_seconds, worker_rank, status, error, proposal_id)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql");
   nlohmann::json curve = nlohmann::json::array();
   for (double v : e.loss_curve) curve.push_back(v);
   st.bind(1, e.run_id)
@@ -423,6 +442,10 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e) {
       .bind(8, e.worker_rank)
       .bind(9, e.status)
       .bind(10, e.error);
+  if (e.proposal_id >= 0)
+    st.bind(11, e.proposal_id);
+  else
+    st.bind_null(11);
   try {
     st.run();
   } catch (const DbError& err) {
@@ -594,6 +617,74 @@ std::vector<ParetoRow> Store::pareto(std::int64_t run_id, const std::string& dev
     r.cost = Impl::read_cost(st, 5);
     out.push_back(std::move(r));
   }
+  return out;
+}
+
+void Store::set_hypervolume_history(std::int64_t run_id, const std::string& front,
+                                    const std::vector<HypervolumePoint>& points) {
+  auto& c = impl_->conn;
+  Transaction tx(c);
+  {
+    Statement del(c, "DELETE FROM hypervolume_history WHERE run_id = ?1 AND front = ?2");
+    del.bind(1, run_id).bind(2, front);
+    del.run();
+  }
+  Statement ins(c,
+                "INSERT INTO hypervolume_history (run_id, front, evaluations, hypervolume, "
+                "reference) VALUES (?1, ?2, ?3, ?4, ?5)");
+  for (const auto& p : points) {
+    nlohmann::json ref = nlohmann::json::array();
+    for (double v : p.reference) ref.push_back(v);
+    ins.bind(1, run_id)
+        .bind(2, front)
+        .bind(3, p.evaluations)
+        .bind(4, p.hypervolume)
+        .bind(5, dump_json(ref));
+    try {
+      ins.run();
+    } catch (const DbError& e) {
+      throw DbError("set_hypervolume_history (run " + std::to_string(run_id) + ", front '" + front +
+                    "', " + std::to_string(p.evaluations) + " evaluations): " + e.what());
+    }
+    ins.reset();
+  }
+  tx.commit();
+}
+
+std::vector<HypervolumePoint> Store::hypervolume_history(std::int64_t run_id,
+                                                         const std::string& front) const {
+  Statement st(impl_->conn,
+               "SELECT evaluations, hypervolume, reference FROM hypervolume_history "
+               "WHERE run_id = ?1 AND front = ?2 ORDER BY evaluations");
+  st.bind(1, run_id).bind(2, front);
+  std::vector<HypervolumePoint> out;
+  while (st.step()) {
+    HypervolumePoint p;
+    p.evaluations = st.get_int(0);
+    p.hypervolume = st.get_double(1);
+    for (const auto& v : parse_json(st.get_text(2), "hypervolume_history.reference"))
+      p.reference.push_back(json_number_or_nan(v));
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<std::string> Store::hypervolume_fronts(std::int64_t run_id) const {
+  Statement st(impl_->conn,
+               "SELECT DISTINCT front FROM hypervolume_history WHERE run_id = ?1 ORDER BY front");
+  st.bind(1, run_id);
+  std::vector<std::string> out;
+  while (st.step()) out.push_back(st.get_text(0));
+  return out;
+}
+
+std::vector<CostRecord> Store::costs(std::int64_t evaluation_id) const {
+  Statement st(impl_->conn, R"sql(
+    SELECT device, feasible, reason, latency_ms, energy_mj, memory_bytes, detail, activity_source
+    FROM costs WHERE evaluation_id = ?1 ORDER BY device)sql");
+  st.bind(1, evaluation_id);
+  std::vector<CostRecord> out;
+  while (st.step()) out.push_back(Impl::read_cost(st, 0));
   return out;
 }
 
