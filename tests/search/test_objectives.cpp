@@ -333,6 +333,19 @@ TEST_F(TabularSearch, PerDeviceFrontsKeepTheirMeaning) {
     EXPECT_FALSE(store.hypervolume_history(s.run_id, d).empty()) << d;
 }
 
+TEST_F(TabularSearch, MultiDeviceExampleRuns) {
+  std::ifstream in(kExamples + "search_nb201_multi_device.json");
+  json j = json::parse(in);
+  j["space"] = kExamples + j["space"].get<std::string>();
+  j["evaluator"]["csv"] = csv_;
+  j["db"] = (dir_ / "example.db").string();
+  j["budget"]["evaluations"] = 40;
+  db::Store store(j["db"].get<std::string>());
+  auto s = run(j, store);
+  EXPECT_EQ(s.evaluated, 40);
+  EXPECT_FALSE(store.pareto(s.run_id, "joint").empty());
+}
+
 class EveryStrategyFromConfig : public TabularSearch,
                                 public ::testing::WithParamInterface<std::string> {};
 
