@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <set>
 #include <unordered_map>
 
@@ -10,6 +11,26 @@
 namespace hwnas::db {
 
 namespace {
+
+constexpr const char* kInsertCost = R"sql(
+  INSERT INTO costs (evaluation_id, device, feasible, reason, latency_ms, energy_mj,
+                     memory_bytes, detail, activity_source)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+  ON CONFLICT (evaluation_id, device) DO UPDATE SET
+    feasible = excluded.feasible, reason = excluded.reason, latency_ms = excluded.latency_ms,
+    energy_mj = excluded.energy_mj, memory_bytes = excluded.memory_bytes,
+    detail = excluded.detail, activity_source = excluded.activity_source)sql";
+
+constexpr const char* kInsertEvaluation = R"sql(
+  INSERT INTO evaluations (run_id, arch_id, metrics, fidelity, workload, loss_curve,
+                           wall_seconds, worker_rank, status, error, proposal_id)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql";
+
+constexpr const char* kInsertArchitecture = R"sql(
+  INSERT INTO architectures (hash, genome, description) VALUES (?1, ?2, ?3)
+  ON CONFLICT (hash) DO NOTHING)sql";
+
+constexpr const char* kSelectArchitectureId = "SELECT id FROM architectures WHERE hash = ?1";
 
 // PRAGMA application_id marks the file as ours ('HWNS'), so we never write our schema into some
 // other program's database by mistake.
@@ -191,6 +212,20 @@ void check_activity_source(const std::string& s) {
 struct Store::Impl {
   std::string path;
   Connection conn;
+  // The hot statements of a search (one evaluation, its costs, its architecture), prepared once
+  // per connection instead of once per row.  After `conn`, so they are finalised first.
+  std::unordered_map<const char*, std::unique_ptr<Statement>> prepared_;
+
+  // Resets a cached statement when the use ends, also when a step threw.
+  struct Lease {
+    Statement& st;
+    ~Lease() { st.reset(); }
+  };
+  Statement& prepared(const char* sql) {
+    auto& p = prepared_[sql];
+    if (!p) p = std::make_unique<Statement>(conn, sql);
+    return *p;
+  }
 
   Impl(const std::string& p, bool read_only) : path(p), conn(open(p, read_only)) {}
 
@@ -259,14 +294,8 @@ struct Store::Impl {
 
   void insert_costs(std::int64_t evaluation_id, const std::vector<CostRecord>& costs) {
     // Upsert: re-scoring an evaluation on a device replaces that device's cost.
-    Statement st(conn, R"sql(
-      INSERT INTO costs (evaluation_id, device, feasible, reason, latency_ms, energy_mj,
-                         memory_bytes, detail, activity_source)
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-      ON CONFLICT (evaluation_id, device) DO UPDATE SET
-        feasible = excluded.feasible, reason = excluded.reason, latency_ms = excluded.latency_ms,
-        energy_mj = excluded.energy_mj, memory_bytes = excluded.memory_bytes,
-        detail = excluded.detail, activity_source = excluded.activity_source)sql");
+    Statement& st = prepared(kInsertCost);
+    Lease lease{st};
     std::set<std::string> seen;
     for (const auto& c : costs) {
       if (!c.device.empty() && !seen.insert(c.device).second)
@@ -403,16 +432,18 @@ std::int64_t Store::upsert_architecture(const std::string& hash,
   auto& c = impl_->conn;
   Transaction tx(c);
   // DO NOTHING on conflict: the first stored genome and description win, so ids stay stable.
-  Statement ins(c, R"sql(
-    INSERT INTO architectures (hash, genome, description) VALUES (?1, ?2, ?3)
-    ON CONFLICT (hash) DO NOTHING)sql");
-  ins.bind(1, hash).bind(2, dump_json(canonical_genome)).bind(3, description);
-  ins.run();
+  Statement& ins = impl_->prepared(kInsertArchitecture);
+  {
+    Impl::Lease lease{ins};
+    ins.bind(1, hash).bind(2, dump_json(canonical_genome)).bind(3, description);
+    ins.run();
+  }
   std::int64_t id = 0;
   if (c.changes() > 0) {
     id = c.last_insert_rowid();
   } else {
-    Statement sel(c, "SELECT id FROM architectures WHERE hash = ?1");
+    Statement& sel = impl_->prepared(kSelectArchitectureId);
+    Impl::Lease lease{sel};
     sel.bind(1, hash);
     if (!sel.step()) throw DbError("upsert_architecture: hash '" + hash + "' vanished");
     id = sel.get_int(0);
@@ -426,33 +457,34 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e) {
     throw DbError("add_evaluation: invalid status '" + e.status + "' (expected ok or failed)");
   auto& c = impl_->conn;
   Transaction tx(c);
-  Statement st(c, R"sql(
-    INSERT INTO evaluations (run_id, arch_id, metrics, fidelity, workload, loss_curve,
-                             wall_seconds, worker_rank, status, error, proposal_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql");
-  nlohmann::json curve = nlohmann::json::array();
-  for (double v : e.loss_curve) curve.push_back(v);
-  st.bind(1, e.run_id)
-      .bind(2, e.arch_id)
-      .bind(3, dump_json(e.metrics.is_null() ? nlohmann::json::object() : e.metrics))
-      .bind(4, dump_json(e.fidelity.is_null() ? nlohmann::json::object() : e.fidelity))
-      .bind(5, dump_json(e.workload.is_null() ? nlohmann::json::object() : e.workload))
-      .bind(6, dump_json(curve))
-      .bind(7, e.wall_seconds)
-      .bind(8, e.worker_rank)
-      .bind(9, e.status)
-      .bind(10, e.error);
-  if (e.proposal_id >= 0)
-    st.bind(11, e.proposal_id);
-  else
-    st.bind_null(11);
-  try {
-    st.run();
-  } catch (const DbError& err) {
-    throw DbError("add_evaluation (run " + std::to_string(e.run_id) + ", architecture " +
-                  std::to_string(e.arch_id) + "): " + err.what());
+  Statement& st = impl_->prepared(kInsertEvaluation);
+  std::int64_t id = 0;
+  {
+    Impl::Lease lease{st};
+    nlohmann::json curve = nlohmann::json::array();
+    for (double v : e.loss_curve) curve.push_back(v);
+    st.bind(1, e.run_id)
+        .bind(2, e.arch_id)
+        .bind(3, dump_json(e.metrics.is_null() ? nlohmann::json::object() : e.metrics))
+        .bind(4, dump_json(e.fidelity.is_null() ? nlohmann::json::object() : e.fidelity))
+        .bind(5, dump_json(e.workload.is_null() ? nlohmann::json::object() : e.workload))
+        .bind(6, dump_json(curve))
+        .bind(7, e.wall_seconds)
+        .bind(8, e.worker_rank)
+        .bind(9, e.status)
+        .bind(10, e.error);
+    if (e.proposal_id >= 0)
+      st.bind(11, e.proposal_id);
+    else
+      st.bind_null(11);
+    try {
+      st.run();
+    } catch (const DbError& err) {
+      throw DbError("add_evaluation (run " + std::to_string(e.run_id) + ", architecture " +
+                    std::to_string(e.arch_id) + "): " + err.what());
+    }
+    id = c.last_insert_rowid();
   }
-  std::int64_t id = c.last_insert_rowid();
   impl_->insert_costs(id, e.costs);
   tx.commit();
   return id;

@@ -184,8 +184,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     db::EvaluationRecord rec;
     rec.run_id = summary.run_id;
     rec.proposal_id = static_cast<std::int64_t>(jr.id);
-    rec.arch_id = store.upsert_architecture(
-        genome.hash(), nlohmann::json::parse(genome.canonical_json()), space->describe(genome));
+    // The canonical form is the costly part of storing an architecture: compute it once.
+    const std::string canonical = genome.canonical_json();
+    rec.arch_id =
+        store.upsert_architecture(spaces::Genome::hash_of_canonical(canonical),
+                                  nlohmann::json::parse(canonical), space->describe(genome));
     rec.metrics = res.metrics;
     rec.fidelity = fidelity_of(proposal.fidelity).to_json();
     rec.workload = res.workload.to_json();

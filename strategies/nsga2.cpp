@@ -19,6 +19,7 @@
 // The first `population` proposals are uniform samples.  Failed evaluations never enter the
 // population.  A result whose objectives are unavailable (NaN) counts as infeasible.
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -43,30 +44,32 @@ class Nsga2 final : public Strategy {
   Proposal propose() override {
     if (sampled_ < population_ || members_.size() < 2) {
       ++sampled_;
-      return {0, remember(space_.sample(rng_)), {}};
+      spaces::Genome g = space_.sample(rng_);
+      seen_.insert(g.hash());
+      return {0, std::move(g), {}};
     }
     refresh_ranks();
     spaces::Genome child;
+    std::string hash;
     for (int attempt = 0; attempt < 16; ++attempt) {
       const Member& a = members_[tournament()];
       const Member& b = members_[tournament()];
       std::uniform_real_distribution<double> u(0.0, 1.0);
-      bool crossed = false;
-      if (u(rng_) < crossover_rate_) {
-        child = space_.crossover(a.genome, b.genome, rng_);
-        crossed = true;
-      } else {
-        child = a.genome;
-      }
-      if (!crossed || u(rng_) < mutation_rate_) child = space_.mutate(child, rng_);
-      if (!seen_.count(child.hash())) break;
+      const bool crossed = u(rng_) < crossover_rate_;
+      // Mutating a copy of a parent is the one way a child starts as a plain copy.
+      if (crossed) child = space_.crossover(*a.genome, *b.genome, rng_);
+      if (!crossed || u(rng_) < mutation_rate_)
+        child = space_.mutate(crossed ? child : *a.genome, rng_);
+      hash = child.hash();
+      if (!seen_.count(hash)) break;
     }
-    return {0, remember(std::move(child)), {}};
+    seen_.insert(hash);
+    return {0, std::move(child), {}};
   }
 
   void learn(const Proposal& p, const Result& r) override {
     if (!r.ok) return;
-    Member m{p.genome, r.objectives, r.violation};
+    Member m{std::make_shared<const spaces::Genome>(p.genome), r.objectives, r.violation};
     for (double v : m.objectives)
       if (std::isnan(v)) m.violation = std::max(m.violation, 0.0) + 1;  // objective unavailable
     if (m.violation < 0 || std::isnan(m.violation)) m.violation = 1;
@@ -90,7 +93,7 @@ class Nsga2 final : public Strategy {
       for (const auto& m : ms) {
         nlohmann::json objs = nlohmann::json::array();
         for (double v : m.objectives) objs.push_back(number_to_json(v));
-        out.push_back({{"genome", genome_to_json(m.genome)},
+        out.push_back({{"genome", genome_to_json(*m.genome)},
                        {"objectives", objs},
                        {"violation", number_to_json(m.violation)}});
       }
@@ -106,7 +109,9 @@ class Nsga2 final : public Strategy {
     auto members = [](const nlohmann::json& j) {
       std::vector<Member> out;
       for (const auto& m : j) {
-        Member x{genome_from_json(m.at("genome")), {}, number_from_json(m.at("violation"))};
+        Member x{std::make_shared<const spaces::Genome>(genome_from_json(m.at("genome"))),
+                 {},
+                 number_from_json(m.at("violation"))};
         for (const auto& v : m.at("objectives")) x.objectives.push_back(number_from_json(v));
         out.push_back(std::move(x));
       }
@@ -125,15 +130,11 @@ class Nsga2 final : public Strategy {
 
  private:
   struct Member {
-    spaces::Genome genome;
+    // Shared: genomes are costly to copy, and survival reorders members on every tell.
+    std::shared_ptr<const spaces::Genome> genome;
     std::vector<double> objectives;
     double violation = 0;
   };
-
-  spaces::Genome remember(spaces::Genome g) {
-    seen_.insert(g.hash());
-    return g;
-  }
 
   // rank_[i] and crowd_[i] of members_[i] (constrained fronts; crowding within each feasible
   // front, 0 inside infeasible fronts where objectives may be unavailable).

@@ -118,4 +118,22 @@ inline strategies::Result nb201_result(const strategies::Proposal& p) {
   return r;
 }
 
+// The same accuracy without the table (and a made-up latency from the op counts): for tests
+// that need deterministic results but not the true front, so they skip building the table.
+inline strategies::Result nb201_quick_result(const strategies::Proposal& p) {
+  const auto ops = nb201_ops(nb201_space().describe(p.genome));
+  double latency = 1;
+  for (const auto& o : ops)
+    latency += o == "nor_conv_3x3"   ? 3.0
+               : o == "nor_conv_1x1" ? 1.0
+               : o == "avg_pool_3x3" ? 0.5
+                                     : 0;
+  strategies::Result r;
+  r.id = p.id;
+  r.objectives = {nb201_accuracy(ops, 0), latency};
+  r.fitness = r.objectives[0];
+  r.fidelity = p.fidelity;
+  return r;
+}
+
 }  // namespace hwnas::test

@@ -283,8 +283,8 @@ TEST(Pareto, MonteCarloHypervolumeAgreesWithExactAndIsSeeded) {
   EXPECT_NE(a, hypervolume_monte_carlo(pts, mn, {2, 2, 2}, 200000, 8));
   // Four objectives: the unit hypercube corner (1,1,1,1) against (2,2,2,2) plus (0,0,0,0)
   // dominating it: exactly 2^4 = 16, and every sample hits.
-  EXPECT_DOUBLE_EQ(hypervolume_monte_carlo({{0, 0, 0, 0}, {1, 1, 1, 1}}, {false, false, false, false},
-                                           {2, 2, 2, 2}, 1000, 1),
+  EXPECT_DOUBLE_EQ(hypervolume_monte_carlo({{0, 0, 0, 0}, {1, 1, 1, 1}},
+                                           {false, false, false, false}, {2, 2, 2, 2}, 1000, 1),
                    16.0);
   // Four objectives, two disjoint-ish boxes: 1*2*2*2 + 2*1*2*2 - 1*1*2*2 = 8 + 8 - 4 = 12.
   Points p4{{1, 0, 0, 0}, {0, 1, 0, 0}};

@@ -49,7 +49,7 @@ std::vector<std::string> drive(Strategy& s, std::deque<Proposal>& out, int steps
       out.pop_back();
     else
       out.pop_front();
-    s.tell(test::nb201_result(p));
+    s.tell(test::nb201_quick_result(p));
   }
   return seen;
 }
@@ -123,7 +123,7 @@ TEST_P(EveryStrategy, RestoreRefusesForeignStates) {
 TEST_P(EveryStrategy, TellRefusesUnknownAndRepeatedIds) {
   auto s = make_strategy(small_config(GetParam()), test::nb201_space(), bench_context(1));
   Proposal p = s->ask(1).front();
-  Result r = test::nb201_result(p);
+  Result r = test::nb201_quick_result(p);
   r.id = 7;
   EXPECT_THROW(
       {
@@ -137,15 +137,15 @@ TEST_P(EveryStrategy, TellRefusesUnknownAndRepeatedIds) {
         }
       },
       std::invalid_argument);
-  s->tell(test::nb201_result(p));
+  s->tell(test::nb201_quick_result(p));
   try {
-    s->tell(test::nb201_result(p));
+    s->tell(test::nb201_quick_result(p));
     FAIL() << "a result told twice";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("proposal id 0 was already told"), std::string::npos)
         << e.what();
   }
-  Result wrong = test::nb201_result(s->ask(1).front());
+  Result wrong = test::nb201_quick_result(s->ask(1).front());
   wrong.objectives.pop_back();
   EXPECT_THROW(s->tell(wrong), std::invalid_argument);
 }
