@@ -58,10 +58,10 @@ int main(int argc, char** argv) {
   const int seeds = argc > 1 ? std::atoi(argv[1]) : 10;
   const int loop_evals = argc > 2 ? std::atoi(argv[2]) : 1000;
   const auto& b = test::nb201_bench();
-  std::printf("synthetic NB201 table: %zu cells, true front hypervolume %.3f (reference: median "
-              "accuracy %.3f, worst latency %.3f ms), best accuracy %.3f\n\n",
-              b.points.size(), b.true_hypervolume, b.reference[0], b.reference[1],
-              b.max_accuracy);
+  std::printf(
+      "synthetic NB201 table: %zu cells, true front hypervolume %.3f (reference: median "
+      "accuracy %.3f, worst latency %.3f ms), best accuracy %.3f\n\n",
+      b.points.size(), b.true_hypervolume, b.reference[0], b.reference[1], b.max_accuracy);
   std::printf("%-22s %6s %22s %22s %14s\n", "strategy", "budget", "best accuracy (sd)",
               "hypervolume % (sd)", "ask+tell us/ev");
   for (const auto& name : strategies::strategy_names()) {
@@ -91,14 +91,14 @@ int main(int argc, char** argv) {
         cpu.push_back(1e6 * spent / budget);
       }
       const Stat sb = stat(best), sh = stat(hv), sc = stat(cpu);
-      std::printf("%-22s %6d %14.3f (%5.3f) %14.2f (%5.2f) %14.0f\n", name.c_str(), budget,
-                  sb.mean, sb.sd, sh.mean, sh.sd, sc.mean);
+      std::printf("%-22s %6d %14.3f (%5.3f) %14.2f (%5.2f) %14.0f\n", name.c_str(), budget, sb.mean,
+                  sb.sd, sh.mean, sh.sd, sc.mean);
     }
   }
 
   // The whole loop on a tabular search: coordinator thread CPU per evaluation.
-  const fs::path dir = fs::temp_directory_path() / ("hwnas_bench_strategies_" +
-                                                    std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("hwnas_bench_strategies_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   {
     std::ofstream csv(dir / "table.csv");
@@ -107,23 +107,24 @@ int main(int argc, char** argv) {
     for (std::uint64_t i = 0; i < *space.size(); ++i)
       csv << '"' << space.describe(space.at(i)) << "\"," << b.accuracy[i] << "\n";
   }
-  nlohmann::json j = {
-      {"name", "bench"},
-      {"seed", 1},
-      {"space", {{"type", "nb201"}, {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
-                 {"outputs", 10}}},
-      {"task", {{"dataset", "tabular"}}},
-      {"evaluator",
-       {{"type", "tabular"},
-        {"csv", (dir / "table.csv").string()},
-        {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}}},
-        {"epochs", 12}}},
-      {"strategy", config_of("nsga2")},
-      {"budget", {{"evaluations", loop_evals}}},
-      {"devices", {"h100_sxm", "jetson_tx2", "edgetpu_usb", "pixel3_a75"}},
-      {"objectives", {"val_accuracy:max", "latency_ms:min"}},
-      {"workers", 2},
-      {"db", (dir / "bench.db").string()}};
+  nlohmann::json j = {{"name", "bench"},
+                      {"seed", 1},
+                      {"space",
+                       {{"type", "nb201"},
+                        {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
+                        {"outputs", 10}}},
+                      {"task", {{"dataset", "tabular"}}},
+                      {"evaluator",
+                       {{"type", "tabular"},
+                        {"csv", (dir / "table.csv").string()},
+                        {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}}},
+                        {"epochs", 12}}},
+                      {"strategy", config_of("nsga2")},
+                      {"budget", {{"evaluations", loop_evals}}},
+                      {"devices", {"h100_sxm", "jetson_tx2", "edgetpu_usb", "pixel3_a75"}},
+                      {"objectives", {"val_accuracy:max", "latency_ms:min"}},
+                      {"workers", 2},
+                      {"db", (dir / "bench.db").string()}};
   search::SearchConfig c = search::parse_config(j, "");
   auto executor = search::make_local_executor(search::make_evaluator_factory(c), 2, 2);
   db::Store store(c.db_path);
@@ -131,9 +132,10 @@ int main(int argc, char** argv) {
   const double t0 = thread_cpu_seconds();
   auto s = search::run_search(c, *executor, store, progress);
   const double cpu = thread_cpu_seconds() - t0;
-  std::printf("\nsearch loop, tabular NB201, nsga2, 4 devices, 2 workers: %d evaluations, "
-              "coordinator CPU %.3f ms per evaluation (%.2f s wall)\n",
-              s.evaluated, 1e3 * cpu / s.evaluated, s.seconds);
+  std::printf(
+      "\nsearch loop, tabular NB201, nsga2, 4 devices, 2 workers: %d evaluations, "
+      "coordinator CPU %.3f ms per evaluation (%.2f s wall)\n",
+      s.evaluated, 1e3 * cpu / s.evaluated, s.seconds);
   fs::remove_all(dir);
   return 0;
 }
