@@ -153,6 +153,27 @@ TEST_P(EveryStrategy, TellRefusesUnknownAndRepeatedIds) {
 INSTANTIATE_TEST_SUITE_P(Registered, EveryStrategy, ::testing::ValuesIn(strategy_names()),
                          [](const auto& info) { return info.param; });
 
+TEST(Nsga2Generational, DeterministicRestorableAndSelective) {
+  const json config = {{"type", "nsga2"}, {"population", 6}, {"mode", "generational"}};
+  auto run = [&](std::uint64_t seed) {
+    auto s = make_strategy(config, test::nb201_space(), bench_context(seed));
+    std::deque<Proposal> out;
+    return drive(*s, out, 50, 3);
+  };
+  EXPECT_EQ(run(4), run(4));
+  auto a = make_strategy(config, test::nb201_space(), bench_context(4));
+  std::deque<Proposal> out_a;
+  drive(*a, out_a, 21, 3);  // 19 told: mid-generation, one child collected, not merged
+  EXPECT_FALSE(a->save_state()["state"]["offspring"].empty());
+  auto b = make_strategy(config, test::nb201_space(), bench_context(0));
+  b->restore_state(a->save_state());
+  std::deque<Proposal> out_b;
+  for (const auto& [id, p] : b->pending()) out_b.push_back(p);
+  EXPECT_EQ(drive(*a, out_a, 50, 3), drive(*b, out_b, 50, 3));
+  // After a merge the population is back to `population` members.
+  EXPECT_EQ(a->save_state()["state"]["members"].size(), 6u);
+}
+
 TEST(EveryStrategyCovered, TheParameterListIsTheRegistry) {
   EXPECT_EQ(strategy_names().size(), 4u) << "a new strategy is covered by EveryStrategy";
 }
