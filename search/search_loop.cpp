@@ -141,6 +141,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 
   // Fronts are kept incrementally, so the end of the run needs no re-read of its evaluations.
   const std::vector<FrontSpec> fronts = front_specs(config, device_names);
+  const bool joint_front = !config.per_device_fronts();
   std::vector<bool> maximize;
   for (const auto& o : config.pareto_objectives) maximize.push_back(o.maximize);
   std::vector<FrontArchive> archives(fronts.size(), FrontArchive(maximize));
@@ -232,7 +233,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       const double v = res.ok() ? objective_value(o, rec.metrics, rec.costs, config.default_device)
                                 : std::numeric_limits<double>::quiet_NaN();
       result.objectives.push_back(v);
-      if (res.ok() && !std::isfinite(v)) result.violation += 1;  // unavailable: infeasible
+      // With a joint front, an objective the architecture cannot be measured on (infeasible on
+      // its device) keeps it off the front, so strategies must treat it as infeasible too.  Per
+      // device fronts read costs on each device in turn; there the first device's verdict
+      // must not steer the search (as before devices could be named).
+      if (joint_front && res.ok() && !std::isfinite(v)) result.violation += 1;
     }
     for (const auto& k : config.constraints) {
       auto verdict = res.ok() ? check_constraint(k, rec.metrics, rec.costs, config.default_device)
