@@ -233,6 +233,7 @@ nlohmann::json to_json(const EvaluationRecord& e) {
           {"fidelity", e.fidelity},
           {"wall_seconds", number_json(e.wall_seconds)},
           {"worker_rank", e.worker_rank},
+          {"proposal_id", e.proposal_id >= 0 ? nlohmann::json(e.proposal_id) : nlohmann::json()},
           {"created_at", e.created_at},
           {"loss_curve", curve},
           {"workload", e.workload},

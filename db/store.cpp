@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <set>
 #include <unordered_map>
 
@@ -10,6 +11,26 @@
 namespace hwnas::db {
 
 namespace {
+
+constexpr const char* kInsertCost = R"sql(
+  INSERT INTO costs (evaluation_id, device, feasible, reason, latency_ms, energy_mj,
+                     memory_bytes, detail, activity_source)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+  ON CONFLICT (evaluation_id, device) DO UPDATE SET
+    feasible = excluded.feasible, reason = excluded.reason, latency_ms = excluded.latency_ms,
+    energy_mj = excluded.energy_mj, memory_bytes = excluded.memory_bytes,
+    detail = excluded.detail, activity_source = excluded.activity_source)sql";
+
+constexpr const char* kInsertEvaluation = R"sql(
+  INSERT INTO evaluations (run_id, arch_id, metrics, fidelity, workload, loss_curve,
+                           wall_seconds, worker_rank, status, error, proposal_id)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11))sql";
+
+constexpr const char* kInsertArchitecture = R"sql(
+  INSERT INTO architectures (hash, genome, description) VALUES (?1, ?2, ?3)
+  ON CONFLICT (hash) DO NOTHING)sql";
+
+constexpr const char* kSelectArchitectureId = "SELECT id FROM architectures WHERE hash = ?1";
 
 // PRAGMA application_id marks the file as ours ('HWNS'), so we never write our schema into some
 // other program's database by mistake.
@@ -128,12 +149,30 @@ JOIN evaluations e ON e.id = c.evaluation_id
 JOIN architectures a ON a.id = e.arch_id;
 )sql";
 
+// Version 3: each evaluation records the strategy's proposal id (unique within a run, so a
+// resumed run can match results to proposals), and each front's hypervolume over the run.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE evaluations ADD COLUMN proposal_id INTEGER CHECK (proposal_id >= 0);
+CREATE UNIQUE INDEX evaluations_run_proposal ON evaluations(run_id, proposal_id)
+  WHERE proposal_id IS NOT NULL;
+
+CREATE TABLE hypervolume_history (
+  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  front       TEXT    NOT NULL CHECK (length(front) > 0),  -- device name, or 'joint'
+  evaluations INTEGER NOT NULL CHECK (evaluations >= 0),
+  hypervolume REAL    NOT NULL,
+  reference   TEXT    NOT NULL CHECK (json_valid(reference)),  -- JSON array, one per objective
+  PRIMARY KEY (run_id, front, evaluations)
+);
+)sql";
+
 // migrations[v] takes the schema from version v to v + 1; each runs inside the caller's
 // transaction together with the user_version bump, so a failed migration leaves the old schema.
 using Migration = void (*)(Connection&);
 void migrate_0_to_1(Connection& c) { c.exec(kSchemaV1); }
 void migrate_1_to_2(Connection& c) { c.exec(kSchemaV2); }
-constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2};
+void migrate_2_to_3(Connection& c) { c.exec(kSchemaV3); }
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -173,6 +212,20 @@ void check_activity_source(const std::string& s) {
 struct Store::Impl {
   std::string path;
   Connection conn;
+  // The hot statements of a search (one evaluation, its costs, its architecture), prepared once
+  // per connection instead of once per row.  After `conn`, so they are finalised first.
+  std::unordered_map<const char*, std::unique_ptr<Statement>> prepared_;
+
+  // Resets a cached statement when the use ends, also when a step threw.
+  struct Lease {
+    Statement& st;
+    ~Lease() { st.reset(); }
+  };
+  Statement& prepared(const char* sql) {
+    auto& p = prepared_[sql];
+    if (!p) p = std::make_unique<Statement>(conn, sql);
+    return *p;
+  }
 
   Impl(const std::string& p, bool read_only) : path(p), conn(open(p, read_only)) {}
 
@@ -241,14 +294,8 @@ struct Store::Impl {
 
   void insert_costs(std::int64_t evaluation_id, const std::vector<CostRecord>& costs) {
     // Upsert: re-scoring an evaluation on a device replaces that device's cost.
-    Statement st(conn, R"sql(
-      INSERT INTO costs (evaluation_id, device, feasible, reason, latency_ms, energy_mj,
-                         memory_bytes, detail, activity_source)
-      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-      ON CONFLICT (evaluation_id, device) DO UPDATE SET
-        feasible = excluded.feasible, reason = excluded.reason, latency_ms = excluded.latency_ms,
-        energy_mj = excluded.energy_mj, memory_bytes = excluded.memory_bytes,
-        detail = excluded.detail, activity_source = excluded.activity_source)sql");
+    Statement& st = prepared(kInsertCost);
+    Lease lease{st};
     std::set<std::string> seen;
     for (const auto& c : costs) {
       if (!c.device.empty() && !seen.insert(c.device).second)
@@ -298,7 +345,7 @@ struct Store::Impl {
     {
       Statement st(conn, std::string(R"sql(
         SELECT id, run_id, arch_id, metrics, fidelity, workload, loss_curve, wall_seconds,
-               worker_rank, status, error, created_at
+               worker_rank, status, error, created_at, proposal_id
         FROM evaluations WHERE )sql") +
                              column + " = ?1 ORDER BY id");
       st.bind(1, id);
@@ -317,6 +364,7 @@ struct Store::Impl {
         e.status = st.get_text(9);
         e.error = st.get_text(10);
         e.created_at = st.get_text(11);
+        e.proposal_id = st.is_null(12) ? -1 : st.get_int(12);
         index[e.id] = out.size();
         out.push_back(std::move(e));
       }
@@ -384,16 +432,18 @@ std::int64_t Store::upsert_architecture(const std::string& hash,
   auto& c = impl_->conn;
   Transaction tx(c);
   // DO NOTHING on conflict: the first stored genome and description win, so ids stay stable.
-  Statement ins(c, R"sql(
-    INSERT INTO architectures (hash, genome, description) VALUES (?1, ?2, ?3)
-    ON CONFLICT (hash) DO NOTHING)sql");
-  ins.bind(1, hash).bind(2, dump_json(canonical_genome)).bind(3, description);
-  ins.run();
+  Statement& ins = impl_->prepared(kInsertArchitecture);
+  {
+    Impl::Lease lease{ins};
+    ins.bind(1, hash).bind(2, dump_json(canonical_genome)).bind(3, description);
+    ins.run();
+  }
   std::int64_t id = 0;
   if (c.changes() > 0) {
     id = c.last_insert_rowid();
   } else {
-    Statement sel(c, "SELECT id FROM architectures WHERE hash = ?1");
+    Statement& sel = impl_->prepared(kSelectArchitectureId);
+    Impl::Lease lease{sel};
     sel.bind(1, hash);
     if (!sel.step()) throw DbError("upsert_architecture: hash '" + hash + "' vanished");
     id = sel.get_int(0);
@@ -407,29 +457,34 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e) {
     throw DbError("add_evaluation: invalid status '" + e.status + "' (expected ok or failed)");
   auto& c = impl_->conn;
   Transaction tx(c);
-  Statement st(c, R"sql(
-    INSERT INTO evaluations (run_id, arch_id, metrics, fidelity, workload, loss_curve,
-                             wall_seconds, worker_rank, status, error)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10))sql");
-  nlohmann::json curve = nlohmann::json::array();
-  for (double v : e.loss_curve) curve.push_back(v);
-  st.bind(1, e.run_id)
-      .bind(2, e.arch_id)
-      .bind(3, dump_json(e.metrics.is_null() ? nlohmann::json::object() : e.metrics))
-      .bind(4, dump_json(e.fidelity.is_null() ? nlohmann::json::object() : e.fidelity))
-      .bind(5, dump_json(e.workload.is_null() ? nlohmann::json::object() : e.workload))
-      .bind(6, dump_json(curve))
-      .bind(7, e.wall_seconds)
-      .bind(8, e.worker_rank)
-      .bind(9, e.status)
-      .bind(10, e.error);
-  try {
-    st.run();
-  } catch (const DbError& err) {
-    throw DbError("add_evaluation (run " + std::to_string(e.run_id) + ", architecture " +
-                  std::to_string(e.arch_id) + "): " + err.what());
+  Statement& st = impl_->prepared(kInsertEvaluation);
+  std::int64_t id = 0;
+  {
+    Impl::Lease lease{st};
+    nlohmann::json curve = nlohmann::json::array();
+    for (double v : e.loss_curve) curve.push_back(v);
+    st.bind(1, e.run_id)
+        .bind(2, e.arch_id)
+        .bind(3, dump_json(e.metrics.is_null() ? nlohmann::json::object() : e.metrics))
+        .bind(4, dump_json(e.fidelity.is_null() ? nlohmann::json::object() : e.fidelity))
+        .bind(5, dump_json(e.workload.is_null() ? nlohmann::json::object() : e.workload))
+        .bind(6, dump_json(curve))
+        .bind(7, e.wall_seconds)
+        .bind(8, e.worker_rank)
+        .bind(9, e.status)
+        .bind(10, e.error);
+    if (e.proposal_id >= 0)
+      st.bind(11, e.proposal_id);
+    else
+      st.bind_null(11);
+    try {
+      st.run();
+    } catch (const DbError& err) {
+      throw DbError("add_evaluation (run " + std::to_string(e.run_id) + ", architecture " +
+                    std::to_string(e.arch_id) + "): " + err.what());
+    }
+    id = c.last_insert_rowid();
   }
-  std::int64_t id = c.last_insert_rowid();
   impl_->insert_costs(id, e.costs);
   tx.commit();
   return id;
@@ -594,6 +649,74 @@ std::vector<ParetoRow> Store::pareto(std::int64_t run_id, const std::string& dev
     r.cost = Impl::read_cost(st, 5);
     out.push_back(std::move(r));
   }
+  return out;
+}
+
+void Store::set_hypervolume_history(std::int64_t run_id, const std::string& front,
+                                    const std::vector<HypervolumePoint>& points) {
+  auto& c = impl_->conn;
+  Transaction tx(c);
+  {
+    Statement del(c, "DELETE FROM hypervolume_history WHERE run_id = ?1 AND front = ?2");
+    del.bind(1, run_id).bind(2, front);
+    del.run();
+  }
+  Statement ins(c,
+                "INSERT INTO hypervolume_history (run_id, front, evaluations, hypervolume, "
+                "reference) VALUES (?1, ?2, ?3, ?4, ?5)");
+  for (const auto& p : points) {
+    nlohmann::json ref = nlohmann::json::array();
+    for (double v : p.reference) ref.push_back(v);
+    ins.bind(1, run_id)
+        .bind(2, front)
+        .bind(3, p.evaluations)
+        .bind(4, p.hypervolume)
+        .bind(5, dump_json(ref));
+    try {
+      ins.run();
+    } catch (const DbError& e) {
+      throw DbError("set_hypervolume_history (run " + std::to_string(run_id) + ", front '" + front +
+                    "', " + std::to_string(p.evaluations) + " evaluations): " + e.what());
+    }
+    ins.reset();
+  }
+  tx.commit();
+}
+
+std::vector<HypervolumePoint> Store::hypervolume_history(std::int64_t run_id,
+                                                         const std::string& front) const {
+  Statement st(impl_->conn,
+               "SELECT evaluations, hypervolume, reference FROM hypervolume_history "
+               "WHERE run_id = ?1 AND front = ?2 ORDER BY evaluations");
+  st.bind(1, run_id).bind(2, front);
+  std::vector<HypervolumePoint> out;
+  while (st.step()) {
+    HypervolumePoint p;
+    p.evaluations = st.get_int(0);
+    p.hypervolume = st.get_double(1);
+    for (const auto& v : parse_json(st.get_text(2), "hypervolume_history.reference"))
+      p.reference.push_back(json_number_or_nan(v));
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<std::string> Store::hypervolume_fronts(std::int64_t run_id) const {
+  Statement st(impl_->conn,
+               "SELECT DISTINCT front FROM hypervolume_history WHERE run_id = ?1 ORDER BY front");
+  st.bind(1, run_id);
+  std::vector<std::string> out;
+  while (st.step()) out.push_back(st.get_text(0));
+  return out;
+}
+
+std::vector<CostRecord> Store::costs(std::int64_t evaluation_id) const {
+  Statement st(impl_->conn, R"sql(
+    SELECT device, feasible, reason, latency_ms, energy_mj, memory_bytes, detail, activity_source
+    FROM costs WHERE evaluation_id = ?1 ORDER BY device)sql");
+  st.bind(1, evaluation_id);
+  std::vector<CostRecord> out;
+  while (st.step()) out.push_back(Impl::read_cost(st, 0));
   return out;
 }
 

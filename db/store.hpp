@@ -18,7 +18,7 @@ struct DbError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 struct RunInfo {
   std::int64_t id = 0;
@@ -55,6 +55,18 @@ struct EvaluationRecord {
   std::string error;
   std::vector<CostRecord> costs;
   std::string created_at;  // set when read back (ISO-8601 UTC)
+  // The strategy's proposal id (ask order, from 0), unique within a run; -1 = not recorded
+  // (evaluations stored before schema version 3).  A resumed run matches results by it.
+  std::int64_t proposal_id = -1;
+};
+
+// One point of a front's hypervolume over a run: the front of the first `evaluations`
+// evaluations, measured against `reference` (one value per objective, in the objectives'
+// own orientation).
+struct HypervolumePoint {
+  std::int64_t evaluations = 0;
+  double hypervolume = 0;
+  std::vector<double> reference;
 };
 
 struct ParetoRow {
@@ -102,6 +114,16 @@ class Store {
   std::vector<std::int64_t> evaluation_ids(std::int64_t run_id) const;
   std::optional<ArchitectureRow> architecture(std::int64_t arch_id) const;
   std::vector<std::string> pareto_devices(std::int64_t run_id) const;
+  // Replaces the hypervolume history of one front ("front" is the device name, or "joint").
+  void set_hypervolume_history(std::int64_t run_id, const std::string& front,
+                               const std::vector<HypervolumePoint>& points);
+  // In order of evaluations; empty when none was recorded.
+  std::vector<HypervolumePoint> hypervolume_history(std::int64_t run_id,
+                                                    const std::string& front) const;
+  // The fronts with a recorded history, in name order.
+  std::vector<std::string> hypervolume_fronts(std::int64_t run_id) const;
+  // The costs stored for one evaluation (device order).
+  std::vector<CostRecord> costs(std::int64_t evaluation_id) const;
   std::vector<ParetoRow> pareto(std::int64_t run_id, const std::string& device) const;
 
   // Additions beyond the first contract (used by `hwnas show`).

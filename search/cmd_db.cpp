@@ -80,6 +80,18 @@ void cmd_runs(const DbOptions& o) {
     return;
   }
   std::cout << db::format_runs(runs, f);
+  if (f != db::Format::Table) return;
+  // Each front's hypervolume at the end of the run (the history is in hypervolume_history).
+  bool header = false;
+  for (const auto& r : runs)
+    for (const auto& front : store.hypervolume_fronts(r.id)) {
+      auto h = store.hypervolume_history(r.id, front);
+      if (h.empty()) continue;
+      if (!header) std::cout << "\nfinal hypervolume per front (run: front = value):\n";
+      header = true;
+      std::cout << "  " << r.id << ": " << front << " = " << h.back().hypervolume << " after "
+                << h.back().evaluations << " evaluations\n";
+    }
 }
 
 std::int64_t resolve_run(const db::Store& store, const DbOptions& o) {
@@ -100,23 +112,42 @@ void cmd_pareto(const DbOptions& o) {
   db::Store store = open_store(o.db);
   std::int64_t run = resolve_run(store, o);
   auto devices = store.pareto_devices(run);
-  if (std::find(devices.begin(), devices.end(), o.device) == devices.end()) {
+  std::string device = o.device;
+  if (device.empty()) {
+    if (devices.size() != 1)
+      throw UsageError("run " + std::to_string(run) + " has " +
+                       (devices.empty()
+                            ? std::string("no Pareto fronts stored yet")
+                            : "several fronts; pick one with --device (" + join(devices) + ")"));
+    device = devices.front();
+  }
+  if (std::find(devices.begin(), devices.end(), device) == devices.end()) {
     if (devices.empty())
       throw UsageError((o.run < 0 ? "the latest run, " + std::to_string(run) + ", has"
                                   : "run " + std::to_string(run) + " has") +
                        std::string(" no Pareto fronts stored yet") +
                        (o.run < 0 ? "; pick a run with --run ID (see `hwnas runs`)" : ""));
-    throw UsageError("run " + std::to_string(run) + " has no Pareto front for device '" + o.device +
+    throw UsageError("run " + std::to_string(run) + " has no Pareto front for device '" + device +
                      "'; its devices: " + join(devices));
   }
-  auto rows = store.pareto(run, o.device);
+  auto rows = store.pareto(run, device);
   if (f == db::Format::Table) {
     auto info = store.run(run);
     std::cout << "run " << run << " (" << (info ? info->name : std::string("?")) << ", "
-              << (info ? info->status : std::string("?")) << ") - Pareto front on " << o.device
+              << (info ? info->status : std::string("?")) << ") - Pareto front on " << device
               << ": " << rows.size() << " architecture" << (rows.size() == 1 ? "" : "s") << "\n";
   }
   std::cout << db::format_pareto(rows, f);
+  if (f == db::Format::Table) {
+    auto history = store.hypervolume_history(run, device);
+    if (!history.empty()) {
+      std::cout << "hypervolume over the run (evaluations: value; reference";
+      for (double v : history.back().reference) std::cout << ' ' << v;
+      std::cout << "):";
+      for (const auto& p : history) std::cout << ' ' << p.evaluations << ": " << p.hypervolume;
+      std::cout << "\n";
+    }
+  }
 }
 
 std::int64_t resolve_arch(const db::Store& store, const DbOptions& o) {
@@ -162,8 +193,9 @@ void add_db_commands(CLI::App& app) {
   auto* pareto = app.add_subcommand("pareto", "Print a run's Pareto front for one device");
   add_common(pareto, *opts);
   pareto->add_option("--run", opts->run, "run id (default: the latest run)");
-  pareto->add_option("--device", opts->device, "device name the front was computed for")
-      ->required();
+  pareto->add_option("--device", opts->device,
+                     "device name the front was computed for, or 'joint' when the objectives name "
+                     "their devices (default: the run's only front)");
   pareto->callback([opts] { guarded([&] { cmd_pareto(*opts); }); });
 
   auto* show = app.add_subcommand(

@@ -136,10 +136,13 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   std::int64_t run = run_id > 0 ? run_id : store.latest_run_id().value_or(0);
   auto info = store.run(run);
   if (!info) throw std::invalid_argument("--run: no run " + std::to_string(run) + " in " + db_path);
-  // The run's own objectives, from its stored config.
+  // The run's own objectives and constraints, from its stored config.
   SearchConfig c;
   for (const auto& s : info->config.at("objectives"))
     c.pareto_objectives.push_back(ObjectiveSpec::parse(s.get<std::string>()));
+  if (info->config.contains("constraints"))
+    for (const auto& s : info->config["constraints"])
+      c.constraints.push_back(ConstraintSpec::parse(s.get<std::string>()));
   int costed = 0;
   for (const db::EvaluationRecord& e : store.evaluations(run)) {
     if (e.status != "ok") continue;
@@ -153,10 +156,12 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
     store.add_costs(e.id, {to_record(device->name(), cost)});
     ++costed;
   }
-  auto front = compute_front(store.evaluations(run), device->name(), c.pareto_objectives);
+  // The new device's front: costs without @DEVICE are read on it.
+  const FrontSpec spec{device->name(), device->name(), true};
+  auto front = compute_front(store.evaluations(run), c.pareto_objectives, c.constraints, spec);
   store.set_pareto(run, device->name(), front);
   SearchSummary s;
-  s.fronts[device->name()] = front_rows(store, run, device->name());
+  s.fronts[device->name()] = front_rows(store, run, spec, c.pareto_objectives);
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << device->name()
             << " without retraining\n";

@@ -1,6 +1,7 @@
 #include "search/config.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -20,7 +21,7 @@ using nlohmann::json;
 
 namespace {
 
-enum class Type { Int, Number, Bool, String, Choice, StringList, Object, PathOrObject };
+enum class Type { Int, Number, Bool, String, Choice, StringList, NumberList, Object, PathOrObject };
 
 // The single declaration of every configuration parameter.
 struct Param {
@@ -93,18 +94,46 @@ const std::vector<Param>& parameter_table() {
       {"devices",
        Type::StringList,
        json{"h100_sxm", "host"},
-       1,
+       0,
        64,
        {},
-       "hardware targets: preset names, device JSON paths or plugin .so paths"},
+       "hardware targets: preset names, device JSON paths or plugin .so paths (may be empty "
+       "when no objective or constraint is a device cost)"},
       {"objectives",
        Type::StringList,
        json{"val_accuracy:max", "latency_ms:min"},
-       2,
+       1,
        8,
        {},
-       "Pareto objectives per device, metric:max|min; latency_ms, energy_mj, memory_bytes are "
-       "costs on the device"},
+       "objectives, METRIC[@DEVICE]:max|min; the first is a model metric; latency_ms, "
+       "energy_mj, memory_bytes are device costs.  Without any @DEVICE, one front per device "
+       "(costs read on each); with one, a single joint front (a cost without @DEVICE reads the "
+       "first device), e.g. [\"val_accuracy:max\", \"latency_ms@jetson_orin_nano:min\", "
+       "\"energy_mj@loihi2:min\"]"},
+      {"constraints",
+       Type::StringList,
+       json::array(),
+       0,
+       32,
+       {},
+       "constraints every front member must meet: METRIC[@DEVICE] <=|<|>=|> NUMBER or "
+       "feasible@DEVICE, e.g. [\"latency_ms@rpi4_a72 <= 20\", \"feasible@stm32f746\", "
+       "\"params <= 1e6\"]; strategies rank violators behind every feasible candidate"},
+      {"hypervolume.reference",
+       Type::NumberList,
+       json::array(),
+       0,
+       0,
+       {},
+       "hypervolume reference point, one number per objective; [] = each front's nadir over "
+       "the run"},
+      {"hypervolume.every",
+       Type::Int,
+       0,
+       0,
+       1000000,
+       {},
+       "evaluations between hypervolume history points (0 = budget / 50, at least 1)"},
       {"fitness.latency_weight",
        Type::Number,
        0,
@@ -141,6 +170,8 @@ const char* type_name(Type t) {
       return "string";
     case Type::StringList:
       return "list of strings";
+    case Type::NumberList:
+      return "list of numbers";
     case Type::Object:
       return "object";
     case Type::PathOrObject:
@@ -230,6 +261,13 @@ json check_value(const Param& p, const json& v) {
         if (!v[i].is_string() || v[i].get<std::string>().empty())
           fail(path + "[" + std::to_string(i) + "]",
                "must be a non-empty string, got " + v[i].dump());
+      return v;
+    }
+    case Type::NumberList: {
+      if (!v.is_array()) fail(path, "must be a list of numbers, got " + v.dump());
+      for (std::size_t i = 0; i < v.size(); ++i)
+        if (!v[i].is_number() || !std::isfinite(v[i].get<double>()))
+          fail(path + "[" + std::to_string(i) + "]", "must be a finite number, got " + v[i].dump());
       return v;
     }
     case Type::Object:
@@ -350,21 +388,12 @@ std::string resolve(const std::string& base_dir, const std::string& p) {
 
 }  // namespace
 
-bool ObjectiveSpec::is_cost() const {
-  return metric == "latency_ms" || metric == "energy_mj" || metric == "memory_bytes";
+bool SearchConfig::per_device_fronts() const {
+  if (devices.empty()) return false;
+  for (const auto& o : pareto_objectives)
+    if (!o.device.empty()) return false;
+  return true;
 }
-
-ObjectiveSpec ObjectiveSpec::parse(const std::string& s) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0)
-    throw std::invalid_argument("'" + s + "' must be METRIC:max or METRIC:min");
-  const std::string dir = s.substr(colon + 1);
-  if (dir != "max" && dir != "min")
-    throw std::invalid_argument("direction '" + dir + "' must be max or min");
-  return {s.substr(0, colon), dir == "max"};
-}
-
-std::string ObjectiveSpec::str() const { return metric + (maximize ? ":max" : ":min"); }
 
 SearchConfig parse_config(const json& j, const std::string& base_dir) {
   if (!j.is_object()) throw ConfigError("config: the top level must be a JSON object");
@@ -472,6 +501,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   c.budget_seconds = r["budget"]["max_seconds"];
 
   std::set<std::string> seen;
+  std::vector<std::string> device_names;  // in config order
   for (std::size_t i = 0; i < r["devices"].size(); ++i) {
     std::string d = r["devices"][i];
     const std::string field = "devices[" + std::to_string(i) + "]";
@@ -484,6 +514,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
       auto dev = hw::load_device(d);
       if (!seen.insert(dev->name()).second)
         fail(field, "device '" + dev->name() + "' listed twice");
+      device_names.push_back(dev->name());
       if (dev->family() == "host" && (c.evaluator != "train" || c.host_latency_reps == 0))
         fail(field, "device '" + dev->name() +
                         "' costs the latency measured on this machine, but " +
@@ -498,29 +529,82 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
     c.devices.push_back(d);
   }
 
-  for (std::size_t i = 0; i < r["objectives"].size(); ++i) {
-    try {
-      c.pareto_objectives.push_back(ObjectiveSpec::parse(r["objectives"][i]));
-    } catch (const std::invalid_argument& e) {
-      fail("objectives[" + std::to_string(i) + "]", e.what());
-    }
-  }
-  // Every objective must be something the evaluator reports or a device cost: a typo would
+  std::string device_list;
+  for (const auto& d : seen) device_list += (device_list.empty() ? "" : ", ") + d;
+  if (device_list.empty()) device_list = "none configured";
+  // Every metric must be something the evaluator reports or a device cost: a typo would
   // otherwise turn every objective into NaN and every front empty.
   const std::vector<std::string> metrics = ev_entry->metric_names(c);
-  for (std::size_t i = 0; i < c.pareto_objectives.size(); ++i) {
-    const auto& o = c.pareto_objectives[i];
-    if (o.is_cost() || std::find(metrics.begin(), metrics.end(), o.metric) != metrics.end())
-      continue;
+  auto check_metric = [&](const std::string& field, const std::string& metric,
+                          const std::string& device, const std::string& text) {
+    if (!device.empty() && !seen.count(device))
+      fail(field, "device '" + device + "' in '" + text +
+                      "' is not one of the configured devices (" + device_list + ")");
+    if (is_cost_metric(metric)) {
+      if (device.empty() && seen.empty())
+        fail(field, "'" + text +
+                        "' is a device cost but no device is configured; add one to "
+                        "devices or name it with @DEVICE");
+      return;
+    }
+    if (std::find(metrics.begin(), metrics.end(), metric) != metrics.end()) return;
     std::string list = "latency_ms, energy_mj, memory_bytes";
     for (const auto& m : metrics) list += ", " + m;
-    fail("objectives[" + std::to_string(i) + "]",
-         "unknown metric '" + o.metric + "' for evaluator '" + c.evaluator + "'; one of: " + list);
+    fail(field,
+         "unknown metric '" + metric + "' for evaluator '" + c.evaluator + "'; one of: " + list);
+  };
+  for (std::size_t i = 0; i < r["objectives"].size(); ++i) {
+    const std::string field = "objectives[" + std::to_string(i) + "]";
+    const std::string text = r["objectives"][i];
+    try {
+      c.pareto_objectives.push_back(ObjectiveSpec::parse(text));
+    } catch (const std::invalid_argument& e) {
+      fail(field, e.what());
+    }
+    const auto& o = c.pareto_objectives.back();
+    if (!o.device.empty() && !o.is_cost())
+      fail(field, "'" + text +
+                      "': only device costs (latency_ms, energy_mj, memory_bytes) "
+                      "take @DEVICE; '" +
+                      o.metric + "' is a model metric");
+    check_metric(field, o.metric, o.device, text);
+    for (std::size_t k = 0; k + 1 < c.pareto_objectives.size(); ++k)
+      if (c.pareto_objectives[k].metric == o.metric && c.pareto_objectives[k].device == o.device)
+        fail(field, "'" + text + "' repeats objectives[" + std::to_string(k) + "]");
   }
   if (c.pareto_objectives.front().is_cost())
     fail("objectives[0]",
          "the first objective must be a model metric (e.g. val_accuracy:max); it "
          "is also the fitness of single-objective strategies");
+  for (std::size_t i = 0; i < r["constraints"].size(); ++i) {
+    const std::string field = "constraints[" + std::to_string(i) + "]";
+    const std::string text = r["constraints"][i];
+    try {
+      c.constraints.push_back(ConstraintSpec::parse(text));
+    } catch (const std::invalid_argument& e) {
+      fail(field, e.what());
+    }
+    const auto& k = c.constraints.back();
+    if (k.op == ConstraintSpec::Op::Feasible) {
+      if (!seen.count(k.device))
+        fail(field, "device '" + k.device + "' in '" + text +
+                        "' is not one of the configured devices (" + device_list + ")");
+      continue;
+    }
+    if (!k.device.empty() && !k.is_cost())
+      fail(field, "'" + text +
+                      "': only device costs (latency_ms, energy_mj, memory_bytes) "
+                      "take @DEVICE; '" +
+                      k.metric + "' is a model metric");
+    check_metric(field, k.metric, k.device, text);
+  }
+  for (const auto& v : r["hypervolume"]["reference"]) c.hypervolume_reference.push_back(v);
+  if (!c.hypervolume_reference.empty() &&
+      c.hypervolume_reference.size() != c.pareto_objectives.size())
+    fail("hypervolume.reference", "has " + std::to_string(c.hypervolume_reference.size()) +
+                                      " values for " + std::to_string(c.pareto_objectives.size()) +
+                                      " objectives; give one per objective or []");
+  c.hypervolume_every = r["hypervolume"]["every"];
 
   c.fitness_latency_weight = r["fitness"]["latency_weight"];
   c.fitness_device = r["fitness"]["device"];
@@ -529,6 +613,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
       fail("fitness.device", "'" + c.fitness_device + "' must name one of the configured devices");
   }
 
+  c.default_device = device_names.empty() ? "" : device_names.front();
   c.workers = r["workers"];
   c.threads = r["threads"];
   c.deterministic = r["deterministic"];

@@ -12,20 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "search/objectives.hpp"
+
 namespace hwnas::search {
 
 struct ConfigError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
-};
-
-struct ObjectiveSpec {
-  std::string metric;  // an evaluation metric ("val_accuracy") or a device cost
-                       // ("latency_ms", "energy_mj", "memory_bytes")
-  bool maximize = false;
-  bool is_cost() const;
-  std::string str() const;  // "val_accuracy:max"
-  // Inverse of str(); throws std::invalid_argument saying what is wrong.
-  static ObjectiveSpec parse(const std::string& s);
 };
 
 struct SearchConfig {
@@ -58,7 +50,12 @@ struct SearchConfig {
   int budget_evaluations = 0;
   double budget_seconds = 0;
   std::vector<std::string> devices;
-  std::vector<ObjectiveSpec> pareto_objectives;
+  std::vector<ObjectiveSpec> pareto_objectives;  // at least one; the first is a model metric
+  std::vector<ConstraintSpec> constraints;
+  // Hypervolume reference point, one value per objective; empty = each front's nadir (the worst
+  // value of every objective over the run's eligible evaluations), fixed at the end of the run.
+  std::vector<double> hypervolume_reference;
+  int hypervolume_every = 0;  // evaluations between hypervolume history points (0 = budget/50)
   double fitness_latency_weight =
       0;  // fitness = first objective - w * log(latency on fitness_device)
   std::string fitness_device;
@@ -66,6 +63,13 @@ struct SearchConfig {
   int threads = 0;  // oneTBB pool size (0 = all cores)
   bool deterministic = true;
   std::string db_path;
+
+  // One front per configured device when no objective names a device (the cost objectives are
+  // read on each device in turn); otherwise one "joint" front over the objectives as written.
+  bool per_device_fronts() const;
+  // The device a cost objective or constraint without @DEVICE reads outside per-device fronts:
+  // the first configured device ("" when there is none).
+  std::string default_device;
 
   nlohmann::json resolved;  // the full validated config with defaults filled in (stored in runs)
 };

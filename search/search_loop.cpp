@@ -46,20 +46,6 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
 
 namespace {
 
-// Value of an objective for one evaluation on one device; NaN if unavailable.
-double objective_value(const ObjectiveSpec& o, const nlohmann::json& metrics,
-                       const db::CostRecord* cost) {
-  if (o.is_cost()) {
-    if (!cost) return std::numeric_limits<double>::quiet_NaN();
-    if (o.metric == "latency_ms") return cost->latency_ms;
-    if (o.metric == "energy_mj") return cost->energy_mj;
-    return cost->memory_bytes;
-  }
-  if (!metrics.contains(o.metric) || !metrics[o.metric].is_number())
-    return std::numeric_limits<double>::quiet_NaN();
-  return metrics[o.metric].get<double>();
-}
-
 std::string fmt_seconds(double s) {
   std::ostringstream os;
   if (s < 120)
@@ -100,52 +86,48 @@ std::string summarize_genome(const nlohmann::json& g) {
   return out;
 }
 
-std::vector<std::int64_t> compute_front(const std::vector<db::EvaluationRecord>& evaluations,
-                                        const std::string& device,
-                                        const std::vector<ObjectiveSpec>& objectives) {
-  std::vector<std::int64_t> ids;
-  std::vector<std::vector<double>> points;
-  std::vector<bool> maximize;
-  for (const auto& o : objectives) maximize.push_back(o.maximize);
-  for (const db::EvaluationRecord& e : evaluations) {
-    if (e.status != "ok") continue;
-    const db::CostRecord* cost = nullptr;
-    for (const auto& c : e.costs)
-      if (c.device == device) cost = &c;
-    if (!cost || !cost->feasible) continue;
-    std::vector<double> p;
-    bool finite = true;
-    for (const auto& o : objectives) {
-      double v = objective_value(o, e.metrics, cost);
-      finite = finite && std::isfinite(v);
-      p.push_back(v);
-    }
-    if (!finite) continue;
-    ids.push_back(e.id);
-    points.push_back(std::move(p));
+std::vector<FrontSpec> front_specs(const SearchConfig& config,
+                                   const std::vector<std::string>& device_names) {
+  std::vector<FrontSpec> out;
+  if (config.per_device_fronts()) {
+    for (const auto& d : device_names) out.push_back({d, d, true});
+  } else {
+    out.push_back({kJointFront, config.default_device, false});
   }
-  std::vector<std::int64_t> front;
-  if (!points.empty())
-    for (std::size_t k : strategies::pareto_front(points, maximize)) front.push_back(ids[k]);
-  return front;
+  return out;
 }
 
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
                          std::ostream& progress) {
   auto space = spaces::make_space(config.space);
-  auto strategy = strategies::make_strategy(config.strategy, *space);
+  strategies::StrategyContext context;
+  context.seed = config.seed;
+  context.objectives.clear();
+  for (const auto& o : config.pareto_objectives)
+    context.objectives.push_back({o.str(), o.maximize});
+  for (const auto& k : config.constraints) context.constraints.push_back(k.str());
+  auto strategy = strategies::make_strategy(config.strategy, *space, context);
   std::vector<std::unique_ptr<hw::Device>> devices;
-  for (const auto& d : config.devices) devices.push_back(hw::load_device(d));
+  std::vector<std::string> device_names;
+  for (const auto& d : config.devices) {
+    devices.push_back(hw::load_device(d));
+    device_names.push_back(devices.back()->name());
+  }
 
   SearchSummary summary;
   summary.run_id = store.create_run(config.name, config.resolved, config.seed);
   summary.best_fitness = -std::numeric_limits<double>::infinity();
 
-  spaces::Rng rng(config.seed);
   eval::Fidelity fidelity;
   fidelity.epochs = config.epochs;
   fidelity.train_subset = config.train_subset;
   fidelity.max_seconds = config.candidate_seconds;
+  auto fidelity_of = [&](const strategies::Fidelity& f) {
+    eval::Fidelity e = fidelity;
+    if (f.epochs > 0) e.epochs = f.epochs;
+    if (f.train_subset > 0) e.train_subset = f.train_subset;
+    return e;
+  };
 
   const int slots = executor.slots();
   // Deterministic mode: proposal i sees exactly the results of proposals < i - lag.  A lag of
@@ -157,9 +139,21 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
 
-  std::map<std::uint64_t, spaces::Genome> proposed;           // in flight or awaiting tell
-  std::map<std::uint64_t, strategies::Observation> finished;  // awaiting an in-order tell
-  std::uint64_t next_id = 0, told = 0;
+  // Fronts are kept incrementally, so the end of the run needs no re-read of its evaluations.
+  const std::vector<FrontSpec> fronts = front_specs(config, device_names);
+  const bool joint_front = !config.per_device_fronts();
+  std::vector<bool> maximize;
+  for (const auto& o : config.pareto_objectives) maximize.push_back(o.maximize);
+  std::vector<FrontArchive> archives(fronts.size(), FrontArchive(maximize));
+  const int hv_every =
+      config.hypervolume_every > 0 ? config.hypervolume_every : std::max(1, budget / 50);
+  // Per front: (evaluations so far, front points) at each history point.
+  std::vector<std::vector<std::pair<int, std::vector<std::vector<double>>>>> snapshots(
+      fronts.size());
+
+  std::map<std::uint64_t, strategies::Proposal> proposed;  // in flight or awaiting tell
+  std::map<std::uint64_t, strategies::Result> finished;    // awaiting an in-order tell
+  std::uint64_t told = 0;
   int in_flight = 0, done = 0;
   bool stopping = false;
 
@@ -173,26 +167,42 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
   };
 
-  // Stores one finished evaluation with its costs (one transaction), updates the best and the
-  // strategy's pending observations, and prints the progress line.
+  auto snapshot = [&] {
+    for (std::size_t f = 0; f < fronts.size(); ++f) {
+      auto& h = snapshots[f];
+      if (h.empty() || h.back().first != done) h.emplace_back(done, archives[f].points());
+    }
+  };
+
+  // Stores one finished evaluation with its costs (one transaction), updates the best, the
+  // fronts and the strategy's pending results, and prints the progress line.
   auto record = [&](const JobResult& jr) {
     ++done;
-    const spaces::Genome& genome = proposed.at(jr.id);
+    const strategies::Proposal& proposal = proposed.at(jr.id);
+    const spaces::Genome& genome = proposal.genome;
     const eval::EvalResult& res = jr.result;
 
     db::EvaluationRecord rec;
     rec.run_id = summary.run_id;
-    rec.arch_id = store.upsert_architecture(
-        genome.hash(), nlohmann::json::parse(genome.canonical_json()), space->describe(genome));
+    rec.proposal_id = static_cast<std::int64_t>(jr.id);
+    // The canonical form is the costly part of storing an architecture: compute it once.
+    const std::string canonical = genome.canonical_json();
+    rec.arch_id =
+        store.upsert_architecture(spaces::Genome::hash_of_canonical(canonical),
+                                  nlohmann::json::parse(canonical), space->describe(genome));
     rec.metrics = res.metrics;
-    rec.fidelity = fidelity.to_json();
+    rec.fidelity = fidelity_of(proposal.fidelity).to_json();
     rec.workload = res.workload.to_json();
     rec.loss_curve = res.loss_curve;
     rec.wall_seconds = res.wall_seconds;
     rec.worker_rank = jr.worker_rank;
     rec.status = res.ok() ? "ok" : "failed";
     rec.error = res.error;
-    double fitness = -std::numeric_limits<double>::infinity();
+
+    strategies::Result result;
+    result.id = jr.id;
+    result.ok = res.ok();
+    result.fidelity = proposal.fidelity;
     if (res.ok()) {
       for (const auto& d : devices) {
         try {
@@ -205,46 +215,58 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
           rec.costs.push_back(c);
         }
       }
-      double v = objective_value(primary, rec.metrics, nullptr);
+      double v = objective_value(primary, rec.metrics, rec.costs, config.default_device);
       if (std::isfinite(v)) {
-        fitness = primary.maximize ? v : -v;
+        result.fitness = primary.maximize ? v : -v;
         if (config.fitness_latency_weight > 0) {
           for (const auto& c : rec.costs)
             if (c.device == config.fitness_device)
-              fitness -= c.feasible && c.latency_ms > 0
-                             ? config.fitness_latency_weight * std::log10(c.latency_ms)
-                             : 1e9;  // infeasible on the target device: last place
+              result.fitness -= c.feasible && c.latency_ms > 0
+                                    ? config.fitness_latency_weight * std::log10(c.latency_ms)
+                                    : 1e9;  // infeasible on the target device: last place
         }
       }
     } else {
       ++summary.failed;
+    }
+    for (const auto& o : config.pareto_objectives) {
+      const double v = res.ok() ? objective_value(o, rec.metrics, rec.costs, config.default_device)
+                                : std::numeric_limits<double>::quiet_NaN();
+      result.objectives.push_back(v);
+      // With a joint front, an objective the architecture cannot be measured on (infeasible on
+      // its device) keeps it off the front, so strategies must treat it as infeasible too.  Per
+      // device fronts read costs on each device in turn; there the first device's verdict
+      // must not steer the search (as before devices could be named).
+      if (joint_front && res.ok() && !std::isfinite(v)) result.violation += 1;
+    }
+    for (const auto& k : config.constraints) {
+      auto verdict = res.ok() ? check_constraint(k, rec.metrics, rec.costs, config.default_device)
+                              : ConstraintVerdict{false, 1.0};
+      result.feasible.push_back(verdict.satisfied);
+      result.violation += verdict.violation;
     }
     for (const auto& c : rec.costs)
       if (!c.feasible) {
         auto& [count, reason] = summary.infeasible[c.device];
         if (count++ == 0) reason = c.infeasible_reason;
       }
-    store.add_evaluation(rec);  // one transaction: evaluation + costs
+    const std::int64_t eval_id = store.add_evaluation(rec);  // one transaction: with its costs
 
-    if (fitness > summary.best_fitness) {
-      summary.best_fitness = fitness;
+    for (std::size_t f = 0; f < fronts.size(); ++f)
+      if (auto p = front_point(config.pareto_objectives, config.constraints, fronts[f], res.ok(),
+                               rec.metrics, rec.costs))
+        archives[f].offer(eval_id, rec.arch_id, *p);
+    if (done % hv_every == 0) snapshot();
+
+    if (result.fitness > summary.best_fitness && result.violation <= 0) {
+      summary.best_fitness = result.fitness;
       summary.best_metrics = res.metrics;
     }
 
-    strategies::Observation obs;
-    obs.id = jr.id;
-    obs.genome = genome;
-    obs.fitness = fitness;
-    obs.ok = res.ok();
-    // Cost objectives are reported on the first device; strategies that need every device's
-    // costs read them from the store.
-    for (const auto& o : config.pareto_objectives)
-      obs.objectives.push_back(
-          objective_value(o, rec.metrics, rec.costs.empty() ? nullptr : &rec.costs.front()));
     if (config.deterministic) {
-      finished.emplace(jr.id, std::move(obs));
+      finished.emplace(jr.id, std::move(result));
     } else {
-      strategy->tell(obs);
+      strategy->tell(result);
       ++told;
     }
     proposed.erase(jr.id);
@@ -254,7 +276,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     progress << "[" << std::setw(static_cast<int>(std::to_string(budget).size())) << done << "/"
              << budget << "] ";
     if (res.ok()) {
-      double v = objective_value(primary, rec.metrics, nullptr);
+      double v = objective_value(primary, rec.metrics, rec.costs, config.default_device);
       progress << primary.metric << " " << std::fixed << std::setprecision(4) << v;
     } else {
       progress << "FAILED (" << res.error.substr(0, 80) << ")";
@@ -268,9 +290,22 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
              << std::endl;
   };
 
+  auto dispatch = [&](strategies::Proposal p) {
+    Job job;
+    job.id = p.id;
+    job.genome = p.genome;
+    job.fidelity = fidelity_of(p.fidelity);
+    job.seed = job_seed(config.seed, job.id);
+    proposed.emplace(p.id, std::move(p));
+    executor.submit(std::move(job));
+    ++in_flight;
+  };
+
   progress << "search '" << config.name << "' run " << summary.run_id << ": " << budget
-           << " candidates, " << executor.describe() << ", devices:";
+           << " candidates, " << executor.describe() << ", strategy " << strategy->name()
+           << ", devices:";
   for (const auto& d : devices) progress << ' ' << d->name();
+  if (devices.empty()) progress << " none";
   progress << std::endl;
 
   try {
@@ -282,20 +317,21 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
                  << in_flight << " running evaluations" << std::endl;
       }
       // Fill free slots.
-      while (!stopping && in_flight < slots && next_id < static_cast<std::uint64_t>(budget)) {
-        if (config.deterministic) {
+      if (config.deterministic) {
+        // One proposal at a time, each after exactly the tells it is entitled to.
+        while (!stopping && in_flight < slots &&
+               strategy->next_id() < static_cast<std::uint64_t>(budget)) {
+          const std::uint64_t next_id = strategy->next_id();
           std::uint64_t need = next_id >= lag ? next_id - lag : 0;
           tell_ready(need);
           if (told < need) break;  // an older result is still out: wait for it
+          dispatch(std::move(strategy->ask(1).front()));
         }
-        Job job;
-        job.id = next_id++;
-        job.genome = strategy->ask(rng);
-        job.fidelity = fidelity;
-        job.seed = job_seed(config.seed, job.id);
-        proposed.emplace(job.id, job.genome);
-        executor.submit(std::move(job));
-        ++in_flight;
+      } else if (!stopping) {
+        const auto left = static_cast<std::uint64_t>(budget) - strategy->next_id();
+        const auto free = static_cast<std::uint64_t>(std::max(0, slots - in_flight));
+        for (auto& p : strategy->ask(static_cast<std::size_t>(std::min(left, free))))
+          dispatch(std::move(p));
       }
       if (in_flight == 0) break;
 
@@ -333,12 +369,21 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     throw;
   }
 
-  // Read the run back once (workloads included) and derive every device's front from it.
-  const std::vector<db::EvaluationRecord> evaluations = store.evaluations(summary.run_id);
-  for (const auto& d : devices) {
-    auto front = compute_front(evaluations, d->name(), config.pareto_objectives);
-    store.set_pareto(summary.run_id, d->name(), front);
-    summary.fronts[d->name()] = front_rows(store, summary.run_id, d->name());
+  // The fronts from the archives, and their hypervolume over the run against one reference
+  // (the configured one, or the front's nadir over the whole run).
+  snapshot();
+  for (std::size_t f = 0; f < fronts.size(); ++f) {
+    store.set_pareto(summary.run_id, fronts[f].key, archives[f].evaluation_ids());
+    summary.fronts[fronts[f].key] =
+        front_rows(store, summary.run_id, fronts[f], config.pareto_objectives);
+    const std::vector<double> ref =
+        config.hypervolume_reference.empty() ? archives[f].nadir() : config.hypervolume_reference;
+    if (archives[f].offered() == 0) continue;  // no eligible evaluation: no reference either
+    std::vector<db::HypervolumePoint> history;
+    for (const auto& [count, points] : snapshots[f])
+      history.push_back({count, front_hypervolume(points, maximize, ref, config.seed), ref});
+    store.set_hypervolume_history(summary.run_id, fronts[f].key, history);
+    summary.hypervolume[fronts[f].key] = history.back().hypervolume;
   }
   summary.evaluated = done;
   summary.seconds = elapsed();
@@ -348,11 +393,15 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 }
 
 std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id,
-                                 const std::string& device) {
+                                 const FrontSpec& front,
+                                 const std::vector<ObjectiveSpec>& objectives) {
   std::vector<FrontRow> rows;
-  for (auto& p : store.pareto(run_id, device)) {
-    FrontRow r{std::move(p), {}};
+  for (auto& p : store.pareto(run_id, front.key)) {
+    FrontRow r{std::move(p), {}, {}};
     if (auto a = store.architecture(r.arch_id)) r.arch_summary = summarize_genome(a->genome);
+    const std::vector<db::CostRecord> costs = store.costs(r.evaluation_id);
+    for (const auto& o : objectives)
+      r.values.push_back(objective_value(o, r.metrics, costs, front.default_device));
     rows.push_back(std::move(r));
   }
   return rows;
@@ -360,24 +409,27 @@ std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id,
 
 void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& objectives,
                   std::ostream& out) {
-  for (const auto& [device, rows] : s.fronts) {
-    out << "\nPareto front on " << device << " (" << rows.size() << " architectures; objectives";
+  for (const auto& [key, rows] : s.fronts) {
+    out << "\nPareto front " << (key == kJointFront ? std::string("(joint)") : "on " + key) << " ("
+        << rows.size() << " architectures; objectives";
     for (const auto& o : objectives) out << ' ' << o.str();
-    out << ")\n";
-    if (auto it = s.infeasible.find(device); it != s.infeasible.end())
-      out << "  " << it->second.first << " candidates infeasible on " << device << ", e.g. "
+    out << ")";
+    if (auto it = s.hypervolume.find(key); it != s.hypervolume.end())
+      out << "; hypervolume " << std::setprecision(6) << std::defaultfloat << it->second;
+    out << "\n";
+    if (auto it = s.infeasible.find(key); it != s.infeasible.end())
+      out << "  " << it->second.first << " candidates infeasible on " << key << ", e.g. "
           << it->second.second << "\n";
     out << std::left << std::setw(7) << "eval" << std::setw(18) << "arch" << std::right;
-    for (const auto& o : objectives) out << std::setw(15) << o.metric;
+    for (const auto& o : objectives)
+      out << std::setw(15) << (o.device.empty() ? o.metric : o.metric + "@" + o.device);
     out << "  description\n";
     for (const auto& r : rows) {
       out << std::left << std::setw(7) << r.evaluation_id << std::setw(18) << r.arch_hash
           << std::right;
-      for (const auto& o : objectives) {
-        double v = objective_value(o, r.metrics, &r.cost);
-        out << std::setw(15) << std::setprecision(o.metric == "memory_bytes" ? 0 : 4) << std::fixed
-            << v;
-      }
+      for (std::size_t k = 0; k < objectives.size(); ++k)
+        out << std::setw(15) << std::setprecision(objectives[k].metric == "memory_bytes" ? 0 : 4)
+            << std::fixed << r.values[k];
       std::string desc = r.arch_summary.empty() ? r.arch_description : r.arch_summary;
       if (desc.size() > 90) desc = desc.substr(0, 87) + "...";
       out << "  " << desc << "\n";

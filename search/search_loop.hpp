@@ -1,6 +1,8 @@
 // The search loop: ask the strategy, dispatch to the executor, cost every result on every
-// device, store it at once (one transaction per evaluation), tell the strategy, and at the end
-// store and print one Pareto front per device.
+// device, store it at once (one transaction per evaluation, with its proposal id), tell the
+// strategy every objective and constraint verdict, keep each front's non-dominated archive, and
+// at the end store and print the fronts (one per device, or one joint front when objectives
+// name their devices; see search/fronts.hpp) and their hypervolume history.
 //
 // Determinism: with `deterministic` on, proposal i is made after exactly the results of
 // proposals 0..i-2*slots-1 have been told, in id order, so the same config, seed and slot count
@@ -20,12 +22,14 @@
 #include "hwmodels/device.hpp"
 #include "search/config.hpp"
 #include "search/executor.hpp"
+#include "search/fronts.hpp"
 
 namespace hwnas::search {
 
 // A front member with a one-line summary of its graph for printing.
 struct FrontRow : db::ParetoRow {
-  std::string arch_summary;  // "conv c16 s2 | pool | conv c32 8b | global_pool"
+  std::string arch_summary;    // "conv c16 s2 | pool | conv c32 8b | global_pool"
+  std::vector<double> values;  // one per objective, read as the front reads them
 };
 
 struct SearchSummary {
@@ -35,8 +39,9 @@ struct SearchSummary {
   double best_fitness = 0;
   std::map<std::string, double> best_metrics;  // of the best-fitness candidate
   double seconds = 0;
-  std::string status;  // "finished" | "interrupted"
-  std::map<std::string, std::vector<FrontRow>> fronts;
+  std::string status;                                   // "finished" | "interrupted"
+  std::map<std::string, std::vector<FrontRow>> fronts;  // by front key (device or "joint")
+  std::map<std::string, double> hypervolume;            // final hypervolume per front
   // Per device: candidates it cannot run, and the first reason given.
   std::map<std::string, std::pair<int, std::string>> infeasible;  // device name -> front
 };
@@ -47,11 +52,10 @@ extern std::atomic<bool> g_stop_requested;
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
                          std::ostream& progress);
 
-// The evaluation ids on one device's Pareto front among a run's evaluations (failed ones and
-// those infeasible on the device excluded).  The caller stores it with Store::set_pareto.
-std::vector<std::int64_t> compute_front(const std::vector<db::EvaluationRecord>& evaluations,
-                                        const std::string& device,
-                                        const std::vector<ObjectiveSpec>& objectives);
+// The fronts a run builds (search/fronts.hpp): one per device name in `device_names` when the
+// config's objectives name no device, else one joint front.
+std::vector<FrontSpec> front_specs(const SearchConfig& config,
+                                   const std::vector<std::string>& device_names);
 
 // A device's cost as stored (per-node breakdown left out: `hw predict` recomputes it).
 db::CostRecord to_record(const std::string& device, const hw::Cost& cost);
@@ -59,9 +63,10 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& cost);
 // One line per node of a genome's JSON (kind and short hyperparameters), in node order.
 std::string summarize_genome(const nlohmann::json& genome);
 std::vector<FrontRow> front_rows(const db::Store& store, std::int64_t run_id,
-                                 const std::string& device);
+                                 const FrontSpec& front,
+                                 const std::vector<ObjectiveSpec>& objectives);
 
-// Prints each device's front as a table.
+// Prints each front as a table (with its hypervolume when known).
 void print_fronts(const SearchSummary& s, const std::vector<ObjectiveSpec>& objectives,
                   std::ostream& out);
 

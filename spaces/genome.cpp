@@ -442,10 +442,11 @@ std::string Genome::canonical_json() const {
   return j.dump();
 }
 
-std::string Genome::hash() const {
+std::string Genome::hash() const { return hash_of_canonical(canonical_json()); }
+
+std::string Genome::hash_of_canonical(const std::string& canonical_json) {
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx",
-                static_cast<unsigned long long>(fnv1a(canonical_json())));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(canonical_json)));
   return buf;
 }
 

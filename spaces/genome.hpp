@@ -95,6 +95,8 @@ class Genome {
   // differently), used for deduplication in the store.
   std::string canonical_json() const;
   std::string hash() const;  // 16 hex digits of a 64-bit hash of canonical_json()
+  // hash() from an already computed canonical_json() (the canonical form is the costly part).
+  static std::string hash_of_canonical(const std::string& canonical_json);
 
  private:
   Graph graph_;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <stdexcept>
 
 namespace hwnas::strategies {
@@ -239,6 +240,142 @@ double hypervolume(const std::vector<Point>& points, const std::vector<bool>& ma
     if (inside) pts.push_back(std::move(p));
   }
   return wfg(nondominated_min(pts), ref);
+}
+
+bool constrained_dominates(const std::vector<double>& a, double va, const std::vector<double>& b,
+                           double vb, const std::vector<bool>& maximize) {
+  if (std::isnan(va) || std::isnan(vb) || va < 0 || vb < 0)
+    throw std::invalid_argument("constrained_dominates: violations must be >= 0, got " +
+                                std::to_string(va) + " and " + std::to_string(vb));
+  const bool fa = va == 0, fb = vb == 0;
+  if (fa != fb) return fa;
+  if (!fa) return va < vb;
+  return dominates(a, b, maximize);
+}
+
+std::vector<std::vector<std::size_t>> constrained_non_dominated_sort(
+    const std::vector<Point>& points, const std::vector<double>& violations,
+    const std::vector<bool>& maximize) {
+  if (violations.size() != points.size())
+    throw std::invalid_argument(
+        "constrained_non_dominated_sort: " + std::to_string(violations.size()) +
+        " violations for " + std::to_string(points.size()) + " points");
+  std::vector<std::size_t> feasible, infeasible;
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    if (std::isnan(violations[i]) || violations[i] < 0)
+      throw std::invalid_argument("constrained_non_dominated_sort: violation of point " +
+                                  std::to_string(i) + " must be >= 0");
+    (violations[i] == 0 ? feasible : infeasible).push_back(i);
+  }
+  std::vector<std::vector<std::size_t>> fronts;
+  if (!feasible.empty()) {
+    std::vector<Point> fp;
+    fp.reserve(feasible.size());
+    for (std::size_t i : feasible) fp.push_back(points[i]);
+    for (auto& f : non_dominated_sort(fp, maximize)) {
+      for (auto& k : f) k = feasible[k];
+      fronts.push_back(std::move(f));
+    }
+  }
+  std::stable_sort(infeasible.begin(), infeasible.end(),
+                   [&](std::size_t a, std::size_t b) { return violations[a] < violations[b]; });
+  for (std::size_t i = 0; i < infeasible.size(); ++i) {
+    if (i == 0 || violations[infeasible[i]] != violations[infeasible[i - 1]]) fronts.emplace_back();
+    fronts.back().push_back(infeasible[i]);
+  }
+  for (auto& f : fronts) std::sort(f.begin(), f.end());
+  return fronts;
+}
+
+namespace {
+
+// Points strictly inside the reference box, in minimisation form (shared by the estimators).
+std::vector<Point> to_min_inside(const std::vector<Point>& points,
+                                 const std::vector<bool>& maximize,
+                                 const std::vector<double>& reference, Point& ref,
+                                 const char* who) {
+  const std::size_t d = maximize.size();
+  validate(points, d, who);
+  if (reference.size() != d)
+    throw std::invalid_argument(std::string(who) + ": reference has " +
+                                std::to_string(reference.size()) + " values, expected " +
+                                std::to_string(d));
+  ref.assign(d, 0);
+  for (std::size_t k = 0; k < d; ++k) {
+    if (!std::isfinite(reference[k]))
+      throw std::invalid_argument(std::string(who) + ": reference is not finite in objective " +
+                                  std::to_string(k));
+    ref[k] = maximize[k] ? -reference[k] : reference[k];
+  }
+  std::vector<Point> pts;
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    Point p(d);
+    bool inside = true;
+    for (std::size_t k = 0; k < d; ++k) {
+      if (!std::isfinite(points[i][k]))
+        throw std::invalid_argument(std::string(who) + ": point " + std::to_string(i) +
+                                    " is not finite in objective " + std::to_string(k));
+      p[k] = maximize[k] ? -points[i][k] : points[i][k];
+      inside = inside && p[k] < ref[k];
+    }
+    if (inside) pts.push_back(std::move(p));
+  }
+  return pts;
+}
+
+}  // namespace
+
+double hypervolume_monte_carlo(const std::vector<Point>& points, const std::vector<bool>& maximize,
+                               const std::vector<double>& reference, std::size_t samples,
+                               std::uint64_t seed) {
+  if (samples == 0) throw std::invalid_argument("hypervolume_monte_carlo: samples must be > 0");
+  Point ref;
+  std::vector<Point> pts =
+      nondominated_min(to_min_inside(points, maximize, reference, ref, "hypervolume_monte_carlo"));
+  if (pts.empty()) return 0;
+  const std::size_t d = ref.size();
+  Point lo = pts[0];
+  for (const auto& p : pts)
+    for (std::size_t k = 0; k < d; ++k) lo[k] = std::min(lo[k], p[k]);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::size_t hits = 0;
+  Point x(d);
+  for (std::size_t s = 0; s < samples; ++s) {
+    for (std::size_t k = 0; k < d; ++k) x[k] = lo[k] + u(rng) * (ref[k] - lo[k]);
+    for (const auto& p : pts)
+      if (weakly_dominates_min(p, x)) {
+        ++hits;
+        break;
+      }
+  }
+  return box_volume(lo, ref) * static_cast<double>(hits) / static_cast<double>(samples);
+}
+
+double hypervolume_auto(const std::vector<Point>& points, const std::vector<bool>& maximize,
+                        const std::vector<double>& reference, std::uint64_t seed,
+                        std::size_t exact_up_to) {
+  if (maximize.size() <= exact_up_to) return hypervolume(points, maximize, reference);
+  return hypervolume_monte_carlo(points, maximize, reference, 100000, seed);
+}
+
+double igd(const std::vector<Point>& approximation, const std::vector<Point>& reference_front) {
+  if (approximation.empty() || reference_front.empty())
+    throw std::invalid_argument("igd: the approximation and the reference front must be non-empty");
+  const std::size_t d = reference_front[0].size();
+  validate(reference_front, d, "igd (reference front)");
+  validate(approximation, d, "igd (approximation)");
+  double sum = 0;
+  for (const auto& r : reference_front) {
+    double best = std::numeric_limits<double>::infinity();
+    for (const auto& a : approximation) {
+      double s = 0;
+      for (std::size_t k = 0; k < d; ++k) s += (a[k] - r[k]) * (a[k] - r[k]);
+      best = std::min(best, s);
+    }
+    sum += std::sqrt(best);
+  }
+  return sum / static_cast<double>(reference_front.size());
 }
 
 }  // namespace hwnas::strategies

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -55,5 +56,41 @@ std::vector<double> crowding_distance(const std::vector<std::vector<double>>& po
 // Points and reference must be finite.
 double hypervolume(const std::vector<std::vector<double>>& points,
                    const std::vector<bool>& maximize, const std::vector<double>& reference);
+
+// Constraint domination (Deb 2000, "An efficient constraint handling method for genetic
+// algorithms"): with violations va, vb >= 0 (0 = feasible), a constraint-dominates b when a is
+// feasible and b is not, or both are infeasible and va < vb, or both are feasible and a
+// dominates b.
+bool constrained_dominates(const std::vector<double>& a, double va, const std::vector<double>& b,
+                           double vb, const std::vector<bool>& maximize);
+
+// non_dominated_sort under constraint domination: the feasible points' fronts first (as
+// non_dominated_sort orders them), then the infeasible points, one front per distinct violation,
+// smallest first.  `violations` has one entry per point (>= 0, not NaN).
+std::vector<std::vector<std::size_t>> constrained_non_dominated_sort(
+    const std::vector<std::vector<double>>& points, const std::vector<double>& violations,
+    const std::vector<bool>& maximize);
+
+// Hypervolume by Monte-Carlo sampling of the box between the ideal point of `points` and the
+// reference: the fraction of `samples` uniform points that some point weakly dominates, times
+// the box volume.  Seeded, so the same inputs give the same estimate; the standard error is
+// about volume * sqrt(p (1 - p) / samples).  For 4+ objectives where WFG gets slow.
+double hypervolume_monte_carlo(const std::vector<std::vector<double>>& points,
+                               const std::vector<bool>& maximize,
+                               const std::vector<double>& reference, std::size_t samples,
+                               std::uint64_t seed);
+
+// Hypervolume with the exact algorithm up to `exact_up_to` objectives (default 3) and
+// Monte-Carlo (100000 samples, the given seed) beyond.
+double hypervolume_auto(const std::vector<std::vector<double>>& points,
+                        const std::vector<bool>& maximize, const std::vector<double>& reference,
+                        std::uint64_t seed = 0, std::size_t exact_up_to = 3);
+
+// Inverted generational distance: the mean, over the points of the reference (true) front, of
+// the Euclidean distance to the nearest point of the approximation.  Objectives are compared as
+// given (normalise them first when their scales differ).  0 when the approximation covers the
+// reference front; throws std::invalid_argument for an empty approximation or reference.
+double igd(const std::vector<std::vector<double>>& approximation,
+           const std::vector<std::vector<double>>& reference_front);
 
 }  // namespace hwnas::strategies

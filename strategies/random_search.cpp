@@ -1,5 +1,6 @@
 // Random search: uniform samples from the space.  The baseline every NAS paper should beat
-// (Li & Talwalkar, "Random Search and Reproducibility for NAS", 2019).
+// (Li & Talwalkar, "Random Search and Reproducibility for NAS", 2019).  Its whole state is the
+// RNG (and the ids), which the Strategy base saves.
 #include "strategies/registry.hpp"
 
 namespace hwnas::strategies {
@@ -7,13 +8,12 @@ namespace {
 
 class RandomSearch final : public Strategy {
  public:
-  explicit RandomSearch(const spaces::Space& space) : space_(space) {}
+  using Strategy::Strategy;
   std::string name() const override { return "random"; }
-  spaces::Genome ask(spaces::Rng& rng) override { return space_.sample(rng); }
-  void tell(const Observation&) override {}
 
- private:
-  const spaces::Space& space_;
+ protected:
+  Proposal propose() override { return {0, space_.sample(rng_), {}}; }
+  void learn(const Proposal&, const Result&) override {}
 };
 
 }  // namespace
@@ -22,8 +22,9 @@ StrategyEntry random_search_strategy() {
   return {"random",
           "uniform samples from the space; the baseline every search should beat",
           {},
-          [](const nlohmann::json&, const spaces::Space& space) -> std::unique_ptr<Strategy> {
-            return std::make_unique<RandomSearch>(space);
+          [](const nlohmann::json& p, const spaces::Space& space,
+             const StrategyContext& ctx) -> std::unique_ptr<Strategy> {
+            return std::make_unique<RandomSearch>(space, ctx, p);
           }};
 }
 

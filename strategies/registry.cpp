@@ -8,6 +8,8 @@ namespace hwnas::strategies {
 void register_builtin_strategies(Registry<StrategyEntry>& r) {
   r.add(random_search_strategy());
   r.add(regularized_evolution_strategy());
+  r.add(nsga2_strategy());
+  r.add(local_search_strategy());
 }
 
 const Registry<StrategyEntry>& strategy_registry() {
@@ -44,9 +46,10 @@ nlohmann::json resolve_strategy_config(const nlohmann::json& config) {
   return resolve_params(entry_of(config).params, config, "strategy");
 }
 
-std::unique_ptr<Strategy> make_strategy(const nlohmann::json& config, const spaces::Space& space) {
+std::unique_ptr<Strategy> make_strategy(const nlohmann::json& config, const spaces::Space& space,
+                                        const StrategyContext& context) {
   const StrategyEntry& e = entry_of(config);
-  return e.make(resolve_params(e.params, config, "strategy"), space);
+  return e.make(resolve_params(e.params, config, "strategy"), space, context);
 }
 
 std::string describe_strategy_params() {

@@ -26,13 +26,16 @@ struct StrategyEntry {
   // Receives the parameters already validated against `params`, every default filled in (plus
   // "type").  Cross-field rules the specs cannot express are checked here and throw
   // std::invalid_argument "strategy.<field>: ...".
-  std::function<std::unique_ptr<Strategy>(const nlohmann::json& params, const spaces::Space& space)>
+  std::function<std::unique_ptr<Strategy>(const nlohmann::json& params, const spaces::Space& space,
+                                          const StrategyContext& context)>
       make;
 };
 
 // One per strategy file.
 StrategyEntry random_search_strategy();
 StrategyEntry regularized_evolution_strategy();
+StrategyEntry nsga2_strategy();
+StrategyEntry local_search_strategy();
 
 // Registers every built-in strategy (one line each in registry.cpp).
 void register_builtin_strategies(Registry<StrategyEntry>& r);

@@ -5,7 +5,8 @@
 // full, proposals are uniform samples; afterwards each proposal samples `sample_size` members
 // uniformly, mutates the fittest, and each tell pushes the child and retires the OLDEST member
 // (not the worst), which is what regularises the search.  It is naturally asynchronous: a free
-// worker gets a proposal at once from the current population.
+// worker gets a proposal at once from the current population.  "Fittest" is the scalar fitness
+// under Deb's feasibility rule (scalar_better), so constraints steer the tournament too.
 #include <deque>
 #include <stdexcept>
 
@@ -16,31 +17,50 @@ namespace {
 
 class RegularizedEvolution final : public Strategy {
  public:
-  RegularizedEvolution(const spaces::Space& space, int population, int sample_size)
-      : space_(space), population_(population), sample_size_(sample_size) {}
+  RegularizedEvolution(const spaces::Space& space, const StrategyContext& ctx,
+                       const nlohmann::json& p)
+      : Strategy(space, ctx, p), population_(p["population"]), sample_size_(p["sample_size"]) {}
   std::string name() const override { return "regularized_evolution"; }
 
-  spaces::Genome ask(spaces::Rng& rng) override {
-    if (static_cast<int>(members_.size()) < population_) return space_.sample(rng);
+ protected:
+  Proposal propose() override {
+    if (static_cast<int>(members_.size()) < population_) return {0, space_.sample(rng_), {}};
     std::uniform_int_distribution<std::size_t> pick(0, members_.size() - 1);
-    const Observation* parent = nullptr;
+    const Member* parent = nullptr;
     for (int i = 0; i < sample_size_; ++i) {
-      const Observation& m = members_[pick(rng)];
-      if (!parent || m.fitness > parent->fitness) parent = &m;
+      const Member& m = members_[pick(rng_)];
+      if (!parent || scalar_better(m.result, parent->result)) parent = &m;
     }
-    return space_.mutate(parent->genome, rng);
+    return {0, space_.mutate(parent->genome, rng_), {}};
   }
 
-  void tell(const Observation& obs) override {
-    members_.push_back(obs);
+  void learn(const Proposal& p, const Result& r) override {
+    members_.push_back({p.genome, r});
     if (static_cast<int>(members_.size()) > population_) members_.pop_front();
   }
 
+  nlohmann::json save_body() const override {
+    nlohmann::json ms = nlohmann::json::array();
+    for (const auto& m : members_)
+      ms.push_back({{"genome", genome_to_json(m.genome)}, {"result", m.result.to_json()}});
+    return {{"members", ms}};
+  }
+
+  void restore_body(const nlohmann::json& s) override {
+    std::deque<Member> ms;
+    for (const auto& m : s.at("members"))
+      ms.push_back({genome_from_json(m.at("genome")), Result::from_json(m.at("result"))});
+    members_ = std::move(ms);
+  }
+
  private:
-  const spaces::Space& space_;
+  struct Member {
+    spaces::Genome genome;
+    Result result;
+  };
   int population_;
   int sample_size_;
-  std::deque<Observation> members_;
+  std::deque<Member> members_;
 };
 
 }  // namespace
@@ -54,13 +74,14 @@ StrategyEntry regularized_evolution_strategy() {
                                 "uniform samples"),
            ParamSpec::int_range("sample_size", 1, 100000, 4,
                                 "members drawn per tournament; at most population")},
-          [](const nlohmann::json& p, const spaces::Space& space) -> std::unique_ptr<Strategy> {
+          [](const nlohmann::json& p, const spaces::Space& space,
+             const StrategyContext& ctx) -> std::unique_ptr<Strategy> {
             const int population = p["population"], sample_size = p["sample_size"];
             if (sample_size > population)
               throw std::invalid_argument("strategy.sample_size: " + std::to_string(sample_size) +
                                           " exceeds strategy.population (" +
                                           std::to_string(population) + ")");
-            return std::make_unique<RegularizedEvolution>(space, population, sample_size);
+            return std::make_unique<RegularizedEvolution>(space, ctx, p);
           }};
 }
 

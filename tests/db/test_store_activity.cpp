@@ -61,7 +61,7 @@ EvaluationRecord evaluation(std::int64_t run, std::int64_t arch) {
 
 TEST_F(StoreActivityTest, CostsKeepTheirActivitySource) {
   Store s(path_);
-  EXPECT_EQ(s.schema_version(), 2);
+  EXPECT_EQ(s.schema_version(), hwnas::db::kSchemaVersion);
   auto run = s.create_run("r", json::object(), 1);
   auto arch = s.upsert_architecture("h", json::object(), "");
   EvaluationRecord e = evaluation(run, arch);
@@ -131,10 +131,12 @@ TEST_F(StoreActivityTest, VersionOneFileMigratesAndKeepsItsRows) {
     Store ro(path_, /*read_only=*/true);
     FAIL() << "read-only open of a version 1 file";
   } catch (const DbError& e) {
-    EXPECT_NE(std::string(e.what()).find("older than 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("older than " + std::to_string(hwnas::db::kSchemaVersion)),
+              std::string::npos)
+        << e.what();
   }
   Store s(path_);
-  EXPECT_EQ(s.schema_version(), 2);
+  EXPECT_EQ(s.schema_version(), hwnas::db::kSchemaVersion);
   auto evals = s.evaluations(1);
   ASSERT_EQ(evals.size(), 1u);
   ASSERT_EQ(evals[0].costs.size(), 1u);

@@ -236,3 +236,74 @@ TEST(Pareto, RandomizedFrontsAgreeWithBruteForce) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Pareto, ConstraintDominationDeb2000) {
+  std::vector<bool> mx{true, false};
+  // Feasible beats infeasible whatever the objectives.
+  EXPECT_TRUE(constrained_dominates({0.1, 9}, 0, {0.9, 1}, 0.5, mx));
+  EXPECT_FALSE(constrained_dominates({0.9, 1}, 0.5, {0.1, 9}, 0, mx));
+  // Two infeasible: the smaller violation wins.
+  EXPECT_TRUE(constrained_dominates({0.1, 9}, 0.2, {0.9, 1}, 0.5, mx));
+  EXPECT_FALSE(constrained_dominates({0.1, 9}, 0.5, {0.9, 1}, 0.5, mx));
+  // Two feasible: ordinary dominance.
+  EXPECT_TRUE(constrained_dominates({0.9, 1}, 0, {0.8, 2}, 0, mx));
+  EXPECT_FALSE(constrained_dominates({0.9, 3}, 0, {0.8, 2}, 0, mx));
+  EXPECT_THROW(constrained_dominates({0.9, 1}, -1, {0.8, 2}, 0, mx), std::invalid_argument);
+}
+
+TEST(Pareto, ConstrainedSortPutsFeasibleFrontsFirstThenViolationLevels) {
+  std::vector<bool> mx{true, false};
+  Points pts{{0.9, 1}, {0.5, 5}, {0.99, 0.5}, {0.7, 2}, {0.95, 0.1}, {0.6, 3}};
+  std::vector<double> viol{0, 0, 0.3, 0, 0.1, 0.3};
+  auto fronts = constrained_non_dominated_sort(pts, viol, mx);
+  // feasible: 0 dominates 1 and 3; 3 dominates 1 -> {0}, {3}, {1}; then {4} (0.1), {2, 5} (0.3).
+  ASSERT_EQ(fronts.size(), 5u);
+  EXPECT_EQ(fronts[0], (std::vector<std::size_t>{0}));
+  EXPECT_EQ(fronts[1], (std::vector<std::size_t>{3}));
+  EXPECT_EQ(fronts[2], (std::vector<std::size_t>{1}));
+  EXPECT_EQ(fronts[3], (std::vector<std::size_t>{4}));
+  EXPECT_EQ(fronts[4], (std::vector<std::size_t>{2, 5}));
+  // Unavailable objectives (NaN) are fine on infeasible points.
+  Points with_nan{{0.9, 1}, {std::nan(""), std::nan("")}};
+  auto f2 = constrained_non_dominated_sort(with_nan, {0, 1}, mx);
+  ASSERT_EQ(f2.size(), 2u);
+  EXPECT_EQ(f2[1], (std::vector<std::size_t>{1}));
+  EXPECT_THROW(constrained_non_dominated_sort(pts, {0, 0}, mx), std::invalid_argument);
+}
+
+TEST(Pareto, MonteCarloHypervolumeAgreesWithExactAndIsSeeded) {
+  std::vector<bool> mn{false, false, false};
+  // The three-box case of Hypervolume3DHandComputed: exactly 4.
+  Points pts{{0, 1, 1}, {1, 0, 1}, {1, 1, 0}};
+  const double a = hypervolume_monte_carlo(pts, mn, {2, 2, 2}, 200000, 7);
+  EXPECT_NEAR(a, 4.0, 0.05);  // box 8, p = 0.5: standard error 8 * sqrt(.25 / 2e5) ~ 0.009
+  EXPECT_EQ(a, hypervolume_monte_carlo(pts, mn, {2, 2, 2}, 200000, 7));
+  EXPECT_NE(a, hypervolume_monte_carlo(pts, mn, {2, 2, 2}, 200000, 8));
+  // Four objectives: the unit hypercube corner (1,1,1,1) against (2,2,2,2) plus (0,0,0,0)
+  // dominating it: exactly 2^4 = 16, and every sample hits.
+  EXPECT_DOUBLE_EQ(hypervolume_monte_carlo({{0, 0, 0, 0}, {1, 1, 1, 1}},
+                                           {false, false, false, false}, {2, 2, 2, 2}, 1000, 1),
+                   16.0);
+  // Four objectives, two disjoint-ish boxes: 1*2*2*2 + 2*1*2*2 - 1*1*2*2 = 8 + 8 - 4 = 12.
+  Points p4{{1, 0, 0, 0}, {0, 1, 0, 0}};
+  EXPECT_NEAR(hypervolume_auto(p4, {false, false, false, false}, {2, 2, 2, 2}, 3), 12.0, 0.15);
+  EXPECT_DOUBLE_EQ(hypervolume_auto(pts, mn, {2, 2, 2}), 4.0);  // exact up to 3
+  EXPECT_THROW(hypervolume_monte_carlo(pts, mn, {2, 2, 2}, 0, 1), std::invalid_argument);
+}
+
+TEST(Pareto, InvertedGenerationalDistanceHandComputed) {
+  Points truth{{0, 1}, {1, 0}};
+  EXPECT_DOUBLE_EQ(igd(truth, truth), 0.0);
+  // Approximation {(0,1)}: distances 0 and sqrt(2) -> mean sqrt(2)/2.
+  EXPECT_DOUBLE_EQ(igd({{0, 1}}, truth), std::sqrt(2.0) / 2);
+  // Approximation {(0.5, 0.5)}: both at sqrt(0.5).
+  EXPECT_DOUBLE_EQ(igd({{0.5, 0.5}}, truth), std::sqrt(0.5));
+  // Extra approximation points never hurt.
+  EXPECT_DOUBLE_EQ(igd({{0, 1}, {1, 0}, {5, 5}}, truth), 0.0);
+  EXPECT_THROW(igd({}, truth), std::invalid_argument);
+  EXPECT_THROW(igd({{1, 2, 3}}, truth), std::invalid_argument);
+}
+
+}  // namespace

@@ -32,7 +32,8 @@ std::string error_of(const json& config) {
 TEST(StrategyRegistry, ListsTheBuiltins) {
   const auto& reg = strategy_registry();
   EXPECT_EQ(reg.family(), "strategy");
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"random", "regularized_evolution"}));
+  EXPECT_EQ(reg.names(),
+            (std::vector<std::string>{"local_search", "nsga2", "random", "regularized_evolution"}));
   EXPECT_EQ(strategy_names(), reg.names());
   for (const auto& [name, e] : reg.entries()) {
     EXPECT_FALSE(e.description.empty()) << name;
@@ -54,14 +55,15 @@ TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
 
 TEST(StrategyRegistry, UnknownOrMissingTypeGivesTheStandardMessage) {
   EXPECT_EQ(error_of({{"type", "telepathy"}}),
-            "strategy.type: unknown strategy 'telepathy' (known: random, regularized_evolution)");
-  EXPECT_EQ(error_of({{"population", 4}}),
-            "strategy.type: missing (known: random, regularized_evolution)");
-  EXPECT_EQ(error_of({{"type", 3}}),
-            "strategy.type: missing (known: random, regularized_evolution)");
-  EXPECT_EQ(error_of("random"),
-            "strategy: must be an object {\"type\": ..., params} (known: random, "
+            "strategy.type: unknown strategy 'telepathy' (known: local_search, nsga2, random, "
             "regularized_evolution)");
+  EXPECT_EQ(error_of({{"population", 4}}),
+            "strategy.type: missing (known: local_search, nsga2, random, regularized_evolution)");
+  EXPECT_EQ(error_of({{"type", 3}}),
+            "strategy.type: missing (known: local_search, nsga2, random, regularized_evolution)");
+  EXPECT_EQ(error_of("random"),
+            "strategy: must be an object {\"type\": ..., params} (known: local_search, nsga2, "
+            "random, regularized_evolution)");
 }
 
 TEST(StrategyParams, RandomTakesNone) {
@@ -104,19 +106,22 @@ TEST(StrategyParams, ResolvedParametersDriveTheStrategy) {
   // After two tells, population 2 is full, so the next proposal is a mutation; with the default
   // population 16 it is still a uniform sample (the same draw as space.sample on that seed).
   auto after_two_tells = [](const json& config) {
-    auto s = make_strategy(config, mlp_space());
-    spaces::Rng rng(3);
+    StrategyContext ctx;
+    ctx.seed = 11;
+    auto s = make_strategy(config, mlp_space(), ctx);
     for (int i = 0; i < 2; ++i) {
-      Observation o;
-      o.id = i;
-      o.genome = s->ask(rng);
-      o.fitness = i;
-      s->tell(o);
+      Result r;
+      r.id = s->ask(1).front().id;
+      r.objectives = {static_cast<double>(i)};
+      r.fitness = i;
+      s->tell(r);
     }
-    spaces::Rng r(11);
-    return s->ask(r);
+    return s->ask(1).front().genome;
   };
+  // The strategy's own RNG, seeded 11, has drawn two samples before the third.
   spaces::Rng b(11);
+  (void)mlp_space().sample(b);
+  (void)mlp_space().sample(b);
   const spaces::Genome sampled = mlp_space().sample(b);
   EXPECT_EQ(after_two_tells({{"type", "regularized_evolution"}}).hash(), sampled.hash());
   const spaces::Genome evolved =
@@ -140,10 +145,10 @@ TEST(StrategyDocs, EveryParameterIsDocumented) {
     }
   }
   EXPECT_NE(params.find("(no parameters)"), std::string::npos) << params;  // random
-  EXPECT_EQ(js[1]["name"], "regularized_evolution");
-  EXPECT_EQ(js[1]["params"][0]["name"], "population");
-  EXPECT_EQ(js[1]["params"][0]["default"], 16);
-  EXPECT_EQ(js[1]["params"][0]["range"], (json{2, 100000}));
+  EXPECT_EQ(js[3]["name"], "regularized_evolution");
+  EXPECT_EQ(js[3]["params"][0]["name"], "population");
+  EXPECT_EQ(js[3]["params"][0]["default"], 16);
+  EXPECT_EQ(js[3]["params"][0]["range"], (json{2, 100000}));
 }
 
 }  // namespace
