@@ -104,7 +104,7 @@ void register_builtin_space_types(Registry<SpaceType>& r) {
          {required(ParamSpec::any_json("spaces", nullptr,
                                        "[<space definition>, ...]: at least two, same input and "
                                        "outputs, no nested union")),
-          ParamSpec::any_json("weights", nullptr, "sampling weight of each space (default: equal)"),
+          ParamSpec::any_json("weights", "equal", "sampling weight of each space, or \"equal\""),
           ParamSpec::float_range("switch_probability", 0.0, 1.0, 0.2,
                                  "chance that a mutation jumps to another space"),
           name_param(), description_param()},

@@ -224,7 +224,7 @@ std::unique_ptr<Space> make_union_space(const json& def) {
                                   std::to_string(first.num_outputs()));
   }
   std::vector<double> weights(branches.size(), 1.0);
-  if (def.contains("weights") && def["weights"] != json::array()) {
+  if (def.contains("weights") && def["weights"] != json("equal")) {
     const json& w = def["weights"];
     if (!w.is_array() || w.size() != branches.size())
       fail("space.weights",

@@ -24,6 +24,7 @@ json example(const std::string& name) {
 json example_of(const std::string& type) {
   if (type == "macro") return example("cnn");
   if (type == "cell") return example("darts_cell");
+  if (type == "union") return example("spiking_vs_classic");
   return example("nb201");
 }
 
@@ -39,7 +40,7 @@ std::string error_of(const json& def) {
 TEST(SpaceTypes, ListsTheBuiltins) {
   const auto& types = space_types();
   EXPECT_EQ(types.family(), "space type");
-  EXPECT_EQ(types.names(), (std::vector<std::string>{"cell", "macro", "nb201"}));
+  EXPECT_EQ(types.names(), (std::vector<std::string>{"cell", "macro", "nb201", "union"}));
   for (const auto& [name, t] : types.entries()) {
     EXPECT_FALSE(t.description.empty()) << name;
     EXPECT_TRUE(t.make) << name;
