@@ -15,6 +15,7 @@ using hwnas::db::Connection;
 using hwnas::db::CostRecord;
 using hwnas::db::DbError;
 using hwnas::db::EvaluationRecord;
+using hwnas::db::kSchemaVersion;
 using hwnas::db::Store;
 using nlohmann::json;
 
@@ -61,7 +62,7 @@ EvaluationRecord evaluation(std::int64_t run, std::int64_t arch) {
 
 TEST_F(StoreActivityTest, CostsKeepTheirActivitySource) {
   Store s(path_);
-  EXPECT_EQ(s.schema_version(), 2);
+  EXPECT_EQ(s.schema_version(), kSchemaVersion);
   auto run = s.create_run("r", json::object(), 1);
   auto arch = s.upsert_architecture("h", json::object(), "");
   EvaluationRecord e = evaluation(run, arch);
@@ -131,10 +132,12 @@ TEST_F(StoreActivityTest, VersionOneFileMigratesAndKeepsItsRows) {
     Store ro(path_, /*read_only=*/true);
     FAIL() << "read-only open of a version 1 file";
   } catch (const DbError& e) {
-    EXPECT_NE(std::string(e.what()).find("older than 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("older than " + std::to_string(kSchemaVersion)),
+              std::string::npos)
+        << e.what();
   }
   Store s(path_);
-  EXPECT_EQ(s.schema_version(), 2);
+  EXPECT_EQ(s.schema_version(), kSchemaVersion);
   auto evals = s.evaluations(1);
   ASSERT_EQ(evals.size(), 1u);
   ASSERT_EQ(evals[0].costs.size(), 1u);
