@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "search/cmd_db.hpp"
+#include "search/cmd_export.hpp"
 #include "search/cmd_hw.hpp"
 #include "search/cmd_report.hpp"
 #include "search/cmd_search.hpp"
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   hwnas::search::add_strategy_commands(app);
   hwnas::search::add_tasks_commands(app);
   hwnas::search::add_train_command(app);
+  hwnas::search::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {  // subcommands report their exit code this way
