@@ -161,47 +161,86 @@ struct ExportCase {
   Genome (*make)();
 };
 
-class Exported : public ::testing::TestWithParam<ExportCase> {};
+class Exported : public ::testing::TestWithParam<ExportCase> {
+ protected:
+  // A model with random weights and statistics, a random batch of 3 inputs written to x.bin and
+  // hwnas's evaluation-mode outputs written to y.bin; returns the input shape "3,1,28,28".
+  std::string reference(const fs::path& dir, Genome& g, std::unique_ptr<spaces::GenomeModel>& m,
+                        std::int64_t& outputs) {
+    g = GetParam().make();
+    m = spaces::build_model(g, 11);
+    randomise(*m, 5);
+    std::vector<int> dims = g.input_type().dims;
+    dims.insert(dims.begin(), 3);
+    nn::Tensor x{nn::Shape(dims)};
+    std::mt19937_64 rng(9);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = normal(rng);
+    nn::NoGradGuard no_grad;
+    nn::ForwardContext ctx;
+    ctx.training = false;
+    const nn::Tensor logits = m->forward(nn::constant(x), ctx).value().clone();
+    outputs = logits.numel();
+    write_floats(dir / "x.bin", x);
+    write_floats(dir / "y.bin", logits);
+    std::string shape;
+    for (int d : dims) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    return shape;
+  }
+  // Runs `script model x.bin y.bin shape`; returns the max abs difference it prints.
+  double compare(const fs::path& dir, const std::string& script, const fs::path& model,
+                 const std::string& shape) {
+    const auto r =
+        run_command(kPython + " " + script + " " + model.string() + " " + (dir / "x.bin").string() +
+                        " " + (dir / "y.bin").string() + " " + shape,
+                    dir);
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    const auto pos = r.out.find("max_abs_diff ");
+    if (r.code != 0 || pos == std::string::npos) {
+      ADD_FAILURE() << "no max_abs_diff in: " << r.out << r.err;
+      return 1e9;
+    }
+    return std::stod(r.out.substr(pos + 13));
+  }
+};
 
 TEST_P(Exported, PyTorchModuleGivesHwnasLogits) {
   const std::string missing = python_module_missing("torch", "python3-torch");
   ASSERT_EQ(missing, "") << missing;
   const fs::path dir = temp_dir("pt_" + GetParam().name);
-  const Genome g = GetParam().make();
-  auto model = spaces::build_model(g, 11);
-  randomise(*model, 5);
-
-  std::vector<int> dims = g.input_type().dims;
-  dims.insert(dims.begin(), 3);
-  nn::Tensor x{nn::Shape(dims)};
-  std::mt19937_64 rng(9);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = normal(rng);
-  nn::Tensor logits;
-  {
-    nn::NoGradGuard no_grad;
-    nn::ForwardContext ctx;
-    ctx.training = false;
-    logits = model->forward(nn::constant(x), ctx).value().clone();
-  }
-  write_floats(dir / "x.bin", x);
-  write_floats(dir / "y.bin", logits);
+  Genome g;
+  std::unique_ptr<spaces::GenomeModel> model;
+  std::int64_t outputs = 0;
+  const std::string shape = reference(dir, g, model, outputs);
   std::ofstream(dir / "compare.py") << kCompareScript;
-
   deploy::export_pytorch(g, nn::state_dict(*model), (dir / "net.py").string(),
                          (dir / "net.weights.bin").string());
-  std::string shape;
-  for (int d : dims) shape += (shape.empty() ? "" : ",") + std::to_string(d);
-  const auto r =
-      run_command(kPython + " " + (dir / "compare.py").string() + " " + (dir / "net.py").string() +
-                      " " + (dir / "x.bin").string() + " " + (dir / "y.bin").string() + " " + shape,
-                  dir);
-  ASSERT_EQ(r.code, 0) << r.out << r.err;
-  const auto pos = r.out.find("max_abs_diff ");
-  ASSERT_NE(pos, std::string::npos) << r.out;
-  const double diff = std::stod(r.out.substr(pos + 13));
-  std::cout << "[export equality] " << GetParam().name << ": max abs difference " << diff
-            << " over " << logits.numel() << " logits\n";
+  const double diff = compare(dir, (dir / "compare.py").string(), dir / "net.py", shape);
+  std::cout << "[export equality] pytorch " << GetParam().name << ": max abs difference " << diff
+            << " over " << outputs << " outputs\n";
+  RecordProperty("max_abs_diff", std::to_string(diff));
+  EXPECT_LE(diff, 1e-4) << GetParam().name;
+  fs::remove_all(dir);
+}
+
+// Debian has no onnxruntime: tests/deploy/onnx_reference.py runs the ONNX graph op by op after
+// the operator specifications, so the ONNX file is checked for its numbers, not only its form.
+TEST_P(Exported, OnnxGraphGivesHwnasLogits) {
+  for (const auto& [module, package] :
+       {std::pair<std::string, std::string>{"onnx", "python3-onnx"}, {"torch", "python3-torch"}}) {
+    const std::string missing = python_module_missing(module, package);
+    ASSERT_EQ(missing, "") << missing;
+  }
+  const fs::path dir = temp_dir("onnxref_" + GetParam().name);
+  Genome g;
+  std::unique_ptr<spaces::GenomeModel> model;
+  std::int64_t outputs = 0;
+  const std::string shape = reference(dir, g, model, outputs);
+  deploy::export_onnx(g, nn::state_dict(*model), (dir / "net.onnx").string());
+  const double diff =
+      compare(dir, std::string(HWNAS_TEST_DIR) + "/onnx_reference.py", dir / "net.onnx", shape);
+  std::cout << "[export equality] onnx " << GetParam().name << ": max abs difference " << diff
+            << " over " << outputs << " outputs\n";
   RecordProperty("max_abs_diff", std::to_string(diff));
   EXPECT_LE(diff, 1e-4) << GetParam().name;
   fs::remove_all(dir);
