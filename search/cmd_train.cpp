@@ -1,5 +1,7 @@
 #include "search/cmd_train.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -143,6 +145,8 @@ int run_train(const TrainOptions& o) {
             << tc.lr << ", batch " << tc.batch_size << ", seed " << seed << ", "
             << model->num_parameters() << " parameters" << std::endl;
   const auto t0 = std::chrono::steady_clock::now();
+  // On a terminal, a bar redrawn in place about 200 times over the run; in a log, epoch lines only.
+  const bool tty = ::isatty(STDOUT_FILENO) != 0;
   tc.on_epoch_end = [&](int epoch, double train_loss, double, double val_primary) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -151,8 +155,19 @@ int run_train(const TrainOptions& o) {
     std::snprintf(buf, sizeof buf, " epoch %d/%d train_loss %.4f val_%s %.4f | elapsed %s | ETA %s",
                   epoch, epochs, train_loss, primary.c_str(), val_primary,
                   clock_text(elapsed).c_str(), clock_text(eta).c_str());
-    std::cout << bar(epoch, epochs) << buf << std::endl;
+    std::cout << (tty ? "\r\033[K" : "") << bar(epoch, epochs) << buf << std::endl;
   };
+  if (tty)
+    tc.on_step_end = [&, next = std::int64_t{0}](std::int64_t step, std::int64_t total) mutable {
+      if (step < next && step != total) return;
+      next = step + std::max<std::int64_t>(1, total / 200);
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double eta = elapsed / static_cast<double>(step) * static_cast<double>(total - step);
+      std::cout << "\r" << bar(static_cast<int>(step * 1000 / total), 1000) << " step " << step
+                << "/" << total << " | elapsed " << clock_text(elapsed) << " | ETA "
+                << clock_text(eta) << "   " << std::flush;
+    };
   const eval::TrainReport rep = eval::train(*model, data.train, data.val, tc);
   if (rep.stopped_reason == "diverged") {
     std::cerr << "error: training diverged (non-finite loss) at epoch " << rep.epochs_run
