@@ -166,13 +166,30 @@ CREATE TABLE hypervolume_history (
 );
 )sql";
 
+// Version 4: held-out test figures of retrained architectures (`hwnas train`), in their own
+// table that no search query reads.
+constexpr const char* kSchemaV4 = R"sql(
+CREATE TABLE test_results (
+  id           INTEGER PRIMARY KEY,
+  arch_id      INTEGER NOT NULL REFERENCES architectures(id),
+  run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  metrics      TEXT    NOT NULL CHECK (json_valid(metrics)),
+  epochs       INTEGER NOT NULL,
+  weights_path TEXT    NOT NULL DEFAULT '',
+  created_at   TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now'))
+);
+CREATE INDEX test_results_arch ON test_results(arch_id);
+)sql";
+
 // migrations[v] takes the schema from version v to v + 1; each runs inside the caller's
 // transaction together with the user_version bump, so a failed migration leaves the old schema.
 using Migration = void (*)(Connection&);
 void migrate_0_to_1(Connection& c) { c.exec(kSchemaV1); }
 void migrate_1_to_2(Connection& c) { c.exec(kSchemaV2); }
 void migrate_2_to_3(Connection& c) { c.exec(kSchemaV3); }
-constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3};
+void migrate_3_to_4(Connection& c) { c.exec(kSchemaV4); }
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
+                                     migrate_3_to_4};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -717,6 +734,39 @@ std::vector<CostRecord> Store::costs(std::int64_t evaluation_id) const {
   st.bind(1, evaluation_id);
   std::vector<CostRecord> out;
   while (st.step()) out.push_back(Impl::read_cost(st, 0));
+  return out;
+}
+
+std::int64_t Store::add_test_result(const TestResultRecord& r) {
+  Statement st(impl_->conn, R"sql(
+    INSERT INTO test_results (arch_id, run_id, metrics, epochs, weights_path)
+    VALUES (?1, ?2, ?3, ?4, ?5))sql");
+  st.bind(1, r.arch_id)
+      .bind(2, r.run_id)
+      .bind(3, dump_json(r.metrics.is_null() ? nlohmann::json::object() : r.metrics))
+      .bind(4, static_cast<std::int64_t>(r.epochs))
+      .bind(5, r.weights_path);
+  st.run();
+  return impl_->conn.last_insert_rowid();
+}
+
+std::vector<TestResultRecord> Store::test_results(std::int64_t arch_id) const {
+  Statement st(impl_->conn, R"sql(
+    SELECT id, arch_id, run_id, metrics, epochs, weights_path, created_at
+    FROM test_results WHERE arch_id = ?1 ORDER BY id)sql");
+  st.bind(1, arch_id);
+  std::vector<TestResultRecord> out;
+  while (st.step()) {
+    TestResultRecord r;
+    r.id = st.get_int(0);
+    r.arch_id = st.get_int(1);
+    r.run_id = st.get_int(2);
+    r.metrics = parse_json(st.get_text(3), "test_results.metrics");
+    r.epochs = static_cast<int>(st.get_int(4));
+    r.weights_path = st.get_text(5);
+    r.created_at = st.get_text(6);
+    out.push_back(std::move(r));
+  }
   return out;
 }
 

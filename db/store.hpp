@@ -18,7 +18,7 @@ struct DbError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 struct RunInfo {
   std::int64_t id = 0;
@@ -74,6 +74,18 @@ struct ParetoRow {
   std::string arch_hash, arch_description;
   nlohmann::json metrics;
   CostRecord cost;
+};
+
+// A figure measured once on a task's held-out TEST split by `hwnas train` (never by a search).
+// Kept in its own table so no strategy, front or selection query can read it by accident.
+struct TestResultRecord {
+  std::int64_t id = 0;  // set when read back; ignored by add_test_result
+  std::int64_t arch_id = 0;
+  std::int64_t run_id = 0;  // the run whose config (task, schedule, seed) was retrained
+  nlohmann::json metrics = nlohmann::json::object();  // test_accuracy, test_loss, ...
+  int epochs = 0;
+  std::string weights_path;  // the saved module state ("" = not saved)
+  std::string created_at;    // set when read back (ISO-8601 UTC)
 };
 
 struct ArchitectureRow {
@@ -132,6 +144,10 @@ class Store {
   std::vector<std::int64_t> architecture_ids_by_hash_prefix(const std::string& prefix,
                                                             int limit = 2) const;
   std::vector<EvaluationRecord> evaluations_of_architecture(std::int64_t arch_id) const;
+  // Held-out test figures (`hwnas train`); read only by `hwnas show` and `hwnas train`.
+  std::int64_t add_test_result(const TestResultRecord& r);
+  std::vector<TestResultRecord> test_results(std::int64_t arch_id) const;  // in id order
+
   const std::string& path() const;
   bool read_only() const;
 

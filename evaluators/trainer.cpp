@@ -204,6 +204,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
 
         ++rep.steps;
         rep.samples += b.size();
+        if (cfg.on_step_end) cfg.on_step_end(rep.steps, total_steps);
         epoch_sum += l;
         ++epoch_n;
         window_sum += l;

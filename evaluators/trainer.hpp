@@ -67,6 +67,9 @@ struct TrainConfig {
   // classification).  Runs on the training thread; must not touch the model.
   std::function<void(int epoch, double train_loss, double val_loss, double val_accuracy)>
       on_epoch_end;
+  // Called after every training step with the steps done so far and the steps the epoch budget
+  // spans (progress bars).  Runs on the training thread; must not touch the model.
+  std::function<void(std::int64_t step, std::int64_t total_steps)> on_step_end;
 
   // Throws std::invalid_argument naming the first bad field.
   void validate() const;

@@ -9,6 +9,7 @@
 
 #include "db/export.hpp"
 #include "db/store.hpp"
+#include "search/arch_ref.hpp"
 
 namespace hwnas::search {
 namespace {
@@ -171,7 +172,9 @@ void cmd_show(const DbOptions& o) {
   std::int64_t id = resolve_arch(store, o);
   auto arch = store.architecture(id);
   if (!arch) throw UsageError("architecture " + std::to_string(id) + " vanished");
-  std::cout << db::format_architecture(*arch, store.evaluations_of_architecture(id), f);
+  std::cout << with_test_results(
+      db::format_architecture(*arch, store.evaluations_of_architecture(id), f),
+      store.test_results(id), f);
 }
 
 void add_common(CLI::App* sub, DbOptions& o) {

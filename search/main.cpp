@@ -6,12 +6,14 @@
 #include <iostream>
 
 #include "search/cmd_db.hpp"
+#include "search/cmd_export.hpp"
 #include "search/cmd_hw.hpp"
 #include "search/cmd_report.hpp"
 #include "search/cmd_search.hpp"
 #include "search/cmd_space.hpp"
 #include "search/cmd_strategies.hpp"
 #include "search/cmd_tasks.hpp"
+#include "search/cmd_train.hpp"
 #include "search/config.hpp"
 #include "search/version.hpp"
 
@@ -26,6 +28,8 @@ int main(int argc, char** argv) {
   hwnas::search::add_hw_commands(app);
   hwnas::search::add_strategy_commands(app);
   hwnas::search::add_tasks_commands(app);
+  hwnas::search::add_train_command(app);
+  hwnas::search::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {  // subcommands report their exit code this way

@@ -114,7 +114,7 @@ TEST_F(StoreProposalTest, VersionTwoFileMigratesAndKeepsItsRows) {
         << e.what();
   }
   Store s(path_);
-  EXPECT_EQ(s.schema_version(), 3);
+  EXPECT_EQ(s.schema_version(), hwnas::db::kSchemaVersion);
   auto evals = s.evaluations(1);
   ASSERT_EQ(evals.size(), 1u);
   EXPECT_EQ(evals[0].proposal_id, -1);  // written before it was recorded
