@@ -77,7 +77,7 @@ TEST_F(StoreTestResults, UnknownArchitectureIsRefused) {
   EXPECT_THROW(s.add_test_result(r), DbError);  // foreign key
 }
 
-TEST_F(StoreTestResults, VersionTwoFileMigratesAndKeepsItsRows) {
+TEST_F(StoreTestResults, VersionThreeFileMigratesAndKeepsItsRows) {
   {
     Store s(path_);
     const auto run = s.create_run("old", json::object(), 7);
@@ -85,9 +85,9 @@ TEST_F(StoreTestResults, VersionTwoFileMigratesAndKeepsItsRows) {
     s.finish_run(run, "finished");
   }
   {
-    // Take the file back to what a version 2 build wrote.
+    // Take the file back to what a version 3 build wrote.
     Connection c(path_, false);
-    c.exec("DROP TABLE test_results; PRAGMA user_version = 2;");
+    c.exec("DROP TABLE test_results; PRAGMA user_version = 3;");
   }
   {
     Connection c(path_, true);
