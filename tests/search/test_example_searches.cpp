@@ -75,11 +75,14 @@ INSTANTIATE_TEST_SUITE_P(Examples, TrainedExample,
                                            "search_attention.json", "search_darts_cell.json",
                                            "search_symbolic.json", "search_spiking.json",
                                            "search_continuous_time.json",
-                                           "search_spiking_vs_classic.json"),
+                                           "search_spiking_vs_classic.json",
+                                           "search_sequence_mixers.json"),
                          [](const auto& info) {
                            std::string n = info.param.substr(0, info.param.find('.'));
                            n.erase(std::remove(n.begin(), n.end(), '_'), n.end());
-                           return n == "searchdartscell" ? n + "Slow" : n;  // ~5 s of 32x32 cells
+                           // ~5 s of 32x32 cells; ~10 s of 256-token sequences
+                           const bool slow = n == "searchdartscell" || n == "searchsequencemixers";
+                           return slow ? n + "Slow" : n;
                          });
 
 // A table over all 15625 NAS-Bench-201 cells.  The numbers are SYNTHETIC (a smooth function of
