@@ -145,6 +145,15 @@ function deviceSection(dev) {
 
   const h = D.history[dev];
   if (h) {
+    // Axis range from the data with 5% padding: Chart.js spans a constant series over +-1,
+    // which for a best accuracy that never changed reads as an axis from -0.5 to 2.
+    const range = (values) => {
+      const v = values.filter(Number.isFinite);
+      if (!v.length) return {};
+      const lo = Math.min(...v), hi = Math.max(...v);
+      const d = hi > lo ? (hi - lo) * 0.05 : Math.max(Math.abs(hi) * 0.05, 1e-3);
+      return {min: lo - d, max: hi + d};
+    };
     new Chart(histCanvas, {
       type: 'line',
       data: {labels: h.hypervolume.map((_, i) => i + 1), datasets: [
@@ -154,7 +163,8 @@ function deviceSection(dev) {
          pointRadius: 0}]},
       options: {maintainAspectRatio: false,
                 scales: {x: {title: {display: true, text: 'evaluations'}},
-                         hv: {position: 'left'}, best: {position: 'right', grid: {drawOnChartArea: false}}}}
+                         hv: {position: 'left', ...range(h.hypervolume)},
+                         best: {position: 'right', grid: {drawOnChartArea: false}, ...range(h.best)}}}
     });
   }
 
