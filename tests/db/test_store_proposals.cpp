@@ -110,7 +110,9 @@ TEST_F(StoreProposalTest, VersionTwoFileMigratesAndKeepsItsRows) {
     Store ro(path_, /*read_only=*/true);
     FAIL() << "read-only open of a version 2 file";
   } catch (const DbError& e) {
-    EXPECT_NE(std::string(e.what()).find("schema version 2 is older than " + std::to_string(hwnas::db::kSchemaVersion)), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("schema version 2 is older than " +
+                                         std::to_string(hwnas::db::kSchemaVersion)),
+              std::string::npos)
         << e.what();
   }
   Store s(path_);
