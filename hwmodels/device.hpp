@@ -56,6 +56,9 @@ class Device {
   virtual nlohmann::json to_json() const = 0;  // round-trips through make_device()
   // Whether estimate() may be called concurrently from several threads.
   virtual bool thread_safe() const { return true; }
+  // Whether the model reads Workload::architecture (the genome), e.g. an external program that
+  // builds the network to time it.  Callers fill it only then: it costs a JSON parse per call.
+  virtual bool wants_architecture() const { return false; }
 };
 
 // A device family: the device family's registry entry.  `params` declares every field of the

@@ -225,6 +225,7 @@ class ExternalDevice final : public DeviceBase {
   bool calibratable() const override { return false; }
   // Calls are serialised here, so any thread may call.
   bool thread_safe() const override { return true; }
+  bool wants_architecture() const override { return true; }
 
  protected:
   Cost run(const Workload& w, bool) const override {

@@ -65,6 +65,16 @@ void print_predict_table(const hw::Device& dev, const hw::Workload& w, const hw:
 
 }  // namespace
 
+namespace {
+// The workload of a genome, carrying the genome itself for models that build the network
+// (external devices); a few microseconds next to any prediction a user asks for one by one.
+hw::Workload workload_with_architecture(const spaces::Genome& g) {
+  hw::Workload w = spaces::build_workload(g);
+  w.architecture = nlohmann::json::parse(g.canonical_json());
+  return w;
+}
+}  // namespace
+
 hw::Workload resolve_architecture_workload(const std::string& arch) {
   if (arch.empty()) throw std::invalid_argument("empty architecture");
   // "SPACE_FILE:ARCH_STRING" (the space file must exist, so "C:\..."-like strings are not split).
@@ -72,17 +82,17 @@ hw::Workload resolve_architecture_workload(const std::string& arch) {
     const std::string space_file = arch.substr(0, colon);
     if (fs::is_regular_file(space_file)) {
       auto space = spaces::load_space(space_file);
-      return spaces::build_workload(space->parse(arch.substr(colon + 1)));
+      return workload_with_architecture(space->parse(arch.substr(colon + 1)));
     }
   }
   if (fs::is_regular_file(arch)) {
     nlohmann::json j = read_json(arch, "architecture file");
     if (is_workload_json(j)) return hw::Workload::from_json(j);
-    return spaces::build_workload(spaces::Genome::from_json(j));
+    return workload_with_architecture(spaces::Genome::from_json(j));
   }
   if (arch[0] == '|') {  // NB201's own string form
     static const auto nb201 = spaces::make_space(nlohmann::json{{"type", "nb201"}});
-    return spaces::build_workload(nb201->parse(arch));
+    return workload_with_architecture(nb201->parse(arch));
   }
   throw std::invalid_argument("architecture '" + arch +
                               "' is neither a file (genome or workload JSON), an NB201 string "

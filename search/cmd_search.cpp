@@ -148,7 +148,10 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
     if (e.status != "ok") continue;
     hw::Cost cost;
     try {
-      cost = device->estimate(hw::Workload::from_json(e.workload));
+      hw::Workload w = hw::Workload::from_json(e.workload);
+      if (device->wants_architecture())
+        if (auto a = store.architecture(e.arch_id)) w.architecture = a->genome;
+      cost = device->estimate(w);
     } catch (const std::exception& ex) {  // as in the search: one bad workload is infeasible
       cost.feasible = false;
       cost.infeasible_reason = std::string("cost model failed: ") + ex.what();

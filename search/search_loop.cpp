@@ -108,10 +108,12 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& k : config.constraints) context.constraints.push_back(k.str());
   auto strategy = strategies::make_strategy(config.strategy, *space, context);
   std::vector<std::unique_ptr<hw::Device>> devices;
+  bool devices_want_architecture = false;  // an external model reads the genome
   std::vector<std::string> device_names;
   for (const auto& d : config.devices) {
     devices.push_back(hw::load_device(d));
     device_names.push_back(devices.back()->name());
+    devices_want_architecture = devices_want_architecture || devices.back()->wants_architecture();
   }
 
   SearchSummary summary;
@@ -187,9 +189,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     rec.proposal_id = static_cast<std::int64_t>(jr.id);
     // The canonical form is the costly part of storing an architecture: compute it once.
     const std::string canonical = genome.canonical_json();
-    rec.arch_id =
-        store.upsert_architecture(spaces::Genome::hash_of_canonical(canonical),
-                                  nlohmann::json::parse(canonical), space->describe(genome));
+    nlohmann::json architecture = nlohmann::json::parse(canonical);
+    rec.arch_id = store.upsert_architecture(spaces::Genome::hash_of_canonical(canonical),
+                                            architecture, space->describe(genome));
     rec.metrics = res.metrics;
     rec.fidelity = fidelity_of(proposal.fidelity).to_json();
     rec.workload = res.workload.to_json();
@@ -204,9 +206,16 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     result.ok = res.ok();
     result.fidelity = proposal.fidelity;
     if (res.ok()) {
+      hw::Workload with_architecture;
+      const hw::Workload* workload = &res.workload;
+      if (devices_want_architecture) {
+        with_architecture = res.workload;
+        with_architecture.architecture = std::move(architecture);
+        workload = &with_architecture;
+      }
       for (const auto& d : devices) {
         try {
-          rec.costs.push_back(to_record(d->name(), d->estimate(res.workload)));
+          rec.costs.push_back(to_record(d->name(), d->estimate(*workload)));
         } catch (const std::exception& e) {
           db::CostRecord c;
           c.device = d->name();
