@@ -181,6 +181,19 @@ CREATE TABLE test_results (
 CREATE INDEX test_results_arch ON test_results(arch_id);
 )sql";
 
+// Version 5: the cost cache.  Costs that take seconds (a real measurement by an external device)
+// are kept by (architecture hash, device fingerprint, batch), across runs.
+constexpr const char* kSchemaV5 = R"sql(
+CREATE TABLE cost_cache (
+  arch_hash   TEXT    NOT NULL CHECK (length(arch_hash) > 0),
+  fingerprint TEXT    NOT NULL CHECK (length(fingerprint) > 0),
+  batch       INTEGER NOT NULL CHECK (batch >= 1),
+  cost        TEXT    NOT NULL CHECK (json_valid(cost)),
+  created_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
+  PRIMARY KEY (arch_hash, fingerprint, batch)
+) WITHOUT ROWID;
+)sql";
+
 // migrations[v] takes the schema from version v to v + 1; each runs inside the caller's
 // transaction together with the user_version bump, so a failed migration leaves the old schema.
 using Migration = void (*)(Connection&);
@@ -188,8 +201,9 @@ void migrate_0_to_1(Connection& c) { c.exec(kSchemaV1); }
 void migrate_1_to_2(Connection& c) { c.exec(kSchemaV2); }
 void migrate_2_to_3(Connection& c) { c.exec(kSchemaV3); }
 void migrate_3_to_4(Connection& c) { c.exec(kSchemaV4); }
-constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
-                                     migrate_3_to_4};
+void migrate_4_to_5(Connection& c) { c.exec(kSchemaV5); }
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4,
+                                     migrate_4_to_5};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -735,6 +749,45 @@ std::vector<CostRecord> Store::costs(std::int64_t evaluation_id) const {
   std::vector<CostRecord> out;
   while (st.step()) out.push_back(Impl::read_cost(st, 0));
   return out;
+}
+
+std::optional<CostRecord> Store::cached_cost(const std::string& arch_hash,
+                                             const std::string& device,
+                                             const std::string& fingerprint, int batch) const {
+  Statement st(impl_->conn, R"sql(
+    SELECT cost FROM cost_cache WHERE arch_hash = ?1 AND fingerprint = ?2 AND batch = ?3)sql");
+  st.bind(1, arch_hash).bind(2, fingerprint).bind(3, static_cast<std::int64_t>(batch));
+  if (!st.step()) return std::nullopt;
+  const nlohmann::json j = parse_json(st.get_text(0), "cost_cache.cost");
+  CostRecord c;
+  c.device = device;
+  c.feasible = j.value("feasible", false);
+  c.infeasible_reason = j.value("reason", std::string());
+  c.latency_ms = json_number_or_nan(j.value("latency_ms", nlohmann::json()));
+  c.energy_mj = json_number_or_nan(j.value("energy_mj", nlohmann::json()));
+  c.memory_bytes = json_number_or_nan(j.value("memory_bytes", nlohmann::json()));
+  c.detail = j.value("detail", nlohmann::json::object());
+  c.activity_source = j.value("activity_source", std::string());
+  return c;
+}
+
+void Store::put_cached_cost(const std::string& arch_hash, const std::string& fingerprint, int batch,
+                            const CostRecord& c) {
+  const nlohmann::json j = {{"feasible", c.feasible},
+                            {"reason", c.infeasible_reason},
+                            {"latency_ms", c.latency_ms},
+                            {"energy_mj", c.energy_mj},
+                            {"memory_bytes", c.memory_bytes},
+                            {"detail", c.detail},
+                            {"activity_source", c.activity_source}};
+  Statement st(impl_->conn, R"sql(
+    INSERT OR REPLACE INTO cost_cache (arch_hash, fingerprint, batch, cost)
+    VALUES (?1, ?2, ?3, ?4))sql");
+  st.bind(1, arch_hash)
+      .bind(2, fingerprint)
+      .bind(3, static_cast<std::int64_t>(batch))
+      .bind(4, dump_json(j));
+  st.run();
 }
 
 std::int64_t Store::add_test_result(const TestResultRecord& r) {

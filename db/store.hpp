@@ -18,7 +18,7 @@ struct DbError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 struct RunInfo {
   std::int64_t id = 0;
@@ -145,6 +145,15 @@ class Store {
                                                             int limit = 2) const;
   std::vector<EvaluationRecord> evaluations_of_architecture(std::int64_t arch_id) const;
   // Held-out test figures (`hwnas train`); read only by `hwnas show` and `hwnas train`.
+  // The cost cache: costs that take seconds to get (external measuring devices), by architecture
+  // hash, device fingerprint (hw::device_fingerprint) and batch, shared by every run in the file.
+  // CostRecord::device is not part of the key: it is set to `device` when read back.
+  std::optional<CostRecord> cached_cost(const std::string& arch_hash, const std::string& device,
+                                        const std::string& fingerprint, int batch) const;
+  // Inserts or replaces.
+  void put_cached_cost(const std::string& arch_hash, const std::string& fingerprint, int batch,
+                       const CostRecord& cost);
+
   std::int64_t add_test_result(const TestResultRecord& r);
   std::vector<TestResultRecord> test_results(std::int64_t arch_id) const;  // in id order
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "common/hash.hpp"
 #include "hwmodels/device_base.hpp"
 
 namespace hwnas::hw {
@@ -350,7 +351,7 @@ std::unique_ptr<Device> load_device(const std::string& name_or_path) {
     // An external device's command runs, by default, next to its device file, so relative
     // script paths in "command" work from wherever hwnas is started.
     if (d.is_object() && d.value("family", "") == "external" && !d.contains("cwd"))
-      d["cwd"] = fs::absolute(fs::path(path)).parent_path().string();
+      d["cwd"] = fs::absolute(fs::path(path)).lexically_normal().parent_path().string();
     return make_device(d);
   } catch (const std::invalid_argument& e) {
     std::string msg = e.what();
@@ -370,6 +371,8 @@ std::unique_ptr<Device> make_nested_device(const FieldReader& r, const std::stri
   }
   r.fail(path, "must be a device object or a preset name");
 }
+
+std::string device_fingerprint(const Device& d) { return hex16(fnv1a64(d.to_json().dump())); }
 
 std::string format_bytes(double b) {
   char buf[64];

@@ -53,13 +53,29 @@ class Device {
     c.nodes.clear();
     return c;
   }
+  // Many architectures at once, in order.  The same as estimate() on each; a device that can
+  // amortise a batch (an external process that measures several networks per request) overrides.
+  virtual std::vector<Cost> estimate_many(const std::vector<Workload>& ws) const {
+    std::vector<Cost> out;
+    out.reserve(ws.size());
+    for (const auto& w : ws) out.push_back(estimate(w));
+    return out;
+  }
   virtual nlohmann::json to_json() const = 0;  // round-trips through make_device()
   // Whether estimate() may be called concurrently from several threads.
   virtual bool thread_safe() const { return true; }
   // Whether the model reads Workload::architecture (the genome), e.g. an external program that
   // builds the network to time it.  Callers fill it only then: it costs a JSON parse per call.
   virtual bool wants_architecture() const { return false; }
+  // Whether a cost takes long enough to get (a real measurement, a remote device) to be kept in
+  // the store's cost cache, keyed by architecture, device_fingerprint() and batch.  Such a
+  // model must depend on the architecture and batch only, not on measured activity.
+  virtual bool caches_costs() const { return false; }
 };
+
+// A stable hash of the device's whole description (to_json()): two devices with the same
+// fingerprint give the same costs.  16 hex digits.
+std::string device_fingerprint(const Device& d);
 
 // A device family: the device family's registry entry.  `params` declares every field of the
 // family's JSON description, nested ones by dotted path ("power.tdp_w"); the common fields

@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "hwmodels/device.hpp"
 
@@ -125,11 +127,31 @@ class DeviceBase : public Device {
     c.nodes.clear();
     return c;
   }
+  std::vector<Cost> estimate_many(const std::vector<Workload>& ws) const override {
+    std::vector<std::optional<Workload>> charged;
+    std::vector<const Workload*> use;
+    charged.reserve(ws.size());
+    for (const auto& w : ws) charged.push_back(charge_measured_function_evals(w));
+    for (std::size_t i = 0; i < ws.size(); ++i) use.push_back(charged[i] ? &*charged[i] : &ws[i]);
+    std::vector<Cost> out = run_many(use);
+    for (std::size_t i = 0; i < ws.size(); ++i) {
+      if (has_linear_) add_linear_terms(*use[i], out[i]);
+      note_function_evals(*use[i], out[i]);
+    }
+    return out;
+  }
   // Whether latency is a sum over nodes (so `hw calibrate` can fit per-category scales).
   virtual bool calibratable() const { return true; }
 
  protected:
   virtual Cost run(const Workload& w, bool breakdown) const = 0;
+  // run() on each, with a breakdown; a family that batches requests overrides.
+  virtual std::vector<Cost> run_many(const std::vector<const Workload*>& ws) const {
+    std::vector<Cost> out;
+    out.reserve(ws.size());
+    for (const Workload* w : ws) out.push_back(run(*w, true));
+    return out;
+  }
   // Node latency after calibration; `overhead_per_kernel` is the family's own uncalibrated value.
   double node_latency(OpCategory c, double body_s, int kernels, double overhead_per_kernel) const {
     return scale_[cat_index(c)] * body_s +

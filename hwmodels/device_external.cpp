@@ -1,5 +1,5 @@
 // External devices: a cost model in any language, run as a separate process that speaks a
-// versioned JSON-lines protocol on its stdin/stdout (docs: hwmodels/external_protocol.md; a
+// versioned JSON-lines protocol on its stdin/stdout (docs: docs/external_devices.md; a
 // Python helper: examples/devices/external/hwnas_device.py).
 //
 // hwnas starts the command on first use and keeps it running:
@@ -10,6 +10,10 @@
 //   <- {"type": "result", "id": N, "latency_ms": x, "energy_mj": y, "memory_bytes": z,
 //       "feasible": true, "reason": ""}                    (objectives not offered: omitted)
 //   <- {"type": "error", "id": N, "message": "..."}       (this architecture cannot be costed)
+// A process whose hello says "batch": true (and optionally "max_batch": M, default 64) may be
+// sent several requests in one line by estimate_many():
+//   -> {"type": "estimate_batch", "id": B, "requests": [estimate requests]}
+//   <- {"type": "results", "id": B, "results": [one result or error answer per request]}
 // A process that crashes, runs past timeout_s (killed), answers something that is not the
 // expected JSON line, or returns NaN / negative figures fails that cost with a message naming
 // the device; a dead or misbehaving process is restarted for the next request; the search goes
@@ -35,6 +39,7 @@ namespace hwnas::hw {
 namespace {
 
 constexpr int kProtocol = 1;
+constexpr double kHandshakeSeconds = 60;
 using nlohmann::json;
 
 // One running device process: a socket pair is its stdin and stdout (send() with MSG_NOSIGNAL,
@@ -219,6 +224,7 @@ class ExternalDevice final : public DeviceBase {
     }
     timeout_s_ = r.positive_or("timeout_s", 60);
     batch_ = r.positive_int_or("batch", 1);
+    cache_ = r.boolean_or("cache", true);
   }
 
   bool supports(OpCategory) const override { return true; }
@@ -226,6 +232,7 @@ class ExternalDevice final : public DeviceBase {
   // Calls are serialised here, so any thread may call.
   bool thread_safe() const override { return true; }
   bool wants_architecture() const override { return true; }
+  bool caches_costs() const override { return cache_; }
 
  protected:
   Cost run(const Workload& w, bool) const override {
@@ -236,47 +243,127 @@ class ExternalDevice final : public DeviceBase {
       if (!why.empty()) return failed_cost(who + ": " + why);
     }
     const std::uint64_t id = ++next_id_;
-    json req = {{"type", "estimate"},
-                {"id", id},
-                {"batch", batch_},
-                {"architecture", w.architecture.is_null() ? json(nullptr) : w.architecture},
-                {"workload", w.to_json()}};
-    if (!proc_.send_line(req.dump()))
-      return restart_after(who + ": the process " + proc_.end_reason() +
-                           " (restarted for the next request)");
+    json a;
+    if (std::string why = exchange(request(w, id), "result", id, timeout_s_, a); !why.empty())
+      return failed_cost(who + ": " + why);
+    return answer_cost(a, id, who);
+  }
+
+  // A process that said {"batch": true} in its handshake gets up to max_batch requests in one
+  // {"type": "estimate_batch", "id": B, "requests": [...]} line and answers them in one
+  // {"type": "results", "id": B, "results": [...]} line (each element a result or an error
+  // answer of its request id); others get the requests one by one.
+  std::vector<Cost> run_many(const std::vector<const Workload*>& ws) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string who = "external device '" + name_ + "'";
+    std::vector<Cost> out;
+    out.reserve(ws.size());
+    for (std::size_t first = 0; first < ws.size();) {
+      if (!proc_.running()) {
+        if (std::string why = start(); !why.empty()) {
+          out.push_back(failed_cost(who + ": " + why));
+          ++first;
+          continue;
+        }
+      }
+      const std::size_t n = batch_capable_ ? std::min(max_batch_, ws.size() - first) : 1;
+      std::vector<std::uint64_t> ids;
+      json reqs = json::array();
+      for (std::size_t i = 0; i < n; ++i) {
+        ids.push_back(++next_id_);
+        reqs.push_back(request(*ws[first + i], ids.back()));
+      }
+      if (!batch_capable_) {
+        json a;
+        std::string why = exchange(reqs[0], "result", ids[0], timeout_s_, a);
+        out.push_back(why.empty() ? answer_cost(a, ids[0], who) : failed_cost(who + ": " + why));
+        first += n;
+        continue;
+      }
+      const std::uint64_t batch_id = ++next_id_;
+      json a;
+      std::string why =
+          exchange(json{{"type", "estimate_batch"}, {"id", batch_id}, {"requests", reqs}},
+                   "results", batch_id, timeout_s_ * static_cast<double>(n), a);
+      const json* results = a.is_object() ? &a["results"] : nullptr;
+      if (why.empty() && (!results->is_array() || results->size() != n)) {
+        proc_.stop();
+        why = "answer to a batch of " + std::to_string(n) +
+              " requests does not carry \"results\": an array of " + std::to_string(n) +
+              " answers (the process was restarted)";
+      }
+      for (std::size_t i = 0; i < n; ++i)
+        out.push_back(why.empty() ? answer_cost((*results)[i], ids[i], who)
+                                  : failed_cost(who + ": " + why));
+      first += n;
+    }
+    return out;
+  }
+
+ private:
+  json request(const Workload& w, std::uint64_t id) const {
+    return {{"type", "estimate"},
+            {"id", id},
+            {"batch", batch_},
+            {"architecture", w.architecture.is_null() ? json(nullptr) : w.architecture},
+            {"workload", w.to_json()}};
+  }
+
+  // Sends `msg` and reads the answer of type `type` (or "error") carrying `id` into `a`.
+  // Returns "" or why there is no usable answer (the process is then stopped or gone).
+  std::string exchange(const json& msg, const std::string& type, std::uint64_t id, double timeout_s,
+                       json& a) const {
+    if (!proc_.send_line(msg.dump())) {
+      std::string why = "the process " + proc_.end_reason() + " (restarted for the next request)";
+      proc_.stop();
+      return why;
+    }
     std::string line;
-    switch (proc_.read_line(line, timeout_s_)) {
+    switch (proc_.read_line(line, timeout_s)) {
       case Process::Read::Timeout:
         proc_.stop();
-        return failed_cost(who + ": no answer within timeout_s = " + format(timeout_s_) +
-                           " s; the process was killed (restarted for the next request)");
-      case Process::Read::Eof:
-        return restart_after(who + ": the process " + proc_.end_reason() +
-                             " before answering (restarted for the next request)");
+        return "no answer within timeout_s = " + format(timeout_s) +
+               " s; the process was killed (restarted for the next request)";
+      case Process::Read::Eof: {
+        std::string why = "the process " + proc_.end_reason() +
+                          " before answering (restarted for the next request)";
+        proc_.stop();
+        return why;
+      }
       case Process::Read::Line:
         break;
     }
-    json a;
     try {
       a = json::parse(line);
     } catch (const json::parse_error&) {
       proc_.stop();
-      return failed_cost(who + ": answered a line that is not JSON: '" + clip(line) +
-                         "' (the process was restarted)");
+      return "answered a line that is not JSON: '" + clip(line) + "' (the process was restarted)";
     }
     if (!a.is_object() || a.value("id", json()) != json(id)) {
       proc_.stop();
-      return failed_cost(who + ": answer " + clip(a.dump()) + " is not the result of request " +
-                         std::to_string(id) + " (the process was restarted)");
+      return "answer " + clip(a.dump()) + " is not the answer to request " + std::to_string(id) +
+             " (the process was restarted)";
     }
+    const std::string got = a.value("type", "");
+    if (got != type && got != "error") {
+      proc_.stop();
+      return "answer type '" + got + "' where '" + type +
+             "' or 'error' was expected (the process was restarted)";
+    }
+    if (got == "error") return a.value("message", std::string("error without a message"));
+    return "";
+  }
+
+  // One result answer (already matched to its request) as a cost.
+  Cost answer_cost(const json& a, std::uint64_t id, const std::string& who) const {
+    if (!a.is_object() || a.value("id", json()) != json(id))
+      return failed_cost(who + ": answer " + clip(a.dump()) + " is not the answer to request " +
+                         std::to_string(id));
     const std::string type = a.value("type", "");
     if (type == "error")
       return failed_cost(who + ": " + a.value("message", std::string("error without a message")));
-    if (type != "result") {
-      proc_.stop();
-      return failed_cost(who + ": answer type '" + type +
-                         "' where 'result' or 'error' was expected (the process was restarted)");
-    }
+    if (type != "result")
+      return failed_cost(who + ": answer type '" + type + "' where 'result' was expected");
     Cost c;
     c.feasible = a.value("feasible", true);
     if (!c.feasible) c.infeasible_reason = a.value("reason", std::string("reported infeasible"));
@@ -313,8 +400,16 @@ class ExternalDevice final : public DeviceBase {
     }
     json hello = {{"type", "hello"}, {"protocol", kProtocol}, {"device", name_}};
     std::string line;
-    if (!proc_.send_line(hello.dump()) ||
-        proc_.read_line(line, timeout_s_) != Process::Read::Line) {
+    // Starting may take longer than answering (an interpreter importing a framework on a busy
+    // machine), so the hello gets at least kHandshakeSeconds.
+    const double limit = std::max(timeout_s_, kHandshakeSeconds);
+    const bool sent = proc_.send_line(hello.dump());
+    const Process::Read got = sent ? proc_.read_line(line, limit) : Process::Read::Eof;
+    if (got == Process::Read::Timeout) {
+      proc_.stop();
+      return "no hello within " + format(limit) + " s of starting (the process was killed)";
+    }
+    if (got == Process::Read::Eof) {
       const std::string why = "the process " + proc_.end_reason() + " during the handshake";
       proc_.stop();
       return why;
@@ -335,15 +430,16 @@ class ExternalDevice final : public DeviceBase {
     objectives_.clear();
     for (const auto& o : a.value("objectives", json::array({"latency_ms"})))
       if (o.is_string()) objectives_.push_back(o.get<std::string>());
+    batch_capable_ = a.value("batch", false) == true;
+    const json mb = a.value("max_batch", json(64));
+    max_batch_ = mb.is_number_integer() && mb.get<long long>() >= 1
+                     ? static_cast<std::size_t>(mb.get<long long>())
+                     : 64;
     return "";
   }
 
   bool offers(const std::string& key) const {
     return std::find(objectives_.begin(), objectives_.end(), key) != objectives_.end();
-  }
-  Cost restart_after(const std::string& why) const {
-    proc_.stop();
-    return failed_cost(why);
   }
   static std::string clip(const std::string& s) {
     return s.size() <= 200 ? s : s.substr(0, 200) + "...";
@@ -358,11 +454,14 @@ class ExternalDevice final : public DeviceBase {
   std::string cwd_;
   std::vector<std::pair<std::string, std::string>> env_;
   double timeout_s_ = 60;
+  bool cache_ = true;
   int batch_ = 1;
   mutable std::mutex mu_;
   mutable Process proc_;
   mutable std::uint64_t next_id_ = 0;
   mutable std::vector<std::string> objectives_;
+  mutable bool batch_capable_ = false;  // from the handshake
+  mutable std::size_t max_batch_ = 64;
 };
 
 }  // namespace

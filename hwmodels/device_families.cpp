@@ -216,7 +216,11 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
                             "environment variables added for the process {NAME: value}"),
         ParamSpec::float_range("timeout_s", 0.001, 86400, 60,
                                "an answer taking longer fails the cost; the process is killed "
-                               "and restarted")},
+                               "and restarted"),
+        ParamSpec::boolean("cache", true,
+                           "keep answers in the results database's cost cache (by architecture, "
+                           "device description and batch) so a rescore, resume or second run "
+                           "never asks twice; false for a model that reads measured activity")},
        make_external_device});
 }
 

@@ -75,6 +75,48 @@ hw::Workload workload_with_architecture(const spaces::Genome& g) {
 }
 }  // namespace
 
+namespace {
+// `hw calibrate --reference`: the reference device's figures on n architectures sampled from the
+// space (seeded).  A cost the reference cannot give is left out, with a note.
+std::vector<hw::Measurement> reference_measurements(const std::string& device,
+                                                    const std::string& space_file, int n,
+                                                    std::uint64_t seed) {
+  auto ref = hw::load_device(device);
+  auto space = spaces::load_space(space_file);
+  spaces::Rng rng(seed);
+  std::vector<std::string> names;
+  std::vector<hw::Workload> ws;
+  for (int i = 0; i < n; ++i) {
+    const spaces::Genome g = space->sample(rng);
+    names.push_back(space->describe(g));
+    ws.push_back(workload_with_architecture(g));
+  }
+  // All at once: an external reference may take them batched.
+  const std::vector<hw::Cost> costs = ref->estimate_many(ws);
+  std::vector<hw::Measurement> rows;
+  for (int i = 0; i < n; ++i) {
+    const hw::Cost& c = costs[i];
+    if (!c.feasible || !(c.latency_ms > 0)) {
+      std::fprintf(stderr, "[%d/%d] %s: left out (%s)\n", i + 1, n, names[i].c_str(),
+                   c.infeasible_reason.empty() ? "no latency" : c.infeasible_reason.c_str());
+      continue;
+    }
+    hw::Measurement m;
+    m.architecture = names[i];
+    m.workload = std::move(ws[i]);
+    m.latency_ms = c.latency_ms;
+    if (c.energy_mj > 0) m.energy_mj = c.energy_mj;
+    std::fprintf(stderr, "[%d/%d] %.4f ms on %s: %s\n", i + 1, n, c.latency_ms, ref->name().c_str(),
+                 names[i].c_str());
+    rows.push_back(std::move(m));
+  }
+  if (rows.size() < 2)
+    throw std::invalid_argument("--reference: '" + ref->name() + "' gave fewer than 2 usable " +
+                                "latencies; nothing to fit");
+  return rows;
+}
+}  // namespace
+
 hw::Workload resolve_architecture_workload(const std::string& arch) {
   if (arch.empty()) throw std::invalid_argument("empty architecture");
   // "SPACE_FILE:ARCH_STRING" (the space file must exist, so "C:\..."-like strings are not split).
@@ -186,10 +228,19 @@ void add_hw_commands(CLI::App& app) {
   auto c_out = std::make_shared<std::string>();
   auto c_opt = std::make_shared<hw::CalibrationOptions>();
   cal->add_option("--device,-d", *c_dev, "base device (preset, JSON)")->required();
-  cal->add_option("--measurements,-m", *c_csv, "CSV: architecture,latency_ms[,energy_mj]")
-      ->required();
+  auto c_ref = std::make_shared<std::string>();
+  auto c_space = std::make_shared<std::string>();
+  auto c_n = std::make_shared<int>(60);
+  cal->add_option("--measurements,-m", *c_csv, "CSV: architecture,latency_ms[,energy_mj]");
+  cal->add_option("--reference", *c_ref,
+                  "instead of a CSV: a device whose figures are the truth (e.g. an external "
+                  "device that measures), asked about --n architectures sampled from --space");
+  cal->add_option("--space", *c_space, "space JSON to sample from (with --reference)");
+  cal->add_option("--n", *c_n, "architectures to sample (with --reference)")
+      ->check(CLI::Range(2, 1000000));
   cal->add_option("--out,-o", *c_out, "tuned device JSON to write")->required();
-  cal->add_option("--seed", c_opt->seed, "seed of the train / held-out split");
+  cal->add_option("--seed", c_opt->seed,
+                  "seed of the train / held-out split (and of --reference sampling)");
   cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")
       ->check(CLI::Range(0.0, 0.9));
   cal->add_option("--ridge", c_opt->ridge,
@@ -202,11 +253,18 @@ void add_hw_commands(CLI::App& app) {
   cal->add_option("--residuals", *c_resid,
                   "CSV to write per-row measured and predicted latencies (before / after) with "
                   "node count, MACs and bytes, for diagnosis");
-  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid] {
+  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid, c_ref, c_space, c_n] {
     c_opt->workload_terms = !*c_scales_only;
+    if (c_csv->empty() == c_ref->empty())
+      throw std::invalid_argument(
+          "give the truth to fit: --measurements CSV, or --reference DEVICE with --space FILE");
+    if (!c_ref->empty() && c_space->empty())
+      throw std::invalid_argument("--reference needs --space: the space to sample from");
     auto base = hw::load_device(*c_dev);
     std::vector<hw::Measurement> rows;
-    for (const auto& r : hw::read_measurements_csv(*c_csv)) {
+    if (!c_ref->empty()) rows = reference_measurements(*c_ref, *c_space, *c_n, c_opt->seed);
+    for (const auto& r :
+         c_csv->empty() ? std::vector<hw::MeasurementRow>{} : hw::read_measurements_csv(*c_csv)) {
       hw::Measurement m;
       m.architecture = r.architecture;
       try {

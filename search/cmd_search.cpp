@@ -10,6 +10,7 @@
 #include "hwmodels/device.hpp"
 #include "nn/parallel.hpp"
 #include "search/config.hpp"
+#include "search/device_costs.hpp"
 #include "search/evaluator_factory.hpp"
 #include "search/search_loop.hpp"
 #ifdef HWNAS_WITH_MPI
@@ -143,22 +144,39 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   if (info->config.contains("constraints"))
     for (const auto& s : info->config["constraints"])
       c.constraints.push_back(ConstraintSpec::parse(s.get<std::string>()));
+  // As in the search: an unreadable workload is an infeasible cost, and cached costs are not
+  // asked again; the rest go to the device in chunks (an external device may get them batched).
+  std::vector<std::int64_t> ask_ids;
+  std::vector<hw::Workload> ask;
+  std::vector<std::string> ask_hashes;
+  auto flush = [&] {
+    const std::vector<db::CostRecord> answers = costs_on_device(*device, ask, ask_hashes, &store);
+    for (std::size_t i = 0; i < ask_ids.size(); ++i) store.add_costs(ask_ids[i], {answers[i]});
+    ask_ids.clear();
+    ask.clear();
+    ask_hashes.clear();
+  };
   int costed = 0;
   for (const db::EvaluationRecord& e : store.evaluations(run)) {
     if (e.status != "ok") continue;
-    hw::Cost cost;
+    ++costed;
     try {
       hw::Workload w = hw::Workload::from_json(e.workload);
-      if (device->wants_architecture())
-        if (auto a = store.architecture(e.arch_id)) w.architecture = a->genome;
-      cost = device->estimate(w);
-    } catch (const std::exception& ex) {  // as in the search: one bad workload is infeasible
-      cost.feasible = false;
-      cost.infeasible_reason = std::string("cost model failed: ") + ex.what();
+      const auto arch = store.architecture(e.arch_id);
+      if (device->wants_architecture() && arch) w.architecture = arch->genome;
+      ask.push_back(std::move(w));
+      ask_hashes.push_back(arch ? arch->hash : "");
+      ask_ids.push_back(e.id);
+      if (ask.size() == 256) flush();
+    } catch (const std::exception& ex) {
+      db::CostRecord c;
+      c.device = device->name();
+      c.feasible = false;
+      c.infeasible_reason = std::string("cost model failed: ") + ex.what();
+      store.add_costs(e.id, {c});
     }
-    store.add_costs(e.id, {to_record(device->name(), cost)});
-    ++costed;
   }
+  flush();
   // The new device's front: costs without @DEVICE are read on it.
   const FrontSpec spec{device->name(), device->name(), true};
   auto front = compute_front(store.evaluations(run), c.pareto_objectives, c.constraints, spec);

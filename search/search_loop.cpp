@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "hwmodels/device.hpp"
+#include "search/device_costs.hpp"
 #include "spaces/space.hpp"
 #include "strategies/pareto.hpp"
 #include "strategies/strategy.hpp"
@@ -116,6 +117,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     devices_want_architecture = devices_want_architecture || devices.back()->wants_architecture();
   }
 
+  SearchCosts costs(devices, store);
+
   SearchSummary summary;
   summary.run_id = store.create_run(config.name, config.resolved, config.seed);
   summary.best_fitness = -std::numeric_limits<double>::infinity();
@@ -190,8 +193,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     // The canonical form is the costly part of storing an architecture: compute it once.
     const std::string canonical = genome.canonical_json();
     nlohmann::json architecture = nlohmann::json::parse(canonical);
-    rec.arch_id = store.upsert_architecture(spaces::Genome::hash_of_canonical(canonical),
-                                            architecture, space->describe(genome));
+    const std::string arch_hash = spaces::Genome::hash_of_canonical(canonical);
+    rec.arch_id = store.upsert_architecture(arch_hash, architecture, space->describe(genome));
     rec.metrics = res.metrics;
     rec.fidelity = fidelity_of(proposal.fidelity).to_json();
     rec.workload = res.workload.to_json();
@@ -200,6 +203,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     rec.worker_rank = jr.worker_rank;
     rec.status = res.ok() ? "ok" : "failed";
     rec.error = res.error;
+    if (!res.ok()) costs.forget(jr.id);
 
     strategies::Result result;
     result.id = jr.id;
@@ -213,17 +217,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         with_architecture.architecture = std::move(architecture);
         workload = &with_architecture;
       }
-      for (const auto& d : devices) {
-        try {
-          rec.costs.push_back(to_record(d->name(), d->estimate(*workload)));
-        } catch (const std::exception& e) {
-          db::CostRecord c;
-          c.device = d->name();
-          c.feasible = false;
-          c.infeasible_reason = std::string("cost model failed: ") + e.what();
-          rec.costs.push_back(c);
-        }
-      }
+      rec.costs = costs.finish(jr.id, *workload, arch_hash);
       double v = objective_value(primary, rec.metrics, rec.costs, config.default_device);
       if (std::isfinite(v)) {
         result.fitness = primary.maximize ? v : -v;
@@ -305,6 +299,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     job.genome = p.genome;
     job.fidelity = fidelity_of(p.fidelity);
     job.seed = job_seed(config.seed, job.id);
+    costs.start(p.id, p.genome);  // slow devices measure while the worker trains
     proposed.emplace(p.id, std::move(p));
     executor.submit(std::move(job));
     ++in_flight;

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <set>
 
+#include "common/hash.hpp"
 #include "spaces/catalogue.hpp"
 
 namespace hwnas::spaces {
@@ -15,15 +16,6 @@ const char* kInputKind = "input";
 
 std::string node_label(const Genome& g, Genome::NodeId v) {
   return "node " + std::to_string(v) + " (" + g.node(v).kind + ")";
-}
-
-std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
 }
 
 // splitmix64 finaliser: cheap, well-mixed combination of colour hashes.
@@ -380,7 +372,7 @@ std::string Genome::canonical_json() const {
 
   std::vector<std::uint64_t> col(n);
   for (NodeId v = 0; v < n; ++v)
-    col[v] = mix(fnv1a(labels[v].dump()), static_cast<std::uint64_t>(depth[v]));
+    col[v] = mix(fnv1a64(labels[v].dump()), static_cast<std::uint64_t>(depth[v]));
   auto distinct = [&] { return std::set<std::uint64_t>(col.begin(), col.end()).size(); };
   auto refine = [&] {
     std::size_t classes = distinct();
@@ -445,9 +437,7 @@ std::string Genome::canonical_json() const {
 std::string Genome::hash() const { return hash_of_canonical(canonical_json()); }
 
 std::string Genome::hash_of_canonical(const std::string& canonical_json) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(fnv1a(canonical_json)));
-  return buf;
+  return hex16(fnv1a64(canonical_json));
 }
 
 }  // namespace hwnas::spaces

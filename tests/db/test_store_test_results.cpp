@@ -87,7 +87,7 @@ TEST_F(StoreTestResults, VersionThreeFileMigratesAndKeepsItsRows) {
   {
     // Take the file back to what a version 3 build wrote.
     Connection c(path_, false);
-    c.exec("DROP TABLE test_results; PRAGMA user_version = 3;");
+    c.exec("DROP TABLE test_results; DROP TABLE cost_cache; PRAGMA user_version = 3;");
   }
   {
     Connection c(path_, true);

@@ -199,4 +199,52 @@ TEST_F(TrainCli, BadInputIsOneErrorLineAndExitCode2) {
   EXPECT_FALSE(fs::exists(*dir_ / "x.onnx"));
 }
 
+// `--genome FILE` exports an architecture that was never stored, with untrained weights (what the
+// torch_cpu example device times); the two ways of naming the architecture exclude each other.
+TEST_F(TrainCli, ExportsAGenomeFileWithInitialWeights) {
+  spaces::Genome g(spaces::TensorType::image(1, 28, 28));
+  auto c = g.add_node("conv", {{"channels", 4}, {"kernel", 3}, {"stride", 2}});
+  auto p = g.add_node("global_pool", nlohmann::json::object());
+  auto h = g.add_node("head", {{"outputs", 10}});
+  g.add_edge(g.input_node(), c);
+  g.add_edge(c, p);
+  g.add_edge(p, h);
+  g.validate();
+  const std::string gp = (*dir_ / "g.json").string();
+  std::ofstream(gp) << g.to_json().dump();
+  const auto py = hwnas("export --genome " + gp + " --seed 3 --format pytorch --out " +
+                        (*dir_ / "g.py").string());
+  ASSERT_EQ(py.code, 0) << py.err;
+  EXPECT_NE(py.out.find("untrained initial weights (seed 3)"), std::string::npos) << py.out;
+  EXPECT_TRUE(fs::exists(*dir_ / "g.weights.bin"));
+  // The weights written are build_model(genome, seed)'s.
+  const nn::StateDict expected = nn::state_dict(*spaces::build_model(g, 3));
+  const nn::StateDict written = nn::read_state_dict((*dir_ / "g.weights.bin").string());
+  ASSERT_EQ(written.size(), expected.size());
+  for (const auto& [name, t] : expected) {
+    ASSERT_TRUE(written.count(name)) << name;
+    const nn::Tensor& u = written.at(name);
+    ASSERT_EQ(u.numel(), t.numel()) << name;
+    EXPECT_TRUE(std::equal(t.data(), t.data() + t.numel(), u.data())) << name;
+  }
+  EXPECT_EQ(
+      hwnas("export --genome " + gp + " --format onnx --out " + (*dir_ / "g.onnx").string()).code,
+      0);
+  EXPECT_TRUE(fs::exists(*dir_ / "g.onnx"));
+
+  expect_usage_error(
+      hwnas("export --genome " + gp + " --db " + *db_ + " --arch 1 --format onnx --out x.onnx"),
+      "not both");
+  expect_usage_error(hwnas("export --format onnx --out x.onnx"), "--genome FILE");
+  expect_usage_error(hwnas("export --db " + *db_ + " --arch 1 --format onnx --out x.onnx"),
+                     "--weights is required with --db/--arch");
+  expect_usage_error(
+      hwnas("export --genome " + (*dir_ / "none.json").string() + " --format onnx --out x.onnx"),
+      "cannot open");
+  std::ofstream(*dir_ / "bad.json") << "{\"nodes\": 3}";
+  expect_usage_error(
+      hwnas("export --genome " + (*dir_ / "bad.json").string() + " --format onnx --out x.onnx"),
+      "is not a valid genome");
+}
+
 }  // namespace

@@ -111,3 +111,98 @@ TEST(ExternalDevice, BadDescriptionsAreNamed) {
   EXPECT_NE(c.infeasible_reason.find("cannot start '/nonexistent/prog'"), std::string::npos)
       << c.infeasible_reason;
 }
+
+// estimate_many: a device that says "batch": true gets requests max_batch at a time, in one line
+// each, and its answers come back in order; a wrong-sized batch answer fails that batch only.
+TEST(ExternalDevice, BatchedRequests) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("hwnas_ext_batch_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "batch_device.py") << R"PY(
+import os, sys
+sys.path.insert(0, os.environ["HWNAS_EXAMPLES"])
+from hwnas_device import serve
+calls = 0
+def one(arch, workload, batch):
+    return {"latency_ms": workload["nodes"][0]["macs"] / 1e6}
+def many(requests):
+    global calls
+    calls += 1
+    with open(os.environ["LOG"], "a") as f:
+        f.write("%d\n" % len(requests))
+    out = [one(*r) for r in requests]
+    return out[:-1] if calls == int(os.environ.get("SHORT", "0")) else out
+serve(one, name="b", objectives=["latency_ms"], estimate_batch=many, max_batch=3)
+)PY";
+  auto device = [&](const std::string& log, const std::string& short_call) {
+    return make_device(
+        {{"name", "b"},
+         {"family", "external"},
+         {"command", {"python3", (dir / "batch_device.py").string()}},
+         {"env",
+          {{"HWNAS_EXAMPLES", std::string(HWNAS_SOURCE_DIR) + "/examples/devices/external"},
+           {"LOG", (dir / log).string()},
+           {"SHORT", short_call}}}});
+  };
+  std::vector<Workload> ws;
+  for (int i = 1; i <= 7; ++i) {
+    Workload w;
+    w.nodes.push_back(node("a", OpCategory::Dense, i * 1e6, 4e3, 10, 10));
+    ws.push_back(w);
+  }
+  auto log_lines = [&](const std::string& log) {
+    std::ifstream in(dir / log);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    return lines;
+  };
+
+  const auto costs = device("a.log", "0")->estimate_many(ws);
+  ASSERT_EQ(costs.size(), 7u);
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(costs[i].feasible) << costs[i].infeasible_reason;
+    EXPECT_DOUBLE_EQ(costs[i].latency_ms, i + 1.0);  // in request order
+  }
+  EXPECT_EQ(log_lines("a.log"), (std::vector<std::string>{"3", "3", "1"}));
+
+  // The helper answers a batch whose estimate_batch returned too few results one by one.
+  const auto fallback = device("b.log", "2")->estimate_many(ws);
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(fallback[i].feasible) << i << ": " << fallback[i].infeasible_reason;
+    EXPECT_DOUBLE_EQ(fallback[i].latency_ms, i + 1.0);
+  }
+
+  // A process (no helper) whose second batch answer is one short: that batch's three costs fail,
+  // naming the problem; the process is restarted and the other costs stand.
+  std::ofstream(dir / "raw_device.py") << R"PY(
+import json, sys
+batches = 0
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["type"] == "hello":
+        r = {"type": "hello", "protocol": 1, "objectives": ["latency_ms"], "batch": True,
+             "max_batch": 3}
+    else:
+        batches += 1
+        rs = [{"type": "result", "id": q["id"], "latency_ms": q["workload"]["nodes"][0]["macs"] / 1e6}
+              for q in m["requests"]]
+        r = {"type": "results", "id": m["id"], "results": rs[:-1] if batches == 2 else rs}
+    sys.stdout.write(json.dumps(r) + "\n")
+    sys.stdout.flush()
+)PY";
+  const auto mixed = make_device({{"name", "raw"},
+                                  {"family", "external"},
+                                  {"command", {"python3", (dir / "raw_device.py").string()}}})
+                         ->estimate_many(ws);
+  for (int i = 0; i < 7; ++i) {
+    if (i >= 3 && i < 6) {
+      EXPECT_FALSE(mixed[i].feasible);
+      EXPECT_NE(mixed[i].infeasible_reason.find("an array of 3 answers"), std::string::npos)
+          << mixed[i].infeasible_reason;
+    } else {
+      EXPECT_TRUE(mixed[i].feasible) << i << ": " << mixed[i].infeasible_reason;
+      EXPECT_DOUBLE_EQ(mixed[i].latency_ms, i + 1.0);
+    }
+  }
+  fs::remove_all(dir);
+}

@@ -305,6 +305,145 @@ TEST_F(TabularSearch, MultiDeviceObjectivesAndConstraintsNeverPutAnInfeasibleOnT
   EXPECT_NE(out.find("joint = "), std::string::npos) << out;
 }
 
+// A device whose costs take seconds (an external one) is asked once per architecture per
+// database: a re-evaluated cell, a rescore and a second run read the store's cost cache.
+TEST_F(TabularSearch, ExternalDeviceIsAskedOncePerArchitecture) {
+  const fs::path dir = dir_ / "cache";
+  fs::create_directories(dir);
+  const fs::path log = dir / "requests.log";
+  // Logs each request's genome; the latency is a function of the genome only (its node and
+  // edge counts).
+  std::ofstream(dir / "counting_device.py") << R"PY(
+import json, os, sys
+sys.path.insert(0, os.environ["HWNAS_EXAMPLES"])
+from hwnas_device import serve
+def estimate(arch, workload, batch):
+    text = json.dumps(arch, sort_keys=True)
+    with open(os.environ["LOG"], "a") as f:
+        f.write(text + "\n")
+    return {"latency_ms": len(arch["nodes"]) + len(arch["edges"]) / 1000.0}
+serve(estimate, name="counting", objectives=["latency_ms"])
+)PY";
+  std::ofstream(dir / "counting.json")
+      << json{{"name", "counting"},
+              {"family", "external"},
+              {"command", {"python3", "counting_device.py"}},
+              {"env", {{"HWNAS_EXAMPLES", kExamples + "devices/external"}, {"LOG", log.string()}}}}
+             .dump();
+  auto requests = [&] {
+    std::ifstream in(log);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    return lines;
+  };
+
+  json j = tabular_config(dir_, csv_);
+  j["db"] = (dir / "cache.db").string();
+  j["strategy"] = {{"type", "regularized_evolution"}, {"population", 8}, {"sample_size", 3}};
+  j["devices"] = {"pixel3_a75", (dir / "counting.json").string()};
+  j["objectives"] = {"val_accuracy:max", "latency_ms@counting:min"};
+  std::set<std::int64_t> archs;
+  {
+    db::Store store(j["db"].get<std::string>());
+    auto s = run(j, store);
+    EXPECT_EQ(s.evaluated, 60);
+    for (const auto& e : store.evaluations(s.run_id)) {
+      archs.insert(e.arch_id);
+      const auto* c = find_cost(e.costs, "counting");
+      ASSERT_NE(c, nullptr);
+      ASSERT_TRUE(c->feasible) << c->infeasible_reason;
+      const auto a = store.architecture(e.arch_id);
+      EXPECT_DOUBLE_EQ(c->latency_ms,
+                       a->genome["nodes"].size() + a->genome["edges"].size() / 1000.0)
+          << e.id;
+    }
+  }
+  // One request per distinct architecture, also where evolution evaluated one twice.
+  EXPECT_EQ(requests().size(), archs.size());
+
+  int code = 0;
+  const std::string out = run_command(kBinary + " rescore --db " + j["db"].get<std::string>() +
+                                          " --device " + (dir / "counting.json").string(),
+                                      &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(requests().size(), archs.size()) << "rescore asked the device again";
+
+  // A second run in the same file (same seed: the same architectures) asks nothing.
+  {
+    db::Store store(j["db"].get<std::string>());
+    auto s = run(j, store);
+    EXPECT_EQ(s.evaluated, 60);
+  }
+  const auto lines = requests();
+  EXPECT_EQ(lines.size(), archs.size());
+  EXPECT_EQ(std::set<std::string>(lines.begin(), lines.end()).size(), lines.size());
+}
+
+// A device process that crashes, hangs, answers garbage or NaN fails that candidate's cost on it,
+// with the reason stored; the search finishes and the next candidates are costed again.
+TEST_F(TabularSearch, MisbehavingExternalDeviceFailsOnlyItsCosts) {
+  const fs::path dir = dir_ / "hostile";
+  fs::create_directories(dir);
+  std::ofstream(dir / "hostile_device.py") << R"PY(
+import os, sys, time
+sys.path.insert(0, os.environ["HWNAS_EXAMPLES"])
+from hwnas_device import serve
+state = os.environ["STATE"]
+def estimate(arch, workload, batch):
+    count = int(open(state).read()) + 1 if os.path.exists(state) else 1
+    open(state, "w").write(str(count))
+    mode = ["ok", "nan", "negative", "crash", "hang", "error"][count % 6]
+    if mode == "nan": return {"latency_ms": float("nan")}  # Python writes NaN: not JSON
+    if mode == "negative": return {"latency_ms": -1.0}
+    if mode == "crash": os._exit(3)
+    if mode == "hang": time.sleep(60)
+    if mode == "error": raise RuntimeError("no such kernel")
+    return {"latency_ms": 1.0 + len(workload["nodes"])}
+serve(estimate, name="hostile", objectives=["latency_ms"])
+)PY";
+  std::ofstream(dir / "hostile.json") << json{
+      {"name", "hostile"},
+      {"family", "external"},
+      {"command", {"python3", "hostile_device.py"}},
+      {"timeout_s", 1},
+      {"cache", false},
+      {"env",
+       {{"HWNAS_EXAMPLES", kExamples + "devices/external"},
+        {"STATE",
+         (dir / "count").string()}}}}.dump();
+  json j = tabular_config(dir_, csv_);
+  j["db"] = (dir / "hostile.db").string();
+  j["budget"]["evaluations"] = 14;
+  j["devices"] = {"pixel3_a75", (dir / "hostile.json").string()};
+  j["objectives"] = {"val_accuracy:max", "latency_ms@hostile:min"};
+  db::Store store(j["db"].get<std::string>());
+  auto s = run(j, store);
+  EXPECT_EQ(s.evaluated, 14);
+  EXPECT_EQ(store.run(s.run_id)->status, "finished");
+  std::map<std::string, int> reasons;
+  std::set<std::int64_t> ok;
+  for (const auto& e : store.evaluations(s.run_id)) {
+    const auto* c = find_cost(e.costs, "hostile");
+    ASSERT_NE(c, nullptr);
+    EXPECT_TRUE(find_cost(e.costs, "pixel3_a75")->feasible);  // the other device is untouched
+    if (c->feasible) {
+      ok.insert(e.id);
+      EXPECT_GT(c->latency_ms, 1.0);
+      continue;
+    }
+    EXPECT_NE(c->infeasible_reason.find("external device 'hostile'"), std::string::npos)
+        << c->infeasible_reason;
+    for (const char* what : {"not JSON", "latency_ms = -1", "exited with status 3",
+                             "no answer within timeout_s = 1 s", "RuntimeError: no such kernel"})
+      if (c->infeasible_reason.find(what) != std::string::npos) ++reasons[what];
+  }
+  EXPECT_GE(ok.size(), 2u);
+  EXPECT_EQ(reasons.size(), 5u) << "each kind of misbehaviour seen and named";
+  // A failed cost is never on the front.
+  for (const auto& row : store.pareto(s.run_id, "joint"))
+    EXPECT_TRUE(ok.count(row.evaluation_id)) << row.evaluation_id;
+}
+
 TEST_F(TabularSearch, SingleObjectiveWithoutDevices) {
   json j = tabular_config(dir_, csv_);
   j["db"] = (dir_ / "single.db").string();

@@ -3,11 +3,11 @@
 // parameters it declares; and the config validates and stores strategy parameters through the
 // strategy registry.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <fstream>
 
+#include "cli_util.hpp"
 #include "hwmodels/device.hpp"
 #include "search/config.hpp"
 #include "spaces/space.hpp"
@@ -18,22 +18,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::string kBinary = std::string(HWNAS_BINARY_DIR) + "/hwnas";
-
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult run(const std::string& args) {
-  const std::string full = kBinary + " " + args + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using hwnas::test::CommandResult;
+CommandResult run(const std::string& args) { return hwnas::test::run_hwnas(args); }
 
 json tiny_config() {
   std::ifstream in(std::string(HWNAS_TEST_DIR) + "/fixtures/tiny.json");

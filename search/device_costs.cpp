@@ -1,0 +1,161 @@
+#include "search/device_costs.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "search/search_loop.hpp"
+#include "spaces/workload_builder.hpp"
+
+namespace hwnas::search {
+namespace {
+
+db::CostRecord model_failed(const hw::Device& device, const std::exception& e) {
+  db::CostRecord c;
+  c.device = device.name();
+  c.feasible = false;
+  c.infeasible_reason = std::string("cost model failed: ") + e.what();
+  return c;
+}
+
+}  // namespace
+
+std::vector<db::CostRecord> costs_on_device(const hw::Device& device,
+                                            const std::vector<hw::Workload>& ws,
+                                            const std::vector<std::string>& arch_hashes,
+                                            db::Store* store) {
+  if (arch_hashes.size() != ws.size())
+    throw std::invalid_argument("costs_on_device: one architecture hash per workload");
+  std::vector<db::CostRecord> out(ws.size());
+  const bool cached = store && device.caches_costs();
+  std::string fingerprint;
+  int batch = 1;
+  std::vector<std::size_t> ask;  // indices not in the cache
+  if (cached) {
+    fingerprint = hw::device_fingerprint(device);
+    batch = device.to_json().value("batch", 1);
+  }
+  for (std::size_t i = 0; i < ws.size(); ++i) {
+    std::optional<db::CostRecord> hit;
+    if (cached && !arch_hashes[i].empty())
+      hit = store->cached_cost(arch_hashes[i], device.name(), fingerprint, batch);
+    if (hit)
+      out[i] = std::move(*hit);
+    else
+      ask.push_back(i);
+  }
+  if (ask.empty()) return out;
+
+  std::vector<hw::Cost> answers;
+  try {
+    if (ask.size() == ws.size()) {
+      answers = device.estimate_many(ws);
+    } else {
+      std::vector<hw::Workload> missing;
+      missing.reserve(ask.size());
+      for (auto i : ask) missing.push_back(ws[i]);
+      answers = device.estimate_many(missing);
+    }
+  } catch (const std::exception&) {
+    answers.clear();  // find the one that throws: ask one by one below
+  }
+  for (std::size_t k = 0; k < ask.size(); ++k) {
+    const std::size_t i = ask[k];
+    if (answers.size() == ask.size()) {
+      out[i] = to_record(device.name(), answers[k]);
+    } else {
+      try {
+        out[i] = to_record(device.name(), device.estimate(ws[i]));
+      } catch (const std::exception& e) {
+        out[i] = model_failed(device, e);
+        continue;
+      }
+    }
+    if (cached && !arch_hashes[i].empty() && std::isfinite(out[i].latency_ms) &&
+        !store->read_only())
+      store->put_cached_cost(arch_hashes[i], fingerprint, batch, out[i]);
+  }
+  return out;
+}
+
+db::CostRecord cost_on_device(const hw::Device& device, const hw::Workload& w,
+                              const std::string& arch_hash, db::Store* store) {
+  if (!store || !device.caches_costs()) {  // the search's hot path: no copies
+    try {
+      return to_record(device.name(), device.estimate(w));
+    } catch (const std::exception& e) {
+      return model_failed(device, e);
+    }
+  }
+  return costs_on_device(device, {w}, {arch_hash}, store)[0];
+}
+
+SearchCosts::SearchCosts(const std::vector<std::unique_ptr<hw::Device>>& devices,
+                         db::Store& store)
+    : devices_(devices), store_(store) {
+  for (std::size_t i = 0; i < devices_.size(); ++i)
+    if (devices_[i]->caches_costs()) caching_.push_back(i);
+}
+
+SearchCosts::~SearchCosts() {
+  // The measurements' threads use the devices: they must end before the devices do.
+  for (auto& [key, f] : running_)
+    if (f.valid()) f.wait();
+  for (auto& f : abandoned_)
+    if (f.valid()) f.wait();
+}
+
+void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
+  if (caching_.empty()) return;
+  const std::string canonical = genome.canonical_json();
+  const std::string hash = spaces::Genome::hash_of_canonical(canonical);
+  std::shared_ptr<const hw::Workload> w;
+  for (std::size_t i : caching_) {
+    const hw::Device& d = *devices_[i];
+    if (store_.cached_cost(hash, d.name(), hw::device_fingerprint(d),
+                           d.to_json().value("batch", 1)))
+      continue;  // finish() reads it from the cache
+    if (!w) {
+      auto built = std::make_shared<hw::Workload>(spaces::build_workload(genome));
+      built->architecture = nlohmann::json::parse(canonical);
+      w = std::move(built);
+    }
+    running_[{id, i}] = std::async(std::launch::async, [&d, w] { return d.estimate(*w); });
+  }
+}
+
+std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Workload& evaluated,
+                                                const std::string& arch_hash) {
+  std::vector<db::CostRecord> out;
+  out.reserve(devices_.size());
+  for (std::size_t i = 0; i < devices_.size(); ++i) {
+    const hw::Device& d = *devices_[i];
+    auto it = running_.find({id, i});
+    if (it == running_.end()) {
+      out.push_back(cost_on_device(d, evaluated, arch_hash, &store_));
+      continue;
+    }
+    db::CostRecord c;
+    try {
+      c = to_record(d.name(), it->second.get());
+    } catch (const std::exception& e) {
+      c = model_failed(d, e);
+    }
+    running_.erase(it);
+    if (std::isfinite(c.latency_ms) && !store_.read_only())
+      store_.put_cached_cost(arch_hash, hw::device_fingerprint(d), d.to_json().value("batch", 1),
+                             c);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void SearchCosts::forget(std::uint64_t id) {
+  for (std::size_t i : caching_) {
+    auto it = running_.find({id, i});
+    if (it == running_.end()) continue;
+    abandoned_.push_back(std::move(it->second));  // waited for at the end, not now
+    running_.erase(it);
+  }
+}
+
+}  // namespace hwnas::search

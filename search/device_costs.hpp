@@ -1,0 +1,64 @@
+// One device's costs of evaluated architectures, as the search, `hwnas rescore` and a resumed
+// search get them:
+//  - an exception from the model becomes an infeasible cost that says so (one bad model or
+//    workload never ends a search);
+//  - a device whose costs take seconds (hw::Device::caches_costs(): an external measuring
+//    device) is asked once per (architecture hash, device fingerprint, batch) per database:
+//    the answer is kept in the store's cost cache and reused by later evaluations of the same
+//    architecture, rescores and other runs in the file.  Failed costs (a crash, a timeout, an
+//    error answer: no latency) are not kept, so the next evaluation asks again.
+#pragma once
+
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "db/store.hpp"
+#include "hwmodels/device.hpp"
+#include "spaces/genome.hpp"
+
+namespace hwnas::search {
+
+// `store` may be null (no cache).  Workloads carry the genome only if the caller set it.
+db::CostRecord cost_on_device(const hw::Device& device, const hw::Workload& w,
+                              const std::string& arch_hash, db::Store* store);
+
+// The same for many architectures (arch_hashes[i] is ws[i]'s); the ones not cached are asked in
+// one hw::Device::estimate_many call, so an external device may get them batched.
+std::vector<db::CostRecord> costs_on_device(const hw::Device& device,
+                                            const std::vector<hw::Workload>& ws,
+                                            const std::vector<std::string>& arch_hashes,
+                                            db::Store* store);
+
+// A search's costs on all its devices.  Caching devices (the slow ones) start measuring a
+// candidate when it is dispatched, on a thread of their own, from the architecture's static
+// workload (which is all such a device may read), so the measurement overlaps the training and a
+// slow device does not hold up the coordinator handing out work.  Cache look-ups and writes stay
+// on the coordinator's thread (the store is single-threaded).
+class SearchCosts {
+ public:
+  SearchCosts(const std::vector<std::unique_ptr<hw::Device>>& devices, db::Store& store);
+  ~SearchCosts();  // waits for measurements still running
+  // At dispatch: starts the caching devices' measurements the cost cache cannot answer.
+  void start(std::uint64_t id, const spaces::Genome& genome);
+  // At the result: the costs of proposal `id` on every device, in device order.  `evaluated`
+  // is the workload the evaluation measured (with activity); it carries the genome when a
+  // device wants it.
+  std::vector<db::CostRecord> finish(std::uint64_t id, const hw::Workload& evaluated,
+                                     const std::string& arch_hash);
+  // A failed evaluation: drops its measurements (they still run to completion).
+  void forget(std::uint64_t id);
+
+ private:
+  const std::vector<std::unique_ptr<hw::Device>>& devices_;
+  db::Store& store_;
+  std::vector<std::size_t> caching_;  // indices of devices that cache
+  std::map<std::pair<std::uint64_t, std::size_t>, std::future<hw::Cost>> running_;
+  std::vector<std::future<hw::Cost>> abandoned_;  // of failed evaluations
+};
+
+}  // namespace hwnas::search
