@@ -59,8 +59,8 @@ void protocol_overhead() {
   for (const auto& w : ws) sink += cpp->estimate_total(w).latency_ms;
   const double cpp_ms = seconds_since(t0) * 1e3 / ws.size();
   std::printf("protocol overhead (NB201 cells, %zu nodes, request %.1f kB with the genome):\n",
-              ws[0].nodes.size(), ws[0].to_json().dump().size() / 1024.0 +
-                                      ws[0].architecture.dump().size() / 1024.0);
+              ws[0].nodes.size(),
+              ws[0].to_json().dump().size() / 1024.0 + ws[0].architecture.dump().size() / 1024.0);
   std::printf("  external Python roofline  %8.3f ms per request\n", py_ms);
   std::printf("  in-process C++ roofline   %8.4f ms per estimate\n", cpp_ms);
   std::printf("  => protocol + Python cost %.3f ms per request (%.0fx the in-process model)\n",
@@ -68,16 +68,7 @@ void protocol_overhead() {
   if (sink < 0) std::printf("%f\n", sink);
 }
 
-double host_ms(const spaces::Genome& g) {
-  auto model = spaces::build_model(g, 0);
-  std::vector<int> dims = {1};
-  for (int d : g.input_type().dims) dims.push_back(d);
-  nn::Var x = nn::constant(nn::Tensor(nn::Shape(dims), 0.5f));
-  nn::ForwardContext ctx;
-  ctx.training = false;
-  nn::NoGradGuard no_grad;
-  return hw::measure_median_ms([&] { model->forward(x, ctx); }, 3, 15);
-}
+double host_ms(const spaces::Genome& g) { return spaces::time_forward_ms(g, 1, 3, 15); }
 
 void torch_vs_host(int n) {
   nn::ThreadBudget one_thread(1);
@@ -90,9 +81,10 @@ void torch_vs_host(int n) {
   spaces::Rng rng(2026);
   std::vector<double> t_ms, h_ms;
   double t_wall = 0, h_wall = 0;
-  std::printf("\ntorch_cpu vs hwnas host measurement, %d CNNs from examples/spaces/cnn.json, "
-              "batch 1, one thread:\n  %-18s %10s %10s\n",
-              n, "architecture", "torch ms", "hwnas ms");
+  std::printf(
+      "\ntorch_cpu vs hwnas host measurement, %d CNNs from examples/spaces/cnn.json, "
+      "batch 1, one thread:\n  %-18s %10s %10s\n",
+      n, "architecture", "torch ms", "hwnas ms");
   for (int i = 0; i < n; ++i) {
     const spaces::Genome g = space->sample(rng);
     auto t0 = Clock::now();
@@ -113,9 +105,10 @@ void torch_vs_host(int n) {
   for (std::size_t i = 0; i < t_ms.size(); ++i) ratio += h_ms[i] / t_ms[i];
   std::printf("  Spearman rho %.3f over %zu architectures; hwnas/torch latency ratio mean %.2f\n",
               hw::spearman_rho(t_ms, h_ms), t_ms.size(), ratio / t_ms.size());
-  std::printf("  device time per architecture: torch_cpu %.2f s (export + import + timing), "
-              "host %.2f s\n",
-              t_wall / n, h_wall / n);
+  std::printf(
+      "  device time per architecture: torch_cpu %.2f s (export + import + timing), "
+      "host %.2f s\n",
+      t_wall / n, h_wall / n);
 }
 
 }  // namespace

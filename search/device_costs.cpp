@@ -89,8 +89,7 @@ db::CostRecord cost_on_device(const hw::Device& device, const hw::Workload& w,
   return costs_on_device(device, {w}, {arch_hash}, store)[0];
 }
 
-SearchCosts::SearchCosts(const std::vector<std::unique_ptr<hw::Device>>& devices,
-                         db::Store& store)
+SearchCosts::SearchCosts(const std::vector<std::unique_ptr<hw::Device>>& devices, db::Store& store)
     : devices_(devices), store_(store) {
   for (std::size_t i = 0; i < devices_.size(); ++i)
     if (devices_[i]->caches_costs()) caching_.push_back(i);

@@ -1,5 +1,6 @@
 #include "spaces/model_builder.hpp"
 
+#include "hwmodels/host_timer.hpp"
 #include "spaces/catalogue.hpp"
 
 namespace hwnas::spaces {
@@ -118,6 +119,17 @@ class GenomeModelImpl : public GenomeModel {
 
 std::unique_ptr<GenomeModel> build_model(const Genome& g, std::uint64_t seed) {
   return std::make_unique<GenomeModelImpl>(g, seed);
+}
+
+double time_forward_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed) {
+  auto model = build_model(g, seed);
+  std::vector<int> dims = {batch};
+  for (int d : g.input_type().dims) dims.push_back(d);
+  nn::Var x = nn::constant(nn::Tensor(nn::Shape(dims), 0.5f));
+  nn::ForwardContext ctx;
+  ctx.training = false;
+  nn::NoGradGuard no_grad;
+  return hw::measure_median_ms([&] { model->forward(x, ctx); }, warmup, reps);
 }
 
 }  // namespace hwnas::spaces

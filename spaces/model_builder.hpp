@@ -24,4 +24,9 @@ class GenomeModel : public nn::Module {
 // Validates a copy of the genome, then builds; weights are initialised from `seed`.
 std::unique_ptr<GenomeModel> build_model(const Genome& g, std::uint64_t seed);
 
+// The host latency of the genome's inference forward pass (no autograd, evaluation mode) on an
+// input of `batch` samples filled with 0.5: hw::measure_median_ms's warm-up, median of `reps`,
+// pinned thread, under the caller's thread budget.
+double time_forward_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed = 0);
+
 }  // namespace hwnas::spaces

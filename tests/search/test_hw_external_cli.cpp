@@ -61,8 +61,8 @@ serve(lambda arch, workload, batch: {"latency_ms": len(arch["nodes"]) if arch el
   g.add_edge(c, p);
   g.add_edge(p, h);
   std::ofstream(dir_ / "g.json") << g.to_json().dump();
-  const auto r =
-      run("hw predict --device " + (dir_ / "nodes.json").string() + " " + (dir_ / "g.json").string());
+  const auto r = run("hw predict --device " + (dir_ / "nodes.json").string() + " " +
+                     (dir_ / "g.json").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::size_t nodes = json::parse(g.canonical_json())["nodes"].size();
   char expected[64];
@@ -95,14 +95,15 @@ TEST_F(HwExternalCli, CalibrateAgainstAReferenceDevice) {
   EXPECT_EQ(hw::load_device(out)->family(), "edge_cpu");
 
   // Bad combinations are one clear error each.
-  auto both = run("hw calibrate --device rpi4_a72 --measurements m.csv --reference x.json "
-                  "--space s.json --out " + out);
+  auto both =
+      run("hw calibrate --device rpi4_a72 --measurements m.csv --reference x.json "
+          "--space s.json --out " +
+          out);
   EXPECT_NE(both.exit_code, 0);
   EXPECT_NE(both.output.find("--measurements CSV, or --reference DEVICE"), std::string::npos)
       << both.output;
-  auto no_space =
-      run("hw calibrate --device rpi4_a72 --reference " + kExamples +
-          "devices/external/py_roofline.json --out " + out);
+  auto no_space = run("hw calibrate --device rpi4_a72 --reference " + kExamples +
+                      "devices/external/py_roofline.json --out " + out);
   EXPECT_NE(no_space.exit_code, 0);
   EXPECT_NE(no_space.output.find("--reference needs --space"), std::string::npos)
       << no_space.output;

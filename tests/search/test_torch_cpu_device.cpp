@@ -5,24 +5,24 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <set>
 
+#include "db/store.hpp"
 #include "hwmodels/calibration.hpp"
 #include "hwmodels/device.hpp"
 #include "hwmodels/host_timer.hpp"
 #include "nn/autograd.hpp"
 #include "nn/parallel.hpp"
 #include "nn/state_dict.hpp"
-#include "spaces/model_builder.hpp"
-#include "spaces/space.hpp"
-#include "spaces/workload_builder.hpp"
-#include "db/store.hpp"
 #include "search/config.hpp"
 #include "search/evaluator_factory.hpp"
 #include "search/search_loop.hpp"
-#include <cstdlib>
-#include <filesystem>
-#include <set>
+#include "spaces/model_builder.hpp"
+#include "spaces/space.hpp"
+#include "spaces/workload_builder.hpp"
 
 using namespace hwnas;
 
@@ -46,16 +46,7 @@ hw::Workload workload_of(const spaces::Genome& g) {
   return w;
 }
 
-double host_ms(const spaces::Genome& g) {
-  auto model = spaces::build_model(g, 0);
-  std::vector<int> dims = {1};
-  for (int d : g.input_type().dims) dims.push_back(d);
-  nn::Var x = nn::constant(nn::Tensor(nn::Shape(dims), 0.5f));
-  nn::ForwardContext ctx;
-  ctx.training = false;
-  nn::NoGradGuard no_grad;
-  return hw::measure_median_ms([&] { model->forward(x, ctx); }, 3, 15);
-}
+double host_ms(const spaces::Genome& g) { return spaces::time_forward_ms(g, 1, 3, 15); }
 
 TEST(TorchCpuDevice, TimesAGenomeAndFailsOneItCannotBuild) {
   auto dev = torch_cpu_device();
@@ -142,8 +133,7 @@ TEST(TorchCpuDevice, RanksSampledCnnsLikeTheHostMeasurementSlow) {
     hwnas_ms.push_back(host_ms(g));
   }
   const double rho = hw::spearman_rho(torch_ms, hwnas_ms);
-  std::printf("torch_cpu vs hwnas host measurement over 30 sampled CNNs: Spearman rho %.3f\n",
-              rho);
+  std::printf("torch_cpu vs hwnas host measurement over 30 sampled CNNs: Spearman rho %.3f\n", rho);
   // Two runtimes on one CPU: PyTorch eager pays ~10 us of dispatch per op, hwnas mostly FLOPs,
   // so the ranking agrees but not every pair (0.79 measured on a loaded 2-core machine).
   EXPECT_GT(rho, 0.6);
