@@ -13,6 +13,7 @@
 #include "nn/state_dict.hpp"
 #include "search/config.hpp"
 #include "spaces/model_builder.hpp"
+#include "tests/test_genomes.hpp"
 
 using namespace hwnas;
 using namespace deploy_test;
@@ -179,12 +180,7 @@ TEST_F(TrainCli, BadInputIsOneErrorLineAndExitCode2) {
   expect_usage_error(hwnas("export --db " + *db_ + " --arch 1 --weights " + w +
                            " --format onnx --out " + (*dir_ / "x.onnx").string()),
                      "--weights");
-  spaces::Genome kan(spaces::TensorType::vector(8));
-  auto k = kan.add_node("kan", {{"units", 4}});
-  auto h = kan.add_node("head", {{"outputs", 3}});
-  kan.add_edge(kan.input_node(), k);
-  kan.add_edge(k, h);
-  kan.validate();
+  const spaces::Genome kan = test::tiny_kan();
   nn::save_state(*spaces::build_model(kan, 1), w);  // weights of another architecture
   expect_usage_error(hwnas("export --db " + *db_ + " --arch 1 --weights " + w +
                            " --format onnx --out " + (*dir_ / "x.onnx").string()),
@@ -202,14 +198,7 @@ TEST_F(TrainCli, BadInputIsOneErrorLineAndExitCode2) {
 // `--genome FILE` exports an architecture that was never stored, with untrained weights (what the
 // torch_cpu example device times); the two ways of naming the architecture exclude each other.
 TEST_F(TrainCli, ExportsAGenomeFileWithInitialWeights) {
-  spaces::Genome g(spaces::TensorType::image(1, 28, 28));
-  auto c = g.add_node("conv", {{"channels", 4}, {"kernel", 3}, {"stride", 2}});
-  auto p = g.add_node("global_pool", nlohmann::json::object());
-  auto h = g.add_node("head", {{"outputs", 10}});
-  g.add_edge(g.input_node(), c);
-  g.add_edge(c, p);
-  g.add_edge(p, h);
-  g.validate();
+  const spaces::Genome g = test::tiny_cnn(4);
   const std::string gp = (*dir_ / "g.json").string();
   std::ofstream(gp) << g.to_json().dump();
   const auto py = hwnas("export --genome " + gp + " --seed 3 --format pytorch --out " +

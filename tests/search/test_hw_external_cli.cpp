@@ -11,6 +11,7 @@
 #include "cli_util.hpp"
 #include "hwmodels/device.hpp"
 #include "spaces/genome.hpp"
+#include "tests/test_genomes.hpp"
 
 using namespace hwnas;
 using namespace hwnas::test;
@@ -53,13 +54,7 @@ serve(lambda arch, workload, batch: {"latency_ms": len(arch["nodes"]) if arch el
               {"command", {"python3", "nodes_device.py"}},
               {"env", {{"HWNAS_EXAMPLES", kExamples + "devices/external"}}}}
              .dump();
-  spaces::Genome g(spaces::TensorType::image(1, 28, 28));
-  auto c = g.add_node("conv", {{"channels", 4}, {"kernel", 3}, {"stride", 2}});
-  auto p = g.add_node("global_pool", nlohmann::json::object());
-  auto h = g.add_node("head", {{"outputs", 10}});
-  g.add_edge(g.input_node(), c);
-  g.add_edge(c, p);
-  g.add_edge(p, h);
+  const spaces::Genome g = test::tiny_cnn(4);
   std::ofstream(dir_ / "g.json") << g.to_json().dump();
   const auto r = run("hw predict --device " + (dir_ / "nodes.json").string() + " " +
                      (dir_ / "g.json").string());

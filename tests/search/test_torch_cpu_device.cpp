@@ -23,6 +23,7 @@
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
 #include "spaces/workload_builder.hpp"
+#include "tests/test_genomes.hpp"
 
 using namespace hwnas;
 
@@ -51,14 +52,7 @@ double host_ms(const spaces::Genome& g) { return spaces::time_forward_ms(g, 1, 3
 TEST(TorchCpuDevice, TimesAGenomeAndFailsOneItCannotBuild) {
   auto dev = torch_cpu_device();
   EXPECT_TRUE(dev->wants_architecture());
-  spaces::Genome g(spaces::TensorType::image(1, 28, 28));
-  auto c = g.add_node("conv", {{"channels", 8}, {"kernel", 3}, {"stride", 2}});
-  auto p = g.add_node("global_pool", nlohmann::json::object());
-  auto h = g.add_node("head", {{"outputs", 10}});
-  g.add_edge(g.input_node(), c);
-  g.add_edge(c, p);
-  g.add_edge(p, h);
-  g.validate();
+  const spaces::Genome g = test::tiny_cnn(8);
   const hw::Cost cost = dev->estimate(workload_of(g));
   ASSERT_TRUE(cost.feasible) << cost.infeasible_reason;
   EXPECT_GT(cost.latency_ms, 0.0);
@@ -69,12 +63,7 @@ TEST(TorchCpuDevice, TimesAGenomeAndFailsOneItCannotBuild) {
   EXPECT_DOUBLE_EQ(cost.memory_bytes, 4 * values);
 
   // A block kind the PyTorch export does not cover fails that cost with the exporter's reason.
-  spaces::Genome kan(spaces::TensorType::vector(8));
-  auto k = kan.add_node("kan", {{"units", 4}});
-  auto kh = kan.add_node("head", {{"outputs", 3}});
-  kan.add_edge(kan.input_node(), k);
-  kan.add_edge(k, kh);
-  kan.validate();
+  const spaces::Genome kan = test::tiny_kan();
   const hw::Cost refused = dev->estimate(workload_of(kan));
   EXPECT_FALSE(refused.feasible);
   EXPECT_NE(refused.infeasible_reason.find("torch_cpu"), std::string::npos)
@@ -93,24 +82,12 @@ TEST(TorchCpuDevice, ShellCommandDeviceTimesTorchScript) {
   d["cwd"] = dir;
   d["env"] = {{"HWNAS_BIN", std::string(HWNAS_BINARY_DIR) + "/hwnas"}};
   auto dev = hw::make_device(d);
-  spaces::Genome g(spaces::TensorType::image(1, 28, 28));
-  auto c = g.add_node("conv", {{"channels", 8}, {"kernel", 3}, {"stride", 2}});
-  auto p = g.add_node("global_pool", nlohmann::json::object());
-  auto h = g.add_node("head", {{"outputs", 10}});
-  g.add_edge(g.input_node(), c);
-  g.add_edge(c, p);
-  g.add_edge(p, h);
-  g.validate();
+  const spaces::Genome g = test::tiny_cnn(8);
   const hw::Cost cost = dev->estimate(workload_of(g));
   ASSERT_TRUE(cost.feasible) << cost.infeasible_reason;
   EXPECT_GT(cost.latency_ms, 0.0);
   EXPECT_LT(cost.latency_ms, 1000.0);
-  spaces::Genome kan(spaces::TensorType::vector(8));
-  auto k = kan.add_node("kan", {{"units", 4}});
-  auto kh = kan.add_node("head", {{"outputs", 3}});
-  kan.add_edge(kan.input_node(), k);
-  kan.add_edge(k, kh);
-  kan.validate();
+  const spaces::Genome kan = test::tiny_kan();
   const hw::Cost refused = dev->estimate(workload_of(kan));
   EXPECT_FALSE(refused.feasible);
   EXPECT_NE(refused.infeasible_reason.find("exited with"), std::string::npos)
