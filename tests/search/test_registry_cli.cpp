@@ -138,8 +138,8 @@ TEST(StrategyConfig, EachBadParameterNamesTheField) {
   EXPECT_EQ(config_error({{"type", "random"}, {"sample_size", 2}}),
             "config.strategy.sample_size: unknown parameter (known: none)");
   EXPECT_EQ(config_error({{"type", "anneal"}}),
-            "config.strategy.type: unknown strategy 'anneal' (known: local_search, nsga2, "
-            "random, regularized_evolution)");
+            "config.strategy.type: unknown strategy 'anneal' (known: bananas, local_search, "
+            "nsga2, random, regularized_evolution, reinforce)");
 }
 
 TEST(StrategyConfig, ResolvedConfigStoresEveryStrategyParameter) {

@@ -20,8 +20,8 @@ std::string example(const std::string& name) {
 
 // Every example space: macro, cell, nb201 and union types.
 const std::vector<std::string> kExamples = {
-    "cnn",     "mlp",     "mlp_2d",          "attention",          "darts_cell",
-    "nb201",   "spiking", "continuous_time", "spiking_vs_classic", "sequence_mixers"};
+    "cnn",   "mlp",     "mlp_2d",          "attention",          "darts_cell",
+    "nb201", "spiking", "continuous_time", "spiking_vs_classic", "sequence_mixers"};
 
 std::vector<int> random_values(const std::vector<Decision>& ds, Rng& rng) {
   std::vector<int> v;
@@ -175,7 +175,9 @@ TEST(Decisions, UnionReadsOnlyTheChosenBranch) {
   ASSERT_EQ(v.size(), ds.size());
   Genome g = s->decode(v);
   EXPECT_EQ(g.meta()["branch"], 1);
-  EXPECT_EQ(s->describe(g), R"({"arch":"|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|","branch":1})");
+  EXPECT_EQ(
+      s->describe(g),
+      R"({"arch":"|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|","branch":1})");
   // The macro branch's values are ignored and encode as zeros.
   EXPECT_EQ(s->encode_decisions(g), (std::vector<int>{1, 0, 0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3}));
 }
