@@ -3,10 +3,11 @@
 //
 // An ensemble of small MLPs (nn/ Linear + ReLU, Adam, full-batch MSE on standardised targets,
 // each member from its own initialisation) is trained on the space's encoding of every
-// evaluated architecture (encode_path for cell-like spaces, as the paper finds best, else
-// encode_onehot) and predicts every target; the spread of the members' predictions is the
-// uncertainty.  After `initial` uniform samples, each round: retrain the ensemble, mutate the
-// best `parents` evaluated architectures into `candidates` unseen ones, and queue the `batch`
+// evaluated architecture (encode_path for cell-like spaces with one target, as the paper finds
+// best, else encode_onehot) and predicts every target; the spread of the members' predictions is
+// the uncertainty.  After `initial` uniform samples, each round: retrain the ensemble, mutate the
+// best `parents` evaluated architectures into `candidates` unseen ones (every tenth a uniform
+// sample instead), and queue the `batch`
 // with the highest acquisition; the next `batch` proposals come from that queue, so the
 // ensemble is retrained once per `batch` results (the cost that matters).
 //
@@ -18,8 +19,10 @@
 //  - several objectives (objective = "pareto"): every objective is a target (one output each,
 //    oriented so higher is better); each round draws random weights from the simplex and
 //    scalarises with ParEGO's augmented Tchebycheff function (Knowles 2006) on objectives
-//    normalised to the evaluated range.  Each member's predictions are scalarised separately,
-//    so the acquisition sees the members' spread of the scalarised value.
+//    normalised between the best and the median evaluated value; every slot of a batch draws
+//    its own weights, so one batch spreads along the front.  Each member's predictions are
+//    scalarised separately, so the acquisition sees the members' spread of the scalarised
+//    value.  Parents are taken from the non-dominated fronts first.
 // Constraints steer the choice of parents (Deb's rule: feasible first, then by violation) and
 // the incumbent (feasible results only); the predictor does not model them.
 //
@@ -83,18 +86,19 @@ class Bananas final : public Strategy {
         candidates_(p["candidates"]),
         parents_(p["parents"]),
         its_(p["acquisition"] == "its"),
-        path_(p["encoding"] == "path" ||
-              (p["encoding"] == "auto" && (space.type() == "nb201" || space.type() == "cell"))),
         pareto_(p["objective"] == "pareto" ||
                 (p["objective"] == "auto" && ctx.objectives.size() > 1)) {
+    // The path encoding drops ops on dead paths, which cost latency all the same: the paper's
+    // choice for accuracy, but not for hardware objectives.
+    path_ = p["encoding"] == "path" || (p["encoding"] == "auto" && !pareto_ &&
+                                        (space.type() == "nb201" || space.type() == "cell"));
     for (const auto& o : ctx.objectives) maximize_.push_back(o.maximize);
   }
   std::string name() const override { return "bananas"; }
 
  protected:
   Proposal propose() override {
-    if (static_cast<int>(next_id()) >= initial_ && queue_.empty() && trainable_rows() >= 2)
-      round();
+    if (static_cast<int>(next_id()) >= initial_ && queue_.empty() && trainable_rows() >= 2) round();
     if (!queue_.empty()) {
       spaces::Genome g = std::move(queue_.front().genome);
       queue_.pop_front();
@@ -115,7 +119,8 @@ class Bananas final : public Strategy {
 
   nlohmann::json save_body() const override {
     nlohmann::json hist = nlohmann::json::array(), queue = nlohmann::json::array();
-    for (const auto& h : history_) hist.push_back({{"arch", h.arch}, {"result", h.result.to_json()}});
+    for (const auto& h : history_)
+      hist.push_back({{"arch", h.arch}, {"result", h.result.to_json()}});
     for (const auto& q : queue_) queue.push_back(q.arch);
     return {{"history", hist}, {"queue", queue}, {"seen", seen_}};
   }
@@ -219,20 +224,20 @@ class Bananas final : public Strategy {
         nn::constant(nn::Tensor::from(nn::Shape{static_cast<int>(n), static_cast<int>(m)}, ys));
 
     // ---- the scalarisation of this round ----
-    weights_.assign(m, 1.0);
-    if (m > 1) {
-      double total = 0;
-      for (auto& w : weights_) total += w = -std::log(1.0 - unit(rng_));  // uniform on the simplex
-      for (auto& w : weights_) w /= total;
-    }
-    lo_.assign(m, std::numeric_limits<double>::infinity());
+    draw_weights(m);
+    // Normalisation: 0 at the best value seen, 1 at the median.  The median rather than the
+    // worst, so that a few broken architectures (accuracy at chance) do not squash the range
+    // where the front lies and hand every scalarisation to the other objectives.
+    lo_.assign(m, 0.0);
     hi_.assign(m, -std::numeric_limits<double>::infinity());
-    for (const auto& t : y)
-      for (std::size_t k = 0; k < m; ++k) {
-        const double u = (t[k] - mean[k]) / sd[k];
-        lo_[k] = std::min(lo_[k], u);
-        hi_[k] = std::max(hi_[k], u);
-      }
+    for (std::size_t k = 0; k < m; ++k) {
+      std::vector<double> col;
+      for (const auto& t : y) col.push_back((t[k] - mean[k]) / sd[k]);
+      std::nth_element(col.begin(), col.begin() + static_cast<std::ptrdiff_t>(col.size() / 2),
+                       col.end());
+      lo_[k] = col[col.size() / 2];
+      hi_[k] = *std::max_element(col.begin(), col.end());
+    }
     // Incumbent: the best scalarised value among feasible results.
     double incumbent = -std::numeric_limits<double>::infinity();
     std::vector<double> value(history_.size(), -std::numeric_limits<double>::infinity());
@@ -240,8 +245,7 @@ class Bananas final : public Strategy {
       std::vector<double> u(m);
       for (std::size_t k = 0; k < m; ++k) u[k] = (y[r][k] - mean[k]) / sd[k];
       value[rows[r]] = scalarise(u);
-      if (history_[rows[r]].result.violation <= 0)
-        incumbent = std::max(incumbent, value[rows[r]]);
+      if (history_[rows[r]].result.violation <= 0) incumbent = std::max(incumbent, value[rows[r]]);
     }
 
     // ---- train the ensemble ----
@@ -259,7 +263,17 @@ class Bananas final : public Strategy {
       }
     }
 
-    // ---- parents: the best evaluated, feasible first (Deb's rule) ----
+    // ---- parents: the best evaluated, feasible first (Deb's rule); with several targets the
+    // non-dominated fronts first (so the whole front is mutated), then this round's scalar ----
+    std::vector<std::size_t> rank(history_.size(), 0);
+    if (m > 1) {
+      std::vector<double> violation;
+      for (std::size_t r = 0; r < n; ++r)
+        violation.push_back(std::max(0.0, history_[rows[r]].result.violation));
+      const auto fronts = constrained_non_dominated_sort(y, violation, std::vector<bool>(m, true));
+      for (std::size_t f = 0; f < fronts.size(); ++f)
+        for (std::size_t r : fronts[f]) rank[rows[r]] = f;
+    }
     std::vector<std::size_t> order(history_.size());
     std::iota(order.begin(), order.end(), 0);
     auto better = [&](std::size_t a, std::size_t b) {
@@ -272,6 +286,7 @@ class Bananas final : public Strategy {
         if (va != vb) return va;
         if (ra.violation != rb.violation) return ra.violation < rb.violation;
       }
+      if (rank[a] != rank[b]) return rank[a] < rank[b];
       if (value[a] != value[b]) return value[a] > value[b];
       return a < b;
     };
@@ -283,7 +298,9 @@ class Bananas final : public Strategy {
     std::set<std::string> fresh;
     for (int i = 0, tries = 0; i < candidates_ && tries < 4 * candidates_; ++tries) {
       const Observed& parent = history_[order[static_cast<std::size_t>(tries) % order.size()]];
-      spaces::Genome child = space_.mutate(parent.genome, rng_);
+      // Every tenth candidate is a uniform sample, so the predictor can also pick far points.
+      spaces::Genome child =
+          tries % 10 == 9 ? space_.sample(rng_) : space_.mutate(parent.genome, rng_);
       std::string arch = space_.describe(child);
       if (seen_.count(arch) || !fresh.insert(arch).second) continue;
       cands.push_back({std::move(arch), std::move(child)});
@@ -299,44 +316,69 @@ class Bananas final : public Strategy {
     }
     const nn::Var CX =
         nn::constant(nn::Tensor::from(nn::Shape{static_cast<int>(cands.size()), in}, cx));
-    std::vector<std::vector<double>> s(cands.size());  // [candidate][member] scalarised
+    // pred[c][e]: member e's standardised targets for candidate c.
+    std::vector<std::vector<std::vector<double>>> pred(cands.size());
     {
       nn::NoGradGuard no_grad;
       for (auto& net : nets) {
-        const nn::Tensor pred = net.forward(CX).value();
-        const float* d = pred.data();
-        for (std::size_t c = 0; c < cands.size(); ++c) {
-          std::vector<double> u(d + c * m, d + (c + 1) * m);
-          s[c].push_back(scalarise(u));
+        const nn::Tensor out = net.forward(CX).value();
+        const float* d = out.data();
+        for (std::size_t c = 0; c < cands.size(); ++c)
+          pred[c].emplace_back(d + c * m, d + (c + 1) * m);
+      }
+    }
+    // With several targets every batch slot draws its own scalarisation (the first is the
+    // round's, which chose the parents), so one batch spreads along the front.
+    std::vector<double> score(cands.size());
+    std::vector<bool> taken(cands.size(), false);
+    for (int slot = 0; slot < batch_; ++slot) {
+      if (slot > 0 && m > 1) {
+        draw_weights(m);
+        incumbent = -std::numeric_limits<double>::infinity();
+        for (std::size_t r = 0; r < n; ++r) {
+          std::vector<double> u(m);
+          for (std::size_t k = 0; k < m; ++k) u[k] = (y[r][k] - mean[k]) / sd[k];
+          if (history_[rows[r]].result.violation <= 0)
+            incumbent = std::max(incumbent, scalarise(u));
         }
       }
+      if (slot == 0 || m > 1 || its_)
+        for (std::size_t c = 0; c < cands.size(); ++c) {
+          if (taken[c]) continue;
+          double mu = 0, var = 0;
+          std::vector<double> sc;
+          for (const auto& u : pred[c]) sc.push_back(scalarise(u));
+          for (double v : sc) mu += v / static_cast<double>(sc.size());
+          for (double v : sc) var += (v - mu) * (v - mu) / static_cast<double>(sc.size());
+          const double sigma = std::sqrt(var);
+          if (its_) {
+            score[c] = mu + sigma * std::normal_distribution<double>(0.0, 1.0)(rng_);
+          } else if (!std::isfinite(incumbent)) {
+            score[c] = mu + sigma;  // no feasible result yet: optimism
+          } else if (sigma <= 0) {
+            score[c] = std::max(mu - incumbent, 0.0);
+          } else {
+            const double z = (mu - incumbent) / sigma;
+            score[c] = (mu - incumbent) * normal_cdf(z) + sigma * normal_pdf(z);
+          }
+        }
+      std::size_t best = cands.size();
+      for (std::size_t c = 0; c < cands.size(); ++c)
+        if (!taken[c] && (best == cands.size() || score[c] > score[best])) best = c;
+      if (best == cands.size()) break;
+      taken[best] = true;
+      seen_.insert(cands[best].arch);
+      queue_.push_back(std::move(cands[best]));
     }
-    std::vector<double> score(cands.size());
-    for (std::size_t c = 0; c < cands.size(); ++c) {
-      double mu = 0, var = 0;
-      for (double v : s[c]) mu += v / static_cast<double>(s[c].size());
-      for (double v : s[c]) var += (v - mu) * (v - mu) / static_cast<double>(s[c].size());
-      const double sigma = std::sqrt(var);
-      if (its_) {
-        score[c] = mu + sigma * std::normal_distribution<double>(0.0, 1.0)(rng_);
-      } else if (!std::isfinite(incumbent)) {
-        score[c] = mu + sigma;  // no feasible result yet: optimism
-      } else if (sigma <= 0) {
-        score[c] = std::max(mu - incumbent, 0.0);
-      } else {
-        const double z = (mu - incumbent) / sigma;
-        score[c] = (mu - incumbent) * normal_cdf(z) + sigma * normal_pdf(z);
-      }
-    }
-    std::vector<std::size_t> pick(cands.size());
-    std::iota(pick.begin(), pick.end(), 0);
-    std::stable_sort(pick.begin(), pick.end(),
-                     [&](std::size_t a, std::size_t b) { return score[a] > score[b]; });
-    pick.resize(std::min(pick.size(), static_cast<std::size_t>(batch_)));
-    for (std::size_t c : pick) {
-      seen_.insert(cands[c].arch);
-      queue_.push_back(std::move(cands[c]));
-    }
+  }
+
+  // Weights uniform on the simplex (all 1 for one target).
+  void draw_weights(std::size_t m) {
+    weights_.assign(m, 1.0);
+    if (m == 1) return;
+    double total = 0;
+    for (auto& w : weights_) total += w = -std::log(1.0 - unit(rng_));
+    for (auto& w : weights_) w /= total;
   }
 
   static double unit(spaces::Rng& rng) {
@@ -346,7 +388,7 @@ class Bananas final : public Strategy {
   int initial_, ensemble_, hidden_, layers_, epochs_;
   double lr_;
   int batch_, candidates_, parents_;
-  bool its_, path_, pareto_;
+  bool its_, pareto_, path_ = false;
   std::vector<bool> maximize_;
 
   std::vector<Observed> history_;
@@ -368,18 +410,19 @@ StrategyEntry bananas_strategy() {
        ParamSpec::int_range("ensemble", 1, 64, 5, "MLPs in the ensemble"),
        ParamSpec::int_range("hidden", 1, 4096, 32, "units per hidden layer"),
        ParamSpec::int_range("layers", 1, 32, 2, "hidden layers per MLP"),
-       ParamSpec::int_range("epochs", 1, 100000, 150,
+       ParamSpec::int_range("epochs", 1, 100000, 100,
                             "full-batch Adam steps per member per retrain"),
        ParamSpec::float_range("lr", 1e-6, 1.0, 0.01, "Adam learning rate"),
-       ParamSpec::int_range("batch", 1, 100000, 10,
+       ParamSpec::int_range("batch", 1, 100000, 15,
                             "proposals per retrain (the ensemble is retrained every `batch` "
                             "proposals)"),
        ParamSpec::int_range("candidates", 1, 100000, 100, "mutations scored per round"),
        ParamSpec::int_range("parents", 1, 100000, 10, "best evaluated architectures mutated"),
        ParamSpec::choice("acquisition", {"ei", "its"}, "ei",
                          "ei: expected improvement; its: independent Thompson sampling"),
-       ParamSpec::choice("encoding", {"auto", "path", "onehot"}, "auto",
-                         "predictor input; auto = path for nb201 and cell spaces, else one-hot"),
+       ParamSpec::choice(
+           "encoding", {"auto", "path", "onehot"}, "auto",
+           "predictor input; auto = path for nb201 and cell spaces on one target, else one-hot"),
        ParamSpec::choice("objective", {"auto", "fitness", "pareto"}, "auto",
                          "fitness: the loop's scalar; pareto: every objective, random ParEGO "
                          "scalarisations; auto = pareto with several objectives")},

@@ -130,8 +130,7 @@ class Reinforce final : public Strategy {
     auto logits = s.at("logits").get<std::vector<std::vector<double>>>();
     if (logits.size() != decisions_.size())
       throw std::invalid_argument("reinforce: the state has " + std::to_string(logits.size()) +
-                                  " decisions, the space has " +
-                                  std::to_string(decisions_.size()));
+                                  " decisions, the space has " + std::to_string(decisions_.size()));
     for (std::size_t i = 0; i < logits.size(); ++i)
       if (logits[i].size() != static_cast<std::size_t>(decisions_[i].choices))
         throw std::invalid_argument("reinforce: the state's decision " + decisions_[i].name +
@@ -178,7 +177,7 @@ class Reinforce final : public Strategy {
   std::vector<std::vector<double>> logits_;
   double baseline_ = 0, spread_ = 0;
   double lowest_ = std::numeric_limits<double>::infinity();
-  std::uint64_t told_ = 0;                            // results that updated the controller
+  std::uint64_t told_ = 0;                             // results that updated the controller
   std::map<std::uint64_t, std::vector<int>> sampled_;  // decisions of proposals in flight
 };
 
