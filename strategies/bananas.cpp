@@ -295,6 +295,7 @@ class Bananas final : public Strategy {
 
     // ---- candidates: unseen mutations of the parents ----
     std::vector<Queued> cands;
+    cands.reserve(static_cast<std::size_t>(candidates_));
     std::set<std::string> fresh;
     for (int i = 0, tries = 0; i < candidates_ && tries < 4 * candidates_; ++tries) {
       const Observed& parent = history_[order[static_cast<std::size_t>(tries) % order.size()]];
