@@ -488,10 +488,10 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   }
 
   // Strategy: its registry entry validates the parameters and fills the defaults, which are
-  // stored with the run; building it once here also runs the entry's cross-field checks.
+  // stored with the run; it is built once below, with the objectives, to run the entry's
+  // cross-field checks.
   try {
     r["strategy"] = strategies::resolve_strategy_config(r["strategy"]);
-    (void)strategies::make_strategy(r["strategy"], *space);
   } catch (const std::exception& e) {
     throw ConfigError(std::string("config.") + e.what());
   }
@@ -598,6 +598,18 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
                       k.metric + "' is a model metric");
     check_metric(field, k.metric, k.device, text);
   }
+  // The strategy's cross-field checks, with the context the search loop gives it (a reward
+  // may need a latency objective).
+  try {
+    strategies::StrategyContext context;
+    context.objectives.clear();
+    for (const auto& o : c.pareto_objectives) context.objectives.push_back({o.str(), o.maximize});
+    for (const auto& k : c.constraints) context.constraints.push_back(k.str());
+    (void)strategies::make_strategy(r["strategy"], *space, context);
+  } catch (const std::exception& e) {
+    throw ConfigError(std::string("config.") + e.what());
+  }
+
   for (const auto& v : r["hypervolume"]["reference"]) c.hypervolume_reference.push_back(v);
   if (!c.hypervolume_reference.empty() &&
       c.hypervolume_reference.size() != c.pareto_objectives.size())

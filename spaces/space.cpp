@@ -156,6 +156,19 @@ void fail(const std::string& path, const std::string& msg) {
   throw std::invalid_argument(path + ": " + msg);
 }
 
+void check_decision_values(const std::vector<Decision>& decisions, const std::vector<int>& values,
+                           const std::string& space) {
+  if (values.size() != decisions.size())
+    throw std::invalid_argument(space + " decisions: got " + std::to_string(values.size()) +
+                                " values, the space has " + std::to_string(decisions.size()) +
+                                " decisions");
+  for (std::size_t i = 0; i < values.size(); ++i)
+    if (values[i] < 0 || values[i] >= decisions[i].choices)
+      throw std::invalid_argument(space + " decisions: " + decisions[i].name + " = " +
+                                  std::to_string(values[i]) + " not in [0, " +
+                                  std::to_string(decisions[i].choices) + ")");
+}
+
 void check_keys(const json& j, const std::string& path, const std::set<std::string>& allowed) {
   if (!j.is_object()) fail(path, "must be a JSON object");
   for (const auto& [k, v] : j.items())

@@ -17,6 +17,12 @@ namespace hwnas::spaces {
 
 using Rng = std::mt19937_64;
 
+// One categorical choice of a space's decision encoding (Space::decisions()).
+struct Decision {
+  std::string name;  // what it chooses, e.g. "edge[3].op", "stages[1].depth"
+  int choices = 1;   // cardinality (>= 1): values are 0 .. choices - 1
+};
+
 class Space {
  public:
   virtual ~Space() = default;
@@ -33,6 +39,20 @@ class Space {
   // Fixed-length encodings for predictors and RL controllers.
   virtual std::vector<float> encode_onehot(const Genome& g) const = 0;
   virtual std::vector<float> encode_path(const Genome& g) const = 0;
+
+  // Categorical decision encoding for RL controllers (MnasNet/ENAS style): a fixed list of
+  // choices such that every genome of the space is decode(values) for some values, values[i] in
+  // [0, decisions()[i].choices).  The list is the same for every genome: conditional choices (a
+  // hyperparameter of a block kind not chosen, a layer past the chosen depth, another union
+  // branch's choices) are always present and ignored by decode.
+  virtual std::vector<Decision> decisions() const = 0;
+  // Throws std::invalid_argument for a wrong length or an out-of-range value (naming the
+  // decision), and, in macro spaces, for a combination the space cannot build (a block that
+  // cannot take the previous stage's output).
+  virtual Genome decode(const std::vector<int>& values) const = 0;
+  // Values that decode to `g` (ignored choices 0), so decode(encode_decisions(g)) is g again
+  // (the same canonical form).  Throws std::invalid_argument where g is not of this space.
+  virtual std::vector<int> encode_decisions(const Genome& g) const = 0;
 
   // Number of architectures if finite and enumerable, and their enumeration.
   virtual std::optional<std::uint64_t> size() const { return std::nullopt; }

@@ -275,6 +275,55 @@ class CellSpace : public Space {
     return v;
   }
 
+  // Per node j and input slot s: which earlier node (the rank among the nodes slots 0..s-1 did
+  // not take, so every value is valid and no node is read twice) and which op.  Slots are
+  // filled in input order, so encoding a cell gives the ranks of its sorted inputs.
+  std::vector<Decision> decisions() const override {
+    std::vector<Decision> out;
+    for (int j = 1; j <= nodes_; ++j)
+      for (int s = 0; s < fan(j); ++s) {
+        const std::string p = "node[" + std::to_string(j) + "].input[" + std::to_string(s) + "]";
+        out.push_back({p + ".from", j - s});
+        out.push_back({p + ".op", static_cast<int>(ops_.size())});
+      }
+    return out;
+  }
+
+  Genome decode(const std::vector<int>& values) const override {
+    check_decision_values(decisions(), values, "cell");
+    Cell c;
+    std::size_t k = 0;
+    for (int j = 1; j <= nodes_; ++j) {
+      std::vector<int> free(static_cast<std::size_t>(j));
+      for (int i = 0; i < j; ++i) free[static_cast<std::size_t>(i)] = i;
+      CellNode node;
+      for (int s = 0; s < fan(j); ++s, k += 2) {
+        const auto at = free.begin() + values[k];
+        node.emplace_back(*at, values[k + 1]);
+        free.erase(at);
+      }
+      std::sort(node.begin(), node.end());
+      c.push_back(std::move(node));
+    }
+    return build(c);
+  }
+
+  std::vector<int> encode_decisions(const Genome& g) const override {
+    Cell c = cell_of(g);
+    std::vector<int> out;
+    for (int j = 1; j <= nodes_; ++j) {
+      std::vector<int> free(static_cast<std::size_t>(j));
+      for (int i = 0; i < j; ++i) free[static_cast<std::size_t>(i)] = i;
+      for (auto [from, op] : c[static_cast<std::size_t>(j - 1)]) {
+        const auto at = std::find(free.begin(), free.end(), from);
+        out.push_back(static_cast<int>(at - free.begin()));
+        out.push_back(op);
+        free.erase(at);
+      }
+    }
+    return out;
+  }
+
   // Choices of node j: C(j, fan) input sets times |ops|^fan.
   std::vector<CellNode> node_choices(int j) const {
     std::vector<CellNode> out;

@@ -49,6 +49,11 @@ Genome::NodeId build_skeleton(
 TensorType infer_type(const std::string& kind, const std::vector<TensorType>& in,
                       const json& params);
 
+// Throws std::invalid_argument unless `values` has one in-range value per decision, naming the
+// first bad one ("nb201 decisions: edge[2].op = 7 not in [0, 5)").
+void check_decision_values(const std::vector<Decision>& decisions, const std::vector<int>& values,
+                           const std::string& space);
+
 template <class T>
 const T& pick(const std::vector<T>& v, Rng& rng) {
   std::uniform_int_distribution<std::size_t> d(0, v.size() - 1);

@@ -19,6 +19,7 @@
 // A stage's "stride" applies to its first layer only.  A block that needs vectors after image
 // or sequence data gets a flatten in front; one that cannot take the data at all is an error at
 // load.  Each genome carries its decisions in meta.decisions; describe() prints them as JSON.
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -239,6 +240,86 @@ class MacroSpace : public Space {
       throw std::invalid_argument(
           "genome carries no macro decisions (meta.decisions): not produced by this space");
     return decisions_from_json(g.meta()["decisions"]);
+  }
+
+  // ---- categorical decision encoding ----
+
+  // width, each shared choice, then per stage: block, depth, every option of the stage (ignored
+  // when the block lacks it), skip (one choice unless optional), and per layer slot up to the
+  // maximal depth its bits and prune ratio (ignored past the chosen depth).
+  std::vector<Decision> decisions() const override {
+    std::vector<Decision> out;
+    out.push_back({"width", static_cast<int>(widths_.size())});
+    for (const auto& [name, choices] : shared_)
+      out.push_back({"shared." + name, static_cast<int>(choices.size())});
+    for (std::size_t s = 0; s < stages_.size(); ++s) {
+      const StageDef& def = stages_[s];
+      const std::string sp = "stages[" + std::to_string(s) + "].";
+      out.push_back({sp + "block", static_cast<int>(def.blocks.size())});
+      out.push_back({sp + "depth", def.dmax - def.dmin + 1});
+      for (const auto& [n, opts] : def.options)
+        out.push_back({sp + "params." + n, static_cast<int>(opts.size())});
+      out.push_back({sp + "skip", def.skip == Skip::Optional ? 2 : 1});
+      for (int l = 0; l < def.dmax; ++l) {
+        const std::string lp = sp + "layers[" + std::to_string(l) + "].";
+        out.push_back({lp + "bits", static_cast<int>(bits_.size())});
+        out.push_back({lp + "prune", static_cast<int>(prune_.size())});
+      }
+    }
+    return out;
+  }
+
+  Genome decode(const std::vector<int>& values) const override {
+    check_decision_values(decisions(), values, "macro");
+    auto next = [&, k = std::size_t{0}]() mutable { return static_cast<std::size_t>(values[k++]); };
+    Decisions d;
+    d.width = widths_[next()];
+    for (const auto& [name, choices] : shared_) d.shared[name] = choices[next()];
+    for (std::size_t s = 0; s < stages_.size(); ++s) {
+      const StageDef& def = stages_[s];
+      StageDecision sd;
+      sd.block = def.blocks[next()];
+      sd.depth = def.dmin + static_cast<int>(next());
+      const auto names = def.params_of(sd.block);
+      for (const auto& [n, opts] : def.options) {
+        const std::size_t v = next();
+        if (std::find(names.begin(), names.end(), n) != names.end()) sd.params[n] = opts[v];
+      }
+      const std::size_t skip = next();
+      sd.skip = def.skip == Skip::On || (def.skip == Skip::Optional && skip == 1);
+      for (int l = 0; l < def.dmax; ++l) {
+        const std::size_t b = next(), p = next();
+        if (l < sd.depth) {
+          sd.bits.push_back(bits_[b]);
+          sd.prune.push_back(prune_[p]);
+        }
+      }
+      d.stages.push_back(std::move(sd));
+    }
+    return decode(d);
+  }
+
+  std::vector<int> encode_decisions(const Genome& g) const override {
+    const Decisions d = decisions_of(g);
+    std::vector<int> out;
+    auto put = [&out](std::size_t v) { out.push_back(static_cast<int>(v)); };
+    put(index_of(widths_, d.width));
+    for (const auto& [name, choices] : shared_) put(index_of(choices, d.shared[name]));
+    for (std::size_t s = 0; s < stages_.size(); ++s) {
+      const StageDef& def = stages_[s];
+      const StageDecision& sd = d.stages[s];
+      put(index_of(def.blocks, sd.block));
+      put(static_cast<std::size_t>(sd.depth - def.dmin));
+      for (const auto& [n, opts] : def.options)
+        put(sd.params.contains(n) ? index_of(opts, sd.params[n]) : 0);
+      put(def.skip == Skip::Optional && sd.skip ? 1 : 0);
+      for (int l = 0; l < def.dmax; ++l) {
+        const bool present = l < sd.depth;
+        put(present ? index_of(bits_, sd.bits[static_cast<std::size_t>(l)]) : 0);
+        put(present ? index_of(prune_, sd.prune[static_cast<std::size_t>(l)]) : 0);
+      }
+    }
+    return out;
   }
 
   // ---- sampling ----

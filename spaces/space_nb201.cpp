@@ -260,6 +260,29 @@ class Nb201Space : public Space {
     return v;
   }
 
+  // One choice per edge, in the arch string's order.
+  std::vector<Decision> decisions() const override {
+    std::vector<Decision> out;
+    for (int e = 0; e < kEdges; ++e)
+      out.push_back({"edge[" + std::to_string(e) + "](" +
+                         std::to_string(kEdgeFrom[static_cast<std::size_t>(e)]) + "->" +
+                         std::to_string(kEdgeTo[static_cast<std::size_t>(e)]) + ").op",
+                     kNumOps});
+    return out;
+  }
+
+  Genome decode(const std::vector<int>& values) const override {
+    check_decision_values(decisions(), values, "nb201");
+    Cell c{};
+    std::copy(values.begin(), values.end(), c.begin());
+    return build(c);
+  }
+
+  std::vector<int> encode_decisions(const Genome& g) const override {
+    Cell c = cell_of(g);
+    return {c.begin(), c.end()};
+  }
+
   std::optional<std::uint64_t> size() const override { return 15625; }
 
   Genome at(std::uint64_t index) const override {

@@ -89,6 +89,42 @@ class UnionSpace : public Space {
     return encode(g, path_len_, [](const Space& s, const Genome& x) { return s.encode_path(x); });
   }
 
+  // "branch", then every branch's decisions in turn ("spaces[i]." prefixed); only the chosen
+  // branch's part is read.
+  std::vector<Decision> decisions() const override {
+    std::vector<Decision> out{{"branch", static_cast<int>(branches_.size())}};
+    for (std::size_t b = 0; b < branches_.size(); ++b)
+      for (auto d : branches_[b]->decisions()) {
+        d.name = "spaces[" + std::to_string(b) + "]." + d.name;
+        out.push_back(std::move(d));
+      }
+    return out;
+  }
+
+  Genome decode(const std::vector<int>& values) const override {
+    check_decision_values(decisions(), values, "union");
+    const auto b = static_cast<std::size_t>(values[0]);
+    std::size_t start = 1;
+    for (std::size_t i = 0; i < b; ++i) start += branches_[i]->decisions().size();
+    const auto first = values.begin() + static_cast<std::ptrdiff_t>(start);
+    const auto n = static_cast<std::ptrdiff_t>(branches_[b]->decisions().size());
+    return wrap(b, branches_[b]->decode(std::vector<int>(first, first + n)));
+  }
+
+  std::vector<int> encode_decisions(const Genome& g) const override {
+    const std::size_t b = branch_of(g);
+    std::vector<int> out{static_cast<int>(b)};
+    for (std::size_t i = 0; i < branches_.size(); ++i) {
+      if (i == b) {
+        const auto inner_values = branches_[i]->encode_decisions(inner(g));
+        out.insert(out.end(), inner_values.begin(), inner_values.end());
+      } else {
+        out.insert(out.end(), branches_[i]->decisions().size(), 0);
+      }
+    }
+    return out;
+  }
+
   std::optional<std::uint64_t> size() const override {
     std::uint64_t total = 0;
     for (const auto& b : branches_) {

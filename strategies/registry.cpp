@@ -10,6 +10,8 @@ void register_builtin_strategies(Registry<StrategyEntry>& r) {
   r.add(regularized_evolution_strategy());
   r.add(nsga2_strategy());
   r.add(local_search_strategy());
+  r.add(reinforce_strategy());
+  r.add(bananas_strategy());
 }
 
 const Registry<StrategyEntry>& strategy_registry() {

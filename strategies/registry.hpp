@@ -36,6 +36,8 @@ StrategyEntry random_search_strategy();
 StrategyEntry regularized_evolution_strategy();
 StrategyEntry nsga2_strategy();
 StrategyEntry local_search_strategy();
+StrategyEntry reinforce_strategy();
+StrategyEntry bananas_strategy();
 
 // Registers every built-in strategy (one line each in registry.cpp).
 void register_builtin_strategies(Registry<StrategyEntry>& r);

@@ -124,8 +124,23 @@ TEST(StrategyConfig, EachBadParameterNamesTheField) {
   EXPECT_EQ(config_error({{"type", "random"}, {"sample_size", 2}}),
             "config.strategy.sample_size: unknown parameter (known: none)");
   EXPECT_EQ(config_error({{"type", "anneal"}}),
-            "config.strategy.type: unknown strategy 'anneal' (known: local_search, nsga2, "
-            "random, regularized_evolution)");
+            "config.strategy.type: unknown strategy 'anneal' (known: bananas, local_search, "
+            "nsga2, random, regularized_evolution, reinforce)");
+  // Cross-field checks see the run's objectives: the MnasNet reward needs a latency objective.
+  json j = tiny_config();
+  j["strategy"] = {{"type", "reinforce"}, {"target", 5.0}};
+  j["objectives"] = {"val_accuracy:max", "energy_mj:min"};
+  try {
+    (void)search::parse_config(j, "");
+    ADD_FAILURE() << "a MnasNet target without a latency objective was accepted";
+  } catch (const search::ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "config.strategy.target: the MnasNet reward needs a latency objective after the "
+              "accuracy (objectives: val_accuracy:max, energy_mj:min); add one or set target to "
+              "0");
+  }
+  j["objectives"] = {"val_accuracy:max", "latency_ms:min"};
+  EXPECT_NO_THROW(search::parse_config(j, ""));
 }
 
 TEST(StrategyConfig, ResolvedConfigStoresEveryStrategyParameter) {

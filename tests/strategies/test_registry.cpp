@@ -32,8 +32,8 @@ std::string error_of(const json& config) {
 TEST(StrategyRegistry, ListsTheBuiltins) {
   const auto& reg = strategy_registry();
   EXPECT_EQ(reg.family(), "strategy");
-  EXPECT_EQ(reg.names(),
-            (std::vector<std::string>{"local_search", "nsga2", "random", "regularized_evolution"}));
+  EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "local_search", "nsga2", "random",
+                                                   "regularized_evolution", "reinforce"}));
   EXPECT_EQ(strategy_names(), reg.names());
   for (const auto& [name, e] : reg.entries()) {
     EXPECT_FALSE(e.description.empty()) << name;
@@ -55,15 +55,17 @@ TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
 
 TEST(StrategyRegistry, UnknownOrMissingTypeGivesTheStandardMessage) {
   EXPECT_EQ(error_of({{"type", "telepathy"}}),
-            "strategy.type: unknown strategy 'telepathy' (known: local_search, nsga2, random, "
-            "regularized_evolution)");
+            "strategy.type: unknown strategy 'telepathy' (known: bananas, local_search, nsga2, "
+            "random, regularized_evolution, reinforce)");
   EXPECT_EQ(error_of({{"population", 4}}),
-            "strategy.type: missing (known: local_search, nsga2, random, regularized_evolution)");
+            "strategy.type: missing (known: bananas, local_search, nsga2, random, "
+            "regularized_evolution, reinforce)");
   EXPECT_EQ(error_of({{"type", 3}}),
-            "strategy.type: missing (known: local_search, nsga2, random, regularized_evolution)");
+            "strategy.type: missing (known: bananas, local_search, nsga2, random, "
+            "regularized_evolution, reinforce)");
   EXPECT_EQ(error_of("random"),
-            "strategy: must be an object {\"type\": ..., params} (known: local_search, nsga2, "
-            "random, regularized_evolution)");
+            "strategy: must be an object {\"type\": ..., params} (known: bananas, "
+            "local_search, nsga2, random, regularized_evolution, reinforce)");
 }
 
 TEST(StrategyParams, RandomTakesNone) {
@@ -145,10 +147,10 @@ TEST(StrategyDocs, EveryParameterIsDocumented) {
     }
   }
   EXPECT_NE(params.find("(no parameters)"), std::string::npos) << params;  // random
-  EXPECT_EQ(js[3]["name"], "regularized_evolution");
-  EXPECT_EQ(js[3]["params"][0]["name"], "population");
-  EXPECT_EQ(js[3]["params"][0]["default"], 16);
-  EXPECT_EQ(js[3]["params"][0]["range"], (json{2, 100000}));
+  EXPECT_EQ(js[4]["name"], "regularized_evolution");
+  EXPECT_EQ(js[4]["params"][0]["name"], "population");
+  EXPECT_EQ(js[4]["params"][0]["default"], 16);
+  EXPECT_EQ(js[4]["params"][0]["range"], (json{2, 100000}));
 }
 
 }  // namespace
