@@ -110,8 +110,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   std::vector<std::unique_ptr<hw::Device>> devices;
   bool devices_want_architecture = false;  // an external model reads the genome
   std::vector<std::string> device_names;
-  for (const auto& d : config.devices) {
-    devices.push_back(hw::load_device(d));
+  for (std::size_t i = 0; i < config.devices.size(); ++i) {
+    const std::string& d = config.devices[i];
+    const int batch = i < config.device_batches.size() ? config.device_batches[i] : 0;
+    devices.push_back(batch > 0 ? hw::load_device(d, batch) : hw::load_device(d));
     device_names.push_back(devices.back()->name());
     devices_want_architecture = devices_want_architecture || devices.back()->wants_architecture();
   }
