@@ -106,6 +106,7 @@ namespace {
 struct PredictArgs {
   std::string device, arch, format, space;
   int batch = 0;  // 0: the device's own
+  int bits = 0;   // 0: as built; else every wider node narrowed to it (a quantised deployment)
   bool all = false;
   int sample = 0;
   std::uint64_t seed = 0;
@@ -122,6 +123,19 @@ nlohmann::json cost_json(const hw::Device& dev, const hw::Cost& c) {
   if (!c.fallback.empty()) j["fallback"] = c.fallback;
   if (!c.feasible) j["infeasible_reason"] = c.infeasible_reason;
   return j;
+}
+
+// Every node wider than `bits` as its quantised deployment runs it: weights and activations
+// narrowed (what an int8 TFLite model given to edgetpu_compiler is).
+void narrow_bits(hw::Workload& w, int bits) {
+  for (auto& n : w.nodes) {
+    if (n.bits <= bits) continue;
+    const double f = static_cast<double>(bits) / n.bits;
+    n.weight_bytes *= f;
+    n.input_bytes *= f;
+    n.output_bytes *= f;
+    n.bits = bits;
+  }
 }
 
 void run_predict(const PredictArgs& a) {
@@ -141,6 +155,7 @@ void run_predict(const PredictArgs& a) {
       throw std::invalid_argument("hw predict: --format " + fmt +
                                   " is for many architectures; use table or json for one");
     hw::Workload w = resolve_architecture_workload(a.arch);
+    if (a.bits > 0) narrow_bits(w, a.bits);
     hw::Cost c = dev->estimate(w);
     if (fmt == "json") {
       nlohmann::json nodes = nlohmann::json::array();
@@ -158,6 +173,7 @@ void run_predict(const PredictArgs& a) {
     }
     return;
   }
+  if (a.bits > 0) throw std::invalid_argument("hw predict: --bits is for one architecture");
   if ((a.all || a.sample > 0) && a.space.empty())
     throw std::invalid_argument("hw predict: --all and --sample need --space FILE");
   if (a.all && a.sample > 0)
@@ -325,6 +341,11 @@ void add_hw_commands(CLI::App& app) {
       ->add_option("--batch", pa->batch,
                    "samples per inference (default: the device's own \"batch\", usually 1)")
       ->check(CLI::Range(1, 1 << 20));
+  predict
+      ->add_option("--bits", pa->bits,
+                   "narrow every node to this many bits first, as a quantised deployment "
+                   "(e.g. 8 for an int8 TFLite model on the Edge TPU); one architecture only")
+      ->check(CLI::IsMember({4, 8, 16}));
   predict->add_option("--space", pa->space,
                       "space JSON: architectures of --all / --sample, and how stdin strings parse");
   predict->add_flag("--all", pa->all, "every architecture of --space (finite spaces)");

@@ -73,8 +73,8 @@ TEST(HwPredict, EdgeTpuFallbackIsShownPlainly) {
 }
 
 TEST(HwPredict, ManyArchitecturesFromASpaceAndFromStdin) {
-  const Out s = run(kBinary + " hw predict -d pixel3_a75 --space " + kNb201Space +
-                    " --sample 5 --seed 3");
+  const Out s =
+      run(kBinary + " hw predict -d pixel3_a75 --space " + kNb201Space + " --sample 5 --seed 3");
   ASSERT_EQ(s.code, 0) << s.text;
   auto rows = lines(s.text);
   ASSERT_EQ(rows.size(), 6u) << s.text;
@@ -83,7 +83,8 @@ TEST(HwPredict, ManyArchitecturesFromASpaceAndFromStdin) {
 
   // Strings on stdin, JSON lines out; the same string twice costs the same (cached cell), and
   // matches the one-architecture prediction.
-  const std::string a = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|";
+  const std::string a =
+      "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|";
   const Out in = run("printf '%s\\n%s\\n' '" + a + "' '" + a + "' | " + kBinary +
                      " hw predict -d jetson_tx2 --format jsonl -");
   ASSERT_EQ(in.code, 0) << in.text;
@@ -97,8 +98,8 @@ TEST(HwPredict, ManyArchitecturesFromASpaceAndFromStdin) {
   EXPECT_DOUBLE_EQ(r0["latency_ms"].get<double>(), single["latency_ms"].get<double>());
 
   // A bad line names its number.
-  const Out bad = run("printf '%s\\n|bogus|\\n' '" + a + "' | " + kBinary +
-                      " hw predict -d jetson_tx2 -");
+  const Out bad =
+      run("printf '%s\\n|bogus|\\n' '" + a + "' | " + kBinary + " hw predict -d jetson_tx2 -");
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.text.find("stdin line 2"), std::string::npos) << bad.text;
 }
@@ -124,8 +125,7 @@ TEST(SearchConfigDevices, PerDeviceBatch) {
     (void)search::parse_config(j, "");
     FAIL() << "accepted batch 0";
   } catch (const search::ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("config.devices[0].batch"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("config.devices[0].batch"), std::string::npos) << e.what();
   }
   j["devices"] = json::array({json{{"device", "rpi4_a72"}, {"batches", 2}}});
   EXPECT_THROW((void)search::parse_config(j, ""), search::ConfigError);

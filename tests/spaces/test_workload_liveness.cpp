@@ -101,7 +101,9 @@ TEST(WorkloadLiveness, CellCutByNoneKillsEverythingBeforeIt) {
 
 // NB201 arch 0 (HW-NAS-Bench's reference): node 1 = pool(x); node 2 = conv1x1(x) + skip(node 1);
 // node 3 = conv1x1(x) + skip(node 1) + skip(node 2).
-const char* kArch0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|";
+const char* kArch0 =
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~"
+    "2|";
 
 TEST(WorkloadFusion, KernelCountsUnderEagerAndFusedRules) {
   const hw::Workload w = nb201(kArch0);
@@ -117,15 +119,10 @@ TEST(WorkloadFusion, KernelCountsUnderEagerAndFusedRules) {
   EXPECT_EQ(kernels(w, true), 15 * 10 + 24);
 
   // A launch-bound GPU (peaks so high the bodies are ~1e-12 s) costs kernels x launch_s.
-  nlohmann::json gpu = {{"name", "launch_only"},
-                        {"family", "gpu"},
-                        {"peak_flops", {{"fp32", 1e30}}},
-                        {"vector_flops", 1e30},
-                        {"mem_bw", 1e30},
-                        {"efficiency", {{"default", 1.0}}},
-                        {"launch_s", 1e-5},
-                        {"memory_bytes", 1e12},
-                        {"power", {{"tdp_w", 10}}}};
+  nlohmann::json gpu = {
+      {"name", "launch_only"}, {"family", "gpu"},      {"peak_flops", {{"fp32", 1e30}}},
+      {"vector_flops", 1e30},  {"mem_bw", 1e30},       {"efficiency", {{"default", 1.0}}},
+      {"launch_s", 1e-5},      {"memory_bytes", 1e12}, {"power", {{"tdp_w", 10}}}};
   EXPECT_NEAR(hw::make_device(gpu)->estimate(w).latency_ms, 136 * 1e-2, 1e-9);
   gpu["fusion"] = "eager";
   EXPECT_NEAR(hw::make_device(gpu)->estimate(w).latency_ms, 174 * 1e-2, 1e-9);
@@ -147,8 +144,30 @@ TEST(WorkloadFusion, ActivationAfterConvFusesOnlyWhenItIsTheOnlyConsumer) {
   EXPECT_EQ(w.nodes[0].kernels_eager(), 2);  // conv, BN
   EXPECT_EQ(w.nodes[1].kernels, 0);          // fused into the conv
   EXPECT_EQ(w.nodes[1].kernels_eager(), 1);
-  // The head reads the flattened activation directly: fan-out passes through the view.
-  EXPECT_GT(w.nodes[1].fan_out, 0);
+  // A second consumer of the conv output: the activation no longer fuses.
+  auto p = g.add_node("pool", {{"kernel", 2}});
+  g.add_edge(c, p);
+  auto f2 = g.add_node("flatten");
+  g.add_edge(p, f2);
+  auto h2 = g.add_node("head", {{"outputs", 2}});
+  g.add_edge(f2, h2);
+  auto sum = g.add_node("add");
+  g.add_edge(h, sum);
+  g.add_edge(h2, sum);
+  w = build_workload(g);
+  for (const auto& n : w.nodes)
+    if (n.block_kind == "activation") EXPECT_EQ(n.kernels, 1);
+
+  // Fan-out passes through a view: conv -> flatten -> head, each of the conv's 4*8*8 neurons
+  // drives the head's 2 outputs.
+  Genome v(TensorType::image(3, 8, 8));
+  auto vc = v.add_node("conv", {{"channels", 4}, {"kernel", 3}, {"activation", "none"}});
+  v.add_edge(v.input_node(), vc);
+  auto vf = v.add_node("flatten");
+  v.add_edge(vc, vf);
+  auto vh = v.add_node("head", {{"outputs", 2}});
+  v.add_edge(vf, vh);
+  EXPECT_DOUBLE_EQ(build_workload(v).nodes.at(0).fan_out, 2);
 }
 
 }  // namespace
