@@ -40,6 +40,13 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
   r.energy_mj = c.energy_mj;
   r.memory_bytes = c.memory_bytes;
   r.detail = c.extra;
+  // The batch the figures cover, and any part of the network that ran elsewhere (Edge TPU ops
+  // on the host CPU), stored with every cost (the totals-only fast path has no extra figures).
+  r.detail["batch"] = c.batch;
+  if (c.fallback_nodes > 0) {
+    r.detail["fallback_nodes"] = c.fallback_nodes;
+    r.detail["fallback"] = c.fallback;
+  }
   r.activity_source = c.activity_source;
   return r;
 }

@@ -10,7 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "hwmodels/device.hpp"
 #include "search/config.hpp"
+#include "search/search_loop.hpp"
+#include "spaces/space.hpp"
+#include "spaces/workload_builder.hpp"
 
 using nlohmann::json;
 using namespace hwnas;
@@ -108,6 +112,21 @@ TEST(HwPredict, AllOfNb201) {
   const Out s = run(kBinary + " hw predict -d rpi4_a72 --space " + kNb201Space + " --all");
   ASSERT_EQ(s.code, 0) << s.text.substr(0, 500);
   EXPECT_EQ(lines(s.text).size(), 15626u);
+}
+
+TEST(StoredCosts, CarryBatchAndFallback) {
+  // What a search stores (the totals-only path it uses): batch and fallback in every cost.
+  auto space = spaces::make_space(json{{"type", "nb201"}});
+  const hw::Workload w = spaces::build_workload(space->at(1234));
+  auto tpu = hw::load_device("edgetpu_usb", 2);
+  const db::CostRecord r = search::to_record("edgetpu_usb", tpu->estimate_total(w));
+  EXPECT_EQ(r.detail["batch"], 2);
+  EXPECT_EQ(r.detail["fallback_nodes"].get<int>(), static_cast<int>(w.nodes.size()));
+  EXPECT_NE(r.detail["fallback"].get<std::string>().find("host CPU rpi4_a72"), std::string::npos);
+  const db::CostRecord g =
+      search::to_record("h100_sxm", hw::load_device("h100_sxm")->estimate_total(w));
+  EXPECT_EQ(g.detail["batch"], 1);
+  EXPECT_FALSE(g.detail.contains("fallback_nodes"));
 }
 
 TEST(SearchConfigDevices, PerDeviceBatch) {
