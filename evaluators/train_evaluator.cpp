@@ -86,6 +86,21 @@ EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f,
                                       /*warmup=*/3, options_.host_latency_reps);
     r.metrics["host_latency_ms"] = ms;
     r.workload.measured["host_latency_ms"] = ms;
+    for (int b : options_.host_latency_batches) {
+      if (b <= 1) continue;
+      // b validation samples (cycled when there are fewer), one forward pass over the batch.
+      std::vector<int> bd = data_->val.sample_dims();
+      bd.insert(bd.begin(), b);
+      nn::Tensor xb{nn::Shape(bd)};
+      const std::size_t per = x.numel(), have = data_->val.x.numel() / per;
+      for (int i = 0; i < b; ++i)
+        std::copy(data_->val.x.data() + (static_cast<std::size_t>(i) % have) * per,
+                  data_->val.x.data() + (static_cast<std::size_t>(i) % have + 1) * per,
+                  xb.data() + static_cast<std::size_t>(i) * per);
+      nn::Var in_b = nn::constant(xb);
+      r.workload.measured["host_latency_ms_b" + std::to_string(b)] = hw::measure_median_ms(
+          [&] { (void)model->forward(in_b, ctx); }, /*warmup=*/3, options_.host_latency_reps);
+    }
   }
   return r;
 }

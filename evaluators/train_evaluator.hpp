@@ -16,6 +16,9 @@ namespace hwnas::eval {
 struct TrainEvaluatorOptions {
   TrainConfig train;           // seed is replaced per evaluation; train.head picks the metrics
   int host_latency_reps = 10;  // 0: skip the host latency measurement
+  // Further batch sizes (> 1) to time, for host devices configured with a "batch": each is
+  // stored as workload.measured["host_latency_ms_b<N>"] (the host device reads it at batch N).
+  std::vector<int> host_latency_batches;
 };
 
 class TrainEvaluator final : public Evaluator {

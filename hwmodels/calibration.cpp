@@ -56,7 +56,7 @@ struct Features {
   double fixed_ms = 0;                             // fallback nodes
 };
 
-Features features(const Device& base, const Workload& w, double batch) {
+Features features(const Device& base, const Workload& w, double batch, bool eager) {
   Features f;
   Cost c = base.estimate(w);
   if (c.nodes.size() != w.nodes.size())
@@ -73,7 +73,7 @@ Features features(const Device& base, const Workload& w, double batch) {
     f.body[ci] += (nc.latency_s - nc.overhead_s) * 1e3;
     f.flops[ci] += batch * n.flops();
     f.bytes[ci] += n.weight_bytes + batch * (n.input_bytes + n.output_bytes);
-    f.kernels += n.kernels;
+    f.kernels += n.kernels_for(eager);  // under the device's fusion rule
     f.nodes += 1;
     if (n.sparsity > 0) f.pruned_params += n.params;
     if (n.bits < 16) f.quantized_params += n.params;
@@ -290,7 +290,8 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   const double batch = raw_desc.value("batch", 1);
   std::vector<Features> feats;
   feats.reserve(rows.size());
-  for (const auto& r : rows) feats.push_back(features(*raw, r.workload, batch));
+  const bool eager = raw_desc.value("fusion", std::string("fused")) == "eager";
+  for (const auto& r : rows) feats.push_back(features(*raw, r.workload, batch, eager));
 
   // Unknowns: a scale per category present in the training rows, the per-kernel term, then
   // (opt.workload_terms) a per-node term and per-category per-FLOP and per-byte terms.

@@ -180,6 +180,8 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
   family_ = desc_.at("family").get<std::string>();
   if (const auto* s = reader_.find("sources"); s && !s->is_object())
     fail("sources", "must be an object {param: citation}");
+  batch_ = reader_.positive_int_or("batch", 1);
+  eager_ = reader_.one_of("fusion", {"fused", "eager"}, "fused") == "eager";
   scale_.fill(1.0);
   if (const auto* c = reader_.find("calibration")) {
     if (!c->is_object()) fail("calibration", "must be an object");
@@ -213,7 +215,6 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
     has_linear_ = per_node_s_ > 0 || s_per_pruned_param_ > 0 || s_per_quantized_param_ > 0;
     for (std::size_t i = 0; i < kNumCategories; ++i)
       has_linear_ = has_linear_ || s_per_flop_[i] > 0 || s_per_byte_[i] > 0;
-    if (has_linear_) batch_ = reader_.positive_int_or("batch", 1);
   }
 }
 
@@ -358,6 +359,27 @@ std::unique_ptr<Device> load_device(const std::string& name_or_path) {
     if (msg.find(path) != std::string::npos) throw;
     throw std::invalid_argument(msg + " [in " + path + "]");
   }
+}
+
+std::unique_ptr<Device> with_batch(const Device& d, int batch) {
+  if (batch < 1)
+    throw std::invalid_argument("device '" + d.name() + "': batch " + std::to_string(batch) +
+                                " must be a positive integer");
+  nlohmann::json j = d.to_json();
+  if (!j.is_object())
+    throw std::invalid_argument("device '" + d.name() +
+                                "' has no JSON description to set a batch size in");
+  j["batch"] = batch;
+  return make_device(j);
+}
+
+std::unique_ptr<Device> load_device(const std::string& name_or_path, int batch) {
+  auto d = load_device(name_or_path);
+  const nlohmann::json j = d->to_json();
+  const int current = j.is_object() && j.contains("batch") && j["batch"].is_number_integer()
+                          ? j["batch"].get<int>()
+                          : 1;
+  return batch == current ? std::move(d) : with_batch(*d, batch);
 }
 
 std::unique_ptr<Device> make_nested_device(const FieldReader& r, const std::string& path) {

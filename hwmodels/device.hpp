@@ -28,9 +28,14 @@ struct NodeCost {
 struct Cost {
   bool feasible = true;
   std::string
-      infeasible_reason;    // set when !feasible, e.g. "peak activations 412 kB > SRAM 320 kB"
-  double latency_ms = 0;    // per inference at the device's batch size
-  double energy_mj = 0;     // per inference (batch)
+      infeasible_reason;  // set when !feasible, e.g. "peak activations 412 kB > SRAM 320 kB"
+  double latency_ms = 0;  // per inference at the device's batch size
+  double energy_mj = 0;   // per inference (batch)
+  int batch = 1;          // samples the latency and energy cover (the device's "batch")
+  // Part of the network that ran somewhere else than the device (Edge TPU ops falling back to
+  // the host CPU): the nodes, the first of them and why.  0 / empty: everything ran on it.
+  int fallback_nodes = 0;
+  std::string fallback;     // e.g. "37 of 80 nodes on host CPU rpi4_a72 from n1:conv (not int8)"
   double memory_bytes = 0;  // peak memory the device must hold
   nlohmann::json extra = nlohmann::json::object();  // family-specific figures (cores used, ...)
   // Where the activity figures (spike rates, densities) behind this cost came from: "measured"
@@ -102,6 +107,11 @@ const Registry<DeviceFamily>& device_families();
 std::unique_ptr<Device> make_device(const nlohmann::json& description);
 // Resolves a preset name (e.g. "h100_sxm"), a path to a device JSON, or a plugin path (.so).
 std::unique_ptr<Device> load_device(const std::string& name_or_path);
+// The same device at another batch size: its description with "batch" set, rebuilt (throws
+// std::invalid_argument for batch < 1 or a device without a JSON description).
+std::unique_ptr<Device> with_batch(const Device& d, int batch);
+// load_device() at the given batch (the device unchanged when it is already at that batch).
+std::unique_ptr<Device> load_device(const std::string& name_or_path, int batch);
 // Names of the presets shipped in hwmodels/devices/ (or $HWNAS_DEVICE_DIR), sorted.
 std::vector<std::string> preset_names();
 // The directory presets are read from.

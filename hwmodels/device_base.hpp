@@ -111,6 +111,7 @@ class DeviceBase : public Device {
     Cost c = run(use, true);
     if (has_linear_) add_linear_terms(use, c);
     note_function_evals(use, c);
+    c.batch = batch_;
     return c;
   }
   Cost estimate_total(const Workload& w) const override {
@@ -119,12 +120,14 @@ class DeviceBase : public Device {
     if (!has_linear_) {
       Cost c = run(use, false);
       note_function_evals(use, c);
+      c.batch = batch_;
       return c;
     }
     Cost c = run(use, true);  // the linear terms need to know which nodes fell back
     add_linear_terms(use, c);
     note_function_evals(use, c);
     c.nodes.clear();
+    c.batch = batch_;
     return c;
   }
   std::vector<Cost> estimate_many(const std::vector<Workload>& ws) const override {
@@ -161,6 +164,14 @@ class DeviceBase : public Device {
     return kernels * (has_per_kernel_ ? per_kernel_s_ : overhead_per_kernel);
   }
   double energy_scale() const { return energy_scale_; }
+  // Samples per inference (the description's "batch", default 1).  Each family says how it
+  // honours it: a whole batch as one pass (gpu, edge_cpu) or sequential samples (edge_tpu, mcu,
+  // neuromorphic, lut).
+  int batch() const { return batch_; }
+  // The runtime's fusion rule (the description's "fusion"): true for "eager" (every conv, norm,
+  // activation and add its own kernel), false for "fused" (TensorRT / TFLite style).
+  bool eager() const { return eager_; }
+  int kernels_of(const NodeWorkload& n) const { return n.kernels_for(eager_); }
   const FieldReader& reader() const { return reader_; }
   [[noreturn]] void fail(const std::string& path, const std::string& what) const {
     reader_.fail(path, what);
@@ -182,7 +193,9 @@ class DeviceBase : public Device {
   FieldReader reader_;  // refers to desc_
   std::array<double, kNumCategories> scale_{};
   bool has_linear_ = false;
-  double per_node_s_ = 0, batch_ = 1, s_per_pruned_param_ = 0, s_per_quantized_param_ = 0;
+  int batch_ = 1;
+  bool eager_ = false;
+  double per_node_s_ = 0, s_per_pruned_param_ = 0, s_per_quantized_param_ = 0;
   std::array<double, kNumCategories> s_per_flop_{}, s_per_byte_{};
   bool has_per_kernel_ = false;
   double per_kernel_s_ = 0;

@@ -1,9 +1,11 @@
 // Edge CPU (Cortex-A72 / A75-class): roofline on the NEON peak
 //   peak[bits] = cores * freq * flops_per_cycle[bits]
 // against measured (STREAM) DRAM bandwidth, plus an interpreter overhead per kernel (TFLite op
-// dispatch).  Energy: Horowitz 45 nm per-op energies scaled to the SoC's node and voltage,
-// plus DRAM traffic at dram_pj_per_byte (not scaled: off-chip I/O dominates), plus static
-// power over the latency.
+// dispatch, counted by the preset's "fusion" rule).  A batch runs as one pass: FLOPs and
+// activation bytes scale with it, weights are read once, the dispatch overhead is paid once per
+// op (TFLite resizes the input tensor; the interpreter still invokes each op once).  Energy:
+// Horowitz 45 nm per-op energies scaled to the SoC's node and voltage, plus DRAM traffic at
+// dram_pj_per_byte (not scaled: off-chip I/O dominates), plus static power over the latency.
 #include <algorithm>
 
 #include "hwmodels/energy45.hpp"
@@ -43,14 +45,17 @@ class EdgeCpu final : public DeviceBase {
     Cost c;
     if (breakdown) c.nodes.reserve(w.nodes.size());
     double t = 0, e = 0;
+    const double b = batch();
     for (const auto& n : w.nodes) {
       const auto p = static_cast<std::size_t>(precision_of_bits(n.bits));
-      const double tc = n.flops() * inv_rate_[cat_index(n.category)][p];
-      const double tm = n.bytes() * inv_bw_;
+      const double tc = b * n.flops() * inv_rate_[cat_index(n.category)][p];
+      const double bytes = n.weight_bytes + b * (n.input_bytes + n.output_bytes);
+      const double tm = bytes * inv_bw_;
       const double body = std::max(tc, tm);
-      const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
-      const double en = (n.macs * mac_j_[p] + n.other_flops * add_j_[p] +
-                         n.bytes() * dram_j_per_byte_ + static_w_ * tn) *
+      const int k = kernels_of(n);
+      const double tn = node_latency(n.category, body, k, overhead_s_);
+      const double en = (b * (n.macs * mac_j_[p] + n.other_flops * add_j_[p]) +
+                         bytes * dram_j_per_byte_ + static_w_ * tn) *
                         energy_scale();
       t += tn;
       e += en;
@@ -58,7 +63,7 @@ class EdgeCpu final : public DeviceBase {
         NodeCost nc;
         nc.name = n.name;
         nc.latency_s = tn;
-        nc.overhead_s = node_overhead(n.kernels, overhead_s_);
+        nc.overhead_s = node_overhead(k, overhead_s_);
         nc.energy_j = en;
         nc.bound = nc.overhead_s > tn - nc.overhead_s ? "launch" : tc >= tm ? "compute" : "memory";
         c.nodes.push_back(std::move(nc));
@@ -66,10 +71,10 @@ class EdgeCpu final : public DeviceBase {
     }
     c.latency_ms = t * 1e3;
     c.energy_mj = e * 1e3;
-    c.memory_bytes = w.total_weight_bytes() + w.peak_activation_bytes();
+    c.memory_bytes = w.total_weight_bytes() + b * w.peak_activation_bytes();
     if (c.memory_bytes > capacity_) {
       c.feasible = false;
-      c.infeasible_reason = "weights + peak activations " + format_bytes(c.memory_bytes) +
+      c.infeasible_reason = "weights + batch x peak activations " + format_bytes(c.memory_bytes) +
                             " > RAM " + format_bytes(capacity_);
     }
     return c;

@@ -5,7 +5,10 @@
 // where weights beyond the on-chip parameter cache (filled in execution order) are streamed over
 // USB on every inference.  The model input, and the activation handed back at the fallback
 // point (or the final output), cross USB too.  Energy: active power x on-TPU time; fallback
-// nodes are costed by the host CPU device.
+// nodes are costed by the host CPU device.  The fallback is reported in Cost::fallback and
+// fallback_nodes (shown by `hwnas hw predict` and stored with each cost), not only in extra.
+// A batch is that many invocations one after another (Edge TPU models are compiled for batch 1):
+// latency and energy scale with it.
 #include <algorithm>
 
 #include "hwmodels/device_base.hpp"
@@ -70,13 +73,14 @@ class EdgeTpu final : public DeviceBase {
       streamed_total += stream;
       const double tm = stream / usb_bw_;
       const double body = std::max(tc, tm);
-      const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
+      const int k = kernels_of(n);
+      const double tn = node_latency(n.category, body, k, overhead_s_);
       t_tpu += tn;
       if (breakdown) {
         NodeCost nc;
         nc.name = n.name;
         nc.latency_s = tn;
-        nc.overhead_s = node_overhead(n.kernels, overhead_s_);
+        nc.overhead_s = node_overhead(k, overhead_s_);
         nc.energy_j = power_w_ * tn * energy_scale();
         nc.bound = tc >= tm ? "compute" : "usb";
         c.nodes.push_back(std::move(nc));
@@ -99,6 +103,9 @@ class EdgeTpu final : public DeviceBase {
         nc.bound = "fallback-cpu";
         c.nodes.push_back(std::move(nc));
       }
+      c.fallback_nodes = static_cast<int>(w.nodes.size() - split);
+      c.fallback = std::to_string(c.fallback_nodes) + " of " + std::to_string(w.nodes.size()) +
+                   " nodes on host CPU " + host_->name() + ": " + why;
       if (breakdown) {
         c.extra["fallback_from"] = w.nodes[split].name;
         c.extra["fallback_reason"] = why;
@@ -109,8 +116,9 @@ class EdgeTpu final : public DeviceBase {
       c.extra["nodes_on_cpu"] = w.nodes.size() - split;
       c.extra["usb_bytes"] = streamed_total;
     }
-    c.latency_ms = t * 1e3;
-    c.energy_mj = e * 1e3;
+    // Sequential invocations; per-node figures stay per sample.
+    c.latency_ms = batch() * t * 1e3;
+    c.energy_mj = batch() * e * 1e3;
     return c;
   }
 

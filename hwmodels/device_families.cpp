@@ -73,8 +73,15 @@ std::vector<ParamSpec> common_device_params() {
       ParamSpec::any_json("calibration_report", nlohmann::json::object(),
                           "written by `hwnas hw calibrate`: fit quality, seed, ridge (not read)"),
       count_or("batch", 1,
-               "inferences per batch: the gpu and host families cost a whole batch; in the "
-               "others it only scales calibrated per-FLOP and per-byte terms"),
+               "samples per inference: gpu and edge_cpu cost the batch as one pass (weights read "
+               "once); edge_tpu, mcu, neuromorphic and lut run the samples one after another; "
+               "host reads the measurement at that batch (else scales the batch-1 one)"),
+      ParamSpec::choice("fusion", {"fused", "eager"}, "fused",
+                        "the runtime's kernel fusion rule: \"fused\" (TensorRT, TFLite, "
+                        "edgetpu_compiler, TinyEngine: batch norm folded into the conv, an "
+                        "activation into its producer) or \"eager\" (PyTorch eager: conv, norm, "
+                        "activation and add each a kernel); picks NodeWorkload::kernels or "
+                        "eager_kernels"),
   };
 }
 

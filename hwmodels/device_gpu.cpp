@@ -1,7 +1,9 @@
 // Roofline GPU (Williams, Waterman & Patterson 2009; docs/hardware.md §1.3):
 //   t_node = max(batch*FLOPs / (eff[cat] * peak[bits]), bytes / (eff_mem * BW)) + kernels *
 //   t_launch
-// bytes = weights (read once per batch) + batch * activations in/out.
+// bytes = weights (read once per batch) + batch * activations in/out.  Kernels are counted by the
+// preset's "fusion" rule (NodeWorkload::kernels_for); a node that launches nothing (kernels 0,
+// no FLOPs, no bytes) costs nothing.
 // Energy: P_idle * t + (P_tdp - P_idle) * t_busy, with t_busy = the roofline term (the unit
 // that bounds the node is taken as fully busy; launch gaps draw idle power only).
 #include <algorithm>
@@ -16,7 +18,6 @@ class RooflineGpu final : public DeviceBase {
  public:
   explicit RooflineGpu(const nlohmann::json& d) : DeviceBase(d) {
     const auto& r = reader();
-    batch_ = r.positive_int_or("batch", 1);
     matrix_peak_ = PrecisionTable::read(r, "peak_flops");
     tf32_for_fp32_ = r.boolean_or("tf32_for_fp32", false);
     if (tf32_for_fp32_) matrix_peak_.v[0] = r.positive("tf32_flops");
@@ -56,14 +57,15 @@ class RooflineGpu final : public DeviceBase {
   void build_inverse_table() {
     for (std::size_t c = 0; c < kNumCategories; ++c)
       for (std::size_t p = 0; p < 3; ++p)
-        inv_rate_[c][p] = batch_ / (eff_.v[c] * (is_matrix_[c] ? matrix_peak_.v[p] : vector_peak_));
+        inv_rate_[c][p] =
+            batch() / (eff_.v[c] * (is_matrix_[c] ? matrix_peak_.v[p] : vector_peak_));
   }
 
  protected:
   Cost run(const Workload& w, bool breakdown) const override {
     Cost c;
     if (breakdown) c.nodes.reserve(w.nodes.size());
-    const double b = batch_;
+    const double b = batch();
     const double inv_bw = 1.0 / (eff_mem_ * bw_);
     double t = 0, busy = 0, weights = 0, peak_act = w.input_bytes;
     for (const auto& n : w.nodes) {
@@ -73,8 +75,9 @@ class RooflineGpu final : public DeviceBase {
           n.flops() * inv_rate_[ci][static_cast<std::size_t>(precision_of_bits(n.bits))];
       const double tm = (n.weight_bytes + b * (n.input_bytes + n.output_bytes)) * inv_bw;
       const double body = std::max(tc, tm);
-      const double tn = node_latency(n.category, body, n.kernels, launch_s_);
-      const double body_cal = tn - node_overhead(n.kernels, launch_s_);
+      const int k = kernels_of(n);
+      const double tn = node_latency(n.category, body, k, launch_s_);
+      const double body_cal = tn - node_overhead(k, launch_s_);
       t += tn;
       busy += body_cal;
       weights += n.weight_bytes;
@@ -100,12 +103,10 @@ class RooflineGpu final : public DeviceBase {
       c.infeasible_reason = "weights + batch x peak activations " + format_bytes(c.memory_bytes) +
                             " > device memory " + format_bytes(capacity_);
     }
-    if (breakdown) c.extra["batch"] = batch_;
     return c;
   }
 
  private:
-  int batch_ = 1;
   PrecisionTable matrix_peak_;
   bool tf32_for_fp32_ = false;
   double vector_peak_ = 0, bw_ = 0, eff_mem_ = 1;

@@ -2,7 +2,9 @@
 // model's forward pass (host_timer.hpp: warm-up, median of N, pinned thread) and stores it as
 // workload.measured["host_latency_ms"]; this device reads it back.  Energy = a stated package
 // power x latency.  The per-node breakdown apportions the measured time by FLOPs (a display aid,
-// not a measurement).
+// not a measurement).  At batch B > 1 it reads measured["<key>_b<B>"] (`hwnas hw measure
+// --batch B` and the evaluator write it) and otherwise scales the batch-1 measurement by B,
+// saying so in extra["batch_scaled_from_1"].
 #include "hwmodels/device_base.hpp"
 
 namespace hwnas::hw {
@@ -15,7 +17,6 @@ class HostMeasured final : public DeviceBase {
     key_ = r.string_or("measurement_key", "host_latency_ms");
     power_w_ = r.positive("power_w");
     capacity_ = r.positive_or("memory_bytes", 1e18);
-    batch_ = r.positive_int_or("batch", 1);
   }
 
   bool supports(OpCategory) const override { return true; }
@@ -24,17 +25,28 @@ class HostMeasured final : public DeviceBase {
  protected:
   Cost run(const Workload& w, bool breakdown) const override {
     Cost c;
-    auto it = w.measured.find(key_);
+    double scale = 1;
+    auto it = w.measured.end();
+    if (batch() > 1) {
+      it = w.measured.find(key_ + "_b" + std::to_string(batch()));
+      if (it == w.measured.end() || !(it->second > 0)) {
+        it = w.measured.find(key_);
+        scale = batch();
+        c.extra["batch_scaled_from_1"] = true;
+      }
+    } else {
+      it = w.measured.find(key_);
+    }
     if (it == w.measured.end() || !(it->second > 0)) {
       c.feasible = false;
       c.infeasible_reason = "no host measurement: workload.measured[\"" + key_ +
                             "\"] is missing (run with host timing enabled or `hwnas hw measure`)";
       return c;
     }
-    const double t = it->second * 1e-3;
-    c.latency_ms = it->second;
+    const double t = scale * it->second * 1e-3;
+    c.latency_ms = t * 1e3;
     c.energy_mj = power_w_ * t * energy_scale() * 1e3;
-    c.memory_bytes = w.total_weight_bytes() + batch_ * w.peak_activation_bytes();
+    c.memory_bytes = w.total_weight_bytes() + batch() * w.peak_activation_bytes();
     if (c.memory_bytes > capacity_) {
       c.feasible = false;
       c.infeasible_reason = "weights + activations " + format_bytes(c.memory_bytes) + " > RAM " +
@@ -60,7 +72,6 @@ class HostMeasured final : public DeviceBase {
  private:
   std::string key_;
   double power_w_ = 0, capacity_ = 0;
-  int batch_ = 1;
 };
 
 }  // namespace

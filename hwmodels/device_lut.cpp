@@ -3,6 +3,8 @@
 // reference "macs": the node's latency then scales linearly with its MACs.  Nodes with no entry
 // go to the optional "fallback" device (any family, or a preset name); with no fallback the
 // architecture is infeasible and the reason names the node.  LUT sums ignore fusion effects.
+// Entries are per sample; a batch runs the samples one after another (table part x batch; the
+// fallback device costs its own part at the batch it is given, which the LUT sets to its own).
 #include <unordered_map>
 
 #include "hwmodels/device_base.hpp"
@@ -27,7 +29,10 @@ class LutDevice final : public DeviceBase {
     }
     power_w_ = r.non_negative_or("power_w", 0);
     capacity_ = r.positive_or("memory_bytes", 1e18);
-    if (r.has("fallback")) fallback_ = make_nested_device(r, "fallback");
+    if (r.has("fallback")) {
+      fallback_ = make_nested_device(r, "fallback");
+      if (batch() != 1) fallback_ = with_batch(*fallback_, batch());
+    }
   }
 
   bool supports(OpCategory c) const override {
@@ -60,8 +65,9 @@ class LutDevice final : public DeviceBase {
       }
       const Entry& en = it->second;
       const double ratio = en.ref_macs > 0 ? n.macs / en.ref_macs : 1.0;
-      const double tn = node_latency(n.category, en.latency_s * ratio, 0, 0);
-      const double ej = (en.energy_j > 0 ? en.energy_j * ratio : power_w_ * tn) * energy_scale();
+      const double tn = batch() * node_latency(n.category, en.latency_s * ratio, 0, 0);
+      const double ej =
+          (en.energy_j > 0 ? batch() * en.energy_j * ratio : power_w_ * tn) * energy_scale();
       t += tn;
       e += ej;
       if (breakdown) c.nodes[i] = NodeCost{n.name, tn, ej, "table", 0};

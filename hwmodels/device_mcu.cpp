@@ -2,7 +2,9 @@
 // weights must fit flash, otherwise infeasible with both figures in the reason.
 // Latency per node = MACs / (macs_per_cycle[bits] * f) + other ops / (other_ops_per_cycle * f);
 // the effective MAC rate already includes memory stalls (it is derived from measured
-// throughput, docs/hardware.md §2.3).  Energy = active power x latency.
+// throughput, docs/hardware.md §2.3).  Energy = active power x latency.  A batch is that many
+// samples run one after another in the same SRAM arena: latency and energy scale with it, the
+// memory does not.
 #include <algorithm>
 
 #include "hwmodels/device_base.hpp"
@@ -37,13 +39,14 @@ class Mcu final : public DeviceBase {
     for (const auto& n : w.nodes) {
       const double body = n.macs * s_per_mac_[static_cast<std::size_t>(precision_of_bits(n.bits))] +
                           n.other_flops * s_per_op_;
-      const double tn = node_latency(n.category, body, n.kernels, overhead_s_);
+      const int k = kernels_of(n);
+      const double tn = batch() * node_latency(n.category, body, k, overhead_s_);
       t += tn;
       if (breakdown) {
         NodeCost nc;
         nc.name = n.name;
         nc.latency_s = tn;
-        nc.overhead_s = node_overhead(n.kernels, overhead_s_);
+        nc.overhead_s = batch() * node_overhead(k, overhead_s_);
         nc.energy_j = power_w_ * tn * energy_scale();
         nc.bound = "compute";
         c.nodes.push_back(std::move(nc));

@@ -22,6 +22,7 @@
 // Cost::activity_source says whether these figures were measured, assumed or mixed.
 // Never silently zero.  Time per step = slowest node's per-core work (layers run in parallel)
 // + barrier sync, or the fixed real-time tick when the chip has one (TrueNorth, SpiNNaker).
+// A batch of B samples runs them one after another: B times the time and the event energy.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -160,8 +161,9 @@ class Neuromorphic final : public DeviceBase {
       }
     }
     const double step = std::max(fixed_step_, step_work + t_sync_);
-    const double t = steps * step;
-    e += static_w_per_core_ * total_cores * t;
+    // A batch is that many samples presented one after another (each its own T steps).
+    const double t = batch() * steps * step;
+    e = batch() * e + static_w_per_core_ * total_cores * t;
     c.latency_ms = t * 1e3;
     c.energy_mj = e * energy_scale() * 1e3;
     c.memory_bytes = syn_bits_total / 8;

@@ -152,6 +152,7 @@ nlohmann::json Workload::to_json() const {
                         {"bits", n.bits},
                         {"kernels", n.kernels}};
     // Optional fields only when set, to keep stored workloads small.
+    if (n.eager_kernels >= 0 && n.eager_kernels != n.kernels) o["eager_kernels"] = n.eager_kernels;
     if (n.sparsity != 0) o["sparsity"] = n.sparsity;
     if (n.seq_len != 0) o["seq_len"] = n.seq_len;
     if (n.neurons != 0) o["neurons"] = n.neurons;
@@ -188,6 +189,8 @@ std::optional<Workload> charge_measured_function_evals(const Workload& w) {
     // Now counted at the measured figure: charging again (a nested fallback device) is a no-op.
     n.nominal_function_evals *= f;
     if (n.kernels > 0) n.kernels = std::max(1, static_cast<int>(std::lround(n.kernels * f)));
+    if (n.eager_kernels > 0)
+      n.eager_kernels = std::max(1, static_cast<int>(std::lround(n.eager_kernels * f)));
   }
   return out;
 }
@@ -236,6 +239,7 @@ Workload Workload::from_json(const nlohmann::json& j) {
     n.sparsity = get_number(o, "sparsity", where, 0);
     if (n.sparsity > 1) bad_field(where, "sparsity", "must be in [0, 1]");
     n.kernels = get_int(o, "kernels", where, 1, 0);
+    n.eager_kernels = get_int(o, "eager_kernels", where, -1, 0);
     n.seq_len = get_int(o, "seq_len", where, 0, 0);
     n.neurons = get_number(o, "neurons", where, 0);
     n.fan_in = get_number(o, "fan_in", where, 0);

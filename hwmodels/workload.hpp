@@ -90,8 +90,14 @@ struct NodeWorkload {
   double output_bytes = 0;  // activations written
   int bits = 32;            // numeric precision of weights and activations
   double sparsity = 0;      // fraction of weights pruned (0 = dense)
-  int kernels = 1;          // separate kernel launches on a GPU-like device
-  int seq_len = 0;          // tokens, for sequence ops
+  // Kernels launched, by the runtime's fusion rule (a device's "fusion" field):
+  //   kernels        fused runtimes (TensorRT, TFLite, edgetpu_compiler, TinyEngine): batch norm
+  //                  folded into the conv before it, an activation fused into its producer;
+  //   eager_kernels  eager frameworks (PyTorch eager): every conv, norm, activation and add is
+  //                  its own kernel (-1: the same as kernels, the block has nothing to unfuse).
+  int kernels = 1;
+  int eager_kernels = -1;
+  int seq_len = 0;  // tokens, for sequence ops
 
   // Neuromorphic mapping (neurons this node emulates and their connectivity).
   double neurons = 0;
@@ -113,6 +119,8 @@ struct NodeWorkload {
   NodeActivity activity;
 
   double flops() const { return 2.0 * macs + other_flops; }
+  int kernels_eager() const { return eager_kernels < 0 ? kernels : eager_kernels; }
+  int kernels_for(bool eager) const { return eager ? kernels_eager() : kernels; }
   double bytes() const { return weight_bytes + input_bytes + output_bytes; }
 };
 

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <stdexcept>
 
@@ -12,6 +13,7 @@
 #include "hwmodels/device.hpp"
 #include "hwmodels/host_timer.hpp"
 #include "nn/autograd.hpp"
+#include "search/batch_predict.hpp"
 #include "spaces/genome.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
@@ -57,9 +59,10 @@ void print_predict_table(const hw::Device& dev, const hw::Workload& w, const hw:
     std::printf("%-28s %-14s %12.3f %12.3f  %s\n", n.name.c_str(), cat, n.latency_s * 1e6,
                 n.energy_j * 1e6, n.bound.c_str());
   }
-  std::printf("total: latency %.4f ms, energy %.4f mJ, memory %s, %s\n", c.latency_ms, c.energy_mj,
-              hw::format_bytes(c.memory_bytes).c_str(),
+  std::printf("total (batch %d): latency %.4f ms, energy %.4f mJ, memory %s, %s\n", c.batch,
+              c.latency_ms, c.energy_mj, hw::format_bytes(c.memory_bytes).c_str(),
               c.feasible ? "feasible" : ("INFEASIBLE: " + c.infeasible_reason).c_str());
+  if (c.fallback_nodes > 0) std::printf("FALLBACK: %s\n", c.fallback.c_str());
   if (!c.extra.empty()) std::printf("extra: %s\n", c.extra.dump().c_str());
 }
 
@@ -141,6 +144,180 @@ hw::Workload resolve_architecture_workload(const std::string& arch) {
                               "(|op~0|+|...|) nor SPACE_FILE:ARCH_STRING");
 }
 
+namespace {
+struct PredictArgs {
+  std::string device, arch, format, space;
+  int batch = 0;  // 0: the device's own
+  int bits = 0;   // 0: as built; else every wider node narrowed to it (a quantised deployment)
+  bool all = false;
+  int sample = 0;
+  std::uint64_t seed = 0;
+};
+
+nlohmann::json cost_json(const hw::Device& dev, const hw::Cost& c) {
+  nlohmann::json j = {{"device", dev.name()},
+                      {"batch", c.batch},
+                      {"feasible", c.feasible},
+                      {"latency_ms", c.latency_ms},
+                      {"energy_mj", c.energy_mj},
+                      {"memory_bytes", c.memory_bytes},
+                      {"fallback_nodes", c.fallback_nodes}};
+  if (!c.fallback.empty()) j["fallback"] = c.fallback;
+  if (!c.feasible) j["infeasible_reason"] = c.infeasible_reason;
+  return j;
+}
+
+// Every node wider than `bits` as its quantised deployment runs it: weights and activations
+// narrowed (what an int8 TFLite model given to edgetpu_compiler is).
+void narrow_bits(hw::Workload& w, int bits) {
+  for (auto& n : w.nodes) {
+    if (n.bits <= bits) continue;
+    const double f = static_cast<double>(bits) / n.bits;
+    n.weight_bytes *= f;
+    n.input_bytes *= f;
+    n.output_bytes *= f;
+    n.bits = bits;
+  }
+}
+
+void run_predict(const PredictArgs& a) {
+  auto dev = a.batch > 0 ? hw::load_device(a.device, a.batch) : hw::load_device(a.device);
+  const bool many = a.all || a.sample > 0 || a.arch == "-";
+  if (!many) {
+    if (a.arch.empty())
+      throw std::invalid_argument(
+          "hw predict: give an architecture, '-' for stdin, or --space FILE with --all / "
+          "--sample N");
+    if (!a.space.empty())
+      throw std::invalid_argument(
+          "hw predict: --space is for many architectures (--all, --sample N or '-'); for one, "
+          "write SPACE_FILE:ARCH");
+    const std::string fmt = a.format.empty() ? "table" : a.format;
+    if (fmt != "table" && fmt != "json")
+      throw std::invalid_argument("hw predict: --format " + fmt +
+                                  " is for many architectures; use table or json for one");
+    hw::Workload w = resolve_architecture_workload(a.arch);
+    if (a.bits > 0) narrow_bits(w, a.bits);
+    hw::Cost c = dev->estimate(w);
+    if (fmt == "json") {
+      nlohmann::json nodes = nlohmann::json::array();
+      for (const auto& n : c.nodes)
+        nodes.push_back({{"name", n.name},
+                         {"latency_s", n.latency_s},
+                         {"energy_j", n.energy_j},
+                         {"bound", n.bound}});
+      nlohmann::json j = cost_json(*dev, c);
+      j["extra"] = c.extra;
+      j["nodes"] = nodes;
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      print_predict_table(*dev, w, c);
+    }
+    return;
+  }
+  if (a.bits > 0) throw std::invalid_argument("hw predict: --bits is for one architecture");
+  if ((a.all || a.sample > 0) && a.space.empty())
+    throw std::invalid_argument("hw predict: --all and --sample need --space FILE");
+  if (a.all && a.sample > 0)
+    throw std::invalid_argument("hw predict: give --all or --sample N, not both");
+  if ((a.all || a.sample > 0) && !a.arch.empty())
+    throw std::invalid_argument("hw predict: --all / --sample take no architecture argument");
+  const std::string fmt = a.format.empty() ? "csv" : a.format;
+  if (fmt != "csv" && fmt != "jsonl")
+    throw std::invalid_argument("hw predict: many architectures print as csv or jsonl, not " + fmt);
+  std::unique_ptr<spaces::Space> space;
+  if (!a.space.empty()) space = spaces::load_space(a.space);
+  if (a.all && !space->size())
+    throw std::invalid_argument("hw predict --all: space '" + a.space +
+                                "' is not finite; use --sample N");
+  // NB201 strings take the cached path: those of --space when it is an nb201 space, else the
+  // default NB201 network (as `hw predict '|...|'` builds it).
+  std::unique_ptr<spaces::Space> nb201_default;
+  const spaces::Space* nb201 = space && space->type() == "nb201" ? space.get() : nullptr;
+  if (!space) {
+    nb201_default = spaces::make_space(nlohmann::json{{"type", "nb201"}});
+    nb201 = nb201_default.get();
+  }
+  std::optional<Nb201CostCache> cache;
+  if (nb201) cache.emplace(*nb201, *dev);
+
+  std::string out;
+  out.reserve(1 << 16);
+  if (fmt == "csv")
+    out +=
+        "architecture,device,batch,feasible,latency_ms,energy_mj,memory_bytes,fallback_nodes,"
+        "fallback,infeasible_reason\n";
+  char num[160];
+  auto emit = [&](const std::string& arch, const hw::Cost& c) {
+    if (fmt == "csv") {
+      out += csv_quote(arch);
+      std::snprintf(num, sizeof num, ",%s,%d,%d,%.9g,%.9g,%.9g,%d,", dev->name().c_str(), c.batch,
+                    c.feasible ? 1 : 0, c.latency_ms, c.energy_mj, c.memory_bytes,
+                    c.fallback_nodes);
+      out += num;
+      out += csv_quote(c.fallback) + "," + csv_quote(c.feasible ? "" : c.infeasible_reason) + "\n";
+    } else {
+      nlohmann::json j = cost_json(*dev, c);
+      j["architecture"] = arch;
+      out += j.dump() + "\n";
+    }
+    if (out.size() > (1 << 16)) {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      out.clear();
+    }
+  };
+  auto predict_genome = [&](const spaces::Genome& g) {
+    return dev->estimate_total(dev->wants_architecture() ? workload_with_architecture(g)
+                                                         : spaces::build_workload(g));
+  };
+  if (a.all || a.sample > 0) {
+    const std::uint64_t n = a.all ? *space->size() : static_cast<std::uint64_t>(a.sample);
+    spaces::Rng rng(a.seed);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (cache) {
+        const int idx = a.all ? static_cast<int>(i)
+                              : static_cast<int>(std::uniform_int_distribution<int>(0, 15624)(rng));
+        emit(spaces::nb201_string(idx), cache->at(idx));
+        continue;
+      }
+      spaces::Genome g = a.all ? space->at(i) : space->sample(rng);
+      emit(space->describe(g), predict_genome(g));
+    }
+  } else {
+    std::string line;
+    long long lineno = 0;
+    while (std::getline(std::cin, line)) {
+      ++lineno;
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (line.empty()) continue;
+      try {
+        if (cache && line[0] == '|') {
+          const int idx = spaces::nb201_index(line);
+          if (idx < 0) nb201->parse(line);  // throws the parser's message
+          emit(line, cache->at(idx));
+        } else if (line[0] == '{') {
+          nlohmann::json j = nlohmann::json::parse(line);
+          if (is_workload_json(j)) {
+            emit(line, dev->estimate_total(hw::Workload::from_json(j)));
+          } else {
+            spaces::Genome g = spaces::Genome::from_json(j);
+            emit(space ? space->describe(g) : g.hash(), predict_genome(g));
+          }
+        } else if (space) {
+          emit(line, predict_genome(space->parse(line)));
+        } else {
+          emit(line, dev->estimate_total(resolve_architecture_workload(line)));
+        }
+      } catch (const std::exception& e) {
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        throw std::invalid_argument("stdin line " + std::to_string(lineno) + ": " + e.what());
+      }
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+}
+}  // namespace
+
 void add_hw_commands(CLI::App& app) {
   auto* hw_cmd = app.add_subcommand("hw", "Hardware models: devices, prediction, calibration");
   hw_cmd->require_subcommand(1);
@@ -188,39 +365,36 @@ void add_hw_commands(CLI::App& app) {
     std::printf("%s\n", d->to_json().dump(2).c_str());
   });
 
-  auto* predict =
-      hw_cmd->add_subcommand("predict", "Predict latency, energy and memory of an architecture");
-  auto p_dev = std::make_shared<std::string>();
-  auto p_arch = std::make_shared<std::string>();
-  auto p_fmt = std::make_shared<std::string>("table");
-  predict->add_option("--device,-d", *p_dev, "preset name, device JSON or plugin .so")->required();
-  predict->add_option("arch", *p_arch, "NB201 string, SPACE_FILE:ARCH, genome or workload JSON")
+  auto* predict = hw_cmd->add_subcommand(
+      "predict",
+      "Predict latency, energy and memory of an architecture, or of many (--all, --sample, or "
+      "one architecture per stdin line with '-')");
+  auto pa = std::make_shared<PredictArgs>();
+  predict->add_option("--device,-d", pa->device, "preset name, device JSON or plugin .so")
       ->required();
-  predict->add_option("--format", *p_fmt, "table or json")->check(CLI::IsMember({"table", "json"}));
-  predict->callback([p_dev, p_arch, p_fmt] {
-    auto dev = hw::load_device(*p_dev);
-    hw::Workload w = resolve_architecture_workload(*p_arch);
-    hw::Cost c = dev->estimate(w);
-    if (*p_fmt == "json") {
-      nlohmann::json nodes = nlohmann::json::array();
-      for (const auto& n : c.nodes)
-        nodes.push_back({{"name", n.name},
-                         {"latency_s", n.latency_s},
-                         {"energy_j", n.energy_j},
-                         {"bound", n.bound}});
-      nlohmann::json j = {{"device", dev->name()},
-                          {"feasible", c.feasible},
-                          {"latency_ms", c.latency_ms},
-                          {"energy_mj", c.energy_mj},
-                          {"memory_bytes", c.memory_bytes},
-                          {"extra", c.extra},
-                          {"nodes", nodes}};
-      if (!c.feasible) j["infeasible_reason"] = c.infeasible_reason;
-      std::printf("%s\n", j.dump(2).c_str());
-    } else {
-      print_predict_table(*dev, w, c);
-    }
-  });
+  predict->add_option("arch", pa->arch,
+                      "NB201 string, SPACE_FILE:ARCH, genome or workload JSON; '-' reads one "
+                      "architecture (string or genome JSON) per line from stdin");
+  predict
+      ->add_option("--format", pa->format,
+                   "table or json (one architecture), csv or jsonl (many; default csv)")
+      ->check(CLI::IsMember({"table", "json", "csv", "jsonl"}));
+  predict
+      ->add_option("--batch", pa->batch,
+                   "samples per inference (default: the device's own \"batch\", usually 1)")
+      ->check(CLI::Range(1, 1 << 20));
+  predict
+      ->add_option("--bits", pa->bits,
+                   "narrow every node to this many bits first, as a quantised deployment "
+                   "(e.g. 8 for an int8 TFLite model on the Edge TPU); one architecture only")
+      ->check(CLI::IsMember({4, 8, 16}));
+  predict->add_option("--space", pa->space,
+                      "space JSON: architectures of --all / --sample, and how stdin strings parse");
+  predict->add_flag("--all", pa->all, "every architecture of --space (finite spaces)");
+  predict->add_option("--sample", pa->sample, "N architectures sampled from --space")
+      ->check(CLI::Range(1, 100000000));
+  predict->add_option("--seed", pa->seed, "seed of --sample");
+  predict->callback([pa] { run_predict(*pa); });
 
   auto* cal = hw_cmd->add_subcommand("calibrate", "Fit a device model to measured latencies");
   auto c_dev = std::make_shared<std::string>();

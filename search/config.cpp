@@ -21,7 +21,18 @@ using nlohmann::json;
 
 namespace {
 
-enum class Type { Int, Number, Bool, String, Choice, StringList, NumberList, Object, PathOrObject };
+enum class Type {
+  Int,
+  Number,
+  Bool,
+  String,
+  Choice,
+  StringList,
+  NumberList,
+  Object,
+  PathOrObject,
+  DeviceList  // strings, or {"device": string, "batch": positive integer}
+};
 
 // The single declaration of every configuration parameter.
 struct Param {
@@ -92,12 +103,13 @@ const std::vector<Param>& parameter_table() {
        {},
        "stop proposing after this many seconds (0 = no limit)"},
       {"devices",
-       Type::StringList,
+       Type::DeviceList,
        json{"h100_sxm", "host"},
        0,
        64,
        {},
-       "hardware targets: preset names, device JSON paths or plugin .so paths (may be empty "
+       "hardware targets: preset names, device JSON paths or plugin .so paths, or "
+       "{\"device\": NAME, \"batch\": N} to cost N samples per inference on it (may be empty "
        "when no objective or constraint is a device cost)"},
       {"objectives",
        Type::StringList,
@@ -170,6 +182,8 @@ const char* type_name(Type t) {
       return "string";
     case Type::StringList:
       return "list of strings";
+    case Type::DeviceList:
+      return "list of device names or {device, batch} objects";
     case Type::NumberList:
       return "list of numbers";
     case Type::Object:
@@ -261,6 +275,30 @@ json check_value(const Param& p, const json& v) {
         if (!v[i].is_string() || v[i].get<std::string>().empty())
           fail(path + "[" + std::to_string(i) + "]",
                "must be a non-empty string, got " + v[i].dump());
+      return v;
+    }
+    case Type::DeviceList: {
+      if (!v.is_array()) fail(path, "must be a list of device names, got " + v.dump());
+      if (v.size() < p.lo || v.size() > p.hi)
+        fail(path, "needs between " + fmt_number(p.lo) + " and " + fmt_number(p.hi) +
+                       " entries, got " + std::to_string(v.size()));
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        const std::string at = path + "[" + std::to_string(i) + "]";
+        if (v[i].is_string() && !v[i].get<std::string>().empty()) continue;
+        if (!v[i].is_object())
+          fail(at, "must be a device name or {\"device\": NAME, \"batch\": N}, got " + v[i].dump());
+        for (const auto& [k, x] : v[i].items())
+          if (k != "device" && k != "batch")
+            fail(at + "." + k, "unknown field (a device entry has \"device\" and \"batch\")");
+        if (!v[i].contains("device") || !v[i]["device"].is_string() ||
+            v[i]["device"].get<std::string>().empty())
+          fail(at + ".device", "must be a non-empty string (preset name, device JSON or plugin)");
+        if (v[i].contains("batch") &&
+            (!v[i]["batch"].is_number_integer() || v[i]["batch"].get<long long>() < 1 ||
+             v[i]["batch"].get<long long>() > (1 << 20)))
+          fail(at + ".batch",
+               "must be an integer between 1 and 1048576, got " + v[i]["batch"].dump());
+      }
       return v;
     }
     case Type::NumberList: {
@@ -503,18 +541,26 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   std::set<std::string> seen;
   std::vector<std::string> device_names;  // in config order
   for (std::size_t i = 0; i < r["devices"].size(); ++i) {
-    std::string d = r["devices"][i];
-    const std::string field = "devices[" + std::to_string(i) + "]";
+    nlohmann::json& entry = r["devices"][i];
+    const bool is_obj = entry.is_object();
+    std::string d = is_obj ? entry["device"].get<std::string>() : entry.get<std::string>();
+    const int batch = is_obj ? entry.value("batch", 0) : 0;
+    const std::string field =
+        "devices[" + std::to_string(i) + "]" + std::string(is_obj ? ".device" : "");
     // Paths (JSON device files, plugins) resolve against the config folder; preset names don't.
     if (d.find('/') != std::string::npos || d.ends_with(".json") || d.ends_with(".so")) {
       d = resolve(base_dir, d);
-      r["devices"][i] = d;
+      (is_obj ? entry["device"] : entry) = d;
     }
     try {
-      auto dev = hw::load_device(d);
+      auto dev = batch > 0 ? hw::load_device(d, batch) : hw::load_device(d);
       if (!seen.insert(dev->name()).second)
         fail(field, "device '" + dev->name() + "' listed twice");
       device_names.push_back(dev->name());
+      if (dev->family() == "host") {
+        const int hb = dev->to_json().value("batch", 1);
+        if (hb > 1) c.host_latency_batches.push_back(hb);
+      }
       if (dev->family() == "host" && (c.evaluator != "train" || c.host_latency_reps == 0))
         fail(field, "device '" + dev->name() +
                         "' costs the latency measured on this machine, but " +
@@ -527,6 +573,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
       fail(field, e.what());
     }
     c.devices.push_back(d);
+    c.device_batches.push_back(batch);
   }
 
   std::string device_list;

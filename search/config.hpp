@@ -50,6 +50,8 @@ struct SearchConfig {
   int budget_evaluations = 0;
   double budget_seconds = 0;
   std::vector<std::string> devices;
+  std::vector<int> device_batches;        // per device: its "batch" entry, 0 = the device's own
+  std::vector<int> host_latency_batches;  // batches (> 1) of host devices: the evaluator times them
   std::vector<ObjectiveSpec> pareto_objectives;  // at least one; the first is a model metric
   std::vector<ConstraintSpec> constraints;
   // Hypervolume reference point, one value per objective; empty = each front's nadir (the worst

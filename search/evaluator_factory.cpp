@@ -67,6 +67,7 @@ EvaluatorEntry train_entry() {
     opt.train.clip_grad_norm = 5.0f;
     opt.train.log_every_steps = 20;
     opt.host_latency_reps = c.host_latency_reps;
+    opt.host_latency_batches = c.host_latency_batches;
     return [data, opt] { return std::make_unique<eval::TrainEvaluator>(data, opt); };
   };
   return e;

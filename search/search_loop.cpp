@@ -41,6 +41,13 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
   r.energy_mj = c.energy_mj;
   r.memory_bytes = c.memory_bytes;
   r.detail = c.extra;
+  // The batch the figures cover, and any part of the network that ran elsewhere (Edge TPU ops
+  // on the host CPU), stored with every cost (the totals-only fast path has no extra figures).
+  r.detail["batch"] = c.batch;
+  if (c.fallback_nodes > 0) {
+    r.detail["fallback_nodes"] = c.fallback_nodes;
+    r.detail["fallback"] = c.fallback;
+  }
   r.activity_source = c.activity_source;
   return r;
 }
@@ -111,8 +118,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   std::vector<std::unique_ptr<hw::Device>> devices;
   bool devices_want_architecture = false;  // an external model reads the genome
   std::vector<std::string> device_names;
-  for (const auto& d : config.devices) {
-    devices.push_back(hw::load_device(d));
+  for (std::size_t i = 0; i < config.devices.size(); ++i) {
+    const std::string& d = config.devices[i];
+    const int batch = i < config.device_batches.size() ? config.device_batches[i] : 0;
+    devices.push_back(batch > 0 ? hw::load_device(d, batch) : hw::load_device(d));
     device_names.push_back(devices.back()->name());
     devices_want_architecture = devices_want_architecture || devices.back()->wants_architecture();
   }

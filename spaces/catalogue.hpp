@@ -54,6 +54,12 @@ struct BlockKind {
   int min_inputs = 1;
   int max_inputs = 1;
   bool commutative = false;  // input order is irrelevant (add): the canonical form sorts inputs
+  // A view or identity (skip_connect, flatten): no kernel, no memory traffic, no arithmetic on
+  // any runtime, so build_workload leaves it out of the workload.
+  bool zero_copy = false;
+  // Outputs zeros whatever its input (NAS-Bench-201 / DARTS "none"): an edge cut, so nothing
+  // that reaches the output only through it runs (build_workload drops it and them).
+  bool zero_output = false;
   InferFn infer;  // throws std::invalid_argument with a clear message on incompatible inputs
   BuildFn build;
   CountFn count;

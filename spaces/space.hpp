@@ -8,6 +8,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/registry.hpp"
@@ -92,5 +93,12 @@ const Registry<SpaceType>& space_types();
 // examples/spaces/*.json, `hwnas space types` and the space_*.cpp files for each type's fields.
 std::unique_ptr<Space> make_space(const nlohmann::json& definition);
 std::unique_ptr<Space> load_space(const std::string& path);
+
+// NAS-Bench-201 cells as indices in [0, 15625), the order of the nb201 space's at(): edge 0
+// (1<-0) is the most significant base-5 digit, ops numbered none, skip_connect, nor_conv_1x1,
+// nor_conv_3x3, avg_pool_3x3.  The index of an arch string, or -1 when it is not one (no
+// allocation, no exception: the hot path of batch prediction), and the string of an index.
+int nb201_index(std::string_view arch);
+std::string nb201_string(int index);
 
 }  // namespace hwnas::spaces

@@ -323,3 +323,42 @@ std::unique_ptr<Space> make_nb201_space(const json& def) {
 }
 
 }  // namespace hwnas::spaces::detail
+
+namespace hwnas::spaces {
+
+int nb201_index(std::string_view s) {
+  using namespace detail;
+  // Groups "|a~0|", "|b~0|c~1|", "|d~0|e~1|f~2|" joined by '+'.
+  static constexpr std::array<std::string_view, 5> ops = {"none", "skip_connect", "nor_conv_1x1",
+                                                          "nor_conv_3x3", "avg_pool_3x3"};
+  std::size_t p = 0;
+  int index = 0;
+  for (int j = 0; j < 3; ++j) {
+    if (j > 0 && (p >= s.size() || s[p++] != '+')) return -1;
+    if (p >= s.size() || s[p++] != '|') return -1;
+    for (int i = 0; i <= j; ++i) {
+      const std::size_t tilde = s.find('~', p);
+      if (tilde == std::string_view::npos) return -1;
+      const std::string_view op = s.substr(p, tilde - p);
+      int k = -1;
+      for (int o = 0; o < 5; ++o)
+        if (op == ops[static_cast<std::size_t>(o)]) k = o;
+      if (k < 0 || tilde + 2 >= s.size() || s[tilde + 1] != char('0' + i) || s[tilde + 2] != '|')
+        return -1;
+      index = index * 5 + k;
+      p = tilde + 3;
+    }
+  }
+  return p == s.size() ? index : -1;
+}
+
+std::string nb201_string(int index) {
+  detail::Cell c{};
+  for (int e = 5; e >= 0; --e) {
+    c[static_cast<std::size_t>(e)] = index % 5;
+    index /= 5;
+  }
+  return detail::cell_string(c);
+}
+
+}  // namespace hwnas::spaces

@@ -1,5 +1,7 @@
 #include "spaces/workload_builder.hpp"
 
+#include <functional>
+
 #include "spaces/catalogue.hpp"
 
 namespace hwnas::spaces {
@@ -8,6 +10,86 @@ std::string workload_node_name(const Genome& g, Genome::NodeId v) {
   return "n" + std::to_string(v) + ":" + g.node(v).kind;
 }
 
+namespace {
+
+// What a genome node becomes in the workload.
+enum class Role { Input, Runs, ZeroCopy, Zero, Dead };
+
+// Cost what runs.  A node whose output is zero whatever the input ("none", or an add of zeros)
+// cuts its edge; a node whose output reaches the network output only through such cuts is dead
+// (NAS-Bench-201 cells with a path cut by none); views and identities (skip_connect, flatten,
+// an add left with one non-zero input) are zero-copy.  None of these enter the workload, so no
+// device family charges them.
+std::vector<Role> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order) {
+  const std::size_t n = g.num_nodes();
+  std::vector<bool> zero(n, false), reaches(n, false);
+  for (auto v : order) {
+    if (v == g.input_node()) continue;
+    const BlockNode& b = g.node(v);
+    const BlockKind& k = catalogue().at(b.kind);
+    if (k.zero_output) {
+      zero[v] = true;
+    } else if (b.kind == "add") {
+      bool all = true;
+      for (auto u : g.inputs_of(v)) all = all && zero[u];
+      zero[v] = all;
+    }
+  }
+  const Genome::NodeId out = g.output_node();
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const auto v = *it;
+    if (zero[v]) continue;
+    bool r = v == out;
+    for (auto c : g.outputs_of(v)) r = r || reaches[c];
+    reaches[v] = r;
+  }
+  std::vector<Role> role(n, Role::Dead);
+  for (auto v : order) {
+    if (v == g.input_node()) {
+      role[v] = Role::Input;
+      continue;
+    }
+    if (zero[v]) {
+      role[v] = Role::Zero;
+      continue;
+    }
+    if (!reaches[v]) continue;  // dead
+    const BlockNode& b = g.node(v);
+    bool copy = catalogue().at(b.kind).zero_copy;
+    if (b.kind == "add") {
+      int live = 0;
+      for (auto u : g.inputs_of(v)) live += zero[u] ? 0 : 1;
+      copy = live == 1;  // adding zeros to one tensor: the tensor itself
+    }
+    role[v] = copy ? Role::ZeroCopy : Role::Runs;
+  }
+  return role;
+}
+
+// Ops a fused runtime (TensorRT, TFLite) merges into the node before them: a batch norm after
+// a conv (folded into its weights) and an activation after a conv, dense, norm or add, when
+// that producer feeds nothing else.
+bool fuses_into_producer(const Genome& g, Genome::NodeId v, const std::vector<Role>& role,
+                         const nlohmann::json& p) {
+  const BlockNode& b = g.node(v);
+  const auto ins = g.inputs_of(v);
+  if (ins.size() != 1 || role[ins[0]] != Role::Runs) return false;
+  const auto prod = ins[0];
+  int consumers = 0;
+  for (auto c : g.outputs_of(prod)) consumers += role[c] == Role::Runs ? 1 : 0;
+  if (consumers != 1) return false;
+  const std::string& pk = g.node(prod).kind;
+  if (b.kind == "norm")
+    return p.at("type").get<std::string>() == "batch" &&
+           (pk == "conv" || pk == "dwconv" || pk == "nor_conv_1x1" || pk == "nor_conv_3x3");
+  if (b.kind == "activation")
+    return pk == "conv" || pk == "dwconv" || pk == "dense" || pk == "norm" || pk == "add" ||
+           pk == "nor_conv_1x1" || pk == "nor_conv_3x3" || pk == "nb201_reduction";
+  return false;
+}
+
+}  // namespace
+
 hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* activity) {
   Genome g = genome;
   g.validate();
@@ -15,14 +97,17 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
   // The input is read once at float32 (datasets arrive as floats).
   wl.input_bytes = static_cast<double>(g.input_type().numel()) * 4.0;
   auto order = g.topological_order();
+  const std::vector<Role> role = node_roles(g, order);
   std::vector<std::size_t> index(g.num_nodes(), 0);
   for (auto v : order) {
-    if (v == g.input_node()) continue;
+    if (role[v] != Role::Runs) continue;
     const BlockNode& b = g.node(v);
     const BlockKind& kind = catalogue().at(b.kind);
     const nlohmann::json p = kind.resolve(b.params);
     std::vector<TensorType> in;
-    for (auto u : g.inputs_of(v)) in.push_back(g.node(u).out);
+    for (auto u : g.inputs_of(v))
+      if (b.kind != "add" || role[u] != Role::Zero)
+        in.push_back(g.node(u).out);  // a none term adds nothing
 
     hw::NodeWorkload w;
     w.name = workload_node_name(g, v);
@@ -37,6 +122,10 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
     // Pruned weights are not stored (compressed storage, index overhead ignored).  A block
     // whose parameters are not all compressed alike sets weight_bytes itself in count.
     if (w.weight_bytes == 0) w.weight_bytes = w.params * (1.0 - w.sparsity) * bytes_per;
+    if (fuses_into_producer(g, v, role, p)) {
+      w.eager_kernels = w.kernels_eager();
+      w.kernels = 0;  // the fused runtime runs it inside its producer's kernel
+    }
     if (activity) {
       if (const nn::ActivitySink* sink = activity->find(static_cast<std::int64_t>(v));
           sink && sink->samples() > 0) {
@@ -49,15 +138,23 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
     wl.nodes.push_back(std::move(w));
   }
   // fan_out: connections each neuron of a node drives, from its weighted consumers' mapping
-  // (consumer neurons x their fan-in, shared among the consumer's inputs).
+  // (consumer neurons x their fan-in, shared among the consumer's inputs); a zero-copy consumer
+  // passes the connections on to its own consumers.
+  std::function<double(Genome::NodeId)> conns_into = [&](Genome::NodeId c) -> double {
+    if (role[c] == Role::ZeroCopy) {
+      double s = 0;
+      for (auto d : g.outputs_of(c)) s += conns_into(d);
+      return s;
+    }
+    if (role[c] != Role::Runs) return 0;
+    const hw::NodeWorkload& cw = wl.nodes[index[c]];
+    return cw.neurons * cw.fan_in / static_cast<double>(g.inputs_of(c).size());
+  };
   for (auto v : order) {
-    if (v == g.input_node()) continue;
+    if (role[v] != Role::Runs) continue;
     hw::NodeWorkload& w = wl.nodes[index[v]];
     double conns = 0;
-    for (auto c : g.outputs_of(v)) {
-      const hw::NodeWorkload& cw = wl.nodes[index[c]];
-      conns += cw.neurons * cw.fan_in / static_cast<double>(g.inputs_of(c).size());
-    }
+    for (auto c : g.outputs_of(v)) conns += conns_into(c);
     w.fan_out = w.neurons > 0 ? conns / w.neurons : 0;
   }
   return wl;

@@ -1,5 +1,9 @@
 // Static workload of a genome (per-sample counts from each block kind's counting rule), with
-// measured activity merged in when given.
+// measured activity merged in when given.  Only what runs enters it: zero-output nodes ("none"),
+// nodes whose output reaches the network output only through them (dead), and zero-copy nodes
+// (skip_connect, flatten, an add left with one non-zero input) are left out, so every device
+// family charges them nothing.  An add drops its zero inputs.  A batch norm or activation that a
+// fused runtime merges into its producer gets kernels 0 (eager_kernels keeps its own launch).
 #pragma once
 
 #include <string>

@@ -42,6 +42,8 @@ void register_block_add(Catalogue& c) {
     w.other_flops = static_cast<double>(in.size() - 1) * static_cast<double>(out.numel());
     w.neurons = static_cast<double>(out.numel());
     w.fan_in = static_cast<double>(in.size());
+    // Binary adds in both rules (torch.add and TFLite ADD take two operands): inputs - 1.
+    w.kernels = static_cast<int>(in.size()) - 1;
   };
   c.add(std::move(k));
 }

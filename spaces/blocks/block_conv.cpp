@@ -37,6 +37,8 @@ void register_block_conv(Catalogue& c) {
     w.other_flops =
         static_cast<double>(out.numel()) * ((bn ? 2 : 1) + activation_flops(pstr(p, "activation")));
     weighted_mapping(w, static_cast<double>(out.numel()), cin * kk * kk, cout * cin * kk * kk);
+    // Eager frameworks launch the conv, the batch norm and the activation separately.
+    w.eager_kernels = 1 + (bn ? 1 : 0) + (pstr(p, "activation") != "none" ? 1 : 0);
   };
   c.add(std::move(k));
 }

@@ -55,6 +55,8 @@ void register_block_dense(Catalogue& c) {
     w.other_flops = static_cast<double>(out.numel()) *
                     ((bias ? 1 : 0) + activation_flops(pstr(p, "activation")));
     weighted_mapping(w, static_cast<double>(out.numel()), din, din * dout);
+    // The bias rides in the GEMM (addmm); eager frameworks launch the activation separately.
+    w.eager_kernels = 1 + (pstr(p, "activation") != "none" ? 1 : 0);
   };
   c.add(std::move(k));
 }

@@ -32,6 +32,7 @@ void register_block_flatten(Catalogue& c) {
     w.category = hw::OpCategory::Other;
     w.kernels = 0;
   };
+  k.zero_copy = true;
   c.add(std::move(k));
 }
 

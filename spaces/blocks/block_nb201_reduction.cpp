@@ -67,7 +67,11 @@ void register_block_nb201_reduction(Catalogue& c) {
     w.params = 9 * ci * co + 2 * co + 9 * co * co + 2 * co + ci * co;
     // ReLUs, two BNs, the shortcut's average pool and the residual add.
     w.other_flops = nin + nout + 2 * 2 * nout + nin + nout;
-    w.kernels = 4;  // conv_a, conv_b, pool+1x1 shortcut, add (BN/ReLU fused)
+    // Eager (PyTorch ResNetBasicblock): ReLU, conv_a, BN, ReLU, conv_b, BN, avg pool, 1x1 conv,
+    // add = 9 kernels.  Fused: the leading ReLU (its input also feeds the unactivated shortcut),
+    // conv_a+BN+ReLU, conv_b+BN, avg pool, 1x1 conv, add = 6.
+    w.kernels = 6;
+    w.eager_kernels = 9;
     weighted_mapping(w, nout, ci * 9, 9 * ci * co + 9 * co * co + ci * co);
   };
   c.add(std::move(k));

@@ -32,6 +32,7 @@ void register_block_none(Catalogue& c) {
     w.input_bytes = 0;
     w.output_bytes = 0;
   };
+  k.zero_output = true;
   c.add(std::move(k));
 }
 

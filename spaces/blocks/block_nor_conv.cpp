@@ -27,6 +27,11 @@ BlockKind nor_conv_kind(int kernel) {
     w.params = ch * ch * kk * kk + 2 * ch;
     w.other_flops = static_cast<double>(in[0].numel()) + 2.0 * static_cast<double>(out.numel());
     weighted_mapping(w, static_cast<double>(out.numel()), ch * kk * kk, ch * ch * kk * kk);
+    // Eager (PyTorch): ReLU, conv, batch norm = 3 kernels.  Fused (TensorRT, TFLite): the BN
+    // folds into the conv, but the ReLU comes *before* it and reads the cell node that other
+    // edges (skip, pool) read unactivated, so it stays its own op: 2 kernels.
+    w.kernels = 2;
+    w.eager_kernels = 3;
   };
   return k;
 }

@@ -27,6 +27,7 @@ void register_block_skip_connect(Catalogue& c) {
     w.category = hw::OpCategory::Elementwise;
     w.kernels = 0;  // no computation: the consumer reads the producer's buffer
   };
+  k.zero_copy = true;
   c.add(std::move(k));
 }
 

@@ -614,3 +614,108 @@ TEST(Neuromorphic, ActivitySourceOfSpikingNodes) {
   // Devices that do not use activity say so.
   EXPECT_EQ(load_device("h100_sxm")->estimate(w).activity_source, "none");
 }
+
+// ---- Batch size (issue 14) ------------------------------------------------------------------
+
+TEST(Batch, EdgeCpuRunsTheBatchAsOnePass) {
+  json d = tiny_cpu();
+  d["batch"] = 2;
+  auto dev = make_device(d);
+  Workload w;
+  w.nodes.push_back(node("c", OpCategory::Conv, 1e6, 4e3, 4e3, 4e3));
+  Cost c = dev->estimate(w);
+  EXPECT_EQ(c.batch, 2);
+  // Compute 2 x 2e6 / (0.5 x 8e9) = 1e-3 s; memory (4e3 weights + 2 x 8e3) / 1e9 = 2e-5 s;
+  // one dispatch (1e-6 s) for the batched op -> 1.001e-3 s (batch 1: 5.01e-4 s).
+  EXPECT_NEAR(c.latency_ms, 1.001, 1e-12);
+  // 2 x 1e6 MAC x 4.6 pJ + 2e4 B x 100 pJ + 1 W x 1.001e-3 s = 9.2e-6 + 2e-6 + 1.001e-3 J.
+  EXPECT_NEAR(c.energy_mj, (9.2e-6 + 2e-6 + 1.001e-3) * 1e3, 1e-12);
+  // Weights once, activations per sample: 4e3 + 2 x 8e3.
+  EXPECT_DOUBLE_EQ(c.memory_bytes, 2e4);
+}
+
+TEST(Batch, SequentialFamiliesScaleLinearly) {
+  // MCU (hand count in Mcu.HandComputedAndInfeasibleReasons: 20.1 ms, 2.01 mJ at batch 1).
+  json m = {{"name", "m7"},
+            {"family", "mcu"},
+            {"batch", 3},
+            {"freq_hz", 1e8},
+            {"macs_per_cycle", {{"fp32", 0.1}, {"int8", 0.5}}},
+            {"other_ops_per_cycle", 1},
+            {"sram_bytes", 1000},
+            {"flash_bytes", 5000},
+            {"active_power_w", 0.1}};
+  Workload w;
+  auto n = node("c", OpCategory::Conv, 1e6, 2000, 300, 300, 8);
+  n.other_flops = 1e4;
+  w.nodes.push_back(n);
+  Cost c = make_device(m)->estimate(w);
+  EXPECT_NEAR(c.latency_ms, 3 * 20.1, 1e-9);
+  EXPECT_NEAR(c.energy_mj, 3 * 2.01, 1e-9);
+  EXPECT_DOUBLE_EQ(c.memory_bytes, 600);  // samples run one after another in the same arena
+  EXPECT_EQ(c.batch, 3);
+
+  // Neuromorphic (Neuromorphic.HandComputed: 1330 ns, 6900 pJ events at batch 1): two samples
+  // take 2660 ns; events 2 x 6.9e-9 J; static 0.001 W x 2 cores x 2.66e-6 s = 5.32e-9 J.
+  json nd = tiny_neuro();
+  nd["batch"] = 2;
+  Workload s;
+  s.nodes.push_back(spiking_node(150, 60, 600));
+  c = make_device(nd)->estimate(s);
+  EXPECT_NEAR(c.latency_ms, 2.66e-3, 1e-15);
+  EXPECT_NEAR(c.energy_mj, (2 * 6.9e-9 + 5.32e-9) * 1e3, 1e-15);
+}
+
+TEST(Batch, LoadDeviceAtBatchAndEdgeTpuInvocations) {
+  auto one = load_device("edgetpu_usb");
+  auto four = load_device("edgetpu_usb", 4);
+  Workload w;
+  w.input_bytes = 3072;
+  w.nodes.push_back(node("c", OpCategory::Conv, 1e7, 4e4, 3072, 16384, 8));
+  const Cost c1 = one->estimate(w), c4 = four->estimate(w);
+  EXPECT_EQ(c4.batch, 4);
+  EXPECT_NEAR(c4.latency_ms, 4 * c1.latency_ms, 1e-12);
+  EXPECT_NEAR(c4.energy_mj, 4 * c1.energy_mj, 1e-12);
+  EXPECT_EQ(four->to_json()["batch"], 4);
+  // The GPU's batch is now the common field: batch 1 vs the tiny GPU's 2.
+  json g = tiny_gpu();
+  EXPECT_EQ(make_device(g)->estimate(w).batch, 2);
+  EXPECT_THROW(load_device("rpi4_a72", 0), std::invalid_argument);
+}
+
+TEST(Batch, HostReadsTheMeasurementAtItsBatch) {
+  json d = {{"name", "h"}, {"family", "host"}, {"power_w", 10}, {"batch", 4}};
+  Workload w;
+  w.measured = {{"host_latency_ms", 2.0}, {"host_latency_ms_b4", 5.0}};
+  Cost c = make_device(d)->estimate(w);
+  EXPECT_DOUBLE_EQ(c.latency_ms, 5.0);
+  EXPECT_FALSE(c.extra.contains("batch_scaled_from_1"));
+  d["batch"] = 3;  // no batch-3 measurement: 3 x the batch-1 one, and it says so
+  c = make_device(d)->estimate(w);
+  EXPECT_DOUBLE_EQ(c.latency_ms, 6.0);
+  EXPECT_EQ(c.extra["batch_scaled_from_1"], true);
+}
+
+TEST(Fallback, EdgeTpuFallbackIsACostField) {
+  json d = {{"name", "tpu"},
+            {"family", "edge_tpu"},
+            {"peak_ops", 1e12},
+            {"efficiency", {{"default", 0.5}}},
+            {"usb_bw", 1e6},
+            {"active_power_w", 2},
+            {"supported_categories", {"conv", "dense"}},
+            {"host_cpu", tiny_cpu()}};
+  Workload w;
+  w.nodes.push_back(node("n0", OpCategory::Conv, 1e6, 600, 100, 200, 8));
+  w.nodes.push_back(node("n1", OpCategory::Recurrent, 1e4, 40, 50, 50, 8));
+  w.nodes.push_back(node("n2", OpCategory::Conv, 1e4, 40, 50, 50, 8));
+  auto dev = make_device(d);
+  Cost c = dev->estimate_total(w);  // the fast path carries it too (extra is empty there)
+  EXPECT_EQ(c.fallback_nodes, 2);
+  EXPECT_EQ(c.fallback,
+            "2 of 3 nodes on host CPU tiny_cpu: node 'n1' (recurrent, 8-bit) is an unsupported op");
+  w.nodes[1].category = OpCategory::Conv;
+  c = dev->estimate_total(w);
+  EXPECT_EQ(c.fallback_nodes, 0);
+  EXPECT_TRUE(c.fallback.empty());
+}

@@ -281,8 +281,18 @@ TEST(Workload, Nb201OpsByHand) {
   EXPECT_EQ(c3.macs, 16.0 * 32 * 32 * 16 * 9);
   auto red = count_of({"nb201_reduction", TensorType::image(16, 32, 32), {{"channels", 32}}});
   EXPECT_EQ(red.macs, 32.0 * 16 * 16 * (16 * 9 + 32 * 9 + 16));
-  auto z = count_of({"none", TensorType::image(16, 32, 32), json::object()});
-  EXPECT_EQ(z.macs + z.other_flops + z.bytes(), 0);
+  // none outputs zeros whatever its input, and skip_connect is its input: neither runs, so
+  // neither is in the workload (WorkloadLiveness in test_workload_liveness.cpp for whole cells).
+  EXPECT_TRUE(build_workload(genome_for({"none", TensorType::image(16, 32, 32), json::object()}))
+                  .nodes.empty());
+  EXPECT_TRUE(
+      build_workload(genome_for({"skip_connect", TensorType::image(16, 32, 32), json::object()}))
+          .nodes.empty());
+  // Kernels by fusion rule: ReLU, conv, BN eager (3); ReLU, conv+BN fused (2).
+  EXPECT_EQ(c3.kernels, 2);
+  EXPECT_EQ(c3.kernels_eager(), 3);
+  EXPECT_EQ(red.kernels, 6);
+  EXPECT_EQ(red.kernels_eager(), 9);
 }
 
 TEST(Workload, TotalsAndFanOut) {

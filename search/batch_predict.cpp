@@ -1,0 +1,30 @@
+#include "search/batch_predict.hpp"
+
+#include <stdexcept>
+
+#include "spaces/workload_builder.hpp"
+
+namespace hwnas::search {
+
+Nb201CostCache::Nb201CostCache(const spaces::Space& space, const hw::Device& device)
+    : space_(space), device_(device), table_(15625) {
+  if (space.type() != "nb201")
+    throw std::invalid_argument("Nb201CostCache: space type '" + space.type() + "' is not nb201");
+}
+
+const hw::Cost& Nb201CostCache::at(int index) {
+  if (index < 0 || index >= 15625)
+    throw std::out_of_range("nb201 cell index " + std::to_string(index) + " outside [0, 15625)");
+  auto& slot = table_[static_cast<std::size_t>(index)];
+  if (!slot) {
+    const spaces::Genome g = space_.at(static_cast<std::uint64_t>(index));
+    hw::Workload w = spaces::build_workload(g);
+    // External devices build the network from the genome itself.
+    if (device_.wants_architecture()) w.architecture = nlohmann::json::parse(g.canonical_json());
+    slot = device_.estimate_total(w);
+    ++computed_;
+  }
+  return *slot;
+}
+
+}  // namespace hwnas::search
