@@ -140,6 +140,7 @@ class DeviceBase : public Device {
     for (std::size_t i = 0; i < ws.size(); ++i) {
       if (has_linear_) add_linear_terms(*use[i], out[i]);
       note_function_evals(*use[i], out[i]);
+      out[i].batch = batch_;
     }
     return out;
   }
