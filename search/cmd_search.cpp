@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "db/store.hpp"
@@ -11,6 +12,7 @@
 #include "nn/parallel.hpp"
 #include "search/config.hpp"
 #include "search/evaluator_factory.hpp"
+#include "search/resume.hpp"
 #include "search/search_loop.hpp"
 #ifdef HWNAS_WITH_MPI
 #include "search/mpi_transport.hpp"
@@ -26,11 +28,14 @@ struct SearchOptions {
   int budget = 0;
   int workers = -1;
   bool quiet = false;
+  bool resume = false;
+  long long run = 0;  // with --resume: the run to continue (0 = the latest resumable one)
 };
 
 extern "C" void on_stop_signal(int sig) {
-  // First Ctrl-C (SIGINT, or SIGTERM from mpirun, timeout or a scheduler): stop proposing and
-  // finish cleanly; a second one kills as usual.
+  // First Ctrl-C (SIGINT, or SIGTERM from mpirun, timeout or a scheduler, or SIGHUP from a
+  // closed terminal): stop proposing and finish cleanly; a second one kills as usual.
+  g_stop_signal = sig;
   g_stop_requested = true;
   std::signal(sig, SIG_DFL);
 }
@@ -38,6 +43,43 @@ extern "C" void on_stop_signal(int sig) {
 void install_stop_handlers() {
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGHUP, on_stop_signal);
+  // Progress and fronts written to a closed pipe (`hwnas search cfg | head`) must not kill the
+  // search: the write fails (the stream goes bad and later writes are dropped), nothing else.
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return "a signal";
+  }
+}
+
+// The exit code of a search, the same locally and under mpirun: 0 when finished; 128 + the
+// signal's number when a signal interrupted it (130 SIGINT, 143 SIGTERM, 129 SIGHUP), with a
+// message on stderr saying how to continue it.
+int finish_exit_code(const SearchSummary& s, const SearchOptions& o, const std::string& db_path) {
+  if (s.status != "interrupted") return 0;
+  const int sig = g_stop_signal.load() > 0 ? g_stop_signal.load() : SIGINT;
+  std::cerr << "run " << s.run_id << " interrupted by " << signal_name(sig) << " after "
+            << s.evaluated << " stored evaluations; continue it with: hwnas search "
+            << o.config_path << " --db " << db_path << " --resume --run " << s.run_id << "\n";
+  return 128 + sig;
+}
+
+// With --resume, the run to continue (checked: exists, not finished, not alive, same config);
+// 0 for a new run.
+std::int64_t run_to_resume(const SearchOptions& o, const db::Store& store, const SearchConfig& c) {
+  if (!o.resume) return 0;
+  return find_resumable_run(store, c,
+                            o.run > 0 ? std::optional<std::int64_t>(o.run) : std::nullopt);
 }
 
 // Where progress goes: stderr, or nowhere with --quiet.
@@ -64,12 +106,14 @@ int run_local(const SearchOptions& o) {
   // Everything user-supplied is validated and the data loaded before the database is touched.
   auto executor = make_local_executor(make_evaluator_factory(c), c.workers, c.threads);
   db::Store store(c.db_path);
+  const std::int64_t resume = run_to_resume(o, store, c);
   install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s; database " << c.db_path << "\n";
-  return 0;
+  std::cout.flush();
+  return finish_exit_code(s, o, c.db_path);
 }
 
 #ifdef HWNAS_WITH_MPI
@@ -112,8 +156,9 @@ int run_mpi(const SearchOptions& o) {
   auto executor = make_mpi_executor(mpi);
   SearchConfig c = parse_config(msg["config"], "");
   db::Store store(c.db_path);
+  const std::int64_t resume = run_to_resume(o, store, c);
   install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1
@@ -121,8 +166,10 @@ int run_mpi(const SearchOptions& o) {
   if (s.status == "interrupted") {
     // The launcher is tearing the job down: the results and fronts are stored, and
     // MPI_Finalize would wait for ranks that are gone.
+    const int code = finish_exit_code(s, o, c.db_path);
     std::cout.flush();
-    std::_Exit(130);
+    std::cerr.flush();
+    std::_Exit(code);
   }
   return 0;
 }
@@ -185,7 +232,15 @@ void add_search_commands(CLI::App& app) {
   s->add_option("--workers", opts->workers, "concurrent local evaluations (overrides the config)")
       ->check(CLI::NonNegativeNumber);
   s->add_flag("--quiet", opts->quiet, "no progress lines");
+  s->add_flag("--resume", opts->resume,
+              "continue a killed, interrupted or failed run of this config (the latest one, or "
+              "--run ID): stored evaluations are kept, in-flight ones run again");
+  s->add_option("--run", opts->run, "with --resume: the run id to continue (see `hwnas runs`)")
+      ->check(CLI::PositiveNumber);
   s->callback([opts] {
+    if (opts->run > 0 && !opts->resume)
+      throw std::invalid_argument("--run " + std::to_string(opts->run) +
+                                  ": only with --resume (a new search gets a new run id)");
 #ifdef HWNAS_WITH_MPI
     if (launched_under_mpi()) throw CLI::RuntimeError(run_mpi(*opts));
 #endif
