@@ -105,16 +105,15 @@ std::int64_t find_resumable_run(const db::Store& store, const SearchConfig& conf
                                 " already finished; nothing to resume (start a new run without "
                                 "--resume)");
   if (run->status == "running" && displayed_status(*run) == "running")
-    throw std::invalid_argument(
-        "--resume: " + what + " is still running (coordinator pid " + std::to_string(run->pid) +
-        " on " + (run->host.empty() ? std::string("an unknown host") : run->host) +
-        "); stop it first, or wait " + std::to_string(kStaleAfterSeconds) +
-        " s after its last heartbeat if that machine is gone");
+    throw std::invalid_argument("--resume: " + what + " is still running (coordinator pid " +
+                                std::to_string(run->pid) + " on " +
+                                (run->host.empty() ? std::string("an unknown host") : run->host) +
+                                "); stop it first, or wait " + std::to_string(kStaleAfterSeconds) +
+                                " s after its last heartbeat if that machine is gone");
   const std::string diff = config_differences(run->config, config.resolved);
   if (!diff.empty())
     throw std::invalid_argument("--resume: the config differs from " + what +
-                                "'s stored config (a resumed run must be the same search):" +
-                                diff);
+                                "'s stored config (a resumed run must be the same search):" + diff);
   return run->id;
 }
 

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -168,9 +170,8 @@ Stored stored_set(const std::string& db, std::int64_t* run_id = nullptr) {
     json costs = json::array();
     for (const auto& c : e.costs)
       costs.push_back({c.device, c.feasible, c.latency_ms, c.energy_mj, c.memory_bytes});
-    EXPECT_TRUE(out.emplace(e.proposal_id,
-                            std::make_tuple(store.architecture(e.arch_id)->hash, e.metrics.dump(),
-                                            costs.dump()))
+    EXPECT_TRUE(out.emplace(e.proposal_id, std::make_tuple(store.architecture(e.arch_id)->hash,
+                                                           e.metrics.dump(), costs.dump()))
                     .second)
         << "proposal " << e.proposal_id << " stored twice";
   }
@@ -193,20 +194,31 @@ int kill_and_resume(const std::string& config, const std::string& db, const fs::
   const std::string log = (dir / "log").string();
   int hits = 0;
   std::int64_t last_victim = 0;
+  std::vector<std::size_t> at_kill;  // stored evaluations at each kill, printed at the end
+  struct Print {
+    std::vector<std::size_t>& counts;
+    ~Print() {
+      std::cout << "[ resume   ] SIGKILLs at stored evaluations:";
+      for (auto n : counts) std::cout << ' ' << n;
+      std::cout << "\n";
+    }
+  } print{at_kill};
   for (int start = 0; start < kills + 20; ++start) {
     auto args = search_args(config, db, workers_of(start));
-    if (start > 0) args.push_back("--resume");
+    if (latest_run(db)) args.push_back("--resume");
     args.insert(args.begin(), launcher.begin(), launcher.end());
     const std::size_t before = stored_count(db);
     pid_t pid = spawn(args, log);
     if (start < kills) {
-      // Half the kills wait for a number of stored evaluations, half for a delay (which may
-      // land before the first evaluation, or while the table is still loading).
+      // Once this start has claimed the run (its coordinator's pid is recorded), half the kills
+      // wait for a number of stored evaluations, half for a random delay (which may land before
+      // the first evaluation of this start, or between any two).
       const bool by_count = rng() % 2 == 0;
       const std::size_t target =
           before + 1 + rng() % static_cast<std::uint64_t>(std::max<int>(1, (budget - before) / 3));
-      const auto delay = std::chrono::milliseconds(rng() % 400);
-      const auto t0 = std::chrono::steady_clock::now();
+      const auto delay = std::chrono::milliseconds(rng() % 150);
+      std::optional<std::chrono::steady_clock::time_point> claimed;
+      pid_t victim = 0;
       int status = -1;
       while (true) {
         int st = 0;
@@ -214,21 +226,19 @@ int kill_and_resume(const std::string& config, const std::string& db, const fs::
           status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
           break;
         }
-        if (by_count ? stored_count(db) >= target
-                     : std::chrono::steady_clock::now() - t0 >= delay) {
-          pid_t victim = pid;
-          if (!launcher.empty()) {
-            // Under mpirun: the coordinator rank, as this start of the run records it.
-            auto run = latest_run(db);
-            if (!run || run->pid <= 0 || run->pid == last_victim ||
-                ::kill(static_cast<pid_t>(run->pid), 0) != 0) {
-              ::usleep(2000);
-              continue;
-            }
-            victim = static_cast<pid_t>(run->pid);
-            last_victim = victim;
+        if (!claimed) {
+          auto run = latest_run(db);
+          if (run && run->pid > 0 && run->pid != last_victim &&
+              ::kill(static_cast<pid_t>(run->pid), 0) == 0 &&
+              (!launcher.empty() || run->pid == pid)) {
+            claimed = std::chrono::steady_clock::now();
+            victim = static_cast<pid_t>(run->pid);  // under mpirun: the coordinator rank
           }
+        } else if (by_count ? stored_count(db) >= target
+                            : std::chrono::steady_clock::now() - *claimed >= delay) {
           ::kill(victim, SIGKILL);
+          last_victim = victim;
+          at_kill.push_back(stored_count(db));
           status = wait_exit(pid, 60);
           ++hits;
           break;
@@ -271,8 +281,8 @@ TEST_P(ResumeEveryStrategy, KilledAndResumedRunEqualsAnUninterruptedOne) {
   const int budget = 60;
   const std::string config = write_config(dir, strategy_config(GetParam()), budget);
   const std::string db = (dir / "killed.db").string();
-  const int hits = kill_and_resume(config, db, dir, std::hash<std::string>{}(GetParam()), 4,
-                                   budget, [](int) { return 2; });
+  const int hits = kill_and_resume(config, db, dir, std::hash<std::string>{}(GetParam()), 4, budget,
+                                   [](int) { return 2; });
   EXPECT_GE(hits, 1) << "no kill landed while the search ran";
   std::int64_t run_id = 0;
   Stored killed = stored_set(db, &run_id);
@@ -311,8 +321,7 @@ TEST(Resume, RefusesFinishedMissingAndDifferentRunsClearly) {
   const std::string base = "'" + kBinary + "' search '" + config + "' --db '" + db + "' --quiet";
   auto r = run_command(base + " --resume");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("no run named 'nb201-tabular' to resume"), std::string::npos)
-      << r.output;
+  EXPECT_NE(r.output.find("no run named 'nb201-tabular' to resume"), std::string::npos) << r.output;
   ASSERT_EQ(run_command(base + " > /dev/null").exit_code, 0);
   r = run_command(base + " --resume --run 1");
   EXPECT_EQ(r.exit_code, 2);
@@ -458,7 +467,8 @@ TEST(ResumeMpi, KilledCoordinatorResumesUnderMpirunToTheSameRun) {
   const int budget = 60;
   const std::string config = write_config(dir, strategy_config("regularized_evolution"), budget);
   const std::string db = (dir / "mpi.db").string();
-  const int hits = kill_and_resume(config, db, dir, 5, 2, budget, [](int) { return 2; }, mpirun2());
+  const int hits = kill_and_resume(
+      config, db, dir, 5, 2, budget, [](int) { return 2; }, mpirun2());
   EXPECT_GE(hits, 1) << slurp((dir / "log").string());
   EXPECT_TRUE(stored_set(db) == reference(config, dir, 1)) << slurp((dir / "log").string());
   EXPECT_EQ(latest_run(db)->status, "finished");
@@ -470,10 +480,7 @@ TEST(ResumeMpi, TerminatedCoordinatorExitsWithTheLocalCode) {
   fs::path dir = temp_dir("mpiterm");
   const std::string config = long_config(dir);
   const std::string db = (dir / "t.db").string();
-  auto args = search_args(config, db, 1);
-  args.insert(args.begin(), mpirun2().begin(), mpirun2().end());
-  std::vector<std::string> launcher = mpirun2();
-  args = launcher;
+  std::vector<std::string> args = mpirun2();
   for (const auto& a : search_args(config, db, 1)) args.push_back(a);
   pid_t pid = spawn(args, (dir / "log").string());
   for (int i = 0; i < 30000 && stored_count(db) < 3; ++i) ::usleep(1000);
