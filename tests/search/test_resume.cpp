@@ -309,7 +309,10 @@ TEST(Resume, OnAnotherNumberOfWorkersGivesTheSameRun) {
   const int budget = 60;
   const std::string config = write_config(dir, strategy_config("regularized_evolution"), budget);
   const std::string db = (dir / "killed.db").string();
-  kill_and_resume(config, db, dir, 11, 3, budget, [](int start) { return 1 + start % 3 * 1; });
+  kill_and_resume(config, db, dir, 11, 3, budget, [](int start) {
+    const int workers[] = {2, 1, 3};  // started on 2, resumed on 1, then 3, ...
+    return workers[start % 3];
+  });
   EXPECT_TRUE(stored_set(db) == reference(config, dir, 2));
   fs::remove_all(dir);
 }
