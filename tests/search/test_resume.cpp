@@ -21,6 +21,7 @@
 #include <tuple>
 
 #include "db/store.hpp"
+#include "search/resume.hpp"
 #include "spaces/space.hpp"
 
 namespace fs = std::filesystem;
@@ -360,6 +361,51 @@ TEST(Resume, RefusesFinishedMissingAndDifferentRunsClearly) {
   fs::remove_all(dir);
 }
 
+TEST(Liveness, StaleWhenThePidIsGoneHereOrTheHeartbeatIsOld) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  db::RunInfo r;
+  r.status = "running";
+  r.host = search::this_host();
+  r.pid = ::getpid();
+  r.heartbeat = now;
+  EXPECT_EQ(search::displayed_status(r), "running");
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  r.pid = child;  // exited and reaped: gone
+  EXPECT_EQ(search::displayed_status(r), "stale");
+  r.host = "some-other-node";  // another host's pid cannot be checked: the heartbeat decides
+  EXPECT_EQ(search::displayed_status(r), "running");
+  r.heartbeat = now - search::kStaleAfterSeconds - 5;
+  EXPECT_EQ(search::displayed_status(r), "stale");
+  r.status = "interrupted";  // only a run that claims to be running can be stale
+  EXPECT_EQ(search::displayed_status(r), "interrupted");
+  db::RunInfo old;  // stored before schema version 5: nothing to judge by
+  old.status = "running";
+  EXPECT_EQ(search::displayed_status(old), "running");
+}
+
+TEST(Resume, ConfigDifferencesNameEveryFieldButExecutionOnes) {
+  json a = {{"seed", 1},
+            {"db", "a.db"},
+            {"workers", 2},
+            {"budget", {{"evaluations", 10}}},
+            {"strategy", {{"type", "random"}}}};
+  json b = a;
+  b["db"] = "b.db";
+  b["workers"] = 8;
+  b["threads"] = 3;
+  EXPECT_EQ(search::config_differences(a, b), "");
+  b["budget"]["evaluations"] = 20;
+  b["strategy"]["population"] = 4;
+  const std::string d = search::config_differences(a, b);
+  EXPECT_NE(d.find("budget.evaluations: 20 here, 10 in the run"), std::string::npos) << d;
+  EXPECT_NE(d.find("strategy.population: 4 here, absent in the run"), std::string::npos) << d;
+  EXPECT_EQ(d.find("seed"), std::string::npos) << d;
+}
+
 // A long tabular search to stop or kill in the middle.
 std::string long_config(const fs::path& dir) {
   return write_config(dir, strategy_config("random"), 100000);
@@ -464,7 +510,7 @@ std::vector<std::string> mpirun2() {
 
 // Under mpirun: SIGKILL the coordinator rank, resume under mpirun until done; one worker rank
 // gives the lag of one local worker, so the run equals an uninterrupted local 1-worker run.
-TEST(ResumeMpi, KilledCoordinatorResumesUnderMpirunToTheSameRun) {
+TEST(ResumeMpi, KilledCoordinatorResumesUnderMpirunToTheSameRunSlow) {
   if (auto why = mpi_unavailable(); !why.empty()) GTEST_SKIP() << why;
   fs::path dir = temp_dir("mpi");
   const int budget = 60;
