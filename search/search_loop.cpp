@@ -148,6 +148,33 @@ class HeartbeatThread {
   std::thread thread_;
 };
 
+// Another process holding the database's write lock (a long write transaction, a backup,
+// an `sqlite3` shell left inside BEGIN) must not fail the run and lose trained candidates: a
+// write that still finds the file locked after the store's busy timeout is retried with
+// exponential backoff for up to kWriteRetrySeconds.  Each write is one transaction, rolled
+// back when it fails, so retrying it is safe.
+constexpr int kWriteRetrySeconds = 600;
+
+template <class Write>
+auto with_write_retry(std::ostream& progress, const Write& write) {
+  auto wait = std::chrono::milliseconds(100);
+  const auto give_up = Clock::now() + std::chrono::seconds(kWriteRetrySeconds);
+  while (true) {
+    try {
+      return write();
+    } catch (const db::DbError& e) {
+      const std::string what = e.what();
+      const bool locked = what.find("database is locked") != std::string::npos ||
+                          what.find("database table is locked") != std::string::npos;
+      if (!locked || Clock::now() + wait > give_up) throw;
+      progress << "database locked by another process; retrying the write in "
+               << std::setprecision(1) << std::fixed << wait.count() / 1000.0 << " s" << std::endl;
+      std::this_thread::sleep_for(wait);
+      wait = std::min(wait * 2, std::chrono::milliseconds(5000));
+    }
+  }
+}
+
 }  // namespace
 
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
@@ -363,8 +390,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     // The canonical form is the costly part of storing an architecture: compute it once.
     const std::string canonical = genome.canonical_json();
     nlohmann::json architecture = nlohmann::json::parse(canonical);
-    rec.arch_id = store.upsert_architecture(spaces::Genome::hash_of_canonical(canonical),
-                                            architecture, space->describe(genome));
+    const std::string hash = spaces::Genome::hash_of_canonical(canonical);
+    const std::string description = space->describe(genome);
+    rec.arch_id = with_write_retry(
+        progress, [&] { return store.upsert_architecture(hash, architecture, description); });
     rec.metrics = res.metrics;
     rec.fidelity = fidelity_of(proposal.fidelity).to_json();
     rec.workload = res.workload.to_json();
@@ -404,7 +433,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       ++told;
     }
     proposed.erase(jr.id);
-    const std::int64_t eval_id = store.add_evaluation(rec, search_state());
+    const nlohmann::json state = search_state();
+    const std::int64_t eval_id =
+        with_write_retry(progress, [&] { return store.add_evaluation(rec, state); });
     account(rec, eval_id, result);
 
     double el = elapsed();
@@ -547,7 +578,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   // (the configured one, or the front's nadir over the whole run).
   snapshot();
   for (std::size_t f = 0; f < fronts.size(); ++f) {
-    store.set_pareto(summary.run_id, fronts[f].key, archives[f].evaluation_ids());
+    with_write_retry(progress, [&] {
+      store.set_pareto(summary.run_id, fronts[f].key, archives[f].evaluation_ids());
+    });
     summary.fronts[fronts[f].key] =
         front_rows(store, summary.run_id, fronts[f], config.pareto_objectives);
     const std::vector<double> ref =
@@ -556,14 +589,15 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     std::vector<db::HypervolumePoint> history;
     for (const auto& [count, points] : snapshots[f])
       history.push_back({count, front_hypervolume(points, maximize, ref, config.seed), ref});
-    store.set_hypervolume_history(summary.run_id, fronts[f].key, history);
+    with_write_retry(
+        progress, [&] { store.set_hypervolume_history(summary.run_id, fronts[f].key, history); });
     summary.hypervolume[fronts[f].key] = history.back().hypervolume;
   }
   summary.evaluated = done;
   summary.seconds = elapsed();
-  store.save_strategy_state(summary.run_id, search_state());
+  with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
   summary.status = stopping && g_stop_requested ? "interrupted" : "finished";
-  store.finish_run(summary.run_id, summary.status);
+  with_write_retry(progress, [&] { store.finish_run(summary.run_id, summary.status); });
   return summary;
 }
 

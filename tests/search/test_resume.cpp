@@ -20,6 +20,7 @@
 #include <thread>
 #include <tuple>
 
+#include "db/sqlite.hpp"
 #include "db/store.hpp"
 #include "search/resume.hpp"
 #include "spaces/space.hpp"
@@ -493,6 +494,34 @@ TEST(Pipes, ProgressToAClosedPipeNeverKillsTheSearch) {
   ASSERT_TRUE(run);
   EXPECT_EQ(run->status, "finished");
   EXPECT_EQ(run->evaluations, 80);
+  fs::remove_all(dir);
+}
+
+// Another process holds the write lock for longer than the store's 5 s busy timeout: the
+// search retries its writes with backoff and finishes with every evaluation.
+TEST(DatabaseLock, ExternalWriteLockIsWaitedOutSlow) {
+  fs::path dir = temp_dir("lock");
+  const std::string config = write_config(dir, strategy_config("random"), 40);
+  const std::string db = (dir / "l.db").string();
+  const std::string log = (dir / "log").string();
+  auto args = search_args(config, db, 1);
+  args.pop_back();  // with progress lines
+  pid_t pid = spawn(args, log);
+  for (int i = 0; i < 20000 && stored_count(db) < 2; ++i) ::usleep(1000);
+  ASSERT_GE(stored_count(db), 2u) << slurp(log);
+  {
+    db::Connection holder(db, false);
+    holder.exec("PRAGMA busy_timeout = 5000");
+    holder.exec("BEGIN IMMEDIATE");  // the write lock (WAL: readers still read)
+    ::sleep(7);
+    holder.exec("COMMIT");
+  }
+  EXPECT_EQ(wait_exit(pid, 120), 0) << slurp(log);
+  auto run = latest_run(db);
+  EXPECT_EQ(run->status, "finished");
+  EXPECT_EQ(run->evaluations, 40);
+  EXPECT_NE(slurp(log).find("database locked by another process; retrying"), std::string::npos)
+      << slurp(log);
   fs::remove_all(dir);
 }
 
