@@ -319,6 +319,25 @@ TEST(Resume, OnAnotherNumberOfWorkersGivesTheSameRun) {
   fs::remove_all(dir);
 }
 
+// Without deterministic mode the search depends on arrival order, so there is no reference to
+// equal; a killed and resumed run still evaluates each proposal id exactly once and finishes.
+TEST(Resume, NonDeterministicRunEvaluatesEveryProposalOnce) {
+  fs::path dir = temp_dir("nondet");
+  const int budget = 60;
+  const std::string config_path = write_config(dir, strategy_config("nsga2"), budget);
+  json j = json::parse(slurp(config_path));
+  j["deterministic"] = false;
+  std::ofstream(config_path) << j.dump(2);
+  const std::string db = (dir / "nd.db").string();
+  kill_and_resume(config_path, db, dir, 3, 3, budget, [](int start) { return 2 + start % 2; });
+  Stored stored = stored_set(db);
+  ASSERT_EQ(static_cast<int>(stored.size()), budget);
+  EXPECT_EQ(stored.begin()->first, 0);
+  EXPECT_EQ(stored.rbegin()->first, budget - 1);
+  EXPECT_EQ(latest_run(db)->status, "finished");
+  fs::remove_all(dir);
+}
+
 TEST(Resume, RefusesFinishedMissingAndDifferentRunsClearly) {
   fs::path dir = temp_dir("refuse");
   const std::string config = write_config(dir, strategy_config("random"), 10);
