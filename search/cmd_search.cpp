@@ -175,10 +175,22 @@ int run_mpi(const SearchOptions& o) {
 }
 #endif
 
-int rescore(const std::string& db_path, const std::string& device_name, long long run_id) {
+struct RescoreOptions {
+  std::string db = "hwnas.db";
+  std::string device;
+  long long run = 0;
+  std::string as;  // store the costs under this device name instead of the model's own
+  bool replace = false;
+};
+
+int rescore(const RescoreOptions& o) {
+  const std::string& db_path = o.db;
+  const long long run_id = o.run;
   if (!std::filesystem::exists(db_path))
     throw std::invalid_argument("--db: file '" + db_path + "' does not exist");
-  auto device = hw::load_device(device_name);
+  auto device = hw::load_device(o.device);
+  const std::string name = o.as.empty() ? device->name() : o.as;
+  const std::string fingerprint = device_fingerprint(*device);
   db::Store store(db_path);
   std::int64_t run = run_id > 0 ? run_id : store.latest_run_id().value_or(0);
   auto info = store.run(run);
@@ -190,8 +202,24 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   if (info->config.contains("constraints"))
     for (const auto& s : info->config["constraints"])
       c.constraints.push_back(ConstraintSpec::parse(s.get<std::string>()));
+  const auto evaluations = store.evaluations(run);
+  // Never overwrite silently: costs stored under this name by another model (another
+  // fingerprint) stay unless --replace says so.  Costs stored without a fingerprint (before
+  // fingerprints were recorded) cannot be compared and are replaced as before.
+  if (!o.replace)
+    for (const auto& e : evaluations)
+      for (const auto& c : e.costs) {
+        if (c.device != name || !c.detail.is_object()) continue;
+        const std::string stored = c.detail.value("device_fingerprint", "");
+        if (!stored.empty() && stored != fingerprint)
+          throw std::invalid_argument(
+              "--device: run " + std::to_string(run) + " already has costs on '" + name +
+              "' from a different model of it (fingerprint " + stored + ", this one " +
+              fingerprint + "); pass --as NEW_NAME to store these costs under another name, or " +
+              "--replace to overwrite them");
+      }
   int costed = 0;
-  for (const db::EvaluationRecord& e : store.evaluations(run)) {
+  for (const db::EvaluationRecord& e : evaluations) {
     if (e.status != "ok") continue;
     hw::Cost cost;
     try {
@@ -203,17 +231,17 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
       cost.feasible = false;
       cost.infeasible_reason = std::string("cost model failed: ") + ex.what();
     }
-    store.add_costs(e.id, {to_record(device->name(), cost)});
+    store.add_costs(e.id, {to_record(name, cost, fingerprint)});
     ++costed;
   }
   // The new device's front: costs without @DEVICE are read on it.
-  const FrontSpec spec{device->name(), device->name(), true};
+  const FrontSpec spec{name, name, true};
   auto front = compute_front(store.evaluations(run), c.pareto_objectives, c.constraints, spec);
-  store.set_pareto(run, device->name(), front);
+  store.set_pareto(run, name, front);
   SearchSummary s;
-  s.fronts[device->name()] = front_rows(store, run, spec, c.pareto_objectives);
+  s.fronts[name] = front_rows(store, run, spec, c.pareto_objectives);
   print_fronts(s, c.pareto_objectives, std::cout);
-  std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << device->name()
+  std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << name
             << " without retraining\n";
   return 0;
 }
@@ -247,14 +275,18 @@ void add_search_commands(CLI::App& app) {
     throw CLI::RuntimeError(run_local(*opts));
   });
 
-  auto r = std::make_shared<std::tuple<std::string, std::string, long long>>("hwnas.db", "", 0);
+  auto r = std::make_shared<RescoreOptions>();
   CLI::App* rs =
       app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
-  rs->add_option("--db", std::get<0>(*r), "SQLite file")->capture_default_str();
-  rs->add_option("--device", std::get<1>(*r), "preset name, device JSON or plugin .so")->required();
-  rs->add_option("--run", std::get<2>(*r), "run id (default: latest)");
-  rs->callback(
-      [r] { throw CLI::RuntimeError(rescore(std::get<0>(*r), std::get<1>(*r), std::get<2>(*r))); });
+  rs->add_option("--db", r->db, "SQLite file")->capture_default_str();
+  rs->add_option("--device", r->device, "preset name, device JSON or plugin .so")->required();
+  rs->add_option("--run", r->run, "run id (default: latest)");
+  rs->add_option("--as", r->as,
+                 "store the costs and front under this device name (when the run already has "
+                 "costs of another model under the device's own name)");
+  rs->add_flag("--replace", r->replace,
+               "overwrite costs stored under the same name by a different model of the device");
+  rs->callback([r] { throw CLI::RuntimeError(rescore(*r)); });
 
   CLI::App* cfg = app.add_subcommand("config", "Configuration reference");
   cfg->require_subcommand(1);

@@ -39,7 +39,20 @@ std::uint64_t job_seed(std::uint64_t run_seed, std::uint64_t id) {
 
 }  // namespace
 
-db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
+std::string device_fingerprint(const hw::Device& device) {
+  // FNV-1a over the canonical (key-sorted) JSON of the model: stable across runs and builds.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char ch : device.to_json().dump()) {
+    h ^= ch;
+    h *= 0x100000001b3ull;
+  }
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << h;
+  return os.str();
+}
+
+db::CostRecord to_record(const std::string& device, const hw::Cost& c,
+                         const std::string& fingerprint) {
   db::CostRecord r;
   r.device = device;
   r.feasible = c.feasible;
@@ -49,6 +62,10 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
   r.memory_bytes = c.memory_bytes;
   r.detail = c.extra;
   r.activity_source = c.activity_source;
+  if (!fingerprint.empty()) {
+    if (!r.detail.is_object()) r.detail = nlohmann::json::object();
+    r.detail["device_fingerprint"] = fingerprint;
+  }
   return r;
 }
 
@@ -195,6 +212,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     device_names.push_back(devices.back()->name());
     devices_want_architecture = devices_want_architecture || devices.back()->wants_architecture();
   }
+  std::vector<std::string> fingerprints;
+  for (const auto& d : devices) fingerprints.push_back(device_fingerprint(*d));
 
   SearchSummary summary;
   summary.best_fitness = -std::numeric_limits<double>::infinity();
@@ -411,9 +430,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         with_architecture.architecture = std::move(architecture);
         workload = &with_architecture;
       }
-      for (const auto& d : devices) {
+      for (std::size_t i = 0; i < devices.size(); ++i) {
+        const auto& d = devices[i];
         try {
-          rec.costs.push_back(to_record(d->name(), d->estimate(*workload)));
+          rec.costs.push_back(to_record(d->name(), d->estimate(*workload), fingerprints[i]));
         } catch (const std::exception& e) {
           db::CostRecord c;
           c.device = d->name();

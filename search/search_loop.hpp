@@ -69,8 +69,14 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 std::vector<FrontSpec> front_specs(const SearchConfig& config,
                                    const std::vector<std::string>& device_names);
 
-// A device's cost as stored (per-node breakdown left out: `hw predict` recomputes it).
-db::CostRecord to_record(const std::string& device, const hw::Cost& cost);
+// A device's cost as stored (per-node breakdown left out: `hw predict` recomputes it).  A
+// non-empty fingerprint is kept in the cost's detail as "device_fingerprint", so `hwnas rescore`
+// can tell a different model stored under the same device name.
+db::CostRecord to_record(const std::string& device, const hw::Cost& cost,
+                         const std::string& fingerprint = "");
+
+// A fingerprint of a device model's parameters (16 hex digits of a hash of Device::to_json()).
+std::string device_fingerprint(const hw::Device& device);
 
 // One line per node of a genome's JSON (kind and short hyperparameters), in node order.
 std::string summarize_genome(const nlohmann::json& genome);

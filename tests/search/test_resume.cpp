@@ -544,6 +544,49 @@ TEST(DatabaseLock, ExternalWriteLockIsWaitedOutSlow) {
   fs::remove_all(dir);
 }
 
+// Rescore never overwrites silently: another model under a stored device's name is refused
+// unless it goes under a new name (--as) or --replace says so; the same model rescores freely.
+TEST(Rescore, DifferentModelUnderAStoredNameNeedsAsOrReplace) {
+  fs::path dir = temp_dir("rescore");
+  const std::string config = write_config(dir, strategy_config("random"), 8);
+  const std::string db = (dir / "r.db").string();
+  const std::string bin = "'" + kBinary + "'";
+  ASSERT_EQ(
+      run_command(bin + " search '" + config + "' --db '" + db + "' --quiet > /dev/null").exit_code,
+      0);
+  const std::string rescore = bin + " rescore --db '" + db + "' --device ";
+  auto r = run_command(rescore + "h100_sxm");  // the same model: allowed (idempotent)
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  json faster =
+      json::parse(slurp(std::string(HWNAS_SOURCE_DIR) + "/hwmodels/devices/h100_sxm.json"));
+  faster["mem_bw"] = faster["mem_bw"].get<double>() * 2;  // same name, another model
+  const std::string faster_path = (dir / "h100_fast.json").string();
+  std::ofstream(faster_path) << faster.dump(2);
+  auto latency_of = [&](const std::string& device) {
+    db::Store store(db, true);
+    const auto evals = store.evaluations(1);
+    for (const auto& c : evals.front().costs)
+      if (c.device == device) return c.latency_ms;
+    return -1.0;
+  };
+  const double before = latency_of("h100_sxm");
+  r = run_command(rescore + "'" + faster_path + "'");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("already has costs on 'h100_sxm' from a different model"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("--as NEW_NAME"), std::string::npos) << r.output;
+  EXPECT_EQ(latency_of("h100_sxm"), before);  // untouched
+  r = run_command(rescore + "'" + faster_path + "' --as h100_fast");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GT(latency_of("h100_fast"), 0);
+  EXPECT_EQ(latency_of("h100_sxm"), before);
+  r = run_command(rescore + "'" + faster_path + "' --replace");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(latency_of("h100_sxm"), before);
+  fs::remove_all(dir);
+}
+
 const std::string kMpirun2 =
     "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
     "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe --allow-run-as-root -n "
