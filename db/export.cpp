@@ -197,6 +197,9 @@ nlohmann::json to_json(const RunInfo& r) {
           {"started_at", r.started_at},
           {"finished_at",
            r.finished_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.finished_at)},
+          {"host", r.host},
+          {"pid", r.pid},
+          {"heartbeat", r.heartbeat},
           {"config", r.config}};
 }
 

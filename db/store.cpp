@@ -37,6 +37,14 @@ constexpr const char* kSelectArchitectureId = "SELECT id FROM architectures WHER
 constexpr std::int64_t kApplicationId = 0x48574E53;
 
 constexpr const char* kNow = "strftime('%Y-%m-%dT%H:%M:%SZ','now')";
+constexpr const char* kUnixNow = "CAST(strftime('%s','now') AS INTEGER)";
+
+constexpr const char* kUpsertStrategyState = R"sql(
+  INSERT INTO strategy_states (run_id, state) VALUES (?1, ?2)
+  ON CONFLICT (run_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at)sql";
+
+constexpr const char* kHeartbeat =
+    "UPDATE runs SET heartbeat = CAST(strftime('%s','now') AS INTEGER) WHERE id = ?1";
 
 // ---- schema ------------------------------------------------------------------------------------
 // Version 1.  JSON columns are TEXT checked with json_valid so json_extract always works on them.
@@ -181,9 +189,26 @@ CREATE TABLE test_results (
 CREATE INDEX test_results_arch ON test_results(arch_id);
 )sql";
 
-// Version 5: the cost cache.  Costs that take seconds (a real measurement by an external device)
-// are kept by (architecture hash, device fingerprint, batch), across runs.
+// Version 5: liveness and resume.  Each run records its coordinator's host, pid and a heartbeat
+// (unix seconds, bumped with every stored evaluation and periodically by the loop), so a reader
+// can tell a dead run from a live one; and the strategy's saved state, written in the same
+// transaction as each evaluation, so a killed run resumes from a state that agrees with its
+// stored evaluations.
 constexpr const char* kSchemaV5 = R"sql(
+ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN heartbeat INTEGER;  -- unix seconds; NULL = never (before version 5)
+
+CREATE TABLE strategy_states (
+  run_id      INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+  state       TEXT    NOT NULL CHECK (json_valid(state)),  -- Strategy::save_state()
+  updated_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now'))
+);
+)sql";
+
+// Version 6: the cost cache.  Costs that take seconds (a real measurement by an external device)
+// are kept by (architecture hash, device fingerprint, batch), across runs.
+constexpr const char* kSchemaV6 = R"sql(
 CREATE TABLE cost_cache (
   arch_hash   TEXT    NOT NULL CHECK (length(arch_hash) > 0),
   fingerprint TEXT    NOT NULL CHECK (length(fingerprint) > 0),
@@ -202,8 +227,9 @@ void migrate_1_to_2(Connection& c) { c.exec(kSchemaV2); }
 void migrate_2_to_3(Connection& c) { c.exec(kSchemaV3); }
 void migrate_3_to_4(Connection& c) { c.exec(kSchemaV4); }
 void migrate_4_to_5(Connection& c) { c.exec(kSchemaV5); }
-constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4,
-                                     migrate_4_to_5};
+void migrate_5_to_6(Connection& c) { c.exec(kSchemaV6); }
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
+                                     migrate_3_to_4, migrate_4_to_5, migrate_5_to_6};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -355,6 +381,18 @@ struct Store::Impl {
     }
   }
 
+  void upsert_strategy_state(std::int64_t run_id, const nlohmann::json& state) {
+    Statement& st = prepared(kUpsertStrategyState);
+    Lease lease{st};
+    st.bind(1, run_id).bind(2, dump_json(state));
+    try {
+      st.run();
+    } catch (const DbError& e) {
+      throw DbError("storing the strategy state of run " + std::to_string(run_id) + ": " +
+                    e.what());
+    }
+  }
+
   static CostRecord read_cost(const Statement& st, int col) {
     CostRecord c;
     c.device = st.get_text(col);
@@ -439,11 +477,23 @@ int Store::schema_version() const {
 }
 
 std::int64_t Store::create_run(const std::string& name, const nlohmann::json& config,
-                               std::uint64_t seed) {
-  Statement st(impl_->conn, "INSERT INTO runs (name, config, seed) VALUES (?1, ?2, ?3)");
-  st.bind(1, name).bind(2, dump_json(config)).bind(3, static_cast<std::int64_t>(seed));
+                               std::uint64_t seed, const std::string& host, std::int64_t pid,
+                               const nlohmann::json& strategy_state) {
+  Transaction tx(impl_->conn);
+  Statement st(impl_->conn,
+               std::string("INSERT INTO runs (name, config, seed, host, pid, heartbeat) VALUES "
+                           "(?1, ?2, ?3, ?4, ?5, CASE WHEN ?4 = '' THEN NULL ELSE ") +
+                   kUnixNow + " END)");
+  st.bind(1, name)
+      .bind(2, dump_json(config))
+      .bind(3, static_cast<std::int64_t>(seed))
+      .bind(4, host)
+      .bind(5, pid);
   st.run();
-  return impl_->conn.last_insert_rowid();
+  const std::int64_t id = impl_->conn.last_insert_rowid();
+  if (!strategy_state.is_null()) impl_->upsert_strategy_state(id, strategy_state);
+  tx.commit();
+  return id;
 }
 
 void Store::finish_run(std::int64_t run_id, const std::string& status) {
@@ -483,7 +533,8 @@ std::int64_t Store::upsert_architecture(const std::string& hash,
   return id;
 }
 
-std::int64_t Store::add_evaluation(const EvaluationRecord& e) {
+std::int64_t Store::add_evaluation(const EvaluationRecord& e,
+                                   const nlohmann::json& strategy_state) {
   if (e.status != "ok" && e.status != "failed")
     throw DbError("add_evaluation: invalid status '" + e.status + "' (expected ok or failed)");
   auto& c = impl_->conn;
@@ -517,8 +568,45 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e) {
     id = c.last_insert_rowid();
   }
   impl_->insert_costs(id, e.costs);
+  if (!strategy_state.is_null()) {
+    impl_->upsert_strategy_state(e.run_id, strategy_state);
+    Statement& hb = impl_->prepared(kHeartbeat);
+    Impl::Lease lease{hb};
+    hb.bind(1, e.run_id);
+    hb.run();
+  }
   tx.commit();
   return id;
+}
+
+void Store::claim_run(std::int64_t run_id, const std::string& host, std::int64_t pid) {
+  Statement st(impl_->conn, std::string("UPDATE runs SET status = 'running', finished_at = NULL, "
+                                        "host = ?1, pid = ?2, heartbeat = ") +
+                                kUnixNow + " WHERE id = ?3");
+  st.bind(1, host).bind(2, pid).bind(3, run_id);
+  st.run();
+  if (impl_->conn.changes() == 0)
+    throw DbError("claim_run: no run with id " + std::to_string(run_id));
+}
+
+void Store::heartbeat(std::int64_t run_id) {
+  Statement& st = impl_->prepared(kHeartbeat);
+  Impl::Lease lease{st};
+  st.bind(1, run_id);
+  st.run();
+}
+
+void Store::save_strategy_state(std::int64_t run_id, const nlohmann::json& state) {
+  Transaction tx(impl_->conn);
+  impl_->upsert_strategy_state(run_id, state);
+  tx.commit();
+}
+
+std::optional<nlohmann::json> Store::strategy_state(std::int64_t run_id) const {
+  Statement st(impl_->conn, "SELECT state FROM strategy_states WHERE run_id = ?1");
+  st.bind(1, run_id);
+  if (!st.step()) return std::nullopt;
+  return parse_json(st.get_text(0), "strategy_states.state");
 }
 
 void Store::add_costs(std::int64_t evaluation_id, const std::vector<CostRecord>& costs) {
@@ -564,7 +652,8 @@ void Store::set_pareto(std::int64_t run_id, const std::string& device,
 namespace {
 constexpr const char* kRunSelect = R"sql(
   SELECT r.id, r.name, r.config, r.seed, r.status, r.started_at, coalesce(r.finished_at, ''),
-         (SELECT count(*) FROM evaluations e WHERE e.run_id = r.id)
+         (SELECT count(*) FROM evaluations e WHERE e.run_id = r.id), r.host, r.pid,
+         coalesce(r.heartbeat, 0)
   FROM runs r)sql";
 
 RunInfo read_run(const Statement& st) {
@@ -577,6 +666,9 @@ RunInfo read_run(const Statement& st) {
   r.started_at = st.get_text(5);
   r.finished_at = st.get_text(6);
   r.evaluations = st.get_int(7);
+  r.host = st.get_text(8);
+  r.pid = st.get_int(9);
+  r.heartbeat = st.get_int(10);
   return r;
 }
 }  // namespace

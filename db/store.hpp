@@ -18,7 +18,7 @@ struct DbError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 
 struct RunInfo {
   std::int64_t id = 0;
@@ -28,6 +28,11 @@ struct RunInfo {
   std::string status;                   // "running", "finished", "failed", "interrupted"
   std::string started_at, finished_at;  // ISO-8601 UTC
   std::int64_t evaluations = 0;
+  // The coordinator that last ran it (schema version 5): host name, process id and its last
+  // heartbeat in unix seconds (0 = never recorded).  Liveness is judged from these by search/.
+  std::string host;
+  std::int64_t pid = 0;
+  std::int64_t heartbeat = 0;
 };
 
 struct CostRecord {
@@ -106,14 +111,27 @@ class Store {
 
   int schema_version() const;
 
-  std::int64_t create_run(const std::string& name, const nlohmann::json& config,
-                          std::uint64_t seed);
+  // With a host (schema version 5), the run records its coordinator and a first heartbeat, and
+  // a strategy state (not null) is saved, all in the same transaction as the new row.
+  std::int64_t create_run(const std::string& name, const nlohmann::json& config, std::uint64_t seed,
+                          const std::string& host = "", std::int64_t pid = 0,
+                          const nlohmann::json& strategy_state = nullptr);
   void finish_run(std::int64_t run_id, const std::string& status);
   // Deduplicated by hash: returns the existing id when the architecture is already stored.
   std::int64_t upsert_architecture(const std::string& hash, const nlohmann::json& canonical_genome,
                                    const std::string& description);
-  // The evaluation and all its costs in one transaction; returns the evaluation id.
-  std::int64_t add_evaluation(const EvaluationRecord& e);
+  // The evaluation and all its costs in one transaction; returns the evaluation id.  With a
+  // strategy state (not null), the same transaction replaces the run's saved state and bumps
+  // its heartbeat, so after a crash state and stored evaluations always agree.
+  std::int64_t add_evaluation(const EvaluationRecord& e,
+                              const nlohmann::json& strategy_state = nullptr);
+  // Marks the run running on this coordinator (host, pid, heartbeat now; finished_at cleared):
+  // a new run, or one being resumed.
+  void claim_run(std::int64_t run_id, const std::string& host, std::int64_t pid);
+  void heartbeat(std::int64_t run_id);
+  // The run's saved strategy state (Strategy::save_state()), replaced; nullopt if none stored.
+  void save_strategy_state(std::int64_t run_id, const nlohmann::json& state);
+  std::optional<nlohmann::json> strategy_state(std::int64_t run_id) const;
   void add_costs(std::int64_t evaluation_id, const std::vector<CostRecord>& costs);
   // Replaces the run's front for the device in one transaction.
   void set_pareto(std::int64_t run_id, const std::string& device,

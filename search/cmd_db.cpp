@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,8 @@
 #include "db/export.hpp"
 #include "db/store.hpp"
 #include "search/arch_ref.hpp"
+#include "search/fronts.hpp"
+#include "search/resume.hpp"
 
 namespace hwnas::search {
 namespace {
@@ -76,6 +79,8 @@ void cmd_runs(const DbOptions& o) {
   db::Format f = format_of(o);
   db::Store store = open_store(o.db);
   auto runs = store.runs();
+  // A run whose coordinator is gone says "stale", not "running" (search/resume.hpp).
+  for (auto& r : runs) r.status = displayed_status(r);
   if (f == db::Format::Table && runs.empty()) {
     std::cout << "no runs in " << o.db << "\n";
     return;
@@ -108,11 +113,73 @@ std::int64_t resolve_run(const db::Store& store, const DbOptions& o) {
                    (ids.empty() ? std::string(" (it has no runs)") : " (runs: " + join(ids) + ")"));
 }
 
+// The fronts of a run that stopped before storing them (killed, or still running), computed
+// from its stored evaluations as the search builds them, by front key.
+std::map<std::string, std::vector<db::ParetoRow>> fronts_from_evaluations(const db::Store& store,
+                                                                          const db::RunInfo& info) {
+  std::vector<ObjectiveSpec> objectives;
+  std::vector<ConstraintSpec> constraints;
+  for (const auto& s : info.config.value("objectives", nlohmann::json::array()))
+    objectives.push_back(ObjectiveSpec::parse(s.get<std::string>()));
+  for (const auto& s : info.config.value("constraints", nlohmann::json::array()))
+    constraints.push_back(ConstraintSpec::parse(s.get<std::string>()));
+  const auto evals = store.evaluations(info.id);
+  std::vector<std::string> devices;  // as the costs name them
+  for (const auto& e : evals)
+    for (const auto& c : e.costs)
+      if (std::find(devices.begin(), devices.end(), c.device) == devices.end())
+        devices.push_back(c.device);
+  bool joint = devices.empty();
+  for (const auto& ob : objectives) joint = joint || !ob.device.empty();
+  std::vector<FrontSpec> specs;
+  if (joint) {
+    // Costs without @DEVICE read the first configured device (its preset name when it is one).
+    std::string first = devices.empty() ? "" : devices.front();
+    for (const auto& d : info.config.value("devices", nlohmann::json::array()))
+      if (d.is_string() && std::find(devices.begin(), devices.end(), d) != devices.end()) {
+        first = d.get<std::string>();
+        break;
+      }
+    specs.push_back({kJointFront, first, false});
+  } else {
+    for (const auto& d : devices) specs.push_back({d, d, true});
+  }
+  std::map<std::int64_t, const db::EvaluationRecord*> by_id;
+  for (const auto& e : evals) by_id[e.id] = &e;
+  std::map<std::string, std::vector<db::ParetoRow>> out;
+  for (const auto& spec : specs) {
+    auto& rows = out[spec.key];
+    for (auto id : compute_front(evals, objectives, constraints, spec)) {
+      const db::EvaluationRecord& e = *by_id.at(id);
+      db::ParetoRow r;
+      r.evaluation_id = e.id;
+      r.arch_id = e.arch_id;
+      if (auto a = store.architecture(e.arch_id)) {
+        r.arch_hash = a->hash;
+        r.arch_description = a->description;
+      }
+      r.metrics = e.metrics;
+      r.cost.device = spec.key;
+      for (const auto& c : e.costs)
+        if (c.device == (joint ? spec.default_device : spec.key)) r.cost = c;
+      rows.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
 void cmd_pareto(const DbOptions& o) {
   db::Format f = format_of(o);
   db::Store store = open_store(o.db);
   std::int64_t run = resolve_run(store, o);
   auto devices = store.pareto_devices(run);
+  const auto info = store.run(run);
+  // A run killed before storing its fronts still answers, from what it stored.
+  std::map<std::string, std::vector<db::ParetoRow>> computed;
+  if (devices.empty() && info && info->status != "finished") {
+    computed = fronts_from_evaluations(store, *info);
+    for (const auto& [key, rows] : computed) devices.push_back(key);
+  }
   std::string device = o.device;
   if (device.empty()) {
     if (devices.size() != 1)
@@ -131,11 +198,14 @@ void cmd_pareto(const DbOptions& o) {
     throw UsageError("run " + std::to_string(run) + " has no Pareto front for device '" + device +
                      "'; its devices: " + join(devices));
   }
-  auto rows = store.pareto(run, device);
+  auto rows = computed.empty() ? store.pareto(run, device) : computed.at(device);
   if (f == db::Format::Table) {
-    auto info = store.run(run);
     std::cout << "run " << run << " (" << (info ? info->name : std::string("?")) << ", "
-              << (info ? info->status : std::string("?")) << ") - Pareto front on " << device
+              << (info ? displayed_status(*info) : std::string("?")) << ") - Pareto front on "
+              << device
+              << (computed.empty() ? std::string()
+                                   : " computed from the " + std::to_string(info->evaluations) +
+                                         " stored evaluations (the run stored no fronts)")
               << ": " << rows.size() << " architecture" << (rows.size() == 1 ? "" : "s") << "\n";
   }
   std::cout << db::format_pareto(rows, f);

@@ -2,8 +2,10 @@
 // to run while a search is writing the same file (WAL; the database is opened read-only and is
 // never created when missing).
 //
-//   hwnas runs   --db F [--format table|json|csv]
-//   hwnas pareto --db F [--run ID] --device NAME [--format table|json|csv]   (default: latest run)
+//   hwnas runs   --db F [--format table|json|csv]   (a "running" run whose coordinator is gone
+//                shows as "stale": search/resume.hpp; json adds host, pid, heartbeat)
+//   hwnas pareto --db F [--run ID] --device NAME [--format table|json|csv]   (default: latest run;
+//                a killed run that stored no fronts gets them computed from its evaluations)
 //   hwnas show   --db F ARCH [--format table|json|csv]    (ARCH: numeric id or hash / hash prefix)
 //
 // Output goes to stdout.  Errors: each subcommand prints exactly one line "error: <what>" to

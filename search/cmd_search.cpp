@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "db/store.hpp"
@@ -12,6 +13,7 @@
 #include "search/config.hpp"
 #include "search/device_costs.hpp"
 #include "search/evaluator_factory.hpp"
+#include "search/resume.hpp"
 #include "search/search_loop.hpp"
 #ifdef HWNAS_WITH_MPI
 #include "search/mpi_transport.hpp"
@@ -27,11 +29,14 @@ struct SearchOptions {
   int budget = 0;
   int workers = -1;
   bool quiet = false;
+  bool resume = false;
+  long long run = 0;  // with --resume: the run to continue (0 = the latest resumable one)
 };
 
 extern "C" void on_stop_signal(int sig) {
-  // First Ctrl-C (SIGINT, or SIGTERM from mpirun, timeout or a scheduler): stop proposing and
-  // finish cleanly; a second one kills as usual.
+  // First Ctrl-C (SIGINT, or SIGTERM from mpirun, timeout or a scheduler, or SIGHUP from a
+  // closed terminal): stop proposing and finish cleanly; a second one kills as usual.
+  g_stop_signal = sig;
   g_stop_requested = true;
   std::signal(sig, SIG_DFL);
 }
@@ -39,6 +44,43 @@ extern "C" void on_stop_signal(int sig) {
 void install_stop_handlers() {
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGHUP, on_stop_signal);
+  // Progress and fronts written to a closed pipe (`hwnas search cfg | head`) must not kill the
+  // search: the write fails (the stream goes bad and later writes are dropped), nothing else.
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGHUP:
+      return "SIGHUP";
+    default:
+      return "a signal";
+  }
+}
+
+// The exit code of a search, the same locally and under mpirun: 0 when finished; 128 + the
+// signal's number when a signal interrupted it (130 SIGINT, 143 SIGTERM, 129 SIGHUP), with a
+// message on stderr saying how to continue it.
+int finish_exit_code(const SearchSummary& s, const SearchOptions& o, const std::string& db_path) {
+  if (s.status != "interrupted") return 0;
+  const int sig = g_stop_signal.load() > 0 ? g_stop_signal.load() : SIGINT;
+  std::cerr << "run " << s.run_id << " interrupted by " << signal_name(sig) << " after "
+            << s.evaluated << " stored evaluations; continue it with: hwnas search "
+            << o.config_path << " --db " << db_path << " --resume --run " << s.run_id << "\n";
+  return 128 + sig;
+}
+
+// With --resume, the run to continue (checked: exists, not finished, not alive, same config);
+// 0 for a new run.
+std::int64_t run_to_resume(const SearchOptions& o, const db::Store& store, const SearchConfig& c) {
+  if (!o.resume) return 0;
+  return find_resumable_run(store, c,
+                            o.run > 0 ? std::optional<std::int64_t>(o.run) : std::nullopt);
 }
 
 // Where progress goes: stderr, or nowhere with --quiet.
@@ -65,12 +107,14 @@ int run_local(const SearchOptions& o) {
   // Everything user-supplied is validated and the data loaded before the database is touched.
   auto executor = make_local_executor(make_evaluator_factory(c), c.workers, c.threads);
   db::Store store(c.db_path);
+  const std::int64_t resume = run_to_resume(o, store, c);
   install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s; database " << c.db_path << "\n";
-  return 0;
+  std::cout.flush();
+  return finish_exit_code(s, o, c.db_path);
 }
 
 #ifdef HWNAS_WITH_MPI
@@ -113,8 +157,9 @@ int run_mpi(const SearchOptions& o) {
   auto executor = make_mpi_executor(mpi);
   SearchConfig c = parse_config(msg["config"], "");
   db::Store store(c.db_path);
+  const std::int64_t resume = run_to_resume(o, store, c);
   install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet));
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1
@@ -122,17 +167,31 @@ int run_mpi(const SearchOptions& o) {
   if (s.status == "interrupted") {
     // The launcher is tearing the job down: the results and fronts are stored, and
     // MPI_Finalize would wait for ranks that are gone.
+    const int code = finish_exit_code(s, o, c.db_path);
     std::cout.flush();
-    std::_Exit(130);
+    std::cerr.flush();
+    std::_Exit(code);
   }
   return 0;
 }
 #endif
 
-int rescore(const std::string& db_path, const std::string& device_name, long long run_id) {
+struct RescoreOptions {
+  std::string db = "hwnas.db";
+  std::string device;
+  long long run = 0;
+  std::string as;  // store the costs under this device name instead of the model's own
+  bool replace = false;
+};
+
+int rescore(const RescoreOptions& o) {
+  const std::string& db_path = o.db;
+  const long long run_id = o.run;
   if (!std::filesystem::exists(db_path))
     throw std::invalid_argument("--db: file '" + db_path + "' does not exist");
-  auto device = hw::load_device(device_name);
+  auto device = hw::load_device(o.device);
+  const std::string name = o.as.empty() ? device->name() : o.as;
+  const std::string fingerprint = hw::device_fingerprint(*device);
   db::Store store(db_path);
   std::int64_t run = run_id > 0 ? run_id : store.latest_run_id().value_or(0);
   auto info = store.run(run);
@@ -144,20 +203,39 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
   if (info->config.contains("constraints"))
     for (const auto& s : info->config["constraints"])
       c.constraints.push_back(ConstraintSpec::parse(s.get<std::string>()));
+  const auto evaluations = store.evaluations(run);
+  // Never overwrite silently: costs stored under this name by another model (another
+  // fingerprint) stay unless --replace says so.  Costs stored without a fingerprint (before
+  // fingerprints were recorded) cannot be compared and are replaced as before.
+  if (!o.replace)
+    for (const auto& e : evaluations)
+      for (const auto& c : e.costs) {
+        if (c.device != name || !c.detail.is_object()) continue;
+        const std::string stored = c.detail.value("device_fingerprint", "");
+        if (!stored.empty() && stored != fingerprint)
+          throw std::invalid_argument(
+              "--device: run " + std::to_string(run) + " already has costs on '" + name +
+              "' from a different model of it (fingerprint " + stored + ", this one " +
+              fingerprint + "); pass --as NEW_NAME to store these costs under another name, or " +
+              "--replace to overwrite them");
+      }
   // As in the search: an unreadable workload is an infeasible cost, and cached costs are not
   // asked again; the rest go to the device in chunks (an external device may get them batched).
   std::vector<std::int64_t> ask_ids;
   std::vector<hw::Workload> ask;
   std::vector<std::string> ask_hashes;
   auto flush = [&] {
-    const std::vector<db::CostRecord> answers = costs_on_device(*device, ask, ask_hashes, &store);
-    for (std::size_t i = 0; i < ask_ids.size(); ++i) store.add_costs(ask_ids[i], {answers[i]});
+    std::vector<db::CostRecord> answers = costs_on_device(*device, ask, ask_hashes, &store);
+    for (std::size_t i = 0; i < ask_ids.size(); ++i) {
+      answers[i].device = name;  // --as
+      store.add_costs(ask_ids[i], {answers[i]});
+    }
     ask_ids.clear();
     ask.clear();
     ask_hashes.clear();
   };
   int costed = 0;
-  for (const db::EvaluationRecord& e : store.evaluations(run)) {
+  for (const db::EvaluationRecord& e : evaluations) {
     if (e.status != "ok") continue;
     ++costed;
     try {
@@ -170,21 +248,22 @@ int rescore(const std::string& db_path, const std::string& device_name, long lon
       if (ask.size() == 256) flush();
     } catch (const std::exception& ex) {
       db::CostRecord c;
-      c.device = device->name();
+      c.device = name;
       c.feasible = false;
       c.infeasible_reason = std::string("cost model failed: ") + ex.what();
+      c.detail = {{"device_fingerprint", fingerprint}};
       store.add_costs(e.id, {c});
     }
   }
   flush();
   // The new device's front: costs without @DEVICE are read on it.
-  const FrontSpec spec{device->name(), device->name(), true};
+  const FrontSpec spec{name, name, true};
   auto front = compute_front(store.evaluations(run), c.pareto_objectives, c.constraints, spec);
-  store.set_pareto(run, device->name(), front);
+  store.set_pareto(run, name, front);
   SearchSummary s;
-  s.fronts[device->name()] = front_rows(store, run, spec, c.pareto_objectives);
+  s.fronts[name] = front_rows(store, run, spec, c.pareto_objectives);
   print_fronts(s, c.pareto_objectives, std::cout);
-  std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << device->name()
+  std::cout << "\nrescored " << costed << " evaluations of run " << run << " on " << name
             << " without retraining\n";
   return 0;
 }
@@ -203,21 +282,33 @@ void add_search_commands(CLI::App& app) {
   s->add_option("--workers", opts->workers, "concurrent local evaluations (overrides the config)")
       ->check(CLI::NonNegativeNumber);
   s->add_flag("--quiet", opts->quiet, "no progress lines");
+  s->add_flag("--resume", opts->resume,
+              "continue a killed, interrupted or failed run of this config (the latest one, or "
+              "--run ID): stored evaluations are kept, in-flight ones run again");
+  s->add_option("--run", opts->run, "with --resume: the run id to continue (see `hwnas runs`)")
+      ->check(CLI::PositiveNumber);
   s->callback([opts] {
+    if (opts->run > 0 && !opts->resume)
+      throw std::invalid_argument("--run " + std::to_string(opts->run) +
+                                  ": only with --resume (a new search gets a new run id)");
 #ifdef HWNAS_WITH_MPI
     if (launched_under_mpi()) throw CLI::RuntimeError(run_mpi(*opts));
 #endif
     throw CLI::RuntimeError(run_local(*opts));
   });
 
-  auto r = std::make_shared<std::tuple<std::string, std::string, long long>>("hwnas.db", "", 0);
+  auto r = std::make_shared<RescoreOptions>();
   CLI::App* rs =
       app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
-  rs->add_option("--db", std::get<0>(*r), "SQLite file")->capture_default_str();
-  rs->add_option("--device", std::get<1>(*r), "preset name, device JSON or plugin .so")->required();
-  rs->add_option("--run", std::get<2>(*r), "run id (default: latest)");
-  rs->callback(
-      [r] { throw CLI::RuntimeError(rescore(std::get<0>(*r), std::get<1>(*r), std::get<2>(*r))); });
+  rs->add_option("--db", r->db, "SQLite file")->capture_default_str();
+  rs->add_option("--device", r->device, "preset name, device JSON or plugin .so")->required();
+  rs->add_option("--run", r->run, "run id (default: latest)");
+  rs->add_option("--as", r->as,
+                 "store the costs and front under this device name (when the run already has "
+                 "costs of another model under the device's own name)");
+  rs->add_flag("--replace", r->replace,
+               "overwrite costs stored under the same name by a different model of the device");
+  rs->callback([r] { throw CLI::RuntimeError(rescore(*r)); });
 
   CLI::App* cfg = app.add_subcommand("config", "Configuration reference");
   cfg->require_subcommand(1);

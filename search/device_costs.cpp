@@ -27,13 +27,9 @@ std::vector<db::CostRecord> costs_on_device(const hw::Device& device,
     throw std::invalid_argument("costs_on_device: one architecture hash per workload");
   std::vector<db::CostRecord> out(ws.size());
   const bool cached = store && device.caches_costs();
-  std::string fingerprint;
-  int batch = 1;
+  const std::string fingerprint = hw::device_fingerprint(device);
+  const int batch = cached ? device.to_json().value("batch", 1) : 1;
   std::vector<std::size_t> ask;  // indices not in the cache
-  if (cached) {
-    fingerprint = hw::device_fingerprint(device);
-    batch = device.to_json().value("batch", 1);
-  }
   for (std::size_t i = 0; i < ws.size(); ++i) {
     std::optional<db::CostRecord> hit;
     if (cached && !arch_hashes[i].empty())
@@ -61,10 +57,10 @@ std::vector<db::CostRecord> costs_on_device(const hw::Device& device,
   for (std::size_t k = 0; k < ask.size(); ++k) {
     const std::size_t i = ask[k];
     if (answers.size() == ask.size()) {
-      out[i] = to_record(device.name(), answers[k]);
+      out[i] = to_record(device.name(), answers[k], fingerprint);
     } else {
       try {
-        out[i] = to_record(device.name(), device.estimate(ws[i]));
+        out[i] = to_record(device.name(), device.estimate(ws[i]), fingerprint);
       } catch (const std::exception& e) {
         out[i] = model_failed(device, e);
         continue;
@@ -78,10 +74,12 @@ std::vector<db::CostRecord> costs_on_device(const hw::Device& device,
 }
 
 db::CostRecord cost_on_device(const hw::Device& device, const hw::Workload& w,
-                              const std::string& arch_hash, db::Store* store) {
+                              const std::string& arch_hash, db::Store* store,
+                              const std::string& fingerprint) {
   if (!store || !device.caches_costs()) {  // the search's hot path: no copies
     try {
-      return to_record(device.name(), device.estimate(w));
+      return to_record(device.name(), device.estimate(w),
+                       fingerprint.empty() ? hw::device_fingerprint(device) : fingerprint);
     } catch (const std::exception& e) {
       return model_failed(device, e);
     }
@@ -91,8 +89,11 @@ db::CostRecord cost_on_device(const hw::Device& device, const hw::Workload& w,
 
 SearchCosts::SearchCosts(const std::vector<std::unique_ptr<hw::Device>>& devices, db::Store& store)
     : devices_(devices), store_(store) {
-  for (std::size_t i = 0; i < devices_.size(); ++i)
+  for (std::size_t i = 0; i < devices_.size(); ++i) {
+    fingerprints_.push_back(hw::device_fingerprint(*devices_[i]));
+    batches_.push_back(devices_[i]->to_json().value("batch", 1));
     if (devices_[i]->caches_costs()) caching_.push_back(i);
+  }
 }
 
 SearchCosts::~SearchCosts() {
@@ -110,8 +111,7 @@ void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
   std::shared_ptr<const hw::Workload> w;
   for (std::size_t i : caching_) {
     const hw::Device& d = *devices_[i];
-    if (store_.cached_cost(hash, d.name(), hw::device_fingerprint(d),
-                           d.to_json().value("batch", 1)))
+    if (store_.cached_cost(hash, d.name(), fingerprints_[i], batches_[i]))
       continue;  // finish() reads it from the cache
     if (!w) {
       auto built = std::make_shared<hw::Workload>(spaces::build_workload(genome));
@@ -130,19 +130,18 @@ std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Work
     const hw::Device& d = *devices_[i];
     auto it = running_.find({id, i});
     if (it == running_.end()) {
-      out.push_back(cost_on_device(d, evaluated, arch_hash, &store_));
+      out.push_back(cost_on_device(d, evaluated, arch_hash, &store_, fingerprints_[i]));
       continue;
     }
     db::CostRecord c;
     try {
-      c = to_record(d.name(), it->second.get());
+      c = to_record(d.name(), it->second.get(), fingerprints_[i]);
     } catch (const std::exception& e) {
       c = model_failed(d, e);
     }
     running_.erase(it);
     if (std::isfinite(c.latency_ms) && !store_.read_only())
-      store_.put_cached_cost(arch_hash, hw::device_fingerprint(d), d.to_json().value("batch", 1),
-                             c);
+      store_.put_cached_cost(arch_hash, fingerprints_[i], batches_[i], c);
     out.push_back(std::move(c));
   }
   return out;

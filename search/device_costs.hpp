@@ -23,9 +23,12 @@
 
 namespace hwnas::search {
 
-// `store` may be null (no cache).  Workloads carry the genome only if the caller set it.
+// `store` may be null (no cache).  Workloads carry the genome only if the caller set it.  The
+// cost records the device's fingerprint (hw::device_fingerprint; pass it when known: it hashes
+// the device's description).
 db::CostRecord cost_on_device(const hw::Device& device, const hw::Workload& w,
-                              const std::string& arch_hash, db::Store* store);
+                              const std::string& arch_hash, db::Store* store,
+                              const std::string& fingerprint = "");
 
 // The same for many architectures (arch_hashes[i] is ws[i]'s); the ones not cached are asked in
 // one hw::Device::estimate_many call, so an external device may get them batched.
@@ -56,7 +59,9 @@ class SearchCosts {
  private:
   const std::vector<std::unique_ptr<hw::Device>>& devices_;
   db::Store& store_;
-  std::vector<std::size_t> caching_;  // indices of devices that cache
+  std::vector<std::string> fingerprints_;  // per device
+  std::vector<int> batches_;               // per device
+  std::vector<std::size_t> caching_;       // indices of devices that cache
   std::map<std::pair<std::uint64_t, std::size_t>, std::future<hw::Cost>> running_;
   std::vector<std::future<hw::Cost>> abandoned_;  // of failed evaluations
 };

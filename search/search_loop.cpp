@@ -1,15 +1,22 @@
 #include "search/search_loop.hpp"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <deque>
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include "hwmodels/device.hpp"
 #include "search/device_costs.hpp"
+#include "search/resume.hpp"
 #include "spaces/space.hpp"
 #include "strategies/pareto.hpp"
 #include "strategies/strategy.hpp"
@@ -17,6 +24,7 @@
 namespace hwnas::search {
 
 std::atomic<bool> g_stop_requested{false};
+std::atomic<int> g_stop_signal{0};
 
 namespace {
 
@@ -32,7 +40,8 @@ std::uint64_t job_seed(std::uint64_t run_seed, std::uint64_t id) {
 
 }  // namespace
 
-db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
+db::CostRecord to_record(const std::string& device, const hw::Cost& c,
+                         const std::string& fingerprint) {
   db::CostRecord r;
   r.device = device;
   r.feasible = c.feasible;
@@ -49,6 +58,10 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c) {
     r.detail["fallback"] = c.fallback;
   }
   r.activity_source = c.activity_source;
+  if (!fingerprint.empty()) {
+    if (!r.detail.is_object()) r.detail = nlohmann::json::object();
+    r.detail["device_fingerprint"] = fingerprint;
+  }
   return r;
 }
 
@@ -105,8 +118,80 @@ std::vector<FrontSpec> front_specs(const SearchConfig& config,
   return out;
 }
 
+namespace {
+
+// The state committed with every evaluation: the strategy's own, plus the deterministic lag the
+// run was started with (kept on resume, so the proposal sequence does not depend on workers).
+constexpr const char* kSearchStateFormat = "hwnas-search-state";
+constexpr int kSearchStateVersion = 1;
+
+// Bumps the run's heartbeat every kHeartbeatSeconds from its own thread and connection, so a run
+// whose candidates train for an hour still looks alive while the loop waits for them.
+class HeartbeatThread {
+ public:
+  HeartbeatThread(const std::string& db_path, std::int64_t run_id) {
+    thread_ = std::thread([this, db_path, run_id] {
+      std::optional<db::Store> store;
+      std::unique_lock lock(mutex_);
+      while (!cv_.wait_for(lock, std::chrono::seconds(kHeartbeatSeconds), [&] { return done_; })) {
+        try {
+          if (!store) store.emplace(db_path);
+          store->heartbeat(run_id);
+        } catch (const std::exception&) {
+          // A busy or unreachable file costs one beat, never the search.
+        }
+      }
+    });
+  }
+  ~HeartbeatThread() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  HeartbeatThread(const HeartbeatThread&) = delete;
+  HeartbeatThread& operator=(const HeartbeatThread&) = delete;
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// Another process holding the database's write lock (a long write transaction, a backup,
+// an `sqlite3` shell left inside BEGIN) must not fail the run and lose trained candidates: a
+// write that still finds the file locked after the store's busy timeout is retried with
+// exponential backoff for up to kWriteRetrySeconds.  Each write is one transaction, rolled
+// back when it fails, so retrying it is safe.
+constexpr int kWriteRetrySeconds = 600;
+
+template <class Write>
+auto with_write_retry(std::ostream& progress, const Write& write) {
+  auto wait = std::chrono::milliseconds(100);
+  const auto give_up = Clock::now() + std::chrono::seconds(kWriteRetrySeconds);
+  while (true) {
+    try {
+      return write();
+    } catch (const db::DbError& e) {
+      const std::string what = e.what();
+      const bool locked = what.find("database is locked") != std::string::npos ||
+                          what.find("database table is locked") != std::string::npos;
+      if (!locked || Clock::now() + wait > give_up) throw;
+      progress << "database locked by another process; retrying the write in "
+               << std::setprecision(1) << std::fixed << wait.count() / 1000.0 << " s" << std::endl;
+      std::this_thread::sleep_for(wait);
+      wait = std::min(wait * 2, std::chrono::milliseconds(5000));
+    }
+  }
+}
+
+}  // namespace
+
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
-                         std::ostream& progress) {
+                         std::ostream& progress, std::int64_t resume_run) {
   auto space = spaces::make_space(config.space);
   strategies::StrategyContext context;
   context.seed = config.seed;
@@ -129,7 +214,6 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   SearchCosts costs(devices, store);
 
   SearchSummary summary;
-  summary.run_id = store.create_run(config.name, config.resolved, config.seed);
   summary.best_fitness = -std::numeric_limits<double>::infinity();
 
   eval::Fidelity fidelity;
@@ -147,9 +231,53 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   // Deterministic mode: proposal i sees exactly the results of proposals < i - lag.  A lag of
   // two rounds lets a fast worker take new work while a slow candidate of the previous round
   // is still training; it waits only when a candidate is two full rounds behind.
-  const std::uint64_t lag = 2 * static_cast<std::uint64_t>(slots);
+  std::uint64_t lag = 2 * static_cast<std::uint64_t>(slots);
   const int budget = config.budget_evaluations;
   const ObjectiveSpec& primary = config.pareto_objectives.front();
+
+  // A resumed run: its strategy state and evaluations as committed together before the stop.
+  std::vector<db::EvaluationRecord> stored;
+  std::map<std::uint64_t, const db::EvaluationRecord*> stored_by_proposal;
+  if (resume_run > 0) {
+    summary.run_id = resume_run;
+    stored = store.evaluations(resume_run);
+    for (const auto& e : stored)
+      if (e.proposal_id >= 0) stored_by_proposal[static_cast<std::uint64_t>(e.proposal_id)] = &e;
+    if (auto saved = store.strategy_state(resume_run)) {
+      if (saved->value("format", "") != kSearchStateFormat ||
+          saved->value("version", 0) != kSearchStateVersion)
+        throw std::invalid_argument("--resume: run " + std::to_string(resume_run) +
+                                    " has a saved search state this build does not read");
+      strategy->restore_state(saved->at("strategy"));
+      lag = saved->at("lag").get<std::uint64_t>();
+    } else if (!stored.empty()) {
+      throw std::invalid_argument(
+          "--resume: run " + std::to_string(resume_run) +
+          " has evaluations but no saved strategy state (it was stored by an hwnas without "
+          "resume support); it cannot be continued exactly");
+    }
+    // else: stopped before its first evaluation; a fresh strategy with the same seed is the
+    // same strategy.
+    if (stored_by_proposal.size() != stored.size())
+      throw std::invalid_argument("--resume: run " + std::to_string(resume_run) +
+                                  " has evaluations without proposal ids; it cannot be resumed");
+  }
+  auto search_state = [&] {
+    return nlohmann::json{{"format", kSearchStateFormat},
+                          {"version", kSearchStateVersion},
+                          {"lag", lag},
+                          {"strategy", strategy->save_state()}};
+  };
+  // A new run is created with its coordinator and first state in one transaction, so a kill at
+  // any moment leaves a run that shows as stale and resumes with the same lag.
+  const auto pid = static_cast<std::int64_t>(::getpid());
+  if (resume_run > 0)
+    store.claim_run(summary.run_id, this_host(), pid);
+  else
+    summary.run_id = store.create_run(config.name, config.resolved, config.seed, this_host(), pid,
+                                      search_state());
+  HeartbeatThread heartbeat(store.path(), summary.run_id);
+
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
 
@@ -167,8 +295,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 
   std::map<std::uint64_t, strategies::Proposal> proposed;  // in flight or awaiting tell
   std::map<std::uint64_t, strategies::Result> finished;    // awaiting an in-order tell
+  std::deque<strategies::Proposal> redo;                   // resumed: in flight when stopped
   std::uint64_t told = 0;
-  int in_flight = 0, done = 0;
+  int in_flight = 0, done = 0, resumed_from = 0;
   bool stopping = false;
 
   auto tell_ready = [&](std::uint64_t upto) {  // tells ids < upto that have finished, in order
@@ -188,8 +317,84 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
   };
 
-  // Stores one finished evaluation with its costs (one transaction), updates the best, the
-  // fronts and the strategy's pending results, and prints the progress line.
+  // What the strategy is told about an evaluation: from its metrics and costs, so a result read
+  // back from the store tells exactly what it told when it arrived.
+  auto result_of = [&](std::uint64_t id, const strategies::Fidelity& f, bool ok,
+                       const db::EvaluationRecord& rec) {
+    strategies::Result result;
+    result.id = id;
+    result.ok = ok;
+    result.fidelity = f;
+    if (ok) {
+      double v = objective_value(primary, rec.metrics, rec.costs, config.default_device);
+      if (std::isfinite(v)) {
+        result.fitness = primary.maximize ? v : -v;
+        if (config.fitness_latency_weight > 0) {
+          for (const auto& c : rec.costs)
+            if (c.device == config.fitness_device)
+              result.fitness -= c.feasible && c.latency_ms > 0
+                                    ? config.fitness_latency_weight * std::log10(c.latency_ms)
+                                    : 1e9;  // infeasible on the target device: last place
+        }
+      }
+    }
+    for (const auto& o : config.pareto_objectives) {
+      const double v = ok ? objective_value(o, rec.metrics, rec.costs, config.default_device)
+                          : std::numeric_limits<double>::quiet_NaN();
+      result.objectives.push_back(v);
+      // With a joint front, an objective the architecture cannot be measured on (infeasible on
+      // its device) keeps it off the front, so strategies must treat it as infeasible too.  Per
+      // device fronts read costs on each device in turn; there the first device's verdict
+      // must not steer the search (as before devices could be named).
+      if (joint_front && ok && !std::isfinite(v)) result.violation += 1;
+    }
+    for (const auto& k : config.constraints) {
+      auto verdict = ok ? check_constraint(k, rec.metrics, rec.costs, config.default_device)
+                        : ConstraintVerdict{false, 1.0};
+      result.feasible.push_back(verdict.satisfied);
+      result.violation += verdict.violation;
+    }
+    return result;
+  };
+
+  // Counts a stored evaluation into the summary, the fronts and the history.
+  auto account = [&](const db::EvaluationRecord& rec, std::int64_t eval_id,
+                     const strategies::Result& result) {
+    const bool ok = rec.status == "ok";
+    if (!ok) ++summary.failed;
+    for (const auto& c : rec.costs)
+      if (!c.feasible) {
+        auto& [count, reason] = summary.infeasible[c.device];
+        if (count++ == 0) reason = c.infeasible_reason;
+      }
+    for (std::size_t f = 0; f < fronts.size(); ++f)
+      if (auto p = front_point(config.pareto_objectives, config.constraints, fronts[f], ok,
+                               rec.metrics, rec.costs))
+        archives[f].offer(eval_id, rec.arch_id, *p);
+    if (done % hv_every == 0) snapshot();
+    if (result.fitness > summary.best_fitness && result.violation <= 0) {
+      summary.best_fitness = result.fitness;
+      summary.best_metrics.clear();
+      for (const auto& [k, v] : rec.metrics.items())  // NaN is stored as null
+        summary.best_metrics[k] =
+            v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+    }
+  };
+
+  // A result that is already stored (resume): told from the store, never retrained.
+  auto tell_stored = [&](const strategies::Proposal& p, const db::EvaluationRecord& rec) {
+    strategies::Result r = result_of(p.id, p.fidelity, rec.status == "ok", rec);
+    if (config.deterministic) {
+      finished.emplace(p.id, std::move(r));
+    } else {
+      strategy->tell(r);
+      ++told;
+    }
+  };
+
+  // Stores one finished evaluation with its costs and the strategy's state (one transaction),
+  // updates the best, the fronts and the strategy's pending results, and prints the progress
+  // line.
   auto record = [&](const JobResult& jr) {
     ++done;
     const strategies::Proposal& proposal = proposed.at(jr.id);
@@ -202,8 +407,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     // The canonical form is the costly part of storing an architecture: compute it once.
     const std::string canonical = genome.canonical_json();
     nlohmann::json architecture = nlohmann::json::parse(canonical);
-    const std::string arch_hash = spaces::Genome::hash_of_canonical(canonical);
-    rec.arch_id = store.upsert_architecture(arch_hash, architecture, space->describe(genome));
+    const std::string hash = spaces::Genome::hash_of_canonical(canonical);
+    const std::string description = space->describe(genome);
+    rec.arch_id = with_write_retry(
+        progress, [&] { return store.upsert_architecture(hash, architecture, description); });
     rec.metrics = res.metrics;
     rec.fidelity = fidelity_of(proposal.fidelity).to_json();
     rec.workload = res.workload.to_json();
@@ -214,10 +421,6 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     rec.error = res.error;
     if (!res.ok()) costs.forget(jr.id);
 
-    strategies::Result result;
-    result.id = jr.id;
-    result.ok = res.ok();
-    result.fidelity = proposal.fidelity;
     if (res.ok()) {
       hw::Workload with_architecture;
       const hw::Workload* workload = &res.workload;
@@ -226,65 +429,26 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         with_architecture.architecture = std::move(architecture);
         workload = &with_architecture;
       }
-      rec.costs = costs.finish(jr.id, *workload, arch_hash);
-      double v = objective_value(primary, rec.metrics, rec.costs, config.default_device);
-      if (std::isfinite(v)) {
-        result.fitness = primary.maximize ? v : -v;
-        if (config.fitness_latency_weight > 0) {
-          for (const auto& c : rec.costs)
-            if (c.device == config.fitness_device)
-              result.fitness -= c.feasible && c.latency_ms > 0
-                                    ? config.fitness_latency_weight * std::log10(c.latency_ms)
-                                    : 1e9;  // infeasible on the target device: last place
-        }
-      }
-    } else {
-      ++summary.failed;
+      rec.costs = costs.finish(jr.id, *workload, hash);
     }
-    for (const auto& o : config.pareto_objectives) {
-      const double v = res.ok() ? objective_value(o, rec.metrics, rec.costs, config.default_device)
-                                : std::numeric_limits<double>::quiet_NaN();
-      result.objectives.push_back(v);
-      // With a joint front, an objective the architecture cannot be measured on (infeasible on
-      // its device) keeps it off the front, so strategies must treat it as infeasible too.  Per
-      // device fronts read costs on each device in turn; there the first device's verdict
-      // must not steer the search (as before devices could be named).
-      if (joint_front && res.ok() && !std::isfinite(v)) result.violation += 1;
-    }
-    for (const auto& k : config.constraints) {
-      auto verdict = res.ok() ? check_constraint(k, rec.metrics, rec.costs, config.default_device)
-                              : ConstraintVerdict{false, 1.0};
-      result.feasible.push_back(verdict.satisfied);
-      result.violation += verdict.violation;
-    }
-    for (const auto& c : rec.costs)
-      if (!c.feasible) {
-        auto& [count, reason] = summary.infeasible[c.device];
-        if (count++ == 0) reason = c.infeasible_reason;
-      }
-    const std::int64_t eval_id = store.add_evaluation(rec);  // one transaction: with its costs
-
-    for (std::size_t f = 0; f < fronts.size(); ++f)
-      if (auto p = front_point(config.pareto_objectives, config.constraints, fronts[f], res.ok(),
-                               rec.metrics, rec.costs))
-        archives[f].offer(eval_id, rec.arch_id, *p);
-    if (done % hv_every == 0) snapshot();
-
-    if (result.fitness > summary.best_fitness && result.violation <= 0) {
-      summary.best_fitness = result.fitness;
-      summary.best_metrics = res.metrics;
-    }
-
+    strategies::Result result = result_of(jr.id, proposal.fidelity, res.ok(), rec);
+    // The tell (or its queueing) comes before the commit, so the state stored with this
+    // evaluation already accounts for it.
     if (config.deterministic) {
-      finished.emplace(jr.id, std::move(result));
+      finished.emplace(jr.id, result);
     } else {
       strategy->tell(result);
       ++told;
     }
     proposed.erase(jr.id);
+    const nlohmann::json state = search_state();
+    const std::int64_t eval_id =
+        with_write_retry(progress, [&] { return store.add_evaluation(rec, state); });
+    account(rec, eval_id, result);
 
     double el = elapsed();
-    double eta = done > 0 ? el / done * std::max(0, budget - done) : 0;
+    const int done_here = done - resumed_from;
+    double eta = done_here > 0 ? el / done_here * std::max(0, budget - done) : 0;
     progress << "[" << std::setw(static_cast<int>(std::to_string(budget).size())) << done << "/"
              << budget << "] ";
     if (res.ok()) {
@@ -303,6 +467,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   };
 
   auto dispatch = [&](strategies::Proposal p) {
+    // A proposal whose evaluation is already stored is told from the store, never retrained.
+    if (auto it = stored_by_proposal.find(p.id); it != stored_by_proposal.end()) {
+      tell_stored(p, *it->second);
+      return;
+    }
     Job job;
     job.id = p.id;
     job.genome = p.genome;
@@ -314,12 +483,38 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     ++in_flight;
   };
 
-  progress << "search '" << config.name << "' run " << summary.run_id << ": " << budget
-           << " candidates, " << executor.describe() << ", strategy " << strategy->name()
-           << ", devices:";
+  if (resume_run > 0) {
+    // The stored evaluations, in the order they were stored, rebuild the summary, the fronts
+    // and their history; the proposals pending in the saved state are told from the store or
+    // run again with their own ids (and so their own seeds).
+    for (const auto& rec : stored) {
+      ++done;
+      account(rec, rec.id, result_of(0, {}, rec.status == "ok", rec));
+    }
+    resumed_from = done;
+    const auto pending = strategy->pending();  // a copy: telling changes it
+    told = pending.empty() ? strategy->next_id() : pending.begin()->first;
+    for (const auto& [id, p] : pending) {
+      if (auto it = stored_by_proposal.find(id); it != stored_by_proposal.end())
+        tell_stored(p, *it->second);
+      else
+        redo.push_back(p);
+    }
+  }
+
+  progress << "search '" << config.name << "' run " << summary.run_id;
+  if (resume_run > 0)
+    progress << " resumed: " << done << " of " << budget << " candidates stored, " << redo.size()
+             << " to run again";
+  else
+    progress << ": " << budget << " candidates";
+  progress << ", " << executor.describe() << ", strategy " << strategy->name() << ", devices:";
   for (const auto& d : devices) progress << ' ' << d->name();
   if (devices.empty()) progress << " none";
   progress << std::endl;
+  if (config.deterministic && lag < static_cast<std::uint64_t>(slots))
+    progress << "deterministic: this run keeps its lag of " << lag << " proposals, so at most "
+             << lag << " of the " << slots << " workers are busy at once" << std::endl;
 
   try {
     while (true) {
@@ -329,10 +524,14 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         progress << (g_stop_requested ? "stop requested" : "time budget reached") << ": finishing "
                  << in_flight << " running evaluations" << std::endl;
       }
-      // Fill free slots.
+      // Fill free slots: first the proposals a resumed run still owes, then new ones.
+      while (!stopping && in_flight < slots && !redo.empty()) {
+        dispatch(std::move(redo.front()));
+        redo.pop_front();
+      }
       if (config.deterministic) {
         // One proposal at a time, each after exactly the tells it is entitled to.
-        while (!stopping && in_flight < slots &&
+        while (!stopping && in_flight < slots && redo.empty() &&
                strategy->next_id() < static_cast<std::uint64_t>(budget)) {
           const std::uint64_t next_id = strategy->next_id();
           std::uint64_t need = next_id >= lag ? next_id - lag : 0;
@@ -340,11 +539,13 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
           if (told < need) break;  // an older result is still out: wait for it
           dispatch(std::move(strategy->ask(1).front()));
         }
-      } else if (!stopping) {
-        const auto left = static_cast<std::uint64_t>(budget) - strategy->next_id();
-        const auto free = static_cast<std::uint64_t>(std::max(0, slots - in_flight));
-        for (auto& p : strategy->ask(static_cast<std::size_t>(std::min(left, free))))
-          dispatch(std::move(p));
+      } else if (!stopping && redo.empty()) {
+        while (in_flight < slots && strategy->next_id() < static_cast<std::uint64_t>(budget)) {
+          const auto left = static_cast<std::uint64_t>(budget) - strategy->next_id();
+          const auto free = static_cast<std::uint64_t>(std::max(0, slots - in_flight));
+          for (auto& p : strategy->ask(static_cast<std::size_t>(std::min(left, free))))
+            dispatch(std::move(p));
+        }
       }
       if (in_flight == 0) break;
 
@@ -386,7 +587,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   // (the configured one, or the front's nadir over the whole run).
   snapshot();
   for (std::size_t f = 0; f < fronts.size(); ++f) {
-    store.set_pareto(summary.run_id, fronts[f].key, archives[f].evaluation_ids());
+    with_write_retry(progress, [&] {
+      store.set_pareto(summary.run_id, fronts[f].key, archives[f].evaluation_ids());
+    });
     summary.fronts[fronts[f].key] =
         front_rows(store, summary.run_id, fronts[f], config.pareto_objectives);
     const std::vector<double> ref =
@@ -395,13 +598,15 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     std::vector<db::HypervolumePoint> history;
     for (const auto& [count, points] : snapshots[f])
       history.push_back({count, front_hypervolume(points, maximize, ref, config.seed), ref});
-    store.set_hypervolume_history(summary.run_id, fronts[f].key, history);
+    with_write_retry(
+        progress, [&] { store.set_hypervolume_history(summary.run_id, fronts[f].key, history); });
     summary.hypervolume[fronts[f].key] = history.back().hypervolume;
   }
   summary.evaluated = done;
   summary.seconds = elapsed();
+  with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
   summary.status = stopping && g_stop_requested ? "interrupted" : "finished";
-  store.finish_run(summary.run_id, summary.status);
+  with_write_retry(progress, [&] { store.finish_run(summary.run_id, summary.status); });
   return summary;
 }
 

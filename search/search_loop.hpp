@@ -9,6 +9,14 @@
 // give the same sequence of proposals whatever order workers finish in.  A free worker gets
 // new work at once unless some candidate is still running two full rounds (2*slots proposals)
 // behind; with `deterministic` off, it always does and tells happen on arrival.
+//
+// Resume: each stored evaluation is committed together with the strategy's saved state (and the
+// lag above), so after a kill the store holds a state that agrees with its evaluations.  A
+// resumed run restores that state, re-dispatches the proposals that were in flight with their
+// own ids and seeds, tells the ones already stored from the store (never retraining them), and
+// keeps the run's original lag, so in deterministic mode it ends with exactly the evaluations
+// of an uninterrupted run, also on another number of workers (which then use at most `lag`
+// slots at once).
 #pragma once
 
 #include <atomic>
@@ -46,19 +54,26 @@ struct SearchSummary {
   std::map<std::string, std::pair<int, std::string>> infeasible;  // device name -> front
 };
 
-// Set by the SIGINT handler: stop proposing, finish in-flight work, store fronts.
+// Set by the SIGINT/SIGTERM/SIGHUP handler: stop proposing, finish in-flight work, store fronts.
 extern std::atomic<bool> g_stop_requested;
+// The signal that asked to stop (0 = none); an interrupted search exits with 128 + it.
+extern std::atomic<int> g_stop_signal;
 
+// Runs a new search, or continues run `resume_run` (> 0, already checked by
+// find_resumable_run in search/resume.hpp).
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
-                         std::ostream& progress);
+                         std::ostream& progress, std::int64_t resume_run = 0);
 
 // The fronts a run builds (search/fronts.hpp): one per device name in `device_names` when the
 // config's objectives name no device, else one joint front.
 std::vector<FrontSpec> front_specs(const SearchConfig& config,
                                    const std::vector<std::string>& device_names);
 
-// A device's cost as stored (per-node breakdown left out: `hw predict` recomputes it).
-db::CostRecord to_record(const std::string& device, const hw::Cost& cost);
+// A device's cost as stored (per-node breakdown left out: `hw predict` recomputes it).  A
+// non-empty fingerprint is kept in the cost's detail as "device_fingerprint", so `hwnas rescore`
+// can tell a different model stored under the same device name.
+db::CostRecord to_record(const std::string& device, const hw::Cost& cost,
+                         const std::string& fingerprint = "");
 
 // One line per node of a genome's JSON (kind and short hyperparameters), in node order.
 std::string summarize_genome(const nlohmann::json& genome);

@@ -1,4 +1,4 @@
-// Schema version 5: the cost cache keeps costs that take seconds to get (external measuring
+// Schema version 6: the cost cache keeps costs that take seconds to get (external measuring
 // devices) by (architecture hash, device fingerprint, batch), across runs in one file.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -87,15 +87,15 @@ TEST_F(StoreCostCache, InfeasibleAnswersAndUnsetFiguresRoundTrip) {
   EXPECT_TRUE(std::isnan(hit->energy_mj));
 }
 
-TEST_F(StoreCostCache, VersionFourFileMigratesAndKeepsItsRows) {
+TEST_F(StoreCostCache, VersionFiveFileMigratesAndKeepsItsRows) {
   {
     Store s(path_);
     s.create_run("old", json::object(), 7);
   }
   {
-    // Take the file back to what a version 4 build wrote.
+    // Take the file back to what a version 5 build wrote.
     Connection c(path_, false);
-    c.exec("DROP TABLE cost_cache; PRAGMA user_version = 4;");
+    c.exec("DROP TABLE cost_cache; PRAGMA user_version = 5;");
   }
   Store s(path_);
   EXPECT_EQ(s.schema_version(), kSchemaVersion);
