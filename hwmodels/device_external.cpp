@@ -26,9 +26,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <sstream>
@@ -200,6 +202,14 @@ Cost failed_cost(const std::string& why) {
   return c;
 }
 
+// One running device process and what its handshake said.
+struct Worker {
+  Process proc;
+  std::vector<std::string> objectives;
+  bool batch_capable = false;  // "batch": true in its hello
+  std::size_t max_batch = 64;
+};
+
 class ExternalDevice final : public DeviceBase {
  public:
   explicit ExternalDevice(const json& d) : DeviceBase(d) {
@@ -225,6 +235,9 @@ class ExternalDevice final : public DeviceBase {
     timeout_s_ = r.positive_or("timeout_s", 60);
     batch_ = r.positive_int_or("batch", 1);
     cache_ = r.boolean_or("cache", true);
+    concurrency_ = r.positive_int_or("concurrency", 1);
+    workers_ = std::vector<Worker>(static_cast<std::size_t>(concurrency_));
+    busy_.assign(workers_.size(), false);
   }
 
   bool supports(OpCategory) const override { return true; }
@@ -235,18 +248,50 @@ class ExternalDevice final : public DeviceBase {
   bool caches_costs() const override { return cache_; }
 
  protected:
+  // A free process for the duration of one request (or batch of requests).
+  class Lease {
+   public:
+    explicit Lease(const ExternalDevice& d) : d_(d) {
+      std::unique_lock<std::mutex> lock(d_.pool_mu_);
+      d_.pool_cv_.wait(lock, [&] {
+        for (std::size_t i = 0; i < d_.busy_.size(); ++i)
+          if (!d_.busy_[i]) {
+            index_ = i;
+            return true;
+          }
+        return false;
+      });
+      d_.busy_[index_] = true;
+    }
+    ~Lease() {
+      {
+        std::lock_guard<std::mutex> lock(d_.pool_mu_);
+        d_.busy_[index_] = false;
+      }
+      d_.pool_cv_.notify_one();
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    Worker& worker() const { return d_.workers_[index_]; }
+
+   private:
+    const ExternalDevice& d_;
+    std::size_t index_ = 0;
+  };
+
   Cost run(const Workload& w, bool) const override {
-    std::lock_guard<std::mutex> lock(mu_);
+    Lease lease(*this);
+    Worker& wk = lease.worker();
     const std::string who = "external device '" + name_ + "'";
-    if (!proc_.running()) {
-      std::string why = start();
+    if (!wk.proc.running()) {
+      std::string why = start(wk);
       if (!why.empty()) return failed_cost(who + ": " + why);
     }
     const std::uint64_t id = ++next_id_;
     json a;
-    if (std::string why = exchange(request(w, id), "result", id, timeout_s_, a); !why.empty())
+    if (std::string why = exchange(wk, request(w, id), "result", id, timeout_s_, a); !why.empty())
       return failed_cost(who + ": " + why);
-    return answer_cost(a, id, who);
+    return answer_cost(wk, a, id, who);
   }
 
   // A process that said {"batch": true} in its handshake gets up to max_batch requests in one
@@ -254,46 +299,48 @@ class ExternalDevice final : public DeviceBase {
   // {"type": "results", "id": B, "results": [...]} line (each element a result or an error
   // answer of its request id); others get the requests one by one.
   std::vector<Cost> run_many(const std::vector<const Workload*>& ws) const override {
-    std::lock_guard<std::mutex> lock(mu_);
+    Lease lease(*this);
+    Worker& wk = lease.worker();
     const std::string who = "external device '" + name_ + "'";
     std::vector<Cost> out;
     out.reserve(ws.size());
     for (std::size_t first = 0; first < ws.size();) {
-      if (!proc_.running()) {
-        if (std::string why = start(); !why.empty()) {
+      if (!wk.proc.running()) {
+        if (std::string why = start(wk); !why.empty()) {
           out.push_back(failed_cost(who + ": " + why));
           ++first;
           continue;
         }
       }
-      const std::size_t n = batch_capable_ ? std::min(max_batch_, ws.size() - first) : 1;
+      const std::size_t n = wk.batch_capable ? std::min(wk.max_batch, ws.size() - first) : 1;
       std::vector<std::uint64_t> ids;
       json reqs = json::array();
       for (std::size_t i = 0; i < n; ++i) {
         ids.push_back(++next_id_);
         reqs.push_back(request(*ws[first + i], ids.back()));
       }
-      if (!batch_capable_) {
+      if (!wk.batch_capable) {
         json a;
-        std::string why = exchange(reqs[0], "result", ids[0], timeout_s_, a);
-        out.push_back(why.empty() ? answer_cost(a, ids[0], who) : failed_cost(who + ": " + why));
+        std::string why = exchange(wk, reqs[0], "result", ids[0], timeout_s_, a);
+        out.push_back(why.empty() ? answer_cost(wk, a, ids[0], who)
+                                  : failed_cost(who + ": " + why));
         first += n;
         continue;
       }
       const std::uint64_t batch_id = ++next_id_;
       json a;
       std::string why =
-          exchange(json{{"type", "estimate_batch"}, {"id", batch_id}, {"requests", reqs}},
+          exchange(wk, json{{"type", "estimate_batch"}, {"id", batch_id}, {"requests", reqs}},
                    "results", batch_id, timeout_s_ * static_cast<double>(n), a);
       const json* results = a.is_object() ? &a["results"] : nullptr;
       if (why.empty() && (!results->is_array() || results->size() != n)) {
-        proc_.stop();
+        wk.proc.stop();
         why = "answer to a batch of " + std::to_string(n) +
               " requests does not carry \"results\": an array of " + std::to_string(n) +
               " answers (the process was restarted)";
       }
       for (std::size_t i = 0; i < n; ++i)
-        out.push_back(why.empty() ? answer_cost((*results)[i], ids[i], who)
+        out.push_back(why.empty() ? answer_cost(wk, (*results)[i], ids[i], who)
                                   : failed_cost(who + ": " + why));
       first += n;
     }
@@ -311,23 +358,23 @@ class ExternalDevice final : public DeviceBase {
 
   // Sends `msg` and reads the answer of type `type` (or "error") carrying `id` into `a`.
   // Returns "" or why there is no usable answer (the process is then stopped or gone).
-  std::string exchange(const json& msg, const std::string& type, std::uint64_t id, double timeout_s,
-                       json& a) const {
-    if (!proc_.send_line(msg.dump())) {
-      std::string why = "the process " + proc_.end_reason() + " (restarted for the next request)";
-      proc_.stop();
+  std::string exchange(Worker& wk, const json& msg, const std::string& type, std::uint64_t id,
+                       double timeout_s, json& a) const {
+    if (!wk.proc.send_line(msg.dump())) {
+      std::string why = "the process " + wk.proc.end_reason() + " (restarted for the next request)";
+      wk.proc.stop();
       return why;
     }
     std::string line;
-    switch (proc_.read_line(line, timeout_s)) {
+    switch (wk.proc.read_line(line, timeout_s)) {
       case Process::Read::Timeout:
-        proc_.stop();
+        wk.proc.stop();
         return "no answer within timeout_s = " + format(timeout_s) +
                " s; the process was killed (restarted for the next request)";
       case Process::Read::Eof: {
-        std::string why = "the process " + proc_.end_reason() +
+        std::string why = "the process " + wk.proc.end_reason() +
                           " before answering (restarted for the next request)";
-        proc_.stop();
+        wk.proc.stop();
         return why;
       }
       case Process::Read::Line:
@@ -336,17 +383,17 @@ class ExternalDevice final : public DeviceBase {
     try {
       a = json::parse(line);
     } catch (const json::parse_error&) {
-      proc_.stop();
+      wk.proc.stop();
       return "answered a line that is not JSON: '" + clip(line) + "' (the process was restarted)";
     }
     if (!a.is_object() || a.value("id", json()) != json(id)) {
-      proc_.stop();
+      wk.proc.stop();
       return "answer " + clip(a.dump()) + " is not the answer to request " + std::to_string(id) +
              " (the process was restarted)";
     }
     const std::string got = a.value("type", "");
     if (got != type && got != "error") {
-      proc_.stop();
+      wk.proc.stop();
       return "answer type '" + got + "' where '" + type +
              "' or 'error' was expected (the process was restarted)";
     }
@@ -355,7 +402,8 @@ class ExternalDevice final : public DeviceBase {
   }
 
   // One result answer (already matched to its request) as a cost.
-  Cost answer_cost(const json& a, std::uint64_t id, const std::string& who) const {
+  Cost answer_cost(const Worker& wk, const json& a, std::uint64_t id,
+                   const std::string& who) const {
     if (!a.is_object() || a.value("id", json()) != json(id))
       return failed_cost(who + ": answer " + clip(a.dump()) + " is not the answer to request " +
                          std::to_string(id));
@@ -370,8 +418,8 @@ class ExternalDevice final : public DeviceBase {
     std::string bad;
     auto figure = [&](const char* key, double scale, double& out) {
       if (!a.contains(key)) {
-        out = offers(key) ? std::nan("") : 0;
-        if (offers(key) && bad.empty()) bad = std::string(key) + " missing";
+        out = offers(wk, key) ? std::nan("") : 0;
+        if (offers(wk, key) && bad.empty()) bad = std::string(key) + " missing";
         return;
       }
       const json& v = a[key];
@@ -392,9 +440,9 @@ class ExternalDevice final : public DeviceBase {
 
  private:
   // Starts the process and does the handshake; returns "" or why it failed.
-  std::string start() const {
+  std::string start(Worker& wk) const {
     try {
-      proc_.start(argv_, cwd_, env_);
+      wk.proc.start(argv_, cwd_, env_);
     } catch (const std::exception& e) {
       return e.what();
     }
@@ -403,43 +451,43 @@ class ExternalDevice final : public DeviceBase {
     // Starting may take longer than answering (an interpreter importing a framework on a busy
     // machine), so the hello gets at least kHandshakeSeconds.
     const double limit = std::max(timeout_s_, kHandshakeSeconds);
-    const bool sent = proc_.send_line(hello.dump());
-    const Process::Read got = sent ? proc_.read_line(line, limit) : Process::Read::Eof;
+    const bool sent = wk.proc.send_line(hello.dump());
+    const Process::Read got = sent ? wk.proc.read_line(line, limit) : Process::Read::Eof;
     if (got == Process::Read::Timeout) {
-      proc_.stop();
+      wk.proc.stop();
       return "no hello within " + format(limit) + " s of starting (the process was killed)";
     }
     if (got == Process::Read::Eof) {
-      const std::string why = "the process " + proc_.end_reason() + " during the handshake";
-      proc_.stop();
+      const std::string why = "the process " + wk.proc.end_reason() + " during the handshake";
+      wk.proc.stop();
       return why;
     }
     json a;
     try {
       a = json::parse(line);
     } catch (const json::parse_error&) {
-      proc_.stop();
+      wk.proc.stop();
       return "handshake answer is not JSON: '" + clip(line) + "'";
     }
     if (!a.is_object() || a.value("type", "") != "hello" || a.value("protocol", 0) != kProtocol) {
-      proc_.stop();
+      wk.proc.stop();
       return "handshake answer " + clip(a.dump()) +
              " is not {\"type\": \"hello\", \"protocol\": " + std::to_string(kProtocol) +
              ", ...} (this hwnas speaks protocol version " + std::to_string(kProtocol) + ")";
     }
-    objectives_.clear();
+    wk.objectives.clear();
     for (const auto& o : a.value("objectives", json::array({"latency_ms"})))
-      if (o.is_string()) objectives_.push_back(o.get<std::string>());
-    batch_capable_ = a.value("batch", false) == true;
+      if (o.is_string()) wk.objectives.push_back(o.get<std::string>());
+    wk.batch_capable = a.value("batch", false) == true;
     const json mb = a.value("max_batch", json(64));
-    max_batch_ = mb.is_number_integer() && mb.get<long long>() >= 1
-                     ? static_cast<std::size_t>(mb.get<long long>())
-                     : 64;
+    wk.max_batch = mb.is_number_integer() && mb.get<long long>() >= 1
+                       ? static_cast<std::size_t>(mb.get<long long>())
+                       : 64;
     return "";
   }
 
-  bool offers(const std::string& key) const {
-    return std::find(objectives_.begin(), objectives_.end(), key) != objectives_.end();
+  static bool offers(const Worker& wk, const std::string& key) {
+    return std::find(wk.objectives.begin(), wk.objectives.end(), key) != wk.objectives.end();
   }
   static std::string clip(const std::string& s) {
     return s.size() <= 200 ? s : s.substr(0, 200) + "...";
@@ -456,12 +504,13 @@ class ExternalDevice final : public DeviceBase {
   double timeout_s_ = 60;
   bool cache_ = true;
   int batch_ = 1;
-  mutable std::mutex mu_;
-  mutable Process proc_;
-  mutable std::uint64_t next_id_ = 0;
-  mutable std::vector<std::string> objectives_;
-  mutable bool batch_capable_ = false;  // from the handshake
-  mutable std::size_t max_batch_ = 64;
+  int concurrency_ = 1;
+  // `concurrency_` processes, each serving one request at a time; a caller leases a free one.
+  mutable std::vector<Worker> workers_;
+  mutable std::vector<bool> busy_;
+  mutable std::mutex pool_mu_;
+  mutable std::condition_variable pool_cv_;
+  mutable std::atomic<std::uint64_t> next_id_{0};
 };
 
 }  // namespace

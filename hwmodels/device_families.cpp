@@ -224,6 +224,9 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
         ParamSpec::float_range("timeout_s", 0.001, 86400, 60,
                                "an answer taking longer fails the cost; the process is killed "
                                "and restarted"),
+        ParamSpec::int_range("concurrency", 1, 256, 1,
+                             "processes started for this device, each answering one request at "
+                             "a time (requests from several threads are spread over them)"),
         ParamSpec::boolean("cache", true,
                            "keep answers in the results database's cost cache (by architecture, "
                            "device description and batch) so a rescore, resume or second run "

@@ -1,5 +1,6 @@
 #include "search/device_costs.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 
@@ -98,14 +99,44 @@ SearchCosts::SearchCosts(const std::vector<std::unique_ptr<hw::Device>>& devices
 
 SearchCosts::~SearchCosts() {
   // The measurements' threads use the devices: they must end before the devices do.
-  for (auto& [key, f] : running_)
-    if (f.valid()) f.wait();
+  for (auto& [key, m] : running_)
+    if (m.answer.valid()) m.answer.wait();
   for (auto& f : abandoned_)
     if (f.valid()) f.wait();
 }
 
+void SearchCosts::keep(const std::string& arch_hash, std::size_t i, const db::CostRecord& c) {
+  if (!std::isfinite(c.latency_ms) || store_.read_only()) return;
+  try {
+    store_.put_cached_cost(arch_hash, fingerprints_[i], batches_[i], c);
+  } catch (const std::exception&) {
+    // The cache only saves asking again; a busy or full database must not stop the search.
+  }
+}
+
+void SearchCosts::harvest() {
+  for (auto it = running_.begin(); it != running_.end();) {
+    auto& m = it->second;
+    if (m.answer.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+      ++it;
+      continue;
+    }
+    const std::size_t i = it->first.second;
+    db::CostRecord c;
+    try {
+      c = to_record(devices_[i]->name(), m.answer.get(), fingerprints_[i]);
+    } catch (const std::exception& e) {
+      c = model_failed(*devices_[i], e);
+    }
+    keep(m.arch_hash, i, c);  // now, so a kill before the evaluation is stored loses nothing
+    done_.emplace(it->first, std::move(c));
+    it = running_.erase(it);
+  }
+}
+
 void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
   if (caching_.empty()) return;
+  harvest();
   const std::string canonical = genome.canonical_json();
   const std::string hash = spaces::Genome::hash_of_canonical(canonical);
   std::shared_ptr<const hw::Workload> w;
@@ -118,16 +149,22 @@ void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
       built->architecture = nlohmann::json::parse(canonical);
       w = std::move(built);
     }
-    running_[{id, i}] = std::async(std::launch::async, [&d, w] { return d.estimate(*w); });
+    running_[{id, i}] = {hash, std::async(std::launch::async, [&d, w] { return d.estimate(*w); })};
   }
 }
 
 std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Workload& evaluated,
                                                 const std::string& arch_hash) {
+  if (!caching_.empty()) harvest();
   std::vector<db::CostRecord> out;
   out.reserve(devices_.size());
   for (std::size_t i = 0; i < devices_.size(); ++i) {
     const hw::Device& d = *devices_[i];
+    if (auto it = done_.find({id, i}); it != done_.end()) {
+      out.push_back(std::move(it->second));
+      done_.erase(it);
+      continue;
+    }
     auto it = running_.find({id, i});
     if (it == running_.end()) {
       out.push_back(cost_on_device(d, evaluated, arch_hash, &store_, fingerprints_[i]));
@@ -135,13 +172,12 @@ std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Work
     }
     db::CostRecord c;
     try {
-      c = to_record(d.name(), it->second.get(), fingerprints_[i]);
+      c = to_record(d.name(), it->second.answer.get(), fingerprints_[i]);
     } catch (const std::exception& e) {
       c = model_failed(d, e);
     }
     running_.erase(it);
-    if (std::isfinite(c.latency_ms) && !store_.read_only())
-      store_.put_cached_cost(arch_hash, fingerprints_[i], batches_[i], c);
+    keep(arch_hash, i, c);
     out.push_back(std::move(c));
   }
   return out;
@@ -149,9 +185,10 @@ std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Work
 
 void SearchCosts::forget(std::uint64_t id) {
   for (std::size_t i : caching_) {
+    done_.erase({id, i});
     auto it = running_.find({id, i});
     if (it == running_.end()) continue;
-    abandoned_.push_back(std::move(it->second));  // waited for at the end, not now
+    abandoned_.push_back(std::move(it->second.answer));  // waited for at the end, not now
     running_.erase(it);
   }
 }

@@ -62,7 +62,18 @@ class SearchCosts {
   std::vector<std::string> fingerprints_;  // per device
   std::vector<int> batches_;               // per device
   std::vector<std::size_t> caching_;       // indices of devices that cache
-  std::map<std::pair<std::uint64_t, std::size_t>, std::future<hw::Cost>> running_;
+  // Writes a cost to the cache (not failed ones; a cache write that fails is ignored).
+  void keep(const std::string& arch_hash, std::size_t device, const db::CostRecord& c);
+  // Moves finished measurements to done_ and into the cache right away.
+  void harvest();
+
+  struct Measuring {
+    std::string arch_hash;
+    std::future<hw::Cost> answer;
+  };
+  using Key = std::pair<std::uint64_t, std::size_t>;  // (proposal id, device index)
+  std::map<Key, Measuring> running_;
+  std::map<Key, db::CostRecord> done_;
   std::vector<std::future<hw::Cost>> abandoned_;  // of failed evaluations
 };
 

@@ -114,12 +114,12 @@ TEST_F(StoreResumeTest, VersionFourFileMigratesAndKeepsItsRows) {
     FAIL() << "read-only open of a version 4 file";
   } catch (const DbError& e) {
     EXPECT_NE(std::string(e.what()).find("schema version 4 is older than " +
-                                         std::to_string(kSchemaVersion)),
+                                         std::to_string(hwnas::db::kSchemaVersion)),
               std::string::npos)
         << e.what();
   }
   Store s(path_);
-  EXPECT_EQ(s.schema_version(), 5);
+  EXPECT_EQ(s.schema_version(), hwnas::db::kSchemaVersion);
   auto info = s.run(1);
   ASSERT_TRUE(info.has_value());
   EXPECT_EQ(info->name, "old");

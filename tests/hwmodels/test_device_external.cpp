@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <set>
 
 #include "helpers.hpp"
 #include "hwmodels/device.hpp"
@@ -204,5 +206,43 @@ for line in sys.stdin:
       EXPECT_DOUBLE_EQ(mixed[i].latency_ms, i + 1.0);
     }
   }
+  fs::remove_all(dir);
+}
+
+// "concurrency": N processes; requests from several threads are answered by different processes
+// at the same time (each answer carries the pid that gave it), one process when N = 1.
+TEST(ExternalDevice, ConcurrencyStartsThatManyProcesses) {
+  const fs::path dir = fs::temp_directory_path() / ("hwnas_ext_conc_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "pid_device.py") << R"PY(
+import os, sys, time
+sys.path.insert(0, os.environ["HWNAS_EXAMPLES"])
+from hwnas_device import serve
+def estimate(arch, workload, batch):
+    time.sleep(0.5)
+    return {"latency_ms": 1.0, "memory_bytes": float(os.getpid())}
+serve(estimate, name="pids", objectives=["latency_ms", "memory_bytes"])
+)PY";
+  auto pids_with = [&](int concurrency) {
+    auto dev = make_device(
+        {{"name", "pids"},
+         {"family", "external"},
+         {"concurrency", concurrency},
+         {"command", {"python3", (dir / "pid_device.py").string()}},
+         {"env",
+          {{"HWNAS_EXAMPLES", std::string(HWNAS_SOURCE_DIR) + "/examples/devices/external"}}}});
+    std::vector<std::future<Cost>> calls;
+    for (int i = 0; i < 4; ++i)
+      calls.push_back(std::async(std::launch::async, [&] { return dev->estimate(one_node()); }));
+    std::set<double> pids;
+    for (auto& c : calls) {
+      const Cost cost = c.get();
+      EXPECT_TRUE(cost.feasible) << cost.infeasible_reason;
+      pids.insert(cost.memory_bytes);
+    }
+    return pids.size();
+  };
+  EXPECT_EQ(pids_with(1), 1u);
+  EXPECT_EQ(pids_with(2), 2u);
   fs::remove_all(dir);
 }

@@ -302,7 +302,7 @@ TEST_P(ResumeEveryStrategy, KilledAndResumedRunEqualsAnUninterruptedOne) {
 
 INSTANTIATE_TEST_SUITE_P(Strategies, ResumeEveryStrategy,
                          ::testing::Values("random", "regularized_evolution", "nsga2",
-                                           "local_search"));
+                                           "local_search", "reinforce", "bananas"));
 
 // The deterministic lag is the run's own (stored with its state), so resuming on 1 or 3
 // workers continues the same proposal sequence: the result equals the 2-worker run's.
