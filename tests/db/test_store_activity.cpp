@@ -9,6 +9,7 @@
 
 #include "db/sqlite.hpp"
 #include "db/store.hpp"
+#include "db_test_util.hpp"
 
 namespace fs = std::filesystem;
 using hwnas::db::Connection;
@@ -20,23 +21,7 @@ using nlohmann::json;
 
 namespace {
 
-class StoreActivityTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("hwnas_test_db_activity_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    path_ = (dir_ / "results.db").string();
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  fs::path dir_;
-  std::string path_;
-};
+class StoreActivityTest : public hwnas::db::testing::TempStoreTest {};
 
 CostRecord cost(const std::string& device, const std::string& source) {
   CostRecord c;

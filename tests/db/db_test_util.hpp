@@ -1,0 +1,32 @@
+// The fixture the store tests share: a fresh folder per test (named after the suite, the test
+// and the process) holding the database path `path_`, removed afterwards.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+namespace hwnas::db::testing {
+
+class TempStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path() /
+           ("hwnas_test_db_" + std::string(info->test_suite_name()) + "_" +
+            std::to_string(::getpid()) + "_" + info->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "results.db").string();
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+}  // namespace hwnas::db::testing
