@@ -11,6 +11,7 @@
 #include "db/export.hpp"
 #include "db/store.hpp"
 #include "search/arch_ref.hpp"
+#include "search/cli_checks.hpp"
 #include "search/fronts.hpp"
 #include "search/resume.hpp"
 
@@ -265,7 +266,7 @@ void add_db_commands(CLI::App& app) {
 
   auto* pareto = app.add_subcommand("pareto", "Print a run's Pareto front for one device");
   add_common(pareto, *opts);
-  pareto->add_option("--run", opts->run, "run id (default: the latest run)");
+  pareto->add_option("--run", opts->run, "run id (default: the latest run)")->check(run_id_range());
   pareto->add_option("--device", opts->device,
                      "device name the front was computed for, or 'joint' when the objectives name "
                      "their devices (default: the run's only front)");

@@ -7,6 +7,7 @@
 
 #include "db/store.hpp"
 #include "report/html_report.hpp"
+#include "search/cli_checks.hpp"
 #include "search/search_loop.hpp"
 
 namespace hwnas::search {
@@ -67,11 +68,11 @@ void add_report_command(CLI::App& app) {
       "cross-device ranks, config");
   sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)")
       ->required();
-  sub->add_option("--run", o->run, "run id (default: the latest)");
+  sub->add_option("--run", o->run, "run id (default: the latest)")->check(run_id_range());
   sub->add_option("--out", o->out, "HTML file to write")->capture_default_str();
   sub->add_option("--watch", o->watch,
                   "rewrite every SECONDS while the run is running (the page reloads itself)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(seconds_range());
   sub->callback([o] {
     const int code = run_report(*o);
     if (code != 0) throw CLI::RuntimeError(code);

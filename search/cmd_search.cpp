@@ -10,6 +10,7 @@
 #include "db/store.hpp"
 #include "hwmodels/device.hpp"
 #include "nn/parallel.hpp"
+#include "search/cli_checks.hpp"
 #include "search/config.hpp"
 #include "search/device_costs.hpp"
 #include "search/evaluator_factory.hpp"
@@ -276,18 +277,21 @@ void add_search_commands(CLI::App& app) {
       app.add_subcommand("search", "Run a search from a config file (use mpirun for MPI)");
   s->add_option("config", opts->config_path, "search config JSON")->required();
   s->add_option("--db", opts->db_path, "SQLite file (overrides the config's \"db\")");
-  s->add_option("--seed", opts->seed, "seed (overrides the config)")->check(CLI::NonNegativeNumber);
+  s->add_option("--seed", opts->seed, "seed (overrides the config)")->check(seed_range());
   s->add_option("--budget", opts->budget, "candidates to evaluate (overrides the config)")
-      ->check(CLI::PositiveNumber);
+      ->check(budget_range());
   s->add_option("--workers", opts->workers, "concurrent local evaluations (overrides the config)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(workers_range());
   s->add_flag("--quiet", opts->quiet, "no progress lines");
   s->add_flag("--resume", opts->resume,
               "continue a killed, interrupted or failed run of this config (the latest one, or "
               "--run ID): stored evaluations are kept, in-flight ones run again");
   s->add_option("--run", opts->run, "with --resume: the run id to continue (see `hwnas runs`)")
-      ->check(CLI::PositiveNumber);
-  s->callback([opts] {
+      ->check(run_id_range());
+  s->callback([opts, s] {
+    if (s->count("--db") > 0 && opts->db_path.empty())
+      throw std::invalid_argument(
+          "--db: the path is empty; give the SQLite file to write, e.g. --db results.db");
     if (opts->run > 0 && !opts->resume)
       throw std::invalid_argument("--run " + std::to_string(opts->run) +
                                   ": only with --resume (a new search gets a new run id)");
@@ -302,7 +306,7 @@ void add_search_commands(CLI::App& app) {
       app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
   rs->add_option("--db", r->db, "SQLite file")->capture_default_str();
   rs->add_option("--device", r->device, "preset name, device JSON or plugin .so")->required();
-  rs->add_option("--run", r->run, "run id (default: latest)");
+  rs->add_option("--run", r->run, "run id (default: latest)")->check(run_id_range());
   rs->add_option("--as", r->as,
                  "store the costs and front under this device name (when the run already has "
                  "costs of another model under the device's own name)");

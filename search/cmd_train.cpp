@@ -17,6 +17,7 @@
 #include "hwmodels/host_timer.hpp"
 #include "nn/state_dict.hpp"
 #include "search/arch_ref.hpp"
+#include "search/cli_checks.hpp"
 #include "spaces/model_builder.hpp"
 
 namespace hwnas::search {
@@ -236,7 +237,8 @@ void add_train_command(CLI::App& app) {
       ->required();
   sub->add_option("--run", o->run,
                   "run whose config (task, schedule, seed) to use (default: the latest run that "
-                  "evaluated the architecture)");
+                  "evaluated the architecture)")
+      ->check(run_id_range());
   sub->add_option("--epochs", o->epochs, "training epochs (default: the config's)");
   sub->add_option("--seed", o->seed, "initialisation and shuffling seed (default: the run's)");
   sub->add_option("--out", o->out, "weights file to write (default: arch<ID>.weights.bin)");

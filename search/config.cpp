@@ -350,6 +350,10 @@ void reject_unknown(const json& j, const std::string& prefix) {
 
 // `where` prefixes the error: "config" for the file itself, "config.space" for a referenced file.
 json read_json_file(const fs::path& file, const std::string& where) {
+  std::error_code ec;
+  if (fs::is_directory(file, ec))
+    throw ConfigError(where + ": '" + file.string() +
+                      "' is a directory; give a JSON file (e.g. examples/quickstart.json)");
   std::ifstream in(file);
   if (!in) throw ConfigError(where + ": cannot open '" + file.string() + "'");
   try {

@@ -4,6 +4,7 @@
 // evaluation is committed on arrival.
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <string>
 
 #include "search/cmd_db.hpp"
 #include "search/cmd_export.hpp"
@@ -30,12 +31,29 @@ int main(int argc, char** argv) {
   hwnas::search::add_tasks_commands(app);
   hwnas::search::add_train_command(app);
   hwnas::search::add_export_command(app);
+  // A misspelt command gets its name and the list, not CLI11's "A subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const auto* sub : app.get_subcommands({})) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::cerr << "error: unknown command '" << argv[1] << "' (commands: " << names
+                << "; hwnas --help describes them)\n";
+      return hwnas::search::kUsageExitCode;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {  // subcommands report their exit code this way
     return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : hwnas::search::kUsageExitCode;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // One line, like every other usage error.
+    std::cerr << "error: " << e.what() << " (--help lists the options)\n";
+    return hwnas::search::kUsageExitCode;
   } catch (const std::invalid_argument& e) {  // ConfigError, GenomeError, bad device files, ...
     std::cerr << "error: " << e.what() << "\n";
     return hwnas::search::kUsageExitCode;

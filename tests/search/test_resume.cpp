@@ -207,7 +207,11 @@ int kill_and_resume(const std::string& config, const std::string& db, const fs::
   } print{at_kill};
   for (int start = 0; start < kills + 20; ++start) {
     auto args = search_args(config, db, workers_of(start));
-    if (latest_run(db)) args.push_back("--resume");
+    if (auto run = latest_run(db)) {
+      // A kill may land after the last evaluation was stored and the run marked finished.
+      if (run->status == "finished") return hits;
+      args.push_back("--resume");
+    }
     args.insert(args.begin(), launcher.begin(), launcher.end());
     const std::size_t before = stored_count(db);
     pid_t pid = spawn(args, log);

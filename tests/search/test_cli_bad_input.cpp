@@ -1,0 +1,51 @@
+// Bad command lines get one line "error: ..." that names the flag or file and a readable range
+// or fix, and exit code 2 (issue 13 item 7): empty --db, out-of-range and non-numeric numbers
+// (never CLI11's 300-digit DBL_MAX range), negative or zero run ids (never "the latest run"),
+// a directory given as the config, a misspelt command.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "cli_util.hpp"
+
+using hwnas::test::run_hwnas;
+
+namespace {
+
+const std::string kQuickstart = std::string(HWNAS_SOURCE_DIR) + "/examples/quickstart.json";
+
+void expect_one_error(const std::string& args, const std::string& what) {
+  const auto r = run_hwnas(args);
+  EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+  EXPECT_EQ(r.output.rfind("error: ", 0), 0u) << args << "\n" << r.output;
+  EXPECT_EQ(r.output.find('\n'), r.output.size() - 1) << "one line: " << r.output;
+  EXPECT_NE(r.output.find(what), std::string::npos) << args << "\n" << r.output;
+  EXPECT_EQ(r.output.find("179769313486231570"), std::string::npos) << r.output;
+}
+
+}  // namespace
+
+TEST(CliBadInput, NumbersAreCheckedAgainstReadableRanges) {
+  expect_one_error("search " + kQuickstart + " --budget 0", "--budget: Value 0 not in range 1 to");
+  expect_one_error("search " + kQuickstart + " --budget ten", "--budget: Value ten");
+  expect_one_error("search " + kQuickstart + " --seed -1", "--seed: Value -1 not in range 0 to");
+  expect_one_error("search " + kQuickstart + " --seed 123456789012345678901",
+                   "not in range 0 to 4294967295");
+  expect_one_error("search " + kQuickstart + " --workers 5000", "not in range 0 to 4096");
+}
+
+TEST(CliBadInput, RunIdsAreOneOrMore) {
+  for (const std::string cmd : {"pareto --db x.db", "report --db x.db", "rescore --db x.db "
+                                                                        "--device rpi4_a72"})
+    for (const std::string id : {"-1", "0"})
+      expect_one_error(cmd + " --run " + id, "--run: Value " + id + " not in range 1 to");
+  expect_one_error("search " + kQuickstart + " --resume --run -2", "--run: Value -2");
+}
+
+TEST(CliBadInput, EmptyDbDirectoryConfigAndUnknownCommand) {
+  expect_one_error("search " + kQuickstart + " --db ''", "--db: the path is empty");
+  expect_one_error("search " + std::string(HWNAS_SOURCE_DIR) + "/examples",
+                   "is a directory; give a JSON file");
+  expect_one_error("frobnicate", "unknown command 'frobnicate' (commands: search,");
+  expect_one_error("search", "config is required");
+}
