@@ -35,8 +35,9 @@ TEST(CliBadInput, NumbersAreCheckedAgainstReadableRanges) {
 }
 
 TEST(CliBadInput, RunIdsAreOneOrMore) {
-  for (const std::string cmd : {"pareto --db x.db", "report --db x.db", "rescore --db x.db "
-                                                                        "--device rpi4_a72"})
+  for (const std::string cmd : {"pareto --db x.db", "report --db x.db",
+                                "rescore --db x.db "
+                                "--device rpi4_a72"})
     for (const std::string id : {"-1", "0"})
       expect_one_error(cmd + " --run " + id, "--run: Value " + id + " not in range 1 to");
   expect_one_error("search " + kQuickstart + " --resume --run -2", "--run: Value -2");
