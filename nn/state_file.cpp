@@ -219,14 +219,18 @@ std::vector<StateRecord> decode_state_file(std::string_view magic, const std::st
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
+  std::error_code ec;
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) throw std::runtime_error("cannot open '" + tmp + "' for writing");
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) throw std::runtime_error("failed writing '" + tmp + "'");
+    f.close();
+    if (!f) {  // a full disk, a file-size limit: leave nothing behind
+      std::filesystem::remove(tmp, ec);
+      throw std::runtime_error("failed writing '" + path + "' (disk full or file too large?); " +
+                               "nothing was written");
+    }
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
     std::filesystem::remove(tmp, ec);

@@ -7,12 +7,14 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
 #include "hwmodels/calibration.hpp"
 #include "hwmodels/device.hpp"
 #include "hwmodels/host_timer.hpp"
 #include "nn/autograd.hpp"
+#include "nn/state_file.hpp"
 #include "search/batch_predict.hpp"
 #include "spaces/genome.hpp"
 #include "spaces/model_builder.hpp"
@@ -451,9 +453,8 @@ void add_hw_commands(CLI::App& app) {
       rows.push_back(std::move(m));
     }
     hw::CalibrationResult res = hw::calibrate(base->to_json(), rows, *c_opt);
-    std::ofstream out(*c_out);
-    if (!out) throw std::invalid_argument("cannot write '" + *c_out + "'");
-    out << res.tuned.dump(2) << "\n";
+    // Written whole or not at all (temporary file, renamed when complete).
+    nn::write_file_atomically(*c_out, res.tuned.dump(2) + "\n");
     auto line = [](const char* what, const hw::FitQuality& q) {
       std::printf("  %-16s rows %3zu  spearman %.3f  within 10%% %5.1f%%  MAPE %6.1f%%\n", what,
                   q.rows, q.spearman, 100 * q.within10, 100 * q.mape);
@@ -467,8 +468,7 @@ void add_hw_commands(CLI::App& app) {
     line("held-out after", res.heldout_after);
     std::printf("  ridge %g (%s)\n", res.ridge, c_opt->ridge < 0 ? "cross-validated" : "given");
     if (!c_resid->empty()) {
-      std::ofstream rf(*c_resid);
-      if (!rf) throw std::invalid_argument("cannot write '" + *c_resid + "'");
+      std::ostringstream rf;
       rf << "architecture,split,measured_ms,before_ms,after_ms,rel_err_after,nodes,kernels,macs,"
             "bytes\n";
       std::vector<char> held(rows.size(), 0);
@@ -485,6 +485,7 @@ void add_hw_commands(CLI::App& app) {
            << "," << (res.predicted_after[i] - rows[i].latency_ms) / rows[i].latency_ms << ","
            << w.nodes.size() << "," << kernels << "," << w.total_macs() << "," << bytes << "\n";
       }
+      nn::write_file_atomically(*c_resid, rf.str());
     }
   });
 
@@ -509,25 +510,19 @@ void add_hw_commands(CLI::App& app) {
     // Genomes are written next to the CSV so that each row names a genome JSON file.
     const fs::path gdir = fs::path(m->out).string() + ".genomes";
     fs::create_directories(gdir);
-    std::ofstream csv(m->out);
-    if (!csv) throw std::invalid_argument("cannot write '" + m->out + "'");
+    // Every file is written whole or not at all; the CSV last, once every genome it names is.
+    std::ostringstream csv;
     csv << "architecture,latency_ms\n";
     spaces::Rng rng(m->seed);
     for (int i = 0; i < m->n; ++i) {
       spaces::Genome g = space->sample(rng);
-      auto model = spaces::build_model(g, m->seed + i);
-      std::vector<int> dims = {m->batch};
-      for (int d : g.input_type().dims) dims.push_back(d);
-      nn::Var x = nn::constant(nn::Tensor(nn::Shape(dims), 0.5f));
-      nn::ForwardContext ctx;
-      ctx.training = false;
-      nn::NoGradGuard no_grad;
-      const double ms = hw::measure_median_ms([&] { model->forward(x, ctx); }, m->warmup, m->reps);
+      const double ms = spaces::time_forward_ms(g, m->batch, m->warmup, m->reps, m->seed + i);
       const fs::path gp = gdir / (g.hash() + ".json");
-      std::ofstream(gp) << g.to_json().dump() << "\n";
+      nn::write_file_atomically(gp.string(), g.to_json().dump() + "\n");
       csv << csv_quote(gp.string()) << "," << ms << "\n";
       std::fprintf(stderr, "[%d/%d] %s %.3f ms\n", i + 1, m->n, g.hash().c_str(), ms);
     }
+    nn::write_file_atomically(m->out, csv.str());
     std::printf("wrote %d measurements to %s (genomes in %s)\n", m->n, m->out.c_str(),
                 gdir.string().c_str());
   });

@@ -3,7 +3,11 @@
 // (never CLI11's 300-digit DBL_MAX range), negative or zero run ids (never "the latest run"),
 // a directory given as the config, a misspelt command.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "cli_util.hpp"
@@ -49,4 +53,32 @@ TEST(CliBadInput, EmptyDbDirectoryConfigAndUnknownCommand) {
                    "is a directory; give a JSON file");
   expect_one_error("frobnicate", "unknown command 'frobnicate' (commands: search,");
   expect_one_error("search", "config is required");
+}
+
+// A file the CLI writes is whole or absent: with a file-size limit standing in for a full disk,
+// `hw measure` fails with a message and a nonzero exit and leaves neither its CSV nor a partial
+// genome or temporary file behind.
+TEST(CliBadInput, AFullDiskLeavesNoPartialFile) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("hwnas_cli_full_disk_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string out = (dir / "m.csv").string();
+  // 1 KiB at most per file, and SIGXFSZ ignored so that writes fail with EFBIG instead.
+  const std::string cmd = "sh -c 'ulimit -f 1; trap \"\" XFSZ; exec " + hwnas::test::kHwnasBinary +
+                          " hw measure --space " + std::string(HWNAS_SOURCE_DIR) +
+                          "/examples/spaces/cnn.json --n 2 --reps 1 --warmup 0 --out " + out +
+                          "' 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string output;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) output.append(buf, n);
+  const int status = ::pclose(p);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("error: failed writing"), std::string::npos) << output;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) ADD_FAILURE() << "left behind: " << e.path();
+  std::filesystem::remove_all(dir);
 }
