@@ -33,12 +33,6 @@ namespace {
 
 const std::string kSource = HWNAS_SOURCE_DIR;
 
-hw::Workload with_genome(const spaces::Genome& g) {
-  hw::Workload w = spaces::build_workload(g);
-  w.architecture = nlohmann::json::parse(g.canonical_json());
-  return w;
-}
-
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -47,7 +41,8 @@ void protocol_overhead() {
   auto space = spaces::load_space(kSource + "/examples/spaces/nb201.json");
   spaces::Rng rng(1);
   std::vector<hw::Workload> ws;
-  for (int i = 0; i < 400; ++i) ws.push_back(with_genome(space->sample(rng)));
+  for (int i = 0; i < 400; ++i)
+    ws.push_back(spaces::build_workload_with_genome(space->sample(rng)));
   auto py = hw::load_device(kSource + "/examples/devices/external/py_roofline.json");
   auto cpp = hw::load_device("jetson_orin_nano");
   py->estimate(ws[0]);  // start the process and do the handshake outside the timing
@@ -88,7 +83,7 @@ void torch_vs_host(int n) {
   for (int i = 0; i < n; ++i) {
     const spaces::Genome g = space->sample(rng);
     auto t0 = Clock::now();
-    const hw::Cost c = torch_cpu->estimate(with_genome(g));
+    const hw::Cost c = torch_cpu->estimate(spaces::build_workload_with_genome(g));
     t_wall += seconds_since(t0);
     if (!c.feasible) {
       std::printf("  %s: %s\n", g.hash().c_str(), c.infeasible_reason.c_str());

@@ -18,10 +18,10 @@ const hw::Cost& Nb201CostCache::at(int index) {
   auto& slot = table_[static_cast<std::size_t>(index)];
   if (!slot) {
     const spaces::Genome g = space_.at(static_cast<std::uint64_t>(index));
-    hw::Workload w = spaces::build_workload(g);
     // External devices build the network from the genome itself.
-    if (device_.wants_architecture()) w.architecture = nlohmann::json::parse(g.canonical_json());
-    slot = device_.estimate_total(w);
+    slot =
+        device_.estimate_total(device_.wants_architecture() ? spaces::build_workload_with_genome(g)
+                                                            : spaces::build_workload(g));
     ++computed_;
   }
   return *slot;

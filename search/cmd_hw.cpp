@@ -71,16 +71,6 @@ void print_predict_table(const hw::Device& dev, const hw::Workload& w, const hw:
 }  // namespace
 
 namespace {
-// The workload of a genome, carrying the genome itself for models that build the network
-// (external devices); a few microseconds next to any prediction a user asks for one by one.
-hw::Workload workload_with_architecture(const spaces::Genome& g) {
-  hw::Workload w = spaces::build_workload(g);
-  w.architecture = nlohmann::json::parse(g.canonical_json());
-  return w;
-}
-}  // namespace
-
-namespace {
 // `hw calibrate --reference`: the reference device's figures on n architectures sampled from the
 // space (seeded).  A cost the reference cannot give is left out, with a note.
 std::vector<hw::Measurement> reference_measurements(const std::string& device,
@@ -94,7 +84,7 @@ std::vector<hw::Measurement> reference_measurements(const std::string& device,
   for (int i = 0; i < n; ++i) {
     const spaces::Genome g = space->sample(rng);
     names.push_back(space->describe(g));
-    ws.push_back(workload_with_architecture(g));
+    ws.push_back(spaces::build_workload_with_genome(g));
   }
   // All at once: an external reference may take them batched.
   const std::vector<hw::Cost> costs = ref->estimate_many(ws);
@@ -129,17 +119,17 @@ hw::Workload resolve_architecture_workload(const std::string& arch) {
     const std::string space_file = arch.substr(0, colon);
     if (fs::is_regular_file(space_file)) {
       auto space = spaces::load_space(space_file);
-      return workload_with_architecture(space->parse(arch.substr(colon + 1)));
+      return spaces::build_workload_with_genome(space->parse(arch.substr(colon + 1)));
     }
   }
   if (fs::is_regular_file(arch)) {
     nlohmann::json j = read_json(arch, "architecture file");
     if (is_workload_json(j)) return hw::Workload::from_json(j);
-    return workload_with_architecture(spaces::Genome::from_json(j));
+    return spaces::build_workload_with_genome(spaces::Genome::from_json(j));
   }
   if (arch[0] == '|') {  // NB201's own string form
     static const auto nb201 = spaces::make_space(nlohmann::json{{"type", "nb201"}});
-    return workload_with_architecture(nb201->parse(arch));
+    return spaces::build_workload_with_genome(nb201->parse(arch));
   }
   throw std::invalid_argument("architecture '" + arch +
                               "' is neither a file (genome or workload JSON), an NB201 string "
@@ -269,7 +259,7 @@ void run_predict(const PredictArgs& a) {
     }
   };
   auto predict_genome = [&](const spaces::Genome& g) {
-    return dev->estimate_total(dev->wants_architecture() ? workload_with_architecture(g)
+    return dev->estimate_total(dev->wants_architecture() ? spaces::build_workload_with_genome(g)
                                                          : spaces::build_workload(g));
   };
   if (a.all || a.sample > 0) {

@@ -142,8 +142,10 @@ void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
   std::shared_ptr<const hw::Workload> w;
   for (std::size_t i : caching_) {
     const hw::Device& d = *devices_[i];
-    if (store_.cached_cost(hash, d.name(), fingerprints_[i], batches_[i]))
-      continue;  // finish() reads it from the cache
+    if (auto hit = store_.cached_cost(hash, d.name(), fingerprints_[i], batches_[i])) {
+      done_[{id, i}] = std::move(*hit);  // finish() takes it from here
+      continue;
+    }
     if (!w) {
       auto built = std::make_shared<hw::Workload>(spaces::build_workload(genome));
       built->architecture = nlohmann::json::parse(canonical);

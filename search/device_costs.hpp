@@ -73,7 +73,7 @@ class SearchCosts {
   };
   using Key = std::pair<std::uint64_t, std::size_t>;  // (proposal id, device index)
   std::map<Key, Measuring> running_;
-  std::map<Key, db::CostRecord> done_;
+  std::map<Key, db::CostRecord> done_;  // ready for finish(): cache hits and harvested answers
   std::vector<std::future<hw::Cost>> abandoned_;  // of failed evaluations
 };
 

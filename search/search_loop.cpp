@@ -419,7 +419,6 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     rec.worker_rank = jr.worker_rank;
     rec.status = res.ok() ? "ok" : "failed";
     rec.error = res.error;
-    if (!res.ok()) costs.forget(jr.id);
 
     if (res.ok()) {
       hw::Workload with_architecture;
@@ -430,6 +429,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         workload = &with_architecture;
       }
       rec.costs = costs.finish(jr.id, *workload, hash);
+    } else {
+      costs.forget(jr.id);
     }
     strategies::Result result = result_of(jr.id, proposal.fidelity, res.ok(), rec);
     // The tell (or its queueing) comes before the commit, so the state stored with this

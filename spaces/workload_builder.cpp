@@ -160,4 +160,10 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
   return wl;
 }
 
+hw::Workload build_workload_with_genome(const Genome& g) {
+  hw::Workload w = build_workload(g);
+  w.architecture = nlohmann::json::parse(g.canonical_json());
+  return w;
+}
+
 }  // namespace hwnas::spaces

@@ -22,4 +22,8 @@ std::string workload_node_name(const Genome& g, Genome::NodeId v);
 // NodeWorkload::activity as per-sample averages.  Nodes without a sink stay unmeasured.
 hw::Workload build_workload(const Genome& g, const nn::ActivityRecorder* activity = nullptr);
 
+// The same, carrying the canonical genome in Workload::architecture, for the models that read it
+// (hw::Device::wants_architecture(): external devices that build the network to time it).
+hw::Workload build_workload_with_genome(const Genome& g);
+
 }  // namespace hwnas::spaces

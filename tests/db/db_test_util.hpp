@@ -1,12 +1,15 @@
-// The fixture the store tests share: a fresh folder per test (named after the suite, the test
-// and the process) holding the database path `path_`, removed afterwards.
+// What the store tests share.  The fixture: a fresh folder per test (named after the suite, the
+// test and the process) holding the database path `path_`, removed afterwards.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+
+#include "db/store.hpp"
 
 namespace hwnas::db::testing {
 
@@ -28,5 +31,15 @@ class TempStoreTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::string path_;
 };
+
+// An ok evaluation of `arch` in `run` with one metric, as proposal `proposal`.
+inline EvaluationRecord evaluation(std::int64_t run, std::int64_t arch, std::int64_t proposal) {
+  EvaluationRecord e;
+  e.run_id = run;
+  e.arch_id = arch;
+  e.metrics = {{"val_accuracy", 0.5}};
+  e.proposal_id = proposal;
+  return e;
+}
 
 }  // namespace hwnas::db::testing

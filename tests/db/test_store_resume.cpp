@@ -15,20 +15,12 @@ using hwnas::db::Connection;
 using hwnas::db::DbError;
 using hwnas::db::EvaluationRecord;
 using hwnas::db::Store;
+using hwnas::db::testing::evaluation;
 using nlohmann::json;
 
 namespace {
 
 class StoreResumeTest : public hwnas::db::testing::TempStoreTest {};
-
-EvaluationRecord evaluation(std::int64_t run, std::int64_t arch, std::int64_t proposal) {
-  EvaluationRecord e;
-  e.run_id = run;
-  e.arch_id = arch;
-  e.metrics = {{"val_accuracy", 0.5}};
-  e.proposal_id = proposal;
-  return e;
-}
 
 TEST_F(StoreResumeTest, StateIsCommittedWithItsEvaluationOrNotAtAll) {
   Store s(path_);

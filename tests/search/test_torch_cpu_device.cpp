@@ -41,19 +41,13 @@ std::unique_ptr<hw::Device> torch_cpu_device() {
   return hw::make_device(d);
 }
 
-hw::Workload workload_of(const spaces::Genome& g) {
-  hw::Workload w = spaces::build_workload(g);
-  w.architecture = nlohmann::json::parse(g.canonical_json());
-  return w;
-}
-
 double host_ms(const spaces::Genome& g) { return spaces::time_forward_ms(g, 1, 3, 15); }
 
 TEST(TorchCpuDevice, TimesAGenomeAndFailsOneItCannotBuild) {
   auto dev = torch_cpu_device();
   EXPECT_TRUE(dev->wants_architecture());
   const spaces::Genome g = test::tiny_cnn(8);
-  const hw::Cost cost = dev->estimate(workload_of(g));
+  const hw::Cost cost = dev->estimate(spaces::build_workload_with_genome(g));
   ASSERT_TRUE(cost.feasible) << cost.infeasible_reason;
   EXPECT_GT(cost.latency_ms, 0.0);
   EXPECT_LT(cost.latency_ms, 1000.0);
@@ -64,13 +58,13 @@ TEST(TorchCpuDevice, TimesAGenomeAndFailsOneItCannotBuild) {
 
   // A block kind the PyTorch export does not cover fails that cost with the exporter's reason.
   const spaces::Genome kan = test::tiny_kan();
-  const hw::Cost refused = dev->estimate(workload_of(kan));
+  const hw::Cost refused = dev->estimate(spaces::build_workload_with_genome(kan));
   EXPECT_FALSE(refused.feasible);
   EXPECT_NE(refused.infeasible_reason.find("torch_cpu"), std::string::npos)
       << refused.infeasible_reason;
   EXPECT_NE(refused.infeasible_reason.find("kan"), std::string::npos) << refused.infeasible_reason;
   // The device still answers afterwards.
-  EXPECT_TRUE(dev->estimate(workload_of(g)).feasible);
+  EXPECT_TRUE(dev->estimate(spaces::build_workload_with_genome(g)).feasible);
 }
 
 // The shell-command example: command_device.py wraps torchscript_ms.sh, a command that prints
@@ -83,12 +77,12 @@ TEST(TorchCpuDevice, ShellCommandDeviceTimesTorchScript) {
   d["env"] = {{"HWNAS_BIN", std::string(HWNAS_BINARY_DIR) + "/hwnas"}};
   auto dev = hw::make_device(d);
   const spaces::Genome g = test::tiny_cnn(8);
-  const hw::Cost cost = dev->estimate(workload_of(g));
+  const hw::Cost cost = dev->estimate(spaces::build_workload_with_genome(g));
   ASSERT_TRUE(cost.feasible) << cost.infeasible_reason;
   EXPECT_GT(cost.latency_ms, 0.0);
   EXPECT_LT(cost.latency_ms, 1000.0);
   const spaces::Genome kan = test::tiny_kan();
-  const hw::Cost refused = dev->estimate(workload_of(kan));
+  const hw::Cost refused = dev->estimate(spaces::build_workload_with_genome(kan));
   EXPECT_FALSE(refused.feasible);
   EXPECT_NE(refused.infeasible_reason.find("exited with"), std::string::npos)
       << refused.infeasible_reason;
@@ -104,7 +98,7 @@ TEST(TorchCpuDevice, RanksSampledCnnsLikeTheHostMeasurementSlow) {
   std::vector<double> torch_ms, hwnas_ms;
   for (int i = 0; i < 30; ++i) {
     const spaces::Genome g = space->sample(rng);
-    const hw::Cost c = dev->estimate(workload_of(g));
+    const hw::Cost c = dev->estimate(spaces::build_workload_with_genome(g));
     ASSERT_TRUE(c.feasible) << c.infeasible_reason;
     torch_ms.push_back(c.latency_ms);
     hwnas_ms.push_back(host_ms(g));
