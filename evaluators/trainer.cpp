@@ -159,6 +159,8 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     nn::ForwardContext ctx;
     ctx.training = true;
     ctx.rng = &rng;
+    std::vector<nn::Var> aux_losses;  // blocks' auxiliary losses of the current step
+    ctx.aux_losses = &aux_losses;
 
     // Early stopping watches the loss or the head's primary metric; as "lower is better".
     const double sign = cfg.monitor_primary && head_primary_maximize(cfg.head) ? -1.0 : 1.0;
@@ -190,9 +192,11 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
         const auto t_step = Clock::now();
         opt->set_lr(sched.lr_at(rep.steps));
         opt->zero_grad();
+        aux_losses.clear();
         nn::Var loss = head_loss(cfg.head, output_of(model, b, cfg.head, ctx), b);
-        const double l = loss.value().item();
-        if (!std::isfinite(l)) {
+        const double l = loss.value().item();  // the task loss is what the curve reports
+        for (const nn::Var& a : aux_losses) loss = nn::add(loss, a);
+        if (!std::isfinite(l) || !std::isfinite(loss.value().item())) {
           rep.stopped_reason = "diverged";
           break;
         }

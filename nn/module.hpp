@@ -20,6 +20,10 @@ struct ForwardContext {
   // node's sink before running it, and a block writes what it measured there when non-null.
   ActivityRecorder* recorder = nullptr;
   ActivitySink* activity = nullptr;
+  // Auxiliary training losses (a mixture of experts' load-balancing loss), null when nobody
+  // collects them: in training a block appends its already weighted scalar loss here and the
+  // trainer adds the sum to the task loss of the same step.
+  std::vector<Var>* aux_losses = nullptr;
 };
 
 // A parameter with its dotted path inside the module tree ("n3.conv.weight").
