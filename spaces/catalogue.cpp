@@ -33,6 +33,8 @@ void register_block_ltc(Catalogue& c);
 void register_block_neural_ode(Catalogue& c);
 void register_block_hyena(Catalogue& c);
 void register_block_ttt(Catalogue& c);
+void register_block_titans(Catalogue& c);
+void register_block_svf(Catalogue& c);
 void register_block_s4d(Catalogue& c);
 void register_block_mamba(Catalogue& c);
 void register_block_spike_encoder(Catalogue& c);
@@ -66,6 +68,8 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_neural_ode(c);
   register_block_hyena(c);
   register_block_ttt(c);
+  register_block_titans(c);
+  register_block_svf(c);
   register_block_s4d(c);
   register_block_mamba(c);
   register_block_spike_encoder(c);
