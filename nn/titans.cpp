@@ -123,7 +123,10 @@ std::vector<Var> TitansMemoryLayer::memory_grad(const State& st, const Var& k, c
   Var a = mul(z, sg);
   Var r = sub(bmm(a, st.w[1]), v);
   record(r);
-  Var gr = scale(mul(r, theta), 2.0f / static_cast<float>(k.dim(1)));
+  // Normalised step (NLMS): each token's step is divided by 1 + ||a||^2, the curvature of the
+  // loss in W2, so that it cannot overshoot as the hidden activations grow.
+  Var a_sq = add_scalar(reshape(sum_last(mul(a, a)), Shape{a.dim(0), a.dim(1), 1}), 1.0f);
+  Var gr = div(scale(mul(r, theta), 2.0f / static_cast<float>(k.dim(1))), a_sq);
   Var g1 = bmm(transpose(a, 1, 2), gr);
   Var da = bmm(gr, transpose(st.w[1], 1, 2));
   // silu'(z) = sg (1 + z (1 - sg))

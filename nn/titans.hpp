@@ -2,8 +2,9 @@
 // 2025, "Titans: Learning to Memorize at Test Time", arXiv:2501.00663), [B, L, d] -> [B, L, d].
 //
 // The memory M is a small MLP whose weights are a per-sequence state, written at test time by
-// gradient steps on the associative loss  l = sum_t theta_t ||M(k_t) - v_t||^2  with momentum
-// ("surprise") and a forgetting gate:
+// gradient steps on the associative loss  l_c = mean_{t in c} theta_t ||M(k_t) - v_t||^2  with
+// momentum ("surprise") and a forgetting gate (depth 2 divides each token's term by
+// 1 + ||hidden||^2, a normalised step that keeps the update from overshooting):
 //     S_c = eta_c S_{c-1} - G_c,   M_c = (1 - alpha_c) M_{c-1} + S_c,
 // where G_c is the gradient of the chunk's loss at the chunk's starting weights M_{c-1} (the
 // paper's tensorised mini-batch form) and eta_c, alpha_c are the chunk means of data-dependent

@@ -97,12 +97,12 @@ void register_block_titans(Catalogue& c) {
       // weight gradients of both layers and the backward through W2, 3 d^2, at depth 2).
       macs += 4.0 * len * d * d + 3.0 * len * d + 2.0 * depth * len * d * d +
               (depth == 1 ? 2.0 : 5.0) * len * d * d;
-      // silu on the four projections (5), l2 norms of q_x, q_y, k (3 each), residual and its
-      // theta scaling (3), the output gate sigmoid and product (5) per token and feature; the
-      // gates' sigmoid (4 x 3 per token); the depth-2 silu of the three memory passes (5 each)
-      // and its derivative (6); per chunk the surprise and memory updates (4 per weight).
-      other += len * d * (20 + 9 + 3 + 5) + 12.0 * len +
-               (depth == 2 ? len * d * (3 * 5 + 6) : 0.0) + chunks * 4.0 * depth * d * d;
+      // l2 norms of q_x, q_y, k (3 each), residual and its theta scaling (3), the output gate
+      // sigmoid and product (5) per token and feature; the gates' sigmoid (4 x 3 per token);
+      // at depth 2 the silu of the three memory passes (5 each), its derivative (6) and the
+      // normalised step (3); per chunk the surprise and memory updates (4 per weight).
+      other += len * d * (9 + 3 + 5) + 12.0 * len + (depth == 2 ? len * d * (3 * 5 + 6 + 3) : 0.0) +
+               chunks * 4.0 * depth * d * d;
     }
     w.category = hw::OpCategory::Memory;
     w.macs = macs;

@@ -202,8 +202,11 @@ TEST(BlockMemory, GradientsThroughBuiltModels) {
 
 TEST(BlockMemory, TitansAssociativeLossFallsAlongTheSequence) {
   // 256 tokens, chunks of 8 in segments of 32: the memory's loss ||M(k) - v||^2 before each
-  // chunk's update, averaged over a batch, falls as the memory fits the sequence's keys and
-  // values (untrained block, random input).
+  // chunk's update, averaged over a batch (untrained block, random input).  Inside every
+  // segment it falls chunk by chunk as the memory is written (the first chunk of a segment is
+  // high again: its tokens' attention outputs y, hence keys and values, differ from the rest
+  // of the segment's, since they see few tokens); and the first segment, read from the initial
+  // memory, is above the later ones, read from a memory already written.
   Genome g = one_block("titans", TensorType::sequence(256, 16),
                        {{"segment", 32}, {"chunk", 8}, {"memory_depth", 1}});
   auto model = build_model(g, 3);
@@ -218,10 +221,20 @@ TEST(BlockMemory, TitansAssociativeLossFallsAlongTheSequence) {
   const std::vector<double>* s = wl.nodes.at(0).activity.find_series(nn::kTitansInnerLoss);
   ASSERT_NE(s, nullptr);
   ASSERT_EQ(s->size(), 32u);
-  const double early = ((*s)[0] + (*s)[1]) / 2, late = ((*s)[30] + (*s)[31]) / 2;
+  double first_chunk = 0, last_chunk = 0, first_segment = 0, later_segments = 0;
+  for (int seg = 0; seg < 8; ++seg) {
+    first_chunk += (*s)[seg * 4] / 8;
+    last_chunk += (*s)[seg * 4 + 3] / 8;
+    for (int c = 0; c < 4; ++c) (seg == 0 ? first_segment : later_segments) += (*s)[seg * 4 + c];
+  }
+  first_segment /= 4;
+  later_segments /= 28;
   std::printf("titans associative loss per chunk:");
   for (double v : *s) std::printf(" %.3f", v);
-  std::printf("\ntitans associative loss: first two %.4f, last two %.4f (ratio %.3f)\n", early,
-              late, late / early);
-  EXPECT_LT(late, 0.8 * early);
+  std::printf(
+      "\ntitans associative loss: chunk 1 of 4 %.3f, chunk 4 of 4 %.3f (mean over segments); "
+      "first segment %.3f, later segments %.3f\n",
+      first_chunk, last_chunk, first_segment, later_segments);
+  EXPECT_LT(last_chunk, 0.3 * first_chunk);
+  EXPECT_LT(later_segments, 0.8 * first_segment);
 }
