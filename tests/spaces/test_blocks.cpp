@@ -53,7 +53,7 @@ std::vector<Case> cases() {
       {"neural_ode", vec, {{"hidden", 4}, {"steps", 2}, {"time_dependent", true}}},
       {"hyena", seq, {{"order", 3}, {"filter_width", 8}, {"emb_dim", 5}}},
       {"ttt", seq, {{"heads", 1}, {"mini_batch", 2}}},
-      {"titans", seq, {{"segment", 4}, {"chunk", 2}, {"memory_depth", 1}}},
+      {"titans", seq, {{"segment", 4}, {"chunk", 2}}},
       {"svf", vec, {{"units", 3}, {"activation", "tanh"}}},
       {"s4d", seq, {{"d_state", 4}}},
       {"mamba", seq, {{"d_state", 4}, {"d_conv", 3}}},
