@@ -52,7 +52,11 @@ T get_field(const json& j, const char* owner, const char* field, T fallback) {
 }  // namespace
 
 nlohmann::json Fidelity::to_json() const {
-  return {{"epochs", epochs}, {"train_subset", train_subset}, {"max_seconds", max_seconds}};
+  nlohmann::json j = {{"epochs", epochs}, {"train_subset", train_subset}, {"max_seconds", max_seconds}};
+  if (schedule_epochs != 0) j["schedule_epochs"] = schedule_epochs;
+  if (!resume_from.empty()) j["resume_from"] = resume_from;
+  if (!checkpoint_out.empty()) j["checkpoint_out"] = checkpoint_out;
+  return j;
 }
 
 Fidelity Fidelity::from_json(const nlohmann::json& j) {
@@ -62,11 +66,16 @@ Fidelity Fidelity::from_json(const nlohmann::json& j) {
   f.epochs = get_field<int>(j, "Fidelity", "epochs", f.epochs);
   f.train_subset = get_field<int>(j, "Fidelity", "train_subset", f.train_subset);
   f.max_seconds = get_field<double>(j, "Fidelity", "max_seconds", f.max_seconds);
+  f.schedule_epochs = get_field<int>(j, "Fidelity", "schedule_epochs", f.schedule_epochs);
+  f.resume_from = get_field<std::string>(j, "Fidelity", "resume_from", f.resume_from);
+  f.checkpoint_out = get_field<std::string>(j, "Fidelity", "checkpoint_out", f.checkpoint_out);
   if (f.epochs < 0) throw std::invalid_argument("Fidelity JSON: field 'epochs' must be >= 0");
   if (f.train_subset < 0)
     throw std::invalid_argument("Fidelity JSON: field 'train_subset' must be >= 0");
   if (f.max_seconds < 0)
     throw std::invalid_argument("Fidelity JSON: field 'max_seconds' must be >= 0");
+  if (f.schedule_epochs < 0)
+    throw std::invalid_argument("Fidelity JSON: field 'schedule_epochs' must be >= 0");
   return f;
 }
 

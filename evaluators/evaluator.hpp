@@ -20,6 +20,14 @@ struct Fidelity {
   int epochs = 1;
   int train_subset = 0;    // 0: the whole training split
   double max_seconds = 0;  // 0: no wall-clock budget
+  // Multi-fidelity promotion: the learning-rate schedule spans this many epochs (0: epochs);
+  int schedule_epochs = 0;
+  // continue from this checkpoint file when it exists ("" or missing: train from scratch; a
+  // lost checkpoint costs time, never a result);
+  std::string resume_from;
+  // and save a checkpoint here for a later promotion ("": none).  Under mpirun, on a file
+  // system every rank sees.
+  std::string checkpoint_out;
   nlohmann::json to_json() const;
   static Fidelity from_json(const nlohmann::json& j);
 };

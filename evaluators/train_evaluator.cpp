@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <numeric>
 
 #include "hwmodels/host_timer.hpp"
@@ -51,6 +52,13 @@ EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f,
   tc.epochs = f.epochs;
   if (f.max_seconds > 0) tc.max_seconds = f.max_seconds;
   tc.seed = seed;
+  tc.schedule_epochs = f.schedule_epochs;
+  // A promotion continues its previous rung's checkpoint; if that file is gone (another
+  // machine, cleaned up) the candidate trains from scratch: slower, the same weights.
+  std::error_code ec;
+  if (!f.resume_from.empty() && std::filesystem::exists(f.resume_from, ec))
+    tc.resume_from = f.resume_from;
+  tc.checkpoint_out = f.checkpoint_out;
   // About ten points on the loss curve whatever the budget, so first and last windows differ.
   const int steps_per_epoch = (train_set->size() + tc.batch_size - 1) / tc.batch_size;
   tc.log_every_steps = std::max(1, steps_per_epoch * tc.epochs / 10);

@@ -57,6 +57,7 @@ void TrainConfig::validate() const {
   if (min_lr_ratio < 0 || min_lr_ratio > 1) bad("min_lr_ratio", "must be in [0, 1]");
   if (clip_grad_norm < 0) bad("clip_grad_norm", "must be >= 0");
   if (patience < 0) bad("patience", "must be >= 0");
+  if (schedule_epochs < 0) bad("schedule_epochs", "must be >= 0");
   if (log_every_steps <= 0) bad("log_every_steps", "must be positive");
   if (eval_batch_size <= 0) bad("eval_batch_size", "must be positive");
 }
@@ -112,8 +113,8 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     BatchIterator it(train_set, cfg.batch_size, /*shuffle=*/true, cfg.seed, cfg.drop_last);
     const int per_epoch = std::max(1, it.batches_per_epoch());
     // Without an epoch budget (time only) the schedule still needs a horizon; use a generous one.
-    const int epoch_budget =
-        cfg.epochs > 0 ? cfg.epochs : std::numeric_limits<int>::max() / per_epoch;
+    const int epoch_budget = cfg.epochs > 0 ? std::max(cfg.epochs, cfg.schedule_epochs)
+                                            : std::numeric_limits<int>::max() / per_epoch;
     const std::int64_t total_steps = static_cast<std::int64_t>(epoch_budget) * per_epoch;
     const std::int64_t warmup =
         cfg.warmup_steps + static_cast<std::int64_t>(std::llround(cfg.warmup_epochs * per_epoch));

@@ -33,6 +33,10 @@ struct TrainConfig {
   float momentum = 0.9f;      // SGD only
   int batch_size = 64;
   int epochs = 1;           // epoch budget; the cosine schedule spans it
+  // The cosine schedule's horizon in epochs when it should outlast this call (0: epochs): a
+  // multi-fidelity rung of 3 epochs under a 9-epoch schedule, continued later to 9 epochs,
+  // gives the weights of 9 epochs straight.
+  int schedule_epochs = 0;
   double max_seconds = 0;   // wall-clock budget for the loop, 0 = none
   int warmup_steps = 0;     // linear warm-up steps (added to warmup_epochs' steps)
   float warmup_epochs = 0;  // warm-up in (fractional) epochs
@@ -53,8 +57,8 @@ struct TrainConfig {
   // optimizer moments, step/epoch counters and the dropout RNG are restored, then training runs
   // on from the saved epoch to `epochs` (a total, not a further count).  The model must have
   // been built from the same architecture.  With cosine off, 2 epochs + resume to 4 gives the
-  // same weights bit for bit as 4 epochs straight; with cosine on, the schedule's horizon is
-  // the new budget, so the continued rates differ from the first run's.
+  // same weights bit for bit as 4 epochs straight; with cosine on, so does a first run with
+  // schedule_epochs 4 (otherwise the horizon is each call's own budget and the rates differ).
   std::string resume_from;
   // Where to save a checkpoint after the last completed step ("" = none); written atomically.
   std::string checkpoint_out;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <iomanip>
 #include <limits>
 #include <map>
@@ -124,6 +125,8 @@ namespace {
 // run was started with (kept on resume, so the proposal sequence does not depend on workers).
 constexpr const char* kSearchStateFormat = "hwnas-search-state";
 constexpr int kSearchStateVersion = 1;
+// Deterministic runs save the strategy state with an evaluation at most this often (record()).
+constexpr double kStateSaveSeconds = 1.0;
 
 // Bumps the run's heartbeat every kHeartbeatSeconds from its own thread and connection, so a run
 // whose candidates train for an hour still looks alive while the loop waits for them.
@@ -220,11 +223,37 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   fidelity.epochs = config.epochs;
   fidelity.train_subset = config.train_subset;
   fidelity.max_seconds = config.candidate_seconds;
-  auto fidelity_of = [&](const strategies::Fidelity& f) {
+  // Multi-fidelity promotions continue from checkpoints kept next to the database, one folder
+  // per run; removed when the run finishes, kept after an interruption for --resume.
+  auto checkpoint_dir = [&] {
+    return std::filesystem::path(store.path() + ".checkpoints") /
+           ("run-" + std::to_string(summary.run_id));
+  };
+  auto checkpoint_of = [&](std::int64_t proposal) {
+    return (checkpoint_dir() / ("p" + std::to_string(proposal) + ".ckpt")).string();
+  };
+  auto fidelity_of = [&](const strategies::Proposal& p) {
+    const strategies::Fidelity& f = p.fidelity;
     eval::Fidelity e = fidelity;
     if (f.epochs > 0) e.epochs = f.epochs;
     if (f.train_subset > 0) e.train_subset = f.train_subset;
+    e.schedule_epochs = f.schedule_epochs;
+    if (f.continue_from >= 0) e.resume_from = checkpoint_of(f.continue_from);
+    if (f.keep_checkpoint) {
+      std::filesystem::create_directories(checkpoint_dir());
+      e.checkpoint_out = checkpoint_of(static_cast<std::int64_t>(p.id));
+    }
     return e;
+  };
+  // The fidelity stored with an evaluation: what was asked, without this machine's paths.
+  auto stored_fidelity = [&](const strategies::Proposal& p) {
+    eval::Fidelity e = fidelity;
+    if (p.fidelity.epochs > 0) e.epochs = p.fidelity.epochs;
+    if (p.fidelity.train_subset > 0) e.train_subset = p.fidelity.train_subset;
+    e.schedule_epochs = p.fidelity.schedule_epochs;
+    nlohmann::json j = e.to_json();
+    if (p.fidelity.continue_from >= 0) j["continue_from"] = p.fidelity.continue_from;
+    return j;
   };
 
   const int slots = executor.slots();
@@ -395,6 +424,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   // Stores one finished evaluation with its costs and the strategy's state (one transaction),
   // updates the best, the fronts and the strategy's pending results, and prints the progress
   // line.
+  std::optional<Clock::time_point> last_state_save;
   auto record = [&](const JobResult& jr) {
     ++done;
     const strategies::Proposal& proposal = proposed.at(jr.id);
@@ -412,7 +442,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     rec.arch_id = with_write_retry(
         progress, [&] { return store.upsert_architecture(hash, architecture, description); });
     rec.metrics = res.metrics;
-    rec.fidelity = fidelity_of(proposal.fidelity).to_json();
+    rec.fidelity = stored_fidelity(proposal);
     rec.workload = res.workload.to_json();
     rec.loss_curve = res.loss_curve;
     rec.wall_seconds = res.wall_seconds;
@@ -442,7 +472,19 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       ++told;
     }
     proposed.erase(jr.id);
-    const nlohmann::json state = search_state();
+    // The state goes with the evaluation (one transaction).  In deterministic mode an older
+    // state is as good as the newest: a resume re-asks the proposals made since, gets the same
+    // ones, and tells those already stored from the store without training them again; so the
+    // state (which grows with the run: populations, archives, histories) is saved at most once
+    // per kStateSaveSeconds instead of at every evaluation.  Without deterministic mode the
+    // tells' order is the arrival order, which a resume cannot replay: every evaluation saves.
+    nlohmann::json state;
+    if (!config.deterministic || !last_state_save ||
+        std::chrono::duration<double>(Clock::now() - *last_state_save).count() >=
+            kStateSaveSeconds) {
+      state = search_state();
+      last_state_save = Clock::now();
+    }
     const std::int64_t eval_id =
         with_write_retry(progress, [&] { return store.add_evaluation(rec, state); });
     account(rec, eval_id, result);
@@ -476,8 +518,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     Job job;
     job.id = p.id;
     job.genome = p.genome;
-    job.fidelity = fidelity_of(p.fidelity);
-    job.seed = job_seed(config.seed, job.id);
+    job.fidelity = fidelity_of(p);
+    // A promoted candidate trains on with its first rung's seed (the same data order).
+    job.seed = job_seed(config.seed, p.fidelity.seed_of >= 0
+                                         ? static_cast<std::uint64_t>(p.fidelity.seed_of)
+                                         : job.id);
     costs.start(p.id, p.genome);  // slow devices measure while the worker trains
     proposed.emplace(p.id, std::move(p));
     executor.submit(std::move(job));
@@ -608,6 +653,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
   summary.status = stopping && g_stop_requested ? "interrupted" : "finished";
   with_write_retry(progress, [&] { store.finish_run(summary.run_id, summary.status); });
+  if (summary.status == "finished") {
+    std::error_code ec;  // best effort: leftover checkpoints waste space, never results
+    std::filesystem::remove_all(checkpoint_dir(), ec);
+    std::filesystem::remove(checkpoint_dir().parent_path(), ec);  // only if now empty
+  }
   return summary;
 }
 

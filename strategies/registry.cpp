@@ -12,6 +12,8 @@ void register_builtin_strategies(Registry<StrategyEntry>& r) {
   r.add(local_search_strategy());
   r.add(reinforce_strategy());
   r.add(bananas_strategy());
+  r.add(successive_halving_strategy());
+  r.add(hyperband_strategy());
 }
 
 const Registry<StrategyEntry>& strategy_registry() {

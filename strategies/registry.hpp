@@ -38,6 +38,8 @@ StrategyEntry nsga2_strategy();
 StrategyEntry local_search_strategy();
 StrategyEntry reinforce_strategy();
 StrategyEntry bananas_strategy();
+StrategyEntry successive_halving_strategy();
+StrategyEntry hyperband_strategy();
 
 // Registers every built-in strategy (one line each in registry.cpp).
 void register_builtin_strategies(Registry<StrategyEntry>& r);

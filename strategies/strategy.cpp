@@ -25,13 +25,23 @@ nlohmann::json genome_to_json(const spaces::Genome& g) { return g.to_json(); }
 spaces::Genome genome_from_json(const nlohmann::json& j) { return spaces::Genome::from_json(j); }
 
 nlohmann::json Fidelity::to_json() const {
-  return {{"epochs", epochs}, {"train_subset", train_subset}};
+  nlohmann::json j = {{"epochs", epochs}, {"train_subset", train_subset}};
+  // The promotion fields only where set: single-fidelity states stay as they were.
+  if (schedule_epochs != 0) j["schedule_epochs"] = schedule_epochs;
+  if (continue_from >= 0) j["continue_from"] = continue_from;
+  if (seed_of >= 0) j["seed_of"] = seed_of;
+  if (keep_checkpoint) j["keep_checkpoint"] = true;
+  return j;
 }
 
 Fidelity Fidelity::from_json(const nlohmann::json& j) {
   Fidelity f;
   f.epochs = j.value("epochs", 0);
   f.train_subset = j.value("train_subset", 0);
+  f.schedule_epochs = j.value("schedule_epochs", 0);
+  f.continue_from = j.value("continue_from", std::int64_t{-1});
+  f.seed_of = j.value("seed_of", std::int64_t{-1});
+  f.keep_checkpoint = j.value("keep_checkpoint", false);
   return f;
 }
 

@@ -38,6 +38,15 @@ namespace hwnas::strategies {
 struct Fidelity {
   int epochs = 0;        // 0 = the config's evaluator.epochs
   int train_subset = 0;  // 0 = the config's task.train_subset
+  // Multi-fidelity promotion (strategies/multi_fidelity.cpp): the learning-rate schedule's
+  // horizon in epochs (0 = epochs), so a short rung is a prefix of the full run;
+  int schedule_epochs = 0;
+  // the proposal whose saved checkpoint this one continues training (-1: from scratch);
+  std::int64_t continue_from = -1;
+  // the proposal whose training seed this one uses (-1: its own), the candidate's first rung;
+  std::int64_t seed_of = -1;
+  // and whether this evaluation saves a checkpoint a later proposal may continue.
+  bool keep_checkpoint = false;
   bool operator==(const Fidelity&) const = default;
   nlohmann::json to_json() const;
   static Fidelity from_json(const nlohmann::json& j);

@@ -288,6 +288,47 @@ TEST(Trainer, ResumeFromCheckpointEqualsStraightRun) {
   }
 }
 
+// With the cosine schedule on, a rung trained under the top rung's horizon (schedule_epochs)
+// and continued later is still the straight run: what successive halving relies on.
+TEST(Trainer, ScheduleHorizonMakesACosineRungAPrefixOfTheFullRun) {
+  nn::ThreadBudget budget(1);
+  Dataset tr = blobs(300, 8, 1), va = blobs(100, 8, 2);
+  TrainConfig c;
+  c.cosine = true;
+  c.seed = 4;
+  c.epochs = 3;
+  TinyMlp straight(8, 16, 3, 3);
+  const TrainReport full = train(straight, tr, va, c);
+
+  const std::string ck = ::testing::TempDir() + "/hwnas_trainer_horizon.ckpt";
+  TinyMlp first(8, 16, 3, 3);
+  TrainConfig rung = c;
+  rung.epochs = 1;
+  rung.schedule_epochs = 3;
+  rung.checkpoint_out = ck;
+  train(first, tr, va, rung);
+  TinyMlp promoted(8, 16, 3, 5);
+  TrainConfig next = c;
+  next.schedule_epochs = 3;
+  next.resume_from = ck;
+  const TrainReport rest = train(promoted, tr, va, next);
+  EXPECT_EQ(flat_parameters(promoted), flat_parameters(straight));
+  EXPECT_EQ(rest.val_loss, full.val_loss);
+  EXPECT_EQ(rest.epochs_run, 2);
+
+  // Without the horizon the first rung decays to zero within its one epoch: not a prefix.
+  TinyMlp own(8, 16, 3, 3);
+  TrainConfig short_schedule = c;
+  short_schedule.epochs = 1;
+  short_schedule.checkpoint_out = ck;
+  train(own, tr, va, short_schedule);
+  TinyMlp continued(8, 16, 3, 5);
+  TrainConfig resumed = c;
+  resumed.resume_from = ck;
+  train(continued, tr, va, resumed);
+  EXPECT_NE(flat_parameters(continued), flat_parameters(straight));
+}
+
 // restore_best ends on the best evaluated epoch's weights, so the reported validation loss is
 // the lowest of the per-epoch ones even when later epochs overfit (random labels).
 TEST(Trainer, RestoreBestEndsOnTheBestEpoch) {

@@ -76,7 +76,7 @@ INSTANTIATE_TEST_SUITE_P(Examples, TrainedExample,
                                            "search_symbolic.json", "search_spiking.json",
                                            "search_continuous_time.json",
                                            "search_spiking_vs_classic.json",
-                                           "search_sequence_mixers.json"),
+                                           "search_sequence_mixers.json", "search_hyperband.json"),
                          [](const auto& info) {
                            std::string n = info.param.substr(0, info.param.find('.'));
                            n.erase(std::remove(n.begin(), n.end(), '_'), n.end());

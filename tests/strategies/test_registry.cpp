@@ -32,8 +32,9 @@ std::string error_of(const json& config) {
 TEST(StrategyRegistry, ListsTheBuiltins) {
   const auto& reg = strategy_registry();
   EXPECT_EQ(reg.family(), "strategy");
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "local_search", "nsga2", "random",
-                                                   "regularized_evolution", "reinforce"}));
+  EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "hyperband", "local_search", "nsga2",
+                                                   "random", "regularized_evolution", "reinforce",
+                                                   "successive_halving"}));
   EXPECT_EQ(strategy_names(), reg.names());
   for (const auto& [name, e] : reg.entries()) {
     EXPECT_FALSE(e.description.empty()) << name;
@@ -55,17 +56,17 @@ TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
 
 TEST(StrategyRegistry, UnknownOrMissingTypeGivesTheStandardMessage) {
   EXPECT_EQ(error_of({{"type", "telepathy"}}),
-            "strategy.type: unknown strategy 'telepathy' (known: bananas, local_search, nsga2, "
-            "random, regularized_evolution, reinforce)");
+            "strategy.type: unknown strategy 'telepathy' (known: bananas, hyperband, local_search, nsga2, "
+            "random, regularized_evolution, reinforce, successive_halving)");
   EXPECT_EQ(error_of({{"population", 4}}),
-            "strategy.type: missing (known: bananas, local_search, nsga2, random, "
-            "regularized_evolution, reinforce)");
+            "strategy.type: missing (known: bananas, hyperband, local_search, nsga2, "
+            "random, regularized_evolution, reinforce, successive_halving)");
   EXPECT_EQ(error_of({{"type", 3}}),
-            "strategy.type: missing (known: bananas, local_search, nsga2, random, "
-            "regularized_evolution, reinforce)");
+            "strategy.type: missing (known: bananas, hyperband, local_search, nsga2, "
+            "random, regularized_evolution, reinforce, successive_halving)");
   EXPECT_EQ(error_of("random"),
-            "strategy: must be an object {\"type\": ..., params} (known: bananas, "
-            "local_search, nsga2, random, regularized_evolution, reinforce)");
+            "strategy: must be an object {\"type\": ..., params} (known: bananas, hyperband, local_search, nsga2, "
+            "random, regularized_evolution, reinforce, successive_halving)");
 }
 
 TEST(StrategyParams, RandomTakesNone) {
@@ -147,10 +148,10 @@ TEST(StrategyDocs, EveryParameterIsDocumented) {
     }
   }
   EXPECT_NE(params.find("(no parameters)"), std::string::npos) << params;  // random
-  EXPECT_EQ(js[4]["name"], "regularized_evolution");
-  EXPECT_EQ(js[4]["params"][0]["name"], "population");
-  EXPECT_EQ(js[4]["params"][0]["default"], 16);
-  EXPECT_EQ(js[4]["params"][0]["range"], (json{2, 100000}));
+  EXPECT_EQ(js[5]["name"], "regularized_evolution");
+  EXPECT_EQ(js[5]["params"][0]["name"], "population");
+  EXPECT_EQ(js[5]["params"][0]["default"], 16);
+  EXPECT_EQ(js[5]["params"][0]["range"], (json{2, 100000}));
 }
 
 }  // namespace
