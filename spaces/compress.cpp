@@ -59,13 +59,20 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
       mask.data()[idx[static_cast<std::size_t>(i)]] = 0.0f;
     }
   }
-  if (bits < 16) {
+  if (bits < 16 && n > 0) {
+    // Per output channel (dim 0 of a dense [out, in] or conv [out, in/g, kh, kw] weight), as
+    // int8/int4 deployment runtimes quantise weights: one large channel no longer flattens
+    // every other channel's values onto a few levels.  Vectors (biases, scales) get one scale.
     const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    float maxabs = out.array().abs().maxCoeff();
-    if (maxabs > 0) {
+    const std::int64_t channels = x.shape().size() >= 2 ? x.shape()[0] : 1;
+    const std::int64_t per = n / channels;
+    for (std::int64_t c = 0; c < channels; ++c) {
+      float* row = out.data() + c * per;
+      float maxabs = 0;
+      for (std::int64_t i = 0; i < per; ++i) maxabs = std::max(maxabs, std::fabs(row[i]));
+      if (maxabs <= 0) continue;
       const float scale = maxabs / qmax;
-      for (std::int64_t i = 0; i < n; ++i)
-        out.data()[i] = std::round(out.data()[i] / scale) * scale;
+      for (std::int64_t i = 0; i < per; ++i) row[i] = std::round(row[i] / scale) * scale;
     }
   }
   return nn::make_result(std::move(out), {w}, [mask](nn::Node& self) {

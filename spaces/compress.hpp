@@ -8,7 +8,7 @@
 namespace hwnas::spaces {
 
 // Returns `w` with the smallest-magnitude fraction `prune` of its entries zeroed and the rest
-// quantised to `bits` (symmetric, per tensor, scale = max|w| / (2^(bits-1) - 1)).  bits >= 16
+// quantised to `bits` (symmetric, one scale per output channel, dim 0).  bits >= 16
 // leaves values unquantised (float16 rounding is below training noise).  The gradient passes
 // straight through to the kept entries and is zero for pruned ones.  With bits >= 16 and
 // prune == 0 it returns `w` itself.

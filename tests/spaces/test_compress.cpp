@@ -33,3 +33,20 @@ TEST(Compress, InferenceSessionReusesCompressedWeightsTrainingDoesNot) {
   EXPECT_NE(t1.node(), t2.node());
   EXPECT_TRUE(t1.requires_grad());
 }
+
+// Each output channel (dim 0) has its own scale: a channel of small weights keeps its values
+// instead of rounding to zero next to a large one (per-tensor int4 would zero row 1 entirely).
+TEST(Compress, Int4ScalesPerOutputChannel) {
+  nn::Var w = nn::parameter(
+      nn::Tensor::from(nn::Shape{2, 3}, {1.0f, 0.5f, -0.25f, 0.01f, 0.02f, -0.03f}));
+  const auto q = spaces::compress_weight(w, 4, 0).value().to_vector();
+  const float s0 = 1.0f / 7, s1 = 0.03f / 7;  // max |w| of each row over qmax = 7
+  const std::vector<float> expected = {7 * s0, 4 * s0, -2 * s0, 2 * s1, 5 * s1, -7 * s1};
+  ASSERT_EQ(q.size(), expected.size());
+  for (std::size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(q[i], expected[i], 1e-7f) << i;
+  // A vector (a bias) has a single scale.
+  nn::Var b = nn::parameter(nn::Tensor::from(nn::Shape{3}, {1.0f, 0.01f, -0.5f}));
+  const auto qb = spaces::compress_weight(b, 4, 0).value().to_vector();
+  EXPECT_FLOAT_EQ(qb[1], 0.0f);
+  EXPECT_FLOAT_EQ(qb[2], -4.0f / 7);
+}
