@@ -16,6 +16,7 @@
 
 #include "hwmodels/device.hpp"
 #include "search/device_costs.hpp"
+#include "search/oneshot_env.hpp"
 #include "search/resume.hpp"
 #include "spaces/space.hpp"
 #include "strategies/pareto.hpp"
@@ -199,6 +200,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& o : config.pareto_objectives)
     context.objectives.push_back({o.str(), o.maximize});
   for (const auto& k : config.constraints) context.constraints.push_back(k.str());
+  context.oneshot = make_oneshot_environment(config, progress);  // one-shot strategies' phase
   auto strategy = strategies::make_strategy(config.strategy, *space, context);
   std::vector<std::unique_ptr<hw::Device>> devices;
   bool devices_want_architecture = false;  // an external model reads the genome

@@ -12,6 +12,7 @@ void register_builtin_strategies(Registry<StrategyEntry>& r) {
   r.add(local_search_strategy());
   r.add(reinforce_strategy());
   r.add(bananas_strategy());
+  r.add(darts_strategy());
 }
 
 const Registry<StrategyEntry>& strategy_registry() {

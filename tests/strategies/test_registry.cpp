@@ -32,8 +32,9 @@ std::string error_of(const json& config) {
 TEST(StrategyRegistry, ListsTheBuiltins) {
   const auto& reg = strategy_registry();
   EXPECT_EQ(reg.family(), "strategy");
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "local_search", "nsga2", "random",
-                                                   "regularized_evolution", "reinforce"}));
+  EXPECT_EQ(reg.names(),
+            (std::vector<std::string>{"bananas", "darts", "local_search", "nsga2", "random",
+                                      "regularized_evolution", "reinforce"}));
   EXPECT_EQ(strategy_names(), reg.names());
   for (const auto& [name, e] : reg.entries()) {
     EXPECT_FALSE(e.description.empty()) << name;
@@ -44,7 +45,10 @@ TEST(StrategyRegistry, ListsTheBuiltins) {
     }
   }
   // Each built-in builds with all defaults and names itself as registered.
-  for (const auto& n : reg.names()) EXPECT_EQ(make_strategy({{"type", n}}, mlp_space())->name(), n);
+  // One-shot strategies search cell spaces (darts refuses a macro space, tested in tests/oneshot).
+  const auto nb201 = spaces::make_space({{"type", "nb201"}});
+  for (const auto& n : reg.names())
+    EXPECT_EQ(make_strategy({{"type", n}}, reg.at(n).one_shot ? *nb201 : mlp_space())->name(), n);
 }
 
 TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
@@ -55,17 +59,17 @@ TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
 
 TEST(StrategyRegistry, UnknownOrMissingTypeGivesTheStandardMessage) {
   EXPECT_EQ(error_of({{"type", "telepathy"}}),
-            "strategy.type: unknown strategy 'telepathy' (known: bananas, local_search, nsga2, "
-            "random, regularized_evolution, reinforce)");
+            "strategy.type: unknown strategy 'telepathy' (known: bananas, darts, local_search, "
+            "nsga2, random, regularized_evolution, reinforce)");
   EXPECT_EQ(error_of({{"population", 4}}),
-            "strategy.type: missing (known: bananas, local_search, nsga2, random, "
+            "strategy.type: missing (known: bananas, darts, local_search, nsga2, random, "
             "regularized_evolution, reinforce)");
   EXPECT_EQ(error_of({{"type", 3}}),
-            "strategy.type: missing (known: bananas, local_search, nsga2, random, "
+            "strategy.type: missing (known: bananas, darts, local_search, nsga2, random, "
             "regularized_evolution, reinforce)");
   EXPECT_EQ(error_of("random"),
             "strategy: must be an object {\"type\": ..., params} (known: bananas, "
-            "local_search, nsga2, random, regularized_evolution, reinforce)");
+            "darts, local_search, nsga2, random, regularized_evolution, reinforce)");
 }
 
 TEST(StrategyParams, RandomTakesNone) {
@@ -147,7 +151,7 @@ TEST(StrategyDocs, EveryParameterIsDocumented) {
     }
   }
   EXPECT_NE(params.find("(no parameters)"), std::string::npos) << params;  // random
-  EXPECT_EQ(js[4]["name"], "regularized_evolution");
+  EXPECT_EQ(js[5]["name"], "regularized_evolution");
   EXPECT_EQ(js[4]["params"][0]["name"], "population");
   EXPECT_EQ(js[4]["params"][0]["default"], 16);
   EXPECT_EQ(js[4]["params"][0]["range"], (json{2, 100000}));
