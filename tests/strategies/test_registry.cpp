@@ -152,9 +152,9 @@ TEST(StrategyDocs, EveryParameterIsDocumented) {
   }
   EXPECT_NE(params.find("(no parameters)"), std::string::npos) << params;  // random
   EXPECT_EQ(js[5]["name"], "regularized_evolution");
-  EXPECT_EQ(js[4]["params"][0]["name"], "population");
-  EXPECT_EQ(js[4]["params"][0]["default"], 16);
-  EXPECT_EQ(js[4]["params"][0]["range"], (json{2, 100000}));
+  EXPECT_EQ(js[5]["params"][0]["name"], "population");
+  EXPECT_EQ(js[5]["params"][0]["default"], 16);
+  EXPECT_EQ(js[5]["params"][0]["range"], (json{2, 100000}));
 }
 
 }  // namespace
