@@ -224,6 +224,23 @@ TEST(DartsSearch, IsDeterministicAndReportsWhatItDid) {
   EXPECT_NE(a.probs, c.probs);
 }
 
+TEST(DartsSearch, GumbelSoftmaxSearchIsSeededAndDiffersFromTheSoftmaxOne) {
+  auto space = nb201(8);
+  const auto data = quadrant_task(64, 32, 5);
+  auto dev = hw::load_device("jetson_orin_nano");
+  DartsOptions o = small_options(0.5);
+  o.epochs = 2;
+  o.steps_per_epoch = 2;
+  o.gumbel = true;
+  o.temperature = 2.0f;
+  const DartsOutcome a = run_darts(*space, data, dev.get(), o);
+  const DartsOutcome b = run_darts(*space, data, dev.get(), o);
+  EXPECT_EQ(a.probs, b.probs);
+  EXPECT_EQ(a.candidates.front().hash(), b.candidates.front().hash());
+  o.gumbel = false;
+  EXPECT_NE(run_darts(*space, data, dev.get(), o).probs, a.probs);
+}
+
 TEST(DartsSearch, EarlyStopGuardStopsAtTheCollapseAndKeepsTheEarlierParameters) {
   // A huge hardware weight drives every edge to the free ops (none, skip) within one epoch.
   auto space = nb201(8);
