@@ -512,6 +512,19 @@ TEST_P(EveryStrategyFromConfig, RunsLocallyWithAConstraint) {
   EXPECT_FALSE(store.pareto(s.run_id, "joint").empty());
 }
 
+TEST_F(TabularSearch, OneShotStrategiesAreRefusedWithoutATrainedTask) {
+  json j = tabular_config(dir_, csv_);
+  j["strategy"] = {{"type", "darts"}};
+  try {
+    (void)parse_config(j, "");
+    ADD_FAILURE() << "a darts search on a tabular evaluator was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "config.strategy.type: 'darts' trains a supernet on the task's data; it needs "
+              "evaluator 'train' (this config's evaluator is 'tabular')");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Registered, EveryStrategyFromConfig,
                          ::testing::ValuesIn(multi_trial_strategy_names()),
                          [](const auto& info) { return info.param; });
