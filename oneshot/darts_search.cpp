@@ -241,7 +241,9 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
 
   DartsOutcome out;
   nlohmann::json epochs = nlohmann::json::array();
-  nn::Tensor previous_alpha = net.alpha().value().clone();
+  // The last alpha whose derived cell held at most max_skip skips (early_stop goes back to it).
+  nn::Tensor last_ok_alpha = net.alpha().value().clone();
+  bool stop = false;
   int train_epoch = 0, val_epoch = 0;
   std::int64_t step = 0;
   train_it.start_epoch(train_epoch);
@@ -280,6 +282,28 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
         if (!std::isfinite(st.train_loss))
           throw std::runtime_error("darts: the supernet's training loss diverged at epoch " +
                                    std::to_string(e) + " (lower strategy.w_lr)");
+        if (s.update_arch && !out.collapsed) {
+          // Checked after every architecture step (deriving costs microseconds), so early_stop
+          // keeps the parameters of the step just before the collapse, not of an epoch ago.
+          int sk = 0;
+          (void)derive_decisions(layout, probabilities(net.alpha()), -1, &sk);
+          if (sk > o.max_skip) {
+            out.collapsed = true;
+            out.collapse_epoch = e;
+            out.collapse_step = static_cast<int>(step) + 1;
+            if (o.skip_guard == "early_stop") {
+              net.alpha().value() = last_ok_alpha.clone();
+              stop = true;
+              if (log)
+                *log << "darts: skip collapse at step " << step + 1 << " (epoch " << e << ", " << sk
+                     << " skips > max_skip " << o.max_skip
+                     << "); stopping with the previous step's architecture parameters" << std::endl;
+              break;
+            }
+          } else {
+            last_ok_alpha = net.alpha().value().clone();
+          }
+        }
       }
       const EdgeProbs p = probabilities(net.alpha());
       int skips = 0;
@@ -297,20 +321,7 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
              << std::setprecision(4) << tl / n << ", val loss " << (nv ? vl / nv : 0.0) << ", E["
              << o.cost << "] " << (hw.active() ? hw.expected(p) : 0.0) << ", "
              << ej["arch"].get<std::string>() << " (" << skips << " skips)" << std::endl;
-      if (s.update_arch && o.max_skip >= 0 && skips > o.max_skip && !out.collapsed) {
-        out.collapsed = true;
-        out.collapse_epoch = e;
-        if (o.skip_guard == "early_stop") {
-          // DARTS+: stop here and keep the last architecture parameters before the collapse.
-          net.alpha().value() = previous_alpha.clone();
-          if (log)
-            *log << "darts: skip collapse at epoch " << e << " (" << skips << " > max_skip "
-                 << o.max_skip << "); stopping, keeping epoch " << e - 1 << "'s parameters"
-                 << std::endl;
-          break;
-        }
-      }
-      previous_alpha = net.alpha().value().clone();
+      if (stop) break;
     }
   });
 
@@ -351,6 +362,7 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
       {"max_skip", o.max_skip},
       {"collapsed", out.collapsed},
       {"collapse_epoch", out.collapse_epoch},
+      {"collapse_step", out.collapse_step},
       {"epochs_run", out.epochs_run},
       {"epochs", epochs},
       {"candidates", out.candidates.size()},

@@ -15,9 +15,10 @@
 //
 // Skip-connection collapse (DARTS's known failure: parameter-free ops win the bilevel race and
 // the derived cell degenerates to skips; Zela et al. 2020, DARTS+ 2019, P-DARTS 2019) is
-// guarded by `skip_guard`: early_stop derives the cell after every epoch and stops as soon as
-// it holds more than max_skip skips, going back to the previous epoch's alpha (DARTS+); cap (and
-// early_stop after it) keeps only the max_skip strongest skips at derivation (P-DARTS).  The
+// guarded by `skip_guard`: early_stop derives the cell after every architecture step and stops
+// as soon as it holds more than max_skip skips, going back to the previous step's alpha (DARTS+,
+// at step rather than epoch granularity); cap (and early_stop after it) keeps only the max_skip
+// strongest skips at derivation (P-DARTS).  The
 // outcome reports whether the collapse happened, and when.
 #pragma once
 
@@ -117,6 +118,7 @@ struct DartsOutcome {
   double derived_cost = 0;                 // sum of the derived cell's op costs (its edges only)
   bool collapsed = false;                  // the derived cell exceeded max_skip skips at some epoch
   int collapse_epoch = 0;                  // 1-based, 0 = none
+  int collapse_step = 0;                   // 1-based bilevel step of the collapse, 0 = none
   int epochs_run = 0;
   nlohmann::json report;  // all of the above plus per-epoch figures, as JSON
 };

@@ -255,6 +255,7 @@ TEST(DartsSearch, EarlyStopGuardStopsAtTheCollapseAndKeepsTheEarlierParameters) 
   const DartsOutcome a = run_darts(*space, data, dev.get(), o);
   EXPECT_TRUE(a.collapsed);
   EXPECT_EQ(a.collapse_epoch, a.epochs_run);
+  EXPECT_GE(a.collapse_step, 1);  // checked after every architecture step
   EXPECT_LT(a.epochs_run, 3);
   EXPECT_LE(count_skips(cell_layout(*space), a.decisions), 1);
   o.skip_guard = "off";
