@@ -57,7 +57,8 @@ nlohmann::json config_of(const std::string& type) {
 // front).
 std::vector<std::pair<std::string, nlohmann::json>> entries() {
   std::vector<std::pair<std::string, nlohmann::json>> out;
-  for (const auto& name : strategies::strategy_names()) {
+  for (const auto& [name, e] : strategies::strategy_registry().entries()) {
+    if (e.one_shot) continue;  // needs a task with training data (bench_darts_hardware_weight)
     // The synthetic table has one fidelity: a promotion would only re-read the same number.
     // Hyperband is compared with full-fidelity search on real training instead
     // (tests/search/test_multi_fidelity_search.cpp).

@@ -52,7 +52,8 @@ T get_field(const json& j, const char* owner, const char* field, T fallback) {
 }  // namespace
 
 nlohmann::json Fidelity::to_json() const {
-  nlohmann::json j = {{"epochs", epochs}, {"train_subset", train_subset}, {"max_seconds", max_seconds}};
+  nlohmann::json j = {
+      {"epochs", epochs}, {"train_subset", train_subset}, {"max_seconds", max_seconds}};
   if (schedule_epochs != 0) j["schedule_epochs"] = schedule_epochs;
   if (!resume_from.empty()) j["resume_from"] = resume_from;
   if (!checkpoint_out.empty()) j["checkpoint_out"] = checkpoint_out;

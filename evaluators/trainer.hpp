@@ -32,7 +32,7 @@ struct TrainConfig {
   float weight_decay = 0.0f;  // decoupled for AdamW; L2-style for SGD (as nn/optim.hpp does)
   float momentum = 0.9f;      // SGD only
   int batch_size = 64;
-  int epochs = 1;           // epoch budget; the cosine schedule spans it
+  int epochs = 1;  // epoch budget; the cosine schedule spans it
   // The cosine schedule's horizon in epochs when it should outlast this call (0: epochs): a
   // multi-fidelity rung of 3 epochs under a 9-epoch schedule, continued later to 9 epochs,
   // gives the weights of 9 epochs straight.

@@ -660,6 +660,29 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   } catch (const std::exception& e) {
     throw ConfigError(std::string("config.") + e.what());
   }
+  // One-shot strategies train a supernet on the task's data and price ops on a device model.
+  if (strategies::strategy_registry().at(r["strategy"]["type"].get<std::string>()).one_shot) {
+    const std::string type = r["strategy"]["type"];
+    if (c.evaluator != "train")
+      fail("strategy.type", "'" + type +
+                                "' trains a supernet on the task's data; it needs evaluator "
+                                "'train' (this config's evaluator is '" +
+                                c.evaluator + "')");
+    const std::string dev = r["strategy"].value("device", "");
+    if (dev.empty() && c.devices.empty() && r["strategy"].value("hardware_weight", 0.0) > 0)
+      fail("strategy.device",
+           "the hardware term needs a device: set strategy.device or list "
+           "one in devices");
+    if (!dev.empty()) {
+      try {
+        (void)hw::load_device(dev);
+      } catch (const std::exception& e) {
+        std::string presets;
+        for (const auto& p : hw::preset_names()) presets += (presets.empty() ? "" : ", ") + p;
+        fail("strategy.device", "'" + dev + "': " + e.what() + " (presets: " + presets + ")");
+      }
+    }
+  }
 
   for (const auto& v : r["hypervolume"]["reference"]) c.hypervolume_reference.push_back(v);
   if (!c.hypervolume_reference.empty() &&

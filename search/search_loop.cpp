@@ -17,6 +17,7 @@
 
 #include "hwmodels/device.hpp"
 #include "search/device_costs.hpp"
+#include "search/oneshot_env.hpp"
 #include "search/resume.hpp"
 #include "spaces/space.hpp"
 #include "strategies/pareto.hpp"
@@ -202,6 +203,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& o : config.pareto_objectives)
     context.objectives.push_back({o.str(), o.maximize});
   for (const auto& k : config.constraints) context.constraints.push_back(k.str());
+  context.oneshot = make_oneshot_environment(config, progress);  // one-shot strategies' phase
   auto strategy = strategies::make_strategy(config.strategy, *space, context);
   std::vector<std::unique_ptr<hw::Device>> devices;
   bool devices_want_architecture = false;  // an external model reads the genome
@@ -520,9 +522,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     job.genome = p.genome;
     job.fidelity = fidelity_of(p);
     // A promoted candidate trains on with its first rung's seed (the same data order).
-    job.seed = job_seed(config.seed, p.fidelity.seed_of >= 0
-                                         ? static_cast<std::uint64_t>(p.fidelity.seed_of)
-                                         : job.id);
+    job.seed =
+        job_seed(config.seed,
+                 p.fidelity.seed_of >= 0 ? static_cast<std::uint64_t>(p.fidelity.seed_of) : job.id);
     costs.start(p.id, p.genome);  // slow devices measure while the worker trains
     proposed.emplace(p.id, std::move(p));
     executor.submit(std::move(job));

@@ -117,7 +117,8 @@ class MultiFidelity final : public Strategy {
   nlohmann::json save_body() const override {
     nlohmann::json cands = nlohmann::json::array();
     for (const auto& c : candidates_)
-      cands.push_back({{"genome", genome_to_json(c.genome)}, {"root", c.root}, {"inner", c.inner_id}});
+      cands.push_back(
+          {{"genome", genome_to_json(c.genome)}, {"root", c.root}, {"inner", c.inner_id}});
     nlohmann::json brackets = nlohmann::json::array();
     for (const auto& b : brackets_) {
       nlohmann::json rungs = nlohmann::json::array();
@@ -134,8 +135,8 @@ class MultiFidelity final : public Strategy {
     }
     nlohmann::json flight = nlohmann::json::array();
     for (const auto& [id, s] : in_flight_)
-      flight.push_back({{"id", id}, {"candidate", s.candidate}, {"bracket", s.bracket},
-                        {"rung", s.rung}});
+      flight.push_back(
+          {{"id", id}, {"candidate", s.candidate}, {"bracket", s.bracket}, {"rung", s.rung}});
     return {{"candidates", cands},
             {"brackets", brackets},
             {"in_flight", flight},
@@ -168,7 +169,8 @@ class MultiFidelity final : public Strategy {
     std::map<std::uint64_t, Slot> flight;
     for (const auto& f : s.at("in_flight"))
       flight[f.at("id").get<std::uint64_t>()] = {f.at("candidate").get<std::size_t>(),
-                                                 f.at("bracket").get<int>(), f.at("rung").get<int>()};
+                                                 f.at("bracket").get<int>(),
+                                                 f.at("rung").get<int>()};
     const int cycle = s.at("cycle_position").get<int>();
     if (cycle < 0 || cycle >= cycle_length_)
       throw std::invalid_argument("saved cycle position out of range");
@@ -192,8 +194,8 @@ class MultiFidelity final : public Strategy {
     bool promoted = false;
   };
   struct Bracket {
-    int first_rung = 0;                    // index into the ladder of its lowest rung
-    int share = 1;                         // new candidates per cycle (Hyperband's n_s)
+    int first_rung = 0;                     // index into the ladder of its lowest rung
+    int share = 1;                          // new candidates per cycle (Hyperband's n_s)
     std::vector<std::vector<Entry>> rungs;  // completed results per rung, lowest first
   };
   struct Slot {

@@ -14,6 +14,7 @@ void register_builtin_strategies(Registry<StrategyEntry>& r) {
   r.add(bananas_strategy());
   r.add(successive_halving_strategy());
   r.add(hyperband_strategy());
+  r.add(darts_strategy());
 }
 
 const Registry<StrategyEntry>& strategy_registry() {

@@ -29,6 +29,10 @@ struct StrategyEntry {
   std::function<std::unique_ptr<Strategy>(const nlohmann::json& params, const spaces::Space& space,
                                           const StrategyContext& context)>
       make;
+  // Trains a supernet in its own phase (StrategyContext::oneshot) before proposing: it needs a
+  // task with training data, so the harnesses that drive strategies on a synthetic table
+  // (tests/strategies, the tabular searches of tests/search) leave it out.
+  bool one_shot = false;
 };
 
 // One per strategy file.
@@ -40,6 +44,7 @@ StrategyEntry reinforce_strategy();
 StrategyEntry bananas_strategy();
 StrategyEntry successive_halving_strategy();
 StrategyEntry hyperband_strategy();
+StrategyEntry darts_strategy();
 
 // Registers every built-in strategy (one line each in registry.cpp).
 void register_builtin_strategies(Registry<StrategyEntry>& r);

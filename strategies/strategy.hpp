@@ -32,6 +32,8 @@
 
 namespace hwnas::strategies {
 
+class OneShotEnvironment;  // strategies/oneshot.hpp
+
 // The fidelity a proposal asks for.  Zero fields mean "the run's configured value", so
 // full-fidelity strategies leave it default; multi-fidelity strategies (successive halving,
 // Hyperband) set epochs or a training subset per proposal.
@@ -84,6 +86,9 @@ struct StrategyContext {
   std::uint64_t seed = 0;
   std::vector<Objective> objectives = {{"fitness", true}};  // names and orientation
   std::vector<std::string> constraints;                     // their strings, for messages
+  // The supernet phase of one-shot strategies (strategies/oneshot.hpp); null outside a search
+  // (strategy tests, config validation).  Multi-trial strategies ignore it.
+  std::shared_ptr<const OneShotEnvironment> oneshot;
 };
 
 // Deb's feasibility rule on the scalar fitness: a feasible result beats an infeasible one, two

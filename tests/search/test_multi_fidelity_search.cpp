@@ -49,9 +49,9 @@ json mlp_search(const fs::path& dir, const json& strategy, int evaluations, int 
 }
 
 struct Outcome {
-  double best_full = 0;  // best validation accuracy among full-fidelity evaluations
+  double best_full = 0;           // best validation accuracy among full-fidelity evaluations
   std::size_t architectures = 0;  // distinct architectures trained
-  double epochs = 0;     // epochs trained, summed over every evaluation
+  double epochs = 0;              // epochs trained, summed over every evaluation
   std::vector<db::EvaluationRecord> evals;
 };
 
@@ -79,8 +79,8 @@ Outcome run(const json& j, int full_epochs) {
 
 TEST(MultiFidelitySearch, PromotionsContinueTheirCheckpointAndCleanUp) {
   const fs::path dir = temp_dir("promote");
-  const json strategy = {{"type", "successive_halving"}, {"min_epochs", 1}, {"max_epochs", 4},
-                         {"eta", 2}};
+  const json strategy = {
+      {"type", "successive_halving"}, {"min_epochs", 1}, {"max_epochs", 4}, {"eta", 2}};
   const Outcome o = run(mlp_search(dir, strategy, 12, 4, 3), 4);
   ASSERT_EQ(o.evals.size(), 12u);
   std::map<std::int64_t, const db::EvaluationRecord*> by_proposal;
@@ -118,13 +118,10 @@ TEST(MultiFidelitySearch, SlowHyperbandMatchesFullFidelityAtLowerCost) {
     const Outcome full = run(mlp_search(dir, {{"type", "random"}}, 10, 4, seed), 4);
     fs::remove_all(dir);
     fs::create_directories(dir);
-    const Outcome hb = run(mlp_search(dir,
-                                      {{"type", "hyperband"},
-                                       {"min_epochs", 1},
-                                       {"max_epochs", 4},
-                                       {"eta", 2}},
-                                      18, 4, seed),
-                           4);
+    const Outcome hb = run(
+        mlp_search(dir, {{"type", "hyperband"}, {"min_epochs", 1}, {"max_epochs", 4}, {"eta", 2}},
+                   18, 4, seed),
+        4);
     std::printf(
         "seed %d: full fidelity best %.4f in %.0f epochs (%zu architectures); hyperband best "
         "%.4f in %.0f epochs (%zu architectures)\n",
@@ -135,8 +132,8 @@ TEST(MultiFidelitySearch, SlowHyperbandMatchesFullFidelityAtLowerCost) {
     hb_best += hb.best_full / 3;
     hb_epochs += hb.epochs / 3;
   }
-  std::printf("mean: full fidelity %.4f in %.1f epochs; hyperband %.4f in %.1f epochs\n",
-              full_best, full_epochs, hb_best, hb_epochs);
+  std::printf("mean: full fidelity %.4f in %.1f epochs; hyperband %.4f in %.1f epochs\n", full_best,
+              full_epochs, hb_best, hb_epochs);
   EXPECT_GE(hb_best, full_best - 0.01);
   EXPECT_LT(hb_epochs, full_epochs);
   fs::remove_all(dir);

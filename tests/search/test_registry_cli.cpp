@@ -124,8 +124,8 @@ TEST(StrategyConfig, EachBadParameterNamesTheField) {
   EXPECT_EQ(config_error({{"type", "random"}, {"sample_size", 2}}),
             "config.strategy.sample_size: unknown parameter (known: none)");
   EXPECT_EQ(config_error({{"type", "anneal"}}),
-            "config.strategy.type: unknown strategy 'anneal' (known: bananas, hyperband, local_search, nsga2, "
-            "random, regularized_evolution, reinforce, successive_halving)");
+            "config.strategy.type: unknown strategy 'anneal' (known: bananas, darts, hyperband, "
+            "local_search, nsga2, random, regularized_evolution, reinforce, successive_halving)");
   // Cross-field checks see the run's objectives: the MnasNet reward needs a latency objective.
   json j = tiny_config();
   j["strategy"] = {{"type", "reinforce"}, {"target", 5.0}};

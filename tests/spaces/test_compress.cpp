@@ -37,8 +37,8 @@ TEST(Compress, InferenceSessionReusesCompressedWeightsTrainingDoesNot) {
 // Each output channel (dim 0) has its own scale: a channel of small weights keeps its values
 // instead of rounding to zero next to a large one (per-tensor int4 would zero row 1 entirely).
 TEST(Compress, Int4ScalesPerOutputChannel) {
-  nn::Var w = nn::parameter(
-      nn::Tensor::from(nn::Shape{2, 3}, {1.0f, 0.5f, -0.25f, 0.01f, 0.02f, -0.03f}));
+  nn::Var w =
+      nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {1.0f, 0.5f, -0.25f, 0.01f, 0.02f, -0.03f}));
   const auto q = spaces::compress_weight(w, 4, 0).value().to_vector();
   const float s0 = 1.0f / 7, s1 = 0.03f / 7;  // max |w| of each row over qmax = 7
   const std::vector<float> expected = {7 * s0, 4 * s0, -2 * s0, 2 * s1, 5 * s1, -7 * s1};

@@ -32,9 +32,9 @@ std::string error_of(const json& config) {
 TEST(StrategyRegistry, ListsTheBuiltins) {
   const auto& reg = strategy_registry();
   EXPECT_EQ(reg.family(), "strategy");
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "hyperband", "local_search", "nsga2",
-                                                   "random", "regularized_evolution", "reinforce",
-                                                   "successive_halving"}));
+  EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "darts", "hyperband", "local_search",
+                                                   "nsga2", "random", "regularized_evolution",
+                                                   "reinforce", "successive_halving"}));
   EXPECT_EQ(strategy_names(), reg.names());
   for (const auto& [name, e] : reg.entries()) {
     EXPECT_FALSE(e.description.empty()) << name;
@@ -45,7 +45,10 @@ TEST(StrategyRegistry, ListsTheBuiltins) {
     }
   }
   // Each built-in builds with all defaults and names itself as registered.
-  for (const auto& n : reg.names()) EXPECT_EQ(make_strategy({{"type", n}}, mlp_space())->name(), n);
+  // One-shot strategies search cell spaces (darts refuses a macro space, tested in tests/oneshot).
+  const auto nb201 = spaces::make_space({{"type", "nb201"}});
+  for (const auto& n : reg.names())
+    EXPECT_EQ(make_strategy({{"type", n}}, reg.at(n).one_shot ? *nb201 : mlp_space())->name(), n);
 }
 
 TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
@@ -56,17 +59,18 @@ TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
 
 TEST(StrategyRegistry, UnknownOrMissingTypeGivesTheStandardMessage) {
   EXPECT_EQ(error_of({{"type", "telepathy"}}),
-            "strategy.type: unknown strategy 'telepathy' (known: bananas, hyperband, local_search, nsga2, "
-            "random, regularized_evolution, reinforce, successive_halving)");
+            "strategy.type: unknown strategy 'telepathy' (known: bananas, darts, hyperband, "
+            "local_search, nsga2, random, regularized_evolution, reinforce, successive_halving)");
   EXPECT_EQ(error_of({{"population", 4}}),
-            "strategy.type: missing (known: bananas, hyperband, local_search, nsga2, "
+            "strategy.type: missing (known: bananas, darts, hyperband, local_search, nsga2, "
             "random, regularized_evolution, reinforce, successive_halving)");
   EXPECT_EQ(error_of({{"type", 3}}),
-            "strategy.type: missing (known: bananas, hyperband, local_search, nsga2, "
+            "strategy.type: missing (known: bananas, darts, hyperband, local_search, nsga2, "
             "random, regularized_evolution, reinforce, successive_halving)");
-  EXPECT_EQ(error_of("random"),
-            "strategy: must be an object {\"type\": ..., params} (known: bananas, hyperband, local_search, nsga2, "
-            "random, regularized_evolution, reinforce, successive_halving)");
+  EXPECT_EQ(
+      error_of("random"),
+      "strategy: must be an object {\"type\": ..., params} (known: bananas, darts, hyperband, "
+      "local_search, nsga2, random, regularized_evolution, reinforce, successive_halving)");
 }
 
 TEST(StrategyParams, RandomTakesNone) {
@@ -148,10 +152,10 @@ TEST(StrategyDocs, EveryParameterIsDocumented) {
     }
   }
   EXPECT_NE(params.find("(no parameters)"), std::string::npos) << params;  // random
-  EXPECT_EQ(js[5]["name"], "regularized_evolution");
-  EXPECT_EQ(js[5]["params"][0]["name"], "population");
-  EXPECT_EQ(js[5]["params"][0]["default"], 16);
-  EXPECT_EQ(js[5]["params"][0]["range"], (json{2, 100000}));
+  EXPECT_EQ(js[6]["name"], "regularized_evolution");
+  EXPECT_EQ(js[6]["params"][0]["name"], "population");
+  EXPECT_EQ(js[6]["params"][0]["default"], 16);
+  EXPECT_EQ(js[6]["params"][0]["range"], (json{2, 100000}));
 }
 
 }  // namespace

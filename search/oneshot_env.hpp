@@ -1,0 +1,20 @@
+// The one-shot environment of a search (strategies/oneshot.hpp): what the search loop lends a
+// one-shot strategy (DARTS) for its supernet phase, made from the config.
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+
+#include "search/config.hpp"
+#include "strategies/oneshot.hpp"
+
+namespace hwnas::search {
+
+// The task's train/validation split (the candidates' own: same seed, subset and validation
+// size), the train evaluator's settings and the configured devices.  With another evaluator
+// (tabular) the environment says why no supernet can be trained.  Data are loaded only when a
+// strategy runs its phase.  Progress lines go to `progress`, which must outlive the result.
+std::shared_ptr<const strategies::OneShotEnvironment> make_oneshot_environment(
+    const SearchConfig& config, std::ostream& progress);
+
+}  // namespace hwnas::search
