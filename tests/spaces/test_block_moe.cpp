@@ -158,3 +158,33 @@ TEST(BlockMoe, ManyExpertsOverflowMcuFlashWhileComputeStaysFlat) {
   EXPECT_NEAR(e16.extra.at("flash_bytes_used").get<double>(), 128 * 16 + 16 + 16 * 131712.0, 1);
   EXPECT_LT(e16.latency_ms / e2.latency_ms, 1.02);  // 8x the experts, < 2% more time
 }
+
+TEST(BlockMoe, VectorInputsAndCompressedExpertsTrain) {
+  // Vectors [B, d]: every sample is one token.  With bits 8 and prune 0.5 every expert and the
+  // router run through compress_weight, and the pruned half of a weight gets no gradient.
+  Genome g = one_block(TensorType::vector(6), {{"experts", 2},
+                                               {"k", 2},
+                                               {"hidden", 4},
+                                               {"activation", "tanh"},
+                                               {"bits", 8},
+                                               {"prune", 0.5}});
+  auto model = build_model(g, 4);
+  std::mt19937_64 rng(3);
+  nn::ActivityRecorder rec;
+  nn::ForwardContext ctx;
+  ctx.recorder = &rec;
+  nn::Var y = model->forward(nn::constant(nn::testing::random_tensor(nn::Shape{5, 6}, rng)), ctx);
+  EXPECT_EQ(y.shape(), (nn::Shape{5, 6}));
+  nn::backward(nn::sum(y));
+  for (const auto& p : model->named_parameters()) {
+    if (p.name.find("weight") == std::string::npos) continue;
+    ASSERT_FALSE(p.var.grad().empty()) << p.name;
+    int zeros = 0;
+    for (std::int64_t i = 0; i < p.var.grad().numel(); ++i) zeros += p.var.grad().data()[i] == 0.0f;
+    EXPECT_EQ(zeros, p.var.grad().numel() / 2) << p.name;
+  }
+  // k = E = 2 and capacity ceil(1.25 * 5 * 2 / 2) = 7 >= 5: both experts run for every token.
+  const hw::Workload wl = build_workload(g, &rec);
+  EXPECT_DOUBLE_EQ(wl.nodes.at(0).activity.scalar_or("active_experts", -1), 2.0);
+  EXPECT_DOUBLE_EQ(wl.nodes.at(0).activity.scalar_or("dropped_tokens", -1), 0.0);
+}
