@@ -34,6 +34,13 @@ const std::vector<std::string>& exportable_kinds();
 // Throws ExportError naming the first node whose kind is not exportable to `format`.
 void check_exportable(const spaces::Genome& g, const std::string& format);
 
+// Folds every LoRA adapter (dense and attention nodes with lora_rank > 0, nn/lora.hpp) into its
+// base weight, W += (lora_alpha / lora_rank) B A (QKV rows q, k, v in order), removes the
+// adapters' tensors from `weights` and the LoRA params from the nodes: the plain network that
+// computes the same function.  The exporters call it first, so a fine-tuned model deploys as
+// the merged layers the hardware models cost.  Returns the number of adapters merged.
+int merge_lora(spaces::Genome& g, nn::StateDict& weights);
+
 // `weights` must be the complete state of build_model(g, ...) (load it with nn::load_state into
 // a freshly built model first: that checks every name and shape).
 void export_onnx(const spaces::Genome& g, const nn::StateDict& weights, const std::string& path);

@@ -362,10 +362,12 @@ void set_value_info(onnx::ValueInfoProto* vi, const std::string& name, const Ten
 
 }  // namespace
 
-void export_onnx(const spaces::Genome& genome, const nn::StateDict& weights,
+void export_onnx(const spaces::Genome& genome, const nn::StateDict& trained,
                  const std::string& path) {
   spaces::Genome g = genome;
   g.validate();
+  nn::StateDict weights = trained;  // LoRA adapters folded into their base weights
+  merge_lora(g, weights);
   check_exportable(g, "ONNX");
   onnx::ModelProto model;
   model.set_ir_version(8);

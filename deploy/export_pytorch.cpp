@@ -256,10 +256,12 @@ std::string file_name_of(const std::string& path) {
 
 }  // namespace
 
-void export_pytorch(const spaces::Genome& genome, const nn::StateDict& weights,
+void export_pytorch(const spaces::Genome& genome, const nn::StateDict& trained,
                     const std::string& py_path, const std::string& weights_path) {
   spaces::Genome g = genome;
   g.validate();
+  nn::StateDict weights = trained;  // LoRA adapters folded into their base weights
+  merge_lora(g, weights);
   check_exportable(g, "PyTorch");
   std::ostringstream py;
   std::string input_dims;

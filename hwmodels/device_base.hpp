@@ -103,10 +103,11 @@ class DeviceBase : public Device {
   std::string name() const override { return name_; }
   std::string family() const override { return family_; }
   nlohmann::json to_json() const override { return desc_; }
-  // Solver nodes are charged their measured function evaluations (charge_measured_function_
-  // evals in workload.hpp) before the family sees the workload, whatever the family.
+  // Solver nodes are charged their measured function evaluations and routing nodes their
+  // measured active experts (charge_measured_activity in workload.hpp) before the family sees
+  // the workload, whatever the family.
   Cost estimate(const Workload& w) const override {
-    const std::optional<Workload> charged = charge_measured_function_evals(w);
+    const std::optional<Workload> charged = charge_measured_activity(w);
     const Workload& use = charged ? *charged : w;
     Cost c = run(use, true);
     if (has_linear_) add_linear_terms(use, c);
@@ -115,7 +116,7 @@ class DeviceBase : public Device {
     return c;
   }
   Cost estimate_total(const Workload& w) const override {
-    const std::optional<Workload> charged = charge_measured_function_evals(w);
+    const std::optional<Workload> charged = charge_measured_activity(w);
     const Workload& use = charged ? *charged : w;
     if (!has_linear_) {
       Cost c = run(use, false);
@@ -134,7 +135,7 @@ class DeviceBase : public Device {
     std::vector<std::optional<Workload>> charged;
     std::vector<const Workload*> use;
     charged.reserve(ws.size());
-    for (const auto& w : ws) charged.push_back(charge_measured_function_evals(w));
+    for (const auto& w : ws) charged.push_back(charge_measured_activity(w));
     for (std::size_t i = 0; i < ws.size(); ++i) use.push_back(charged[i] ? &*charged[i] : &ws[i]);
     std::vector<Cost> out = run_many(use);
     for (std::size_t i = 0; i < ws.size(); ++i) {

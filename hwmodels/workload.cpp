@@ -163,6 +163,9 @@ nlohmann::json Workload::to_json() const {
     if (n.timesteps != 1) o["timesteps"] = n.timesteps;
     if (n.total_experts != 0) o["total_experts"] = n.total_experts;
     if (n.nominal_function_evals != 0) o["nominal_function_evals"] = n.nominal_function_evals;
+    if (n.nominal_active_experts != 0) o["nominal_active_experts"] = n.nominal_active_experts;
+    if (n.routed_macs != 0) o["routed_macs"] = n.routed_macs;
+    if (n.routed_other_flops != 0) o["routed_other_flops"] = n.routed_other_flops;
     if (n.activity.measured()) o["activity"] = activity_to_json(n.activity);
     arr.push_back(std::move(o));
   }
@@ -191,6 +194,28 @@ std::optional<Workload> charge_measured_function_evals(const Workload& w) {
     if (n.kernels > 0) n.kernels = std::max(1, static_cast<int>(std::lround(n.kernels * f)));
     if (n.eager_kernels > 0)
       n.eager_kernels = std::max(1, static_cast<int>(std::lround(n.eager_kernels * f)));
+  }
+  return out;
+}
+
+double active_expert_scale(const NodeWorkload& n) {
+  if (n.nominal_active_experts <= 0) return 1.0;
+  const double* measured = n.activity.find(activity_key::kActiveExperts);
+  return measured ? *measured / n.nominal_active_experts : 1.0;
+}
+
+std::optional<Workload> charge_measured_activity(const Workload& w) {
+  std::optional<Workload> out = charge_measured_function_evals(w);
+  for (std::size_t i = 0; i < w.nodes.size(); ++i) {
+    const double f = active_expert_scale(w.nodes[i]);
+    if (f == 1.0) continue;
+    if (!out) out = w;
+    NodeWorkload& n = out->nodes[i];
+    n.macs += (f - 1.0) * n.routed_macs;
+    n.other_flops += (f - 1.0) * n.routed_other_flops;
+    n.routed_macs *= f;
+    n.routed_other_flops *= f;
+    n.nominal_active_experts *= f;
   }
   return out;
 }
@@ -249,6 +274,9 @@ Workload Workload::from_json(const nlohmann::json& j) {
     n.timesteps = get_int(o, "timesteps", where, 1, 1);
     n.total_experts = get_number(o, "total_experts", where, 0);
     n.nominal_function_evals = get_number(o, "nominal_function_evals", where, 0);
+    n.nominal_active_experts = get_number(o, "nominal_active_experts", where, 0);
+    n.routed_macs = get_number(o, "routed_macs", where, 0);
+    n.routed_other_flops = get_number(o, "routed_other_flops", where, 0);
     // Files written before activity became open kept four fixed fields behind "has_activity".
     if (get_bool(o, "has_activity", where)) {
       for (const char* key : {activity_key::kSpikes, activity_key::kSynapticOps,

@@ -108,6 +108,14 @@ struct NodeWorkload {
   int timesteps = 1;     // simulation steps per sample for spiking/recurrent nodes
 
   double total_experts = 0;  // experts a routing node chooses from (static)
+  // Routing nodes (moe): the experts each token is counted to run (k; 0: not a routing node)
+  // and the part of macs and other_flops those experts do (the rest is the router).  When the
+  // evaluation measured active_experts (k less the assignments dropped at capacity), devices
+  // charge that part at measured / nominal (charge_measured_activity below); weight bytes keep
+  // every expert.  Stored as "nominal_active_experts", "routed_macs", "routed_other_flops".
+  double nominal_active_experts = 0;
+  double routed_macs = 0;
+  double routed_other_flops = 0;
 
   // Solver nodes (neural_ode): the function evaluations per sample that macs, other_flops and
   // kernels were counted at (0: not a solver node).  When the evaluation measured the real
@@ -156,6 +164,15 @@ double function_eval_scale(const NodeWorkload& n);
 // the workload returned here (DeviceBase::estimate); activation and weight bytes stay: they
 // describe the node's inputs, output and weights, which the number of evaluations does not change.
 std::optional<Workload> charge_measured_function_evals(const Workload& w);
+// Measured over nominal active experts per token of a routing node (1 for other nodes and for
+// routing nodes without a measurement).
+double active_expert_scale(const NodeWorkload& n);
+// A copy of w with the measured activity charged: solver nodes as charge_measured_function_evals,
+// and every measured routing node's routed_macs and routed_other_flops (inside macs and
+// other_flops) scaled by active_expert_scale, its nominal count set to the measured one (so
+// charging twice changes nothing).  Kernels and weight bytes stay: every expert is resident.
+// Nothing when no node needs charging.  Every device family costs the workload returned here.
+std::optional<Workload> charge_measured_activity(const Workload& w);
 // Whether the solver nodes' evaluation counts were measured: "measured", "assumed" (nominal),
 // "mixed", or "none" without solver nodes.
 std::string function_evals_source(const Workload& w);

@@ -28,6 +28,8 @@ inline constexpr const char* kFunctionEvals = "function_evals";       // ODE sol
 inline constexpr const char* kSpikesPerStep = "spikes_per_step";      // series over time steps
 inline constexpr const char* kTokensPerExpert = "tokens_per_expert";  // series over experts
 inline constexpr const char* kNeighbours = "retrieved_neighbours";    // series over queries
+// Token-expert assignments over an expert's capacity (dropped, or passed through as identity).
+inline constexpr const char* kDroppedTokens = "dropped_tokens";
 }  // namespace activity_key
 
 class ActivitySink {

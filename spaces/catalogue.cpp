@@ -41,6 +41,7 @@ void register_block_spike_encoder(Catalogue& c);
 void register_block_spiking_dense(Catalogue& c);
 void register_block_spiking_conv(Catalogue& c);
 void register_block_spike_readout(Catalogue& c);
+void register_block_moe(Catalogue& c);
 
 void register_builtin_blocks(Catalogue& c) {
   register_block_dense(c);
@@ -76,6 +77,7 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_spiking_dense(c);
   register_block_spiking_conv(c);
   register_block_spike_readout(c);
+  register_block_moe(c);
 }
 
 const Catalogue& catalogue() {

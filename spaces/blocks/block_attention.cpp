@@ -4,6 +4,11 @@
 // `impl` picks the attention kernel: standard (scores materialised and kept for backward) or
 // flash (nn::flash_attention: tiled online softmax, O(L d) memory, scores recomputed in
 // backward); both compute the same function.  See docs/blocks/attention.md.
+// With lora_rank > 0 the q, k, v and output projections get LoRA adapters over a frozen base
+// (nn/lora.hpp, docs/blocks/lora.md); the workload is the merged layer's, as without them.
+#include <array>
+
+#include "nn/lora.hpp"
 #include "spaces/blocks/block_util.hpp"
 
 namespace hwnas::spaces {
@@ -13,17 +18,30 @@ namespace {
 // Flash tile size (Br = Bc): 64 x 64 scores (16 KiB) stay in a core's L1/L2 (a GPU SM's shared
 // memory holds the same), and the workload's rescale count below uses the same tiling.
 constexpr int kFlashBlock = 64;
+constexpr std::array<const char*, 4> kLoraNames = {"lora_q", "lora_k", "lora_v", "lora_out"};
 
 class AttentionModule : public nn::Module {
  public:
   AttentionModule(int d, int heads, bool causal, int window, bool flash, int bits, double prune,
-                  Rng& rng)
-      : mhsa_(d, heads, causal, window, rng), d_(d), bits_(bits), prune_(prune), flash_(flash) {}
-  // Same computation as nn::MultiHeadSelfAttention::forward, with compressed projection weights.
+                  const LoraParams& lora, Rng& rng)
+      : mhsa_(d, heads, causal, window, rng), d_(d), bits_(bits), prune_(prune), flash_(flash) {
+    if (lora.rank > 0) {
+      for (auto& a : lora_) a = std::make_unique<nn::LoraAdapter>(d, d, lora.rank, lora.alpha, rng);
+      for (nn::Var* v : {&mhsa_.qkv.weight, &mhsa_.qkv.bias, &mhsa_.out.weight, &mhsa_.out.bias})
+        v->set_requires_grad(false);
+    }
+  }
+  // Same computation as nn::MultiHeadSelfAttention::forward, with compressed projection weights
+  // and, when present, the adapters' updates of q, k, v (one per slice of the fused QKV) and out.
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
-    if (bits_ >= 16 && prune_ <= 0 && !flash_) return mhsa_.forward(in.at(0));
+    const bool lora = lora_[0] != nullptr;
+    if (bits_ >= 16 && prune_ <= 0 && !flash_ && !lora) return mhsa_.forward(in.at(0));
     nn::Var qkv =
         nn::linear(in.at(0), compress_weight(mhsa_.qkv.weight, bits_, prune_), mhsa_.qkv.bias);
+    if (lora)
+      qkv = nn::add(qkv, nn::concat({lora_[0]->delta(in.at(0)), lora_[1]->delta(in.at(0)),
+                                     lora_[2]->delta(in.at(0))},
+                                    2));
     auto parts = nn::split(qkv, {d_, d_, d_}, 2);
     nn::Var y =
         flash_ ? nn::flash_attention(
@@ -33,11 +51,16 @@ class AttentionModule : public nn::Module {
             ? nn::sliding_window_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.window,
                                            mhsa_.causal)
             : nn::multi_head_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.causal);
-    return nn::linear(y, compress_weight(mhsa_.out.weight, bits_, prune_), mhsa_.out.bias);
+    nn::Var out = nn::linear(y, compress_weight(mhsa_.out.weight, bits_, prune_), mhsa_.out.bias);
+    return lora ? nn::add(out, lora_[3]->delta(y)) : out;
   }
   void append_named_parameters(const std::string& prefix,
                                std::vector<nn::NamedParameter>& out) override {
     mhsa_.append_named_parameters(prefix + "attn.", out);
+    if (lora_[0])
+      for (int i = 0; i < 4; ++i)
+        lora_[static_cast<std::size_t>(i)]->append_named_parameters(
+            prefix + "attn." + kLoraNames[static_cast<std::size_t>(i)] + ".", out);
   }
   std::string name() const override { return mhsa_.window > 0 ? "sliding_attention" : "attention"; }
 
@@ -46,6 +69,7 @@ class AttentionModule : public nn::Module {
   int d_, bits_;
   double prune_;
   bool flash_;
+  std::array<std::unique_ptr<nn::LoraAdapter>, 4> lora_;  // q, k, v, out; empty without LoRA
 };
 
 // Query-key pairs actually scored, summed over queries.
@@ -84,7 +108,8 @@ BlockKind attention_kind(bool sliding) {
               ParamSpec::boolean("causal", false, "attend only to earlier positions"),
               ParamSpec::choice("impl", {"standard", "flash"}, "standard",
                                 "attention kernel: standard (scores materialised) or flash "
-                                "(tiled online softmax, O(L d) memory)")};
+                                "(tiled online softmax, O(L d) memory)"),
+              lora_rank_param(), lora_alpha_param()};
   if (sliding)
     k.params.push_back(
         ParamSpec::int_range("window", 1, 4096, 8, "positions each query sees on each side"));
@@ -99,7 +124,7 @@ BlockKind attention_kind(bool sliding) {
   k.build = [sliding](const std::vector<TensorType>& in, const json& p, Rng& rng) {
     return std::make_unique<AttentionModule>(
         in[0].dims[1], pint(p, "heads"), pbool(p, "causal"), sliding ? pint(p, "window") : 0,
-        pstr(p, "impl") == "flash", bits_of(p), prune_of(p), rng);
+        pstr(p, "impl") == "flash", bits_of(p), prune_of(p), lora_of(p), rng);
   };
   k.count = [sliding](const std::vector<TensorType>& in, const TensorType&, const json& p,
                       hw::NodeWorkload& w) {
@@ -108,6 +133,7 @@ BlockKind attention_kind(bool sliding) {
     const int window = sliding ? pint(p, "window") : 0;
     const double pairs = attended_pairs(len, window, pbool(p, "causal"));
     w.category = hw::OpCategory::Attention;
+    // LoRA adapters are merged into the projections before deployment: no extra count.
     // QKV and output projections (4 L D^2) plus scores QK^T and weighted sum AV (D per pair each).
     w.macs = 4.0 * len * d * d + 2.0 * pairs * d;
     w.params = 4.0 * d * d + 4.0 * d;

@@ -46,6 +46,22 @@ inline double activation_flops(const std::string& name) {
   return 4;  // tanh, sigmoid
 }
 
+// LoRA adapters on the projections of a block (dense, attention): rank 0 means none.  With a
+// rank the block's base weights are frozen (nn/lora.hpp), for fine-tuning a pretrained base.
+struct LoraParams {
+  int rank = 0;
+  double alpha = 8.0;
+};
+inline ParamSpec lora_rank_param() {
+  return ParamSpec::int_set("lora_rank", {0, 2, 4, 8, 16}, 0,
+                            "LoRA adapter rank (0: none; > 0 freezes the base weights)");
+}
+inline ParamSpec lora_alpha_param() {
+  return ParamSpec::float_range("lora_alpha", 1.0, 64.0, 8.0,
+                                "LoRA scale numerator: the update is (alpha / rank) B A");
+}
+inline LoraParams lora_of(const json& p) { return {pint(p, "lora_rank"), pfloat(p, "lora_alpha")}; }
+
 // "Same" padding for odd kernels; for a stride-2 pool with kernel 2 it is 0.
 inline int same_padding(int kernel) { return (kernel - 1) / 2; }
 

@@ -61,6 +61,11 @@ std::vector<Case> cases() {
       {"spiking_dense", TensorType::sequence(2, 4), {{"timesteps", 2}, {"units", 3}}},
       {"spiking_conv", TensorType::image(4, 6, 6), {{"timesteps", 2}, {"channels", 3}}},
       {"spike_readout", TensorType::sequence(2, 4), {{"timesteps", 2}, {"outputs", 3}}},
+      // k = E: every token goes to both experts, so no routing choice flips under the finite
+      // differences (tests/nn/test_moe.cpp checks k < E with clear margins).
+      {"moe", seq, {{"experts", 2}, {"k", 2}, {"hidden", 3}, {"activation", "tanh"}}},
+      {"dense", vec, {{"units", 3}, {"activation", "tanh"}, {"lora_rank", 2}}},
+      {"attention", seq, {{"heads", 2}, {"lora_rank", 2}}},
   };
 }
 
