@@ -64,7 +64,7 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
     // int8/int4 deployment runtimes quantise weights: one large channel no longer flattens
     // every other channel's values onto a few levels.  Vectors (biases, scales) get one scale.
     const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    const std::int64_t channels = x.shape().size() >= 2 ? x.shape()[0] : 1;
+    const std::int64_t channels = x.shape().rank() >= 2 ? x.shape()[0] : 1;
     const std::int64_t per = n / channels;
     for (std::int64_t c = 0; c < channels; ++c) {
       float* row = out.data() + c * per;
