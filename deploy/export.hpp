@@ -53,8 +53,10 @@ void export_pytorch(const spaces::Genome& g, const nn::StateDict& weights,
 // The weight a block uses in its forward pass before quantisation: pruned by magnitude as
 // spaces::compress_weight does (ties by index).  Unchanged when prune == 0.
 nn::Tensor pruned_weight(const nn::Tensor& w, double prune);
-// The per-tensor quantisation scale of a (pruned) weight at `bits`: max|w| / (2^(bits-1) - 1);
-// 0 when the weight is all zeros (then it is left unquantised, as compress_weight does).
-float quant_scale(const nn::Tensor& w, int bits);
+// The quantisation scales of a (pruned) weight at `bits`, as spaces::compress_weight uses them:
+// one per output channel (dim 0) of a weight of rank >= 2, one for a vector, each
+// max|w_channel| / (2^(bits-1) - 1); an all-zero channel gets 1 (its zeros stay zeros).  Empty
+// when bits >= 16 (no quantisation).
+std::vector<float> quant_scales(const nn::Tensor& w, int bits);
 
 }  // namespace hwnas::deploy

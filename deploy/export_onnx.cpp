@@ -74,12 +74,14 @@ class GraphWriter {
     for (auto x : v) t->add_int64_data(x);
     return name;
   }
-  std::string int8_zero() {
+  // A zero point of 0: a scalar (n == 0) or a vector of n zeros for per-axis quantisation.
+  std::string int8_zero(std::int64_t n = 0) {
     onnx::TensorProto* t = g_->add_initializer();
     std::string name = fresh("zero_point");
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::INT8);
-    t->add_int32_data(0);
+    if (n > 0) t->add_dims(n);
+    for (std::int64_t i = 0; i < std::max<std::int64_t>(n, 1); ++i) t->add_int32_data(0);
     return name;
   }
 
@@ -126,6 +128,7 @@ class NodeEmitter {
   // `transpose` stores a [out, in] matrix as [in, out] for MatMul (same values, same scale).
   std::string weight(const std::string& name, bool transpose = false) {
     nn::Tensor t = pruned_weight(state(name), prune());
+    const std::vector<float> scales = quant_scales(t, bits());  // per row of [out, ...]
     if (transpose) {
       const int r = t.dim(0), c = t.dim(1);
       nn::Tensor tt(nn::Shape{c, r});
@@ -134,12 +137,23 @@ class NodeEmitter {
       t = tt;
     }
     std::string init = w_.tensor(prefix_ + name + (transpose ? ".T" : ""), t);
-    const float scale = quant_scale(t, bits());
-    if (scale <= 0) return init;
-    const std::string s = w_.floats(prefix_ + name + ".scale", {}, &scale);
-    const std::string zp = w_.int8_zero();
-    const std::string q = w_.apply("QuantizeLinear", {init, s, zp}, prefix_ + name + ".q");
-    return w_.apply("DequantizeLinear", {q, s, zp}, prefix_ + name + ".dq");
+    if (scales.empty()) return init;
+    const auto channels = static_cast<std::int64_t>(scales.size());
+    // Per-axis QDQ (opset 13): the output channel is axis 0, or 1 once transposed.
+    const std::string s =
+        w_.floats(prefix_ + name + ".scale",
+                  channels > 1 ? std::vector<std::int64_t>{channels} : std::vector<std::int64_t>{},
+                  scales.data());
+    const std::string zp = w_.int8_zero(channels > 1 ? channels : 0);
+    onnx::NodeProto* qn = nullptr;
+    onnx::NodeProto* dqn = nullptr;
+    const std::string q = w_.apply("QuantizeLinear", {init, s, zp}, prefix_ + name + ".q", &qn);
+    const std::string dq = w_.apply("DequantizeLinear", {q, s, zp}, prefix_ + name + ".dq", &dqn);
+    if (channels > 1) {
+      GraphWriter::attr(qn, "axis", std::int64_t{transpose ? 1 : 0});
+      GraphWriter::attr(dqn, "axis", std::int64_t{transpose ? 1 : 0});
+    }
+    return dq;
   }
   std::string plain(const std::string& name) { return w_.tensor(prefix_ + name, state(name)); }
 

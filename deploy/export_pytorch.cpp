@@ -91,14 +91,15 @@ def prune(w, frac):
 
 
 def fake_quant(w, bits):
-    """Symmetric per-tensor quantisation to `bits` (round half away from zero, as std::round)."""
+    """Symmetric quantisation to `bits`, one scale per output channel (dim 0) of a weight of rank
+    >= 2, one for a vector (round half away from zero, as std::round)."""
     if bits >= 16:
         return w
     qmax = float((1 << (bits - 1)) - 1)
-    maxabs = w.detach().abs().max()
-    if maxabs <= 0:
-        return w
-    scale = maxabs / qmax
+    a = w.detach().abs()
+    maxabs = a.amax(dim=tuple(range(1, w.dim())), keepdim=True) if w.dim() >= 2 else a.max()
+    # An all-zero channel keeps its zeros under any scale.
+    scale = torch.where(maxabs > 0, maxabs / qmax, torch.ones_like(maxabs))
     q = w / scale
     t = torch.trunc(q)
     r = t + torch.where((q - t).abs() >= 0.5, torch.sign(q), torch.zeros_like(q))

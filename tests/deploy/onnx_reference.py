@@ -71,11 +71,17 @@ def run(model, x):
             mu = xx.mean(axis=-1, keepdims=True)
             var = ((xx - mu) ** 2).mean(axis=-1, keepdims=True)
             out = [(xx - mu) / np.sqrt(var + a.get("epsilon", 1e-5)) * g + b]
-        elif op == "QuantizeLinear":
-            q = np.rint(ins[0] / ins[1]) + ins[2].astype(np.float32)
-            out = [np.clip(q, -128, 127).astype(np.int8)]
-        elif op == "DequantizeLinear":
-            out = [((ins[0].astype(np.int32) - ins[2].astype(np.int32)) * ins[1]).astype(np.float32)]
+        elif op in ("QuantizeLinear", "DequantizeLinear"):
+            x, scale, zp = ins
+            if scale.ndim == 1:  # per-axis: scale and zero point run along `axis`
+                sh = [1] * x.ndim
+                sh[a.get("axis", 1)] = -1
+                scale, zp = scale.reshape(sh), zp.reshape(sh)
+            if op == "QuantizeLinear":
+                q = np.rint(x / scale) + zp.astype(np.float32)
+                out = [np.clip(q, -128, 127).astype(np.int8)]
+            else:
+                out = [((x.astype(np.int32) - zp.astype(np.int32)) * scale).astype(np.float32)]
         elif op in ("Conv", "MaxPool", "AveragePool"):
             t = torch.from_numpy(np.ascontiguousarray(ins[0]))
             p = a.get("pads", [0, 0, 0, 0])

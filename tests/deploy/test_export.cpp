@@ -311,10 +311,12 @@ TEST(ExportWeights, PrunedWeightAndScaleMatchTheTrainingCompression) {
   const nn::Tensor p = deploy::pruned_weight(w, 0.5);  // the 3 smallest magnitudes go
   const float want[] = {0.0f, -0.5f, 0.0f, 2.0f, 0.0f, 1.0f};
   for (int i = 0; i < 6; ++i) EXPECT_EQ(p.data()[i], want[i]) << i;
-  EXPECT_FLOAT_EQ(deploy::quant_scale(p, 8), 2.0f / 127.0f);
-  EXPECT_FLOAT_EQ(deploy::quant_scale(p, 4), 2.0f / 7.0f);
-  EXPECT_EQ(deploy::quant_scale(p, 16), 0.0f);
-  EXPECT_EQ(deploy::quant_scale(nn::Tensor(nn::Shape{3}, 0.0f), 8), 0.0f);
+  // One scale per output channel (row): max |row| / qmax.
+  EXPECT_EQ(deploy::quant_scales(p, 8), (std::vector<float>{0.5f / 127.0f, 2.0f / 127.0f}));
+  EXPECT_EQ(deploy::quant_scales(p, 4), (std::vector<float>{0.5f / 7.0f, 2.0f / 7.0f}));
+  EXPECT_TRUE(deploy::quant_scales(p, 16).empty());
+  // A vector has one scale; an all-zero one gets 1 (its zeros stay zeros).
+  EXPECT_EQ(deploy::quant_scales(nn::Tensor(nn::Shape{3}, 0.0f), 8), (std::vector<float>{1.0f}));
 }
 
 }  // namespace

@@ -38,14 +38,15 @@ TEST(Compress, InferenceSessionReusesCompressedWeightsTrainingDoesNot) {
 // instead of rounding to zero next to a large one (per-tensor int4 would zero row 1 entirely).
 TEST(Compress, Int4ScalesPerOutputChannel) {
   nn::Var w =
-      nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {1.0f, 0.5f, -0.25f, 0.01f, 0.02f, -0.03f}));
+      nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {1.0f, 0.6f, -0.25f, 0.01f, 0.02f, -0.03f}));
   const auto q = spaces::compress_weight(w, 4, 0).value().to_vector();
   const float s0 = 1.0f / 7, s1 = 0.03f / 7;  // max |w| of each row over qmax = 7
+  // 0.6 * 7 = 4.2 -> 4, -0.25 * 7 = -1.75 -> -2; 0.01 / s1 = 2.33 -> 2, 0.02 / s1 = 4.67 -> 5.
   const std::vector<float> expected = {7 * s0, 4 * s0, -2 * s0, 2 * s1, 5 * s1, -7 * s1};
   ASSERT_EQ(q.size(), expected.size());
   for (std::size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(q[i], expected[i], 1e-7f) << i;
   // A vector (a bias) has a single scale.
-  nn::Var b = nn::parameter(nn::Tensor::from(nn::Shape{3}, {1.0f, 0.01f, -0.5f}));
+  nn::Var b = nn::parameter(nn::Tensor::from(nn::Shape{3}, {1.0f, 0.01f, -0.6f}));
   const auto qb = spaces::compress_weight(b, 4, 0).value().to_vector();
   EXPECT_FLOAT_EQ(qb[1], 0.0f);
   EXPECT_FLOAT_EQ(qb[2], -4.0f / 7);
