@@ -10,20 +10,14 @@
 #include "spaces/model_builder.hpp"
 #include "spaces/workload_builder.hpp"
 #include "tests/nn/gradcheck.hpp"
+#include "tests/spaces/block_test_util.hpp"
 
 using namespace hwnas;
 using namespace hwnas::spaces;
 using nlohmann::json;
+using namespace hwnas::spaces::testing;
 
 namespace {
-
-Genome one_block(const std::string& kind, const TensorType& in, const json& p) {
-  Genome g(in);
-  auto v = g.add_node(kind, p);
-  g.add_edge(0, v);
-  g.validate();
-  return g;
-}
 
 int trainable(GenomeModel& m) {
   int n = 0;

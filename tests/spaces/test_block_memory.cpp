@@ -14,62 +14,12 @@
 #include "spaces/model_builder.hpp"
 #include "spaces/workload_builder.hpp"
 #include "tests/nn/gradcheck.hpp"
+#include "tests/spaces/block_test_util.hpp"
 
 using namespace hwnas;
 using namespace hwnas::spaces;
 using nlohmann::json;
-
-namespace {
-
-Genome one_block(const std::string& kind, const TensorType& in, const json& p) {
-  Genome g(in);
-  auto v = g.add_node(kind, p);
-  g.add_edge(0, v);
-  g.validate();
-  return g;
-}
-
-std::vector<int> batched(const TensorType& t, int n) {
-  std::vector<int> d{n};
-  d.insert(d.end(), t.dims.begin(), t.dims.end());
-  return d;
-}
-
-void check_gradients(const std::string& kind, const json& p, const TensorType& in) {
-  SCOPED_TRACE(kind + " " + p.dump());
-  Genome g = one_block(kind, in, p);
-  auto model = build_model(g, 5);
-  std::vector<nn::Var> params;
-  model->collect_parameters(params);
-  std::mt19937_64 rng(9);
-  nn::Var x = nn::parameter(nn::testing::random_tensor(nn::Shape(batched(in, 2)), rng));
-  params.push_back(x);
-  nn::ForwardContext ctx;
-  const nn::Tensor proj =
-      nn::testing::random_tensor(model->forward(x, ctx).shape(), rng, 0.5f, 1.5f);
-  auto loss = [&] { return nn::sum(nn::mul(model->forward(x, ctx), nn::constant(proj))); };
-  nn::backward(loss());
-  for (std::size_t k = 0; k < params.size(); ++k) {
-    nn::Tensor& t = params[k].value();
-    const nn::Tensor gr = params[k].grad().clone();
-    ASSERT_FALSE(gr.empty()) << "tensor " << k;
-    for (std::int64_t i = 0; i < std::min<std::int64_t>(t.numel(), 5); ++i) {
-      const std::int64_t e = (i * 7919) % t.numel();
-      const float orig = t.data()[e], eps = 1e-2f * std::max(1.0f, std::fabs(orig));
-      nn::NoGradGuard ng;
-      t.data()[e] = orig + eps;
-      const double fp = loss().value().item();
-      t.data()[e] = orig - eps;
-      const double fm = loss().value().item();
-      t.data()[e] = orig;
-      const double num = (fp - fm) / (2.0 * eps);
-      EXPECT_NEAR(gr.data()[e], num, 3e-3 + 3e-2 * std::fabs(num))
-          << "tensor " << k << " elem " << e;
-    }
-  }
-}
-
-}  // namespace
+using namespace hwnas::spaces::testing;
 
 TEST(BlockMemory, TitansShapeRuleAndErrors) {
   const TensorType seq = TensorType::sequence(9, 6);

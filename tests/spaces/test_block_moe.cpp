@@ -11,31 +11,12 @@
 #include "spaces/model_builder.hpp"
 #include "spaces/workload_builder.hpp"
 #include "tests/nn/gradcheck.hpp"
+#include "tests/spaces/block_test_util.hpp"
 
 using namespace hwnas;
 using namespace hwnas::spaces;
 using nlohmann::json;
-
-namespace {
-
-Genome one_block(const TensorType& in, const json& p) {
-  Genome g(in);
-  auto v = g.add_node("moe", p);
-  g.add_edge(0, v);
-  g.validate();
-  return g;
-}
-
-void expect_message(const std::function<void()>& f, const std::string& msg) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception, expected: " << msg;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find(msg), std::string::npos) << e.what();
-  }
-}
-
-}  // namespace
+using namespace hwnas::spaces::testing;
 
 TEST(BlockMoe, ShapeRuleAndRefusedParams) {
   const BlockKind& k = catalogue().at("moe");
@@ -62,7 +43,8 @@ TEST(BlockMoe, KLargerThanExpertsIsRefusedWithTheFix) {
 
 TEST(BlockMoe, WorkloadCountsByHand) {
   // L = 8, d = 16, E = 8, k = 2, hidden 64, relu.
-  Genome g = one_block(TensorType::sequence(8, 16), {{"experts", 8}, {"k", 2}, {"hidden", 64}});
+  Genome g =
+      one_block("moe", TensorType::sequence(8, 16), {{"experts", 8}, {"k", 2}, {"hidden", 64}});
   const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
   EXPECT_EQ(w.category, hw::OpCategory::Routing);
   // Router 8 * 16 * 8 = 1024; experts 8 tokens * 2 * (16*64 + 64*16) = 32768.
@@ -85,7 +67,7 @@ TEST(BlockMoe, WorkloadCountsByHand) {
   EXPECT_EQ(build_model(g, 1)->num_parameters(), 136 + 8 * 2128);
 
   // A single vector token with k = 1 of 4 experts: only one expert's kernels.
-  Genome v = one_block(TensorType::vector(16), {{"experts", 4}, {"hidden", 8}});
+  Genome v = one_block("moe", TensorType::vector(16), {{"experts", 4}, {"hidden", 8}});
   const hw::NodeWorkload& wv = build_workload(v).nodes.at(0);
   EXPECT_DOUBLE_EQ(wv.macs, 16 * 4 + 2 * 16 * 8);
   EXPECT_EQ(wv.kernels, 4 + 2);
@@ -93,7 +75,8 @@ TEST(BlockMoe, WorkloadCountsByHand) {
 }
 
 TEST(BlockMoe, ModelRecordsRoutingActivityIntoTheWorkload) {
-  Genome g = one_block(TensorType::sequence(6, 4), {{"experts", 4}, {"k", 2}, {"hidden", 5}});
+  Genome g =
+      one_block("moe", TensorType::sequence(6, 4), {{"experts", 4}, {"k", 2}, {"hidden", 5}});
   auto model = build_model(g, 3);
   std::mt19937_64 rng(5);
   nn::ActivityRecorder rec;
@@ -114,7 +97,8 @@ TEST(BlockMoe, ModelRecordsRoutingActivityIntoTheWorkload) {
 }
 
 TEST(BlockMoe, DevicesChargeMeasuredActiveExpertsButHoldEveryExpert) {
-  Genome g = one_block(TensorType::sequence(8, 16), {{"experts", 8}, {"k", 2}, {"hidden", 64}});
+  Genome g =
+      one_block("moe", TensorType::sequence(8, 16), {{"experts", 8}, {"k", 2}, {"hidden", 64}});
   hw::Workload wl = build_workload(g);
   EXPECT_FALSE(hw::charge_measured_activity(wl).has_value());  // nothing measured
   // Measured 1.5 experts per token (a quarter of the second choices dropped at capacity).
@@ -147,7 +131,7 @@ TEST(BlockMoe, ManyExpertsOverflowMcuFlashWhileComputeStaysFlat) {
   auto mcu = hw::load_device("stm32h743");
   auto cost = [&](int experts) {
     return mcu->estimate(
-        build_workload(one_block(TensorType::sequence(16, 128),
+        build_workload(one_block("moe", TensorType::sequence(16, 128),
                                  {{"experts", experts}, {"k", 1}, {"hidden", 512}, {"bits", 8}})));
   };
   const hw::Cost e2 = cost(2), e8 = cost(8), e16 = cost(16);
@@ -162,12 +146,13 @@ TEST(BlockMoe, ManyExpertsOverflowMcuFlashWhileComputeStaysFlat) {
 TEST(BlockMoe, VectorInputsAndCompressedExpertsTrain) {
   // Vectors [B, d]: every sample is one token.  With bits 8 and prune 0.5 every expert and the
   // router run through compress_weight, and the pruned half of a weight gets no gradient.
-  Genome g = one_block(TensorType::vector(6), {{"experts", 2},
-                                               {"k", 2},
-                                               {"hidden", 4},
-                                               {"activation", "tanh"},
-                                               {"bits", 8},
-                                               {"prune", 0.5}});
+  Genome g = one_block("moe", TensorType::vector(6),
+                       {{"experts", 2},
+                        {"k", 2},
+                        {"hidden", 4},
+                        {"activation", "tanh"},
+                        {"bits", 8},
+                        {"prune", 0.5}});
   auto model = build_model(g, 4);
   std::mt19937_64 rng(3);
   nn::ActivityRecorder rec;

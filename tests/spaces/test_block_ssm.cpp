@@ -10,31 +10,12 @@
 #include "spaces/mixer_stack.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/workload_builder.hpp"
+#include "tests/spaces/block_test_util.hpp"
 
 using namespace hwnas;
 using namespace hwnas::spaces;
 using nlohmann::json;
-
-namespace {
-
-Genome one_block(const std::string& kind, const TensorType& in, const json& p) {
-  Genome g(in);
-  auto v = g.add_node(kind, p);
-  g.add_edge(0, v);
-  g.validate();
-  return g;
-}
-
-void expect_message(const std::function<void()>& f, const std::string& msg) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception, expected: " << msg;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find(msg), std::string::npos) << e.what();
-  }
-}
-
-}  // namespace
+using namespace hwnas::spaces::testing;
 
 TEST(BlockSsm, ShapeRuleAndRefusedInputs) {
   const TensorType seq = TensorType::sequence(7, 5);
