@@ -53,6 +53,15 @@ int merge_lora(spaces::Genome& g, nn::StateDict& weights) {
     const int rank = node.params.value("lora_rank", 0);
     if (rank <= 0) continue;
     const double alpha = node.params.value("lora_alpha", 8.0);
+    // Training compresses the base weight and adds the float adapter; a merged export would
+    // compress the sum instead, another network than the one scored: refuse it plainly.
+    if (node.params.value("bits", 32) < 16 || node.params.value("prune", 0.0) > 0)
+      throw ExportError("merge_lora: node " + std::to_string(v) + " combines lora_rank " +
+                        std::to_string(rank) + " with bits " +
+                        std::to_string(node.params.value("bits", 32)) + " / prune " +
+                        node.params.value("prune", nlohmann::json(0.0)).dump() +
+                        "; its merged weight would be compressed differently from training "
+                        "(export it with bits 32 and prune 0, or without LoRA)");
     const std::string pre = "n" + std::to_string(v) + ".";
     // (adapter prefix, base weight, row offset) per adapter of the node.
     std::vector<std::tuple<std::string, std::string, int>> parts;

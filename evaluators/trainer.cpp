@@ -156,7 +156,11 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
                                     std::to_string(cfg.epochs) + ") must be larger to continue");
     }
     int epochs_done = first_epoch;  // completed epochs, what a checkpoint records
-    nn::StateDict best_state;       // restore_best: weights of the best evaluated epoch
+    // Stopped inside an epoch (time, divergence): a checkpoint would record its partial steps
+    // under the last whole epoch and a continuation would replay that epoch from its first
+    // batch on the changed weights; so none is written (a promotion then starts afresh).
+    bool mid_epoch = false;
+    nn::StateDict best_state;  // restore_best: weights of the best evaluated epoch
     nn::ForwardContext ctx;
     ctx.training = true;
     ctx.rng = &rng;
@@ -199,6 +203,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
         for (const nn::Var& a : aux_losses) loss = nn::add(loss, a);
         if (!std::isfinite(l) || !std::isfinite(loss.value().item())) {
           rep.stopped_reason = "diverged";
+          mid_epoch = true;
           break;
         }
         nn::backward(loss);
@@ -221,6 +226,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
         }
         if (out_of_time()) {
           rep.stopped_reason = "time";
+          mid_epoch = true;
           break;
         }
       }
@@ -264,7 +270,7 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
       rep.train_loss_first = rep.train_loss_last = std::numeric_limits<double>::quiet_NaN();
     }
 
-    if (!cfg.checkpoint_out.empty()) {
+    if (!cfg.checkpoint_out.empty() && !mid_epoch) {
       nn::TrainingCheckpoint ck;
       ck.model = nn::state_dict(model);
       ck.optimizers["main"] = opt->state();

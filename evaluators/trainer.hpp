@@ -60,7 +60,7 @@ struct TrainConfig {
   // same weights bit for bit as 4 epochs straight; with cosine on, so does a first run with
   // schedule_epochs 4 (otherwise the horizon is each call's own budget and the rates differ).
   std::string resume_from;
-  // Where to save a checkpoint after the last completed step ("" = none); written atomically.
+  // Checkpoint written (atomically) at the end if training ended on an epoch boundary; "" = none.
   std::string checkpoint_out;
   // With per-epoch evaluation, end on the weights (and batch-norm statistics) of the epoch with
   // the best monitored value instead of the last epoch's; the final validation pass, and so the

@@ -414,6 +414,15 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 
   // A result that is already stored (resume): told from the store, never retrained.
   auto tell_stored = [&](const strategies::Proposal& p, const db::EvaluationRecord& rec) {
+    // A resume replays proposals made after the last saved state: the stored result belongs to
+    // this proposal only if the strategy proposed the same architecture again.
+    const auto stored_arch = store.architecture(rec.arch_id);
+    if (!stored_arch || stored_arch->hash != p.genome.hash())
+      throw std::runtime_error(
+          "--resume: proposal " + std::to_string(p.id) +
+          " was proposed again as another architecture than the one stored for it (the "
+          "strategy did not reproduce its proposals here, e.g. another thread count); the "
+          "stored evaluations stay, start a new run to continue searching");
     strategies::Result r = result_of(p.id, p.fidelity, rec.status == "ok", rec);
     if (config.deterministic) {
       finished.emplace(p.id, std::move(r));

@@ -239,7 +239,9 @@ class MultiFidelity final : public Strategy {
         });
         for (std::size_t i = 0; i < top; ++i) {
           Entry* e = order[i];
-          if (e->promoted || !e->result.ok) continue;
+          // Failed or constraint-violating candidates are not trained further: more epochs
+          // do not change a latency bound.
+          if (e->promoted || !e->result.ok || e->result.violation > 0) continue;
           e->promoted = true;
           const Candidate& c = candidates_[e->candidate];
           in_flight_[id] = {e->candidate, static_cast<int>(b), k + 1};

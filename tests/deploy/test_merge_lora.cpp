@@ -50,3 +50,24 @@ TEST(MergeLora, MergedPlainGenomeComputesTheAdaptedFunction) {
   // Nothing to merge in a plain genome.
   EXPECT_EQ(deploy::merge_lora(merged, weights), 0);
 }
+
+// Training compresses the base and adds the float adapter; a merged export would compress the
+// sum, another network: refused with the node and the fix.
+TEST(MergeLora, RefusesAdaptersOnACompressedBase) {
+  spaces::Genome g(spaces::TensorType::vector(8));
+  auto d = g.add_node("dense", {{"units", 6}, {"lora_rank", 4}, {"bits", 8}});
+  g.add_edge(g.input_node(), d);
+  g.validate();
+  auto model = spaces::build_model(g, 2);
+  nn::StateDict weights = nn::state_dict(*model);
+  try {
+    deploy::merge_lora(g, weights);
+    FAIL() << "merged a LoRA node on an int8 base";
+  } catch (const deploy::ExportError& e) {
+    EXPECT_NE(std::string(e.what()).find("node 1 combines lora_rank 4 with bits 8"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("export it with bits 32 and prune 0"), std::string::npos)
+        << e.what();
+  }
+}

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <random>
 
@@ -131,10 +132,15 @@ TEST(Trainer, TimeBudgetIsRespected) {
   EXPECT_GE(r.train_seconds, 0.0);
 
   c.epochs = 1000000;  // both set: time ends first
+  const std::string ck = ::testing::TempDir() + "/hwnas_trainer_time_stop.ckpt";
+  std::filesystem::remove(ck);
+  c.checkpoint_out = ck;
   TinyMlp m2(32, 64, 3, 3);
   TrainReport r2 = train(m2, tr, va, c);
   EXPECT_EQ(r2.stopped_reason, "time");
   EXPECT_LT(r2.seconds, 0.3 + 0.5);
+  // Stopped inside an epoch: no checkpoint, which a continuation would misread.
+  EXPECT_FALSE(std::filesystem::exists(ck));
 }
 
 TEST(Trainer, NonFiniteLossStopsAsDiverged) {

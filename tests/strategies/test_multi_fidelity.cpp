@@ -118,9 +118,15 @@ TEST(MultiFidelity, AshaPromotesTheTopThirdFromItsCheckpointWithItsSeed) {
   EXPECT_FALSE(top.fidelity.keep_checkpoint);
 }
 
-TEST(MultiFidelity, FailedCandidatesAreNeverPromoted) {
+TEST(MultiFidelity, FailedAndInfeasibleCandidatesAreNeverPromoted) {
   auto s = make({{"type", "successive_halving"}, {"min_epochs", 1}, {"max_epochs", 4}, {"eta", 2}});
   for (const auto& p : s->ask(6)) s->tell(scored(p, 0, /*ok=*/false));
+  for (const auto& p : s->ask(4)) {
+    EXPECT_EQ(p.fidelity.epochs, 1);
+    Result r = scored(p, 0.9);
+    r.violation = 0.5;  // violates a constraint: more epochs will not fix a latency bound
+    s->tell(r);
+  }
   for (const auto& p : s->ask(4)) EXPECT_EQ(p.fidelity.epochs, 1);
 }
 
