@@ -19,9 +19,9 @@
 // candidate is its top rung's epochs, not the sum of its rungs.
 //
 // New candidates come from a proposer, any single-fidelity strategy ("random",
-// "regularized_evolution", "bananas", ...), run inside this one with its own derived seed.  The
-// proposer is told each candidate's result at the candidate's first rung, so every result it
-// learns from was measured at the same fidelity within a bracket.  Ranking inside a rung uses
+// "regularized_evolution", "bananas", ...), one per bracket, run inside this one with derived
+// seeds.  Each is told its candidates' results at the bracket's first rung, so every result a
+// proposer learns from was measured at the same fidelity.  Ranking inside a rung uses
 // the scalar fitness under Deb's feasibility rule (scalar_better); several objectives are
 // scalarised by the search's fitness.
 #include <algorithm>
@@ -58,14 +58,18 @@ class MultiFidelity final : public Strategy {
         eta_(p["eta"]),
         max_epochs_(p["max_epochs"]),
         ladder_(epoch_ladder(p["min_epochs"], p["max_epochs"], p["eta"])) {
-    StrategyContext inner = ctx;
-    inner.seed = ctx.seed ^ 0x5bd1e9955bd1e995ull;  // its own stream, independent of ours
-    try {
-      proposer_ = make_strategy(p["proposer"], space, inner);
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(std::string("strategy.proposer: ") + e.what());
-    }
     const int brackets = hyperband_ ? static_cast<int>(ladder_.size()) : 1;
+    // One proposer per bracket, each learning from its bracket's first rung only, so none mixes
+    // 1-epoch and 9-epoch results; each on its own seeded stream.
+    for (int b = 0; b < brackets; ++b) {
+      StrategyContext inner = ctx;
+      inner.seed = ctx.seed ^ (0x5bd1e9955bd1e995ull + 0x9e3779b97f4a7c15ull * b);
+      try {
+        proposers_.push_back(make_strategy(p["proposer"], space, inner));
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(std::string("strategy.proposer: ") + e.what());
+      }
+    }
     brackets_.resize(static_cast<std::size_t>(brackets));
     const int s_max = static_cast<int>(ladder_.size()) - 1;
     for (int i = 0; i < brackets; ++i) {
@@ -89,7 +93,7 @@ class MultiFidelity final : public Strategy {
     // Nothing promotable: a new candidate in the bracket the cycle is at.
     const int b = bracket_at(cycle_position_);
     cycle_position_ = (cycle_position_ + 1) % cycle_length_;
-    Proposal inner = proposer_->ask(1).front();
+    Proposal inner = proposers_[static_cast<std::size_t>(b)]->ask(1).front();
     Candidate c;
     c.genome = inner.genome;
     c.root = id;
@@ -110,7 +114,7 @@ class MultiFidelity final : public Strategy {
     if (s.rung == 0) {
       Result inner = r;
       inner.id = candidates_[s.candidate].inner_id;
-      proposer_->tell(inner);
+      proposers_[static_cast<std::size_t>(s.bracket)]->tell(inner);
     }
   }
 
@@ -133,6 +137,8 @@ class MultiFidelity final : public Strategy {
       }
       brackets.push_back(std::move(rungs));
     }
+    nlohmann::json proposer_states = nlohmann::json::array();
+    for (const auto& pr : proposers_) proposer_states.push_back(pr->save_state());
     nlohmann::json flight = nlohmann::json::array();
     for (const auto& [id, s] : in_flight_)
       flight.push_back(
@@ -141,7 +147,7 @@ class MultiFidelity final : public Strategy {
             {"brackets", brackets},
             {"in_flight", flight},
             {"cycle_position", cycle_position_},
-            {"proposer", proposer_->save_state()}};
+            {"proposers", proposer_states}};
   }
 
   void restore_body(const nlohmann::json& s) override {
@@ -174,7 +180,13 @@ class MultiFidelity final : public Strategy {
     const int cycle = s.at("cycle_position").get<int>();
     if (cycle < 0 || cycle >= cycle_length_)
       throw std::invalid_argument("saved cycle position out of range");
-    proposer_->restore_state(s.at("proposer"));
+    const auto& saved_proposers = s.at("proposers");
+    if (saved_proposers.size() != proposers_.size())
+      throw std::invalid_argument("saved state has " + std::to_string(saved_proposers.size()) +
+                                  " proposers, this configuration " +
+                                  std::to_string(proposers_.size()));
+    for (std::size_t b = 0; b < proposers_.size(); ++b)
+      proposers_[b]->restore_state(saved_proposers[b]);
     candidates_ = std::move(cands);
     brackets_ = std::move(brackets);
     in_flight_ = std::move(flight);
@@ -258,7 +270,7 @@ class MultiFidelity final : public Strategy {
   int eta_;
   int max_epochs_;
   std::vector<int> ladder_;
-  std::unique_ptr<Strategy> proposer_;
+  std::vector<std::unique_ptr<Strategy>> proposers_;  // one per bracket
   std::vector<Candidate> candidates_;
   std::vector<Bracket> brackets_;
   std::map<std::uint64_t, Slot> in_flight_;

@@ -143,7 +143,7 @@ TEST(MultiFidelity, EvolutionProposerLearnsFromFirstRungResults) {
     s->tell(test::nb201_quick_result(p));
   }
   const json state = s->save_state();
-  const json& inner = state.at("state").at("proposer");
+  const json& inner = state.at("state").at("proposers").at(0);  // one bracket
   EXPECT_EQ(inner.at("strategy"), "regularized_evolution");
   EXPECT_EQ(inner.at("state").at("members").size(), 4u) << "the proposer's population filled";
   EXPECT_TRUE(inner.at("pending").empty()) << "every candidate's first rung was told";
