@@ -308,6 +308,12 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     summary.run_id = store.create_run(config.name, config.resolved, config.seed, this_host(), pid,
                                       search_state());
   HeartbeatThread heartbeat(store.path(), summary.run_id);
+  if (resume_run <= 0) {
+    // A new run's id may have been used by a database file deleted since: its checkpoints are
+    // not this run's.
+    std::error_code ec;
+    std::filesystem::remove_all(checkpoint_dir(), ec);
+  }
 
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
