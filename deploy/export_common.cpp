@@ -104,18 +104,7 @@ nn::Tensor pruned_weight(const nn::Tensor& w, double prune) {
 }
 
 std::vector<float> quant_scales(const nn::Tensor& w, int bits) {
-  if (bits >= 16 || w.numel() == 0) return {};
-  const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-  const std::int64_t channels = w.shape().rank() >= 2 ? w.shape()[0] : 1;
-  const std::int64_t per = w.numel() / channels;
-  std::vector<float> scales(static_cast<std::size_t>(channels));
-  for (std::int64_t c = 0; c < channels; ++c) {
-    float maxabs = 0;
-    for (std::int64_t i = 0; i < per; ++i)
-      maxabs = std::max(maxabs, std::fabs(w.data()[c * per + i]));
-    scales[static_cast<std::size_t>(c)] = maxabs > 0 ? maxabs / qmax : 1.0f;
-  }
-  return scales;
+  return spaces::quantisation_scales(w, bits);  // the very scales training used
 }
 
 }  // namespace hwnas::deploy

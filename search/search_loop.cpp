@@ -234,12 +234,18 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   auto checkpoint_of = [&](std::int64_t proposal) {
     return (checkpoint_dir() / ("p" + std::to_string(proposal) + ".ckpt")).string();
   };
-  auto fidelity_of = [&](const strategies::Proposal& p) {
-    const strategies::Fidelity& f = p.fidelity;
+  // What a proposal asks for, zero fields meaning the configured value.
+  auto asked_fidelity = [&](const strategies::Fidelity& f) {
     eval::Fidelity e = fidelity;
     if (f.epochs > 0) e.epochs = f.epochs;
     if (f.train_subset > 0) e.train_subset = f.train_subset;
     e.schedule_epochs = f.schedule_epochs;
+    return e;
+  };
+  // ... plus where its checkpoints are read and written.
+  auto fidelity_of = [&](const strategies::Proposal& p) {
+    const strategies::Fidelity& f = p.fidelity;
+    eval::Fidelity e = asked_fidelity(f);
     if (f.continue_from >= 0) e.resume_from = checkpoint_of(f.continue_from);
     if (f.keep_checkpoint) {
       std::filesystem::create_directories(checkpoint_dir());
@@ -249,11 +255,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   };
   // The fidelity stored with an evaluation: what was asked, without this machine's paths.
   auto stored_fidelity = [&](const strategies::Proposal& p) {
-    eval::Fidelity e = fidelity;
-    if (p.fidelity.epochs > 0) e.epochs = p.fidelity.epochs;
-    if (p.fidelity.train_subset > 0) e.train_subset = p.fidelity.train_subset;
-    e.schedule_epochs = p.fidelity.schedule_epochs;
-    nlohmann::json j = e.to_json();
+    nlohmann::json j = asked_fidelity(p.fidelity).to_json();
     if (p.fidelity.continue_from >= 0) j["continue_from"] = p.fidelity.continue_from;
     return j;
   };

@@ -26,6 +26,24 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune);
 
 }  // namespace
 
+std::vector<float> quantisation_scales(const nn::Tensor& w, int bits) {
+  if (bits >= 16 || w.numel() == 0) return {};
+  // Per output channel (dim 0 of a dense [out, in] or conv [out, in/g, kh, kw] weight), as
+  // int8/int4 deployment runtimes quantise weights: one large channel no longer flattens
+  // every other channel's values onto a few levels.  Vectors (biases, scales) get one scale.
+  const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+  const std::int64_t channels = w.shape().rank() >= 2 ? w.shape()[0] : 1;
+  const std::int64_t per = w.numel() / channels;
+  std::vector<float> scales(static_cast<std::size_t>(channels));
+  for (std::int64_t c = 0; c < channels; ++c) {
+    float maxabs = 0;
+    for (std::int64_t i = 0; i < per; ++i)
+      maxabs = std::max(maxabs, std::fabs(w.data()[c * per + i]));
+    scales[static_cast<std::size_t>(c)] = maxabs > 0 ? maxabs / qmax : 1.0f;
+  }
+  return scales;
+}
+
 nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   if (bits >= 16 && prune <= 0) return w;
   const std::uint64_t session = nn::no_grad_session();
@@ -59,20 +77,12 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
       mask.data()[idx[static_cast<std::size_t>(i)]] = 0.0f;
     }
   }
-  if (bits < 16 && n > 0) {
-    // Per output channel (dim 0 of a dense [out, in] or conv [out, in/g, kh, kw] weight), as
-    // int8/int4 deployment runtimes quantise weights: one large channel no longer flattens
-    // every other channel's values onto a few levels.  Vectors (biases, scales) get one scale.
-    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    const std::int64_t channels = x.shape().rank() >= 2 ? x.shape()[0] : 1;
-    const std::int64_t per = n / channels;
-    for (std::int64_t c = 0; c < channels; ++c) {
-      float* row = out.data() + c * per;
-      float maxabs = 0;
-      for (std::int64_t i = 0; i < per; ++i) maxabs = std::max(maxabs, std::fabs(row[i]));
-      if (maxabs <= 0) continue;
-      const float scale = maxabs / qmax;
-      for (std::int64_t i = 0; i < per; ++i) row[i] = std::round(row[i] / scale) * scale;
+  const std::vector<float> scales = quantisation_scales(out, bits);
+  if (!scales.empty()) {
+    const std::int64_t per = n / static_cast<std::int64_t>(scales.size());
+    for (std::size_t c = 0; c < scales.size(); ++c) {
+      float* row = out.data() + static_cast<std::int64_t>(c) * per;
+      for (std::int64_t i = 0; i < per; ++i) row[i] = std::round(row[i] / scales[c]) * scales[c];
     }
   }
   return nn::make_result(std::move(out), {w}, [mask](nn::Node& self) {

@@ -3,6 +3,8 @@
 // "bits": 8 or "prune": 0.5 sees (approximately) the accuracy its compressed deployment would.
 #pragma once
 
+#include <vector>
+
 #include "nn/autograd.hpp"
 
 namespace hwnas::spaces {
@@ -13,5 +15,10 @@ namespace hwnas::spaces {
 // straight through to the kept entries and is zero for pruned ones.  With bits >= 16 and
 // prune == 0 it returns `w` itself.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
+
+// The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a
+// weight of rank >= 2, one for a vector, each max|w_channel| / (2^(bits-1) - 1); an all-zero
+// channel gets 1 (its zeros stay zeros).  Empty when bits >= 16.  Exports write the same ones.
+std::vector<float> quantisation_scales(const nn::Tensor& w, int bits);
 
 }  // namespace hwnas::spaces
