@@ -92,6 +92,29 @@ TensorType TensorType::from_json(const nlohmann::json& j, const std::string& pat
 
 // ---- construction ----
 
+Genome::Genome(const Genome& o)
+    : graph_(o.graph_), meta_(o.meta_), canonical_cache_(o.canonical_cache_.load()) {}
+Genome::Genome(Genome&& o) noexcept
+    : graph_(std::move(o.graph_)),
+      meta_(std::move(o.meta_)),
+      canonical_cache_(o.canonical_cache_.exchange(nullptr)) {}
+Genome& Genome::operator=(const Genome& o) {
+  if (this != &o) {
+    graph_ = o.graph_;
+    meta_ = o.meta_;
+    canonical_cache_.store(o.canonical_cache_.load());
+  }
+  return *this;
+}
+Genome& Genome::operator=(Genome&& o) noexcept {
+  if (this != &o) {
+    graph_ = std::move(o.graph_);
+    meta_ = std::move(o.meta_);
+    canonical_cache_.store(o.canonical_cache_.exchange(nullptr));
+  }
+  return *this;
+}
+
 Genome::Genome(TensorType input) {
   auto v = boost::add_vertex(graph_);
   graph_[v].kind = kInputKind;
@@ -343,7 +366,38 @@ Genome Genome::from_json(const nlohmann::json& j) {
 // such as identical parallel branches.  Nodes are then numbered by (depth, colour), which is a
 // topological order, and written in the to_json format (without meta).
 
+// Everything the canonical form reads: the input type, each node's kind and params, and the
+// edges with their slots.  Output types (filled by validate) and meta are left out.
+std::uint64_t Genome::content_fingerprint() const {
+  std::uint64_t h = mix(0x9e3779b97f4a7c15ULL, num_nodes());
+  if (num_nodes() > 0) {
+    h = mix(h, static_cast<std::uint64_t>(graph_[0].out.kind));
+    for (int d : graph_[0].out.dims) h = mix(h, static_cast<std::uint64_t>(d));
+  }
+  const std::hash<nlohmann::json> hash_json;
+  const std::hash<std::string> hash_string;
+  for (NodeId v = 0; v < num_nodes(); ++v) {
+    h = mix(h, hash_string(graph_[v].kind));
+    h = mix(h, hash_json(graph_[v].params));
+  }
+  for (auto [it, end] = boost::edges(graph_); it != end; ++it) {
+    h = mix(h, boost::source(*it, graph_));
+    h = mix(h, boost::target(*it, graph_));
+    h = mix(h, static_cast<std::uint64_t>(graph_[*it].slot));
+  }
+  return h;
+}
+
 std::string Genome::canonical_json() const {
+  const std::uint64_t fingerprint = content_fingerprint();
+  if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == fingerprint)
+    return cached->json;
+  std::string json = compute_canonical_json();  // throws for an invalid genome: nothing cached
+  canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{fingerprint, json}));
+  return json;
+}
+
+std::string Genome::compute_canonical_json() const {
   Genome copy = *this;
   copy.validate();  // canonical form is only defined for valid genomes
   const Graph& gr = copy.graph_;

@@ -6,8 +6,10 @@
 // blocks (concat, add) see their inputs in a defined order.
 #pragma once
 
+#include <atomic>
 #include <boost/graph/adjacency_list.hpp>
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -61,6 +63,11 @@ class Genome {
 
   Genome() = default;
   explicit Genome(TensorType input);
+  // Copies carry the canonical-form cache (std::atomic members need the operators spelt out).
+  Genome(const Genome& o);
+  Genome(Genome&& o) noexcept;
+  Genome& operator=(const Genome& o);
+  Genome& operator=(Genome&& o) noexcept;
 
   NodeId add_node(std::string kind, nlohmann::json params = nlohmann::json::object());
   // Appends `from` as the next input slot of `to`.
@@ -92,15 +99,25 @@ class Genome {
   nlohmann::json& meta() { return meta_; }
 
   // Canonical form: the same JSON for isomorphic graphs (same computation, nodes numbered
-  // differently), used for deduplication in the store.
+  // differently), used for deduplication in the store.  Cached: a repeat call on an unchanged
+  // genome costs one content fingerprint (O(nodes + edges)) instead of validation and colour
+  // refinement; any change through any accessor changes the fingerprint.  Thread-safe.
   std::string canonical_json() const;
   std::string hash() const;  // 16 hex digits of a 64-bit hash of canonical_json()
   // hash() from an already computed canonical_json() (the canonical form is the costly part).
   static std::string hash_of_canonical(const std::string& canonical_json);
 
  private:
+  struct CanonicalCache {
+    std::uint64_t fingerprint;
+    std::string json;
+  };
+  std::uint64_t content_fingerprint() const;
+  std::string compute_canonical_json() const;
+
   Graph graph_;
   nlohmann::json meta_ = nlohmann::json::object();
+  mutable std::atomic<std::shared_ptr<const CanonicalCache>> canonical_cache_;
 };
 
 }  // namespace hwnas::spaces

@@ -100,6 +100,32 @@ TEST(Genome, DifferentGenomesHashDiffer) {
   EXPECT_NE(a.hash(), c.hash());
 }
 
+TEST(Genome, CanonicalCacheFollowsEveryKindOfChange) {
+  // The cache must never answer for a genome that changed after it was filled: through a held
+  // node reference, an edge change, a copy or a change that makes the genome invalid.
+  Genome g = diamond(false, false);
+  const std::string before = g.hash();
+  BlockNode& dw = g.node(2);
+  EXPECT_EQ(g.hash(), before);
+  dw.params["kernel"] = 3;
+  const std::string kernel3 = g.hash();
+  EXPECT_NE(kernel3, before);
+  Genome fresh = Genome::from_json(g.to_json());
+  EXPECT_EQ(fresh.canonical_json(), g.canonical_json());  // equals an uncached computation
+
+  Genome copy = g;
+  copy.node(3).params["kernel"] = 5;
+  EXPECT_EQ(g.hash(), kernel3);
+  EXPECT_NE(copy.hash(), kernel3);
+
+  g.add_edge(1, 4);  // the conv output also feeds the add: valid, a different architecture
+  EXPECT_NE(g.hash(), kernel3);
+  g.remove_edge(1, 4);
+  EXPECT_EQ(g.hash(), kernel3);
+  dw.params["kernel"] = 4;  // outside the domain: the cached form must not hide it
+  EXPECT_THROW(g.hash(), GenomeError);
+}
+
 TEST(Genome, ConcatInputOrderMatters) {
   auto make = [](bool swap) {
     Genome g(TensorType::image(1, 8, 8));
