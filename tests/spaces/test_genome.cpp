@@ -114,7 +114,7 @@ TEST(Genome, CanonicalCacheFollowsEveryKindOfChange) {
   EXPECT_EQ(fresh.canonical_json(), g.canonical_json());  // equals an uncached computation
 
   Genome copy = g;
-  copy.node(3).params["kernel"] = 5;
+  copy.node(2).params["kernel"] = 7;
   EXPECT_EQ(g.hash(), kernel3);
   EXPECT_NE(copy.hash(), kernel3);
 
