@@ -6,7 +6,7 @@
 // one full tabular search through the search loop (store, four device models, fronts) and
 // prints the coordinator thread's CPU per evaluation.
 //
-//   build/bench/bench_strategies_compare [seeds=10] [loop_evaluations=1000]
+//   build/bench/bench_strategies_compare [seeds=10] [loop_evaluations=1000] [loop_strategy=nsga2]
 #include <time.h>
 
 #include <cmath>
@@ -76,6 +76,7 @@ std::vector<std::pair<std::string, nlohmann::json>> entries() {
 int main(int argc, char** argv) {
   const int seeds = argc > 1 ? std::atoi(argv[1]) : 10;
   const int loop_evals = argc > 2 ? std::atoi(argv[2]) : 1000;
+  const std::string loop_strategy = argc > 3 ? argv[3] : "nsga2";
   const auto& b = test::nb201_bench();
   std::printf(
       "synthetic NB201 table: %zu cells, true front hypervolume %.3f (reference: median "
@@ -138,7 +139,7 @@ int main(int argc, char** argv) {
                         {"csv", (dir / "table.csv").string()},
                         {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}}},
                         {"epochs", 12}}},
-                      {"strategy", config_of("nsga2")},
+                      {"strategy", config_of(loop_strategy)},
                       {"budget", {{"evaluations", loop_evals}}},
                       {"devices", {"h100_sxm", "jetson_tx2", "edgetpu_usb", "pixel3_a75"}},
                       {"objectives", {"val_accuracy:max", "latency_ms:min"}},
@@ -152,9 +153,9 @@ int main(int argc, char** argv) {
   auto s = search::run_search(c, *executor, store, progress);
   const double cpu = thread_cpu_seconds() - t0;
   std::printf(
-      "\nsearch loop, tabular NB201, nsga2, 4 devices, 2 workers: %d evaluations, "
+      "\nsearch loop, tabular NB201, %s, 4 devices, 2 workers: %d evaluations, "
       "coordinator CPU %.3f ms per evaluation (%.2f s wall)\n",
-      s.evaluated, 1e3 * cpu / s.evaluated, s.seconds);
+      loop_strategy.c_str(), s.evaluated, 1e3 * cpu / s.evaluated, s.seconds);
   fs::remove_all(dir);
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "db/sqlite.hpp"
+#include "db/workload_parts.hpp"
 
 namespace hwnas::db {
 
@@ -31,6 +32,12 @@ constexpr const char* kInsertArchitecture = R"sql(
   ON CONFLICT (hash) DO NOTHING)sql";
 
 constexpr const char* kSelectArchitectureId = "SELECT id FROM architectures WHERE hash = ?1";
+constexpr const char* kSelectArchitectureWorkload =
+    "SELECT workload FROM architectures WHERE id = ?1";
+constexpr const char* kHasArchitectureWorkload =
+    "SELECT workload IS NOT NULL FROM architectures WHERE id = ?1";
+constexpr const char* kSetArchitectureWorkload =
+    "UPDATE architectures SET workload = ?1 WHERE id = ?2 AND workload IS NULL";
 
 // PRAGMA application_id marks the file as ours ('HWNS'), so we never write our schema into some
 // other program's database by mistake.
@@ -219,6 +226,13 @@ CREATE TABLE cost_cache (
 ) WITHOUT ROWID;
 )sql";
 
+// Version 7: the workload is a property of the architecture, so it can be stored once, with
+// the architecture; an evaluation then keeps only what it measured (db/workload_parts.hpp).
+// Rows stored before keep their whole workload in evaluations.workload, so nothing is rewritten.
+constexpr const char* kSchemaV7 = R"sql(
+ALTER TABLE architectures ADD COLUMN workload TEXT CHECK (workload IS NULL OR json_valid(workload));
+)sql";
+
 // migrations[v] takes the schema from version v to v + 1; each runs inside the caller's
 // transaction together with the user_version bump, so a failed migration leaves the old schema.
 using Migration = void (*)(Connection&);
@@ -228,8 +242,10 @@ void migrate_2_to_3(Connection& c) { c.exec(kSchemaV3); }
 void migrate_3_to_4(Connection& c) { c.exec(kSchemaV4); }
 void migrate_4_to_5(Connection& c) { c.exec(kSchemaV5); }
 void migrate_5_to_6(Connection& c) { c.exec(kSchemaV6); }
+void migrate_6_to_7(Connection& c) { c.exec(kSchemaV7); }
 constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
-                                     migrate_3_to_4, migrate_4_to_5, migrate_5_to_6};
+                                     migrate_3_to_4, migrate_4_to_5, migrate_5_to_6,
+                                     migrate_6_to_7};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -381,6 +397,21 @@ struct Store::Impl {
     }
   }
 
+  bool has_architecture_workload(std::int64_t arch_id) {
+    Statement& sel = prepared(kHasArchitectureWorkload);
+    Lease lease{sel};
+    sel.bind(1, arch_id);
+    return sel.step() && sel.get_int(0) != 0;
+  }
+
+  std::optional<nlohmann::json> architecture_workload(std::int64_t arch_id) {
+    Statement& sel = prepared(kSelectArchitectureWorkload);
+    Lease lease{sel};
+    sel.bind(1, arch_id);
+    if (!sel.step() || sel.is_null(0)) return std::nullopt;
+    return parse_json(sel.get_text(0), "architectures.workload");
+  }
+
   void upsert_strategy_state(std::int64_t run_id, const nlohmann::json& state) {
     Statement& st = prepared(kUpsertStrategyState);
     Lease lease{st};
@@ -411,6 +442,7 @@ struct Store::Impl {
     Transaction snapshot(conn, Transaction::Mode::Read);
     std::vector<EvaluationRecord> out;
     std::unordered_map<std::int64_t, std::size_t> index;
+    std::set<std::int64_t> needs_architecture;  // rows that keep only their evaluation's part
     {
       Statement st(conn, std::string(R"sql(
         SELECT id, run_id, arch_id, metrics, fidelity, workload, loss_curve, wall_seconds,
@@ -426,6 +458,7 @@ struct Store::Impl {
         e.metrics = parse_json(st.get_text(3), "evaluations.metrics");
         e.fidelity = parse_json(st.get_text(4), "evaluations.fidelity");
         e.workload = parse_json(st.get_text(5), "evaluations.workload");
+        if (is_evaluation_workload_part(e.workload)) needs_architecture.insert(e.arch_id);
         for (const auto& v : parse_json(st.get_text(6), "evaluations.loss_curve"))
           e.loss_curve.push_back(json_number_or_nan(v));
         e.wall_seconds = st.get_double(7);
@@ -437,6 +470,16 @@ struct Store::Impl {
         index[e.id] = out.size();
         out.push_back(std::move(e));
       }
+    }
+    // Each architecture's workload is read and parsed once, however many evaluations share it.
+    for (std::int64_t arch : needs_architecture) {
+      const auto shared = architecture_workload(arch);
+      if (!shared)
+        throw DbError("architecture " + std::to_string(arch) +
+                      " has no stored workload, but evaluations keep only their part of it");
+      for (auto& e : out)
+        if (e.arch_id == arch && is_evaluation_workload_part(e.workload))
+          e.workload = merge_workload_parts(*shared, std::move(e.workload));
     }
     Statement st(conn, std::string(R"sql(
       SELECT c.evaluation_id, c.device, c.feasible, c.reason, c.latency_ms, c.energy_mj,
@@ -539,6 +582,11 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e,
     throw DbError("add_evaluation: invalid status '" + e.status + "' (expected ok or failed)");
   auto& c = impl_->conn;
   Transaction tx(c);
+  if (is_evaluation_workload_part(e.workload) && !impl_->has_architecture_workload(e.arch_id))
+    throw DbError("add_evaluation (run " + std::to_string(e.run_id) + ", architecture " +
+                  std::to_string(e.arch_id) +
+                  "): the workload is an evaluation's part only, but the architecture has no "
+                  "stored workload (set_architecture_workload first)");
   Statement& st = impl_->prepared(kInsertEvaluation);
   std::int64_t id = 0;
   {
@@ -577,6 +625,23 @@ std::int64_t Store::add_evaluation(const EvaluationRecord& e,
   }
   tx.commit();
   return id;
+}
+
+std::optional<nlohmann::json> Store::architecture_workload(std::int64_t arch_id) const {
+  return impl_->architecture_workload(arch_id);
+}
+
+bool Store::set_architecture_workload(std::int64_t arch_id,
+                                      const nlohmann::json& architecture_part) {
+  if (!architecture_part.is_object() || !architecture_part.contains("nodes") ||
+      is_evaluation_workload_part(architecture_part))
+    throw DbError("set_architecture_workload: architecture " + std::to_string(arch_id) +
+                  ": expected a workload's architecture part (with \"nodes\")");
+  Statement& st = impl_->prepared(kSetArchitectureWorkload);
+  Impl::Lease lease{st};
+  st.bind(1, dump_json(architecture_part)).bind(2, arch_id);
+  st.run();
+  return impl_->conn.changes() > 0;
 }
 
 void Store::claim_run(std::int64_t run_id, const std::string& host, std::int64_t pid) {

@@ -18,7 +18,7 @@ struct DbError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr int kSchemaVersion = 6;
+inline constexpr int kSchemaVersion = 7;
 
 struct RunInfo {
   std::int64_t id = 0;
@@ -52,7 +52,9 @@ struct EvaluationRecord {
   std::int64_t arch_id = 0;
   nlohmann::json metrics = nlohmann::json::object();
   nlohmann::json fidelity = nlohmann::json::object();
-  nlohmann::json workload = nlohmann::json::object();  // hw::Workload::to_json()
+  // hw::Workload::to_json(), or only the evaluation's part of it (db/workload_parts.hpp) when
+  // its architecture's workload is stored; read back, always the whole workload.
+  nlohmann::json workload = nlohmann::json::object();
   std::vector<double> loss_curve;
   double wall_seconds = 0;
   int worker_rank = 0;
@@ -143,6 +145,11 @@ class Store {
   std::vector<EvaluationRecord> evaluations(std::int64_t run_id) const;  // with costs
   std::vector<std::int64_t> evaluation_ids(std::int64_t run_id) const;
   std::optional<ArchitectureRow> architecture(std::int64_t arch_id) const;
+  // The architecture part of its workload (db/workload_parts.hpp), stored once per architecture
+  // (schema 7); nullopt when none is stored.
+  std::optional<nlohmann::json> architecture_workload(std::int64_t arch_id) const;
+  // Stores it unless one is stored already (the first one stays); returns whether it stored.
+  bool set_architecture_workload(std::int64_t arch_id, const nlohmann::json& architecture_part);
   std::vector<std::string> pareto_devices(std::int64_t run_id) const;
   // Replaces the hypervolume history of one front ("front" is the device name, or "joint").
   void set_hypervolume_history(std::int64_t run_id, const std::string& front,

@@ -62,7 +62,8 @@ const std::vector<Param>& parameter_table() {
        0,
        {},
        "task to train on (`hwnas tasks` lists them and their parameters, which sit next to "
-       "name in the task object); default fashion_mnist; 'tabular' with evaluator 'tabular'"},
+       "name in the task object); default fashion_mnist; 'tabular' with evaluator 'tabular', "
+       "'synthetic' with evaluator 'synthetic'"},
       {"task.dataset", Type::String, "", 0, 0, {}, "the older spelling of task.name"},
       {"task.train_subset",
        Type::Int,
@@ -85,7 +86,8 @@ const std::vector<Param>& parameter_table() {
        0,
        0,
        {},
-       "evaluator object: {\"type\": train | tabular, ...}; its parameters are listed below"},
+       "evaluator object: {\"type\": train | tabular | synthetic, ...}; its parameters are listed "
+       "below"},
       {"strategy",
        Type::Object,
        json{{"type", "regularized_evolution"}},
@@ -483,12 +485,13 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   c.train_subset = r["task"]["train_subset"];
   c.val_size = r["task"]["val_size"];
   const eval::TaskEntry* task_entry = nullptr;
-  if (c.dataset != "tabular") {
+  // 'tabular' and 'synthetic' train nothing, so they are no task of the registry.
+  if (c.dataset != "tabular" && c.dataset != "synthetic") {
     task_entry = eval::task_registry().find(c.dataset);
     if (!task_entry)
       fail(task_name.empty() ? "task.dataset" : "task.name",
            "unknown task '" + c.dataset + "' (known: " + eval::task_registry().known_list() +
-               "; or tabular with evaluator 'tabular')");
+               "; or tabular with evaluator 'tabular', synthetic with evaluator 'synthetic')");
     const json* given = find(j, "task");
     try {
       c.task_params = eval::resolve_task(c.dataset, given ? *given : json(), "config.task").params;
@@ -568,7 +571,7 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
       if (dev->family() == "host" && (c.evaluator != "train" || c.host_latency_reps == 0))
         fail(field, "device '" + dev->name() +
                         "' costs the latency measured on this machine, but " +
-                        (c.evaluator != "train" ? std::string("the tabular evaluator measures none")
+                        (c.evaluator != "train" ? "the " + c.evaluator + " evaluator measures none"
                                                 : std::string("evaluator.host_latency_reps is 0")) +
                         "; remove it or set evaluator.host_latency_reps > 0");
     } catch (const ConfigError&) {

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "evaluators/synthetic.hpp"
 #include "evaluators/tabular.hpp"
 #include "evaluators/task_registry.hpp"
 #include "evaluators/train_evaluator.hpp"
@@ -40,10 +41,10 @@ EvaluatorEntry train_entry() {
     c.momentum = p["momentum"];
     c.candidate_seconds = p["max_seconds"];
     c.host_latency_reps = p["host_latency_reps"];
-    if (c.dataset == "tabular")
-      throw ConfigError(
-          "config.evaluator.type: 'train' does not match task.dataset 'tabular' (use both "
-          "'tabular' or a dataset with evaluator 'train')");
+    if (c.dataset == "tabular" || c.dataset == "synthetic")
+      throw ConfigError("config.evaluator.type: 'train' does not match task.dataset '" +
+                        c.dataset + "' (use both '" + c.dataset +
+                        "' or a dataset with evaluator 'train')");
   };
   e.metric_names = [](const SearchConfig& c) {
     return eval::TrainEvaluator::metric_names(
@@ -140,11 +141,41 @@ EvaluatorEntry tabular_entry() {
   return e;
 }
 
+EvaluatorEntry synthetic_entry() {
+  EvaluatorEntry e;
+  e.name = "synthetic";
+  e.description =
+      "train nothing: sleep a seeded duration and return made-up metrics that depend on the "
+      "architecture only (tests a cluster setup and the search machinery)";
+  e.params = {
+      ParamSpec::float_range("seconds", 0, 86400, 1.0, "mean duration of one evaluation"),
+      ParamSpec::float_range("spread", 0, 1, 0.0,
+                             "relative half-width of the uniform duration jitter (seeded)"),
+      ParamSpec::int_range("epochs", 1, 1000, 1, "fidelity epochs (recorded, not used)")};
+  e.configure = [](SearchConfig& c, const std::string&) {
+    c.epochs = c.evaluator_params["epochs"];
+    if (c.dataset != "synthetic")
+      throw ConfigError("config.evaluator.type: 'synthetic' needs task.name 'synthetic', got '" +
+                        c.dataset + "'");
+  };
+  e.metric_names = [](const SearchConfig&) {
+    return std::vector<std::string>{"val_accuracy", "params"};
+  };
+  e.make = [](const SearchConfig& c) -> EvaluatorFactory {
+    eval::SyntheticOptions o;
+    o.seconds = c.evaluator_params["seconds"];
+    o.spread = c.evaluator_params["spread"];
+    return [o] { return std::make_unique<eval::SyntheticEvaluator>(o); };
+  };
+  return e;
+}
+
 }  // namespace
 
 void register_builtin_evaluators(Registry<EvaluatorEntry>& r) {
   r.add(train_entry());
   r.add(tabular_entry());
+  r.add(synthetic_entry());
 }
 
 const Registry<EvaluatorEntry>& evaluator_registry() {

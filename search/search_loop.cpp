@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <iomanip>
 #include <limits>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -18,6 +20,7 @@
 #include "hwmodels/device.hpp"
 #include "search/device_costs.hpp"
 #include "search/oneshot_env.hpp"
+#include "db/workload_parts.hpp"
 #include "search/resume.hpp"
 #include "spaces/space.hpp"
 #include "strategies/pareto.hpp"
@@ -68,6 +71,42 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c,
 }
 
 namespace {
+
+// A key of a workload's architecture part (every field but activity and measurements), from
+// the struct itself: comparing keys per evaluation costs no JSON.  A new NodeWorkload field
+// that the architecture determines belongs here too.
+std::uint64_t architecture_workload_key(const hw::Workload& w) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  auto add = [&h](double v) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    h = (h ^ bits) * 0x100000001b3ULL;
+    h ^= h >> 29;
+  };
+  const std::hash<std::string> hash_string;
+  add(w.input_bytes);
+  add(static_cast<double>(w.nodes.size()));
+  for (const auto& n : w.nodes) {
+    add(static_cast<double>(hash_string(n.name)));
+    add(static_cast<double>(hash_string(n.block_kind)));
+    for (double v : {static_cast<double>(n.category), n.macs, n.other_flops, n.params,
+                     n.weight_bytes, n.input_bytes, n.output_bytes, static_cast<double>(n.bits),
+                     n.sparsity, static_cast<double>(n.kernels),
+                     static_cast<double>(n.eager_kernels), static_cast<double>(n.seq_len),
+                     n.neurons, n.fan_in, n.fan_out, n.synapses, n.spiking ? 1.0 : 0.0,
+                     static_cast<double>(n.timesteps), n.total_experts, n.nominal_active_experts,
+                     n.routed_macs, n.routed_other_flops, n.nominal_function_evals})
+      add(v);
+  }
+  return h;
+}
+
+bool has_measurements(const hw::Workload& w) {
+  if (!w.measured.empty()) return true;
+  for (const auto& n : w.nodes)
+    if (n.activity.measured()) return true;
+  return false;
+}
 
 std::string fmt_seconds(double s) {
   std::ostringstream os;
@@ -333,6 +372,33 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       fronts.size());
 
   std::map<std::uint64_t, strategies::Proposal> proposed;  // in flight or awaiting tell
+  // Architectures this run has stored, by hash: a repeat needs no upsert (one transaction less).
+  std::unordered_map<std::string, std::int64_t> architecture_ids;
+  // Architectures whose workload the store holds (key of the architecture part, and whether
+  // it is this run's): their evaluations store only their own part (db/workload_parts.hpp).
+  struct StoredWorkload {
+    std::uint64_t key = 0;
+    bool shared = false;
+  };
+  std::unordered_map<std::int64_t, StoredWorkload> stored_workloads;
+  auto workload_to_store = [&](std::int64_t arch_id, const hw::Workload& w) -> nlohmann::json {
+    if (w.nodes.empty()) return w.to_json();  // a failed evaluation's: nothing to share
+    const std::uint64_t key = architecture_workload_key(w);
+    auto it = stored_workloads.find(arch_id);
+    if (it == stored_workloads.end() || it->second.key != key) {
+      const nlohmann::json part = db::architecture_workload_part(w.to_json());
+      bool shared = with_write_retry(
+          progress, [&] { return store.set_architecture_workload(arch_id, part); });
+      if (!shared) {  // stored before (an earlier run, another version): share only if equal
+        const auto stored = store.architecture_workload(arch_id);
+        shared = stored && *stored == part;
+      }
+      it = stored_workloads.insert_or_assign(arch_id, StoredWorkload{key, shared}).first;
+    }
+    if (!it->second.shared) return w.to_json();
+    return has_measurements(w) ? db::evaluation_workload_part(w.to_json())
+                               : db::empty_evaluation_workload_part();
+  };
   std::map<std::uint64_t, strategies::Result> finished;    // awaiting an in-order tell
   std::deque<strategies::Proposal> redo;                   // resumed: in flight when stopped
   std::uint64_t told = 0;
@@ -453,16 +519,24 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     db::EvaluationRecord rec;
     rec.run_id = summary.run_id;
     rec.proposal_id = static_cast<std::int64_t>(jr.id);
-    // The canonical form is the costly part of storing an architecture: compute it once.
+    // The canonical form is the costly part of storing an architecture: compute it once (the
+    // genome caches it), and parse it only for a new architecture or a device that reads it.
     const std::string canonical = genome.canonical_json();
-    nlohmann::json architecture = nlohmann::json::parse(canonical);
     const std::string hash = spaces::Genome::hash_of_canonical(canonical);
-    const std::string description = space->describe(genome);
-    rec.arch_id = with_write_retry(
-        progress, [&] { return store.upsert_architecture(hash, architecture, description); });
+    nlohmann::json architecture;
+    auto known = architecture_ids.find(hash);
+    if (known == architecture_ids.end() || devices_want_architecture)
+      architecture = nlohmann::json::parse(canonical);
+    if (known == architecture_ids.end()) {
+      const std::string description = space->describe(genome);
+      const std::int64_t id = with_write_retry(
+          progress, [&] { return store.upsert_architecture(hash, architecture, description); });
+      known = architecture_ids.emplace(hash, id).first;
+    }
+    rec.arch_id = known->second;
     rec.metrics = res.metrics;
     rec.fidelity = stored_fidelity(proposal);
-    rec.workload = res.workload.to_json();
+    rec.workload = workload_to_store(rec.arch_id, res.workload);
     rec.loss_curve = res.loss_curve;
     rec.wall_seconds = res.wall_seconds;
     rec.worker_rank = jr.worker_rank;

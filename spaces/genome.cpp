@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <numeric>
+#include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "common/hash.hpp"
 #include "spaces/catalogue.hpp"
@@ -25,6 +28,75 @@ std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31) ^ b;
 }
+// The canonical form of a genome that passed validate() (defined with the canonical form below).
+std::string canonical_json_of_valid(const Genome& g);
+
+// A 128-bit key of everything the canonical form reads: the input type, each node's kind and
+// params, and the edges with their slots (output types, filled by validate, and meta are left
+// out).  Two independently seeded 64-bit chains, so distinct contents share a key with
+// probability about n^2 / 2^129 over n genomes.
+struct ContentKey {
+  std::uint64_t a = 0, b = 0;
+  bool operator==(const ContentKey&) const = default;
+};
+struct ContentKeyHash {
+  std::size_t operator()(const ContentKey& k) const { return static_cast<std::size_t>(k.a); }
+};
+
+ContentKey content_key(const Genome& g) {
+  ContentKey k{mix(0x9e3779b97f4a7c15ULL, g.num_nodes()), mix(0x243f6a8885a308d3ULL, g.num_nodes())};
+  auto add = [&k](std::uint64_t v) {
+    k.a = mix(k.a, v);
+    k.b = mix(k.b ^ 0x5bd1e9955bd1e995ULL, v);
+  };
+  const Genome::Graph& gr = g.graph();
+  if (g.num_nodes() > 0) {
+    add(static_cast<std::uint64_t>(gr[0].out.kind));
+    for (int d : gr[0].out.dims) add(static_cast<std::uint64_t>(d));
+  }
+  const std::hash<nlohmann::json> hash_json;
+  const std::hash<std::string> hash_string;
+  for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
+    add(hash_string(gr[v].kind));
+    add(hash_json(gr[v].params));
+  }
+  for (auto [it, end] = boost::edges(gr); it != end; ++it) {
+    add(boost::source(*it, gr));
+    add(boost::target(*it, gr));
+    add(static_cast<std::uint64_t>(gr[*it].slot));
+  }
+  return k;
+}
+
+// Canonical forms already computed in this process, by content key: strategies keep building
+// the same architecture afresh (a mutation that lands on a known cell, a retried child), and
+// each fresh genome would otherwise pay the colour refinement again.  Bounded: when full it
+// starts over, which costs recomputation only.
+class CanonicalMemo {
+ public:
+  std::optional<std::string> find(const ContentKey& k) {
+    std::lock_guard lock(m_);
+    auto it = forms_.find(k);
+    if (it == forms_.end()) return std::nullopt;
+    return it->second;
+  }
+  void put(const ContentKey& k, const std::string& form) {
+    std::lock_guard lock(m_);
+    if (forms_.size() >= kCapacity) forms_.clear();
+    forms_.emplace(k, form);
+  }
+
+ private:
+  static constexpr std::size_t kCapacity = 16384;
+  std::mutex m_;
+  std::unordered_map<ContentKey, std::string, ContentKeyHash> forms_;
+};
+
+CanonicalMemo& canonical_memo() {
+  static CanonicalMemo memo;
+  return memo;
+}
+
 }  // namespace
 
 const char* data_kind_name(DataKind k) {
@@ -116,25 +188,28 @@ Genome& Genome::operator=(Genome&& o) noexcept {
 }
 
 Genome::Genome(TensorType input) {
-  auto v = boost::add_vertex(graph_);
-  graph_[v].kind = kInputKind;
-  graph_[v].out = std::move(input);
+  Graph& gr = graph_;
+  auto v = boost::add_vertex(gr);
+  gr[v].kind = kInputKind;
+  gr[v].out = std::move(input);
 }
 
 Genome::NodeId Genome::add_node(std::string kind, nlohmann::json params) {
-  if (boost::num_vertices(graph_) == 0)
+  Graph& gr = graph_;
+  if (boost::num_vertices(gr) == 0)
     throw GenomeError("add_node: genome has no input node (construct it with an input type)");
-  auto v = boost::add_vertex(graph_);
-  graph_[v].kind = std::move(kind);
-  graph_[v].params = params.is_null() ? nlohmann::json::object() : std::move(params);
+  auto v = boost::add_vertex(gr);
+  gr[v].kind = std::move(kind);
+  gr[v].params = params.is_null() ? nlohmann::json::object() : std::move(params);
   return v;
 }
 
 void Genome::add_edge(NodeId from, NodeId to) {
+  Graph& gr = graph_;
   if (from >= num_nodes() || to >= num_nodes())
     throw GenomeError("add_edge: node " + std::to_string(std::max(from, to)) + " does not exist");
-  int slot = static_cast<int>(boost::in_degree(to, graph_));
-  boost::add_edge(from, to, EdgeSlot{slot}, graph_);
+  int slot = static_cast<int>(boost::in_degree(to, gr));
+  boost::add_edge(from, to, EdgeSlot{slot}, gr);
 }
 
 void Genome::remove_edge(NodeId from, NodeId to) {
@@ -151,11 +226,11 @@ void Genome::remove_edge(NodeId from, NodeId to) {
   for (NodeId u : ins) add_edge(u, to);
 }
 
-std::size_t Genome::num_nodes() const { return boost::num_vertices(graph_); }
+std::size_t Genome::num_nodes() const { return boost::num_vertices(graph()); }
 
 const BlockNode& Genome::node(NodeId v) const {
   if (v >= num_nodes()) throw GenomeError("node " + std::to_string(v) + " does not exist");
-  return graph_[v];
+  return graph()[v];
 }
 BlockNode& Genome::node(NodeId v) {
   if (v >= num_nodes()) throw GenomeError("node " + std::to_string(v) + " does not exist");
@@ -164,8 +239,8 @@ BlockNode& Genome::node(NodeId v) {
 
 std::vector<Genome::NodeId> Genome::inputs_of(NodeId v) const {
   std::vector<std::pair<int, NodeId>> es;
-  for (auto [it, end] = boost::in_edges(v, graph_); it != end; ++it)
-    es.emplace_back(graph_[*it].slot, boost::source(*it, graph_));
+  for (auto [it, end] = boost::in_edges(v, graph()); it != end; ++it)
+    es.emplace_back(graph()[*it].slot, boost::source(*it, graph()));
   std::sort(es.begin(), es.end());
   std::vector<NodeId> out;
   for (auto& e : es) out.push_back(e.second);
@@ -174,15 +249,15 @@ std::vector<Genome::NodeId> Genome::inputs_of(NodeId v) const {
 
 std::vector<Genome::NodeId> Genome::outputs_of(NodeId v) const {
   std::vector<NodeId> out;
-  for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it)
-    out.push_back(boost::target(*it, graph_));
+  for (auto [it, end] = boost::out_edges(v, graph()); it != end; ++it)
+    out.push_back(boost::target(*it, graph()));
   return out;
 }
 
 Genome::NodeId Genome::output_node() const {
   std::vector<NodeId> sinks;
   for (NodeId v = 0; v < num_nodes(); ++v)
-    if (boost::out_degree(v, graph_) == 0) sinks.push_back(v);
+    if (boost::out_degree(v, graph()) == 0) sinks.push_back(v);
   if (sinks.size() != 1 || num_nodes() < 2) {
     std::string s;
     for (NodeId v : sinks) s += (s.empty() ? "" : ", ") + node_label(*this, v);
@@ -196,7 +271,7 @@ std::vector<Genome::NodeId> Genome::topological_order() const {
   // Kahn's algorithm taking the lowest ready index first, so the order is deterministic.
   const std::size_t n = num_nodes();
   std::vector<std::size_t> indeg(n);
-  for (NodeId v = 0; v < n; ++v) indeg[v] = boost::in_degree(v, graph_);
+  for (NodeId v = 0; v < n; ++v) indeg[v] = boost::in_degree(v, graph());
   std::set<NodeId> ready;
   for (NodeId v = 0; v < n; ++v)
     if (indeg[v] == 0) ready.insert(v);
@@ -206,8 +281,8 @@ std::vector<Genome::NodeId> Genome::topological_order() const {
     NodeId v = *ready.begin();
     ready.erase(ready.begin());
     order.push_back(v);
-    for (auto [it, end] = boost::out_edges(v, graph_); it != end; ++it)
-      if (--indeg[boost::target(*it, graph_)] == 0) ready.insert(boost::target(*it, graph_));
+    for (auto [it, end] = boost::out_edges(v, graph()); it != end; ++it)
+      if (--indeg[boost::target(*it, graph())] == 0) ready.insert(boost::target(*it, graph()));
   }
   if (order.size() != n) {
     std::string s;
@@ -222,14 +297,19 @@ std::vector<Genome::NodeId> Genome::topological_order() const {
 // ---- validation ----
 
 void Genome::validate() {
+  // An entry for this content means validate() passed on it here (or on the genome this one was
+  // copied from, graph and output types included): nothing to check or infer again.
+  if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == content_fingerprint())
+    return;
   const std::size_t n = num_nodes();
+  Graph& gr = graph_;
   if (n < 2) throw GenomeError("genome needs an input node and at least one block");
-  if (graph_[0].kind != kInputKind)
-    throw GenomeError("node 0 must be the input node, found kind '" + graph_[0].kind + "'");
-  if (boost::in_degree(0, graph_) != 0)
+  if (gr[0].kind != kInputKind)
+    throw GenomeError("node 0 must be the input node, found kind '" + gr[0].kind + "'");
+  if (boost::in_degree(0, gr) != 0)
     throw GenomeError("node 0 (input): the input node cannot have inputs");
   {
-    const TensorType& t = graph_[0].out;
+    const TensorType& t = gr[0].out;
     try {
       TensorType::from_json(t.to_json(), "node 0 (input): type");
     } catch (const std::invalid_argument& e) {
@@ -237,9 +317,9 @@ void Genome::validate() {
     }
   }
   for (NodeId v = 1; v < n; ++v) {
-    if (graph_[v].kind == kInputKind)
+    if (gr[v].kind == kInputKind)
       throw GenomeError(node_label(*this, v) + ": only node 0 may be an input");
-    if (boost::in_degree(v, graph_) == 0)
+    if (boost::in_degree(v, gr) == 0)
       throw GenomeError(node_label(*this, v) + ": has no inputs");
   }
   auto order = topological_order();
@@ -248,7 +328,7 @@ void Genome::validate() {
   const Catalogue& cat = catalogue();
   for (NodeId v : order) {
     if (v == 0) continue;
-    BlockNode& b = graph_[v];
+    BlockNode& b = gr[v];
     const BlockKind* kind = cat.find(b.kind);
     if (!kind)
       throw GenomeError(node_label(*this, v) + ": unknown block kind '" + b.kind +
@@ -264,7 +344,7 @@ void Genome::validate() {
     if (!why.empty()) throw GenomeError(node_label(*this, v) + ": " + why);
     std::vector<TensorType> in_types;
     for (std::size_t s = 0; s < ins.size(); ++s) {
-      const TensorType& t = graph_[ins[s]].out;
+      const TensorType& t = gr[ins[s]].out;
       if (!kind->accepts_kind(t.kind)) {
         std::string acc;
         for (auto k : kind->accepts)
@@ -282,9 +362,17 @@ void Genome::validate() {
     for (int d : b.out.dims)
       if (d <= 0) throw GenomeError(node_label(*this, v) + ": output " + b.out.str() + " is empty");
   }
+  // Remember that this content is valid and its output types inferred, so validate,
+  // canonical_json and is_valid need not check again.
+  const std::uint64_t fingerprint = content_fingerprint();
+  auto cached = canonical_cache_.load();
+  if (!cached || cached->fingerprint != fingerprint)
+    canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{fingerprint, {}}));
 }
 
 bool Genome::is_valid() const {
+  if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == content_fingerprint())
+    return true;
   try {
     Genome copy = *this;
     copy.validate();
@@ -299,8 +387,8 @@ bool Genome::is_valid() const {
 nlohmann::json Genome::to_json() const {
   nlohmann::json nodes = nlohmann::json::array(), edges = nlohmann::json::array();
   for (NodeId v = 0; v < num_nodes(); ++v) {
-    nlohmann::json nj{{"kind", graph_[v].kind}};
-    if (!graph_[v].params.empty()) nj["params"] = graph_[v].params;
+    nlohmann::json nj{{"kind", graph()[v].kind}};
+    if (!graph()[v].params.empty()) nj["params"] = graph()[v].params;
     nodes.push_back(std::move(nj));
     for (NodeId u : inputs_of(v)) edges.push_back({u, v});
   }
@@ -368,39 +456,40 @@ Genome Genome::from_json(const nlohmann::json& j) {
 
 // Everything the canonical form reads: the input type, each node's kind and params, and the
 // edges with their slots.  Output types (filled by validate) and meta are left out.
-std::uint64_t Genome::content_fingerprint() const {
-  std::uint64_t h = mix(0x9e3779b97f4a7c15ULL, num_nodes());
-  if (num_nodes() > 0) {
-    h = mix(h, static_cast<std::uint64_t>(graph_[0].out.kind));
-    for (int d : graph_[0].out.dims) h = mix(h, static_cast<std::uint64_t>(d));
-  }
-  const std::hash<nlohmann::json> hash_json;
-  const std::hash<std::string> hash_string;
-  for (NodeId v = 0; v < num_nodes(); ++v) {
-    h = mix(h, hash_string(graph_[v].kind));
-    h = mix(h, hash_json(graph_[v].params));
-  }
-  for (auto [it, end] = boost::edges(graph_); it != end; ++it) {
-    h = mix(h, boost::source(*it, graph_));
-    h = mix(h, boost::target(*it, graph_));
-    h = mix(h, static_cast<std::uint64_t>(graph_[*it].slot));
-  }
-  return h;
-}
+std::uint64_t Genome::content_fingerprint() const { return content_key(*this).a; }
 
+// The cache holds an entry only for content validate() passed on this genome (so its output
+// types are inferred), with the canonical form once computed ("" before that).
 std::string Genome::canonical_json() const {
-  const std::uint64_t fingerprint = content_fingerprint();
-  if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == fingerprint)
-    return cached->json;
-  std::string json = compute_canonical_json();  // throws for an invalid genome: nothing cached
-  canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{fingerprint, json}));
-  return json;
+  const ContentKey key = content_key(*this);
+  auto cached = canonical_cache_.load();
+  const bool known_valid = cached && cached->fingerprint == key.a;
+  if (known_valid && !cached->json.empty()) return cached->json;
+  std::optional<std::string> json = canonical_memo().find(key);
+  if (!json) {
+    // Throws for an invalid genome (the canonical form is only defined for valid ones): nothing
+    // is cached then.
+    json = known_valid ? canonical_json_of_valid(*this) : compute_canonical_json();
+    canonical_memo().put(key, *json);
+  }
+  // Only a genome validated here keeps the form in its own entry: an entry says its output
+  // types are inferred (validate returns at once), which a validated copy does not make true.
+  if (known_valid)
+    canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, *json}));
+  return *json;
 }
 
 std::string Genome::compute_canonical_json() const {
   Genome copy = *this;
-  copy.validate();  // canonical form is only defined for valid genomes
-  const Graph& gr = copy.graph_;
+  copy.validate();
+  return canonical_json_of_valid(copy);
+}
+
+namespace {
+
+std::string canonical_json_of_valid(const Genome& copy) {
+  using NodeId = Genome::NodeId;
+  const Genome::Graph& gr = copy.graph();
   const std::size_t n = copy.num_nodes();
   const Catalogue& cat = catalogue();
   auto order = copy.topological_order();
@@ -487,6 +576,8 @@ std::string Genome::compute_canonical_json() const {
   nlohmann::json j{{"input", copy.input_type().to_json()}, {"nodes", nodes}, {"edges", edges}};
   return j.dump();
 }
+
+}  // namespace
 
 std::string Genome::hash() const { return hash_of_canonical(canonical_json()); }
 

@@ -80,7 +80,9 @@ TEST_F(StoreCostCache, VersionFiveFileMigratesAndKeepsItsRows) {
   {
     // Take the file back to what a version 5 build wrote.
     Connection c(path_, false);
-    c.exec("DROP TABLE cost_cache; PRAGMA user_version = 5;");
+    c.exec(
+        "DROP TABLE cost_cache; ALTER TABLE architectures DROP COLUMN workload; "
+        "PRAGMA user_version = 5;");
   }
   Store s(path_);
   EXPECT_EQ(s.schema_version(), kSchemaVersion);

@@ -70,7 +70,7 @@ TEST_F(StoreResumeTest, ClaimRecordsTheCoordinatorAndReopensTheRun) {
 TEST_F(StoreResumeTest, VersionFourFileMigratesAndKeepsItsRows) {
   {
     // A file as hwnas wrote it at schema version 4: today's schema without version 5's
-    // columns and table (and version 6's cost cache).
+    // columns and table (and version 6's cost cache, version 7's architecture workload).
     Store fresh(path_);
     auto run = fresh.create_run("old", json{{"seed", 3}}, 3);
     auto arch = fresh.upsert_architecture("abc", json::object(), "");
@@ -81,6 +81,7 @@ TEST_F(StoreResumeTest, VersionFourFileMigratesAndKeepsItsRows) {
     c.exec(R"sql(
       DROP TABLE strategy_states;
       DROP TABLE cost_cache;
+      ALTER TABLE architectures DROP COLUMN workload;
       ALTER TABLE runs DROP COLUMN host;
       ALTER TABLE runs DROP COLUMN pid;
       ALTER TABLE runs DROP COLUMN heartbeat;

@@ -71,9 +71,10 @@ TEST_F(StoreTestResults, VersionThreeFileMigratesAndKeepsItsRows) {
   }
   {
     Connection c(path_, false);
-    // Take the file back to what a version 3 build wrote (without versions 5 and 6 too).
+    // Take the file back to what a version 3 build wrote (without versions 5 to 7 too).
     c.exec(
         "DROP TABLE test_results; DROP TABLE strategy_states; DROP TABLE cost_cache; "
+        "ALTER TABLE architectures DROP COLUMN workload; "
         "ALTER TABLE runs DROP COLUMN host; ALTER TABLE runs DROP COLUMN pid; "
         "ALTER TABLE runs DROP COLUMN heartbeat; PRAGMA user_version = 3;");
   }
