@@ -438,18 +438,20 @@ struct Store::Impl {
   }
 
   // Evaluations (with their costs) whose `column` equals id, in id order, from one snapshot.
-  std::vector<EvaluationRecord> load_evaluations(const char* column, std::int64_t id) {
+  std::vector<EvaluationRecord> load_evaluations(const char* column, std::int64_t id,
+                                                bool with_workloads = true) {
     Transaction snapshot(conn, Transaction::Mode::Read);
     std::vector<EvaluationRecord> out;
     std::unordered_map<std::int64_t, std::size_t> index;
     std::set<std::int64_t> needs_architecture;  // rows that keep only their evaluation's part
     {
       Statement st(conn, std::string(R"sql(
-        SELECT id, run_id, arch_id, metrics, fidelity, workload, loss_curve, wall_seconds,
+        SELECT id, run_id, arch_id, metrics, fidelity,
+               CASE WHEN ?2 THEN workload ELSE '{}' END, loss_curve, wall_seconds,
                worker_rank, status, error, created_at, proposal_id
         FROM evaluations WHERE )sql") +
                              column + " = ?1 ORDER BY id");
-      st.bind(1, id);
+      st.bind(1, id).bind(2, with_workloads ? 1 : 0);
       while (st.step()) {
         EvaluationRecord e;
         e.id = st.get_int(0);
@@ -758,8 +760,8 @@ std::optional<std::int64_t> Store::latest_run_id() const {
   return st.get_int(0);
 }
 
-std::vector<EvaluationRecord> Store::evaluations(std::int64_t run_id) const {
-  return impl_->load_evaluations("run_id", run_id);
+std::vector<EvaluationRecord> Store::evaluations(std::int64_t run_id, bool with_workloads) const {
+  return impl_->load_evaluations("run_id", run_id, with_workloads);
 }
 
 std::vector<EvaluationRecord> Store::evaluations_of_architecture(std::int64_t arch_id) const {

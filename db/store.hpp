@@ -142,7 +142,9 @@ class Store {
   std::vector<RunInfo> runs() const;
   std::optional<RunInfo> run(std::int64_t run_id) const;
   std::optional<std::int64_t> latest_run_id() const;
-  std::vector<EvaluationRecord> evaluations(std::int64_t run_id) const;  // with costs
+  // With costs.  Without workloads (each left an empty object) when the caller reads only
+  // metrics and costs: a resume or a front of a million-evaluation run needs no node tables.
+  std::vector<EvaluationRecord> evaluations(std::int64_t run_id, bool with_workloads = true) const;
   std::vector<std::int64_t> evaluation_ids(std::int64_t run_id) const;
   std::optional<ArchitectureRow> architecture(std::int64_t arch_id) const;
   // The architecture part of its workload (db/workload_parts.hpp), stored once per architecture

@@ -124,7 +124,7 @@ std::map<std::string, std::vector<db::ParetoRow>> fronts_from_evaluations(const 
     objectives.push_back(ObjectiveSpec::parse(s.get<std::string>()));
   for (const auto& s : info.config.value("constraints", nlohmann::json::array()))
     constraints.push_back(ConstraintSpec::parse(s.get<std::string>()));
-  const auto evals = store.evaluations(info.id);
+  const auto evals = store.evaluations(info.id, /*with_workloads=*/false);
   std::vector<std::string> devices;  // as the costs name them
   for (const auto& e : evals)
     for (const auto& c : e.costs)

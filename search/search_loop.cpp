@@ -312,7 +312,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   std::map<std::uint64_t, const db::EvaluationRecord*> stored_by_proposal;
   if (resume_run > 0) {
     summary.run_id = resume_run;
-    stored = store.evaluations(resume_run);
+    stored = store.evaluations(resume_run, /*with_workloads=*/false);
     for (const auto& e : stored)
       if (e.proposal_id >= 0) stored_by_proposal[static_cast<std::uint64_t>(e.proposal_id)] = &e;
     if (auto saved = store.strategy_state(resume_run)) {

@@ -74,6 +74,14 @@ TEST_F(StoreWorkloadParts, EvaluationsStoreTheirPartAndReadTheWholeWorkload) {
   expected_plain["nodes"][1].erase("activity");
   EXPECT_EQ(rows[1].workload, expected_plain);
   EXPECT_EQ(rows[2].workload, whole.workload);
+  // Readers of metrics and costs only (resume, fronts, reports) skip the node tables.
+  const auto light = s.evaluations(run, /*with_workloads=*/false);
+  ASSERT_EQ(light.size(), 3u);
+  for (std::size_t i = 0; i < light.size(); ++i) {
+    EXPECT_EQ(light[i].workload, json::object());
+    EXPECT_EQ(light[i].metrics, rows[i].metrics);
+    EXPECT_EQ(light[i].proposal_id, rows[i].proposal_id);
+  }
 
   // What the part-only rows cost on disk: a few bytes, not the node table.
   Connection c(path_, true);
