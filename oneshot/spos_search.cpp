@@ -8,6 +8,7 @@
 #include <numeric>
 #include <ostream>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
 #include "nn/optim.hpp"
@@ -79,10 +80,11 @@ std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train
       if (log) {
         const double el =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        *log << "spos: supernet epoch " << e << "/" << o.epochs << " loss " << std::fixed
+        std::ostringstream line;  // formatted apart: the caller's stream keeps its flags
+        line << "spos: supernet epoch " << e << "/" << o.epochs << " loss " << std::fixed
              << std::setprecision(4) << losses.back() << std::setprecision(1) << " (" << el
-             << " s, ETA " << el / e * (o.epochs - e) << " s)" << std::defaultfloat
-             << std::endl;
+             << " s, ETA " << el / e * (o.epochs - e) << " s)";
+        *log << line.str() << std::endl;
       }
     }
   });
@@ -259,11 +261,13 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
     double best = best_first(pop.front());
     for (auto i : pop) best = maximize[0] ? std::max(best, best_first(i)) : std::min(best, best_first(i));
     generations.push_back({{"generation", gen}, {"scored", pool.size()}, {"best", best}});
-    if (log)
-      *log << "spos: generation " << gen << "/" << o.generations << ": " << pool.size()
+    if (log) {
+      std::ostringstream line;
+      line << "spos: generation " << gen << "/" << o.generations << ": " << pool.size()
            << " subnets scored, best inherited " << objectives[0].name << " " << best << " ("
-           << std::fixed << std::setprecision(1) << seconds() << " s)" << std::defaultfloat
-           << std::endl;
+           << std::fixed << std::setprecision(1) << seconds() << " s)";
+      *log << line.str() << std::endl;
+    }
   }
 
   // The picks: the best of everything scored.
