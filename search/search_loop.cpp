@@ -464,9 +464,11 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     rec.metrics = res.metrics;
     // What the strategy already measured on this architecture (a one-shot strategy's
     // inherited-weight accuracy) goes next to the evaluator's metrics, under its own names.
-    if (proposal_metrics)
-      for (const auto& [k, v] : proposal_metrics->proposal_metrics(genome).items())
+    if (proposal_metrics) {
+      const nlohmann::json known = proposal_metrics->proposal_metrics(genome);
+      for (const auto& [k, v] : known.items())
         if (!rec.metrics.contains(k)) rec.metrics[k] = v;
+    }
     rec.fidelity = stored_fidelity(proposal);
     rec.workload = res.workload.to_json();
     rec.loss_curve = res.loss_curve;
