@@ -123,7 +123,7 @@ struct Scored {
   spaces::Genome genome;
   std::map<std::string, double> inherited;
   nlohmann::json costs = nlohmann::json::object();  // "latency_ms@device" -> value
-  std::vector<double> values;                        // one per objective
+  std::vector<double> values;                       // one per objective
   double violation = 0;
 };
 
@@ -214,7 +214,7 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
         if (!c.feasible) {
           s.violation += 1;
         } else {
-          v = ob.metric == "latency_ms" ? c.latency_ms
+          v = ob.metric == "latency_ms"  ? c.latency_ms
               : ob.metric == "energy_mj" ? c.energy_mj
                                          : c.memory_bytes;
           s.costs[ob.metric + "@" + ob.device->name()] = v;
@@ -259,7 +259,8 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
     survivors.resize(std::min(survivors.size(), static_cast<std::size_t>(o.population)));
     pop = survivors;
     double best = best_first(pop.front());
-    for (auto i : pop) best = maximize[0] ? std::max(best, best_first(i)) : std::min(best, best_first(i));
+    for (auto i : pop)
+      best = maximize[0] ? std::max(best, best_first(i)) : std::min(best, best_first(i));
     generations.push_back({{"generation", gen}, {"scored", pool.size()}, {"best", best}});
     if (log) {
       std::ostringstream line;
@@ -286,14 +287,10 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
     out.candidate_metrics.push_back(m);
     picks.push_back({{"arch", space.describe(s.genome)}, {"metrics", m}, {"costs", s.costs}});
   }
-  out.report = {{"supernet_epoch_loss", losses},
-                {"banks", net.num_banks()},
-                {"banked_values", net.num_values()},
-                {"subnets_scored", pool.size()},
-                {"generations", generations},
-                {"picks", picks},
-                {"train_seconds", train_s},
-                {"seconds", seconds()}};
+  out.report = {{"supernet_epoch_loss", losses},     {"banks", net.num_banks()},
+                {"banked_values", net.num_values()}, {"subnets_scored", pool.size()},
+                {"generations", generations},        {"picks", picks},
+                {"train_seconds", train_s},          {"seconds", seconds()}};
   return out;
 }
 

@@ -54,8 +54,8 @@ struct SposOptions {
 
 // One objective of the ranking: a metric read on the inherited-weight subnet or on a device.
 struct SposObjective {
-  std::string name;    // as configured, "latency_ms@rpi4_a72:min"
-  std::string metric;  // "val_accuracy", "params", "latency_ms", ...
+  std::string name;                    // as configured, "latency_ms@rpi4_a72:min"
+  std::string metric;                  // "val_accuracy", "params", "latency_ms", ...
   const hw::Device* device = nullptr;  // for cost metrics
   bool maximize = false;
 };
@@ -73,9 +73,7 @@ class InheritedScorer {
   // batch-norm statistics recalibrated when `recalibrate` (else the supernet's banked ones).
   std::map<std::string, double> score(const spaces::Genome& g, bool recalibrate);
   // score() with the options' recalibrate_bn.
-  std::map<std::string, double> score(const spaces::Genome& g) {
-    return score(g, recalibrate_);
-  }
+  std::map<std::string, double> score(const spaces::Genome& g) { return score(g, recalibrate_); }
 
  private:
   SposSupernet& net_;
@@ -86,9 +84,9 @@ class InheritedScorer {
 };
 
 struct SposOutcome {
-  std::vector<spaces::Genome> candidates;     // the picks, best first
+  std::vector<spaces::Genome> candidates;         // the picks, best first
   std::vector<nlohmann::json> candidate_metrics;  // per pick: inherited_val_* and costs
-  nlohmann::json report;                      // losses, evolution, picks, timings
+  nlohmann::json report;                          // losses, evolution, picks, timings
 };
 
 SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data,

@@ -12,7 +12,8 @@ namespace hwnas::oneshot {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Calls f(sub_flat, bank_flat) for every element of a `sub`-shaped slice of a `bank`-shaped
@@ -22,7 +23,8 @@ void for_each_slice_element(const nn::Shape& bank, const nn::Shape& sub,
                             const std::vector<int>& off, F&& f) {
   const int r = sub.rank();
   std::vector<std::int64_t> bstride(static_cast<std::size_t>(r), 1);
-  for (int i = r - 2; i >= 0; --i) bstride[static_cast<std::size_t>(i)] = bstride[static_cast<std::size_t>(i) + 1] * bank[i + 1];
+  for (int i = r - 2; i >= 0; --i)
+    bstride[static_cast<std::size_t>(i)] = bstride[static_cast<std::size_t>(i) + 1] * bank[i + 1];
   const std::int64_t n = sub.numel();
   std::vector<int> idx(static_cast<std::size_t>(r), 0);
   for (std::int64_t k = 0; k < n; ++k) {
@@ -87,9 +89,10 @@ std::vector<int> slice_offsets(const nn::Shape& bank, const nn::Shape& sub) {
 SposSupernet::SposSupernet(const spaces::Space& space, std::uint64_t seed)
     : space_(space), seed_(seed) {
   if (space.type() != "macro")
-    throw std::invalid_argument("strategy.type: 'spos' shares weights across a macro space's "
-                                "layers; this space is '" +
-                                space.type() + "' (darts searches cell spaces)");
+    throw std::invalid_argument(
+        "strategy.type: 'spos' shares weights across a macro space's "
+        "layers; this space is '" +
+        space.type() + "' (darts searches cell spaces)");
 }
 
 spaces::Genome SposSupernet::sample(std::mt19937_64& rng) const {
@@ -136,11 +139,12 @@ SposSupernet::Bank& SposSupernet::bank_for(const std::string& name, const nn::Sh
   g.value = nn::Tensor::zeros(bigger);
   g.momentum = nn::Tensor::zeros(bigger);
   g.initialised.assign(static_cast<std::size_t>(bigger.numel()), 0);
-  for_each_slice_element(bigger, old, slice_offsets(bigger, old), [&](std::int64_t k, std::int64_t j) {
-    g.value.data()[j] = b.value.data()[k];
-    g.momentum.data()[j] = b.momentum.data()[k];
-    g.initialised[static_cast<std::size_t>(j)] = b.initialised[static_cast<std::size_t>(k)];
-  });
+  for_each_slice_element(
+      bigger, old, slice_offsets(bigger, old), [&](std::int64_t k, std::int64_t j) {
+        g.value.data()[j] = b.value.data()[k];
+        g.momentum.data()[j] = b.momentum.data()[k];
+        g.initialised[static_cast<std::size_t>(j)] = b.initialised[static_cast<std::size_t>(k)];
+      });
   b = std::move(g);
   return b;
 }
@@ -276,8 +280,8 @@ int recalibrate_batch_norm(nn::Module& model, const std::vector<eval::Batch>& ba
   }
   for (std::size_t i = 0; i < stats.size(); ++i)
     for (std::int64_t k = 0; k < stats[i]->numel(); ++k)
-      stats[i]->data()[k] =
-          static_cast<float>(sum[i][static_cast<std::size_t>(k)] / static_cast<double>(batches.size()));
+      stats[i]->data()[k] = static_cast<float>(sum[i][static_cast<std::size_t>(k)] /
+                                               static_cast<double>(batches.size()));
   return static_cast<int>(stats.size());
 }
 

@@ -50,7 +50,7 @@ std::vector<std::string> supernet_node_keys(const spaces::Genome& g);
 std::vector<int> slice_offsets(const nn::Shape& bank, const nn::Shape& sub);
 
 struct SgdSettings {
-  float lr = 0.05f;
+  float lr = 0.2f;
   float momentum = 0.9f;
   float weight_decay = 4e-5f;  // on tensors of rank >= 2 (not biases, norms)
   float clip_grad_norm = 5.0f;

@@ -136,7 +136,7 @@ StrategyEntry spos_strategy() {
                            "single-path steps per epoch (0 = one pass over the training split)"),
       ParamSpec::int_range("batch_size", 0, 4096, 0,
                            "supernet minibatch (0 = the evaluator's batch_size)"),
-      ParamSpec::float_range("w_lr", 1e-6, 10, 0.05,
+      ParamSpec::float_range("w_lr", 1e-6, 10, 0.2,
                              "SGD learning rate of the supernet weights, cosine-decayed"),
       ParamSpec::float_range("w_momentum", 0, 0.999, 0.9, "SGD momentum of the supernet"),
       ParamSpec::float_range("w_weight_decay", 0, 1, 4e-5,

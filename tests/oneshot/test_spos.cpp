@@ -54,7 +54,10 @@ eval::TrainValSplit pattern_task(int train, int val, std::uint64_t seed) {
       for (int c = 0; c < 3; ++c)
         for (int r = 0; r < 8; ++r)
           for (int k = 0; k < 8; ++k) {
-            const float pattern = cls == 0 ? (r % 2) : cls == 1 ? (k % 2) : cls == 2 ? (r + k) % 2 : 0.5f;
+            const float pattern = cls == 0   ? (r % 2)
+                                  : cls == 1 ? (k % 2)
+                                  : cls == 2 ? (r + k) % 2
+                                             : 0.5f;
             d.x.data()[((i * 3 + c) * 8 + r) * 8 + k] =
                 noise(rng) + (c == 0 ? 1.2f * pattern : 0.0f);
           }
@@ -269,8 +272,8 @@ Counted environment() {
 }
 
 json spos_config() {
-  return {{"type", "spos"}, {"epochs", 2}, {"population", 4}, {"generations", 1},
-          {"candidates", 3}, {"eval_samples", 0}};
+  return {{"type", "spos"},   {"epochs", 2},     {"population", 4},
+          {"generations", 1}, {"candidates", 3}, {"eval_samples", 0}};
 }
 
 strategies::StrategyContext context(std::uint64_t seed, const Counted& c) {
@@ -337,8 +340,8 @@ TEST(SposStrategy, ProposesThePicksDeterministicallyWithInheritedMetricsAndResum
 }
 
 TEST(SposStrategy, ExplainsWhatItNeeds) {
-  auto nb = spaces::make_space(
-      {{"type", "nb201"}, {"input", {{"kind", "image"}, {"shape", {3, 8, 8}}}}});
+  auto nb =
+      spaces::make_space({{"type", "nb201"}, {"input", {{"kind", "image"}, {"shape", {3, 8, 8}}}}});
   try {
     (void)strategies::make_strategy(spos_config(), *nb, {});
     FAIL() << "spos accepted an nb201 space";
@@ -433,9 +436,9 @@ TEST(SposRankingSlow, FashionMnistKendallTauOverTwentySubnets) {
   const auto data = eval::load_fashion_mnist_train_val(1000, 1, 4000);
   SposSupernet net(*space, 8);
   SposOptions o;
-  o.epochs = 4;
+  o.epochs = 8;
   o.batch_size = 64;
-  o.sgd.lr = 0.05f;
+  o.sgd.lr = 0.2f;
   o.bn_batches = 4;
   o.eval_samples = 0;
   o.seed = 5;
@@ -469,8 +472,8 @@ TEST(SposRankingSlow, FashionMnistKendallTauOverTwentySubnets) {
     mi += inherited[i] / 20;
     mb += banked[i] / 20;
     ma += alone[i] / 20;
-    std::cout << "  inherited " << inherited[i] << "  (banked BN " << banked[i]
-              << ")  stand-alone " << alone[i] << "\n";
+    std::cout << "  inherited " << inherited[i] << "  (banked BN " << banked[i] << ")  stand-alone "
+              << alone[i] << "\n";
   }
   std::cout << "Fashion-MNIST, 20 subnets: Kendall tau inherited (recalibrated) vs stand-alone "
             << tau << ", with the supernet's banked BN statistics " << tau_banked
