@@ -8,6 +8,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "evaluators/trainer.hpp"
 #include "nn/ops.hpp"
@@ -480,6 +481,79 @@ TEST(SposRankingSlow, FashionMnistKendallTauOverTwentySubnets) {
             << "; mean accuracy inherited " << mi << ", banked " << mb << ", stand-alone " << ma
             << "; supernet " << supernet_s << " s, stand-alone training " << alone_s << " s\n";
   EXPECT_GT(tau, 0.0);
+}
+
+}  // namespace
+
+namespace {
+
+// Emerging block kinds on one input kind: a residual stack whose mixer slot chooses between
+// attention, sliding-window attention, S4D, Mamba and Hyena (sequence_mixers.json, shrunk).
+// Each kind has its own bank at each position; widths (units, heads, state sizes) slice.
+TEST(SposSupernet, TrainsSequenceMixersWithABankPerKind) {
+  auto space = spaces::make_space(
+      {{"type", "macro"},
+       {"input", {{"kind", "sequence"}, {"shape", {16, 8}}}},
+       {"outputs", 2},
+       {"stages",
+        {{{"blocks", {"dense"}}, {"params", {{"units", {8, 16}}, {"activation", "none"}}}},
+         {{"blocks", {"attention", "sliding_attention", "s4d", "mamba", "hyena"}},
+          {"depth", {1, 2}},
+          {"skip", true},
+          {"params",
+           {{"heads", {1, 2}},
+            {"window", {4, 8}},
+            {"d_state", {4, 8}},
+            {"expand", {1, 2}},
+            {"order", {2}},
+            {"filter_width", {8, 16}}}}},
+         {{"blocks", {"norm"}}, {"params", {{"type", "layer"}}}}}}});
+  std::mt19937_64 drng(3);
+  std::normal_distribution<float> nz(0.0f, 1.0f);
+  eval::Dataset d;
+  d.num_classes = 2;
+  d.x = nn::Tensor(nn::Shape{64, 16, 8}, 0.0f);
+  for (int i = 0; i < 64; ++i) {
+    float s = 0;
+    for (int k = 0; k < 16 * 8; ++k) {
+      const float v = nz(drng);
+      d.x.data()[i * 128 + k] = v;
+      if (k % 8 == 0) s += v;
+    }
+    d.y.push_back(s > 0 ? 1 : 0);
+  }
+  SposSupernet net(*space, 1);
+  SposOptions o = small_options();
+  o.epochs = 4;
+  o.batch_size = 16;
+  const auto losses = train_supernet(net, d, o);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
+  std::set<std::string> kinds;
+  for (const auto& n : net.bank_names())
+    if (n.rfind("s1.l0.", 0) == 0) kinds.insert(n.substr(6, n.find('.', 6) - 6));
+  EXPECT_GE(kinds.size(), 4u);  // 16 uniform draws over 5 kinds
+  // A subnet still computes what its stand-alone build with the same weights computes.
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 6; ++i) {
+    const spaces::Genome g = net.sample(rng);
+    auto a = net.subnet(g);
+    auto b = spaces::build_model(g, 4242);
+    auto pa = a->named_parameters();
+    auto pb = b->named_parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (std::size_t k = 0; k < pa.size(); ++k)
+      std::copy(pa[k].var.value().data(), pa[k].var.value().data() + pa[k].var.value().numel(),
+                pb[k].var.value().data());
+    nn::NoGradGuard ng;
+    nn::ForwardContext ctx;
+    ctx.training = false;
+    nn::Tensor x(nn::Shape{4, 16, 8}, 0.0f);
+    std::copy(d.x.data(), d.x.data() + x.numel(), x.data());
+    const nn::Tensor ya = a->forward(nn::constant(x), ctx).value();
+    const nn::Tensor yb = b->forward(nn::constant(x), ctx).value();
+    for (std::int64_t k = 0; k < ya.numel(); ++k)
+      ASSERT_EQ(ya.data()[k], yb.data()[k]) << space->describe(g);
+  }
 }
 
 }  // namespace
