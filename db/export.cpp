@@ -167,7 +167,10 @@ std::string metric_cell(const nlohmann::json& metrics, const std::string& key, b
 // Scalar metric keys over all rows: the usual headline metrics first, the rest alphabetically.
 std::vector<std::string> metric_columns(const std::vector<const nlohmann::json*>& all, bool table) {
   static const std::vector<std::string> headline{"val_accuracy", "val_loss", "params"};
-  static const std::vector<std::string> table_headline{"val_accuracy", "params"};
+  // inherited_val_accuracy: a weight-sharing strategy's (spos) accuracy of the same architecture
+  // with supernet weights, stored next to its stand-alone val_accuracy.
+  static const std::vector<std::string> table_headline{"val_accuracy", "inherited_val_accuracy",
+                                                       "params"};
   std::set<std::string> keys;
   for (const auto* m : all)
     if (m->is_object())

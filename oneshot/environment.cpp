@@ -6,6 +6,7 @@
 
 #include "hwmodels/device.hpp"
 #include "oneshot/darts_search.hpp"
+#include "oneshot/spos_search.hpp"
 
 namespace hwnas::oneshot {
 namespace {
@@ -25,9 +26,10 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
   strategies::SupernetOutcome run_supernet(const spaces::Space& space,
                                            const strategies::SupernetRequest& req) const override {
     if (!r_.unavailable.empty()) throw std::invalid_argument(r_.unavailable);
+    if (req.method == "spos") return run_spos_phase(space, req);
     if (req.method != "darts")
       throw std::invalid_argument("one-shot environment: unknown supernet method '" + req.method +
-                                  "' (known: darts)");
+                                  "' (known: darts, spos)");
     DartsOptions opt = DartsOptions::from_params(req.params, r_.train, req.seed);
     opt.candidates = req.candidates;
     std::unique_ptr<hw::Device> device = load_target(req.params.value("device", ""));
@@ -45,10 +47,67 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
                               : std::string("; no skip collapse"))
               << std::endl;
     }
-    return {std::move(o.candidates), std::move(o.report)};
+    strategies::SupernetOutcome out;
+    out.candidates = std::move(o.candidates);
+    out.report = std::move(o.report);
+    return out;
   }
 
  private:
+  strategies::SupernetOutcome run_spos_phase(const spaces::Space& space,
+                                             const strategies::SupernetRequest& req) const {
+    SposOptions opt = SposOptions::from_params(req.params, r_.train, req.seed);
+    opt.candidates = req.candidates;
+    // The run's objectives, each read on its device (a cost without @DEVICE: the first one).
+    std::vector<std::unique_ptr<hw::Device>> devices;
+    std::vector<SposObjective> objectives;
+    std::string names;
+    for (const auto& o : req.objectives) {
+      SposObjective so;
+      so.name = o.name;
+      so.maximize = o.maximize;
+      std::string m = o.name;
+      if (const auto colon = m.rfind(':'); colon != std::string::npos) m = m.substr(0, colon);
+      std::string dev;
+      if (const auto at = m.find('@'); at != std::string::npos) {
+        dev = m.substr(at + 1);
+        m = m.substr(0, at);
+      }
+      so.metric = m;
+      if (m == "latency_ms" || m == "energy_mj" || m == "memory_bytes") {
+        // A configured device at its configured batch, as the search loop costs candidates.
+        std::size_t k = 0;
+        while (k < r_.devices.size() && r_.devices[k] != dev) ++k;
+        const int batch = k < r_.device_batches.size() ? r_.device_batches[k] : 0;
+        devices.push_back(k < r_.devices.size() && batch > 0 ? hw::load_device(dev, batch)
+                                                             : load_target(dev));
+        if (!devices.back())
+          throw std::invalid_argument("objective '" + o.name +
+                                      "': spos ranks subnets on device costs, but the run has "
+                                      "no device (config.devices)");
+        so.device = devices.back().get();
+      }
+      objectives.push_back(so);
+      names += (names.empty() ? "" : ", ") + o.name;
+    }
+    if (r_.log)
+      *r_.log << "spos: supernet phase on " << space.type() << " (" << opt.epochs
+              << " epochs of uniform single-path steps), then evolution of " << opt.population
+              << " x " << opt.generations << " generations on inherited " << names
+              << (opt.recalibrate_bn ? ", batch-norm recalibrated" : "") << std::endl;
+    const eval::TrainValSplit data = r_.data();
+    SposOutcome o = run_spos(space, data, objectives, opt, r_.log);
+    if (r_.log && !o.candidates.empty())
+      *r_.log << "spos: " << o.candidates.size() << " picks; the first has inherited "
+              << o.candidate_metrics.front().dump() << " (" << space.describe(o.candidates.front())
+              << ")" << std::endl;
+    strategies::SupernetOutcome out;
+    out.candidates = std::move(o.candidates);
+    out.candidate_metrics = std::move(o.candidate_metrics);
+    out.report = std::move(o.report);
+    return out;
+  }
+
   // The target device: the named one, else the run's first.
   std::unique_ptr<hw::Device> load_target(const std::string& name) const {
     if (name.empty()) {

@@ -244,6 +244,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& k : config.constraints) context.constraints.push_back(k.str());
   context.oneshot = make_oneshot_environment(config, progress);  // one-shot strategies' phase
   auto strategy = strategies::make_strategy(config.strategy, *space, context);
+  const auto* proposal_metrics = dynamic_cast<const strategies::ProposalMetrics*>(strategy.get());
   std::vector<std::unique_ptr<hw::Device>> devices;
   bool devices_want_architecture = false;  // an external model reads the genome
   std::vector<std::string> device_names;
@@ -535,6 +536,13 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
     rec.arch_id = known->second;
     rec.metrics = res.metrics;
+    // What the strategy already measured on this architecture (a one-shot strategy's
+    // inherited-weight accuracy) goes next to the evaluator's metrics, under its own names.
+    if (proposal_metrics) {
+      const nlohmann::json known = proposal_metrics->proposal_metrics(genome);
+      for (const auto& [k, v] : known.items())
+        if (!rec.metrics.contains(k)) rec.metrics[k] = v;
+    }
     rec.fidelity = stored_fidelity(proposal);
     rec.workload = workload_to_store(rec.arch_id, res.workload);
     rec.loss_curve = res.loss_curve;

@@ -16,16 +16,20 @@
 #include <vector>
 
 #include "spaces/space.hpp"
+#include "strategies/pareto.hpp"
 
 namespace hwnas::strategies {
 
 // One supernet phase: which method, its validated parameters (the strategy's config object),
 // the seed of every draw in it, and how many distinct candidates to derive.
 struct SupernetRequest {
-  std::string method;  // "darts"
+  std::string method;  // "darts" | "spos"
   nlohmann::json params;
   std::uint64_t seed = 0;
   int candidates = 1;
+  // The run's objectives ("val_accuracy:max", "latency_ms@rpi4_a72:min"), for methods that rank
+  // subnets on them (spos); darts ignores them.
+  std::vector<Objective> objectives;
 };
 
 struct SupernetOutcome {
@@ -35,6 +39,9 @@ struct SupernetOutcome {
   // What happened, for the log and the saved state: per-epoch losses, final probabilities,
   // expected hardware cost, whether skip connections collapsed and what the guard did.
   nlohmann::json report = nlohmann::json::object();
+  // Per candidate (same order, or empty): what the phase measured on it, e.g. spos's
+  // {"inherited_val_accuracy": 0.81, "inherited_rank": 0}.
+  std::vector<nlohmann::json> candidate_metrics;
 };
 
 class OneShotEnvironment {
@@ -47,6 +54,18 @@ class OneShotEnvironment {
   // request it cannot serve (unknown method, space or device), naming the field.
   virtual SupernetOutcome run_supernet(const spaces::Space& space,
                                        const SupernetRequest& request) const = 0;
+};
+
+// An optional ability of a strategy (queried with dynamic_cast by the search loop): metrics it
+// already knows about an architecture it proposed, such as the inherited-weight accuracy a
+// weight-sharing supernet measured before the evaluator trains the architecture from scratch.
+// The loop stores them in the evaluation's metrics next to the evaluator's own (an evaluator
+// metric of the same name wins), so `hwnas show` and the database hold both.
+class ProposalMetrics {
+ public:
+  virtual ~ProposalMetrics() = default;
+  // {"name": number, ...}; empty for an architecture the strategy measured nothing on.
+  virtual nlohmann::json proposal_metrics(const spaces::Genome& genome) const = 0;
 };
 
 }  // namespace hwnas::strategies

@@ -15,6 +15,7 @@ void register_builtin_strategies(Registry<StrategyEntry>& r) {
   r.add(successive_halving_strategy());
   r.add(hyperband_strategy());
   r.add(darts_strategy());
+  r.add(spos_strategy());
 }
 
 const Registry<StrategyEntry>& strategy_registry() {

@@ -45,6 +45,7 @@ StrategyEntry bananas_strategy();
 StrategyEntry successive_halving_strategy();
 StrategyEntry hyperband_strategy();
 StrategyEntry darts_strategy();
+StrategyEntry spos_strategy();
 
 // Registers every built-in strategy (one line each in registry.cpp).
 void register_builtin_strategies(Registry<StrategyEntry>& r);

@@ -123,9 +123,10 @@ TEST(StrategyConfig, EachBadParameterNamesTheField) {
             "config.strategy.sample_size: 32 exceeds strategy.population (16)");
   EXPECT_EQ(config_error({{"type", "random"}, {"sample_size", 2}}),
             "config.strategy.sample_size: unknown parameter (known: none)");
-  EXPECT_EQ(config_error({{"type", "anneal"}}),
-            "config.strategy.type: unknown strategy 'anneal' (known: bananas, darts, hyperband, "
-            "local_search, nsga2, random, regularized_evolution, reinforce, successive_halving)");
+  EXPECT_EQ(
+      config_error({{"type", "anneal"}}),
+      "config.strategy.type: unknown strategy 'anneal' (known: bananas, darts, hyperband, "
+      "local_search, nsga2, random, regularized_evolution, reinforce, spos, successive_halving)");
   // Cross-field checks see the run's objectives: the MnasNet reward needs a latency objective.
   json j = tiny_config();
   j["strategy"] = {{"type", "reinforce"}, {"target", 5.0}};

@@ -34,7 +34,7 @@ TEST(StrategyRegistry, ListsTheBuiltins) {
   EXPECT_EQ(reg.family(), "strategy");
   EXPECT_EQ(reg.names(), (std::vector<std::string>{"bananas", "darts", "hyperband", "local_search",
                                                    "nsga2", "random", "regularized_evolution",
-                                                   "reinforce", "successive_halving"}));
+                                                   "reinforce", "spos", "successive_halving"}));
   EXPECT_EQ(strategy_names(), reg.names());
   for (const auto& [name, e] : reg.entries()) {
     EXPECT_FALSE(e.description.empty()) << name;
@@ -45,10 +45,10 @@ TEST(StrategyRegistry, ListsTheBuiltins) {
     }
   }
   // Each built-in builds with all defaults and names itself as registered.
-  // One-shot strategies search cell spaces (darts refuses a macro space, tested in tests/oneshot).
+  // darts searches cell spaces, spos macro spaces (each refuses the other kind: tests/oneshot).
   const auto nb201 = spaces::make_space({{"type", "nb201"}});
   for (const auto& n : reg.names())
-    EXPECT_EQ(make_strategy({{"type", n}}, reg.at(n).one_shot ? *nb201 : mlp_space())->name(), n);
+    EXPECT_EQ(make_strategy({{"type", n}}, n == "darts" ? *nb201 : mlp_space())->name(), n);
 }
 
 TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
@@ -58,19 +58,20 @@ TEST(StrategyRegistry, RegisteringTwiceIsRejected) {
 }
 
 TEST(StrategyRegistry, UnknownOrMissingTypeGivesTheStandardMessage) {
-  EXPECT_EQ(error_of({{"type", "telepathy"}}),
-            "strategy.type: unknown strategy 'telepathy' (known: bananas, darts, hyperband, "
-            "local_search, nsga2, random, regularized_evolution, reinforce, successive_halving)");
+  EXPECT_EQ(
+      error_of({{"type", "telepathy"}}),
+      "strategy.type: unknown strategy 'telepathy' (known: bananas, darts, hyperband, "
+      "local_search, nsga2, random, regularized_evolution, reinforce, spos, successive_halving)");
   EXPECT_EQ(error_of({{"population", 4}}),
             "strategy.type: missing (known: bananas, darts, hyperband, local_search, nsga2, "
-            "random, regularized_evolution, reinforce, successive_halving)");
+            "random, regularized_evolution, reinforce, spos, successive_halving)");
   EXPECT_EQ(error_of({{"type", 3}}),
             "strategy.type: missing (known: bananas, darts, hyperband, local_search, nsga2, "
-            "random, regularized_evolution, reinforce, successive_halving)");
+            "random, regularized_evolution, reinforce, spos, successive_halving)");
   EXPECT_EQ(
       error_of("random"),
       "strategy: must be an object {\"type\": ..., params} (known: bananas, darts, hyperband, "
-      "local_search, nsga2, random, regularized_evolution, reinforce, successive_halving)");
+      "local_search, nsga2, random, regularized_evolution, reinforce, spos, successive_halving)");
 }
 
 TEST(StrategyParams, RandomTakesNone) {

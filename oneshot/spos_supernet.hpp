@@ -1,0 +1,105 @@
+// A weight-sharing supernet over a macro space (SPOS, Guo et al., "Single Path One-Shot Neural
+// Architecture Search with Uniform Sampling", ECCV 2020; the slicing of Once-for-All, Cai et al.,
+// ICLR 2020).
+//
+// What is shared.  Every layer position of the macro space (stage s, layer l) holds one bank of
+// weights per block kind the stage may choose ("s1.l0.conv.", "s1.l0.dwconv.": different kinds
+// never share), plus the classifier tail ("tail.head.").  A subnet's tensor is a slice of its
+// bank's tensor: the first c output channels / units and the first c' input channels along
+// every other dimension, and for 4-D convolution weights [out, in, kh, kw] the centre kh x kw of
+// the largest kernel seen (OFA's elastic kernel without its transformation matrices).  So
+// elastic width (channels, units, width multiplier), kernel size, depth (a layer the subnet
+// skips is simply not used) and block kind all share one bank.  Bit width and pruning act on
+// the shared weights in the forward pass (the blocks compress their weights there).  Batch-norm
+// running statistics are banked the same way (sliced, written back after each step), but a
+// subnet's are meant to be recalibrated (recalibrate_batch_norm).
+//
+// Banks grow lazily: an element is initialised, from the block builder's own initialisation, by
+// the first subnet that uses it (a larger kernel or more channels than seen so far grows the
+// bank, keeping the trained centre / prefix), so every block kind keeps its own initialiser
+// (state-space matrices, gates) and the supernet needs no list of maximal shapes.
+//
+// A subnet is run as the stand-alone model of its genome (spaces::build_model) with the sliced
+// weights loaded: by construction it computes exactly what the same architecture built alone
+// with those weights computes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "evaluators/datasets.hpp"
+#include "evaluators/task_head.hpp"
+#include "spaces/model_builder.hpp"
+#include "spaces/space.hpp"
+
+namespace hwnas::oneshot {
+
+// Bank key prefix of every node of a genome decoded by a macro space (meta.decisions), indexed
+// by node id: "s<stage>.l<layer>.<kind>." for the stages' blocks, "tail.<kind>." for the
+// classifier tail, "" for parameter-free glue (flatten, add).  Throws std::invalid_argument for
+// a genome without macro decisions.
+std::vector<std::string> supernet_node_keys(const spaces::Genome& g);
+
+// Where a subnet tensor of shape `sub` sits in a bank tensor of shape `bank` (same rank, every
+// sub[i] <= bank[i]): the offset per dimension (0 = prefix; centred for dims 2 and 3 of 4-D
+// convolution weights).
+std::vector<int> slice_offsets(const nn::Shape& bank, const nn::Shape& sub);
+
+struct SgdSettings {
+  float lr = 0.2f;
+  float momentum = 0.9f;
+  float weight_decay = 4e-5f;  // on tensors of rank >= 2 (not biases, norms)
+  float clip_grad_norm = 5.0f;
+};
+
+class SposSupernet {
+ public:
+  // `space` must be a macro space and outlive the supernet.
+  SposSupernet(const spaces::Space& space, std::uint64_t seed);
+
+  // One path drawn uniformly: every decision of the space (Space::decisions) uniform and
+  // independent, redrawn when the combination cannot be built (rejection keeps it uniform over
+  // the buildable paths' decision values, conditional on buildability).
+  spaces::Genome sample(std::mt19937_64& rng) const;
+
+  // The stand-alone model of g with its weights (and batch-norm statistics) sliced from the
+  // banks; elements no subnet used before are initialised from this build and banked.
+  std::unique_ptr<spaces::GenomeModel> subnet(const spaces::Genome& g);
+
+  // One SPOS step: the path g forward and backward on the batch, then SGD with momentum on the
+  // path's slices only (and its batch-norm statistics written back).  Returns the loss.
+  double train_step(const spaces::Genome& g, const eval::Batch& batch, eval::HeadKind head,
+                    const SgdSettings& sgd);
+
+  // Number of banks and of banked values (initialised or not).
+  std::size_t num_banks() const { return banks_.size(); }
+  std::int64_t num_values() const;
+  // The whole bank tensor of a key ("s0.l0.conv.conv.weight"), for tests.
+  const nn::Tensor& bank(const std::string& name) const;
+  std::vector<std::string> bank_names() const;
+
+ private:
+  struct Bank {
+    nn::Tensor value, momentum;
+    std::vector<std::uint8_t> initialised;
+  };
+  Bank& bank_for(const std::string& name, const nn::Shape& shape);
+  void load_into(const spaces::Genome& g, spaces::GenomeModel& m);
+
+  const spaces::Space& space_;
+  std::uint64_t seed_;
+  std::uint64_t builds_ = 0;  // each build's init seed is seed_ + builds_
+  std::map<std::string, Bank> banks_;
+};
+
+// Recomputes every batch-norm layer's running statistics of `model` as the mean of its batch
+// statistics over `batches` (training-mode forwards, no gradients), as OFA does before it scores
+// a subnet.  A model without batch norm is left unchanged.  Returns the number of statistics
+// tensors recalibrated.
+int recalibrate_batch_norm(nn::Module& model, const std::vector<eval::Batch>& batches);
+
+}  // namespace hwnas::oneshot
