@@ -200,7 +200,8 @@ PrecisionTable PrecisionTable::read(const FieldReader& r, const std::string& pat
   if (!o->is_object()) r.fail(path, "must be " + shape);
   for (auto it = o->begin(); it != o->end(); ++it) {
     const auto p = precision_from_name(it.key());
-    if (!p) r.fail(path + "." + it.key(), std::string("is not a precision (use ") + kPrecisionList + ")");
+    if (!p)
+      r.fail(path + "." + it.key(), std::string("is not a precision (use ") + kPrecisionList + ")");
     t.v[static_cast<std::size_t>(*p)] = r.positive(path + "." + it.key());
     t.listed[static_cast<std::size_t>(*p)] = true;
   }

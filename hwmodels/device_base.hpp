@@ -61,7 +61,9 @@ inline constexpr std::size_t kNumPrecisions = 4;
 inline constexpr std::array<const char*, kNumPrecisions> kPrecisionNames = {"fp32", "fp16", "int8",
                                                                             "int4"};
 inline constexpr std::array<int, kNumPrecisions> kPrecisionBits = {32, 16, 8, 4};
-inline const char* precision_name(Precision p) { return kPrecisionNames[static_cast<std::size_t>(p)]; }
+inline const char* precision_name(Precision p) {
+  return kPrecisionNames[static_cast<std::size_t>(p)];
+}
 inline int precision_bits(Precision p) { return kPrecisionBits[static_cast<std::size_t>(p)]; }
 // bits <= 4 -> int4, 5..8 -> int8, 9..16 -> fp16 (fp16/bf16), otherwise fp32.
 inline Precision precision_of_bits(int bits) {

@@ -48,8 +48,9 @@ class EdgeTpu final : public DeviceBase {
                                     "), but the Edge TPU runs integer ops only; float nodes fall "
                                     "back to host_cpu (use [\"int8\"] or [\"int8\", \"int4\"])");
     if (!native_.has(Precision::Int8))
-      fail("native_precisions", "must include int8, the Edge TPU's compute precision (use "
-                                "[\"int8\"] or [\"int8\", \"int4\"])");
+      fail("native_precisions",
+           "must include int8, the Edge TPU's compute precision (use "
+           "[\"int8\"] or [\"int8\", \"int4\"])");
   }
 
   bool supports(OpCategory c) const override { return supported_[cat_index(c)]; }

@@ -43,7 +43,8 @@ const char* kPrecisionTable =
 ParamSpec native_precisions(const std::string& dflt) {
   return ParamSpec::any_json(
       "native_precisions", nlohmann::json::array(),
-      "precisions the device runs natively, e.g. [\"fp32\", \"fp16\", \"int8\", \"int4\"] (absent: " +
+      "precisions the device runs natively, e.g. [\"fp32\", \"fp16\", \"int8\", \"int4\"] "
+      "(absent: " +
           dflt +
           "); a node at another precision runs at the narrowest native one at least as wide "
           "(int4 as int8, weights kept packed; fp16 as fp32), noted in the cost's "

@@ -4,11 +4,11 @@
 // bytes = weights (read once per batch) + batch * activations in/out.  peak[bits] is the rate of
 // the precision the node runs as: a precision the GPU does not run natively ("native_precisions",
 // default the peak_flops keys) runs at the next wider native one (int4 on Hopper as int8), its
-// activations at that width, its weights packed (device_base.hpp NativePrecisions).  Kernels are counted by the
-// preset's "fusion" rule (NodeWorkload::kernels_for); a node that launches nothing (kernels 0,
-// no FLOPs, no bytes) costs nothing.
-// Energy: P_idle * t + (P_tdp - P_idle) * t_busy, with t_busy = the roofline term (the unit
-// that bounds the node is taken as fully busy; launch gaps draw idle power only).
+// activations at that width, its weights packed (device_base.hpp NativePrecisions).  Kernels are
+// counted by the preset's "fusion" rule (NodeWorkload::kernels_for); a node that launches nothing
+// (kernels 0, no FLOPs, no bytes) costs nothing. Energy: P_idle * t + (P_tdp - P_idle) * t_busy,
+// with t_busy = the roofline term (the unit that bounds the node is taken as fully busy; launch
+// gaps draw idle power only).
 #include <algorithm>
 #include <cmath>
 
@@ -68,8 +68,8 @@ class RooflineGpu final : public DeviceBase {
             batch() / (eff_.v[c] * (is_matrix_[c] ? matrix_peak_.v[p] : vector_peak_));
     // A non-native precision moves its activations at the width it runs as.
     for (std::size_t p = 0; p < kNumPrecisions; ++p)
-      act_scale_[p] = double(precision_bits(*native_.run_as(static_cast<Precision>(p)))) /
-                      kPrecisionBits[p];
+      act_scale_[p] =
+          double(precision_bits(*native_.run_as(static_cast<Precision>(p)))) / kPrecisionBits[p];
   }
 
  protected:

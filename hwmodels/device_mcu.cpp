@@ -31,8 +31,8 @@ class Mcu final : public DeviceBase {
     overhead_s_ = r.non_negative_or("op_overhead_s", 0);
     for (std::size_t p = 0; p < kNumPrecisions; ++p) {
       s_per_mac_[p] = 1.0 / (mpc_.v[p] * freq_);
-      act_scale_[p] = double(precision_bits(*native_.run_as(static_cast<Precision>(p)))) /
-                      kPrecisionBits[p];
+      act_scale_[p] =
+          double(precision_bits(*native_.run_as(static_cast<Precision>(p)))) / kPrecisionBits[p];
     }
     s_per_op_ = 1.0 / (other_pc_ * freq_);
   }

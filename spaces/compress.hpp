@@ -1,6 +1,7 @@
 // Weight compression applied in the forward pass of blocks with weights: unstructured magnitude
-// pruning ("prune": a mask, shapes unchanged) and fake quantisation, both with straight-through gradients, so a candidate trained with
-// "bits": 8 or "prune": 0.5 sees (approximately) the accuracy its compressed deployment would.
+// pruning ("prune": a mask, shapes unchanged) and fake quantisation, both with straight-through
+// gradients, so a candidate trained with "bits": 8 or "prune": 0.5 sees (approximately) the
+// accuracy its compressed deployment would.
 #pragma once
 
 #include <vector>

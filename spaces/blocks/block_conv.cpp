@@ -12,7 +12,8 @@ void register_block_conv(Catalogue& c) {
   k.description = "2-D convolution (same padding) -> batch norm -> activation";
   k.params = {ParamSpec::int_range("channels", 1, 4096, 16, "output channels"),
               ParamSpec::int_set("kernel", {1, 3, 5, 7}, 3, "square kernel size"),
-              ParamSpec::int_set("stride", {1, 2}, 1, "stride"), activation_param("relu"),
+              ParamSpec::int_set("stride", {1, 2}, 1, "stride"),
+              activation_param("relu"),
               ParamSpec::boolean("batch_norm", true, "batch norm after the convolution"),
               channel_prune_param("output channels")};
   k.accepts = {DataKind::Image};

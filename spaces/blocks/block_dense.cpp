@@ -39,8 +39,11 @@ void register_block_dense(Catalogue& c) {
   k.name = "dense";
   k.description = "fully connected layer over the last dimension, then an activation";
   k.params = {ParamSpec::int_range("units", 1, 8192, 64, "output features"),
-              activation_param("relu"), ParamSpec::boolean("bias", true, "learned bias"),
-              lora_rank_param(), lora_alpha_param(), channel_prune_param("output units")};
+              activation_param("relu"),
+              ParamSpec::boolean("bias", true, "learned bias"),
+              lora_rank_param(),
+              lora_alpha_param(),
+              channel_prune_param("output units")};
   k.accepts = {DataKind::Vector, DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     TensorType t = single_input(in);
@@ -48,9 +51,9 @@ void register_block_dense(Catalogue& c) {
     return t;
   };
   k.build = [](const std::vector<TensorType>& in, const json& p, Rng& rng) {
-    return std::make_unique<DenseModule>(in[0].dims.back(), kept_width(p, "units"), pbool(p, "bias"),
-                                         activation_of(pstr(p, "activation")), bits_of(p),
-                                         prune_of(p), lora_of(p), rng);
+    return std::make_unique<DenseModule>(in[0].dims.back(), kept_width(p, "units"),
+                                         pbool(p, "bias"), activation_of(pstr(p, "activation")),
+                                         bits_of(p), prune_of(p), lora_of(p), rng);
   };
   k.count = [](const std::vector<TensorType>& in, const TensorType& out, const json& p,
                hw::NodeWorkload& w) {

@@ -72,9 +72,10 @@ TEST(ChannelPruningLearning, HalfTheChannelsHalvesMacsAndLowersLatencyOnEveryFam
   EXPECT_DOUBLE_EQ(half.workload.nodes[0].channels_full, 16);
   const double uniform =
       spaces::build_workload(classifier(0.5, 0.5, 32)).total_macs() / macs_full;  // 0.341
-  std::printf("MACs: float %.0f, conv 50%% channel-pruned %.0f (%.3f); every hidden layer 50%% "
-              "pruned: %.3f\n",
-              macs_full, macs_half, macs_half / macs_full, uniform);
+  std::printf(
+      "MACs: float %.0f, conv 50%% channel-pruned %.0f (%.3f); every hidden layer 50%% "
+      "pruned: %.3f\n",
+      macs_full, macs_half, macs_half / macs_full, uniform);
 
   const double acc_full = full.metrics.at("val_accuracy"),
                acc_half = half.metrics.at("val_accuracy");
@@ -86,15 +87,15 @@ TEST(ChannelPruningLearning, HalfTheChannelsHalvesMacsAndLowersLatencyOnEveryFam
   // The trained (float, with measured activity) workloads and the same architectures at int8.
   const hw::Workload int8_full = spaces::build_workload(classifier(0, 0, 8));
   const hw::Workload int8_half = spaces::build_workload(classifier(0.5, 0, 8));
-  for (const char* name :
-       {"jetson_orin_nano", "rpi4_a72", "edgetpu_usb", "stm32h743", "loihi2"}) {
+  for (const char* name : {"jetson_orin_nano", "rpi4_a72", "edgetpu_usb", "stm32h743", "loihi2"}) {
     auto dev = hw::load_device(name);
     const hw::Cost a = dev->estimate(full.workload), b = dev->estimate(half.workload);
     const hw::Cost a8 = dev->estimate(int8_full), b8 = dev->estimate(int8_half);
-    std::printf("%-17s %-13s latency ms float %.6g -> %.6g, int8 %.6g -> %.6g; energy mJ float "
-                "%.6g -> %.6g\n",
-                name, dev->family().c_str(), a.latency_ms, b.latency_ms, a8.latency_ms,
-                b8.latency_ms, a.energy_mj, b.energy_mj);
+    std::printf(
+        "%-17s %-13s latency ms float %.6g -> %.6g, int8 %.6g -> %.6g; energy mJ float "
+        "%.6g -> %.6g\n",
+        name, dev->family().c_str(), a.latency_ms, b.latency_ms, a8.latency_ms, b8.latency_ms,
+        a.energy_mj, b.energy_mj);
     EXPECT_TRUE(a.feasible && b.feasible && a8.feasible && b8.feasible) << name;
     EXPECT_LT(b.latency_ms, a.latency_ms) << name;
     EXPECT_LT(b8.latency_ms, a8.latency_ms) << name;

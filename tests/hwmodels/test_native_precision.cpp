@@ -179,8 +179,7 @@ TEST(NativePrecision, EdgeTpuInt4StaysOnTpuAsInt8FloatFallsBack) {
   // fp16: no native precision wide enough; it and everything after it run on the host CPU.
   Cost f = dev->estimate(one(node("n0", OpCategory::Conv, 1e6, 600, 100, 200, 16), 100));
   EXPECT_EQ(f.fallback_nodes, 1);
-  EXPECT_NE(f.fallback.find("fp16 is not native on the Edge TPU (native: int8)"),
-            std::string::npos)
+  EXPECT_NE(f.fallback.find("fp16 is not native on the Edge TPU (native: int8)"), std::string::npos)
       << f.fallback;
   EXPECT_EQ(note_of(f, "n0"),
             "fp16: no native precision wide enough (native: int8); runs on host_cpu c");

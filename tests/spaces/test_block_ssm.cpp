@@ -61,7 +61,8 @@ TEST(BlockSsm, S4dWorkloadCountsByHand) {
   EXPECT_EQ(build_model(g, 1)->num_parameters(), 8 + 64 + 32 + 8);
 
   Genome lin = one_block("s4d", TensorType::sequence(8, 4), {{"d_state", 8}, {"output", "linear"}});
-  const hw::NodeWorkload wl = build_workload(lin).nodes.at(0);  // a copy: the workload is a temporary
+  const hw::NodeWorkload wl =
+      build_workload(lin).nodes.at(0);  // a copy: the workload is a temporary
   EXPECT_DOUBLE_EQ(wl.macs, 768 + 144 + 32 + 128);
   EXPECT_DOUBLE_EQ(wl.other_flops, 480 + 1920 + 72 + 256 + 32);
   EXPECT_DOUBLE_EQ(wl.params, 8 + 64 + 16 + 4);

@@ -4,12 +4,12 @@
 // keeps shapes unchanged.
 #include <gtest/gtest.h>
 
-#include "tests/spaces/block_test_util.hpp"
 #include <set>
 
 #include "spaces/compress.hpp"
 #include "spaces/space.hpp"
 #include "spaces/workload_builder.hpp"
+#include "tests/spaces/block_test_util.hpp"
 
 using namespace hwnas;
 using namespace hwnas::spaces;
@@ -94,8 +94,8 @@ TEST(ChannelPrune, ConvRemovesChannelsAndDownstreamShapesFollow) {
   auto model = build_model(half, 2);
   nn::ForwardContext ctx;
   std::mt19937_64 rng(1);
-  nn::Var y = model->forward(
-      nn::constant(nn::testing::random_tensor(nn::Shape{2, 3, 8, 8}, rng)), ctx);
+  nn::Var y =
+      model->forward(nn::constant(nn::testing::random_tensor(nn::Shape{2, 3, 8, 8}, rng)), ctx);
   EXPECT_EQ(y.value().shape(), (nn::Shape{2, 10}));
 }
 
@@ -125,9 +125,8 @@ TEST(ChannelPrune, DenseUnitsAndMoeHiddenWidth) {
   EXPECT_DOUBLE_EQ(b.channels_full, 32);
   EXPECT_LT(parameter_count(mh), parameter_count(mf));
   // A layer without a prunable width reports none.
-  EXPECT_DOUBLE_EQ(build_workload(one_block("pool", TensorType::image(2, 4, 4), {})).nodes[0]
-                       .channels_full,
-                   0);
+  EXPECT_DOUBLE_EQ(
+      build_workload(one_block("pool", TensorType::image(2, 4, 4), {})).nodes[0].channels_full, 0);
 }
 
 TEST(ChannelPrune, MagnitudePruneKeepsShapes) {
@@ -154,8 +153,11 @@ TEST(ChannelPrune, GradientsOfPrunedBlocks) {
 }
 
 TEST(ChannelPrune, BadRatioAndBadWorkloadNameTheField) {
-  expect_message([] { one_block("conv", TensorType::image(1, 4, 4), {{"channel_prune", 0.95}}); },
-                 "param 'channel_prune'");
+  expect_message(
+      [] {
+        one_block("conv", TensorType::image(1, 4, 4), {{"channel_prune", 0.95}});
+      },
+      "param 'channel_prune'");
   hw::Workload w;
   w.nodes.resize(1);
   w.nodes[0].name = "n1:conv";
