@@ -147,19 +147,107 @@ CategoryTable CategoryTable::read(const FieldReader& r, const std::string& path,
   return t;
 }
 
+namespace {
+const char* kPrecisionList = "fp32, fp16, int8, int4";
+std::optional<Precision> precision_from_name(const std::string& n) {
+  for (std::size_t i = 0; i < kNumPrecisions; ++i)
+    if (n == kPrecisionNames[i]) return static_cast<Precision>(i);
+  return std::nullopt;
+}
+}  // namespace
+
+std::optional<Precision> NativePrecisions::run_as(Precision p) const {
+  // Precisions are ordered widest first (fp32 = 0), so wider ones have smaller indices.
+  for (int i = static_cast<int>(p); i >= 0; --i)
+    if (native[static_cast<std::size_t>(i)]) return static_cast<Precision>(i);
+  return std::nullopt;
+}
+
+std::string NativePrecisions::list() const {
+  std::string out;
+  for (std::size_t i = 0; i < kNumPrecisions; ++i)
+    if (native[i]) out += (out.empty() ? "" : ", ") + std::string(kPrecisionNames[i]);
+  return out;
+}
+
+NativePrecisions NativePrecisions::of(std::initializer_list<Precision> ps) {
+  NativePrecisions n;
+  for (Precision p : ps) n.native[static_cast<std::size_t>(p)] = true;
+  return n;
+}
+
+NativePrecisions NativePrecisions::read(const FieldReader& r, const NativePrecisions& dflt) {
+  const auto* v = r.find("native_precisions");
+  if (!v) return dflt;
+  const std::string fix = std::string("(a non-empty array of distinct names from ") +
+                          kPrecisionList + ", e.g. [\"fp32\", \"fp16\", \"int8\"])";
+  if (!v->is_array() || v->empty()) r.fail("native_precisions", "must be " + fix);
+  NativePrecisions n;
+  for (const auto& x : *v) {
+    const auto p = x.is_string() ? precision_from_name(x.get<std::string>()) : std::nullopt;
+    if (!p) r.fail("native_precisions", "has " + x.dump() + ", not a precision " + fix);
+    if (n.has(*p)) r.fail("native_precisions", "lists " + x.dump() + " twice " + fix);
+    n.native[static_cast<std::size_t>(*p)] = true;
+  }
+  return n;
+}
+
 PrecisionTable PrecisionTable::read(const FieldReader& r, const std::string& path) {
   PrecisionTable t;
+  const std::string shape = std::string("an object {precision: value} over ") + kPrecisionList;
   const auto* o = r.find(path);
-  if (!o) r.fail(path, "is required (an object {\"fp32\", \"fp16\", \"int8\"})");
-  if (!o->is_object()) r.fail(path, "must be an object {\"fp32\", \"fp16\", \"int8\"}");
-  for (auto it = o->begin(); it != o->end(); ++it)
-    if (std::find_if(kPrecisionNames.begin(), kPrecisionNames.end(),
-                     [&](const char* n) { return it.key() == n; }) == kPrecisionNames.end())
-      r.fail(path + "." + it.key(), "is not a precision (use fp32, fp16, int8)");
-  t.v[0] = r.positive(path + ".fp32");
-  t.v[1] = r.positive_or(path + ".fp16", t.v[0]);
-  t.v[2] = r.positive_or(path + ".int8", t.v[1]);
+  if (!o) r.fail(path, "is required (" + shape + ", fp32 required)");
+  if (!o->is_object()) r.fail(path, "must be " + shape);
+  for (auto it = o->begin(); it != o->end(); ++it) {
+    const auto p = precision_from_name(it.key());
+    if (!p)
+      r.fail(path + "." + it.key(), std::string("is not a precision (use ") + kPrecisionList + ")");
+    t.v[static_cast<std::size_t>(*p)] = r.positive(path + "." + it.key());
+    t.listed[static_cast<std::size_t>(*p)] = true;
+  }
+  if (!t.listed[0]) r.positive(path + ".fp32");  // fails: required
+  // Without a native set, a missing narrower precision takes the next wider listed one's value.
+  for (std::size_t i = 1; i < kNumPrecisions; ++i)
+    if (!t.listed[i]) t.v[i] = t.v[i - 1];
   return t;
+}
+
+PrecisionTable PrecisionTable::read_native(const FieldReader& r, const std::string& path,
+                                           NativePrecisions& native) {
+  PrecisionTable t = read(r, path);
+  NativePrecisions listed;
+  listed.native = t.listed;
+  native = NativePrecisions::read(r, listed);
+  for (std::size_t i = 0; i < kNumPrecisions; ++i) {
+    const std::string name = kPrecisionNames[i];
+    if (native.native[i] && !t.listed[i])
+      r.fail(path + "." + name, "is required: native_precisions lists " + name +
+                                    " (give its rate here, or drop " + name +
+                                    " from native_precisions)");
+    if (!native.native[i] && t.listed[i])
+      r.fail(path + "." + name, "is given but native_precisions does not list " + name +
+                                    " (add \"" + name + "\" to native_precisions, or remove " +
+                                    "this entry)");
+  }
+  // fp32 is listed (required), hence native: every precision has one at least as wide.
+  for (std::size_t i = 0; i < kNumPrecisions; ++i)
+    t.v[i] = t.v[static_cast<std::size_t>(*native.run_as(static_cast<Precision>(i)))];
+  return t;
+}
+
+void note_non_native_precisions(const Workload& w, const NativePrecisions& native,
+                                const std::string& fallback, Cost& c) {
+  nlohmann::json notes = nlohmann::json::object();
+  for (const auto& n : w.nodes) {
+    const Precision p = precision_of_bits(n.bits);
+    if (native.has(p)) continue;
+    const auto as = native.run_as(p);
+    notes[n.name] = as ? std::string(precision_name(p)) + " runs as " + precision_name(*as) +
+                             " (native: " + native.list() + ")"
+                       : std::string(precision_name(p)) + ": no native precision wide enough " +
+                             "(native: " + native.list() + "); " + fallback;
+  }
+  if (!notes.empty()) c.extra["non_native_precision"] = std::move(notes);
 }
 
 // ---- DeviceBase ----------------------------------------------------------------------------

@@ -55,21 +55,70 @@ struct CategoryTable {
                             double dflt = -1);
 };
 
-// Numeric precision classes that peak-compute tables are keyed by.
-enum class Precision { Fp32 = 0, Fp16 = 1, Int8 = 2 };
-inline constexpr std::array<const char*, 3> kPrecisionNames = {"fp32", "fp16", "int8"};
-// bits <= 8 -> int8, 9..16 -> fp16 (fp16/bf16), otherwise fp32.
+// Numeric precision classes that rate tables are keyed by.
+enum class Precision { Fp32 = 0, Fp16 = 1, Int8 = 2, Int4 = 3 };
+inline constexpr std::size_t kNumPrecisions = 4;
+inline constexpr std::array<const char*, kNumPrecisions> kPrecisionNames = {"fp32", "fp16", "int8",
+                                                                            "int4"};
+inline constexpr std::array<int, kNumPrecisions> kPrecisionBits = {32, 16, 8, 4};
+inline const char* precision_name(Precision p) {
+  return kPrecisionNames[static_cast<std::size_t>(p)];
+}
+inline int precision_bits(Precision p) { return kPrecisionBits[static_cast<std::size_t>(p)]; }
+// bits <= 4 -> int4, 5..8 -> int8, 9..16 -> fp16 (fp16/bf16), otherwise fp32.
 inline Precision precision_of_bits(int bits) {
-  return bits <= 8 ? Precision::Int8 : bits <= 16 ? Precision::Fp16 : Precision::Fp32;
+  return bits <= 4    ? Precision::Int4
+         : bits <= 8  ? Precision::Int8
+         : bits <= 16 ? Precision::Fp16
+                      : Precision::Fp32;
 }
 
-// {"fp32": a, "fp16": b, "int8": c}; fp32 is required, a missing narrower precision falls back
-// to the next wider one that is present (stated in the JSON's sources where it matters).
+// The precisions a device runs natively: its "native_precisions" field (e.g. ["fp32", "fp16",
+// "int8", "int4"]), else the family's default (gpu, edge_cpu, mcu: the precisions their rate
+// table lists; edge_tpu: int8).  The rule every family applies (docs/hardware.md, "Native
+// precisions"): a node at a precision the device does not run natively runs at the narrowest
+// native precision at least as wide (int4 as int8, fp16 as fp32): its arithmetic is charged at
+// that precision's rate and energy and its activations at that width; its weights stay stored
+// at their own width (packed int4, as CMSIS-NN's s4 kernels and TensorRT's weight-only int4
+// keep them) unless the family says otherwise (the Edge TPU compiler takes int8 tensors only,
+// so 4-bit weights are stored as int8).  When no native precision is wide enough (a float node
+// on the int8-only Edge TPU) the family decides: the Edge TPU hands it to its host CPU.  Each
+// cost lists such nodes in extra["non_native_precision"].
+struct NativePrecisions {
+  std::array<bool, kNumPrecisions> native{};
+  bool has(Precision p) const { return native[static_cast<std::size_t>(p)]; }
+  // The narrowest native precision at least as wide as p (p itself when native); nullopt when
+  // none is.
+  std::optional<Precision> run_as(Precision p) const;
+  std::string list() const;  // "fp32, fp16, int8"
+  static NativePrecisions of(std::initializer_list<Precision> ps);
+  // The description's "native_precisions" (a non-empty array of distinct names from
+  // kPrecisionNames), or dflt when absent; a bad value fails naming the field and the fix.
+  static NativePrecisions read(const FieldReader& r, const NativePrecisions& dflt);
+};
+
+// A rate per precision read from {"fp32": a, "fp16": b, "int8": c, "int4": d}; fp32 is
+// required.  With the device's native precisions (read_native): every native precision needs
+// an entry and every entry must be native, and a non-native precision takes the rate of the
+// precision it runs as (NativePrecisions::run_as), so v[precision_of_bits(bits)] is the rate a
+// node is charged at.  Without a "native_precisions" field the listed entries are the native
+// set (so a missing int4 entry means int4 runs as int8, a missing fp16 as fp32).
 struct PrecisionTable {
-  std::array<double, 3> v{};
+  std::array<double, kNumPrecisions> v{};
+  std::array<bool, kNumPrecisions> listed{};
   double operator[](Precision p) const { return v[static_cast<std::size_t>(p)]; }
   static PrecisionTable read(const FieldReader& r, const std::string& path);
+  // Reads the table at `path` and the device's native precisions together, checks them
+  // against each other and fills the non-native entries; `native` receives the set.
+  static PrecisionTable read_native(const FieldReader& r, const std::string& path,
+                                    NativePrecisions& native);
 };
+
+// Lists, in c.extra["non_native_precision"], every node whose precision the device does not run
+// natively and what it runs as ("int4 runs as int8 (native: fp32, fp16, int8)"), or "no native
+// precision wide enough: " + `fallback` when none is.  Nothing when every node is native.
+void note_non_native_precisions(const Workload& w, const NativePrecisions& native,
+                                const std::string& fallback, Cost& c);
 
 // Counts the activity figures a cost used, measured or assumed, and names the mix for
 // Cost::activity_source ("measured", "assumed", "mixed", or "none" when nothing was counted).

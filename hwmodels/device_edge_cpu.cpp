@@ -1,5 +1,7 @@
 // Edge CPU (Cortex-A72 / A75-class): roofline on the NEON peak
 //   peak[bits] = cores * freq * flops_per_cycle[bits]
+// (bits: the precision the node runs as; a non-native one, e.g. fp16 on the ARMv8.0 A72, runs
+// at the next wider native one, with that one's energy and activation width: NativePrecisions)
 // against measured (STREAM) DRAM bandwidth, plus an interpreter overhead per kernel (TFLite op
 // dispatch, counted by the preset's "fusion" rule).  A batch runs as one pass: FLOPs and
 // activation bytes scale with it, weights are read once, the dispatch overhead is paid once per
@@ -19,22 +21,26 @@ class EdgeCpu final : public DeviceBase {
     const auto& r = reader();
     const double cores = r.positive_int("cores");
     const double freq = r.positive("freq_hz");
-    PrecisionTable fpc = PrecisionTable::read(r, "flops_per_cycle");
-    for (int i = 0; i < 3; ++i) peak_[i] = cores * freq * fpc.v[i];
+    PrecisionTable fpc = PrecisionTable::read_native(r, "flops_per_cycle", native_);
+    for (std::size_t i = 0; i < kNumPrecisions; ++i) peak_[i] = cores * freq * fpc.v[i];
     bw_ = r.positive("mem_bw");
     eff_ = CategoryTable::read(r, "efficiency", 1.0);
     overhead_s_ = r.non_negative_or("op_overhead_s", 0);
     capacity_ = r.positive("memory_bytes");
     r.one_of("energy.model", {"horowitz45_scaled"}, "horowitz45_scaled");
     const double s = horowitz_scale(r.positive("energy.process_nm"), r.positive("energy.vdd"));
-    for (int i = 0; i < 3; ++i) {
-      mac_j_[i] = kMacPj45[i] * s * 1e-12;
-      add_j_[i] = kAddPj45[i] * s * 1e-12;
+    for (std::size_t i = 0; i < kNumPrecisions; ++i) {
+      // A non-native precision spends the energy and moves the activations of what it runs as.
+      const Precision as = *native_.run_as(static_cast<Precision>(i));
+      mac_j_[i] = kMacPj45[static_cast<std::size_t>(as)] * s * 1e-12;
+      add_j_[i] = kAddPj45[static_cast<std::size_t>(as)] * s * 1e-12;
+      act_scale_[i] = double(precision_bits(as)) / kPrecisionBits[i];
     }
     dram_j_per_byte_ = r.positive("energy.dram_pj_per_byte") * 1e-12;
     static_w_ = r.non_negative_or("energy.static_w", 0);
     for (std::size_t c = 0; c < kNumCategories; ++c)
-      for (std::size_t p = 0; p < 3; ++p) inv_rate_[c][p] = 1.0 / (eff_.v[c] * peak_[p]);
+      for (std::size_t p = 0; p < kNumPrecisions; ++p)
+        inv_rate_[c][p] = 1.0 / (eff_.v[c] * peak_[p]);
     inv_bw_ = 1.0 / bw_;
   }
 
@@ -49,7 +55,7 @@ class EdgeCpu final : public DeviceBase {
     for (const auto& n : w.nodes) {
       const auto p = static_cast<std::size_t>(precision_of_bits(n.bits));
       const double tc = b * n.flops() * inv_rate_[cat_index(n.category)][p];
-      const double bytes = n.weight_bytes + b * (n.input_bytes + n.output_bytes);
+      const double bytes = n.weight_bytes + b * (n.input_bytes + n.output_bytes) * act_scale_[p];
       const double tm = bytes * inv_bw_;
       const double body = std::max(tc, tm);
       const int k = kernels_of(n);
@@ -69,6 +75,7 @@ class EdgeCpu final : public DeviceBase {
         c.nodes.push_back(std::move(nc));
       }
     }
+    if (breakdown) note_non_native_precisions(w, native_, "", c);
     c.latency_ms = t * 1e3;
     c.energy_mj = e * 1e3;
     c.memory_bytes = w.total_weight_bytes() + b * w.peak_activation_bytes();
@@ -81,13 +88,14 @@ class EdgeCpu final : public DeviceBase {
   }
 
  private:
-  double peak_[3] = {};
+  NativePrecisions native_;
+  double peak_[kNumPrecisions] = {}, act_scale_[kNumPrecisions] = {};
   double bw_ = 0;
   CategoryTable eff_;
   double overhead_s_ = 0, capacity_ = 0;
-  double mac_j_[3] = {}, add_j_[3] = {};
+  double mac_j_[kNumPrecisions] = {}, add_j_[kNumPrecisions] = {};
   double dram_j_per_byte_ = 0, static_w_ = 0;
-  std::array<std::array<double, 3>, kNumCategories>
+  std::array<std::array<double, kNumPrecisions>, kNumCategories>
       inv_rate_{};  // s per FLOP, no divisions in the loop
   double inv_bw_ = 0;
 };

@@ -1,6 +1,9 @@
-// Google Edge TPU (Coral).  int8 only.  As edgetpu_compiler partitions at most once, the first
-// node that is not int8 or whose category is unsupported, and EVERY node after it, run on the
-// host CPU (docs/hardware.md §2.2, "Supported operations and CPU fallback").
+// Google Edge TPU (Coral).  int8 only ("native_precisions", default ["int8"]; integer precisions
+// only).  A node narrower than int8 (int4) runs as int8 with its weights stored as int8 (the
+// compiler takes int8 tensors only), so it stays on the TPU; a float node has no native
+// precision wide enough.  As edgetpu_compiler partitions at most once, the first node that is
+// float or whose category is unsupported, and EVERY node after it, run on the host CPU
+// (docs/hardware.md §2.2, "Supported operations and CPU fallback").
 // On-TPU node: max(FLOPs / (eff[cat] * peak_ops), streamed weight bytes / usb_bw) + overhead,
 // where weights beyond the on-chip parameter cache (filled in execution order) are streamed over
 // USB on every inference.  The model input, and the activation handed back at the fallback
@@ -39,6 +42,15 @@ class EdgeTpu final : public DeviceBase {
       }
     }
     host_ = make_nested_device(r, "host_cpu");
+    native_ = NativePrecisions::read(r, NativePrecisions::of({Precision::Int8}));
+    if (native_.has(Precision::Fp32) || native_.has(Precision::Fp16))
+      fail("native_precisions", "lists a float precision (native: " + native_.list() +
+                                    "), but the Edge TPU runs integer ops only; float nodes fall "
+                                    "back to host_cpu (use [\"int8\"] or [\"int8\", \"int4\"])");
+    if (!native_.has(Precision::Int8))
+      fail("native_precisions",
+           "must include int8, the Edge TPU's compute precision (use "
+           "[\"int8\"] or [\"int8\", \"int4\"])");
   }
 
   bool supports(OpCategory c) const override { return supported_[cat_index(c)]; }
@@ -52,24 +64,33 @@ class EdgeTpu final : public DeviceBase {
     std::string why;
     for (std::size_t i = 0; i < w.nodes.size(); ++i) {
       const auto& n = w.nodes[i];
-      if (n.bits != 8 || !supported_[cat_index(n.category)]) {
+      const Precision p = precision_of_bits(n.bits);
+      const bool runs = native_.run_as(p).has_value();
+      if (!runs || !supported_[cat_index(n.category)]) {
         split = i;
         why = "node '" + n.name + "' (" + op_category_name(n.category) + ", " +
               std::to_string(n.bits) + "-bit) is " +
-              (n.bits != 8 ? "not int8" : "an unsupported op");
+              (!runs ? std::string("not int8: ") + precision_name(p) +
+                           " is not native on the Edge TPU (native: " + native_.list() + ")"
+                     : std::string("an unsupported op"));
         break;
       }
     }
     double t_tpu = 0, cached = 0, streamed_total = 0;
     for (std::size_t i = 0; i < split; ++i) {
       const auto& n = w.nodes[i];
+      const Precision p = precision_of_bits(n.bits);
+      // Narrower than its native precision (int4 without native int4): weights and activations
+      // are int8 tensors.
+      const double widen = double(precision_bits(*native_.run_as(p))) / precision_bits(p);
+      const double weight_bytes = n.weight_bytes * widen;
       const double tc = n.flops() / (eff_[n.category] * peak_);
       // Parameter cache filled in execution order; the overflow streams every inference.
-      const double fit = std::max(0.0, std::min(n.weight_bytes, cache_ - cached));
+      const double fit = std::max(0.0, std::min(weight_bytes, cache_ - cached));
       cached += fit;
-      double stream = n.weight_bytes - fit;
-      if (i == 0) stream += w.input_bytes;           // input over USB
-      if (i + 1 == split) stream += n.output_bytes;  // result back to the host
+      double stream = weight_bytes - fit;
+      if (i == 0) stream += w.input_bytes;                   // input over USB
+      if (i + 1 == split) stream += n.output_bytes * widen;  // result back to the host
       streamed_total += stream;
       const double tm = stream / usb_bw_;
       const double body = std::max(tc, tm);
@@ -112,6 +133,7 @@ class EdgeTpu final : public DeviceBase {
       }
     }
     if (breakdown) {
+      note_non_native_precisions(w, native_, "runs on host_cpu " + host_->name(), c);
       c.extra["nodes_on_tpu"] = split;
       c.extra["nodes_on_cpu"] = w.nodes.size() - split;
       c.extra["usb_bytes"] = streamed_total;
@@ -128,6 +150,7 @@ class EdgeTpu final : public DeviceBase {
   double cache_ = 0, usb_bw_ = 0, overhead_s_ = 0, power_w_ = 0;
   std::array<bool, kNumCategories> supported_{};
   std::unique_ptr<Device> host_;
+  NativePrecisions native_;
 };
 
 }  // namespace

@@ -38,8 +38,18 @@ ParamSpec table(std::string name, std::string desc) {
 }
 
 const char* kPrecisionTable =
-    "{\"fp32\", \"fp16\", \"int8\"}; fp32 required, a missing narrower precision takes the next "
-    "wider one's value";
+    "{\"fp32\", \"fp16\", \"int8\", \"int4\"}; fp32 required; one entry per native precision "
+    "(native_precisions); a precision without an entry runs at the next wider native one";
+ParamSpec native_precisions(const std::string& dflt) {
+  return ParamSpec::any_json(
+      "native_precisions", nlohmann::json::array(),
+      "precisions the device runs natively, e.g. [\"fp32\", \"fp16\", \"int8\", \"int4\"] "
+      "(absent: " +
+          dflt +
+          "); a node at another precision runs at the narrowest native one at least as wide "
+          "(int4 as int8, weights kept packed; fp16 as fp32), noted in the cost's "
+          "extra.non_native_precision");
+}
 const char* kCategoryTable =
     "{\"default\": x, <op category>: x}, each a fraction of peak in (0, 1]; default fills the "
     "categories not listed";
@@ -106,6 +116,7 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
         non_negative("power.idle_w", 0, "idle power, W (at most power.tdp_w)"),
         positive("power.tdp_w", "board power when busy, W"),
         ParamSpec::choice("power.model", {"idle_plus_busy"}, "idle_plus_busy", "energy model"),
+        native_precisions("the peak_flops keys"),
         ParamSpec::any_json("matrix_categories", nlohmann::json{"dense", "conv", "attention"},
                             "op categories that run on the matrix units (tensor cores)")},
        make_gpu_device});
@@ -115,6 +126,7 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
        "static power",
        {count("cores", "cores used"), positive("freq_hz", "clock, Hz"),
         table("flops_per_cycle", std::string("FLOPs per cycle per core ") + kPrecisionTable),
+        native_precisions("the flops_per_cycle keys"),
         positive("mem_bw", "measured (STREAM) DRAM bandwidth, bytes/s"),
         table("efficiency", kCategoryTable),
         non_negative("op_overhead_s", 0, "interpreter dispatch per kernel, s"),
@@ -136,13 +148,16 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
         non_negative("op_overhead_s", 0, "overhead per on-TPU kernel, s"),
         positive("active_power_w", "power while active, W"),
         table("supported_categories", "op categories the TPU runs (non-empty array of names)"),
-        table("host_cpu", "the fallback host: a device object or a preset name")},
+        table("host_cpu", "the fallback host: a device object or a preset name"),
+        native_precisions("[\"int8\"]; integer precisions only: float nodes fall back to "
+                          "host_cpu, int4 runs as int8 with int8 weights unless listed")},
        make_edge_tpu_device});
   add({"mcu",
        "Cortex-M microcontroller (device_mcu.cpp): MACs / (macs_per_cycle x freq) + other ops; "
        "activations must fit SRAM and weights flash, else infeasible",
        {positive("freq_hz", "clock, Hz"),
         table("macs_per_cycle", std::string("sustained MACs per cycle ") + kPrecisionTable),
+        native_precisions("the macs_per_cycle keys"),
         positive("other_ops_per_cycle", "sustained non-MAC ops per cycle"),
         positive("sram_bytes", "SRAM, bytes"), positive("flash_bytes", "flash, bytes"),
         non_negative("runtime_sram_bytes", 0, "SRAM the runtime reserves, bytes (< sram_bytes)"),

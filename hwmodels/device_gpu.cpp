@@ -1,11 +1,14 @@
 // Roofline GPU (Williams, Waterman & Patterson 2009; docs/hardware.md §1.3):
 //   t_node = max(batch*FLOPs / (eff[cat] * peak[bits]), bytes / (eff_mem * BW)) + kernels *
 //   t_launch
-// bytes = weights (read once per batch) + batch * activations in/out.  Kernels are counted by the
-// preset's "fusion" rule (NodeWorkload::kernels_for); a node that launches nothing (kernels 0,
-// no FLOPs, no bytes) costs nothing.
-// Energy: P_idle * t + (P_tdp - P_idle) * t_busy, with t_busy = the roofline term (the unit
-// that bounds the node is taken as fully busy; launch gaps draw idle power only).
+// bytes = weights (read once per batch) + batch * activations in/out.  peak[bits] is the rate of
+// the precision the node runs as: a precision the GPU does not run natively ("native_precisions",
+// default the peak_flops keys) runs at the next wider native one (int4 on Hopper as int8), its
+// activations at that width, its weights packed (device_base.hpp NativePrecisions).  Kernels are
+// counted by the preset's "fusion" rule (NodeWorkload::kernels_for); a node that launches nothing
+// (kernels 0, no FLOPs, no bytes) costs nothing. Energy: P_idle * t + (P_tdp - P_idle) * t_busy,
+// with t_busy = the roofline term (the unit that bounds the node is taken as fully busy; launch
+// gaps draw idle power only).
 #include <algorithm>
 #include <cmath>
 
@@ -18,9 +21,13 @@ class RooflineGpu final : public DeviceBase {
  public:
   explicit RooflineGpu(const nlohmann::json& d) : DeviceBase(d) {
     const auto& r = reader();
-    matrix_peak_ = PrecisionTable::read(r, "peak_flops");
+    matrix_peak_ = PrecisionTable::read_native(r, "peak_flops", native_);
     tf32_for_fp32_ = r.boolean_or("tf32_for_fp32", false);
-    if (tf32_for_fp32_) matrix_peak_.v[0] = r.positive("tf32_flops");
+    if (tf32_for_fp32_) {
+      const double tf32 = r.positive("tf32_flops");
+      for (std::size_t i = 0; i < kNumPrecisions; ++i)  // fp32 and whatever runs as fp32
+        if (*native_.run_as(static_cast<Precision>(i)) == Precision::Fp32) matrix_peak_.v[i] = tf32;
+    }
     vector_peak_ = r.positive("vector_flops");
     bw_ = r.positive("mem_bw");
     eff_mem_ = r.fraction_or("mem_efficiency", 1.0);
@@ -56,9 +63,13 @@ class RooflineGpu final : public DeviceBase {
   // Seconds per FLOP by (category, precision), so the hot loop has no divisions.
   void build_inverse_table() {
     for (std::size_t c = 0; c < kNumCategories; ++c)
-      for (std::size_t p = 0; p < 3; ++p)
+      for (std::size_t p = 0; p < kNumPrecisions; ++p)
         inv_rate_[c][p] =
             batch() / (eff_.v[c] * (is_matrix_[c] ? matrix_peak_.v[p] : vector_peak_));
+    // A non-native precision moves its activations at the width it runs as.
+    for (std::size_t p = 0; p < kNumPrecisions; ++p)
+      act_scale_[p] =
+          double(precision_bits(*native_.run_as(static_cast<Precision>(p)))) / kPrecisionBits[p];
   }
 
  protected:
@@ -70,10 +81,11 @@ class RooflineGpu final : public DeviceBase {
     double t = 0, busy = 0, weights = 0, peak_act = w.input_bytes;
     for (const auto& n : w.nodes) {
       const std::size_t ci = cat_index(n.category);
+      const auto p = static_cast<std::size_t>(precision_of_bits(n.bits));
       // Pruned weights: dense kernels gain nothing from unstructured sparsity, so FLOPs stay.
-      const double tc =
-          n.flops() * inv_rate_[ci][static_cast<std::size_t>(precision_of_bits(n.bits))];
-      const double tm = (n.weight_bytes + b * (n.input_bytes + n.output_bytes)) * inv_bw;
+      const double tc = n.flops() * inv_rate_[ci][p];
+      const double tm =
+          (n.weight_bytes + b * (n.input_bytes + n.output_bytes) * act_scale_[p]) * inv_bw;
       const double body = std::max(tc, tm);
       const int k = kernels_of(n);
       const double tn = node_latency(n.category, body, k, launch_s_);
@@ -95,6 +107,7 @@ class RooflineGpu final : public DeviceBase {
         c.nodes.push_back(std::move(nc));
       }
     }
+    if (breakdown) note_non_native_precisions(w, native_, "", c);
     c.latency_ms = t * 1e3;
     c.energy_mj = (idle_w_ * t + (tdp_w_ - idle_w_) * busy) * energy_scale() * 1e3;
     c.memory_bytes = weights + b * peak_act;
@@ -108,12 +121,14 @@ class RooflineGpu final : public DeviceBase {
 
  private:
   PrecisionTable matrix_peak_;
+  NativePrecisions native_;
+  std::array<double, kNumPrecisions> act_scale_{};
   bool tf32_for_fp32_ = false;
   double vector_peak_ = 0, bw_ = 0, eff_mem_ = 1;
   CategoryTable eff_;
   double launch_s_ = 0, capacity_ = 0, idle_w_ = 0, tdp_w_ = 0;
   std::array<bool, kNumCategories> is_matrix_{};
-  std::array<std::array<double, 3>, kNumCategories> inv_rate_{};
+  std::array<std::array<double, kNumPrecisions>, kNumCategories> inv_rate_{};
 };
 
 }  // namespace

@@ -154,6 +154,10 @@ nlohmann::json Workload::to_json() const {
     // Optional fields only when set, to keep stored workloads small.
     if (n.eager_kernels >= 0 && n.eager_kernels != n.kernels) o["eager_kernels"] = n.eager_kernels;
     if (n.sparsity != 0) o["sparsity"] = n.sparsity;
+    if (n.channels_full != 0) {
+      o["channels"] = n.channels;
+      o["channels_full"] = n.channels_full;
+    }
     if (n.seq_len != 0) o["seq_len"] = n.seq_len;
     if (n.neurons != 0) o["neurons"] = n.neurons;
     if (n.fan_in != 0) o["fan_in"] = n.fan_in;
@@ -263,6 +267,10 @@ Workload Workload::from_json(const nlohmann::json& j) {
     if (n.bits > 64) bad_field(where, "bits", "must be between 1 and 64");
     n.sparsity = get_number(o, "sparsity", where, 0);
     if (n.sparsity > 1) bad_field(where, "sparsity", "must be in [0, 1]");
+    n.channels = get_number(o, "channels", where, 0);
+    n.channels_full = get_number(o, "channels_full", where, 0);
+    if (n.channels > n.channels_full)
+      bad_field(where, "channels", "must not exceed channels_full (the declared width)");
     n.kernels = get_int(o, "kernels", where, 1, 0);
     n.eager_kernels = get_int(o, "eager_kernels", where, -1, 0);
     n.seq_len = get_int(o, "seq_len", where, 0, 0);

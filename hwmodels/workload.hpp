@@ -89,7 +89,14 @@ struct NodeWorkload {
   double input_bytes = 0;   // activations read
   double output_bytes = 0;  // activations written
   int bits = 32;            // numeric precision of weights and activations
-  double sparsity = 0;      // fraction of weights pruned (0 = dense)
+  double sparsity = 0;      // fraction of weights pruned by magnitude (unstructured; 0 = dense)
+  // Structured channel pruning ("channel_prune" on conv, dense, moe): the output channels (or
+  // units, or expert hidden units) the node keeps and the width it was declared with; 0 for
+  // both when the node has no prunable width.  macs, params and bytes are already counted at
+  // the kept width (the pruned channels do not exist in the built model).  Stored as
+  // "channels" and "channels_full" when set.
+  double channels = 0;
+  double channels_full = 0;
   // Kernels launched, by the runtime's fusion rule (a device's "fusion" field):
   //   kernels        fused runtimes (TensorRT, TFLite, edgetpu_compiler, TinyEngine): batch norm
   //                  folded into the conv before it, an activation fused into its producer;

@@ -65,6 +65,9 @@ void print_predict_table(const hw::Device& dev, const hw::Workload& w, const hw:
               c.latency_ms, c.energy_mj, hw::format_bytes(c.memory_bytes).c_str(),
               c.feasible ? "feasible" : ("INFEASIBLE: " + c.infeasible_reason).c_str());
   if (c.fallback_nodes > 0) std::printf("FALLBACK: %s\n", c.fallback.c_str());
+  if (const auto it = c.extra.find("non_native_precision"); it != c.extra.end())
+    for (const auto& [node, what] : it->items())
+      std::printf("PRECISION: %s %s\n", node.c_str(), what.get<std::string>().c_str());
   if (!c.extra.empty()) std::printf("extra: %s\n", c.extra.dump().c_str());
 }
 

@@ -161,7 +161,9 @@ std::vector<ParamSpec> Catalogue::common_params() {
                              "precision of weights and activations (workload bytes; fake-quantised "
                              "weights in training below 16)"),
           ParamSpec::float_range("prune", 0.0, 0.9, 0.0,
-                                 "fraction of weights removed by magnitude (workload sparsity)")};
+                                 "unstructured pruning: fraction of weights zeroed by magnitude, "
+                                 "shapes unchanged (workload sparsity); see channel_prune for "
+                                 "structured pruning")};
 }
 
 void Catalogue::add(BlockKind kind) {

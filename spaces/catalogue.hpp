@@ -8,8 +8,10 @@
 // Registry (common/registry.hpp), the pattern every pluggable family shares.
 //
 // Every kind also understands the common per-node parameters "bits" (weight and activation
-// precision: 32, 16, 8 or 4) and "prune" (fraction of weights removed by magnitude, 0..0.9);
-// Catalogue::add appends them, so block files never declare them.
+// precision: 32, 16, 8 or 4) and "prune" (unstructured: fraction of weights zeroed by magnitude,
+// 0..0.9, shapes unchanged); Catalogue::add appends them, so block files never declare them.
+// Structured channel pruning ("channel_prune", which really removes output channels) is declared
+// by the kinds it applies to (conv, dense, moe; spaces/compress.hpp kept_channels).
 #pragma once
 
 #include <functional>

@@ -44,6 +44,10 @@ std::vector<float> quantisation_scales(const nn::Tensor& w, int bits) {
   return scales;
 }
 
+int kept_channels(int full, double ratio) {
+  return std::max(1, static_cast<int>(std::lround(full * (1.0 - ratio))));
+}
+
 nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   if (bits >= 16 && prune <= 0) return w;
   const std::uint64_t session = nn::no_grad_session();

@@ -1,6 +1,7 @@
-// Weight compression applied in the forward pass of blocks with weights: magnitude pruning and
-// fake quantisation, both with straight-through gradients, so a candidate trained with
-// "bits": 8 or "prune": 0.5 sees (approximately) the accuracy its compressed deployment would.
+// Weight compression applied in the forward pass of blocks with weights: unstructured magnitude
+// pruning ("prune": a mask, shapes unchanged) and fake quantisation, both with straight-through
+// gradients, so a candidate trained with "bits": 8 or "prune": 0.5 sees (approximately) the
+// accuracy its compressed deployment would.
 #pragma once
 
 #include <vector>
@@ -20,5 +21,12 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 // weight of rank >= 2, one for a vector, each max|w_channel| / (2^(bits-1) - 1); an all-zero
 // channel gets 1 (its zeros stay zeros).  Empty when bits >= 16.  Exports write the same ones.
 std::vector<float> quantisation_scales(const nn::Tensor& w, int bits);
+
+// Structured channel pruning ("channel_prune" on conv, dense and moe): the output channels (units,
+// expert hidden units) a layer declared with `full` keeps at pruning ratio `ratio`:
+// max(1, round(full * (1 - ratio))).  Unlike the magnitude mask above, the pruned channels do not
+// exist: the block is built and trained at the kept width (structured pruning as architecture,
+// docs/blocks/compression.md), so shapes, MACs, parameters and every device's latency drop.
+int kept_channels(int full, double ratio);
 
 }  // namespace hwnas::spaces

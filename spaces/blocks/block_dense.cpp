@@ -1,6 +1,7 @@
 // dense: fully connected layer over the last dimension (vectors, or every position of a sequence).
 // With lora_rank > 0 the layer is a frozen base with a trainable low-rank adapter (nn/lora.hpp,
 // docs/blocks/lora.md); the workload is the merged layer's, the same as without the adapter.
+// "channel_prune" builds it with kept_channels(units, ratio) outputs (structured pruning).
 #include "nn/lora.hpp"
 #include "spaces/blocks/block_util.hpp"
 
@@ -38,22 +39,25 @@ void register_block_dense(Catalogue& c) {
   k.name = "dense";
   k.description = "fully connected layer over the last dimension, then an activation";
   k.params = {ParamSpec::int_range("units", 1, 8192, 64, "output features"),
-              activation_param("relu"), ParamSpec::boolean("bias", true, "learned bias"),
-              lora_rank_param(), lora_alpha_param()};
+              activation_param("relu"),
+              ParamSpec::boolean("bias", true, "learned bias"),
+              lora_rank_param(),
+              lora_alpha_param(),
+              channel_prune_param("output units")};
   k.accepts = {DataKind::Vector, DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     TensorType t = single_input(in);
-    t.dims.back() = pint(p, "units");
+    t.dims.back() = kept_width(p, "units");
     return t;
   };
   k.build = [](const std::vector<TensorType>& in, const json& p, Rng& rng) {
-    return std::make_unique<DenseModule>(in[0].dims.back(), pint(p, "units"), pbool(p, "bias"),
-                                         activation_of(pstr(p, "activation")), bits_of(p),
-                                         prune_of(p), lora_of(p), rng);
+    return std::make_unique<DenseModule>(in[0].dims.back(), kept_width(p, "units"),
+                                         pbool(p, "bias"), activation_of(pstr(p, "activation")),
+                                         bits_of(p), prune_of(p), lora_of(p), rng);
   };
   k.count = [](const std::vector<TensorType>& in, const TensorType& out, const json& p,
                hw::NodeWorkload& w) {
-    const double din = in[0].dims.back(), dout = pint(p, "units");
+    const double din = in[0].dims.back(), dout = kept_width(p, "units");
     const double rows = static_cast<double>(in[0].numel()) / din;
     const bool bias = pbool(p, "bias");
     w.category = hw::OpCategory::Dense;
@@ -65,6 +69,7 @@ void register_block_dense(Catalogue& c) {
     // A LoRA adapter is merged before deployment, so it adds nothing here.
     // The bias rides in the GEMM (addmm); eager frameworks launch the activation separately.
     w.eager_kernels = 1 + (pstr(p, "activation") != "none" ? 1 : 0);
+    count_channels(p, "units", w);
   };
   c.add(std::move(k));
 }

@@ -8,6 +8,8 @@
 // dropped_tokens (assignments over capacity per sample).  The workload holds every expert's
 // weights (memory) but counts only k experts per token of compute; with a measurement the
 // devices charge the measured active_experts instead of k (hw::charge_measured_activity).
+// "channel_prune" removes hidden units of every expert FFN (structured: the experts are built at
+// kept_channels(hidden, ratio)); the layer's input and output width stay d.
 // See docs/blocks/moe.md.
 #include <algorithm>
 
@@ -44,7 +46,7 @@ nn::MoeOptions options_of(const json& p) {
   nn::MoeOptions o;
   o.experts = pint(p, "experts");
   o.k = pint(p, "k");
-  o.hidden = pint(p, "hidden");
+  o.hidden = kept_width(p, "hidden");  // after channel_prune
   o.capacity_factor = pfloat(p, "capacity_factor");
   o.overflow = pstr(p, "overflow") == "pass" ? nn::MoeOverflow::Pass : nn::MoeOverflow::Drop;
   o.aux_weight = pfloat(p, "aux_weight");
@@ -71,7 +73,8 @@ void register_block_moe(Catalogue& c) {
       ParamSpec::float_range("aux_weight", 0.0, 0.1, 0.01,
                              "weight of the load-balancing loss added in training"),
       ParamSpec::choice("activation", {"relu", "gelu", "silu", "tanh", "sigmoid", "none"}, "relu",
-                        "activation inside each expert")};
+                        "activation inside each expert"),
+      channel_prune_param("each expert's hidden units")};
   k.accepts = {DataKind::Vector, DataKind::Sequence};
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     const TensorType& t = single_input(in);
@@ -102,6 +105,7 @@ void register_block_moe(Catalogue& c) {
     // Every expert is resident, whichever runs: weight memory holds all E.
     w.params = d * E + E + E * (2.0 * d * h + h + d);
     w.total_experts = E;
+    count_channels(p, "hidden", w);
     w.nominal_active_experts = K;
     w.seq_len = in[0].kind == DataKind::Sequence ? in[0].dims[0] : 0;
     // Fused: router GEMM, softmax + top-k, dispatch gather, two GEMMs per expert that receives

@@ -23,6 +23,25 @@ inline std::string pstr(const json& p, const char* k) { return p.at(k).get<std::
 inline int bits_of(const json& p) { return pint(p, "bits"); }
 inline double prune_of(const json& p) { return pfloat(p, "prune"); }
 
+// Structured channel pruning, declared by the kinds whose output width it removes (conv, dense,
+// moe's expert hidden width): the layer is built at kept_channels(width, ratio).
+inline ParamSpec channel_prune_param(const std::string& what) {
+  return ParamSpec::float_range("channel_prune", 0.0, 0.9, 0.0,
+                                "fraction of " + what +
+                                    " removed (structured: the layer is built and trained at the "
+                                    "kept width, so shapes, MACs and latency drop)");
+}
+// The kept width of a param `key` under the node's channel_prune (0 when the kind has none).
+inline int kept_width(const json& p, const char* key) {
+  const auto it = p.find("channel_prune");
+  return kept_channels(pint(p, key), it == p.end() ? 0.0 : it->get<double>());
+}
+// Records the kept and declared width in the workload (NodeWorkload::channels).
+inline void count_channels(const json& p, const char* key, hw::NodeWorkload& w) {
+  w.channels = kept_width(p, key);
+  w.channels_full = pint(p, key);
+}
+
 inline ParamSpec activation_param(const std::string& def) {
   return ParamSpec::choice("activation", {"relu", "gelu", "silu", "tanh", "sigmoid", "none"}, def,
                            "activation after the block");

@@ -1,8 +1,8 @@
 // The exporters (deploy/): the PyTorch module gives hwnas's logits on the same inputs (max abs
 // difference <= 1e-4) for a CNN, an MLP, an attention genome, an int8 genome and a NAS-Bench-201
-// style genome; every exported ONNX model passes onnx.checker (full check, with shape
-// inference); block kinds without a faithful form are refused naming the kind.  The Python
-// checks FAIL (never skip) when python3-torch / python3-onnx are missing.
+// style genome and a channel-pruned genome; every exported ONNX model passes onnx.checker (full
+// check, with shape inference); block kinds without a faithful form are refused naming the kind.
+// The Python checks FAIL (never skip) when python3-torch / python3-onnx are missing.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -92,6 +92,25 @@ Genome int8() {
        {"flatten", json::object()},
        {"dense", {{"units", 32}, {"bits", 8}, {"activation", "relu"}}},
        {"head", {{"outputs", 10}, {"bits", 8}}}});
+}
+
+// Structured channel pruning: the pruned convs and dense layers are built at their kept width
+// (16 -> 8, 12 -> 9 channels; 32 -> 8 units), the dwconv follows its producer's 8 channels, and
+// the exports take those shapes from the weights; mixed with int8 / int4 and a magnitude mask.
+Genome channel_pruned() {
+  return chain(TensorType::image(1, 28, 28),
+               {{"conv", {{"channels", 16}, {"kernel", 3}, {"stride", 2}, {"channel_prune", 0.5}}},
+                {"dwconv", {{"kernel", 3}, {"bits", 8}}},
+                {"conv", {{"channels", 12}, {"kernel", 3}, {"channel_prune", 0.25}, {"bits", 8}}},
+                {"pool", {{"op", "max"}, {"kernel", 2}, {"stride", 2}}},
+                {"flatten", json::object()},
+                {"dense",
+                 {{"units", 32},
+                  {"channel_prune", 0.75},
+                  {"bits", 4},
+                  {"prune", 0.3},
+                  {"activation", "relu"}}},
+                {"head", {{"outputs", 10}}}});
 }
 
 // NAS-Bench-201's operations: a cell-like join of every edge op, concat, the reduction block.
@@ -278,7 +297,8 @@ TEST_P(Exported, OnnxPassesTheChecker) {
 INSTANTIATE_TEST_SUITE_P(Genomes, Exported,
                          ::testing::Values(ExportCase{"cnn", cnn}, ExportCase{"mlp", mlp},
                                            ExportCase{"attention", attention},
-                                           ExportCase{"int8", int8}, ExportCase{"nb201", nb201}),
+                                           ExportCase{"int8", int8}, ExportCase{"nb201", nb201},
+                                           ExportCase{"channel_pruned", channel_pruned}),
                          [](const auto& info) { return info.param.name; });
 
 TEST(ExportRefusal, KindWithoutFaithfulFormIsNamed) {

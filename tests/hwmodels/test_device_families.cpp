@@ -121,8 +121,8 @@ TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {
       error_of(d),
       "device 'tiny_gpu': unknown field 'mem_bww' (known: batch, calibration, "
       "calibration_report, description, efficiency, family, fusion, launch_s, matrix_categories, "
-      "mem_bw, mem_efficiency, memory_bytes, name, peak_flops, power, source, sources, "
-      "tf32_flops, tf32_for_fp32, vector_flops)");
+      "mem_bw, mem_efficiency, memory_bytes, name, native_precisions, peak_flops, power, "
+      "source, sources, tf32_flops, tf32_for_fp32, vector_flops)");
   // Nested objects are checked against their declared members.
   d = tiny_gpu();
   d["power"]["tdp_W"] = 110;

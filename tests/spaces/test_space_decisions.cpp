@@ -20,8 +20,9 @@ std::string example(const std::string& name) {
 
 // Every example space: macro, cell, nb201 and union types.
 const std::vector<std::string> kExamples = {
-    "cnn",   "mlp",     "mlp_2d",          "attention",          "darts_cell",
-    "nb201", "spiking", "continuous_time", "spiking_vs_classic", "sequence_mixers"};
+    "cnn",        "mlp",     "mlp_2d",          "attention",          "darts_cell",
+    "nb201",      "spiking", "continuous_time", "spiking_vs_classic", "sequence_mixers",
+    "compression"};
 
 std::vector<int> random_values(const std::vector<Decision>& ds, Rng& rng) {
   std::vector<int> v;
