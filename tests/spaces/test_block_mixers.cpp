@@ -48,7 +48,7 @@ TEST(BlockMixers, HyenaCountsByHand) {
   // L = 8, d = 4, order 2, FFN width 8, depth 1, emb 3, short kernel 3.
   Genome g = one_block("hyena", TensorType::sequence(8, 4),
                        {{"order", 2}, {"filter_width", 8}, {"filter_depth", 1}});
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   const double P = 12, F = 4;  // projected channels (N+1) d, filter channels d (N-1)
   const double params =
       (4 * P + P) + (P * 3 + P) + (3 * 8 + 8) + (64 + 8) + 8 * F + 8 + F + (16 + 4);
@@ -66,7 +66,7 @@ TEST(BlockMixers, HyenaCountsByHand) {
 TEST(BlockMixers, TttCountsByHand) {
   // L = 5, d = 4, 2 heads (f = 2), mini-batch 2: mini-batches of 2, 2, 1 tokens.
   Genome g = one_block("ttt", TensorType::sequence(5, 4), {{"heads", 2}, {"mini_batch", 2}});
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   const double params = 4 * 16 + (8 + 2) + 2 + 2 * 4 + 3 * 2 * 2 + 8;
   EXPECT_DOUBLE_EQ(w.params, params);
   EXPECT_EQ(build_model(g, 1)->num_parameters(), static_cast<std::int64_t>(params));

@@ -45,7 +45,7 @@ TEST(BlockMoe, WorkloadCountsByHand) {
   // L = 8, d = 16, E = 8, k = 2, hidden 64, relu.
   Genome g =
       one_block("moe", TensorType::sequence(8, 16), {{"experts", 8}, {"k", 2}, {"hidden", 64}});
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   EXPECT_EQ(w.category, hw::OpCategory::Routing);
   // Router 8 * 16 * 8 = 1024; experts 8 tokens * 2 * (16*64 + 64*16) = 32768.
   EXPECT_DOUBLE_EQ(w.routed_macs, 32768);
@@ -68,7 +68,7 @@ TEST(BlockMoe, WorkloadCountsByHand) {
 
   // A single vector token with k = 1 of 4 experts: only one expert's kernels.
   Genome v = one_block("moe", TensorType::vector(16), {{"experts", 4}, {"hidden", 8}});
-  const hw::NodeWorkload& wv = build_workload(v).nodes.at(0);
+  const hw::NodeWorkload wv = build_workload(v).nodes.at(0);
   EXPECT_DOUBLE_EQ(wv.macs, 16 * 4 + 2 * 16 * 8);
   EXPECT_EQ(wv.kernels, 4 + 2);
   EXPECT_EQ(wv.seq_len, 0);

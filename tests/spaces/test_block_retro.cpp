@@ -81,7 +81,7 @@ TEST(BlockRetro, WorkloadCountsByHand) {
   Genome g = one_block("retro", TensorType::sequence(8, 4),
                        {{"chunk", 4}, {"neighbours", 2}, {"heads", 2}, {"encoder_width", 8},
                         {"datastore", ds}});
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   EXPECT_EQ(w.category, hw::OpCategory::Memory);
   // Params: embed F e 32, pos r e 32, cond d e 32, encoder qkv + out 4 e^2 256, q + out 2 d^2
   // 32, kv 2 e d 64.
@@ -107,7 +107,7 @@ TEST(BlockRetro, WorkloadCountsByHand) {
             build_workload(g).to_json());
 
   // Without a datastore the block is the identity: parameters, no arithmetic, no datastore.
-  const hw::NodeWorkload& none =
+  const hw::NodeWorkload none =
       build_workload(one_block("retro", TensorType::sequence(8, 4), {{"encoder_width", 8}}))
           .nodes.at(0);
   EXPECT_DOUBLE_EQ(none.macs, 0);
@@ -238,7 +238,7 @@ TEST(BlockRetro, TwoInputsTakeKeysFromTheRawSequence) {
   const nn::Var y =
       model->forward(nn::constant(nn::testing::random_tensor(nn::Shape{2, 8, 4}, rng)), ctx);
   EXPECT_EQ(y.shape(), (nn::Shape{2, 8, 6}));
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(1);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(1);
   // embed reads F = 4 features per neighbour row: F e = 32 of the params.
   EXPECT_DOUBLE_EQ(w.params, 4 * 8 + 4 * 8 + 6 * 8 + 4 * 64 + 2 * 36 + 2 * 8 * 6);
 }

@@ -47,7 +47,7 @@ TEST(BlockSsm, ShapeRuleAndRefusedInputs) {
 TEST(BlockSsm, S4dWorkloadCountsByHand) {
   // L = 8, H = 4, N = 8 (M = 4 modes), GLU output.
   Genome g = one_block("s4d", TensorType::sequence(8, 4), {{"d_state", 8}});
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   EXPECT_EQ(w.category, hw::OpCategory::Fft);
   // Kernel 6 H M L = 768, spectral product 4 (L+1) H = 144, D skip L H = 32, output L H 2H = 256.
   EXPECT_DOUBLE_EQ(w.macs, 768 + 144 + 32 + 256);
@@ -61,7 +61,7 @@ TEST(BlockSsm, S4dWorkloadCountsByHand) {
   EXPECT_EQ(build_model(g, 1)->num_parameters(), 8 + 64 + 32 + 8);
 
   Genome lin = one_block("s4d", TensorType::sequence(8, 4), {{"d_state", 8}, {"output", "linear"}});
-  const hw::NodeWorkload& wl = build_workload(lin).nodes.at(0);
+  const hw::NodeWorkload wl = build_workload(lin).nodes.at(0);
   EXPECT_DOUBLE_EQ(wl.macs, 768 + 144 + 32 + 128);
   EXPECT_DOUBLE_EQ(wl.other_flops, 480 + 1920 + 72 + 256 + 32);
   EXPECT_DOUBLE_EQ(wl.params, 8 + 64 + 16 + 4);
@@ -72,7 +72,7 @@ TEST(BlockSsm, S4dWorkloadCountsByHand) {
 TEST(BlockSsm, MambaWorkloadCountsByHand) {
   // L = 6, d = 4, E = 8, N = 4, R = ceil(4/16) = 1, K = 2.
   Genome g = one_block("mamba", TensorType::sequence(6, 4), {{"d_state", 4}, {"d_conv", 2}});
-  const hw::NodeWorkload& w = build_workload(g).nodes.at(0);
+  const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   EXPECT_EQ(w.category, hw::OpCategory::Recurrent);
   // Dense per token: in_proj 2*8*4 = 64, x_proj 8*(1+8) = 72, dt_proj 8, out_proj 32 -> 176.
   // Conv 6*8*2 = 96.  Scan 6*8*(4*4 + 2) = 864.
