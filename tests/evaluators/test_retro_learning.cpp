@@ -1,9 +1,11 @@
 // Behaviour test of the retro block (spaces/blocks/block_retro.cpp): a fact lookup whose answer
-// is only in the datastore.  64 keys (random 15-d codes) each have a value (one of 8 classes)
+// is only in the datastore.  1152 keys (random 15-d codes) each have a value (one of 8 classes)
 // in a "world"; the datastore holds one two-chunk document per key, [key, value, filler,
 // filler | filler x 4].  A query sequence is [key, filler x 7] and its label is the key's
-// value.  The model (retro -> mean pool -> linear head) trains on keys 0-47 and is scored on
-// keys 48-63, whose values it never saw in a label, so only retrieval can answer them.  Then,
+// value.  The model (retro -> mean pool -> linear head) trains on keys 0-1023 and is scored on
+// keys 1024-1151, whose values it never saw in a label, so only retrieval can answer them (with
+// only 48 training keys the head memorised them from the codes: 1.0 on training keys, 0.35 on
+// held-out ones).  Then,
 // without retraining, the same model is scored with an empty datastore and with the datastore
 // of another world (different values for every key) written over the same file: its answers
 // must follow the new facts.
@@ -22,7 +24,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr int kKeys = 64, kTrainKeys = 48, kValues = 8, kCode = 15, kF = kCode + kValues + 1;
+constexpr int kKeys = 1152, kTrainKeys = 1024, kValues = 8, kCode = 15, kF = kCode + kValues + 1;
 constexpr int kLen = 8;
 
 struct Facts {
@@ -93,7 +95,7 @@ eval::Dataset relabel(const eval::Dataset& d, const Facts& from, const Facts& to
 
 struct Outcome {
   double right = 0, empty = 0, other_vs_old = 0, other_vs_new = 0, train_seconds = 0;
-  double lookups = 0;
+  double lookups = 0, train = 0, hit_rate = 0;
 };
 
 Outcome run(std::uint64_t seed) {
@@ -118,10 +120,10 @@ Outcome run(std::uint64_t seed) {
   g.validate();
   auto model = spaces::build_model(g, seed);
 
-  const eval::Dataset train = queries(world, 0, kTrainKeys, 2048, 10 + seed);
+  const eval::Dataset train = queries(world, 0, kTrainKeys, 4096, 10 + seed);
   const eval::Dataset val = queries(world, kTrainKeys, kKeys, 512, 20 + seed);
   eval::TrainConfig c;
-  c.epochs = 8;
+  c.epochs = 16;
   c.batch_size = 32;
   c.lr = 3e-3f;
   c.clip_grad_norm = 1.0f;
@@ -131,6 +133,20 @@ Outcome run(std::uint64_t seed) {
   Outcome o;
   o.train_seconds = rep.seconds;
   o.right = eval::evaluate_accuracy(*model, val);
+  o.train = eval::evaluate_accuracy(*model, train);
+  {
+    // How often the lookup puts the query key's document first (the frozen keys' quality).
+    const auto st = nn::cached_retro_datastore(path);
+    std::vector<float> q(static_cast<std::size_t>(st->key_dim));
+    int hit = 0;
+    for (int i = 0; i < val.size(); ++i) {
+      const float* s = val.x.data() + static_cast<std::size_t>(i) * kLen * kF;
+      nn::retro_embed_chunk(s, 4, *st, q.data());
+      const int first = nn::retro_nearest(*st, q.data(), 1).at(0);
+      hit += st->neighbours[static_cast<std::size_t>(first) * 8 * kF] == s[0];
+    }
+    o.hit_rate = static_cast<double>(hit) / val.size();
+  }
   for (auto v : g.topological_order())
     if (const nn::ActivitySink* s = rep.val_activity.find(static_cast<std::int64_t>(v));
         s && g.node(v).kind == "retro")
@@ -149,18 +165,20 @@ Outcome run(std::uint64_t seed) {
 }  // namespace
 
 TEST(RetroLearning, AnswersFollowTheDatastoreWithoutRetraining) {
-  for (std::uint64_t seed : {1}) {
+  // Seeds 1-10 were run before trusting it (docs/blocks/retro.md); CI runs two.
+  for (std::uint64_t seed : {1, 2}) {
     const Outcome o = run(seed);
     std::printf(
         "retro fact lookup, seed %llu (held-out keys, chance 0.125): accuracy %.3f with the right "
         "datastore, %.3f with an empty one, %.3f against the old facts and %.3f against the new "
-        "facts with another world's datastore; %.1f lookups per sequence; trained in %.1f s\n",
+        "facts with another world's datastore; training keys %.3f; first neighbour right %.3f; "
+        "%.1f lookups per sequence; trained in %.1f s\n",
         static_cast<unsigned long long>(seed), o.right, o.empty, o.other_vs_old, o.other_vs_new,
-        o.lookups, o.train_seconds);
-    EXPECT_GT(o.right, 0.8);
-    EXPECT_LT(o.empty, 0.35);
-    EXPECT_LT(o.other_vs_old, 0.35);
-    EXPECT_GT(o.other_vs_new, 0.8);
+        o.train, o.hit_rate, o.lookups, o.train_seconds);
+    EXPECT_GT(o.right, 0.7);
+    EXPECT_LT(o.empty, 0.3);
+    EXPECT_LT(o.other_vs_old, 0.3);
+    EXPECT_GT(o.other_vs_new, 0.7);
     EXPECT_DOUBLE_EQ(o.lookups, 2.0);
   }
 }
