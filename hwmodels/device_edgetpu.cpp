@@ -129,7 +129,8 @@ class EdgeTpu final : public DeviceBase {
     // charged their datastore (held in its RAM or read over its link).
     const std::size_t on_tpu = w.nodes.size() - static_cast<std::size_t>(c.fallback_nodes);
     bool any_on_tpu = false;
-    for (std::size_t i = 0; i < on_tpu; ++i) any_on_tpu = any_on_tpu || w.nodes[i].datastore_bytes > 0;
+    for (std::size_t i = 0; i < on_tpu; ++i)
+      any_on_tpu = any_on_tpu || w.nodes[i].datastore_bytes > 0;
     if (!any_on_tpu) return true;
     if (w.total_weight_bytes() + bytes > cache_) return false;
     c.memory_bytes += bytes;

@@ -43,8 +43,7 @@ double RetroDatastore::bytes() const {
 void RetroDatastore::check(const std::string& source) const {
   const std::string fix = kFix;
   if (chunk < 1) bad(source, "chunk", "= " + std::to_string(chunk) + " must be >= 1", fix);
-  if (features < 1)
-    bad(source, "features", "= " + std::to_string(features) + " must be >= 1", fix);
+  if (features < 1) bad(source, "features", "= " + std::to_string(features) + " must be >= 1", fix);
   if (key_dim < 1) bad(source, "key_dim", "= " + std::to_string(key_dim) + " must be >= 1", fix);
   if (embedding.size() != static_cast<std::size_t>(features) * key_dim)
     bad(source, "embedding",
@@ -52,13 +51,13 @@ void RetroDatastore::check(const std::string& source) const {
             std::to_string(static_cast<std::size_t>(features) * key_dim),
         fix);
   if (keys.size() % static_cast<std::size_t>(key_dim) != 0)
-    bad(source, "keys", "holds " + std::to_string(keys.size()) + " values, not a multiple of key_dim",
-        fix);
+    bad(source, "keys",
+        "holds " + std::to_string(keys.size()) + " values, not a multiple of key_dim", fix);
   const std::size_t want = static_cast<std::size_t>(size()) * neighbour_rows() * features;
   if (neighbours.size() != want)
     bad(source, "neighbours",
-        "holds " + std::to_string(neighbours.size()) + " values, entries x 2 chunk x features needs " +
-            std::to_string(want),
+        "holds " + std::to_string(neighbours.size()) +
+            " values, entries x 2 chunk x features needs " + std::to_string(want),
         fix);
 }
 
@@ -161,13 +160,12 @@ RetroDatastore empty_retro_datastore(int chunk, int features, int key_dim, std::
 void save_retro_datastore(const std::string& path, const RetroDatastore& s) {
   s.check(where(path));
   const std::int64_t n = s.size();
-  std::vector<StateRecord> recs = {
-      StateRecord::from_int("format_version", kRetroFormatVersion),
-      StateRecord::from_int("chunk", s.chunk),
-      StateRecord::from_int("features", s.features),
-      StateRecord::from_int("key_dim", s.key_dim),
-      StateRecord::from_int("entries", n),
-      floats("embedding", s.embedding, {s.features, s.key_dim})};
+  std::vector<StateRecord> recs = {StateRecord::from_int("format_version", kRetroFormatVersion),
+                                   StateRecord::from_int("chunk", s.chunk),
+                                   StateRecord::from_int("features", s.features),
+                                   StateRecord::from_int("key_dim", s.key_dim),
+                                   StateRecord::from_int("entries", n),
+                                   floats("embedding", s.embedding, {s.features, s.key_dim})};
   if (n > 0) {
     recs.push_back(floats("keys", s.keys, {n, s.key_dim}));
     recs.push_back(floats("neighbours", s.neighbours, {n, s.neighbour_rows(), s.features}));
@@ -221,7 +219,8 @@ RetroDatastore load_retro_datastore(const std::string& path) {
   RetroDatastore s;
   auto small = [&](const char* f) {
     const std::int64_t v = integer(f);
-    if (v < 1 || v > (1 << 20)) bad(src, f, "= " + std::to_string(v) + " must be in [1, 2^20]", kFix);
+    if (v < 1 || v > (1 << 20))
+      bad(src, f, "= " + std::to_string(v) + " must be in [1, 2^20]", kFix);
     return static_cast<int>(v);
   };
   s.chunk = small("chunk");
@@ -235,8 +234,7 @@ RetroDatastore load_retro_datastore(const std::string& path) {
       std::string want, got;
       for (auto d : shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
       for (auto d : r.shape) got += (got.empty() ? "" : ", ") + std::to_string(d);
-      bad(src, f, "has shape [" + got + "], expected float32 [" + want + "] from the header",
-          kFix);
+      bad(src, f, "has shape [" + got + "], expected float32 [" + want + "] from the header", kFix);
     }
     std::vector<float> v(r.data.size() / sizeof(float));
     if (!v.empty()) std::memcpy(v.data(), r.data.data(), r.data.size());
@@ -299,7 +297,8 @@ void RetroConfig::validate() const {
     fail("model dimension " + std::to_string(d) + " not divisible by heads " +
          std::to_string(heads) + "; choose heads dividing it");
   if (encoder_width < 1) fail("encoder_width must be >= 1, got " + std::to_string(encoder_width));
-  if (neighbour_rows < 1) fail("neighbour_rows must be >= 1, got " + std::to_string(neighbour_rows));
+  if (neighbour_rows < 1)
+    fail("neighbour_rows must be >= 1, got " + std::to_string(neighbour_rows));
 }
 
 RetroLayer::RetroLayer(const RetroConfig& c, std::string datastore, std::mt19937_64& rng)
@@ -354,8 +353,7 @@ std::vector<int> RetroLayer::retrieve(const Var& source, const RetroDatastore& s
   return idx;
 }
 
-Var RetroLayer::attend(const Var& x, const RetroDatastore& s, const std::vector<int>& idx,
-                       int k) {
+Var RetroLayer::attend(const Var& x, const RetroDatastore& s, const std::vector<int>& idx, int k) {
   const int B = x.dim(0), L = x.dim(1), d = c_.d, m = c_.chunk, Cq = L / m;
   const int r = c_.neighbour_rows, F = c_.features, e = c_.encoder_width;
   const int n_nb = B * Cq * k;
@@ -409,7 +407,8 @@ Var RetroLayer::forward(const Var& x, const Var& source, ForwardContext& ctx) {
   if (!s || Cq == 0) return x;
   const int k = std::min(c_.neighbours, s->size());
   if (ctx.activity) {
-    const double scan = 4.0 * s->size() * s->key_dim, rows = 4.0 * k * s->neighbour_rows() * s->features;
+    const double scan = 4.0 * s->size() * s->key_dim,
+                 rows = 4.0 * k * s->neighbour_rows() * s->features;
     ctx.activity->add(kRetroLookups, static_cast<double>(B) * Cq);
     ctx.activity->add(kRetroBytesRead, static_cast<double>(B) * Cq * (scan + rows));
     ctx.activity->add(kRetroNeighboursUsed, static_cast<double>(B) * Cq * k);

@@ -100,9 +100,9 @@ struct RetroConfig {
 };
 
 // Activity the layer records (per batch; the model divides by samples):
-inline constexpr const char* kRetroLookups = "datastore_lookups";         // queries made
-inline constexpr const char* kRetroBytesRead = "datastore_bytes_read";    // keys scanned + rows
-inline constexpr const char* kRetroNeighboursUsed = "neighbours_used";    // neighbours attended
+inline constexpr const char* kRetroLookups = "datastore_lookups";       // queries made
+inline constexpr const char* kRetroBytesRead = "datastore_bytes_read";  // keys scanned + rows
+inline constexpr const char* kRetroNeighboursUsed = "neighbours_used";  // neighbours attended
 // plus activity_key::kNeighbours ("retrieved_neighbours"): a series over query chunks.
 
 class RetroLayer : public Module {

@@ -51,37 +51,39 @@ void register_block_retro(Catalogue& c) {
   k.description =
       "RETRO retrieval: chunks query a datastore file by exact nearest-neighbour search on frozen "
       "keys; tokens cross-attend to the previous chunk's encoded neighbours";
-  k.params = {
-      ParamSpec::int_set("chunk", {2, 4, 8, 16, 32, 64}, 4,
-                         "tokens per retrieval chunk m (one lookup per complete chunk)"),
-      ParamSpec::int_set("neighbours", {1, 2, 4, 8}, 2, "neighbours k retrieved per chunk"),
-      ParamSpec::int_set("heads", {1, 2, 4, 8}, 1, "cross-attention heads (must divide d)"),
-      ParamSpec::int_set("encoder_width", {8, 16, 32, 64, 128}, 16,
-                         "width of the neighbour encoder"),
-      ParamSpec::string("datastore", "",
-                        "path of the datastore file (nn/retro.hpp; not searched; \"\": no "
-                        "retrieval, the block is the identity)")};
+  k.params = {ParamSpec::int_set("chunk", {2, 4, 8, 16, 32, 64}, 4,
+                                 "tokens per retrieval chunk m (one lookup per complete chunk)"),
+              ParamSpec::int_set("neighbours", {1, 2, 4, 8}, 2, "neighbours k retrieved per chunk"),
+              ParamSpec::int_set("heads", {1, 2, 4, 8}, 1, "cross-attention heads (must divide d)"),
+              ParamSpec::int_set("encoder_width", {8, 16, 32, 64, 128}, 16,
+                                 "width of the neighbour encoder"),
+              ParamSpec::string("datastore", "",
+                                "path of the datastore file (nn/retro.hpp; not searched; \"\": no "
+                                "retrieval, the block is the identity)")};
   k.accepts = {DataKind::Sequence};
   k.min_inputs = 1;
   k.max_inputs = 2;
   k.infer = [](const std::vector<TensorType>& in, const json& p) {
     if (in.empty() || in.size() > 2)
-      throw std::invalid_argument("retro: expects one input, or two (the sequence and the raw "
-                                  "retrieval source)");
+      throw std::invalid_argument(
+          "retro: expects one input, or two (the sequence and the raw "
+          "retrieval source)");
     if (bits_of(p) != 32 || prune_of(p) > 0)
-      throw std::invalid_argument("retro: bits and prune are not supported yet; use bits 32, prune 0");
+      throw std::invalid_argument(
+          "retro: bits and prune are not supported yet; use bits 32, prune 0");
     if (in.size() == 2 && in[1].dims[0] != in[0].dims[0])
       throw std::invalid_argument("retro: the retrieval source has " +
                                   std::to_string(in[1].dims[0]) + " rows, the sequence " +
-                                  std::to_string(in[0].dims[0]) + "; connect a source of the same "
+                                  std::to_string(in[0].dims[0]) +
+                                  "; connect a source of the same "
                                   "length");
     const auto s = store_of(p);
     config_of(in, p, s.get()).validate();
     if (s && s->features != in.back().dims[1])
       throw std::invalid_argument(
-          "retro datastore '" + pstr(p, "datastore") + "': field 'features' = " +
-          std::to_string(s->features) + " but the block's retrieval source has " +
-          std::to_string(in.back().dims[1]) +
+          "retro datastore '" + pstr(p, "datastore") +
+          "': field 'features' = " + std::to_string(s->features) +
+          " but the block's retrieval source has " + std::to_string(in.back().dims[1]) +
           " features per row; rebuild the datastore from this task's sequences or connect the "
           "raw sequence as the block's second input");
     return in[0];

@@ -100,18 +100,16 @@ struct Outcome {
 
 Outcome run(std::uint64_t seed) {
   nn::ThreadBudget budget(2);
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("hwnas_retro_facts_" + std::to_string(seed) + ".rds"))
-          .string();
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("hwnas_retro_facts_" + std::to_string(seed) + ".rds"))
+                               .string();
   const Facts world = make_world(1000 + seed), other = make_world(2000 + seed);
   nn::save_retro_datastore(path, nn::build_retro_datastore(corpus(world), 4, 32, 7));
 
   spaces::Genome g(spaces::TensorType::sequence(kLen, kF));
-  auto r = g.add_node("retro", {{"chunk", 4},
-                                {"neighbours", 2},
-                                {"heads", 2},
-                                {"encoder_width", 16},
-                                {"datastore", path}});
+  auto r = g.add_node(
+      "retro",
+      {{"chunk", 4}, {"neighbours", 2}, {"heads", 2}, {"encoder_width", 16}, {"datastore", path}});
   g.add_edge(g.input_node(), r);
   auto p = g.add_node("global_pool");
   g.add_edge(r, p);

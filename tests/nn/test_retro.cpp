@@ -1,8 +1,6 @@
 // The RETRO retrieval layer (nn/retro.hpp): exact search against a naive loop, the datastore
 // builder, the file's round trip and every bad-file error, reloading a replaced file, and the
 // causal shift of chunked cross-attention.
-#include "nn/retro.hpp"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +10,7 @@
 #include <numeric>
 
 #include "nn/ops.hpp"
+#include "nn/retro.hpp"
 #include "nn/state_file.hpp"
 #include "tests/nn/gradcheck.hpp"
 
@@ -136,9 +135,9 @@ TEST(Retro, EveryBadFileNamesTheFileTheFieldAndTheFix) {
                   "build_retro_datastore"});
 
   write_bytes(bad, "GARBAGE!" + bytes.substr(8));
-  expect_message([&] { load_retro_datastore(bad); },
-                 {"retro datastore '" + bad + "'", "field 'magic' is 'GARBAGE!'",
-                  "save_retro_datastore"});
+  expect_message(
+      [&] { load_retro_datastore(bad); },
+      {"retro datastore '" + bad + "'", "field 'magic' is 'GARBAGE!'", "save_retro_datastore"});
   // A model state file is refused as such.
   write_bytes(bad, encode_state_file(kModelStateMagic, {}));
   expect_message([&] { load_retro_datastore(bad); }, {bad, "field 'magic' is 'HWNASSD\\0'"});
@@ -184,7 +183,8 @@ TEST(Retro, EveryBadFileNamesTheFileTheFieldAndTheFix) {
   recs = good_records();
   recs[7] = floats("neighbours", {2, 6, 3});  // chunk 2 means 4 rows per neighbour
   with(recs);
-  expect_message([&] { load_retro_datastore(bad); }, {bad, "field 'neighbours' has shape [2, 6, 3]"});
+  expect_message([&] { load_retro_datastore(bad); },
+                 {bad, "field 'neighbours' has shape [2, 6, 3]"});
 
   recs = good_records();
   recs.pop_back();

@@ -47,16 +47,27 @@ TEST(BlockRetro, ShapeRuleAndRefusedInputs) {
   EXPECT_FALSE(k.accepts_kind(DataKind::Vector));
   EXPECT_EQ(k.check_params({{"chunk", 3}}), "param 'chunk' = 3 not in {2,4,8,16,32,64}");
   EXPECT_EQ(k.check_params({{"neighbours", 3}}), "param 'neighbours' = 3 not in {1,2,4,8}");
-  expect_message([&] { k.infer({TensorType::sequence(8, 6)}, k.resolve({{"datastore", ds}})); },
-                 "field 'features' = 4 but the block's retrieval source has 6 features per row; "
-                 "rebuild the datastore");
   expect_message(
-      [&] { k.infer({seq, TensorType::sequence(7, 4)}, k.resolve({{"datastore", ds}})); },
+      [&] {
+        k.infer({TensorType::sequence(8, 6)}, k.resolve({{"datastore", ds}}));
+      },
+      "field 'features' = 4 but the block's retrieval source has 6 features per row; "
+      "rebuild the datastore");
+  expect_message(
+      [&] {
+        k.infer({seq, TensorType::sequence(7, 4)}, k.resolve({{"datastore", ds}}));
+      },
       "connect a source of the same length");
-  expect_message([&] { k.infer({seq}, k.resolve({{"datastore", ds + ".nope"}})); },
-                 "file not found");
-  expect_message([&] { k.infer({TensorType::sequence(8, 5)}, k.resolve({{"heads", 2}})); },
-                 "not divisible by heads 2");
+  expect_message(
+      [&] {
+        k.infer({seq}, k.resolve({{"datastore", ds + ".nope"}}));
+      },
+      "file not found");
+  expect_message(
+      [&] {
+        k.infer({TensorType::sequence(8, 5)}, k.resolve({{"heads", 2}}));
+      },
+      "not divisible by heads 2");
   expect_message([&] { k.infer({seq}, k.resolve({{"bits", 8}})); }, "use bits 32, prune 0");
 }
 
@@ -65,7 +76,8 @@ TEST(BlockRetro, GradientsOnInputAndEveryParameter) {
   // retrieval (the attention over neighbours does not depend on their order).
   const std::string ds = store_file("grad.rds", 1, 4, 4, 2, 3);
   // One complete chunk of 4 and a partial one (L = 6: the padded query rows).
-  check_gradients("retro", {{"chunk", 4}, {"neighbours", 2}, {"encoder_width", 8}, {"datastore", ds}},
+  check_gradients("retro",
+                  {{"chunk", 4}, {"neighbours", 2}, {"encoder_width", 8}, {"datastore", ds}},
                   TensorType::sequence(6, 4));
   // Chunks of 2 with two heads: three lookups, the first token without retrieval.
   check_gradients(
@@ -78,9 +90,9 @@ TEST(BlockRetro, WorkloadCountsByHand) {
   // L = 8, d = F = 4, chunk m = 4, k = 2, heads 2, e = 8; store: 5 entries (one sequence of 10
   // rows, chunk 2, so r = 4 rows per neighbour), key_dim D = 3.
   const std::string ds = store_file("count.rds", 1, 10, 4, 2, 3);
-  Genome g = one_block("retro", TensorType::sequence(8, 4),
-                       {{"chunk", 4}, {"neighbours", 2}, {"heads", 2}, {"encoder_width", 8},
-                        {"datastore", ds}});
+  Genome g = one_block(
+      "retro", TensorType::sequence(8, 4),
+      {{"chunk", 4}, {"neighbours", 2}, {"heads", 2}, {"encoder_width", 8}, {"datastore", ds}});
   const hw::NodeWorkload w = build_workload(g).nodes.at(0);
   EXPECT_EQ(w.category, hw::OpCategory::Memory);
   // Params: embed F e 32, pos r e 32, cond d e 32, encoder qkv + out 4 e^2 256, q + out 2 d^2
@@ -227,7 +239,8 @@ TEST(BlockRetro, TwoInputsTakeKeysFromTheRawSequence) {
   Genome g(TensorType::sequence(8, 4));
   auto h = g.add_node("dense", {{"units", 6}, {"activation", "tanh"}});
   g.add_edge(0, h);
-  auto r = g.add_node("retro", {{"chunk", 2}, {"heads", 2}, {"encoder_width", 8}, {"datastore", ds}});
+  auto r =
+      g.add_node("retro", {{"chunk", 2}, {"heads", 2}, {"encoder_width", 8}, {"datastore", ds}});
   g.add_edge(h, r);
   g.add_edge(0, r);
   g.validate();
