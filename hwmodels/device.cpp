@@ -270,6 +270,7 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
     fail("sources", "must be an object {param: citation}");
   batch_ = reader_.positive_int_or("batch", 1);
   eager_ = reader_.one_of("fusion", {"fused", "eager"}, "fused") == "eager";
+  host_link_bw_ = reader_.non_negative_or("host_link_bw", 0);
   scale_.fill(1.0);
   if (const auto* c = reader_.find("calibration")) {
     if (!c->is_object()) fail("calibration", "must be an object");
@@ -303,6 +304,46 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
     has_linear_ = per_node_s_ > 0 || s_per_pruned_param_ > 0 || s_per_quantized_param_ > 0;
     for (std::size_t i = 0; i < kNumCategories; ++i)
       has_linear_ = has_linear_ || s_per_flop_[i] > 0 || s_per_byte_[i] > 0;
+  }
+}
+
+void DeviceBase::charge_datastores(const Workload& w, Cost& c) const {
+  double bytes = 0, read = 0;
+  std::string first;
+  for (const auto& n : w.nodes) {
+    if (n.datastore_bytes <= 0) continue;
+    bytes += n.datastore_bytes;
+    read += n.datastore_bytes_read;
+    if (first.empty()) first = n.name;
+  }
+  if (bytes <= 0) return;
+  c.extra["datastore_bytes"] = bytes;
+  if (hold_datastore(w, bytes, c)) {
+    c.extra["datastore_resident"] = true;
+    return;
+  }
+  c.extra["datastore_resident"] = false;
+  const double link = host_link_bw();
+  if (link <= 0) {
+    c.feasible = false;
+    c.infeasible_reason += std::string(c.infeasible_reason.empty() ? "" : "; ") + "datastore of " +
+                           first + " (" + format_bytes(bytes) +
+                           ") does not fit the device's memory and it has no host_link_bw to "
+                           "read it from the host; set host_link_bw or use a smaller datastore";
+    return;
+  }
+  // Per sample, every node reads its bytes over the link; the node's breakdown carries it.
+  const double b = batch_;
+  c.extra["datastore_link_bytes"] = b * read;
+  for (const auto& n : w.nodes) {
+    if (n.datastore_bytes <= 0) continue;
+    const double t = b * n.datastore_bytes_read / link;
+    c.latency_ms += t * 1e3;
+    for (auto& nc : c.nodes)
+      if (nc.name == n.name) {
+        nc.latency_s += t;
+        nc.bound = "host-link";
+      }
   }
 }
 

@@ -159,6 +159,7 @@ class DeviceBase : public Device {
     const std::optional<Workload> charged = charge_measured_activity(w);
     const Workload& use = charged ? *charged : w;
     Cost c = run(use, true);
+    charge_datastores(use, c);
     if (has_linear_) add_linear_terms(use, c);
     note_function_evals(use, c);
     c.batch = batch_;
@@ -169,11 +170,13 @@ class DeviceBase : public Device {
     const Workload& use = charged ? *charged : w;
     if (!has_linear_) {
       Cost c = run(use, false);
+      charge_datastores(use, c);
       note_function_evals(use, c);
       c.batch = batch_;
       return c;
     }
     Cost c = run(use, true);  // the linear terms need to know which nodes fell back
+    charge_datastores(use, c);
     add_linear_terms(use, c);
     note_function_evals(use, c);
     c.nodes.clear();
@@ -188,6 +191,7 @@ class DeviceBase : public Device {
     for (std::size_t i = 0; i < ws.size(); ++i) use.push_back(charged[i] ? &*charged[i] : &ws[i]);
     std::vector<Cost> out = run_many(use);
     for (std::size_t i = 0; i < ws.size(); ++i) {
+      charge_datastores(*use[i], out[i]);
       if (has_linear_) add_linear_terms(*use[i], out[i]);
       note_function_evals(*use[i], out[i]);
       out[i].batch = batch_;
@@ -198,6 +202,20 @@ class DeviceBase : public Device {
   virtual bool calibratable() const { return true; }
 
  protected:
+  // Retrieval datastores (NodeWorkload::datastore_bytes), the one rule every family shares:
+  // the family says whether its memory holds `bytes` more next to what run() put in `c`
+  // (hold_datastore: it then counts them in c.memory_bytes or its own figures and returns
+  // true).  If not, every sample reads its datastore_bytes_read over the host link
+  // (host_link_bw(), bytes/s): batch x bytes / bandwidth is added to the latency and to the
+  // node's breakdown, and Cost::extra gets datastore_bytes and datastore_link_bytes.  Without
+  // a link the cost is infeasible, naming the datastore and the fix.  Default: holds nothing.
+  virtual bool hold_datastore(const Workload& /*w*/, double /*bytes*/, Cost& /*c*/) const {
+    return false;
+  }
+  // The description's "host_link_bw" (0: none); a family may supply its own link (edge_tpu: USB).
+  virtual double host_link_bw() const { return host_link_bw_; }
+  void charge_datastores(const Workload& w, Cost& c) const;
+
   virtual Cost run(const Workload& w, bool breakdown) const = 0;
   // run() on each, with a breakdown; a family that batches requests overrides.
   virtual std::vector<Cost> run_many(const std::vector<const Workload*>& ws) const {
@@ -248,6 +266,7 @@ class DeviceBase : public Device {
   bool eager_ = false;
   double per_node_s_ = 0, s_per_pruned_param_ = 0, s_per_quantized_param_ = 0;
   std::array<double, kNumCategories> s_per_flop_{}, s_per_byte_{};
+  double host_link_bw_ = 0;
   bool has_per_kernel_ = false;
   double per_kernel_s_ = 0;
   double energy_scale_ = 1;

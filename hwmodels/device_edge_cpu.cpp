@@ -87,6 +87,13 @@ class EdgeCpu final : public DeviceBase {
     return c;
   }
 
+  // The datastore sits in RAM next to the weights and activations when it fits.
+  bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
+    if (c.memory_bytes + bytes > capacity_) return false;
+    c.memory_bytes += bytes;
+    return true;
+  }
+
  private:
   NativePrecisions native_;
   double peak_[kNumPrecisions] = {}, act_scale_[kNumPrecisions] = {};

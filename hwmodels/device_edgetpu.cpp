@@ -144,6 +144,25 @@ class EdgeTpu final : public DeviceBase {
     return c;
   }
 
+  // The datastore fits when the parameter cache has room after the weights; otherwise it is
+  // read over USB like streamed weights.
+  bool hold_datastore(const Workload& w, double bytes, Cost& c) const override {
+    // Retrieval nodes past the partition point ran on the host CPU, whose own estimate
+    // charged their datastore (held in its RAM or read over its link).
+    const std::size_t on_tpu = w.nodes.size() - static_cast<std::size_t>(c.fallback_nodes);
+    bool any_on_tpu = false;
+    for (std::size_t i = 0; i < on_tpu; ++i)
+      any_on_tpu = any_on_tpu || w.nodes[i].datastore_bytes > 0;
+    if (!any_on_tpu) return true;
+    if (w.total_weight_bytes() + bytes > cache_) return false;
+    c.memory_bytes += bytes;
+    return true;
+  }
+  double host_link_bw() const override {
+    const double own = DeviceBase::host_link_bw();
+    return own > 0 ? own : usb_bw_;
+  }
+
  private:
   double peak_ = 0;
   CategoryTable eff_;

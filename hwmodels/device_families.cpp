@@ -82,6 +82,10 @@ std::vector<ParamSpec> common_device_params() {
                    "s per parameter of a node below 16 bits"),
       ParamSpec::any_json("calibration_report", nlohmann::json::object(),
                           "written by `hwnas hw calibrate`: fit quality, seed, ridge (not read)"),
+      non_negative("host_link_bw", 0,
+                   "bytes/s of the link to the host (PCIe, USB, QSPI) over which a retrieval "
+                   "datastore the device cannot hold is read every inference (0: none, such a "
+                   "datastore makes the cost infeasible; edge_tpu defaults to usb_bw)"),
       count_or("batch", 1,
                "samples per inference: gpu and edge_cpu cost the batch as one pass (weights read "
                "once); edge_tpu, mcu, neuromorphic and lut run the samples one after another; "

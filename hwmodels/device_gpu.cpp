@@ -119,6 +119,13 @@ class RooflineGpu final : public DeviceBase {
     return c;
   }
 
+  // The datastore sits in device memory next to the weights and activations when it fits.
+  bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
+    if (c.memory_bytes + bytes > capacity_) return false;
+    c.memory_bytes += bytes;
+    return true;
+  }
+
  private:
   PrecisionTable matrix_peak_;
   NativePrecisions native_;

@@ -69,6 +69,13 @@ class HostMeasured final : public DeviceBase {
     return c;
   }
 
+  // The measured model ran with its datastore in this host's RAM.
+  bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
+    if (c.memory_bytes + bytes > capacity_) return false;
+    c.memory_bytes += bytes;
+    return true;
+  }
+
  private:
   std::string key_;
   double power_w_ = 0, capacity_ = 0;

@@ -87,6 +87,14 @@ class Mcu final : public DeviceBase {
     return c;
   }
 
+  // A datastore is read-only, like the weights: it lives in flash when both fit.
+  bool hold_datastore(const Workload& w, double bytes, Cost& c) const override {
+    const double used = w.total_weight_bytes() + bytes;
+    if (used > flash_) return false;
+    if (c.extra.contains("flash_bytes_used")) c.extra["flash_bytes_used"] = used;
+    return true;
+  }
+
  private:
   double freq_ = 0;
   PrecisionTable mpc_;

@@ -170,6 +170,9 @@ nlohmann::json Workload::to_json() const {
     if (n.nominal_active_experts != 0) o["nominal_active_experts"] = n.nominal_active_experts;
     if (n.routed_macs != 0) o["routed_macs"] = n.routed_macs;
     if (n.routed_other_flops != 0) o["routed_other_flops"] = n.routed_other_flops;
+    if (n.datastore_bytes != 0) o["datastore_bytes"] = n.datastore_bytes;
+    if (n.datastore_lookups != 0) o["datastore_lookups"] = n.datastore_lookups;
+    if (n.datastore_bytes_read != 0) o["datastore_bytes_read"] = n.datastore_bytes_read;
     if (n.activity.measured()) o["activity"] = activity_to_json(n.activity);
     arr.push_back(std::move(o));
   }
@@ -220,6 +223,13 @@ std::optional<Workload> charge_measured_activity(const Workload& w) {
     n.routed_macs *= f;
     n.routed_other_flops *= f;
     n.nominal_active_experts *= f;
+  }
+  for (std::size_t i = 0; i < w.nodes.size(); ++i) {
+    if (w.nodes[i].datastore_bytes <= 0) continue;
+    const double* read = w.nodes[i].activity.find(activity_key::kDatastoreBytesRead);
+    if (!read || *read == w.nodes[i].datastore_bytes_read) continue;
+    if (!out) out = w;
+    out->nodes[i].datastore_bytes_read = *read;
   }
   return out;
 }
@@ -285,6 +295,9 @@ Workload Workload::from_json(const nlohmann::json& j) {
     n.nominal_active_experts = get_number(o, "nominal_active_experts", where, 0);
     n.routed_macs = get_number(o, "routed_macs", where, 0);
     n.routed_other_flops = get_number(o, "routed_other_flops", where, 0);
+    n.datastore_bytes = get_number(o, "datastore_bytes", where, 0);
+    n.datastore_lookups = get_number(o, "datastore_lookups", where, 0);
+    n.datastore_bytes_read = get_number(o, "datastore_bytes_read", where, 0);
     // Files written before activity became open kept four fixed fields behind "has_activity".
     if (get_bool(o, "has_activity", where)) {
       for (const char* key : {activity_key::kSpikes, activity_key::kSynapticOps,

@@ -53,6 +53,7 @@ inline constexpr const char* kSynapticOps = "synaptic_ops";
 inline constexpr const char* kActiveExperts = "active_experts";
 inline constexpr const char* kFunctionEvals = "function_evals";
 inline constexpr const char* kSpikesPerStep = "spikes_per_step";
+inline constexpr const char* kDatastoreBytesRead = "datastore_bytes_read";
 }  // namespace activity_key
 
 struct NodeActivity {
@@ -130,6 +131,16 @@ struct NodeWorkload {
   // (charge_measured_function_evals below).  Stored as "nominal_function_evals".
   double nominal_function_evals = 0;
 
+  // Retrieval nodes (retro): the datastore the node searches must be held (datastore_bytes:
+  // keys, neighbour rows and the frozen embedding) or read over the device's host link; per
+  // sample it makes datastore_lookups queries reading datastore_bytes_read (every key once per
+  // exact search, plus the retrieved neighbours' rows).  When the evaluation measured
+  // datastore_bytes_read, devices charge that (charge_measured_activity).  Devices charge the
+  // datastore in DeviceBase (device_base.hpp), whatever the family.
+  double datastore_bytes = 0;
+  double datastore_lookups = 0;
+  double datastore_bytes_read = 0;
+
   // What this node did in the evaluation's validation pass (empty: not measured).
   NodeActivity activity;
 
@@ -175,7 +186,8 @@ std::optional<Workload> charge_measured_function_evals(const Workload& w);
 // routing nodes without a measurement).
 double active_expert_scale(const NodeWorkload& n);
 // A copy of w with the measured activity charged: solver nodes as charge_measured_function_evals,
-// and every measured routing node's routed_macs and routed_other_flops (inside macs and
+// every measured retrieval node's datastore_bytes_read set to the measured figure, and every
+// measured routing node's routed_macs and routed_other_flops (inside macs and
 // other_flops) scaled by active_expert_scale, its nominal count set to the measured one (so
 // charging twice changes nothing).  Kernels and weight bytes stay: every expert is resident.
 // Nothing when no node needs charging.  Every device family costs the workload returned here.

@@ -42,6 +42,7 @@ void register_block_spiking_dense(Catalogue& c);
 void register_block_spiking_conv(Catalogue& c);
 void register_block_spike_readout(Catalogue& c);
 void register_block_moe(Catalogue& c);
+void register_block_retro(Catalogue& c);
 
 void register_builtin_blocks(Catalogue& c) {
   register_block_dense(c);
@@ -78,6 +79,7 @@ void register_builtin_blocks(Catalogue& c) {
   register_block_spiking_conv(c);
   register_block_spike_readout(c);
   register_block_moe(c);
+  register_block_retro(c);
 }
 
 const Catalogue& catalogue() {

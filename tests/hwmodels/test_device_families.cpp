@@ -117,12 +117,11 @@ TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {
   EXPECT_EQ(error_of(tiny_gpu()), "");
   json d = tiny_gpu();
   d["mem_bww"] = 1e11;
-  EXPECT_EQ(
-      error_of(d),
-      "device 'tiny_gpu': unknown field 'mem_bww' (known: batch, calibration, "
-      "calibration_report, description, efficiency, family, fusion, launch_s, matrix_categories, "
-      "mem_bw, mem_efficiency, memory_bytes, name, native_precisions, peak_flops, power, "
-      "source, sources, tf32_flops, tf32_for_fp32, vector_flops)");
+  EXPECT_EQ(error_of(d),
+            "device 'tiny_gpu': unknown field 'mem_bww' (known: batch, calibration, "
+            "calibration_report, description, efficiency, family, fusion, host_link_bw, launch_s, "
+            "matrix_categories, mem_bw, mem_efficiency, memory_bytes, name, native_precisions, "
+            "peak_flops, power, source, sources, tf32_flops, tf32_for_fp32, vector_flops)");
   // Nested objects are checked against their declared members.
   d = tiny_gpu();
   d["power"]["tdp_W"] = 110;

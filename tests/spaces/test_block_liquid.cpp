@@ -54,7 +54,7 @@ TEST(BlockLiquid, CfcWorkloadCountsByHand) {
   // L = 7, F = 5, H = 6, U = 8, two backbone layers, default mode (4 heads).
   Genome g = one_block("cfc", TensorType::sequence(7, 5),
                        {{"units", 6}, {"backbone_units", 8}, {"backbone_layers", 2}});
-  const hw::NodeWorkload& w = node_of(build_workload(g));
+  const hw::NodeWorkload w = node_of(build_workload(g));
   // Per step: x W_in (8*5) + h W_rec (8*6) + layer 2 (8*8) + heads (24*8).
   EXPECT_DOUBLE_EQ(w.macs, 7.0 * (40 + 48 + 64 + 192));
   // W_in + b_in + W_rec + layer 2 (64 + 8) + heads (192 + 24).
@@ -70,7 +70,7 @@ TEST(BlockLiquid, CfcWorkloadCountsByHand) {
   // Pure mode without backbone: heads = first layer (P = H = 6), plus w_tau and A.
   Genome p = one_block("cfc", TensorType::sequence(3, 2),
                        {{"units", 6}, {"backbone_layers", 0}, {"mode", "pure"}});
-  const hw::NodeWorkload& wp = node_of(build_workload(p));
+  const hw::NodeWorkload wp = node_of(build_workload(p));
   EXPECT_DOUBLE_EQ(wp.macs, 3.0 * (12 + 36));
   EXPECT_DOUBLE_EQ(wp.params, 12 + 6 + 36 + 12);
   EXPECT_DOUBLE_EQ(wp.other_flops, 3.0 * (6 + 11 * 6));
@@ -80,7 +80,7 @@ TEST(BlockLiquid, CfcWorkloadCountsByHand) {
 TEST(BlockLiquid, LtcWorkloadCountsByHand) {
   // L = 4, F = 3, H = 5, K = 2 unfolds, dense.
   Genome g = one_block("ltc", TensorType::sequence(4, 3), {{"units", 5}, {"unfolds", 2}});
-  const hw::NodeWorkload& w = node_of(build_workload(g));
+  const hw::NodeWorkload w = node_of(build_workload(g));
   EXPECT_DOUBLE_EQ(w.macs, 4.0 * (3 + 3 * 15 + 2 * (3 * 25 + 2 * 5)));
   EXPECT_DOUBLE_EQ(w.other_flops, 4.0 * (6 * 15 + 2 * (6 * 25 + 5 * 5) + 2 * 5));
   EXPECT_DOUBLE_EQ(w.params, 3 * 5 + 4 * 25 + 4 * 15 + 2 * 3);
@@ -94,7 +94,7 @@ TEST(BlockLiquid, LtcWorkloadCountsByHand) {
   // NCP wiring: fewer synapses than dense, counted from the same seeded wiring.
   Genome n = one_block("ltc", TensorType::sequence(4, 3),
                        {{"units", 12}, {"unfolds", 2}, {"wiring", "ncp"}, {"density", 0.3}});
-  const hw::NodeWorkload& wn = node_of(build_workload(n));
+  const hw::NodeWorkload wn = node_of(build_workload(n));
   EXPECT_LT(wn.synapses, 12 * 12 + 3 * 12);
   EXPECT_DOUBLE_EQ(wn.params, 3 * 12 + 4 * wn.synapses + 2 * 3);
 }

@@ -64,6 +64,9 @@ std::vector<Case> cases() {
       // k = E: every token goes to both experts, so no routing choice flips under the finite
       // differences (tests/nn/test_moe.cpp checks k < E with clear margins).
       {"moe", seq, {{"experts", 2}, {"k", 2}, {"hidden", 3}, {"activation", "tanh"}}},
+      // Without a datastore file the block is the identity (tests/spaces/test_block_retro.cpp
+      // checks it with one).
+      {"retro", seq, {{"chunk", 2}, {"encoder_width", 8}}},
       {"dense", vec, {{"units", 3}, {"activation", "tanh"}, {"lora_rank", 2}}},
       {"attention", seq, {{"heads", 2}, {"lora_rank", 2}}},
   };
