@@ -70,9 +70,9 @@ int main(int argc, char** argv) {
   const int evaluations = argc > 1 ? std::atoi(argv[1]) : 1000000;
   const std::string strategy = argc > 2 ? argv[2] : "regularized_evolution";
   const bool keep = argc > 3;
-  const fs::path dir = keep ? fs::path(argv[3])
-                            : fs::temp_directory_path() /
-                                  ("hwnas_bench_million_" + std::to_string(::getpid()));
+  const fs::path dir =
+      keep ? fs::path(argv[3])
+           : fs::temp_directory_path() / ("hwnas_bench_million_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const auto& b = test::nb201_bench();
   {
@@ -131,7 +131,8 @@ int main(int argc, char** argv) {
   const std::string hwnas = std::string(HWNAS_BINARY_DIR) + "/hwnas";
   std::printf("hwnas pareto         %.2f s\n",
               timed_command(hwnas + " pareto --db " + db_path.string() + " --device jetson_tx2"));
-  std::printf("hwnas runs           %.2f s\n", timed_command(hwnas + " runs --db " + db_path.string()));
+  std::printf("hwnas runs           %.2f s\n",
+              timed_command(hwnas + " runs --db " + db_path.string()));
   if (!keep) fs::remove_all(dir);
   return 0;
 }

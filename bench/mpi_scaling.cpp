@@ -8,6 +8,7 @@
 //
 //   build/bench/bench_mpi_scaling [seconds=1] [rounds=4] [ranks=2,4,8,16,32,64]
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -18,7 +19,6 @@
 #include <regex>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -74,19 +74,19 @@ int main(int argc, char** argv) {
   for (int r : ranks) {
     const int workers = r - 1;
     const fs::path db = dir / ("r" + std::to_string(r) + ".db");
-    const nlohmann::json config = {
-        {"name", "mpi_scaling"},
-        {"seed", 1},
-        {"space",
-         {{"type", "nb201"}, {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
-          {"outputs", 10}}},
-        {"task", {{"name", "synthetic"}}},
-        {"evaluator", {{"type", "synthetic"}, {"seconds", seconds}}},
-        {"strategy", {{"type", "random"}}},
-        {"budget", {{"evaluations", workers * rounds}}},
-        {"devices", {"jetson_orin_nano"}},
-        {"objectives", {"val_accuracy:max", "latency_ms:min"}},
-        {"db", db.string()}};
+    const nlohmann::json config = {{"name", "mpi_scaling"},
+                                   {"seed", 1},
+                                   {"space",
+                                    {{"type", "nb201"},
+                                     {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
+                                     {"outputs", 10}}},
+                                   {"task", {{"name", "synthetic"}}},
+                                   {"evaluator", {{"type", "synthetic"}, {"seconds", seconds}}},
+                                   {"strategy", {{"type", "random"}}},
+                                   {"budget", {{"evaluations", workers * rounds}}},
+                                   {"devices", {"jetson_orin_nano"}},
+                                   {"objectives", {"val_accuracy:max", "latency_ms:min"}},
+                                   {"db", db.string()}};
     const fs::path cfg = dir / ("r" + std::to_string(r) + ".json");
     std::ofstream(cfg) << config.dump(2);
     const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -n " + std::to_string(r) +
@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     int status = 0;
     const std::string out = run_command(cmd, status);
-    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double total =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::smatch m;
     static const std::regex done(R"(: (\d+) candidates \(\d+ failed\) in ([0-9.eE+-]+) s)");
     if (status != 0 || !std::regex_search(out, m, done)) {

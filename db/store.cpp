@@ -243,9 +243,8 @@ void migrate_3_to_4(Connection& c) { c.exec(kSchemaV4); }
 void migrate_4_to_5(Connection& c) { c.exec(kSchemaV5); }
 void migrate_5_to_6(Connection& c) { c.exec(kSchemaV6); }
 void migrate_6_to_7(Connection& c) { c.exec(kSchemaV7); }
-constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
-                                     migrate_3_to_4, migrate_4_to_5, migrate_5_to_6,
-                                     migrate_6_to_7};
+constexpr Migration kMigrations[] = {migrate_0_to_1, migrate_1_to_2, migrate_2_to_3, migrate_3_to_4,
+                                     migrate_4_to_5, migrate_5_to_6, migrate_6_to_7};
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version: add migrate_N_to_N+1 with kSchemaVersion");
 
@@ -439,7 +438,7 @@ struct Store::Impl {
 
   // Evaluations (with their costs) whose `column` equals id, in id order, from one snapshot.
   std::vector<EvaluationRecord> load_evaluations(const char* column, std::int64_t id,
-                                                bool with_workloads = true) {
+                                                 bool with_workloads = true) {
     Transaction snapshot(conn, Transaction::Mode::Read);
     std::vector<EvaluationRecord> out;
     std::unordered_map<std::int64_t, std::size_t> index;

@@ -38,8 +38,7 @@ nlohmann::json evaluation_workload_part(const nlohmann::json& workload) {
     nlohmann::json activity = nlohmann::json::object();
     for (std::size_t i = 0; i < nodes->size(); ++i)
       if (const auto& node = (*nodes)[i]; node.is_object())
-        if (auto a = node.find(kNodeActivity); a != node.end())
-          activity[std::to_string(i)] = *a;
+        if (auto a = node.find(kNodeActivity); a != node.end()) activity[std::to_string(i)] = *a;
     if (!activity.empty()) out[kNodeActivity] = std::move(activity);
   }
   return out;
@@ -55,8 +54,7 @@ nlohmann::json merge_workload_parts(const nlohmann::json& architecture_part,
   nlohmann::json w = architecture_part;
   if (auto m = evaluation_part.find(kMeasured); m != evaluation_part.end())
     w[kMeasured] = std::move(*m);
-  if (auto a = evaluation_part.find(kNodeActivity);
-      a != evaluation_part.end() && a->is_object()) {
+  if (auto a = evaluation_part.find(kNodeActivity); a != evaluation_part.end() && a->is_object()) {
     auto& nodes = w["nodes"];
     for (auto& [index, activity] : a->items()) {
       const std::size_t i = std::stoul(index);

@@ -124,7 +124,8 @@ json collect_run(const db::Store& store, std::int64_t run_id, const GenomeSummar
   out["metric"] = {{"name", metric.name}, {"maximize", metric.maximize}};
   out["cost"] = cost;
 
-  const std::vector<db::EvaluationRecord> evals = store.evaluations(run_id, /*with_workloads=*/false);
+  const std::vector<db::EvaluationRecord> evals =
+      store.evaluations(run_id, /*with_workloads=*/false);
   std::vector<std::string> devices;
   for (const auto& e : evals)
     for (const auto& c : e.costs)

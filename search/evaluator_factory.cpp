@@ -42,9 +42,8 @@ EvaluatorEntry train_entry() {
     c.candidate_seconds = p["max_seconds"];
     c.host_latency_reps = p["host_latency_reps"];
     if (c.dataset == "tabular" || c.dataset == "synthetic")
-      throw ConfigError("config.evaluator.type: 'train' does not match task.dataset '" +
-                        c.dataset + "' (use both '" + c.dataset +
-                        "' or a dataset with evaluator 'train')");
+      throw ConfigError("config.evaluator.type: 'train' does not match task.dataset '" + c.dataset +
+                        "' (use both '" + c.dataset + "' or a dataset with evaluator 'train')");
   };
   e.metric_names = [](const SearchConfig& c) {
     return eval::TrainEvaluator::metric_names(
@@ -147,11 +146,10 @@ EvaluatorEntry synthetic_entry() {
   e.description =
       "train nothing: sleep a seeded duration and return made-up metrics that depend on the "
       "architecture only (tests a cluster setup and the search machinery)";
-  e.params = {
-      ParamSpec::float_range("seconds", 0, 86400, 1.0, "mean duration of one evaluation"),
-      ParamSpec::float_range("spread", 0, 1, 0.0,
-                             "relative half-width of the uniform duration jitter (seeded)"),
-      ParamSpec::int_range("epochs", 1, 1000, 1, "fidelity epochs (recorded, not used)")};
+  e.params = {ParamSpec::float_range("seconds", 0, 86400, 1.0, "mean duration of one evaluation"),
+              ParamSpec::float_range("spread", 0, 1, 0.0,
+                                     "relative half-width of the uniform duration jitter (seeded)"),
+              ParamSpec::int_range("epochs", 1, 1000, 1, "fidelity epochs (recorded, not used)")};
   e.configure = [](SearchConfig& c, const std::string&) {
     c.epochs = c.evaluator_params["epochs"];
     if (c.dataset != "synthetic")

@@ -11,16 +11,16 @@
 #include <iomanip>
 #include <limits>
 #include <map>
-#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
+#include "db/workload_parts.hpp"
 #include "hwmodels/device.hpp"
 #include "search/device_costs.hpp"
 #include "search/oneshot_env.hpp"
-#include "db/workload_parts.hpp"
 #include "search/resume.hpp"
 #include "spaces/space.hpp"
 #include "strategies/pareto.hpp"
@@ -89,13 +89,34 @@ std::uint64_t architecture_workload_key(const hw::Workload& w) {
   for (const auto& n : w.nodes) {
     add(static_cast<double>(hash_string(n.name)));
     add(static_cast<double>(hash_string(n.block_kind)));
-    for (double v : {static_cast<double>(n.category), n.macs, n.other_flops, n.params,
-                     n.weight_bytes, n.input_bytes, n.output_bytes, static_cast<double>(n.bits),
-                     n.sparsity, static_cast<double>(n.kernels),
-                     static_cast<double>(n.eager_kernels), static_cast<double>(n.seq_len),
-                     n.neurons, n.fan_in, n.fan_out, n.synapses, n.spiking ? 1.0 : 0.0,
-                     static_cast<double>(n.timesteps), n.total_experts, n.nominal_active_experts,
-                     n.routed_macs, n.routed_other_flops, n.nominal_function_evals})
+    for (double v : {static_cast<double>(n.category),
+                     n.macs,
+                     n.other_flops,
+                     n.params,
+                     n.weight_bytes,
+                     n.input_bytes,
+                     n.output_bytes,
+                     static_cast<double>(n.bits),
+                     n.sparsity,
+                     static_cast<double>(n.kernels),
+                     static_cast<double>(n.eager_kernels),
+                     static_cast<double>(n.seq_len),
+                     n.neurons,
+                     n.fan_in,
+                     n.fan_out,
+                     n.synapses,
+                     n.spiking ? 1.0 : 0.0,
+                     static_cast<double>(n.timesteps),
+                     n.total_experts,
+                     n.nominal_active_experts,
+                     n.routed_macs,
+                     n.routed_other_flops,
+                     n.nominal_function_evals,
+                     n.channels,
+                     n.channels_full,
+                     n.datastore_bytes,
+                     n.datastore_lookups,
+                     n.datastore_bytes_read})
       add(v);
   }
   return h;
@@ -400,8 +421,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     return has_measurements(w) ? db::evaluation_workload_part(w.to_json())
                                : db::empty_evaluation_workload_part();
   };
-  std::map<std::uint64_t, strategies::Result> finished;    // awaiting an in-order tell
-  std::deque<strategies::Proposal> redo;                   // resumed: in flight when stopped
+  std::map<std::uint64_t, strategies::Result> finished;  // awaiting an in-order tell
+  std::deque<strategies::Proposal> redo;                 // resumed: in flight when stopped
   std::uint64_t told = 0;
   int in_flight = 0, done = 0, resumed_from = 0;
   bool stopping = false;

@@ -44,7 +44,8 @@ struct ContentKeyHash {
 };
 
 ContentKey content_key(const Genome& g) {
-  ContentKey k{mix(0x9e3779b97f4a7c15ULL, g.num_nodes()), mix(0x243f6a8885a308d3ULL, g.num_nodes())};
+  ContentKey k{mix(0x9e3779b97f4a7c15ULL, g.num_nodes()),
+               mix(0x243f6a8885a308d3ULL, g.num_nodes())};
   auto add = [&k](std::uint64_t v) {
     k.a = mix(k.a, v);
     k.b = mix(k.b ^ 0x5bd1e9955bd1e995ULL, v);
@@ -319,8 +320,7 @@ void Genome::validate() {
   for (NodeId v = 1; v < n; ++v) {
     if (gr[v].kind == kInputKind)
       throw GenomeError(node_label(*this, v) + ": only node 0 may be an input");
-    if (boost::in_degree(v, gr) == 0)
-      throw GenomeError(node_label(*this, v) + ": has no inputs");
+    if (boost::in_degree(v, gr) == 0) throw GenomeError(node_label(*this, v) + ": has no inputs");
   }
   auto order = topological_order();
   output_node();

@@ -151,7 +151,7 @@ TEST(TaskConfig, ErrorsNameTheField) {
        "config.evaluator.epochz: unknown field for evaluator 'train'; known fields: "
        "evaluator.type, evaluator.epochs"},
       {[](json& j) { j["evaluator"]["type"] = "magic"; },
-       "config.evaluator.type: 'magic' is not one of: tabular, train"},
+       "config.evaluator.type: 'magic' is not one of: synthetic, tabular, train"},
       {[](json& j) { j["evaluator"]["lr"] = 20; },
        "config.evaluator.lr: 20 out of range [1e-07, 10]"},
       {[](json& j) { j["evaluator"]["type"] = "tabular"; },
