@@ -684,6 +684,32 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     progress << "deterministic: this run keeps its lag of " << lag << " proposals, so at most "
              << lag << " of the " << slots << " workers are busy at once" << std::endl;
 
+  // Fills free slots: first the proposals a resumed run still owes, then new ones.
+  auto fill_free_slots = [&] {
+    while (!stopping && in_flight < slots && !redo.empty()) {
+      dispatch(std::move(redo.front()));
+      redo.pop_front();
+    }
+    if (config.deterministic) {
+      // One proposal at a time, each after exactly the tells it is entitled to.
+      while (!stopping && in_flight < slots && redo.empty() &&
+             strategy->next_id() < static_cast<std::uint64_t>(budget)) {
+        const std::uint64_t next_id = strategy->next_id();
+        std::uint64_t need = next_id >= lag ? next_id - lag : 0;
+        tell_ready(need);
+        if (told < need) break;  // an older result is still out: wait for it
+        dispatch(std::move(strategy->ask(1).front()));
+      }
+    } else if (!stopping && redo.empty()) {
+      while (in_flight < slots && strategy->next_id() < static_cast<std::uint64_t>(budget)) {
+        const auto left = static_cast<std::uint64_t>(budget) - strategy->next_id();
+        const auto free = static_cast<std::uint64_t>(std::max(0, slots - in_flight));
+        for (auto& p : strategy->ask(static_cast<std::size_t>(std::min(left, free))))
+          dispatch(std::move(p));
+      }
+    }
+  };
+
   try {
     while (true) {
       if (!stopping && (g_stop_requested.load() ||
@@ -692,29 +718,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         progress << (g_stop_requested ? "stop requested" : "time budget reached") << ": finishing "
                  << in_flight << " running evaluations" << std::endl;
       }
-      // Fill free slots: first the proposals a resumed run still owes, then new ones.
-      while (!stopping && in_flight < slots && !redo.empty()) {
-        dispatch(std::move(redo.front()));
-        redo.pop_front();
-      }
-      if (config.deterministic) {
-        // One proposal at a time, each after exactly the tells it is entitled to.
-        while (!stopping && in_flight < slots && redo.empty() &&
-               strategy->next_id() < static_cast<std::uint64_t>(budget)) {
-          const std::uint64_t next_id = strategy->next_id();
-          std::uint64_t need = next_id >= lag ? next_id - lag : 0;
-          tell_ready(need);
-          if (told < need) break;  // an older result is still out: wait for it
-          dispatch(std::move(strategy->ask(1).front()));
-        }
-      } else if (!stopping && redo.empty()) {
-        while (in_flight < slots && strategy->next_id() < static_cast<std::uint64_t>(budget)) {
-          const auto left = static_cast<std::uint64_t>(budget) - strategy->next_id();
-          const auto free = static_cast<std::uint64_t>(std::max(0, slots - in_flight));
-          for (auto& p : strategy->ask(static_cast<std::size_t>(std::min(left, free))))
-            dispatch(std::move(p));
-        }
-      }
+      fill_free_slots();
       if (in_flight == 0) break;
 
       JobResult jr;
@@ -737,6 +741,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         store.finish_run(summary.run_id, "failed");
         throw eval::SetupError(jr.fatal);
       }
+      // The freed worker gets its next candidate before this result is stored: with many
+      // workers finishing together, each would otherwise wait for every store write before its
+      // own.  (In deterministic mode a proposal that needs this result waits for it anyway.)
+      fill_free_slots();
       record(jr);
     }
     if (!g_stop_requested) executor.shutdown();
