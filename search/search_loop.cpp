@@ -62,6 +62,15 @@ db::CostRecord to_record(const std::string& device, const hw::Cost& c,
     r.detail["fallback_nodes"] = c.fallback_nodes;
     r.detail["fallback"] = c.fallback;
   }
+  // The per-node precision notes are for `hw predict`; stored with every evaluation they would
+  // be most of the row (a float NB201 cell on the Edge TPU: 9 KB), and they follow from the
+  // architecture and the device.  The row keeps their count and the first one.
+  if (auto it = r.detail.find("non_native_precision"); it != r.detail.end() && it->is_object()) {
+    if (!it->empty())
+      r.detail["non_native_first"] = it->begin().key() + ": " + it->begin().value().dump();
+    r.detail["non_native_nodes"] = it->size();
+    r.detail.erase(it);
+  }
   r.activity_source = c.activity_source;
   if (!fingerprint.empty()) {
     if (!r.detail.is_object()) r.detail = nlohmann::json::object();
