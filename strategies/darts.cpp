@@ -9,21 +9,19 @@
 // from the learned distribution), then mutations of the derivation (a local search around it)
 // for as long as the budget asks.
 //
-// Saved state: whether the phase ran, its candidates and report, and how many were handed out.
-// The supernet itself is not saved: a state saved after the phase never needs it again, and one
-// saved before the phase reruns it from the same seed.
+// Proposing, the phase and the saved state are strategies/supernet_phase.hpp's.
 #include <stdexcept>
 
-#include "strategies/oneshot.hpp"
 #include "strategies/registry.hpp"
+#include "strategies/supernet_phase.hpp"
 
 namespace hwnas::strategies {
 namespace {
 
-class Darts final : public Strategy {
+class Darts final : public SupernetPhaseStrategy {
  public:
   Darts(const spaces::Space& space, StrategyContext ctx, nlohmann::json params)
-      : Strategy(space, std::move(ctx), std::move(params)) {
+      : SupernetPhaseStrategy(space, std::move(ctx), std::move(params)) {
     if (space_.type() != "nb201" && space_.type() != "cell")
       throw std::invalid_argument(
           "strategy.type: 'darts' searches the edges of cell spaces (space types 'nb201' and "
@@ -31,61 +29,6 @@ class Darts final : public Strategy {
           space_.type() + "' (use a multi-trial strategy for it)");
   }
   std::string name() const override { return "darts"; }
-
- protected:
-  Proposal propose() override {
-    run_phase();
-    if (handed_out_ < candidates_.size()) return {0, candidates_[handed_out_++], {}};
-    ++handed_out_;
-    return {0, space_.mutate(candidates_.front(), rng_), {}};
-  }
-  void learn(const Proposal&, const Result&) override {}
-
-  nlohmann::json save_body() const override {
-    nlohmann::json cands = nlohmann::json::array();
-    for (const auto& g : candidates_) cands.push_back(genome_to_json(g));
-    return {{"phase_done", phase_done_},
-            {"candidates", cands},
-            {"handed_out", handed_out_},
-            {"report", report_}};
-  }
-  void restore_body(const nlohmann::json& s) override {
-    phase_done_ = s.at("phase_done").get<bool>();
-    candidates_.clear();
-    for (const auto& g : s.at("candidates")) candidates_.push_back(genome_from_json(g));
-    handed_out_ = s.at("handed_out").get<std::size_t>();
-    report_ = s.at("report");
-    if (phase_done_ && candidates_.empty())
-      throw std::invalid_argument("darts: the saved state has a finished phase but no candidates");
-  }
-
- private:
-  void run_phase() {
-    if (phase_done_) return;
-    const auto& env = context_.oneshot;
-    if (!env)
-      throw std::invalid_argument(
-          "strategy 'darts' trains a supernet on the task's data before proposing; it runs "
-          "inside `hwnas search` with evaluator 'train' (no one-shot environment was given)");
-    if (auto why = env->unavailable(); !why.empty())
-      throw std::invalid_argument("strategy 'darts' cannot run its supernet phase: " + why);
-    SupernetRequest req;
-    req.method = "darts";
-    req.params = params_;
-    req.seed = rng_();
-    req.candidates = params_.at("candidates").get<int>();
-    SupernetOutcome out = env->run_supernet(space_, req);
-    if (out.candidates.empty())
-      throw std::logic_error("darts: the supernet phase derived no architecture");
-    candidates_ = std::move(out.candidates);
-    report_ = std::move(out.report);
-    phase_done_ = true;
-  }
-
-  bool phase_done_ = false;
-  std::vector<spaces::Genome> candidates_;
-  std::size_t handed_out_ = 0;
-  nlohmann::json report_ = nlohmann::json::object();
 };
 
 }  // namespace

@@ -11,21 +11,19 @@
 // inherited_val_accuracy (and the head's other metrics, inherited_val_loss) and
 // inherited_rank (its place in the supernet's ranking, 0 = best).
 //
-// Saved state: whether the phase ran, its picks with their metrics, its report and how many
-// proposals were handed out.  The supernet itself is not saved: a state saved after the phase
-// never needs it again, and one saved before the phase reruns it from the same seed.
+// Proposing, the phase and the saved state are strategies/supernet_phase.hpp's.
 #include <stdexcept>
 
-#include "strategies/oneshot.hpp"
 #include "strategies/registry.hpp"
+#include "strategies/supernet_phase.hpp"
 
 namespace hwnas::strategies {
 namespace {
 
-class Spos final : public Strategy, public ProposalMetrics {
+class Spos final : public SupernetPhaseStrategy {
  public:
   Spos(const spaces::Space& space, StrategyContext ctx, nlohmann::json params)
-      : Strategy(space, std::move(ctx), std::move(params)) {
+      : SupernetPhaseStrategy(space, std::move(ctx), std::move(params)) {
     if (space_.type() != "macro")
       throw std::invalid_argument(
           "strategy.type: 'spos' shares weights across the layers of a macro space; this space "
@@ -46,78 +44,6 @@ class Spos final : public Strategy, public ProposalMetrics {
     }
   }
   std::string name() const override { return "spos"; }
-
-  nlohmann::json proposal_metrics(const spaces::Genome& g) const override {
-    const std::string h = g.hash();
-    for (std::size_t i = 0; i < candidates_.size(); ++i)
-      if (candidates_[i].hash() == h) return metrics_.at(i);
-    return nlohmann::json::object();
-  }
-
- protected:
-  Proposal propose() override {
-    run_phase();
-    if (handed_out_ < candidates_.size()) return {0, candidates_[handed_out_++], {}};
-    ++handed_out_;
-    return {0, space_.mutate(candidates_.front(), rng_), {}};
-  }
-  void learn(const Proposal&, const Result&) override {}
-
-  nlohmann::json save_body() const override {
-    nlohmann::json cands = nlohmann::json::array();
-    for (const auto& g : candidates_) cands.push_back(genome_to_json(g));
-    return {{"phase_done", phase_done_},
-            {"candidates", cands},
-            {"candidate_metrics", metrics_},
-            {"handed_out", handed_out_},
-            {"report", report_}};
-  }
-  void restore_body(const nlohmann::json& s) override {
-    phase_done_ = s.at("phase_done").get<bool>();
-    candidates_.clear();
-    for (const auto& g : s.at("candidates")) candidates_.push_back(genome_from_json(g));
-    metrics_ = s.at("candidate_metrics").get<std::vector<nlohmann::json>>();
-    handed_out_ = s.at("handed_out").get<std::size_t>();
-    report_ = s.at("report");
-    if (phase_done_ && candidates_.empty())
-      throw std::invalid_argument("spos: the saved state has a finished phase but no candidates");
-    if (metrics_.size() != candidates_.size())
-      throw std::invalid_argument("spos: the saved state has " + std::to_string(metrics_.size()) +
-                                  " metric sets for " + std::to_string(candidates_.size()) +
-                                  " candidates");
-  }
-
- private:
-  void run_phase() {
-    if (phase_done_) return;
-    const auto& env = context_.oneshot;
-    if (!env)
-      throw std::invalid_argument(
-          "strategy 'spos' trains a supernet on the task's data before proposing; it runs "
-          "inside `hwnas search` with evaluator 'train' (no one-shot environment was given)");
-    if (auto why = env->unavailable(); !why.empty())
-      throw std::invalid_argument("strategy 'spos' cannot run its supernet phase: " + why);
-    SupernetRequest req;
-    req.method = "spos";
-    req.params = params_;
-    req.seed = rng_();
-    req.candidates = params_.at("candidates").get<int>();
-    req.objectives = context_.objectives;
-    SupernetOutcome out = env->run_supernet(space_, req);
-    if (out.candidates.empty())
-      throw std::logic_error("spos: the supernet phase picked no architecture");
-    candidates_ = std::move(out.candidates);
-    metrics_ = std::move(out.candidate_metrics);
-    metrics_.resize(candidates_.size(), nlohmann::json::object());
-    report_ = std::move(out.report);
-    phase_done_ = true;
-  }
-
-  bool phase_done_ = false;
-  std::vector<spaces::Genome> candidates_;
-  std::vector<nlohmann::json> metrics_;  // per candidate, stored with its evaluation
-  std::size_t handed_out_ = 0;
-  nlohmann::json report_ = nlohmann::json::object();
 };
 
 }  // namespace
