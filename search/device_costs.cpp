@@ -1,5 +1,6 @@
 #include "search/device_costs.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
@@ -146,12 +147,22 @@ void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
       done_[{id, i}] = std::move(*hit);  // finish() takes it from here
       continue;
     }
+    // The same architecture already being measured (another candidate in flight): share it,
+    // so the device is asked once.
+    auto same = std::find_if(running_.begin(), running_.end(), [&](const auto& r) {
+      return r.first.second == i && r.second.arch_hash == hash;
+    });
+    if (same != running_.end()) {
+      running_[{id, i}] = {hash, same->second.answer};
+      continue;
+    }
     if (!w) {
       auto built = std::make_shared<hw::Workload>(spaces::build_workload(genome));
       built->architecture = nlohmann::json::parse(canonical);
       w = std::move(built);
     }
-    running_[{id, i}] = {hash, std::async(std::launch::async, [&d, w] { return d.estimate(*w); })};
+    running_[{id, i}] = {
+        hash, std::async(std::launch::async, [&d, w] { return d.estimate(*w); }).share()};
   }
 }
 

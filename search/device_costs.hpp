@@ -67,14 +67,15 @@ class SearchCosts {
   // Moves finished measurements to done_ and into the cache right away.
   void harvest();
 
+  // Shared: candidates of one architecture in flight together wait for one measurement.
   struct Measuring {
     std::string arch_hash;
-    std::future<hw::Cost> answer;
+    std::shared_future<hw::Cost> answer;
   };
   using Key = std::pair<std::uint64_t, std::size_t>;  // (proposal id, device index)
   std::map<Key, Measuring> running_;
   std::map<Key, db::CostRecord> done_;  // ready for finish(): cache hits and harvested answers
-  std::vector<std::future<hw::Cost>> abandoned_;  // of failed evaluations
+  std::vector<std::shared_future<hw::Cost>> abandoned_;  // of failed evaluations
 };
 
 }  // namespace hwnas::search
