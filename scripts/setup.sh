@@ -8,7 +8,7 @@ BUILD_DIR="${1:-build}"
 
 PACKAGES=(build-essential cmake pkg-config libtbb-dev libboost-graph-dev libopenmpi-dev openmpi-bin
           libsqlite3-dev sqlite3 libeigen3-dev nlohmann-json3-dev libcli11-dev libgtest-dev
-          zlib1g-dev libfftw3-dev dataset-fashion-mnist clang-format
+          zlib1g-dev libfftw3-dev libjemalloc-dev dataset-fashion-mnist clang-format
           libjs-chart.js chromium fonts-dejavu-core
           libonnx-dev libprotobuf-dev python3-onnx python3-torch python3-numpy)
 missing=()

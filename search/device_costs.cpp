@@ -167,7 +167,8 @@ void SearchCosts::start(std::uint64_t id, const spaces::Genome& genome) {
 }
 
 std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Workload& evaluated,
-                                                const std::string& arch_hash) {
+                                                const std::string& arch_hash,
+                                                std::uint64_t static_key) {
   if (!caching_.empty()) harvest();
   std::vector<db::CostRecord> out;
   out.reserve(devices_.size());
@@ -180,7 +181,20 @@ std::vector<db::CostRecord> SearchCosts::finish(std::uint64_t id, const hw::Work
     }
     auto it = running_.find({id, i});
     if (it == running_.end()) {
-      out.push_back(cost_on_device(d, evaluated, arch_hash, &store_, fingerprints_[i]));
+      if (static_key == 0 || d.caches_costs()) {
+        out.push_back(cost_on_device(d, evaluated, arch_hash, &store_, fingerprints_[i]));
+        continue;
+      }
+      auto key = std::make_tuple(arch_hash, static_key, i);
+      auto known = repeat_costs_.find(key);
+      if (known == repeat_costs_.end()) {
+        if (repeat_costs_.size() >= kRepeatCostsMax) repeat_costs_.clear();
+        known = repeat_costs_
+                    .emplace(std::move(key),
+                             cost_on_device(d, evaluated, arch_hash, &store_, fingerprints_[i]))
+                    .first;
+      }
+      out.push_back(known->second);
       continue;
     }
     db::CostRecord c;

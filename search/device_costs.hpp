@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -50,9 +51,12 @@ class SearchCosts {
   void start(std::uint64_t id, const spaces::Genome& genome);
   // At the result: the costs of proposal `id` on every device, in device order.  `evaluated`
   // is the workload the evaluation measured (with activity); it carries the genome when a
-  // device wants it.
+  // device wants it.  `static_key` (non-zero) says the workload measured nothing, so it is the
+  // architecture's alone, and identifies it (search_loop.hpp's architecture_workload_key): a
+  // device model is then asked once per (architecture, key) in this search, and repeats of an
+  // architecture, which are most evaluations of a long search, cost a look-up.
   std::vector<db::CostRecord> finish(std::uint64_t id, const hw::Workload& evaluated,
-                                     const std::string& arch_hash);
+                                     const std::string& arch_hash, std::uint64_t static_key = 0);
   // A failed evaluation: drops its measurements (they still run to completion).
   void forget(std::uint64_t id);
 
@@ -76,6 +80,10 @@ class SearchCosts {
   std::map<Key, Measuring> running_;
   std::map<Key, db::CostRecord> done_;  // ready for finish(): cache hits and harvested answers
   std::vector<std::shared_future<hw::Cost>> abandoned_;  // of failed evaluations
+  // Costs of workloads without measurements: (architecture hash, static key, device index).
+  // Bounded: cleared when full, so a search over millions of architectures stays small.
+  static constexpr std::size_t kRepeatCostsMax = 1 << 16;
+  std::map<std::tuple<std::string, std::uint64_t, std::size_t>, db::CostRecord> repeat_costs_;
 };
 
 }  // namespace hwnas::search

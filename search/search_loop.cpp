@@ -412,9 +412,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     bool shared = false;
   };
   std::unordered_map<std::int64_t, StoredWorkload> stored_workloads;
-  auto workload_to_store = [&](std::int64_t arch_id, const hw::Workload& w) -> nlohmann::json {
+  // `key`: architecture_workload_key(w), 0 for a workload without nodes.
+  auto workload_to_store = [&](std::int64_t arch_id, const hw::Workload& w,
+                               std::uint64_t key) -> nlohmann::json {
     if (w.nodes.empty()) return w.to_json();  // a failed evaluation's: nothing to share
-    const std::uint64_t key = architecture_workload_key(w);
     auto it = stored_workloads.find(arch_id);
     if (it == stored_workloads.end() || it->second.key != key) {
       const nlohmann::json part = db::architecture_workload_part(w.to_json());
@@ -574,7 +575,9 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         if (!rec.metrics.contains(k)) rec.metrics[k] = v;
     }
     rec.fidelity = stored_fidelity(proposal);
-    rec.workload = workload_to_store(rec.arch_id, res.workload);
+    const std::uint64_t workload_key =
+        res.workload.nodes.empty() ? 0 : architecture_workload_key(res.workload);
+    rec.workload = workload_to_store(rec.arch_id, res.workload, workload_key);
     rec.loss_curve = res.loss_curve;
     rec.wall_seconds = res.wall_seconds;
     rec.worker_rank = jr.worker_rank;
@@ -589,7 +592,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         with_architecture.architecture = std::move(architecture);
         workload = &with_architecture;
       }
-      rec.costs = costs.finish(jr.id, *workload, hash);
+      rec.costs =
+          costs.finish(jr.id, *workload, hash, has_measurements(res.workload) ? 0 : workload_key);
     } else {
       costs.forget(jr.id);
     }

@@ -188,15 +188,30 @@ Genome& Genome::operator=(Genome&& o) noexcept {
   return *this;
 }
 
+const Genome::Graph& Genome::empty_graph() {
+  static const Graph empty;
+  return empty;
+}
+
+Genome::Graph& Genome::mutable_graph() {
+  // use_count() > 1 may be stale by the time it is read only in the harmless direction (another
+  // sharer let go): then the copy was unnecessary, never wrong.
+  if (!graph_)
+    graph_ = std::make_shared<Graph>();
+  else if (graph_.use_count() > 1)
+    graph_ = std::make_shared<Graph>(*graph_);
+  return *graph_;
+}
+
 Genome::Genome(TensorType input) {
-  Graph& gr = graph_;
+  Graph& gr = mutable_graph();
   auto v = boost::add_vertex(gr);
   gr[v].kind = kInputKind;
   gr[v].out = std::move(input);
 }
 
 Genome::NodeId Genome::add_node(std::string kind, nlohmann::json params) {
-  Graph& gr = graph_;
+  Graph& gr = mutable_graph();
   if (boost::num_vertices(gr) == 0)
     throw GenomeError("add_node: genome has no input node (construct it with an input type)");
   auto v = boost::add_vertex(gr);
@@ -206,7 +221,7 @@ Genome::NodeId Genome::add_node(std::string kind, nlohmann::json params) {
 }
 
 void Genome::add_edge(NodeId from, NodeId to) {
-  Graph& gr = graph_;
+  Graph& gr = mutable_graph();
   if (from >= num_nodes() || to >= num_nodes())
     throw GenomeError("add_edge: node " + std::to_string(std::max(from, to)) + " does not exist");
   int slot = static_cast<int>(boost::in_degree(to, gr));
@@ -223,7 +238,7 @@ void Genome::remove_edge(NodeId from, NodeId to) {
   if (pos == ins.rend())
     throw GenomeError("remove_edge: no edge " + std::to_string(from) + " -> " + std::to_string(to));
   ins.erase(std::next(pos).base());
-  boost::clear_in_edges(to, graph_);
+  boost::clear_in_edges(to, mutable_graph());
   for (NodeId u : ins) add_edge(u, to);
 }
 
@@ -235,7 +250,7 @@ const BlockNode& Genome::node(NodeId v) const {
 }
 BlockNode& Genome::node(NodeId v) {
   if (v >= num_nodes()) throw GenomeError("node " + std::to_string(v) + " does not exist");
-  return graph_[v];
+  return mutable_graph()[v];
 }
 
 std::vector<Genome::NodeId> Genome::inputs_of(NodeId v) const {
@@ -303,7 +318,7 @@ void Genome::validate() {
   if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == content_fingerprint())
     return;
   const std::size_t n = num_nodes();
-  Graph& gr = graph_;
+  Graph& gr = mutable_graph();
   if (n < 2) throw GenomeError("genome needs an input node and at least one block");
   if (gr[0].kind != kInputKind)
     throw GenomeError("node 0 must be the input node, found kind '" + gr[0].kind + "'");

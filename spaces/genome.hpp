@@ -82,8 +82,8 @@ class Genome {
   std::vector<NodeId> inputs_of(NodeId v) const;  // predecessors in slot order
   std::vector<NodeId> outputs_of(NodeId v) const;
   std::vector<NodeId> topological_order() const;  // throws GenomeError on a cycle
-  const TensorType& input_type() const { return graph_[0].out; }
-  const Graph& graph() const { return graph_; }
+  const TensorType& input_type() const { return graph()[0].out; }
+  const Graph& graph() const { return graph_ ? *graph_ : empty_graph(); }
 
   // Checks acyclicity, single sink, connectivity, known kinds, hyperparameter domains and shape
   // compatibility, inferring every node's output type.  Throws GenomeError.
@@ -114,8 +114,17 @@ class Genome {
   };
   std::uint64_t content_fingerprint() const;
   std::string compute_canonical_json() const;
+  static const Graph& empty_graph();
+  // This genome's own graph, for a change: copied first when another genome shares it.
+  Graph& mutable_graph();
 
-  Graph graph_;
+  // Copy-on-write: copies share one graph until one of them changes.  The search copies
+  // genomes into proposals, jobs and populations far more often than it changes them, and
+  // Boost's adjacency_list declares a copy constructor but no move constructor, so even a
+  // "move" of a by-value graph copied every node and edge list.  Null means no nodes.
+  // A BlockNode& from the non-const node() is this genome's alone only until the genome is
+  // copied: take it, change it, then copy.
+  std::shared_ptr<Graph> graph_;
   nlohmann::json meta_ = nlohmann::json::object();
   mutable std::atomic<std::shared_ptr<const CanonicalCache>> canonical_cache_;
 };
