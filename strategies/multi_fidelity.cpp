@@ -21,15 +21,23 @@
 // New candidates come from a proposer, any single-fidelity strategy ("random",
 // "regularized_evolution", "bananas", ...), one per bracket, run inside this one with derived
 // seeds.  Each is told its candidates' results at the bracket's first rung, so every result a
-// proposer learns from was measured at the same fidelity.  Ranking inside a rung uses
-// the scalar fitness under Deb's feasibility rule (scalar_better); several objectives are
-// scalarised by the search's fitness.
+// proposer learns from was measured at the same fidelity.
+//
+// Ranking inside a rung ("promotion"):
+//  - "fitness": the scalar fitness under Deb's feasibility rule (scalar_better); several
+//    objectives are scalarised by the search's fitness.
+//  - "pareto": MO-ASHA (Schmucker et al., "Multi-objective Asynchronous Successive Halving",
+//    2021) with NSGA-II's ordering: the rung's feasible results by non-dominated sorting on all
+//    the search's objectives, each front by crowding distance (widest first), so the top 1/eta
+//    spread along the accuracy-cost front instead of all being the most accurate (and largest)
+//    networks.
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
 #include <stdexcept>
 
+#include "strategies/pareto.hpp"
 #include "strategies/registry.hpp"
 
 namespace hwnas::strategies {
@@ -56,6 +64,8 @@ class MultiFidelity final : public Strategy {
       : Strategy(space, ctx, p),
         hyperband_(hyperband),
         eta_(p["eta"]),
+        pareto_promotion_(p["promotion"] == "pareto"),
+        maximize_(maximize_flags(ctx.objectives)),
         max_epochs_(p["max_epochs"]),
         ladder_(epoch_ladder(p["min_epochs"], p["max_epochs"], p["eta"])) {
     const int brackets = hyperband_ ? static_cast<int>(ladder_.size()) : 1;
@@ -243,17 +253,12 @@ class MultiFidelity final : public Strategy {
         auto& rung = br.rungs[static_cast<std::size_t>(k)];
         const std::size_t top = rung.size() / static_cast<std::size_t>(eta_);
         if (top == 0) continue;
-        std::vector<Entry*> order;
-        for (auto& e : rung) order.push_back(&e);
-        // Stable on ties: the earlier result wins, independent of the container's history.
-        std::stable_sort(order.begin(), order.end(), [](const Entry* x, const Entry* y) {
-          return scalar_better(x->result, y->result);
-        });
+        const std::vector<Entry*> order = ranked(rung);
         for (std::size_t i = 0; i < top; ++i) {
           Entry* e = order[i];
           // Failed or constraint-violating candidates are not trained further: more epochs
           // do not change a latency bound.
-          if (e->promoted || !e->result.ok || e->result.violation > 0) continue;
+          if (e->promoted || !promotable(e->result)) continue;
           e->promoted = true;
           const Candidate& c = candidates_[e->candidate];
           in_flight_[id] = {e->candidate, static_cast<int>(b), k + 1};
@@ -266,8 +271,49 @@ class MultiFidelity final : public Strategy {
     return std::nullopt;
   }
 
+  static bool promotable(const Result& r) { return r.ok && r.violation <= 0; }
+
+  // A rung's results, best first, by the configured promotion rule.  Stable on ties: the
+  // earlier result wins, independent of the container's history.
+  std::vector<Entry*> ranked(std::vector<Entry>& rung) const {
+    std::vector<Entry*> order;
+    for (auto& e : rung) order.push_back(&e);
+    std::stable_sort(order.begin(), order.end(), [](const Entry* x, const Entry* y) {
+      return scalar_better(x->result, y->result);
+    });
+    if (!pareto_promotion_) return order;
+    // Feasible results with every objective measured, by front and crowding; the rest (never
+    // promoted) after them in fitness order.
+    std::vector<Entry*> feasible, rest;
+    std::vector<std::vector<double>> points;
+    for (Entry* e : order) {
+      const auto& v = e->result.objectives;
+      const bool measured = std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+      if (promotable(e->result) && measured && !v.empty()) {
+        feasible.push_back(e);
+        points.push_back(v);
+      } else {
+        rest.push_back(e);
+      }
+    }
+    std::vector<Entry*> out;
+    out.reserve(order.size());
+    for (auto& front : non_dominated_sort(points, maximize_)) {
+      const std::vector<double> crowding = crowding_distance(points, front);
+      std::vector<std::size_t> by_crowding(front.size());
+      for (std::size_t i = 0; i < front.size(); ++i) by_crowding[i] = i;
+      std::stable_sort(by_crowding.begin(), by_crowding.end(),
+                       [&](std::size_t a, std::size_t b) { return crowding[a] > crowding[b]; });
+      for (std::size_t i : by_crowding) out.push_back(feasible[front[i]]);
+    }
+    out.insert(out.end(), rest.begin(), rest.end());
+    return out;
+  }
+
   bool hyperband_;
   int eta_;
+  bool pareto_promotion_;
+  std::vector<bool> maximize_;
   int max_epochs_;
   std::vector<int> ladder_;
   std::vector<std::unique_ptr<Strategy>> proposers_;  // one per bracket
@@ -285,6 +331,10 @@ std::vector<ParamSpec> multi_fidelity_params() {
           ParamSpec::int_range("eta", 2, 100, 3,
                                "reduction factor: the top 1/eta of a rung is promoted to eta "
                                "times the epochs"),
+          ParamSpec::choice("promotion", {"fitness", "pareto"}, "fitness",
+                            "how a rung ranks its results for promotion: the search's scalar "
+                            "fitness, or Pareto rank on all objectives then crowding distance "
+                            "(MO-ASHA)"),
           ParamSpec::any_json("proposer", {{"type", "random"}},
                               "the strategy that proposes new candidates, an object like "
                               "\"strategy\" itself, e.g. {\"type\": \"regularized_evolution\", "

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "nb201_bench.hpp"
 #include "strategies/registry.hpp"
@@ -130,6 +131,38 @@ TEST(MultiFidelity, FailedAndInfeasibleCandidatesAreNeverPromoted) {
   for (const auto& p : s->ask(4)) EXPECT_EQ(p.fidelity.epochs, 1);
 }
 
+TEST(MultiFidelity, ParetoPromotionSpreadsAlongTheFrontInsteadOfTakingTheMostAccurate) {
+  // Six first-rung results (accuracy max, latency min), eta 3: two are promoted.  On the
+  // non-dominated front {a, b, c, f}, a and c are the extremes (infinite crowding distance);
+  // "fitness" (accuracy) promotes a and b, the two most accurate and slowest.
+  StrategyContext ctx = one_objective();
+  ctx.objectives.push_back({"latency_ms", false});
+  const std::vector<std::pair<double, double>> scores = {
+      {0.90, 10.0}, {0.89, 9.9}, {0.50, 1.0}, {0.85, 12.0}, {0.40, 2.0}, {0.70, 5.0}};
+  auto promoted_of = [&](const std::string& rule) {
+    auto s = make_strategy({{"type", "successive_halving"},
+                            {"min_epochs", 1},
+                            {"max_epochs", 9},
+                            {"eta", 3},
+                            {"promotion", rule}},
+                           test::nb201_space(), ctx);
+    const auto first = s->ask(6);
+    std::map<std::string, int> index_of;
+    for (std::size_t i = 0; i < first.size(); ++i) {
+      index_of[first[i].genome.canonical_json()] = static_cast<int>(i);
+      Result r = scored(first[i], scores[i].first);
+      r.objectives = {scores[i].first, scores[i].second};
+      s->tell(r);
+    }
+    std::set<int> promoted;
+    for (const auto& p : s->ask(3))
+      if (p.fidelity.epochs == 3) promoted.insert(index_of.at(p.genome.canonical_json()));
+    return promoted;
+  };
+  EXPECT_EQ(promoted_of("pareto"), (std::set<int>{0, 2}));
+  EXPECT_EQ(promoted_of("fitness"), (std::set<int>{0, 1}));
+}
+
 TEST(MultiFidelity, EvolutionProposerLearnsFromFirstRungResults) {
   StrategyContext ctx = one_objective();
   ctx.objectives.push_back({"latency_ms", false});  // nb201_quick_result's two objectives
@@ -160,4 +193,5 @@ TEST(MultiFidelity, BadParametersNameTheField) {
                 {"proposer", {{"type", "regularized_evolution"}, {"population", 1}}}},
                "strategy.proposer: strategy.population");
   expect_error({{"type", "successive_halving"}, {"eta", 1}}, "strategy.eta");
+  expect_error({{"type", "successive_halving"}, {"promotion", "nsga"}}, "strategy.promotion");
 }
