@@ -4,6 +4,7 @@
 #include <iostream>
 #include <memory>
 
+#include "common/json_file.hpp"
 #include "deploy/export.hpp"
 #include "nn/state_dict.hpp"
 #include "search/arch_ref.hpp"
@@ -22,13 +23,11 @@ spaces::Genome genome_to_export(const ExportOptions& o, std::string& label) {
   if (!o.genome.empty()) {
     if (!o.db.empty() || !o.arch.empty())
       throw ArchRefError("--genome: give either --genome FILE or --db FILE --arch ID, not both");
-    std::ifstream in(o.genome);
-    if (!in) throw ArchRefError("--genome: cannot open '" + o.genome + "'");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw ArchRefError("--genome: '" + o.genome + "' is not valid JSON: " + e.what());
+      j = read_json_file(o.genome);
+    } catch (const JsonFileError& e) {
+      throw ArchRefError(std::string("--genome: ") + e.what());
     }
     try {
       spaces::Genome g = spaces::Genome::from_json(j);
