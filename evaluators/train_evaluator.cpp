@@ -32,20 +32,26 @@ std::string TrainingMemoryEstimate::describe() const {
 TrainingMemoryEstimate estimate_training_memory(const hw::Workload& w, const TrainConfig& c) {
   constexpr double kFloat = 4;  // training runs in float32 whatever precision a node deploys at
   TrainingMemoryEstimate e;
-  double params = 0, outputs = 0, widest = w.input_bytes;
+  double params = 0, kept = w.input_bytes, columns = 0, widest = w.input_bytes;
   for (const auto& n : w.nodes) {
     params += n.params;
     // A node's bytes are at its deployed precision; training keeps them as floats.
     const double to_float = n.bits > 0 ? 32.0 / n.bits : 1.0;
-    outputs += n.output_bytes * to_float;
+    // Autograd keeps what each of the block's eager kernels wrote (a conv block: the conv, its
+    // norm and its activation outputs), about one output's size each.
+    kept += n.output_bytes * to_float * n.kernels_eager();
+    // A convolution's im2col columns (in channels x k x k per output position, i.e. MACs per
+    // output channel) exist for one conv at a time.
+    if (n.category == hw::OpCategory::Conv && n.channels > 0)
+      columns = std::max(columns, n.macs / n.channels * kFloat);
     widest = std::max(widest, (n.input_bytes + n.output_bytes) * to_float);
   }
   e.weights_bytes = params * kFloat;
   e.gradients_bytes = params * kFloat;
   const double states = c.optimizer == "adamw" ? 2 : (c.momentum > 0 ? 1 : 0);
   e.optimizer_bytes = states * params * kFloat;
-  e.activations_bytes = std::max(c.batch_size * (w.input_bytes + outputs),
-                                 static_cast<double>(c.eval_batch_size) * widest);
+  e.activations_bytes =
+      std::max(c.batch_size * (kept + columns), static_cast<double>(c.eval_batch_size) * widest);
   return e;
 }
 
