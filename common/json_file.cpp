@@ -119,10 +119,11 @@ json parse_json_text(const std::string& text, const std::string& source) {
       const auto q = what.find('\'');
       const std::string number =
           q == std::string::npos ? "a number" : "the number " + what.substr(q);
-      throw JsonFileError("'" + source + "' (" + at + "): " + number +
+      throw JsonFileError((source.empty() ? at : "'" + source + "' (" + at + ")") + ": " + number +
                           " is beyond the range of a double (magnitudes up to about 1.8e308)");
     }
-    throw JsonFileError("'" + source + "' is not valid JSON (" + at + "): " + bare(e.what()));
+    throw JsonFileError((source.empty() ? "" : "'" + source + "' ") + "is not valid JSON (" + at +
+                        "): " + bare(e.what()));
   }
 }
 

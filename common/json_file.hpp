@@ -18,7 +18,8 @@ struct JsonFileError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-// Parses `text`, read from `source` (a path, or e.g. "stdin line 4"); throws JsonFileError.
+// Parses `text` read from the file `source` ("": text the caller names itself, e.g. a line of
+// stdin); throws JsonFileError.
 nlohmann::json parse_json_text(const std::string& text, const std::string& source);
 
 // Reads and parses the file at `path`; throws JsonFileError ("cannot open", "is a directory",

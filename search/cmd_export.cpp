@@ -8,6 +8,7 @@
 #include "deploy/export.hpp"
 #include "nn/state_dict.hpp"
 #include "search/arch_ref.hpp"
+#include "search/cli_checks.hpp"
 #include "spaces/model_builder.hpp"
 
 namespace hwnas::search {
@@ -90,7 +91,8 @@ void add_export_command(CLI::App& app) {
   auto o = std::make_shared<ExportOptions>();
   auto* sub = app.add_subcommand(
       "export", "Export a trained architecture to ONNX or to a PyTorch module with its weights");
-  sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)");
+  sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)")
+      ->check(db_path());
   sub->add_option("--arch", o->arch, "architecture id, or its hash (a unique prefix suffices)");
   sub->add_option("--genome", o->genome,
                   "a genome JSON file instead of --db/--arch (e.g. to time an architecture "
@@ -98,7 +100,8 @@ void add_export_command(CLI::App& app) {
   sub->add_option("--weights", o->weights,
                   "weights written by `hwnas train` (module state); required with --db/--arch, "
                   "optional with --genome (default: untrained initial weights)");
-  sub->add_option("--seed", o->seed, "seed of the initial weights when --weights is not given");
+  sub->add_option("--seed", o->seed, "seed of the initial weights when --weights is not given")
+      ->check(seed_range());
   sub->add_option("--format", o->format, "onnx or pytorch")->required();
   sub->add_option("--out", o->out, "file to write (.onnx, or the module's .py)")->required();
   sub->callback([o] {

@@ -17,6 +17,7 @@
 #include "nn/autograd.hpp"
 #include "nn/state_file.hpp"
 #include "search/batch_predict.hpp"
+#include "search/cli_checks.hpp"
 #include "spaces/genome.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
@@ -311,7 +312,7 @@ void run_predict(const PredictArgs& a) {
           if (idx < 0) nb201->parse(line);  // throws the parser's message
           emit(line, cache->at(idx));
         } else if (line[0] == '{') {
-          nlohmann::json j = parse_json_text(line, "stdin line " + std::to_string(lineno));
+          nlohmann::json j = parse_json_text(line, "");  // the catch below names the line
           if (is_workload_json(j)) {
             emit(line, dev->estimate_total(hw::Workload::from_json(j)));
           } else {
@@ -408,7 +409,7 @@ void add_hw_commands(CLI::App& app) {
   predict->add_flag("--all", pa->all, "every architecture of --space (finite spaces)");
   predict->add_option("--sample", pa->sample, "N architectures sampled from --space")
       ->check(CLI::Range(1, 100000000));
-  predict->add_option("--seed", pa->seed, "seed of --sample");
+  predict->add_option("--seed", pa->seed, "seed of --sample")->check(seed_range());
   predict->callback([pa] { run_predict(*pa); });
 
   auto* cal = hw_cmd->add_subcommand("calibrate", "Fit a device model to measured latencies");
@@ -429,7 +430,8 @@ void add_hw_commands(CLI::App& app) {
       ->check(CLI::Range(2, 1000000));
   cal->add_option("--out,-o", *c_out, "tuned device JSON to write")->required();
   cal->add_option("--seed", c_opt->seed,
-                  "seed of the train / held-out split (and of --reference sampling)");
+                  "seed of the train / held-out split (and of --reference sampling)")
+      ->check(seed_range());
   cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")
       ->check(CLI::Range(0.0, 0.9));
   cal->add_option("--ridge", c_opt->ridge,
@@ -518,7 +520,7 @@ void add_hw_commands(CLI::App& app) {
       ->check(CLI::Range(1, 65536));
   meas->add_option("--reps", m->reps, "timed repetitions (median)")->check(CLI::Range(1, 100000));
   meas->add_option("--warmup", m->warmup, "warm-up runs")->check(CLI::Range(0, 100000));
-  meas->add_option("--seed", m->seed, "sampling seed");
+  meas->add_option("--seed", m->seed, "sampling seed")->check(seed_range());
   meas->callback([m] {
     auto space = spaces::load_space(m->space);
     // Genomes are written next to the CSV so that each row names a genome JSON file, by a path
