@@ -37,21 +37,23 @@ std::string file_uri(const std::string& path) {
   return uri;
 }
 
-// Whether a read-only open must be immutable to work at all.  A reader of a WAL database needs
-// the -shm index, which SQLite creates next to the file; in a directory this process may not
-// write (a read-only mount, another user's results) it cannot, and every query then fails with
-// "attempt to write a readonly database".  Where no -wal file exists the database file alone
-// holds every commit (the last connection to close checkpoints the WAL into it and deletes
-// it), so "immutable=1" reads it exactly, without -shm and without locks.  Where a -wal exists
-// (a writer is running, or one crashed) its commits are only in it: immutable would hide them,
-// so the plain read-only open is kept; SQLite (>= 3.22) reads it if the -shm exists.  The one
-// risk left, a writer starting after this check in a directory others may write to, can make a
-// query fail; the file is never written, so it cannot be damaged.
+// Whether a read-only open is made immutable.  A reader of a WAL database needs the -shm index,
+// which SQLite creates next to the file: in a directory this process may not write (a read-only
+// mount, another user's results) it cannot, and every query fails with "attempt to write a
+// readonly database"; next to a file it may not write, it would leave a -shm and an empty -wal
+// owned by the reader, which the file's owner may then be unable to write or remove (sticky
+// /tmp).  Where no -wal file exists the database file alone holds every commit (the last
+// connection to close checkpoints the WAL into it and deletes it), so "immutable=1" reads it
+// exactly, without -shm, -wal or locks.  Where a -wal exists (a writer is running, or one
+// crashed) its commits are only in it: immutable would hide them, so the plain read-only open
+// is kept; SQLite (>= 3.22) reads it through the existing -shm even when that is not writable.
+// A writer able to start after this check (someone else may write the directory and the file)
+// could make a query fail; the file is never written, so it cannot be damaged.
 bool needs_immutable(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::exists(path + "-wal", ec)) return false;
   const auto dir = std::filesystem::absolute(path, ec).parent_path();
-  return ::access(dir.c_str(), W_OK) != 0;
+  return ::access(dir.c_str(), W_OK) != 0 || ::access(path.c_str(), W_OK) != 0;
 }
 
 }  // namespace

@@ -410,7 +410,7 @@ nlohmann::json read_device_file(const std::string& path) {
   try {
     return read_json_file(path);
   } catch (const JsonFileError& e) {
-    throw std::invalid_argument(std::string("device file ") + e.what());
+    throw std::invalid_argument(std::string("device file: ") + e.what());
   }
 }
 

@@ -33,7 +33,7 @@ nlohmann::json read_json(const std::string& path, const char* what) {
   try {
     return read_json_file(path);
   } catch (const JsonFileError& e) {
-    throw std::invalid_argument(std::string(what) + " " + e.what());
+    throw std::invalid_argument(std::string(what) + ": " + e.what());
   }
 }
 

@@ -140,7 +140,7 @@ std::unique_ptr<Space> load_space(const std::string& path) {
   try {
     def = read_json_file(path);
   } catch (const JsonFileError& e) {
-    throw std::invalid_argument(std::string("space file ") + e.what());
+    throw std::invalid_argument(std::string("space file: ") + e.what());
   }
   try {
     return make_space(def);

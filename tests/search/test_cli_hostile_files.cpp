@@ -81,7 +81,7 @@ TEST(HostileFiles, ANumberBeyondTheDoubleRangeNamesFileLineAndField) {
   expect_one_error("search " + d.file("config2.json", cfg.dump()),
                    {"config.space: '" + space + "' (line 2, column", "field 'outputs'",
                     "'-1e999' " + std::string(kOverflow)});
-  expect_one_error("space sample " + space, {"space file '" + space + "'", "field 'outputs'"});
+  expect_one_error("space sample " + space, {"space file: '" + space + "'", "field 'outputs'"});
   // A device of an analytic family, and a lookup-table device.
   json gpu = read(kSource + "/hwmodels/devices/h100_sxm.json");
   text = gpu.dump(1);
@@ -90,13 +90,13 @@ TEST(HostileFiles, ANumberBeyondTheDoubleRangeNamesFileLineAndField) {
   const std::string dev = d.file("gpu.json", text);
   expect_one_error(
       "hw predict --device " + dev + " x",
-      {"device file '" + dev + "'", "field 'mem_bw'", "'2e308' " + std::string(kOverflow)});
+      {"device file: '" + dev + "'", "field 'mem_bw'", "'2e308' " + std::string(kOverflow)});
   const std::string lut = d.file(
       "lut.json",
       R"({"name": "l", "family": "lut", "table": {"conv": {"latency_us": 5}, "dense": {"macs": 1e400}}})");
   expect_one_error(
       "hw predict --device " + lut + " x",
-      {"device file '" + lut + "' (line 1, column", "field 'table.dense.macs'", kOverflow});
+      {"device file: '" + lut + "' (line 1, column", "field 'table.dense.macs'", kOverflow});
   // A genome file (export) and a workload architecture file (hw predict).
   const std::string genome =
       d.file("genome.json", "{\"nodes\": [{\"params\": {\"units\": [1, 1e400]}}]}");
@@ -106,7 +106,7 @@ TEST(HostileFiles, ANumberBeyondTheDoubleRangeNamesFileLineAndField) {
   const std::string arch =
       d.file("arch.json", "{\"nodes\": [{\"category\": \"dense\", \"macs\": 1e400}]}");
   expect_one_error("hw predict --device rpi4_a72 " + arch,
-                   {"architecture file '" + arch + "'", "field 'nodes[0].macs'", kOverflow});
+                   {"architecture file: '" + arch + "'", "field 'nodes[0].macs'", kOverflow});
   // Syntax errors keep naming the file, now with the line and field too.
   const std::string broken = d.file("broken.json", "{\"a\": {\"b\": [1, 2,, 3]}}");
   expect_one_error("search " + broken,
@@ -246,4 +246,14 @@ TEST(ReadOnlyUse, QueryCommandsReadADatabaseTheyMayNotWrite) {
   EXPECT_FALSE(fs::exists(ro / "r.db-wal"));
   EXPECT_FALSE(fs::exists(ro / "r.db-shm"));
   EXPECT_EQ(fs::last_write_time(ro / "r.db"), before);
+
+  // A read-only file in a directory anyone may write: read, and no -shm / -wal owned by nobody
+  // is left for the owner to trip over.
+  const fs::path shared = d.path / "shared.db";
+  fs::copy_file(ro / "r.db", shared);
+  fs::permissions(shared, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  r = as_nobody({"runs", "--db", shared.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(shared.string() + "-wal"));
+  EXPECT_FALSE(fs::exists(shared.string() + "-shm"));
 }
