@@ -1,8 +1,10 @@
 #include "db/sqlite.hpp"
 
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 namespace hwnas::db {
@@ -19,6 +21,41 @@ std::string with_context(std::string_view what, std::string_view context) {
   return msg;
 }
 
+// A file: URI naming `path` (RFC 3986: '%', '?' and '#' would end or escape the path).
+std::string file_uri(const std::string& path) {
+  std::string uri = "file:";
+  for (unsigned char c : std::filesystem::absolute(path).string()) {
+    if (c == '%' || c == '?' || c == '#' || c < 0x20 || c >= 0x7f) {
+      static const char* hex = "0123456789ABCDEF";
+      uri += '%';
+      uri += hex[c >> 4];
+      uri += hex[c & 15];
+    } else {
+      uri += static_cast<char>(c);
+    }
+  }
+  return uri;
+}
+
+// Whether a read-only open is made immutable.  A reader of a WAL database needs the -shm index,
+// which SQLite creates next to the file: in a directory this process may not write (a read-only
+// mount, another user's results) it cannot, and every query fails with "attempt to write a
+// readonly database"; next to a file it may not write, it would leave a -shm and an empty -wal
+// owned by the reader, which the file's owner may then be unable to write or remove (sticky
+// /tmp).  Where no -wal file exists the database file alone holds every commit (the last
+// connection to close checkpoints the WAL into it and deletes it), so "immutable=1" reads it
+// exactly, without -shm, -wal or locks.  Where a -wal exists (a writer is running, or one
+// crashed) its commits are only in it: immutable would hide them, so the plain read-only open
+// is kept; SQLite (>= 3.22) reads it through the existing -shm even when that is not writable.
+// A writer able to start after this check (someone else may write the directory and the file)
+// could make a query fail; the file is never written, so it cannot be damaged.
+bool needs_immutable(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path + "-wal", ec)) return false;
+  const auto dir = std::filesystem::absolute(path, ec).parent_path();
+  return ::access(dir.c_str(), W_OK) != 0 || ::access(path.c_str(), W_OK) != 0;
+}
+
 }  // namespace
 
 void Connection::Closer::operator()(sqlite3* db) const noexcept {
@@ -30,8 +67,13 @@ void Connection::Closer::operator()(sqlite3* db) const noexcept {
 Connection::Connection(const std::string& path, bool read_only)
     : path_(path), read_only_(read_only) {
   int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  std::string name = path;
+  if (read_only && needs_immutable(path)) {
+    flags |= SQLITE_OPEN_URI;
+    name = file_uri(path) + "?immutable=1";
+  }
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  int rc = sqlite3_open_v2(name.c_str(), &raw, flags, nullptr);
   db_.reset(raw);  // sqlite hands back a handle even on failure; it must still be closed
   if (rc != SQLITE_OK) {
     std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);

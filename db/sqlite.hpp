@@ -22,8 +22,9 @@ namespace hwnas::db {
 
 class Connection {
  public:
-  // Opens the file.  read_only opens with SQLITE_OPEN_READONLY and never creates the file;
-  // otherwise the file is created when missing.
+  // Opens the file.  read_only opens with SQLITE_OPEN_READONLY and never creates the file (nor,
+  // in a directory it may not write, a -shm or -wal file: see sqlite.cpp); otherwise the file
+  // is created when missing.
   Connection(const std::string& path, bool read_only);
 
   // Runs one or more statements that return no rows we care about.

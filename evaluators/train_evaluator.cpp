@@ -1,11 +1,15 @@
 #include "evaluators/train_evaluator.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
+#include <thread>
 
+#include "hwmodels/device.hpp"
 #include "hwmodels/host_timer.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/workload_builder.hpp"
@@ -16,6 +20,46 @@ TrainEvaluator::TrainEvaluator(std::shared_ptr<const TrainValSplit> data,
                                TrainEvaluatorOptions options)
     : data_(std::move(data)), options_(std::move(options)) {
   options_.train.validate();
+}
+
+std::string TrainingMemoryEstimate::describe() const {
+  using hw::format_bytes;
+  return format_bytes(total_bytes()) + " (weights " + format_bytes(weights_bytes) + ", gradients " +
+         format_bytes(gradients_bytes) + ", optimizer state " + format_bytes(optimizer_bytes) +
+         ", activations " + format_bytes(activations_bytes) + ")";
+}
+
+TrainingMemoryEstimate estimate_training_memory(const hw::Workload& w, const TrainConfig& c) {
+  constexpr double kFloat = 4;  // training runs in float32 whatever precision a node deploys at
+  TrainingMemoryEstimate e;
+  double params = 0, kept = w.input_bytes, columns = 0, widest = w.input_bytes;
+  for (const auto& n : w.nodes) {
+    params += n.params;
+    // A node's bytes are at its deployed precision; training keeps them as floats.
+    const double to_float = n.bits > 0 ? 32.0 / n.bits : 1.0;
+    // Autograd keeps what each of the block's eager kernels wrote (a conv block: the conv, its
+    // norm and its activation outputs), about one output's size each.
+    kept += n.output_bytes * to_float * n.kernels_eager();
+    // A convolution's im2col columns (in channels x k x k per output position, i.e. MACs per
+    // output channel) exist for one conv at a time.
+    if (n.category == hw::OpCategory::Conv && n.channels > 0)
+      columns = std::max(columns, n.macs / n.channels * kFloat);
+    widest = std::max(widest, (n.input_bytes + n.output_bytes) * to_float);
+  }
+  e.weights_bytes = params * kFloat;
+  e.gradients_bytes = params * kFloat;
+  const double states = c.optimizer == "adamw" ? 2 : (c.momentum > 0 ? 1 : 0);
+  e.optimizer_bytes = states * params * kFloat;
+  e.activations_bytes =
+      std::max(c.batch_size * (kept + columns), static_cast<double>(c.eval_batch_size) * widest);
+  return e;
+}
+
+double default_memory_limit_bytes(int workers) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return 0;  // unknown: no limit rather than a made-up one
+  if (workers <= 0) workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return kDefaultMemoryShare * static_cast<double>(pages) * static_cast<double>(page) / workers;
 }
 
 std::vector<std::string> TrainEvaluator::metric_names(HeadKind head) {
@@ -35,6 +79,22 @@ const std::vector<std::string>& TrainEvaluator::metric_names() {
 EvalResult TrainEvaluator::evaluate(const spaces::Genome& g, const Fidelity& f,
                                     std::uint64_t seed) {
   EvalResult r;
+  if (options_.memory_limit_bytes > 0) {
+    // Before anything is allocated: a candidate too big for its share of memory fails alone
+    // instead of taking the machine (and every other worker) down with it.
+    hw::Workload w = spaces::build_workload(g);
+    const TrainingMemoryEstimate m = estimate_training_memory(w, options_.train);
+    if (m.total_bytes() > options_.memory_limit_bytes) {
+      r.error = "training memory estimate " + hw::format_bytes(m.total_bytes()) +
+                " exceeds the limit " + hw::format_bytes(options_.memory_limit_bytes) +
+                " (evaluator.memory_limit_mb; 0 = " +
+                std::to_string(static_cast<int>(kDefaultMemoryShare * 100)) +
+                "% of physical memory / workers): " + m.describe() + " at batch " +
+                std::to_string(options_.train.batch_size);
+      r.workload = std::move(w);
+      return r;
+    }
+  }
   auto model = spaces::build_model(g, seed);
 
   // A fidelity subset takes the first n training rows: the split was already shuffled by its

@@ -19,7 +19,36 @@ struct TrainEvaluatorOptions {
   // Further batch sizes (> 1) to time, for host devices configured with a "batch": each is
   // stored as workload.measured["host_latency_ms_b<N>"] (the host device reads it at batch N).
   std::vector<int> host_latency_batches;
+  // A candidate whose estimated training memory (estimate_training_memory) exceeds this fails
+  // with the reason instead of being built; 0 = no limit.
+  double memory_limit_bytes = 0;
 };
+
+// The memory one candidate's training holds at its peak, estimated from its workload before the
+// model is built: float32 weights and their gradients, the optimizer state (AdamW: two moments
+// per parameter; SGD: one momentum buffer, none without momentum), and the activations autograd
+// keeps for the backward pass at batch_size (the input, one output per eager kernel of each
+// node, NodeWorkload::kernels_eager, and the largest conv's im2col columns), or the evaluation
+// pass's widest node at eval_batch_size, whichever is larger.  Against the peak RSS growth of
+// real training (bench/train_memory.cpp, CNNs of 0.2M to 6.5M parameters, batch 16 to 256) the
+// real peak is 0.88x to 1.4x the estimate from 0.8M parameters up, and up to 2.6x for the
+// smallest, whose fixed costs (thread pools, allocator) dominate.
+struct TrainingMemoryEstimate {
+  double weights_bytes = 0;
+  double gradients_bytes = 0;
+  double optimizer_bytes = 0;
+  double activations_bytes = 0;
+  double total_bytes() const {
+    return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes;
+  }
+  std::string describe() const;  // "12.3 MB (weights 1 MB, gradients 1 MB, ...)"
+};
+TrainingMemoryEstimate estimate_training_memory(const hw::Workload& w, const TrainConfig& c);
+
+// The default limit per candidate: kDefaultMemoryShare of physical memory, shared by `workers`
+// concurrent evaluations (0: one per core, as the executor counts them).
+inline constexpr double kDefaultMemoryShare = 0.5;
+double default_memory_limit_bytes(int workers);
 
 class TrainEvaluator final : public Evaluator {
  public:

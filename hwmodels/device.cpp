@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/hash.hpp"
+#include "common/json_file.hpp"
 #include "hwmodels/device_base.hpp"
 
 namespace hwnas::hw {
@@ -405,13 +406,11 @@ void check_fields(const nlohmann::json& j, const std::string& prefix,
   }
 }
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument("cannot open device file '" + path + "'");
+nlohmann::json read_device_file(const std::string& path) {
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw std::invalid_argument("device file '" + path + "' is not valid JSON: " + e.what());
+    return read_json_file(path);
+  } catch (const JsonFileError& e) {
+    throw std::invalid_argument(std::string("device file: ") + e.what());
   }
 }
 
@@ -477,7 +476,7 @@ std::unique_ptr<Device> load_device(const std::string& name_or_path) {
     }
   }
   try {
-    nlohmann::json d = read_json_file(path);
+    nlohmann::json d = read_device_file(path);
     // An external device's command runs, by default, next to its device file, so relative
     // script paths in "command" work from wherever hwnas is started.
     if (d.is_object() && d.value("family", "") == "external" && !d.contains("cwd"))

@@ -382,7 +382,7 @@ class ExternalDevice final : public DeviceBase {
     }
     try {
       a = json::parse(line);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {  // parse_error, or out_of_range for a number like 1e400
       wk.proc.stop();
       return "answered a line that is not JSON: '" + clip(line) + "' (the process was restarted)";
     }
@@ -465,7 +465,7 @@ class ExternalDevice final : public DeviceBase {
     json a;
     try {
       a = json::parse(line);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {  // parse_error, or out_of_range for a number like 1e400
       wk.proc.stop();
       return "handshake answer is not JSON: '" + clip(line) + "'";
     }

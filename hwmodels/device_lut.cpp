@@ -21,6 +21,14 @@ class LutDevice final : public DeviceBase {
       fail("table", "must be a non-empty object {block_kind or category: {latency_us, ...}}");
     for (auto it = t->begin(); it != t->end(); ++it) {
       const std::string p = "table." + it.key();
+      if (!it->is_object()) fail(p, "must be an object {latency_us, energy_uj, macs}");
+      // The family declares "table" as one JSON field, so its entries' keys are checked here:
+      // a misspelt "energy_uJ" would otherwise be ignored and power_w x latency used instead.
+      try {
+        resolve_params(entry_fields(), *it, p, {});
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("device '" + name() + "': " + e.what());
+      }
       Entry e;
       e.latency_s = r.positive(p + ".latency_us") * 1e-6;
       e.energy_j = r.non_negative_or(p + ".energy_uj", 0) * 1e-6;
@@ -33,6 +41,15 @@ class LutDevice final : public DeviceBase {
       fallback_ = make_nested_device(r, "fallback");
       if (batch() != 1) fallback_ = with_batch(*fallback_, batch());
     }
+  }
+
+  static const std::vector<ParamSpec>& entry_fields() {
+    // Only the keys are checked here; the values by FieldReader below, with its messages.
+    static const std::vector<ParamSpec> f = {
+        ParamSpec::any_json("latency_us", 0, "per-sample latency, us (> 0, required)"),
+        ParamSpec::any_json("energy_uj", 0, "per-sample energy, uJ"),
+        ParamSpec::any_json("macs", 0, "reference MACs the latency scales from")};
+    return f;
   }
 
   bool supports(OpCategory c) const override {

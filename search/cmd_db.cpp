@@ -250,6 +250,7 @@ void cmd_show(const DbOptions& o) {
 
 void add_common(CLI::App* sub, DbOptions& o) {
   sub->add_option("--db", o.db, "results database (SQLite file written by `hwnas search`)")
+      ->check(db_path())
       ->required();
   sub->add_option("--format", o.format, "output format: table, json or csv")->capture_default_str();
 }

@@ -4,9 +4,11 @@
 #include <iostream>
 #include <memory>
 
+#include "common/json_file.hpp"
 #include "deploy/export.hpp"
 #include "nn/state_dict.hpp"
 #include "search/arch_ref.hpp"
+#include "search/cli_checks.hpp"
 #include "spaces/model_builder.hpp"
 
 namespace hwnas::search {
@@ -22,13 +24,11 @@ spaces::Genome genome_to_export(const ExportOptions& o, std::string& label) {
   if (!o.genome.empty()) {
     if (!o.db.empty() || !o.arch.empty())
       throw ArchRefError("--genome: give either --genome FILE or --db FILE --arch ID, not both");
-    std::ifstream in(o.genome);
-    if (!in) throw ArchRefError("--genome: cannot open '" + o.genome + "'");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw ArchRefError("--genome: '" + o.genome + "' is not valid JSON: " + e.what());
+      j = read_json_file(o.genome);
+    } catch (const JsonFileError& e) {
+      throw ArchRefError(std::string("--genome: ") + e.what());
     }
     try {
       spaces::Genome g = spaces::Genome::from_json(j);
@@ -91,7 +91,8 @@ void add_export_command(CLI::App& app) {
   auto o = std::make_shared<ExportOptions>();
   auto* sub = app.add_subcommand(
       "export", "Export a trained architecture to ONNX or to a PyTorch module with its weights");
-  sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)");
+  sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)")
+      ->check(db_path());
   sub->add_option("--arch", o->arch, "architecture id, or its hash (a unique prefix suffices)");
   sub->add_option("--genome", o->genome,
                   "a genome JSON file instead of --db/--arch (e.g. to time an architecture "
@@ -99,7 +100,8 @@ void add_export_command(CLI::App& app) {
   sub->add_option("--weights", o->weights,
                   "weights written by `hwnas train` (module state); required with --db/--arch, "
                   "optional with --genome (default: untrained initial weights)");
-  sub->add_option("--seed", o->seed, "seed of the initial weights when --weights is not given");
+  sub->add_option("--seed", o->seed, "seed of the initial weights when --weights is not given")
+      ->check(seed_range());
   sub->add_option("--format", o->format, "onnx or pytorch")->required();
   sub->add_option("--out", o->out, "file to write (.onnx, or the module's .py)")->required();
   sub->callback([o] {

@@ -10,12 +10,14 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/json_file.hpp"
 #include "hwmodels/calibration.hpp"
 #include "hwmodels/device.hpp"
 #include "hwmodels/host_timer.hpp"
 #include "nn/autograd.hpp"
 #include "nn/state_file.hpp"
 #include "search/batch_predict.hpp"
+#include "search/cli_checks.hpp"
 #include "spaces/genome.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
@@ -28,13 +30,10 @@ namespace fs = std::filesystem;
 namespace {
 
 nlohmann::json read_json(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument(std::string("cannot open ") + what + " '" + path + "'");
   try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw std::invalid_argument(std::string(what) + " '" + path +
-                                "' is not valid JSON: " + e.what());
+    return read_json_file(path);
+  } catch (const JsonFileError& e) {
+    throw std::invalid_argument(std::string(what) + ": " + e.what());
   }
 }
 
@@ -140,6 +139,28 @@ hw::Workload resolve_architecture_workload(const std::string& arch) {
 }
 
 namespace {
+
+// A file named in a measurements CSV (a genome or workload JSON, or the SPACE_FILE of
+// SPACE_FILE:ARCH) is relative to the CSV's folder, so the CSV and its genomes can be moved
+// together and calibrated from any working directory.  `hw measure` before this wrote paths
+// relative to the working directory it ran in; a name that is no file next to the CSV is
+// therefore still tried as given.
+std::string relative_to_csv(const fs::path& csv_dir, const std::string& arch) {
+  auto rebased = [&](const std::string& p) {
+    if (p.empty() || fs::path(p).is_absolute()) return p;
+    const fs::path next_to_csv = csv_dir / p;
+    std::error_code ec;
+    return fs::is_regular_file(next_to_csv, ec) ? next_to_csv.string() : p;
+  };
+  if (arch.empty() || arch[0] == '|') return arch;  // an NB201 string names no file
+  if (auto colon = arch.find(':'); colon != std::string::npos) {
+    const std::string space = rebased(arch.substr(0, colon));
+    std::error_code ec;
+    if (fs::is_regular_file(space, ec)) return space + arch.substr(colon);
+  }
+  return rebased(arch);
+}
+
 struct PredictArgs {
   std::string device, arch, format, space;
   int batch = 0;  // 0: the device's own
@@ -291,7 +312,7 @@ void run_predict(const PredictArgs& a) {
           if (idx < 0) nb201->parse(line);  // throws the parser's message
           emit(line, cache->at(idx));
         } else if (line[0] == '{') {
-          nlohmann::json j = nlohmann::json::parse(line);
+          nlohmann::json j = parse_json_text(line, "");  // the catch below names the line
           if (is_workload_json(j)) {
             emit(line, dev->estimate_total(hw::Workload::from_json(j)));
           } else {
@@ -388,7 +409,7 @@ void add_hw_commands(CLI::App& app) {
   predict->add_flag("--all", pa->all, "every architecture of --space (finite spaces)");
   predict->add_option("--sample", pa->sample, "N architectures sampled from --space")
       ->check(CLI::Range(1, 100000000));
-  predict->add_option("--seed", pa->seed, "seed of --sample");
+  predict->add_option("--seed", pa->seed, "seed of --sample")->check(seed_range());
   predict->callback([pa] { run_predict(*pa); });
 
   auto* cal = hw_cmd->add_subcommand("calibrate", "Fit a device model to measured latencies");
@@ -409,7 +430,8 @@ void add_hw_commands(CLI::App& app) {
       ->check(CLI::Range(2, 1000000));
   cal->add_option("--out,-o", *c_out, "tuned device JSON to write")->required();
   cal->add_option("--seed", c_opt->seed,
-                  "seed of the train / held-out split (and of --reference sampling)");
+                  "seed of the train / held-out split (and of --reference sampling)")
+      ->check(seed_range());
   cal->add_option("--holdout", c_opt->holdout_fraction, "held-out fraction")
       ->check(CLI::Range(0.0, 0.9));
   cal->add_option("--ridge", c_opt->ridge,
@@ -432,12 +454,13 @@ void add_hw_commands(CLI::App& app) {
     auto base = hw::load_device(*c_dev);
     std::vector<hw::Measurement> rows;
     if (!c_ref->empty()) rows = reference_measurements(*c_ref, *c_space, *c_n, c_opt->seed);
+    const fs::path csv_dir = fs::path(*c_csv).parent_path();
     for (const auto& r :
          c_csv->empty() ? std::vector<hw::MeasurementRow>{} : hw::read_measurements_csv(*c_csv)) {
       hw::Measurement m;
       m.architecture = r.architecture;
       try {
-        m.workload = resolve_architecture_workload(r.architecture);
+        m.workload = resolve_architecture_workload(relative_to_csv(csv_dir, r.architecture));
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(*c_csv + ":" + std::to_string(r.line) + ": " + e.what());
       }
@@ -497,11 +520,13 @@ void add_hw_commands(CLI::App& app) {
       ->check(CLI::Range(1, 65536));
   meas->add_option("--reps", m->reps, "timed repetitions (median)")->check(CLI::Range(1, 100000));
   meas->add_option("--warmup", m->warmup, "warm-up runs")->check(CLI::Range(0, 100000));
-  meas->add_option("--seed", m->seed, "sampling seed");
+  meas->add_option("--seed", m->seed, "sampling seed")->check(seed_range());
   meas->callback([m] {
     auto space = spaces::load_space(m->space);
-    // Genomes are written next to the CSV so that each row names a genome JSON file.
+    // Genomes are written next to the CSV so that each row names a genome JSON file, by a path
+    // relative to the CSV's folder (calibrate resolves it from there, whatever its cwd).
     const fs::path gdir = fs::path(m->out).string() + ".genomes";
+    const fs::path gdir_from_csv = fs::path(m->out).filename().string() + ".genomes";
     fs::create_directories(gdir);
     // Every file is written whole or not at all; the CSV last, once every genome it names is.
     std::ostringstream csv;
@@ -512,7 +537,7 @@ void add_hw_commands(CLI::App& app) {
       const double ms = spaces::time_forward_ms(g, m->batch, m->warmup, m->reps, m->seed + i);
       const fs::path gp = gdir / (g.hash() + ".json");
       nn::write_file_atomically(gp.string(), g.to_json().dump() + "\n");
-      csv << csv_quote(gp.string()) << "," << ms << "\n";
+      csv << csv_quote((gdir_from_csv / (g.hash() + ".json")).string()) << "," << ms << "\n";
       std::fprintf(stderr, "[%d/%d] %s %.3f ms\n", i + 1, m->n, g.hash().c_str(), ms);
     }
     nn::write_file_atomically(m->out, csv.str());

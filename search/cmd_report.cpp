@@ -67,6 +67,7 @@ void add_report_command(CLI::App& app) {
       "Write a run's self-contained HTML report: Pareto plots per device, history, "
       "cross-device ranks, config");
   sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)")
+      ->check(db_path())
       ->required();
   sub->add_option("--run", o->run, "run id (default: the latest)")->check(run_id_range());
   sub->add_option("--out", o->out, "HTML file to write")->capture_default_str();

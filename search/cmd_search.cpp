@@ -304,7 +304,7 @@ void add_search_commands(CLI::App& app) {
   auto r = std::make_shared<RescoreOptions>();
   CLI::App* rs =
       app.add_subcommand("rescore", "Cost a finished run on another device without retraining");
-  rs->add_option("--db", r->db, "SQLite file")->capture_default_str();
+  rs->add_option("--db", r->db, "SQLite file")->capture_default_str()->check(db_path());
   rs->add_option("--device", r->device, "preset name, device JSON or plugin .so")->required();
   rs->add_option("--run", r->run, "run id (default: latest)")->check(run_id_range());
   rs->add_option("--as", r->as,

@@ -3,6 +3,7 @@
 #include <iostream>
 #include <memory>
 
+#include "search/cli_checks.hpp"
 #include "spaces/catalogue.hpp"
 #include "spaces/space.hpp"
 
@@ -77,7 +78,7 @@ void add_space_commands(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   sample->add_option("FILE", o->file, "space definition (JSON)")->required();
   sample->add_option("--n", o->n, "number of genomes")->check(CLI::Range(1, 1000000));
-  sample->add_option("--seed", o->seed, "random seed");
+  sample->add_option("--seed", o->seed, "random seed")->check(seed_range());
   sample->callback([o] {
     auto s = spaces::load_space(o->file);
     spaces::Rng rng(o->seed);

@@ -232,6 +232,7 @@ void add_train_command(CLI::App& app) {
       "Retrain a stored architecture at full fidelity, score the held-out test split once, save "
       "its weights");
   sub->add_option("--db", o->db, "results database (SQLite file written by `hwnas search`)")
+      ->check(db_path())
       ->required();
   sub->add_option("--arch", o->arch, "architecture id, or its hash (a unique prefix suffices)")
       ->required();
@@ -240,7 +241,8 @@ void add_train_command(CLI::App& app) {
                   "evaluated the architecture)")
       ->check(run_id_range());
   sub->add_option("--epochs", o->epochs, "training epochs (default: the config's)");
-  sub->add_option("--seed", o->seed, "initialisation and shuffling seed (default: the run's)");
+  sub->add_option("--seed", o->seed, "initialisation and shuffling seed (default: the run's)")
+      ->check(seed_range());
   sub->add_option("--out", o->out, "weights file to write (default: arch<ID>.weights.bin)");
   sub->add_option("--train-subset", o->train_subset,
                   "train on the first N training samples only (tests)")

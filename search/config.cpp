@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/json_file.hpp"
 #include "evaluators/task_registry.hpp"
 #include "evaluators/train_evaluator.hpp"
 #include "hwmodels/device.hpp"
@@ -356,12 +357,10 @@ json read_json_file(const fs::path& file, const std::string& where) {
   if (fs::is_directory(file, ec))
     throw ConfigError(where + ": '" + file.string() +
                       "' is a directory; give a JSON file (e.g. examples/quickstart.json)");
-  std::ifstream in(file);
-  if (!in) throw ConfigError(where + ": cannot open '" + file.string() + "'");
   try {
-    return json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(where + ": '" + file.string() + "' is not valid JSON: " + e.what());
+    return hwnas::read_json_file(file.string());
+  } catch (const JsonFileError& e) {
+    throw ConfigError(where + ": " + e.what());
   }
 }
 

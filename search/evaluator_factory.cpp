@@ -30,7 +30,12 @@ EvaluatorEntry train_entry() {
                                      "wall-clock training budget per candidate (0 = epochs only)"),
               ParamSpec::int_range("host_latency_reps", 0, 10000, 10,
                                    "timed batch-1 forward passes for the host latency (median); 0 "
-                                   "disables")};
+                                   "disables"),
+              ParamSpec::int_range(
+                  "memory_limit_mb", 0, 1 << 30, 0,
+                  "a candidate whose estimated training memory (weights, gradients, optimizer "
+                  "state, activations x batch_size) exceeds this many MB fails with the reason "
+                  "instead of being trained (0 = half the physical memory / workers)")};
   e.configure = [](SearchConfig& c, const std::string&) {
     const auto& p = c.evaluator_params;
     c.epochs = p["epochs"];
@@ -68,6 +73,9 @@ EvaluatorEntry train_entry() {
     opt.train.log_every_steps = 20;
     opt.host_latency_reps = c.host_latency_reps;
     opt.host_latency_batches = c.host_latency_batches;
+    const int limit_mb = c.evaluator_params.value("memory_limit_mb", 0);
+    opt.memory_limit_bytes =
+        limit_mb > 0 ? limit_mb * 1e6 : eval::default_memory_limit_bytes(c.workers);
     return [data, opt] { return std::make_unique<eval::TrainEvaluator>(data, opt); };
   };
   return e;

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "search/cli_checks.hpp"
 #include "search/cmd_db.hpp"
 #include "search/cmd_export.hpp"
 #include "search/cmd_hw.hpp"
@@ -32,18 +33,9 @@ int main(int argc, char** argv) {
   hwnas::search::add_train_command(app);
   hwnas::search::add_export_command(app);
   // A misspelt command gets its name and the list, not CLI11's "A subcommand is required".
-  if (argc > 1 && argv[1][0] != '-') {
-    std::string names;
-    bool known = false;
-    for (const auto* sub : app.get_subcommands({})) {
-      known = known || sub->get_name() == argv[1];
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      std::cerr << "error: unknown command '" << argv[1] << "' (commands: " << names
-                << "; hwnas --help describes them)\n";
-      return hwnas::search::kUsageExitCode;
-    }
+  if (const std::string e = hwnas::search::unknown_command(app, argc, argv); !e.empty()) {
+    std::cerr << "error: " << e << "\n";
+    return hwnas::search::kUsageExitCode;
   }
   try {
     app.parse(argc, argv);

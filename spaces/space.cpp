@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/json_file.hpp"
 #include "spaces/space_common.hpp"
 
 namespace hwnas::spaces {
@@ -135,13 +136,11 @@ std::unique_ptr<Space> make_space(const nlohmann::json& def) {
 }
 
 std::unique_ptr<Space> load_space(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument("space file '" + path + "' cannot be opened");
   nlohmann::json def;
   try {
-    def = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw std::invalid_argument("space file '" + path + "' is not valid JSON: " + e.what());
+    def = read_json_file(path);
+  } catch (const JsonFileError& e) {
+    throw std::invalid_argument(std::string("space file: ") + e.what());
   }
   try {
     return make_space(def);

@@ -38,6 +38,7 @@ def estimate(arch, workload, batch):
     mode = os.environ["MODES"].split(",")[count - 1]
     if mode == "nan": return {"latency_ms": -1.0}
     if mode == "garbage": sys.stdout.write("not json\n"); sys.stdout.flush(); return {"latency_ms": 1.0}
+    if mode == "overflow": sys.stdout.write('{"latency_ms": 1e400}\n'); sys.stdout.flush(); return {"latency_ms": 1.0}
     if mode == "crash": os._exit(9)
     if mode == "hang": time.sleep(100)
     if mode == "error": raise ValueError("cannot cost this")
@@ -72,7 +73,7 @@ TEST(ExternalDevice, MisbehavingProcessFailsOnlyThatCost) {
       {"env",
        {{"HWNAS_EXAMPLES", std::string(HWNAS_SOURCE_DIR) + "/examples/devices/external"},
         {"STATE", (dir / "count").string()},
-        {"MODES", "ok,nan,garbage,crash,hang,error,ok"}}}};
+        {"MODES", "ok,nan,garbage,overflow,crash,hang,error,ok"}}}};
   auto dev = make_device(d);
   auto expect_failed = [&](const std::string& what) {
     Cost c = dev->estimate(one_node());
@@ -87,6 +88,8 @@ TEST(ExternalDevice, MisbehavingProcessFailsOnlyThatCost) {
   EXPECT_DOUBLE_EQ(ok.latency_ms, 5.0);  // batch 2 reached the process
   expect_failed("answered latency_ms = -1.0 (must be a finite number >= 0)");
   expect_failed("answered a line that is not JSON: 'not json'");
+  // nlohmann answers a number beyond the double range with out_of_range, not parse_error.
+  expect_failed("answered a line that is not JSON: '{\"latency_ms\": 1e400}'");
   expect_failed("the process exited with status 9 before answering");
   expect_failed("no answer within timeout_s = 2 s");
   expect_failed("ValueError: cannot cost this");

@@ -159,6 +159,29 @@ TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {
       << error_of(t);
 }
 
+// Every family, the external one included, refuses a key it does not declare, listing the known
+// ones; so does a lookup table's entry (whose keys the family cannot declare one by one).
+TEST(DeviceFamilies, EveryFamilyRefusesAMisspeltField) {
+  for (const auto& [name, f] : device_families().entries()) {
+    if (name == "plugin" && !std::filesystem::exists(kPlugin)) continue;
+    json d = name == "external" ? json{{"name", "x"}, {"family", "external"}, {"command", {"true"}}}
+                                : example_of(name);
+    d["batchh"] = 1;
+    const std::string e = error_of(d);
+    EXPECT_NE(e.find("unknown field 'batchh' (known: "), std::string::npos) << name << ": " << e;
+  }
+  json lut = example_of("lut");
+  lut["table"]["pool"]["macss"] = 10;
+  EXPECT_EQ(error_of(lut),
+            "device 'my_npu_lut': table.pool.macss: unknown parameter (known: latency_us, "
+            "energy_uj, macs)");
+  lut = example_of("lut");
+  lut["table"]["pool"] = 15;
+  EXPECT_EQ(error_of(lut),
+            "device 'my_npu_lut': field 'table.pool' must be an object {latency_us, energy_uj, "
+            "macs}");
+}
+
 TEST(DeviceFamilies, MisspeltFieldInAFileNamesTheFile) {
   const auto path = std::filesystem::temp_directory_path() /
                     ("hwnas_misspelt_device_" + std::to_string(::getpid()) + ".json");

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "cli_util.hpp"
 
@@ -53,6 +54,38 @@ TEST(CliBadInput, EmptyDbDirectoryConfigAndUnknownCommand) {
                    "is a directory; give a JSON file");
   expect_one_error("frobnicate", "unknown command 'frobnicate' (commands: search,");
   expect_one_error("search", "config is required");
+}
+
+// Every command that takes a seed checks it like `search --seed` does: CLI11 alone read -1 and a
+// 21-digit seed as 2^64 - 1, so different seeds silently gave the same samples.
+TEST(CliBadInput, EverySeedIsCheckedAgainstItsRange) {
+  const std::string space = std::string(HWNAS_SOURCE_DIR) + "/examples/spaces/mlp.json";
+  const std::vector<std::string> commands = {
+      "space sample " + space,
+      "hw measure --space " + space + " --out m.csv",
+      "hw calibrate --device rpi4_a72 -m m.csv --out t.json",
+      "hw predict --device rpi4_a72 --space " + space + " --sample 2",
+      "export --genome g.json --format onnx --out m.onnx",
+      "train --db x.db --arch 1"};
+  for (const std::string& cmd : commands) {
+    expect_one_error(cmd + " --seed -1", "--seed: Value -1 not in range 0 to 4294967295");
+    expect_one_error(cmd + " --seed 123456789012345678901",
+                     "--seed: Value 123456789012345678901 not in range 0 to 4294967295");
+  }
+}
+
+TEST(CliBadInput, AnEmptyDbIsRefusedByEveryCommandThatReadsOne) {
+  for (const std::string cmd : {"runs", "pareto", "show 1", "report", "rescore --device rpi4_a72",
+                                "export --arch 1 --format onnx --out m.onnx", "train --arch 1"})
+    expect_one_error(cmd + " --db ''", "--db: the path is empty; give the SQLite file");
+}
+
+TEST(CliBadInput, MisspeltAndMissingSubcommandsAreNamed) {
+  expect_one_error("hw predcit --device rpi4_a72 x",
+                   "unknown command 'hw predcit' (commands: list, families, show, predict,");
+  expect_one_error("space smaple x", "unknown command 'space smaple' (commands: blocks, types,");
+  expect_one_error("hw", "'hwnas hw' needs a command (commands: list,");
+  expect_one_error("", "'hwnas' needs a command (commands: search,");
 }
 
 // A file the CLI writes is whole or absent: with a file-size limit standing in for a full disk,
