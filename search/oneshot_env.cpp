@@ -7,8 +7,9 @@
 namespace hwnas::search {
 
 std::shared_ptr<const strategies::OneShotEnvironment> make_oneshot_environment(
-    const SearchConfig& c, std::ostream& progress) {
+    const SearchConfig& c, std::ostream& progress, oneshot::DataShard shard) {
   oneshot::TaskResources r;
+  r.shard = std::move(shard);
   r.devices = c.devices;
   r.device_batches = c.device_batches;
   r.log = &progress;

@@ -5,6 +5,7 @@
 #include <iosfwd>
 #include <memory>
 
+#include "oneshot/data_shard.hpp"
 #include "search/config.hpp"
 #include "strategies/oneshot.hpp"
 
@@ -14,7 +15,8 @@ namespace hwnas::search {
 // size), the train evaluator's settings and the configured devices.  With another evaluator
 // (tabular) the environment says why no supernet can be trained.  Data are loaded only when a
 // strategy runs its phase.  Progress lines go to `progress`, which must outlive the result.
+// With an active `shard` the phase trains data-parallel (search/mpi_data_parallel.hpp).
 std::shared_ptr<const strategies::OneShotEnvironment> make_oneshot_environment(
-    const SearchConfig& config, std::ostream& progress);
+    const SearchConfig& config, std::ostream& progress, oneshot::DataShard shard = {});
 
 }  // namespace hwnas::search

@@ -264,7 +264,8 @@ auto with_write_retry(std::ostream& progress, const Write& write) {
 }  // namespace
 
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
-                         std::ostream& progress, std::int64_t resume_run) {
+                         std::ostream& progress, std::int64_t resume_run,
+                         const OneShotMaker& make_oneshot) {
   auto space = spaces::make_space(config.space);
   strategies::StrategyContext context;
   context.seed = config.seed;
@@ -272,7 +273,8 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& o : config.pareto_objectives)
     context.objectives.push_back({o.str(), o.maximize});
   for (const auto& k : config.constraints) context.constraints.push_back(k.str());
-  context.oneshot = make_oneshot_environment(config, progress);  // one-shot strategies' phase
+  context.oneshot = make_oneshot ? make_oneshot(config, progress)  // one-shot strategies' phase
+                                 : make_oneshot_environment(config, progress);
   auto strategy = strategies::make_strategy(config.strategy, *space, context);
   const auto* proposal_metrics = dynamic_cast<const strategies::ProposalMetrics*>(strategy.get());
   std::vector<std::unique_ptr<hw::Device>> devices;
