@@ -106,9 +106,10 @@ int main(int argc, char** argv) {
     std::stringstream ss(argv[3]);
     for (std::string t; std::getline(ss, t, ',');) ranks.push_back(std::atoi(t.c_str()));
   }
-  std::printf("SPOS supernet phase, %d steps of batch %d on Fashion-MNIST (cnn.json), 1 thread "
-              "per rank\n",
-              steps, batch);
+  std::printf(
+      "SPOS supernet phase, %d steps of batch %d on Fashion-MNIST (cnn.json), 1 thread "
+      "per rank\n",
+      steps, batch);
   std::printf("%6s %10s %9s %12s %12s %9s %16s %16s\n", "ranks", "phase s", "speed-up",
               "allreduce s", "KB/step", "loss", "load 1/5 before", "load 1/5 after");
   double base = 0;
@@ -133,8 +134,8 @@ int main(int argc, char** argv) {
     const double s = std::stod(m[1].str());
     if (base == 0) base = s;
     std::printf("%6d %10.3f %8.2fx %12.3f %12.1f %9.4f %16s %16s\n", r, s, base / s,
-                std::stod(m[3].str()), std::stod(m[4].str()), std::stod(m[2].str()),
-                before.c_str(), load_average().c_str());
+                std::stod(m[3].str()), std::stod(m[4].str()), std::stod(m[2].str()), before.c_str(),
+                load_average().c_str());
     std::fflush(stdout);
   }
   return 0;

@@ -147,8 +147,7 @@ StepStats bilevel_step(DartsSupernet& net, BilevelOptimizers& opt, const eval::B
     set_trainable(weights, false);
     opt.arch->zero_grad();
     nn::Var p = op_weights(net.alpha(), s.gumbel, s.temperature, &rng);
-    nn::Var loss =
-        eval::head_loss(s.head, net.forward(nn::constant(val_rows.x), p, ctx), val_rows);
+    nn::Var loss = eval::head_loss(s.head, net.forward(nn::constant(val_rows.x), p, ctx), val_rows);
     st.val_loss = loss.value().item();
     if (hw.active()) {
       st.hw_cost = hw.expected(nn::constant(net.alpha().value())).value().item();

@@ -294,10 +294,14 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
     out.candidate_metrics.push_back(m);
     picks.push_back({{"arch", space.describe(s.genome)}, {"metrics", m}, {"costs", s.costs}});
   }
-  out.report = {{"supernet_epoch_loss", losses},     {"banks", net.num_banks()},
-                {"banked_values", net.num_values()}, {"subnets_scored", pool.size()},
-                {"generations", generations},        {"picks", picks},
-                {"train_seconds", train_s},          {"seconds", seconds()},
+  out.report = {{"supernet_epoch_loss", losses},
+                {"banks", net.num_banks()},
+                {"banked_values", net.num_values()},
+                {"subnets_scored", pool.size()},
+                {"generations", generations},
+                {"picks", picks},
+                {"train_seconds", train_s},
+                {"seconds", seconds()},
                 {"ranks", shard.ranks}};
   return out;
 }

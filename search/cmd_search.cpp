@@ -167,11 +167,10 @@ int run_mpi(const SearchOptions& o) {
   db::Store store(c.db_path);
   const std::int64_t resume = run_to_resume(o, store, c);
   install_stop_handlers();
-  SearchSummary s =
-      run_search(c, *executor, store, progress_stream(o.quiet), resume,
-                 [&mpi](const SearchConfig& cfg, std::ostream& progress) {
-                   return make_data_parallel_environment(cfg, progress, mpi);
-                 });
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume,
+                               [&mpi](const SearchConfig& cfg, std::ostream& progress) {
+                                 return make_data_parallel_environment(cfg, progress, mpi);
+                               });
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1

@@ -30,9 +30,9 @@
 #include "db/store.hpp"
 #include "hwmodels/device.hpp"
 #include "search/config.hpp"
-#include "strategies/oneshot.hpp"
 #include "search/executor.hpp"
 #include "search/fronts.hpp"
+#include "strategies/oneshot.hpp"
 
 namespace hwnas::search {
 

@@ -115,8 +115,7 @@ eval::Dataset random_images(int n, int c, int side, int classes, std::uint64_t s
 eval::Batch rows(const eval::Dataset& d, int begin, int end) {
   std::vector<int> idx(static_cast<std::size_t>(d.size()));
   for (int i = 0; i < d.size(); ++i) idx[static_cast<std::size_t>(i)] = i;
-  return eval::gather_batch(d, idx, static_cast<std::size_t>(begin),
-                            static_cast<std::size_t>(end));
+  return eval::gather_batch(d, idx, static_cast<std::size_t>(begin), static_cast<std::size_t>(end));
 }
 
 // Rows [begin, end) three times over.
@@ -129,7 +128,8 @@ eval::Batch tripled(const eval::Dataset& d, int begin, int end) {
 
 std::vector<float> flatten(const std::vector<nn::Var>& ps) {
   std::vector<float> v;
-  for (const auto& p : ps) v.insert(v.end(), p.value().data(), p.value().data() + p.value().numel());
+  for (const auto& p : ps)
+    v.insert(v.end(), p.value().data(), p.value().data() + p.value().numel());
   return v;
 }
 
@@ -145,16 +145,15 @@ std::vector<float> banks(const oneshot::SposSupernet& net) {
 // A single-path MLP space without batch norm: data parallelism must then reproduce the whole
 // batch's step exactly, up to summation order.
 std::unique_ptr<spaces::Space> dense_space() {
-  return spaces::make_space({{"type", "macro"},
-                             {"input", {{"kind", "image"}, {"shape", {1, 6, 6}}}},
-                             {"outputs", 5},
-                             {"stages",
-                              {{{"blocks", {"dense"}},
-                                {"depth", {1, 2}},
-                                {"params", {{"units", {8, 16}}, {"activation", {"relu", "tanh"}}}}},
-                               {{"blocks", {"dense"}},
-                                {"depth", {0, 1}},
-                                {"params", {{"units", {8, 12}}}}}}}});
+  return spaces::make_space(
+      {{"type", "macro"},
+       {"input", {{"kind", "image"}, {"shape", {1, 6, 6}}}},
+       {"outputs", 5},
+       {"stages",
+        {{{"blocks", {"dense"}},
+          {"depth", {1, 2}},
+          {"params", {{"units", {8, 16}}, {"activation", {"relu", "tanh"}}}}},
+         {{"blocks", {"dense"}}, {"depth", {0, 1}}, {"params", {{"units", {8, 12}}}}}}}});
 }
 
 // A single-path CNN space with batch norm (per-shard statistics: ranks must still agree).
@@ -228,8 +227,8 @@ TEST_F(DataParallelRank, SposRanksStayIdenticalWithBatchNorm) {
   sgd.lr = 0.05f;
   std::mt19937_64 paths(4);
   for (int k = 0; k < 3; ++k)
-    (void)net.train_step(net.sample(paths), rows(data, 8 * k, 8 * k + 8),
-                         eval::HeadKind::Classes, sgd, shard);
+    (void)net.train_step(net.sample(paths), rows(data, 8 * k, 8 * k + 8), eval::HeadKind::Classes,
+                         sgd, shard);
   // Weights and the share-weighted running statistics alike.
   EXPECT_TRUE(same_on_every_rank(banks(net)));
 }
@@ -240,14 +239,13 @@ TEST_F(DataParallelRank, DartsBilevelStepsEqualTheWholeBatchsSteps) {
   // by its own statistics; each batch is therefore three copies of 3 rows, so every shard's
   // statistics are the whole batch's and the whole-batch loss is the same function of the
   // weights: the comparison is exact up to summation order.  (Uneven shards: the spos test.)
-  const auto space = spaces::make_space(
-      {{"type", "cell"},
-       {"input", {{"kind", "image"}, {"shape", {2, 6, 6}}}},
-       {"outputs", 5},
-       {"nodes", 2},
-       {"inputs_per_node", 2},
-       {"ops", {"none", "skip_connect", "avg_pool_3x3"}},
-       {"stages", {{{"cells", 1}, {"channels", 4}}}}});
+  const auto space = spaces::make_space({{"type", "cell"},
+                                         {"input", {{"kind", "image"}, {"shape", {2, 6, 6}}}},
+                                         {"outputs", 5},
+                                         {"nodes", 2},
+                                         {"inputs_per_node", 2},
+                                         {"ops", {"none", "skip_connect", "avg_pool_3x3"}},
+                                         {"stages", {{{"cells", 1}, {"channels", 4}}}}});
   const oneshot::CellLayout layout = oneshot::cell_layout(*space);
   const eval::Dataset train = random_images(40, 2, 6, 5, 13), val = random_images(40, 2, 6, 5, 14);
   oneshot::DartsOptions o;
@@ -274,9 +272,8 @@ TEST_F(DataParallelRank, DartsBilevelStepsEqualTheWholeBatchsSteps) {
   }
   EXPECT_LT(relative_gap(flatten(parallel.arch_parameters()), flatten(alone.arch_parameters())),
             1e-5);
-  EXPECT_LT(
-      relative_gap(flatten(parallel.weight_parameters()), flatten(alone.weight_parameters())),
-      1e-5);
+  EXPECT_LT(relative_gap(flatten(parallel.weight_parameters()), flatten(alone.weight_parameters())),
+            1e-5);
   EXPECT_TRUE(same_on_every_rank(flatten(parallel.arch_parameters())));
   EXPECT_TRUE(same_on_every_rank(flatten(parallel.weight_parameters())));
 }
@@ -344,8 +341,7 @@ void search_under_mpirun(const json& config, const fs::path& dir, const std::str
   std::ofstream(cfg) << config.dump(1);
   const auto r = run_shell(kMpirun3 + test::kHwnasBinary + " search " + cfg.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find(method + ": supernet phase data-parallel on 3 ranks"),
-            std::string::npos)
+  EXPECT_NE(r.output.find(method + ": supernet phase data-parallel on 3 ranks"), std::string::npos)
       << r.output;
   EXPECT_EQ(r.output.find("supernet phase:"), std::string::npos) << r.output;  // no rank failed
   db::Store store(config["db"].get<std::string>(), true);
