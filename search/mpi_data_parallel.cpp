@@ -126,6 +126,10 @@ void join_data_parallel_phase(const SearchConfig* config, const std::string& req
     nn::ThreadBudget budget(phase_threads_per_rank());
     in_environment = true;
     (void)env->run_supernet(*space, req);  // rank 0 keeps the outcome
+  } catch (const std::invalid_argument& e) {
+    // A bad request (batch smaller than the ranks, unknown device) fails on rank 0 the same way
+    // and rank 0 reports it: one error, not one per rank.
+    if (!in_environment) (void)shard.all_ok(false);
   } catch (const std::exception& e) {
     if (!in_environment) (void)shard.all_ok(false);
     std::cerr << "worker rank " << rank << ": supernet phase: " << e.what() << std::endl;

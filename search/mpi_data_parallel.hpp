@@ -39,7 +39,8 @@ std::shared_ptr<const strategies::OneShotEnvironment> make_data_parallel_environ
 // Worker: takes part in the phase `request` (the payload of a kTagSupernetPhase message) and
 // returns when it is over.  `config` is null when the worker could not parse it; then it only
 // tells the other ranks so (they stop the phase with an error instead of waiting).  Never throws:
-// a failure is written to stderr, and rank 0 fails the same way or learns it from the agreement.
+// a bad request (std::invalid_argument) fails on rank 0 the same way, which reports it; any other
+// failure is written to stderr, and rank 0 learns of it from the agreement.
 void join_data_parallel_phase(const SearchConfig* config, const std::string& request, int rank);
 
 }  // namespace hwnas::search

@@ -374,3 +374,22 @@ TEST(DataParallelSearch, DartsAndSposTrainTheirSupernetOnAllRanksUnderMpirun3) {
   search_under_mpirun(spos_config(dir), dir, "spos");
   fs::remove_all(dir);
 }
+
+TEST(DataParallelSearch, ABatchSmallerThanTheRanksIsOneClearError) {
+  if (const auto why = mpi_unavailable(); !why.empty()) GTEST_SKIP() << why;
+  if (std::getenv(kRankEnv)) GTEST_SKIP() << "inside the ranks";
+  const fs::path dir = fs::temp_directory_path() / ("hwnas_dp_bad_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  json j = spos_config(dir);
+  j["strategy"]["batch_size"] = 2;
+  const fs::path cfg = dir / "bad.json";
+  std::ofstream(cfg) << j.dump(1);
+  const auto r = run_shell(kMpirun3 + test::kHwnasBinary + " search " + cfg.string());
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  const std::string msg =
+      "spos: a supernet batch of 2 rows cannot be split over 3 ranks (raise strategy.batch_size "
+      "or use fewer ranks)";
+  EXPECT_EQ(count(r.output, msg), 1u) << r.output;
+  fs::remove_all(dir);
+}
