@@ -2,6 +2,8 @@
 // one-shot strategy (DARTS) for its supernet phase, made from the config.
 #pragma once
 
+#include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 
@@ -18,5 +20,15 @@ namespace hwnas::search {
 // With an active `shard` the phase trains data-parallel (search/mpi_data_parallel.hpp).
 std::shared_ptr<const strategies::OneShotEnvironment> make_oneshot_environment(
     const SearchConfig& config, std::ostream& progress, oneshot::DataShard shard = {});
+
+// Keeps each finished supernet phase's outcome (candidates, their metrics, the report) in
+// `dir()`/supernet-<request hash>.json, written to a temporary file and renamed, with a checksum;
+// a phase asked again with the same request (a resumed run: same config, same strategy seed)
+// returns the kept outcome instead of training the supernet again.  A kept file that does not
+// read back intact is reported on `progress` and the phase runs again.  The supernet's weights
+// are not kept: a kill during the phase trains it again from the start.
+std::shared_ptr<const strategies::OneShotEnvironment> keep_phase_outcomes(
+    std::shared_ptr<const strategies::OneShotEnvironment> inner,
+    std::function<std::filesystem::path()> dir, std::ostream& progress);
 
 }  // namespace hwnas::search
