@@ -7,8 +7,10 @@
 // collectives over MPI (search/mpi_data_parallel.hpp).  A default DataShard is one process.
 //
 // Batch norm: a rank normalises with its shard's batch statistics (as DDP without SyncBatchNorm
-// does), so a network with batch norm trains on per-shard statistics; the running statistics a
-// step writes back are averaged over the ranks (weighted by share), so they too stay identical.
+// does), so a network with batch norm trains on per-shard statistics.  spos averages the running
+// statistics a step writes back over the ranks (weighted by share: the running mean becomes the
+// whole batch's, the variance the shards' mean), so its banks stay identical and rank 0 can score
+// subnets with them; darts leaves them per rank, as it never reads them (it derives from alpha).
 #pragma once
 
 #include <functional>
