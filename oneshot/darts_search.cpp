@@ -138,20 +138,32 @@ StepStats bilevel_step(DartsSupernet& net, BilevelOptimizers& opt, const eval::B
   ctx.training = true;
   ctx.rng = &rng;
   const auto weights = net.weight_parameters();
+  const DataShard one;
+  const DataShard& shard = s.shard ? *s.shard : one;
+  const eval::Batch train_rows = shard_batch(train, shard), val_rows = shard_batch(val, shard);
   if (s.update_arch) {
     // Architecture step on validation data; the weights are frozen so that no weight gradient
     // is computed (first order: w is a constant here).
     set_trainable(weights, false);
     opt.arch->zero_grad();
     nn::Var p = op_weights(net.alpha(), s.gumbel, s.temperature, &rng);
-    nn::Var loss = eval::head_loss(s.head, net.forward(nn::constant(val.x), p, ctx), val);
+    nn::Var loss = eval::head_loss(s.head, net.forward(nn::constant(val_rows.x), p, ctx), val_rows);
     st.val_loss = loss.value().item();
     if (hw.active()) {
       st.hw_cost = hw.expected(nn::constant(net.alpha().value())).value().item();
       loss = nn::add(loss, hw.loss(net.alpha()));
     }
+    // Each rank's share of the whole loss, the hardware term included, so the sum over the ranks
+    // is the one-process gradient.
+    const float share = shard.share(val.size());
+    if (shard.active()) loss = nn::scale(loss, share);
     nn::backward(loss);
     set_trainable(weights, true);
+    if (shard.active()) {
+      std::vector<float> extra = {static_cast<float>(st.val_loss * share)};
+      all_reduce_gradients(net.arch_parameters(), extra, shard);
+      st.val_loss = extra[0];
+    }
     if (after_backward) after_backward(net.arch_parameters());
     opt.arch->step();
   }
@@ -159,9 +171,17 @@ StepStats bilevel_step(DartsSupernet& net, BilevelOptimizers& opt, const eval::B
   opt.weights->zero_grad();
   nn::Var p = op_weights(net.alpha(), s.gumbel, s.temperature, &rng);
   const nn::Var pc = nn::constant(p.value());
-  nn::Var loss = eval::head_loss(s.head, net.forward(nn::constant(train.x), pc, ctx), train);
+  nn::Var loss =
+      eval::head_loss(s.head, net.forward(nn::constant(train_rows.x), pc, ctx), train_rows);
+  const float share = shard.share(train.size());
+  if (shard.active()) loss = nn::scale(loss, share);
   st.train_loss = loss.value().item();
   nn::backward(loss);
+  if (shard.active()) {
+    std::vector<float> extra = {static_cast<float>(st.train_loss)};
+    all_reduce_gradients(weights, extra, shard);
+    st.train_loss = extra[0];
+  }
   if (after_backward) after_backward(weights);
   if (s.clip_grad_norm > 0) nn::clip_grad_norm(weights, s.clip_grad_norm);
   opt.weights->step();
@@ -206,7 +226,8 @@ nlohmann::json probs_json(const EdgeProbs& p) {
 }  // namespace
 
 DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& data,
-                       const hw::Device* device, const DartsOptions& o, std::ostream* log) {
+                       const hw::Device* device, const DartsOptions& o, std::ostream* log,
+                       const DataShard& shard) {
   if (o.skip_guard != "early_stop" && o.skip_guard != "cap" && o.skip_guard != "off")
     throw std::invalid_argument("strategy.skip_guard: '" + o.skip_guard +
                                 "' is not early_stop, cap or off");
@@ -230,6 +251,10 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
   BilevelOptimizers opt = make_bilevel_optimizers(net, o);
 
   const int batch = std::min({o.batch_size, data.train.size(), data.val.size()});
+  if (batch < shard.ranks)
+    throw std::invalid_argument("darts: a supernet batch of " + std::to_string(batch) +
+                                " rows cannot be split over " + std::to_string(shard.ranks) +
+                                " ranks (raise strategy.batch_size or use fewer ranks)");
   eval::BatchIterator train_it(data.train, batch, true, train_seed, true);
   eval::BatchIterator val_it(data.val, batch, true, val_seed, true);
   const int steps = o.steps_per_epoch > 0 ? o.steps_per_epoch : train_it.batches_per_epoch();
@@ -258,6 +283,7 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
       s.temperature = o.temperature * std::pow(o.temperature_decay, static_cast<float>(e - 1));
       s.clip_grad_norm = o.clip_grad_norm;
       s.head = o.head;
+      s.shard = &shard;
       double tl = 0, vl = 0, hc = 0;
       int n = 0, nv = 0;
       for (int k = 0; k < steps; ++k, ++step) {
@@ -366,6 +392,7 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
       {"epochs_run", out.epochs_run},
       {"epochs", epochs},
       {"candidates", out.candidates.size()},
+      {"ranks", shard.ranks},
       {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
   if (device) {
     const hw::Cost c = device->estimate(spaces::build_workload(derived));

@@ -36,6 +36,7 @@
 #include "hwmodels/device.hpp"
 #include "nn/optim.hpp"
 #include "oneshot/darts_supernet.hpp"
+#include "oneshot/data_shard.hpp"
 
 namespace hwnas::oneshot {
 
@@ -94,6 +95,9 @@ struct StepSettings {
   float temperature = 1.0f;
   float clip_grad_norm = 5.0f;
   eval::HeadKind head = eval::HeadKind::Classes;
+  // Data-parallel: this rank trains its rows of both batches and the gradients (and losses) of
+  // each half-step are summed over the ranks before its optimizer step (null = one process).
+  const DataShard* shard = nullptr;
 };
 struct StepStats {
   double train_loss = 0;
@@ -125,9 +129,12 @@ struct DartsOutcome {
 
 // Trains the supernet of `space` on data.train (weights) and data.val (alpha) and derives.
 // `device` may be null when hardware_weight is 0 (no term, no cost figures).  Progress lines go
-// to `log` when non-null.
+// to `log` when non-null.  With an active shard every rank calls it with the same arguments and
+// trains its rows of every batch pair (two all-reduces per bilevel step, one per half-step: the
+// weight step needs the updated alpha); alpha, the weights, the Gumbel draws and the skip guard's
+// decisions stay identical, so every rank derives the same outcome.
 DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& data,
                        const hw::Device* device, const DartsOptions& opt,
-                       std::ostream* log = nullptr);
+                       std::ostream* log = nullptr, const DataShard& shard = {});
 
 }  // namespace hwnas::oneshot

@@ -1,5 +1,6 @@
 #include "oneshot/environment.hpp"
 
+#include <functional>
 #include <mutex>
 #include <ostream>
 #include <stdexcept>
@@ -25,8 +26,31 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
 
   strategies::SupernetOutcome run_supernet(const spaces::Space& space,
                                            const strategies::SupernetRequest& req) const override {
+    // Under data parallelism every rank must reach the first gradient sum, or none may: a rank
+    // whose setup throws (data, device, options) says so in the agreement before it rethrows.
+    bool agreed = false;
+    const auto ready = [&] {
+      agreed = true;
+      if (r_.shard.active() && !r_.shard.all_ok(true))
+        throw std::runtime_error(
+            "data-parallel supernet phase: another rank could not set it up (its error is on "
+            "its stderr)");
+    };
+    try {
+      return run_method(space, req, ready);
+    } catch (...) {
+      if (!agreed && r_.shard.active()) (void)r_.shard.all_ok(false);
+      throw;
+    }
+  }
+
+ private:
+  // `ready` is called once the data are loaded, just before the training (the agreement).
+  strategies::SupernetOutcome run_method(const spaces::Space& space,
+                                         const strategies::SupernetRequest& req,
+                                         const std::function<void()>& ready) const {
     if (!r_.unavailable.empty()) throw std::invalid_argument(r_.unavailable);
-    if (req.method == "spos") return run_spos_phase(space, req);
+    if (req.method == "spos") return run_spos_phase(space, req, ready);
     if (req.method != "darts")
       throw std::invalid_argument("one-shot environment: unknown supernet method '" + req.method +
                                   "' (known: darts, spos)");
@@ -38,7 +62,8 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
               << opt.hardware_weight << " x E[" << opt.cost << "] on " << device->name()
               << std::endl;
     const eval::TrainValSplit data = r_.data();
-    DartsOutcome o = run_darts(space, data, device.get(), opt, r_.log);
+    ready();
+    DartsOutcome o = run_darts(space, data, device.get(), opt, r_.log, r_.shard);
     if (r_.log) {
       *r_.log << "darts: derived " << o.report["arch"].get<std::string>();
       if (device) *r_.log << " (E[" << opt.cost << "] " << o.expected_cost << ")";
@@ -53,9 +78,9 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
     return out;
   }
 
- private:
   strategies::SupernetOutcome run_spos_phase(const spaces::Space& space,
-                                             const strategies::SupernetRequest& req) const {
+                                             const strategies::SupernetRequest& req,
+                                             const std::function<void()>& ready) const {
     SposOptions opt = SposOptions::from_params(req.params, r_.train, req.seed);
     opt.candidates = req.candidates;
     // The run's objectives, each read on its device (a cost without @DEVICE: the first one).
@@ -96,7 +121,8 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
               << " x " << opt.generations << " generations on inherited " << names
               << (opt.recalibrate_bn ? ", batch-norm recalibrated" : "") << std::endl;
     const eval::TrainValSplit data = r_.data();
-    SposOutcome o = run_spos(space, data, objectives, opt, r_.log);
+    ready();
+    SposOutcome o = run_spos(space, data, objectives, opt, r_.log, r_.shard);
     if (r_.log && !o.candidates.empty())
       *r_.log << "spos: " << o.candidates.size() << " picks; the first has inherited "
               << o.candidate_metrics.front().dump() << " (" << space.describe(o.candidates.front())

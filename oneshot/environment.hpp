@@ -11,6 +11,7 @@
 
 #include "evaluators/datasets.hpp"
 #include "evaluators/trainer.hpp"
+#include "oneshot/data_shard.hpp"
 #include "strategies/oneshot.hpp"
 
 namespace hwnas::oneshot {
@@ -26,6 +27,9 @@ struct TaskResources {
   // Non-empty: why no supernet can be trained in this run (e.g. a tabular evaluator).
   std::string unavailable;
   std::ostream* log = nullptr;  // progress lines, may be null
+  // Data-parallel phase (oneshot/data_shard.hpp): every rank calls run_supernet with the same
+  // request; only rank 0's outcome carries candidates.  Default: one process.
+  DataShard shard;
 };
 
 std::shared_ptr<const strategies::OneShotEnvironment> make_task_environment(TaskResources r);

@@ -41,11 +41,16 @@ SposOptions SposOptions::from_params(const nlohmann::json& p, const eval::TrainC
 }
 
 std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train,
-                                   const SposOptions& o, std::ostream* log) {
+                                   const SposOptions& o, std::ostream* log,
+                                   const DataShard& shard) {
   if (train.size() < 1) throw std::invalid_argument("spos: the training split is empty");
   std::mt19937_64 seeds(o.seed);
   const std::uint64_t batch_seed = seeds(), path_seed = seeds();
   const int batch = std::min(o.batch_size, train.size());
+  if (batch < shard.ranks)
+    throw std::invalid_argument("spos: a supernet batch of " + std::to_string(batch) +
+                                " rows cannot be split over " + std::to_string(shard.ranks) +
+                                " ranks (raise strategy.batch_size or use fewer ranks)");
   eval::BatchIterator it(train, batch, true, batch_seed, true);
   const int steps = o.steps_per_epoch > 0 ? o.steps_per_epoch : it.batches_per_epoch();
   nn::CosineSchedule sched;
@@ -70,7 +75,7 @@ std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train
         s.lr = o.sgd.lr * sched.factor_at(step);
         // One uniformly drawn path per step, updated alone (SPOS).
         const spaces::Genome path = net.sample(path_rng);
-        const double l = net.train_step(path, b, o.head, s);
+        const double l = net.train_step(path, b, o.head, s, shard);
         if (!std::isfinite(l))
           throw std::runtime_error("spos: the supernet's training loss diverged at epoch " +
                                    std::to_string(e) + " (lower strategy.w_lr)");
@@ -157,7 +162,7 @@ std::vector<std::size_t> nsga_order(const std::vector<Scored>& pool,
 
 SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data,
                      const std::vector<SposObjective>& objectives, const SposOptions& o,
-                     std::ostream* log) {
+                     std::ostream* log, const DataShard& shard) {
   if (objectives.empty()) throw std::invalid_argument("spos: no objective to rank subnets by");
   if (data.train.size() < 2 || data.val.size() < 1)
     throw std::invalid_argument(
@@ -184,8 +189,10 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
   SposSupernet net(space, net_seed);
   SposOptions to = o;
   to.seed = train_seed;
-  const std::vector<double> losses = train_supernet(net, data.train, to, log);
+  const std::vector<double> losses = train_supernet(net, data.train, to, log, shard);
   const double train_s = seconds();
+  // Ranking needs no gradients: rank 0 does it alone while the others go back to their jobs.
+  if (shard.rank != 0) return {};
 
   InheritedScorer scorer(net, data, o);
   std::vector<bool> maximize;
@@ -287,10 +294,15 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
     out.candidate_metrics.push_back(m);
     picks.push_back({{"arch", space.describe(s.genome)}, {"metrics", m}, {"costs", s.costs}});
   }
-  out.report = {{"supernet_epoch_loss", losses},     {"banks", net.num_banks()},
-                {"banked_values", net.num_values()}, {"subnets_scored", pool.size()},
-                {"generations", generations},        {"picks", picks},
-                {"train_seconds", train_s},          {"seconds", seconds()}};
+  out.report = {{"supernet_epoch_loss", losses},
+                {"banks", net.num_banks()},
+                {"banked_values", net.num_values()},
+                {"subnets_scored", pool.size()},
+                {"generations", generations},
+                {"picks", picks},
+                {"train_seconds", train_s},
+                {"seconds", seconds()},
+                {"ranks", shard.ranks}};
   return out;
 }
 

@@ -61,9 +61,12 @@ struct SposObjective {
 };
 
 // Uniform single-path training of `net` on data.train for opt.epochs; returns the mean loss of
-// each epoch.  Progress lines go to `log` when non-null.
+// each epoch.  Progress lines go to `log` when non-null.  With an active shard, every rank calls
+// it with the same supernet, data and options: each step draws the same batch and path on every
+// rank and trains this rank's rows of it (oneshot/data_shard.hpp).
 std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train,
-                                   const SposOptions& opt, std::ostream* log = nullptr);
+                                   const SposOptions& opt, std::ostream* log = nullptr,
+                                   const DataShard& shard = {});
 
 // Inherited-weight scoring of subnets: the fixed recalibration batches and evaluation set.
 class InheritedScorer {
@@ -89,8 +92,10 @@ struct SposOutcome {
   nlohmann::json report;                          // losses, evolution, picks, timings
 };
 
+// With an active shard the supernet trains data-parallel on every rank; the ranking (scoring,
+// evolution) runs on rank 0 alone, and the other ranks return an outcome without candidates.
 SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data,
                      const std::vector<SposObjective>& objectives, const SposOptions& opt,
-                     std::ostream* log = nullptr);
+                     std::ostream* log = nullptr, const DataShard& shard = {});
 
 }  // namespace hwnas::oneshot

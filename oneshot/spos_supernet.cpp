@@ -182,8 +182,10 @@ std::unique_ptr<spaces::GenomeModel> SposSupernet::subnet(const spaces::Genome& 
   return m;
 }
 
-double SposSupernet::train_step(const spaces::Genome& g, const eval::Batch& batch,
-                                eval::HeadKind head, const SgdSettings& sgd) {
+double SposSupernet::train_step(const spaces::Genome& g, const eval::Batch& full,
+                                eval::HeadKind head, const SgdSettings& sgd,
+                                const DataShard& shard) {
+  const eval::Batch batch = shard_batch(full, shard);
   auto model = subnet(g);
   auto params = model->named_parameters();
   std::vector<nn::Var> vars;
@@ -196,8 +198,25 @@ double SposSupernet::train_step(const spaces::Genome& g, const eval::Batch& batc
   ctx.aux_losses = &aux;
   nn::Var loss = eval::head_loss(head, model->forward(nn::constant(batch.x), ctx), batch);
   for (const auto& a : aux) loss = nn::add(loss, a);
-  const double value = loss.value().item();
+  const float share = shard.share(full.size());
+  if (shard.active()) loss = nn::scale(loss, share);
+  double value = loss.value().item();
   nn::backward(loss);
+  if (shard.active()) {
+    // One all-reduce: gradients, then the loss and the share-weighted batch-norm statistics
+    // (the running mean becomes the whole batch's exactly, the variance the shards' mean).
+    std::vector<float> extra = {static_cast<float>(value)};
+    const auto buffers = model->named_buffers();
+    for (const auto& buf : buffers)
+      for (std::int64_t k = 0; k < buf.tensor->numel(); ++k)
+        extra.push_back(share * buf.tensor->data()[k]);
+    all_reduce_gradients(vars, extra, shard);
+    value = extra[0];
+    std::size_t at = 1;
+    for (const auto& buf : buffers)
+      for (std::int64_t k = 0; k < buf.tensor->numel(); ++k) buf.tensor->data()[k] = extra[at++];
+  }
+  // Clipped after the sum: the whole batch's gradient norm, the same on every rank.
   if (sgd.clip_grad_norm > 0) nn::clip_grad_norm(vars, sgd.clip_grad_norm);
   const auto keys = supernet_node_keys(g);
   auto bank_name = [&](const std::string& n) {

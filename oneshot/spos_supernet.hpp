@@ -33,6 +33,7 @@
 
 #include "evaluators/datasets.hpp"
 #include "evaluators/task_head.hpp"
+#include "oneshot/data_shard.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
 
@@ -71,9 +72,12 @@ class SposSupernet {
   std::unique_ptr<spaces::GenomeModel> subnet(const spaces::Genome& g);
 
   // One SPOS step: the path g forward and backward on the batch, then SGD with momentum on the
-  // path's slices only (and its batch-norm statistics written back).  Returns the loss.
+  // path's slices only (and its batch-norm statistics written back).  Returns the loss.  With an
+  // active shard, this rank runs its rows of `batch` and the gradients, the batch-norm
+  // statistics and the loss are summed over the ranks before clipping and the update, so every
+  // rank makes the same update (oneshot/data_shard.hpp); the loss is then the whole batch's.
   double train_step(const spaces::Genome& g, const eval::Batch& batch, eval::HeadKind head,
-                    const SgdSettings& sgd);
+                    const SgdSettings& sgd, const DataShard& shard = {});
 
   // Number of banks and of banked values (initialised or not).
   std::size_t num_banks() const { return banks_.size(); }

@@ -17,6 +17,7 @@
 #include "search/resume.hpp"
 #include "search/search_loop.hpp"
 #ifdef HWNAS_WITH_MPI
+#include "search/mpi_data_parallel.hpp"
 #include "search/mpi_transport.hpp"
 #endif
 
@@ -145,12 +146,18 @@ int run_mpi(const SearchOptions& o) {
     // reported through the job protocol, so rank 0 ends the search with the message.
     EvaluatorFactory factory;
     std::string setup_error;
+    std::optional<SearchConfig> config;
     try {
-      factory = make_evaluator_factory(parse_config(msg["config"], ""));
+      config = parse_config(msg["config"], "");
+      factory = make_evaluator_factory(*config);
     } catch (const std::exception& e) {
       setup_error = "worker rank " + std::to_string(mpi.rank()) + ": " + e.what();
     }
-    return run_mpi_worker(mpi, factory, setup_error);
+    // One-shot strategies train their supernet on every rank (search/mpi_data_parallel.hpp).
+    auto join_phase = [&](const std::string& request) {
+      join_data_parallel_phase(config ? &*config : nullptr, request, mpi.rank());
+    };
+    return run_mpi_worker(mpi, factory, setup_error, join_phase);
   }
 
   // The executor exists before anything else can fail, so its destructor always releases the
@@ -160,7 +167,10 @@ int run_mpi(const SearchOptions& o) {
   db::Store store(c.db_path);
   const std::int64_t resume = run_to_resume(o, store, c);
   install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
+  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume,
+                               [&mpi](const SearchConfig& cfg, std::ostream& progress) {
+                                 return make_data_parallel_environment(cfg, progress, mpi);
+                               });
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1

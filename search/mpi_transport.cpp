@@ -11,12 +11,14 @@
 #include <vector>
 
 #include "nn/parallel.hpp"
+#include "search/mpi_data_parallel.hpp"
 #include "search/search_loop.hpp"
 
 namespace hwnas::search {
 namespace {
 
 enum Tag : int { kTagJob = 1, kTagResult = 2, kTagStop = 3 };
+static_assert(kTagSupernetPhase > kTagStop, "the phase tag must not collide with the job tags");
 
 void check(int rc, const char* what) {
   if (rc != MPI_SUCCESS) {
@@ -168,7 +170,8 @@ int worker_threads_per_rank() {
 }
 
 int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
-                   const std::string& setup_error) {
+                   const std::string& setup_error,
+                   const std::function<void(const std::string&)>& join_phase) {
   nn::ThreadBudget budget(worker_threads_per_rank());
   // A worker that cannot set up (dataset missing, table unreadable) keeps serving and answers
   // every job with the error as fatal, so rank 0 ends the search cleanly with that message
@@ -186,6 +189,10 @@ int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
     MPI_Status st = wait_for_message(0, MPI_ANY_TAG);
     std::string payload = receive_string(st);
     if (st.MPI_TAG == kTagStop) return 0;
+    if (st.MPI_TAG == kTagSupernetPhase) {
+      if (join_phase) join_phase(payload);
+      continue;
+    }
     JobResult r;
     try {
       Job job = Job::from_json(nlohmann::json::parse(payload));

@@ -3,6 +3,7 @@
 // only with HWNAS_WITH_MPI; without mpirun the same binary never touches MPI.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -38,9 +39,12 @@ class MpiSession {
 std::unique_ptr<Executor> make_mpi_executor(const MpiSession& session);
 
 // Worker side: serves jobs until the coordinator says stop.  Returns the process exit code.
-// A non-empty setup_error (or a factory that throws) makes every answer fatal with it.
+// A non-empty setup_error (or a factory that throws) makes every answer fatal with it.  A
+// supernet-phase request (search/mpi_data_parallel.hpp) is handed to `join_phase`, which returns
+// when the phase is over; then the worker serves jobs again.
 int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
-                   const std::string& setup_error = "");
+                   const std::string& setup_error = "",
+                   const std::function<void(const std::string& request)>& join_phase = {});
 
 // Threads each worker rank should use so the ranks on one node share its cores.
 int worker_threads_per_rank();

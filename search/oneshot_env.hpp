@@ -2,9 +2,12 @@
 // one-shot strategy (DARTS) for its supernet phase, made from the config.
 #pragma once
 
+#include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 
+#include "oneshot/data_shard.hpp"
 #include "search/config.hpp"
 #include "strategies/oneshot.hpp"
 
@@ -14,7 +17,18 @@ namespace hwnas::search {
 // size), the train evaluator's settings and the configured devices.  With another evaluator
 // (tabular) the environment says why no supernet can be trained.  Data are loaded only when a
 // strategy runs its phase.  Progress lines go to `progress`, which must outlive the result.
+// With an active `shard` the phase trains data-parallel (search/mpi_data_parallel.hpp).
 std::shared_ptr<const strategies::OneShotEnvironment> make_oneshot_environment(
-    const SearchConfig& config, std::ostream& progress);
+    const SearchConfig& config, std::ostream& progress, oneshot::DataShard shard = {});
+
+// Keeps each finished supernet phase's outcome (candidates, their metrics, the report) in
+// `dir()`/supernet-<request hash>.json, written to a temporary file and renamed, with a checksum;
+// a phase asked again with the same request (a resumed run: same config, same strategy seed)
+// returns the kept outcome instead of training the supernet again.  A kept file that does not
+// read back intact is reported on `progress` and the phase runs again.  The supernet's weights
+// are not kept: a kill during the phase trains it again from the start.
+std::shared_ptr<const strategies::OneShotEnvironment> keep_phase_outcomes(
+    std::shared_ptr<const strategies::OneShotEnvironment> inner,
+    std::function<std::filesystem::path()> dir, std::ostream& progress);
 
 }  // namespace hwnas::search

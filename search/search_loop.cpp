@@ -264,7 +264,8 @@ auto with_write_retry(std::ostream& progress, const Write& write) {
 }  // namespace
 
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
-                         std::ostream& progress, std::int64_t resume_run) {
+                         std::ostream& progress, std::int64_t resume_run,
+                         const OneShotMaker& make_oneshot) {
   auto space = spaces::make_space(config.space);
   strategies::StrategyContext context;
   context.seed = config.seed;
@@ -272,7 +273,18 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   for (const auto& o : config.pareto_objectives)
     context.objectives.push_back({o.str(), o.maximize});
   for (const auto& k : config.constraints) context.constraints.push_back(k.str());
-  context.oneshot = make_oneshot_environment(config, progress);  // one-shot strategies' phase
+  SearchSummary summary;
+  summary.best_fitness = -std::numeric_limits<double>::infinity();
+  // Multi-fidelity promotions continue from checkpoints kept next to the database, one folder
+  // per run; removed when the run finishes, kept after an interruption for --resume.  One-shot
+  // phases keep their outcome there too, so a resumed run does not train its supernet again.
+  auto checkpoint_dir = [&] {
+    return std::filesystem::path(store.path() + ".checkpoints") /
+           ("run-" + std::to_string(summary.run_id));
+  };
+  context.oneshot = keep_phase_outcomes(
+      make_oneshot ? make_oneshot(config, progress) : make_oneshot_environment(config, progress),
+      checkpoint_dir, progress);
   auto strategy = strategies::make_strategy(config.strategy, *space, context);
   const auto* proposal_metrics = dynamic_cast<const strategies::ProposalMetrics*>(strategy.get());
   std::vector<std::unique_ptr<hw::Device>> devices;
@@ -288,19 +300,10 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
 
   SearchCosts costs(devices, store);
 
-  SearchSummary summary;
-  summary.best_fitness = -std::numeric_limits<double>::infinity();
-
   eval::Fidelity fidelity;
   fidelity.epochs = config.epochs;
   fidelity.train_subset = config.train_subset;
   fidelity.max_seconds = config.candidate_seconds;
-  // Multi-fidelity promotions continue from checkpoints kept next to the database, one folder
-  // per run; removed when the run finishes, kept after an interruption for --resume.
-  auto checkpoint_dir = [&] {
-    return std::filesystem::path(store.path() + ".checkpoints") /
-           ("run-" + std::to_string(summary.run_id));
-  };
   auto checkpoint_of = [&](std::int64_t proposal) {
     return (checkpoint_dir() / ("p" + std::to_string(proposal) + ".ckpt")).string();
   };

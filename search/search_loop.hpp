@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <ostream>
 #include <string>
@@ -31,6 +32,7 @@
 #include "search/config.hpp"
 #include "search/executor.hpp"
 #include "search/fronts.hpp"
+#include "strategies/oneshot.hpp"
 
 namespace hwnas::search {
 
@@ -59,10 +61,16 @@ extern std::atomic<bool> g_stop_requested;
 // The signal that asked to stop (0 = none); an interrupted search exits with 128 + it.
 extern std::atomic<int> g_stop_signal;
 
+// Makes the one-shot environment lent to one-shot strategies; empty = make_oneshot_environment
+// (under mpirun: the data-parallel one of search/mpi_data_parallel.hpp).
+using OneShotMaker = std::function<std::shared_ptr<const strategies::OneShotEnvironment>(
+    const SearchConfig&, std::ostream&)>;
+
 // Runs a new search, or continues run `resume_run` (> 0, already checked by
 // find_resumable_run in search/resume.hpp).
 SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Store& store,
-                         std::ostream& progress, std::int64_t resume_run = 0);
+                         std::ostream& progress, std::int64_t resume_run = 0,
+                         const OneShotMaker& make_oneshot = {});
 
 // The fronts a run builds (search/fronts.hpp): one per device name in `device_names` when the
 // config's objectives name no device, else one joint front.
