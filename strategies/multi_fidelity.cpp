@@ -288,7 +288,8 @@ class MultiFidelity final : public Strategy {
     std::vector<std::vector<double>> points;
     for (Entry* e : order) {
       const auto& v = e->result.objectives;
-      const bool measured = std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
+      const bool measured =
+          std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); });
       if (promotable(e->result) && measured && !v.empty()) {
         feasible.push_back(e);
         points.push_back(v);

@@ -71,7 +71,7 @@ TEST(MemoryGuard, ASearchWhoseBigCandidatesExceedTheLimitFinishes) {
 
 TEST(MemoryGuard, TheLimitIsValidated) {
   json j = tiny_search("x.db");
-  for (const json bad : {json(-1), json(2.5), json("1GB")}) {
+  for (const json& bad : {json(-1), json(2.5), json("1GB")}) {
     j["evaluator"]["memory_limit_mb"] = bad;
     try {
       search::parse_config(j, "");

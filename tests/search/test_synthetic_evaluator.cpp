@@ -85,7 +85,9 @@ TEST(SyntheticEvaluator, SearchStoresEachArchitectureWorkloadOnce) {
     // Read back whole, and the same for every evaluation of one architecture.
     ASSERT_TRUE(e.workload.contains("nodes"));
     auto [it, fresh] = workload_of.emplace(e.arch_id, e.workload);
-    if (!fresh) EXPECT_EQ(it->second, e.workload);
+    if (!fresh) {
+      EXPECT_EQ(it->second, e.workload);
+    }
     const auto arch = store.architecture(e.arch_id);
     ASSERT_TRUE(arch);
     EXPECT_EQ(e.metrics.at("val_accuracy").get<double>(),

@@ -137,8 +137,8 @@ TEST(MultiFidelity, ParetoPromotionSpreadsAlongTheFrontInsteadOfTakingTheMostAcc
   // "fitness" (accuracy) promotes a and b, the two most accurate and slowest.
   StrategyContext ctx = one_objective();
   ctx.objectives.push_back({"latency_ms", false});
-  const std::vector<std::pair<double, double>> scores = {
-      {0.90, 10.0}, {0.89, 9.9}, {0.50, 1.0}, {0.85, 12.0}, {0.40, 2.0}, {0.70, 5.0}};
+  const std::vector<std::pair<double, double>> scores = {{0.90, 10.0}, {0.89, 9.9}, {0.50, 1.0},
+                                                         {0.85, 12.0}, {0.40, 2.0}, {0.70, 5.0}};
   auto promoted_of = [&](const std::string& rule) {
     auto s = make_strategy({{"type", "successive_halving"},
                             {"min_epochs", 1},
