@@ -6,6 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
+#include <map>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -34,14 +38,11 @@ void send_string(const std::string& s, int dest, int tag) {
 
 // Waits for a message without MPI's busy polling: on a 2-core machine a spinning coordinator
 // would take a whole core from the workers.
-MPI_Status wait_for_message(int source, int tag, const std::atomic<bool>* stop = nullptr) {
+MPI_Status wait_for_message(int source, int tag) {
   MPI_Status status;
   int flag = 0;
   auto sleep = std::chrono::microseconds(50);
   while (true) {
-    // Checked before probing: once the launcher has signalled the workers, probing a dead peer
-    // may fail.
-    if (stop && stop->load()) throw ExecutorInterrupted("stop requested");
     check(MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &status), "probe");
     if (flag) return status;
     std::this_thread::sleep_for(sleep);
@@ -64,43 +65,70 @@ class MpiExecutor final : public Executor {
   explicit MpiExecutor(const MpiSession& s) : session_(s) {
     for (int r = s.size() - 1; r >= 1; --r) idle_.push_back(r);
   }
-  ~MpiExecutor() override { shutdown(); }
+  ~MpiExecutor() override {
+    try {
+      shutdown();
+    } catch (...) {  // every worker given up: nothing to drain, nobody to release
+    }
+  }
 
   int slots() const override { return session_.size() - 1; }
 
   void submit(Job job) override {
-    if (idle_.empty()) throw std::logic_error("MpiExecutor::submit with no idle worker");
-    int rank = idle_.back();
-    idle_.pop_back();
-    send_string(job.to_json().dump(), rank, kTagJob);
     ++in_flight_;
+    // With workers given up there are fewer ranks than slots: the job waits for a free one.
+    queued_.push_back(std::move(job));
+    send_queued();
   }
 
   JobResult wait_next() override {
-    // A stop request (SIGINT/SIGTERM; mpirun forwards Ctrl-C as SIGTERM to every rank, so the
-    // workers are gone) ends the wait instead of waiting for results that never come.
-    MPI_Status st = wait_for_message(MPI_ANY_SOURCE, kTagResult, &g_stop_requested);
-    std::string payload = receive_string(st);
-    --in_flight_;
-    idle_.push_back(st.MPI_SOURCE);
-    auto j = nlohmann::json::parse(payload);
-    JobResult r;
-    r.id = j.at("id").get<std::uint64_t>();
-    r.worker_rank = st.MPI_SOURCE;
-    r.result = eval::EvalResult::from_json(j.at("result"));
-    r.fatal = j.value("fatal", std::string());
-    return r;
+    using Clock = std::chrono::steady_clock;
+    auto sleep = std::chrono::microseconds(50);
+    while (true) {
+      // A stop request (SIGINT/SIGTERM; mpirun forwards Ctrl-C as SIGTERM to every rank, so
+      // the workers are gone) ends the wait instead of waiting for results that never come.
+      if (g_stop_requested.load()) throw ExecutorInterrupted("stop requested");
+      int flag = 0;
+      MPI_Status st;
+      check(MPI_Iprobe(MPI_ANY_SOURCE, kTagResult, MPI_COMM_WORLD, &flag, &st), "probe");
+      if (flag) {
+        std::string payload = receive_string(st);
+        const int rank = st.MPI_SOURCE;
+        if (lost_.count(rank)) continue;  // a late answer of a rank given up: already redone
+        busy_.erase(rank);
+        idle_.push_back(rank);
+        --in_flight_;
+        send_queued();
+        auto j = nlohmann::json::parse(payload);
+        JobResult r;
+        r.id = j.at("id").get<std::uint64_t>();
+        r.worker_rank = rank;
+        r.result = eval::EvalResult::from_json(j.at("result"));
+        r.fatal = j.value("fatal", std::string());
+        return r;
+      }
+      if (!failed_.empty()) {  // a candidate that outlasted two ranks
+        JobResult r = std::move(failed_.front());
+        failed_.pop_front();
+        --in_flight_;
+        return r;
+      }
+      if (timeout_ > 0) give_up_expired(Clock::now());
+      std::this_thread::sleep_for(sleep);
+      if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
+    }
   }
 
   void shutdown() override {
     if (stopped_) return;
-    if (g_stop_requested) {  // the launcher signalled the workers too: nothing left to drain
-      stopped_ = true;
-      return;
-    }
-    while (in_flight_ > 0) (void)wait_next();
-    for (int r = 1; r < session_.size(); ++r) send_string("", r, kTagStop);
     stopped_ = true;
+    // The launcher signalled the workers too (stop request), or no rank is left to answer:
+    // nothing to drain.
+    if (g_stop_requested || live_workers() == 0) return;
+    while (in_flight_ > 0) (void)wait_next();
+    // Ranks given up get the stop too: one that was only stopped (SIGSTOP) and resumes reads
+    // it after its late answer and exits.
+    for (int r = 1; r < session_.size(); ++r) send_string("", r, kTagStop);
   }
 
   std::string describe() const override {
@@ -111,10 +139,75 @@ class MpiExecutor final : public Executor {
            std::to_string(worker_threads_per_rank()) + " threads";
   }
 
+  void set_worker_timeout(double seconds) override { timeout_ = seconds; }
+  int lost_workers() const override { return static_cast<int>(lost_.size()); }
+
  private:
+  using Clock = std::chrono::steady_clock;
+  struct Dispatched {
+    Job job;
+    Clock::time_point since;
+  };
+
+  int live_workers() const { return session_.size() - 1 - static_cast<int>(lost_.size()); }
+
+  void send_queued() {
+    while (!queued_.empty() && !idle_.empty()) {
+      const int rank = idle_.back();
+      idle_.pop_back();
+      send_string(queued_.front().to_json().dump(), rank, kTagJob);
+      busy_[rank] = {std::move(queued_.front()), Clock::now()};
+      queued_.pop_front();
+    }
+  }
+
+  // Ranks whose candidate is past the limit are given up for good (a stopped process or a hung
+  // node cannot be told apart from a slow one, and a late answer must not be stored twice);
+  // the candidate goes to the next free rank, once: a candidate that outlasts two ranks fails,
+  // so one candidate that hangs every worker cannot take them all.
+  void give_up_expired(Clock::time_point now) {
+    const auto limit =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
+    for (auto it = busy_.begin(); it != busy_.end();) {
+      if (now - it->second.since < limit) {
+        ++it;
+        continue;
+      }
+      const int rank = it->first;
+      Job job = std::move(it->second.job);
+      it = busy_.erase(it);
+      lost_.insert(rank);
+      std::ostringstream what;
+      what << "worker rank " << rank << " gave no answer for candidate " << job.id << " within "
+           << timeout_ << " s (worker_timeout_seconds); rank given up";
+      if (given_up_before_.insert(job.id).second) {
+        what << ", candidate re-submitted to another rank";
+        queued_.push_front(std::move(job));
+      } else {
+        what << ", candidate failed (no answer on two ranks)";
+        JobResult r;
+        r.id = job.id;
+        r.worker_rank = rank;
+        r.result.error = "no answer within " + std::to_string(timeout_) + " s on two ranks";
+        failed_.push_back(std::move(r));
+      }
+      event(what.str());
+    }
+    if (live_workers() == 0)
+      throw WorkersLost("every worker rank was given up (no answer within " +
+                        std::to_string(timeout_) + " s, worker_timeout_seconds)");
+    send_queued();
+  }
+
   const MpiSession& session_;
   std::vector<int> idle_;
+  std::map<int, Dispatched> busy_;  // by rank: the candidate it runs and since when
+  std::deque<Job> queued_;          // submitted, waiting for a free rank
+  std::deque<JobResult> failed_;    // candidates given up on two ranks, to report as failed
+  std::set<int> lost_;
+  std::set<std::uint64_t> given_up_before_;
   int in_flight_ = 0;
+  double timeout_ = 0;
   bool stopped_ = false;
 };
 
@@ -182,10 +275,13 @@ int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
       fatal = std::string("worker rank ") + std::to_string(session.rank()) + ": " + e.what();
     }
   }
+  int served = 0;
   while (true) {
     MPI_Status st = wait_for_message(0, MPI_ANY_TAG);
     std::string payload = receive_string(st);
     if (st.MPI_TAG == kTagStop) return 0;
+    if (test_hang_requested(session.rank(), ++served))
+      while (true) std::this_thread::sleep_for(std::chrono::hours(1));
     JobResult r;
     try {
       Job job = Job::from_json(nlohmann::json::parse(payload));
