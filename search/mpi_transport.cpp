@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nn/parallel.hpp"
+#include "search/resume.hpp"
 #include "search/search_loop.hpp"
 
 namespace hwnas::search {
@@ -60,10 +61,37 @@ std::string receive_string(const MPI_Status& probed) {
   return s;
 }
 
+// Every rank's host and pid, gathered on rank 0 once at start (run_mpi_worker's first call
+// matches make_mpi_executor's).
+constexpr int kPeerBytes = 256;
+
+std::vector<std::pair<std::string, long>> gather_peers(const MpiSession& s) {
+  std::string mine = this_host() + " " + std::to_string(::getpid());
+  mine.resize(kPeerBytes - 1);
+  mine.push_back('\0');
+  std::vector<char> all(s.rank() == 0 ? static_cast<std::size_t>(kPeerBytes) * s.size() : 0);
+  check(MPI_Gather(mine.data(), kPeerBytes, MPI_CHAR, all.data(), kPeerBytes, MPI_CHAR, 0,
+                   MPI_COMM_WORLD),
+        "gather");
+  std::vector<std::pair<std::string, long>> out;
+  for (int r = 0; s.rank() == 0 && r < s.size(); ++r) {
+    const std::string entry(all.data() + static_cast<std::size_t>(r) * kPeerBytes);
+    const auto space = entry.rfind(' ');
+    out.emplace_back(entry.substr(0, space), std::atol(entry.c_str() + space + 1));
+  }
+  return out;
+}
+
 class MpiExecutor final : public Executor {
  public:
   explicit MpiExecutor(const MpiSession& s) : session_(s) {
     for (int r = s.size() - 1; r >= 1; --r) idle_.push_back(r);
+    // Worker ranks on this node can be watched directly: without ULFM (Open MPI 4) a rank that
+    // dies is never reported through MPI, and mpirun kills the whole job one second after
+    // (SIGCONT, a second, then SIGTERM and SIGKILL at once), too soon for a SIGTERM handler.
+    const auto peers = gather_peers(s);
+    for (int r = 1; r < s.size(); ++r)
+      if (peers[r].first == peers[0].first) local_pids_[r] = peers[r].second;
   }
   ~MpiExecutor() override {
     try {
@@ -78,11 +106,24 @@ class MpiExecutor final : public Executor {
     ++in_flight_;
     // With workers given up there are fewer ranks than slots: the job waits for a free one.
     queued_.push_back(std::move(job));
-    send_queued();
+    try {
+      send_queued();
+    } catch (const std::runtime_error& e) {
+      peer_failed(e);
+    }
   }
 
   JobResult wait_next() override {
-    using Clock = std::chrono::steady_clock;
+    try {
+      return wait_next_unchecked();
+    } catch (const ExecutorInterrupted&) {
+      throw;
+    } catch (const std::runtime_error& e) {
+      peer_failed(e);
+    }
+  }
+
+  JobResult wait_next_unchecked() {
     auto sleep = std::chrono::microseconds(50);
     while (true) {
       // A stop request (SIGINT/SIGTERM; mpirun forwards Ctrl-C as SIGTERM to every rank, so
@@ -114,6 +155,7 @@ class MpiExecutor final : public Executor {
         return r;
       }
       if (timeout_ > 0) give_up_expired(Clock::now());
+      check_local_workers_alive();
       std::this_thread::sleep_for(sleep);
       if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
     }
@@ -151,11 +193,50 @@ class MpiExecutor final : public Executor {
 
   int live_workers() const { return session_.size() - 1 - static_cast<int>(lost_.size()); }
 
+  // Under Open MPI 4 an MPI error on the coordinator means a worker rank has died (mpirun is
+  // about to end the job): the search stops as interrupted, resumable, not failed.
+  [[noreturn]] void peer_failed(const std::runtime_error& e) {
+    if (dynamic_cast<const ExecutorInterrupted*>(&e)) throw;
+    last_alive_check_ = {};
+    check_local_workers_alive();  // the specific message when a local rank is gone
+    throw WorkersLost(std::string(e.what()) + "; a worker rank has probably died");
+  }
+
+  // A job larger than the eager limit waits in MPI_Send until the worker receives it, forever
+  // if the worker has died: the send is polled, watching the local workers meanwhile.
+  void send_job(const std::string& payload, int rank) {
+    MPI_Request request;
+    check(MPI_Isend(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, rank, kTagJob,
+                    MPI_COMM_WORLD, &request),
+          "send");
+    auto sleep = std::chrono::microseconds(20);
+    while (true) {
+      int done = 0;
+      check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "send");
+      if (done) return;
+      check_local_workers_alive();  // throws; the process then ends without MPI_Finalize
+      std::this_thread::sleep_for(sleep);
+      if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
+    }
+  }
+
+  // A worker rank on this node that has died ends the search at once (stored as interrupted,
+  // resumable) while mpirun still lets the coordinator run; checked every 50 ms.
+  void check_local_workers_alive() {
+    const auto now = Clock::now();
+    if (now - last_alive_check_ < std::chrono::milliseconds(50)) return;
+    last_alive_check_ = now;
+    for (const auto& [rank, pid] : local_pids_)
+      if (!lost_.count(rank) && !pid_alive(pid))
+        throw WorkersLost("worker rank " + std::to_string(rank) + " (pid " +
+                          std::to_string(pid) + ") died; under mpirun the job ends with it");
+  }
+
   void send_queued() {
     while (!queued_.empty() && !idle_.empty()) {
       const int rank = idle_.back();
       idle_.pop_back();
-      send_string(queued_.front().to_json().dump(), rank, kTagJob);
+      send_job(queued_.front().to_json().dump(), rank);
       busy_[rank] = {std::move(queued_.front()), Clock::now()};
       queued_.pop_front();
     }
@@ -206,6 +287,8 @@ class MpiExecutor final : public Executor {
   std::deque<JobResult> failed_;    // candidates given up on two ranks, to report as failed
   std::set<int> lost_;
   std::set<std::uint64_t> given_up_before_;
+  std::map<int, long> local_pids_;  // worker ranks on this node
+  Clock::time_point last_alive_check_{};
   int in_flight_ = 0;
   double timeout_ = 0;
   bool stopped_ = false;
@@ -262,6 +345,7 @@ int worker_threads_per_rank() {
 
 int run_mpi_worker(const MpiSession& session, const EvaluatorFactory& factory,
                    const std::string& setup_error) {
+  (void)gather_peers(session);  // matches the coordinator's make_mpi_executor
   nn::ThreadBudget budget(worker_threads_per_rank());
   // A worker that cannot set up (dataset missing, table unreadable) keeps serving and answers
   // every job with the error as fatal, so rank 0 ends the search cleanly with that message

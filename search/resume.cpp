@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <fstream>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -18,6 +19,20 @@ std::string this_host() {
   return buf;
 }
 
+bool pid_alive(std::int64_t pid) {
+  if (pid <= 0) return false;
+  // EPERM: it exists but belongs to someone else (still alive).
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
+  // A zombie is dead: a coordinator killed under mpirun stays one until something reaps it
+  // (in a container whose init does not reap, for good).  /proc/PID/stat: "pid (comm) S ...".
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (std::getline(stat, line))
+    if (auto close = line.rfind(')'); close != std::string::npos && close + 2 < line.size())
+      return line[close + 2] != 'Z';
+  return true;
+}
+
 namespace {
 
 std::int64_t unix_now() {
@@ -26,11 +41,6 @@ std::int64_t unix_now() {
       .count();
 }
 
-bool pid_alive(std::int64_t pid) {
-  if (pid <= 0) return false;
-  // EPERM: it exists but belongs to someone else (still alive).
-  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-}
 
 // True when the run's coordinator is known to be gone; runs stored before schema version 5
 // (no host, no heartbeat) cannot be judged and count as alive.

@@ -742,6 +742,13 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
   };
 
+  // The executor can no longer run jobs (a stop request, every worker given up, a worker rank
+  // dead): what is running is abandoned and the run ends as interrupted.
+  auto executor_stopped = [&](const ExecutorInterrupted& e) {
+    progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
+    if (dynamic_cast<const WorkersLost*>(&e)) summary.interrupted_by = e.what();
+    stopping = true;
+  };
   try {
     while (true) {
       if (!stopping && (g_stop_requested.load() ||
@@ -750,16 +757,19 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         progress << (g_stop_requested ? "stop requested" : "time budget reached") << ": finishing "
                  << in_flight << " running evaluations" << std::endl;
       }
-      fill_free_slots();
+      try {
+        fill_free_slots();
+      } catch (const ExecutorInterrupted& e) {
+        executor_stopped(e);
+        break;
+      }
       if (in_flight == 0) break;
 
       JobResult jr;
       try {
         jr = executor.wait_next();
       } catch (const ExecutorInterrupted& e) {
-        progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
-        if (dynamic_cast<const WorkersLost*>(&e)) summary.interrupted_by = e.what();
-        stopping = true;
+        executor_stopped(e);
         break;
       }
       --in_flight;
@@ -777,7 +787,13 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       // The freed worker gets its next candidate before this result is stored: with many
       // workers finishing together, each would otherwise wait for every store write before its
       // own.  (In deterministic mode a proposal that needs this result waits for it anyway.)
-      fill_free_slots();
+      try {
+        fill_free_slots();
+      } catch (const ExecutorInterrupted& e) {
+        record(jr);  // received: stored before the run ends
+        executor_stopped(e);
+        break;
+      }
       record(jr);
     }
     if (!g_stop_requested && summary.interrupted_by.empty()) executor.shutdown();
