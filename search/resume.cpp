@@ -67,7 +67,8 @@ std::string displayed_status(const db::RunInfo& run) {
 }
 
 std::string config_differences(const nlohmann::json& stored, const nlohmann::json& now) {
-  static const std::set<std::string> execution_only = {"db", "workers", "threads"};
+  static const std::set<std::string> execution_only = {"db", "workers", "threads",
+                                                         "worker_timeout_seconds"};
   std::map<std::string, nlohmann::json> a, b;
   flatten(stored, "", a);
   flatten(now, "", b);
