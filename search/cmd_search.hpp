@@ -6,8 +6,8 @@
 // failures (a failed run: fix the cause and --resume it); 128 + signal number when SIGINT
 // (130), SIGTERM (143) or SIGHUP (129) interrupted it: the run is stored as interrupted with
 // its fronts, and stderr says how to resume it; 75 (EX_TEMPFAIL) when every worker was given up
-// (worker_timeout_seconds) or a worker rank died: stored as interrupted, resume it the same way; 3 when the run
-// finished on the workers left after some were given up (every result stored; see
+// (worker_timeout_seconds) or a worker rank died: stored as interrupted, resume it the same way; 3
+// when the run finished on the workers left after some were given up (every result stored; see
 // kWorkersGivenUpExitCode).  SIGPIPE is ignored: progress or fronts written
 // to a closed pipe are dropped and the search goes on.
 #pragma once

@@ -133,8 +133,8 @@ class LocalExecutor final : public Executor {
       }
       // Wake at the earliest deadline of a running candidate (or in a second, when none runs).
       Clock::time_point wake = Clock::now() + std::chrono::seconds(1);
-      const auto limit = std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(timeout_));
+      const auto limit =
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
       for (auto& r : runners_)
         if (r.state->job && !r.state->lost) wake = std::min(wake, r.state->since + limit);
       if (shared_->ready.wait_until(lock, wake) == std::cv_status::timeout &&
@@ -198,7 +198,7 @@ class LocalExecutor final : public Executor {
   // Runs jobs until a stop token or until it is given up.  Static: a runner given up may
   // return after the executor is gone.
   static void serve(eval::Evaluator& evaluator, Shared& shared, RunnerState& state,
-             oneapi::tbb::task_arena& arena) {
+                    oneapi::tbb::task_arena& arena) {
     int served = 0;
     while (true) {
       std::optional<Job> job;

@@ -136,7 +136,11 @@ class MpiExecutor final : public Executor {
         std::string payload = receive_string(st);
         const int rank = st.MPI_SOURCE;
         if (lost_.count(rank)) continue;  // a late answer of a rank given up: already redone
-        busy_.erase(rank);
+        if (auto it = busy_.find(rank); it != busy_.end()) {
+          // Answered, so the job was received: the send is complete.
+          check(MPI_Wait(&it->second.request, MPI_STATUS_IGNORE), "send");
+          busy_.erase(it);
+        }
         idle_.push_back(rank);
         --in_flight_;
         send_queued();
@@ -189,6 +193,11 @@ class MpiExecutor final : public Executor {
   struct Dispatched {
     Job job;
     Clock::time_point since;
+    // The job's message, sent without waiting: above the eager limit a send completes only
+    // when the worker receives it, never for a stopped one.  Its own allocation, so the buffer
+    // stays put while the request is pending, also after the rank is given up.
+    std::unique_ptr<std::string> payload;
+    MPI_Request request = MPI_REQUEST_NULL;
   };
 
   int live_workers() const { return session_.size() - 1 - static_cast<int>(lost_.size()); }
@@ -202,24 +211,6 @@ class MpiExecutor final : public Executor {
     throw WorkersLost(std::string(e.what()) + "; a worker rank has probably died");
   }
 
-  // A job larger than the eager limit waits in MPI_Send until the worker receives it, forever
-  // if the worker has died: the send is polled, watching the local workers meanwhile.
-  void send_job(const std::string& payload, int rank) {
-    MPI_Request request;
-    check(MPI_Isend(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, rank, kTagJob,
-                    MPI_COMM_WORLD, &request),
-          "send");
-    auto sleep = std::chrono::microseconds(20);
-    while (true) {
-      int done = 0;
-      check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "send");
-      if (done) return;
-      check_local_workers_alive();  // throws; the process then ends without MPI_Finalize
-      std::this_thread::sleep_for(sleep);
-      if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
-    }
-  }
-
   // A worker rank on this node that has died ends the search at once (stored as interrupted,
   // resumable) while mpirun still lets the coordinator run; checked every 50 ms.
   void check_local_workers_alive() {
@@ -228,17 +219,21 @@ class MpiExecutor final : public Executor {
     last_alive_check_ = now;
     for (const auto& [rank, pid] : local_pids_)
       if (!lost_.count(rank) && !pid_alive(pid))
-        throw WorkersLost("worker rank " + std::to_string(rank) + " (pid " +
-                          std::to_string(pid) + ") died; under mpirun the job ends with it");
+        throw WorkersLost("worker rank " + std::to_string(rank) + " (pid " + std::to_string(pid) +
+                          ") died; under mpirun the job ends with it");
   }
 
   void send_queued() {
     while (!queued_.empty() && !idle_.empty()) {
       const int rank = idle_.back();
       idle_.pop_back();
-      send_job(queued_.front().to_json().dump(), rank);
-      busy_[rank] = {std::move(queued_.front()), Clock::now()};
+      auto payload = std::make_unique<std::string>(queued_.front().to_json().dump());
+      Dispatched& d = busy_[rank];
+      d = {std::move(queued_.front()), Clock::now(), std::move(payload), MPI_REQUEST_NULL};
       queued_.pop_front();
+      check(MPI_Isend(d.payload->data(), static_cast<int>(d.payload->size()), MPI_CHAR, rank,
+                      kTagJob, MPI_COMM_WORLD, &d.request),
+            "send");
     }
   }
 
@@ -256,6 +251,7 @@ class MpiExecutor final : public Executor {
       }
       const int rank = it->first;
       Job job = std::move(it->second.job);
+      abandoned_sends_.push_back(std::move(it->second));  // its send may never complete
       it = busy_.erase(it);
       lost_.insert(rank);
       std::ostringstream what;
@@ -287,7 +283,8 @@ class MpiExecutor final : public Executor {
   std::deque<JobResult> failed_;    // candidates given up on two ranks, to report as failed
   std::set<int> lost_;
   std::set<std::uint64_t> given_up_before_;
-  std::map<int, long> local_pids_;  // worker ranks on this node
+  std::vector<Dispatched> abandoned_sends_;  // to ranks given up: buffers kept, never waited
+  std::map<int, long> local_pids_;           // worker ranks on this node
   Clock::time_point last_alive_check_{};
   int in_flight_ = 0;
   double timeout_ = 0;

@@ -41,7 +41,6 @@ std::int64_t unix_now() {
       .count();
 }
 
-
 // True when the run's coordinator is known to be gone; runs stored before schema version 5
 // (no host, no heartbeat) cannot be judged and count as alive.
 bool coordinator_gone(const db::RunInfo& r) {
@@ -68,7 +67,7 @@ std::string displayed_status(const db::RunInfo& run) {
 
 std::string config_differences(const nlohmann::json& stored, const nlohmann::json& now) {
   static const std::set<std::string> execution_only = {"db", "workers", "threads",
-                                                         "worker_timeout_seconds"};
+                                                       "worker_timeout_seconds"};
   std::map<std::string, nlohmann::json> a, b;
   flatten(stored, "", a);
   flatten(now, "", b);

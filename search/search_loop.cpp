@@ -698,8 +698,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     progress << what << std::endl;
     summary.worker_events.push_back(what);
     worker_events.push_back({{"after_evaluations", done}, {"event", what}});
-    with_write_retry(progress,
-                     [&] { store.save_strategy_state(summary.run_id, search_state()); });
+    with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
   });
 
   progress << "search '" << config.name << "' run " << summary.run_id;

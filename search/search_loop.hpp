@@ -47,7 +47,7 @@ struct SearchSummary {
   double best_fitness = 0;
   std::map<std::string, double> best_metrics;  // of the best-fitness candidate
   double seconds = 0;
-  std::string status;                                   // "finished" | "interrupted"
+  std::string status;  // "finished" | "interrupted"
   // Why an interrupted run stopped when no signal asked it to (every worker given up).
   std::string interrupted_by;
   // Workers given up (worker_timeout_seconds), one line each, this start of the run only; all

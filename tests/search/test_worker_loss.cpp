@@ -21,9 +21,9 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_util.hpp"
 #include "db/store.hpp"
 #include "evaluators/synthetic.hpp"
-#include "cli_util.hpp"
 #include "search/config.hpp"
 #include "search/executor.hpp"
 #include "spaces/space.hpp"
@@ -35,28 +35,29 @@ using namespace hwnas;
 namespace {
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() /
-               ("hwnas_workers_" + name + "_" + std::to_string(::getpid()));
+  fs::path d =
+      fs::temp_directory_path() / ("hwnas_workers_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
 }
 
 json synthetic_config(const fs::path& dir, int evaluations, double seconds, double timeout) {
-  json j = {{"name", "workers"},
-            {"seed", 5},
-            {"space",
-             {{"type", "nb201"},
-              {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
-              {"outputs", 10}}},
-            {"task", {{"name", "synthetic"}}},
-            {"evaluator", {{"type", "synthetic"}, {"seconds", seconds}, {"spread", 0.5}}},
-            {"strategy", {{"type", "regularized_evolution"}, {"population", 4}, {"sample_size", 2}}},
-            {"budget", {{"evaluations", evaluations}}},
-            {"devices", {"jetson_orin_nano"}},
-            {"objectives", {"val_accuracy:max", "latency_ms:min"}},
-            {"workers", 2},
-            {"db", (dir / "w.db").string()}};
+  json j = {
+      {"name", "workers"},
+      {"seed", 5},
+      {"space",
+       {{"type", "nb201"},
+        {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
+        {"outputs", 10}}},
+      {"task", {{"name", "synthetic"}}},
+      {"evaluator", {{"type", "synthetic"}, {"seconds", seconds}, {"spread", 0.5}}},
+      {"strategy", {{"type", "regularized_evolution"}, {"population", 4}, {"sample_size", 2}}},
+      {"budget", {{"evaluations", evaluations}}},
+      {"devices", {"jetson_orin_nano"}},
+      {"objectives", {"val_accuracy:max", "latency_ms:min"}},
+      {"workers", 2},
+      {"db", (dir / "w.db").string()}};
   if (timeout > 0) j["worker_timeout_seconds"] = timeout;
   return j;
 }
@@ -89,7 +90,8 @@ StoredRun stored_run(const std::string& db) {
   EXPECT_EQ(runs.size(), 1u);
   if (runs.empty()) return out;
   out.status = runs.back().status;
-  for (const auto& e : store.evaluations(runs.back().id, false)) out.proposals.insert(e.proposal_id);
+  for (const auto& e : store.evaluations(runs.back().id, false))
+    out.proposals.insert(e.proposal_id);
   if (auto state = store.strategy_state(runs.back().id); state && state->contains("worker_events"))
     out.worker_events = state->at("worker_events");
   return out;
@@ -102,9 +104,9 @@ void expect_each_proposal_once(const StoredRun& r, int budget) {
 
 // `bash -c CMD` with stderr merged: exit code (-1 when killed) and output.
 test::CommandResult shell(const std::string& cmd) {
-  const std::string path = (fs::temp_directory_path() /
-                            ("hwnas_workers_cmd_" + std::to_string(::getpid()) + ".sh"))
-                               .string();
+  const std::string path =
+      (fs::temp_directory_path() / ("hwnas_workers_cmd_" + std::to_string(::getpid()) + ".sh"))
+          .string();
   std::ofstream(path) << cmd << "\n";
   FILE* p = ::popen(("bash '" + path + "' 2>&1").c_str(), "r");
   std::string out;
@@ -264,8 +266,8 @@ TEST(WorkerTimeout, LocalSearchFinishesWithoutTheHungRunner) {
   const int budget = 16;
   const std::string config = write_config(dir, synthetic_config(dir, budget, 0.02, 1.0));
   const auto t0 = std::chrono::steady_clock::now();
-  const auto r = shell("HWNAS_TEST_HANG_WORKER=1:2 '" + test::kHwnasBinary + "' search '" +
-                       config + "' --quiet");
+  const auto r = shell("HWNAS_TEST_HANG_WORKER=1:2 '" + test::kHwnasBinary + "' search '" + config +
+                       "' --quiet");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(r.exit_code, 3) << r.output;
@@ -319,9 +321,8 @@ pid_t spawn_mpirun(int ranks, const std::string& config, const std::string& tag,
   if (pid == 0) {
     ::setpgid(0, 0);
     ::setenv("HWNAS_TEST_TAG", tag.c_str(), 1);
-    const std::string cmd = kMpirun + " -n " + std::to_string(ranks) + " '" +
-                            test::kHwnasBinary + "' search '" + config + "' --quiet " + args +
-                            " >> '" + log + "' 2>&1";
+    const std::string cmd = kMpirun + " -n " + std::to_string(ranks) + " '" + test::kHwnasBinary +
+                            "' search '" + config + "' --quiet " + args + " >> '" + log + "' 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -378,9 +379,9 @@ TEST(WorkerTimeoutMpi, HungWorkerRankIsGivenUpAndTheSearchFinishes) {
   const fs::path dir = temp_dir("mpihang");
   const int budget = 24;
   const std::string config = write_config(dir, synthetic_config(dir, budget, 0.02, 1.0));
-  const auto r = shell("HWNAS_TEST_HANG_WORKER=2:3 " + kMpirun +
-                       " -x HWNAS_TEST_HANG_WORKER -n 3 '" + test::kHwnasBinary + "' search '" +
-                       config + "' --quiet");
+  const auto r =
+      shell("HWNAS_TEST_HANG_WORKER=2:3 " + kMpirun + " -x HWNAS_TEST_HANG_WORKER -n 3 '" +
+            test::kHwnasBinary + "' search '" + config + "' --quiet");
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("worker rank 2 gave no answer for candidate"), std::string::npos)
       << r.output;
@@ -452,14 +453,12 @@ TEST(WorkerTimeoutMpi, EveryWorkerGivenUpIsAnInterruptedRunThatResumes) {
   const int budget = 12;
   const std::string config = write_config(dir, synthetic_config(dir, budget, 0.02, 1.0));
   const std::string db = (dir / "w.db").string();
-  const std::string run = kMpirun + " -n 2 '" + test::kHwnasBinary + "' search '" + config +
-                          "' --quiet";
-  const auto first =
-      shell("HWNAS_TEST_HANG_WORKER=1:3 " + kMpirun + " -x HWNAS_TEST_HANG_WORKER" +
-            run.substr(kMpirun.size()));
+  const std::string run =
+      kMpirun + " -n 2 '" + test::kHwnasBinary + "' search '" + config + "' --quiet";
+  const auto first = shell("HWNAS_TEST_HANG_WORKER=1:3 " + kMpirun + " -x HWNAS_TEST_HANG_WORKER" +
+                           run.substr(kMpirun.size()));
   EXPECT_EQ(first.exit_code, 75) << first.output;
-  EXPECT_NE(first.output.find("every worker rank was given up"), std::string::npos)
-      << first.output;
+  EXPECT_NE(first.output.find("every worker rank was given up"), std::string::npos) << first.output;
   EXPECT_NE(first.output.find("--resume --run 1"), std::string::npos) << first.output;
   EXPECT_EQ(stored_run(db).status, "interrupted");
   EXPECT_EQ(stored_count(db), 2u);
