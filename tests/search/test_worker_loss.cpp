@@ -310,7 +310,7 @@ std::string mpi_unavailable() {
 
 const std::string kMpirun =
     "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-    "OMPI_MCA_btl_vader_single_copy_mechanism=none timeout -s KILL 120 mpirun --oversubscribe "
+    "OMPI_MCA_btl_vader_single_copy_mechanism=none timeout -s KILL 40 mpirun --oversubscribe "
     "--allow-run-as-root";
 
 // `mpirun -n RANKS hwnas search CONFIG --quiet ARGS` in the background, tagged so its ranks
@@ -362,15 +362,36 @@ pid_t rank_pid(const std::string& tag, int rank) {
   return -1;
 }
 
-// Signals worker rank `rank` once `after` evaluations are stored; returns the mpirun's status.
+// Ranks left behind by an mpirun that was killed (they run in process groups of their own).
+void kill_tagged(const std::string& tag) {
+  for (int r = 0; r < 3; ++r)
+    if (const pid_t left = rank_pid(tag, r); left > 0) ::kill(left, SIGKILL);
+}
+
+// Signals worker rank `rank` once `after` evaluations are stored; returns the mpirun's status
+// (-1 when it had not ended after `seconds` and was killed, with every rank still tagged).
 int signal_rank_after(pid_t mpirun, const std::string& db, const std::string& tag, int rank,
-                      std::size_t after, int sig) {
+                      std::size_t after, int sig, double seconds = 120) {
   for (int i = 0; i < 6000 && stored_count(db) < after; ++i) ::usleep(10000);
   EXPECT_GE(stored_count(db), after);
   const pid_t victim = rank_pid(tag, rank);
   EXPECT_GT(victim, 0) << "rank " << rank << " not found";
   if (victim > 0) ::kill(victim, sig);
-  return wait_exit(mpirun, 120);
+  const int status = wait_exit(mpirun, seconds);
+  kill_tagged(tag);
+  return status;
+}
+
+// Whether the coordinator exited with `code`: mpirun's status, or, when mpirun itself failed
+// after reporting it, its report.  Open MPI 4.1.4's mpirun, tearing down a job whose rank 0
+// exited with a code while a rank hangs or is stopped, sometimes crashes (SIGSEGV, 139) or hangs
+// after printing the report (seen in about 1 run in 8 here): that is the launcher's.
+::testing::AssertionResult coordinator_exited(int status, const std::string& output, int code) {
+  if (status == code || output.find("Exit code:    " + std::to_string(code)) != std::string::npos)
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "status " << status << ", expected the coordinator's " << code << ":\n"
+         << output;
 }
 
 // HWNAS_TEST_HANG_WORKER: worker rank 2 hangs on its 3rd job; rank 1 finishes the search.
@@ -379,10 +400,12 @@ TEST(WorkerTimeoutMpi, HungWorkerRankIsGivenUpAndTheSearchFinishes) {
   const fs::path dir = temp_dir("mpihang");
   const int budget = 24;
   const std::string config = write_config(dir, synthetic_config(dir, budget, 0.02, 1.0));
-  const auto r =
-      shell("HWNAS_TEST_HANG_WORKER=2:3 " + kMpirun + " -x HWNAS_TEST_HANG_WORKER -n 3 '" +
-            test::kHwnasBinary + "' search '" + config + "' --quiet");
-  EXPECT_EQ(r.exit_code, 3) << r.output;
+  const std::string tag = "hang" + std::to_string(::getpid());
+  const auto r = shell("HWNAS_TEST_TAG=" + tag + " HWNAS_TEST_HANG_WORKER=2:3 " + kMpirun +
+                       " -x HWNAS_TEST_HANG_WORKER -n 3 '" + test::kHwnasBinary + "' search '" +
+                       config + "' --quiet");
+  kill_tagged(tag);
+  EXPECT_TRUE(coordinator_exited(r.exit_code, r.output, 3));
   EXPECT_NE(r.output.find("worker rank 2 gave no answer for candidate"), std::string::npos)
       << r.output;
   const StoredRun stored = stored_run((dir / "w.db").string());
@@ -405,7 +428,8 @@ TEST(WorkerTimeoutMpi, StoppedWorkerRankIsGivenUpAndTheSearchFinishes) {
   const std::string db = (dir / "w.db").string(), log = (dir / "log").string();
   const std::string tag = "stop" + std::to_string(::getpid());
   const pid_t mpirun = spawn_mpirun(3, config, tag, log);
-  EXPECT_EQ(signal_rank_after(mpirun, db, tag, 1, 4, SIGSTOP), 3) << slurp(log);
+  const int status = signal_rank_after(mpirun, db, tag, 1, 4, SIGSTOP, 30);
+  EXPECT_TRUE(coordinator_exited(status, slurp(log), 3));
   EXPECT_NE(slurp(log).find("worker rank 1 gave no answer"), std::string::npos) << slurp(log);
   const StoredRun stored = stored_run(db);
   EXPECT_EQ(stored.status, "finished");
@@ -457,7 +481,7 @@ TEST(WorkerTimeoutMpi, EveryWorkerGivenUpIsAnInterruptedRunThatResumes) {
       kMpirun + " -n 2 '" + test::kHwnasBinary + "' search '" + config + "' --quiet";
   const auto first = shell("HWNAS_TEST_HANG_WORKER=1:3 " + kMpirun + " -x HWNAS_TEST_HANG_WORKER" +
                            run.substr(kMpirun.size()));
-  EXPECT_EQ(first.exit_code, 75) << first.output;
+  EXPECT_TRUE(coordinator_exited(first.exit_code, first.output, 75));
   EXPECT_NE(first.output.find("every worker rank was given up"), std::string::npos) << first.output;
   EXPECT_NE(first.output.find("--resume --run 1"), std::string::npos) << first.output;
   EXPECT_EQ(stored_run(db).status, "interrupted");
