@@ -69,7 +69,18 @@ const char* signal_name(int sig) {
 // signal's number when a signal interrupted it (130 SIGINT, 143 SIGTERM, 129 SIGHUP), with a
 // message on stderr saying how to continue it.
 int finish_exit_code(const SearchSummary& s, const SearchOptions& o, const std::string& db_path) {
-  if (s.status != "interrupted") return 0;
+  if (!s.worker_events.empty())
+    std::cerr << s.worker_events.size() << " worker(s) given up in run " << s.run_id
+              << " (no answer within worker_timeout_seconds; their candidates ran elsewhere and "
+              << "each result is stored once), first: " << s.worker_events.front() << "\n";
+  if (s.status != "interrupted") return s.worker_events.empty() ? 0 : kWorkersGivenUpExitCode;
+  if (!s.interrupted_by.empty()) {
+    std::cerr << "run " << s.run_id << " interrupted: " << s.interrupted_by << ", after "
+              << s.evaluated << " stored evaluations; check the workers, then continue it with: "
+              << "hwnas search " << o.config_path << " --db " << db_path << " --resume --run "
+              << s.run_id << "\n";
+    return kWorkersLostExitCode;
+  }
   const int sig = g_stop_signal.load() > 0 ? g_stop_signal.load() : SIGINT;
   std::cerr << "run " << s.run_id << " interrupted by " << signal_name(sig) << " after "
             << s.evaluated << " stored evaluations; continue it with: hwnas search "
@@ -108,15 +119,25 @@ int run_local(const SearchOptions& o) {
   SearchConfig c = configure(o);
   // Everything user-supplied is validated and the data loaded before the database is touched.
   auto executor = make_local_executor(make_evaluator_factory(c), c.workers, c.threads);
-  db::Store store(c.db_path);
-  const std::int64_t resume = run_to_resume(o, store, c);
-  install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
+  SearchSummary s;
+  {
+    db::Store store(c.db_path);
+    const std::int64_t resume = run_to_resume(o, store, c);
+    install_stop_handlers();
+    s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
+  }  // the store is closed: everything is on disk
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s; database " << c.db_path << "\n";
   std::cout.flush();
-  return finish_exit_code(s, o, c.db_path);
+  const int code = finish_exit_code(s, o, c.db_path);
+  if (executor->lost_workers() > 0) {
+    // A runner given up may never return: exit without the static destructors (oneTBB's
+    // among them) that would run under it.
+    std::cerr.flush();
+    std::_Exit(code);
+  }
+  return code;
 }
 
 #ifdef HWNAS_WITH_MPI
@@ -164,26 +185,32 @@ int run_mpi(const SearchOptions& o) {
   // workers (a rank that finalises while others still wait would hang the whole job).
   auto executor = make_mpi_executor(mpi);
   SearchConfig c = parse_config(msg["config"], "");
-  db::Store store(c.db_path);
-  const std::int64_t resume = run_to_resume(o, store, c);
-  install_stop_handlers();
-  SearchSummary s = run_search(c, *executor, store, progress_stream(o.quiet), resume,
-                               [&mpi](const SearchConfig& cfg, std::ostream& progress) {
-                                 return make_data_parallel_environment(cfg, progress, mpi);
-                               });
+  SearchSummary s;
+  {
+    db::Store store(c.db_path);
+    const std::int64_t resume = run_to_resume(o, store, c);
+    install_stop_handlers();
+    s = run_search(c, *executor, store, progress_stream(o.quiet), resume,
+                   [&mpi](const SearchConfig& cfg, std::ostream& progress) {
+                     return make_data_parallel_environment(cfg, progress, mpi);
+                   });
+  }  // the store is closed: everything is on disk
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("
             << s.failed << " failed) in " << s.seconds << " s on " << mpi.size() - 1
             << " worker ranks; database " << c.db_path << "\n";
-  if (s.status == "interrupted") {
-    // The launcher is tearing the job down: the results and fronts are stored, and
-    // MPI_Finalize would wait for ranks that are gone.
-    const int code = finish_exit_code(s, o, c.db_path);
-    std::cout.flush();
-    std::cerr.flush();
-    std::_Exit(code);
+  const int code = finish_exit_code(s, o, c.db_path);
+  std::cout.flush();
+  std::cerr.flush();
+  if (s.status == "interrupted" || executor->lost_workers() > 0) {
+    // Everything is stored.  MPI_Finalize would wait for every rank: for ones that are gone
+    // (the launcher is tearing the job down after a signal) and for ones given up (a stopped
+    // process, a hung node).  Exiting with a nonzero code makes mpirun end the job and exit
+    // with that code; MPI_Abort is not used: Open MPI 4.1's mpirun was seen to hang (and, with
+    // code 0, to crash) on it with a stopped rank.
+    std::_Exit(code != 0 ? code : kWorkersGivenUpExitCode);
   }
-  return 0;
+  return code;
 }
 #endif
 

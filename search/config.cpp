@@ -159,6 +159,17 @@ const std::vector<Param>& parameter_table() {
       {"fitness.device", Type::String, "", 0, 0, {}, "device whose latency enters the fitness"},
       {"workers", Type::Int, 0, 0, 1024, {}, "concurrent local evaluations (0 = one per core)"},
       {"threads", Type::Int, 0, 0, 1024, {}, "oneTBB threads in all (0 = all cores)"},
+      {"worker_timeout_seconds",
+       Type::Number,
+       0,
+       0,
+       1e7,
+       {},
+       "give up a worker (MPI rank or local runner thread) that has not answered its candidate "
+       "after this many seconds: the candidate runs again on another worker with the same seed "
+       "(a candidate no worker answers twice is stored as failed) and the event is recorded; "
+       "0 = wait forever.  Must exceed evaluator.max_seconds (the training budget) when both "
+       "are set"},
       {"deterministic",
        Type::Bool,
        true,
@@ -704,6 +715,16 @@ SearchConfig parse_config(const json& j, const std::string& base_dir) {
   c.default_device = device_names.empty() ? "" : device_names.front();
   c.workers = r["workers"];
   c.threads = r["threads"];
+  c.worker_timeout_seconds = r["worker_timeout_seconds"];
+  // The training budget ends a candidate cooperatively; a worker timeout at or below it would
+  // give up healthy workers in the middle of their budget.
+  if (c.worker_timeout_seconds > 0 && c.candidate_seconds > 0 &&
+      c.worker_timeout_seconds <= c.candidate_seconds)
+    fail("worker_timeout_seconds",
+         fmt_number(c.worker_timeout_seconds) + " must exceed evaluator.max_seconds (" +
+             fmt_number(c.candidate_seconds) +
+             ", the per-candidate training budget): give the worker time to finish, e.g. " +
+             fmt_number(2 * c.candidate_seconds + 60));
   c.deterministic = r["deterministic"];
   c.db_path = r["db"];
   c.resolved = r;

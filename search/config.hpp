@@ -63,6 +63,9 @@ struct SearchConfig {
   std::string fitness_device;
   int workers = 0;  // concurrent local evaluations (0 = one per core)
   int threads = 0;  // oneTBB pool size (0 = all cores)
+  // A worker that has not answered its candidate after this many seconds is given up and the
+  // candidate goes to another worker (search/executor.hpp); 0 = wait forever.
+  double worker_timeout_seconds = 0;
   bool deterministic = true;
   std::string db_path;
 

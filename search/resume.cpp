@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <fstream>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -18,18 +19,26 @@ std::string this_host() {
   return buf;
 }
 
+bool pid_alive(std::int64_t pid) {
+  if (pid <= 0) return false;
+  // EPERM: it exists but belongs to someone else (still alive).
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) return false;
+  // A zombie is dead: a coordinator killed under mpirun stays one until something reaps it
+  // (in a container whose init does not reap, for good).  /proc/PID/stat: "pid (comm) S ...".
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (std::getline(stat, line))
+    if (auto close = line.rfind(')'); close != std::string::npos && close + 2 < line.size())
+      return line[close + 2] != 'Z';
+  return true;
+}
+
 namespace {
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-bool pid_alive(std::int64_t pid) {
-  if (pid <= 0) return false;
-  // EPERM: it exists but belongs to someone else (still alive).
-  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
 
 // True when the run's coordinator is known to be gone; runs stored before schema version 5
@@ -57,7 +66,8 @@ std::string displayed_status(const db::RunInfo& run) {
 }
 
 std::string config_differences(const nlohmann::json& stored, const nlohmann::json& now) {
-  static const std::set<std::string> execution_only = {"db", "workers", "threads"};
+  static const std::set<std::string> execution_only = {"db", "workers", "threads",
+                                                       "worker_timeout_seconds"};
   std::map<std::string, nlohmann::json> a, b;
   flatten(stored, "", a);
   flatten(now, "", b);

@@ -24,6 +24,8 @@ inline constexpr int kStaleAfterSeconds = 60;
 
 // This machine's host name, as recorded with each run.
 std::string this_host();
+// Whether process `pid` on this host is alive (a zombie is not).
+bool pid_alive(std::int64_t pid);
 
 // The status to show: the stored one, or "stale" for a "running" run whose coordinator is gone.
 std::string displayed_status(const db::RunInfo& run);

@@ -368,11 +368,19 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       throw std::invalid_argument("--resume: run " + std::to_string(resume_run) +
                                   " has evaluations without proposal ids; it cannot be resumed");
   }
+  // Workers given up over the whole run (all starts), stored with the search state: older
+  // builds read only the keys they know, so the state version stays.
+  nlohmann::json worker_events = nlohmann::json::array();
+  if (resume_run > 0)
+    if (auto saved = store.strategy_state(resume_run); saved && saved->contains("worker_events"))
+      worker_events = saved->at("worker_events");
   auto search_state = [&] {
-    return nlohmann::json{{"format", kSearchStateFormat},
-                          {"version", kSearchStateVersion},
-                          {"lag", lag},
-                          {"strategy", strategy->save_state()}};
+    nlohmann::json state{{"format", kSearchStateFormat},
+                         {"version", kSearchStateVersion},
+                         {"lag", lag},
+                         {"strategy", strategy->save_state()}};
+    if (!worker_events.empty()) state["worker_events"] = worker_events;
+    return state;
   };
   // A new run is created with its coordinator and first state in one transaction, so a kill at
   // any moment leaves a run that shows as stale and resumes with the same lag.
@@ -686,6 +694,20 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
   }
 
+  // A worker given up (search/executor.hpp): a progress line, and stored at once with the
+  // state (between two evaluations' commits, so it agrees with what is stored).
+  executor.set_worker_timeout(config.worker_timeout_seconds);
+  struct SinkReset {  // the sink refers to this call's locals; the executor outlives them
+    Executor& e;
+    ~SinkReset() { e.set_event_sink(nullptr); }
+  } sink_reset{executor};
+  executor.set_event_sink([&](const std::string& what) {
+    progress << what << std::endl;
+    summary.worker_events.push_back(what);
+    worker_events.push_back({{"after_evaluations", done}, {"event", what}});
+    with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
+  });
+
   progress << "search '" << config.name << "' run " << summary.run_id;
   if (resume_run > 0)
     progress << " resumed: " << done << " of " << budget << " candidates stored, " << redo.size()
@@ -726,6 +748,13 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
   };
 
+  // The executor can no longer run jobs (a stop request, every worker given up, a worker rank
+  // dead): what is running is abandoned and the run ends as interrupted.
+  auto executor_stopped = [&](const ExecutorInterrupted& e) {
+    progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
+    if (dynamic_cast<const WorkersLost*>(&e)) summary.interrupted_by = e.what();
+    stopping = true;
+  };
   try {
     while (true) {
       if (!stopping && (g_stop_requested.load() ||
@@ -734,15 +763,19 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
         progress << (g_stop_requested ? "stop requested" : "time budget reached") << ": finishing "
                  << in_flight << " running evaluations" << std::endl;
       }
-      fill_free_slots();
+      try {
+        fill_free_slots();
+      } catch (const ExecutorInterrupted& e) {
+        executor_stopped(e);
+        break;
+      }
       if (in_flight == 0) break;
 
       JobResult jr;
       try {
         jr = executor.wait_next();
       } catch (const ExecutorInterrupted& e) {
-        progress << e.what() << ": " << in_flight << " running evaluations abandoned" << std::endl;
-        stopping = true;
+        executor_stopped(e);
         break;
       }
       --in_flight;
@@ -760,10 +793,16 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
       // The freed worker gets its next candidate before this result is stored: with many
       // workers finishing together, each would otherwise wait for every store write before its
       // own.  (In deterministic mode a proposal that needs this result waits for it anyway.)
-      fill_free_slots();
+      try {
+        fill_free_slots();
+      } catch (const ExecutorInterrupted& e) {
+        record(jr);  // received: stored before the run ends
+        executor_stopped(e);
+        break;
+      }
       record(jr);
     }
-    if (!g_stop_requested) executor.shutdown();
+    if (!g_stop_requested && summary.interrupted_by.empty()) executor.shutdown();
   } catch (const eval::SetupError&) {
     throw;  // already marked failed above
   } catch (...) {
@@ -774,6 +813,13 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     }
     throw;
   }
+
+  const bool interrupted = stopping && (g_stop_requested || !summary.interrupted_by.empty());
+  // Under mpirun a dead worker rank makes the launcher SIGTERM every rank and SIGKILL them a
+  // second later (odls_base_sigkill_timeout): the run is marked interrupted before the fronts
+  // are written, so a kill in between still leaves it marked (a resume rebuilds the fronts).
+  if (interrupted)
+    with_write_retry(progress, [&] { store.finish_run(summary.run_id, "interrupted"); });
 
   // The fronts from the archives, and their hypervolume over the run against one reference
   // (the configured one, or the front's nadir over the whole run).
@@ -797,7 +843,7 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
   summary.evaluated = done;
   summary.seconds = elapsed();
   with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
-  summary.status = stopping && g_stop_requested ? "interrupted" : "finished";
+  summary.status = interrupted ? "interrupted" : "finished";
   with_write_retry(progress, [&] { store.finish_run(summary.run_id, summary.status); });
   if (summary.status == "finished") {
     std::error_code ec;  // best effort: leftover checkpoints waste space, never results

@@ -49,7 +49,12 @@ struct SearchSummary {
   double best_fitness = 0;
   std::map<std::string, double> best_metrics;  // of the best-fitness candidate
   double seconds = 0;
-  std::string status;                                   // "finished" | "interrupted"
+  std::string status;  // "finished" | "interrupted"
+  // Why an interrupted run stopped when no signal asked it to (every worker given up).
+  std::string interrupted_by;
+  // Workers given up (worker_timeout_seconds), one line each, this start of the run only; all
+  // starts' lines are stored in the run's search state under "worker_events".
+  std::vector<std::string> worker_events;
   std::map<std::string, std::vector<FrontRow>> fronts;  // by front key (device or "joint")
   std::map<std::string, double> hypervolume;            // final hypervolume per front
   // Per device: candidates it cannot run, and the first reason given.
