@@ -16,14 +16,6 @@
 namespace hwnas::search {
 namespace {
 
-void check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    throw std::runtime_error(std::string("MPI ") + what + " failed: " + std::string(msg, len));
-  }
-}
 
 nlohmann::json request_to_json(const strategies::SupernetRequest& r) {
   nlohmann::json objectives = nlohmann::json::array();
@@ -61,7 +53,7 @@ class DataParallelEnvironment final : public strategies::OneShotEnvironment {
     if (!inner_->unavailable().empty()) return inner_->run_supernet(space, req);
     const std::string payload = request_to_json(req).dump();
     for (int r = 1; r < session_.size(); ++r)
-      check(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, r,
+      check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, r,
                      kTagSupernetPhase, MPI_COMM_WORLD),
             "send");
     const int threads = phase_threads_per_rank();
@@ -87,13 +79,13 @@ oneshot::DataShard make_mpi_shard() {
     // The reduction combines the ranks' buffers in one fixed order for every rank (Open MPI and
     // MPICH reduce commutative ops in rank order), so the sums, and the weights, are bitwise
     // the same everywhere; tests/search/test_data_parallel.cpp checks it.
-    check(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_FLOAT, MPI_SUM,
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_FLOAT, MPI_SUM,
                         MPI_COMM_WORLD),
           "allreduce");
   };
   s.all_ok = [](bool ok) {
     int mine = ok ? 1 : 0, all = 0;
-    check(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "allreduce");
+    check_mpi(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "allreduce");
     return all == 1;
   };
   return s;

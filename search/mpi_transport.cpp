@@ -25,17 +25,9 @@ namespace {
 enum Tag : int { kTagJob = 1, kTagResult = 2, kTagStop = 3 };
 static_assert(kTagSupernetPhase > kTagStop, "the phase tag must not collide with the job tags");
 
-void check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    throw std::runtime_error(std::string("MPI ") + what + " failed: " + std::string(msg, len));
-  }
-}
 
 void send_string(const std::string& s, int dest, int tag) {
-  check(MPI_Send(s.data(), static_cast<int>(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD),
+  check_mpi(MPI_Send(s.data(), static_cast<int>(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD),
         "send");
 }
 
@@ -46,7 +38,7 @@ MPI_Status wait_for_message(int source, int tag) {
   int flag = 0;
   auto sleep = std::chrono::microseconds(50);
   while (true) {
-    check(MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &status), "probe");
+    check_mpi(MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, &status), "probe");
     if (flag) return status;
     std::this_thread::sleep_for(sleep);
     if (sleep < std::chrono::milliseconds(5)) sleep *= 2;
@@ -57,7 +49,7 @@ std::string receive_string(const MPI_Status& probed) {
   int count = 0;
   MPI_Get_count(&probed, MPI_CHAR, &count);
   std::string s(static_cast<std::size_t>(count), '\0');
-  check(MPI_Recv(s.data(), count, MPI_CHAR, probed.MPI_SOURCE, probed.MPI_TAG, MPI_COMM_WORLD,
+  check_mpi(MPI_Recv(s.data(), count, MPI_CHAR, probed.MPI_SOURCE, probed.MPI_TAG, MPI_COMM_WORLD,
                  MPI_STATUS_IGNORE),
         "recv");
   return s;
@@ -72,7 +64,7 @@ std::vector<std::pair<std::string, long>> gather_peers(const MpiSession& s) {
   mine.resize(kPeerBytes - 1);
   mine.push_back('\0');
   std::vector<char> all(s.rank() == 0 ? static_cast<std::size_t>(kPeerBytes) * s.size() : 0);
-  check(MPI_Gather(mine.data(), kPeerBytes, MPI_CHAR, all.data(), kPeerBytes, MPI_CHAR, 0,
+  check_mpi(MPI_Gather(mine.data(), kPeerBytes, MPI_CHAR, all.data(), kPeerBytes, MPI_CHAR, 0,
                    MPI_COMM_WORLD),
         "gather");
   std::vector<std::pair<std::string, long>> out;
@@ -133,14 +125,14 @@ class MpiExecutor final : public Executor {
       if (g_stop_requested.load()) throw ExecutorInterrupted("stop requested");
       int flag = 0;
       MPI_Status st;
-      check(MPI_Iprobe(MPI_ANY_SOURCE, kTagResult, MPI_COMM_WORLD, &flag, &st), "probe");
+      check_mpi(MPI_Iprobe(MPI_ANY_SOURCE, kTagResult, MPI_COMM_WORLD, &flag, &st), "probe");
       if (flag) {
         std::string payload = receive_string(st);
         const int rank = st.MPI_SOURCE;
         if (lost_.count(rank)) continue;  // a late answer of a rank given up: already redone
         if (auto it = busy_.find(rank); it != busy_.end()) {
           // Answered, so the job was received: the send is complete.
-          check(MPI_Wait(&it->second.request, MPI_STATUS_IGNORE), "send");
+          check_mpi(MPI_Wait(&it->second.request, MPI_STATUS_IGNORE), "send");
           busy_.erase(it);
         }
         idle_.push_back(rank);
@@ -233,7 +225,7 @@ class MpiExecutor final : public Executor {
       Dispatched& d = busy_[rank];
       d = {std::move(queued_.front()), Clock::now(), std::move(payload), MPI_REQUEST_NULL};
       queued_.pop_front();
-      check(MPI_Isend(d.payload->data(), static_cast<int>(d.payload->size()), MPI_CHAR, rank,
+      check_mpi(MPI_Isend(d.payload->data(), static_cast<int>(d.payload->size()), MPI_CHAR, rank,
                       kTagJob, MPI_COMM_WORLD, &d.request),
             "send");
     }
@@ -295,6 +287,15 @@ class MpiExecutor final : public Executor {
 
 }  // namespace
 
+void check_mpi(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    throw std::runtime_error(std::string("MPI ") + what + " failed: " + std::string(msg, len));
+  }
+}
+
 bool launched_under_mpi() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
     if (std::getenv(v)) return true;
@@ -303,8 +304,8 @@ bool launched_under_mpi() {
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
-  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "init");
-  // Errors come back as codes (check() turns them into exceptions) instead of aborting the
+  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "init");
+  // Errors come back as codes (check_mpi() turns them into exceptions) instead of aborting the
   // job, so the coordinator can still store what it has when a worker dies.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
@@ -315,9 +316,9 @@ MpiSession::~MpiSession() { MPI_Finalize(); }
 
 std::string MpiSession::broadcast(const std::string& from_root) const {
   unsigned long long n = from_root.size();
-  check(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD), "bcast");
+  check_mpi(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD), "bcast");
   std::string s = rank_ == 0 ? from_root : std::string(n, '\0');
-  check(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, 0, MPI_COMM_WORLD), "bcast");
+  check_mpi(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, 0, MPI_COMM_WORLD), "bcast");
   return s;
 }
 

@@ -16,6 +16,10 @@ namespace hwnas::search {
 // launcher's environment so a plain `hwnas search` never initialises MPI.
 bool launched_under_mpi();
 
+// Throws std::runtime_error("MPI <what> failed: <MPI's message>") unless rc is MPI_SUCCESS (the
+// communicator returns errors instead of aborting, so the coordinator can still store).
+void check_mpi(int rc, const char* what);
+
 // RAII over MPI_Init_thread / MPI_Finalize for the lifetime of main() (never from a destructor
 // of a global: finalisation order matters).
 class MpiSession {
