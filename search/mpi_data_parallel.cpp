@@ -16,7 +16,6 @@
 namespace hwnas::search {
 namespace {
 
-
 nlohmann::json request_to_json(const strategies::SupernetRequest& r) {
   nlohmann::json objectives = nlohmann::json::array();
   for (const auto& o : r.objectives) objectives.push_back({{"name", o.name}, {"max", o.maximize}});
@@ -54,8 +53,8 @@ class DataParallelEnvironment final : public strategies::OneShotEnvironment {
     const std::string payload = request_to_json(req).dump();
     for (int r = 1; r < session_.size(); ++r)
       check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, r,
-                     kTagSupernetPhase, MPI_COMM_WORLD),
-            "send");
+                         kTagSupernetPhase, MPI_COMM_WORLD),
+                "send");
     const int threads = phase_threads_per_rank();
     progress_ << req.method << ": supernet phase data-parallel on " << session_.size()
               << " ranks x " << threads << " threads (each a shard of every batch)" << std::endl;
@@ -80,8 +79,8 @@ oneshot::DataShard make_mpi_shard() {
     // MPICH reduce commutative ops in rank order), so the sums, and the weights, are bitwise
     // the same everywhere; tests/search/test_data_parallel.cpp checks it.
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_FLOAT, MPI_SUM,
-                        MPI_COMM_WORLD),
-          "allreduce");
+                            MPI_COMM_WORLD),
+              "allreduce");
   };
   s.all_ok = [](bool ok) {
     int mine = ok ? 1 : 0, all = 0;

@@ -25,10 +25,9 @@ namespace {
 enum Tag : int { kTagJob = 1, kTagResult = 2, kTagStop = 3 };
 static_assert(kTagSupernetPhase > kTagStop, "the phase tag must not collide with the job tags");
 
-
 void send_string(const std::string& s, int dest, int tag) {
   check_mpi(MPI_Send(s.data(), static_cast<int>(s.size()), MPI_CHAR, dest, tag, MPI_COMM_WORLD),
-        "send");
+            "send");
 }
 
 // Waits for a message without MPI's busy polling: on a 2-core machine a spinning coordinator
@@ -50,8 +49,8 @@ std::string receive_string(const MPI_Status& probed) {
   MPI_Get_count(&probed, MPI_CHAR, &count);
   std::string s(static_cast<std::size_t>(count), '\0');
   check_mpi(MPI_Recv(s.data(), count, MPI_CHAR, probed.MPI_SOURCE, probed.MPI_TAG, MPI_COMM_WORLD,
-                 MPI_STATUS_IGNORE),
-        "recv");
+                     MPI_STATUS_IGNORE),
+            "recv");
   return s;
 }
 
@@ -65,8 +64,8 @@ std::vector<std::pair<std::string, long>> gather_peers(const MpiSession& s) {
   mine.push_back('\0');
   std::vector<char> all(s.rank() == 0 ? static_cast<std::size_t>(kPeerBytes) * s.size() : 0);
   check_mpi(MPI_Gather(mine.data(), kPeerBytes, MPI_CHAR, all.data(), kPeerBytes, MPI_CHAR, 0,
-                   MPI_COMM_WORLD),
-        "gather");
+                       MPI_COMM_WORLD),
+            "gather");
   std::vector<std::pair<std::string, long>> out;
   for (int r = 0; s.rank() == 0 && r < s.size(); ++r) {
     const std::string entry(all.data() + static_cast<std::size_t>(r) * kPeerBytes);
@@ -226,8 +225,8 @@ class MpiExecutor final : public Executor {
       d = {std::move(queued_.front()), Clock::now(), std::move(payload), MPI_REQUEST_NULL};
       queued_.pop_front();
       check_mpi(MPI_Isend(d.payload->data(), static_cast<int>(d.payload->size()), MPI_CHAR, rank,
-                      kTagJob, MPI_COMM_WORLD, &d.request),
-            "send");
+                          kTagJob, MPI_COMM_WORLD, &d.request),
+                "send");
     }
   }
 
