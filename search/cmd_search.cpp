@@ -124,7 +124,16 @@ int run_local(const SearchOptions& o) {
     db::Store store(c.db_path);
     const std::int64_t resume = run_to_resume(o, store, c);
     install_stop_handlers();
-    s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
+    try {
+      s = run_search(c, *executor, store, progress_stream(o.quiet), resume);
+    } catch (const std::exception& e) {
+      if (executor->lost_workers() == 0) throw;
+      // As below: a runner given up may never return, so no static destructors; every
+      // committed result is already in the file.
+      std::cerr << "error: " << e.what() << "\n";
+      std::cerr.flush();
+      std::_Exit(dynamic_cast<const std::invalid_argument*>(&e) ? kUsageExitCode : 1);
+    }
   }  // the store is closed: everything is on disk
   print_fronts(s, c.pareto_objectives, std::cout);
   std::cout << "\nrun " << s.run_id << " " << s.status << ": " << s.evaluated << " candidates ("

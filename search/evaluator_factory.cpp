@@ -1,5 +1,7 @@
 #include "search/evaluator_factory.hpp"
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 
 #include "evaluators/synthetic.hpp"
@@ -32,10 +34,12 @@ EvaluatorEntry train_entry() {
                                    "timed batch-1 forward passes for the host latency (median); 0 "
                                    "disables"),
               ParamSpec::int_range(
-                  "memory_limit_mb", 0, 1 << 30, 0,
+                  "memory_limit_mb", -1, 1 << 30, 0,
                   "a candidate whose estimated training memory (weights, gradients, optimizer "
                   "state, activations x batch_size) exceeds this many MB fails with the reason "
-                  "instead of being trained (0 = half the physical memory / workers)")};
+                  "instead of being trained (0 = half the physical memory / the candidates "
+                  "training at once on this machine, which depends on the machine: give a "
+                  "number for runs that must repeat elsewhere; -1 = no limit)")};
   e.configure = [](SearchConfig& c, const std::string&) {
     const auto& p = c.evaluator_params;
     c.epochs = p["epochs"];
@@ -74,8 +78,14 @@ EvaluatorEntry train_entry() {
     opt.host_latency_reps = c.host_latency_reps;
     opt.host_latency_batches = c.host_latency_batches;
     const int limit_mb = c.evaluator_params.value("memory_limit_mb", 0);
-    opt.memory_limit_bytes =
-        limit_mb > 0 ? limit_mb * 1e6 : eval::default_memory_limit_bytes(c.workers);
+    // Candidates training at once on this machine: the local workers, or under mpirun the
+    // ranks of this node (each trains one).
+    int sharing = c.workers;
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE"))
+      sharing = std::max(1, std::atoi(local));
+    opt.memory_limit_bytes = limit_mb > 0    ? limit_mb * 1e6
+                             : limit_mb == 0 ? eval::default_memory_limit_bytes(sharing)
+                                             : 0;  // -1: no limit
     return [data, opt] { return std::make_unique<eval::TrainEvaluator>(data, opt); };
   };
   return e;

@@ -230,6 +230,7 @@ class LocalExecutor final : public Executor {
   void give_up_expired(std::unique_lock<std::mutex>& lock, Clock::duration limit) {
     const auto now = Clock::now();
     std::vector<Job> resubmit;
+    std::vector<std::string> events;  // reported after the lock is released: the sink stores
     for (auto& r : runners_) {
       RunnerState& s = *r.state;
       if (!s.job || s.lost || now - s.since < limit) continue;
@@ -250,10 +251,11 @@ class LocalExecutor final : public Executor {
         what += ", candidate failed (no answer on two workers)";
       }
       s.job.reset();
-      event(what);
+      events.push_back(std::move(what));
     }
-    if (resubmit.empty()) return;
+    if (events.empty()) return;
     lock.unlock();
+    for (const auto& what : events) event(what);
     for (auto& job : resubmit) {
       // The stuck runner may hold its arena slots for good: the new runner gets its own arena
       // of the per-runner share of the threads.

@@ -48,8 +48,10 @@ class DataParallelEnvironment final : public strategies::OneShotEnvironment {
 
   strategies::SupernetOutcome run_supernet(const spaces::Space& space,
                                            const strategies::SupernetRequest& req) const override {
-    // A phase that cannot run fails here alone; the workers were never asked.
-    if (!inner_->unavailable().empty()) return inner_->run_supernet(space, req);
+    // A phase that cannot run fails here alone; the workers were never asked (so no
+    // collective may follow: the inner environment's agreement would wait for them).
+    if (const std::string why = inner_->unavailable(); !why.empty())
+      throw std::invalid_argument(why);
     const std::string payload = request_to_json(req).dump();
     for (int r = 1; r < session_.size(); ++r)
       check_mpi(MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_CHAR, r,
@@ -122,6 +124,9 @@ void join_data_parallel_phase(const SearchConfig* config, const std::string& req
     // and rank 0 reports it: one error, not one per rank.
     if (!in_environment) (void)shard.all_ok(false);
   } catch (const std::exception& e) {
+    // Known gap: a failure on this rank alone after the agreement (e.g. out of memory in a
+    // step) leaves the other ranks waiting in the next all-reduce; mpirun's own teardown (or
+    // the user) ends the job, and the run stays resumable.
     if (!in_environment) (void)shard.all_ok(false);
     std::cerr << "worker rank " << rank << ": supernet phase: " << e.what() << std::endl;
   }

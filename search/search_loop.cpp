@@ -705,7 +705,15 @@ SearchSummary run_search(const SearchConfig& config, Executor& executor, db::Sto
     progress << what << std::endl;
     summary.worker_events.push_back(what);
     worker_events.push_back({{"after_evaluations", done}, {"event", what}});
-    with_write_retry(progress, [&] { store.save_strategy_state(summary.run_id, search_state()); });
+    // Called from inside the executor: a store error must not escape into it (it would leave
+    // the given-up candidate neither re-run nor failed).  The event stays in the summary and
+    // goes with the next saved state; a lasting disk error fails the next evaluation's write.
+    try {
+      with_write_retry(progress,
+                       [&] { store.save_strategy_state(summary.run_id, search_state()); });
+    } catch (const std::exception& e) {
+      progress << "the event is not stored yet (" << e.what() << ")" << std::endl;
+    }
   });
 
   progress << "search '" << config.name << "' run " << summary.run_id;

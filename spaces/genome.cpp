@@ -200,6 +200,8 @@ Genome::Graph& Genome::mutable_graph() {
     graph_ = std::make_shared<Graph>();
   else if (graph_.use_count() > 1)
     graph_ = std::make_shared<Graph>(*graph_);
+  else  // use_count() is a relaxed load: order this genome's writes after the last sharer's reads
+    std::atomic_thread_fence(std::memory_order_acquire);
   return *graph_;
 }
 

@@ -20,10 +20,10 @@ class GenomeModelImpl : public GenomeModel {
       inputs_[v] = genome_.inputs_of(v);
       for (auto u : inputs_[v]) ++consumers_[u];
       if (v == genome_.input_node()) continue;
-      const BlockNode& b = genome_.node(v);
+      const BlockNode& b = std::as_const(genome_).node(v);
       const BlockKind& kind = catalogue().at(b.kind);
       std::vector<TensorType> in_types;
-      for (auto u : inputs_[v]) in_types.push_back(genome_.node(u).out);
+      for (auto u : inputs_[v]) in_types.push_back(std::as_const(genome_).node(u).out);
       modules_[v] = kind.build(in_types, kind.resolve(b.params), rng);
     }
     output_ = genome_.output_node();

@@ -350,10 +350,14 @@ std::unique_ptr<Strategy> make_multi_fidelity(const nlohmann::json& p, const spa
   const nlohmann::json& proposer = p["proposer"];
   if (proposer.is_object() && proposer.contains("type") && proposer["type"].is_string()) {
     const std::string t = proposer["type"];
-    if (t == "successive_halving" || t == "hyperband")
+    // One-shot strategies train a supernet at their first ask; a bracket's proposer is first
+    // asked while other brackets' candidates train, and under mpirun the phase's collectives
+    // would then wait for workers busy with those (a deadlock), so they are refused here.
+    const StrategyEntry* entry = strategy_registry().find(t);
+    if (t == "successive_halving" || t == "hyperband" || (entry && entry->one_shot))
       throw std::invalid_argument("strategy.proposer: '" + t +
                                   "' cannot propose for a multi-fidelity strategy; use a "
-                                  "single-fidelity strategy such as random or "
+                                  "single-fidelity, multi-trial strategy such as random or "
                                   "regularized_evolution");
   }
   return std::make_unique<MultiFidelity>(space, ctx, p, hyperband);

@@ -71,7 +71,7 @@ TEST(MemoryGuard, ASearchWhoseBigCandidatesExceedTheLimitFinishes) {
 
 TEST(MemoryGuard, TheLimitIsValidated) {
   json j = tiny_search("x.db");
-  for (const json& bad : {json(-1), json(2.5), json("1GB")}) {
+  for (const json& bad : {json(-2), json(2.5), json("1GB")}) {
     j["evaluator"]["memory_limit_mb"] = bad;
     try {
       search::parse_config(j, "");
@@ -81,4 +81,6 @@ TEST(MemoryGuard, TheLimitIsValidated) {
           << e.what();
     }
   }
+  j["evaluator"]["memory_limit_mb"] = -1;  // no limit
+  EXPECT_NO_THROW(search::parse_config(j, ""));
 }

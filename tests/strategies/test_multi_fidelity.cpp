@@ -194,4 +194,10 @@ TEST(MultiFidelity, BadParametersNameTheField) {
                "strategy.proposer: strategy.population");
   expect_error({{"type", "successive_halving"}, {"eta", 1}}, "strategy.eta");
   expect_error({{"type", "successive_halving"}, {"promotion", "nsga"}}, "strategy.promotion");
+  // A one-shot proposer would train its supernet while other brackets' candidates train (under
+  // mpirun its collectives would wait for busy workers).
+  expect_error({{"type", "hyperband"}, {"proposer", {{"type", "spos"}}}},
+               "strategy.proposer: 'spos' cannot propose");
+  expect_error({{"type", "successive_halving"}, {"proposer", {{"type", "darts"}}}},
+               "strategy.proposer: 'darts' cannot propose");
 }
