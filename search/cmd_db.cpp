@@ -99,6 +99,18 @@ void cmd_runs(const DbOptions& o) {
       std::cout << "  " << r.id << ": " << front << " = " << h.back().hypervolume << " after "
                 << h.back().evaluations << " evaluations\n";
     }
+  // Workers the search gave up (worker_timeout_seconds) or lost, kept in the run's state.
+  header = false;
+  for (const auto& r : runs) {
+    const auto state = store.strategy_state(r.id);
+    if (!state || !state->contains("worker_events")) continue;
+    for (const auto& e : state->at("worker_events")) {
+      if (!header) std::cout << "\nworker events (run, after N evaluations: event):\n";
+      header = true;
+      std::cout << "  " << r.id << ", after " << e.value("after_evaluations", 0) << ": "
+                << e.value("event", std::string()) << "\n";
+    }
+  }
 }
 
 std::int64_t resolve_run(const db::Store& store, const DbOptions& o) {

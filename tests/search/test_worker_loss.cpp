@@ -280,6 +280,12 @@ TEST(WorkerTimeout, LocalSearchFinishesWithoutTheHungRunner) {
   ASSERT_EQ(stored.worker_events.size(), 1u) << stored.worker_events.dump();
   EXPECT_NE(stored.worker_events[0]["event"].get<std::string>().find("re-submitted"),
             std::string::npos);
+  // `hwnas runs` lists the event with its run.
+  const auto runs =
+      shell("'" + test::kHwnasBinary + "' runs --db '" + (dir / "w.db").string() + "'");
+  EXPECT_EQ(runs.exit_code, 0) << runs.output;
+  EXPECT_NE(runs.output.find("worker events"), std::string::npos) << runs.output;
+  EXPECT_NE(runs.output.find("local runner 1 gave no answer"), std::string::npos) << runs.output;
   fs::remove_all(dir);
 }
 
