@@ -1,5 +1,8 @@
 #include "nn/state_file.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <bit>
 #include <cstdio>
 #include <cstring>
@@ -218,7 +221,12 @@ std::vector<StateRecord> decode_state_file(std::string_view magic, const std::st
 }
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
+  // A temporary name of this writer's own: two writers of one path (a worker given up that
+  // still finishes, and the one re-running its candidate) must not interleave in one file;
+  // the last rename wins with a whole file.
+  static std::atomic<unsigned long> writes{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(writes.fetch_add(1));
   std::error_code ec;
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);

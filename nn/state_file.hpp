@@ -48,8 +48,9 @@ std::string encode_state_file(std::string_view magic, const std::vector<StateRec
 std::vector<StateRecord> decode_state_file(std::string_view magic, const std::string& bytes,
                                            const std::string& source);
 
-// Writes `bytes` to path + ".tmp", then renames it over `path`: a crash mid-write never leaves
-// a half-written state under the real name.  Throws std::runtime_error on I/O failure.
+// Writes `bytes` to a temporary sibling (path + ".tmp.<pid>.<n>", one per writer), then renames
+// it over `path`: a crash mid-write never leaves a half-written state under the real name, and
+// two writers of one path never mix their bytes.  Throws std::runtime_error on I/O failure.
 void write_file_atomically(const std::string& path, const std::string& bytes);
 // Throws std::invalid_argument if the file cannot be opened.
 std::string read_whole_file(const std::string& path);

@@ -11,6 +11,7 @@
 #include "deploy_test_util.hpp"
 #include "nn/state_dict.hpp"
 #include "spaces/model_builder.hpp"
+#include "tests/temp_files.hpp"
 
 using namespace hwnas;
 using namespace deploy_test;
@@ -290,7 +291,7 @@ TEST_P(Exported, OnnxPassesTheChecker) {
     EXPECT_NE(r.out.find("Softmax"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("QuantizeLinear"), std::string::npos) << r.out;
   }
-  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+  EXPECT_FALSE(hwnas::test::temp_sibling_exists(path.string()));
   fs::remove_all(dir);
 }
 

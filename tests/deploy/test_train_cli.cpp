@@ -13,6 +13,7 @@
 #include "nn/state_dict.hpp"
 #include "search/config.hpp"
 #include "spaces/model_builder.hpp"
+#include "tests/temp_files.hpp"
 #include "tests/test_genomes.hpp"
 
 using namespace hwnas;
@@ -75,7 +76,7 @@ TEST_F(TrainCli, RetrainsScoresTheTestSplitOnceAndSavesWeights) {
       << r.out;
   EXPECT_NE(r.out.find("host latency"), std::string::npos) << r.out;
   ASSERT_TRUE(fs::exists(weights));
-  EXPECT_FALSE(fs::exists(weights.string() + ".tmp"));
+  EXPECT_FALSE(hwnas::test::temp_sibling_exists(weights.string()));
 
   db::Store s(*db_, true);
   const auto results = s.test_results(1);

@@ -14,6 +14,7 @@
 #include "nn/layers.hpp"
 #include "nn/optim.hpp"
 #include "nn/state_dict.hpp"
+#include "tests/temp_files.hpp"
 
 namespace hwnas::nn::testing {
 
@@ -88,7 +89,8 @@ inline void expect_same_state(Module& a, Module& b) {
   }
 }
 
-// A fresh path under the system temp directory, removed (with its .tmp sibling) on destruction.
+// A fresh path under the system temp directory, removed (with its temporary siblings) on
+// destruction.
 class TempPath {
  public:
   explicit TempPath(const std::string& stem)
@@ -98,7 +100,7 @@ class TempPath {
   ~TempPath() {
     std::error_code ec;
     std::filesystem::remove(path_, ec);
-    std::filesystem::remove(path_ + ".tmp", ec);
+    hwnas::test::remove_temp_siblings(path_);
   }
   const std::string& str() const { return path_; }
 

@@ -13,6 +13,7 @@
 #include "nn/retro.hpp"
 #include "nn/state_file.hpp"
 #include "tests/nn/gradcheck.hpp"
+#include "tests/temp_files.hpp"
 
 using namespace hwnas::nn;
 
@@ -105,7 +106,7 @@ TEST(Retro, FileRoundTripAndEmptyStore) {
   const std::string path = temp_path("round_trip.rds");
   const RetroDatastore s = build_retro_datastore(random_sequences(3, 8, 5, 4), 2, 3, 9);
   save_retro_datastore(path, s);
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_FALSE(hwnas::test::temp_sibling_exists(path));
   const RetroDatastore r = load_retro_datastore(path);
   EXPECT_EQ(r.chunk, 2);
   EXPECT_EQ(r.features, 5);

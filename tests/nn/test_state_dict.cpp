@@ -5,9 +5,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "nn/checkpoint.hpp"
 #include "nn/state_dict.hpp"
+#include "nn/state_file.hpp"
 #include "tests/nn/gradcheck.hpp"
 #include "tests/nn/state_test_util.hpp"
 
@@ -133,7 +135,7 @@ TEST(StateDict, FileRoundTripIsBitExactInValuesAndOutputs) {
   }
   TempPath path("roundtrip");
   save_state(trained, path.str());
-  EXPECT_FALSE(std::filesystem::exists(path.str() + ".tmp"));
+  EXPECT_FALSE(hwnas::test::temp_sibling_exists(path.str()));
   TinyNet fresh(5);  // different initial weights
   load_state(fresh, path.str());
   testing::expect_same_state(trained, fresh);
@@ -231,6 +233,22 @@ TEST(StateDict, RefusesAWrongMagicVersionTruncationAndCorruption) {
   save_checkpoint(ck, path.str());
   expect_invalid([&] { load_state(net, path.str()); },
                  "is a training checkpoint file, expected a model state");
+}
+
+TEST(StateFile, TwoWritersOfOnePathNeverMixTheirBytes) {
+  // A given-up worker that still finishes and the one re-running its candidate both write the
+  // same checkpoint: whichever rename comes last, the file is one writer's whole content.
+  TempPath path("two_writers");
+  const std::string a(1 << 20, 'a'), b(1 << 20, 'b');
+  for (int round = 0; round < 20; ++round) {
+    std::thread first([&] { write_file_atomically(path.str(), a); });
+    std::thread second([&] { write_file_atomically(path.str(), b); });
+    first.join();
+    second.join();
+    const std::string got = read_whole_file(path.str());
+    EXPECT_TRUE(got == a || got == b) << "round " << round << ": a mixed file";
+  }
+  EXPECT_FALSE(hwnas::test::temp_sibling_exists(path.str()));
 }
 
 TEST(StateDict, FreshFilesHaveTheDocumentedHeader) {
