@@ -98,6 +98,38 @@ CanonicalMemo& canonical_memo() {
   return memo;
 }
 
+// Graphs that passed validate() (output types inferred), by content key: a fresh genome whose
+// content was validated before in this process takes the output types from there instead of
+// checking and inferring again, which is most of what a strategy's mutation costs when it
+// lands on an architecture it has built before (NSGA-II's re-drawn children, BANANAS's
+// candidate pool, local search's neighbours).  The memo keeps copies of its own, so no
+// genome's node reference can reach them.  Bounded: a few hundred graphs of a hundred-odd
+// nodes are tens of MB; when full it starts over.
+class ValidatedGraphs {
+ public:
+  std::shared_ptr<const Genome::Graph> find(const ContentKey& k) {
+    std::lock_guard lock(m_);
+    auto it = graphs_.find(k);
+    return it == graphs_.end() ? nullptr : it->second;
+  }
+  void put(const ContentKey& k, const Genome::Graph& g) {
+    auto copy = std::make_shared<const Genome::Graph>(g);  // outside the lock
+    std::lock_guard lock(m_);
+    if (graphs_.size() >= kCapacity) graphs_.clear();
+    graphs_.emplace(k, std::move(copy));
+  }
+
+ private:
+  static constexpr std::size_t kCapacity = 512;
+  std::mutex m_;
+  std::unordered_map<ContentKey, std::shared_ptr<const Genome::Graph>, ContentKeyHash> graphs_;
+};
+
+ValidatedGraphs& validated_graphs() {
+  static ValidatedGraphs graphs;
+  return graphs;
+}
+
 }  // namespace
 
 const char* data_kind_name(DataKind k) {
@@ -317,8 +349,15 @@ std::vector<Genome::NodeId> Genome::topological_order() const {
 void Genome::validate() {
   // An entry for this content means validate() passed on it here (or on the genome this one was
   // copied from, graph and output types included): nothing to check or infer again.
-  if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == content_fingerprint())
+  const ContentKey key = content_key(*this);
+  if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == key.a) return;
+  if (const auto known = validated_graphs().find(key);
+      known && boost::num_vertices(*known) == num_nodes()) {
+    Graph& gr = mutable_graph();
+    for (NodeId v = 0; v < num_nodes(); ++v) gr[v].out = (*known)[v].out;
+    canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
     return;
+  }
   const std::size_t n = num_nodes();
   Graph& gr = mutable_graph();
   if (n < 2) throw GenomeError("genome needs an input node and at least one block");
@@ -380,11 +419,11 @@ void Genome::validate() {
       if (d <= 0) throw GenomeError(node_label(*this, v) + ": output " + b.out.str() + " is empty");
   }
   // Remember that this content is valid and its output types inferred, so validate,
-  // canonical_json and is_valid need not check again.
-  const std::uint64_t fingerprint = content_fingerprint();
+  // canonical_json and is_valid need not check again (output types are not in the key).
   auto cached = canonical_cache_.load();
-  if (!cached || cached->fingerprint != fingerprint)
-    canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{fingerprint, {}}));
+  if (!cached || cached->fingerprint != key.a)
+    canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
+  validated_graphs().put(key, *graph_);
 }
 
 bool Genome::is_valid() const {

@@ -126,6 +126,23 @@ TEST(Genome, CanonicalCacheFollowsEveryKindOfChange) {
   EXPECT_THROW(g.hash(), GenomeError);
 }
 
+TEST(Genome, ContentValidatedBeforeGetsTheSameOutputTypesAndStaysItsOwn) {
+  // The second build of a content validated before takes its output types from the process's
+  // memo of validated graphs instead of inferring them: the same types, and a graph of its own
+  // (a change through a node reference changes this genome only).
+  const Genome first = diamond(false, false);
+  Genome again = diamond(false, false);
+  ASSERT_EQ(again.num_nodes(), first.num_nodes());
+  for (Genome::NodeId v = 0; v < first.num_nodes(); ++v)
+    EXPECT_EQ(again.node(v).out.str(), first.node(v).out.str()) << "node " << v;
+  EXPECT_NE(&again.graph(), &first.graph());
+  BlockNode& dw = again.node(2);
+  dw.params["kernel"] = 3;
+  EXPECT_NE(again.hash(), first.hash());
+  EXPECT_EQ(first.node(2).params.at("kernel"), 5);
+  EXPECT_EQ(diamond(false, false).hash(), first.hash());  // the memo's copy is untouched
+}
+
 TEST(Genome, ConcatInputOrderMatters) {
   auto make = [](bool swap) {
     Genome g(TensorType::image(1, 8, 8));
