@@ -20,6 +20,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "bench/bench_util.hpp"
+#include "bench/nb201_tabular.hpp"
 #include "db/store.hpp"
 #include "search/config.hpp"
 #include "search/evaluator_factory.hpp"
@@ -30,12 +32,6 @@ using namespace hwnas;
 namespace fs = std::filesystem;
 
 namespace {
-
-double thread_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 // Bytes of one table and its indexes (dbstat), or -1 when this SQLite lacks dbstat.
 double table_bytes(const fs::path& db, const std::string& table) {
@@ -74,37 +70,14 @@ int main(int argc, char** argv) {
       keep ? fs::path(argv[3])
            : fs::temp_directory_path() / ("hwnas_bench_million_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  const auto& b = test::nb201_bench();
-  {
-    std::ofstream csv(dir / "table.csv");
-    csv << "arch,valid_acc_12\n";
-    const auto& space = test::nb201_space();
-    for (std::uint64_t i = 0; i < *space.size(); ++i)
-      csv << '"' << space.describe(space.at(i)) << "\"," << b.accuracy[i] << "\n";
-  }
+  const fs::path table = bench::write_nb201_table(dir);
   const fs::path db_path = dir / "million.db";
   fs::remove(db_path);
   nlohmann::json strategy_config = {{"type", strategy}};
   if (strategy == "regularized_evolution")
     strategy_config.update({{"population", 50}, {"sample_size", 10}});
-  const nlohmann::json j = {{"name", "million"},
-                            {"seed", 1},
-                            {"space",
-                             {{"type", "nb201"},
-                              {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
-                              {"outputs", 10}}},
-                            {"task", {{"dataset", "tabular"}}},
-                            {"evaluator",
-                             {{"type", "tabular"},
-                              {"csv", (dir / "table.csv").string()},
-                              {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}}},
-                              {"epochs", 12}}},
-                            {"strategy", strategy_config},
-                            {"budget", {{"evaluations", evaluations}}},
-                            {"devices", {"h100_sxm", "jetson_tx2", "edgetpu_usb", "pixel3_a75"}},
-                            {"objectives", {"val_accuracy:max", "latency_ms:min"}},
-                            {"workers", 2},
-                            {"db", db_path.string()}};
+  const nlohmann::json j =
+      bench::nb201_tabular_search("million", table, strategy_config, evaluations, db_path);
   search::SearchConfig c = search::parse_config(j, "");
   double cpu = 0;
   search::SearchSummary s;
@@ -112,9 +85,9 @@ int main(int argc, char** argv) {
     auto executor = search::make_local_executor(search::make_evaluator_factory(c), 2, 1);
     db::Store store(c.db_path);
     std::ostringstream progress;  // a million progress lines are not the point
-    const double t0 = thread_cpu_seconds();
+    const double t0 = bench::thread_cpu_seconds();
     s = search::run_search(c, *executor, store, progress);
-    cpu = thread_cpu_seconds() - t0;
+    cpu = bench::thread_cpu_seconds() - t0;
   }
   // The store is closed: SQLite folded its write-ahead log into the file.
   const double file = static_cast<double>(fs::file_size(db_path));

@@ -21,22 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string run_command(const std::string& cmd, int& status) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
-  }
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  status = ::pclose(p);
-  return out;
-}
 
 double sum_wall_seconds(const fs::path& db) {
   sqlite3* h = nullptr;
@@ -93,7 +82,7 @@ int main(int argc, char** argv) {
                             " " + HWNAS_BINARY_DIR + "/hwnas search " + cfg.string();
     const auto t0 = std::chrono::steady_clock::now();
     int status = 0;
-    const std::string out = run_command(cmd, status);
+    const std::string out = hwnas::bench::run_command(cmd, status);
     const double total =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::smatch m;

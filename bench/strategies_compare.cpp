@@ -16,6 +16,8 @@
 #include <iostream>
 #include <numeric>
 
+#include "bench/bench_util.hpp"
+#include "bench/nb201_tabular.hpp"
 #include "db/store.hpp"
 #include "search/config.hpp"
 #include "search/evaluator_factory.hpp"
@@ -27,12 +29,6 @@ using namespace hwnas;
 namespace fs = std::filesystem;
 
 namespace {
-
-double thread_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 struct Stat {
   double mean = 0, sd = 0;
@@ -95,13 +91,13 @@ int main(int argc, char** argv) {
         std::vector<std::vector<double>> pts;
         double top = -1e300, spent = 0;
         for (int i = 0; i < budget; ++i) {
-          double t0 = thread_cpu_seconds();
+          double t0 = bench::thread_cpu_seconds();
           strategies::Proposal p = s->ask(1).front();
-          spent += thread_cpu_seconds() - t0;
+          spent += bench::thread_cpu_seconds() - t0;
           strategies::Result r = test::nb201_result(p);
-          t0 = thread_cpu_seconds();
+          t0 = bench::thread_cpu_seconds();
           s->tell(r);
-          spent += thread_cpu_seconds() - t0;
+          spent += bench::thread_cpu_seconds() - t0;
           top = std::max(top, r.objectives[0]);
           pts.push_back(r.objectives);
         }
@@ -120,38 +116,16 @@ int main(int argc, char** argv) {
   const fs::path dir =
       fs::temp_directory_path() / ("hwnas_bench_strategies_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  {
-    std::ofstream csv(dir / "table.csv");
-    csv << "arch,valid_acc_12\n";
-    const auto& space = test::nb201_space();
-    for (std::uint64_t i = 0; i < *space.size(); ++i)
-      csv << '"' << space.describe(space.at(i)) << "\"," << b.accuracy[i] << "\n";
-  }
-  nlohmann::json j = {{"name", "bench"},
-                      {"seed", 1},
-                      {"space",
-                       {{"type", "nb201"},
-                        {"input", {{"kind", "image"}, {"shape", {3, 32, 32}}}},
-                        {"outputs", 10}}},
-                      {"task", {{"dataset", "tabular"}}},
-                      {"evaluator",
-                       {{"type", "tabular"},
-                        {"csv", (dir / "table.csv").string()},
-                        {"metrics", {{"val_accuracy", "valid_acc_{epochs}"}}},
-                        {"epochs", 12}}},
-                      {"strategy", config_of(loop_strategy)},
-                      {"budget", {{"evaluations", loop_evals}}},
-                      {"devices", {"h100_sxm", "jetson_tx2", "edgetpu_usb", "pixel3_a75"}},
-                      {"objectives", {"val_accuracy:max", "latency_ms:min"}},
-                      {"workers", 2},
-                      {"db", (dir / "bench.db").string()}};
+  const nlohmann::json j =
+      bench::nb201_tabular_search("bench", bench::write_nb201_table(dir), config_of(loop_strategy),
+                                  loop_evals, dir / "bench.db");
   search::SearchConfig c = search::parse_config(j, "");
   auto executor = search::make_local_executor(search::make_evaluator_factory(c), 2, 2);
   db::Store store(c.db_path);
   std::ostringstream progress;
-  const double t0 = thread_cpu_seconds();
+  const double t0 = bench::thread_cpu_seconds();
   auto s = search::run_search(c, *executor, store, progress);
-  const double cpu = thread_cpu_seconds() - t0;
+  const double cpu = bench::thread_cpu_seconds() - t0;
   std::printf(
       "\nsearch loop, tabular NB201, %s, 4 devices, 2 workers: %d evaluations, "
       "coordinator CPU %.3f ms per evaluation (%.2f s wall)\n",

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.hpp"
 #include "evaluators/task_registry.hpp"
 #include "nn/parallel.hpp"
 #include "oneshot/spos_search.hpp"
@@ -29,19 +30,6 @@
 #include "spaces/space.hpp"
 
 namespace {
-
-std::string run_command(const std::string& cmd, int& status) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) {
-    status = -1;
-    return out;
-  }
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  status = ::pclose(p);
-  return out;
-}
 
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
@@ -116,7 +104,7 @@ int main(int argc, char** argv) {
   for (int r : ranks) {
     const std::string before = load_average();
     int status = 0;
-    const std::string out = run_command(
+    const std::string out = hwnas::bench::run_command(
         "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
         "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe --allow-run-as-root "
         "-n " +
