@@ -69,65 +69,44 @@ ContentKey content_key(const Genome& g) {
   return k;
 }
 
-// Canonical forms already computed in this process, by content key: strategies keep building
-// the same architecture afresh (a mutation that lands on a known cell, a retried child), and
-// each fresh genome would otherwise pay the colour refinement again.  Bounded: when full it
-// starts over, which costs recomputation only.
-class CanonicalMemo {
+// A bounded, thread-safe map from content key to what this process already computed for that
+// content: strategies keep building the same architecture afresh (a mutation that lands on a
+// known cell, a retried child, a neighbour, a candidate pool).  When full it starts over, which
+// costs recomputation only.
+template <class Value, std::size_t kCapacity>
+class ContentMemo {
  public:
-  std::optional<std::string> find(const ContentKey& k) {
+  std::optional<Value> find(const ContentKey& k) {
     std::lock_guard lock(m_);
-    auto it = forms_.find(k);
-    if (it == forms_.end()) return std::nullopt;
+    auto it = values_.find(k);
+    if (it == values_.end()) return std::nullopt;
     return it->second;
   }
-  void put(const ContentKey& k, const std::string& form) {
+  void put(const ContentKey& k, Value v) {
     std::lock_guard lock(m_);
-    if (forms_.size() >= kCapacity) forms_.clear();
-    forms_.emplace(k, form);
+    if (values_.size() >= kCapacity) values_.clear();
+    values_.emplace(k, std::move(v));
   }
 
  private:
-  static constexpr std::size_t kCapacity = 16384;
   std::mutex m_;
-  std::unordered_map<ContentKey, std::string, ContentKeyHash> forms_;
+  std::unordered_map<ContentKey, Value, ContentKeyHash> values_;
 };
 
-CanonicalMemo& canonical_memo() {
-  static CanonicalMemo memo;
+// Canonical forms: a fresh genome would otherwise pay the colour refinement again.
+ContentMemo<std::string, 16384>& canonical_memo() {
+  static ContentMemo<std::string, 16384> memo;
   return memo;
 }
 
-// Graphs that passed validate() (output types inferred), by content key: a fresh genome whose
-// content was validated before in this process takes the output types from there instead of
-// checking and inferring again, which is most of what a strategy's mutation costs when it
-// lands on an architecture it has built before (NSGA-II's re-drawn children, BANANAS's
-// candidate pool, local search's neighbours).  The memo keeps copies of its own, so no
-// genome's node reference can reach them.  Bounded: a few hundred graphs of a hundred-odd
-// nodes are tens of MB; when full it starts over.
-class ValidatedGraphs {
- public:
-  std::shared_ptr<const Genome::Graph> find(const ContentKey& k) {
-    std::lock_guard lock(m_);
-    auto it = graphs_.find(k);
-    return it == graphs_.end() ? nullptr : it->second;
-  }
-  void put(const ContentKey& k, const Genome::Graph& g) {
-    auto copy = std::make_shared<const Genome::Graph>(g);  // outside the lock
-    std::lock_guard lock(m_);
-    if (graphs_.size() >= kCapacity) graphs_.clear();
-    graphs_.emplace(k, std::move(copy));
-  }
-
- private:
-  static constexpr std::size_t kCapacity = 512;
-  std::mutex m_;
-  std::unordered_map<ContentKey, std::shared_ptr<const Genome::Graph>, ContentKeyHash> graphs_;
-};
-
-ValidatedGraphs& validated_graphs() {
-  static ValidatedGraphs graphs;
-  return graphs;
+// Graphs that passed validate() (output types inferred): a fresh genome of known content takes
+// its output types from there instead of checking and inferring again, which is most of what a
+// strategy's mutation costs.  Copies of the memo's own, so no genome's node reference can reach
+// them; a few hundred graphs of a hundred-odd nodes are tens of MB.
+using ValidatedGraph = std::shared_ptr<const Genome::Graph>;
+ContentMemo<ValidatedGraph, 512>& validated_graphs() {
+  static ContentMemo<ValidatedGraph, 512> memo;
+  return memo;
 }
 
 }  // namespace
@@ -352,9 +331,9 @@ void Genome::validate() {
   const ContentKey key = content_key(*this);
   if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == key.a) return;
   if (const auto known = validated_graphs().find(key);
-      known && boost::num_vertices(*known) == num_nodes()) {
+      known && boost::num_vertices(**known) == num_nodes()) {
     Graph& gr = mutable_graph();
-    for (NodeId v = 0; v < num_nodes(); ++v) gr[v].out = (*known)[v].out;
+    for (NodeId v = 0; v < num_nodes(); ++v) gr[v].out = (**known)[v].out;
     canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
     return;
   }
@@ -423,7 +402,7 @@ void Genome::validate() {
   auto cached = canonical_cache_.load();
   if (!cached || cached->fingerprint != key.a)
     canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
-  validated_graphs().put(key, *graph_);
+  validated_graphs().put(key, std::make_shared<const Graph>(*graph_));
 }
 
 bool Genome::is_valid() const {
