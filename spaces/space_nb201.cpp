@@ -6,6 +6,7 @@
 // Definition: {"type": "nb201", "input": {...} (default image[3,32,32]), "outputs": 10}.
 #include <array>
 
+#include "spaces/decision_operators.hpp"
 #include "spaces/space_common.hpp"
 
 namespace hwnas::spaces::detail {
@@ -84,7 +85,7 @@ Cell parse_cell(const std::string& s) {
   return c;
 }
 
-class Nb201Space : public Space {
+class Nb201Space : public Space, public DecisionOperators {
  public:
   Nb201Space(TensorType input, int outputs) : input_(std::move(input)), outputs_(outputs) {}
 
@@ -188,26 +189,33 @@ class Nb201Space : public Space {
     return extract(g);
   }
 
-  Genome sample(Rng& rng) const override {
+  // The operators work on cells; the genome forms build the result, the decision forms
+  // (DecisionOperators) do not, and both draw the same random numbers.
+  static Cell sample_cell(Rng& rng) {
     Cell c{};
     for (auto& op : c) op = static_cast<int>(pick_index(kNumOps, rng));
-    return build(c);
+    return c;
   }
-
-  Genome mutate(const Genome& g, Rng& rng) const override {
-    Cell c = cell_of(g);
+  static Cell mutate_cell(Cell c, Rng& rng) {
     auto e = pick_index(kEdges, rng);
     c[e] = static_cast<int>(pick_other(kNumOps, static_cast<std::size_t>(c[e]), rng));
-    return build(c);
+    return c;
   }
-
-  Genome crossover(const Genome& a, const Genome& b, Rng& rng) const override {
-    Cell ca = cell_of(a), cb = cell_of(b), child{};
+  static Cell crossover_cells(const Cell& ca, const Cell& cb, Rng& rng) {
+    Cell child{};
     std::bernoulli_distribution coin(0.5);
     for (int e = 0; e < kEdges; ++e)
       child[static_cast<std::size_t>(e)] =
           coin(rng) ? ca[static_cast<std::size_t>(e)] : cb[static_cast<std::size_t>(e)];
-    return build(child);
+    return child;
+  }
+
+  Genome sample(Rng& rng) const override { return build(sample_cell(rng)); }
+  Genome mutate(const Genome& g, Rng& rng) const override {
+    return build(mutate_cell(cell_of(g), rng));
+  }
+  Genome crossover(const Genome& a, const Genome& b, Rng& rng) const override {
+    return build(crossover_cells(cell_of(a), cell_of(b), rng));
   }
 
   std::vector<Genome> neighbours(const Genome& g) const override {
@@ -231,8 +239,10 @@ class Nb201Space : public Space {
     }
   }
 
-  std::vector<float> encode_onehot(const Genome& g) const override {
-    Cell c = cell_of(g);
+  std::vector<float> encode_onehot(const Genome& g) const override { return onehot_of(cell_of(g)); }
+  std::vector<float> encode_path(const Genome& g) const override { return path_of(cell_of(g)); }
+
+  static std::vector<float> onehot_of(const Cell& c) {
     std::vector<float> v(kEdges * kNumOps, 0.0f);
     for (int e = 0; e < kEdges; ++e)
       v[static_cast<std::size_t>(e * kNumOps + c[static_cast<std::size_t>(e)])] = 1.0f;
@@ -241,10 +251,9 @@ class Nb201Space : public Space {
 
   // Path encoding as in BANANAS (White et al., 2021): one feature per sequence of non-none ops
   // along an input-to-output path of the cell (4 + 16 + 64 = 84), set if some path carries it.
-  std::vector<float> encode_path(const Genome& g) const override {
-    Cell c = cell_of(g);
+  static std::vector<float> path_of(const Cell& c) {
     std::vector<float> v(84, 0.0f);
-    const std::vector<std::vector<int>> paths = {{3}, {0, 4}, {1, 5}, {0, 2, 5}};  // edge lists
+    static const std::vector<std::vector<int>> paths = {{3}, {0, 4}, {1, 5}, {0, 2, 5}};
     for (const auto& path : paths) {
       int index = 0, offset = 0, width = 1;
       bool alive = true;
@@ -260,6 +269,40 @@ class Nb201Space : public Space {
     return v;
   }
 
+  // ---- DecisionOperators: a cell's decisions are its ops, in edge order ----
+  Cell cell_of_decisions(const std::vector<int>& values) const {
+    // The full check (with the decisions' names) only when something is wrong: strategies call
+    // this for every candidate.
+    bool ok = values.size() == kEdges;
+    for (std::size_t i = 0; ok && i < values.size(); ++i)
+      ok = values[i] >= 0 && values[i] < kNumOps;
+    if (!ok) check_decision_values(decisions(), values, "nb201");
+    Cell c{};
+    std::copy(values.begin(), values.end(), c.begin());
+    return c;
+  }
+  static std::vector<int> decisions_of(const Cell& c) { return {c.begin(), c.end()}; }
+
+  std::vector<int> sample_decisions(Rng& rng) const override {
+    return decisions_of(sample_cell(rng));
+  }
+  std::vector<int> mutate_decisions(const std::vector<int>& v, Rng& rng) const override {
+    return decisions_of(mutate_cell(cell_of_decisions(v), rng));
+  }
+  std::vector<int> crossover_decisions(const std::vector<int>& a, const std::vector<int>& b,
+                                       Rng& rng) const override {
+    return decisions_of(crossover_cells(cell_of_decisions(a), cell_of_decisions(b), rng));
+  }
+  std::vector<float> encode_onehot_decisions(const std::vector<int>& v) const override {
+    return onehot_of(cell_of_decisions(v));
+  }
+  std::vector<float> encode_path_decisions(const std::vector<int>& v) const override {
+    return path_of(cell_of_decisions(v));
+  }
+  std::string describe_decisions(const std::vector<int>& v) const override {
+    return cell_string(cell_of_decisions(v));
+  }
+
   // One choice per edge, in the arch string's order.
   std::vector<Decision> decisions() const override {
     std::vector<Decision> out;
@@ -272,15 +315,11 @@ class Nb201Space : public Space {
   }
 
   Genome decode(const std::vector<int>& values) const override {
-    check_decision_values(decisions(), values, "nb201");
-    Cell c{};
-    std::copy(values.begin(), values.end(), c.begin());
-    return build(c);
+    return build(cell_of_decisions(values));
   }
 
   std::vector<int> encode_decisions(const Genome& g) const override {
-    Cell c = cell_of(g);
-    return {c.begin(), c.end()};
+    return decisions_of(cell_of(g));
   }
 
   std::optional<std::uint64_t> size() const override { return 15625; }

@@ -1,15 +1,18 @@
 // Predictor-guided evolution, BANANAS-style (White, Neiswanger & Savani, "BANANAS: Bayesian
 // Optimization with Neural Architectures for Neural Architecture Search", AAAI 2021).
 //
-// An ensemble of small MLPs (nn/ Linear + ReLU, Adam, full-batch MSE on standardised targets,
-// each member from its own initialisation) is trained on the space's encoding of every
-// evaluated architecture (encode_path for cell-like spaces with one target, as the paper finds
-// best, else encode_onehot) and predicts every target; the spread of the members' predictions is
-// the uncertainty.  After `initial` uniform samples, each round: retrain the ensemble, mutate the
-// best `parents` evaluated architectures into `candidates` unseen ones (every tenth a uniform
-// sample instead), and queue the `batch`
-// with the highest acquisition; the next `batch` proposals come from that queue, so the
-// ensemble is retrained once per `batch` results (the cost that matters).
+// An ensemble of small MLPs (ReLU, Adam on the MSE of standardised targets in mini-batches of
+// `train_batch` rows, as the paper's batch of 32; each member from its own initialisation;
+// trained together as one stacked network, see StackedMlps) is trained on the space's encoding
+// of every evaluated architecture (encode_path for cell-like spaces with one target, as the
+// paper finds best, else encode_onehot) and predicts every target; the spread of the members'
+// predictions is the uncertainty.  After `initial` uniform samples, each round: retrain the
+// ensemble, mutate the best `parents` evaluated architectures into `candidates` unseen ones
+// (every tenth a uniform sample instead), and queue the `batch` with the highest acquisition;
+// the next `batch` proposals come from that queue, so the ensemble is retrained once per
+// `batch` results.  A round's cost does not grow with the history: `epochs` steps of
+// `train_batch` rows, and candidates are scored as decision vectors where the space allows
+// (strategies/drafts.hpp), so only the `batch` chosen ones are built as genomes.
 //
 // Targets and acquisition:
 //  - one objective (or objective = "fitness"): the loop's scalar fitness; expected improvement
@@ -39,34 +42,114 @@
 
 #include "nn/layers.hpp"
 #include "nn/optim.hpp"
+#include "strategies/drafts.hpp"
 #include "strategies/registry.hpp"
 
 namespace hwnas::strategies {
 namespace {
 
-// One ensemble member: in -> hidden (ReLU) x layers -> outputs.
-struct Mlp {
-  std::vector<nn::Linear> layers;
-  Mlp(int in, int hidden, int depth, int out, std::mt19937_64& rng) {
-    int width = in;
-    for (int l = 0; l < depth; ++l) {
-      layers.emplace_back(width, hidden, true, rng);
-      width = hidden;
+// The ensemble of MLPs (in -> hidden (ReLU) x depth -> outputs) with its members stacked, so
+// that one pass trains them all: the first layer is one dense layer over every member's units
+// ([rows, in] -> [rows, E*hidden]), the later ones batched GEMMs over the members
+// ([E, rows, hidden] x [E, hidden, hidden]).  Member e starts from nn::Linear's initialisation
+// drawn from its own seed and its loss is its own MSE (the total is their sum), and Adam works
+// elementwise, so the members learn exactly as E separate networks would; only the arithmetic
+// is grouped (one graph of ~10 ops per step instead of E graphs).  The spaces' encodings are
+// 0/1 vectors with a few ones (path encoding: at most 4 of 84 for NB201), so for such inputs
+// the first layer sums the weight rows of the set features (an embedding lookup) instead of
+// multiplying by the mostly-zero input.
+class StackedMlps {
+ public:
+  StackedMlps(int members, int in, int hidden, int depth, int out, std::mt19937_64& seeds)
+      : members_(members), hidden_(hidden), out_(out) {
+    const std::size_t h = static_cast<std::size_t>(hidden);
+    // First layer as [in, E*hidden] (row i: every member's weights from input i), plus a
+    // constant zero row that pads the sparse rows' feature lists.
+    std::vector<float> first(static_cast<std::size_t>(in) * members * h);
+    std::vector<std::vector<float>> later(static_cast<std::size_t>(depth));  // [E, fan_in, fan_out]
+    for (int e = 0; e < members; ++e) {
+      std::mt19937_64 init(seeds());
+      // Member e's layers in order, as nn::Linear(fan_in, fan_out) draws them: weight [out, in].
+      const nn::Tensor w0 = nn::he_normal(nn::Shape{hidden, in}, in, init);
+      for (int o = 0; o < hidden; ++o)
+        for (int i = 0; i < in; ++i)
+          first[static_cast<std::size_t>(i) * members * h + static_cast<std::size_t>(e) * h +
+                static_cast<std::size_t>(o)] = w0.data()[o * in + i];
+      for (int l = 1; l <= depth; ++l) {
+        const int fan_out = l < depth ? hidden : out;
+        const nn::Tensor w = nn::he_normal(nn::Shape{fan_out, hidden}, hidden, init);
+        auto& dst = later[static_cast<std::size_t>(l - 1)];
+        const std::size_t base = dst.size();
+        dst.resize(base + w.numel());
+        for (int o = 0; o < fan_out; ++o)  // transposed to [fan_in, fan_out] for x * W
+          for (int i = 0; i < hidden; ++i)
+            dst[base + static_cast<std::size_t>(i * fan_out + o)] = w.data()[o * hidden + i];
+      }
     }
-    layers.emplace_back(width, out, true, rng);
-  }
-  nn::Var forward(nn::Var x) {
-    for (std::size_t l = 0; l < layers.size(); ++l) {
-      x = layers[l].forward(x);
-      if (l + 1 < layers.size()) x = nn::relu(x);
+    first_w_ = nn::parameter(nn::Tensor::from(nn::Shape{in, members * hidden}, first));
+    first_b_ = nn::parameter(nn::Tensor::zeros(nn::Shape{members * hidden}));
+    zero_row_ = nn::constant(nn::Tensor::zeros(nn::Shape{1, members * hidden}));
+    for (int l = 1; l <= depth; ++l) {
+      const int fan_out = l < depth ? hidden : out;
+      w_.push_back(nn::parameter(nn::Tensor::from(nn::Shape{members, hidden, fan_out},
+                                                  later[static_cast<std::size_t>(l - 1)])));
+      b_.push_back(nn::parameter(nn::Tensor::zeros(nn::Shape{members, 1, fan_out})));
     }
-    return x;
   }
-  std::vector<nn::Var> parameters() {
-    std::vector<nn::Var> out;
-    for (auto& l : layers) l.collect_parameters(out);
-    return out;
+
+  // x [rows, in] (row-major) -> every member's outputs [E, rows, out].
+  nn::Var forward(const std::vector<float>& x, int rows) const {
+    const int in = first_w_.shape()[0];
+    bool binary = true;
+    int most = 0;  // most set features in a row
+    for (int r = 0; r < rows && binary; ++r) {
+      int set = 0;
+      for (int i = 0; i < in && binary; ++i) {
+        const float v = x[static_cast<std::size_t>(r) * in + i];
+        binary = v == 0.0f || v == 1.0f;
+        set += v == 1.0f;
+      }
+      most = std::max(most, set);
+    }
+    nn::Var first;
+    if (binary && 4 * most <= in) {
+      // Each row's set features, padded with the zero row (index `in`).
+      std::vector<int> ids(static_cast<std::size_t>(rows) * std::max(most, 1), in);
+      for (int r = 0; r < rows; ++r)
+        for (int i = 0, k = 0; i < in; ++i)
+          if (x[static_cast<std::size_t>(r) * in + i] == 1.0f)
+            ids[static_cast<std::size_t>(r) * std::max(most, 1) + k++] = i;
+      const int width = std::max(most, 1);
+      const nn::Var rows_of = nn::embedding(nn::concat({first_w_, zero_row_}, 0), ids,
+                                            nn::Shape{rows, width});  // [rows, width, E*h]
+      first = nn::add(nn::scale(nn::mean_dim(rows_of, 1), static_cast<float>(width)), first_b_);
+    } else {
+      first = nn::add(nn::matmul(nn::constant(nn::Tensor::from(nn::Shape{rows, in}, x)), first_w_),
+                      first_b_);
+    }
+    nn::Var h = nn::relu(first);
+    h = nn::transpose(nn::reshape(h, nn::Shape{rows, members_, hidden_}), 0, 1);
+    for (std::size_t l = 0; l < w_.size(); ++l) {
+      h = nn::add(nn::matmul(h, w_[l]), b_[l]);
+      if (l + 1 < w_.size()) h = nn::relu(h);
+    }
+    return h;
   }
+
+  std::vector<nn::Var> parameters() const {
+    std::vector<nn::Var> p{first_w_, first_b_};
+    p.insert(p.end(), w_.begin(), w_.end());
+    p.insert(p.end(), b_.begin(), b_.end());
+    return p;
+  }
+
+  int members() const { return members_; }
+  int outputs() const { return out_; }
+
+ private:
+  int members_, hidden_, out_;
+  nn::Var first_w_, first_b_, zero_row_;
+  std::vector<nn::Var> w_, b_;  // layers after the first: [E, fan_in, fan_out], [E, 1, fan_out]
 };
 
 double normal_cdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
@@ -81,13 +164,15 @@ class Bananas final : public Strategy {
         hidden_(p["hidden"]),
         layers_(p["layers"]),
         epochs_(p["epochs"]),
+        train_batch_(p["train_batch"]),
         lr_(p["lr"]),
         batch_(p["batch"]),
         candidates_(p["candidates"]),
         parents_(p["parents"]),
         its_(p["acquisition"] == "its"),
         pareto_(p["objective"] == "pareto" ||
-                (p["objective"] == "auto" && ctx.objectives.size() > 1)) {
+                (p["objective"] == "auto" && ctx.objectives.size() > 1)),
+        drafts_(space) {
     // The path encoding drops ops on dead paths, which cost latency all the same: the paper's
     // choice for accuracy, but not for hardware objectives.
     path_ = p["encoding"] == "path" || (p["encoding"] == "auto" && !pareto_ &&
@@ -106,15 +191,18 @@ class Bananas final : public Strategy {
     }
     // The initial design, or too few results yet (many proposals in flight): a new uniform
     // sample where one can be found.
-    spaces::Genome g = space_.sample(rng_);
-    for (int attempt = 0; attempt < 20 && seen_.count(space_.describe(g)); ++attempt)
-      g = space_.sample(rng_);
-    seen_.insert(space_.describe(g));
-    return {0, std::move(g), {}};
+    Draft d = drafts_.sample(rng_);
+    std::string arch = drafts_.describe(d);
+    for (int attempt = 0; attempt < 20 && seen_.count(arch); ++attempt) {
+      d = drafts_.sample(rng_);
+      arch = drafts_.describe(d);
+    }
+    seen_.insert(std::move(arch));
+    return {0, drafts_.genome(d), {}};
   }
 
   void learn(const Proposal& p, const Result& r) override {
-    history_.push_back({space_.describe(p.genome), p.genome, encode(p.genome), r});
+    history_.push_back({space_.describe(p.genome), drafts_.of(p.genome), encode(p.genome), r});
   }
 
   nlohmann::json save_body() const override {
@@ -130,7 +218,9 @@ class Bananas final : public Strategy {
     for (const auto& h : s.at("history")) {
       const std::string arch = h.at("arch").get<std::string>();
       spaces::Genome g = space_.parse(arch);
-      history.push_back({arch, g, encode(g), Result::from_json(h.at("result"))});
+      std::vector<float> x = encode(g);
+      history.push_back(
+          {arch, drafts_.of(std::move(g)), std::move(x), Result::from_json(h.at("result"))});
     }
     std::deque<Queued> queue;
     for (const auto& q : s.at("queue")) {
@@ -145,7 +235,7 @@ class Bananas final : public Strategy {
  private:
   struct Observed {
     std::string arch;
-    spaces::Genome genome;
+    Draft parent;  // the evaluated architecture, as a parent of mutations
     std::vector<float> x;
     Result result;
   };
@@ -156,6 +246,9 @@ class Bananas final : public Strategy {
 
   std::vector<float> encode(const spaces::Genome& g) const {
     return path_ ? space_.encode_path(g) : space_.encode_onehot(g);
+  }
+  std::vector<float> encode(const Draft& d) const {
+    return path_ ? drafts_.encode_path(d) : drafts_.encode_onehot(d);
   }
 
   // The training targets of a result (higher is better), empty when it has none.
@@ -219,9 +312,6 @@ class Bananas final : public Strategy {
       for (std::size_t k = 0; k < m; ++k)
         ys.push_back(static_cast<float>((y[r][k] - mean[k]) / sd[k]));
     }
-    const nn::Var X = nn::constant(nn::Tensor::from(nn::Shape{static_cast<int>(n), in}, xs));
-    const nn::Var Y =
-        nn::constant(nn::Tensor::from(nn::Shape{static_cast<int>(n), static_cast<int>(m)}, ys));
 
     // ---- the scalarisation of this round ----
     draw_weights(m);
@@ -248,17 +338,43 @@ class Bananas final : public Strategy {
       if (history_[rows[r]].result.violation <= 0) incumbent = std::max(incumbent, value[rows[r]]);
     }
 
-    // ---- train the ensemble ----
-    std::vector<Mlp> nets;
-    for (int e = 0; e < ensemble_; ++e) {
-      std::mt19937_64 init(rng_());
-      nets.emplace_back(in, hidden_, layers_, static_cast<int>(m), init);
+    // ---- train the ensemble: `epochs` Adam steps, each on `train_batch` rows (all rows when
+    // there are no more), visited in seeded shuffled passes ----
+    std::mt19937_64 seeds(rng_());
+    const StackedMlps nets(ensemble_, in, hidden_, layers_, static_cast<int>(m), seeds);
+    {
       nn::AdamOptions opt;
       opt.lr = static_cast<float>(lr_);
-      nn::Adam adam(nets.back().parameters(), opt);
-      for (int epoch = 0; epoch < epochs_; ++epoch) {
+      nn::Adam adam(nets.parameters(), opt);
+      const std::size_t rows_per_step =
+          train_batch_ > 0 ? std::min(n, static_cast<std::size_t>(train_batch_)) : n;
+      std::vector<std::size_t> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::size_t next = n;  // position in the current pass
+      std::vector<float> bx, by;
+      for (int step = 0; step < epochs_; ++step) {
+        if (rows_per_step < n && next + rows_per_step > n) {
+          std::shuffle(order.begin(), order.end(), seeds);
+          next = 0;
+        }
+        bx.clear();
+        by.clear();
+        for (int e = 0; e < ensemble_; ++e)  // every member's targets: [E, rows, m]
+          for (std::size_t i = 0; i < rows_per_step; ++i) {
+            const std::size_t r = rows_per_step < n ? order[next + i] : i;
+            if (e == 0)
+              bx.insert(bx.end(), xs.begin() + static_cast<std::ptrdiff_t>(r * in),
+                        xs.begin() + static_cast<std::ptrdiff_t>((r + 1) * in));
+            by.insert(by.end(), ys.begin() + static_cast<std::ptrdiff_t>(r * m),
+                      ys.begin() + static_cast<std::ptrdiff_t>((r + 1) * m));
+          }
+        if (rows_per_step < n) next += rows_per_step;
+        const int rows = static_cast<int>(rows_per_step);
+        const nn::Var Y =
+            nn::constant(nn::Tensor::from(nn::Shape{ensemble_, rows, static_cast<int>(m)}, by));
         adam.zero_grad();
-        nn::backward(nn::mse(nets.back().forward(X), Y));
+        // The sum of the members' own MSEs (mse averages over all E * rows * m entries).
+        nn::backward(nn::scale(nn::mse(nets.forward(bx, rows), Y), static_cast<float>(ensemble_)));
         adam.step();
       }
     }
@@ -294,15 +410,19 @@ class Bananas final : public Strategy {
     order.resize(std::min(order.size(), static_cast<std::size_t>(parents_)));
 
     // ---- candidates: unseen mutations of the parents ----
-    std::vector<Queued> cands;
+    // Drafts: on spaces with decision operators no genome is built until one is chosen.
+    struct Candidate {
+      std::string arch;
+      Draft draft;
+    };
+    std::vector<Candidate> cands;
     cands.reserve(static_cast<std::size_t>(candidates_));
     std::set<std::string> fresh;
     for (int i = 0, tries = 0; i < candidates_ && tries < 4 * candidates_; ++tries) {
       const Observed& parent = history_[order[static_cast<std::size_t>(tries) % order.size()]];
       // Every tenth candidate is a uniform sample, so the predictor can also pick far points.
-      spaces::Genome child =
-          tries % 10 == 9 ? space_.sample(rng_) : space_.mutate(parent.genome, rng_);
-      std::string arch = space_.describe(child);
+      Draft child = tries % 10 == 9 ? drafts_.sample(rng_) : drafts_.mutate(parent.parent, rng_);
+      std::string arch = drafts_.describe(child);
       if (seen_.count(arch) || !fresh.insert(arch).second) continue;
       cands.push_back({std::move(arch), std::move(child)});
       ++i;
@@ -312,21 +432,21 @@ class Bananas final : public Strategy {
     // ---- acquisition from the members' predictions ----
     std::vector<float> cx;
     for (const auto& c : cands) {
-      auto x = encode(c.genome);
+      auto x = encode(c.draft);
       cx.insert(cx.end(), x.begin(), x.end());
     }
-    const nn::Var CX =
-        nn::constant(nn::Tensor::from(nn::Shape{static_cast<int>(cands.size()), in}, cx));
     // pred[c][e]: member e's standardised targets for candidate c.
     std::vector<std::vector<std::vector<double>>> pred(cands.size());
     {
       nn::NoGradGuard no_grad;
-      for (auto& net : nets) {
-        const nn::Tensor out = net.forward(CX).value();
-        const float* d = out.data();
-        for (std::size_t c = 0; c < cands.size(); ++c)
-          pred[c].emplace_back(d + c * m, d + (c + 1) * m);
-      }
+      const nn::Tensor out =
+          nets.forward(cx, static_cast<int>(cands.size())).value();  // [E, candidates, m]
+      const float* d = out.data();
+      for (int e = 0; e < ensemble_; ++e)
+        for (std::size_t c = 0; c < cands.size(); ++c) {
+          const float* row = d + (static_cast<std::size_t>(e) * cands.size() + c) * m;
+          pred[c].emplace_back(row, row + m);
+        }
     }
     // With several targets every batch slot draws its own scalarisation (the first is the
     // round's, which chose the parents), so one batch spreads along the front.
@@ -369,7 +489,7 @@ class Bananas final : public Strategy {
       if (best == cands.size()) break;
       taken[best] = true;
       seen_.insert(cands[best].arch);
-      queue_.push_back(std::move(cands[best]));
+      queue_.push_back({cands[best].arch, drafts_.genome(cands[best].draft)});
     }
   }
 
@@ -386,11 +506,12 @@ class Bananas final : public Strategy {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   }
 
-  int initial_, ensemble_, hidden_, layers_, epochs_;
+  int initial_, ensemble_, hidden_, layers_, epochs_, train_batch_;
   double lr_;
   int batch_, candidates_, parents_;
   bool its_, pareto_, path_ = false;
   std::vector<bool> maximize_;
+  Drafts drafts_;
 
   std::vector<Observed> history_;
   std::deque<Queued> queue_;
@@ -412,7 +533,11 @@ StrategyEntry bananas_strategy() {
        ParamSpec::int_range("hidden", 1, 4096, 32, "units per hidden layer"),
        ParamSpec::int_range("layers", 1, 32, 2, "hidden layers per MLP"),
        ParamSpec::int_range("epochs", 1, 100000, 100,
-                            "full-batch Adam steps per member per retrain"),
+                            "Adam steps per retrain (every member at once), each on "
+                            "`train_batch` rows"),
+       ParamSpec::int_range("train_batch", 0, 100000, 32,
+                            "rows per Adam step, in shuffled passes over the evaluated "
+                            "architectures; 0 = all rows (full batch)"),
        ParamSpec::float_range("lr", 1e-6, 1.0, 0.01, "Adam learning rate"),
        ParamSpec::int_range("batch", 1, 100000, 15,
                             "proposals per retrain (the ensemble is retrained every `batch` "

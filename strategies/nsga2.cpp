@@ -5,7 +5,9 @@
 // the space's crossover of two parents (with probability crossover_rate) followed by mutation
 // (with probability mutation_rate, and always when no crossover happened, so a child is never a
 // plain copy).  Children already proposed are drawn again (up to 16 times): re-evaluating an
-// architecture teaches nothing on a deterministic benchmark.
+// architecture teaches nothing on a deterministic benchmark.  On spaces with decision operators
+// (strategies/drafts.hpp) a child is drawn and checked as a decision vector and built once it
+// is kept: late in a run most children are redraws, and a genome is costly to build.
 //
 // Two replacement schemes:
 //  - steady_state (default): every told child joins the population at once and, past
@@ -24,6 +26,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "strategies/drafts.hpp"
 #include "strategies/registry.hpp"
 
 namespace hwnas::strategies {
@@ -37,7 +40,8 @@ class Nsga2 final : public Strategy {
         generational_(p["mode"] == "generational"),
         crossover_rate_(p["crossover_rate"]),
         mutation_rate_(p["mutation_rate"]),
-        maximize_(maximize_flags(ctx.objectives)) {}
+        maximize_(maximize_flags(ctx.objectives)),
+        drafts_(space) {}
   std::string name() const override { return "nsga2"; }
 
  protected:
@@ -45,31 +49,30 @@ class Nsga2 final : public Strategy {
     if (sampled_ < population_ || members_.size() < 2) {
       ++sampled_;
       spaces::Genome g = space_.sample(rng_);
-      seen_.insert(g.hash());
+      remember(g);
       return {0, std::move(g), {}};
     }
     refresh_ranks();
-    spaces::Genome child;
-    std::string hash;
+    Draft child;
     for (int attempt = 0; attempt < 16; ++attempt) {
       const Member& a = members_[tournament()];
       const Member& b = members_[tournament()];
       std::uniform_real_distribution<double> u(0.0, 1.0);
       const bool crossed = u(rng_) < crossover_rate_;
       // Mutating a copy of a parent is the one way a child starts as a plain copy.
-      if (crossed) child = space_.crossover(*a.genome, *b.genome, rng_);
+      if (crossed) child = drafts_.crossover(a.draft, b.draft, rng_);
       if (!crossed || u(rng_) < mutation_rate_)
-        child = space_.mutate(crossed ? child : *a.genome, rng_);
-      hash = child.hash();
-      if (!seen_.count(hash)) break;
+        child = drafts_.mutate(crossed ? child : a.draft, rng_);
+      if (!proposed_before(child)) break;
     }
-    seen_.insert(hash);
-    return {0, std::move(child), {}};
+    spaces::Genome g = drafts_.genome(child);
+    remember(g);
+    return {0, std::move(g), {}};
   }
 
   void learn(const Proposal& p, const Result& r) override {
     if (!r.ok) return;
-    Member m{std::make_shared<const spaces::Genome>(p.genome), r.objectives, r.violation};
+    Member m{drafts_.of(p.genome), r.objectives, r.violation};
     for (double v : m.objectives)
       if (std::isnan(v)) m.violation = std::max(m.violation, 0.0) + 1;  // objective unavailable
     if (m.violation < 0 || std::isnan(m.violation)) m.violation = 1;
@@ -93,7 +96,7 @@ class Nsga2 final : public Strategy {
       for (const auto& m : ms) {
         nlohmann::json objs = nlohmann::json::array();
         for (double v : m.objectives) objs.push_back(number_to_json(v));
-        out.push_back({{"genome", genome_to_json(*m.genome)},
+        out.push_back({{"genome", genome_to_json(*m.draft.genome)},
                        {"objectives", objs},
                        {"violation", number_to_json(m.violation)}});
       }
@@ -106,12 +109,11 @@ class Nsga2 final : public Strategy {
   }
 
   void restore_body(const nlohmann::json& s) override {
-    auto members = [](const nlohmann::json& j) {
+    auto members = [this](const nlohmann::json& j) {
       std::vector<Member> out;
       for (const auto& m : j) {
-        Member x{std::make_shared<const spaces::Genome>(genome_from_json(m.at("genome"))),
-                 {},
-                 number_from_json(m.at("violation"))};
+        Member x{
+            drafts_.of(genome_from_json(m.at("genome"))), {}, number_from_json(m.at("violation"))};
         for (const auto& v : m.at("objectives")) x.objectives.push_back(number_from_json(v));
         out.push_back(std::move(x));
       }
@@ -121,17 +123,22 @@ class Nsga2 final : public Strategy {
     auto os = members(s.at("offspring"));
     const int sampled = s.at("sampled").get<int>();
     auto seen = s.at("seen").get<std::set<std::string>>();
+    // The seen decision vectors are not in the state (hashes cannot be turned back into them),
+    // so a restored strategy checks children by hash (building each) for the rest of the run;
+    // the draws, and so the proposals, are the same either way.
     members_ = std::move(ms);
     offspring_ = std::move(os);
     sampled_ = sampled;
     seen_ = std::move(seen);
+    seen_decisions_.clear();
+    decisions_complete_ = false;
     dirty_ = true;
   }
 
  private:
   struct Member {
-    // Shared: genomes are costly to copy, and survival reorders members on every tell.
-    std::shared_ptr<const spaces::Genome> genome;
+    // The genome is shared: costly to copy, and survival reorders members on every tell.
+    Draft draft;
     std::vector<double> objectives;
     double violation = 0;
   };
@@ -199,7 +206,24 @@ class Nsga2 final : public Strategy {
 
   std::vector<Member> members_, offspring_;
   int sampled_ = 0;
+  // Whether `child` was proposed before: by its decisions where every proposal's decisions are
+  // known, else by its genome's hash (building the genome; it is kept in the draft).
+  bool proposed_before(Draft& child) const {
+    if (decisions_complete_ && drafts_.on_decisions())
+      return seen_decisions_.count(child.decisions) > 0;
+    if (!child.genome) child.genome = std::make_shared<const spaces::Genome>(drafts_.genome(child));
+    return seen_.count(child.genome->hash()) > 0;
+  }
+  void remember(const spaces::Genome& g) {
+    seen_.insert(g.hash());
+    if (drafts_.on_decisions()) seen_decisions_.insert(space_.encode_decisions(g));
+  }
+
   std::set<std::string> seen_;  // hashes of every genome proposed
+  // Decision vectors of every genome proposed (decision path); complete unless restored.
+  std::set<std::vector<int>> seen_decisions_;
+  bool decisions_complete_ = true;
+  Drafts drafts_;
 
   bool dirty_ = true;
   std::vector<std::vector<std::size_t>> fronts_;

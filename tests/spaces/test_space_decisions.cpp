@@ -6,6 +6,7 @@
 
 #include <set>
 
+#include "spaces/decision_operators.hpp"
 #include "spaces/space.hpp"
 
 using namespace hwnas;
@@ -195,4 +196,38 @@ TEST(Decisions, BadValuesNameTheDecision) {
   EXPECT_NE(decode_error(*cnn, v).find("macro decisions: width = -1 not in [0, "),
             std::string::npos)
       << decode_error(*cnn, v);
+}
+
+// DecisionOperators' contract, on every example space that offers them: from the same RNG
+// state each decision operator gives encode_decisions() of the genome operator's result and
+// leaves the RNG where the genome operator leaves it (a strategy proposes the same
+// architectures on either path), and the encodings and names equal the genome's.
+TEST(Decisions, DecisionOperatorsMatchTheGenomeOperatorsDrawForDraw) {
+  int spaces_with_operators = 0;
+  for (const auto& name : kExamples) {
+    SCOPED_TRACE(name);
+    auto s = load_space(example(name));
+    const auto* ops = dynamic_cast<const DecisionOperators*>(s.get());
+    if (!ops) continue;
+    ++spaces_with_operators;
+    Rng pick(11);
+    for (int i = 0; i < 200; ++i) {
+      const Genome a = s->sample(pick), b = s->sample(pick);
+      const auto va = s->encode_decisions(a), vb = s->encode_decisions(b);
+      EXPECT_EQ(ops->encode_onehot_decisions(va), s->encode_onehot(a));
+      EXPECT_EQ(ops->encode_path_decisions(va), s->encode_path(a));
+      EXPECT_EQ(ops->describe_decisions(va), s->describe(a));
+
+      const std::uint64_t seed = pick();
+      Rng r1(seed), r2(seed);
+      EXPECT_EQ(ops->sample_decisions(r1), s->encode_decisions(s->sample(r2)));
+      EXPECT_EQ(ops->mutate_decisions(va, r1), s->encode_decisions(s->mutate(a, r2)));
+      EXPECT_EQ(ops->crossover_decisions(va, vb, r1), s->encode_decisions(s->crossover(a, b, r2)));
+      EXPECT_EQ(r1(), r2()) << "the two paths drew different amounts of randomness";
+    }
+    Rng r(1);
+    EXPECT_THROW(ops->mutate_decisions({0, 1, 2}, r), std::invalid_argument);
+    EXPECT_THROW(ops->describe_decisions({0, 0, 0, 0, 0, 9}), std::invalid_argument);
+  }
+  EXPECT_GE(spaces_with_operators, 1) << "nb201 implements DecisionOperators";
 }

@@ -204,3 +204,73 @@ TEST(Nb201Benchmark, BananasMultiObjectiveHypervolumeSlow) {
             << "% of the true hypervolume\n";
   EXPECT_GE(mean(fs), 0.95);
 }
+
+// ---- decision path vs genome path ----
+
+namespace {
+
+// The NB201 space without its DecisionOperators: every call forwarded, so a strategy on it
+// works through genomes.
+class GenomesOnly final : public spaces::Space {
+ public:
+  explicit GenomesOnly(const spaces::Space& s) : s_(s) {}
+  std::string type() const override { return s_.type(); }
+  spaces::TensorType input_type() const override { return s_.input_type(); }
+  int num_outputs() const override { return s_.num_outputs(); }
+  spaces::Genome sample(spaces::Rng& r) const override { return s_.sample(r); }
+  spaces::Genome mutate(const spaces::Genome& g, spaces::Rng& r) const override {
+    return s_.mutate(g, r);
+  }
+  spaces::Genome crossover(const spaces::Genome& a, const spaces::Genome& b,
+                           spaces::Rng& r) const override {
+    return s_.crossover(a, b, r);
+  }
+  std::vector<spaces::Genome> neighbours(const spaces::Genome& g) const override {
+    return s_.neighbours(g);
+  }
+  bool contains(const spaces::Genome& g) const override { return s_.contains(g); }
+  std::vector<float> encode_onehot(const spaces::Genome& g) const override {
+    return s_.encode_onehot(g);
+  }
+  std::vector<float> encode_path(const spaces::Genome& g) const override {
+    return s_.encode_path(g);
+  }
+  std::vector<spaces::Decision> decisions() const override { return s_.decisions(); }
+  spaces::Genome decode(const std::vector<int>& v) const override { return s_.decode(v); }
+  std::vector<int> encode_decisions(const spaces::Genome& g) const override {
+    return s_.encode_decisions(g);
+  }
+  std::optional<std::uint64_t> size() const override { return s_.size(); }
+  spaces::Genome at(std::uint64_t i) const override { return s_.at(i); }
+  std::string describe(const spaces::Genome& g) const override { return s_.describe(g); }
+  spaces::Genome parse(const std::string& d) const override { return s_.parse(d); }
+  nlohmann::json to_json() const override { return s_.to_json(); }
+
+ private:
+  const spaces::Space& s_;
+};
+
+std::vector<std::string> proposals(const json& config, const spaces::Space& space, int budget) {
+  auto s = make_strategy(config, space, bench_context(4));
+  std::vector<std::string> archs;
+  for (int i = 0; i < budget; ++i) {
+    const Proposal p = s->ask(1).front();
+    archs.push_back(space.describe(p.genome));
+    s->tell(test::nb201_result(p));
+  }
+  return archs;
+}
+
+}  // namespace
+
+TEST(DecisionOperators, StrategiesProposeTheSameArchitecturesOnEitherPath) {
+  // NSGA-II checks its children as decision vectors and BANANAS scores its candidates as
+  // decision vectors on nb201; through genomes they must propose the same sequence.
+  const GenomesOnly genomes_only(test::nb201_space());
+  for (const json& config :
+       {json{{"type", "nsga2"}, {"population", 8}}, json{{"type", "bananas"}, {"initial", 10}},
+        json{{"type", "bananas"}, {"objective", "fitness"}, {"initial", 10}}}) {
+    SCOPED_TRACE(config.dump());
+    EXPECT_EQ(proposals(config, test::nb201_space(), 60), proposals(config, genomes_only, 60));
+  }
+}
