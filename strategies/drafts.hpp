@@ -13,8 +13,8 @@
 namespace hwnas::strategies {
 
 struct Draft {
-  std::vector<int> decisions;                     // the decision path's form
-  std::shared_ptr<const spaces::Genome> genome;   // the genome path's form (or a known genome)
+  std::vector<int> decisions;                    // the decision path's form
+  std::shared_ptr<const spaces::Genome> genome;  // the genome path's form (or a known genome)
 };
 
 class Drafts {

@@ -1,5 +1,5 @@
-// Multi-fidelity search over training epochs: successive halving and Hyperband, both run
-// asynchronously so that any number of workers stays busy.
+// Multi-fidelity search over training epochs or training-set size: successive halving and
+// Hyperband, both run asynchronously so that any number of workers stays busy.
 //
 //  - successive_halving: ASHA, Li et al., "A System for Massively Parallel Hyperparameter
 //    Tuning", MLSys 2020, Algorithm 2.  Candidates start at the lowest rung (min_epochs); a free
@@ -17,6 +17,11 @@
 // max_epochs): a rung is a prefix of the full run, so a candidate that reaches max_epochs has
 // exactly the weights it would have after max_epochs straight, and the total training cost of a
 // candidate is its top rung's epochs, not the sum of its rungs.
+//
+// With resource "train_subset" the rungs are training-set sizes instead (the first n rows of the
+// run's shuffled split, so a rung's data is part of the next one's), each trained for the run's
+// epochs; as in Hyperband's data-subset experiments a promoted candidate trains again from
+// scratch on the larger subset, with the same seed, and its cost is the sum of its rungs.
 //
 // New candidates come from a proposer, any single-fidelity strategy ("random",
 // "regularized_evolution", "bananas", ...), one per bracket, run inside this one with derived
@@ -43,15 +48,16 @@
 namespace hwnas::strategies {
 namespace {
 
-// The rungs' epochs, lowest first: max_epochs / eta^k for k = s_max..0, rounded, at least
-// min_epochs and strictly increasing (rounding may merge two; the higher one stays).
-std::vector<int> epoch_ladder(int min_epochs, int max_epochs, int eta) {
+// The rungs' resource (epochs or training samples), lowest first: max / eta^k for
+// k = s_max..0, rounded, at least min and strictly increasing (rounding may merge two; the
+// higher one stays).
+std::vector<int> resource_ladder(int min, int max, int eta) {
   std::vector<int> top_down;
-  double e = max_epochs;
+  double e = max;
   while (true) {
-    const int r = std::max(min_epochs, static_cast<int>(std::lround(e)));
+    const int r = std::max(min, static_cast<int>(std::lround(e)));
     if (top_down.empty() || r < top_down.back()) top_down.push_back(r);
-    if (r <= min_epochs) break;
+    if (r <= min) break;
     e /= eta;
   }
   return {top_down.rbegin(), top_down.rend()};
@@ -67,7 +73,9 @@ class MultiFidelity final : public Strategy {
         pareto_promotion_(p["promotion"] == "pareto"),
         maximize_(maximize_flags(ctx.objectives)),
         max_epochs_(p["max_epochs"]),
-        ladder_(epoch_ladder(p["min_epochs"], p["max_epochs"], p["eta"])) {
+        by_subset_(p["resource"] == "train_subset"),
+        ladder_(by_subset_ ? resource_ladder(p["min_train_subset"], p["max_train_subset"], p["eta"])
+                           : resource_ladder(p["min_epochs"], p["max_epochs"], p["eta"])) {
     const int brackets = hyperband_ ? static_cast<int>(ladder_.size()) : 1;
     // One proposer per bracket, each learning from its bracket's first rung only, so none mixes
     // 1-epoch and 9-epoch results; each on its own seeded stream.
@@ -229,10 +237,14 @@ class MultiFidelity final : public Strategy {
   Fidelity rung_fidelity(const Bracket& b, int rung, std::int64_t continue_from,
                          std::int64_t seed_of) const {
     Fidelity f;
+    f.seed_of = seed_of;
+    if (by_subset_) {  // the run's epochs on a subset; a promotion starts again (other data)
+      f.train_subset = ladder_[static_cast<std::size_t>(b.first_rung + rung)];
+      return f;
+    }
     f.epochs = ladder_[static_cast<std::size_t>(b.first_rung + rung)];
     f.schedule_epochs = max_epochs_;
     f.continue_from = continue_from;
-    f.seed_of = seed_of;
     f.keep_checkpoint = rung + 1 < static_cast<int>(b.rungs.size());
     return f;
   }
@@ -316,7 +328,8 @@ class MultiFidelity final : public Strategy {
   bool pareto_promotion_;
   std::vector<bool> maximize_;
   int max_epochs_;
-  std::vector<int> ladder_;
+  bool by_subset_;           // rungs are training-set sizes, not epochs
+  std::vector<int> ladder_;  // the rungs' epochs or training samples, lowest first
   std::vector<std::unique_ptr<Strategy>> proposers_;  // one per bracket
   std::vector<Candidate> candidates_;
   std::vector<Bracket> brackets_;
@@ -326,9 +339,19 @@ class MultiFidelity final : public Strategy {
 };
 
 std::vector<ParamSpec> multi_fidelity_params() {
-  return {ParamSpec::int_range("min_epochs", 1, 100000, 1, "epochs of the lowest rung"),
+  return {ParamSpec::choice("resource", {"epochs", "train_subset"}, "epochs",
+                            "what a rung grows: training epochs (promotions continue from a "
+                            "checkpoint) or training samples (the run's epochs on the first n "
+                            "rows of the split; promotions train again)"),
+          ParamSpec::int_range("min_epochs", 1, 100000, 1, "epochs of the lowest rung"),
           ParamSpec::int_range("max_epochs", 1, 100000, 9,
                                "epochs of the top rung (the full fidelity); at least min_epochs"),
+          ParamSpec::int_range("min_train_subset", 1, 100000000, 1000,
+                               "training samples of the lowest rung (resource train_subset)"),
+          ParamSpec::int_range("max_train_subset", 0, 100000000, 0,
+                               "training samples of the top rung (resource train_subset, where "
+                               "it is required); rungs beyond the run's training split use it "
+                               "whole"),
           ParamSpec::int_range("eta", 2, 100, 3,
                                "reduction factor: the top 1/eta of a rung is promoted to eta "
                                "times the epochs"),
@@ -347,6 +370,16 @@ std::unique_ptr<Strategy> make_multi_fidelity(const nlohmann::json& p, const spa
   if (p["max_epochs"].get<int>() < p["min_epochs"].get<int>())
     throw std::invalid_argument("strategy.max_epochs: " + p["max_epochs"].dump() +
                                 " is below strategy.min_epochs (" + p["min_epochs"].dump() + ")");
+  if (p["resource"] == "train_subset") {
+    if (p["max_train_subset"].get<int>() == 0)
+      throw std::invalid_argument(
+          "strategy.max_train_subset: required with resource \"train_subset\" (the top rung's "
+          "training samples, e.g. the task's train_subset)");
+    if (p["max_train_subset"].get<int>() < p["min_train_subset"].get<int>())
+      throw std::invalid_argument("strategy.max_train_subset: " + p["max_train_subset"].dump() +
+                                  " is below strategy.min_train_subset (" +
+                                  p["min_train_subset"].dump() + ")");
+  }
   const nlohmann::json& proposer = p["proposer"];
   if (proposer.is_object() && proposer.contains("type") && proposer["type"].is_string()) {
     const std::string t = proposer["type"];
@@ -367,8 +400,9 @@ std::unique_ptr<Strategy> make_multi_fidelity(const nlohmann::json& p, const spa
 
 StrategyEntry successive_halving_strategy() {
   return {"successive_halving",
-          "asynchronous successive halving (ASHA, Li et al. 2020) over training epochs: the top "
-          "1/eta of each rung continue from their checkpoints at eta times the epochs",
+          "asynchronous successive halving (ASHA, Li et al. 2020) over training epochs or samples: "
+          "the top "
+          "1/eta of each rung continue (from their checkpoints) at eta times the resource",
           multi_fidelity_params(),
           [](const nlohmann::json& p, const spaces::Space& space, const StrategyContext& ctx) {
             return make_multi_fidelity(p, space, ctx, /*hyperband=*/false);

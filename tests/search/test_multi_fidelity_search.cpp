@@ -138,3 +138,30 @@ TEST(MultiFidelitySearch, SlowHyperbandMatchesFullFidelityAtLowerCost) {
   EXPECT_LT(hb_epochs, full_epochs);
   fs::remove_all(dir);
 }
+
+TEST(MultiFidelitySearch, TrainSubsetRungsTrainOnTheFirstRowsAndPromotionsTrainAgain) {
+  const fs::path dir = temp_dir("subset");
+  const json strategy = {{"type", "successive_halving"},
+                         {"resource", "train_subset"},
+                         {"min_train_subset", 250},
+                         {"max_train_subset", 1000},
+                         {"eta", 2}};
+  const Outcome o = run(mlp_search(dir, strategy, 10, 2, 3), 2);
+  ASSERT_EQ(o.evals.size(), 10u);
+  std::map<int, int> by_subset;
+  std::map<std::int64_t, int> rungs_per_arch;
+  for (const auto& e : o.evals) {
+    ++by_subset[e.fidelity.at("train_subset").get<int>()];
+    ++rungs_per_arch[e.arch_id];
+    EXPECT_EQ(e.fidelity.at("epochs").get<int>(), 2) << "the run's epochs at every rung";
+    EXPECT_FALSE(e.fidelity.contains("continue_from"));
+    EXPECT_EQ(e.metrics.at("epochs_run").get<double>(), 2) << "a promotion trains again";
+  }
+  EXPECT_GE(by_subset[250], 5);
+  EXPECT_GE(by_subset[500], 2) << "the best of the 250-sample rung were promoted";
+  for (const auto& [subset, n] : by_subset)
+    EXPECT_TRUE(subset == 250 || subset == 500 || subset == 1000) << subset;
+  EXPECT_LT(o.architectures, o.evals.size()) << "some architecture was trained at two rungs";
+  EXPECT_FALSE(fs::exists(dir / "mf.db.checkpoints")) << "no checkpoints with subset rungs";
+  fs::remove_all(dir);
+}

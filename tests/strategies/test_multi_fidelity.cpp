@@ -119,6 +119,38 @@ TEST(MultiFidelity, AshaPromotesTheTopThirdFromItsCheckpointWithItsSeed) {
   EXPECT_FALSE(top.fidelity.keep_checkpoint);
 }
 
+TEST(MultiFidelity, TrainSubsetRungsGrowTheSamplesAndPromotionsTrainAgain) {
+  auto s = make({{"type", "successive_halving"},
+                 {"resource", "train_subset"},
+                 {"min_train_subset", 1000},
+                 {"max_train_subset", 9000},
+                 {"eta", 3}});
+  auto first = s->ask(3);
+  for (const auto& p : first) {
+    EXPECT_EQ(p.fidelity.train_subset, 1000);
+    EXPECT_EQ(p.fidelity.epochs, 0) << "the run's epochs at every rung";
+    EXPECT_EQ(p.fidelity.schedule_epochs, 0);
+    EXPECT_FALSE(p.fidelity.keep_checkpoint) << "weights from a smaller subset are not continued";
+  }
+  s->tell(scored(first[0], 0.1));
+  s->tell(scored(first[1], 0.5));
+  s->tell(scored(first[2], 0.3));
+  const Proposal up = s->ask(1).front();
+  EXPECT_EQ(up.fidelity.train_subset, 3000);
+  EXPECT_EQ(up.fidelity.continue_from, -1) << "a promotion trains again on the larger subset";
+  EXPECT_EQ(up.fidelity.seed_of, 1) << "with the candidate's first seed";
+  EXPECT_EQ(up.genome.canonical_json(), first[1].genome.canonical_json());
+
+  // Hyperband over samples: brackets at 1000, 3000 and 9000 samples in Hyperband's shares.
+  auto h = make({{"type", "hyperband"},
+                 {"resource", "train_subset"},
+                 {"min_train_subset", 1000},
+                 {"max_train_subset", 9000}});
+  std::map<int, int> by_subset;
+  for (const auto& p : h->ask(17)) ++by_subset[p.fidelity.train_subset];
+  EXPECT_EQ(by_subset, (std::map<int, int>{{1000, 9}, {3000, 5}, {9000, 3}}));
+}
+
 TEST(MultiFidelity, FailedAndInfeasibleCandidatesAreNeverPromoted) {
   auto s = make({{"type", "successive_halving"}, {"min_epochs", 1}, {"max_epochs", 4}, {"eta", 2}});
   for (const auto& p : s->ask(6)) s->tell(scored(p, 0, /*ok=*/false));
@@ -200,4 +232,12 @@ TEST(MultiFidelity, BadParametersNameTheField) {
                "strategy.proposer: 'spos' cannot propose");
   expect_error({{"type", "successive_halving"}, {"proposer", {{"type", "darts"}}}},
                "strategy.proposer: 'darts' cannot propose");
+  expect_error({{"type", "hyperband"}, {"resource", "train_subset"}},
+               "strategy.max_train_subset: required with resource \"train_subset\"");
+  expect_error({{"type", "successive_halving"},
+                {"resource", "train_subset"},
+                {"min_train_subset", 5000},
+                {"max_train_subset", 100}},
+               "strategy.max_train_subset: 100 is below strategy.min_train_subset (5000)");
+  expect_error({{"type", "hyperband"}, {"resource", "samples"}}, "strategy.resource");
 }
