@@ -71,7 +71,12 @@ std::vector<ParamSpec> common_device_params() {
                           "latency (before overheads)"),
       non_negative("calibration.per_kernel_s", 0,
                    "replaces the family's per-kernel overhead, s (absent: keep it)"),
-      positive_or("calibration.energy_scale", 1.0, "multiplies total energy"),
+      positive_or("calibration.energy_scale", 1.0,
+                  "multiplies total energy, static power included (legacy; calibrate now writes "
+                  "dynamic_energy_scale)"),
+      ParamSpec::any_json("calibration.dynamic_energy_scale", nlohmann::json::object(),
+                          "{\"default\": e, <op category>: e}: multiplies each node's dynamic "
+                          "energy; static power x latency is kept"),
       non_negative("calibration.per_node_s", 0, "added per node, s"),
       ParamSpec::any_json("calibration.s_per_flop", nlohmann::json::object(),
                           "{<op category>: s per FLOP} added per node"),
