@@ -80,6 +80,10 @@ Features features(const Device& base, const Workload& w, double batch, bool eage
     if (n.bits < 16) f.quantized_params += n.params;
     f.overhead_ms += nc.overhead_s * 1e3;
   }
+  // A per-invocation cost outside the nodes (the Edge TPU's) stays fixed, per sample like the
+  // node terms.
+  if (const auto it = c.extra.find("invoke_overhead_ms"); it != c.extra.end())
+    f.fixed_ms += it->get<double>();
   return f;
 }
 

@@ -155,6 +155,8 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
         non_negative("param_cache_bytes", 0, "on-chip parameter cache, bytes"),
         positive("usb_bw", "USB bandwidth, bytes/s"),
         non_negative("op_overhead_s", 0, "overhead per on-TPU kernel, s"),
+        non_negative("invoke_overhead_s", 0,
+                     "fixed cost per invocation (host runtime, USB / PCIe round trip), s"),
         positive("active_power_w", "power while active, W"),
         table("supported_categories", "op categories the TPU runs (non-empty array of names)"),
         table("host_cpu", "the fallback host: a device object or a preset name"),
