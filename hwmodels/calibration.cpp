@@ -1,5 +1,6 @@
 #include "hwmodels/calibration.hpp"
 
+#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -79,6 +80,10 @@ Features features(const Device& base, const Workload& w, double batch, bool eage
     if (n.bits < 16) f.quantized_params += n.params;
     f.overhead_ms += nc.overhead_s * 1e3;
   }
+  // A per-invocation cost outside the nodes (the Edge TPU's) stays fixed, per sample like the
+  // node terms.
+  if (const auto it = c.extra.find("invoke_overhead_ms"); it != c.extra.end())
+    f.fixed_ms += it->get<double>();
   return f;
 }
 
@@ -108,51 +113,248 @@ struct Column {
   }
 };
 
-// Weighted NNLS with a ridge towards `prior`:
-//   min sum_i ((x_i . th + F_i - y_i) / y_i)^2 + lambda * sum_j D_j (th_j - prior_j)^2
-// D_j = mean weighted square of column j (so lambda is scale free); th_j >= lo_j.
-// Columns are normalised internally; solved by projected coordinate descent (deterministic).
-std::vector<double> fit_nnls(const std::vector<std::vector<double>>& X,
-                             const std::vector<double>& y, const std::vector<double>& fixed,
-                             const std::vector<double>& prior, const std::vector<double>& lo,
-                             double lambda) {
-  const std::size_t p = prior.size(), n = y.size();
-  std::vector<double> A(p * p, 0.0), bv(p, 0.0), norm(p, 0.0);
-  for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t a = 0; a < p; ++a) norm[a] += X[i][a] * X[i][a] / (y[i] * y[i]);
-  for (auto& v : norm) v = v > 0 ? std::sqrt(v / double(n)) : 1.0;  // RMS of weighted column
-  for (std::size_t i = 0; i < n; ++i) {
-    const double wgt = 1.0 / (y[i] * y[i]);
-    for (std::size_t a = 0; a < p; ++a) {
-      const double xa = X[i][a] / norm[a];
-      bv[a] += wgt * xa * (y[i] - fixed[i]);
-      for (std::size_t b = 0; b < p; ++b) A[a * p + b] += wgt * xa * X[i][b] / norm[b];
-    }
+// A linear model with a fixed part, fitted on a subset of rows:
+//   pred_i = F_i + X_i . th,  th_j >= lo_j,  ridge towards prior_j.
+struct LinearFit {
+  std::vector<std::vector<double>> X;  // per row (all rows; fits take an index subset)
+  std::vector<double> y, fixed;
+  std::vector<double> prior, lo;
+  // Multiplicative coefficients (scales; prior > 0): ridge on log(th / prior), so a term the
+  // rows barely see costs as much to move 1000x as a term they see well, and stays put.
+  std::vector<char> multiplicative;
+  CalibrationLoss loss = CalibrationLoss::Log;
+
+  std::size_t cols() const { return prior.size(); }
+  double predict(const std::vector<double>& th, std::size_t i) const {
+    double v = fixed[i];
+    for (std::size_t j = 0; j < th.size(); ++j) v += th[j] * X[i][j];
+    return v;
   }
-  // In normalised units every column has D_j = 1 (or 0 for an all-zero column).
-  std::vector<double> pr(p), lb(p), th(p);
+  // The per-row loss the fit minimises (log: saturates; relative: the old 1/y^2 weighting).
+  double row_error(double pred, double y) const {
+    if (loss == CalibrationLoss::Relative) return (pred - y) / y;
+    return pred > 0 ? std::log(pred / y) : 1e3;  // a non-positive prediction: hopeless
+  }
+};
+
+struct Solved {
+  std::vector<double> th;
+  double condition = 0;             // of the normalised design at th, without the ridge
+  double condition_with_ridge = 0;  // what the solver actually inverts
+};
+
+// min over th >= lo of  sum_{i in idx} e_i(th)^2 + lambda * n * sum_j R_j(th_j),
+// e_i the row error.  Log loss: R_j = log(th_j / prior_j)^2 for multiplicative terms, else
+// (D_j (th_j - prior_j))^2 with D_j = RMS of X_ij / y_i (the ridge in units of relative error,
+// lambda scale free); solved by Gauss-Newton (linearising log pred around the current fit gives
+// weights 1 / pred^2) with a halving line search, each step a non-negative least-squares problem
+// solved by projected coordinate descent.  Relative loss (the old fit, for comparison): one
+// weighted solve with the quadratic ridge on every term.  Deterministic.
+Solved solve(const LinearFit& f, const std::vector<std::size_t>& idx, double lambda) {
+  const std::size_t p = f.cols(), n = idx.size();
+  std::vector<double> norm(p, 0.0);
+  for (auto i : idx)
+    for (std::size_t a = 0; a < p; ++a) norm[a] += std::pow(f.X[i][a] / f.y[i], 2);
+  for (auto& v : norm) v = v > 0 ? std::sqrt(v / double(n)) : 1.0;
+  const double lam = (lambda + 1e-9) * double(n);
+  std::vector<double> pr(p), lb(p), phi(p);  // normalised units: th_j = phi_j / norm_j
   for (std::size_t a = 0; a < p; ++a) {
-    pr[a] = prior[a] * norm[a];
-    lb[a] = lo[a] * norm[a];
-    const double lam = (lambda + 1e-9) * double(n);
-    A[a * p + a] += lam;
-    bv[a] += lam * pr[a];
-    th[a] = std::max(lb[a], pr[a]);
+    pr[a] = f.prior[a] * norm[a];
+    lb[a] = f.lo[a] * norm[a];
+    phi[a] = std::max(lb[a], pr[a]);
   }
-  for (int sweep = 0; sweep < 20000; ++sweep) {
-    double change = 0;
+  auto theta = [&](const std::vector<double>& ph) {
+    std::vector<double> th(p);
+    for (std::size_t a = 0; a < p; ++a) th[a] = ph[a] / norm[a];
+    return th;
+  };
+  const bool log_loss = f.loss == CalibrationLoss::Log;
+  auto log_ridge = [&](std::size_t a) { return log_loss && f.multiplicative[a] && pr[a] > 0; };
+  auto objective = [&](const std::vector<double>& ph) {
+    const auto th = theta(ph);
+    double o = 0;
+    for (auto i : idx) o += std::pow(f.row_error(f.predict(th, i), f.y[i]), 2);
+    for (std::size_t a = 0; a < p; ++a)
+      o += lam * (log_ridge(a) ? std::pow(std::log(ph[a] / pr[a]), 2)
+                               : (ph[a] - pr[a]) * (ph[a] - pr[a]));
+    return o;
+  };
+  // The ridge as a quadratic around `at`: weight rw_a, target rt_a (the log ridge linearised).
+  std::vector<double> rw(p), rt(p);
+  auto ridge_terms = [&](const std::vector<double>& at) {
     for (std::size_t a = 0; a < p; ++a) {
-      double s = bv[a];
-      for (std::size_t b = 0; b < p; ++b)
-        if (b != a) s -= A[a * p + b] * th[b];
-      const double nv = std::max(lb[a], s / A[a * p + a]);
-      change = std::max(change, std::abs(nv - th[a]));
-      th[a] = nv;
+      if (log_ridge(a)) {
+        rw[a] = lam / (at[a] * at[a]);
+        rt[a] = at[a] * (1 - std::log(at[a] / pr[a]));
+      } else {
+        rw[a] = lam;
+        rt[a] = pr[a];
+      }
     }
-    if (change < 1e-13) break;
+  };
+  // Weighted least squares with the ridge, th >= lo: min sum w_i (x_i . phi - t_i)^2 + ridge.
+  auto wls = [&](const std::vector<double>& w, const std::vector<double>& t,
+                 std::vector<double> start, std::vector<double>* normal,
+                 std::vector<double>* with_ridge) {
+    std::vector<double> A(p * p, 0.0), bv(p, 0.0);
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto& x = f.X[idx[k]];
+      for (std::size_t a = 0; a < p; ++a) {
+        const double xa = x[a] / norm[a];
+        bv[a] += w[k] * xa * t[k];
+        for (std::size_t b = 0; b < p; ++b) A[a * p + b] += w[k] * xa * x[b] / norm[b];
+      }
+    }
+    if (normal) *normal = A;
+    for (std::size_t a = 0; a < p; ++a) {
+      A[a * p + a] += rw[a];
+      bv[a] += rw[a] * rt[a];
+    }
+    if (with_ridge) *with_ridge = A;
+    for (int sweep = 0; sweep < 20000; ++sweep) {
+      double change = 0;
+      for (std::size_t a = 0; a < p; ++a) {
+        double s = bv[a];
+        for (std::size_t b = 0; b < p; ++b)
+          if (b != a) s -= A[a * p + b] * start[b];
+        const double nv = std::max(lb[a], s / A[a * p + a]);
+        change = std::max(change, std::abs(nv - start[a]));
+        start[a] = nv;
+      }
+      if (change < 1e-13) break;
+    }
+    return start;
+  };
+  std::vector<double> w(n), t(n), normal, with_ridge;
+  auto linearise = [&](const std::vector<double>& ph) {
+    const auto th = theta(ph);
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = idx[k];
+      const double y = f.y[i];
+      if (f.loss == CalibrationLoss::Relative) {
+        w[k] = 1 / (y * y);
+        t[k] = y - f.fixed[i];
+      } else {
+        const double pred = std::max(f.predict(th, i), 1e-12 * y);
+        w[k] = 1 / (pred * pred);
+        t[k] = pred * (1 + std::log(y / pred)) - f.fixed[i];
+      }
+    }
+  };
+  if (!log_loss) {
+    linearise(phi);
+    ridge_terms(phi);
+    phi = wls(w, t, phi, nullptr, nullptr);
+  } else {
+    double obj = objective(phi);
+    for (int it = 0; it < 200; ++it) {
+      linearise(phi);
+      ridge_terms(phi);
+      const auto cand = wls(w, t, phi, nullptr, nullptr);
+      // The Gauss-Newton step may overshoot where log is strongly curved: halve it until the
+      // true objective drops (convex combinations of feasible points stay >= lo).
+      std::vector<double> next(p);
+      double step = 1, next_obj = obj;
+      for (int h = 0; h < 40; ++h, step *= 0.5) {
+        for (std::size_t a = 0; a < p; ++a) next[a] = phi[a] + step * (cand[a] - phi[a]);
+        next_obj = objective(next);
+        if (next_obj <= obj) break;
+      }
+      if (!(next_obj <= obj)) break;
+      const bool done = obj - next_obj <= 1e-14 * (1 + obj);
+      phi = next;
+      obj = next_obj;
+      if (done) break;
+    }
   }
-  for (std::size_t a = 0; a < p; ++a) th[a] /= norm[a];
-  return th;
+  // Condition of the (weighted, normalised) design at the solution: the square root of the
+  // eigenvalue ratio of its normal matrix.
+  linearise(phi);
+  ridge_terms(phi);
+  wls(w, t, phi, &normal, &with_ridge);
+  auto condition = [&](const std::vector<double>& m) {
+    if (p == 0) return 1.0;
+    Eigen::MatrixXd M(p, p);
+    for (std::size_t a = 0; a < p; ++a)
+      for (std::size_t b = 0; b < p; ++b) M(a, b) = m[a * p + b];
+    Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(M, Eigen::EigenvaluesOnly);
+    const double lo_ev = es.eigenvalues().minCoeff(), hi_ev = es.eigenvalues().maxCoeff();
+    return lo_ev > hi_ev * 1e-15 ? std::sqrt(hi_ev / lo_ev)
+                                 : std::numeric_limits<double>::infinity();
+  };
+  Solved out;
+  out.th = theta(phi);
+  out.condition = condition(normal);
+  out.condition_with_ridge = condition(with_ridge);
+  return out;
+}
+
+// One global factor G on the prior (min sum_i e_i(F_i + G s_i)^2 over G > 0, golden section on
+// log G), so the ridge pulls towards the base's *relative* costs at the measured level.
+double global_factor(const LinearFit& f, const std::vector<std::size_t>& idx,
+                     const std::vector<double>& base_total) {
+  auto err = [&](double u) {
+    double e = 0;
+    for (auto i : idx) e += std::pow(f.row_error(f.fixed[i] + std::exp(u) * base_total[i], f.y[i]), 2);
+    return e;
+  };
+  double lo = -30, hi = 30;
+  const double r = 0.5 * (std::sqrt(5.0) - 1);
+  double c = hi - r * (hi - lo), d = lo + r * (hi - lo), fc = err(c), fd = err(d);
+  for (int it = 0; it < 200; ++it) {
+    if (fc < fd) {
+      hi = d;
+      d = c;
+      fd = fc;
+      c = hi - r * (hi - lo);
+      fc = err(c);
+    } else {
+      lo = c;
+      c = d;
+      fc = fd;
+      d = lo + r * (hi - lo);
+      fd = err(d);
+    }
+  }
+  return std::exp(0.5 * (lo + hi));
+}
+
+// Ridge strength: given, or chosen by k-fold cross-validation (mean absolute row error) on the
+// training rows from a fixed grid; folds by position, so deterministic.
+double choose_ridge(const LinearFit& f, const std::vector<std::size_t>& train, double given) {
+  if (given >= 0) return given;
+  const std::vector<double> grid = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0};
+  const std::size_t k = std::min<std::size_t>(5, train.size());
+  double best = std::numeric_limits<double>::infinity(), lambda = grid.back();
+  for (double lam : grid) {
+    double err = 0;
+    for (std::size_t fold = 0; fold < k; ++fold) {
+      std::vector<std::size_t> tr, va;
+      for (std::size_t q = 0; q < train.size(); ++q) (q % k == fold ? va : tr).push_back(train[q]);
+      if (tr.empty() || va.empty()) continue;
+      const auto th = solve(f, tr, lam).th;
+      for (auto i : va) err += std::abs(f.row_error(f.predict(th, i), f.y[i]));
+    }
+    if (err < best * (1 - 1e-9)) {  // ties go to the smaller ridge
+      best = err;
+      lambda = lam;
+    }
+  }
+  return lambda;
+}
+
+// A fitted multiplicative coefficient outside [0.05, 20] means the base model is off by more
+// than 20x for that term, or the rows cannot tell it apart from others.
+void check_range(const std::string& what, double v, double condition,
+                 std::vector<std::string>& warnings) {
+  if (v >= 0.05 && v <= 20) return;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s = %.3g is outside [0.05, 20]: either the base model is more than 20x off for "
+                "it, or these rows cannot tell it apart from the other terms (design condition "
+                "%.3g); measure more varied architectures, or check the base preset",
+                what.c_str(), v, condition);
+  warnings.emplace_back(buf);
 }
 
 }  // namespace
@@ -228,11 +430,33 @@ double spearman_rho(const std::vector<double>& a, const std::vector<double>& b) 
   return saa > 0 && sbb > 0 ? sab / std::sqrt(saa * sbb) : 0;
 }
 
+double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
+  const std::size_t n = a.size();
+  if (n != b.size() || n < 2) return 0;
+  double concordant = 0, discordant = 0, ties_a = 0, ties_b = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = i + 1; j < n; ++j) {
+      const double da = a[i] - a[j], db = b[i] - b[j];
+      if (da == 0 && db == 0) continue;  // tied in both: in neither denominator term
+      if (da == 0) {
+        ++ties_a;
+      } else if (db == 0) {
+        ++ties_b;
+      } else {
+        ((da > 0) == (db > 0) ? concordant : discordant) += 1;
+      }
+    }
+  const double n_a = concordant + discordant + ties_b;  // pairs not tied in a
+  const double n_b = concordant + discordant + ties_a;  // pairs not tied in b
+  return n_a > 0 && n_b > 0 ? (concordant - discordant) / std::sqrt(n_a * n_b) : 0;
+}
+
 FitQuality fit_quality(const std::vector<double>& pred, const std::vector<double>& y) {
   FitQuality q;
   q.rows = y.size();
   if (y.empty()) return q;
   q.spearman = spearman_rho(pred, y);
+  q.kendall = kendall_tau(pred, y);
   std::size_t ok = 0;
   double ape = 0;
   for (std::size_t i = 0; i < y.size(); ++i) {
@@ -246,52 +470,93 @@ FitQuality fit_quality(const std::vector<double>& pred, const std::vector<double
 }
 
 nlohmann::json FitQuality::to_json() const {
-  return {{"rows", rows}, {"spearman", spearman}, {"within_10pct", within10}, {"mape", mape}};
+  return {{"rows", rows},
+          {"spearman", spearman},
+          {"kendall", kendall},
+          {"within_10pct", within10},
+          {"mape", mape}};
+}
+
+std::string CalibrationResult::heldout_regression() const {
+  if (heldout_before.rows < 2 || heldout_after.spearman >= heldout_before.spearman) return "";
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "held-out Spearman rho got worse: %.4f uncalibrated -> %.4f calibrated on %zu rows",
+                heldout_before.spearman, heldout_after.spearman, heldout_before.rows);
+  return buf;
 }
 
 nlohmann::json CalibrationResult::report() const {
-  return {{"train_rows", train_rows.size()},
-          {"heldout_rows", heldout_rows.size()},
-          {"train", {{"before", train_before.to_json()}, {"after", train_after.to_json()}}},
-          {"heldout", {{"before", heldout_before.to_json()}, {"after", heldout_after.to_json()}}}};
+  // JSON has no infinity: an unidentifiable design is reported as null.
+  auto finite = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  nlohmann::json j = {
+      {"train_rows", train_rows.size()},
+      {"heldout_rows", heldout_rows.size()},
+      {"dropped_rows", dropped_rows.size()},
+      {"train", {{"before", train_before.to_json()}, {"after", train_after.to_json()}}},
+      {"heldout", {{"before", heldout_before.to_json()}, {"after", heldout_after.to_json()}}},
+      {"design_condition", finite(condition)},
+      {"design_condition_with_ridge", finite(condition_with_ridge)},
+      {"category_scale_range", {min_scale, max_scale}},
+      {"warnings", warnings}};
+  if (energy_fitted)
+    j["energy"] = {
+        {"train",
+         {{"before", energy_train_before.to_json()}, {"after", energy_train_after.to_json()}}},
+        {"heldout",
+         {{"before", energy_heldout_before.to_json()}, {"after", energy_heldout_after.to_json()}}},
+        {"ridge", energy_ridge},
+        {"design_condition", finite(energy_condition)}};
+  return j;
 }
 
-CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<Measurement>& rows,
+CalibrationResult calibrate(const nlohmann::json& base_desc,
+                            const std::vector<Measurement>& all_rows,
                             const CalibrationOptions& opt) {
-  if (rows.size() < 4)
-    throw std::invalid_argument("calibration needs at least 4 measured rows (got " +
-                                std::to_string(rows.size()) + ")");
   if (!(opt.holdout_fraction >= 0 && opt.holdout_fraction < 1))
     throw std::invalid_argument("calibration: holdout fraction must be in [0, 1)");
+  if (!(opt.min_ms >= 0)) throw std::invalid_argument("calibration: min_ms must be >= 0");
+  CalibrationResult res;
+  // Rows under the floor are dropped, not down-weighted: their relative error is timer noise.
+  std::vector<std::size_t> kept;  // indices into all_rows of the rows fitted and evaluated
+  for (std::size_t i = 0; i < all_rows.size(); ++i)
+    (all_rows[i].latency_ms >= opt.min_ms && all_rows[i].latency_ms > 0 ? kept
+                                                                         : res.dropped_rows)
+        .push_back(i);
+  if (kept.size() < 4)
+    throw std::invalid_argument("calibration needs at least 4 measured rows at or above " +
+                                std::to_string(opt.min_ms) + " ms (got " +
+                                std::to_string(kept.size()) + " of " +
+                                std::to_string(all_rows.size()) + ")");
   auto as_given = make_device(base_desc);
   nlohmann::json raw_desc = base_desc;
   raw_desc.erase("calibration");
   raw_desc.erase("calibration_report");
   auto raw = make_device(raw_desc);
-  if (auto* b = dynamic_cast<const DeviceBase*>(raw.get()); !b || !b->calibratable())
+  const auto* raw_base = dynamic_cast<const DeviceBase*>(raw.get());
+  if (!raw_base || !raw_base->calibratable())
     throw std::invalid_argument("device '" + raw->name() + "' (family '" + raw->family() +
                                 "') cannot be calibrated: its latency is not a sum of per-node "
                                 "analytic terms");
   const bool fit_overhead = raw->family() != "lut";
 
-  // Deterministic split: Fisher-Yates with our own index draw (std::shuffle is not portable).
-  CalibrationResult res;
-  std::vector<std::size_t> order(rows.size());
-  std::iota(order.begin(), order.end(), 0);
+  // Deterministic split of the kept rows: Fisher-Yates with our own index draw (std::shuffle is
+  // not portable).  Indices below are into all_rows.
+  const std::size_t n_rows = kept.size();
+  std::vector<std::size_t> order = kept;
   std::mt19937_64 rng(opt.seed);
   for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[rng() % (i + 1)]);
-  std::size_t n_hold = static_cast<std::size_t>(std::lround(opt.holdout_fraction * rows.size()));
-  if (opt.holdout_fraction > 0) n_hold = std::clamp<std::size_t>(n_hold, 1, rows.size() - 3);
+  std::size_t n_hold = static_cast<std::size_t>(std::lround(opt.holdout_fraction * n_rows));
+  if (opt.holdout_fraction > 0) n_hold = std::clamp<std::size_t>(n_hold, 1, n_rows - 3);
   res.heldout_rows.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n_hold));
   res.train_rows.assign(order.begin() + static_cast<std::ptrdiff_t>(n_hold), order.end());
   std::sort(res.heldout_rows.begin(), res.heldout_rows.end());
   std::sort(res.train_rows.begin(), res.train_rows.end());
 
   const double batch = raw_desc.value("batch", 1);
-  std::vector<Features> feats;
-  feats.reserve(rows.size());
   const bool eager = raw_desc.value("fusion", std::string("fused")) == "eager";
-  for (const auto& r : rows) feats.push_back(features(*raw, r.workload, batch, eager));
+  std::vector<Features> feats(all_rows.size());
+  for (auto i : kept) feats[i] = features(*raw, all_rows[i].workload, batch, eager);
 
   // Unknowns: a scale per category present in the training rows, the per-kernel term, then
   // (opt.workload_terms) a per-node term and per-category per-FLOP and per-byte terms.
@@ -303,7 +568,6 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   };
   for (std::size_t c = 0; c < kNumCategories; ++c)
     if (Column col{Term::Scale, c}; present(col)) cols.push_back(col);
-  const std::size_t n_scale = cols.size();
   double k_sum = 0, o_sum = 0;
   for (auto i : res.train_rows) {
     k_sum += feats[i].kernels;
@@ -321,87 +585,60 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
     }
   }
   const std::size_t p = cols.size();
-  auto row_x = [&](std::size_t i) {
-    std::vector<double> x(p);
-    for (std::size_t j = 0; j < p; ++j) x[j] = cols[j].value(feats[i]);
-    return x;
-  };
-  // Prior: the base device rescaled by one global factor g (fitted first), so that a device
-  // 10x faster or slower than the base is not pulled back to the base's absolute speed; the
-  // workload terms have prior 0.
-  double g = 1;
-  {
-    double sxy = 0, sxx = 0;
-    for (auto i : res.train_rows) {
-      double x = use_k ? feats[i].overhead_ms : 0.0;
-      for (std::size_t j = 0; j < n_scale; ++j) x += feats[i].body[cols[j].cat];
-      const double y = rows[i].latency_ms, wgt = 1.0 / (y * y);
-      sxy += wgt * x * (y - feats[i].fixed_ms);
-      sxx += wgt * x * x;
-    }
-    if (sxx > 0 && sxy > 0) g = sxy / sxx;
+  LinearFit lat;
+  lat.loss = opt.loss;
+  lat.X.resize(all_rows.size());
+  lat.y.resize(all_rows.size());
+  lat.fixed.resize(all_rows.size());
+  std::vector<double> base_total(all_rows.size(), 0.0);  // the prior's latency at G = 1
+  for (auto i : kept) {
+    lat.X[i].resize(p);
+    for (std::size_t j = 0; j < p; ++j) lat.X[i][j] = cols[j].value(feats[i]);
+    lat.y[i] = all_rows[i].latency_ms;
+    lat.fixed[i] = feats[i].fixed_ms;
+    base_total[i] = use_k ? feats[i].overhead_ms : 0.0;
+    for (std::size_t j = 0; j < p; ++j)
+      if (cols[j].term == Term::Scale) base_total[i] += feats[i].body[cols[j].cat];
   }
-  std::vector<double> prior(p, 0.0), lo(p, 0.0);
+  const double g = global_factor(lat, res.train_rows, base_total);
+  lat.prior.assign(p, 0.0);
+  lat.lo.assign(p, 0.0);
+  lat.multiplicative.assign(p, 0);
   for (std::size_t j = 0; j < p; ++j) {
     if (cols[j].term == Term::Scale) {
-      prior[j] = g;
-      lo[j] = 1e-6;  // scales must stay positive
+      lat.prior[j] = g;
+      lat.lo[j] = 1e-6;  // scales must stay positive
+      lat.multiplicative[j] = 1;
     } else if (cols[j].term == Term::PerKernel) {
-      prior[j] = g * o_sum / k_sum;  // ms per kernel
+      lat.prior[j] = g * o_sum / k_sum;  // ms per kernel
+      lat.multiplicative[j] = o_sum > 0;
+      lat.lo[j] = 1e-6 * lat.prior[j];
     }
   }
-  auto solve = [&](const std::vector<std::size_t>& idx, double lambda) {
-    std::vector<std::vector<double>> X;
-    std::vector<double> y, fx;
-    for (auto i : idx) {
-      X.push_back(row_x(i));
-      y.push_back(rows[i].latency_ms);
-      fx.push_back(feats[i].fixed_ms);
-    }
-    return fit_nnls(X, y, fx, prior, lo, lambda);
-  };
-  auto predict = [&](const std::vector<double>& th, std::size_t i) {
-    double v = feats[i].fixed_ms;
-    auto x = row_x(i);
-    for (std::size_t j = 0; j < p; ++j) v += th[j] * x[j];
-    return v;
-  };
-  // Ridge strength: given, or chosen by k-fold cross-validation (mean absolute relative error)
-  // on the training rows from a fixed grid; folds by position, so deterministic.
-  double lambda = opt.ridge;
-  if (lambda < 0) {
-    const std::vector<double> grid = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0};
-    const std::size_t k = std::min<std::size_t>(5, res.train_rows.size());
-    double best = std::numeric_limits<double>::infinity();
-    lambda = grid.back();
-    for (double lam : grid) {
-      double err = 0;
-      for (std::size_t fold = 0; fold < k; ++fold) {
-        std::vector<std::size_t> tr, va;
-        for (std::size_t q = 0; q < res.train_rows.size(); ++q)
-          (q % k == fold ? va : tr).push_back(res.train_rows[q]);
-        if (tr.empty() || va.empty()) continue;
-        auto th = solve(tr, lam);
-        for (auto i : va) err += std::abs(predict(th, i) - rows[i].latency_ms) / rows[i].latency_ms;
-      }
-      if (err < best * (1 - 1e-9)) {  // ties go to the smaller ridge
-        best = err;
-        lambda = lam;
-      }
-    }
-  }
-  std::vector<double> th = solve(res.train_rows, lambda);
+  const double lambda = choose_ridge(lat, res.train_rows, opt.ridge);
+  const Solved fit = solve(lat, res.train_rows, lambda);
+  const std::vector<double>& th = fit.th;
+  res.condition = fit.condition;
+  res.condition_with_ridge = fit.condition_with_ridge;
 
   nlohmann::json tuned = raw_desc;
   nlohmann::json cal = {{"category_scale", nlohmann::json::object()}};
+  res.min_scale = std::numeric_limits<double>::infinity();
+  res.max_scale = 0;
   for (std::size_t j = 0; j < p; ++j) {
     const char* cat = op_category_name(static_cast<OpCategory>(cols[j].cat));
     switch (cols[j].term) {
       case Term::Scale:
         cal["category_scale"][cat] = th[j];
+        res.min_scale = std::min(res.min_scale, th[j]);
+        res.max_scale = std::max(res.max_scale, th[j]);
+        check_range(std::string("category_scale.") + cat, th[j], fit.condition, res.warnings);
         break;
       case Term::PerKernel:
         cal["per_kernel_s"] = th[j] * 1e-3;
+        if (o_sum > 0)
+          check_range("per_kernel_s / the base's per-kernel overhead", th[j] * k_sum / o_sum,
+                      fit.condition, res.warnings);
         break;
       case Term::PerNode:
         cal["per_node_s"] = th[j] * 1e-3;
@@ -420,43 +657,103 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
         break;
     }
   }
+  if (!std::isfinite(res.min_scale)) res.min_scale = 0;
   tuned["calibration"] = cal;
   auto tuned_dev = make_device(tuned);
 
-  // Energy: one multiplicative factor (geometric mean of measured / predicted) on train rows.
-  double log_sum = 0;
-  std::size_t n_e = 0;
-  for (auto i : res.train_rows) {
-    if (!rows[i].energy_mj) continue;
-    const double pe = tuned_dev->estimate_total(rows[i].workload).energy_mj;
-    if (pe > 0) {
-      log_sum += std::log(*rows[i].energy_mj / pe);
-      ++n_e;
+  // Energy: static power x the calibrated latency stays; the dynamic energy (the rest, per
+  // category, of the latency-calibrated device) gets one scale per category, fitted like
+  // latency on the training rows that carry energy.
+  std::vector<std::size_t> e_train, e_held;
+  for (auto i : res.train_rows)
+    if (all_rows[i].energy_mj) e_train.push_back(i);
+  for (auto i : res.heldout_rows)
+    if (all_rows[i].energy_mj) e_held.push_back(i);
+  if (e_train.size() >= 2) {
+    const double p_static = dynamic_cast<const DeviceBase&>(*tuned_dev).static_power_w();
+    LinearFit en;
+    en.loss = opt.loss;
+    en.X.assign(all_rows.size(), std::vector<double>(kNumCategories, 0.0));
+    en.y.assign(all_rows.size(), 0.0);
+    en.fixed.assign(all_rows.size(), 0.0);
+    for (auto i : kept) {
+      if (!all_rows[i].energy_mj) continue;
+      const Cost c = tuned_dev->estimate(all_rows[i].workload);
+      double dyn_total = 0;
+      for (std::size_t k = 0; k < c.nodes.size() && k < all_rows[i].workload.nodes.size(); ++k) {
+        const NodeCost& nc = c.nodes[k];
+        if (nc.bound.rfind("fallback", 0) == 0) continue;
+        const double d = std::max(0.0, nc.energy_j - p_static * nc.latency_s) * 1e3;  // mJ
+        en.X[i][cat_index(all_rows[i].workload.nodes[k].category)] += d;
+        dyn_total += d;
+      }
+      en.y[i] = *all_rows[i].energy_mj;
+      en.fixed[i] = c.energy_mj - dyn_total;  // static x latency, fallback nodes, transfers
+    }
+    std::vector<std::size_t> ecat;  // categories with dynamic energy in the training rows
+    for (std::size_t c = 0; c < kNumCategories; ++c)
+      for (auto i : e_train)
+        if (en.X[i][c] > 0) {
+          ecat.push_back(c);
+          break;
+        }
+    if (!ecat.empty()) {
+      for (auto& x : en.X) {
+        std::vector<double> sel;
+        for (auto c : ecat) sel.push_back(x[c]);
+        x = std::move(sel);
+      }
+      std::vector<double> dyn_total(all_rows.size(), 0.0);
+      for (auto i : e_train)
+        for (double v : en.X[i]) dyn_total[i] += v;
+      const double ge = global_factor(en, e_train, dyn_total);
+      en.prior.assign(ecat.size(), ge);
+      en.lo.assign(ecat.size(), 1e-6);
+      en.multiplicative.assign(ecat.size(), 1);
+      res.energy_ridge = choose_ridge(en, e_train, opt.ridge);
+      const Solved efit = solve(en, e_train, res.energy_ridge);
+      res.energy_condition = efit.condition;
+      for (std::size_t j = 0; j < ecat.size(); ++j) {
+        const char* cat = op_category_name(static_cast<OpCategory>(ecat[j]));
+        tuned["calibration"]["dynamic_energy_scale"][cat] = efit.th[j];
+        check_range(std::string("dynamic_energy_scale.") + cat, efit.th[j], efit.condition,
+                    res.warnings);
+      }
+      tuned_dev = make_device(tuned);
+      res.energy_fitted = true;
     }
   }
-  if (n_e > 0) {
-    tuned["calibration"]["energy_scale"] = std::exp(log_sum / n_e);
-    tuned_dev = make_device(tuned);
-  }
 
-  res.predicted_before.resize(rows.size());
-  res.predicted_after.resize(rows.size());
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    res.predicted_before[i] = as_given->estimate_total(rows[i].workload).latency_ms;
-    res.predicted_after[i] = tuned_dev->estimate_total(rows[i].workload).latency_ms;
+  res.predicted_before.assign(all_rows.size(), 0.0);
+  res.predicted_after.assign(all_rows.size(), 0.0);
+  std::vector<double> e_before(all_rows.size(), 0.0), e_after(all_rows.size(), 0.0);
+  for (auto i : kept) {
+    const Cost b = as_given->estimate_total(all_rows[i].workload);
+    const Cost a = tuned_dev->estimate_total(all_rows[i].workload);
+    res.predicted_before[i] = b.latency_ms;
+    res.predicted_after[i] = a.latency_ms;
+    e_before[i] = b.energy_mj;
+    e_after[i] = a.energy_mj;
   }
-  auto quality = [&](const std::vector<double>& pred, const std::vector<std::size_t>& idx) {
+  auto quality = [&](const std::vector<double>& pred, const std::vector<std::size_t>& idx,
+                     bool energy) {
     std::vector<double> pr, y;
     for (auto i : idx) {
       pr.push_back(pred[i]);
-      y.push_back(rows[i].latency_ms);
+      y.push_back(energy ? *all_rows[i].energy_mj : all_rows[i].latency_ms);
     }
     return fit_quality(pr, y);
   };
-  res.train_before = quality(res.predicted_before, res.train_rows);
-  res.train_after = quality(res.predicted_after, res.train_rows);
-  res.heldout_before = quality(res.predicted_before, res.heldout_rows);
-  res.heldout_after = quality(res.predicted_after, res.heldout_rows);
+  res.train_before = quality(res.predicted_before, res.train_rows, false);
+  res.train_after = quality(res.predicted_after, res.train_rows, false);
+  res.heldout_before = quality(res.predicted_before, res.heldout_rows, false);
+  res.heldout_after = quality(res.predicted_after, res.heldout_rows, false);
+  if (res.energy_fitted) {
+    res.energy_train_before = quality(e_before, e_train, true);
+    res.energy_train_after = quality(e_after, e_train, true);
+    res.energy_heldout_before = quality(e_before, e_held, true);
+    res.energy_heldout_after = quality(e_after, e_held, true);
+  }
   res.ridge = lambda;
   tuned["name"] = raw_desc.value("name", std::string("device")) + "_calibrated";
   tuned["calibration_report"] = res.report();
@@ -464,6 +761,8 @@ CalibrationResult calibrate(const nlohmann::json& base_desc, const std::vector<M
   tuned["calibration_report"]["ridge"] = lambda;
   tuned["calibration_report"]["ridge_chosen_by"] =
       opt.ridge < 0 ? "5-fold cross-validation" : "given";
+  tuned["calibration_report"]["loss"] = opt.loss == CalibrationLoss::Log ? "log" : "relative";
+  tuned["calibration_report"]["min_ms"] = opt.min_ms;
   res.tuned = std::move(tuned);
   return res;
 }

@@ -282,6 +282,12 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
       per_kernel_s_ = reader_.non_negative_or("calibration.per_kernel_s", 0);
     }
     energy_scale_ = reader_.positive_or("calibration.energy_scale", 1.0);
+    dynamic_energy_scale_.fill(1.0);
+    if (reader_.has("calibration.dynamic_energy_scale")) {
+      has_dynamic_energy_scale_ = true;
+      dynamic_energy_scale_ =
+          CategoryTable::read(reader_, "calibration.dynamic_energy_scale", 1e6, 1.0).v;
+    }
     per_node_s_ = reader_.non_negative_or("calibration.per_node_s", 0);
     s_per_pruned_param_ = reader_.non_negative_or("calibration.s_per_pruned_param", 0);
     s_per_quantized_param_ = reader_.non_negative_or("calibration.s_per_quantized_param", 0);
@@ -305,6 +311,7 @@ DeviceBase::DeviceBase(const nlohmann::json& description)
     has_linear_ = per_node_s_ > 0 || s_per_pruned_param_ > 0 || s_per_quantized_param_ > 0;
     for (std::size_t i = 0; i < kNumCategories; ++i)
       has_linear_ = has_linear_ || s_per_flop_[i] > 0 || s_per_byte_[i] > 0;
+    has_linear_ = has_linear_ || has_dynamic_energy_scale_;
   }
 }
 
@@ -350,7 +357,8 @@ void DeviceBase::charge_datastores(const Workload& w, Cost& c) const {
 
 void DeviceBase::add_linear_terms(const Workload& w, Cost& c) const {
   if (c.nodes.size() != w.nodes.size()) return;  // no index-aligned breakdown to extend
-  double added = 0;
+  const double p_static = static_power_w();
+  double added = 0, added_j = 0;
   for (std::size_t i = 0; i < w.nodes.size(); ++i) {
     NodeCost& nc = c.nodes[i];
     if (nc.bound.rfind("fallback", 0) == 0) continue;
@@ -361,11 +369,17 @@ void DeviceBase::add_linear_terms(const Workload& w, Cost& c) const {
         s_per_byte_[ci] * (n.weight_bytes + batch_ * (n.input_bytes + n.output_bytes)) +
         (n.sparsity > 0 ? s_per_pruned_param_ * n.params : 0.0) +
         (n.bits < 16 ? s_per_quantized_param_ * n.params : 0.0);
+    // The device idles through the added time too; only the dynamic part is rescaled.
+    const double dynamic_j = std::max(0.0, nc.energy_j - p_static * nc.latency_s);
+    const double e = p_static * (nc.latency_s + t) + dynamic_energy_scale_[ci] * dynamic_j;
+    added_j += e - nc.energy_j;
+    nc.energy_j = e;
     nc.latency_s += t;
     nc.overhead_s += per_node_s_;
     added += t;
   }
   c.latency_ms += added * 1e3;
+  c.energy_mj += added_j * 1e3;
 }
 
 // ---- registry ------------------------------------------------------------------------------

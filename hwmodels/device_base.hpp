@@ -145,7 +145,10 @@ struct ActivityTally {
 // default 1).  The q and u terms are per forward pass, not per sample: they model engines that
 // prune / quantise weights on the fly (as our own does).  The last five terms are optional (0 when
 // absent, so older tuned files load unchanged); they are added in estimate() to every node that did
-// not fall back to another device.  energy_scale multiplies total energy.
+// not fall back to another device.  energy_scale multiplies total energy (legacy: static power
+// too).  "dynamic_energy_scale": {cat: e} (written by calibrate instead) keeps static power:
+// a node's energy becomes static_power_w() x its calibrated latency + e_cat x its dynamic energy
+// (the family's node energy less static_power_w() x the family's node latency).
 class DeviceBase : public Device {
  public:
   explicit DeviceBase(const nlohmann::json& description);
@@ -200,6 +203,9 @@ class DeviceBase : public Device {
   }
   // Whether latency is a sum over nodes (so `hw calibrate` can fit per-category scales).
   virtual bool calibratable() const { return true; }
+  // Power drawn whatever the work (idle / static), W: charged over every second of latency,
+  // including the calibrated terms; never scaled by calibration.  0: the family states none.
+  virtual double static_power_w() const { return 0; }
 
  protected:
   // Retrieval datastores (NodeWorkload::datastore_bytes), the one rule every family shares:
@@ -256,7 +262,8 @@ class DeviceBase : public Device {
     if (s == "none" || s == c.activity_source) return;
     c.activity_source = c.activity_source == "none" ? s : "mixed";
   }
-  // Adds the calibrated per-node, per-FLOP and per-byte terms (see above) to a breakdown.
+  // Adds the calibrated per-node, per-FLOP and per-byte terms (see above) to a breakdown, with
+  // static power over the added time, and applies dynamic_energy_scale.
   void add_linear_terms(const Workload& w, Cost& c) const;
 
   FieldReader reader_;  // refers to desc_
@@ -270,6 +277,8 @@ class DeviceBase : public Device {
   bool has_per_kernel_ = false;
   double per_kernel_s_ = 0;
   double energy_scale_ = 1;
+  std::array<double, kNumCategories> dynamic_energy_scale_{};  // 1 where not calibrated
+  bool has_dynamic_energy_scale_ = false;
 };
 
 // Family factories (one file each).

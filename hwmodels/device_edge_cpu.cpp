@@ -46,6 +46,8 @@ class EdgeCpu final : public DeviceBase {
 
   bool supports(OpCategory) const override { return true; }
 
+  double static_power_w() const override { return static_w_; }
+
  protected:
   Cost run(const Workload& w, bool breakdown) const override {
     Cost c;

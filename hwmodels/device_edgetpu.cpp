@@ -7,7 +7,8 @@
 // On-TPU node: max(FLOPs / (eff[cat] * peak_ops), streamed weight bytes / usb_bw) + overhead,
 // where weights beyond the on-chip parameter cache (filled in execution order) are streamed over
 // USB on every inference.  The model input, and the activation handed back at the fallback
-// point (or the final output), cross USB too.  Energy: active power x on-TPU time; fallback
+// point (or the final output), cross USB too.  Each invocation that runs anything on the TPU
+// pays invoke_overhead_s once (the runtime's fixed per-inference cost).  Energy: active power x on-TPU time; fallback
 // nodes are costed by the host CPU device.  The fallback is reported in Cost::fallback and
 // fallback_nodes (shown by `hwnas hw predict` and stored with each cost), not only in extra.
 // A batch is that many invocations one after another (Edge TPU models are compiled for batch 1):
@@ -28,6 +29,7 @@ class EdgeTpu final : public DeviceBase {
     cache_ = r.non_negative_or("param_cache_bytes", 0);
     usb_bw_ = r.positive("usb_bw");
     overhead_s_ = r.non_negative_or("op_overhead_s", 0);
+    invoke_s_ = r.non_negative_or("invoke_overhead_s", 0);
     power_w_ = r.positive("active_power_w");
     supported_.fill(false);
     const auto* s = r.find("supported_categories");
@@ -107,7 +109,11 @@ class EdgeTpu final : public DeviceBase {
         c.nodes.push_back(std::move(nc));
       }
     }
-    double t = t_tpu, e = power_w_ * t_tpu * energy_scale();
+    // One invocation per sample whenever any node runs on the TPU: the runtime's fixed cost
+    // (host driver, USB / PCIe round trip), time only (no TPU energy charged for it).
+    const double t_invoke = split > 0 ? invoke_s_ : 0.0;
+    if (breakdown && t_invoke > 0) c.extra["invoke_overhead_ms"] = t_invoke * 1e3;
+    double t = t_tpu + t_invoke, e = power_w_ * t_tpu * energy_scale();
     c.memory_bytes = w.total_weight_bytes() + w.peak_activation_bytes();
     if (split < w.nodes.size()) {
       Workload rest;
@@ -166,7 +172,7 @@ class EdgeTpu final : public DeviceBase {
  private:
   double peak_ = 0;
   CategoryTable eff_;
-  double cache_ = 0, usb_bw_ = 0, overhead_s_ = 0, power_w_ = 0;
+  double cache_ = 0, usb_bw_ = 0, overhead_s_ = 0, invoke_s_ = 0, power_w_ = 0;
   std::array<bool, kNumCategories> supported_{};
   std::unique_ptr<Device> host_;
   NativePrecisions native_;

@@ -71,7 +71,12 @@ std::vector<ParamSpec> common_device_params() {
                           "latency (before overheads)"),
       non_negative("calibration.per_kernel_s", 0,
                    "replaces the family's per-kernel overhead, s (absent: keep it)"),
-      positive_or("calibration.energy_scale", 1.0, "multiplies total energy"),
+      positive_or("calibration.energy_scale", 1.0,
+                  "multiplies total energy, static power included (legacy; calibrate now writes "
+                  "dynamic_energy_scale)"),
+      ParamSpec::any_json("calibration.dynamic_energy_scale", nlohmann::json::object(),
+                          "{\"default\": e, <op category>: e}: multiplies each node's dynamic "
+                          "energy; static power x latency is kept"),
       non_negative("calibration.per_node_s", 0, "added per node, s"),
       ParamSpec::any_json("calibration.s_per_flop", nlohmann::json::object(),
                           "{<op category>: s per FLOP} added per node"),
@@ -150,6 +155,8 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
         non_negative("param_cache_bytes", 0, "on-chip parameter cache, bytes"),
         positive("usb_bw", "USB bandwidth, bytes/s"),
         non_negative("op_overhead_s", 0, "overhead per on-TPU kernel, s"),
+        non_negative("invoke_overhead_s", 0,
+                     "fixed cost per invocation (host runtime, USB / PCIe round trip), s"),
         positive("active_power_w", "power while active, W"),
         table("supported_categories", "op categories the TPU runs (non-empty array of names)"),
         table("host_cpu", "the fallback host: a device object or a preset name"),

@@ -72,6 +72,8 @@ class RooflineGpu final : public DeviceBase {
           double(precision_bits(*native_.run_as(static_cast<Precision>(p)))) / kPrecisionBits[p];
   }
 
+  double static_power_w() const override { return idle_w_; }
+
  protected:
   Cost run(const Workload& w, bool breakdown) const override {
     Cost c;

@@ -421,7 +421,9 @@ void add_hw_commands(CLI::App& app) {
   auto c_ref = std::make_shared<std::string>();
   auto c_space = std::make_shared<std::string>();
   auto c_n = std::make_shared<int>(60);
-  cal->add_option("--measurements,-m", *c_csv, "CSV: architecture,latency_ms[,energy_mj]");
+  cal->add_option("--measurements,-m", *c_csv,
+                  "CSV: architecture,latency_ms[,energy_mj] (energy: the whole inference's, mJ; "
+                  "rows without it fit latency only)");
   cal->add_option("--reference", *c_ref,
                   "instead of a CSV: a device whose figures are the truth (e.g. an external "
                   "device that measures), asked about --n architectures sampled from --space");
@@ -436,6 +438,14 @@ void add_hw_commands(CLI::App& app) {
       ->check(CLI::Range(0.0, 0.9));
   cal->add_option("--ridge", c_opt->ridge,
                   "ridge strength towards the rescaled base device (negative: cross-validated)");
+  cal->add_option("--min-ms", c_opt->min_ms,
+                  "drop rows measured below this many ms (timer resolution and call overhead), "
+                  "counted in the report")
+      ->check(CLI::Range(0.0, 1e9));
+  auto c_force = std::make_shared<bool>(false);
+  cal->add_flag("--force", *c_force,
+                "write the tuned device even if it ranks the held-out rows worse (Spearman) than "
+                "the uncalibrated one");
   auto c_scales_only = std::make_shared<bool>(false);
   cal->add_flag("--scales-only", *c_scales_only,
                 "fit only per-category scales and the per-kernel overhead (no per-node, per-FLOP "
@@ -444,7 +454,8 @@ void add_hw_commands(CLI::App& app) {
   cal->add_option("--residuals", *c_resid,
                   "CSV to write per-row measured and predicted latencies (before / after) with "
                   "node count, MACs and bytes, for diagnosis");
-  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid, c_ref, c_space, c_n] {
+  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid, c_ref, c_space, c_n,
+                 c_force] {
     c_opt->workload_terms = !*c_scales_only;
     if (c_csv->empty() == c_ref->empty())
       throw std::invalid_argument(
@@ -469,26 +480,52 @@ void add_hw_commands(CLI::App& app) {
       rows.push_back(std::move(m));
     }
     hw::CalibrationResult res = hw::calibrate(base->to_json(), rows, *c_opt);
-    // Written whole or not at all (temporary file, renamed when complete).
-    nn::write_file_atomically(*c_out, res.tuned.dump(2) + "\n");
     auto line = [](const char* what, const hw::FitQuality& q) {
-      std::printf("  %-16s rows %3zu  spearman %.3f  within 10%% %5.1f%%  MAPE %6.1f%%\n", what,
-                  q.rows, q.spearman, 100 * q.within10, 100 * q.mape);
+      std::printf(
+          "  %-16s rows %3zu  spearman %.3f  kendall %.3f  within 10%% %5.1f%%  MAPE %6.1f%%\n",
+          what, q.rows, q.spearman, q.kendall, 100 * q.within10, 100 * q.mape);
     };
-    std::printf("calibrated %s on %zu rows (%zu held out, seed %llu) -> %s\n", base->name().c_str(),
+    std::printf("calibrated %s on %zu rows (%zu held out, seed %llu)\n", base->name().c_str(),
                 res.train_rows.size(), res.heldout_rows.size(),
-                static_cast<unsigned long long>(c_opt->seed), c_out->c_str());
+                static_cast<unsigned long long>(c_opt->seed));
+    if (!res.dropped_rows.empty())
+      std::printf("  dropped %zu rows measured below --min-ms %g ms\n", res.dropped_rows.size(),
+                  c_opt->min_ms);
     line("train before", res.train_before);
     line("train after", res.train_after);
     line("held-out before", res.heldout_before);
     line("held-out after", res.heldout_after);
-    std::printf("  ridge %g (%s)\n", res.ridge, c_opt->ridge < 0 ? "cross-validated" : "given");
+    std::printf("  ridge %g (%s); category scales %.3g .. %.3g; design condition %.3g (%.3g with "
+                "the ridge)\n",
+                res.ridge, c_opt->ridge < 0 ? "cross-validated" : "given", res.min_scale,
+                res.max_scale, res.condition, res.condition_with_ridge);
+    if (res.energy_fitted) {
+      std::printf("  energy (dynamic per category; static power x latency kept):\n");
+      line("train before", res.energy_train_before);
+      line("train after", res.energy_train_after);
+      line("held-out before", res.energy_heldout_before);
+      line("held-out after", res.energy_heldout_after);
+    }
+    for (const auto& w : res.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (res.heldout_rows.empty())
+      std::fprintf(stderr, "warning: no held-out rows (--holdout 0): nothing checks the tuned "
+                           "model against the uncalibrated one\n");
+    if (const std::string worse = res.heldout_regression(); !worse.empty()) {
+      if (!*c_force)
+        throw std::invalid_argument(worse + "; not writing '" + *c_out +
+                                    "' (--force writes it anyway)");
+      std::fprintf(stderr, "warning: %s; writing anyway (--force)\n", worse.c_str());
+    }
+    // Written whole or not at all (temporary file, renamed when complete).
+    nn::write_file_atomically(*c_out, res.tuned.dump(2) + "\n");
+    std::printf("  wrote %s\n", c_out->c_str());
     if (!c_resid->empty()) {
       std::ostringstream rf;
       rf << "architecture,split,measured_ms,before_ms,after_ms,rel_err_after,nodes,kernels,macs,"
             "bytes\n";
-      std::vector<char> held(rows.size(), 0);
+      std::vector<char> held(rows.size(), 0);  // 0 train, 1 held out, 2 dropped
       for (auto i : res.heldout_rows) held[i] = 1;
+      for (auto i : res.dropped_rows) held[i] = 2;
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const auto& w = rows[i].workload;
         double kernels = 0, bytes = 0;
@@ -496,7 +533,7 @@ void add_hw_commands(CLI::App& app) {
           kernels += n.kernels;
           bytes += n.bytes();
         }
-        rf << csv_quote(rows[i].architecture) << "," << (held[i] ? "heldout" : "train") << ","
+        rf << csv_quote(rows[i].architecture) << "," << (held[i] == 2 ? "dropped" : held[i] ? "heldout" : "train") << ","
            << rows[i].latency_ms << "," << res.predicted_before[i] << "," << res.predicted_after[i]
            << "," << (res.predicted_after[i] - rows[i].latency_ms) / rows[i].latency_ms << ","
            << w.nodes.size() << "," << kernels << "," << w.total_macs() << "," << bytes << "\n";
