@@ -26,8 +26,8 @@ class DecisionOperators {
   virtual ~DecisionOperators() = default;
   virtual std::vector<int> sample_decisions(Rng& rng) const = 0;
   virtual std::vector<int> mutate_decisions(const std::vector<int>& v, Rng& rng) const = 0;
-  virtual std::vector<int> crossover_decisions(const std::vector<int>& a,
-                                               const std::vector<int>& b, Rng& rng) const = 0;
+  virtual std::vector<int> crossover_decisions(const std::vector<int>& a, const std::vector<int>& b,
+                                               Rng& rng) const = 0;
   // Equal to Space::encode_onehot / encode_path / describe of decode(v).
   virtual std::vector<float> encode_onehot_decisions(const std::vector<int>& v) const = 0;
   virtual std::vector<float> encode_path_decisions(const std::vector<int>& v) const = 0;
