@@ -295,7 +295,8 @@ double global_factor(const LinearFit& f, const std::vector<std::size_t>& idx,
                      const std::vector<double>& base_total) {
   auto err = [&](double u) {
     double e = 0;
-    for (auto i : idx) e += std::pow(f.row_error(f.fixed[i] + std::exp(u) * base_total[i], f.y[i]), 2);
+    for (auto i : idx)
+      e += std::pow(f.row_error(f.fixed[i] + std::exp(u) * base_total[i], f.y[i]), 2);
     return e;
   };
   double lo = -30, hi = 30;
@@ -520,14 +521,12 @@ CalibrationResult calibrate(const nlohmann::json& base_desc,
   // Rows under the floor are dropped, not down-weighted: their relative error is timer noise.
   std::vector<std::size_t> kept;  // indices into all_rows of the rows fitted and evaluated
   for (std::size_t i = 0; i < all_rows.size(); ++i)
-    (all_rows[i].latency_ms >= opt.min_ms && all_rows[i].latency_ms > 0 ? kept
-                                                                         : res.dropped_rows)
+    (all_rows[i].latency_ms >= opt.min_ms && all_rows[i].latency_ms > 0 ? kept : res.dropped_rows)
         .push_back(i);
   if (kept.size() < 4)
-    throw std::invalid_argument("calibration needs at least 4 measured rows at or above " +
-                                std::to_string(opt.min_ms) + " ms (got " +
-                                std::to_string(kept.size()) + " of " +
-                                std::to_string(all_rows.size()) + ")");
+    throw std::invalid_argument(
+        "calibration needs at least 4 measured rows at or above " + std::to_string(opt.min_ms) +
+        " ms (got " + std::to_string(kept.size()) + " of " + std::to_string(all_rows.size()) + ")");
   auto as_given = make_device(base_desc);
   nlohmann::json raw_desc = base_desc;
   raw_desc.erase("calibration");

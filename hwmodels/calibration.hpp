@@ -95,7 +95,7 @@ struct CalibrationResult {
   // Condition number of the (column-normalised, log-linearised) latency design at the fit,
   // without the ridge; large: some terms cannot be told apart by these rows.
   double condition = 0;
-  double condition_with_ridge = 0;  // what the solver inverts (finite whenever the ridge is on)
+  double condition_with_ridge = 0;      // what the solver inverts (finite whenever the ridge is on)
   double min_scale = 0, max_scale = 0;  // range of the fitted category scales
   std::vector<std::string> warnings;    // coefficients outside [0.05, 20] and why
   // Energy (when rows carry energy_mj): quality on the rows with energy, and the dynamic fit.

@@ -8,11 +8,11 @@
 // where weights beyond the on-chip parameter cache (filled in execution order) are streamed over
 // USB on every inference.  The model input, and the activation handed back at the fallback
 // point (or the final output), cross USB too.  Each invocation that runs anything on the TPU
-// pays invoke_overhead_s once (the runtime's fixed per-inference cost).  Energy: active power x on-TPU time; fallback
-// nodes are costed by the host CPU device.  The fallback is reported in Cost::fallback and
-// fallback_nodes (shown by `hwnas hw predict` and stored with each cost), not only in extra.
-// A batch is that many invocations one after another (Edge TPU models are compiled for batch 1):
-// latency and energy scale with it.
+// pays invoke_overhead_s once (the runtime's fixed per-inference cost).  Energy: active power x
+// on-TPU time; fallback nodes are costed by the host CPU device.  The fallback is reported in
+// Cost::fallback and fallback_nodes (shown by `hwnas hw predict` and stored with each cost), not
+// only in extra. A batch is that many invocations one after another (Edge TPU models are compiled
+// for batch 1): latency and energy scale with it.
 #include <algorithm>
 
 #include "hwmodels/device_base.hpp"

@@ -454,8 +454,7 @@ void add_hw_commands(CLI::App& app) {
   cal->add_option("--residuals", *c_resid,
                   "CSV to write per-row measured and predicted latencies (before / after) with "
                   "node count, MACs and bytes, for diagnosis");
-  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid, c_ref, c_space, c_n,
-                 c_force] {
+  cal->callback([c_dev, c_csv, c_out, c_opt, c_scales_only, c_resid, c_ref, c_space, c_n, c_force] {
     c_opt->workload_terms = !*c_scales_only;
     if (c_csv->empty() == c_ref->empty())
       throw std::invalid_argument(
@@ -495,10 +494,11 @@ void add_hw_commands(CLI::App& app) {
     line("train after", res.train_after);
     line("held-out before", res.heldout_before);
     line("held-out after", res.heldout_after);
-    std::printf("  ridge %g (%s); category scales %.3g .. %.3g; design condition %.3g (%.3g with "
-                "the ridge)\n",
-                res.ridge, c_opt->ridge < 0 ? "cross-validated" : "given", res.min_scale,
-                res.max_scale, res.condition, res.condition_with_ridge);
+    std::printf(
+        "  ridge %g (%s); category scales %.3g .. %.3g; design condition %.3g (%.3g with "
+        "the ridge)\n",
+        res.ridge, c_opt->ridge < 0 ? "cross-validated" : "given", res.min_scale, res.max_scale,
+        res.condition, res.condition_with_ridge);
     if (res.energy_fitted) {
       std::printf("  energy (dynamic per category; static power x latency kept):\n");
       line("train before", res.energy_train_before);
@@ -508,8 +508,9 @@ void add_hw_commands(CLI::App& app) {
     }
     for (const auto& w : res.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     if (res.heldout_rows.empty())
-      std::fprintf(stderr, "warning: no held-out rows (--holdout 0): nothing checks the tuned "
-                           "model against the uncalibrated one\n");
+      std::fprintf(stderr,
+                   "warning: no held-out rows (--holdout 0): nothing checks the tuned "
+                   "model against the uncalibrated one\n");
     if (const std::string worse = res.heldout_regression(); !worse.empty()) {
       if (!*c_force)
         throw std::invalid_argument(worse + "; not writing '" + *c_out +
@@ -533,9 +534,13 @@ void add_hw_commands(CLI::App& app) {
           kernels += n.kernels;
           bytes += n.bytes();
         }
-        rf << csv_quote(rows[i].architecture) << "," << (held[i] == 2 ? "dropped" : held[i] ? "heldout" : "train") << ","
-           << rows[i].latency_ms << "," << res.predicted_before[i] << "," << res.predicted_after[i]
-           << "," << (res.predicted_after[i] - rows[i].latency_ms) / rows[i].latency_ms << ","
+        rf << csv_quote(rows[i].architecture) << ","
+           << (held[i] == 2 ? "dropped"
+               : held[i]    ? "heldout"
+                            : "train")
+           << "," << rows[i].latency_ms << "," << res.predicted_before[i] << ","
+           << res.predicted_after[i] << ","
+           << (res.predicted_after[i] - rows[i].latency_ms) / rows[i].latency_ms << ","
            << w.nodes.size() << "," << kernels << "," << w.total_macs() << "," << bytes << "\n";
       }
       nn::write_file_atomically(*c_resid, rf.str());
