@@ -99,7 +99,11 @@ TEST(Calibration, LowersHeldOutErrorOnSyntheticMeasurements) {
   EXPECT_EQ(make_device(tuned->to_json())->to_json(), r.tuned);
   EXPECT_TRUE(r.tuned["calibration"].contains("per_kernel_s"));
   EXPECT_GT(r.tuned["calibration"]["per_kernel_s"].get<double>(), 5e-6);  // found the slower launch
-  EXPECT_TRUE(r.tuned["calibration"].contains("energy_scale"));
+  // Energy: the dynamic part is fitted per category; static power x latency is kept as given.
+  EXPECT_TRUE(r.energy_fitted);
+  EXPECT_TRUE(r.tuned["calibration"].contains("dynamic_energy_scale"));
+  EXPECT_FALSE(r.tuned["calibration"].contains("energy_scale"));
+  EXPECT_LT(r.energy_heldout_after.mape, r.energy_heldout_before.mape);
   // Same seed -> same split and result.
   CalibrationResult r2 = calibrate(base_gpu(), rows, {0.3, 42, 1e-3});
   EXPECT_EQ(r2.tuned, r.tuned);

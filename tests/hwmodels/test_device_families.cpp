@@ -135,7 +135,8 @@ TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {
   d["calibration"] = {{"energy_scal", 0.5}};
   const std::string e = error_of(d);
   EXPECT_EQ(e.rfind("device 'tiny_gpu': unknown field 'calibration.energy_scal' (known: "
-                    "calibration.category_scale, calibration.energy_scale, ",
+                    "calibration.category_scale, calibration.dynamic_energy_scale, "
+                    "calibration.energy_scale, ",
                     0),
             0u)
       << e;
