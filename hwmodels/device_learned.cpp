@@ -45,7 +45,7 @@ class LearnedDevice final : public DeviceBase {
       if (breakdown) {
         NodeCost nc;
         nc.name = n.name;
-        nc.latency_s = model_.net_scale * ms * 1e-3;
+        nc.latency_s = (model_.net_scale * ms + model_.net_per_node_ms) * 1e-3;
         nc.energy_j = power_w_ * nc.latency_s;
         std::string level;
         model_.model_for(n, &level);
@@ -53,10 +53,11 @@ class LearnedDevice final : public DeviceBase {
         c.nodes.push_back(std::move(nc));
       }
     }
-    c.latency_ms = std::max(0.0, model_.net_scale * sum + model_.net_offset_ms);
+    c.latency_ms = std::max(0.0, model_.net_scale * sum + model_.net_offset_ms +
+                                     model_.net_per_node_ms * static_cast<double>(w.nodes.size()));
     c.energy_mj = power_w_ * c.latency_ms;
     if (power_w_ <= 0) c.extra["energy"] = "not reported: the device states no power_w";
-    c.extra["net_offset_ms"] = model_.net_offset_ms;
+    c.extra["net_offset_ms"] = model_.net_offset_ms;  // not in any node's breakdown
     if (batch() != model_.batch) c.extra["batch_extrapolated"] = model_.batch;
     c.memory_bytes = w.total_weight_bytes() + batch() * w.peak_activation_bytes();
     if (c.memory_bytes > capacity_) {

@@ -343,8 +343,9 @@ double LearnedModel::node_ms(const NodeWorkload& n, int b, bool eager) const {
 double LearnedModel::network_ms(const Workload& w, int b, bool eager) const {
   double s = 0;
   for (const auto& n : w.nodes)
-    if (n.kernels_for(eager) > 0 || eager) s += node_ms(n, b, eager);
-  return net_scale * s + net_offset_ms;
+    if (eager || n.kernels > 0) s += node_ms(n, b, eager);
+  return std::max(
+      0.0, net_scale * s + net_offset_ms + net_per_node_ms * static_cast<double>(w.nodes.size()));
 }
 
 nlohmann::json LearnedModel::to_json() const {
@@ -359,6 +360,7 @@ nlohmann::json LearnedModel::to_json() const {
           {"global", global.to_json()},
           {"net_scale", net_scale},
           {"net_offset_ms", net_offset_ms},
+          {"net_per_node_ms", net_per_node_ms},
           {"report", report}};
 }
 
@@ -374,6 +376,7 @@ LearnedModel LearnedModel::from_json(const nlohmann::json& j) {
   m.global = KernelModel::from_json(j.at("global"));
   m.net_scale = j.at("net_scale").get<double>();
   m.net_offset_ms = j.at("net_offset_ms").get<double>();
+  m.net_per_node_ms = j.at("net_per_node_ms").get<double>();
   m.report = j.value("report", nlohmann::json::object());
   return m;
 }

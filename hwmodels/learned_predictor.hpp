@@ -1,8 +1,8 @@
 // A learned kernel-level latency predictor (nn-Meter style): every node of a workload is a
 // kernel whose latency a regressor predicts from the node's features; a network's latency is
-// the sum of its node predictions, corrected by a per-network affine term fitted on whole
-// networks (time the engine spends outside the workload's nodes: dead and zero-copy nodes,
-// the forward's own bookkeeping).
+// the sum of its node predictions, corrected by a per-network linear term fitted on whole
+// networks (scale, constant, per node: time the engine spends outside the workload's nodes,
+// such as dead and zero-copy nodes and the forward's own bookkeeping between nodes).
 //
 // One regressor per kernel type (the node's block kind, e.g. "conv", "nor_conv_3x3"); a kind with
 // too few training nodes falls back to its op category's regressor and then to a global one.
@@ -102,8 +102,9 @@ struct LearnedModel {
   std::string fusion = "eager";  // the fusion rule the features' kernel counts followed
   std::map<std::string, KernelModel> by_kind, by_category;
   KernelModel global;
-  // Network latency = net_scale x sum of node predictions + net_offset_ms.
-  double net_scale = 1, net_offset_ms = 0;
+  // Network latency = net_scale x sum of node predictions + net_offset_ms
+  //                   + net_per_node_ms x nodes (the engine's own work between nodes).
+  double net_scale = 1, net_offset_ms = 0, net_per_node_ms = 0;
   nlohmann::json report = nlohmann::json::object();  // fit quality, seed, sizes (not read)
 
   // The regressor a node uses and which level it came from ("kind", "category", "global").

@@ -212,8 +212,8 @@ void add_hw_fit_command(CLI::App& hw_cmd) {
                 static_cast<unsigned long long>(a->opt.seed));
     line("train", rep.train_quality);
     if (!rep.heldout_rows.empty()) line("held-out", rep.heldout_quality);
-    std::printf("  network latency = %.4f x sum of nodes %+.4f ms\n", rep.model.net_scale,
-                rep.model.net_offset_ms);
+    std::printf("  network latency = %.4f x sum of nodes + %.4f ms + %.5f ms per node\n",
+                rep.model.net_scale, rep.model.net_offset_ms, rep.model.net_per_node_ms);
     auto show = [](const std::string& level, const std::string& k,
                    const hw::learned::KernelModel& m) {
       std::printf("  %-8s %-22s nodes %6d  chose %-4s (held-out |log err| gbdt %.3f, mlp %.3f)\n",

@@ -1,6 +1,8 @@
 #include "search/learned_fit.hpp"
 
+#include <Eigen/Dense>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -203,28 +205,47 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
   }
   m.global = fit_one(global.fit, global.sel, global.all, opt);
 
-  // Per-network affine term, least squares in relative error: min sum ((a s + b - y) / y)^2.
-  double s00 = 0, s01 = 0, s11 = 0, r0 = 0, r1 = 0;
+  // Per-network linear term, least squares in relative error:
+  //   min sum ((a s + b + c nodes - y) / y)^2  with a > 0, b and c >= 0 (else fewer terms).
+  std::vector<std::array<double, 3>> feats;
+  std::vector<double> ys;
   for (const auto& net : train) {
     double s = 0;
     for (const auto& n : net.workload.nodes)
       if (eager || n.kernels > 0) s += m.node_ms(n, opt.batch, eager);
-    const double w = 1.0 / (net.network_ms * net.network_ms);
-    s00 += w * s * s;
-    s01 += w * s;
-    s11 += w;
-    r0 += w * s * net.network_ms;
-    r1 += w * net.network_ms;
+    feats.push_back({s, 1.0, static_cast<double>(net.workload.nodes.size())});
+    ys.push_back(net.network_ms);
   }
-  const double det = s00 * s11 - s01 * s01;
-  double a = det > 0 ? (r0 * s11 - r1 * s01) / det : 0;
-  double b = det > 0 ? (s00 * r1 - s01 * r0) / det : 0;
-  if (!(a > 0) || !std::isfinite(a) || !std::isfinite(b)) {  // fall back to a ratio only
-    a = s00 > 0 ? r0 / s00 : 1;
-    b = 0;
+  auto solve = [&](int terms) {
+    Eigen::MatrixXd ata = Eigen::MatrixXd::Zero(terms, terms);
+    Eigen::VectorXd aty = Eigen::VectorXd::Zero(terms);
+    for (std::size_t i = 0; i < ys.size(); ++i) {
+      const double w = 1.0 / (ys[i] * ys[i]);
+      for (int r = 0; r < terms; ++r) {
+        aty(r) += w * feats[i][static_cast<std::size_t>(r)] * ys[i];
+        for (int c = 0; c < terms; ++c)
+          ata(r, c) +=
+              w * feats[i][static_cast<std::size_t>(r)] * feats[i][static_cast<std::size_t>(c)];
+      }
+    }
+    Eigen::VectorXd x = ata.ldlt().solve(aty);
+    std::array<double, 3> out{0, 0, 0};
+    for (int r = 0; r < terms; ++r) out[static_cast<std::size_t>(r)] = x(r);
+    return out;
+  };
+  std::array<double, 3> coef{1, 0, 0};
+  for (int terms = 3; terms >= 1; --terms) {
+    const auto c = solve(terms);
+    const bool ok = c[0] > 0 && std::isfinite(c[0]) && std::isfinite(c[1]) && std::isfinite(c[2]) &&
+                    c[1] >= 0 && c[2] >= 0;
+    if (ok) {
+      coef = c;
+      break;
+    }
   }
-  m.net_scale = a;
-  m.net_offset_ms = b;
+  m.net_scale = coef[0];
+  m.net_offset_ms = coef[1];
+  m.net_per_node_ms = coef[2];
   m.report = {{"train_architectures", train.size()},
               {"train_nodes", global.all.size()},
               {"seed", opt.seed},

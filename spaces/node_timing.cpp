@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <stdexcept>
 
@@ -47,7 +48,8 @@ double NodeTimes::sum_node_ms() const {
   return s;
 }
 
-NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed) {
+NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed,
+                        double min_timed_ms) {
   if (batch < 1) throw std::invalid_argument("time_nodes_ms: batch must be >= 1");
   const hw::Workload wl = build_workload(g);
   auto model = build_model(g, seed);
@@ -70,6 +72,18 @@ NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::u
   StopwatchHook hook(g.num_nodes());
   model->set_node_hook(&hook);
 
+  if (min_timed_ms > 0 && warmup > 0) {
+    double fastest = 1e300;
+    for (int i = 0; i < warmup; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      model->forward(x, ctx);
+      fastest = std::min(
+          fastest,
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    warmup = 0;
+    reps = std::max(reps, static_cast<int>(std::min(1e5, std::ceil(min_timed_ms / fastest))));
+  }
   std::vector<std::vector<double>> per_node(wl.nodes.size());
   std::vector<double> unlisted;
   int run = 0;

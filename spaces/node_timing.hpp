@@ -34,7 +34,10 @@ struct NodeTimes {
 
 // Times every node of g's inference forward pass on an input of `batch` samples (0.5 filled):
 // `warmup` untimed runs, then `reps` timed ones, thread pinned (hw::measure_median_ms).
-// warmup >= 0, reps >= 1.
-NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed = 0);
+// warmup >= 0, reps >= 1.  min_timed_ms > 0 raises reps so that the timed runs last at least
+// that long (estimated from the fastest warm-up run): a 20 us network timed 9 times is at the
+// mercy of one context switch on a shared machine.
+NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed = 0,
+                        double min_timed_ms = 0);
 
 }  // namespace hwnas::spaces
