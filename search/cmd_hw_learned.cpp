@@ -196,6 +196,9 @@ void add_hw_fit_command(CLI::App& hw_cmd) {
   fit->add_option("--min-nodes", a->opt.min_nodes,
                   "training nodes a kernel type needs for its own regressor")
       ->check(CLI::Range(2, 1000000));
+  fit->add_option("--trees", a->opt.gbdt.trees, "boosted trees per regressor")
+      ->check(CLI::Range(1, 100000));
+  fit->add_option("--depth", a->opt.gbdt.depth, "depth of each tree")->check(CLI::Range(1, 20));
   fit->callback([a] {
     std::vector<MeasuredNetwork> nets;
     for (const auto& c : a->csvs)

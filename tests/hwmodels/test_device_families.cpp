@@ -43,6 +43,13 @@ json example_of(const std::string& family) {
   if (family == "mcu") return preset("stm32h743");
   if (family == "neuromorphic") return preset("loihi2");
   if (family == "host") return preset("host");
+  if (family == "learned") {  // the model path made absolute, as load_device does
+    const std::string dir = std::string(HWNAS_SOURCE_DIR) + "/examples/devices/host_learned/";
+    std::ifstream in(dir + "host_learned.json");
+    json d = json::parse(in);
+    d["model"] = dir + d["model"].get<std::string>();
+    return d;
+  }
   if (family == "lut") {
     std::ifstream in(std::string(HWNAS_SOURCE_DIR) + "/examples/devices/my_npu_lut.json");
     return json::parse(in);
@@ -82,8 +89,8 @@ TEST(DeviceFamilies, ListsTheBuiltins) {
   const auto& reg = device_families();
   EXPECT_EQ(reg.family(), "device family");
   EXPECT_EQ(reg.names(),
-            (std::vector<std::string>{"edge_cpu", "edge_tpu", "external", "gpu", "host", "lut",
-                                      "mcu", "neuromorphic", "plugin"}));
+            (std::vector<std::string>{"edge_cpu", "edge_tpu", "external", "gpu", "host", "learned",
+                                      "lut", "mcu", "neuromorphic", "plugin"}));
   EXPECT_EQ(family_names(), reg.names());
   for (const auto& [name, f] : reg.entries()) {
     EXPECT_FALSE(f.description.empty()) << name;
@@ -110,7 +117,7 @@ TEST(DeviceFamilies, MissingFamilyListsTheKnownOnes) {
   EXPECT_EQ(
       error_of(d),
       "device 'tiny_gpu': field 'family' is required (known: edge_cpu, edge_tpu, external, gpu, "
-      "host, lut, mcu, neuromorphic, plugin)");
+      "host, learned, lut, mcu, neuromorphic, plugin)");
 }
 
 TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {
