@@ -11,6 +11,8 @@
 //                      [--seed S] [--holdout F]     fit per-category scales + overhead
 //   hwnas hw measure --space FILE --n N --out m.csv [--batch B] [--reps R] [--seed S]
 //                                                   host latencies for calibration
+//   hwnas hw measure ... --per-node; hwnas hw fit -m m.csv --out dev.json
+//                                                   learned device (search/cmd_hw_learned.hpp)
 //
 // DEVICE: a preset name, a device JSON path or a plugin .so.  ARCH: an NB201 string
 // ("|nor_conv_3x3~0|+|...|"), "SPACE_FILE:ARCH_STRING", a genome JSON path, or a workload JSON

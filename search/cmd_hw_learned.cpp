@@ -87,8 +87,7 @@ void measure_per_node(const PerNodeMeasureArgs& a) {
       a.n, a.out.c_str(), per_node_csv_path(a.out).c_str(), gdir.string().c_str(), ratio_sum / a.n);
 }
 
-std::vector<MeasuredNetwork> read_per_node_measurements(const std::string& network_csv, int batch) {
-  (void)batch;
+std::vector<MeasuredNetwork> read_per_node_measurements(const std::string& network_csv) {
   const auto rows = hw::read_measurements_csv(network_csv);
   const std::string node_csv = per_node_csv_path(network_csv);
   std::ifstream in(node_csv);
@@ -202,7 +201,7 @@ void add_hw_fit_command(CLI::App& hw_cmd) {
   fit->callback([a] {
     std::vector<MeasuredNetwork> nets;
     for (const auto& c : a->csvs)
-      for (auto& m : read_per_node_measurements(c, a->batch)) nets.push_back(std::move(m));
+      for (auto& m : read_per_node_measurements(c)) nets.push_back(std::move(m));
     a->opt.batch = a->batch;
     const LearnedFitReport rep = fit_learned_with_holdout(nets, a->holdout, a->opt);
     auto line = [](const char* what, const hw::FitQuality& q) {

@@ -31,7 +31,7 @@ void measure_per_node(const PerNodeMeasureArgs& a);
 std::string per_node_csv_path(const std::string& network_csv);
 // Reads a network CSV and its per-node CSV back, resolving each genome (relative to the CSV)
 // to its workload; throws std::invalid_argument naming the file, line and the fix.
-std::vector<MeasuredNetwork> read_per_node_measurements(const std::string& network_csv, int batch);
+std::vector<MeasuredNetwork> read_per_node_measurements(const std::string& network_csv);
 
 // Adds `hw fit` to the `hw` command.
 void add_hw_fit_command(CLI::App& hw_cmd);
