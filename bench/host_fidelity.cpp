@@ -64,45 +64,7 @@ nlohmann::json host_edge_cpu() {
           {"energy", {{"process_nm", 7}, {"vdd", 1.0}, {"dram_pj_per_byte", 100}}}};
 }
 
-bool g_min_over_rounds = true;
-
-// Over rounds: the fastest round's median by default (other work on a shared machine only ever
-// adds time, so the least disturbed round is the best estimate), or the median (--median).
-double combine(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  if (g_min_over_rounds) return v.front();
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Every architecture timed in `rounds` passes over the whole set (each pass a median of at
-// least `reps` runs lasting at least min_ms), then combined over passes (combine()): a burst of
-// other work on the shared machine hits one pass of a few architectures, not every run of one.
-std::vector<spaces::NodeTimes> measure_interleaved(const std::vector<spaces::Genome>& gs,
-                                                   int rounds, int warmup, int reps, double min_ms,
-                                                   std::uint64_t seed) {
-  std::vector<std::vector<spaces::NodeTimes>> per(gs.size());
-  for (int r = 0; r < rounds; ++r)
-    for (std::size_t i = 0; i < gs.size(); ++i)
-      per[i].push_back(spaces::time_nodes_ms(gs[i], 1, warmup, reps, seed + i, min_ms));
-  std::vector<spaces::NodeTimes> out;
-  for (auto& runs : per) {
-    spaces::NodeTimes t = runs[0];
-    std::vector<double> v;
-    for (const auto& x : runs) v.push_back(x.network_ms);
-    t.network_ms = combine(v);
-    v.clear();
-    for (const auto& x : runs) v.push_back(x.unlisted_ms);
-    t.unlisted_ms = combine(v);
-    for (std::size_t k = 0; k < t.node_ms.size(); ++k) {
-      v.clear();
-      for (const auto& x : runs) v.push_back(x.node_ms[k]);
-      t.node_ms[k] = combine(v);
-    }
-    out.push_back(std::move(t));
-  }
-  return out;
-}
+bool g_min_over_rounds = true;  // --median: the median over rounds instead
 
 void print_row(const char* what, const hw::FitQuality& q) {
   std::printf("| %-34s | %4zu | %6.3f | %6.3f | %6.1f%% | %6.1f%% |\n", what, q.rows, q.spearman,
@@ -163,7 +125,8 @@ int main(int argc, char** argv) {
       space_of.push_back(name);
     }
   }
-  const auto times = measure_interleaved(genomes, rounds, warmup, reps, min_ms, seed);
+  const auto times = spaces::time_nodes_interleaved(genomes, 1, rounds, warmup, reps, seed, min_ms,
+                                                    g_min_over_rounds);
   double ratio = 0;
   for (std::size_t i = 0; i < genomes.size(); ++i) {
     search::MeasuredNetwork m;
@@ -215,7 +178,8 @@ int main(int argc, char** argv) {
   std::vector<spaces::Genome> held_genomes;
   for (auto i : held) held_genomes.push_back(genomes[i]);
   std::vector<double> again;
-  for (const auto& t : measure_interleaved(held_genomes, rounds, warmup, reps, min_ms, seed + 7))
+  for (const auto& t : spaces::time_nodes_interleaved(held_genomes, 1, rounds, warmup, reps,
+                                                      seed + 7, min_ms, g_min_over_rounds))
     again.push_back(t.network_ms);
 
   std::printf("\nfitted on %zu architectures, held out %zu; load average after: %s\n", train.size(),

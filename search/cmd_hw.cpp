@@ -555,6 +555,8 @@ void add_hw_commands(CLI::App& app) {
     int n = 20, batch = 1, reps = 10, warmup = 2;
     std::uint64_t seed = 0;
     bool per_node = false;
+    int rounds = 1;
+    double min_ms = 0;
   };
   auto m = std::make_shared<MeasureArgs>();
   meas->add_option("--space", m->space, "space JSON")->required();
@@ -568,9 +570,17 @@ void add_hw_commands(CLI::App& app) {
   meas->add_flag("--per-node", m->per_node,
                  "also time every node: OUT.nodes.csv with each node's features and time (for "
                  "`hw fit`)");
+  meas->add_option("--rounds", m->rounds,
+                   "with --per-node: interleaved passes over the sampled set, the fastest kept "
+                   "(a shared machine's bursts hit one pass, not every run of one network)")
+      ->check(CLI::Range(1, 1000));
+  meas->add_option("--min-ms", m->min_ms,
+                   "with --per-node: time each network for at least this long per pass")
+      ->check(CLI::Range(0.0, 1e6));
   meas->callback([m] {
     if (m->per_node)
-      return measure_per_node({m->space, m->out, m->n, m->batch, m->reps, m->warmup, m->seed});
+      return measure_per_node(
+          {m->space, m->out, m->n, m->batch, m->reps, m->warmup, m->seed, m->rounds, m->min_ms});
     auto space = spaces::load_space(m->space);
     // Genomes are written next to the CSV so that each row names a genome JSON file, by a path
     // relative to the CSV's folder (calibrate resolves it from there, whatever its cwd).

@@ -57,11 +57,15 @@ void measure_per_node(const PerNodeMeasureArgs& a) {
   for (const auto& f : hw::learned::feature_names()) nodes << "," << f;
   nodes << ",measured_ms\n";
   spaces::Rng rng(a.seed);
+  std::vector<spaces::Genome> gs;
+  for (int i = 0; i < a.n; ++i) gs.push_back(space->sample(rng));
+  const std::vector<spaces::NodeTimes> all =
+      spaces::time_nodes_interleaved(gs, a.batch, a.rounds, a.warmup, a.reps, a.seed, a.min_ms);
   double ratio_sum = 0;
   for (int i = 0; i < a.n; ++i) {
-    spaces::Genome g = space->sample(rng);
+    const spaces::Genome& g = gs[static_cast<std::size_t>(i)];
     const hw::Workload wl = spaces::build_workload(g);
-    const spaces::NodeTimes t = spaces::time_nodes_ms(g, a.batch, a.warmup, a.reps, a.seed + i);
+    const spaces::NodeTimes& t = all[static_cast<std::size_t>(i)];
     const fs::path gp = gdir / (g.hash() + ".json");
     nn::write_file_atomically(gp.string(), g.to_json().dump() + "\n");
     const std::string arch = quote((gdir_from_csv / (g.hash() + ".json")).string());

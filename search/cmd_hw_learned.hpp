@@ -1,6 +1,7 @@
 // The learned-predictor side of `hwnas hw`:
 //
 //   hwnas hw measure --space FILE --n N --out m.csv --per-node [--batch B --reps R --seed S]
+//                    [--rounds K --min-ms T]
 //       times every node of each sampled network on this host; writes m.csv (architecture,
 //       latency_ms, sum_nodes_ms, unlisted_ms) and m.nodes.csv (architecture, node, name, kind,
 //       category, the learned predictor's features, measured_ms)
@@ -24,6 +25,8 @@ struct PerNodeMeasureArgs {
   std::string space, out;
   int n = 20, batch = 1, reps = 10, warmup = 2;
   std::uint64_t seed = 0;
+  int rounds = 1;     // interleaved passes over the sampled set, fastest kept (node_timing.hpp)
+  double min_ms = 0;  // each pass runs a network for at least this long
 };
 // `hw measure --per-node`.
 void measure_per_node(const PerNodeMeasureArgs& a);

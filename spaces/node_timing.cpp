@@ -113,4 +113,35 @@ NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::u
   return out;
 }
 
+std::vector<NodeTimes> time_nodes_interleaved(const std::vector<Genome>& gs, int batch, int rounds,
+                                              int warmup, int reps, std::uint64_t seed,
+                                              double min_timed_ms, bool min_over_rounds) {
+  if (rounds < 1) throw std::invalid_argument("time_nodes_interleaved: rounds must be >= 1");
+  std::vector<std::vector<NodeTimes>> per(gs.size());
+  for (int r = 0; r < rounds; ++r)
+    for (std::size_t i = 0; i < gs.size(); ++i)
+      per[i].push_back(time_nodes_ms(gs[i], batch, warmup, reps, seed + i, min_timed_ms));
+  auto combine = [&](std::vector<double> v) {
+    return min_over_rounds ? *std::min_element(v.begin(), v.end()) : median(std::move(v));
+  };
+  std::vector<NodeTimes> out;
+  out.reserve(gs.size());
+  for (auto& runs : per) {
+    NodeTimes t = runs[0];
+    std::vector<double> v;
+    for (const auto& x : runs) v.push_back(x.network_ms);
+    t.network_ms = combine(v);
+    v.clear();
+    for (const auto& x : runs) v.push_back(x.unlisted_ms);
+    t.unlisted_ms = combine(v);
+    for (std::size_t k = 0; k < t.node_ms.size(); ++k) {
+      v.clear();
+      for (const auto& x : runs) v.push_back(x.node_ms[k]);
+      t.node_ms[k] = combine(v);
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 }  // namespace hwnas::spaces

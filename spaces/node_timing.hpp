@@ -40,4 +40,13 @@ struct NodeTimes {
 NodeTimes time_nodes_ms(const Genome& g, int batch, int warmup, int reps, std::uint64_t seed = 0,
                         double min_timed_ms = 0);
 
+// Several networks timed in `rounds` passes over the whole set (each pass time_nodes_ms on
+// every network, seeds seed + index), each network's times then combined over its passes: the
+// fastest pass (min_over_rounds: other work on a shared machine only ever adds time, so the least
+// disturbed pass is the best estimate) or the median.  A burst of other work then hits one pass
+// of a few networks, not every run of one.  rounds >= 1.
+std::vector<NodeTimes> time_nodes_interleaved(const std::vector<Genome>& gs, int batch, int rounds,
+                                              int warmup, int reps, std::uint64_t seed,
+                                              double min_timed_ms, bool min_over_rounds = true);
+
 }  // namespace hwnas::spaces

@@ -318,7 +318,7 @@ TEST(HwFit, MeasuresPerNodeFitsAndPredictsEndToEnd) {
   const std::string space = std::string(HWNAS_SOURCE_DIR) + "/examples/spaces/cnn.json";
   const fs::path csv = dir / "m.csv";
   auto r = run_hwnas("hw measure --space " + space + " --n 12 --reps 3 --warmup 1 --seed 5 " +
-                     "--per-node --out " + csv.string());
+                     "--per-node --rounds 2 --min-ms 0.2 --out " + csv.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   ASSERT_TRUE(fs::exists(dir / "m.nodes.csv")) << r.output;
   EXPECT_NE(r.output.find("mean sum of node times / network time"), std::string::npos);
