@@ -495,6 +495,12 @@ std::unique_ptr<Device> load_device(const std::string& name_or_path) {
     // script paths in "command" work from wherever hwnas is started.
     if (d.is_object() && d.value("family", "") == "external" && !d.contains("cwd"))
       d["cwd"] = fs::absolute(fs::path(path)).lexically_normal().parent_path().string();
+    // A learned device's model file sits next to its device file.
+    if (d.is_object() && d.value("family", "") == "learned" && d.contains("model") &&
+        d["model"].is_string() && fs::path(d["model"].get<std::string>()).is_relative())
+      d["model"] = (fs::absolute(fs::path(path)).lexically_normal().parent_path() /
+                    d["model"].get<std::string>())
+                       .string();
     return make_device(d);
   } catch (const std::invalid_argument& e) {
     std::string msg = e.what();

@@ -291,6 +291,7 @@ std::unique_ptr<Device> make_host_device(const nlohmann::json& d);
 std::unique_ptr<Device> make_lut_device(const nlohmann::json& d);
 std::unique_ptr<Device> make_plugin_device(const nlohmann::json& d);
 std::unique_ptr<Device> make_external_device(const nlohmann::json& d);
+std::unique_ptr<Device> make_learned_device(const nlohmann::json& d);
 // Loads a plugin shared library directly (load_device("x.so")).
 std::unique_ptr<Device> load_plugin_device(const std::string& path);
 

@@ -227,6 +227,17 @@ void register_builtin_device_families(Registry<DeviceFamily>& r) {
                             "device (object or preset name) for nodes without an entry; absent: "
                             "such architectures are infeasible")},
        make_lut_device});
+  add({"learned",
+       "learned kernel-level latency model (device_learned.cpp, learned_predictor.hpp): per-node "
+       "regressors (boosted trees or MLP per kernel type) fitted by `hwnas hw fit` to "
+       "measurements, summed over the nodes; energy = power_w x latency",
+       {required(ParamSpec::string("model", "",
+                                   "the model file `hwnas hw fit` wrote (a relative path is "
+                                   "relative to the device JSON's folder)")),
+        non_negative("power_w", 0,
+                     "power while running, W (0: energy not reported, Cost::energy_mj is 0)"),
+        positive_or("memory_bytes", 1e18, "memory available, bytes")},
+       make_learned_device});
   add({"plugin",
        "a shared library implementing the C ABI of hwmodels/plugin_abi.h",
        {required(ParamSpec::string("path", "", "the plugin .so")),

@@ -18,6 +18,7 @@
 #include "nn/state_file.hpp"
 #include "search/batch_predict.hpp"
 #include "search/cli_checks.hpp"
+#include "search/cmd_hw_learned.hpp"
 #include "spaces/genome.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
@@ -553,6 +554,7 @@ void add_hw_commands(CLI::App& app) {
     std::string space, out;
     int n = 20, batch = 1, reps = 10, warmup = 2;
     std::uint64_t seed = 0;
+    bool per_node = false;
   };
   auto m = std::make_shared<MeasureArgs>();
   meas->add_option("--space", m->space, "space JSON")->required();
@@ -563,7 +565,12 @@ void add_hw_commands(CLI::App& app) {
   meas->add_option("--reps", m->reps, "timed repetitions (median)")->check(CLI::Range(1, 100000));
   meas->add_option("--warmup", m->warmup, "warm-up runs")->check(CLI::Range(0, 100000));
   meas->add_option("--seed", m->seed, "sampling seed")->check(seed_range());
+  meas->add_flag("--per-node", m->per_node,
+                 "also time every node: OUT.nodes.csv with each node's features and time (for "
+                 "`hw fit`)");
   meas->callback([m] {
+    if (m->per_node)
+      return measure_per_node({m->space, m->out, m->n, m->batch, m->reps, m->warmup, m->seed});
     auto space = spaces::load_space(m->space);
     // Genomes are written next to the CSV so that each row names a genome JSON file, by a path
     // relative to the CSV's folder (calibrate resolves it from there, whatever its cwd).
@@ -586,6 +593,7 @@ void add_hw_commands(CLI::App& app) {
     std::printf("wrote %d measurements to %s (genomes in %s)\n", m->n, m->out.c_str(),
                 gdir.string().c_str());
   });
+  add_hw_fit_command(*hw_cmd);
 }
 
 }  // namespace hwnas::search

@@ -56,7 +56,9 @@ class GenomeModelImpl : public GenomeModel {
       for (auto u : inputs_[v]) in.push_back(act[u]);
       nn::ActivitySink* sink = rec ? &rec->sink(static_cast<std::int64_t>(v)) : nullptr;
       if (rec) ctx.activity = sink;
+      if (hook_) hook_->before(v);
       act[v] = modules_[v]->forward(in, ctx);
+      if (hook_) hook_->after(v);
       if (rec) {
         count_outputs(act[v], v, nonzero, numel);
         double in_nonzero = 0, in_numel = 0;
@@ -99,6 +101,7 @@ class GenomeModelImpl : public GenomeModel {
   }
 
   std::string name() const override { return "genome_model"; }
+  void set_node_hook(NodeHook* hook) override { hook_ = hook; }
 
  private:
   static void count_outputs(const nn::Var& out, Genome::NodeId v, std::vector<double>& nonzero,
@@ -114,6 +117,7 @@ class GenomeModelImpl : public GenomeModel {
   std::vector<std::vector<Genome::NodeId>> inputs_;
   std::vector<int> consumers_;
   Genome::NodeId output_ = 0;
+  NodeHook* hook_ = nullptr;
 };
 }  // namespace
 

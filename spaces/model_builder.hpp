@@ -7,6 +7,7 @@
 
 #include "nn/module.hpp"
 #include "spaces/genome.hpp"
+#include "spaces/node_timing.hpp"
 
 namespace hwnas::spaces {
 
@@ -19,6 +20,9 @@ class GenomeModel : public nn::Module {
     return forward(in.at(0), ctx);
   }
   virtual std::int64_t num_parameters() = 0;
+  // Called around every node's forward (spaces/node_timing.hpp); null (the default): no calls.
+  // The hook must outlive the forward passes it observes.
+  virtual void set_node_hook(NodeHook* hook) = 0;
 };
 
 // Validates a copy of the genome, then builds; weights are initialised from `seed`.
