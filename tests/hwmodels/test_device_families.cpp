@@ -82,8 +82,8 @@ TEST(DeviceFamilies, ListsTheBuiltins) {
   const auto& reg = device_families();
   EXPECT_EQ(reg.family(), "device family");
   EXPECT_EQ(reg.names(),
-            (std::vector<std::string>{"edge_cpu", "edge_tpu", "external", "gpu", "host", "lut",
-                                      "mcu", "neuromorphic", "plugin"}));
+            (std::vector<std::string>{"edge_cpu", "edge_tpu", "external", "gpu", "host", "learned",
+                                      "lut", "mcu", "neuromorphic", "plugin"}));
   EXPECT_EQ(family_names(), reg.names());
   for (const auto& [name, f] : reg.entries()) {
     EXPECT_FALSE(f.description.empty()) << name;
@@ -110,7 +110,7 @@ TEST(DeviceFamilies, MissingFamilyListsTheKnownOnes) {
   EXPECT_EQ(
       error_of(d),
       "device 'tiny_gpu': field 'family' is required (known: edge_cpu, edge_tpu, external, gpu, "
-      "host, lut, mcu, neuromorphic, plugin)");
+      "host, learned, lut, mcu, neuromorphic, plugin)");
 }
 
 TEST(DeviceFamilies, MisspeltFieldIsRefusedWithTheKnownFields) {

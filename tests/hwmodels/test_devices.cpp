@@ -485,7 +485,7 @@ TEST(DeviceJson, ErrorsNameTheField) {
   EXPECT_EQ(
       error_of(d),
       "device 'tiny_gpu': unknown device family 'fpga' (known: edge_cpu, edge_tpu, external, gpu, "
-      "host, lut, mcu, neuromorphic, plugin)");
+      "host, learned, lut, mcu, neuromorphic, plugin)");
   d = tiny_gpu();
   d.erase("name");
   EXPECT_EQ(error_of(d), "device description: field 'name' must be a non-empty string");
