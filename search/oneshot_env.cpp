@@ -63,7 +63,7 @@ class KeptPhaseEnvironment final : public strategies::OneShotEnvironment {
     stem << "supernet-" << std::hex << fnv1a64(key.dump());
     const std::filesystem::path path = dir_() / (stem.str() + ".json");
     // The supernet's own state, saved after every epoch of its training, so a kill during the
-    // phase continues from the last finished epoch (spos; darts trains from the start).
+    // phase continues from the last finished epoch.
     const std::filesystem::path state = dir_() / (stem.str() + ".state");
     if (auto kept = read(path, key)) {
       progress_ << req.method << ": supernet phase restored from " << path.string()
@@ -71,7 +71,7 @@ class KeptPhaseEnvironment final : public strategies::OneShotEnvironment {
       return *kept;
     }
     strategies::SupernetRequest inner = req;
-    if (req.method == "spos") inner.params["supernet_state"] = state.string();
+    inner.params["supernet_state"] = state.string();
     strategies::SupernetOutcome out = inner_->run_supernet(space, inner);
     write(path, key, out);
     std::error_code ec;
