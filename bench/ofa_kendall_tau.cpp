@@ -41,8 +41,8 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 int main(int argc, char** argv) {
   auto arg = [&](int i, int def) { return argc > i ? std::atoi(argv[i]) : def; };
-  const int train = arg(1, 4000), val = arg(2, 1000), epochs = arg(3, 8),
-            alone_epochs = arg(4, 2), subnets = arg(5, 20);
+  const int train = arg(1, 4000), val = arg(2, 1000), epochs = arg(3, 8), alone_epochs = arg(4, 2),
+            subnets = arg(5, 20);
   // The space of tests/oneshot SposRankingSlow: conv stage (1-2 layers, 8/16 channels, kernel
   // 3/5), conv-or-dwconv stage (0-2 layers, 16/32 channels, kernel 3/5, optional skip), width
   // multipliers 0.5/1.0.
@@ -90,14 +90,15 @@ int main(int argc, char** argv) {
     std::string schedule;
     bool kd;
   };
-  std::printf("Fashion-MNIST %d train / %d val images, %d subnets, stand-alone %d epochs of SGD "
-              "0.05 (%.1f s for all)\n",
-              train, val, subnets, alone_epochs, alone_s);
+  std::printf(
+      "Fashion-MNIST %d train / %d val images, %d subnets, stand-alone %d epochs of SGD "
+      "0.05 (%.1f s for all)\n",
+      train, val, subnets, alone_epochs, alone_s);
   std::printf("%-20s %8s %10s %12s %12s %10s\n", "schedule", "tau", "tau_banked", "mean_inh",
               "mean_alone", "supernet_s");
-  for (const Schedule& s : {Schedule{"uniform", "uniform", false},
-                            Schedule{"progressive", "progressive", false},
-                            Schedule{"progressive+kd", "progressive", true}}) {
+  for (const Schedule& s :
+       {Schedule{"uniform", "uniform", false}, Schedule{"progressive", "progressive", false},
+        Schedule{"progressive+kd", "progressive", true}}) {
     SposSupernet net(*space, 8);
     SposOptions o;
     o.schedule = s.schedule;
