@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
@@ -116,6 +117,8 @@ SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& t
   int pass = 0, taken = 0;  // the batch iterator's pass and the batches taken from it
   int done = 0;             // finished epochs, over all phases
   if (progressive) net.enable_kernel_transforms();
+  // OFA's teacher: the full network as the first phase left it, frozen.
+  std::optional<SposSupernet> teacher;
 
   // Continue a saved state.
   std::error_code ec;
@@ -132,6 +135,11 @@ SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& t
         kept.losses.push_back(bits_double(ck.counters.at("loss/" + std::to_string(e))));
       if (auto r = ck.rng.find("channel_sort_report"); r != ck.rng.end())
         kept.channel_sort = nlohmann::json::parse(r->second);
+      std::optional<SposSupernet> kept_teacher;
+      if (ck.counters.contains("teacher/supernet_builds")) {
+        kept_teacher.emplace(net.clone());
+        kept_teacher->load_state(ck, o.state_path, "teacher/");
+      }
       const int kept_pass = static_cast<int>(ck.counters.at("batch_pass"));
       const int kept_taken = static_cast<int>(ck.counters.at("batches_taken"));
       net.load_state(ck, o.state_path);  // last: it changes the supernet only when it succeeds
@@ -141,6 +149,7 @@ SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& t
       taken = kept_taken;
       out = std::move(kept);
       out.resumed_after_epoch = done;
+      if (kept_teacher) teacher.emplace(std::move(*kept_teacher));
       if (log)
         *log << "spos: supernet resumed from " << o.state_path << " after epoch " << done << "/"
              << total_epochs << std::endl;
@@ -158,6 +167,7 @@ SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& t
     if (o.state_path.empty() || shard.rank != 0) return;
     nn::TrainingCheckpoint ck;
     net.save_state(ck);
+    if (teacher) teacher->save_state(ck, "teacher/");
     ck.rng["path"] = nn::rng_state(path_rng);
     // Not a generator: the checkpoint's only string records, so the sort's report rides there.
     if (!out.channel_sort.is_null()) ck.rng["channel_sort_report"] = out.channel_sort.dump();
@@ -202,13 +212,10 @@ SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& t
           // elastic dimensions, the others at their largest.
           const spaces::Genome path =
               progressive ? net.sample(path_rng, phase.elastic) : net.sample(path_rng);
-          double l = 0;
-          if (o.kd && phase.name != "full") {
-            const spaces::Genome teacher = net.largest(path);
-            l = net.train_step(path, b, o.head, s, shard, &teacher, o.kd_weight);
-          } else {
-            l = net.train_step(path, b, o.head, s, shard);
-          }
+          if (o.kd && phase.name != "full" && !teacher) teacher.emplace(net.clone());
+          const double l = teacher
+                               ? net.train_step(path, b, o.head, s, shard, &*teacher, o.kd_weight)
+                               : net.train_step(path, b, o.head, s, shard);
           if (!std::isfinite(l))
             throw std::runtime_error("spos: the supernet's training loss diverged at epoch " +
                                      std::to_string(e) + " (lower strategy.w_lr)");

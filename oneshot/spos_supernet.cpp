@@ -358,7 +358,7 @@ std::unique_ptr<spaces::GenomeModel> SposSupernet::subnet(const spaces::Genome& 
 
 double SposSupernet::train_step(const spaces::Genome& g, const eval::Batch& full,
                                 eval::HeadKind head, const SgdSettings& sgd, const DataShard& shard,
-                                const spaces::Genome* teacher, float kd_weight) {
+                                SposSupernet* teacher, float kd_weight) {
   const eval::Batch batch = shard_batch(full, shard);
   auto model = subnet(g);
   auto params = model->named_parameters();
@@ -376,16 +376,16 @@ double SposSupernet::train_step(const spaces::Genome& g, const eval::Batch& full
   if (teacher) {
     if (head != eval::HeadKind::Classes)
       throw std::invalid_argument(
-          "strategy.kd: in-place distillation needs a classification head (set kd to false)");
-    // The largest subnet's soft labels on the same rows, without gradients (OFA trains the
-    // teacher in training mode too: batch statistics, its running ones are thrown away).
+          "strategy.kd: distillation needs a classification head (set strategy.kd to false)");
+    // The teacher's soft labels on the same rows, without gradients (OFA runs its teacher in
+    // training mode too: batch statistics; its running ones are thrown away).
     nn::Tensor soft;
     {
-      auto t = subnet(*teacher);
+      auto t = teacher->subnet(teacher->largest(g));
       nn::NoGradGuard no_grad;
       nn::ForwardContext tctx;
       tctx.training = true;
-      std::mt19937_64 trng(seed_ ^ builds_);
+      std::mt19937_64 trng(teacher->seed_ ^ teacher->builds_);
       tctx.rng = &trng;
       std::vector<nn::Var> taux;
       tctx.aux_losses = &taux;
@@ -491,23 +491,34 @@ std::vector<std::string> SposSupernet::bank_names() const {
   return out;
 }
 
-void SposSupernet::save_state(nn::TrainingCheckpoint& ck) const {
-  for (const auto& [name, b] : banks_) {
-    ck.model["bank/" + name] = b.value.clone();
-    ck.model["bank_momentum/" + name] = b.momentum.clone();
-    nn::Tensor init(b.value.shape());
-    for (std::size_t k = 0; k < b.initialised.size(); ++k) init.data()[k] = b.initialised[k];
-    ck.model["bank_initialised/" + name] = std::move(init);
-  }
-  for (const auto& [name, t] : transforms_) {
-    ck.model["transform/" + name] = t.value.clone();
-    ck.model["transform_momentum/" + name] = t.momentum.clone();
-  }
-  ck.counters["supernet_builds"] = static_cast<std::int64_t>(builds_);
-  ck.counters["supernet_kernel_transforms"] = kernel_transforms_ ? 1 : 0;
+SposSupernet SposSupernet::clone() const {
+  SposSupernet c(*this);
+  for (auto* m : {&c.banks_, &c.transforms_})
+    for (auto& [name, b] : *m) {
+      b.value = b.value.clone();
+      b.momentum = b.momentum.clone();
+    }
+  return c;
 }
 
-void SposSupernet::load_state(const nn::TrainingCheckpoint& ck, const std::string& source) {
+void SposSupernet::save_state(nn::TrainingCheckpoint& ck, const std::string& prefix) const {
+  for (const auto& [name, b] : banks_) {
+    ck.model[prefix + "bank/" + name] = b.value.clone();
+    ck.model[prefix + "bank_momentum/" + name] = b.momentum.clone();
+    nn::Tensor init(b.value.shape());
+    for (std::size_t k = 0; k < b.initialised.size(); ++k) init.data()[k] = b.initialised[k];
+    ck.model[prefix + "bank_initialised/" + name] = std::move(init);
+  }
+  for (const auto& [name, t] : transforms_) {
+    ck.model[prefix + "transform/" + name] = t.value.clone();
+    ck.model[prefix + "transform_momentum/" + name] = t.momentum.clone();
+  }
+  ck.counters[prefix + "supernet_builds"] = static_cast<std::int64_t>(builds_);
+  ck.counters[prefix + "supernet_kernel_transforms"] = kernel_transforms_ ? 1 : 0;
+}
+
+void SposSupernet::load_state(const nn::TrainingCheckpoint& ck, const std::string& source,
+                              const std::string& prefix) {
   auto fail = [&](const std::string& what) {
     throw std::invalid_argument(source + ": " + what +
                                 " (the supernet state is not this run's; delete it to train the "
@@ -522,31 +533,34 @@ void SposSupernet::load_state(const nn::TrainingCheckpoint& ck, const std::strin
   };
   std::map<std::string, Bank> banks, transforms;
   for (const auto& [key, t] : ck.model) {
-    if (starts_with(key, "bank/")) {
-      const std::string name = key.substr(5);
+    if (!starts_with(key, prefix)) continue;
+    const std::string k = key.substr(prefix.size());
+    if (starts_with(k, "bank/")) {
+      const std::string name = k.substr(5);
       Bank b;
       b.value = t.clone();
-      b.momentum = tensor("bank_momentum/" + name, t.shape()).clone();
-      const nn::Tensor& init = tensor("bank_initialised/" + name, t.shape());
+      b.momentum = tensor(prefix + "bank_momentum/" + name, t.shape()).clone();
+      const nn::Tensor& init = tensor(prefix + "bank_initialised/" + name, t.shape());
       b.initialised.resize(static_cast<std::size_t>(t.numel()));
       for (std::int64_t k = 0; k < t.numel(); ++k)
         b.initialised[static_cast<std::size_t>(k)] = init.data()[k] != 0.0f ? 1 : 0;
       banks.emplace(name, std::move(b));
-    } else if (starts_with(key, "transform/")) {
-      const std::string name = key.substr(10);
+    } else if (starts_with(k, "transform/")) {
+      const std::string name = k.substr(10);
       Bank b;
       b.value = t.clone();
-      b.momentum = tensor("transform_momentum/" + name, t.shape()).clone();
+      b.momentum = tensor(prefix + "transform_momentum/" + name, t.shape()).clone();
       transforms.emplace(name, std::move(b));
     }
   }
-  if (!ck.counters.contains("supernet_builds") ||
-      !ck.counters.contains("supernet_kernel_transforms"))
-    fail("counter 'supernet_builds' or 'supernet_kernel_transforms' is missing");
+  if (!ck.counters.contains(prefix + "supernet_builds") ||
+      !ck.counters.contains(prefix + "supernet_kernel_transforms"))
+    fail("counter '" + prefix + "supernet_builds' or '" + prefix +
+         "supernet_kernel_transforms' is missing");
   banks_ = std::move(banks);
   transforms_ = std::move(transforms);
-  builds_ = static_cast<std::uint64_t>(ck.counters.at("supernet_builds"));
-  kernel_transforms_ = ck.counters.at("supernet_kernel_transforms") != 0;
+  builds_ = static_cast<std::uint64_t>(ck.counters.at(prefix + "supernet_builds"));
+  kernel_transforms_ = ck.counters.at(prefix + "supernet_kernel_transforms") != 0;
 }
 
 namespace {

@@ -117,18 +117,25 @@ class SposSupernet {
   // active shard, this rank runs its rows of `batch` and the gradients, the batch-norm
   // statistics and the loss are summed over the ranks before clipping and the update, so every
   // rank makes the same update (oneshot/data_shard.hpp); the loss is then the whole batch's.
-  // With a `teacher` (in-place distillation, OFA), the loss adds kd_weight x the
-  // cross-entropy between the teacher's softened outputs (a no-gradient training-mode forward of
-  // the teacher subnet on the same rows) and the path's: classification heads only.
+  // With a `teacher` supernet (knowledge distillation, OFA: the full network trained in the
+  // first phase, frozen), the loss adds kd_weight x the cross-entropy between the outputs of
+  // the teacher's largest subnet of g's block kinds (softmax; a no-gradient training-mode
+  // forward on the same rows) and the path's: classification heads only.
   double train_step(const spaces::Genome& g, const eval::Batch& batch, eval::HeadKind head,
                     const SgdSettings& sgd, const DataShard& shard = {},
-                    const spaces::Genome* teacher = nullptr, float kd_weight = 0.0f);
+                    SposSupernet* teacher = nullptr, float kd_weight = 0.0f);
+
+  // A deep copy (nn::Tensor copies share their storage; this one does not): the frozen
+  // distillation teacher.
+  SposSupernet clone() const;
 
   // The whole supernet (banks, momenta, which elements are initialised, transform matrices,
   // the build counter) into / out of a checkpoint's records ("bank/...", "transform/...").
-  void save_state(nn::TrainingCheckpoint& ck) const;
+  // `prefix` keeps a second supernet (the distillation teacher) apart in the same checkpoint.
+  void save_state(nn::TrainingCheckpoint& ck, const std::string& prefix = "") const;
   // Throws std::invalid_argument naming `source` when the records do not fit this supernet.
-  void load_state(const nn::TrainingCheckpoint& ck, const std::string& source);
+  void load_state(const nn::TrainingCheckpoint& ck, const std::string& source,
+                  const std::string& prefix = "");
 
   // Number of banks and of banked values (initialised or not).
   std::size_t num_banks() const { return banks_.size(); }
