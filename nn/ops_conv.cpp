@@ -779,50 +779,118 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
   });
 }
 
+// Average pooling is separable: a window sum is a sum over the window's rows of each row's
+// horizontal window sum, and the count of real (unpadded) elements, by which
+// count_include_pad=false divides, is rows x columns.  So each plane is summed along rows
+// (k contiguous vector adds over a zero-padded copy of the row), then along columns (k row
+// adds), instead of k*k scalar loads per output: several times faster on the 3x3 stride-1
+// pools of cell spaces.  Backward is the adjoint of the same two passes.
+namespace {
+
+struct AvgPoolPlan {
+  PoolGeom g;
+  int wp;                                 // padded row length
+  std::vector<float> inv_rows, inv_cols;  // 1 / real rows (per oh), 1 / real columns (per ow)
+  std::vector<int> row_lo, row_hi;        // input rows [lo, hi) of output row oh
+};
+
+AvgPoolPlan plan_avg_pool(const PoolGeom& g) {
+  AvgPoolPlan p{g, g.w + 2 * g.pad, {}, {}, {}, {}};
+  for (int oh = 0; oh < g.ho; ++oh) {
+    const int h0 = std::max(0, oh * g.stride - g.pad),
+              h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
+    p.row_lo.push_back(h0);
+    p.row_hi.push_back(h1);
+    p.inv_rows.push_back(1.0f / static_cast<float>(h1 - h0));
+  }
+  for (int ow = 0; ow < g.wo; ++ow) {
+    const int w0 = std::max(0, ow * g.stride - g.pad),
+              w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
+    p.inv_cols.push_back(1.0f / static_cast<float>(w1 - w0));
+  }
+  return p;
+}
+
+// out[ow] = sum_j row[ow*stride + j], j < k (row zero-padded, wp long).
+inline void window_sums(const float* row, const PoolGeom& g, float* out) {
+  UArrayMap o(out, g.wo);
+  if (g.stride == 1) {
+    o = ConstUArrayMap(row, g.wo);
+    for (int j = 1; j < g.k; ++j) o += ConstUArrayMap(row + j, g.wo);
+    return;
+  }
+  using Strided = Eigen::Map<const Eigen::ArrayXf, 0, Eigen::InnerStride<>>;
+  o = Strided(row, g.wo, Eigen::InnerStride<>(g.stride));
+  for (int j = 1; j < g.k; ++j) o += Strided(row + j, g.wo, Eigen::InnerStride<>(g.stride));
+}
+
+// The adjoint: row[ow*stride + j] += d[ow] for j < k.
+inline void window_sums_adjoint(const float* d, const PoolGeom& g, float* row) {
+  ConstUArrayMap dm(d, g.wo);
+  for (int j = 0; j < g.k; ++j) {
+    if (g.stride == 1)
+      UArrayMap(row + j, g.wo) += dm;
+    else
+      Eigen::Map<Eigen::ArrayXf, 0, Eigen::InnerStride<>>(row + j, g.wo,
+                                                          Eigen::InnerStride<>(g.stride)) += dm;
+  }
+}
+
+}  // namespace
+
 Var avg_pool2d(const Var& x, int kernel, int stride, int padding) {
   const PoolGeom g = check_pool("avg_pool2d", x, kernel, stride, padding);
   const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w,
                      P = static_cast<std::int64_t>(g.ho) * g.wo;
+  auto plan = std::make_shared<const AvgPoolPlan>(plan_avg_pool(g));
   Tensor y(Shape{g.n, g.c, g.ho, g.wo});
   const float* xd = x.value().data();
   float* yd = y.data();
-  // count_include_pad=false: divide by the number of real (unpadded) elements in the window.
-  parallel_range(g.planes(), P * g.k * g.k, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t pl = lo; pl < hi; ++pl) {
-      const float* xp = xd + pl * HW;
-      float* yp = yd + pl * P;
+  parallel_range(g.planes(), P * g.k * 2, [&](std::int64_t lo, std::int64_t hi) {
+    const AvgPoolPlan& pl = *plan;
+    float* row = scratch(static_cast<std::size_t>(pl.wp), 0);
+    float* hs = scratch(static_cast<std::size_t>(g.h) * g.wo, 1);  // horizontal sums per row
+    std::fill(row, row + pl.wp, 0.0f);                             // the padding stays zero
+    for (std::int64_t p = lo; p < hi; ++p) {
+      const float* xp = xd + p * HW;
+      for (int ih = 0; ih < g.h; ++ih) {
+        copy_row(row + g.pad, xp + static_cast<std::int64_t>(ih) * g.w, g.w);
+        window_sums(row, g, hs + static_cast<std::int64_t>(ih) * g.wo);
+      }
+      ConstUArrayMap inv_cols(pl.inv_cols.data(), g.wo);
       for (int oh = 0; oh < g.ho; ++oh) {
-        const int h0 = std::max(0, oh * g.stride - g.pad),
-                  h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
-        for (int ow = 0; ow < g.wo; ++ow) {
-          const int w0 = std::max(0, ow * g.stride - g.pad),
-                    w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
-          float s = 0.0f;
-          for (int ih = h0; ih < h1; ++ih)
-            for (int iw = w0; iw < w1; ++iw) s += xp[ih * g.w + iw];
-          yp[oh * g.wo + ow] = s / static_cast<float>((h1 - h0) * (w1 - w0));
-        }
+        UArrayMap out(yd + p * P + static_cast<std::int64_t>(oh) * g.wo, g.wo);
+        out = ConstUArrayMap(hs + static_cast<std::int64_t>(pl.row_lo[oh]) * g.wo, g.wo);
+        for (int ih = pl.row_lo[oh] + 1; ih < pl.row_hi[oh]; ++ih)
+          out += ConstUArrayMap(hs + static_cast<std::int64_t>(ih) * g.wo, g.wo);
+        out *= inv_cols * pl.inv_rows[oh];
       }
     }
   });
-  return make_result(std::move(y), {x}, [g, HW, P](Node& self) {
+  return make_result(std::move(y), {x}, [g, HW, P, plan](Node& self) {
     Node& xn = *self.parents[0];
     float* dx = grad_of(xn).data();
     const float* dy = self.grad.data();
-    parallel_range(g.planes(), P * g.k * g.k, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t pl = lo; pl < hi; ++pl) {
-        float* dxp = dx + pl * HW;
-        const float* dyp = dy + pl * P;
+    parallel_range(g.planes(), P * g.k * 2, [&](std::int64_t lo, std::int64_t hi) {
+      const AvgPoolPlan& pl = *plan;
+      float* row = scratch(static_cast<std::size_t>(pl.wp), 0);
+      float* dhs = scratch(static_cast<std::size_t>(g.h) * g.wo, 1);
+      float* d = scratch(static_cast<std::size_t>(g.wo), 2);
+      ConstUArrayMap inv_cols(pl.inv_cols.data(), g.wo);
+      for (std::int64_t p = lo; p < hi; ++p) {
+        std::fill(dhs, dhs + static_cast<std::int64_t>(g.h) * g.wo, 0.0f);
         for (int oh = 0; oh < g.ho; ++oh) {
-          const int h0 = std::max(0, oh * g.stride - g.pad),
-                    h1 = std::min(g.h, oh * g.stride - g.pad + g.k);
-          for (int ow = 0; ow < g.wo; ++ow) {
-            const int w0 = std::max(0, ow * g.stride - g.pad),
-                      w1 = std::min(g.w, ow * g.stride - g.pad + g.k);
-            const float d = dyp[oh * g.wo + ow] / static_cast<float>((h1 - h0) * (w1 - w0));
-            for (int ih = h0; ih < h1; ++ih)
-              for (int iw = w0; iw < w1; ++iw) dxp[ih * g.w + iw] += d;
-          }
+          UArrayMap(d, g.wo) =
+              ConstUArrayMap(dy + p * P + static_cast<std::int64_t>(oh) * g.wo, g.wo) * inv_cols *
+              pl.inv_rows[oh];
+          for (int ih = pl.row_lo[oh]; ih < pl.row_hi[oh]; ++ih)
+            UArrayMap(dhs + static_cast<std::int64_t>(ih) * g.wo, g.wo) += ConstUArrayMap(d, g.wo);
+        }
+        float* dxp = dx + p * HW;
+        for (int ih = 0; ih < g.h; ++ih) {
+          std::fill(row, row + pl.wp, 0.0f);
+          window_sums_adjoint(dhs + static_cast<std::int64_t>(ih) * g.wo, g, row);
+          add_row(dxp + static_cast<std::int64_t>(ih) * g.w, row + g.pad, g.w);
         }
       }
     });

@@ -1,5 +1,9 @@
 #include "nn/tensor.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -48,55 +52,88 @@ bool Shape::operator==(const Shape& o) const {
 
 namespace {
 // Buffers of at least kPoolMinBytes are recycled through a process-wide pool keyed by exact
-// size instead of going back to malloc: such blocks are mmap-backed in glibc, so every training
-// step would otherwise pay page faults and zeroing for each large activation and gradient (a
-// quarter of a CNN/encoder step).  Training reuses the same shapes every step, so exact-size
-// buckets hit almost always.  The pool is bounded (kPoolMaxBytes idle; when full it is emptied)
-// and thread-safe; recycled contents are never relied upon (Tensor(shape) is documented as
-// uninitialised).
+// size instead of going back to malloc: fresh large blocks cost page faults and kernel zeroing
+// for each large activation and gradient (a quarter of a CNN/encoder step, and a fifth of a
+// DARTS-cell step when the pool was emptied every step).  Training reuses the same shapes every
+// step, so exact-size buckets hit almost always.  Idle buffers may total up to the peak of
+// buffers in use seen so far (a steady training loop holds its whole working set at the end of
+// backward, when all of it is released), at least 256 MiB and at most a quarter of physical
+// memory; beyond that the least recently used sizes are freed first (a search moving on to
+// other shapes drops the old ones).  Thread-safe; recycled contents are never relied upon
+// (Tensor(shape) is documented as uninitialised).
 constexpr std::size_t kPoolMinBytes = std::size_t{1} << 16;
-constexpr std::size_t kPoolMaxBytes = std::size_t{256} << 20;
+constexpr std::size_t kPoolMinCapBytes = std::size_t{256} << 20;
+
+std::size_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
+                               : std::size_t{4} << 30;
+}
 
 class BufferPool {
  public:
   void* take(std::size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      in_use_ += bytes;
+      peak_in_use_ = std::max(peak_in_use_, in_use_);
       auto it = free_.find(bytes);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
+      if (it != free_.end() && !it->second.buffers.empty()) {
+        void* p = it->second.buffers.back();
+        it->second.buffers.pop_back();
+        it->second.last_use = ++tick_;
         idle_ -= bytes;
         return p;
       }
     }
-    return std::aligned_alloc(64, bytes);
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_use_ -= bytes;
+    }
+    return p;
   }
   void give(void* p, std::size_t bytes) {
-    if (bytes > kPoolMaxBytes) {
-      std::free(p);
-      return;
-    }
     std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (idle_ + bytes > kPoolMaxBytes) {
-        // Over budget (e.g. a search moving on to other shapes): drop every idle buffer, so
-        // sizes no longer in use do not pin memory; a steady training loop refills in a step.
-        for (auto& [size, list] : free_) evicted.insert(evicted.end(), list.begin(), list.end());
-        free_.clear();
-        idle_ = 0;
+      in_use_ -= bytes;
+      const std::size_t cap = std::clamp(peak_in_use_, kPoolMinCapBytes, max_cap_);
+      if (bytes > cap) {
+        evicted.push_back(p);
+      } else {
+        // Over the cap: free whole size classes, least recently used first.
+        while (idle_ + bytes > cap) {
+          auto victim = free_.end();
+          for (auto it = free_.begin(); it != free_.end(); ++it)
+            if (!it->second.buffers.empty() &&
+                (victim == free_.end() || it->second.last_use < victim->second.last_use))
+              victim = it;
+          if (victim == free_.end()) break;
+          idle_ -= victim->first * victim->second.buffers.size();
+          evicted.insert(evicted.end(), victim->second.buffers.begin(),
+                         victim->second.buffers.end());
+          free_.erase(victim);
+        }
+        SizeClass& c = free_[bytes];
+        c.buffers.push_back(p);
+        c.last_use = ++tick_;
+        idle_ += bytes;
       }
-      free_[bytes].push_back(p);
-      idle_ += bytes;
     }
     for (void* q : evicted) std::free(q);
   }
 
  private:
+  struct SizeClass {
+    std::vector<void*> buffers;
+    std::uint64_t last_use = 0;
+  };
   std::mutex mu_;
-  std::unordered_map<std::size_t, std::vector<void*>> free_;
-  std::size_t idle_ = 0;
+  std::unordered_map<std::size_t, SizeClass> free_;
+  std::size_t idle_ = 0, in_use_ = 0, peak_in_use_ = 0;
+  std::uint64_t tick_ = 0;
+  const std::size_t max_cap_ = std::max(kPoolMinCapBytes, physical_memory_bytes() / 4);
 };
 
 // Never destroyed: tensors with static storage duration may release buffers during exit.

@@ -2,13 +2,16 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <iomanip>
 #include <limits>
 #include <ostream>
 #include <set>
 #include <stdexcept>
 
+#include "common/hash.hpp"
 #include "evaluators/task_head.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
 #include "oneshot/op_costs.hpp"
@@ -43,8 +46,38 @@ DartsOptions DartsOptions::from_params(const nlohmann::json& p, const eval::Trai
   o.clip_grad_norm = train.clip_grad_norm > 0 ? train.clip_grad_norm : 5.0f;
   o.head = train.head;
   o.seed = seed;
+  o.state_path = p.value("supernet_state", std::string());
   return o;
 }
+
+namespace {
+
+// What a saved state must agree with to be continued: every option that changes the training.
+std::int64_t options_fingerprint(const DartsOptions& o, int steps) {
+  const nlohmann::json j = {o.hardware_weight,
+                            o.cost,
+                            o.epochs,
+                            steps,
+                            o.warmup_epochs,
+                            o.batch_size,
+                            o.w_optimizer,
+                            o.w_lr,
+                            o.w_weight_decay,
+                            o.w_momentum,
+                            o.alpha_lr,
+                            o.alpha_weight_decay,
+                            o.gumbel,
+                            o.temperature,
+                            o.temperature_decay,
+                            o.skip_guard,
+                            o.max_skip,
+                            o.clip_grad_norm,
+                            static_cast<int>(o.head),
+                            o.seed};
+  return static_cast<std::int64_t>(fnv1a64(j.dump()));
+}
+
+}  // namespace
 
 // ---- hardware term ----
 
@@ -270,13 +303,91 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
   nn::Tensor last_ok_alpha = net.alpha().value().clone();
   bool stop = false;
   int train_epoch = 0, val_epoch = 0;
+  int train_taken = 0, val_taken = 0;  // batches taken from the iterators' current passes
   std::int64_t step = 0;
+  int done = 0;  // finished epochs
+  const std::int64_t fingerprint = options_fingerprint(o, steps);
+
+  // Continue a saved state: everything is read and checked before anything is changed.
+  std::error_code ec;
+  if (!o.state_path.empty() && std::filesystem::exists(o.state_path, ec)) {
+    try {
+      const nn::TrainingCheckpoint ck = nn::read_checkpoint(o.state_path);
+      if (ck.counters.at("options_fingerprint") != fingerprint)
+        throw std::invalid_argument("it was written under other strategy options");
+      nn::StateDict model = ck.model;
+      const auto last_ok = model.find("darts/last_ok_alpha");
+      if (last_ok == model.end()) throw std::invalid_argument("record 'last_ok_alpha' is missing");
+      const nn::Tensor kept_last_ok = last_ok->second.clone();
+      model.erase(last_ok);
+      std::mt19937_64 kept_rng;
+      nn::set_rng_state(kept_rng, ck.rng.at("step"));
+      const nlohmann::json kept_epochs = nlohmann::json::parse(ck.rng.at("epochs_report"));
+      nn::StateDict before = nn::state_dict(net);
+      load_state_dict(net, model, o.state_path);
+      try {
+        opt.weights->load_state(ck.optimizers.at("weights"));
+        opt.arch->load_state(ck.optimizers.at("architecture"));
+      } catch (...) {
+        load_state_dict(net, before, "the supernet before resuming");
+        throw;
+      }
+      step_rng = kept_rng;
+      last_ok_alpha = kept_last_ok;
+      epochs = kept_epochs;
+      done = static_cast<int>(ck.counters.at("epochs_done"));
+      step = ck.counters.at("step");
+      train_epoch = static_cast<int>(ck.counters.at("train_pass"));
+      val_epoch = static_cast<int>(ck.counters.at("val_pass"));
+      train_taken = static_cast<int>(ck.counters.at("train_taken"));
+      val_taken = static_cast<int>(ck.counters.at("val_taken"));
+      out.collapsed = ck.counters.at("collapsed") != 0;
+      out.collapse_epoch = static_cast<int>(ck.counters.at("collapse_epoch"));
+      out.collapse_step = static_cast<int>(ck.counters.at("collapse_step"));
+      out.epochs_run = done;
+      out.resumed_after_epoch = done;
+      if (log)
+        *log << "darts: supernet resumed from " << o.state_path << " after epoch " << done << "/"
+             << o.epochs << std::endl;
+    } catch (const std::exception& e) {
+      if (log)
+        *log << "warning: the supernet state " << o.state_path << " is unusable (" << e.what()
+             << "); training the supernet from the start" << std::endl;
+    }
+  }
+  eval::Batch tb, vb;
   train_it.start_epoch(train_epoch);
   val_it.start_epoch(val_epoch);
-  eval::Batch tb, vb;
+  for (int k = 0; k < train_taken; ++k) train_it.next(tb);
+  for (int k = 0; k < val_taken; ++k) val_it.next(vb);
+
+  auto save = [&] {
+    if (o.state_path.empty() || shard.rank != 0) return;
+    nn::TrainingCheckpoint ck;
+    ck.model = nn::state_dict(net);
+    ck.model["darts/last_ok_alpha"] = last_ok_alpha.clone();
+    ck.optimizers["weights"] = opt.weights->state();
+    ck.optimizers["architecture"] = opt.arch->state();
+    ck.rng["step"] = nn::rng_state(step_rng);
+    // Not a generator: the checkpoint's only string records, so the epoch report rides there.
+    ck.rng["epochs_report"] = epochs.dump();
+    ck.counters["options_fingerprint"] = fingerprint;
+    ck.counters["epochs_done"] = done;
+    ck.counters["step"] = step;
+    ck.counters["train_pass"] = train_epoch;
+    ck.counters["val_pass"] = val_epoch;
+    ck.counters["train_taken"] = train_taken;
+    ck.counters["val_taken"] = val_taken;
+    ck.counters["collapsed"] = out.collapsed ? 1 : 0;
+    ck.counters["collapse_epoch"] = out.collapse_epoch;
+    ck.counters["collapse_step"] = out.collapse_step;
+    std::filesystem::create_directories(std::filesystem::path(o.state_path).parent_path(), ec);
+    nn::save_checkpoint(ck, o.state_path);
+  };
+
   const auto start = std::chrono::steady_clock::now();
   nn::run_isolated([&] {
-    for (int e = 1; e <= o.epochs; ++e) {
+    for (int e = done + 1; e <= o.epochs; ++e) {
       StepSettings s;
       s.update_arch = e > o.warmup_epochs;
       s.gumbel = o.gumbel;
@@ -290,12 +401,16 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
         // Both iterators wrap around: an epoch of steps may be shorter or longer than a pass.
         if (!train_it.next(tb)) {
           train_it.start_epoch(++train_epoch);
+          train_taken = 0;
           train_it.next(tb);
         }
+        ++train_taken;
         if (!val_it.next(vb)) {
           val_it.start_epoch(++val_epoch);
+          val_taken = 0;
           val_it.next(vb);
         }
+        ++val_taken;
         opt.weights->set_lr_factor(sched.factor_at(step));
         const StepStats st = bilevel_step(net, opt, tb, vb, hw, s, step_rng);
         tl += st.train_loss;
@@ -348,6 +463,15 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
              << o.cost << "] " << (hw.active() ? hw.expected(p) : 0.0) << ", "
              << ej["arch"].get<std::string>() << " (" << skips << " skips)" << std::endl;
       if (stop) break;
+      done = e;
+      // A failed save loses only the ability to continue mid-phase, never the run.
+      try {
+        save();
+      } catch (const std::exception& ex) {
+        if (log)
+          *log << "warning: could not save the supernet state to " << o.state_path << " ("
+               << ex.what() << "); a killed run would train it from the start" << std::endl;
+      }
     }
   });
 
@@ -390,6 +514,7 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
       {"collapse_epoch", out.collapse_epoch},
       {"collapse_step", out.collapse_step},
       {"epochs_run", out.epochs_run},
+      {"resumed_after_epoch", out.resumed_after_epoch},
       {"epochs", epochs},
       {"candidates", out.candidates.size()},
       {"ranks", shard.ranks},

@@ -58,6 +58,10 @@ struct DartsOptions {
   float clip_grad_norm = 5.0f;
   eval::HeadKind head = eval::HeadKind::Classes;
   std::uint64_t seed = 0;
+  // Where the training state (weights, alpha, both optimizers, the Gumbel generator, the batch
+  // iterators' positions, the skip guard's state and the per-epoch report) is saved after every
+  // epoch and continued from (params "supernet_state", set by the search; empty: not saved).
+  std::string state_path;
 
   // From the darts strategy's validated parameters (strategies/darts.cpp); "evaluator" and 0
   // fields take the run's trainer settings from `train`.
@@ -124,7 +128,8 @@ struct DartsOutcome {
   int collapse_epoch = 0;                  // 1-based, 0 = none
   int collapse_step = 0;                   // 1-based bilevel step of the collapse, 0 = none
   int epochs_run = 0;
-  nlohmann::json report;  // all of the above plus per-epoch figures, as JSON
+  int resumed_after_epoch = 0;  // epochs taken from opt.state_path (0: trained from the start)
+  nlohmann::json report;        // all of the above plus per-epoch figures, as JSON
 };
 
 // Trains the supernet of `space` on data.train (weights) and data.val (alpha) and derives.
@@ -132,7 +137,10 @@ struct DartsOutcome {
 // to `log` when non-null.  With an active shard every rank calls it with the same arguments and
 // trains its rows of every batch pair (two all-reduces per bilevel step, one per half-step: the
 // weight step needs the updated alpha); alpha, the weights, the Gumbel draws and the skip guard's
-// decisions stay identical, so every rank derives the same outcome.
+// decisions stay identical, so every rank derives the same outcome.  With opt.state_path the
+// state is saved (by rank 0) after every epoch and a run that finds one from the same options
+// continues after its last epoch, bit-identically to an uninterrupted run; a state that does not
+// read back, or was written under other options, is reported to `log` and training starts over.
 DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& data,
                        const hw::Device* device, const DartsOptions& opt,
                        std::ostream* log = nullptr, const DataShard& shard = {});

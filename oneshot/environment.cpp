@@ -116,9 +116,16 @@ class TaskEnvironment final : public strategies::OneShotEnvironment {
       names += (names.empty() ? "" : ", ") + o.name;
     }
     if (r_.log)
-      *r_.log << "spos: supernet phase on " << space.type() << " (" << opt.epochs
-              << " epochs of uniform single-path steps), then evolution of " << opt.population
-              << " x " << opt.generations << " generations on inherited " << names
+      *r_.log << "spos: supernet phase on " << space.type() << " ("
+              << (opt.schedule == "progressive"
+                      ? "progressive shrinking: " + std::to_string(opt.full_epochs) + " full, " +
+                            std::to_string(opt.kernel_epochs) + " kernel, " +
+                            std::to_string(opt.depth_epochs) + " depth, " +
+                            std::to_string(opt.width_epochs) + " width epochs" +
+                            (opt.kd ? ", in-place distillation" : "")
+                      : std::to_string(opt.epochs) + " epochs of uniform single-path steps")
+              << "), then evolution of " << opt.population << " x " << opt.generations
+              << " generations on inherited " << names
               << (opt.recalibrate_bn ? ", batch-norm recalibrated" : "") << std::endl;
     const eval::TrainValSplit data = r_.data();
     ready();

@@ -1,16 +1,21 @@
 #include "oneshot/spos_search.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <iomanip>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
 #include <stdexcept>
 
+#include "common/hash.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/optim.hpp"
 #include "nn/parallel.hpp"
 #include "spaces/workload_builder.hpp"
@@ -35,15 +40,66 @@ SposOptions SposOptions::from_params(const nlohmann::json& p, const eval::TrainC
   o.population = p.at("population").get<int>();
   o.generations = p.at("generations").get<int>();
   o.candidates = p.at("candidates").get<int>();
+  o.schedule = p.value("schedule", std::string("uniform"));
+  o.full_epochs = p.value("full_epochs", o.full_epochs);
+  o.kernel_epochs = p.value("kernel_epochs", o.kernel_epochs);
+  o.depth_epochs = p.value("depth_epochs", o.depth_epochs);
+  o.width_epochs = p.value("width_epochs", o.width_epochs);
+  o.kd = p.value("kd", false);
+  o.kd_weight = static_cast<float>(p.value("kd_weight", 1.0));
+  o.state_path = p.value("supernet_state", std::string());
   o.head = train.head;
   o.seed = seed;
   return o;
 }
 
-std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train,
-                                   const SposOptions& o, std::ostream* log,
-                                   const DataShard& shard) {
+std::vector<SupernetPhase> SposOptions::phases() const {
+  if (schedule == "uniform") return {{"uniform", Elastic{}, epochs}};
+  if (schedule != "progressive")
+    throw std::invalid_argument("strategy.schedule: '" + schedule +
+                                "' is not a schedule (use uniform or progressive)");
+  // OFA's order: the largest network, then elastic kernel, depth, width (each keeps the
+  // dimensions opened before it).
+  return {{"full", Elastic{false, false, false}, full_epochs},
+          {"kernel", Elastic{true, false, false}, kernel_epochs},
+          {"depth", Elastic{true, true, false}, depth_epochs},
+          {"width", Elastic{true, true, true}, width_epochs}};
+}
+
+namespace {
+
+// Everything the options fix about a training run, so a state saved under others is refused.
+std::uint64_t options_fingerprint(const SposOptions& o, int steps) {
+  nlohmann::json phases = nlohmann::json::array();
+  for (const auto& p : o.phases()) phases.push_back({p.name, p.epochs});
+  const nlohmann::json j = {{"phases", phases},
+                            {"steps", steps},
+                            {"batch", o.batch_size},
+                            {"lr", o.sgd.lr},
+                            {"momentum", o.sgd.momentum},
+                            {"wd", o.sgd.weight_decay},
+                            {"clip", o.sgd.clip_grad_norm},
+                            {"kd", o.kd},
+                            {"kd_weight", o.kd_weight},
+                            {"seed", o.seed}};
+  return fnv1a64(j.dump());
+}
+
+std::int64_t double_bits(double v) { return std::bit_cast<std::int64_t>(v); }
+double bits_double(std::int64_t v) { return std::bit_cast<double>(v); }
+
+}  // namespace
+
+SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& train,
+                                       const SposOptions& o, std::ostream* log,
+                                       const DataShard& shard) {
   if (train.size() < 1) throw std::invalid_argument("spos: the training split is empty");
+  const std::vector<SupernetPhase> phases = o.phases();
+  const bool progressive = o.schedule == "progressive";
+  if (o.kd && !progressive)
+    throw std::invalid_argument(
+        "strategy.kd: in-place distillation is part of the progressive schedule (set schedule "
+        "to progressive, or kd to false)");
   std::mt19937_64 seeds(o.seed);
   const std::uint64_t batch_seed = seeds(), path_seed = seeds();
   const int batch = std::min(o.batch_size, train.size());
@@ -53,47 +109,146 @@ std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train
                                 " ranks (raise strategy.batch_size or use fewer ranks)");
   eval::BatchIterator it(train, batch, true, batch_seed, true);
   const int steps = o.steps_per_epoch > 0 ? o.steps_per_epoch : it.batches_per_epoch();
-  nn::CosineSchedule sched;
-  sched.base_lr = 1.0f;
-  sched.total_steps = static_cast<std::int64_t>(steps) * o.epochs;
+  int total_epochs = 0;
+  for (const auto& p : phases) total_epochs += p.epochs;
+  const std::uint64_t fingerprint = options_fingerprint(o, steps);
   std::mt19937_64 path_rng(path_seed);
-  std::vector<double> losses;
-  int pass = 0;
-  std::int64_t step = 0;
+  SupernetTraining out;
+  int pass = 0, taken = 0;  // the batch iterator's pass and the batches taken from it
+  int done = 0;             // finished epochs, over all phases
+  if (progressive) net.enable_kernel_transforms();
+  // OFA's teacher: the full network as the first phase left it, frozen.
+  std::optional<SposSupernet> teacher;
+
+  // Continue a saved state.
+  std::error_code ec;
+  if (!o.state_path.empty() && std::filesystem::exists(o.state_path, ec)) {
+    try {
+      const nn::TrainingCheckpoint ck = nn::read_checkpoint(o.state_path);
+      if (ck.counters.at("options_fingerprint") != static_cast<std::int64_t>(fingerprint))
+        throw std::invalid_argument("it was written under other strategy options");
+      SupernetTraining kept;
+      std::mt19937_64 kept_rng;
+      nn::set_rng_state(kept_rng, ck.rng.at("path"));
+      const int kept_done = static_cast<int>(ck.counters.at("epochs_done"));
+      for (int e = 0; e < kept_done; ++e)
+        kept.losses.push_back(bits_double(ck.counters.at("loss/" + std::to_string(e))));
+      if (auto r = ck.rng.find("channel_sort_report"); r != ck.rng.end())
+        kept.channel_sort = nlohmann::json::parse(r->second);
+      std::optional<SposSupernet> kept_teacher;
+      if (ck.counters.contains("teacher/supernet_builds")) {
+        kept_teacher.emplace(net.clone());
+        kept_teacher->load_state(ck, o.state_path, "teacher/");
+      }
+      const int kept_pass = static_cast<int>(ck.counters.at("batch_pass"));
+      const int kept_taken = static_cast<int>(ck.counters.at("batches_taken"));
+      net.load_state(ck, o.state_path);  // last: it changes the supernet only when it succeeds
+      path_rng = kept_rng;
+      done = kept_done;
+      pass = kept_pass;
+      taken = kept_taken;
+      out = std::move(kept);
+      out.resumed_after_epoch = done;
+      if (kept_teacher) teacher.emplace(std::move(*kept_teacher));
+      if (log)
+        *log << "spos: supernet resumed from " << o.state_path << " after epoch " << done << "/"
+             << total_epochs << std::endl;
+    } catch (const std::exception& e) {
+      if (log)
+        *log << "warning: the supernet state " << o.state_path << " is unusable (" << e.what()
+             << "); training the supernet from the start" << std::endl;
+    }
+  }
   it.start_epoch(pass);
   eval::Batch b;
+  for (int k = 0; k < taken; ++k) it.next(b);
+
+  auto save = [&] {
+    if (o.state_path.empty() || shard.rank != 0) return;
+    nn::TrainingCheckpoint ck;
+    net.save_state(ck);
+    if (teacher) teacher->save_state(ck, "teacher/");
+    ck.rng["path"] = nn::rng_state(path_rng);
+    // Not a generator: the checkpoint's only string records, so the sort's report rides there.
+    if (!out.channel_sort.is_null()) ck.rng["channel_sort_report"] = out.channel_sort.dump();
+    ck.counters["options_fingerprint"] = static_cast<std::int64_t>(fingerprint);
+    ck.counters["epochs_done"] = done;
+    ck.counters["batch_pass"] = pass;
+    ck.counters["batches_taken"] = taken;
+    for (std::size_t e = 0; e < out.losses.size(); ++e)
+      ck.counters["loss/" + std::to_string(e)] = double_bits(out.losses[e]);
+    std::filesystem::create_directories(std::filesystem::path(o.state_path).parent_path(), ec);
+    nn::save_checkpoint(ck, o.state_path);
+  };
+
   const auto start = std::chrono::steady_clock::now();
+  const int first = done;
   nn::run_isolated([&] {
-    for (int e = 1; e <= o.epochs; ++e) {
-      double sum = 0;
-      for (int k = 0; k < steps; ++k, ++step) {
-        if (!it.next(b)) {
-          it.start_epoch(++pass);
-          it.next(b);
+    int phase_start = 0;  // the first epoch of the phase, over all phases
+    for (const auto& phase : phases) {
+      nn::CosineSchedule sched;
+      sched.base_lr = 1.0f;
+      sched.total_steps = static_cast<std::int64_t>(steps) * phase.epochs;
+      for (int pe = 0; pe < phase.epochs; ++pe) {
+        const int e = phase_start + pe + 1;  // this epoch's number over all phases
+        if (e <= done) continue;
+        if (progressive && phase.name == "width" && pe == 0) {
+          // OFA sorts once, before the width phase opens the narrower widths.
+          out.channel_sort = net.sort_channels();
+          if (log)
+            *log << "spos: channels sorted by L1 norm " << out.channel_sort.dump() << std::endl;
         }
-        SgdSettings s = o.sgd;
-        s.lr = o.sgd.lr * sched.factor_at(step);
-        // One uniformly drawn path per step, updated alone (SPOS).
-        const spaces::Genome path = net.sample(path_rng);
-        const double l = net.train_step(path, b, o.head, s, shard);
-        if (!std::isfinite(l))
-          throw std::runtime_error("spos: the supernet's training loss diverged at epoch " +
-                                   std::to_string(e) + " (lower strategy.w_lr)");
-        sum += l;
+        double sum = 0;
+        for (int k = 0; k < steps; ++k) {
+          if (!it.next(b)) {
+            it.start_epoch(++pass);
+            it.next(b);
+            taken = 0;
+          }
+          ++taken;
+          SgdSettings s = o.sgd;
+          s.lr = o.sgd.lr * sched.factor_at(static_cast<std::int64_t>(pe) * steps + k);
+          // One drawn path per step, updated alone (SPOS); progressive: drawn over the phase's
+          // elastic dimensions, the others at their largest.
+          const spaces::Genome path =
+              progressive ? net.sample(path_rng, phase.elastic) : net.sample(path_rng);
+          if (o.kd && phase.name != "full" && !teacher) teacher.emplace(net.clone());
+          const double l = teacher
+                               ? net.train_step(path, b, o.head, s, shard, &*teacher, o.kd_weight)
+                               : net.train_step(path, b, o.head, s, shard);
+          if (!std::isfinite(l))
+            throw std::runtime_error("spos: the supernet's training loss diverged at epoch " +
+                                     std::to_string(e) + " (lower strategy.w_lr)");
+          sum += l;
+        }
+        out.losses.push_back(sum / steps);
+        done = e;
+        save();
+        if (log) {
+          const double el =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          std::ostringstream line;  // formatted apart: the caller's stream keeps its flags
+          line << "spos: supernet epoch " << e << "/" << total_epochs;
+          if (progressive) line << " (phase " << phase.name << ")";
+          line << " loss " << std::fixed << std::setprecision(4) << out.losses.back()
+               << std::setprecision(1) << " (" << el << " s, ETA "
+               << el / (e - first) * (total_epochs - e) << " s)";
+          *log << line.str() << std::endl;
+        }
+        if (o.stop_after_epoch == e)
+          throw SupernetInterrupted("spos: stopped after epoch " + std::to_string(e) +
+                                    " (test hook)");
       }
-      losses.push_back(sum / steps);
-      if (log) {
-        const double el =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        std::ostringstream line;  // formatted apart: the caller's stream keeps its flags
-        line << "spos: supernet epoch " << e << "/" << o.epochs << " loss " << std::fixed
-             << std::setprecision(4) << losses.back() << std::setprecision(1) << " (" << el
-             << " s, ETA " << el / e * (o.epochs - e) << " s)";
-        *log << line.str() << std::endl;
-      }
+      phase_start += phase.epochs;
     }
   });
-  return losses;
+  return out;
+}
+
+std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train,
+                                   const SposOptions& o, std::ostream* log,
+                                   const DataShard& shard) {
+  return train_supernet_phases(net, train, o, log, shard).losses;
 }
 
 InheritedScorer::InheritedScorer(SposSupernet& net, const eval::TrainValSplit& data,
@@ -189,7 +344,8 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
   SposSupernet net(space, net_seed);
   SposOptions to = o;
   to.seed = train_seed;
-  const std::vector<double> losses = train_supernet(net, data.train, to, log, shard);
+  const SupernetTraining trained = train_supernet_phases(net, data.train, to, log, shard);
+  const std::vector<double>& losses = trained.losses;
   const double train_s = seconds();
   // Ranking needs no gradients: rank 0 does it alone while the others go back to their jobs.
   if (shard.rank != 0) return {};
@@ -302,7 +458,17 @@ SposOutcome run_spos(const spaces::Space& space, const eval::TrainValSplit& data
                 {"picks", picks},
                 {"train_seconds", train_s},
                 {"seconds", seconds()},
-                {"ranks", shard.ranks}};
+                {"ranks", shard.ranks},
+                {"schedule", o.schedule}};
+  if (o.schedule == "progressive") {
+    nlohmann::json phases = nlohmann::json::array();
+    for (const auto& p : o.phases()) phases.push_back({{"phase", p.name}, {"epochs", p.epochs}});
+    out.report["phases"] = phases;
+    out.report["kd"] = o.kd;
+    out.report["channel_sort"] = trained.channel_sort;
+  }
+  if (trained.resumed_after_epoch > 0)
+    out.report["supernet_resumed_after_epoch"] = trained.resumed_after_epoch;
   return out;
 }
 

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -32,8 +33,27 @@
 
 namespace hwnas::oneshot {
 
+// One phase of the supernet training: which dimensions are elastic, for how many epochs.
+struct SupernetPhase {
+  std::string name;  // "uniform", or OFA's "full", "kernel", "depth", "width"
+  Elastic elastic;
+  int epochs = 0;
+};
+
 struct SposOptions {
-  int epochs = 4;
+  int epochs = 4;  // the uniform schedule's
+  // "uniform" (SPOS: every step one path drawn uniformly over all dimensions, one cosine decay)
+  // or "progressive" (OFA's progressive shrinking: the phases below in order, each with its own
+  // cosine decay; the kernel transforms on; channels sorted before the width phase).
+  std::string schedule = "uniform";
+  int full_epochs = 1, kernel_epochs = 1, depth_epochs = 1, width_epochs = 1;
+  bool kd = false;  // in-place distillation from the path's largest subnet (progressive only)
+  float kd_weight = 1.0f;
+  // Where the supernet state is saved after every epoch ("" = not saved), and read back to
+  // continue after the last finished epoch.
+  std::string state_path;
+  // Test hook: throw SupernetInterrupted after saving this epoch (0 = never).
+  int stop_after_epoch = 0;
   int steps_per_epoch = 0;  // 0 = a pass over the training split
   int batch_size = 64;
   SgdSettings sgd;
@@ -50,6 +70,21 @@ struct SposOptions {
   // run's trainer settings from `train`.
   static SposOptions from_params(const nlohmann::json& params, const eval::TrainConfig& train,
                                  std::uint64_t seed);
+  // The schedule's phases in order.
+  std::vector<SupernetPhase> phases() const;
+};
+
+// Thrown by train_supernet at opt.stop_after_epoch (a stand-in for a killed process).
+struct SupernetInterrupted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// What train_supernet did: the mean loss of each epoch, the channel sort's report (progressive),
+// and the epoch it continued after (0 = trained from the start).
+struct SupernetTraining {
+  std::vector<double> losses;
+  nlohmann::json channel_sort;
+  int resumed_after_epoch = 0;
 };
 
 // One objective of the ranking: a metric read on the inherited-weight subnet or on a device.
@@ -60,10 +95,21 @@ struct SposObjective {
   bool maximize = false;
 };
 
-// Uniform single-path training of `net` on data.train for opt.epochs; returns the mean loss of
+// Single-path training of `net` on data.train through opt.phases(); returns the mean loss of
 // each epoch.  Progress lines go to `log` when non-null.  With an active shard, every rank calls
 // it with the same supernet, data and options: each step draws the same batch and path on every
 // rank and trains this rank's rows of it (oneshot/data_shard.hpp).
+//
+// With opt.state_path, the whole training state (the supernet's banks and transforms, their
+// momenta, the path and batch generators, phase, epoch, the losses so far) is written there
+// after every epoch (rank 0; temporary file, then rename), and a state found there at the start
+// is continued after its last finished epoch: a run killed during the phase and started again
+// ends bit-identical to one never interrupted.  A state that does not read back (or was
+// written under other options) is reported on `log` and the training starts over.
+SupernetTraining train_supernet_phases(SposSupernet& net, const eval::Dataset& train,
+                                       const SposOptions& opt, std::ostream* log = nullptr,
+                                       const DataShard& shard = {});
+// The losses of train_supernet_phases.
 std::vector<double> train_supernet(SposSupernet& net, const eval::Dataset& train,
                                    const SposOptions& opt, std::ostream* log = nullptr,
                                    const DataShard& shard = {});

@@ -27,12 +27,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "evaluators/datasets.hpp"
 #include "evaluators/task_head.hpp"
+#include "nn/checkpoint.hpp"
 #include "oneshot/data_shard.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
@@ -57,6 +59,16 @@ struct SgdSettings {
   float clip_grad_norm = 5.0f;
 };
 
+// The elastic dimensions of Once-for-All's progressive shrinking (Cai et al., ICLR 2020): a
+// draw varies those that are on and holds the others at their largest choice.  Block kind,
+// skips, bit width, pruning and shared choices are not OFA dimensions: always drawn uniformly.
+struct Elastic {
+  bool kernel = true;  // decisions "stages[i].params.kernel"
+  bool depth = true;   // "stages[i].depth" (a stage keeps its first d layers)
+  bool width = true;   // "width" (the multiplier) and "stages[i].params.channels" / ".units"
+  bool operator==(const Elastic&) const = default;
+};
+
 class SposSupernet {
  public:
   // `space` must be a macro space and outlive the supernet.
@@ -66,6 +78,35 @@ class SposSupernet {
   // independent, redrawn when the combination cannot be built (rejection keeps it uniform over
   // the buildable paths' decision values, conditional on buildability).
   spaces::Genome sample(std::mt19937_64& rng) const;
+  // The same draw (the same values taken from rng) with every decision of a dimension that is
+  // not elastic set to its largest choice: OFA's phases.  All on equals sample(rng).
+  spaces::Genome sample(std::mt19937_64& rng, const Elastic& elastic) const;
+  // g with its kernel, depth and width decisions at their largest choices (the same block kinds):
+  // the teacher of in-place distillation.
+  spaces::Genome largest(const spaces::Genome& g) const;
+
+  // OFA's kernel transformation matrices (oneshot/kernel_transform.hpp): once on, a kernel
+  // smaller than its bank's is the bank's centre chained through one learned matrix per layer
+  // and size (identity at first, trained with the weights); off (the default, SPOS), the bare
+  // centre.  The kernel sizes of the chain are the space's kernel choices.
+  void enable_kernel_transforms() { kernel_transforms_ = true; }
+  bool kernel_transforms() const { return kernel_transforms_; }
+  const std::vector<int>& kernel_sizes() const { return kernel_sizes_; }
+  // Transform matrix of a bank and size ("s0.l0.conv.conv.weight", 3), for tests; throws
+  // std::out_of_range when none was made.
+  const nn::Tensor& transform(const std::string& bank, int size) const;
+
+  // OFA's channel sorting before the elastic-width phase: the output channels of every conv
+  // layer are reordered by the L1 norm of their weights, most important first, so a narrower
+  // subnet keeps the most important prefix.  Channels that meet (a layer's output and every
+  // layer that may read it: depthwise convs and pools pass channels through, residual adds tie
+  // input and output) share one permutation, which keeps each of their bank sizes' prefixes in
+  // place (a 32-channel layer and a 48-channel one reading the same bank dim: [0, 32) and
+  // [32, 48) are sorted apart); the input image's channels never move.  The full network
+  // computes the same function after the sort.  Channels read by other kinds (dense after a
+  // flatten, sequence mixers) are left in order.  Returns {"groups": [{"stages", "sizes",
+  // "sorted"}...]}.
+  nlohmann::json sort_channels();
 
   // The stand-alone model of g with its weights (and batch-norm statistics) sliced from the
   // banks; elements no subnet used before are initialised from this build and banked.
@@ -76,8 +117,25 @@ class SposSupernet {
   // active shard, this rank runs its rows of `batch` and the gradients, the batch-norm
   // statistics and the loss are summed over the ranks before clipping and the update, so every
   // rank makes the same update (oneshot/data_shard.hpp); the loss is then the whole batch's.
+  // With a `teacher` supernet (knowledge distillation, OFA: the full network trained in the
+  // first phase, frozen), the loss adds kd_weight x the cross-entropy between the outputs of
+  // the teacher's largest subnet of g's block kinds (softmax; a no-gradient training-mode
+  // forward on the same rows) and the path's: classification heads only.
   double train_step(const spaces::Genome& g, const eval::Batch& batch, eval::HeadKind head,
-                    const SgdSettings& sgd, const DataShard& shard = {});
+                    const SgdSettings& sgd, const DataShard& shard = {},
+                    SposSupernet* teacher = nullptr, float kd_weight = 0.0f);
+
+  // A deep copy (nn::Tensor copies share their storage; this one does not): the frozen
+  // distillation teacher.
+  SposSupernet clone() const;
+
+  // The whole supernet (banks, momenta, which elements are initialised, transform matrices,
+  // the build counter) into / out of a checkpoint's records ("bank/...", "transform/...").
+  // `prefix` keeps a second supernet (the distillation teacher) apart in the same checkpoint.
+  void save_state(nn::TrainingCheckpoint& ck, const std::string& prefix = "") const;
+  // Throws std::invalid_argument naming `source` when the records do not fit this supernet.
+  void load_state(const nn::TrainingCheckpoint& ck, const std::string& source,
+                  const std::string& prefix = "");
 
   // Number of banks and of banked values (initialised or not).
   std::size_t num_banks() const { return banks_.size(); }
@@ -93,11 +151,23 @@ class SposSupernet {
   };
   Bank& bank_for(const std::string& name, const nn::Shape& shape);
   void load_into(const spaces::Genome& g, spaces::GenomeModel& m);
+  // The chain of kernel sizes from a bank kernel `bank_k` down to `k` (empty: no transform).
+  std::vector<int> chain_sizes(int bank_k, int k) const;
+  // The bank's [o, i, K, K] prefix for a sub kernel of shape `sub`, and the chain's matrices.
+  nn::Tensor kernel_prefix(const Bank& b, const nn::Shape& sub) const;
+  std::vector<const nn::Tensor*> chain_matrices(const std::string& bank,
+                                                const std::vector<int>& sizes);
 
   const spaces::Space& space_;
   std::uint64_t seed_;
   std::uint64_t builds_ = 0;  // each build's init seed is seed_ + builds_
   std::map<std::string, Bank> banks_;
+  // Elastic dimension of each decision (0 none, 1 kernel, 2 depth, 3 width) and its largest
+  // choice's index.
+  std::vector<int> dimension_of_, largest_choice_;
+  std::vector<int> kernel_sizes_;  // the space's kernel choices, descending
+  bool kernel_transforms_ = false;
+  std::map<std::string, Bank> transforms_;  // "<bank>#<size>": [s*s, s*s] (initialised unused)
 };
 
 // Recomputes every batch-norm layer's running statistics of `model` as the mean of its batch

@@ -59,16 +59,23 @@ class KeptPhaseEnvironment final : public strategies::OneShotEnvironment {
     const nlohmann::json key = {{"method", req.method},     {"params", req.params},
                                 {"seed", req.seed},         {"candidates", req.candidates},
                                 {"objectives", objectives}, {"space", space.type()}};
-    std::ostringstream name;
-    name << "supernet-" << std::hex << fnv1a64(key.dump()) << ".json";
-    const std::filesystem::path path = dir_() / name.str();
+    std::ostringstream stem;
+    stem << "supernet-" << std::hex << fnv1a64(key.dump());
+    const std::filesystem::path path = dir_() / (stem.str() + ".json");
+    // The supernet's own state, saved after every epoch of its training, so a kill during the
+    // phase continues from the last finished epoch.
+    const std::filesystem::path state = dir_() / (stem.str() + ".state");
     if (auto kept = read(path, key)) {
       progress_ << req.method << ": supernet phase restored from " << path.string()
                 << " (not trained again)" << std::endl;
       return *kept;
     }
-    strategies::SupernetOutcome out = inner_->run_supernet(space, req);
+    strategies::SupernetRequest inner = req;
+    inner.params["supernet_state"] = state.string();
+    strategies::SupernetOutcome out = inner_->run_supernet(space, inner);
     write(path, key, out);
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec)) std::filesystem::remove(state, ec);  // kept instead
     return out;
   }
 

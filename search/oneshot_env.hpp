@@ -25,8 +25,11 @@ std::shared_ptr<const strategies::OneShotEnvironment> make_oneshot_environment(
 // `dir()`/supernet-<request hash>.json, written to a temporary file and renamed, with a checksum;
 // a phase asked again with the same request (a resumed run: same config, same strategy seed)
 // returns the kept outcome instead of training the supernet again.  A kept file that does not
-// read back intact is reported on `progress` and the phase runs again.  The supernet's weights
-// are not kept: a kill during the phase trains it again from the start.
+// read back intact is reported on `progress` and the phase runs again.  During the phase (spos
+// and darts) the supernet's training state is saved after every epoch to `dir()`/supernet-
+// <request hash>.state (req.params["supernet_state"], oneshot/spos_search.hpp and
+// darts_search.hpp), so a kill during the phase continues from the last finished epoch,
+// bit-identically; the state file is removed once the outcome is kept.
 std::shared_ptr<const strategies::OneShotEnvironment> keep_phase_outcomes(
     std::shared_ptr<const strategies::OneShotEnvironment> inner,
     std::function<std::filesystem::path()> dir, std::ostream& progress);

@@ -386,7 +386,10 @@ class Bananas final : public Strategy {
       std::vector<double> violation;
       for (std::size_t r = 0; r < n; ++r)
         violation.push_back(std::max(0.0, history_[rows[r]].result.violation));
-      const auto fronts = constrained_non_dominated_sort(y, violation, std::vector<bool>(m, true));
+      // Only the best fronts matter: the parents are the first `parents_` rows of the order below.
+      const auto fronts = constrained_non_dominated_sort(y, violation, std::vector<bool>(m, true),
+                                                         static_cast<std::size_t>(parents_));
+      for (std::size_t r = 0; r < n; ++r) rank[rows[r]] = fronts.size();  // behind every front
       for (std::size_t f = 0; f < fronts.size(); ++f)
         for (std::size_t r : fronts[f]) rank[rows[r]] = f;
     }

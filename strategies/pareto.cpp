@@ -160,6 +160,42 @@ std::vector<std::vector<std::size_t>> non_dominated_sort(const std::vector<Point
   return fronts;
 }
 
+std::vector<std::vector<std::size_t>> first_fronts(const std::vector<Point>& points,
+                                                   const std::vector<bool>& maximize,
+                                                   std::size_t enough) {
+  validate(points, maximize.size(), "first_fronts");
+  std::vector<std::size_t> remaining(points.size());
+  std::iota(remaining.begin(), remaining.end(), 0);
+  std::vector<std::vector<std::size_t>> fronts;
+  std::size_t collected = 0;
+  while (!remaining.empty() && collected < enough) {
+    // The non-dominated set of what remains, kept as an archive: a point enters unless a member
+    // dominates it, and evicts the members it dominates.
+    std::vector<std::size_t> front;
+    for (std::size_t p : remaining) {
+      bool dominated = false;
+      for (std::size_t q : front)
+        if (compare(points[q], points[p], maximize) > 0) {
+          dominated = true;
+          break;
+        }
+      if (dominated) continue;
+      std::erase_if(front,
+                    [&](std::size_t q) { return compare(points[p], points[q], maximize) > 0; });
+      front.push_back(p);
+    }
+    std::sort(front.begin(), front.end());
+    std::vector<std::size_t> rest;
+    rest.reserve(remaining.size() - front.size());
+    std::set_difference(remaining.begin(), remaining.end(), front.begin(), front.end(),
+                        std::back_inserter(rest));
+    remaining = std::move(rest);
+    collected += front.size();
+    fronts.push_back(std::move(front));
+  }
+  return fronts;
+}
+
 std::vector<std::size_t> pareto_front(const std::vector<Point>& points,
                                       const std::vector<bool>& maximize) {
   validate(points, maximize.size(), "pareto_front");
@@ -255,7 +291,7 @@ bool constrained_dominates(const std::vector<double>& a, double va, const std::v
 
 std::vector<std::vector<std::size_t>> constrained_non_dominated_sort(
     const std::vector<Point>& points, const std::vector<double>& violations,
-    const std::vector<bool>& maximize) {
+    const std::vector<bool>& maximize, std::size_t enough) {
   if (violations.size() != points.size())
     throw std::invalid_argument(
         "constrained_non_dominated_sort: " + std::to_string(violations.size()) +
@@ -272,9 +308,14 @@ std::vector<std::vector<std::size_t>> constrained_non_dominated_sort(
     std::vector<Point> fp;
     fp.reserve(feasible.size());
     for (std::size_t i : feasible) fp.push_back(points[i]);
-    for (auto& f : non_dominated_sort(fp, maximize)) {
+    for (auto& f : enough >= fp.size() ? non_dominated_sort(fp, maximize)
+                                       : first_fronts(fp, maximize, enough)) {
       for (auto& k : f) k = feasible[k];
       fronts.push_back(std::move(f));
+    }
+    if (enough < fp.size()) {  // the feasible fronts alone hold enough points
+      for (auto& f : fronts) std::sort(f.begin(), f.end());
+      return fronts;
     }
   }
   std::stable_sort(infeasible.begin(), infeasible.end(),

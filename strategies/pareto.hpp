@@ -35,6 +35,13 @@ bool dominates(const std::vector<double>& a, const std::vector<double>& b,
 // O(M N^2) time, O(N^2) memory.
 std::vector<std::vector<std::size_t>> non_dominated_sort(
     const std::vector<std::vector<double>>& points, const std::vector<bool>& maximize);
+// Only the first fronts, up to and including the one that brings their total to `enough` points
+// (all fronts if there are fewer points): the same fronts as non_dominated_sort, peeled one at a
+// time in O(M N F) for fronts of size F, for callers that need the best few (parent selection
+// over a long history) and not the whole order.
+std::vector<std::vector<std::size_t>> first_fronts(const std::vector<std::vector<double>>& points,
+                                                   const std::vector<bool>& maximize,
+                                                   std::size_t enough);
 
 // The first front only (indices of the points no other point dominates).
 std::vector<std::size_t> pareto_front(const std::vector<std::vector<double>>& points,
@@ -66,10 +73,11 @@ bool constrained_dominates(const std::vector<double>& a, double va, const std::v
 
 // non_dominated_sort under constraint domination: the feasible points' fronts first (as
 // non_dominated_sort orders them), then the infeasible points, one front per distinct violation,
-// smallest first.  `violations` has one entry per point (>= 0, not NaN).
+// smallest first.  `violations` has one entry per point (>= 0, not NaN).  With `enough` set, only
+// the first fronts holding at least that many points (as first_fronts).
 std::vector<std::vector<std::size_t>> constrained_non_dominated_sort(
     const std::vector<std::vector<double>>& points, const std::vector<double>& violations,
-    const std::vector<bool>& maximize);
+    const std::vector<bool>& maximize, std::size_t enough = SIZE_MAX);
 
 // Hypervolume by Monte-Carlo sampling of the box between the ideal point of `points` and the
 // reference: the fraction of `samples` uniform points that some point weakly dominates, times

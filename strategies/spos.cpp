@@ -42,6 +42,19 @@ class Spos final : public SupernetPhaseStrategy {
             "' cannot be read that way (use val_<metric>, params, latency_ms, energy_mj or "
             "memory_bytes)");
     }
+    // Cross-parameter checks ParamSpec cannot express.
+    const bool progressive = params_.at("schedule").get<std::string>() == "progressive";
+    if (params_.at("kd").get<bool>() && !progressive)
+      throw std::invalid_argument(
+          "strategy.kd: in-place distillation is part of the progressive schedule; set "
+          "strategy.schedule to \"progressive\" or strategy.kd to false");
+    if (progressive &&
+        params_.at("full_epochs").get<int>() + params_.at("kernel_epochs").get<int>() +
+                params_.at("depth_epochs").get<int>() + params_.at("width_epochs").get<int>() ==
+            0)
+      throw std::invalid_argument(
+          "strategy.full_epochs, kernel_epochs, depth_epochs, width_epochs: the progressive "
+          "schedule needs at least one epoch in one of its phases");
   }
   std::string name() const override { return "spos"; }
 };
@@ -57,7 +70,27 @@ StrategyEntry spos_strategy() {
       "trained from scratch by the evaluator and stored with both accuracies";
   e.one_shot = true;
   e.params = {
-      ParamSpec::int_range("epochs", 1, 10000, 4, "supernet epochs over the training split"),
+      ParamSpec::int_range("epochs", 1, 10000, 4,
+                           "supernet epochs over the training split (uniform schedule)"),
+      ParamSpec::choice("schedule", {"uniform", "progressive"}, "uniform",
+                        "uniform: every step one path drawn uniformly (SPOS); progressive: "
+                        "Once-for-All's progressive shrinking, the largest network first, then "
+                        "elastic kernel (learned kernel transforms), depth, width (channels "
+                        "sorted by L1 norm before the width phase)"),
+      ParamSpec::int_range("full_epochs", 0, 10000, 1,
+                           "progressive: epochs of the largest network (kernel, depth and width "
+                           "at their largest; block kinds still drawn)"),
+      ParamSpec::int_range("kernel_epochs", 0, 10000, 1,
+                           "progressive: epochs with elastic kernel size"),
+      ParamSpec::int_range("depth_epochs", 0, 10000, 1,
+                           "progressive: epochs with elastic kernel size and depth"),
+      ParamSpec::int_range("width_epochs", 0, 10000, 1,
+                           "progressive: epochs with elastic kernel size, depth and width"),
+      ParamSpec::boolean("kd", false,
+                         "progressive: in-place knowledge distillation from the path's largest "
+                         "subnet after the first phase"),
+      ParamSpec::float_range("kd_weight", 0, 100, 1.0,
+                             "weight of the distillation loss (soft cross-entropy)"),
       ParamSpec::int_range("steps_per_epoch", 0, 1000000, 0,
                            "single-path steps per epoch (0 = one pass over the training split)"),
       ParamSpec::int_range("batch_size", 0, 4096, 0,

@@ -276,3 +276,77 @@ TEST(Calibration, DeviceAppliesWorkloadTermsAndLoadsOldBlocks) {
   d["calibration"]["s_per_byte"] = {{"conv", -1}};
   EXPECT_THROW(make_device(d), std::invalid_argument);
 }
+
+TEST(Calibration, KendallTauByHand) {
+  // 6 pairs; (2,3) is the one discordant pair: (5 - 1) / 6.
+  EXPECT_NEAR(kendall_tau({1, 2, 3, 4}, {1, 3, 2, 4}), 4.0 / 6, 1e-12);
+  EXPECT_DOUBLE_EQ(kendall_tau({1, 2, 3}, {3, 2, 1}), -1.0);
+  // tau-b with a tie in b: concordant 2, discordant 0, n0 = 3, ties in b 1 ->
+  // 2 / sqrt(3 * 2).
+  EXPECT_NEAR(kendall_tau({1, 2, 3}, {1, 2, 2}), 2 / std::sqrt(6.0), 1e-12);
+  EXPECT_DOUBLE_EQ(kendall_tau({1, 1, 1}, {1, 2, 3}), 0.0);  // undefined -> 0
+}
+
+TEST(Calibration, CategoriesTheRowsCannotTellApartStayAtTheBaseRatio) {
+  // Every row has conv and dense in the same proportion: their scales are not identified (the
+  // design is singular), so the ridge must keep them together instead of sending one to 1e-6
+  // and the other to 1e4.
+  auto truth = base_gpu();
+  truth["efficiency"] = {{"default", 0.25}, {"dense", 0.25}, {"conv", 0.2}};
+  auto true_dev = make_device(truth);
+  std::vector<Measurement> rows;
+  for (int i = 0; i < 40; ++i) {
+    const double c = 16 + 4 * i;
+    Measurement m;
+    m.architecture = std::to_string(i);
+    // Compute bound (few bytes): each node's base latency is proportional to c^2.
+    m.workload.nodes.push_back(node("c", OpCategory::Conv, 9 * c * c * 1024, 64, 64, 64, 16));
+    m.workload.nodes.push_back(node("d", OpCategory::Dense, 9 * c * c * 1024, 64, 64, 64, 16));
+    m.latency_ms = true_dev->estimate(m.workload).latency_ms;
+    rows.push_back(std::move(m));
+  }
+  CalibrationOptions opt;
+  opt.workload_terms = false;
+  const CalibrationResult r = calibrate(base_gpu(), rows, opt);
+  EXPECT_FALSE(std::isfinite(r.condition)) << "conv and dense are collinear: singular design";
+  EXPECT_TRUE(std::isfinite(r.condition_with_ridge));
+  EXPECT_LT(r.max_scale / r.min_scale, 3.0) << r.report().dump();
+  EXPECT_LT(r.heldout_after.mape, 0.05) << r.report().dump();  // the sum is still identified
+}
+
+TEST(Calibration, EnergyKeepsStaticPowerAndFitsTheDynamicPart) {
+  // Truth: the base's static power (idle 50 W) and 0.4x its dynamic energy per inference.
+  auto ws = random_workloads(60, 5);
+  auto base_dev = make_device(base_gpu());
+  std::vector<Measurement> rows;
+  for (std::size_t i = 0; i < ws.size(); ++i) {
+    Measurement m;
+    m.architecture = std::to_string(i);
+    m.workload = ws[i];
+    const Cost c = base_dev->estimate(ws[i]);
+    const double static_mj = 50 * c.latency_ms;
+    m.latency_ms = c.latency_ms;
+    m.energy_mj = static_mj + 0.4 * (c.energy_mj - static_mj);
+    rows.push_back(std::move(m));
+  }
+  const CalibrationResult r = calibrate(base_gpu(), rows, {0.25, 9, 1e-3});
+  ASSERT_TRUE(r.energy_fitted);
+  EXPECT_LT(r.energy_heldout_after.mape, 0.05) << r.report().dump();
+  EXPECT_GT(r.energy_heldout_before.mape, 0.2) << r.report().dump();
+  auto tuned = make_device(r.tuned);
+  for (const auto& w : ws) {
+    const Cost c = tuned->estimate(w);
+    EXPECT_GE(c.energy_mj, 50 * c.latency_ms * (1 - 1e-9));  // static power never scaled away
+  }
+}
+
+TEST(Calibration, HeldOutRegressionNamesTheMetricAndTheFigures) {
+  CalibrationResult r;
+  r.heldout_before.rows = r.heldout_after.rows = 12;
+  r.heldout_before.spearman = 0.9;
+  r.heldout_after.spearman = 0.95;
+  EXPECT_EQ(r.heldout_regression(), "");
+  r.heldout_after.spearman = 0.8;
+  EXPECT_EQ(r.heldout_regression(),
+            "held-out Spearman rho got worse: 0.9000 uncalibrated -> 0.8000 calibrated on 12 rows");
+}

@@ -17,35 +17,17 @@
 #include <vector>
 
 #include "cli_util.hpp"
+#include "tests/temp_files.hpp"
 
 namespace fs = std::filesystem;
 using hwnas::test::kHwnasBinary;
 using hwnas::test::run_hwnas;
+using hwnas::test::TempDir;
 using nlohmann::json;
 
 namespace {
 
 const std::string kSource = HWNAS_SOURCE_DIR;
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("hwnas_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name, const std::string& text) const {
-    const fs::path p = path / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p) << text;
-    return p.string();
-  }
-};
 
 json read(const std::string& path) {
   std::ifstream in(path);

@@ -125,3 +125,73 @@ TEST(OneShotResume, AKillAfterThePhaseResumesWithoutTrainingTheSupernetAgain) {
   EXPECT_FALSE(fs::exists(dir / "killed.db.checkpoints" / "run-1"));
   fs::remove_all(dir);
 }
+
+// Killed (SIGKILL) during the supernet's training: the search started again with --resume
+// continues the supernet from its last saved epoch (search/oneshot_env.hpp passes the state
+// path, oneshot/spos_search.hpp saves it every epoch) and stores what an uninterrupted run
+// stores.  Progressive shrinking with distillation, so every part of the state is exercised.
+TEST(OneShotResume, AKillDuringThePhaseContinuesTheSupernetFromItsLastEpoch) {
+  const fs::path dir = fs::temp_directory_path() / ("hwnas_midphase_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto config = [&](const fs::path& db) {
+    json j = spos_config(db);
+    j["evaluator"]["epochs"] = 1;
+    j["strategy"]["schedule"] = "progressive";
+    j["strategy"]["kd"] = true;
+    for (const char* p : {"full_epochs", "kernel_epochs", "depth_epochs", "width_epochs"})
+      j["strategy"][p] = 2;
+    return j;
+  };
+  const fs::path whole_cfg = dir / "whole.json", killed_cfg = dir / "killed.json";
+  std::ofstream(whole_cfg) << config(dir / "whole.db").dump(1);
+  std::ofstream(killed_cfg) << config(dir / "killed.db").dump(1);
+  const auto whole = test::run_hwnas("search " + whole_cfg.string());
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+
+  const fs::path log = dir / "killed.log";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(test::kHwnasBinary.c_str(), test::kHwnasBinary.c_str(), "search", killed_cfg.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // SIGKILL as soon as the first epoch's state is on disk (8 epochs in all).
+  const fs::path kept_dir = dir / "killed.db.checkpoints" / "run-1";
+  auto has = [&](const char* ext) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(kept_dir, ec))
+      if (e.path().extension() == ext) return true;
+    return false;
+  };
+  bool saved = false;
+  for (int i = 0; i < 3000 && !saved; ++i) {
+    ::usleep(5000);
+    saved = has(".state");
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(saved) << slurp(log);
+  ASSERT_FALSE(has(".json")) << "the kill came after the phase: the test did not exercise the "
+                                "supernet's own resume\n"
+                             << slurp(log);
+
+  const auto resumed = test::run_hwnas("search " + killed_cfg.string() + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("spos: supernet resumed from"), std::string::npos)
+      << resumed.output;
+  // It trained only the epochs the kill cost, not epoch 1 again.
+  EXPECT_EQ(resumed.output.find("spos: supernet epoch 1/8"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("spos: supernet epoch 8/8"), std::string::npos) << resumed.output;
+
+  const Stored a = stored(dir / "whole.db"), b = stored(dir / "killed.db");
+  ASSERT_EQ(a.archs.size(), 2u);
+  EXPECT_EQ(a.archs, b.archs);
+  EXPECT_EQ(a.accuracy, b.accuracy);
+  EXPECT_FALSE(fs::exists(dir / "killed.db.checkpoints" / "run-1"));
+  fs::remove_all(dir);
+}

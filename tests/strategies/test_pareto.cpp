@@ -232,6 +232,14 @@ TEST(Pareto, RandomizedFrontsAgreeWithBruteForce) {
       }
       ASSERT_TRUE(by_previous) << "not dominated by the previous front, seed " << seed;
     }
+    // first_fronts: the same leading fronts, up to the one that reaches `enough` points.
+    for (std::size_t enough : {std::size_t{1}, n / 3, n, n + 5}) {
+      const auto first = first_fronts(p, mx, enough);
+      std::size_t total = 0, k = 0;
+      while (k < fronts.size() && total < enough) total += fronts[k++].size();
+      ASSERT_EQ(first, std::vector<std::vector<std::size_t>>(fronts.begin(), fronts.begin() + k))
+          << "seed " << seed << " enough " << enough;
+    }
   }
 }
 
@@ -265,6 +273,10 @@ TEST(Pareto, ConstrainedSortPutsFeasibleFrontsFirstThenViolationLevels) {
   EXPECT_EQ(fronts[2], (std::vector<std::size_t>{1}));
   EXPECT_EQ(fronts[3], (std::vector<std::size_t>{4}));
   EXPECT_EQ(fronts[4], (std::vector<std::size_t>{2, 5}));
+  // Only the leading fronts when `enough` points are covered by them.
+  EXPECT_EQ(constrained_non_dominated_sort(pts, viol, mx, 2),
+            (std::vector<std::vector<std::size_t>>{{0}, {3}}));
+  EXPECT_EQ(constrained_non_dominated_sort(pts, viol, mx, 3), fronts);  // not enough feasible
   // Unavailable objectives (NaN) are fine on infeasible points.
   Points with_nan{{0.9, 1}, {std::nan(""), std::nan("")}};
   auto f2 = constrained_non_dominated_sort(with_nan, {0, 1}, mx);
