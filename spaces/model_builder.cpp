@@ -2,6 +2,7 @@
 
 #include "hwmodels/host_timer.hpp"
 #include "spaces/catalogue.hpp"
+#include "spaces/workload_builder.hpp"
 
 namespace hwnas::spaces {
 
@@ -27,6 +28,7 @@ class GenomeModelImpl : public GenomeModel {
       modules_[v] = kind.build(in_types, kind.resolve(b.params), rng);
     }
     output_ = genome_.output_node();
+    roles_ = node_roles(genome_, order_);
   }
 
   nn::Var forward(const nn::Var& x, nn::ForwardContext& ctx) override {
@@ -51,13 +53,20 @@ class GenomeModelImpl : public GenomeModel {
         if (rec) count_outputs(x, v, nonzero, numel);
         continue;
       }
+      // Run what runs (spaces/workload_builder.hpp): a dead node's output never reaches the
+      // network's, and a zero node's output is zeros whatever its inputs, so neither is computed
+      // (nor back-propagated through): the host does the work the device models charge.
+      if (roles_[v] == NodeRole::Dead) {
+        release_inputs(v, act, remaining);
+        continue;
+      }
       std::vector<nn::Var> in;
       in.reserve(inputs_[v].size());
       for (auto u : inputs_[v]) in.push_back(act[u]);
       nn::ActivitySink* sink = rec ? &rec->sink(static_cast<std::int64_t>(v)) : nullptr;
       if (rec) ctx.activity = sink;
       if (hook_) hook_->before(v);
-      act[v] = modules_[v]->forward(in, ctx);
+      act[v] = roles_[v] == NodeRole::Zero ? zeros_of(v, x) : modules_[v]->forward(in, ctx);
       if (hook_) hook_->after(v);
       if (rec) {
         count_outputs(act[v], v, nonzero, numel);
@@ -72,8 +81,7 @@ class GenomeModelImpl : public GenomeModel {
           sink->add(nn::activity_key::kActivationDensity, batch * nonzero[v] / numel[v]);
         if (in_numel > 0) sink->add(nn::activity_key::kInputDensity, batch * in_nonzero / in_numel);
       }
-      for (auto u : inputs_[v])
-        if (--remaining[u] == 0) act[u] = nn::Var();
+      release_inputs(v, act, remaining);
     }
     ctx.activity = outer_sink;
     return act[output_];
@@ -101,6 +109,19 @@ class GenomeModelImpl : public GenomeModel {
   }
 
   std::string name() const override { return "genome_model"; }
+
+  // Activations are released as soon as their last consumer has run (or been skipped).
+  void release_inputs(Genome::NodeId v, std::vector<nn::Var>& act,
+                      std::vector<int>& remaining) const {
+    for (auto u : inputs_[v])
+      if (--remaining[u] == 0) act[u] = nn::Var();
+  }
+  // A zero node's output: zeros of its inferred type for the batch of x, a constant.
+  nn::Var zeros_of(Genome::NodeId v, const nn::Var& x) const {
+    std::vector<int> dims{x.value().dim(0)};
+    for (int d : std::as_const(genome_).node(v).out.dims) dims.push_back(d);
+    return nn::constant(nn::Tensor(nn::Shape(dims), 0.0f));
+  }
   void set_node_hook(NodeHook* hook) override { hook_ = hook; }
 
  private:
@@ -118,6 +139,7 @@ class GenomeModelImpl : public GenomeModel {
   std::vector<int> consumers_;
   Genome::NodeId output_ = 0;
   NodeHook* hook_ = nullptr;
+  std::vector<NodeRole> roles_;  // by node id: what runs (spaces/workload_builder.hpp)
 };
 }  // namespace
 

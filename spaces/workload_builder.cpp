@@ -10,17 +10,12 @@ std::string workload_node_name(const Genome& g, Genome::NodeId v) {
   return "n" + std::to_string(v) + ":" + g.node(v).kind;
 }
 
-namespace {
-
-// What a genome node becomes in the workload.
-enum class Role { Input, Runs, ZeroCopy, Zero, Dead };
-
 // Cost what runs.  A node whose output is zero whatever the input ("none", or an add of zeros)
 // cuts its edge; a node whose output reaches the network output only through such cuts is dead
 // (NAS-Bench-201 cells with a path cut by none); views and identities (skip_connect, flatten,
 // an add left with one non-zero input) are zero-copy.  None of these enter the workload, so no
 // device family charges them.
-std::vector<Role> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order) {
+std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order) {
   const std::size_t n = g.num_nodes();
   std::vector<bool> zero(n, false), reaches(n, false);
   for (auto v : order) {
@@ -43,14 +38,14 @@ std::vector<Role> node_roles(const Genome& g, const std::vector<Genome::NodeId>&
     for (auto c : g.outputs_of(v)) r = r || reaches[c];
     reaches[v] = r;
   }
-  std::vector<Role> role(n, Role::Dead);
+  std::vector<NodeRole> role(n, NodeRole::Dead);
   for (auto v : order) {
     if (v == g.input_node()) {
-      role[v] = Role::Input;
+      role[v] = NodeRole::Input;
       continue;
     }
     if (zero[v]) {
-      role[v] = Role::Zero;
+      role[v] = NodeRole::Zero;
       continue;
     }
     if (!reaches[v]) continue;  // dead
@@ -61,10 +56,14 @@ std::vector<Role> node_roles(const Genome& g, const std::vector<Genome::NodeId>&
       for (auto u : g.inputs_of(v)) live += zero[u] ? 0 : 1;
       copy = live == 1;  // adding zeros to one tensor: the tensor itself
     }
-    role[v] = copy ? Role::ZeroCopy : Role::Runs;
+    role[v] = copy ? NodeRole::ZeroCopy : NodeRole::Runs;
   }
   return role;
 }
+
+namespace {
+
+using Role = NodeRole;
 
 // Ops a fused runtime (TensorRT, TFLite) merges into the node before them: a batch norm after
 // a conv (folded into its weights) and an activation after a conv, dense, norm or add, when

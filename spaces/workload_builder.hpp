@@ -7,12 +7,22 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "hwmodels/workload.hpp"
 #include "nn/activity.hpp"
 #include "spaces/genome.hpp"
 
 namespace hwnas::spaces {
+
+// What each node does when the network runs (cost what runs).  Zero: its output is zero
+// whatever the input ("none", or an add of zeros).  Dead: its output reaches the network output
+// only through zero nodes (a NAS-Bench-201 cell path cut by none).  ZeroCopy: a view or identity
+// (skip_connect, flatten, an add left with one non-zero input).  The workload charges only Runs;
+// the model (spaces/model_builder.hpp) computes neither Zero nor Dead nodes.  Indexed by node id;
+// `order` is g.topological_order().
+enum class NodeRole { Input, Runs, ZeroCopy, Zero, Dead };
+std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order);
 
 // Node names are "n<index>:<kind>" (genome numbering).
 std::string workload_node_name(const Genome& g, Genome::NodeId v);

@@ -3,9 +3,13 @@
 // run at 16 ch x 8x8, 32 ch x 4x4 and 64 ch x 2x2, five cells each).
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
+#include <set>
 
 #include "hwmodels/device.hpp"
+#include "nn/ops.hpp"
+#include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
 #include "spaces/workload_builder.hpp"
 
@@ -168,6 +172,42 @@ TEST(WorkloadFusion, ActivationAfterConvFusesOnlyWhenItIsTheOnlyConsumer) {
   auto vh = v.add_node("head", {{"outputs", 2}});
   v.add_edge(vf, vh);
   EXPECT_DOUBLE_EQ(build_workload(v).nodes.at(0).fan_out, 2);
+}
+
+// The model runs what the workload charges: a dead node and a zero node are not computed, and no
+// gradient flows into the dead path.  NaN weights on the dead conv prove it: computed and
+// multiplied by none's zero, they would turn the output into NaN (0 * NaN).
+TEST(ModelLiveness, DeadAndZeroNodesAreNotComputed) {
+  static const auto space = make_space(
+      {{"type", "nb201"}, {"input", {{"kind", "image"}, {"shape", {3, 8, 8}}}}, {"outputs", 2}});
+  const Genome g = space->parse(
+      "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|");
+  auto model = build_model(g, 3);
+  // Cell node 1 (the conv that feeds only none) of every cell.
+  const hw::Workload w = build_workload(g);
+  std::set<std::string> live;
+  for (const auto& n : w.nodes) live.insert(n.name.substr(0, n.name.find(':')));
+  int poisoned = 0;
+  for (auto& p : model->named_parameters()) {
+    const std::string node = p.name.substr(0, p.name.find('.'));
+    if (g.node(static_cast<Genome::NodeId>(std::stoi(node.substr(1)))).kind == "nor_conv_3x3" &&
+        !live.count(node)) {
+      p.var.value().array() = std::numeric_limits<float>::quiet_NaN();
+      ++poisoned;
+    }
+  }
+  ASSERT_GT(poisoned, 0) << "the test needs dead conv parameters";
+  nn::Tensor x(nn::Shape{2, 3, 8, 8}, 0.5f);
+  nn::ForwardContext ctx;
+  ctx.training = true;
+  const nn::Var y = model->forward(nn::constant(x), ctx);
+  ASSERT_TRUE(y.value().array().isFinite().all());
+  nn::backward(nn::sum(y));
+  for (auto& p : model->named_parameters()) {
+    const std::string node = p.name.substr(0, p.name.find('.'));
+    if (live.count(node) || !p.var.grad().empty())
+      EXPECT_TRUE(p.var.grad().empty() || p.var.grad().array().isFinite().all()) << p.name;
+  }
 }
 
 }  // namespace
