@@ -219,8 +219,9 @@ int kill_and_resume(const std::string& config, const std::string& db, const fs::
     if (start < kills) {
       // Once this start has claimed the run (its coordinator's pid is recorded), half the kills
       // wait for a number of stored evaluations, half for a random delay (which may land before
-      // the first evaluation of this start, or between any two).
-      const bool by_count = rng() % 2 == 0;
+      // the first evaluation of this start, or between any two).  The first always waits for a
+      // count: a delay can outlast a fast search, and then no kill would land at all.
+      const bool by_count = rng() % 2 == 0 || start == 0;
       const std::size_t target =
           before + 1 + rng() % static_cast<std::uint64_t>(std::max<int>(1, (budget - before) / 3));
       const auto delay = std::chrono::milliseconds(rng() % 150);
