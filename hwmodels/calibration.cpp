@@ -156,6 +156,7 @@ struct Solved {
 // coordinate descent crawls on the ill-conditioned designs calibration meets (condition 1e4+).
 std::vector<double> bounded_qp(const std::vector<double>& A, const std::vector<double>& b,
                                const std::vector<double>& lb, std::size_t p) {
+  if (p == 0) return {};
   Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> Am(
       A.data(), p, p);
   Eigen::VectorXd c = Eigen::Map<const Eigen::VectorXd>(b.data(), p) -

@@ -58,7 +58,8 @@ namespace {
 // step, so exact-size buckets hit almost always.  Idle buffers may total up to the peak of
 // buffers in use seen so far (a steady training loop holds its whole working set at the end of
 // backward, when all of it is released), at least 256 MiB and at most a quarter of physical
-// memory; beyond that the least recently used sizes are freed first (a search moving on to
+// memory, and idle plus in use up to twice that; beyond it the least recently used sizes are
+// freed first (a search moving on to
 // other shapes drops the old ones).  Thread-safe; recycled contents are never relied upon
 // (Tensor(shape) is documented as uninitialised).
 constexpr std::size_t kPoolMinBytes = std::size_t{1} << 16;
@@ -73,6 +74,7 @@ std::size_t physical_memory_bytes() {
 class BufferPool {
  public:
   void* take(std::size_t bytes) {
+    std::vector<void*> evicted;
     {
       std::lock_guard<std::mutex> lock(mu_);
       in_use_ += bytes;
@@ -81,11 +83,16 @@ class BufferPool {
       if (it != free_.end() && !it->second.buffers.empty()) {
         void* p = it->second.buffers.back();
         it->second.buffers.pop_back();
-        it->second.last_use = ++tick_;
+        if (it->second.buffers.empty()) free_.erase(it);  // no empty classes left to scan
         idle_ -= bytes;
         return p;
       }
+      // A miss allocates: keep what the pool holds (idle + in use) within twice the cap, so
+      // shapes no longer used do not stay pinned beside new ones (a steady loop, whose idle
+      // buffers are its own next step's, stays under it and never evicts here).
+      evict_lru_until(2 * cap(), in_use_, evicted);
     }
+    for (void* q : evicted) std::free(q);
     void* p = std::aligned_alloc(64, bytes);
     if (!p) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -98,23 +105,10 @@ class BufferPool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       in_use_ -= bytes;
-      const std::size_t cap = std::clamp(peak_in_use_, kPoolMinCapBytes, max_cap_);
-      if (bytes > cap) {
+      if (bytes > cap()) {
         evicted.push_back(p);
       } else {
-        // Over the cap: free whole size classes, least recently used first.
-        while (idle_ + bytes > cap) {
-          auto victim = free_.end();
-          for (auto it = free_.begin(); it != free_.end(); ++it)
-            if (!it->second.buffers.empty() &&
-                (victim == free_.end() || it->second.last_use < victim->second.last_use))
-              victim = it;
-          if (victim == free_.end()) break;
-          idle_ -= victim->first * victim->second.buffers.size();
-          evicted.insert(evicted.end(), victim->second.buffers.begin(),
-                         victim->second.buffers.end());
-          free_.erase(victim);
-        }
+        evict_lru_until(cap() - bytes, 0, evicted);  // idle + bytes <= cap
         SizeClass& c = free_[bytes];
         c.buffers.push_back(p);
         c.last_use = ++tick_;
@@ -125,6 +119,20 @@ class BufferPool {
   }
 
  private:
+  std::size_t cap() const { return std::clamp(peak_in_use_, kPoolMinCapBytes, max_cap_); }
+  // Frees whole size classes, least recently used first, until idle + extra <= limit (or
+  // nothing idle is left).  Called with mu_ held; the buffers are freed by the caller.
+  void evict_lru_until(std::size_t limit, std::size_t extra, std::vector<void*>& out) {
+    while (!free_.empty() && idle_ + extra > limit) {
+      auto victim = free_.begin();
+      for (auto it = free_.begin(); it != free_.end(); ++it)
+        if (it->second.last_use < victim->second.last_use) victim = it;
+      idle_ -= victim->first * victim->second.buffers.size();
+      out.insert(out.end(), victim->second.buffers.begin(), victim->second.buffers.end());
+      free_.erase(victim);
+    }
+  }
+
   struct SizeClass {
     std::vector<void*> buffers;
     std::uint64_t last_use = 0;

@@ -323,27 +323,42 @@ DartsOutcome run_darts(const spaces::Space& space, const eval::TrainValSplit& da
       std::mt19937_64 kept_rng;
       nn::set_rng_state(kept_rng, ck.rng.at("step"));
       const nlohmann::json kept_epochs = nlohmann::json::parse(ck.rng.at("epochs_report"));
-      nn::StateDict before = nn::state_dict(net);
-      load_state_dict(net, model, o.state_path);
+      const int kept_done = static_cast<int>(ck.counters.at("epochs_done"));
+      const std::int64_t kept_step = ck.counters.at("step");
+      const int kept_train_pass = static_cast<int>(ck.counters.at("train_pass"));
+      const int kept_val_pass = static_cast<int>(ck.counters.at("val_pass"));
+      const int kept_train_taken = static_cast<int>(ck.counters.at("train_taken"));
+      const int kept_val_taken = static_cast<int>(ck.counters.at("val_taken"));
+      const bool kept_collapsed = ck.counters.at("collapsed") != 0;
+      const int kept_collapse_epoch = static_cast<int>(ck.counters.at("collapse_epoch"));
+      const int kept_collapse_step = static_cast<int>(ck.counters.at("collapse_step"));
+      const nn::OptimizerState& w_state = ck.optimizers.at("weights");
+      const nn::OptimizerState& a_state = ck.optimizers.at("architecture");
+      // Last, and all or nothing: the supernet and both optimizers are put back on failure.
+      const nn::StateDict before = nn::state_dict(net);
+      const nn::OptimizerState w_before = opt.weights->state(), a_before = opt.arch->state();
       try {
-        opt.weights->load_state(ck.optimizers.at("weights"));
-        opt.arch->load_state(ck.optimizers.at("architecture"));
+        load_state_dict(net, model, o.state_path);
+        opt.weights->load_state(w_state);
+        opt.arch->load_state(a_state);
       } catch (...) {
         load_state_dict(net, before, "the supernet before resuming");
+        opt.weights->load_state(w_before);
+        opt.arch->load_state(a_before);
         throw;
       }
       step_rng = kept_rng;
       last_ok_alpha = kept_last_ok;
       epochs = kept_epochs;
-      done = static_cast<int>(ck.counters.at("epochs_done"));
-      step = ck.counters.at("step");
-      train_epoch = static_cast<int>(ck.counters.at("train_pass"));
-      val_epoch = static_cast<int>(ck.counters.at("val_pass"));
-      train_taken = static_cast<int>(ck.counters.at("train_taken"));
-      val_taken = static_cast<int>(ck.counters.at("val_taken"));
-      out.collapsed = ck.counters.at("collapsed") != 0;
-      out.collapse_epoch = static_cast<int>(ck.counters.at("collapse_epoch"));
-      out.collapse_step = static_cast<int>(ck.counters.at("collapse_step"));
+      done = kept_done;
+      step = kept_step;
+      train_epoch = kept_train_pass;
+      val_epoch = kept_val_pass;
+      train_taken = kept_train_taken;
+      val_taken = kept_val_taken;
+      out.collapsed = kept_collapsed;
+      out.collapse_epoch = kept_collapse_epoch;
+      out.collapse_step = kept_collapse_step;
       out.epochs_run = done;
       out.resumed_after_epoch = done;
       if (log)
