@@ -218,6 +218,20 @@ class DeviceBase : public Device {
   virtual bool hold_datastore(const Workload& /*w*/, double /*bytes*/, Cost& /*c*/) const {
     return false;
   }
+  // For families with one memory of `capacity` bytes holding weights, activations and any
+  // datastore: hold_datastore's rule (counts `bytes` in c.memory_bytes if they fit), and the
+  // feasibility check of c.memory_bytes ("<what> <bytes> > <memory> <capacity>").
+  static bool hold_within(double capacity, double bytes, Cost& c) {
+    if (c.memory_bytes + bytes > capacity) return false;
+    c.memory_bytes += bytes;
+    return true;
+  }
+  static void check_capacity(double capacity, const char* what, const char* memory, Cost& c) {
+    if (c.memory_bytes <= capacity) return;
+    c.feasible = false;
+    c.infeasible_reason = std::string(what) + " " + format_bytes(c.memory_bytes) + " > " + memory +
+                          " " + format_bytes(capacity);
+  }
   // The description's "host_link_bw" (0: none); a family may supply its own link (edge_tpu: USB).
   virtual double host_link_bw() const { return host_link_bw_; }
   void charge_datastores(const Workload& w, Cost& c) const;

@@ -81,19 +81,13 @@ class EdgeCpu final : public DeviceBase {
     c.latency_ms = t * 1e3;
     c.energy_mj = e * 1e3;
     c.memory_bytes = w.total_weight_bytes() + b * w.peak_activation_bytes();
-    if (c.memory_bytes > capacity_) {
-      c.feasible = false;
-      c.infeasible_reason = "weights + batch x peak activations " + format_bytes(c.memory_bytes) +
-                            " > RAM " + format_bytes(capacity_);
-    }
+    check_capacity(capacity_, "weights + batch x peak activations", "RAM", c);
     return c;
   }
 
   // The datastore sits in RAM next to the weights and activations when it fits.
   bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
-    if (c.memory_bytes + bytes > capacity_) return false;
-    c.memory_bytes += bytes;
-    return true;
+    return hold_within(capacity_, bytes, c);
   }
 
  private:

@@ -113,19 +113,13 @@ class RooflineGpu final : public DeviceBase {
     c.latency_ms = t * 1e3;
     c.energy_mj = (idle_w_ * t + (tdp_w_ - idle_w_) * busy) * energy_scale() * 1e3;
     c.memory_bytes = weights + b * peak_act;
-    if (c.memory_bytes > capacity_) {
-      c.feasible = false;
-      c.infeasible_reason = "weights + batch x peak activations " + format_bytes(c.memory_bytes) +
-                            " > device memory " + format_bytes(capacity_);
-    }
+    check_capacity(capacity_, "weights + batch x peak activations", "device memory", c);
     return c;
   }
 
   // The datastore sits in device memory next to the weights and activations when it fits.
   bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
-    if (c.memory_bytes + bytes > capacity_) return false;
-    c.memory_bytes += bytes;
-    return true;
+    return hold_within(capacity_, bytes, c);
   }
 
  private:

@@ -47,11 +47,7 @@ class HostMeasured final : public DeviceBase {
     c.latency_ms = t * 1e3;
     c.energy_mj = power_w_ * t * energy_scale() * 1e3;
     c.memory_bytes = w.total_weight_bytes() + batch() * w.peak_activation_bytes();
-    if (c.memory_bytes > capacity_) {
-      c.feasible = false;
-      c.infeasible_reason = "weights + activations " + format_bytes(c.memory_bytes) + " > RAM " +
-                            format_bytes(capacity_);
-    }
+    check_capacity(capacity_, "weights + activations", "RAM", c);
     if (breakdown) {
       double total = 0;
       for (const auto& n : w.nodes) total += n.flops();
@@ -71,9 +67,7 @@ class HostMeasured final : public DeviceBase {
 
   // The measured model ran with its datastore in this host's RAM.
   bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
-    if (c.memory_bytes + bytes > capacity_) return false;
-    c.memory_bytes += bytes;
-    return true;
+    return hold_within(capacity_, bytes, c);
   }
 
  private:

@@ -60,18 +60,12 @@ class LearnedDevice final : public DeviceBase {
     c.extra["net_offset_ms"] = model_.net_offset_ms;  // not in any node's breakdown
     if (batch() != model_.batch) c.extra["batch_extrapolated"] = model_.batch;
     c.memory_bytes = w.total_weight_bytes() + batch() * w.peak_activation_bytes();
-    if (c.memory_bytes > capacity_) {
-      c.feasible = false;
-      c.infeasible_reason = "weights + activations " + format_bytes(c.memory_bytes) + " > RAM " +
-                            format_bytes(capacity_);
-    }
+    check_capacity(capacity_, "weights + activations", "RAM", c);
     return c;
   }
 
   bool hold_datastore(const Workload&, double bytes, Cost& c) const override {
-    if (c.memory_bytes + bytes > capacity_) return false;
-    c.memory_bytes += bytes;
-    return true;
+    return hold_within(capacity_, bytes, c);
   }
 
  private:
