@@ -11,7 +11,7 @@ namespace hwnas::oneshot::test {
 
 // A 4-class task that global pooling does not erase: channel 0 holds horizontal stripes,
 // vertical stripes, a checkerboard or nothing, under noise; the other channels are noise.
-hwnas::inline eval::TrainValSplit pattern_task(int train, int val, std::uint64_t seed) {
+inline hwnas::eval::TrainValSplit pattern_task(int train, int val, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> noise(0.0f, 0.8f);
   auto make = [&](int n) {
