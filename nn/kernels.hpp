@@ -22,9 +22,11 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "nn/autograd.hpp"
+#include "nn/gemm.hpp"
 #include "nn/parallel.hpp"
 #include "nn/tensor.hpp"
 
@@ -110,25 +112,40 @@ std::int64_t parallel_chunks(std::int64_t n, std::int64_t cost_per_item, F&& fn)
   return chunks;
 }
 
+// Strided view of an Eigen expression with direct access (maps, blocks, their transposes).
+template <class E>
+StridedMatrix strided(const E& e) {
+  constexpr bool row_major = (std::decay_t<E>::Flags & Eigen::RowMajorBit) != 0;
+  const std::int64_t inner = e.innerStride(), outer = e.outerStride();
+  return row_major ? StridedMatrix{e.data(), outer, inner} : StridedMatrix{e.data(), inner, outer};
+}
+
 // C (= or +=) A * B where A is [m,k] and B is [k,n] (any Eigen expressions with direct access,
-// transposes included).  Splits the larger of m and n so that the operand repacked per chunk
-// is the smaller one.
+// transposes included; C row-major).  Splits the larger of m and n so that the operand repacked
+// per chunk is the smaller one.  Each chunk runs sgemm (nn/gemm.hpp), whose per-element
+// summation order does not depend on the chunk bounds.
 //
 // row_bias (length n, only with accumulate == false): c = bias (broadcast over rows) + A * B, each
 // chunk initialising its own block just before its GEMM adds into it (cache-warm, in parallel).
 template <class CM, class AM, class BM>
 void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias = nullptr) {
+  static_assert((std::decay_t<CM>::Flags & Eigen::RowMajorBit) != 0, "gemm: C must be row-major");
   const std::int64_t m = c.rows(), n = c.cols(), k = a.cols();
   if (m == 0 || n == 0) return;
-  auto init = [&](auto&& block, std::int64_t col0) {
-    block.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(row_bias + col0, block.cols());
+  float* cd = c.data();
+  const std::int64_t ldc = c.outerStride();
+  const StridedMatrix av = strided(a), bv = strided(b);
+  // Rows [r0, r1) x columns [c0, c1) of C.
+  auto init = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+    for (std::int64_t i = r0; i < r1; ++i)
+      std::copy(row_bias + c0, row_bias + c1, cd + i * ldc + c0);
   };
   if (row_bias) accumulate = true;
   if (k == 0) {
     if (row_bias)
-      init(c, 0);
+      init(0, m, 0, n);
     else if (!accumulate)
-      c.setZero();
+      sgemm(m, n, 0, av, bv, cd, ldc, false);
     return;
   }
   const std::int64_t macs = m * n * k;
@@ -147,18 +164,21 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
         [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
           for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
             const std::int64_t k0 = k * ch / kchunks, k1 = k * (ch + 1) / kchunks;
-            Eigen::Map<RowMatrix> pm(part + ch * m * n, m, n);
-            pm.noalias() = a.middleCols(k0, k1 - k0) * b.middleRows(k0, k1 - k0);
+            sgemm(m, n, k1 - k0, {av.data + k0 * av.cs, av.rs, av.cs},
+                  {bv.data + k0 * bv.rs, bv.rs, bv.cs}, part + ch * m * n, n, false);
           }
         },
         oneapi::tbb::simple_partitioner());
-    if (row_bias) init(c, 0);
-    if (!accumulate)
-      c = Eigen::Map<const RowMatrix>(part, m, n);
-    else
-      c += Eigen::Map<const RowMatrix>(part, m, n);
-    for (std::int64_t ch = 1; ch < kchunks; ++ch)
-      c += Eigen::Map<const RowMatrix>(part + ch * m * n, m, n);
+    if (row_bias) init(0, m, 0, n);
+    for (std::int64_t ch = 0; ch < kchunks; ++ch)
+      for (std::int64_t i = 0; i < m; ++i) {
+        float* dst = cd + i * ldc;
+        const float* src = part + (ch * m + i) * n;
+        if (ch == 0 && !accumulate)
+          std::copy(src, src + n, dst);
+        else
+          for (std::int64_t j = 0; j < n; ++j) dst[j] += src[j];
+      }
     return;
   }
   const bool split_rows = m >= n;
@@ -170,35 +190,25 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   while (chunks * 2 <= kMaxChunks && macs / (chunks * 2) >= kGemmChunkMacs &&
          len / (chunks * 2) >= 32)
     chunks *= 2;
+  auto run_chunk = [&](std::int64_t b0, std::int64_t b1) {
+    if (split_rows) {
+      if (row_bias) init(b0, b1, 0, n);
+      sgemm(b1 - b0, n, k, {av.data + b0 * av.rs, av.rs, av.cs}, bv, cd + b0 * ldc, ldc,
+            accumulate);
+    } else {
+      if (row_bias) init(0, m, b0, b1);
+      sgemm(m, b1 - b0, k, av, {bv.data + b0 * bv.cs, bv.rs, bv.cs}, cd + b0, ldc, accumulate);
+    }
+  };
   if (chunks <= 1) {
-    if (row_bias) init(c, 0);
-    if (accumulate)
-      c.noalias() += a * b;
-    else
-      c.noalias() = a * b;
+    run_chunk(0, len);
     return;
   }
   oneapi::tbb::parallel_for(
       oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
       [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
-        for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
-          const std::int64_t b0 = len * ch / chunks, b1 = len * (ch + 1) / chunks;
-          if (split_rows) {
-            auto cb = c.middleRows(b0, b1 - b0);
-            if (row_bias) init(cb, 0);
-            if (accumulate)
-              cb.noalias() += a.middleRows(b0, b1 - b0) * b;
-            else
-              cb.noalias() = a.middleRows(b0, b1 - b0) * b;
-          } else {
-            auto cb = c.middleCols(b0, b1 - b0);
-            if (row_bias) init(cb, b0);
-            if (accumulate)
-              cb.noalias() += a * b.middleCols(b0, b1 - b0);
-            else
-              cb.noalias() = a * b.middleCols(b0, b1 - b0);
-          }
-        }
+        for (std::int64_t ch = r.begin(); ch < r.end(); ++ch)
+          run_chunk(len * ch / chunks, len * (ch + 1) / chunks);
       },
       oneapi::tbb::simple_partitioner());
 }

@@ -1,6 +1,6 @@
 // Convolution and pooling ops (NCHW).
 //
-// conv2d: im2col + one row-major Eigen GEMM per group over a batch of samples (the batch's
+// conv2d: im2col + one row-major GEMM (nn/gemm.hpp) per group over a batch of samples (the batch's
 // im2col matrices side by side, so the GEMM has S*Ho*Wo columns), parallel over the batches.
 // Pointwise (1x1, stride 1, no padding) convolutions skip im2col.  Depthwise (groups == Cin ==
 // Cout) uses a direct kernel instead, since its im2col matrix would be kh*kw times the input for a
@@ -492,7 +492,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
   {
     const float* xd = x.value().data();
     const float* bd = b.defined() ? b.value().data() : nullptr;
-    ConstMatrixMap wm(w.value().data(), g.cout, Kg);
+    const float* wd = w.value().data();
     float* yd = y.data();
     for_each_chunk(g.n, chunks, sample_flops, [&](int, std::int64_t lo, std::int64_t hi) {
       for (std::int64_t n0 = lo; n0 < hi; n0 += spb) {
@@ -509,8 +509,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         }
         float* out = s == 1 ? yd + n0 * g.cout * P : conv_scratch(g.cout * ld, kTile);
         for (int gr = 0; gr < g.groups; ++gr) {
-          MatrixMap og(out + static_cast<std::int64_t>(gr) * Cg * ld, Cg, ld);
-          og.noalias() = wm.middleRows(gr * Cg, Cg) * ConstMatrixMap(src + gr * Kg * ld, Kg, ld);
+          detail::sgemm(Cg, ld, Kg, {wd + gr * Cg * Kg, Kg, 1}, {src + gr * Kg * ld, ld, 1},
+                        out + static_cast<std::int64_t>(gr) * Cg * ld, ld, false);
         }
         if (s == 1) {
           if (bd)
@@ -543,7 +543,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
                    need_b = bn && bn->requires_grad;
         const float* dy = self.grad.data();
         const float* xd = xn.value.data();
-        ConstMatrixMap wm(wn.value.data(), g.cout, Kg);
+        const float* wd = wn.value.data();
         // A fresh dx is written sample by sample (no zero-fill pass over the whole gradient).
         bool dx_fresh = false;
         float* dx = need_x ? detail::grad_buffer(xn, dx_fresh) : nullptr;
@@ -584,23 +584,21 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
                 src = col;
               }
               for (int gr = 0; gr < g.groups; ++gr) {
-                MatrixMap dwp(dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg,
-                              Cg, Kg);
-                dwp.noalias() +=
-                    ConstMatrixMap(dyc + static_cast<std::int64_t>(gr) * Cg * ld, Cg, ld) *
-                    ConstMatrixMap(src + gr * Kg * ld, Kg, ld).transpose();
+                // dW_g += dY_g [Cg, ld] * col_g^T [ld, Kg]
+                detail::sgemm(Cg, Kg, ld, {dyc + static_cast<std::int64_t>(gr) * Cg * ld, ld, 1},
+                              {src + gr * Kg * ld, 1, ld},
+                              dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg,
+                              Kg, true);
               }
             }
             if (need_x) {
               // Direct pointwise: the GEMM writes dx itself.
               float* dst = direct ? dx + n0 * CHW : conv_scratch(g.groups * Kg * ld, kDcol);
               for (int gr = 0; gr < g.groups; ++gr) {
-                MatrixMap dc(dst + gr * Kg * ld, Kg, ld);
-                ConstMatrixMap dyg(dyc + static_cast<std::int64_t>(gr) * Cg * ld, Cg, ld);
-                if (!direct || dx_fresh)
-                  dc.noalias() = wm.middleRows(gr * Cg, Cg).transpose() * dyg;
-                else
-                  dc.noalias() += wm.middleRows(gr * Cg, Cg).transpose() * dyg;
+                // dcol_g [Kg, ld] (=, or += into an existing dx) W_g^T [Kg, Cg] * dY_g [Cg, ld]
+                detail::sgemm(Kg, ld, Cg, {wd + gr * Cg * Kg, 1, Kg},
+                              {dyc + static_cast<std::int64_t>(gr) * Cg * ld, ld, 1},
+                              dst + gr * Kg * ld, ld, direct && !dx_fresh);
               }
               if (!direct)
                 for (int i = 0; i < s; ++i)

@@ -1,10 +1,18 @@
 #include "spaces/compress.hpp"
 
+#include <oneapi/tbb/parallel_for.h>
+
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <unordered_map>
 #include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace hwnas::spaces {
 
@@ -62,37 +70,315 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
 
 namespace {
 
+// ---- magnitude pruning, exact and cheap enough to run on every training step ----
+//
+// The pruned set is the k entries smallest in (|w|, index) order.  For a non-NaN float the low 31
+// bits of its pattern order |w| as the floats do, so (bits << 32 | index) is one integer key per
+// entry whose order is exactly that one; the k-th smallest key (the boundary) decides every
+// entry: pruned iff its key <= boundary.
+
+using MagnitudeKey = std::uint32_t;
+inline MagnitudeKey magnitude_key(float v) { return std::bit_cast<MagnitudeKey>(v) & 0x7fffffffu; }
+inline std::uint64_t order_key(MagnitudeKey m, std::int64_t i) {
+  return (std::uint64_t{m} << 32) | static_cast<std::uint64_t>(i);
+}
+
+// The passes over a weight split it into pieces of this many entries, run in parallel: a pass
+// is a few instructions per entry, and the weight was just written by the optimizer's threads.
+constexpr std::int64_t kPiece = std::int64_t{1} << 15;
+
+// Calls fn(t) for each task t in [0, tasks), in parallel when there are several.
+template <class F>
+void for_tasks(std::int64_t tasks, F&& fn) {
+  if (tasks == 1)
+    fn(std::int64_t{0});
+  else if (tasks > 1)
+    oneapi::tbb::parallel_for(std::int64_t{0}, tasks, fn);
+}
+
+// Calls fn(begin, end) over [0, n) in pieces of kPiece (boundaries fixed by n), in parallel.
+template <class F>
+void for_pieces(std::int64_t n, F&& fn) {
+  for_tasks((n + kPiece - 1) / kPiece,
+            [&](std::int64_t p) { fn(p * kPiece, std::min(n, (p + 1) * kPiece)); });
+}
+
+// Scans w[0..n) (entry indices from base): counts the entries whose magnitude key is below lo and
+// appends the order keys of those in [lo, hi) to `inside` (few: only vectors holding one are
+// looked at one by one).
+void scan_band(const float* w, std::int64_t base, std::int64_t n, MagnitudeKey lo, MagnitudeKey hi,
+               std::int64_t& below, std::vector<std::uint64_t>& inside) {
+  std::int64_t i = 0;
+#if defined(__AVX2__)
+  // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
+                vhi = _mm256_set1_epi32(int(hi - 1));
+  __m256i nb = _mm256_setzero_si256();
+  for (; i + 8 <= n; i += 8) {
+    const __m256i m =
+        _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i)), abs_mask);
+    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                        // m < lo
+    const __m256i out = _mm256_or_si256(lt, _mm256_cmpgt_epi32(m, vhi));  // or m >= hi
+    nb = _mm256_sub_epi32(nb, lt);                                        // += 1 where m < lo
+    unsigned in_mask = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(out))) & 0xffu;
+    while (in_mask) {
+      const int t = __builtin_ctz(in_mask);
+      in_mask &= in_mask - 1;
+      inside.push_back(order_key(magnitude_key(w[i + t]), base + i + t));
+    }
+  }
+  alignas(32) std::int32_t cb[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(cb), nb);
+  for (int t = 0; t < 8; ++t) below += cb[t];
+#endif
+  for (; i < n; ++i) {
+    const MagnitudeKey m = magnitude_key(w[i]);
+    below += m < lo;
+    if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
+  }
+}
+
+// Between optimizer steps the weights move a little, so the boundary stays among the entries
+// whose magnitudes lay near it last time.  A weight remembers a band of magnitudes [lo, hi) around
+// its last boundary, about half_width entries on each side: one vectorised counting pass over the
+// weight then finds the boundary among the few entries in the band, and the band is centred on
+// the new boundary for the next step.  When the boundary has left the band (or the first time), a
+// full selection runs and the band widens; while the boundary stays well inside, it narrows.  The
+// band changes only speed, never the result.
+struct PruneBand {
+  MagnitudeKey lo = 0, hi = 0;
+  std::int64_t half_width = 0;  // in entries, on each side of the boundary
+  bool valid = false;
+};
+thread_local std::unordered_map<const nn::Node*, PruneBand> t_bands;
+
+// Sets band.lo / band.hi to the magnitudes half_width ranks below and above position `at` of
+// keys[0..size) (partitioned around `at` by nth_element); an edge past the array keeps `lo_floor`
+// or `hi_ceiling` (bounds known to hold every smaller / larger key outside the array).
+void centre_band(std::vector<std::uint64_t>& keys, std::int64_t at, PruneBand& band,
+                 MagnitudeKey lo_floor, MagnitudeKey hi_ceiling) {
+  const auto size = static_cast<std::int64_t>(keys.size());
+  const auto nth = keys.begin() + at;
+  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
+  if (lo_rank < 0) {
+    band.lo = lo_floor;
+  } else {
+    std::nth_element(keys.begin(), keys.begin() + lo_rank, nth);
+    band.lo = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(lo_rank)] >> 32);
+  }
+  if (hi_rank >= size) {
+    band.hi = hi_ceiling;
+  } else {
+    std::nth_element(nth + 1, keys.begin() + hi_rank, keys.end());
+    band.hi = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(hi_rank)] >> 32) + 1;
+  }
+  band.valid = true;
+}
+
+// The narrowest band: a miss costs a full selection over n entries, a wide band only a
+// selection over its own entries, so the band never narrows below 0.4% of the weight.
+std::int64_t min_half_width(std::int64_t n) { return std::max<std::int64_t>(64, n / 256); }
+
+// The order_key of the k-th smallest entry of w[0..n), 1 <= k <= n.
+std::uint64_t kth_smallest(const float* w, std::int64_t n, std::int64_t k, PruneBand& band) {
+  if (band.valid) {
+    const std::int64_t pieces = (n + kPiece - 1) / kPiece;
+    std::vector<std::int64_t> piece_below(static_cast<std::size_t>(pieces), 0);
+    std::vector<std::vector<std::uint64_t>> piece_inside(static_cast<std::size_t>(pieces));
+    for_pieces(n, [&](std::int64_t b, std::int64_t e) {
+      const auto p = static_cast<std::size_t>(b / kPiece);
+      scan_band(w + b, b, e - b, band.lo, band.hi, piece_below[p], piece_inside[p]);
+    });
+    std::int64_t below = 0;
+    std::vector<std::uint64_t> inside;
+    for (std::size_t p = 0; p < piece_below.size(); ++p) {
+      below += piece_below[p];
+      inside.insert(inside.end(), piece_inside[p].begin(), piece_inside[p].end());
+    }
+    if (below < k && k <= below + static_cast<std::int64_t>(inside.size())) {
+      const std::int64_t at = k - below - 1;
+      std::nth_element(inside.begin(), inside.begin() + at, inside.end());
+      const std::uint64_t boundary = inside[static_cast<std::size_t>(at)];
+      // Narrow the band while the boundary moves less than a quarter of it per step.
+      const std::int64_t margin =
+          std::min<std::int64_t>(at, static_cast<std::int64_t>(inside.size()) - 1 - at);
+      if (margin > band.half_width * 3 / 4)
+        band.half_width = std::max(min_half_width(n), band.half_width * 15 / 16);
+      centre_band(inside, at, band, band.lo, band.hi);
+      return boundary;
+    }
+    band.half_width *= 2;  // the weights moved further than the band reached: widen it
+  }
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i)
+    all[static_cast<std::size_t>(i)] = order_key(magnitude_key(w[i]), i);
+  std::nth_element(all.begin(), all.begin() + (k - 1), all.end());
+  const std::uint64_t boundary = all[static_cast<std::size_t>(k - 1)];
+  if (band.half_width == 0) band.half_width = 2 * min_half_width(n);
+  band.half_width = std::min(band.half_width, n);
+  centre_band(all, k - 1, band, 0, 0x80000000u);
+  return boundary;
+}
+
+// The pruning decision as a boundary key; `none` when nothing is pruned.
+struct PruneRule {
+  bool none = true;
+  MagnitudeKey key = 0;    // entries with smaller magnitude keys are pruned
+  std::int64_t index = 0;  // ties at `key`: pruned up to and including this index
+  bool pruned(MagnitudeKey m, std::int64_t i) const {
+    return !none && (m < key || (m == key && i <= index));
+  }
+};
+
+PruneRule prune_rule(const nn::Var& w, double prune) {
+  const std::int64_t n = w.value().numel();
+  const auto k = static_cast<std::int64_t>(std::floor(prune * static_cast<double>(n)));
+  PruneRule rule;
+  if (prune <= 0 || k <= 0) return rule;
+  rule.none = false;
+  if (k >= n) {
+    rule.key = 0xffffffffu;  // every entry
+    return rule;
+  }
+  if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
+  const std::uint64_t b = kth_smallest(w.value().data(), n, k, t_bands[w.node()]);
+  rule.key = static_cast<MagnitudeKey>(b >> 32);
+  rule.index = static_cast<std::int64_t>(b & 0xffffffffu);
+  return rule;
+}
+
+// std::round (half away from zero), written so that it vectorises: x - trunc(x) is exact.
+inline float round_half_away(float x) {
+  const float t = std::trunc(x);
+  return std::fabs(x - t) >= 0.5f ? t + std::copysign(1.0f, x) : t;
+}
+
+// max |row[i]| (exact in any order: max is associative).
+float max_magnitude(const float* row, std::int64_t n) {
+  float m = 0;
+  std::int64_t i = 0;
+#if defined(__AVX2__)
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 vm = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8)
+    vm = _mm256_max_ps(vm, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + i)));
+  alignas(32) float t[8];
+  _mm256_store_ps(t, vm);
+  for (float v : t) m = std::max(m, v);
+#endif
+  for (; i < n; ++i) m = std::max(m, std::fabs(row[i]));
+  return m;
+}
+
+// One pass over entries base .. base + len: dst[i] = values[i], quantised with `scale`
+// (round_half_away(v / scale) * scale) when kQuantise, and 0 where the rule prunes the entry
+// (its magnitude read from keys_from[i]).  The forward pass emits the compressed weight
+// (values = keys_from = the weight); the backward pass masks the gradient (values = dst = the
+// gradient, keys_from = the weight).
+template <bool kQuantise>
+void emit(const float* values, const float* keys_from, std::int64_t base, std::int64_t len,
+          float scale, const PruneRule& rule, float* dst) {
+  if (!rule.none && rule.key > 0x7fffffffu) {  // every entry pruned
+    std::fill(dst, dst + len, 0.0f);
+    return;
+  }
+  std::int64_t i = 0;
+#if defined(__AVX2__)
+  const __m256 vs = _mm256_set1_ps(scale), sign = _mm256_set1_ps(-0.0f),
+               half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vkey = _mm256_set1_epi32(int(rule.key)),
+                vkey_minus_1 = _mm256_set1_epi32(int(rule.key) - 1);
+  for (; i + 8 <= len; i += 8) {
+    __m256 v = _mm256_loadu_ps(values + i);
+    if constexpr (kQuantise) {
+      const __m256 q = _mm256_div_ps(v, vs);
+      const __m256 t = _mm256_round_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 away =
+          _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(q, t)), half, _CMP_GE_OQ);
+      const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(q, sign), one));
+      v = _mm256_mul_ps(_mm256_add_ps(t, step), vs);
+    }
+    if (!rule.none) {
+      // Entries below the boundary magnitude go; those at it (the boundary itself, rare ties)
+      // are settled by index one by one.
+      const __m256i m = _mm256_and_si256(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys_from + i)), abs_mask);
+      v = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, vkey_minus_1)));
+      _mm256_storeu_ps(dst + i, v);
+      unsigned ties = static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(m, vkey))));
+      while (ties) {
+        const int t = __builtin_ctz(ties);
+        ties &= ties - 1;
+        if (base + i + t <= rule.index) dst[i + t] = 0.0f;
+      }
+    } else {
+      _mm256_storeu_ps(dst + i, v);
+    }
+  }
+#endif
+  for (; i < len; ++i) {
+    float v = values[i];
+    if constexpr (kQuantise) v = round_half_away(v / scale) * scale;
+    dst[i] = rule.pruned(magnitude_key(keys_from[i]), base + i) ? 0.0f : v;
+  }
+}
+
 nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
   const nn::Tensor& x = w.value();
   const std::int64_t n = x.numel();
-  nn::Tensor out = x.clone();
-  nn::Tensor mask(x.shape(), 1.0f);
-  if (prune > 0 && n > 0) {
-    // Exact count: zero the k smallest magnitudes (ties broken by index for determinism).
-    auto k = static_cast<std::int64_t>(std::floor(prune * static_cast<double>(n)));
-    std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; ++i) idx[static_cast<std::size_t>(i)] = i;
-    std::nth_element(idx.begin(), idx.begin() + k, idx.end(), [&](std::int64_t a, std::int64_t b) {
-      float fa = std::fabs(x.data()[a]), fb = std::fabs(x.data()[b]);
-      return fa < fb || (fa == fb && a < b);
+  const float* xd = x.data();
+  const PruneRule rule = prune_rule(w, prune);
+  nn::Tensor out(x.shape());
+  float* od = out.data();
+  if (bits >= 16 || n == 0) {
+    for_pieces(n, [&](std::int64_t b, std::int64_t e) {
+      emit<false>(xd + b, xd + b, b, e - b, 0.0f, rule, od + b);
     });
-    for (std::int64_t i = 0; i < k; ++i) {
-      out.data()[idx[static_cast<std::size_t>(i)]] = 0.0f;
-      mask.data()[idx[static_cast<std::size_t>(i)]] = 0.0f;
-    }
+  } else {
+    // Per output channel (dim 0), as quantisation_scales: rows of `per` entries, several rows
+    // per parallel task.
+    const std::int64_t channels = x.shape().rank() >= 2 ? x.shape()[0] : 1;
+    const std::int64_t per = n / channels;
+    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+    const std::int64_t rows_per_task =
+        std::max<std::int64_t>(1, kPiece / std::max<std::int64_t>(per, 1));
+    for_tasks((channels + rows_per_task - 1) / rows_per_task, [&](std::int64_t t) {
+      const std::int64_t c0 = t * rows_per_task, c1 = std::min(channels, c0 + rows_per_task);
+      for (std::int64_t c = c0; c < c1; ++c) {
+        const float* row = xd + c * per;
+        // The scale of the kept entries (quantisation_scales of the pruned weight): the row's
+        // largest magnitude, unless that entry itself may be pruned (then every entry is
+        // checked).
+        float maxabs = max_magnitude(row, per);
+        if (!rule.none && magnitude_key(maxabs) <= rule.key) {
+          maxabs = 0;
+          for (std::int64_t i = 0; i < per; ++i)
+            if (!rule.pruned(magnitude_key(row[i]), c * per + i))
+              maxabs = std::max(maxabs, std::fabs(row[i]));
+        }
+        const float scale = maxabs > 0 ? maxabs / qmax : 1.0f;
+        emit<true>(row, row, c * per, per, scale, rule, od + c * per);
+      }
+    });
   }
-  const std::vector<float> scales = quantisation_scales(out, bits);
-  if (!scales.empty()) {
-    const std::int64_t per = n / static_cast<std::int64_t>(scales.size());
-    for (std::size_t c = 0; c < scales.size(); ++c) {
-      float* row = out.data() + static_cast<std::int64_t>(c) * per;
-      for (std::int64_t i = 0; i < per; ++i) row[i] = std::round(row[i] / scales[c]) * scales[c];
+  // Straight-through gradient, zero on pruned entries (decided again from the weight's value,
+  // which no op changes between this forward and its backward).
+  return nn::make_result(std::move(out), {w}, [rule](nn::Node& self) {
+    nn::Node& parent = *self.parents[0];
+    if (!parent.requires_grad) return;
+    nn::Tensor g = std::move(self.grad);
+    if (!rule.none) {
+      float* gd = g.data();
+      const float* wd = parent.value.data();
+      for_pieces(g.numel(), [&](std::int64_t b, std::int64_t e) {
+        emit<false>(gd + b, wd + b, b, e - b, 0.0f, rule, gd + b);
+      });
     }
-  }
-  return nn::make_result(std::move(out), {w}, [mask](nn::Node& self) {
-    nn::Tensor g = self.grad.clone();
-    g.array() *= mask.array();
-    nn::accumulate_grad(*self.parents[0], g);
+    if (parent.grad.empty() || parent.grad.shape() != parent.value.shape())
+      parent.grad = std::move(g);
+    else
+      parent.grad.array() += g.array();
   });
 }
 

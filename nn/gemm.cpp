@@ -1,0 +1,374 @@
+// Blocked SGEMM (Goto / BLIS structure): B is packed in [kc x nc] blocks of NR-wide column
+// panels, A in [mc x kc] blocks of MR-tall row panels, and a register-tiled micro-kernel computes
+// each MR x NR tile of C from one A panel and one B panel.  Panels are zero-padded to full
+// MR / NR, so edge tiles run the same kernel (into a small tile, then copied): each output
+// element's arithmetic never depends on where the tile edges fall.
+#include "nn/gemm.hpp"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HWNAS_GEMM_X86 1
+#include <immintrin.h>
+#endif
+
+namespace hwnas::nn::detail {
+namespace {
+
+using Index = std::int64_t;
+
+// ---- packing (its cost is O(mk + kn) against the kernel's O(mnk); plain C++ except the
+// transposing copies, which would otherwise cost as much as a thin GEMM itself) ----
+
+#if defined(HWNAS_GEMM_X86)
+// dst[p * ld + t] = src[t * stride + p] for t < 8, p < kc: eight k-contiguous vectors
+// interleaved into the k-major panel layout, 8 x 8 blocks transposed in registers.  AVX only
+// (any CPU that runs the AVX2 or AVX-512 kernels has it); pure data movement, so the kernels'
+// numbers are unchanged.
+__attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index stride, Index kc,
+                                                      float* dst, Index ld) {
+  Index p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src + t * stride + p);
+    __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      lo[t] = _mm256_unpacklo_ps(r[2 * t], r[2 * t + 1]);
+      hi[t] = _mm256_unpackhi_ps(r[2 * t], r[2 * t + 1]);
+    }
+    __m256 q[8];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {  // rows 0-3 (h = 0) and 4-7 (h = 1)
+      q[4 * h + 0] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
+      q[4 * h + 1] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
+      q[4 * h + 2] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
+      q[4 * h + 3] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      _mm256_storeu_ps(dst + (p + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
+      _mm256_storeu_ps(dst + (p + 4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
+    }
+  }
+  for (; p < kc; ++p)
+    for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t * stride + p];
+}
+#endif
+
+// dst[r][p * MR + ii] = a(i0 + r*MR + ii, p) for each MR-row panel r of the [mc, kc] block,
+// zero for rows past mc.
+template <int MR>
+void pack_a(const float* a, Index rs, Index cs, Index mc, Index kc, float* dst) {
+  for (Index i0 = 0; i0 < mc; i0 += MR, dst += MR * kc) {
+    const int mr = static_cast<int>(std::min<Index>(MR, mc - i0));
+    const float* src = a + i0 * rs;
+    if (mr < MR) std::fill(dst, dst + MR * kc, 0.0f);
+    if (cs == 1) {  // row-major A: read rows, write strided
+#if defined(HWNAS_GEMM_X86)
+      if constexpr (MR == 8)
+        if (mr == MR) {
+          transpose_pack_8(src, rs, kc, dst, MR);
+          continue;
+        }
+#endif
+      for (int ii = 0; ii < mr; ++ii) {
+        const float* row = src + ii * rs;
+        for (Index p = 0; p < kc; ++p) dst[p * MR + ii] = row[p];
+      }
+    } else if (rs == 1 && mr == MR) {  // column-major A (a transpose): MR contiguous per k
+      for (Index p = 0; p < kc; ++p) std::memcpy(dst + p * MR, src + p * cs, MR * sizeof(float));
+    } else {
+      for (Index p = 0; p < kc; ++p)
+        for (int ii = 0; ii < mr; ++ii) dst[p * MR + ii] = src[ii * rs + p * cs];
+    }
+  }
+}
+
+// dst[r][p * NR + jj] = b(p, j0 + r*NR + jj) for each NR-column panel r of the [kc, nc] block,
+// zero for columns past nc.
+template <int NR>
+void pack_b(const float* b, Index rs, Index cs, Index kc, Index nc, float* dst) {
+  for (Index j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
+    const int nr = static_cast<int>(std::min<Index>(NR, nc - j0));
+    const float* src = b + j0 * cs;
+    if (cs == 1) {  // row-major B: NR contiguous per k
+      if (nr == NR) {
+        for (Index p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * rs, NR * sizeof(float));
+      } else {
+        for (Index p = 0; p < kc; ++p) {
+          std::memcpy(dst + p * NR, src + p * rs, nr * sizeof(float));
+          std::fill(dst + p * NR + nr, dst + (p + 1) * NR, 0.0f);
+        }
+      }
+      continue;
+    }
+    if (nr < NR) std::fill(dst, dst + NR * kc, 0.0f);
+    if (rs == 1) {  // column-major B (a transpose): read columns, write strided
+#if defined(HWNAS_GEMM_X86)
+      if (nr == NR) {
+        for (int jj = 0; jj < NR; jj += 8) transpose_pack_8(src + jj * cs, cs, kc, dst + jj, NR);
+        continue;
+      }
+#endif
+      for (int jj = 0; jj < nr; ++jj) {
+        const float* col = src + jj * cs;
+        for (Index p = 0; p < kc; ++p) dst[p * NR + jj] = col[p];
+      }
+    } else {
+      for (Index p = 0; p < kc; ++p)
+        for (int jj = 0; jj < nr; ++jj) dst[p * NR + jj] = src[p * rs + jj * cs];
+    }
+  }
+}
+
+// Per-thread packing buffers, 64-byte aligned (the kernels use aligned loads on B panels).
+float* pack_buffer(std::size_t n, int slot) {
+  struct Buffer {
+    float* data = nullptr;
+    std::size_t size = 0;
+    ~Buffer() { ::operator delete[](data, std::align_val_t(64)); }
+  };
+  thread_local Buffer buffers[2];
+  Buffer& b = buffers[slot];
+  if (b.size < n) {
+    ::operator delete[](b.data, std::align_val_t(64));
+    b.data = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
+    b.size = n;
+  }
+  return b.data;
+}
+
+// Adds (or stores) a computed tile's valid part into C.
+void apply_tile(const float* tile, int tile_ld, int mr, int nr, float* c, Index ldc, bool first) {
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      const float t = tile[i * tile_ld + j];
+      c[i * ldc + j] = first ? t : c[i * ldc + j] + t;
+    }
+}
+
+// The loop nest around a micro-kernel K (K::kMr x K::kNr tiles):
+//   for each nc-column block: for each kc block of K: pack B; for each mc-row block: pack A;
+//   then every tile of the block.  `first` (store rather than add) holds for the first K block
+//   when not accumulating, so C is never read before it is written.
+template <class K>
+void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
+                  bool accumulate) {
+  constexpr int MR = K::kMr, NR = K::kNr;
+  constexpr Index MC = K::kMc, NC = K::kNc, KC = kGemmKc;
+  float* ap = pack_buffer(static_cast<std::size_t>(MC * KC), 0);
+  float* bp = pack_buffer(static_cast<std::size_t>(KC * ((NC + NR - 1) / NR) * NR), 1);
+  alignas(64) float tile[MR * NR];
+  for (Index jc = 0; jc < n; jc += NC) {
+    const Index nc = std::min(NC, n - jc);
+    for (Index pc = 0; pc < k; pc += KC) {
+      const Index kc = std::min(KC, k - pc);
+      const bool first = !accumulate && pc == 0;
+      pack_b<NR>(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, bp);
+      for (Index ic = 0; ic < m; ic += MC) {
+        const Index mc = std::min(MC, m - ic);
+        pack_a<MR>(a.data + ic * a.rs + pc * a.cs, a.rs, a.cs, mc, kc, ap);
+        for (Index jr = 0; jr < nc; jr += NR) {
+          const int nr = static_cast<int>(std::min<Index>(NR, nc - jr));
+          const float* bpanel = bp + jr * kc;
+          for (Index ir = 0; ir < mc; ir += MR) {
+            const int mr = static_cast<int>(std::min<Index>(MR, mc - ir));
+            const float* apanel = ap + ir * kc;
+            float* ct = c + (ic + ir) * ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              K::kernel(kc, apanel, bpanel, ct, ldc, first);
+            } else {
+              K::kernel(kc, apanel, bpanel, tile, NR, true);
+              apply_tile(tile, NR, mr, nr, ct, ldc, first);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+#if defined(HWNAS_GEMM_X86)
+
+// Each kernel: acc(i, j) = sum over p of a(i, p) * b(p, j), one fused multiply-add per p in
+// ascending order from zero; then C = acc (first) or C + acc.  Both ISAs do exactly this per
+// element, so they agree bit for bit.
+
+// AVX-512: 8 x 32 tile, 16 zmm accumulators (latency 4 x 2 FMA pipes needs >= 8 in flight).
+struct Avx512Kernel {
+  static constexpr int kMr = 8, kNr = 32;
+  static constexpr Index kMc = 96, kNc = 2048;
+  __attribute__((target("avx512f"))) static void kernel(Index kc, const float* a, const float* b,
+                                                        float* c, Index ldc, bool first) {
+    __m512 acc0[kMr], acc1[kMr];
+#pragma GCC unroll 8
+    for (int i = 0; i < kMr; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    for (Index p = 0; p < kc; ++p, a += kMr, b += kNr) {
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < kMr; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[i]);
+        acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+        acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < kMr; ++i) {
+      float* row = c + i * ldc;
+      if (first) {
+        _mm512_storeu_ps(row, acc0[i]);
+        _mm512_storeu_ps(row + 16, acc1[i]);
+      } else {
+        _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), acc0[i]));
+        _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), acc1[i]));
+      }
+    }
+  }
+};
+
+// AVX2 + FMA: 6 x 16 tile, 12 ymm accumulators (the classic Haswell / Zen shape).
+struct Avx2Kernel {
+  static constexpr int kMr = 6, kNr = 16;
+  static constexpr Index kMc = 96, kNc = 2048;
+  __attribute__((target("avx2,fma"))) static void kernel(Index kc, const float* a, const float* b,
+                                                         float* c, Index ldc, bool first) {
+    __m256 acc0[kMr], acc1[kMr];
+#pragma GCC unroll 6
+    for (int i = 0; i < kMr; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (Index p = 0; p < kc; ++p, a += kMr, b += kNr) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+      for (int i = 0; i < kMr; ++i) {
+        const __m256 ai = _mm256_broadcast_ss(a + i);
+        acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+        acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+      }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < kMr; ++i) {
+      float* row = c + i * ldc;
+      if (first) {
+        _mm256_storeu_ps(row, acc0[i]);
+        _mm256_storeu_ps(row + 8, acc1[i]);
+      } else {
+        _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc0[i]));
+        _mm256_storeu_ps(row + 8, _mm256_add_ps(_mm256_loadu_ps(row + 8), acc1[i]));
+      }
+    }
+  }
+};
+
+#endif  // HWNAS_GEMM_X86
+
+// Fallback for CPUs without AVX2+FMA and non-x86 builds: Eigen's product on mapped views.
+void eigen_gemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
+                bool accumulate) {
+  using Row = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Strides = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+  // Row-major maps: outer stride = row stride, inner stride = column stride.
+  Eigen::Map<const Row, 0, Strides> am(a.data, m, k, Strides(a.rs, a.cs));
+  Eigen::Map<const Row, 0, Strides> bm(b.data, k, n, Strides(b.rs, b.cs));
+  Eigen::Map<Row, 0, Eigen::OuterStride<>> cm(c, m, n, Eigen::OuterStride<>(ldc));
+  if (accumulate)
+    cm.noalias() += am * bm;
+  else
+    cm.noalias() = am * bm;
+}
+
+bool cpu_supports(GemmIsa isa) {
+  switch (isa) {
+    case GemmIsa::kEigen:
+      return true;
+#if defined(HWNAS_GEMM_X86)
+    case GemmIsa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case GemmIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f");
+#else
+    default:
+      return false;
+#endif
+  }
+  return false;
+}
+
+GemmIsa parse_isa(const std::string& s) {
+  if (s == "eigen") return GemmIsa::kEigen;
+  if (s == "avx2") return GemmIsa::kAvx2;
+  if (s == "avx512") return GemmIsa::kAvx512;
+  throw std::invalid_argument("HWNAS_GEMM_ISA: unknown kernel family '" + s +
+                              "' (use avx512, avx2 or eigen, or unset it to pick the CPU's best)");
+}
+
+GemmIsa initial_isa() {
+  if (const char* env = std::getenv("HWNAS_GEMM_ISA"); env && *env) {
+    const GemmIsa want = parse_isa(env);
+    if (!cpu_supports(want))
+      throw std::invalid_argument(std::string("HWNAS_GEMM_ISA=") + env +
+                                  ": this CPU cannot run it (unset HWNAS_GEMM_ISA)");
+    return want;
+  }
+  for (GemmIsa isa : {GemmIsa::kAvx512, GemmIsa::kAvx2})
+    if (cpu_supports(isa)) return isa;
+  return GemmIsa::kEigen;
+}
+
+GemmIsa& current_isa() {
+  static GemmIsa isa = initial_isa();
+  return isa;
+}
+
+}  // namespace
+
+GemmIsa gemm_isa() { return current_isa(); }
+
+bool gemm_isa_supported(GemmIsa isa) { return cpu_supports(isa); }
+
+void set_gemm_isa(GemmIsa isa) {
+  if (!cpu_supports(isa))
+    throw std::invalid_argument(std::string("set_gemm_isa: this CPU cannot run ") +
+                                gemm_isa_name(isa));
+  current_isa() = isa;
+}
+
+const char* gemm_isa_name(GemmIsa isa) {
+  switch (isa) {
+    case GemmIsa::kAvx512:
+      return "avx512";
+    case GemmIsa::kAvx2:
+      return "avx2";
+    case GemmIsa::kEigen:
+      return "eigen";
+  }
+  return "?";
+}
+
+void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
+           bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (Index i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+    return;
+  }
+  switch (current_isa()) {
+#if defined(HWNAS_GEMM_X86)
+    case GemmIsa::kAvx512:
+      return blocked_gemm<Avx512Kernel>(m, n, k, a, b, c, ldc, accumulate);
+    case GemmIsa::kAvx2:
+      return blocked_gemm<Avx2Kernel>(m, n, k, a, b, c, ldc, accumulate);
+#endif
+    default:
+      return eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
+  }
+}
+
+}  // namespace hwnas::nn::detail

@@ -1,0 +1,45 @@
+// Single-threaded SGEMM on strided views, with kernels chosen at run time by the CPU (AVX-512 or
+// AVX2+FMA on x86-64; Eigen elsewhere).  Internal to nn/: callers split the work into chunks
+// themselves (detail::gemm in nn/kernels.hpp, the conv ops), so this never spawns threads.
+//
+// Why not Eigen's product: the library is built for a portable ISA level (x86-64-v3, AVX2), so
+// Eigen's GEMM cannot use AVX-512 where the CPU has it, and two copies of Eigen compiled for two
+// ISAs cannot share a program (their template instances would be merged by the linker).  These
+// kernels carry their ISA in a per-function target attribute instead.
+//
+// Same numbers on every CPU: both x86 kernels sum each output element in the same order (K in
+// fixed blocks of kGemmKc, one fused multiply-add per term in ascending k inside a block, blocks
+// added to C in order), so AVX-512 and AVX2 machines train bit-identical models.  Only the
+// non-x86 / pre-AVX2 fallback (Eigen) rounds differently.
+#pragma once
+
+#include <cstdint>
+
+namespace hwnas::nn::detail {
+
+// Element (i, j) of a matrix view is data[i * rs + j * cs].
+struct StridedMatrix {
+  const float* data;
+  std::int64_t rs, cs;
+};
+
+// The K block length of the x86 kernels: it fixes each output element's summation order.
+constexpr std::int64_t kGemmKc = 256;
+
+enum class GemmIsa { kEigen, kAvx2, kAvx512 };
+
+// c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum_p a(i, p) * b(p, j) for i < m, j < n.
+void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
+           float* c, std::int64_t ldc, bool accumulate);
+
+// The kernel family sgemm uses: the best the CPU supports, unless HWNAS_GEMM_ISA (eigen, avx2,
+// avx512) asks for another at start-up or set_gemm_isa() was called.
+GemmIsa gemm_isa();
+// Whether this CPU (and build) can run `isa`.
+bool gemm_isa_supported(GemmIsa isa);
+// Forces a kernel family (tests and benches); throws std::invalid_argument if unsupported.
+// Not thread-safe against concurrent sgemm calls: set it before training starts.
+void set_gemm_isa(GemmIsa isa);
+const char* gemm_isa_name(GemmIsa isa);
+
+}  // namespace hwnas::nn::detail

@@ -1,0 +1,189 @@
+// nn/gemm: every kernel family against a double-precision reference on shapes that hit each
+// edge (partial MR / NR tiles, several K blocks, several M and N blocks), every operand layout
+// (row-major, transposed, generally strided) and both store modes; the AVX-512 and AVX2 kernels
+// bit-identical to each other (the promise that makes training reproducible across machines),
+// also through a conv2d training step; and the HWNAS_GEMM_ISA / set_gemm_isa errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "nn/gemm.hpp"
+#include "nn/ops.hpp"
+#include "tests/nn/gradcheck.hpp"
+
+namespace hwnas::nn {
+namespace {
+
+using detail::GemmIsa;
+using detail::StridedMatrix;
+
+// Restores the process's kernel family when a test that forces one ends.
+struct IsaGuard {
+  GemmIsa saved = detail::gemm_isa();
+  ~IsaGuard() { detail::set_gemm_isa(saved); }
+};
+
+enum class Layout { kRowMajor, kTransposed, kStrided };
+
+// A [rows, cols] operand stored in `buf` in the given layout (strided: every other element of
+// a row-major matrix with padded rows).
+StridedMatrix make_operand(Layout layout, std::int64_t rows, std::int64_t cols,
+                           std::vector<float>& buf, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  StridedMatrix v{};
+  switch (layout) {
+    case Layout::kRowMajor:
+      buf.assign(rows * cols, 0.0f);
+      v = {buf.data(), cols, 1};
+      break;
+    case Layout::kTransposed:
+      buf.assign(rows * cols, 0.0f);
+      v = {buf.data(), 1, rows};
+      break;
+    case Layout::kStrided:
+      buf.assign(rows * (2 * cols + 3), 0.0f);
+      v = {buf.data(), 2 * cols + 3, 2};
+      break;
+  }
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < cols; ++j) buf[i * v.rs + j * v.cs] = u(rng);
+  return v;
+}
+
+struct Shape3 {
+  std::int64_t m, n, k;
+};
+
+// Shapes around the kernels' tile sizes (8x32 and 6x16), the K block (256) and the M / N blocks.
+const std::vector<Shape3> kShapes = {{1, 1, 1},     {5, 7, 3},      {8, 32, 16},  {6, 16, 256},
+                                     {13, 45, 257}, {33, 100, 600}, {97, 31, 70}, {200, 2100, 9},
+                                     {17, 3, 513},  {64, 512, 300}};
+
+void check_family(GemmIsa isa) {
+  IsaGuard guard;
+  detail::set_gemm_isa(isa);
+  std::mt19937 rng(7);
+  for (const Shape3& s : kShapes)
+    for (Layout la : {Layout::kRowMajor, Layout::kTransposed, Layout::kStrided})
+      for (Layout lb : {Layout::kRowMajor, Layout::kTransposed, Layout::kStrided})
+        for (bool accumulate : {false, true}) {
+          std::vector<float> abuf, bbuf;
+          const StridedMatrix a = make_operand(la, s.m, s.k, abuf, rng);
+          const StridedMatrix b = make_operand(lb, s.k, s.n, bbuf, rng);
+          const std::int64_t ldc = s.n + 5;  // C with padded rows: the padding must stay put
+          std::vector<float> c(s.m * ldc, 0.0f);
+          for (float& v : c) v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+          const std::vector<float> c0 = c;
+          detail::sgemm(s.m, s.n, s.k, a, b, c.data(), ldc, accumulate);
+          for (std::int64_t i = 0; i < s.m; ++i)
+            for (std::int64_t j = 0; j < ldc; ++j) {
+              const float got = c[i * ldc + j];
+              if (j >= s.n) {
+                ASSERT_EQ(got, c0[i * ldc + j]) << "padding column overwritten";
+                continue;
+              }
+              double want = accumulate ? c0[i * ldc + j] : 0.0, mag = std::abs(want);
+              for (std::int64_t p = 0; p < s.k; ++p) {
+                const double t = double(a.data[i * a.rs + p * a.cs]) * b.data[p * b.rs + j * b.cs];
+                want += t;
+                mag += std::abs(t);
+              }
+              ASSERT_NEAR(got, want, 1e-6 * mag + 1e-6)
+                  << detail::gemm_isa_name(isa) << " m=" << s.m << " n=" << s.n << " k=" << s.k
+                  << " layouts " << int(la) << int(lb) << " accumulate=" << accumulate << " at ("
+                  << i << "," << j << ")";
+            }
+        }
+}
+
+TEST(Gemm, EigenFallbackMatchesTheReference) { check_family(GemmIsa::kEigen); }
+
+TEST(Gemm, Avx2KernelMatchesTheReference) {
+  if (!detail::gemm_isa_supported(GemmIsa::kAvx2)) GTEST_SKIP() << "no AVX2+FMA on this CPU";
+  check_family(GemmIsa::kAvx2);
+}
+
+TEST(Gemm, Avx512KernelMatchesTheReference) {
+  if (!detail::gemm_isa_supported(GemmIsa::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  check_family(GemmIsa::kAvx512);
+}
+
+std::vector<float> run_family(GemmIsa isa, const Shape3& s, bool accumulate) {
+  IsaGuard guard;
+  detail::set_gemm_isa(isa);
+  std::mt19937 rng(11);
+  std::vector<float> abuf, bbuf;
+  const StridedMatrix a = make_operand(Layout::kRowMajor, s.m, s.k, abuf, rng);
+  const StridedMatrix b = make_operand(Layout::kTransposed, s.k, s.n, bbuf, rng);
+  std::vector<float> c(s.m * s.n, 0.5f);
+  detail::sgemm(s.m, s.n, s.k, a, b, c.data(), s.n, accumulate);
+  return c;
+}
+
+TEST(Gemm, Avx512AndAvx2KernelsAgreeBitForBit) {
+  if (!detail::gemm_isa_supported(GemmIsa::kAvx512))
+    GTEST_SKIP() << "needs a CPU with AVX-512 (to run both kernels)";
+  for (const Shape3& s : kShapes)
+    for (bool accumulate : {false, true})
+      ASSERT_EQ(run_family(GemmIsa::kAvx512, s, accumulate),
+                run_family(GemmIsa::kAvx2, s, accumulate))
+          << "m=" << s.m << " n=" << s.n << " k=" << s.k;
+}
+
+// One conv2d + linear training step's loss and gradients under a kernel family.
+std::vector<float> conv_step(GemmIsa isa) {
+  IsaGuard guard;
+  detail::set_gemm_isa(isa);
+  std::mt19937_64 rng(3);
+  Var x = constant(testing::random_tensor(Shape{6, 5, 12, 12}, rng));
+  Var w = parameter(testing::random_tensor(Shape{16, 5, 3, 3}, rng));
+  Var b = parameter(testing::random_tensor(Shape{16}, rng));
+  Var lw = parameter(testing::random_tensor(Shape{10, 16 * 6 * 6}, rng));
+  Conv2dOptions o;
+  o.stride = 2;
+  o.padding = 1;
+  Var h = relu(conv2d(x, w, b, o));
+  Var logits = linear(reshape(h, Shape{6, 16 * 6 * 6}), lw, Var());
+  Var loss = sum(mul(logits, logits));
+  backward(loss);
+  std::vector<float> out{loss.value().data()[0]};
+  for (const Var* v : {&w, &b, &lw})
+    out.insert(out.end(), v->grad().data(), v->grad().data() + v->grad().numel());
+  return out;
+}
+
+TEST(Gemm, ConvTrainingStepIsBitIdenticalAcrossKernelFamilies) {
+  if (!detail::gemm_isa_supported(GemmIsa::kAvx512))
+    GTEST_SKIP() << "needs a CPU with AVX-512 (to run both kernels)";
+  EXPECT_EQ(conv_step(GemmIsa::kAvx512), conv_step(GemmIsa::kAvx2));
+}
+
+TEST(Gemm, ForcingAnUnsupportedFamilyIsRefusedAndTheNamesRoundTrip) {
+  EXPECT_STREQ(detail::gemm_isa_name(GemmIsa::kAvx512), "avx512");
+  EXPECT_STREQ(detail::gemm_isa_name(GemmIsa::kAvx2), "avx2");
+  EXPECT_STREQ(detail::gemm_isa_name(GemmIsa::kEigen), "eigen");
+  EXPECT_TRUE(detail::gemm_isa_supported(GemmIsa::kEigen));
+  for (GemmIsa isa : {GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+    if (detail::gemm_isa_supported(isa)) continue;
+    try {
+      detail::set_gemm_isa(isa);
+      ADD_FAILURE() << "set_gemm_isa accepted an unsupported family";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(detail::gemm_isa_name(isa)), std::string::npos);
+    }
+  }
+}
+
+TEST(Gemm, EmptyReductionZeroesOrKeepsC) {
+  std::vector<float> c = {1, 2, 3, 4};
+  detail::sgemm(2, 2, 0, {nullptr, 0, 1}, {nullptr, 2, 1}, c.data(), 2, true);
+  EXPECT_EQ(c, (std::vector<float>{1, 2, 3, 4}));
+  detail::sgemm(2, 2, 0, {nullptr, 0, 1}, {nullptr, 2, 1}, c.data(), 2, false);
+  EXPECT_EQ(c, (std::vector<float>{0, 0, 0, 0}));
+}
+
+}  // namespace
+}  // namespace hwnas::nn
