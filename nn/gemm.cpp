@@ -112,13 +112,11 @@ void pack_b(const float* b, Index rs, Index cs, Index kc, Index nc, float* dst) 
     }
     if (nr < NR) std::fill(dst, dst + NR * kc, 0.0f);
     if (rs == 1) {  // column-major B (a transpose): read columns, write strided
+      int jj = 0;
 #if defined(HWNAS_GEMM_X86)
-      if (nr == NR) {
-        for (int jj = 0; jj < NR; jj += 8) transpose_pack_8(src + jj * cs, cs, kc, dst + jj, NR);
-        continue;
-      }
+      for (; jj + 8 <= nr; jj += 8) transpose_pack_8(src + jj * cs, cs, kc, dst + jj, NR);
 #endif
-      for (int jj = 0; jj < nr; ++jj) {
+      for (; jj < nr; ++jj) {
         const float* col = src + jj * cs;
         for (Index p = 0; p < kc; ++p) dst[p * NR + jj] = col[p];
       }

@@ -128,6 +128,15 @@ inline void add_row(float* dst, const float* src, int n) {
 #endif
 }
 
+// Copies `whole` floats (a multiple of 8) in 8-wide moves: the overrunning copy of im2col.
+inline void copy_row_overrun(float* dst, const float* src, int whole) {
+#if defined(__AVX2__)
+  for (int t = 0; t < whole; t += 8) _mm256_storeu_ps(dst + t, _mm256_loadu_ps(src + t));
+#else
+  std::copy(src, src + whole, dst);
+#endif
+}
+
 // Returns x itself when there is no padding, else a padded copy written into buf.
 const float* pad_sample(const float* x, const ConvGeom& g, float* buf) {
   if (g.pad == 0) return x;
@@ -145,20 +154,31 @@ const float* pad_sample(const float* x, const ConvGeom& g, float* buf) {
 // col[(c*kh + i)*kw + j][oh*wo + ow] = xp[c][oh*s + i][ow*s + j] over the padded planes xp.
 // `ld` is the row stride of col: a batch of samples shares one matrix, sample s in columns
 // [s*P, (s+1)*P), so one GEMM covers the whole batch.
-void im2col(const float* xp, const ConvGeom& g, float* col, std::int64_t ld) {
-  const std::int64_t P = ld;
+//
+// Stride 1 copies each output row (often 7-28 floats) with whole 8-wide moves, letting the last
+// one run past the row's end: what is written after it overwrites the excess.  `row_room` is how
+// far a write may reach from the sample's block start in each col row (to the row's end when
+// other samples' blocks, already written, follow it on the next row; unbounded for a lone
+// sample, whose next col row comes later); no read may pass `xp_end`; col needs 8 floats of
+// slack at its end.
+void im2col(const float* xp, const float* xp_end, const ConvGeom& g, float* col, std::int64_t ld,
+            std::int64_t row_room) {
   const int hp = padded_h(g), wp = padded_w(g);
+  const int whole = (g.wo + 7) / 8 * 8;
   for (int c = 0; c < g.cin; ++c)
     for (int i = 0; i < g.kh; ++i)
       for (int j = 0; j < g.kw; ++j) {
-        float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * P;
+        float* row = col + ((static_cast<std::int64_t>(c) * g.kh + i) * g.kw + j) * ld;
         const float* xc = xp + (static_cast<std::int64_t>(c) * hp + i) * wp + j;
         for (int oh = 0; oh < g.ho; ++oh) {
           const float* src = xc + static_cast<std::int64_t>(oh) * g.stride * wp;
           float* dst = row + static_cast<std::int64_t>(oh) * g.wo;
-          if (g.stride == 1)
-            copy_row(dst, src, g.wo);
-          else
+          if (g.stride == 1) {
+            if (static_cast<std::int64_t>(oh) * g.wo + whole > row_room || src + whole > xp_end)
+              copy_row(dst, src, g.wo);
+            else
+              copy_row_overrun(dst, src, whole);
+          } else
             UArrayMap(dst, g.wo) = Eigen::Map<const Eigen::ArrayXf, 0, Eigen::InnerStride<>>(
                 src, g.wo, Eigen::InnerStride<>(g.stride));
         }
@@ -466,7 +486,11 @@ float* conv_scratch(std::int64_t n, ConvSlot slot) {
 void im2col_batch(const float* x, int s, const ConvGeom& g, float* col, std::int64_t ld,
                   float* pbuf) {
   const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p();
-  for (int i = 0; i < s; ++i) im2col(pad_sample(x + i * CHW, g, pbuf), g, col + i * P, ld);
+  for (int i = 0; i < s; ++i) {
+    const float* xp = pad_sample(x + i * CHW, g, pbuf);
+    const std::int64_t room = s > 1 ? ld - i * P : std::numeric_limits<std::int64_t>::max();
+    im2col(xp, xp + padded_size(g), g, col + i * P, ld, room);
+  }
 }
 
 // tile[r][i*P + p] = src[(i*rows + r)*P + p] for i < s: NCHW slab -> [rows, s*P] matrix.
@@ -502,7 +526,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         const bool direct = g.pointwise() && s == 1;
         const float* src = xd + n0 * CHW;
         if (!direct) {
-          float* col = conv_scratch(g.groups * Kg * ld, kCol);
+          float* col = conv_scratch(g.groups * Kg * ld + 8, kCol);
           float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
           im2col_batch(src, s, g, col, ld, pbuf);
           src = col;
@@ -579,7 +603,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
             if (need_w) {
               const float* src = xd + n0 * CHW;
               if (!direct) {
-                float* col = conv_scratch(g.groups * Kg * ld, kCol);
+                float* col = conv_scratch(g.groups * Kg * ld + 8, kCol);
                 im2col_batch(src, s, g, col, ld, pbuf);
                 src = col;
               }

@@ -171,6 +171,10 @@ TEST(Conv2d, BatchedSamplesMatchNaiveAndGradients) {
       {"groups2", 10, 4, 5, 5, 6, 3, 3, {1, 1, 2}, true},
       {"pointwise", 13, 3, 4, 5, 5, 1, 1, {1, 0, 1}, true},
       {"pointwise_groups", 9, 4, 3, 3, 2, 1, 1, {1, 0, 2}, false},
+      // 2x2 / 1x3 outputs: im2col's 8-wide row copies overrun several output rows and sample
+      // blocks, which later copies must overwrite before the GEMM reads them.
+      {"tiny_output", 12, 3, 4, 4, 5, 3, 3, {1, 0, 1}, true},
+      {"tiny_output_padded", 10, 2, 1, 3, 4, 3, 3, {1, 1, 1}, false},
   };
   for (const ConvCase& c : cases) {
     SCOPED_TRACE(c.name);
