@@ -9,11 +9,14 @@
 //   bench_sampled_vs_torch --space examples/spaces/cnn.json --dump genomes.jsonl
 //                          [--samples 20] [--seed 1]
 //   bench_sampled_vs_torch --genomes genomes.jsonl [--batch 64] [--steps 10] [--warmup 2]
-//                          [--threads 2] [--profile]
+//                          [--threads 2] [--profile | --float-twin ROUNDS]
 // --dump writes one genome JSON per line (with its forward MACs per sample) and exits.
-// Timing prints one "RESULT ..." line per genome.  --profile instead prints, summed over all
+// Timing prints one "RESULT ..." line per genome.  --float-twin R instead times each compressed
+// (quantised / pruned) genome against the same genome in float, alternating R rounds, and prints
+// the overhead.  --profile instead prints, summed over all
 // genomes, the forward and backward time per block kind ("conv[q]" = a compressed conv), measured
 // with probe nodes between the genome's nodes (bench/models.hpp).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +46,7 @@ struct Args {
   int samples = 20, batch = 64, steps = 10, warmup = 2, threads = 2;
   std::uint64_t seed = 1;
   bool profile = false;
+  int float_twin_rounds = 0;  // > 0: time each compressed genome against its float twin
 };
 
 Args parse(int argc, char** argv) {
@@ -76,11 +80,13 @@ Args parse(int argc, char** argv) {
       a.threads = std::stoi(val());
     else if (k == "--profile")
       a.profile = true;
+    else if (k == "--float-twin")
+      a.float_twin_rounds = std::stoi(val());
     else {
       std::fprintf(stderr,
                    "usage: %s --space FILE --dump OUT [--samples N] [--seed S]\n"
                    "       %s --genomes FILE [--batch B] [--steps N] [--warmup N] [--threads T] "
-                   "[--profile]\n",
+                   "[--profile] [--float-twin ROUNDS]\n",
                    argv[0], argv[0]);
       std::exit(2);
     }
@@ -193,6 +199,61 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
   return secs;
 }
 
+// The genome with fake quantisation and magnitude pruning removed from every node (structured
+// channel pruning stays: it changes the architecture, not the training arithmetic).  Returns
+// false when there was nothing to remove.
+bool float_twin(nlohmann::json& j) {
+  bool changed = false;
+  for (auto& node : j.at("nodes")) {
+    if (!node.contains("params")) continue;
+    auto& p = node["params"];
+    if (p.contains("bits") && p["bits"].get<int>() < 32) changed = true;
+    if (p.contains("prune") && p["prune"].get<double>() > 0) changed = true;
+    p.erase("bits");
+    p.erase("prune");
+  }
+  return changed;
+}
+
+// Issue 17's "compressed training costs at most 5% over float": each compressed genome and its
+// float twin train alternately for `rounds` rounds (same data, steps and threads); the fastest
+// round of each is kept.
+int compare_float_twins(const Args& a) {
+  std::ifstream in(a.genomes);
+  std::string line;
+  std::vector<double> overheads;
+  for (int idx = 0; std::getline(in, line); ++idx) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    nlohmann::json twin_json = j;
+    if (!float_twin(twin_json)) continue;
+    const spaces::Genome g = spaces::Genome::from_json(j),
+                         twin = spaces::Genome::from_json(twin_json);
+    const int classes = j.at("outputs").get<int>();
+    double best_c = 1e300, best_f = 1e300;
+    for (int r = 0; r < a.float_twin_rounds; ++r) {
+      auto mc = spaces::build_model(g, 1);
+      best_c = std::min(best_c, train(*mc, g, a, classes, nullptr));
+      auto mf = spaces::build_model(twin, 1);
+      best_f = std::min(best_f, train(*mf, twin, a, classes, nullptr));
+    }
+    const double overhead = 100.0 * (best_c / best_f - 1.0);
+    overheads.push_back(overhead);
+    std::printf("TWIN idx=%d batch=%d compressed_s=%.4f float_s=%.4f overhead_pct=%.1f\n", idx,
+                a.batch, best_c, best_f, overhead);
+    std::fflush(stdout);
+  }
+  if (overheads.empty()) {
+    std::printf("TWIN no compressed genome in %s\n", a.genomes.c_str());
+    return 0;
+  }
+  std::sort(overheads.begin(), overheads.end());
+  std::printf(
+      "TWIN summary: %zu compressed genomes, overhead over the float twin min %.1f%% "
+      "median %.1f%% max %.1f%%\n",
+      overheads.size(), overheads.front(), overheads[overheads.size() / 2], overheads.back());
+  return 0;
+}
+
 int dump(const Args& a) {
   auto space = spaces::load_space(a.space);
   spaces::Rng rng(a.seed);
@@ -217,6 +278,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   nn::ThreadBudget budget(a.threads);
+  if (a.float_twin_rounds > 0) return compare_float_twins(a);
   std::ifstream in(a.genomes);
   std::string line;
   bench::Profiler prof;

@@ -7,7 +7,8 @@
 # the median fraction of FP32 peak.
 #
 #   bash bench/sampled_vs_torch.sh [build-dir]            (default: build)
-# Environment: SAMPLES (20), SEED (1), STEPS (5), WARMUP (2), DARTS_STEPS (1: darts_cell
+# Environment: SAMPLES (20), SEED (1), STEPS (15), WARMUP (5: the first steps grow buffer pools
+#   and prune bands), DARTS_STEPS (1: darts_cell
 #   candidates take seconds per step), THREADS (2), REPEATS (2: hwnas and torch alternate,
 #   the best run per genome is kept, and each repeat's median ratio is printed as the spread),
 #   SPACES ("cnn mlp attention darts_cell"), BENCH_BIN (a prebuilt bench_sampled_vs_torch),
@@ -18,8 +19,8 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 SAMPLES="${SAMPLES:-20}"
 SEED="${SEED:-1}"
-STEPS="${STEPS:-5}"
-WARMUP="${WARMUP:-2}"
+STEPS="${STEPS:-15}"
+WARMUP="${WARMUP:-5}"
 DARTS_STEPS="${DARTS_STEPS:-1}"
 THREADS="${THREADS:-2}"
 REPEATS="${REPEATS:-2}"

@@ -153,31 +153,49 @@ struct PruneBand {
 thread_local std::unordered_map<const nn::Node*, PruneBand> t_bands;
 
 // Sets band.lo / band.hi to the magnitudes half_width ranks below and above position `at` of
-// keys[0..size) (partitioned around `at` by nth_element); an edge past the array keeps `lo_floor`
-// or `hi_ceiling` (bounds known to hold every smaller / larger key outside the array).
+// keys[0..size) (partitioned around `at` by nth_element).  keys holds every entry between
+// lo_floor and hi_ceiling; an edge whose rank lies outside keys is extrapolated past the old
+// bound, so that a boundary drifting steadily one way (pruned weights shrinking under weight
+// decay, say) is still centred on the next step.
 void centre_band(std::vector<std::uint64_t>& keys, std::int64_t at, PruneBand& band,
                  MagnitudeKey lo_floor, MagnitudeKey hi_ceiling) {
   const auto size = static_cast<std::int64_t>(keys.size());
   const auto nth = keys.begin() + at;
   const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
-  if (lo_rank < 0) {
-    band.lo = lo_floor;
-  } else {
+  const bool has_lo = lo_rank >= 0, has_hi = hi_rank < size;
+  MagnitudeKey lo = lo_floor, hi = hi_ceiling;
+  if (has_lo) {
     std::nth_element(keys.begin(), keys.begin() + lo_rank, nth);
-    band.lo = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(lo_rank)] >> 32);
+    lo = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(lo_rank)] >> 32);
   }
-  if (hi_rank >= size) {
-    band.hi = hi_ceiling;
-  } else {
+  if (has_hi) {
     std::nth_element(nth + 1, keys.begin() + hi_rank, keys.end());
-    band.hi = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(hi_rank)] >> 32) + 1;
+    hi = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(hi_rank)] >> 32) + 1;
   }
+  // An edge whose rank lies past the known keys is extrapolated from the density of the keys
+  // between the boundary and the old bound.
+  const float b = std::bit_cast<float>(static_cast<MagnitudeKey>(*nth >> 32));
+  const auto width = static_cast<float>(band.half_width);
+  if (!has_lo) {
+    const float span = b - std::bit_cast<float>(lo_floor);
+    lo = magnitude_key(
+        std::max(0.0f, b - span * width / static_cast<float>(std::max<std::int64_t>(at, 1))));
+    lo = std::min(lo, lo_floor);
+  }
+  if (!has_hi && hi_ceiling <= 0x7f800000u) {  // (a ceiling above every key stays)
+    const float span = std::bit_cast<float>(hi_ceiling - 1) - b;
+    const float edge =
+        b + span * width / static_cast<float>(std::max<std::int64_t>(size - 1 - at, 1));
+    hi = std::max(hi_ceiling, std::min<MagnitudeKey>(magnitude_key(edge), 0x7f800000u) + 1);
+  }
+  band.lo = lo;
+  band.hi = hi;
   band.valid = true;
 }
 
 // The narrowest band: a miss costs a full selection over n entries, a wide band only a
-// selection over its own entries, so the band never narrows below 0.4% of the weight.
-std::int64_t min_half_width(std::int64_t n) { return std::max<std::int64_t>(64, n / 256); }
+// selection over its own entries, so the band never narrows below 1.6% of the weight.
+std::int64_t min_half_width(std::int64_t n) { return std::max<std::int64_t>(256, n / 64); }
 
 // The order_key of the k-th smallest entry of w[0..n), 1 <= k <= n.
 std::uint64_t kth_smallest(const float* w, std::int64_t n, std::int64_t k, PruneBand& band) {
