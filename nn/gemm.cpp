@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "nn/scratch.hpp"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HWNAS_GEMM_X86 1
 #include <immintrin.h>
@@ -127,22 +129,10 @@ void pack_b(const float* b, Index rs, Index cs, Index kc, Index nc, float* dst) 
   }
 }
 
-// Per-thread packing buffers, 64-byte aligned (the kernels use aligned loads on B panels).
-float* pack_buffer(std::size_t n, int slot) {
-  struct Buffer {
-    float* data = nullptr;
-    std::size_t size = 0;
-    ~Buffer() { ::operator delete[](data, std::align_val_t(64)); }
-  };
-  thread_local Buffer buffers[2];
-  Buffer& b = buffers[slot];
-  if (b.size < n) {
-    ::operator delete[](b.data, std::align_val_t(64));
-    b.data = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
-    b.size = n;
-  }
-  return b.data;
-}
+// Per-thread packing buffers (slot 0: A, 1: B), 64-byte aligned: the kernels load B panels
+// with aligned loads.
+struct GemmPacking;
+float* pack_buffer(std::size_t n, int slot) { return thread_scratch<GemmPacking, 2>(n, slot); }
 
 // Adds (or stores) a computed tile's valid part into C.
 void apply_tile(const float* tile, int tile_ld, int mr, int nr, float* c, Index ldc, bool first) {

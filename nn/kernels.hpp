@@ -28,6 +28,7 @@
 #include "nn/autograd.hpp"
 #include "nn/gemm.hpp"
 #include "nn/parallel.hpp"
+#include "nn/scratch.hpp"
 #include "nn/tensor.hpp"
 
 namespace hwnas::nn::detail {
@@ -55,26 +56,10 @@ inline std::int64_t chunk_count(std::int64_t n, std::int64_t cost) {
   return std::min({n, kMaxChunks, work / kParallelGrainFlops});
 }
 
-// Per-thread scratch buffers reused across calls (im2col matrices, attention score tiles), one
-// per slot so an op can hold several at once: avoids per-call heap churn.  Contents never carry
-// over between uses, so reuse does not affect results.  Buffers start on a 64-byte boundary:
-// Eigen peels an unaligned head into scalar code whose exp/tanh differ from the vector path in
-// the last bit, so an address-dependent alignment would make results vary from run to run.
-inline float* scratch(std::size_t n, int slot = 0) {
-  struct Buffer {
-    float* data = nullptr;
-    std::size_t size = 0;
-    ~Buffer() { ::operator delete[](data, std::align_val_t(64)); }
-  };
-  thread_local Buffer buffers[3];
-  Buffer& b = buffers[slot];
-  if (b.size < n) {
-    ::operator delete[](b.data, std::align_val_t(64));
-    b.data = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t(64)));
-    b.size = n;
-  }
-  return b.data;
-}
+// Per-thread scratch buffers for the ops (im2col matrices, attention score tiles), three slots
+// so an op can hold several at once (nn/scratch.hpp).
+struct OpScratch;
+inline float* scratch(std::size_t n, int slot = 0) { return thread_scratch<OpScratch, 3>(n, slot); }
 
 // Calls fn(begin, end) over [0, n) in deterministic chunks, in parallel when worth it.
 template <class F>

@@ -464,21 +464,9 @@ int conv_chunks(const ConvGeom& g, int spb) {
 
 // Per-thread buffers for the batched path (more slots than detail::scratch offers).
 enum ConvSlot { kCol, kDcol, kPad, kTile, kConvSlots };
+struct ConvScratch;
 float* conv_scratch(std::int64_t n, ConvSlot slot) {
-  struct Buffer {
-    float* data = nullptr;
-    std::int64_t size = 0;
-    ~Buffer() { ::operator delete[](data, std::align_val_t(64)); }
-  };
-  thread_local Buffer buffers[kConvSlots];
-  Buffer& b = buffers[slot];
-  if (b.size < n) {
-    ::operator delete[](b.data, std::align_val_t(64));
-    b.data = static_cast<float*>(
-        ::operator new[](static_cast<std::size_t>(n) * sizeof(float), std::align_val_t(64)));
-    b.size = n;
-  }
-  return b.data;
+  return detail::thread_scratch<ConvScratch, kConvSlots>(static_cast<std::size_t>(n), slot);
 }
 
 // Fills col ([groups*Kg, s*P], row stride ld) with the im2col matrices of samples x[0..s).

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "nn/gemm.hpp"
 #include "search/cli_checks.hpp"
 #include "search/cmd_db.hpp"
 #include "search/cmd_export.hpp"
@@ -32,6 +33,13 @@ int main(int argc, char** argv) {
   hwnas::search::add_tasks_commands(app);
   hwnas::search::add_train_command(app);
   hwnas::search::add_export_command(app);
+  // A bad HWNAS_GEMM_ISA is one clear error before any work, not a failure in every candidate.
+  try {
+    (void)hwnas::nn::detail::gemm_isa();
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return hwnas::search::kUsageExitCode;
+  }
   // A misspelt command gets its name and the list, not CLI11's "A subcommand is required".
   if (const std::string e = hwnas::search::unknown_command(app, argc, argv); !e.empty()) {
     std::cerr << "error: " << e << "\n";

@@ -115,3 +115,24 @@ TEST(CliBadInput, AFullDiskLeavesNoPartialFile) {
     if (e.is_regular_file()) ADD_FAILURE() << "left behind: " << e.path();
   std::filesystem::remove_all(dir);
 }
+
+// A misspelt or unsupported GEMM kernel family is one error before any work starts.
+TEST(CliBadInput, GemmKernelOverrideIsChecked) {
+  // expect_one_error runs `hwnas ARGS`; the environment goes in front through the shell.
+  const auto r = run_hwnas("--version");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string cmd =
+      "HWNAS_GEMM_ISA=avx1024 " + hwnas::test::kHwnasBinary + " search " + kQuickstart + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << out;
+  EXPECT_EQ(out.rfind("error: HWNAS_GEMM_ISA: unknown kernel family 'avx1024' (use avx512, avx2 or "
+                      "eigen",
+                      0),
+            0u)
+      << out;
+  EXPECT_EQ(out.find('\n'), out.size() - 1) << "one line: " << out;
+}
