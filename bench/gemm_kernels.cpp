@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
       {"dense fwd 64x784 x W^T 784x512", 64, 512, 784, false, true},
       {"dense dx 64x512 x W 512x784", 64, 784, 512, false, false},
       {"dense dW g^T 512x64 x x 64x784", 512, 784, 64, true, false},
+      {"dense fwd batch 1: 1x784 x W^T", 1, 512, 784, false, true},
       {"square 512", 512, 512, 512, false, false},
   };
   std::vector<GemmIsa> isas;

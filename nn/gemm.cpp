@@ -143,6 +143,16 @@ void apply_tile(const float* tile, int tile_ld, int mr, int nr, float* c, Index 
     }
 }
 
+// Calls K::template rows<R>(...) for R = r (1 <= r <= K::kMr): edge tiles with fewer rows (a
+// batch-1 dense layer is a 1-row GEMM) run only their rows, with the same arithmetic per element.
+template <class K, int R = K::kMr>
+void rows_of(int r, Index kc, const float* a, const float* b, float* c, Index ldc, bool first) {
+  if constexpr (R >= 1) {
+    if (r == R) return K::template rows<R>(kc, a, b, c, ldc, first);
+    rows_of<K, R - 1>(r, kc, a, b, c, ldc, first);
+  }
+}
+
 // The loop nest around a micro-kernel K (K::kMr x K::kNr tiles):
 //   for each nc-column block: for each kc block of K: pack B; for each mc-row block: pack A;
 //   then every tile of the block.  `first` (store rather than add) holds for the first K block
@@ -171,10 +181,10 @@ void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, f
             const int mr = static_cast<int>(std::min<Index>(MR, mc - ir));
             const float* apanel = ap + ir * kc;
             float* ct = c + (ic + ir) * ldc + jc + jr;
-            if (mr == MR && nr == NR) {
-              K::kernel(kc, apanel, bpanel, ct, ldc, first);
+            if (nr == NR) {
+              rows_of<K>(mr, kc, apanel, bpanel, ct, ldc, first);
             } else {
-              K::kernel(kc, apanel, bpanel, tile, NR, true);
+              rows_of<K>(mr, kc, apanel, bpanel, tile, NR, true);
               apply_tile(tile, NR, mr, nr, ct, ldc, first);
             }
           }
@@ -194,22 +204,24 @@ void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, f
 struct Avx512Kernel {
   static constexpr int kMr = 8, kNr = 32;
   static constexpr Index kMc = 96, kNc = 2048;
-  __attribute__((target("avx512f"))) static void kernel(Index kc, const float* a, const float* b,
-                                                        float* c, Index ldc, bool first) {
-    __m512 acc0[kMr], acc1[kMr];
+  // R <= kMr rows of the tile; the A panel holds kMr values per k.
+  template <int R>
+  __attribute__((target("avx512f"))) static void rows(Index kc, const float* a, const float* b,
+                                                      float* c, Index ldc, bool first) {
+    __m512 acc0[R], acc1[R];
 #pragma GCC unroll 8
-    for (int i = 0; i < kMr; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
     for (Index p = 0; p < kc; ++p, a += kMr, b += kNr) {
       const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #pragma GCC unroll 8
-      for (int i = 0; i < kMr; ++i) {
+      for (int i = 0; i < R; ++i) {
         const __m512 ai = _mm512_set1_ps(a[i]);
         acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
         acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
       }
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < kMr; ++i) {
+    for (int i = 0; i < R; ++i) {
       float* row = c + i * ldc;
       if (first) {
         _mm512_storeu_ps(row, acc0[i]);
@@ -226,22 +238,23 @@ struct Avx512Kernel {
 struct Avx2Kernel {
   static constexpr int kMr = 6, kNr = 16;
   static constexpr Index kMc = 96, kNc = 2048;
-  __attribute__((target("avx2,fma"))) static void kernel(Index kc, const float* a, const float* b,
-                                                         float* c, Index ldc, bool first) {
-    __m256 acc0[kMr], acc1[kMr];
+  template <int R>
+  __attribute__((target("avx2,fma"))) static void rows(Index kc, const float* a, const float* b,
+                                                       float* c, Index ldc, bool first) {
+    __m256 acc0[R], acc1[R];
 #pragma GCC unroll 6
-    for (int i = 0; i < kMr; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
     for (Index p = 0; p < kc; ++p, a += kMr, b += kNr) {
       const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
-      for (int i = 0; i < kMr; ++i) {
+      for (int i = 0; i < R; ++i) {
         const __m256 ai = _mm256_broadcast_ss(a + i);
         acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
         acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
       }
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < kMr; ++i) {
+    for (int i = 0; i < R; ++i) {
       float* row = c + i * ldc;
       if (first) {
         _mm256_storeu_ps(row, acc0[i]);

@@ -174,7 +174,7 @@ void im2col(const float* xp, const float* xp_end, const ConvGeom& g, float* col,
           const float* src = xc + static_cast<std::int64_t>(oh) * g.stride * wp;
           float* dst = row + static_cast<std::int64_t>(oh) * g.wo;
           if (g.stride == 1) {
-            if (static_cast<std::int64_t>(oh) * g.wo + whole > row_room || src + whole > xp_end)
+            if (static_cast<std::int64_t>(oh) * g.wo + whole > row_room || xp_end - src < whole)
               copy_row(dst, src, g.wo);
             else
               copy_row_overrun(dst, src, whole);

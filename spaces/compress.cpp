@@ -60,12 +60,18 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   if (bits >= 16 && prune <= 0) return w;
   const std::uint64_t session = nn::no_grad_session();
   if (session == 0) return compress_uncached(w, bits, prune);
+  if (auto it = t_cache.find(w.node()); it != t_cache.end()) {
+    const CacheEntry& e = it->second;
+    if (e.session == session && e.bits == bits && e.prune == prune &&
+        e.source.lock() == w.node_ptr())
+      return e.compressed;
+  }
+  // No reference into the cache is held across compress_uncached: its parallel loops may run
+  // other tasks on this thread, which may use (and clear) the same thread-local cache.
+  nn::Var compressed = compress_uncached(w, bits, prune);
   if (t_cache.size() > 4096) t_cache.clear();  // bound it when many models come and go
-  CacheEntry& e = t_cache[w.node()];
-  if (e.session == session && e.bits == bits && e.prune == prune && e.source.lock() == w.node_ptr())
-    return e.compressed;
-  e = CacheEntry{w.node_ptr(), session, bits, prune, compress_uncached(w, bits, prune)};
-  return e.compressed;
+  t_cache[w.node()] = CacheEntry{w.node_ptr(), session, bits, prune, compressed};
+  return compressed;
 }
 
 namespace {
@@ -258,8 +264,13 @@ PruneRule prune_rule(const nn::Var& w, double prune) {
     rule.key = 0xffffffffu;  // every entry
     return rule;
   }
+  // A copy of the band, written back after: the selection's parallel loops may run other tasks
+  // on this thread that use (and clear) the thread-local map.
+  PruneBand band;
+  if (auto it = t_bands.find(w.node()); it != t_bands.end()) band = it->second;
+  const std::uint64_t b = kth_smallest(w.value().data(), n, k, band);
   if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
-  const std::uint64_t b = kth_smallest(w.value().data(), n, k, t_bands[w.node()]);
+  t_bands[w.node()] = band;
   rule.key = static_cast<MagnitudeKey>(b >> 32);
   rule.index = static_cast<std::int64_t>(b & 0xffffffffu);
   return rule;
@@ -271,7 +282,8 @@ inline float round_half_away(float x) {
   return std::fabs(x - t) >= 0.5f ? t + std::copysign(1.0f, x) : t;
 }
 
-// max |row[i]| (exact in any order: max is associative).
+// max |row[i]|, NaN entries ignored as std::max(m, |x|) ignores them (max of non-NaN values is
+// exact in any order).
 float max_magnitude(const float* row, std::int64_t n) {
   float m = 0;
   std::int64_t i = 0;
@@ -279,7 +291,7 @@ float max_magnitude(const float* row, std::int64_t n) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   __m256 vm = _mm256_setzero_ps();
   for (; i + 8 <= n; i += 8)
-    vm = _mm256_max_ps(vm, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + i)));
+    vm = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(row + i)), vm);  // NaN: keeps vm
   alignas(32) float t[8];
   _mm256_store_ps(t, vm);
   for (float v : t) m = std::max(m, v);
@@ -293,11 +305,15 @@ float max_magnitude(const float* row, std::int64_t n) {
 // (its magnitude read from keys_from[i]).  The forward pass emits the compressed weight
 // (values = keys_from = the weight); the backward pass masks the gradient (values = dst = the
 // gradient, keys_from = the weight).
-template <bool kQuantise>
+//
+// A pruned entry becomes +0 in the forward pass (kGradient false) and values[i] * 0 in the
+// backward pass (kGradient true: the definition's g * mask, whose zeros keep g's sign).
+template <bool kQuantise, bool kGradient = false>
 void emit(const float* values, const float* keys_from, std::int64_t base, std::int64_t len,
           float scale, const PruneRule& rule, float* dst) {
+  auto pruned_value = [](float v) { return kGradient ? v * 0.0f : 0.0f; };
   if (!rule.none && rule.key > 0x7fffffffu) {  // every entry pruned
-    std::fill(dst, dst + len, 0.0f);
+    for (std::int64_t i = 0; i < len; ++i) dst[i] = pruned_value(values[i]);
     return;
   }
   std::int64_t i = 0;
@@ -314,21 +330,26 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
       const __m256 away =
           _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(q, t)), half, _CMP_GE_OQ);
       const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(q, sign), one));
-      v = _mm256_mul_ps(_mm256_add_ps(t, step), vs);
+      // round keeps the sign of its argument (-0.3 -> -0.0): t + step alone would give +0.
+      v = _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(q, sign)), vs);
     }
     if (!rule.none) {
       // Entries below the boundary magnitude go; those at it (the boundary itself, rare ties)
       // are settled by index one by one.
       const __m256i m = _mm256_and_si256(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys_from + i)), abs_mask);
-      v = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, vkey_minus_1)));
+      const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, vkey_minus_1));
+      if constexpr (kGradient)
+        v = _mm256_mul_ps(v, _mm256_and_ps(keep, one));
+      else
+        v = _mm256_and_ps(v, keep);
       _mm256_storeu_ps(dst + i, v);
       unsigned ties = static_cast<unsigned>(
           _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(m, vkey))));
       while (ties) {
         const int t = __builtin_ctz(ties);
         ties &= ties - 1;
-        if (base + i + t <= rule.index) dst[i + t] = 0.0f;
+        if (base + i + t <= rule.index) dst[i + t] = pruned_value(dst[i + t]);
       }
     } else {
       _mm256_storeu_ps(dst + i, v);
@@ -338,7 +359,7 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
   for (; i < len; ++i) {
     float v = values[i];
     if constexpr (kQuantise) v = round_half_away(v / scale) * scale;
-    dst[i] = rule.pruned(magnitude_key(keys_from[i]), base + i) ? 0.0f : v;
+    dst[i] = rule.pruned(magnitude_key(keys_from[i]), base + i) ? pruned_value(v) : v;
   }
 }
 
@@ -390,7 +411,7 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
       float* gd = g.data();
       const float* wd = parent.value.data();
       for_pieces(g.numel(), [&](std::int64_t b, std::int64_t e) {
-        emit<false>(gd + b, wd + b, b, e - b, 0.0f, rule, gd + b);
+        emit<false, true>(gd + b, wd + b, b, e - b, 0.0f, rule, gd + b);
       });
     }
     if (parent.grad.empty() || parent.grad.shape() != parent.value.shape())

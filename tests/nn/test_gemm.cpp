@@ -57,10 +57,11 @@ struct Shape3 {
   std::int64_t m, n, k;
 };
 
-// Shapes around the kernels' tile sizes (8x32 and 6x16), the K block (256) and the M / N blocks.
-const std::vector<Shape3> kShapes = {{1, 1, 1},     {5, 7, 3},      {8, 32, 16},  {6, 16, 256},
-                                     {13, 45, 257}, {33, 100, 600}, {97, 31, 70}, {200, 2100, 9},
-                                     {17, 3, 513},  {64, 512, 300}};
+// Shapes around the kernels' tile sizes (8x32 and 6x16), the K block (256) and the M / N blocks;
+// 1 and 3 rows run the narrower row kernels (a batch-1 dense layer).
+const std::vector<Shape3> kShapes = {{1, 1, 1},     {5, 7, 3},      {8, 32, 16},   {6, 16, 256},
+                                     {13, 45, 257}, {33, 100, 600}, {97, 31, 70},  {200, 2100, 9},
+                                     {17, 3, 513},  {64, 512, 300}, {1, 512, 784}, {3, 40, 20}};
 
 void check_family(GemmIsa isa) {
   IsaGuard guard;

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -60,6 +62,12 @@ TEST(Compress, Int4ScalesPerOutputChannel) {
 }
 
 namespace {
+
+std::vector<std::uint32_t> bit_patterns(const std::vector<float>& v) {
+  std::vector<std::uint32_t> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = std::bit_cast<std::uint32_t>(v[i]);
+  return out;
+}
 
 // The definition, written the plain way: zero the k = floor(prune * n) smallest |w| (ties by
 // index), then quantise the rest per output channel with quantisation_scales of the pruned weight.
@@ -120,15 +128,18 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
             const auto [want, mask] = reference_compress(w.value(), bits, prune);
             w.grad() = nn::Tensor();
             nn::Var out = spaces::compress_weight(w, bits, prune);
-            const std::vector<float> got = out.value().to_vector();
-            ASSERT_EQ(got, want) << shape.str() << " bits " << bits << " prune " << prune
-                                 << " coarse " << coarse << " step " << step;
+            // Bit patterns, not ==: -0.0 (round(-0.3) * s) must stay -0.0.
+            ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
+                << shape.str() << " bits " << bits << " prune " << prune << " coarse " << coarse
+                << " step " << step;
             if (bits >= 16 && prune <= 0) continue;  // w itself: no gradient mask to check
             nn::Tensor up(shape);
             for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
             nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
             for (std::int64_t i = 0; i < up.numel(); ++i)
-              ASSERT_EQ(w.grad().data()[i], up.data()[i] * mask[static_cast<std::size_t>(i)])
+              ASSERT_EQ(
+                  std::bit_cast<std::uint32_t>(w.grad().data()[i]),
+                  std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
                   << shape.str() << " bits " << bits << " prune " << prune << " step " << step
                   << " entry " << i;
           }
