@@ -9,7 +9,8 @@
 //
 //   bench_sequence_mixers --kinds attention,s4d,mamba [--part mqar|scaling|both]
 //       [--params '{"mamba": {"d_state": 16}, "attention": {"heads": 4}}'] [--lr-of kind=lr]
-//       [--epochs 20] [--train 4000] [--lr 3e-3] [--batch 32] [--lengths 256,512,...,4096]
+//       [--epochs 20] [--train 4000] [--lr 3e-3] [--batch 32] [--position-features 0]
+//       [--lengths 256,512,...,4096]
 //       [--threads 2] [--seed 1]
 //
 // A kind without an entry in --params gets the defaults below (causal variants where the kind
@@ -50,6 +51,7 @@ struct Args {
   json params = json::object();
   std::map<std::string, float> lr_of;
   int seq_len = 256, pairs = 16, vocab = 64, width = 64, layers = 2;
+  int position_features = 0;  // sinusoidal position features of the mqar input
   int epochs = 20, train = 4000, val = 500, batch = 32;
   float lr = 3e-3f;
   std::vector<int> lengths{256, 512, 1024, 2048, 4096};
@@ -101,6 +103,8 @@ Args parse(int argc, char** argv) {
       a.val = std::stoi(v);
     else if (k == "--batch")
       a.batch = std::stoi(v);
+    else if (k == "--position-features")
+      a.position_features = std::stoi(v);
     else if (k == "--lr")
       a.lr = std::stof(v);
     else if (k == "--lengths") {
@@ -137,15 +141,19 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 void run_mqar(const Args& a) {
-  const json tp = {{"seq_len", a.seq_len}, {"num_kv_pairs", a.pairs}, {"vocab_size", a.vocab}};
+  const json tp = {{"seq_len", a.seq_len},
+                   {"num_kv_pairs", a.pairs},
+                   {"vocab_size", a.vocab},
+                   {"position_features", a.position_features}};
   const eval::TaskSpec t = eval::resolve_task("mqar", tp);
   const spaces::TensorType in = t.entry->inputs(t.params).at(0);
   const int outputs = t.entry->outputs(t.params);
   const eval::TrainValSplit s = eval::make_task_data(t, in, a.seed, {a.train, a.val});
   std::printf(
-      "# (a) mqar seq_len %d, %d pairs, vocab %d, width %d, %d layers; %d train, %d val, "
-      "%d epochs, batch %d, %d threads\n",
-      a.seq_len, a.pairs, a.vocab, a.width, a.layers, a.train, a.val, a.epochs, a.batch, a.threads);
+      "# (a) mqar seq_len %d, %d pairs, vocab %d, %d position features, width %d, %d layers; "
+      "%d train, %d val, %d epochs, batch %d, %d threads\n",
+      a.seq_len, a.pairs, a.vocab, a.position_features, a.width, a.layers, a.train, a.val, a.epochs,
+      a.batch, a.threads);
   std::printf("%-22s %10s %8s %12s %10s  %s\n", "kind", "params", "lr", "query_acc", "train_s",
               "block params");
   for (const auto& kind : a.kinds) {

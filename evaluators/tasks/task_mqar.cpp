@@ -8,7 +8,12 @@
 // power_a puts queries soon after the context, as repeated bigrams are in text).  The label at a
 // query position is the value bound to that key; every other position is unlabelled
 // (kIgnoreTarget).  With random_non_queries the remaining positions hold random tokens, else 0.
-// Tokens are fed one-hot: input [seq_len, vocab_size], per-token head with vocab_size classes.
+// Tokens are fed one-hot: input [seq_len, vocab_size + position_features], per-token head with
+// vocab_size classes.  position_features > 0 appends the sinusoidal encoding of the position
+// (Vaswani et al. 2017: sin / cos of t / 10000^(2j/F)); the models' first dense layer then adds a
+// learned projection of it to each token's embedding, the role of the absolute position
+// embeddings Zoology's attention baselines carry (max_position_embeddings = seq_len).  Without
+// it an attention stack sees no order but the causal mask.
 #include <cmath>
 
 #include "evaluators/tasks/task_util.hpp"
@@ -20,9 +25,10 @@ Dataset make_mqar(const json& p, int n, std::uint64_t seed) {
   const int len = pint(p, "seq_len"), kv = pint(p, "num_kv_pairs"), vocab = pint(p, "vocab_size");
   const double power_a = p.at("power_a").get<double>();
   const bool random_fill = p.at("random_non_queries").get<bool>();
+  const int positions = pint(p, "position_features"), width = vocab + positions;
   const int context = 2 * kv, space = (len - context) / 2, half = vocab / 2;
 
-  Dataset d = alloc_dataset(n, {len, vocab}, {len}, kIgnoreTarget);
+  Dataset d = alloc_dataset(n, {len, width}, {len}, kIgnoreTarget);
   d.num_classes = vocab;
   std::mt19937_64 rng(seed);
   std::vector<int> key_pool, value_pool, tokens(static_cast<std::size_t>(len));
@@ -62,11 +68,17 @@ Dataset make_mqar(const json& p, int n, std::uint64_t seed) {
       tokens[static_cast<std::size_t>(pos)] = key_pool[static_cast<std::size_t>(i)];
       target[pos] = static_cast<float>(value_pool[static_cast<std::size_t>(i)]);
     }
-    float* x = d.x.data() + static_cast<std::int64_t>(s) * len * vocab;
+    float* x = d.x.data() + static_cast<std::int64_t>(s) * len * width;
     for (int t = 0; t < len; ++t) {
       int tok = tokens[static_cast<std::size_t>(t)];
       if (tok < 0) tok = random_fill ? seeded::uniform_int(rng, 0, vocab - 1) : 0;
-      x[static_cast<std::int64_t>(t) * vocab + tok] = 1.0f;
+      float* row = x + static_cast<std::int64_t>(t) * width;
+      row[tok] = 1.0f;
+      for (int j = 0; j < positions / 2; ++j) {
+        const double angle = t / std::pow(10000.0, 2.0 * j / positions);
+        row[vocab + 2 * j] = static_cast<float>(std::sin(angle));
+        row[vocab + 2 * j + 1] = static_cast<float>(std::cos(angle));
+      }
     }
   }
   return d;
@@ -92,15 +104,22 @@ void register_task_mqar(Registry<TaskEntry>& r) {
                              "after the pairs)"),
       ParamSpec::boolean("random_non_queries", true,
                          "fill positions that are neither pairs nor queries with random tokens "
-                         "(else token 0)")};
+                         "(else token 0)"),
+      ParamSpec::int_range("position_features", 0, 1024, 0,
+                           "sinusoidal position features appended to each one-hot token (even; "
+                           "0 = none): absolute position for mixers that have no other")};
   e.head = HeadKind::TokenClasses;
   e.inputs = [](const json& p) {
-    return std::vector<TensorType>{TensorType::sequence(pint(p, "seq_len"), pint(p, "vocab_size"))};
+    return std::vector<TensorType>{TensorType::sequence(
+        pint(p, "seq_len"), pint(p, "vocab_size") + pint(p, "position_features"))};
   };
   e.outputs = [](const json& p) { return pint(p, "vocab_size"); };
   e.generate = [](const json& p, const TensorType&, std::uint64_t seed, const SplitSizes& sizes) {
     const int len = pint(p, "seq_len"), kv = pint(p, "num_kv_pairs"), v = pint(p, "vocab_size");
     require_param(len % 2 == 0, "mqar", "seq_len", std::to_string(len) + " must be even");
+    require_param(pint(p, "position_features") % 2 == 0, "mqar", "position_features",
+                  std::to_string(pint(p, "position_features")) +
+                      " must be even (a sin and a cos per frequency)");
     require_param(4 * kv <= len, "mqar", "num_kv_pairs",
                   std::to_string(kv) + " pairs and their queries need 4 * " + std::to_string(kv) +
                       " <= seq_len (" + std::to_string(len) + ")");

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -132,6 +133,33 @@ TEST(TaskRegistry, AssociativeRecallKeepsTheDataOfOlderConfigs) {
   TaskSpec m = resolve_task("marked_majority");
   TrainValSplit sm = make_task_data(m, m.inputs().front(), 3, {50, 20});
   EXPECT_TRUE(same(sm.train, make_sequence_task("marked_majority", 50, 7)));
+}
+
+// position_features appends sin / cos of t / 10000^(2j/F) after the one-hot token; the tokens
+// and labels are those of the same seed without them.
+TEST(Mqar, PositionFeaturesFollowTheOneHotToken) {
+  const int len = 32, kv = 4, vocab = 16, pf = 6;
+  TaskSpec plain =
+      resolve_task("mqar", {{"seq_len", len}, {"num_kv_pairs", kv}, {"vocab_size", vocab}});
+  TaskSpec pos = resolve_task(
+      "mqar",
+      {{"seq_len", len}, {"num_kv_pairs", kv}, {"vocab_size", vocab}, {"position_features", pf}});
+  EXPECT_EQ(pos.inputs().front(), spaces::TensorType::sequence(len, vocab + pf));
+  EXPECT_EQ(pos.outputs(), vocab);
+  Dataset a = make_task_data(plain, plain.inputs().front(), 5, {3, 1}).train;
+  Dataset b = make_task_data(pos, pos.inputs().front(), 5, {3, 1}).train;
+  ASSERT_EQ(a.target.to_vector(), b.target.to_vector());
+  for (int s = 0; s < 3; ++s)
+    for (int t = 0; t < len; ++t) {
+      const float* ra = a.x.data() + (static_cast<std::int64_t>(s) * len + t) * vocab;
+      const float* rb = b.x.data() + (static_cast<std::int64_t>(s) * len + t) * (vocab + pf);
+      for (int c = 0; c < vocab; ++c) ASSERT_EQ(ra[c], rb[c]) << "token one-hot at " << t;
+      for (int j = 0; j < pf / 2; ++j) {
+        const double angle = t / std::pow(10000.0, 2.0 * j / pf);  // j = 0: angle t
+        EXPECT_FLOAT_EQ(rb[vocab + 2 * j], static_cast<float>(std::sin(angle)));
+        EXPECT_FLOAT_EQ(rb[vocab + 2 * j + 1], static_cast<float>(std::cos(angle)));
+      }
+    }
 }
 
 TEST(Mqar, LabelsAreTheValuesOfTheQueriedKeys) {
@@ -292,6 +320,11 @@ TEST(TaskRegistry, BadNamesAndParametersNameTheField) {
   EXPECT_NE(msg([&] {
               make_task_data(odd, odd.inputs().front(), 0, {10, 10});
             }).find("task mqar.seq_len: 33 must be even"),
+            std::string::npos);
+  TaskSpec oddpos = resolve_task("mqar", {{"position_features", 3}});
+  EXPECT_NE(msg([&] {
+              make_task_data(oddpos, oddpos.inputs().front(), 0, {10, 10});
+            }).find("task mqar.position_features: 3 must be even (a sin and a cos per frequency)"),
             std::string::npos);
   TaskSpec sc = resolve_task("selective_copying", {{"seq_len", 4}, {"num_tokens", 5}});
   EXPECT_NE(msg([&] {
