@@ -12,6 +12,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "nn/scratch.hpp"
 
@@ -63,7 +64,72 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index st
   for (; p < kc; ++p)
     for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t * stride + p];
 }
+
+// The same with eight separate source vectors: dst[p * ld + t] = src[t][p].
+__attribute__((target("avx2"))) void transpose_pack_8(const float* const* src, Index kc, float* dst,
+                                                      Index ld) {
+  Index p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src[t] + p);
+    __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      lo[t] = _mm256_unpacklo_ps(r[2 * t], r[2 * t + 1]);
+      hi[t] = _mm256_unpackhi_ps(r[2 * t], r[2 * t + 1]);
+    }
+    __m256 q[8];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      q[4 * h + 0] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
+      q[4 * h + 1] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
+      q[4 * h + 2] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
+      q[4 * h + 3] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      _mm256_storeu_ps(dst + (p + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
+      _mm256_storeu_ps(dst + (p + 4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
+    }
+  }
+  for (; p < kc; ++p)
+    for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t][p];
+}
 #endif
+
+// B given by row pointers: panel row p is NR contiguous floats of row pc + p.
+template <int NR>
+void pack_b_rows(const float* const* rows, Index pc, Index kc, Index jc, Index nc, float* dst) {
+  for (Index j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
+    const int nr = static_cast<int>(std::min<Index>(NR, nc - j0));
+    for (Index p = 0; p < kc; ++p) {
+      std::memcpy(dst + p * NR, rows[pc + p] + jc + j0, nr * sizeof(float));
+      if (nr < NR) std::fill(dst + p * NR + nr, dst + (p + 1) * NR, 0.0f);
+    }
+  }
+}
+
+// B given by column pointers: column j of the block is cols[jc + j] + pc (contiguous in k).
+template <int NR>
+void pack_b_cols(const float* const* cols, Index pc, Index kc, Index jc, Index nc, float* dst) {
+  for (Index j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
+    const int nr = static_cast<int>(std::min<Index>(NR, nc - j0));
+    if (nr < NR) std::fill(dst, dst + NR * kc, 0.0f);
+    int jj = 0;
+#if defined(HWNAS_GEMM_X86)
+    for (; jj + 8 <= nr; jj += 8) {
+      const float* src[8];
+      for (int t = 0; t < 8; ++t) src[t] = cols[jc + j0 + jj + t] + pc;
+      transpose_pack_8(src, kc, dst + jj, NR);
+    }
+#endif
+    for (; jj < nr; ++jj) {
+      const float* col = cols[jc + j0 + jj] + pc;
+      for (Index p = 0; p < kc; ++p) dst[p * NR + jj] = col[p];
+    }
+  }
+}
 
 // dst[r][p * MR + ii] = a(i0 + r*MR + ii, p) for each MR-row panel r of the [mc, kc] block,
 // zero for rows past mc.
@@ -157,9 +223,10 @@ void rows_of(int r, Index kc, const float* a, const float* b, float* c, Index ld
 //   for each nc-column block: for each kc block of K: pack B; for each mc-row block: pack A;
 //   then every tile of the block.  `first` (store rather than add) holds for the first K block
 //   when not accumulating, so C is never read before it is written.
-template <class K>
-void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
-                  bool accumulate) {
+// pack_b_block(pc, kc, jc, nc, dst) packs B's [kc, nc] block at (pc, jc) into NR-wide panels.
+template <class K, class PackB>
+void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, const PackB& pack_b_block, float* c,
+                  Index ldc, bool accumulate) {
   constexpr int MR = K::kMr, NR = K::kNr;
   constexpr Index MC = K::kMc, NC = K::kNc, KC = kGemmKc;
   float* ap = pack_buffer(static_cast<std::size_t>(MC * KC), 0);
@@ -170,7 +237,7 @@ void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, f
     for (Index pc = 0; pc < k; pc += KC) {
       const Index kc = std::min(KC, k - pc);
       const bool first = !accumulate && pc == 0;
-      pack_b<NR>(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, bp);
+      pack_b_block(pc, kc, jc, nc, bp);
       for (Index ic = 0; ic < m; ic += MC) {
         const Index mc = std::min(MC, m - ic);
         pack_a<MR>(a.data + ic * a.rs + pc * a.cs, a.rs, a.cs, mc, kc, ap);
@@ -352,24 +419,79 @@ const char* gemm_isa_name(GemmIsa isa) {
   return "?";
 }
 
+namespace {
+
+// True when there is nothing to multiply (C is then zeroed, or kept when accumulating).
+bool trivial_gemm(Index m, Index n, Index k, float* c, Index ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return true;
+  if (k > 0) return false;
+  if (!accumulate)
+    for (Index i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+  return true;
+}
+
+// Runs the blocked GEMM with the CPU's kernel, B packed by make_packer(NR)(pc, kc, jc, nc, dst);
+// returns false when no x86 kernel applies (the caller falls back to Eigen).
+template <class MakePacker>
+bool dispatch(Index m, Index n, Index k, StridedMatrix a, const MakePacker& make_packer, float* c,
+              Index ldc, bool accumulate) {
+#if defined(HWNAS_GEMM_X86)
+  switch (current_isa()) {
+    case GemmIsa::kAvx512:
+      blocked_gemm<Avx512Kernel>(m, n, k, a, make_packer.template operator()<Avx512Kernel::kNr>(),
+                                 c, ldc, accumulate);
+      return true;
+    case GemmIsa::kAvx2:
+      blocked_gemm<Avx2Kernel>(m, n, k, a, make_packer.template operator()<Avx2Kernel::kNr>(), c,
+                               ldc, accumulate);
+      return true;
+    default:
+      break;
+  }
+#endif
+  return false;
+}
+
+}  // namespace
+
 void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
            bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (Index i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
-    return;
-  }
-  switch (current_isa()) {
-#if defined(HWNAS_GEMM_X86)
-    case GemmIsa::kAvx512:
-      return blocked_gemm<Avx512Kernel>(m, n, k, a, b, c, ldc, accumulate);
-    case GemmIsa::kAvx2:
-      return blocked_gemm<Avx2Kernel>(m, n, k, a, b, c, ldc, accumulate);
-#endif
-    default:
-      return eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
-  }
+  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
+  auto packer = [&]<int NR>() {
+    return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
+      pack_b<NR>(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, dst);
+    };
+  };
+  if (!dispatch(m, n, k, a, packer, c, ldc, accumulate))
+    eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
+}
+
+void sgemm_b_rows(Index m, Index n, Index k, StridedMatrix a, const float* const* b_rows, float* c,
+                  Index ldc, bool accumulate) {
+  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
+  auto packer = [&]<int NR>() {
+    return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
+      pack_b_rows<NR>(b_rows, pc, kc, jc, nc, dst);
+    };
+  };
+  if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
+  std::vector<float> b(static_cast<std::size_t>(k * n));  // Eigen: B copied whole
+  for (Index p = 0; p < k; ++p) std::copy(b_rows[p], b_rows[p] + n, b.data() + p * n);
+  eigen_gemm(m, n, k, a, {b.data(), n, 1}, c, ldc, accumulate);
+}
+
+void sgemm_b_cols(Index m, Index n, Index k, StridedMatrix a, const float* const* b_cols, float* c,
+                  Index ldc, bool accumulate) {
+  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
+  auto packer = [&]<int NR>() {
+    return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
+      pack_b_cols<NR>(b_cols, pc, kc, jc, nc, dst);
+    };
+  };
+  if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
+  std::vector<float> b(static_cast<std::size_t>(k * n));  // Eigen: B^T copied whole
+  for (Index j = 0; j < n; ++j) std::copy(b_cols[j], b_cols[j] + k, b.data() + j * k);
+  eigen_gemm(m, n, k, a, {b.data(), 1, k}, c, ldc, accumulate);
 }
 
 }  // namespace hwnas::nn::detail

@@ -32,6 +32,15 @@ enum class GemmIsa { kEigen, kAvx2, kAvx512 };
 void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
            float* c, std::int64_t ldc, bool accumulate);
 
+// B given by a pointer per row (rows: B(p, j) = b_rows[p][j]) or per column (columns:
+// B(p, j) = b_cols[j][p]): the shifted views of a padded image that a stride-1 convolution's
+// column matrix consists of, without copying them into one (nn/ops_conv.cpp).  Same kernels and
+// summation order as the strided form.
+void sgemm_b_rows(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
+                  const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);
+void sgemm_b_cols(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
+                  const float* const* b_cols, float* c, std::int64_t ldc, bool accumulate);
+
 // The kernel family sgemm uses: the best the CPU supports, unless HWNAS_GEMM_ISA (eigen, avx2,
 // avx512) asks for another at start-up or set_gemm_isa() was called.
 GemmIsa gemm_isa();

@@ -491,6 +491,27 @@ void gather_rows(const float* src, int s, std::int64_t rows, std::int64_t P, flo
 
 }  // namespace
 
+// Stride-1 convolutions skip im2col: on the padded plane's grid (row stride wp), output position
+// t = oh*wp + ow reads tap (c, i, j) at xp_c[i*wp + j + t], so each row of the column matrix is
+// a contiguous view of the padded sample and the GEMM packs straight from it (sgemm_b_rows /
+// _cols).  The wp - wo columns between output rows are computed and dropped (about 7 % more
+// multiply-adds on 28x28 maps, 27 % on 14x14 with 5x5 kernels), against im2col's copy of every
+// input value kh*kw times.
+bool on_grid(const ConvGeom& g) { return g.stride == 1 && !g.pointwise(); }
+std::int64_t grid_len(const ConvGeom& g) {
+  return static_cast<std::int64_t>(g.ho - 1) * padded_w(g) + g.wo;
+}
+// taps[p] = the start of tap p = (c, i, j) of group gr's channels in the padded sample xp.
+void grid_taps(const float* xp, const ConvGeom& g, int gr, std::vector<const float*>& taps) {
+  const int hp = padded_h(g), wp = padded_w(g);
+  taps.resize(static_cast<std::size_t>(g.k_g()));
+  std::size_t p = 0;
+  for (int c = 0; c < g.cin_g(); ++c)
+    for (int i = 0; i < g.kh; ++i)
+      for (int j = 0; j < g.kw; ++j)
+        taps[p++] = xp + (static_cast<std::int64_t>(gr * g.cin_g() + c) * hp + i) * wp + j;
+}
+
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
   const ConvGeom g = check_conv(x, w, b, opt);
   if (g.depthwise()) return conv2d_depthwise(x, w, b, g);
@@ -507,6 +528,34 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     const float* wd = w.value().data();
     float* yd = y.data();
     for_each_chunk(g.n, chunks, sample_flops, [&](int, std::int64_t lo, std::int64_t hi) {
+      if (on_grid(g)) {
+        const std::int64_t T = grid_len(g);
+        const int wp = padded_w(g);
+        float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
+        float* tile = conv_scratch(Cg * T, kTile);
+        thread_local std::vector<const float*> taps;
+        for (std::int64_t n0 = lo; n0 < hi; ++n0) {
+          const float* xp = pad_sample(xd + n0 * CHW, g, pbuf);
+          for (int gr = 0; gr < g.groups; ++gr) {
+            grid_taps(xp, g, gr, taps);
+            detail::sgemm_b_rows(Cg, T, Kg, {wd + gr * Cg * Kg, Kg, 1}, taps.data(), tile, T,
+                                 false);
+            for (int co = 0; co < Cg; ++co) {
+              const int oc = gr * Cg + co;
+              float* dst = yd + (n0 * g.cout + oc) * P;
+              for (int oh = 0; oh < g.ho; ++oh) {
+                UArrayMap d(dst + static_cast<std::int64_t>(oh) * g.wo, g.wo);
+                ConstUArrayMap t(tile + co * T + static_cast<std::int64_t>(oh) * wp, g.wo);
+                if (bd)
+                  d = t + bd[oc];
+                else
+                  d = t;
+              }
+            }
+          }
+        }
+        return;
+      }
       for (std::int64_t n0 = lo; n0 < hi; n0 += spb) {
         const int s = static_cast<int>(std::min<std::int64_t>(spb, hi - n0));
         const std::int64_t ld = s * P;
@@ -588,7 +637,27 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
                                               g.cout);
               dbp += ConstMatrixMap(dyc, g.cout, ld).rowwise().sum();
             }
-            if (need_w) {
+            if (need_w && on_grid(g)) {
+              // dW_g += dY_g on the grid [Cg, T] (zeros between output rows) * taps^T [T, Kg]
+              const std::int64_t T = grid_len(g);
+              const int wp = padded_w(g);
+              float* dyg = conv_scratch(g.cout * T, kCol);
+              thread_local std::vector<const float*> taps;
+              for (int i = 0; i < s; ++i) {
+                const float* xp = pad_sample(xd + (n0 + i) * CHW, g, pbuf);
+                std::fill(dyg, dyg + g.cout * T, 0.0f);
+                for (int co = 0; co < g.cout; ++co)
+                  for (int oh = 0; oh < g.ho; ++oh)
+                    UArrayMap(dyg + co * T + static_cast<std::int64_t>(oh) * wp, g.wo) =
+                        ConstUArrayMap(dy + ((n0 + i) * g.cout + co) * P + oh * g.wo, g.wo);
+                for (int gr = 0; gr < g.groups; ++gr) {
+                  grid_taps(xp, g, gr, taps);
+                  detail::sgemm_b_cols(
+                      Cg, Kg, T, {dyg + static_cast<std::int64_t>(gr) * Cg * T, T, 1}, taps.data(),
+                      dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg, Kg, true);
+                }
+              }
+            } else if (need_w) {
               const float* src = xd + n0 * CHW;
               if (!direct) {
                 float* col = conv_scratch(g.groups * Kg * ld + 8, kCol);

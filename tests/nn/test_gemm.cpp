@@ -162,6 +162,41 @@ TEST(Gemm, ConvTrainingStepIsBitIdenticalAcrossKernelFamilies) {
   EXPECT_EQ(conv_step(GemmIsa::kAvx512), conv_step(GemmIsa::kAvx2));
 }
 
+// B as a table of row pointers or of column pointers gives the strided form's numbers bit for
+// bit (the conv's shifted image views use these).
+TEST(Gemm, PointerTableOperandsGiveTheStridedNumbers) {
+  for (GemmIsa isa : {GemmIsa::kEigen, GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+    if (!detail::gemm_isa_supported(isa)) continue;
+    IsaGuard guard;
+    detail::set_gemm_isa(isa);
+    std::mt19937 rng(21);
+    for (const Shape3& s : kShapes)
+      for (bool accumulate : {false, true}) {
+        std::vector<float> abuf, rbuf, cbuf;
+        const StridedMatrix a = make_operand(Layout::kRowMajor, s.m, s.k, abuf, rng);
+        const StridedMatrix br = make_operand(Layout::kRowMajor, s.k, s.n, rbuf, rng);
+        const StridedMatrix bc = make_operand(Layout::kTransposed, s.k, s.n, cbuf, rng);
+        std::vector<const float*> rows(static_cast<std::size_t>(s.k)),
+            cols(static_cast<std::size_t>(s.n));
+        for (std::int64_t p = 0; p < s.k; ++p)
+          rows[static_cast<std::size_t>(p)] = br.data + p * br.rs;
+        for (std::int64_t j = 0; j < s.n; ++j)
+          cols[static_cast<std::size_t>(j)] = bc.data + j * bc.cs;
+        std::vector<float> want(s.m * s.n, 0.5f), got(s.m * s.n, 0.5f);
+        detail::sgemm(s.m, s.n, s.k, a, br, want.data(), s.n, accumulate);
+        detail::sgemm_b_rows(s.m, s.n, s.k, a, rows.data(), got.data(), s.n, accumulate);
+        ASSERT_EQ(got, want) << "rows " << detail::gemm_isa_name(isa) << " m=" << s.m
+                             << " n=" << s.n << " k=" << s.k;
+        std::fill(want.begin(), want.end(), 0.5f);
+        std::fill(got.begin(), got.end(), 0.5f);
+        detail::sgemm(s.m, s.n, s.k, a, bc, want.data(), s.n, accumulate);
+        detail::sgemm_b_cols(s.m, s.n, s.k, a, cols.data(), got.data(), s.n, accumulate);
+        ASSERT_EQ(got, want) << "cols " << detail::gemm_isa_name(isa) << " m=" << s.m
+                             << " n=" << s.n << " k=" << s.k;
+      }
+  }
+}
+
 TEST(Gemm, ForcingAnUnsupportedFamilyIsRefusedAndTheNamesRoundTrip) {
   EXPECT_STREQ(detail::gemm_isa_name(GemmIsa::kAvx512), "avx512");
   EXPECT_STREQ(detail::gemm_isa_name(GemmIsa::kAvx2), "avx2");
