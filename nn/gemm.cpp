@@ -30,6 +30,32 @@ using Index = std::int64_t;
 // transposing copies, which would otherwise cost as much as a thin GEMM itself) ----
 
 #if defined(HWNAS_GEMM_X86)
+// Transposes the 8 x 8 block r (r[t] = 8 consecutive k of source vector t) and stores row q of
+// the result (k = q: one value per source vector) at dst + q * ld.
+__attribute__((target("avx2"), always_inline)) inline void store_transposed_8x8(const __m256* r,
+                                                                                float* dst,
+                                                                                Index ld) {
+  __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+  for (int t = 0; t < 4; ++t) {
+    lo[t] = _mm256_unpacklo_ps(r[2 * t], r[2 * t + 1]);
+    hi[t] = _mm256_unpackhi_ps(r[2 * t], r[2 * t + 1]);
+  }
+  __m256 q[8];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {  // rows 0-3 (h = 0) and 4-7 (h = 1)
+    q[4 * h + 0] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    q[4 * h + 1] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    q[4 * h + 2] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    q[4 * h + 3] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < 4; ++t) {
+    _mm256_storeu_ps(dst + t * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
+    _mm256_storeu_ps(dst + (4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
+  }
+}
+
 // dst[p * ld + t] = src[t * stride + p] for t < 8, p < kc: eight k-contiguous vectors
 // interleaved into the k-major panel layout, 8 x 8 blocks transposed in registers.  AVX only
 // (any CPU that runs the AVX2 or AVX-512 kernels has it); pure data movement, so the kernels'
@@ -41,25 +67,7 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index st
     __m256 r[8];
 #pragma GCC unroll 8
     for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src + t * stride + p);
-    __m256 lo[4], hi[4];
-#pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
-      lo[t] = _mm256_unpacklo_ps(r[2 * t], r[2 * t + 1]);
-      hi[t] = _mm256_unpackhi_ps(r[2 * t], r[2 * t + 1]);
-    }
-    __m256 q[8];
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {  // rows 0-3 (h = 0) and 4-7 (h = 1)
-      q[4 * h + 0] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
-      q[4 * h + 1] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
-      q[4 * h + 2] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
-      q[4 * h + 3] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
-      _mm256_storeu_ps(dst + (p + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
-      _mm256_storeu_ps(dst + (p + 4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
-    }
+    store_transposed_8x8(r, dst + p * ld, ld);
   }
   for (; p < kc; ++p)
     for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t * stride + p];
@@ -73,25 +81,7 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* const* src, I
     __m256 r[8];
 #pragma GCC unroll 8
     for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src[t] + p);
-    __m256 lo[4], hi[4];
-#pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
-      lo[t] = _mm256_unpacklo_ps(r[2 * t], r[2 * t + 1]);
-      hi[t] = _mm256_unpackhi_ps(r[2 * t], r[2 * t + 1]);
-    }
-    __m256 q[8];
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      q[4 * h + 0] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
-      q[4 * h + 1] = _mm256_shuffle_ps(lo[2 * h], lo[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
-      q[4 * h + 2] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0));
-      q[4 * h + 3] = _mm256_shuffle_ps(hi[2 * h], hi[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
-      _mm256_storeu_ps(dst + (p + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
-      _mm256_storeu_ps(dst + (p + 4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
-    }
+    store_transposed_8x8(r, dst + p * ld, ld);
   }
   for (; p < kc; ++p)
     for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t][p];
