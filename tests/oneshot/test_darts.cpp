@@ -18,9 +18,11 @@
 #include "spaces/workload_builder.hpp"
 #include "strategies/registry.hpp"
 #include "tests/nn/gradcheck.hpp"
+#include "tests/oneshot/tasks.hpp"
 
 using namespace hwnas;
 using namespace hwnas::oneshot;
+using hwnas::oneshot::test::quadrant_task;
 using nlohmann::json;
 
 namespace {
@@ -49,30 +51,6 @@ std::unique_ptr<spaces::Space> small_cell() {
           {"kind", "pool"},
           {"params", {{"op", "max"}, {"kernel", 3}, {"stride", 1}}}}}},
        {"stages", {{{"cells", 1}, {"channels", 8}}, {{"cells", 1}, {"channels", 16}}}}});
-}
-
-// A 4-class image task a small network learns quickly: the class is the quadrant with the
-// brightest mean in channel 0, plus noise.
-eval::TrainValSplit quadrant_task(int train, int val, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> noise(0.0f, 0.5f);
-  auto make = [&](int n) {
-    eval::Dataset d;
-    d.num_classes = 4;
-    d.x = nn::Tensor(nn::Shape{n, 3, 8, 8}, 0.0f);
-    for (int i = 0; i < n; ++i) {
-      const int cls = static_cast<int>(rng() % 4);
-      d.y.push_back(cls);
-      for (int c = 0; c < 3; ++c)
-        for (int r = 0; r < 8; ++r)
-          for (int k = 0; k < 8; ++k) {
-            const int q = (r >= 4) * 2 + (k >= 4);
-            d.x.data()[((i * 3 + c) * 8 + r) * 8 + k] = noise(rng) + (c == 0 && q == cls);
-          }
-    }
-    return d;
-  };
-  return {make(train), make(val)};
 }
 
 EdgeProbs probs_from(const std::vector<std::vector<double>>& p) { return p; }

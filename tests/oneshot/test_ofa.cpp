@@ -300,9 +300,15 @@ TEST(ProgressiveShrinking, EachPhaseOpensExactlyItsElasticDimensions) {
     EXPECT_EQ(widths.size() > 1, ph.elastic.width);
     EXPECT_EQ(channels.size() > 2, ph.elastic.width);  // the stages' maxima 8 and 16 when fixed
     EXPECT_EQ(kinds.size(), 2u);                       // block kind is drawn in every phase
-    if (!ph.elastic.kernel) EXPECT_EQ(kernels, (std::set<json>{5}));
-    if (!ph.elastic.width) EXPECT_EQ(widths, (std::set<json>{1.0}));
-    if (!ph.elastic.depth) EXPECT_EQ(depths, (std::set<json>{2}));
+    if (!ph.elastic.kernel) {
+      EXPECT_EQ(kernels, (std::set<json>{5}));
+    }
+    if (!ph.elastic.width) {
+      EXPECT_EQ(widths, (std::set<json>{1.0}));
+    }
+    if (!ph.elastic.depth) {
+      EXPECT_EQ(depths, (std::set<json>{2}));
+    }
   }
 }
 
