@@ -10,6 +10,8 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -22,17 +24,30 @@ class Registry {
  public:
   // `family` names the kind of thing in messages: "block kind", "strategy", "task", ...
   explicit Registry(std::string family) : family_(std::move(family)) {}
+  // A copy indexes its own entries (the index points into entries_; a move keeps the nodes).
+  Registry(const Registry& o) : family_(o.family_), entries_(o.entries_) { reindex(); }
+  Registry& operator=(const Registry& o) {
+    if (this != &o) {
+      family_ = o.family_;
+      entries_ = o.entries_;
+      reindex();
+    }
+    return *this;
+  }
+  Registry(Registry&&) noexcept = default;
+  Registry& operator=(Registry&&) noexcept = default;
 
   // Throws std::logic_error on an empty or duplicate name (a programming error).
   void add(Entry e) {
     if (e.name.empty()) throw std::logic_error(family_ + " registered without a name");
     std::string name = e.name;
-    if (!entries_.emplace(name, std::move(e)).second)
-      throw std::logic_error(family_ + " '" + name + "' registered twice");
+    auto [it, added] = entries_.emplace(name, std::move(e));
+    if (!added) throw std::logic_error(family_ + " '" + name + "' registered twice");
+    index_.emplace(it->first, &it->second);
   }
   const Entry* find(const std::string& name) const {
-    auto it = entries_.find(name);
-    return it == entries_.end() ? nullptr : &it->second;
+    auto it = index_.find(name);
+    return it == index_.end() ? nullptr : it->second;
   }
   // Throws std::invalid_argument "unknown <family> 'x' (known: a, b, c)".
   const Entry& at(const std::string& name) const {
@@ -57,7 +72,14 @@ class Registry {
 
  private:
   std::string family_;
-  std::map<std::string, Entry> entries_;
+  void reindex() {
+    index_.clear();
+    for (const auto& [n, e] : entries_) index_.emplace(n, &e);
+  }
+
+  std::map<std::string, Entry> entries_;  // sorted, for names() and messages
+  // Hashed lookup into entries_ (its nodes never move): genomes look their kinds up per node.
+  std::unordered_map<std::string_view, const Entry*> index_;
 };
 
 }  // namespace hwnas

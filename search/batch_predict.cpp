@@ -15,13 +15,15 @@ Nb201CostCache::Nb201CostCache(const spaces::Space& space, const hw::Device& dev
 const hw::Cost& Nb201CostCache::at(int index) {
   if (index < 0 || index >= 15625)
     throw std::out_of_range("nb201 cell index " + std::to_string(index) + " outside [0, 15625)");
-  auto& slot = table_[static_cast<std::size_t>(index)];
+  // External devices build (and may time) the network itself, dead ops included: each cell
+  // is its own entry for them.
+  const bool whole_network = device_.wants_architecture();
+  const int key = whole_network ? index : spaces::nb201_live_index(index);
+  auto& slot = table_[static_cast<std::size_t>(key)];
   if (!slot) {
-    const spaces::Genome g = space_.at(static_cast<std::uint64_t>(index));
-    // External devices build the network from the genome itself.
-    slot =
-        device_.estimate_total(device_.wants_architecture() ? spaces::build_workload_with_genome(g)
-                                                            : spaces::build_workload(g));
+    const spaces::Genome g = space_.at(static_cast<std::uint64_t>(key));
+    slot = device_.estimate_total(whole_network ? spaces::build_workload_with_genome(g)
+                                                : spaces::build_workload(g));
     ++computed_;
   }
   return *slot;

@@ -1,7 +1,8 @@
 // Batch prediction of NAS-Bench-201 networks (`hwnas hw predict --all / --sample / -`, and
-// bench/hw_predict): a network's cost depends only on its cell, of which there are 15,625, so
-// each cell is built (genome -> workload) and costed once and every later architecture string is
-// a parse (spaces::nb201_index, no allocation) and a table lookup.
+// bench/hw_predict): a network's cost depends only on its cell, of which there are 15,625, and
+// cells differing only in dead ops (spaces::nb201_live_index) have the same workload, so each of
+// the 12,205 distinct workloads is built (genome -> workload) and costed once and every later
+// architecture string is a parse (spaces::nb201_index, no allocation) and a table lookup.
 #pragma once
 
 #include <memory>
@@ -25,6 +26,7 @@ class Nb201CostCache {
     const int i = spaces::nb201_index(arch);
     return i < 0 ? nullptr : &at(i);
   }
+  // Cells built and costed so far.
   std::size_t computed() const { return computed_; }
 
  private:

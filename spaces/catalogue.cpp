@@ -129,6 +129,14 @@ nlohmann::json BlockKind::resolve(const nlohmann::json& given) const {
   return out;
 }
 
+const nlohmann::json& BlockKind::resolve_into(const nlohmann::json& given,
+                                              nlohmann::json& storage) const {
+  // A kind built outside Catalogue::add has no defaults filled in (size differs): resolve.
+  if (given.empty() && defaults.is_object() && defaults.size() == params.size()) return defaults;
+  storage = resolve(given);
+  return storage;
+}
+
 nlohmann::json BlockKind::compact(const nlohmann::json& given) const {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [key, value] : given.items()) {
@@ -181,6 +189,7 @@ void Catalogue::add(BlockKind kind) {
                              p.name + "'");
     kind.params.push_back(std::move(p));
   }
+  kind.defaults = kind.resolve(nlohmann::json::object());
   kinds_.add(std::move(kind));
 }
 

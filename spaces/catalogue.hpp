@@ -65,6 +65,8 @@ struct BlockKind {
   InferFn infer;  // throws std::invalid_argument with a clear message on incompatible inputs
   BuildFn build;
   CountFn count;
+  // resolve({}), filled by Catalogue::add once the common params are appended.
+  nlohmann::json defaults;
 
   const ParamSpec* find_param(const std::string& name) const;
   bool accepts_kind(DataKind k) const;
@@ -73,6 +75,9 @@ struct BlockKind {
   std::string check_params(const nlohmann::json& params) const;
   // Params with every default filled in (what infer/build/count receive).
   nlohmann::json resolve(const nlohmann::json& params) const;
+  // The same without building an object when no param is given (most nodes of a space): then
+  // the kind's own defaults; else resolve(params), kept in `storage`.
+  const nlohmann::json& resolve_into(const nlohmann::json& params, nlohmann::json& storage) const;
   // Params with the values equal to their defaults removed (the canonical form's labels).
   nlohmann::json compact(const nlohmann::json& params) const;
   nlohmann::json to_json() const;  // name, description, params with domains, inputs

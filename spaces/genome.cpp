@@ -59,7 +59,8 @@ ContentKey content_key(const Genome& g) {
   const std::hash<std::string> hash_string;
   for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
     add(hash_string(gr[v].kind));
-    add(hash_json(gr[v].params));
+    // Most nodes take every default: skip hashing their empty object (a key, never stored).
+    add(gr[v].params.empty() ? 0x6a09e667f3bcc909ULL : hash_json(gr[v].params));
   }
   for (auto [it, end] = boost::edges(gr); it != end; ++it) {
     add(boost::source(*it, gr));
@@ -99,13 +100,13 @@ ContentMemo<std::string, 16384>& canonical_memo() {
   return memo;
 }
 
-// Graphs that passed validate() (output types inferred): a fresh genome of known content takes
-// its output types from there instead of checking and inferring again, which is most of what a
-// strategy's mutation costs.  Copies of the memo's own, so no genome's node reference can reach
-// them; a few hundred graphs of a hundred-odd nodes are tens of MB.
-using ValidatedGraph = std::shared_ptr<const Genome::Graph>;
-ContentMemo<ValidatedGraph, 512>& validated_graphs() {
-  static ContentMemo<ValidatedGraph, 512> memo;
+// Contents that passed validate(), with the output types it inferred per node: a fresh genome of
+// known content takes them from here instead of checking and inferring again, which is most of
+// what a strategy's mutation costs.  Only the types are kept (not a copy of the graph with its
+// kinds and params), so remembering a genome costs little more than its node count.
+using ValidatedTypes = std::shared_ptr<const std::vector<TensorType>>;
+ContentMemo<ValidatedTypes, 4096>& validated_graphs() {
+  static ContentMemo<ValidatedTypes, 4096> memo;
   return memo;
 }
 
@@ -267,6 +268,12 @@ BlockNode& Genome::node(NodeId v) {
 }
 
 std::vector<Genome::NodeId> Genome::inputs_of(NodeId v) const {
+  if (boost::in_degree(v, graph()) <= 1) {  // most nodes: no slots to order
+    std::vector<NodeId> out;
+    for (auto [it, end] = boost::in_edges(v, graph()); it != end; ++it)
+      out.push_back(boost::source(*it, graph()));
+    return out;
+  }
   std::vector<std::pair<int, NodeId>> es;
   for (auto [it, end] = boost::in_edges(v, graph()); it != end; ++it)
     es.emplace_back(graph()[*it].slot, boost::source(*it, graph()));
@@ -299,6 +306,16 @@ Genome::NodeId Genome::output_node() const {
 std::vector<Genome::NodeId> Genome::topological_order() const {
   // Kahn's algorithm taking the lowest ready index first, so the order is deterministic.
   const std::size_t n = num_nodes();
+  // Spaces add nodes after their inputs, and then the order is the node numbering itself (the
+  // lowest ready index is always the next one).
+  bool numbered_in_order = true;
+  for (auto [it, end] = boost::edges(graph()); it != end && numbered_in_order; ++it)
+    numbered_in_order = boost::source(*it, graph()) < boost::target(*it, graph());
+  if (numbered_in_order) {
+    std::vector<NodeId> order(n);
+    for (NodeId v = 0; v < n; ++v) order[v] = v;
+    return order;
+  }
   std::vector<std::size_t> indeg(n);
   for (NodeId v = 0; v < n; ++v) indeg[v] = boost::in_degree(v, graph());
   std::set<NodeId> ready;
@@ -330,10 +347,9 @@ void Genome::validate() {
   // copied from, graph and output types included): nothing to check or infer again.
   const ContentKey key = content_key(*this);
   if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == key.a) return;
-  if (const auto known = validated_graphs().find(key);
-      known && boost::num_vertices(**known) == num_nodes()) {
+  if (const auto known = validated_graphs().find(key); known && (*known)->size() == num_nodes()) {
     Graph& gr = mutable_graph();
-    for (NodeId v = 0; v < num_nodes(); ++v) gr[v].out = (**known)[v].out;
+    for (NodeId v = 0; v < num_nodes(); ++v) gr[v].out = (**known)[v];
     canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
     return;
   }
@@ -390,7 +406,8 @@ void Genome::validate() {
       in_types.push_back(t);
     }
     try {
-      b.out = kind->infer(in_types, kind->resolve(b.params));
+      nlohmann::json resolved;
+      b.out = kind->infer(in_types, kind->resolve_into(b.params, resolved));
     } catch (const std::exception& e) {
       throw GenomeError(node_label(*this, v) + ": " + e.what());
     }
@@ -402,7 +419,10 @@ void Genome::validate() {
   auto cached = canonical_cache_.load();
   if (!cached || cached->fingerprint != key.a)
     canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
-  validated_graphs().put(key, std::make_shared<const Graph>(*graph_));
+  auto types = std::make_shared<std::vector<TensorType>>();
+  types->reserve(n);
+  for (NodeId v = 0; v < n; ++v) types->push_back(gr[v].out);
+  validated_graphs().put(key, std::move(types));
 }
 
 bool Genome::is_valid() const {

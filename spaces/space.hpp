@@ -100,5 +100,11 @@ std::unique_ptr<Space> load_space(const std::string& path);
 // allocation, no exception: the hot path of batch prediction), and the string of an index.
 int nb201_index(std::string_view arch);
 std::string nb201_string(int index);
+// The index of the same cell with every dead op replaced by none: an op whose output reaches the
+// cell output only through none edges (node j is zero when every edge into it is none, and
+// nothing reaches the output through a zero node).  build_workload leaves dead ops out, and
+// the space numbers its nodes alike whatever the ops, so both cells give the same workload
+// (tested): 15,625 cells, 12,205 distinct workloads.
+int nb201_live_index(int index);
 
 }  // namespace hwnas::spaces

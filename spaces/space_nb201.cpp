@@ -391,6 +391,29 @@ int nb201_index(std::string_view s) {
   return p == s.size() ? index : -1;
 }
 
+int nb201_live_index(int index) {
+  using namespace detail;
+  Cell c{};
+  for (int e = kEdges - 1; e >= 0; --e, index /= kNumOps)
+    c[static_cast<std::size_t>(e)] = index % kNumOps;
+  std::array<bool, 4> zero = {false, true, true, true}, live{};
+  for (int e = 0; e < kEdges; ++e)  // a node is zero while every edge into it is none
+    if (c[static_cast<std::size_t>(e)] != 0)
+      zero[static_cast<std::size_t>(kEdgeTo[static_cast<std::size_t>(e)])] = false;
+  live[3] = !zero[3];
+  for (int j = 2; j >= 0; --j)  // node j reaches the output through a non-none edge to a live node
+    for (int e = 0; e < kEdges; ++e)
+      if (kEdgeFrom[static_cast<std::size_t>(e)] == j && c[static_cast<std::size_t>(e)] != 0 &&
+          live[static_cast<std::size_t>(kEdgeTo[static_cast<std::size_t>(e)])])
+        live[static_cast<std::size_t>(j)] = true;
+  int live_index = 0;
+  for (int e = 0; e < kEdges; ++e) {
+    const bool dead = !live[static_cast<std::size_t>(kEdgeTo[static_cast<std::size_t>(e)])];
+    live_index = live_index * kNumOps + (dead ? 0 : c[static_cast<std::size_t>(e)]);
+  }
+  return live_index;
+}
+
 std::string nb201_string(int index) {
   detail::Cell c{};
   for (int e = 5; e >= 0; --e) {

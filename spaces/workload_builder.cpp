@@ -10,23 +10,39 @@ std::string workload_node_name(const Genome& g, Genome::NodeId v) {
   return "n" + std::to_string(v) + ":" + g.node(v).kind;
 }
 
+namespace {
+
+// The genome's adjacency and block kinds, read once (Genome::inputs_of and catalogue lookups
+// allocate and hash per call; liveness, fusion and fan-out visit every node several times).
+struct GraphView {
+  std::vector<std::vector<Genome::NodeId>> ins, outs;
+  std::vector<const BlockKind*> kind;  // null for the input node
+  explicit GraphView(const Genome& g)
+      : ins(g.num_nodes()), outs(g.num_nodes()), kind(g.num_nodes()) {
+    for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
+      ins[v] = g.inputs_of(v);
+      outs[v] = g.outputs_of(v);
+      if (v != g.input_node()) kind[v] = &catalogue().at(g.node(v).kind);
+    }
+  }
+};
+
 // Cost what runs.  A node whose output is zero whatever the input ("none", or an add of zeros)
 // cuts its edge; a node whose output reaches the network output only through such cuts is dead
 // (NAS-Bench-201 cells with a path cut by none); views and identities (skip_connect, flatten,
 // an add left with one non-zero input) are zero-copy.  None of these enter the workload, so no
 // device family charges them.
-std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order) {
+std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order,
+                                 const GraphView& view) {
   const std::size_t n = g.num_nodes();
   std::vector<bool> zero(n, false), reaches(n, false);
   for (auto v : order) {
     if (v == g.input_node()) continue;
-    const BlockNode& b = g.node(v);
-    const BlockKind& k = catalogue().at(b.kind);
-    if (k.zero_output) {
+    if (view.kind[v]->zero_output) {
       zero[v] = true;
-    } else if (b.kind == "add") {
+    } else if (g.node(v).kind == "add") {
       bool all = true;
-      for (auto u : g.inputs_of(v)) all = all && zero[u];
+      for (auto u : view.ins[v]) all = all && zero[u];
       zero[v] = all;
     }
   }
@@ -35,7 +51,7 @@ std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::Node
     const auto v = *it;
     if (zero[v]) continue;
     bool r = v == out;
-    for (auto c : g.outputs_of(v)) r = r || reaches[c];
+    for (auto c : view.outs[v]) r = r || reaches[c];
     reaches[v] = r;
   }
   std::vector<NodeRole> role(n, NodeRole::Dead);
@@ -49,16 +65,21 @@ std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::Node
       continue;
     }
     if (!reaches[v]) continue;  // dead
-    const BlockNode& b = g.node(v);
-    bool copy = catalogue().at(b.kind).zero_copy;
-    if (b.kind == "add") {
+    bool copy = view.kind[v]->zero_copy;
+    if (g.node(v).kind == "add") {
       int live = 0;
-      for (auto u : g.inputs_of(v)) live += zero[u] ? 0 : 1;
+      for (auto u : view.ins[v]) live += zero[u] ? 0 : 1;
       copy = live == 1;  // adding zeros to one tensor: the tensor itself
     }
     role[v] = copy ? NodeRole::ZeroCopy : NodeRole::Runs;
   }
   return role;
+}
+
+}  // namespace
+
+std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::NodeId>& order) {
+  return node_roles(g, order, GraphView(g));
 }
 
 namespace {
@@ -68,14 +89,14 @@ using Role = NodeRole;
 // Ops a fused runtime (TensorRT, TFLite) merges into the node before them: a batch norm after
 // a conv (folded into its weights) and an activation after a conv, dense, norm or add, when
 // that producer feeds nothing else.
-bool fuses_into_producer(const Genome& g, Genome::NodeId v, const std::vector<Role>& role,
-                         const nlohmann::json& p) {
+bool fuses_into_producer(const Genome& g, const GraphView& view, Genome::NodeId v,
+                         const std::vector<Role>& role, const nlohmann::json& p) {
   const BlockNode& b = g.node(v);
-  const auto ins = g.inputs_of(v);
+  const auto& ins = view.ins[v];
   if (ins.size() != 1 || role[ins[0]] != Role::Runs) return false;
   const auto prod = ins[0];
   int consumers = 0;
-  for (auto c : g.outputs_of(prod)) consumers += role[c] == Role::Runs ? 1 : 0;
+  for (auto c : view.outs[prod]) consumers += role[c] == Role::Runs ? 1 : 0;
   if (consumers != 1) return false;
   const std::string& pk = g.node(prod).kind;
   if (b.kind == "norm")
@@ -90,21 +111,26 @@ bool fuses_into_producer(const Genome& g, Genome::NodeId v, const std::vector<Ro
 }  // namespace
 
 hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* activity) {
-  Genome g = genome;
-  g.validate();
+  Genome validated = genome;
+  validated.validate();
+  // Read through a const reference: the non-const accessors would copy the graph this genome
+  // shares with the caller's (copy-on-write).
+  const Genome& g = validated;
   hw::Workload wl;
   // The input is read once at float32 (datasets arrive as floats).
   wl.input_bytes = static_cast<double>(g.input_type().numel()) * 4.0;
   auto order = g.topological_order();
-  const std::vector<Role> role = node_roles(g, order);
+  const GraphView view(g);
+  const std::vector<Role> role = node_roles(g, order, view);
   std::vector<std::size_t> index(g.num_nodes(), 0);
   for (auto v : order) {
     if (role[v] != Role::Runs) continue;
     const BlockNode& b = g.node(v);
-    const BlockKind& kind = catalogue().at(b.kind);
-    const nlohmann::json p = kind.resolve(b.params);
+    const BlockKind& kind = *view.kind[v];
+    nlohmann::json resolved;
+    const nlohmann::json& p = kind.resolve_into(b.params, resolved);
     std::vector<TensorType> in;
-    for (auto u : g.inputs_of(v))
+    for (auto u : view.ins[v])
       if (b.kind != "add" || role[u] != Role::Zero)
         in.push_back(g.node(u).out);  // a none term adds nothing
 
@@ -121,7 +147,7 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
     // Pruned weights are not stored (compressed storage, index overhead ignored).  A block
     // whose parameters are not all compressed alike sets weight_bytes itself in count.
     if (w.weight_bytes == 0) w.weight_bytes = w.params * (1.0 - w.sparsity) * bytes_per;
-    if (fuses_into_producer(g, v, role, p)) {
+    if (fuses_into_producer(g, view, v, role, p)) {
       w.eager_kernels = w.kernels_eager();
       w.kernels = 0;  // the fused runtime runs it inside its producer's kernel
     }
@@ -142,18 +168,18 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
   std::function<double(Genome::NodeId)> conns_into = [&](Genome::NodeId c) -> double {
     if (role[c] == Role::ZeroCopy) {
       double s = 0;
-      for (auto d : g.outputs_of(c)) s += conns_into(d);
+      for (auto d : view.outs[c]) s += conns_into(d);
       return s;
     }
     if (role[c] != Role::Runs) return 0;
     const hw::NodeWorkload& cw = wl.nodes[index[c]];
-    return cw.neurons * cw.fan_in / static_cast<double>(g.inputs_of(c).size());
+    return cw.neurons * cw.fan_in / static_cast<double>(view.ins[c].size());
   };
   for (auto v : order) {
     if (role[v] != Role::Runs) continue;
     hw::NodeWorkload& w = wl.nodes[index[v]];
     double conns = 0;
-    for (auto c : g.outputs_of(v)) conns += conns_into(c);
+    for (auto c : view.outs[v]) conns += conns_into(c);
     w.fan_out = w.neurons > 0 ? conns / w.neurons : 0;
   }
   return wl;

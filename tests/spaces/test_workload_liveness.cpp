@@ -103,6 +103,30 @@ TEST(WorkloadLiveness, CellCutByNoneKillsEverythingBeforeIt) {
   EXPECT_EQ(k["head"], 1);
 }
 
+// Batch prediction builds one workload per nb201_live_index: every cell with a dead op must give
+// exactly the workload of its live form (names, counts, fusion, fan-out: the whole JSON).
+TEST(WorkloadLiveness, CellsDifferingInDeadOpsHaveOneWorkload) {
+  EXPECT_EQ(nb201_live_index(nb201_index(
+                "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|")),
+            0);
+  EXPECT_EQ(nb201_live_index(nb201_index(
+                "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|none~2|")),
+            nb201_index("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"));
+  std::set<int> distinct;
+  int with_dead_ops = 0;
+  for (int i = 0; i < 15625; ++i) {
+    const int live = nb201_live_index(i);
+    distinct.insert(live);
+    EXPECT_EQ(nb201_live_index(live), live);
+    if (live == i) continue;
+    ++with_dead_ops;
+    ASSERT_EQ(nb201(nb201_string(i)).to_json(), nb201(nb201_string(live)).to_json())
+        << nb201_string(i) << " vs its live form " << nb201_string(live);
+  }
+  EXPECT_EQ(distinct.size(), 12205u);
+  EXPECT_EQ(with_dead_ops, 15625 - 12205);
+}
+
 // NB201 arch 0 (HW-NAS-Bench's reference): node 1 = pool(x); node 2 = conv1x1(x) + skip(node 1);
 // node 3 = conv1x1(x) + skip(node 1) + skip(node 2).
 const char* kArch0 =
