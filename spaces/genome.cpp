@@ -60,7 +60,8 @@ ContentKey content_key(const Genome& g) {
   for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
     add(hash_string(gr[v].kind));
     // Most nodes take every default: skip hashing their empty object (a key, never stored).
-    add(gr[v].params.empty() ? 0x6a09e667f3bcc909ULL : hash_json(gr[v].params));
+    const nlohmann::json& params = gr[v].params;
+    add(params.is_object() && params.empty() ? 0x6a09e667f3bcc909ULL : hash_json(params));
   }
   for (auto [it, end] = boost::edges(gr); it != end; ++it) {
     add(boost::source(*it, gr));
@@ -105,8 +106,8 @@ ContentMemo<std::string, 16384>& canonical_memo() {
 // what a strategy's mutation costs.  Only the types are kept (not a copy of the graph with its
 // kinds and params), so remembering a genome costs little more than its node count.
 using ValidatedTypes = std::shared_ptr<const std::vector<TensorType>>;
-ContentMemo<ValidatedTypes, 4096>& validated_graphs() {
-  static ContentMemo<ValidatedTypes, 4096> memo;
+ContentMemo<ValidatedTypes, 1024>& validated_graphs() {
+  static ContentMemo<ValidatedTypes, 1024> memo;
   return memo;
 }
 

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include "common/params.hpp"
 #include "common/registry.hpp"
 
@@ -77,6 +79,30 @@ TEST(Registry, FindAtNamesAndErrors) {
   }
   EXPECT_THROW(r.add({"a", "dup", {}, 3}), std::logic_error);
   EXPECT_THROW(r.add({"", "anon", {}, 3}), std::logic_error);
+}
+
+// Lookups go through a hashed index into the registry's own entries: a copy must index its own
+// (the original may be gone), a moved-to registry keeps working, and a copy-assigned one too.
+TEST(Registry, CopiesAndMovesLookUpTheirOwnEntries) {
+  auto made = [] {
+    Registry<Thing> r("widget");
+    r.add({"a", "first", {}, 1});
+    r.add({"b", "second", {}, 2});
+    return r;
+  };
+  std::optional<Registry<Thing>> original(made());
+  const Registry<Thing> copy = *original;
+  Registry<Thing> assigned("other");
+  assigned = *original;
+  original.reset();
+  for (const Registry<Thing>* r : {&copy, static_cast<const Registry<Thing>*>(&assigned)}) {
+    ASSERT_NE(r->find("b"), nullptr);
+    EXPECT_EQ(r->find("b")->value, 2);
+    EXPECT_EQ(&r->at("a"), &r->entries().at("a"));
+  }
+  Registry<Thing> moved = std::move(assigned);
+  EXPECT_EQ(moved.at("a").value, 1);
+  EXPECT_EQ(&moved.at("a"), &moved.entries().at("a"));
 }
 
 }  // namespace

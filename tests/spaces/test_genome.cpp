@@ -221,6 +221,16 @@ TEST(GenomeErrors, ParamOutsideDomainNamesNodeAndField) {
   EXPECT_NE(e.find("not an integer"), std::string::npos) << e;
 }
 
+// validate() remembers contents it passed; params that take every default ({}) hash to one
+// constant there, which an empty array (not an object, so invalid) must not share.
+TEST(GenomeErrors, EmptyArrayParamsAreNotTheDefaultsValidatedBefore) {
+  Genome ok = chain("global_pool", json::object());
+  ok.validate();
+  Genome bad = chain("global_pool", json::object());
+  bad.node(1).params = json::array();
+  EXPECT_NE(error_of(bad).find("params must be a JSON object"), std::string::npos) << error_of(bad);
+}
+
 TEST(GenomeErrors, UnknownParam) {
   std::string e = error_of(chain("conv", {{"kernal", 3}}));
   EXPECT_NE(e.find("node 1 (conv): unknown param 'kernal'"), std::string::npos) << e;
