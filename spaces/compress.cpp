@@ -109,33 +109,54 @@ void for_pieces(std::int64_t n, F&& fn) {
             [&](std::int64_t p) { fn(p * kPiece, std::min(n, (p + 1) * kPiece)); });
 }
 
+// For each 8-bit mask, the positions of its set bits packed to the front (the AVX2 left-pack).
+struct LeftPackTable {
+  alignas(32) std::uint32_t lanes[256][8];
+  LeftPackTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int b = 0; b < 8; ++b)
+        if (m >> b & 1) lanes[m][k++] = static_cast<std::uint32_t>(b);
+      for (; k < 8; ++k) lanes[m][k] = 0;
+    }
+  }
+};
+
 // Scans w[0..n) (entry indices from base): counts the entries whose magnitude key is below lo and
-// appends the order keys of those in [lo, hi) to `inside` (few: only vectors holding one are
-// looked at one by one).
+// appends the order keys of those in [lo, hi) to `inside`.
 void scan_band(const float* w, std::int64_t base, std::int64_t n, MagnitudeKey lo, MagnitudeKey hi,
                std::int64_t& below, std::vector<std::uint64_t>& inside) {
   std::int64_t i = 0;
 #if defined(__AVX2__)
-  // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
+  static const LeftPackTable table;
+  // Positions of in-band entries, packed without a branch per vector: whole 8-lane stores
+  // advanced by the number of lanes kept (the band holds a few percent of the entries at
+  // unpredictable places).
+  thread_local std::vector<std::uint32_t> at;
+  at.resize(static_cast<std::size_t>(n) + 8);
+  std::uint32_t* out = at.data();
+  std::int64_t found = 0;
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
                 vhi = _mm256_set1_epi32(int(hi - 1));
   __m256i nb = _mm256_setzero_si256();
   for (; i + 8 <= n; i += 8) {
     const __m256i m =
         _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i)), abs_mask);
-    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                        // m < lo
-    const __m256i out = _mm256_or_si256(lt, _mm256_cmpgt_epi32(m, vhi));  // or m >= hi
-    nb = _mm256_sub_epi32(nb, lt);                                        // += 1 where m < lo
-    unsigned in_mask = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(out))) & 0xffu;
-    while (in_mask) {
-      const int t = __builtin_ctz(in_mask);
-      in_mask &= in_mask - 1;
-      inside.push_back(order_key(magnitude_key(w[i + t]), base + i + t));
-    }
+    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                                // m < lo
+    const __m256i out_of_band = _mm256_or_si256(lt, _mm256_cmpgt_epi32(m, vhi));  // or m >= hi
+    nb = _mm256_sub_epi32(nb, lt);  // += 1 where m < lo
+    const unsigned in_mask =
+        ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(out_of_band))) & 0xffu;
+    const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.lanes[in_mask]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + found),
+                        _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(i))));
+    found += __builtin_popcount(in_mask);
   }
   alignas(32) std::int32_t cb[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(cb), nb);
   for (int t = 0; t < 8; ++t) below += cb[t];
+  for (std::int64_t f = 0; f < found; ++f)
+    inside.push_back(order_key(magnitude_key(w[out[f]]), base + out[f]));
 #endif
   for (; i < n; ++i) {
     const MagnitudeKey m = magnitude_key(w[i]);
@@ -199,8 +220,9 @@ void centre_band(std::vector<std::uint64_t>& keys, std::int64_t at, PruneBand& b
   band.valid = true;
 }
 
-// The narrowest band: a miss costs a full selection over n entries, a wide band only a
-// selection over its own entries, so the band never narrows below 1.6% of the weight.
+// The narrowest band: a miss costs a full selection over n entries (and doubles the band), a
+// wide band three selections over its own entries on every step, so the band never narrows
+// below 0.8% of the weight (64 entries a side at least).
 std::int64_t min_half_width(std::int64_t n) { return std::max<std::int64_t>(256, n / 64); }
 
 // The order_key of the k-th smallest entry of w[0..n), 1 <= k <= n.
