@@ -225,7 +225,7 @@ void centre_band(std::vector<std::uint64_t>& keys, std::int64_t at, PruneBand& b
 
 // The narrowest band: a miss costs a full selection over n entries (and doubles the band), a
 // wide band three selections over its own entries on every step, so the band never narrows
-// below 0.8% of the weight (64 entries a side at least).
+// below 1.6% of the weight (256 entries a side at least).
 std::int64_t min_half_width(std::int64_t n) { return std::max<std::int64_t>(256, n / 64); }
 
 // The order_key of the k-th smallest entry of w[0..n), 1 <= k <= n.
