@@ -88,13 +88,31 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* const* src, I
 }
 #endif
 
-// B given by row pointers: panel row p is NR contiguous floats of row pc + p.
+// B given by row pointers, in blocks of block_n columns side by side, each with its own table
+// of k row pointers: B(p, q*block_n + j) = rows[q*k + p][j].  A panel's NR columns are copied
+// as runs that each stay within one block.
 template <int NR>
-void pack_b_rows(const float* const* rows, Index pc, Index kc, Index jc, Index nc, float* dst) {
+void pack_b_row_blocks(const float* const* rows, Index k, Index block_n, Index pc, Index kc,
+                       Index jc, Index nc, float* dst) {
+  struct Run {
+    const float* const* table;  // the block's row pointers
+    Index offset;               // first column within the block
+    int at, len;                // position and width in the panel
+  };
+  Run runs[NR];
   for (Index j0 = 0; j0 < nc; j0 += NR, dst += NR * kc) {
     const int nr = static_cast<int>(std::min<Index>(NR, nc - j0));
+    int count = 0;
+    for (int t = 0; t < nr;) {
+      const Index col = jc + j0 + t, q = col / block_n, j = col % block_n;
+      const int len = static_cast<int>(std::min<Index>(nr - t, block_n - j));
+      runs[count++] = {rows + q * k, j, t, len};
+      t += len;
+    }
     for (Index p = 0; p < kc; ++p) {
-      std::memcpy(dst + p * NR, rows[pc + p] + jc + j0, nr * sizeof(float));
+      for (int r = 0; r < count; ++r)
+        std::memcpy(dst + p * NR + runs[r].at, runs[r].table[pc + p] + runs[r].offset,
+                    static_cast<std::size_t>(runs[r].len) * sizeof(float));
       if (nr < NR) std::fill(dst + p * NR + nr, dst + (p + 1) * NR, 0.0f);
     }
   }
@@ -458,15 +476,23 @@ void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c
 
 void sgemm_b_rows(Index m, Index n, Index k, StridedMatrix a, const float* const* b_rows, float* c,
                   Index ldc, bool accumulate) {
+  sgemm_b_row_blocks(m, n, 1, k, a, b_rows, c, ldc, accumulate);
+}
+
+void sgemm_b_row_blocks(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
+                        const float* const* b_rows, float* c, Index ldc, bool accumulate) {
+  const Index n = block_n * blocks;
   if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
   auto packer = [&]<int NR>() {
     return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
-      pack_b_rows<NR>(b_rows, pc, kc, jc, nc, dst);
+      pack_b_row_blocks<NR>(b_rows, k, block_n, pc, kc, jc, nc, dst);
     };
   };
   if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
   std::vector<float> b(static_cast<std::size_t>(k * n));  // Eigen: B copied whole
-  for (Index p = 0; p < k; ++p) std::copy(b_rows[p], b_rows[p] + n, b.data() + p * n);
+  for (Index q = 0; q < blocks; ++q)
+    for (Index p = 0; p < k; ++p)
+      std::copy(b_rows[q * k + p], b_rows[q * k + p] + block_n, b.data() + p * n + q * block_n);
   eigen_gemm(m, n, k, a, {b.data(), n, 1}, c, ldc, accumulate);
 }
 

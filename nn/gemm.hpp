@@ -40,6 +40,12 @@ void sgemm_b_rows(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix 
                   const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);
 void sgemm_b_cols(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
                   const float* const* b_cols, float* c, std::int64_t ldc, bool accumulate);
+// sgemm_b_rows over `blocks` such B's side by side (n = block_n * blocks), each with its own k
+// row pointers: B(p, q*block_n + j) = b_rows[q*k + p][j].  One GEMM over several samples' views
+// packs A once for all of them.
+void sgemm_b_row_blocks(std::int64_t m, std::int64_t block_n, std::int64_t blocks, std::int64_t k,
+                        StridedMatrix a, const float* const* b_rows, float* c, std::int64_t ldc,
+                        bool accumulate);
 
 // The kernel family sgemm uses: the best the CPU supports, unless HWNAS_GEMM_ISA (eigen, avx2,
 // avx512) asks for another at start-up or set_gemm_isa() was called.

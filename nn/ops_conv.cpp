@@ -529,29 +529,44 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     float* yd = y.data();
     for_each_chunk(g.n, chunks, sample_flops, [&](int, std::int64_t lo, std::int64_t hi) {
       if (on_grid(g)) {
+        // Several samples per GEMM (their grids side by side), so the weights are packed once
+        // for all of them.
         const std::int64_t T = grid_len(g);
         const int wp = padded_w(g);
-        float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
-        float* tile = conv_scratch(Cg * T, kTile);
-        thread_local std::vector<const float*> taps;
-        for (std::int64_t n0 = lo; n0 < hi; ++n0) {
-          const float* xp = pad_sample(xd + n0 * CHW, g, pbuf);
+        const int per_gemm = static_cast<int>(std::clamp<std::int64_t>(
+            kBatchColFloats / (static_cast<std::int64_t>(Cg) * T), 1, hi - lo));
+        float* pbuf = g.pad ? conv_scratch(per_gemm * padded_size(g), kPad) : nullptr;
+        float* tile = conv_scratch(static_cast<std::int64_t>(Cg) * per_gemm * T, kTile);
+        thread_local std::vector<const float*> taps, sample_taps;
+        for (std::int64_t n0 = lo; n0 < hi; n0 += per_gemm) {
+          const int s = static_cast<int>(std::min<std::int64_t>(per_gemm, hi - n0));
+          const std::int64_t ld = s * T;
+          std::vector<const float*> planes(static_cast<std::size_t>(s));
+          for (int i = 0; i < s; ++i)
+            planes[static_cast<std::size_t>(i)] =
+                pad_sample(xd + (n0 + i) * CHW, g, pbuf ? pbuf + i * padded_size(g) : nullptr);
           for (int gr = 0; gr < g.groups; ++gr) {
-            grid_taps(xp, g, gr, taps);
-            detail::sgemm_b_rows(Cg, T, Kg, {wd + gr * Cg * Kg, Kg, 1}, taps.data(), tile, T,
-                                 false);
-            for (int co = 0; co < Cg; ++co) {
-              const int oc = gr * Cg + co;
-              float* dst = yd + (n0 * g.cout + oc) * P;
-              for (int oh = 0; oh < g.ho; ++oh) {
-                UArrayMap d(dst + static_cast<std::int64_t>(oh) * g.wo, g.wo);
-                ConstUArrayMap t(tile + co * T + static_cast<std::int64_t>(oh) * wp, g.wo);
-                if (bd)
-                  d = t + bd[oc];
-                else
-                  d = t;
-              }
+            taps.clear();
+            for (int i = 0; i < s; ++i) {
+              grid_taps(planes[static_cast<std::size_t>(i)], g, gr, sample_taps);
+              taps.insert(taps.end(), sample_taps.begin(), sample_taps.end());
             }
+            detail::sgemm_b_row_blocks(Cg, T, s, Kg, {wd + gr * Cg * Kg, Kg, 1}, taps.data(), tile,
+                                       ld, false);
+            for (int i = 0; i < s; ++i)
+              for (int co = 0; co < Cg; ++co) {
+                const int oc = gr * Cg + co;
+                float* dst = yd + ((n0 + i) * g.cout + oc) * P;
+                const float* src = tile + co * ld + i * T;
+                for (int oh = 0; oh < g.ho; ++oh) {
+                  UArrayMap d(dst + static_cast<std::int64_t>(oh) * g.wo, g.wo);
+                  ConstUArrayMap t(src + static_cast<std::int64_t>(oh) * wp, g.wo);
+                  if (bd)
+                    d = t + bd[oc];
+                  else
+                    d = t;
+                }
+              }
           }
         }
         return;

@@ -187,6 +187,21 @@ TEST(Gemm, PointerTableOperandsGiveTheStridedNumbers) {
         detail::sgemm_b_rows(s.m, s.n, s.k, a, rows.data(), got.data(), s.n, accumulate);
         ASSERT_EQ(got, want) << "rows " << detail::gemm_isa_name(isa) << " m=" << s.m
                              << " n=" << s.n << " k=" << s.k;
+        // The same B cut into column blocks with a row table each (several samples' grids side
+        // by side); panels straddle block edges whenever the block width is not a multiple of
+        // the kernel's.
+        for (std::int64_t blocks : {2, 3, 5, 7}) {
+          if (s.n % blocks != 0) continue;
+          const std::int64_t block_n = s.n / blocks;
+          std::vector<const float*> block_rows;
+          for (std::int64_t q = 0; q < blocks; ++q)
+            for (std::int64_t p = 0; p < s.k; ++p) block_rows.push_back(rows[p] + q * block_n);
+          std::fill(got.begin(), got.end(), 0.5f);
+          detail::sgemm_b_row_blocks(s.m, block_n, blocks, s.k, a, block_rows.data(), got.data(),
+                                     s.n, accumulate);
+          ASSERT_EQ(got, want) << "row blocks " << detail::gemm_isa_name(isa) << " m=" << s.m
+                               << " n=" << s.n << " k=" << s.k << " blocks=" << blocks;
+        }
         std::fill(want.begin(), want.end(), 0.5f);
         std::fill(got.begin(), got.end(), 0.5f);
         detail::sgemm(s.m, s.n, s.k, a, bc, want.data(), s.n, accumulate);
