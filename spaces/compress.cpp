@@ -135,10 +135,11 @@ void scan_band(const float* w, std::int64_t base, std::int64_t n, MagnitudeKey l
   // Positions of in-band entries, packed without a branch per vector: whole 8-lane stores
   // advanced by the number of lanes kept (the band holds a few percent of the entries at
   // unpredictable places).
-  thread_local std::vector<std::uint32_t> at;
-  at.resize(static_cast<std::size_t>(n) + 8);
-  std::uint32_t* out = at.data();
+  thread_local std::vector<std::uint32_t> positions;
+  positions.resize(static_cast<std::size_t>(n) + 8);
+  std::uint32_t* out = positions.data();
   std::int64_t found = 0;
+  // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
                 vhi = _mm256_set1_epi32(int(hi - 1));
   __m256i nb = _mm256_setzero_si256();

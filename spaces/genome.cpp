@@ -106,7 +106,7 @@ ContentMemo<std::string, 16384>& canonical_memo() {
 // what a strategy's mutation costs.  Only the types are kept (not a copy of the graph with its
 // kinds and params), so remembering a genome costs little more than its node count.
 using ValidatedTypes = std::shared_ptr<const std::vector<TensorType>>;
-ContentMemo<ValidatedTypes, 1024>& validated_graphs() {
+ContentMemo<ValidatedTypes, 1024>& validated_types() {
   static ContentMemo<ValidatedTypes, 1024> memo;
   return memo;
 }
@@ -348,7 +348,7 @@ void Genome::validate() {
   // copied from, graph and output types included): nothing to check or infer again.
   const ContentKey key = content_key(*this);
   if (auto cached = canonical_cache_.load(); cached && cached->fingerprint == key.a) return;
-  if (const auto known = validated_graphs().find(key); known && (*known)->size() == num_nodes()) {
+  if (const auto known = validated_types().find(key); known && (*known)->size() == num_nodes()) {
     Graph& gr = mutable_graph();
     for (NodeId v = 0; v < num_nodes(); ++v) gr[v].out = (**known)[v];
     canonical_cache_.store(std::make_shared<const CanonicalCache>(CanonicalCache{key.a, {}}));
@@ -423,7 +423,7 @@ void Genome::validate() {
   auto types = std::make_shared<std::vector<TensorType>>();
   types->reserve(n);
   for (NodeId v = 0; v < n; ++v) types->push_back(gr[v].out);
-  validated_graphs().put(key, std::move(types));
+  validated_types().put(key, std::move(types));
 }
 
 bool Genome::is_valid() const {
