@@ -26,12 +26,8 @@ class Registry {
   explicit Registry(std::string family) : family_(std::move(family)) {}
   // A copy indexes its own entries (the index points into entries_; a move keeps the nodes).
   Registry(const Registry& o) : family_(o.family_), entries_(o.entries_) { reindex(); }
-  Registry& operator=(const Registry& o) {
-    if (this != &o) {
-      family_ = o.family_;
-      entries_ = o.entries_;
-      reindex();
-    }
+  Registry& operator=(const Registry& o) {  // copy, then swap in: no half-copied index
+    if (this != &o) *this = Registry(o);
     return *this;
   }
   Registry(Registry&&) noexcept = default;
@@ -43,7 +39,12 @@ class Registry {
     std::string name = e.name;
     auto [it, added] = entries_.emplace(name, std::move(e));
     if (!added) throw std::logic_error(family_ + " '" + name + "' registered twice");
-    index_.emplace(it->first, &it->second);
+    try {
+      index_.emplace(it->first, &it->second);
+    } catch (...) {
+      entries_.erase(it);  // keep find() and contains() in agreement
+      throw;
+    }
   }
   const Entry* find(const std::string& name) const {
     auto it = index_.find(name);

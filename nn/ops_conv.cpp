@@ -493,10 +493,10 @@ void gather_rows(const float* src, int s, std::int64_t rows, std::int64_t P, flo
 
 // Stride-1 convolutions skip im2col: on the padded plane's grid (row stride wp), output position
 // t = oh*wp + ow reads tap (c, i, j) at xp_c[i*wp + j + t], so each row of the column matrix is
-// a contiguous view of the padded sample and the GEMM packs straight from it (sgemm_b_rows /
-// _cols).  The wp - wo columns between output rows are computed and dropped (about 7 % more
-// multiply-adds on 28x28 maps, 27 % on 14x14 with 5x5 kernels), against im2col's copy of every
-// input value kh*kw times.
+// a contiguous view of the padded sample and the GEMM packs straight from it (forward:
+// sgemm_b_row_blocks over several samples; weight gradient: sgemm_b_cols).  The wp - wo columns
+// between output rows are computed and dropped (about 7 % more multiply-adds on 28x28 maps, 27 % on
+// 14x14 with 5x5 kernels), against im2col's copy of every input value kh*kw times.
 bool on_grid(const ConvGeom& g) { return g.stride == 1 && !g.pointwise(); }
 std::int64_t grid_len(const ConvGeom& g) {
   return static_cast<std::int64_t>(g.ho - 1) * padded_w(g) + g.wo;
@@ -533,15 +533,18 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         // for all of them.
         const std::int64_t T = grid_len(g);
         const int wp = padded_w(g);
+        // As many samples as keep both the output tile and the padded inputs within the
+        // im2col batch's budget.
         const int per_gemm = static_cast<int>(std::clamp<std::int64_t>(
-            kBatchColFloats / (static_cast<std::int64_t>(Cg) * T), 1, hi - lo));
+            kBatchColFloats / std::max(static_cast<std::int64_t>(Cg) * T, padded_size(g)), 1,
+            hi - lo));
         float* pbuf = g.pad ? conv_scratch(per_gemm * padded_size(g), kPad) : nullptr;
         float* tile = conv_scratch(static_cast<std::int64_t>(Cg) * per_gemm * T, kTile);
-        thread_local std::vector<const float*> taps, sample_taps;
+        thread_local std::vector<const float*> taps, sample_taps, planes;
         for (std::int64_t n0 = lo; n0 < hi; n0 += per_gemm) {
           const int s = static_cast<int>(std::min<std::int64_t>(per_gemm, hi - n0));
           const std::int64_t ld = s * T;
-          std::vector<const float*> planes(static_cast<std::size_t>(s));
+          planes.resize(static_cast<std::size_t>(s));
           for (int i = 0; i < s; ++i)
             planes[static_cast<std::size_t>(i)] =
                 pad_sample(xd + (n0 + i) * CHW, g, pbuf ? pbuf + i * padded_size(g) : nullptr);

@@ -26,7 +26,7 @@ class Nb201CostCache {
     const int i = spaces::nb201_index(arch);
     return i < 0 ? nullptr : &at(i);
   }
-  // Cells built and costed so far.
+  // Workloads built and costed so far (one per live cell, or per cell for external devices).
   std::size_t computed() const { return computed_; }
 
  private:

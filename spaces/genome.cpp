@@ -59,7 +59,8 @@ ContentKey content_key(const Genome& g) {
   const std::hash<std::string> hash_string;
   for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
     add(hash_string(gr[v].kind));
-    // Most nodes take every default: skip hashing their empty object (a key, never stored).
+    // Most nodes take every default: skip hashing their empty object (the key lives only in
+    // this process's memos, never on disk).
     const nlohmann::json& params = gr[v].params;
     add(params.is_object() && params.empty() ? 0x6a09e667f3bcc909ULL : hash_json(params));
   }

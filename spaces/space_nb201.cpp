@@ -393,14 +393,19 @@ int nb201_index(std::string_view s) {
 
 int nb201_live_index(int index) {
   using namespace detail;
+  if (index < 0 || index >= 15625)
+    throw std::out_of_range("nb201 cell index " + std::to_string(index) + " outside [0, 15625)");
   Cell c{};
   for (int e = kEdges - 1; e >= 0; --e, index /= kNumOps)
     c[static_cast<std::size_t>(e)] = index % kNumOps;
-  std::array<bool, 4> zero = {false, true, true, true}, live{};
-  for (int e = 0; e < kEdges; ++e)  // a node is zero while every edge into it is none
-    if (c[static_cast<std::size_t>(e)] != 0)
-      zero[static_cast<std::size_t>(kEdgeTo[static_cast<std::size_t>(e)])] = false;
-  live[3] = !zero[3];
+  // The output node is zero when every edge into it is none; then nothing before it reaches the
+  // output.  (Zero nodes 1 and 2 need no flag: ops reading them still run, as in node_roles.)
+  bool output_zero = true;
+  for (int e = 0; e < kEdges; ++e)
+    if (kEdgeTo[static_cast<std::size_t>(e)] == 3 && c[static_cast<std::size_t>(e)] != 0)
+      output_zero = false;
+  std::array<bool, 4> live{};
+  live[3] = !output_zero;
   for (int j = 2; j >= 0; --j)  // node j reaches the output through a non-none edge to a live node
     for (int e = 0; e < kEdges; ++e)
       if (kEdgeFrom[static_cast<std::size_t>(e)] == j && c[static_cast<std::size_t>(e)] != 0 &&
