@@ -22,6 +22,14 @@ constexpr std::array<int, kEdges> kEdgeTo = {1, 2, 2, 3, 3, 3};
 
 using Cell = std::array<int, kEdges>;  // op index per edge
 
+// Cell number `index` in [0, 15625): edge 0 is the most significant base-5 digit.
+Cell cell_at(std::uint64_t index) {
+  Cell c{};
+  for (int e = kEdges - 1; e >= 0; --e, index /= kNumOps)
+    c[static_cast<std::size_t>(e)] = static_cast<int>(index % kNumOps);
+  return c;
+}
+
 int op_index(const std::string& name) {
   for (int i = 0; i < kNumOps; ++i)
     if (name == kOps[static_cast<std::size_t>(i)]) return i;
@@ -327,12 +335,7 @@ class Nb201Space : public Space, public DecisionOperators {
   Genome at(std::uint64_t index) const override {
     if (index >= 15625)
       throw std::out_of_range("nb201: index " + std::to_string(index) + " >= 15625");
-    Cell c{};
-    for (int e = kEdges - 1; e >= 0; --e) {
-      c[static_cast<std::size_t>(e)] = static_cast<int>(index % kNumOps);
-      index /= kNumOps;
-    }
-    return build(c);
+    return build(cell_at(index));
   }
 
   std::string describe(const Genome& g) const override { return cell_string(cell_of(g)); }
@@ -395,9 +398,7 @@ int nb201_live_index(int index) {
   using namespace detail;
   if (index < 0 || index >= 15625)
     throw std::out_of_range("nb201 cell index " + std::to_string(index) + " outside [0, 15625)");
-  Cell c{};
-  for (int e = kEdges - 1; e >= 0; --e, index /= kNumOps)
-    c[static_cast<std::size_t>(e)] = index % kNumOps;
+  const Cell c = cell_at(static_cast<std::uint64_t>(index));
   // The output node is zero when every edge into it is none; then nothing before it reaches the
   // output.  (Zero nodes 1 and 2 need no flag: ops reading them still run, as in node_roles.)
   bool output_zero = true;
@@ -420,12 +421,7 @@ int nb201_live_index(int index) {
 }
 
 std::string nb201_string(int index) {
-  detail::Cell c{};
-  for (int e = 5; e >= 0; --e) {
-    c[static_cast<std::size_t>(e)] = index % 5;
-    index /= 5;
-  }
-  return detail::cell_string(c);
+  return detail::cell_string(detail::cell_at(static_cast<std::uint64_t>(index)));
 }
 
 }  // namespace hwnas::spaces
