@@ -32,7 +32,9 @@ class Nb201CostCache {
  private:
   const spaces::Space& space_;
   const hw::Device& device_;
-  std::vector<std::optional<hw::Cost>> table_;
+  std::vector<std::optional<hw::Cost>> table_;  // by live index (by cell for external devices)
+  // Each cell's entry once looked up, so a repeat lookup skips the liveness analysis.
+  std::vector<const hw::Cost*> resolved_;
   std::size_t computed_ = 0;
 };
 
