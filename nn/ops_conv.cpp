@@ -501,15 +501,14 @@ bool on_grid(const ConvGeom& g) { return g.stride == 1 && !g.pointwise(); }
 std::int64_t grid_len(const ConvGeom& g) {
   return static_cast<std::int64_t>(g.ho - 1) * padded_w(g) + g.wo;
 }
-// taps[p] = the start of tap p = (c, i, j) of group gr's channels in the padded sample xp.
-void grid_taps(const float* xp, const ConvGeom& g, int gr, std::vector<const float*>& taps) {
+// Appends to taps the start of each tap p = (c, i, j) of group gr's channels in the padded
+// sample xp, in p order (one sample's k_g() row pointers).
+void append_grid_taps(const float* xp, const ConvGeom& g, int gr, std::vector<const float*>& taps) {
   const int hp = padded_h(g), wp = padded_w(g);
-  taps.resize(static_cast<std::size_t>(g.k_g()));
-  std::size_t p = 0;
   for (int c = 0; c < g.cin_g(); ++c)
     for (int i = 0; i < g.kh; ++i)
       for (int j = 0; j < g.kw; ++j)
-        taps[p++] = xp + (static_cast<std::int64_t>(gr * g.cin_g() + c) * hp + i) * wp + j;
+        taps.push_back(xp + (static_cast<std::int64_t>(gr * g.cin_g() + c) * hp + i) * wp + j);
 }
 
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
@@ -540,7 +539,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
             hi - lo));
         float* pbuf = g.pad ? conv_scratch(per_gemm * padded_size(g), kPad) : nullptr;
         float* tile = conv_scratch(static_cast<std::int64_t>(Cg) * per_gemm * T, kTile);
-        thread_local std::vector<const float*> taps, sample_taps, planes;
+        thread_local std::vector<const float*> taps, planes;
         for (std::int64_t n0 = lo; n0 < hi; n0 += per_gemm) {
           const int s = static_cast<int>(std::min<std::int64_t>(per_gemm, hi - n0));
           const std::int64_t ld = s * T;
@@ -550,10 +549,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
                 pad_sample(xd + (n0 + i) * CHW, g, pbuf ? pbuf + i * padded_size(g) : nullptr);
           for (int gr = 0; gr < g.groups; ++gr) {
             taps.clear();
-            for (int i = 0; i < s; ++i) {
-              grid_taps(planes[static_cast<std::size_t>(i)], g, gr, sample_taps);
-              taps.insert(taps.end(), sample_taps.begin(), sample_taps.end());
-            }
+            for (int i = 0; i < s; ++i)
+              append_grid_taps(planes[static_cast<std::size_t>(i)], g, gr, taps);
             detail::sgemm_b_row_blocks(Cg, T, s, Kg, {wd + gr * Cg * Kg, Kg, 1}, taps.data(), tile,
                                        ld, false);
             for (int i = 0; i < s; ++i)
@@ -669,7 +666,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
                     UArrayMap(dyg + co * T + static_cast<std::int64_t>(oh) * wp, g.wo) =
                         ConstUArrayMap(dy + ((n0 + i) * g.cout + co) * P + oh * g.wo, g.wo);
                 for (int gr = 0; gr < g.groups; ++gr) {
-                  grid_taps(xp, g, gr, taps);
+                  taps.clear();
+                  append_grid_taps(xp, g, gr, taps);
                   detail::sgemm_b_cols(
                       Cg, Kg, T, {dyg + static_cast<std::int64_t>(gr) * Cg * T, T, 1}, taps.data(),
                       dw_part_data + c * wsize + static_cast<std::int64_t>(gr) * Cg * Kg, Kg, true);
