@@ -474,11 +474,6 @@ void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c
     eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
 }
 
-void sgemm_b_rows(Index m, Index n, Index k, StridedMatrix a, const float* const* b_rows, float* c,
-                  Index ldc, bool accumulate) {
-  sgemm_b_row_blocks(m, n, 1, k, a, b_rows, c, ldc, accumulate);
-}
-
 void sgemm_b_row_blocks(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
                         const float* const* b_rows, float* c, Index ldc, bool accumulate) {
   const Index n = block_n * blocks;

@@ -32,17 +32,14 @@ enum class GemmIsa { kEigen, kAvx2, kAvx512 };
 void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
            float* c, std::int64_t ldc, bool accumulate);
 
-// B given by a pointer per row (rows: B(p, j) = b_rows[p][j]) or per column (columns:
-// B(p, j) = b_cols[j][p]): the shifted views of a padded image that a stride-1 convolution's
-// column matrix consists of, without copying them into one (nn/ops_conv.cpp).  Same kernels and
-// summation order as the strided form.
-void sgemm_b_rows(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
-                  const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);
+// B given by pointers: per column (B(p, j) = b_cols[j][p]), or per row in `blocks` blocks of
+// block_n columns side by side, each with its own k row pointers (n = block_n * blocks,
+// B(p, q*block_n + j) = b_rows[q*k + p][j]; one block is plain row pointers).  These are the
+// shifted views of padded images that a stride-1 convolution's column matrix consists of,
+// without copying them into one (nn/ops_conv.cpp); one GEMM over several samples' views packs A
+// once for all of them.  Same kernels and summation order as the strided form.
 void sgemm_b_cols(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
                   const float* const* b_cols, float* c, std::int64_t ldc, bool accumulate);
-// sgemm_b_rows over `blocks` such B's side by side (n = block_n * blocks), each with its own k
-// row pointers: B(p, q*block_n + j) = b_rows[q*k + p][j].  One GEMM over several samples' views
-// packs A once for all of them.
 void sgemm_b_row_blocks(std::int64_t m, std::int64_t block_n, std::int64_t blocks, std::int64_t k,
                         StridedMatrix a, const float* const* b_rows, float* c, std::int64_t ldc,
                         bool accumulate);
