@@ -315,7 +315,7 @@ std::vector<Genome::NodeId> Genome::topological_order() const {
     numbered_in_order = boost::source(*it, graph()) < boost::target(*it, graph());
   if (numbered_in_order) {
     std::vector<NodeId> order(n);
-    for (NodeId v = 0; v < n; ++v) order[v] = v;
+    std::iota(order.begin(), order.end(), NodeId{0});
     return order;
   }
   std::vector<std::size_t> indeg(n);
