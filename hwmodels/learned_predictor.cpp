@@ -30,13 +30,23 @@ const std::vector<std::string>& feature_names() {
                                                  "log_flops",
                                                  "log_bytes",
                                                  "log_channels",
-                                                 "timesteps"};
+                                                 "timesteps",
+                                                 "window",
+                                                 "stride",
+                                                 "log_input_elements",
+                                                 "log_output_elements"};
   return names;
+}
+
+double log_work(const NodeWorkload& n, int batch) {
+  const double per_byte = n.bits > 0 ? 8.0 / n.bits : 1.0;  // elements per byte
+  return std::log1p(batch * (n.flops() + (n.input_bytes + n.output_bytes) * per_byte));
 }
 
 std::vector<double> node_features(const NodeWorkload& n, int batch, bool eager) {
   const double b = batch;
-  const double out_elems = n.bits > 0 ? n.output_bytes * 8.0 / n.bits : 0;
+  const double per_byte = n.bits > 0 ? 8.0 / n.bits : 0;  // elements per byte
+  const double out_elems = n.output_bytes * per_byte;
   std::vector<double> f = {std::log(b),
                            std::log1p(b * n.macs),
                            std::log1p(b * n.other_flops),
@@ -55,7 +65,11 @@ std::vector<double> node_features(const NodeWorkload& n, int batch, bool eager) 
                            std::log1p(b * n.flops()),
                            std::log1p(n.weight_bytes + b * (n.input_bytes + n.output_bytes)),
                            std::log1p(n.channels),
-                           static_cast<double>(n.timesteps)};
+                           static_cast<double>(n.timesteps),
+                           static_cast<double>(n.window),
+                           static_cast<double>(n.stride),
+                           std::log1p(b * n.input_bytes * per_byte),
+                           std::log1p(b * out_elems)};
   return f;
 }
 
@@ -324,7 +338,7 @@ KernelModel KernelModel::from_json(const nlohmann::json& j) {
 }
 
 const KernelModel& LearnedModel::model_for(const NodeWorkload& n, std::string* level) const {
-  if (auto it = by_kind.find(n.block_kind); it != by_kind.end()) {
+  if (auto it = by_kind.find(n.kernel_type_or_kind()); it != by_kind.end()) {
     if (level) *level = "kind";
     return it->second;
   }
@@ -337,7 +351,8 @@ const KernelModel& LearnedModel::model_for(const NodeWorkload& n, std::string* l
 }
 
 double LearnedModel::node_ms(const NodeWorkload& n, int b, bool eager) const {
-  return std::exp(model_for(n).predict_log_ms(node_features(n, b, eager)));
+  const double log_ms = model_for(n).predict_log_ms(node_features(n, b, eager));
+  return std::exp(per_work ? log_ms + log_work(n, b) : log_ms);
 }
 
 double LearnedModel::network_ms(const Workload& w, int b, bool eager) const {
@@ -354,6 +369,7 @@ nlohmann::json LearnedModel::to_json() const {
   for (const auto& [k, m] : by_category) cats[k] = m.to_json();
   return {{"batch", batch},
           {"fusion", fusion},
+          {"target", per_work ? "log_ms_per_work" : "log_ms"},
           {"features", feature_names()},
           {"by_kind", kinds},
           {"by_category", cats},
@@ -368,6 +384,10 @@ LearnedModel LearnedModel::from_json(const nlohmann::json& j) {
   LearnedModel m;
   m.batch = j.at("batch").get<int>();
   m.fusion = j.at("fusion").get<std::string>();
+  const std::string target = j.at("target").get<std::string>();
+  if (target != "log_ms_per_work" && target != "log_ms")
+    throw std::invalid_argument("field 'target' is '" + target + "' (log_ms_per_work or log_ms)");
+  m.per_work = target == "log_ms_per_work";
   if (j.at("features").get<std::vector<std::string>>() != feature_names())
     throw std::invalid_argument("field 'features' lists other features than this hwnas computes");
   for (const auto& [k, v] : j.at("by_kind").items()) m.by_kind[k] = KernelModel::from_json(v);

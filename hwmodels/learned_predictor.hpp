@@ -4,7 +4,8 @@
 // networks (scale, constant, per node: time the engine spends outside the workload's nodes,
 // such as dead and zero-copy nodes and the forward's own bookkeeping between nodes).
 //
-// One regressor per kernel type (the node's block kind, e.g. "conv", "nor_conv_3x3"); a kind with
+// One regressor per kernel type (the node's kernel_type_or_kind(): its block kind, e.g. "conv",
+// "nor_conv_3x3", or the kernel a kind runs by its params, e.g. "max_pool"); a kind with
 // too few training nodes falls back to its op category's regressor and then to a global one.
 // Each regressor is either gradient-boosted regression trees (GBDT, written here: depth-limited,
 // histogram splits, shrinkage, fitted in log latency) or a small MLP (trained with nn/ by
@@ -30,15 +31,20 @@
 namespace hwnas::hw::learned {
 
 inline constexpr const char* kFormat = "hwnas-learned-latency";
-inline constexpr int kVersion = 1;
+inline constexpr int kVersion = 2;  // 2: window and stride features, the per-work target
 
 // Names of the per-node features, in the order node_features() returns them.
 const std::vector<std::string>& feature_names();
 // The features of one node at `batch` samples.  Counts enter as log1p (latency spans decades);
-// kernel size and stride are not in the workload, so they enter through ratios that follow from
-// them: MACs per output element (k x k x C_in / groups for a conv) and input over output bytes
-// (stride^2 for a conv).  `eager` picks the kernel count of the runtime's fusion rule.
+// besides the window and stride of sliding-window ops, ratios carry the shape: MACs per output
+// element (k x k x C_in / groups for a conv) and input over output bytes (stride^2 x C_in / C_out
+// for a conv).  `eager` picks the kernel count of the runtime's fusion rule.
 std::vector<double> node_features(const NodeWorkload& n, int batch, bool eager);
+
+// log(1 + batch x (FLOPs + activation elements read and written)): the node's work.  Regressors
+// predict log(ms) - log_work, the log time per unit of work: a tree's piecewise-constant leaves
+// then scale with a node's size instead of capping it at the largest training node's time.
+double log_work(const NodeWorkload& n, int batch);
 
 // A regression tree in arrays; a leaf has feature < 0 and its prediction in value.
 struct Tree {
@@ -100,6 +106,9 @@ struct KernelModel {
 struct LearnedModel {
   int batch = 1;                 // the batch the training measurements were taken at
   std::string fusion = "eager";  // the fusion rule the features' kernel counts followed
+  // What the regressors predict: log(ms) - log_work(node) ("log_ms_per_work", what `hw fit`
+  // writes) or log(ms) ("log_ms").
+  bool per_work = true;
   std::map<std::string, KernelModel> by_kind, by_category;
   KernelModel global;
   // Network latency = net_scale x sum of node predictions + net_offset_ms

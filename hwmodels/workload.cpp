@@ -159,6 +159,9 @@ nlohmann::json Workload::to_json() const {
       o["channels_full"] = n.channels_full;
     }
     if (n.seq_len != 0) o["seq_len"] = n.seq_len;
+    if (n.window != 0) o["window"] = n.window;
+    if (n.stride != 0) o["stride"] = n.stride;
+    if (!n.kernel_type.empty()) o["kernel_type"] = n.kernel_type;
     if (n.neurons != 0) o["neurons"] = n.neurons;
     if (n.fan_in != 0) o["fan_in"] = n.fan_in;
     if (n.fan_out != 0) o["fan_out"] = n.fan_out;
@@ -284,6 +287,9 @@ Workload Workload::from_json(const nlohmann::json& j) {
     n.kernels = get_int(o, "kernels", where, 1, 0);
     n.eager_kernels = get_int(o, "eager_kernels", where, -1, 0);
     n.seq_len = get_int(o, "seq_len", where, 0, 0);
+    n.window = get_int(o, "window", where, 0, 0);
+    n.stride = get_int(o, "stride", where, 0, 0);
+    if (o.contains("kernel_type")) n.kernel_type = get_string(o, "kernel_type", where);
     n.neurons = get_number(o, "neurons", where, 0);
     n.fan_in = get_number(o, "fan_in", where, 0);
     n.fan_out = get_number(o, "fan_out", where, 0);

@@ -106,6 +106,17 @@ struct NodeWorkload {
   int kernels = 1;
   int eager_kernels = -1;
   int seq_len = 0;  // tokens, for sequence ops
+  // Sliding-window ops (conv, dwconv, pool): the window's side (k of a k x k kernel) and the
+  // stride; 0 for other ops.  Kernel-level predictors need them (nn-Meter's conv features are
+  // input size, channels, kernel size and stride); MACs alone mix k^2 with input channels.
+  int window = 0;
+  int stride = 0;
+  // The kernel the runtime launches when one block kind runs different kernels by its params
+  // ("max_pool" / "avg_pool" for pool: same counts, different kernels); empty: the block kind.
+  std::string kernel_type;
+  const std::string& kernel_type_or_kind() const {
+    return kernel_type.empty() ? block_kind : kernel_type;
+  }
 
   // Neuromorphic mapping (neurons this node emulates and their connectivity).
   double neurons = 0;

@@ -73,8 +73,8 @@ void measure_per_node(const PerNodeMeasureArgs& a) {
         << number(t.unlisted_ms) << "\n";
     for (std::size_t k = 0; k < wl.nodes.size(); ++k) {
       const auto& n = wl.nodes[k];
-      nodes << arch << "," << k << "," << quote(n.name) << "," << quote(n.block_kind) << ","
-            << hw::op_category_name(n.category);
+      nodes << arch << "," << k << "," << quote(n.name) << "," << quote(n.kernel_type_or_kind())
+            << "," << hw::op_category_name(n.category);
       for (double f : hw::learned::node_features(n, a.batch, true)) nodes << "," << number(f);
       nodes << "," << number(t.node_ms[k]) << "\n";
     }

@@ -44,10 +44,18 @@ void split_rows(const std::vector<NodeRow>& rows, std::vector<std::vector<double
   }
 }
 
-learned::KernelModel fit_one(const std::vector<NodeRow>& fit_rows,
-                             const std::vector<NodeRow>& select_rows,
-                             const std::vector<NodeRow>& all_rows, const LearnedFitOptions& opt) {
-  learned::KernelModel km;
+// A kernel type's regressor, and the chosen candidate as fitted without the selection rows:
+// that one scores a type's selection rows when deciding between the type's own regressor and
+// its fallback (a fallback refitted on every row has seen them).
+struct Fitted {
+  learned::KernelModel model, on_fit_rows;
+  bool scored = false;  // on_fit_rows was fitted (enough fit rows, some selection rows)
+};
+
+Fitted fit_one(const std::vector<NodeRow>& fit_rows, const std::vector<NodeRow>& select_rows,
+               const std::vector<NodeRow>& all_rows, const LearnedFitOptions& opt) {
+  Fitted out;
+  learned::KernelModel& km = out.model;
   km.train_nodes = static_cast<int>(all_rows.size());
   std::vector<std::vector<double>> x;
   std::vector<double> y;
@@ -61,13 +69,15 @@ learned::KernelModel fit_one(const std::vector<NodeRow>& fit_rows,
     km.heldout_gbdt = mean_abs_log_error(g, select_rows);
     km.heldout_mlp = mean_abs_log_error(m, select_rows);
     km.chosen = km.heldout_mlp < km.heldout_gbdt ? "mlp" : "gbdt";
+    out.on_fit_rows = km.chosen == "mlp" ? std::move(m) : std::move(g);
+    out.scored = true;
   }
   split_rows(all_rows, x, y);
   if (km.chosen == "mlp")
     km.mlp = train_mlp(x, y, opt);
   else
     km.gbdt = learned::fit_gbdt(x, y, opt.gbdt);
-  return km;
+  return out;
 }
 
 }  // namespace
@@ -178,8 +188,10 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
     for (std::size_t i = 0; i < net.node_ms.size(); ++i) {
       const auto& n = net.workload.nodes[i];
       NodeRow r{learned::node_features(n, opt.batch, eager),
-                std::log(std::max(kMinNodeMs, net.node_ms[i]))};
-      for (Group* g : {&kinds[n.block_kind], &cats[hw::op_category_name(n.category)], &global}) {
+                std::log(std::max(kMinNodeMs, net.node_ms[i])) -
+                    (opt.per_work ? learned::log_work(n, opt.batch) : 0.0)};
+      for (Group* g :
+           {&kinds[n.kernel_type_or_kind()], &cats[hw::op_category_name(n.category)], &global}) {
         (select[a] ? g->sel : g->fit).push_back(r);
         g->all.push_back(r);
       }
@@ -190,20 +202,37 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
   learned::LearnedModel m;
   m.batch = opt.batch;
   m.fusion = opt.fusion;
+  m.per_work = opt.per_work;
   const auto enough = static_cast<std::size_t>(opt.min_nodes);
-  for (const auto& [k, g] : kinds)
-    if (g.all.size() >= enough) m.by_kind[k] = fit_one(g.fit, g.sel, g.all, opt);
-  // A category model only serves kinds too rare for their own.
-  for (const auto& [c, g] : cats) {
-    if (g.all.size() < enough) continue;
-    bool needed = false;
-    for (const auto& net : train)
-      for (const auto& n : net.workload.nodes)
-        needed =
-            needed || (hw::op_category_name(n.category) == c && !m.by_kind.count(n.block_kind));
-    if (needed) m.by_category[c] = fit_one(g.fit, g.sel, g.all, opt);
+  // Fallbacks first: the global regressor, then one per op category with enough nodes.  A
+  // kernel type keeps its own regressor only when that beats its fallback on the type's
+  // selection rows (a type with a dozen nodes can do worse than a category with a thousand);
+  // a category only when a type falls back to it.
+  const Fitted global_fit = fit_one(global.fit, global.sel, global.all, opt);
+  m.global = global_fit.model;
+  std::map<std::string, Fitted> cat_fits;
+  for (const auto& [c, g] : cats)
+    if (g.all.size() >= enough) cat_fits.emplace(c, fit_one(g.fit, g.sel, g.all, opt));
+  std::map<std::string, std::string> category_of;  // kernel type -> its category
+  for (const auto& net : train)
+    for (const auto& n : net.workload.nodes)
+      category_of.emplace(n.kernel_type_or_kind(), hw::op_category_name(n.category));
+  std::map<std::string, bool> category_used;
+  for (const auto& [k, g] : kinds) {
+    const auto cit = cat_fits.find(category_of.at(k));
+    const Fitted& fallback = cit != cat_fits.end() ? cit->second : global_fit;
+    bool own = g.all.size() >= enough;
+    if (own) {
+      Fitted f = fit_one(g.fit, g.sel, g.all, opt);
+      if (f.scored && fallback.scored)
+        own = mean_abs_log_error(f.on_fit_rows, g.sel) <=
+              mean_abs_log_error(fallback.on_fit_rows, g.sel);
+      if (own) m.by_kind[k] = std::move(f.model);
+    }
+    if (!own && cit != cat_fits.end()) category_used[cit->first] = true;
   }
-  m.global = fit_one(global.fit, global.sel, global.all, opt);
+  for (auto& [c, f] : cat_fits)
+    if (category_used.count(c)) m.by_category[c] = std::move(f.model);
 
   // Per-network linear term, least squares in relative error:
   //   min sum ((a s + b + c nodes - y) / y)^2  with a > 0, b and c >= 0 (else fewer terms).

@@ -98,6 +98,7 @@ std::uint64_t architecture_workload_key(const hw::Workload& w) {
   for (const auto& n : w.nodes) {
     add(static_cast<double>(hash_string(n.name)));
     add(static_cast<double>(hash_string(n.block_kind)));
+    add(static_cast<double>(hash_string(n.kernel_type)));
     for (double v : {static_cast<double>(n.category),
                      n.macs,
                      n.other_flops,
@@ -110,6 +111,8 @@ std::uint64_t architecture_workload_key(const hw::Workload& w) {
                      static_cast<double>(n.kernels),
                      static_cast<double>(n.eager_kernels),
                      static_cast<double>(n.seq_len),
+                     static_cast<double>(n.window),
+                     static_cast<double>(n.stride),
                      n.neurons,
                      n.fan_in,
                      n.fan_out,

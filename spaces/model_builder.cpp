@@ -29,6 +29,18 @@ class GenomeModelImpl : public GenomeModel {
     }
     output_ = genome_.output_node();
     roles_ = node_roles(genome_, order_);
+    // An add drops its zero terms (adding zeros changes no value, and an add left with one term
+    // passes it on: NodeRole::ZeroCopy), so a zero node's tensor is made only for a consumer
+    // that reads it as a tensor, or when it is the network's output.
+    drops_zero_terms_.assign(n, 0);
+    zeros_needed_.assign(n, 0);
+    for (auto v : order_)
+      drops_zero_terms_[v] = v != genome_.input_node() && genome_.node(v).kind == "add";
+    for (auto v : order_)
+      for (auto u : inputs_[v])
+        if (roles_[u] == NodeRole::Zero && roles_[v] != NodeRole::Dead && !drops_zero_terms_[v])
+          zeros_needed_[u] = 1;
+    if (roles_[output_] == NodeRole::Zero) zeros_needed_[output_] = 1;
   }
 
   nn::Var forward(const nn::Var& x, nn::ForwardContext& ctx) override {
@@ -62,14 +74,23 @@ class GenomeModelImpl : public GenomeModel {
       }
       std::vector<nn::Var> in;
       in.reserve(inputs_[v].size());
-      for (auto u : inputs_[v]) in.push_back(act[u]);
+      for (auto u : inputs_[v])
+        if (!(drops_zero_terms_[v] && roles_[u] == NodeRole::Zero)) in.push_back(act[u]);
       nn::ActivitySink* sink = rec ? &rec->sink(static_cast<std::int64_t>(v)) : nullptr;
       if (rec) ctx.activity = sink;
       if (hook_) hook_->before(v);
-      act[v] = roles_[v] == NodeRole::Zero ? zeros_of(v, x) : modules_[v]->forward(in, ctx);
+      if (roles_[v] == NodeRole::Zero)
+        act[v] = zeros_needed_[v] ? zeros_of(v, x) : nn::Var();
+      else
+        act[v] = modules_[v]->forward(in, ctx);
       if (hook_) hook_->after(v);
       if (rec) {
-        count_outputs(act[v], v, nonzero, numel);
+        if (act[v].defined()) {
+          count_outputs(act[v], v, nonzero, numel);
+        } else {  // a zero node not made: all of its batch x type elements are zero
+          nonzero[v] = 0;
+          numel[v] = batch * static_cast<double>(std::as_const(genome_).node(v).out.numel());
+        }
         double in_nonzero = 0, in_numel = 0;
         for (auto u : inputs_[v]) {
           in_nonzero += nonzero[u];
@@ -140,6 +161,7 @@ class GenomeModelImpl : public GenomeModel {
   Genome::NodeId output_ = 0;
   NodeHook* hook_ = nullptr;
   std::vector<NodeRole> roles_;  // by node id: what runs (spaces/workload_builder.hpp)
+  std::vector<char> drops_zero_terms_, zeros_needed_;  // by node id
 };
 }  // namespace
 

@@ -147,6 +147,9 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
     // Pruned weights are not stored (compressed storage, index overhead ignored).  A block
     // whose parameters are not all compressed alike sets weight_bytes itself in count.
     if (w.weight_bytes == 0) w.weight_bytes = w.params * (1.0 - w.sparsity) * bytes_per;
+    // Sparsity is a property of weights: a weightless node (pool, add) that a space's layer
+    // decisions gave a prune ratio prunes nothing.
+    if (w.params == 0) w.sparsity = 0;
     if (fuses_into_producer(g, view, v, role, p)) {
       w.eager_kernels = w.kernels_eager();
       w.kernels = 0;  // the fused runtime runs it inside its producer's kernel

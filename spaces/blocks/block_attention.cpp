@@ -157,6 +157,12 @@ BlockKind attention_kind(bool sliding) {
       w.input_bytes += 2.0 * heads * pairs * bytes_per;
     }
     weighted_mapping(w, len * d, d, 4.0 * d * d);
+    // Kernel variants a runtime launches for the same counts: a causal mask's triangular
+    // loops and the tiled flash kernel run at their own efficiency.
+    const bool causal = pbool(p, "causal"), flash = pstr(p, "impl") == "flash";
+    if (causal || flash)
+      w.kernel_type = std::string(causal ? "causal_" : "") + (flash ? "flash_" : "") +
+                      (sliding ? "sliding_attention" : "attention");
   };
   return k;
 }

@@ -30,6 +30,8 @@ void register_block_avg_pool_3x3(Catalogue& c) {
     w.other_flops = 9.0 * static_cast<double>(out.numel());
     w.neurons = static_cast<double>(out.numel());
     w.fan_in = 9;
+    w.window = 3;
+    w.stride = 1;
   };
   c.add(std::move(k));
 }

@@ -44,6 +44,8 @@ void register_block_conv(Catalogue& c) {
     // Eager frameworks launch the conv, the batch norm and the activation separately.
     w.eager_kernels = 1 + (bn ? 1 : 0) + (pstr(p, "activation") != "none" ? 1 : 0);
     count_channels(p, "channels", w);
+    w.window = pint(p, "kernel");
+    w.stride = pint(p, "stride");
   };
   c.add(std::move(k));
 }

@@ -39,6 +39,8 @@ void register_block_dwconv(Catalogue& c) {
     weighted_mapping(w, static_cast<double>(out.numel()), kk * kk, ch * kk * kk);
     // Fused runtimes: one kernel (BN folded, activation fused); eager: each its own.
     w.eager_kernels = 1 + (bn ? 1 : 0) + (pstr(p, "activation") != "none" ? 1 : 0);
+    w.window = pint(p, "kernel");
+    w.stride = pint(p, "stride");
   };
   c.add(std::move(k));
 }

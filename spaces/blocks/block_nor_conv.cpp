@@ -32,6 +32,8 @@ BlockKind nor_conv_kind(int kernel) {
     // edges (skip, pool) read unactivated, so it stays its own op: 2 kernels.
     w.kernels = 2;
     w.eager_kernels = 3;
+    w.window = kernel;
+    w.stride = 1;
   };
   return k;
 }

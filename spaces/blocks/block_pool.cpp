@@ -47,6 +47,11 @@ void register_block_pool(Catalogue& c) {
     w.other_flops = static_cast<double>(out.numel()) * kk * kk;
     w.neurons = static_cast<double>(out.numel());
     w.fan_in = kk * kk;
+    w.window = pint(p, "kernel");
+    w.stride = pint(p, "stride");
+    // Same counts, different kernels: a max pool compares, an average pool adds and divides by
+    // a window size that varies at the padded border.
+    w.kernel_type = pstr(p, "op") == "max" ? "max_pool" : "avg_pool";
   };
   c.add(std::move(k));
 }

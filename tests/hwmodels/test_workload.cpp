@@ -46,6 +46,11 @@ TEST(Workload, JsonRoundTripKeepsEmergingFields) {
   s.seq_len = 16;
   s.sparsity = 0.25;
   w.nodes.push_back(s);
+  auto pool = node("pool", OpCategory::Pool, 0, 0, 4096, 1024, 32);
+  pool.window = 3;
+  pool.stride = 2;
+  pool.kernel_type = "avg_pool";
+  w.nodes.push_back(pool);
   auto m = node("moe", OpCategory::Routing, 10, 0, 10, 10, 16, 3);
   m.activity.scalars = {{"active_experts", 2}, {"function_evals", 12}};
   m.activity.series["tokens_per_expert"] = {0.5, 0, 1.5, 0, 0, 0, 0, 0};
@@ -60,11 +65,16 @@ TEST(Workload, JsonRoundTripKeepsEmergingFields) {
   EXPECT_DOUBLE_EQ(r.nodes[0].activity.scalar_or("spikes", 0), 37.5);
   EXPECT_EQ(r.nodes[0].activity, s.activity);
   EXPECT_DOUBLE_EQ(r.nodes[0].activity.samples, 500);
-  EXPECT_DOUBLE_EQ(r.nodes[1].activity.scalar_or("active_experts", 0), 2);
-  EXPECT_EQ(r.nodes[1].activity.find_series("tokens_per_expert")->size(), 8u);
-  EXPECT_DOUBLE_EQ(r.nodes[1].total_experts, 8);
-  EXPECT_EQ(r.nodes[1].category, OpCategory::Routing);
-  EXPECT_EQ(r.nodes[1].bits, 16);
+  EXPECT_EQ(r.nodes[1].window, 3);
+  EXPECT_EQ(r.nodes[1].stride, 2);
+  EXPECT_EQ(r.nodes[1].kernel_type, "avg_pool");
+  EXPECT_EQ(r.nodes[1].kernel_type_or_kind(), "avg_pool");
+  EXPECT_EQ(r.nodes[0].kernel_type_or_kind(), r.nodes[0].block_kind);  // no variant: the kind
+  EXPECT_DOUBLE_EQ(r.nodes[2].activity.scalar_or("active_experts", 0), 2);
+  EXPECT_EQ(r.nodes[2].activity.find_series("tokens_per_expert")->size(), 8u);
+  EXPECT_DOUBLE_EQ(r.nodes[2].total_experts, 8);
+  EXPECT_EQ(r.nodes[2].category, OpCategory::Routing);
+  EXPECT_EQ(r.nodes[2].bits, 16);
   EXPECT_DOUBLE_EQ(r.measured.at("host_latency_ms"), 1.25);
 }
 
@@ -85,6 +95,12 @@ TEST(Workload, FromJsonErrorsNameTheField) {
             std::string::npos);
   EXPECT_NE(from_json_error({{"nodes", {{{"bits", 0}}}}}).find("field 'bits'"), std::string::npos);
   EXPECT_NE(from_json_error({{"nodes", {{{"macs", -1}}}}}).find(">= 0"), std::string::npos);
+  EXPECT_NE(from_json_error({{"nodes", {{{"window", -3}}}}}).find("node 0: field 'window'"),
+            std::string::npos);
+  EXPECT_NE(from_json_error({{"nodes", {{{"stride", 1.5}}}}}).find("field 'stride'"),
+            std::string::npos);
+  EXPECT_NE(from_json_error({{"nodes", {{{"kernel_type", 7}}}}}).find("field 'kernel_type'"),
+            std::string::npos);
   EXPECT_NE(from_json_error({{"nodes", nlohmann::json::array()}, {"measured", {{"x", "y"}}}})
                 .find("measured.x"),
             std::string::npos);

@@ -101,6 +101,7 @@ hw::NodeWorkload node(const std::string& kind, hw::OpCategory c, double macs, in
 // 0.1 ms + 0.01 ms per node.
 LearnedModel hand_model() {
   LearnedModel m;
+  m.per_work = false;  // constant regressors are then the node times themselves
   m.by_kind["conv"] = constant_model(2.0);
   m.by_category["pool"] = constant_model(0.5);
   m.global = constant_model(0.25);
@@ -208,11 +209,11 @@ TEST(LearnedModelFile, EachBadFileGivesOneClearError) {
   EXPECT_EQ(t.substr(t.size() - refit.size() - 3), "): " + refit) << t;
 
   nlohmann::json j = nlohmann::json::parse(good);
-  j["version"] = 2;
+  j["version"] = 1;  // before the window / stride features and the per-work target
   write_text(dir / "version.json", j.dump());
   EXPECT_EQ(
       error_of_load(dir / "version.json"),
-      who("version.json") + "version 2, this hwnas reads version 1: " + refit + " of this hwnas");
+      who("version.json") + "version 1, this hwnas reads version 2: " + refit + " of this hwnas");
 
   j = nlohmann::json::parse(good);
   j["format"] = "something-else";
@@ -239,7 +240,60 @@ TEST(LearnedModelFile, EachBadFileGivesOneClearError) {
   const std::string f = error_of_load(dir / "field.json");
   EXPECT_EQ(f.rfind(who("field.json") + "a field is missing or has the wrong type (", 0), 0u) << f;
   EXPECT_NE(f.find("net_scale"), std::string::npos) << f;
+
+  // A target this hwnas does not predict.
+  j = nlohmann::json::parse(good);
+  j["model"]["target"] = "log_seconds";
+  j["checksum"] = hex16(fnv1a64(j["model"].dump()));
+  write_text(dir / "target.json", j.dump());
+  const std::string tg = error_of_load(dir / "target.json");
+  EXPECT_NE(tg.find("field 'target' is 'log_seconds' (log_ms_per_work or log_ms)"),
+            std::string::npos)
+      << tg;
   fs::remove_all(dir);
+}
+
+// Kernel types: max and average pools have the same counts (so the same features) but run
+// different kernels.  With average pools 3x slower, a model that groups nodes by block kind
+// predicts their mean for both; grouping by kernel type predicts each within a few percent.
+// Times grow with the pool's size, which the per-work target (log ms - log_work) absorbs.
+TEST(LearnedFit, SeparatesKernelTypesThatShareTheirCounts) {
+  std::vector<search::MeasuredNetwork> nets;
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> size(1e3, 1e5), noise(-0.01, 0.01);
+  auto pool = [](const char* type, double elems) {
+    hw::NodeWorkload n = node("pool", hw::OpCategory::Pool, 0);
+    n.kernel_type = type;
+    n.window = 2;
+    n.stride = 2;
+    n.input_bytes = 4 * elems;
+    n.output_bytes = elems;
+    n.other_flops = elems;
+    return n;
+  };
+  auto ms_of = [](const char* type, double elems) {
+    return (type[0] == 'a' ? 3e-5 : 1e-5) * elems;
+  };
+  for (int i = 0; i < 80; ++i) {
+    search::MeasuredNetwork m;
+    m.architecture = "net" + std::to_string(i);
+    for (const char* t : {"max_pool", "avg_pool"}) {
+      const double e = size(rng);
+      m.workload.nodes.push_back(pool(t, e));
+      m.node_ms.push_back(ms_of(t, e) * (1 + noise(rng)));
+    }
+    m.network_ms = m.node_ms[0] + m.node_ms[1];
+    nets.push_back(std::move(m));
+  }
+  search::LearnedFitOptions opt;
+  opt.seed = 3;
+  const LearnedModel model = search::fit_learned_model(nets, opt);
+  EXPECT_TRUE(model.by_kind.count("max_pool"));
+  EXPECT_TRUE(model.by_kind.count("avg_pool"));
+  EXPECT_FALSE(model.by_kind.count("pool"));
+  for (double e : {2e3, 2e4, 8e4})
+    for (const char* t : {"max_pool", "avg_pool"})
+      EXPECT_NEAR(model.node_ms(pool(t, e), 1, true) / ms_of(t, e), 1.0, 0.08) << t << " " << e;
 }
 
 TEST(LearnedDevice, SumsNodePredictionsUnderTheFusionRule) {

@@ -246,6 +246,9 @@ TEST(Workload, ConvByHand) {
   EXPECT_EQ(w.output_bytes, 8 * 4 * 4 * 4);
   EXPECT_EQ(w.category, hw::OpCategory::Conv);
   EXPECT_EQ(w.fan_in, 27);
+  EXPECT_EQ(w.window, 3);
+  EXPECT_EQ(w.stride, 2);
+  EXPECT_EQ(w.kernel_type_or_kind(), "conv");
   auto nobn = count_of({"conv",
                         TensorType::image(3, 8, 8),
                         {{"channels", 8}, {"kernel", 5}, {"batch_norm", false}}});
@@ -258,6 +261,8 @@ TEST(Workload, DepthwiseConvByHand) {
   EXPECT_EQ(w.macs, 6 * 10 * 10 * 25);
   EXPECT_EQ(w.params, 6 * 25 + 12);
   EXPECT_EQ(w.category, hw::OpCategory::DepthwiseConv);
+  EXPECT_EQ(w.window, 5);
+  EXPECT_EQ(w.stride, 1);
 }
 
 TEST(Workload, PoolByHand) {
@@ -266,6 +271,20 @@ TEST(Workload, PoolByHand) {
   EXPECT_EQ(w.other_flops, 4 * 4 * 4 * 4);
   EXPECT_EQ(w.params, 0);
   EXPECT_EQ(w.category, hw::OpCategory::Pool);
+  EXPECT_EQ(w.window, 2);
+  EXPECT_EQ(w.stride, 2);
+  // Max and average pools count alike but run different kernels.
+  EXPECT_EQ(w.kernel_type, "max_pool");
+  auto avg =
+      count_of({"pool", TensorType::image(4, 8, 8), {{"op", "avg"}, {"kernel", 3}, {"stride", 1}}});
+  EXPECT_EQ(avg.kernel_type, "avg_pool");
+  EXPECT_EQ(avg.window, 3);
+  EXPECT_EQ(avg.other_flops, 4 * 8 * 8 * 9);
+  // A layer's prune ratio describes weights: a pool has none, so its workload is dense.
+  auto pruned = count_of({"pool", TensorType::image(4, 8, 8), {{"prune", 0.5}, {"bits", 8}}});
+  EXPECT_EQ(pruned.sparsity, 0);
+  EXPECT_EQ(pruned.bits, 8);  // its activations are 8-bit
+  EXPECT_EQ(pruned.input_bytes, 4 * 8 * 8);
 }
 
 TEST(Workload, AttentionByHand) {
@@ -284,11 +303,26 @@ TEST(Workload, AttentionByHand) {
   auto cwin = count_of(
       {"sliding_attention", TensorType::sequence(6, 8), {{"window", 2}, {"causal", true}}});
   EXPECT_EQ(cwin.macs, 4 * L * D * D + 2 * 11 * D);
+  // Kernel variants: causal masks and the flash kernel are their own kernel types.
+  EXPECT_EQ(full.kernel_type_or_kind(), "attention");
+  EXPECT_EQ(causal.kernel_type, "causal_attention");
+  EXPECT_EQ(win.kernel_type_or_kind(), "sliding_attention");
+  EXPECT_EQ(cwin.kernel_type, "causal_sliding_attention");
+  auto flash = count_of({"attention", TensorType::sequence(6, 8), {{"impl", "flash"}}});
+  EXPECT_EQ(flash.kernel_type, "flash_attention");
+  auto cflash =
+      count_of({"attention", TensorType::sequence(6, 8), {{"impl", "flash"}, {"causal", true}}});
+  EXPECT_EQ(cflash.kernel_type, "causal_flash_attention");
 }
 
 TEST(Workload, Nb201OpsByHand) {
   auto c3 = count_of({"nor_conv_3x3", TensorType::image(16, 32, 32), json::object()});
   EXPECT_EQ(c3.macs, 16.0 * 32 * 32 * 16 * 9);
+  EXPECT_EQ(c3.window, 3);
+  EXPECT_EQ(c3.stride, 1);
+  auto ap = count_of({"avg_pool_3x3", TensorType::image(16, 32, 32), json::object()});
+  EXPECT_EQ(ap.window, 3);
+  EXPECT_EQ(ap.stride, 1);
   auto red = count_of({"nb201_reduction", TensorType::image(16, 32, 32), {{"channels", 32}}});
   EXPECT_EQ(red.macs, 32.0 * 16 * 16 * (16 * 9 + 32 * 9 + 16));
   // none outputs zeros whatever its input, and skip_connect is its input: neither runs, so

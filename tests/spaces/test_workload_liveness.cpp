@@ -5,9 +5,11 @@
 
 #include <limits>
 #include <map>
+#include <random>
 #include <set>
 
 #include "hwmodels/device.hpp"
+#include "nn/activity.hpp"
 #include "nn/ops.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
@@ -232,6 +234,46 @@ TEST(ModelLiveness, DeadAndZeroNodesAreNotComputed) {
     if (live.count(node) || !p.var.grad().empty())
       EXPECT_TRUE(p.var.grad().empty() || p.var.grad().array().isFinite().all()) << p.name;
   }
+}
+
+// Zero terms are not made: an add passes its one live term on, also through a chain of such adds,
+// and the network computes exactly what the same cell without them computes.  In A node 3 is
+// skip(node 1); in B node 2 is skip(node 1) (none + skip) and node 3 is skip(node 2): both cells
+// output conv(node 0), with the same parameters (none and skip draw nothing from the seed).
+TEST(ModelLiveness, AddsDropZeroTermsAndPassTheirOneLiveTermOn) {
+  static const auto space = make_space(
+      {{"type", "nb201"}, {"input", {{"kind", "image"}, {"shape", {3, 8, 8}}}}, {"outputs", 2}});
+  const Genome a = space->parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|");
+  const Genome b =
+      space->parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|");
+  std::mt19937_64 rng(4);
+  nn::Tensor x(nn::Shape{2, 3, 8, 8});
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = u(rng);
+  nn::ForwardContext ctx;
+  ctx.training = true;
+  auto ma = build_model(a, 9), mb = build_model(b, 9);
+  const nn::Var ya = ma->forward(nn::constant(x.clone()), ctx);
+  const nn::Var yb = mb->forward(nn::constant(x.clone()), ctx);
+  ASSERT_EQ(ya.value().numel(), yb.value().numel());
+  for (std::int64_t i = 0; i < ya.value().numel(); ++i)
+    ASSERT_EQ(ya.value().data()[i], yb.value().data()[i]) << i;
+
+  // An evaluation pass records a zero node that was not made: all of its elements are zero.
+  nn::ActivityRecorder rec;
+  nn::ForwardContext ectx;
+  ectx.recorder = &rec;
+  (void)ma->forward(nn::constant(x.clone()), ectx);
+  int zero_nodes = 0;
+  for (Genome::NodeId v = 0; v < a.num_nodes(); ++v)
+    if (a.node(v).kind == "none") {
+      const nn::ActivitySink* s = rec.find(static_cast<std::int64_t>(v));
+      ASSERT_NE(s, nullptr) << v;
+      EXPECT_DOUBLE_EQ(s->samples(), 2);
+      EXPECT_DOUBLE_EQ(s->per_sample().at(nn::activity_key::kActivationDensity), 0);
+      ++zero_nodes;
+    }
+  EXPECT_GT(zero_nodes, 0);
 }
 
 }  // namespace
