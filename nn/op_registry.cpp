@@ -86,6 +86,7 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"irfft", "complex-to-real inverse FFT along an axis, scaled by 1/n"});
   // ---- attention
   r.add({"multi_head_attention", "scaled dot-product multi-head attention, optional causal mask"});
+  r.add({"rope", "rotary position embedding of queries / keys (RoFormer), per head"});
   r.add({"sliding_window_attention", "multi-head attention restricted to a local window"});
   r.add({"fused_qkv_attention", "multi-head self-attention on a fused [B, L, 3 d] projection"});
   r.add({"flash_attention",

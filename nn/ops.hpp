@@ -84,6 +84,11 @@ Var flatten(const Var& x);  // [N, ...] -> [N, prod(...)]
 // ---- attention ----
 // q,k,v: [B, L, d_model] already projected; heads split d_model.  Returns [B, L, d_model].
 Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bool causal);
+// Rotary position embedding (RoFormer, Su et al. 2021): in each of `heads` heads of the last
+// dim, channel pairs (2i, 2i+1) at sequence position m (dim -2) are rotated by m * base^(-2i /
+// d_head).  Applied to queries and keys, scores depend on positions only through their
+// difference.  x: [..., L, D]; D / heads must be even.  No parameters.
+Var rope(const Var& x, int heads, double base = 10000.0);
 // Each query attends only to keys within `window` positions (|i-j| < window, or j in
 // (i-window, i] if causal).  Time and memory O(L * window), never materialising L x L.
 Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,

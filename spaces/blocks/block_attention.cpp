@@ -6,6 +6,8 @@
 // backward); both compute the same function.  See docs/blocks/attention.md.
 // With lora_rank > 0 the q, k, v and output projections get LoRA adapters over a frozen base
 // (nn/lora.hpp, docs/blocks/lora.md); the workload is the merged layer's, as without them.
+// With rope, queries and keys are rotated by their position (nn::rope, RoFormer): the only
+// position information a mixer stack without position embeddings gets, and relative.
 #include <array>
 
 #include "nn/lora.hpp"
@@ -22,9 +24,14 @@ constexpr std::array<const char*, 4> kLoraNames = {"lora_q", "lora_k", "lora_v",
 
 class AttentionModule : public nn::Module {
  public:
-  AttentionModule(int d, int heads, bool causal, int window, bool flash, int bits, double prune,
-                  const LoraParams& lora, Rng& rng)
-      : mhsa_(d, heads, causal, window, rng), d_(d), bits_(bits), prune_(prune), flash_(flash) {
+  AttentionModule(int d, int heads, bool causal, int window, bool flash, bool rope, int bits,
+                  double prune, const LoraParams& lora, Rng& rng)
+      : mhsa_(d, heads, causal, window, rng),
+        d_(d),
+        bits_(bits),
+        prune_(prune),
+        flash_(flash),
+        rope_(rope) {
     if (lora.rank > 0) {
       for (auto& a : lora_) a = std::make_unique<nn::LoraAdapter>(d, d, lora.rank, lora.alpha, rng);
       for (nn::Var* v : {&mhsa_.qkv.weight, &mhsa_.qkv.bias, &mhsa_.out.weight, &mhsa_.out.bias})
@@ -35,7 +42,7 @@ class AttentionModule : public nn::Module {
   // and, when present, the adapters' updates of q, k, v (one per slice of the fused QKV) and out.
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     const bool lora = lora_[0] != nullptr;
-    if (bits_ >= 16 && prune_ <= 0 && !flash_ && !lora) return mhsa_.forward(in.at(0));
+    if (bits_ >= 16 && prune_ <= 0 && !flash_ && !lora && !rope_) return mhsa_.forward(in.at(0));
     nn::Var qkv =
         nn::linear(in.at(0), compress_weight(mhsa_.qkv.weight, bits_, prune_), mhsa_.qkv.bias);
     if (lora)
@@ -43,6 +50,10 @@ class AttentionModule : public nn::Module {
                                      lora_[2]->delta(in.at(0))},
                                     2));
     auto parts = nn::split(qkv, {d_, d_, d_}, 2);
+    if (rope_) {
+      parts[0] = nn::rope(parts[0], mhsa_.heads);
+      parts[1] = nn::rope(parts[1], mhsa_.heads);
+    }
     nn::Var y =
         flash_ ? nn::flash_attention(
                      parts[0], parts[1], parts[2],
@@ -68,7 +79,7 @@ class AttentionModule : public nn::Module {
   nn::MultiHeadSelfAttention mhsa_;
   int d_, bits_;
   double prune_;
-  bool flash_;
+  bool flash_, rope_;
   std::array<std::unique_ptr<nn::LoraAdapter>, 4> lora_;  // q, k, v, out; empty without LoRA
 };
 
@@ -109,7 +120,11 @@ BlockKind attention_kind(bool sliding) {
               ParamSpec::choice("impl", {"standard", "flash"}, "standard",
                                 "attention kernel: standard (scores materialised) or flash "
                                 "(tiled online softmax, O(L d) memory)"),
-              lora_rank_param(), lora_alpha_param()};
+              ParamSpec::boolean("rope", false,
+                                 "rotary position embedding of queries and keys (RoFormer): "
+                                 "scores see relative positions; D / heads must be even"),
+              lora_rank_param(),
+              lora_alpha_param()};
   if (sliding)
     k.params.push_back(
         ParamSpec::int_range("window", 1, 4096, 8, "positions each query sees on each side"));
@@ -119,12 +134,16 @@ BlockKind attention_kind(bool sliding) {
     if (t.dims[1] % pint(p, "heads") != 0)
       throw std::invalid_argument("model dimension " + std::to_string(t.dims[1]) +
                                   " not divisible by heads " + std::to_string(pint(p, "heads")));
+    if (pbool(p, "rope") && (t.dims[1] / pint(p, "heads")) % 2 != 0)
+      throw std::invalid_argument("rope needs an even head size: model dimension " +
+                                  std::to_string(t.dims[1]) + " / heads " +
+                                  std::to_string(pint(p, "heads")) + " is odd");
     return t;
   };
   k.build = [sliding](const std::vector<TensorType>& in, const json& p, Rng& rng) {
     return std::make_unique<AttentionModule>(
         in[0].dims[1], pint(p, "heads"), pbool(p, "causal"), sliding ? pint(p, "window") : 0,
-        pstr(p, "impl") == "flash", bits_of(p), prune_of(p), lora_of(p), rng);
+        pstr(p, "impl") == "flash", pbool(p, "rope"), bits_of(p), prune_of(p), lora_of(p), rng);
   };
   k.count = [sliding](const std::vector<TensorType>& in, const TensorType&, const json& p,
                       hw::NodeWorkload& w) {
@@ -157,6 +176,13 @@ BlockKind attention_kind(bool sliding) {
       w.input_bytes += 2.0 * heads * pairs * bytes_per;
     }
     weighted_mapping(w, len * d, d, 4.0 * d * d);
+    if (pbool(p, "rope")) {
+      // Rotating q and k: per channel pair 4 multiplies and 2 adds (3 FLOPs per element) on
+      // 2 L D elements.  Fused runtimes do it in the QKV projection's epilogue; eager ones launch
+      // a rotation of q and of k.
+      w.other_flops += 6.0 * len * d;
+      w.eager_kernels = w.kernels + 2;
+    }
     // Kernel variants a runtime launches for the same counts: a causal mask's triangular
     // loops and the tiled flash kernel run at their own efficiency.
     const bool causal = pbool(p, "causal"), flash = pstr(p, "impl") == "flash";

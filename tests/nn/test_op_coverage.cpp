@@ -244,6 +244,8 @@ const std::vector<OpCase> kCases = {
     {"multi_head_attention",
      {Shape{2, 3, 4}, Shape{2, 3, 4}, Shape{2, 3, 4}},
      [](const V& v) { return multi_head_attention(v[0], v[1], v[2], 2, true); }},
+    {"rope", {Shape{2, 5, 8}}, [](const V& v) { return rope(v[0], 2); }},
+    {"rope", {Shape{7, 4}}, [](const V& v) { return rope(v[0], 1, 3.0); }},
     {"sliding_window_attention",
      {Shape{1, 5, 4}, Shape{1, 5, 4}, Shape{1, 5, 4}},
      [](const V& v) { return sliding_window_attention(v[0], v[1], v[2], 2, 2, false); }},

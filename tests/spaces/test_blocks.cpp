@@ -69,6 +69,8 @@ std::vector<Case> cases() {
       {"retro", seq, {{"chunk", 2}, {"encoder_width", 8}}},
       {"dense", vec, {{"units", 3}, {"activation", "tanh"}, {"lora_rank", 2}}},
       {"attention", seq, {{"heads", 2}, {"lora_rank", 2}}},
+      {"attention", seq, {{"heads", 2}, {"rope", true}, {"causal", true}}},
+      {"sliding_attention", seq, {{"heads", 1}, {"rope", true}, {"window", 2}}},
   };
 }
 
@@ -313,6 +315,12 @@ TEST(Workload, AttentionByHand) {
   auto cflash =
       count_of({"attention", TensorType::sequence(6, 8), {{"impl", "flash"}, {"causal", true}}});
   EXPECT_EQ(cflash.kernel_type, "causal_flash_attention");
+  // Rotary embedding: 3 FLOPs per element of q and k, and two eager kernels; MACs unchanged.
+  auto rope = count_of({"attention", TensorType::sequence(6, 8), {{"heads", 2}, {"rope", true}}});
+  EXPECT_EQ(rope.macs, full.macs);
+  EXPECT_EQ(rope.other_flops, full.other_flops + 6 * L * D);
+  EXPECT_EQ(rope.kernels, full.kernels);
+  EXPECT_EQ(rope.kernels_eager(), full.kernels_eager() + 2);
 }
 
 TEST(Workload, Nb201OpsByHand) {
