@@ -180,18 +180,22 @@ int main(int argc, char** argv) {
   std::printf("mean (sum of node times) / (network time): %.3f over %zu architectures\n",
               ratio / nets.size(), nets.size());
 
-  // At most 200 to fit (the budget), at least a third held out.
-  const auto perm = search::seeded_permutation(nets.size(), seed);
+  // At most 200 to fit (the budget), at least a third held out; a seeded split.
   const std::size_t n_train = std::min<std::size_t>(200, nets.size() * 2 / 3);
+  auto split = [&](std::uint64_t s, std::vector<search::MeasuredNetwork>& train,
+                   std::vector<std::size_t>& held) {
+    const auto perm = search::seeded_permutation(nets.size(), s);
+    for (std::size_t i = 0; i < perm.size(); ++i) {
+      if (i < n_train)
+        train.push_back(nets[perm[i]]);
+      else
+        held.push_back(perm[i]);
+    }
+    std::sort(held.begin(), held.end());
+  };
   std::vector<search::MeasuredNetwork> train;
   std::vector<std::size_t> held;
-  for (std::size_t i = 0; i < perm.size(); ++i) {
-    if (i < n_train)
-      train.push_back(nets[perm[i]]);
-    else
-      held.push_back(perm[i]);
-  }
-  std::sort(held.begin(), held.end());
+  split(seed, train, held);
 
   // (a) analytic, calibrated on the training rows.
   std::vector<hw::Measurement> rows;
@@ -317,15 +321,9 @@ int main(int argc, char** argv) {
     std::map<std::string, std::vector<double>> within, rho;
     for (int k = 0; k < splits; ++k) {
       const std::uint64_t s = seed + static_cast<std::uint64_t>(k);
-      const auto pk = search::seeded_permutation(nets.size(), s);
       std::vector<search::MeasuredNetwork> tr;
       std::vector<std::size_t> ho;
-      for (std::size_t i = 0; i < pk.size(); ++i) {
-        if (i < n_train)
-          tr.push_back(nets[pk[i]]);
-        else
-          ho.push_back(pk[i]);
-      }
+      split(s, tr, ho);
       search::LearnedFitOptions o = lopt;
       o.seed = s;
       const auto mk = search::fit_learned_model(tr, o);

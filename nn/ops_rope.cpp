@@ -69,10 +69,9 @@ void rotate(const float* src, float* dst, std::int64_t rows, int heads, const Ro
     body(0, rows);
     return;
   }
-  oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, rows),
-                            [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
-                              body(r.begin(), r.end());
-                            });
+  oneapi::tbb::parallel_for(
+      oneapi::tbb::blocked_range<std::int64_t>(0, rows),
+      [&](const oneapi::tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
 }
 
 }  // namespace

@@ -35,7 +35,8 @@ class GenomeModelImpl : public GenomeModel {
     drops_zero_terms_.assign(n, 0);
     zeros_needed_.assign(n, 0);
     for (auto v : order_)
-      drops_zero_terms_[v] = v != genome_.input_node() && genome_.node(v).kind == "add";
+      drops_zero_terms_[v] =
+          v != genome_.input_node() && std::as_const(genome_).node(v).kind == "add";
     for (auto v : order_)
       for (auto u : inputs_[v])
         if (roles_[u] == NodeRole::Zero && roles_[v] != NodeRole::Dead && !drops_zero_terms_[v])
