@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "deploy/export.hpp"
+#include "nn/ops.hpp"
 #include "nn/state_file.hpp"
 #include "spaces/catalogue.hpp"
 
@@ -226,10 +227,52 @@ class NodeEmitter {
     return y;
   }
 
+  // nn::rope on a [N, L, d] query or key: channel pairs (2j, 2j+1) viewed as [N, L, d/2, 2],
+  // split, rotated with nn::rope_cos_sin's tables (pair j of head h uses angle i = j mod d_h/2)
+  // and put back.  Sub is written as an add of -sin so that only Mul / Add are needed.
+  std::string rope(const std::string& x, std::int64_t len, std::int64_t d, int heads) {
+    const std::int64_t dh = d / heads, half = dh / 2;
+    std::vector<float> c, s;
+    nn::rope_cos_sin(static_cast<int>(len), static_cast<int>(dh), 10000.0, c, s);
+    std::vector<float> cos_t(static_cast<std::size_t>(len * d / 2)), sin_t(cos_t.size()),
+        neg_sin_t(cos_t.size());
+    for (std::int64_t m = 0; m < len; ++m)
+      for (std::int64_t j = 0; j < d / 2; ++j) {
+        const auto at = static_cast<std::size_t>(m * half + j % half);
+        const auto to = static_cast<std::size_t>(m * (d / 2) + j);
+        cos_t[to] = c[at];
+        sin_t[to] = s[at];
+        neg_sin_t[to] = -s[at];
+      }
+    const std::string pairs = w_.apply("Reshape", {x, w_.int64s({0, len, d / 2, 2})}, "pairs");
+    onnx::NodeProto* n = w_.g()->add_node();
+    n->set_op_type("Split");
+    n->add_input(pairs);
+    n->add_input(w_.int64s({1, 1}));
+    const std::string x0 = w_.fresh("rope_even"), x1 = w_.fresh("rope_odd");
+    n->add_output(x0);
+    n->add_output(x1);
+    n->set_name(x0);
+    GraphWriter::attr(n, "axis", std::int64_t{3});
+    const std::vector<std::int64_t> dims{len, d / 2, 1};
+    const std::string cs = w_.floats(w_.fresh("rope_cos"), dims, cos_t.data());
+    const std::string sn = w_.floats(w_.fresh("rope_sin"), dims, sin_t.data());
+    const std::string nsn = w_.floats(w_.fresh("rope_neg_sin"), dims, neg_sin_t.data());
+    const std::string y0 = w_.apply(
+        "Add", {w_.apply("Mul", {x0, cs}, "rope"), w_.apply("Mul", {x1, nsn}, "rope")}, "rope");
+    const std::string y1 = w_.apply(
+        "Add", {w_.apply("Mul", {x0, sn}, "rope"), w_.apply("Mul", {x1, cs}, "rope")}, "rope");
+    onnx::NodeProto* cat = nullptr;
+    const std::string joined = w_.apply("Concat", {y0, y1}, "rope", &cat);
+    GraphWriter::attr(cat, "axis", std::int64_t{3});
+    return w_.apply("Reshape", {joined, w_.int64s({0, len, d})}, "rope");
+  }
+
   // nn::MultiHeadSelfAttention with compressed projections (spaces/blocks/block_attention.cpp):
-  // per head softmax(scale * Q K^T + mask) V, the mask holding -inf where a key is not seen.
+  // per head softmax(scale * Q K^T + mask) V, the mask holding -inf where a key is not seen;
+  // with rope, queries and keys rotated first.
   std::string attention(const std::string& x, const TensorType& t, int heads, bool causal,
-                        int window) {
+                        int window, bool with_rope) {
     const std::int64_t len = t.dims[0], d = t.dims[1], dh = d / heads;
     const std::string qkv = linear(x, "attn.qkv.");
     onnx::NodeProto* n = w_.g()->add_node();
@@ -247,6 +290,10 @@ class NodeEmitter {
     auto split_heads = [&](const std::string& y, const std::vector<std::int64_t>& perm) {
       return transpose(w_.apply("Reshape", {y, heads_shape}, "heads"), perm);
     };
+    if (with_rope) {
+      parts[0] = rope(parts[0], len, d, heads);
+      parts[1] = rope(parts[1], len, d, heads);
+    }
     const std::string q = split_heads(parts[0], {0, 2, 1, 3});   // [N, H, L, dh]
     const std::string kt = split_heads(parts[1], {0, 2, 3, 1});  // [N, H, dh, L]
     const std::string v = split_heads(parts[2], {0, 2, 1, 3});   // [N, H, L, dh]
@@ -360,7 +407,7 @@ std::string emit_node(GraphWriter& w, const nn::StateDict& sd, const spaces::Gen
   if (kind == "skip_connect") return w.apply("Identity", {ins[0]}, "identity");
   if (kind == "attention" || kind == "sliding_attention")
     return e.attention(ins[0], in_type, i("heads"), p.at("causal").get<bool>(),
-                       kind == "sliding_attention" ? i("window") : 0);
+                       kind == "sliding_attention" ? i("window") : 0, p.at("rope").get<bool>());
   throw ExportError("export to ONNX: node " + std::to_string(v) + " is a '" + kind +
                     "' block, which has no faithful ONNX form");
 }

@@ -156,10 +156,22 @@ class Net(torch.nn.Module):
         return F.layer_norm(x, (x.shape[-1],), self.t(pre + "ln.gamma"), self.t(pre + "ln.beta"),
                             1e-5)
 
-    def attention(self, x, pre, heads, causal, window, bits, frac):
+    def rope(self, x, heads):
+        # nn::rope: channel pairs (2i, 2i+1) of each head rotated by position * 10000^(-2i/dh)
+        n, l, d = x.shape
+        dh = d // heads
+        theta = 10000.0 ** (-2.0 * torch.arange(dh // 2, dtype=torch.float64) / dh)
+        ang = torch.arange(l, dtype=torch.float64).unsqueeze(1) * theta
+        c, s = ang.cos().float().repeat(1, heads), ang.sin().float().repeat(1, heads)
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1).reshape(n, l, d)
+
+    def attention(self, x, pre, heads, causal, window, rope, bits, frac):
         n, l, d = x.shape
         dh = d // heads
         q, k, v = self.linear(x, pre + "attn.qkv.", bits, frac).split(d, dim=-1)
+        if rope:
+            q, k = self.rope(q, heads), self.rope(k, heads)
         q, k, v = (y.reshape(n, l, heads, dh).transpose(1, 2) for y in (q, k, v))
         s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(dh))
         if causal or window > 0:
@@ -243,7 +255,8 @@ std::string node_line(const spaces::Genome& g, spaces::Genome::NodeId v) {
   else if (kind == "attention" || kind == "sliding_attention")
     os << "self.attention(" << x << ", " << pre << ", " << i("heads") << ", "
        << py_bool(p.at("causal").get<bool>()) << ", "
-       << (kind == "sliding_attention" ? i("window") : std::string("0")) << ", " << comp << ")";
+       << (kind == "sliding_attention" ? i("window") : std::string("0")) << ", "
+       << py_bool(p.at("rope").get<bool>()) << ", " << comp << ")";
   else
     throw ExportError("export to PyTorch: node " + std::to_string(v) + " is a '" + kind +
                       "' block, which has no faithful PyTorch form");

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <random>
+#include <vector>
 
 #include "nn/autograd.hpp"
 
@@ -89,6 +90,10 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 // d_head).  Applied to queries and keys, scores depend on positions only through their
 // difference.  x: [..., L, D]; D / heads must be even.  No parameters.
 Var rope(const Var& x, int heads, double base = 10000.0);
+// The cos and sin of rope's angles m * base^(-2i / d_head), [len, d_head / 2] row-major, as
+// rope computes them (exporters write these tables).
+void rope_cos_sin(int len, int d_head, double base, std::vector<float>& cos,
+                  std::vector<float>& sin);
 // Each query attends only to keys within `window` positions (|i-j| < window, or j in
 // (i-window, i] if causal).  Time and memory O(L * window), never materialising L x L.
 Var sliding_window_attention(const Var& q, const Var& k, const Var& v, int heads, int window,

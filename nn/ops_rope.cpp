@@ -76,6 +76,13 @@ void rotate(const float* src, float* dst, std::int64_t rows, int heads, const Ro
 
 }  // namespace
 
+void rope_cos_sin(int len, int d_head, double base, std::vector<float>& cos,
+                  std::vector<float>& sin) {
+  RopeTables t = rope_tables(len, d_head, base);
+  cos = std::move(t.cos);
+  sin = std::move(t.sin);
+}
+
 Var rope(const Var& x, int heads, double base) {
   const Shape& s = x.value().shape();
   if (s.rank() < 2)

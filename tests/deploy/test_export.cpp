@@ -66,8 +66,8 @@ Genome attention() {
   auto a = g.add_node("attention", {{"heads", 2}});
   auto add = g.add_node("add");
   auto ln = g.add_node("norm", {{"type", "layer"}});
-  auto c = g.add_node("attention", {{"heads", 4}, {"causal", true}, {"bits", 8}});
-  auto s = g.add_node("sliding_attention", {{"heads", 2}, {"window", 3}});
+  auto c = g.add_node("attention", {{"heads", 4}, {"causal", true}, {"bits", 8}, {"rope", true}});
+  auto s = g.add_node("sliding_attention", {{"heads", 2}, {"window", 3}, {"rope", true}});
   auto sc = g.add_node("sliding_attention", {{"heads", 1}, {"window", 2}, {"causal", true}});
   auto bn = g.add_node("norm", {{"type", "batch"}});
   auto gp = g.add_node("global_pool");
