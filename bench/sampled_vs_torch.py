@@ -196,6 +196,8 @@ def build_block(kind, p, ins):
     if kind == "norm":
         return Norm(p.get("type", "batch") == "batch", len(t), t[0] if len(t) == 3 else t[-1]), t
     if kind in ("attention", "sliding_attention"):
+        if p.get("rope", False):  # timing torch without the rotation would flatter it
+            raise NotImplementedError("no torch translation for rope attention in this bench")
         window = p.get("window", 8) if kind == "sliding_attention" else 0
         return Attention(t[0], t[1], p.get("heads", 2), p.get("causal", False), window), t
     if kind == "add":
