@@ -323,6 +323,22 @@ TEST(Workload, AttentionByHand) {
   EXPECT_EQ(rope.kernels_eager(), full.kernels_eager() + 2);
 }
 
+// Rotary embedding rotates channel pairs within a head: an odd head size is refused by name.
+TEST(Blocks, RopeNeedsAnEvenHeadSize) {
+  Genome g(TensorType::sequence(4, 6));
+  const auto a = g.add_node("attention", {{"heads", 2}, {"rope", true}});
+  g.add_edge(g.input_node(), a);
+  try {
+    g.validate();
+    FAIL() << "validated rope with head size 3";
+  } catch (const GenomeError& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "rope needs an even head size: model dimension 6 / heads 2 is odd"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Workload, Nb201OpsByHand) {
   auto c3 = count_of({"nor_conv_3x3", TensorType::image(16, 32, 32), json::object()});
   EXPECT_EQ(c3.macs, 16.0 * 32 * 32 * 16 * 9);
