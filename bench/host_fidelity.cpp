@@ -317,7 +317,8 @@ int main(int argc, char** argv) {
               model.global.chosen.c_str(), model.global.heldout_gbdt, model.global.heldout_mlp,
               model.global.train_nodes);
   if (splits > 1) {
-    // Each split: its own seeded permutation and fit seed; scores per space and overall.
+    // Each split: its own seeded permutation and fit seed; scores per space and overall.  The
+    // first split is the one above (same seed, same training rows): its model is reused.
     std::map<std::string, std::vector<double>> within, rho;
     for (int k = 0; k < splits; ++k) {
       const std::uint64_t s = seed + static_cast<std::uint64_t>(k);
@@ -326,7 +327,7 @@ int main(int argc, char** argv) {
       split(s, tr, ho);
       search::LearnedFitOptions o = lopt;
       o.seed = s;
-      const auto mk = search::fit_learned_model(tr, o);
+      const hw::learned::LearnedModel mk = k == 0 ? model : search::fit_learned_model(tr, o);
       std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> by;  // p, y
       for (auto i : ho)
         for (const std::string& key : {std::string("all"), space_of[i]}) {

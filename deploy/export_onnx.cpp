@@ -233,7 +233,7 @@ class NodeEmitter {
   std::string rope(const std::string& x, std::int64_t len, std::int64_t d, int heads) {
     const std::int64_t dh = d / heads, half = dh / 2;
     std::vector<float> c, s;
-    nn::rope_cos_sin(static_cast<int>(len), static_cast<int>(dh), 10000.0, c, s);
+    nn::rope_cos_sin(static_cast<int>(len), static_cast<int>(dh), nn::kRopeBase, c, s);
     std::vector<float> cos_t(static_cast<std::size_t>(len * d / 2)), sin_t(cos_t.size()),
         neg_sin_t(cos_t.size());
     for (std::int64_t m = 0; m < len; ++m)

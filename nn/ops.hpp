@@ -89,7 +89,8 @@ Var multi_head_attention(const Var& q, const Var& k, const Var& v, int heads, bo
 // dim, channel pairs (2i, 2i+1) at sequence position m (dim -2) are rotated by m * base^(-2i /
 // d_head).  Applied to queries and keys, scores depend on positions only through their
 // difference.  x: [..., L, D]; D / heads must be even.  No parameters.
-Var rope(const Var& x, int heads, double base = 10000.0);
+inline constexpr double kRopeBase = 10000.0;  // RoFormer's base, the attention blocks' choice
+Var rope(const Var& x, int heads, double base = kRopeBase);
 // The cos and sin of rope's angles m * base^(-2i / d_head), [len, d_head / 2] row-major, as
 // rope computes them (exporters write these tables).
 void rope_cos_sin(int len, int d_head, double base, std::vector<float>& cos,

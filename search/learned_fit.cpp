@@ -7,6 +7,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 #include <stdexcept>
 
 #include "nn/autograd.hpp"
@@ -178,6 +179,7 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
     std::vector<NodeRow> fit, sel, all;
   };
   std::map<std::string, Group> kinds, cats;
+  std::map<std::string, std::string> category_of;  // kernel type -> its op category
   Group global;
   for (std::size_t a = 0; a < train.size(); ++a) {
     const auto& net = train[a];
@@ -190,8 +192,9 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
       NodeRow r{learned::node_features(n, opt.batch, eager),
                 std::log(std::max(kMinNodeMs, net.node_ms[i])) -
                     (opt.per_work ? learned::log_work(n, opt.batch) : 0.0)};
-      for (Group* g :
-           {&kinds[n.kernel_type_or_kind()], &cats[hw::op_category_name(n.category)], &global}) {
+      const std::string category = hw::op_category_name(n.category);
+      category_of.emplace(n.kernel_type_or_kind(), category);
+      for (Group* g : {&kinds[n.kernel_type_or_kind()], &cats[category], &global}) {
         (select[a] ? g->sel : g->fit).push_back(r);
         g->all.push_back(r);
       }
@@ -213,11 +216,7 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
   std::map<std::string, Fitted> cat_fits;
   for (const auto& [c, g] : cats)
     if (g.all.size() >= enough) cat_fits.emplace(c, fit_one(g.fit, g.sel, g.all, opt));
-  std::map<std::string, std::string> category_of;  // kernel type -> its category
-  for (const auto& net : train)
-    for (const auto& n : net.workload.nodes)
-      category_of.emplace(n.kernel_type_or_kind(), hw::op_category_name(n.category));
-  std::map<std::string, bool> category_used;
+  std::set<std::string> category_used;
   for (const auto& [k, g] : kinds) {
     const auto cit = cat_fits.find(category_of.at(k));
     const Fitted& fallback = cit != cat_fits.end() ? cit->second : global_fit;
@@ -229,7 +228,7 @@ learned::LearnedModel fit_learned_model(const std::vector<MeasuredNetwork>& trai
               mean_abs_log_error(fallback.on_fit_rows, g.sel);
       if (own) m.by_kind[k] = std::move(f.model);
     }
-    if (!own && cit != cat_fits.end()) category_used[cit->first] = true;
+    if (!own && cit != cat_fits.end()) category_used.insert(cit->first);
   }
   for (auto& [c, f] : cat_fits)
     if (category_used.count(c)) m.by_category[c] = std::move(f.model);
