@@ -64,10 +64,23 @@ ContentKey content_key(const Genome& g) {
     const nlohmann::json& params = gr[v].params;
     add(params.is_object() && params.empty() ? 0x6a09e667f3bcc909ULL : hash_json(params));
   }
-  for (auto [it, end] = boost::edges(gr); it != end; ++it) {
-    add(boost::source(*it, gr));
-    add(boost::target(*it, gr));
-    add(static_cast<std::uint64_t>(gr[*it].slot));
+  // Edges by target, each packed into one word (the source and slot fit in 24 and 16 bits in
+  // any real genome; a larger one adds its fields one by one, with a marker so the two forms
+  // cannot collide).  Walking each node's in-edge vector instead of Boost's global edge list
+  // (a linked list) and mixing one word per edge instead of three halves this loop.
+  for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
+    add(0x452821e638d01377ULL ^ boost::in_degree(v, gr));
+    for (auto [it, end] = boost::in_edges(v, gr); it != end; ++it) {
+      const std::uint64_t u = boost::source(*it, gr);
+      const auto slot = static_cast<std::uint64_t>(static_cast<std::uint32_t>(gr[*it].slot));
+      if (u < (1ULL << 24) && slot < (1ULL << 16)) {
+        add(u << 16 | slot);
+      } else {
+        add(1ULL << 63);
+        add(u);
+        add(slot);
+      }
+    }
   }
   return k;
 }
@@ -270,19 +283,24 @@ BlockNode& Genome::node(NodeId v) {
 }
 
 std::vector<Genome::NodeId> Genome::inputs_of(NodeId v) const {
-  if (boost::in_degree(v, graph()) <= 1) {  // most nodes: no slots to order
-    std::vector<NodeId> out;
-    for (auto [it, end] = boost::in_edges(v, graph()); it != end; ++it)
-      out.push_back(boost::source(*it, graph()));
-    return out;
+  std::vector<NodeId> out;
+  inputs_into(v, out);
+  return out;
+}
+
+void Genome::inputs_into(NodeId v, std::vector<NodeId>& out) const {
+  out.clear();
+  const Graph& gr = graph();
+  if (boost::in_degree(v, gr) <= 1) {  // most nodes: no slots to order
+    for (auto [it, end] = boost::in_edges(v, gr); it != end; ++it)
+      out.push_back(boost::source(*it, gr));
+    return;
   }
   std::vector<std::pair<int, NodeId>> es;
-  for (auto [it, end] = boost::in_edges(v, graph()); it != end; ++it)
-    es.emplace_back(graph()[*it].slot, boost::source(*it, graph()));
+  for (auto [it, end] = boost::in_edges(v, gr); it != end; ++it)
+    es.emplace_back(gr[*it].slot, boost::source(*it, gr));
   std::sort(es.begin(), es.end());
-  std::vector<NodeId> out;
   for (auto& e : es) out.push_back(e.second);
-  return out;
 }
 
 std::vector<Genome::NodeId> Genome::outputs_of(NodeId v) const {
@@ -379,6 +397,10 @@ void Genome::validate() {
   output_node();
 
   const Catalogue& cat = catalogue();
+  // Reused across nodes: most nodes have one input, and assigning into in_types keeps each
+  // element's dims buffer.
+  std::vector<NodeId> ins;
+  std::vector<TensorType> in_types;
   for (NodeId v : order) {
     if (v == 0) continue;
     BlockNode& b = gr[v];
@@ -386,7 +408,7 @@ void Genome::validate() {
     if (!kind)
       throw GenomeError(node_label(*this, v) + ": unknown block kind '" + b.kind +
                         "' (known: " + cat.known_list() + ")");
-    auto ins = inputs_of(v);
+    inputs_into(v, ins);
     if (static_cast<int>(ins.size()) < kind->min_inputs ||
         static_cast<int>(ins.size()) > kind->max_inputs)
       throw GenomeError(
@@ -395,7 +417,7 @@ void Genome::validate() {
           (kind->min_inputs == kind->max_inputs ? "" : ".." + std::to_string(kind->max_inputs)));
     std::string why = kind->check_params(b.params);
     if (!why.empty()) throw GenomeError(node_label(*this, v) + ": " + why);
-    std::vector<TensorType> in_types;
+    in_types.resize(ins.size());
     for (std::size_t s = 0; s < ins.size(); ++s) {
       const TensorType& t = gr[ins[s]].out;
       if (!kind->accepts_kind(t.kind)) {
@@ -405,7 +427,7 @@ void Genome::validate() {
         throw GenomeError(node_label(*this, v) + ": input " + std::to_string(s) + " from node " +
                           std::to_string(ins[s]) + " is " + t.str() + ", accepts " + acc);
       }
-      in_types.push_back(t);
+      in_types[s] = t;
     }
     try {
       nlohmann::json resolved;

@@ -80,6 +80,8 @@ class Genome {
   const BlockNode& node(NodeId v) const;
   BlockNode& node(NodeId v);
   std::vector<NodeId> inputs_of(NodeId v) const;  // predecessors in slot order
+  // inputs_of into a caller's buffer (replacing its contents), for loops over every node.
+  void inputs_into(NodeId v, std::vector<NodeId>& out) const;
   std::vector<NodeId> outputs_of(NodeId v) const;
   std::vector<NodeId> topological_order() const;  // throws GenomeError on a cycle
   const TensorType& input_type() const { return graph()[0].out; }

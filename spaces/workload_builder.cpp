@@ -1,30 +1,68 @@
 #include "spaces/workload_builder.hpp"
 
+#include <charconv>
 #include <functional>
+#include <span>
+#include <string_view>
 
 #include "spaces/catalogue.hpp"
 
 namespace hwnas::spaces {
 
+// Kind names compared as string_views: a literal of known length, no strlen per comparison.
+using namespace std::string_view_literals;
+
 std::string workload_node_name(const Genome& g, Genome::NodeId v) {
-  return "n" + std::to_string(v) + ":" + g.node(v).kind;
+  const std::string& kind = g.node(v).kind;
+  char digits[24];
+  const auto [end, ec] = std::to_chars(digits, digits + sizeof digits, v);
+  std::string name;
+  name.reserve(2 + static_cast<std::size_t>(end - digits) + kind.size());
+  name += 'n';
+  name.append(digits, end);
+  name += ':';
+  name += kind;
+  return name;
 }
 
 namespace {
 
-// The genome's adjacency and block kinds, read once (Genome::inputs_of and catalogue lookups
-// allocate and hash per call; liveness, fusion and fan-out visit every node several times).
-struct GraphView {
-  std::vector<std::vector<Genome::NodeId>> ins, outs;
-  std::vector<const BlockKind*> kind;  // null for the input node
-  explicit GraphView(const Genome& g)
-      : ins(g.num_nodes()), outs(g.num_nodes()), kind(g.num_nodes()) {
-    for (Genome::NodeId v = 0; v < g.num_nodes(); ++v) {
-      ins[v] = g.inputs_of(v);
-      outs[v] = g.outputs_of(v);
-      if (v != g.input_node()) kind[v] = &catalogue().at(g.node(v).kind);
+// The genome's adjacency and block kinds, read once into flat arrays (Genome::inputs_of and
+// catalogue lookups allocate and hash per call; liveness, fusion and fan-out visit every node
+// several times).
+class GraphView {
+ public:
+  explicit GraphView(const Genome& g) : kind(g.num_nodes(), nullptr) {
+    const Genome::Graph& gr = g.graph();
+    const std::size_t n = g.num_nodes();
+    in_off_.reserve(n + 1);
+    out_off_.reserve(n + 1);
+    in_.reserve(boost::num_edges(gr));
+    out_.reserve(boost::num_edges(gr));
+    std::vector<Genome::NodeId> ins;
+    for (Genome::NodeId v = 0; v < n; ++v) {
+      in_off_.push_back(in_.size());
+      g.inputs_into(v, ins);
+      in_.insert(in_.end(), ins.begin(), ins.end());
+      out_off_.push_back(out_.size());
+      for (auto [it, end] = boost::out_edges(v, gr); it != end; ++it)
+        out_.push_back(boost::target(*it, gr));
+      if (v != g.input_node()) kind[v] = &catalogue().at(gr[v].kind);
     }
+    in_off_.push_back(in_.size());
+    out_off_.push_back(out_.size());
   }
+  std::span<const Genome::NodeId> ins(Genome::NodeId v) const {
+    return {in_.data() + in_off_[v], in_off_[v + 1] - in_off_[v]};
+  }
+  std::span<const Genome::NodeId> outs(Genome::NodeId v) const {
+    return {out_.data() + out_off_[v], out_off_[v + 1] - out_off_[v]};
+  }
+  std::vector<const BlockKind*> kind;  // null for the input node
+
+ private:
+  std::vector<Genome::NodeId> in_, out_;
+  std::vector<std::size_t> in_off_, out_off_;
 };
 
 // Cost what runs.  A node whose output is zero whatever the input ("none", or an add of zeros)
@@ -40,9 +78,9 @@ std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::Node
     if (v == g.input_node()) continue;
     if (view.kind[v]->zero_output) {
       zero[v] = true;
-    } else if (g.node(v).kind == "add") {
+    } else if (g.node(v).kind == "add"sv) {
       bool all = true;
-      for (auto u : view.ins[v]) all = all && zero[u];
+      for (auto u : view.ins(v)) all = all && zero[u];
       zero[v] = all;
     }
   }
@@ -51,7 +89,7 @@ std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::Node
     const auto v = *it;
     if (zero[v]) continue;
     bool r = v == out;
-    for (auto c : view.outs[v]) r = r || reaches[c];
+    for (auto c : view.outs(v)) r = r || reaches[c];
     reaches[v] = r;
   }
   std::vector<NodeRole> role(n, NodeRole::Dead);
@@ -66,9 +104,9 @@ std::vector<NodeRole> node_roles(const Genome& g, const std::vector<Genome::Node
     }
     if (!reaches[v]) continue;  // dead
     bool copy = view.kind[v]->zero_copy;
-    if (g.node(v).kind == "add") {
+    if (g.node(v).kind == "add"sv) {
       int live = 0;
-      for (auto u : view.ins[v]) live += zero[u] ? 0 : 1;
+      for (auto u : view.ins(v)) live += zero[u] ? 0 : 1;
       copy = live == 1;  // adding zeros to one tensor: the tensor itself
     }
     role[v] = copy ? NodeRole::ZeroCopy : NodeRole::Runs;
@@ -92,19 +130,20 @@ using Role = NodeRole;
 bool fuses_into_producer(const Genome& g, const GraphView& view, Genome::NodeId v,
                          const std::vector<Role>& role, const nlohmann::json& p) {
   const BlockNode& b = g.node(v);
-  const auto& ins = view.ins[v];
+  const auto ins = view.ins(v);
   if (ins.size() != 1 || role[ins[0]] != Role::Runs) return false;
   const auto prod = ins[0];
   int consumers = 0;
-  for (auto c : view.outs[prod]) consumers += role[c] == Role::Runs ? 1 : 0;
+  for (auto c : view.outs(prod)) consumers += role[c] == Role::Runs ? 1 : 0;
   if (consumers != 1) return false;
   const std::string& pk = g.node(prod).kind;
-  if (b.kind == "norm")
-    return p.at("type").get<std::string>() == "batch" &&
-           (pk == "conv" || pk == "dwconv" || pk == "nor_conv_1x1" || pk == "nor_conv_3x3");
-  if (b.kind == "activation")
-    return pk == "conv" || pk == "dwconv" || pk == "dense" || pk == "norm" || pk == "add" ||
-           pk == "nor_conv_1x1" || pk == "nor_conv_3x3" || pk == "nb201_reduction";
+  if (b.kind == "norm"sv)
+    return p.at("type").get_ref<const std::string&>() == "batch"sv &&
+           (pk == "conv"sv || pk == "dwconv"sv || pk == "nor_conv_1x1"sv || pk == "nor_conv_3x3"sv);
+  if (b.kind == "activation"sv)
+    return pk == "conv"sv || pk == "dwconv"sv || pk == "dense"sv || pk == "norm"sv ||
+           pk == "add"sv || pk == "nor_conv_1x1"sv || pk == "nor_conv_3x3"sv ||
+           pk == "nb201_reduction"sv;
   return false;
 }
 
@@ -123,16 +162,21 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
   const GraphView view(g);
   const std::vector<Role> role = node_roles(g, order, view);
   std::vector<std::size_t> index(g.num_nodes(), 0);
+  wl.nodes.reserve(g.num_nodes());
+  std::vector<TensorType> in;  // reused: assigning keeps each element's dims buffer
   for (auto v : order) {
     if (role[v] != Role::Runs) continue;
     const BlockNode& b = g.node(v);
     const BlockKind& kind = *view.kind[v];
     nlohmann::json resolved;
     const nlohmann::json& p = kind.resolve_into(b.params, resolved);
-    std::vector<TensorType> in;
-    for (auto u : view.ins[v])
-      if (b.kind != "add" || role[u] != Role::Zero)
-        in.push_back(g.node(u).out);  // a none term adds nothing
+    std::size_t n_in = 0;
+    for (auto u : view.ins(v)) {
+      if (b.kind == "add"sv && role[u] == Role::Zero) continue;  // a none term adds nothing
+      if (n_in == in.size()) in.emplace_back();
+      in[n_in++] = g.node(u).out;
+    }
+    in.resize(n_in);
 
     hw::NodeWorkload w;
     w.name = workload_node_name(g, v);
@@ -171,18 +215,18 @@ hw::Workload build_workload(const Genome& genome, const nn::ActivityRecorder* ac
   std::function<double(Genome::NodeId)> conns_into = [&](Genome::NodeId c) -> double {
     if (role[c] == Role::ZeroCopy) {
       double s = 0;
-      for (auto d : view.outs[c]) s += conns_into(d);
+      for (auto d : view.outs(c)) s += conns_into(d);
       return s;
     }
     if (role[c] != Role::Runs) return 0;
     const hw::NodeWorkload& cw = wl.nodes[index[c]];
-    return cw.neurons * cw.fan_in / static_cast<double>(view.ins[c].size());
+    return cw.neurons * cw.fan_in / static_cast<double>(view.ins(c).size());
   };
   for (auto v : order) {
     if (role[v] != Role::Runs) continue;
     hw::NodeWorkload& w = wl.nodes[index[v]];
     double conns = 0;
-    for (auto c : view.outs[v]) conns += conns_into(c);
+    for (auto c : view.outs(v)) conns += conns_into(c);
     w.fan_out = w.neurons > 0 ? conns / w.neurons : 0;
   }
   return wl;
