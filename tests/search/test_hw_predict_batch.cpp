@@ -64,6 +64,31 @@ TEST(HwPredict, BatchIsAParameterOfThePrediction) {
   EXPECT_NE(table.text.find("total (batch 4)"), std::string::npos) << table.text;
 }
 
+// The uncalibrated presets against HW-NAS-Bench's measurements of NB201 arch 0 (CIFAR-10
+// network, batch 1; Li et al. 2021): each within a factor of 2.  The Edge TPU runs int8 (its
+// measurement is of the quantised TFLite model); the TX2's energy is VDD_IN power x time.
+TEST(HwPredict, PresetsWithinTwiceOfHwNasBenchArch0) {
+  struct Published {
+    const char* device;
+    const char* flags;
+    const char* field;
+    double value;
+  };
+  const Published rows[] = {{"rpi4_a72", "", "latency_ms", 10.48},
+                            {"pixel3_a75", "", "latency_ms", 3.61},
+                            {"jetson_tx2", "", "latency_ms", 5.81},
+                            {"jetson_tx2", "", "energy_mj", 24.2},
+                            {"edgetpu_usb", "--bits 8", "latency_ms", 0.96}};
+  for (const auto& r : rows) {
+    const Out o =
+        run(kBinary + " hw predict -d " + r.device + " " + r.flags + " --format json " + kArch0);
+    ASSERT_EQ(o.code, 0) << o.text;
+    const double predicted = json::parse(o.text)[r.field].get<double>();
+    EXPECT_GT(predicted, r.value / 2) << r.device << " " << r.field;
+    EXPECT_LT(predicted, r.value * 2) << r.device << " " << r.field;
+  }
+}
+
 TEST(HwPredict, EdgeTpuFallbackIsShownPlainly) {
   // The NB201 string is fp32: the Edge TPU compiler would leave all of it to the host CPU.
   const Out t = run(kBinary + " hw predict -d edgetpu_usb " + kArch0);
