@@ -511,6 +511,81 @@ void append_grid_taps(const float* xp, const ConvGeom& g, int gr, std::vector<co
         taps.push_back(xp + (static_cast<std::int64_t>(gr * g.cin_g() + c) * hp + i) * wp + j);
 }
 
+// y[lo, hi) (=, or += with accumulate) = the stride-1 convolution of x[lo, hi) on the grid, plus
+// the bias (may be null).  Several samples per GEMM (their grids side by side), so the weights
+// are packed once for all of them.  Each sample's outputs depend only on that sample.
+void grid_conv_samples(const float* xd, const float* wd, const float* bd, const ConvGeom& g,
+                       float* yd, std::int64_t lo, std::int64_t hi, bool accumulate) {
+  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
+  const int Cg = g.cout_g();
+  const std::int64_t T = grid_len(g);
+  const int wp = padded_w(g);
+  // As many samples as keep both the output tile and the padded inputs within the im2col
+  // batch's budget.
+  const int per_gemm = static_cast<int>(std::clamp<std::int64_t>(
+      kBatchColFloats / std::max(static_cast<std::int64_t>(Cg) * T, padded_size(g)), 1, hi - lo));
+  float* pbuf = g.pad ? conv_scratch(per_gemm * padded_size(g), kPad) : nullptr;
+  float* tile = conv_scratch(static_cast<std::int64_t>(Cg) * per_gemm * T, kTile);
+  thread_local std::vector<const float*> taps, planes;
+  for (std::int64_t n0 = lo; n0 < hi; n0 += per_gemm) {
+    const int s = static_cast<int>(std::min<std::int64_t>(per_gemm, hi - n0));
+    const std::int64_t ld = s * T;
+    planes.resize(static_cast<std::size_t>(s));
+    for (int i = 0; i < s; ++i)
+      planes[static_cast<std::size_t>(i)] =
+          pad_sample(xd + (n0 + i) * CHW, g, pbuf ? pbuf + i * padded_size(g) : nullptr);
+    for (int gr = 0; gr < g.groups; ++gr) {
+      taps.clear();
+      for (int i = 0; i < s; ++i)
+        append_grid_taps(planes[static_cast<std::size_t>(i)], g, gr, taps);
+      detail::sgemm_b_row_blocks(Cg, T, s, Kg, {wd + gr * Cg * Kg, Kg, 1}, taps.data(), tile, ld,
+                                 false);
+      for (int i = 0; i < s; ++i)
+        for (int co = 0; co < Cg; ++co) {
+          const int oc = gr * Cg + co;
+          float* dst = yd + ((n0 + i) * g.cout + oc) * P;
+          const float* src = tile + co * ld + i * T;
+          for (int oh = 0; oh < g.ho; ++oh) {
+            UArrayMap d(dst + static_cast<std::int64_t>(oh) * g.wo, g.wo);
+            ConstUArrayMap t(src + static_cast<std::int64_t>(oh) * wp, g.wo);
+            if (accumulate)
+              d += t;
+            else if (bd)
+              d = t + bd[oc];
+            else
+              d = t;
+          }
+        }
+    }
+  }
+}
+
+// A stride-1 convolution's input gradient is itself a stride-1 convolution: of dY, padded by
+// k - 1 - pad, with each group's weights transposed (Cin_g <-> Cout_g) and flipped in both
+// spatial axes.  Running it through grid_conv_samples batches samples per GEMM and needs no
+// col2im scatter.  Square kernels with pad <= k - 1 only (the transposed padding is one number).
+bool grid_input_gradient(const ConvGeom& g) {
+  return on_grid(g) && g.kh == g.kw && g.pad <= g.kh - 1;
+}
+ConvGeom transposed_geom(const ConvGeom& g) {
+  ConvGeom t = g;
+  t.cin = g.cout, t.h = g.ho, t.w = g.wo;
+  t.cout = g.cin, t.ho = g.h, t.wo = g.w;
+  t.pad = g.kh - 1 - g.pad;
+  return t;
+}
+// wt[gr][ci][co][i][j] = w[gr][co][ci][kh-1-i][kw-1-j] (per group: [Cout_g, Cin_g] transposed).
+void transpose_flip_weights(const float* w, const ConvGeom& g, float* wt) {
+  const int Cg = g.cout_g(), Ig = g.cin_g(), kk = g.kh * g.kw;
+  for (int gr = 0; gr < g.groups; ++gr)
+    for (int co = 0; co < Cg; ++co)
+      for (int ci = 0; ci < Ig; ++ci) {
+        const float* src = w + ((static_cast<std::int64_t>(gr) * Cg + co) * Ig + ci) * kk;
+        float* dst = wt + ((static_cast<std::int64_t>(gr) * Ig + ci) * Cg + co) * kk;
+        for (int t = 0; t < kk; ++t) dst[t] = src[kk - 1 - t];
+      }
+}
+
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
   const ConvGeom g = check_conv(x, w, b, opt);
   if (g.depthwise()) return conv2d_depthwise(x, w, b, g);
@@ -528,47 +603,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
     float* yd = y.data();
     for_each_chunk(g.n, chunks, sample_flops, [&](int, std::int64_t lo, std::int64_t hi) {
       if (on_grid(g)) {
-        // Several samples per GEMM (their grids side by side), so the weights are packed once
-        // for all of them.
-        const std::int64_t T = grid_len(g);
-        const int wp = padded_w(g);
-        // As many samples as keep both the output tile and the padded inputs within the
-        // im2col batch's budget.
-        const int per_gemm = static_cast<int>(std::clamp<std::int64_t>(
-            kBatchColFloats / std::max(static_cast<std::int64_t>(Cg) * T, padded_size(g)), 1,
-            hi - lo));
-        float* pbuf = g.pad ? conv_scratch(per_gemm * padded_size(g), kPad) : nullptr;
-        float* tile = conv_scratch(static_cast<std::int64_t>(Cg) * per_gemm * T, kTile);
-        thread_local std::vector<const float*> taps, planes;
-        for (std::int64_t n0 = lo; n0 < hi; n0 += per_gemm) {
-          const int s = static_cast<int>(std::min<std::int64_t>(per_gemm, hi - n0));
-          const std::int64_t ld = s * T;
-          planes.resize(static_cast<std::size_t>(s));
-          for (int i = 0; i < s; ++i)
-            planes[static_cast<std::size_t>(i)] =
-                pad_sample(xd + (n0 + i) * CHW, g, pbuf ? pbuf + i * padded_size(g) : nullptr);
-          for (int gr = 0; gr < g.groups; ++gr) {
-            taps.clear();
-            for (int i = 0; i < s; ++i)
-              append_grid_taps(planes[static_cast<std::size_t>(i)], g, gr, taps);
-            detail::sgemm_b_row_blocks(Cg, T, s, Kg, {wd + gr * Cg * Kg, Kg, 1}, taps.data(), tile,
-                                       ld, false);
-            for (int i = 0; i < s; ++i)
-              for (int co = 0; co < Cg; ++co) {
-                const int oc = gr * Cg + co;
-                float* dst = yd + ((n0 + i) * g.cout + oc) * P;
-                const float* src = tile + co * ld + i * T;
-                for (int oh = 0; oh < g.ho; ++oh) {
-                  UArrayMap d(dst + static_cast<std::int64_t>(oh) * g.wo, g.wo);
-                  ConstUArrayMap t(src + static_cast<std::int64_t>(oh) * wp, g.wo);
-                  if (bd)
-                    d = t + bd[oc];
-                  else
-                    d = t;
-                }
-              }
-          }
-        }
+        grid_conv_samples(xd, wd, bd, g, yd, lo, hi, false);
         return;
       }
       for (std::int64_t n0 = lo; n0 < hi; n0 += spb) {
@@ -633,8 +668,15 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         float* dw_part_data = need_w ? dw_part_buf.data() : nullptr;
         std::vector<float> db_part(need_b ? static_cast<std::size_t>(chunks) * g.cout : 0, 0.0f);
         const std::int64_t flops = sample_flops * ((need_w ? 1 : 0) + (need_x ? 1 : 0)) + 1;
+        // dX of a stride-1 convolution as the transposed convolution of dY (see
+        // grid_input_gradient).
+        const bool dx_on_grid = need_x && grid_input_gradient(g);
+        const ConvGeom tg = transposed_geom(g);
+        Tensor wt_buf = dx_on_grid ? Tensor(Shape{static_cast<int>(g.cout * Kg)}) : Tensor();
+        if (dx_on_grid) transpose_flip_weights(wd, g, wt_buf.data());
 
         for_each_chunk(g.n, chunks, flops, [&](int c, std::int64_t lo, std::int64_t hi) {
+          if (dx_on_grid) grid_conv_samples(dy, wt_buf.data(), nullptr, tg, dx, lo, hi, !dx_fresh);
           for (std::int64_t n0 = lo; n0 < hi; n0 += spb) {
             const int s = static_cast<int>(std::min<std::int64_t>(spb, hi - n0));
             const std::int64_t ld = s * P;
@@ -688,7 +730,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
                               Kg, true);
               }
             }
-            if (need_x) {
+            if (need_x && !dx_on_grid) {
               // Direct pointwise: the GEMM writes dx itself.
               float* dst = direct ? dx + n0 * CHW : conv_scratch(g.groups * Kg * ld, kDcol);
               for (int gr = 0; gr < g.groups; ++gr) {

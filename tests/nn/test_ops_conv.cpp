@@ -120,6 +120,11 @@ const ConvCase kConvCases[] = {
     // Rows wider than one 16-float vector (full-vector + masked-tail row copies).
     {"wide_rows", 1, 2, 4, 21, 2, 3, 3, {1, 1, 1}, true},
     {"depthwise_wide_rows", 1, 2, 4, 19, 2, 3, 3, {1, 1, 2}, false},
+    // Stride-1 input gradients run as the transposed convolution of dY (5x5 "same", as the cnn
+    // space's), except for non-square kernels and padding beyond k - 1 (im2col / col2im).
+    {"k5_same", 2, 3, 7, 7, 4, 5, 5, {1, 2, 1}, true},
+    {"rect_kernel_stride1", 2, 2, 5, 6, 3, 3, 2, {1, 1, 1}, true},
+    {"pad_beyond_kernel", 2, 2, 3, 4, 3, 2, 2, {1, 2, 1}, false},
 };
 
 class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
