@@ -369,6 +369,52 @@ TEST(Pooling, LargeInputMatchesNaive) {  // exercises the parallel path
   expect_close(avg_pool2d(constant(x), 3, 2, 1).value(), naive_pool(x, 3, 2, 1, false));
 }
 
+// 2x2 / stride-2 max pooling runs 8 (AVX2) or 16 (AVX-512) windows at a time plus a scalar
+// tail: rows of 17 windows exercise both, and ties go to the first element in scan order
+// (a, b, c, d), as in the generic loop.
+TEST(MaxPool2d, VectorisedWindowsMatchNaiveAndRouteTiesToTheFirstElement) {
+  std::mt19937_64 rng(27);
+  Tensor x = distinct_tensor(Shape{2, 3, 6, 35}, rng);
+  expect_close(max_pool2d(constant(x), 2, 2).value(), naive_pool(x, 2, 2, 0, true));
+  expect_gradients_match([&](const std::vector<Var>& v) { return max_pool2d(v[0], 2, 2); }, {x},
+                         {.max_elements_per_input = 200});
+  Var flat = parameter(Tensor(Shape{1, 1, 4, 34}, 1.0f));
+  backward(sum(max_pool2d(flat, 2, 2)));
+  const float* g = flat.grad().data();
+  for (int h = 0; h < 4; ++h)
+    for (int w = 0; w < 34; ++w)
+      EXPECT_EQ(g[h * 34 + w], h % 2 == 0 && w % 2 == 0 ? 1.0f : 0.0f) << h << "," << w;
+}
+
+// 2x2 / stride-2 average pooling has its own vectorised path: bit-identical to the separable
+// path's sums, ((a + b) + (c + d)) * 0.25, and each input's gradient dy * 0.5 * 0.5, on rows of
+// 17 windows (whole vectors and a tail) with an odd row and column left out of every window.
+TEST(AvgPool2d, TwoByTwoWindowsAreExactAndRouteAQuarterOfTheGradient) {
+  std::mt19937_64 rng(28);
+  const int H = 7, W = 35, Ho = 3, Wo = 17;
+  Var x = parameter(random_tensor(Shape{2, 3, H, W}, rng));
+  Var y = avg_pool2d(x, 2, 2);
+  ASSERT_EQ(y.shape(), (Shape{2, 3, Ho, Wo}));
+  Tensor dy = random_tensor(y.shape(), rng);
+  backward(sum(mul(y, constant(dy))));
+  const float* xd = x.value().data();
+  const float* g = x.grad().data();
+  for (int p = 0; p < 6; ++p)
+    for (int h = 0; h < H; ++h)
+      for (int w = 0; w < W; ++w) {
+        const float* xp = xd + p * H * W;
+        const int oh = h / 2, ow = w / 2;
+        if (oh < Ho && ow < Wo && h % 2 == 0 && w % 2 == 0) {
+          const float a = xp[h * W + w], b = xp[h * W + w + 1], c = xp[(h + 1) * W + w],
+                      d = xp[(h + 1) * W + w + 1];
+          EXPECT_EQ(y.value().data()[(p * Ho + oh) * Wo + ow], ((a + b) + (c + d)) * 0.25f);
+        }
+        const float expected =
+            oh < Ho && ow < Wo ? dy.data()[(p * Ho + oh) * Wo + ow] * 0.5f * 0.5f : 0.0f;
+        EXPECT_EQ(g[(p * H + h) * W + w], expected) << p << " " << h << " " << w;
+      }
+}
+
 TEST(Pooling, RejectsBadInputs) {
   auto x = constant(Tensor::zeros(Shape{1, 2, 4, 4}));
   expect_invalid(
