@@ -8,6 +8,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "nn/kernels.hpp"
+
 namespace hwnas::nn {
 namespace {
 std::atomic<std::uint64_t> g_next_seq{1};
@@ -47,11 +49,19 @@ Tensor& grad_of(Node& node) {
 void accumulate_grad(Node& node, const Tensor& g) {
   if (!node.requires_grad) return;
   if (node.grad.empty() || node.grad.shape() != node.value.shape()) {
-    node.grad = g.clone();
-    if (node.grad.shape() != node.value.shape()) node.grad = node.grad.reshaped(node.value.shape());
+    // A copy of g, on both threads when it is large (residual adds pass megabytes).
+    if (g.numel() != node.value.numel())
+      throw std::logic_error("accumulate_grad: gradient " + g.shape().str() + " for a value of " +
+                             node.value.shape().str());
+    node.grad = Tensor(node.value.shape());
+    const float* src = g.data();
+    float* dst = node.grad.data();
+    detail::parallel_range(g.numel(), 1, [&](std::int64_t i0, std::int64_t i1) {
+      std::copy(src + i0, src + i1, dst + i0);
+    });
     return;
   }
-  node.grad.array() += g.array();
+  detail::add_into(node.grad.data(), g.data(), g.numel());
 }
 
 void backward(const Var& loss) {

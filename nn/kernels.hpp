@@ -198,6 +198,15 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
       oneapi::tbb::simple_partitioner());
 }
 
+// dst[i] += src[i] over n floats, on both threads for large gradients (each element is one
+// independent add, so the result does not depend on the split).
+inline void add_into(float* dst, const float* src, std::int64_t n) {
+  parallel_range(n, 1, [&](std::int64_t i0, std::int64_t i1) {
+    Eigen::Map<Eigen::ArrayXf>(dst + i0, i1 - i0) +=
+        Eigen::Map<const Eigen::ArrayXf>(src + i0, i1 - i0);
+  });
+}
+
 // Adds g into the node's gradient, stealing g's buffer when the gradient is still empty.
 inline void accumulate_owned(Node& node, Tensor&& g) {
   if (!node.requires_grad) return;
@@ -205,7 +214,7 @@ inline void accumulate_owned(Node& node, Tensor&& g) {
     node.grad = g.shape() == node.value.shape() ? std::move(g) : g.reshaped(node.value.shape());
     return;
   }
-  node.grad.array() += g.array();
+  add_into(node.grad.data(), g.data(), g.numel());
 }
 
 inline Node& parent(Node& self, std::size_t i) { return *self.parents[i]; }
