@@ -48,13 +48,15 @@ Tensor& grad_of(Node& node) {
 
 void accumulate_grad(Node& node, const Tensor& g) {
   if (!node.requires_grad) return;
+  if (g.numel() != node.value.numel())
+    throw std::logic_error("accumulate_grad: gradient " + g.shape().str() + " for a value of " +
+                           node.value.shape().str());
   if (node.grad.empty() || node.grad.shape() != node.value.shape()) {
-    // A copy of g, on both threads when it is large (residual adds pass megabytes).
-    if (g.numel() != node.value.numel())
-      throw std::logic_error("accumulate_grad: gradient " + g.shape().str() + " for a value of " +
-                             node.value.shape().str());
+    // A copy of g, on both threads when it is large (residual adds pass megabytes).  `keep`
+    // holds g's buffer in case g is the gradient being replaced.
+    const Tensor keep = g;
     node.grad = Tensor(node.value.shape());
-    const float* src = g.data();
+    const float* src = keep.data();
     float* dst = node.grad.data();
     detail::parallel_range(g.numel(), 1, [&](std::int64_t i0, std::int64_t i1) {
       std::copy(src + i0, src + i1, dst + i0);

@@ -210,6 +210,9 @@ inline void add_into(float* dst, const float* src, std::int64_t n) {
 // Adds g into the node's gradient, stealing g's buffer when the gradient is still empty.
 inline void accumulate_owned(Node& node, Tensor&& g) {
   if (!node.requires_grad) return;
+  if (g.numel() != node.value.numel())
+    throw std::logic_error("accumulate_owned: gradient " + g.shape().str() + " for a value of " +
+                           node.value.shape().str());
   if (node.grad.empty() || node.grad.shape() != node.value.shape()) {
     node.grad = g.shape() == node.value.shape() ? std::move(g) : g.reshaped(node.value.shape());
     return;

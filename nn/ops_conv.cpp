@@ -516,6 +516,9 @@ void append_grid_taps(const float* xp, const ConvGeom& g, int gr, std::vector<co
 // are packed once for all of them.  Each sample's outputs depend only on that sample.
 void grid_conv_samples(const float* xd, const float* wd, const float* bd, const ConvGeom& g,
                        float* yd, std::int64_t lo, std::int64_t hi, bool accumulate) {
+  if (accumulate && bd)
+    throw std::logic_error(
+        "grid_conv_samples: a bias is only added when writing, not accumulating");
   const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
   const int Cg = g.cout_g();
   const std::int64_t T = grid_len(g);
@@ -682,9 +685,11 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
             const std::int64_t ld = s * P;
             const bool direct = g.pointwise() && s == 1;
             float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
-            // dY of the batch as one [Cout, s*P] matrix.
+            // dY of the batch as one [Cout, s*P] matrix (the bias gradient and the im2col paths
+            // read it; the grid paths read dY as it is).
             const float* dyc = dy + n0 * g.cout * P;
-            if (s > 1) {
+            const bool need_dyc = need_b || (need_w && !on_grid(g)) || (need_x && !dx_on_grid);
+            if (s > 1 && need_dyc) {
               float* tile = conv_scratch(g.cout * ld, kTile);
               gather_rows(dyc, s, g.cout, P, tile);
               dyc = tile;
@@ -775,7 +780,9 @@ inline void split_window_columns(const float* row, int n, __m256& left, __m256& 
   } else {
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     p0 = _mm256_maskload_ps(row, _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n), lanes));
-    p1 = _mm256_maskload_ps(row + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n - 8), lanes));
+    p1 = n > 4
+             ? _mm256_maskload_ps(row + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n - 8), lanes))
+             : _mm256_setzero_ps();
   }
   left = _mm256_castpd_ps(_mm256_permute4x64_pd(
       _mm256_castps_pd(_mm256_shuffle_ps(p0, p1, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
@@ -788,6 +795,12 @@ inline void store_lanes(float* dst, __m256 v, int n) {
   if (n == 8) return _mm256_storeu_ps(dst, v);
   alignas(32) float b[8];
   _mm256_store_ps(b, v);
+  std::copy(b, b + n, dst);
+}
+inline void store_lanes(std::int32_t* dst, __m256i v, int n) {
+  if (n == 8) return _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v);
+  alignas(32) std::int32_t b[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(b), v);
   std::copy(b, b + n, dst);
 }
 
@@ -932,8 +945,7 @@ Var max_pool2d(const Var& x, int kernel, int stride, int padding) {
               const __m256i idx = _mm256_add_epi32(
                   _mm256_add_epi32(_mm256_castps_si256(k), lane2), _mm256_set1_epi32(base + 2 * ow));
               store_lanes(yr + ow, m, n);
-              if (ar)
-                store_lanes(reinterpret_cast<float*>(ar + ow), _mm256_castsi256_ps(idx), n);
+              if (ar) store_lanes(ar + ow, idx, n);
             }
           }
 #endif

@@ -415,6 +415,42 @@ TEST(AvgPool2d, TwoByTwoWindowsAreExactAndRouteAQuarterOfTheGradient) {
       }
 }
 
+// The vectorised and transposed-convolution backward paths add into a gradient another
+// consumer wrote first (here the skip term of a residual add, whose backward runs first).
+TEST(Conv2d, GridInputGradientAddsToAnExistingGradient) {
+  std::mt19937_64 rng(29);
+  expect_gradients_match(
+      [](const std::vector<Var>& v) {
+        return add(conv2d(v[0], v[1], v[2], {1, 1, 1}), v[0]);  // [2, 3, 5, 5] -> same
+      },
+      {random_tensor(Shape{2, 3, 5, 5}, rng), random_tensor(Shape{3, 3, 3, 3}, rng),
+       random_tensor(Shape{3}, rng)});
+}
+
+TEST(Pooling, TwoByTwoBackwardAddsToAnExistingGradient) {
+  std::mt19937_64 rng(30);
+  expect_gradients_match(
+      [](const std::vector<Var>& v) { return add(max_pool2d(v[0], 2, 2), avg_pool2d(v[0], 2, 2)); },
+      {distinct_tensor(Shape{2, 2, 7, 7}, rng)}, {.max_elements_per_input = 100});
+}
+
+// Rows of 3 windows (the masked tail only) with an odd last row, and windows of -inf: the
+// maximum is -inf and the gradient goes to the window's first element, as in the scalar loop.
+TEST(MaxPool2d, TailOnlyRowsAndMinusInfinityWindows) {
+  std::mt19937_64 rng(31);
+  Tensor x = distinct_tensor(Shape{1, 2, 7, 7}, rng);
+  for (int i : {0, 1, 7, 8}) x.data()[i] = -std::numeric_limits<float>::infinity();
+  Var xv = parameter(x);
+  Var y = max_pool2d(xv, 2, 2);
+  const Tensor want = naive_pool(x, 2, 2, 0, true);  // a maximum is one of its inputs: exact
+  ASSERT_EQ(y.value().numel(), want.numel());
+  for (std::int64_t i = 0; i < want.numel(); ++i) EXPECT_EQ(y.value().data()[i], want.data()[i]);
+  EXPECT_EQ(y.value().data()[0], -std::numeric_limits<float>::infinity());
+  backward(sum(y));
+  EXPECT_EQ(xv.grad().data()[0], 1.0f);
+  EXPECT_EQ(xv.grad().data()[1] + xv.grad().data()[7] + xv.grad().data()[8], 0.0f);
+}
+
 TEST(Pooling, RejectsBadInputs) {
   auto x = constant(Tensor::zeros(Shape{1, 2, 4, 4}));
   expect_invalid(
