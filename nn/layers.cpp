@@ -85,6 +85,10 @@ Var BatchNorm::forward(const Var& x, bool training) {
   return batch_norm(x, gamma, beta, state, training);
 }
 
+Var BatchNorm::forward_relu(const Var& x, bool training) {
+  return batch_norm_relu(x, gamma, beta, state, training);
+}
+
 void BatchNorm::append_named_parameters(const std::string& prefix,
                                         std::vector<NamedParameter>& out) {
   out.push_back({prefix + "gamma", gamma});

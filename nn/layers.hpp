@@ -53,6 +53,8 @@ class BatchNorm : public Module {  // over channels of [N,C] or [N,C,H,W]
   Var forward(const std::vector<Var>& in, ForwardContext& ctx) override {
     return forward(in.at(0), ctx.training);
   }
+  // relu(forward(x)) in one op (nn::batch_norm_relu).
+  Var forward_relu(const Var& x, bool training);
   void append_named_parameters(const std::string& prefix,
                                std::vector<NamedParameter>& out) override;
   // running_mean, running_var

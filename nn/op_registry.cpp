@@ -63,6 +63,7 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"mse", "mean squared error -> scalar"});
   r.add({"layer_norm", "normalisation over the last dim with gain and bias"});
   r.add({"batch_norm", "batch normalisation over N (and H, W), training or running statistics"});
+  r.add({"batch_norm_relu", "relu(batch_norm(x)) in one op (the conv blocks' BN -> ReLU)"});
   r.add({"dropout", "inverted dropout with a seeded mask"});
   // ---- convolution / pooling
   r.add({"conv2d", "2-D convolution NCHW with stride, padding and groups"});

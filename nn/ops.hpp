@@ -59,6 +59,11 @@ struct BatchNormState {
 // x: [N, C] or [N, C, H, W]; training uses batch statistics and updates the running ones.
 Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
                bool training);
+// relu(batch_norm(...)) as one op: the ReLU is applied in the normalising pass and its mask in
+// batch norm's backward passes, saving an activation-sized pass each way (conv -> BN -> ReLU
+// blocks).  Same values as the two ops.
+Var batch_norm_relu(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
+                    bool training);
 Var dropout(const Var& x, float p, bool training, std::mt19937_64& rng);
 
 // ---- convolution / pooling (NCHW) ----

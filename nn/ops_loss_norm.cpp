@@ -286,8 +286,10 @@ Var layer_norm(const Var& x, const Var& gamma, const Var& beta, float eps) {
   });
 }
 
-Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
-               bool training) {
+namespace {
+
+Var batch_norm_impl(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
+                    bool training, bool relu) {
   const Shape& s = x.shape();
   if (s.rank() != 2 && s.rank() != 4)
     shape_error("batch_norm", s, "input must be [N,C] or [N,C,H,W]");
@@ -343,20 +345,37 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
     parallel_range(std::int64_t{n} * c, 3 * hw, [&](std::int64_t b0, std::int64_t b1) {
       for (std::int64_t b = b0; b < b1; ++b) {
         const std::int64_t ch = b % c;
-        Eigen::Map<Eigen::ArrayXf>(po + b * hw, hw) =
-            ((Eigen::Map<const Eigen::ArrayXf>(px + b * hw, hw) - mean_c.data()[ch]) *
+        Eigen::Map<Eigen::ArrayXf> o(po + b * hw, hw);
+        o = ((Eigen::Map<const Eigen::ArrayXf>(px + b * hw, hw) - mean_c.data()[ch]) *
              rstd_c.data()[ch]) *
                 pgm[ch] +
             pbt[ch];
+        if (relu) o = o.max(0.0f);  // as relu(): the block is still in cache
       }
     });
   }
   return make_result(
-      std::move(out), {x, gamma, beta}, [mean_c, rstd_c, n, c, hw, count, training](Node& self) {
+      std::move(out), {x, gamma, beta},
+      [mean_c, rstd_c, n, c, hw, count, training, relu](Node& self) {
         Node& nx = parent(self, 0);
         Node& ng = parent(self, 1);
         Node& nb = parent(self, 2);
-        const float* pg = self.grad.data();
+        // With the ReLU, batch norm's output gradient is dY where the output is positive, else
+        // 0 (relu()'s backward), made once here so both passes below read it.
+        Tensor masked;
+        if (relu) {
+          masked = Tensor(self.grad.shape());
+          const float* pdy = self.grad.data();
+          const float* py = self.value.data();
+          float* pm = masked.data();
+          parallel_range(self.grad.numel(), 1, [&](std::int64_t i0, std::int64_t i1) {
+            const std::int64_t len = i1 - i0;
+            Eigen::Map<Eigen::ArrayXf>(pm + i0, len) =
+                (Eigen::Map<const Eigen::ArrayXf>(py + i0, len) > 0.0f)
+                    .select(Eigen::Map<const Eigen::ArrayXf>(pdy + i0, len), 0.0f);
+          });
+        }
+        const float* pg = relu ? masked.data() : self.grad.data();
         const float* px = nx.value.data();
         const float* pmu = mean_c.data();
         const float* prs = rstd_c.data();
@@ -412,6 +431,18 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& 
           }
         });
       });
+}
+
+}  // namespace
+
+Var batch_norm(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
+               bool training) {
+  return batch_norm_impl(x, gamma, beta, state, training, false);
+}
+
+Var batch_norm_relu(const Var& x, const Var& gamma, const Var& beta, BatchNormState& state,
+                    bool training) {
+  return batch_norm_impl(x, gamma, beta, state, training, true);
 }
 
 Var dropout(const Var& x, float p, bool training, std::mt19937_64& rng) {

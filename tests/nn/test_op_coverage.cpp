@@ -167,6 +167,14 @@ const std::vector<OpCase> kCases = {
        st.running_var = Tensor(Shape{3}, 1.0f);
        return batch_norm(v[0], v[1], v[2], st, true);
      }},
+    {"batch_norm_relu",
+     {Shape{2, 3, 2, 2}, Shape{3}, Shape{3}},
+     [](const V& v) {
+       BatchNormState st;
+       st.running_mean = Tensor::zeros({3});
+       st.running_var = Tensor(Shape{3}, 1.0f);
+       return batch_norm_relu(v[0], v[1], v[2], st, true);
+     }},
     {"dropout",
      {Shape{4, 6}},
      [](const V& v) {

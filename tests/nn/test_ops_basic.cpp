@@ -326,6 +326,39 @@ TEST(OpsGrad, BatchNorm) {
   }
 }
 
+// The fused op against the two ops it replaces: the same values and gradients (bit for bit:
+// the ReLU is the same max and its mask the same select), training and eval, with the running
+// statistics updated alike.
+TEST(OpsGrad, BatchNormReluEqualsReluOfBatchNorm) {
+  for (bool training : {true, false}) {
+    SCOPED_TRACE(training ? "train" : "eval");
+    const Tensor x0 = rnd({4, 3, 5, 6}, 4, -2, 2), g0 = rnd({3}, 5, 0.5f, 1.5f), b0 = rnd({3}, 6);
+    const Tensor dy = rnd({4, 3, 5, 6}, 7, -1, 1);
+    std::vector<std::vector<float>> got;
+    for (bool fused : {false, true}) {
+      BatchNormState st;
+      st.running_mean = Tensor::from({3}, {0.1f, -0.2f, 0.3f});
+      st.running_var = Tensor::from({3}, {0.5f, 1.5f, 2.0f});
+      Var x = parameter(x0.clone()), g = parameter(g0.clone()), b = parameter(b0.clone());
+      Var y =
+          fused ? batch_norm_relu(x, g, b, st, training) : relu(batch_norm(x, g, b, st, training));
+      backward(sum(mul(y, constant(dy))));
+      std::vector<float> all = y.value().to_vector();
+      for (const Var* v : {&x, &g, &b}) {
+        auto gv = v->grad().to_vector();
+        all.insert(all.end(), gv.begin(), gv.end());
+      }
+      for (const Tensor* t : {&st.running_mean, &st.running_var}) {
+        auto tv = t->to_vector();
+        all.insert(all.end(), tv.begin(), tv.end());
+      }
+      got.push_back(all);
+    }
+    ASSERT_EQ(got[0].size(), got[1].size());
+    for (std::size_t i = 0; i < got[0].size(); ++i) EXPECT_EQ(got[0][i], got[1][i]) << i;
+  }
+}
+
 TEST(OpsGrad, Dropout) {
   expect_gradients_match(
       [](const std::vector<Var>& v) {
