@@ -677,6 +677,9 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         const ConvGeom tg = transposed_geom(g);
         Tensor wt_buf = dx_on_grid ? Tensor(Shape{static_cast<int>(g.cout * Kg)}) : Tensor();
         if (dx_on_grid) transpose_flip_weights(wd, g, wt_buf.data());
+        // dY of a batch as one [Cout, s*P] matrix: the bias gradient and the im2col paths read
+        // it; the grid paths read dY as it is.
+        const bool need_dyc = need_b || (need_w && !on_grid(g)) || (need_x && !dx_on_grid);
 
         for_each_chunk(g.n, chunks, flops, [&](int c, std::int64_t lo, std::int64_t hi) {
           if (dx_on_grid) grid_conv_samples(dy, wt_buf.data(), nullptr, tg, dx, lo, hi, !dx_fresh);
@@ -685,10 +688,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
             const std::int64_t ld = s * P;
             const bool direct = g.pointwise() && s == 1;
             float* pbuf = g.pad ? conv_scratch(padded_size(g), kPad) : nullptr;
-            // dY of the batch as one [Cout, s*P] matrix (the bias gradient and the im2col paths
-            // read it; the grid paths read dY as it is).
             const float* dyc = dy + n0 * g.cout * P;
-            const bool need_dyc = need_b || (need_w && !on_grid(g)) || (need_x && !dx_on_grid);
             if (s > 1 && need_dyc) {
               float* tile = conv_scratch(g.cout * ld, kTile);
               gather_rows(dyc, s, g.cout, P, tile);
@@ -773,17 +773,18 @@ struct PoolGeom {
 // 2x2 / stride-2 pooling, 8 windows at a time (the portable x86-64-v3 build): the even and odd
 // floats of a row's next 2n (n <= 8) floats, in order, i.e. the windows' left and right
 // columns.  Lanes past n hold zeros; the masked loads read nothing past the 2n floats.
+// The first n of 8 floats at src (n <= 0: none), zeros in the other lanes; the masked load
+// reads nothing past them.
+inline __m256 load_lanes(const float* src, int n) {
+  if (n >= 8) return _mm256_loadu_ps(src);
+  if (n <= 0) return _mm256_setzero_ps();
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(src, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
+}
+
 inline void split_window_columns(const float* row, int n, __m256& left, __m256& right) {
-  __m256 p0, p1;
-  if (n == 8) {
-    p0 = _mm256_loadu_ps(row), p1 = _mm256_loadu_ps(row + 8);
-  } else {
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    p0 = _mm256_maskload_ps(row, _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n), lanes));
-    p1 = n > 4
-             ? _mm256_maskload_ps(row + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n - 8), lanes))
-             : _mm256_setzero_ps();
-  }
+  const __m256 p0 = load_lanes(row, 2 * n);
+  const __m256 p1 = 2 * n > 8 ? load_lanes(row + 8, 2 * n - 8) : _mm256_setzero_ps();
   left = _mm256_castpd_ps(_mm256_permute4x64_pd(
       _mm256_castps_pd(_mm256_shuffle_ps(p0, p1, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
   right = _mm256_castpd_ps(_mm256_permute4x64_pd(
@@ -1133,15 +1134,7 @@ Var avg_pool2d(const Var& x, int kernel, int stride, int padding) {
             const float* dr = dy + p * P + static_cast<std::int64_t>(oh) * g.wo;
             for (int ow = 0; ow < g.wo; ow += 8) {
               const int n = std::min(8, g.wo - ow);
-              const __m256 v = _mm256_mul_ps(
-                  _mm256_mul_ps(
-                      n == 8 ? _mm256_loadu_ps(dr + ow)
-                             : _mm256_maskload_ps(
-                                   dr + ow,
-                                   _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
-                                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))),
-                      half),
-                  half);
+              const __m256 v = _mm256_mul_ps(_mm256_mul_ps(load_lanes(dr + ow, n), half), half);
               add_to_window_columns(r0 + 2 * ow, v, n);
               add_to_window_columns(r0 + g.w + 2 * ow, v, n);
             }
