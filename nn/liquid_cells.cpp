@@ -28,7 +28,6 @@ float lecun_grad(float x) {
   return kLecunA * kLecunB * (1.0f - t * t);
 }
 float sigm(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-float softplus1(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 float sgn(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
 constexpr float kLtcEps = 1e-8f;
 
@@ -294,21 +293,119 @@ void LtcCell::check_params(const std::vector<Tensor>& p) const {
 
 namespace {
 // Per-call transformed parameters of the LTC (softplus of the positive ones, masks folded in).
+// The time loop calls each step per batch chunk, so this runs (T x chunks) times per pass: the
+// maps are Eigen's vectorised exp / log1p over Eigen-aligned buffers (the lane split, so every
+// bit, depends only on the sizes).
 struct LtcDerived {
-  std::vector<float> gl, cm, w, sw;  // softplus'ed; w and sw masked
-  LtcDerived(const std::vector<Tensor>& p, const Tensor& mask, const Tensor& smask) {
-    auto sp = [](const Tensor& t, const Tensor& m) {
-      std::vector<float> o(static_cast<std::size_t>(t.numel()));
-      for (std::int64_t i = 0; i < t.numel(); ++i)
-        o[static_cast<std::size_t>(i)] = softplus1(t.data()[i]) * (m.empty() ? 1.0f : m.data()[i]);
+  Eigen::ArrayXf gl, cm, w, sw;  // softplus'ed; w and sw masked
+  // d/d raw of each (sigmoid of the raw value; times the mask for w and sw).
+  Eigen::ArrayXf dgl, dcm, dw, dsw;
+  LtcDerived(const std::vector<Tensor>& p, const Tensor& mask, const Tensor& smask,
+             bool with_grads = false) {
+    auto raw = [](const Tensor& t) {
+      return Eigen::Map<const Eigen::ArrayXf>(t.data(), static_cast<Eigen::Index>(t.numel()));
+    };
+    auto masked = [&](Eigen::ArrayXf& a, const Tensor& m) {
+      if (!m.empty()) a *= raw(m);
+    };
+    auto softplus = [&](const Tensor& t, const Tensor& m) {
+      // softplus(x) = max(x, 0) + log1p(exp(-|x|)), log1p(e) as log(u) e / (u - 1) with
+      // u = 1 + e (accurate to a few ulp; Eigen's float log1p is not vectorised).
+      const auto x = raw(t);
+      const Eigen::ArrayXf e = (-x.abs()).exp(), u = 1.0f + e;
+      Eigen::ArrayXf o = x.max(0.0f) + (u == 1.0f).select(e, u.log() * e / (u - 1.0f));
+      masked(o, m);
       return o;
     };
-    gl = sp(p[kLtcGleak], Tensor());
-    cm = sp(p[kLtcCm], Tensor());
-    w = sp(p[kLtcW], mask);
-    sw = sp(p[kLtcSW], smask);
+    auto sigmoid = [&](const Tensor& t, const Tensor& m) {
+      Eigen::ArrayXf o = (1.0f + (-raw(t)).exp()).inverse();
+      masked(o, m);
+      return o;
+    };
+    gl = softplus(p[kLtcGleak], Tensor());
+    cm = softplus(p[kLtcCm], Tensor());
+    w = softplus(p[kLtcW], mask);
+    sw = softplus(p[kLtcSW], smask);
+    if (with_grads) {
+      dgl = sigmoid(p[kLtcGleak], Tensor());
+      dcm = sigmoid(p[kLtcCm], Tensor());
+      dw = sigmoid(p[kLtcW], mask);
+      dsw = sigmoid(p[kLtcSW], smask);
+    }
   }
 };
+
+// The synapses' activations sigmoid(sigma_ij (v_i - mu_ij)) for all i, j of one sample, the
+// LTC's hot loop: the arguments are formed in a plain loop and the sigmoid runs over all of them
+// with Eigen's vectorised exp.  The buffers are Eigen-aligned and sized by the layer, so the
+// split between vector and scalar lanes, and so every bit of the result, depends only on the
+// inputs: the forward pass and backward's recomputation agree exactly, whatever the threads.
+class SynapseActivations {
+ public:
+  SynapseActivations(int rows, int cols) : cols_(cols), z_(rows * cols), s_(rows * cols) {}
+  // s_ij = sigmoid(sigma_ij * (v_i - mu_ij)) for a [rows, cols] sigma and mu; returns s.
+  const float* operator()(const float* __restrict v, const float* __restrict sigma,
+                          const float* __restrict mu) {
+    float* __restrict z = z_.data();
+    const std::int64_t rows = z_.size() / cols_;
+    for (std::int64_t i = 0; i < rows; ++i) {
+      const std::int64_t o = i * cols_;
+      for (std::int64_t j = 0; j < cols_; ++j) z[o + j] = sigma[o + j] * (v[i] - mu[o + j]);
+    }
+    s_ = (1.0f + (-z_).exp()).inverse();
+    return s_.data();
+  }
+
+ private:
+  std::int64_t cols_;
+  Eigen::ArrayXf z_, s_;
+};
+
+// num_j += sum_i a_ij erev_ij and den_j += sum_i a_ij with a_ij = w_ij s_ij (ascending i).
+void add_synaptic_currents(int rows, int cols, const float* __restrict w, const float* __restrict s,
+                           const float* __restrict erev, float* __restrict num,
+                           float* __restrict den) {
+  for (int i = 0; i < rows; ++i) {
+    const std::int64_t o = static_cast<std::int64_t>(i) * cols;
+    for (int j = 0; j < cols; ++j) {
+      const float a = w[o + j] * s[o + j];
+      num[j] += a * erev[o + j];
+      den[j] += a;
+    }
+  }
+}
+
+// Backward of add_synaptic_currents through s = sigmoid(sigma (v - mu)), given dnum, dden:
+// accumulates the gradients of erev, raw w (dw_raw = d w / d raw), sigma and mu, and adds the
+// gradient of each v_i into dv.
+struct SynapseGrads {
+  float *erev, *w, *sigma, *mu;
+};
+void synapse_backward(int rows, int cols, const float* __restrict v, const float* __restrict sigma,
+                      const float* __restrict mu, const float* __restrict w,
+                      const float* __restrict dw_raw, const float* __restrict erev,
+                      const float* __restrict s, const float* __restrict dnum,
+                      const float* __restrict dden, const SynapseGrads& grads,
+                      float* __restrict dv) {
+  float *__restrict g_erev = grads.erev, *__restrict g_w = grads.w,
+                    *__restrict g_sigma = grads.sigma, *__restrict g_mu = grads.mu;
+  for (int i = 0; i < rows; ++i) {
+    const std::int64_t o = static_cast<std::int64_t>(i) * cols;
+    float dvi = 0.0f;
+    for (int j = 0; j < cols; ++j) {
+      const std::int64_t ij = o + j;
+      const float si = s[ij], a = w[ij] * si;
+      const float da = dnum[j] * erev[ij] + dden[j];
+      g_erev[ij] += dnum[j] * a;
+      g_w[ij] += da * si * dw_raw[ij];
+      const float dzz = da * w[ij] * si * (1.0f - si);
+      g_sigma[ij] += dzz * (v[i] - mu[ij]);
+      g_mu[ij] -= dzz * sigma[ij];
+      dvi += dzz * sigma[ij];
+    }
+    dv[i] += dvi;
+  }
+}
 }  // namespace
 
 void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) const {
@@ -317,42 +414,30 @@ void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
   const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
               *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
               *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
-  std::vector<float> v(static_cast<std::size_t>(H)), num(v.size()), den(v.size());
+  std::vector<float> v(static_cast<std::size_t>(H)), num(v.size()), den(v.size()),
+      x(static_cast<std::size_t>(F));
+  SynapseActivations sensory(F, H), recurrent(H, H);
   for (int r = 0; r < n; ++r) {
     const float* u = io.u.row(r);
     float* saved = io.saved.row(r);
     float *num_s = saved + static_cast<std::int64_t>(K) * H, *den_s = num_s + H;
     std::fill(num_s, num_s + 2 * H, 0.0f);
-    for (int i = 0; i < F; ++i) {
-      const float xi = u[i] * inw[i] + inb[i];
-      for (int j = 0; j < H; ++j) {
-        const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
-        const float a = d.sw[static_cast<std::size_t>(ij)] * sigm(ssig[ij] * (xi - smu[ij]));
-        num_s[j] += a * serev[ij];
-        den_s[j] += a;
-      }
-    }
+    for (int i = 0; i < F; ++i) x[static_cast<std::size_t>(i)] = u[i] * inw[i] + inb[i];
+    add_synaptic_currents(F, H, d.sw.data(), sensory(x.data(), ssig, smu), serev, num_s, den_s);
     const float dt = step_dt(io.u, r, F, cfg_.time_input);
     std::copy(io.s_prev.row(r), io.s_prev.row(r) + H, v.begin());
     for (int k = 0; k < K; ++k) {
-      std::copy(v.begin(), v.end(), saved + static_cast<std::int64_t>(k) * H);
-      for (int j = 0; j < H; ++j) {
-        num[static_cast<std::size_t>(j)] = num_s[j];
-        den[static_cast<std::size_t>(j)] = den_s[j];
-      }
-      for (int i = 0; i < H; ++i)
-        for (int j = 0; j < H; ++j) {
-          const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
-          const float a = d.w[static_cast<std::size_t>(ij)] *
-                          sigm(sig[ij] * (v[static_cast<std::size_t>(i)] - mu[ij]));
-          num[static_cast<std::size_t>(j)] += a * erev[ij];
-          den[static_cast<std::size_t>(j)] += a;
-        }
+      float* vk = saved + static_cast<std::int64_t>(k) * H;
+      std::copy(v.begin(), v.end(), vk);
+      // The sensory currents start each unfold's sums.
+      std::copy(num_s, num_s + H, num.begin());
+      std::copy(den_s, den_s + H, den.begin());
+      add_synaptic_currents(H, H, d.w.data(), recurrent(vk, sig, mu), erev, num.data(), den.data());
       for (int j = 0; j < H; ++j) {
         const std::size_t sj = static_cast<std::size_t>(j);
         const float cmt = d.cm[sj] * static_cast<float>(K) / dt;
         v[sj] =
-            (cmt * v[sj] + d.gl[sj] * vleak[j] + num[sj]) / (cmt + d.gl[sj] + den[sj] + kLtcEps);
+            (cmt * vk[j] + d.gl[sj] * vleak[j] + num[sj]) / (cmt + d.gl[sj] + den[sj] + kLtcEps);
       }
     }
     std::copy(v.begin(), v.end(), io.s.row(r));
@@ -362,18 +447,21 @@ void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
 
 void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io) const {
   const int n = io.rows, H = cfg_.hidden, F = cfg_.inputs, K = cfg_.unfolds;
-  const LtcDerived d(p, mask_, smask_);
+  const LtcDerived d(p, mask_, smask_, true);
   const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
               *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
               *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
   std::vector<Tensor>& g = *io.grads;
   float *g_gl = g[kLtcGleak].data(), *g_vl = g[kLtcVleak].data(), *g_cm = g[kLtcCm].data(),
-        *g_sig = g[kLtcSigma].data(), *g_mu = g[kLtcMu].data(), *g_w = g[kLtcW].data(),
-        *g_erev = g[kLtcErev].data(), *g_ssig = g[kLtcSSigma].data(), *g_smu = g[kLtcSMu].data(),
-        *g_sw = g[kLtcSW].data(), *g_serev = g[kLtcSErev].data(), *g_inw = g[kLtcInW].data(),
-        *g_inb = g[kLtcInB].data();
+        *g_inw = g[kLtcInW].data(), *g_inb = g[kLtcInB].data();
+  const SynapseGrads g_rec{g[kLtcErev].data(), g[kLtcW].data(), g[kLtcSigma].data(),
+                           g[kLtcMu].data()};
+  const SynapseGrads g_sen{g[kLtcSErev].data(), g[kLtcSW].data(), g[kLtcSSigma].data(),
+                           g[kLtcSMu].data()};
   const std::size_t Hs = static_cast<std::size_t>(H);
   std::vector<float> dv(Hs), dvp(Hs), num(Hs), den(Hs), dnum_s(Hs), dden_s(Hs), dcmt(Hs);
+  std::vector<float> x(static_cast<std::size_t>(F)), dx(x.size());
+  SynapseActivations sensory(F, H), recurrent(H, H);
   for (int r = 0; r < n; ++r) {
     const float* u = io.u.row(r);
     const float* saved = io.saved.row(r);
@@ -385,17 +473,10 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
     std::fill(dcmt.begin(), dcmt.end(), 0.0f);
     for (int k = K - 1; k >= 0; --k) {
       const float* vp = saved + static_cast<std::int64_t>(k) * H;
-      for (int j = 0; j < H; ++j) {
-        num[static_cast<std::size_t>(j)] = num_s[j];
-        den[static_cast<std::size_t>(j)] = den_s[j];
-      }
-      for (int i = 0; i < H; ++i)
-        for (int j = 0; j < H; ++j) {
-          const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
-          const float a = d.w[static_cast<std::size_t>(ij)] * sigm(sig[ij] * (vp[i] - mu[ij]));
-          num[static_cast<std::size_t>(j)] += a * erev[ij];
-          den[static_cast<std::size_t>(j)] += a;
-        }
+      std::copy(num_s, num_s + H, num.begin());
+      std::copy(den_s, den_s + H, den.begin());
+      const float* s = recurrent(vp, sig, mu);
+      add_synaptic_currents(H, H, d.w.data(), s, erev, num.data(), den.data());
       // dN = dv / D, dD = -dv * v_new / D; reuse num/den for dN/dD.
       for (int j = 0; j < H; ++j) {
         const std::size_t sj = static_cast<std::size_t>(j);
@@ -405,7 +486,7 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
         const float dN = dv[sj] / D, dD = -dv[sj] * N / (D * D);
         dcmt[sj] += dN * vp[j] + dD;
         const float dgl = dN * vleak[j] + dD;
-        g_gl[j] += dgl * sigm(p[kLtcGleak].data()[j]);
+        g_gl[j] += dgl * d.dgl[sj];
         g_vl[j] += dN * d.gl[sj];
         dnum_s[sj] += dN;
         dden_s[sj] += dD;
@@ -413,21 +494,8 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
         num[sj] = dN;
         den[sj] = dD;
       }
-      for (int i = 0; i < H; ++i)
-        for (int j = 0; j < H; ++j) {
-          const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
-          const std::size_t sij = static_cast<std::size_t>(ij), sj = static_cast<std::size_t>(j);
-          const float s = sigm(sig[ij] * (vp[i] - mu[ij]));
-          const float m = mask_.empty() ? 1.0f : mask_.data()[ij];
-          const float a = d.w[sij] * s;
-          const float da = num[sj] * erev[ij] + den[sj];
-          g_erev[ij] += num[sj] * a;
-          g_w[ij] += da * s * m * sigm(p[kLtcW].data()[ij]);
-          const float dzz = da * d.w[sij] * s * (1.0f - s);
-          g_sig[ij] += dzz * (vp[i] - mu[ij]);
-          g_mu[ij] -= dzz * sig[ij];
-          dvp[static_cast<std::size_t>(i)] += dzz * sig[ij];
-        }
+      synapse_backward(H, H, vp, sig, mu, d.w.data(), d.dw.data(), erev, s, num.data(), den.data(),
+                       g_rec, dvp.data());
       std::swap(dv, dvp);
     }
     for (int j = 0; j < H; ++j) io.ds_prev.row(r)[j] = dv[static_cast<std::size_t>(j)];
@@ -435,26 +503,15 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
     for (int j = 0; j < H; ++j) {
       const std::size_t sj = static_cast<std::size_t>(j);
       // cm_t = softplus(cm) * K / dt.
-      g_cm[j] += dcmt[sj] * static_cast<float>(K) / dt * sigm(p[kLtcCm].data()[j]);
+      g_cm[j] += dcmt[sj] * static_cast<float>(K) / dt * d.dcm[sj];
       ddt -= dcmt[sj] * d.cm[sj] * static_cast<float>(K) / (dt * dt);
     }
+    for (int i = 0; i < F; ++i) x[static_cast<std::size_t>(i)] = u[i] * inw[i] + inb[i];
+    std::fill(dx.begin(), dx.end(), 0.0f);
+    synapse_backward(F, H, x.data(), ssig, smu, d.sw.data(), d.dsw.data(), serev,
+                     sensory(x.data(), ssig, smu), dnum_s.data(), dden_s.data(), g_sen, dx.data());
     for (int i = 0; i < F; ++i) {
-      const float xi = u[i] * inw[i] + inb[i];
-      float dxi = 0.0f;
-      for (int j = 0; j < H; ++j) {
-        const std::int64_t ij = static_cast<std::int64_t>(i) * H + j;
-        const std::size_t sij = static_cast<std::size_t>(ij), sj = static_cast<std::size_t>(j);
-        const float s = sigm(ssig[ij] * (xi - smu[ij]));
-        const float m = smask_.empty() ? 1.0f : smask_.data()[ij];
-        const float a = d.sw[sij] * s;
-        const float da = dnum_s[sj] * serev[ij] + dden_s[sj];
-        g_serev[ij] += dnum_s[sj] * a;
-        g_sw[ij] += da * s * m * sigm(p[kLtcSW].data()[ij]);
-        const float dzz = da * d.sw[sij] * s * (1.0f - s);
-        g_ssig[ij] += dzz * (xi - smu[ij]);
-        g_smu[ij] -= dzz * ssig[ij];
-        dxi += dzz * ssig[ij];
-      }
+      const float dxi = dx[static_cast<std::size_t>(i)];
       g_inw[i] += dxi * u[i];
       g_inb[i] += dxi;
       io.du.row(r)[i] = dxi * inw[i];
