@@ -85,6 +85,9 @@ void register_builtin_ops(OpRegistry& r) {
   // ---- spectral
   r.add({"rfft", "real-to-complex FFT along an axis, complex as a trailing dim of 2"});
   r.add({"irfft", "complex-to-real inverse FFT along an axis, scaled by 1/n"});
+  r.add({"causal_fft_conv", "per-channel causal long convolution by FFT (S4D, Hyena)"});
+  r.add({"causal_depthwise_conv1d",
+         "short causal depthwise 1-D conv along the length (Mamba, Hyena)"});
   // ---- attention
   r.add({"multi_head_attention", "scaled dot-product multi-head attention, optional causal mask"});
   r.add({"rope", "rotary position embedding of queries / keys (RoFormer), per head"});

@@ -193,6 +193,10 @@ Var rfft(const Var& x, int axis, int n = -1);
 // n = -1 means 2 (m - 1).  Uses bins 0..n/2 (missing ones are zero); the imaginary parts of bin 0
 // and, for even n, bin n/2 do not affect the result (Hermitian symmetry), so they get no gradient.
 Var irfft(const Var& X, int axis, int n = -1);
+// Per-channel causal long convolution, the S4D and Hyena mixers' core: u [B, L, C], k [taps, C]
+// (1 <= taps <= L) -> y [B, L, C], y[b, t, c] = sum_{s <= t} k[s, c] u[b, t - s, c], by FFT of
+// length 2L in one fused op (hand-written backward, O(L log L)).
+Var causal_fft_conv(const Var& u, const Var& k);
 
 // =============================================================================================
 // ---- spike step with surrogate gradient (nn/ops_surrogate.cpp) ----

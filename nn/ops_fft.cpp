@@ -19,7 +19,9 @@
 #include <fftw3.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
+#include <vector>
 
 #include "nn/kernels.hpp"
 #include "nn/ops.hpp"
@@ -218,6 +220,129 @@ Var irfft(const Var& X, int axis, int n) {
     r2c_lines(self.grad.data(), outer, inner, n, n, gx.data(), m,
               BinWeights{inv_n, 2.0f * inv_n, false});
     detail::accumulate_owned(nx, std::move(gx));
+  });
+}
+
+// ---------------------------------------------------------------- causal long convolution
+//
+// One (b, c) line at a time, all in the thread's scratch: gather, r2c, complex product, c2r,
+// scatter.  The unfused chain (rfft, slices, four broadcast muls, concat, irfft, slice) made
+// [B, L+1, C, 2] intermediates and reduced the filter's broadcast gradients over the batch; it
+// was most of the S4D and Hyena blocks' time.
+//
+// Adjoints (n = 2L, conj = complex conjugate, IDFT with 1/n): y = IDFT(U K) on the first L
+// positions, so du = IDFT(DY conj(K)) and dk = sum_b IDFT(DY_b conj(U_b)), each on its first L
+// (resp. Lk) positions: the zero padding keeps the wrapped-around terms out, since a shift of up
+// to L - 1 either way lands in the padded half.
+
+namespace {
+
+using Complex = float[2];
+
+// Spectrum (n/2 + 1 bins) of line `line` of a [outer, len, inner] tensor, zero-padded to n, into
+// s.spec (len <= n).
+void line_spectrum(const Plans& plan, Scratch& s, const float* x, int len, std::int64_t inner,
+                   int n) {
+  for (int t = 0; t < len; ++t) s.real[t] = x[std::int64_t{t} * inner];
+  std::fill(s.real + len, s.real + n, 0.0f);
+  fftwf_execute_dft_r2c(plan.r2c, s.real, s.spec);
+}
+
+// The first `keep` positions of IDFT(s.spec) (scaled by 1/n) into x with stride `inner`; s.spec
+// is consumed.
+void line_inverse(const Plans& plan, Scratch& s, float* x, int keep, std::int64_t inner, int n) {
+  fftwf_execute_dft_c2r(plan.c2r, s.spec, s.real);
+  const float inv_n = 1.0f / static_cast<float>(n);
+  for (int t = 0; t < keep; ++t) x[std::int64_t{t} * inner] = s.real[t] * inv_n;
+}
+
+// a * b or a * conj(b), over `bins` complex values.
+inline void complex_product(const Complex* a, const Complex* b, Complex* out, int bins,
+                            bool conj_b) {
+  const float sign = conj_b ? -1.0f : 1.0f;
+  for (int k = 0; k < bins; ++k) {
+    const float ar = a[k][0], ai = a[k][1], br = b[k][0], bi = sign * b[k][1];
+    out[k][0] = ar * br - ai * bi;
+    out[k][1] = ar * bi + ai * br;
+  }
+}
+
+}  // namespace
+
+Var causal_fft_conv(const Var& u, const Var& k) {
+  const Shape &su = u.shape(), &sk = k.shape();
+  if (su.rank() != 3) shape_error("causal_fft_conv", su, "u must be [batch, length, channels]");
+  if (sk.rank() != 2 || sk[1] != su[2] || sk[0] < 1 || sk[0] > su[1])
+    shape_error("causal_fft_conv", sk,
+                "k must be [taps, channels] with 1 <= taps <= length, for u " + su.str());
+  const int B = su[0], L = su[1], C = su[2], taps = sk[0], n = 2 * L, bins = n / 2 + 1;
+  const Plans& plan = plans_for(n);
+  const std::int64_t line_cost = 2 * fft_cost(n);
+  // Filter spectra [C, bins], once per call.
+  auto kf = std::make_shared<std::vector<float>>(static_cast<std::size_t>(C) * bins * 2);
+  parallel_range(C, line_cost, [&](std::int64_t c0, std::int64_t c1) {
+    Scratch& s = scratch_for(n);
+    for (std::int64_t c = c0; c < c1; ++c) {
+      line_spectrum(plan, s, k.value().data() + c, taps, C, n);
+      std::copy_n(&s.spec[0][0], 2 * bins, kf->data() + c * bins * 2);
+    }
+  });
+  // The input spectra are kept for dk when k needs a gradient.
+  const bool keep_u = k.node()->requires_grad;
+  auto uf =
+      std::make_shared<std::vector<float>>(keep_u ? static_cast<std::size_t>(B) * C * bins * 2 : 0);
+  Tensor y(su);
+  parallel_range(std::int64_t{B} * C, line_cost, [&](std::int64_t l0, std::int64_t l1) {
+    Scratch& s = scratch_for(n);
+    for (std::int64_t l = l0; l < l1; ++l) {
+      const std::int64_t b = l / C, c = l % C;
+      line_spectrum(plan, s, u.value().data() + b * L * C + c, L, C, n);
+      if (keep_u) std::copy_n(&s.spec[0][0], 2 * bins, uf->data() + l * bins * 2);
+      complex_product(s.spec, reinterpret_cast<const Complex*>(kf->data() + c * bins * 2), s.spec,
+                      bins, false);
+      line_inverse(plan, s, y.data() + b * L * C + c, L, C, n);
+    }
+  });
+  return make_result(std::move(y), {u, k}, [B, L, C, taps, n, bins, kf, uf](Node& self) {
+    Node &nu = parent(self, 0), &nk = parent(self, 1);
+    const Plans& plan = plans_for(n);
+    Tensor du = nu.requires_grad ? Tensor(nu.value.shape()) : Tensor();
+    Tensor dk = nk.requires_grad ? Tensor(nk.value.shape()) : Tensor();
+    const float* dy = self.grad.data();
+    // One task per channel: it owns du's and dk's entries of that channel, and sums dk over the
+    // batch in order, so the result does not depend on the threads.
+    parallel_range(C, std::int64_t{B} * 3 * fft_cost(n), [&](std::int64_t c0, std::int64_t c1) {
+      Scratch& s = scratch_for(n);
+      std::vector<float> dyf(static_cast<std::size_t>(bins) * 2),
+          acc(nk.requires_grad ? static_cast<std::size_t>(bins) * 2 : 0);
+      auto* dyc = reinterpret_cast<Complex*>(dyf.data());
+      for (std::int64_t c = c0; c < c1; ++c) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        const auto* kc = reinterpret_cast<const Complex*>(kf->data() + c * bins * 2);
+        for (int b = 0; b < B; ++b) {
+          line_spectrum(plan, s, dy + std::int64_t{b} * L * C + c, L, C, n);
+          std::copy_n(&s.spec[0][0], 2 * bins, dyf.data());
+          if (nu.requires_grad) {
+            complex_product(dyc, kc, s.spec, bins, true);
+            line_inverse(plan, s, du.data() + std::int64_t{b} * L * C + c, L, C, n);
+          }
+          if (nk.requires_grad) {
+            const auto* ub =
+                reinterpret_cast<const Complex*>(uf->data() + (std::int64_t{b} * C + c) * bins * 2);
+            for (int q = 0; q < bins; ++q) {  // acc += DY conj(U)
+              acc[2 * q] += dyc[q][0] * ub[q][0] + dyc[q][1] * ub[q][1];
+              acc[2 * q + 1] += dyc[q][1] * ub[q][0] - dyc[q][0] * ub[q][1];
+            }
+          }
+        }
+        if (nk.requires_grad) {
+          std::copy(acc.begin(), acc.end(), &s.spec[0][0]);
+          line_inverse(plan, s, dk.data() + c, taps, C, n);
+        }
+      }
+    });
+    if (nu.requires_grad) detail::accumulate_owned(nu, std::move(du));
+    if (nk.requires_grad) detail::accumulate_owned(nk, std::move(dk));
   });
 }
 

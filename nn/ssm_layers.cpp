@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 #include "nn/ssm.hpp"
 
@@ -35,16 +36,6 @@ float draw_log_dt(float dt_min, float dt_max, std::mt19937_64& rng) {
   std::uniform_real_distribution<float> u01(0.0f, 1.0f);
   const float lo = std::log(dt_min), hi = std::log(dt_max);
   return lo + u01(rng) * (hi - lo);
-}
-
-Var real_part(const Var& z) { return slice(z, z.value().rank() - 1, 0, 1); }
-Var imag_part(const Var& z) { return slice(z, z.value().rank() - 1, 1, 2); }
-
-// (a_re + i a_im)(b_re + i b_im) on trailing (re, im) pairs, broadcasting like mul.
-Var complex_mul(const Var& a, const Var& b) {
-  const Var ar = real_part(a), ai = imag_part(a), br = real_part(b), bi = imag_part(b);
-  const int last = std::max(a.value().rank(), b.value().rank()) - 1;
-  return concat({sub(mul(ar, br), mul(ai, bi)), add(mul(ar, bi), mul(ai, br))}, last);
 }
 
 }  // namespace
@@ -85,11 +76,8 @@ Var S4dLayer::forward(const Var& u) {
   if (u.value().rank() != 3 || u.dim(2) != options.channels)
     throw std::invalid_argument("s4d: input must be [batch, length, " +
                                 std::to_string(options.channels) + "], got " + u.shape().str());
-  const int L = u.dim(1);
-  // Zero-padding both to 2L turns the FFT's circular convolution into the causal one.
-  const Var kf = rfft(transpose(kernel(L), 0, 1), 0, 2 * L);  // [L+1, H, 2]
-  const Var uf = rfft(u, 1, 2 * L);                           // [B, L+1, H, 2]
-  const Var y = slice(irfft(complex_mul(uf, kf), 1, 2 * L), 1, 0, L);
+  // y = K * u, the causal convolution by FFT (zero-padded to 2L), plus the D skip.
+  const Var y = causal_fft_conv(u, transpose(kernel(u.dim(1)), 0, 1));
   return add(y, mul(u, d));
 }
 
@@ -190,19 +178,84 @@ MambaMixer::MambaMixer(const MambaOptions& o, std::mt19937_64& rng)
   D = parameter(std::move(dskip));
 }
 
+// One fused op (the composition of K shifted slices, broadcast muls and adds copied the input
+// K times and reduced the weight's broadcast gradients over B x L).  Rows are vectorised over
+// the channels; the backward works one sample per task, the weight and bias gradients summed
+// over the samples in order afterwards, so results do not depend on the threads.
 Var causal_depthwise_conv1d(const Var& x, const Var& w, const Var& b) {
-  if (x.value().rank() != 3 || w.value().rank() != 2 || w.dim(1) != x.dim(2))
-    throw std::invalid_argument("causal_depthwise_conv1d: x must be [B, L, E] and w [K, E], got " +
-                                x.shape().str() + " and " + w.shape().str());
+  if (x.value().rank() != 3 || w.value().rank() != 2 || w.dim(1) != x.dim(2) ||
+      (b.defined() && (b.value().rank() != 1 || b.dim(0) != x.dim(2))))
+    throw std::invalid_argument(
+        "causal_depthwise_conv1d: x must be [B, L, E], w [K, E] and b [E], got " + x.shape().str() +
+        ", " + w.shape().str() + (b.defined() ? " and " + b.shape().str() : " and no bias"));
   const int Bt = x.dim(0), L = x.dim(1), E = x.dim(2), K = w.dim(0);
-  const Var padded =
-      K > 1 ? concat({constant(Tensor::zeros(Shape{Bt, K - 1, E})), x}, 1) : x;  // [B, L+K-1, E]
-  Var y;
-  for (int k = 0; k < K; ++k) {
-    const Var term = mul(slice(padded, 1, k, k + L), slice(w, 0, k, k + 1));
-    y = y.defined() ? add(y, term) : term;
+  const std::int64_t row_cost = std::int64_t{L} * E * K;
+  Tensor y(x.shape());
+  {
+    const float *px = x.value().data(), *pw = w.value().data(),
+                *pb = b.defined() ? b.value().data() : nullptr;
+    float* py = y.data();
+    detail::parallel_range(Bt, row_cost, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t n = b0; n < b1; ++n)
+        for (int t = 0; t < L; ++t) {
+          float* __restrict out = py + (n * L + t) * E;
+          if (pb)
+            std::copy_n(pb, E, out);
+          else
+            std::fill_n(out, E, 0.0f);
+          // Tap k reads x_{t - (K-1) + k}.
+          for (int k = std::max(0, K - 1 - t); k < K; ++k) {
+            const float* __restrict in = px + (n * L + t - (K - 1) + k) * E;
+            const float* __restrict wk = pw + std::int64_t{k} * E;
+            for (int e = 0; e < E; ++e) out[e] += wk[e] * in[e];
+          }
+        }
+    });
   }
-  return b.defined() ? add(y, b) : y;
+  std::vector<Var> parents{x, w};
+  if (b.defined()) parents.push_back(b);
+  return make_result(std::move(y), std::move(parents), [Bt, L, E, K, row_cost](Node& self) {
+    Node &nx = detail::parent(self, 0), &nw = detail::parent(self, 1);
+    Node* nb = self.parents.size() > 2 ? &detail::parent(self, 2) : nullptr;
+    const bool want_b = nb && nb->requires_grad, want_w = nw.requires_grad || want_b;
+    const float *dy = self.grad.data(), *px = nx.value.data(), *pw = nw.value.data();
+    Tensor dx = nx.requires_grad ? Tensor(nx.value.shape(), 0.0f) : Tensor();
+    // Per sample: K rows of dw, then db.
+    std::vector<float> part(want_w ? static_cast<std::size_t>(Bt) * (K + 1) * E : 0, 0.0f);
+    detail::parallel_range(Bt, 2 * row_cost, [&](std::int64_t b0, std::int64_t b1) {
+      for (std::int64_t n = b0; n < b1; ++n) {
+        float* pd = want_w ? part.data() + n * (K + 1) * E : nullptr;
+        for (int t = 0; t < L; ++t) {
+          const float* __restrict g = dy + (n * L + t) * E;
+          if (pd)
+            for (int e = 0; e < E; ++e) pd[std::int64_t{K} * E + e] += g[e];
+          for (int k = std::max(0, K - 1 - t); k < K; ++k) {
+            const std::int64_t src = (n * L + t - (K - 1) + k) * E;
+            if (pd) {
+              float* __restrict dwk = pd + std::int64_t{k} * E;
+              const float* __restrict in = px + src;
+              for (int e = 0; e < E; ++e) dwk[e] += g[e] * in[e];
+            }
+            if (nx.requires_grad) {
+              float* __restrict dxi = dx.data() + src;
+              const float* __restrict wk = pw + std::int64_t{k} * E;
+              for (int e = 0; e < E; ++e) dxi[e] += wk[e] * g[e];
+            }
+          }
+        }
+      }
+    });
+    if (nx.requires_grad) detail::accumulate_owned(nx, std::move(dx));
+    if (!want_w) return;
+    Tensor dw(nw.value.shape(), 0.0f), db(Shape{E}, 0.0f);
+    for (int n = 0; n < Bt; ++n) {
+      const float* pd = part.data() + std::int64_t{n} * (K + 1) * E;
+      for (std::int64_t i = 0; i < std::int64_t{K} * E; ++i) dw.data()[i] += pd[i];
+      for (int e = 0; e < E; ++e) db.data()[e] += pd[std::int64_t{K} * E + e];
+    }
+    if (nw.requires_grad) detail::accumulate_owned(nw, std::move(dw));
+    if (want_b) detail::accumulate_owned(*nb, std::move(db));
+  });
 }
 
 Var MambaMixer::forward(const Var& u) {

@@ -5,10 +5,11 @@
 //   h = FFN(z_t) . exp(-t |delta_c|)   (implicit filters, one per channel and order step)
 //   for o = 0..N-2:  v = (v . x_{N-1-o}) * h_o + bias_o . (v . x_{N-1-o})   (causal FFT conv)
 //   y = out_proj(v . x_0).
-// The long convolutions run through nn's rfft / irfft (FFTW) with zero padding to 2L.
+// The long convolutions run through nn::causal_fft_conv (FFTW, zero padding to 2L).
 // See docs/blocks/hyena.md.
 #include <cmath>
 
+#include "nn/ssm_layers.hpp"
 #include "spaces/blocks/block_util.hpp"
 
 namespace hwnas::spaces {
@@ -66,20 +67,6 @@ nn::Tensor decay_window(int len, int channels) {
   return m;
 }
 
-// Causal convolution along dim 1 of v [B, L, C] with one filter per channel k [L, C]:
-// y_t = sum_{s <= t} k_s v_{t-s}, by FFT with zero padding to 2L (no wrap-around).
-nn::Var fft_causal_conv(const nn::Var& v, const nn::Var& k) {
-  const int len = v.dim(1), n = 2 * len;
-  nn::Var vf = nn::rfft(v, 1, n);  // [B, L+1, C, 2]
-  nn::Var kf = nn::rfft(k, 0, n);  // [L+1, C, 2]
-  nn::Var vr = nn::slice(vf, 3, 0, 1), vi = nn::slice(vf, 3, 1, 2);
-  nn::Var kr = nn::slice(kf, 2, 0, 1), ki = nn::slice(kf, 2, 1, 2);
-  nn::Var re = nn::sub(nn::mul(vr, kr), nn::mul(vi, ki));
-  nn::Var im = nn::add(nn::mul(vr, ki), nn::mul(vi, kr));
-  nn::Var y = nn::irfft(nn::concat({re, im}, 3), 1, n);  // [B, 2L, C]
-  return nn::slice(y, 1, 0, len);
-}
-
 class HyenaModule : public nn::Module {
  public:
   HyenaModule(const HyenaConfig& c, Rng& rng)
@@ -116,7 +103,7 @@ class HyenaModule : public nn::Module {
       nn::Var k = nn::slice(h, 1, o, c_.filters(), steps);
       nn::Var bias = nn::slice(filter_bias_, 0, o, c_.filters(), steps);
       v = nn::mul(v, parts[static_cast<std::size_t>(c_.order - 1 - o)]);
-      v = nn::add(fft_causal_conv(v, k), nn::mul(v, bias));
+      v = nn::add(nn::causal_fft_conv(v, k), nn::mul(v, bias));
     }
     return out_proj_.forward(nn::mul(v, parts[0]));
   }
@@ -137,16 +124,12 @@ class HyenaModule : public nn::Module {
   std::string name() const override { return "hyena"; }
 
  private:
-  // Causal depthwise conv of kernel K on [B, L, C]: y_t = b + sum_j w_j . p_{t-j}.
+  // Causal depthwise conv of kernel K on [B, L, C]: y_t = b + sum_j w_j . p_{t-j} (row j of
+  // the weight is lag j; nn's op takes PyTorch's Conv1d order, lag K-1-k in row k).
   nn::Var short_conv(const nn::Var& p) const {
-    const int B = p.dim(0), len = p.dim(1), C = p.dim(2);
-    nn::Var y = nn::add(nn::mul(p, nn::slice(short_w_, 0, 0, 1)), short_b_);
-    for (int j = 1; j < c_.kernel && j < len; ++j) {
-      nn::Var shifted = nn::concat(
-          {nn::constant(nn::Tensor::zeros(nn::Shape{B, j, C})), nn::slice(p, 1, 0, len - j)}, 1);
-      y = nn::add(y, nn::mul(shifted, nn::slice(short_w_, 0, j, j + 1)));
-    }
-    return y;
+    std::vector<int> by_lag(static_cast<std::size_t>(c_.kernel));
+    for (int k = 0; k < c_.kernel; ++k) by_lag[static_cast<std::size_t>(k)] = c_.kernel - 1 - k;
+    return nn::causal_depthwise_conv1d(p, nn::index_select(short_w_, 0, by_lag), short_b_);
   }
   nn::Var sine(const nn::Var& x) const { return nn::sin(nn::mul(x, freq_)); }
   // The implicit long filters h [L, d (N - 1)] for this length.

@@ -16,6 +16,7 @@
 #include "nn/ops.hpp"
 #include "nn/recurrent_cells.hpp"
 #include "nn/ssm.hpp"
+#include "nn/ssm_layers.hpp"
 #include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {
@@ -242,6 +243,10 @@ const std::vector<OpCase> kCases = {
     {"rfft", {Shape{7, 2}}, [](const V& v) { return rfft(v[0], 0, 9); }},
     {"irfft", {Shape{2, 5, 2}}, [](const V& v) { return irfft(v[0], 1); }},
     {"irfft", {Shape{4, 3, 2}}, [](const V& v) { return irfft(v[0], 0, 7); }},
+    {"causal_fft_conv", {Shape{2, 7, 3}, Shape{5, 3}},
+     [](const V& v) { return causal_fft_conv(v[0], v[1]); }},
+    {"causal_depthwise_conv1d", {Shape{2, 5, 3}, Shape{4, 3}, Shape{3}},
+     [](const V& v) { return causal_depthwise_conv1d(v[0], v[1], v[2]); }},
     {"bspline_basis",
      {Shape{3, 4}},
      [](const V& v) { return bspline_basis(v[0], 5, 3, -1, 1); },

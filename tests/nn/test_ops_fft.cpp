@@ -1,6 +1,7 @@
 // rfft / irfft (nn/ops_fft.cpp): forward against a naive O(n^2) DFT on every axis, with
 // truncation and zero-padding; round trips; hand-written adjoints by finite differences;
-// determinism across thread counts; errors.
+// determinism across thread counts; errors.  causal_fft_conv against the direct sum and its
+// gradients against finite differences and against the unfused rfft / irfft chain.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -206,6 +207,88 @@ TEST(Fft, ErrorsNameOpAndValues) {
         irfft(constant(Tensor::zeros({1, 2})), 0);
       },
       "irfft: output length n must be >= 1, got 0 (the default 2 (m - 1) needs m >= 2 bins)");
+}
+
+// y[b, t, c] = sum_{s <= t, s < taps} k[s, c] u[b, t - s, c], in double.
+Tensor direct_causal_conv(const Tensor& u, const Tensor& k) {
+  const int B = u.dim(0), L = u.dim(1), C = u.dim(2), taps = k.dim(0);
+  Tensor y(u.shape());
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < L; ++t)
+      for (int c = 0; c < C; ++c) {
+        double acc = 0;
+        for (int s = 0; s <= t && s < taps; ++s)
+          acc += static_cast<double>(k.data()[s * C + c]) * u.data()[(b * L + t - s) * C + c];
+        y.data()[(b * L + t) * C + c] = static_cast<float>(acc);
+      }
+  return y;
+}
+
+TEST(CausalFftConv, MatchesTheDirectSum) {
+  for (auto [L, taps] : {std::pair{1, 1}, {7, 7}, {9, 4}, {64, 64}, {33, 1}}) {
+    const Tensor u = rnd({3, L, 5}, 11), k = rnd({taps, 5}, 12);
+    expect_close(causal_fft_conv(constant(u), constant(k)).value(), direct_causal_conv(u, k),
+                 1e-5f);
+  }
+}
+
+TEST(CausalFftConv, GradientsMatchFiniteDifferencesAndTheUnfusedChain) {
+  expect_gradients_match([](const V& v) { return causal_fft_conv(v[0], v[1]); },
+                         {rnd({2, 6, 2}, 13), rnd({6, 2}, 14)});
+  expect_gradients_match([](const V& v) { return causal_fft_conv(v[0], v[1]); },
+                         {rnd({1, 9, 3}, 15), rnd({2, 3}, 16)});
+  // The same convolution as the blocks used to spell it: rfft both (n = 2L), complex product
+  // by slices, irfft, first L positions.
+  const Tensor u = rnd({4, 32, 3}, 17), k = rnd({32, 3}, 18), w = rnd({4, 32, 3}, 19);
+  auto grads = [&](bool fused) {
+    Var pu = parameter(u), pk = parameter(k);
+    Var y;
+    if (fused) {
+      y = causal_fft_conv(pu, pk);
+    } else {
+      Var uf = rfft(pu, 1, 64), kf = rfft(pk, 0, 64);
+      Var ur = slice(uf, 3, 0, 1), ui = slice(uf, 3, 1, 2);
+      Var kr = slice(kf, 2, 0, 1), ki = slice(kf, 2, 1, 2);
+      Var re = sub(mul(ur, kr), mul(ui, ki)), im = add(mul(ur, ki), mul(ui, kr));
+      y = slice(irfft(concat({re, im}, 3), 1, 64), 1, 0, 32);
+    }
+    backward(sum(mul(y, constant(w))));
+    return std::vector<Tensor>{y.value(), pu.grad(), pk.grad()};
+  };
+  const auto fused = grads(true), unfused = grads(false);
+  for (std::size_t i = 0; i < fused.size(); ++i) expect_close(fused[i], unfused[i], 1e-5f);
+}
+
+TEST(CausalFftConv, BitIdenticalAcrossThreadCounts) {
+  const Tensor u = rnd({16, 128, 24}, 20), k = rnd({128, 24}, 21);
+  auto run = [&](int threads) {
+    ThreadBudget budget(threads);
+    Var pu = parameter(u), pk = parameter(k);
+    Var y = causal_fft_conv(pu, pk);
+    backward(sum(mul(y, y)));
+    std::vector<float> all = y.value().to_vector();
+    for (const Tensor* g : {&pu.grad(), &pk.grad()}) {
+      auto v = g->to_vector();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  EXPECT_TRUE(run(1) == run(2));
+  EXPECT_TRUE(run(2) == run(3));
+}
+
+TEST(CausalFftConv, ErrorsNameTheShapes) {
+  expect_invalid(
+      [] {
+        causal_fft_conv(constant(Tensor::zeros({2, 3})), constant(Tensor::zeros({3, 1})));
+      },
+      "causal_fft_conv: bad shape [2, 3] (u must be [batch, length, channels])");
+  expect_invalid(
+      [] {
+        causal_fft_conv(constant(Tensor::zeros({2, 3, 4})), constant(Tensor::zeros({4, 4})));
+      },
+      "causal_fft_conv: bad shape [4, 4] (k must be [taps, channels] with 1 <= taps <= length, "
+      "for u [2, 3, 4])");
 }
 
 }  // namespace
