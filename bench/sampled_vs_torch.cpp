@@ -170,7 +170,13 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
   std::normal_distribution<float> nd(0.0f, 1.0f);
   nn::Tensor x(batch_shape(g.input_type(), a.batch));
   for (std::int64_t i = 0; i < x.numel(); ++i) x.data()[i] = nd(rng);
-  std::vector<int> y(static_cast<std::size_t>(a.batch));
+  // Per-token readouts (a sequence out, e.g. the sequence_mixers space on MQAR) are trained as
+  // the trainer does with a TokenClasses head: one label per token, mean token cross-entropy.
+  const bool per_token = g.node(g.output_node()).out.kind == spaces::DataKind::Sequence;
+  const std::size_t labels =
+      static_cast<std::size_t>(a.batch) *
+      static_cast<std::size_t>(per_token ? g.node(g.output_node()).out.dims.front() : 1);
+  std::vector<int> y(labels);
   for (auto& v : y) v = static_cast<int>(rng() % static_cast<std::uint64_t>(classes));
   nn::AdamWOptions ao;  // the trainer's optimizer
   ao.lr = 1e-3f;
@@ -182,7 +188,8 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
   auto step = [&] {
     opt.zero_grad();
     if (prof) prof->last_fwd = Clock::now();
-    nn::Var loss = nn::cross_entropy(model.forward({nn::constant(x)}, ctx), y);
+    nn::Var out = model.forward({nn::constant(x)}, ctx);
+    nn::Var loss = per_token ? nn::token_cross_entropy(out, y, -1) : nn::cross_entropy(out, y);
     if (prof) prof->last_bwd = Clock::now(), prof->next_bwd_segment = "loss";
     nn::backward(loss);
     opt.step();

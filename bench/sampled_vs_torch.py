@@ -17,6 +17,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sampled_torch_common import compress
+
+import sampled_torch_continuous
+import sampled_torch_mixers
+import sampled_torch_spiking
+
+EXTENSIONS = (sampled_torch_spiking, sampled_torch_continuous, sampled_torch_mixers)
+
 ACT = {
     "relu": F.relu,
     "gelu": lambda x: F.gelu(x, approximate="tanh"),
@@ -25,28 +33,6 @@ ACT = {
     "sigmoid": torch.sigmoid,
     "none": lambda x: x,
 }
-
-
-def compress(w, bits, prune):
-    """spaces/compress.cpp: zero the floor(prune*n) smallest magnitudes, then symmetric per-tensor
-    fake quantisation to `bits`; the gradient passes through the kept weights."""
-    if bits >= 16 and prune <= 0:
-        return w
-    with torch.no_grad():
-        q = w.clone()
-        mask = None
-        k = int(prune * w.numel())
-        if k > 0:
-            thr = w.abs().flatten().kthvalue(k).values
-            mask = (w.abs() > thr).to(w.dtype)
-            q.mul_(mask)
-        if bits < 16:
-            qmax = float(2 ** (bits - 1) - 1)
-            scale = q.abs().max() / qmax
-            if scale > 0:
-                q = torch.round(q / scale) * scale
-    ste = w * mask if mask is not None else w
-    return ste + (q - ste).detach()
 
 
 def same_pad(k):
@@ -113,18 +99,15 @@ class Norm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Fused QKV + out projection (nn.MultiHeadSelfAttention); causal and/or windowed mask."""
+    """Full attention: fused QKV + out projection (nn.MultiHeadSelfAttention), optional causal
+    mask.  Sliding windows, RoPE and compressed weights are sampled_torch_mixers'."""
 
-    def __init__(self, length, d, heads, causal, window):
+    def __init__(self, length, d, heads, causal):
         super().__init__()
         self.mha = nn.MultiheadAttention(d, heads, batch_first=True)
         i = torch.arange(length)
-        banned = torch.zeros(length, length, dtype=torch.bool)
-        if causal:
-            banned |= i[None, :] > i[:, None]
-        if window > 0:
-            banned |= (i[None, :] - i[:, None]).abs() > window
-        self.register_buffer("mask", banned if banned.any() else None)
+        banned = i[None, :] > i[:, None] if causal else None
+        self.register_buffer("mask", banned)
 
     def forward(self, x):
         return self.mha(x, x, x, need_weights=False, attn_mask=self.mask)[0]
@@ -152,6 +135,13 @@ def conv_out(n, k, s):
 
 def build_block(kind, p, ins):
     """Returns (module, output per-sample shape) for one genome node; ins = input shapes."""
+    # The emerging block kinds live in one module per space family (same interface; None when
+    # the kind, or this variant of it, is not theirs).  They are asked first so that a family
+    # can take a variant of a classic kind (e.g. attention with RoPE).
+    for ext in EXTENSIONS:
+        r = ext.build_block(kind, p, ins)
+        if r is not None:
+            return r
     t = ins[0]
     bits, prune = p.get("bits", 32), p.get("prune", 0.0)
     if kind in ("conv", "dwconv"):
@@ -195,11 +185,10 @@ def build_block(kind, p, ins):
         return Dense(t[-1], o, True, "none", bits, prune), t[:-1] + (o,)
     if kind == "norm":
         return Norm(p.get("type", "batch") == "batch", len(t), t[0] if len(t) == 3 else t[-1]), t
-    if kind in ("attention", "sliding_attention"):
-        if p.get("rope", False):  # timing torch without the rotation would flatter it
-            raise NotImplementedError("no torch translation for rope attention in this bench")
-        window = p.get("window", 8) if kind == "sliding_attention" else 0
-        return Attention(t[0], t[1], p.get("heads", 2), p.get("causal", False), window), t
+    if kind == "attention":
+        if p.get("lora_rank", 0) > 0:
+            raise NotImplementedError("no torch translation for attention with lora_rank > 0")
+        return Attention(t[0], t[1], p.get("heads", 2), p.get("causal", False)), t
     if kind == "add":
         return Lambda(lambda *xs: sum(xs[1:], xs[0])), t
     if kind == "concat":
@@ -245,6 +234,7 @@ class GenomeModel(nn.Module):
             m, shapes[v] = build_block(node["kind"], node.get("params", {}),
                                        [shapes[u] for u in self.inputs[v]])
             self.blocks[v] = m
+        self.per_token = len(shapes[self.sink]) == 2  # [L, classes]: a sequence out
 
     def forward(self, x):
         act = {0: x}
@@ -258,13 +248,18 @@ def run(idx, g, args):
     model = GenomeModel(g)
     model.train()
     x = torch.randn(args.batch, *g["input"]["shape"], dtype=torch.float32)
-    y = torch.randint(0, g["outputs"], (args.batch,))
+    # Per-token readouts (a sequence out) get one label per token, as the trainer's TokenClasses
+    # head: mean cross-entropy over every token.
+    per_token = model.per_token
+    y = torch.randint(0, g["outputs"], (args.batch, g["input"]["shape"][0]) if per_token
+                      else (args.batch,))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=0.01)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        out = model(x)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
         loss.backward()
         opt.step()
 

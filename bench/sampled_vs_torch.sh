@@ -8,10 +8,11 @@
 #
 #   bash bench/sampled_vs_torch.sh [build-dir]            (default: build)
 # Environment: SAMPLES (20), SEED (1), STEPS (15), WARMUP (5: the first steps grow buffer pools
-#   and prune bands), DARTS_STEPS (1: darts_cell
-#   candidates take seconds per step), THREADS (2), REPEATS (2: hwnas and torch alternate,
-#   the best run per genome is kept, and each repeat's median ratio is printed as the spread),
-#   SPACES ("cnn mlp attention darts_cell"), BENCH_BIN (a prebuilt bench_sampled_vs_torch),
+#   and prune bands), SLOW_STEPS (2: darts_cell and sequence_mixers candidates take up to
+#   seconds per step in PyTorch; they run SLOW_STEPS timed steps after one warm-up step),
+#   THREADS (2), REPEATS (2: hwnas and torch alternate, the best run per genome is kept, and each
+#   repeat's median ratio is printed as the spread), SPACES ("cnn mlp attention darts_cell
+#   spiking continuous_time sequence_mixers"), BENCH_BIN (a prebuilt bench_sampled_vs_torch),
 #   BEFORE_BIN (a second hwnas binary, e.g. built from older code, timed in the same rounds).
 # PyTorch runs with OpenBLAS in front of the reference BLAS when available (bench/torch_env.sh).
 set -euo pipefail
@@ -21,10 +22,10 @@ SAMPLES="${SAMPLES:-20}"
 SEED="${SEED:-1}"
 STEPS="${STEPS:-15}"
 WARMUP="${WARMUP:-5}"
-DARTS_STEPS="${DARTS_STEPS:-1}"
+SLOW_STEPS="${SLOW_STEPS:-${DARTS_STEPS:-2}}"
 THREADS="${THREADS:-2}"
 REPEATS="${REPEATS:-2}"
-SPACES="${SPACES:-cnn mlp attention darts_cell}"
+SPACES="${SPACES:-cnn mlp attention darts_cell spiking continuous_time sequence_mixers}"
 source bench/torch_env.sh
 
 if [ -n "${BENCH_BIN:-}" ]; then
@@ -44,7 +45,7 @@ mhz=$(lscpu | awk -F: '/^CPU max MHz/{print $2+0; exit}')
 if grep -qw avx512f /proc/cpuinfo; then fpc=64; simd=AVX-512; else fpc=32; simd=AVX2; fi
 peak=$(awk -v c="$cores" -v m="$mhz" -v f="$fpc" 'BEGIN{printf "%.1f", c*m/1000*f}')
 echo "[sampled] peak fp32 = $cores cores x $mhz MHz x $fpc FLOPs/cycle ($simd) = $peak GFLOP/s"
-echo "[sampled] torch: $([ -n "$OPENBLAS_LIB" ] && echo openblas || echo reference BLAS)  samples=$SAMPLES seed=$SEED steps=$STEPS warmup=$WARMUP darts_steps=$DARTS_STEPS threads=$THREADS repeats=$REPEATS"
+echo "[sampled] torch: $([ -n "$OPENBLAS_LIB" ] && echo openblas || echo reference BLAS)  samples=$SAMPLES seed=$SEED steps=$STEPS warmup=$WARMUP slow_steps=$SLOW_STEPS threads=$THREADS repeats=$REPEATS"
 echo "[sampled] load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 work=$(mktemp -d)
@@ -55,7 +56,7 @@ for space in $SPACES; do
   genomes="$work/$space.jsonl"
   "$BENCH" --space "examples/spaces/$space.json" --dump "$genomes" --samples "$SAMPLES" --seed "$SEED"
   steps=$STEPS warmup=$WARMUP
-  [ "$space" = darts_cell ] && steps=$DARTS_STEPS warmup=1
+  case "$space" in darts_cell | sequence_mixers) steps=$SLOW_STEPS warmup=1 ;; esac
   batches="64"
   [ "$space" = cnn ] && batches="64 128"
   for batch in $batches; do
@@ -74,9 +75,6 @@ for space in $SPACES; do
   done
 done
 echo "[sampled] load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-for s in spiking continuous_time; do
-  echo "[sampled] $s: not compared (the PyTorch generator has no LIF/CfC/LTC/KAN translation)"
-done
 [ -n "${KEEP_RESULTS:-}" ] && cp "$results" "$KEEP_RESULTS"
 
 $PY - "$results" "$peak" <<'EOF'
