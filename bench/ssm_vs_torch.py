@@ -30,9 +30,12 @@ def selective_scan_ref(u, delta, A, B, C):
     deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
     x = u.new_zeros((u.shape[0], A.shape[0], A.shape[1]))
     ys = []
-    for i in range(u.shape[2]):
-        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
-        ys.append(torch.einsum("bdn,bn->bd", x, C[:, :, i]))
+    # unbind, not mamba_simple's deltaA[:, :, i]: the same loop, but its backward stacks the step
+    # gradients once, where each of the L slice backwards would zero-fill a whole [b, d, l, n]
+    # buffer (O(L^2) work that made torch look orders of magnitude slower than the math is).
+    for dA, dBu, c in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2)):
+        x = dA * x + dBu
+        ys.append(torch.einsum("bdn,bn->bd", x, c))
     return torch.stack(ys, dim=2)
 
 
