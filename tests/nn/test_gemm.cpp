@@ -186,7 +186,9 @@ TEST(Gemm, PointerTableOperandsGiveTheStridedNumbers) {
         detail::sgemm(s.m, s.n, s.k, a, br, want.data(), s.n, accumulate);
         // B by row pointers, whole (one block) and cut into column blocks with a row table each
         // (several samples' grids side by side); panels straddle block edges whenever the block
-        // width is not a multiple of the kernel's.
+        // width is not a multiple of the kernel's.  Shapes up to four row tiles tall read B in
+        // place (full panels unpacked, a block's partial panel packed), taller ones pack it:
+        // both must equal sgemm bit for bit.
         for (std::int64_t blocks : {1, 2, 3, 5, 7}) {
           if (s.n % blocks != 0) continue;
           const std::int64_t block_n = s.n / blocks;
