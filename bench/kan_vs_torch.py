@@ -17,6 +17,16 @@ import time
 import torch
 
 
+def bspline_basis(x, t, order):
+    """Cox-de Boor: the order-k B-spline bases on knots t at x, [..., n] -> [..., n, len(t)-k-1]."""
+    x = x.unsqueeze(-1)
+    b = ((x >= t[:-1]) & (x < t[1:])).to(x.dtype)
+    for d in range(1, order + 1):
+        b = (x - t[: -(d + 1)]) / (t[d:-1] - t[: -(d + 1)]) * b[..., :-1] + \
+            (t[d + 1:] - x) / (t[d + 1:] - t[1:-d]) * b[..., 1:]
+    return b
+
+
 class KanLinear(torch.nn.Module):
     def __init__(self, n_in, n_out, grid=5, order=3, lo=-1.0, hi=1.0):
         super().__init__()
@@ -32,13 +42,7 @@ class KanLinear(torch.nn.Module):
         self.spline_scaler = torch.nn.Parameter(torch.full((n_out, n_in), bound))
 
     def basis(self, x):  # [N, in] -> [N, in, G + k]
-        t = self.knots
-        x = x.unsqueeze(-1)
-        b = ((x >= t[:-1]) & (x < t[1:])).to(x.dtype)
-        for d in range(1, self.order + 1):
-            b = (x - t[: -(d + 1)]) / (t[d:-1] - t[: -(d + 1)]) * b[..., :-1] + \
-                (t[d + 1:] - x) / (t[d + 1:] - t[1:-d]) * b[..., 1:]
-        return b
+        return bspline_basis(x, self.knots, self.order)
 
     def forward(self, x):
         base = torch.nn.functional.linear(torch.nn.functional.silu(x), self.base_weight)

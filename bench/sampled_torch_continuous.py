@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kan_vs_torch import bspline_basis
 from sampled_torch_common import compress
 
 
@@ -295,13 +296,7 @@ class KAN(nn.Module):
         self.spline_scaler = nn.Parameter(torch.full((n_out, n_in), bound)) if scale else None
 
     def basis(self, x):  # [N, in] -> [N, in, G + k]
-        t = self.knots
-        x = x.unsqueeze(-1)
-        b = ((x >= t[:-1]) & (x < t[1:])).to(x.dtype)
-        for d in range(1, self.order + 1):
-            b = (x - t[: -(d + 1)]) / (t[d:-1] - t[: -(d + 1)]) * b[..., :-1] + \
-                (t[d + 1:] - x) / (t[d + 1:] - t[1:-d]) * b[..., 1:]
-        return b
+        return bspline_basis(x, self.knots, self.order)
 
     def forward(self, x):
         shape = x.shape

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sampled_torch_common import compress  # spaces/compress.cpp, shared with the classic kinds
+from ssm_vs_torch import selective_scan_ref  # mamba_simple's loop (unbind, see there)
 
 # Defaults of the blocks' ParamSpecs (spaces/blocks/block_<kind>.cpp); the genome omits a
 # parameter left at its default.
@@ -93,22 +94,6 @@ class S4D(nn.Module):
 # Mamba (block_mamba.cpp, nn::MambaMixer = mamba_simple.py without the fused kernels).
 
 
-def selective_scan_ref(u, delta, A, B, C, D):
-    """mamba_simple's selective_scan_ref (delta already softplus'd, no z): u, delta [b, d, l];
-    A [d, n]; B, C [b, n, l]; D [d] -> [b, d, l]."""
-    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
-    deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
-    x = u.new_zeros((u.shape[0], A.shape[0], A.shape[1]))
-    ys = []
-    # unbind rather than [:, :, i]: its backward stacks the step gradients once, where L
-    # slice backwards would each zero-fill a full [b, d, l, n] buffer.
-    for dA, dBu, c in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2)):
-        x = dA * x + dBu
-        ys.append(torch.einsum("bdn,bn->bd", x, c))
-    y = torch.stack(ys, dim=2)
-    return y + u * D.unsqueeze(-1)
-
-
 class Mamba(nn.Module):
     def __init__(self, d, N, expand, d_conv, dt_rank, dt_min, dt_max):
         super().__init__()
@@ -135,7 +120,8 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.R, self.N, self.N], dim=-1)
         delta = F.softplus(self.dt_proj(dt)).transpose(1, 2)  # [B, E, L]
         A = -torch.exp(self.A_log)
-        y = selective_scan_ref(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D)
+        y = selective_scan_ref(x, delta, A, B.transpose(1, 2), C.transpose(1, 2))
+        y = y + x * self.D.unsqueeze(-1)
         y = y * F.silu(z)
         return self.out_proj(y.transpose(1, 2))
 

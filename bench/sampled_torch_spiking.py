@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lif_vs_torch import FastSigmoidSpike  # snnTorch's fast_sigmoid: 1 / (slope |x| + 1)^2
 from sampled_torch_common import compress
 
 KINDS = ("spike_encoder", "spiking_conv", "spiking_dense", "spike_readout")
@@ -58,21 +59,6 @@ def _get(p, name):
 
 
 # ---- spike with surrogate gradient (nn/ops_surrogate.cpp) ----
-
-class FastSigmoidSpike(torch.autograd.Function):
-    """H(x) forward; SuperSpike / snnTorch fast_sigmoid backward: 1 / (slope |x| + 1)^2."""
-
-    @staticmethod
-    def forward(ctx, x, slope):
-        ctx.save_for_backward(x)
-        ctx.slope = slope
-        return (x >= 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g / (ctx.slope * x.abs() + 1.0) ** 2, None
-
 
 class ArcTanSpike(torch.autograd.Function):
     """H(x) forward; arctan backward (SpikingJelly ATan): slope / 2 / (1 + (pi/2 slope x)^2)."""
