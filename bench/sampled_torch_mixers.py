@@ -32,6 +32,10 @@ DEFAULTS = {
                           "lora_rank": 0, "window": 8},
 }
 ROPE_BASE = 10000.0  # nn::kRopeBase
+# How sliding-window attention is computed: "tiled" (query tiles against the keys they can see,
+# as hwnas does) or "masked" (full scores, band masked).  bench/sampled_vs_torch.py times both
+# and keeps the faster, as it keeps the faster BLAS.
+SLIDING_IMPL = "tiled"
 
 
 def params_of(kind, p):
@@ -286,7 +290,16 @@ class Attention(nn.Module):
             self.register_buffer("cos", cos)
             self.register_buffer("sin", sin)
         self.window = min(window, L) if window > 0 else 0
-        if self.window > 0:
+        i = torch.arange(L)
+        if self.window > 0 and SLIDING_IMPL == "masked":
+            # The whole L x L score matrix with the band masked: less work than the tiles'
+            # padding and unfolds when L is short (the attention space's 28 rows).
+            banned = (i[None, :] - i[:, None]).abs() >= self.window
+            if causal:
+                banned |= i[None, :] > i[:, None]
+            self.register_buffer("mask", banned)
+            self.window = 0
+        elif self.window > 0:
             w = self.window
             S = w if causal else 2 * w - 1
             self.ahead = 0 if causal else w - 1
@@ -302,14 +315,13 @@ class Attention(nn.Module):
             ok = (s - r >= 0) & (s - r <= w - 1 + self.ahead) & (j >= 0) & (j < L)
             ok |= (t * self.T + r) >= L
             self.register_buffer("band_mask", ~ok)  # [nT, T, R], True = masked
-        elif causal:
-            i = torch.arange(L)
-            self.register_buffer("causal_mask", i[None, :] > i[:, None])
+        else:
+            self.register_buffer("mask", i[None, :] > i[:, None] if causal else None)
 
     def full(self, q, k, v):  # [B, H, L, dh]
         s = (q @ k.transpose(-2, -1)) * self.scale
-        if self.causal:
-            s = s.masked_fill(self.causal_mask, float("-inf"))
+        if self.mask is not None:
+            s = s.masked_fill(self.mask, float("-inf"))
         return torch.softmax(s, dim=-1) @ v
 
     def banded(self, q, k, v):  # [B, H, L, dh]

@@ -19,8 +19,9 @@ ConstStrided view(const ConstRows& r, int rows, int cols) {
   return {r.p, rows, cols, Eigen::OuterStride<>(r.ld)};
 }
 
-// Elementwise maths is done in scalar loops (std:: functions), so every value depends only on
-// its inputs, never on buffer alignment or row-block position.
+// Elementwise maths is done in scalar loops (std:: functions), or with Eigen's vectorised
+// functions over buffers the layer owns (Eigen-aligned, sized by the layer only), so every value
+// depends only on its inputs and the layer's sizes, never on the batch chunk or the threads.
 constexpr float kLecunA = 1.7159f, kLecunB = 0.666f;
 float lecun(float x) { return kLecunA * std::tanh(kLecunB * x); }
 float lecun_grad(float x) {
@@ -294,14 +295,15 @@ void LtcCell::check_params(const std::vector<Tensor>& p) const {
 namespace {
 // Per-call transformed parameters of the LTC (softplus of the positive ones, masks folded in).
 // The time loop calls each step per batch chunk, so this runs (T x chunks) times per pass: the
-// maps are Eigen's vectorised exp / log1p over Eigen-aligned buffers (the lane split, so every
+// maps are Eigen's vectorised exp / log1p into Eigen-aligned arrays (the lane split, so every
 // bit, depends only on the sizes).
 struct LtcDerived {
   Eigen::ArrayXf gl, cm, w, sw;  // softplus'ed; w and sw masked
   // d/d raw of each (sigmoid of the raw value; times the mask for w and sw).
   Eigen::ArrayXf dgl, dcm, dw, dsw;
+  enum class Need { kValues, kValuesAndGradients };
   LtcDerived(const std::vector<Tensor>& p, const Tensor& mask, const Tensor& smask,
-             bool with_grads = false) {
+             Need need = Need::kValues) {
     auto raw = [](const Tensor& t) {
       return Eigen::Map<const Eigen::ArrayXf>(t.data(), static_cast<Eigen::Index>(t.numel()));
     };
@@ -309,11 +311,10 @@ struct LtcDerived {
       if (!m.empty()) a *= raw(m);
     };
     auto softplus = [&](const Tensor& t, const Tensor& m) {
-      // softplus(x) = max(x, 0) + log1p(exp(-|x|)), log1p(e) as log(u) e / (u - 1) with
-      // u = 1 + e (accurate to a few ulp; Eigen's float log1p is not vectorised).
+      // softplus(x) = max(x, 0) + log1p(exp(-|x|)): stable for any x, and without a select
+      // (Eigen evaluates a select expression one scalar at a time).
       const auto x = raw(t);
-      const Eigen::ArrayXf e = (-x.abs()).exp(), u = 1.0f + e;
-      Eigen::ArrayXf o = x.max(0.0f) + (u == 1.0f).select(e, u.log() * e / (u - 1.0f));
+      Eigen::ArrayXf o = x.max(0.0f) + (-x.abs()).exp().log1p();
       masked(o, m);
       return o;
     };
@@ -326,7 +327,7 @@ struct LtcDerived {
     cm = softplus(p[kLtcCm], Tensor());
     w = softplus(p[kLtcW], mask);
     sw = softplus(p[kLtcSW], smask);
-    if (with_grads) {
+    if (need == Need::kValuesAndGradients) {
       dgl = sigmoid(p[kLtcGleak], Tensor());
       dcm = sigmoid(p[kLtcCm], Tensor());
       dw = sigmoid(p[kLtcW], mask);
@@ -342,13 +343,13 @@ struct LtcDerived {
 // inputs: the forward pass and backward's recomputation agree exactly, whatever the threads.
 class SynapseActivations {
  public:
-  SynapseActivations(int rows, int cols) : cols_(cols), z_(rows * cols), s_(rows * cols) {}
+  SynapseActivations(int rows, int cols)
+      : rows_(rows), cols_(cols), z_(rows * cols), s_(rows * cols) {}
   // s_ij = sigmoid(sigma_ij * (v_i - mu_ij)) for a [rows, cols] sigma and mu; returns s.
   const float* operator()(const float* __restrict v, const float* __restrict sigma,
                           const float* __restrict mu) {
     float* __restrict z = z_.data();
-    const std::int64_t rows = z_.size() / cols_;
-    for (std::int64_t i = 0; i < rows; ++i) {
+    for (std::int64_t i = 0; i < rows_; ++i) {
       const std::int64_t o = i * cols_;
       for (std::int64_t j = 0; j < cols_; ++j) z[o + j] = sigma[o + j] * (v[i] - mu[o + j]);
     }
@@ -357,9 +358,14 @@ class SynapseActivations {
   }
 
  private:
-  std::int64_t cols_;
+  std::int64_t rows_, cols_;
   Eigen::ArrayXf z_, s_;
 };
+
+// The sensory neurons' inputs x_i = u_i in_w_i + in_b_i (forward and backward alike).
+void sensory_drive(const float* u, const float* inw, const float* inb, int inputs, float* x) {
+  for (int i = 0; i < inputs; ++i) x[i] = u[i] * inw[i] + inb[i];
+}
 
 // num_j += sum_i a_ij erev_ij and den_j += sum_i a_ij with a_ij = w_ij s_ij (ascending i).
 void add_synaptic_currents(int rows, int cols, const float* __restrict w, const float* __restrict s,
@@ -422,7 +428,7 @@ void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
     float* saved = io.saved.row(r);
     float *num_s = saved + static_cast<std::int64_t>(K) * H, *den_s = num_s + H;
     std::fill(num_s, num_s + 2 * H, 0.0f);
-    for (int i = 0; i < F; ++i) x[static_cast<std::size_t>(i)] = u[i] * inw[i] + inb[i];
+    sensory_drive(u, inw, inb, F, x.data());
     add_synaptic_currents(F, H, d.sw.data(), sensory(x.data(), ssig, smu), serev, num_s, den_s);
     const float dt = step_dt(io.u, r, F, cfg_.time_input);
     std::copy(io.s_prev.row(r), io.s_prev.row(r) + H, v.begin());
@@ -447,7 +453,7 @@ void LtcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
 
 void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io) const {
   const int n = io.rows, H = cfg_.hidden, F = cfg_.inputs, K = cfg_.unfolds;
-  const LtcDerived d(p, mask_, smask_, true);
+  const LtcDerived d(p, mask_, smask_, LtcDerived::Need::kValuesAndGradients);
   const float *vleak = p[kLtcVleak].data(), *sig = p[kLtcSigma].data(), *mu = p[kLtcMu].data(),
               *erev = p[kLtcErev].data(), *ssig = p[kLtcSSigma].data(), *smu = p[kLtcSMu].data(),
               *serev = p[kLtcSErev].data(), *inw = p[kLtcInW].data(), *inb = p[kLtcInB].data();
@@ -506,7 +512,7 @@ void LtcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
       g_cm[j] += dcmt[sj] * static_cast<float>(K) / dt * d.dcm[sj];
       ddt -= dcmt[sj] * d.cm[sj] * static_cast<float>(K) / (dt * dt);
     }
-    for (int i = 0; i < F; ++i) x[static_cast<std::size_t>(i)] = u[i] * inw[i] + inb[i];
+    sensory_drive(u, inw, inb, F, x.data());
     std::fill(dx.begin(), dx.end(), 0.0f);
     synapse_backward(F, H, x.data(), ssig, smu, d.sw.data(), d.dsw.data(), serev,
                      sensory(x.data(), ssig, smu), dnum_s.data(), dden_s.data(), g_sen, dx.data());

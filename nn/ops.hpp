@@ -197,6 +197,10 @@ Var irfft(const Var& X, int axis, int n = -1);
 // (1 <= taps <= L) -> y [B, L, C], y[b, t, c] = sum_{s <= t} k[s, c] u[b, t - s, c], by FFT of
 // length 2L in one fused op (hand-written backward, O(L log L)).
 Var causal_fft_conv(const Var& u, const Var& k);
+// Causal depthwise 1-D convolution along the length, the short conv of Mamba and Hyena (one
+// fused op, nn/ssm_layers.cpp): x [B, L, E], w [K, E] (K >= 1, PyTorch Conv1d's tap order),
+// b [E] or undefined: y_t = b + sum_k w_k x_{t - (K-1) + k}, zeros before the start.
+Var causal_depthwise_conv1d(const Var& x, const Var& w, const Var& b);
 
 // =============================================================================================
 // ---- spike step with surrogate gradient (nn/ops_surrogate.cpp) ----

@@ -287,8 +287,8 @@ Var causal_fft_conv(const Var& u, const Var& k) {
       std::copy_n(&s.spec[0][0], 2 * bins, kf->data() + c * bins * 2);
     }
   });
-  // The input spectra are kept for dk when k needs a gradient.
-  const bool keep_u = k.node()->requires_grad;
+  // The input spectra are kept for dk when k will need a gradient.
+  const bool keep_u = grad_enabled() && k.requires_grad();
   auto uf =
       std::make_shared<std::vector<float>>(keep_u ? static_cast<std::size_t>(B) * C * bins * 2 : 0);
   Tensor y(su);
@@ -303,18 +303,19 @@ Var causal_fft_conv(const Var& u, const Var& k) {
       line_inverse(plan, s, y.data() + b * L * C + c, L, C, n);
     }
   });
-  return make_result(std::move(y), {u, k}, [B, L, C, taps, n, bins, kf, uf](Node& self) {
+  return make_result(std::move(y), {u, k}, [B, L, C, taps, n, bins, kf, uf, keep_u](Node& self) {
     Node &nu = parent(self, 0), &nk = parent(self, 1);
     const Plans& plan = plans_for(n);
+    const bool want_k = keep_u && nk.requires_grad;
     Tensor du = nu.requires_grad ? Tensor(nu.value.shape()) : Tensor();
-    Tensor dk = nk.requires_grad ? Tensor(nk.value.shape()) : Tensor();
+    Tensor dk = want_k ? Tensor(nk.value.shape()) : Tensor();
     const float* dy = self.grad.data();
     // One task per channel: it owns du's and dk's entries of that channel, and sums dk over the
     // batch in order, so the result does not depend on the threads.
     parallel_range(C, std::int64_t{B} * 3 * fft_cost(n), [&](std::int64_t c0, std::int64_t c1) {
       Scratch& s = scratch_for(n);
       std::vector<float> dyf(static_cast<std::size_t>(bins) * 2),
-          acc(nk.requires_grad ? static_cast<std::size_t>(bins) * 2 : 0);
+          acc(want_k ? static_cast<std::size_t>(bins) * 2 : 0);
       auto* dyc = reinterpret_cast<Complex*>(dyf.data());
       for (std::int64_t c = c0; c < c1; ++c) {
         std::fill(acc.begin(), acc.end(), 0.0f);
@@ -326,7 +327,7 @@ Var causal_fft_conv(const Var& u, const Var& k) {
             complex_product(dyc, kc, s.spec, bins, true);
             line_inverse(plan, s, du.data() + std::int64_t{b} * L * C + c, L, C, n);
           }
-          if (nk.requires_grad) {
+          if (want_k) {
             const auto* ub =
                 reinterpret_cast<const Complex*>(uf->data() + (std::int64_t{b} * C + c) * bins * 2);
             for (int q = 0; q < bins; ++q) {  // acc += DY conj(U)
@@ -335,14 +336,14 @@ Var causal_fft_conv(const Var& u, const Var& k) {
             }
           }
         }
-        if (nk.requires_grad) {
+        if (want_k) {
           std::copy(acc.begin(), acc.end(), &s.spec[0][0]);
           line_inverse(plan, s, dk.data() + c, taps, C, n);
         }
       }
     });
     if (nu.requires_grad) detail::accumulate_owned(nu, std::move(du));
-    if (nk.requires_grad) detail::accumulate_owned(nk, std::move(dk));
+    if (want_k) detail::accumulate_owned(nk, std::move(dk));
   });
 }
 

@@ -183,11 +183,12 @@ MambaMixer::MambaMixer(const MambaOptions& o, std::mt19937_64& rng)
 // the channels; the backward works one sample per task, the weight and bias gradients summed
 // over the samples in order afterwards, so results do not depend on the threads.
 Var causal_depthwise_conv1d(const Var& x, const Var& w, const Var& b) {
-  if (x.value().rank() != 3 || w.value().rank() != 2 || w.dim(1) != x.dim(2) ||
+  if (x.value().rank() != 3 || w.value().rank() != 2 || w.dim(1) != x.dim(2) || w.dim(0) < 1 ||
       (b.defined() && (b.value().rank() != 1 || b.dim(0) != x.dim(2))))
     throw std::invalid_argument(
-        "causal_depthwise_conv1d: x must be [B, L, E], w [K, E] and b [E], got " + x.shape().str() +
-        ", " + w.shape().str() + (b.defined() ? " and " + b.shape().str() : " and no bias"));
+        "causal_depthwise_conv1d: x must be [B, L, E], w [K >= 1, E] and b [E], got " +
+        x.shape().str() + ", " + w.shape().str() +
+        (b.defined() ? " and " + b.shape().str() : " and no bias"));
   const int Bt = x.dim(0), L = x.dim(1), E = x.dim(2), K = w.dim(0);
   const std::int64_t row_cost = std::int64_t{L} * E * K;
   Tensor y(x.shape());

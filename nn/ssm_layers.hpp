@@ -84,8 +84,4 @@ class MambaMixer : public Module {
   Var conv_weight, conv_bias, A_log, D;
 };
 
-// Causal depthwise 1-D convolution along the length: x [B, L, E], w [K, E], b [E] (may be
-// undefined): y_t = b + sum_k w_k x_{t - (K-1) + k} with zeros before the start.
-Var causal_depthwise_conv1d(const Var& x, const Var& w, const Var& b);
-
 }  // namespace hwnas::nn

@@ -9,7 +9,6 @@
 // See docs/blocks/hyena.md.
 #include <cmath>
 
-#include "nn/ssm_layers.hpp"
 #include "spaces/blocks/block_util.hpp"
 
 namespace hwnas::spaces {
@@ -84,6 +83,7 @@ class HyenaModule : public nn::Module {
     for (std::int64_t i = 0; i < b.numel(); ++i) b.data()[i] = u(rng);
     short_w_ = nn::parameter(std::move(w));
     short_b_ = nn::parameter(std::move(b));
+    for (int k = c.kernel - 1; k >= 0; --k) torch_tap_order_.push_back(k);
     for (int i = 0; i < c.depth; ++i) mlp_inner_.emplace_back(c.width, c.width, true, rng);
     freq_ = nn::parameter(nn::Tensor(nn::Shape{c.width}, 1.0f));  // Sin(w = 1), shared
     std::normal_distribution<float> n01(0.0f, 1.0f);
@@ -127,9 +127,8 @@ class HyenaModule : public nn::Module {
   // Causal depthwise conv of kernel K on [B, L, C]: y_t = b + sum_j w_j . p_{t-j} (row j of
   // the weight is lag j; nn's op takes PyTorch's Conv1d order, lag K-1-k in row k).
   nn::Var short_conv(const nn::Var& p) const {
-    std::vector<int> by_lag(static_cast<std::size_t>(c_.kernel));
-    for (int k = 0; k < c_.kernel; ++k) by_lag[static_cast<std::size_t>(k)] = c_.kernel - 1 - k;
-    return nn::causal_depthwise_conv1d(p, nn::index_select(short_w_, 0, by_lag), short_b_);
+    return nn::causal_depthwise_conv1d(p, nn::index_select(short_w_, 0, torch_tap_order_),
+                                       short_b_);
   }
   nn::Var sine(const nn::Var& x) const { return nn::sin(nn::mul(x, freq_)); }
   // The implicit long filters h [L, d (N - 1)] for this length.
@@ -145,6 +144,7 @@ class HyenaModule : public nn::Module {
   nn::Linear in_proj_, out_proj_, mlp_first_, mlp_last_;
   std::vector<nn::Linear> mlp_inner_;
   nn::Var short_w_, short_b_, freq_, filter_bias_;
+  std::vector<int> torch_tap_order_;  // short_w_'s rows (lag 0..K-1) in Conv1d order: K-1..0
 };
 
 double log2_ceil(double n) { return std::ceil(std::log2(n)); }

@@ -59,9 +59,23 @@ struct Shape3 {
 
 // Shapes around the kernels' tile sizes (8x32 and 6x16), the K block (256) and the M / N blocks;
 // 1 and 3 rows run the narrower row kernels (a batch-1 dense layer).
-const std::vector<Shape3> kShapes = {{1, 1, 1},     {5, 7, 3},      {8, 32, 16},   {6, 16, 256},
-                                     {13, 45, 257}, {33, 100, 600}, {97, 31, 70},  {200, 2100, 9},
-                                     {17, 3, 513},  {64, 512, 300}, {1, 512, 784}, {3, 40, 20}};
+const std::vector<Shape3> kShapes = {{1, 1, 1},
+                                     {5, 7, 3},
+                                     {8, 32, 16},
+                                     {6, 16, 256},
+                                     {13, 45, 257},
+                                     {33, 100, 600},
+                                     {97, 31, 70},
+                                     {200, 2100, 9},
+                                     {17, 3, 513},
+                                     {64, 512, 300},
+                                     {1, 512, 784},
+                                     {3, 40, 20},
+                                     // both sides of the in-place row-block threshold (4 tiles)
+                                     {24, 70, 40},
+                                     {25, 70, 40},
+                                     {32, 70, 40},
+                                     {33, 70, 40}};
 
 void check_family(GemmIsa isa) {
   IsaGuard guard;
@@ -192,9 +206,15 @@ TEST(Gemm, PointerTableOperandsGiveTheStridedNumbers) {
         for (std::int64_t blocks : {1, 2, 3, 5, 7}) {
           if (s.n % blocks != 0) continue;
           const std::int64_t block_n = s.n / blocks;
+          // Every block row in its own allocation of exactly block_n floats, so a read past a
+          // row's end is a read out of bounds (caught under ASan), not a neighbour's values.
+          std::vector<std::vector<float>> own;
           std::vector<const float*> block_rows;
           for (std::int64_t q = 0; q < blocks; ++q)
-            for (std::int64_t p = 0; p < s.k; ++p) block_rows.push_back(rows[p] + q * block_n);
+            for (std::int64_t p = 0; p < s.k; ++p) {
+              own.emplace_back(rows[p] + q * block_n, rows[p] + (q + 1) * block_n);
+              block_rows.push_back(own.back().data());
+            }
           std::fill(got.begin(), got.end(), 0.5f);
           detail::sgemm_b_row_blocks(s.m, block_n, blocks, s.k, a, block_rows.data(), got.data(),
                                      s.n, accumulate);

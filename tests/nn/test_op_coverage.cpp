@@ -16,7 +16,6 @@
 #include "nn/ops.hpp"
 #include "nn/recurrent_cells.hpp"
 #include "nn/ssm.hpp"
-#include "nn/ssm_layers.hpp"
 #include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {

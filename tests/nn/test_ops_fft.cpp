@@ -259,6 +259,33 @@ TEST(CausalFftConv, GradientsMatchFiniteDifferencesAndTheUnfusedChain) {
   for (std::size_t i = 0; i < fused.size(); ++i) expect_close(fused[i], unfused[i], 1e-5f);
 }
 
+TEST(CausalFftConv, GradientsFlowToWhicheverInputNeedsThemAndAdd) {
+  const Tensor u = rnd({2, 16, 3}, 22), k = rnd({16, 3}, 23), w = rnd({2, 16, 3}, 24);
+  auto loss = [&](const Var& y) { return sum(mul(y, constant(w))); };
+  Var pu = parameter(u), pk = parameter(k);
+  backward(loss(causal_fft_conv(pu, pk)));
+  const Tensor du = pu.grad().clone(), dk = pk.grad().clone();
+  // Only u trains (a frozen filter), then only k (a constant input, as S4D's first layer sees).
+  Var qu = parameter(u);
+  backward(loss(causal_fft_conv(qu, constant(k))));
+  expect_close(qu.grad(), du, 1e-6f);
+  Var qk = parameter(k);
+  backward(loss(causal_fft_conv(constant(u), qk)));
+  expect_close(qk.grad(), dk, 1e-6f);
+  // The same filter used twice: its gradients add.
+  Var rk = parameter(k);
+  backward(add(loss(causal_fft_conv(constant(u), rk)), loss(causal_fft_conv(constant(u), rk))));
+  Tensor twice = dk.clone();
+  for (std::int64_t i = 0; i < twice.numel(); ++i) twice.data()[i] *= 2.0f;
+  expect_close(rk.grad(), twice, 1e-5f);
+  // Without grad mode nothing is kept for a backward.
+  {
+    NoGradGuard no_grad;
+    expect_close(causal_fft_conv(pu, pk).value(), causal_fft_conv(constant(u), constant(k)).value(),
+                 0.0f);
+  }
+}
+
 TEST(CausalFftConv, BitIdenticalAcrossThreadCounts) {
   const Tensor u = rnd({16, 128, 24}, 20), k = rnd({128, 24}, 21);
   auto run = [&](int threads) {

@@ -324,5 +324,72 @@ TEST(CausalDepthwiseConv1d, MatchesTheSumByHandAndItsGradients) {
       {random_tensor({2, 5, 3}, rng), random_tensor({3, 3}, rng), random_tensor({3}, rng)});
 }
 
+// y[b, t, e] = bias[e] + sum_k w[k, e] x[b, t - (K-1) + k, e], zeros before the start.
+Tensor direct_depthwise(const Tensor& x, const Tensor& w, const Tensor* b) {
+  const int B = x.dim(0), L = x.dim(1), E = x.dim(2), K = w.dim(0);
+  Tensor y(x.shape(), 0.0f);
+  for (int n = 0; n < B; ++n)
+    for (int t = 0; t < L; ++t)
+      for (int e = 0; e < E; ++e) {
+        double acc = b ? b->data()[e] : 0.0;
+        for (int k = 0; k < K; ++k) {
+          const int src = t - (K - 1) + k;
+          if (src >= 0)
+            acc += static_cast<double>(w.data()[k * E + e]) * x.data()[(n * L + src) * E + e];
+        }
+        y.data()[(n * L + t) * E + e] = static_cast<float>(acc);
+      }
+  return y;
+}
+
+TEST(CausalDepthwiseConv1d, KernelsLongerThanTheSequenceNoBiasAndFrozenInputs) {
+  std::mt19937_64 rng(5);
+  for (auto [L, K] : {std::pair{1, 4}, {3, 5}, {6, 1}}) {
+    const Tensor x = random_tensor({2, L, 3}, rng), w = random_tensor({K, 3}, rng),
+                 b = random_tensor({3}, rng);
+    expect_close(causal_depthwise_conv1d(constant(x), constant(w), constant(b)).value(),
+                 direct_depthwise(x, w, &b), 1e-5f);
+    expect_close(causal_depthwise_conv1d(constant(x), constant(w), Var()).value(),
+                 direct_depthwise(x, w, nullptr), 1e-5f);
+    expect_gradients_match(
+        [](const std::vector<Var>& v) { return causal_depthwise_conv1d(v[0], v[1], v[2]); },
+        {x, w, b});
+    expect_gradients_match(
+        [](const std::vector<Var>& v) { return causal_depthwise_conv1d(v[0], v[1], Var()); },
+        {x, w});
+  }
+  // Only the bias trains (x and w constant): its gradient is dy summed over batch and length.
+  const Tensor x = random_tensor({2, 4, 3}, rng), w = random_tensor({2, 3}, rng);
+  Var b = parameter(Tensor::zeros({3}));
+  backward(sum(causal_depthwise_conv1d(constant(x), constant(w), b)));
+  for (int e = 0; e < 3; ++e) EXPECT_FLOAT_EQ(b.grad().data()[e], 8.0f);
+  expect_invalid(
+      [] {
+        causal_depthwise_conv1d(constant(Tensor::zeros({1, 2, 3})), constant(Tensor::zeros({0, 3})),
+                                Var());
+      },
+      "causal_depthwise_conv1d: x must be [B, L, E], w [K >= 1, E] and b [E]");
+}
+
+TEST(CausalDepthwiseConv1d, BitIdenticalAcrossThreadCounts) {
+  std::mt19937_64 rng(6);
+  const Tensor x = random_tensor({5, 40, 24}, rng), w = random_tensor({4, 24}, rng),
+               b = random_tensor({24}, rng);
+  auto run = [&](int threads) {
+    ThreadBudget budget(threads);
+    Var px = parameter(x), pw = parameter(w), pb = parameter(b);
+    Var y = causal_depthwise_conv1d(px, pw, pb);
+    backward(sum(mul(y, y)));
+    std::vector<float> all = y.value().to_vector();
+    for (const Var* v : {&px, &pw, &pb}) {
+      auto g = v->grad().to_vector();
+      all.insert(all.end(), g.begin(), g.end());
+    }
+    return all;
+  };
+  EXPECT_TRUE(run(1) == run(2));
+  EXPECT_TRUE(run(2) == run(3));
+}
+
 }  // namespace
 }  // namespace hwnas::nn
