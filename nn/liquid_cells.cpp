@@ -23,13 +23,43 @@ ConstStrided view(const ConstRows& r, int rows, int cols) {
 // functions over buffers the layer owns (Eigen-aligned, sized by the layer only), so every value
 // depends only on its inputs and the layer's sizes, never on the batch chunk or the threads.
 constexpr float kLecunA = 1.7159f, kLecunB = 0.666f;
-float lecun(float x) { return kLecunA * std::tanh(kLecunB * x); }
-float lecun_grad(float x) {
-  const float t = std::tanh(kLecunB * x);
-  return kLecunA * kLecunB * (1.0f - t * t);
-}
-float sigm(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 float sgn(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
+
+// The CfC's backbone activation lecun_tanh(z) = A tanh(B z) and its derivative over one row at a
+// time, with Eigen's vectorised tanh into a buffer the cell owns (Eigen-aligned, sized by the
+// layer): each value depends only on its input and the width, never on the batch chunk, so the
+// forward pass and backward's recomputation agree bit for bit.
+class LecunRow {
+ public:
+  explicit LecunRow(int width) : t_(width) {}
+  const float* value(const float* z) {
+    t_ = kLecunA * (kLecunB * in(z)).tanh();
+    return t_.data();
+  }
+  const float* grad(const float* z) {
+    t_ = (kLecunB * in(z)).tanh();
+    t_ = kLecunA * kLecunB * (1.0f - t_.square());
+    return t_.data();
+  }
+
+ private:
+  Eigen::Map<const Eigen::ArrayXf> in(const float* z) const { return {z, t_.size()}; }
+  Eigen::ArrayXf t_;
+};
+
+// The CfC heads of one row (z = [f1 | f2 | time_a | time_b] pre-activations, H each):
+// tanh(f1), tanh(f2) and the time gate sigmoid(time_a ts + time_b), vectorised likewise.
+struct CfcHeadsRow {
+  explicit CfcHeadsRow(int hidden) : f1(hidden), f2(hidden), gate(hidden) {}
+  void operator()(const float* z, float ts) {
+    const Eigen::Index H = f1.size();
+    using Row = Eigen::Map<const Eigen::ArrayXf>;
+    f1 = Row(z, H).tanh();
+    f2 = Row(z + H, H).tanh();
+    gate = (1.0f + (-(Row(z + 2 * H, H) * ts + Row(z + 3 * H, H))).exp()).inverse();
+  }
+  Eigen::ArrayXf f1, f2, gate;
+};
 constexpr float kLtcEps = 1e-8f;
 
 void check_shape(const std::string& cell, const std::string& what, const Tensor& t,
@@ -136,8 +166,11 @@ void CfcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
   std::int64_t heads_off = 0;
   if (L > 0) {
     RowMatrix a(n, U);
-    for (int r = 0; r < n; ++r)
-      for (int c = 0; c < U; ++c) a(r, c) = lecun(z1(r, c));
+    LecunRow act(U);
+    auto activate = [&](const float* z, std::int64_t ldz) {
+      for (int r = 0; r < n; ++r) std::copy_n(act.value(z + r * ldz), U, &a(r, 0));
+    };
+    activate(z1.data(), io.saved.ld);
     std::int64_t off = P;
     std::size_t k = 1;
     for (int l = 2; l <= L; ++l, off += U) {
@@ -145,8 +178,7 @@ void CfcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
       zl.noalias() = a * p[k].matrix().transpose();
       zl.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(p[k + 1].data(), U);
       k += 2;
-      for (int r = 0; r < n; ++r)
-        for (int c = 0; c < U; ++c) a(r, c) = lecun(zl(r, c));
+      activate(zl.data(), io.saved.ld);
     }
     Strided zh(io.saved.p + off, n, NH, Eigen::OuterStride<>(io.saved.ld));
     zh.noalias() = a * p[k].matrix().transpose();
@@ -155,19 +187,20 @@ void CfcCell::forward_step(const std::vector<Tensor>& p, const StepForward& io) 
   }
   heads_base = io.saved.p + heads_off;
   const std::size_t pure_at = p.size() - 2;
+  CfcHeadsRow heads(cfg_.mode == CfcMode::Pure ? 0 : H);
   for (int r = 0; r < n; ++r) {
     const float* z = heads_base + static_cast<std::int64_t>(r) * io.saved.ld;
     const float ts = step_dt(io.u, r, P, cfg_.time_input);
     float* h = io.s.row(r);
     float* y = io.y.row(r);
+    if (cfg_.mode != CfcMode::Pure) heads(z, ts);
     for (int j = 0; j < H; ++j) {
       float v;
       if (cfg_.mode == CfcMode::Pure) {
         const float wt = p[pure_at].data()[j], A = p[pure_at + 1].data()[j], f = z[j];
         v = A - A * std::exp(-ts * (std::fabs(wt) + std::fabs(f))) * f;
       } else {
-        const float f1 = std::tanh(z[j]), f2 = std::tanh(z[H + j]);
-        const float g = sigm(z[2 * H + j] * ts + z[3 * H + j]);
+        const float f1 = heads.f1[j], f2 = heads.f2[j], g = heads.gate[j];
         v = cfg_.mode == CfcMode::Default ? f1 * (1.0f - g) + g * f2 : f1 + g * f2;
       }
       h[j] = v;
@@ -183,9 +216,11 @@ void CfcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
   const std::int64_t heads_off = L > 0 ? P + static_cast<std::int64_t>(L - 1) * U : 0;
   const std::size_t pure_at = p.size() - 2;
   RowMatrix dz(n, NH);
+  CfcHeadsRow heads(cfg_.mode == CfcMode::Pure ? 0 : H);
   for (int r = 0; r < n; ++r) {
     const float* z = io.saved.row(r) + heads_off;
     const float ts = step_dt(io.u, r, P, cfg_.time_input);
+    if (cfg_.mode != CfcMode::Pure) heads(z, ts);
     float dts = 0.0f;
     for (int j = 0; j < H; ++j) {
       const float dh = io.dy.row(r)[j] + io.ds.row(r)[j];
@@ -197,9 +232,8 @@ void CfcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
         g[pure_at + 1].data()[j] += dh * (1.0f - e * f);
         dts += dh * A * f * e * (std::fabs(wt) + std::fabs(f));
       } else {
-        const float f1 = std::tanh(z[j]), f2 = std::tanh(z[H + j]);
+        const float f1 = heads.f1[j], f2 = heads.f2[j], gt = heads.gate[j];
         const float ta = z[2 * H + j];
-        const float gt = sigm(ta * ts + z[3 * H + j]);
         float df1, df2, dg;
         if (cfg_.mode == CfcMode::Default) {
           df1 = dh * (1.0f - gt);
@@ -226,10 +260,11 @@ void CfcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
   } else {
     // Recompute the backbone activations a_1 .. a_L from the saved pre-activations.
     std::vector<RowMatrix> a(static_cast<std::size_t>(L), RowMatrix(n, U));
+    LecunRow act(U);
     for (int l = 0; l < L; ++l)
       for (int r = 0; r < n; ++r) {
         const float* zl = io.saved.row(r) + (l == 0 ? 0 : P + static_cast<std::int64_t>(l - 1) * U);
-        for (int c = 0; c < U; ++c) a[static_cast<std::size_t>(l)](r, c) = lecun(zl[c]);
+        std::copy_n(act.value(zl), U, &a[static_cast<std::size_t>(l)](r, 0));
       }
     const std::size_t kh = static_cast<std::size_t>(1 + 2 * (L - 1));
     g[kh].matrix().noalias() += dz.transpose() * a[static_cast<std::size_t>(L - 1)];
@@ -239,16 +274,16 @@ void CfcCell::backward_step(const std::vector<Tensor>& p, const StepBackward& io
       const std::size_t kw = static_cast<std::size_t>(1 + 2 * (l - 2));
       RowMatrix dzl(n, U);
       for (int r = 0; r < n; ++r) {
-        const float* zl = io.saved.row(r) + P + static_cast<std::int64_t>(l - 2) * U;
-        for (int c = 0; c < U; ++c) dzl(r, c) = da(r, c) * lecun_grad(zl[c]);
+        const float* dl = act.grad(io.saved.row(r) + P + static_cast<std::int64_t>(l - 2) * U);
+        for (int c = 0; c < U; ++c) dzl(r, c) = da(r, c) * dl[c];
       }
       g[kw].matrix().noalias() += dzl.transpose() * a[static_cast<std::size_t>(l - 2)];
       Eigen::Map<Eigen::RowVectorXf>(g[kw + 1].data(), U) += dzl.colwise().sum();
       da = dzl * p[kw].matrix();
     }
     for (int r = 0; r < n; ++r) {
-      const float* z1 = io.saved.row(r);
-      for (int c = 0; c < U; ++c) du1(r, c) = da(r, c) * lecun_grad(z1[c]);
+      const float* dl = act.grad(io.saved.row(r));
+      for (int c = 0; c < U; ++c) du1(r, c) = da(r, c) * dl[c];
     }
   }
   view(io.ds_prev, n, H).noalias() = view(ConstRows{io.du.p, io.du.ld}, n, P) * effective_rec(p[0]);
