@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 
 namespace hwnas::nn {
@@ -131,18 +132,16 @@ void mlp_eval(const MlpKernel& k, double t, const float* h, float* out, int rows
   w.b0 = k.bias(0);
   if (k.opt.time_dependent)
     w.b0 += static_cast<float>(t) * Eigen::Map<const Eigen::RowVectorXf>(k.tw.data(), k.tw.numel());
-  w.z[0].noalias() = hm * k.W(0).transpose();
-  w.z[0].rowwise() += w.b0;
+  detail::gemm(w.z[0], hm, k.W(0).transpose(), false, w.b0.data());
   apply_act(k.opt.activation, w.z[0], w.y[0]);
   for (int l = 1; l < L; ++l) {
     const auto li = static_cast<std::size_t>(l);
-    w.z[li].noalias() = w.y[li - 1] * k.W(l).transpose();
-    w.z[li].rowwise() += k.bias(l);
+    detail::gemm(w.z[li], w.y[li - 1], k.W(l).transpose(), false, k.bias(l).data());
     apply_act(k.opt.activation, w.z[li], w.y[li]);
   }
   MatrixMap om(out, rows, D);
-  om.noalias() = w.y[static_cast<std::size_t>(L - 1)] * k.W(L).transpose();
-  om.rowwise() += k.bias(L);
+  detail::gemm(om, w.y[static_cast<std::size_t>(L - 1)], k.W(L).transpose(), false,
+               k.bias(L).data());
 }
 
 // After mlp_eval at (h, t): dh = v^T df/dh and dtheta = v^T df/dtheta (flat, param order),
@@ -158,9 +157,9 @@ void mlp_vjp(const MlpKernel& k, double t, const float* h, const float* v, float
     return dtheta + k.offsets[idx];
   };
   const std::size_t last = static_cast<std::size_t>(L - 1);
-  MatrixMap(slot(L, 0), D, H).noalias() = vm.transpose() * w.y[last];
+  detail::gemm(MatrixMap(slot(L, 0), D, H), vm.transpose(), w.y[last], false);
   Eigen::Map<Eigen::RowVectorXf>(slot(L, 1), D) = vm.colwise().sum();
-  w.delta.noalias() = vm * k.W(L);
+  detail::gemm(w.delta, vm, k.W(L), false);
   for (int l = L - 1; l >= 0; --l) {
     const auto li = static_cast<std::size_t>(l);
     float* dp = w.delta.data();
@@ -170,18 +169,18 @@ void mlp_vjp(const MlpKernel& k, double t, const float* h, const float* v, float
       dp[i] *= act_grad(k.opt.activation, zp[i], yp[i]);
     const int in = l == 0 ? D : H;
     if (l == 0)
-      MatrixMap(slot(0, 0), H, in).noalias() = w.delta.transpose() * hm;
+      detail::gemm(MatrixMap(slot(0, 0), H, in), w.delta.transpose(), hm, false);
     else
-      MatrixMap(slot(l, 0), H, in).noalias() = w.delta.transpose() * w.y[li - 1];
+      detail::gemm(MatrixMap(slot(l, 0), H, in), w.delta.transpose(), w.y[li - 1], false);
     Eigen::Map<Eigen::RowVectorXf> gb(slot(l, 1), H);
     gb = w.delta.colwise().sum();
     if (l == 0 && k.opt.time_dependent)
       Eigen::Map<Eigen::RowVectorXf>(slot(0, 2), H) = static_cast<float>(t) * gb;
     if (l > 0) {
-      w.delta_prev.noalias() = w.delta * k.W(l);
+      detail::gemm(w.delta_prev, w.delta, k.W(l), false);
       std::swap(w.delta, w.delta_prev);
     } else {
-      MatrixMap(dh, rows, D).noalias() = w.delta * k.W(0);
+      detail::gemm(MatrixMap(dh, rows, D), w.delta, k.W(0), false);
     }
   }
 }
