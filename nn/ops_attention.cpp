@@ -1,9 +1,10 @@
 // Scaled dot-product attention over pre-projected q, k, v of shape [B, L, d_model].
 //
-// Heads are column slices of d_model, viewed in place through strided Eigen maps (no split or
-// transpose copies).  Work is parallel over the B x heads (b, h) pairs; each pair writes only its
-// own column slice of the output and of dq, dk, dv, so tasks never overlap and results do not
-// depend on the thread count (even when q, k and v are the same Var).
+// Heads are column slices of d_model, read in place as strided views (no split or transpose
+// copies) by each pair's products (pair_gemm: nn's GEMM kernels or Eigen, by size).  Work is
+// parallel over the B x heads (b, h) pairs; each pair writes only its own column slice of the
+// output and of dq, dk, dv, so tasks never overlap and results do not depend on the thread count
+// (even when q, k and v are the same Var).
 //
 // Full attention keeps the softmax probabilities [B, H, Lq, Lk] for backward.  Sliding-window
 // attention keeps only a band [B, H, L, S] (S = 2*window-1, or window if causal) and computes in

@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
 #include "tests/nn/gradcheck.hpp"
@@ -134,6 +135,54 @@ TEST(MultiHeadAttention, LargeBatchMatchesNaiveAndIsDeterministic) {  // paralle
   EXPECT_TRUE(a == c);
   Var y = multi_head_attention(constant(t.q), constant(t.k), constant(t.v), 4, true);
   expect_close(y.value(), naive_attention(t.q, t.k, t.v, 4, true, 0));
+}
+
+// Pairs of >= 64k multiply-adds (here L = 64, d_head 16) run their products through nn's GEMM
+// kernels, smaller ones through Eigen: the kernel path against the naive sum, and its gradients
+// against the same attention computed as two query halves (32 x 64 pairs: the Eigen path).
+TEST(MultiHeadAttention, KernelPathMatchesNaiveAndTheSmallPairPath) {
+  Qkv t = random_qkv(2, 64, 64, 64, 11);
+  std::mt19937_64 rng(12);
+  const Tensor w = random_tensor(Shape{2, 64, 64}, rng);
+  for (bool causal : {false, true}) {
+    Var y = multi_head_attention(constant(t.q), constant(t.k), constant(t.v), 4, causal);
+    expect_close(y.value(), naive_attention(t.q, t.k, t.v, 4, causal, 0));
+  }
+  auto grads = [&](bool halves) {
+    Var q = parameter(t.q), k = parameter(t.k), v = parameter(t.v);
+    Var y = halves ? concat({multi_head_attention(slice(q, 1, 0, 32), k, v, 4, false),
+                             multi_head_attention(slice(q, 1, 32, 64), k, v, 4, false)},
+                            1)
+                   : multi_head_attention(q, k, v, 4, false);
+    backward(sum(mul(y, constant(w))));
+    return std::vector<Tensor>{y.value(), q.grad(), k.grad(), v.grad()};
+  };
+  const auto whole = grads(false), halves = grads(true);
+  for (std::size_t i = 0; i < whole.size(); ++i) expect_close(whole[i], halves[i], 1e-4f);
+}
+
+// The fused-QKV op on the kernel path against split q, k, v through multi_head_attention, and a
+// second backward into the same parameter (the fused op then adds to an existing gradient).
+TEST(FusedQkvAttention, KernelPathMatchesSplitAttentionAndAddsGradients) {
+  std::mt19937_64 rng(13);
+  const Tensor x = random_tensor(Shape{2, 64, 192}, rng), w = random_tensor(Shape{2, 64, 64}, rng);
+  for (bool causal : {false, true}) {
+    auto run = [&](bool fused, int passes) {
+      Var p = parameter(x);
+      for (int i = 0; i < passes; ++i) {
+        Var y = fused ? detail::fused_qkv_attention(p, 4, causal)
+                      : multi_head_attention(slice(p, 2, 0, 64), slice(p, 2, 64, 128),
+                                             slice(p, 2, 128, 192), 4, causal);
+        backward(sum(mul(y, constant(w))));
+      }
+      return p.grad().clone();
+    };
+    const Tensor once = run(true, 1);
+    expect_close(once, run(false, 1), 1e-4f);
+    Tensor twice = once.clone();
+    for (std::int64_t i = 0; i < twice.numel(); ++i) twice.data()[i] *= 2.0f;
+    expect_close(run(true, 2), twice, 1e-5f);
+  }
 }
 
 TEST(MultiHeadAttention, RejectsBadInputs) {
