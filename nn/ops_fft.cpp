@@ -310,37 +310,39 @@ Var causal_fft_conv(const Var& u, const Var& k) {
     Tensor du = nu.requires_grad ? Tensor(nu.value.shape()) : Tensor();
     Tensor dk = want_k ? Tensor(nk.value.shape()) : Tensor();
     const float* dy = self.grad.data();
-    // One task per channel: it owns du's and dk's entries of that channel, and sums dk over the
-    // batch in order, so the result does not depend on the threads.
+    // Tasks own ranges of channels: du's and dk's entries of those channels, dk summed over the
+    // batch in order, so the result does not depend on the threads.  Within a task the batch is
+    // the outer loop, so neighbouring channels' strided gathers share cache lines.
     parallel_range(C, std::int64_t{B} * 3 * fft_cost(n), [&](std::int64_t c0, std::int64_t c1) {
       Scratch& s = scratch_for(n);
-      std::vector<float> dyf(static_cast<std::size_t>(bins) * 2),
-          acc(want_k ? static_cast<std::size_t>(bins) * 2 : 0);
+      const std::int64_t line = std::int64_t{bins} * 2;
+      std::vector<float> dyf(static_cast<std::size_t>(line)),
+          acc(want_k ? static_cast<std::size_t>((c1 - c0) * line) : 0, 0.0f);
       auto* dyc = reinterpret_cast<Complex*>(dyf.data());
-      for (std::int64_t c = c0; c < c1; ++c) {
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        const auto* kc = reinterpret_cast<const Complex*>(kf->data() + c * bins * 2);
-        for (int b = 0; b < B; ++b) {
+      for (int b = 0; b < B; ++b)
+        for (std::int64_t c = c0; c < c1; ++c) {
           line_spectrum(plan, s, dy + std::int64_t{b} * L * C + c, L, C, n);
-          std::copy_n(&s.spec[0][0], 2 * bins, dyf.data());
+          std::copy_n(&s.spec[0][0], line, dyf.data());
           if (nu.requires_grad) {
-            complex_product(dyc, kc, s.spec, bins, true);
+            complex_product(dyc, reinterpret_cast<const Complex*>(kf->data() + c * line), s.spec,
+                            bins, true);
             line_inverse(plan, s, du.data() + std::int64_t{b} * L * C + c, L, C, n);
           }
           if (want_k) {
             const auto* ub =
-                reinterpret_cast<const Complex*>(uf->data() + (std::int64_t{b} * C + c) * bins * 2);
+                reinterpret_cast<const Complex*>(uf->data() + (std::int64_t{b} * C + c) * line);
+            float* a = acc.data() + (c - c0) * line;
             for (int q = 0; q < bins; ++q) {  // acc += DY conj(U)
-              acc[2 * q] += dyc[q][0] * ub[q][0] + dyc[q][1] * ub[q][1];
-              acc[2 * q + 1] += dyc[q][1] * ub[q][0] - dyc[q][0] * ub[q][1];
+              a[2 * q] += dyc[q][0] * ub[q][0] + dyc[q][1] * ub[q][1];
+              a[2 * q + 1] += dyc[q][1] * ub[q][0] - dyc[q][0] * ub[q][1];
             }
           }
         }
-        if (want_k) {
-          std::copy(acc.begin(), acc.end(), &s.spec[0][0]);
+      if (want_k)
+        for (std::int64_t c = c0; c < c1; ++c) {
+          std::copy_n(acc.data() + (c - c0) * line, line, &s.spec[0][0]);
           line_inverse(plan, s, dk.data() + c, taps, C, n);
         }
-      }
     });
     if (nu.requires_grad) detail::accumulate_owned(nu, std::move(du));
     if (want_k) detail::accumulate_owned(nk, std::move(dk));
