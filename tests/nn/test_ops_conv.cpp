@@ -123,6 +123,13 @@ const ConvCase kConvCases[] = {
     // Stride-1 input gradients run as the transposed convolution of dY (5x5 "same", as the cnn
     // space's), except for non-square kernels and padding beyond k - 1 (im2col / col2im).
     {"k5_same", 2, 3, 7, 7, 4, 5, 5, {1, 2, 1}, true},
+    // stride 2 on the phase grid (16+ taps, few dropped columns): odd and even sizes, an even
+    // kernel, groups; and ones that keep im2col (few taps, or a small map)
+    {"k5_stride2_same", 2, 3, 14, 15, 4, 5, 5, {2, 2, 1}, true},
+    {"k4_stride2", 2, 2, 9, 8, 3, 4, 4, {2, 1, 1}, false},
+    {"k5_stride2_groups", 1, 4, 12, 12, 4, 5, 5, {2, 2, 2}, true},
+    {"k5_stride2_small_map", 2, 2, 8, 9, 3, 5, 5, {2, 2, 1}, true},
+    {"k2x3_stride2", 2, 2, 6, 7, 3, 2, 3, {2, 0, 1}, true},
     {"rect_kernel_stride1", 2, 2, 5, 6, 3, 3, 2, {1, 1, 1}, true},
     {"pad_beyond_kernel", 2, 2, 3, 4, 3, 2, 2, {1, 2, 1}, false},
 };
