@@ -31,6 +31,9 @@ struct CfcCase {
   int B = 2, T = 4, F = 3;
   bool dt = false;
   Tensor rec_mask, in_mask;
+  // Wider than a vector register: checked against the unfused reference (values and gradients)
+  // only, since at these widths float32 central differences sit at the tolerance.
+  bool wide = false;
 };
 
 // Inputs in the order x, [dt], h0, w_in, b_in, params...
@@ -165,13 +168,11 @@ std::vector<CfcCase> cfc_cases() {
         cases.push_back(c);
       }
   // Wider than one vector (8 or 16 lanes), so the vectorised activations' full lanes and tails
-  // are both checked, not only Eigen's scalar tail.  (no_gate with two backbone layers at this
-  // width has gradients ~20 whose float32 central differences miss by 4 %, with the scalar
-  // code as with the vectorised one: left out.)
+  // are both checked, not only Eigen's scalar tail.
   for (CfcMode mode : {CfcMode::Default, CfcMode::NoGate, CfcMode::Pure})
     for (int L : {1, 2}) {
-      if (mode == CfcMode::NoGate && L == 2) continue;
       CfcCase c;
+      c.wide = true;
       c.cfg.hidden = 9;
       c.cfg.backbone_units = 19;
       c.cfg.backbone_layers = L;
@@ -197,6 +198,7 @@ std::string describe(const CfcCase& c) {
 TEST(LiquidCfc, GradientsMatchFiniteDifferences) {
   std::uint64_t seed = 100;
   for (const CfcCase& c : cfc_cases()) {
+    if (c.wide) continue;
     SCOPED_TRACE(describe(c));
     for (int k : {0, 3}) {
       SCOPED_TRACE("checkpoint_every=" + std::to_string(k));
