@@ -97,6 +97,23 @@ std::int64_t fft_cost(int n) {
   return std::int64_t{5} * n * lg;
 }
 
+// Spectrum (n/2 + 1 bins) of one line of a [outer, len, inner] tensor (x at the line's first
+// entry, stride `inner`), zero-padded to n, into s.spec (len <= n).
+void line_spectrum(const Plans& plan, Scratch& s, const float* x, int len, std::int64_t inner,
+                   int n) {
+  for (int t = 0; t < len; ++t) s.real[t] = x[std::int64_t{t} * inner];
+  std::fill(s.real + len, s.real + n, 0.0f);
+  fftwf_execute_dft_r2c(plan.r2c, s.real, s.spec);
+}
+
+// The first `keep` positions of FFTW's (unnormalised) c2r of s.spec, times `scale`, into x with
+// stride `inner`; s.spec is consumed.
+void line_inverse(const Plans& plan, Scratch& s, float* x, int keep, std::int64_t inner,
+                  float scale) {
+  fftwf_execute_dft_c2r(plan.c2r, s.spec, s.real);
+  for (int t = 0; t < keep; ++t) x[std::int64_t{t} * inner] = s.real[t] * scale;
+}
+
 // Lines of a [outer, in_len, inner] real tensor -> [outer, out_bins, inner, 2] spectra of length n
 // (each line truncated or zero-padded to n; bins >= n/2+1 written as zero).
 void r2c_lines(const float* in, std::int64_t outer, std::int64_t inner, int in_len, int n,
@@ -108,10 +125,7 @@ void r2c_lines(const float* in, std::int64_t outer, std::int64_t inner, int in_l
     Scratch& s = scratch_for(n);
     for (std::int64_t l = l0; l < l1; ++l) {
       const std::int64_t o = l / inner, i = l % inner;
-      const float* src = in + o * in_len * inner + i;
-      for (int t = 0; t < copy; ++t) s.real[t] = src[std::int64_t{t} * inner];
-      std::fill(s.real + copy, s.real + n, 0.0f);
-      fftwf_execute_dft_r2c(plan.r2c, s.real, s.spec);
+      line_spectrum(plan, s, in + o * in_len * inner + i, copy, inner, n);
       float* dst = out + (o * out_bins * inner + i) * 2;
       for (int k = 0; k < out_bins; ++k) {
         float* d = dst + std::int64_t{k} * inner * 2;
@@ -147,9 +161,8 @@ void c2r_lines(const float* in, std::int64_t outer, std::int64_t inner, int in_b
         s.spec[k][1] = src[std::int64_t{k} * inner * 2 + 1] * f;
       }
       for (int k = copy; k < bins; ++k) s.spec[k][0] = s.spec[k][1] = 0.0f;
-      fftwf_execute_dft_c2r(plan.c2r, s.spec, s.real);
       float* dst = out + o * out_len * inner + i;
-      for (int t = 0; t < keep; ++t) dst[std::int64_t{t} * inner] = s.real[t] * scale;
+      line_inverse(plan, s, dst, keep, inner, scale);
       for (int t = keep; t < out_len; ++t) dst[std::int64_t{t} * inner] = 0.0f;
     }
   });
@@ -239,23 +252,6 @@ namespace {
 
 using Complex = float[2];
 
-// Spectrum (n/2 + 1 bins) of line `line` of a [outer, len, inner] tensor, zero-padded to n, into
-// s.spec (len <= n).
-void line_spectrum(const Plans& plan, Scratch& s, const float* x, int len, std::int64_t inner,
-                   int n) {
-  for (int t = 0; t < len; ++t) s.real[t] = x[std::int64_t{t} * inner];
-  std::fill(s.real + len, s.real + n, 0.0f);
-  fftwf_execute_dft_r2c(plan.r2c, s.real, s.spec);
-}
-
-// The first `keep` positions of IDFT(s.spec) (scaled by 1/n) into x with stride `inner`; s.spec
-// is consumed.
-void line_inverse(const Plans& plan, Scratch& s, float* x, int keep, std::int64_t inner, int n) {
-  fftwf_execute_dft_c2r(plan.c2r, s.spec, s.real);
-  const float inv_n = 1.0f / static_cast<float>(n);
-  for (int t = 0; t < keep; ++t) x[std::int64_t{t} * inner] = s.real[t] * inv_n;
-}
-
 // a * b or a * conj(b), over `bins` complex values.
 inline void complex_product(const Complex* a, const Complex* b, Complex* out, int bins,
                             bool conj_b) {
@@ -276,6 +272,7 @@ Var causal_fft_conv(const Var& u, const Var& k) {
     shape_error("causal_fft_conv", sk,
                 "k must be [taps, channels] with 1 <= taps <= length, for u " + su.str());
   const int B = su[0], L = su[1], C = su[2], taps = sk[0], n = 2 * L, bins = n / 2 + 1;
+  const float inv_n = 1.0f / static_cast<float>(n);  // FFTW's c2r is unnormalised
   const Plans& plan = plans_for(n);
   const std::int64_t line_cost = 2 * fft_cost(n);
   // Filter spectra [C, bins], once per call.
@@ -300,53 +297,54 @@ Var causal_fft_conv(const Var& u, const Var& k) {
       if (keep_u) std::copy_n(&s.spec[0][0], 2 * bins, uf->data() + l * bins * 2);
       complex_product(s.spec, reinterpret_cast<const Complex*>(kf->data() + c * bins * 2), s.spec,
                       bins, false);
-      line_inverse(plan, s, y.data() + b * L * C + c, L, C, n);
+      line_inverse(plan, s, y.data() + b * L * C + c, L, C, inv_n);
     }
   });
-  return make_result(std::move(y), {u, k}, [B, L, C, taps, n, bins, kf, uf, keep_u](Node& self) {
-    Node &nu = parent(self, 0), &nk = parent(self, 1);
-    const Plans& plan = plans_for(n);
-    const bool want_k = keep_u && nk.requires_grad;
-    Tensor du = nu.requires_grad ? Tensor(nu.value.shape()) : Tensor();
-    Tensor dk = want_k ? Tensor(nk.value.shape()) : Tensor();
-    const float* dy = self.grad.data();
-    // Tasks own ranges of channels: du's and dk's entries of those channels, dk summed over the
-    // batch in order, so the result does not depend on the threads.  Within a task the batch is
-    // the outer loop, so neighbouring channels' strided gathers share cache lines.
-    parallel_range(C, std::int64_t{B} * 3 * fft_cost(n), [&](std::int64_t c0, std::int64_t c1) {
-      Scratch& s = scratch_for(n);
-      const std::int64_t line = std::int64_t{bins} * 2;
-      std::vector<float> dyf(static_cast<std::size_t>(line)),
-          acc(want_k ? static_cast<std::size_t>((c1 - c0) * line) : 0, 0.0f);
-      auto* dyc = reinterpret_cast<Complex*>(dyf.data());
-      for (int b = 0; b < B; ++b)
-        for (std::int64_t c = c0; c < c1; ++c) {
-          line_spectrum(plan, s, dy + std::int64_t{b} * L * C + c, L, C, n);
-          std::copy_n(&s.spec[0][0], line, dyf.data());
-          if (nu.requires_grad) {
-            complex_product(dyc, reinterpret_cast<const Complex*>(kf->data() + c * line), s.spec,
-                            bins, true);
-            line_inverse(plan, s, du.data() + std::int64_t{b} * L * C + c, L, C, n);
-          }
-          if (want_k) {
-            const auto* ub =
-                reinterpret_cast<const Complex*>(uf->data() + (std::int64_t{b} * C + c) * line);
-            float* a = acc.data() + (c - c0) * line;
-            for (int q = 0; q < bins; ++q) {  // acc += DY conj(U)
-              a[2 * q] += dyc[q][0] * ub[q][0] + dyc[q][1] * ub[q][1];
-              a[2 * q + 1] += dyc[q][1] * ub[q][0] - dyc[q][0] * ub[q][1];
+  return make_result(
+      std::move(y), {u, k}, [B, L, C, taps, n, inv_n, bins, kf, uf, keep_u](Node& self) {
+        Node &nu = parent(self, 0), &nk = parent(self, 1);
+        const Plans& plan = plans_for(n);
+        const bool want_k = keep_u && nk.requires_grad;
+        Tensor du = nu.requires_grad ? Tensor(nu.value.shape()) : Tensor();
+        Tensor dk = want_k ? Tensor(nk.value.shape()) : Tensor();
+        const float* dy = self.grad.data();
+        // Tasks own ranges of channels: du's and dk's entries of those channels, dk summed over the
+        // batch in order, so the result does not depend on the threads.  Within a task the batch is
+        // the outer loop, so neighbouring channels' strided gathers share cache lines.
+        parallel_range(C, std::int64_t{B} * 3 * fft_cost(n), [&](std::int64_t c0, std::int64_t c1) {
+          Scratch& s = scratch_for(n);
+          const std::int64_t line = std::int64_t{bins} * 2;
+          std::vector<float> dyf(static_cast<std::size_t>(line)),
+              acc(want_k ? static_cast<std::size_t>((c1 - c0) * line) : 0, 0.0f);
+          auto* dyc = reinterpret_cast<Complex*>(dyf.data());
+          for (int b = 0; b < B; ++b)
+            for (std::int64_t c = c0; c < c1; ++c) {
+              line_spectrum(plan, s, dy + std::int64_t{b} * L * C + c, L, C, n);
+              std::copy_n(&s.spec[0][0], line, dyf.data());
+              if (nu.requires_grad) {
+                complex_product(dyc, reinterpret_cast<const Complex*>(kf->data() + c * line),
+                                s.spec, bins, true);
+                line_inverse(plan, s, du.data() + std::int64_t{b} * L * C + c, L, C, inv_n);
+              }
+              if (want_k) {
+                const auto* ub =
+                    reinterpret_cast<const Complex*>(uf->data() + (std::int64_t{b} * C + c) * line);
+                float* a = acc.data() + (c - c0) * line;
+                for (int q = 0; q < bins; ++q) {  // acc += DY conj(U)
+                  a[2 * q] += dyc[q][0] * ub[q][0] + dyc[q][1] * ub[q][1];
+                  a[2 * q + 1] += dyc[q][1] * ub[q][0] - dyc[q][0] * ub[q][1];
+                }
+              }
             }
-          }
-        }
-      if (want_k)
-        for (std::int64_t c = c0; c < c1; ++c) {
-          std::copy_n(acc.data() + (c - c0) * line, line, &s.spec[0][0]);
-          line_inverse(plan, s, dk.data() + c, taps, C, n);
-        }
-    });
-    if (nu.requires_grad) detail::accumulate_owned(nu, std::move(du));
-    if (want_k) detail::accumulate_owned(nk, std::move(dk));
-  });
+          if (want_k)
+            for (std::int64_t c = c0; c < c1; ++c) {
+              std::copy_n(acc.data() + (c - c0) * line, line, &s.spec[0][0]);
+              line_inverse(plan, s, dk.data() + c, taps, C, inv_n);
+            }
+        });
+        if (nu.requires_grad) detail::accumulate_owned(nu, std::move(du));
+        if (want_k) detail::accumulate_owned(nk, std::move(dk));
+      });
 }
 
 }  // namespace hwnas::nn
