@@ -156,30 +156,23 @@ Tensor random_mask(const Shape& s, std::uint64_t seed) {
 
 std::vector<CfcCase> cfc_cases() {
   std::vector<CfcCase> cases;
+  auto add = [&](CfcMode mode, int L, bool dt, int hidden, int units, bool wide) {
+    CfcCase c;
+    c.wide = wide;
+    c.cfg.hidden = hidden;
+    c.cfg.backbone_units = units;
+    c.cfg.backbone_layers = L;
+    c.cfg.mode = mode;
+    c.dt = dt;
+    cases.push_back(c);
+  };
   for (CfcMode mode : {CfcMode::Default, CfcMode::NoGate, CfcMode::Pure})
     for (int L : {0, 1, 2})
-      for (bool dt : {false, true}) {
-        CfcCase c;
-        c.cfg.hidden = 3;
-        c.cfg.backbone_units = 4;
-        c.cfg.backbone_layers = L;
-        c.cfg.mode = mode;
-        c.dt = dt;
-        cases.push_back(c);
-      }
+      for (bool dt : {false, true}) add(mode, L, dt, 3, 4, false);
   // Wider than one vector (8 or 16 lanes), so the vectorised activations' full lanes and tails
   // are both checked, not only Eigen's scalar tail.
   for (CfcMode mode : {CfcMode::Default, CfcMode::NoGate, CfcMode::Pure})
-    for (int L : {1, 2}) {
-      CfcCase c;
-      c.wide = true;
-      c.cfg.hidden = 9;
-      c.cfg.backbone_units = 19;
-      c.cfg.backbone_layers = L;
-      c.cfg.mode = mode;
-      c.dt = true;
-      cases.push_back(c);
-    }
+    for (int L : {1, 2}) add(mode, L, true, 9, 19, true);
   CfcCase masked;  // NCP-style masks on the recurrent and input weights
   masked.cfg.hidden = 4;
   masked.cfg.backbone_layers = 0;
