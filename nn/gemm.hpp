@@ -31,6 +31,11 @@ enum class GemmIsa { kEigen, kAvx2, kAvx512 };
 // c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum_p a(i, p) * b(p, j) for i < m, j < n.
 void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
            float* c, std::int64_t ldc, bool accumulate);
+// The same product through Eigen's (the build's ISA), whatever the kernel family: less fixed cost
+// than the blocked kernels for tiny products (attention pairs of a short sequence), and not
+// bit-identical to sgemm.
+void sgemm_eigen(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
+                 float* c, std::int64_t ldc, bool accumulate);
 
 // B given by pointers: per column (B(p, j) = b_cols[j][p]), or per row in `blocks` blocks of
 // block_n columns side by side, each with its own k row pointers (n = block_n * blocks,

@@ -101,25 +101,10 @@ void softmax_backward_rows(const PM& p, DM& d, float scale = 1.0f) {
 void pair_gemm(std::int64_t m, std::int64_t n, std::int64_t k, detail::StridedMatrix a,
                detail::StridedMatrix b, float* c, std::int64_t ldc, bool accumulate) {
   constexpr std::int64_t kMinKernelMacs = std::int64_t{1} << 16;
-  if (m * n * k >= kMinKernelMacs) return detail::sgemm(m, n, k, a, b, c, ldc, accumulate);
-  // Every operand here has unit stride one way (a head's rows, or their transpose): maps with
-  // that stride known at compile time keep Eigen's packing fast.
-  using ColMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-  auto with_map = [](detail::StridedMatrix x, std::int64_t rows, std::int64_t cols, auto&& f) {
-    if (x.cs == 1)
-      f(Eigen::Map<const RowMatrix, 0, Stride>(x.data, rows, cols, Stride(x.rs)));
-    else
-      f(Eigen::Map<const ColMatrix, 0, Stride>(x.data, rows, cols, Stride(x.cs)));
-  };
-  Eigen::Map<RowMatrix, 0, Stride> cm(c, m, n, Stride(ldc));
-  with_map(a, m, k, [&](const auto& am) {
-    with_map(b, k, n, [&](const auto& bm) {
-      if (accumulate)
-        cm.noalias() += am * bm;
-      else
-        cm.noalias() = am * bm;
-    });
-  });
+  if (m * n * k >= kMinKernelMacs)
+    detail::sgemm(m, n, k, a, b, c, ldc, accumulate);
+  else
+    detail::sgemm_eigen(m, n, k, a, b, c, ldc, accumulate);
 }
 
 bool keeps_graph(const Var& q, const Var& k, const Var& v) {
