@@ -3,6 +3,7 @@
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -125,50 +126,6 @@ struct LeftPackTable {
   }
 };
 
-// Scans w[0..n) (entry indices from base): counts the entries whose magnitude key is below lo and
-// appends the order keys of those in [lo, hi) to `inside`.
-void scan_band(const float* w, std::int64_t base, std::int64_t n, MagnitudeKey lo, MagnitudeKey hi,
-               std::int64_t& below, std::vector<std::uint64_t>& inside) {
-  std::int64_t i = 0;
-#if defined(__AVX2__)
-  static const LeftPackTable table;
-  // Positions of in-band entries, packed without a branch per vector: whole 8-lane stores
-  // advanced by the number of lanes kept (the band holds a few percent of the entries at
-  // unpredictable places).
-  thread_local std::vector<std::uint32_t> positions;
-  positions.resize(static_cast<std::size_t>(n) + 8);
-  std::uint32_t* out = positions.data();
-  std::int64_t found = 0;
-  // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
-  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
-                vhi = _mm256_set1_epi32(int(hi - 1));
-  __m256i nb = _mm256_setzero_si256();
-  for (; i + 8 <= n; i += 8) {
-    const __m256i m =
-        _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i)), abs_mask);
-    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                                // m < lo
-    const __m256i out_of_band = _mm256_or_si256(lt, _mm256_cmpgt_epi32(m, vhi));  // or m >= hi
-    nb = _mm256_sub_epi32(nb, lt);  // += 1 where m < lo
-    const unsigned in_mask =
-        ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(out_of_band))) & 0xffu;
-    const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.lanes[in_mask]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + found),
-                        _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(i))));
-    found += __builtin_popcount(in_mask);
-  }
-  alignas(32) std::int32_t cb[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(cb), nb);
-  for (int t = 0; t < 8; ++t) below += cb[t];
-  for (std::int64_t f = 0; f < found; ++f)
-    inside.push_back(order_key(magnitude_key(w[out[f]]), base + out[f]));
-#endif
-  for (; i < n; ++i) {
-    const MagnitudeKey m = magnitude_key(w[i]);
-    below += m < lo;
-    if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
-  }
-}
-
 // Between optimizer steps the weights move a little, so the boundary stays among the entries
 // whose magnitudes lay near it last time.  A weight remembers a band of magnitudes [lo, hi) around
 // its last boundary, about half_width entries on each side: one vectorised counting pass over the
@@ -183,90 +140,122 @@ struct PruneBand {
 };
 thread_local std::unordered_map<const nn::Node*, PruneBand> t_bands;
 
-// Sets band.lo / band.hi to the magnitudes half_width ranks below and above position `at` of
-// keys[0..size) (partitioned around `at` by nth_element).  keys holds every entry between
-// lo_floor and hi_ceiling; an edge whose rank lies outside keys is extrapolated past the old
-// bound, so that a boundary drifting steadily one way (pruned weights shrinking under weight
-// decay, say) is still centred on the next step.
-void centre_band(std::vector<std::uint64_t>& keys, std::int64_t at, PruneBand& band,
-                 MagnitudeKey lo_floor, MagnitudeKey hi_ceiling) {
-  const auto size = static_cast<std::int64_t>(keys.size());
-  const auto nth = keys.begin() + at;
-  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
-  const bool has_lo = lo_rank >= 0, has_hi = hi_rank < size;
-  MagnitudeKey lo = lo_floor, hi = hi_ceiling;
-  if (has_lo) {
-    std::nth_element(keys.begin(), keys.begin() + lo_rank, nth);
-    lo = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(lo_rank)] >> 32);
-  }
-  if (has_hi) {
-    std::nth_element(nth + 1, keys.begin() + hi_rank, keys.end());
-    hi = static_cast<MagnitudeKey>(keys[static_cast<std::size_t>(hi_rank)] >> 32) + 1;
-  }
-  // An edge whose rank lies past the known keys is extrapolated from the density of the keys
-  // between the boundary and the old bound.
-  const float b = std::bit_cast<float>(static_cast<MagnitudeKey>(*nth >> 32));
-  const auto width = static_cast<float>(band.half_width);
-  if (!has_lo) {
-    const float span = b - std::bit_cast<float>(lo_floor);
-    lo = magnitude_key(
-        std::max(0.0f, b - span * width / static_cast<float>(std::max<std::int64_t>(at, 1))));
-    lo = std::min(lo, lo_floor);
-  }
-  if (!has_hi && hi_ceiling <= 0x7f800000u) {  // (a ceiling above every key stays)
-    const float span = std::bit_cast<float>(hi_ceiling - 1) - b;
-    const float edge =
-        b + span * width / static_cast<float>(std::max<std::int64_t>(size - 1 - at, 1));
-    hi = std::max(hi_ceiling, std::min<MagnitudeKey>(magnitude_key(edge), 0x7f800000u) + 1);
-  }
-  band.lo = lo;
-  band.hi = hi;
-  band.valid = true;
+// A band edge whose rank lies past the keys known this step, extrapolated from the density of
+// the keys between the boundary b (at rank `at`) and the old bound, so that a boundary drifting
+// steadily one way (pruned weights shrinking under weight decay, say) is still centred next step.
+MagnitudeKey extrapolated_lo(float b, MagnitudeKey lo_floor, std::int64_t half_width,
+                             std::int64_t at) {
+  const float span = b - std::bit_cast<float>(lo_floor);
+  const MagnitudeKey lo =
+      magnitude_key(std::max(0.0f, b - span * static_cast<float>(half_width) /
+                                           static_cast<float>(std::max<std::int64_t>(at, 1))));
+  return std::min(lo, lo_floor);
+}
+MagnitudeKey extrapolated_hi(float b, MagnitudeKey hi_ceiling, std::int64_t half_width,
+                             std::int64_t above) {  // `above`: known keys ranked above b
+  if (hi_ceiling > 0x7f800000u) return hi_ceiling;  // a ceiling above every key stays
+  const float span = std::bit_cast<float>(hi_ceiling - 1) - b;
+  const float edge = b + span * static_cast<float>(half_width) /
+                             static_cast<float>(std::max<std::int64_t>(above, 1));
+  return std::max(hi_ceiling, std::min<MagnitudeKey>(magnitude_key(edge), 0x7f800000u) + 1);
 }
 
 // The narrowest band: a miss costs a full selection over n entries (and doubles the band), a
-// wide band three selections over its own entries on every step, so the band never narrows
-// below 1.6% of the weight (256 entries a side at least).
-std::int64_t min_half_width(std::int64_t n) { return std::max<std::int64_t>(256, n / 64); }
+// wide band a histogram over its own entries on every step, so the band never narrows below 1.6%
+// of the weight (256 entries a side at least).
+std::int64_t min_half_width(std::int64_t n) {
+  return std::max(n / 64, std::min<std::int64_t>(256, n / 16));
+}
 
-// The order_key of the k-th smallest entry of w[0..n), 1 <= k <= n.
-std::uint64_t kth_smallest(const float* w, std::int64_t n, std::int64_t k, PruneBand& band) {
-  if (band.valid) {
-    const std::int64_t pieces = (n + kPiece - 1) / kPiece;
-    std::vector<std::int64_t> piece_below(static_cast<std::size_t>(pieces), 0);
-    std::vector<std::vector<std::uint64_t>> piece_inside(static_cast<std::size_t>(pieces));
-    for_pieces(n, [&](std::int64_t b, std::int64_t e) {
-      const auto p = static_cast<std::size_t>(b / kPiece);
-      scan_band(w + b, b, e - b, band.lo, band.hi, piece_below[p], piece_inside[p]);
-    });
-    std::int64_t below = 0;
-    std::vector<std::uint64_t> inside;
-    for (std::size_t p = 0; p < piece_below.size(); ++p) {
-      below += piece_below[p];
-      inside.insert(inside.end(), piece_inside[p].begin(), piece_inside[p].end());
-    }
-    if (below < k && k <= below + static_cast<std::int64_t>(inside.size())) {
-      const std::int64_t at = k - below - 1;
-      std::nth_element(inside.begin(), inside.begin() + at, inside.end());
-      const std::uint64_t boundary = inside[static_cast<std::size_t>(at)];
-      // Narrow the band while the boundary moves less than a quarter of it per step.
-      const std::int64_t margin =
-          std::min<std::int64_t>(at, static_cast<std::int64_t>(inside.size()) - 1 - at);
-      if (margin > band.half_width * 3 / 4)
-        band.half_width = std::max(min_half_width(n), band.half_width * 15 / 16);
-      centre_band(inside, at, band, band.lo, band.hi);
-      return boundary;
-    }
-    band.half_width *= 2;  // the weights moved further than the band reached: widen it
+// The band's keys binned into kBins equal ranges of [band.lo, band.hi) (by a multiply, not a
+// division per key): the boundary is selected among one bin's few entries, and the next band's
+// edges are read off the counts.
+constexpr int kBins = 64;
+struct BandBins {
+  MagnitudeKey lo, hi;
+  // bin(m) = (m - lo) * mul >> 32, < kBins for every m < hi.  The product stays below
+  // (hi - lo) * (kBins << 32) / (hi - lo) = 2^38, so 64 bits hold it.
+  std::uint64_t mul;
+  BandBins(MagnitudeKey lo_, MagnitudeKey hi_)
+      : lo(lo_), hi(hi_), mul((std::uint64_t{kBins} << 32) / (std::uint64_t{hi_} - lo_)) {}
+  int bin(MagnitudeKey m) const { return static_cast<int>(std::uint64_t{m - lo} * mul >> 32); }
+  MagnitudeKey lower_edge(int j) const {  // the smallest key of bin j or above
+    const std::uint64_t offset = ((static_cast<std::uint64_t>(j) << 32) + mul - 1) / mul;
+    return static_cast<MagnitudeKey>(std::min<std::uint64_t>(hi, lo + offset));
   }
-  std::vector<std::uint64_t> all(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i)
-    all[static_cast<std::size_t>(i)] = order_key(magnitude_key(w[i]), i);
-  std::nth_element(all.begin(), all.begin() + (k - 1), all.end());
-  const std::uint64_t boundary = all[static_cast<std::size_t>(k - 1)];
+  MagnitudeKey upper_edge(int j) const {  // above every key of bin j
+    return j + 1 < kBins ? lower_edge(j + 1) : hi;
+  }
+};
+
+// Copies the keys in bin j of `bins` from keys[0..size) to dst (which may be keys itself),
+// keeping their order; returns how many.  Without a branch per key (which bin a key falls in is
+// unpredictable): every key is stored and the count advances only for those kept.
+std::size_t gather_bin(const std::uint64_t* keys, std::size_t size, const BandBins& bins, int j,
+                       std::uint64_t* dst) {
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < size; ++i) {
+    const std::uint64_t key = keys[i];
+    dst[kept] = key;
+    kept += static_cast<std::size_t>(bins.bin(static_cast<MagnitudeKey>(key >> 32)) == j);
+  }
+  return kept;
+}
+
+// The order key of rank `at` (0-based) among `keys`, whose magnitude keys all lie in [lo, hi):
+// the keys are binned and only the bin holding the rank is kept, until few keys are left or the
+// range is narrower than the bins (magnitudes pile up at the pruning boundary during training, so
+// one level of bins can hold half of them).  Reorders keys.
+std::uint64_t select_rank(std::vector<std::uint64_t>& keys, std::int64_t at, MagnitudeKey lo,
+                          MagnitudeKey hi) {
+  // Below a few hundred keys nth_element is cheaper than another level of bins.
+  while (keys.size() > 512 && hi - lo > static_cast<MagnitudeKey>(kBins)) {
+    const BandBins bins(lo, hi);
+    std::array<std::int64_t, kBins> hist{};
+    for (std::uint64_t key : keys) ++hist[bins.bin(static_cast<MagnitudeKey>(key >> 32))];
+    int j = 0;
+    while (hist[j] <= at) at -= hist[j++];
+    keys.resize(gather_bin(keys.data(), keys.size(), bins, j, keys.data()));
+    lo = bins.lower_edge(j);
+    hi = bins.upper_edge(j);
+  }
+  std::nth_element(keys.begin(), keys.begin() + at, keys.end());
+  return keys[static_cast<std::size_t>(at)];
+}
+
+// The order_key of the k-th smallest entry of w[0..n), 1 <= k <= n, by a full selection (when a
+// weight is new or its boundary left the band): magnitudes are counted in 2048 bins of 1/8 octave
+// (the top bits of the key), the boundary is selected among its bin's entries, and the band is
+// set to the bins holding the ranks half_width below and above it (refined at the next step).
+std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, PruneBand& band) {
+  constexpr int kShift = 20;
+  std::vector<std::int64_t> hist(std::size_t{1} << (31 - kShift), 0);
+  for (std::int64_t i = 0; i < n; ++i) ++hist[magnitude_key(w[i]) >> kShift];
+  auto bin_of_rank = [&](std::int64_t rank, std::int64_t& before) {
+    before = 0;
+    std::size_t j = 0;
+    while (before + hist[j] <= rank) before += hist[j++];
+    return static_cast<MagnitudeKey>(j);
+  };
+  std::int64_t before = 0;
+  const MagnitudeKey j = bin_of_rank(k - 1, before);
+  // Gathered without a branch per entry, as in gather_bin (one slot past the last kept).
+  std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
+  std::size_t kept = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const MagnitudeKey m = magnitude_key(w[i]);
+    candidates[kept] = order_key(m, i);
+    kept += static_cast<std::size_t>(m >> kShift == j);
+  }
+  candidates.resize(kept);
+  const std::uint64_t boundary =
+      select_rank(candidates, k - 1 - before, j << kShift, (j + 1) << kShift);
   if (band.half_width == 0) band.half_width = 2 * min_half_width(n);
   band.half_width = std::min(band.half_width, n);
-  centre_band(all, k - 1, band, 0, 0x80000000u);
+  std::int64_t unused = 0;
+  band.lo = bin_of_rank(std::max<std::int64_t>(0, k - 1 - band.half_width), unused) << kShift;
+  band.hi = (bin_of_rank(std::min(n - 1, k - 1 + band.half_width), unused) + 1) << kShift;
+  band.valid = true;
   return boundary;
 }
 
@@ -280,25 +269,11 @@ struct PruneRule {
   }
 };
 
-PruneRule prune_rule(const nn::Var& w, double prune) {
-  const std::int64_t n = w.value().numel();
-  const auto k = static_cast<std::int64_t>(std::floor(prune * static_cast<double>(n)));
+PruneRule rule_at(std::uint64_t boundary) {
   PruneRule rule;
-  if (prune <= 0 || k <= 0) return rule;
   rule.none = false;
-  if (k >= n) {
-    rule.key = 0xffffffffu;  // every entry
-    return rule;
-  }
-  // A copy of the band, written back after: the selection's parallel loops may run other tasks
-  // on this thread that use (and clear) the thread-local map.
-  PruneBand band;
-  if (auto it = t_bands.find(w.node()); it != t_bands.end()) band = it->second;
-  const std::uint64_t b = kth_smallest(w.value().data(), n, k, band);
-  if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
-  t_bands[w.node()] = band;
-  rule.key = static_cast<MagnitudeKey>(b >> 32);
-  rule.index = static_cast<std::int64_t>(b & 0xffffffffu);
+  rule.key = static_cast<MagnitudeKey>(boundary >> 32);
+  rule.index = static_cast<std::int64_t>(boundary & 0xffffffffu);
   return rule;
 }
 
@@ -326,6 +301,41 @@ float max_magnitude(const float* row, std::int64_t n) {
   return m;
 }
 
+// round_half_away(v / scale) * scale.  Division is the slowest instruction of a pass, so where
+// the scale and its reciprocal are normal floats the lanes multiply by the reciprocal and round
+// to nearest: v * (1/scale) lies within 3 ulp of v / scale, so both round to the same integer
+// unless the product is that close to a half-integer (ties included); only such vectors (about 1
+// in 1000) divide and round half away from zero.
+struct Quantiser {
+  float scale = 1, inv = 1;
+  bool by_reciprocal = false;
+  explicit Quantiser(float s)
+      : scale(s), inv(1.0f / s), by_reciprocal(std::isnormal(s) && std::isnormal(1.0f / s)) {}
+  float operator()(float v) const { return round_half_away(v / scale) * scale; }
+#if defined(__AVX2__)
+  __m256 operator()(__m256 v) const {
+    const __m256 vs = _mm256_set1_ps(scale), sign = _mm256_set1_ps(-0.0f),
+                 half = _mm256_set1_ps(0.5f);
+    if (by_reciprocal) {
+      const __m256 q = _mm256_mul_ps(v, _mm256_set1_ps(inv));
+      // Round to nearest keeps the argument's sign (-0.3 -> -0.0), as std::round does.
+      const __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m256 gap = _mm256_sub_ps(half, _mm256_andnot_ps(sign, _mm256_sub_ps(q, r)));
+      const __m256 slack = _mm256_mul_ps(_mm256_andnot_ps(sign, q), _mm256_set1_ps(0x1p-21f));
+      if (!_mm256_movemask_ps(_mm256_cmp_ps(gap, slack, _CMP_LE_OQ))) return _mm256_mul_ps(r, vs);
+    }
+    const __m256 q = _mm256_div_ps(v, vs);
+    const __m256 t = _mm256_round_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 away =
+        _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(q, t)), half, _CMP_GE_OQ);
+    const __m256 step =
+        _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(q, sign), _mm256_set1_ps(1.0f)));
+    // t + step alone would turn round(-0.3) = -0.0 into +0.
+    return _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(q, sign)), vs);
+  }
+#endif
+};
+
 // One pass over entries base .. base + len: dst[i] = values[i], quantised with `scale`
 // (round_half_away(v / scale) * scale) when kQuantise, and 0 where the rule prunes the entry
 // (its magnitude read from keys_from[i]).  The forward pass emits the compressed weight
@@ -344,21 +354,13 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
   }
   std::int64_t i = 0;
 #if defined(__AVX2__)
-  const __m256 vs = _mm256_set1_ps(scale), sign = _mm256_set1_ps(-0.0f),
-               half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  const Quantiser quantise(scale);
+  const __m256 one = _mm256_set1_ps(1.0f);
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vkey = _mm256_set1_epi32(int(rule.key)),
                 vkey_minus_1 = _mm256_set1_epi32(int(rule.key) - 1);
   for (; i + 8 <= len; i += 8) {
     __m256 v = _mm256_loadu_ps(values + i);
-    if constexpr (kQuantise) {
-      const __m256 q = _mm256_div_ps(v, vs);
-      const __m256 t = _mm256_round_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-      const __m256 away =
-          _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(q, t)), half, _CMP_GE_OQ);
-      const __m256 step = _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(q, sign), one));
-      // round keeps the sign of its argument (-0.3 -> -0.0): t + step alone would give +0.
-      v = _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(q, sign)), vs);
-    }
+    if constexpr (kQuantise) v = quantise(v);
     if (!rule.none) {
       // Entries below the boundary magnitude go; those at it (the boundary itself, rare ties)
       // are settled by index one by one.
@@ -389,44 +391,233 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
   }
 }
 
+// The band pass over entries [base, base + len) of w: counts the entries whose magnitude key is
+// below lo, appends the order keys of those in [lo, hi) to `inside`, and writes dst as if exactly
+// the entries below lo were pruned (the rest quantised when kQuantise), all in one read.
+template <bool kQuantise>
+void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
+                        const Quantiser& quantise, MagnitudeKey lo, MagnitudeKey hi,
+                        std::int64_t& below, std::vector<std::uint64_t>& inside, float* dst) {
+  std::int64_t i = 0;
+#if defined(__AVX2__)
+  static const LeftPackTable table;
+  // Positions of in-band entries, packed without a branch per vector: whole 8-lane stores
+  // advanced by the number of lanes kept (the band holds a few percent of the entries at
+  // unpredictable places).
+  thread_local std::vector<std::uint32_t> positions;
+  positions.resize(static_cast<std::size_t>(len) + 8);
+  std::uint32_t* out = positions.data();
+  std::int64_t found = 0;
+  // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
+                vhi = _mm256_set1_epi32(int(hi - 1));
+  __m256i nb = _mm256_setzero_si256();
+  for (; i + 8 <= len; i += 8) {
+    const __m256 v = _mm256_loadu_ps(w + i);
+    const __m256i m = _mm256_and_si256(_mm256_castps_si256(v), abs_mask);
+    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                                // m < lo
+    const __m256i out_of_band = _mm256_or_si256(lt, _mm256_cmpgt_epi32(m, vhi));  // or m >= hi
+    nb = _mm256_sub_epi32(nb, lt);  // += 1 where m < lo
+    const unsigned in_mask =
+        ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(out_of_band))) & 0xffu;
+    const __m256i lanes = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.lanes[in_mask]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + found),
+                        _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(i))));
+    found += __builtin_popcount(in_mask);
+    __m256 q = v;
+    if constexpr (kQuantise) q = quantise(v);
+    _mm256_storeu_ps(dst + i, _mm256_andnot_ps(_mm256_castsi256_ps(lt), q));  // pruned: +0
+  }
+  alignas(32) std::int32_t cb[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(cb), nb);
+  for (int t = 0; t < 8; ++t) below += cb[t];
+  for (std::int64_t f = 0; f < found; ++f)
+    inside.push_back(order_key(magnitude_key(w[out[f]]), base + out[f]));
+#endif
+  for (; i < len; ++i) {
+    const MagnitudeKey m = magnitude_key(w[i]);
+    below += m < lo;
+    if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
+    dst[i] = m < lo ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
+  }
+}
+
+// How the passes walk a weight: segment s covers entries [s * len, min(n, (s + 1) * len)).  A
+// quantised weight's segments are its output channels (one scale each); an unquantised one's are
+// pieces of kPiece.  A parallel task takes per_task consecutive segments (about kPiece entries).
+struct Segments {
+  std::int64_t n = 0, len = 1, per_task = 1;
+  float qmax = 0;  // 0: no quantisation
+  std::int64_t count() const { return (n + len - 1) / len; }
+  std::int64_t tasks() const { return (count() + per_task - 1) / per_task; }
+  std::int64_t begin(std::int64_t s) const { return s * len; }
+  std::int64_t end(std::int64_t s) const { return std::min(n, (s + 1) * len); }
+};
+
+Segments segments_of(const nn::Tensor& x, int bits) {
+  Segments seg;
+  seg.n = x.numel();
+  if (bits >= 16 || seg.n == 0) {
+    seg.len = kPiece;
+    return seg;
+  }
+  const std::int64_t channels = x.shape().rank() >= 2 ? x.shape()[0] : 1;
+  seg.len = std::max<std::int64_t>(1, seg.n / channels);
+  seg.per_task = std::max<std::int64_t>(1, kPiece / seg.len);
+  seg.qmax = static_cast<float>((1 << (bits - 1)) - 1);
+  return seg;
+}
+
+// Writes segment s of the compressed weight under the exact rule.
+void emit_segment(const float* x, const Segments& seg, std::int64_t s, const PruneRule& rule,
+                  float* out) {
+  const std::int64_t b = seg.begin(s), len = seg.end(s) - b;
+  const float* row = x + b;
+  if (seg.qmax == 0) {
+    emit<false>(row, row, b, len, 0.0f, rule, out + b);
+    return;
+  }
+  // The scale of the kept entries (quantisation_scales of the pruned weight): the row's largest
+  // magnitude, unless that entry itself may be pruned (then every entry is checked).
+  float maxabs = max_magnitude(row, len);
+  if (!rule.none && magnitude_key(maxabs) <= rule.key) {
+    maxabs = 0;
+    for (std::int64_t i = 0; i < len; ++i)
+      if (!rule.pruned(magnitude_key(row[i]), b + i)) maxabs = std::max(maxabs, std::fabs(row[i]));
+  }
+  emit<true>(row, row, b, len, maxabs > 0 ? maxabs / seg.qmax : 1.0f, rule, out + b);
+}
+
+void emit_all(const float* x, const Segments& seg, const PruneRule& rule, float* out) {
+  for_tasks(seg.tasks(), [&](std::int64_t t) {
+    const std::int64_t s1 = std::min(seg.count(), (t + 1) * seg.per_task);
+    for (std::int64_t s = t * seg.per_task; s < s1; ++s) emit_segment(x, seg, s, rule, out);
+  });
+}
+
+// What one parallel task of the in-band pass found in its segments.
+struct BandTask {
+  std::int64_t below = 0;                  // entries under band.lo
+  std::vector<std::uint64_t> inside;       // order keys of the entries in the band
+  std::vector<std::int64_t> deferred;      // segments whose scale waits for the boundary
+  std::array<std::int32_t, kBins> hist{};  // `inside` per bin
+};
+
+// The band path of one compression, when the band holds the boundary: one parallel pass counts
+// the entries under the band, collects those in it, and writes every segment as if nothing in
+// the band were pruned (entries under it are: all of them rank below the boundary).  The boundary
+// is then selected among the band's entries, the in-band ones at or under it are zeroed, and the
+// segments whose largest entry may be pruned (their scale depends on it, rare) are written again.
+// Returns false, having changed only the band's width, when the boundary has left the band.
+bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
+                      PruneRule& rule, float* out) {
+  const BandBins bins(band.lo, band.hi);
+  std::vector<BandTask> tasks(static_cast<std::size_t>(seg.tasks()));
+  for_tasks(seg.tasks(), [&](std::int64_t t) {
+    BandTask& task = tasks[static_cast<std::size_t>(t)];
+    const std::int64_t s1 = std::min(seg.count(), (t + 1) * seg.per_task);
+    for (std::int64_t s = t * seg.per_task; s < s1; ++s) {
+      const std::int64_t b = seg.begin(s), len = seg.end(s) - b;
+      if (seg.qmax == 0) {
+        emit_scanning_band<false>(x + b, b, len, Quantiser(1.0f), band.lo, band.hi, task.below,
+                                  task.inside, out + b);
+        continue;
+      }
+      // A segment whose largest entry may be pruned is written again once its scale is known.
+      const float maxabs = max_magnitude(x + b, len);
+      const bool deferred = magnitude_key(maxabs) < band.hi;
+      if (deferred) task.deferred.push_back(s);
+      emit_scanning_band<true>(x + b, b, len, Quantiser(deferred ? 1.0f : maxabs / seg.qmax),
+                               band.lo, band.hi, task.below, task.inside, out + b);
+    }
+    for (std::uint64_t key : task.inside)
+      ++task.hist[bins.bin(static_cast<MagnitudeKey>(key >> 32))];
+  });
+  std::int64_t below = 0, size = 0;
+  std::array<std::int64_t, kBins> hist{};
+  for (const BandTask& task : tasks) {
+    below += task.below;
+    size += static_cast<std::int64_t>(task.inside.size());
+    for (int j = 0; j < kBins; ++j) hist[j] += task.hist[j];
+  }
+  if (!(below < k && k <= below + size)) {
+    band.half_width *= 2;  // the weights moved further than the band reached: widen it
+    return false;
+  }
+  // The bin holding rank `at` of the band's entries; the boundary is selected among its keys.
+  const std::int64_t at = k - below - 1;
+  auto bin_of_rank = [&](std::int64_t rank, std::int64_t& before) {
+    before = 0;
+    int j = 0;
+    while (before + hist[j] <= rank) before += hist[j++];
+    return j;
+  };
+  std::int64_t before = 0;
+  const int j = bin_of_rank(at, before);
+  // hist[j] + 1 slots: gather_bin stores one key past the last it keeps.
+  std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
+  std::size_t kept = 0;
+  for (const BandTask& task : tasks)
+    kept += gather_bin(task.inside.data(), task.inside.size(), bins, j, candidates.data() + kept);
+  candidates.resize(kept);
+  const std::uint64_t boundary =
+      select_rank(candidates, at - before, bins.lower_edge(j), bins.upper_edge(j));
+  rule = rule_at(boundary);
+  // Zero the in-band entries at or under the boundary, by a mask rather than a branch.
+  for (const BandTask& task : tasks)
+    for (std::uint64_t key : task.inside) {
+      float& o = out[key & 0xffffffffu];
+      const std::uint32_t keep = 0u - static_cast<std::uint32_t>(key > boundary);
+      o = std::bit_cast<float>(std::bit_cast<std::uint32_t>(o) & keep);
+    }
+  for (const BandTask& task : tasks)
+    for (std::int64_t s : task.deferred) emit_segment(x, seg, s, rule, out);
+
+  // Narrow the band while the boundary moves less than a quarter of it per step; centre it on
+  // the boundary (edges at bin resolution, extrapolated past the band's own entries).
+  if (std::min(at, size - 1 - at) > band.half_width * 3 / 4)
+    band.half_width = std::max(min_half_width(seg.n), band.half_width * 15 / 16);
+  const float b = std::bit_cast<float>(rule.key);
+  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
+  std::int64_t unused = 0;
+  band.lo = lo_rank >= 0 ? bins.lower_edge(bin_of_rank(lo_rank, unused))
+                         : extrapolated_lo(b, bins.lo, band.half_width, at);
+  band.hi = hi_rank < size ? bins.upper_edge(bin_of_rank(hi_rank, unused))
+                           : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
+  return true;
+}
+
+// Writes the compressed weight to `out`; returns the pruning rule its gradient mask uses.
+PruneRule compress_into(const nn::Var& w, const Segments& seg, double prune, float* out) {
+  const float* x = w.value().data();
+  const std::int64_t n = seg.n;
+  const auto k = static_cast<std::int64_t>(std::floor(prune * static_cast<double>(n)));
+  PruneRule rule;
+  if (prune > 0 && k >= n) {
+    rule.none = false;
+    rule.key = 0xffffffffu;  // every entry
+  }
+  if (prune <= 0 || k <= 0 || k >= n) {
+    emit_all(x, seg, rule, out);
+    return rule;
+  }
+  // A copy of the band, written back after: the passes' parallel loops may run other tasks on
+  // this thread that use (and clear) the thread-local map.
+  PruneBand band;
+  if (auto it = t_bands.find(w.node()); it != t_bands.end()) band = it->second;
+  if (!band.valid || !compress_in_band(x, seg, k, band, rule, out)) {
+    rule = rule_at(kth_smallest_full(x, n, k, band));
+    emit_all(x, seg, rule, out);
+  }
+  if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
+  t_bands[w.node()] = band;
+  return rule;
+}
+
 nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
   const nn::Tensor& x = w.value();
-  const std::int64_t n = x.numel();
-  const float* xd = x.data();
-  const PruneRule rule = prune_rule(w, prune);
   nn::Tensor out(x.shape());
-  float* od = out.data();
-  if (bits >= 16 || n == 0) {
-    for_pieces(n, [&](std::int64_t b, std::int64_t e) {
-      emit<false>(xd + b, xd + b, b, e - b, 0.0f, rule, od + b);
-    });
-  } else {
-    // Per output channel (dim 0), as quantisation_scales: rows of `per` entries, several rows
-    // per parallel task.
-    const std::int64_t channels = x.shape().rank() >= 2 ? x.shape()[0] : 1;
-    const std::int64_t per = n / channels;
-    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    const std::int64_t rows_per_task =
-        std::max<std::int64_t>(1, kPiece / std::max<std::int64_t>(per, 1));
-    for_tasks((channels + rows_per_task - 1) / rows_per_task, [&](std::int64_t t) {
-      const std::int64_t c0 = t * rows_per_task, c1 = std::min(channels, c0 + rows_per_task);
-      for (std::int64_t c = c0; c < c1; ++c) {
-        const float* row = xd + c * per;
-        // The scale of the kept entries (quantisation_scales of the pruned weight): the row's
-        // largest magnitude, unless that entry itself may be pruned (then every entry is
-        // checked).
-        float maxabs = max_magnitude(row, per);
-        if (!rule.none && magnitude_key(maxabs) <= rule.key) {
-          maxabs = 0;
-          for (std::int64_t i = 0; i < per; ++i)
-            if (!rule.pruned(magnitude_key(row[i]), c * per + i))
-              maxabs = std::max(maxabs, std::fabs(row[i]));
-        }
-        const float scale = maxabs > 0 ? maxabs / qmax : 1.0f;
-        emit<true>(row, row, c * per, per, scale, rule, od + c * per);
-      }
-    });
-  }
+  const PruneRule rule = compress_into(w, segments_of(x, bits), prune, out.data());
   // Straight-through gradient, zero on pruned entries (decided again from the weight's value,
   // which no op changes between this forward and its backward).
   return nn::make_result(std::move(out), {w}, [rule](nn::Node& self) {

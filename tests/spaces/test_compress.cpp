@@ -104,7 +104,7 @@ std::pair<std::vector<float>, std::vector<float>> reference_compress(const nn::T
 // (weights on a coarse grid) and whole channels pruned.
 TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
   std::mt19937 rng(5);
-  // The last two exceed one parallel piece (2^15 entries): the passes split across threads.
+  // The last three exceed one parallel piece (2^13 entries): the passes split across threads.
   const std::vector<nn::Shape> shapes = {nn::Shape{37},          nn::Shape{8, 50},
                                          nn::Shape{16, 3, 3, 3}, nn::Shape{64, 300},
                                          nn::Shape{70000},       nn::Shape{40, 1000}};
@@ -144,4 +144,31 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
                   << " entry " << i;
           }
         }
+}
+
+// Quantisation multiplies by the reciprocal of the scale and divides only where the product lies
+// within a few ulp of a half-integer: values at, just under and just over (j + 1/2) * scale, for
+// every level j and every bit width, round exactly as std::round(v / scale) does.
+TEST(Compress, QuantisationRoundsHalfIntegersAsDivisionDoes) {
+  for (int bits : {2, 4, 8, 12}) {
+    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+    for (float maxabs : {1.0f, 0.7f, 0.0123f, 3.3e-3f, 1.7e-37f}) {
+      const float scale = maxabs / qmax;
+      std::vector<float> row = {maxabs};
+      for (int j = -static_cast<int>(qmax); j < static_cast<int>(qmax); ++j) {
+        const float v = (static_cast<float>(j) + 0.5f) * scale;
+        for (float u : {v, std::nextafter(v, 0.0f), std::nextafter(v, 2 * v),
+                        std::nextafter(std::nextafter(v, 0.0f), 0.0f)})
+          if (std::fabs(u) <= maxabs) row.push_back(u);
+      }
+      const auto n = static_cast<std::int64_t>(row.size());
+      nn::Var w = nn::parameter(nn::Tensor::from(nn::Shape{1, static_cast<int>(n)}, row));
+      const std::vector<float> got = spaces::compress_weight(w, bits, 0.0).value().to_vector();
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float want = std::round(row[i] / scale) * scale;
+        ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want))
+            << "bits " << bits << " maxabs " << maxabs << " v " << row[i];
+      }
+    }
+  }
 }
