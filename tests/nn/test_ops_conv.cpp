@@ -132,6 +132,12 @@ const ConvCase kConvCases[] = {
     {"k2x3_stride2", 2, 2, 6, 7, 3, 2, 3, {2, 0, 1}, true},
     {"rect_kernel_stride1", 2, 2, 5, 6, 3, 3, 2, {1, 1, 1}, true},
     {"pad_beyond_kernel", 2, 2, 3, 4, 3, 2, 2, {1, 2, 1}, false},
+    // Outputs wider than 14 keep the grid and im2col paths (smaller ones run batch-minor):
+    // stride-1 grid with the transposed input gradient, stride-2 phase grid (forward and weight
+    // gradient), and a 3x3 stride-2 convolution through im2col.
+    {"grid_k5_same_wide", 1, 2, 16, 17, 3, 5, 5, {1, 2, 1}, true},
+    {"phase_grid_k5_stride2_wide", 1, 2, 31, 30, 3, 5, 5, {2, 2, 1}, false},
+    {"im2col_k3_stride2_wide", 1, 2, 33, 32, 3, 3, 3, {2, 1, 1}, true},
 };
 
 class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
@@ -187,6 +193,12 @@ TEST(Conv2d, BatchedSamplesMatchNaiveAndGradients) {
       // blocks, which later copies must overwrite before the GEMM reads them.
       {"tiny_output", 12, 3, 4, 4, 5, 3, 3, {1, 0, 1}, true},
       {"tiny_output_padded", 10, 2, 1, 3, 4, 3, 3, {1, 1, 1}, false},
+      // Batch-minor sub-batches of 8-9 samples: the strided input gradient by columns (5x5) and
+      // by im2col (3x3), the transposed one with groups, and a non-square kernel.
+      {"minor_k5_stride2", 17, 3, 9, 10, 4, 5, 5, {2, 2, 1}, true},
+      {"minor_k3_stride2", 18, 2, 8, 8, 3, 3, 3, {2, 1, 1}, false},
+      {"minor_k5_same_groups", 17, 4, 7, 7, 4, 5, 5, {1, 2, 2}, true},
+      {"minor_rect_kernel", 17, 2, 6, 5, 3, 3, 2, {1, 2, 1}, false},
   };
   for (const ConvCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -201,6 +213,37 @@ TEST(Conv2d, BatchedSamplesMatchNaiveAndGradients) {
         [&](const std::vector<Var>& v) { return conv2d(v[0], v[1], c.bias ? v[2] : Var(), c.opt); },
         in);
   }
+}
+
+// A batch whose chunks hold a full batch-minor sub-batch (16 samples) and a ragged one (n = 150:
+// chunks of 18-19 samples): outputs match the naive convolution, each sample's input gradient
+// and the weight gradient match those of the samples run one at a time.
+TEST(Conv2d, BatchMinorSubBatchesMatchSamplesAlone) {
+  std::mt19937_64 rng(23);
+  const Conv2dOptions opt{2, 2, 1};
+  const int n = 150, cin = 3, h = 9, cout = 4;
+  const Tensor x = random_tensor(Shape{n, cin, h, h}, rng);
+  const Tensor w = random_tensor(Shape{cout, cin, 5, 5}, rng);
+  const Tensor up = random_tensor(Shape{n, cout, 5, 5}, rng);
+  Var xv = parameter(x), wv = parameter(w);
+  Var y = conv2d(xv, wv, Var(), opt);
+  expect_close(y.value(), naive_conv2d(x, w, nullptr, opt));
+  backward(sum(mul(y, constant(up))));
+  const std::int64_t in_per = static_cast<std::int64_t>(cin) * h * h, out_per = cout * 25;
+  std::vector<float> dw_sum(static_cast<std::size_t>(w.numel()), 0.0f);
+  for (int s = 0; s < n; ++s) {
+    const std::vector<float> xs(x.data() + s * in_per, x.data() + (s + 1) * in_per);
+    const std::vector<float> us(up.data() + s * out_per, up.data() + (s + 1) * out_per);
+    Var xs_v = parameter(Tensor::from(Shape{1, cin, h, h}, xs)), ws_v = parameter(w);
+    backward(
+        sum(mul(conv2d(xs_v, ws_v, Var(), opt), constant(Tensor::from(Shape{1, cout, 5, 5}, us)))));
+    for (std::int64_t i = 0; i < in_per; ++i)
+      ASSERT_NEAR(xv.grad().data()[s * in_per + i], xs_v.grad().data()[i], 1e-4f) << "sample " << s;
+    for (std::int64_t i = 0; i < w.numel(); ++i)
+      dw_sum[static_cast<std::size_t>(i)] += ws_v.grad().data()[i];
+  }
+  for (std::int64_t i = 0; i < w.numel(); ++i)
+    EXPECT_NEAR(wv.grad().data()[i], dw_sum[static_cast<std::size_t>(i)], 1e-3f) << "weight " << i;
 }
 
 // The batched path (pointwise and padded 3x3 at batch 64) is bit-identical across pool sizes.
