@@ -683,12 +683,6 @@ struct MinorPlanes {
     return static_cast<std::int64_t>(g.cin) * (g.stride == 1 ? 1 : 4) * plane();
   }
   std::int64_t row_pitch() const { return static_cast<std::int64_t>(pw()) * nb; }
-  // Offset of padded position (py, px) of channel c, sample s.
-  std::int64_t at(int c, int py, int px, int s) const {
-    if (g.stride == 1) return ((static_cast<std::int64_t>(c) * ph() + py) * pw() + px) * nb + s;
-    const std::int64_t p = (static_cast<std::int64_t>(c) * 2 + py % 2) * 2 + px % 2;
-    return p * plane() + (py / 2) * row_pitch() + static_cast<std::int64_t>(px / 2) * nb + s;
-  }
   // Offset of tap (c, i, j)'s view for output row 0.
   std::int64_t tap(int c, int i, int j) const {
     if (g.stride == 1)
@@ -699,39 +693,70 @@ struct MinorPlanes {
   }
 };
 
+// Walks the planes of mp row by row: fn(plane_row, y, q_lo, q_hi, x_lo) for plane row r of channel
+// c's phase (a, b) (stride 1: the one plane), whose padded positions are (st*r + a, st*q + b):
+// plane_row is the row's offset, y its input row (-1: a padding row), and columns [q_lo, q_hi)
+// hold input columns x_lo, x_lo + st, ...; the others are padding.
+template <class F>
+void for_minor_rows(const MinorPlanes& mp, F&& fn) {
+  const ConvGeom& g = mp.g;
+  const int st = g.stride, ph = mp.ph(), pw = mp.pw();
+  for (int c = 0; c < g.cin; ++c)
+    for (int a = 0; a < st; ++a)
+      for (int b = 0; b < st; ++b) {
+        // Columns with pad <= st*q + b < pad + w: q in [ceil((pad - b) / st), ceil((pad + w - b) /
+        // st)).
+        const int q_lo = std::max(0, (g.pad - b + st - 1) / st);
+        const int q_hi = std::min(pw, std::max(q_lo, (g.pad + g.w - b + st - 1) / st));
+        const std::int64_t plane = ((static_cast<std::int64_t>(c) * st + a) * st + b) * mp.plane();
+        for (int r = 0; r < ph; ++r) {
+          const int y = st * r + a - g.pad;
+          fn(c, plane + r * mp.row_pitch(), y >= 0 && y < g.h ? y : -1, q_lo, q_hi,
+             st * q_lo + b - g.pad);
+        }
+      }
+}
+
 // Writes samples x[0..nb) (NCHW) into mp's layout at dst, zeros in the padding.
 void pack_minor(const float* x, const MinorPlanes& mp, float* dst) {
   const ConvGeom& g = mp.g;
-  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w;
-  const int nb = mp.nb, ph = mp.ph(), pw = mp.pw();
-  std::fill(dst, dst + mp.size(), 0.0f);
-  for (int c = 0; c < g.cin; ++c)
-    for (int s = 0; s < nb; ++s) {
-      const float* src = x + s * CHW + static_cast<std::int64_t>(c) * g.h * g.w;
-      for (int y = 0; y < g.h; ++y) {
-        const int py = y + g.pad;
-        for (int xx = 0; xx < g.w; ++xx) {
-          dst[mp.at(c, y + g.pad, xx + g.pad, s)] = src[y * g.w + xx];
-        }
-      }
+  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, HW = g.h * g.w;
+  const int nb = mp.nb, st = g.stride, pw = mp.pw();
+  for_minor_rows(mp, [&](int c, std::int64_t row, int y, int q_lo, int q_hi, int x_lo) {
+    float* d = dst + row;
+    if (y < 0) {
+      std::fill(d, d + static_cast<std::int64_t>(pw) * nb, 0.0f);
+      return;
     }
+    std::fill(d, d + static_cast<std::int64_t>(q_lo) * nb, 0.0f);
+    std::fill(d + static_cast<std::int64_t>(q_hi) * nb, d + static_cast<std::int64_t>(pw) * nb,
+              0.0f);
+    for (int s = 0; s < nb; ++s) {
+      const float* src = x + s * CHW + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo;
+      for (int q = q_lo; q < q_hi; ++q)
+        d[static_cast<std::int64_t>(q) * nb + s] = src[(q - q_lo) * st];
+    }
+  });
 }
 
 // dx[s] (=, or += with accumulate) the unpadded part of mp's planes at src: pack_minor's adjoint.
 void unpack_minor(const float* src, const MinorPlanes& mp, float* dx, bool accumulate) {
   const ConvGeom& g = mp.g;
-  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w;
-  const int nb = mp.nb, ph = mp.ph(), pw = mp.pw();
-  for (int c = 0; c < g.cin; ++c)
+  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, HW = g.h * g.w;
+  const int nb = mp.nb, st = g.stride;
+  for_minor_rows(mp, [&](int c, std::int64_t row, int y, int q_lo, int q_hi, int x_lo) {
+    if (y < 0) return;
+    const float* sr = src + row;
     for (int s = 0; s < nb; ++s) {
-      float* dst = dx + s * CHW + static_cast<std::int64_t>(c) * g.h * g.w;
-      for (int y = 0; y < g.h; ++y) {
-        for (int xx = 0; xx < g.w; ++xx) {
-          const float v = src[mp.at(c, y + g.pad, xx + g.pad, s)];
-          dst[y * g.w + xx] = accumulate ? dst[y * g.w + xx] + v : v;
-        }
-      }
+      float* d = dx + s * CHW + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo;
+      if (accumulate)
+        for (int q = q_lo; q < q_hi; ++q)
+          d[(q - q_lo) * st] += sr[static_cast<std::int64_t>(q) * nb + s];
+      else
+        for (int q = q_lo; q < q_hi; ++q)
+          d[(q - q_lo) * st] = sr[static_cast<std::int64_t>(q) * nb + s];
     }
+  });
 }
 
 // tile[c][p * nb + s] = src[s][c][p] for c < channels, p < P: an NCHW sub-batch batch-minor.
@@ -764,12 +789,16 @@ void from_minor(const float* tile, int nb, int channels, std::int64_t P, const f
 void minor_taps(const float* planes, const MinorPlanes& mp, int gr,
                 std::vector<const float*>& taps) {
   const ConvGeom& g = mp.g;
-  taps.clear();
-  for (int oh = 0; oh < g.ho; ++oh)
-    for (int c = gr * g.cin_g(); c < (gr + 1) * g.cin_g(); ++c)
-      for (int i = 0; i < g.kh; ++i)
-        for (int j = 0; j < g.kw; ++j)
-          taps.push_back(planes + mp.tap(c, i, j) + oh * mp.row_pitch());
+  const std::int64_t Kg = g.k_g();
+  taps.resize(static_cast<std::size_t>(g.ho * Kg));
+  std::size_t p = 0;
+  for (int c = gr * g.cin_g(); c < (gr + 1) * g.cin_g(); ++c)
+    for (int i = 0; i < g.kh; ++i)
+      for (int j = 0; j < g.kw; ++j) taps[p++] = planes + mp.tap(c, i, j);
+  for (int oh = 1; oh < g.ho; ++oh)
+    for (std::int64_t q = 0; q < Kg; ++q)
+      taps[static_cast<std::size_t>(oh * Kg + q)] =
+          taps[static_cast<std::size_t>(q)] + oh * mp.row_pitch();
 }
 
 // y[lo, hi) (=, or += with accumulate) = conv(x[lo, hi)) + bias (may be null), batch-minor.
