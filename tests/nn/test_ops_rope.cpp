@@ -22,6 +22,7 @@ TEST(Rope, RotatesEachPairByPositionTimesItsFrequency) {
   Tensor x(Shape{3, 4});
   for (int m = 0; m < 3; ++m) {
     x.data()[m * 4 + 0] = 1;  // pair 0 = (1, 0)
+    x.data()[m * 4 + 1] = 0;
     x.data()[m * 4 + 2] = 0;  // pair 1 = (0, 2)
     x.data()[m * 4 + 3] = 2;
   }
