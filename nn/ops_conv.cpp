@@ -1,12 +1,18 @@
 // Convolution and pooling ops (NCHW).
 //
-// conv2d: im2col + one row-major GEMM (nn/gemm.hpp) per group over a batch of samples (the batch's
-// im2col matrices side by side, so the GEMM has S*Ho*Wo columns), parallel over the batches.
-// Pointwise (1x1, stride 1, no padding) convolutions skip im2col.  Depthwise (groups == Cin ==
-// Cout) uses a direct kernel instead, since its im2col matrix would be kh*kw times the input for a
-// GEMM with a single output row. Determinism: every parallel task writes a disjoint slice of the
-// output/grad; the weight and bias gradients, which reduce over the batch, are summed into
-// per-chunk partials whose chunk and batch boundaries depend only on the shapes, then added in
+// conv2d picks one of four formulations by shape (the first three as GEMMs of nn/gemm.hpp over
+// several samples at once):
+//  - batch-minor (outputs up to 14 wide, stride 1 or 2): sub-batches of 16 samples laid out with
+//    the sample innermost, so a tap's view of one output row is contiguous and nothing is dropped;
+//  - the grid (wider stride-1 maps; 5x5+ stride 2 on the polyphase grid): taps are shifted views
+//    of the padded sample, the columns between output rows computed and dropped;
+//  - im2col + one GEMM per group over a batch of samples (the rest), and pointwise (1x1) without
+//    im2col;
+//  - depthwise (groups == Cin == Cout): direct kernels, since its im2col matrix would be kh*kw
+//    times the input for a GEMM with a single output row.
+// Each section below says when it runs and why.  Determinism: every parallel task writes a disjoint
+// slice of the output/grad; the weight and bias gradients, which reduce over the batch, are summed
+// into per-chunk partials whose chunk and batch boundaries depend only on the shapes, then added in
 // chunk order.  Results are therefore bit-identical for any thread count.
 //
 // GCC 12 flags Eigen's AVX-512 GEMM packing (_mm512_undefined_ps in a system header) as
@@ -504,7 +510,7 @@ bool on_grid(const ConvGeom& g) { return g.stride == 1 && !g.pointwise(); }
 // [hq, wq] = [ceil(hp / 2), ceil(wp / 2)], and output position t = oh*wq + ow reads tap (c, i, j)
 // at phase (i % 2, j % 2) of channel c, offset (i / 2)*wq + j / 2 + t: a contiguous view again.
 // Each input value is copied once, into its phase, where im2col copied it about kh*kw / 4 times.
-// (Their gradients keep im2col; the forward pass is where the copies were.)  It pays where
+// (The weight gradient runs on the phases too; the input gradient keeps im2col.)  It pays where
 // im2col copied much (kernels of 16+ taps) and the wq - wo dropped columns per row are few (at
 // most a quarter of the row): cnn genomes with 5x5 stride-2 layers on 28x28 / 14x14 maps run
 // 3-13 % faster steps; 3x3 kernels and 5x5 on 7x7 maps ran 3-6 % slower on the grid, so they
