@@ -855,38 +855,48 @@ void minor_taps(const float* planes, const MinorPlanes& mp, int gr,
           taps[static_cast<std::size_t>(q)] + oh * mp.row_pitch();
 }
 
+// Calls fn(n0, mp) for each sub-batch [n0, n0 + mp.nb) of [lo, hi).
+template <class F>
+void for_minor_sub_batches(const ConvGeom& g, std::int64_t lo, std::int64_t hi, F&& fn) {
+  for (std::int64_t n0 = lo; n0 < hi; n0 += kMinorBatch)
+    fn(n0, MinorPlanes{g, static_cast<int>(std::min<std::int64_t>(kMinorBatch, hi - n0))});
+}
+
+// Sub-batch n0's input planes, packed into this thread's padding scratch.
+const float* minor_input(const float* xd, std::int64_t n0, const MinorPlanes& mp) {
+  float* planes = conv_scratch(mp.size(), kPad);
+  pack_minor(xd + n0 * static_cast<std::int64_t>(mp.g.cin) * mp.g.h * mp.g.w, mp, planes);
+  return planes;
+}
+
 // y[lo, hi) (=, or += with accumulate) = conv(x[lo, hi)) + bias (may be null), batch-minor.
 void minor_conv_samples(const float* xd, const float* wd, const float* bd, const ConvGeom& g,
                         float* yd, std::int64_t lo, std::int64_t hi, bool accumulate) {
-  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
+  const std::int64_t P = g.p(), Kg = g.k_g();
   const int Cg = g.cout_g();
   thread_local std::vector<const float*> taps;
-  for (std::int64_t n0 = lo; n0 < hi; n0 += kMinorBatch) {
-    const MinorPlanes mp{g, static_cast<int>(std::min<std::int64_t>(kMinorBatch, hi - n0))};
-    float* planes = conv_scratch(mp.size(), kPad);
+  for_minor_sub_batches(g, lo, hi, [&](std::int64_t n0, const MinorPlanes& mp) {
+    const float* planes = minor_input(xd, n0, mp);
     float* tile = conv_scratch(g.cout * P * mp.nb, kTile);
-    pack_minor(xd + n0 * CHW, mp, planes);
     for (int gr = 0; gr < g.groups; ++gr) {
       minor_taps(planes, mp, gr, taps);
       detail::sgemm_b_row_blocks(Cg, g.wo * mp.nb, g.ho, Kg, {wd + gr * Cg * Kg, Kg, 1},
                                  taps.data(), tile + gr * Cg * P * mp.nb, P * mp.nb, false);
     }
     from_minor(tile, mp.nb, g.cout, P, bd, yd + n0 * g.cout * P, accumulate);
-  }
+  });
 }
 
 // dw += the weight gradient of samples [lo, hi): per output row oh, dW_g += dY_g[:, oh] (rows
 // of wo * nb) times the taps' views of that row.
 void minor_weight_gradient(const float* xd, const float* dy, const ConvGeom& g, float* dw,
                            std::int64_t lo, std::int64_t hi) {
-  const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
+  const std::int64_t P = g.p(), Kg = g.k_g();
   const int Cg = g.cout_g();
   thread_local std::vector<const float*> taps;
-  for (std::int64_t n0 = lo; n0 < hi; n0 += kMinorBatch) {
-    const MinorPlanes mp{g, static_cast<int>(std::min<std::int64_t>(kMinorBatch, hi - n0))};
-    float* planes = conv_scratch(mp.size(), kPad);
+  for_minor_sub_batches(g, lo, hi, [&](std::int64_t n0, const MinorPlanes& mp) {
+    const float* planes = minor_input(xd, n0, mp);
     float* dym = conv_scratch(g.cout * P * mp.nb, kCol);
-    pack_minor(xd + n0 * CHW, mp, planes);
     to_minor(dy + n0 * g.cout * P, mp.nb, g.cout, P, dym);
     const std::int64_t run = static_cast<std::int64_t>(g.wo) * mp.nb, ld = P * mp.nb;
     for (int gr = 0; gr < g.groups; ++gr) {
@@ -896,7 +906,7 @@ void minor_weight_gradient(const float* xd, const float* dy, const ConvGeom& g, 
                              taps.data() + oh * Kg, dw + static_cast<std::int64_t>(gr) * Cg * Kg,
                              Kg, true);
     }
-  }
+  });
 }
 
 // dx[lo, hi) (=, or += with accumulate) the input gradient of samples [lo, hi) by columns
@@ -907,8 +917,7 @@ void minor_input_gradient(const float* wd, const float* dy, const ConvGeom& g, f
                           std::int64_t lo, std::int64_t hi, bool accumulate) {
   const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
   const int Cg = g.cout_g();
-  for (std::int64_t n0 = lo; n0 < hi; n0 += kMinorBatch) {
-    const MinorPlanes mp{g, static_cast<int>(std::min<std::int64_t>(kMinorBatch, hi - n0))};
+  for_minor_sub_batches(g, lo, hi, [&](std::int64_t n0, const MinorPlanes& mp) {
     const std::int64_t run = static_cast<std::int64_t>(g.wo) * mp.nb, ld = P * mp.nb;
     float* planes = conv_scratch(mp.size(), kPad);
     float* dym = conv_scratch(g.cout * ld, kCol);
@@ -927,7 +936,7 @@ void minor_input_gradient(const float* wd, const float* dy, const ConvGeom& g, f
                   ConstUArrayMap(row, run);
       }
     unpack_minor(planes, mp, dx + n0 * CHW, accumulate);
-  }
+  });
 }
 
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
