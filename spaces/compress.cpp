@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -35,8 +37,29 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune);
 
 }  // namespace
 
+namespace {
+
+// Symmetric quantisation needs levels on both sides of zero: 1 bit has none (qmax = 0).
+void check_bits(int bits) {
+  if (bits < 2)
+    throw std::invalid_argument("compress_weight: bits " + std::to_string(bits) +
+                                " has no symmetric levels (2^(bits-1) - 1 = 0); use 2 to 8, or "
+                                ">= 16 for float");
+}
+
+// The scale of a channel whose largest kept magnitude is maxabs: maxabs / qmax, or 1 when that is
+// 0 (an all-zero channel, or one whose largest value is a subnormal the division flushes to 0:
+// scale 0 would turn its entries into NaN; with 1 they round to 0).
+float channel_scale(float maxabs, float qmax) {
+  const float s = maxabs / qmax;
+  return s > 0 ? s : 1.0f;
+}
+
+}  // namespace
+
 std::vector<float> quantisation_scales(const nn::Tensor& w, int bits) {
   if (bits >= 16 || w.numel() == 0) return {};
+  check_bits(bits);
   // Per output channel (dim 0 of a dense [out, in] or conv [out, in/g, kh, kw] weight), as
   // int8/int4 deployment runtimes quantise weights: one large channel no longer flattens
   // every other channel's values onto a few levels.  Vectors (biases, scales) get one scale.
@@ -48,7 +71,7 @@ std::vector<float> quantisation_scales(const nn::Tensor& w, int bits) {
     float maxabs = 0;
     for (std::int64_t i = 0; i < per; ++i)
       maxabs = std::max(maxabs, std::fabs(w.data()[c * per + i]));
-    scales[static_cast<std::size_t>(c)] = maxabs > 0 ? maxabs / qmax : 1.0f;
+    scales[static_cast<std::size_t>(c)] = channel_scale(maxabs, qmax);
   }
   return scales;
 }
@@ -59,6 +82,7 @@ int kept_channels(int full, double ratio) {
 
 nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   if (bits >= 16 && prune <= 0) return w;
+  if (bits < 16) check_bits(bits);
   const std::uint64_t session = nn::no_grad_session();
   if (session == 0) return compress_uncached(w, bits, prune);
   if (auto it = t_cache.find(w.node()); it != t_cache.end()) {
@@ -164,7 +188,8 @@ MagnitudeKey extrapolated_hi(float b, MagnitudeKey hi_ceiling, std::int64_t half
 // wide band a histogram over its own entries on every step, so the band never narrows below 1.6%
 // of the weight (256 entries a side at least).
 std::int64_t min_half_width(std::int64_t n) {
-  return std::max(n / 64, std::min<std::int64_t>(256, n / 16));
+  // (At least 1: a band that never widens would miss on every step of a tiny weight.)
+  return std::max<std::int64_t>({1, n / 64, std::min<std::int64_t>(256, n / 16)});
 }
 
 // The band's keys binned into kBins equal ranges of [band.lo, band.hi) (by a multiply, not a
@@ -485,7 +510,7 @@ void emit_segment(const float* x, const Segments& seg, std::int64_t s, const Pru
     for (std::int64_t i = 0; i < len; ++i)
       if (!rule.pruned(magnitude_key(row[i]), b + i)) maxabs = std::max(maxabs, std::fabs(row[i]));
   }
-  emit<true>(row, row, b, len, maxabs > 0 ? maxabs / seg.qmax : 1.0f, rule, out + b);
+  emit<true>(row, row, b, len, channel_scale(maxabs, seg.qmax), rule, out + b);
 }
 
 void emit_all(const float* x, const Segments& seg, const PruneRule& rule, float* out) {
@@ -527,7 +552,8 @@ bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, Prune
       const float maxabs = max_magnitude(x + b, len);
       const bool deferred = magnitude_key(maxabs) < band.hi;
       if (deferred) task.deferred.push_back(s);
-      emit_scanning_band<true>(x + b, b, len, Quantiser(deferred ? 1.0f : maxabs / seg.qmax),
+      emit_scanning_band<true>(x + b, b, len,
+                               Quantiser(deferred ? 1.0f : channel_scale(maxabs, seg.qmax)),
                                band.lo, band.hi, task.below, task.inside, out + b);
     }
     for (std::uint64_t key : task.inside)

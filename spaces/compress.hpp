@@ -19,7 +19,9 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 
 // The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a
 // weight of rank >= 2, one for a vector, each max|w_channel| / (2^(bits-1) - 1); an all-zero
-// channel gets 1 (its zeros stay zeros).  Empty when bits >= 16.  Exports write the same ones.
+// channel gets 1 (its zeros stay zeros), as does one whose max / qmax underflows to 0.  Empty when
+// bits >= 16; bits < 2 (no symmetric levels) throws std::invalid_argument, as compress_weight
+// does.  Exports write the same ones.
 std::vector<float> quantisation_scales(const nn::Tensor& w, int bits);
 
 // Structured channel pruning ("channel_prune" on conv, dense and moe): the output channels (units,

@@ -5,8 +5,11 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "nn/ops.hpp"
@@ -170,5 +173,37 @@ TEST(Compress, QuantisationRoundsHalfIntegersAsDivisionDoes) {
             << "bits " << bits << " maxabs " << maxabs << " v " << row[i];
       }
     }
+  }
+}
+
+// 1 bit has no symmetric levels (2^0 - 1 = 0): one clear error instead of unquantised or NaN
+// values.  2 bits (levels -1, 0, 1) is the fewest allowed.
+TEST(Compress, OneBitIsRejectedWithTheFix) {
+  nn::Var w = nn::parameter(nn::Tensor::from(nn::Shape{2, 2}, {0.5f, -0.25f, 0.1f, 1.0f}));
+  try {
+    spaces::compress_weight(w, 1, 0.0);
+    FAIL() << "1 bit accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("bits 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("use 2 to 8"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(spaces::quantisation_scales(w.value(), 0), std::invalid_argument);
+  EXPECT_EQ(spaces::compress_weight(w, 2, 0.0).value().to_vector(),
+            (std::vector<float>{0.5f, -0.5f, 0.0f, 1.0f}));
+}
+
+// A channel whose largest magnitude is a subnormal (max / qmax flushes to 0) gets scale 1, as an
+// all-zero one: its entries round to zero instead of becoming NaN, in the scales and in the
+// compressed weight alike, pruned or not.
+TEST(Compress, SubnormalChannelRoundsToZeroNotNan) {
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  nn::Var w =
+      nn::parameter(nn::Tensor::from(nn::Shape{2, 3}, {tiny, 2 * tiny, -tiny, 1.0f, -0.5f, 0.25f}));
+  EXPECT_EQ(spaces::quantisation_scales(w.value(), 8)[0], 1.0f);
+  for (double prune : {0.0, 1.0 / 6}) {
+    const std::vector<float> q = spaces::compress_weight(w, 8, prune).value().to_vector();
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(std::fabs(q[i]), 0.0f) << "prune " << prune << " entry " << i;
+    EXPECT_EQ(q[3], 1.0f);
   }
 }
