@@ -1042,9 +1042,10 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
         // dY of a batch as one [Cout, s*P] matrix: the bias gradient and the im2col paths read
         // it; the grid and batch-minor paths read dY as it is.
         const bool dw_im2col = need_w && !dw_minor && !dw_on_grid;
-        // Strided: by columns batch-minor for kernels of 16+ taps (5x5 on 14x14 -> 7x7: 10.2 ->
-        // 8.4 ms at batch 128), im2col for 3x3 (6.3 -> 6.7 ms batch-minor).
-        const bool dx_minor_columns = need_x && minor && !dx_transposed && g.kh * g.kw >= 16;
+        // Strided: by columns batch-minor for kernels of 4+ taps (single thread, batch 128: 5x5
+        // 24->48 on 14x14 10.2 -> 8.4 ms, 3x3 16->32 on 28x28 8.6-9.1 -> 7.0-7.4 ms, 2x2 3.9-4.0
+        // -> 3.4-3.5 ms), im2col for 1x1 (1.6 ms, 1.9 by columns).
+        const bool dx_minor_columns = need_x && minor && !dx_transposed && g.kh * g.kw >= 4;
         const bool dx_im2col = need_x && !dx_transposed && !dx_minor_columns;
         const bool need_dyc = need_b || dw_im2col || dx_im2col;
         const bool per_batch = need_dyc || dw_on_grid;

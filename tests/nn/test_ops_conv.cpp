@@ -193,10 +193,12 @@ TEST(Conv2d, BatchedSamplesMatchNaiveAndGradients) {
       // blocks, which later copies must overwrite before the GEMM reads them.
       {"tiny_output", 12, 3, 4, 4, 5, 3, 3, {1, 0, 1}, true},
       {"tiny_output_padded", 10, 2, 1, 3, 4, 3, 3, {1, 1, 1}, false},
-      // Batch-minor sub-batches of 8-9 samples: the strided input gradient by columns (5x5) and
-      // by im2col (3x3), the transposed one with groups, a non-square kernel, wider rows.
+      // Batch-minor sub-batches of 8-9 samples: the strided input gradient by columns (5x5, 3x3)
+      // and by im2col (1x1), the transposed one with groups, a non-square kernel (by columns),
+      // wider rows.
       {"minor_k5_stride2", 17, 3, 9, 10, 4, 5, 5, {2, 2, 1}, true},
       {"minor_k3_stride2", 18, 2, 8, 8, 3, 3, 3, {2, 1, 1}, false},
+      {"minor_k1_stride2", 17, 3, 8, 9, 4, 1, 1, {2, 0, 1}, true},
       {"minor_k5_same_groups", 17, 4, 7, 7, 4, 5, 5, {1, 2, 2}, true},
       {"minor_rect_kernel", 17, 2, 6, 5, 3, 3, 2, {1, 2, 1}, false},
       // rows of 12: 8x8 register transposes in and out, with a scalar edge
