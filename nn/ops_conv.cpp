@@ -2,7 +2,7 @@
 //
 // conv2d picks one of four formulations by shape (the first three as GEMMs of nn/gemm.hpp over
 // several samples at once):
-//  - batch-minor (outputs up to 14 wide, stride 1 or 2): sub-batches of 16 samples laid out with
+//  - batch-minor (outputs up to 32 wide, stride 1 or 2): sub-batches of 16 samples laid out with
 //    the sample innermost, so a tap's view of one output row is contiguous and nothing is dropped;
 //  - the grid (wider stride-1 maps; 5x5+ stride 2 on the polyphase grid): taps are shifted views
 //    of the padded sample, the columns between output rows computed and dropped;
@@ -658,7 +658,7 @@ void transpose_flip_weights(const float* w, const ConvGeom& g, float* wt) {
       }
 }
 
-// ---- batch-minor convolutions (small maps) ----
+// ---- batch-minor convolutions (maps up to 32 wide) ----
 //
 // On a small map the grid wastes much of each GEMM: a 5x5 kernel on 7x7 outputs computes 11
 // columns per output row to keep 7 (+57 % multiply-adds).  With the sample index innermost
@@ -671,10 +671,14 @@ void transpose_flip_weights(const float* w, const ConvGeom& g, float* wt) {
 // Results depend only on the shapes: sub-batches of kMinorBatch samples from each chunk's start.
 constexpr int kMinorBatch = 16;
 
-// Whether conv2d runs g batch-minor: small stride-1 or stride-2 maps, where the grid's dropped
-// columns are a large share.
+// Whether conv2d runs g batch-minor: stride 1 or 2 with outputs up to 32 wide (the spaces'
+// 28x28 and 32x32 inputs and everything below them).  Single thread, batch 128, forward /
+// backward ms, grid -> batch-minor: 16->16 3x3 on 28x28 4.2-4.5 / 12.5-13.2 -> 3.2 / 10.7-11.2,
+// 32->32 3x3 on 32x32 19.1-19.3 / 48.9-51.4 -> 15.2-16.3 / 42.3-45.3, 3->16 3x3 on 32x32 (no
+// input gradient) 1.30-1.38 / 3.81-4.03 -> 1.48-1.57 / 3.55-3.59.  On 56x56 and 64x64 maps (batch
+// 64) the two were within a few percent either way, and the grid needs less scratch there.
 bool batch_minor(const ConvGeom& g) {
-  return (g.stride == 1 || g.stride == 2) && !g.pointwise() && !g.depthwise() && g.wo <= 14;
+  return (g.stride == 1 || g.stride == 2) && !g.pointwise() && !g.depthwise() && g.wo <= 32;
 }
 
 // One sub-batch's planes, batch-minor: stride 1 the padded planes [c][hp][wp][nb]; stride 2 their

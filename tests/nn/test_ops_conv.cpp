@@ -132,12 +132,12 @@ const ConvCase kConvCases[] = {
     {"k2x3_stride2", 2, 2, 6, 7, 3, 2, 3, {2, 0, 1}, true},
     {"rect_kernel_stride1", 2, 2, 5, 6, 3, 3, 2, {1, 1, 1}, true},
     {"pad_beyond_kernel", 2, 2, 3, 4, 3, 2, 2, {1, 2, 1}, false},
-    // Outputs wider than 14 keep the grid and im2col paths (smaller ones run batch-minor):
+    // Outputs wider than 32 keep the grid and im2col paths (narrower ones run batch-minor):
     // stride-1 grid with the transposed input gradient, stride-2 phase grid (forward and weight
     // gradient), and a 3x3 stride-2 convolution through im2col.
-    {"grid_k5_same_wide", 1, 2, 16, 17, 3, 5, 5, {1, 2, 1}, true},
-    {"phase_grid_k5_stride2_wide", 1, 2, 31, 30, 3, 5, 5, {2, 2, 1}, false},
-    {"im2col_k3_stride2_wide", 1, 2, 33, 32, 3, 3, 3, {2, 1, 1}, true},
+    {"grid_k5_same_wide", 1, 2, 5, 34, 3, 5, 5, {1, 2, 1}, true},
+    {"phase_grid_k5_stride2_wide", 1, 2, 7, 66, 3, 5, 5, {2, 2, 1}, false},
+    {"im2col_k3_stride2_wide", 1, 2, 6, 66, 3, 3, 3, {2, 1, 1}, true},
 };
 
 class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
