@@ -49,6 +49,15 @@ void sgemm_b_row_blocks(std::int64_t m, std::int64_t block_n, std::int64_t block
                         StridedMatrix a, const float* const* b_rows, float* c, std::int64_t ldc,
                         bool accumulate);
 
+// c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum over s < segments, k < len of
+// a[i*lda + s*a_step + k] * b_rows[s*n + j][k], for i < m, j < n: both operands run along k, as
+// dY's rows and the tap views do in a batch-minor convolution's weight gradient.  Register-blocked
+// dot products read both in place (nothing is packed); nn/gemm_dot.cpp gives the summation order,
+// the same for every kernel family (not the order of sgemm).
+void sgemm_dot_segments(std::int64_t m, std::int64_t n, std::int64_t segments, std::int64_t len,
+                        const float* a, std::int64_t lda, std::int64_t a_step,
+                        const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);
+
 // The kernel family sgemm uses: the best the CPU supports, unless HWNAS_GEMM_ISA (eigen, avx2,
 // avx512) asks for another at start-up or set_gemm_isa() was called.
 GemmIsa gemm_isa();

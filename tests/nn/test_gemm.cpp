@@ -176,6 +176,70 @@ TEST(Gemm, ConvTrainingStepIsBitIdenticalAcrossKernelFamilies) {
   EXPECT_EQ(conv_step(GemmIsa::kAvx512), conv_step(GemmIsa::kAvx2));
 }
 
+// sgemm_dot_segments (a batch-minor convolution's weight gradient): every kernel family against
+// a double-precision reference, on shapes with edge tiles (m, n not multiples of 4 x 6 or 2 x 3),
+// segments not a multiple of 16 long (masked tails) and both store modes; and the families bit
+// for bit equal, since they share one summation order.
+std::vector<float> dot_family(GemmIsa isa, std::int64_t m, std::int64_t n, std::int64_t segments,
+                              std::int64_t len, bool accumulate, std::vector<double>* reference) {
+  IsaGuard guard;
+  detail::set_gemm_isa(isa);
+  std::mt19937 rng(static_cast<unsigned>(m * 131 + n * 7 + len));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const std::int64_t lda = segments * len + 3, ldc = n + 2;
+  std::vector<float> a(static_cast<std::size_t>(m * lda)), c(static_cast<std::size_t>(m * ldc));
+  std::vector<std::vector<float>> rows(static_cast<std::size_t>(segments * n));
+  std::vector<const float*> b_rows;
+  for (float& v : a) v = u(rng);
+  for (float& v : c) v = u(rng);
+  for (auto& r : rows) {
+    r.resize(static_cast<std::size_t>(len));
+    for (float& v : r) v = u(rng);
+    b_rows.push_back(r.data());
+  }
+  if (reference) {
+    reference->assign(static_cast<std::size_t>(m * n), 0.0);
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double sum = accumulate ? c[static_cast<std::size_t>(i * ldc + j)] : 0.0;
+        for (std::int64_t seg = 0; seg < segments; ++seg)
+          for (std::int64_t k = 0; k < len; ++k)
+            sum += static_cast<double>(a[static_cast<std::size_t>(i * lda + seg * len + k)]) *
+                   rows[static_cast<std::size_t>(seg * n + j)][static_cast<std::size_t>(k)];
+        (*reference)[static_cast<std::size_t>(i * n + j)] = sum;
+      }
+  }
+  detail::sgemm_dot_segments(m, n, segments, len, a.data(), lda, len, b_rows.data(), c.data(), ldc,
+                             accumulate);
+  std::vector<float> out;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) out.push_back(c[static_cast<std::size_t>(i * ldc + j)]);
+  return out;
+}
+
+TEST(Gemm, DotSegmentsMatchTheReferenceAndAgreeAcrossFamilies) {
+  struct Case {
+    std::int64_t m, n, segments, len;
+  };
+  const Case cases[] = {{1, 1, 1, 1},      {4, 6, 1, 16}, {9, 13, 3, 37},
+                        {24, 600, 7, 112}, {5, 7, 2, 8},  {3, 2, 0, 5}};
+  for (const Case& k : cases)
+    for (bool accumulate : {false, true}) {
+      std::vector<double> want;
+      const std::vector<float> portable =
+          dot_family(GemmIsa::kEigen, k.m, k.n, k.segments, k.len, accumulate, &want);
+      for (std::size_t e = 0; e < want.size(); ++e)
+        ASSERT_NEAR(portable[e], want[e], 1e-4 * (1 + std::sqrt(k.segments * k.len)))
+            << "m=" << k.m << " n=" << k.n << " entry " << e;
+      for (GemmIsa isa : {GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+        if (!detail::gemm_isa_supported(isa)) continue;
+        EXPECT_EQ(dot_family(isa, k.m, k.n, k.segments, k.len, accumulate, nullptr), portable)
+            << detail::gemm_isa_name(isa) << " m=" << k.m << " n=" << k.n
+            << " segments=" << k.segments << " len=" << k.len;
+      }
+    }
+}
+
 // B as a table of row pointers or of column pointers gives the strided form's numbers bit for
 // bit (the conv's shifted image views use these).
 TEST(Gemm, PointerTableOperandsGiveTheStridedNumbers) {

@@ -203,6 +203,8 @@ TEST(Conv2d, BatchedSamplesMatchNaiveAndGradients) {
       {"minor_rect_kernel", 17, 2, 6, 5, 3, 3, 2, {1, 2, 1}, false},
       // rows of 12: 8x8 register transposes in and out, with a scalar edge
       {"minor_k3_same_wide_rows", 17, 2, 9, 12, 3, 3, 3, {1, 1, 1}, true},
+      // more than 32 output channels: the weight gradient as packed GEMMs, not dot products
+      {"minor_many_channels", 9, 2, 5, 5, 36, 3, 3, {1, 1, 1}, true},
   };
   for (const ConvCase& c : cases) {
     SCOPED_TRACE(c.name);
