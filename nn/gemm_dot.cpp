@@ -143,8 +143,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const DotProblem& p, Index i0
         }
       } else {
         const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rest)), lane);
-        const __m256i m1 =
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rest) - 8), lane);
+        const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rest) - 8), lane);
         for (int u = 0; u < NT; ++u) {
           const __m256 b0 = _mm256_maskload_ps(y[u] + k, m0),
                        b1 = _mm256_maskload_ps(y[u] + k + 8, m1);
@@ -163,7 +162,8 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const DotProblem& p, Index i0
 // Covers C[0, m) x [0, n) with MT x NT tiles, the edges with MT x 1, 1 x NT and 1 x 1 ones.
 template <int MT, int NT, void (*Full)(const DotProblem&, Index, Index),
           void (*Column)(const DotProblem&, Index, Index),
-          void (*Row)(const DotProblem&, Index, Index), void (*One)(const DotProblem&, Index, Index)>
+          void (*Row)(const DotProblem&, Index, Index),
+          void (*One)(const DotProblem&, Index, Index)>
 void tiled(const DotProblem& p, Index m) {
   const Index m_full = m / MT * MT, n_full = p.n / NT * NT;
   for (Index i = 0; i < m_full; i += MT) {
@@ -192,8 +192,7 @@ void sgemm_dot_segments(Index m, Index n, Index segments, Index len, const float
       return tiled<4, 6, tile_avx512<4, 6>, tile_avx512<4, 1>, tile_avx512<1, 6>,
                    tile_avx512<1, 1>>(p, m);
     case GemmIsa::kAvx2:
-      return tiled<2, 3, tile_avx2<2, 3>, tile_avx2<2, 1>, tile_avx2<1, 3>, tile_avx2<1, 1>>(p,
-                                                                                          m);
+      return tiled<2, 3, tile_avx2<2, 3>, tile_avx2<2, 1>, tile_avx2<1, 3>, tile_avx2<1, 1>>(p, m);
     default:
       break;
   }
