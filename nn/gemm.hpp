@@ -53,7 +53,8 @@ void sgemm_b_row_blocks(std::int64_t m, std::int64_t block_n, std::int64_t block
 // a[i*lda + s*a_step + k] * b_rows[s*n + j][k], for i < m, j < n: both operands run along k, as
 // dY's rows and the tap views do in a batch-minor convolution's weight gradient.  Register-blocked
 // dot products read both in place (nothing is packed); nn/gemm_dot.cpp gives the summation order,
-// the same for every kernel family (not the order of sgemm).
+// the same for every kernel family (not the order of sgemm; a NaN result's sign may differ).
+// c must not overlap a or the rows.
 void sgemm_dot_segments(std::int64_t m, std::int64_t n, std::int64_t segments, std::int64_t len,
                         const float* a, std::int64_t lda, std::int64_t a_step,
                         const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);

@@ -9,6 +9,9 @@
 // past a segment's end add 0 * 0), then adds the lanes in one fixed tree:
 //   s8[l] = v[l] + v[l + 8], s4[l] = s8[l] + s8[l + 4], s2[l] = s4[l] + s4[l + 2], s2[0] + s2[1].
 // The AVX-512 kernel holds a lane set in one register, AVX2 in two, the fallback in an array.
+// (NaNs aside: where two NaNs meet, which one's sign survives depends on the instructions'
+// operand order, so a NaN result's sign may differ between families; finite values, infinities
+// and signed zeros do not.)
 // GCC 12 flags AVX-512 intrinsics whose masked builtins take _mm512_undefined_ps() (here the
 // lane shuffle of the reduction) as reading an uninitialised value once inlined: a known false
 // positive in a system header, silenced for this file as in ops_conv.cpp.
