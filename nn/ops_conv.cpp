@@ -925,7 +925,8 @@ void minor_weight_gradient(const float* xd, const float* dy, const ConvGeom& g, 
 }
 
 // dx[lo, hi) (=, or += with accumulate) the input gradient of samples [lo, hi) by columns
-// (strided convolutions, whose transposed convolution is not one stride-1 convolution): per
+// (strided convolutions, whose transposed convolution is not one stride-1 convolution, and the
+// stride-1 ones grid_input_gradient leaves out: non-square kernels, padding beyond k - 1): per
 // output row, dcol_g = W_g^T dY_g[:, oh] [Kg, wo * nb], each tap's row added onto its view of
 // the planes (contiguous, as in the forward pass), and the planes unpacked into dx.
 void minor_input_gradient(const float* wd, const float* dy, const ConvGeom& g, float* dx,
