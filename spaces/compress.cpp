@@ -35,10 +35,6 @@ thread_local std::unordered_map<const nn::Node*, CacheEntry> t_cache;
 
 nn::Var compress_uncached(const nn::Var& w, int bits, double prune);
 
-}  // namespace
-
-namespace {
-
 // Symmetric quantisation needs levels on both sides of zero: 1 bit has none (qmax = 0).
 void check_bits(int bits) {
   if (bits < 2)
@@ -227,6 +223,17 @@ std::size_t gather_bin(const std::uint64_t* keys, std::size_t size, const BandBi
   return kept;
 }
 
+// The bin of hist holding rank `rank` (0-based) of the entries it counts; `before` (if given)
+// receives the number of entries in the bins below it.
+template <class Hist>
+std::size_t bin_of_rank(const Hist& hist, std::int64_t rank, std::int64_t* before = nullptr) {
+  std::int64_t below = 0;
+  std::size_t j = 0;
+  while (below + hist[j] <= rank) below += hist[j++];
+  if (before) *before = below;
+  return j;
+}
+
 // The order key of rank `at` (0-based) among `keys`, whose magnitude keys all lie in [lo, hi):
 // the keys are binned and only the bin holding the rank is kept, until few keys are left or the
 // range is narrower than the bins (magnitudes pile up at the pruning boundary during training, so
@@ -238,8 +245,9 @@ std::uint64_t select_rank(std::vector<std::uint64_t>& keys, std::int64_t at, Mag
     const BandBins bins(lo, hi);
     std::array<std::int64_t, kBins> hist{};
     for (std::uint64_t key : keys) ++hist[bins.bin(static_cast<MagnitudeKey>(key >> 32))];
-    int j = 0;
-    while (hist[j] <= at) at -= hist[j++];
+    std::int64_t before = 0;
+    const int j = static_cast<int>(bin_of_rank(hist, at, &before));
+    at -= before;
     keys.resize(gather_bin(keys.data(), keys.size(), bins, j, keys.data()));
     lo = bins.lower_edge(j);
     hi = bins.upper_edge(j);
@@ -256,14 +264,8 @@ std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, 
   constexpr int kShift = 20;
   std::vector<std::int64_t> hist(std::size_t{1} << (31 - kShift), 0);
   for (std::int64_t i = 0; i < n; ++i) ++hist[magnitude_key(w[i]) >> kShift];
-  auto bin_of_rank = [&](std::int64_t rank, std::int64_t& before) {
-    before = 0;
-    std::size_t j = 0;
-    while (before + hist[j] <= rank) before += hist[j++];
-    return static_cast<MagnitudeKey>(j);
-  };
   std::int64_t before = 0;
-  const MagnitudeKey j = bin_of_rank(k - 1, before);
+  const auto j = static_cast<MagnitudeKey>(bin_of_rank(hist, k - 1, &before));
   // Gathered without a branch per entry, as in gather_bin (one slot past the last kept).
   std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
   std::size_t kept = 0;
@@ -277,9 +279,12 @@ std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, 
       select_rank(candidates, k - 1 - before, j << kShift, (j + 1) << kShift);
   if (band.half_width == 0) band.half_width = 2 * min_half_width(n);
   band.half_width = std::min(band.half_width, n);
-  std::int64_t unused = 0;
-  band.lo = bin_of_rank(std::max<std::int64_t>(0, k - 1 - band.half_width), unused) << kShift;
-  band.hi = (bin_of_rank(std::min(n - 1, k - 1 + band.half_width), unused) + 1) << kShift;
+  band.lo = static_cast<MagnitudeKey>(
+                bin_of_rank(hist, std::max<std::int64_t>(0, k - 1 - band.half_width)))
+            << kShift;
+  band.hi =
+      static_cast<MagnitudeKey>(bin_of_rank(hist, std::min(n - 1, k - 1 + band.half_width)) + 1)
+      << kShift;
   band.valid = true;
   return boundary;
 }
@@ -572,14 +577,8 @@ bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, Prune
   }
   // The bin holding rank `at` of the band's entries; the boundary is selected among its keys.
   const std::int64_t at = k - below - 1;
-  auto bin_of_rank = [&](std::int64_t rank, std::int64_t& before) {
-    before = 0;
-    int j = 0;
-    while (before + hist[j] <= rank) before += hist[j++];
-    return j;
-  };
   std::int64_t before = 0;
-  const int j = bin_of_rank(at, before);
+  const int j = static_cast<int>(bin_of_rank(hist, at, &before));
   // hist[j] + 1 slots: gather_bin stores one key past the last it keeps.
   std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
   std::size_t kept = 0;
@@ -605,10 +604,9 @@ bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, Prune
     band.half_width = std::max(min_half_width(seg.n), band.half_width * 15 / 16);
   const float b = std::bit_cast<float>(rule.key);
   const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
-  std::int64_t unused = 0;
-  band.lo = lo_rank >= 0 ? bins.lower_edge(bin_of_rank(lo_rank, unused))
+  band.lo = lo_rank >= 0 ? bins.lower_edge(static_cast<int>(bin_of_rank(hist, lo_rank)))
                          : extrapolated_lo(b, bins.lo, band.half_width, at);
-  band.hi = hi_rank < size ? bins.upper_edge(bin_of_rank(hi_rank, unused))
+  band.hi = hi_rank < size ? bins.upper_edge(static_cast<int>(bin_of_rank(hist, hi_rank)))
                            : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
   return true;
 }
