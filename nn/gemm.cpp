@@ -492,6 +492,17 @@ GemmIsa gemm_isa() { return current_isa(); }
 
 bool gemm_isa_supported(GemmIsa isa) { return cpu_supports(isa); }
 
+void transpose(Index rows, Index cols, const float* src, Index lds, float* dst, Index ldd) {
+  Index i = 0;
+#if defined(HWNAS_GEMM_X86)
+  static const bool avx2 = cpu_supports(GemmIsa::kAvx2);
+  if (avx2)
+    for (; i + 8 <= rows; i += 8) transpose_pack_8(src + i * lds, lds, cols, dst + i, ldd);
+#endif
+  for (; i < rows; ++i)
+    for (Index j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
 void set_gemm_isa(GemmIsa isa) {
   if (!cpu_supports(isa))
     throw std::invalid_argument(std::string("set_gemm_isa: this CPU cannot run ") +

@@ -59,6 +59,11 @@ void sgemm_dot_segments(std::int64_t m, std::int64_t n, std::int64_t segments, s
                         const float* a, std::int64_t lda, std::int64_t a_step,
                         const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);
 
+// dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: 8 x 8 blocks through registers where
+// the CPU has AVX2 (the packing's transposes), the rest element by element.  Exact data movement.
+void transpose(std::int64_t rows, std::int64_t cols, const float* src, std::int64_t lds, float* dst,
+               std::int64_t ldd);
+
 // The kernel family sgemm uses: the best the CPU supports, unless HWNAS_GEMM_ISA (eigen, avx2,
 // avx512) asks for another at start-up or set_gemm_isa() was called.
 GemmIsa gemm_isa();

@@ -703,47 +703,6 @@ struct MinorPlanes {
   }
 };
 
-// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: the batch-minor layout's way in
-// and out.  8x8 blocks go through AVX2 registers; the edges are scalar.
-void transpose(const float* src, std::int64_t lds, int rows, int cols, float* dst,
-               std::int64_t ldd) {
-  int i = 0;
-#if defined(__AVX2__)
-  for (; i + 8 <= rows; i += 8) {
-    int j = 0;
-    for (; j + 8 <= cols; j += 8) {
-      __m256 r[8], t[8];
-      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
-      for (int k = 0; k < 8; k += 2) {
-        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-      }
-      const __m256 s0 = _mm256_shuffle_ps(t[0], t[2], 0x44),
-                   s1 = _mm256_shuffle_ps(t[0], t[2], 0xEE),
-                   s2 = _mm256_shuffle_ps(t[1], t[3], 0x44),
-                   s3 = _mm256_shuffle_ps(t[1], t[3], 0xEE),
-                   s4 = _mm256_shuffle_ps(t[4], t[6], 0x44),
-                   s5 = _mm256_shuffle_ps(t[4], t[6], 0xEE),
-                   s6 = _mm256_shuffle_ps(t[5], t[7], 0x44),
-                   s7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
-      float* d = dst + static_cast<std::int64_t>(j) * ldd + i;
-      _mm256_storeu_ps(d, _mm256_permute2f128_ps(s0, s4, 0x20));
-      _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(s1, s5, 0x20));
-      _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(s2, s6, 0x20));
-      _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(s3, s7, 0x20));
-      _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(s0, s4, 0x31));
-      _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(s1, s5, 0x31));
-      _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(s2, s6, 0x31));
-      _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
-    }
-    for (; j < cols; ++j)
-      for (int k = i; k < i + 8; ++k) dst[j * ldd + k] = src[k * lds + j];
-  }
-#endif
-  for (; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
-}
-
 // Walks the planes of mp row by row: fn(plane_row, y, q_lo, q_hi, x_lo) for plane row r of channel
 // c's phase (a, b) (stride 1: the one plane), whose padded positions are (st*r + a, st*q + b):
 // plane_row is the row's offset, y its input row (-1: a padding row), and columns [q_lo, q_hi)
@@ -783,8 +742,8 @@ void pack_minor(const float* x, const MinorPlanes& mp, float* dst) {
     std::fill(d + static_cast<std::int64_t>(q_hi) * nb, d + static_cast<std::int64_t>(pw) * nb,
               0.0f);
     if (st == 1) {
-      transpose(x + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo, CHW, nb, q_hi - q_lo,
-                d + static_cast<std::int64_t>(q_lo) * nb, nb);
+      detail::transpose(nb, q_hi - q_lo, x + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo,
+                        CHW, d + static_cast<std::int64_t>(q_lo) * nb, nb);
       return;
     }
     for (int s = 0; s < nb; ++s) {
@@ -804,8 +763,8 @@ void unpack_minor(const float* src, const MinorPlanes& mp, float* dx, bool accum
     if (y < 0) return;
     const float* sr = src + row;
     if (st == 1 && !accumulate) {
-      transpose(sr + static_cast<std::int64_t>(q_lo) * nb, nb, q_hi - q_lo, nb,
-                dx + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo, CHW);
+      detail::transpose(q_hi - q_lo, nb, sr + static_cast<std::int64_t>(q_lo) * nb, nb,
+                        dx + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo, CHW);
       return;
     }
     for (int s = 0; s < nb; ++s) {
@@ -823,7 +782,7 @@ void unpack_minor(const float* src, const MinorPlanes& mp, float* dx, bool accum
 // tile[c][p * nb + s] = src[s][c][p] for c < channels, p < P: an NCHW sub-batch batch-minor.
 void to_minor(const float* src, int nb, int channels, std::int64_t P, float* tile) {
   for (int c = 0; c < channels; ++c)
-    transpose(src + c * P, channels * P, nb, static_cast<int>(P), tile + c * P * nb, nb);
+    detail::transpose(nb, P, src + c * P, channels * P, tile + c * P * nb, nb);
 }
 
 // dst[s][c][p] (=, or += with accumulate) tile[c][p * nb + s] (+ bias[c]): back to NCHW.
@@ -831,7 +790,7 @@ void from_minor(const float* tile, int nb, int channels, std::int64_t P, const f
                 float* dst, bool accumulate) {
   for (int c = 0; c < channels; ++c) {
     const float* t = tile + static_cast<std::int64_t>(c) * P * nb;
-    if (!accumulate) transpose(t, nb, static_cast<int>(P), nb, dst + c * P, channels * P);
+    if (!accumulate) detail::transpose(P, nb, t, nb, dst + c * P, channels * P);
     for (int s = 0; s < nb; ++s) {
       float* row = dst + (static_cast<std::int64_t>(s) * channels + c) * P;
       if (accumulate)
