@@ -169,7 +169,14 @@ namespace {
 thread_local std::uint64_t t_no_grad_session = 0;
 }
 std::uint64_t no_grad_session() { return t_grad_enabled ? 0 : t_no_grad_session; }
-void weights_changed() { ++t_no_grad_session; }
+namespace {
+std::atomic<std::uint64_t> g_weights_epoch{0};
+}
+void weights_changed() {
+  ++t_no_grad_session;
+  g_weights_epoch.fetch_add(1, std::memory_order_release);
+}
+std::uint64_t weights_epoch() { return g_weights_epoch.load(std::memory_order_acquire); }
 NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) {
   t_grad_enabled = false;
   ++t_no_grad_session;

@@ -12,6 +12,7 @@
 // a parallel op.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -19,6 +20,25 @@
 #include "nn/tensor.hpp"
 
 namespace hwnas::nn {
+
+// Work an optimizer does on a parameter right after updating its values, on the threads that
+// wrote them and while they are still in cache: a value derived from the parameter once per
+// step (its compressed copy, spaces/compress.cpp) is made there, not read back from memory in
+// the next forward pass.  Optimizers update the parameter in chunks of whole granules and call
+//   before(value, chunks);  chunk(value, c, begin, end) once per non-empty chunk c, from any
+//   thread, after value[begin, end) has its new entries;  after(value), when all are done.
+// A hook sees only the values: whether its result is still current at the next forward pass
+// is its own business (weights_epoch() says when anything else overwrote parameters).
+class UpdateHook {
+ public:
+  virtual ~UpdateHook() = default;
+  // The entries one chunk() must cover whole (a weight's output-channel row): chunk boundaries
+  // fall on multiples of it.
+  virtual std::int64_t granule(const Tensor& /*value*/) const { return 1; }
+  virtual void before(const Tensor& value, std::int64_t chunks) = 0;
+  virtual void chunk(const Tensor& value, std::int64_t c, std::int64_t begin, std::int64_t end) = 0;
+  virtual void after(const Tensor& value) = 0;
+};
 
 struct Node {
   Tensor value;
@@ -28,6 +48,8 @@ struct Node {
   std::vector<std::shared_ptr<Node>> parents;
   // Reads self.grad and accumulates into parents' grads (use accumulate_grad()).
   std::function<void(Node& self)> backward_fn;
+  // Run by optimizers after each update of this (parameter) node; see UpdateHook.
+  std::shared_ptr<UpdateHook> update_hook;
 };
 
 class Var {
@@ -87,9 +109,13 @@ bool grad_enabled();
 // do not run there), so inference-only caches of derived weights key on it.
 std::uint64_t no_grad_session();
 // Starts a new no-grad session in this thread (when inside one), so that caches keyed on
-// no_grad_session() drop what they derived from the old weights.  Called by whatever overwrites
-// parameter values outside an optimizer step (loading a state dict).
+// no_grad_session() drop what they derived from the old weights, and advances weights_epoch().
+// Called by whatever overwrites parameter values outside an optimizer step (loading a state
+// dict, merging an adapter).
 void weights_changed();
+// A process-wide count of weights_changed() calls: a value derived from a parameter in an
+// optimizer step (UpdateHook) is stale once it moved.
+std::uint64_t weights_epoch();
 // Disables graph recording in this thread for its lifetime (evaluation, inference timing).
 class NoGradGuard {
  public:

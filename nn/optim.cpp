@@ -45,6 +45,42 @@ std::vector<ParamGroup> to_groups(const std::vector<OptimizerGroup<Options>>& in
 }
 
 std::string lr_text(float lr) { return std::to_string(lr); }
+
+// Runs update(begin, end) over p's entries in deterministic chunks (in parallel when worth it),
+// each chunk followed on the same thread by p's update hook, if it has one (nn/autograd.hpp).
+// The update is elementwise, so neither the chunking nor the hook changes its result.
+template <class F>
+void update_in_chunks(Var& p, F&& update) {
+  const std::int64_t n = p.value().numel();
+  const std::shared_ptr<UpdateHook> hook = p.node()->update_hook;
+  if (!hook) {
+    detail::parallel_range(n, 16, update);
+    return;
+  }
+  const std::int64_t granule = std::max<std::int64_t>(1, hook->granule(p.value()));
+  const std::int64_t granules = (n + granule - 1) / granule;
+  const std::int64_t chunks =
+      std::max<std::int64_t>(1, detail::chunk_count(granules, 16 * granule));
+  const Tensor& value = p.value();
+  hook->before(value, chunks);
+  auto run = [&](std::int64_t c) {
+    const std::int64_t b = std::min(n, granules * c / chunks * granule),
+                       e = std::min(n, granules * (c + 1) / chunks * granule);
+    if (b == e) return;
+    update(b, e);
+    hook->chunk(value, c, b, e);
+  };
+  if (chunks == 1)
+    run(0);
+  else
+    oneapi::tbb::parallel_for(
+        oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
+        [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+          for (std::int64_t c = r.begin(); c < r.end(); ++c) run(c);
+        },
+        oneapi::tbb::simple_partitioner());
+  hook->after(value);
+}
 }  // namespace
 
 Optimizer::Optimizer(std::vector<Var> params, float lr)
@@ -218,21 +254,28 @@ void Sgd::step() {
         gp = decayed.data();
       }
       Eigen::Map<const Eigen::ArrayXf> g(gp, w.size());
-      if (opt.momentum == 0.0f) {
-        w -= lr * g;
-        continue;
-      }
       Tensor& v = velocity_[gi][i];
-      if (v.empty()) {
-        v = Tensor(p.shape());
-        v.array() = g;  // first step: v = g (PyTorch's convention)
-      } else {
-        v.array() = opt.momentum * v.array() + g;
-      }
-      if (opt.nesterov)
-        w -= lr * (g + opt.momentum * v.array());
-      else
-        w -= lr * v.array();
+      const bool first = opt.momentum != 0.0f && v.empty();  // its first gradient
+      if (first) v = Tensor(p.shape());
+      auto va = v.array();
+      update_in_chunks(p, [&](std::int64_t i0, std::int64_t i1) {
+        const std::int64_t len = i1 - i0;
+        auto wj = w.segment(i0, len);
+        auto gj = g.segment(i0, len);
+        if (opt.momentum == 0.0f) {
+          wj -= lr * gj;
+          return;
+        }
+        auto vj = va.segment(i0, len);
+        if (first)
+          vj = gj;  // first step: v = g (PyTorch's convention)
+        else
+          vj = opt.momentum * vj + gj;
+        if (opt.nesterov)
+          wj -= lr * (gj + opt.momentum * vj);
+        else
+          wj -= lr * vj;
+      });
     }
   }
 }
@@ -289,8 +332,8 @@ void AdamBase::step() {
       float* v = v_[gi][i].data();
       // Vectorised passes over cache-sized chunks, in parallel for big tensors; elements are
       // independent, so the result does not depend on the chunking.
-      detail::parallel_range(p.value().numel(), 16, [&](std::int64_t i0, std::int64_t i1) {
-        FlushDenormals ftz;
+      update_in_chunks(p, [&](std::int64_t i0, std::int64_t i1) {
+        FlushDenormals ftz;  // (restored before the update hook runs)
         const std::int64_t len = i1 - i0;
         Eigen::Map<Eigen::ArrayXf> wj(w + i0, len), mj(m + i0, len), vj(v + i0, len);
         Eigen::Map<const Eigen::ArrayXf> gj(g + i0, len);

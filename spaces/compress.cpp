@@ -8,9 +8,12 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -32,8 +35,6 @@ struct CacheEntry {
   nn::Var compressed;
 };
 thread_local std::unordered_map<const nn::Node*, CacheEntry> t_cache;
-
-nn::Var compress_uncached(const nn::Var& w, int bits, double prune);
 
 // Symmetric quantisation needs levels on both sides of zero: 1 bit has none (qmax = 0).
 void check_bits(int bits) {
@@ -74,25 +75,6 @@ std::vector<float> quantisation_scales(const nn::Tensor& w, int bits) {
 
 int kept_channels(int full, double ratio) {
   return std::max(1, static_cast<int>(std::lround(full * (1.0 - ratio))));
-}
-
-nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
-  if (bits >= 16 && prune <= 0) return w;
-  if (bits < 16) check_bits(bits);
-  const std::uint64_t session = nn::no_grad_session();
-  if (session == 0) return compress_uncached(w, bits, prune);
-  if (auto it = t_cache.find(w.node()); it != t_cache.end()) {
-    const CacheEntry& e = it->second;
-    if (e.session == session && e.bits == bits && e.prune == prune &&
-        e.source.lock() == w.node_ptr())
-      return e.compressed;
-  }
-  // No reference into the cache is held across compress_uncached: its parallel loops may run
-  // other tasks on this thread, which may use (and clear) the same thread-local cache.
-  nn::Var compressed = compress_uncached(w, bits, prune);
-  if (t_cache.size() > 4096) t_cache.clear();  // bound it when many models come and go
-  t_cache[w.node()] = CacheEntry{w.node_ptr(), session, bits, prune, compressed};
-  return compressed;
 }
 
 namespace {
@@ -482,6 +464,13 @@ struct Segments {
   std::int64_t tasks() const { return (count() + per_task - 1) / per_task; }
   std::int64_t begin(std::int64_t s) const { return s * len; }
   std::int64_t end(std::int64_t s) const { return std::min(n, (s + 1) * len); }
+  // The entries of task t: whole segments.
+  std::int64_t task_begin(std::int64_t t) const { return begin(t * per_task); }
+  std::int64_t task_end(std::int64_t t) const {
+    return end(std::min(count(), (t + 1) * per_task) - 1);
+  }
+  // The entries that must be written together (one scale): what an optimizer chunk holds whole.
+  std::int64_t granule() const { return qmax > 0 ? len : 1; }
 };
 
 Segments segments_of(const nn::Tensor& x, int bits) {
@@ -518,10 +507,20 @@ void emit_segment(const float* x, const Segments& seg, std::int64_t s, const Pru
   emit<true>(row, row, b, len, channel_scale(maxabs, seg.qmax), rule, out + b);
 }
 
+// Writes entries [b, e) (whole segments when quantised) of the compressed weight.
+void emit_range(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
+                const PruneRule& rule, float* out) {
+  if (seg.qmax == 0) {
+    emit<false>(x + b, x + b, b, e - b, 0.0f, rule, out + b);
+    return;
+  }
+  for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s)
+    emit_segment(x, seg, s, rule, out);
+}
+
 void emit_all(const float* x, const Segments& seg, const PruneRule& rule, float* out) {
   for_tasks(seg.tasks(), [&](std::int64_t t) {
-    const std::int64_t s1 = std::min(seg.count(), (t + 1) * seg.per_task);
-    for (std::int64_t s = t * seg.per_task; s < s1; ++s) emit_segment(x, seg, s, rule, out);
+    emit_range(x, seg, seg.task_begin(t), seg.task_end(t), rule, out);
   });
 }
 
@@ -533,37 +532,37 @@ struct BandTask {
   std::array<std::int32_t, kBins> hist{};  // `inside` per bin
 };
 
-// The band path of one compression, when the band holds the boundary: one parallel pass counts
-// the entries under the band, collects those in it, and writes every segment as if nothing in
-// the band were pruned (entries under it are: all of them rank below the boundary).  The boundary
-// is then selected among the band's entries, the in-band ones at or under it are zeroed, and the
-// segments whose largest entry may be pruned (their scale depends on it, rare) are written again.
-// Returns false, having changed only the band's width, when the boundary has left the band.
-bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
-                      PruneRule& rule, float* out) {
-  const BandBins bins(band.lo, band.hi);
-  std::vector<BandTask> tasks(static_cast<std::size_t>(seg.tasks()));
-  for_tasks(seg.tasks(), [&](std::int64_t t) {
-    BandTask& task = tasks[static_cast<std::size_t>(t)];
-    const std::int64_t s1 = std::min(seg.count(), (t + 1) * seg.per_task);
-    for (std::int64_t s = t * seg.per_task; s < s1; ++s) {
-      const std::int64_t b = seg.begin(s), len = seg.end(s) - b;
-      if (seg.qmax == 0) {
-        emit_scanning_band<false>(x + b, b, len, Quantiser(1.0f), band.lo, band.hi, task.below,
-                                  task.inside, out + b);
-        continue;
-      }
-      // A segment whose largest entry may be pruned is written again once its scale is known.
-      const float maxabs = max_magnitude(x + b, len);
-      const bool deferred = magnitude_key(maxabs) < band.hi;
+// The band pass over entries [b, e) of x (whole segments when quantised), one parallel task's
+// share: counts the entries under the band, collects those in it, and writes every segment as
+// if nothing in the band were pruned (entries under it are: all of them rank below the
+// boundary).  A segment whose largest entry may be pruned (its scale depends on the boundary,
+// rare) is listed for finish_band to write again.
+void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
+               const BandBins& bins, BandTask& task, float* out) {
+  if (seg.qmax == 0) {
+    emit_scanning_band<false>(x + b, b, e - b, Quantiser(1.0f), bins.lo, bins.hi, task.below,
+                              task.inside, out + b);
+  } else {
+    for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
+      const std::int64_t sb = seg.begin(s), len = seg.end(s) - sb;
+      const float maxabs = max_magnitude(x + sb, len);
+      const bool deferred = magnitude_key(maxabs) < bins.hi;
       if (deferred) task.deferred.push_back(s);
-      emit_scanning_band<true>(x + b, b, len,
+      emit_scanning_band<true>(x + sb, sb, len,
                                Quantiser(deferred ? 1.0f : channel_scale(maxabs, seg.qmax)),
-                               band.lo, band.hi, task.below, task.inside, out + b);
+                               bins.lo, bins.hi, task.below, task.inside, out + sb);
     }
-    for (std::uint64_t key : task.inside)
-      ++task.hist[bins.bin(static_cast<MagnitudeKey>(key >> 32))];
-  });
+  }
+  for (std::uint64_t key : task.inside) ++task.hist[bins.bin(static_cast<MagnitudeKey>(key >> 32))];
+}
+
+// After every scan_band of one compression: the boundary is selected among the band's entries,
+// the in-band entries at or under it are zeroed, the deferred segments are written again, and the
+// band is moved for the next step.  Returns false, having changed only the band's width, when the
+// boundary has left the band (the caller then runs the full selection).
+bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
+                 const BandBins& bins, const std::vector<BandTask>& tasks, PruneRule& rule,
+                 float* out) {
   std::int64_t below = 0, size = 0;
   std::array<std::int64_t, kBins> hist{};
   for (const BandTask& task : tasks) {
@@ -611,40 +610,59 @@ bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, Prune
   return true;
 }
 
-// Writes the compressed weight to `out`; returns the pruning rule its gradient mask uses.
-PruneRule compress_into(const nn::Var& w, const Segments& seg, double prune, float* out) {
-  const float* x = w.value().data();
-  const std::int64_t n = seg.n;
-  const auto k = static_cast<std::int64_t>(std::floor(prune * static_cast<double>(n)));
+// The band path of one compression, when the band holds the boundary: one parallel band pass,
+// then finish_band.
+bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
+                      PruneRule& rule, float* out) {
+  const BandBins bins(band.lo, band.hi);
+  std::vector<BandTask> tasks(static_cast<std::size_t>(seg.tasks()));
+  for_tasks(seg.tasks(), [&](std::int64_t t) {
+    scan_band(x, seg, seg.task_begin(t), seg.task_end(t), bins, tasks[static_cast<std::size_t>(t)],
+              out);
+  });
+  return finish_band(x, seg, k, band, bins, tasks, rule, out);
+}
+
+// The number of entries pruned, and the rule when it needs no selection (none, or all).
+struct PruneCount {
+  std::int64_t k = 0;
+  bool select = false;  // 0 < k < n: the boundary must be found
+  PruneRule fixed;      // the rule when !select
+};
+
+PruneCount prune_count(std::int64_t n, double prune) {
+  PruneCount c;
+  c.k = static_cast<std::int64_t>(std::floor(prune * static_cast<double>(n)));
+  if (prune > 0 && c.k >= n) {
+    c.fixed.none = false;
+    c.fixed.key = 0xffffffffu;  // every entry
+  }
+  c.select = prune > 0 && c.k > 0 && c.k < n;
+  return c;
+}
+
+// Writes the compressed weight of x to `out` with `band` as the starting guess; returns the
+// pruning rule its gradient mask uses.
+PruneRule compress_into(const float* x, const Segments& seg, double prune, PruneBand& band,
+                        float* out) {
+  const PruneCount count = prune_count(seg.n, prune);
+  if (!count.select) {
+    emit_all(x, seg, count.fixed, out);
+    return count.fixed;
+  }
   PruneRule rule;
-  if (prune > 0 && k >= n) {
-    rule.none = false;
-    rule.key = 0xffffffffu;  // every entry
-  }
-  if (prune <= 0 || k <= 0 || k >= n) {
-    emit_all(x, seg, rule, out);
-    return rule;
-  }
-  // A copy of the band, written back after: the passes' parallel loops may run other tasks on
-  // this thread that use (and clear) the thread-local map.
-  PruneBand band;
-  if (auto it = t_bands.find(w.node()); it != t_bands.end()) band = it->second;
-  if (!band.valid || !compress_in_band(x, seg, k, band, rule, out)) {
-    rule = rule_at(kth_smallest_full(x, n, k, band));
+  if (!band.valid || !compress_in_band(x, seg, count.k, band, rule, out)) {
+    rule = rule_at(kth_smallest_full(x, seg.n, count.k, band));
     emit_all(x, seg, rule, out);
   }
-  if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
-  t_bands[w.node()] = band;
   return rule;
 }
 
-nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
-  const nn::Tensor& x = w.value();
-  nn::Tensor out(x.shape());
-  const PruneRule rule = compress_into(w, segments_of(x, bits), prune, out.data());
-  // Straight-through gradient, zero on pruned entries (decided again from the weight's value,
-  // which no op changes between this forward and its backward).
-  return nn::make_result(std::move(out), {w}, [rule](nn::Node& self) {
+// The compressed weight as an op: the gradient passes straight through, zero on pruned entries
+// (decided again from the weight's value, which no op changes between this forward and its
+// backward).
+nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRule& rule) {
+  return nn::make_result(std::move(compressed), {w}, [rule](nn::Node& self) {
     nn::Node& parent = *self.parents[0];
     if (!parent.requires_grad) return;
     nn::Tensor g = std::move(self.grad);
@@ -662,6 +680,147 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
   });
 }
 
+nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
+  const nn::Tensor& x = w.value();
+  nn::Tensor out(x.shape());
+  // A copy of the band, written back after: the passes' parallel loops may run other tasks on
+  // this thread that use (and clear) the thread-local map.
+  PruneBand band;
+  if (auto it = t_bands.find(w.node()); it != t_bands.end()) band = it->second;
+  const PruneRule rule = compress_into(x.data(), segments_of(x, bits), prune, band, out.data());
+  if (prune_count(x.numel(), prune).select) {
+    if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
+    t_bands[w.node()] = band;
+  }
+  return straight_through(w, std::move(out), rule);
+}
+
+// ---- compression fused into the optimizer step ----
+//
+// A trainable weight's compression state, kept on its node as the optimizer's update hook: each
+// step the optimizer's threads compress the entries they have just updated, while these are in
+// cache (the band pass, or the whole emit when nothing needs selecting), and after() settles the
+// boundary.  The next forward pass then finds the compressed weight ready instead of reading the
+// weight again in one more parallel pass.  The result is the same either way (compress_into on
+// the updated weight); it is used only while the weight is the one it was made from.
+class CompressionState final : public nn::UpdateHook {
+ public:
+  // What compress_weight last asked of this weight (the next step prepares that); set under
+  // g_states.
+  int bits = 32;
+  double prune = 0;
+
+  // The weight compressed after the last update: current while the weight's storage is
+  // `source`'s (held, so it cannot be reused) and weights_epoch() has not moved.
+  struct Prepared {
+    nn::Tensor source, compressed;
+    std::uint64_t epoch = 0;
+    int bits = 0;
+    double prune = 0;
+    PruneRule rule;
+  };
+  std::optional<Prepared> prepared;
+
+  std::int64_t granule(const nn::Tensor& value) const override {
+    return segments_of(value, bits).granule();
+  }
+
+  void before(const nn::Tensor& value, std::int64_t chunks) override {
+    prepared.reset();
+    step_seg_ = segments_of(value, bits);
+    step_bits_ = bits;
+    step_prune_ = prune;
+    count_ = prune_count(step_seg_.n, prune);
+    out_ = nn::Tensor(value.shape());
+    in_band_ = count_.select && band_.valid;
+    tasks_.assign(in_band_ ? static_cast<std::size_t>(chunks) : 0, BandTask{});
+    if (in_band_) bins_ = BandBins(band_.lo, band_.hi);
+  }
+
+  void chunk(const nn::Tensor& value, std::int64_t c, std::int64_t b, std::int64_t e) override {
+    if (!count_.select)
+      emit_range(value.data(), step_seg_, b, e, count_.fixed, out_.data());
+    else if (in_band_)
+      scan_band(value.data(), step_seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)],
+                out_.data());
+    // (otherwise the full selection in after() needs every entry first)
+  }
+
+  void after(const nn::Tensor& value) override {
+    const float* x = value.data();
+    PruneRule rule = count_.fixed;
+    if (count_.select && !(in_band_ && finish_band(x, step_seg_, count_.k, band_, bins_, tasks_,
+                                                   rule, out_.data()))) {
+      rule = rule_at(kth_smallest_full(x, step_seg_.n, count_.k, band_));
+      emit_all(x, step_seg_, rule, out_.data());
+    }
+    tasks_.clear();
+    prepared = Prepared{value, std::move(out_), nn::weights_epoch(), step_bits_, step_prune_, rule};
+    out_ = nn::Tensor();
+  }
+
+ private:
+  // The step in progress (its settings are fixed at before()).
+  Segments step_seg_;
+  int step_bits_ = 32;
+  double step_prune_ = 0;
+  PruneCount count_;
+  bool in_band_ = false;
+  BandBins bins_{0, 1};
+  std::vector<BandTask> tasks_;
+  nn::Tensor out_;
+  PruneBand band_;  // kept from step to step, as t_bands is for the unfused path
+};
+
+// Guards the update_hook of weight nodes against concurrent forward passes over shared weights
+// (install, settings, reading `prepared`); optimizers run the hooks outside forward passes.
+std::mutex g_states;
+
+// The weight compressed for (bits, prune) by the last optimizer step, if it is current; installs
+// the fused state on a trainable leaf the first time (from then on each step prepares it).
+std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::Var& w, int bits,
+                                                                     double prune) {
+  nn::Node* node = w.node();
+  if (!node || !node->parents.empty() || node->backward_fn) return std::nullopt;  // not a leaf
+  std::lock_guard<std::mutex> lock(g_states);
+  auto* state = dynamic_cast<CompressionState*>(node->update_hook.get());
+  if (!state) {
+    if (node->update_hook || !node->requires_grad || nn::no_grad_session() != 0)
+      return std::nullopt;  // another hook's, frozen, or not being trained here
+    auto fresh = std::make_shared<CompressionState>();
+    state = fresh.get();
+    node->update_hook = std::move(fresh);
+  }
+  state->bits = bits;
+  state->prune = prune;
+  const auto& p = state->prepared;
+  if (p && p->bits == bits && p->prune == prune && p->source.data() == node->value.data() &&
+      p->source.shape() == node->value.shape() && p->epoch == nn::weights_epoch())
+    return std::make_pair(p->compressed, p->rule);
+  return std::nullopt;
+}
+
 }  // namespace
+
+nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
+  if (bits >= 16 && prune <= 0) return w;
+  if (bits < 16) check_bits(bits);
+  if (auto ready = prepared_compression(w, bits, prune))
+    return straight_through(w, std::move(ready->first), ready->second);
+  const std::uint64_t session = nn::no_grad_session();
+  if (session == 0) return compress_uncached(w, bits, prune);
+  if (auto it = t_cache.find(w.node()); it != t_cache.end()) {
+    const CacheEntry& e = it->second;
+    if (e.session == session && e.bits == bits && e.prune == prune &&
+        e.source.lock() == w.node_ptr())
+      return e.compressed;
+  }
+  // No reference into the cache is held across compress_uncached: its parallel loops may run
+  // other tasks on this thread, which may use (and clear) the same thread-local cache.
+  nn::Var compressed = compress_uncached(w, bits, prune);
+  if (t_cache.size() > 4096) t_cache.clear();  // bound it when many models come and go
+  t_cache[w.node()] = CacheEntry{w.node_ptr(), session, bits, prune, compressed};
+  return compressed;
+}
 
 }  // namespace hwnas::spaces

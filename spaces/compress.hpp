@@ -15,6 +15,12 @@ namespace hwnas::spaces {
 // leaves values unquantised (float16 rounding is below training noise).  The gradient passes
 // straight through to the kept entries and is zero for pruned ones.  With bits >= 16 and
 // prune == 0 it returns `w` itself.
+//
+// On a trainable parameter the first call leaves an update hook on it (nn/autograd.hpp): from then
+// on each optimizer step compresses the entries it has just updated, and the next call returns
+// that result (the same values) instead of compressing again.  It is served only while the weight
+// is unchanged since: code that writes parameter values in place outside an optimizer step must
+// call nn::weights_changed(), as loading a state dict does.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 
 // The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a

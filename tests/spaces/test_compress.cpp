@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "nn/ops.hpp"
+#include "nn/optim.hpp"
 #include "spaces/compress.hpp"
 
 using namespace hwnas;
@@ -146,6 +148,70 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
                   << shape.str() << " bits " << bits << " prune " << prune << " step " << step
                   << " entry " << i;
           }
+        }
+}
+
+// The optimizer compresses each weight right after updating it (the fused update hook), and the
+// next forward pass takes that result: it must be the definition's, bit for bit, for every
+// optimizer, shape, bit width and pruning ratio, also when a step moves the weights far (the band
+// misses), and it must not be served once anything else has written the weights.
+TEST(Compress, OptimizerStepCompressesTheUpdatedWeightExactly) {
+  std::mt19937 rng(11);
+  const std::vector<nn::Shape> shapes = {nn::Shape{37}, nn::Shape{8, 50}, nn::Shape{16, 3, 3, 3},
+                                         nn::Shape{64, 300}, nn::Shape{70000}};
+  for (const nn::Shape& shape : shapes)
+    for (int bits : {32, 8, 4})
+      for (double prune : {0.0, 0.25, 0.5, 1.0})
+        for (bool adam : {true, false}) {
+          if (bits >= 16 && prune <= 0) continue;  // nothing to compress
+          std::normal_distribution<float> g(0.0f, 1.0f);
+          nn::Tensor init(shape);
+          for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
+          nn::Var w = nn::parameter(init);
+          std::unique_ptr<nn::Optimizer> opt;
+          if (adam)
+            opt = std::make_unique<nn::AdamW>(std::vector<nn::Var>{w}, nn::AdamWOptions{0.01f});
+          else
+            opt = std::make_unique<nn::Sgd>(std::vector<nn::Var>{w},
+                                            nn::SgdOptions{0.05f, 0.9f, false, 1e-4f});
+          const std::string where = shape.str() + " bits " + std::to_string(bits) + " prune " +
+                                    std::to_string(prune) + (adam ? " adamw" : " sgd");
+          for (int step = 0; step < 7; ++step) {
+            if (step == 4) opt->set_lr(adam ? 1.0f : 5.0f);  // a jump past the band
+            if (step == 5) opt->set_lr(adam ? 0.01f : 0.05f);
+            const auto [want, mask] = reference_compress(w.value(), bits, prune);
+            nn::Var out = spaces::compress_weight(w, bits, prune);
+            ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
+                << where << " step " << step;
+            if (step > 0)  // made by the last step: a second call in this step takes it too
+              EXPECT_EQ(spaces::compress_weight(w, bits, prune).value().data(), out.value().data())
+                  << where;
+            opt->zero_grad();
+            nn::Tensor up(shape);
+            for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
+            nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
+            for (std::int64_t i = 0; i < up.numel(); ++i)
+              ASSERT_EQ(
+                  std::bit_cast<std::uint32_t>(w.grad().data()[i]),
+                  std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
+                  << where << " step " << step << " entry " << i;
+            opt->step();
+          }
+          // Written outside an optimizer step, as loading a state dict does (weights_changed),
+          // or replaced by a new tensor: the prepared weight is not served.
+          for (std::int64_t i = 0; i < w.value().numel(); ++i) w.value().data()[i] = g(rng);
+          nn::weights_changed();
+          ASSERT_EQ(bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()),
+                    bit_patterns(reference_compress(w.value(), bits, prune).first))
+              << where << " after weights_changed";
+          opt->zero_grad();
+          nn::backward(nn::sum(spaces::compress_weight(w, bits, prune)));
+          opt->step();
+          w.value() = w.value().clone();
+          w.value().data()[0] += 1.0f;
+          ASSERT_EQ(bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()),
+                    bit_patterns(reference_compress(w.value(), bits, prune).first))
+              << where << " after the value was replaced";
         }
 }
 
