@@ -296,33 +296,46 @@ inline float round_half_away(float x) {
 }
 
 // max |row[i]|, NaN entries ignored as std::max(m, |x|) ignores them (max of non-NaN values is
-// exact in any order).
+// exact in any order).  Four running maxima: one would wait on each max's latency.
 float max_magnitude(const float* row, std::int64_t n) {
   float m = 0;
   std::int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 vm = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8)
-    vm = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(row + i)), vm);  // NaN: keeps vm
+  __m256 m0 = _mm256_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+  auto magnitude = [&](std::int64_t at) {
+    return _mm256_andnot_ps(sign, _mm256_loadu_ps(row + at));
+  };
+  for (; i + 32 <= n; i += 32) {  // NaN lanes keep the running maximum (max returns operand 2)
+    m0 = _mm256_max_ps(magnitude(i), m0);
+    m1 = _mm256_max_ps(magnitude(i + 8), m1);
+    m2 = _mm256_max_ps(magnitude(i + 16), m2);
+    m3 = _mm256_max_ps(magnitude(i + 24), m3);
+  }
+  for (; i + 8 <= n; i += 8) m0 = _mm256_max_ps(magnitude(i), m0);
   alignas(32) float t[8];
-  _mm256_store_ps(t, vm);
+  _mm256_store_ps(t, _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
   for (float v : t) m = std::max(m, v);
 #endif
   for (; i < n; ++i) m = std::max(m, std::fabs(row[i]));
   return m;
 }
 
-// round_half_away(v / scale) * scale.  Division is the slowest instruction of a pass, so where
-// the scale and its reciprocal are normal floats the lanes multiply by the reciprocal and round
-// to nearest: v * (1/scale) lies within 3 ulp of v / scale, so both round to the same integer
-// unless the product is that close to a half-integer (ties included); only such vectors (about 1
-// in 1000) divide and round half away from zero.
+// round_half_away(v / scale) * scale for values with |v / scale| <= bound.  Division is the
+// slowest instruction of a pass, so where the scale and its reciprocal are normal floats the
+// lanes multiply by the reciprocal and round to nearest: v * (1/scale) lies within 3 ulp of
+// v / scale, so both round to the same integer unless the product is that close to a
+// half-integer (ties included); only vectors with a lane within bound * 2^-20 (>= 8 ulp) of one
+// divide and round half away from zero (for 8 bits, bound 128: about 1 vector in 500).
 struct Quantiser {
   float scale = 1, inv = 1;
+  float near_half = 0.5f;  // |q - round(q)| at least this: possibly a tie, divide
   bool by_reciprocal = false;
-  explicit Quantiser(float s)
-      : scale(s), inv(1.0f / s), by_reciprocal(std::isnormal(s) && std::isnormal(1.0f / s)) {}
+  Quantiser(float s, float bound)
+      : scale(s),
+        inv(1.0f / s),
+        near_half(0.5f - bound * 0x1p-20f),
+        by_reciprocal(std::isnormal(s) && std::isnormal(1.0f / s)) {}
   float operator()(float v) const { return round_half_away(v / scale) * scale; }
 #if defined(__AVX2__)
   __m256 operator()(__m256 v) const {
@@ -332,9 +345,10 @@ struct Quantiser {
       const __m256 q = _mm256_mul_ps(v, _mm256_set1_ps(inv));
       // Round to nearest keeps the argument's sign (-0.3 -> -0.0), as std::round does.
       const __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __m256 gap = _mm256_sub_ps(half, _mm256_andnot_ps(sign, _mm256_sub_ps(q, r)));
-      const __m256 slack = _mm256_mul_ps(_mm256_andnot_ps(sign, q), _mm256_set1_ps(0x1p-21f));
-      if (!_mm256_movemask_ps(_mm256_cmp_ps(gap, slack, _CMP_LE_OQ))) return _mm256_mul_ps(r, vs);
+      const __m256 off = _mm256_andnot_ps(sign, _mm256_sub_ps(q, r));
+      // (A NaN lane compares false and keeps the product's NaN, as division would.)
+      if (!_mm256_movemask_ps(_mm256_cmp_ps(off, _mm256_set1_ps(near_half), _CMP_GE_OQ)))
+        return _mm256_mul_ps(r, vs);
     }
     const __m256 q = _mm256_div_ps(v, vs);
     const __m256 t = _mm256_round_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
@@ -348,7 +362,14 @@ struct Quantiser {
 #endif
 };
 
-// One pass over entries base .. base + len: dst[i] = values[i], quantised with `scale`
+const Quantiser kNoQuantiser(1.0f, 0.0f);  // for the passes that do not quantise
+
+// The quantiser of a row whose largest magnitude is maxabs (so |v / scale| <= qmax), at qmax.
+Quantiser row_quantiser(float maxabs, float qmax) {
+  return Quantiser(channel_scale(maxabs, qmax), qmax + 1);
+}
+
+// One pass over entries base .. base + len: dst[i] = values[i], quantised by `quantise`
 // (round_half_away(v / scale) * scale) when kQuantise, and 0 where the rule prunes the entry
 // (its magnitude read from keys_from[i]).  The forward pass emits the compressed weight
 // (values = keys_from = the weight); the backward pass masks the gradient (values = dst = the
@@ -358,7 +379,7 @@ struct Quantiser {
 // backward pass (kGradient true: the definition's g * mask, whose zeros keep g's sign).
 template <bool kQuantise, bool kGradient = false>
 void emit(const float* values, const float* keys_from, std::int64_t base, std::int64_t len,
-          float scale, const PruneRule& rule, float* dst) {
+          const Quantiser& quantise, const PruneRule& rule, float* dst) {
   auto pruned_value = [](float v) { return kGradient ? v * 0.0f : 0.0f; };
   if (!rule.none && rule.key > 0x7fffffffu) {  // every entry pruned
     for (std::int64_t i = 0; i < len; ++i) dst[i] = pruned_value(values[i]);
@@ -366,7 +387,6 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
   }
   std::int64_t i = 0;
 #if defined(__AVX2__)
-  const Quantiser quantise(scale);
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vkey = _mm256_set1_epi32(int(rule.key)),
                 vkey_minus_1 = _mm256_set1_epi32(int(rule.key) - 1);
@@ -398,7 +418,7 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
 #endif
   for (; i < len; ++i) {
     float v = values[i];
-    if constexpr (kQuantise) v = round_half_away(v / scale) * scale;
+    if constexpr (kQuantise) v = quantise(v);
     dst[i] = rule.pruned(magnitude_key(keys_from[i]), base + i) ? pruned_value(v) : v;
   }
 }
@@ -493,7 +513,7 @@ void emit_segment(const float* x, const Segments& seg, std::int64_t s, const Pru
   const std::int64_t b = seg.begin(s), len = seg.end(s) - b;
   const float* row = x + b;
   if (seg.qmax == 0) {
-    emit<false>(row, row, b, len, 0.0f, rule, out + b);
+    emit<false>(row, row, b, len, kNoQuantiser, rule, out + b);
     return;
   }
   // The scale of the kept entries (quantisation_scales of the pruned weight): the row's largest
@@ -504,14 +524,14 @@ void emit_segment(const float* x, const Segments& seg, std::int64_t s, const Pru
     for (std::int64_t i = 0; i < len; ++i)
       if (!rule.pruned(magnitude_key(row[i]), b + i)) maxabs = std::max(maxabs, std::fabs(row[i]));
   }
-  emit<true>(row, row, b, len, channel_scale(maxabs, seg.qmax), rule, out + b);
+  emit<true>(row, row, b, len, row_quantiser(maxabs, seg.qmax), rule, out + b);
 }
 
 // Writes entries [b, e) (whole segments when quantised) of the compressed weight.
 void emit_range(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
                 const PruneRule& rule, float* out) {
   if (seg.qmax == 0) {
-    emit<false>(x + b, x + b, b, e - b, 0.0f, rule, out + b);
+    emit<false>(x + b, x + b, b, e - b, kNoQuantiser, rule, out + b);
     return;
   }
   for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s)
@@ -540,7 +560,7 @@ struct BandTask {
 void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
                const BandBins& bins, BandTask& task, float* out) {
   if (seg.qmax == 0) {
-    emit_scanning_band<false>(x + b, b, e - b, Quantiser(1.0f), bins.lo, bins.hi, task.below,
+    emit_scanning_band<false>(x + b, b, e - b, kNoQuantiser, bins.lo, bins.hi, task.below,
                               task.inside, out + b);
   } else {
     for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
@@ -548,9 +568,9 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
       const float maxabs = max_magnitude(x + sb, len);
       const bool deferred = magnitude_key(maxabs) < bins.hi;
       if (deferred) task.deferred.push_back(s);
-      emit_scanning_band<true>(x + sb, sb, len,
-                               Quantiser(deferred ? 1.0f : channel_scale(maxabs, seg.qmax)),
-                               bins.lo, bins.hi, task.below, task.inside, out + sb);
+      emit_scanning_band<true>(
+          x + sb, sb, len, deferred ? Quantiser(1.0f, maxabs + 1) : row_quantiser(maxabs, seg.qmax),
+          bins.lo, bins.hi, task.below, task.inside, out + sb);
     }
   }
   for (std::uint64_t key : task.inside) ++task.hist[bins.bin(static_cast<MagnitudeKey>(key >> 32))];
@@ -670,7 +690,7 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
       float* gd = g.data();
       const float* wd = parent.value.data();
       for_pieces(g.numel(), [&](std::int64_t b, std::int64_t e) {
-        emit<false, true>(gd + b, wd + b, b, e - b, 0.0f, rule, gd + b);
+        emit<false, true>(gd + b, wd + b, b, e - b, kNoQuantiser, rule, gd + b);
       });
     }
     if (parent.grad.empty() || parent.grad.shape() != parent.value.shape())
