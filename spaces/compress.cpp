@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "nn/gemm.hpp"
+
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -369,6 +371,110 @@ Quantiser row_quantiser(float maxabs, float qmax) {
   return Quantiser(channel_scale(maxabs, qmax), qmax + 1);
 }
 
+#if defined(__AVX2__) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HWNAS_COMPRESS_AVX512 1
+// AVX-512 forms of the passes' vector loops (16 lanes, mask registers, vpcompressd for the
+// left-pack): about half the instructions per entry of the AVX2 loops.  They run where the GEMM
+// kernels run AVX-512 (nn/gemm.hpp's gemm_isa(), so HWNAS_GEMM_ISA and set_gemm_isa pick both),
+// and apply the same IEEE operations lane by lane: the same bits as the AVX2 loops.
+bool use_avx512() { return nn::detail::gemm_isa() == nn::detail::GemmIsa::kAvx512; }
+
+// Quantiser's lanes, 16 at a time, its constants held in registers across a loop.
+struct Quantiser16 {
+  __m512 scale, inv, near_half;
+  bool by_reciprocal;
+  __attribute__((target("avx512f"))) explicit Quantiser16(const Quantiser& z)
+      : scale(_mm512_set1_ps(z.scale)),
+        inv(_mm512_set1_ps(z.inv)),
+        near_half(_mm512_set1_ps(z.near_half)),
+        by_reciprocal(z.by_reciprocal) {}
+  __attribute__((target("avx512f"))) __m512 operator()(__m512 v) const {
+    if (by_reciprocal) {
+      const __m512 q = _mm512_mul_ps(v, inv);
+      const __m512 r = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      if (!_mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(q, r)), near_half, _CMP_GE_OQ))
+        return _mm512_mul_ps(r, scale);
+    }
+    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512 q = _mm512_div_ps(v, scale);
+    const __m512 t = _mm512_roundscale_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __mmask16 away =
+        _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(q, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m512i q_sign = _mm512_and_si512(_mm512_castps_si512(q), sign);
+    const __m512 step = _mm512_maskz_mov_ps(
+        away,
+        _mm512_castsi512_ps(_mm512_or_si512(q_sign, _mm512_castps_si512(_mm512_set1_ps(1.0f)))));
+    const __m512 sum = _mm512_add_ps(t, step);  // then round(-0.3) keeps its sign: -0.0
+    return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(sum), q_sign)),
+                         scale);
+  }
+};
+
+// emit's loop over whole 16-lane vectors (rule.key <= 0x7fffffff); returns the entries done.
+template <bool kQuantise, bool kGradient>
+__attribute__((target("avx512f"))) std::int64_t emit16(const float* values, const float* keys_from,
+                                                       std::int64_t base, std::int64_t len,
+                                                       const Quantiser& quantise,
+                                                       const PruneRule& rule, float* dst) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), vkey = _mm512_set1_epi32(int(rule.key));
+  const Quantiser16 quantise16(quantise);
+  std::int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    __m512 v = _mm512_loadu_ps(values + i);
+    if constexpr (kQuantise) v = quantise16(v);
+    if (!rule.none) {
+      const __m512i m = _mm512_and_si512(_mm512_loadu_si512(keys_from + i), abs_mask);
+      const __mmask16 keep = _mm512_cmpge_epi32_mask(m, vkey);  // at the key: ties, below
+      if constexpr (kGradient)
+        v = _mm512_mul_ps(v, _mm512_maskz_mov_ps(keep, one));
+      else
+        v = _mm512_maskz_mov_ps(keep, v);
+      _mm512_storeu_ps(dst + i, v);
+      unsigned ties = _mm512_cmpeq_epi32_mask(m, vkey);
+      while (ties) {
+        const int t = __builtin_ctz(ties);
+        ties &= ties - 1;
+        if (base + i + t <= rule.index) dst[i + t] = kGradient ? dst[i + t] * 0.0f : 0.0f;
+      }
+    } else {
+      _mm512_storeu_ps(dst + i, v);
+    }
+  }
+  return i;
+}
+
+// emit_scanning_band's loop over whole 16-lane vectors; returns the entries done.
+template <bool kQuantise>
+__attribute__((target("avx512f"))) std::int64_t scan16(const float* w, std::int64_t len,
+                                                       const Quantiser& quantise, MagnitudeKey lo,
+                                                       MagnitudeKey hi, std::int64_t& below,
+                                                       std::uint32_t* positions,
+                                                       std::int64_t& found, float* dst) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), vlo = _mm512_set1_epi32(int(lo)),
+                vhi = _mm512_set1_epi32(int(hi - 1)),
+                lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Quantiser16 quantise16(quantise);
+  std::int64_t i = 0, n_below = 0, n_found = found;  // (locals: no store per vector)
+  for (; i + 16 <= len; i += 16) {
+    const __m512 v = _mm512_loadu_ps(w + i);
+    const __m512i m = _mm512_and_si512(_mm512_castps_si512(v), abs_mask);
+    const __mmask16 lt = _mm512_cmplt_epi32_mask(m, vlo);
+    const __mmask16 in = _mm512_mask_cmple_epi32_mask(static_cast<__mmask16>(~lt), m, vhi);
+    n_below += __builtin_popcount(lt);
+    const __m512i at = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(i)));
+    _mm512_storeu_si512(positions + n_found, _mm512_maskz_compress_epi32(in, at));
+    n_found += __builtin_popcount(in);
+    __m512 q = v;
+    if constexpr (kQuantise) q = quantise16(v);
+    _mm512_storeu_ps(dst + i, _mm512_maskz_mov_ps(static_cast<__mmask16>(~lt), q));  // pruned: +0
+  }
+  below += n_below;
+  found = n_found;
+  return i;
+}
+#endif
+
 // One pass over entries base .. base + len: dst[i] = values[i], quantised by `quantise`
 // (round_half_away(v / scale) * scale) when kQuantise, and 0 where the rule prunes the entry
 // (its magnitude read from keys_from[i]).  The forward pass emits the compressed weight
@@ -386,6 +492,10 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
     return;
   }
   std::int64_t i = 0;
+#if defined(HWNAS_COMPRESS_AVX512)
+  if (use_avx512())
+    i = emit16<kQuantise, kGradient>(values, keys_from, base, len, quantise, rule, dst);
+#endif
 #if defined(__AVX2__)
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vkey = _mm256_set1_epi32(int(rule.key)),
@@ -437,9 +547,12 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
   // advanced by the number of lanes kept (the band holds a few percent of the entries at
   // unpredictable places).
   thread_local std::vector<std::uint32_t> positions;
-  positions.resize(static_cast<std::size_t>(len) + 8);
+  positions.resize(static_cast<std::size_t>(len) + 16);
   std::uint32_t* out = positions.data();
   std::int64_t found = 0;
+#if defined(HWNAS_COMPRESS_AVX512)
+  if (use_avx512()) i = scan16<kQuantise>(w, len, quantise, lo, hi, below, out, found, dst);
+#endif
   // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
                 vhi = _mm256_set1_epi32(int(hi - 1));

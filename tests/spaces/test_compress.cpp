@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/gemm.hpp"
 #include "nn/ops.hpp"
 #include "nn/optim.hpp"
 #include "spaces/compress.hpp"
@@ -101,6 +102,19 @@ std::pair<std::vector<float>, std::vector<float>> reference_compress(const nn::T
   return {out, mask};
 }
 
+// Runs body(name) once per vector-kernel family this CPU has: the compression passes follow
+// gemm_isa() (AVX-512 or AVX2 loops), and both must give the definition's bits.
+template <class F>
+void for_each_kernel_family(F&& body) {
+  const nn::detail::GemmIsa saved = nn::detail::gemm_isa();
+  for (nn::detail::GemmIsa isa : {nn::detail::GemmIsa::kAvx512, nn::detail::GemmIsa::kAvx2})
+    if (nn::detail::gemm_isa_supported(isa)) {
+      nn::detail::set_gemm_isa(isa);
+      body(std::string(nn::detail::gemm_isa_name(isa)));
+    }
+  nn::detail::set_gemm_isa(saved);
+}
+
 }  // namespace
 
 // The fast path (a remembered band of magnitudes around the pruning boundary, a vectorised
@@ -108,47 +122,49 @@ std::pair<std::vector<float>, std::vector<float>> reference_compress(const nn::T
 // weights drift slowly (the band holds) or jump (it is rebuilt), with ties at the boundary
 // (weights on a coarse grid) and whole channels pruned.
 TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
-  std::mt19937 rng(5);
-  // The last three exceed one parallel piece (2^13 entries): the passes split across threads.
-  const std::vector<nn::Shape> shapes = {nn::Shape{37},          nn::Shape{8, 50},
-                                         nn::Shape{16, 3, 3, 3}, nn::Shape{64, 300},
-                                         nn::Shape{70000},       nn::Shape{40, 1000}};
-  for (const nn::Shape& shape : shapes)
-    for (int bits : {32, 8, 4})
-      for (double prune : {0.0, 0.25, 0.5, 0.9, 1.0})
-        for (bool coarse : {false, true}) {
-          std::normal_distribution<float> g(0.0f, 1.0f);
-          nn::Tensor init(shape);
-          for (std::int64_t i = 0; i < init.numel(); ++i)
-            init.data()[i] = coarse ? std::round(4 * g(rng)) / 4 : g(rng);
-          if (shape.rank() >= 2)  // a whole small channel: pruned entirely at high ratios
-            for (int i = 0; i < shape.numel() / shape[0]; ++i) init.data()[i] *= 1e-3f;
-          nn::Var w = nn::parameter(init);
-          for (int step = 0; step < 6; ++step) {
-            // Small drifts keep the boundary inside the band; step 3 jumps past it.
-            const float size = step == 3 ? 1.0f : 1e-3f;
-            if (step > 0)
-              for (std::int64_t i = 0; i < w.value().numel(); ++i)
-                w.value().data()[i] += coarse ? 0.0f : size * g(rng);
-            const auto [want, mask] = reference_compress(w.value(), bits, prune);
-            w.grad() = nn::Tensor();
-            nn::Var out = spaces::compress_weight(w, bits, prune);
-            // Bit patterns, not ==: -0.0 (round(-0.3) * s) must stay -0.0.
-            ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
-                << shape.str() << " bits " << bits << " prune " << prune << " coarse " << coarse
-                << " step " << step;
-            if (bits >= 16 && prune <= 0) continue;  // w itself: no gradient mask to check
-            nn::Tensor up(shape);
-            for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
-            nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
-            for (std::int64_t i = 0; i < up.numel(); ++i)
-              ASSERT_EQ(
-                  std::bit_cast<std::uint32_t>(w.grad().data()[i]),
-                  std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
-                  << shape.str() << " bits " << bits << " prune " << prune << " step " << step
-                  << " entry " << i;
+  for_each_kernel_family([](const std::string& family) {
+    std::mt19937 rng(5);
+    // The last three exceed one parallel piece (2^13 entries): the passes split across threads.
+    const std::vector<nn::Shape> shapes = {nn::Shape{37},          nn::Shape{8, 50},
+                                           nn::Shape{16, 3, 3, 3}, nn::Shape{64, 300},
+                                           nn::Shape{70000},       nn::Shape{40, 1000}};
+    for (const nn::Shape& shape : shapes)
+      for (int bits : {32, 8, 4})
+        for (double prune : {0.0, 0.25, 0.5, 0.9, 1.0})
+          for (bool coarse : {false, true}) {
+            std::normal_distribution<float> g(0.0f, 1.0f);
+            nn::Tensor init(shape);
+            for (std::int64_t i = 0; i < init.numel(); ++i)
+              init.data()[i] = coarse ? std::round(4 * g(rng)) / 4 : g(rng);
+            if (shape.rank() >= 2)  // a whole small channel: pruned entirely at high ratios
+              for (int i = 0; i < shape.numel() / shape[0]; ++i) init.data()[i] *= 1e-3f;
+            nn::Var w = nn::parameter(init);
+            for (int step = 0; step < 6; ++step) {
+              // Small drifts keep the boundary inside the band; step 3 jumps past it.
+              const float size = step == 3 ? 1.0f : 1e-3f;
+              if (step > 0)
+                for (std::int64_t i = 0; i < w.value().numel(); ++i)
+                  w.value().data()[i] += coarse ? 0.0f : size * g(rng);
+              const auto [want, mask] = reference_compress(w.value(), bits, prune);
+              w.grad() = nn::Tensor();
+              nn::Var out = spaces::compress_weight(w, bits, prune);
+              // Bit patterns, not ==: -0.0 (round(-0.3) * s) must stay -0.0.
+              ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
+                  << family << " " << shape.str() << " bits " << bits << " prune " << prune
+                  << " coarse " << coarse << " step " << step;
+              if (bits >= 16 && prune <= 0) continue;  // w itself: no gradient mask to check
+              nn::Tensor up(shape);
+              for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
+              nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
+              for (std::int64_t i = 0; i < up.numel(); ++i)
+                ASSERT_EQ(
+                    std::bit_cast<std::uint32_t>(w.grad().data()[i]),
+                    std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
+                    << family << " " << shape.str() << " bits " << bits << " prune " << prune
+                    << " step " << step << " entry " << i;
+            }
           }
-        }
+  });
 }
 
 // The optimizer compresses each weight right after updating it (the fused update hook), and the
@@ -156,90 +172,96 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
 // optimizer, shape, bit width and pruning ratio, also when a step moves the weights far (the band
 // misses), and it must not be served once anything else has written the weights.
 TEST(Compress, OptimizerStepCompressesTheUpdatedWeightExactly) {
-  std::mt19937 rng(11);
-  const std::vector<nn::Shape> shapes = {nn::Shape{37}, nn::Shape{8, 50}, nn::Shape{16, 3, 3, 3},
-                                         nn::Shape{64, 300}, nn::Shape{70000}};
-  for (const nn::Shape& shape : shapes)
-    for (int bits : {32, 8, 4})
-      for (double prune : {0.0, 0.25, 0.5, 1.0})
-        for (bool adam : {true, false}) {
-          if (bits >= 16 && prune <= 0) continue;  // nothing to compress
-          std::normal_distribution<float> g(0.0f, 1.0f);
-          nn::Tensor init(shape);
-          for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
-          nn::Var w = nn::parameter(init);
-          std::unique_ptr<nn::Optimizer> opt;
-          if (adam)
-            opt = std::make_unique<nn::AdamW>(std::vector<nn::Var>{w}, nn::AdamWOptions{0.01f});
-          else
-            opt = std::make_unique<nn::Sgd>(std::vector<nn::Var>{w},
-                                            nn::SgdOptions{0.05f, 0.9f, false, 1e-4f});
-          const std::string where = shape.str() + " bits " + std::to_string(bits) + " prune " +
-                                    std::to_string(prune) + (adam ? " adamw" : " sgd");
-          for (int step = 0; step < 7; ++step) {
-            if (step == 4) opt->set_lr(adam ? 1.0f : 5.0f);  // a jump past the band
-            if (step == 5) opt->set_lr(adam ? 0.01f : 0.05f);
-            const auto [want, mask] = reference_compress(w.value(), bits, prune);
-            nn::Var out = spaces::compress_weight(w, bits, prune);
-            ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
-                << where << " step " << step;
-            if (step > 0)  // made by the last step: a second call in this step takes it too
-              EXPECT_EQ(spaces::compress_weight(w, bits, prune).value().data(), out.value().data())
-                  << where;
+  for_each_kernel_family([](const std::string& family) {
+    std::mt19937 rng(11);
+    const std::vector<nn::Shape> shapes = {nn::Shape{37}, nn::Shape{8, 50}, nn::Shape{16, 3, 3, 3},
+                                           nn::Shape{64, 300}, nn::Shape{70000}};
+    for (const nn::Shape& shape : shapes)
+      for (int bits : {32, 8, 4})
+        for (double prune : {0.0, 0.25, 0.5, 1.0})
+          for (bool adam : {true, false}) {
+            if (bits >= 16 && prune <= 0) continue;  // nothing to compress
+            std::normal_distribution<float> g(0.0f, 1.0f);
+            nn::Tensor init(shape);
+            for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
+            nn::Var w = nn::parameter(init);
+            std::unique_ptr<nn::Optimizer> opt;
+            if (adam)
+              opt = std::make_unique<nn::AdamW>(std::vector<nn::Var>{w}, nn::AdamWOptions{0.01f});
+            else
+              opt = std::make_unique<nn::Sgd>(std::vector<nn::Var>{w},
+                                              nn::SgdOptions{0.05f, 0.9f, false, 1e-4f});
+            const std::string where = family + " " + shape.str() + " bits " + std::to_string(bits) +
+                                      " prune " + std::to_string(prune) +
+                                      (adam ? " adamw" : " sgd");
+            for (int step = 0; step < 7; ++step) {
+              if (step == 4) opt->set_lr(adam ? 1.0f : 5.0f);  // a jump past the band
+              if (step == 5) opt->set_lr(adam ? 0.01f : 0.05f);
+              const auto [want, mask] = reference_compress(w.value(), bits, prune);
+              nn::Var out = spaces::compress_weight(w, bits, prune);
+              ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
+                  << where << " step " << step;
+              if (step > 0)  // made by the last step: a second call in this step takes it too
+                EXPECT_EQ(spaces::compress_weight(w, bits, prune).value().data(),
+                          out.value().data())
+                    << where;
+              opt->zero_grad();
+              nn::Tensor up(shape);
+              for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
+              nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
+              for (std::int64_t i = 0; i < up.numel(); ++i)
+                ASSERT_EQ(
+                    std::bit_cast<std::uint32_t>(w.grad().data()[i]),
+                    std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
+                    << where << " step " << step << " entry " << i;
+              opt->step();
+            }
+            // Written outside an optimizer step, as loading a state dict does (weights_changed),
+            // or replaced by a new tensor: the prepared weight is not served.
+            for (std::int64_t i = 0; i < w.value().numel(); ++i) w.value().data()[i] = g(rng);
+            nn::weights_changed();
+            ASSERT_EQ(bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()),
+                      bit_patterns(reference_compress(w.value(), bits, prune).first))
+                << where << " after weights_changed";
             opt->zero_grad();
-            nn::Tensor up(shape);
-            for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
-            nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
-            for (std::int64_t i = 0; i < up.numel(); ++i)
-              ASSERT_EQ(
-                  std::bit_cast<std::uint32_t>(w.grad().data()[i]),
-                  std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
-                  << where << " step " << step << " entry " << i;
+            nn::backward(nn::sum(spaces::compress_weight(w, bits, prune)));
             opt->step();
+            w.value() = w.value().clone();
+            w.value().data()[0] += 1.0f;
+            ASSERT_EQ(bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()),
+                      bit_patterns(reference_compress(w.value(), bits, prune).first))
+                << where << " after the value was replaced";
           }
-          // Written outside an optimizer step, as loading a state dict does (weights_changed),
-          // or replaced by a new tensor: the prepared weight is not served.
-          for (std::int64_t i = 0; i < w.value().numel(); ++i) w.value().data()[i] = g(rng);
-          nn::weights_changed();
-          ASSERT_EQ(bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()),
-                    bit_patterns(reference_compress(w.value(), bits, prune).first))
-              << where << " after weights_changed";
-          opt->zero_grad();
-          nn::backward(nn::sum(spaces::compress_weight(w, bits, prune)));
-          opt->step();
-          w.value() = w.value().clone();
-          w.value().data()[0] += 1.0f;
-          ASSERT_EQ(bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()),
-                    bit_patterns(reference_compress(w.value(), bits, prune).first))
-              << where << " after the value was replaced";
-        }
+  });
 }
 
 // Quantisation multiplies by the reciprocal of the scale and divides only where the product lies
 // within a few ulp of a half-integer: values at, just under and just over (j + 1/2) * scale, for
 // every level j and every bit width, round exactly as std::round(v / scale) does.
 TEST(Compress, QuantisationRoundsHalfIntegersAsDivisionDoes) {
-  for (int bits : {2, 4, 8, 12}) {
-    const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    for (float maxabs : {1.0f, 0.7f, 0.0123f, 3.3e-3f, 1.7e-37f}) {
-      const float scale = maxabs / qmax;
-      std::vector<float> row = {maxabs};
-      for (int j = -static_cast<int>(qmax); j < static_cast<int>(qmax); ++j) {
-        const float v = (static_cast<float>(j) + 0.5f) * scale;
-        for (float u : {v, std::nextafter(v, 0.0f), std::nextafter(v, 2 * v),
-                        std::nextafter(std::nextafter(v, 0.0f), 0.0f)})
-          if (std::fabs(u) <= maxabs) row.push_back(u);
-      }
-      const auto n = static_cast<std::int64_t>(row.size());
-      nn::Var w = nn::parameter(nn::Tensor::from(nn::Shape{1, static_cast<int>(n)}, row));
-      const std::vector<float> got = spaces::compress_weight(w, bits, 0.0).value().to_vector();
-      for (std::int64_t i = 0; i < n; ++i) {
-        const float want = std::round(row[i] / scale) * scale;
-        ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want))
-            << "bits " << bits << " maxabs " << maxabs << " v " << row[i];
+  for_each_kernel_family([](const std::string& family) {
+    for (int bits : {2, 4, 8, 12, 15}) {
+      const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+      for (float maxabs : {1.0f, 0.7f, 0.0123f, 3.3e-3f, 1.7e-37f}) {
+        const float scale = maxabs / qmax;
+        std::vector<float> row = {maxabs};
+        for (int j = -static_cast<int>(qmax); j < static_cast<int>(qmax); ++j) {
+          const float v = (static_cast<float>(j) + 0.5f) * scale;
+          for (float u : {v, std::nextafter(v, 0.0f), std::nextafter(v, 2 * v),
+                          std::nextafter(std::nextafter(v, 0.0f), 0.0f)})
+            if (std::fabs(u) <= maxabs) row.push_back(u);
+        }
+        const auto n = static_cast<std::int64_t>(row.size());
+        nn::Var w = nn::parameter(nn::Tensor::from(nn::Shape{1, static_cast<int>(n)}, row));
+        const std::vector<float> got = spaces::compress_weight(w, bits, 0.0).value().to_vector();
+        for (std::int64_t i = 0; i < n; ++i) {
+          const float want = std::round(row[i] / scale) * scale;
+          ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want))
+              << family << " bits " << bits << " maxabs " << maxabs << " v " << row[i];
+        }
       }
     }
-  }
+  });
 }
 
 // 1 bit has no symmetric levels (2^0 - 1 = 0): one clear error instead of unquantised or NaN
