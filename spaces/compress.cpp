@@ -871,7 +871,14 @@ class CompressionState final : public nn::UpdateHook {
     count_ = prune_count(step_seg_.n, prune);
     out_ = nn::Tensor(value.shape());
     in_band_ = count_.select && band_.valid;
-    tasks_.assign(in_band_ ? static_cast<std::size_t>(chunks) : 0, BandTask{});
+    // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
+    tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
+    for (BandTask& task : tasks_) {
+      task.below = 0;
+      task.inside.clear();
+      task.deferred.clear();
+      task.hist.fill(0);
+    }
     if (in_band_) bins_ = BandBins(band_.lo, band_.hi);
   }
 
@@ -892,7 +899,6 @@ class CompressionState final : public nn::UpdateHook {
       rule = rule_at(kth_smallest_full(x, step_seg_.n, count_.k, band_));
       emit_all(x, step_seg_, rule, out_.data());
     }
-    tasks_.clear();
     prepared = Prepared{value, std::move(out_), nn::weights_epoch(), step_bits_, step_prune_, rule};
     out_ = nn::Tensor();
   }
