@@ -102,6 +102,23 @@ std::pair<std::vector<float>, std::vector<float>> reference_compress(const nn::T
   return {out, mask};
 }
 
+// Backpropagates a random upstream gradient through `out` (the compressed w) and checks that w's
+// gradient is that gradient times the definition's mask, bit for bit.
+::testing::AssertionResult gradient_is_masked(const nn::Var& w, const nn::Var& out,
+                                              const std::vector<float>& mask, std::mt19937& rng) {
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  nn::Tensor up(out.shape());
+  for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
+  nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
+  for (std::int64_t i = 0; i < up.numel(); ++i) {
+    const float want = up.data()[i] * mask[static_cast<std::size_t>(i)];
+    if (std::bit_cast<std::uint32_t>(w.grad().data()[i]) != std::bit_cast<std::uint32_t>(want))
+      return ::testing::AssertionFailure()
+             << "entry " << i << ": gradient " << w.grad().data()[i] << ", want " << want;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Runs body(name) once per vector-kernel family this CPU has: the compression passes follow
 // gemm_isa() (AVX-512 or AVX2 loops), and both must give the definition's bits.
 template <class F>
@@ -153,15 +170,9 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
                   << family << " " << shape.str() << " bits " << bits << " prune " << prune
                   << " coarse " << coarse << " step " << step;
               if (bits >= 16 && prune <= 0) continue;  // w itself: no gradient mask to check
-              nn::Tensor up(shape);
-              for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
-              nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
-              for (std::int64_t i = 0; i < up.numel(); ++i)
-                ASSERT_EQ(
-                    std::bit_cast<std::uint32_t>(w.grad().data()[i]),
-                    std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
-                    << family << " " << shape.str() << " bits " << bits << " prune " << prune
-                    << " step " << step << " entry " << i;
+              ASSERT_TRUE(gradient_is_masked(w, out, mask, rng))
+                  << family << " " << shape.str() << " bits " << bits << " prune " << prune
+                  << " step " << step;
             }
           }
   });
@@ -206,14 +217,7 @@ TEST(Compress, OptimizerStepCompressesTheUpdatedWeightExactly) {
                           out.value().data())
                     << where;
               opt->zero_grad();
-              nn::Tensor up(shape);
-              for (std::int64_t i = 0; i < up.numel(); ++i) up.data()[i] = g(rng);
-              nn::backward(nn::sum(nn::mul(out, nn::constant(up))));
-              for (std::int64_t i = 0; i < up.numel(); ++i)
-                ASSERT_EQ(
-                    std::bit_cast<std::uint32_t>(w.grad().data()[i]),
-                    std::bit_cast<std::uint32_t>(up.data()[i] * mask[static_cast<std::size_t>(i)]))
-                    << where << " step " << step << " entry " << i;
+              ASSERT_TRUE(gradient_is_masked(w, out, mask, rng)) << where << " step " << step;
               opt->step();
             }
             // Written outside an optimizer step, as loading a state dict does (weights_changed),
