@@ -177,6 +177,11 @@ void weights_changed() {
   g_weights_epoch.fetch_add(1, std::memory_order_release);
 }
 std::uint64_t weights_epoch() { return g_weights_epoch.load(std::memory_order_acquire); }
+
+void set_update_hook(const Var& p, std::shared_ptr<UpdateHook> hook) {
+  p.node()->versioned.store(true, std::memory_order_relaxed);
+  p.node()->update_hook = std::move(hook);
+}
 NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) {
   t_grad_enabled = false;
   ++t_no_grad_session;

@@ -12,6 +12,7 @@
 // a parallel op.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,23 +22,29 @@
 
 namespace hwnas::nn {
 
+struct Node;
+
 // Work an optimizer does on a parameter right after updating its values, on the threads that
-// wrote them and while they are still in cache: a value derived from the parameter once per
-// step (its compressed copy, spaces/compress.cpp) is made there, not read back from memory in
-// the next forward pass.  Optimizers update the parameter in chunks of whole granules and call
-//   before(value, chunks);  chunk(value, c, begin, end) once per non-empty chunk c, from any
-//   thread, after value[begin, end) has its new entries;  after(value), when all are done.
-// A hook sees only the values: whether its result is still current at the next forward pass
-// is its own business (weights_epoch() says when anything else overwrote parameters).
+// wrote them, chunk by chunk: a value derived from the parameter once per step (its compressed
+// copy, spaces/compress.cpp) is made there, not read back from memory in the next forward pass.
+// Optimizers update the parameter in chunks of whole granules and call
+//   before(node, chunks);  chunk(node, c, begin, end) once per non-empty chunk c, from any
+//   thread, after node.value[begin, end) has its new entries;  after(node), when all are done.
+// No other parameter is updated concurrently with a hook's calls.  chunk() must not throw (the
+// parameter would be left half updated): a hook that fails gives up its result instead.
+// Whether its result is still current at the next forward pass is the hook's business:
+// Node::version counts the writes made since through Var::value(), and weights_epoch() the
+// writes announced by weights_changed().
 class UpdateHook {
  public:
   virtual ~UpdateHook() = default;
   // The entries one chunk() must cover whole (a weight's output-channel row): chunk boundaries
-  // fall on multiples of it.
-  virtual std::int64_t granule(const Tensor& /*value*/) const { return 1; }
-  virtual void before(const Tensor& value, std::int64_t chunks) = 0;
-  virtual void chunk(const Tensor& value, std::int64_t c, std::int64_t begin, std::int64_t end) = 0;
-  virtual void after(const Tensor& value) = 0;
+  // fall on multiples of it.  0: the hook sits this update out (not called at all).
+  virtual std::int64_t granule(const Node& node) const = 0;
+  virtual void before(const Node& node, std::int64_t chunks) = 0;
+  virtual void chunk(const Node& node, std::int64_t c, std::int64_t begin,
+                     std::int64_t end) noexcept = 0;
+  virtual void after(const Node& node) = 0;
 };
 
 struct Node {
@@ -48,8 +55,14 @@ struct Node {
   std::vector<std::shared_ptr<Node>> parents;
   // Reads self.grad and accumulates into parents' grads (use accumulate_grad()).
   std::function<void(Node& self)> backward_fn;
-  // Run by optimizers after each update of this (parameter) node; see UpdateHook.
+  // Run by optimizers after each update of this (parameter) node; see UpdateHook.  Set it with
+  // set_update_hook, which also turns on `version`.
   std::shared_ptr<UpdateHook> update_hook;
+  // Counts non-const accesses to the value through Var::value() (every in-place write goes
+  // through one; optimizers' updates too), once `versioned` is on: a cache of a value derived
+  // from this node keeps the count it was made at.  Off, the accessor costs one relaxed load.
+  std::atomic<std::uint64_t> version{0};
+  std::atomic<bool> versioned{false};
 };
 
 class Var {
@@ -58,7 +71,11 @@ class Var {
   explicit Var(std::shared_ptr<Node> node) : node_(std::move(node)) {}
 
   const Tensor& value() const { return node_->value; }
-  Tensor& value() { return node_->value; }
+  Tensor& value() {  // (counted: the caller may write; see Node::version)
+    if (node_->versioned.load(std::memory_order_relaxed))
+      node_->version.fetch_add(1, std::memory_order_relaxed);
+    return node_->value;
+  }
   const Shape& shape() const { return node_->value.shape(); }
   int dim(int i) const { return node_->value.dim(i); }
   bool requires_grad() const { return node_ && node_->requires_grad; }
@@ -116,6 +133,9 @@ void weights_changed();
 // A process-wide count of weights_changed() calls: a value derived from a parameter in an
 // optimizer step (UpdateHook) is stale once it moved.
 std::uint64_t weights_epoch();
+// Installs `hook` on parameter p (replacing any) and turns on p's write counting
+// (Node::version).  Not thread-safe against optimizers or forward passes using p.
+void set_update_hook(const Var& p, std::shared_ptr<UpdateHook> hook);
 // Disables graph recording in this thread for its lifetime (evaluation, inference timing).
 class NoGradGuard {
  public:

@@ -12,6 +12,7 @@
 #include <xmmintrin.h>
 #endif
 #include <numbers>
+#include <numeric>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -46,40 +47,61 @@ std::vector<ParamGroup> to_groups(const std::vector<OptimizerGroup<Options>>& in
 
 std::string lr_text(float lr) { return std::to_string(lr); }
 
+// Optimizer chunks start on multiples of this many floats: Tensor storage is 64-byte aligned, so
+// every chunk's entries then take the same path through Eigen's loops (packets, then the
+// tensor's last few entries alone) however the tensor is chunked, and Eigen's packet and scalar
+// versions of some functions (sqrt under EIGEN_FAST_MATH) round differently.
+constexpr std::int64_t kPacketFloats = 16;
+
+// Chunks of [0, n) in whole granules (a multiple of kPacketFloats), as many as the work is
+// worth (16 operations per entry).
+struct Chunking {
+  std::int64_t n, granule, granules, chunks;
+  Chunking(std::int64_t n_, std::int64_t granule_)
+      : n(n_),
+        granule(std::lcm(std::max<std::int64_t>(1, granule_), kPacketFloats)),
+        granules((n + granule - 1) / granule),
+        chunks(std::max<std::int64_t>(1, detail::chunk_count(granules, 16 * granule))) {}
+  std::int64_t begin(std::int64_t c) const { return std::min(n, granules * c / chunks * granule); }
+};
+
 // Runs update(begin, end) over p's entries in deterministic chunks (in parallel when worth it),
 // each chunk followed on the same thread by p's update hook, if it has one (nn/autograd.hpp).
-// The update is elementwise, so neither the chunking nor the hook changes its result.
+// The update is elementwise and the chunks packet-aligned, so neither the chunking nor the hook
+// changes its result.  A hook whose granule (rows) would leave less than half the parallelism
+// of plain chunks sits the update out (its result then goes stale by Node::version).
 template <class F>
 void update_in_chunks(Var& p, F&& update) {
-  const std::int64_t n = p.value().numel();
-  const std::shared_ptr<UpdateHook> hook = p.node()->update_hook;
-  if (!hook) {
-    detail::parallel_range(n, 16, update);
-    return;
+  const std::int64_t n = p.value().numel();  // (a non-const access: counted as a write)
+  Node& node = *p.node();
+  std::shared_ptr<UpdateHook> hook = node.update_hook;
+  const Chunking plain(n, 1);
+  Chunking chunking = plain;
+  if (hook) {
+    const std::int64_t granule = hook->granule(node);
+    if (granule > 0) chunking = Chunking(n, granule);
+    if (granule <= 0 || 2 * chunking.chunks < plain.chunks) {
+      hook.reset();
+      chunking = plain;
+    }
   }
-  const std::int64_t granule = std::max<std::int64_t>(1, hook->granule(p.value()));
-  const std::int64_t granules = (n + granule - 1) / granule;
-  const std::int64_t chunks =
-      std::max<std::int64_t>(1, detail::chunk_count(granules, 16 * granule));
-  const Tensor& value = p.value();
-  hook->before(value, chunks);
+  if (hook) hook->before(node, chunking.chunks);
   auto run = [&](std::int64_t c) {
-    const std::int64_t b = std::min(n, granules * c / chunks * granule),
-                       e = std::min(n, granules * (c + 1) / chunks * granule);
+    const std::int64_t b = chunking.begin(c), e = chunking.begin(c + 1);
     if (b == e) return;
     update(b, e);
-    hook->chunk(value, c, b, e);
+    if (hook) hook->chunk(node, c, b, e);
   };
-  if (chunks == 1)
+  if (chunking.chunks == 1)
     run(0);
   else
     oneapi::tbb::parallel_for(
-        oneapi::tbb::blocked_range<std::int64_t>(0, chunks, 1),
+        oneapi::tbb::blocked_range<std::int64_t>(0, chunking.chunks, 1),
         [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
           for (std::int64_t c = r.begin(); c < r.end(); ++c) run(c);
         },
         oneapi::tbb::simple_partitioner());
-  hook->after(value);
+  if (hook) hook->after(node);
 }
 }  // namespace
 

@@ -58,6 +58,8 @@ class Tensor {
   int dim(int i) const { return i < 0 ? shape_.back(i) : shape_[i]; }
   std::int64_t numel() const { return shape_.numel(); }
   bool empty() const { return !storage_; }
+  // How many Tensors share this storage (views and copies included; 0 when empty).
+  long use_count() const { return storage_.use_count(); }
 
   float* data() { return storage_.get(); }
   const float* data() const { return storage_.get(); }

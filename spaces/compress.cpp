@@ -676,8 +676,13 @@ struct BandTask {
 void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
                const BandBins& bins, BandTask& task, float* out) {
   if (seg.qmax == 0) {
-    emit_scanning_band<false>(x + b, b, e - b, kNoQuantiser, bins.lo, bins.hi, task.below,
-                              task.inside, out + b);
+    // In pieces of kPiece: the pass's thread-local position list grows to a piece, not to a
+    // whole optimizer chunk.
+    for (std::int64_t pb = b; pb < e; pb += kPiece) {
+      const std::int64_t len = std::min(kPiece, e - pb);
+      emit_scanning_band<false>(x + pb, pb, len, kNoQuantiser, bins.lo, bins.hi, task.below,
+                                task.inside, out + pb);
+    }
   } else {
     for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
       const std::int64_t sb = seg.begin(s), len = seg.end(s) - sb;
@@ -836,76 +841,119 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
 // ---- compression fused into the optimizer step ----
 //
 // A trainable weight's compression state, kept on its node as the optimizer's update hook: each
-// step the optimizer's threads compress the entries they have just updated, while these are in
-// cache (the band pass, or the whole emit when nothing needs selecting), and after() settles the
-// boundary.  The next forward pass then finds the compressed weight ready instead of reading the
-// weight again in one more parallel pass.  The result is the same either way (compress_into on
-// the updated weight); it is used only while the weight is the one it was made from.
+// step the optimizer's threads compress the rows they have just updated (the band pass, or the
+// whole emit when nothing needs selecting), and after() settles the boundary.  The next forward
+// pass then finds the compressed weight ready instead of reading the weight again in one more
+// parallel pass.  The result is the same either way (compress_into on the updated weight); it is
+// served only while the weight provably is the one it was made from: the same storage, shared
+// with no other tensor (another parameter over the same storage could be updated unseen), no
+// non-const access since (Node::version) and no weights_changed() (weights_epoch()).
 class CompressionState final : public nn::UpdateHook {
  public:
-  // What compress_weight last asked of this weight (the next step prepares that); set under
-  // g_states.
-  int bits = 32;
-  double prune = 0;
-
-  // The weight compressed after the last update: current while the weight's storage is
-  // `source`'s (held, so it cannot be reused) and weights_epoch() has not moved.
+  // The weight compressed after the last update, and what it is current for.
   struct Prepared {
     nn::Tensor source, compressed;
-    std::uint64_t epoch = 0;
+    std::uint64_t version = 0, epoch = 0;
     int bits = 0;
     double prune = 0;
     PruneRule rule;
   };
-  std::optional<Prepared> prepared;
 
-  std::int64_t granule(const nn::Tensor& value) const override {
-    return segments_of(value, bits).granule();
+  // Records the settings of a forward pass's compress_weight call; the next steps prepare them
+  // only while consecutive calls agree (a supernet alternating settings would never be served).
+  // Under g_states.
+  void request(int bits, double prune) {
+    stable_ = bits == bits_ && prune == prune_;
+    bits_ = bits;
+    prune_ = prune;
+  }
+  bool wanted() const { return stable_ && (bits_ < 16 || prune_ > 0); }
+
+  // The prepared weight if it is current for `node` at these settings.  Under g_states.
+  std::optional<Prepared> current(const nn::Node& node, int bits, double prune) const {
+    const auto& p = prepared_;
+    if (p && p->bits == bits && p->prune == prune && p->source.data() == node.value.data() &&
+        p->source.shape() == node.value.shape() && p->source.use_count() == 2 &&
+        p->version == node.version.load(std::memory_order_relaxed) &&
+        p->epoch == nn::weights_epoch())
+      return p;
+    return std::nullopt;
   }
 
-  void before(const nn::Tensor& value, std::int64_t chunks) override {
-    prepared.reset();
-    step_seg_ = segments_of(value, bits);
-    step_bits_ = bits;
-    step_prune_ = prune;
-    count_ = prune_count(step_seg_.n, prune);
-    out_ = nn::Tensor(value.shape());
-    in_band_ = count_.select && band_.valid;
-    // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
-    tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
-    for (BandTask& task : tasks_) {
-      task.below = 0;
-      task.inside.clear();
-      task.deferred.clear();
-      task.hist.fill(0);
+  std::int64_t granule(const nn::Node& node) const override {
+    return wanted() ? segments_of(node.value, bits_).granule() : 0;
+  }
+
+  void before(const nn::Node& node, std::int64_t chunks) override {
+    prepared_.reset();
+    failed_.store(false, std::memory_order_relaxed);
+    epoch_ = nn::weights_epoch();  // (a weights_changed() during the step makes it stale)
+    try {
+      seg_ = segments_of(node.value, bits_);
+      step_bits_ = bits_;
+      step_prune_ = prune_;
+      count_ = prune_count(seg_.n, prune_);
+      out_ = nn::Tensor(node.value.shape());
+      in_band_ = count_.select && band_.valid;
+      // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
+      tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
+      for (BandTask& task : tasks_) {
+        task.below = 0;
+        task.inside.clear();
+        task.deferred.clear();
+        task.hist.fill(0);
+      }
+      bins_ = in_band_ ? BandBins(band_.lo, band_.hi) : BandBins(0, 1);
+    } catch (...) {
+      failed_.store(true, std::memory_order_relaxed);  // this step prepares nothing
     }
-    if (in_band_) bins_ = BandBins(band_.lo, band_.hi);
   }
 
-  void chunk(const nn::Tensor& value, std::int64_t c, std::int64_t b, std::int64_t e) override {
-    if (!count_.select)
-      emit_range(value.data(), step_seg_, b, e, count_.fixed, out_.data());
-    else if (in_band_)
-      scan_band(value.data(), step_seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)],
-                out_.data());
-    // (otherwise the full selection in after() needs every entry first)
-  }
-
-  void after(const nn::Tensor& value) override {
-    const float* x = value.data();
-    PruneRule rule = count_.fixed;
-    if (count_.select && !(in_band_ && finish_band(x, step_seg_, count_.k, band_, bins_, tasks_,
-                                                   rule, out_.data()))) {
-      rule = rule_at(kth_smallest_full(x, step_seg_.n, count_.k, band_));
-      emit_all(x, step_seg_, rule, out_.data());
+  void chunk(const nn::Node& node, std::int64_t c, std::int64_t b,
+             std::int64_t e) noexcept override {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      const float* x = node.value.data();
+      if (!count_.select)
+        emit_range(x, seg_, b, e, count_.fixed, out_.data());
+      else if (in_band_)
+        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)], out_.data());
+      // (otherwise the full selection in after() needs every entry first)
+    } catch (...) {  // (allocation of the band's key lists)
+      failed_.store(true, std::memory_order_relaxed);
     }
-    prepared = Prepared{value, std::move(out_), nn::weights_epoch(), step_bits_, step_prune_, rule};
+  }
+
+  void after(const nn::Node& node) override {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      const float* x = node.value.data();
+      PruneRule rule = count_.fixed;
+      if (count_.select &&
+          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data()))) {
+        rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
+        emit_all(x, seg_, rule, out_.data());
+      }
+      prepared_ =
+          Prepared{node.value, std::move(out_), node.version.load(std::memory_order_relaxed),
+                   epoch_,     step_bits_,      step_prune_,
+                   rule};
+    } catch (...) {
+      prepared_.reset();
+    }
     out_ = nn::Tensor();
   }
 
  private:
+  int bits_ = 32;
+  double prune_ = 0;
+  bool stable_ = false;
+  std::optional<Prepared> prepared_;
+  std::atomic<bool> failed_{false};
+  PruneBand band_;  // kept from step to step, as t_bands is for the unfused path
   // The step in progress (its settings are fixed at before()).
-  Segments step_seg_;
+  std::uint64_t epoch_ = 0;
+  Segments seg_;
   int step_bits_ = 32;
   double step_prune_ = 0;
   PruneCount count_;
@@ -913,15 +961,16 @@ class CompressionState final : public nn::UpdateHook {
   BandBins bins_{0, 1};
   std::vector<BandTask> tasks_;
   nn::Tensor out_;
-  PruneBand band_;  // kept from step to step, as t_bands is for the unfused path
 };
 
-// Guards the update_hook of weight nodes against concurrent forward passes over shared weights
-// (install, settings, reading `prepared`); optimizers run the hooks outside forward passes.
+// Guards the compression state of weight nodes against concurrent forward passes over shared
+// weights (install, settings, reading the prepared weight).  Optimizers run the hooks outside
+// forward passes and do not take it.
 std::mutex g_states;
 
 // The weight compressed for (bits, prune) by the last optimizer step, if it is current; installs
-// the fused state on a trainable leaf the first time (from then on each step prepares it).
+// the fused state on a trainable leaf in grad mode the first time (from then on each step
+// prepares the settings the forward passes keep asking for).
 std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::Var& w, int bits,
                                                                      double prune) {
   nn::Node* node = w.node();
@@ -933,21 +982,31 @@ std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::V
       return std::nullopt;  // another hook's, frozen, or not being trained here
     auto fresh = std::make_shared<CompressionState>();
     state = fresh.get();
-    node->update_hook = std::move(fresh);
+    nn::set_update_hook(w, std::move(fresh));
   }
-  state->bits = bits;
-  state->prune = prune;
-  const auto& p = state->prepared;
-  if (p && p->bits == bits && p->prune == prune && p->source.data() == node->value.data() &&
-      p->source.shape() == node->value.shape() && p->epoch == nn::weights_epoch())
-    return std::make_pair(p->compressed, p->rule);
+  state->request(bits, prune);
+  if (auto p = state->current(*node, bits, prune))
+    return std::make_pair(std::move(p->compressed), p->rule);
   return std::nullopt;
+}
+
+// A float request (bits >= 16, prune 0) on a weight with a fused state: the optimizer stops
+// compressing it.
+void request_float(const nn::Var& w) {
+  nn::Node* node = w.node();
+  if (!node || !node->versioned.load(std::memory_order_relaxed)) return;  // never had a hook
+  std::lock_guard<std::mutex> lock(g_states);
+  if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
+    state->request(32, 0.0);
 }
 
 }  // namespace
 
 nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
-  if (bits >= 16 && prune <= 0) return w;
+  if (bits >= 16 && prune <= 0) {
+    request_float(w);
+    return w;
+  }
   if (bits < 16) check_bits(bits);
   if (auto ready = prepared_compression(w, bits, prune))
     return straight_through(w, std::move(ready->first), ready->second);

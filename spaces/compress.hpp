@@ -16,11 +16,15 @@ namespace hwnas::spaces {
 // straight through to the kept entries and is zero for pruned ones.  With bits >= 16 and
 // prune == 0 it returns `w` itself.
 //
-// On a trainable parameter the first call leaves an update hook on it (nn/autograd.hpp): from then
-// on each optimizer step compresses the entries it has just updated, and the next call returns
-// that result (the same values) instead of compressing again.  It is served only while the weight
-// is unchanged since: code that writes parameter values in place outside an optimizer step must
-// call nn::weights_changed(), as loading a state dict does.
+// On a trainable leaf parameter in grad mode (with no other update hook) the first call leaves an
+// update hook on it (nn/autograd.hpp): from then on, while the calls keep asking for the same
+// settings, each optimizer step compresses the rows it has just updated, and the next call
+// returns that result (the same values, the same storage on repeated calls: consumers must not
+// write into it) instead of compressing again.  It is served only while the weight provably
+// is unchanged since: same storage shared with no other tensor, no non-const Var::value()
+// access (Node::version) and no nn::weights_changed() in between.  A write through a raw
+// pointer kept from before the step is the one the hook cannot see: announce it with
+// nn::weights_changed().
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 
 // The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a
