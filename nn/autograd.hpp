@@ -31,10 +31,12 @@ struct Node;
 //   before(node, chunks);  chunk(node, c, begin, end) once per non-empty chunk c, from any
 //   thread, after node.value[begin, end) has its new entries;  after(node), when all are done.
 // No other parameter is updated concurrently with a hook's calls.  chunk() must not throw (the
-// parameter would be left half updated): a hook that fails gives up its result instead.
+// parameter would be left half updated): a hook that fails gives up its result instead.  An
+// update may skip the hook (granule 0, or rows too long to keep the update's threads busy).
 // Whether its result is still current at the next forward pass is the hook's business:
-// Node::version counts the writes made since through Var::value(), and weights_epoch() the
-// writes announced by weights_changed().
+// Node::version counts the non-const Var::value() accesses since, and weights_epoch() the
+// writes announced by weights_changed(); a write by any other path (a Tensor handle copied
+// from the value, a reshaped view, Node::value itself) is seen by neither.
 class UpdateHook {
  public:
   virtual ~UpdateHook() = default;
@@ -58,9 +60,10 @@ struct Node {
   // Run by optimizers after each update of this (parameter) node; see UpdateHook.  Set it with
   // set_update_hook, which also turns on `version`.
   std::shared_ptr<UpdateHook> update_hook;
-  // Counts non-const accesses to the value through Var::value() (every in-place write goes
-  // through one; optimizers' updates too), once `versioned` is on: a cache of a value derived
-  // from this node keeps the count it was made at.  Off, the accessor costs one relaxed load.
+  // Counts non-const accesses to the value through Var::value() (optimizers' updates, and the
+  // in-place writes made through a parameter's Var), once `versioned` is on: a cache of a value
+  // derived from this node keeps the count it was made at.  Off, the accessor costs one relaxed
+  // load.  Writes through other handles to the storage are not counted (see UpdateHook).
   std::atomic<std::uint64_t> version{0};
   std::atomic<bool> versioned{false};
 };

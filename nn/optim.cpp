@@ -1,5 +1,7 @@
 #include "nn/optim.hpp"
 
+#include <oneapi/tbb/task_arena.h>
+
 #include "nn/kernels.hpp"
 
 // GCC 12 false positive inside AVX-512 intrinsics inlined from Eigen (GCC bug 105593).
@@ -68,8 +70,9 @@ struct Chunking {
 // Runs update(begin, end) over p's entries in deterministic chunks (in parallel when worth it),
 // each chunk followed on the same thread by p's update hook, if it has one (nn/autograd.hpp).
 // The update is elementwise and the chunks packet-aligned, so neither the chunking nor the hook
-// changes its result.  A hook whose granule (rows) would leave less than half the parallelism
-// of plain chunks sits the update out (its result then goes stale by Node::version).
+// changes its result.  A hook whose granule (rows) would leave fewer chunks than the threads
+// plain chunks would keep busy sits the update out (its result then goes stale by
+// Node::version).
 template <class F>
 void update_in_chunks(Var& p, F&& update) {
   const std::int64_t n = p.value().numel();  // (a non-const access: counted as a write)
@@ -80,7 +83,9 @@ void update_in_chunks(Var& p, F&& update) {
   if (hook) {
     const std::int64_t granule = hook->granule(node);
     if (granule > 0) chunking = Chunking(n, granule);
-    if (granule <= 0 || 2 * chunking.chunks < plain.chunks) {
+    const std::int64_t busy =
+        std::min<std::int64_t>(plain.chunks, oneapi::tbb::this_task_arena::max_concurrency());
+    if (granule <= 0 || chunking.chunks < busy) {
       hook.reset();
       chunking = plain;
     }

@@ -10,7 +10,9 @@ namespace {
 // Name -> the module's live tensor (parameter value or buffer), in the module's order.
 using LiveTensors = std::vector<std::pair<std::string, Tensor*>>;
 
-LiveTensors live_tensors(Module& m, std::vector<NamedParameter>& keep) {
+// `for_writing`: the caller overwrites the values (a non-const access, counted by Node::version);
+// a read leaves the parameters' write counts alone, so caches derived from them stay current.
+LiveTensors live_tensors(Module& m, std::vector<NamedParameter>& keep, bool for_writing) {
   keep = m.named_parameters();
   LiveTensors out;
   std::set<std::string> seen;
@@ -20,7 +22,8 @@ LiveTensors live_tensors(Module& m, std::vector<NamedParameter>& keep) {
                              "'");
     out.emplace_back(name, t);
   };
-  for (NamedParameter& p : keep) add(p.name, &p.var.value());
+  for (NamedParameter& p : keep)  // (the node's field directly: not counted)
+    add(p.name, for_writing ? &p.var.value() : &p.var.node()->value);
   for (NamedBuffer& b : m.named_buffers()) add(b.name, b.tensor);
   return out;
 }
@@ -29,13 +32,13 @@ LiveTensors live_tensors(Module& m, std::vector<NamedParameter>& keep) {
 StateDict state_dict(Module& m) {
   std::vector<NamedParameter> keep;
   StateDict sd;
-  for (const auto& [name, t] : live_tensors(m, keep)) sd.emplace(name, t->clone());
+  for (const auto& [name, t] : live_tensors(m, keep, false)) sd.emplace(name, t->clone());
   return sd;
 }
 
 void load_state_dict(Module& m, const StateDict& sd, const std::string& source) {
   std::vector<NamedParameter> keep;
-  const LiveTensors live = live_tensors(m, keep);
+  const LiveTensors live = live_tensors(m, keep, true);
   std::set<std::string> live_names;
   for (const auto& [name, t] : live) live_names.insert(name);
   const std::string who = "load_state: ";

@@ -845,9 +845,10 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
 // whole emit when nothing needs selecting), and after() settles the boundary.  The next forward
 // pass then finds the compressed weight ready instead of reading the weight again in one more
 // parallel pass.  The result is the same either way (compress_into on the updated weight); it is
-// served only while the weight provably is the one it was made from: the same storage, shared
-// with no other tensor (another parameter over the same storage could be updated unseen), no
-// non-const access since (Node::version) and no weights_changed() (weights_epoch()).
+// served only while nothing visible wrote the weight since: the same storage, shared with no
+// other live tensor (another parameter over the same storage could be updated unseen), no
+// non-const access since (Node::version) and no weights_changed() (weights_epoch()); other
+// writers must call weights_changed() (spaces/compress.hpp).
 class CompressionState final : public nn::UpdateHook {
  public:
   // The weight compressed after the last update, and what it is current for.

@@ -20,11 +20,11 @@ namespace hwnas::spaces {
 // update hook on it (nn/autograd.hpp): from then on, while the calls keep asking for the same
 // settings, each optimizer step compresses the rows it has just updated, and the next call
 // returns that result (the same values, the same storage on repeated calls: consumers must not
-// write into it) instead of compressing again.  It is served only while the weight provably
-// is unchanged since: same storage shared with no other tensor, no non-const Var::value()
-// access (Node::version) and no nn::weights_changed() in between.  A write through a raw
-// pointer kept from before the step is the one the hook cannot see: announce it with
-// nn::weights_changed().
+// write into it) instead of compressing again.  It is served only while nothing visible wrote
+// the weight since: the same storage, shared with no other live tensor, no non-const
+// Var::value() access (Node::version) and no nn::weights_changed().  A write by any other path
+// (a Tensor handle copied from the value or a reshaped view of it, Node::value, a raw pointer)
+// must be announced with nn::weights_changed(), as loading a state dict does.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 
 // The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a
