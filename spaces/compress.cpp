@@ -926,7 +926,10 @@ class CompressionState final : public nn::UpdateHook {
   }
 
   void after(const nn::Node& node) override {
-    if (failed_.load(std::memory_order_relaxed)) return;
+    if (failed_.load(std::memory_order_relaxed)) {
+      out_ = nn::Tensor();
+      return;
+    }
     try {
       const float* x = node.value.data();
       PruneRule rule = count_.fixed;
