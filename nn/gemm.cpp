@@ -16,11 +16,7 @@
 #include <vector>
 
 #include "nn/scratch.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HWNAS_GEMM_X86 1
-#include <immintrin.h>
-#endif
+#include "nn/x86_targets.hpp"
 
 namespace hwnas::nn::detail {
 namespace {
@@ -30,7 +26,7 @@ using Index = std::int64_t;
 // ---- packing (its cost is O(mk + kn) against the kernel's O(mnk); plain C++ except the
 // transposing copies, which would otherwise cost as much as a thin GEMM itself) ----
 
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
 // Transposes the 8 x 8 block r (r[t] = 8 consecutive k of source vector t) and stores row q of
 // the result (k = q: one value per source vector) at dst + q * ld.
 __attribute__((target("avx2"), always_inline)) inline void store_transposed_8x8(const __m256* r,
@@ -126,7 +122,7 @@ void pack_b_cols(const float* const* cols, Index pc, Index kc, Index jc, Index n
     const int nr = static_cast<int>(std::min<Index>(NR, nc - j0));
     if (nr < NR) std::fill(dst, dst + NR * kc, 0.0f);
     int jj = 0;
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
     for (; jj + 8 <= nr; jj += 8) {
       const float* src[8];
       for (int t = 0; t < 8; ++t) src[t] = cols[jc + j0 + jj + t] + pc;
@@ -149,7 +145,7 @@ void pack_a(const float* a, Index rs, Index cs, Index mc, Index kc, float* dst) 
     const float* src = a + i0 * rs;
     if (mr < MR) std::fill(dst, dst + MR * kc, 0.0f);
     if (cs == 1) {  // row-major A: read rows, write strided
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
       if constexpr (MR == 8)
         if (mr == MR) {
           transpose_pack_8(src, rs, kc, dst, MR);
@@ -190,7 +186,7 @@ void pack_b(const float* b, Index rs, Index cs, Index kc, Index nc, float* dst) 
     if (nr < NR) std::fill(dst, dst + NR * kc, 0.0f);
     if (rs == 1) {  // column-major B (a transpose): read columns, write strided
       int jj = 0;
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
       for (; jj + 8 <= nr; jj += 8) transpose_pack_8(src + jj * cs, cs, kc, dst + jj, NR);
 #endif
       for (; jj < nr; ++jj) {
@@ -323,7 +319,7 @@ void row_blocks_in_place(Index m, Index block_n, Index blocks, Index k, StridedM
   }
 }
 
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
 
 // Each kernel: acc(i, j) = sum over p of a(i, p) * b(p, j), one fused multiply-add per p in
 // ascending order from zero; then C = acc (first) or C + acc.  Both ISAs do exactly this per
@@ -413,7 +409,7 @@ struct Avx2Kernel {
   }
 };
 
-#endif  // HWNAS_GEMM_X86
+#endif  // HWNAS_X86_TARGETS
 
 // Fallback for CPUs without AVX2+FMA and non-x86 builds: Eigen's product on mapped views.  An
 // operand with unit stride one way is mapped with that stride known at compile time, which keeps
@@ -447,7 +443,7 @@ bool cpu_supports(GemmIsa isa) {
   switch (isa) {
     case GemmIsa::kEigen:
       return true;
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
     case GemmIsa::kAvx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case GemmIsa::kAvx512:
@@ -494,7 +490,7 @@ bool gemm_isa_supported(GemmIsa isa) { return cpu_supports(isa); }
 
 void transpose(Index rows, Index cols, const float* src, Index lds, float* dst, Index ldd) {
   Index i = 0;
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
   static const bool avx2 = cpu_supports(GemmIsa::kAvx2);
   if (avx2)
     for (; i + 8 <= rows; i += 8) transpose_pack_8(src + i * lds, lds, cols, dst + i, ldd);
@@ -538,7 +534,7 @@ bool trivial_gemm(Index m, Index n, Index k, float* c, Index ldc, bool accumulat
 template <class MakePacker>
 bool dispatch(Index m, Index n, Index k, StridedMatrix a, const MakePacker& make_packer, float* c,
               Index ldc, bool accumulate) {
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
   switch (current_isa()) {
     case GemmIsa::kAvx512:
       blocked_gemm<Avx512Kernel>(m, n, k, a, make_packer.template operator()<Avx512Kernel::kNr>(),
@@ -579,7 +575,7 @@ void sgemm_b_row_blocks(Index m, Index block_n, Index blocks, Index k, StridedMa
                         const float* const* b_rows, float* c, Index ldc, bool accumulate) {
   const Index n = block_n * blocks;
   if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
-#if defined(HWNAS_GEMM_X86)
+#if defined(HWNAS_X86_TARGETS)
   // In place up to four row tiles (cnn / darts genomes, batch 64 and 128: 3-8 % faster steps at
   // 16-24 channels, slower at 48, where the packed panel's aligned reads serve six tiles).
   switch (current_isa()) {

@@ -22,11 +22,7 @@
 #include <cmath>
 
 #include "nn/gemm.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HWNAS_DOT_X86 1
-#include <immintrin.h>
-#endif
+#include "nn/x86_targets.hpp"
 
 namespace hwnas::nn::detail {
 namespace {
@@ -73,7 +69,7 @@ void dot_portable(const DotProblem& p, Index i0, Index i1, Index j0, Index j1) {
     }
 }
 
-#if defined(HWNAS_DOT_X86)
+#if defined(HWNAS_X86_TARGETS)
 
 __attribute__((target("avx2"))) inline float reduce_halves(__m256 lo, __m256 hi) {
   const __m256 s8 = _mm256_add_ps(lo, hi);
@@ -179,7 +175,7 @@ void tiled(const DotProblem& p, Index m) {
   }
 }
 
-#endif  // HWNAS_DOT_X86
+#endif  // HWNAS_X86_TARGETS
 
 }  // namespace
 
@@ -188,7 +184,7 @@ void sgemm_dot_segments(Index m, Index n, Index segments, Index len, const float
                         bool accumulate) {
   if (m <= 0 || n <= 0) return;
   const DotProblem p{n, segments, len, a, lda, a_step, b_rows, c, ldc, accumulate};
-#if defined(HWNAS_DOT_X86)
+#if defined(HWNAS_X86_TARGETS)
   switch (gemm_isa()) {
     case GemmIsa::kAvx512:
       // 24 accumulators, 6 B vectors and one A vector: 31 of the 32 registers.

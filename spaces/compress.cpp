@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "nn/gemm.hpp"
+#include "nn/x86_targets.hpp"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -374,7 +375,7 @@ Quantiser row_quantiser(float maxabs, float qmax) {
   return Quantiser(channel_scale(maxabs, qmax), qmax + 1);
 }
 
-#if defined(__AVX2__) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__AVX2__) && defined(HWNAS_X86_TARGETS)
 #define HWNAS_COMPRESS_AVX512 1
 // AVX-512 forms of the passes' vector loops (16 lanes, mask registers, vpcompressd for the
 // left-pack): about half the instructions per entry of the AVX2 loops.  They run where the GEMM
