@@ -9,8 +9,9 @@
 //
 //   bench_sequence_mixers --kinds attention,s4d,mamba [--part mqar|scaling|both]
 //       [--params '{"mamba": {"d_state": 16}, "attention": {"heads": 4}}'] [--lr-of kind=lr]
-//       [--curriculum 16:2:20000:3,64:4:20000:2] [--epochs 2] [--train 10000] [--lr 3e-3]
-//       [--batch 32] [--task '{"random_non_queries": false}'] [--position-features 0]
+//       [--curriculum 16:2:20000:3:1,64:4:20000:2:0.333] [--final-lr-scale 0.333]
+//       [--epochs 2] [--train 10000] [--lr 3e-3] [--batch 32]
+//       [--task '{"random_non_queries": false}'] [--position-features 0]
 //       [--curve 1] [--lengths 256,512,...,4096] [--threads 2] [--seed 1]
 //
 // MQAR defaults follow Zoology's own MQAR figure (HazyResearch/zoology,
@@ -18,8 +19,10 @@
 // queries hold token 0 (random_non_queries false), the learning rate is chosen per kind
 // (recurrent models learn recall only in a narrow window, Okpekpe & Orvieto 2025), and the
 // model first trains on shorter, easier MQAR configurations, as Zoology's multi-config training
-// sets do (--curriculum seq_len:pairs:train:epochs,...; each stage starts from the previous
-// stage's weights; --curriculum "" trains on the final configuration alone).
+// sets do (--curriculum seq_len:pairs:train:epochs[:lr_scale],...; each stage starts from the
+// previous stage's weights; --curriculum "" trains on the final configuration alone).  Stages
+// after the first train at a third of the peak lr: a fresh warm-up to the full peak on weights
+// that already recall can throw the selective scan off its narrow window (seen: 1.0 -> 0.03).
 //
 // A kind without an entry in --params gets the defaults below (causal variants where the kind
 // has a causal switch, since MQAR queries must not see the future; rotary positions for
