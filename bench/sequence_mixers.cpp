@@ -221,19 +221,10 @@ void run_mqar(const Args& a) {
   for (const auto& kind : a.kinds) {
     const json p = params_of(a, kind);
     const float lr = a.lr_of.count(kind) ? a.lr_of.at(kind) : a.lr;
-    nn::StateDict carried;  // the weights one stage hands to the next
-    eval::TrainReport r;
-    std::int64_t params = 0;
-    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<eval::TrainStage> plan;
     for (std::size_t i = 0; i < stages.size(); ++i) {
-      const eval::TaskSpec t = mqar_task(a, stages[i]);
-      const spaces::Genome g = spaces::mixer_stack(t.entry->inputs(t.params).at(0), a.width,
-                                                   a.layers, kind, p, t.entry->outputs(t.params));
-      auto model = spaces::build_model(g, a.seed + 1);
-      // Every kind here has length-independent weights except those sized by L (a kernel or
-      // filter of length L); those refuse a curriculum with load_state_dict's shape message.
-      if (i > 0) load_state_dict(*model, carried, "stage " + std::to_string(i));
-      eval::TrainConfig c;
+      eval::TrainStage st{&data[i].train, &data[i].val, {}};
+      eval::TrainConfig& c = st.config;
       c.head = eval::HeadKind::TokenClasses;
       c.epochs = stages[i].epochs;
       c.batch_size = a.batch;
@@ -244,19 +235,33 @@ void run_mqar(const Args& a) {
       c.seed = a.seed + i;
       if (a.curve) {
         c.eval_every_epoch = true;
-        c.on_epoch_end = [&](int epoch, double train_loss, double, double val_acc) {
+        c.on_epoch_end = [&kind, i](int epoch, double train_loss, double, double val_acc) {
           std::printf("#   %s stage %zu epoch %d: train loss %.4f, val query acc %.4f\n",
                       kind.c_str(), i + 1, epoch, train_loss, val_acc);
           std::fflush(stdout);
         };
       }
-      r = nn::run_isolated([&] { return eval::train(*model, data[i].train, data[i].val, c); });
-      if (stages.size() > 1 && !a.curve)
-        std::printf("#   %s stage %zu: val query acc %.4f\n", kind.c_str(), i + 1,
-                    r.val_metrics.at("token_accuracy"));
-      carried = nn::state_dict(*model);
-      params = model->num_parameters();
+      plan.push_back(std::move(st));
     }
+    std::int64_t params = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    // Every kind here has length-independent weights except those sized by L (a kernel or
+    // filter of length L); those refuse a curriculum with load_state_dict's shape message.
+    const eval::TrainReport r = eval::train_stages(
+        plan,
+        [&](std::size_t i) -> std::unique_ptr<nn::Module> {
+          const eval::TaskSpec t = mqar_task(a, stages[i]);
+          return spaces::build_model(
+              spaces::mixer_stack(t.entry->inputs(t.params).at(0), a.width, a.layers, kind, p,
+                                  t.entry->outputs(t.params)),
+              a.seed + 1);
+        },
+        [&](std::size_t i, nn::Module& model, const eval::TrainReport& stage) {
+          if (stages.size() > 1 && !a.curve)
+            std::printf("#   %s stage %zu: val query acc %.4f\n", kind.c_str(), i + 1,
+                        stage.val_metrics.at("token_accuracy"));
+          params = static_cast<spaces::GenomeModel&>(model).num_parameters();
+        });
     std::printf("%-22s %10lld %8.1e %12.4f %10.1f  %s\n", kind.c_str(),
                 static_cast<long long>(params), lr, r.val_metrics.at("token_accuracy"),
                 seconds_since(t0), p.dump().c_str());

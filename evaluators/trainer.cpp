@@ -12,6 +12,7 @@
 #include "nn/ops.hpp"
 #include "nn/optim.hpp"
 #include "nn/parallel.hpp"
+#include "nn/state_dict.hpp"
 
 namespace hwnas::eval {
 
@@ -298,6 +299,27 @@ TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& va
     rep.seconds = since(t_start);
     return rep;
   });
+}
+
+TrainReport train_stages(
+    const std::vector<TrainStage>& stages,
+    const std::function<std::unique_ptr<nn::Module>(std::size_t stage)>& build,
+    const std::function<void(std::size_t stage, nn::Module&, const TrainReport&)>& after_stage) {
+  if (stages.empty()) throw std::invalid_argument("train_stages: no stages");
+  nn::StateDict carried;  // the weights one stage hands to the next
+  TrainReport report;
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    const TrainStage& st = stages[i];
+    if (!st.train_set || !st.val_set)
+      throw std::invalid_argument("train_stages: stage " + std::to_string(i + 1) +
+                                  " has no training or validation set");
+    const std::unique_ptr<nn::Module> model = build(i);
+    if (i > 0) nn::load_state_dict(*model, carried, "stage " + std::to_string(i));
+    report = train(*model, *st.train_set, *st.val_set, st.config);
+    if (after_stage) after_stage(i, *model, report);
+    if (i + 1 < stages.size()) carried = nn::state_dict(*model);
+  }
+  return report;
 }
 
 }  // namespace hwnas::eval

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -122,5 +123,21 @@ double evaluate_accuracy(nn::Module& model, const Dataset& data, int batch_size 
 
 TrainReport train(nn::Module& model, const Dataset& train_set, const Dataset& val_set,
                   const TrainConfig& config);
+
+// Curriculum training (Zoology trains recall models on short and long MQAR configurations):
+// stage i trains a fresh model, build(i), on its own data and config, starting from the
+// weights stage i - 1 ended with.  The models may differ in input shape (a sequence length)
+// but not in their weights' names and shapes: load_state_dict refuses a mismatch, naming the
+// tensor and the stage.  after_stage (may be empty) sees each stage's model and report;
+// returns the last stage's report.
+struct TrainStage {
+  const Dataset* train_set = nullptr;
+  const Dataset* val_set = nullptr;
+  TrainConfig config;
+};
+TrainReport train_stages(const std::vector<TrainStage>& stages,
+                         const std::function<std::unique_ptr<nn::Module>(std::size_t stage)>& build,
+                         const std::function<void(std::size_t stage, nn::Module&,
+                                                  const TrainReport&)>& after_stage = {});
 
 }  // namespace hwnas::eval

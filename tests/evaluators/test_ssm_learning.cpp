@@ -10,7 +10,6 @@
 #include "evaluators/task_registry.hpp"
 #include "evaluators/trainer.hpp"
 #include "nn/parallel.hpp"
-#include "nn/state_dict.hpp"
 #include "spaces/mixer_stack.hpp"
 #include "spaces/model_builder.hpp"
 
@@ -71,19 +70,19 @@ double mqar_curriculum_accuracy(const Run& run, float lr) {
     float lr_scale;
   };
   const Stage stages[] = {{16, 2, 20000, 3, 1.0f}, {64, 4, 20000, 2, 1.0f / 3}};
-  nn::StateDict carried;
-  double accuracy = 0;
+  std::vector<eval::TaskSpec> tasks;
+  std::vector<eval::TrainValSplit> data;
+  std::vector<eval::TrainStage> plan;
+  data.reserve(2);  // the plan points into it
   for (int i = 0; i < 2; ++i) {
     const json task = {{"seq_len", stages[i].seq_len},
                        {"num_kv_pairs", stages[i].pairs},
                        {"vocab_size", 64},
                        {"random_non_queries", false}};
-    const eval::TaskSpec t = eval::resolve_task("mqar", task);
-    const spaces::TensorType in = t.entry->inputs(t.params).at(0);
-    const eval::TrainValSplit s = eval::make_task_data(t, in, 5 + i, {stages[i].train, 256});
-    auto model = spaces::build_model(
-        spaces::mixer_stack(in, 64, 2, run.kind, run.params, t.entry->outputs(t.params)), 3);
-    if (i > 0) nn::load_state_dict(*model, carried);
+    tasks.push_back(eval::resolve_task("mqar", task));
+    const eval::TaskSpec& t = tasks.back();
+    data.push_back(
+        eval::make_task_data(t, t.entry->inputs(t.params).at(0), 5 + i, {stages[i].train, 256}));
     eval::TrainConfig c;
     c.head = eval::HeadKind::TokenClasses;
     c.epochs = stages[i].epochs;
@@ -93,12 +92,16 @@ double mqar_curriculum_accuracy(const Run& run, float lr) {
     c.warmup_epochs = 1;
     c.clip_grad_norm = 1.0f;
     c.seed = 7 + i;
-    const eval::TrainReport r =
-        nn::run_isolated([&] { return eval::train(*model, s.train, s.val, c); });
-    accuracy = r.val_metrics.at("token_accuracy");
-    carried = nn::state_dict(*model);
+    plan.push_back({&data.back().train, &data.back().val, c});
   }
-  return accuracy;
+  const eval::TrainReport r = eval::train_stages(plan, [&](std::size_t i) {
+    const eval::TaskSpec& t = tasks[i];
+    return std::unique_ptr<nn::Module>(
+        spaces::build_model(spaces::mixer_stack(t.entry->inputs(t.params).at(0), 64, 2, run.kind,
+                                                run.params, t.entry->outputs(t.params)),
+                            3));
+  });
+  return r.val_metrics.at("token_accuracy");
 }
 
 // Slow (about a minute on two cores).  Without selection a model can only learn which values the

@@ -353,3 +353,49 @@ TEST(Trainer, RestoreBestEndsOnTheBestEpoch) {
   EXPECT_NEAR(r.val_loss, best, 1e-9);
   EXPECT_GT(r.epoch_val_loss.back(), r.val_loss);
 }
+
+// train_stages: each stage's fresh model starts from the weights the previous stage ended with.
+TEST(Trainer, StagesContinueFromThePreviousStagesWeights) {
+  nn::ThreadBudget budget(1);
+  Dataset tr = blobs(600, 8, 1), va = blobs(200, 8, 2);
+  TrainConfig learn;
+  learn.epochs = 5;
+  learn.lr = 1e-2f;
+  learn.batch_size = 32;
+  TrainConfig hold = learn;  // a step too small to move the weights
+  hold.epochs = 1;
+  hold.lr = 1e-12f;
+  std::vector<std::size_t> seen;
+  std::vector<double> accuracy;
+  const TrainReport r = train_stages(
+      {{&tr, &va, learn}, {&tr, &va, hold}},
+      // Stage 2's own initialisation (seed 99) must be replaced by stage 1's weights.
+      [](std::size_t i) { return std::make_unique<TinyMlp>(8, 16, 3, i == 0 ? 3 : 99); },
+      [&](std::size_t i, nn::Module& m, const TrainReport& rep) {
+        seen.push_back(i);
+        accuracy.push_back(evaluate_accuracy(m, va));
+        EXPECT_NEAR(accuracy.back(), rep.val_accuracy, 1e-12);
+      });
+  EXPECT_EQ(seen, (std::vector<std::size_t>{0, 1}));
+  EXPECT_GT(accuracy[0], 0.9);
+  EXPECT_NEAR(accuracy[1], accuracy[0], 1e-12);
+  EXPECT_NEAR(r.val_accuracy, accuracy[0], 1e-12);
+  TinyMlp fresh(8, 16, 3, 99);
+  EXPECT_LT(evaluate_accuracy(fresh, va), 0.9);
+}
+
+TEST(Trainer, StagesRefuseWeightsOfAnotherShapeNamingTheStage) {
+  nn::ThreadBudget budget(1);
+  Dataset tr = blobs(50, 8, 1), va = blobs(20, 8, 2);
+  TrainConfig c;
+  try {
+    train_stages({{&tr, &va, c}, {&tr, &va, c}}, [](std::size_t i) {
+      return std::make_unique<TinyMlp>(8, i == 0 ? 16 : 32, 3, 3);
+    });
+    FAIL() << "a hidden width of 32 took stage 1's width-16 weights";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("in stage 1"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(train_stages({}, [](std::size_t) { return std::make_unique<TinyMlp>(8, 16, 3, 3); }),
+               std::invalid_argument);
+}
