@@ -9,7 +9,8 @@
 //  - im2col + one GEMM per group over a batch of samples (the rest), and pointwise (1x1) without
 //    im2col;
 //  - depthwise (groups == Cin == Cout): direct kernels, since its im2col matrix would be kh*kw
-//    times the input for a GEMM with a single output row.
+//    times the input for a GEMM with a single output row; batch-minor (16 samples per vector) for
+//    outputs up to 32 wide, per plane beyond.
 // Each section below says when it runs and why.  Determinism: every parallel task writes a disjoint
 // slice of the output/grad; the weight and bias gradients, which reduce over the batch, are summed
 // into per-chunk partials whose chunk and batch boundaries depend only on the shapes, then added in
@@ -27,6 +28,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <memory>
 #include <new>
@@ -388,7 +390,323 @@ ConvGeom check_conv(const Var& x, const Var& w, const Var& b, const Conv2dOption
   return g;
 }
 
+// ---- depthwise, batch-minor (outputs up to 32 wide) ----
+//
+// A depthwise filter has a single output row per plane, so the plane kernels above are short
+// axpys per tap and row, strided ones for stride 2 (a 3x3 stride-2 tap on a 7x7 map: 3-4 products
+// per row): 2-4 GFLOP/s on the cnn space's strided layers, a third of oneDNN's jit_dw
+// (bench/conv_vs_onednn).  With kDwLanes samples of one channel laid out [row][column][sample]
+// and zero-padded, every tap of every output position is one kDwLanes-wide multiply-add whatever
+// the stride, and the weight gradient keeps one kDwLanes-wide partial sum per tap, reduced once
+// per channel by a fixed tree.  Each lane is one sample's arithmetic in the plane kernels' order
+// (bias, then taps in (i, j) order), so the result depends on the shapes only.
+constexpr int kDwLanes = 16;
+
+// Every map of the example spaces.  Batch 64, 2 threads, forward / backward ms, plane kernels ->
+// batch-minor: 24 channels 5x5 stride 2 on 14x14 0.99 / 1.64 -> 0.14 / 0.55, 3x3 stride 2 on 7x7
+// 0.33 / 0.49 -> 0.05 / 0.18, 3x3 stride 1 on 14x14 0.42 / 1.46 -> 0.29 / 1.08, 64 channels 5x5 on
+// 8x8 0.60 / 1.46 -> 0.32 / 0.94, 16 channels 5x5 on 32x32 1.84 / 4.48 -> 1.35 / 3.73; 16 channels
+// 5x5 on 28x28 0.98 / 2.75 -> 0.89 / 2.86 (the closest).
+bool depthwise_minor(const ConvGeom& g) { return g.wo <= 32; }
+
+std::int64_t dw_minor_plane(const ConvGeom& g) {
+  return static_cast<std::int64_t>(padded_h(g)) * padded_w(g) * kDwLanes;
+}
+
+// Channel c of samples [s0, s0 + nb) into xp = [hp][wp][kDwLanes]: zeros in the padding and in
+// the lanes past nb.  The plane is transposed whole into tmp ([h * w][kDwLanes]: 8 x 8 register
+// blocks even where a row is narrower than 8) and its rows copied into place.
+void dw_pack(const float* x, const ConvGeom& g, int c, int s0, int nb, float* tmp, float* xp) {
+  const int wp = padded_w(g);
+  const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, CHW = g.cin * HW,
+                     row = static_cast<std::int64_t>(g.w) * kDwLanes;
+  if (nb < kDwLanes) std::fill(tmp, tmp + HW * kDwLanes, 0.0f);
+  detail::transpose(nb, HW, x + s0 * CHW + c * HW, CHW, tmp, kDwLanes);
+  const std::int64_t pitch = static_cast<std::int64_t>(wp) * kDwLanes,
+                     left = static_cast<std::int64_t>(g.pad) * kDwLanes;
+  std::fill(xp, xp + g.pad * pitch, 0.0f);
+  for (int ih = 0; ih < g.h; ++ih) {
+    float* d = xp + (ih + g.pad) * pitch;
+    std::fill(d, d + left, 0.0f);
+    std::copy(tmp + ih * row, tmp + (ih + 1) * row, d + left);
+    std::fill(d + left + row, d + pitch, 0.0f);
+  }
+  std::fill(xp + (g.h + g.pad) * pitch, xp + dw_minor_plane(g), 0.0f);
+}
+
+// kDwLanes floats as two 8-float GCC vectors (one AVX2 register each; a single 16-float vector
+// type would be lowered through the stack where the build targets AVX2), at any float alignment.
+typedef float DwHalf __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float))));
+static_assert(kDwLanes == 16);
+struct DwVec {
+  DwHalf lo, hi;
+  DwVec& operator+=(const DwVec& o) {
+    lo += o.lo;
+    hi += o.hi;
+    return *this;
+  }
+};
+inline DwVec dw_splat(float v) { return {DwHalf{} + v, DwHalf{} + v}; }
+inline DwVec dw_load(const float* p) {
+  return {*reinterpret_cast<const DwHalf*>(p), *reinterpret_cast<const DwHalf*>(p + 8)};
+}
+inline void dw_store(float* p, const DwVec& v) {
+  *reinterpret_cast<DwHalf*>(p) = v.lo;
+  *reinterpret_cast<DwHalf*>(p + 8) = v.hi;
+}
+inline DwVec operator*(float a, const DwVec& v) { return {a * v.lo, a * v.hi}; }
+inline DwVec operator*(const DwVec& a, const DwVec& b) { return {a.lo * b.lo, a.hi * b.hi}; }
+inline DwVec operator+(const DwVec& a, const DwVec& b) { return {a.lo + b.lo, a.hi + b.hi}; }
+
+// The output positions of one channel, ym = [ho * wo][kDwLanes]: kDwOutBlock positions of a row
+// at a time, whose independent sums keep the multiply-add units busy (one sum alone waits on each
+// multiply-add's latency).
+constexpr int kDwOutBlock = 4;
+void dw_forward_minor(const float* xp, const float* wt, float bias, const ConvGeom& g, float* ym) {
+  const int wp = padded_w(g);
+  const std::int64_t step = static_cast<std::int64_t>(g.stride) * kDwLanes;
+  for (int oh = 0; oh < g.ho; ++oh) {
+    const float* rows = xp + static_cast<std::int64_t>(oh * g.stride) * wp * kDwLanes;
+    float* out = ym + static_cast<std::int64_t>(oh) * g.wo * kDwLanes;
+    int ow = 0;
+    for (; ow + kDwOutBlock <= g.wo; ow += kDwOutBlock) {
+      DwVec acc[kDwOutBlock];
+      for (DwVec& a : acc) a = dw_splat(bias);
+      for (int i = 0; i < g.kh; ++i) {
+        const float* row = rows + (static_cast<std::int64_t>(i) * wp * kDwLanes) + ow * step;
+        for (int j = 0; j < g.kw; ++j) {
+          const float wv = wt[i * g.kw + j];
+          for (int u = 0; u < kDwOutBlock; ++u)
+            acc[u] += wv * dw_load(row + u * step + j * kDwLanes);
+        }
+      }
+      for (int u = 0; u < kDwOutBlock; ++u) dw_store(out + (ow + u) * kDwLanes, acc[u]);
+    }
+    for (; ow < g.wo; ++ow) {
+      DwVec acc = dw_splat(bias);
+      for (int i = 0; i < g.kh; ++i) {
+        const float* row = rows + (static_cast<std::int64_t>(i) * wp * kDwLanes) + ow * step;
+        for (int j = 0; j < g.kw; ++j) acc += wt[i * g.kw + j] * dw_load(row + j * kDwLanes);
+      }
+      dw_store(out + ow * kDwLanes, acc);
+    }
+  }
+}
+
+// dwacc[t] += dym * (tap t's view of xp), lane by lane, over every output position: one filter
+// row of taps at a time, each dym vector loaded once for the row's kKw sums (kKw = 0: any width,
+// one tap at a time).
+template <int kKw>
+void dw_weight_grad_rows(const float* xp, const float* dym, const ConvGeom& g, float* dwacc) {
+  const int wp = padded_w(g);
+  const std::int64_t step = static_cast<std::int64_t>(g.stride) * kDwLanes;
+  for (int i = 0; i < g.kh; ++i) {
+    if constexpr (kKw > 0) {
+      float* out = dwacc + static_cast<std::int64_t>(i) * kKw * kDwLanes;
+      DwVec acc[kKw];
+      for (int j = 0; j < kKw; ++j) acc[j] = dw_load(out + j * kDwLanes);
+      for (int oh = 0; oh < g.ho; ++oh) {
+        const float* v = xp + static_cast<std::int64_t>(oh * g.stride + i) * wp * kDwLanes;
+        const float* e = dym + static_cast<std::int64_t>(oh) * g.wo * kDwLanes;
+        for (int ow = 0; ow < g.wo; ++ow, v += step, e += kDwLanes) {
+          const DwVec d = dw_load(e);
+          for (int j = 0; j < kKw; ++j) acc[j] += d * dw_load(v + j * kDwLanes);
+        }
+      }
+      for (int j = 0; j < kKw; ++j) dw_store(out + j * kDwLanes, acc[j]);
+    } else {
+      for (int j = 0; j < g.kw; ++j) {
+        float* out = dwacc + static_cast<std::int64_t>(i * g.kw + j) * kDwLanes;
+        DwVec acc = dw_load(out);
+        for (int oh = 0; oh < g.ho; ++oh) {
+          const float* v = xp + (static_cast<std::int64_t>(oh * g.stride + i) * wp + j) * kDwLanes;
+          const float* e = dym + static_cast<std::int64_t>(oh) * g.wo * kDwLanes;
+          for (int ow = 0; ow < g.wo; ++ow, v += step, e += kDwLanes)
+            acc += dw_load(e) * dw_load(v);
+        }
+        dw_store(out, acc);
+      }
+    }
+  }
+}
+
+void dw_weight_grad_minor(const float* xp, const float* dym, const ConvGeom& g, float* dwacc) {
+  if (g.kw == 3)
+    dw_weight_grad_rows<3>(xp, dym, g, dwacc);
+  else if (g.kw == 5)
+    dw_weight_grad_rows<5>(xp, dym, g, dwacc);
+  else
+    dw_weight_grad_rows<0>(xp, dym, g, dwacc);
+}
+
+// Along one axis, the (tap, output) pairs that read input index x: x + pad = output * stride +
+// tap, taps ascending; pairs [start[x], start[x + 1]) of `pairs`.
+struct DwAxisTaps {
+  std::vector<std::array<int, 2>> pairs;
+  std::vector<int> start;
+};
+DwAxisTaps dw_axis_taps(int in_size, int out_size, int kernel, int stride, int pad) {
+  DwAxisTaps t;
+  for (int x = 0; x < in_size; ++x) {
+    t.start.push_back(static_cast<int>(t.pairs.size()));
+    const int r = x + pad;
+    for (int tap = r % stride; tap < kernel && tap <= r; tap += stride)
+      if ((r - tap) / stride < out_size) t.pairs.push_back({tap, (r - tap) / stride});
+  }
+  t.start.push_back(static_cast<int>(t.pairs.size()));
+  return t;
+}
+
+// Whether input indices x, x + stride, ..., x + (kDwOutBlock - 1) * stride (all < in_size) are
+// read by the same taps at consecutive outputs: then their sums run side by side.
+bool dw_axis_block(const DwAxisTaps& t, int x, int stride, int in_size) {
+  const int last = x + (kDwOutBlock - 1) * stride;
+  if (last >= in_size) return false;
+  const int count = t.start[x + 1] - t.start[x];
+  for (int u = 1; u < kDwOutBlock; ++u) {
+    const int y = x + u * stride;
+    if (t.start[y + 1] - t.start[y] != count) return false;
+    for (int b = 0; b < count; ++b) {
+      const auto& p0 = t.pairs[t.start[x] + b];
+      const auto& pu = t.pairs[t.start[y] + b];
+      if (pu[0] != p0[0] || pu[1] != p0[1] + u) return false;
+    }
+  }
+  return true;
+}
+
+// dxm = [h * w][kDwLanes] = W^T dym, gathered per input position (each sum stays in registers;
+// scattering each product into a padded plane cost a load and a store per multiply-add), the
+// positions x, x + stride, ... of a row kDwOutBlock at a time where the same taps read them.
+void dw_input_grad_minor(const float* wt, const float* dym, const ConvGeom& g,
+                         const DwAxisTaps& rows, const DwAxisTaps& cols, float* dxm) {
+  const int st = g.stride;
+  for (int ih = 0; ih < g.h; ++ih) {
+    float* out = dxm + static_cast<std::int64_t>(ih) * g.w * kDwLanes;
+    for (int phase = 0; phase < st && phase < g.w; ++phase)
+      for (int iw = phase; iw < g.w; iw += st) {
+        if (dw_axis_block(cols, iw, st, g.w)) {
+          DwVec acc[kDwOutBlock];
+          for (DwVec& a : acc) a = dw_splat(0.0f);
+          for (int a = rows.start[ih]; a < rows.start[ih + 1]; ++a) {
+            const float* w_row = wt + rows.pairs[a][0] * g.kw;
+            const float* dy_row =
+                dym + static_cast<std::int64_t>(rows.pairs[a][1]) * g.wo * kDwLanes;
+            for (int b = cols.start[iw]; b < cols.start[iw + 1]; ++b) {
+              const float wv = w_row[cols.pairs[b][0]];
+              const float* d = dy_row + static_cast<std::int64_t>(cols.pairs[b][1]) * kDwLanes;
+              for (int u = 0; u < kDwOutBlock; ++u) acc[u] += wv * dw_load(d + u * kDwLanes);
+            }
+          }
+          for (int u = 0; u < kDwOutBlock; ++u)
+            dw_store(out + static_cast<std::int64_t>(iw + u * st) * kDwLanes, acc[u]);
+          iw += (kDwOutBlock - 1) * st;
+          continue;
+        }
+        DwVec acc = dw_splat(0.0f);
+        for (int a = rows.start[ih]; a < rows.start[ih + 1]; ++a) {
+          const float* w_row = wt + rows.pairs[a][0] * g.kw;
+          const float* dy_row = dym + static_cast<std::int64_t>(rows.pairs[a][1]) * g.wo * kDwLanes;
+          for (int b = cols.start[iw]; b < cols.start[iw + 1]; ++b)
+            acc += w_row[cols.pairs[b][0]] *
+                   dw_load(dy_row + static_cast<std::int64_t>(cols.pairs[b][1]) * kDwLanes);
+        }
+        dw_store(out + static_cast<std::int64_t>(iw) * kDwLanes, acc);
+      }
+  }
+}
+
+// The lanes' sum by a fixed tree (the same bits on every machine and thread count).
+float lane_sum(float* a) {
+  for (int width = kDwLanes / 2; width > 0; width /= 2)
+    for (int l = 0; l < width; ++l) a[l] += a[l + width];
+  return a[0];
+}
+
+Var conv2d_depthwise_minor(const Var& x, const Var& w, const Var& b, const ConvGeom& g) {
+  Tensor y(Shape{g.n, g.cout, g.ho, g.wo});
+  const std::int64_t P = g.p(), K = static_cast<std::int64_t>(g.kh) * g.kw,
+                     subs = (g.n + kDwLanes - 1) / kDwLanes;
+  {
+    const float* xd = x.value().data();
+    const float* wd = w.value().data();
+    const float* bd = b.defined() ? b.value().data() : nullptr;
+    float* yd = y.data();
+    // One task per (channel, sub-batch): each writes its own output planes.
+    parallel_range(g.cin * subs, 2 * P * K * kDwLanes, [&](std::int64_t lo, std::int64_t hi) {
+      const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w;
+      float* xp = scratch(static_cast<std::size_t>(dw_minor_plane(g) + (HW + P) * kDwLanes), 0);
+      float* tmp = xp + dw_minor_plane(g);
+      float* ym = tmp + HW * kDwLanes;
+      for (std::int64_t item = lo; item < hi; ++item) {
+        const int c = static_cast<int>(item % g.cin),
+                  s0 = static_cast<int>(item / g.cin) * kDwLanes;
+        const int nb = std::min(kDwLanes, g.n - s0);
+        dw_pack(xd, g, c, s0, nb, tmp, xp);
+        dw_forward_minor(xp, wd + c * K, bd ? bd[c] : 0.0f, g, ym);
+        detail::transpose(P, nb, ym, kDwLanes, yd + (static_cast<std::int64_t>(s0) * g.cin + c) * P,
+                          g.cin * P);
+      }
+    });
+  }
+  std::vector<Var> parents{x, w};
+  if (b.defined()) parents.push_back(b);
+  return make_result(std::move(y), parents, [g, P, K, subs, has_b = b.defined()](Node& self) {
+    Node& xn = *self.parents[0];
+    Node& wn = *self.parents[1];
+    Node* bn = has_b ? self.parents[2].get() : nullptr;
+    const float* dy = self.grad.data();
+    const float* xd = xn.value.data();
+    const float* wd = wn.value.data();
+    float* dx = xn.requires_grad ? grad_of(xn).data() : nullptr;
+    float* dw = wn.requires_grad ? grad_of(wn).data() : nullptr;
+    float* db = bn && bn->requires_grad ? grad_of(*bn).data() : nullptr;
+    const std::int64_t plane = dw_minor_plane(g), HW = static_cast<std::int64_t>(g.h) * g.w,
+                       CHW = g.cin * HW;
+    const DwAxisTaps rows = dw_axis_taps(g.h, g.ho, g.kh, g.stride, g.pad),
+                     cols = dw_axis_taps(g.w, g.wo, g.kw, g.stride, g.pad);
+    // One task per channel: it owns dw[c], db[c] and channel c's dx planes, and sums over the
+    // sub-batches in order.
+    parallel_range(g.cin, 4 * P * K * g.n, [&](std::int64_t lo, std::int64_t hi) {
+      float* xp = scratch(static_cast<std::size_t>(plane + (2 * HW + P + K + 1) * kDwLanes), 0);
+      float* dxm = xp + plane;
+      float* planes = dxm + HW * kDwLanes;  // dxm transposed: [kDwLanes][h * w]
+      float* dym = planes + HW * kDwLanes;
+      float* dwacc = dym + P * kDwLanes;
+      float* bacc = dwacc + K * kDwLanes;
+      for (std::int64_t c = lo; c < hi; ++c) {
+        std::fill(dwacc, dwacc + (K + 1) * kDwLanes, 0.0f);
+        for (std::int64_t sub = 0; sub < subs; ++sub) {
+          const int s0 = static_cast<int>(sub) * kDwLanes, nb = std::min(kDwLanes, g.n - s0);
+          std::fill(dym, dym + P * kDwLanes, 0.0f);
+          detail::transpose(nb, P, dy + (static_cast<std::int64_t>(s0) * g.cin + c) * P, g.cin * P,
+                            dym, kDwLanes);
+          if (db) {
+            DwVec acc = dw_load(bacc);
+            for (std::int64_t p = 0; p < P; ++p) acc += dw_load(dym + p * kDwLanes);
+            dw_store(bacc, acc);
+          }
+          if (dw) {
+            dw_pack(xd, g, static_cast<int>(c), s0, nb, dxm, xp);  // (dxm as scratch)
+            dw_weight_grad_minor(xp, dym, g, dwacc);
+          }
+          if (dx) {
+            dw_input_grad_minor(wd + c * K, dym, g, rows, cols, dxm);
+            detail::transpose(HW, nb, dxm, kDwLanes, planes, HW);
+            for (int s = 0; s < nb; ++s)
+              UArrayMap(dx + (s0 + s) * CHW + c * HW, HW) += ConstUArrayMap(planes + s * HW, HW);
+          }
+        }
+        if (dw)
+          for (std::int64_t t = 0; t < K; ++t) dw[c * K + t] += lane_sum(dwacc + t * kDwLanes);
+        if (db) db[c] += lane_sum(bacc);
+      }
+    });
+  });
+}
+
 Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g) {
+  if (depthwise_minor(g)) return conv2d_depthwise_minor(x, w, b, g);
   Tensor y(Shape{g.n, g.cout, g.ho, g.wo});
   const std::int64_t HW = static_cast<std::int64_t>(g.h) * g.w, P = g.p(),
                      K = static_cast<std::int64_t>(g.kh) * g.kw;

@@ -138,6 +138,10 @@ const ConvCase kConvCases[] = {
     {"grid_k5_same_wide", 1, 2, 5, 34, 3, 5, 5, {1, 2, 1}, true},
     {"phase_grid_k5_stride2_wide", 1, 2, 7, 66, 3, 5, 5, {2, 2, 1}, false},
     {"im2col_k3_stride2_wide", 1, 2, 6, 66, 3, 3, 3, {2, 1, 1}, true},
+    // Depthwise outputs wider than 32 keep the plane kernels (narrower ones run batch-minor):
+    // stride 1 on the padded-width grid, stride 2 by strided rows.
+    {"depthwise_plane_wide", 2, 2, 4, 35, 2, 3, 3, {1, 1, 2}, true},
+    {"depthwise_plane_stride2_wide", 1, 3, 5, 70, 3, 5, 5, {2, 2, 3}, false},
 };
 
 class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
@@ -252,6 +256,47 @@ TEST(Conv2d, BatchMinorSubBatchesMatchSamplesAlone) {
     EXPECT_NEAR(wv.grad().data()[i], dw_sum[static_cast<std::size_t>(i)], 1e-3f) << "weight " << i;
 }
 
+// Batch-minor depthwise runs 16 samples per lane group: a ragged batch (two full groups and 5)
+// gives each sample the result it gets alone, for strides 1 and 2, 3x3 and 5x5, with a bias.
+TEST(Conv2d, DepthwiseSubBatchesMatchSamplesAlone) {
+  std::mt19937_64 rng(29);
+  const int n = 37, c = 3, h = 9;
+  for (const auto& [k, stride] : {std::pair{3, 2}, std::pair{5, 1}, std::pair{5, 2}}) {
+    const Conv2dOptions opt{stride, (k - 1) / 2, c};
+    const int ho = (h + 2 * opt.padding - k) / stride + 1;
+    const Tensor x = random_tensor(Shape{n, c, h, h}, rng);
+    const Tensor w = random_tensor(Shape{c, 1, k, k}, rng);
+    const Tensor b = random_tensor(Shape{c}, rng);
+    const Tensor up = random_tensor(Shape{n, c, ho, ho}, rng);
+    Var xv = parameter(x), wv = parameter(w), bv = parameter(b);
+    Var y = conv2d(xv, wv, bv, opt);
+    expect_close(y.value(), naive_conv2d(x, w, &b, opt));
+    backward(sum(mul(y, constant(up))));
+    const std::int64_t in_per = static_cast<std::int64_t>(c) * h * h,
+                       out_per = static_cast<std::int64_t>(c) * ho * ho;
+    std::vector<float> dw_sum(static_cast<std::size_t>(w.numel()), 0.0f), db_sum(c, 0.0f);
+    for (int s = 0; s < n; ++s) {
+      const std::vector<float> xs(x.data() + s * in_per, x.data() + (s + 1) * in_per);
+      const std::vector<float> us(up.data() + s * out_per, up.data() + (s + 1) * out_per);
+      Var xs_v = parameter(Tensor::from(Shape{1, c, h, h}, xs)), ws_v = parameter(w),
+          bs_v = parameter(b);
+      backward(
+          sum(mul(conv2d(xs_v, ws_v, bs_v, opt), constant(Tensor::from(Shape{1, c, ho, ho}, us)))));
+      for (std::int64_t i = 0; i < in_per; ++i)
+        ASSERT_NEAR(xv.grad().data()[s * in_per + i], xs_v.grad().data()[i], 1e-4f)
+            << "k " << k << " stride " << stride << " sample " << s;
+      for (std::int64_t i = 0; i < w.numel(); ++i)
+        dw_sum[static_cast<std::size_t>(i)] += ws_v.grad().data()[i];
+      for (int i = 0; i < c; ++i) db_sum[static_cast<std::size_t>(i)] += bs_v.grad().data()[i];
+    }
+    for (std::int64_t i = 0; i < w.numel(); ++i)
+      EXPECT_NEAR(wv.grad().data()[i], dw_sum[static_cast<std::size_t>(i)], 1e-3f)
+          << "k " << k << " stride " << stride << " weight " << i;
+    for (int i = 0; i < c; ++i)
+      EXPECT_NEAR(bv.grad().data()[i], db_sum[static_cast<std::size_t>(i)], 1e-3f) << "bias " << i;
+  }
+}
+
 // The batched path (pointwise and padded 3x3 at batch 64) is bit-identical across pool sizes.
 std::vector<float> batched_conv_grads(int threads) {
   ThreadBudget budget(threads);
@@ -286,11 +331,16 @@ std::vector<float> conv_grads(int threads) {
   Var b = parameter(random_tensor(Shape{8}, rng));
   Var dw_x = parameter(random_tensor(Shape{64, 4, 14, 14}, rng));
   Var dw_w = parameter(random_tensor(Shape{4, 1, 3, 3}, rng));
+  // (and a strided 5x5 depthwise with a bias on a ragged batch: 16-sample lane groups)
+  Var s2_x = parameter(random_tensor(Shape{45, 6, 14, 14}, rng));
+  Var s2_w = parameter(random_tensor(Shape{6, 1, 5, 5}, rng));
+  Var s2_b = parameter(random_tensor(Shape{6}, rng));
   Var y = conv2d(x, w, b, {1, 1, 1});
   Var z = conv2d(dw_x, dw_w, Var(), {1, 1, 4});
-  backward(add(sum(mul(y, y)), sum(mul(z, z))));
+  Var s2 = conv2d(s2_x, s2_w, s2_b, {2, 2, 6});
+  backward(add(add(sum(mul(y, y)), sum(mul(z, z))), sum(mul(s2, s2))));
   std::vector<float> all;
-  for (const Var* v : {&x, &w, &b, &dw_x, &dw_w}) {
+  for (const Var* v : {&x, &w, &b, &dw_x, &dw_w, &s2_x, &s2_w, &s2_b}) {
     auto g = v->grad().to_vector();
     all.insert(all.end(), g.begin(), g.end());
   }
