@@ -5,12 +5,12 @@
 //   bench_conv_vs_onednn --genomes cnn.jsonl [--batch 64] [--threads 2] [--reps 10] [--rounds 3]
 //
 // The genomes are bench_sampled_vs_torch --dump output.  Every conv / dwconv node of every genome
-// (and NAS-Bench-201 nor_conv) gives a layer (input shape from the genome's inferred types, "same" padding, bias only without
-// batch norm, as block_conv / block_dwconv build it); each distinct layer is timed once and
-// counted as often as the genomes hold it.  One training step of a layer is the forward pass,
-// the input gradient (not for a first layer: its input is the image) and the weight gradient
-// (and bias), on the layer's batch; best round of `rounds` (each the mean of `reps` steps), the
-// implementations alternating within each round.
+// (and NAS-Bench-201 nor_conv) gives a layer (input shape from the genome's inferred types, "same"
+// padding, bias only without batch norm, as block_conv / block_dwconv build it); each distinct
+// layer is timed once and counted as often as the genomes hold it.  One training step of a layer is
+// the forward pass, the input gradient (not for a first layer: its input is the image) and the
+// weight gradient (and bias), on the layer's batch; best round of `rounds` (each the mean of `reps`
+// steps), the implementations alternating within each round.
 //
 // oneDNN (Debian's libdnnl, 2.x, OpenMP threads) runs three ways:
 //   plain    its primitives on NCHW / OIHW memory, as they would sit behind nn::conv2d with no
@@ -101,8 +101,8 @@ struct Layer {
   }
   std::string str() const {
     char s[160];
-    std::snprintf(s, sizeof s, "%s %d->%d %dx%d s%d on %dx%d%s%s", groups > 1 ? "dw" : "conv",
-                  cin, cout, kernel, kernel, stride, h, w, bias ? " +bias" : "",
+    std::snprintf(s, sizeof s, "%s %d->%d %dx%d s%d on %dx%d%s%s", groups > 1 ? "dw" : "conv", cin,
+                  cout, kernel, kernel, stride, h, w, bias ? " +bias" : "",
                   first ? " (first)" : "");
     return s;
   }
@@ -110,8 +110,10 @@ struct Layer {
 
 std::map<Layer, int> layers_of(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open (write it with bench_sampled_vs_torch "
-                                           "--space SPACE --dump FILE)");
+  if (!in)
+    throw std::runtime_error(path +
+                             ": cannot open (write it with bench_sampled_vs_torch "
+                             "--space SPACE --dump FILE)");
   std::map<Layer, int> count;
   std::string line;
   while (std::getline(in, line)) {
@@ -158,10 +160,11 @@ class HwnasLayer {
  public:
   HwnasLayer(const Layer& l, int batch, std::mt19937& rng) : l_(l) {
     const int ho = l.out(l.h), wo = l.out(l.w);
-    x_ = l.first ? nn::constant(tensor_of(random_floats(std::size_t(batch) * l.cin * l.h * l.w, rng),
-                                          nn::Shape{batch, l.cin, l.h, l.w}))
-                 : nn::parameter(tensor_of(random_floats(std::size_t(batch) * l.cin * l.h * l.w, rng),
-                                           nn::Shape{batch, l.cin, l.h, l.w}));
+    x_ = l.first
+             ? nn::constant(tensor_of(random_floats(std::size_t(batch) * l.cin * l.h * l.w, rng),
+                                      nn::Shape{batch, l.cin, l.h, l.w}))
+             : nn::parameter(tensor_of(random_floats(std::size_t(batch) * l.cin * l.h * l.w, rng),
+                                       nn::Shape{batch, l.cin, l.h, l.w}));
     w_ = nn::parameter(tensor_of(
         random_floats(std::size_t(l.cout) * (l.cin / l.groups) * l.kernel * l.kernel, rng),
         nn::Shape{l.cout, l.cin / l.groups, l.kernel, l.kernel}));
@@ -201,11 +204,10 @@ class OneDnnLayer {
   OneDnnLayer(const Layer& l, int batch, Mode mode, dnnl::engine& eng, std::mt19937& rng)
       : l_(l), eng_(eng), s_(eng) {
     const int ho = l.out(l.h), wo = l.out(l.w), g = l.groups;
-    const memory::dims src_d{batch, l.cin, l.h, l.w}, dst_d{batch, l.cout, ho, wo},
-        bias_d{l.cout}, strides{l.stride, l.stride}, pad{l.pad(), l.pad()};
-    const memory::dims wei_d =
-        g > 1 ? memory::dims{g, l.cout / g, l.cin / g, l.kernel, l.kernel}
-              : memory::dims{l.cout, l.cin, l.kernel, l.kernel};
+    const memory::dims src_d{batch, l.cin, l.h, l.w}, dst_d{batch, l.cout, ho, wo}, bias_d{l.cout},
+        strides{l.stride, l.stride}, pad{l.pad(), l.pad()};
+    const memory::dims wei_d = g > 1 ? memory::dims{g, l.cout / g, l.cin / g, l.kernel, l.kernel}
+                                     : memory::dims{l.cout, l.cin, l.kernel, l.kernel};
     const tag wei_tag = g > 1 ? tag::goihw : tag::oihw;
     // The user's tensors: NCHW / OIHW, as hwnas holds them.
     user_src_ = filled({src_d, dt::f32, tag::nchw}, rng);
@@ -364,10 +366,11 @@ int main(int argc, char** argv) try {
   omp_set_num_threads(a.threads);
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   std::mt19937 rng(1);
-  std::printf("[conv_vs_onednn] %zu distinct conv layers from %s, batch %d, %d threads, oneDNN "
-              "%d.%d.%d\n",
-              layers.size(), a.genomes.c_str(), a.batch, a.threads,
-              dnnl_version()->major, dnnl_version()->minor, dnnl_version()->patch);
+  std::printf(
+      "[conv_vs_onednn] %zu distinct conv layers from %s, batch %d, %d threads, oneDNN "
+      "%d.%d.%d\n",
+      layers.size(), a.genomes.c_str(), a.batch, a.threads, dnnl_version()->major,
+      dnnl_version()->minor, dnnl_version()->patch);
 
   double sum_hwnas = 0, sum_plain = 0, sum_blocked = 0, sum_kernels = 0, macs = 0;
   std::vector<double> r_plain, r_blocked, r_kernels;
@@ -394,14 +397,15 @@ int main(int argc, char** argv) try {
     ++checked;
 
     const double gflop = 2.0 * l.macs_per_sample() * a.batch * (l.first ? 2 : 3) / 1e9;
-    std::printf("LAYER %-34s x%-2d hwnas %7.3f ms (%5.1f GFLOP/s)  onednn plain %7.3f  blocked "
-                "%7.3f  kernels %7.3f ms  hwnas/onednn-best speed %.2fx  [%s]  dW 1 vs %d "
-                "threads: %s\n",
-                l.str().c_str(), count, t_hw * 1e3, gflop / t_hw, t_plain * 1e3,
-                t_blocked * 1e3, t_kernels * 1e3, std::min(t_plain, t_blocked) / t_hw,
-                plain.impl() == blocked.impl() ? plain.impl().c_str()
-                                               : (plain.impl() + " / " + blocked.impl()).c_str(),
-                a.threads, same ? "same bits" : "DIFFERENT bits");
+    std::printf(
+        "LAYER %-34s x%-2d hwnas %7.3f ms (%5.1f GFLOP/s)  onednn plain %7.3f  blocked "
+        "%7.3f  kernels %7.3f ms  hwnas/onednn-best speed %.2fx  [%s]  dW 1 vs %d "
+        "threads: %s\n",
+        l.str().c_str(), count, t_hw * 1e3, gflop / t_hw, t_plain * 1e3, t_blocked * 1e3,
+        t_kernels * 1e3, std::min(t_plain, t_blocked) / t_hw,
+        plain.impl() == blocked.impl() ? plain.impl().c_str()
+                                       : (plain.impl() + " / " + blocked.impl()).c_str(),
+        a.threads, same ? "same bits" : "DIFFERENT bits");
     sum_hwnas += count * t_hw;
     sum_plain += count * t_plain;
     sum_blocked += count * t_blocked;
@@ -421,17 +425,20 @@ int main(int argc, char** argv) try {
     std::printf("[conv_vs_onednn] no conv layers in %s\n", a.genomes.c_str());
     return 0;
   }
-  std::printf("SUMMARY space conv time per step (every layer of every genome): hwnas %.1f ms, "
-              "oneDNN plain %.1f ms (%.2fx hwnas's), blocked with reorders %.1f ms (%.2fx), "
-              "blocked kernels alone %.1f ms (%.2fx)\n",
-              sum_hwnas * 1e3, sum_plain * 1e3, sum_plain / sum_hwnas, sum_blocked * 1e3,
-              sum_blocked / sum_hwnas, sum_kernels * 1e3, sum_kernels / sum_hwnas);
-  std::printf("SUMMARY per layer, oneDNN time / hwnas time (min / median / max; > 1: hwnas "
-              "faster): plain %s, blocked %s, kernels alone %s\n",
-              range(r_plain).c_str(), range(r_blocked).c_str(), range(r_kernels).c_str());
-  std::printf("SUMMARY oneDNN weight gradients bit-identical with 1 and %d threads: %d of %d "
-              "layers\n",
-              a.threads, deterministic, checked);
+  std::printf(
+      "SUMMARY space conv time per step (every layer of every genome): hwnas %.1f ms, "
+      "oneDNN plain %.1f ms (%.2fx hwnas's), blocked with reorders %.1f ms (%.2fx), "
+      "blocked kernels alone %.1f ms (%.2fx)\n",
+      sum_hwnas * 1e3, sum_plain * 1e3, sum_plain / sum_hwnas, sum_blocked * 1e3,
+      sum_blocked / sum_hwnas, sum_kernels * 1e3, sum_kernels / sum_hwnas);
+  std::printf(
+      "SUMMARY per layer, oneDNN time / hwnas time (min / median / max; > 1: hwnas "
+      "faster): plain %s, blocked %s, kernels alone %s\n",
+      range(r_plain).c_str(), range(r_blocked).c_str(), range(r_kernels).c_str());
+  std::printf(
+      "SUMMARY oneDNN weight gradients bit-identical with 1 and %d threads: %d of %d "
+      "layers\n",
+      a.threads, deterministic, checked);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_conv_vs_onednn: %s\n", e.what());
