@@ -331,6 +331,11 @@ std::vector<float> conv_grads(int threads) {
   Var b = parameter(random_tensor(Shape{8}, rng));
   Var dw_x = parameter(random_tensor(Shape{64, 4, 14, 14}, rng));
   Var dw_w = parameter(random_tensor(Shape{4, 1, 3, 3}, rng));
+  // (and a pointwise layer on an 8x8 map, one sample per GEMM, whose weight gradient sums the
+  // samples over 16 chunks)
+  Var pw_x = parameter(random_tensor(Shape{40, 8, 8, 8}, rng));
+  Var pw_w = parameter(random_tensor(Shape{6, 8, 1, 1}, rng));
+  Var pw_b = parameter(random_tensor(Shape{6}, rng));
   // (and a strided 5x5 depthwise with a bias on a ragged batch: 16-sample lane groups)
   Var s2_x = parameter(random_tensor(Shape{45, 6, 14, 14}, rng));
   Var s2_w = parameter(random_tensor(Shape{6, 1, 5, 5}, rng));
@@ -338,9 +343,10 @@ std::vector<float> conv_grads(int threads) {
   Var y = conv2d(x, w, b, {1, 1, 1});
   Var z = conv2d(dw_x, dw_w, Var(), {1, 1, 4});
   Var s2 = conv2d(s2_x, s2_w, s2_b, {2, 2, 6});
-  backward(add(add(sum(mul(y, y)), sum(mul(z, z))), sum(mul(s2, s2))));
+  Var pw = conv2d(pw_x, pw_w, pw_b, {1, 0, 1});
+  backward(add(add(add(sum(mul(y, y)), sum(mul(z, z))), sum(mul(s2, s2))), sum(mul(pw, pw))));
   std::vector<float> all;
-  for (const Var* v : {&x, &w, &b, &dw_x, &dw_w, &s2_x, &s2_w, &s2_b}) {
+  for (const Var* v : {&x, &w, &b, &dw_x, &dw_w, &s2_x, &s2_w, &s2_b, &pw_x, &pw_w, &pw_b}) {
     auto g = v->grad().to_vector();
     all.insert(all.end(), g.begin(), g.end());
   }
@@ -368,6 +374,13 @@ TEST(Conv2d, LargeBatchMatchesNaive) {  // exercises the parallel path
   // Stride-1 layers run several samples' grids per GEMM, as many as fit a 64k-float tile: at 32
   // channels on 28x28 that is two, and 20 samples in 8 reduction chunks of 2 or 3 samples make
   // groups of 2 and ragged groups of 1 after a 2.
+  // Pointwise on 64+ positions: one sample per GEMM, no copies.
+  const Conv2dOptions o0{1, 0, 1};
+  Tensor xp = random_tensor(Shape{20, 5, 8, 8}, rng);
+  Tensor wp = random_tensor(Shape{7, 5, 1, 1}, rng);
+  Tensor bp = random_tensor(Shape{7}, rng);
+  expect_close(conv2d(constant(xp), constant(wp), constant(bp), o0).value(),
+               naive_conv2d(xp, wp, &bp, o0));
   Tensor xl = random_tensor(Shape{20, 2, 28, 28}, rng);
   Tensor wl = random_tensor(Shape{32, 2, 3, 3}, rng);
   Tensor bl = random_tensor(Shape{32}, rng);
