@@ -616,6 +616,24 @@ void dw_input_grad_minor(const float* wt, const float* dym, const ConvGeom& g,
   }
 }
 
+// What a depthwise backward pass reads (dY, x, w) and writes (dx, dw, db: null where that input
+// needs no gradient) of its node (parents x, w and the bias if has_b).
+struct DepthwiseBackwardIo {
+  const float *dy, *x, *w;
+  float *dx, *dw, *db;
+};
+DepthwiseBackwardIo depthwise_backward_io(Node& self, bool has_b) {
+  Node& xn = *self.parents[0];
+  Node& wn = *self.parents[1];
+  Node* bn = has_b ? self.parents[2].get() : nullptr;
+  return {self.grad.data(),
+          xn.value.data(),
+          wn.value.data(),
+          xn.requires_grad ? grad_of(xn).data() : nullptr,
+          wn.requires_grad ? grad_of(wn).data() : nullptr,
+          bn && bn->requires_grad ? grad_of(*bn).data() : nullptr};
+}
+
 // The lanes' sum by a fixed tree (the same bits on every machine and thread count).
 float lane_sum(float* a) {
   for (int width = kDwLanes / 2; width > 0; width /= 2)
@@ -652,15 +670,7 @@ Var conv2d_depthwise_minor(const Var& x, const Var& w, const Var& b, const ConvG
   std::vector<Var> parents{x, w};
   if (b.defined()) parents.push_back(b);
   return make_result(std::move(y), parents, [g, P, K, subs, has_b = b.defined()](Node& self) {
-    Node& xn = *self.parents[0];
-    Node& wn = *self.parents[1];
-    Node* bn = has_b ? self.parents[2].get() : nullptr;
-    const float* dy = self.grad.data();
-    const float* xd = xn.value.data();
-    const float* wd = wn.value.data();
-    float* dx = xn.requires_grad ? grad_of(xn).data() : nullptr;
-    float* dw = wn.requires_grad ? grad_of(wn).data() : nullptr;
-    float* db = bn && bn->requires_grad ? grad_of(*bn).data() : nullptr;
+    const auto [dy, xd, wd, dx, dw, db] = depthwise_backward_io(self, has_b);
     const std::int64_t plane = dw_minor_plane(g), HW = static_cast<std::int64_t>(g.h) * g.w,
                        CHW = g.cin * HW;
     const DwAxisTaps rows = dw_axis_taps(g.h, g.ho, g.kh, g.stride, g.pad),
@@ -678,7 +688,7 @@ Var conv2d_depthwise_minor(const Var& x, const Var& w, const Var& b, const ConvG
         std::fill(dwacc, dwacc + (K + 1) * kDwLanes, 0.0f);
         for (std::int64_t sub = 0; sub < subs; ++sub) {
           const int s0 = static_cast<int>(sub) * kDwLanes, nb = std::min(kDwLanes, g.n - s0);
-          std::fill(dym, dym + P * kDwLanes, 0.0f);
+          if (nb < kDwLanes) std::fill(dym, dym + P * kDwLanes, 0.0f);  // (the lanes past nb)
           detail::transpose(nb, P, dy + (static_cast<std::int64_t>(s0) * g.cin + c) * P, g.cin * P,
                             dym, kDwLanes);
           if (db) {
@@ -733,15 +743,7 @@ Var conv2d_depthwise(const Var& x, const Var& w, const Var& b, const ConvGeom& g
   std::vector<Var> parents{x, w};
   if (b.defined()) parents.push_back(b);
   return make_result(std::move(y), parents, [g, HW, P, K, has_b = b.defined()](Node& self) {
-    Node& xn = *self.parents[0];
-    Node& wn = *self.parents[1];
-    Node* bn = has_b ? self.parents[2].get() : nullptr;
-    const float* dy = self.grad.data();
-    const float* xd = xn.value.data();
-    const float* wd = wn.value.data();
-    float* dx = xn.requires_grad ? grad_of(xn).data() : nullptr;
-    float* dw = wn.requires_grad ? grad_of(wn).data() : nullptr;
-    float* db = bn && bn->requires_grad ? grad_of(*bn).data() : nullptr;
+    const auto [dy, xd, wd, dx, dw, db] = depthwise_backward_io(self, has_b);
     // Parallel over channels: each task owns dw[c], db[c] and the dx planes of channel c, and
     // sums over the batch in order n = 0..N-1.
     parallel_range(g.cin, 4 * P * K * g.n, [&](std::int64_t lo, std::int64_t hi) {

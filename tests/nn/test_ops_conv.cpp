@@ -140,6 +140,7 @@ const ConvCase kConvCases[] = {
     {"im2col_k3_stride2_wide", 1, 2, 6, 66, 3, 3, 3, {2, 1, 1}, true},
     // Depthwise outputs wider than 32 keep the plane kernels (narrower ones run batch-minor):
     // stride 1 on the padded-width grid, stride 2 by strided rows.
+    {"depthwise_stride3_rect", 2, 3, 10, 9, 3, 2, 3, {3, 1, 3}, true},
     {"depthwise_plane_wide", 2, 2, 4, 35, 2, 3, 3, {1, 1, 2}, true},
     {"depthwise_plane_stride2_wide", 1, 3, 5, 70, 3, 5, 5, {2, 2, 3}, false},
 };
