@@ -92,6 +92,40 @@ Tensor distinct_tensor(const Shape& s, std::mt19937_64& rng) {
   return t;
 }
 
+// The gradients of sum(conv2d(x, w, b) * up) by their definition, summed in double: dx, dw, db
+// (db empty without a bias).
+struct ConvGrads {
+  std::vector<double> dx, dw, db;
+};
+ConvGrads naive_conv2d_grads(const Tensor& x, const Tensor& w, bool bias, const Tensor& up,
+                             const Conv2dOptions& o) {
+  const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
+  const int Ho = up.dim(2), Wo = up.dim(3), cog = Co / o.groups;
+  ConvGrads g{std::vector<double>(static_cast<std::size_t>(x.numel())),
+              std::vector<double>(static_cast<std::size_t>(w.numel())),
+              std::vector<double>(bias ? static_cast<std::size_t>(Co) : 0)};
+  for (int n = 0; n < N; ++n)
+    for (int co = 0; co < Co; ++co)
+      for (int oh = 0; oh < Ho; ++oh)
+        for (int ow = 0; ow < Wo; ++ow) {
+          const double u = up.data()[((n * Co + co) * Ho + oh) * Wo + ow];
+          if (bias) g.db[static_cast<std::size_t>(co)] += u;
+          for (int cl = 0; cl < Cg; ++cl)
+            for (int i = 0; i < kh; ++i)
+              for (int j = 0; j < kw; ++j) {
+                const int ih = oh * o.stride - o.padding + i, iw = ow * o.stride - o.padding + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const std::size_t xi = static_cast<std::size_t>(
+                                      ((n * C + co / cog * Cg + cl) * H + ih) * W + iw),
+                                  wi = static_cast<std::size_t>(((co * Cg + cl) * kh + i) * kw + j);
+                g.dx[xi] += u * w.data()[wi];
+                g.dw[wi] += u * x.data()[xi];
+              }
+        }
+  return g;
+}
+
 // ---- conv2d ----
 
 struct ConvCase {
@@ -296,6 +330,52 @@ TEST(Conv2d, DepthwiseSubBatchesMatchSamplesAlone) {
     for (int i = 0; i < c; ++i)
       EXPECT_NEAR(bv.grad().data()[i], db_sum[static_cast<std::size_t>(i)], 1e-3f) << "bias " << i;
   }
+}
+
+// Random geometries through every path (depthwise any stride, pointwise, dense and grouped,
+// strides 1-3, rectangular kernels, padding up to the kernel, ragged batches): the forward pass
+// against the naive convolution and all three gradients against their definition.
+TEST(Conv2d, RandomShapesMatchTheDefinition) {
+  std::mt19937_64 rng(98765);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int checked = 0;
+  for (int it = 0; it < 600; ++it) {
+    const int kind = pick(0, 3);  // depthwise, pointwise, dense, grouped
+    const int n = pick(1, 40), c = kind == 0 ? pick(2, 6) : kind == 3 ? 2 * pick(1, 3) : pick(1, 5);
+    const int h = pick(1, 18), w = pick(1, 18);
+    const int kh = kind == 1 ? 1 : pick(1, 5), kw = kind == 1 ? 1 : pick(1, 5);
+    const int stride = kind == 1 ? 1 : pick(1, 3);
+    const int pad = kind == 1 ? 0 : pick(0, std::max(kh, kw));
+    if (kh > h + 2 * pad || kw > w + 2 * pad) continue;
+    const int groups = kind == 0 ? c : kind == 3 ? 2 : 1;
+    const int cout = kind == 0 ? c : kind == 3 ? 2 * pick(1, 3) : pick(1, 6);
+    const Conv2dOptions o{stride, pad, groups};
+    const bool bias = pick(0, 1) == 1;
+    const Tensor x = random_tensor(Shape{n, c, h, w}, rng);
+    const Tensor wt = random_tensor(Shape{cout, c / groups, kh, kw}, rng);
+    const Tensor b = random_tensor(Shape{cout}, rng);
+    const int ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+    const Tensor up = random_tensor(Shape{n, cout, ho, wo}, rng);
+    SCOPED_TRACE("n " + std::to_string(n) + " c " + std::to_string(c) + " -> " +
+                 std::to_string(cout) + " on " + std::to_string(h) + "x" + std::to_string(w) +
+                 ", kernel " + std::to_string(kh) + "x" + std::to_string(kw) + ", stride " +
+                 std::to_string(stride) + ", padding " + std::to_string(pad) + ", groups " +
+                 std::to_string(groups));
+    Var xv = parameter(x), wv = parameter(wt), bv = parameter(b);
+    Var y = conv2d(xv, wv, bias ? bv : Var(), o);
+    expect_close(y.value(), naive_conv2d(x, wt, bias ? &b : nullptr, o));
+    backward(sum(mul(y, constant(up))));
+    const ConvGrads ref = naive_conv2d_grads(x, wt, bias, up, o);
+    auto expect_grad = [](const Tensor& got, const std::vector<double>& want, const char* what) {
+      for (std::size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got.data()[i], want[i], 1e-4 * (1 + std::fabs(want[i]))) << what << " " << i;
+    };
+    expect_grad(xv.grad(), ref.dx, "dx");
+    expect_grad(wv.grad(), ref.dw, "dw");
+    if (bias) expect_grad(bv.grad(), ref.db, "db");
+    ++checked;
+  }
+  EXPECT_GT(checked, 450);
 }
 
 // The batched path (pointwise and padded 3x3 at batch 64) is bit-identical across pool sizes.
