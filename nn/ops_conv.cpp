@@ -1096,24 +1096,43 @@ void unpack_minor(const float* src, const MinorPlanes& mp, float* dx, bool accum
   const ConvGeom& g = mp.g;
   const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, HW = g.h * g.w;
   const int nb = mp.nb, st = g.stride;
-  for_minor_rows(mp, [&](int c, std::int64_t row, int y, int q_lo, int q_hi, int x_lo) {
-    if (y < 0) return;
-    const float* sr = src + row;
-    if (st == 1 && !accumulate) {
-      detail::transpose(q_hi - q_lo, nb, sr + static_cast<std::int64_t>(q_lo) * nb, nb,
+  if (st == 1 && !accumulate) {
+    for_minor_rows(mp, [&](int c, std::int64_t row, int y, int q_lo, int q_hi, int x_lo) {
+      if (y < 0) return;
+      detail::transpose(q_hi - q_lo, nb, src + row + static_cast<std::int64_t>(q_lo) * nb, nb,
                         dx + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo, CHW);
+    });
+    return;
+  }
+  // Otherwise (phases, or adding into dx) each channel's positions are gathered from its rows
+  // into plane ([h * w][nb]: every position lies in exactly one phase row) in nb-float runs, and
+  // the plane is transposed into dx once, as pack_minor does the other way.
+  thread_local std::vector<float> plane, plane_t;
+  plane.resize(static_cast<std::size_t>(HW) * nb);
+  if (accumulate) plane_t.resize(static_cast<std::size_t>(HW) * nb);
+  auto flush = [&](int c) {
+    if (!accumulate) {
+      detail::transpose(HW, nb, plane.data(), nb, dx + c * HW, CHW);
       return;
     }
-    for (int s = 0; s < nb; ++s) {
-      float* d = dx + s * CHW + c * HW + static_cast<std::int64_t>(y) * g.w + x_lo;
-      if (accumulate)
-        for (int q = q_lo; q < q_hi; ++q)
-          d[(q - q_lo) * st] += sr[static_cast<std::int64_t>(q) * nb + s];
-      else
-        for (int q = q_lo; q < q_hi; ++q)
-          d[(q - q_lo) * st] = sr[static_cast<std::int64_t>(q) * nb + s];
+    detail::transpose(HW, nb, plane.data(), nb, plane_t.data(), HW);
+    for (int s = 0; s < nb; ++s)
+      UArrayMap(dx + s * CHW + c * HW, HW) += ConstUArrayMap(plane_t.data() + s * HW, HW);
+  };
+  int current = -1;
+  for_minor_rows(mp, [&](int c, std::int64_t row, int y, int q_lo, int q_hi, int x_lo) {
+    if (c != current) {
+      if (current >= 0) flush(current);
+      current = c;
     }
+    if (y < 0) return;
+    const float* sr = src + row;
+    float* d = plane.data() + (static_cast<std::int64_t>(y) * g.w + x_lo) * nb;
+    for (int q = q_lo; q < q_hi; ++q)
+      std::copy(sr + static_cast<std::int64_t>(q) * nb, sr + static_cast<std::int64_t>(q + 1) * nb,
+                d + static_cast<std::int64_t>(q - q_lo) * st * nb);
   });
+  if (current >= 0) flush(current);
 }
 
 // tile[c][p * nb + s] = src[s][c][p] for c < channels, p < P: an NCHW sub-batch batch-minor.
