@@ -390,6 +390,18 @@ ConvGeom check_conv(const Var& x, const Var& w, const Var& b, const Conv2dOption
   return g;
 }
 
+// dst[s * ld + p] += tile[p * lanes + s] for s < nb, p < P: a batch-minor tile added back into
+// nb NCHW planes ld apart, transposed once (8 x 8 register blocks) through a per-thread buffer
+// and then added plane by plane.
+void add_from_minor(const float* tile, int nb, std::int64_t lanes, std::int64_t P, float* dst,
+                    std::int64_t ld) {
+  thread_local std::vector<float> planes;
+  planes.resize(static_cast<std::size_t>(nb) * P);
+  detail::transpose(P, nb, tile, lanes, planes.data(), P);
+  for (int s = 0; s < nb; ++s)
+    UArrayMap(dst + s * ld, P) += ConstUArrayMap(planes.data() + s * P, P);
+}
+
 // ---- depthwise, batch-minor (outputs up to 32 wide) ----
 //
 // A depthwise filter has a single output row per plane, so the plane kernels above are short
@@ -402,11 +414,11 @@ ConvGeom check_conv(const Var& x, const Var& w, const Var& b, const Conv2dOption
 // (bias, then taps in (i, j) order), so the result depends on the shapes only.
 constexpr int kDwLanes = 16;
 
-// Every map of the example spaces.  Batch 64, 2 threads, forward / backward ms, plane kernels ->
-// batch-minor: 24 channels 5x5 stride 2 on 14x14 0.99 / 1.64 -> 0.14 / 0.55, 3x3 stride 2 on 7x7
-// 0.33 / 0.49 -> 0.05 / 0.18, 3x3 stride 1 on 14x14 0.42 / 1.46 -> 0.29 / 1.08, 64 channels 5x5 on
-// 8x8 0.60 / 1.46 -> 0.32 / 0.94, 16 channels 5x5 on 32x32 1.84 / 4.48 -> 1.35 / 3.73; 16 channels
-// 5x5 on 28x28 0.98 / 2.75 -> 0.89 / 2.86 (the closest).
+// Every map of the example spaces.  bench_conv_vs_onednn on the cnn space's layers, batch 64, 2
+// threads, ms per training step of the layer, plane kernels (e501c98) -> batch-minor (374330a):
+// 5x5 stride 2 on 14x14 (16 channels) 1.53 -> 0.21, 3x3 stride 2 on 7x7 (24) 0.41 -> 0.10, 3x3
+// on 14x14 (24) 0.70 -> 0.50, 5x5 on 14x14 (18) 0.91 -> 0.44, 5x5 on 7x7 (24) 0.65 -> 0.22;
+// darts_cell's 5x5 on 32x32 (16) 3.86 -> 2.75 (bench/README.md has every layer).
 bool depthwise_minor(const ConvGeom& g) { return g.wo <= 32; }
 
 std::int64_t dw_minor_plane(const ConvGeom& g) {
@@ -460,36 +472,37 @@ inline DwVec operator+(const DwVec& a, const DwVec& b) { return {a.lo + b.lo, a.
 
 // The output positions of one channel, ym = [ho * wo][kDwLanes]: kDwOutBlock positions of a row
 // at a time, whose independent sums keep the multiply-add units busy (one sum alone waits on each
-// multiply-add's latency).
+// multiply-add's latency), then the row's last few one at a time.
 constexpr int kDwOutBlock = 4;
+
+// kB consecutive output positions of a row from row0 (their first tap's input) into out.
+template <int kB>
+void dw_forward_positions(const float* row0, const float* wt, float bias, const ConvGeom& g,
+                          float* out) {
+  const std::int64_t step = static_cast<std::int64_t>(g.stride) * kDwLanes,
+                     pitch = static_cast<std::int64_t>(padded_w(g)) * kDwLanes;
+  DwVec acc[kB];
+  for (DwVec& a : acc) a = dw_splat(bias);
+  for (int i = 0; i < g.kh; ++i) {
+    const float* row = row0 + i * pitch;
+    for (int j = 0; j < g.kw; ++j) {
+      const float wv = wt[i * g.kw + j];
+      for (int u = 0; u < kB; ++u) acc[u] += wv * dw_load(row + u * step + j * kDwLanes);
+    }
+  }
+  for (int u = 0; u < kB; ++u) dw_store(out + u * kDwLanes, acc[u]);
+}
+
 void dw_forward_minor(const float* xp, const float* wt, float bias, const ConvGeom& g, float* ym) {
-  const int wp = padded_w(g);
   const std::int64_t step = static_cast<std::int64_t>(g.stride) * kDwLanes;
   for (int oh = 0; oh < g.ho; ++oh) {
-    const float* rows = xp + static_cast<std::int64_t>(oh * g.stride) * wp * kDwLanes;
+    const float* rows = xp + static_cast<std::int64_t>(oh * g.stride) * padded_w(g) * kDwLanes;
     float* out = ym + static_cast<std::int64_t>(oh) * g.wo * kDwLanes;
     int ow = 0;
-    for (; ow + kDwOutBlock <= g.wo; ow += kDwOutBlock) {
-      DwVec acc[kDwOutBlock];
-      for (DwVec& a : acc) a = dw_splat(bias);
-      for (int i = 0; i < g.kh; ++i) {
-        const float* row = rows + (static_cast<std::int64_t>(i) * wp * kDwLanes) + ow * step;
-        for (int j = 0; j < g.kw; ++j) {
-          const float wv = wt[i * g.kw + j];
-          for (int u = 0; u < kDwOutBlock; ++u)
-            acc[u] += wv * dw_load(row + u * step + j * kDwLanes);
-        }
-      }
-      for (int u = 0; u < kDwOutBlock; ++u) dw_store(out + (ow + u) * kDwLanes, acc[u]);
-    }
-    for (; ow < g.wo; ++ow) {
-      DwVec acc = dw_splat(bias);
-      for (int i = 0; i < g.kh; ++i) {
-        const float* row = rows + (static_cast<std::int64_t>(i) * wp * kDwLanes) + ow * step;
-        for (int j = 0; j < g.kw; ++j) acc += wt[i * g.kw + j] * dw_load(row + j * kDwLanes);
-      }
-      dw_store(out + ow * kDwLanes, acc);
-    }
+    for (; ow + kDwOutBlock <= g.wo; ow += kDwOutBlock)
+      dw_forward_positions<kDwOutBlock>(rows + ow * step, wt, bias, g, out + ow * kDwLanes);
+    for (; ow < g.wo; ++ow)
+      dw_forward_positions<1>(rows + ow * step, wt, bias, g, out + ow * kDwLanes);
   }
 }
 
@@ -575,6 +588,27 @@ bool dw_axis_block(const DwAxisTaps& t, int x, int stride, int in_size) {
   return true;
 }
 
+// Input positions x = iw, iw + stride, ..., kB of them, of input row ih: their sums of W^T dym
+// (the taps reading them, as rows and cols list) into out (row ih of dxm).
+template <int kB>
+void dw_input_grad_positions(const float* wt, const float* dym, const ConvGeom& g,
+                             const DwAxisTaps& rows, const DwAxisTaps& cols, int ih, int iw,
+                             float* out) {
+  DwVec acc[kB];
+  for (DwVec& a : acc) a = dw_splat(0.0f);
+  for (int a = rows.start[ih]; a < rows.start[ih + 1]; ++a) {
+    const float* w_row = wt + rows.pairs[a][0] * g.kw;
+    const float* dy_row = dym + static_cast<std::int64_t>(rows.pairs[a][1]) * g.wo * kDwLanes;
+    for (int b = cols.start[iw]; b < cols.start[iw + 1]; ++b) {
+      const float wv = w_row[cols.pairs[b][0]];
+      const float* d = dy_row + static_cast<std::int64_t>(cols.pairs[b][1]) * kDwLanes;
+      for (int u = 0; u < kB; ++u) acc[u] += wv * dw_load(d + u * kDwLanes);
+    }
+  }
+  for (int u = 0; u < kB; ++u)
+    dw_store(out + static_cast<std::int64_t>(iw + u * g.stride) * kDwLanes, acc[u]);
+}
+
 // dxm = [h * w][kDwLanes] = W^T dym, gathered per input position (each sum stays in registers;
 // scattering each product into a padded plane cost a load and a store per multiply-add), the
 // positions x, x + stride, ... of a row kDwOutBlock at a time where the same taps read them.
@@ -586,32 +620,11 @@ void dw_input_grad_minor(const float* wt, const float* dym, const ConvGeom& g,
     for (int phase = 0; phase < st && phase < g.w; ++phase)
       for (int iw = phase; iw < g.w; iw += st) {
         if (dw_axis_block(cols, iw, st, g.w)) {
-          DwVec acc[kDwOutBlock];
-          for (DwVec& a : acc) a = dw_splat(0.0f);
-          for (int a = rows.start[ih]; a < rows.start[ih + 1]; ++a) {
-            const float* w_row = wt + rows.pairs[a][0] * g.kw;
-            const float* dy_row =
-                dym + static_cast<std::int64_t>(rows.pairs[a][1]) * g.wo * kDwLanes;
-            for (int b = cols.start[iw]; b < cols.start[iw + 1]; ++b) {
-              const float wv = w_row[cols.pairs[b][0]];
-              const float* d = dy_row + static_cast<std::int64_t>(cols.pairs[b][1]) * kDwLanes;
-              for (int u = 0; u < kDwOutBlock; ++u) acc[u] += wv * dw_load(d + u * kDwLanes);
-            }
-          }
-          for (int u = 0; u < kDwOutBlock; ++u)
-            dw_store(out + static_cast<std::int64_t>(iw + u * st) * kDwLanes, acc[u]);
+          dw_input_grad_positions<kDwOutBlock>(wt, dym, g, rows, cols, ih, iw, out);
           iw += (kDwOutBlock - 1) * st;
-          continue;
+        } else {
+          dw_input_grad_positions<1>(wt, dym, g, rows, cols, ih, iw, out);
         }
-        DwVec acc = dw_splat(0.0f);
-        for (int a = rows.start[ih]; a < rows.start[ih + 1]; ++a) {
-          const float* w_row = wt + rows.pairs[a][0] * g.kw;
-          const float* dy_row = dym + static_cast<std::int64_t>(rows.pairs[a][1]) * g.wo * kDwLanes;
-          for (int b = cols.start[iw]; b < cols.start[iw + 1]; ++b)
-            acc += w_row[cols.pairs[b][0]] *
-                   dw_load(dy_row + static_cast<std::int64_t>(cols.pairs[b][1]) * kDwLanes);
-        }
-        dw_store(out + static_cast<std::int64_t>(iw) * kDwLanes, acc);
       }
   }
 }
@@ -678,10 +691,9 @@ Var conv2d_depthwise_minor(const Var& x, const Var& w, const Var& b, const ConvG
     // One task per channel: it owns dw[c], db[c] and channel c's dx planes, and sums over the
     // sub-batches in order.
     parallel_range(g.cin, 4 * P * K * g.n, [&](std::int64_t lo, std::int64_t hi) {
-      float* xp = scratch(static_cast<std::size_t>(plane + (2 * HW + P + K + 1) * kDwLanes), 0);
+      float* xp = scratch(static_cast<std::size_t>(plane + (HW + P + K + 1) * kDwLanes), 0);
       float* dxm = xp + plane;
-      float* planes = dxm + HW * kDwLanes;  // dxm transposed: [kDwLanes][h * w]
-      float* dym = planes + HW * kDwLanes;
+      float* dym = dxm + HW * kDwLanes;
       float* dwacc = dym + P * kDwLanes;
       float* bacc = dwacc + K * kDwLanes;
       for (std::int64_t c = lo; c < hi; ++c) {
@@ -702,9 +714,7 @@ Var conv2d_depthwise_minor(const Var& x, const Var& w, const Var& b, const ConvG
           }
           if (dx) {
             dw_input_grad_minor(wd + c * K, dym, g, rows, cols, dxm);
-            detail::transpose(HW, nb, dxm, kDwLanes, planes, HW);
-            for (int s = 0; s < nb; ++s)
-              UArrayMap(dx + (s0 + s) * CHW + c * HW, HW) += ConstUArrayMap(planes + s * HW, HW);
+            add_from_minor(dxm, nb, kDwLanes, HW, dx + s0 * CHW + c * HW, CHW);
           }
         }
         if (dw)
@@ -1107,17 +1117,13 @@ void unpack_minor(const float* src, const MinorPlanes& mp, float* dx, bool accum
   // Otherwise (phases, or adding into dx) each channel's positions are gathered from its rows
   // into plane ([h * w][nb]: every position lies in exactly one phase row) in nb-float runs, and
   // the plane is transposed into dx once, as pack_minor does the other way.
-  thread_local std::vector<float> plane, plane_t;
+  thread_local std::vector<float> plane;
   plane.resize(static_cast<std::size_t>(HW) * nb);
-  if (accumulate) plane_t.resize(static_cast<std::size_t>(HW) * nb);
   auto flush = [&](int c) {
-    if (!accumulate) {
+    if (accumulate)
+      add_from_minor(plane.data(), nb, nb, HW, dx + c * HW, CHW);
+    else
       detail::transpose(HW, nb, plane.data(), nb, dx + c * HW, CHW);
-      return;
-    }
-    detail::transpose(HW, nb, plane.data(), nb, plane_t.data(), HW);
-    for (int s = 0; s < nb; ++s)
-      UArrayMap(dx + s * CHW + c * HW, HW) += ConstUArrayMap(plane_t.data() + s * HW, HW);
   };
   int current = -1;
   for_minor_rows(mp, [&](int c, std::int64_t row, int y, int q_lo, int q_hi, int x_lo) {
@@ -1146,14 +1152,16 @@ void from_minor(const float* tile, int nb, int channels, std::int64_t P, const f
                 float* dst, bool accumulate) {
   for (int c = 0; c < channels; ++c) {
     const float* t = tile + static_cast<std::int64_t>(c) * P * nb;
-    if (!accumulate) detail::transpose(P, nb, t, nb, dst + c * P, channels * P);
-    for (int s = 0; s < nb; ++s) {
-      float* row = dst + (static_cast<std::int64_t>(s) * channels + c) * P;
-      if (accumulate)
-        for (std::int64_t p = 0; p < P; ++p) row[p] += t[p * nb + s];
-      else if (bias)
-        for (std::int64_t p = 0; p < P; ++p) row[p] += bias[c];
+    if (accumulate) {
+      add_from_minor(t, nb, nb, P, dst + c * P, channels * P);
+      continue;
     }
+    detail::transpose(P, nb, t, nb, dst + c * P, channels * P);
+    if (bias)
+      for (int s = 0; s < nb; ++s) {
+        float* row = dst + (static_cast<std::int64_t>(s) * channels + c) * P;
+        for (std::int64_t p = 0; p < P; ++p) row[p] += bias[c];
+      }
   }
 }
 
