@@ -882,6 +882,13 @@ class CompressionState final : public nn::UpdateHook {
     return std::nullopt;
   }
 
+  // A frozen weight's compression (no optimizer runs this hook), computed by a forward pass
+  // outside g_states: served like a prepared one while nothing wrote the weight since `version`
+  // and `epoch`, which were read before it was computed.  Under g_states.
+  void offer(Prepared p) {
+    if (p.bits == bits_ && p.prune == prune_) prepared_ = std::move(p);
+  }
+
   std::int64_t granule(const nn::Node& node) const override {
     return wanted() ? segments_of(node.value, bits_).granule() : 0;
   }
@@ -973,18 +980,24 @@ class CompressionState final : public nn::UpdateHook {
 // forward passes and do not take it.
 std::mutex g_states;
 
-// The weight compressed for (bits, prune) by the last optimizer step, if it is current; installs
-// the fused state on a trainable leaf in grad mode the first time (from then on each step
-// prepares the settings the forward passes keep asking for).
+// The weight compressed for (bits, prune) by the last optimizer step (or, for a frozen weight,
+// by an earlier forward pass), if it is current; installs the fused state on a leaf in grad mode
+// the first time (from then on each step prepares the settings the forward passes keep asking
+// for).  Sets offer_frozen when the caller should compute a frozen weight's compression and
+// offer it to the state: a frozen weight (LoRA's base, a fine-tuned network's fixed layers) does
+// not change from step to step, and compressing it again on every forward pass cost a third of
+// the step of a LoRA genome with int4 512-unit layers (compression space).
 std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::Var& w, int bits,
-                                                                     double prune) {
+                                                                     double prune,
+                                                                     bool& offer_frozen) {
+  offer_frozen = false;
   nn::Node* node = w.node();
   if (!node || !node->parents.empty() || node->backward_fn) return std::nullopt;  // not a leaf
   std::lock_guard<std::mutex> lock(g_states);
   auto* state = dynamic_cast<CompressionState*>(node->update_hook.get());
   if (!state) {
-    if (node->update_hook || !node->requires_grad || nn::no_grad_session() != 0)
-      return std::nullopt;  // another hook's, frozen, or not being trained here
+    if (node->update_hook || nn::no_grad_session() != 0)
+      return std::nullopt;  // another hook's, or not being trained here
     auto fresh = std::make_shared<CompressionState>();
     state = fresh.get();
     nn::set_update_hook(w, std::move(fresh));
@@ -992,7 +1005,26 @@ std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::V
   state->request(bits, prune);
   if (auto p = state->current(*node, bits, prune))
     return std::make_pair(std::move(p->compressed), p->rule);
+  offer_frozen = !node->requires_grad && nn::no_grad_session() == 0;
   return std::nullopt;
+}
+
+// A frozen weight's compression, offered to its state for the next forward passes.
+nn::Var compress_frozen(const nn::Var& w, int bits, double prune) {
+  nn::Node* node = w.node();
+  // Read before computing: a write meanwhile leaves the offer stale, never served.
+  const std::uint64_t version = node->version.load(std::memory_order_relaxed),
+                      epoch = nn::weights_epoch();
+  const nn::Tensor& x = w.value();
+  nn::Tensor out(x.shape());
+  PruneBand band;  // (a full selection: once)
+  const PruneRule rule = compress_into(x.data(), segments_of(x, bits), prune, band, out.data());
+  {
+    std::lock_guard<std::mutex> lock(g_states);
+    if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
+      state->offer(CompressionState::Prepared{x, out, version, epoch, bits, prune, rule});
+  }
+  return straight_through(w, std::move(out), rule);
 }
 
 // A float request (bits >= 16, prune 0) on a weight with a fused state: the optimizer stops
@@ -1013,8 +1045,10 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
     return w;
   }
   if (bits < 16) check_bits(bits);
-  if (auto ready = prepared_compression(w, bits, prune))
+  bool offer_frozen = false;
+  if (auto ready = prepared_compression(w, bits, prune, offer_frozen))
     return straight_through(w, std::move(ready->first), ready->second);
+  if (offer_frozen) return compress_frozen(w, bits, prune);
   const std::uint64_t session = nn::no_grad_session();
   if (session == 0) return compress_uncached(w, bits, prune);
   if (auto it = t_cache.find(w.node()); it != t_cache.end()) {

@@ -16,15 +16,17 @@ namespace hwnas::spaces {
 // straight through to the kept entries and is zero for pruned ones.  With bits >= 16 and
 // prune == 0 it returns `w` itself.
 //
-// On a trainable leaf parameter in grad mode (with no other update hook) the first call leaves an
-// update hook on it (nn/autograd.hpp): from then on, while the calls keep asking for the same
-// settings, each optimizer step compresses the rows it has just updated, and the next call
+// On a leaf in grad mode (with no other update hook) the first call leaves an update hook on it
+// (nn/autograd.hpp): from then on, while the calls keep asking for the same settings, each
+// optimizer step compresses the rows of a trainable weight it has just updated, and the next call
 // returns that result (the same values, the same storage on repeated calls: consumers must not
-// write into it) instead of compressing again.  It is served only while nothing visible wrote
-// the weight since: the same storage, shared with no other live tensor, no non-const
-// Var::value() access (Node::version) and no nn::weights_changed().  A write by any other path
-// (a Tensor handle copied from the value or a reshaped view of it, Node::value, a raw pointer)
-// must be announced with nn::weights_changed(), as loading a state dict does.
+// write into it) instead of compressing again.  A frozen leaf (requires_grad false: LoRA's base
+// weight) is compressed by the first call and served the same way until it is written.  It is
+// served only while nothing visible wrote the weight since: the same storage, shared with no other
+// live tensor, no non-const Var::value() access (Node::version) and no nn::weights_changed().  A
+// write by any other path (a Tensor handle copied from the value or a reshaped view of it,
+// Node::value, a raw pointer) must be announced with nn::weights_changed(), as loading a state dict
+// does.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 
 // The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a

@@ -344,7 +344,7 @@ TEST(Conv2d, RandomShapesMatchTheDefinition) {
     // depthwise, pointwise, dense, grouped, depthwise with a channel multiplier
     const int kind = pick(0, 4);
     const int n = pick(1, 40), c = kind == 0 || kind == 4 ? pick(2, 6)
-                               : kind == 3                ? 2 * pick(1, 3)
+                                   : kind == 3            ? 2 * pick(1, 3)
                                                           : pick(1, 5);
     const int h = pick(1, 18), w = pick(1, 18);
     const int kh = kind == 1 ? 1 : pick(1, 5), kw = kind == 1 ? 1 : pick(1, 5);
@@ -352,8 +352,10 @@ TEST(Conv2d, RandomShapesMatchTheDefinition) {
     const int pad = kind == 1 ? 0 : pick(0, std::max(kh, kw));
     if (kh > h + 2 * pad || kw > w + 2 * pad) continue;
     const int groups = kind == 0 || kind == 4 ? c : kind == 3 ? 2 : 1;
-    const int cout = kind == 0 ? c : kind == 3 ? 2 * pick(1, 3) : kind == 4 ? c * pick(2, 3)
-                                                                           : pick(1, 6);
+    const int cout = kind == 0   ? c
+                     : kind == 3 ? 2 * pick(1, 3)
+                     : kind == 4 ? c * pick(2, 3)
+                                 : pick(1, 6);
     const Conv2dOptions o{stride, pad, groups};
     const bool bias = pick(0, 1) == 1;
     const Tensor x = random_tensor(Shape{n, c, h, w}, rng);

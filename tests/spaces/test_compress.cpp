@@ -311,6 +311,50 @@ TEST(Compress, PreparedWeightIsNotServedAfterOtherWrites) {
   }
 }
 
+// A frozen weight (LoRA's base) is compressed once and served while nothing writes it; a write
+// through its Var, weights_changed() or new settings make the next forward pass compress again.
+TEST(Compress, FrozenWeightIsCompressedOnceAndServedWhileUnchanged) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  nn::Tensor init(nn::Shape{24, 50});
+  for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
+  nn::Var w = nn::constant(init.clone());
+  ASSERT_FALSE(w.requires_grad());
+  auto matches_definition = [](const nn::Var& c, const nn::Var& w, int bits, double prune) {
+    return bit_patterns(c.value().to_vector()) ==
+           bit_patterns(reference_compress(w.value(), bits, prune).first);
+  };
+  const nn::Var first = spaces::compress_weight(w, 4, 0.5);
+  EXPECT_TRUE(matches_definition(first, w, 4, 0.5));
+  EXPECT_FALSE(first.requires_grad());
+  const nn::Var second = spaces::compress_weight(w, 4, 0.5);
+  EXPECT_EQ(second.value().data(), first.value().data()) << "served, not compressed again";
+  // A write through the Var (counted), then weights_changed(): compressed again, exactly.
+  w.value().data()[7] = 9.0f;
+  const nn::Var after_write = spaces::compress_weight(w, 4, 0.5);
+  EXPECT_NE(after_write.value().data(), first.value().data());
+  EXPECT_TRUE(matches_definition(after_write, w, 4, 0.5));
+  EXPECT_EQ(spaces::compress_weight(w, 4, 0.5).value().data(), after_write.value().data());
+  const_cast<float*>(std::as_const(w).value().data())[8] = -9.0f;  // an uncounted write...
+  nn::weights_changed();                                           // ...announced
+  const nn::Var after_announce = spaces::compress_weight(w, 4, 0.5);
+  EXPECT_TRUE(matches_definition(after_announce, w, 4, 0.5));
+  // Other settings are compressed for themselves.
+  EXPECT_TRUE(matches_definition(spaces::compress_weight(w, 8, 0.25), w, 8, 0.25));
+  EXPECT_TRUE(matches_definition(spaces::compress_weight(w, 4, 0.5), w, 4, 0.5));
+  // A trainable weight next to it still trains through its own compression.
+  nn::Var v = nn::parameter(init.clone());
+  nn::AdamW opt({v}, nn::AdamWOptions{0.01f});
+  for (int s = 0; s < 3; ++s) {
+    opt.zero_grad();
+    nn::backward(
+        nn::sum(nn::mul(spaces::compress_weight(v, 4, 0.5), spaces::compress_weight(w, 4, 0.5))));
+    opt.step();
+    EXPECT_TRUE(matches_definition(spaces::compress_weight(v, 4, 0.5), v, 4, 0.5)) << s;
+  }
+  EXPECT_TRUE(matches_definition(spaces::compress_weight(w, 4, 0.5), w, 4, 0.5));
+}
+
 // Quantisation multiplies by the reciprocal of the scale and divides only where the product lies
 // within a few ulp of a half-integer: values at, just under and just over (j + 1/2) * scale, for
 // every level j and every bit width, round exactly as std::round(v / scale) does.
