@@ -824,9 +824,9 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
   });
 }
 
-nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
+// Writes w's compression into out, starting from the band this thread last used for w.
+PruneRule compress_with_band(const nn::Var& w, int bits, double prune, nn::Tensor& out) {
   const nn::Tensor& x = w.value();
-  nn::Tensor out(x.shape());
   // A copy of the band, written back after: the passes' parallel loops may run other tasks on
   // this thread that use (and clear) the thread-local map.
   PruneBand band;
@@ -836,6 +836,12 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
     if (t_bands.size() > 4096) t_bands.clear();  // bound it when many models come and go
     t_bands[w.node()] = band;
   }
+  return rule;
+}
+
+nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
+  nn::Tensor out(w.value().shape());
+  const PruneRule rule = compress_with_band(w, bits, prune, out);
   return straight_through(w, std::move(out), rule);
 }
 
@@ -1010,19 +1016,21 @@ std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::V
 }
 
 // A frozen weight's compression, offered to its state for the next forward passes.
+// (From the band of the last compression of w, as compress_uncached: a frozen weight whose
+// settings alternate, or which is written between calls, is compressed on every call.)
 nn::Var compress_frozen(const nn::Var& w, int bits, double prune) {
   nn::Node* node = w.node();
-  // Read before computing: a write meanwhile leaves the offer stale, never served.
+  // The storage, version and epoch the offer is for, read before computing: a counted write or
+  // an announced one meanwhile leaves the offer stale, never served.
+  const nn::Tensor source = w.value();
   const std::uint64_t version = node->version.load(std::memory_order_relaxed),
                       epoch = nn::weights_epoch();
-  const nn::Tensor& x = w.value();
-  nn::Tensor out(x.shape());
-  PruneBand band;  // (a full selection: once)
-  const PruneRule rule = compress_into(x.data(), segments_of(x, bits), prune, band, out.data());
+  nn::Tensor out(source.shape());
+  const PruneRule rule = compress_with_band(w, bits, prune, out);
   {
     std::lock_guard<std::mutex> lock(g_states);
     if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
-      state->offer(CompressionState::Prepared{x, out, version, epoch, bits, prune, rule});
+      state->offer(CompressionState::Prepared{source, out, version, epoch, bits, prune, rule});
   }
   return straight_through(w, std::move(out), rule);
 }

@@ -25,7 +25,8 @@ namespace hwnas::spaces {
 // served only while nothing visible wrote the weight since: the same storage, shared with no other
 // live tensor, no non-const Var::value() access (Node::version) and no nn::weights_changed().  A
 // write by any other path (a Tensor handle copied from the value or a reshaped view of it,
-// Node::value, a raw pointer) must be announced with nn::weights_changed(), as loading a state dict
+// Node::value, a raw pointer, or a reference or pointer obtained from value() before an earlier
+// compress_weight call) must be announced with nn::weights_changed(), as loading a state dict
 // does.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 

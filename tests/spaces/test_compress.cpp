@@ -355,6 +355,44 @@ TEST(Compress, FrozenWeightIsCompressedOnceAndServedWhileUnchanged) {
   EXPECT_TRUE(matches_definition(spaces::compress_weight(w, 4, 0.5), w, 4, 0.5));
 }
 
+// A frozen weight unfrozen, trained and frozen again, with settings that alternate and no-grad
+// sessions in between: every result is the definition's.
+TEST(Compress, FrozenWeightAcrossUnfreezingSettingsAndSessions) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  nn::Tensor init(nn::Shape{32, 64});
+  for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
+  nn::Var w = nn::constant(init.clone());
+  auto fresh = [&](int bits, double prune) {
+    return bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()) ==
+           bit_patterns(reference_compress(w.value(), bits, prune).first);
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(fresh(4, 0.5));
+  w.set_requires_grad(true);
+  nn::Sgd opt({w}, nn::SgdOptions{0.5f, 0.9f, false, 0.0f});
+  for (int s = 0; s < 4; ++s) {
+    opt.zero_grad();
+    nn::Var c = spaces::compress_weight(w, 4, 0.5);
+    nn::backward(nn::sum(nn::mul(c, c)));
+    opt.step();
+    EXPECT_TRUE(fresh(4, 0.5)) << "trained, step " << s;
+  }
+  w.set_requires_grad(false);
+  for (int s = 0; s < 6; ++s) {
+    const int bits = s % 2 ? 8 : 4;
+    const double prune = s % 3 ? 0.25 : 0.5;
+    EXPECT_TRUE(fresh(bits, prune)) << s;
+    {  // (a session holds its weights fixed: writes go between sessions)
+      nn::NoGradGuard session;
+      EXPECT_TRUE(fresh(bits, prune)) << s;
+      EXPECT_TRUE(fresh(8, 0.25)) << s;
+    }
+    w.value().data()[s] += 3.0f;  // (counted)
+    EXPECT_TRUE(fresh(bits, prune)) << s;
+    EXPECT_TRUE(fresh(8, 0.25)) << s;
+  }
+}
+
 // Quantisation multiplies by the reciprocal of the scale and divides only where the product lies
 // within a few ulp of a half-integer: values at, just under and just over (j + 1/2) * scale, for
 // every level j and every bit width, round exactly as std::round(v / scale) does.
