@@ -109,6 +109,22 @@ std::pair<std::vector<float>, std::vector<float>> reference_compress(const nn::T
   return {out, mask};
 }
 
+// A [rows, cols] weight of standard normal draws from std::mt19937(seed).
+nn::Tensor normal_weight(int rows, int cols, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  nn::Tensor t(nn::Shape{rows, cols});
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = g(rng);
+  return t;
+}
+
+// Whether `compressed` holds the definition's bits for w at these settings.  w is read through a
+// const Var, so the check itself counts no write (Node::version) that would stop a served weight.
+bool matches_definition(const nn::Var& compressed, const nn::Var& w, int bits, double prune) {
+  return bit_patterns(compressed.value().to_vector()) ==
+         bit_patterns(reference_compress(w.value(), bits, prune).first);
+}
+
 // Backpropagates a random upstream gradient through `out` (the compressed w) and checks that w's
 // gradient is that gradient times the definition's mask, bit for bit.
 ::testing::AssertionResult gradient_is_masked(const nn::Var& w, const nn::Var& out,
@@ -262,13 +278,9 @@ TEST(Compress, OptimizerStepCompressesTheUpdatedWeightExactly) {
 // an in-place write through Var::value() (no weights_changed() needed), another parameter over
 // the same storage updated by its own optimizer, or settings that changed since the step.
 TEST(Compress, PreparedWeightIsNotServedAfterOtherWrites) {
-  std::mt19937 rng(3);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  nn::Tensor init(nn::Shape{16, 40});
-  for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
-  auto matches_definition = [](const nn::Var& w, int bits, double prune) {
-    return bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()) ==
-           bit_patterns(reference_compress(w.value(), bits, prune).first);
+  const nn::Tensor init = normal_weight(16, 40, 3);
+  auto compresses_exactly = [](const nn::Var& w, int bits, double prune) {
+    return matches_definition(spaces::compress_weight(w, bits, prune), w, bits, prune);
   };
   auto train_step = [](nn::Optimizer& opt, const nn::Var& w, int bits, double prune) {
     opt.zero_grad();
@@ -281,11 +293,11 @@ TEST(Compress, PreparedWeightIsNotServedAfterOtherWrites) {
     nn::AdamW opt({w}, nn::AdamWOptions{0.01f});
     for (int s = 0; s < 3; ++s) train_step(opt, w, 8, 0.5);
     w.value().data()[5] = 7.0f;
-    EXPECT_TRUE(matches_definition(w, 8, 0.5));
+    EXPECT_TRUE(compresses_exactly(w, 8, 0.5));
     train_step(opt, w, 8, 0.5);
     w.value().data()[6] = -7.0f;
     nn::NoGradGuard session;
-    EXPECT_TRUE(matches_definition(w, 8, 0.5));
+    EXPECT_TRUE(compresses_exactly(w, 8, 0.5));
   }
   {  // two parameters over one storage, each with its own optimizer
     nn::Var a = nn::parameter(init.clone());
@@ -294,7 +306,7 @@ TEST(Compress, PreparedWeightIsNotServedAfterOtherWrites) {
     for (int s = 0; s < 3; ++s) {
       train_step(opt_a, a, 4, 0.25);
       train_step(opt_b, b, 32, 0.0);  // (b's own compression is off: plain training)
-      EXPECT_TRUE(matches_definition(a, 4, 0.25)) << "step " << s;
+      EXPECT_TRUE(compresses_exactly(a, 4, 0.25)) << "step " << s;
     }
   }
   {  // settings that alternate between steps (a supernet's), and a change after the step
@@ -302,28 +314,21 @@ TEST(Compress, PreparedWeightIsNotServedAfterOtherWrites) {
     nn::Sgd opt({w}, nn::SgdOptions{0.05f, 0.9f, false, 0.0f});
     for (int s = 0; s < 4; ++s) {
       train_step(opt, w, s % 2 ? 8 : 4, 0.5);
-      EXPECT_TRUE(matches_definition(w, s % 2 ? 4 : 8, 0.5)) << "step " << s;
+      EXPECT_TRUE(compresses_exactly(w, s % 2 ? 4 : 8, 0.5)) << "step " << s;
     }
     train_step(opt, w, 8, 0.5);
     train_step(opt, w, 8, 0.5);
-    EXPECT_TRUE(matches_definition(w, 8, 0.25));
-    EXPECT_TRUE(matches_definition(w, 4, 0.5));
+    EXPECT_TRUE(compresses_exactly(w, 8, 0.25));
+    EXPECT_TRUE(compresses_exactly(w, 4, 0.5));
   }
 }
 
 // A frozen weight (LoRA's base) is compressed once and served while nothing writes it; a write
 // through its Var, weights_changed() or new settings make the next forward pass compress again.
 TEST(Compress, FrozenWeightIsCompressedOnceAndServedWhileUnchanged) {
-  std::mt19937 rng(5);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  nn::Tensor init(nn::Shape{24, 50});
-  for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
+  const nn::Tensor init = normal_weight(24, 50, 5);
   nn::Var w = nn::constant(init.clone());
   ASSERT_FALSE(w.requires_grad());
-  auto matches_definition = [](const nn::Var& c, const nn::Var& w, int bits, double prune) {
-    return bit_patterns(c.value().to_vector()) ==
-           bit_patterns(reference_compress(w.value(), bits, prune).first);
-  };
   const nn::Var first = spaces::compress_weight(w, 4, 0.5);
   EXPECT_TRUE(matches_definition(first, w, 4, 0.5));
   EXPECT_FALSE(first.requires_grad());
@@ -358,14 +363,9 @@ TEST(Compress, FrozenWeightIsCompressedOnceAndServedWhileUnchanged) {
 // A frozen weight unfrozen, trained and frozen again, with settings that alternate and no-grad
 // sessions in between: every result is the definition's.
 TEST(Compress, FrozenWeightAcrossUnfreezingSettingsAndSessions) {
-  std::mt19937 rng(6);
-  std::normal_distribution<float> g(0.0f, 1.0f);
-  nn::Tensor init(nn::Shape{32, 64});
-  for (std::int64_t i = 0; i < init.numel(); ++i) init.data()[i] = g(rng);
-  nn::Var w = nn::constant(init.clone());
+  nn::Var w = nn::constant(normal_weight(32, 64, 6));
   auto fresh = [&](int bits, double prune) {
-    return bit_patterns(spaces::compress_weight(w, bits, prune).value().to_vector()) ==
-           bit_patterns(reference_compress(w.value(), bits, prune).first);
+    return matches_definition(spaces::compress_weight(w, bits, prune), w, bits, prune);
   };
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(fresh(4, 0.5));
   w.set_requires_grad(true);
