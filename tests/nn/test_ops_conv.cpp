@@ -334,8 +334,8 @@ TEST(Conv2d, DepthwiseSubBatchesMatchSamplesAlone) {
 
 // Random geometries through every path (depthwise any stride, pointwise, dense and grouped, one
 // input channel per group with several outputs, strides 1-3, rectangular kernels, padding up to
-// the kernel, ragged batches): the forward pass
-// against the naive convolution and all three gradients against their definition.
+// the kernel, ragged batches): the forward pass against the naive convolution and all three
+// gradients against their definition.
 TEST(Conv2d, RandomShapesMatchTheDefinition) {
   std::mt19937_64 rng(98765);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
