@@ -178,6 +178,12 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
       static_cast<std::size_t>(per_token ? g.node(g.output_node()).out.dims.front() : 1);
   std::vector<int> y(labels);
   for (auto& v : y) v = static_cast<int>(rng() % static_cast<std::uint64_t>(classes));
+  // One output is a regression readout (the mlp_2d space's symbolic task): mean squared error
+  // against a random target, as the trainer's regression head (cross-entropy over one class has a
+  // zero gradient).
+  const bool regression = classes == 1 && !per_token;
+  nn::Tensor target(nn::Shape{a.batch, 1});
+  for (std::int64_t i = 0; i < target.numel(); ++i) target.data()[i] = nd(rng);
   nn::AdamWOptions ao;  // the trainer's optimizer
   ao.lr = 1e-3f;
   ao.weight_decay = 0.01f;
@@ -185,11 +191,18 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
   nn::ForwardContext ctx;
   ctx.training = true;
   ctx.rng = &rng;
+  std::vector<nn::Var>
+      aux_losses;  // blocks' auxiliary losses (moe's load balancing), as the trainer
+  ctx.aux_losses = &aux_losses;
   auto step = [&] {
     opt.zero_grad();
+    aux_losses.clear();
     if (prof) prof->last_fwd = Clock::now();
     nn::Var out = model.forward({nn::constant(x)}, ctx);
-    nn::Var loss = per_token ? nn::token_cross_entropy(out, y, -1) : nn::cross_entropy(out, y);
+    nn::Var loss = regression  ? nn::mse(out, nn::constant(target))
+                   : per_token ? nn::token_cross_entropy(out, y, -1)
+                               : nn::cross_entropy(out, y);
+    for (const nn::Var& a : aux_losses) loss = nn::add(loss, a);
     if (prof) prof->last_bwd = Clock::now(), prof->next_bwd_segment = "loss";
     nn::backward(loss);
     opt.step();

@@ -19,11 +19,14 @@ import torch.nn.functional as F
 
 from sampled_torch_common import compress
 
+import sampled_torch_compression
 import sampled_torch_continuous
 import sampled_torch_mixers
 import sampled_torch_spiking
+from sampled_torch_compression import kept_channels
 
-EXTENSIONS = (sampled_torch_spiking, sampled_torch_continuous, sampled_torch_mixers)
+EXTENSIONS = (sampled_torch_spiking, sampled_torch_continuous, sampled_torch_mixers,
+              sampled_torch_compression)
 
 ACT = {
     "relu": F.relu,
@@ -144,9 +147,12 @@ def build_block(kind, p, ins):
             return r
     t = ins[0]
     bits, prune = p.get("bits", 32), p.get("prune", 0.0)
+    # Structured channel pruning (conv, dense; moe is sampled_torch_compression's): the layer is
+    # built at the kept width, and the next layer's input follows from the output shape.
+    cprune = p.get("channel_prune", 0.0)
     if kind in ("conv", "dwconv"):
         k, s = p.get("kernel", 3), p.get("stride", 1)
-        cout = p.get("channels", 16) if kind == "conv" else t[0]
+        cout = kept_channels(p.get("channels", 16), cprune) if kind == "conv" else t[0]
         groups = 1 if kind == "conv" else t[0]
         m = Conv(t[0], cout, k, s, groups, p.get("batch_norm", True), "none",
                  p.get("activation", "relu"), bits, prune)
@@ -176,8 +182,8 @@ def build_block(kind, p, ins):
         for d in t:
             n *= d
         return Lambda(lambda x: torch.flatten(x, 1)), (n,)
-    if kind == "dense":
-        u = p.get("units", 64)
+    if kind == "dense":  # with lora_rank > 0: sampled_torch_compression
+        u = kept_channels(p.get("units", 64), cprune)
         return Dense(t[-1], u, p.get("bias", True), p.get("activation", "relu"), bits, prune), \
             t[:-1] + (u,)
     if kind == "head":
@@ -254,13 +260,27 @@ def train_seconds(g, args):
     per_token = model.per_token
     y = torch.randint(0, g["outputs"], (args.batch, g["input"]["shape"][0]) if per_token
                       else (args.batch,))
+    # One output is a regression readout (mlp_2d's symbolic task): mean squared error, as the
+    # trainer's regression head and the C++ side.
+    regression = g["outputs"] == 1 and not per_token
+    target = torch.randn(args.batch, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=0.01)
 
+    # Blocks' auxiliary losses (moe's load balancing) join the loss, as in the trainer.
+    aux_losses = []
+    sampled_torch_compression.AUX_LOSSES = aux_losses
+
     def step():
         opt.zero_grad(set_to_none=True)
+        aux_losses.clear()
         out = model(x)
-        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        if regression:
+            loss = F.mse_loss(out, target)
+        else:
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        for a in aux_losses:
+            loss = loss + a
         loss.backward()
         opt.step()
 

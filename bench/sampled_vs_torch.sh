@@ -12,8 +12,13 @@
 #   seconds per step in PyTorch; they run SLOW_STEPS timed steps after one warm-up step),
 #   THREADS (2), REPEATS (2: hwnas and torch alternate, the best run per genome is kept, and each
 #   repeat's median ratio is printed as the spread), SPACES ("cnn mlp attention darts_cell
-#   spiking continuous_time sequence_mixers"), BENCH_BIN (a prebuilt bench_sampled_vs_torch),
-#   BEFORE_BIN (a second hwnas binary, e.g. built from older code, timed in the same rounds).
+#   spiking continuous_time sequence_mixers compression spiking_vs_classic mlp_2d": every
+#   example space a search trains; mlp_2d runs 20 x STEPS), BENCH_BIN (a prebuilt
+#   bench_sampled_vs_torch), BEFORE_BIN (a second hwnas binary, e.g. built from older code,
+#   timed in the same rounds).
+# Both sides train as the trainer does: cross-entropy (per token for a sequence readout), mean
+# squared error for a one-output regression readout (mlp_2d), plus the blocks' auxiliary losses
+# (moe's load balancing).
 # PyTorch runs with OpenBLAS in front of the reference BLAS when available (bench/torch_env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +30,7 @@ WARMUP="${WARMUP:-5}"
 SLOW_STEPS="${SLOW_STEPS:-${DARTS_STEPS:-2}}"
 THREADS="${THREADS:-2}"
 REPEATS="${REPEATS:-2}"
-SPACES="${SPACES:-cnn mlp attention darts_cell spiking continuous_time sequence_mixers}"
+SPACES="${SPACES:-cnn mlp attention darts_cell spiking continuous_time sequence_mixers compression spiking_vs_classic mlp_2d}"
 source bench/torch_env.sh
 
 if [ -n "${BENCH_BIN:-}" ]; then
@@ -56,7 +61,10 @@ for space in $SPACES; do
   genomes="$work/$space.jsonl"
   "$BENCH" --space "examples/spaces/$space.json" --dump "$genomes" --samples "$SAMPLES" --seed "$SEED"
   steps=$STEPS warmup=$WARMUP
-  case "$space" in darts_cell | sequence_mixers) steps=$SLOW_STEPS warmup=1 ;; esac
+  case "$space" in
+  darts_cell | sequence_mixers) steps=$SLOW_STEPS warmup=1 ;;
+  mlp_2d) steps=$((STEPS * 20)) ;; # ~15 us steps: 15 of them would time noise
+  esac
   batches="64"
   [ "$space" = cnn ] && batches="64 128"
   for batch in $batches; do
@@ -94,7 +102,8 @@ for line in open(path):
 groups = sorted({(k[0], k[1]) for k in best})
 impls = [i for i in ("hwnas", "before") if any(k[2] == i for k in best)]
 print()
-print(f"{'space':11} {'batch':>5} {'impl':6} {'n':>3} {'ratio min':>9} {'median':>7} {'max':>6}"
+w = max(11, max((len(s) for s, _ in groups), default=0))
+print(f"{'space':{w}} {'batch':>5} {'impl':6} {'n':>3} {'ratio min':>9} {'median':>7} {'max':>6}"
       f"   {'per-repeat medians':20} {'%peak med':>9} {'torch %peak':>11} {'med samples/s':>13}")
 for space, batch in groups:
     for impl in impls:
@@ -117,7 +126,7 @@ for space, batch in groups:
             rr = [h[i] / t[i] for i in h if i in t]
             if rr:
                 reps.append(f"{st.median(rr):.2f}")
-        print(f"{space:11} {batch:5d} {impl:6} {len(ratios):3d} {min(ratios):8.2f}x "
+        print(f"{space:{w}} {batch:5d} {impl:6} {len(ratios):3d} {min(ratios):8.2f}x "
               f"{st.median(ratios):6.2f}x {max(ratios):5.2f}x   {' '.join(reps):20} "
               f"{st.median(peaks):8.1f}% {st.median(tpeaks):10.1f}% {st.median(sps):13.0f}")
 print()
