@@ -38,9 +38,9 @@ MOE_DEFAULTS = {"experts": 4, "k": 1, "hidden": 64, "capacity_factor": 1.25, "ov
 DENSE_DEFAULTS = {"units": 64, "activation": "relu", "bias": True, "lora_rank": 0,
                   "lora_alpha": 8.0, "channel_prune": 0.0, "bits": 32, "prune": 0.0}
 
-# ForwardContext::aux_losses: None (bench_sampled_vs_torch leaves it unset, so hwnas adds no
-# load-balancing loss there), or a list the MoE layers append aux_weight * loss to in training
-# (evaluators/trainer.cpp sets it and adds the list to the task loss).
+# ForwardContext::aux_losses: None, or a list the MoE layers append aux_weight * loss to in
+# training; sampled_vs_torch.py sets it and adds the list to the task loss, as
+# evaluators/trainer.cpp and bench_sampled_vs_torch do.
 AUX_LOSSES = None
 
 
