@@ -1,5 +1,16 @@
 """Shared by bench/sampled_vs_torch.py and its block-family modules (sampled_torch_*.py)."""
 import torch
+import torch.nn.functional as F
+
+# nn::apply_activation by name (gelu is the tanh form, as hwnas computes it).
+ACT = {
+    "relu": F.relu,
+    "gelu": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "none": lambda x: x,
+}
 
 
 def compress(w, bits, prune):

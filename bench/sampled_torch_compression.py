@@ -18,17 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sampled_torch_common import compress
+from sampled_torch_common import ACT, compress
 
-# nn::apply_activation (gelu is the tanh form), as sampled_vs_torch.ACT.
-ACT = {
-    "relu": F.relu,
-    "gelu": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "none": lambda x: x,
-}
 
 # Defaults of the blocks' ParamSpecs (block_moe.cpp, block_dense.cpp, block_util.hpp); a genome
 # omits parameters at their default.

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sampled_torch_common import compress
+from sampled_torch_common import ACT, compress
 
 import sampled_torch_compression
 import sampled_torch_continuous
@@ -27,15 +27,6 @@ from sampled_torch_compression import kept_channels
 
 EXTENSIONS = (sampled_torch_spiking, sampled_torch_continuous, sampled_torch_mixers,
               sampled_torch_compression)
-
-ACT = {
-    "relu": F.relu,
-    "gelu": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "none": lambda x: x,
-}
 
 
 def same_pad(k):
