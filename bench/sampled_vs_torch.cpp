@@ -191,8 +191,8 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
   nn::ForwardContext ctx;
   ctx.training = true;
   ctx.rng = &rng;
-  std::vector<nn::Var>
-      aux_losses;  // blocks' auxiliary losses (moe's load balancing), as the trainer
+  // Blocks' auxiliary losses (moe's load balancing) join the loss, as in the trainer.
+  std::vector<nn::Var> aux_losses;
   ctx.aux_losses = &aux_losses;
   auto step = [&] {
     opt.zero_grad();
