@@ -28,10 +28,11 @@ using Index = std::int64_t;
 
 #if defined(HWNAS_X86_TARGETS)
 // Transposes the 8 x 8 block r (r[t] = 8 consecutive k of source vector t) and stores row q of
-// the result (k = q: one value per source vector) at dst + q * ld.
+// the result (k = q: one value per source vector) at dst + q * ld, for q < rows.
 __attribute__((target("avx2"), always_inline)) inline void store_transposed_8x8(const __m256* r,
                                                                                 float* dst,
-                                                                                Index ld) {
+                                                                                Index ld,
+                                                                                int rows = 8) {
   __m256 lo[4], hi[4];
 #pragma GCC unroll 4
   for (int t = 0; t < 4; ++t) {
@@ -48,9 +49,17 @@ __attribute__((target("avx2"), always_inline)) inline void store_transposed_8x8(
   }
 #pragma GCC unroll 4
   for (int t = 0; t < 4; ++t) {
-    _mm256_storeu_ps(dst + t * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
-    _mm256_storeu_ps(dst + (4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
+    if (t < rows) _mm256_storeu_ps(dst + t * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x20));
+    if (4 + t < rows)
+      _mm256_storeu_ps(dst + (4 + t) * ld, _mm256_permute2f128_ps(q[t], q[4 + t], 0x31));
   }
+}
+
+// Lanes [0, n) set, for a masked load of the last n < 8 values of a row (masked-off lanes are
+// neither read nor able to fault).
+__attribute__((target("avx2"), always_inline)) inline __m256i first_lanes(Index n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 // dst[p * ld + t] = src[t * stride + p] for t < 8, p < kc: eight k-contiguous vectors
@@ -66,8 +75,15 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index st
     for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src + t * stride + p);
     store_transposed_8x8(r, dst + p * ld, ld);
   }
-  for (; p < kc; ++p)
-    for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t * stride + p];
+  // The last kc % 8 (a 14-wide feature-map row: 6 of 14) as a masked block rather than 8
+  // scalar copies each.
+  if (p < kc) {
+    const __m256i mask = first_lanes(kc - p);
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_maskload_ps(src + t * stride + p, mask);
+    store_transposed_8x8(r, dst + p * ld, ld, static_cast<int>(kc - p));
+  }
 }
 
 // The same with eight separate source vectors: dst[p * ld + t] = src[t][p].
@@ -80,8 +96,32 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* const* src, I
     for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src[t] + p);
     store_transposed_8x8(r, dst + p * ld, ld);
   }
-  for (; p < kc; ++p)
-    for (int t = 0; t < 8; ++t) dst[p * ld + t] = src[t][p];
+  if (p < kc) {
+    const __m256i mask = first_lanes(kc - p);
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_maskload_ps(src[t] + p, mask);
+    store_transposed_8x8(r, dst + p * ld, ld, static_cast<int>(kc - p));
+  }
+}
+
+// dst[p * ld + t] = src[t * stride + p] for t < n < 8, p < kc: transpose_pack_8 for the last
+// rows % 8 source rows of a transpose (the output rows are n wide: masked stores).
+__attribute__((target("avx2"))) void transpose_tail_rows(Index n, Index kc, const float* src,
+                                                         Index stride, float* dst, Index ld) {
+  const __m256i rows = first_lanes(n);
+  alignas(32) float block[8 * 8];
+  for (Index p = 0; p < kc; p += 8) {
+    const Index w = std::min<Index>(8, kc - p);
+    const __m256i cols = first_lanes(w);
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t)
+      r[t] = t < n ? _mm256_maskload_ps(src + t * stride + p, cols) : _mm256_setzero_ps();
+    store_transposed_8x8(r, block, 8, static_cast<int>(w));
+    for (Index q = 0; q < w; ++q)
+      _mm256_maskstore_ps(dst + (p + q) * ld, rows, _mm256_load_ps(block + q * 8));
+  }
 }
 #endif
 
@@ -105,6 +145,12 @@ void pack_b_row_blocks(const float* const* rows, Index k, Index block_n, Index p
       const int len = static_cast<int>(std::min<Index>(nr - t, block_n - j));
       runs[count++] = {rows + q * k, j, t, len};
       t += len;
+    }
+    if (count == 1 && nr == NR) {  // the common case: one whole run, copied inline (no call)
+      const float* const* table = runs[0].table + pc;
+      for (Index p = 0; p < kc; ++p)
+        std::memcpy(dst + p * NR, table[p] + runs[0].offset, NR * sizeof(float));
+      continue;
     }
     for (Index p = 0; p < kc; ++p) {
       for (int r = 0; r < count; ++r)
@@ -231,6 +277,67 @@ void rows_of(int r, Index kc, const float* a, BSource b, float* c, Index ldc, bo
   }
 }
 
+// A GEMM one row block tall (m <= K::kMc: a convolution's output channels, a dense layer's batch)
+// gets nothing from packing B a block at a time, since each packed value serves that one block
+// only; but a [kc, NC] block (up to 2 MB) outgrows L2, so the kernels read back from L3 what was
+// just packed, and C is read and written again for every K block.  Here A is packed whole, once
+// (at most kPanelGemmMaxA floats), and B is taken one [kc, NR] panel at a time, which stays in
+// L1 while every row tile reads it:
+//   for each NR-column panel: for each kc block of K: fetch the panel; every row tile.
+// Each C tile stays in cache across its K blocks.  The K blocks and the order of terms are those
+// of the blocked path, so the numbers are bit for bit the same.
+// Columns come as `blocks` blocks of block_n (the row blocks of sgemm_b_row_blocks; one block
+// otherwise), each split into panels from its start.  with_panel(pc, kc, q, j0, nr, bp, run)
+// calls run(b) with block q's panel at column j0 (nr wide, kc deep from pc) as a BSource: packed
+// into bp (zeros past nr) or read in place.
+constexpr Index kPanelGemmMaxA = Index{1} << 17;  // 512 KB packed, within a per-core L2
+
+template <class K, class WithPanel>
+void panel_gemm(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
+                const WithPanel& with_panel, float* c, Index ldc, bool accumulate) {
+  constexpr int MR = K::kMr, NR = K::kNr;
+  constexpr Index KC = kGemmKc;
+  const Index panels_a = (m + MR - 1) / MR;
+  float* ap = pack_buffer(static_cast<std::size_t>(panels_a * MR * k), 0);
+  float* bp = pack_buffer(static_cast<std::size_t>(KC * NR), 1);
+  // A's K blocks one after another, each [panels_a][kc][MR] as blocked_gemm packs them.
+  for (Index pc = 0; pc < k; pc += KC)
+    pack_a<MR>(a.data + pc * a.cs, a.rs, a.cs, m, std::min(KC, k - pc), ap + pc * panels_a * MR);
+  alignas(64) float tile[MR * NR];
+  for (Index q = 0; q < blocks; ++q)
+    for (Index j0 = 0; j0 < block_n; j0 += NR) {
+      const int nr = static_cast<int>(std::min<Index>(NR, block_n - j0));
+      float* cpanel = c + q * block_n + j0;
+      for (Index pc = 0; pc < k; pc += KC) {
+        const Index kc = std::min(KC, k - pc);
+        const bool first = !accumulate && pc == 0;
+        const float* ablock = ap + pc * panels_a * MR;
+        with_panel(pc, kc, q, j0, nr, bp, [&](auto b) {
+          for (Index ir = 0; ir < m; ir += MR) {
+            const int mr = static_cast<int>(std::min<Index>(MR, m - ir));
+            const float* apanel = ablock + ir * kc;
+            if (nr == NR) {
+              rows_of<K>(mr, kc, apanel, b, cpanel + ir * ldc, ldc, first);
+            } else {
+              rows_of<K>(mr, kc, apanel, b, tile, NR, true);
+              apply_tile(tile, NR, mr, nr, cpanel + ir * ldc, ldc, first);
+            }
+          }
+        });
+      }
+    }
+}
+
+// panel_gemm's with_panel over a block packer (pack_b_block(pc, kc, jc, nc, dst) as blocked_gemm
+// takes it): each panel packed.
+template <class PackB>
+auto packed_panels(const PackB& pack_b_block) {
+  return [&pack_b_block](Index pc, Index kc, Index, Index j0, int nr, float* bp, auto run) {
+    pack_b_block(pc, kc, j0, nr, bp);
+    run(static_cast<const float*>(bp));
+  };
+}
+
 // The loop nest around a micro-kernel K (K::kMr x K::kNr tiles):
 //   for each nc-column block: for each kc block of K: pack B; for each mc-row block: pack A;
 //   then every tile of the block.  `first` (store rather than add) holds for the first K block
@@ -241,6 +348,8 @@ void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, const PackB& pack_
                   Index ldc, bool accumulate) {
   constexpr int MR = K::kMr, NR = K::kNr;
   constexpr Index MC = K::kMc, NC = K::kNc, KC = kGemmKc;
+  if (m <= MC && m * k <= kPanelGemmMaxA)
+    return panel_gemm<K>(m, n, 1, k, a, packed_panels(pack_b_block), c, ldc, accumulate);
   float* ap = pack_buffer(static_cast<std::size_t>(MC * KC), 0);
   float* bp = pack_buffer(static_cast<std::size_t>(KC * ((NC + NR - 1) / NR) * NR), 1);
   alignas(64) float tile[MR * NR];
@@ -273,50 +382,21 @@ void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, const PackB& pack_
   }
 }
 
-// B given by row pointers in column blocks (sgemm_b_row_blocks) and read in place, unpacked:
-// for a GEMM only a few kernel tiles tall (a convolution with few output channels) each packed
-// B value served m / MR tiles, so packing B cost as much as the multiply-adds.  A block's full
-// NR-wide panels are read straight from its rows (kc rows of NR floats: they stay in L1 across
-// the row tiles); its last, partial panel is packed with zero padding as in blocked_gemm.  Same
-// kernels, k blocks and order of terms as the packed path, so bit for bit the same result.
-template <class K>
-void row_blocks_in_place(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
-                         const float* const* b_rows, float* c, Index ldc, bool accumulate) {
-  constexpr int MR = K::kMr, NR = K::kNr;
-  constexpr Index MC = K::kMc, KC = kGemmKc;
-  float* ap = pack_buffer(static_cast<std::size_t>(MC * KC), 0);
-  float* bp = pack_buffer(static_cast<std::size_t>(KC * NR), 1);
-  alignas(64) float tile[MR * NR];
-  for (Index pc = 0; pc < k; pc += KC) {
-    const Index kc = std::min(KC, k - pc);
-    const bool first = !accumulate && pc == 0;
-    for (Index ic = 0; ic < m; ic += MC) {
-      const Index mc = std::min(MC, m - ic);
-      pack_a<MR>(a.data + ic * a.rs + pc * a.cs, a.rs, a.cs, mc, kc, ap);
-      for (Index q = 0; q < blocks; ++q) {
-        const float* const* rows = b_rows + q * k + pc;
-        for (Index j0 = 0; j0 < block_n; j0 += NR) {
-          const int nr = static_cast<int>(std::min<Index>(NR, block_n - j0));
-          float* cblock = c + ic * ldc + q * block_n + j0;
-          if (nr < NR)
-            for (Index p = 0; p < kc; ++p) {
-              std::memcpy(bp + p * NR, rows[p] + j0, static_cast<std::size_t>(nr) * sizeof(float));
-              std::fill(bp + p * NR + nr, bp + (p + 1) * NR, 0.0f);
-            }
-          for (Index ir = 0; ir < mc; ir += MR) {
-            const int mr = static_cast<int>(std::min<Index>(MR, mc - ir));
-            const float* apanel = ap + ir * kc;
-            if (nr == NR) {
-              rows_of<K>(mr, kc, apanel, RowsB{rows, j0}, cblock + ir * ldc, ldc, first);
-            } else {
-              rows_of<K>(mr, kc, apanel, static_cast<const float*>(bp), tile, NR, true);
-              apply_tile(tile, NR, mr, nr, cblock + ir * ldc, ldc, first);
-            }
-          }
-        }
-      }
+// panel_gemm's with_panel for B given by row pointers in column blocks (sgemm_b_row_blocks): a
+// block's full NR-wide panels read straight from its rows, unpacked (kc rows of NR floats: they
+// stay in L1 across the row tiles, so a copy would only add its stores); its last, partial panel
+// packed with zero padding.  Same kernels and order of terms, so the same bits as packing.
+template <int NR>
+auto row_block_panels(const float* const* b_rows, Index k) {
+  return [b_rows, k](Index pc, Index kc, Index q, Index j0, int nr, float* bp, auto run) {
+    const float* const* rows = b_rows + q * k + pc;
+    if (nr == NR) return run(RowsB{rows, j0});
+    for (Index p = 0; p < kc; ++p) {
+      std::memcpy(bp + p * NR, rows[p] + j0, static_cast<std::size_t>(nr) * sizeof(float));
+      std::fill(bp + p * NR + nr, bp + (p + 1) * NR, 0.0f);
     }
-  }
+    run(static_cast<const float*>(bp));
+  };
 }
 
 #if defined(HWNAS_X86_TARGETS)
@@ -492,8 +572,10 @@ void transpose(Index rows, Index cols, const float* src, Index lds, float* dst, 
   Index i = 0;
 #if defined(HWNAS_X86_TARGETS)
   static const bool avx2 = cpu_supports(GemmIsa::kAvx2);
-  if (avx2)
+  if (avx2) {
     for (; i + 8 <= rows; i += 8) transpose_pack_8(src + i * lds, lds, cols, dst + i, ldd);
+    if (i < rows) return transpose_tail_rows(rows - i, cols, src + i * lds, lds, dst + i, ldd);
+  }
 #endif
   for (; i < rows; ++i)
     for (Index j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
@@ -576,18 +658,22 @@ void sgemm_b_row_blocks(Index m, Index block_n, Index blocks, Index k, StridedMa
   const Index n = block_n * blocks;
   if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
 #if defined(HWNAS_X86_TARGETS)
-  // In place up to four row tiles (cnn / darts genomes, batch 64 and 128: 3-8 % faster steps at
-  // 16-24 channels, slower at 48, where the packed panel's aligned reads serve six tiles).
+  // One row block tall: B's rows read in place, panel by panel (panel_gemm).  Conv forward ms,
+  // 2 threads, batch 64, packed [kc, 2048] blocks (stop 37) -> this: 64->64 5x5 on 14x14
+  // 7.5 -> 7.0, 96->96 3x3 on 14x14 5.9 -> 5.5, 40->40 3x3 on 28x28 5.4 -> 4.4; equal at
+  // 16->16 3x3 on 28x28 and 48->48 5x5 on 7x7 (batch 128).
+  auto in_place = [&]<class K>() {
+    if (m > K::kMc || m * k > kPanelGemmMaxA) return false;
+    panel_gemm<K>(m, block_n, blocks, k, a, row_block_panels<K::kNr>(b_rows, k), c, ldc,
+                  accumulate);
+    return true;
+  };
   switch (current_isa()) {
     case GemmIsa::kAvx512:
-      if (m <= 4 * Avx512Kernel::kMr)
-        return row_blocks_in_place<Avx512Kernel>(m, block_n, blocks, k, a, b_rows, c, ldc,
-                                                 accumulate);
+      if (in_place.template operator()<Avx512Kernel>()) return;
       break;
     case GemmIsa::kAvx2:
-      if (m <= 4 * Avx2Kernel::kMr)
-        return row_blocks_in_place<Avx2Kernel>(m, block_n, blocks, k, a, b_rows, c, ldc,
-                                               accumulate);
+      if (in_place.template operator()<Avx2Kernel>()) return;
       break;
     default:
       break;

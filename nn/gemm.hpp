@@ -60,7 +60,8 @@ void sgemm_dot_segments(std::int64_t m, std::int64_t n, std::int64_t segments, s
                         const float* const* b_rows, float* c, std::int64_t ldc, bool accumulate);
 
 // dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: 8 x 8 blocks through registers where
-// the CPU has AVX2 (the packing's transposes), the rest element by element.  Exact data movement.
+// the CPU has AVX2 (the packing's transposes; partial blocks with masked loads and stores), else
+// element by element.  Exact data movement; nothing else in dst is written.
 void transpose(std::int64_t rows, std::int64_t cols, const float* src, std::int64_t lds, float* dst,
                std::int64_t ldd);
 

@@ -319,5 +319,24 @@ TEST(Gemm, EmptyReductionZeroesOrKeepsC) {
   EXPECT_EQ(c, (std::vector<float>{0, 0, 0, 0}));
 }
 
+// Every remainder of the 8 x 8 register blocks in both directions, padded strides: each element
+// lands where it belongs and the padding around it (which masked stores must skip) is untouched.
+TEST(Gemm, TransposeMovesEveryElementAndNothingElse) {
+  for (std::int64_t rows = 1; rows <= 19; ++rows)
+    for (std::int64_t cols = 1; cols <= 19; ++cols) {
+      const std::int64_t lds = cols + 3, ldd = rows + 5;
+      std::vector<float> src(static_cast<std::size_t>(rows * lds));
+      for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i) + 0.5f;
+      std::vector<float> dst(static_cast<std::size_t>(cols * ldd + 8), -1.0f);
+      detail::transpose(rows, cols, src.data(), lds, dst.data(), ldd);
+      for (std::int64_t j = 0; j < cols; ++j)
+        for (std::int64_t i = 0; i < ldd; ++i)
+          ASSERT_EQ(dst[j * ldd + i], i < rows ? src[i * lds + j] : -1.0f)
+              << rows << "x" << cols << " at (" << j << ", " << i << ")";
+      for (std::int64_t t = cols * ldd; t < static_cast<std::int64_t>(dst.size()); ++t)
+        ASSERT_EQ(dst[t], -1.0f) << rows << "x" << cols;
+    }
+}
+
 }  // namespace
 }  // namespace hwnas::nn
