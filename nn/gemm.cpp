@@ -2,7 +2,9 @@
 // panels, A in [mc x kc] blocks of MR-tall row panels, and a register-tiled micro-kernel computes
 // each MR x NR tile of C from one A panel and one B panel.  Panels are zero-padded to full
 // MR / NR, so edge tiles run the same kernel (into a small tile, then copied): each output
-// element's arithmetic never depends on where the tile edges fall.
+// element's arithmetic never depends on where the tile edges fall.  A GEMM one row block tall
+// (most convolutions, dense layers at small batch) is instead walked panel by panel
+// (panel_gemm), with the same blocks and order of terms.
 #include "nn/gemm.hpp"
 
 #include <Eigen/Core>
@@ -55,8 +57,8 @@ __attribute__((target("avx2"), always_inline)) inline void store_transposed_8x8(
   }
 }
 
-// Lanes [0, n) set, for a masked load of the last n < 8 values of a row (masked-off lanes are
-// neither read nor able to fault).
+// Lanes [0, n) set (n <= 8), for masked loads and stores of a row's last n values (masked-off
+// lanes are neither read nor written, and cannot fault).
 __attribute__((target("avx2"), always_inline)) inline __m256i first_lanes(Index n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -281,8 +283,8 @@ void rows_of(int r, Index kc, const float* a, BSource b, float* c, Index ldc, bo
 // gets nothing from packing B a block at a time, since each packed value serves that one block
 // only; but a [kc, NC] block (up to 2 MB) outgrows L2, so the kernels read back from L3 what was
 // just packed, and C is read and written again for every K block.  Here A is packed whole, once
-// (at most kPanelGemmMaxA floats), and B is taken one [kc, NR] panel at a time, which stays in
-// L1 while every row tile reads it:
+// (at most kPanelGemmMaxA floats: panel_gemm_fits), and B is taken one [kc, NR] panel at a time,
+// which stays in L1 while every row tile reads it:
 //   for each NR-column panel: for each kc block of K: fetch the panel; every row tile.
 // Each C tile stays in cache across its K blocks.  The K blocks and the order of terms are those
 // of the blocked path, so the numbers are bit for bit the same.
@@ -291,6 +293,14 @@ void rows_of(int r, Index kc, const float* a, BSource b, float* c, Index ldc, bo
 // calls run(b) with block q's panel at column j0 (nr wide, kc deep from pc) as a BSource: packed
 // into bp (zeros past nr) or read in place.
 constexpr Index kPanelGemmMaxA = Index{1} << 17;  // 512 KB packed, within a per-core L2
+
+// Whether panel_gemm takes an m x k GEMM for kernel K: one row block, and A's packed size (its
+// rows padded to whole MR panels: 8x k for m = 1) within kPanelGemmMaxA, since the whole of it
+// is read again for every NR panel.
+template <class K>
+bool panel_gemm_fits(Index m, Index k) {
+  return m <= K::kMc && (m + K::kMr - 1) / K::kMr * K::kMr * k <= kPanelGemmMaxA;
+}
 
 template <class K, class WithPanel>
 void panel_gemm(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
@@ -342,13 +352,14 @@ auto packed_panels(const PackB& pack_b_block) {
 //   for each nc-column block: for each kc block of K: pack B; for each mc-row block: pack A;
 //   then every tile of the block.  `first` (store rather than add) holds for the first K block
 //   when not accumulating, so C is never read before it is written.
+// GEMMs one row block tall go to panel_gemm (same K blocks and terms).
 // pack_b_block(pc, kc, jc, nc, dst) packs B's [kc, nc] block at (pc, jc) into NR-wide panels.
 template <class K, class PackB>
 void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, const PackB& pack_b_block, float* c,
                   Index ldc, bool accumulate) {
   constexpr int MR = K::kMr, NR = K::kNr;
   constexpr Index MC = K::kMc, NC = K::kNc, KC = kGemmKc;
-  if (m <= MC && m * k <= kPanelGemmMaxA)
+  if (panel_gemm_fits<K>(m, k))
     return panel_gemm<K>(m, n, 1, k, a, packed_panels(pack_b_block), c, ldc, accumulate);
   float* ap = pack_buffer(static_cast<std::size_t>(MC * KC), 0);
   float* bp = pack_buffer(static_cast<std::size_t>(KC * ((NC + NR - 1) / NR) * NR), 1);
@@ -663,7 +674,7 @@ void sgemm_b_row_blocks(Index m, Index block_n, Index blocks, Index k, StridedMa
   // 7.5 -> 7.0, 96->96 3x3 on 14x14 5.9 -> 5.5, 40->40 3x3 on 28x28 5.4 -> 4.4; equal at
   // 16->16 3x3 on 28x28 and 48->48 5x5 on 7x7 (batch 128).
   auto in_place = [&]<class K>() {
-    if (m > K::kMc || m * k > kPanelGemmMaxA) return false;
+    if (!panel_gemm_fits<K>(m, k)) return false;
     panel_gemm<K>(m, block_n, blocks, k, a, row_block_panels<K::kNr>(b_rows, k), c, ldc,
                   accumulate);
     return true;
