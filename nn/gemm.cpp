@@ -295,8 +295,8 @@ void rows_of(int r, Index kc, const float* a, BSource b, float* c, Index ldc, bo
 constexpr Index kPanelGemmMaxA = Index{1} << 17;  // 512 KB packed, within a per-core L2
 
 // Whether panel_gemm takes an m x k GEMM for kernel K: one row block, and A's packed size (its
-// rows padded to whole MR panels: 8x k for m = 1) within kPanelGemmMaxA, since the whole of it
-// is read again for every NR panel.
+// rows padded to whole MR panels, so MR * k floats for m = 1) within kPanelGemmMaxA, since the
+// whole of it is read again for every NR panel.
 template <class K>
 bool panel_gemm_fits(Index m, Index k) {
   return m <= K::kMc && (m + K::kMr - 1) / K::kMr * K::kMr * k <= kPanelGemmMaxA;
