@@ -64,17 +64,19 @@ __attribute__((target("avx2"), always_inline)) inline __m256i first_lanes(Index 
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// dst[p * ld + t] = src[t * stride + p] for t < 8, p < kc: eight k-contiguous vectors
-// interleaved into the k-major panel layout, 8 x 8 blocks transposed in registers.  AVX only
-// (any CPU that runs the AVX2 or AVX-512 kernels has it); pure data movement, so the kernels'
-// numbers are unchanged.
-__attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index stride, Index kc,
-                                                      float* dst, Index ld) {
+// dst[p * ld + t] = row(t)[p] for t < 8, p < kc: eight k-contiguous vectors interleaved into the
+// k-major panel layout, 8 x 8 blocks transposed in registers.  AVX only (any CPU that runs the
+// AVX2 or AVX-512 kernels has it); pure data movement, so the kernels' numbers are unchanged.
+template <class Row>
+__attribute__((target("avx2"), always_inline)) inline void transpose_pack_8_rows(const Row& row,
+                                                                                 Index kc,
+                                                                                 float* dst,
+                                                                                 Index ld) {
   Index p = 0;
   for (; p + 8 <= kc; p += 8) {
     __m256 r[8];
 #pragma GCC unroll 8
-    for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src + t * stride + p);
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(row(t) + p);
     store_transposed_8x8(r, dst + p * ld, ld);
   }
   // The last kc % 8 (a 14-wide feature-map row: 6 of 14) as a masked block rather than 8
@@ -83,28 +85,21 @@ __attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index st
     const __m256i mask = first_lanes(kc - p);
     __m256 r[8];
 #pragma GCC unroll 8
-    for (int t = 0; t < 8; ++t) r[t] = _mm256_maskload_ps(src + t * stride + p, mask);
+    for (int t = 0; t < 8; ++t) r[t] = _mm256_maskload_ps(row(t) + p, mask);
     store_transposed_8x8(r, dst + p * ld, ld, static_cast<int>(kc - p));
   }
 }
 
-// The same with eight separate source vectors: dst[p * ld + t] = src[t][p].
+// Source vector t at src + t * stride.
+__attribute__((target("avx2"))) void transpose_pack_8(const float* src, Index stride, Index kc,
+                                                      float* dst, Index ld) {
+  transpose_pack_8_rows([src, stride](int t) { return src + t * stride; }, kc, dst, ld);
+}
+
+// Eight separate source vectors: dst[p * ld + t] = src[t][p].
 __attribute__((target("avx2"))) void transpose_pack_8(const float* const* src, Index kc, float* dst,
                                                       Index ld) {
-  Index p = 0;
-  for (; p + 8 <= kc; p += 8) {
-    __m256 r[8];
-#pragma GCC unroll 8
-    for (int t = 0; t < 8; ++t) r[t] = _mm256_loadu_ps(src[t] + p);
-    store_transposed_8x8(r, dst + p * ld, ld);
-  }
-  if (p < kc) {
-    const __m256i mask = first_lanes(kc - p);
-    __m256 r[8];
-#pragma GCC unroll 8
-    for (int t = 0; t < 8; ++t) r[t] = _mm256_maskload_ps(src[t] + p, mask);
-    store_transposed_8x8(r, dst + p * ld, ld, static_cast<int>(kc - p));
-  }
+  transpose_pack_8_rows([src](int t) { return src[t]; }, kc, dst, ld);
 }
 
 // dst[p * ld + t] = src[t * stride + p] for t < n < 8, p < kc: transpose_pack_8 for the last
