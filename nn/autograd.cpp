@@ -66,6 +66,28 @@ void accumulate_grad(Node& node, const Tensor& g) {
   detail::add_into(node.grad.data(), g.data(), g.numel());
 }
 
+namespace {
+// Node::consumers (and a cleared masked_grad) for the op results of one backward pass (`order`),
+// whose closures run except for those in `stops`: a returned gradient must stay the one its
+// consumers wrote.  Leaves are left alone: parameters may be shared with other graphs.
+void count_consumers(const std::vector<Node*>& order,
+                     const std::unordered_map<Node*, std::size_t>* stops) {
+  for (Node* n : order)
+    if (n->backward_fn) {
+      n->consumers = 0;
+      n->masked_grad = nullptr;
+    }
+  for (Node* n : order) {
+    if (stops && stops->count(n)) {
+      if (n->backward_fn) n->consumers += 2;  // (more than one: see Node::grad_mask)
+      continue;
+    }
+    for (auto& p : n->parents)
+      if (p->requires_grad && p->backward_fn) ++p->consumers;
+  }
+}
+}  // namespace
+
 void backward(const Var& loss) {
   if (!loss.defined()) throw std::logic_error("backward: undefined loss");
   if (loss.value().numel() != 1)
@@ -85,6 +107,7 @@ void backward(const Var& loss) {
       if (p->requires_grad) stack.push_back(p.get());
   }
   std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->seq > b->seq; });
+  count_consumers(order, nullptr);
 
   grad_of(*loss.node()).fill(1.0f);
   for (Node* n : order) {
@@ -131,6 +154,7 @@ std::vector<Tensor> gradients(const Var& loss, const std::vector<Var>& wrt) {
         if (p->requires_grad) stack.push_back(p.get());
     }
     std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->seq > b->seq; });
+    count_consumers(order, &target);
     // Every node a closure can write to is in `order`; park their gradients and restore them
     // afterwards, so this call is invisible to backward() and the optimizers.
     std::vector<Tensor> parked;

@@ -66,6 +66,20 @@ struct Node {
   // load.  Writes through other handles to the storage are not counted (see UpdateHook).
   std::atomic<std::uint64_t> version{0};
   std::atomic<bool> versioned{false};
+
+  // Set by backward() and gradients() on every op result they visit, before any closure runs:
+  // how many parent slots of the visited nodes whose closures run point to this node (a node
+  // gradients() returns counts as having more than one).  Not kept on leaves.
+  int consumers = 0;
+  // A mask that this node's closure multiplies its gradient by before passing it on (a
+  // straight-through pruning estimator).  Its only consumer, writing this node's gradient into a
+  // fresh buffer, may apply it to each block it writes (the rows [r0, r1) and columns [c0, c1) of
+  // the gradient seen as rows of ld floats) while the block is still in cache, and set
+  // masked_grad to the buffer: the closure then skips its own pass over it.
+  std::function<void(float* grad, std::int64_t ld, std::int64_t r0, std::int64_t r1,
+                     std::int64_t c0, std::int64_t c1)>
+      grad_mask;
+  const float* masked_grad = nullptr;
 };
 
 class Var {

@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "nn/autograd.hpp"
@@ -112,8 +113,12 @@ StridedMatrix strided(const E& e) {
 //
 // row_bias (length n, only with accumulate == false): c = bias (broadcast over rows) + A * B, each
 // chunk initialising its own block just before its GEMM adds into it (cache-warm, in parallel).
-template <class CM, class AM, class BM>
-void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias = nullptr) {
+//
+// done(r0, r1, c0, c1) is called once for each block of rows [r0, r1) x columns [c0, c1) of C as
+// soon as it holds its result, on the thread that computed it (blocks cover C exactly once):
+// an elementwise pass over the result (a gradient mask) then reads it from cache.
+template <class CM, class AM, class BM, class Done>
+void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias, Done&& done) {
   static_assert((std::decay_t<CM>::Flags & Eigen::RowMajorBit) != 0, "gemm: C must be row-major");
   const std::int64_t m = c.rows(), n = c.cols(), k = a.cols();
   if (m == 0 || n == 0) return;
@@ -131,6 +136,7 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
       init(0, m, 0, n);
     else if (!accumulate)
       sgemm(m, n, 0, av, bv, cd, ldc, false);
+    done(std::int64_t{0}, m, std::int64_t{0}, n);
     return;
   }
   const std::int64_t macs = m * n * k;
@@ -164,6 +170,7 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
         else
           for (std::int64_t j = 0; j < n; ++j) dst[j] += src[j];
       }
+    done(std::int64_t{0}, m, std::int64_t{0}, n);
     return;
   }
   const bool split_rows = m >= n;
@@ -180,9 +187,11 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
       if (row_bias) init(b0, b1, 0, n);
       sgemm(b1 - b0, n, k, {av.data + b0 * av.rs, av.rs, av.cs}, bv, cd + b0 * ldc, ldc,
             accumulate);
+      done(b0, b1, std::int64_t{0}, n);
     } else {
       if (row_bias) init(0, m, b0, b1);
       sgemm(m, b1 - b0, k, av, {bv.data + b0 * bv.cs, bv.rs, bv.cs}, cd + b0, ldc, accumulate);
+      done(std::int64_t{0}, m, b0, b1);
     }
   };
   if (chunks <= 1) {
@@ -196,6 +205,12 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
           run_chunk(len * ch / chunks, len * (ch + 1) / chunks);
       },
       oneapi::tbb::simple_partitioner());
+}
+
+template <class CM, class AM, class BM>
+void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias = nullptr) {
+  gemm(std::forward<CM>(c), a, b, accumulate, row_bias,
+       [](std::int64_t, std::int64_t, std::int64_t, std::int64_t) {});
 }
 
 // dst[i] += src[i] over n floats, on both threads for large gradients (each element is one

@@ -128,7 +128,18 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     if (nw.requires_grad) {  // dW = g^T x, written straight into the gradient buffer
       if (nw.grad.empty()) {
         nw.grad = Tensor(nw.value.shape());
-        gemm(nw.grad.matrix(), g.transpose(), nx.value.matrix(), false);
+        if (nw.grad_mask && nw.consumers == 1) {
+          // W's own closure would mask dW in one more parallel pass: masked here, block by block.
+          float* gw = nw.grad.data();
+          const std::int64_t ld = nw.value.shape()[1];
+          gemm(nw.grad.matrix(), g.transpose(), nx.value.matrix(), false, nullptr,
+               [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+                 nw.grad_mask(gw, ld, r0, r1, c0, c1);
+               });
+          nw.masked_grad = gw;
+        } else {
+          gemm(nw.grad.matrix(), g.transpose(), nx.value.matrix(), false);
+        }
       } else {
         gemm(grad_of(nw).matrix(), g.transpose(), nx.value.matrix(), true);
       }

@@ -832,11 +832,12 @@ PruneRule compress_into(const float* x, const Segments& seg, double prune, Prune
 // (decided again from the weight's value, which no op changes between this forward and its
 // backward).
 nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRule& rule) {
-  return nn::make_result(std::move(compressed), {w}, [rule](nn::Node& self) {
+  nn::Var out = nn::make_result(std::move(compressed), {w}, [rule](nn::Node& self) {
     nn::Node& parent = *self.parents[0];
     if (!parent.requires_grad) return;
     nn::Tensor g = std::move(self.grad);
-    if (!rule.none) {
+    // (Unless its only consumer masked the gradient as it wrote it: Node::grad_mask.)
+    if (!rule.none && !(self.masked_grad == g.data() && self.consumers == 1)) {
       float* gd = g.data();
       const float* wd = parent.value.data();
       // One multiply per entry: below kMaskPiece entries the pool's fork and join cost more
@@ -850,6 +851,18 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
     else
       parent.grad.array() += g.array();
   });
+  if (nn::Node* node = out.node(); node && node->backward_fn && !rule.none) {
+    const nn::Node* parent = w.node();  // (alive while the graph is: a parent of `node`)
+    node->grad_mask = [rule, parent](float* g, std::int64_t ld, std::int64_t r0, std::int64_t r1,
+                                     std::int64_t c0, std::int64_t c1) {
+      const float* wd = parent->value.data();
+      for (std::int64_t r = r0; r < r1; ++r) {
+        const std::int64_t at = r * ld + c0;
+        emit<false, true>(g + at, wd + at, at, c1 - c0, kNoQuantiser, rule, g + at);
+      }
+    };
+  }
+  return out;
 }
 
 // Writes w's compression into out, starting from the band this thread last used for w.

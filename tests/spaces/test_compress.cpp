@@ -201,6 +201,128 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
   });
 }
 
+// A compressed weight whose only consumer is a linear layer gets its gradient masked by that
+// layer's weight-gradient GEMM, block by block as it is written (Node::grad_mask), instead of by
+// one more pass: the same bits as the definition, mask * (g^T x), for column-split, row-split and
+// batch-split GEMMs.  With a second consumer, the mask is applied to the sum as before; and
+// gradients() asked for the compressed weight itself returns it unmasked.
+TEST(Compress, LinearMasksTheWeightGradientAsItWritesIt) {
+  for_each_kernel_family([](const std::string& family) {
+    std::mt19937 rng(23);
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    auto normal = [&](nn::Shape shape) {
+      nn::Tensor t(shape);
+      for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = g(rng);
+      return t;
+    };
+    struct Case {
+      int out, in, batch;
+    };
+    // 64 x 300 splits the columns of dW, 300 x 64 its rows, a batch of 2048 the reduction.
+    for (const Case c : {Case{64, 300, 64}, Case{300, 64, 64}, Case{16, 32, 2048}})
+      for (int bits : {32, 8, 4})
+        for (double prune : {0.25, 0.5})
+          for (int consumers : {1, 2}) {
+            const std::string where =
+                family + " " + std::to_string(c.out) + "x" + std::to_string(c.in) + " batch " +
+                std::to_string(c.batch) + " bits " + std::to_string(bits) + " prune " +
+                std::to_string(prune) + " consumers " + std::to_string(consumers);
+            nn::Var w = nn::parameter(normal(nn::Shape{c.out, c.in}));
+            const nn::Tensor x = normal(nn::Shape{c.batch, c.in});
+            const nn::Tensor up = normal(nn::Shape{c.batch, c.out});
+            const nn::Tensor other = normal(nn::Shape{c.out, c.in});
+            auto loss_of = [&](const nn::Var& weight) {
+              nn::Var y = nn::linear(nn::constant(x), weight, nn::Var());
+              nn::Var loss = nn::sum(nn::mul(y, nn::constant(up)));
+              if (consumers == 2)
+                loss = nn::add(loss, nn::sum(nn::mul(weight, nn::constant(other))));
+              return loss;
+            };
+            // The reference: the same loss on a plain parameter holding the compressed values,
+            // its gradient times the definition's mask.
+            const auto [values, mask] = reference_compress(w.value(), bits, prune);
+            nn::Var plain = nn::parameter(nn::Tensor::from(w.shape(), values));
+            nn::backward(loss_of(plain));
+            std::vector<float> want = plain.grad().to_vector();
+            for (std::size_t i = 0; i < want.size(); ++i) want[i] *= mask[i];
+
+            nn::Var compressed = spaces::compress_weight(w, bits, prune);
+            nn::backward(loss_of(compressed));
+            ASSERT_EQ(bit_patterns(w.grad().to_vector()), bit_patterns(want)) << where;
+
+            // gradients() for the compressed weight itself: the unmasked g^T x (+ other).
+            w.grad() = nn::Tensor();
+            nn::Var again = spaces::compress_weight(w, bits, prune);
+            const std::vector<nn::Tensor> got = nn::gradients(loss_of(again), {again, w});
+            ASSERT_EQ(bit_patterns(got[0].to_vector()), bit_patterns(plain.grad().to_vector()))
+                << where << " (gradients of the compressed weight)";
+            EXPECT_TRUE(w.grad().empty()) << where << ": gradients() wrote a stored gradient";
+            // ... and for w alone: masked.
+            nn::Var third = spaces::compress_weight(w, bits, prune);
+            ASSERT_EQ(bit_patterns(nn::gradients(loss_of(third), {w})[0].to_vector()),
+                      bit_patterns(want))
+                << where << " (gradients of w)";
+          }
+  });
+}
+
+// Training piles magnitudes up at the pruning boundary (pruned weights stop moving): the band
+// pass then cuts at the last boundary and selects among finer bins of the pile, and the entries
+// the boundary moved past since are rewritten, kept again (quantised with their row's scale) or
+// pruned.  A pile of a third of the entries within a few hundred ulps of the median magnitude,
+// jittered by a few ulps each step and shifted up and down as a whole, must still give the
+// definition's bits, on the unfused path and in the optimizer's fused pass.
+TEST(Compress, BoundaryInsideAPileOfNearlyEqualMagnitudes) {
+  for_each_kernel_family([](const std::string& family) {
+    for (int bits : {32, 4})
+      for (bool fused : {false, true}) {
+        std::mt19937 rng(17);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        std::uniform_int_distribution<int> ulps(-300, 300), jitter(-3, 3), coin(0, 2);
+        nn::Tensor init(nn::Shape{64, 300});
+        std::vector<bool> in_pile(static_cast<std::size_t>(init.numel()));
+        for (std::int64_t i = 0; i < init.numel(); ++i) {
+          in_pile[static_cast<std::size_t>(i)] = coin(rng) == 0;
+          float v = g(rng);
+          if (in_pile[static_cast<std::size_t>(i)])  // |v| = 0.6745 (about the median) + ulps
+            v = std::copysign(
+                std::bit_cast<float>(std::bit_cast<std::uint32_t>(0.6745f) + ulps(rng)), v);
+          init.data()[i] = v;
+        }
+        nn::Var w = nn::parameter(init.clone());
+        // A plain SGD step of lr 1 applies exactly the gradient set below: the drift.
+        nn::Sgd opt(std::vector<nn::Var>{w}, nn::SgdOptions{1.0f, 0.0f, false, 0.0f});
+        const std::string where =
+            family + " bits " + std::to_string(bits) + (fused ? " fused" : " unfused");
+        for (int step = 0; step < 10; ++step) {
+          const auto [want, mask] = reference_compress(std::as_const(w).value(), bits, 0.5);
+          nn::Var out = spaces::compress_weight(w, bits, 0.5);
+          ASSERT_EQ(bit_patterns(out.value().to_vector()), bit_patterns(want))
+              << where << " step " << step;
+          // The next values: pile entries move a few ulps (steps 4 and 7: the whole pile moves
+          // 200 ulps up, then down), the rest stay.
+          const std::vector<float> now = std::as_const(w).value().to_vector();
+          std::vector<float> next = now;
+          for (std::size_t i = 0; i < next.size(); ++i)
+            if (in_pile[i]) {
+              const int move = step == 4 ? 200 : step == 7 ? -200 : jitter(rng);
+              const auto bits_of = static_cast<std::int64_t>(std::bit_cast<std::uint32_t>(now[i]));
+              next[i] = std::bit_cast<float>(static_cast<std::uint32_t>(bits_of + move));
+            }
+          if (fused) {
+            opt.zero_grad();
+            w.grad() = nn::Tensor(w.shape());
+            for (std::size_t i = 0; i < next.size(); ++i)
+              w.grad().data()[i] = now[i] - next[i];  // w - 1 * (now - next): next, up to rounding
+            opt.step();
+          } else {
+            for (std::size_t i = 0; i < next.size(); ++i) w.value().data()[i] = next[i];
+          }
+        }
+      }
+  });
+}
+
 // The optimizer compresses each weight right after updating it (the fused update hook), and the
 // next forward pass takes that result: it must be the definition's, bit for bit, for every
 // optimizer, shape, bit width and pruning ratio, also when a step moves the weights far (the band
