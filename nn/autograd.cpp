@@ -122,6 +122,7 @@ void backward(const Var& loss) {
     if (n->backward_fn) {
       n->grad = Tensor();
       n->backward_fn = nullptr;
+      n->grad_mask = nullptr;  // (it may refer to the parents released here)
       for (auto& p : n->parents) release.push_back(std::move(p));
       n->parents.clear();
     }

@@ -128,7 +128,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     if (nw.requires_grad) {  // dW = g^T x, written straight into the gradient buffer
       if (nw.grad.empty()) {
         nw.grad = Tensor(nw.value.shape());
-        if (nw.grad_mask && nw.consumers == 1) {
+        if (nw.grad_mask && nw.backward_fn && nw.consumers == 1) {
           // W's own closure would mask dW in one more parallel pass: masked here, block by block.
           float* gw = nw.grad.data();
           const std::int64_t ld = nw.value.shape()[1];

@@ -266,6 +266,22 @@ TEST(Compress, LinearMasksTheWeightGradientAsItWritesIt) {
   });
 }
 
+// A compressed weight kept past backward() is a leaf from then on (backward() freed its graph):
+// used again, it gets the whole gradient, not the mask of the weight it was made from.
+TEST(Compress, CompressedWeightKeptPastBackwardGetsItsWholeGradient) {
+  nn::Var w = nn::parameter(normal_weight(8, 50, 3));
+  const nn::Tensor x = normal_weight(4, 50, 4), up = normal_weight(4, 8, 5);
+  auto loss_of = [&](const nn::Var& weight) {
+    return nn::sum(nn::mul(nn::linear(nn::constant(x), weight, nn::Var()), nn::constant(up)));
+  };
+  nn::Var kept = spaces::compress_weight(w, 32, 0.5);
+  nn::backward(loss_of(kept));
+  nn::backward(loss_of(kept));
+  nn::Var plain = nn::parameter(kept.value().clone());
+  nn::backward(loss_of(plain));
+  EXPECT_EQ(bit_patterns(kept.grad().to_vector()), bit_patterns(plain.grad().to_vector()));
+}
+
 // Training piles magnitudes up at the pruning boundary (pruned weights stop moving): the band
 // pass then cuts at the last boundary and selects among finer bins of the pile, and the entries
 // the boundary moved past since are rewritten, kept again (quantised with their row's scale) or
