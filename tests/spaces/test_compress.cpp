@@ -208,13 +208,7 @@ TEST(Compress, FastPathEqualsTheDefinitionBitForBitAcrossTrainingSteps) {
 // gradients() asked for the compressed weight itself returns it unmasked.
 TEST(Compress, LinearMasksTheWeightGradientAsItWritesIt) {
   for_each_kernel_family([](const std::string& family) {
-    std::mt19937 rng(23);
-    std::normal_distribution<float> g(0.0f, 1.0f);
-    auto normal = [&](nn::Shape shape) {
-      nn::Tensor t(shape);
-      for (std::int64_t i = 0; i < t.numel(); ++i) t.data()[i] = g(rng);
-      return t;
-    };
+    unsigned seed = 23;
     struct Case {
       int out, in, batch;
     };
@@ -227,10 +221,10 @@ TEST(Compress, LinearMasksTheWeightGradientAsItWritesIt) {
                 family + " " + std::to_string(c.out) + "x" + std::to_string(c.in) + " batch " +
                 std::to_string(c.batch) + " bits " + std::to_string(bits) + " prune " +
                 std::to_string(prune) + " consumers " + std::to_string(consumers);
-            nn::Var w = nn::parameter(normal(nn::Shape{c.out, c.in}));
-            const nn::Tensor x = normal(nn::Shape{c.batch, c.in});
-            const nn::Tensor up = normal(nn::Shape{c.batch, c.out});
-            const nn::Tensor other = normal(nn::Shape{c.out, c.in});
+            nn::Var w = nn::parameter(normal_weight(c.out, c.in, seed++));
+            const nn::Tensor x = normal_weight(c.batch, c.in, seed++);
+            const nn::Tensor up = normal_weight(c.batch, c.out, seed++);
+            const nn::Tensor other = normal_weight(c.out, c.in, seed++);
             auto loss_of = [&](const nn::Var& weight) {
               nn::Var y = nn::linear(nn::constant(x), weight, nn::Var());
               nn::Var loss = nn::sum(nn::mul(y, nn::constant(up)));
