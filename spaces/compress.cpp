@@ -7,6 +7,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -477,7 +478,8 @@ __attribute__((target("avx512f"))) std::int64_t scan16(const float* w, std::int6
                                                        const Quantiser& quantise, MagnitudeKey lo,
                                                        MagnitudeKey hi, std::int64_t& below,
                                                        std::uint32_t* positions,
-                                                       std::int64_t& found, float* dst) {
+                                                       std::int64_t& found, float* dst,
+                                                       std::uint8_t* keep) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), vlo = _mm512_set1_epi32(int(lo)),
                 vhi = _mm512_set1_epi32(int(hi - 1)),
                 lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -495,6 +497,10 @@ __attribute__((target("avx512f"))) std::int64_t scan16(const float* w, std::int6
     __m512 q = v;
     if constexpr (kQuantise) q = quantise16(v);
     _mm512_storeu_ps(dst + i, _mm512_maskz_mov_ps(static_cast<__mmask16>(~lt), q));  // pruned: +0
+    if (keep)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(keep + i),
+                       _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(static_cast<__mmask16>(~lt),
+                                                                   _mm512_set1_epi32(-1))));
   }
   below += n_below;
   found = n_found;
@@ -562,11 +568,14 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
 
 // The band pass over entries [base, base + len) of w: counts the entries whose magnitude key is
 // below lo, appends the order keys of those in [lo, hi) to `inside`, and writes dst as if exactly
-// the entries below lo were pruned (the rest quantised when kQuantise), all in one read.
+// the entries below lo were pruned (the rest quantised when kQuantise), all in one read.  With
+// `keep`, also writes keep[i] = 0 for the entries below lo and 0xff for the rest (the gradient's
+// byte mask, KeepBytes).
 template <bool kQuantise>
 void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
                         const Quantiser& quantise, MagnitudeKey lo, MagnitudeKey hi,
-                        std::int64_t& below, std::vector<std::uint64_t>& inside, float* dst) {
+                        std::int64_t& below, std::vector<std::uint64_t>& inside, float* dst,
+                        std::uint8_t* keep) {
   std::int64_t i = 0;
 #if defined(__AVX2__)
   static const LeftPackTable table;
@@ -578,7 +587,7 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
   std::uint32_t* out = positions.data();
   std::int64_t found = 0;
 #if defined(HWNAS_COMPRESS_AVX512)
-  if (use_avx512()) i = scan16<kQuantise>(w, len, quantise, lo, hi, below, out, found, dst);
+  if (use_avx512()) i = scan16<kQuantise>(w, len, quantise, lo, hi, below, out, found, dst, keep);
 #endif
   // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
@@ -599,6 +608,16 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     __m256 q = v;
     if constexpr (kQuantise) q = quantise(v);
     _mm256_storeu_ps(dst + i, _mm256_andnot_ps(_mm256_castsi256_ps(lt), q));  // pruned: +0
+    if (keep) {  // the 8 lanes' compare results narrowed to bytes
+      const __m256i words =
+          _mm256_packs_epi32(_mm256_xor_si256(lt, _mm256_set1_epi32(-1)), _mm256_setzero_si256());
+      const __m256i bytes = _mm256_packs_epi16(words, _mm256_setzero_si256());
+      // (packs work per 128-bit half: bytes 0-3 and 16-19 hold lanes 0-3 and 4-7)
+      const std::uint32_t lo4 = static_cast<std::uint32_t>(_mm256_extract_epi32(bytes, 0)),
+                          hi4 = static_cast<std::uint32_t>(_mm256_extract_epi32(bytes, 4));
+      std::memcpy(keep + i, &lo4, 4);
+      std::memcpy(keep + i + 4, &hi4, 4);
+    }
   }
   alignas(32) std::int32_t cb[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(cb), nb);
@@ -616,6 +635,7 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     below += m < lo;
     if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
     dst[i] = m < lo ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
+    if (keep) keep[i] = m < lo ? 0 : 0xff;
   }
 }
 
@@ -703,14 +723,14 @@ struct BandTask {
 // boundary).  A segment whose largest entry may be pruned (its scale depends on the boundary,
 // rare) is listed for finish_band to write again.
 void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
-               const BandBins& bins, BandTask& task, float* out) {
+               const BandBins& bins, BandTask& task, float* out, std::uint8_t* keep = nullptr) {
   if (seg.qmax == 0) {
     // In pieces of kPiece: the pass's thread-local position list grows to a piece, not to a
     // whole optimizer chunk.
     for (std::int64_t pb = b; pb < e; pb += kPiece) {
       const std::int64_t len = std::min(kPiece, e - pb);
       emit_scanning_band<false>(x + pb, pb, len, kNoQuantiser, bins.lo, bins.hi, task.below,
-                                task.inside, out + pb);
+                                task.inside, out + pb, keep ? keep + pb : nullptr);
     }
   } else {
     for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
@@ -720,7 +740,7 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
       if (deferred) task.deferred.push_back(s);
       emit_scanning_band<true>(
           x + sb, sb, len, deferred ? Quantiser(1.0f, maxabs + 1) : row_quantiser(maxabs, seg.qmax),
-          bins.lo, bins.hi, task.below, task.inside, out + sb);
+          bins.lo, bins.hi, task.below, task.inside, out + sb, keep ? keep + sb : nullptr);
     }
   }
   count_bins(task.inside, bins, task.hist);
@@ -732,7 +752,7 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
 // boundary has left the band (the caller then runs the full selection).
 bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
                  const BandBins& bins, const std::vector<BandTask>& tasks, PruneRule& rule,
-                 float* out) {
+                 float* out, std::uint8_t* keep = nullptr) {
   std::int64_t below = 0, size = 0;
   std::array<std::int64_t, kBins> hist{};
   for (const BandTask& task : tasks) {
@@ -757,12 +777,14 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
   const std::uint64_t boundary =
       select_rank(candidates, at - before, bins.lower_edge(j), bins.upper_edge(j));
   rule = rule_at(boundary);
-  // Zero the in-band entries at or under the boundary, by a mask rather than a branch.
+  // Zero the in-band entries at or under the boundary (and their keep bytes), by a mask rather
+  // than a branch.
   for (const BandTask& task : tasks)
     for (std::uint64_t key : task.inside) {
-      float& o = out[key & 0xffffffffu];
-      const std::uint32_t keep = 0u - static_cast<std::uint32_t>(key > boundary);
-      o = std::bit_cast<float>(std::bit_cast<std::uint32_t>(o) & keep);
+      const std::uint64_t at = key & 0xffffffffu;
+      const std::uint32_t kept = 0u - static_cast<std::uint32_t>(key > boundary);
+      out[at] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(out[at]) & kept);
+      if (keep) keep[at] &= static_cast<std::uint8_t>(kept);
     }
   for (const BandTask& task : tasks)
     for (std::int64_t s : task.deferred) emit_segment(x, seg, s, rule, out);
@@ -828,11 +850,55 @@ PruneRule compress_into(const float* x, const Segments& seg, double prune, Prune
   return rule;
 }
 
+// The gradient's pruning mask as one byte per weight entry (0 pruned, 0xff kept), made by the
+// optimizer step's band pass and settled with the boundary (CompressionState).  The gradient
+// mask reads it instead of the weight: a quarter of the bytes, where the weight-gradient GEMM
+// splits dW by columns while the optimizer wrote the weight by rows, so that about half of the
+// lines the mask reads were last written by the other core (mlp genomes: 0.4-0.9 points less
+// overhead over float, median, stop 42).  The same bits as deciding from the weight.
+using KeepBytes = std::shared_ptr<const std::vector<std::uint8_t>>;
+
+#if defined(HWNAS_COMPRESS_AVX512)
+// mask_by_bytes's loop over whole 16-lane vectors; returns the entries done.
+__attribute__((target("avx512f"))) std::int64_t mask_by_bytes16(float* g, const std::uint8_t* keep,
+                                                                std::int64_t len) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  std::int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    const auto kept = static_cast<__mmask16>(
+        _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(keep + i))));
+    _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_loadu_ps(g + i), _mm512_maskz_mov_ps(kept, one)));
+  }
+  return i;
+}
+#endif
+
+// g[i] * 0 where keep[i] is 0, as emit<false, true> masks a gradient (vector lanes multiply by 1
+// or 0, the last few entries multiply only the pruned ones).
+void mask_by_bytes(float* g, const std::uint8_t* keep, std::int64_t len) {
+  std::int64_t i = 0;
+#if defined(HWNAS_COMPRESS_AVX512)
+  if (use_avx512()) i = mask_by_bytes16(g, keep, len);
+#endif
+#if defined(__AVX2__)
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= len; i += 8) {
+    const __m256i kept =  // 0xff -> -1 (all bits), 0 -> 0
+        _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(keep + i)));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
+                                          _mm256_and_ps(_mm256_castsi256_ps(kept), one)));
+  }
+#endif
+  for (; i < len; ++i)
+    if (!keep[i]) g[i] *= 0.0f;
+}
+
 // The compressed weight as an op: the gradient passes straight through, zero on pruned entries
 // (decided again from the weight's value, which no op changes between this forward and its
 // backward).
-nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRule& rule) {
-  nn::Var out = nn::make_result(std::move(compressed), {w}, [rule](nn::Node& self) {
+nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRule& rule,
+                         KeepBytes keep = nullptr) {
+  nn::Var out = nn::make_result(std::move(compressed), {w}, [rule, keep](nn::Node& self) {
     nn::Node& parent = *self.parents[0];
     if (!parent.requires_grad) return;
     nn::Tensor g = std::move(self.grad);
@@ -843,7 +909,10 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
       // One multiply per entry: below kMaskPiece entries the pool's fork and join cost more
       // than a second thread saves (784 x 32 weight: 3.3 -> 1.6 us per step serially).
       for_pieces(g.numel(), kMaskPiece, [&](std::int64_t b, std::int64_t e) {
-        emit<false, true>(gd + b, wd + b, b, e - b, kNoQuantiser, rule, gd + b);
+        if (keep)
+          mask_by_bytes(gd + b, keep->data() + b, e - b);
+        else
+          emit<false, true>(gd + b, wd + b, b, e - b, kNoQuantiser, rule, gd + b);
       });
     }
     if (parent.grad.empty() || parent.grad.shape() != parent.value.shape())
@@ -853,12 +922,15 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
   });
   if (nn::Node* node = out.node(); node && node->backward_fn && !rule.none) {
     const nn::Node* parent = w.node();  // (alive while the graph is: a parent of `node`)
-    node->grad_mask = [rule, parent](float* g, std::int64_t ld, std::int64_t r0, std::int64_t r1,
-                                     std::int64_t c0, std::int64_t c1) {
+    node->grad_mask = [rule, parent, keep](float* g, std::int64_t ld, std::int64_t r0,
+                                           std::int64_t r1, std::int64_t c0, std::int64_t c1) {
       const float* wd = parent->value.data();
       for (std::int64_t r = r0; r < r1; ++r) {
         const std::int64_t at = r * ld + c0;
-        emit<false, true>(g + at, wd + at, at, c1 - c0, kNoQuantiser, rule, g + at);
+        if (keep)
+          mask_by_bytes(g + at, keep->data() + at, c1 - c0);
+        else
+          emit<false, true>(g + at, wd + at, at, c1 - c0, kNoQuantiser, rule, g + at);
       }
     };
   }
@@ -906,6 +978,7 @@ class CompressionState final : public nn::UpdateHook {
     int bits = 0;
     double prune = 0;
     PruneRule rule;
+    KeepBytes keep;  // the gradient mask as bytes, when the band settled the boundary
   };
 
   // Records the settings of a forward pass's compress_weight call; the next steps prepare them
@@ -951,6 +1024,15 @@ class CompressionState final : public nn::UpdateHook {
       count_ = prune_count(seg_.n, prune_);
       out_ = nn::Tensor(node.value.shape());
       in_band_ = count_.select && band_.valid;
+      // The byte mask goes with the band path; last step's buffer is written again once nothing
+      // (a graph that still masks a gradient with it) holds it any more.
+      keep_.reset();
+      if (in_band_) {
+        if (!(keep_spare_ && keep_spare_.use_count() == 1 &&
+              keep_spare_->size() == static_cast<std::size_t>(seg_.n)))
+          keep_spare_ = std::make_shared<std::vector<std::uint8_t>>(seg_.n);
+        keep_ = keep_spare_;
+      }
       // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
       tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
       for (BandTask& task : tasks_) {
@@ -973,7 +1055,8 @@ class CompressionState final : public nn::UpdateHook {
       if (!count_.select)
         emit_range(x, seg_, b, e, count_.fixed, out_.data());
       else if (in_band_)
-        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)], out_.data());
+        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)], out_.data(),
+                  keep_ ? keep_->data() : nullptr);
       // (otherwise the full selection in after() needs every entry first)
     } catch (...) {  // (allocation of the band's key lists)
       failed_.store(true, std::memory_order_relaxed);
@@ -983,24 +1066,28 @@ class CompressionState final : public nn::UpdateHook {
   void after(const nn::Node& node) override {
     if (failed_.load(std::memory_order_relaxed)) {
       out_ = nn::Tensor();
+      keep_.reset();
       return;
     }
     try {
       const float* x = node.value.data();
       PruneRule rule = count_.fixed;
       if (count_.select &&
-          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data()))) {
+          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data(),
+                                    keep_ ? keep_->data() : nullptr))) {
+        keep_.reset();  // (a miss: the gradient mask reads the weight, as when unfused)
         rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
         emit_all(x, seg_, rule, out_.data());
       }
       prepared_ =
           Prepared{node.value, std::move(out_), node.version.load(std::memory_order_relaxed),
                    epoch_,     step_bits_,      step_prune_,
-                   rule};
+                   rule,       std::move(keep_)};
     } catch (...) {
       prepared_.reset();
     }
     out_ = nn::Tensor();
+    keep_.reset();
   }
 
  private:
@@ -1020,6 +1107,7 @@ class CompressionState final : public nn::UpdateHook {
   BandBins bins_{0, 1};
   std::vector<BandTask> tasks_;
   nn::Tensor out_;
+  std::shared_ptr<std::vector<std::uint8_t>> keep_, keep_spare_;
 };
 
 // Guards the compression state of weight nodes against concurrent forward passes over shared
@@ -1034,9 +1122,8 @@ std::mutex g_states;
 // offer it to the state: a frozen weight (LoRA's base, a fine-tuned network's fixed layers) does
 // not change from step to step, and compressing it again on every forward pass cost 9-33 % of
 // the step of LoRA genomes with int4 / int8 512-unit layers (compression space, stop 36).
-std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::Var& w, int bits,
-                                                                     double prune,
-                                                                     bool& offer_frozen) {
+std::optional<CompressionState::Prepared> prepared_compression(const nn::Var& w, int bits,
+                                                               double prune, bool& offer_frozen) {
   offer_frozen = false;
   nn::Node* node = w.node();
   if (!node || !node->parents.empty() || node->backward_fn) return std::nullopt;  // not a leaf
@@ -1050,8 +1137,7 @@ std::optional<std::pair<nn::Tensor, PruneRule>> prepared_compression(const nn::V
     nn::set_update_hook(w, std::move(fresh));
   }
   state->request(bits, prune);
-  if (auto p = state->current(*node, bits, prune))
-    return std::make_pair(std::move(p->compressed), p->rule);
+  if (auto p = state->current(*node, bits, prune)) return p;
   offer_frozen = !node->requires_grad && nn::no_grad_session() == 0;
   return std::nullopt;
 }
@@ -1071,7 +1157,8 @@ nn::Var compress_frozen(const nn::Var& w, int bits, double prune) {
   {
     std::lock_guard<std::mutex> lock(g_states);
     if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
-      state->offer(CompressionState::Prepared{source, out, version, epoch, bits, prune, rule});
+      state->offer(
+          CompressionState::Prepared{source, out, version, epoch, bits, prune, rule, nullptr});
   }
   return straight_through(w, std::move(out), rule);
 }
@@ -1096,7 +1183,7 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   if (bits < 16) check_bits(bits);
   bool offer_frozen = false;
   if (auto ready = prepared_compression(w, bits, prune, offer_frozen))
-    return straight_through(w, std::move(ready->first), ready->second);
+    return straight_through(w, std::move(ready->compressed), ready->rule, std::move(ready->keep));
   if (offer_frozen) return compress_frozen(w, bits, prune);
   const std::uint64_t session = nn::no_grad_session();
   if (session == 0) return compress_uncached(w, bits, prune);
