@@ -855,7 +855,8 @@ PruneRule compress_into(const float* x, const Segments& seg, double prune, Prune
 // mask reads it instead of the weight: a quarter of the bytes, where the weight-gradient GEMM
 // splits dW by columns while the optimizer wrote the weight by rows, so that about half of the
 // lines the mask reads were last written by the other core (mlp genomes: 0.4-0.9 points less
-// overhead over float, median, stop 42).  The same bits as deciding from the weight.
+// overhead over float, median, stop 42).  The same bits as deciding from the weight at the
+// forward pass.
 using KeepBytes = std::shared_ptr<const std::vector<std::uint8_t>>;
 
 #if defined(HWNAS_COMPRESS_AVX512)
@@ -893,9 +894,19 @@ void mask_by_bytes(float* g, const std::uint8_t* keep, std::int64_t len) {
     if (!keep[i]) g[i] *= 0.0f;
 }
 
-// The compressed weight as an op: the gradient passes straight through, zero on pruned entries
-// (decided again from the weight's value, which no op changes between this forward and its
-// backward).
+// keep[i] = 0 where the rule prunes x[i], 0xff elsewhere: the byte mask after a full selection
+// (the first step, or a miss; the band pass writes it otherwise).
+void write_keep_bytes(const float* x, std::int64_t n, const PruneRule& rule, std::uint8_t* keep) {
+  for_pieces(n, kPiece, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) keep[i] = rule.pruned(magnitude_key(x[i]), i) ? 0 : 0xff;
+  });
+}
+
+// The compressed weight as an op: the gradient passes straight through, zero on pruned entries.
+// With `keep` (a weight the optimizer step prepared) the pruned entries are those of this
+// forward pass; without, they are decided again from the weight's value at backward time, which
+// is the same unless something writes the weight in between (a graph kept across an optimizer
+// step, say).
 nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRule& rule,
                          KeepBytes keep = nullptr) {
   nn::Var out = nn::make_result(std::move(compressed), {w}, [rule, keep](nn::Node& self) {
@@ -1024,10 +1035,10 @@ class CompressionState final : public nn::UpdateHook {
       count_ = prune_count(seg_.n, prune_);
       out_ = nn::Tensor(node.value.shape());
       in_band_ = count_.select && band_.valid;
-      // The byte mask goes with the band path; last step's buffer is written again once nothing
-      // (a graph that still masks a gradient with it) holds it any more.
+      // The byte mask of every selected boundary; last step's buffer is written again once
+      // nothing (a graph that still masks a gradient with it) holds it any more.
       keep_.reset();
-      if (in_band_) {
+      if (count_.select) {
         if (!(keep_spare_ && keep_spare_.use_count() == 1 &&
               keep_spare_->size() == static_cast<std::size_t>(seg_.n)))
           keep_spare_ = std::make_shared<std::vector<std::uint8_t>>(seg_.n);
@@ -1075,9 +1086,9 @@ class CompressionState final : public nn::UpdateHook {
       if (count_.select &&
           !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data(),
                                     keep_ ? keep_->data() : nullptr))) {
-        keep_.reset();  // (a miss: the gradient mask reads the weight, as when unfused)
         rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
         emit_all(x, seg_, rule, out_.data());
+        write_keep_bytes(x, seg_.n, rule, keep_->data());
       }
       prepared_ =
           Prepared{node.value, std::move(out_), node.version.load(std::memory_order_relaxed),
@@ -1137,7 +1148,12 @@ std::optional<CompressionState::Prepared> prepared_compression(const nn::Var& w,
     nn::set_update_hook(w, std::move(fresh));
   }
   state->request(bits, prune);
-  if (auto p = state->current(*node, bits, prune)) return p;
+  if (auto p = state->current(*node, bits, prune)) {
+    // Without the copy of the source: held past the lock it would make the weight's storage
+    // look shared (current()) to a concurrent forward pass, which would compress again.
+    p->source = nn::Tensor();
+    return p;
+  }
   offer_frozen = !node->requires_grad && nn::no_grad_session() == 0;
   return std::nullopt;
 }
