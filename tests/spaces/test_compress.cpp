@@ -155,6 +155,16 @@ void for_each_kernel_family(F&& body) {
   nn::detail::set_gemm_isa(saved);
 }
 
+// The loss the linear-mask tests backpropagate: sum(linear(x, weight) * up), plus
+// sum(weight * other) when other is given (a second consumer of the weight).
+nn::Var linear_loss(const nn::Var& weight, const nn::Tensor& x, const nn::Tensor& up,
+                    const nn::Tensor* other) {
+  nn::Var y = nn::linear(nn::constant(x), weight, nn::Var());
+  nn::Var loss = nn::sum(nn::mul(y, nn::constant(up)));
+  if (other) loss = nn::add(loss, nn::sum(nn::mul(weight, nn::constant(*other))));
+  return loss;
+}
+
 }  // namespace
 
 // The fast path (a remembered band of magnitudes around the pruning boundary, a vectorised
@@ -226,11 +236,7 @@ TEST(Compress, LinearMasksTheWeightGradientAsItWritesIt) {
             const nn::Tensor up = normal_weight(c.batch, c.out, seed++);
             const nn::Tensor other = normal_weight(c.out, c.in, seed++);
             auto loss_of = [&](const nn::Var& weight) {
-              nn::Var y = nn::linear(nn::constant(x), weight, nn::Var());
-              nn::Var loss = nn::sum(nn::mul(y, nn::constant(up)));
-              if (consumers == 2)
-                loss = nn::add(loss, nn::sum(nn::mul(weight, nn::constant(other))));
-              return loss;
+              return linear_loss(weight, x, up, consumers == 2 ? &other : nullptr);
             };
             // The reference: the same loss on a plain parameter holding the compressed values,
             // its gradient times the definition's mask.
@@ -289,11 +295,7 @@ TEST(Compress, FusedMaskBytesEqualTheDefinitionThroughLinearAcrossSteps) {
               const nn::Tensor up = normal_weight(64, c.out, seed++);
               const nn::Tensor other = normal_weight(c.out, c.in, seed++);
               auto loss_of = [&](const nn::Var& weight) {
-                nn::Var y = nn::linear(nn::constant(x), weight, nn::Var());
-                nn::Var loss = nn::sum(nn::mul(y, nn::constant(up)));
-                if (consumers == 2)
-                  loss = nn::add(loss, nn::sum(nn::mul(weight, nn::constant(other))));
-                return loss;
+                return linear_loss(weight, x, up, consumers == 2 ? &other : nullptr);
               };
               // The definition's gradient for w at its current value: the same loss on a plain
               // parameter holding the compressed values, times the mask.
