@@ -851,7 +851,8 @@ PruneRule compress_into(const float* x, const Segments& seg, double prune, Prune
 }
 
 // The gradient's pruning mask as one byte per weight entry (0 pruned, 0xff kept), made by the
-// optimizer step's band pass and settled with the boundary (CompressionState).  The gradient
+// optimizer step's band pass and settled with the boundary, or written from the rule after a
+// full selection (CompressionState).  The gradient
 // mask reads it instead of the weight: a quarter of the bytes, where the weight-gradient GEMM
 // splits dW by columns while the optimizer wrote the weight by rows, so that about half of the
 // lines the mask reads were last written by the other core (mlp genomes: 0.4-0.9 points less
@@ -989,7 +990,7 @@ class CompressionState final : public nn::UpdateHook {
     int bits = 0;
     double prune = 0;
     PruneRule rule;
-    KeepBytes keep;  // the gradient mask as bytes, when the band settled the boundary
+    KeepBytes keep;  // the gradient mask as bytes (a selected boundary; null: none or all)
   };
 
   // Records the settings of a forward pass's compress_weight call; the next steps prepare them
