@@ -852,12 +852,11 @@ PruneRule compress_into(const float* x, const Segments& seg, double prune, Prune
 
 // The gradient's pruning mask as one byte per weight entry (0 pruned, 0xff kept), made by the
 // optimizer step's band pass and settled with the boundary, or written from the rule after a
-// full selection (CompressionState).  The gradient
-// mask reads it instead of the weight: a quarter of the bytes, where the weight-gradient GEMM
-// splits dW by columns while the optimizer wrote the weight by rows, so that about half of the
-// lines the mask reads were last written by the other core (mlp genomes: 0.4-0.9 points less
-// overhead over float, median, stop 42).  The same bits as deciding from the weight at the
-// forward pass.
+// full selection (CompressionState).  The gradient mask reads it instead of the weight: a
+// quarter of the bytes, where the weight-gradient GEMM splits dW by columns while the optimizer
+// wrote the weight by rows, so that about half of the lines the mask reads were last written by
+// the other core (mlp genomes: 0.4-0.9 points less overhead over float, median, stop 42).  The
+// same bits as deciding from the weight at the forward pass.
 using KeepBytes = std::shared_ptr<const std::vector<std::uint8_t>>;
 
 #if defined(HWNAS_COMPRESS_AVX512)
@@ -903,6 +902,16 @@ void write_keep_bytes(const float* x, std::int64_t n, const PruneRule& rule, std
   });
 }
 
+// Masks gradient entries [at, at + len) (g points at entry `at`): by the bytes when given, else
+// by the rule on the weight w's entries.
+void mask_gradient(float* g, std::int64_t at, std::int64_t len, const PruneRule& rule,
+                   const KeepBytes& keep, const float* w) {
+  if (keep)
+    mask_by_bytes(g, keep->data() + at, len);
+  else
+    emit<false, true>(g, w + at, at, len, kNoQuantiser, rule, g);
+}
+
 // The compressed weight as an op: the gradient passes straight through, zero on pruned entries.
 // With `keep` (a weight the optimizer step prepared) the pruned entries are those of this
 // forward pass; without, they are decided again from the weight's value at backward time, which
@@ -921,10 +930,7 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
       // One multiply per entry: below kMaskPiece entries the pool's fork and join cost more
       // than a second thread saves (784 x 32 weight: 3.3 -> 1.6 us per step serially).
       for_pieces(g.numel(), kMaskPiece, [&](std::int64_t b, std::int64_t e) {
-        if (keep)
-          mask_by_bytes(gd + b, keep->data() + b, e - b);
-        else
-          emit<false, true>(gd + b, wd + b, b, e - b, kNoQuantiser, rule, gd + b);
+        mask_gradient(gd + b, b, e - b, rule, keep, wd);
       });
     }
     if (parent.grad.empty() || parent.grad.shape() != parent.value.shape())
@@ -936,14 +942,8 @@ nn::Var straight_through(const nn::Var& w, nn::Tensor compressed, const PruneRul
     const nn::Node* parent = w.node();  // (alive while the graph is: a parent of `node`)
     node->grad_mask = [rule, parent, keep](float* g, std::int64_t ld, std::int64_t r0,
                                            std::int64_t r1, std::int64_t c0, std::int64_t c1) {
-      const float* wd = parent->value.data();
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const std::int64_t at = r * ld + c0;
-        if (keep)
-          mask_by_bytes(g + at, keep->data() + at, c1 - c0);
-        else
-          emit<false, true>(g + at, wd + at, at, c1 - c0, kNoQuantiser, rule, g + at);
-      }
+      for (std::int64_t r = r0; r < r1; ++r)
+        mask_gradient(g + r * ld + c0, r * ld + c0, c1 - c0, rule, keep, parent->value.data());
     };
   }
   return out;
@@ -1068,7 +1068,7 @@ class CompressionState final : public nn::UpdateHook {
         emit_range(x, seg_, b, e, count_.fixed, out_.data());
       else if (in_band_)
         scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)], out_.data(),
-                  keep_ ? keep_->data() : nullptr);
+                  keep_->data());
       // (otherwise the full selection in after() needs every entry first)
     } catch (...) {  // (allocation of the band's key lists)
       failed_.store(true, std::memory_order_relaxed);
@@ -1084,9 +1084,8 @@ class CompressionState final : public nn::UpdateHook {
     try {
       const float* x = node.value.data();
       PruneRule rule = count_.fixed;
-      if (count_.select &&
-          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data(),
-                                    keep_ ? keep_->data() : nullptr))) {
+      if (count_.select && !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule,
+                                                     out_.data(), keep_->data()))) {
         rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
         emit_all(x, seg_, rule, out_.data());
         write_keep_bytes(x, seg_.n, rule, keep_->data());
