@@ -20,6 +20,9 @@
 //            output gradient, input gradient, weight gradient) counted in;
 //   kernels  the blocked primitives alone, reorders left out: the floor of a framework that keeps
 //            every tensor in oneDNN's layouts end to end.
+// hwnas's own two forms are also timed apart where both apply (stride 1, ungrouped, 2x2+ kernels
+// on grids up to 20 points: nn/conv_spectral.hpp): "direct" (the GEMM formulations) and
+// "spectral" (FFT), with the one conv2d's cost model picks; the hwnas column is what it runs.
 // Also checked per layer: whether oneDNN's weight gradient is bit-identical with 1 and with
 // `threads` threads (hwnas's is, by construction: nn/README's reduction contract).
 //
@@ -45,6 +48,7 @@
 #include <vector>
 
 #include "nn/autograd.hpp"
+#include "nn/conv_spectral.hpp"
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
 #include "spaces/genome.hpp"
@@ -375,13 +379,32 @@ int main(int argc, char** argv) try {
   double sum_hwnas = 0, sum_plain = 0, sum_blocked = 0, sum_kernels = 0, macs = 0;
   std::vector<double> r_plain, r_blocked, r_kernels;
   int deterministic = 0, checked = 0;
+  int two_form_layers = 0, worse_pick = 0;  // where the cost model picked the slower form
   for (const auto& [l, count] : layers) {
     HwnasLayer hw(l, a.batch, rng);
     OneDnnLayer plain(l, a.batch, OneDnnLayer::Mode::Plain, eng, rng);
     OneDnnLayer blocked(l, a.batch, OneDnnLayer::Mode::Blocked, eng, rng);
     double t_hw = 1e30, t_plain = 1e30, t_blocked = 1e30, t_kernels = 1e30;
+    double t_direct = 1e30, t_spectral = 1e30;
+    const nn::detail::SpectralConvShape shape{a.batch,  l.cin,    l.h,     l.w,      l.cout,
+                                              l.kernel, l.kernel, l.pad(), !l.first, true};
+    const bool both_forms =
+        l.stride == 1 && l.groups == 1 && nn::detail::spectral_conv_eligible(shape);
+    const bool picks_spectral = both_forms && nn::detail::spectral_conv_pays(shape);
+    auto time_form = [&](nn::detail::ConvAlgorithm form) {
+      const nn::detail::ConvAlgorithm chosen =
+          nn::detail::conv_algorithm();  // HWNAS_CONV_ALGORITHM
+      nn::detail::set_conv_algorithm(form);
+      const double t = mean_step_seconds([&] { hw.step(); }, a.reps);
+      nn::detail::set_conv_algorithm(chosen);
+      return t;
+    };
     for (int round = 0; round < a.rounds; ++round) {
       t_hw = std::min(t_hw, mean_step_seconds([&] { hw.step(); }, a.reps));
+      if (both_forms) {
+        t_direct = std::min(t_direct, time_form(nn::detail::ConvAlgorithm::kDirect));
+        t_spectral = std::min(t_spectral, time_form(nn::detail::ConvAlgorithm::kSpectral));
+      }
       t_plain = std::min(t_plain, mean_step_seconds([&] { plain.step(true); }, a.reps));
       t_blocked = std::min(t_blocked, mean_step_seconds([&] { blocked.step(true); }, a.reps));
       t_kernels = std::min(t_kernels, mean_step_seconds([&] { blocked.step(false); }, a.reps));
@@ -397,6 +420,15 @@ int main(int argc, char** argv) try {
     ++checked;
 
     const double gflop = 2.0 * l.macs_per_sample() * a.batch * (l.first ? 2 : 3) / 1e9;
+    if (both_forms) {
+      std::printf(
+          "FORMS %-34s direct %7.3f ms  spectral %7.3f ms  (direct / spectral %.2fx; "
+          "conv2d picks %s)\n",
+          l.str().c_str(), t_direct * 1e3, t_spectral * 1e3, t_direct / t_spectral,
+          picks_spectral ? "spectral" : "direct");
+      if (picks_spectral ? t_spectral > t_direct : t_direct > t_spectral) ++worse_pick;
+      ++two_form_layers;
+    }
     std::printf(
         "LAYER %-34s x%-2d hwnas %7.3f ms (%5.1f GFLOP/s)  onednn plain %7.3f  blocked "
         "%7.3f  kernels %7.3f ms  hwnas/onednn-best speed %.2fx  [%s]  dW 1 vs %d "
@@ -435,6 +467,10 @@ int main(int argc, char** argv) try {
       "SUMMARY per layer, oneDNN time / hwnas time (min / median / max; > 1: hwnas "
       "faster): plain %s, blocked %s, kernels alone %s\n",
       range(r_plain).c_str(), range(r_blocked).c_str(), range(r_kernels).c_str());
+  std::printf(
+      "SUMMARY hwnas's cost model picked the slower of its two forms on %d of %d layers where "
+      "both apply\n",
+      worse_pick, two_form_layers);
   std::printf(
       "SUMMARY oneDNN weight gradients bit-identical with 1 and %d threads: %d of %d "
       "layers\n",

@@ -5,15 +5,15 @@
 # bench_conv_vs_onednn and runs it per space and batch.
 #
 #   bash bench/conv_vs_onednn.sh [build-dir]        (default: build)
-# Environment: SAMPLES (20), SEED (1), THREADS (2), SPACES ("cnn darts_cell"), BATCHES ("64 128"),
-#   REPS (10), ROUNDS (3).
+# Environment: SAMPLES (20), SEED (1), THREADS (2), SPACES ("cnn darts_cell compression"),
+#   BATCHES ("64 128"), REPS (10), ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 SAMPLES="${SAMPLES:-20}"
 SEED="${SEED:-1}"
 THREADS="${THREADS:-2}"
-SPACES="${SPACES:-cnn darts_cell}"
+SPACES="${SPACES:-cnn darts_cell compression}"
 BATCHES="${BATCHES:-64 128}"
 REPS="${REPS:-10}"
 ROUNDS="${ROUNDS:-3}"

@@ -1,11 +1,15 @@
 // Times a real forward + inverse FFT (r2c then c2r) with the two candidate backends for nn's
 // rfft/irfft: Eigen's unsupported FFT module (kissfft inside) and FFTW3 (single precision,
 // fftwf_*).  nn/ops_fft.cpp uses the faster one; rerun this after a toolchain or library change.
+// Then FFTW's SIMD codelets against its scalar ones (FFTW_NO_SIMD, nn/fftw.hpp): the 1-D line at
+// that length, and the 2-D grids of the spectral convolution (nn/conv_spectral.cpp) in its layout:
+// chunks of 32 images, spectra written with a stride of the image count (4,096 images).
 //   bench_fft_backends [length=4096] [rows=64] [repeats=200]
 #include <fftw3.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <complex>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +36,50 @@ double time_us(int repeats, F&& f) {
     best = std::min(best, us);
   }
   return best;
+}
+
+// Forward + inverse per line (1-D, length n) with the given planner flags, in microseconds.
+double line_us(int n, unsigned flags, int repeats) {
+  float* real = fftwf_alloc_real(static_cast<std::size_t>(n));
+  fftwf_complex* spec = fftwf_alloc_complex(static_cast<std::size_t>(n / 2 + 1));
+  for (int i = 0; i < n; ++i) real[i] = std::sin(0.1f * static_cast<float>(i));
+  fftwf_plan fwd = fftwf_plan_dft_r2c_1d(n, real, spec, flags);
+  fftwf_plan inv = fftwf_plan_dft_c2r_1d(n, spec, real, flags);
+  const float inv_n = 1.0f / static_cast<float>(n);
+  const double us = time_us(repeats, [&] {
+    fftwf_execute(fwd);
+    fftwf_execute(inv);
+    for (int i = 0; i < n; ++i) real[i] *= inv_n;  // keep the values bounded
+  });
+  fftwf_destroy_plan(fwd);
+  fftwf_destroy_plan(inv);
+  fftwf_free(real);
+  fftwf_free(spec);
+  return us;
+}
+
+// Forward + inverse per image of a p x p grid in the spectral convolution's layout, in us.
+double grid_us(int p, unsigned flags) {
+  constexpr int kImages = 4096, kChunk = 32;
+  const int points = p * p, bins = p * (p / 2 + 1);
+  float* grid = fftwf_alloc_real(static_cast<std::size_t>(kChunk) * points);
+  fftwf_complex* spec = fftwf_alloc_complex(static_cast<std::size_t>(bins) * kImages);
+  for (int i = 0; i < kChunk * points; ++i) grid[i] = std::sin(0.1f * static_cast<float>(i));
+  int dims[2] = {p, p};
+  fftwf_plan fwd = fftwf_plan_many_dft_r2c(2, dims, kChunk, grid, nullptr, 1, points, spec, nullptr,
+                                           kImages, 1, flags);
+  fftwf_plan inv = fftwf_plan_many_dft_c2r(2, dims, kChunk, spec, nullptr, kImages, 1, grid,
+                                           nullptr, 1, points, flags);
+  const double us = time_us(1, [&] {
+    for (int c = 0; c < kImages / kChunk; ++c) fftwf_execute_dft_r2c(fwd, grid, spec + c * kChunk);
+    for (int c = 0; c < kImages / kChunk; ++c) fftwf_execute_dft_c2r(inv, spec + c * kChunk, grid);
+    for (int i = 0; i < kChunk * points; ++i) grid[i] /= static_cast<float>(points);
+  });
+  fftwf_destroy_plan(fwd);
+  fftwf_destroy_plan(inv);
+  fftwf_free(grid);
+  fftwf_free(spec);
+  return us / kImages;
 }
 
 }  // namespace
@@ -113,5 +161,19 @@ int main(int argc, char** argv) {
   fftwf_free(fin);
   fftwf_free(fspec);
   fftwf_free(fout);
+
+  // SIMD codelets (what causal_fft_conv plans with) against the scalar ones (the spectral
+  // convolution's, for the same numbers on every CPU: nn/fftw.hpp).
+  const unsigned simd = FFTW_ESTIMATE, scalar = FFTW_ESTIMATE | FFTW_NO_SIMD;
+  for (int len : {512, n}) {
+    const double v = line_us(len, simd, repeats), sc = line_us(len, scalar, repeats);
+    std::printf("fftw3f 1-D line %5d: SIMD %8.2f us  scalar %8.2f us  (scalar / SIMD %.2fx)\n", len,
+                v, sc, sc / v);
+  }
+  for (int p : {8, 9, 10, 12, 15, 16, 18, 20}) {
+    const double v = grid_us(p, simd), sc = grid_us(p, scalar);
+    std::printf("fftw3f 2-D grid %2dx%-2d: SIMD %7.3f us  scalar %7.3f us an image  (%.2fx)\n", p,
+                p, v, sc, sc / v);
+  }
   return 0;
 }

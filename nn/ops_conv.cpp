@@ -1,7 +1,11 @@
 // Convolution and pooling ops (NCHW).
 //
-// conv2d picks one of four formulations by shape (the first three as GEMMs of nn/gemm.hpp over
-// several samples at once):
+// conv2d picks one of five formulations by shape (the second to fourth as GEMMs of nn/gemm.hpp
+// over several samples at once):
+//  - spectral (nn/conv_spectral.hpp: stride 1, ungrouped, kernels 2x2+ on maps up to ~18 wide)
+//    where its cost model expects FFTs and per-frequency GEMMs to beat the direct forms below
+//    (5x5 layers of 48+ channels on 7x7-14x14 maps: 1.5-2x faster; HWNAS_CONV_ALGORITHM=direct
+//    turns it off);
 //  - batch-minor (outputs up to 32 wide, stride 1 or 2): sub-batches of 16 samples laid out with
 //    the sample innermost, so a tap's view of one output row is contiguous and nothing is dropped;
 //  - the grid (wider stride-1 maps; 5x5+ stride 2 on the polyphase grid): taps are shifted views
@@ -35,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/conv_spectral.hpp"
 #include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
@@ -1281,6 +1286,20 @@ void minor_input_gradient(const float* wd, const float* dy, const ConvGeom& g, f
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& opt) {
   const ConvGeom g = check_conv(x, w, b, opt);
   if (g.depthwise()) return conv2d_depthwise(x, w, b, g);
+  if (g.stride == 1 && g.groups == 1) {
+    const bool graph = grad_enabled();
+    const detail::SpectralConvShape s{g.n,
+                                      g.cin,
+                                      g.h,
+                                      g.w,
+                                      g.cout,
+                                      g.kh,
+                                      g.kw,
+                                      g.pad,
+                                      graph && x.requires_grad(),
+                                      graph && w.requires_grad()};
+    if (detail::spectral_conv_pays(s)) return detail::conv2d_spectral(x, w, b, s);
+  }
 
   const std::int64_t CHW = static_cast<std::int64_t>(g.cin) * g.h * g.w, P = g.p(), Kg = g.k_g();
   const int Cg = g.cout_g();

@@ -2,7 +2,9 @@
 //
 // Backend choice (bench/fft_backends.cpp, forward + inverse at length 4096, one thread): FFTW3
 // 10-16 us per row vs 170-190 us for Eigen's kissfft, 11-17x faster across runs, and the same
-// ratio for a batch of 64 rows (0.7-0.8 ms vs 8.9-11.5 ms).
+// ratio for a batch of 64 rows (0.7-0.8 ms vs 8.9-11.5 ms).  Plans use nn/fftw.hpp's flags:
+// FFTW's scalar codelets, the same numbers on every CPU, at about twice the SIMD codelets' time
+// (19 against 9 us at 4096, stop 43), still about 9x kissfft.
 //
 // FFTW's planner is not thread-safe but executing a plan is (new-array execute), so plans are
 // made once per length under a mutex and cached for the life of the process; every line is
@@ -23,6 +25,7 @@
 #include <mutex>
 #include <vector>
 
+#include "nn/fftw.hpp"
 #include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 
@@ -40,16 +43,15 @@ struct Plans {
 
 // Plans for length n, made on first use.  Never destroyed: ops may run during static teardown.
 const Plans& plans_for(int n) {
-  static std::mutex mu;
   static auto* cache = new std::map<int, Plans>;
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(detail::fftw_planner_mutex());
   auto it = cache->find(n);
   if (it != cache->end()) return it->second;
   const auto bins = static_cast<std::size_t>(n / 2 + 1);
   float* real = fftwf_alloc_real(static_cast<std::size_t>(n));
   fftwf_complex* spec = fftwf_alloc_complex(bins);
-  Plans p{fftwf_plan_dft_r2c_1d(n, real, spec, FFTW_ESTIMATE),
-          fftwf_plan_dft_c2r_1d(n, spec, real, FFTW_ESTIMATE)};
+  Plans p{fftwf_plan_dft_r2c_1d(n, real, spec, detail::kFftwPlanFlags),
+          fftwf_plan_dft_c2r_1d(n, spec, real, detail::kFftwPlanFlags)};
   fftwf_free(real);
   fftwf_free(spec);
   if (!p.r2c || !p.c2r)

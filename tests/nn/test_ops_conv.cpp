@@ -13,43 +13,19 @@
 
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
+#include "tests/nn/conv_reference.hpp"
 #include "tests/nn/gradcheck.hpp"
 
 namespace hwnas::nn {
 namespace {
 
+using testing::ConvGrads;
 using testing::expect_gradients_match;
+using testing::naive_conv2d;
+using testing::naive_conv2d_grads;
 using testing::random_tensor;
 
 // ---- naive references ----
-
-Tensor naive_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& o) {
-  const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  const int Ho = (H + 2 * o.padding - kh) / o.stride + 1,
-            Wo = (W + 2 * o.padding - kw) / o.stride + 1;
-  const int cog = Co / o.groups;
-  (void)C;
-  Tensor y = Tensor::zeros(Shape{N, Co, Ho, Wo});
-  for (int n = 0; n < N; ++n)
-    for (int co = 0; co < Co; ++co)
-      for (int oh = 0; oh < Ho; ++oh)
-        for (int ow = 0; ow < Wo; ++ow) {
-          double s = b ? b->data()[co] : 0.0;
-          const int gr = co / cog;
-          for (int cl = 0; cl < Cg; ++cl)
-            for (int i = 0; i < kh; ++i)
-              for (int j = 0; j < kw; ++j) {
-                const int ih = oh * o.stride - o.padding + i, iw = ow * o.stride - o.padding + j;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                const int ci = gr * Cg + cl;
-                s += static_cast<double>(x.data()[((n * x.dim(1) + ci) * H + ih) * W + iw]) *
-                     w.data()[((co * Cg + cl) * kh + i) * kw + j];
-              }
-          y.data()[((n * Co + co) * Ho + oh) * Wo + ow] = static_cast<float>(s);
-        }
-  return y;
-}
 
 Tensor naive_pool(const Tensor& x, int k, int s, int p, bool is_max) {
   const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
@@ -90,40 +66,6 @@ Tensor distinct_tensor(const Shape& s, std::mt19937_64& rng) {
   for (std::int64_t i = 0; i < t.numel(); ++i)
     t.data()[i] = 0.1f * (static_cast<float>(order[i]) - mid);
   return t;
-}
-
-// The gradients of sum(conv2d(x, w, b) * up) by their definition, summed in double: dx, dw, db
-// (db empty without a bias).
-struct ConvGrads {
-  std::vector<double> dx, dw, db;
-};
-ConvGrads naive_conv2d_grads(const Tensor& x, const Tensor& w, bool bias, const Tensor& up,
-                             const Conv2dOptions& o) {
-  const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  const int Ho = up.dim(2), Wo = up.dim(3), cog = Co / o.groups;
-  ConvGrads g{std::vector<double>(static_cast<std::size_t>(x.numel())),
-              std::vector<double>(static_cast<std::size_t>(w.numel())),
-              std::vector<double>(bias ? static_cast<std::size_t>(Co) : 0)};
-  for (int n = 0; n < N; ++n)
-    for (int co = 0; co < Co; ++co)
-      for (int oh = 0; oh < Ho; ++oh)
-        for (int ow = 0; ow < Wo; ++ow) {
-          const double u = up.data()[((n * Co + co) * Ho + oh) * Wo + ow];
-          if (bias) g.db[static_cast<std::size_t>(co)] += u;
-          for (int cl = 0; cl < Cg; ++cl)
-            for (int i = 0; i < kh; ++i)
-              for (int j = 0; j < kw; ++j) {
-                const int ih = oh * o.stride - o.padding + i, iw = ow * o.stride - o.padding + j;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                const std::size_t xi = static_cast<std::size_t>(
-                                      ((n * C + co / cog * Cg + cl) * H + ih) * W + iw),
-                                  wi = static_cast<std::size_t>(((co * Cg + cl) * kh + i) * kw + j);
-                g.dx[xi] += u * w.data()[wi];
-                g.dw[wi] += u * x.data()[xi];
-              }
-        }
-  return g;
 }
 
 // ---- conv2d ----

@@ -1,0 +1,61 @@
+// Spectral (FFT) convolution: conv2d's fifth formulation, for stride-1 dense convolutions with
+// 3x3+ kernels on small maps, where it needs a fraction of the direct form's multiply-adds
+// (64->64 5x5 on 14x14: 302 MFLOP of complex GEMMs per pass against 2,570 MFLOP direct).
+// Internal to nn/: nn/ops_conv.cpp calls it when spectral_conv_pays() says so.
+//
+// The algebra (one image axis; the other is the same).  With x at the origin of a zero grid of
+// P >= H + pad points and the kernel stored shifted, w'[(u - pad) mod P] = w[u], the layer's
+// cross-correlation y[i] = sum_u x[i + u - pad] w[u] is the circular correlation of x with w',
+// and every index either stays on the grid or wraps onto zeros:
+//   forward   Y  = X . conj(W')                 (y = the first Ho points)
+//   input     DX = DY . W'                      (dx = the first H points; dy at the origin)
+//   weight    DW = X . conj(DY)                 (dw[u] = point (u - pad) mod P)
+// per frequency, summed over channels (forward, input) or over the batch (weight): one complex
+// GEMM per frequency for each pass, written as a real GEMM on interleaved (re, im) pairs.
+// Transforms are FFTW3's 2-D r2c / c2r with nn/fftw.hpp's flags (estimated plans, scalar
+// codelets: the same plan and the same numbers on every x86-64 machine).
+//
+// Determinism: images are transformed in fixed chunks and each frequency's GEMM runs on one
+// thread (nn/gemm.hpp's fixed summation order, the same on AVX2 and AVX-512), so results depend
+// on neither the thread count nor the CPU.  They differ from the direct kernels' in the last
+// bits (rounding of the transforms, about 1e-6 of the output's scale).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "nn/autograd.hpp"
+
+namespace hwnas::nn::detail {
+
+// A stride-1, ungrouped convolution with symmetric zero padding, and which gradients its
+// backward pass computes (the cost model's passes; none in inference).
+struct SpectralConvShape {
+  int n, cin, h, w, cout, kh, kw, pad;
+  bool input_grad = true, weight_grad = true;
+};
+
+// Whether the spectral form applies (stride 1 and groups 1 are the caller's to check): padding
+// below the kernel size, and transform grids no larger than kMaxSpectralGrid a side, where
+// FFTW's small transforms are fast.
+bool spectral_conv_eligible(const SpectralConvShape& s);
+
+// Whether the spectral form is expected to train this layer faster than the direct kernels
+// (a cost model of both; see the .cpp), or HWNAS_CONV_ALGORITHM / set_conv_algorithm forces one.
+bool spectral_conv_pays(const SpectralConvShape& s);
+
+// conv2d(x, w, b, stride 1, padding s.pad) in the spectral form, with its backward pass.
+// Requires spectral_conv_eligible(s).
+Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConvShape& s);
+
+// Which formulation conv2d uses for eligible layers: kAuto follows the cost model.  Read from
+// HWNAS_CONV_ALGORITHM (auto, direct, spectral) at start-up; set_conv_algorithm is for tests and
+// benches (not thread-safe against running convolutions).
+enum class ConvAlgorithm { kAuto, kDirect, kSpectral };
+ConvAlgorithm conv_algorithm();
+void set_conv_algorithm(ConvAlgorithm a);
+// The value of HWNAS_CONV_ALGORITHM; throws std::invalid_argument naming the variable and the
+// accepted values.
+ConvAlgorithm parse_conv_algorithm(const std::string& name);
+
+}  // namespace hwnas::nn::detail
