@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -69,23 +70,26 @@ using PlanKey = std::tuple<int, int, std::int64_t, std::int64_t, bool>;
 // destroyed, as in nn/ops_fft.cpp.
 fftwf_plan plan_for(const Grid& g, std::int64_t images, std::int64_t stride, bool inverse,
                     float* grid, float* spec) {
+  const PlanKey key{g.ph, g.pw, images, stride, inverse};
+  // Each thread remembers the plans it used, so a chunk takes the planner's lock only the first
+  // time a thread meets a layout.
+  thread_local std::map<PlanKey, fftwf_plan> seen;
+  if (auto it = seen.find(key); it != seen.end()) return it->second;
   static auto* cache = new std::map<PlanKey, fftwf_plan>;
   std::lock_guard<std::mutex> lock(fftw_planner_mutex());
-  const PlanKey key{g.ph, g.pw, images, stride, inverse};
-  if (auto it = cache->find(key); it != cache->end()) return it->second;
+  if (auto it = cache->find(key); it != cache->end()) return seen[key] = it->second;
   int dims[2] = {g.ph, g.pw};
   const int howmany = static_cast<int>(images), dist = static_cast<int>(g.points()),
             sstride = static_cast<int>(stride);
   auto* cspec = reinterpret_cast<fftwf_complex*>(spec);
-  fftwf_plan p =
-      inverse ? fftwf_plan_many_dft_c2r(2, dims, howmany, cspec, nullptr, sstride, 1, grid, nullptr,
-                                        1, dist, kFftwPlanFlags)
-              : fftwf_plan_many_dft_r2c(2, dims, howmany, grid, nullptr, 1, dist, cspec, nullptr,
-                                        sstride, 1, kFftwPlanFlags);
+  fftwf_plan p = inverse ? fftwf_plan_many_dft_c2r(2, dims, howmany, cspec, nullptr, sstride, 1,
+                                                   grid, nullptr, 1, dist, kFftwPlanFlags)
+                         : fftwf_plan_many_dft_r2c(2, dims, howmany, grid, nullptr, 1, dist, cspec,
+                                                   nullptr, sstride, 1, kFftwPlanFlags);
   if (!p)
     throw std::runtime_error("conv2d: FFTW could not plan a " + std::to_string(g.ph) + "x" +
                              std::to_string(g.pw) + " transform");
-  return cache->emplace(key, p).first->second;
+  return seen[key] = cache->emplace(key, p).first->second;
 }
 
 struct GridScratch;
@@ -144,7 +148,8 @@ void conj_product_matrix(const float* wf, int cin, int cout, float* m) {
     float* re_row = m + 2 * c * ld;
     float* im_row = re_row + ld;
     for (int o = 0; o < cout; ++o) {
-      const float wr = wf[2 * (std::int64_t{o} * cin + c)], wi = wf[2 * (std::int64_t{o} * cin + c) + 1];
+      const float wr = wf[2 * (std::int64_t{o} * cin + c)],
+                  wi = wf[2 * (std::int64_t{o} * cin + c) + 1];
       re_row[2 * o] = wr;
       re_row[2 * o + 1] = -wi;
       im_row[2 * o] = wi;
@@ -154,11 +159,12 @@ void conj_product_matrix(const float* wf, int cin, int cout, float* m) {
 }
 
 // The cost model's constants (spectral_conv_pays).
-constexpr double kDirectGflops = 165.0;       // direct kernels, a core
+constexpr double kDirectGflops = 165.0;        // direct kernels, a core
 constexpr double kSpectralGemmGflops = 100.0;  // per-frequency complex GEMMs, a core
 constexpr double kTransformNsPerPoint = 0.3;   // FFTW, per P log2 P point of one image
 constexpr double kGemmCallNs = 1200.0;         // a per-frequency GEMM's fixed cost (packing)
 constexpr double kSpectralMargin = 0.8;        // spectral only when clearly ahead
+constexpr double kSpectraMemoryRatio = 2.0;    // kept spectra / the layer's tensors, at most
 
 struct ProductScratch;
 float* product_scratch(std::int64_t floats, int slot) {
@@ -191,7 +197,11 @@ void set_conv_algorithm(ConvAlgorithm a) { current_algorithm() = a; }
 bool spectral_conv_eligible(const SpectralConvShape& s) {
   if (s.kh < 2 || s.kw < 2 || s.pad > s.kh - 1 || s.pad > s.kw - 1) return false;
   const Grid g = grid_of(s);
-  return g.ph > 0 && g.pw > 0;
+  if (g.ph <= 0 || g.pw <= 0) return false;
+  // FFTW takes image counts and strides as int, and the spectra are [images, 2 bins] tensors.
+  const std::int64_t images = std::max(
+      {std::int64_t{s.n} * s.cin, std::int64_t{s.n} * s.cout, std::int64_t{s.cin} * s.cout});
+  return images <= std::numeric_limits<int>::max() / (2 * g.bins());
 }
 
 // Both forms' time for one training step of the layer (forward, input and weight gradients), in
@@ -214,13 +224,23 @@ bool spectral_conv_pays(const SpectralConvShape& s) {
   if (!spectral_conv_eligible(s)) return false;
   const Grid g = grid_of(s);
   const double ho = s.h + 2 * s.pad - s.kh + 1, wo = s.w + 2 * s.pad - s.kw + 1;
+  // The spectra of x and w live until the backward pass: at most kSpectraMemoryRatio times what
+  // the layer's own x, w and y hold, so that memory estimates made from the tensors (the
+  // trainer's memory guard) stay close.  Wide layers fail it first: ws is 2 bins / (kh kw) times
+  // w (11.5x for 5x5 on a 16-point grid).
+  const double spectra_floats =
+      2.0 * static_cast<double>(g.bins()) * (double{1} * s.n * s.cin + double{1} * s.cin * s.cout);
+  const double tensor_floats = double{1} * s.n * s.cin * s.h * s.w +
+                               double{1} * s.cout * s.cin * s.kh * s.kw +
+                               double{1} * s.n * s.cout * ho * wo;
+  if (spectra_floats > kSpectraMemoryRatio * tensor_floats) return false;
   const double n = s.n, cin = s.cin, cout = s.cout;
   const int backward = (s.input_grad ? 1 : 0) + (s.weight_grad ? 1 : 0);
-  const double direct_ns = (1 + backward) * 2 * n * cout * cin * ho * wo * s.kh * s.kw / kDirectGflops;
+  const double direct_ns =
+      (1 + backward) * 2 * n * cout * cin * ho * wo * s.kh * s.kw / kDirectGflops;
   // Forward: x, w and y; backward: dy, then dx and / or dw.
-  const double images = n * cin + cin * cout + n * cout +
-                        (backward ? n * cout : 0) + (s.input_grad ? n * cin : 0) +
-                        (s.weight_grad ? cin * cout : 0);
+  const double images = n * cin + cin * cout + n * cout + (backward ? n * cout : 0) +
+                        (s.input_grad ? n * cin : 0) + (s.weight_grad ? cin * cout : 0);
   const double points = static_cast<double>(g.points());
   const double transform_ns = images * kTransformNsPerPoint * points * std::log2(points);
   const double gemm_flops = (1 + backward) * 8 * static_cast<double>(g.bins()) * n * cin * cout;
@@ -242,8 +262,8 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
   const std::int64_t product_flops = 8 * n * cin * cout;
 
   // Spectra of x (at the origin) and of the shifted kernel; both kept for the backward pass.
-  Tensor xs(Shape{static_cast<int>(2 * bins * x_images)});
-  Tensor ws(Shape{static_cast<int>(2 * bins * w_images)});
+  Tensor xs(Shape{static_cast<int>(x_images), static_cast<int>(2 * bins)});
+  Tensor ws(Shape{static_cast<int>(w_images), static_cast<int>(2 * bins)});
   {
     const float* xd = x.value().data();
     to_spectra(g, x_images, xs.data(), [&](std::int64_t i, float* grid) {
@@ -262,7 +282,7 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
 
   Tensor y(Shape{s.n, s.cout, ho, wo});
   {
-    Tensor yspec(Shape{static_cast<int>(2 * bins * y_images)});
+    Tensor yspec(Shape{static_cast<int>(y_images), static_cast<int>(2 * bins)});
     const float* xsd = xs.data();
     const float* wsd = ws.data();
     float* ysd = yspec.data();
@@ -315,7 +335,7 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
         }
         if (!need_x && !need_w) return;
 
-        Tensor dys(Shape{static_cast<int>(2 * bins * y_images)});
+        Tensor dys(Shape{static_cast<int>(y_images), static_cast<int>(2 * bins)});
         to_spectra(g, y_images, dys.data(), [&](std::int64_t i, float* grid) {
           const float* img = dy + i * plane;
           for (int r = 0; r < ho; ++r) std::copy_n(img + r * wo, wo, grid + r * g.pw);
@@ -323,8 +343,10 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
         const float* dysd = dys.data();
         const float* xsd = xs.data();
         const float* wsd = ws.data();
-        Tensor dxs = need_x ? Tensor(Shape{static_cast<int>(2 * bins * x_images)}) : Tensor();
-        Tensor dws = need_w ? Tensor(Shape{static_cast<int>(2 * bins * w_images)}) : Tensor();
+        Tensor dxs = need_x ? Tensor(Shape{static_cast<int>(x_images), static_cast<int>(2 * bins)})
+                            : Tensor();
+        Tensor dws = need_w ? Tensor(Shape{static_cast<int>(w_images), static_cast<int>(2 * bins)})
+                            : Tensor();
         const std::int64_t flops = product_flops * ((need_x ? 1 : 0) + (need_w ? 1 : 0));
         parallel_range(bins, flops, [&](std::int64_t f0, std::int64_t f1) {
           for (std::int64_t f = f0; f < f1; ++f) {

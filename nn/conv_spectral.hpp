@@ -1,5 +1,5 @@
 // Spectral (FFT) convolution: conv2d's fifth formulation, for stride-1 dense convolutions with
-// 3x3+ kernels on small maps, where it needs a fraction of the direct form's multiply-adds
+// 2x2+ kernels on small maps, where it needs a fraction of the direct form's multiply-adds
 // (64->64 5x5 on 14x14: 302 MFLOP of complex GEMMs per pass against 2,570 MFLOP direct).
 // Internal to nn/: nn/ops_conv.cpp calls it when spectral_conv_pays() says so.
 //
@@ -18,7 +18,10 @@
 // Determinism: images are transformed in fixed chunks and each frequency's GEMM runs on one
 // thread (nn/gemm.hpp's fixed summation order, the same on AVX2 and AVX-512), so results depend
 // on neither the thread count nor the CPU.  They differ from the direct kernels' in the last
-// bits (rounding of the transforms, about 1e-6 of the output's scale).
+// bits (rounding of the transforms, about 1e-6 of the output's scale), so where the cost model
+// picks a form by batch size and by the gradients needed, a layer's training and validation
+// passes may round differently.  An output whose receptive field is all zeros comes out as that
+// rounding, not an exact 0 (a measured activation density counts it as nonzero).
 #pragma once
 
 #include <cstdint>
@@ -36,12 +39,13 @@ struct SpectralConvShape {
 };
 
 // Whether the spectral form applies (stride 1 and groups 1 are the caller's to check): padding
-// below the kernel size, and transform grids no larger than kMaxSpectralGrid a side, where
-// FFTW's small transforms are fast.
+// below the kernel size, transform grids no larger than kMaxSpectralGrid a side, where FFTW's
+// small transforms are fast, and image counts whose spectra FFTW's int sizes can address.
 bool spectral_conv_eligible(const SpectralConvShape& s);
 
 // Whether the spectral form is expected to train this layer faster than the direct kernels
-// (a cost model of both; see the .cpp), or HWNAS_CONV_ALGORITHM / set_conv_algorithm forces one.
+// (a cost model of both; see the .cpp) while its kept spectra stay within twice the layer's own
+// tensors, or HWNAS_CONV_ALGORITHM / set_conv_algorithm forces one.
 bool spectral_conv_pays(const SpectralConvShape& s);
 
 // conv2d(x, w, b, stride 1, padding s.pad) in the spectral form, with its backward pass.
@@ -49,8 +53,9 @@ bool spectral_conv_pays(const SpectralConvShape& s);
 Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConvShape& s);
 
 // Which formulation conv2d uses for eligible layers: kAuto follows the cost model.  Read from
-// HWNAS_CONV_ALGORITHM (auto, direct, spectral) at start-up; set_conv_algorithm is for tests and
-// benches (not thread-safe against running convolutions).
+// HWNAS_CONV_ALGORITHM (auto, direct, spectral) on first use (the hwnas CLI calls
+// conv_algorithm() at start-up, so a bad value is one error before any work); set_conv_algorithm
+// is for tests and benches (not thread-safe against running convolutions).
 enum class ConvAlgorithm { kAuto, kDirect, kSpectral };
 ConvAlgorithm conv_algorithm();
 void set_conv_algorithm(ConvAlgorithm a);

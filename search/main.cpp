@@ -6,6 +6,7 @@
 #include <iostream>
 #include <string>
 
+#include "nn/conv_spectral.hpp"
 #include "nn/gemm.hpp"
 #include "search/cli_checks.hpp"
 #include "search/cmd_db.hpp"
@@ -33,9 +34,11 @@ int main(int argc, char** argv) {
   hwnas::search::add_tasks_commands(app);
   hwnas::search::add_train_command(app);
   hwnas::search::add_export_command(app);
-  // A bad HWNAS_GEMM_ISA is one clear error before any work, not a failure in every candidate.
+  // A bad HWNAS_GEMM_ISA or HWNAS_CONV_ALGORITHM is one clear error before any work, not a
+  // failure in every candidate.
   try {
     (void)hwnas::nn::detail::gemm_isa();
+    (void)hwnas::nn::detail::conv_algorithm();
   } catch (const std::invalid_argument& e) {
     std::cerr << "error: " << e.what() << "\n";
     return hwnas::search::kUsageExitCode;

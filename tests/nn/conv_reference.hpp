@@ -8,7 +8,8 @@
 
 namespace hwnas::nn::testing {
 
-inline Tensor naive_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& o) {
+inline Tensor naive_conv2d(const Tensor& x, const Tensor& w, const Tensor* b,
+                           const Conv2dOptions& o) {
   const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
   const int Ho = (H + 2 * o.padding - kh) / o.stride + 1,
@@ -42,7 +43,7 @@ struct ConvGrads {
   std::vector<double> dx, dw, db;
 };
 inline ConvGrads naive_conv2d_grads(const Tensor& x, const Tensor& w, bool bias, const Tensor& up,
-                             const Conv2dOptions& o) {
+                                    const Conv2dOptions& o) {
   const int N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   const int Co = w.dim(0), Cg = w.dim(1), kh = w.dim(2), kw = w.dim(3);
   const int Ho = up.dim(2), Wo = up.dim(3), cog = Co / o.groups;

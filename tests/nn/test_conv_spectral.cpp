@@ -2,7 +2,8 @@
 // gradients against the definition on random eligible shapes (rectangular kernels and maps,
 // every padding up to k - 1, image counts that leave a partial transform chunk), finite
 // differences, gradients added into existing ones, frozen operands, bit-identical results across
-// thread counts and GEMM kernel families, and the cost model's choice on the shapes it was calibrated on.
+// thread counts and GEMM kernel families, and the cost model's choice on the shapes it was
+// calibrated on.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -88,8 +89,8 @@ TEST(SpectralConv, GradientsMatchFiniteDifferences) {
   struct Case {
     int n, cin, h, w, cout, kh, kw, pad;
   };
-  for (const Case& c : {Case{2, 3, 6, 5, 4, 3, 3, 1}, Case{3, 2, 7, 9, 3, 5, 3, 2},
-                        Case{2, 2, 5, 5, 2, 4, 2, 0}}) {
+  for (const Case& c :
+       {Case{2, 3, 6, 5, 4, 3, 3, 1}, Case{3, 2, 7, 9, 3, 5, 3, 2}, Case{2, 2, 5, 5, 2, 4, 2, 0}}) {
     SCOPED_TRACE(std::to_string(c.kh) + "x" + std::to_string(c.kw));
     ASSERT_TRUE(detail::spectral_conv_eligible({c.n, c.cin, c.h, c.w, c.cout, c.kh, c.kw, c.pad}));
     std::mt19937_64 rng(17);
@@ -97,7 +98,10 @@ TEST(SpectralConv, GradientsMatchFiniteDifferences) {
                            random_tensor(Shape{c.cout, c.cin, c.kh, c.kw}, rng),
                            random_tensor(Shape{c.cout}, rng)};
     testing::expect_gradients_match(
-        [&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], {1, c.pad, 1}); }, in);
+        [&](const std::vector<Var>& v) {
+          return conv2d(v[0], v[1], v[2], {1, c.pad, 1});
+        },
+        in);
   }
 }
 
@@ -108,8 +112,10 @@ TEST(SpectralConv, AddsIntoExistingGradientsAndSkipsFrozenOperands) {
   std::mt19937_64 rng(23);
   const Conv2dOptions o{1, 2, 1};
   const Tensor x = random_tensor(Shape{9, 4, 8, 8}, rng);
-  const Tensor w1 = random_tensor(Shape{5, 4, 5, 5}, rng), w2 = random_tensor(Shape{5, 4, 5, 5}, rng);
-  const Tensor u1 = random_tensor(Shape{9, 5, 8, 8}, rng), u2 = random_tensor(Shape{9, 5, 8, 8}, rng);
+  const Tensor w1 = random_tensor(Shape{5, 4, 5, 5}, rng),
+               w2 = random_tensor(Shape{5, 4, 5, 5}, rng);
+  const Tensor u1 = random_tensor(Shape{9, 5, 8, 8}, rng),
+               u2 = random_tensor(Shape{9, 5, 8, 8}, rng);
   Var xv = parameter(x), w1v = parameter(w1), w2v = constant(w2);
   backward(add(sum(mul(conv2d(xv, w1v, Var(), o), constant(u1))),
                sum(mul(conv2d(xv, w2v, Var(), o), constant(u2)))));
@@ -125,6 +131,29 @@ TEST(SpectralConv, AddsIntoExistingGradientsAndSkipsFrozenOperands) {
   backward(sum(mul(conv2d(xc, wv, Var(), o), constant(u1))));
   expect_grad(wv.grad(), r1.dw, "dw with a constant input");
   EXPECT_TRUE(xc.grad().empty());
+}
+
+// A weight and bias used by two convolutions: the second backward adds its dW and db into the
+// first's (grad_of's +=, not =).
+TEST(SpectralConv, SharedWeightAndBiasGradientsAdd) {
+  AlgorithmScope spectral(ConvAlgorithm::kSpectral);
+  std::mt19937_64 rng(29);
+  const Conv2dOptions o{1, 1, 1};
+  const Tensor x1 = random_tensor(Shape{3, 4, 6, 7}, rng),
+               x2 = random_tensor(Shape{3, 4, 6, 7}, rng);
+  const Tensor w = random_tensor(Shape{5, 4, 3, 2}, rng), b = random_tensor(Shape{5}, rng);
+  const Tensor u1 = random_tensor(Shape{3, 5, 6, 8}, rng),
+               u2 = random_tensor(Shape{3, 5, 6, 8}, rng);
+  Var wv = parameter(w), bv = parameter(b);
+  backward(add(sum(mul(conv2d(constant(x1), wv, bv, o), constant(u1))),
+               sum(mul(conv2d(constant(x2), wv, bv, o), constant(u2)))));
+  const testing::ConvGrads r1 = naive_conv2d_grads(x1, w, true, u1, o),
+                           r2 = naive_conv2d_grads(x2, w, true, u2, o);
+  std::vector<double> dw(r1.dw.size()), db(r1.db.size());
+  for (std::size_t i = 0; i < dw.size(); ++i) dw[i] = r1.dw[i] + r2.dw[i];
+  for (std::size_t i = 0; i < db.size(); ++i) db[i] = r1.db[i] + r2.db[i];
+  expect_grad(wv.grad(), dw, "dw");
+  expect_grad(bv.grad(), db, "db");
 }
 
 std::vector<float> spectral_step(int threads) {
@@ -174,10 +203,16 @@ TEST(SpectralConv, CostModelChoosesBySize) {
   AlgorithmScope automatic(ConvAlgorithm::kAuto);
   EXPECT_TRUE(detail::spectral_conv_pays({64, 64, 14, 14, 64, 5, 5, 2}));
   EXPECT_TRUE(detail::spectral_conv_pays({64, 48, 7, 7, 48, 5, 5, 2}));
-  EXPECT_FALSE(detail::spectral_conv_pays({64, 1, 28, 28, 16, 3, 3, 1}));    // one input channel
-  EXPECT_FALSE(detail::spectral_conv_pays({64, 32, 28, 28, 32, 3, 3, 1}));   // grid past 20
-  EXPECT_FALSE(detail::spectral_conv_pays({64, 16, 14, 14, 16, 3, 3, 3}));   // padding >= k
+  EXPECT_FALSE(detail::spectral_conv_pays({64, 1, 28, 28, 16, 3, 3, 1}));       // one input channel
+  EXPECT_FALSE(detail::spectral_conv_pays({64, 32, 28, 28, 32, 3, 3, 1}));      // grid past 20
+  EXPECT_FALSE(detail::spectral_conv_pays({64, 16, 14, 14, 16, 3, 3, 3}));      // padding >= k
   EXPECT_FALSE(detail::spectral_conv_eligible({64, 16, 14, 14, 16, 1, 1, 0}));  // pointwise
+  // Eligible and fewer operations, but w's spectra (2 bins / 25 = 11.5x w) would hold more than
+  // twice the layer's tensors.
+  EXPECT_TRUE(detail::spectral_conv_eligible({64, 512, 14, 14, 512, 5, 5, 2}));
+  EXPECT_FALSE(detail::spectral_conv_pays({64, 512, 14, 14, 512, 5, 5, 2}));
+  // Spectra past FFTW's int sizes are never eligible, even when forced.
+  EXPECT_FALSE(detail::spectral_conv_eligible({1 << 20, 4096, 8, 8, 8, 3, 3, 1}));
   {
     AlgorithmScope direct(ConvAlgorithm::kDirect);
     EXPECT_FALSE(detail::spectral_conv_pays({64, 64, 14, 14, 64, 5, 5, 2}));
@@ -188,8 +223,9 @@ TEST(SpectralConv, CostModelChoosesBySize) {
 }
 
 TEST(SpectralConv, UnknownAlgorithmNameIsRejected) {
-  testing::expect_invalid([] { detail::parse_conv_algorithm("fft"); },
-                          "HWNAS_CONV_ALGORITHM: unknown value 'fft' (use auto, direct or spectral");
+  testing::expect_invalid(
+      [] { detail::parse_conv_algorithm("fft"); },
+      "HWNAS_CONV_ALGORITHM: unknown value 'fft' (use auto, direct or spectral");
   EXPECT_EQ(detail::parse_conv_algorithm("spectral"), ConvAlgorithm::kSpectral);
   EXPECT_EQ(detail::parse_conv_algorithm("direct"), ConvAlgorithm::kDirect);
   EXPECT_EQ(detail::parse_conv_algorithm("auto"), ConvAlgorithm::kAuto);

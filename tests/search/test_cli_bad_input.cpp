@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli_util.hpp"
@@ -116,23 +117,38 @@ TEST(CliBadInput, AFullDiskLeavesNoPartialFile) {
   std::filesystem::remove_all(dir);
 }
 
-// A misspelt or unsupported GEMM kernel family is one error before any work starts.
-TEST(CliBadInput, GemmKernelOverrideIsChecked) {
-  // expect_one_error runs `hwnas ARGS`; the environment goes in front through the shell.
-  const auto r = run_hwnas("--version");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+// `hwnas search quickstart` with `env` (VAR=value) in front, through the shell: its exit status
+// and its stdout + stderr.
+std::pair<int, std::string> search_with_env(const std::string& env) {
   const std::string cmd =
-      "HWNAS_GEMM_ISA=avx1024 " + hwnas::test::kHwnasBinary + " search " + kQuickstart + " 2>&1";
+      env + " " + hwnas::test::kHwnasBinary + " search " + kQuickstart + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
   while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   const int status = ::pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << out;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// A misspelt or unsupported GEMM kernel family is one error before any work starts.
+TEST(CliBadInput, GemmKernelOverrideIsChecked) {
+  const auto r = run_hwnas("--version");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto [code, out] = search_with_env("HWNAS_GEMM_ISA=avx1024");
+  EXPECT_EQ(code, 2) << out;
   EXPECT_EQ(out.rfind("error: HWNAS_GEMM_ISA: unknown kernel family 'avx1024' (use avx512, avx2 or "
                       "eigen",
                       0),
             0u)
       << out;
   EXPECT_EQ(out.find('\n'), out.size() - 1) << "one line: " << out;
+}
+
+// So is an unknown convolution formulation (nn/conv_spectral.hpp).
+TEST(CliBadInput, ConvAlgorithmOverrideIsChecked) {
+  const auto [code, out] = search_with_env("HWNAS_CONV_ALGORITHM=fft");
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_EQ(out,
+            "error: HWNAS_CONV_ALGORITHM: unknown value 'fft' (use auto, direct or spectral, "
+            "or unset it)\n");
 }
