@@ -2,8 +2,8 @@
 //
 // Data layout: a batch of images' spectra is held frequency-major, spec[f][image] as complex
 // (re, im) pairs, image = sample * channels + channel, so that one frequency's [batch, channels]
-// matrix is contiguous and its GEMM reads it in place.  FFTW writes and reads that layout itself
-// (output stride = the image count), from a per-thread grid buffer of one chunk of images.
+// matrix is contiguous and its GEMM reads it in place.  FFTW transforms chunks of 32 images
+// between per-thread buffers, and a transpose moves each chunk's spectra to or from that layout.
 #include "nn/conv_spectral.hpp"
 
 #include <algorithm>
@@ -29,9 +29,7 @@ namespace {
 constexpr int kMaxSpectralGrid = 20;
 constexpr int kSlowGrid = 18;
 
-// Images per FFTW call: fixed (results must not depend on the thread count), a multiple of 8 so
-// that every chunk's spectra start 64 bytes apart from the buffer's aligned start (FFTW's
-// new-array execute needs the planned alignment).
+// Images per FFTW call: fixed, so that results do not depend on the thread count.
 constexpr std::int64_t kChunkImages = 32;
 
 // The smallest grid of at least `need` points whose size has only 2, 3 and 5 as factors
@@ -61,16 +59,20 @@ Grid grid_of(const SpectralConvShape& s) {
           grid_points(std::max({s.w + s.pad, wo, s.kw}))};
 }
 
-// ---- FFTW plans: one per (grid, images per call, image count of the layout, direction) ----
+// ---- FFTW plans: one per (grid, images per call, direction) ----
+//
+// FFTW transforms a chunk of images between a grid buffer and a spectrum buffer, both contiguous
+// per image; a transpose moves the chunk's spectra to or from the frequency-major layout.  FFTW
+// writing that layout itself (output stride = the image count) took 1.7-1.9x as long on 16- and
+// 20-point grids (scalar codelets, bench/README.md stop 43), and it needed a plan per image count.
 
-using PlanKey = std::tuple<int, int, std::int64_t, std::int64_t, bool>;
+using PlanKey = std::tuple<int, int, std::int64_t, bool>;
 
-// Planned on the arrays of the first call (FFTW_ESTIMATE reads or writes no data), whose
-// alignment every later call shares: 64-byte aligned buffers, chunks 64 bytes apart.  Never
-// destroyed, as in nn/ops_fft.cpp.
-fftwf_plan plan_for(const Grid& g, std::int64_t images, std::int64_t stride, bool inverse,
-                    float* grid, float* spec) {
-  const PlanKey key{g.ph, g.pw, images, stride, inverse};
+// Planned on the arrays of the first call (FFTW_ESTIMATE reads or writes no data); later calls
+// pass other arrays of the same layout (new-array execute).  Never destroyed, as in
+// nn/ops_fft.cpp.
+fftwf_plan plan_for(const Grid& g, std::int64_t images, bool inverse, float* grid, float* spec) {
+  const PlanKey key{g.ph, g.pw, images, inverse};
   // Each thread remembers the plans it used, so a chunk takes the planner's lock only the first
   // time a thread meets a layout.
   thread_local std::map<PlanKey, fftwf_plan> seen;
@@ -79,22 +81,26 @@ fftwf_plan plan_for(const Grid& g, std::int64_t images, std::int64_t stride, boo
   std::lock_guard<std::mutex> lock(fftw_planner_mutex());
   if (auto it = cache->find(key); it != cache->end()) return seen[key] = it->second;
   int dims[2] = {g.ph, g.pw};
-  const int howmany = static_cast<int>(images), dist = static_cast<int>(g.points()),
-            sstride = static_cast<int>(stride);
+  const int howmany = static_cast<int>(images), points = static_cast<int>(g.points()),
+            bins = static_cast<int>(g.bins());
   auto* cspec = reinterpret_cast<fftwf_complex*>(spec);
-  fftwf_plan p = inverse ? fftwf_plan_many_dft_c2r(2, dims, howmany, cspec, nullptr, sstride, 1,
-                                                   grid, nullptr, 1, dist, kFftwPlanFlags)
-                         : fftwf_plan_many_dft_r2c(2, dims, howmany, grid, nullptr, 1, dist, cspec,
-                                                   nullptr, sstride, 1, kFftwPlanFlags);
+  fftwf_plan p = inverse ? fftwf_plan_many_dft_c2r(2, dims, howmany, cspec, nullptr, 1, bins, grid,
+                                                   nullptr, 1, points, kFftwPlanFlags)
+                         : fftwf_plan_many_dft_r2c(2, dims, howmany, grid, nullptr, 1, points,
+                                                   cspec, nullptr, 1, bins, kFftwPlanFlags);
   if (!p)
     throw std::runtime_error("conv2d: FFTW could not plan a " + std::to_string(g.ph) + "x" +
                              std::to_string(g.pw) + " transform");
   return seen[key] = cache->emplace(key, p).first->second;
 }
 
-struct GridScratch;
-float* grid_scratch(std::int64_t floats) {
-  return thread_scratch<GridScratch, 1>(static_cast<std::size_t>(floats), 0);
+// Per-thread buffers of one chunk: its grids (slot 0) and its spectra, image-major (slot 1).
+struct ChunkScratch;
+float* chunk_grids(const Grid& g) {
+  return thread_scratch<ChunkScratch, 2>(static_cast<std::size_t>(kChunkImages * g.points()), 0);
+}
+float* chunk_spectra(const Grid& g) {
+  return thread_scratch<ChunkScratch, 2>(static_cast<std::size_t>(kChunkImages * 2 * g.bins()), 1);
 }
 
 // FFTW's cost per image, in scalar-operation units of chunk_count: ~5 P log2 P flops.
@@ -106,32 +112,48 @@ std::int64_t transform_cost(const Grid& g) {
 // zeroed grid (ph x pw floats; fill writes only its nonzeros).
 template <class Fill>
 void to_spectra(const Grid& g, std::int64_t images, float* spec, Fill&& fill) {
-  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages;
+  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages, bins = g.bins();
   parallel_range(chunks, kChunkImages * transform_cost(g), [&](std::int64_t c0, std::int64_t c1) {
-    float* grid = grid_scratch(kChunkImages * g.points());
+    float* grid = chunk_grids(g);
+    float* local = chunk_spectra(g);
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t i0 = c * kChunkImages, count = std::min(kChunkImages, images - i0);
       std::fill(grid, grid + count * g.points(), 0.0f);
       for (std::int64_t i = 0; i < count; ++i) fill(i0 + i, grid + i * g.points());
-      float* dst = spec + 2 * i0;
-      fftwf_execute_dft_r2c(plan_for(g, count, images, false, grid, dst), grid,
-                            reinterpret_cast<fftwf_complex*>(dst));
+      fftwf_execute_dft_r2c(plan_for(g, count, false, grid, local), grid,
+                            reinterpret_cast<fftwf_complex*>(local));
+      // [image][f] -> [f][image]: each frequency's count pairs are one contiguous run.
+      for (std::int64_t f = 0; f < bins; ++f) {
+        float* dst = spec + 2 * (f * images + i0);
+        for (std::int64_t i = 0; i < count; ++i) {
+          dst[2 * i] = local[2 * (i * bins + f)];
+          dst[2 * i + 1] = local[2 * (i * bins + f) + 1];
+        }
+      }
     }
   });
 }
 
 // The inverse: read(i, grid) receives image i's unnormalised c2r (ph x pw floats; scale by
-// 1 / points).  Consumes spec.
+// 1 / points).
 template <class Read>
-void from_spectra(const Grid& g, std::int64_t images, float* spec, Read&& read) {
-  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages;
+void from_spectra(const Grid& g, std::int64_t images, const float* spec, Read&& read) {
+  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages, bins = g.bins();
   parallel_range(chunks, kChunkImages * transform_cost(g), [&](std::int64_t c0, std::int64_t c1) {
-    float* grid = grid_scratch(kChunkImages * g.points());
+    float* grid = chunk_grids(g);
+    float* local = chunk_spectra(g);
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t i0 = c * kChunkImages, count = std::min(kChunkImages, images - i0);
-      float* src = spec + 2 * i0;
-      fftwf_execute_dft_c2r(plan_for(g, count, images, true, grid, src),
-                            reinterpret_cast<fftwf_complex*>(src), grid);
+      for (std::int64_t f = 0; f < bins; ++f) {
+        const float* src = spec + 2 * (f * images + i0);
+        for (std::int64_t i = 0; i < count; ++i) {
+          local[2 * (i * bins + f)] = src[2 * i];
+          local[2 * (i * bins + f) + 1] = src[2 * i + 1];
+        }
+      }
+      // (c2r overwrites its input: the chunk's copy, not spec.)
+      fftwf_execute_dft_c2r(plan_for(g, count, true, grid, local),
+                            reinterpret_cast<fftwf_complex*>(local), grid);
       for (std::int64_t i = 0; i < count; ++i) read(i0 + i, grid + i * g.points());
     }
   });
@@ -161,7 +183,7 @@ void conj_product_matrix(const float* wf, int cin, int cout, float* m) {
 // The cost model's constants (spectral_conv_pays).
 constexpr double kDirectGflops = 165.0;        // direct kernels, a core
 constexpr double kSpectralGemmGflops = 100.0;  // per-frequency complex GEMMs, a core
-constexpr double kTransformNsPerPoint = 0.3;   // FFTW, per P log2 P point of one image
+constexpr double kTransformNsPerPoint = 0.26;  // FFTW + transpose, per P log2 P point of an image
 constexpr double kGemmCallNs = 1200.0;         // a per-frequency GEMM's fixed cost (packing)
 constexpr double kSpectralMargin = 0.8;        // spectral only when clearly ahead
 constexpr double kSpectraMemoryRatio = 2.0;    // kept spectra / the layer's tensors, at most
