@@ -2,8 +2,8 @@
 // rfft/irfft: Eigen's unsupported FFT module (kissfft inside) and FFTW3 (single precision,
 // fftwf_*).  nn/ops_fft.cpp uses the faster one; rerun this after a toolchain or library change.
 // Then FFTW's SIMD codelets against its scalar ones (FFTW_NO_SIMD, nn/fftw.hpp): the 1-D line at
-// that length, and the 2-D grids of the spectral convolution (nn/conv_spectral.cpp) in its layout:
-// chunks of 32 images, spectra written with a stride of the image count (4,096 images).
+// that length, and the 2-D grids of the spectral convolution (nn/conv_spectral.cpp), chunks of
+// 32 images of 4,096, spectra written frequency-major by FFTW or contiguously.
 //   bench_fft_backends [length=4096] [rows=64] [repeats=200]
 #include <fftw3.h>
 
@@ -58,21 +58,27 @@ double line_us(int n, unsigned flags, int repeats) {
   return us;
 }
 
-// Forward + inverse per image of a p x p grid in the spectral convolution's layout, in us.
-double grid_us(int p, unsigned flags) {
+// Forward + inverse per image of a p x p grid, chunks of 32 images, in us: spectra written
+// frequency-major by FFTW itself (stride = the image count; strided) or image by image
+// (contiguous, what nn/conv_spectral.cpp runs before its transpose).
+double grid_us(int p, unsigned flags, bool contiguous) {
   constexpr int kImages = 4096, kChunk = 32;
   const int points = p * p, bins = p * (p / 2 + 1);
   float* grid = fftwf_alloc_real(static_cast<std::size_t>(kChunk) * points);
   fftwf_complex* spec = fftwf_alloc_complex(static_cast<std::size_t>(bins) * kImages);
   for (int i = 0; i < kChunk * points; ++i) grid[i] = std::sin(0.1f * static_cast<float>(i));
   int dims[2] = {p, p};
+  const int stride = contiguous ? 1 : kImages, dist = contiguous ? bins : 1,
+            chunk_offset = contiguous ? kChunk * bins : kChunk;
   fftwf_plan fwd = fftwf_plan_many_dft_r2c(2, dims, kChunk, grid, nullptr, 1, points, spec, nullptr,
-                                           kImages, 1, flags);
-  fftwf_plan inv = fftwf_plan_many_dft_c2r(2, dims, kChunk, spec, nullptr, kImages, 1, grid,
+                                           stride, dist, flags);
+  fftwf_plan inv = fftwf_plan_many_dft_c2r(2, dims, kChunk, spec, nullptr, stride, dist, grid,
                                            nullptr, 1, points, flags);
   const double us = time_us(1, [&] {
-    for (int c = 0; c < kImages / kChunk; ++c) fftwf_execute_dft_r2c(fwd, grid, spec + c * kChunk);
-    for (int c = 0; c < kImages / kChunk; ++c) fftwf_execute_dft_c2r(inv, spec + c * kChunk, grid);
+    for (int c = 0; c < kImages / kChunk; ++c)
+      fftwf_execute_dft_r2c(fwd, grid, spec + c * chunk_offset);
+    for (int c = 0; c < kImages / kChunk; ++c)
+      fftwf_execute_dft_c2r(inv, spec + c * chunk_offset, grid);
     for (int i = 0; i < kChunk * points; ++i) grid[i] /= static_cast<float>(points);
   });
   fftwf_destroy_plan(fwd);
@@ -171,9 +177,12 @@ int main(int argc, char** argv) {
                 v, sc, sc / v);
   }
   for (int p : {8, 9, 10, 12, 15, 16, 18, 20}) {
-    const double v = grid_us(p, simd), sc = grid_us(p, scalar);
-    std::printf("fftw3f 2-D grid %2dx%-2d: SIMD %7.3f us  scalar %7.3f us an image  (%.2fx)\n", p,
-                p, v, sc, sc / v);
+    const double v = grid_us(p, simd, false), sc = grid_us(p, scalar, false),
+                 scc = grid_us(p, scalar, true);
+    std::printf(
+        "fftw3f 2-D grid %2dx%-2d, an image: strided SIMD %7.3f us  scalar %7.3f us (%.2fx);  "
+        "contiguous scalar %7.3f us\n",
+        p, p, v, sc, sc / v, scc);
   }
   return 0;
 }
