@@ -108,6 +108,27 @@ std::int64_t transform_cost(const Grid& g) {
   return 5 * g.points() * static_cast<std::int64_t>(std::log2(static_cast<double>(g.points())) + 1);
 }
 
+// Moves a chunk's spectra between the image-major chunk buffer local[i][f] (i < count) and the
+// frequency-major spec[f][i0 + i], where each frequency's count pairs are one contiguous run:
+// into spec when kToSpec (Spec = float), else out of it (Spec = const float).
+template <bool kToSpec, class Spec>
+void move_chunk(Spec* spec, float* local, std::int64_t images, std::int64_t i0, std::int64_t count,
+                std::int64_t bins) {
+  for (std::int64_t f = 0; f < bins; ++f) {
+    Spec* run = spec + 2 * (f * images + i0);
+    for (std::int64_t i = 0; i < count; ++i) {
+      float* pair = local + 2 * (i * bins + f);
+      if constexpr (kToSpec) {
+        run[2 * i] = pair[0];
+        run[2 * i + 1] = pair[1];
+      } else {
+        pair[0] = run[2 * i];
+        pair[1] = run[2 * i + 1];
+      }
+    }
+  }
+}
+
 // spec[f][i] = the 2-D spectrum of image i (0 <= i < images) as fill(i, grid) writes it onto a
 // zeroed grid (ph x pw floats; fill writes only its nonzeros).
 template <class Fill>
@@ -122,14 +143,7 @@ void to_spectra(const Grid& g, std::int64_t images, float* spec, Fill&& fill) {
       for (std::int64_t i = 0; i < count; ++i) fill(i0 + i, grid + i * g.points());
       fftwf_execute_dft_r2c(plan_for(g, count, false, grid, local), grid,
                             reinterpret_cast<fftwf_complex*>(local));
-      // [image][f] -> [f][image]: each frequency's count pairs are one contiguous run.
-      for (std::int64_t f = 0; f < bins; ++f) {
-        float* dst = spec + 2 * (f * images + i0);
-        for (std::int64_t i = 0; i < count; ++i) {
-          dst[2 * i] = local[2 * (i * bins + f)];
-          dst[2 * i + 1] = local[2 * (i * bins + f) + 1];
-        }
-      }
+      move_chunk<true>(spec, local, images, i0, count, bins);
     }
   });
 }
@@ -144,13 +158,7 @@ void from_spectra(const Grid& g, std::int64_t images, const float* spec, Read&& 
     float* local = chunk_spectra(g);
     for (std::int64_t c = c0; c < c1; ++c) {
       const std::int64_t i0 = c * kChunkImages, count = std::min(kChunkImages, images - i0);
-      for (std::int64_t f = 0; f < bins; ++f) {
-        const float* src = spec + 2 * (f * images + i0);
-        for (std::int64_t i = 0; i < count; ++i) {
-          local[2 * (i * bins + f)] = src[2 * i];
-          local[2 * (i * bins + f) + 1] = src[2 * i + 1];
-        }
-      }
+      move_chunk<false>(spec, local, images, i0, count, bins);
       // (c2r overwrites its input: the chunk's copy, not spec.)
       fftwf_execute_dft_c2r(plan_for(g, count, true, grid, local),
                             reinterpret_cast<fftwf_complex*>(local), grid);
