@@ -129,22 +129,31 @@ void move_chunk(Spec* spec, float* local, std::int64_t images, std::int64_t i0, 
   }
 }
 
-// spec[f][i] = the 2-D spectrum of image i (0 <= i < images) as fill(i, grid) writes it onto a
-// zeroed grid (ph x pw floats; fill writes only its nonzeros).
-template <class Fill>
-void to_spectra(const Grid& g, std::int64_t images, float* spec, Fill&& fill) {
-  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages, bins = g.bins();
+// Calls body(i0, count, grid, local) for the chunks of kChunkImages images (the last one may be
+// shorter), in parallel, with the thread's chunk buffers.
+template <class Body>
+void for_chunks(const Grid& g, std::int64_t images, Body&& body) {
+  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages;
   parallel_range(chunks, kChunkImages * transform_cost(g), [&](std::int64_t c0, std::int64_t c1) {
     float* grid = chunk_grids(g);
     float* local = chunk_spectra(g);
     for (std::int64_t c = c0; c < c1; ++c) {
-      const std::int64_t i0 = c * kChunkImages, count = std::min(kChunkImages, images - i0);
-      std::fill(grid, grid + count * g.points(), 0.0f);
-      for (std::int64_t i = 0; i < count; ++i) fill(i0 + i, grid + i * g.points());
-      fftwf_execute_dft_r2c(plan_for(g, count, false, grid, local), grid,
-                            reinterpret_cast<fftwf_complex*>(local));
-      move_chunk<true>(spec, local, images, i0, count, bins);
+      const std::int64_t i0 = c * kChunkImages;
+      body(i0, std::min(kChunkImages, images - i0), grid, local);
     }
+  });
+}
+
+// spec[f][i] = the 2-D spectrum of image i (0 <= i < images) as fill(i, grid) writes it onto a
+// zeroed grid (ph x pw floats; fill writes only its nonzeros).
+template <class Fill>
+void to_spectra(const Grid& g, std::int64_t images, float* spec, Fill&& fill) {
+  for_chunks(g, images, [&](std::int64_t i0, std::int64_t count, float* grid, float* local) {
+    std::fill(grid, grid + count * g.points(), 0.0f);
+    for (std::int64_t i = 0; i < count; ++i) fill(i0 + i, grid + i * g.points());
+    fftwf_execute_dft_r2c(plan_for(g, count, false, grid, local), grid,
+                          reinterpret_cast<fftwf_complex*>(local));
+    move_chunk<true>(spec, local, images, i0, count, g.bins());
   });
 }
 
@@ -152,18 +161,12 @@ void to_spectra(const Grid& g, std::int64_t images, float* spec, Fill&& fill) {
 // 1 / points).
 template <class Read>
 void from_spectra(const Grid& g, std::int64_t images, const float* spec, Read&& read) {
-  const std::int64_t chunks = (images + kChunkImages - 1) / kChunkImages, bins = g.bins();
-  parallel_range(chunks, kChunkImages * transform_cost(g), [&](std::int64_t c0, std::int64_t c1) {
-    float* grid = chunk_grids(g);
-    float* local = chunk_spectra(g);
-    for (std::int64_t c = c0; c < c1; ++c) {
-      const std::int64_t i0 = c * kChunkImages, count = std::min(kChunkImages, images - i0);
-      move_chunk<false>(spec, local, images, i0, count, bins);
-      // (c2r overwrites its input: the chunk's copy, not spec.)
-      fftwf_execute_dft_c2r(plan_for(g, count, true, grid, local),
-                            reinterpret_cast<fftwf_complex*>(local), grid);
-      for (std::int64_t i = 0; i < count; ++i) read(i0 + i, grid + i * g.points());
-    }
+  for_chunks(g, images, [&](std::int64_t i0, std::int64_t count, float* grid, float* local) {
+    move_chunk<false>(spec, local, images, i0, count, g.bins());
+    // (c2r overwrites its input: the chunk's copy, not spec.)
+    fftwf_execute_dft_c2r(plan_for(g, count, true, grid, local),
+                          reinterpret_cast<fftwf_complex*>(local), grid);
+    for (std::int64_t i = 0; i < count; ++i) read(i0 + i, grid + i * g.points());
   });
 }
 
