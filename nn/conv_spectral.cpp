@@ -22,10 +22,10 @@ namespace hwnas::nn::detail {
 
 namespace {
 
-// FFTW's 2-D r2c + c2r per image, scalar codelets (nn/fftw.hpp), one thread, this file's strided
-// layout (bench/README.md, stop 43): 8 x 8 0.07 us, 12 x 12 0.18 us, 16 x 16 0.6 us, 18 x 18
-// 1.9 us, 20 x 20 1.1 us; 24 and 30-32 points ran 2-14 us, past any gain.  Hence grids up to 20
-// points, and never 18 (20 is faster).
+// FFTW's 2-D r2c + c2r per image, scalar codelets (nn/fftw.hpp), one thread, chunks of 32
+// contiguous images (bench_fft_backends, bench/README.md stop 43): 8 x 8 0.13 us, 12 x 12
+// 0.33 us, 16 x 16 0.69 us, 18 x 18 2.4 us, 20 x 20 1.2 us; 24 and 30-32 points ran 2-14 us (SIMD
+// codelets), past any gain.  Hence grids up to 20 points, and never 18 (20 is faster).
 constexpr int kMaxSpectralGrid = 20;
 constexpr int kSlowGrid = 18;
 
@@ -240,10 +240,10 @@ bool spectral_conv_eligible(const SpectralConvShape& s) {
 // Both forms' time for one training step of the layer (forward, input and weight gradients), in
 // nanoseconds of one core.  Direct: the multiply-adds at the GEMM kernels' rate on convolutions
 // (~165 GFLOP/s a core on the AVX-512 machines of bench/README.md).  Spectral: six transforms
-// per image (x, w, y forward; dy, dx, dw backward) at FFTW's measured ~0.3 ns per P log2 P
-// point, and three complex GEMMs per frequency at the rate the small per-frequency products
-// reach plus a fixed cost per GEMM (with 12 channels a frequency's GEMM is 64 x 24 x 24: its
-// packing costs more than its multiply-adds).  Calibrated on bench_conv_vs_onednn's FORMS lines
+// per image (x, w, y forward; dy, dx, dw backward) at ~0.26 ns per P log2 P point (FFTW and
+// the chunk transposes), and three complex GEMMs per frequency at the rate the small per-frequency
+// products reach plus a fixed cost per GEMM (with 12 channels a frequency's GEMM is 64 x 24 x 24:
+// its packing costs more than its multiply-adds).  Calibrated on bench_conv_vs_onednn's FORMS lines
 // (bench/README.md, stop 43).
 bool spectral_conv_pays(const SpectralConvShape& s) {
   switch (conv_algorithm()) {
