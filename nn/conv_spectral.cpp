@@ -54,9 +54,17 @@ struct Grid {
 // The grid holds the image at its origin and the padding's wrap (P >= H + pad), the output
 // (P >= Ho) and the kernel (P >= k).
 Grid grid_of(const SpectralConvShape& s) {
-  const int ho = s.h + 2 * s.pad - s.kh + 1, wo = s.w + 2 * s.pad - s.kw + 1;
-  return {grid_points(std::max({s.h + s.pad, ho, s.kh})),
-          grid_points(std::max({s.w + s.pad, wo, s.kw}))};
+  return {grid_points(std::max({s.h + s.pad, s.ho(), s.kh})),
+          grid_points(std::max({s.w + s.pad, s.wo(), s.kw}))};
+}
+
+// Where tap u of a kernel axis sits on a grid of p points: shifted back by the padding,
+// wrapped (w'[(u - pad) mod p] = w[u]).
+int kernel_slot(int u, int pad, int p) { return (u - pad + p) % p; }
+
+// A tensor for the spectra of `images` images: [images, 2 bins] floats, used as spec[f][image].
+Tensor spectra_tensor(std::int64_t images, const Grid& g) {
+  return Tensor(Shape{static_cast<int>(images), static_cast<int>(2 * g.bins())});
 }
 
 // ---- FFTW plans: one per (grid, images per call, direction) ----
@@ -256,7 +264,7 @@ bool spectral_conv_pays(const SpectralConvShape& s) {
   }
   if (!spectral_conv_eligible(s)) return false;
   const Grid g = grid_of(s);
-  const double ho = s.h + 2 * s.pad - s.kh + 1, wo = s.w + 2 * s.pad - s.kw + 1;
+  const double ho = s.ho(), wo = s.wo();
   // The spectra of x and w live until the backward pass: at most kSpectraMemoryRatio times what
   // the layer's own x, w and y hold, so that memory estimates made from the tensors (the
   // trainer's memory guard) stay close.  Wide layers fail it first: ws is 2 bins / (kh kw) times
@@ -287,7 +295,7 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
   if (!spectral_conv_eligible(s))
     throw std::logic_error("conv2d_spectral: shape not eligible (caller must check)");
   const Grid g = grid_of(s);
-  const int ho = s.h + 2 * s.pad - s.kh + 1, wo = s.w + 2 * s.pad - s.kw + 1;
+  const int ho = s.ho(), wo = s.wo();
   const std::int64_t bins = g.bins(), n = s.n, cin = s.cin, cout = s.cout;
   const std::int64_t x_images = n * cin, w_images = cout * cin, y_images = n * cout;
   const float scale = 1.0f / static_cast<float>(g.points());
@@ -295,8 +303,8 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
   const std::int64_t product_flops = 8 * n * cin * cout;
 
   // Spectra of x (at the origin) and of the shifted kernel; both kept for the backward pass.
-  Tensor xs(Shape{static_cast<int>(x_images), static_cast<int>(2 * bins)});
-  Tensor ws(Shape{static_cast<int>(w_images), static_cast<int>(2 * bins)});
+  Tensor xs = spectra_tensor(x_images, g);
+  Tensor ws = spectra_tensor(w_images, g);
   {
     const float* xd = x.value().data();
     to_spectra(g, x_images, xs.data(), [&](std::int64_t i, float* grid) {
@@ -307,15 +315,16 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
     to_spectra(g, w_images, ws.data(), [&](std::int64_t i, float* grid) {
       const float* k = wd + i * s.kh * s.kw;
       for (int u = 0; u < s.kh; ++u) {
-        const int r = (u - s.pad + g.ph) % g.ph;
-        for (int v = 0; v < s.kw; ++v) grid[r * g.pw + (v - s.pad + g.pw) % g.pw] = k[u * s.kw + v];
+        const int r = kernel_slot(u, s.pad, g.ph);
+        for (int v = 0; v < s.kw; ++v)
+          grid[r * g.pw + kernel_slot(v, s.pad, g.pw)] = k[u * s.kw + v];
       }
     });
   }
 
   Tensor y(Shape{s.n, s.cout, ho, wo});
   {
-    Tensor yspec(Shape{static_cast<int>(y_images), static_cast<int>(2 * bins)});
+    Tensor yspec = spectra_tensor(y_images, g);
     const float* xsd = xs.data();
     const float* wsd = ws.data();
     float* ysd = yspec.data();
@@ -368,7 +377,7 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
         }
         if (!need_x && !need_w) return;
 
-        Tensor dys(Shape{static_cast<int>(y_images), static_cast<int>(2 * bins)});
+        Tensor dys = spectra_tensor(y_images, g);
         to_spectra(g, y_images, dys.data(), [&](std::int64_t i, float* grid) {
           const float* img = dy + i * plane;
           for (int r = 0; r < ho; ++r) std::copy_n(img + r * wo, wo, grid + r * g.pw);
@@ -376,10 +385,8 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
         const float* dysd = dys.data();
         const float* xsd = xs.data();
         const float* wsd = ws.data();
-        Tensor dxs = need_x ? Tensor(Shape{static_cast<int>(x_images), static_cast<int>(2 * bins)})
-                            : Tensor();
-        Tensor dws = need_w ? Tensor(Shape{static_cast<int>(w_images), static_cast<int>(2 * bins)})
-                            : Tensor();
+        Tensor dxs = need_x ? spectra_tensor(x_images, g) : Tensor();
+        Tensor dws = need_w ? spectra_tensor(w_images, g) : Tensor();
         const std::int64_t flops = product_flops * ((need_x ? 1 : 0) + (need_w ? 1 : 0));
         parallel_range(bins, flops, [&](std::int64_t f0, std::int64_t f1) {
           for (std::int64_t f = f0; f < f1; ++f) {
@@ -435,9 +442,9 @@ Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConv
           from_spectra(g, w_images, dws.data(), [&](std::int64_t i, const float* grid) {
             float* out = dw + i * s.kh * s.kw;
             for (int u = 0; u < s.kh; ++u) {
-              const int r = (u - s.pad + g.ph) % g.ph;
+              const int r = kernel_slot(u, s.pad, g.ph);
               for (int v = 0; v < s.kw; ++v)
-                out[u * s.kw + v] += grid[r * g.pw + (v - s.pad + g.pw) % g.pw] * scale;
+                out[u * s.kw + v] += grid[r * g.pw + kernel_slot(v, s.pad, g.pw)] * scale;
             }
           });
         }

@@ -36,6 +36,8 @@ namespace hwnas::nn::detail {
 struct SpectralConvShape {
   int n, cin, h, w, cout, kh, kw, pad;
   bool input_grad = true, weight_grad = true;
+  int ho() const { return h + 2 * pad - kh + 1; }  // output height
+  int wo() const { return w + 2 * pad - kw + 1; }  // output width
 };
 
 // Whether the spectral form applies (stride 1 and groups 1 are the caller's to check): padding
