@@ -9,13 +9,17 @@
 //   bench_sampled_vs_torch --space examples/spaces/cnn.json --dump genomes.jsonl
 //                          [--samples 20] [--seed 1]
 //   bench_sampled_vs_torch --genomes genomes.jsonl [--batch 64] [--steps 10] [--warmup 2]
-//                          [--threads 2] [--profile | --float-twin ROUNDS]
+//                          [--threads 2] [--fmnist] [--profile | --float-twin ROUNDS]
 // --dump writes one genome JSON per line (with its forward MACs per sample) and exits.
 // Timing prints one "RESULT ..." line per genome.  --float-twin R instead times each compressed
 // (quantised / pruned) genome against the same genome in float, alternating R rounds, and prints
 // the overhead (split into quantisation and pruning for genomes that do both).  --profile instead
 // prints, summed over all genomes, the forward and backward time per block kind ("conv[q]" = a
 // compressed conv), measured with probe nodes between the genome's nodes (bench/models.hpp).
+// --fmnist trains on Fashion-MNIST's training split instead (shuffled batches, one new batch per
+// step, as the trainer draws them; genomes with 28x28 image inputs and 10 classes only): how
+// weights move, and so how far a pruning boundary moves per step, depends on the data, and one
+// fixed random batch that the network memorises pushes every weight the same way step after step.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +32,7 @@
 #include <vector>
 
 #include "bench/models.hpp"
+#include "evaluators/datasets.hpp"
 #include "nn/ops.hpp"
 #include "nn/optim.hpp"
 #include "nn/parallel.hpp"
@@ -46,6 +51,7 @@ struct Args {
   int samples = 20, batch = 64, steps = 10, warmup = 2, threads = 2;
   std::uint64_t seed = 1;
   bool profile = false;
+  bool fmnist = false;        // Fashion-MNIST training batches instead of one fixed random batch
   int float_twin_rounds = 0;  // > 0: time each compressed genome against its float twin
 };
 
@@ -80,13 +86,15 @@ Args parse(int argc, char** argv) {
       a.threads = std::stoi(val());
     else if (k == "--profile")
       a.profile = true;
+    else if (k == "--fmnist")
+      a.fmnist = true;
     else if (k == "--float-twin")
       a.float_twin_rounds = std::stoi(val());
     else {
       std::fprintf(stderr,
                    "usage: %s --space FILE --dump OUT [--samples N] [--seed S]\n"
                    "       %s --genomes FILE [--batch B] [--steps N] [--warmup N] [--threads T] "
-                   "[--profile] [--float-twin ROUNDS]\n",
+                   "[--fmnist] [--profile] [--float-twin ROUNDS]\n",
                    argv[0], argv[0]);
       std::exit(2);
     }
@@ -161,6 +169,29 @@ nn::Shape batch_shape(const spaces::TensorType& t, int batch) {
   return nn::Shape(dims);
 }
 
+// The first `count` shuffled batches of Fashion-MNIST's training split (the split the trainer
+// trains on; the test files are never opened), drawn once per process and epoch by epoch.
+const std::vector<eval::Batch>& fmnist_batches(int batch, int count) {
+  static std::map<std::pair<int, int>, std::vector<eval::Batch>> cache;
+  auto& out = cache[{batch, count}];
+  if (!out.empty()) return out;
+  static const eval::TrainValSplit split = [] {
+    try {
+      return eval::load_fashion_mnist_train_val(10000, 1);
+    } catch (const eval::DatasetError& e) {
+      std::fprintf(stderr, "--fmnist: %s\n", e.what());
+      std::exit(2);
+    }
+  }();
+  eval::BatchIterator it(split.train, batch, /*shuffle=*/true, /*seed=*/7, /*drop_last=*/true);
+  for (int epoch = 0; static_cast<int>(out.size()) < count; ++epoch) {
+    it.start_epoch(epoch);
+    eval::Batch b;
+    while (static_cast<int>(out.size()) < count && it.next(b)) out.push_back(b);
+  }
+  return out;
+}
+
 // Trains `model` for warmup + steps steps; returns the timed steps' seconds.
 double train(nn::Module& model, const spaces::Genome& g, const Args& a, int classes,
              bench::Profiler* prof) {
@@ -184,6 +215,19 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
   const bool regression = classes == 1 && !per_token;
   nn::Tensor target(nn::Shape{a.batch, 1});
   for (std::int64_t i = 0; i < target.numel(); ++i) target.data()[i] = nd(rng);
+  const eval::Batch* data = nullptr;  // --fmnist: step i trains on data[i]
+  if (a.fmnist) {
+    if (per_token || regression || classes != 10 ||
+        g.input_type().dims != std::vector<int>{1, 28, 28}) {
+      std::fprintf(stderr,
+                   "--fmnist: genome input %s with %d outputs is not a 28x28 image "
+                   "classifier with 10 classes; drop --fmnist for this space\n",
+                   g.input_type().str().c_str(), classes);
+      std::exit(2);
+    }
+    data = fmnist_batches(a.batch, a.warmup + a.steps).data();
+  }
+  int step_index = 0;
   nn::AdamWOptions ao;  // the trainer's optimizer
   ao.lr = 1e-3f;
   ao.weight_decay = 0.01f;
@@ -198,10 +242,11 @@ double train(nn::Module& model, const spaces::Genome& g, const Args& a, int clas
     opt.zero_grad();
     aux_losses.clear();
     if (prof) prof->last_fwd = Clock::now();
-    nn::Var out = model.forward({nn::constant(x)}, ctx);
+    const eval::Batch* b = data ? &data[step_index++] : nullptr;
+    nn::Var out = model.forward({nn::constant(b ? b->x : x)}, ctx);
     nn::Var loss = regression  ? nn::mse(out, nn::constant(target))
                    : per_token ? nn::token_cross_entropy(out, y, -1)
-                               : nn::cross_entropy(out, y);
+                               : nn::cross_entropy(out, b ? b->y : y);
     for (const nn::Var& a : aux_losses) loss = nn::add(loss, a);
     if (prof) prof->last_bwd = Clock::now(), prof->next_bwd_segment = "loss";
     nn::backward(loss);
