@@ -86,6 +86,9 @@ void register_builtin_ops(OpRegistry& r) {
   r.add({"rfft", "real-to-complex FFT along an axis, complex as a trailing dim of 2"});
   r.add({"irfft", "complex-to-real inverse FFT along an axis, scaled by 1/n"});
   r.add({"causal_fft_conv", "per-channel causal long convolution by FFT (S4D, Hyena)"});
+  r.add({"causal_direct_conv",
+         "per-channel causal long convolution as Toeplitz GEMMs (S4D, Hyena, short sequences)"});
+  r.add({"causal_long_conv", "causal_direct_conv or causal_fft_conv, by a cost model"});
   r.add({"causal_depthwise_conv1d",
          "short causal depthwise 1-D conv along the length (Mamba, Hyena)"});
   // ---- attention

@@ -197,6 +197,15 @@ Var irfft(const Var& X, int axis, int n = -1);
 // (1 <= taps <= L) -> y [B, L, C], y[b, t, c] = sum_{s <= t} k[s, c] u[b, t - s, c], by FFT of
 // length 2L in one fused op (hand-written backward, O(L log L)).
 Var causal_fft_conv(const Var& u, const Var& k);
+// The same convolution as three GEMMs per channel on the filter's Toeplitz matrix (O(L^2) per
+// line on the GEMM kernels; nn/ops_long_conv.cpp), exact to float rounding in another order.
+Var causal_direct_conv(const Var& u, const Var& k);
+// The same convolution in whichever of the two forms a cost model expects to train faster at
+// this shape (the direct one up to a few hundred steps); HWNAS_CONV_ALGORITHM=direct / spectral
+// forces one, as it does for conv2d (nn/conv_spectral.hpp).  What the S4D and Hyena blocks call.
+Var causal_long_conv(const Var& u, const Var& k);
+// Whether causal_long_conv takes the direct form for u [B, L, C] and k [taps, C].
+bool direct_long_conv_pays(int B, int L, int C, int taps);
 // Causal depthwise 1-D convolution along the length, the short conv of Mamba and Hyena (one
 // fused op, nn/ssm_layers.cpp): x [B, L, E], w [K, E] (K >= 1, PyTorch Conv1d's tap order),
 // b [E] or undefined: y_t = b + sum_k w_k x_{t - (K-1) + k}, zeros before the start.

@@ -76,8 +76,9 @@ Var S4dLayer::forward(const Var& u) {
   if (u.value().rank() != 3 || u.dim(2) != options.channels)
     throw std::invalid_argument("s4d: input must be [batch, length, " +
                                 std::to_string(options.channels) + "], got " + u.shape().str());
-  // y = K * u, the causal convolution by FFT (zero-padded to 2L), plus the D skip.
-  const Var y = causal_fft_conv(u, transpose(kernel(u.dim(1)), 0, 1));
+  // y = K * u, the causal convolution (as Toeplitz GEMMs or by FFT, whichever is faster at this
+  // length), plus the D skip.
+  const Var y = causal_long_conv(u, transpose(kernel(u.dim(1)), 0, 1));
   return add(y, mul(u, d));
 }
 

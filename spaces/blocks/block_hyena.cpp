@@ -3,9 +3,10 @@
 // Follows the reference HyenaOperator of HazyResearch/safari (src/models/sequence/hyena.py):
 //   p = in_proj(u) in R^{L x (N+1)d}, short causal depthwise conv on p, split into x_0..x_{N-1}, v;
 //   h = FFN(z_t) . exp(-t |delta_c|)   (implicit filters, one per channel and order step)
-//   for o = 0..N-2:  v = (v . x_{N-1-o}) * h_o + bias_o . (v . x_{N-1-o})   (causal FFT conv)
+//   for o = 0..N-2:  v = (v . x_{N-1-o}) * h_o + bias_o . (v . x_{N-1-o})   (causal long conv)
 //   y = out_proj(v . x_0).
-// The long convolutions run through nn::causal_fft_conv (FFTW, zero padding to 2L).
+// The long convolutions run through nn::causal_long_conv (Toeplitz GEMMs at short lengths, FFTW
+// with zero padding to 2L at long ones).
 // See docs/blocks/hyena.md.
 #include <cmath>
 
@@ -103,7 +104,7 @@ class HyenaModule : public nn::Module {
       nn::Var k = nn::slice(h, 1, o, c_.filters(), steps);
       nn::Var bias = nn::slice(filter_bias_, 0, o, c_.filters(), steps);
       v = nn::mul(v, parts[static_cast<std::size_t>(c_.order - 1 - o)]);
-      v = nn::add(nn::causal_fft_conv(v, k), nn::mul(v, bias));
+      v = nn::add(nn::causal_long_conv(v, k), nn::mul(v, bias));
     }
     return out_proj_.forward(nn::mul(v, parts[0]));
   }

@@ -244,6 +244,12 @@ const std::vector<OpCase> kCases = {
     {"irfft", {Shape{4, 3, 2}}, [](const V& v) { return irfft(v[0], 0, 7); }},
     {"causal_fft_conv", {Shape{2, 7, 3}, Shape{5, 3}},
      [](const V& v) { return causal_fft_conv(v[0], v[1]); }},
+    {"causal_direct_conv", {Shape{2, 7, 3}, Shape{5, 3}},
+     [](const V& v) { return causal_direct_conv(v[0], v[1]); }},
+    {"causal_direct_conv", {Shape{3, 70, 2}, Shape{70, 2}},  // two column blocks, full band
+     [](const V& v) { return causal_direct_conv(v[0], v[1]); }},
+    {"causal_long_conv", {Shape{2, 7, 3}, Shape{7, 3}},
+     [](const V& v) { return causal_long_conv(v[0], v[1]); }},
     {"causal_depthwise_conv1d", {Shape{2, 5, 3}, Shape{4, 3}, Shape{3}},
      [](const V& v) { return causal_depthwise_conv1d(v[0], v[1], v[2]); }},
     {"bspline_basis",

@@ -1,13 +1,16 @@
 // rfft / irfft (nn/ops_fft.cpp): forward against a naive O(n^2) DFT on every axis, with
 // truncation and zero-padding; round trips; hand-written adjoints by finite differences;
-// determinism across thread counts; errors.  causal_fft_conv against the direct sum and its
-// gradients against finite differences and against the unfused rfft / irfft chain.
+// determinism across thread counts; errors.  Both forms of the causal long convolution
+// (causal_fft_conv, causal_direct_conv) against the direct sum, their gradients against finite
+// differences and against the unfused rfft / irfft chain; causal_long_conv's choice.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <numbers>
 #include <random>
 
+#include "nn/conv_spectral.hpp"
+#include "nn/gemm.hpp"
 #include "nn/ops.hpp"
 #include "nn/parallel.hpp"
 #include "tests/nn/gradcheck.hpp"
@@ -224,27 +227,42 @@ Tensor direct_causal_conv(const Tensor& u, const Tensor& k) {
   return y;
 }
 
-TEST(CausalFftConv, MatchesTheDirectSum) {
-  for (auto [L, taps] : {std::pair{1, 1}, {7, 7}, {9, 4}, {64, 64}, {33, 1}}) {
-    const Tensor u = rnd({3, L, 5}, 11), k = rnd({taps, 5}, 12);
-    expect_close(causal_fft_conv(constant(u), constant(k)).value(), direct_causal_conv(u, k),
-                 1e-5f);
-  }
+// The two forms of the causal long convolution; every CausalLongConv test runs both.
+using CausalConv = Var (*)(const Var&, const Var&);
+const std::pair<const char*, CausalConv> kCausalForms[] = {
+    {"causal_fft_conv", &causal_fft_conv}, {"causal_direct_conv", &causal_direct_conv}};
+
+TEST(CausalLongConv, MatchesTheDirectSum) {
+  // Lengths past the direct form's 64-column blocks, with filters shorter than the length (the
+  // band ends inside the blocks) and as long.
+  for (auto [name, conv] : kCausalForms)
+    for (auto [L, taps] :
+         {std::pair{1, 1}, {7, 7}, {9, 4}, {64, 64}, {33, 1}, {200, 70}, {130, 130}, {129, 2}}) {
+      SCOPED_TRACE(std::string(name) + " L " + std::to_string(L) + " taps " + std::to_string(taps));
+      const Tensor u = rnd({3, L, 5}, 11), k = rnd({taps, 5}, 12);
+      expect_close(conv(constant(u), constant(k)).value(), direct_causal_conv(u, k), 1e-5f);
+    }
 }
 
-TEST(CausalFftConv, GradientsMatchFiniteDifferencesAndTheUnfusedChain) {
-  expect_gradients_match([](const V& v) { return causal_fft_conv(v[0], v[1]); },
-                         {rnd({2, 6, 2}, 13), rnd({6, 2}, 14)});
-  expect_gradients_match([](const V& v) { return causal_fft_conv(v[0], v[1]); },
-                         {rnd({1, 9, 3}, 15), rnd({2, 3}, 16)});
+TEST(CausalLongConv, GradientsMatchFiniteDifferencesAndTheUnfusedChain) {
+  for (auto [name, conv] : kCausalForms) {
+    SCOPED_TRACE(name);
+    expect_gradients_match([conv](const V& v) { return conv(v[0], v[1]); },
+                           {rnd({2, 6, 2}, 13), rnd({6, 2}, 14)});
+    expect_gradients_match([conv](const V& v) { return conv(v[0], v[1]); },
+                           {rnd({1, 9, 3}, 15), rnd({2, 3}, 16)});
+  }
+  // Past one block of the direct form, with a band that ends inside the blocks.
+  expect_gradients_match([](const V& v) { return causal_direct_conv(v[0], v[1]); },
+                         {rnd({2, 150, 2}, 25), rnd({90, 2}, 26)});
   // The same convolution as the blocks used to spell it: rfft both (n = 2L), complex product
   // by slices, irfft, first L positions.
   const Tensor u = rnd({4, 32, 3}, 17), k = rnd({32, 3}, 18), w = rnd({4, 32, 3}, 19);
-  auto grads = [&](bool fused) {
+  auto grads = [&](CausalConv conv) {
     Var pu = parameter(u), pk = parameter(k);
     Var y;
-    if (fused) {
-      y = causal_fft_conv(pu, pk);
+    if (conv) {
+      y = conv(pu, pk);
     } else {
       Var uf = rfft(pu, 1, 64), kf = rfft(pk, 0, 64);
       Var ur = slice(uf, 3, 0, 1), ui = slice(uf, 3, 1, 2);
@@ -255,67 +273,101 @@ TEST(CausalFftConv, GradientsMatchFiniteDifferencesAndTheUnfusedChain) {
     backward(sum(mul(y, constant(w))));
     return std::vector<Tensor>{y.value(), pu.grad(), pk.grad()};
   };
-  const auto fused = grads(true), unfused = grads(false);
-  for (std::size_t i = 0; i < fused.size(); ++i) expect_close(fused[i], unfused[i], 1e-5f);
-}
-
-TEST(CausalFftConv, GradientsFlowToWhicheverInputNeedsThemAndAdd) {
-  const Tensor u = rnd({2, 16, 3}, 22), k = rnd({16, 3}, 23), w = rnd({2, 16, 3}, 24);
-  auto loss = [&](const Var& y) { return sum(mul(y, constant(w))); };
-  Var pu = parameter(u), pk = parameter(k);
-  backward(loss(causal_fft_conv(pu, pk)));
-  const Tensor du = pu.grad().clone(), dk = pk.grad().clone();
-  // Only u trains (a frozen filter), then only k (a constant input, as S4D's first layer sees).
-  Var qu = parameter(u);
-  backward(loss(causal_fft_conv(qu, constant(k))));
-  expect_close(qu.grad(), du, 1e-6f);
-  Var qk = parameter(k);
-  backward(loss(causal_fft_conv(constant(u), qk)));
-  expect_close(qk.grad(), dk, 1e-6f);
-  // The same filter used twice: its gradients add.
-  Var rk = parameter(k);
-  backward(add(loss(causal_fft_conv(constant(u), rk)), loss(causal_fft_conv(constant(u), rk))));
-  Tensor twice = dk.clone();
-  for (std::int64_t i = 0; i < twice.numel(); ++i) twice.data()[i] *= 2.0f;
-  expect_close(rk.grad(), twice, 1e-5f);
-  // Without grad mode nothing is kept for a backward.
-  {
-    NoGradGuard no_grad;
-    expect_close(causal_fft_conv(pu, pk).value(), causal_fft_conv(constant(u), constant(k)).value(),
-                 0.0f);
+  const auto unfused = grads(nullptr);
+  for (auto [name, conv] : kCausalForms) {
+    SCOPED_TRACE(name);
+    const auto fused = grads(conv);
+    for (std::size_t i = 0; i < fused.size(); ++i) expect_close(fused[i], unfused[i], 1e-5f);
   }
 }
 
-TEST(CausalFftConv, BitIdenticalAcrossThreadCounts) {
-  const Tensor u = rnd({16, 128, 24}, 20), k = rnd({128, 24}, 21);
-  auto run = [&](int threads) {
-    ThreadBudget budget(threads);
+TEST(CausalLongConv, GradientsFlowToWhicheverInputNeedsThemAndAdd) {
+  for (auto [name, causal_fft_conv] : kCausalForms) {  // (shadows the op: each form in turn)
+    SCOPED_TRACE(name);
+    const Tensor u = rnd({2, 16, 3}, 22), k = rnd({16, 3}, 23), w = rnd({2, 16, 3}, 24);
+    auto loss = [&](const Var& y) { return sum(mul(y, constant(w))); };
     Var pu = parameter(u), pk = parameter(k);
-    Var y = causal_fft_conv(pu, pk);
-    backward(sum(mul(y, y)));
-    std::vector<float> all = y.value().to_vector();
-    for (const Tensor* g : {&pu.grad(), &pk.grad()}) {
-      auto v = g->to_vector();
-      all.insert(all.end(), v.begin(), v.end());
+    backward(loss(causal_fft_conv(pu, pk)));
+    const Tensor du = pu.grad().clone(), dk = pk.grad().clone();
+    // Only u trains (a frozen filter), then only k (a constant input, as S4D's first layer sees).
+    Var qu = parameter(u);
+    backward(loss(causal_fft_conv(qu, constant(k))));
+    expect_close(qu.grad(), du, 1e-6f);
+    Var qk = parameter(k);
+    backward(loss(causal_fft_conv(constant(u), qk)));
+    expect_close(qk.grad(), dk, 1e-6f);
+    // The same filter used twice: its gradients add.
+    Var rk = parameter(k);
+    backward(add(loss(causal_fft_conv(constant(u), rk)), loss(causal_fft_conv(constant(u), rk))));
+    Tensor twice = dk.clone();
+    for (std::int64_t i = 0; i < twice.numel(); ++i) twice.data()[i] *= 2.0f;
+    expect_close(rk.grad(), twice, 1e-5f);
+    // Without grad mode nothing is kept for a backward.
+    {
+      NoGradGuard no_grad;
+      expect_close(causal_fft_conv(pu, pk).value(),
+                   causal_fft_conv(constant(u), constant(k)).value(), 0.0f);
     }
-    return all;
-  };
-  EXPECT_TRUE(run(1) == run(2));
-  EXPECT_TRUE(run(2) == run(3));
+  }
 }
 
-TEST(CausalFftConv, ErrorsNameTheShapes) {
-  expect_invalid(
-      [] {
-        causal_fft_conv(constant(Tensor::zeros({2, 3})), constant(Tensor::zeros({3, 1})));
-      },
-      "causal_fft_conv: bad shape [2, 3] (u must be [batch, length, channels])");
-  expect_invalid(
-      [] {
-        causal_fft_conv(constant(Tensor::zeros({2, 3, 4})), constant(Tensor::zeros({4, 4})));
-      },
-      "causal_fft_conv: bad shape [4, 4] (k must be [taps, channels] with 1 <= taps <= length, "
-      "for u [2, 3, 4])");
+TEST(CausalLongConv, BitIdenticalAcrossThreadCounts) {
+  for (auto [name, causal_fft_conv] : kCausalForms) {  // (shadows the op: each form in turn)
+    SCOPED_TRACE(name);
+    const Tensor u = rnd({16, 128, 24}, 20), k = rnd({128, 24}, 21);
+    auto run = [&, causal_fft_conv](int threads) {
+      ThreadBudget budget(threads);
+      Var pu = parameter(u), pk = parameter(k);
+      Var y = causal_fft_conv(pu, pk);
+      backward(sum(mul(y, y)));
+      std::vector<float> all = y.value().to_vector();
+      for (const Tensor* g : {&pu.grad(), &pk.grad()}) {
+        auto v = g->to_vector();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      return all;
+    };
+    EXPECT_TRUE(run(1) == run(2));
+    EXPECT_TRUE(run(2) == run(3));
+  }
+}
+
+TEST(CausalLongConv, ErrorsNameTheShapes) {
+  for (auto [name, conv] : kCausalForms) {
+    expect_invalid(
+        [conv] {
+          conv(constant(Tensor::zeros({2, 3})), constant(Tensor::zeros({3, 1})));
+        },
+        std::string(name) + ": bad shape [2, 3] (u must be [batch, length, channels])");
+    expect_invalid(
+        [conv] {
+          conv(constant(Tensor::zeros({2, 3, 4})), constant(Tensor::zeros({4, 4})));
+        },
+        std::string(name) +
+            ": bad shape [4, 4] (k must be [taps, channels] with 1 <= taps <= length, "
+            "for u [2, 3, 4])");
+  }
+}
+
+// causal_long_conv runs exactly one of the two forms: the one HWNAS_CONV_ALGORITHM forces, else
+// the cost model's (direct at the example spaces' lengths, FFT at long ones).
+TEST(CausalLongConv, TakesTheFormTheSettingOrTheCostModelPicks) {
+  const Tensor u = rnd({4, 96, 3}, 27), k = rnd({96, 3}, 28);
+  const Tensor fft = causal_fft_conv(constant(u), constant(k)).value(),
+               direct = causal_direct_conv(constant(u), constant(k)).value();
+  const auto saved = detail::conv_algorithm();
+  detail::set_conv_algorithm(detail::ConvAlgorithm::kSpectral);
+  expect_close(causal_long_conv(constant(u), constant(k)).value(), fft, 0.0f);
+  detail::set_conv_algorithm(detail::ConvAlgorithm::kDirect);
+  expect_close(causal_long_conv(constant(u), constant(k)).value(), direct, 0.0f);
+  detail::set_conv_algorithm(detail::ConvAlgorithm::kAuto);
+  if (detail::gemm_isa() != detail::GemmIsa::kEigen) {
+    EXPECT_TRUE(direct_long_conv_pays(64, 256, 64, 256));
+    EXPECT_FALSE(direct_long_conv_pays(64, 8192, 64, 8192));
+  } else {
+    EXPECT_FALSE(direct_long_conv_pays(64, 256, 64, 256));  // (needs nn/gemm's own kernels)
+  }
+  detail::set_conv_algorithm(saved);
 }
 
 }  // namespace
