@@ -201,8 +201,9 @@ Var causal_fft_conv(const Var& u, const Var& k);
 // line on the GEMM kernels; nn/ops_long_conv.cpp), exact to float rounding in another order.
 Var causal_direct_conv(const Var& u, const Var& k);
 // The same convolution in whichever of the two forms a cost model expects to train faster at
-// this shape (the direct one up to a few hundred steps); HWNAS_CONV_ALGORITHM=direct / spectral
-// forces one, as it does for conv2d (nn/conv_spectral.hpp).  What the S4D and Hyena blocks call.
+// this shape (the direct one up to about L = 1000 on AVX-512); HWNAS_CONV_ALGORITHM=direct /
+// spectral forces one, as it does for conv2d (nn/conv_spectral.hpp).  What the S4D and Hyena blocks
+// call.
 Var causal_long_conv(const Var& u, const Var& k);
 // Whether causal_long_conv takes the direct form for u [B, L, C] and k [taps, C].
 bool direct_long_conv_pays(int B, int L, int C, int taps);

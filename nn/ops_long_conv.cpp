@@ -47,8 +47,9 @@ void check_shapes(const char* op, const Shape& su, const Shape& sk) {
 }
 
 // [B, L, C] (rows B*L of C) -> [C, B*L], and back, split over rows or columns in parallel.
-Tensor channel_major(const float* x, std::int64_t rows, std::int64_t C) {
-  Tensor out(Shape{static_cast<int>(C), static_cast<int>(rows)});
+Tensor channel_major(const float* x, int B, int L, int C) {
+  const std::int64_t rows = std::int64_t{B} * L;
+  Tensor out(Shape{C, B, L});
   float* o = out.data();
   parallel_range(rows, C, [&](std::int64_t r0, std::int64_t r1) {
     detail::transpose(r1 - r0, C, x + r0 * C, C, o + r0, rows);
@@ -84,9 +85,8 @@ Var causal_direct_conv(const Var& u, const Var& k) {
   check_shapes("causal_direct_conv", su, sk);
   const int B = su[0], L = su[1], C = su[2], taps = sk[0];
   const std::int64_t BL = std::int64_t{B} * L, cost = gemm_macs(B, L, taps);
-  // u channel-major, kept for dk.
-  auto ut = std::make_shared<Tensor>(channel_major(u.value().data(), BL, C));
-  Tensor yt(Shape{C, static_cast<int>(BL)});
+  auto ut = std::make_shared<Tensor>(channel_major(u.value().data(), B, L, C));
+  Tensor yt(Shape{C, B, L});
   const float* kv = k.value().data();
   parallel_range(C, cost, [&](std::int64_t c0, std::int64_t c1) {
     float* kk = detail::scratch(static_cast<std::size_t>(2 * L), 0);
@@ -105,12 +105,14 @@ Var causal_direct_conv(const Var& u, const Var& k) {
   });
   Tensor y(su);
   channels_last(yt.data(), BL, C, y.data());
+  if (!(grad_enabled() && k.requires_grad())) ut.reset();  // u channel-major is kept for dk only
   return make_result(std::move(y), {u, k}, [B, L, C, taps, BL, cost, ut](Node& self) {
     Node &nu = parent(self, 0), &nk = parent(self, 1);
-    if (!nu.requires_grad && !nk.requires_grad) return;
-    const Tensor dyt = channel_major(self.grad.data(), BL, C);
-    Tensor dut = nu.requires_grad ? Tensor(Shape{C, static_cast<int>(BL)}) : Tensor();
-    Tensor dk = nk.requires_grad ? Tensor::zeros(nk.value.shape()) : Tensor();
+    const bool want_k = nk.requires_grad && ut;
+    if (!nu.requires_grad && !want_k) return;
+    const Tensor dyt = channel_major(self.grad.data(), B, L, C);
+    Tensor dut = nu.requires_grad ? Tensor(Shape{C, B, L}) : Tensor();
+    Tensor dk = want_k ? Tensor(nk.value.shape()) : Tensor();  // (every entry is written)
     const float* kv = nk.value.data();
     parallel_range(C, 2 * cost, [&](std::int64_t c0, std::int64_t c1) {
       float* kk = detail::scratch(static_cast<std::size_t>(2 * L), 0);
@@ -129,7 +131,7 @@ Var causal_direct_conv(const Var& u, const Var& k) {
                           StridedMatrix{kk + L - 1, 1, -1}, duc + s0, L, false);
           }
         }
-        if (nk.requires_grad) {
+        if (want_k) {
           // M = u[:, s0:t1]^T dy[:, t0:t1] per block of columns t; dk[t - s] += M(s, t) over the
           // band, in ascending t (blocks) then s (rows): a fixed order.
           const float* uc = ut->data() + c * BL;
@@ -157,7 +159,7 @@ Var causal_direct_conv(const Var& u, const Var& k) {
       channels_last(dut.data(), BL, C, du.data());
       detail::accumulate_owned(nu, std::move(du));
     }
-    if (nk.requires_grad) detail::accumulate_owned(nk, std::move(dk));
+    if (want_k) detail::accumulate_owned(nk, std::move(dk));
   });
 }
 
@@ -170,17 +172,20 @@ bool direct_long_conv_pays(int B, int L, int C, int taps) {
     case detail::ConvAlgorithm::kAuto:
       break;
   }
-  // The negative-stride views need nn/gemm's own kernels (not the Eigen fallback).
-  if (detail::gemm_isa() == detail::GemmIsa::kEigen) return false;
+  // A speed choice: the portable fallback's GEMM (Eigen's, which takes the negative strides too:
+  // Eigen >= 3.4) is far below the x86 kernels' rate that the direct form's estimate assumes.
+  const detail::GemmIsa isa = detail::gemm_isa();
+  if (isa == detail::GemmIsa::kEigen) return false;
   // Nanoseconds of one core per (batch, channel) line for one training step, fitted to
   // bench_long_conv_forms (batch 64, 64 channels, L = 32 ... 2048; bench/README.md, stop 44).
-  // Direct: three GEMMs at ~30 multiply-adds per ns (what these 64-row products reach; 35-40 at
-  // L >= 1024) and four transposes.  FFT: four length-2L transforms per line (u, y forward; dy,
-  // du backward) with their gathers, products and scatters, 2.0-2.5 ns per n log2 n point in all.
-  // They cross near L = 1024 for a full-length filter (direct 2.7x faster at 256, FFT 1.5x at
-  // 2048).
+  // Direct: three GEMMs at ~30 multiply-adds per ns on the AVX-512 kernels (what these 64-row
+  // products reach; 35-40 at L >= 1024), half that on the AVX2 ones, and four transposes.  FFT:
+  // four length-2L transforms per line (u, y forward; dy, du backward) with their gathers,
+  // products and scatters, 2.0-2.5 ns per n log2 n point in all.  Measured, they cross near
+  // L = 1024 for a full-length filter (direct 2.7x faster at 256, FFT 1.6x at 2048).
+  const double rate = isa == detail::GemmIsa::kAvx512 ? 30.0 : 15.0;
   const double n = 2.0 * L, lines = double(B) * C;
-  const double direct = 3.0 * double(gemm_macs(B, L, taps)) * C / 30.0 / lines + 4.0 * L * 0.5;
+  const double direct = 3.0 * double(gemm_macs(B, L, taps)) * C / rate / lines + 4.0 * L * 0.5;
   const double fft = 2.3 * n * std::log2(n);
   return direct < fft;
 }

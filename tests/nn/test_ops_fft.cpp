@@ -244,6 +244,32 @@ TEST(CausalLongConv, MatchesTheDirectSum) {
     }
 }
 
+// The direct form reads the filter as a Toeplitz matrix through negative strides: every GEMM
+// kernel family this machine runs (the Eigen fallback included) takes them, forward and backward.
+TEST(CausalLongConv, DirectFormOnEveryGemmKernelFamily) {
+  const Tensor u = rnd({3, 130, 4}, 29), k = rnd({100, 4}, 30), w = rnd({3, 130, 4}, 31);
+  const detail::GemmIsa saved = detail::gemm_isa();
+  std::vector<std::vector<Tensor>> results;
+  for (auto isa : {detail::GemmIsa::kEigen, detail::GemmIsa::kAvx2, detail::GemmIsa::kAvx512}) {
+    if (!detail::gemm_isa_supported(isa)) continue;
+    SCOPED_TRACE(detail::gemm_isa_name(isa));
+    detail::set_gemm_isa(isa);
+    Var pu = parameter(u), pk = parameter(k);
+    Var y = causal_direct_conv(pu, pk);
+    backward(sum(mul(y, constant(w))));
+    expect_close(y.value(), direct_causal_conv(u, k), 1e-5f);
+    Var qu = parameter(u), qk = parameter(k);
+    backward(sum(mul(causal_fft_conv(qu, qk), constant(w))));
+    expect_close(pu.grad(), qu.grad(), 1e-4f);
+    expect_close(pk.grad(), qk.grad(), 1e-4f);
+    results.push_back({y.value(), pu.grad(), pk.grad()});
+  }
+  detail::set_gemm_isa(saved);
+  // The x86 families sum in one order: the same bits on AVX2 and AVX-512 machines.
+  if (results.size() == 3)
+    for (std::size_t i = 0; i < 3; ++i) expect_close(results[1][i], results[2][i], 0.0f);
+}
+
 TEST(CausalLongConv, GradientsMatchFiniteDifferencesAndTheUnfusedChain) {
   for (auto [name, conv] : kCausalForms) {
     SCOPED_TRACE(name);
