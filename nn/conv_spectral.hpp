@@ -54,8 +54,9 @@ bool spectral_conv_pays(const SpectralConvShape& s);
 // Requires spectral_conv_eligible(s).
 Var conv2d_spectral(const Var& x, const Var& w, const Var& b, const SpectralConvShape& s);
 
-// Which formulation conv2d uses for eligible layers: kAuto follows the cost model.  Read from
-// HWNAS_CONV_ALGORITHM (auto, direct, spectral) on first use (the hwnas CLI calls
+// Which formulation conv2d uses for eligible layers, and causal_long_conv (S4D, Hyena) for every
+// call (kDirect: causal_direct_conv, kSpectral: causal_fft_conv): kAuto follows the cost models.
+// Read from HWNAS_CONV_ALGORITHM (auto, direct, spectral) on first use (the hwnas CLI calls
 // conv_algorithm() at start-up, so a bad value is one error before any work); set_conv_algorithm
 // is for tests and benches (not thread-safe against running convolutions).
 enum class ConvAlgorithm { kAuto, kDirect, kSpectral };
