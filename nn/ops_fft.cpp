@@ -325,8 +325,8 @@ Var causal_fft_conv(const Var& u, const Var& k) {
               line_spectrum(plan, s, dy + std::int64_t{b} * L * C + c, L, C, n);
               std::copy_n(&s.spec[0][0], line, dyf.data());
               if (nu.requires_grad) {
-                complex_product(dyc, reinterpret_cast<const Complex*>(kf.data() + c * line),
-                                s.spec, bins, true);
+                complex_product(dyc, reinterpret_cast<const Complex*>(kf.data() + c * line), s.spec,
+                                bins, true);
                 line_inverse(plan, s, du.data() + std::int64_t{b} * L * C + c, L, C, inv_n);
               }
               if (want_k) {
