@@ -198,7 +198,8 @@ Var irfft(const Var& X, int axis, int n = -1);
 // length 2L in one fused op (hand-written backward, O(L log L)).
 Var causal_fft_conv(const Var& u, const Var& k);
 // The same convolution as three GEMMs per channel on the filter's Toeplitz matrix (O(L^2) per
-// line on the GEMM kernels; nn/ops_long_conv.cpp), exact to float rounding in another order.
+// line on the GEMM kernels; nn/ops_long_conv.cpp): the same values up to float rounding, which
+// differs because the terms are summed in another order.
 Var causal_direct_conv(const Var& u, const Var& k);
 // The same convolution in whichever of the two forms a cost model expects to train faster at
 // this shape (the direct one up to about L = 1000 on AVX-512); HWNAS_CONV_ALGORITHM=direct /

@@ -155,8 +155,7 @@ double log2_ceil(double n) { return std::ceil(std::log2(n)); }
 void register_block_hyena(Catalogue& c) {
   BlockKind k;
   k.name = "hyena";
-  k.description =
-      "Hyena operator: implicit long convolutions (FFT, O(L log L)) with order-N gating";
+  k.description = "Hyena operator: implicit long convolutions with order-N gating";
   k.params = {
       ParamSpec::int_set("order", {2, 3}, 2, "gates N (N - 1 long convolutions)"),
       ParamSpec::int_set("filter_width", {8, 16, 32, 64}, 16, "width of the implicit filter FFN"),

@@ -54,7 +54,7 @@ void register_block_s4d(Catalogue& c) {
   BlockKind k;
   k.name = "s4d";
   k.description =
-      "S4D diagonal state-space layer (FFT convolution with its ZOH kernel) + GELU + GLU or "
+      "S4D diagonal state-space layer (long convolution with its ZOH kernel) + GELU + GLU or "
       "linear output, [L, d] -> [L, d]";
   k.params = {ParamSpec::int_set("d_state", {4, 8, 16, 32, 64}, 64,
                                  "state size N per channel (N/2 complex modes)"),
