@@ -42,6 +42,13 @@ namespace hwnas::nn::detail {
 [[noreturn]] inline void shape_error(const char* op, const Shape& a, const std::string& why) {
   throw std::invalid_argument(std::string(op) + ": bad shape " + a.str() + " (" + why + ")");
 }
+// The causal long convolutions' operands (causal_fft_conv, causal_direct_conv): u [B, L, C],
+// k [taps, C] with 1 <= taps <= L.
+inline void check_causal_conv_shapes(const char* op, const Shape& su, const Shape& sk) {
+  if (su.rank() != 3) shape_error(op, su, "u must be [batch, length, channels]");
+  if (sk.rank() != 2 || sk[1] != su[2] || sk[0] < 1 || sk[0] > su[1])
+    shape_error(op, sk, "k must be [taps, channels] with 1 <= taps <= length, for u " + su.str());
+}
 
 // Upper bound on chunks per loop: enough to keep a many-core pool busy; fixed so that chunk
 // boundaries never depend on the machine.

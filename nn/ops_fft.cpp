@@ -269,10 +269,7 @@ inline void complex_product(const Complex* a, const Complex* b, Complex* out, in
 
 Var causal_fft_conv(const Var& u, const Var& k) {
   const Shape &su = u.shape(), &sk = k.shape();
-  if (su.rank() != 3) shape_error("causal_fft_conv", su, "u must be [batch, length, channels]");
-  if (sk.rank() != 2 || sk[1] != su[2] || sk[0] < 1 || sk[0] > su[1])
-    shape_error("causal_fft_conv", sk,
-                "k must be [taps, channels] with 1 <= taps <= length, for u " + su.str());
+  detail::check_causal_conv_shapes("causal_fft_conv", su, sk);
   const int B = su[0], L = su[1], C = su[2], taps = sk[0], n = 2 * L, bins = n / 2 + 1;
   const float inv_n = 1.0f / static_cast<float>(n);  // FFTW's c2r is unnormalised
   const Plans& plan = plans_for(n);

@@ -31,7 +31,6 @@
 namespace hwnas::nn {
 using detail::parallel_range;
 using detail::parent;
-using detail::shape_error;
 using detail::StridedMatrix;
 
 namespace {
@@ -39,12 +38,6 @@ namespace {
 // Output columns per GEMM: the triangle's waste is half a block per block row; smaller blocks
 // make narrower GEMMs (64 columns: two of the AVX-512 kernel's 32-wide panels).
 constexpr std::int64_t kBlock = 64;
-
-void check_shapes(const char* op, const Shape& su, const Shape& sk) {
-  if (su.rank() != 3) shape_error(op, su, "u must be [batch, length, channels]");
-  if (sk.rank() != 2 || sk[1] != su[2] || sk[0] < 1 || sk[0] > su[1])
-    shape_error(op, sk, "k must be [taps, channels] with 1 <= taps <= length, for u " + su.str());
-}
 
 // [B, L, C] (rows B*L of C) -> [C, B*L], and back, split over rows or columns in parallel.
 Tensor channel_major(const float* x, int B, int L, int C) {
@@ -82,7 +75,7 @@ std::int64_t gemm_macs(std::int64_t B, std::int64_t L, std::int64_t taps) {
 
 Var causal_direct_conv(const Var& u, const Var& k) {
   const Shape &su = u.shape(), &sk = k.shape();
-  check_shapes("causal_direct_conv", su, sk);
+  detail::check_causal_conv_shapes("causal_direct_conv", su, sk);
   const int B = su[0], L = su[1], C = su[2], taps = sk[0];
   const std::int64_t BL = std::int64_t{B} * L, cost = gemm_macs(B, L, taps);
   auto ut = std::make_shared<Tensor>(channel_major(u.value().data(), B, L, C));
@@ -191,7 +184,7 @@ bool direct_long_conv_pays(int B, int L, int C, int taps) {
 }
 
 Var causal_long_conv(const Var& u, const Var& k) {
-  check_shapes("causal_long_conv", u.shape(), k.shape());
+  detail::check_causal_conv_shapes("causal_long_conv", u.shape(), k.shape());
   const Shape &su = u.shape(), &sk = k.shape();
   return direct_long_conv_pays(su[0], su[1], su[2], sk[0]) ? causal_direct_conv(u, k)
                                                            : causal_fft_conv(u, k);
