@@ -147,6 +147,7 @@ struct LeftPackTable {
 // band changes only speed, never the result.
 struct PruneBand {
   MagnitudeKey lo = 0, hi = 0;
+  MagnitudeKey mid = 0;         // the last boundary's magnitude key, where the band's bins split
   std::int64_t half_width = 0;  // in entries, on each side of the boundary
   bool valid = false;
 };
@@ -180,21 +181,50 @@ std::int64_t min_half_width(std::int64_t n) {
   return std::max<std::int64_t>({1, n / 64, std::min<std::int64_t>(256, n / 16)});
 }
 
-// The band's keys binned into kBins equal ranges of [band.lo, band.hi) (by a multiply, not a
-// division per key): the boundary is selected among one bin's few entries, and the next band's
-// edges are read off the counts.
+// Keys binned into kBins ranges (by a multiply, not a division per key): the boundary is selected
+// among one bin's few entries, and the next band's edges are read off the counts.  Bins [0, split)
+// divide [lo, mid) equally and bins [split, kBins) divide [mid, hi): a band's bins split at the
+// last boundary, because training piles the pruned magnitudes up just under it (weight decay
+// shrinks them together, and each step adds the kept entries that fell through): with equal bins
+// over the whole band, 1,000-1,700 of a 25k-entry weight's 1,500-2,000 band entries sat in its
+// lowest bin, and selecting among them took most of the step's pruning time.
 constexpr int kBins = 64;
 struct BandBins {
-  MagnitudeKey lo, hi;
-  // bin(m) = (m - lo) * mul >> 32, < kBins for every m < hi.  The product stays below
-  // (hi - lo) * (kBins << 32) / (hi - lo) = 2^38, so 64 bits hold it.
-  std::uint64_t mul;
-  BandBins(MagnitudeKey lo_, MagnitudeKey hi_)
-      : lo(lo_), hi(hi_), mul((std::uint64_t{kBins} << 32) / (std::uint64_t{hi_} - lo_)) {}
-  int bin(MagnitudeKey m) const { return static_cast<int>(std::uint64_t{m - lo} * mul >> 32); }
+  MagnitudeKey lo, mid, hi;
+  int split;
+  // Below mid: bin(m) = (m - lo) * mul_lo >> 32, < split for every m < mid; above: split +
+  // (m - mid) * mul_hi >> 32, < kBins for every m < hi.  The products stay below
+  // (mid - lo) * (split << 32) / (mid - lo) <= 2^38, so 64 bits hold them.
+  std::uint64_t mul_lo, mul_hi;
+  // kBins equal bins over [lo, hi).
+  BandBins(MagnitudeKey lo_, MagnitudeKey hi_) : BandBins(lo_, lo_, hi_, 0) {}
+  // split bins under mid and the rest over it; equal bins over [lo, hi) unless lo < mid < hi.
+  BandBins(MagnitudeKey lo_, MagnitudeKey mid_, MagnitudeKey hi_, int split_)
+      : lo(lo_), mid(mid_), hi(hi_), split(split_) {
+    if (!(lo < mid && mid < hi)) {
+      mid = lo;
+      split = 0;
+    }
+    mul_lo = split > 0 ? (static_cast<std::uint64_t>(split) << 32) / (std::uint64_t{mid} - lo) : 0;
+    mul_hi = (static_cast<std::uint64_t>(kBins - split) << 32) / (std::uint64_t{hi} - mid);
+  }
+  int bin(MagnitudeKey m) const {
+    // The half's operands are selected by masks, then multiplied once: no branch (keys fall on
+    // either side of mid unpredictably, and GCC turned ?: selects of them into a branch).
+    const std::uint64_t below = 0 - static_cast<std::uint64_t>(m < mid);  // all ones under mid
+    const auto base = static_cast<MagnitudeKey>(mid ^ ((lo ^ mid) & below));
+    const std::uint64_t mul = mul_hi ^ ((mul_lo ^ mul_hi) & below);
+    const auto first = static_cast<int>(static_cast<std::uint64_t>(split) & ~below);
+    return first + static_cast<int>(std::uint64_t{m - base} * mul >> 32);
+  }
   MagnitudeKey lower_edge(int j) const {  // the smallest key of bin j or above
-    const std::uint64_t offset = ((static_cast<std::uint64_t>(j) << 32) + mul - 1) / mul;
-    return static_cast<MagnitudeKey>(std::min<std::uint64_t>(hi, lo + offset));
+    // The smallest offset d with d * mul >= i << 32.
+    auto offset = [](int i, std::uint64_t mul) {
+      return ((static_cast<std::uint64_t>(i) << 32) + mul - 1) / mul;
+    };
+    if (j < split)
+      return static_cast<MagnitudeKey>(std::min<std::uint64_t>(mid, lo + offset(j, mul_lo)));
+    return static_cast<MagnitudeKey>(std::min<std::uint64_t>(hi, mid + offset(j - split, mul_hi)));
   }
   MagnitudeKey upper_edge(int j) const {  // above every key of bin j
     return j + 1 < kBins ? lower_edge(j + 1) : hi;
@@ -220,18 +250,59 @@ void count_bins(const std::vector<std::uint64_t>& keys, const BandBins& bins, Hi
   for (int j = 0; j < kBins; ++j) hist[j] += part[0][j] + part[1][j] + part[2][j] + part[3][j];
 }
 
-// Copies the keys in bin j of `bins` from keys[0..size) to dst (which may be keys itself),
-// keeping their order; returns how many.  Without a branch per key (which bin a key falls in is
-// unpredictable): every key is stored and the count advances only for those kept.
-std::size_t gather_bin(const std::uint64_t* keys, std::size_t size, const BandBins& bins, int j,
-                       std::uint64_t* dst) {
-  std::size_t kept = 0;
-  for (std::size_t i = 0; i < size; ++i) {
+constexpr std::size_t kGatherSlack = 8;
+
+#if defined(__AVX2__) && defined(HWNAS_X86_TARGETS)
+// Whether the AVX-512 loops run: where the GEMM kernels do (nn/gemm.hpp's gemm_isa(), so
+// HWNAS_GEMM_ISA and set_gemm_isa pick both).
+bool use_avx512() { return nn::detail::gemm_isa() == nn::detail::GemmIsa::kAvx512; }
+
+// gather_range's loop over whole 8-key vectors (vpcompressq, in registers); returns the keys done.
+// The keys of a band run to a few thousand, gathered twice in the serial part of a step.
+__attribute__((target("avx512f"))) std::size_t gather_range8(const std::uint64_t* keys,
+                                                             std::size_t size, std::uint64_t from,
+                                                             std::uint64_t width,
+                                                             std::uint64_t* dst,
+                                                             std::size_t& kept) {
+  const __m512i vfrom = _mm512_set1_epi64(static_cast<long long>(from)),
+                vwidth = _mm512_set1_epi64(static_cast<long long>(width));
+  std::size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    const __m512i k = _mm512_loadu_si512(keys + i);
+    const __mmask8 in = _mm512_cmplt_epu64_mask(_mm512_sub_epi64(k, vfrom), vwidth);
+    _mm512_storeu_si512(dst + kept, _mm512_maskz_compress_epi64(in, k));
+    kept += static_cast<std::size_t>(__builtin_popcount(in));
+  }
+  return i;
+}
+#endif
+
+// Copies the keys k with from <= k < to from keys[0..size) to dst (which may be keys itself),
+// keeping their order; returns how many.  Without a branch per key (which keys fall in the range
+// is unpredictable): every key is stored and the count advances only for those kept, so dst
+// needs kGatherSlack slots past the last key kept.  (The keys of bin j of a BandBins are such a
+// range: bin_floor(bins, j) to bin_ceiling(bins, j).)
+std::size_t gather_range(const std::uint64_t* keys, std::size_t size, std::uint64_t from,
+                         std::uint64_t to, std::uint64_t* dst) {
+  std::size_t kept = 0, i = 0;
+  const std::uint64_t width = to - from;
+#if defined(__AVX2__) && defined(HWNAS_X86_TARGETS)
+  if (use_avx512()) i = gather_range8(keys, size, from, width, dst, kept);
+#endif
+  for (; i < size; ++i) {
     const std::uint64_t key = keys[i];
     dst[kept] = key;
-    kept += static_cast<std::size_t>(bins.bin(static_cast<MagnitudeKey>(key >> 32)) == j);
+    kept += static_cast<std::size_t>(key - from < width);
   }
   return kept;
+}
+
+// The order keys of the magnitudes [lower_edge(j), upper_edge(j)) of bin j.
+std::uint64_t bin_floor(const BandBins& bins, int j) {
+  return std::uint64_t{bins.lower_edge(j)} << 32;
+}
+std::uint64_t bin_ceiling(const BandBins& bins, int j) {
+  return std::uint64_t{bins.upper_edge(j)} << 32;
 }
 
 // The bin of hist holding rank `rank` (0-based) of the entries it counts; `before` (if given)
@@ -260,7 +331,8 @@ std::uint64_t select_rank(std::vector<std::uint64_t>& keys, std::int64_t at, Mag
     std::int64_t before = 0;
     const int j = static_cast<int>(bin_of_rank(hist, at, &before));
     at -= before;
-    keys.resize(gather_bin(keys.data(), keys.size(), bins, j, keys.data()));
+    keys.resize(gather_range(keys.data(), keys.size(), bin_floor(bins, j), bin_ceiling(bins, j),
+                             keys.data()));
     lo = bins.lower_edge(j);
     hi = bins.upper_edge(j);
   }
@@ -278,7 +350,7 @@ std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, 
   for (std::int64_t i = 0; i < n; ++i) ++hist[magnitude_key(w[i]) >> kShift];
   std::int64_t before = 0;
   const auto j = static_cast<MagnitudeKey>(bin_of_rank(hist, k - 1, &before));
-  // Gathered without a branch per entry, as in gather_bin (one slot past the last kept).
+  // Gathered without a branch per entry, as in gather_range (one slot past the last kept).
   std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
   std::size_t kept = 0;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -297,8 +369,14 @@ std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, 
   band.hi =
       static_cast<MagnitudeKey>(bin_of_rank(hist, std::min(n - 1, k - 1 + band.half_width)) + 1)
       << kShift;
+  band.mid = static_cast<MagnitudeKey>(boundary >> 32);
   band.valid = true;
   return boundary;
+}
+
+// The bins of a band: half of them under its last boundary, half over it.
+BandBins band_bins(const PruneBand& band) {
+  return BandBins(band.lo, band.mid, band.hi, kBins / 2);
 }
 
 // The pruning decision as a boundary key; `none` when nothing is pruned.
@@ -403,9 +481,8 @@ Quantiser row_quantiser(float maxabs, float qmax) {
 #define HWNAS_COMPRESS_AVX512 1
 // AVX-512 forms of the passes' vector loops (16 lanes, mask registers, vpcompressd for the
 // left-pack): about half the instructions per entry of the AVX2 loops.  They run where the GEMM
-// kernels run AVX-512 (nn/gemm.hpp's gemm_isa(), so HWNAS_GEMM_ISA and set_gemm_isa pick both),
-// and apply the same IEEE operations lane by lane: the same bits as the AVX2 loops.
-bool use_avx512() { return nn::detail::gemm_isa() == nn::detail::GemmIsa::kAvx512; }
+// kernels run AVX-512 (use_avx512), and apply the same IEEE operations lane by lane: the same
+// bits as the AVX2 loops.
 
 // Quantiser's lanes, 16 at a time, its constants held in registers across a loop.
 struct Quantiser16 {
@@ -474,14 +551,12 @@ __attribute__((target("avx512f"))) std::int64_t emit16(const float* values, cons
 
 // emit_scanning_band's loop over whole 16-lane vectors; returns the entries done.
 template <bool kQuantise>
-__attribute__((target("avx512f"))) std::int64_t scan16(const float* w, std::int64_t len,
-                                                       const Quantiser& quantise, MagnitudeKey lo,
-                                                       MagnitudeKey hi, std::int64_t& below,
-                                                       std::uint32_t* positions,
-                                                       std::int64_t& found, float* dst,
-                                                       std::uint8_t* keep) {
+__attribute__((target("avx512f"))) std::int64_t scan16(
+    const float* w, std::int64_t len, const Quantiser& quantise, MagnitudeKey lo, MagnitudeKey hi,
+    MagnitudeKey cut, std::int64_t& below, std::uint32_t* positions, std::int64_t& found,
+    float* dst, std::uint8_t* keep) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), vlo = _mm512_set1_epi32(int(lo)),
-                vhi = _mm512_set1_epi32(int(hi - 1)),
+                vhi = _mm512_set1_epi32(int(hi - 1)), vcut = _mm512_set1_epi32(int(cut)),
                 lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const Quantiser16 quantise16(quantise);
   std::int64_t i = 0, n_below = 0, n_found = found;  // (locals: no store per vector)
@@ -496,11 +571,11 @@ __attribute__((target("avx512f"))) std::int64_t scan16(const float* w, std::int6
     n_found += __builtin_popcount(in);
     __m512 q = v;
     if constexpr (kQuantise) q = quantise16(v);
-    _mm512_storeu_ps(dst + i, _mm512_maskz_mov_ps(static_cast<__mmask16>(~lt), q));  // pruned: +0
+    const __mmask16 kept = _mm512_cmpge_epi32_mask(m, vcut);
+    _mm512_storeu_ps(dst + i, _mm512_maskz_mov_ps(kept, q));  // pruned: +0
     if (keep)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(keep + i),
-                       _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(static_cast<__mmask16>(~lt),
-                                                                   _mm512_set1_epi32(-1))));
+                       _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(kept, _mm512_set1_epi32(-1))));
   }
   below += n_below;
   found = n_found;
@@ -568,14 +643,14 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
 
 // The band pass over entries [base, base + len) of w: counts the entries whose magnitude key is
 // below lo, appends the order keys of those in [lo, hi) to `inside`, and writes dst as if exactly
-// the entries below lo were pruned (the rest quantised when kQuantise), all in one read.  With
-// `keep`, also writes keep[i] = 0 for the entries below lo and 0xff for the rest (the gradient's
-// byte mask, KeepBytes).
+// the entries below cut (lo <= cut < hi: the predicted boundary) were pruned (the rest quantised
+// when kQuantise), all in one read.  With `keep`, also writes keep[i] = 0 for the entries below
+// cut and 0xff for the rest (the gradient's byte mask, KeepBytes).
 template <bool kQuantise>
 void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
                         const Quantiser& quantise, MagnitudeKey lo, MagnitudeKey hi,
-                        std::int64_t& below, std::vector<std::uint64_t>& inside, float* dst,
-                        std::uint8_t* keep) {
+                        MagnitudeKey cut, std::int64_t& below, std::vector<std::uint64_t>& inside,
+                        float* dst, std::uint8_t* keep) {
   std::int64_t i = 0;
 #if defined(__AVX2__)
   static const LeftPackTable table;
@@ -587,11 +662,12 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
   std::uint32_t* out = positions.data();
   std::int64_t found = 0;
 #if defined(HWNAS_COMPRESS_AVX512)
-  if (use_avx512()) i = scan16<kQuantise>(w, len, quantise, lo, hi, below, out, found, dst, keep);
+  if (use_avx512())
+    i = scan16<kQuantise>(w, len, quantise, lo, hi, cut, below, out, found, dst, keep);
 #endif
   // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
-                vhi = _mm256_set1_epi32(int(hi - 1));
+                vhi = _mm256_set1_epi32(int(hi - 1)), vcut = _mm256_set1_epi32(int(cut));
   __m256i nb = _mm256_setzero_si256();
   for (; i + 8 <= len; i += 8) {
     const __m256 v = _mm256_loadu_ps(w + i);
@@ -607,10 +683,11 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     found += __builtin_popcount(in_mask);
     __m256 q = v;
     if constexpr (kQuantise) q = quantise(v);
-    _mm256_storeu_ps(dst + i, _mm256_andnot_ps(_mm256_castsi256_ps(lt), q));  // pruned: +0
+    const __m256i pruned = _mm256_cmpgt_epi32(vcut, m);                           // m < cut
+    _mm256_storeu_ps(dst + i, _mm256_andnot_ps(_mm256_castsi256_ps(pruned), q));  // pruned: +0
     if (keep) {  // the 8 lanes' compare results narrowed to bytes
-      const __m256i words =
-          _mm256_packs_epi32(_mm256_xor_si256(lt, _mm256_set1_epi32(-1)), _mm256_setzero_si256());
+      const __m256i words = _mm256_packs_epi32(_mm256_xor_si256(pruned, _mm256_set1_epi32(-1)),
+                                               _mm256_setzero_si256());
       const __m256i bytes = _mm256_packs_epi16(words, _mm256_setzero_si256());
       // (packs work per 128-bit half: bytes 0-3 and 16-19 hold lanes 0-3 and 4-7)
       const std::uint32_t lo4 = static_cast<std::uint32_t>(_mm256_extract_epi32(bytes, 0)),
@@ -634,8 +711,8 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     const MagnitudeKey m = magnitude_key(w[i]);
     below += m < lo;
     if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
-    dst[i] = m < lo ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
-    if (keep) keep[i] = m < lo ? 0 : 0xff;
+    dst[i] = m < cut ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
+    if (keep) keep[i] = m < cut ? 0 : 0xff;
   }
 }
 
@@ -719,18 +796,21 @@ struct BandTask {
 
 // The band pass over entries [b, e) of x (whole segments when quantised), one parallel task's
 // share: counts the entries under the band, collects those in it, and writes every segment as
-// if nothing in the band were pruned (entries under it are: all of them rank below the
-// boundary).  A segment whose largest entry may be pruned (its scale depends on the boundary,
-// rare) is listed for finish_band to write again.
+// if the entries under bins.mid (the last boundary: lo when the bins do not split) were the
+// pruned ones; finish_band then corrects the few between it and the new boundary.  A segment
+// whose largest entry may be pruned (its scale depends on the boundary, rare) is listed for
+// finish_band to write again; the others' largest magnitudes go to seg_max (when quantised),
+// for those corrections.
 void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
-               const BandBins& bins, BandTask& task, float* out, std::uint8_t* keep = nullptr) {
+               const BandBins& bins, BandTask& task, float* out, float* seg_max,
+               std::uint8_t* keep = nullptr) {
   if (seg.qmax == 0) {
     // In pieces of kPiece: the pass's thread-local position list grows to a piece, not to a
     // whole optimizer chunk.
     for (std::int64_t pb = b; pb < e; pb += kPiece) {
       const std::int64_t len = std::min(kPiece, e - pb);
-      emit_scanning_band<false>(x + pb, pb, len, kNoQuantiser, bins.lo, bins.hi, task.below,
-                                task.inside, out + pb, keep ? keep + pb : nullptr);
+      emit_scanning_band<false>(x + pb, pb, len, kNoQuantiser, bins.lo, bins.hi, bins.mid,
+                                task.below, task.inside, out + pb, keep ? keep + pb : nullptr);
     }
   } else {
     for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
@@ -738,21 +818,24 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
       const float maxabs = max_magnitude(x + sb, len);
       const bool deferred = magnitude_key(maxabs) < bins.hi;
       if (deferred) task.deferred.push_back(s);
+      seg_max[s] = maxabs;
       emit_scanning_band<true>(
           x + sb, sb, len, deferred ? Quantiser(1.0f, maxabs + 1) : row_quantiser(maxabs, seg.qmax),
-          bins.lo, bins.hi, task.below, task.inside, out + sb, keep ? keep + sb : nullptr);
+          bins.lo, bins.hi, bins.mid, task.below, task.inside, out + sb,
+          keep ? keep + sb : nullptr);
     }
   }
   count_bins(task.inside, bins, task.hist);
 }
 
 // After every scan_band of one compression: the boundary is selected among the band's entries,
-// the in-band entries at or under it are zeroed, the deferred segments are written again, and the
-// band is moved for the next step.  Returns false, having changed only the band's width, when the
-// boundary has left the band (the caller then runs the full selection).
+// the in-band entries between it and bins.mid are written again (pruned or kept, as the scan
+// guessed otherwise), the deferred segments are written again, and the band is moved for the
+// next step.  Returns false, having changed only the band's width, when the boundary has left
+// the band (the caller then runs the full selection).
 bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
                  const BandBins& bins, const std::vector<BandTask>& tasks, PruneRule& rule,
-                 float* out, std::uint8_t* keep = nullptr) {
+                 float* out, const float* seg_max, std::uint8_t* keep = nullptr) {
   std::int64_t below = 0, size = 0;
   std::array<std::int64_t, kBins> hist{};
   for (const BandTask& task : tasks) {
@@ -768,24 +851,38 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
   const std::int64_t at = k - below - 1;
   std::int64_t before = 0;
   const int j = static_cast<int>(bin_of_rank(hist, at, &before));
-  // hist[j] + 1 slots: gather_bin stores one key past the last it keeps.
-  std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
+  // Scratch for the keys gathered (with gather_range's slack).
+  thread_local std::vector<std::uint64_t> picked;
+  picked.resize(static_cast<std::size_t>(size) + kGatherSlack);
   std::size_t kept = 0;
   for (const BandTask& task : tasks)
-    kept += gather_bin(task.inside.data(), task.inside.size(), bins, j, candidates.data() + kept);
-  candidates.resize(kept);
+    kept += gather_range(task.inside.data(), task.inside.size(), bin_floor(bins, j),
+                         bin_ceiling(bins, j), picked.data() + kept);
+  picked.resize(kept);
   const std::uint64_t boundary =
-      select_rank(candidates, at - before, bins.lower_edge(j), bins.upper_edge(j));
+      select_rank(picked, at - before, bins.lower_edge(j), bins.upper_edge(j));
   rule = rule_at(boundary);
-  // Zero the in-band entries at or under the boundary (and their keep bytes), by a mask rather
-  // than a branch.
+  // The scan pruned the keys under guess = mid << 32; the keys under boundary + 1 are the pruned
+  // ones.  Those in between (those the boundary moved past since the last step, a few percent of
+  // the band) are written again.
+  const std::uint64_t guess = std::uint64_t{bins.mid} << 32, exact = boundary + 1;
+  picked.resize(static_cast<std::size_t>(size) + kGatherSlack);
+  kept = 0;
   for (const BandTask& task : tasks)
-    for (std::uint64_t key : task.inside) {
-      const std::uint64_t at = key & 0xffffffffu;
-      const std::uint32_t kept = 0u - static_cast<std::uint32_t>(key > boundary);
-      out[at] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(out[at]) & kept);
-      if (keep) keep[at] &= static_cast<std::uint8_t>(kept);
-    }
+    kept += gather_range(task.inside.data(), task.inside.size(), std::min(guess, exact),
+                         std::max(guess, exact), picked.data() + kept);
+  for (std::size_t f = 0; f < kept; ++f) {
+    const std::uint64_t key = picked[f];
+    const auto i = static_cast<std::int64_t>(key & 0xffffffffu);
+    const bool pruned = key < exact;
+    if (keep) keep[i] = pruned ? 0 : 0xff;
+    if (pruned)
+      out[i] = 0.0f;
+    else if (seg.qmax == 0)
+      out[i] = x[i];
+    else  // (a deferred segment is written whole below)
+      out[i] = row_quantiser(seg_max[i / seg.len], seg.qmax)(x[i]);
+  }
   for (const BandTask& task : tasks)
     for (std::int64_t s : task.deferred) emit_segment(x, seg, s, rule, out);
 
@@ -799,6 +896,7 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
                          : extrapolated_lo(b, bins.lo, band.half_width, at);
   band.hi = hi_rank < size ? bins.upper_edge(static_cast<int>(bin_of_rank(hist, hi_rank)))
                            : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
+  band.mid = rule.key;
   return true;
 }
 
@@ -806,13 +904,14 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
 // then finish_band.
 bool compress_in_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
                       PruneRule& rule, float* out) {
-  const BandBins bins(band.lo, band.hi);
+  const BandBins bins = band_bins(band);
   std::vector<BandTask> tasks(static_cast<std::size_t>(seg.tasks()));
+  std::vector<float> seg_max(seg.qmax > 0 ? static_cast<std::size_t>(seg.count()) : 0);
   for_tasks(seg.tasks(), [&](std::int64_t t) {
     scan_band(x, seg, seg.task_begin(t), seg.task_end(t), bins, tasks[static_cast<std::size_t>(t)],
-              out);
+              out, seg_max.data());
   });
-  return finish_band(x, seg, k, band, bins, tasks, rule, out);
+  return finish_band(x, seg, k, band, bins, tasks, rule, out, seg_max.data());
 }
 
 // The number of entries pruned, and the rule when it needs no selection (none, or all).
@@ -1047,13 +1146,14 @@ class CompressionState final : public nn::UpdateHook {
       }
       // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
       tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
+      seg_max_.resize(in_band_ && seg_.qmax > 0 ? static_cast<std::size_t>(seg_.count()) : 0);
       for (BandTask& task : tasks_) {
         task.below = 0;
         task.inside.clear();
         task.deferred.clear();
         task.hist.fill(0);
       }
-      bins_ = in_band_ ? BandBins(band_.lo, band_.hi) : BandBins(0, 1);
+      bins_ = in_band_ ? band_bins(band_) : BandBins(0, 1);
     } catch (...) {
       failed_.store(true, std::memory_order_relaxed);  // this step prepares nothing
     }
@@ -1068,7 +1168,7 @@ class CompressionState final : public nn::UpdateHook {
         emit_range(x, seg_, b, e, count_.fixed, out_.data());
       else if (in_band_)
         scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)], out_.data(),
-                  keep_->data());
+                  seg_max_.data(), keep_->data());
       // (otherwise the full selection in after() needs every entry first)
     } catch (...) {  // (allocation of the band's key lists)
       failed_.store(true, std::memory_order_relaxed);
@@ -1084,8 +1184,9 @@ class CompressionState final : public nn::UpdateHook {
     try {
       const float* x = node.value.data();
       PruneRule rule = count_.fixed;
-      if (count_.select && !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule,
-                                                     out_.data(), keep_->data()))) {
+      if (count_.select &&
+          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data(),
+                                    seg_max_.data(), keep_->data()))) {
         rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
         emit_all(x, seg_, rule, out_.data());
         write_keep_bytes(x, seg_.n, rule, keep_->data());
@@ -1117,6 +1218,7 @@ class CompressionState final : public nn::UpdateHook {
   bool in_band_ = false;
   BandBins bins_{0, 1};
   std::vector<BandTask> tasks_;
+  std::vector<float> seg_max_;  // the quantised segments' largest magnitudes (scan_band)
   nn::Tensor out_;
   std::shared_ptr<std::vector<std::uint8_t>> keep_, keep_spare_;
 };
