@@ -193,8 +193,8 @@ struct BandBins {
   MagnitudeKey lo, mid, hi;
   int split;
   // Below mid: bin(m) = (m - lo) * mul_lo >> 32, < split for every m < mid; above: split +
-  // (m - mid) * mul_hi >> 32, < kBins for every m < hi.  The products stay below
-  // (mid - lo) * (split << 32) / (mid - lo) <= 2^38, so 64 bits hold them.
+  // (m - mid) * mul_hi >> 32, < kBins for every m < hi.  The products stay below split << 32
+  // and (kBins - split) << 32 <= 2^38, so 64 bits hold them.
   std::uint64_t mul_lo, mul_hi;
   // kBins equal bins over [lo, hi).
   BandBins(MagnitudeKey lo_, MagnitudeKey hi_) : BandBins(lo_, lo_, hi_, 0) {}
@@ -279,9 +279,10 @@ __attribute__((target("avx512f"))) std::size_t gather_range8(const std::uint64_t
 
 // Copies the keys k with from <= k < to from keys[0..size) to dst (which may be keys itself),
 // keeping their order; returns how many.  Without a branch per key (which keys fall in the range
-// is unpredictable): every key is stored and the count advances only for those kept, so dst
-// needs kGatherSlack slots past the last key kept.  (The keys of bin j of a BandBins are such a
-// range: bin_floor(bins, j) to bin_ceiling(bins, j).)
+// is unpredictable): every key is stored and the count advances only for those kept, so a dst
+// apart from keys needs kGatherSlack slots past the last key kept (in place, the stores land on
+// keys already read).  (The keys of bin j of a BandBins are such a range: bin_floor(bins, j) to
+// bin_ceiling(bins, j), exclusive.)
 std::size_t gather_range(const std::uint64_t* keys, std::size_t size, std::uint64_t from,
                          std::uint64_t to, std::uint64_t* dst) {
   std::size_t kept = 0, i = 0;
@@ -350,7 +351,8 @@ std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, 
   for (std::int64_t i = 0; i < n; ++i) ++hist[magnitude_key(w[i]) >> kShift];
   std::int64_t before = 0;
   const auto j = static_cast<MagnitudeKey>(bin_of_rank(hist, k - 1, &before));
-  // Gathered without a branch per entry, as in gather_range (one slot past the last kept).
+  // Gathered without a branch per entry, as in gather_range (this scalar loop: one slot past the
+  // last kept).
   std::vector<std::uint64_t> candidates(static_cast<std::size_t>(hist[j]) + 1);
   std::size_t kept = 0;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -665,7 +667,8 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
   if (use_avx512())
     i = scan16<kQuantise>(w, len, quantise, lo, hi, cut, below, out, found, dst, keep);
 #endif
-  // Keys are < 2^31 and lo, hi <= 2^31, so signed 32-bit compares order them (hi - 1 for "<").
+  // Keys are < 2^31 and lo <= cut < hi <= 2^31, so signed 32-bit compares order them (hi - 1
+  // for "<").
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
                 vhi = _mm256_set1_epi32(int(hi - 1)), vcut = _mm256_set1_epi32(int(cut));
   __m256i nb = _mm256_setzero_si256();
@@ -796,8 +799,9 @@ struct BandTask {
 
 // The band pass over entries [b, e) of x (whole segments when quantised), one parallel task's
 // share: counts the entries under the band, collects those in it, and writes every segment as
-// if the entries under bins.mid (the last boundary: lo when the bins do not split) were the
-// pruned ones; finish_band then corrects the few between it and the new boundary.  A segment
+// if the entries with magnitudes under bins.mid (the last boundary's magnitude, its ties written
+// as kept; lo when the bins do not split) were the pruned ones; finish_band then corrects the few
+// between it and the new boundary.  A segment
 // whose largest entry may be pruned (its scale depends on the boundary, rare) is listed for
 // finish_band to write again; the others' largest magnitudes go to seg_max (when quantised),
 // for those corrections.
