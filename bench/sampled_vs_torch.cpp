@@ -13,9 +13,10 @@
 // --dump writes one genome JSON per line (with its forward MACs per sample) and exits.
 // Timing prints one "RESULT ..." line per genome.  --float-twin R instead times each compressed
 // (quantised / pruned) genome against the same genome in float, alternating R rounds, and prints
-// the overhead (split into quantisation and pruning for genomes that do both).  --profile instead
-// prints, summed over all genomes, the forward and backward time per block kind ("conv[q]" = a
-// compressed conv), measured with probe nodes between the genome's nodes (bench/models.hpp).
+// the overhead (split into quantisation and pruning for genomes that do both) and how the pruning
+// boundaries were selected (spaces::prune_selection_stats).  --profile instead prints, summed
+// over all genomes, the forward and backward time per block kind ("conv[q]" = a compressed
+// conv), measured with probe nodes between the genome's nodes (bench/models.hpp).
 // --fmnist trains on Fashion-MNIST's training split instead (shuffled batches, one new batch per
 // step, as the trainer draws them; genomes with 28x28 image inputs and 10 classes only): how
 // weights move, and so how far a pruning boundary moves per step, depends on the data, and one
@@ -37,6 +38,7 @@
 #include "nn/optim.hpp"
 #include "nn/parallel.hpp"
 #include "spaces/catalogue.hpp"
+#include "spaces/compress.hpp"
 #include "spaces/model_builder.hpp"
 #include "spaces/space.hpp"
 #include "spaces/workload_builder.hpp"
@@ -314,6 +316,7 @@ int compare_float_twins(const Args& a) {
     variants.push_back(spaces::Genome::from_json(float_json));
     const int classes = j.at("outputs").get<int>();
     std::vector<double> best(variants.size(), 1e300);
+    spaces::reset_prune_selection_stats();
     for (int r = 0; r < a.float_twin_rounds; ++r)
       for (std::size_t t = 0; t < variants.size(); ++t) {
         const std::size_t v = r % 2 ? variants.size() - 1 - t : t;
@@ -330,6 +333,14 @@ int compare_float_twins(const Args& a) {
       prune_only.push_back(over(2));
       std::printf(" quant_only_pct=%.1f prune_only_pct=%.1f", over(1), over(2));
     }
+    // How the pruning boundary was found over all of this genome's runs (spaces/compress.hpp).
+    const spaces::PruneSelectionStats sel = spaces::prune_selection_stats();
+    if (sel.band_selections + sel.full_selections > 0)
+      std::printf(" band_selections=%llu full_selections=%llu bin_keys_per_band_selection=%.0f",
+                  static_cast<unsigned long long>(sel.band_selections),
+                  static_cast<unsigned long long>(sel.full_selections),
+                  static_cast<double>(sel.bin_keys) /
+                      static_cast<double>(std::max<std::uint64_t>(1, sel.band_selections)));
     std::printf("\n");
     std::fflush(stdout);
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -40,6 +41,12 @@ struct CacheEntry {
 };
 thread_local std::unordered_map<const nn::Node*, CacheEntry> t_cache;
 
+// prune_selection_stats()'s counters.
+struct SelectionCounters {
+  std::atomic<std::uint64_t> band_selections{0}, full_selections{0}, band_keys{0}, bin_keys{0};
+};
+SelectionCounters g_selections;
+
 // Symmetric quantisation needs levels on both sides of zero: 1 bit has none (qmax = 0).
 void check_bits(int bits) {
   if (bits < 2)
@@ -75,6 +82,22 @@ std::vector<float> quantisation_scales(const nn::Tensor& w, int bits) {
     scales[static_cast<std::size_t>(c)] = channel_scale(maxabs, qmax);
   }
   return scales;
+}
+
+PruneSelectionStats prune_selection_stats() {
+  PruneSelectionStats s;
+  s.band_selections = g_selections.band_selections.load(std::memory_order_relaxed);
+  s.full_selections = g_selections.full_selections.load(std::memory_order_relaxed);
+  s.band_keys = g_selections.band_keys.load(std::memory_order_relaxed);
+  s.bin_keys = g_selections.bin_keys.load(std::memory_order_relaxed);
+  return s;
+}
+
+void reset_prune_selection_stats() {
+  g_selections.band_selections.store(0, std::memory_order_relaxed);
+  g_selections.full_selections.store(0, std::memory_order_relaxed);
+  g_selections.band_keys.store(0, std::memory_order_relaxed);
+  g_selections.bin_keys.store(0, std::memory_order_relaxed);
 }
 
 int kept_channels(int full, double ratio) {
@@ -346,6 +369,7 @@ std::uint64_t select_rank(std::vector<std::uint64_t>& keys, std::int64_t at, Mag
 // (the top bits of the key), the boundary is selected among its bin's entries, and the band is
 // set to the bins holding the ranks half_width below and above it (refined at the next step).
 std::uint64_t kth_smallest_full(const float* w, std::int64_t n, std::int64_t k, PruneBand& band) {
+  g_selections.full_selections.fetch_add(1, std::memory_order_relaxed);
   constexpr int kShift = 20;
   std::vector<std::int64_t> hist(std::size_t{1} << (31 - kShift), 0);
   for (std::int64_t i = 0; i < n; ++i) ++hist[magnitude_key(w[i]) >> kShift];
@@ -863,6 +887,9 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
     kept += gather_range(task.inside.data(), task.inside.size(), bin_floor(bins, j),
                          bin_ceiling(bins, j), picked.data() + kept);
   picked.resize(kept);
+  g_selections.band_selections.fetch_add(1, std::memory_order_relaxed);
+  g_selections.band_keys.fetch_add(static_cast<std::uint64_t>(size), std::memory_order_relaxed);
+  g_selections.bin_keys.fetch_add(kept, std::memory_order_relaxed);
   const std::uint64_t boundary =
       select_rank(picked, at - before, bins.lower_edge(j), bins.upper_edge(j));
   rule = rule_at(boundary);

@@ -4,6 +4,7 @@
 // accuracy its compressed deployment would.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "nn/autograd.hpp"
@@ -29,6 +30,19 @@ namespace hwnas::spaces {
 // compress_weight call) must be announced with nn::weights_changed(), as loading a state dict
 // does.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
+
+// Counters of compress_weight's pruning-boundary selections since the last reset, over every
+// weight and thread: how often the remembered band of magnitudes held the boundary, and how many
+// keys the serial part of a step looked at.  Diagnostics (the selection's cost, not its result,
+// depends on them); bench_sampled_vs_torch and the tests read them.
+struct PruneSelectionStats {
+  std::uint64_t band_selections = 0;  // boundaries found inside the band
+  std::uint64_t full_selections = 0;  // full passes: a weight's first step, or the band missed
+  std::uint64_t band_keys = 0;        // keys the band selections collected, summed
+  std::uint64_t bin_keys = 0;         // keys of the bin each boundary was selected in, summed
+};
+PruneSelectionStats prune_selection_stats();
+void reset_prune_selection_stats();
 
 // The quantisation scales compress_weight uses at `bits`: one per output channel (dim 0) of a
 // weight of rank >= 2, one for a vector, each max|w_channel| / (2^(bits-1) - 1); an all-zero
