@@ -825,10 +825,9 @@ struct BandTask {
 // share: counts the entries under the band, collects those in it, and writes every segment as
 // if the entries with magnitudes under bins.mid (the last boundary's magnitude, its ties written
 // as kept; lo when the bins do not split) were the pruned ones; finish_band then corrects the few
-// between it and the new boundary.  A segment
-// whose largest entry may be pruned (its scale depends on the boundary, rare) is listed for
-// finish_band to write again; the others' largest magnitudes go to seg_max (when quantised),
-// for those corrections.
+// between it and the new boundary.  A segment whose largest entry may be pruned (its scale
+// depends on the boundary, rare) is listed for finish_band to write again; the others' largest
+// magnitudes go to seg_max (when quantised), for those corrections.
 void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t e,
                const BandBins& bins, BandTask& task, float* out, float* seg_max,
                std::uint8_t* keep = nullptr) {
