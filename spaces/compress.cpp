@@ -276,6 +276,8 @@ void count_bins(const std::vector<std::uint64_t>& keys, const BandBins& bins, Hi
 constexpr std::size_t kGatherSlack = 8;
 
 #if defined(__AVX2__) && defined(HWNAS_X86_TARGETS)
+// The AVX-512 loops of this file are compiled (by target attributes; use_avx512 picks them).
+#define HWNAS_COMPRESS_AVX512 1
 // Whether the AVX-512 loops run: where the GEMM kernels do (nn/gemm.hpp's gemm_isa(), so
 // HWNAS_GEMM_ISA and set_gemm_isa pick both).
 bool use_avx512() { return nn::detail::gemm_isa() == nn::detail::GemmIsa::kAvx512; }
@@ -310,7 +312,7 @@ std::size_t gather_range(const std::uint64_t* keys, std::size_t size, std::uint6
                          std::uint64_t to, std::uint64_t* dst) {
   std::size_t kept = 0, i = 0;
   const std::uint64_t width = to - from;
-#if defined(__AVX2__) && defined(HWNAS_X86_TARGETS)
+#if defined(HWNAS_COMPRESS_AVX512)
   if (use_avx512()) i = gather_range8(keys, size, from, width, dst, kept);
 #endif
   for (; i < size; ++i) {
@@ -503,8 +505,7 @@ Quantiser row_quantiser(float maxabs, float qmax) {
   return Quantiser(channel_scale(maxabs, qmax), qmax + 1);
 }
 
-#if defined(__AVX2__) && defined(HWNAS_X86_TARGETS)
-#define HWNAS_COMPRESS_AVX512 1
+#if defined(HWNAS_COMPRESS_AVX512)
 // AVX-512 forms of the passes' vector loops (16 lanes, mask registers, vpcompressd for the
 // left-pack): about half the instructions per entry of the AVX2 loops.  They run where the GEMM
 // kernels run AVX-512 (use_avx512), and apply the same IEEE operations lane by lane: the same
