@@ -54,8 +54,13 @@ inline void check_causal_conv_shapes(const char* op, const Shape& su, const Shap
 // boundaries never depend on the machine.
 constexpr std::int64_t kMaxChunks = 16;
 
-// Minimum multiply-adds per GEMM chunk (a 64x256x784 dense layer runs as two chunks).
-constexpr std::int64_t kGemmChunkMacs = std::int64_t{1} << 22;
+// Minimum multiply-adds per GEMM chunk: a 64x32x784 dense layer (1.6M) runs as two chunks, a
+// 64x256x784 one (12.8M) as four.  At 2^22 (stop 46 and before) GEMMs under 8.4M ran on one
+// thread: the first layer of a small MLP took 42 us of a 96 us step while the other core
+// waited, and the mlp / attention spaces trained at 8.3x / 3.1x PyTorch (median) instead of
+// 9.7x / 4.4x at 2^19 (bench/README.md, stop 47).  Chunk bounds depend on the shape only, so
+// results stay the same for every thread count.
+constexpr std::int64_t kGemmChunkMacs = std::int64_t{1} << 19;
 
 // Number of chunks for `n` items costing `cost` scalar ops each.
 inline std::int64_t chunk_count(std::int64_t n, std::int64_t cost) {

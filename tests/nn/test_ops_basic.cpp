@@ -200,7 +200,7 @@ TEST(OpsGrad, MatmulLargeParallel) {
   // Big enough to take the chunked parallel GEMM path in forward and backward.
   GradCheckOptions opt;
   opt.max_elements_per_input = 16;
-  // 128x256x256 = 8.4M multiply-adds: above detail::kGemmChunkMacs, so chunked.
+  // 128x256x256 = 8.4M multiply-adds: many times detail::kGemmChunkMacs, so chunked.
   expect_gradients_match([](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
                          {rnd({128, 256}, 7, -0.3f, 0.3f), rnd({256, 256}, 8, -0.3f, 0.3f)}, opt);
   expect_gradients_match([](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
