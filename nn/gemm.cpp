@@ -653,6 +653,24 @@ void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c
     eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
 }
 
+// Per-thread room for a ComputedB's blocks (one [kc, nc] block at a time).
+struct ComputedBScratch;
+
+void sgemm_computed_b(Index m, Index n, Index k, StridedMatrix a, const ComputedB& b, Index p_base,
+                      Index j_base, float* c, Index ldc, bool accumulate) {
+  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
+  auto packer = [&]<int NR>() {
+    return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
+      float* scratch = thread_scratch<ComputedBScratch, 1>(static_cast<std::size_t>(kc * nc), 0);
+      const StridedMatrix v = b.block(p_base + pc, kc, j_base + jc, nc, scratch);
+      pack_b<NR>(v.data, v.rs, v.cs, kc, nc, dst);
+    };
+  };
+  if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
+  std::vector<float> whole(static_cast<std::size_t>(k * n));  // Eigen: B computed whole
+  eigen_gemm(m, n, k, a, b.block(p_base, k, j_base, n, whole.data()), c, ldc, accumulate);
+}
+
 void sgemm_eigen(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
                  bool accumulate) {
   if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;

@@ -37,6 +37,25 @@ void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, Stri
 void sgemm_eigen(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
                  float* c, std::int64_t ldc, bool accumulate);
 
+// B's entries computed block by block as the kernels pack them, instead of read from memory
+// (spaces/compress.cpp prunes and quantises a weight this way: no compressed copy is written by
+// one thread for every GEMM thread to read again).
+class ComputedB {
+ public:
+  virtual ~ComputedB() = default;
+  // Writes b(p, j) for p in [p0, p0 + kc), j in [j0, j0 + nc) (coordinates of the whole B) into
+  // `scratch` (room for kc * nc floats) and returns that block as a view whose (0, 0) is
+  // b(p0, j0); rows and columns strided as suits the implementation.
+  virtual StridedMatrix block(std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
+                              float* scratch) const = 0;
+};
+
+// sgemm with B's [k, n] entries from `b` (b(0, 0) its entry (p_base, j_base)): the same kernels
+// and order of terms as sgemm on a B holding the same values.
+void sgemm_computed_b(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
+                      const ComputedB& b, std::int64_t p_base, std::int64_t j_base, float* c,
+                      std::int64_t ldc, bool accumulate);
+
 // B given by pointers: per column (B(p, j) = b_cols[j][p]), or per row in `blocks` blocks of
 // block_n columns side by side, each with its own k row pointers (n = block_n * blocks,
 // B(p, q*block_n + j) = b_rows[q*k + p][j]; one block is plain row pointers).  These are the

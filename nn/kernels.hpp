@@ -129,14 +129,27 @@ StridedMatrix strided(const E& e) {
 // done(r0, r1, c0, c1) is called once for each block of rows [r0, r1) x columns [c0, c1) of C as
 // soon as it holds its result, on the thread that computed it (blocks cover C exactly once):
 // an elementwise pass over the result (a gradient mask) then reads it from cache.
+//
+// b_computed (if given) supplies B's entries as the kernels pack them (sgemm_computed_b), in
+// place of b's values (b still gives the shape).
 template <class CM, class AM, class BM, class Done>
-void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias, Done&& done) {
+void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias, Done&& done,
+          const ComputedB* b_computed = nullptr) {
   static_assert((std::decay_t<CM>::Flags & Eigen::RowMajorBit) != 0, "gemm: C must be row-major");
   const std::int64_t m = c.rows(), n = c.cols(), k = a.cols();
   if (m == 0 || n == 0) return;
   float* cd = c.data();
   const std::int64_t ldc = c.outerStride();
   const StridedMatrix av = strided(a), bv = strided(b);
+  // One chunk's product, whose B starts at B's entry (p0, j0).
+  auto product = [b_computed](std::int64_t m_, std::int64_t n_, std::int64_t k_, StridedMatrix a_,
+                              StridedMatrix b_, std::int64_t p0, std::int64_t j0, float* c_,
+                              std::int64_t ldc_, bool accumulate_) {
+    if (b_computed)
+      sgemm_computed_b(m_, n_, k_, a_, *b_computed, p0, j0, c_, ldc_, accumulate_);
+    else
+      sgemm(m_, n_, k_, a_, b_, c_, ldc_, accumulate_);
+  };
   // Rows [r0, r1) x columns [c0, c1) of C.
   auto init = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
     for (std::int64_t i = r0; i < r1; ++i)
@@ -167,8 +180,8 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
         [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
           for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
             const std::int64_t k0 = k * ch / kchunks, k1 = k * (ch + 1) / kchunks;
-            sgemm(m, n, k1 - k0, {av.data + k0 * av.cs, av.rs, av.cs},
-                  {bv.data + k0 * bv.rs, bv.rs, bv.cs}, part + ch * m * n, n, false);
+            product(m, n, k1 - k0, {av.data + k0 * av.cs, av.rs, av.cs},
+                    {bv.data + k0 * bv.rs, bv.rs, bv.cs}, k0, 0, part + ch * m * n, n, false);
           }
         },
         oneapi::tbb::simple_partitioner());
@@ -197,12 +210,13 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   auto run_chunk = [&](std::int64_t b0, std::int64_t b1) {
     if (split_rows) {
       if (row_bias) init(b0, b1, 0, n);
-      sgemm(b1 - b0, n, k, {av.data + b0 * av.rs, av.rs, av.cs}, bv, cd + b0 * ldc, ldc,
-            accumulate);
+      product(b1 - b0, n, k, {av.data + b0 * av.rs, av.rs, av.cs}, bv, 0, 0, cd + b0 * ldc, ldc,
+              accumulate);
       done(b0, b1, std::int64_t{0}, n);
     } else {
       if (row_bias) init(0, m, b0, b1);
-      sgemm(m, b1 - b0, k, av, {bv.data + b0 * bv.cs, bv.rs, bv.cs}, cd + b0, ldc, accumulate);
+      product(m, b1 - b0, k, av, {bv.data + b0 * bv.cs, bv.rs, bv.cs}, 0, b0, cd + b0, ldc,
+              accumulate);
       done(std::int64_t{0}, m, b0, b1);
     }
   };

@@ -63,7 +63,13 @@ LoraLinear::LoraLinear(int in, int out, bool bias, int rank, double alpha, std::
 
 Var LoraLinear::forward(const Var& x, const std::function<Var(const Var&)>& weight_transform) {
   const Var w = weight_transform ? weight_transform(base.weight) : base.weight;
-  Var y = linear(x, w, base.bias);
+  return forward_through(
+      x, [&w](const Var& in, const Var&, const Var& b) { return linear(in, w, b); });
+}
+
+Var LoraLinear::forward_through(
+    const Var& x, const std::function<Var(const Var&, const Var&, const Var&)>& base_linear) {
+  Var y = base_linear(x, base.weight, base.bias);
   if (adapter_ && !merged_) y = add(y, adapter_->delta(x));
   return y;
 }

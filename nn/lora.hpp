@@ -44,6 +44,10 @@ class LoraLinear : public Module {
   // x W^T + b, plus the adapter's update until merged.  `weight_transform` (quantisation,
   // pruning) applies to W, not to the small adapter; identity when empty.
   Var forward(const Var& x, const std::function<Var(const Var&)>& weight_transform = {});
+  // The same with the base projection computed by base_linear(x, W, b) instead of linear(x, W, b)
+  // (spaces::compressed_linear); the adapter's update is added as above.
+  Var forward_through(const Var& x,
+                      const std::function<Var(const Var&, const Var&, const Var&)>& base_linear);
   Var forward(const std::vector<Var>& in, ForwardContext&) override { return forward(in.at(0)); }
   // Folds the update into W (W += (alpha / r) B A) and drops the adapter from the forward pass;
   // a second call does nothing.  The layer then computes the same function as before (to

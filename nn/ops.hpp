@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -16,6 +17,25 @@ Var matmul(const Var& a,
            const Var& b);  // [.., m, k] x [k, n] -> [.., m, n]; also batched [B,m,k]x[B,k,n]
 // x:[.., in] w:[out, in] b:[out] (b may be undefined) -> [.., out]; the fused dense layer.
 Var linear(const Var& x, const Var& w, const Var& b);
+
+// An elementwise function f of a weight that linear's GEMMs apply block by block as they pack
+// it, instead of reading a transformed copy (spaces/compress.cpp prunes and quantises weights this
+// way: no compressed copy is written by one thread and read by every other).
+class WeightView {
+ public:
+  virtual ~WeightView() = default;
+  // Writes f(W) for W's rows [r0, r1) and columns [c0, c1) to dst, row-major (row stride
+  // c1 - c0).
+  virtual void rows(std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1,
+                    float* dst) const = 0;
+  // Multiplies rows [r0, r1) x columns [c0, c1) of a gradient of W (row stride ld) by f's
+  // derivative, entry by entry.
+  virtual void mask_gradient(float* g, std::int64_t ld, std::int64_t r0, std::int64_t r1,
+                             std::int64_t c0, std::int64_t c1) const = 0;
+};
+// linear(x, f(w), b) for `view`'s f, with w's gradient through f; plain linear when view is null.
+// f's values must not depend on anything that changes between the forward and backward passes.
+Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const WeightView> view);
 
 // ---- elementwise / broadcast (numpy-style trailing-dimension broadcasting) ----
 Var add(const Var& a, const Var& b);

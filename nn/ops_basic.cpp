@@ -99,7 +99,30 @@ Var matmul(const Var& a, const Var& b) {
   });
 }
 
-Var linear(const Var& x, const Var& w, const Var& b) {
+namespace {
+// A WeightView's f(W) as the B of a GEMM: W^T for the forward x W^T (B's rows are W's columns),
+// W for the input gradient g W.
+struct ViewAsB final : detail::ComputedB {
+  const WeightView* view;
+  bool transposed;
+  ViewAsB(const WeightView* v, bool t) : view(v), transposed(t) {}
+  detail::StridedMatrix block(std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
+                              float* scratch) const override {
+    if (transposed) {  // W's rows [j0, j0 + nc), columns [p0, p0 + kc): b(p, j) at j * kc + p
+      view->rows(j0, j0 + nc, p0, p0 + kc, scratch);
+      return {scratch, 1, kc};
+    }
+    view->rows(p0, p0 + kc, j0, j0 + nc, scratch);
+    return {scratch, nc, 1};
+  }
+  const detail::ComputedB* get() const { return view ? this : nullptr; }
+};
+void no_block_pass(std::int64_t, std::int64_t, std::int64_t, std::int64_t) {}
+}  // namespace
+
+Var linear(const Var& x, const Var& w, const Var& b) { return linear(x, w, b, nullptr); }
+
+Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const WeightView> view) {
   const Shape& sx = x.shape();
   const Shape& sw = w.shape();
   if (sw.rank() != 2) shape_error("linear", sx, sw, "weight must be [out, in]");
@@ -111,22 +134,30 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   std::vector<int> od = sx.to_vector();
   od.back() = out_f;
   Tensor out{Shape(od)};
-  auto om = out.matrix();
   // Bias first, then accumulate the GEMM into it (per chunk, inside gemm): no temporary.
-  if (b.defined()) {
-    gemm(om, x.value().matrix(), w.value().matrix().transpose(), false, b.value().data());
-  } else {
-    gemm(om, x.value().matrix(), w.value().matrix().transpose(), false);
-  }
+  gemm(out.matrix(), x.value().matrix(), w.value().matrix().transpose(), false,
+       b.defined() ? b.value().data() : nullptr, no_block_pass, ViewAsB(view.get(), true).get());
   const bool has_bias = b.defined();
   std::vector<Var> parents{x, w};
   if (has_bias) parents.push_back(b);
-  return make_result(std::move(out), std::move(parents), [has_bias](Node& self) {
+  return make_result(std::move(out), std::move(parents), [has_bias, view](Node& self) {
     Node& nx = parent(self, 0);
     Node& nw = parent(self, 1);
     auto g = self.grad.matrix();
     if (nw.requires_grad) {  // dW = g^T x, written straight into the gradient buffer
-      if (nw.grad.empty()) {
+      if (view) {
+        // Through f: each block masked as soon as it is computed, into the buffer when it is
+        // empty, else into a temporary added to it.
+        Tensor fresh = nw.grad.empty() ? Tensor() : Tensor(nw.value.shape());
+        Tensor& dst = nw.grad.empty() ? (nw.grad = Tensor(nw.value.shape())) : fresh;
+        float* gw = dst.data();
+        const std::int64_t ld = nw.value.shape()[1];
+        gemm(dst.matrix(), g.transpose(), nx.value.matrix(), false, nullptr,
+             [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+               view->mask_gradient(gw, ld, r0, r1, c0, c1);
+             });
+        if (!fresh.empty()) nw.grad.array() += fresh.array();
+      } else if (nw.grad.empty()) {
         nw.grad = Tensor(nw.value.shape());
         if (nw.grad_mask && nw.backward_fn && nw.consumers == 1) {
           // W's own closure would mask dW in one more parallel pass: masked here, block by block.
@@ -162,7 +193,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     }
     if (nx.requires_grad) {  // dx = g W
       Tensor gx(nx.value.shape());
-      gemm(gx.matrix(), g, nw.value.matrix(), false);
+      gemm(gx.matrix(), g, nw.value.matrix(), false, nullptr, no_block_pass,
+           ViewAsB(view.get(), false).get());
       accumulate_owned(nx, std::move(gx));
     }
   });

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nn/gemm.hpp"
+#include "nn/ops.hpp"
 #include "nn/x86_targets.hpp"
 
 #if defined(__AVX2__)
@@ -46,6 +47,9 @@ struct SelectionCounters {
   std::atomic<std::uint64_t> band_selections{0}, full_selections{0}, band_keys{0}, bin_keys{0};
 };
 SelectionCounters g_selections;
+
+// set_packed_compression's switch.
+std::atomic<bool> g_packing{true};
 
 // Symmetric quantisation needs levels on both sides of zero: 1 bit has none (qmax = 0).
 void check_bits(int bits) {
@@ -596,10 +600,12 @@ __attribute__((target("avx512f"))) std::int64_t scan16(
     const __m512i at = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(i)));
     _mm512_storeu_si512(positions + n_found, _mm512_maskz_compress_epi32(in, at));
     n_found += __builtin_popcount(in);
-    __m512 q = v;
-    if constexpr (kQuantise) q = quantise16(v);
     const __mmask16 kept = _mm512_cmpge_epi32_mask(m, vcut);
-    _mm512_storeu_ps(dst + i, _mm512_maskz_mov_ps(kept, q));  // pruned: +0
+    if (dst) {  // (none when the GEMMs compress the weight as they pack it: PackedCompression)
+      __m512 q = v;
+      if constexpr (kQuantise) q = quantise16(v);
+      _mm512_storeu_ps(dst + i, _mm512_maskz_mov_ps(kept, q));  // pruned: +0
+    }
     if (keep)
       _mm_storeu_si128(reinterpret_cast<__m128i*>(keep + i),
                        _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(kept, _mm512_set1_epi32(-1))));
@@ -709,10 +715,12 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + found),
                         _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int>(i))));
     found += __builtin_popcount(in_mask);
-    __m256 q = v;
-    if constexpr (kQuantise) q = quantise(v);
-    const __m256i pruned = _mm256_cmpgt_epi32(vcut, m);                           // m < cut
-    _mm256_storeu_ps(dst + i, _mm256_andnot_ps(_mm256_castsi256_ps(pruned), q));  // pruned: +0
+    const __m256i pruned = _mm256_cmpgt_epi32(vcut, m);  // m < cut
+    if (dst) {
+      __m256 q = v;
+      if constexpr (kQuantise) q = quantise(v);
+      _mm256_storeu_ps(dst + i, _mm256_andnot_ps(_mm256_castsi256_ps(pruned), q));  // pruned: +0
+    }
     if (keep) {  // the 8 lanes' compare results narrowed to bytes
       const __m256i words = _mm256_packs_epi32(_mm256_xor_si256(pruned, _mm256_set1_epi32(-1)),
                                                _mm256_setzero_si256());
@@ -739,7 +747,7 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     const MagnitudeKey m = magnitude_key(w[i]);
     below += m < lo;
     if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
-    dst[i] = m < cut ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
+    if (dst) dst[i] = m < cut ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
     if (keep) keep[i] = m < cut ? 0 : 0xff;
   }
 }
@@ -777,6 +785,22 @@ Segments segments_of(const nn::Tensor& x, int bits) {
   return seg;
 }
 
+// The largest magnitude among the entries of segment s that the rule keeps: the scale of a
+// quantised segment (quantisation_scales of the pruned weight) is this over qmax.  The row's
+// largest magnitude, unless that entry itself may be pruned (then every entry is checked).
+float kept_max_magnitude(const float* x, const Segments& seg, std::int64_t s,
+                         const PruneRule& rule) {
+  const std::int64_t b = seg.begin(s), len = seg.end(s) - b;
+  const float* row = x + b;
+  float maxabs = max_magnitude(row, len);
+  if (!rule.none && magnitude_key(maxabs) <= rule.key) {
+    maxabs = 0;
+    for (std::int64_t i = 0; i < len; ++i)
+      if (!rule.pruned(magnitude_key(row[i]), b + i)) maxabs = std::max(maxabs, std::fabs(row[i]));
+  }
+  return maxabs;
+}
+
 // Writes segment s of the compressed weight under the exact rule.
 void emit_segment(const float* x, const Segments& seg, std::int64_t s, const PruneRule& rule,
                   float* out) {
@@ -786,15 +810,8 @@ void emit_segment(const float* x, const Segments& seg, std::int64_t s, const Pru
     emit<false>(row, row, b, len, kNoQuantiser, rule, out + b);
     return;
   }
-  // The scale of the kept entries (quantisation_scales of the pruned weight): the row's largest
-  // magnitude, unless that entry itself may be pruned (then every entry is checked).
-  float maxabs = max_magnitude(row, len);
-  if (!rule.none && magnitude_key(maxabs) <= rule.key) {
-    maxabs = 0;
-    for (std::int64_t i = 0; i < len; ++i)
-      if (!rule.pruned(magnitude_key(row[i]), b + i)) maxabs = std::max(maxabs, std::fabs(row[i]));
-  }
-  emit<true>(row, row, b, len, row_quantiser(maxabs, seg.qmax), rule, out + b);
+  emit<true>(row, row, b, len, row_quantiser(kept_max_magnitude(x, seg, s, rule), seg.qmax), rule,
+             out + b);
 }
 
 // Writes entries [b, e) (whole segments when quantised) of the compressed weight.
@@ -838,7 +855,8 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
     for (std::int64_t pb = b; pb < e; pb += kPiece) {
       const std::int64_t len = std::min(kPiece, e - pb);
       emit_scanning_band<false>(x + pb, pb, len, kNoQuantiser, bins.lo, bins.hi, bins.mid,
-                                task.below, task.inside, out + pb, keep ? keep + pb : nullptr);
+                                task.below, task.inside, out ? out + pb : nullptr,
+                                keep ? keep + pb : nullptr);
     }
   } else {
     for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
@@ -849,21 +867,40 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
       seg_max[s] = maxabs;
       emit_scanning_band<true>(
           x + sb, sb, len, deferred ? Quantiser(1.0f, maxabs + 1) : row_quantiser(maxabs, seg.qmax),
-          bins.lo, bins.hi, bins.mid, task.below, task.inside, out + sb,
+          bins.lo, bins.hi, bins.mid, task.below, task.inside, out ? out + sb : nullptr,
           keep ? keep + sb : nullptr);
     }
   }
   count_bins(task.inside, bins, task.hist);
 }
 
+// Narrows the band while the boundary (rank `at` of the band's `size` entries, binned in hist)
+// moves less than a quarter of it per step, and centres it on the boundary (edges at bin
+// resolution, extrapolated past the band's own entries).
+void move_band(const Segments& seg, std::int64_t at, std::int64_t size,
+               const std::array<std::int64_t, kBins>& hist, const BandBins& bins,
+               const PruneRule& rule, PruneBand& band) {
+  if (std::min(at, size - 1 - at) > band.half_width * 3 / 4)
+    band.half_width = std::max(min_half_width(seg.n), band.half_width * 15 / 16);
+  const float b = std::bit_cast<float>(rule.key);
+  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
+  band.lo = lo_rank >= 0 ? bins.lower_edge(static_cast<int>(bin_of_rank(hist, lo_rank)))
+                         : extrapolated_lo(b, bins.lo, band.half_width, at);
+  band.hi = hi_rank < size ? bins.upper_edge(static_cast<int>(bin_of_rank(hist, hi_rank)))
+                           : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
+  band.mid = rule.key;
+}
+
 // After every scan_band of one compression: the boundary is selected among the band's entries,
 // the in-band entries between it and bins.mid are written again (pruned or kept, as the scan
 // guessed otherwise), the deferred segments are written again, and the band is moved for the
 // next step.  Returns false, having changed only the band's width, when the boundary has left
-// the band (the caller then runs the full selection).
+// the band (the caller then runs the full selection).  Without `out` (the scans wrote no
+// compressed weight: PackedCompression) only the keep bytes (if any) are written again, and the
+// deferred segments' kept maxima go to seg_max.
 bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
                  const BandBins& bins, const std::vector<BandTask>& tasks, PruneRule& rule,
-                 float* out, const float* seg_max, std::uint8_t* keep = nullptr) {
+                 float* out, float* seg_max, std::uint8_t* keep = nullptr) {
   std::int64_t below = 0, size = 0;
   std::array<std::int64_t, kBins> hist{};
   for (const BandTask& task : tasks) {
@@ -907,7 +944,9 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
     const auto i = static_cast<std::int64_t>(key & 0xffffffffu);
     const bool pruned = key < exact;
     if (keep) keep[i] = pruned ? 0 : 0xff;
-    if (pruned)
+    if (!out)
+      continue;
+    else if (pruned)
       out[i] = 0.0f;
     else if (seg.qmax == 0)
       out[i] = x[i];
@@ -915,19 +954,13 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
       out[i] = row_quantiser(seg_max[i / seg.len], seg.qmax)(x[i]);
   }
   for (const BandTask& task : tasks)
-    for (std::int64_t s : task.deferred) emit_segment(x, seg, s, rule, out);
-
-  // Narrow the band while the boundary moves less than a quarter of it per step; centre it on
-  // the boundary (edges at bin resolution, extrapolated past the band's own entries).
-  if (std::min(at, size - 1 - at) > band.half_width * 3 / 4)
-    band.half_width = std::max(min_half_width(seg.n), band.half_width * 15 / 16);
-  const float b = std::bit_cast<float>(rule.key);
-  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
-  band.lo = lo_rank >= 0 ? bins.lower_edge(static_cast<int>(bin_of_rank(hist, lo_rank)))
-                         : extrapolated_lo(b, bins.lo, band.half_width, at);
-  band.hi = hi_rank < size ? bins.upper_edge(static_cast<int>(bin_of_rank(hist, hi_rank)))
-                           : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
-  band.mid = rule.key;
+    for (std::int64_t s : task.deferred) {
+      if (out)
+        emit_segment(x, seg, s, rule, out);
+      else
+        seg_max[s] = kept_max_magnitude(x, seg, s, rule);
+    }
+  move_band(seg, at, size, hist, bins, rule, band);
   return true;
 }
 
@@ -1121,24 +1154,32 @@ class CompressionState final : public nn::UpdateHook {
     double prune = 0;
     PruneRule rule;
     KeepBytes keep;  // the gradient mask as bytes (a selected boundary; null: none or all)
+    // No compressed copy: the GEMMs of compressed_linear apply the rule (PackedCompression),
+    // quantising row r with the scale of row_max[r] (its largest kept magnitude).
+    bool packed = false;
+    std::vector<float> row_max;
   };
 
   // Records the settings of a forward pass's compress_weight call; the next steps prepare them
-  // only while consecutive calls agree (a supernet alternating settings would never be served).
-  // Under g_states.
-  void request(int bits, double prune) {
+  // only while consecutive calls agree (a supernet alternating settings would never be served),
+  // without a compressed copy when the last call came from a consumer that packs the rule itself
+  // (compressed_linear).  Under g_states.
+  void request(int bits, double prune, bool packed) {
     stable_ = bits == bits_ && prune == prune_;
     bits_ = bits;
     prune_ = prune;
+    packed_ = packed;
   }
   bool wanted() const { return stable_ && (bits_ < 16 || prune_ > 0); }
 
-  // The prepared weight if it is current for `node` at these settings.  Under g_states.
-  std::optional<Prepared> current(const nn::Node& node, int bits, double prune) const {
+  // The prepared weight if it is current for `node` at these settings (and has a compressed
+  // copy, unless the consumer packs the rule itself).  Under g_states.
+  std::optional<Prepared> current(const nn::Node& node, int bits, double prune,
+                                  bool packed_consumer) const {
     const auto& p = prepared_;
-    if (p && p->bits == bits && p->prune == prune && p->source.data() == node.value.data() &&
-        p->source.shape() == node.value.shape() && p->source.use_count() == 2 &&
-        p->version == node.version.load(std::memory_order_relaxed) &&
+    if (p && p->bits == bits && p->prune == prune && (packed_consumer || !p->packed) &&
+        p->source.data() == node.value.data() && p->source.shape() == node.value.shape() &&
+        p->source.use_count() == 2 && p->version == node.version.load(std::memory_order_relaxed) &&
         p->epoch == nn::weights_epoch())
       return p;
     return std::nullopt;
@@ -1163,13 +1204,14 @@ class CompressionState final : public nn::UpdateHook {
       seg_ = segments_of(node.value, bits_);
       step_bits_ = bits_;
       step_prune_ = prune_;
+      step_packed_ = packed_ && g_packing.load(std::memory_order_relaxed);
       count_ = prune_count(seg_.n, prune_);
-      out_ = nn::Tensor(node.value.shape());
+      if (!step_packed_) out_ = nn::Tensor(node.value.shape());
       in_band_ = count_.select && band_.valid;
       // The byte mask of every selected boundary; last step's buffer is written again once
       // nothing (a graph that still masks a gradient with it) holds it any more.
       keep_.reset();
-      if (count_.select) {
+      if (count_.select && !step_packed_) {  // (a packed step masks by the weight itself)
         if (!(keep_spare_ && keep_spare_.use_count() == 1 &&
               keep_spare_->size() == static_cast<std::size_t>(seg_.n)))
           keep_spare_ = std::make_shared<std::vector<std::uint8_t>>(seg_.n);
@@ -1177,7 +1219,8 @@ class CompressionState final : public nn::UpdateHook {
       }
       // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
       tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
-      seg_max_.resize(in_band_ && seg_.qmax > 0 ? static_cast<std::size_t>(seg_.count()) : 0);
+      seg_max_.resize(
+          (in_band_ || step_packed_) && seg_.qmax > 0 ? static_cast<std::size_t>(seg_.count()) : 0);
       for (BandTask& task : tasks_) {
         task.below = 0;
         task.inside.clear();
@@ -1195,11 +1238,17 @@ class CompressionState final : public nn::UpdateHook {
     if (failed_.load(std::memory_order_relaxed)) return;
     try {
       const float* x = node.value.data();
-      if (!count_.select)
-        emit_range(x, seg_, b, e, count_.fixed, out_.data());
-      else if (in_band_)
-        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)], out_.data(),
-                  seg_max_.data(), keep_->data());
+      if (!count_.select) {
+        if (!step_packed_)
+          emit_range(x, seg_, b, e, count_.fixed, out_.data());
+        else if (seg_.qmax > 0)  // (nothing kept under an all-pruning rule: no scale needed)
+          for (std::int64_t s = b / seg_.len; s < seg_.count() && seg_.begin(s) < e; ++s)
+            seg_max_[s] = max_magnitude(x + seg_.begin(s), seg_.end(s) - seg_.begin(s));
+      } else if (in_band_) {
+        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)],
+                  step_packed_ ? nullptr : out_.data(), seg_max_.data(),
+                  keep_ ? keep_->data() : nullptr);
+      }
       // (otherwise the full selection in after() needs every entry first)
     } catch (...) {  // (allocation of the band's key lists)
       failed_.store(true, std::memory_order_relaxed);
@@ -1216,16 +1265,28 @@ class CompressionState final : public nn::UpdateHook {
       const float* x = node.value.data();
       PruneRule rule = count_.fixed;
       if (count_.select &&
-          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule, out_.data(),
-                                    seg_max_.data(), keep_->data()))) {
+          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule,
+                                    step_packed_ ? nullptr : out_.data(), seg_max_.data(),
+                                    keep_ ? keep_->data() : nullptr))) {
         rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
-        emit_all(x, seg_, rule, out_.data());
-        write_keep_bytes(x, seg_.n, rule, keep_->data());
+        if (!step_packed_) {
+          emit_all(x, seg_, rule, out_.data());
+          write_keep_bytes(x, seg_.n, rule, keep_->data());
+        } else if (seg_.qmax > 0) {
+          for (std::int64_t s = 0; s < seg_.count(); ++s)
+            seg_max_[s] = kept_max_magnitude(x, seg_, s, rule);
+        }
       }
-      prepared_ =
-          Prepared{node.value, std::move(out_), node.version.load(std::memory_order_relaxed),
-                   epoch_,     step_bits_,      step_prune_,
-                   rule,       std::move(keep_)};
+      prepared_ = Prepared{node.value,
+                           std::move(out_),
+                           node.version.load(std::memory_order_relaxed),
+                           epoch_,
+                           step_bits_,
+                           step_prune_,
+                           rule,
+                           std::move(keep_),
+                           step_packed_,
+                           step_packed_ ? seg_max_ : std::vector<float>{}};
     } catch (...) {
       prepared_.reset();
     }
@@ -1237,6 +1298,7 @@ class CompressionState final : public nn::UpdateHook {
   int bits_ = 32;
   double prune_ = 0;
   bool stable_ = false;
+  bool packed_ = false;
   std::optional<Prepared> prepared_;
   std::atomic<bool> failed_{false};
   PruneBand band_;  // kept from step to step, as t_bands is for the unfused path
@@ -1245,11 +1307,13 @@ class CompressionState final : public nn::UpdateHook {
   Segments seg_;
   int step_bits_ = 32;
   double step_prune_ = 0;
+  bool step_packed_ = false;
   PruneCount count_;
   bool in_band_ = false;
   BandBins bins_{0, 1};
   std::vector<BandTask> tasks_;
-  std::vector<float> seg_max_;  // the quantised segments' largest magnitudes (scan_band)
+  // The quantised segments' largest (kept) magnitudes: scan_band's, and a packed step's scales.
+  std::vector<float> seg_max_;
   nn::Tensor out_;
   std::shared_ptr<std::vector<std::uint8_t>> keep_, keep_spare_;
 };
@@ -1267,7 +1331,8 @@ std::mutex g_states;
 // not change from step to step, and compressing it again on every forward pass cost 9-33 % of
 // the step of LoRA genomes with int4 / int8 512-unit layers (compression space, stop 36).
 std::optional<CompressionState::Prepared> prepared_compression(const nn::Var& w, int bits,
-                                                               double prune, bool& offer_frozen) {
+                                                               double prune, bool packed_consumer,
+                                                               bool& offer_frozen) {
   offer_frozen = false;
   nn::Node* node = w.node();
   if (!node || !node->parents.empty() || node->backward_fn) return std::nullopt;  // not a leaf
@@ -1280,8 +1345,8 @@ std::optional<CompressionState::Prepared> prepared_compression(const nn::Var& w,
     state = fresh.get();
     nn::set_update_hook(w, std::move(fresh));
   }
-  state->request(bits, prune);
-  if (auto p = state->current(*node, bits, prune)) {
+  state->request(bits, prune, packed_consumer);
+  if (auto p = state->current(*node, bits, prune, packed_consumer)) {
     // Without the copy of the source: held past the lock it would make the weight's storage
     // look shared (current()) to a concurrent forward pass, which would compress again.
     p->source = nn::Tensor();
@@ -1319,20 +1384,69 @@ void request_float(const nn::Var& w) {
   if (!node || !node->versioned.load(std::memory_order_relaxed)) return;  // never had a hook
   std::lock_guard<std::mutex> lock(g_states);
   if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
-    state->request(32, 0.0);
+    state->request(32, 0.0, false);
 }
 
-}  // namespace
+// A compressed weight as compressed_linear's GEMMs read it (nn::WeightView): the blocks they
+// pack are compressed by emit as they are packed, the values a compressed copy would hold, bit
+// for bit, without the copy.
+class PackedCompression final : public nn::WeightView {
+ public:
+  // `w`: the weight [rows, cols] (its node outlives the graph that holds this view); row_max:
+  // each row's largest kept magnitude (quantised, qmax > 0) or empty.
+  PackedCompression(const nn::Var& w, const PruneRule& rule, float qmax,
+                    const std::vector<float>& row_max)
+      : w_(w.node()), cols_(w.value().numel() / std::max(1, w.shape()[0])), rule_(rule) {
+    for (const float m : row_max) rows_.push_back(row_quantiser(m, qmax));
+  }
 
-nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
+  void rows(std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1,
+            float* dst) const override {
+    const float* w = w_->value.data();
+    const std::int64_t len = c1 - c0;
+    for (std::int64_t r = r0; r < r1; ++r, dst += len) {
+      const std::int64_t at = r * cols_ + c0;
+      if (rows_.empty())
+        emit<false>(w + at, w + at, at, len, kNoQuantiser, rule_, dst);
+      else
+        emit<true>(w + at, w + at, at, len, rows_[static_cast<std::size_t>(r)], rule_, dst);
+    }
+  }
+
+  void mask_gradient(float* g, std::int64_t ld, std::int64_t r0, std::int64_t r1, std::int64_t c0,
+                     std::int64_t c1) const override {
+    if (rule_.none) return;  // quantisation alone passes the gradient straight through
+    const float* w = w_->value.data();
+    for (std::int64_t r = r0; r < r1; ++r)
+      spaces::mask_gradient(g + r * ld + c0, r * cols_ + c0, c1 - c0, rule_, nullptr, w);
+  }
+
+ private:
+  const nn::Node* w_;
+  std::int64_t cols_;
+  PruneRule rule_;
+  std::vector<Quantiser> rows_;  // per row (quantised), else empty
+};
+
+// compress_weight's work.  With `view` (a consumer that applies a WeightView as it packs:
+// compressed_linear), a weight that the optimizer step prepared without a compressed copy comes
+// back as *view, and the returned Var is w itself.
+nn::Var compress_for(const nn::Var& w, int bits, double prune,
+                     std::shared_ptr<const nn::WeightView>* view) {
   if (bits >= 16 && prune <= 0) {
     request_float(w);
     return w;
   }
   if (bits < 16) check_bits(bits);
   bool offer_frozen = false;
-  if (auto ready = prepared_compression(w, bits, prune, offer_frozen))
+  if (auto ready = prepared_compression(w, bits, prune, view != nullptr, offer_frozen)) {
+    if (ready->packed) {
+      *view = std::make_shared<PackedCompression>(w, ready->rule, segments_of(w.value(), bits).qmax,
+                                                  ready->row_max);
+      return w;
+    }
     return straight_through(w, std::move(ready->compressed), ready->rule, std::move(ready->keep));
+  }
   if (offer_frozen) return compress_frozen(w, bits, prune);
   const std::uint64_t session = nn::no_grad_session();
   if (session == 0) return compress_uncached(w, bits, prune);
@@ -1349,5 +1463,21 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
   t_cache[w.node()] = CacheEntry{w.node_ptr(), session, bits, prune, compressed};
   return compressed;
 }
+
+}  // namespace
+
+nn::Var compress_weight(const nn::Var& w, int bits, double prune) {
+  return compress_for(w, bits, prune, nullptr);
+}
+
+nn::Var compressed_linear(const nn::Var& x, const nn::Var& w, const nn::Var& b, int bits,
+                          double prune) {
+  std::shared_ptr<const nn::WeightView> view;
+  const nn::Var weight = compress_for(w, bits, prune, &view);
+  return nn::linear(x, weight, b, std::move(view));
+}
+
+void set_packed_compression(bool on) { g_packing.store(on, std::memory_order_relaxed); }
+bool packed_compression() { return g_packing.load(std::memory_order_relaxed); }
 
 }  // namespace hwnas::spaces

@@ -31,6 +31,21 @@ namespace hwnas::spaces {
 // does.
 nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 
+// nn::linear(x, compress_weight(w, bits, prune), b): the same values and gradients.  While the
+// optimizer step prepares w (see above) and this is w's only compressing consumer, the step
+// writes no compressed copy of w: the layer's GEMMs prune and quantise w's entries as they pack
+// them (nn::WeightView).  The copy is written by one thread and read by every GEMM thread, and
+// on 2 threads writing it cost more than the selection of the pruning boundary (bench/README.md,
+// stop 47).
+nn::Var compressed_linear(const nn::Var& x, const nn::Var& w, const nn::Var& b, int bits,
+                          double prune);
+
+// Whether optimizer steps may prepare weights for compressed_linear without a compressed copy
+// (default on).  Off, compressed_linear reads the copy as compress_weight's consumers do: the
+// same results (the tests compare the two), for benches and tests.  Set it before training.
+void set_packed_compression(bool on);
+bool packed_compression();
+
 // Counters of compress_weight's pruning-boundary selections since the last reset, over every
 // weight and thread: how often the remembered band of magnitudes held the boundary, and how many
 // keys the serial part of a step looked at.  Diagnostics (the selection's cost, not its result,

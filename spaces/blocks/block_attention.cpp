@@ -43,8 +43,7 @@ class AttentionModule : public nn::Module {
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     const bool lora = lora_[0] != nullptr;
     if (bits_ >= 16 && prune_ <= 0 && !flash_ && !lora && !rope_) return mhsa_.forward(in.at(0));
-    nn::Var qkv =
-        nn::linear(in.at(0), compress_weight(mhsa_.qkv.weight, bits_, prune_), mhsa_.qkv.bias);
+    nn::Var qkv = compressed_linear(in.at(0), mhsa_.qkv.weight, mhsa_.qkv.bias, bits_, prune_);
     if (lora)
       qkv = nn::add(qkv, nn::concat({lora_[0]->delta(in.at(0)), lora_[1]->delta(in.at(0)),
                                      lora_[2]->delta(in.at(0))},
@@ -62,7 +61,7 @@ class AttentionModule : public nn::Module {
             ? nn::sliding_window_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.window,
                                            mhsa_.causal)
             : nn::multi_head_attention(parts[0], parts[1], parts[2], mhsa_.heads, mhsa_.causal);
-    nn::Var out = nn::linear(y, compress_weight(mhsa_.out.weight, bits_, prune_), mhsa_.out.bias);
+    nn::Var out = compressed_linear(y, mhsa_.out.weight, mhsa_.out.bias, bits_, prune_);
     return lora ? nn::add(out, lora_[3]->delta(y)) : out;
   }
   void append_named_parameters(const std::string& prefix,

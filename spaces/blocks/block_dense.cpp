@@ -16,8 +16,10 @@ class DenseModule : public nn::Module {
       : lin_(in, out, bias, lora.rank, lora.alpha, rng), act_(act), bits_(bits), prune_(prune) {}
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
     return nn::apply_activation(
-        lin_.forward(in.at(0),
-                     [this](const nn::Var& w) { return compress_weight(w, bits_, prune_); }),
+        lin_.forward_through(in.at(0),
+                             [this](const nn::Var& x, const nn::Var& w, const nn::Var& b) {
+                               return compressed_linear(x, w, b, bits_, prune_);
+                             }),
         act_);
   }
   void append_named_parameters(const std::string& prefix,

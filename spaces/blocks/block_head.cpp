@@ -10,7 +10,7 @@ class HeadModule : public nn::Module {
   HeadModule(int in, int out, int bits, double prune, Rng& rng)
       : lin_(in, out, true, rng), bits_(bits), prune_(prune) {}
   nn::Var forward(const std::vector<nn::Var>& in, nn::ForwardContext&) override {
-    return nn::linear(in.at(0), compress_weight(lin_.weight, bits_, prune_), lin_.bias);
+    return compressed_linear(in.at(0), lin_.weight, lin_.bias, bits_, prune_);
   }
   void append_named_parameters(const std::string& prefix,
                                std::vector<nn::NamedParameter>& out) override {

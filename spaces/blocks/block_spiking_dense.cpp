@@ -20,8 +20,7 @@ class SpikingDenseModule : public nn::Module {
     const nn::Var& x = in.at(0);
     const int B = x.dim(0);
     const nn::Var rows = nn::reshape(x, nn::Shape{B * steps_, in_});
-    const nn::Var current =
-        nn::linear(rows, compress_weight(lin_.weight, bits_, prune_), lin_.bias);
+    const nn::Var current = compressed_linear(rows, lin_.weight, lin_.bias, bits_, prune_);
     const nn::Var spikes = lif_(nn::reshape(current, nn::Shape{B, steps_, units_}));
     if (ctx.activity)  // each input event reaches all `units` neurons
       record_spikes(*ctx.activity, spikes.value(), count_nonzero(x.value()) * units_);

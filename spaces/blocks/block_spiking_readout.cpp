@@ -37,8 +37,8 @@ class SpikeReadoutModule : public nn::Module {
     const nn::Var& x = in.at(0);
     const int B = x.dim(0);
     const nn::Var current =
-        nn::reshape(nn::linear(nn::reshape(x, nn::Shape{B * steps_, in_}),
-                               compress_weight(lin_.weight, bits_, prune_), lin_.bias),
+        nn::reshape(compressed_linear(nn::reshape(x, nn::Shape{B * steps_, in_}), lin_.weight,
+                                      lin_.bias, bits_, prune_),
                     nn::Shape{B, steps_, outputs_});
     const double sops = ctx.activity ? count_nonzero(x.value()) * outputs_ : 0.0;
     if (count_) {

@@ -337,6 +337,92 @@ TEST(Compress, FusedMaskBytesEqualTheDefinitionThroughLinearAcrossSteps) {
   });
 }
 
+// compressed_linear: once an optimizer step has prepared the weight, the layer's GEMMs prune and
+// quantise it as they pack it (no compressed copy: the linear node's parent is the weight
+// itself), and the output and every gradient stay the definition's, bit for bit: the forward
+// x W^T under each split of the GEMM (by K, rows, columns, none), the input gradient g W and the
+// weight gradient's mask, with ties at the boundary, values on the rounding's half-integers and
+// every entry pruned, in each kernel family and Eigen's fallback.  With
+// set_packed_compression(false) the compressed copy is read instead, with the same bits.
+TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
+  const nn::detail::GemmIsa saved = nn::detail::gemm_isa();
+  for (nn::detail::GemmIsa isa :
+       {nn::detail::GemmIsa::kAvx512, nn::detail::GemmIsa::kAvx2, nn::detail::GemmIsa::kEigen}) {
+    if (!nn::detail::gemm_isa_supported(isa)) continue;
+    nn::detail::set_gemm_isa(isa);
+    unsigned seed = 91;
+    struct Case {
+      int batch, out, in;
+    };
+    // 64x32x784: split by K (the mlp space's first layer); 64x300x64: by columns; 256x24x200: by
+    // rows; 5x3x7: one chunk.
+    for (const Case c : {Case{64, 32, 784}, Case{64, 300, 64}, Case{256, 24, 200}, Case{5, 3, 7}})
+      for (int bits : {32, 8, 4})
+        for (double prune : {0.0, 0.3, 1.0})
+          for (int data : {0, 1, 2})  // normal draws; on a coarse grid; half-integer quotients
+            for (bool packing : {true, false}) {
+              if ((bits >= 16 && prune <= 0) || (data == 2 && bits >= 16)) continue;
+              spaces::set_packed_compression(packing);
+              const std::string where = std::string(nn::detail::gemm_isa_name(isa)) + " " +
+                                        std::to_string(c.batch) + "x" + std::to_string(c.out) +
+                                        "x" + std::to_string(c.in) + " bits " +
+                                        std::to_string(bits) + " prune " + std::to_string(prune) +
+                                        " data " + std::to_string(data) + (packing ? "" : " copy");
+              nn::Tensor init = normal_weight(c.out, c.in, seed++);
+              const float qmax = bits < 16 ? static_cast<float>((1 << (bits - 1)) - 1) : 0.0f;
+              for (std::int64_t i = 0; i < init.numel(); ++i) {
+                float& v = init.data()[i];
+                if (data == 1)  // many exact ties at the boundary, settled by index
+                  v = std::round(4 * v) / 4;
+                if (data == 2)  // each row's largest is qmax (scale 1), the rest k + 1/2
+                  v = i % c.in == 0 ? qmax
+                                    : std::copysign(std::floor(std::fabs(v) * qmax / 4) + 0.5f, v);
+              }
+              nn::Var w = nn::parameter(init.clone());
+              nn::Var b = nn::parameter(normal_weight(1, c.out, seed++).reshaped(nn::Shape{c.out}));
+              const nn::Tensor x = normal_weight(c.batch, c.in, seed++);
+              const nn::Tensor up = normal_weight(c.batch, c.out, seed++);
+              // (lr 0 keeps the half-integers where they are for the packed steps.)
+              nn::AdamW opt(std::vector<nn::Var>{w, b}, nn::AdamWOptions{data == 2 ? 0.0f : 0.01f});
+              for (int step = 0; step < 6; ++step) {
+                // The definition: a plain linear layer over the compressed values, its weight
+                // gradient times the mask.
+                const auto [values, mask] =
+                    reference_compress(std::as_const(w).value(), bits, prune);
+                nn::Var plain = nn::parameter(nn::Tensor::from(w.shape(), values));
+                nn::Var x_ref = nn::parameter(x.clone()), b_ref = nn::parameter(b.value().clone());
+                nn::Var y_ref = nn::linear(x_ref, plain, b_ref);
+                nn::backward(nn::sum(nn::mul(y_ref, nn::constant(up))));
+                std::vector<float> want_dw = plain.grad().to_vector();
+                for (std::size_t i = 0; i < want_dw.size(); ++i) want_dw[i] *= mask[i];
+
+                opt.zero_grad();
+                nn::Var xv = nn::parameter(x.clone());
+                nn::Var y = spaces::compressed_linear(xv, w, b, bits, prune);
+                // (Step 0 installs the hook, step 1 confirms the settings, its update prepares.)
+                if (step >= 2)
+                  ASSERT_EQ(y.node()->parents[1].get() == w.node(), packing)
+                      << where << " step " << step << ": packed " << !packing;
+                ASSERT_EQ(bit_patterns(y.value().to_vector()),
+                          bit_patterns(y_ref.value().to_vector()))
+                    << where << " step " << step << ": forward";
+                nn::backward(nn::sum(nn::mul(y, nn::constant(up))));
+                ASSERT_EQ(bit_patterns(w.grad().to_vector()), bit_patterns(want_dw))
+                    << where << " step " << step << ": weight gradient";
+                ASSERT_EQ(bit_patterns(xv.grad().to_vector()),
+                          bit_patterns(x_ref.grad().to_vector()))
+                    << where << " step " << step << ": input gradient";
+                ASSERT_EQ(bit_patterns(b.grad().to_vector()),
+                          bit_patterns(b_ref.grad().to_vector()))
+                    << where << " step " << step << ": bias gradient";
+                opt.step();
+              }
+            }
+  }
+  spaces::set_packed_compression(true);
+  nn::detail::set_gemm_isa(saved);
+}
+
 // A compressed weight kept past backward() is a leaf from then on (backward() freed its graph):
 // used again, it gets the whole gradient, not the mask of the weight it was made from.
 TEST(Compress, CompressedWeightKeptPastBackwardGetsItsWholeGradient) {
