@@ -10,6 +10,7 @@
 //                          [--samples 20] [--seed 1]
 //   bench_sampled_vs_torch --genomes genomes.jsonl [--batch 64] [--steps 10] [--warmup 2]
 //                          [--threads 2] [--fmnist] [--profile | --float-twin ROUNDS]
+//                          [--compressed-copy]
 // --dump writes one genome JSON per line (with its forward MACs per sample) and exits.
 // Timing prints one "RESULT ..." line per genome.  --float-twin R instead times each compressed
 // (quantised / pruned) genome against the same genome in float, alternating R rounds, and prints
@@ -17,6 +18,9 @@
 // boundaries were selected (spaces::prune_selection_stats).  --profile instead prints, summed
 // over all genomes, the forward and backward time per block kind ("conv[q]" = a compressed
 // conv), measured with probe nodes between the genome's nodes (bench/models.hpp).
+// --compressed-copy has compressed dense layers read a compressed copy of their weights instead of
+// compressing them as their GEMMs pack them (spaces::set_packed_compression(false)): the same
+// numbers, for timing the two against each other.
 // --fmnist trains on Fashion-MNIST's training split instead (shuffled batches, one new batch per
 // step, as the trainer draws them; genomes with 28x28 image inputs and 10 classes only): how
 // weights move, and so how far a pruning boundary moves per step, depends on the data, and one
@@ -92,11 +96,13 @@ Args parse(int argc, char** argv) {
       a.fmnist = true;
     else if (k == "--float-twin")
       a.float_twin_rounds = std::stoi(val());
+    else if (k == "--compressed-copy")
+      spaces::set_packed_compression(false);
     else {
       std::fprintf(stderr,
                    "usage: %s --space FILE --dump OUT [--samples N] [--seed S]\n"
                    "       %s --genomes FILE [--batch B] [--steps N] [--warmup N] [--threads T] "
-                   "[--fmnist] [--profile] [--float-twin ROUNDS]\n",
+                   "[--fmnist] [--profile] [--float-twin ROUNDS] [--compressed-copy]\n",
                    argv[0], argv[0]);
       std::exit(2);
     }

@@ -653,22 +653,23 @@ void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c
     eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
 }
 
-// Per-thread room for a ComputedB's blocks (one [kc, nc] block at a time).
-struct ComputedBScratch;
-
-void sgemm_computed_b(Index m, Index n, Index k, StridedMatrix a, const ComputedB& b, Index p_base,
-                      Index j_base, float* c, Index ldc, bool accumulate) {
+void sgemm_transformed(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b,
+                       const PackTransform& transform, Index p_base, Index j_base, float* c,
+                       Index ldc, bool accumulate) {
   if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
   auto packer = [&]<int NR>() {
     return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
-      float* scratch = thread_scratch<ComputedBScratch, 1>(static_cast<std::size_t>(kc * nc), 0);
-      const StridedMatrix v = b.block(p_base + pc, kc, j_base + jc, nc, scratch);
-      pack_b<NR>(v.data, v.rs, v.cs, kc, nc, dst);
+      pack_b<NR>(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, dst);
+      transform.apply(p_base + pc, kc, j_base + jc, nc, NR, dst);
     };
   };
   if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
-  std::vector<float> whole(static_cast<std::size_t>(k * n));  // Eigen: B computed whole
-  eigen_gemm(m, n, k, a, b.block(p_base, k, j_base, n, whole.data()), c, ldc, accumulate);
+  std::vector<float> whole(static_cast<std::size_t>(k * n));  // Eigen: B copied whole, one panel
+  for (Index p = 0; p < k; ++p)
+    for (Index j = 0; j < n; ++j)
+      whole[static_cast<std::size_t>(p * n + j)] = b.data[p * b.rs + j * b.cs];
+  transform.apply(p_base, k, j_base, n, static_cast<int>(n), whole.data());
+  eigen_gemm(m, n, k, a, {whole.data(), n, 1}, c, ldc, accumulate);
 }
 
 void sgemm_eigen(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,

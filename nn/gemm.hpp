@@ -37,24 +37,25 @@ void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, Stri
 void sgemm_eigen(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
                  float* c, std::int64_t ldc, bool accumulate);
 
-// B's entries computed block by block as the kernels pack them, instead of read from memory
-// (spaces/compress.cpp prunes and quantises a weight this way: no compressed copy is written by
-// one thread for every GEMM thread to read again).
-class ComputedB {
+// A function of B's entries applied as the kernels pack them (spaces/compress.cpp prunes and
+// quantises a weight this way, instead of in a compressed copy that the optimizer's threads would
+// write and every GEMM thread read again).
+class PackTransform {
  public:
-  virtual ~ComputedB() = default;
-  // Writes b(p, j) for p in [p0, p0 + kc), j in [j0, j0 + nc) (coordinates of the whole B) into
-  // `scratch` (room for kc * nc floats) and returns that block as a view whose (0, 0) is
-  // b(p0, j0); rows and columns strided as suits the implementation.
-  virtual StridedMatrix block(std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
-                              float* scratch) const = 0;
+  virtual ~PackTransform() = default;
+  // dst holds the block of B's rows [p0, p0 + kc) and columns [j0, j0 + nc) in panels nr wide:
+  // dst[r * nr * kc + p * nr + jj] = b(p0 + p, j0 + r * nr + jj), zero past column j0 + nc
+  // (coordinates of the transform's whole matrix).  Rewrites the block's entries in place; the
+  // zero padding must stay zero.
+  virtual void apply(std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc, int nr,
+                     float* dst) const = 0;
 };
 
-// sgemm with B's [k, n] entries from `b` (b(0, 0) its entry (p_base, j_base)): the same kernels
-// and order of terms as sgemm on a B holding the same values.
-void sgemm_computed_b(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
-                      const ComputedB& b, std::int64_t p_base, std::int64_t j_base, float* c,
-                      std::int64_t ldc, bool accumulate);
+// sgemm with `transform` applied to B's entries as they are packed; b(0, 0) is entry
+// (p_base, j_base) of the transform's matrix.  The same kernels and order of terms as sgemm.
+void sgemm_transformed(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
+                       StridedMatrix b, const PackTransform& transform, std::int64_t p_base,
+                       std::int64_t j_base, float* c, std::int64_t ldc, bool accumulate);
 
 // B given by pointers: per column (B(p, j) = b_cols[j][p]), or per row in `blocks` blocks of
 // block_n columns side by side, each with its own k row pointers (n = block_n * blocks,

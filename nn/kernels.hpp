@@ -130,11 +130,11 @@ StridedMatrix strided(const E& e) {
 // soon as it holds its result, on the thread that computed it (blocks cover C exactly once):
 // an elementwise pass over the result (a gradient mask) then reads it from cache.
 //
-// b_computed (if given) supplies B's entries as the kernels pack them (sgemm_computed_b), in
-// place of b's values (b still gives the shape).
+// b_transform (if given) applies to B's entries as they are packed, in B's coordinates
+// (sgemm_transformed): the product is then A * f(B).
 template <class CM, class AM, class BM, class Done>
 void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias, Done&& done,
-          const ComputedB* b_computed = nullptr) {
+          const PackTransform* b_transform = nullptr) {
   static_assert((std::decay_t<CM>::Flags & Eigen::RowMajorBit) != 0, "gemm: C must be row-major");
   const std::int64_t m = c.rows(), n = c.cols(), k = a.cols();
   if (m == 0 || n == 0) return;
@@ -142,11 +142,11 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   const std::int64_t ldc = c.outerStride();
   const StridedMatrix av = strided(a), bv = strided(b);
   // One chunk's product, whose B starts at B's entry (p0, j0).
-  auto product = [b_computed](std::int64_t m_, std::int64_t n_, std::int64_t k_, StridedMatrix a_,
-                              StridedMatrix b_, std::int64_t p0, std::int64_t j0, float* c_,
-                              std::int64_t ldc_, bool accumulate_) {
-    if (b_computed)
-      sgemm_computed_b(m_, n_, k_, a_, *b_computed, p0, j0, c_, ldc_, accumulate_);
+  auto product = [b_transform](std::int64_t m_, std::int64_t n_, std::int64_t k_, StridedMatrix a_,
+                               StridedMatrix b_, std::int64_t p0, std::int64_t j0, float* c_,
+                               std::int64_t ldc_, bool accumulate_) {
+    if (b_transform)
+      sgemm_transformed(m_, n_, k_, a_, b_, *b_transform, p0, j0, c_, ldc_, accumulate_);
     else
       sgemm(m_, n_, k_, a_, b_, c_, ldc_, accumulate_);
   };

@@ -18,16 +18,17 @@ Var matmul(const Var& a,
 // x:[.., in] w:[out, in] b:[out] (b may be undefined) -> [.., out]; the fused dense layer.
 Var linear(const Var& x, const Var& w, const Var& b);
 
-// An elementwise function f of a weight that linear's GEMMs apply block by block as they pack
-// it, instead of reading a transformed copy (spaces/compress.cpp prunes and quantises weights this
-// way: no compressed copy is written by one thread and read by every other).
+// An elementwise function f of a weight that linear's GEMMs apply as they pack it, instead of
+// reading a transformed copy (spaces/compress.cpp prunes and quantises weights this way: no
+// compressed copy is written by one thread and read by every other).
 class WeightView {
  public:
   virtual ~WeightView() = default;
-  // Writes f(W) for W's rows [r0, r1) and columns [c0, c1) to dst, row-major (row stride
-  // c1 - c0).
-  virtual void rows(std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1,
-                    float* dst) const = 0;
+  // Rewrites a packed block of W [out, in] (transposed: of W^T [in, out]) in place with f, in
+  // the layout of nn/gemm.hpp's PackTransform::apply: rows [p0, p0 + kc) and columns
+  // [j0, j0 + nc) of that matrix, in panels nr wide (zero padding past nc stays zero).
+  virtual void pack(bool transposed, std::int64_t p0, std::int64_t kc, std::int64_t j0,
+                    std::int64_t nc, int nr, float* dst) const = 0;
   // Multiplies rows [r0, r1) x columns [c0, c1) of a gradient of W (row stride ld) by f's
   // derivative, entry by entry.
   virtual void mask_gradient(float* g, std::int64_t ld, std::int64_t r0, std::int64_t r1,

@@ -100,22 +100,17 @@ Var matmul(const Var& a, const Var& b) {
 }
 
 namespace {
-// A WeightView's f(W) as the B of a GEMM: W^T for the forward x W^T (B's rows are W's columns),
-// W for the input gradient g W.
-struct ViewAsB final : detail::ComputedB {
+// A WeightView as the GEMMs' B transform: B = W^T for the forward x W^T, B = W for the input
+// gradient g W.
+struct ViewAsB final : detail::PackTransform {
   const WeightView* view;
   bool transposed;
   ViewAsB(const WeightView* v, bool t) : view(v), transposed(t) {}
-  detail::StridedMatrix block(std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
-                              float* scratch) const override {
-    if (transposed) {  // W's rows [j0, j0 + nc), columns [p0, p0 + kc): b(p, j) at j * kc + p
-      view->rows(j0, j0 + nc, p0, p0 + kc, scratch);
-      return {scratch, 1, kc};
-    }
-    view->rows(p0, p0 + kc, j0, j0 + nc, scratch);
-    return {scratch, nc, 1};
+  void apply(std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc, int nr,
+             float* dst) const override {
+    view->pack(transposed, p0, kc, j0, nc, nr, dst);
   }
-  const detail::ComputedB* get() const { return view ? this : nullptr; }
+  const detail::PackTransform* get() const { return view ? this : nullptr; }
 };
 void no_block_pass(std::int64_t, std::int64_t, std::int64_t, std::int64_t) {}
 }  // namespace

@@ -1387,29 +1387,47 @@ void request_float(const nn::Var& w) {
     state->request(32, 0.0, false);
 }
 
-// A compressed weight as compressed_linear's GEMMs read it (nn::WeightView): the blocks they
-// pack are compressed by emit as they are packed, the values a compressed copy would hold, bit
-// for bit, without the copy.
+// A compressed weight as compressed_linear's GEMMs read it (nn::WeightView): each packed entry
+// pruned by the rule and quantised with its row's scale where the GEMM packed it, the values emit
+// writes into a compressed copy, bit for bit, without the copy.  (Rewritten in the packed panel,
+// where it lies in L1: emitting W's rows into a buffer for the packing to read cost 5 points more
+// of a pruned mlp genome's step.)
 class PackedCompression final : public nn::WeightView {
  public:
   // `w`: the weight [rows, cols] (its node outlives the graph that holds this view); row_max:
   // each row's largest kept magnitude (quantised, qmax > 0) or empty.
   PackedCompression(const nn::Var& w, const PruneRule& rule, float qmax,
                     const std::vector<float>& row_max)
-      : w_(w.node()), cols_(w.value().numel() / std::max(1, w.shape()[0])), rule_(rule) {
-    for (const float m : row_max) rows_.push_back(row_quantiser(m, qmax));
+      : w_(w.node()),
+        cols_(w.value().numel() / std::max(1, w.shape()[0])),
+        rule_(rule),
+        quantise_(!row_max.empty()) {
+    if (!quantise_) return;
+    // Padded past the last row: a transposed panel's lanes beyond it hold zeros (scale 1).
+    const std::size_t padded = row_max.size() + kLanePad;
+    scale_.assign(padded, 1.0f);
+    inv_.assign(padded, 1.0f);
+    divide_.assign(padded, 0);
+    for (std::size_t r = 0; r < row_max.size(); ++r) {
+      const Quantiser z = row_quantiser(row_max[r], qmax);
+      scale_[r] = z.scale;
+      inv_[r] = z.inv;
+      divide_[r] = z.by_reciprocal ? 0 : -1;
+      near_half_ = z.near_half;  // (the same for every row: it depends on qmax only)
+    }
   }
 
-  void rows(std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1,
-            float* dst) const override {
-    const float* w = w_->value.data();
-    const std::int64_t len = c1 - c0;
-    for (std::int64_t r = r0; r < r1; ++r, dst += len) {
-      const std::int64_t at = r * cols_ + c0;
-      if (rows_.empty())
-        emit<false>(w + at, w + at, at, len, kNoQuantiser, rule_, dst);
-      else
-        emit<true>(w + at, w + at, at, len, rows_[static_cast<std::size_t>(r)], rule_, dst);
+  void pack(bool transposed, std::int64_t p0, std::int64_t kc, std::int64_t j0, std::int64_t nc,
+            int nr, float* dst) const override {
+    const std::int64_t panels = (nc + nr - 1) / nr;
+    if (!rule_.none && rule_.key > 0x7fffffffu) {  // every entry pruned
+      std::fill(dst, dst + panels * nr * kc, 0.0f);
+      return;
+    }
+    for (std::int64_t r = 0; r < panels; ++r) {
+      const std::int64_t first = j0 + r * nr;  // the column of B at lane 0
+      pack_panel(dst + r * nr * kc, kc, nr, transposed, transposed ? first : p0,
+                 transposed ? p0 : first);
     }
   }
 
@@ -1422,10 +1440,113 @@ class PackedCompression final : public nn::WeightView {
   }
 
  private:
+  static constexpr std::size_t kLanePad = 64;  // >= the widest panel (32 lanes) plus a vector
+
+  // One panel: kc packed rows of nr lanes.  Transposed (B = W^T), lane jj of packed row p is W's
+  // entry (row + jj, col + p): W's rows run across the lanes, each with its own scale; else it is
+  // (row + p, col + jj).  Whole 8-lane groups by vector, the rest one by one.
+  void pack_panel(float* panel, std::int64_t kc, int nr, bool transposed, std::int64_t row,
+                  std::int64_t col) const {
+    auto index = [&](std::int64_t p, int jj) {
+      return transposed ? (row + jj) * cols_ + col + p : (row + p) * cols_ + col + jj;
+    };
+    int scalar_from = 0;  // the lanes past the vector groups
+#if defined(__AVX2__)
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff),
+                  vkey = _mm256_set1_epi32(static_cast<int>(rule_.key)),
+                  vkey_minus_1 = _mm256_set1_epi32(static_cast<int>(rule_.key) - 1);
+    // The 8 lanes at v (lane jj of packed row p on): quantised with the given scales, pruned
+    // (+0) below the boundary magnitude, and at it (the boundary itself, rare ties) settled by
+    // index, as emit does.
+    auto lanes = [&](float* v, std::int64_t p, int jj, __m256 scale, __m256 inv, __m256i divide) {
+      const __m256 x = _mm256_loadu_ps(v);
+      const __m256 q = quantise_ ? quantise8(x, scale, inv, divide) : x;
+      if (rule_.none) {
+        _mm256_storeu_ps(v, q);
+        return;
+      }
+      const __m256i m = _mm256_and_si256(_mm256_castps_si256(x), abs_mask);
+      const __m256i kept = _mm256_cmpgt_epi32(m, vkey_minus_1);
+      _mm256_storeu_ps(v, _mm256_and_ps(q, _mm256_castsi256_ps(kept)));
+      unsigned ties = static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(m, vkey))));
+      while (ties) {
+        const int t = __builtin_ctz(ties);
+        ties &= ties - 1;
+        if (index(p, jj + t) <= rule_.index) v[t] = 0.0f;
+      }
+    };
+    const int vector_lanes = nr / 8 * 8;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256i never = _mm256_setzero_si256();
+    if (transposed) {
+      for (int jj = 0; jj < vector_lanes; jj += 8) {  // 8 rows of W, their scales held
+        const std::size_t at = static_cast<std::size_t>(row + jj);
+        const __m256 scale = quantise_ ? _mm256_loadu_ps(&scale_[at]) : one;
+        const __m256 inv = quantise_ ? _mm256_loadu_ps(&inv_[at]) : one;
+        const __m256i divide =
+            quantise_ ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&divide_[at])) : never;
+        for (std::int64_t p = 0; p < kc; ++p) lanes(panel + p * nr + jj, p, jj, scale, inv, divide);
+      }
+    } else {
+      for (std::int64_t p = 0; p < kc; ++p) {  // one row of W per packed row
+        const std::size_t at = static_cast<std::size_t>(row + p);
+        const __m256 scale = quantise_ ? _mm256_set1_ps(scale_[at]) : one;
+        const __m256 inv = quantise_ ? _mm256_set1_ps(inv_[at]) : one;
+        const __m256i divide = quantise_ ? _mm256_set1_epi32(divide_[at]) : never;
+        for (int jj = 0; jj < vector_lanes; jj += 8)
+          lanes(panel + p * nr + jj, p, jj, scale, inv, divide);
+      }
+    }
+    scalar_from = vector_lanes;
+#endif
+    for (std::int64_t p = 0; p < kc; ++p)
+      for (int jj = scalar_from; jj < nr; ++jj) {
+        float* v = panel + p * nr + jj;
+        const float x = *v;
+        float q = x;
+        if (quantise_) {
+          const auto at = static_cast<std::size_t>(transposed ? row + jj : row + p);
+          q = round_half_away(x / scale_[at]) * scale_[at];  // (Quantiser's definition)
+        }
+        *v = rule_.pruned(magnitude_key(x), index(p, jj)) ? 0.0f : q;
+      }
+  }
+
+#if defined(__AVX2__)
+  // Quantiser's vector operator with a scale per lane: the reciprocal where it rounds as division
+  // would, division in the lanes where it might not (near a half-integer, or a scale whose
+  // reciprocal is not normal: divide all ones).  Each lane gets round_half_away(v / scale) *
+  // scale, as Quantiser gives it.
+  __m256 quantise8(__m256 v, __m256 scale, __m256 inv, __m256i divide) const {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 q = _mm256_mul_ps(v, inv);
+    const __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 off = _mm256_andnot_ps(sign, _mm256_sub_ps(q, r));
+    const __m256 slow = _mm256_or_ps(_mm256_cmp_ps(off, _mm256_set1_ps(near_half_), _CMP_GE_OQ),
+                                     _mm256_castsi256_ps(divide));
+    const __m256 fast = _mm256_mul_ps(r, scale);
+    if (!_mm256_movemask_ps(slow)) return fast;
+    const __m256 qd = _mm256_div_ps(v, scale);
+    const __m256 t = _mm256_round_ps(qd, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(qd, t)),
+                                      _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 step =
+        _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(qd, sign), _mm256_set1_ps(1.0f)));
+    // t + step alone would turn round(-0.3) = -0.0 into +0.
+    const __m256 exact =
+        _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(qd, sign)), scale);
+    return _mm256_blendv_ps(fast, exact, slow);
+  }
+#endif
+
   const nn::Node* w_;
   std::int64_t cols_;
   PruneRule rule_;
-  std::vector<Quantiser> rows_;  // per row (quantised), else empty
+  bool quantise_;
+  float near_half_ = 0.5f;
+  std::vector<float> scale_, inv_;    // per row (quantised)
+  std::vector<std::int32_t> divide_;  // per row: -1 where the reciprocal cannot stand in
 };
 
 // compress_weight's work.  With `view` (a consumer that applies a WeightView as it packs:

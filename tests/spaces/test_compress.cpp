@@ -341,8 +341,8 @@ TEST(Compress, FusedMaskBytesEqualTheDefinitionThroughLinearAcrossSteps) {
 // quantise it as they pack it (no compressed copy: the linear node's parent is the weight
 // itself), and the output and every gradient stay the definition's, bit for bit: the forward
 // x W^T under each split of the GEMM (by K, rows, columns, none), the input gradient g W and the
-// weight gradient's mask, with ties at the boundary, values on the rounding's half-integers and
-// every entry pruned, in each kernel family and Eigen's fallback.  With
+// weight gradient's mask, with ties at the boundary, values on the rounding's half-integers, a
+// subnormal row scale and every entry pruned, in each kernel family and Eigen's fallback.  With
 // set_packed_compression(false) the compressed copy is read instead, with the same bits.
 TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
   const nn::detail::GemmIsa saved = nn::detail::gemm_isa();
@@ -377,6 +377,8 @@ TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
                 if (data == 2)  // each row's largest is qmax (scale 1), the rest k + 1/2
                   v = i % c.in == 0 ? qmax
                                     : std::copysign(std::floor(std::fabs(v) * qmax / 4) + 0.5f, v);
+                if (data == 2 && i / c.in == 1)  // a row whose scale is subnormal: divided
+                  v *= 1e-40f;
               }
               nn::Var w = nn::parameter(init.clone());
               nn::Var b = nn::parameter(normal_weight(1, c.out, seed++).reshaped(nn::Shape{c.out}));
