@@ -141,17 +141,18 @@ Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const Weigh
     auto g = self.grad.matrix();
     if (nw.requires_grad) {  // dW = g^T x, written straight into the gradient buffer
       if (view) {
-        // Through f: each block masked as soon as it is computed, into the buffer when it is
-        // empty, else into a temporary added to it.
-        Tensor fresh = nw.grad.empty() ? Tensor() : Tensor(nw.value.shape());
-        Tensor& dst = nw.grad.empty() ? (nw.grad = Tensor(nw.value.shape())) : fresh;
-        float* gw = dst.data();
+        // Through f: each block of dW masked as soon as it holds its result.
+        Tensor dw(nw.value.shape());
+        float* gw = dw.data();
         const std::int64_t ld = nw.value.shape()[1];
-        gemm(dst.matrix(), g.transpose(), nx.value.matrix(), false, nullptr,
+        gemm(dw.matrix(), g.transpose(), nx.value.matrix(), false, nullptr,
              [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
                view->mask_gradient(gw, ld, r0, r1, c0, c1);
              });
-        if (!fresh.empty()) nw.grad.array() += fresh.array();
+        if (nw.grad.empty())
+          nw.grad = std::move(dw);
+        else
+          nw.grad.array() += dw.array();
       } else if (nw.grad.empty()) {
         nw.grad = Tensor(nw.value.shape());
         if (nw.grad_mask && nw.backward_fn && nw.consumers == 1) {

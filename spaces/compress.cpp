@@ -1390,7 +1390,7 @@ void request_float(const nn::Var& w) {
 // A compressed weight as compressed_linear's GEMMs read it (nn::WeightView): each packed entry
 // pruned by the rule and quantised with its row's scale where the GEMM packed it, the values emit
 // writes into a compressed copy, bit for bit, without the copy.  (Rewritten in the packed panel,
-// where it lies in L1: emitting W's rows into a buffer for the packing to read cost 5 points more
+// where it lies in L1: emitting W's rows into a buffer for the packing to read cost 6 points more
 // of a pruned mlp genome's step.)
 class PackedCompression final : public nn::WeightView {
  public:
