@@ -664,12 +664,19 @@ void sgemm_transformed(Index m, Index n, Index k, StridedMatrix a, StridedMatrix
     };
   };
   if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
-  std::vector<float> whole(static_cast<std::size_t>(k * n));  // Eigen: B copied whole, one panel
+  // Eigen: B copied whole as one panel and transformed, then laid out with b's own strides:
+  // Eigen's product picks its algorithm (and order of terms) by the operands' storage order.
+  std::vector<float> panel(static_cast<std::size_t>(k * n));
   for (Index p = 0; p < k; ++p)
     for (Index j = 0; j < n; ++j)
-      whole[static_cast<std::size_t>(p * n + j)] = b.data[p * b.rs + j * b.cs];
-  transform.apply(p_base, k, j_base, n, static_cast<int>(n), whole.data());
-  eigen_gemm(m, n, k, a, {whole.data(), n, 1}, c, ldc, accumulate);
+      panel[static_cast<std::size_t>(p * n + j)] = b.data[p * b.rs + j * b.cs];
+  transform.apply(p_base, k, j_base, n, static_cast<int>(n), panel.data());
+  std::vector<float> same_layout(static_cast<std::size_t>((k - 1) * b.rs + (n - 1) * b.cs + 1));
+  for (Index p = 0; p < k; ++p)
+    for (Index j = 0; j < n; ++j)
+      same_layout[static_cast<std::size_t>(p * b.rs + j * b.cs)] =
+          panel[static_cast<std::size_t>(p * n + j)];
+  eigen_gemm(m, n, k, a, {same_layout.data(), b.rs, b.cs}, c, ldc, accumulate);
 }
 
 void sgemm_eigen(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,

@@ -35,7 +35,7 @@ class WeightView {
                              std::int64_t c0, std::int64_t c1) const = 0;
 };
 // linear(x, f(w), b) for `view`'s f, with w's gradient through f; plain linear when view is null.
-// f's values must not depend on anything that changes between the forward and backward passes.
+// The backward pass applies f to w's values at that time (as linear reads w there too).
 Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const WeightView> view);
 
 // ---- elementwise / broadcast (numpy-style trailing-dimension broadcasting) ----

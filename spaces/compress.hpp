@@ -36,7 +36,10 @@ nn::Var compress_weight(const nn::Var& w, int bits, double prune);
 // writes no compressed copy of w: the layer's GEMMs prune and quantise w's entries as they pack
 // them (nn::WeightView).  The copy is written by one thread and read by every GEMM thread, and
 // on 2 threads writing it cost more than the selection of the pruning boundary (bench/README.md,
-// stop 47).
+// stop 47).  Unlike compress_weight's graph, which keeps the forward pass's copy, the backward
+// pass reads w again (for the mask and the input gradient): a graph kept across a write to w (an
+// optimizer step) backpropagates through w's new values with the forward pass's rule and scales.
+// Use compress_weight where a graph outlives a step.
 nn::Var compressed_linear(const nn::Var& x, const nn::Var& w, const nn::Var& b, int bits,
                           double prune);
 

@@ -345,7 +345,14 @@ TEST(Compress, FusedMaskBytesEqualTheDefinitionThroughLinearAcrossSteps) {
 // subnormal row scale and every entry pruned, in each kernel family and Eigen's fallback.  With
 // set_packed_compression(false) the compressed copy is read instead, with the same bits.
 TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
-  const nn::detail::GemmIsa saved = nn::detail::gemm_isa();
+  // (Restored however the test ends: a failed assertion returns early.)
+  struct Restore {
+    nn::detail::GemmIsa isa = nn::detail::gemm_isa();
+    ~Restore() {
+      spaces::set_packed_compression(true);
+      nn::detail::set_gemm_isa(isa);
+    }
+  } restore;
   for (nn::detail::GemmIsa isa :
        {nn::detail::GemmIsa::kAvx512, nn::detail::GemmIsa::kAvx2, nn::detail::GemmIsa::kEigen}) {
     if (!nn::detail::gemm_isa_supported(isa)) continue;
@@ -354,9 +361,11 @@ TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
     struct Case {
       int batch, out, in;
     };
-    // 64x32x784: split by K (the mlp space's first layer); 64x300x64: by columns; 256x24x200: by
-    // rows; 5x3x7: one chunk.
-    for (const Case c : {Case{64, 32, 784}, Case{64, 300, 64}, Case{256, 24, 200}, Case{5, 3, 7}})
+    // 64x32x784: the forward split by K (the mlp space's first layer); 64x300x64: by columns;
+    // 256x24x200: by rows; 16x1024x64: the input gradient split by K; 1x32x784 and 1x16x20: batch
+    // 1 (Eigen's matrix-vector products); 5x3x7: one chunk of less than a vector.
+    for (const Case c : {Case{64, 32, 784}, Case{64, 300, 64}, Case{256, 24, 200},
+                         Case{16, 1024, 64}, Case{1, 32, 784}, Case{1, 16, 20}, Case{5, 3, 7}})
       for (int bits : {32, 8, 4})
         for (double prune : {0.0, 0.3, 1.0})
           for (int data : {0, 1, 2})  // normal draws; on a coarse grid; half-integer quotients
@@ -421,8 +430,6 @@ TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
               }
             }
   }
-  spaces::set_packed_compression(true);
-  nn::detail::set_gemm_isa(saved);
 }
 
 // A compressed weight kept past backward() is a leaf from then on (backward() freed its graph):
