@@ -467,6 +467,22 @@ float max_magnitude(const float* row, std::int64_t n) {
 // v / scale, so both round to the same integer unless the product is that close to a
 // half-integer (ties included); only vectors with a lane within bound * 2^-20 (>= 8 ulp) of one
 // divide and round half away from zero (for 8 bits, bound 128: about 1 vector in 500).
+#if defined(__AVX2__)
+// round_half_away(v / scale) * scale in 8 lanes by division, exact: Quantiser's path for the
+// lanes that may lie near a half-integer, where the reciprocal could round otherwise.
+inline __m256 divide_and_round(__m256 v, __m256 scale) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 q = _mm256_div_ps(v, scale);
+  const __m256 t = _mm256_round_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 away =
+      _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(q, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m256 step =
+      _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(q, sign), _mm256_set1_ps(1.0f)));
+  // t + step alone would turn round(-0.3) = -0.0 into +0.
+  return _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(q, sign)), scale);
+}
+#endif
+
 struct Quantiser {
   float scale = 1, inv = 1;
   float near_half = 0.5f;  // |q - round(q)| at least this: possibly a tie, divide
@@ -479,8 +495,7 @@ struct Quantiser {
   float operator()(float v) const { return round_half_away(v / scale) * scale; }
 #if defined(__AVX2__)
   __m256 operator()(__m256 v) const {
-    const __m256 vs = _mm256_set1_ps(scale), sign = _mm256_set1_ps(-0.0f),
-                 half = _mm256_set1_ps(0.5f);
+    const __m256 vs = _mm256_set1_ps(scale), sign = _mm256_set1_ps(-0.0f);
     if (by_reciprocal) {
       const __m256 q = _mm256_mul_ps(v, _mm256_set1_ps(inv));
       // Round to nearest keeps the argument's sign (-0.3 -> -0.0), as std::round does.
@@ -490,14 +505,7 @@ struct Quantiser {
       if (!_mm256_movemask_ps(_mm256_cmp_ps(off, _mm256_set1_ps(near_half), _CMP_GE_OQ)))
         return _mm256_mul_ps(r, vs);
     }
-    const __m256 q = _mm256_div_ps(v, vs);
-    const __m256 t = _mm256_round_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 away =
-        _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(q, t)), half, _CMP_GE_OQ);
-    const __m256 step =
-        _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(q, sign), _mm256_set1_ps(1.0f)));
-    // t + step alone would turn round(-0.3) = -0.0 into +0.
-    return _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(q, sign)), vs);
+    return divide_and_round(v, vs);
   }
 #endif
 };
@@ -874,29 +882,12 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
   count_bins(task.inside, bins, task.hist);
 }
 
-// Narrows the band while the boundary (rank `at` of the band's `size` entries, binned in hist)
-// moves less than a quarter of it per step, and centres it on the boundary (edges at bin
-// resolution, extrapolated past the band's own entries).
-void move_band(const Segments& seg, std::int64_t at, std::int64_t size,
-               const std::array<std::int64_t, kBins>& hist, const BandBins& bins,
-               const PruneRule& rule, PruneBand& band) {
-  if (std::min(at, size - 1 - at) > band.half_width * 3 / 4)
-    band.half_width = std::max(min_half_width(seg.n), band.half_width * 15 / 16);
-  const float b = std::bit_cast<float>(rule.key);
-  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
-  band.lo = lo_rank >= 0 ? bins.lower_edge(static_cast<int>(bin_of_rank(hist, lo_rank)))
-                         : extrapolated_lo(b, bins.lo, band.half_width, at);
-  band.hi = hi_rank < size ? bins.upper_edge(static_cast<int>(bin_of_rank(hist, hi_rank)))
-                           : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
-  band.mid = rule.key;
-}
-
 // After every scan_band of one compression: the boundary is selected among the band's entries,
 // the in-band entries between it and bins.mid are written again (pruned or kept, as the scan
 // guessed otherwise), the deferred segments are written again, and the band is moved for the
 // next step.  Returns false, having changed only the band's width, when the boundary has left
 // the band (the caller then runs the full selection).  Without `out` (the scans wrote no
-// compressed weight: PackedCompression) only the keep bytes (if any) are written again, and the
+// compressed weight: PackedCompression) nothing is written again (nor gathered for it), and the
 // deferred segments' kept maxima go to seg_max.
 bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand& band,
                  const BandBins& bins, const std::vector<BandTask>& tasks, PruneRule& rule,
@@ -934,24 +925,24 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
   // ones.  Those in between (those the boundary moved past since the last step, a few percent of
   // the band) are written again.
   const std::uint64_t guess = std::uint64_t{bins.mid} << 32, exact = boundary + 1;
-  picked.resize(static_cast<std::size_t>(size) + kGatherSlack);
-  kept = 0;
-  for (const BandTask& task : tasks)
-    kept += gather_range(task.inside.data(), task.inside.size(), std::min(guess, exact),
-                         std::max(guess, exact), picked.data() + kept);
-  for (std::size_t f = 0; f < kept; ++f) {
-    const std::uint64_t key = picked[f];
-    const auto i = static_cast<std::int64_t>(key & 0xffffffffu);
-    const bool pruned = key < exact;
-    if (keep) keep[i] = pruned ? 0 : 0xff;
-    if (!out)
-      continue;
-    else if (pruned)
-      out[i] = 0.0f;
-    else if (seg.qmax == 0)
-      out[i] = x[i];
-    else  // (a deferred segment is written whole below)
-      out[i] = row_quantiser(seg_max[i / seg.len], seg.qmax)(x[i]);
+  if (out) {
+    picked.resize(static_cast<std::size_t>(size) + kGatherSlack);
+    kept = 0;
+    for (const BandTask& task : tasks)
+      kept += gather_range(task.inside.data(), task.inside.size(), std::min(guess, exact),
+                           std::max(guess, exact), picked.data() + kept);
+    for (std::size_t f = 0; f < kept; ++f) {
+      const std::uint64_t key = picked[f];
+      const auto i = static_cast<std::int64_t>(key & 0xffffffffu);
+      const bool pruned = key < exact;
+      if (keep) keep[i] = pruned ? 0 : 0xff;
+      if (pruned)
+        out[i] = 0.0f;
+      else if (seg.qmax == 0)
+        out[i] = x[i];
+      else  // (a deferred segment is written whole below)
+        out[i] = row_quantiser(seg_max[i / seg.len], seg.qmax)(x[i]);
+    }
   }
   for (const BandTask& task : tasks)
     for (std::int64_t s : task.deferred) {
@@ -960,7 +951,18 @@ bool finish_band(const float* x, const Segments& seg, std::int64_t k, PruneBand&
       else
         seg_max[s] = kept_max_magnitude(x, seg, s, rule);
     }
-  move_band(seg, at, size, hist, bins, rule, band);
+
+  // Narrow the band while the boundary moves less than a quarter of it per step; centre it on
+  // the boundary (edges at bin resolution, extrapolated past the band's own entries).
+  if (std::min(at, size - 1 - at) > band.half_width * 3 / 4)
+    band.half_width = std::max(min_half_width(seg.n), band.half_width * 15 / 16);
+  const float b = std::bit_cast<float>(rule.key);
+  const std::int64_t lo_rank = at - band.half_width, hi_rank = at + band.half_width;
+  band.lo = lo_rank >= 0 ? bins.lower_edge(static_cast<int>(bin_of_rank(hist, lo_rank)))
+                         : extrapolated_lo(b, bins.lo, band.half_width, at);
+  band.hi = hi_rank < size ? bins.upper_edge(static_cast<int>(bin_of_rank(hist, hi_rank)))
+                           : extrapolated_hi(b, bins.hi, band.half_width, size - 1 - at);
+  band.mid = rule.key;
   return true;
 }
 
@@ -1133,260 +1135,6 @@ nn::Var compress_uncached(const nn::Var& w, int bits, double prune) {
   return straight_through(w, std::move(out), rule);
 }
 
-// ---- compression fused into the optimizer step ----
-//
-// A trainable weight's compression state, kept on its node as the optimizer's update hook: each
-// step the optimizer's threads compress the rows they have just updated (the band pass, or the
-// whole emit when nothing needs selecting), and after() settles the boundary.  The next forward
-// pass then finds the compressed weight ready instead of reading the weight again in one more
-// parallel pass.  The result is the same either way (compress_into on the updated weight); it is
-// served only while nothing visible wrote the weight since: the same storage, shared with no
-// other live tensor (another parameter over the same storage could be updated unseen), no
-// non-const access since (Node::version) and no weights_changed() (weights_epoch()); other
-// writers must call weights_changed() (spaces/compress.hpp).
-class CompressionState final : public nn::UpdateHook {
- public:
-  // The weight compressed after the last update, and what it is current for.
-  struct Prepared {
-    nn::Tensor source, compressed;
-    std::uint64_t version = 0, epoch = 0;
-    int bits = 0;
-    double prune = 0;
-    PruneRule rule;
-    KeepBytes keep;  // the gradient mask as bytes (a selected boundary; null: none or all)
-    // No compressed copy: the GEMMs of compressed_linear apply the rule (PackedCompression),
-    // quantising row r with the scale of row_max[r] (its largest kept magnitude).
-    bool packed = false;
-    std::vector<float> row_max;
-  };
-
-  // Records the settings of a forward pass's compress_weight call; the next steps prepare them
-  // only while consecutive calls agree (a supernet alternating settings would never be served),
-  // without a compressed copy when the last call came from a consumer that packs the rule itself
-  // (compressed_linear).  Under g_states.
-  void request(int bits, double prune, bool packed) {
-    stable_ = bits == bits_ && prune == prune_;
-    bits_ = bits;
-    prune_ = prune;
-    packed_ = packed;
-  }
-  bool wanted() const { return stable_ && (bits_ < 16 || prune_ > 0); }
-
-  // The prepared weight if it is current for `node` at these settings (and has a compressed
-  // copy, unless the consumer packs the rule itself).  Under g_states.
-  std::optional<Prepared> current(const nn::Node& node, int bits, double prune,
-                                  bool packed_consumer) const {
-    const auto& p = prepared_;
-    if (p && p->bits == bits && p->prune == prune && (packed_consumer || !p->packed) &&
-        p->source.data() == node.value.data() && p->source.shape() == node.value.shape() &&
-        p->source.use_count() == 2 && p->version == node.version.load(std::memory_order_relaxed) &&
-        p->epoch == nn::weights_epoch())
-      return p;
-    return std::nullopt;
-  }
-
-  // A frozen weight's compression (no optimizer runs this hook), computed by a forward pass
-  // outside g_states: served like a prepared one while nothing wrote the weight since `version`
-  // and `epoch`, which were read before it was computed.  Under g_states.
-  void offer(Prepared p) {
-    if (p.bits == bits_ && p.prune == prune_) prepared_ = std::move(p);
-  }
-
-  std::int64_t granule(const nn::Node& node) const override {
-    return wanted() ? segments_of(node.value, bits_).granule() : 0;
-  }
-
-  void before(const nn::Node& node, std::int64_t chunks) override {
-    prepared_.reset();
-    failed_.store(false, std::memory_order_relaxed);
-    epoch_ = nn::weights_epoch();  // (a weights_changed() during the step makes it stale)
-    try {
-      seg_ = segments_of(node.value, bits_);
-      step_bits_ = bits_;
-      step_prune_ = prune_;
-      step_packed_ = packed_ && g_packing.load(std::memory_order_relaxed);
-      count_ = prune_count(seg_.n, prune_);
-      if (!step_packed_) out_ = nn::Tensor(node.value.shape());
-      in_band_ = count_.select && band_.valid;
-      // The byte mask of every selected boundary; last step's buffer is written again once
-      // nothing (a graph that still masks a gradient with it) holds it any more.
-      keep_.reset();
-      if (count_.select && !step_packed_) {  // (a packed step masks by the weight itself)
-        if (!(keep_spare_ && keep_spare_.use_count() == 1 &&
-              keep_spare_->size() == static_cast<std::size_t>(seg_.n)))
-          keep_spare_ = std::make_shared<std::vector<std::uint8_t>>(seg_.n);
-        keep_ = keep_spare_;
-      }
-      // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
-      tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
-      seg_max_.resize(
-          (in_band_ || step_packed_) && seg_.qmax > 0 ? static_cast<std::size_t>(seg_.count()) : 0);
-      for (BandTask& task : tasks_) {
-        task.below = 0;
-        task.inside.clear();
-        task.deferred.clear();
-        task.hist.fill(0);
-      }
-      bins_ = in_band_ ? band_bins(band_) : BandBins(0, 1);
-    } catch (...) {
-      failed_.store(true, std::memory_order_relaxed);  // this step prepares nothing
-    }
-  }
-
-  void chunk(const nn::Node& node, std::int64_t c, std::int64_t b,
-             std::int64_t e) noexcept override {
-    if (failed_.load(std::memory_order_relaxed)) return;
-    try {
-      const float* x = node.value.data();
-      if (!count_.select) {
-        if (!step_packed_)
-          emit_range(x, seg_, b, e, count_.fixed, out_.data());
-        else if (seg_.qmax > 0)  // (nothing kept under an all-pruning rule: no scale needed)
-          for (std::int64_t s = b / seg_.len; s < seg_.count() && seg_.begin(s) < e; ++s)
-            seg_max_[s] = max_magnitude(x + seg_.begin(s), seg_.end(s) - seg_.begin(s));
-      } else if (in_band_) {
-        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)],
-                  step_packed_ ? nullptr : out_.data(), seg_max_.data(),
-                  keep_ ? keep_->data() : nullptr);
-      }
-      // (otherwise the full selection in after() needs every entry first)
-    } catch (...) {  // (allocation of the band's key lists)
-      failed_.store(true, std::memory_order_relaxed);
-    }
-  }
-
-  void after(const nn::Node& node) override {
-    if (failed_.load(std::memory_order_relaxed)) {
-      out_ = nn::Tensor();
-      keep_.reset();
-      return;
-    }
-    try {
-      const float* x = node.value.data();
-      PruneRule rule = count_.fixed;
-      if (count_.select &&
-          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule,
-                                    step_packed_ ? nullptr : out_.data(), seg_max_.data(),
-                                    keep_ ? keep_->data() : nullptr))) {
-        rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
-        if (!step_packed_) {
-          emit_all(x, seg_, rule, out_.data());
-          write_keep_bytes(x, seg_.n, rule, keep_->data());
-        } else if (seg_.qmax > 0) {
-          for (std::int64_t s = 0; s < seg_.count(); ++s)
-            seg_max_[s] = kept_max_magnitude(x, seg_, s, rule);
-        }
-      }
-      prepared_ = Prepared{node.value,
-                           std::move(out_),
-                           node.version.load(std::memory_order_relaxed),
-                           epoch_,
-                           step_bits_,
-                           step_prune_,
-                           rule,
-                           std::move(keep_),
-                           step_packed_,
-                           step_packed_ ? seg_max_ : std::vector<float>{}};
-    } catch (...) {
-      prepared_.reset();
-    }
-    out_ = nn::Tensor();
-    keep_.reset();
-  }
-
- private:
-  int bits_ = 32;
-  double prune_ = 0;
-  bool stable_ = false;
-  bool packed_ = false;
-  std::optional<Prepared> prepared_;
-  std::atomic<bool> failed_{false};
-  PruneBand band_;  // kept from step to step, as t_bands is for the unfused path
-  // The step in progress (its settings are fixed at before()).
-  std::uint64_t epoch_ = 0;
-  Segments seg_;
-  int step_bits_ = 32;
-  double step_prune_ = 0;
-  bool step_packed_ = false;
-  PruneCount count_;
-  bool in_band_ = false;
-  BandBins bins_{0, 1};
-  std::vector<BandTask> tasks_;
-  // The quantised segments' largest (kept) magnitudes: scan_band's, and a packed step's scales.
-  std::vector<float> seg_max_;
-  nn::Tensor out_;
-  std::shared_ptr<std::vector<std::uint8_t>> keep_, keep_spare_;
-};
-
-// Guards the compression state of weight nodes against concurrent forward passes over shared
-// weights (install, settings, reading the prepared weight).  Optimizers run the hooks outside
-// forward passes and do not take it.
-std::mutex g_states;
-
-// The weight compressed for (bits, prune) by the last optimizer step (or, for a frozen weight,
-// by an earlier forward pass), if it is current; installs the fused state on a leaf in grad mode
-// the first time (from then on each step prepares the settings the forward passes keep asking
-// for).  Sets offer_frozen when the caller should compute a frozen weight's compression and
-// offer it to the state: a frozen weight (LoRA's base, a fine-tuned network's fixed layers) does
-// not change from step to step, and compressing it again on every forward pass cost 9-33 % of
-// the step of LoRA genomes with int4 / int8 512-unit layers (compression space, stop 36).
-std::optional<CompressionState::Prepared> prepared_compression(const nn::Var& w, int bits,
-                                                               double prune, bool packed_consumer,
-                                                               bool& offer_frozen) {
-  offer_frozen = false;
-  nn::Node* node = w.node();
-  if (!node || !node->parents.empty() || node->backward_fn) return std::nullopt;  // not a leaf
-  std::lock_guard<std::mutex> lock(g_states);
-  auto* state = dynamic_cast<CompressionState*>(node->update_hook.get());
-  if (!state) {
-    if (node->update_hook || nn::no_grad_session() != 0)
-      return std::nullopt;  // another hook's, or not being trained here
-    auto fresh = std::make_shared<CompressionState>();
-    state = fresh.get();
-    nn::set_update_hook(w, std::move(fresh));
-  }
-  state->request(bits, prune, packed_consumer);
-  if (auto p = state->current(*node, bits, prune, packed_consumer)) {
-    // Without the copy of the source: held past the lock it would make the weight's storage
-    // look shared (current()) to a concurrent forward pass, which would compress again.
-    p->source = nn::Tensor();
-    return p;
-  }
-  offer_frozen = !node->requires_grad && nn::no_grad_session() == 0;
-  return std::nullopt;
-}
-
-// A frozen weight's compression, offered to its state for the next forward passes.
-// (From the band of the last compression of w, as compress_uncached: a frozen weight whose
-// settings alternate, or which is written between calls, is compressed on every call.)
-nn::Var compress_frozen(const nn::Var& w, int bits, double prune) {
-  nn::Node* node = w.node();
-  // The storage, version and epoch the offer is for, read before computing: a counted write or
-  // an announced one meanwhile leaves the offer stale, never served.
-  const nn::Tensor source = w.value();
-  const std::uint64_t version = node->version.load(std::memory_order_relaxed),
-                      epoch = nn::weights_epoch();
-  nn::Tensor out(source.shape());
-  const PruneRule rule = compress_with_band(w, bits, prune, out);
-  {
-    std::lock_guard<std::mutex> lock(g_states);
-    if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
-      state->offer(
-          CompressionState::Prepared{source, out, version, epoch, bits, prune, rule, nullptr});
-  }
-  return straight_through(w, std::move(out), rule);
-}
-
-// A float request (bits >= 16, prune 0) on a weight with a fused state: the optimizer stops
-// compressing it.
-void request_float(const nn::Var& w) {
-  nn::Node* node = w.node();
-  if (!node || !node->versioned.load(std::memory_order_relaxed)) return;  // never had a hook
-  std::lock_guard<std::mutex> lock(g_states);
-  if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
-    state->request(32, 0.0, false);
-}
-
 // A compressed weight as compressed_linear's GEMMs read it (nn::WeightView): each packed entry
 // pruned by the rule and quantised with its row's scale where the GEMM packed it, the values emit
 // writes into a compressed copy, bit for bit, without the copy.  (Rewritten in the packed panel,
@@ -1394,12 +1142,13 @@ void request_float(const nn::Var& w) {
 // of a pruned mlp genome's step.)
 class PackedCompression final : public nn::WeightView {
  public:
-  // `w`: the weight [rows, cols] (its node outlives the graph that holds this view); row_max:
-  // each row's largest kept magnitude (quantised, qmax > 0) or empty.
-  PackedCompression(const nn::Var& w, const PruneRule& rule, float qmax,
+  // `w`: the weight's node [rows, cols] (it outlives every graph that holds this view, where it
+  // is linear's parent); row_max: each row's largest kept magnitude (quantised, qmax > 0) or
+  // empty.
+  PackedCompression(const nn::Node& w, const PruneRule& rule, float qmax,
                     const std::vector<float>& row_max)
-      : w_(w.node()),
-        cols_(w.value().numel() / std::max(1, w.shape()[0])),
+      : w_(&w),
+        cols_(w.value.numel() / std::max(1, w.value.shape()[0])),
         rule_(rule),
         quantise_(!row_max.empty()) {
     if (!quantise_) return;
@@ -1527,16 +1276,7 @@ class PackedCompression final : public nn::WeightView {
                                      _mm256_castsi256_ps(divide));
     const __m256 fast = _mm256_mul_ps(r, scale);
     if (!_mm256_movemask_ps(slow)) return fast;
-    const __m256 qd = _mm256_div_ps(v, scale);
-    const __m256 t = _mm256_round_ps(qd, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 away = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(qd, t)),
-                                      _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m256 step =
-        _mm256_and_ps(away, _mm256_or_ps(_mm256_and_ps(qd, sign), _mm256_set1_ps(1.0f)));
-    // t + step alone would turn round(-0.3) = -0.0 into +0.
-    const __m256 exact =
-        _mm256_mul_ps(_mm256_or_ps(_mm256_add_ps(t, step), _mm256_and_ps(qd, sign)), scale);
-    return _mm256_blendv_ps(fast, exact, slow);
+    return _mm256_blendv_ps(fast, divide_and_round(v, scale), slow);
   }
 #endif
 
@@ -1548,6 +1288,260 @@ class PackedCompression final : public nn::WeightView {
   std::vector<float> scale_, inv_;    // per row (quantised)
   std::vector<std::int32_t> divide_;  // per row: -1 where the reciprocal cannot stand in
 };
+
+// ---- compression fused into the optimizer step ----
+//
+// A trainable weight's compression state, kept on its node as the optimizer's update hook: each
+// step the optimizer's threads compress the rows they have just updated (the band pass, or the
+// whole emit when nothing needs selecting), and after() settles the boundary.  The next forward
+// pass then finds the compressed weight ready instead of reading the weight again in one more
+// parallel pass.  The result is the same either way (compress_into on the updated weight); it is
+// served only while nothing visible wrote the weight since: the same storage, shared with no
+// other live tensor (another parameter over the same storage could be updated unseen), no
+// non-const access since (Node::version) and no weights_changed() (weights_epoch()); other
+// writers must call weights_changed() (spaces/compress.hpp).
+class CompressionState final : public nn::UpdateHook {
+ public:
+  // The weight compressed after the last update, and what it is current for.
+  struct Prepared {
+    nn::Tensor source, compressed;
+    std::uint64_t version = 0, epoch = 0;
+    int bits = 0;
+    double prune = 0;
+    PruneRule rule;
+    KeepBytes keep;  // the gradient mask as bytes (a selected boundary; null: none or all)
+    // No compressed copy (null otherwise): compressed_linear's GEMMs compress the weight as
+    // they pack it, through this view of it (PackedCompression).
+    std::shared_ptr<const nn::WeightView> packed;
+  };
+
+  // Records the settings of a forward pass's compress_weight call; the next steps prepare them
+  // only while consecutive calls agree (a supernet alternating settings would never be served),
+  // without a compressed copy when the last call came from a consumer that packs the rule itself
+  // (compressed_linear).  Under g_states.
+  void request(int bits, double prune, bool packed) {
+    stable_ = bits == bits_ && prune == prune_;
+    bits_ = bits;
+    prune_ = prune;
+    packed_ = packed;
+  }
+  bool wanted() const { return stable_ && (bits_ < 16 || prune_ > 0); }
+
+  // The prepared weight if it is current for `node` at these settings (and has a compressed
+  // copy, unless the consumer packs the rule itself).  Under g_states.
+  std::optional<Prepared> current(const nn::Node& node, int bits, double prune,
+                                  bool packed_consumer) const {
+    const auto& p = prepared_;
+    if (p && p->bits == bits && p->prune == prune && (packed_consumer || !p->packed) &&
+        p->source.data() == node.value.data() && p->source.shape() == node.value.shape() &&
+        p->source.use_count() == 2 && p->version == node.version.load(std::memory_order_relaxed) &&
+        p->epoch == nn::weights_epoch())
+      return p;
+    return std::nullopt;
+  }
+
+  // A frozen weight's compression (no optimizer runs this hook), computed by a forward pass
+  // outside g_states: served like a prepared one while nothing wrote the weight since `version`
+  // and `epoch`, which were read before it was computed.  Under g_states.
+  void offer(Prepared p) {
+    if (p.bits == bits_ && p.prune == prune_) prepared_ = std::move(p);
+  }
+
+  std::int64_t granule(const nn::Node& node) const override {
+    return wanted() ? segments_of(node.value, bits_).granule() : 0;
+  }
+
+  void before(const nn::Node& node, std::int64_t chunks) override {
+    prepared_.reset();
+    failed_.store(false, std::memory_order_relaxed);
+    epoch_ = nn::weights_epoch();  // (a weights_changed() during the step makes it stale)
+    try {
+      seg_ = segments_of(node.value, bits_);
+      step_bits_ = bits_;
+      step_prune_ = prune_;
+      step_packed_ = packed_ && g_packing.load(std::memory_order_relaxed);
+      count_ = prune_count(seg_.n, prune_);
+      if (!step_packed_) out_ = nn::Tensor(node.value.shape());
+      in_band_ = count_.select && band_.valid;
+      // The byte mask of every selected boundary; last step's buffer is written again once
+      // nothing (a graph that still masks a gradient with it) holds it any more.
+      keep_.reset();
+      if (count_.select && !step_packed_) {  // (a packed step masks by the weight itself)
+        if (!(keep_spare_ && keep_spare_.use_count() == 1 &&
+              keep_spare_->size() == static_cast<std::size_t>(seg_.n)))
+          keep_spare_ = std::make_shared<std::vector<std::uint8_t>>(seg_.n);
+        keep_ = keep_spare_;
+      }
+      // Emptied, not freed: the tasks' key lists keep their capacity from step to step.
+      tasks_.resize(in_band_ ? static_cast<std::size_t>(chunks) : 0);
+      seg_max_.resize(
+          (in_band_ || step_packed_) && seg_.qmax > 0 ? static_cast<std::size_t>(seg_.count()) : 0);
+      for (BandTask& task : tasks_) {
+        task.below = 0;
+        task.inside.clear();
+        task.deferred.clear();
+        task.hist.fill(0);
+      }
+      bins_ = in_band_ ? band_bins(band_) : BandBins(0, 1);
+    } catch (...) {
+      failed_.store(true, std::memory_order_relaxed);  // this step prepares nothing
+    }
+  }
+
+  void chunk(const nn::Node& node, std::int64_t c, std::int64_t b,
+             std::int64_t e) noexcept override {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    try {
+      const float* x = node.value.data();
+      if (!count_.select) {
+        if (!step_packed_)
+          emit_range(x, seg_, b, e, count_.fixed, out_.data());
+        else if (seg_.qmax > 0 && count_.fixed.none)  // (all pruned: no scale needed)
+          for (std::int64_t s = b / seg_.len; s < seg_.count() && seg_.begin(s) < e; ++s)
+            seg_max_[s] = max_magnitude(x + seg_.begin(s), seg_.end(s) - seg_.begin(s));
+      } else if (in_band_) {
+        scan_band(x, seg_, b, e, bins_, tasks_[static_cast<std::size_t>(c)],
+                  step_packed_ ? nullptr : out_.data(), seg_max_.data(),
+                  keep_ ? keep_->data() : nullptr);
+      }
+      // (otherwise the full selection in after() needs every entry first)
+    } catch (...) {  // (allocation of the band's key lists)
+      failed_.store(true, std::memory_order_relaxed);
+    }
+  }
+
+  void after(const nn::Node& node) override {
+    if (failed_.load(std::memory_order_relaxed)) {
+      out_ = nn::Tensor();
+      keep_.reset();
+      return;
+    }
+    try {
+      const float* x = node.value.data();
+      PruneRule rule = count_.fixed;
+      if (count_.select &&
+          !(in_band_ && finish_band(x, seg_, count_.k, band_, bins_, tasks_, rule,
+                                    step_packed_ ? nullptr : out_.data(), seg_max_.data(),
+                                    keep_ ? keep_->data() : nullptr))) {
+        rule = rule_at(kth_smallest_full(x, seg_.n, count_.k, band_));
+        if (!step_packed_) {
+          emit_all(x, seg_, rule, out_.data());
+          write_keep_bytes(x, seg_.n, rule, keep_->data());
+        } else if (seg_.qmax > 0) {
+          for (std::int64_t s = 0; s < seg_.count(); ++s)
+            seg_max_[s] = kept_max_magnitude(x, seg_, s, rule);
+        }
+      }
+      prepared_ = Prepared{
+          node.value,
+          std::move(out_),
+          node.version.load(std::memory_order_relaxed),
+          epoch_,
+          step_bits_,
+          step_prune_,
+          rule,
+          std::move(keep_),
+          step_packed_ ? std::make_shared<const PackedCompression>(node, rule, seg_.qmax, seg_max_)
+                       : nullptr};
+    } catch (...) {
+      prepared_.reset();
+    }
+    out_ = nn::Tensor();
+    keep_.reset();
+  }
+
+ private:
+  int bits_ = 32;
+  double prune_ = 0;
+  bool stable_ = false;
+  bool packed_ = false;
+  std::optional<Prepared> prepared_;
+  std::atomic<bool> failed_{false};
+  PruneBand band_;  // kept from step to step, as t_bands is for the unfused path
+  // The step in progress (its settings are fixed at before()).
+  std::uint64_t epoch_ = 0;
+  Segments seg_;
+  int step_bits_ = 32;
+  double step_prune_ = 0;
+  bool step_packed_ = false;
+  PruneCount count_;
+  bool in_band_ = false;
+  BandBins bins_{0, 1};
+  std::vector<BandTask> tasks_;
+  // The quantised segments' largest (kept) magnitudes: scan_band's, and a packed step's scales.
+  std::vector<float> seg_max_;
+  nn::Tensor out_;
+  std::shared_ptr<std::vector<std::uint8_t>> keep_, keep_spare_;
+};
+
+// Guards the compression state of weight nodes against concurrent forward passes over shared
+// weights (install, settings, reading the prepared weight).  Optimizers run the hooks outside
+// forward passes and do not take it.
+std::mutex g_states;
+
+// The weight compressed for (bits, prune) by the last optimizer step (or, for a frozen weight,
+// by an earlier forward pass), if it is current; installs the fused state on a leaf in grad mode
+// the first time (from then on each step prepares the settings the forward passes keep asking
+// for).  Sets offer_frozen when the caller should compute a frozen weight's compression and
+// offer it to the state: a frozen weight (LoRA's base, a fine-tuned network's fixed layers) does
+// not change from step to step, and compressing it again on every forward pass cost 9-33 % of
+// the step of LoRA genomes with int4 / int8 512-unit layers (compression space, stop 36).
+std::optional<CompressionState::Prepared> prepared_compression(const nn::Var& w, int bits,
+                                                               double prune, bool packed_consumer,
+                                                               bool& offer_frozen) {
+  offer_frozen = false;
+  nn::Node* node = w.node();
+  if (!node || !node->parents.empty() || node->backward_fn) return std::nullopt;  // not a leaf
+  std::lock_guard<std::mutex> lock(g_states);
+  auto* state = dynamic_cast<CompressionState*>(node->update_hook.get());
+  if (!state) {
+    if (node->update_hook || nn::no_grad_session() != 0)
+      return std::nullopt;  // another hook's, or not being trained here
+    auto fresh = std::make_shared<CompressionState>();
+    state = fresh.get();
+    nn::set_update_hook(w, std::move(fresh));
+  }
+  state->request(bits, prune, packed_consumer);
+  if (auto p = state->current(*node, bits, prune, packed_consumer)) {
+    // Without the copy of the source: held past the lock it would make the weight's storage
+    // look shared (current()) to a concurrent forward pass, which would compress again.
+    p->source = nn::Tensor();
+    return p;
+  }
+  offer_frozen = !node->requires_grad && nn::no_grad_session() == 0;
+  return std::nullopt;
+}
+
+// A frozen weight's compression, offered to its state for the next forward passes.
+// (From the band of the last compression of w, as compress_uncached: a frozen weight whose
+// settings alternate, or which is written between calls, is compressed on every call.)
+nn::Var compress_frozen(const nn::Var& w, int bits, double prune) {
+  nn::Node* node = w.node();
+  // The storage, version and epoch the offer is for, read before computing: a counted write or
+  // an announced one meanwhile leaves the offer stale, never served.
+  const nn::Tensor source = w.value();
+  const std::uint64_t version = node->version.load(std::memory_order_relaxed),
+                      epoch = nn::weights_epoch();
+  nn::Tensor out(source.shape());
+  const PruneRule rule = compress_with_band(w, bits, prune, out);
+  {
+    std::lock_guard<std::mutex> lock(g_states);
+    if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
+      state->offer(
+          CompressionState::Prepared{source, out, version, epoch, bits, prune, rule, nullptr});
+  }
+  return straight_through(w, std::move(out), rule);
+}
+
+// A float request (bits >= 16, prune 0) on a weight with a fused state: the optimizer stops
+// compressing it.
+void request_float(const nn::Var& w) {
+  nn::Node* node = w.node();
+  if (!node || !node->versioned.load(std::memory_order_relaxed)) return;  // never had a hook
+  std::lock_guard<std::mutex> lock(g_states);
+  if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
+    state->request(32, 0.0, false);
+}
 
 // compress_weight's work.  With `view` (a consumer that applies a WeightView as it packs:
 // compressed_linear), a weight that the optimizer step prepared without a compressed copy comes
@@ -1562,8 +1556,7 @@ nn::Var compress_for(const nn::Var& w, int bits, double prune,
   bool offer_frozen = false;
   if (auto ready = prepared_compression(w, bits, prune, view != nullptr, offer_frozen)) {
     if (ready->packed) {
-      *view = std::make_shared<PackedCompression>(w, ready->rule, segments_of(w.value(), bits).qmax,
-                                                  ready->row_max);
+      *view = std::move(ready->packed);
       return w;
     }
     return straight_through(w, std::move(ready->compressed), ready->rule, std::move(ready->keep));
@@ -1599,6 +1592,5 @@ nn::Var compressed_linear(const nn::Var& x, const nn::Var& w, const nn::Var& b, 
 }
 
 void set_packed_compression(bool on) { g_packing.store(on, std::memory_order_relaxed); }
-bool packed_compression() { return g_packing.load(std::memory_order_relaxed); }
 
 }  // namespace hwnas::spaces

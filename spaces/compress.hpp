@@ -47,7 +47,6 @@ nn::Var compressed_linear(const nn::Var& x, const nn::Var& w, const nn::Var& b, 
 // (default on).  Off, compressed_linear reads the copy as compress_weight's consumers do: the
 // same results (the tests compare the two), for benches and tests.  Set it before training.
 void set_packed_compression(bool on);
-bool packed_compression();
 
 // Counters of compress_weight's pruning-boundary selections since the last reset, over every
 // weight and thread: how often the remembered band of magnitudes held the boundary, and how many
