@@ -299,7 +299,8 @@ bool panel_gemm_fits(Index m, Index k) {
 
 template <class K, class WithPanel>
 void panel_gemm(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
-                const WithPanel& with_panel, float* c, Index ldc, bool accumulate) {
+                const WithPanel& with_panel, float* c, Index ldc, bool accumulate,
+                const BlockDone& done = {}) {
   constexpr int MR = K::kMr, NR = K::kNr;
   constexpr Index KC = kGemmKc;
   const Index panels_a = (m + MR - 1) / MR;
@@ -330,6 +331,7 @@ void panel_gemm(Index m, Index block_n, Index blocks, Index k, StridedMatrix a,
           }
         });
       }
+      done(0, m, q * block_n + j0, q * block_n + j0 + nr);  // the panel's last K block is in
     }
 }
 
@@ -351,11 +353,11 @@ auto packed_panels(const PackB& pack_b_block) {
 // pack_b_block(pc, kc, jc, nc, dst) packs B's [kc, nc] block at (pc, jc) into NR-wide panels.
 template <class K, class PackB>
 void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, const PackB& pack_b_block, float* c,
-                  Index ldc, bool accumulate) {
+                  Index ldc, bool accumulate, const BlockDone& done) {
   constexpr int MR = K::kMr, NR = K::kNr;
   constexpr Index MC = K::kMc, NC = K::kNc, KC = kGemmKc;
   if (panel_gemm_fits<K>(m, k))
-    return panel_gemm<K>(m, n, 1, k, a, packed_panels(pack_b_block), c, ldc, accumulate);
+    return panel_gemm<K>(m, n, 1, k, a, packed_panels(pack_b_block), c, ldc, accumulate, done);
   float* ap = pack_buffer(static_cast<std::size_t>(MC * KC), 0);
   float* bp = pack_buffer(static_cast<std::size_t>(KC * ((NC + NR - 1) / NR) * NR), 1);
   alignas(64) float tile[MR * NR];
@@ -382,6 +384,7 @@ void blocked_gemm(Index m, Index n, Index k, StridedMatrix a, const PackB& pack_
               apply_tile(tile, NR, mr, nr, ct, ldc, first);
             }
           }
+          if (pc + kc == k) done(ic, ic + mc, jc + jr, jc + jr + nr);
         }
       }
     }
@@ -621,16 +624,16 @@ bool trivial_gemm(Index m, Index n, Index k, float* c, Index ldc, bool accumulat
 // returns false when no x86 kernel applies (the caller falls back to Eigen).
 template <class MakePacker>
 bool dispatch(Index m, Index n, Index k, StridedMatrix a, const MakePacker& make_packer, float* c,
-              Index ldc, bool accumulate) {
+              Index ldc, bool accumulate, const BlockDone& done = {}) {
 #if defined(HWNAS_X86_TARGETS)
   switch (current_isa()) {
     case GemmIsa::kAvx512:
       blocked_gemm<Avx512Kernel>(m, n, k, a, make_packer.template operator()<Avx512Kernel::kNr>(),
-                                 c, ldc, accumulate);
+                                 c, ldc, accumulate, done);
       return true;
     case GemmIsa::kAvx2:
       blocked_gemm<Avx2Kernel>(m, n, k, a, make_packer.template operator()<Avx2Kernel::kNr>(), c,
-                               ldc, accumulate);
+                               ldc, accumulate, done);
       return true;
     default:
       break;
@@ -642,28 +645,29 @@ bool dispatch(Index m, Index n, Index k, StridedMatrix a, const MakePacker& make
 }  // namespace
 
 void sgemm(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,
-           bool accumulate) {
-  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
+           bool accumulate, const BlockDone& done) {
+  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return done(0, m, 0, n);
   auto packer = [&]<int NR>() {
     return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
       pack_b<NR>(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, dst);
     };
   };
-  if (!dispatch(m, n, k, a, packer, c, ldc, accumulate))
-    eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
+  if (dispatch(m, n, k, a, packer, c, ldc, accumulate, done)) return;
+  eigen_gemm(m, n, k, a, b, c, ldc, accumulate);
+  done(0, m, 0, n);
 }
 
 void sgemm_transformed(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b,
                        const PackTransform& transform, Index p_base, Index j_base, float* c,
-                       Index ldc, bool accumulate) {
-  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return;
+                       Index ldc, bool accumulate, const BlockDone& done) {
+  if (trivial_gemm(m, n, k, c, ldc, accumulate)) return done(0, m, 0, n);
   auto packer = [&]<int NR>() {
     return [&](Index pc, Index kc, Index jc, Index nc, float* dst) {
       pack_b<NR>(b.data + pc * b.rs + jc * b.cs, b.rs, b.cs, kc, nc, dst);
       transform.apply(p_base + pc, kc, j_base + jc, nc, NR, dst);
     };
   };
-  if (dispatch(m, n, k, a, packer, c, ldc, accumulate)) return;
+  if (dispatch(m, n, k, a, packer, c, ldc, accumulate, done)) return;
   // Eigen: B copied whole as one panel and transformed, then laid out with b's own strides:
   // Eigen's product picks its algorithm (and order of terms) by the operands' storage order.
   std::vector<float> panel(static_cast<std::size_t>(k * n));
@@ -677,6 +681,7 @@ void sgemm_transformed(Index m, Index n, Index k, StridedMatrix a, StridedMatrix
       same_layout[static_cast<std::size_t>(p * b.rs + j * b.cs)] =
           panel[static_cast<std::size_t>(p * n + j)];
   eigen_gemm(m, n, k, a, {same_layout.data(), b.rs, b.cs}, c, ldc, accumulate);
+  done(0, m, 0, n);
 }
 
 void sgemm_eigen(Index m, Index n, Index k, StridedMatrix a, StridedMatrix b, float* c, Index ldc,

@@ -28,9 +28,24 @@ constexpr std::int64_t kGemmKc = 256;
 
 enum class GemmIsa { kEigen, kAvx2, kAvx512 };
 
-// c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum_p a(i, p) * b(p, j) for i < m, j < n.
+// Told of each block of C, rows [r0, r1) and columns [c0, c1) relative to c, as soon as the block
+// holds its final result, on the thread that computed it; the blocks cover C exactly once.  The
+// x86 kernels report each column panel (at most 96 x 32 floats) once its last K block is stored,
+// so an elementwise pass over the result (a gradient mask) finds it in L1 rather than after the
+// whole product.  Empty (fn null): nothing is called.
+struct BlockDone {
+  void (*fn)(const void* ctx, std::int64_t r0, std::int64_t r1, std::int64_t c0,
+             std::int64_t c1) = nullptr;
+  const void* ctx = nullptr;
+  void operator()(std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) const {
+    if (fn) fn(ctx, r0, r1, c0, c1);
+  }
+};
+
+// c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum_p a(i, p) * b(p, j) for i < m, j < n;
+// `done` hears of C's blocks as they are finished (BlockDone).
 void sgemm(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a, StridedMatrix b,
-           float* c, std::int64_t ldc, bool accumulate);
+           float* c, std::int64_t ldc, bool accumulate, const BlockDone& done = {});
 // The same product through Eigen's (the build's ISA), whatever the kernel family: less fixed cost
 // than the blocked kernels for tiny products (attention pairs of a short sequence), and not
 // bit-identical to sgemm.
@@ -55,7 +70,8 @@ class PackTransform {
 // (p_base, j_base) of the transform's matrix.  The same kernels and order of terms as sgemm.
 void sgemm_transformed(std::int64_t m, std::int64_t n, std::int64_t k, StridedMatrix a,
                        StridedMatrix b, const PackTransform& transform, std::int64_t p_base,
-                       std::int64_t j_base, float* c, std::int64_t ldc, bool accumulate);
+                       std::int64_t j_base, float* c, std::int64_t ldc, bool accumulate,
+                       const BlockDone& done = {});
 
 // B given by pointers: per column (B(p, j) = b_cols[j][p]), or per row in `blocks` blocks of
 // block_n columns side by side, each with its own k row pointers (n = block_n * blocks,

@@ -118,6 +118,11 @@ StridedMatrix strided(const E& e) {
   return row_major ? StridedMatrix{e.data(), outer, inner} : StridedMatrix{e.data(), inner, outer};
 }
 
+// gemm's `done` when nothing is to be told of finished blocks.
+struct NoBlockDone {
+  void operator()(std::int64_t, std::int64_t, std::int64_t, std::int64_t) const {}
+};
+
 // C (= or +=) A * B where A is [m,k] and B is [k,n] (any Eigen expressions with direct access,
 // transposes included; C row-major).  Splits the larger of m and n so that the operand repacked
 // per chunk is the smaller one.  Each chunk runs sgemm (nn/gemm.hpp), whose per-element
@@ -127,8 +132,9 @@ StridedMatrix strided(const E& e) {
 // chunk initialising its own block just before its GEMM adds into it (cache-warm, in parallel).
 //
 // done(r0, r1, c0, c1) is called once for each block of rows [r0, r1) x columns [c0, c1) of C as
-// soon as it holds its result, on the thread that computed it (blocks cover C exactly once):
-// an elementwise pass over the result (a gradient mask) then reads it from cache.
+// soon as it holds its result, on the thread that computed it (blocks cover C exactly once; the
+// kernels report column panels of at most 96 x 32, nn/gemm.hpp's BlockDone): an elementwise pass
+// over the result (a gradient mask) then reads it from L1.  NoBlockDone: none.
 //
 // b_transform (if given) applies to B's entries as they are packed, in B's coordinates
 // (sgemm_transformed): the product is then A * f(B).
@@ -141,14 +147,32 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   float* cd = c.data();
   const std::int64_t ldc = c.outerStride();
   const StridedMatrix av = strided(a), bv = strided(b);
-  // One chunk's product, whose B starts at B's entry (p0, j0).
+  // One chunk's product, whose B starts at B's entry (p0, j0); `blocks` hears of its finished
+  // blocks (chunk_done).
   auto product = [b_transform](std::int64_t m_, std::int64_t n_, std::int64_t k_, StridedMatrix a_,
                                StridedMatrix b_, std::int64_t p0, std::int64_t j0, float* c_,
-                               std::int64_t ldc_, bool accumulate_) {
+                               std::int64_t ldc_, bool accumulate_, const BlockDone& blocks) {
     if (b_transform)
-      sgemm_transformed(m_, n_, k_, a_, b_, *b_transform, p0, j0, c_, ldc_, accumulate_);
+      sgemm_transformed(m_, n_, k_, a_, b_, *b_transform, p0, j0, c_, ldc_, accumulate_, blocks);
     else
-      sgemm(m_, n_, k_, a_, b_, c_, ldc_, accumulate_);
+      sgemm(m_, n_, k_, a_, b_, c_, ldc_, accumulate_, blocks);
+  };
+  // `done` for a chunk whose C starts at C's entry (at.r, at.c): the kernels report each panel
+  // as it is finished (BlockDone), in the chunk's coordinates.
+  struct Offset {
+    const std::decay_t<Done>* done;
+    std::int64_t r, c;
+  };
+  auto chunk_done = [](const Offset& at) {
+    BlockDone blocks;
+    if constexpr (!std::is_same_v<std::decay_t<Done>, NoBlockDone>)
+      blocks = {
+          [](const void* ctx, std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+            const auto& o = *static_cast<const Offset*>(ctx);
+            (*o.done)(o.r + r0, o.r + r1, o.c + c0, o.c + c1);
+          },
+          &at};
+    return blocks;
   };
   // Rows [r0, r1) x columns [c0, c1) of C.
   auto init = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
@@ -181,7 +205,8 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
           for (std::int64_t ch = r.begin(); ch < r.end(); ++ch) {
             const std::int64_t k0 = k * ch / kchunks, k1 = k * (ch + 1) / kchunks;
             product(m, n, k1 - k0, {av.data + k0 * av.cs, av.rs, av.cs},
-                    {bv.data + k0 * bv.rs, bv.rs, bv.cs}, k0, 0, part + ch * m * n, n, false);
+                    {bv.data + k0 * bv.rs, bv.rs, bv.cs}, k0, 0, part + ch * m * n, n, false,
+                    BlockDone{});  // (partial sums: C is finished below)
           }
         },
         oneapi::tbb::simple_partitioner());
@@ -210,14 +235,14 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   auto run_chunk = [&](std::int64_t b0, std::int64_t b1) {
     if (split_rows) {
       if (row_bias) init(b0, b1, 0, n);
+      const Offset at{&done, b0, 0};
       product(b1 - b0, n, k, {av.data + b0 * av.rs, av.rs, av.cs}, bv, 0, 0, cd + b0 * ldc, ldc,
-              accumulate);
-      done(b0, b1, std::int64_t{0}, n);
+              accumulate, chunk_done(at));
     } else {
       if (row_bias) init(0, m, b0, b1);
+      const Offset at{&done, 0, b0};
       product(m, b1 - b0, k, av, {bv.data + b0 * bv.cs, bv.rs, bv.cs}, 0, b0, cd + b0, ldc,
-              accumulate);
-      done(std::int64_t{0}, m, b0, b1);
+              accumulate, chunk_done(at));
     }
   };
   if (chunks <= 1) {
@@ -235,8 +260,7 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
 
 template <class CM, class AM, class BM>
 void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bias = nullptr) {
-  gemm(std::forward<CM>(c), a, b, accumulate, row_bias,
-       [](std::int64_t, std::int64_t, std::int64_t, std::int64_t) {});
+  gemm(std::forward<CM>(c), a, b, accumulate, row_bias, NoBlockDone{});
 }
 
 // dst[i] += src[i] over n floats, on both threads for large gradients (each element is one

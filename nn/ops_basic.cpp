@@ -112,7 +112,6 @@ struct ViewAsB final : detail::PackTransform {
   }
   const detail::PackTransform* get() const { return view ? this : nullptr; }
 };
-void no_block_pass(std::int64_t, std::int64_t, std::int64_t, std::int64_t) {}
 }  // namespace
 
 Var linear(const Var& x, const Var& w, const Var& b) { return linear(x, w, b, nullptr); }
@@ -131,7 +130,8 @@ Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const Weigh
   Tensor out{Shape(od)};
   // Bias first, then accumulate the GEMM into it (per chunk, inside gemm): no temporary.
   gemm(out.matrix(), x.value().matrix(), w.value().matrix().transpose(), false,
-       b.defined() ? b.value().data() : nullptr, no_block_pass, ViewAsB(view.get(), true).get());
+       b.defined() ? b.value().data() : nullptr, detail::NoBlockDone{},
+       ViewAsB(view.get(), true).get());
   const bool has_bias = b.defined();
   std::vector<Var> parents{x, w};
   if (has_bias) parents.push_back(b);
@@ -189,7 +189,7 @@ Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const Weigh
     }
     if (nx.requires_grad) {  // dx = g W
       Tensor gx(nx.value.shape());
-      gemm(gx.matrix(), g, nw.value.matrix(), false, nullptr, no_block_pass,
+      gemm(gx.matrix(), g, nw.value.matrix(), false, nullptr, detail::NoBlockDone{},
            ViewAsB(view.get(), false).get());
       accumulate_owned(nx, std::move(gx));
     }

@@ -523,6 +523,22 @@ Quantiser row_quantiser(float maxabs, float qmax) {
 // kernels run AVX-512 (use_avx512), and apply the same IEEE operations lane by lane: the same
 // bits as the AVX2 loops.
 
+// round_half_away(v / scale) * scale in 16 lanes by division, exact (divide_and_round's form).
+__attribute__((target("avx512f"))) inline __m512 divide_and_round16(__m512 v, __m512 scale) {
+  const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  const __m512 q = _mm512_div_ps(v, scale);
+  const __m512 t = _mm512_roundscale_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __mmask16 away =
+      _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(q, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m512i q_sign = _mm512_and_si512(_mm512_castps_si512(q), sign);
+  const __m512 step = _mm512_maskz_mov_ps(
+      away,
+      _mm512_castsi512_ps(_mm512_or_si512(q_sign, _mm512_castps_si512(_mm512_set1_ps(1.0f)))));
+  const __m512 sum = _mm512_add_ps(t, step);  // then round(-0.3) keeps its sign: -0.0
+  return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(sum), q_sign)),
+                       scale);
+}
+
 // Quantiser's lanes, 16 at a time, its constants held in registers across a loop.
 struct Quantiser16 {
   __m512 scale, inv, near_half;
@@ -539,18 +555,7 @@ struct Quantiser16 {
       if (!_mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(q, r)), near_half, _CMP_GE_OQ))
         return _mm512_mul_ps(r, scale);
     }
-    const __m512i sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-    const __m512 q = _mm512_div_ps(v, scale);
-    const __m512 t = _mm512_roundscale_ps(q, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __mmask16 away =
-        _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(q, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-    const __m512i q_sign = _mm512_and_si512(_mm512_castps_si512(q), sign);
-    const __m512 step = _mm512_maskz_mov_ps(
-        away,
-        _mm512_castsi512_ps(_mm512_or_si512(q_sign, _mm512_castps_si512(_mm512_set1_ps(1.0f)))));
-    const __m512 sum = _mm512_add_ps(t, step);  // then round(-0.3) keeps its sign: -0.0
-    return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(sum), q_sign)),
-                         scale);
+    return divide_and_round16(v, scale);
   }
 };
 
@@ -593,15 +598,18 @@ template <bool kQuantise>
 __attribute__((target("avx512f"))) std::int64_t scan16(
     const float* w, std::int64_t len, const Quantiser& quantise, MagnitudeKey lo, MagnitudeKey hi,
     MagnitudeKey cut, std::int64_t& below, std::uint32_t* positions, std::int64_t& found,
-    float* dst, std::uint8_t* keep) {
+    float* dst, std::uint8_t* keep, float* max_out) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), vlo = _mm512_set1_epi32(int(lo)),
                 vhi = _mm512_set1_epi32(int(hi - 1)), vcut = _mm512_set1_epi32(int(cut)),
                 lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const Quantiser16 quantise16(quantise);
   std::int64_t i = 0, n_below = 0, n_found = found;  // (locals: no store per vector)
+  __m512 vmax = _mm512_setzero_ps();
   for (; i + 16 <= len; i += 16) {
     const __m512 v = _mm512_loadu_ps(w + i);
     const __m512i m = _mm512_and_si512(_mm512_castps_si512(v), abs_mask);
+    // (max_magnitude's: a NaN lane keeps the running maximum, the second operand)
+    if (max_out) vmax = _mm512_max_ps(_mm512_castsi512_ps(m), vmax);
     const __mmask16 lt = _mm512_cmplt_epi32_mask(m, vlo);
     const __mmask16 in = _mm512_mask_cmple_epi32_mask(static_cast<__mmask16>(~lt), m, vhi);
     n_below += __builtin_popcount(lt);
@@ -620,6 +628,11 @@ __attribute__((target("avx512f"))) std::int64_t scan16(
   }
   below += n_below;
   found = n_found;
+  if (max_out) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, vmax);
+    for (float v : t) *max_out = std::max(*max_out, v);
+  }
   return i;
 }
 #endif
@@ -686,12 +699,13 @@ void emit(const float* values, const float* keys_from, std::int64_t base, std::i
 // below lo, appends the order keys of those in [lo, hi) to `inside`, and writes dst as if exactly
 // the entries below cut (lo <= cut < hi: the predicted boundary) were pruned (the rest quantised
 // when kQuantise), all in one read.  With `keep`, also writes keep[i] = 0 for the entries below
-// cut and 0xff for the rest (the gradient's byte mask, KeepBytes).
+// cut and 0xff for the rest (the gradient's byte mask, KeepBytes).  With max_out, raises
+// *max_out to max_magnitude of the entries (a packed step's row scale, from the same read).
 template <bool kQuantise>
 void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
                         const Quantiser& quantise, MagnitudeKey lo, MagnitudeKey hi,
                         MagnitudeKey cut, std::int64_t& below, std::vector<std::uint64_t>& inside,
-                        float* dst, std::uint8_t* keep) {
+                        float* dst, std::uint8_t* keep, float* max_out = nullptr) {
   std::int64_t i = 0;
 #if defined(__AVX2__)
   static const LeftPackTable table;
@@ -704,17 +718,19 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
   std::int64_t found = 0;
 #if defined(HWNAS_COMPRESS_AVX512)
   if (use_avx512())
-    i = scan16<kQuantise>(w, len, quantise, lo, hi, cut, below, out, found, dst, keep);
+    i = scan16<kQuantise>(w, len, quantise, lo, hi, cut, below, out, found, dst, keep, max_out);
 #endif
   // Keys are < 2^31 and lo <= cut < hi <= 2^31, so signed 32-bit compares order them (hi - 1
   // for "<").
   const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), vlo = _mm256_set1_epi32(int(lo)),
                 vhi = _mm256_set1_epi32(int(hi - 1)), vcut = _mm256_set1_epi32(int(cut));
   __m256i nb = _mm256_setzero_si256();
+  __m256 vmax = _mm256_setzero_ps();
   for (; i + 8 <= len; i += 8) {
     const __m256 v = _mm256_loadu_ps(w + i);
     const __m256i m = _mm256_and_si256(_mm256_castps_si256(v), abs_mask);
-    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                                // m < lo
+    if (max_out) vmax = _mm256_max_ps(_mm256_castsi256_ps(m), vmax);  // (NaN: keeps vmax)
+    const __m256i lt = _mm256_cmpgt_epi32(vlo, m);                    // m < lo
     const __m256i out_of_band = _mm256_or_si256(lt, _mm256_cmpgt_epi32(m, vhi));  // or m >= hi
     nb = _mm256_sub_epi32(nb, lt);  // += 1 where m < lo
     const unsigned in_mask =
@@ -743,6 +759,11 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
   alignas(32) std::int32_t cb[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(cb), nb);
   for (int t = 0; t < 8; ++t) below += cb[t];
+  if (max_out) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, vmax);
+    for (float v : t) *max_out = std::max(*max_out, v);
+  }
   // Sized once and written in place: push_back's capacity check and size store per key cost as
   // much as the vector pass itself.
   const std::size_t at = inside.size();
@@ -757,6 +778,7 @@ void emit_scanning_band(const float* w, std::int64_t base, std::int64_t len,
     if (m >= lo && m < hi) inside.push_back(order_key(m, base + i));
     if (dst) dst[i] = m < cut ? 0.0f : kQuantise ? quantise(w[i]) : w[i];
     if (keep) keep[i] = m < cut ? 0 : 0xff;
+    if (max_out) *max_out = std::max(*max_out, std::fabs(w[i]));
   }
 }
 
@@ -869,6 +891,14 @@ void scan_band(const float* x, const Segments& seg, std::int64_t b, std::int64_t
   } else {
     for (std::int64_t s = b / seg.len; s < seg.count() && seg.begin(s) < e; ++s) {
       const std::int64_t sb = seg.begin(s), len = seg.end(s) - sb;
+      if (!out && !keep) {  // packed: the row's scale from the scan's own read (no quantiser)
+        float maxabs = 0;
+        emit_scanning_band<false>(x + sb, sb, len, kNoQuantiser, bins.lo, bins.hi, bins.mid,
+                                  task.below, task.inside, nullptr, nullptr, &maxabs);
+        if (magnitude_key(maxabs) < bins.hi) task.deferred.push_back(s);
+        seg_max[s] = maxabs;
+        continue;
+      }
       const float maxabs = max_magnitude(x + sb, len);
       const bool deferred = magnitude_key(maxabs) < bins.hi;
       if (deferred) task.deferred.push_back(s);
@@ -1184,6 +1214,10 @@ class PackedCompression final : public nn::WeightView {
                      std::int64_t c1) const override {
     if (rule_.none) return;  // quantisation alone passes the gradient straight through
     const float* w = w_->value.data();
+#if defined(HWNAS_COMPRESS_AVX512)
+    // (The GEMM reports each finished 32-column panel: the rows' constants held across them.)
+    if (use_avx512() && rule_.key <= 0x7fffffffu) return mask_block16(g, ld, w, r0, r1, c0, c1);
+#endif
     for (std::int64_t r = r0; r < r1; ++r)
       spaces::mask_gradient(g + r * ld + c0, r * cols_ + c0, c1 - c0, rule_, nullptr, w);
   }
@@ -1193,13 +1227,17 @@ class PackedCompression final : public nn::WeightView {
 
   // One panel: kc packed rows of nr lanes.  Transposed (B = W^T), lane jj of packed row p is W's
   // entry (row + jj, col + p): W's rows run across the lanes, each with its own scale; else it is
-  // (row + p, col + jj).  Whole 8-lane groups by vector, the rest one by one.
+  // (row + p, col + jj).  Whole 16-lane groups with AVX-512 (where the GEMMs run it: their
+  // 32-lane panels have no other lanes), else whole 8-lane groups with AVX2; the rest one by one.
   void pack_panel(float* panel, std::int64_t kc, int nr, bool transposed, std::int64_t row,
                   std::int64_t col) const {
     auto index = [&](std::int64_t p, int jj) {
       return transposed ? (row + jj) * cols_ + col + p : (row + p) * cols_ + col + jj;
     };
     int scalar_from = 0;  // the lanes past the vector groups
+#if defined(HWNAS_COMPRESS_AVX512)
+    if (use_avx512()) scalar_from = pack_panel16(panel, kc, nr, transposed, row, col);
+#endif
 #if defined(__AVX2__)
     const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff),
                   vkey = _mm256_set1_epi32(static_cast<int>(rule_.key)),
@@ -1225,11 +1263,11 @@ class PackedCompression final : public nn::WeightView {
         if (index(p, jj + t) <= rule_.index) v[t] = 0.0f;
       }
     };
-    const int vector_lanes = nr / 8 * 8;
+    const int vector_lanes = scalar_from + (nr - scalar_from) / 8 * 8;
     const __m256 one = _mm256_set1_ps(1.0f);
     const __m256i never = _mm256_setzero_si256();
     if (transposed) {
-      for (int jj = 0; jj < vector_lanes; jj += 8) {  // 8 rows of W, their scales held
+      for (int jj = scalar_from; jj < vector_lanes; jj += 8) {  // 8 rows of W, their scales held
         const std::size_t at = static_cast<std::size_t>(row + jj);
         const __m256 scale = quantise_ ? _mm256_loadu_ps(&scale_[at]) : one;
         const __m256 inv = quantise_ ? _mm256_loadu_ps(&inv_[at]) : one;
@@ -1243,7 +1281,7 @@ class PackedCompression final : public nn::WeightView {
         const __m256 scale = quantise_ ? _mm256_set1_ps(scale_[at]) : one;
         const __m256 inv = quantise_ ? _mm256_set1_ps(inv_[at]) : one;
         const __m256i divide = quantise_ ? _mm256_set1_epi32(divide_[at]) : never;
-        for (int jj = 0; jj < vector_lanes; jj += 8)
+        for (int jj = scalar_from; jj < vector_lanes; jj += 8)
           lanes(panel + p * nr + jj, p, jj, scale, inv, divide);
       }
     }
@@ -1261,6 +1299,109 @@ class PackedCompression final : public nn::WeightView {
         *v = rule_.pruned(magnitude_key(x), index(p, jj)) ? 0.0f : q;
       }
   }
+
+#if defined(HWNAS_COMPRESS_AVX512)
+  // pack_panel's whole 16-lane groups; returns the lanes done.  Packed row by packed row, all
+  // groups of a row before the next (a transposed panel's groups hold their rows' scales in
+  // registers), so a [256, 32] panel (32 KB) is read once rather than once per group.
+  __attribute__((target("avx512f"))) int pack_panel16(float* panel, std::int64_t kc, int nr,
+                                                      bool transposed, std::int64_t row,
+                                                      std::int64_t col) const {
+    const int groups = nr / 16;
+    const __m512 near_half = _mm512_set1_ps(near_half_), one = _mm512_set1_ps(1.0f);
+    const __m512i vkey = _mm512_set1_epi32(static_cast<int>(rule_.key)),
+                  zero = _mm512_setzero_si512();
+    // Entry (p, jj + t) of the panel is W's entry at + t * step: its index for ties.
+    const std::int64_t step = transposed ? cols_ : 1;
+    for (int g0 = 0; g0 < groups; g0 += 2) {
+      const int held = std::min(2, groups - g0);
+      __m512 scale[2] = {one, one}, inv[2] = {one, one};
+      __mmask16 divide[2] = {0, 0};
+      if (transposed && quantise_)
+        for (int h = 0; h < held; ++h) {
+          const std::size_t at = static_cast<std::size_t>(row + (g0 + h) * 16);
+          scale[h] = _mm512_loadu_ps(&scale_[at]);
+          inv[h] = _mm512_loadu_ps(&inv_[at]);
+          divide[h] = _mm512_cmpneq_epi32_mask(_mm512_loadu_si512(&divide_[at]), zero);
+        }
+      for (std::int64_t p = 0; p < kc; ++p) {
+        if (!transposed && quantise_) {  // one row of W per packed row
+          const std::size_t at = static_cast<std::size_t>(row + p);
+          scale[0] = scale[1] = _mm512_set1_ps(scale_[at]);
+          inv[0] = inv[1] = _mm512_set1_ps(inv_[at]);
+          divide[0] = divide[1] = divide_[at] ? 0xffff : 0;
+        }
+        for (int h = 0; h < held; ++h) {
+          const int jj = (g0 + h) * 16;
+          const std::int64_t at =
+              transposed ? (row + jj) * cols_ + col + p : (row + p) * cols_ + col + jj;
+          lanes16(panel + p * nr + jj, at, step, scale[h], inv[h], divide[h], near_half, vkey);
+        }
+      }
+    }
+    return groups * 16;
+  }
+
+  // mask_gradient's block in 16-lane vectors, a row's last few columns by masked loads and
+  // stores: emit16<false, true>'s arithmetic (g * 1 kept, g * 0 pruned, ties by index).
+  __attribute__((target("avx512f"))) void mask_block16(float* g, std::int64_t ld, const float* w,
+                                                       std::int64_t r0, std::int64_t r1,
+                                                       std::int64_t c0, std::int64_t c1) const {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff),
+                  vkey = _mm512_set1_epi32(static_cast<int>(rule_.key));
+    for (std::int64_t r = r0; r < r1; ++r) {
+      float* gr = g + r * ld;
+      const std::int64_t row_at = r * cols_;  // W's entry (r, 0)
+      for (std::int64_t c = c0; c < c1; c += 16) {
+        const __mmask16 lanes =
+            c + 16 <= c1 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (c1 - c)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(lanes, gr + c);
+        const __m512i m = _mm512_and_si512(
+            _mm512_castps_si512(_mm512_maskz_loadu_ps(lanes, w + row_at + c)), abs_mask);
+        _mm512_mask_storeu_ps(
+            gr + c, lanes,
+            _mm512_mul_ps(v, _mm512_maskz_mov_ps(_mm512_cmpge_epi32_mask(m, vkey), one)));
+        unsigned ties = _mm512_mask_cmpeq_epi32_mask(lanes, m, vkey);
+        while (ties) {
+          const int t = __builtin_ctz(ties);
+          ties &= ties - 1;
+          if (row_at + c + t <= rule_.index) gr[c + t] *= 0.0f;
+        }
+      }
+    }
+  }
+
+  // The 16 lanes at v, W's entries at + t * step: quantised with the given scales, pruned (+0)
+  // below the boundary magnitude, and at it (rare ties) settled by index, as emit16 does.
+  __attribute__((target("avx512f"))) void lanes16(float* v, std::int64_t at, std::int64_t step,
+                                                  __m512 scale, __m512 inv, __mmask16 divide,
+                                                  __m512 near_half, __m512i vkey) const {
+    const __m512 x = _mm512_loadu_ps(v);
+    __m512 q = x;
+    if (quantise_) {  // quantise8's arithmetic in 16 lanes
+      const __m512 by_inv = _mm512_mul_ps(x, inv);
+      const __m512 r = _mm512_roundscale_ps(by_inv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __mmask16 slow =
+          _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(by_inv, r)), near_half, _CMP_GE_OQ) |
+          divide;
+      q = _mm512_mul_ps(r, scale);
+      if (slow) q = _mm512_mask_blend_ps(slow, q, divide_and_round16(x, scale));
+    }
+    if (rule_.none) {
+      _mm512_storeu_ps(v, q);
+      return;
+    }
+    const __m512i m = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff));
+    _mm512_storeu_ps(v, _mm512_maskz_mov_ps(_mm512_cmpge_epi32_mask(m, vkey), q));
+    unsigned ties = _mm512_cmpeq_epi32_mask(m, vkey);
+    while (ties) {
+      const int t = __builtin_ctz(ties);
+      ties &= ties - 1;
+      if (at + t * step <= rule_.index) v[t] = 0.0f;
+    }
+  }
+#endif
 
 #if defined(__AVX2__)
   // Quantiser's vector operator with a scale per lane: the reciprocal where it rounds as division
@@ -1527,8 +1668,8 @@ nn::Var compress_frozen(const nn::Var& w, int bits, double prune) {
   {
     std::lock_guard<std::mutex> lock(g_states);
     if (auto* state = dynamic_cast<CompressionState*>(node->update_hook.get()))
-      state->offer(
-          CompressionState::Prepared{source, out, version, epoch, bits, prune, rule, nullptr});
+      state->offer(CompressionState::Prepared{source, out, version, epoch, bits, prune, rule,
+                                              nullptr, nullptr});
   }
   return straight_through(w, std::move(out), rule);
 }

@@ -2,15 +2,18 @@
 // edge (partial MR / NR tiles, several K blocks, several M and N blocks), every operand layout
 // (row-major, transposed, generally strided) and both store modes; the AVX-512 and AVX2 kernels
 // bit-identical to each other (the promise that makes training reproducible across machines),
-// also through a conv2d training step; and the HWNAS_GEMM_ISA / set_gemm_isa errors.
+// also through a conv2d training step; finished blocks reported once, with their final values; and
+// the HWNAS_GEMM_ISA / set_gemm_isa errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "nn/gemm.hpp"
+#include "nn/kernels.hpp"
 #include "nn/ops.hpp"
 #include "tests/nn/gradcheck.hpp"
 
@@ -124,6 +127,84 @@ TEST(Gemm, Avx2KernelMatchesTheReference) {
 TEST(Gemm, Avx512KernelMatchesTheReference) {
   if (!detail::gemm_isa_supported(GemmIsa::kAvx512)) GTEST_SKIP() << "no AVX-512 on this CPU";
   check_family(GemmIsa::kAvx512);
+}
+
+// Records what a BlockDone is told: how often each element of C was reported, and its value then
+// (which must already be the final one: an elementwise pass at that moment sees the result).
+struct BlockLog {
+  std::int64_t m, n, ldc;
+  const float* c;
+  std::vector<int> times;
+  std::vector<float> seen;
+  BlockLog(std::int64_t m_, std::int64_t n_, std::int64_t ldc_, const float* c_)
+      : m(m_), n(n_), ldc(ldc_), c(c_), times(m_ * n_, 0), seen(m_ * n_, 0.0f) {}
+  void operator()(std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+    ASSERT_TRUE(0 <= r0 && r0 <= r1 && r1 <= m && 0 <= c0 && c0 <= c1 && c1 <= n)
+        << "block [" << r0 << ", " << r1 << ") x [" << c0 << ", " << c1 << ") outside C";
+    for (std::int64_t i = r0; i < r1; ++i)
+      for (std::int64_t j = c0; j < c1; ++j) {
+        ++times[i * n + j];
+        seen[i * n + j] = c[i * ldc + j];
+      }
+  }
+  void expect_final(const std::string& where) const {
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        ASSERT_EQ(times[i * n + j], 1) << where << ": element (" << i << "," << j << ") reported";
+        ASSERT_EQ(seen[i * n + j], c[i * ldc + j]) << where << ": (" << i << "," << j
+                                                    << ") reported before its last K block";
+      }
+  }
+};
+
+// The kernels report column panels as their last K block lands (nn/gemm.hpp's BlockDone); the
+// chunked gemm (nn/kernels.hpp) maps them to C's coordinates, and its K-split path reports C once
+// the partial products are summed.  Every family, every shape above (one and several K blocks,
+// the panel and the blocked loop nests), both store modes; and the chunked gemm on shapes that
+// split rows, columns and K over threads.
+TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
+  std::mt19937 rng(5);
+  for (GemmIsa isa : {GemmIsa::kEigen, GemmIsa::kAvx2, GemmIsa::kAvx512}) {
+    if (!detail::gemm_isa_supported(isa)) continue;
+    IsaGuard guard;
+    detail::set_gemm_isa(isa);
+    std::vector<Shape3> shapes = kShapes;
+    shapes.push_back({100, 40, 600});  // the blocked loop nest (m > 96) over several K blocks
+    for (const Shape3& s : shapes)
+      for (bool accumulate : {false, true}) {
+        std::vector<float> abuf, bbuf;
+        const StridedMatrix a = make_operand(Layout::kRowMajor, s.m, s.k, abuf, rng);
+        const StridedMatrix b = make_operand(Layout::kTransposed, s.k, s.n, bbuf, rng);
+        const std::int64_t ldc = s.n + 3;
+        std::vector<float> c(s.m * ldc, 0.25f);
+        BlockLog log(s.m, s.n, ldc, c.data());
+        const detail::BlockDone done{
+            [](const void* ctx, std::int64_t r0, std::int64_t r1, std::int64_t c0,
+               std::int64_t c1) {
+              (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0, c1);
+            },
+            &log};
+        detail::sgemm(s.m, s.n, s.k, a, b, c.data(), ldc, accumulate, done);
+        log.expect_final(std::string(detail::gemm_isa_name(isa)) + " sgemm m=" +
+                         std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                         " k=" + std::to_string(s.k));
+      }
+    // 64x32 by K 784 splits K; 32x784 by K 64 splits columns; 784x32 by K 64 splits rows.
+    for (const Shape3& s : std::vector<Shape3>{{64, 32, 784}, {32, 784, 64}, {784, 32, 64}}) {
+      Eigen::MatrixXf a = Eigen::MatrixXf::Random(s.m, s.k), b = Eigen::MatrixXf::Random(s.k, s.n);
+      Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> c(s.m, s.n);
+      std::mutex lock;  // (the chunks report from their own threads)
+      BlockLog log(s.m, s.n, s.n, c.data());
+      detail::gemm(c, a, b, false, nullptr,
+                   [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+                     std::lock_guard<std::mutex> hold(lock);
+                     log(r0, r1, c0, c1);
+                   });
+      log.expect_final(std::string(detail::gemm_isa_name(isa)) + " chunked gemm m=" +
+                       std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                       " k=" + std::to_string(s.k));
+    }
+  }
 }
 
 std::vector<float> run_family(GemmIsa isa, const Shape3& s, bool accumulate) {

@@ -411,9 +411,10 @@ TEST(Compress, PackedLinearEqualsTheDefinitionAcrossSteps) {
                 nn::Var xv = nn::parameter(x.clone());
                 nn::Var y = spaces::compressed_linear(xv, w, b, bits, prune);
                 // (Step 0 installs the hook, step 1 confirms the settings, its update prepares.)
-                if (step >= 2)
+                if (step >= 2) {
                   ASSERT_EQ(y.node()->parents[1].get() == w.node(), packing)
                       << where << " step " << step << ": packed " << !packing;
+                }
                 ASSERT_EQ(bit_patterns(y.value().to_vector()),
                           bit_patterns(y_ref.value().to_vector()))
                     << where << " step " << step << ": forward";
