@@ -151,8 +151,8 @@ struct BlockLog {
     for (std::int64_t i = 0; i < m; ++i)
       for (std::int64_t j = 0; j < n; ++j) {
         ASSERT_EQ(times[i * n + j], 1) << where << ": element (" << i << "," << j << ") reported";
-        ASSERT_EQ(seen[i * n + j], c[i * ldc + j]) << where << ": (" << i << "," << j
-                                                    << ") reported before its last K block";
+        ASSERT_EQ(seen[i * n + j], c[i * ldc + j])
+            << where << ": (" << i << "," << j << ") reported before its last K block";
       }
   }
 };
@@ -178,15 +178,15 @@ TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
         const std::int64_t ldc = s.n + 3;
         std::vector<float> c(s.m * ldc, 0.25f);
         BlockLog log(s.m, s.n, ldc, c.data());
-        const detail::BlockDone done{
-            [](const void* ctx, std::int64_t r0, std::int64_t r1, std::int64_t c0,
-               std::int64_t c1) {
-              (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0, c1);
-            },
-            &log};
+        const detail::BlockDone done{[](const void* ctx, std::int64_t r0, std::int64_t r1,
+                                        std::int64_t c0, std::int64_t c1) {
+                                       (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0,
+                                                                                         c1);
+                                     },
+                                     &log};
         detail::sgemm(s.m, s.n, s.k, a, b, c.data(), ldc, accumulate, done);
-        log.expect_final(std::string(detail::gemm_isa_name(isa)) + " sgemm m=" +
-                         std::to_string(s.m) + " n=" + std::to_string(s.n) +
+        log.expect_final(std::string(detail::gemm_isa_name(isa)) +
+                         " sgemm m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
                          " k=" + std::to_string(s.k));
       }
     // 64x32 by K 784 splits K; 32x784 by K 64 splits columns; 784x32 by K 64 splits rows.
@@ -200,8 +200,8 @@ TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
                      std::lock_guard<std::mutex> hold(lock);
                      log(r0, r1, c0, c1);
                    });
-      log.expect_final(std::string(detail::gemm_isa_name(isa)) + " chunked gemm m=" +
-                       std::to_string(s.m) + " n=" + std::to_string(s.n) +
+      log.expect_final(std::string(detail::gemm_isa_name(isa)) +
+                       " chunked gemm m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
                        " k=" + std::to_string(s.k));
     }
   }
