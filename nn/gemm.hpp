@@ -32,7 +32,9 @@ enum class GemmIsa { kEigen, kAvx2, kAvx512 };
 // holds its final result, on the thread that computed it; the blocks cover C exactly once.  The
 // x86 kernels report each column panel (at most 96 x 32 floats) once its last K block is stored,
 // so an elementwise pass over the result (a gradient mask) finds it in L1 rather than after the
-// whole product.  Empty (fn null): nothing is called.
+// whole product.  Empty (fn null): nothing is called.  The callback runs while the kernels' pack
+// buffers (per thread) are in use: it must not start parallel work or a GEMM of its own (a task
+// the thread picked up while waiting could run another GEMM over those buffers).
 struct BlockDone {
   void (*fn)(const void* ctx, std::int64_t r0, std::int64_t r1, std::int64_t c0,
              std::int64_t c1) = nullptr;

@@ -134,7 +134,8 @@ struct NoBlockDone {
 // done(r0, r1, c0, c1) is called once for each block of rows [r0, r1) x columns [c0, c1) of C as
 // soon as it holds its result, on the thread that computed it (blocks cover C exactly once; the
 // kernels report column panels of at most 96 x 32, nn/gemm.hpp's BlockDone): an elementwise pass
-// over the result (a gradient mask) then reads it from L1.  NoBlockDone: none.
+// over the result (a gradient mask) then reads it from L1.  NoBlockDone: none.  done runs inside
+// the kernels, so it must not start parallel work or a GEMM (BlockDone).
 //
 // b_transform (if given) applies to B's entries as they are packed, in B's coordinates
 // (sgemm_transformed): the product is then A * f(B).
@@ -160,7 +161,7 @@ void gemm(CM&& c, const AM& a, const BM& b, bool accumulate, const float* row_bi
   // `done` for a chunk whose C starts at C's entry (at.r, at.c): the kernels report each panel
   // as it is finished (BlockDone), in the chunk's coordinates.
   struct Offset {
-    const std::decay_t<Done>* done;
+    std::remove_reference_t<Done>* done;
     std::int64_t r, c;
   };
   auto chunk_done = [](const Offset& at) {

@@ -1215,7 +1215,7 @@ class PackedCompression final : public nn::WeightView {
     if (rule_.none) return;  // quantisation alone passes the gradient straight through
     const float* w = w_->value.data();
 #if defined(HWNAS_COMPRESS_AVX512)
-    // (The GEMM reports each finished 32-column panel: the rows' constants held across them.)
+    // (The GEMM reports each finished 32-column panel: its constants held across the block's rows.)
     if (use_avx512() && rule_.key <= 0x7fffffffu) return mask_block16(g, ld, w, r0, r1, c0, c1);
 #endif
     for (std::int64_t r = r0; r < r1; ++r)

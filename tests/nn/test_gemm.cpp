@@ -189,6 +189,36 @@ TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
                          " sgemm m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
                          " k=" + std::to_string(s.k));
       }
+    // Through sgemm_transformed (its own Eigen fallback), and products with nothing to multiply.
+    struct Identity final : detail::PackTransform {
+      void apply(std::int64_t, std::int64_t, std::int64_t, std::int64_t, int,
+                 float*) const override {}
+    } identity;
+    for (const Shape3& s : std::vector<Shape3>{
+             {33, 100, 600}, {100, 40, 600}, {5, 7, 3}, {4, 5, 0}, {0, 5, 3}, {4, 0, 3}}) {
+      std::vector<float> abuf, bbuf;
+      const StridedMatrix a = make_operand(Layout::kRowMajor, s.m, s.k, abuf, rng);
+      const StridedMatrix b = make_operand(Layout::kTransposed, s.k, s.n, bbuf, rng);
+      for (bool transformed : {false, true}) {
+        std::vector<float> c(s.m * s.n, 0.25f);
+        BlockLog log(s.m, s.n, s.n, c.data());
+        const detail::BlockDone done{[](const void* ctx, std::int64_t r0, std::int64_t r1,
+                                        std::int64_t c0, std::int64_t c1) {
+                                       (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0,
+                                                                                         c1);
+                                     },
+                                     &log};
+        if (transformed)
+          detail::sgemm_transformed(s.m, s.n, s.k, a, b, identity, 0, 0, c.data(), s.n, false,
+                                    done);
+        else
+          detail::sgemm(s.m, s.n, s.k, a, b, c.data(), s.n, false, done);
+        log.expect_final(std::string(detail::gemm_isa_name(isa)) +
+                         (transformed ? " sgemm_transformed" : " sgemm") +
+                         " m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                         " k=" + std::to_string(s.k));
+      }
+    }
     // 64x32 by K 784 splits K; 32x784 by K 64 splits columns; 784x32 by K 64 splits rows.
     for (const Shape3& s : std::vector<Shape3>{{64, 32, 784}, {32, 784, 64}, {784, 32, 64}}) {
       Eigen::MatrixXf a = Eigen::MatrixXf::Random(s.m, s.k), b = Eigen::MatrixXf::Random(s.k, s.n);
