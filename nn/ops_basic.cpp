@@ -149,10 +149,7 @@ Var linear(const Var& x, const Var& w, const Var& b, std::shared_ptr<const Weigh
              [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
                view->mask_gradient(gw, ld, r0, r1, c0, c1);
              });
-        if (nw.grad.empty())
-          nw.grad = std::move(dw);
-        else
-          nw.grad.array() += dw.array();
+        accumulate_owned(nw, std::move(dw));
       } else if (nw.grad.empty()) {
         nw.grad = Tensor(nw.value.shape());
         if (nw.grad_mask && nw.backward_fn && nw.consumers == 1) {

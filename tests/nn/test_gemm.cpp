@@ -129,6 +129,10 @@ TEST(Gemm, Avx512KernelMatchesTheReference) {
   check_family(GemmIsa::kAvx512);
 }
 
+std::string shape_text(const Shape3& s) {
+  return " m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k);
+}
+
 // Records what a BlockDone is told: how often each element of C was reported, and its value then
 // (which must already be the final one: an elementwise pass at that moment sees the result).
 struct BlockLog {
@@ -146,6 +150,14 @@ struct BlockLog {
         ++times[i * n + j];
         seen[i * n + j] = c[i * ldc + j];
       }
+  }
+  // This log as a BlockDone (sgemm's callback).
+  detail::BlockDone reporter() {
+    return {
+        [](const void* ctx, std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+          (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0, c1);
+        },
+        this};
   }
   void expect_final(const std::string& where) const {
     for (std::int64_t i = 0; i < m; ++i)
@@ -178,16 +190,8 @@ TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
         const std::int64_t ldc = s.n + 3;
         std::vector<float> c(s.m * ldc, 0.25f);
         BlockLog log(s.m, s.n, ldc, c.data());
-        const detail::BlockDone done{[](const void* ctx, std::int64_t r0, std::int64_t r1,
-                                        std::int64_t c0, std::int64_t c1) {
-                                       (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0,
-                                                                                         c1);
-                                     },
-                                     &log};
-        detail::sgemm(s.m, s.n, s.k, a, b, c.data(), ldc, accumulate, done);
-        log.expect_final(std::string(detail::gemm_isa_name(isa)) +
-                         " sgemm m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
-                         " k=" + std::to_string(s.k));
+        detail::sgemm(s.m, s.n, s.k, a, b, c.data(), ldc, accumulate, log.reporter());
+        log.expect_final(std::string(detail::gemm_isa_name(isa)) + " sgemm" + shape_text(s));
       }
     // Through sgemm_transformed (its own Eigen fallback), and products with nothing to multiply.
     struct Identity final : detail::PackTransform {
@@ -202,21 +206,13 @@ TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
       for (bool transformed : {false, true}) {
         std::vector<float> c(s.m * s.n, 0.25f);
         BlockLog log(s.m, s.n, s.n, c.data());
-        const detail::BlockDone done{[](const void* ctx, std::int64_t r0, std::int64_t r1,
-                                        std::int64_t c0, std::int64_t c1) {
-                                       (*static_cast<BlockLog*>(const_cast<void*>(ctx)))(r0, r1, c0,
-                                                                                         c1);
-                                     },
-                                     &log};
         if (transformed)
           detail::sgemm_transformed(s.m, s.n, s.k, a, b, identity, 0, 0, c.data(), s.n, false,
-                                    done);
+                                    log.reporter());
         else
-          detail::sgemm(s.m, s.n, s.k, a, b, c.data(), s.n, false, done);
+          detail::sgemm(s.m, s.n, s.k, a, b, c.data(), s.n, false, log.reporter());
         log.expect_final(std::string(detail::gemm_isa_name(isa)) +
-                         (transformed ? " sgemm_transformed" : " sgemm") +
-                         " m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
-                         " k=" + std::to_string(s.k));
+                         (transformed ? " sgemm_transformed" : " sgemm") + shape_text(s));
       }
     }
     // 64x32 by K 784 splits K; 32x784 by K 64 splits columns; 784x32 by K 64 splits rows.
@@ -230,9 +226,7 @@ TEST(Gemm, FinishedBlocksAreReportedOnceWithTheirFinalValues) {
                      std::lock_guard<std::mutex> hold(lock);
                      log(r0, r1, c0, c1);
                    });
-      log.expect_final(std::string(detail::gemm_isa_name(isa)) +
-                       " chunked gemm m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
-                       " k=" + std::to_string(s.k));
+      log.expect_final(std::string(detail::gemm_isa_name(isa)) + " chunked gemm" + shape_text(s));
     }
   }
 }
